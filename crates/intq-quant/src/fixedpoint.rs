@@ -1,0 +1,1 @@
+//! gemmlowp fixed-point arithmetic (placeholder until the Logistic/Softmax kernels land).

@@ -1,0 +1,21 @@
+//! Scheme math for affine quantization `r = S * (q - Z)` (Jacob et al. 2018), as `../shared/SPEC.md`
+//! writes it: choosing parameters from a range with nudging, quantize/dequantize, the fixed-point
+//! multiplier `M ≈ m0 * 2^(shift - 31)`, and gemmlowp's rounding primitives.
+//!
+//! This crate has no dependencies and no `unsafe`; every integer kernel in intq is defined in terms
+//! of the functions here.
+
+mod error;
+pub mod fixedpoint;
+mod multiplier;
+mod params;
+mod rounding;
+mod scheme;
+
+pub use error::QuantError;
+pub use multiplier::QuantizedMultiplier;
+pub use params::{ChannelParams, QuantParams};
+pub use rounding::{
+    multiply_by_quantized_multiplier, rounding_divide_by_pot, saturating_rounding_doubling_high_mul,
+};
+pub use scheme::{QScheme, Range};
