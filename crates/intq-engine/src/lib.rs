@@ -1,1 +1,15 @@
-//! placeholder
+//! The integer-only model: a graph IR of quantized tensors and ops, validated on construction;
+//! a planner and executor that run it with the reference kernels; a float executor of the same
+//! graph for comparison; and the `.intq` file format.
+
+mod error;
+pub mod format;
+mod graph;
+mod validate;
+
+pub use error::{EngineError, GraphError};
+pub use graph::{
+    Activation, DType, Graph, GraphBuilder, Op, OpKind, Quant, Tensor, TensorData, TensorId,
+};
+pub use intq_kernels::Padding;
+pub use intq_quant::{ChannelParams, QuantParams};

@@ -1,0 +1,477 @@
+//! The graph IR: tensors (shape, type, quantization, optional constant data), ops, and the graph's
+//! inputs and outputs. A [`Graph`] is validated when it is built; an invalid one never exists.
+
+use crate::GraphError;
+use intq_kernels::Padding;
+use intq_quant::{ChannelParams, QuantParams};
+
+/// Index of a tensor in [`Graph::tensors`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TensorId(pub u32);
+
+impl TensorId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl std::fmt::Display for TensorId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// Element type of a tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DType {
+    U8,
+    I8,
+    I32,
+    F32,
+}
+
+impl DType {
+    pub fn size_bytes(self) -> usize {
+        match self {
+            DType::U8 | DType::I8 => 1,
+            DType::I32 | DType::F32 => 4,
+        }
+    }
+    /// The NumPy-style name (`uint8`, `int8`, `int32`, `float32`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::U8 => "uint8",
+            DType::I8 => "int8",
+            DType::I32 => "int32",
+            DType::F32 => "float32",
+        }
+    }
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a tensor's codes map to reals.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Quant {
+    PerTensor(QuantParams),
+    /// One `(S, Z)` per index of `axis` (conv: axis 0 of OHWI; depthwise: axis 3; FC: axis 0).
+    PerChannel(ChannelParams),
+}
+
+/// The contents of a constant tensor, or a run-time tensor's value handed in or out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    U8(Vec<u8>),
+    I8(Vec<i8>),
+    I32(Vec<i32>),
+    F32(Vec<f32>),
+}
+
+impl TensorData {
+    pub fn dtype(&self) -> DType {
+        match self {
+            TensorData::U8(_) => DType::U8,
+            TensorData::I8(_) => DType::I8,
+            TensorData::I32(_) => DType::I32,
+            TensorData::F32(_) => DType::F32,
+        }
+    }
+    pub fn len(&self) -> usize {
+        match self {
+            TensorData::U8(v) => v.len(),
+            TensorData::I8(v) => v.len(),
+            TensorData::I32(v) => v.len(),
+            TensorData::F32(v) => v.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// A zero-filled value of `dtype` with `len` elements.
+    pub fn zeros(dtype: DType, len: usize) -> Self {
+        match dtype {
+            DType::U8 => TensorData::U8(vec![0; len]),
+            DType::I8 => TensorData::I8(vec![0; len]),
+            DType::I32 => TensorData::I32(vec![0; len]),
+            DType::F32 => TensorData::F32(vec![0.0; len]),
+        }
+    }
+}
+
+/// A tensor of the graph. Constants (weights, bias) carry `data`; activations do not.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    /// `None` only for f32 tensors (the edges of a model) and for int32 bias without recorded
+    /// params (their scale is implied: `S_in * S_w`).
+    pub quant: Option<Quant>,
+    pub data: Option<TensorData>,
+}
+
+impl Tensor {
+    /// Number of elements (the product of the shape; 1 for a scalar).
+    pub fn num_elements(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// Per-tensor params, if the tensor has them.
+    pub fn params(&self) -> Option<QuantParams> {
+        match &self.quant {
+            Some(Quant::PerTensor(p)) => Some(*p),
+            _ => None,
+        }
+    }
+    pub fn is_constant(&self) -> bool {
+        self.data.is_some()
+    }
+}
+
+/// The activation fused into an op, applied as a clamp on output codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Activation {
+    None,
+    Relu,
+    Relu6,
+    /// Clamp to [-1, 1] (TFLite's RELU_N1_TO_1).
+    ReluN1To1,
+}
+
+/// An operation. Every op names its tensors by id; output shapes are stored on the output tensors
+/// and checked against the shapes the op implies.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// NHWC input, OHWI filter, optional int32 bias `[out_c]`.
+    Conv2d {
+        input: TensorId,
+        filter: TensorId,
+        bias: Option<TensorId>,
+        output: TensorId,
+        stride: [usize; 2],
+        dilation: [usize; 2],
+        padding: Padding,
+        activation: Activation,
+    },
+    /// NHWC input, `[1, kh, kw, in_c * depth_multiplier]` filter, optional int32 bias.
+    DepthwiseConv2d {
+        input: TensorId,
+        filter: TensorId,
+        bias: Option<TensorId>,
+        output: TensorId,
+        stride: [usize; 2],
+        dilation: [usize; 2],
+        padding: Padding,
+        depth_multiplier: usize,
+        activation: Activation,
+    },
+    /// Input of `batch * depth` elements (any rank), weights `[out, depth]`, output `[batch, out]`.
+    FullyConnected {
+        input: TensorId,
+        weights: TensorId,
+        bias: Option<TensorId>,
+        output: TensorId,
+        activation: Activation,
+    },
+    /// Elementwise sum with NumPy broadcasting.
+    Add {
+        lhs: TensorId,
+        rhs: TensorId,
+        output: TensorId,
+        activation: Activation,
+    },
+    AveragePool2d {
+        input: TensorId,
+        output: TensorId,
+        filter: [usize; 2],
+        stride: [usize; 2],
+        padding: Padding,
+        activation: Activation,
+    },
+    MaxPool2d {
+        input: TensorId,
+        output: TensorId,
+        filter: [usize; 2],
+        stride: [usize; 2],
+        padding: Padding,
+        activation: Activation,
+    },
+    /// Concatenation along `axis` (non-negative, less than the rank).
+    Concat {
+        inputs: Vec<TensorId>,
+        output: TensorId,
+        axis: usize,
+    },
+    Logistic {
+        input: TensorId,
+        output: TensorId,
+    },
+    /// Softmax over the last axis of `beta * x`.
+    Softmax {
+        input: TensorId,
+        output: TensorId,
+        beta: f32,
+    },
+    /// Same elements, the output tensor's shape.
+    Reshape {
+        input: TensorId,
+        output: TensorId,
+    },
+    /// f32 to codes, at the model's input edge.
+    Quantize {
+        input: TensorId,
+        output: TensorId,
+    },
+    /// Codes to f32, at the model's output edge.
+    Dequantize {
+        input: TensorId,
+        output: TensorId,
+    },
+}
+
+/// The kind of an op, without its operands: its name in messages and its tag in files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OpKind {
+    Conv2d,
+    DepthwiseConv2d,
+    FullyConnected,
+    Add,
+    AveragePool2d,
+    MaxPool2d,
+    Concat,
+    Logistic,
+    Softmax,
+    Reshape,
+    Quantize,
+    Dequantize,
+}
+
+impl OpKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::Conv2d => "Conv2d",
+            OpKind::DepthwiseConv2d => "DepthwiseConv2d",
+            OpKind::FullyConnected => "FullyConnected",
+            OpKind::Add => "Add",
+            OpKind::AveragePool2d => "AveragePool2d",
+            OpKind::MaxPool2d => "MaxPool2d",
+            OpKind::Concat => "Concat",
+            OpKind::Logistic => "Logistic",
+            OpKind::Softmax => "Softmax",
+            OpKind::Reshape => "Reshape",
+            OpKind::Quantize => "Quantize",
+            OpKind::Dequantize => "Dequantize",
+        }
+    }
+}
+
+impl std::fmt::Display for OpKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Op {
+    pub fn kind(&self) -> OpKind {
+        match self {
+            Op::Conv2d { .. } => OpKind::Conv2d,
+            Op::DepthwiseConv2d { .. } => OpKind::DepthwiseConv2d,
+            Op::FullyConnected { .. } => OpKind::FullyConnected,
+            Op::Add { .. } => OpKind::Add,
+            Op::AveragePool2d { .. } => OpKind::AveragePool2d,
+            Op::MaxPool2d { .. } => OpKind::MaxPool2d,
+            Op::Concat { .. } => OpKind::Concat,
+            Op::Logistic { .. } => OpKind::Logistic,
+            Op::Softmax { .. } => OpKind::Softmax,
+            Op::Reshape { .. } => OpKind::Reshape,
+            Op::Quantize { .. } => OpKind::Quantize,
+            Op::Dequantize { .. } => OpKind::Dequantize,
+        }
+    }
+
+    /// The tensors this op reads, constants included, in operand order.
+    pub fn inputs(&self) -> Vec<TensorId> {
+        match self {
+            Op::Conv2d {
+                input,
+                filter,
+                bias,
+                ..
+            }
+            | Op::DepthwiseConv2d {
+                input,
+                filter,
+                bias,
+                ..
+            } => {
+                let mut v = vec![*input, *filter];
+                v.extend(bias);
+                v
+            }
+            Op::FullyConnected {
+                input,
+                weights,
+                bias,
+                ..
+            } => {
+                let mut v = vec![*input, *weights];
+                v.extend(bias);
+                v
+            }
+            Op::Add { lhs, rhs, .. } => vec![*lhs, *rhs],
+            Op::Concat { inputs, .. } => inputs.clone(),
+            Op::AveragePool2d { input, .. }
+            | Op::MaxPool2d { input, .. }
+            | Op::Logistic { input, .. }
+            | Op::Softmax { input, .. }
+            | Op::Reshape { input, .. }
+            | Op::Quantize { input, .. }
+            | Op::Dequantize { input, .. } => vec![*input],
+        }
+    }
+
+    /// The tensor this op writes.
+    pub fn output(&self) -> TensorId {
+        match self {
+            Op::Conv2d { output, .. }
+            | Op::DepthwiseConv2d { output, .. }
+            | Op::FullyConnected { output, .. }
+            | Op::Add { output, .. }
+            | Op::AveragePool2d { output, .. }
+            | Op::MaxPool2d { output, .. }
+            | Op::Concat { output, .. }
+            | Op::Logistic { output, .. }
+            | Op::Softmax { output, .. }
+            | Op::Reshape { output, .. }
+            | Op::Quantize { output, .. }
+            | Op::Dequantize { output, .. } => *output,
+        }
+    }
+}
+
+/// A validated graph. Build one with [`GraphBuilder`] or [`Graph::new`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Graph {
+    tensors: Vec<Tensor>,
+    ops: Vec<Op>,
+    inputs: Vec<TensorId>,
+    outputs: Vec<TensorId>,
+}
+
+impl Graph {
+    /// Validates and builds a graph: every id in range, every shape, type and quantization
+    /// parameter consistent with its op, each activation written once, no cycles.
+    pub fn new(
+        tensors: Vec<Tensor>,
+        ops: Vec<Op>,
+        inputs: Vec<TensorId>,
+        outputs: Vec<TensorId>,
+    ) -> Result<Graph, GraphError> {
+        let graph = Graph {
+            tensors,
+            ops,
+            inputs,
+            outputs,
+        };
+        crate::validate::validate(&graph)?;
+        Ok(graph)
+    }
+
+    pub fn tensors(&self) -> &[Tensor] {
+        &self.tensors
+    }
+    pub fn tensor(&self, id: TensorId) -> &Tensor {
+        &self.tensors[id.index()]
+    }
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
+    }
+    pub fn inputs(&self) -> &[TensorId] {
+        &self.inputs
+    }
+    pub fn outputs(&self) -> &[TensorId] {
+        &self.outputs
+    }
+    /// The tensor called `name`, if any.
+    pub fn tensor_by_name(&self, name: &str) -> Option<TensorId> {
+        self.tensors
+            .iter()
+            .position(|t| t.name == name)
+            .map(|i| TensorId(i as u32))
+    }
+}
+
+/// Incremental construction of a [`Graph`]; validation happens in [`GraphBuilder::finish`].
+#[derive(Debug, Default, Clone)]
+pub struct GraphBuilder {
+    tensors: Vec<Tensor>,
+    ops: Vec<Op>,
+    inputs: Vec<TensorId>,
+    outputs: Vec<TensorId>,
+}
+
+impl GraphBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an activation (no data) tensor.
+    pub fn tensor(
+        &mut self,
+        name: &str,
+        dtype: DType,
+        shape: &[usize],
+        quant: Option<Quant>,
+    ) -> TensorId {
+        self.push(Tensor {
+            name: name.into(),
+            dtype,
+            shape: shape.to_vec(),
+            quant,
+            data: None,
+        })
+    }
+
+    /// Adds a constant tensor; its dtype is the data's.
+    pub fn constant(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        quant: Option<Quant>,
+        data: TensorData,
+    ) -> TensorId {
+        let dtype = data.dtype();
+        self.push(Tensor {
+            name: name.into(),
+            dtype,
+            shape: shape.to_vec(),
+            quant,
+            data: Some(data),
+        })
+    }
+
+    fn push(&mut self, t: Tensor) -> TensorId {
+        self.tensors.push(t);
+        TensorId(self.tensors.len() as u32 - 1)
+    }
+
+    pub fn op(&mut self, op: Op) -> &mut Self {
+        self.ops.push(op);
+        self
+    }
+    pub fn input(&mut self, id: TensorId) -> &mut Self {
+        self.inputs.push(id);
+        self
+    }
+    pub fn output(&mut self, id: TensorId) -> &mut Self {
+        self.outputs.push(id);
+        self
+    }
+
+    pub fn finish(self) -> Result<Graph, GraphError> {
+        Graph::new(self.tensors, self.ops, self.inputs, self.outputs)
+    }
+}

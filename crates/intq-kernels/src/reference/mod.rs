@@ -1,0 +1,23 @@
+//! The reference tier: one plain scalar implementation per op, the normative arithmetic that
+//! every optimized tier must equal bit for bit.
+//!
+//! Layouts follow TFLite: activations NHWC; conv filters OHWI `[out_c, kh, kw, in_c]`; depthwise
+//! filters `[1, kh, kw, in_c * multiplier]`; fully-connected weights `[out, depth]`.
+
+mod add;
+mod concat;
+mod conv;
+mod fully_connected;
+mod logistic;
+mod pool;
+mod quantize;
+mod softmax;
+
+pub use add::{add, AddParams};
+pub use concat::{concat, ConcatInput, RequantTable};
+pub use conv::{conv2d, depthwise_conv2d};
+pub use fully_connected::fully_connected;
+pub use logistic::{logistic, LogisticTable};
+pub use pool::{average_pool, max_pool};
+pub use quantize::{dequantize, quantize, reshape};
+pub use softmax::{softmax, SoftmaxParams};
