@@ -1,1 +1,144 @@
-fn main() {}
+//! `intq`: inspect and run integer-only quantized models from the command line.
+
+mod inspect;
+mod npy;
+mod quickstart;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use intq_engine::{Model, TensorData};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "intq", version, about = "Quantization-aware training and integer-only inference")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a model's inputs, outputs, ops, tensors, quantization parameters and sizes.
+    Inspect {
+        /// A `.intq` model.
+        model: PathBuf,
+        /// Also list every tensor, constants included.
+        #[arg(long)]
+        tensors: bool,
+    },
+    /// Run a model on `.npy` inputs and write `.npy` outputs (dtype as the tensor's).
+    Run {
+        /// A `.intq` model.
+        model: PathBuf,
+        /// One `.npy` per graph input, in the order `intq inspect` lists them.
+        #[arg(long = "input", short = 'i', required = true)]
+        inputs: Vec<PathBuf>,
+        /// One `.npy` per graph output (or one for `--tensor`).
+        #[arg(long = "output", short = 'o', required = true)]
+        outputs: Vec<PathBuf>,
+        /// Return this tensor (by name), e.g. an intermediate activation, instead of the graph
+        /// outputs.
+        #[arg(long)]
+        tensor: Option<String>,
+        /// Run the float executor of the same graph (dequantized weights, f32 math) and write
+        /// float32 real values instead of integer codes.
+        #[arg(long)]
+        float: bool,
+    },
+    /// Build a small CNN, save it as `.intq`, reload it, run it integer-only and check it
+    /// against the float executor of the same graph.
+    Quickstart {
+        /// Where to put the models and arrays it writes.
+        #[arg(long, default_value = "intq-quickstart")]
+        dir: PathBuf,
+    },
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Inspect { model, tensors } => inspect::inspect(&model, tensors),
+        Command::Run { model, inputs, outputs, tensor, float } => {
+            run(&model, &inputs, &outputs, tensor.as_deref(), float)
+        }
+        Command::Quickstart { dir } => quickstart::quickstart(&dir),
+    }
+}
+
+fn run(
+    model_path: &std::path::Path,
+    input_paths: &[PathBuf],
+    output_paths: &[PathBuf],
+    tensor: Option<&str>,
+    float: bool,
+) -> Result<()> {
+    let model = Model::load(model_path)?;
+    let graph = model.graph();
+    if input_paths.len() != graph.inputs().len() {
+        bail!(
+            "{} takes {} input(s) ({}), {} given",
+            model_path.display(),
+            graph.inputs().len(),
+            names(graph, graph.inputs()),
+            input_paths.len()
+        );
+    }
+    let mut inputs = Vec::with_capacity(input_paths.len());
+    for (path, &id) in input_paths.iter().zip(graph.inputs()) {
+        let array = npy::read(path)?;
+        let t = graph.tensor(id);
+        if array.data.dtype() != t.dtype {
+            bail!(
+                "{}: dtype {} but input '{}' of the model is {}",
+                path.display(),
+                array.data.dtype(),
+                t.name,
+                t.dtype
+            );
+        }
+        if array.shape != t.shape {
+            bail!(
+                "{}: shape {:?} but input '{}' of the model has shape {:?}",
+                path.display(),
+                array.shape,
+                t.name,
+                t.shape
+            );
+        }
+        inputs.push(array.data);
+    }
+    let wanted: Vec<_> = match tensor {
+        Some(name) => vec![graph.tensor_by_name(name).with_context(|| {
+            format!("{} has no tensor named '{name}' (see `intq inspect --tensors`)", model_path.display())
+        })?],
+        None => graph.outputs().to_vec(),
+    };
+    if output_paths.len() != wanted.len() {
+        bail!(
+            "{} output path(s) given for {} tensor(s) ({})",
+            output_paths.len(),
+            wanted.len(),
+            names(graph, &wanted)
+        );
+    }
+    let results: Vec<TensorData> = if float {
+        model.run_float_with(&inputs, &wanted)?.into_iter().map(TensorData::F32).collect()
+    } else {
+        model.run_with(&inputs, &wanted)?
+    };
+    for ((path, data), &id) in output_paths.iter().zip(results).zip(&wanted) {
+        let shape = graph.tensor(id).shape.clone();
+        npy::write(path, &npy::Array { shape, data })?;
+    }
+    Ok(())
+}
+
+fn names(graph: &intq_engine::Graph, ids: &[intq_engine::TensorId]) -> String {
+    ids.iter().map(|&id| format!("'{}'", graph.tensor(id).name)).collect::<Vec<_>>().join(", ")
+}

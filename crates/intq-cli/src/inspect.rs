@@ -1,0 +1,163 @@
+//! `intq inspect`: a human-readable summary of a model's graph.
+
+use anyhow::Result;
+use intq_engine::{Activation, Graph, Model, Op, Padding, Quant, Tensor, TensorId};
+use std::fmt::Write;
+use std::path::Path;
+
+pub fn inspect(path: &Path, all_tensors: bool) -> Result<()> {
+    let model = Model::load(path)?;
+    let file_size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    print!("{}", summary(model.graph(), &path.display().to_string(), file_size));
+    if all_tensors {
+        print!("{}", tensor_table(model.graph()));
+    }
+    Ok(())
+}
+
+/// The whole report, as a string so tests can read it.
+pub fn summary(graph: &Graph, name: &str, file_size: u64) -> String {
+    let mut s = String::new();
+    let tensors = graph.tensors();
+    let const_bytes: usize = tensors
+        .iter()
+        .filter(|t| t.is_constant())
+        .map(|t| t.num_elements() * t.dtype.size_bytes())
+        .sum();
+    let act_bytes: usize = tensors
+        .iter()
+        .filter(|t| !t.is_constant())
+        .map(|t| t.num_elements() * t.dtype.size_bytes())
+        .sum();
+    let _ = writeln!(s, "model {name}: {file_size} bytes");
+    let _ = writeln!(
+        s,
+        "  {} ops, {} tensors; constants {} bytes, activations {} bytes (before buffer reuse)",
+        graph.ops().len(),
+        tensors.len(),
+        const_bytes,
+        act_bytes
+    );
+    let _ = writeln!(s, "inputs:");
+    for &id in graph.inputs() {
+        let _ = writeln!(s, "  {}", tensor_line(graph.tensor(id)));
+    }
+    let _ = writeln!(s, "outputs:");
+    for &id in graph.outputs() {
+        let _ = writeln!(s, "  {}", tensor_line(graph.tensor(id)));
+    }
+    let _ = writeln!(s, "ops:");
+    for (i, op) in graph.ops().iter().enumerate() {
+        let _ = writeln!(s, "  #{i} {}{}", op.kind(), attributes(op));
+        let inputs = op.inputs();
+        for (role, id) in operand_roles(op).iter().zip(&inputs) {
+            let _ = writeln!(s, "      {role:<7} {}", tensor_line(graph.tensor(*id)));
+        }
+        let _ = writeln!(s, "      {:<7} {}", "output", tensor_line(graph.tensor(op.output())));
+    }
+    s
+}
+
+fn tensor_table(graph: &Graph) -> String {
+    let mut s = String::from("tensors:\n");
+    for (i, t) in graph.tensors().iter().enumerate() {
+        let kind = if t.is_constant() { "const" } else { "act" };
+        let _ = writeln!(s, "  {:>4} {kind:<5} {}", TensorId(i as u32), tensor_line(t));
+    }
+    s
+}
+
+fn operand_roles(op: &Op) -> Vec<&'static str> {
+    match op {
+        Op::Conv2d { .. } | Op::DepthwiseConv2d { .. } => vec!["input", "filter", "bias"],
+        Op::FullyConnected { .. } => vec!["input", "weights", "bias"],
+        Op::Add { .. } => vec!["lhs", "rhs"],
+        Op::Concat { inputs, .. } => vec!["input"; inputs.len()],
+        _ => vec!["input"],
+    }
+}
+
+fn tensor_line(t: &Tensor) -> String {
+    let dims = t.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+    let bytes = t.num_elements() * t.dtype.size_bytes();
+    format!("'{}' {} [{}] {}  ({} bytes)", t.name, t.dtype, dims, quant_text(&t.quant), bytes)
+}
+
+fn quant_text(q: &Option<Quant>) -> String {
+    match q {
+        None => "unquantized".into(),
+        Some(Quant::PerTensor(p)) => format!("S={:.6e} Z={}", p.scale, p.zero_point),
+        Some(Quant::PerChannel(c)) => {
+            let (lo, hi) = c
+                .scales()
+                .iter()
+                .fold((f32::INFINITY, 0f32), |(lo, hi), &s| (lo.min(s), hi.max(s)));
+            let zs = c.zero_points();
+            let zmin = zs.iter().min().unwrap_or(&0);
+            let zmax = zs.iter().max().unwrap_or(&0);
+            let z = if zmin == zmax { format!("Z={zmin}") } else { format!("Z in [{zmin}, {zmax}]") };
+            format!("per-channel(axis {}, {}) S in [{lo:.3e}, {hi:.3e}] {z}", c.axis(), c.len())
+        }
+    }
+}
+
+fn padding_text(p: &Padding) -> String {
+    match p {
+        Padding::Same => "SAME".into(),
+        Padding::Valid => "VALID".into(),
+        Padding::Explicit { top, bottom, left, right } => {
+            format!("explicit(t{top} b{bottom} l{left} r{right})")
+        }
+    }
+}
+
+fn act_text(a: &Activation) -> &'static str {
+    match a {
+        Activation::None => "none",
+        Activation::Relu => "relu",
+        Activation::Relu6 => "relu6",
+        Activation::ReluN1To1 => "relu_n1_to_1",
+    }
+}
+
+fn attributes(op: &Op) -> String {
+    match op {
+        Op::Conv2d { stride, dilation, padding, activation, .. } => format!(
+            "  stride {}x{} dilation {}x{} padding {} activation {}",
+            stride[0],
+            stride[1],
+            dilation[0],
+            dilation[1],
+            padding_text(padding),
+            act_text(activation)
+        ),
+        Op::DepthwiseConv2d { stride, dilation, padding, depth_multiplier, activation, .. } => {
+            format!(
+                "  stride {}x{} dilation {}x{} padding {} multiplier {} activation {}",
+                stride[0],
+                stride[1],
+                dilation[0],
+                dilation[1],
+                padding_text(padding),
+                depth_multiplier,
+                act_text(activation)
+            )
+        }
+        Op::FullyConnected { activation, .. } | Op::Add { activation, .. } => {
+            format!("  activation {}", act_text(activation))
+        }
+        Op::AveragePool2d { filter, stride, padding, activation, .. }
+        | Op::MaxPool2d { filter, stride, padding, activation, .. } => format!(
+            "  filter {}x{} stride {}x{} padding {} activation {}",
+            filter[0],
+            filter[1],
+            stride[0],
+            stride[1],
+            padding_text(padding),
+            act_text(activation)
+        ),
+        Op::Concat { axis, .. } => format!("  axis {axis}"),
+        Op::Softmax { beta, .. } => format!("  beta {beta}"),
+        _ => String::new(),
+    }
+}
