@@ -3,6 +3,7 @@
 //! graph for comparison; and the `.intq` file format.
 
 mod error;
+pub mod examples;
 pub mod format;
 mod graph;
 mod validate;
