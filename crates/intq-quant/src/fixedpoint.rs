@@ -99,10 +99,16 @@ impl<const I: i32> FixedPoint<I> {
 
     /// The product, an `F<C>` with `C = I + B` (gemmlowp's `operator*`): a saturating rounding
     /// doubling high multiply of the raw values.
+    // Not `std::ops::Mul`: the output type depends on both operands' integer bits, which a
+    // trait impl cannot express on stable Rust without overlapping impls.
+    #[allow(clippy::should_implement_trait)]
     #[inline]
     pub fn mul<const B: i32, const C: i32>(self, rhs: FixedPoint<B>) -> FixedPoint<C> {
         const {
-            assert!(C == I + B, "product integer bits must be the sum of the factors'");
+            assert!(
+                C == I + B,
+                "product integer bits must be the sum of the factors'"
+            );
         }
         FixedPoint::from_raw(saturating_rounding_doubling_high_mul(self.raw, rhs.raw))
     }
@@ -334,7 +340,10 @@ mod tests {
         assert_eq!(FixedPoint::<5>::FRACTIONAL_BITS, 26);
         assert_eq!(FixedPoint::<5>::from_f64(-1.5).raw(), -(3 << 25));
         assert_eq!(FixedPoint::<2>::from_f64(48.0 / 17.0).raw(), 1_515_870_810);
-        assert_eq!(FixedPoint::<2>::from_f64(-32.0 / 17.0).raw(), -1_010_580_540);
+        assert_eq!(
+            FixedPoint::<2>::from_f64(-32.0 / 17.0).raw(),
+            -1_010_580_540
+        );
     }
 
     #[test]
@@ -361,7 +370,10 @@ mod tests {
         // 2^29 << 1 = 2^30 fits; 2^30 << 1 would be 2^31: threshold is 2^30 - 1, so saturate.
         assert_eq!(saturating_rounding_multiply_by_pot(1 << 29, 1), 1 << 30);
         assert_eq!(saturating_rounding_multiply_by_pot(1 << 30, 1), i32::MAX);
-        assert_eq!(saturating_rounding_multiply_by_pot(-(1 << 30) + 1, 1), i32::MIN + 2);
+        assert_eq!(
+            saturating_rounding_multiply_by_pot(-(1 << 30) + 1, 1),
+            i32::MIN + 2
+        );
         assert_eq!(saturating_rounding_multiply_by_pot(-(1 << 30), 1), i32::MIN);
         // Right shifts round half away from zero: 5/4 -> 1, 6/4 -> 2, -6/4 -> -2.
         assert_eq!(saturating_rounding_multiply_by_pot(5, -2), 1);

@@ -21,6 +21,12 @@ pub struct AddParams {
 impl AddParams {
     /// SPEC §4: `twice_max = 2 max(S1, S2)`, `m_i = S_i / twice_max`,
     /// `m_out = twice_max / (2^20 S_out)`, computed in f64 from the f32 scales.
+    ///
+    /// TFLite's Prepare forms `2 * max` and `2^20 * S_out` in f32 and divides in f64; scaling
+    /// by a power of two is exact in either, so f64 throughout gives the same multipliers.
+    /// TFLite also requires every multiplier to be below 1 (`QuantizeMultiplierSmallerThanOneExp`,
+    /// which checks the quantized shift is `<= 0`); an output scale that breaks this (smaller
+    /// than `2 max(S1, S2) / 2^20`) is an error here too.
     pub fn new(
         lhs: QuantParams,
         rhs: QuantParams,
@@ -28,9 +34,95 @@ impl AddParams {
         clamp_min: i32,
         clamp_max: i32,
     ) -> Result<Self, QuantError> {
-        let _ = (lhs, rhs, output, clamp_min, clamp_max);
-        unimplemented!("AddParams lands with the elementwise kernels")
+        for s in [lhs.scale, rhs.scale, output.scale] {
+            if !(s > 0.0 && s.is_finite()) {
+                return Err(QuantError::BadScale(s as f64));
+            }
+        }
+        const LEFT_SHIFT: i32 = 20;
+        let twice_max_input_scale = 2.0 * (lhs.scale.max(rhs.scale) as f64);
+        let smaller_than_one = |m: f64| -> Result<QuantizedMultiplier, QuantError> {
+            let q = QuantizedMultiplier::from_real(m)?;
+            if m >= 1.0 || q.shift > 0 {
+                return Err(QuantError::MultiplierOutOfRange(m));
+            }
+            Ok(q)
+        };
+        Ok(AddParams {
+            lhs_zero_point: lhs.zero_point,
+            rhs_zero_point: rhs.zero_point,
+            output_zero_point: output.zero_point,
+            left_shift: LEFT_SHIFT,
+            lhs_multiplier: smaller_than_one(lhs.scale as f64 / twice_max_input_scale)?,
+            rhs_multiplier: smaller_than_one(rhs.scale as f64 / twice_max_input_scale)?,
+            output_multiplier: smaller_than_one(
+                twice_max_input_scale / ((1i64 << LEFT_SHIFT) as f64 * output.scale as f64),
+            )?,
+            clamp_min,
+            clamp_max,
+        })
     }
+
+    /// The output code of one pair of input codes (TFLite's `AddElementwise` body).
+    #[inline]
+    pub fn apply(&self, lhs: i32, rhs: i32) -> i32 {
+        // With codes and zero points of one 8-bit type |q - Z| <= 255, so the shifted values stay
+        // below 2^28 and nothing overflows; wrapping only keeps nonsense zero points from panicking.
+        let shifted_lhs = lhs.wrapping_sub(self.lhs_zero_point) << self.left_shift;
+        let shifted_rhs = rhs.wrapping_sub(self.rhs_zero_point) << self.left_shift;
+        let raw_sum = self
+            .lhs_multiplier
+            .apply(shifted_lhs)
+            .wrapping_add(self.rhs_multiplier.apply(shifted_rhs));
+        self.output_multiplier
+            .apply(raw_sum)
+            .saturating_add(self.output_zero_point)
+            .clamp(self.clamp_min, self.clamp_max)
+    }
+}
+
+/// The largest rank `add` broadcasts over, as TFLite's `BroadcastAdd6DSlow`.
+const MAX_BROADCAST_RANK: usize = 6;
+
+/// The NumPy broadcast of two shapes (aligned at their trailing dimensions; a dimension of 1
+/// stretches), or `None` when they are incompatible.
+fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let rank = a.len().max(b.len());
+    let mut out = vec![0; rank];
+    for (i, o) in out.iter_mut().enumerate() {
+        // Dimension i of the result, counted from the front of the longer shape.
+        let da = dim_from_back(a, rank - 1 - i);
+        let db = dim_from_back(b, rank - 1 - i);
+        *o = match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => return None,
+        };
+    }
+    Some(out)
+}
+
+/// Dimension `k` counted from the back (0 = last); missing leading dimensions are 1.
+fn dim_from_back(shape: &[usize], k: usize) -> usize {
+    if k < shape.len() {
+        shape[shape.len() - 1 - k]
+    } else {
+        1
+    }
+}
+
+/// Row-major strides of `shape` padded at the front to `rank`, with 0 wherever the dimension is
+/// broadcast (size 1), so that the same output index walks a smaller input.
+fn broadcast_strides(shape: &[usize], rank: usize) -> Vec<usize> {
+    let mut strides = vec![0; rank];
+    let mut stride = 1;
+    for k in 0..shape.len() {
+        let d = shape[shape.len() - 1 - k];
+        strides[rank - 1 - k] = if d == 1 { 0 } else { stride };
+        stride *= d;
+    }
+    strides
 }
 
 /// Elementwise `lhs + rhs` with NumPy broadcasting of shapes (rank up to 6); `output_shape` is the
@@ -44,6 +136,49 @@ pub fn add<T: QElem>(
     output: &mut [T],
     output_shape: &[usize],
 ) {
-    let _ = (lhs, lhs_shape, rhs, rhs_shape, params, output, output_shape);
-    unimplemented!("add reference lands with the elementwise kernels")
+    assert!(
+        output_shape.len() <= MAX_BROADCAST_RANK,
+        "add broadcasts up to rank {MAX_BROADCAST_RANK}, got {output_shape:?}"
+    );
+    let expected = broadcast_shape(lhs_shape, rhs_shape);
+    assert_eq!(
+        expected.as_deref(),
+        Some(output_shape),
+        "output shape must be the broadcast of {lhs_shape:?} and {rhs_shape:?}"
+    );
+    assert_eq!(lhs.len(), lhs_shape.iter().product::<usize>(), "lhs length");
+    assert_eq!(rhs.len(), rhs_shape.iter().product::<usize>(), "rhs length");
+    assert_eq!(
+        output.len(),
+        output_shape.iter().product::<usize>(),
+        "output length"
+    );
+
+    if lhs_shape == rhs_shape {
+        for ((o, &a), &b) in output.iter_mut().zip(lhs).zip(rhs) {
+            *o = T::from_i32_saturating(params.apply(a.to_i32(), b.to_i32()));
+        }
+        return;
+    }
+
+    let rank = output_shape.len();
+    let lhs_strides = broadcast_strides(lhs_shape, rank);
+    let rhs_strides = broadcast_strides(rhs_shape, rank);
+    // An odometer over the output index, carrying the two input offsets along.
+    let mut index = vec![0usize; rank];
+    let (mut li, mut ri) = (0usize, 0usize);
+    for o in output.iter_mut() {
+        *o = T::from_i32_saturating(params.apply(lhs[li].to_i32(), rhs[ri].to_i32()));
+        for d in (0..rank).rev() {
+            index[d] += 1;
+            li += lhs_strides[d];
+            ri += rhs_strides[d];
+            if index[d] < output_shape[d] {
+                break;
+            }
+            li -= lhs_strides[d] * output_shape[d];
+            ri -= rhs_strides[d] * output_shape[d];
+            index[d] = 0;
+        }
+    }
 }

@@ -1,8 +1,85 @@
 //! Reference Logistic: TFLite's integer routine (gemmlowp fixed-point logistic on a Q4 input),
 //! run once per possible input code at load time into a 256-entry table (SPEC §4).
+//!
+//! The routine is TFLite's 8-bit fixed-point Logistic (uint8: the legacy `reference_ops` /
+//! `optimized_ops::Logistic`; int8: `reference_integer_ops::Logistic`) with the parameters its
+//! Prepare computed from the input scale:
+//!
+//! - `input_multiplier`, `input_left_shift` = `QuantizeMultiplierGreaterThanOne(S_in * 2^27)`,
+//!   which turns `q - Z_in` into Q4.27 (4 integer bits);
+//! - `input_range_radius = CalculateInputRadius(4, input_left_shift, 31)
+//!   = floor(15 * 2^27 / 2^input_left_shift)`, the largest `|q - Z_in|` whose rescaled value
+//!   cannot overflow Q4.27; inputs at or beyond it saturate.
 
 use crate::QElem;
-use intq_quant::QuantParams;
+use intq_quant::fixedpoint::{logistic as fixed_logistic, FixedPoint};
+use intq_quant::{rounding_divide_by_pot, QuantParams, QuantizedMultiplier};
+
+/// Integer bits of the rescaled input: Q4.27 covers `[-16, 16)`.
+const INPUT_INTEGER_BITS: i32 = 4;
+
+/// The Prepare-time integer parameters of TFLite's 8-bit Logistic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LogisticPrepared {
+    pub input_zero_point: i32,
+    pub input_multiplier: QuantizedMultiplier,
+    pub input_range_radius: i32,
+}
+
+impl LogisticPrepared {
+    /// TFLite's Prepare for an input with parameters `input`.
+    ///
+    /// Outside TFLite's domain the routine is extended rather than rejected, so that every
+    /// positive scale gets a table: for `S_in <= 2^-27` (where TFLite's Prepare fails because the
+    /// multiplier is not above 1) the multiplier keeps its negative shift and no input saturates;
+    /// for `S_in >= 16` (a shift past 31) the radius is 0, the limit of TFLite's own formula, which
+    /// already yields 0 for every `S_in >= 8`.
+    pub fn new(input: QuantParams) -> Self {
+        let real = input.scale as f64 * (1i64 << (31 - INPUT_INTEGER_BITS)) as f64;
+        let (input_multiplier, input_range_radius) = match QuantizedMultiplier::from_real(real) {
+            Ok(m) if m.shift >= 0 => (m, calculate_input_radius(INPUT_INTEGER_BITS, m.shift)),
+            Ok(m) => (m, i32::MAX),
+            // Only non-finite or >= 2^31 multipliers fail: every input is far outside [-16, 16).
+            Err(_) => (QuantizedMultiplier { m0: 0, shift: 0 }, 0),
+        };
+        LogisticPrepared {
+            input_zero_point: input.zero_point,
+            input_multiplier,
+            input_range_radius,
+        }
+    }
+
+    /// TFLite's per-element routine: the output code of input code `q` for an output type with
+    /// limits `[qmin, qmax]` and zero point `qmin` (0 for uint8, -128 for int8), `S_out = 1/256`.
+    pub fn eval(&self, q: i32, qmin: i32, qmax: i32) -> i32 {
+        let centered = q - self.input_zero_point;
+        if centered <= -self.input_range_radius {
+            return qmin;
+        }
+        if centered >= self.input_range_radius {
+            return qmax;
+        }
+        // Shift >= 0 here is TFLite's MultiplyByQuantizedMultiplierGreaterThanOne exactly.
+        let input_in_q4 = self.input_multiplier.apply(centered);
+        let output_in_q0 =
+            fixed_logistic(FixedPoint::<INPUT_INTEGER_BITS>::from_raw(input_in_q4)).raw();
+        // Q0.31 to units of 1/256: a rounding shift by 31 - 8. The result is in [0, 256]; 256
+        // (logistic rounding up to 1.0) is what uint8's `256 -> 255` and int8's clamp both catch.
+        let in_256ths = rounding_divide_by_pot(output_in_q0, 31 - 8);
+        (in_256ths + qmin).clamp(qmin, qmax)
+    }
+}
+
+/// TFLite's `CalculateInputRadius(integer_bits, left_shift, 31)`:
+/// `floor((2^integer_bits - 1) * 2^(31 - integer_bits) / 2^left_shift)`, the largest input whose
+/// product with the multiplier (after the left shift) stays inside Q`integer_bits`.
+pub(crate) fn calculate_input_radius(input_integer_bits: i32, input_left_shift: i32) -> i32 {
+    debug_assert!((0..=31).contains(&input_left_shift));
+    let max_input_rescaled = ((1i64 << input_integer_bits) - 1) as f64
+        * (1i64 << (31 - input_integer_bits)) as f64
+        / (1i64 << input_left_shift) as f64;
+    max_input_rescaled.floor() as i32
+}
 
 /// Output codes for every input code; output params are fixed at `S = 1/256`, `Z = 0` (uint8) or
 /// `Z = -128` (int8).
@@ -13,13 +90,23 @@ pub struct LogisticTable<T: QElem> {
 
 impl<T: QElem> LogisticTable<T> {
     pub fn new(input: QuantParams) -> Self {
-        let _ = input;
-        unimplemented!("LogisticTable lands with the logistic kernel")
+        let prepared = LogisticPrepared::new(input);
+        let table = (T::MIN..=T::MAX)
+            .map(|q| T::from_i32_saturating(prepared.eval(q, T::MIN, T::MAX)))
+            .collect();
+        LogisticTable { table }
     }
 }
 
 /// `output[i] = table[input[i]]`.
 pub fn logistic<T: QElem>(input: &[T], table: &LogisticTable<T>, output: &mut [T]) {
-    let _ = (input, table, output);
-    unimplemented!("logistic reference lands with the logistic kernel")
+    assert_eq!(input.len(), output.len(), "logistic keeps the shape");
+    assert_eq!(
+        table.table.len(),
+        (T::MAX - T::MIN + 1) as usize,
+        "table size"
+    );
+    for (o, &q) in output.iter_mut().zip(input) {
+        *o = table.table[(q.to_i32() - T::MIN) as usize];
+    }
 }

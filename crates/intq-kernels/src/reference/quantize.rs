@@ -3,16 +3,21 @@
 use crate::QElem;
 use intq_quant::QuantParams;
 
-/// Real to code at the model's input edge (TFLite's reference Quantize).
+/// Real to code at the model's input edge (TFLite's reference Quantize):
+/// `clamp(round(x / S) + Z)` in f32, rounding half away from zero, clamped to the type's limits.
 pub fn quantize<T: QElem>(input: &[f32], params: QuantParams, output: &mut [T]) {
-    let _ = (input, params, output);
-    unimplemented!("quantize lands with the edge kernels")
+    assert_eq!(input.len(), output.len(), "quantize keeps the shape");
+    for (o, &x) in output.iter_mut().zip(input) {
+        *o = T::from_i32_saturating(params.quantize(x, T::MIN, T::MAX));
+    }
 }
 
-/// Code to real at the model's output edge (TFLite's reference Dequantize).
+/// Code to real at the model's output edge (TFLite's reference Dequantize): `S * (q - Z)`.
 pub fn dequantize<T: QElem>(input: &[T], params: QuantParams, output: &mut [f32]) {
-    let _ = (input, params, output);
-    unimplemented!("dequantize lands with the edge kernels")
+    assert_eq!(input.len(), output.len(), "dequantize keeps the shape");
+    for (o, &q) in output.iter_mut().zip(input) {
+        *o = params.dequantize(q.to_i32());
+    }
 }
 
 /// Reshape: the codes are copied unchanged; input and output share `(S, Z)`.
