@@ -48,10 +48,13 @@ pub const SMALL_CNN_CLASSES: usize = 10;
 /// deviation below 1) with room to spare, so that the integer model rarely saturates where the
 /// float model would not.
 const INPUT_RANGE: (f32, f32) = (-1.0, 1.0);
-const CONV_RANGE: (f32, f32) = (0.0, 3.0); // ReLU
+const CONV_RANGE: (f32, f32) = (0.0, 4.0); // ReLU
 const DW_RANGE: (f32, f32) = (0.0, 6.0); // ReLU6: its natural range
-const ADD_RANGE: (f32, f32) = (0.0, 6.0);
-const LOGITS_RANGE: (f32, f32) = (-6.0, 6.0);
+const ADD_RANGE: (f32, f32) = (0.0, 5.0);
+/// The classifier's weights are larger than the rest so that the logits of different classes
+/// spread apart and the softmax has a clear winner on most inputs.
+const FC_GAIN: f32 = 3.0;
+const LOGITS_RANGE: (f32, f32) = (-4.0, 4.0);
 
 /// Per-encoding choices: the activation code type and how weights are quantized.
 #[derive(Clone, Copy)]
@@ -88,15 +91,28 @@ fn weights(
     shape: &[usize],
     axis: usize,
     fan_in: usize,
+    gain: f32,
 ) -> QuantizedWeights {
     let n: usize = shape.iter().product();
     let channels = shape[axis];
     let inner: usize = shape[axis + 1..].iter().product();
     let channel_of = |i: usize| (i / inner) % channels;
-    // Uniform in [-a, a] has variance a^2/3; a = sqrt(3 / fan_in) gives Var(w) = 1/fan_in.
-    // A positive skew (1.4x on the positive side) makes uint8's weight zero point non-central.
-    let a = (3.0 / fan_in as f32).sqrt();
-    let reals: Vec<f32> = (0..n).map(|_| rng.uniform(-a, 1.4 * a)).collect();
+    // Uniform in [-a, a] has variance a^2/3; a = gain * sqrt(3 / fan_in) gives
+    // Var(w) = gain^2 / fan_in. A positive skew (1.4x on the positive side) makes uint8's weight
+    // zero point non-central.
+    let a = gain * (3.0 / fan_in as f32).sqrt();
+    let mut reals: Vec<f32> = (0..n).map(|_| rng.uniform(-a, 1.4 * a)).collect();
+    // Centre each output channel: the skew then shows in the weights' range (and uint8's zero
+    // point) but not as a common offset of every output, which would crowd the logits together
+    // far from zero.
+    let mut sums = vec![0f32; channels];
+    for (i, &w) in reals.iter().enumerate() {
+        sums[channel_of(i)] += w;
+    }
+    let per_channel = (n / channels) as f32;
+    for (i, w) in reals.iter_mut().enumerate() {
+        *w -= sums[channel_of(i)] / per_channel;
+    }
     match dtype {
         DType::U8 => {
             let (lo, hi) = reals
@@ -221,7 +237,7 @@ pub fn small_cnn(dtype: DType, float_edges: bool, seed: u64) -> Graph {
     b.input(graph_input);
 
     // conv: OHWI [8, 3, 3, 3], per-channel axis 0.
-    let conv_w = weights(&mut rng, act, &[c1, 3, 3, c], 0, 3 * 3 * c);
+    let conv_w = weights(&mut rng, act, &[c1, 3, 3, c], 0, 3 * 3 * c, 1.0);
     let conv_filter = b.constant(
         "conv/weights",
         &[c1, 3, 3, c],
@@ -243,7 +259,7 @@ pub fn small_cnn(dtype: DType, float_edges: bool, seed: u64) -> Graph {
     });
 
     // depthwise: [1, 3, 3, 8], multiplier 1, per-channel axis 3.
-    let dw_w = weights(&mut rng, act, &[1, 3, 3, c1], 3, 3 * 3);
+    let dw_w = weights(&mut rng, act, &[1, 3, 3, c1], 3, 3 * 3, 1.0);
     let dw_filter = b.constant(
         "dw/weights",
         &[1, 3, 3, c1],
@@ -286,7 +302,7 @@ pub fn small_cnn(dtype: DType, float_edges: bool, seed: u64) -> Graph {
 
     // FC reads the pooled NHWC tensor flattened: depth = 4 * 4 * 8 = 128.
     let depth = ph * pw * c1;
-    let fc_w = weights(&mut rng, act, &[classes, depth], 0, depth);
+    let fc_w = weights(&mut rng, act, &[classes, depth], 0, depth, FC_GAIN);
     let fc_weights = b.constant(
         "fc/weights",
         &[classes, depth],

@@ -4,8 +4,12 @@
 
 mod error;
 pub mod examples;
+mod exec;
+mod float_exec;
 pub mod format;
 mod graph;
+mod model;
+mod plan;
 mod validate;
 
 pub use error::{EngineError, GraphError};
@@ -14,3 +18,4 @@ pub use graph::{
 };
 pub use intq_kernels::Padding;
 pub use intq_quant::{ChannelParams, QuantParams};
+pub use model::{MemoryStats, Model};

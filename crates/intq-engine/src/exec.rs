@@ -1,0 +1,404 @@
+//! The integer executor: runs a planned graph op by op through the reference kernels, with
+//! activations in the planner's shared buffers. Only Quantize and Dequantize touch floats, at the
+//! model's edges.
+
+use crate::plan::{AnyLogisticTable, AnyRequantTable, MemoryPlan, Plan, Prepared, Table};
+use crate::validate::describe;
+use crate::{DType, EngineError, Graph, Op, TensorData, TensorId};
+use intq_kernels::reference::{self as k, ConcatInput, LogisticTable, RequantTable};
+use intq_kernels::{Multipliers, OutputStage, QElem};
+
+/// An 8-bit code type together with the ways to find its values in the type-erased containers.
+/// The graph is validated, so a container of the wrong type is an engine bug, not bad input.
+pub(crate) trait Code: QElem {
+    fn slice(d: &TensorData) -> &[Self];
+    fn requant(t: &AnyRequantTable) -> &RequantTable<Self>;
+    fn logistic(t: &AnyLogisticTable) -> &LogisticTable<Self>;
+}
+
+impl Code for u8 {
+    fn slice(d: &TensorData) -> &[u8] {
+        match d {
+            TensorData::U8(v) => v,
+            other => unreachable!("expected uint8 data, found {}", other.dtype()),
+        }
+    }
+    fn requant(t: &AnyRequantTable) -> &RequantTable<u8> {
+        match t {
+            Table::U8(t) => t,
+            Table::I8(_) => unreachable!("int8 table for a uint8 op"),
+        }
+    }
+    fn logistic(t: &AnyLogisticTable) -> &LogisticTable<u8> {
+        match t {
+            Table::U8(t) => t,
+            Table::I8(_) => unreachable!("int8 table for a uint8 op"),
+        }
+    }
+}
+
+impl Code for i8 {
+    fn slice(d: &TensorData) -> &[i8] {
+        match d {
+            TensorData::I8(v) => v,
+            other => unreachable!("expected int8 data, found {}", other.dtype()),
+        }
+    }
+    fn requant(t: &AnyRequantTable) -> &RequantTable<i8> {
+        match t {
+            Table::I8(t) => t,
+            Table::U8(_) => unreachable!("uint8 table for an int8 op"),
+        }
+    }
+    fn logistic(t: &AnyLogisticTable) -> &LogisticTable<i8> {
+        match t {
+            Table::I8(t) => t,
+            Table::U8(_) => unreachable!("uint8 table for an int8 op"),
+        }
+    }
+}
+
+/// Checks run-time inputs against the graph: one per graph input, each of the input's type and
+/// element count. Errors name the input by position and name.
+pub(crate) fn check_inputs(
+    graph: &Graph,
+    inputs: &[TensorData],
+    accept_f32_for_codes: bool,
+) -> Result<(), EngineError> {
+    if inputs.len() != graph.inputs().len() {
+        return Err(EngineError::Run(format!(
+            "the graph has {} inputs but {} values were given",
+            graph.inputs().len(),
+            inputs.len()
+        )));
+    }
+    for (i, (&id, value)) in graph.inputs().iter().zip(inputs).enumerate() {
+        let t = graph.tensor(id);
+        let type_ok = value.dtype() == t.dtype
+            || (accept_f32_for_codes && value.dtype() == DType::F32 && t.params().is_some());
+        if !type_ok {
+            return Err(EngineError::Run(format!(
+                "input {i} ({}) is {}, but a {} value was given",
+                describe(graph, id),
+                t.dtype,
+                value.dtype()
+            )));
+        }
+        if value.len() != t.num_elements() {
+            return Err(EngineError::Run(format!(
+                "input {i} ({}) has shape {:?} ({} elements), but {} elements were given",
+                describe(graph, id),
+                t.shape,
+                t.num_elements(),
+                value.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that every requested tensor exists and has a value after a run: a constant, a graph
+/// input, or some op's output.
+pub(crate) fn check_wanted(graph: &Graph, wanted: &[TensorId]) -> Result<(), EngineError> {
+    let count = graph.tensors().len();
+    for &id in wanted {
+        if id.index() >= count {
+            return Err(EngineError::Run(format!(
+                "tensor {id} was requested, but the graph has {count} tensors"
+            )));
+        }
+        let computed = graph.tensor(id).is_constant()
+            || graph.inputs().contains(&id)
+            || graph.ops().iter().any(|op| op.output() == id);
+        if !computed {
+            return Err(EngineError::Run(format!(
+                "tensor {} was requested, but it is not a constant, not a graph input, and no op \
+                 writes it",
+                describe(graph, id)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The values of one run: the planner's buffers, and the graph for constants and shapes.
+struct Frame<'a> {
+    graph: &'a Graph,
+    memory: &'a MemoryPlan,
+    buffers: Vec<TensorData>,
+}
+
+impl<'a> Frame<'a> {
+    /// The tensor's value: its constant data, or the live part of its buffer.
+    fn data(&self, id: TensorId) -> &TensorData {
+        let t = self.graph.tensor(id);
+        match &t.data {
+            Some(d) => d,
+            None => {
+                let slot = self.memory.slot_of[id.index()]
+                    .unwrap_or_else(|| unreachable!("{} has no buffer", describe(self.graph, id)));
+                &self.buffers[slot]
+            }
+        }
+    }
+
+    fn codes<T: Code>(&self, id: TensorId) -> &[T] {
+        &T::slice(self.data(id))[..self.graph.tensor(id).num_elements()]
+    }
+
+    fn i32s(&self, id: TensorId) -> &[i32] {
+        match self.data(id) {
+            TensorData::I32(v) => v,
+            other => unreachable!("expected int32 bias, found {}", other.dtype()),
+        }
+    }
+
+    fn f32s(&self, id: TensorId) -> &[f32] {
+        match self.data(id) {
+            TensorData::F32(v) => &v[..self.graph.tensor(id).num_elements()],
+            other => unreachable!("expected float32, found {}", other.dtype()),
+        }
+    }
+
+    fn shape(&self, id: TensorId) -> &'a [usize] {
+        &self.graph.tensor(id).shape
+    }
+
+    fn shape4(&self, id: TensorId) -> [usize; 4] {
+        let s = self.shape(id);
+        [s[0], s[1], s[2], s[3]]
+    }
+
+    /// The tensor's value as returned to the caller.
+    fn value(&self, id: TensorId) -> TensorData {
+        let n = self.graph.tensor(id).num_elements();
+        match self.data(id) {
+            TensorData::U8(v) => TensorData::U8(v[..n].to_vec()),
+            TensorData::I8(v) => TensorData::I8(v[..n].to_vec()),
+            TensorData::I32(v) => TensorData::I32(v[..n].to_vec()),
+            TensorData::F32(v) => TensorData::F32(v[..n].to_vec()),
+        }
+    }
+}
+
+/// Runs the graph on `inputs` (already checked) with buffers from `memory`, and returns the
+/// values of `wanted` (which `memory` must keep alive).
+pub(crate) fn run(
+    graph: &Graph,
+    plan: &Plan,
+    memory: &MemoryPlan,
+    inputs: &[TensorData],
+    wanted: &[TensorId],
+) -> Vec<TensorData> {
+    let mut frame = Frame {
+        graph,
+        memory,
+        buffers: memory
+            .slots
+            .iter()
+            .map(|&(dtype, n)| TensorData::zeros(dtype, n))
+            .collect(),
+    };
+    for (&id, value) in graph.inputs().iter().zip(inputs) {
+        if let Some(slot) = memory.slot_of[id.index()] {
+            copy_into(&mut frame.buffers[slot], value);
+        }
+    }
+    for &i in &plan.order {
+        let op = &graph.ops()[i];
+        let out = op.output();
+        let slot = memory.slot_of[out.index()].expect("every op output has a buffer");
+        // Take the output buffer out of the frame so the op can read its inputs (which the
+        // planner put in other buffers) while writing it.
+        let mut buffer = std::mem::replace(&mut frame.buffers[slot], TensorData::U8(Vec::new()));
+        let n = graph.tensor(out).num_elements();
+        match &mut buffer {
+            TensorData::U8(v) => run_coded::<u8>(&frame, op, &plan.prepared[i], &mut v[..n]),
+            TensorData::I8(v) => run_coded::<i8>(&frame, op, &plan.prepared[i], &mut v[..n]),
+            TensorData::F32(v) => dequantize(&frame, op, &plan.prepared[i], &mut v[..n]),
+            TensorData::I32(_) => unreachable!("no op writes int32"),
+        }
+        frame.buffers[slot] = buffer;
+    }
+    wanted.iter().map(|&id| frame.value(id)).collect()
+}
+
+fn copy_into(buffer: &mut TensorData, value: &TensorData) {
+    match (buffer, value) {
+        (TensorData::U8(b), TensorData::U8(v)) => b[..v.len()].copy_from_slice(v),
+        (TensorData::I8(b), TensorData::I8(v)) => b[..v.len()].copy_from_slice(v),
+        (TensorData::I32(b), TensorData::I32(v)) => b[..v.len()].copy_from_slice(v),
+        (TensorData::F32(b), TensorData::F32(v)) => b[..v.len()].copy_from_slice(v),
+        (b, v) => unreachable!("{} value for a {} buffer", v.dtype(), b.dtype()),
+    }
+}
+
+fn stage<'p>(
+    bias: Option<&'p [i32]>,
+    multipliers: &'p [intq_quant::QuantizedMultiplier],
+    output_zero_point: i32,
+    clamp: (i32, i32),
+) -> OutputStage<'p> {
+    OutputStage {
+        bias,
+        multipliers: if multipliers.len() == 1 {
+            Multipliers::PerTensor(multipliers[0])
+        } else {
+            Multipliers::PerChannel(multipliers)
+        },
+        output_zero_point,
+        clamp_min: clamp.0,
+        clamp_max: clamp.1,
+    }
+}
+
+/// Ops whose output is 8-bit codes of type `T`.
+fn run_coded<T: Code>(f: &Frame, op: &Op, prep: &Prepared, out: &mut [T]) {
+    match (op, prep) {
+        (
+            Op::Conv2d {
+                input,
+                filter,
+                bias,
+                output,
+                ..
+            },
+            Prepared::Conv(p),
+        ) => {
+            let bias = bias.map(|b| f.i32s(b));
+            k::conv2d(
+                f.codes::<T>(*input),
+                f.shape4(*input),
+                p.input_zero_point,
+                f.codes::<T>(*filter),
+                f.shape4(*filter),
+                &p.filter_zero_points,
+                &p.geometry,
+                &stage(bias, &p.multipliers, p.output_zero_point, p.clamp),
+                out,
+                f.shape4(*output),
+            )
+        }
+        (
+            Op::DepthwiseConv2d {
+                input,
+                filter,
+                bias,
+                output,
+                depth_multiplier,
+                ..
+            },
+            Prepared::Depthwise(p),
+        ) => {
+            let bias = bias.map(|b| f.i32s(b));
+            k::depthwise_conv2d(
+                f.codes::<T>(*input),
+                f.shape4(*input),
+                p.input_zero_point,
+                f.codes::<T>(*filter),
+                f.shape4(*filter),
+                &p.filter_zero_points,
+                *depth_multiplier,
+                &p.geometry,
+                &stage(bias, &p.multipliers, p.output_zero_point, p.clamp),
+                out,
+                f.shape4(*output),
+            )
+        }
+        (
+            Op::FullyConnected {
+                input,
+                weights,
+                bias,
+                ..
+            },
+            Prepared::FullyConnected(p),
+        ) => {
+            let bias = bias.map(|b| f.i32s(b));
+            k::fully_connected(
+                f.codes::<T>(*input),
+                p.batches,
+                p.depth,
+                p.input_zero_point,
+                f.codes::<T>(*weights),
+                p.out_features,
+                &p.weight_zero_points,
+                &stage(bias, &p.multipliers, p.output_zero_point, p.clamp),
+                out,
+            )
+        }
+        (
+            Op::Add {
+                lhs, rhs, output, ..
+            },
+            Prepared::Add(p),
+        ) => k::add(
+            f.codes::<T>(*lhs),
+            f.shape(*lhs),
+            f.codes::<T>(*rhs),
+            f.shape(*rhs),
+            p,
+            out,
+            f.shape(*output),
+        ),
+        (Op::AveragePool2d { input, output, .. }, Prepared::AveragePool(p)) => k::average_pool(
+            f.codes::<T>(*input),
+            f.shape4(*input),
+            p,
+            out,
+            f.shape4(*output),
+        ),
+        (Op::MaxPool2d { input, output, .. }, Prepared::MaxPool(p)) => k::max_pool(
+            f.codes::<T>(*input),
+            f.shape4(*input),
+            p,
+            out,
+            f.shape4(*output),
+        ),
+        (
+            Op::Concat {
+                inputs,
+                output,
+                axis,
+            },
+            Prepared::Concat(tables),
+        ) => {
+            let parts: Vec<ConcatInput<T>> = inputs
+                .iter()
+                .zip(tables)
+                .map(|(&id, table)| ConcatInput {
+                    data: f.codes::<T>(id),
+                    shape: f.shape(id),
+                    requant: table.as_ref().map(T::requant),
+                })
+                .collect();
+            k::concat(&parts, *axis, out, f.shape(*output))
+        }
+        (Op::Logistic { input, .. }, Prepared::Logistic(table)) => {
+            k::logistic(f.codes::<T>(*input), T::logistic(table), out)
+        }
+        (
+            Op::Softmax { input, .. },
+            Prepared::Softmax {
+                params,
+                outer,
+                depth,
+            },
+        ) => k::softmax(f.codes::<T>(*input), *outer, *depth, params, out),
+        (Op::Reshape { input, .. }, Prepared::Reshape) => k::reshape(f.codes::<T>(*input), out),
+        (Op::Quantize { input, .. }, Prepared::Quantize(p)) => k::quantize(f.f32s(*input), *p, out),
+        (op, prep) => unreachable!("{} planned as {prep:?}", op.kind()),
+    }
+}
+
+/// Dequantize, the one op that writes float32.
+fn dequantize(f: &Frame, op: &Op, prep: &Prepared, out: &mut [f32]) {
+    let (Op::Dequantize { input, .. }, Prepared::Dequantize(p)) = (op, prep) else {
+        unreachable!("{} writes float32", op.kind())
+    };
+    match f.graph.tensor(*input).dtype {
+        DType::U8 => k::dequantize(f.codes::<u8>(*input), *p, out),
+        DType::I8 => k::dequantize(f.codes::<i8>(*input), *p, out),
+        other => unreachable!("Dequantize of {other}"),
+    }
+}

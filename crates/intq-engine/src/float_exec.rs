@@ -1,0 +1,452 @@
+//! The float executor: the same graph in f32 reals, the model the integer executor approximates.
+//! Weights and biases are dequantized once; activations stay real (no requantization between
+//! ops); fused activations are real clamps; Quantize and Dequantize are identities on reals.
+
+use crate::plan::{Plan, Prepared};
+use crate::{Activation, Graph, Op, Quant, TensorData, TensorId};
+use intq_kernels::PaddingValues;
+
+/// Real values of the graph's constants, computed once.
+#[derive(Debug, Clone)]
+pub(crate) struct FloatConstants {
+    /// Per tensor: the dequantized data of a constant (`None` for run-time tensors).
+    constants: Vec<Option<Vec<f32>>>,
+    /// Per op: the real bias `q[k] * S_in * S_w[k]`, if the op has one.
+    biases: Vec<Option<Vec<f32>>>,
+}
+
+/// `S * (q - Z)` of every element of a constant, per channel along the quantized axis.
+fn dequantize_constant(shape: &[usize], quant: Option<&Quant>, data: &TensorData) -> Vec<f32> {
+    let codes: Vec<i64> = match data {
+        TensorData::U8(v) => v.iter().map(|&q| q as i64).collect(),
+        TensorData::I8(v) => v.iter().map(|&q| q as i64).collect(),
+        TensorData::I32(v) => v.iter().map(|&q| q as i64).collect(),
+        TensorData::F32(v) => return v.clone(),
+    };
+    let real = |q: i64, scale: f32, zero_point: i32| {
+        (scale as f64 * (q - zero_point as i64) as f64) as f32
+    };
+    match quant {
+        None => codes.iter().map(|&q| q as f32).collect(),
+        Some(Quant::PerTensor(p)) => codes
+            .iter()
+            .map(|&q| real(q, p.scale, p.zero_point))
+            .collect(),
+        Some(Quant::PerChannel(cp)) => {
+            let inner: usize = shape[cp.axis() + 1..].iter().product();
+            codes
+                .iter()
+                .enumerate()
+                .map(|(i, &q)| {
+                    let c = cp.channel((i / inner) % cp.len());
+                    real(q, c.scale, c.zero_point)
+                })
+                .collect()
+        }
+    }
+}
+
+impl FloatConstants {
+    pub fn new(graph: &Graph) -> FloatConstants {
+        let constants = graph
+            .tensors()
+            .iter()
+            .map(|t| {
+                t.data
+                    .as_ref()
+                    .map(|d| dequantize_constant(&t.shape, t.quant.as_ref(), d))
+            })
+            .collect();
+        let biases = graph
+            .ops()
+            .iter()
+            .map(|op| {
+                let (input, weights, bias) = match op {
+                    Op::Conv2d {
+                        input,
+                        filter,
+                        bias,
+                        ..
+                    }
+                    | Op::DepthwiseConv2d {
+                        input,
+                        filter,
+                        bias,
+                        ..
+                    } => (*input, *filter, (*bias)?),
+                    Op::FullyConnected {
+                        input,
+                        weights,
+                        bias,
+                        ..
+                    } => (*input, *weights, (*bias)?),
+                    _ => return None,
+                };
+                let s_in = graph.tensor(input).params()?.scale as f64;
+                let w = graph.tensor(weights);
+                let Some(TensorData::I32(q)) = &graph.tensor(bias).data else {
+                    return None;
+                };
+                let s_w = |k: usize| match &w.quant {
+                    Some(Quant::PerTensor(p)) => p.scale as f64,
+                    Some(Quant::PerChannel(cp)) => cp.scales()[k] as f64,
+                    None => 1.0,
+                };
+                Some(
+                    q.iter()
+                        .enumerate()
+                        .map(|(k, &q)| (q as f64 * s_in * s_w(k)) as f32)
+                        .collect(),
+                )
+            })
+            .collect();
+        FloatConstants { constants, biases }
+    }
+}
+
+fn activate(activation: Activation, x: f32) -> f32 {
+    match activation {
+        Activation::None => x,
+        Activation::Relu => x.max(0.0),
+        Activation::Relu6 => x.clamp(0.0, 6.0),
+        Activation::ReluN1To1 => x.clamp(-1.0, 1.0),
+    }
+}
+
+/// Runs the graph in reals. `inputs` are checked: codes (dequantized here) or f32 reals.
+pub(crate) fn run(
+    graph: &Graph,
+    plan: &Plan,
+    consts: &FloatConstants,
+    inputs: &[TensorData],
+    wanted: &[TensorId],
+) -> Vec<Vec<f32>> {
+    let mut values: Vec<Option<Vec<f32>>> = vec![None; graph.tensors().len()];
+    for (&id, value) in graph.inputs().iter().zip(inputs) {
+        let t = graph.tensor(id);
+        let reals = match value {
+            TensorData::F32(v) => v.clone(),
+            codes => dequantize_constant(&t.shape, t.quant.as_ref(), codes),
+        };
+        values[id.index()] = Some(reals);
+    }
+    for &i in &plan.order {
+        let op = &graph.ops()[i];
+        let get = |id: TensorId| -> &[f32] {
+            consts.constants[id.index()]
+                .as_deref()
+                .or(values[id.index()].as_deref())
+                .expect("validated: every input is computed before it is read")
+        };
+        let out = op.output();
+        let out_shape = &graph.tensor(out).shape;
+        let mut y = vec![0f32; graph.tensor(out).num_elements()];
+        let shape = |id: TensorId| graph.tensor(id).shape.as_slice();
+        match (op, &plan.prepared[i]) {
+            (
+                Op::Conv2d {
+                    input,
+                    filter,
+                    activation,
+                    ..
+                },
+                Prepared::Conv(p),
+            ) => conv2d(
+                get(*input),
+                shape(*input),
+                get(*filter),
+                shape(*filter),
+                consts.biases[i].as_deref(),
+                [p.geometry.stride_h, p.geometry.stride_w],
+                [p.geometry.dilation_h, p.geometry.dilation_w],
+                p.geometry.padding,
+                None,
+                *activation,
+                &mut y,
+                out_shape,
+            ),
+            (
+                Op::DepthwiseConv2d {
+                    input,
+                    filter,
+                    depth_multiplier,
+                    activation,
+                    ..
+                },
+                Prepared::Depthwise(p),
+            ) => conv2d(
+                get(*input),
+                shape(*input),
+                get(*filter),
+                shape(*filter),
+                consts.biases[i].as_deref(),
+                [p.geometry.stride_h, p.geometry.stride_w],
+                [p.geometry.dilation_h, p.geometry.dilation_w],
+                p.geometry.padding,
+                Some(*depth_multiplier),
+                *activation,
+                &mut y,
+                out_shape,
+            ),
+            (
+                Op::FullyConnected {
+                    input,
+                    weights,
+                    activation,
+                    ..
+                },
+                _,
+            ) => {
+                let (x, w) = (get(*input), get(*weights));
+                let (out_features, depth) = (shape(*weights)[0], shape(*weights)[1]);
+                let bias = consts.biases[i].as_deref();
+                for (b, row) in x.chunks_exact(depth).enumerate() {
+                    for o in 0..out_features {
+                        let dot: f32 = row
+                            .iter()
+                            .zip(&w[o * depth..(o + 1) * depth])
+                            .map(|(a, b)| a * b)
+                            .sum();
+                        let acc = dot + bias.map_or(0.0, |b| b[o]);
+                        y[b * out_features + o] = activate(*activation, acc);
+                    }
+                }
+            }
+            (
+                Op::Add {
+                    lhs,
+                    rhs,
+                    activation,
+                    ..
+                },
+                _,
+            ) => {
+                let (a, b) = (get(*lhs), get(*rhs));
+                let ia = broadcast_index(shape(*lhs), out_shape);
+                let ib = broadcast_index(shape(*rhs), out_shape);
+                for (o, v) in y.iter_mut().enumerate() {
+                    *v = activate(*activation, a[ia(o)] + b[ib(o)]);
+                }
+            }
+            (
+                Op::AveragePool2d {
+                    input, activation, ..
+                },
+                Prepared::AveragePool(p),
+            )
+            | (
+                Op::MaxPool2d {
+                    input, activation, ..
+                },
+                Prepared::MaxPool(p),
+            ) => {
+                let average = matches!(op, Op::AveragePool2d { .. });
+                let x = get(*input);
+                let [n, h, w, c] = to4(shape(*input));
+                let [_, oh, ow, _] = to4(out_shape);
+                for b in 0..n {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let rows = window(oy, p.stride_h, p.padding.top, p.filter_h, h);
+                            let cols = window(ox, p.stride_w, p.padding.left, p.filter_w, w);
+                            for ch in 0..c {
+                                let mut sum = 0f32;
+                                let mut max = f32::NEG_INFINITY;
+                                for iy in rows.clone() {
+                                    for ix in cols.clone() {
+                                        let v = x[((b * h + iy) * w + ix) * c + ch];
+                                        sum += v;
+                                        max = max.max(v);
+                                    }
+                                }
+                                let count = (rows.len() * cols.len()) as f32;
+                                let v = if average { sum / count } else { max };
+                                y[((b * oh + oy) * ow + ox) * c + ch] = activate(*activation, v);
+                            }
+                        }
+                    }
+                }
+            }
+            (Op::Concat { inputs, axis, .. }, _) => {
+                let outer: usize = out_shape[..*axis].iter().product();
+                let inner: usize = out_shape[*axis + 1..].iter().product();
+                let mut at = 0;
+                for o in 0..outer {
+                    for &id in inputs {
+                        let chunk = shape(id)[*axis] * inner;
+                        y[at..at + chunk].copy_from_slice(&get(id)[o * chunk..(o + 1) * chunk]);
+                        at += chunk;
+                    }
+                }
+            }
+            (Op::Logistic { input, .. }, _) => {
+                for (v, &x) in y.iter_mut().zip(get(*input)) {
+                    *v = 1.0 / (1.0 + (-x).exp());
+                }
+            }
+            (Op::Softmax { input, beta, .. }, _) => {
+                let depth = *out_shape.last().expect("validated: rank >= 1");
+                for (row, x) in y
+                    .chunks_exact_mut(depth)
+                    .zip(get(*input).chunks_exact(depth))
+                {
+                    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    for (v, &xi) in row.iter_mut().zip(x) {
+                        *v = (beta * (xi - max)).exp();
+                    }
+                    let sum: f32 = row.iter().sum();
+                    row.iter_mut().for_each(|v| *v /= sum);
+                }
+            }
+            (Op::Reshape { input, .. }, _)
+            | (Op::Quantize { input, .. }, _)
+            | (Op::Dequantize { input, .. }, _) => y.copy_from_slice(get(*input)),
+            (op, prep) => unreachable!("{} planned as {prep:?}", op.kind()),
+        }
+        values[out.index()] = Some(y);
+    }
+    wanted
+        .iter()
+        .map(|&id| {
+            consts.constants[id.index()]
+                .clone()
+                .or_else(|| values[id.index()].clone())
+                .expect("checked: every wanted tensor is computed")
+        })
+        .collect()
+}
+
+fn to4(s: &[usize]) -> [usize; 4] {
+    [s[0], s[1], s[2], s[3]]
+}
+
+/// The input rows (or columns) of pooling window `out` that lie inside the input.
+fn window(
+    out: usize,
+    stride: usize,
+    pad: usize,
+    filter: usize,
+    extent: usize,
+) -> std::ops::Range<usize> {
+    let start = (out * stride) as isize - pad as isize;
+    let end = (start + filter as isize).min(extent as isize);
+    (start.max(0) as usize)..(end.max(0) as usize)
+}
+
+/// Maps a flat index of `out_shape` to the flat index of a NumPy-broadcast operand of `shape`.
+fn broadcast_index(shape: &[usize], out_shape: &[usize]) -> impl Fn(usize) -> usize {
+    let rank = out_shape.len();
+    let offset = rank - shape.len();
+    // Operand stride of each output axis; 0 where the operand is broadcast along it.
+    let mut strides = vec![0usize; rank];
+    let mut s = 1;
+    for d in (0..shape.len()).rev() {
+        if shape[d] != 1 {
+            strides[d + offset] = s;
+        }
+        s *= shape[d];
+    }
+    let out_shape = out_shape.to_vec();
+    move |mut o| {
+        let mut i = 0;
+        for d in (0..rank).rev() {
+            i += (o % out_shape[d]) * strides[d];
+            o /= out_shape[d];
+        }
+        i
+    }
+}
+
+/// Convolution (`depth_multiplier == None`: OHWI filter) or depthwise convolution
+/// (`[1, kh, kw, C*M]` filter) in reals; taps in the padding contribute nothing.
+#[allow(clippy::too_many_arguments)]
+fn conv2d(
+    x: &[f32],
+    x_shape: &[usize],
+    w: &[f32],
+    w_shape: &[usize],
+    bias: Option<&[f32]>,
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    pad: PaddingValues,
+    depth_multiplier: Option<usize>,
+    activation: Activation,
+    y: &mut [f32],
+    y_shape: &[usize],
+) {
+    let [n, h, wd, c] = to4(x_shape);
+    let [_, kh, kw, _] = to4(w_shape);
+    let [_, oh, ow, oc] = to4(y_shape);
+    let coord = |o: usize, tap: usize, s: usize, d: usize, p: usize, extent: usize| {
+        let v = (o * s + tap * d) as isize - p as isize;
+        (v >= 0 && (v as usize) < extent).then_some(v as usize)
+    };
+    for b in 0..n {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for k in 0..oc {
+                    let mut acc = bias.map_or(0.0, |b| b[k]);
+                    for fy in 0..kh {
+                        let Some(iy) = coord(oy, fy, stride[0], dilation[0], pad.top, h) else {
+                            continue;
+                        };
+                        for fx in 0..kw {
+                            let Some(ix) = coord(ox, fx, stride[1], dilation[1], pad.left, wd)
+                            else {
+                                continue;
+                            };
+                            let xb = ((b * h + iy) * wd + ix) * c;
+                            match depth_multiplier {
+                                None => {
+                                    let wb = ((k * kh + fy) * kw + fx) * c;
+                                    for ic in 0..c {
+                                        acc += x[xb + ic] * w[wb + ic];
+                                    }
+                                }
+                                Some(m) => {
+                                    acc += x[xb + k / m] * w[(fy * kw + fx) * oc + k];
+                                }
+                            }
+                        }
+                    }
+                    y[((b * oh + oy) * ow + ox) * oc + k] = activate(activation, acc);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_index_maps_like_numpy() {
+        // [2, 3] + [3]: output (i, j) reads rhs j.
+        let f = broadcast_index(&[3], &[2, 3]);
+        assert_eq!((0..6).map(&f).collect::<Vec<_>>(), vec![0, 1, 2, 0, 1, 2]);
+        // [2, 1] broadcast to [2, 3]: output (i, j) reads i.
+        let f = broadcast_index(&[2, 1], &[2, 3]);
+        assert_eq!((0..6).map(&f).collect::<Vec<_>>(), vec![0, 0, 0, 1, 1, 1]);
+    }
+
+    #[test]
+    fn windows_clip_to_the_input() {
+        assert_eq!(window(0, 2, 1, 3, 5), 0..2);
+        assert_eq!(window(2, 2, 1, 3, 5), 3..5);
+        assert_eq!(window(1, 1, 0, 2, 4), 1..3);
+    }
+
+    #[test]
+    fn per_channel_dequantization_uses_the_right_axis() {
+        // Shape [2, 2] per channel along axis 1: column k has (S, Z) = (k + 1, k).
+        let cp = crate::ChannelParams::new(vec![1.0, 2.0], vec![0, 1], 1).unwrap();
+        let r = dequantize_constant(
+            &[2, 2],
+            Some(&Quant::PerChannel(cp)),
+            &TensorData::I8(vec![3, 3, -1, -1]),
+        );
+        // (3-0)*1, (3-1)*2, (-1-0)*1, (-1-1)*2
+        assert_eq!(r, vec![3.0, 4.0, -1.0, -4.0]);
+    }
+}
