@@ -53,7 +53,7 @@ pub enum FormatError {
         needed: u64,
         available: u64,
     },
-    #[error("not an .intq file: it starts with {}, an .intq file with {}", hex(found), hex(&MAGIC))]
+    #[error("not an .intq file: it starts with {} where an .intq file starts with {}", hex(found), hex(&MAGIC))]
     BadMagic { found: Vec<u8> },
     #[error(
         "unsupported .intq version {major}.{minor}: this reader reads version {supported}.x only"
