@@ -541,9 +541,12 @@ fn quantize_and_dequantize_types() {
     expect_op(p.build(), 7, "Dequantize", &["'probs'", "int8"]);
 }
 
+/// Something that breaks one tensor.
+type Breaker = Box<dyn Fn(&mut Tensor)>;
+
 #[test]
 fn tensor_params_and_data() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut Tensor)>, &[&str])> = vec![
+    let cases: Vec<(&str, Breaker, &[&str])> = vec![
         ("conv", Box::new(|t| t.quant = None), &["need quantization"]),
         ("conv", Box::new(|t| t.quant = quant(0.0, 0)), &["scale 0"]),
         (
