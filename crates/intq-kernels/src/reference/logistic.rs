@@ -1,15 +1,20 @@
 //! Reference Logistic: TFLite's integer routine (gemmlowp fixed-point logistic on a Q4 input),
 //! run once per possible input code at load time into a 256-entry table (SPEC §4).
 //!
-//! The routine is TFLite's 8-bit fixed-point Logistic (uint8: the legacy `reference_ops` /
-//! `optimized_ops::Logistic`; int8: `reference_integer_ops::Logistic`) with the parameters its
-//! Prepare computed from the input scale:
+//! The routine is TFLite's 8-bit fixed-point Logistic (uint8: `optimized_ops::Logistic`, which
+//! TFLite's interpreter ran for uint8; int8: `reference_integer_ops::Logistic`) with the
+//! parameters its Prepare computed from the input scale:
 //!
 //! - `input_multiplier`, `input_left_shift` = `QuantizeMultiplierGreaterThanOne(S_in * 2^27)`,
 //!   which turns `q - Z_in` into Q4.27 (4 integer bits);
 //! - `input_range_radius = CalculateInputRadius(4, input_left_shift, 31)
 //!   = floor(15 * 2^27 / 2^input_left_shift)`, the largest `|q - Z_in|` whose rescaled value
-//!   cannot overflow Q4.27; inputs at or beyond it saturate.
+//!   cannot overflow Q4.27.
+//!
+//! The two routines differ in one place: uint8 saturates inputs strictly *outside* the radius
+//! (SPEC §4; `optimized_ops`), int8 those *at or beyond* it (`reference_integer_ops`; also the
+//! legacy uint8 `reference_ops`). They agree for `S_in < 2`; for larger scales the floor in the
+//! radius makes the boundary codes' values differ, and each type follows its own TFLite kernel.
 
 use crate::QElem;
 use intq_quant::fixedpoint::{logistic as fixed_logistic, FixedPoint};
@@ -33,7 +38,8 @@ impl LogisticPrepared {
     /// positive scale gets a table: for `S_in <= 2^-27` (where TFLite's Prepare fails because the
     /// multiplier is not above 1) the multiplier keeps its negative shift and no input saturates;
     /// for `S_in >= 16` (a shift past 31) the radius is 0, the limit of TFLite's own formula, which
-    /// already yields 0 for every `S_in >= 8`.
+    /// already yields 0 for every `S_in >= 8` (and the multiplier is 0: only `q = Z` is computed,
+    /// as logistic(0), and only by the uint8 routine).
     pub fn new(input: QuantParams) -> Self {
         let real = input.scale as f64 * (1i64 << (31 - INPUT_INTEGER_BITS)) as f64;
         let (input_multiplier, input_range_radius) = match QuantizedMultiplier::from_real(real) {
@@ -51,12 +57,19 @@ impl LogisticPrepared {
 
     /// TFLite's per-element routine: the output code of input code `q` for an output type with
     /// limits `[qmin, qmax]` and zero point `qmin` (0 for uint8, -128 for int8), `S_out = 1/256`.
-    pub fn eval(&self, q: i32, qmin: i32, qmax: i32) -> i32 {
+    /// `saturate_at_radius` picks int8's `|q - Z| >= radius` over uint8's `|q - Z| > radius`.
+    pub fn eval(&self, q: i32, qmin: i32, qmax: i32, saturate_at_radius: bool) -> i32 {
         let centered = q - self.input_zero_point;
-        if centered <= -self.input_range_radius {
+        let radius = self.input_range_radius;
+        let (below, above) = if saturate_at_radius {
+            (centered <= -radius, centered >= radius)
+        } else {
+            (centered < -radius, centered > radius)
+        };
+        if below {
             return qmin;
         }
-        if centered >= self.input_range_radius {
+        if above {
             return qmax;
         }
         // Shift >= 0 here is TFLite's MultiplyByQuantizedMultiplierGreaterThanOne exactly.
@@ -91,8 +104,10 @@ pub struct LogisticTable<T: QElem> {
 impl<T: QElem> LogisticTable<T> {
     pub fn new(input: QuantParams) -> Self {
         let prepared = LogisticPrepared::new(input);
+        // int8 is the only signed code type: it gets reference_integer_ops' boundary.
+        let saturate_at_radius = T::MIN < 0;
         let table = (T::MIN..=T::MAX)
-            .map(|q| T::from_i32_saturating(prepared.eval(q, T::MIN, T::MAX)))
+            .map(|q| T::from_i32_saturating(prepared.eval(q, T::MIN, T::MAX, saturate_at_radius)))
             .collect();
         LogisticTable { table }
     }
@@ -108,5 +123,89 @@ pub fn logistic<T: QElem>(input: &[T], table: &LogisticTable<T>, output: &mut [T
     );
     for (o, &q) in output.iter_mut().zip(input) {
         *o = table.table[(q.to_i32() - T::MIN) as usize];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn qp(scale: f32, zero_point: i32) -> QuantParams {
+        QuantParams::new(scale, zero_point).unwrap()
+    }
+
+    #[test]
+    fn prepare_hand_cases() {
+        // S = 1/16: 2^-4 * 2^27 = 2^23 = 0.5 * 2^24 -> m0 = 2^30, shift 24;
+        // radius floor(15 * 2^27 / 2^24) = 120.
+        let p = LogisticPrepared::new(qp(0.0625, 7));
+        assert_eq!(
+            p,
+            LogisticPrepared {
+                input_zero_point: 7,
+                input_multiplier: QuantizedMultiplier {
+                    m0: 1 << 30,
+                    shift: 24
+                },
+                input_range_radius: 120,
+            }
+        );
+        // S = 0.1f = 13421773 * 2^-27: times 2^27 it is 13421773 = 0.80000001 * 2^24, so
+        // m0 = 13421773 * 2^7 = 1717986944 and the radius is 120 again.
+        let p = LogisticPrepared::new(qp(0.1, 0));
+        assert_eq!(p.input_multiplier.m0, 1_717_986_944);
+        assert_eq!((p.input_multiplier.shift, p.input_range_radius), (24, 120));
+        // S = 1: shift 28, radius floor(15 / 2) = 7.
+        let p = LogisticPrepared::new(qp(1.0, 0));
+        assert_eq!((p.input_multiplier.shift, p.input_range_radius), (28, 7));
+    }
+
+    #[test]
+    fn radius_formula() {
+        assert_eq!(calculate_input_radius(4, 0), 15 << 27);
+        assert_eq!(calculate_input_radius(4, 27), 15);
+        assert_eq!(calculate_input_radius(4, 31), 0);
+        assert_eq!(calculate_input_radius(5, 26), 31);
+        assert_eq!(calculate_input_radius(5, 23), 248);
+    }
+
+    /// The two boundary conventions agree for `S_in < 2`: the radius is then at least 3 and
+    /// `radius * S_in >= 6.24`, where logistic already rounds to the saturated code. Above, they
+    /// differ only at `|q - Z| == radius`.
+    #[test]
+    fn boundary_conventions_differ_only_at_the_radius_and_only_for_large_scales() {
+        let mut s = 2f32.powi(-9);
+        let mut differed = false;
+        while s < 16.0 {
+            for z in [0, 1, 77, 128, 200, 254, 255] {
+                let p = LogisticPrepared::new(qp(s, z));
+                for q in 0..=255 {
+                    let strict = p.eval(q, 0, 255, false);
+                    let inclusive = p.eval(q, 0, 255, true);
+                    if strict != inclusive {
+                        differed = true;
+                        assert!(s >= 2.0, "S={s} Z={z} q={q}");
+                        assert_eq!((q - z).abs(), p.input_range_radius, "S={s} Z={z} q={q}");
+                    }
+                }
+            }
+            s *= 1.37;
+        }
+        assert!(differed, "large scales must expose the boundary difference");
+    }
+
+    #[test]
+    fn boundary_hand_case() {
+        // S = 4: real multiplier 2^29 -> shift 30, radius floor(15 * 2^27 / 2^30) = 1.
+        // q - Z = 1 is 4.0; logistic(4) = 0.98201 * 256 = 251.4 -> 251 with uint8's strict
+        // boundary, 255 with int8's inclusive one. q - Z = -1 mirrors: 4.6 -> 5, or 0.
+        let p = LogisticPrepared::new(qp(4.0, 100));
+        assert_eq!(p.input_range_radius, 1);
+        assert_eq!(p.eval(101, 0, 255, false), 251);
+        assert_eq!(p.eval(101, 0, 255, true), 255);
+        assert_eq!(p.eval(99, 0, 255, false), 5);
+        assert_eq!(p.eval(99, 0, 255, true), 0);
+        assert_eq!(p.eval(100, 0, 255, false), 128);
+        assert_eq!(p.eval(102, 0, 255, false), 255);
     }
 }
