@@ -132,6 +132,25 @@ fn logistic_of_tiny_and_huge_scales() {
     assert_eq!((t.table[6], t.table[7], t.table[8]), (0, 128, 255));
 }
 
+/// Codes 60..180 of the u8 table for S = 0.1f, Z = 128, from a C++ transcription of TFLite's
+/// Prepare (QuantizeMultiplierGreaterThanOne: m0 = 1717986944, shift 24; radius 120) and uint8
+/// Logistic with gemmlowp's fixed point; codes below 60 are 0 and above 179 are 255 there too.
+#[test]
+fn logistic_u8_bit_exact_against_tflite_transcription() {
+    const MIDDLE: [u8; 120] = [
+        0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 5, 5,
+        6, 6, 7, 8, 8, 9, 10, 11, 12, 13, 15, 16, 18, 19, 21, 23, 26, 28, 31, 33, 36, 40, 43, 47,
+        51, 55, 59, 64, 69, 74, 79, 85, 91, 97, 103, 109, 115, 122, 128, 134, 141, 147, 153, 159,
+        165, 171, 177, 182, 187, 192, 197, 201, 205, 209, 213, 216, 220, 223, 225, 228, 230, 233,
+        235, 237, 238, 240, 241, 243, 244, 245, 246, 247, 248, 248, 249, 250, 250, 251, 251, 252,
+        252, 253, 253, 253, 253, 254, 254, 254, 254, 254,
+    ];
+    let t = LogisticTable::<u8>::new(qp(0.1, 128));
+    assert!(t.table[..60].iter().all(|&v| v == 0));
+    assert_eq!(t.table[60..180], MIDDLE);
+    assert!(t.table[180..].iter().all(|&v| v == 255));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Softmax
 
@@ -267,4 +286,20 @@ fn softmax_within_one_lsb_of_float_model_u8() {
 #[test]
 fn softmax_within_one_lsb_of_float_model_i8() {
     softmax_float_model::<i8>(52);
+}
+
+/// An int8 row for S = 0.05f, beta = 1 (m0 = 1717986944, left shift 22, diff_min = -496), from
+/// a C++ transcription of TFLite's Prepare and quantized reference Softmax.
+#[test]
+fn softmax_i8_bit_exact_against_tflite_transcription() {
+    let p = SoftmaxParams::new(0.05, 1.0).unwrap();
+    assert_eq!(
+        (p.input_multiplier, p.input_left_shift, p.diff_min),
+        (1_717_986_944, 22, -496)
+    );
+    let row = [-128, -100, -60, -30, -29, 0, 10, 55, 90, 127, 127, 126];
+    assert_eq!(
+        run_softmax::<i8>(&row, &p),
+        [-128, -128, -128, -128, -128, -128, -128, -126, -115, -47, -47, -50]
+    );
 }

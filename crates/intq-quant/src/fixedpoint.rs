@@ -180,11 +180,30 @@ impl<const I: i32> BitAnd for FixedPoint<I> {
 /// Q0.31 with no integer bits: the format of every result in `[-1, 1)` below.
 pub type F0 = FixedPoint<0>;
 
+// gemmlowp's raw constants (its GEMMLOWP_CHECKED_FIXEDPOINT_CONSTANTs), each the rounded real
+// value named; the tests re-derive every one from f64.
+/// exp(-1/8) in Q0.31.
+const EXP_MINUS_ONE_EIGHTH: i32 = 1_895_147_668;
+/// 1/3 in Q0.31.
+const ONE_THIRD: i32 = 715_827_883;
+/// (k, exp(-2^k) in Q0.31) for the barrel shifter of `exp_on_negative_values`.
+const EXP_MINUS_POT: [(i32, i32); 7] = [
+    (-2, 1_672_461_947),
+    (-1, 1_302_514_674),
+    (0, 790_015_084),
+    (1, 290_630_308),
+    (2, 39_332_535),
+    (3, 720_401),
+    (4, 242),
+];
+/// 48/17 and -32/17 in Q2.29, the Newton–Raphson start for `1 / d` with `d` in `[1/2, 1]`.
+const FORTY_EIGHT_OVER_17: i32 = 1_515_870_810;
+const MINUS_THIRTY_TWO_OVER_17: i32 = -1_010_580_540;
+
 /// `exp(a)` for `a` in `[-1/4, 0)`: a degree-4 Taylor expansion around `-1/8`.
 pub fn exp_on_interval_between_negative_one_quarter_and_0_excl(a: F0) -> F0 {
-    // exp(-1/8) and 1/3 in Q0.31, gemmlowp's checked constants.
-    let constant_term = F0::from_raw(1_895_147_668);
-    let constant_1_over_3 = F0::from_raw(715_827_883);
+    let constant_term = F0::from_raw(EXP_MINUS_ONE_EIGHTH);
+    let constant_1_over_3 = F0::from_raw(ONE_THIRD);
     let x = a + F0::constant_pot(-3);
     let x2: F0 = x.mul(x);
     let x3: F0 = x2.mul(x);
@@ -211,17 +230,7 @@ pub fn exp_on_negative_values<const I: i32>(a: FixedPoint<I>) -> F0 {
     );
     let remainder = (a_mod_quarter_minus_one_quarter - a).raw();
 
-    // (k, exp(-2^k) in Q0.31), gemmlowp's GEMMLOWP_EXP_BARREL_SHIFTER constants.
-    const BARREL: [(i32, i32); 7] = [
-        (-2, 1_672_461_947),
-        (-1, 1_302_514_674),
-        (0, 790_015_084),
-        (1, 290_630_308),
-        (2, 39_332_535),
-        (3, 720_401),
-        (4, 242),
-    ];
-    for (exponent, multiplier) in BARREL {
+    for (exponent, multiplier) in EXP_MINUS_POT {
         if I > exponent {
             let shift = fractional_bits + exponent;
             if remainder & (1 << shift) != 0 {
@@ -250,8 +259,8 @@ pub fn exp_on_negative_values<const I: i32>(a: FixedPoint<I>) -> F0 {
 pub fn one_over_one_plus_x_for_x_in_0_1(a: F0) -> F0 {
     type F2 = FixedPoint<2>;
     let half_denominator = F0::from_raw(rounding_half_sum(a.raw(), F0::one().raw()));
-    let constant_48_over_17 = F2::from_raw(1_515_870_810);
-    let constant_neg_32_over_17 = F2::from_raw(-1_010_580_540);
+    let constant_48_over_17 = F2::from_raw(FORTY_EIGHT_OVER_17);
+    let constant_neg_32_over_17 = F2::from_raw(MINUS_THIRTY_TWO_OVER_17);
     let mut x: F2 = constant_48_over_17 + half_denominator.mul(constant_neg_32_over_17);
     for _ in 0..3 {
         let half_denominator_times_x: F2 = half_denominator.mul(x);
@@ -349,20 +358,86 @@ mod tests {
     #[test]
     fn gemmlowp_constants_match_their_real_values() {
         // gemmlowp asserts each raw constant equals FromDouble of its real value.
-        assert_eq!(F0::from_f64((-1.0f64 / 8.0).exp()).raw(), 1_895_147_668);
-        assert_eq!(F0::from_f64(1.0 / 3.0).raw(), 715_827_883);
-        let barrel = [
-            (-2, 1_672_461_947),
-            (-1, 1_302_514_674),
-            (0, 790_015_084),
-            (1, 290_630_308),
-            (2, 39_332_535),
-            (3, 720_401),
-            (4, 242),
-        ];
-        for (k, raw) in barrel {
+        assert_eq!(
+            F0::from_f64((-1.0f64 / 8.0).exp()).raw(),
+            EXP_MINUS_ONE_EIGHTH
+        );
+        assert_eq!(F0::from_f64(1.0 / 3.0).raw(), ONE_THIRD);
+        for (k, raw) in EXP_MINUS_POT {
             assert_eq!(F0::from_f64((-(2f64.powi(k))).exp()).raw(), raw, "k={k}");
         }
+        assert_eq!(
+            FixedPoint::<2>::from_f64(48.0 / 17.0).raw(),
+            FORTY_EIGHT_OVER_17
+        );
+        assert_eq!(
+            FixedPoint::<2>::from_f64(-32.0 / 17.0).raw(),
+            MINUS_THIRTY_TWO_OVER_17
+        );
+    }
+
+    /// Raw results of a C++ transcription of gemmlowp's scalar fixedpoint.h and TFLite's
+    /// GetReciprocal (compiled with g++ on x86-64), pinned so that any drift from that code,
+    /// even by one unit in the last place, fails here.
+    #[test]
+    fn bit_exact_against_gemmlowp_transcription() {
+        let xs = [
+            -1,
+            -(1 << 26),
+            -(3 << 25),
+            -123_456_789,
+            -(1 << 30),
+            -2_000_000_000,
+            i32::MIN + 1,
+        ];
+        let q5 = xs.map(|x| exp_on_negative_values(FixedPoint::<5>::from_raw(x)).raw());
+        assert_eq!(q5, [2147483124, 790015308, 479168506, 341177383, 242, 0, 0]);
+        let q4 = xs.map(|x| exp_on_negative_values(FixedPoint::<4>::from_raw(x)).raw());
+        assert_eq!(
+            q4,
+            [2147483140, 1302515042, 1014399735, 855963115, 720401, 725, 242]
+        );
+        let q0 = xs.map(|x| exp_on_negative_values(FixedPoint::<0>::from_raw(x)).raw());
+        assert_eq!(
+            q0,
+            [2147483155, 2081412406, 2049143166, 2027508506, 1302515042, 846177772, 790015308]
+        );
+        let ls = [
+            1,
+            -1,
+            1 << 27,
+            -(1 << 27),
+            123_456_789,
+            -123_456_789,
+            2_000_000_000,
+            -2_000_000_000,
+        ];
+        let lg = ls.map(|x| logistic(FixedPoint::<4>::from_raw(x)).raw());
+        assert_eq!(
+            lg,
+            [
+                1073741948, 1073741699, 1569936226, 577547421, 1535464548, 612019099, 2147482924,
+                723
+            ]
+        );
+        let os = [0, 1, 1 << 30, 2_000_000_000, i32::MAX];
+        let oo = os.map(|x| one_over_one_plus_x_for_x_in_0_1(F0::from_raw(x)).raw());
+        assert_eq!(
+            oo,
+            [2147483647, 2147483647, 1431655762, 1111923858, 1073741820]
+        );
+        let rs = [(1 << 19) + 1, 717_163, 3 << 18, 157_286_400, i32::MAX];
+        let rc = rs.map(|x| get_reciprocal(x, 12));
+        assert_eq!(
+            rc,
+            [
+                (2147479552, 0),
+                (1569935852, 0),
+                (1431655762, 0),
+                (1832519382, 8),
+                (1073741820, 11)
+            ]
+        );
     }
 
     #[test]
