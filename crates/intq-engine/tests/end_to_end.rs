@@ -606,3 +606,152 @@ fn save_and_load_round_trip_runs_the_same() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The ops small_cnn does not use (max pool, reshape, concat with a requantized input, broadcast
+/// add with ReluN1To1, logistic), for type `T`: zero points are the uint8 ones shifted by
+/// `T::MIN` so both types see the same reals.
+fn other_ops_graph<T: Code>(dtype: DType) -> Graph {
+    let off = T::MIN;
+    let pq = |scale, zero_point: i32| {
+        Some(Quant::PerTensor(QuantParams {
+            scale,
+            zero_point: zero_point + off,
+        }))
+    };
+    let mut b = GraphBuilder::new();
+    let x = b.tensor("x", dtype, &[1, 4, 4, 2], pq(0.1, 100));
+    let mp = b.tensor("mp", dtype, &[1, 2, 2, 2], pq(0.1, 100));
+    let r = b.tensor("r", dtype, &[2, 4], pq(0.1, 100));
+    let y = b.tensor("y", dtype, &[2, 3], pq(0.05, 30));
+    let c = b.tensor("c", dtype, &[2, 7], pq(0.1, 100));
+    let bias = b.tensor("b", dtype, &[7], pq(0.2, 5));
+    let a = b.tensor("a", dtype, &[2, 7], pq(0.15, 90));
+    let l = b.tensor("l", dtype, &[2, 7], pq(1.0 / 256.0, 0));
+    b.op(Op::MaxPool2d {
+        input: x,
+        output: mp,
+        filter: [2, 2],
+        stride: [2, 2],
+        padding: Padding::Valid,
+        activation: Activation::Relu,
+    });
+    b.op(Op::Reshape {
+        input: mp,
+        output: r,
+    });
+    b.op(Op::Concat {
+        inputs: vec![r, y],
+        output: c,
+        axis: 1,
+    });
+    b.op(Op::Add {
+        lhs: c,
+        rhs: bias,
+        output: a,
+        activation: Activation::ReluN1To1,
+    });
+    b.op(Op::Logistic {
+        input: a,
+        output: l,
+    });
+    b.input(x).input(y).input(bias).output(l).output(a);
+    b.finish().unwrap()
+}
+
+fn check_other_ops<T: Code>(dtype: DType) {
+    let g = other_ops_graph::<T>(dtype);
+    let model = Model::new(g.clone()).unwrap();
+    let off = T::MIN;
+    let p = |n: &str| params(&g, n);
+    let mut interior = 0;
+    for s in 0..4 {
+        // Codes within +-10 of each input's zero point (reals within about +-1), so that the
+        // sums land on both sides of the ReluN1To1 clamp.
+        let mut rng = examples::SplitMix64::new(s);
+        let mut near = |n: usize, z: i32| -> Vec<T> {
+            (0..n)
+                .map(|_| T::from_i32_saturating(rng.int_in(z - 10, z + 10) + off))
+                .collect()
+        };
+        let (x, y, bv) = (near(32, 100), near(6, 30), near(7, 5));
+        let inputs = [T::wrap(x.clone()), T::wrap(y.clone()), T::wrap(bv.clone())];
+        // Max pool with ReLU: clamp [max(qmin, Z), qmax] = [100 + off, qmax].
+        let pool = PoolParams {
+            filter_h: 2,
+            filter_w: 2,
+            stride_h: 2,
+            stride_w: 2,
+            padding: PaddingValues::default(),
+            clamp_min: 100 + off,
+            clamp_max: T::MAX,
+        };
+        let mut mp = vec![T::default(); 8];
+        k::max_pool(&x, [1, 4, 4, 2], &pool, &mut mp, [1, 2, 2, 2]);
+        let mut r = vec![T::default(); 8];
+        k::reshape(&mp, &mut r);
+        let table = k::RequantTable::<T>::new(p("y"), p("c"));
+        let parts = [
+            k::ConcatInput {
+                data: &r,
+                shape: &[2, 4],
+                requant: None,
+            },
+            k::ConcatInput {
+                data: &y,
+                shape: &[2, 3],
+                requant: Some(&table),
+            },
+        ];
+        let mut c = vec![T::default(); 14];
+        k::concat(&parts, 1, &mut c, &[2, 7]);
+        // ReluN1To1 on (S, Z) = (0.15, 90): 1 / 0.15 = 6.67 rounds to 7, so [83, 97] (+ off).
+        let add = AddParams::new(p("c"), p("b"), p("a"), 83 + off, 97 + off).unwrap();
+        let mut a = vec![T::default(); 14];
+        k::add(&c, &[2, 7], &bv, &[7], &add, &mut a, &[2, 7]);
+        let lt = k::LogisticTable::<T>::new(p("a"));
+        let mut l = vec![T::default(); 14];
+        k::logistic(&a, &lt, &mut l);
+
+        assert_eq!(
+            model.run(&inputs).unwrap(),
+            vec![T::wrap(l.clone()), T::wrap(a.clone())]
+        );
+        let ids: Vec<TensorId> = ["mp", "r", "c"].iter().map(|n| id(&g, n)).collect();
+        assert_eq!(
+            model.run_with(&inputs, &ids).unwrap(),
+            vec![T::wrap(mp), T::wrap(r), T::wrap(c)]
+        );
+        // The float executor on the same inputs. Both clamp the add to about [-1, 1]; the
+        // integer add carries the concat's requantization and its own rounding (within two
+        // LSB of 0.15). The sigmoid has slope at most 1/4, so the logistic outputs differ by at
+        // most a quarter of the add's difference plus the integer logistic's own error, which
+        // is checked against the exact sigmoid of the integer add's real value.
+        let f = model.run_float(&inputs).unwrap();
+        let (ra, rl) = (reals_of(&T::wrap(a), p("a")), reals_of(&T::wrap(l), p("l")));
+        for i in 0..14 {
+            let (qa, fa, ql, fl) = (ra[i], f[1][i], rl[i], f[0][i]);
+            assert!(fa.abs() <= 1.0, "ReluN1To1 clamps the float add ({fa})");
+            // The integer clamp is at Z +- 7 codes, i.e. +-1.05: TFLite rounds 1 / S.
+            assert!(qa.abs() <= 1.05 + 1e-6, "add {i}: {qa}");
+            assert!((qa - fa).abs() <= 2.0 * 0.15, "add {i}: {qa} vs {fa}");
+            let sigmoid = 1.0 / (1.0 + (-qa).exp());
+            assert!(
+                (ql - sigmoid).abs() <= 1.0 / 256.0,
+                "logistic {i}: {ql} vs {sigmoid}"
+            );
+            let bound = 0.25 * (qa - fa).abs() + 1.0 / 256.0 + 1e-6;
+            assert!((ql - fl).abs() <= bound, "logistic {i}: {ql} vs {fl}");
+            interior += (fa.abs() < 0.9) as usize;
+        }
+    }
+    assert!(
+        interior >= 20,
+        "only {interior} add outputs inside the clamp"
+    );
+}
+
+#[test]
+fn max_pool_reshape_concat_broadcast_add_and_logistic_run_like_the_kernels() {
+    check_other_ops::<u8>(DType::U8);
+    check_other_ops::<i8>(DType::I8);
+}
