@@ -8,7 +8,10 @@ use std::path::Path;
 pub fn inspect(path: &Path, all_tensors: bool) -> Result<()> {
     let model = Model::load(path)?;
     let file_size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    print!("{}", summary(model.graph(), &path.display().to_string(), file_size));
+    print!(
+        "{}",
+        summary(model.graph(), &path.display().to_string(), file_size)
+    );
     if all_tensors {
         print!("{}", tensor_table(model.graph()));
     }
@@ -53,7 +56,12 @@ pub fn summary(graph: &Graph, name: &str, file_size: u64) -> String {
         for (role, id) in operand_roles(op).iter().zip(&inputs) {
             let _ = writeln!(s, "      {role:<7} {}", tensor_line(graph.tensor(*id)));
         }
-        let _ = writeln!(s, "      {:<7} {}", "output", tensor_line(graph.tensor(op.output())));
+        let _ = writeln!(
+            s,
+            "      {:<7} {}",
+            "output",
+            tensor_line(graph.tensor(op.output()))
+        );
     }
     s
 }
@@ -62,7 +70,12 @@ fn tensor_table(graph: &Graph) -> String {
     let mut s = String::from("tensors:\n");
     for (i, t) in graph.tensors().iter().enumerate() {
         let kind = if t.is_constant() { "const" } else { "act" };
-        let _ = writeln!(s, "  {:>4} {kind:<5} {}", TensorId(i as u32), tensor_line(t));
+        let _ = writeln!(
+            s,
+            "  {:>4} {kind:<5} {}",
+            TensorId(i as u32),
+            tensor_line(t)
+        );
     }
     s
 }
@@ -78,9 +91,21 @@ fn operand_roles(op: &Op) -> Vec<&'static str> {
 }
 
 fn tensor_line(t: &Tensor) -> String {
-    let dims = t.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+    let dims = t
+        .shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("x");
     let bytes = t.num_elements() * t.dtype.size_bytes();
-    format!("'{}' {} [{}] {}  ({} bytes)", t.name, t.dtype, dims, quant_text(&t.quant), bytes)
+    format!(
+        "'{}' {} [{}] {}  ({} bytes)",
+        t.name,
+        t.dtype,
+        dims,
+        quant_text(&t.quant),
+        bytes
+    )
 }
 
 fn quant_text(q: &Option<Quant>) -> String {
@@ -95,8 +120,16 @@ fn quant_text(q: &Option<Quant>) -> String {
             let zs = c.zero_points();
             let zmin = zs.iter().min().unwrap_or(&0);
             let zmax = zs.iter().max().unwrap_or(&0);
-            let z = if zmin == zmax { format!("Z={zmin}") } else { format!("Z in [{zmin}, {zmax}]") };
-            format!("per-channel(axis {}, {}) S in [{lo:.3e}, {hi:.3e}] {z}", c.axis(), c.len())
+            let z = if zmin == zmax {
+                format!("Z={zmin}")
+            } else {
+                format!("Z in [{zmin}, {zmax}]")
+            };
+            format!(
+                "per-channel(axis {}, {}) S in [{lo:.3e}, {hi:.3e}] {z}",
+                c.axis(),
+                c.len()
+            )
         }
     }
 }
@@ -105,7 +138,12 @@ fn padding_text(p: &Padding) -> String {
     match p {
         Padding::Same => "SAME".into(),
         Padding::Valid => "VALID".into(),
-        Padding::Explicit { top, bottom, left, right } => {
+        Padding::Explicit {
+            top,
+            bottom,
+            left,
+            right,
+        } => {
             format!("explicit(t{top} b{bottom} l{left} r{right})")
         }
     }
@@ -122,7 +160,13 @@ fn act_text(a: &Activation) -> &'static str {
 
 fn attributes(op: &Op) -> String {
     match op {
-        Op::Conv2d { stride, dilation, padding, activation, .. } => format!(
+        Op::Conv2d {
+            stride,
+            dilation,
+            padding,
+            activation,
+            ..
+        } => format!(
             "  stride {}x{} dilation {}x{} padding {} activation {}",
             stride[0],
             stride[1],
@@ -131,7 +175,14 @@ fn attributes(op: &Op) -> String {
             padding_text(padding),
             act_text(activation)
         ),
-        Op::DepthwiseConv2d { stride, dilation, padding, depth_multiplier, activation, .. } => {
+        Op::DepthwiseConv2d {
+            stride,
+            dilation,
+            padding,
+            depth_multiplier,
+            activation,
+            ..
+        } => {
             format!(
                 "  stride {}x{} dilation {}x{} padding {} multiplier {} activation {}",
                 stride[0],
@@ -146,8 +197,20 @@ fn attributes(op: &Op) -> String {
         Op::FullyConnected { activation, .. } | Op::Add { activation, .. } => {
             format!("  activation {}", act_text(activation))
         }
-        Op::AveragePool2d { filter, stride, padding, activation, .. }
-        | Op::MaxPool2d { filter, stride, padding, activation, .. } => format!(
+        Op::AveragePool2d {
+            filter,
+            stride,
+            padding,
+            activation,
+            ..
+        }
+        | Op::MaxPool2d {
+            filter,
+            stride,
+            padding,
+            activation,
+            ..
+        } => format!(
             "  filter {}x{} stride {}x{} padding {} activation {}",
             filter[0],
             filter[1],

@@ -10,7 +10,11 @@ use intq_engine::{Model, TensorData};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "intq", version, about = "Quantization-aware training and integer-only inference")]
+#[command(
+    name = "intq",
+    version,
+    about = "Quantization-aware training and integer-only inference"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -64,9 +68,13 @@ fn main() {
 fn real_main() -> Result<()> {
     match Cli::parse().command {
         Command::Inspect { model, tensors } => inspect::inspect(&model, tensors),
-        Command::Run { model, inputs, outputs, tensor, float } => {
-            run(&model, &inputs, &outputs, tensor.as_deref(), float)
-        }
+        Command::Run {
+            model,
+            inputs,
+            outputs,
+            tensor,
+            float,
+        } => run(&model, &inputs, &outputs, tensor.as_deref(), float),
         Command::Quickstart { dir } => quickstart::quickstart(&dir),
     }
 }
@@ -115,7 +123,10 @@ fn run(
     }
     let wanted: Vec<_> = match tensor {
         Some(name) => vec![graph.tensor_by_name(name).with_context(|| {
-            format!("{} has no tensor named '{name}' (see `intq inspect --tensors`)", model_path.display())
+            format!(
+                "{} has no tensor named '{name}' (see `intq inspect --tensors`)",
+                model_path.display()
+            )
         })?],
         None => graph.outputs().to_vec(),
     };
@@ -128,7 +139,11 @@ fn run(
         );
     }
     let results: Vec<TensorData> = if float {
-        model.run_float_with(&inputs, &wanted)?.into_iter().map(TensorData::F32).collect()
+        model
+            .run_float_with(&inputs, &wanted)?
+            .into_iter()
+            .map(TensorData::F32)
+            .collect()
     } else {
         model.run_with(&inputs, &wanted)?
     };
@@ -140,5 +155,8 @@ fn run(
 }
 
 fn names(graph: &intq_engine::Graph, ids: &[intq_engine::TensorId]) -> String {
-    ids.iter().map(|&id| format!("'{}'", graph.tensor(id).name)).collect::<Vec<_>>().join(", ")
+    ids.iter()
+        .map(|&id| format!("'{}'", graph.tensor(id).name))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -40,13 +40,16 @@ pub fn parse(bytes: &[u8], what: &str) -> Result<Array> {
         bail!("{what}: not a .npy file (missing the \\x93NUMPY magic)");
     }
     let major = bytes[6];
-    let (header_len, header_start) = match major {
+    let (header_len, header_start): (usize, usize) = match major {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
         2 | 3 => {
             if bytes.len() < 12 {
                 bail!("{what}: truncated .npy header");
             }
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
         }
         v => bail!("{what}: unsupported .npy format version {v}"),
     };
@@ -67,13 +70,16 @@ pub fn parse(bytes: &[u8], what: &str) -> Result<Array> {
     }
     let shape_text = dict_value(header, "shape")
         .with_context(|| format!("{what}: .npy header has no 'shape'"))?;
-    let shape = parse_shape(shape_text).with_context(|| format!("{what}: bad shape {shape_text}"))?;
+    let shape =
+        parse_shape(shape_text).with_context(|| format!("{what}: bad shape {shape_text}"))?;
     let count = shape
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .with_context(|| format!("{what}: shape {shape:?} overflows"))?;
     let payload = &bytes[header_end..];
-    let need = count.checked_mul(dtype.size_bytes()).context("shape overflows")?;
+    let need = count
+        .checked_mul(dtype.size_bytes())
+        .context("shape overflows")?;
     if payload.len() != need {
         bail!(
             "{what}: shape {shape:?} of {} needs {need} data bytes, the file has {}",
@@ -85,10 +91,16 @@ pub fn parse(bytes: &[u8], what: &str) -> Result<Array> {
         DType::U8 => TensorData::U8(payload.to_vec()),
         DType::I8 => TensorData::I8(payload.iter().map(|&b| b as i8).collect()),
         DType::I32 => TensorData::I32(
-            payload.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect(),
+            payload
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
         ),
         DType::F32 => TensorData::F32(
-            payload.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+            payload
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
         ),
     };
     Ok(Array { shape, data })
@@ -123,7 +135,12 @@ pub fn to_bytes(array: &Array) -> Vec<u8> {
         1 => format!("({},)", array.shape[0]),
         _ => format!(
             "({})",
-            array.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+            array
+                .shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     let mut header = format!(
@@ -143,8 +160,12 @@ pub fn to_bytes(array: &Array) -> Vec<u8> {
     match &array.data {
         TensorData::U8(v) => out.extend_from_slice(v),
         TensorData::I8(v) => out.extend(v.iter().map(|&x| x as u8)),
-        TensorData::I32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        TensorData::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        TensorData::I32(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        TensorData::F32(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
     }
     out
 }
@@ -157,9 +178,18 @@ pub fn read(path: &Path) -> Result<Array> {
 /// Writes atomically: a temporary file beside `path`, then a rename, so a failed write never
 /// leaves a half-written array under the final name.
 pub fn write(path: &Path, array: &Array) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().with_context(|| format!("{} is not a file path", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} is not a file path", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| -> Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&to_bytes(array))?;
@@ -188,7 +218,10 @@ mod tests {
         ] {
             let a = Array { shape, data };
             let bytes = to_bytes(&a);
-            assert_eq!((bytes.len() - a.data.len() * a.data.dtype().size_bytes()) % 64, 0);
+            assert_eq!(
+                (bytes.len() - a.data.len() * a.data.dtype().size_bytes()) % 64,
+                0
+            );
             assert_eq!(parse(&bytes, "mem").unwrap(), a);
         }
     }
@@ -209,8 +242,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_files() {
-        let good = to_bytes(&Array { shape: vec![2], data: TensorData::F32(vec![1.0, 2.0]) });
-        assert!(parse(&good[..good.len() - 1], "x.npy").unwrap_err().to_string().contains("x.npy"));
+        let good = to_bytes(&Array {
+            shape: vec![2],
+            data: TensorData::F32(vec![1.0, 2.0]),
+        });
+        assert!(parse(&good[..good.len() - 1], "x.npy")
+            .unwrap_err()
+            .to_string()
+            .contains("x.npy"));
         assert!(parse(b"hello", "x.npy").is_err());
         let mut f64_header = good.clone();
         let at = good.windows(3).position(|w| w == b"<f4").unwrap();

@@ -18,20 +18,32 @@ pub fn quickstart(dir: &Path) -> Result<()> {
         let graph = examples::small_cnn(dtype, false, 7);
         Model::new(graph.clone())?.save(&path)?;
         let model = Model::load(&path)?;
-        ensure!(model.graph() == &graph, "{} did not reload to the same graph", path.display());
+        ensure!(
+            model.graph() == &graph,
+            "{} did not reload to the same graph",
+            path.display()
+        );
 
         let out_id = graph.outputs()[0];
-        let out_params =
-            graph.tensor(out_id).params().context("example output is not quantized")?;
-        let (qmin, qmax) = if dtype == DType::U8 { (0, 255) } else { (-128, 127) };
+        let out_params = graph
+            .tensor(out_id)
+            .params()
+            .context("example output is not quantized")?;
+        let (qmin, qmax) = if dtype == DType::U8 {
+            (0, 255)
+        } else {
+            (-128, 127)
+        };
         let mut agree = 0u64;
         let mut max_lsb = 0i32;
         for seed in 0..SAMPLES {
             let inputs = examples::random_input(model.graph(), seed);
             let codes = codes_of(&model.run(&inputs)?[0]);
             let reals = &model.run_float(&inputs)?[0];
-            let float_codes: Vec<i32> =
-                reals.iter().map(|&r| out_params.quantize(r, qmin, qmax)).collect();
+            let float_codes: Vec<i32> = reals
+                .iter()
+                .map(|&r| out_params.quantize(r, qmin, qmax))
+                .collect();
             for (a, b) in codes.iter().zip(&float_codes) {
                 max_lsb = max_lsb.max((a - b).abs());
             }
@@ -48,7 +60,13 @@ pub fn quickstart(dir: &Path) -> Result<()> {
         let input = examples::random_input(model.graph(), 0).remove(0);
         let input_path = dir.join(format!("input_{tag}.npy"));
         let in_shape = graph.tensor(graph.inputs()[0]).shape.clone();
-        npy::write(&input_path, &npy::Array { shape: in_shape, data: input })?;
+        npy::write(
+            &input_path,
+            &npy::Array {
+                shape: in_shape,
+                data: input,
+            },
+        )?;
     }
     let d = dir.display();
     println!("\nTry:");
@@ -67,12 +85,21 @@ fn codes_of(t: &TensorData) -> Vec<i32> {
 }
 
 fn argmax(v: &[i32]) -> usize {
-    v.iter().enumerate().max_by_key(|&(i, &x)| (x, std::cmp::Reverse(i))).map_or(0, |(i, _)| i)
+    v.iter()
+        .enumerate()
+        .max_by_key(|&(i, &x)| (x, std::cmp::Reverse(i)))
+        .map_or(0, |(i, _)| i)
 }
 
 fn argmax_f(v: &[f32]) -> usize {
     v.iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |(bi, bx), (i, &x)| if x > bx { (i, x) } else { (bi, bx) })
+        .fold((0, f32::NEG_INFINITY), |(bi, bx), (i, &x)| {
+            if x > bx {
+                (i, x)
+            } else {
+                (bi, bx)
+            }
+        })
         .0
 }

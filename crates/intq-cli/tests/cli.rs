@@ -6,11 +6,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn intq(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_intq")).args(args).output().expect("run intq")
+    Command::new(env!("CARGO_BIN_EXE_intq"))
+        .args(args)
+        .output()
+        .expect("run intq")
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli").join(name);
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("cli")
+        .join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -25,8 +30,11 @@ fn write_npy(path: &Path, shape: &[usize], data: &TensorData) {
         TensorData::I32(v) => ("<i4", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
     };
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_text =
-        if shape.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let shape_text = if shape.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
     let mut header =
         format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
     while (10 + header.len() + 1) % 64 != 0 {
@@ -65,13 +73,25 @@ fn inspect_and_run_a_saved_model() {
         model.save(&model_path).unwrap();
 
         let out = intq(&["inspect", model_path.to_str().unwrap(), "--tensors"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8(out.stdout).unwrap();
         for op in graph.ops() {
-            assert!(text.contains(op.kind().name()), "inspect lacks {}:\n{text}", op.kind());
+            assert!(
+                text.contains(op.kind().name()),
+                "inspect lacks {}:\n{text}",
+                op.kind()
+            );
         }
         for t in graph.tensors() {
-            assert!(text.contains(&format!("'{}'", t.name)), "inspect lacks {}", t.name);
+            assert!(
+                text.contains(&format!("'{}'", t.name)),
+                "inspect lacks {}",
+                t.name
+            );
         }
 
         let input = examples::random_input(&graph, 11).remove(0);
@@ -79,8 +99,19 @@ fn inspect_and_run_a_saved_model() {
         let x = dir.join("x.npy");
         write_npy(&x, &in_shape, &input);
         let y = dir.join("y.npy");
-        let out = intq(&["run", model_path.to_str().unwrap(), "-i", x.to_str().unwrap(), "-o", y.to_str().unwrap()]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = intq(&[
+            "run",
+            model_path.to_str().unwrap(),
+            "-i",
+            x.to_str().unwrap(),
+            "-o",
+            y.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let expected = model.run(std::slice::from_ref(&input)).unwrap().remove(0);
         assert_eq!(npy_payload(&y), bytes_of(&expected));
 
@@ -89,20 +120,46 @@ fn inspect_and_run_a_saved_model() {
         let name = graph.tensor(first).name.clone();
         let z = dir.join("z.npy");
         let out = intq(&[
-            "run", model_path.to_str().unwrap(), "-i", x.to_str().unwrap(),
-            "-o", z.to_str().unwrap(), "--tensor", &name,
+            "run",
+            model_path.to_str().unwrap(),
+            "-i",
+            x.to_str().unwrap(),
+            "-o",
+            z.to_str().unwrap(),
+            "--tensor",
+            &name,
         ]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let expected = model.run_with(std::slice::from_ref(&input), &[first]).unwrap().remove(0);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let expected = model
+            .run_with(std::slice::from_ref(&input), &[first])
+            .unwrap()
+            .remove(0);
         assert_eq!(npy_payload(&z), bytes_of(&expected));
 
         // --float writes the float executor's real values.
         let f = dir.join("f.npy");
         let out = intq(&[
-            "run", model_path.to_str().unwrap(), "-i", x.to_str().unwrap(), "-o", f.to_str().unwrap(), "--float",
+            "run",
+            model_path.to_str().unwrap(),
+            "-i",
+            x.to_str().unwrap(),
+            "-o",
+            f.to_str().unwrap(),
+            "--float",
         ]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let expected = model.run_float(std::slice::from_ref(&input)).unwrap().remove(0);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let expected = model
+            .run_float(std::slice::from_ref(&input))
+            .unwrap()
+            .remove(0);
         assert_eq!(npy_payload(&f), bytes_of(&TensorData::F32(expected)));
     }
 }
@@ -112,7 +169,10 @@ fn bad_input_gets_a_clear_message() {
     let dir = scratch("errors");
     let graph = examples::small_cnn(DType::U8, false, 3);
     let model_path = dir.join("m.intq");
-    Model::new(graph.clone()).unwrap().save(&model_path).unwrap();
+    Model::new(graph.clone())
+        .unwrap()
+        .save(&model_path)
+        .unwrap();
     let m = model_path.to_str().unwrap();
     let in_shape = graph.tensor(graph.inputs()[0]).shape.clone();
     let n: usize = in_shape.iter().product();
@@ -130,18 +190,33 @@ fn bad_input_gets_a_clear_message() {
     let y = y.to_str().unwrap();
 
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["run", m, "-i", wrong_dtype.to_str().unwrap(), "-o", y], "dtype float32"),
-        (vec!["run", m, "-i", wrong_shape.to_str().unwrap(), "-o", y], "shape"),
-        (vec!["run", m, "-i", "/nonexistent/x.npy", "-o", y], "/nonexistent/x.npy"),
+        (
+            vec!["run", m, "-i", wrong_dtype.to_str().unwrap(), "-o", y],
+            "dtype float32",
+        ),
+        (
+            vec!["run", m, "-i", wrong_shape.to_str().unwrap(), "-o", y],
+            "shape",
+        ),
+        (
+            vec!["run", m, "-i", "/nonexistent/x.npy", "-o", y],
+            "/nonexistent/x.npy",
+        ),
         (vec!["inspect", corrupt.to_str().unwrap()], "corrupt.intq"),
-        (vec!["inspect", "/nonexistent/m.intq"], "/nonexistent/m.intq"),
+        (
+            vec!["inspect", "/nonexistent/m.intq"],
+            "/nonexistent/m.intq",
+        ),
     ];
     for (args, needle) in cases {
         let out = intq(&args);
         assert!(!out.status.success(), "{args:?} succeeded");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.starts_with("error: "), "{args:?}: {err}");
-        assert!(err.contains(needle), "{args:?}: expected '{needle}' in: {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected '{needle}' in: {err}"
+        );
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
     assert!(!Path::new(y).exists(), "a failed run left an output behind");
