@@ -60,7 +60,15 @@ enum Command {
 
 fn main() {
     if let Err(e) = real_main() {
-        eprintln!("error: {e:#}");
+        // Engine errors print their cause inline, so skip causes the message already holds.
+        let mut msg = e.to_string();
+        for cause in e.chain().skip(1) {
+            let c = cause.to_string();
+            if !msg.contains(&c) {
+                msg = format!("{msg}: {c}");
+            }
+        }
+        eprintln!("error: {msg}");
         std::process::exit(1);
     }
 }

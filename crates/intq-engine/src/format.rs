@@ -1108,11 +1108,10 @@ pub fn load(path: &Path) -> Result<Graph, EngineError> {
         path: path.to_path_buf(),
         source: Box::new(source),
     };
-    let bytes = fs::read(path).map_err(|source| {
-        in_file(EngineError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+    // The I/O error already names the file; wrapping it in `File` would name it twice.
+    let bytes = fs::read(path).map_err(|source| EngineError::Io {
+        path: path.to_path_buf(),
+        source,
     })?;
     from_bytes(&bytes).map_err(in_file)
 }

@@ -130,7 +130,7 @@ impl QScheme {
         let zero_code = if self.symmetric { 0 } else { qmin };
         if self.symmetric {
             let scale = a.abs().max(b.abs()) / qmax as f32;
-            if !(scale > 0.0) {
+            if scale <= 0.0 || scale.is_nan() {
                 return Ok(QuantParams {
                     scale: 1.0,
                     zero_point: zero_code,
@@ -143,7 +143,7 @@ impl QScheme {
         }
         let scale = (b - a) / (qmax - qmin) as f32;
         // A range so small its scale underflows (or exactly [0, 0]) holds only zeros.
-        if !(scale > 0.0) || !scale.is_finite() {
+        if scale <= 0.0 || !scale.is_finite() {
             if !scale.is_finite() {
                 return Err(QuantError::BadScale(scale as f64));
             }
