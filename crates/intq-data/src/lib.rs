@@ -279,3 +279,42 @@ pub fn load(kind: DatasetKind, dir: &Path) -> Result<Dataset, DataError> {
     }
     Ok(Dataset { kind, train, test })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The only test in this binary that touches these variables, so no other test races it.
+    #[test]
+    fn default_data_dir_follows_the_documented_order() {
+        let saved: Vec<_> = ["INTQ_DATA_DIR", "XDG_CACHE_HOME", "HOME"]
+            .iter()
+            .map(|k| (*k, std::env::var_os(k)))
+            .collect();
+        std::env::set_var("INTQ_DATA_DIR", "/data/here");
+        std::env::set_var("XDG_CACHE_HOME", "/xdg");
+        std::env::set_var("HOME", "/home/u");
+        assert_eq!(default_data_dir(), PathBuf::from("/data/here"));
+        std::env::set_var("INTQ_DATA_DIR", "");
+        assert_eq!(default_data_dir(), PathBuf::from("/xdg/intq/data"));
+        std::env::remove_var("INTQ_DATA_DIR");
+        std::env::set_var("XDG_CACHE_HOME", "relative");
+        assert_eq!(
+            default_data_dir(),
+            PathBuf::from("/home/u/.cache/intq/data")
+        );
+        std::env::remove_var("XDG_CACHE_HOME");
+        assert_eq!(
+            default_data_dir(),
+            PathBuf::from("/home/u/.cache/intq/data")
+        );
+        std::env::remove_var("HOME");
+        assert_eq!(default_data_dir(), PathBuf::from(".intq-data"));
+        for (k, v) in saved {
+            match v {
+                Some(v) => std::env::set_var(k, v),
+                None => std::env::remove_var(k),
+            }
+        }
+    }
+}

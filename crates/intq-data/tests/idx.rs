@@ -157,7 +157,12 @@ fn dims_product_overflow_is_an_error_before_allocating() {
     // 1 GiB declared in a tiny file: refused from the file length (plain) or the deflate
     // ratio (gzip) rather than by allocating and failing to fill it.
     let big = idx_bytes(&[1024, 1024, 1024], &[1, 2, 3]);
-    both_fail(dir.path(), "big", &big, "truncated");
+    let plain = write(&dir.path().join("big"), &big);
+    let msg = err_of(&plain);
+    assert!(msg.contains("need a 1073741840-byte file"), "{msg}");
+    let gz = write(&dir.path().join("big.gz"), &gzip(&big));
+    let msg = err_of(&gz);
+    assert!(msg.contains("gzip file can hold"), "{msg}");
 }
 
 #[test]
