@@ -4,7 +4,7 @@ mod bench_cmd;
 mod convert_cmd;
 mod data_cmd;
 mod inspect;
-mod npy;
+use intq_cli::npy;
 mod quickstart;
 mod tflite_cmd;
 mod train_cmd;

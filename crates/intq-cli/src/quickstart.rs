@@ -2,8 +2,8 @@
 //! quantized CNN, save and reload it, run it integer-only, and check it against the float
 //! executor of the same graph.
 
-use crate::npy;
 use anyhow::{ensure, Context, Result};
+use intq_cli::npy;
 use intq_engine::{examples, DType, Model, TensorData};
 use std::path::Path;
 

@@ -1,0 +1,17 @@
+//! Fuzz target: the `.npy` reader must refuse or read any bytes, never panic or over-allocate.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+#[path = "../../crates/intq-cli/src/npy.rs"]
+#[allow(dead_code)]
+mod npy;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(a) = npy::parse(data, "fuzz.npy") {
+        // What was read must write back to bytes that read back equal.
+        let again = npy::parse(&npy::to_bytes(&a), "again.npy")
+            .expect("a written array reads back");
+        assert_eq!(a.shape, again.shape);
+    }
+});
