@@ -83,7 +83,9 @@ fn tensor_table(graph: &Graph) -> String {
 fn operand_roles(op: &Op) -> Vec<&'static str> {
     match op {
         Op::Conv2d { .. } | Op::DepthwiseConv2d { .. } => vec!["input", "filter", "bias"],
-        Op::FullyConnected { .. } => vec!["input", "weights", "bias"],
+        Op::FullyConnected { .. } | Op::FullyConnectedF64 { .. } => {
+            vec!["input", "weights", "bias"]
+        }
         Op::Add { .. } => vec!["lhs", "rhs"],
         Op::Concat { inputs, .. } => vec!["input"; inputs.len()],
         _ => vec!["input"],

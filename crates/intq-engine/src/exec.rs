@@ -374,6 +374,31 @@ fn run_coded<T: Code>(f: &Frame, op: &Op, prep: &Prepared, out: &mut [T]) {
                 .collect();
             k::concat(&parts, *axis, out, f.shape(*output))
         }
+        (
+            Op::FullyConnectedF64 {
+                input,
+                weights,
+                bias,
+                ..
+            },
+            Prepared::FullyConnectedF64 { fc: p, scales },
+        ) => k::fully_connected_real_scale(
+            f.codes::<T>(*input),
+            p.batches,
+            p.depth,
+            p.input_zero_point,
+            f.codes::<T>(*weights),
+            p.out_features,
+            &p.weight_zero_points,
+            bias.map(|b| f.i32s(b)),
+            scales,
+            p.output_zero_point,
+            p.clamp,
+            out,
+        ),
+        (Op::LogisticLut { input, .. }, Prepared::Logistic(table)) => {
+            k::logistic(f.codes::<T>(*input), T::logistic(table), out)
+        }
         (Op::Logistic { input, .. }, Prepared::Logistic(table)) => {
             k::logistic(f.codes::<T>(*input), T::logistic(table), out)
         }

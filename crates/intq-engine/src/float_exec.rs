@@ -79,6 +79,12 @@ impl FloatConstants {
                         weights,
                         bias,
                         ..
+                    }
+                    | Op::FullyConnectedF64 {
+                        input,
+                        weights,
+                        bias,
+                        ..
                     } => (*input, *weights, (*bias)?),
                     _ => return None,
                 };
@@ -194,6 +200,12 @@ pub(crate) fn run(
                     weights,
                     activation,
                     ..
+                }
+                | Op::FullyConnectedF64 {
+                    input,
+                    weights,
+                    activation,
+                    ..
                 },
                 _,
             ) => {
@@ -279,7 +291,7 @@ pub(crate) fn run(
                     }
                 }
             }
-            (Op::Logistic { input, .. }, _) => {
+            (Op::Logistic { input, .. } | Op::LogisticLut { input, .. }, _) => {
                 for (v, &x) in y.iter_mut().zip(get(*input)) {
                     *v = 1.0 / (1.0 + (-x).exp());
                 }

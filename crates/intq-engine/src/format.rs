@@ -21,9 +21,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub const MAGIC: [u8; 8] = *b"\x89INTQ\r\n\x1a";
 /// The major version this reader reads; any other major version is refused.
 pub const VERSION_MAJOR: u16 = 1;
-/// The minor version this writer writes. Minor versions only add tags, which older readers
-/// refuse by name, so a reader accepts every minor version of its major.
-pub const VERSION_MINOR: u16 = 0;
+/// The newest minor version this writer writes (1.1 added the TFLite-exact op kinds). Minor
+/// versions only add tags, which older readers refuse by name, so a reader accepts every minor
+/// version of its major; a file is stamped with the lowest minor version whose tags it uses.
+pub const VERSION_MINOR: u16 = 1;
+
+/// The lowest minor version whose op tags `graph` uses.
+fn minor_version_of(graph: &Graph) -> u16 {
+    let new_in_1_1 = |op: &Op| matches!(op.kind(), OpKind::FullyConnectedF64 | OpKind::LogisticLut);
+    if graph.ops().iter().any(new_in_1_1) {
+        1
+    } else {
+        0
+    }
+}
 /// Bytes before the payload. A multiple of [`DATA_ALIGN`], so alignment within the payload is
 /// alignment within the file.
 pub const HEADER_LEN: usize = 32;
@@ -161,7 +172,7 @@ const CRC_TABLE: [u32; 256] = {
 
 // Tags. Their numbers are the file format: never renumber, only append.
 
-const OP_TAGS: [OpKind; 12] = [
+const OP_TAGS: [OpKind; 14] = [
     OpKind::Conv2d,
     OpKind::DepthwiseConv2d,
     OpKind::FullyConnected,
@@ -174,6 +185,9 @@ const OP_TAGS: [OpKind; 12] = [
     OpKind::Reshape,
     OpKind::Quantize,
     OpKind::Dequantize,
+    // 1.1
+    OpKind::FullyConnectedF64,
+    OpKind::LogisticLut,
 ];
 
 fn op_tag(kind: OpKind) -> u32 {
@@ -381,7 +395,7 @@ pub fn to_bytes(graph: &Graph) -> Vec<u8> {
     let mut header = [0u8; HEADER_LEN];
     header[0..8].copy_from_slice(&MAGIC);
     header[8..10].copy_from_slice(&VERSION_MAJOR.to_le_bytes());
-    header[10..12].copy_from_slice(&VERSION_MINOR.to_le_bytes());
+    header[10..12].copy_from_slice(&minor_version_of(graph).to_le_bytes());
     header[12..16].copy_from_slice(&crc.to_le_bytes());
     header[16..24].copy_from_slice(&payload_len.to_le_bytes());
     w.buf[..HEADER_LEN].copy_from_slice(&header);
@@ -431,6 +445,13 @@ fn write_op_body(w: &mut Writer, op: &Op) {
             w.activation(*activation);
         }
         Op::FullyConnected {
+            input,
+            weights,
+            bias,
+            output,
+            activation,
+        }
+        | Op::FullyConnectedF64 {
             input,
             weights,
             bias,
@@ -499,6 +520,7 @@ fn write_op_body(w: &mut Writer, op: &Op) {
             w.f32(*beta);
         }
         Op::Logistic { input, output }
+        | Op::LogisticLut { input, output }
         | Op::Reshape { input, output }
         | Op::Quantize { input, output }
         | Op::Dequantize { input, output } => {
@@ -1071,6 +1093,17 @@ fn read_op(r: &mut Reader, index: usize, tensor_count: u32) -> Result<Op, Format
             output: b.id()?,
         },
         OpKind::Dequantize => Op::Dequantize {
+            input: b.id()?,
+            output: b.id()?,
+        },
+        OpKind::FullyConnectedF64 => Op::FullyConnectedF64 {
+            input: b.id()?,
+            weights: b.id()?,
+            bias: b.opt_id()?,
+            output: b.id()?,
+            activation: b.activation()?,
+        },
+        OpKind::LogisticLut => Op::LogisticLut {
             input: b.id()?,
             output: b.id()?,
         },

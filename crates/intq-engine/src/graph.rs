@@ -230,6 +230,21 @@ pub enum Op {
         input: TensorId,
         output: TensorId,
     },
+    /// Fully connected with TFLite's reference requantization, `round(acc * M)` with `M` in f64,
+    /// instead of SPEC's fixed-point multiplier (docs/tflite.md). Operands as `FullyConnected`.
+    FullyConnectedF64 {
+        input: TensorId,
+        weights: TensorId,
+        bias: Option<TensorId>,
+        output: TensorId,
+        activation: Activation,
+    },
+    /// Logistic from TFLite's f32-built lookup table instead of SPEC's fixed-point routine
+    /// (docs/tflite.md). Operands as `Logistic`.
+    LogisticLut {
+        input: TensorId,
+        output: TensorId,
+    },
 }
 
 /// The kind of an op, without its operands: its name in messages and its tag in files.
@@ -247,6 +262,8 @@ pub enum OpKind {
     Reshape,
     Quantize,
     Dequantize,
+    FullyConnectedF64,
+    LogisticLut,
 }
 
 impl OpKind {
@@ -264,6 +281,8 @@ impl OpKind {
             OpKind::Reshape => "Reshape",
             OpKind::Quantize => "Quantize",
             OpKind::Dequantize => "Dequantize",
+            OpKind::FullyConnectedF64 => "FullyConnectedF64",
+            OpKind::LogisticLut => "LogisticLut",
         }
     }
 }
@@ -289,6 +308,8 @@ impl Op {
             Op::Reshape { .. } => OpKind::Reshape,
             Op::Quantize { .. } => OpKind::Quantize,
             Op::Dequantize { .. } => OpKind::Dequantize,
+            Op::FullyConnectedF64 { .. } => OpKind::FullyConnectedF64,
+            Op::LogisticLut { .. } => OpKind::LogisticLut,
         }
     }
 
@@ -316,6 +337,12 @@ impl Op {
                 weights,
                 bias,
                 ..
+            }
+            | Op::FullyConnectedF64 {
+                input,
+                weights,
+                bias,
+                ..
             } => {
                 let mut v = vec![*input, *weights];
                 v.extend(bias);
@@ -326,6 +353,7 @@ impl Op {
             Op::AveragePool2d { input, .. }
             | Op::MaxPool2d { input, .. }
             | Op::Logistic { input, .. }
+            | Op::LogisticLut { input, .. }
             | Op::Softmax { input, .. }
             | Op::Reshape { input, .. }
             | Op::Quantize { input, .. }
@@ -347,7 +375,9 @@ impl Op {
             | Op::Softmax { output, .. }
             | Op::Reshape { output, .. }
             | Op::Quantize { output, .. }
-            | Op::Dequantize { output, .. } => *output,
+            | Op::Dequantize { output, .. }
+            | Op::FullyConnectedF64 { output, .. }
+            | Op::LogisticLut { output, .. } => *output,
         }
     }
 }

@@ -64,6 +64,11 @@ pub(crate) enum Prepared {
     Reshape,
     Quantize(QuantParams),
     Dequantize(QuantParams),
+    /// TFLite's reference FC: the FC geometry and zero points, with `M` in f64 per channel.
+    FullyConnectedF64 {
+        fc: FcPrep,
+        scales: Vec<f64>,
+    },
 }
 
 /// Where each run-time tensor lives: a slot index per tensor (constants have none), and each
@@ -488,6 +493,42 @@ fn prepare(graph: &Graph, index: usize, op: &Op) -> Result<Prepared, GraphError>
                 outer: x.num_elements() / depth,
                 depth,
             }
+        }
+        Op::FullyConnectedF64 {
+            input,
+            weights,
+            output,
+            activation,
+            ..
+        } => {
+            let (pin, pout) = (params_of(graph, *input), params_of(graph, *output));
+            let w = graph.tensor(*weights);
+            let (out_features, depth) = (w.shape[0], w.shape[1]);
+            let (s_w, z_w) = weight_params(graph, *weights);
+            let scales = s_w
+                .iter()
+                .map(|&s| intq_kernels::reference::real_scale(pin.scale, s, pout.scale))
+                .collect();
+            Prepared::FullyConnectedF64 {
+                fc: FcPrep {
+                    batches: graph.tensor(*input).num_elements() / depth,
+                    depth,
+                    out_features,
+                    input_zero_point: pin.zero_point,
+                    weight_zero_points: z_w,
+                    multipliers: Vec::new(),
+                    output_zero_point: pout.zero_point,
+                    clamp: activation_clamp(*activation, pout, dtype),
+                },
+                scales,
+            }
+        }
+        Op::LogisticLut { input, .. } => {
+            let pin = params_of(graph, *input);
+            Prepared::Logistic(match dtype {
+                DType::U8 => Table::U8(intq_kernels::reference::tflite_logistic_table::<u8>(pin)),
+                _ => Table::I8(intq_kernels::reference::tflite_logistic_table::<i8>(pin)),
+            })
         }
         Op::Reshape { .. } => Prepared::Reshape,
         Op::Quantize { output, .. } => Prepared::Quantize(params_of(graph, *output)),

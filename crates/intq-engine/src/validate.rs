@@ -666,6 +666,13 @@ impl<'g> OpCheck<'g> {
                 bias,
                 output,
                 activation: _,
+            }
+            | Op::FullyConnectedF64 {
+                input,
+                weights,
+                bias,
+                output,
+                activation: _,
             } => {
                 let x = self.act("input", *input)?;
                 let [out, depth] = {
@@ -795,7 +802,7 @@ impl<'g> OpCheck<'g> {
                 self.act_like("output", *output, &x0)?;
                 self.shape_is("output", *output, &shape)
             }
-            Op::Logistic { input, output } => {
+            Op::Logistic { input, output } | Op::LogisticLut { input, output } => {
                 let x = self.act("input", *input)?;
                 self.fixed_probability_output(*output, &x)
             }

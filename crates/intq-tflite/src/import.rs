@@ -487,7 +487,7 @@ impl Importer<'_> {
                     let tmp = self
                         .b
                         .tensor(&format!("{}/intq_fc_2d", y.name), dtype, &flat, q);
-                    self.b.op(Op::FullyConnected {
+                    self.b.op(Op::FullyConnectedF64 {
                         input,
                         weights,
                         bias,
@@ -496,7 +496,7 @@ impl Importer<'_> {
                     });
                     Op::Reshape { input: tmp, output }
                 } else {
-                    Op::FullyConnected {
+                    Op::FullyConnectedF64 {
                         input,
                         weights,
                         bias,
@@ -585,7 +585,7 @@ impl Importer<'_> {
             }
             code::LOGISTIC => {
                 arity(1, 1)?;
-                Op::Logistic {
+                Op::LogisticLut {
                     input: input(self, 0),
                     output: self.id(out_index as usize),
                 }

@@ -12,6 +12,7 @@ mod logistic;
 mod pool;
 mod quantize;
 mod softmax;
+mod tflite;
 
 pub use add::{add, AddParams};
 pub use concat::{concat, ConcatInput, RequantTable};
@@ -21,3 +22,4 @@ pub use logistic::{logistic, LogisticTable};
 pub use pool::{average_pool, max_pool};
 pub use quantize::{dequantize, quantize, reshape};
 pub use softmax::{softmax, SoftmaxParams};
+pub use tflite::{fully_connected_real_scale, real_scale, tflite_logistic_table};
