@@ -102,7 +102,7 @@ def check_model(args, model):
             for index, op_index, op_name in produced:
                 t = details[index]
                 expected = interp.get_tensor(index)
-                got, err = intq_tensor(args.intq, model, paths, t["name"], work)
+                got, err = intq_tensor(args.intq, args.intq_model or model, paths, t["name"], work)
                 if got is None:
                     if seed == 0:
                         totals["skipped"].append(f"{t['name']} ({op_name} #{op_index}, "
@@ -161,9 +161,11 @@ def main():
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--save", help="write a golden fixture (one model) to this directory")
     ap.add_argument("--max-report", type=int, default=20)
+    ap.add_argument("--intq-model", help="run this model (e.g. the .intq a .tflite was exported "
+                    "from) in intq instead of the .tflite itself; tensors are matched by name")
     args = ap.parse_args()
-    if args.save and len(args.models) != 1:
-        ap.error("--save takes exactly one model")
+    if (args.save or args.intq_model) and len(args.models) != 1:
+        ap.error("--save and --intq-model take exactly one model")
     ok = all([check_model(args, m) for m in args.models])
     sys.exit(0 if ok else 1)
 

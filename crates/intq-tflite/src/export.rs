@@ -321,6 +321,25 @@ pub fn export(graph: &Graph) -> Result<Vec<u8>, TfliteError> {
                     )),
                 )
             }
+            Op::Concat {
+                inputs,
+                axis,
+                output,
+            } if graph.tensor(*output).dtype == DType::I8
+                && inputs
+                    .iter()
+                    .any(|&i| graph.tensor(i).quant != graph.tensor(*output).quant) =>
+            {
+                return Err(TfliteError::Unsupported {
+                    index,
+                    op: op.kind().name().into(),
+                    message: format!(
+                        "TFLite's int8 CONCATENATION cannot requantize, but an input of \
+                         '{}' (axis {axis}) has other (S, Z) than the output",
+                        graph.tensor(*output).name
+                    ),
+                });
+            }
             Op::Concat { inputs, axis, .. } => (
                 code::CONCATENATION,
                 inputs.iter().map(|id| id.0 as i32).collect(),

@@ -9,6 +9,7 @@ pub mod export;
 pub mod flatbuf;
 pub mod import;
 pub mod schema;
+pub mod zoo;
 
 pub use export::{export, save};
 pub use import::{import, load};
