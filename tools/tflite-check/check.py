@@ -3,12 +3,13 @@ byte, on every op output of a .tflite model (graph outputs and intermediates), o
 inputs. Run it through check.sh, which sets up the venv.
 
 With --save DIR it also writes a golden fixture for intq's tests: per seed, the inputs and
-TFLite's graph outputs as .npy, and a table of CRC-32s of every compared intermediate tensor.
+TFLite's graph outputs as .npy, and (fixture.tsv) the CRC-32 of every op output TFLite computed,
+intermediates included, plus the model itself copied next to them.
 """
 
 import argparse
-import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -82,6 +83,7 @@ def check_model(args, model):
     fixture = None
     if args.save:
         os.makedirs(args.save, exist_ok=True)
+        shutil.copyfile(model, os.path.join(args.save, name))
         fixture = {"model": name, "seeds": []}
     with tempfile.TemporaryDirectory() as work:
         for seed in range(args.seeds):
@@ -138,8 +140,17 @@ def check_model(args, model):
             if fixture is not None:
                 fixture["seeds"].append(seed_entry)
     if fixture is not None:
-        with open(os.path.join(args.save, "fixture.json"), "w") as f:
-            json.dump(fixture, f, indent=1, sort_keys=True)
+        # Tab-separated so the Rust test needs no JSON parser; TFLite names hold no tabs.
+        with open(os.path.join(args.save, "fixture.tsv"), "w") as f:
+            f.write(f"model\t{name}\n")
+            for e in fixture["seeds"]:
+                f.write(f"seed\t{e['seed']}\n")
+                for p in e["inputs"]:
+                    f.write(f"input\t{p}\n")
+                for o in e["outputs"]:
+                    f.write(f"output\t{o['tensor']}\t{o['file']}\n")
+                for t, c in e["crc32"].items():
+                    f.write(f"crc32\t{t}\t{c:08x}\n")
     ok = totals["equal_bytes"] == totals["bytes"] and totals["bytes"] > 0
     print(f"{name}: {'OK' if ok else 'MISMATCH'}  seeds={args.seeds}  "
           f"tensors {totals['equal_tensors']}/{totals['tensors']} equal, "
