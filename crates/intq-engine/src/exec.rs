@@ -396,6 +396,34 @@ fn run_coded<T: Code>(f: &Frame, op: &Op, prep: &Prepared, out: &mut [T]) {
             p.clamp,
             out,
         ),
+        (
+            Op::Pad {
+                input, paddings, ..
+            },
+            Prepared::Pad(code),
+        ) => k::pad(
+            f.codes::<T>(*input),
+            f.shape(*input),
+            paddings,
+            T::from_i32_saturating(*code),
+            out,
+        ),
+        (
+            Op::Mean { input, axes, .. },
+            Prepared::Mean {
+                params,
+                input_zero_point,
+                output_zero_point,
+            },
+        ) => k::mean(
+            f.codes::<T>(*input),
+            f.shape(*input),
+            axes,
+            *input_zero_point,
+            *output_zero_point,
+            params,
+            out,
+        ),
         (Op::LogisticLut { input, .. }, Prepared::Logistic(table)) => {
             k::logistic(f.codes::<T>(*input), T::logistic(table), out)
         }

@@ -28,7 +28,12 @@ pub const VERSION_MINOR: u16 = 1;
 
 /// The lowest minor version whose op tags `graph` uses.
 fn minor_version_of(graph: &Graph) -> u16 {
-    let new_in_1_1 = |op: &Op| matches!(op.kind(), OpKind::FullyConnectedF64 | OpKind::LogisticLut);
+    let new_in_1_1 = |op: &Op| {
+        matches!(
+            op.kind(),
+            OpKind::FullyConnectedF64 | OpKind::LogisticLut | OpKind::Pad | OpKind::Mean
+        )
+    };
     if graph.ops().iter().any(new_in_1_1) {
         1
     } else {
@@ -172,7 +177,7 @@ const CRC_TABLE: [u32; 256] = {
 
 // Tags. Their numbers are the file format: never renumber, only append.
 
-const OP_TAGS: [OpKind; 14] = [
+const OP_TAGS: [OpKind; 16] = [
     OpKind::Conv2d,
     OpKind::DepthwiseConv2d,
     OpKind::FullyConnected,
@@ -188,6 +193,8 @@ const OP_TAGS: [OpKind; 14] = [
     // 1.1
     OpKind::FullyConnectedF64,
     OpKind::LogisticLut,
+    OpKind::Pad,
+    OpKind::Mean,
 ];
 
 fn op_tag(kind: OpKind) -> u32 {
@@ -518,6 +525,32 @@ fn write_op_body(w: &mut Writer, op: &Op) {
             w.id(*input);
             w.id(*output);
             w.f32(*beta);
+        }
+        Op::Pad {
+            input,
+            output,
+            paddings,
+        } => {
+            w.id(*input);
+            w.id(*output);
+            w.count(paddings.len());
+            for &p in paddings {
+                w.pair(p);
+            }
+        }
+        Op::Mean {
+            input,
+            output,
+            axes,
+            keep_dims,
+        } => {
+            w.id(*input);
+            w.id(*output);
+            w.count(axes.len());
+            for &a in axes {
+                w.size(a);
+            }
+            w.u8(*keep_dims as u8);
         }
         Op::Logistic { input, output }
         | Op::LogisticLut { input, output }
@@ -1107,6 +1140,44 @@ fn read_op(r: &mut Reader, index: usize, tensor_count: u32) -> Result<Op, Format
             input: b.id()?,
             output: b.id()?,
         },
+        OpKind::Pad => {
+            let (input, output) = (b.id()?, b.id()?);
+            let n = b.r.count(16)?;
+            let mut paddings = Vec::with_capacity(n);
+            for _ in 0..n {
+                paddings.push(b.pair()?);
+            }
+            Op::Pad {
+                input,
+                output,
+                paddings,
+            }
+        }
+        OpKind::Mean => {
+            let (input, output) = (b.id()?, b.id()?);
+            let n = b.r.count(8)?;
+            let mut axes = Vec::with_capacity(n);
+            for _ in 0..n {
+                axes.push(b.r.size()?);
+            }
+            let at = b.r.pos as u64;
+            let keep_dims = match b.r.u8()? {
+                0 => false,
+                1 => true,
+                v => {
+                    return Err(FormatError::Malformed {
+                        offset: at,
+                        message: format!("op {index} (Mean): keep_dims byte {v} is not 0 or 1"),
+                    })
+                }
+            };
+            Op::Mean {
+                input,
+                output,
+                axes,
+                keep_dims,
+            }
+        }
     };
     if b.r.remaining() != 0 {
         return Err(FormatError::Malformed {

@@ -245,6 +245,21 @@ pub enum Op {
         input: TensorId,
         output: TensorId,
     },
+    /// Pads each axis with `[before, after]` elements of the output zero point (the code of
+    /// 0.0); input and output share `(S, Z)`.
+    Pad {
+        input: TensorId,
+        output: TensorId,
+        paddings: Vec<[usize; 2]>,
+    },
+    /// Mean over `axes` (sorted, distinct), requantized to the output's `(S, Z)` as TFLite's
+    /// reference MEAN; the output keeps the reduced axes as 1 when `keep_dims`, else drops them.
+    Mean {
+        input: TensorId,
+        output: TensorId,
+        axes: Vec<usize>,
+        keep_dims: bool,
+    },
 }
 
 /// The kind of an op, without its operands: its name in messages and its tag in files.
@@ -264,6 +279,8 @@ pub enum OpKind {
     Dequantize,
     FullyConnectedF64,
     LogisticLut,
+    Pad,
+    Mean,
 }
 
 impl OpKind {
@@ -283,6 +300,8 @@ impl OpKind {
             OpKind::Dequantize => "Dequantize",
             OpKind::FullyConnectedF64 => "FullyConnectedF64",
             OpKind::LogisticLut => "LogisticLut",
+            OpKind::Pad => "Pad",
+            OpKind::Mean => "Mean",
         }
     }
 }
@@ -310,6 +329,8 @@ impl Op {
             Op::Dequantize { .. } => OpKind::Dequantize,
             Op::FullyConnectedF64 { .. } => OpKind::FullyConnectedF64,
             Op::LogisticLut { .. } => OpKind::LogisticLut,
+            Op::Pad { .. } => OpKind::Pad,
+            Op::Mean { .. } => OpKind::Mean,
         }
     }
 
@@ -354,6 +375,8 @@ impl Op {
             | Op::MaxPool2d { input, .. }
             | Op::Logistic { input, .. }
             | Op::LogisticLut { input, .. }
+            | Op::Pad { input, .. }
+            | Op::Mean { input, .. }
             | Op::Softmax { input, .. }
             | Op::Reshape { input, .. }
             | Op::Quantize { input, .. }
@@ -377,7 +400,9 @@ impl Op {
             | Op::Quantize { output, .. }
             | Op::Dequantize { output, .. }
             | Op::FullyConnectedF64 { output, .. }
-            | Op::LogisticLut { output, .. } => *output,
+            | Op::LogisticLut { output, .. }
+            | Op::Pad { output, .. }
+            | Op::Mean { output, .. } => *output,
         }
     }
 }

@@ -69,6 +69,13 @@ pub(crate) enum Prepared {
         fc: FcPrep,
         scales: Vec<f64>,
     },
+    /// The pad code (the output zero point).
+    Pad(i32),
+    Mean {
+        params: intq_kernels::reference::MeanParams,
+        input_zero_point: i32,
+        output_zero_point: i32,
+    },
 }
 
 /// Where each run-time tensor lives: a slot index per tensor (constants have none), and each
@@ -529,6 +536,30 @@ fn prepare(graph: &Graph, index: usize, op: &Op) -> Result<Prepared, GraphError>
                 DType::U8 => Table::U8(intq_kernels::reference::tflite_logistic_table::<u8>(pin)),
                 _ => Table::I8(intq_kernels::reference::tflite_logistic_table::<i8>(pin)),
             })
+        }
+        Op::Pad { output, .. } => Prepared::Pad(params_of(graph, *output).zero_point),
+        Op::Mean {
+            input,
+            output,
+            axes,
+            ..
+        } => {
+            let (pin, pout) = (params_of(graph, *input), params_of(graph, *output));
+            let x = graph.tensor(*input);
+            let n: usize = axes.iter().map(|&a| x.shape[a]).product();
+            let base = QuantizedMultiplier::from_real(pin.scale as f64 / pout.scale as f64)
+                .map_err(|e| {
+                    op_err(
+                        index,
+                        kind,
+                        format!("its multiplier S_in / S_out cannot be formed: {e}"),
+                    )
+                })?;
+            Prepared::Mean {
+                params: intq_kernels::reference::MeanParams::new(base, n),
+                input_zero_point: pin.zero_point,
+                output_zero_point: pout.zero_point,
+            }
         }
         Op::Reshape { .. } => Prepared::Reshape,
         Op::Quantize { output, .. } => Prepared::Quantize(params_of(graph, *output)),

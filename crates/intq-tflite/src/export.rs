@@ -385,6 +385,55 @@ pub fn export(graph: &Graph) -> Result<Vec<u8>, TfliteError> {
                     )),
                 )
             }
+            Op::Pad {
+                input,
+                output,
+                paddings,
+            } => {
+                let flat: Vec<i32> = paddings
+                    .iter()
+                    .flat_map(|p| [p[0] as i32, p[1] as i32])
+                    .collect();
+                let bytes = flat.iter().flat_map(|d| d.to_le_bytes()).collect();
+                let name = format!("{}/paddings", graph.tensor(*output).name);
+                let s = add_tensor(
+                    &mut buffers,
+                    &name,
+                    DType::I32,
+                    &[paddings.len(), 2],
+                    None,
+                    Some(bytes),
+                );
+                (code::PAD, vec![input.0 as i32, s as i32], None)
+            }
+            Op::Mean {
+                input,
+                output,
+                axes,
+                keep_dims,
+            } => {
+                let bytes = axes
+                    .iter()
+                    .flat_map(|&a| (a as i32).to_le_bytes())
+                    .collect();
+                let name = format!("{}/axes", graph.tensor(*output).name);
+                let s = add_tensor(
+                    &mut buffers,
+                    &name,
+                    DType::I32,
+                    &[axes.len()],
+                    None,
+                    Some(bytes),
+                );
+                (
+                    code::MEAN,
+                    vec![input.0 as i32, s as i32],
+                    Some((
+                        options::REDUCER,
+                        vec![(fields::REDUCER_KEEP_DIMS, Field::U8(*keep_dims as u8))],
+                    )),
+                )
+            }
             Op::Quantize { input, .. } => (code::QUANTIZE, ids(&[Some(*input)]), None),
             Op::Dequantize { input, .. } => (code::DEQUANTIZE, ids(&[Some(*input)]), None),
         };

@@ -331,8 +331,13 @@ impl Importer<'_> {
             op: name.clone(),
             message,
         };
-        // Every operand must be a type the engine has, with data matching its shape.
-        for &i in op.inputs.iter().filter(|&&i| i != -1).chain(&op.outputs) {
+        // Every operand must be a type the engine has, with data matching its shape. The shape
+        // operands of RESHAPE, PAD and MEAN are read here, not imported.
+        let data_inputs = match op.code {
+            code::RESHAPE | code::PAD | code::MEAN => &op.inputs[..op.inputs.len().min(1)],
+            _ => &op.inputs[..],
+        };
+        for &i in data_inputs.iter().filter(|&&i| i != -1).chain(&op.outputs) {
             let t = &self.tensors[i as usize];
             let Some(dtype) = dtype_of(t.ttype) else {
                 return Err(unsupported(format!(
@@ -574,6 +579,47 @@ impl Importer<'_> {
                     output: self.id(out_index as usize),
                 }
             }
+            code::PAD => {
+                arity(2, 1)?;
+                let rank = self.tensors[op.inputs[0] as usize].shape.len();
+                let p = self.const_ints(op.inputs[1], &unsupported)?;
+                if p.len() != 2 * rank || p.iter().any(|&v| v < 0) {
+                    return Err(unsupported(format!(
+                        "paddings {p:?} are not {rank} non-negative [before, after] pairs"
+                    )));
+                }
+                let paddings = p
+                    .chunks(2)
+                    .map(|c| [c[0] as usize, c[1] as usize])
+                    .collect();
+                Op::Pad {
+                    input: input(self, 0),
+                    output: self.id(out_index as usize),
+                    paddings,
+                }
+            }
+            code::MEAN => {
+                arity(2, 1)?;
+                let rank = self.tensors[op.inputs[0] as usize].shape.len() as i64;
+                let mut axes = Vec::new();
+                for a in self.const_ints(op.inputs[1], &unsupported)? {
+                    let a = if a < 0 { a + rank } else { a };
+                    if !(0..rank).contains(&a) {
+                        return Err(unsupported(format!("axis {a} is outside rank {rank}")));
+                    }
+                    axes.push(a as usize);
+                }
+                axes.sort_unstable();
+                axes.dedup();
+                let keep_dims =
+                    opt.map_or(Ok(false), |t| t.bool(fields::REDUCER_KEEP_DIMS, "options"))?;
+                Op::Mean {
+                    input: input(self, 0),
+                    output: self.id(out_index as usize),
+                    axes,
+                    keep_dims,
+                }
+            }
             code::SOFTMAX => {
                 arity(1, 1)?;
                 let beta = opt.map_or(Ok(0.0), |t| t.f32(fields::SOFTMAX_BETA, 0.0, "options"))?;
@@ -623,6 +669,41 @@ impl Importer<'_> {
         };
         self.b.op(engine_op);
         Ok(())
+    }
+}
+
+impl Importer<'_> {
+    /// The values of a constant int32 or int64 operand (paddings, axes).
+    fn const_ints(
+        &self,
+        index: i32,
+        unsupported: &dyn Fn(String) -> TfliteError,
+    ) -> Result<Vec<i64>, TfliteError> {
+        let t = usize::try_from(index)
+            .ok()
+            .and_then(|i| self.tensors.get(i))
+            .ok_or_else(|| unsupported(format!("operand tensor {index} does not exist")))?;
+        let Some(d) = &t.data else {
+            return Err(unsupported(format!(
+                "tensor '{}' must be a constant",
+                t.name
+            )));
+        };
+        match t.ttype {
+            schema::ttype::INT32 => Ok(d
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
+                .collect()),
+            4 => Ok(d
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect()),
+            other => Err(unsupported(format!(
+                "tensor '{}' is {}, expected INT32 or INT64",
+                t.name,
+                schema::ttype::name(other)
+            ))),
+        }
     }
 }
 

@@ -187,5 +187,30 @@ pub fn op_zoo(dtype: DType, seed: u64) -> Graph {
     b.output(probs);
     // A second output straight from the middle of the graph.
     b.output(sig);
+    // PAD, then spatial MEAN (keep_dims) requantized to other parameters, then a channel MEAN
+    // that drops its axis.
+    let sum_q = pt(2.0 / 255.0, z(10));
+    let padded = b.tensor("padded", dtype, &[1, 5, 7, 14], sum_q.clone());
+    b.op(Op::Pad {
+        input: sum,
+        output: padded,
+        paddings: vec![[0, 0], [1, 0], [1, 2], [0, 0]],
+    });
+    let spatial = b.tensor("spatial_mean", dtype, &[1, 1, 1, 14], pt(0.9 / 255.0, z(3)));
+    b.op(Op::Mean {
+        input: padded,
+        output: spatial,
+        axes: vec![1, 2],
+        keep_dims: true,
+    });
+    b.output(spatial);
+    let chan = b.tensor("channel_mean", dtype, &[1, 5, 7], pt(1.3 / 255.0, z(100)));
+    b.op(Op::Mean {
+        input: padded,
+        output: chan,
+        axes: vec![3],
+        keep_dims: false,
+    });
+    b.output(chan);
     b.finish().expect("op_zoo is a valid graph")
 }
