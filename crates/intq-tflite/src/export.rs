@@ -41,6 +41,9 @@ pub fn save(graph: &Graph, path: &Path) -> Result<(), TfliteError> {
     Ok(())
 }
 
+/// A builtin-options union member: its tag and its table's fields.
+type Options = (u8, Vec<(u16, Field)>);
+
 fn ttype(d: DType) -> i8 {
     match d {
         DType::F32 => schema::ttype::FLOAT32,
@@ -192,7 +195,7 @@ pub fn export(graph: &Graph) -> Result<Vec<u8>, TfliteError> {
         let ids = |v: &[Option<TensorId>]| -> Vec<i32> {
             v.iter().map(|id| id.map_or(-1, |id| id.0 as i32)).collect()
         };
-        let (builtin, inputs, opts): (i32, Vec<i32>, Option<(u8, Vec<(u16, Field)>)>) = match op {
+        let (builtin, inputs, opts): (i32, Vec<i32>, Option<Options>) = match op {
             Op::Conv2d {
                 input,
                 filter,

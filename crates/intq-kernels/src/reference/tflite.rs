@@ -132,6 +132,32 @@ mod tests {
         assert!(t.table.windows(2).all(|w| w[0] <= w[1]));
     }
 
+    /// SPEC's fixed-point logistic and TFLite's f32 table round the same real function, so they
+    /// differ by at most one code, and only at a few codes per table.
+    #[test]
+    fn lut_and_fixed_point_logistic_differ_by_at_most_one_code() {
+        let (mut differing, mut total) = (0usize, 0usize);
+        let mut scale = 1.0f32 / 512.0;
+        while scale < 1.0 {
+            for zero_point in [0, 77, 128, 255] {
+                let p = QuantParams::new(scale, zero_point).unwrap();
+                let spec = LogisticTable::<u8>::new(p);
+                let lut = tflite_logistic_table::<u8>(p);
+                for (a, b) in spec.table.iter().zip(&lut.table) {
+                    assert!(
+                        (*a as i32 - *b as i32).abs() <= 1,
+                        "S={scale} Z={zero_point}"
+                    );
+                    differing += (a != b) as usize;
+                    total += 1;
+                }
+            }
+            scale *= 1.1;
+        }
+        println!("logistic: {differing} of {total} uint8 table entries differ");
+        assert!(differing * 20 < total, "{differing} of {total}");
+    }
+
     #[test]
     fn real_scale_fc_rounds_half_away_from_zero() {
         // One input, one weight: acc = (x - 1) * (w - 0) + bias; M = 0.5 * 1 / 1.
