@@ -39,6 +39,9 @@ struct TfOp<'a> {
     options: Option<Table<'a>>,
 }
 
+/// The most elements one tensor may declare (2^28: 1 GiB of int32).
+pub const MAX_ELEMENTS: usize = 1 << 28;
+
 fn malformed(msg: String) -> TfliteError {
     TfliteError::Malformed(msg)
 }
@@ -208,6 +211,14 @@ fn read_tensor(t: &Table, index: usize, buffers: &[Table]) -> Result<TfTensor, T
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // Activations are allocated from their declared shapes, not from the file's bytes, so the
+    // declared size is bounded here.
+    let elements = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    if !matches!(elements, Some(n) if n <= MAX_ELEMENTS) {
+        return Err(malformed(format!(
+            "tensor {index} ('{name}') has shape {shape:?}, more than {MAX_ELEMENTS} elements"
+        )));
+    }
     let ttype = t.i8(schema::tensor::TYPE, 0, &what)?;
     let buffer = t.u32(schema::tensor::BUFFER, 0, &what)? as usize;
     let data = match buffers.get(buffer) {
@@ -370,6 +381,11 @@ impl Importer<'_> {
                     op.outputs.len()
                 )));
             }
+            if op.inputs[..n].contains(&-1) {
+                return Err(unsupported(format!(
+                    "one of its first {n} inputs is missing (-1)"
+                )));
+            }
             Ok(())
         };
         let opt = op.options;
@@ -520,7 +536,7 @@ impl Importer<'_> {
                 }
             }
             code::CONCATENATION => {
-                arity(1, 1)?;
+                arity(op.inputs.len().max(1), 1)?;
                 if act(fields::CONCAT_ACTIVATION)? != Activation::None {
                     return Err(unsupported(
                         "a fused activation on concatenation is not supported".into(),

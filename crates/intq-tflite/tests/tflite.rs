@@ -365,16 +365,38 @@ fn hostile_offsets_and_lengths_are_errors() {
     let e = import(&b).unwrap_err();
     assert!(e.to_string().contains("vtable"), "{e}");
 
+    // A tensor declaring 2^40 elements (its activation buffer would be allocated from the
+    // shape, not the file) is refused by name.
+    let e = import(&model_with_shape(vec![1 << 20, 1 << 20])).unwrap_err();
+    assert!(e.to_string().contains("more than"), "{e}");
+    // A missing (-1) required input is an error, not an index panic.
+    let mut m = model_with_op(22, 9);
+    let pos = m
+        .windows(8)
+        .position(|w| w == [1, 0, 0, 0, 0, 0, 0, 0])
+        .unwrap();
+    m[pos + 4..pos + 8].copy_from_slice(&(-1i32).to_le_bytes());
+    assert!(import(&m).is_err());
+
     // Empty and tiny files.
     assert!(import(&[]).is_err());
     assert!(import(&[0; 7]).is_err());
 }
 
-/// A model with one builtin op the importer does not know, built with the writer.
 fn model_with_op(code: i32, input_type: i8) -> Vec<u8> {
+    model_with(code, input_type, vec![1, 4])
+}
+
+fn model_with_shape(shape: Vec<i32>) -> Vec<u8> {
+    model_with(22, 9, shape)
+}
+
+/// A model with one op (builtin `code`) from tensor 0 to tensor 1, both of `shape`, built with
+/// the writer.
+fn model_with(code: i32, input_type: i8, shape: Vec<i32>) -> Vec<u8> {
     let tensor = |name: &str, t: i8| {
         Node::Table(vec![
-            (0, Field::Off(Node::I32s(vec![1, 4]))),
+            (0, Field::Off(Node::I32s(shape.clone()))),
             (1, Field::U8(t as u8)),
             (3, Field::Off(Node::Str(name.into()))),
             (
