@@ -1,12 +1,12 @@
 //! `intq inspect`: a human-readable summary of a model's graph.
 
 use anyhow::Result;
-use intq_engine::{Activation, Graph, Model, Op, Padding, Quant, Tensor, TensorId};
+use intq_engine::{Activation, Graph, Op, Padding, Quant, Tensor, TensorId};
 use std::fmt::Write;
 use std::path::Path;
 
 pub fn inspect(path: &Path, all_tensors: bool) -> Result<()> {
-    let model = Model::load(path)?;
+    let model = crate::tflite_cmd::load_model(path)?;
     let file_size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     print!(
         "{}",
@@ -83,7 +83,9 @@ fn tensor_table(graph: &Graph) -> String {
 fn operand_roles(op: &Op) -> Vec<&'static str> {
     match op {
         Op::Conv2d { .. } | Op::DepthwiseConv2d { .. } => vec!["input", "filter", "bias"],
-        Op::FullyConnected { .. } => vec!["input", "weights", "bias"],
+        Op::FullyConnected { .. } | Op::FullyConnectedF64 { .. } => {
+            vec!["input", "weights", "bias"]
+        }
         Op::Add { .. } => vec!["lhs", "rhs"],
         Op::Concat { inputs, .. } => vec!["input"; inputs.len()],
         _ => vec!["input"],

@@ -11,7 +11,7 @@ mod train_cmd;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use intq_engine::{Model, TensorData};
+use intq_engine::TensorData;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -29,7 +29,7 @@ struct Cli {
 enum Command {
     /// Print a model's inputs, outputs, ops, tensors, quantization parameters and sizes.
     Inspect {
-        /// A `.intq` model.
+        /// A `.intq` or `.tflite` model.
         model: PathBuf,
         /// Also list every tensor, constants included.
         #[arg(long)]
@@ -37,7 +37,7 @@ enum Command {
     },
     /// Run a model on `.npy` inputs and write `.npy` outputs (dtype as the tensor's).
     Run {
-        /// A `.intq` model.
+        /// A `.intq` or `.tflite` model.
         model: PathBuf,
         /// One `.npy` per graph input, in the order `intq inspect` lists them.
         #[arg(long = "input", short = 'i', required = true)]
@@ -116,7 +116,7 @@ fn run(
     tensor: Option<&str>,
     float: bool,
 ) -> Result<()> {
-    let model = Model::load(model_path)?;
+    let model = tflite_cmd::load_model(model_path)?;
     let graph = model.graph();
     if input_paths.len() != graph.inputs().len() {
         bail!(

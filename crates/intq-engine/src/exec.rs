@@ -374,6 +374,59 @@ fn run_coded<T: Code>(f: &Frame, op: &Op, prep: &Prepared, out: &mut [T]) {
                 .collect();
             k::concat(&parts, *axis, out, f.shape(*output))
         }
+        (
+            Op::FullyConnectedF64 {
+                input,
+                weights,
+                bias,
+                ..
+            },
+            Prepared::FullyConnectedF64 { fc: p, scales },
+        ) => k::fully_connected_real_scale(
+            f.codes::<T>(*input),
+            p.batches,
+            p.depth,
+            p.input_zero_point,
+            f.codes::<T>(*weights),
+            p.out_features,
+            &p.weight_zero_points,
+            bias.map(|b| f.i32s(b)),
+            scales,
+            p.output_zero_point,
+            p.clamp,
+            out,
+        ),
+        (
+            Op::Pad {
+                input, paddings, ..
+            },
+            Prepared::Pad(code),
+        ) => k::pad(
+            f.codes::<T>(*input),
+            f.shape(*input),
+            paddings,
+            T::from_i32_saturating(*code),
+            out,
+        ),
+        (
+            Op::Mean { input, axes, .. },
+            Prepared::Mean {
+                params,
+                input_zero_point,
+                output_zero_point,
+            },
+        ) => k::mean(
+            f.codes::<T>(*input),
+            f.shape(*input),
+            axes,
+            *input_zero_point,
+            *output_zero_point,
+            params,
+            out,
+        ),
+        (Op::LogisticLut { input, .. }, Prepared::Logistic(table)) => {
+            k::logistic(f.codes::<T>(*input), T::logistic(table), out)
+        }
         (Op::Logistic { input, .. }, Prepared::Logistic(table)) => {
             k::logistic(f.codes::<T>(*input), T::logistic(table), out)
         }

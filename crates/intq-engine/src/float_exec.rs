@@ -79,6 +79,12 @@ impl FloatConstants {
                         weights,
                         bias,
                         ..
+                    }
+                    | Op::FullyConnectedF64 {
+                        input,
+                        weights,
+                        bias,
+                        ..
                     } => (*input, *weights, (*bias)?),
                     _ => return None,
                 };
@@ -194,6 +200,12 @@ pub(crate) fn run(
                     weights,
                     activation,
                     ..
+                }
+                | Op::FullyConnectedF64 {
+                    input,
+                    weights,
+                    activation,
+                    ..
                 },
                 _,
             ) => {
@@ -279,7 +291,7 @@ pub(crate) fn run(
                     }
                 }
             }
-            (Op::Logistic { input, .. }, _) => {
+            (Op::Logistic { input, .. } | Op::LogisticLut { input, .. }, _) => {
                 for (v, &x) in y.iter_mut().zip(get(*input)) {
                     *v = 1.0 / (1.0 + (-x).exp());
                 }
@@ -296,6 +308,48 @@ pub(crate) fn run(
                     }
                     let sum: f32 = row.iter().sum();
                     row.iter_mut().for_each(|v| *v /= sum);
+                }
+            }
+            (
+                Op::Pad {
+                    input, paddings, ..
+                },
+                _,
+            ) => {
+                // Padding is the zero point, i.e. real 0.0.
+                let (x, xs) = (get(*input), shape(*input));
+                y.fill(0.0);
+                for (i, &v) in x.iter().enumerate() {
+                    let (mut o, mut rest) = (0, i);
+                    let mut stride_in: usize = xs.iter().product();
+                    for (a, &d) in xs.iter().enumerate() {
+                        stride_in /= d.max(1);
+                        let coord = rest / stride_in.max(1);
+                        rest %= stride_in.max(1);
+                        let stride_out: usize = out_shape[a + 1..].iter().product();
+                        o += (coord + paddings[a][0]) * stride_out;
+                    }
+                    y[o] = v;
+                }
+            }
+            (Op::Mean { input, axes, .. }, _) => {
+                let (x, xs) = (get(*input), shape(*input));
+                let n: usize = axes.iter().map(|&a| xs[a]).product();
+                y.fill(0.0);
+                for (i, &v) in x.iter().enumerate() {
+                    let (mut o, mut rest) = (0, i);
+                    let mut stride_in: usize = xs.iter().product();
+                    let mut stride_out: usize = y.len();
+                    for (a, &d) in xs.iter().enumerate() {
+                        stride_in /= d.max(1);
+                        let coord = rest / stride_in.max(1);
+                        rest %= stride_in.max(1);
+                        if !axes.contains(&a) {
+                            stride_out /= d.max(1);
+                            o += coord * stride_out;
+                        }
+                    }
+                    y[o] += v / n as f32;
                 }
             }
             (Op::Reshape { input, .. }, _)

@@ -21,9 +21,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub const MAGIC: [u8; 8] = *b"\x89INTQ\r\n\x1a";
 /// The major version this reader reads; any other major version is refused.
 pub const VERSION_MAJOR: u16 = 1;
-/// The minor version this writer writes. Minor versions only add tags, which older readers
-/// refuse by name, so a reader accepts every minor version of its major.
-pub const VERSION_MINOR: u16 = 0;
+/// The newest minor version this writer writes (1.1 added the TFLite-exact op kinds). Minor
+/// versions only add tags, which older readers refuse by name, so a reader accepts every minor
+/// version of its major; a file is stamped with the lowest minor version whose tags it uses.
+pub const VERSION_MINOR: u16 = 1;
+
+/// The lowest minor version whose op tags `graph` uses.
+fn minor_version_of(graph: &Graph) -> u16 {
+    let new_in_1_1 = |op: &Op| {
+        matches!(
+            op.kind(),
+            OpKind::FullyConnectedF64 | OpKind::LogisticLut | OpKind::Pad | OpKind::Mean
+        )
+    };
+    if graph.ops().iter().any(new_in_1_1) {
+        1
+    } else {
+        0
+    }
+}
 /// Bytes before the payload. A multiple of [`DATA_ALIGN`], so alignment within the payload is
 /// alignment within the file.
 pub const HEADER_LEN: usize = 32;
@@ -161,7 +177,7 @@ const CRC_TABLE: [u32; 256] = {
 
 // Tags. Their numbers are the file format: never renumber, only append.
 
-const OP_TAGS: [OpKind; 12] = [
+const OP_TAGS: [OpKind; 16] = [
     OpKind::Conv2d,
     OpKind::DepthwiseConv2d,
     OpKind::FullyConnected,
@@ -174,6 +190,11 @@ const OP_TAGS: [OpKind; 12] = [
     OpKind::Reshape,
     OpKind::Quantize,
     OpKind::Dequantize,
+    // 1.1
+    OpKind::FullyConnectedF64,
+    OpKind::LogisticLut,
+    OpKind::Pad,
+    OpKind::Mean,
 ];
 
 fn op_tag(kind: OpKind) -> u32 {
@@ -381,7 +402,7 @@ pub fn to_bytes(graph: &Graph) -> Vec<u8> {
     let mut header = [0u8; HEADER_LEN];
     header[0..8].copy_from_slice(&MAGIC);
     header[8..10].copy_from_slice(&VERSION_MAJOR.to_le_bytes());
-    header[10..12].copy_from_slice(&VERSION_MINOR.to_le_bytes());
+    header[10..12].copy_from_slice(&minor_version_of(graph).to_le_bytes());
     header[12..16].copy_from_slice(&crc.to_le_bytes());
     header[16..24].copy_from_slice(&payload_len.to_le_bytes());
     w.buf[..HEADER_LEN].copy_from_slice(&header);
@@ -431,6 +452,13 @@ fn write_op_body(w: &mut Writer, op: &Op) {
             w.activation(*activation);
         }
         Op::FullyConnected {
+            input,
+            weights,
+            bias,
+            output,
+            activation,
+        }
+        | Op::FullyConnectedF64 {
             input,
             weights,
             bias,
@@ -498,7 +526,34 @@ fn write_op_body(w: &mut Writer, op: &Op) {
             w.id(*output);
             w.f32(*beta);
         }
+        Op::Pad {
+            input,
+            output,
+            paddings,
+        } => {
+            w.id(*input);
+            w.id(*output);
+            w.count(paddings.len());
+            for &p in paddings {
+                w.pair(p);
+            }
+        }
+        Op::Mean {
+            input,
+            output,
+            axes,
+            keep_dims,
+        } => {
+            w.id(*input);
+            w.id(*output);
+            w.count(axes.len());
+            for &a in axes {
+                w.size(a);
+            }
+            w.u8(*keep_dims as u8);
+        }
         Op::Logistic { input, output }
+        | Op::LogisticLut { input, output }
         | Op::Reshape { input, output }
         | Op::Quantize { input, output }
         | Op::Dequantize { input, output } => {
@@ -1074,6 +1129,55 @@ fn read_op(r: &mut Reader, index: usize, tensor_count: u32) -> Result<Op, Format
             input: b.id()?,
             output: b.id()?,
         },
+        OpKind::FullyConnectedF64 => Op::FullyConnectedF64 {
+            input: b.id()?,
+            weights: b.id()?,
+            bias: b.opt_id()?,
+            output: b.id()?,
+            activation: b.activation()?,
+        },
+        OpKind::LogisticLut => Op::LogisticLut {
+            input: b.id()?,
+            output: b.id()?,
+        },
+        OpKind::Pad => {
+            let (input, output) = (b.id()?, b.id()?);
+            let n = b.r.count(16)?;
+            let mut paddings = Vec::with_capacity(n);
+            for _ in 0..n {
+                paddings.push(b.pair()?);
+            }
+            Op::Pad {
+                input,
+                output,
+                paddings,
+            }
+        }
+        OpKind::Mean => {
+            let (input, output) = (b.id()?, b.id()?);
+            let n = b.r.count(8)?;
+            let mut axes = Vec::with_capacity(n);
+            for _ in 0..n {
+                axes.push(b.r.size()?);
+            }
+            let at = b.r.pos as u64;
+            let keep_dims = match b.r.u8()? {
+                0 => false,
+                1 => true,
+                v => {
+                    return Err(FormatError::Malformed {
+                        offset: at,
+                        message: format!("op {index} (Mean): keep_dims byte {v} is not 0 or 1"),
+                    })
+                }
+            };
+            Op::Mean {
+                input,
+                output,
+                axes,
+                keep_dims,
+            }
+        }
     };
     if b.r.remaining() != 0 {
         return Err(FormatError::Malformed {

@@ -230,6 +230,36 @@ pub enum Op {
         input: TensorId,
         output: TensorId,
     },
+    /// Fully connected with TFLite's reference requantization, `round(acc * M)` with `M` in f64,
+    /// instead of SPEC's fixed-point multiplier (docs/tflite.md). Operands as `FullyConnected`.
+    FullyConnectedF64 {
+        input: TensorId,
+        weights: TensorId,
+        bias: Option<TensorId>,
+        output: TensorId,
+        activation: Activation,
+    },
+    /// Logistic from TFLite's f32-built lookup table instead of SPEC's fixed-point routine
+    /// (docs/tflite.md). Operands as `Logistic`.
+    LogisticLut {
+        input: TensorId,
+        output: TensorId,
+    },
+    /// Pads each axis with `[before, after]` elements of the output zero point (the code of
+    /// 0.0); input and output share `(S, Z)`.
+    Pad {
+        input: TensorId,
+        output: TensorId,
+        paddings: Vec<[usize; 2]>,
+    },
+    /// Mean over `axes` (sorted, distinct), requantized to the output's `(S, Z)` as TFLite's
+    /// reference MEAN; the output keeps the reduced axes as 1 when `keep_dims`, else drops them.
+    Mean {
+        input: TensorId,
+        output: TensorId,
+        axes: Vec<usize>,
+        keep_dims: bool,
+    },
 }
 
 /// The kind of an op, without its operands: its name in messages and its tag in files.
@@ -247,6 +277,10 @@ pub enum OpKind {
     Reshape,
     Quantize,
     Dequantize,
+    FullyConnectedF64,
+    LogisticLut,
+    Pad,
+    Mean,
 }
 
 impl OpKind {
@@ -264,6 +298,10 @@ impl OpKind {
             OpKind::Reshape => "Reshape",
             OpKind::Quantize => "Quantize",
             OpKind::Dequantize => "Dequantize",
+            OpKind::FullyConnectedF64 => "FullyConnectedF64",
+            OpKind::LogisticLut => "LogisticLut",
+            OpKind::Pad => "Pad",
+            OpKind::Mean => "Mean",
         }
     }
 }
@@ -289,6 +327,10 @@ impl Op {
             Op::Reshape { .. } => OpKind::Reshape,
             Op::Quantize { .. } => OpKind::Quantize,
             Op::Dequantize { .. } => OpKind::Dequantize,
+            Op::FullyConnectedF64 { .. } => OpKind::FullyConnectedF64,
+            Op::LogisticLut { .. } => OpKind::LogisticLut,
+            Op::Pad { .. } => OpKind::Pad,
+            Op::Mean { .. } => OpKind::Mean,
         }
     }
 
@@ -316,6 +358,12 @@ impl Op {
                 weights,
                 bias,
                 ..
+            }
+            | Op::FullyConnectedF64 {
+                input,
+                weights,
+                bias,
+                ..
             } => {
                 let mut v = vec![*input, *weights];
                 v.extend(bias);
@@ -326,6 +374,9 @@ impl Op {
             Op::AveragePool2d { input, .. }
             | Op::MaxPool2d { input, .. }
             | Op::Logistic { input, .. }
+            | Op::LogisticLut { input, .. }
+            | Op::Pad { input, .. }
+            | Op::Mean { input, .. }
             | Op::Softmax { input, .. }
             | Op::Reshape { input, .. }
             | Op::Quantize { input, .. }
@@ -347,7 +398,11 @@ impl Op {
             | Op::Softmax { output, .. }
             | Op::Reshape { output, .. }
             | Op::Quantize { output, .. }
-            | Op::Dequantize { output, .. } => *output,
+            | Op::Dequantize { output, .. }
+            | Op::FullyConnectedF64 { output, .. }
+            | Op::LogisticLut { output, .. }
+            | Op::Pad { output, .. }
+            | Op::Mean { output, .. } => *output,
         }
     }
 }

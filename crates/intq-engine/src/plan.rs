@@ -64,6 +64,18 @@ pub(crate) enum Prepared {
     Reshape,
     Quantize(QuantParams),
     Dequantize(QuantParams),
+    /// TFLite's reference FC: the FC geometry and zero points, with `M` in f64 per channel.
+    FullyConnectedF64 {
+        fc: FcPrep,
+        scales: Vec<f64>,
+    },
+    /// The pad code (the output zero point).
+    Pad(i32),
+    Mean {
+        params: intq_kernels::reference::MeanParams,
+        input_zero_point: i32,
+        output_zero_point: i32,
+    },
 }
 
 /// Where each run-time tensor lives: a slot index per tensor (constants have none), and each
@@ -487,6 +499,66 @@ fn prepare(graph: &Graph, index: usize, op: &Op) -> Result<Prepared, GraphError>
                 params,
                 outer: x.num_elements() / depth,
                 depth,
+            }
+        }
+        Op::FullyConnectedF64 {
+            input,
+            weights,
+            output,
+            activation,
+            ..
+        } => {
+            let (pin, pout) = (params_of(graph, *input), params_of(graph, *output));
+            let w = graph.tensor(*weights);
+            let (out_features, depth) = (w.shape[0], w.shape[1]);
+            let (s_w, z_w) = weight_params(graph, *weights);
+            let scales = s_w
+                .iter()
+                .map(|&s| intq_kernels::reference::real_scale(pin.scale, s, pout.scale))
+                .collect();
+            Prepared::FullyConnectedF64 {
+                fc: FcPrep {
+                    batches: graph.tensor(*input).num_elements() / depth,
+                    depth,
+                    out_features,
+                    input_zero_point: pin.zero_point,
+                    weight_zero_points: z_w,
+                    multipliers: Vec::new(),
+                    output_zero_point: pout.zero_point,
+                    clamp: activation_clamp(*activation, pout, dtype),
+                },
+                scales,
+            }
+        }
+        Op::LogisticLut { input, .. } => {
+            let pin = params_of(graph, *input);
+            Prepared::Logistic(match dtype {
+                DType::U8 => Table::U8(intq_kernels::reference::tflite_logistic_table::<u8>(pin)),
+                _ => Table::I8(intq_kernels::reference::tflite_logistic_table::<i8>(pin)),
+            })
+        }
+        Op::Pad { output, .. } => Prepared::Pad(params_of(graph, *output).zero_point),
+        Op::Mean {
+            input,
+            output,
+            axes,
+            ..
+        } => {
+            let (pin, pout) = (params_of(graph, *input), params_of(graph, *output));
+            let x = graph.tensor(*input);
+            let n: usize = axes.iter().map(|&a| x.shape[a]).product();
+            let base = QuantizedMultiplier::from_real(pin.scale as f64 / pout.scale as f64)
+                .map_err(|e| {
+                    op_err(
+                        index,
+                        kind,
+                        format!("its multiplier S_in / S_out cannot be formed: {e}"),
+                    )
+                })?;
+            Prepared::Mean {
+                params: intq_kernels::reference::MeanParams::new(base, n),
+                input_zero_point: pin.zero_point,
+                output_zero_point: pout.zero_point,
             }
         }
         Op::Reshape { .. } => Prepared::Reshape,

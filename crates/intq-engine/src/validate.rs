@@ -666,6 +666,13 @@ impl<'g> OpCheck<'g> {
                 bias,
                 output,
                 activation: _,
+            }
+            | Op::FullyConnectedF64 {
+                input,
+                weights,
+                bias,
+                output,
+                activation: _,
             } => {
                 let x = self.act("input", *input)?;
                 let [out, depth] = {
@@ -795,7 +802,7 @@ impl<'g> OpCheck<'g> {
                 self.act_like("output", *output, &x0)?;
                 self.shape_is("output", *output, &shape)
             }
-            Op::Logistic { input, output } => {
+            Op::Logistic { input, output } | Op::LogisticLut { input, output } => {
                 let x = self.act("input", *input)?;
                 self.fixed_probability_output(*output, &x)
             }
@@ -829,6 +836,62 @@ impl<'g> OpCheck<'g> {
                     )));
                 }
                 self.same_params("output", *output, &x, &y)
+            }
+            Op::Pad {
+                input,
+                output,
+                paddings,
+            } => {
+                let x = self.act("input", *input)?;
+                let y = self.act_like("output", *output, &x)?;
+                if paddings.len() != x.shape.len() {
+                    return Err(self.err(format!(
+                        "{} pairs of paddings for a rank-{} input",
+                        paddings.len(),
+                        x.shape.len()
+                    )));
+                }
+                let shape = x
+                    .shape
+                    .iter()
+                    .zip(paddings)
+                    .map(|(&d, p)| d.checked_add(p[0])?.checked_add(p[1]))
+                    .collect::<Option<Vec<usize>>>()
+                    .ok_or_else(|| self.err(format!("paddings {paddings:?} overflow")))?;
+                self.shape_is("output", *output, &shape)?;
+                self.same_params("output", *output, &x, &y)
+            }
+            Op::Mean {
+                input,
+                output,
+                axes,
+                keep_dims,
+            } => {
+                let x = self.act("input", *input)?;
+                self.act_like("output", *output, &x)?;
+                if axes.is_empty()
+                    || axes.windows(2).any(|w| w[0] >= w[1])
+                    || axes.iter().any(|&a| a >= x.shape.len())
+                {
+                    return Err(self.err(format!(
+                        "axes {axes:?} must be distinct, increasing and below the rank {}",
+                        x.shape.len()
+                    )));
+                }
+                if axes.iter().any(|&a| x.shape[a] == 0) {
+                    return Err(self.err("a reduced axis is empty".into()));
+                }
+                let shape: Vec<usize> = x
+                    .shape
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(a, &d)| match (axes.contains(&a), keep_dims) {
+                        (false, _) => Some(d),
+                        (true, true) => Some(1),
+                        (true, false) => None,
+                    })
+                    .collect();
+                self.shape_is("output", *output, &shape)
             }
             Op::Quantize { input, output } => {
                 let t = self.t(*input);

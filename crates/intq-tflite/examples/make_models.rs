@@ -1,0 +1,29 @@
+//! Writes intq's own test models as `.tflite` (and `.intq`) into a directory, for
+//! tools/tflite-check: small_cnn (u8, i8; float edges) and the op zoo (u8, i8).
+//!   cargo run --release -p intq-tflite --example make_models -- DIR
+
+use intq_engine::{examples, DType, Graph, Model};
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = PathBuf::from(std::env::args().nth(1).ok_or("usage: make_models DIR")?);
+    std::fs::create_dir_all(&dir)?;
+    let models: Vec<(String, Graph)> = vec![
+        (
+            "small_cnn_u8".into(),
+            examples::small_cnn(DType::U8, true, 7),
+        ),
+        (
+            "small_cnn_i8".into(),
+            examples::small_cnn(DType::I8, true, 7),
+        ),
+        ("op_zoo_u8".into(), intq_tflite::zoo::op_zoo(DType::U8, 11)),
+        ("op_zoo_i8".into(), intq_tflite::zoo::op_zoo(DType::I8, 11)),
+    ];
+    for (name, graph) in models {
+        Model::new(graph.clone())?.save(&dir.join(format!("{name}.intq")))?;
+        intq_tflite::save(&graph, &dir.join(format!("{name}.tflite")))?;
+        println!("{}", dir.join(format!("{name}.tflite")).display());
+    }
+    Ok(())
+}

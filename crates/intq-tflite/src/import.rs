@@ -1,0 +1,734 @@
+//! `.tflite` to [`Graph`]: reads the first subgraph, maps each supported builtin op to an engine
+//! op, keeps TFLite's tensor names, and drops the int32 shape arithmetic (SHAPE, STRIDED_SLICE,
+//! PACK, ...) that only feeds RESHAPE's shape operand, since every shape here is static.
+
+use crate::flatbuf::{Buf, Table};
+use crate::schema::{self, fields, op as code};
+use crate::TfliteError;
+use intq_engine::{
+    Activation, ChannelParams, DType, Graph, GraphBuilder, Op, Padding, Quant, QuantParams,
+    TensorData, TensorId,
+};
+use std::path::Path;
+
+/// Reads a `.tflite` file into a graph.
+pub fn load(path: &Path) -> Result<Graph, TfliteError> {
+    let bytes = std::fs::read(path).map_err(|source| TfliteError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    import(&bytes).map_err(|e| TfliteError::File {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    })
+}
+
+/// One TFLite tensor as read from the file.
+struct TfTensor {
+    name: String,
+    ttype: i8,
+    shape: Vec<usize>,
+    quant: Option<Quant>,
+    data: Option<Vec<u8>>,
+}
+
+struct TfOp<'a> {
+    code: i32,
+    inputs: Vec<i32>,
+    outputs: Vec<i32>,
+    options: Option<Table<'a>>,
+}
+
+/// The most elements one tensor may declare (2^28: 1 GiB of int32).
+pub const MAX_ELEMENTS: usize = 1 << 28;
+
+fn malformed(msg: String) -> TfliteError {
+    TfliteError::Malformed(msg)
+}
+
+/// Parses a `.tflite` buffer into a validated graph.
+pub fn import(bytes: &[u8]) -> Result<Graph, TfliteError> {
+    if bytes.len() < 8 {
+        return Err(malformed(format!(
+            "{} bytes is too short for a FlatBuffer",
+            bytes.len()
+        )));
+    }
+    let buf = Buf { bytes };
+    let model = buf.root()?;
+    let codes: Vec<i32> = model
+        .tables(schema::model::OPERATOR_CODES, "operator_codes")?
+        .iter()
+        .map(|oc| {
+            let dep = oc.i8(
+                schema::opcode::DEPRECATED_BUILTIN_CODE,
+                0,
+                "deprecated_builtin_code",
+            )?;
+            let b = oc.i32(schema::opcode::BUILTIN_CODE, 0, "builtin_code")?;
+            Ok((dep as i32).max(b))
+        })
+        .collect::<Result<_, TfliteError>>()?;
+    let buffers = model.tables(schema::model::BUFFERS, "buffers")?;
+    let subgraphs = model.tables(schema::model::SUBGRAPHS, "subgraphs")?;
+    let sg = subgraphs
+        .first()
+        .ok_or_else(|| malformed("the model has no subgraph".into()))?;
+    if subgraphs.len() > 1 {
+        return Err(TfliteError::Other(format!(
+            "the model has {} subgraphs; only single-subgraph models are supported",
+            subgraphs.len()
+        )));
+    }
+
+    let tensors = sg
+        .tables(schema::subgraph::TENSORS, "tensors")?
+        .iter()
+        .enumerate()
+        .map(|(i, t)| read_tensor(t, i, &buffers))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ops = sg
+        .tables(schema::subgraph::OPERATORS, "operators")?
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let idx = o.u32(schema::operator::OPCODE_INDEX, 0, "opcode_index")? as usize;
+            let code = *codes.get(idx).ok_or_else(|| {
+                malformed(format!(
+                    "operator {i} uses opcode {idx}, but there are {} opcodes",
+                    codes.len()
+                ))
+            })?;
+            Ok(TfOp {
+                code,
+                inputs: o
+                    .i32s(schema::operator::INPUTS, "operator inputs")?
+                    .unwrap_or_default(),
+                outputs: o
+                    .i32s(schema::operator::OUTPUTS, "operator outputs")?
+                    .unwrap_or_default(),
+                options: o.table(schema::operator::BUILTIN_OPTIONS, "builtin_options")?,
+            })
+        })
+        .collect::<Result<Vec<_>, TfliteError>>()?;
+    let inputs = sg
+        .i32s(schema::subgraph::INPUTS, "subgraph inputs")?
+        .unwrap_or_default();
+    let outputs = sg
+        .i32s(schema::subgraph::OUTPUTS, "subgraph outputs")?
+        .unwrap_or_default();
+
+    let mut cx = Importer {
+        tensors: &tensors,
+        ids: vec![None; tensors.len()],
+        b: GraphBuilder::new(),
+    };
+    let check = |i: i32, what: &str| -> Result<usize, TfliteError> {
+        usize::try_from(i)
+            .ok()
+            .filter(|&i| i < tensors.len())
+            .ok_or_else(|| {
+                malformed(format!(
+                    "{what} refers to tensor {i}, but there are {} tensors",
+                    tensors.len()
+                ))
+            })
+    };
+    for op in &ops {
+        for &i in op.inputs.iter().filter(|&&i| i != -1).chain(&op.outputs) {
+            check(i, "an operator")?;
+        }
+    }
+    let shape_only = shape_only_ops(&ops, &tensors, &outputs);
+    for (index, op) in ops.iter().enumerate() {
+        if shape_only[index] {
+            continue;
+        }
+        cx.op(index, op)?;
+    }
+    for &i in &inputs {
+        let id = cx.id(check(i, "a subgraph input")?);
+        cx.b.input(id);
+    }
+    for &i in &outputs {
+        let id = cx.id(check(i, "a subgraph output")?);
+        cx.b.output(id);
+    }
+    Ok(cx.b.finish()?)
+}
+
+/// Ops that only compute int32 shapes for RESHAPE (all outputs int32, read only by other such
+/// ops or as RESHAPE's second operand, none a graph output).
+fn shape_only_ops(ops: &[TfOp], tensors: &[TfTensor], outputs: &[i32]) -> Vec<bool> {
+    let mut skip: Vec<bool> = ops
+        .iter()
+        .map(|op| {
+            !op.outputs.is_empty()
+                && op.outputs.iter().all(|&o| {
+                    tensors[o as usize].ttype == schema::ttype::INT32 && !outputs.contains(&o)
+                })
+        })
+        .collect();
+    // Un-skip any op whose output some kept op reads other than as a reshape shape, to a fixpoint.
+    loop {
+        let mut changed = false;
+        for (j, op) in ops.iter().enumerate() {
+            if skip[j] {
+                continue;
+            }
+            let reads: &[i32] = if op.code == code::RESHAPE {
+                &op.inputs[..op.inputs.len().min(1)]
+            } else {
+                &op.inputs
+            };
+            for (k, other) in ops.iter().enumerate() {
+                if skip[k] && other.outputs.iter().any(|o| reads.contains(o)) {
+                    skip[k] = false;
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            return skip;
+        }
+    }
+}
+
+fn read_tensor(t: &Table, index: usize, buffers: &[Table]) -> Result<TfTensor, TfliteError> {
+    let what = format!("tensor {index}");
+    let name = t
+        .string(schema::tensor::NAME, &what)?
+        .unwrap_or_else(|| format!("tensor_{index}"));
+    let shape = t
+        .i32s(schema::tensor::SHAPE, &what)?
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| {
+            usize::try_from(d).map_err(|_| {
+                malformed(format!(
+                    "tensor {index} ('{name}') has a negative dimension {d}"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // Activations are allocated from their declared shapes, not from the file's bytes, so the
+    // declared size is bounded here.
+    let elements = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    if !matches!(elements, Some(n) if n <= MAX_ELEMENTS) {
+        return Err(malformed(format!(
+            "tensor {index} ('{name}') has shape {shape:?}, more than {MAX_ELEMENTS} elements"
+        )));
+    }
+    let ttype = t.i8(schema::tensor::TYPE, 0, &what)?;
+    let buffer = t.u32(schema::tensor::BUFFER, 0, &what)? as usize;
+    let data = match buffers.get(buffer) {
+        Some(b) if buffer != 0 => {
+            if b.u64(schema::buffer::OFFSET, 0, &what)? != 0 {
+                return Err(TfliteError::Other(format!(
+                    "tensor {index} ('{name}') keeps its data outside the FlatBuffer \
+                     (buffer offset); not supported"
+                )));
+            }
+            b.bytes(schema::buffer::DATA, &what)?
+                .filter(|d| !d.is_empty())
+                .map(|d| d.to_vec())
+        }
+        Some(_) => None,
+        None => {
+            return Err(malformed(format!(
+                "tensor {index} ('{name}') uses buffer {buffer}, but there are {}",
+                buffers.len()
+            )))
+        }
+    };
+    let quant = match t.table(schema::tensor::QUANTIZATION, &what)? {
+        None => None,
+        Some(q) => {
+            let scales = q.f32s(schema::quant::SCALE, &what)?.unwrap_or_default();
+            let zps = q
+                .i64s(schema::quant::ZERO_POINT, &what)?
+                .unwrap_or_default();
+            let axis = q.i32(schema::quant::QUANTIZED_DIMENSION, 0, &what)?;
+            let bad = |m: String| malformed(format!("tensor {index} ('{name}'): {m}"));
+            let zps: Vec<i32> = zps
+                .iter()
+                .map(|&z| i32::try_from(z).map_err(|_| bad(format!("zero point {z} overflows"))))
+                .collect::<Result<_, _>>()?;
+            match (scales.len(), zps.len()) {
+                (0, _) => None,
+                (1, 1) => Some(Quant::PerTensor(
+                    QuantParams::new(scales[0], zps[0]).map_err(|e| bad(e.to_string()))?,
+                )),
+                (n, m) if n == m => {
+                    let axis = usize::try_from(axis)
+                        .map_err(|_| bad(format!("quantized_dimension {axis} is negative")))?;
+                    Some(Quant::PerChannel(
+                        ChannelParams::new(scales, zps, axis).map_err(|e| bad(e.to_string()))?,
+                    ))
+                }
+                (n, m) => return Err(bad(format!("{n} scales but {m} zero points"))),
+            }
+        }
+    };
+    Ok(TfTensor {
+        name,
+        ttype,
+        shape,
+        quant,
+        data,
+    })
+}
+
+struct Importer<'t> {
+    tensors: &'t [TfTensor],
+    ids: Vec<Option<TensorId>>,
+    b: GraphBuilder,
+}
+
+fn activation(a: i8) -> Option<Activation> {
+    match a {
+        schema::activation::NONE => Some(Activation::None),
+        schema::activation::RELU => Some(Activation::Relu),
+        schema::activation::RELU_N1_TO_1 => Some(Activation::ReluN1To1),
+        schema::activation::RELU6 => Some(Activation::Relu6),
+        _ => None,
+    }
+}
+
+impl Importer<'_> {
+    /// The engine tensor for TFLite tensor `i`, created on first use.
+    fn id(&mut self, i: usize) -> TensorId {
+        if let Some(id) = self.ids[i] {
+            return id;
+        }
+        let t = &self.tensors[i];
+        let dtype = dtype_of(t.ttype).expect("checked by the caller");
+        // Bias scales are implied by S_in * S_w; keeping TFLite's copy adds nothing.
+        let quant = if dtype == DType::I32 {
+            None
+        } else {
+            t.quant.clone()
+        };
+        let id = match &t.data {
+            Some(bytes) => {
+                let data = match dtype {
+                    DType::U8 => TensorData::U8(bytes.clone()),
+                    DType::I8 => TensorData::I8(bytes.iter().map(|&b| b as i8).collect()),
+                    DType::I32 => TensorData::I32(
+                        bytes
+                            .chunks_exact(4)
+                            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                            .collect(),
+                    ),
+                    DType::F32 => TensorData::F32(
+                        bytes
+                            .chunks_exact(4)
+                            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                            .collect(),
+                    ),
+                };
+                self.b.constant(&t.name, &t.shape, quant, data)
+            }
+            None => self.b.tensor(&t.name, dtype, &t.shape, quant),
+        };
+        self.ids[i] = Some(id);
+        id
+    }
+
+    fn op(&mut self, index: usize, op: &TfOp) -> Result<(), TfliteError> {
+        let name = code::name(op.code);
+        let unsupported = |message: String| TfliteError::Unsupported {
+            index,
+            op: name.clone(),
+            message,
+        };
+        // Every operand must be a type the engine has, with data matching its shape. The shape
+        // operands of RESHAPE, PAD and MEAN are read here, not imported.
+        let data_inputs = match op.code {
+            code::RESHAPE | code::PAD | code::MEAN => &op.inputs[..op.inputs.len().min(1)],
+            _ => &op.inputs[..],
+        };
+        for &i in data_inputs.iter().filter(|&&i| i != -1).chain(&op.outputs) {
+            let t = &self.tensors[i as usize];
+            let Some(dtype) = dtype_of(t.ttype) else {
+                return Err(unsupported(format!(
+                    "tensor {i} ('{}') is {}; only uint8, int8, int32 and float32 are supported",
+                    t.name,
+                    schema::ttype::name(t.ttype)
+                )));
+            };
+            if let Some(d) = &t.data {
+                let n: Option<usize> = t
+                    .shape
+                    .iter()
+                    .try_fold(1usize, |a, &d| a.checked_mul(d))
+                    .and_then(|n| n.checked_mul(dtype.size_bytes()));
+                if n != Some(d.len()) {
+                    return Err(malformed(format!(
+                        "tensor {i} ('{}') has shape {:?} of {dtype} but {} bytes of data",
+                        t.name,
+                        t.shape,
+                        d.len()
+                    )));
+                }
+            }
+        }
+        let arity = |n: usize, m: usize| -> Result<(), TfliteError> {
+            if op.inputs.len() < n || op.outputs.len() != m {
+                return Err(unsupported(format!(
+                    "expected at least {n} input(s) and {m} output(s), found {} and {}",
+                    op.inputs.len(),
+                    op.outputs.len()
+                )));
+            }
+            if op.inputs[..n].contains(&-1) {
+                return Err(unsupported(format!(
+                    "one of its first {n} inputs is missing (-1)"
+                )));
+            }
+            Ok(())
+        };
+        let opt = op.options;
+        let oi8 = |f: u16, d: i8| -> Result<i8, TfliteError> {
+            opt.map_or(Ok(d), |t| t.i8(f, d, "options"))
+        };
+        let oi32 = |f: u16, d: i32| -> Result<i32, TfliteError> {
+            opt.map_or(Ok(d), |t| t.i32(f, d, "options"))
+        };
+        let act = |f: u16| -> Result<Activation, TfliteError> {
+            let a = oi8(f, 0)?;
+            activation(a).ok_or_else(|| {
+                unsupported(format!(
+                    "fused activation {a} is not supported (only NONE, RELU, RELU_N1_TO_1, RELU6)"
+                ))
+            })
+        };
+        let padding = |f: u16| -> Result<Padding, TfliteError> {
+            match oi8(f, 0)? {
+                schema::PADDING_SAME => Ok(Padding::Same),
+                schema::PADDING_VALID => Ok(Padding::Valid),
+                p => Err(unsupported(format!("padding {p} is not SAME or VALID"))),
+            }
+        };
+        let pos = |v: i32, what: &str| -> Result<usize, TfliteError> {
+            usize::try_from(v)
+                .ok()
+                .filter(|&v| v >= 1)
+                .ok_or_else(|| unsupported(format!("{what} {v} is not positive")))
+        };
+        let input = |cx: &mut Self, k: usize| cx.id(op.inputs[k] as usize);
+        let opt_input = |cx: &mut Self, k: usize| -> Option<TensorId> {
+            op.inputs
+                .get(k)
+                .filter(|&&i| i != -1)
+                .map(|&i| cx.id(i as usize))
+        };
+        let out_index = op.outputs.first().copied().unwrap_or(-1);
+        let engine_op = match op.code {
+            code::CONV_2D => {
+                use fields::conv as f;
+                arity(2, 1)?;
+                Op::Conv2d {
+                    input: input(self, 0),
+                    filter: input(self, 1),
+                    bias: opt_input(self, 2),
+                    output: self.id(out_index as usize),
+                    stride: [
+                        pos(oi32(f::STRIDE_H, 0)?, "stride_h")?,
+                        pos(oi32(f::STRIDE_W, 0)?, "stride_w")?,
+                    ],
+                    dilation: [
+                        pos(oi32(f::DILATION_H, 1)?, "dilation_h")?,
+                        pos(oi32(f::DILATION_W, 1)?, "dilation_w")?,
+                    ],
+                    padding: padding(f::PADDING)?,
+                    activation: act(f::ACTIVATION)?,
+                }
+            }
+            code::DEPTHWISE_CONV_2D => {
+                use fields::dw as f;
+                arity(2, 1)?;
+                let x = &self.tensors[op.inputs[0] as usize];
+                let w = &self.tensors[op.inputs[1] as usize];
+                // TFLite derives the multiplier from the shapes, not from the option.
+                let (c, oc) = (
+                    x.shape.last().copied().unwrap_or(0),
+                    w.shape.last().copied().unwrap_or(0),
+                );
+                if c == 0 || oc % c != 0 {
+                    return Err(unsupported(format!(
+                        "filter '{}' has {oc} channels, not a multiple of the input's {c}",
+                        w.name
+                    )));
+                }
+                Op::DepthwiseConv2d {
+                    input: input(self, 0),
+                    filter: input(self, 1),
+                    bias: opt_input(self, 2),
+                    output: self.id(out_index as usize),
+                    stride: [
+                        pos(oi32(f::STRIDE_H, 0)?, "stride_h")?,
+                        pos(oi32(f::STRIDE_W, 0)?, "stride_w")?,
+                    ],
+                    dilation: [
+                        pos(oi32(f::DILATION_H, 1)?, "dilation_h")?,
+                        pos(oi32(f::DILATION_W, 1)?, "dilation_w")?,
+                    ],
+                    padding: padding(f::PADDING)?,
+                    depth_multiplier: oc / c,
+                    activation: act(f::ACTIVATION)?,
+                }
+            }
+            code::FULLY_CONNECTED => {
+                use fields::fc as f;
+                arity(2, 1)?;
+                if oi8(f::WEIGHTS_FORMAT, 0)? != 0 {
+                    return Err(unsupported(
+                        "only the DEFAULT weights format is supported".into(),
+                    ));
+                }
+                let activation = act(f::ACTIVATION)?;
+                let w = &self.tensors[op.inputs[1] as usize];
+                let y = &self.tensors[out_index as usize];
+                let x = &self.tensors[op.inputs[0] as usize];
+                if w.shape.len() != 2 || w.shape[1] == 0 {
+                    return Err(unsupported(format!(
+                        "weights '{}' have shape {:?}, expected [out, depth]",
+                        w.name, w.shape
+                    )));
+                }
+                let batch = x.shape.iter().product::<usize>() / w.shape[1];
+                let flat = [batch, w.shape[0]];
+                let (input, weights, bias) = (input(self, 0), input(self, 1), opt_input(self, 2));
+                let output = self.id(out_index as usize);
+                if y.shape != flat {
+                    // keep_num_dims (or a rank-1 output): compute [batch, out], then reshape.
+                    let q = y.quant.clone();
+                    let dtype = dtype_of(y.ttype).expect("checked");
+                    let tmp = self
+                        .b
+                        .tensor(&format!("{}/intq_fc_2d", y.name), dtype, &flat, q);
+                    self.b.op(Op::FullyConnectedF64 {
+                        input,
+                        weights,
+                        bias,
+                        output: tmp,
+                        activation,
+                    });
+                    Op::Reshape { input: tmp, output }
+                } else {
+                    Op::FullyConnectedF64 {
+                        input,
+                        weights,
+                        bias,
+                        output,
+                        activation,
+                    }
+                }
+            }
+            code::ADD => {
+                arity(2, 1)?;
+                Op::Add {
+                    lhs: input(self, 0),
+                    rhs: input(self, 1),
+                    output: self.id(out_index as usize),
+                    activation: act(fields::ADD_ACTIVATION)?,
+                }
+            }
+            code::CONCATENATION => {
+                arity(op.inputs.len().max(1), 1)?;
+                if act(fields::CONCAT_ACTIVATION)? != Activation::None {
+                    return Err(unsupported(
+                        "a fused activation on concatenation is not supported".into(),
+                    ));
+                }
+                let rank = self.tensors[out_index as usize].shape.len() as i32;
+                let axis = oi32(fields::CONCAT_AXIS, 0)?;
+                let axis = if axis < 0 { axis + rank } else { axis };
+                if !(0..rank).contains(&axis) {
+                    return Err(unsupported(format!("axis {axis} is outside rank {rank}")));
+                }
+                let inputs = (0..op.inputs.len()).map(|k| input(self, k)).collect();
+                Op::Concat {
+                    inputs,
+                    output: self.id(out_index as usize),
+                    axis: axis as usize,
+                }
+            }
+            code::AVERAGE_POOL_2D | code::MAX_POOL_2D => {
+                use fields::pool as f;
+                arity(1, 1)?;
+                let (input, output) = (input(self, 0), self.id(out_index as usize));
+                let filter = [
+                    pos(oi32(f::FILTER_H, 0)?, "filter_height")?,
+                    pos(oi32(f::FILTER_W, 0)?, "filter_width")?,
+                ];
+                let stride = [
+                    pos(oi32(f::STRIDE_H, 0)?, "stride_h")?,
+                    pos(oi32(f::STRIDE_W, 0)?, "stride_w")?,
+                ];
+                let (padding, activation) = (padding(f::PADDING)?, act(f::ACTIVATION)?);
+                if op.code == code::AVERAGE_POOL_2D {
+                    Op::AveragePool2d {
+                        input,
+                        output,
+                        filter,
+                        stride,
+                        padding,
+                        activation,
+                    }
+                } else {
+                    Op::MaxPool2d {
+                        input,
+                        output,
+                        filter,
+                        stride,
+                        padding,
+                        activation,
+                    }
+                }
+            }
+            code::RESHAPE | code::SQUEEZE => {
+                arity(1, 1)?;
+                Op::Reshape {
+                    input: input(self, 0),
+                    output: self.id(out_index as usize),
+                }
+            }
+            code::PAD => {
+                arity(2, 1)?;
+                let rank = self.tensors[op.inputs[0] as usize].shape.len();
+                let p = self.const_ints(op.inputs[1], &unsupported)?;
+                if p.len() != 2 * rank || p.iter().any(|&v| v < 0) {
+                    return Err(unsupported(format!(
+                        "paddings {p:?} are not {rank} non-negative [before, after] pairs"
+                    )));
+                }
+                let paddings = p
+                    .chunks(2)
+                    .map(|c| [c[0] as usize, c[1] as usize])
+                    .collect();
+                Op::Pad {
+                    input: input(self, 0),
+                    output: self.id(out_index as usize),
+                    paddings,
+                }
+            }
+            code::MEAN => {
+                arity(2, 1)?;
+                let rank = self.tensors[op.inputs[0] as usize].shape.len() as i64;
+                let mut axes = Vec::new();
+                for a in self.const_ints(op.inputs[1], &unsupported)? {
+                    let a = if a < 0 { a + rank } else { a };
+                    if !(0..rank).contains(&a) {
+                        return Err(unsupported(format!("axis {a} is outside rank {rank}")));
+                    }
+                    axes.push(a as usize);
+                }
+                axes.sort_unstable();
+                axes.dedup();
+                let keep_dims =
+                    opt.map_or(Ok(false), |t| t.bool(fields::REDUCER_KEEP_DIMS, "options"))?;
+                Op::Mean {
+                    input: input(self, 0),
+                    output: self.id(out_index as usize),
+                    axes,
+                    keep_dims,
+                }
+            }
+            code::SOFTMAX => {
+                arity(1, 1)?;
+                let beta = opt.map_or(Ok(0.0), |t| t.f32(fields::SOFTMAX_BETA, 0.0, "options"))?;
+                Op::Softmax {
+                    input: input(self, 0),
+                    output: self.id(out_index as usize),
+                    beta,
+                }
+            }
+            code::LOGISTIC => {
+                arity(1, 1)?;
+                Op::LogisticLut {
+                    input: input(self, 0),
+                    output: self.id(out_index as usize),
+                }
+            }
+            code::QUANTIZE => {
+                arity(1, 1)?;
+                let x = &self.tensors[op.inputs[0] as usize];
+                if x.ttype != schema::ttype::FLOAT32 {
+                    return Err(unsupported(format!(
+                        "input '{}' is {}; only float32 to 8-bit quantization is supported",
+                        x.name,
+                        schema::ttype::name(x.ttype)
+                    )));
+                }
+                Op::Quantize {
+                    input: input(self, 0),
+                    output: self.id(out_index as usize),
+                }
+            }
+            code::DEQUANTIZE => {
+                arity(1, 1)?;
+                Op::Dequantize {
+                    input: input(self, 0),
+                    output: self.id(out_index as usize),
+                }
+            }
+            _ => {
+                let t = op
+                    .outputs
+                    .first()
+                    .map(|&o| format!(" (output tensor {o} '{}')", self.tensors[o as usize].name))
+                    .unwrap_or_default();
+                return Err(unsupported(format!("this operator is not supported{t}")));
+            }
+        };
+        self.b.op(engine_op);
+        Ok(())
+    }
+}
+
+impl Importer<'_> {
+    /// The values of a constant int32 or int64 operand (paddings, axes).
+    fn const_ints(
+        &self,
+        index: i32,
+        unsupported: &dyn Fn(String) -> TfliteError,
+    ) -> Result<Vec<i64>, TfliteError> {
+        let t = usize::try_from(index)
+            .ok()
+            .and_then(|i| self.tensors.get(i))
+            .ok_or_else(|| unsupported(format!("operand tensor {index} does not exist")))?;
+        let Some(d) = &t.data else {
+            return Err(unsupported(format!(
+                "tensor '{}' must be a constant",
+                t.name
+            )));
+        };
+        match t.ttype {
+            schema::ttype::INT32 => Ok(d
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
+                .collect()),
+            4 => Ok(d
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect()),
+            other => Err(unsupported(format!(
+                "tensor '{}' is {}, expected INT32 or INT64",
+                t.name,
+                schema::ttype::name(other)
+            ))),
+        }
+    }
+}
+
+fn dtype_of(t: i8) -> Option<DType> {
+    match t {
+        schema::ttype::FLOAT32 => Some(DType::F32),
+        schema::ttype::INT32 => Some(DType::I32),
+        schema::ttype::UINT8 => Some(DType::U8),
+        schema::ttype::INT8 => Some(DType::I8),
+        _ => None,
+    }
+}

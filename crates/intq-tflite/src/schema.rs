@@ -1,0 +1,211 @@
+//! Facts of the TFLite FlatBuffers schema used here: table field ids, enum values and the
+//! builtin-operator codes, written down from the format's definition (schema.fbs).
+
+/// `Model` fields.
+pub mod model {
+    pub const VERSION: u16 = 0;
+    pub const OPERATOR_CODES: u16 = 1;
+    pub const SUBGRAPHS: u16 = 2;
+    pub const DESCRIPTION: u16 = 3;
+    pub const BUFFERS: u16 = 4;
+}
+
+/// `OperatorCode` fields.
+pub mod opcode {
+    pub const DEPRECATED_BUILTIN_CODE: u16 = 0;
+    pub const CUSTOM_CODE: u16 = 1;
+    pub const VERSION: u16 = 2;
+    pub const BUILTIN_CODE: u16 = 3;
+}
+
+/// `SubGraph` fields.
+pub mod subgraph {
+    pub const TENSORS: u16 = 0;
+    pub const INPUTS: u16 = 1;
+    pub const OUTPUTS: u16 = 2;
+    pub const OPERATORS: u16 = 3;
+    pub const NAME: u16 = 4;
+}
+
+/// `Tensor` fields.
+pub mod tensor {
+    pub const SHAPE: u16 = 0;
+    pub const TYPE: u16 = 1;
+    pub const BUFFER: u16 = 2;
+    pub const NAME: u16 = 3;
+    pub const QUANTIZATION: u16 = 4;
+}
+
+/// `QuantizationParameters` fields.
+pub mod quant {
+    pub const SCALE: u16 = 2;
+    pub const ZERO_POINT: u16 = 3;
+    pub const DETAILS_TYPE: u16 = 4;
+    pub const QUANTIZED_DIMENSION: u16 = 6;
+}
+
+/// `Operator` fields.
+pub mod operator {
+    pub const OPCODE_INDEX: u16 = 0;
+    pub const INPUTS: u16 = 1;
+    pub const OUTPUTS: u16 = 2;
+    pub const BUILTIN_OPTIONS_TYPE: u16 = 3;
+    pub const BUILTIN_OPTIONS: u16 = 4;
+}
+
+/// `Buffer` fields.
+pub mod buffer {
+    pub const DATA: u16 = 0;
+    pub const OFFSET: u16 = 1;
+    pub const SIZE: u16 = 2;
+}
+
+/// `TensorType` values.
+pub mod ttype {
+    pub const FLOAT32: i8 = 0;
+    pub const INT32: i8 = 2;
+    pub const UINT8: i8 = 3;
+    pub const INT8: i8 = 9;
+
+    pub fn name(t: i8) -> &'static str {
+        match t {
+            0 => "FLOAT32",
+            1 => "FLOAT16",
+            2 => "INT32",
+            3 => "UINT8",
+            4 => "INT64",
+            5 => "STRING",
+            6 => "BOOL",
+            7 => "INT16",
+            8 => "COMPLEX64",
+            9 => "INT8",
+            10 => "FLOAT64",
+            _ => "another type",
+        }
+    }
+}
+
+/// `BuiltinOperator` values.
+pub mod op {
+    pub const ADD: i32 = 0;
+    pub const AVERAGE_POOL_2D: i32 = 1;
+    pub const CONCATENATION: i32 = 2;
+    pub const CONV_2D: i32 = 3;
+    pub const DEPTHWISE_CONV_2D: i32 = 4;
+    pub const DEQUANTIZE: i32 = 6;
+    pub const FULLY_CONNECTED: i32 = 9;
+    pub const LOGISTIC: i32 = 14;
+    pub const MAX_POOL_2D: i32 = 17;
+    pub const RESHAPE: i32 = 22;
+    pub const SOFTMAX: i32 = 25;
+    pub const PAD: i32 = 34;
+    pub const MEAN: i32 = 40;
+    pub const SQUEEZE: i32 = 43;
+    pub const STRIDED_SLICE: i32 = 45;
+    pub const SHAPE: i32 = 77;
+    pub const PACK: i32 = 83;
+    pub const QUANTIZE: i32 = 114;
+
+    pub fn name(code: i32) -> String {
+        match code {
+            ADD => "ADD".into(),
+            AVERAGE_POOL_2D => "AVERAGE_POOL_2D".into(),
+            CONCATENATION => "CONCATENATION".into(),
+            CONV_2D => "CONV_2D".into(),
+            DEPTHWISE_CONV_2D => "DEPTHWISE_CONV_2D".into(),
+            DEQUANTIZE => "DEQUANTIZE".into(),
+            FULLY_CONNECTED => "FULLY_CONNECTED".into(),
+            LOGISTIC => "LOGISTIC".into(),
+            MAX_POOL_2D => "MAX_POOL_2D".into(),
+            RESHAPE => "RESHAPE".into(),
+            SOFTMAX => "SOFTMAX".into(),
+            PAD => "PAD".into(),
+            MEAN => "MEAN".into(),
+            SQUEEZE => "SQUEEZE".into(),
+            STRIDED_SLICE => "STRIDED_SLICE".into(),
+            SHAPE => "SHAPE".into(),
+            PACK => "PACK".into(),
+            QUANTIZE => "QUANTIZE".into(),
+            32 => "CUSTOM".into(),
+            other => format!("builtin operator {other}"),
+        }
+    }
+}
+
+/// `BuiltinOptions` union tags.
+pub mod options {
+    pub const CONV_2D: u8 = 1;
+    pub const DEPTHWISE_CONV_2D: u8 = 2;
+    pub const POOL_2D: u8 = 5;
+    pub const FULLY_CONNECTED: u8 = 8;
+    pub const SOFTMAX: u8 = 9;
+    pub const CONCATENATION: u8 = 10;
+    pub const ADD: u8 = 11;
+    pub const RESHAPE: u8 = 17;
+    pub const PAD: u8 = 22;
+    pub const REDUCER: u8 = 27;
+    pub const SQUEEZE: u8 = 30;
+    pub const DEQUANTIZE: u8 = 38;
+}
+
+/// Option-table field ids.
+pub mod fields {
+    /// Conv2DOptions: padding, stride_w, stride_h, fused_activation_function, dilation_w,
+    /// dilation_h.
+    pub mod conv {
+        pub const PADDING: u16 = 0;
+        pub const STRIDE_W: u16 = 1;
+        pub const STRIDE_H: u16 = 2;
+        pub const ACTIVATION: u16 = 3;
+        pub const DILATION_W: u16 = 4;
+        pub const DILATION_H: u16 = 5;
+    }
+    /// DepthwiseConv2DOptions.
+    pub mod dw {
+        pub const PADDING: u16 = 0;
+        pub const STRIDE_W: u16 = 1;
+        pub const STRIDE_H: u16 = 2;
+        pub const DEPTH_MULTIPLIER: u16 = 3;
+        pub const ACTIVATION: u16 = 4;
+        pub const DILATION_W: u16 = 5;
+        pub const DILATION_H: u16 = 6;
+    }
+    /// Pool2DOptions.
+    pub mod pool {
+        pub const PADDING: u16 = 0;
+        pub const STRIDE_W: u16 = 1;
+        pub const STRIDE_H: u16 = 2;
+        pub const FILTER_W: u16 = 3;
+        pub const FILTER_H: u16 = 4;
+        pub const ACTIVATION: u16 = 5;
+    }
+    /// FullyConnectedOptions.
+    pub mod fc {
+        pub const ACTIVATION: u16 = 0;
+        pub const WEIGHTS_FORMAT: u16 = 1;
+        pub const KEEP_NUM_DIMS: u16 = 2;
+    }
+    /// SoftmaxOptions.
+    pub const SOFTMAX_BETA: u16 = 0;
+    /// ConcatenationOptions.
+    pub const CONCAT_AXIS: u16 = 0;
+    pub const CONCAT_ACTIVATION: u16 = 1;
+    /// AddOptions.
+    pub const ADD_ACTIVATION: u16 = 0;
+    /// ReshapeOptions.
+    pub const RESHAPE_NEW_SHAPE: u16 = 0;
+    /// ReducerOptions.
+    pub const REDUCER_KEEP_DIMS: u16 = 0;
+}
+
+/// `Padding` values.
+pub const PADDING_SAME: i8 = 0;
+pub const PADDING_VALID: i8 = 1;
+
+/// `ActivationFunctionType` values.
+pub mod activation {
+    pub const NONE: i8 = 0;
+    pub const RELU: i8 = 1;
+    pub const RELU_N1_TO_1: i8 = 2;
+    pub const RELU6: i8 = 3;
+}

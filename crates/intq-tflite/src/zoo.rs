@@ -1,0 +1,216 @@
+//! A test model that uses every op kind the exporter writes (and the importer reads back), with
+//! the parameter combinations the MLPerf-Tiny models leave out: Logistic, requantizing Concat,
+//! max pool with SAME padding, depthwise multiplier 2, stride-2 VALID conv with
+//! per-tensor weights, ReLU6 / RELU_N1_TO_1 clamps, broadcast Add, Reshape, FC, Softmax and the
+//! float edges. Deterministic from a seed, for the byte-equality checks against TFLite.
+
+use intq_engine::examples::SplitMix64;
+use intq_engine::{
+    Activation, ChannelParams, DType, Graph, GraphBuilder, Op, Padding, Quant, QuantParams,
+    TensorData, TensorId,
+};
+
+fn codes(rng: &mut SplitMix64, dtype: DType, n: usize) -> TensorData {
+    match dtype {
+        DType::U8 => TensorData::U8((0..n).map(|_| rng.int_in(0, 255) as u8).collect()),
+        _ => TensorData::I8((0..n).map(|_| rng.int_in(-127, 127) as i8).collect()),
+    }
+}
+
+fn pt(scale: f32, zero_point: i32) -> Option<Quant> {
+    Some(Quant::PerTensor(QuantParams { scale, zero_point }))
+}
+
+/// Weights: uint8 per tensor with a non-zero zero point; int8 per channel along `axis`.
+fn weights(
+    b: &mut GraphBuilder,
+    rng: &mut SplitMix64,
+    name: &str,
+    dtype: DType,
+    shape: &[usize],
+    axis: usize,
+    fan_in: usize,
+) -> (TensorId, Vec<f32>) {
+    let n: usize = shape.iter().product();
+    let base = 1.0 / (127.0 * (fan_in as f32).sqrt());
+    let (quant, scales) = match dtype {
+        DType::U8 => (pt(base, 131), vec![base]),
+        _ => {
+            let scales: Vec<f32> = (0..shape[axis])
+                .map(|_| base * rng.uniform(0.5, 1.5))
+                .collect();
+            let cp = ChannelParams::new(scales.clone(), vec![0; shape[axis]], axis)
+                .expect("valid channel params");
+            (Some(Quant::PerChannel(cp)), scales)
+        }
+    };
+    let data = codes(rng, dtype, n);
+    (b.constant(name, shape, quant, data), scales)
+}
+
+fn bias(b: &mut GraphBuilder, rng: &mut SplitMix64, name: &str, channels: usize) -> TensorId {
+    let data = (0..channels).map(|_| rng.int_in(-3000, 3000)).collect();
+    b.constant(name, &[channels], None, TensorData::I32(data))
+}
+
+/// The op zoo, for uint8 or int8 codes (float32 at the edges).
+///
+/// # Panics
+/// If `dtype` is not `U8` or `I8`.
+pub fn op_zoo(dtype: DType, seed: u64) -> Graph {
+    assert!(matches!(dtype, DType::U8 | DType::I8), "op_zoo is 8-bit");
+    let mut rng = SplitMix64::new(seed);
+    let mut b = GraphBuilder::new();
+    // Zero points shift with the type so that both encodings see the same reals.
+    let z = |u8_zero: i32| {
+        if dtype == DType::U8 {
+            u8_zero
+        } else {
+            u8_zero - 128
+        }
+    };
+    let lo = if dtype == DType::U8 { 0 } else { -128 };
+
+    let x = b.tensor("x", DType::F32, &[1, 9, 9, 4], None);
+    let xq = b.tensor("x_q", dtype, &[1, 9, 9, 4], pt(2.0 / 255.0, z(128)));
+    b.op(Op::Quantize {
+        input: x,
+        output: xq,
+    });
+    b.input(x);
+
+    // Branch A: 3x3 stride-2 VALID conv, ReLU6 -> [1, 4, 4, 6].
+    let (wa, _) = weights(&mut b, &mut rng, "a/w", dtype, &[6, 3, 3, 4], 0, 36);
+    let ba = bias(&mut b, &mut rng, "a/b", 6);
+    // TFLite's int8 CONCATENATION refuses to requantize, so int8 branches share the concat's
+    // parameters; uint8 ones each have their own.
+    let cat_q = pt(7.0 / 255.0, z(40));
+    let (a_q, dw_q) = if dtype == DType::U8 {
+        (pt(6.0 / 255.0, z(0)), pt(2.5 / 255.0, z(120)))
+    } else {
+        (cat_q.clone(), cat_q.clone())
+    };
+    let a = b.tensor("a", dtype, &[1, 4, 4, 6], a_q);
+    b.op(Op::Conv2d {
+        input: xq,
+        filter: wa,
+        bias: Some(ba),
+        output: a,
+        stride: [2, 2],
+        dilation: [1, 1],
+        padding: Padding::Valid,
+        activation: Activation::Relu6,
+    });
+
+    // Branch B: max pool 3x3 stride 2 SAME -> [1, 5, 5, 4], then a 2x2 VALID depthwise with
+    // multiplier 2 clamped to [-1, 1] -> [1, 4, 4, 8].
+    let mp = b.tensor("mp", dtype, &[1, 5, 5, 4], pt(2.0 / 255.0, z(128)));
+    b.op(Op::MaxPool2d {
+        input: xq,
+        output: mp,
+        filter: [3, 3],
+        stride: [2, 2],
+        padding: Padding::Same,
+        activation: Activation::None,
+    });
+    let (wd, _) = weights(&mut b, &mut rng, "dw/w", dtype, &[1, 2, 2, 8], 3, 4);
+    let bd = bias(&mut b, &mut rng, "dw/b", 8);
+    let dw = b.tensor("dw", dtype, &[1, 4, 4, 8], dw_q);
+    b.op(Op::DepthwiseConv2d {
+        input: mp,
+        filter: wd,
+        bias: Some(bd),
+        output: dw,
+        stride: [1, 1],
+        dilation: [1, 1],
+        padding: Padding::Valid,
+        depth_multiplier: 2,
+        activation: Activation::ReluN1To1,
+    });
+
+    // Concat requantizes both branches to its own parameters -> [1, 4, 4, 14].
+    let cat = b.tensor("cat", dtype, &[1, 4, 4, 14], cat_q);
+    b.op(Op::Concat {
+        inputs: vec![a, dw],
+        output: cat,
+        axis: 3,
+    });
+    // Logistic from a wide input scale (saturating codes included).
+    let sig = b.tensor("sig", dtype, &[1, 4, 4, 14], pt(1.0 / 256.0, lo));
+    b.op(Op::LogisticLut {
+        input: cat,
+        output: sig,
+    });
+    // Broadcast add of a pooled row back onto the map, ReLU.
+    let avg = b.tensor("avg", dtype, &[1, 1, 4, 14], pt(1.0 / 256.0, lo));
+    b.op(Op::AveragePool2d {
+        input: sig,
+        output: avg,
+        filter: [4, 1],
+        stride: [1, 1],
+        padding: Padding::Valid,
+        activation: Activation::None,
+    });
+    let sum = b.tensor("sum", dtype, &[1, 4, 4, 14], pt(2.0 / 255.0, z(10)));
+    b.op(Op::Add {
+        lhs: sig,
+        rhs: avg,
+        output: sum,
+        activation: Activation::Relu,
+    });
+    let flat = b.tensor("flat", dtype, &[1, 224], pt(2.0 / 255.0, z(10)));
+    b.op(Op::Reshape {
+        input: sum,
+        output: flat,
+    });
+    let (wf, _) = weights(&mut b, &mut rng, "fc/w", dtype, &[5, 224], 0, 224);
+    let bf = bias(&mut b, &mut rng, "fc/b", 5);
+    let logits = b.tensor("logits", dtype, &[1, 5], pt(0.05, z(128)));
+    b.op(Op::FullyConnectedF64 {
+        input: flat,
+        weights: wf,
+        bias: Some(bf),
+        output: logits,
+        activation: Activation::None,
+    });
+    let probs_q = b.tensor("probs_q", dtype, &[1, 5], pt(1.0 / 256.0, lo));
+    b.op(Op::Softmax {
+        input: logits,
+        output: probs_q,
+        beta: 1.0,
+    });
+    let probs = b.tensor("probs", DType::F32, &[1, 5], None);
+    b.op(Op::Dequantize {
+        input: probs_q,
+        output: probs,
+    });
+    b.output(probs);
+    // A second output straight from the middle of the graph.
+    b.output(sig);
+    // PAD, then spatial MEAN (keep_dims) requantized to other parameters, then a channel MEAN
+    // that drops its axis.
+    let sum_q = pt(2.0 / 255.0, z(10));
+    let padded = b.tensor("padded", dtype, &[1, 5, 7, 14], sum_q.clone());
+    b.op(Op::Pad {
+        input: sum,
+        output: padded,
+        paddings: vec![[0, 0], [1, 0], [1, 2], [0, 0]],
+    });
+    let spatial = b.tensor("spatial_mean", dtype, &[1, 1, 1, 14], pt(0.9 / 255.0, z(3)));
+    b.op(Op::Mean {
+        input: padded,
+        output: spatial,
+        axes: vec![1, 2],
+        keep_dims: true,
+    });
+    b.output(spatial);
+    let chan = b.tensor("channel_mean", dtype, &[1, 5, 7], pt(1.3 / 255.0, z(100)));
+    b.op(Op::Mean {
+        input: padded,
+        output: chan,
+        axes: vec![3],
+        keep_dims: false,
+    });
+    b.output(chan);
+    b.finish().expect("op_zoo is a valid graph")
+}
