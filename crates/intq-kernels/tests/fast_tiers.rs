@@ -69,27 +69,34 @@ impl Rng {
             _ => [i32::MIN, i32::MAX, i32::MIN + 1, -1 << 20][self.size(0, 3)],
         }
     }
-    /// A multiplier from a real value spanning many binades, plus the extremes.
-    fn multiplier(&mut self) -> QuantizedMultiplier {
-        let m = match self.int(0, 9) {
-            0 => return QuantizedMultiplier { m0: 0, shift: 0 },
-            1 => {
-                return QuantizedMultiplier {
-                    m0: i32::MAX,
-                    shift: 31,
-                }
-            }
-            2 => {
-                return QuantizedMultiplier {
-                    m0: 1 << 30,
-                    shift: -31,
-                }
-            }
+    /// A multiplier: mostly one that maps accumulators of about `acc_mag` to mid-range codes
+    /// (where every rounding step shows in the output), sometimes any binade or an extreme.
+    fn multiplier(&mut self, acc_mag: f64) -> QuantizedMultiplier {
+        let extreme = |m0, shift| QuantizedMultiplier { m0, shift };
+        let m = match self.int(0, 19) {
+            0 => return extreme(0, 0),
+            1 => return extreme(i32::MAX, 31),
+            2 => return extreme(1 << 30, -31),
             3 => return QuantizedMultiplier::ONE,
-            _ => 2f64.powf(self.int(-4000, 400) as f64 / 100.0),
+            4..=6 => 2f64.powf(self.int(-4000, 400) as f64 / 100.0),
+            _ => 2f64.powf(self.int(-300, 700) as f64 / 100.0) / acc_mag.max(1.0),
         };
-        QuantizedMultiplier::from_real(m).unwrap()
+        QuantizedMultiplier::from_real(m.min(2f64.powi(30))).unwrap()
     }
+}
+
+/// The typical size of `Σ_k (x - zx)(w - zw)` over `k` terms: sqrt(k) * rms(x - zx) *
+/// rms(w - zw), at most 2^31 (beyond that the int32 accumulator wraps to anything).
+fn acc_mag<T: Code8>(x: &[T], zx: i32, w: &[T], zw: &[i32], k: usize) -> f64 {
+    let rms = |v: &[T], z: i32| {
+        let s: f64 = v
+            .iter()
+            .take(4096)
+            .map(|c| ((c.to_i32() as f64) - z as f64).powi(2))
+            .sum();
+        (s / v.len().clamp(1, 4096) as f64).sqrt()
+    };
+    (((k as f64).sqrt() * rms(x, zx) * rms(w, zw[0])).max(1.0)).min(2f64.powi(31))
 }
 
 /// A random output stage for `n` channels of `T`.
@@ -102,21 +109,23 @@ struct Stage {
 }
 
 impl Stage {
-    fn random<T: Code8>(rng: &mut Rng, n: usize) -> Stage {
+    /// `acc_mag`: the typical size of the accumulators the stage will see.
+    fn random<T: Code8>(rng: &mut Rng, n: usize, acc_mag: f64) -> Stage {
         let bias = (rng.int(0, 3) > 0).then(|| {
             (0..n)
                 .map(|_| match rng.int(0, 6) {
                     0 => i32::MAX,
                     1 => i32::MIN,
-                    _ => rng.int(-1 << 24, 1 << 24) as i32,
+                    2 | 3 => rng.int(-1 << 24, 1 << 24) as i32,
+                    _ => rng.int(-(acc_mag as i64), acc_mag as i64) as i32,
                 })
                 .collect()
         });
         let per_channel = rng.int(0, 1) == 1;
         let mults = if per_channel {
-            (0..n).map(|_| rng.multiplier()).collect()
+            (0..n).map(|_| rng.multiplier(acc_mag)).collect()
         } else {
-            vec![rng.multiplier()]
+            vec![rng.multiplier(acc_mag)]
         };
         let zout = match rng.int(0, 5) {
             0 => i32::MAX,
@@ -151,6 +160,19 @@ impl Stage {
             clamp_max: self.cmax,
         }
     }
+}
+
+/// Fails naming the first differing element (the vectors can be long).
+fn assert_same<T: Code8>(got: &[T], want: &[T], what: impl Fn() -> String) {
+    if let Some(i) = got.iter().zip(want).position(|(g, w)| g != w) {
+        panic!(
+            "{}: element {i} is {:?}, reference {:?}",
+            what(),
+            got[i],
+            want[i]
+        );
+    }
+    assert_eq!(got.len(), want.len());
 }
 
 /// Fully connected (= GEMM) on `isa` against the reference, for given codes.
@@ -202,7 +224,7 @@ fn random_gemm<T: Code8>(isa: Isa, seed: u64, m: usize, n: usize, k: usize) {
     } else {
         (0..n).map(|_| rng.zero_point::<T>(false)).collect()
     };
-    let stage = Stage::random::<T>(&mut rng, n);
+    let stage = Stage::random::<T>(&mut rng, n, acc_mag(&a, zin, &w, &zw, k));
     check_gemm(isa, &a, &w, m, n, k, zin, &zw, &stage, 1);
 }
 
@@ -242,7 +264,7 @@ tiers!(gemm_worst_case_products_long_k, |isa| {
             .collect();
         let mut rng = Rng(k as u64);
         for _ in 0..4 {
-            let stage = Stage::random::<u8>(&mut rng, n);
+            let stage = Stage::random::<u8>(&mut rng, n, 255.0 * 128.0 * k as f64);
             let zin = rng.zero_point::<u8>(false);
             check_gemm(isa, &a, &w, m, n, k, zin, &[0], &stage, 1);
             check_gemm(
@@ -264,7 +286,7 @@ tiers!(gemm_worst_case_products_long_k, |isa| {
             .map(|i| if (i / k) % 2 == 0 { -128 } else { 127 })
             .collect();
         for _ in 0..4 {
-            let stage = Stage::random::<i8>(&mut rng, n);
+            let stage = Stage::random::<i8>(&mut rng, n, 255.0 * 128.0 * k as f64);
             check_gemm(
                 isa,
                 &a,
@@ -286,7 +308,7 @@ tiers!(gemm_same_result_for_any_thread_count, |isa| {
     let (m, n, k) = (150, 70, 200);
     let a = rng.codes::<i8>(m * k);
     let w = rng.codes::<i8>(n * k);
-    let stage = Stage::random::<i8>(&mut rng, n);
+    let stage = Stage::random::<i8>(&mut rng, n, acc_mag(&a, 3, &w, &[0], k));
     for threads in [1, 2, 3, 8] {
         check_gemm(isa, &a, &w, m, n, k, 3, &[0], &stage, threads);
     }
@@ -294,6 +316,70 @@ tiers!(gemm_same_result_for_any_thread_count, |isa| {
     let a1 = &a[..k];
     for threads in [1, 2, 5] {
         check_gemm(isa, a1, &w, 1, n, k, -7, &[1], &stage, threads);
+    }
+});
+
+// Every right shift with outputs in mid-range: a rounding slip in the requantization changes
+// about one output in 2^shift, so each shift gets accumulators spread over its whole scale.
+tiers!(requantization_every_shift_mid_range, |isa| {
+    let mut rng = Rng(31);
+    for shift in -31..=31 {
+        let (m, n, k) = (23, 37, 1 + (shift + 31) as usize % 3);
+        let mult = QuantizedMultiplier {
+            m0: rng.int(1 << 30, i32::MAX as i64) as i32,
+            shift,
+        };
+        let span = (2f64.powi(8 - shift).min(2f64.powi(30))) as i64;
+        for per_channel in [false, true] {
+            let a = rng.codes::<i8>(m * k);
+            let w = rng.codes::<i8>(n * k);
+            let stage = Stage {
+                bias: Some((0..n).map(|_| rng.int(-span, span) as i32).collect()),
+                mults: if per_channel {
+                    (0..n)
+                        .map(|_| QuantizedMultiplier {
+                            m0: rng.int(1 << 30, i32::MAX as i64) as i32,
+                            shift,
+                        })
+                        .collect()
+                } else {
+                    vec![mult]
+                },
+                zout: rng.int(-20, 20) as i32,
+                cmin: -128,
+                cmax: 127,
+            };
+            check_gemm(
+                isa,
+                &a,
+                &w,
+                m,
+                n,
+                k,
+                rng.int(-128, 127) as i32,
+                &[rng.int(-128, 127) as i32],
+                &stage,
+                1,
+            );
+            let au: Vec<u8> = a.iter().map(|&x| x as u8).collect();
+            let wu: Vec<u8> = w.iter().map(|&x| x as u8).collect();
+            let mut su = stage;
+            su.cmin = 0;
+            su.cmax = 255;
+            su.zout += 128;
+            check_gemm(
+                isa,
+                &au,
+                &wu,
+                m,
+                n,
+                k,
+                rng.int(0, 255) as i32,
+                &[rng.int(0, 255) as i32],
+                &su,
+                1,
+            );
+        }
     }
 });
 
@@ -333,7 +419,11 @@ fn random_conv<T: Code8>(isa: Isa, seed: u64, threads: usize) {
     } else {
         (0..oc).map(|_| rng.zero_point::<T>(false)).collect()
     };
-    let stage = Stage::random::<T>(&mut rng, oc);
+    let stage = Stage::random::<T>(
+        &mut rng,
+        oc,
+        acc_mag(&input, zin, &filter, &zw, kh * kw * ic),
+    );
     let st = stage.get();
     let (ishape, fshape, oshape) = ([b, ih, iw, ic], [oc, kh, kw, ic], [b, oh, ow, oc]);
     let mut want = vec![T::default(); b * oh * ow * oc];
@@ -345,10 +435,9 @@ fn random_conv<T: Code8>(isa: Isa, seed: u64, threads: usize) {
     intq_kernels::gemm::with_threads(threads, || {
         plan.run(&input, ishape, &mut got, oshape, threads)
     });
-    assert_eq!(
-        got, want,
-        "{isa} conv seed {seed}: {ishape:?} * {fshape:?} -> {oshape:?} {params:?}"
-    );
+    assert_same(&got, &want, || {
+        format!("{isa} conv seed {seed}: {ishape:?} * {fshape:?} -> {oshape:?} {params:?}")
+    });
 }
 
 tiers!(conv_random_geometry, |isa| {
@@ -394,7 +483,7 @@ fn random_depthwise<T: Code8>(isa: Isa, seed: u64, threads: usize) {
     } else {
         (0..oc).map(|_| rng.zero_point::<T>(false)).collect()
     };
-    let stage = Stage::random::<T>(&mut rng, oc);
+    let stage = Stage::random::<T>(&mut rng, oc, acc_mag(&input, zin, &filter, &zw, kh * kw));
     let st = stage.get();
     let (ishape, fshape, oshape) = ([b, ih, iw, ic], [1, kh, kw, oc], [b, oh, ow, oc]);
     let mut want = vec![T::default(); b * oh * ow * oc];
@@ -406,10 +495,9 @@ fn random_depthwise<T: Code8>(isa: Isa, seed: u64, threads: usize) {
     intq_kernels::gemm::with_threads(threads, || {
         plan.run(&input, ishape, &mut got, oshape, threads)
     });
-    assert_eq!(
-        got, want,
-        "{isa} depthwise seed {seed}: {ishape:?} * {fshape:?} x{dm} -> {oshape:?}"
-    );
+    assert_same(&got, &want, || {
+        format!("{isa} depthwise seed {seed}: {ishape:?} * {fshape:?} x{dm} -> {oshape:?}")
+    });
 }
 
 tiers!(depthwise_random_geometry, |isa| {
@@ -436,13 +524,13 @@ proptest! {
         let mut rng = Rng(seed);
         let a: Vec<u8> = (0..m * k).map(|i| if i % 3 == 0 { edge_a as u8 } else { rng.code() }).collect();
         let w: Vec<u8> = rng.codes(n * k);
-        let mut stage = Stage::random::<u8>(&mut rng, n);
+        let mut stage = Stage::random::<u8>(&mut rng, n, 1e4);
         stage.mults = vec![QuantizedMultiplier { m0, shift }];
         for isa in Isa::available() {
             check_gemm(isa, &a, &w, m, n, k, zin, &[zw], &stage, 1);
             let ai: Vec<i8> = a.iter().map(|&x| x as i8).collect();
             let wi: Vec<i8> = w.iter().map(|&x| x as i8).collect();
-            let mut si = Stage::random::<i8>(&mut rng, n);
+            let mut si = Stage::random::<i8>(&mut rng, n, 1e4);
             si.mults = stage.mults.clone();
             check_gemm(isa, &ai, &wi, m, n, k, zin, &[zw], &si, 1);
         }
