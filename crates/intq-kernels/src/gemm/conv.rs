@@ -13,7 +13,7 @@ use crate::{ConvParams, Multipliers, OutputStage};
 use intq_quant::QuantizedMultiplier;
 
 /// A convolution (NHWC input, OHWI filter) with its filter packed for one tier.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Conv2dPlan {
     gemm: PreparedGemm,
     filter_shape: [usize; 4],
@@ -158,7 +158,7 @@ impl Conv2dPlan {
 }
 
 /// A fully connected layer (`weights` `[out, depth]`) with its weights packed for one tier.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FullyConnectedPlan {
     gemm: PreparedGemm,
 }
@@ -193,7 +193,7 @@ impl FullyConnectedPlan {
 }
 
 /// A depthwise convolution with its filter widened and zero-point-shifted once.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DepthwisePlan {
     isa: Isa,
     /// `w - Z_w[c]` per tap and output channel, `[kh * kw][out_c]`, wrapping.

@@ -115,7 +115,7 @@ pub(crate) trait Kernel {
 
 /// The per-column constants of the output stage, padded to whole panels (padding columns are
 /// computed and never stored).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Epilogue {
     /// `bias + K Z_a' Z_b' - Z_a' Σw'`, wrapping.
     pub colconst: Vec<i32>,
@@ -177,7 +177,7 @@ impl Epilogue {
 }
 
 /// Weights packed for one ISA's kernel.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 enum Packed {
     I8(Vec<i8>),
     I16(Vec<i16>),
@@ -185,7 +185,7 @@ enum Packed {
 
 /// A GEMM whose weights, zero points and output stage are fixed: weights packed once (at model
 /// load) for one ISA tier, with the output stage's per-column constants precomputed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PreparedGemm {
     isa: Isa,
     n: usize,
