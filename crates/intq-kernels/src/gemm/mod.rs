@@ -91,15 +91,21 @@ pub(crate) trait Kernel {
     type B: Copy + Default + Send + Sync + 'static;
     fn a_elem(x: u8) -> Self::A;
     fn b_elem(w: i8) -> Self::B;
-    /// Multiplies one packed A panel (`groups` groups) by one packed B panel, finishes the
-    /// `rows x cols` top-left part of the tile with `epi` (column `n0 + c`, row sum
-    /// `rowsum[r]`) and stores the codes at `out + r * ldc + c`.
+    /// Multiplies one packed A panel (`groups` groups) by one packed B panel. The sum starts
+    /// from zero when `first`, else from the partial tile at `c` (`MR x NR` int32, row-major).
+    /// Unless `last`, the sum is stored back to `c`; when `last`, the `rows x cols` top-left
+    /// part is finished with `epi` (column `n0 + c`, row sum `rowsum[r]`) and the codes are
+    /// stored at `out + r * ldc + c`.
     ///
     /// # Safety
-    /// The CPU has the kernel's ISA; the panels hold `groups` full groups; `rowsum` holds `MR`
-    /// values; `epi`'s columns cover `n0 + NR`; `out` is valid for the `rows x cols` stores.
+    /// The CPU has the kernel's ISA; the panels hold `groups` full groups; `c` is valid for
+    /// `MR * NR` int32; `rowsum` holds `MR` values; `epi`'s columns cover `n0 + NR`; `out` is
+    /// valid for the `rows x cols` stores.
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile(
+        c: *mut i32,
+        first: bool,
+        last: bool,
         groups: usize,
         a: *const Self::A,
         b: *const Self::B,
@@ -357,7 +363,14 @@ impl PreparedGemm {
         let panels_n = n.div_ceil(K::NR);
         let a_bytes = std::mem::size_of::<K::A>() * groups * K::KG;
         // A chunk of rows small enough to stay in L2 while every B panel streams past it.
-        let mut mc = ((256 * 1024) / a_bytes.max(1)).clamp(K::MR, 1024) / K::MR * K::MR;
+        // K is split into blocks whose B sub-panel (`kc x NR`) stays in L1 while the chunk's A
+        // sub-panels stream past it; partial tiles wait in `cbuf` between blocks (the int32
+        // sums wrap the same in any grouping, so blocking is exact).
+        let gc = (16 * 1024 / (K::NR * K::KG * std::mem::size_of::<K::B>())).max(1);
+        let kblocks = groups.div_ceil(gc);
+        // A row chunk whose packed A and output rows (about 192 KiB together) stay in L2
+        // while every B panel streams past them.
+        let mut mc = ((192 * 1024) / (a_bytes + n).max(1)).clamp(K::MR, 1024) / K::MR * K::MR;
         let threads = threads.max(1);
         if threads > 1 {
             mc = mc
@@ -392,28 +405,42 @@ impl PreparedGemm {
             );
             let p_end = ((bn + 1) * panels_per_block).min(panels_n);
             let op = out_ptr;
+            let mut cbuf = if kblocks > 1 {
+                vec![0i32; rows.div_ceil(K::MR) * K::MR * K::NR]
+            } else {
+                vec![0i32; K::MR * K::NR]
+            };
             for p in bn * panels_per_block..p_end {
                 let n0 = p * K::NR;
                 let cols = K::NR.min(n - n0);
-                let bp = &b[p * groups * K::KG * K::NR..];
-                for (i, r) in (0..rows).step_by(K::MR).enumerate() {
-                    let ap = &apack[i * groups * K::KG * K::MR..];
-                    // SAFETY: the tier is available (checked at prepare); panels hold `groups`
-                    // groups; rowsum holds MR values from r; the stores stay in row r0 + r ..
-                    // and columns n0 .. n0 + cols of `out`, disjoint between tasks.
-                    unsafe {
-                        K::tile(
-                            groups,
-                            ap.as_ptr(),
-                            bp.as_ptr(),
-                            rowsum.as_ptr().add(r),
-                            &self.epi,
-                            n0,
-                            op.0.add((r0 + r) * n + n0),
-                            n,
-                            K::MR.min(rows - r),
-                            cols,
-                        );
+                for kb in 0..kblocks {
+                    let g0 = kb * gc;
+                    let g = gc.min(groups - g0);
+                    let bp = &b[(p * groups + g0) * K::KG * K::NR..];
+                    for (i, r) in (0..rows).step_by(K::MR).enumerate() {
+                        let ap = &apack[(i * groups + g0) * K::KG * K::MR..];
+                        let c = if kblocks > 1 { i * K::MR * K::NR } else { 0 };
+                        // SAFETY: the tier is available (checked at prepare); the sub-panels
+                        // hold `g` groups; `cbuf` holds this tile's MR x NR partial sums;
+                        // rowsum holds MR values from r; the stores stay in rows r0 + r .. and
+                        // columns n0 .. n0 + cols of `out`, disjoint between tasks.
+                        unsafe {
+                            K::tile(
+                                cbuf.as_mut_ptr().add(c),
+                                kb == 0,
+                                kb + 1 == kblocks,
+                                g,
+                                ap.as_ptr(),
+                                bp.as_ptr(),
+                                rowsum.as_ptr().add(r),
+                                &self.epi,
+                                n0,
+                                op.0.add((r0 + r) * n + n0),
+                                n,
+                                K::MR.min(rows - r),
+                                cols,
+                            );
+                        }
                     }
                 }
             }

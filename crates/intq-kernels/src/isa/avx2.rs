@@ -33,6 +33,9 @@ impl Kernel for Avx2 {
         w as i16
     }
     unsafe fn tile(
+        c: *mut i32,
+        first: bool,
+        last: bool,
         groups: usize,
         a: *const i16,
         b: *const i16,
@@ -44,13 +47,18 @@ impl Kernel for Avx2 {
         rows: usize,
         cols: usize,
     ) {
-        tile(groups, a, b, rowsum, epi, n0, out, ldc, rows, cols)
+        tile(
+            c, first, last, groups, a, b, rowsum, epi, n0, out, ldc, rows, cols,
+        )
     }
 }
 
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile(
+    c: *mut i32,
+    first: bool,
+    last: bool,
     groups: usize,
     a: *const i16,
     b: *const i16,
@@ -63,6 +71,13 @@ unsafe fn tile(
     cols: usize,
 ) {
     let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+    if !first {
+        for (i, acc_i) in acc.iter_mut().enumerate() {
+            for (h, v) in acc_i.iter_mut().enumerate() {
+                *v = _mm256_loadu_si256(c.add(i * NR + 8 * h) as *const __m256i);
+            }
+        }
+    }
     let (mut ap, mut bp) = (a, b);
     for _ in 0..groups {
         let b0 = _mm256_loadu_si256(bp as *const __m256i);
@@ -74,6 +89,14 @@ unsafe fn tile(
         }
         ap = ap.add(MR * KG);
         bp = bp.add(NR * KG);
+    }
+    if !last {
+        for (i, acc_i) in acc.iter().enumerate() {
+            for (h, &v) in acc_i.iter().enumerate() {
+                _mm256_storeu_si256(c.add(i * NR + 8 * h) as *mut __m256i, v);
+            }
+        }
+        return;
     }
     if epi.vector_ok {
         for (i, acc_i) in acc.iter().enumerate() {

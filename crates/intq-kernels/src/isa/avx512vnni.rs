@@ -29,6 +29,9 @@ impl Kernel for Vnni {
         w
     }
     unsafe fn tile(
+        c: *mut i32,
+        first: bool,
+        last: bool,
         groups: usize,
         a: *const u8,
         b: *const i8,
@@ -40,13 +43,18 @@ impl Kernel for Vnni {
         rows: usize,
         cols: usize,
     ) {
-        tile(groups, a, b, rowsum, epi, n0, out, ldc, rows, cols)
+        tile(
+            c, first, last, groups, a, b, rowsum, epi, n0, out, ldc, rows, cols,
+        )
     }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile(
+    c: *mut i32,
+    first: bool,
+    last: bool,
     groups: usize,
     a: *const u8,
     b: *const i8,
@@ -59,6 +67,13 @@ unsafe fn tile(
     cols: usize,
 ) {
     let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+    if !first {
+        for (i, acc_i) in acc.iter_mut().enumerate() {
+            for (h, v) in acc_i.iter_mut().enumerate() {
+                *v = _mm512_loadu_si512(c.add(i * NR + 16 * h) as *const __m512i);
+            }
+        }
+    }
     let (mut ap, mut bp) = (a, b);
     for _ in 0..groups {
         let b0 = _mm512_loadu_si512(bp as *const __m512i);
@@ -70,6 +85,14 @@ unsafe fn tile(
         }
         ap = ap.add(MR * KG);
         bp = bp.add(NR * KG);
+    }
+    if !last {
+        for (i, acc_i) in acc.iter().enumerate() {
+            for (h, &v) in acc_i.iter().enumerate() {
+                _mm512_storeu_si512(c.add(i * NR + 16 * h) as *mut __m512i, v);
+            }
+        }
+        return;
     }
     if epi.vector_ok {
         for (i, acc_i) in acc.iter().enumerate() {

@@ -22,6 +22,9 @@ impl Kernel for Portable {
         w
     }
     unsafe fn tile(
+        c: *mut i32,
+        first: bool,
+        last: bool,
         groups: usize,
         a: *const u8,
         b: *const i8,
@@ -36,6 +39,9 @@ impl Kernel for Portable {
         let a = std::slice::from_raw_parts(a, groups * MR * KG);
         let b = std::slice::from_raw_parts(b, groups * NR * KG);
         let mut acc = [0i32; MR * NR];
+        if !first {
+            acc.copy_from_slice(std::slice::from_raw_parts(c, MR * NR));
+        }
         for (ag, bg) in a.chunks_exact(MR * KG).zip(b.chunks_exact(NR * KG)) {
             for i in 0..MR {
                 let ai = &ag[i * KG..(i + 1) * KG];
@@ -47,6 +53,10 @@ impl Kernel for Portable {
                     acc[i * NR + c] = acc[i * NR + c].wrapping_add(s);
                 }
             }
+        }
+        if !last {
+            std::slice::from_raw_parts_mut(c, MR * NR).copy_from_slice(&acc);
+            return;
         }
         epi.finish_scalar(&acc, NR, rowsum, n0, out, ldc, rows, cols);
     }
