@@ -1,16 +1,21 @@
-//! The integer executor: runs a planned graph op by op through the reference kernels, with
+//! The integer executor: runs a planned graph op by op through the reference kernels (or, for
+//! conv, depthwise and fully connected ops, the fast kernels the plan prepared), with
 //! activations in the planner's shared buffers. Only Quantize and Dequantize touch floats, at the
 //! model's edges.
 
-use crate::plan::{AnyLogisticTable, AnyRequantTable, MemoryPlan, Plan, Prepared, Table};
+use crate::plan::{
+    AnyLogisticTable, AnyRequantTable, ConvPrep, FastConv, FcPrep, MemoryPlan, Plan, Prepared,
+    Table,
+};
 use crate::validate::describe;
 use crate::{DType, EngineError, Graph, Op, TensorData, TensorId};
+use intq_kernels::gemm::{with_threads, Code8};
 use intq_kernels::reference::{self as k, ConcatInput, LogisticTable, RequantTable};
-use intq_kernels::{Multipliers, OutputStage, QElem};
+use intq_kernels::{Multipliers, OutputStage};
 
 /// An 8-bit code type together with the ways to find its values in the type-erased containers.
 /// The graph is validated, so a container of the wrong type is an engine bug, not bad input.
-pub(crate) trait Code: QElem {
+pub(crate) trait Code: Code8 {
     fn slice(d: &TensorData) -> &[Self];
     fn requant(t: &AnyRequantTable) -> &RequantTable<Self>;
     fn logistic(t: &AnyLogisticTable) -> &LogisticTable<Self>;
@@ -124,6 +129,8 @@ pub(crate) fn check_wanted(graph: &Graph, wanted: &[TensorId]) -> Result<(), Eng
 /// The values of one run: the planner's buffers, and the graph for constants and shapes.
 struct Frame<'a> {
     graph: &'a Graph,
+    /// Threads for the fast kernels.
+    threads: usize,
     memory: &'a MemoryPlan,
     buffers: Vec<TensorData>,
 }
@@ -192,6 +199,7 @@ pub(crate) fn run(
 ) -> Vec<TensorData> {
     let mut frame = Frame {
         graph,
+        threads: plan.threads,
         memory,
         buffers: memory
             .slots
@@ -252,8 +260,58 @@ fn stage<'p>(
     }
 }
 
+/// Runs conv, depthwise and FC ops on the fast kernels the plan prepared for them; false when
+/// the op has none (or it cannot take these shapes) and the reference kernel must run.
+fn run_fast<T: Code>(f: &Frame, op: &Op, prep: &Prepared, out: &mut [T]) -> bool {
+    match (op, prep) {
+        (Op::Conv2d { input, output, .. }, Prepared::Conv(p))
+        | (Op::DepthwiseConv2d { input, output, .. }, Prepared::Depthwise(p)) => {
+            fast_conv(f, p, *input, *output, out)
+        }
+        (Op::FullyConnected { input, .. }, Prepared::FullyConnected(p)) => {
+            fast_fc(f, p, *input, out)
+        }
+        _ => false,
+    }
+}
+
+/// Runs a (depthwise) convolution on its fast kernel, if it has one that takes these shapes;
+/// false means the reference kernel must run.
+fn fast_conv<T: Code>(
+    f: &Frame,
+    p: &ConvPrep,
+    input: TensorId,
+    output: TensorId,
+    out: &mut [T],
+) -> bool {
+    let (ishape, oshape) = (f.shape4(input), f.shape4(output));
+    let x = f.codes::<T>(input);
+    match &p.fast {
+        Some(FastConv::Conv(c)) if c.supports::<T>(ishape, oshape) => {
+            with_threads(f.threads, || c.run(x, ishape, out, oshape, f.threads));
+            true
+        }
+        Some(FastConv::Depthwise(d)) => {
+            with_threads(f.threads, || d.run(x, ishape, out, oshape, f.threads));
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Runs a fully connected layer on its fast kernel, if it has one.
+fn fast_fc<T: Code>(f: &Frame, p: &FcPrep, input: TensorId, out: &mut [T]) -> bool {
+    let Some(fc) = &p.fast else { return false };
+    let x = f.codes::<T>(input);
+    with_threads(f.threads, || fc.run(x, p.batches, out, f.threads));
+    true
+}
+
 /// Ops whose output is 8-bit codes of type `T`.
 fn run_coded<T: Code>(f: &Frame, op: &Op, prep: &Prepared, out: &mut [T]) {
+    if run_fast(f, op, prep, out) {
+        return;
+    }
     match (op, prep) {
         (
             Op::Conv2d {

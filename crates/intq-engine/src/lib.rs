@@ -16,6 +16,6 @@ pub use error::{EngineError, GraphError};
 pub use graph::{
     Activation, DType, Graph, GraphBuilder, Op, OpKind, Quant, Tensor, TensorData, TensorId,
 };
-pub use intq_kernels::Padding;
+pub use intq_kernels::{Isa, KernelTier, Padding};
 pub use intq_quant::{ChannelParams, QuantParams};
-pub use model::{MemoryStats, Model};
+pub use model::{ExecOptions, MemoryStats, Model};

@@ -30,6 +30,16 @@ pub struct MemoryStats {
     pub bytes_without_reuse: usize,
 }
 
+/// How a model runs: which kernels and how many threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExecOptions {
+    /// `None`: what `INTQ_ISA` names, else the best tier of this CPU. `Some(Reference)` runs the
+    /// scalar reference kernels everywhere (every tier gives the same bytes).
+    pub kernels: Option<intq_kernels::KernelTier>,
+    /// Threads for the fast kernels; 0 means all cores. Results do not depend on it.
+    pub threads: usize,
+}
+
 impl Model {
     /// Plans `graph`: fails (naming the op) when an op's fixed-point parameters cannot be formed.
     pub fn new(graph: Graph) -> Result<Model, EngineError> {
@@ -39,6 +49,33 @@ impl Model {
             plan,
             float: OnceLock::new(),
         })
+    }
+
+    /// Plans `graph` with explicit kernels and thread count.
+    pub fn with_options(graph: Graph, options: ExecOptions) -> Result<Model, EngineError> {
+        let plan = match options.kernels {
+            Some(tier) => Plan::with_kernels(&graph, tier, options.threads)?,
+            None => {
+                let tier = intq_kernels::KernelTier::from_env()
+                    .map_err(|e| crate::GraphError::Graph(format!("INTQ_ISA: {e}")))?;
+                Plan::with_kernels(&graph, tier, options.threads)?
+            }
+        };
+        Ok(Model {
+            graph,
+            plan,
+            float: OnceLock::new(),
+        })
+    }
+
+    /// The kernels conv, depthwise and fully connected ops run on.
+    pub fn kernel_tier(&self) -> intq_kernels::KernelTier {
+        self.plan.tier
+    }
+
+    /// The threads the fast kernels use.
+    pub fn threads(&self) -> usize {
+        self.plan.threads
     }
 
     /// Loads an `.intq` file and plans it; errors name the file.

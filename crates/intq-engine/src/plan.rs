@@ -4,8 +4,9 @@
 
 use crate::validate::{code_range, describe, topological_order};
 use crate::{Activation, DType, Graph, GraphError, Op, OpKind, Quant, QuantParams, TensorId};
+use intq_kernels::gemm::{Code8, Conv2dPlan, DepthwisePlan, FullyConnectedPlan};
 use intq_kernels::reference::{AddParams, LogisticTable, RequantTable, SoftmaxParams};
-use intq_kernels::{ConvParams, PoolParams};
+use intq_kernels::{ConvParams, Isa, KernelTier, Multipliers, OutputStage, PoolParams};
 use intq_quant::QuantizedMultiplier;
 
 /// Integer parameters of a (depthwise) convolution.
@@ -19,6 +20,15 @@ pub(crate) struct ConvPrep {
     pub multipliers: Vec<QuantizedMultiplier>,
     pub output_zero_point: i32,
     pub clamp: (i32, i32),
+    /// The filter packed for a fast tier (None: the reference kernel runs).
+    pub fast: Option<FastConv>,
+}
+
+/// A (depthwise) convolution's fast kernel, weights prepared at plan time.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum FastConv {
+    Conv(Conv2dPlan),
+    Depthwise(DepthwisePlan),
 }
 
 /// Integer parameters of a fully connected layer.
@@ -32,6 +42,8 @@ pub(crate) struct FcPrep {
     pub multipliers: Vec<QuantizedMultiplier>,
     pub output_zero_point: i32,
     pub clamp: (i32, i32),
+    /// The weights packed for a fast tier (None: the reference kernel runs).
+    pub fast: Option<FullyConnectedPlan>,
 }
 
 /// A table over the codes of one 8-bit type.
@@ -101,23 +113,188 @@ pub(crate) struct Plan {
     pub prepared: Vec<Prepared>,
     /// Buffers when only the graph outputs are kept.
     pub memory: MemoryPlan,
+    /// Which kernels run conv, depthwise and fully connected ops.
+    pub tier: KernelTier,
+    /// Threads the fast kernels split their work over (at least 1).
+    pub threads: usize,
 }
 
 impl Plan {
+    /// Plans with the kernels `INTQ_ISA` names (default: the best tier of this CPU), on all cores.
     pub fn new(graph: &Graph) -> Result<Plan, GraphError> {
+        let tier =
+            KernelTier::from_env().map_err(|e| GraphError::Graph(format!("INTQ_ISA: {e}")))?;
+        Plan::with_kernels(graph, tier, 0)
+    }
+
+    /// Plans with the given kernels and thread count (0: all cores).
+    pub fn with_kernels(
+        graph: &Graph,
+        tier: KernelTier,
+        threads: usize,
+    ) -> Result<Plan, GraphError> {
+        if let KernelTier::Fast(isa) = tier {
+            isa.require()
+                .map_err(|e| GraphError::Graph(format!("kernels: {e}")))?;
+        }
         let order = topological_order(graph)?;
-        let prepared = graph
+        let mut prepared = graph
             .ops()
             .iter()
             .enumerate()
             .map(|(index, op)| prepare(graph, index, op))
             .collect::<Result<Vec<_>, _>>()?;
+        if let KernelTier::Fast(isa) = tier {
+            for (op, prep) in graph.ops().iter().zip(&mut prepared) {
+                attach_fast(graph, op, prep, isa);
+            }
+        }
         let memory = plan_memory(graph, &order, &[]);
         Ok(Plan {
             order,
             prepared,
             memory,
+            tier,
+            threads: if threads == 0 {
+                intq_kernels::gemm::all_cores()
+            } else {
+                threads
+            },
         })
+    }
+}
+
+/// The output stage of a conv/FC from its prepared integer parameters.
+fn output_stage<'a>(
+    bias: Option<&'a [i32]>,
+    multipliers: &'a [QuantizedMultiplier],
+    output_zero_point: i32,
+    clamp: (i32, i32),
+) -> OutputStage<'a> {
+    OutputStage {
+        bias,
+        multipliers: if multipliers.len() == 1 {
+            Multipliers::PerTensor(multipliers[0])
+        } else {
+            Multipliers::PerChannel(multipliers)
+        },
+        output_zero_point,
+        clamp_min: clamp.0,
+        clamp_max: clamp.1,
+    }
+}
+
+/// Packs the weights of conv, depthwise and FC ops for `isa`, when weights and bias are
+/// constants (otherwise the op keeps the reference kernel).
+fn attach_fast(graph: &Graph, op: &Op, prep: &mut Prepared, isa: Isa) {
+    use crate::TensorData as D;
+    let constant_bias = |b: &Option<TensorId>| match b {
+        None => Some(None),
+        Some(b) => match &graph.tensor(*b).data {
+            Some(D::I32(v)) => Some(Some(v.as_slice())),
+            _ => None,
+        },
+    };
+    match (op, prep) {
+        (Op::Conv2d { filter, bias, .. }, Prepared::Conv(p)) => {
+            let Some(bias) = constant_bias(bias) else {
+                return;
+            };
+            let f = graph.tensor(*filter);
+            let shape = [f.shape[0], f.shape[1], f.shape[2], f.shape[3]];
+            let stage = output_stage(bias, &p.multipliers, p.output_zero_point, p.clamp);
+            fn build<T: Code8>(
+                w: &[T],
+                shape: [usize; 4],
+                p: &ConvPrep,
+                st: &OutputStage,
+                isa: Isa,
+            ) -> FastConv {
+                FastConv::Conv(Conv2dPlan::new(
+                    w,
+                    shape,
+                    &p.filter_zero_points,
+                    p.input_zero_point,
+                    &p.geometry,
+                    st,
+                    isa,
+                ))
+            }
+            p.fast = match &f.data {
+                Some(D::U8(w)) => Some(build(w, shape, p, &stage, isa)),
+                Some(D::I8(w)) => Some(build(w, shape, p, &stage, isa)),
+                _ => None,
+            };
+        }
+        (
+            Op::DepthwiseConv2d {
+                filter,
+                bias,
+                depth_multiplier,
+                ..
+            },
+            Prepared::Depthwise(p),
+        ) => {
+            let Some(bias) = constant_bias(bias) else {
+                return;
+            };
+            let f = graph.tensor(*filter);
+            let shape = [f.shape[0], f.shape[1], f.shape[2], f.shape[3]];
+            let stage = output_stage(bias, &p.multipliers, p.output_zero_point, p.clamp);
+            let dm = *depth_multiplier;
+            fn build<T: Code8>(
+                w: &[T],
+                shape: [usize; 4],
+                dm: usize,
+                p: &ConvPrep,
+                st: &OutputStage,
+                isa: Isa,
+            ) -> FastConv {
+                FastConv::Depthwise(DepthwisePlan::new(
+                    w,
+                    shape,
+                    &p.filter_zero_points,
+                    dm,
+                    p.input_zero_point,
+                    &p.geometry,
+                    st,
+                    isa,
+                ))
+            }
+            p.fast = match &f.data {
+                Some(D::U8(w)) => Some(build(w, shape, dm, p, &stage, isa)),
+                Some(D::I8(w)) => Some(build(w, shape, dm, p, &stage, isa)),
+                _ => None,
+            };
+        }
+        (Op::FullyConnected { weights, bias, .. }, Prepared::FullyConnected(p)) => {
+            let Some(bias) = constant_bias(bias) else {
+                return;
+            };
+            let stage = output_stage(bias, &p.multipliers, p.output_zero_point, p.clamp);
+            fn build<T: Code8>(
+                w: &[T],
+                p: &FcPrep,
+                st: &OutputStage,
+                isa: Isa,
+            ) -> FullyConnectedPlan {
+                FullyConnectedPlan::new(
+                    w,
+                    p.out_features,
+                    p.depth,
+                    &p.weight_zero_points,
+                    p.input_zero_point,
+                    st,
+                    isa,
+                )
+            }
+            p.fast = match &graph.tensor(*weights).data {
+                Some(D::U8(w)) => Some(build(w, p, &stage, isa)),
+                Some(D::I8(w)) => Some(build(w, p, &stage, isa)),
+                _ => None,
+            };
+        }
+        _ => {}
     }
 }
 
@@ -309,6 +486,7 @@ fn conv_prep(
         multipliers: multipliers(index, kind, pin.scale, &s_w, pout.scale)?,
         output_zero_point: pout.zero_point,
         clamp: activation_clamp(activation, pout, x.dtype),
+        fast: None,
     })
 }
 
@@ -408,6 +586,7 @@ fn prepare(graph: &Graph, index: usize, op: &Op) -> Result<Prepared, GraphError>
                 multipliers: multipliers(index, kind, pin.scale, &s_w, pout.scale)?,
                 output_zero_point: pout.zero_point,
                 clamp: activation_clamp(*activation, pout, dtype),
+                fast: None,
             })
         }
         Op::Add {

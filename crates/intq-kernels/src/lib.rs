@@ -4,12 +4,19 @@
 //! The reference tier (`reference`) is plain, obviously-correct Rust written straight from
 //! `../shared/SPEC.md`; later ISA tiers must equal it bit for bit. Kernels trust their arguments'
 //! shapes (the engine validates graphs before it runs them) and check them with assertions.
+//!
+//! The fast tiers (`gemm`, per-ISA micro-kernels in `isa`) pack weights once, fold the zero
+//! points into precomputed constants (SPEC §4, paper eq. 7) and requantize in registers; they
+//! equal the reference exactly, on every tier the CPU has.
 
 mod elem;
+pub mod gemm;
 mod geometry;
+pub mod isa;
 mod output_stage;
 pub mod reference;
 
 pub use elem::QElem;
 pub use geometry::{ConvParams, Padding, PaddingValues, PoolParams};
+pub use isa::{Isa, IsaError, KernelTier};
 pub use output_stage::{Multipliers, OutputStage};

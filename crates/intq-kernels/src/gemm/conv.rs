@@ -1,0 +1,504 @@
+//! Convolution, depthwise convolution and fully connected layers on the fast tiers.
+//!
+//! Convolution is a GEMM whose rows are im2col patches: each output pixel's window, gathered row
+//! by row while the activations are packed (so scratch is bounded by one packed row chunk, never
+//! the whole im2col matrix). Padded taps are filled with the input zero point, whose
+//! `(q - Z_in)` is 0, the same as the reference skipping them. Depthwise convolution is direct:
+//! for every output pixel, the window's taps are accumulated across channels (contiguous in
+//! NHWC, so the loop vectorizes) and the row is finished by the tier's vector output stage.
+
+use super::{Code8, Epilogue, PreparedGemm};
+use crate::isa::Isa;
+use crate::{ConvParams, Multipliers, OutputStage};
+use intq_quant::QuantizedMultiplier;
+
+/// A convolution (NHWC input, OHWI filter) with its filter packed for one tier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conv2dPlan {
+    gemm: PreparedGemm,
+    filter_shape: [usize; 4],
+    params: ConvParams,
+    input_zero_point: i32,
+}
+
+impl Conv2dPlan {
+    /// Packs `filter` (`[out_c, kh, kw, in_c]`) and folds zero points and `stage` for `isa`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new<T: Code8>(
+        filter: &[T],
+        filter_shape: [usize; 4],
+        filter_zero_points: &[i32],
+        input_zero_point: i32,
+        params: &ConvParams,
+        stage: &OutputStage,
+        isa: Isa,
+    ) -> Conv2dPlan {
+        let [oc, kh, kw, ic] = filter_shape;
+        assert!(
+            params.stride_h >= 1
+                && params.stride_w >= 1
+                && params.dilation_h >= 1
+                && params.dilation_w >= 1,
+            "conv2d: strides and dilations must be at least 1"
+        );
+        Conv2dPlan {
+            gemm: PreparedGemm::new(
+                filter,
+                oc,
+                kh * kw * ic,
+                filter_zero_points,
+                input_zero_point,
+                stage,
+                isa,
+            ),
+            filter_shape,
+            params: *params,
+            input_zero_point,
+        }
+    }
+
+    pub fn isa(&self) -> Isa {
+        self.gemm.isa()
+    }
+
+    /// Whether [`run`](Self::run) can handle this input: a padded window needs the input zero
+    /// point to be a code of `T` (it always is for models built by the scheme's `choose_params`).
+    pub fn supports<T: Code8>(&self, input_shape: [usize; 4], output_shape: [usize; 4]) -> bool {
+        let padded = self.needs_padding(input_shape, output_shape);
+        !padded || (T::MIN..=T::MAX).contains(&self.input_zero_point)
+    }
+
+    fn needs_padding(&self, input_shape: [usize; 4], output_shape: [usize; 4]) -> bool {
+        let [_, in_h, in_w, _] = input_shape;
+        let [_, out_h, out_w, _] = output_shape;
+        let [_, kh, kw, _] = self.filter_shape;
+        let p = &self.params;
+        let reach = |out: usize, stride: usize, k: usize, dil: usize| {
+            if out == 0 {
+                0
+            } else {
+                (out - 1) * stride + (k - 1) * dil + 1
+            }
+        };
+        p.padding.top > 0
+            || p.padding.left > 0
+            || reach(out_h, p.stride_h, kh, p.dilation_h) > in_h
+            || reach(out_w, p.stride_w, kw, p.dilation_w) > in_w
+    }
+
+    /// Runs the convolution; equal to `reference::conv2d` with the same arguments.
+    ///
+    /// # Panics
+    /// On shapes that disagree with the filter, or when [`supports`](Self::supports) is false.
+    pub fn run<T: Code8>(
+        &self,
+        input: &[T],
+        input_shape: [usize; 4],
+        output: &mut [T],
+        output_shape: [usize; 4],
+        threads: usize,
+    ) {
+        let [batches, in_h, in_w, in_c] = input_shape;
+        let [oc, kh, kw, fic] = self.filter_shape;
+        let [ob, out_h, out_w, ooc] = output_shape;
+        assert_eq!(
+            fic, in_c,
+            "conv2d: filter depth {fic} != input depth {in_c}"
+        );
+        assert_eq!(
+            (ob, ooc),
+            (batches, oc),
+            "conv2d: output shape {output_shape:?} disagrees"
+        );
+        assert_eq!(
+            input.len(),
+            batches * in_h * in_w * in_c,
+            "conv2d: input length"
+        );
+        assert!(
+            self.supports::<T>(input_shape, output_shape),
+            "conv2d: padded window with input zero point {} outside the code range",
+            self.input_zero_point
+        );
+        let m = batches * out_h * out_w;
+        let p = self.params;
+        let direct = kh == 1
+            && kw == 1
+            && p.stride_h == 1
+            && p.stride_w == 1
+            && !self.needs_padding(input_shape, output_shape)
+            && out_h == in_h
+            && out_w == in_w;
+        if direct {
+            // A 1x1 convolution is a plain GEMM over pixels.
+            return self.gemm.run(input, m, output, threads);
+        }
+        let zp = T::from_bits(self.input_zero_point as u8);
+        let row = |r: usize, buf: &mut [T]| {
+            let b = r / (out_h * out_w);
+            let oy = (r / out_w) % out_h;
+            let ox = r % out_w;
+            for fy in 0..kh {
+                let iy = (oy * p.stride_h + fy * p.dilation_h).checked_sub(p.padding.top);
+                for fx in 0..kw {
+                    let dst = &mut buf[(fy * kw + fx) * in_c..(fy * kw + fx + 1) * in_c];
+                    let ix = (ox * p.stride_w + fx * p.dilation_w).checked_sub(p.padding.left);
+                    match (iy, ix) {
+                        (Some(iy), Some(ix)) if iy < in_h && ix < in_w => {
+                            let s = ((b * in_h + iy) * in_w + ix) * in_c;
+                            dst.copy_from_slice(&input[s..s + in_c]);
+                        }
+                        _ => dst.fill(zp),
+                    }
+                }
+            }
+        };
+        self.gemm.run_rows(m, output, threads, &row);
+    }
+}
+
+/// A fully connected layer (`weights` `[out, depth]`) with its weights packed for one tier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FullyConnectedPlan {
+    gemm: PreparedGemm,
+}
+
+impl FullyConnectedPlan {
+    pub fn new<T: Code8>(
+        weights: &[T],
+        out_features: usize,
+        depth: usize,
+        weight_zero_points: &[i32],
+        input_zero_point: i32,
+        stage: &OutputStage,
+        isa: Isa,
+    ) -> FullyConnectedPlan {
+        FullyConnectedPlan {
+            gemm: PreparedGemm::new(
+                weights,
+                out_features,
+                depth,
+                weight_zero_points,
+                input_zero_point,
+                stage,
+                isa,
+            ),
+        }
+    }
+
+    /// Equal to `reference::fully_connected` with the same arguments.
+    pub fn run<T: Code8>(&self, input: &[T], batches: usize, output: &mut [T], threads: usize) {
+        self.gemm.run(input, batches, output, threads)
+    }
+}
+
+/// A depthwise convolution with its filter widened and zero-point-shifted once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DepthwisePlan {
+    isa: Isa,
+    /// `w - Z_w[c]` per tap and output channel, `[kh * kw][out_c]`, wrapping.
+    taps: Vec<i32>,
+    filter_shape: [usize; 4],
+    depth_multiplier: usize,
+    params: ConvParams,
+    input_zero_point: i32,
+    epi: Epilogue,
+}
+
+impl DepthwisePlan {
+    /// `filter` is `[1, kh, kw, out_c]` as the reference takes it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new<T: Code8>(
+        filter: &[T],
+        filter_shape: [usize; 4],
+        filter_zero_points: &[i32],
+        depth_multiplier: usize,
+        input_zero_point: i32,
+        params: &ConvParams,
+        stage: &OutputStage,
+        isa: Isa,
+    ) -> DepthwisePlan {
+        assert!(isa.is_available(), "ISA tier {isa} is not available");
+        let [one, kh, kw, oc] = filter_shape;
+        assert_eq!(one, 1, "depthwise_conv2d: filter shape {filter_shape:?}");
+        assert_eq!(
+            filter.len(),
+            kh * kw * oc,
+            "depthwise_conv2d: filter length"
+        );
+        assert!(
+            depth_multiplier >= 1 && oc % depth_multiplier == 0,
+            "depthwise_conv2d: depth multiplier"
+        );
+        assert!(
+            filter_zero_points.len() == 1 || filter_zero_points.len() == oc,
+            "depthwise_conv2d: zero points"
+        );
+        assert!(
+            params.stride_h >= 1
+                && params.stride_w >= 1
+                && params.dilation_h >= 1
+                && params.dilation_w >= 1,
+            "depthwise_conv2d: strides and dilations must be at least 1"
+        );
+        let zp = |c: usize| filter_zero_points[if filter_zero_points.len() == 1 { 0 } else { c }];
+        let taps = filter
+            .iter()
+            .enumerate()
+            .map(|(i, w)| w.to_i32().wrapping_sub(zp(i % oc)))
+            .collect();
+        DepthwisePlan {
+            isa,
+            taps,
+            filter_shape,
+            depth_multiplier,
+            params: *params,
+            input_zero_point,
+            epi: plain_epilogue(oc, stage),
+        }
+    }
+
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Equal to `reference::depthwise_conv2d` with the same arguments.
+    pub fn run<T: Code8>(
+        &self,
+        input: &[T],
+        input_shape: [usize; 4],
+        output: &mut [T],
+        output_shape: [usize; 4],
+        threads: usize,
+    ) {
+        let [batches, in_h, in_w, in_c] = input_shape;
+        let [_, _, _, oc] = self.filter_shape;
+        let [ob, out_h, out_w, ooc] = output_shape;
+        assert_eq!(
+            in_c * self.depth_multiplier,
+            oc,
+            "depthwise_conv2d: input depth"
+        );
+        assert_eq!(
+            (ob, ooc),
+            (batches, oc),
+            "depthwise_conv2d: output shape {output_shape:?}"
+        );
+        assert_eq!(
+            input.len(),
+            batches * in_h * in_w * in_c,
+            "depthwise_conv2d: input length"
+        );
+        assert_eq!(
+            output.len(),
+            batches * out_h * out_w * oc,
+            "depthwise_conv2d: output length"
+        );
+        let row_len = out_w * oc;
+        let rows = batches * out_h;
+        let work = |(r, out_row): (usize, &mut [T])| {
+            let mut acc = vec![0i32; oc];
+            // SAFETY (both arms): the tier was checked available when the plan was made.
+            match self.isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe {
+                    dw_row_avx2(self, input, input_shape, out_h, r, out_row, &mut acc)
+                },
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512Vnni => unsafe {
+                    dw_row_avx512(self, input, input_shape, out_h, r, out_row, &mut acc)
+                },
+                _ => dw_row(
+                    self,
+                    input,
+                    input_shape,
+                    out_h,
+                    r,
+                    out_row,
+                    &mut acc,
+                    finish_scalar_row,
+                ),
+            }
+        };
+        if oc == 0 || out_w == 0 {
+            return;
+        }
+        if threads <= 1 || rows <= 1 {
+            output
+                .chunks_mut(row_len)
+                .take(rows)
+                .enumerate()
+                .for_each(work);
+        } else {
+            use rayon::prelude::*;
+            output
+                .par_chunks_mut(row_len)
+                .take(rows)
+                .enumerate()
+                .for_each(work);
+        }
+    }
+}
+
+/// One output row (`out_w` pixels) of a depthwise convolution; `finish` applies the output
+/// stage to a pixel's `out_c` accumulators.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn dw_row<T: Code8>(
+    plan: &DepthwisePlan,
+    input: &[T],
+    input_shape: [usize; 4],
+    out_h: usize,
+    r: usize,
+    out_row: &mut [T],
+    acc: &mut [i32],
+    finish: impl Fn(&Epilogue, &[i32], &mut [u8]),
+) {
+    let [_, in_h, in_w, in_c] = input_shape;
+    let [_, kh, kw, oc] = plan.filter_shape;
+    let p = &plan.params;
+    let zin = plan.input_zero_point;
+    let dm = plan.depth_multiplier;
+    let (b, oy) = (r / out_h, r % out_h);
+    // SAFETY: T is one byte.
+    let out_bytes =
+        unsafe { std::slice::from_raw_parts_mut(out_row.as_mut_ptr() as *mut u8, out_row.len()) };
+    for (ox, out_px) in out_bytes.chunks_exact_mut(oc).enumerate() {
+        acc.fill(0);
+        for fy in 0..kh {
+            let Some(iy) = (oy * p.stride_h + fy * p.dilation_h).checked_sub(p.padding.top) else {
+                continue;
+            };
+            if iy >= in_h {
+                continue;
+            }
+            for fx in 0..kw {
+                let Some(ix) = (ox * p.stride_w + fx * p.dilation_w).checked_sub(p.padding.left)
+                else {
+                    continue;
+                };
+                if ix >= in_w {
+                    continue;
+                }
+                let s = ((b * in_h + iy) * in_w + ix) * in_c;
+                let x = &input[s..s + in_c];
+                let w = &plan.taps[(fy * kw + fx) * oc..(fy * kw + fx + 1) * oc];
+                // The same wrapping steps as the reference, per channel; channels are
+                // independent, so the loop vectorizes.
+                if dm == 1 {
+                    for ((a, &xv), &wv) in acc.iter_mut().zip(x).zip(w) {
+                        *a = a.wrapping_add(xv.to_i32().wrapping_sub(zin).wrapping_mul(wv));
+                    }
+                } else {
+                    for (c, (a, &wv)) in acc.iter_mut().zip(w).enumerate() {
+                        let xv = x[c / dm].to_i32().wrapping_sub(zin);
+                        *a = a.wrapping_add(xv.wrapping_mul(wv));
+                    }
+                }
+            }
+        }
+        finish(&plan.epi, acc, out_px);
+    }
+}
+
+fn finish_scalar_row(epi: &Epilogue, acc: &[i32], out: &mut [u8]) {
+    for (n, (o, &a)) in out.iter_mut().zip(acc).enumerate() {
+        *o = epi.scalar(a, 0, n);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dw_row_avx2<T: Code8>(
+    plan: &DepthwisePlan,
+    input: &[T],
+    input_shape: [usize; 4],
+    out_h: usize,
+    r: usize,
+    out_row: &mut [T],
+    acc: &mut [i32],
+) {
+    dw_row(
+        plan,
+        input,
+        input_shape,
+        out_h,
+        r,
+        out_row,
+        acc,
+        |e, a, o| {
+            // SAFETY: AVX2 is enabled here; `a` and `o` have one entry per column of `e`.
+            unsafe { crate::isa::avx2::finish_row(e, a, o) }
+        },
+    )
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dw_row_avx512<T: Code8>(
+    plan: &DepthwisePlan,
+    input: &[T],
+    input_shape: [usize; 4],
+    out_h: usize,
+    r: usize,
+    out_row: &mut [T],
+    acc: &mut [i32],
+) {
+    dw_row(
+        plan,
+        input,
+        input_shape,
+        out_h,
+        r,
+        out_row,
+        acc,
+        |e, a, o| {
+            // SAFETY: AVX-512 is enabled here; `a` and `o` have one entry per column of `e`.
+            unsafe { crate::isa::avx512vnni::finish_row(e, a, o) }
+        },
+    )
+}
+
+/// An epilogue for complete accumulators (no decomposition): `colconst` is the bias alone.
+fn plain_epilogue(n: usize, stage: &OutputStage) -> Epilogue {
+    assert!(
+        stage.clamp_min <= stage.clamp_max,
+        "empty clamp {}..={}",
+        stage.clamp_min,
+        stage.clamp_max
+    );
+    if let Some(b) = stage.bias {
+        assert_eq!(b.len(), n, "bias has {} entries for {n} channels", b.len());
+    }
+    if let Multipliers::PerChannel(ms) = stage.multipliers {
+        assert_eq!(ms.len(), n, "{} multipliers for {n} channels", ms.len());
+    }
+    // Pad to whole 16-lane vectors; padding columns are never stored.
+    let np = n.div_ceil(16) * 16;
+    let mut e = Epilogue {
+        colconst: vec![0; np],
+        zw: vec![0; np],
+        m0: vec![0; np],
+        lshift: vec![0; np],
+        rshift: vec![0; np],
+        mult: vec![QuantizedMultiplier::ONE; np],
+        zout: stage.output_zero_point,
+        cmin: stage.clamp_min,
+        cmax: stage.clamp_max,
+        lo: 0,
+        hi: 0,
+        vector_ok: true,
+    };
+    for c in 0..n {
+        e.colconst[c] = stage.bias.map_or(0, |b| b[c]);
+        let m = match stage.multipliers {
+            Multipliers::PerTensor(m) => m,
+            Multipliers::PerChannel(ms) => ms[c],
+        };
+        e.set_multiplier(c, m);
+    }
+    e.set_clamp();
+    e
+}

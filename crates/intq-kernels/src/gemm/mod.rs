@@ -1,0 +1,597 @@
+//! Packed int8 GEMM with the zero-point decomposition (paper eq. 7, SPEC §4) and the fused output
+//! stage, for every ISA tier.
+//!
+//! `C[m][n] = stage(Σ_k (A[m][k] - Z_a)(B[n][k] - Z_b[n]), n)` for activations `A` (M x K,
+//! row-major) and weights `B` (N x K, row-major: an OHWI filter or FC weights as stored).
+//!
+//! ## Canonical operands
+//! Every tier multiplies unsigned activations by signed weights (what `vpdpbusd` and `tdpbusd`
+//! take), so codes are mapped once: int8 activations become `a' = a + 128` (u8), uint8 weights
+//! become `w' = w - 128` (i8); the other operand is unchanged. The zero points move with them
+//! (`Z_a' = Z_a + 128`, `Z_b' = Z_b - 128`), so `(a - Z_a) = (a' - Z_a')` term by term.
+//!
+//! ## Decomposition
+//! `Σ(a' - Z_a')(w' - Z_b') = Σ a'w' - Z_b' Σa' - Z_a' Σw' + K Z_a' Z_b'`. Everything but `Σ a'w'`
+//! and the row sum `Σa'` is known at load time and is folded, with the bias, into one constant
+//! per column. All of it is int32 arithmetic modulo 2^32, like the reference's wrapping
+//! accumulator, so the int32 accumulator equals the reference's exactly for any K and any zero
+//! points (the raw products are exact: |a'w'| <= 255 * 128).
+//!
+//! ## Layout
+//! A kernel declares its tile (`MR` rows x `NR` columns) and K-group `KG` (the number of
+//! consecutive k one 32-bit lane holds). Packed weights: for each panel of `NR` columns, for each
+//! group of `KG` k, the `NR` columns' `KG` codes column by column. Packed activations: for each
+//! panel of `MR` rows, for each group, the `MR` rows' `KG` codes row by row. K is padded with
+//! zeros to a multiple of `KG`, rows and columns to a multiple of the tile; a zero contributes
+//! nothing to any sum, so padding is exact.
+
+mod conv;
+mod threads;
+
+pub use conv::{Conv2dPlan, DepthwisePlan, FullyConnectedPlan};
+pub use threads::{all_cores, with_threads};
+
+use crate::isa::{portable::Portable, Isa};
+use crate::{Multipliers, OutputStage, QElem};
+use intq_quant::QuantizedMultiplier;
+
+/// The two 8-bit code types, with the mapping to canonical operands (see the module docs).
+pub trait Code8: QElem {
+    /// `a' - a` for an activation.
+    const A_OFFSET: i32;
+    /// `w' - w` for a weight.
+    const W_OFFSET: i32;
+    fn canon_a(self) -> u8;
+    fn canon_w(self) -> i8;
+    /// The code whose bit pattern is `b` (outputs are computed as in-range i32, then truncated).
+    fn from_bits(b: u8) -> Self;
+}
+
+impl Code8 for u8 {
+    const A_OFFSET: i32 = 0;
+    const W_OFFSET: i32 = -128;
+    #[inline(always)]
+    fn canon_a(self) -> u8 {
+        self
+    }
+    #[inline(always)]
+    fn canon_w(self) -> i8 {
+        (self ^ 0x80) as i8
+    }
+    #[inline(always)]
+    fn from_bits(b: u8) -> Self {
+        b
+    }
+}
+
+impl Code8 for i8 {
+    const A_OFFSET: i32 = 128;
+    const W_OFFSET: i32 = 0;
+    #[inline(always)]
+    fn canon_a(self) -> u8 {
+        (self as u8) ^ 0x80
+    }
+    #[inline(always)]
+    fn canon_w(self) -> i8 {
+        self
+    }
+    #[inline(always)]
+    fn from_bits(b: u8) -> Self {
+        b as i8
+    }
+}
+
+/// One ISA's micro-kernel: its tile, its packed element types, and the tile computation with
+/// the fused output stage.
+pub(crate) trait Kernel {
+    const MR: usize;
+    const NR: usize;
+    const KG: usize;
+    type A: Copy + Default + Send + Sync + 'static;
+    type B: Copy + Default + Send + Sync + 'static;
+    fn a_elem(x: u8) -> Self::A;
+    fn b_elem(w: i8) -> Self::B;
+    /// Multiplies one packed A panel (`groups` groups) by one packed B panel. The sum starts
+    /// from zero when `first`, else from the partial tile at `c` (`MR x NR` int32, row-major).
+    /// Unless `last`, the sum is stored back to `c`; when `last`, the `rows x cols` top-left
+    /// part is finished with `epi` (column `n0 + c`, row sum `rowsum[r]`) and the codes are
+    /// stored at `out + r * ldc + c`.
+    ///
+    /// # Safety
+    /// The CPU has the kernel's ISA; the panels hold `groups` full groups; `c` is valid for
+    /// `MR * NR` int32; `rowsum` holds `MR` values; `epi`'s columns cover `n0 + NR`; `out` is
+    /// valid for the `rows x cols` stores.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile(
+        c: *mut i32,
+        first: bool,
+        last: bool,
+        groups: usize,
+        a: *const Self::A,
+        b: *const Self::B,
+        rowsum: *const i32,
+        epi: &Epilogue,
+        n0: usize,
+        out: *mut u8,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+    );
+}
+
+/// The per-column constants of the output stage, padded to whole panels (padding columns are
+/// computed and never stored).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Epilogue {
+    /// `bias + K Z_a' Z_b' - Z_a' Σw'`, wrapping.
+    pub colconst: Vec<i32>,
+    /// `Z_b'` per column (multiplies the row sum).
+    pub zw: Vec<i32>,
+    pub m0: Vec<i32>,
+    pub lshift: Vec<i32>,
+    pub rshift: Vec<i32>,
+    pub mult: Vec<QuantizedMultiplier>,
+    pub zout: i32,
+    pub cmin: i32,
+    pub cmax: i32,
+    /// `cmin - zout`, `cmax - zout`: the clamp moved before the zero-point add.
+    pub lo: i32,
+    pub hi: i32,
+    /// The vector epilogue's preconditions hold (m0 >= 0, shifts in -31..=31, lo/hi in i32);
+    /// otherwise the tiles finish with [`Epilogue::scalar`].
+    pub vector_ok: bool,
+}
+
+impl Epilogue {
+    /// The output code of accumulator `raw = Σa'w'` at column `n`, exactly as the reference's
+    /// `OutputStage::apply` computes it.
+    #[inline(always)]
+    pub fn scalar(&self, raw: i32, rowsum: i32, n: usize) -> u8 {
+        let acc = raw
+            .wrapping_add(self.colconst[n])
+            .wrapping_sub(self.zw[n].wrapping_mul(rowsum));
+        self.mult[n]
+            .apply(acc)
+            .saturating_add(self.zout)
+            .clamp(self.cmin, self.cmax) as u8
+    }
+
+    /// Finishes a tile of raw accumulators (`acc[r * nr + c]`) with the scalar epilogue.
+    ///
+    /// # Safety
+    /// `out` is valid for the `rows x cols` stores at stride `ldc`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub unsafe fn finish_scalar(
+        &self,
+        acc: &[i32],
+        nr: usize,
+        rowsum: *const i32,
+        n0: usize,
+        out: *mut u8,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+    ) {
+        for r in 0..rows {
+            let rs = *rowsum.add(r);
+            for c in 0..cols {
+                *out.add(r * ldc + c) = self.scalar(acc[r * nr + c], rs, n0 + c);
+            }
+        }
+    }
+}
+
+/// Weights packed for one ISA's kernel.
+#[derive(Debug, Clone, PartialEq)]
+enum Packed {
+    I8(Vec<i8>),
+    I16(Vec<i16>),
+}
+
+/// A GEMM whose weights, zero points and output stage are fixed: weights packed once (at model
+/// load) for one ISA tier, with the output stage's per-column constants precomputed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedGemm {
+    isa: Isa,
+    n: usize,
+    k: usize,
+    packed: Packed,
+    epi: Epilogue,
+}
+
+fn zero_point_of(zps: &[i32], n: usize) -> i32 {
+    if zps.len() == 1 {
+        zps[0]
+    } else {
+        zps[n]
+    }
+}
+
+impl PreparedGemm {
+    /// Packs `weights` (`n x k`, row-major) for `isa` and folds the zero points, bias and
+    /// requantization of `stage` into per-column constants.
+    ///
+    /// # Panics
+    /// When `isa` is not available on this CPU, shapes disagree, or the clamp is empty — the
+    /// same conditions under which the reference kernels panic.
+    pub fn new<T: Code8>(
+        weights: &[T],
+        n: usize,
+        k: usize,
+        weight_zero_points: &[i32],
+        input_zero_point: i32,
+        stage: &OutputStage,
+        isa: Isa,
+    ) -> PreparedGemm {
+        assert!(isa.is_available(), "ISA tier {isa} is not available");
+        assert_eq!(
+            weights.len(),
+            n * k,
+            "gemm: weights hold {} codes, expected {n} x {k}",
+            weights.len()
+        );
+        assert!(
+            weight_zero_points.len() == 1 || weight_zero_points.len() == n,
+            "gemm: {} weight zero points for {n} columns",
+            weight_zero_points.len()
+        );
+        if let Some(b) = stage.bias {
+            assert_eq!(
+                b.len(),
+                n,
+                "gemm: bias has {} entries for {n} columns",
+                b.len()
+            );
+        }
+        if let Multipliers::PerChannel(ms) = stage.multipliers {
+            assert_eq!(
+                ms.len(),
+                n,
+                "gemm: {} multipliers for {n} columns",
+                ms.len()
+            );
+        }
+        assert!(
+            stage.clamp_min <= stage.clamp_max,
+            "gemm: empty clamp {}..={}",
+            stage.clamp_min,
+            stage.clamp_max
+        );
+        let packed = match isa {
+            Isa::Portable => Packed::I8(pack_b::<Portable, T>(weights, n, k)),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => Packed::I16(pack_b::<crate::isa::avx2::Avx2, T>(weights, n, k)),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => Packed::I8(pack_b::<crate::isa::avx512vnni::Vnni, T>(weights, n, k)),
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("tier {isa} checked available"),
+        };
+        let nr = nr_of(isa);
+        let epi = epilogue::<T>(
+            weights,
+            n,
+            k,
+            weight_zero_points,
+            input_zero_point,
+            stage,
+            n.div_ceil(nr) * nr,
+        );
+        PreparedGemm {
+            isa,
+            n,
+            k,
+            packed,
+            epi,
+        }
+    }
+
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+    pub fn n(&self) -> usize {
+        self.n
+    }
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// `out` (`m x n`) from `a` (`m x k`, row-major), on up to `threads` threads of the current
+    /// rayon pool (see [`with_threads`]). The result does not depend on `threads`.
+    pub fn run<T: Code8>(&self, a: &[T], m: usize, out: &mut [T], threads: usize) {
+        assert_eq!(
+            a.len(),
+            m * self.k,
+            "gemm: A holds {} codes, expected {m} x {}",
+            a.len(),
+            self.k
+        );
+        let k = self.k;
+        self.run_rows(m, out, threads, &|r: usize, row: &mut [T]| {
+            row.copy_from_slice(&a[r * k..(r + 1) * k])
+        });
+    }
+
+    /// Like [`run`](Self::run), with row `r` of A produced by `row(r, buf)` (which fills
+    /// `buf[..k]`): how convolution feeds im2col rows without materializing the whole matrix.
+    pub fn run_rows<T: Code8>(
+        &self,
+        m: usize,
+        out: &mut [T],
+        threads: usize,
+        row: &(dyn Fn(usize, &mut [T]) + Sync),
+    ) {
+        assert_eq!(
+            out.len(),
+            m * self.n,
+            "gemm: output holds {} codes, expected {m} x {}",
+            out.len(),
+            self.n
+        );
+        if m == 0 || self.n == 0 {
+            return;
+        }
+        // SAFETY: `out` is a byte slice of m x n codes; T is one byte.
+        let out_bytes =
+            unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut u8, out.len()) };
+        match (&self.packed, self.isa) {
+            (Packed::I8(b), Isa::Portable) => {
+                self.drive::<Portable, T>(b, m, out_bytes, threads, row)
+            }
+            #[cfg(target_arch = "x86_64")]
+            (Packed::I16(b), Isa::Avx2) => {
+                self.drive::<crate::isa::avx2::Avx2, T>(b, m, out_bytes, threads, row)
+            }
+            #[cfg(target_arch = "x86_64")]
+            (Packed::I8(b), Isa::Avx512Vnni) => {
+                self.drive::<crate::isa::avx512vnni::Vnni, T>(b, m, out_bytes, threads, row)
+            }
+            _ => unreachable!("packed layout matches its tier"),
+        }
+    }
+
+    fn drive<K: Kernel, T: Code8>(
+        &self,
+        b: &[K::B],
+        m: usize,
+        out: &mut [u8],
+        threads: usize,
+        row: &(dyn Fn(usize, &mut [T]) + Sync),
+    ) {
+        let (n, k) = (self.n, self.k);
+        let groups = k.div_ceil(K::KG).max(1);
+        let panels_n = n.div_ceil(K::NR);
+        let a_bytes = std::mem::size_of::<K::A>() * groups * K::KG;
+        // A chunk of rows small enough to stay in L2 while every B panel streams past it.
+        // K is split into blocks whose B sub-panel (`kc x NR`) stays in L1 while the chunk's A
+        // sub-panels stream past it; partial tiles wait in `cbuf` between blocks (the int32
+        // sums wrap the same in any grouping, so blocking is exact).
+        let gc = (16 * 1024 / (K::NR * K::KG * std::mem::size_of::<K::B>())).max(1);
+        let kblocks = groups.div_ceil(gc);
+        // A row chunk whose packed A and output rows (about 192 KiB together) stay in L2
+        // while every B panel streams past them.
+        let mut mc = ((192 * 1024) / (a_bytes + n).max(1)).clamp(K::MR, 1024) / K::MR * K::MR;
+        let threads = threads.max(1);
+        if threads > 1 {
+            mc = mc
+                .min(m.div_ceil(threads).div_ceil(K::MR) * K::MR)
+                .max(K::MR);
+        }
+        let chunks_m = m.div_ceil(mc);
+        let blocks_n = if chunks_m >= threads {
+            1
+        } else {
+            threads.div_ceil(chunks_m).min(panels_n)
+        };
+        let panels_per_block = panels_n.div_ceil(blocks_n);
+        let blocks_n = panels_n.div_ceil(panels_per_block);
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        let task = |t: usize| {
+            let (cm, bn) = (t / blocks_n, t % blocks_n);
+            let r0 = cm * mc;
+            let rows = mc.min(m - r0);
+            let mut apack = vec![K::A::default(); rows.div_ceil(K::MR) * K::MR * groups * K::KG];
+            let mut rowsum = vec![0i32; rows.div_ceil(K::MR) * K::MR];
+            let mut rowbuf = vec![T::default(); k];
+            pack_a::<K, T>(
+                r0,
+                rows,
+                k,
+                groups,
+                row,
+                &mut rowbuf,
+                &mut apack,
+                &mut rowsum,
+            );
+            let p_end = ((bn + 1) * panels_per_block).min(panels_n);
+            let op = out_ptr;
+            let mut cbuf = if kblocks > 1 {
+                vec![0i32; rows.div_ceil(K::MR) * K::MR * K::NR]
+            } else {
+                vec![0i32; K::MR * K::NR]
+            };
+            for p in bn * panels_per_block..p_end {
+                let n0 = p * K::NR;
+                let cols = K::NR.min(n - n0);
+                for kb in 0..kblocks {
+                    let g0 = kb * gc;
+                    let g = gc.min(groups - g0);
+                    let bp = &b[(p * groups + g0) * K::KG * K::NR..];
+                    for (i, r) in (0..rows).step_by(K::MR).enumerate() {
+                        let ap = &apack[(i * groups + g0) * K::KG * K::MR..];
+                        let c = if kblocks > 1 { i * K::MR * K::NR } else { 0 };
+                        // SAFETY: the tier is available (checked at prepare); the sub-panels
+                        // hold `g` groups; `cbuf` holds this tile's MR x NR partial sums;
+                        // rowsum holds MR values from r; the stores stay in rows r0 + r .. and
+                        // columns n0 .. n0 + cols of `out`, disjoint between tasks.
+                        unsafe {
+                            K::tile(
+                                cbuf.as_mut_ptr().add(c),
+                                kb == 0,
+                                kb + 1 == kblocks,
+                                g,
+                                ap.as_ptr(),
+                                bp.as_ptr(),
+                                rowsum.as_ptr().add(r),
+                                &self.epi,
+                                n0,
+                                op.0.add((r0 + r) * n + n0),
+                                n,
+                                K::MR.min(rows - r),
+                                cols,
+                            );
+                        }
+                    }
+                }
+            }
+        };
+        let tasks = chunks_m * blocks_n;
+        if threads == 1 || tasks == 1 {
+            (0..tasks).for_each(task);
+        } else {
+            use rayon::prelude::*;
+            (0..tasks).into_par_iter().for_each(task);
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut u8);
+// SAFETY: tasks write disjoint tiles of the output through it.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+fn nr_of(isa: Isa) -> usize {
+    match isa {
+        Isa::Portable => Portable::NR,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => crate::isa::avx2::Avx2::NR,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => crate::isa::avx512vnni::Vnni::NR,
+        #[allow(unreachable_patterns)]
+        _ => unreachable!(),
+    }
+}
+
+/// Packs rows `r0 .. r0 + rows` of A (from `row`) into `K`'s layout, with each row's `Σa'`.
+#[allow(clippy::too_many_arguments)]
+fn pack_a<K: Kernel, T: Code8>(
+    r0: usize,
+    rows: usize,
+    k: usize,
+    groups: usize,
+    row: &(dyn Fn(usize, &mut [T]) + Sync),
+    rowbuf: &mut [T],
+    apack: &mut [K::A],
+    rowsum: &mut [i32],
+) {
+    let panel = groups * K::KG * K::MR;
+    for r in 0..rows {
+        row(r0 + r, rowbuf);
+        let (p, i) = (r / K::MR, r % K::MR);
+        let dst = &mut apack[p * panel..(p + 1) * panel];
+        let mut sum = 0i32;
+        for (kk, &x) in rowbuf.iter().enumerate() {
+            let c = x.canon_a();
+            sum = sum.wrapping_add(c as i32);
+            dst[((kk / K::KG) * K::MR + i) * K::KG + kk % K::KG] = K::a_elem(c);
+        }
+        rowsum[r] = sum;
+    }
+    // Rows past the end keep the zeros they were allocated with; their results are not stored.
+    debug_assert_eq!(rowbuf.len(), k);
+}
+
+/// Packs weights (`n x k`) into `K`'s panels.
+fn pack_b<K: Kernel, T: Code8>(w: &[T], n: usize, k: usize) -> Vec<K::B> {
+    let groups = k.div_ceil(K::KG).max(1);
+    let panels = n.div_ceil(K::NR);
+    let mut out = vec![K::B::default(); panels * groups * K::KG * K::NR];
+    for col in 0..n {
+        let (p, c) = (col / K::NR, col % K::NR);
+        let base = p * groups * K::KG * K::NR;
+        for (kk, &x) in w[col * k..(col + 1) * k].iter().enumerate() {
+            out[base + ((kk / K::KG) * K::NR + c) * K::KG + kk % K::KG] = K::b_elem(x.canon_w());
+        }
+    }
+    out
+}
+
+fn epilogue<T: Code8>(
+    w: &[T],
+    n: usize,
+    k: usize,
+    zps: &[i32],
+    input_zero_point: i32,
+    stage: &OutputStage,
+    np: usize,
+) -> Epilogue {
+    let za = input_zero_point.wrapping_add(T::A_OFFSET);
+    let kk = k as u32 as i32;
+    let mut e = Epilogue {
+        colconst: vec![0; np],
+        zw: vec![0; np],
+        m0: vec![0; np],
+        lshift: vec![0; np],
+        rshift: vec![0; np],
+        mult: vec![QuantizedMultiplier::ONE; np],
+        zout: stage.output_zero_point,
+        cmin: stage.clamp_min,
+        cmax: stage.clamp_max,
+        lo: 0,
+        hi: 0,
+        vector_ok: true,
+    };
+    for col in 0..n {
+        let zw = zero_point_of(zps, col).wrapping_add(T::W_OFFSET);
+        let sumw = w[col * k..(col + 1) * k]
+            .iter()
+            .fold(0i32, |s, &x| s.wrapping_add(x.canon_w() as i32));
+        let bias = stage.bias.map_or(0, |b| b[col]);
+        e.colconst[col] = bias
+            .wrapping_add(kk.wrapping_mul(za).wrapping_mul(zw))
+            .wrapping_sub(za.wrapping_mul(sumw));
+        e.zw[col] = zw;
+        let m = match stage.multipliers {
+            Multipliers::PerTensor(m) => m,
+            Multipliers::PerChannel(ms) => ms[col],
+        };
+        e.set_multiplier(col, m);
+    }
+    e.set_clamp();
+    e
+}
+
+impl Epilogue {
+    /// Column `c`'s multiplier; the vector epilogue is off unless `m0 >= 0` (so the doubling
+    /// high multiply never saturates) and the shift is one the reference handles (-31..=31).
+    pub(crate) fn set_multiplier(&mut self, c: usize, m: QuantizedMultiplier) {
+        self.mult[c] = m;
+        self.m0[c] = m.m0;
+        self.lshift[c] = m.shift.max(0);
+        self.rshift[c] = (-m.shift).max(0);
+        if m.m0 < 0 || !(-31..=31).contains(&m.shift) {
+            self.vector_ok = false;
+        }
+    }
+
+    /// The clamp moved before the zero-point add; off the vector path if that leaves int32.
+    pub(crate) fn set_clamp(&mut self) {
+        let lo = self.cmin as i64 - self.zout as i64;
+        let hi = self.cmax as i64 - self.zout as i64;
+        match (i32::try_from(lo), i32::try_from(hi)) {
+            (Ok(lo), Ok(hi)) => {
+                self.lo = lo;
+                self.hi = hi;
+            }
+            _ => self.vector_ok = false,
+        }
+    }
+}
+
+#[cfg(test)]
+impl PreparedGemm {
+    pub(crate) fn force_scalar_epilogue(&mut self) {
+        self.epi.vector_ok = false;
+    }
+}

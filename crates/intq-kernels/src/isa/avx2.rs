@@ -1,0 +1,209 @@
+//! The AVX2 tier: a 6 x 16 int32 tile accumulated with `vpmaddwd`, and the output stage in
+//! registers.
+//!
+//! ## The int16-saturation guard
+//! `vpmaddubsw` (u8 x s8 pairs summed into int16) saturates: two products of 255 * -128 sum to
+//! -65,280, far outside int16, so it cannot be exact for all codes. This tier never uses it.
+//! Both operands are widened to int16 when they are packed (activations `a'` in 0..=255, weights
+//! `w'` in -128..=127) and multiplied with `vpmaddwd`, which sums each pair of int16 products
+//! into int32: |a0 w0 + a1 w1| <= 2 * 255 * 128 = 65,280, exact. The int32 accumulation then
+//! wraps (`vpaddd`) exactly like the reference's. The tests drive the worst case (all
+//! activations 255 against all weights -128 or 127, K up to 32,768).
+
+use std::arch::x86_64::*;
+
+use crate::gemm::{Epilogue, Kernel};
+
+pub(crate) struct Avx2;
+
+const MR: usize = 6;
+const NR: usize = 16;
+const KG: usize = 2;
+
+impl Kernel for Avx2 {
+    const MR: usize = MR;
+    const NR: usize = NR;
+    const KG: usize = KG;
+    type A = i16;
+    type B = i16;
+    fn a_elem(x: u8) -> i16 {
+        x as i16
+    }
+    fn b_elem(w: i8) -> i16 {
+        w as i16
+    }
+    unsafe fn tile(
+        c: *mut i32,
+        first: bool,
+        last: bool,
+        groups: usize,
+        a: *const i16,
+        b: *const i16,
+        rowsum: *const i32,
+        epi: &Epilogue,
+        n0: usize,
+        out: *mut u8,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+    ) {
+        tile(
+            c, first, last, groups, a, b, rowsum, epi, n0, out, ldc, rows, cols,
+        )
+    }
+}
+
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile(
+    c: *mut i32,
+    first: bool,
+    last: bool,
+    groups: usize,
+    a: *const i16,
+    b: *const i16,
+    rowsum: *const i32,
+    epi: &Epilogue,
+    n0: usize,
+    out: *mut u8,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+) {
+    let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+    if !first {
+        for (i, acc_i) in acc.iter_mut().enumerate() {
+            for (h, v) in acc_i.iter_mut().enumerate() {
+                *v = _mm256_loadu_si256(c.add(i * NR + 8 * h) as *const __m256i);
+            }
+        }
+    }
+    let (mut ap, mut bp) = (a, b);
+    for _ in 0..groups {
+        let b0 = _mm256_loadu_si256(bp as *const __m256i);
+        let b1 = _mm256_loadu_si256(bp.add(8 * KG) as *const __m256i);
+        for (i, acc_i) in acc.iter_mut().enumerate() {
+            let av = _mm256_set1_epi32((ap.add(i * KG) as *const i32).read_unaligned());
+            acc_i[0] = _mm256_add_epi32(acc_i[0], _mm256_madd_epi16(av, b0));
+            acc_i[1] = _mm256_add_epi32(acc_i[1], _mm256_madd_epi16(av, b1));
+        }
+        ap = ap.add(MR * KG);
+        bp = bp.add(NR * KG);
+    }
+    if !last {
+        for (i, acc_i) in acc.iter().enumerate() {
+            for (h, &v) in acc_i.iter().enumerate() {
+                _mm256_storeu_si256(c.add(i * NR + 8 * h) as *mut __m256i, v);
+            }
+        }
+        return;
+    }
+    if epi.vector_ok {
+        for (i, acc_i) in acc.iter().enumerate() {
+            if i >= rows {
+                break;
+            }
+            let rs = _mm256_set1_epi32(*rowsum.add(i));
+            for (h, &v) in acc_i.iter().enumerate() {
+                if 8 * h >= cols {
+                    break;
+                }
+                let q = requant(v, rs, epi, n0 + 8 * h);
+                store8(q, out.add(i * ldc + 8 * h), (cols - 8 * h).min(8));
+            }
+        }
+    } else {
+        let mut raw = [0i32; MR * NR];
+        for (i, acc_i) in acc.iter().enumerate() {
+            for (h, &v) in acc_i.iter().enumerate() {
+                _mm256_storeu_si256(raw.as_mut_ptr().add(i * NR + 8 * h) as *mut __m256i, v);
+            }
+        }
+        epi.finish_scalar(&raw, NR, rowsum, n0, out, ldc, rows, cols);
+    }
+}
+
+/// The output stage on 8 columns starting at `n`, equal to `Epilogue::scalar` lane by lane
+/// under `vector_ok` (m0 >= 0 so the doubling high multiply never saturates; shifts in 0..=31).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn requant(acc: __m256i, rowsum: __m256i, epi: &Epilogue, n: usize) -> __m256i {
+    let ld = |v: &Vec<i32>| _mm256_loadu_si256(v.as_ptr().add(n) as *const __m256i);
+    let mut x = _mm256_add_epi32(acc, ld(&epi.colconst));
+    x = _mm256_sub_epi32(x, _mm256_mullo_epi32(ld(&epi.zw), rowsum));
+    x = _mm256_sllv_epi32(x, ld(&epi.lshift));
+    // SaturatingRoundingDoublingHighMul = floor((x m0 + 2^30) / 2^31): bits 31..62 of the
+    // 64-bit sum, taken from even and odd lanes separately.
+    let m = ld(&epi.m0);
+    let nudge = _mm256_set1_epi64x(1 << 30);
+    let even = _mm256_add_epi64(_mm256_mul_epi32(x, m), nudge);
+    let odd = _mm256_add_epi64(
+        _mm256_mul_epi32(_mm256_srli_epi64::<32>(x), _mm256_srli_epi64::<32>(m)),
+        nudge,
+    );
+    x = _mm256_blend_epi32::<0b1010_1010>(
+        _mm256_srli_epi64::<31>(even),
+        _mm256_slli_epi64::<1>(odd),
+    );
+    // RoundingDivideByPOT: (x >> e) + (x & mask > mask / 2 + (x < 0)).
+    let e = ld(&epi.rshift);
+    let one = _mm256_set1_epi32(1);
+    let mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, e), one);
+    let rem = _mm256_and_si256(x, mask);
+    let neg = _mm256_cmpgt_epi32(_mm256_setzero_si256(), x);
+    let threshold = _mm256_sub_epi32(_mm256_srli_epi32::<1>(mask), neg);
+    let round = _mm256_cmpgt_epi32(rem, threshold);
+    x = _mm256_sub_epi32(_mm256_srav_epi32(x, e), round);
+    // clamp(sat(x + z), cmin, cmax) == clamp(x, cmin - z, cmax - z) + z.
+    x = _mm256_max_epi32(x, _mm256_set1_epi32(epi.lo));
+    x = _mm256_min_epi32(x, _mm256_set1_epi32(epi.hi));
+    _mm256_add_epi32(x, _mm256_set1_epi32(epi.zout))
+}
+
+/// Stores the low byte of the first `count` lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn store8(v: __m256i, out: *mut u8, count: usize) {
+    let shuf = _mm256_setr_epi8(
+        0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1, -1, -1,
+        -1, -1, -1, -1, -1, -1, -1, -1,
+    );
+    let p = _mm256_permutevar8x32_epi32(
+        _mm256_shuffle_epi8(v, shuf),
+        _mm256_setr_epi32(0, 4, 1, 1, 1, 1, 1, 1),
+    );
+    let bytes = _mm_cvtsi128_si64(_mm256_castsi256_si128(p)) as u64;
+    if count == 8 {
+        (out as *mut u64).write_unaligned(bytes);
+    } else {
+        let b = bytes.to_le_bytes();
+        std::ptr::copy_nonoverlapping(b.as_ptr(), out, count);
+    }
+}
+
+/// The output stage on one row of complete accumulators (`acc[n]` for column `n`), with no
+/// row-sum term: how the depthwise kernel finishes a pixel.
+///
+/// # Safety
+/// The CPU has AVX2; `epi`'s columns cover `acc.len()` rounded up to 8; `out.len() == acc.len()`.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn finish_row(epi: &Epilogue, acc: &[i32], out: &mut [u8]) {
+    if !epi.vector_ok {
+        for (n, (o, &a)) in out.iter_mut().zip(acc).enumerate() {
+            *o = epi.scalar(a, 0, n);
+        }
+        return;
+    }
+    let zero = _mm256_setzero_si256();
+    for n in (0..acc.len()).step_by(8) {
+        let count = (acc.len() - n).min(8);
+        let v = if count == 8 {
+            _mm256_loadu_si256(acc.as_ptr().add(n) as *const __m256i)
+        } else {
+            let mut t = [0i32; 8];
+            t[..count].copy_from_slice(&acc[n..]);
+            _mm256_loadu_si256(t.as_ptr() as *const __m256i)
+        };
+        store8(requant(v, zero, epi, n), out.as_mut_ptr().add(n), count);
+    }
+}

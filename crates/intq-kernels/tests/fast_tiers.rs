@@ -1,0 +1,538 @@
+//! Every fast tier the CPU has against the reference kernels, bit for bit (tolerance 0): GEMM
+//! (as fully connected), convolution, depthwise convolution, on random and worst-case inputs.
+//!
+//! `tiers!` declares a test once and runs it on every tier; a tier this CPU lacks is skipped
+//! with a loud message on stderr (run with `--nocapture` to see it).
+
+use intq_kernels::gemm::{Code8, Conv2dPlan, DepthwisePlan, FullyConnectedPlan};
+use intq_kernels::{reference, ConvParams, Isa, Multipliers, OutputStage, Padding};
+use intq_quant::QuantizedMultiplier;
+use proptest::prelude::*;
+
+/// Declares `#[test] fn $name` that runs `$body(isa)` on every ISA tier this CPU has.
+macro_rules! tiers {
+    ($name:ident, $body:expr) => {
+        #[test]
+        fn $name() {
+            for isa in Isa::ALL_BEST_FIRST {
+                if !isa.is_available() {
+                    eprintln!(
+                        "!!! SKIPPED {} on ISA tier {isa}: this CPU lacks it !!!",
+                        stringify!($name)
+                    );
+                    continue;
+                }
+                let f: &dyn Fn(Isa) = &$body;
+                f(isa);
+            }
+        }
+    };
+}
+
+/// SplitMix64, seeded per case so every failure reproduces.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn int(&mut self, lo: i64, hi: i64) -> i64 {
+        lo + (self.next() % (hi - lo + 1) as u64) as i64
+    }
+    fn size(&mut self, lo: usize, hi: usize) -> usize {
+        self.int(lo as i64, hi as i64) as usize
+    }
+    /// A code, extremes over-represented.
+    fn code<T: Code8>(&mut self) -> T {
+        let v = match self.int(0, 5) {
+            0 => T::MIN,
+            1 => T::MAX,
+            _ => self.int(T::MIN as i64, T::MAX as i64) as i32,
+        };
+        T::from_i32_saturating(v)
+    }
+    fn codes<T: Code8>(&mut self, n: usize) -> Vec<T> {
+        (0..n).map(|_| self.code()).collect()
+    }
+    /// A zero point: in the code range usually, sometimes far outside it (the reference
+    /// accepts any int32 and wraps).
+    fn zero_point<T: Code8>(&mut self, in_range_only: bool) -> i32 {
+        match self.int(0, if in_range_only { 3 } else { 5 }) {
+            0 => T::MIN,
+            1 => T::MAX,
+            2 | 3 => self.int(T::MIN as i64, T::MAX as i64) as i32,
+            4 => self.int(-70_000, 70_000) as i32,
+            _ => [i32::MIN, i32::MAX, i32::MIN + 1, -1 << 20][self.size(0, 3)],
+        }
+    }
+    /// A multiplier: mostly one that maps accumulators of about `acc_mag` to mid-range codes
+    /// (where every rounding step shows in the output), sometimes any binade or an extreme.
+    fn multiplier(&mut self, acc_mag: f64) -> QuantizedMultiplier {
+        let extreme = |m0, shift| QuantizedMultiplier { m0, shift };
+        let m = match self.int(0, 19) {
+            0 => return extreme(0, 0),
+            1 => return extreme(i32::MAX, 31),
+            2 => return extreme(1 << 30, -31),
+            3 => return QuantizedMultiplier::ONE,
+            4..=6 => 2f64.powf(self.int(-4000, 400) as f64 / 100.0),
+            _ => 2f64.powf(self.int(-300, 700) as f64 / 100.0) / acc_mag.max(1.0),
+        };
+        QuantizedMultiplier::from_real(m.min(2f64.powi(30))).unwrap()
+    }
+}
+
+/// The typical size of `Σ_k (x - zx)(w - zw)` over `k` terms: sqrt(k) * rms(x - zx) *
+/// rms(w - zw), at most 2^31 (beyond that the int32 accumulator wraps to anything).
+fn acc_mag<T: Code8>(x: &[T], zx: i32, w: &[T], zw: &[i32], k: usize) -> f64 {
+    let rms = |v: &[T], z: i32| {
+        let s: f64 = v
+            .iter()
+            .take(4096)
+            .map(|c| ((c.to_i32() as f64) - z as f64).powi(2))
+            .sum();
+        (s / v.len().clamp(1, 4096) as f64).sqrt()
+    };
+    (((k as f64).sqrt() * rms(x, zx) * rms(w, zw[0])).max(1.0)).min(2f64.powi(31))
+}
+
+/// A random output stage for `n` channels of `T`.
+struct Stage {
+    bias: Option<Vec<i32>>,
+    mults: Vec<QuantizedMultiplier>,
+    zout: i32,
+    cmin: i32,
+    cmax: i32,
+}
+
+impl Stage {
+    /// `acc_mag`: the typical size of the accumulators the stage will see.
+    fn random<T: Code8>(rng: &mut Rng, n: usize, acc_mag: f64) -> Stage {
+        let bias = (rng.int(0, 3) > 0).then(|| {
+            (0..n)
+                .map(|_| match rng.int(0, 6) {
+                    0 => i32::MAX,
+                    1 => i32::MIN,
+                    2 | 3 => rng.int(-1 << 24, 1 << 24) as i32,
+                    _ => rng.int(-(acc_mag as i64), acc_mag as i64) as i32,
+                })
+                .collect()
+        });
+        let per_channel = rng.int(0, 1) == 1;
+        let mults = if per_channel {
+            (0..n).map(|_| rng.multiplier(acc_mag)).collect()
+        } else {
+            vec![rng.multiplier(acc_mag)]
+        };
+        let zout = match rng.int(0, 5) {
+            0 => i32::MAX,
+            1 => i32::MIN,
+            _ => rng.int(T::MIN as i64, T::MAX as i64) as i32,
+        };
+        let a = rng.int(T::MIN as i64, T::MAX as i64) as i32;
+        let b = rng.int(T::MIN as i64, T::MAX as i64) as i32;
+        let (cmin, cmax) = if rng.int(0, 2) == 0 {
+            (T::MIN, T::MAX)
+        } else {
+            (a.min(b), a.max(b))
+        };
+        Stage {
+            bias,
+            mults,
+            zout,
+            cmin,
+            cmax,
+        }
+    }
+    fn get(&self) -> OutputStage<'_> {
+        OutputStage {
+            bias: self.bias.as_deref(),
+            multipliers: if self.mults.len() == 1 {
+                Multipliers::PerTensor(self.mults[0])
+            } else {
+                Multipliers::PerChannel(&self.mults)
+            },
+            output_zero_point: self.zout,
+            clamp_min: self.cmin,
+            clamp_max: self.cmax,
+        }
+    }
+}
+
+/// Fails naming the first differing element (the vectors can be long).
+fn assert_same<T: Code8>(got: &[T], want: &[T], what: impl Fn() -> String) {
+    if let Some(i) = got.iter().zip(want).position(|(g, w)| g != w) {
+        panic!(
+            "{}: element {i} is {:?}, reference {:?}",
+            what(),
+            got[i],
+            want[i]
+        );
+    }
+    assert_eq!(got.len(), want.len());
+}
+
+/// Fully connected (= GEMM) on `isa` against the reference, for given codes.
+#[allow(clippy::too_many_arguments)]
+fn check_gemm<T: Code8>(
+    isa: Isa,
+    a: &[T],
+    w: &[T],
+    m: usize,
+    n: usize,
+    k: usize,
+    zin: i32,
+    zw: &[i32],
+    stage: &Stage,
+    threads: usize,
+) {
+    let st = stage.get();
+    let mut want = vec![T::default(); m * n];
+    reference::fully_connected(a, m, k, zin, w, n, zw, &st, &mut want);
+    let plan = FullyConnectedPlan::new(w, n, k, zw, zin, &st, isa);
+    let mut got = vec![T::default(); m * n];
+    intq_kernels::gemm::with_threads(threads, || plan.run(a, m, &mut got, threads));
+    if got != want {
+        let i = got.iter().zip(&want).position(|(g, w)| g != w).unwrap();
+        panic!(
+            "{isa} gemm {m}x{n}x{k} {} differs at row {} col {}: got {:?} want {:?} \
+             (zin {zin}, zw {:?}, mult {:?}, zout {}, clamp {}..={})",
+            std::any::type_name::<T>(),
+            i / n,
+            i % n,
+            got[i],
+            want[i],
+            &zw[..zw.len().min(4)],
+            &stage.mults[..stage.mults.len().min(2)],
+            stage.zout,
+            stage.cmin,
+            stage.cmax
+        );
+    }
+}
+
+fn random_gemm<T: Code8>(isa: Isa, seed: u64, m: usize, n: usize, k: usize) {
+    let mut rng = Rng(seed);
+    let a = rng.codes::<T>(m * k);
+    let w = rng.codes::<T>(n * k);
+    let zin = rng.zero_point::<T>(false);
+    let zw: Vec<i32> = if rng.int(0, 1) == 0 {
+        vec![rng.zero_point::<T>(false)]
+    } else {
+        (0..n).map(|_| rng.zero_point::<T>(false)).collect()
+    };
+    let stage = Stage::random::<T>(&mut rng, n, acc_mag(&a, zin, &w, &zw, k));
+    check_gemm(isa, &a, &w, m, n, k, zin, &zw, &stage, 1);
+}
+
+tiers!(gemm_random_small_shapes_u8_and_i8, |isa| {
+    let mut rng = Rng(7);
+    for case in 0..120 {
+        let (m, n, k) = (rng.size(1, 67), rng.size(1, 67), rng.size(1, 67));
+        random_gemm::<u8>(isa, 1000 + case, m, n, k);
+        random_gemm::<i8>(isa, 2000 + case, m, n, k);
+    }
+});
+
+tiers!(gemm_larger_shapes, |isa| {
+    for (i, &(m, n, k)) in [
+        (130, 97, 300),
+        (64, 256, 1152),
+        (1, 1000, 1024),
+        (200, 33, 4099),
+    ]
+    .iter()
+    .enumerate()
+    {
+        random_gemm::<u8>(isa, 3000 + i as u64, m, n, k);
+        random_gemm::<i8>(isa, 4000 + i as u64, m, n, k);
+    }
+});
+
+// The AVX2 saturation worst case, and int32 wrap-around: every pair of products at the
+// extreme (255 * -128 and 255 * 127 after the canonical mapping), K up to 32,768.
+tiers!(gemm_worst_case_products_long_k, |isa| {
+    for &k in &[2usize, 3, 64, 4097, 32768] {
+        let (m, n) = (3, 5);
+        // u8: activations 255, weights 0 (w' = -128) and 255 (w' = 127).
+        let a = vec![255u8; m * k];
+        let w: Vec<u8> = (0..n * k)
+            .map(|i| if (i / k) % 2 == 0 { 0 } else { 255 })
+            .collect();
+        let mut rng = Rng(k as u64);
+        for _ in 0..4 {
+            let stage = Stage::random::<u8>(&mut rng, n, 255.0 * 128.0 * k as f64);
+            let zin = rng.zero_point::<u8>(false);
+            check_gemm(isa, &a, &w, m, n, k, zin, &[0], &stage, 1);
+            check_gemm(
+                isa,
+                &a,
+                &w,
+                m,
+                n,
+                k,
+                0,
+                &[rng.zero_point::<u8>(false)],
+                &stage,
+                1,
+            );
+        }
+        // i8: activations 127 (a' = 255), weights -128 and 127.
+        let a = vec![127i8; m * k];
+        let w: Vec<i8> = (0..n * k)
+            .map(|i| if (i / k) % 2 == 0 { -128 } else { 127 })
+            .collect();
+        for _ in 0..4 {
+            let stage = Stage::random::<i8>(&mut rng, n, 255.0 * 128.0 * k as f64);
+            check_gemm(
+                isa,
+                &a,
+                &w,
+                m,
+                n,
+                k,
+                rng.zero_point::<i8>(false),
+                &[0],
+                &stage,
+                1,
+            );
+        }
+    }
+});
+
+tiers!(gemm_same_result_for_any_thread_count, |isa| {
+    let mut rng = Rng(99);
+    let (m, n, k) = (150, 70, 200);
+    let a = rng.codes::<i8>(m * k);
+    let w = rng.codes::<i8>(n * k);
+    let stage = Stage::random::<i8>(&mut rng, n, acc_mag(&a, 3, &w, &[0], k));
+    for threads in [1, 2, 3, 8] {
+        check_gemm(isa, &a, &w, m, n, k, 3, &[0], &stage, threads);
+    }
+    // One row: the work splits over columns instead.
+    let a1 = &a[..k];
+    for threads in [1, 2, 5] {
+        check_gemm(isa, a1, &w, 1, n, k, -7, &[1], &stage, threads);
+    }
+});
+
+// Every right shift with outputs in mid-range: a rounding slip in the requantization changes
+// about one output in 2^shift, so each shift gets accumulators spread over its whole scale.
+tiers!(requantization_every_shift_mid_range, |isa| {
+    let mut rng = Rng(31);
+    for shift in -31..=31 {
+        let (m, n, k) = (23, 37, 1 + (shift + 31) as usize % 3);
+        let mult = QuantizedMultiplier {
+            m0: rng.int(1 << 30, i32::MAX as i64) as i32,
+            shift,
+        };
+        let span = (2f64.powi(8 - shift).min(2f64.powi(30))) as i64;
+        for per_channel in [false, true] {
+            let a = rng.codes::<i8>(m * k);
+            let w = rng.codes::<i8>(n * k);
+            let stage = Stage {
+                bias: Some((0..n).map(|_| rng.int(-span, span) as i32).collect()),
+                mults: if per_channel {
+                    (0..n)
+                        .map(|_| QuantizedMultiplier {
+                            m0: rng.int(1 << 30, i32::MAX as i64) as i32,
+                            shift,
+                        })
+                        .collect()
+                } else {
+                    vec![mult]
+                },
+                zout: rng.int(-20, 20) as i32,
+                cmin: -128,
+                cmax: 127,
+            };
+            check_gemm(
+                isa,
+                &a,
+                &w,
+                m,
+                n,
+                k,
+                rng.int(-128, 127) as i32,
+                &[rng.int(-128, 127) as i32],
+                &stage,
+                1,
+            );
+            let au: Vec<u8> = a.iter().map(|&x| x as u8).collect();
+            let wu: Vec<u8> = w.iter().map(|&x| x as u8).collect();
+            let mut su = stage;
+            su.cmin = 0;
+            su.cmax = 255;
+            su.zout += 128;
+            check_gemm(
+                isa,
+                &au,
+                &wu,
+                m,
+                n,
+                k,
+                rng.int(0, 255) as i32,
+                &[rng.int(0, 255) as i32],
+                &su,
+                1,
+            );
+        }
+    }
+});
+
+fn random_conv<T: Code8>(isa: Isa, seed: u64, threads: usize) {
+    let mut rng = Rng(seed);
+    let (b, ih, iw, ic, oc) = (
+        rng.size(1, 2),
+        rng.size(1, 9),
+        rng.size(1, 9),
+        rng.size(1, 19),
+        rng.size(1, 40),
+    );
+    let (kh, kw) = (rng.size(1, 4).min(ih), rng.size(1, 4).min(iw));
+    let params_padding = [Padding::Same, Padding::Valid][rng.size(0, 1)];
+    let (sh, sw, dh, dw) = (
+        rng.size(1, 3),
+        rng.size(1, 3),
+        rng.size(1, 2),
+        rng.size(1, 2),
+    );
+    let Some(((oh, ow), pad)) = params_padding.resolve((ih, iw), (kh, kw), (sh, sw), (dh, dw))
+    else {
+        return;
+    };
+    let params = ConvParams {
+        stride_h: sh,
+        stride_w: sw,
+        dilation_h: dh,
+        dilation_w: dw,
+        padding: pad,
+    };
+    let input = rng.codes::<T>(b * ih * iw * ic);
+    let filter = rng.codes::<T>(oc * kh * kw * ic);
+    let zin = rng.zero_point::<T>(true);
+    let zw: Vec<i32> = if rng.int(0, 1) == 0 {
+        vec![rng.zero_point::<T>(false)]
+    } else {
+        (0..oc).map(|_| rng.zero_point::<T>(false)).collect()
+    };
+    let stage = Stage::random::<T>(
+        &mut rng,
+        oc,
+        acc_mag(&input, zin, &filter, &zw, kh * kw * ic),
+    );
+    let st = stage.get();
+    let (ishape, fshape, oshape) = ([b, ih, iw, ic], [oc, kh, kw, ic], [b, oh, ow, oc]);
+    let mut want = vec![T::default(); b * oh * ow * oc];
+    reference::conv2d(
+        &input, ishape, zin, &filter, fshape, &zw, &params, &st, &mut want, oshape,
+    );
+    let plan = Conv2dPlan::new(&filter, fshape, &zw, zin, &params, &st, isa);
+    let mut got = vec![T::default(); want.len()];
+    intq_kernels::gemm::with_threads(threads, || {
+        plan.run(&input, ishape, &mut got, oshape, threads)
+    });
+    assert_same(&got, &want, || {
+        format!("{isa} conv seed {seed}: {ishape:?} * {fshape:?} -> {oshape:?} {params:?}")
+    });
+}
+
+tiers!(conv_random_geometry, |isa| {
+    for s in 0..60 {
+        random_conv::<u8>(isa, 5000 + s, 1);
+        random_conv::<i8>(isa, 6000 + s, 1 + (s as usize % 3));
+    }
+});
+
+fn random_depthwise<T: Code8>(isa: Isa, seed: u64, threads: usize) {
+    let mut rng = Rng(seed);
+    let (b, ih, iw, ic, dm) = (
+        rng.size(1, 2),
+        rng.size(1, 9),
+        rng.size(1, 9),
+        rng.size(1, 40),
+        rng.size(1, 3),
+    );
+    let oc = ic * dm;
+    let (kh, kw) = (rng.size(1, 5).min(ih), rng.size(1, 5).min(iw));
+    let padding = [Padding::Same, Padding::Valid][rng.size(0, 1)];
+    let (sh, sw, dh, dw) = (
+        rng.size(1, 3),
+        rng.size(1, 3),
+        rng.size(1, 2),
+        rng.size(1, 2),
+    );
+    let Some(((oh, ow), pad)) = padding.resolve((ih, iw), (kh, kw), (sh, sw), (dh, dw)) else {
+        return;
+    };
+    let params = ConvParams {
+        stride_h: sh,
+        stride_w: sw,
+        dilation_h: dh,
+        dilation_w: dw,
+        padding: pad,
+    };
+    let input = rng.codes::<T>(b * ih * iw * ic);
+    let filter = rng.codes::<T>(kh * kw * oc);
+    let zin = rng.zero_point::<T>(false);
+    let zw: Vec<i32> = if rng.int(0, 1) == 0 {
+        vec![rng.zero_point::<T>(false)]
+    } else {
+        (0..oc).map(|_| rng.zero_point::<T>(false)).collect()
+    };
+    let stage = Stage::random::<T>(&mut rng, oc, acc_mag(&input, zin, &filter, &zw, kh * kw));
+    let st = stage.get();
+    let (ishape, fshape, oshape) = ([b, ih, iw, ic], [1, kh, kw, oc], [b, oh, ow, oc]);
+    let mut want = vec![T::default(); b * oh * ow * oc];
+    reference::depthwise_conv2d(
+        &input, ishape, zin, &filter, fshape, &zw, dm, &params, &st, &mut want, oshape,
+    );
+    let plan = DepthwisePlan::new(&filter, fshape, &zw, dm, zin, &params, &st, isa);
+    let mut got = vec![T::default(); want.len()];
+    intq_kernels::gemm::with_threads(threads, || {
+        plan.run(&input, ishape, &mut got, oshape, threads)
+    });
+    assert_same(&got, &want, || {
+        format!("{isa} depthwise seed {seed}: {ishape:?} * {fshape:?} x{dm} -> {oshape:?}")
+    });
+}
+
+tiers!(depthwise_random_geometry, |isa| {
+    for s in 0..60 {
+        random_depthwise::<u8>(isa, 7000 + s, 1);
+        random_depthwise::<i8>(isa, 8000 + s, 1 + (s as usize % 3));
+    }
+});
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Edge-heavy codes, zero points and multipliers through every tier's GEMM.
+    #[test]
+    fn gemm_edge_values_every_tier(
+        m in 1usize..20, n in 1usize..40, k in 1usize..70,
+        seed in any::<u64>(),
+        edge_a in prop::sample::select(vec![0i32, 1, 127, 128, 254, 255]),
+        zin in prop::sample::select(vec![0i32, 255, 128, -128, 127, i32::MIN, i32::MAX, 70_000]),
+        zw in prop::sample::select(vec![0i32, 255, -128, 127, i32::MIN, 1 << 20]),
+        m0 in prop::sample::select(vec![0i32, 1 << 30, i32::MAX, (1 << 30) + 1]),
+        shift in -31i32..=31,
+    ) {
+        let mut rng = Rng(seed);
+        let a: Vec<u8> = (0..m * k).map(|i| if i % 3 == 0 { edge_a as u8 } else { rng.code() }).collect();
+        let w: Vec<u8> = rng.codes(n * k);
+        let mut stage = Stage::random::<u8>(&mut rng, n, 1e4);
+        stage.mults = vec![QuantizedMultiplier { m0, shift }];
+        for isa in Isa::available() {
+            check_gemm(isa, &a, &w, m, n, k, zin, &[zw], &stage, 1);
+            let ai: Vec<i8> = a.iter().map(|&x| x as i8).collect();
+            let wi: Vec<i8> = w.iter().map(|&x| x as i8).collect();
+            let mut si = Stage::random::<i8>(&mut rng, n, 1e4);
+            si.mults = stage.mults.clone();
+            check_gemm(isa, &ai, &wi, m, n, k, zin, &[zw], &si, 1);
+        }
+    }
+}
