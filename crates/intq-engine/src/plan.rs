@@ -705,6 +705,7 @@ fn prepare(graph: &Graph, index: usize, op: &Op) -> Result<Prepared, GraphError>
                     multipliers: Vec::new(),
                     output_zero_point: pout.zero_point,
                     clamp: activation_clamp(*activation, pout, dtype),
+                    fast: None,
                 },
                 scales,
             }
