@@ -432,6 +432,7 @@ impl Graph {
             outputs,
         };
         crate::validate::validate(&graph)?;
+        crate::limits::check_accumulators(&graph)?;
         Ok(graph)
     }
 

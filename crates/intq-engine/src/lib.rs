@@ -8,6 +8,7 @@ mod exec;
 mod float_exec;
 pub mod format;
 mod graph;
+mod limits;
 mod model;
 mod plan;
 mod validate;
