@@ -459,3 +459,111 @@ fn unsupported_ops_and_types_name_the_op_its_index_and_the_tensor() {
     let g = import(&model_with_op(22, 9)).unwrap();
     assert_eq!(g.ops().len(), 1);
 }
+
+/// The new op kinds survive `.intq` 1.1, which stamps the lowest minor version it needs.
+#[test]
+fn intq_format_stores_the_tflite_exact_ops_as_minor_version_1() {
+    let zoo = intq_tflite::zoo::op_zoo(DType::I8, 21);
+    let kinds: Vec<&str> = zoo.ops().iter().map(|op| op.kind().name()).collect();
+    for k in ["FullyConnectedF64", "LogisticLut", "Pad", "Mean"] {
+        assert!(kinds.contains(&k), "{k}");
+    }
+    let bytes = intq_engine::format::to_bytes(&zoo);
+    assert_eq!(u16::from_le_bytes([bytes[10], bytes[11]]), 1);
+    assert_eq!(intq_engine::format::from_bytes(&bytes).unwrap(), zoo);
+    let plain = intq_engine::format::to_bytes(&examples::small_cnn(DType::U8, true, 1));
+    assert_eq!(u16::from_le_bytes([plain[10], plain[11]]), 0);
+}
+
+/// Pad then Mean in the float executor: the mean of the zero-padded reals, computed by hand.
+#[test]
+fn float_executor_pads_with_zero_and_averages() {
+    use intq_engine::{GraphBuilder, Quant, QuantParams};
+    let q = Some(Quant::PerTensor(QuantParams {
+        scale: 0.5,
+        zero_point: 3,
+    }));
+    let mut b = GraphBuilder::new();
+    let x = b.tensor("x", DType::F32, &[1, 2, 2, 1], None);
+    let xq = b.tensor("xq", DType::U8, &[1, 2, 2, 1], q.clone());
+    let p = b.tensor("p", DType::U8, &[1, 3, 2, 1], q.clone());
+    let m = b.tensor("m", DType::U8, &[1, 1, 1, 1], q.clone());
+    let n = b.tensor("n", DType::U8, &[1, 3], q);
+    b.op(Op::Quantize {
+        input: x,
+        output: xq,
+    });
+    b.op(Op::Pad {
+        input: xq,
+        output: p,
+        paddings: vec![[0, 0], [1, 0], [0, 0], [0, 0]],
+    });
+    b.op(Op::Mean {
+        input: p,
+        output: m,
+        axes: vec![1, 2],
+        keep_dims: true,
+    });
+    b.op(Op::Mean {
+        input: p,
+        output: n,
+        axes: vec![2, 3],
+        keep_dims: false,
+    });
+    b.input(x).output(m).output(n);
+    let model = Model::new(b.finish().unwrap()).unwrap();
+    let input = [TensorData::F32(vec![1.0, 2.0, 3.0, 5.0])];
+    let f = model.run_float(&input).unwrap();
+    // Padded rows: [0, 0], [1, 2], [3, 5]; mean of all 6 = 11/6; row means 0, 1.5, 4.
+    assert!((f[0][0] - 11.0 / 6.0).abs() < 1e-6, "{:?}", f[0]);
+    assert_eq!(f[1], vec![0.0, 1.5, 4.0]);
+    // The integer run: codes q = 3 + 2x, pad code 3. Spatial mean (sum - 3*6) * 0.5 / 6 in
+    // codes of S = 0.5: (11 * 2) / 6 = 3.67 -> 4, + 3 = 7; row means 0, 3, 8 (+ 3).
+    let i = model.run(&input).unwrap();
+    assert_eq!(i[0], TensorData::U8(vec![7]));
+    assert_eq!(i[1], TensorData::U8(vec![3, 6, 11]));
+}
+
+#[test]
+fn squeeze_imports_as_reshape() {
+    let g = import(&model_with_op(43, 3)).unwrap();
+    assert!(matches!(g.ops()[0], Op::Reshape { .. }));
+}
+
+/// Heavier fuzzing than CI affords: 20 000 corruptions of each committed model (about 15 min;
+/// none panicked when last run, 35-70% still import as valid graphs). Run with
+/// `cargo test --release -p intq-tflite --test tflite -- --ignored fuzz`.
+#[test]
+#[ignore]
+fn fuzz_every_fixture_model() {
+    let mut rng = examples::SplitMix64::new(2024);
+    for entry in std::fs::read_dir(fixtures()).unwrap() {
+        let dir = entry.unwrap().path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let bytes = std::fs::read(dir.join(format!("{name}.tflite"))).unwrap();
+        let mut accepted = 0;
+        for trial in 0..20_000 {
+            let mut b = bytes.clone();
+            for _ in 0..1 + trial % 4 {
+                // Offsets and headers live mostly outside the large constant buffers; aim at
+                // both the whole file and its first and last 4 KiB.
+                let at = match trial % 3 {
+                    0 => rng.int_in(0, b.len() as i32 - 1),
+                    1 => rng.int_in(0, 4095.min(b.len() as i32 - 1)),
+                    _ => rng.int_in((b.len() as i32 - 4096).max(0), b.len() as i32 - 1),
+                } as usize;
+                b[at] = rng.int_in(0, 255) as u8;
+            }
+            if let Ok(g) = import(&b) {
+                accepted += 1;
+                if let Ok(m) = Model::new(g) {
+                    let _ = m.run(&examples::random_input(m.graph(), 1));
+                }
+            }
+        }
+        println!("{name}: {accepted} of 20000 corruptions still import");
+    }
+}
