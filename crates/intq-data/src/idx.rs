@@ -146,8 +146,24 @@ pub fn read_idx(path: &Path, hint: &str) -> Result<Idx, DataError> {
         }
     })?;
     let file_len = file.metadata().map_err(|e| DataError::io(path, e))?.len();
-    if is_gz(path) {
-        let mut r = GzDecoder::new(BufReader::new(file));
+    read_idx_from(BufReader::new(file), file_len, is_gz(path), path, hint)
+}
+
+/// [`read_idx`] on bytes already in memory (`gz` says whether they are gzipped); `path` only
+/// names them in errors. The fuzz target and tools that hold files in memory use it.
+pub fn parse_idx(bytes: &[u8], gz: bool, path: &Path, hint: &str) -> Result<Idx, DataError> {
+    read_idx_from(bytes, bytes.len() as u64, gz, path, hint)
+}
+
+fn read_idx_from<R: Read>(
+    input: R,
+    file_len: u64,
+    gz: bool,
+    path: &Path,
+    hint: &str,
+) -> Result<Idx, DataError> {
+    if gz {
+        let mut r = GzDecoder::new(input);
         let (dims, body) = parse_header(&mut r, path, hint)?;
         if body > file_len.saturating_mul(MAX_DEFLATE_RATIO) {
             return Err(corrupt(
@@ -172,7 +188,7 @@ pub fn read_idx(path: &Path, hint: &str) -> Result<Idx, DataError> {
         }
         Ok(Idx { dims, data })
     } else {
-        let mut r = BufReader::new(file);
+        let mut r = input;
         let (dims, body) = parse_header(&mut r, path, hint)?;
         let header = 4 + 4 * dims.len() as u64;
         let expected = header + body;
