@@ -79,7 +79,7 @@ pub(crate) enum Prepared {
     /// TFLite's reference FC: the FC geometry and zero points, with `M` in f64 per channel.
     FullyConnectedF64 {
         fc: FcPrep,
-        scales: Vec<f64>,
+        scales: Vec<intq_quant::DoubleMultiplier>,
     },
     /// The pad code (the output zero point).
     Pad(i32),
@@ -693,8 +693,17 @@ fn prepare(graph: &Graph, index: usize, op: &Op) -> Result<Prepared, GraphError>
             let (s_w, z_w) = weight_params(graph, *weights);
             let scales = s_w
                 .iter()
-                .map(|&s| intq_kernels::reference::real_scale(pin.scale, s, pout.scale))
-                .collect();
+                .map(|&s| {
+                    let m = intq_kernels::reference::real_scale(pin.scale, s, pout.scale);
+                    intq_quant::DoubleMultiplier::from_f64(m).map_err(|e| {
+                        op_err(
+                            index,
+                            kind,
+                            format!("its multiplier S_in * S_w / S_out cannot be formed: {e}"),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
             Prepared::FullyConnectedF64 {
                 fc: FcPrep {
                     batches: graph.tensor(*input).num_elements() / depth,

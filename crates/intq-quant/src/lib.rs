@@ -5,6 +5,7 @@
 //! This crate has no dependencies and no `unsafe`; every integer kernel in intq is defined in terms
 //! of the functions here.
 
+mod double_multiplier;
 mod error;
 pub mod fixedpoint;
 mod multiplier;
@@ -12,6 +13,7 @@ mod params;
 mod rounding;
 mod scheme;
 
+pub use double_multiplier::DoubleMultiplier;
 pub use error::QuantError;
 pub use multiplier::QuantizedMultiplier;
 pub use params::{ChannelParams, QuantParams};

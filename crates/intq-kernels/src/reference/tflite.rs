@@ -12,9 +12,10 @@
 
 use super::LogisticTable;
 use crate::QElem;
-use intq_quant::QuantParams;
+use intq_quant::{DoubleMultiplier, QuantParams};
 
-/// TFLite reference fully connected with real-valued rescaling. `scales` holds `M` (one entry)
+/// TFLite reference fully connected with real-valued rescaling `round((double) acc * M)`,
+/// computed with integers only ([`DoubleMultiplier`]). `scales` holds `M` (one entry)
 /// or `M[o]` per output feature, `weight_zero_points` one entry or one per output feature.
 #[allow(clippy::too_many_arguments)]
 pub fn fully_connected_real_scale<T: QElem>(
@@ -26,7 +27,7 @@ pub fn fully_connected_real_scale<T: QElem>(
     out_features: usize,
     weight_zero_points: &[i32],
     bias: Option<&[i32]>,
-    scales: &[f64],
+    scales: &[DoubleMultiplier],
     output_zero_point: i32,
     clamp: (i32, i32),
     output: &mut [T],
@@ -57,7 +58,7 @@ pub fn fully_connected_real_scale<T: QElem>(
     if let Some(b) = bias {
         assert_eq!(b.len(), out_features, "bias length");
     }
-    let pick = |v: &[f64], o: usize| if v.len() == 1 { v[0] } else { v[o] };
+    let pick = |v: &[DoubleMultiplier], o: usize| if v.len() == 1 { v[0] } else { v[o] };
     for b in 0..batches {
         let row = &input[b * depth..(b + 1) * depth];
         for o in 0..out_features {
@@ -77,8 +78,8 @@ pub fn fully_connected_real_scale<T: QElem>(
             if let Some(bias) = bias {
                 acc = acc.wrapping_add(bias[o]);
             }
-            // f64::round is C's round (half away from zero); `as` saturates where C++ is UB.
-            let scaled = (acc as f64 * pick(scales, o)).round() as i32;
+            // TFLite's `round((double) acc * M)`, reproduced exactly with integers.
+            let scaled = pick(scales, o).apply(acc);
             let q = scaled
                 .saturating_add(output_zero_point)
                 .clamp(clamp.0, clamp.1);
@@ -172,7 +173,7 @@ mod tests {
                 1,
                 &[0],
                 Some(&[bias]),
-                &[0.5],
+                &[DoubleMultiplier::from_f64(0.5).unwrap()],
                 100,
                 (0, 255),
                 &mut out,
