@@ -1,4 +1,4 @@
-//! `intq` subcommands: benchmarks (`intq bench gemm`, `intq bench isa`).
+//! `intq` subcommands: benchmarks (`intq bench gemm`, `intq bench isa`, `intq bench small-cnn`).
 
 use anyhow::{bail, Context, Result};
 use intq_kernels::gemm::{with_threads, Code8, FullyConnectedPlan};
@@ -22,6 +22,26 @@ pub enum BenchWhat {
     Gemm(GemmArgs),
     /// The ISA tiers this CPU has, and the one intq runs (INTQ_ISA may force another).
     Isa,
+    /// The example network (`examples::small_cnn`, one 8x8x3 image) on the fast executor and on
+    /// the reference executor in the same run; checks their outputs agree.
+    SmallCnn(SmallCnnArgs),
+}
+
+#[derive(clap::Args)]
+pub struct SmallCnnArgs {
+    /// Code type: u8 or i8.
+    #[arg(long, default_value = "i8")]
+    dtype: String,
+    /// Threads (0 = all cores).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// portable, avx2, avx512vnni or amx (default: INTQ_ISA, else the best this CPU has).
+    #[arg(long)]
+    isa: Option<String>,
+    #[arg(long, default_value_t = 1000)]
+    min_ms: u64,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -35,7 +55,7 @@ pub struct GemmArgs {
     /// Threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// portable, avx2 or avx512vnni (default: INTQ_ISA, else the best this CPU has).
+    /// portable, avx2, avx512vnni or amx (default: INTQ_ISA, else the best this CPU has).
     #[arg(long)]
     isa: Option<String>,
     /// Code type: i8 (int8 symmetric per-channel weights) or u8 (uint8, weight zero point).
@@ -56,6 +76,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     let BenchCommand::Bench { what } = cmd;
     match what {
         BenchWhat::Gemm(a) => gemm(a),
+        BenchWhat::SmallCnn(a) => small_cnn(a),
         BenchWhat::Isa => {
             let chosen = KernelTier::from_env().context("INTQ_ISA")?;
             let have: Vec<&str> = Isa::available().iter().map(|i| i.name()).collect();
@@ -66,14 +87,72 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     }
 }
 
-fn gemm(a: GemmArgs) -> Result<()> {
-    let isa = match &a.isa {
+fn small_cnn(a: SmallCnnArgs) -> Result<()> {
+    use intq_engine::{examples, DType, ExecOptions, Model};
+    let dtype = match a.dtype.as_str() {
+        "u8" => DType::U8,
+        "i8" => DType::I8,
+        other => bail!("--dtype must be i8 or u8, not {other:?}"),
+    };
+    let isa = pick_isa(&a.isa)?;
+    let graph = examples::small_cnn(dtype, false, 1);
+    let input = examples::random_input(&graph, 7);
+    let make = |kernels| {
+        Model::with_options(
+            graph.clone(),
+            ExecOptions {
+                kernels: Some(kernels),
+                threads: a.threads,
+            },
+        )
+    };
+    let fast = make(KernelTier::Fast(isa))?;
+    let reference = make(KernelTier::Reference)?;
+    if fast.run(&input)? != reference.run(&input)? {
+        bail!("fast and reference executors disagree on small_cnn");
+    }
+    let min = Duration::from_millis(a.min_ms);
+    let tf = time(min, || {
+        fast.run(&input).expect("runs");
+    });
+    let tr = time(min, || {
+        reference.run(&input).expect("runs");
+    });
+    if a.json {
+        println!(
+            "{{\"bench\":\"small_cnn\",\"dtype\":\"{}\",\"isa\":\"{isa}\",\"threads\":{},\
+             \"ms_median\":{:.5},\"reference_ms_median\":{:.5},\"speedup_vs_reference\":{:.3}}}",
+            a.dtype,
+            fast.threads(),
+            tf * 1e3,
+            tr * 1e3,
+            tr / tf
+        );
+    } else {
+        println!(
+            "small_cnn {} on {isa}, {} thread(s): {:.4} ms; reference executor {:.4} ms ({:.1}x)",
+            a.dtype,
+            fast.threads(),
+            tf * 1e3,
+            tr * 1e3,
+            tr / tf
+        );
+    }
+    Ok(())
+}
+
+fn pick_isa(isa: &Option<String>) -> Result<Isa> {
+    Ok(match isa {
         Some(s) => s.parse::<Isa>()?.require()?,
         None => match KernelTier::from_env().context("INTQ_ISA")? {
             KernelTier::Fast(isa) => isa,
             KernelTier::Reference => Isa::Portable,
         },
-    };
+    })
+}
+
+fn gemm(a: GemmArgs) -> Result<()> {
+    let isa = pick_isa(&a.isa)?;
     if a.m == 0 || a.k == 0 || a.n == 0 {
         bail!("--m, --k and --n must be at least 1");
     }

@@ -86,7 +86,12 @@ impl Code8 for i8 {
 pub(crate) trait Kernel {
     const MR: usize;
     const NR: usize;
+    /// K is padded to a multiple of `KG`, and a kernel call covers whole groups of `KG`.
     const KG: usize;
+    /// Consecutive k of one row stored together in packed A (divides `KG`).
+    const A_KG: usize = Self::KG;
+    /// Consecutive k of one column stored together in packed B (divides `KG`).
+    const B_KG: usize = Self::KG;
     type A: Copy + Default + Send + Sync + 'static;
     type B: Copy + Default + Send + Sync + 'static;
     fn a_elem(x: u8) -> Self::A;
@@ -346,6 +351,10 @@ impl PreparedGemm {
             (Packed::I8(b), Isa::Avx512Vnni) => {
                 self.drive::<crate::isa::avx512vnni::Vnni, T>(b, m, out_bytes, threads, row)
             }
+            #[cfg(target_arch = "x86_64")]
+            (Packed::I8(b), Isa::Amx) => {
+                self.drive::<crate::isa::amx::Amx, T>(b, m, out_bytes, threads, row)
+            }
             _ => unreachable!("packed layout matches its tier"),
         }
     }
@@ -468,6 +477,8 @@ fn nr_of(isa: Isa) -> usize {
         Isa::Avx2 => crate::isa::avx2::Avx2::NR,
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => crate::isa::avx512vnni::Vnni::NR,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Amx => crate::isa::amx::Amx::NR,
         #[allow(unreachable_patterns)]
         _ => unreachable!(),
     }
@@ -494,7 +505,7 @@ fn pack_a<K: Kernel, T: Code8>(
         for (kk, &x) in rowbuf.iter().enumerate() {
             let c = x.canon_a();
             sum = sum.wrapping_add(c as i32);
-            dst[((kk / K::KG) * K::MR + i) * K::KG + kk % K::KG] = K::a_elem(c);
+            dst[((kk / K::A_KG) * K::MR + i) * K::A_KG + kk % K::A_KG] = K::a_elem(c);
         }
         rowsum[r] = sum;
     }
@@ -511,7 +522,8 @@ fn pack_b<K: Kernel, T: Code8>(w: &[T], n: usize, k: usize) -> Vec<K::B> {
         let (p, c) = (col / K::NR, col % K::NR);
         let base = p * groups * K::KG * K::NR;
         for (kk, &x) in w[col * k..(col + 1) * k].iter().enumerate() {
-            out[base + ((kk / K::KG) * K::NR + c) * K::KG + kk % K::KG] = K::b_elem(x.canon_w());
+            out[base + ((kk / K::B_KG) * K::NR + c) * K::B_KG + kk % K::B_KG] =
+                K::b_elem(x.canon_w());
         }
     }
     out
@@ -586,12 +598,5 @@ impl Epilogue {
             }
             _ => self.vector_ok = false,
         }
-    }
-}
-
-#[cfg(test)]
-impl PreparedGemm {
-    pub(crate) fn force_scalar_epilogue(&mut self) {
-        self.epi.vector_ok = false;
     }
 }
