@@ -269,6 +269,8 @@ impl PreparedGemm {
             Isa::Avx2 => Packed::I16(pack_b::<crate::isa::avx2::Avx2, T>(weights, n, k)),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Vnni => Packed::I8(pack_b::<crate::isa::avx512vnni::Vnni, T>(weights, n, k)),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Amx => Packed::I8(pack_b::<crate::isa::amx::Amx, T>(weights, n, k)),
             #[allow(unreachable_patterns)]
             _ => unreachable!("tier {isa} checked available"),
         };
@@ -485,6 +487,9 @@ fn nr_of(isa: Isa) -> usize {
 }
 
 /// Packs rows `r0 .. r0 + rows` of A (from `row`) into `K`'s layout, with each row's `Σa'`.
+///
+/// Each row is mapped to canonical codes in one pass (a loop the compiler vectorizes), then
+/// moved in runs of `A_KG` codes.
 #[allow(clippy::too_many_arguments)]
 fn pack_a<K: Kernel, T: Code8>(
     r0: usize,
@@ -496,21 +501,27 @@ fn pack_a<K: Kernel, T: Code8>(
     apack: &mut [K::A],
     rowsum: &mut [i32],
 ) {
+    debug_assert_eq!(rowbuf.len(), k);
     let panel = groups * K::KG * K::MR;
+    // Canonical row, zero-padded to whole groups (zeros add nothing to any sum).
+    let mut crow = vec![K::A::default(); groups * K::KG];
     for r in 0..rows {
         row(r0 + r, rowbuf);
+        let mut sum = 0u32;
+        for (c, &x) in crow.iter_mut().zip(rowbuf.iter()) {
+            let v = x.canon_a();
+            sum = sum.wrapping_add(v as u32);
+            *c = K::a_elem(v);
+        }
+        rowsum[r] = sum as i32;
         let (p, i) = (r / K::MR, r % K::MR);
         let dst = &mut apack[p * panel..(p + 1) * panel];
-        let mut sum = 0i32;
-        for (kk, &x) in rowbuf.iter().enumerate() {
-            let c = x.canon_a();
-            sum = sum.wrapping_add(c as i32);
-            dst[((kk / K::A_KG) * K::MR + i) * K::A_KG + kk % K::A_KG] = K::a_elem(c);
+        for (g, run) in crow.chunks_exact(K::A_KG).enumerate() {
+            let at = (g * K::MR + i) * K::A_KG;
+            dst[at..at + K::A_KG].copy_from_slice(run);
         }
-        rowsum[r] = sum;
     }
     // Rows past the end keep the zeros they were allocated with; their results are not stored.
-    debug_assert_eq!(rowbuf.len(), k);
 }
 
 /// Packs weights (`n x k`) into `K`'s panels.
