@@ -88,6 +88,8 @@ pub(crate) trait Kernel {
     const NR: usize;
     /// K is padded to a multiple of `KG`, and a kernel call covers whole groups of `KG`.
     const KG: usize;
+    /// Bytes of a B sub-panel (`kc x NR`) meant to stay in L1 while A streams past it.
+    const KC_BYTES: usize = 16 * 1024;
     /// Consecutive k of one row stored together in packed A (divides `KG`).
     const A_KG: usize = Self::KG;
     /// Consecutive k of one column stored together in packed B (divides `KG`).
@@ -391,9 +393,13 @@ impl PreparedGemm {
                 self.drive::<crate::isa::avx2::Avx2, T>(b.as_slice(), m, out_bytes, threads, row)
             }
             #[cfg(target_arch = "x86_64")]
-            (Packed::I8(b), Isa::Avx512Vnni) => {
-                self.drive::<crate::isa::avx512vnni::Vnni, T>(b.as_slice(), m, out_bytes, threads, row)
-            }
+            (Packed::I8(b), Isa::Avx512Vnni) => self.drive::<crate::isa::avx512vnni::Vnni, T>(
+                b.as_slice(),
+                m,
+                out_bytes,
+                threads,
+                row,
+            ),
             #[cfg(target_arch = "x86_64")]
             (Packed::I8(b), Isa::Amx) => {
                 self.drive::<crate::isa::amx::Amx, T>(b.as_slice(), m, out_bytes, threads, row)
@@ -418,7 +424,7 @@ impl PreparedGemm {
         // K is split into blocks whose B sub-panel (`kc x NR`) stays in L1 while the chunk's A
         // sub-panels stream past it; partial tiles wait in `cbuf` between blocks (the int32
         // sums wrap the same in any grouping, so blocking is exact).
-        let gc_max = (16 * 1024 / (K::NR * K::KG * std::mem::size_of::<K::B>())).max(1);
+        let gc_max = (K::KC_BYTES / (K::NR * K::KG * std::mem::size_of::<K::B>())).max(1);
         let kblocks = groups.div_ceil(gc_max);
         // Equal blocks: a short last block would pay a partial-tile round trip for little work.
         let gc = groups.div_ceil(kblocks);
@@ -444,20 +450,12 @@ impl PreparedGemm {
             let (cm, bn) = (t / blocks_n, t % blocks_n);
             let r0 = cm * mc;
             let rows = mc.min(m - r0);
-            let mut apack_buf = Aligned::<K::A>::zeroed(rows.div_ceil(K::MR) * K::MR * groups * K::KG);
+            let mut apack_buf =
+                Aligned::<K::A>::zeroed(rows.div_ceil(K::MR) * K::MR * groups * K::KG);
             let apack = apack_buf.as_mut_slice();
             let mut rowsum = vec![0i32; rows.div_ceil(K::MR) * K::MR];
             let mut rowbuf = vec![T::default(); k];
-            pack_a::<K, T>(
-                r0,
-                rows,
-                k,
-                groups,
-                row,
-                &mut rowbuf,
-                apack,
-                &mut rowsum,
-            );
+            pack_a::<K, T>(r0, rows, k, groups, row, &mut rowbuf, apack, &mut rowsum);
             let p_end = ((bn + 1) * panels_per_block).min(panels_n);
             let op = out_ptr;
             let mut cbuf_buf = Aligned::<i32>::zeroed(if kblocks > 1 {
@@ -550,7 +548,7 @@ fn pack_a<K: Kernel, T: Code8>(
     let panel = groups * K::KG * K::MR;
     // Canonical row, zero-padded to whole groups (zeros add nothing to any sum).
     let mut crow = vec![K::A::default(); groups * K::KG];
-    for r in 0..rows {
+    for (r, rs) in rowsum.iter_mut().enumerate().take(rows) {
         row(r0 + r, rowbuf);
         let mut sum = 0u32;
         for (c, &x) in crow.iter_mut().zip(rowbuf.iter()) {
@@ -558,7 +556,7 @@ fn pack_a<K: Kernel, T: Code8>(
             sum = sum.wrapping_add(v as u32);
             *c = K::a_elem(v);
         }
-        rowsum[r] = sum as i32;
+        *rs = sum as i32;
         let (p, i) = (r / K::MR, r % K::MR);
         let dst = &mut apack[p * panel..(p + 1) * panel];
         for (g, run) in crow.chunks_exact(K::A_KG).enumerate() {

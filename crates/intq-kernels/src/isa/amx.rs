@@ -107,6 +107,8 @@ impl Kernel for Amx {
     const MR: usize = MR;
     const NR: usize = NR;
     const KG: usize = KG;
+    // Fewer partial-tile round trips (four tile stores and loads each); SPR's L1 is 48 KiB.
+    const KC_BYTES: usize = 32 * 1024;
     const A_KG: usize = 64;
     const B_KG: usize = 4;
     type A = u8;
