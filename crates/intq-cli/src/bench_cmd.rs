@@ -1,4 +1,4 @@
-//! `intq` subcommands: benchmarks (`intq bench gemm`, `intq bench isa`).
+//! `intq` subcommands: benchmarks (`intq bench gemm`, `intq bench isa`, `intq bench small-cnn`).
 
 use anyhow::{bail, Context, Result};
 use intq_kernels::gemm::{with_threads, Code8, FullyConnectedPlan};
@@ -22,6 +22,26 @@ pub enum BenchWhat {
     Gemm(GemmArgs),
     /// The ISA tiers this CPU has, and the one intq runs (INTQ_ISA may force another).
     Isa,
+    /// The example network (`examples::small_cnn`, one 8x8x3 image) on the fast executor and on
+    /// the reference executor in the same run; checks their outputs agree.
+    SmallCnn(SmallCnnArgs),
+}
+
+#[derive(clap::Args)]
+pub struct SmallCnnArgs {
+    /// Code type: u8 or i8.
+    #[arg(long, default_value = "i8")]
+    dtype: String,
+    /// Threads (0 = all cores).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// portable, avx2, avx512vnni or amx (default: INTQ_ISA, else the best this CPU has).
+    #[arg(long)]
+    isa: Option<String>,
+    #[arg(long, default_value_t = 1000)]
+    min_ms: u64,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -35,7 +55,7 @@ pub struct GemmArgs {
     /// Threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// portable, avx2 or avx512vnni (default: INTQ_ISA, else the best this CPU has).
+    /// portable, avx2, avx512vnni or amx (default: INTQ_ISA, else the best this CPU has).
     #[arg(long)]
     isa: Option<String>,
     /// Code type: i8 (int8 symmetric per-channel weights) or u8 (uint8, weight zero point).
@@ -47,6 +67,9 @@ pub struct GemmArgs {
     /// Skip the scalar reference baseline (slow at large shapes).
     #[arg(long)]
     no_reference: bool,
+    /// Skip the portable-tier baseline too.
+    #[arg(long)]
+    no_portable: bool,
     /// One JSON object on stdout instead of text.
     #[arg(long)]
     json: bool,
@@ -56,6 +79,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     let BenchCommand::Bench { what } = cmd;
     match what {
         BenchWhat::Gemm(a) => gemm(a),
+        BenchWhat::SmallCnn(a) => small_cnn(a),
         BenchWhat::Isa => {
             let chosen = KernelTier::from_env().context("INTQ_ISA")?;
             let have: Vec<&str> = Isa::available().iter().map(|i| i.name()).collect();
@@ -66,14 +90,72 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     }
 }
 
-fn gemm(a: GemmArgs) -> Result<()> {
-    let isa = match &a.isa {
+fn small_cnn(a: SmallCnnArgs) -> Result<()> {
+    use intq_engine::{examples, DType, ExecOptions, Model};
+    let dtype = match a.dtype.as_str() {
+        "u8" => DType::U8,
+        "i8" => DType::I8,
+        other => bail!("--dtype must be i8 or u8, not {other:?}"),
+    };
+    let isa = pick_isa(&a.isa)?;
+    let graph = examples::small_cnn(dtype, false, 1);
+    let input = examples::random_input(&graph, 7);
+    let make = |kernels| {
+        Model::with_options(
+            graph.clone(),
+            ExecOptions {
+                kernels: Some(kernels),
+                threads: a.threads,
+            },
+        )
+    };
+    let fast = make(KernelTier::Fast(isa))?;
+    let reference = make(KernelTier::Reference)?;
+    if fast.run(&input)? != reference.run(&input)? {
+        bail!("fast and reference executors disagree on small_cnn");
+    }
+    let min = Duration::from_millis(a.min_ms);
+    let tf = time(min, || {
+        fast.run(&input).expect("runs");
+    });
+    let tr = time(min, || {
+        reference.run(&input).expect("runs");
+    });
+    if a.json {
+        println!(
+            "{{\"bench\":\"small_cnn\",\"dtype\":\"{}\",\"isa\":\"{isa}\",\"threads\":{},\
+             \"ms_median\":{:.5},\"reference_ms_median\":{:.5},\"speedup_vs_reference\":{:.3}}}",
+            a.dtype,
+            fast.threads(),
+            tf * 1e3,
+            tr * 1e3,
+            tr / tf
+        );
+    } else {
+        println!(
+            "small_cnn {} on {isa}, {} thread(s): {:.4} ms; reference executor {:.4} ms ({:.1}x)",
+            a.dtype,
+            fast.threads(),
+            tf * 1e3,
+            tr * 1e3,
+            tr / tf
+        );
+    }
+    Ok(())
+}
+
+fn pick_isa(isa: &Option<String>) -> Result<Isa> {
+    Ok(match isa {
         Some(s) => s.parse::<Isa>()?.require()?,
         None => match KernelTier::from_env().context("INTQ_ISA")? {
             KernelTier::Fast(isa) => isa,
             KernelTier::Reference => Isa::Portable,
         },
-    };
+    })
+}
+
+fn gemm(a: GemmArgs) -> Result<()> {
+    let isa = pick_isa(&a.isa)?;
     if a.m == 0 || a.k == 0 || a.n == 0 {
         bail!("--m, --k and --n must be at least 1");
     }
@@ -90,14 +172,14 @@ fn gemm(a: GemmArgs) -> Result<()> {
     let ops = 2.0 * (a.m * a.n * a.k) as f64;
     let gops = |s: f64| ops / s / 1e9;
     let fast = gops(r.fast);
-    let portable = gops(r.portable);
+    let portable = r.portable.map(gops);
     let reference = r.reference.map(gops);
+    let opt = |g: Option<f64>| g.map_or("null".to_string(), |g| format!("{g:.3}"));
     if a.json {
-        let reference_json = reference.map_or("null".to_string(), |g| format!("{g:.3}"));
         println!(
             "{{\"bench\":\"gemm\",\"m\":{},\"k\":{},\"n\":{},\"dtype\":\"{}\",\"isa\":\"{}\",\
-             \"threads\":{},\"gops\":{:.3},\"ms_median\":{:.4},\"portable_gops\":{:.3},\
-             \"reference_gops\":{},\"speedup_vs_portable\":{:.3}}}",
+             \"threads\":{},\"gops\":{:.3},\"ms_median\":{:.4},\"portable_gops\":{},\
+             \"reference_gops\":{},\"speedup_vs_portable\":{},\"speedup_vs_reference\":{}}}",
             a.m,
             a.k,
             a.n,
@@ -106,9 +188,10 @@ fn gemm(a: GemmArgs) -> Result<()> {
             threads,
             fast,
             r.fast * 1e3,
-            portable,
-            reference_json,
-            fast / portable
+            opt(portable),
+            opt(reference),
+            opt(portable.map(|p| fast / p)),
+            opt(reference.map(|g| fast / g)),
         );
     } else {
         println!(
@@ -119,10 +202,12 @@ fn gemm(a: GemmArgs) -> Result<()> {
             a.dtype,
             r.fast * 1e3
         );
-        println!(
-            "  portable tier, 1 thread, same run: {portable:.1} GOPS ({:.1}x)",
-            fast / portable
-        );
+        if let Some(p) = portable {
+            println!(
+                "  portable tier, 1 thread, same run: {p:.1} GOPS ({:.1}x)",
+                fast / p
+            );
+        }
         if let Some(g) = reference {
             println!(
                 "  scalar reference, same run: {g:.2} GOPS ({:.0}x)",
@@ -136,7 +221,7 @@ fn gemm(a: GemmArgs) -> Result<()> {
 /// Median seconds per call of each kernel.
 struct Timings {
     fast: f64,
-    portable: f64,
+    portable: Option<f64>,
     reference: Option<f64>,
 }
 
@@ -187,9 +272,13 @@ fn measure<T: Code8>(a: &GemmArgs, isa: Isa, threads: usize) -> Timings {
     let fast = with_threads(threads, || {
         time(min, || plan.run(&x, a.m, &mut out, threads))
     });
-    let portable_plan = FullyConnectedPlan::new(&w, a.n, a.k, &zw, zin, &stage, Isa::Portable);
-    let mut out2 = vec![T::default(); a.m * a.n];
-    let portable = time(min / 2, || portable_plan.run(&x, a.m, &mut out2, 1));
+    let portable = (!a.no_portable).then(|| {
+        let plan = FullyConnectedPlan::new(&w, a.n, a.k, &zw, zin, &stage, Isa::Portable);
+        let mut out2 = vec![T::default(); a.m * a.n];
+        let t = time(min / 2, || plan.run(&x, a.m, &mut out2, 1));
+        assert!(out2 == out, "fast and portable GEMM outputs differ");
+        t
+    });
     let reference = (!a.no_reference).then(|| {
         let mut out3 = vec![T::default(); a.m * a.n];
         let t = time(Duration::ZERO, || {
@@ -198,7 +287,6 @@ fn measure<T: Code8>(a: &GemmArgs, isa: Isa, threads: usize) -> Timings {
         assert!(out3 == out, "fast and reference GEMM outputs differ");
         t
     });
-    assert!(out2 == out, "fast and portable GEMM outputs differ");
     Timings {
         fast,
         portable,

@@ -305,7 +305,7 @@ impl DepthwisePlan {
                     dw_row_avx2(self, input, input_shape, out_h, r, out_row, &mut acc)
                 },
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx512Vnni => unsafe {
+                Isa::Avx512Vnni | Isa::Amx => unsafe {
                     dw_row_avx512(self, input, input_shape, out_h, r, out_row, &mut acc)
                 },
                 _ => dw_row(

@@ -86,7 +86,14 @@ impl Code8 for i8 {
 pub(crate) trait Kernel {
     const MR: usize;
     const NR: usize;
+    /// K is padded to a multiple of `KG`, and a kernel call covers whole groups of `KG`.
     const KG: usize;
+    /// Bytes of a B sub-panel (`kc x NR`) meant to stay in L1 while A streams past it.
+    const KC_BYTES: usize = 16 * 1024;
+    /// Consecutive k of one row stored together in packed A (divides `KG`).
+    const A_KG: usize = Self::KG;
+    /// Consecutive k of one column stored together in packed B (divides `KG`).
+    const B_KG: usize = Self::KG;
     type A: Copy + Default + Send + Sync + 'static;
     type B: Copy + Default + Send + Sync + 'static;
     fn a_elem(x: u8) -> Self::A;
@@ -185,8 +192,49 @@ impl Epilogue {
 /// Weights packed for one ISA's kernel.
 #[derive(Debug, Clone, PartialEq)]
 enum Packed {
-    I8(Vec<i8>),
-    I16(Vec<i16>),
+    I8(Aligned<i8>),
+    I16(Aligned<i16>),
+}
+
+/// A zeroed buffer whose first element sits on a 64-byte boundary, so the kernels' vector and
+/// tile loads never straddle cache lines.
+#[derive(Debug)]
+pub(crate) struct Aligned<T> {
+    buf: Vec<T>,
+    off: usize,
+    len: usize,
+}
+
+impl<T: Copy + Default> Aligned<T> {
+    pub(crate) fn zeroed(len: usize) -> Self {
+        let size = std::mem::size_of::<T>().max(1);
+        let buf = vec![T::default(); len + 64 / size];
+        let addr = buf.as_ptr() as usize;
+        // A Vec's address is a multiple of T's alignment, which for the integer types here is
+        // its size, so the gap to the boundary is a whole number of elements.
+        let off = (addr.next_multiple_of(64) - addr) / size;
+        Aligned { buf, off, len }
+    }
+    pub(crate) fn as_slice(&self) -> &[T] {
+        &self.buf[self.off..self.off + self.len]
+    }
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [T] {
+        &mut self.buf[self.off..self.off + self.len]
+    }
+}
+
+impl<T: Copy + Default> Clone for Aligned<T> {
+    fn clone(&self) -> Self {
+        let mut c = Aligned::zeroed(self.len);
+        c.as_mut_slice().copy_from_slice(self.as_slice());
+        c
+    }
+}
+
+impl<T: Copy + Default + PartialEq> PartialEq for Aligned<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
 }
 
 /// A GEMM whose weights, zero points and output stage are fixed: weights packed once (at model
@@ -264,6 +312,8 @@ impl PreparedGemm {
             Isa::Avx2 => Packed::I16(pack_b::<crate::isa::avx2::Avx2, T>(weights, n, k)),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Vnni => Packed::I8(pack_b::<crate::isa::avx512vnni::Vnni, T>(weights, n, k)),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Amx => Packed::I8(pack_b::<crate::isa::amx::Amx, T>(weights, n, k)),
             #[allow(unreachable_patterns)]
             _ => unreachable!("tier {isa} checked available"),
         };
@@ -336,15 +386,23 @@ impl PreparedGemm {
             unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut u8, out.len()) };
         match (&self.packed, self.isa) {
             (Packed::I8(b), Isa::Portable) => {
-                self.drive::<Portable, T>(b, m, out_bytes, threads, row)
+                self.drive::<Portable, T>(b.as_slice(), m, out_bytes, threads, row)
             }
             #[cfg(target_arch = "x86_64")]
             (Packed::I16(b), Isa::Avx2) => {
-                self.drive::<crate::isa::avx2::Avx2, T>(b, m, out_bytes, threads, row)
+                self.drive::<crate::isa::avx2::Avx2, T>(b.as_slice(), m, out_bytes, threads, row)
             }
             #[cfg(target_arch = "x86_64")]
-            (Packed::I8(b), Isa::Avx512Vnni) => {
-                self.drive::<crate::isa::avx512vnni::Vnni, T>(b, m, out_bytes, threads, row)
+            (Packed::I8(b), Isa::Avx512Vnni) => self.drive::<crate::isa::avx512vnni::Vnni, T>(
+                b.as_slice(),
+                m,
+                out_bytes,
+                threads,
+                row,
+            ),
+            #[cfg(target_arch = "x86_64")]
+            (Packed::I8(b), Isa::Amx) => {
+                self.drive::<crate::isa::amx::Amx, T>(b.as_slice(), m, out_bytes, threads, row)
             }
             _ => unreachable!("packed layout matches its tier"),
         }
@@ -366,8 +424,10 @@ impl PreparedGemm {
         // K is split into blocks whose B sub-panel (`kc x NR`) stays in L1 while the chunk's A
         // sub-panels stream past it; partial tiles wait in `cbuf` between blocks (the int32
         // sums wrap the same in any grouping, so blocking is exact).
-        let gc = (16 * 1024 / (K::NR * K::KG * std::mem::size_of::<K::B>())).max(1);
-        let kblocks = groups.div_ceil(gc);
+        let gc_max = (K::KC_BYTES / (K::NR * K::KG * std::mem::size_of::<K::B>())).max(1);
+        let kblocks = groups.div_ceil(gc_max);
+        // Equal blocks: a short last block would pay a partial-tile round trip for little work.
+        let gc = groups.div_ceil(kblocks);
         // A row chunk whose packed A and output rows (about 192 KiB together) stay in L2
         // while every B panel streams past them.
         let mut mc = ((192 * 1024) / (a_bytes + n).max(1)).clamp(K::MR, 1024) / K::MR * K::MR;
@@ -390,26 +450,20 @@ impl PreparedGemm {
             let (cm, bn) = (t / blocks_n, t % blocks_n);
             let r0 = cm * mc;
             let rows = mc.min(m - r0);
-            let mut apack = vec![K::A::default(); rows.div_ceil(K::MR) * K::MR * groups * K::KG];
+            let mut apack_buf =
+                Aligned::<K::A>::zeroed(rows.div_ceil(K::MR) * K::MR * groups * K::KG);
+            let apack = apack_buf.as_mut_slice();
             let mut rowsum = vec![0i32; rows.div_ceil(K::MR) * K::MR];
             let mut rowbuf = vec![T::default(); k];
-            pack_a::<K, T>(
-                r0,
-                rows,
-                k,
-                groups,
-                row,
-                &mut rowbuf,
-                &mut apack,
-                &mut rowsum,
-            );
+            pack_a::<K, T>(r0, rows, k, groups, row, &mut rowbuf, apack, &mut rowsum);
             let p_end = ((bn + 1) * panels_per_block).min(panels_n);
             let op = out_ptr;
-            let mut cbuf = if kblocks > 1 {
-                vec![0i32; rows.div_ceil(K::MR) * K::MR * K::NR]
+            let mut cbuf_buf = Aligned::<i32>::zeroed(if kblocks > 1 {
+                rows.div_ceil(K::MR) * K::MR * K::NR
             } else {
-                vec![0i32; K::MR * K::NR]
-            };
+                K::MR * K::NR
+            });
+            let cbuf = cbuf_buf.as_mut_slice();
             for p in bn * panels_per_block..p_end {
                 let n0 = p * K::NR;
                 let cols = K::NR.min(n - n0);
@@ -468,12 +522,17 @@ fn nr_of(isa: Isa) -> usize {
         Isa::Avx2 => crate::isa::avx2::Avx2::NR,
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => crate::isa::avx512vnni::Vnni::NR,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Amx => crate::isa::amx::Amx::NR,
         #[allow(unreachable_patterns)]
         _ => unreachable!(),
     }
 }
 
 /// Packs rows `r0 .. r0 + rows` of A (from `row`) into `K`'s layout, with each row's `Σa'`.
+///
+/// Each row is mapped to canonical codes in one pass (a loop the compiler vectorizes), then
+/// moved in runs of `A_KG` codes.
 #[allow(clippy::too_many_arguments)]
 fn pack_a<K: Kernel, T: Code8>(
     r0: usize,
@@ -485,36 +544,44 @@ fn pack_a<K: Kernel, T: Code8>(
     apack: &mut [K::A],
     rowsum: &mut [i32],
 ) {
+    debug_assert_eq!(rowbuf.len(), k);
     let panel = groups * K::KG * K::MR;
-    for r in 0..rows {
+    // Canonical row, zero-padded to whole groups (zeros add nothing to any sum).
+    let mut crow = vec![K::A::default(); groups * K::KG];
+    for (r, rs) in rowsum.iter_mut().enumerate().take(rows) {
         row(r0 + r, rowbuf);
+        let mut sum = 0u32;
+        for (c, &x) in crow.iter_mut().zip(rowbuf.iter()) {
+            let v = x.canon_a();
+            sum = sum.wrapping_add(v as u32);
+            *c = K::a_elem(v);
+        }
+        *rs = sum as i32;
         let (p, i) = (r / K::MR, r % K::MR);
         let dst = &mut apack[p * panel..(p + 1) * panel];
-        let mut sum = 0i32;
-        for (kk, &x) in rowbuf.iter().enumerate() {
-            let c = x.canon_a();
-            sum = sum.wrapping_add(c as i32);
-            dst[((kk / K::KG) * K::MR + i) * K::KG + kk % K::KG] = K::a_elem(c);
+        for (g, run) in crow.chunks_exact(K::A_KG).enumerate() {
+            let at = (g * K::MR + i) * K::A_KG;
+            dst[at..at + K::A_KG].copy_from_slice(run);
         }
-        rowsum[r] = sum;
     }
     // Rows past the end keep the zeros they were allocated with; their results are not stored.
-    debug_assert_eq!(rowbuf.len(), k);
 }
 
 /// Packs weights (`n x k`) into `K`'s panels.
-fn pack_b<K: Kernel, T: Code8>(w: &[T], n: usize, k: usize) -> Vec<K::B> {
+fn pack_b<K: Kernel, T: Code8>(w: &[T], n: usize, k: usize) -> Aligned<K::B> {
     let groups = k.div_ceil(K::KG).max(1);
     let panels = n.div_ceil(K::NR);
-    let mut out = vec![K::B::default(); panels * groups * K::KG * K::NR];
+    let mut buf = Aligned::<K::B>::zeroed(panels * groups * K::KG * K::NR);
+    let out = buf.as_mut_slice();
     for col in 0..n {
         let (p, c) = (col / K::NR, col % K::NR);
         let base = p * groups * K::KG * K::NR;
         for (kk, &x) in w[col * k..(col + 1) * k].iter().enumerate() {
-            out[base + ((kk / K::KG) * K::NR + c) * K::KG + kk % K::KG] = K::b_elem(x.canon_w());
+            out[base + ((kk / K::B_KG) * K::NR + c) * K::B_KG + kk % K::B_KG] =
+                K::b_elem(x.canon_w());
         }
     }
-    out
+    buf
 }
 
 fn epilogue<T: Code8>(
@@ -586,12 +653,5 @@ impl Epilogue {
             }
             _ => self.vector_ok = false,
         }
-    }
-}
-
-#[cfg(test)]
-impl PreparedGemm {
-    pub(crate) fn force_scalar_epilogue(&mut self) {
-        self.epi.vector_ok = false;
     }
 }

@@ -128,7 +128,7 @@ unsafe fn tile(
 /// The output stage on 16 columns starting at `n`; the same steps as the AVX2 tier's.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn requant(acc: __m512i, rowsum: __m512i, epi: &Epilogue, n: usize) -> __m512i {
+pub(crate) unsafe fn requant(acc: __m512i, rowsum: __m512i, epi: &Epilogue, n: usize) -> __m512i {
     let ld = |v: &Vec<i32>| _mm512_loadu_si512(v.as_ptr().add(n) as *const __m512i);
     let mut x = _mm512_add_epi32(acc, ld(&epi.colconst));
     x = _mm512_sub_epi32(x, _mm512_mullo_epi32(ld(&epi.zw), rowsum));

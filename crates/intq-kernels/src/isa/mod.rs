@@ -2,7 +2,7 @@
 //! `INTQ_ISA` override.
 //!
 //! Detection runs once (`std::is_x86_feature_detected!`) and picks the best tier the CPU has;
-//! `INTQ_ISA=portable|avx2|avx512vnni` forces a tier and is an error when the CPU lacks it.
+//! `INTQ_ISA=portable|avx2|avx512vnni|amx` forces a tier and is an error when the CPU lacks it.
 //! `INTQ_ISA=reference` is understood by the engine (it selects the scalar reference executor);
 //! kernels asked for a tier under it use the portable one.
 
@@ -10,6 +10,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod amx;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
@@ -25,11 +27,13 @@ pub enum Isa {
     Avx2,
     /// x86-64 AVX-512 with VNNI: `vpdpbusd`, u8 x s8 dot products of 4.
     Avx512Vnni,
+    /// x86-64 AMX-INT8: `tdpbusd` on 16 x 64-byte tiles (needs the OS's permission).
+    Amx,
 }
 
 impl Isa {
     /// Every tier, best first.
-    pub const ALL_BEST_FIRST: [Isa; 3] = [Isa::Avx512Vnni, Isa::Avx2, Isa::Portable];
+    pub const ALL_BEST_FIRST: [Isa; 4] = [Isa::Amx, Isa::Avx512Vnni, Isa::Avx2, Isa::Portable];
 
     /// The name `INTQ_ISA` and `--isa` use.
     pub fn name(self) -> &'static str {
@@ -37,6 +41,7 @@ impl Isa {
             Isa::Portable => "portable",
             Isa::Avx2 => "avx2",
             Isa::Avx512Vnni => "avx512vnni",
+            Isa::Amx => "amx",
         }
     }
 
@@ -52,6 +57,8 @@ impl Isa {
                     && std::is_x86_feature_detected!("avx512bw")
                     && std::is_x86_feature_detected!("avx512vnni")
             }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Amx => amx::available(),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
@@ -95,7 +102,7 @@ impl fmt::Display for Isa {
 /// A bad `INTQ_ISA` / `--isa` value, or a tier this CPU lacks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IsaError {
-    #[error("unknown ISA tier {0:?}: expected reference, portable, avx2 or avx512vnni")]
+    #[error("unknown ISA tier {0:?}: expected reference, portable, avx2, avx512vnni or amx")]
     Unknown(String),
     #[error("this CPU does not support the {0} tier (INTQ_ISA / --isa asked for it)")]
     Unsupported(&'static str),
@@ -108,6 +115,7 @@ impl FromStr for Isa {
             "portable" => Ok(Isa::Portable),
             "avx2" => Ok(Isa::Avx2),
             "avx512vnni" | "vnni" => Ok(Isa::Avx512Vnni),
+            "amx" => Ok(Isa::Amx),
             other => Err(IsaError::Unknown(other.to_string())),
         }
     }

@@ -1,0 +1,237 @@
+//! The AMX-INT8 tier: a 32 x 32 int32 tile as four 16 x 16 AMX tiles, accumulated with
+//! `tdpbusd` (u8 x s8, four products per int32, exact and wrapping like `vpdpbusd`), then the
+//! AVX-512 output stage row by row.
+//!
+//! AMX instructions are written as inline assembly (their intrinsics are not stable Rust). The
+//! tile configuration is loaded once per thread; the OS must first grant the process the tile
+//! data state (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`), asked once per process;
+//! if the kernel refuses, the tier is reported unavailable and intq falls back to the next one.
+//!
+//! Layout: A is packed in groups of 64 k (each row's 64 codes contiguous: one tile row), B in
+//! groups of 4 k (`NR` columns x 4 codes per row: the VNNI layout `tdpbusd` reads), both padded
+//! to a multiple of 64 k.
+
+use std::arch::asm;
+use std::arch::x86_64::*;
+use std::cell::Cell;
+use std::sync::OnceLock;
+
+use crate::gemm::{Epilogue, Kernel};
+
+pub(crate) struct Amx;
+
+const MR: usize = 32;
+const NR: usize = 32;
+const KG: usize = 64;
+
+/// Whether the CPU has AMX-TILE and AMX-INT8 (and the AVX-512 the epilogue uses) and Linux
+/// granted this process the tile data state.
+pub(crate) fn available() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        if !(std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vnni"))
+        {
+            return false;
+        }
+        // SAFETY: cpuid leaf 7 exists on every CPU with AVX-512.
+        let leaf7 = __cpuid_count(7, 0);
+        let (tile, int8) = (leaf7.edx & (1 << 24) != 0, leaf7.edx & (1 << 25) != 0);
+        tile && int8 && request_tile_permission()
+    })
+}
+
+/// `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`: true when granted.
+#[cfg(target_os = "linux")]
+fn request_tile_permission() -> bool {
+    const SYS_ARCH_PRCTL: i64 = 158;
+    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+    const XFEATURE_XTILEDATA: i64 = 18;
+    let ret: i64;
+    // SAFETY: a raw Linux syscall that only changes this process's permitted xsave features.
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") SYS_ARCH_PRCTL => ret,
+            in("rdi") ARCH_REQ_XCOMP_PERM,
+            in("rsi") XFEATURE_XTILEDATA,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+fn request_tile_permission() -> bool {
+    false
+}
+
+/// The 64-byte tile configuration: palette 1; tmm0-3 the C tiles, tmm4-5 A, tmm6-7 B, each
+/// 16 rows of 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig([u8; 64]);
+
+fn tile_config() -> TileConfig {
+    let mut c = [0u8; 64];
+    c[0] = 1;
+    for t in 0..8 {
+        c[16 + 2 * t] = 64; // bytes per row (u16, little-endian)
+        c[48 + t] = 16; // rows
+    }
+    TileConfig(c)
+}
+
+thread_local! {
+    static CONFIGURED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Loads the tile configuration on this thread, once.
+///
+/// # Safety
+/// AMX is available (see [`available`]).
+#[inline]
+unsafe fn ensure_configured() {
+    CONFIGURED.with(|c| {
+        if !c.get() {
+            let cfg = tile_config();
+            asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack));
+            c.set(true);
+        }
+    });
+}
+
+impl Kernel for Amx {
+    const MR: usize = MR;
+    const NR: usize = NR;
+    const KG: usize = KG;
+    // Fewer partial-tile round trips (four tile stores and loads each); SPR's L1 is 48 KiB.
+    const KC_BYTES: usize = 32 * 1024;
+    const A_KG: usize = 64;
+    const B_KG: usize = 4;
+    type A = u8;
+    type B = i8;
+    fn a_elem(x: u8) -> u8 {
+        x
+    }
+    fn b_elem(w: i8) -> i8 {
+        w
+    }
+    unsafe fn tile(
+        c: *mut i32,
+        first: bool,
+        last: bool,
+        groups: usize,
+        a: *const u8,
+        b: *const i8,
+        rowsum: *const i32,
+        epi: &Epilogue,
+        n0: usize,
+        out: *mut u8,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+    ) {
+        ensure_configured();
+        let cs = NR * 4; // C row stride in bytes
+        let c8 = c as *mut u8;
+        if first {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack)
+            );
+        } else {
+            asm!(
+                "tileloadd tmm0, [{c} + {s}*1]",
+                "tileloadd tmm1, [{c1} + {s}*1]",
+                "tileloadd tmm2, [{c2} + {s}*1]",
+                "tileloadd tmm3, [{c3} + {s}*1]",
+                c = in(reg) c8,
+                c1 = in(reg) c8.add(64),
+                c2 = in(reg) c8.add(16 * cs),
+                c3 = in(reg) c8.add(16 * cs + 64),
+                s = in(reg) cs,
+                options(nostack, readonly),
+            );
+        }
+        let (sa, sb) = (KG, NR * 4);
+        for g in 0..groups {
+            let ap = a.add(g * MR * KG);
+            let bp = (b as *const u8).add(g * KG * NR);
+            asm!(
+                "tileloadd tmm4, [{a0} + {sa}*1]",
+                "tileloadd tmm5, [{a1} + {sa}*1]",
+                "tileloadd tmm6, [{b0} + {sb}*1]",
+                "tileloadd tmm7, [{b1} + {sb}*1]",
+                "tdpbusd tmm0, tmm4, tmm6",
+                "tdpbusd tmm1, tmm4, tmm7",
+                "tdpbusd tmm2, tmm5, tmm6",
+                "tdpbusd tmm3, tmm5, tmm7",
+                a0 = in(reg) ap,
+                a1 = in(reg) ap.add(16 * KG),
+                b0 = in(reg) bp,
+                b1 = in(reg) bp.add(64),
+                sa = in(reg) sa,
+                sb = in(reg) sb,
+                options(nostack, readonly),
+            );
+        }
+        asm!(
+            "tilestored [{c} + {s}*1], tmm0",
+            "tilestored [{c1} + {s}*1], tmm1",
+            "tilestored [{c2} + {s}*1], tmm2",
+            "tilestored [{c3} + {s}*1], tmm3",
+            c = in(reg) c8,
+            c1 = in(reg) c8.add(64),
+            c2 = in(reg) c8.add(16 * cs),
+            c3 = in(reg) c8.add(16 * cs + 64),
+            s = in(reg) cs,
+            options(nostack),
+        );
+        if last {
+            finish(c, rowsum, epi, n0, out, ldc, rows, cols);
+        }
+    }
+}
+
+/// The output stage on the stored tile, 16 columns at a time.
+#[target_feature(enable = "avx512f,avx512bw")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn finish(
+    c: *const i32,
+    rowsum: *const i32,
+    epi: &Epilogue,
+    n0: usize,
+    out: *mut u8,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+) {
+    if !epi.vector_ok {
+        let acc = std::slice::from_raw_parts(c, MR * NR);
+        epi.finish_scalar(acc, NR, rowsum, n0, out, ldc, rows, cols);
+        return;
+    }
+    for i in 0..rows {
+        let rs = _mm512_set1_epi32(*rowsum.add(i));
+        for h in 0..NR / 16 {
+            if 16 * h >= cols {
+                break;
+            }
+            let v = _mm512_loadu_si512(c.add(i * NR + 16 * h) as *const __m512i);
+            let q = super::avx512vnni::requant(v, rs, epi, n0 + 16 * h);
+            let count = (cols - 16 * h).min(16);
+            let mask: __mmask16 = if count == 16 {
+                0xffff
+            } else {
+                (1u16 << count) - 1
+            };
+            _mm512_mask_cvtepi32_storeu_epi8(out.add(i * ldc + 16 * h) as *mut _, mask, q);
+        }
+    }
+}
