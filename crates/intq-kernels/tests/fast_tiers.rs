@@ -536,3 +536,56 @@ proptest! {
         }
     }
 }
+
+fn random_add<T: Code8>(isa: Isa, seed: u64) {
+    use intq_kernels::reference::AddParams;
+    use intq_quant::QuantParams;
+    let mut rng = Rng(seed);
+    let scale = |rng: &mut Rng| 2f64.powf(rng.int(-1200, 200) as f64 / 100.0) as f32;
+    let zp = |rng: &mut Rng| rng.int(T::MIN as i64, T::MAX as i64) as i32;
+    let (l, r, o) = (
+        QuantParams {
+            scale: scale(&mut rng),
+            zero_point: zp(&mut rng),
+        },
+        QuantParams {
+            scale: scale(&mut rng),
+            zero_point: zp(&mut rng),
+        },
+        QuantParams {
+            scale: scale(&mut rng),
+            zero_point: zp(&mut rng),
+        },
+    );
+    let (a, b) = (zp(&mut rng), zp(&mut rng));
+    let (cmin, cmax) = if rng.int(0, 1) == 0 {
+        (T::MIN, T::MAX)
+    } else {
+        (a.min(b), a.max(b))
+    };
+    let Ok(p) = AddParams::new(l, r, o, cmin, cmax) else {
+        return;
+    };
+    let n = rng.size(1, 300);
+    let shape = [1, 1, n / 3 + 1, 3];
+    let len = shape.iter().product();
+    let x = rng.codes::<T>(len);
+    let y = rng.codes::<T>(len);
+    let mut want = vec![T::default(); len];
+    reference::add(&x, &shape, &y, &shape, &p, &mut want, &shape);
+    let mut got = vec![T::default(); len];
+    intq_kernels::gemm::add(isa, &x, &shape, &y, &shape, &p, &mut got, &shape);
+    assert_same(&got, &want, || format!("{isa} add seed {seed}: {p:?}"));
+    // Broadcasting falls back to the reference and still agrees.
+    let row = &y[..3];
+    reference::add(&x, &shape, row, &[3], &p, &mut want, &shape);
+    intq_kernels::gemm::add(isa, &x, &shape, row, &[3], &p, &mut got, &shape);
+    assert_same(&got, &want, || format!("{isa} broadcast add seed {seed}"));
+}
+
+tiers!(add_random_params, |isa| {
+    for s in 0..200 {
+        random_add::<u8>(isa, 9000 + s);
+        random_add::<i8>(isa, 9500 + s);
+    }
+});

@@ -26,9 +26,11 @@
 //! nothing to any sum, so padding is exact.
 
 mod conv;
+mod elementwise;
 mod threads;
 
 pub use conv::{Conv2dPlan, DepthwisePlan, FullyConnectedPlan};
+pub use elementwise::add;
 pub use threads::{all_cores, with_threads};
 
 use crate::isa::{portable::Portable, Isa};
