@@ -1,6 +1,6 @@
 //! The integer executor: runs a planned graph op by op through the reference kernels (or, for
-//! conv, depthwise, fully connected and equal-shape Add ops, the fast kernels of the plan's tier), with
-//! activations in the planner's shared buffers. Only Quantize and Dequantize touch floats, at the
+//! conv, depthwise, fully connected, equal-shape Add and max pool ops, the fast kernels of the
+//! plan's tier), with activations in the planner's shared buffers. Only Quantize and Dequantize touch floats, at the
 //! model's edges.
 
 use crate::plan::{
@@ -15,7 +15,7 @@ use intq_kernels::{Multipliers, OutputStage};
 
 /// An 8-bit code type together with the ways to find its values in the type-erased containers.
 /// The graph is validated, so a container of the wrong type is an engine bug, not bad input.
-pub(crate) trait Code: Code8 {
+pub(crate) trait Code: Code8 + Ord {
     fn slice(d: &TensorData) -> &[Self];
     fn requant(t: &AnyRequantTable) -> &RequantTable<Self>;
     fn logistic(t: &AnyLogisticTable) -> &LogisticTable<Self>;
@@ -422,13 +422,23 @@ fn run_coded<T: Code>(f: &Frame, op: &Op, prep: &Prepared, out: &mut [T]) {
             out,
             f.shape4(*output),
         ),
-        (Op::MaxPool2d { input, output, .. }, Prepared::MaxPool(p)) => k::max_pool(
-            f.codes::<T>(*input),
-            f.shape4(*input),
-            p,
-            out,
-            f.shape4(*output),
-        ),
+        (Op::MaxPool2d { input, output, .. }, Prepared::MaxPool(p)) => match f.tier {
+            intq_kernels::KernelTier::Fast(isa) => intq_kernels::gemm::max_pool(
+                isa,
+                f.codes::<T>(*input),
+                f.shape4(*input),
+                p,
+                out,
+                f.shape4(*output),
+            ),
+            intq_kernels::KernelTier::Reference => k::max_pool(
+                f.codes::<T>(*input),
+                f.shape4(*input),
+                p,
+                out,
+                f.shape4(*output),
+            ),
+        },
         (
             Op::Concat {
                 inputs,

@@ -30,7 +30,7 @@ mod elementwise;
 mod threads;
 
 pub use conv::{Conv2dPlan, DepthwisePlan, FullyConnectedPlan};
-pub use elementwise::add;
+pub use elementwise::{add, max_pool};
 pub use threads::{all_cores, with_threads};
 
 use crate::isa::{portable::Portable, Isa};
