@@ -1,6 +1,6 @@
 //! The integer executor: runs a planned graph op by op through the reference kernels (or, for
-//! conv, depthwise and fully connected ops, the fast kernels the plan prepared), with
-//! activations in the planner's shared buffers. Only Quantize and Dequantize touch floats, at the
+//! conv, depthwise, fully connected, equal-shape Add and max pool ops, the fast kernels of the
+//! plan's tier), with activations in the planner's shared buffers. Only Quantize and Dequantize touch floats, at the
 //! model's edges.
 
 use crate::plan::{
@@ -15,7 +15,7 @@ use intq_kernels::{Multipliers, OutputStage};
 
 /// An 8-bit code type together with the ways to find its values in the type-erased containers.
 /// The graph is validated, so a container of the wrong type is an engine bug, not bad input.
-pub(crate) trait Code: Code8 {
+pub(crate) trait Code: Code8 + Ord {
     fn slice(d: &TensorData) -> &[Self];
     fn requant(t: &AnyRequantTable) -> &RequantTable<Self>;
     fn logistic(t: &AnyLogisticTable) -> &LogisticTable<Self>;
@@ -131,6 +131,8 @@ struct Frame<'a> {
     graph: &'a Graph,
     /// Threads for the fast kernels.
     threads: usize,
+    /// Which kernels run conv, depthwise, FC and Add.
+    tier: intq_kernels::KernelTier,
     memory: &'a MemoryPlan,
     buffers: Vec<TensorData>,
 }
@@ -200,6 +202,7 @@ pub(crate) fn run(
     let mut frame = Frame {
         graph,
         threads: plan.threads,
+        tier: plan.tier,
         memory,
         buffers: memory
             .slots
@@ -390,15 +393,28 @@ fn run_coded<T: Code>(f: &Frame, op: &Op, prep: &Prepared, out: &mut [T]) {
                 lhs, rhs, output, ..
             },
             Prepared::Add(p),
-        ) => k::add(
-            f.codes::<T>(*lhs),
-            f.shape(*lhs),
-            f.codes::<T>(*rhs),
-            f.shape(*rhs),
-            p,
-            out,
-            f.shape(*output),
-        ),
+        ) => match f.tier {
+            // Equal shapes take the vector path; broadcasting falls back to the reference.
+            intq_kernels::KernelTier::Fast(isa) => intq_kernels::gemm::add(
+                isa,
+                f.codes::<T>(*lhs),
+                f.shape(*lhs),
+                f.codes::<T>(*rhs),
+                f.shape(*rhs),
+                p,
+                out,
+                f.shape(*output),
+            ),
+            intq_kernels::KernelTier::Reference => k::add(
+                f.codes::<T>(*lhs),
+                f.shape(*lhs),
+                f.codes::<T>(*rhs),
+                f.shape(*rhs),
+                p,
+                out,
+                f.shape(*output),
+            ),
+        },
         (Op::AveragePool2d { input, output, .. }, Prepared::AveragePool(p)) => k::average_pool(
             f.codes::<T>(*input),
             f.shape4(*input),
@@ -406,13 +422,23 @@ fn run_coded<T: Code>(f: &Frame, op: &Op, prep: &Prepared, out: &mut [T]) {
             out,
             f.shape4(*output),
         ),
-        (Op::MaxPool2d { input, output, .. }, Prepared::MaxPool(p)) => k::max_pool(
-            f.codes::<T>(*input),
-            f.shape4(*input),
-            p,
-            out,
-            f.shape4(*output),
-        ),
+        (Op::MaxPool2d { input, output, .. }, Prepared::MaxPool(p)) => match f.tier {
+            intq_kernels::KernelTier::Fast(isa) => intq_kernels::gemm::max_pool(
+                isa,
+                f.codes::<T>(*input),
+                f.shape4(*input),
+                p,
+                out,
+                f.shape4(*output),
+            ),
+            intq_kernels::KernelTier::Reference => k::max_pool(
+                f.codes::<T>(*input),
+                f.shape4(*input),
+                p,
+                out,
+                f.shape4(*output),
+            ),
+        },
         (
             Op::Concat {
                 inputs,

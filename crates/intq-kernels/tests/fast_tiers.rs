@@ -536,3 +536,104 @@ proptest! {
         }
     }
 }
+
+fn random_add<T: Code8>(isa: Isa, seed: u64) {
+    use intq_kernels::reference::AddParams;
+    use intq_quant::QuantParams;
+    let mut rng = Rng(seed);
+    let scale = |rng: &mut Rng| 2f64.powf(rng.int(-1200, 200) as f64 / 100.0) as f32;
+    let zp = |rng: &mut Rng| rng.int(T::MIN as i64, T::MAX as i64) as i32;
+    let (l, r, o) = (
+        QuantParams {
+            scale: scale(&mut rng),
+            zero_point: zp(&mut rng),
+        },
+        QuantParams {
+            scale: scale(&mut rng),
+            zero_point: zp(&mut rng),
+        },
+        QuantParams {
+            scale: scale(&mut rng),
+            zero_point: zp(&mut rng),
+        },
+    );
+    let (a, b) = (zp(&mut rng), zp(&mut rng));
+    let (cmin, cmax) = if rng.int(0, 1) == 0 {
+        (T::MIN, T::MAX)
+    } else {
+        (a.min(b), a.max(b))
+    };
+    let Ok(p) = AddParams::new(l, r, o, cmin, cmax) else {
+        return;
+    };
+    let n = rng.size(1, 300);
+    let shape = [1, 1, n / 3 + 1, 3];
+    let len = shape.iter().product();
+    let x = rng.codes::<T>(len);
+    let y = rng.codes::<T>(len);
+    let mut want = vec![T::default(); len];
+    reference::add(&x, &shape, &y, &shape, &p, &mut want, &shape);
+    let mut got = vec![T::default(); len];
+    intq_kernels::gemm::add(isa, &x, &shape, &y, &shape, &p, &mut got, &shape);
+    assert_same(&got, &want, || format!("{isa} add seed {seed}: {p:?}"));
+    // Broadcasting falls back to the reference and still agrees.
+    let row = &y[..3];
+    reference::add(&x, &shape, row, &[3], &p, &mut want, &shape);
+    intq_kernels::gemm::add(isa, &x, &shape, row, &[3], &p, &mut got, &shape);
+    assert_same(&got, &want, || format!("{isa} broadcast add seed {seed}"));
+}
+
+tiers!(add_random_params, |isa| {
+    for s in 0..200 {
+        random_add::<u8>(isa, 9000 + s);
+        random_add::<i8>(isa, 9500 + s);
+    }
+});
+
+fn random_max_pool<T: Code8 + Ord>(isa: Isa, seed: u64) {
+    use intq_kernels::PoolParams;
+    let mut rng = Rng(seed);
+    let (b, ih, iw, c) = (
+        rng.size(1, 2),
+        rng.size(1, 9),
+        rng.size(1, 9),
+        rng.size(1, 40),
+    );
+    let (fh, fw) = (rng.size(1, 3).min(ih), rng.size(1, 3).min(iw));
+    let (sh, sw) = (rng.size(1, 3), rng.size(1, 3));
+    let padding = [Padding::Same, Padding::Valid][rng.size(0, 1)];
+    let Some(((oh, ow), pad)) = padding.resolve((ih, iw), (fh, fw), (sh, sw), (1, 1)) else {
+        return;
+    };
+    let (a, z) = (rng.int(-300, 300) as i32, rng.int(-300, 300) as i32);
+    let (clamp_min, clamp_max) = match rng.int(0, 2) {
+        0 => (T::MIN, T::MAX),
+        1 => (a.min(z), a.max(z)),
+        _ => (rng.int(T::MIN as i64, T::MAX as i64) as i32, T::MAX),
+    };
+    let p = PoolParams {
+        filter_h: fh,
+        filter_w: fw,
+        stride_h: sh,
+        stride_w: sw,
+        padding: pad,
+        clamp_min,
+        clamp_max,
+    };
+    let x = rng.codes::<T>(b * ih * iw * c);
+    let (ishape, oshape) = ([b, ih, iw, c], [b, oh, ow, c]);
+    let mut want = vec![T::default(); b * oh * ow * c];
+    reference::max_pool(&x, ishape, &p, &mut want, oshape);
+    let mut got = vec![T::default(); want.len()];
+    intq_kernels::gemm::max_pool(isa, &x, ishape, &p, &mut got, oshape);
+    assert_same(&got, &want, || {
+        format!("{isa} max pool seed {seed}: {ishape:?} {p:?}")
+    });
+}
+
+tiers!(max_pool_random_geometry, |isa| {
+    for s in 0..100 {
+        random_max_pool::<u8>(isa, 11_000 + s);
+        random_max_pool::<i8>(isa, 12_000 + s);
+    }
+});

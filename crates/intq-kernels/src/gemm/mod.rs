@@ -26,9 +26,11 @@
 //! nothing to any sum, so padding is exact.
 
 mod conv;
+mod elementwise;
 mod threads;
 
 pub use conv::{Conv2dPlan, DepthwisePlan, FullyConnectedPlan};
+pub use elementwise::{add, max_pool};
 pub use threads::{all_cores, with_threads};
 
 use crate::isa::{portable::Portable, Isa};
@@ -98,6 +100,11 @@ pub(crate) trait Kernel {
     type B: Copy + Default + Send + Sync + 'static;
     fn a_elem(x: u8) -> Self::A;
     fn b_elem(w: i8) -> Self::B;
+    /// Called once a task's tiles are done (AMX releases its tile registers).
+    ///
+    /// # Safety
+    /// The CPU has the kernel's ISA.
+    unsafe fn end_task() {}
     /// Multiplies one packed A panel (`groups` groups) by one packed B panel. The sum starts
     /// from zero when `first`, else from the partial tile at `c` (`MR x NR` int32, row-major).
     /// Unless `last`, the sum is stored back to `c`; when `last`, the `rows x cols` top-left
@@ -498,6 +505,8 @@ impl PreparedGemm {
                     }
                 }
             }
+            // SAFETY: the tier is available (checked at prepare).
+            unsafe { K::end_task() };
         };
         let tasks = chunks_m * blocks_n;
         if threads == 1 || tasks == 1 {

@@ -88,6 +88,20 @@ thread_local! {
     static CONFIGURED: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Releases the tiles at the end of a GEMM task, so the OS need not save and restore 8 KiB of
+/// tile data at every context switch while this thread runs other code.
+///
+/// # Safety
+/// AMX is available.
+pub(crate) unsafe fn release() {
+    CONFIGURED.with(|c| {
+        if c.get() {
+            asm!("tilerelease", options(nostack, nomem));
+            c.set(false);
+        }
+    });
+}
+
 /// Loads the tile configuration on this thread, once.
 ///
 /// # Safety
@@ -107,8 +121,6 @@ impl Kernel for Amx {
     const MR: usize = MR;
     const NR: usize = NR;
     const KG: usize = KG;
-    // Fewer partial-tile round trips (four tile stores and loads each); SPR's L1 is 48 KiB.
-    const KC_BYTES: usize = 32 * 1024;
     const A_KG: usize = 64;
     const B_KG: usize = 4;
     type A = u8;
@@ -118,6 +130,9 @@ impl Kernel for Amx {
     }
     fn b_elem(w: i8) -> i8 {
         w
+    }
+    unsafe fn end_task() {
+        release()
     }
     unsafe fn tile(
         c: *mut i32,

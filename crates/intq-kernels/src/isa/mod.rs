@@ -160,3 +160,36 @@ impl fmt::Display for KernelTier {
         f.write_str(self.name())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tier_names_parse_and_unavailable_tiers_are_refused() {
+        assert_eq!(KernelTier::parse("reference"), Ok(KernelTier::Reference));
+        assert_eq!(
+            KernelTier::parse(" Portable "),
+            Ok(KernelTier::Fast(Isa::Portable))
+        );
+        assert!(matches!(KernelTier::parse("sse9"), Err(IsaError::Unknown(s)) if s == "sse9"));
+        for isa in Isa::ALL_BEST_FIRST {
+            assert_eq!(isa.name().parse::<Isa>(), Ok(isa));
+            match KernelTier::parse(isa.name()) {
+                Ok(t) => {
+                    assert!(isa.is_available());
+                    assert_eq!(t, KernelTier::Fast(isa));
+                }
+                Err(e) => {
+                    assert!(!isa.is_available());
+                    assert_eq!(e, IsaError::Unsupported(isa.name()));
+                    assert!(e.to_string().contains(isa.name()));
+                }
+            }
+        }
+        // The best tier is available and no available tier ranks above it.
+        let best = Isa::best();
+        assert!(best.is_available());
+        assert_eq!(Isa::available()[0], best);
+    }
+}

@@ -1,0 +1,169 @@
+//! Vectorized elementwise ops: quantized Add on equal shapes (the residual connections of CNNs).
+
+use super::Code8;
+use crate::isa::Isa;
+use crate::reference::{self, AddParams};
+
+/// Quantized Add, equal to `reference::add`; inputs of equal shape take the vector path on the
+/// x86 tiers, anything else (broadcasting, the portable tier, parameters outside the vector
+/// path's preconditions) runs the reference.
+#[allow(clippy::too_many_arguments)]
+pub fn add<T: Code8>(
+    isa: Isa,
+    lhs: &[T],
+    lhs_shape: &[usize],
+    rhs: &[T],
+    rhs_shape: &[usize],
+    params: &AddParams,
+    output: &mut [T],
+    output_shape: &[usize],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Portable
+        && isa.is_available()
+        && lhs_shape == rhs_shape
+        && lhs_shape == output_shape
+        && lhs.len() == output.len()
+        && rhs.len() == output.len()
+    {
+        let ok_mult =
+            |m: intq_quant::QuantizedMultiplier| m.m0 >= 0 && (-31..=31).contains(&m.shift);
+        let lo = params.clamp_min as i64 - params.output_zero_point as i64;
+        let hi = params.clamp_max as i64 - params.output_zero_point as i64;
+        if let (Ok(lo), Ok(hi)) = (i32::try_from(lo), i32::try_from(hi)) {
+            if ok_mult(params.lhs_multiplier)
+                && ok_mult(params.rhs_multiplier)
+                && ok_mult(params.output_multiplier)
+                && (0..=31).contains(&params.left_shift)
+                && params.clamp_min <= params.clamp_max
+            {
+                // SAFETY: every x86 tier above portable implies AVX2; lengths checked.
+                unsafe { crate::isa::avx2::add_same_shape(params, lo, hi, lhs, rhs, output) };
+                return;
+            }
+        }
+    }
+    let _ = isa;
+    reference::add(lhs, lhs_shape, rhs, rhs_shape, params, output, output_shape)
+}
+
+/// Max pooling, equal to `reference::max_pool`: per output pixel, the running maximum over the
+/// window's valid taps across all channels at once (a byte-wise max the compiler vectorizes),
+/// then the clamp.
+pub fn max_pool<T: Code8 + Ord>(
+    isa: Isa,
+    input: &[T],
+    input_shape: [usize; 4],
+    params: &crate::PoolParams,
+    output: &mut [T],
+    output_shape: [usize; 4],
+) {
+    let [batches, _, _, depth] = input_shape;
+    let [out_batches, _, _, out_depth] = output_shape;
+    assert_eq!(batches, out_batches, "pooling keeps the batch size");
+    assert_eq!(depth, out_depth, "pooling keeps the channel count");
+    assert_eq!(
+        input.len(),
+        input_shape.iter().product::<usize>(),
+        "input length"
+    );
+    assert_eq!(
+        output.len(),
+        output_shape.iter().product::<usize>(),
+        "output length"
+    );
+    assert!(
+        params.stride_h > 0 && params.stride_w > 0,
+        "pooling stride must be positive"
+    );
+    assert!(params.clamp_min <= params.clamp_max, "empty clamp range");
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Portable && isa.is_available() {
+        // SAFETY: every x86 tier above portable implies AVX2.
+        unsafe { max_pool_avx2(input, input_shape, params, output, output_shape) };
+        return;
+    }
+    let _ = isa;
+    max_pool_body(input, input_shape, params, output, output_shape)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn max_pool_avx2<T: Code8 + Ord>(
+    input: &[T],
+    input_shape: [usize; 4],
+    params: &crate::PoolParams,
+    output: &mut [T],
+    output_shape: [usize; 4],
+) {
+    max_pool_body(input, input_shape, params, output, output_shape)
+}
+
+/// The window of output position `out` along one axis, clipped to the input (TFLite's).
+#[inline(always)]
+fn window(out: usize, stride: usize, pad: usize, filter: usize, input: usize) -> (usize, usize) {
+    let origin = (out * stride) as isize - pad as isize;
+    let start = origin.max(0) as usize;
+    let end = (origin + filter as isize).clamp(0, input as isize) as usize;
+    (start, end.max(start))
+}
+
+#[inline(always)]
+fn max_pool_body<T: Code8 + Ord>(
+    input: &[T],
+    input_shape: [usize; 4],
+    params: &crate::PoolParams,
+    output: &mut [T],
+    output_shape: [usize; 4],
+) {
+    let [batches, in_h, in_w, depth] = input_shape;
+    let [_, out_h, out_w, _] = output_shape;
+    if depth == 0 {
+        return;
+    }
+    let lowest = T::from_i32_saturating(T::MIN);
+    let (lo, hi) = (
+        T::from_i32_saturating(params.clamp_min),
+        T::from_i32_saturating(params.clamp_max),
+    );
+    for b in 0..batches {
+        for oy in 0..out_h {
+            let (y0, y1) = window(
+                oy,
+                params.stride_h,
+                params.padding.top,
+                params.filter_h,
+                in_h,
+            );
+            for ox in 0..out_w {
+                let (x0, x1) = window(
+                    ox,
+                    params.stride_w,
+                    params.padding.left,
+                    params.filter_w,
+                    in_w,
+                );
+                assert!(
+                    y0 < y1 && x0 < x1,
+                    "pooling window at output ({oy}, {ox}) lies entirely in the padding"
+                );
+                let o = ((b * out_h + oy) * out_w + ox) * depth;
+                let acc = &mut output[o..o + depth];
+                acc.fill(lowest);
+                for y in y0..y1 {
+                    for x in x0..x1 {
+                        let s = ((b * in_h + y) * in_w + x) * depth;
+                        for (a, &v) in acc.iter_mut().zip(&input[s..s + depth]) {
+                            *a = (*a).max(v);
+                        }
+                    }
+                }
+                // The clamp bounds may lie outside the code range; saturating them first
+                // clamps the same way the reference's int32 clamp then saturating cast does.
+                for a in acc.iter_mut() {
+                    *a = (*a).clamp(lo, hi);
+                }
+            }
+        }
+    }
+}
