@@ -223,6 +223,10 @@ impl ConvBn {
             .update((rm.mul_scalar(1.0 - m) + mean.detach().mul_scalar(m)).detach());
         self.running_var
             .update((rv.mul_scalar(1.0 - m) + var.detach().mul_scalar(m)).detach());
+        // `update` parks the value per thread until the next `value_sync`; module visitors (the
+        // checkpoint writer) read only the synced value, so flush now.
+        self.running_mean.value_sync();
+        self.running_var.value_sync();
     }
 
     pub fn forward(&self, input: Act, ctx: &Ctx) -> Result<Act, TrainError> {

@@ -40,6 +40,8 @@ impl EmaObserver {
             TensorData::new(vec![min, max, 1.0], [3]),
             &device,
         ));
+        // Flush the per-thread pending value so visitors (checkpoints) see it.
+        self.state.value_sync();
     }
 
     /// Folds one batch range into the average: `ema = decay * ema + (1 - decay) * batch`
