@@ -49,7 +49,7 @@ impl Arch {
             Arch::SmallCnn => "small-cnn".into(),
             Arch::TinyMobilenet => "tiny-mobilenet".into(),
             Arch::Resnet20 => "resnet20".into(),
-            Arch::MobilenetV2(w) if w == 1.0 => "mobilenet-v2".into(),
+            Arch::MobilenetV2(1.0) => "mobilenet-v2".into(),
             Arch::MobilenetV2(w) => format!("mobilenet-v2@{w}"),
             Arch::Resnet18 => "resnet18".into(),
         }

@@ -57,11 +57,26 @@ fn edge_values(s: QScheme, p: QuantParams) -> Vec<f32> {
     let levels = (s.qmax() - s.qmin()) as usize;
     for k in 0..=levels {
         let tie = r.min + (k as f32 + 0.5) * p.scale;
-        v.extend([tie, tie.next_up(), tie.next_down()]);
+        v.extend([tie, next_up(tie), next_down(tie)]);
         let grid = r.min + k as f32 * p.scale;
-        v.extend([grid, grid.next_up(), grid.next_down()]);
+        v.extend([grid, next_up(grid), next_down(grid)]);
     }
     v
+}
+
+/// The next f32 above / below `x` (finite, as `f32::next_up` from Rust 1.86, the MSRV is 1.80).
+fn next_up(x: f32) -> f32 {
+    if x == 0.0 {
+        f32::from_bits(1)
+    } else if x > 0.0 {
+        f32::from_bits(x.to_bits() + 1)
+    } else {
+        f32::from_bits(x.to_bits() - 1)
+    }
+}
+
+fn next_down(x: f32) -> f32 {
+    -next_up(-x)
 }
 
 fn check_per_tensor(s: QScheme, p: QuantParams, xs: &[f32]) {
@@ -281,7 +296,7 @@ fn ema_observer_first_batch_then_average() {
     assert_eq!(obs.range(), Some((-1.0, 2.0)));
     obs.observe(-3.0, 4.0);
     let (lo, hi) = obs.range().unwrap();
-    assert!((lo - (0.9 * -1.0 + 0.1 * -3.0)).abs() < 1e-6);
+    assert!((lo - (-0.9 - 0.1 * 3.0)).abs() < 1e-6);
     assert!((hi - (0.9 * 2.0 + 0.1 * 4.0)).abs() < 1e-6);
 }
 
