@@ -3,6 +3,7 @@
 mod bench_cmd;
 mod convert_cmd;
 mod data_cmd;
+mod fidelity;
 mod inspect;
 use intq_cli::npy;
 mod quickstart;
@@ -54,13 +55,9 @@ enum Command {
         #[arg(long)]
         float: bool,
     },
-    /// Build a small CNN, save it as `.intq`, reload it, run it integer-only and check it
-    /// against the float executor of the same graph.
-    Quickstart {
-        /// Where to put the models and arrays it writes.
-        #[arg(long, default_value = "intq-quickstart")]
-        dir: PathBuf,
-    },
+    /// Fetch Fashion-MNIST, train small-cnn in float, PTQ it, QAT fine-tune it, convert it to an
+    /// integer-only model and compare float, PTQ, fake-quant and int8 (under 10 min on 2 cores).
+    Quickstart(quickstart::QuickstartArgs),
     // Each command family lives in its own module (one owner per file); its variants appear
     // here as top-level subcommands.
     #[command(flatten)]
@@ -100,7 +97,7 @@ fn real_main() -> Result<()> {
             tensor,
             float,
         } => run(&model, &inputs, &outputs, tensor.as_deref(), float),
-        Command::Quickstart { dir } => quickstart::quickstart(&dir),
+        Command::Quickstart(a) => quickstart::quickstart(a),
         Command::Data(c) => data_cmd::run(c),
         Command::Train(c) => train_cmd::run(c),
         Command::Convert(c) => convert_cmd::run(c),

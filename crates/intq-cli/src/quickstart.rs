@@ -1,105 +1,271 @@
-//! `intq quickstart`: the shortest path through the engine a new user can run: build a small
-//! quantized CNN, save and reload it, run it integer-only, and check it against the float
-//! executor of the same graph.
+//! `intq quickstart`: the paper's whole loop on Fashion-MNIST (or MNIST) in one command — fetch
+//! the data, train `small-cnn` in float, quantize it post-training (the baseline), fine-tune it
+//! with QAT, convert it to an integer-only model, and compare float, PTQ, fake-quant and int8.
 
-use anyhow::{ensure, Context, Result};
-use intq_cli::npy;
-use intq_engine::{examples, DType, Model, TensorData};
-use std::path::Path;
+use std::path::PathBuf;
+use std::time::Instant;
 
-const SAMPLES: u64 = 200;
+use anyhow::{Context, Result};
+use intq_data::Split;
+use intq_train::checkpoint;
+use intq_train::layers::LayerOpts;
+use intq_train::trainer::{train, Start, TrainConfig};
+use intq_train::{evaluate, train_device, Arch, Net};
 
-pub fn quickstart(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    println!("intq quickstart: integer-only inference of a hand-built CNN");
-    println!("(QAT training on Fashion-MNIST arrives with the intq-train crate)\n");
-    for (dtype, tag) in [(DType::U8, "u8"), (DType::I8, "i8")] {
-        let path = dir.join(format!("small_cnn_{tag}.intq"));
-        let graph = examples::small_cnn(dtype, false, 7);
-        Model::new(graph.clone())?.save(&path)?;
-        let model = Model::load(&path)?;
-        ensure!(
-            model.graph() == &graph,
-            "{} did not reload to the same graph",
-            path.display()
-        );
+use crate::convert_cmd::{convert, file_size, ptq, quant_cfg};
+use crate::fidelity::{self, jnum, jstr, Calib};
 
-        let out_id = graph.outputs()[0];
-        let out_params = graph
-            .tensor(out_id)
-            .params()
-            .context("example output is not quantized")?;
-        let (qmin, qmax) = if dtype == DType::U8 {
-            (0, 255)
-        } else {
-            (-128, 127)
-        };
-        let mut agree = 0u64;
-        let mut max_lsb = 0i32;
-        for seed in 0..SAMPLES {
-            let inputs = examples::random_input(model.graph(), seed);
-            let codes = codes_of(&model.run(&inputs)?[0]);
-            let reals = &model.run_float(&inputs)?[0];
-            let float_codes: Vec<i32> = reals
-                .iter()
-                .map(|&r| out_params.quantize(r, qmin, qmax))
-                .collect();
-            for (a, b) in codes.iter().zip(&float_codes) {
-                max_lsb = max_lsb.max((a - b).abs());
-            }
-            agree += (argmax(&codes) == argmax_f(reals)) as u64;
-        }
+#[derive(clap::Args, Debug)]
+pub struct QuickstartArgs {
+    /// Data set: fashion-mnist or mnist (fetched into the cache when missing).
+    #[arg(long, default_value = "fashion-mnist")]
+    pub data: String,
+    /// Directory with the IDX files (default: intq's data cache).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Where the checkpoints and models go.
+    #[arg(long, default_value = "intq-quickstart")]
+    pub dir: PathBuf,
+    /// CI size: a data subset and one short epoch per stage.
+    #[arg(long)]
+    pub tiny: bool,
+    /// uint8 (the paper) or int8 (TFLite, per-channel weights).
+    #[arg(long, default_value = "uint8")]
+    pub scheme: String,
+    /// Print one JSON object on stdout at the end (progress still goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Sizes of one run. The full recipe is sized to finish in under 10 minutes on 2 cores.
+struct Recipe {
+    /// Float training images (the first N of the training split).
+    train_images: usize,
+    /// QAT fine-tuning images (the first N).
+    qat_images: usize,
+    test_images: usize,
+    float_epochs: usize,
+    qat_epochs: usize,
+    calib: usize,
+    timing_images: usize,
+}
+
+const FULL: Recipe = Recipe {
+    train_images: 40_000,
+    qat_images: 15_000,
+    test_images: 10_000,
+    float_epochs: 1,
+    qat_epochs: 1,
+    calib: 1000,
+    timing_images: 300,
+};
+
+const TINY: Recipe = Recipe {
+    train_images: 512,
+    qat_images: 512,
+    test_images: 200,
+    float_epochs: 1,
+    qat_epochs: 1,
+    calib: 128,
+    timing_images: 10,
+};
+
+pub fn quickstart(a: QuickstartArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let r = if a.tiny { TINY } else { FULL };
+    let q = quant_cfg(&a.scheme, 8, 8, a.scheme == "int8")?;
+    std::fs::create_dir_all(&a.dir)
+        .with_context(|| format!("cannot create {}", a.dir.display()))?;
+    let log = |s: String| eprintln!("\n== {s}");
+    log(format!("data: {}", a.data));
+    let data = fidelity::load_data(&a.data, a.data_dir.as_deref(), true)?;
+    let train_split: Split = data.train.subset(r.train_images);
+    let test: Split = data.test.subset(r.test_images);
+    let train_set = fidelity::image_set(&train_split);
+    let test_set = fidelity::image_set(&test);
+    let arch = Arch::SmallCnn;
+    let float_ckpt = a.dir.join("float.ckpt");
+    let qat_ckpt = a.dir.join("qat.ckpt");
+    let ptq_model = a.dir.join("ptq.intq");
+    let qat_model = a.dir.join("model.intq");
+
+    log(format!(
+        "1/5 float training of {arch}: {} epochs on {} images",
+        r.float_epochs, train_split.len
+    ));
+    let device = train_device();
+    device.seed(0);
+    let cfg = TrainConfig {
+        arch,
+        epochs: r.float_epochs,
+        batch_size: 128,
+        lr: 0.05,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        seed: 0,
+        quant: None,
+        freeze_bn_after: None,
+        freeze_observers_after: None,
+        out: float_ckpt.clone(),
+        metrics: Some(a.dir.join("float.metrics.jsonl")),
+        progress: true,
+        max_steps: None,
+    };
+    let t = Instant::now();
+    let start = Start::fresh(Net::new(arch, LayerOpts::default(), &device));
+    let (float_net, _) = train(&cfg, start, &train_set, None, &device)?;
+    let float_acc = evaluate(&float_net, &test_set, None, 256, &device)?;
+    let float_s = t.elapsed().as_secs_f64();
+    drop(float_net);
+
+    log(format!(
+        "2/5 post-training quantization ({} calibration images, min/max)",
+        r.calib
+    ));
+    let t = Instant::now();
+    let ptq_m = ptq(
+        &float_ckpt,
+        &train_split,
+        r.calib,
+        Calib::MinMax,
+        &q,
+        &ptq_model,
+    )?;
+    let ptq_acc = fidelity::int_accuracy(&ptq_m, &test, test.len, true)?;
+    let ptq_s = t.elapsed().as_secs_f64();
+
+    log(format!(
+        "3/5 quantization-aware fine-tuning: {} epoch(s) on {} images",
+        r.qat_epochs, r.qat_images
+    ));
+    let t = Instant::now();
+    let loaded = checkpoint::load(&float_ckpt, LayerOpts::default(), &device)
+        .with_context(|| format!("reading {}", float_ckpt.display()))?;
+    let last = r.qat_epochs.saturating_sub(1);
+    let qcfg = TrainConfig {
+        epochs: r.qat_epochs,
+        lr: 0.005,
+        quant: Some(q),
+        // The last epoch runs with moving BN statistics and fixed ranges, so the weights are
+        // tuned to exactly what conversion will freeze.
+        freeze_bn_after: Some(last),
+        freeze_observers_after: (r.qat_epochs > 1).then_some(last),
+        out: qat_ckpt.clone(),
+        metrics: Some(a.dir.join("qat.metrics.jsonl")),
+        ..cfg
+    };
+    let qat_split = data.train.subset(r.qat_images);
+    let qat_set = fidelity::image_set(&qat_split);
+    train(&qcfg, Start::fresh(loaded.net), &qat_set, None, &device)?;
+    let qat_s = t.elapsed().as_secs_f64();
+
+    log("4/5 conversion to an integer-only model".into());
+    let t = Instant::now();
+    let model = convert(&qat_ckpt, &qat_model, None, true)?;
+    let convert_s = t.elapsed().as_secs_f64();
+
+    log(format!(
+        "5/5 evaluation: float vs fake-quant vs int8 on {} test images",
+        test.len
+    ));
+    let t = Instant::now();
+    let l = fidelity::load_ckpt(&qat_ckpt)?;
+    let c = fidelity::compare(&l, q, &model, &test, test.len, true)?;
+    let eval_s = t.elapsed().as_secs_f64();
+    let (int_ms, float_ms) = fidelity::time_engine(&model, &test, r.timing_images)?;
+    let intq_bytes = file_size(&qat_model);
+    let f32_bytes = fidelity::float_weight_bytes(&model);
+    let total_s = t0.elapsed().as_secs_f64();
+
+    if a.json {
         println!(
-            "{}: {} ops, saved and reloaded; integer vs float executor on {SAMPLES} random inputs: \
-             top-1 agreement {:.1}%, largest output difference {max_lsb} LSB",
-            path.display(),
-            graph.ops().len(),
-            100.0 * agree as f64 / SAMPLES as f64
+            "{{\"data\":{},\"model\":{},\"scheme\":{},\"tiny\":{},\"train_images\":{},\"qat_images\":{},\"float_epochs\":{},\"qat_epochs\":{},\"float_acc\":{},\"ptq_acc\":{},\"qat_float_acc\":{},\"fq_acc\":{},\"int8_acc\":{},\"top1_mismatch\":{},\"max_lsb_diff\":{},\"test_images\":{},\"intq_bytes\":{},\"ptq_intq_bytes\":{},\"f32_weight_bytes\":{},\"int8_ms_per_image\":{},\"f32_ms_per_image\":{},\"seconds\":{{\"float\":{},\"ptq\":{},\"qat\":{},\"convert\":{},\"eval\":{},\"total\":{}}},\"comparison\":{{{}}}}}",
+            jstr(&a.data),
+            jstr(&arch.name()),
+            jstr(&a.scheme),
+            a.tiny,
+            train_split.len,
+            r.qat_images.min(data.train.len),
+            r.float_epochs,
+            r.qat_epochs,
+            jnum(float_acc),
+            jnum(ptq_acc),
+            jnum(c.float_acc),
+            jnum(c.fq_acc),
+            jnum(c.int8_acc),
+            c.top1_mismatch,
+            c.max_lsb_diff,
+            c.images,
+            intq_bytes,
+            file_size(&ptq_model),
+            f32_bytes,
+            jnum(int_ms),
+            jnum(float_ms),
+            jnum(float_s),
+            jnum(ptq_s),
+            jnum(qat_s),
+            jnum(convert_s),
+            jnum(eval_s),
+            jnum(total_s),
+            fidelity::comparison_json(&c)
         );
-
-        let input = examples::random_input(model.graph(), 0).remove(0);
-        let input_path = dir.join(format!("input_{tag}.npy"));
-        let in_shape = graph.tensor(graph.inputs()[0]).shape.clone();
-        npy::write(
-            &input_path,
-            &npy::Array {
-                shape: in_shape,
-                data: input,
-            },
-        )?;
+        return Ok(());
     }
-    let d = dir.display();
-    println!("\nTry:");
-    println!("  intq inspect {d}/small_cnn_u8.intq");
-    println!("  intq run {d}/small_cnn_u8.intq --input {d}/input_u8.npy --output {d}/probs.npy");
+    let pct = |x: f64| format!("{:.2}%", 100.0 * x);
+    println!(
+        "\nintq quickstart: {arch} on {} ({} scheme), {} training images, {} test images",
+        a.data, a.scheme, train_split.len, c.images
+    );
+    println!("  {:<40} {:>10}", "float (trained in f32)", pct(float_acc));
+    println!(
+        "  {:<40} {:>10}",
+        format!("PTQ int8 ({} calibration images, min/max)", r.calib),
+        pct(ptq_acc)
+    );
+    println!("  {:<40} {:>10}", "QAT fake-quant", pct(c.fq_acc));
+    println!(
+        "  {:<40} {:>10}",
+        "QAT int8 (integer engine)",
+        pct(c.int8_acc)
+    );
+    println!(
+        "  {:<40} {:>10}",
+        "fake-quant vs int8 top-1 mismatches",
+        format!("{} / {}", c.top1_mismatch, c.images)
+    );
+    println!(
+        "  {:<40} {:>10}",
+        "fake-quant vs int8 max logit difference",
+        format!("{} LSB", c.max_lsb_diff)
+    );
+    println!(
+        "  {:<40} {:>10}",
+        "model size: .intq file / f32 weights",
+        format!("{} / {} bytes", intq_bytes, f32_bytes)
+    );
+    println!(
+        "  {:<40} {:>10}",
+        "engine time per image: int8 / f32",
+        format!(
+            "{int_ms:.3} / {float_ms:.3} ms ({:.2}x)",
+            float_ms / int_ms.max(1e-9)
+        )
+    );
+    println!(
+        "  {:<40} {:>10}",
+        "wall time",
+        format!(
+            "{total_s:.0} s (float {float_s:.0}, PTQ {ptq_s:.0}, QAT {qat_s:.0}, convert {convert_s:.1}, eval {eval_s:.0})"
+        )
+    );
+    println!("\nper-layer detail:");
+    fidelity::print_comparison(&c);
+    let d = a.dir.display();
+    println!("\nWrote {d}/float.ckpt, {d}/qat.ckpt, {d}/ptq.intq and {d}/model.intq. Try:");
+    println!("  intq inspect {d}/model.intq");
+    println!(
+        "  intq eval --data {} --compare {d}/qat.ckpt {d}/model.intq",
+        a.data
+    );
     Ok(())
-}
-
-fn codes_of(t: &TensorData) -> Vec<i32> {
-    match t {
-        TensorData::U8(v) => v.iter().map(|&x| x as i32).collect(),
-        TensorData::I8(v) => v.iter().map(|&x| x as i32).collect(),
-        TensorData::I32(v) => v.clone(),
-        TensorData::F32(v) => v.iter().map(|&x| x as i32).collect(),
-    }
-}
-
-fn argmax(v: &[i32]) -> usize {
-    v.iter()
-        .enumerate()
-        .max_by_key(|&(i, &x)| (x, std::cmp::Reverse(i)))
-        .map_or(0, |(i, _)| i)
-}
-
-fn argmax_f(v: &[f32]) -> usize {
-    v.iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |(bi, bx), (i, &x)| {
-            if x > bx {
-                (i, x)
-            } else {
-                (bi, bx)
-            }
-        })
-        .0
 }

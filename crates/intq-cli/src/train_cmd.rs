@@ -1,10 +1,358 @@
-//! `intq` subcommands: train and QAT fine-tune.
+//! `intq` subcommands: float training, QAT fine-tuning, checkpoint evaluation and export of a
+//! QAT checkpoint to an `.intq` model.
 
-use anyhow::Result;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use intq_data::DatasetKind;
+use intq_train::checkpoint;
+use intq_train::layers::{LayerOpts, QuantCfg};
+use intq_train::trainer::{train, ImageSet, Start, TrainConfig};
+use intq_train::{evaluate, train_device, Arch, Net};
+
+/// Options every training command shares.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Common {
+    /// Data set: mnist or fashion-mnist.
+    #[arg(long, default_value = "fashion-mnist")]
+    data: String,
+    /// Directory with the IDX files (default: intq's data cache, see `intq data fetch`).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Epochs of this run.
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Peak learning rate (cosine-annealed to 0 over the run).
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    #[arg(long, default_value_t = 5e-4)]
+    weight_decay: f64,
+    /// Seed of initialization and shuffling: the same seed repeats the run.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Train on the first N training images only (quick runs).
+    #[arg(long)]
+    limit_train: Option<usize>,
+    /// Evaluate on the first N test images only.
+    #[arg(long)]
+    limit_test: Option<usize>,
+    /// Checkpoint written after every epoch (safetensors, atomic).
+    #[arg(long)]
+    out: PathBuf,
+    /// Metrics log, one JSON object per epoch (default: OUT.metrics.jsonl).
+    #[arg(long)]
+    metrics: Option<PathBuf>,
+    /// Continue the run whose checkpoint is OUT.
+    #[arg(long)]
+    resume: bool,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+    /// Stop after this many optimizer steps (profiling).
+    #[arg(long, hide = true)]
+    max_steps: Option<u64>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// Model: small-cnn, tiny-mobilenet, resnet20, mobilenet-v2[@WIDTH], resnet18.
+    #[arg(long, default_value = "small-cnn")]
+    model: String,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct QatArgs {
+    /// Float checkpoint to fine-tune.
+    #[arg(long)]
+    from: PathBuf,
+    #[arg(long, default_value_t = 8)]
+    bits_w: u8,
+    #[arg(long, default_value_t = 8)]
+    bits_a: u8,
+    /// uint8 (the paper: uint8 activations and weights) or int8 (TFLite: symmetric int8 weights).
+    #[arg(long, default_value = "uint8")]
+    scheme: String,
+    /// Per-output-channel weight ranges (int8 scheme).
+    #[arg(long)]
+    per_channel: bool,
+    /// Steps during which activation ranges are observed but not applied.
+    #[arg(long, default_value_t = 0)]
+    quant_delay: u64,
+    /// Freeze batch norm (moving statistics only) from this epoch on.
+    #[arg(long)]
+    freeze_bn_after: Option<usize>,
+    /// Freeze activation observers from this epoch on.
+    #[arg(long)]
+    freeze_observers_after: Option<usize>,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// Checkpoint (float or QAT).
+    #[arg(long)]
+    ckpt: PathBuf,
+    #[arg(long, default_value = "fashion-mnist")]
+    data: String,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long)]
+    limit_test: Option<usize>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// QAT checkpoint.
+    #[arg(long)]
+    ckpt: PathBuf,
+    /// The `.intq` model to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Read f32 images in [0, 1] and return f32 logits (Quantize/Dequantize at the edges).
+    #[arg(long)]
+    float_edges: bool,
+}
 
 #[derive(clap::Subcommand)]
-pub enum TrainCommand {}
+pub enum TrainCommand {
+    /// Train a zoo model in float.
+    Train(TrainArgs),
+    /// Fine-tune a float checkpoint with quantization-aware training.
+    Qat(QatArgs),
+    /// Test accuracy of a training checkpoint (QAT checkpoints run with fake quantization).
+    TrainEval(EvalArgs),
+    /// Convert a QAT checkpoint into an integer-only `.intq` model.
+    QatExport(ExportArgs),
+}
 
 pub fn run(cmd: TrainCommand) -> Result<()> {
-    match cmd {}
+    match cmd {
+        TrainCommand::Train(a) => run_train(a),
+        TrainCommand::Qat(a) => run_qat(a),
+        TrainCommand::TrainEval(a) => run_eval(a),
+        TrainCommand::QatExport(a) => run_export(a),
+    }
+}
+
+struct Data {
+    train: (Vec<u8>, Vec<u8>, usize),
+    test: (Vec<u8>, Vec<u8>, usize),
+    rows: usize,
+    cols: usize,
+}
+
+fn load_data(
+    name: &str,
+    dir: Option<&Path>,
+    limit_train: Option<usize>,
+    limit_test: Option<usize>,
+) -> Result<Data> {
+    let kind: DatasetKind = name
+        .parse()
+        .map_err(|_| anyhow::anyhow!("unknown data set {name:?}; use mnist or fashion-mnist"))?;
+    let dir = dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(intq_data::default_data_dir);
+    let ds = intq_data::load(kind, &dir)
+        .with_context(|| format!("loading {name} from {}", dir.display()))?;
+    let take = |s: &intq_data::Split, limit: Option<usize>| {
+        let n = limit.unwrap_or(s.len).min(s.len);
+        let p = s.rows * s.cols;
+        (s.images[..n * p].to_vec(), s.labels[..n].to_vec(), n)
+    };
+    Ok(Data {
+        train: take(&ds.train, limit_train),
+        test: take(&ds.test, limit_test),
+        rows: ds.train.rows,
+        cols: ds.train.cols,
+    })
+}
+
+fn image_set<'a>(d: &'a (Vec<u8>, Vec<u8>, usize), rows: usize, cols: usize) -> ImageSet<'a> {
+    ImageSet {
+        images: &d.0,
+        labels: &d.1,
+        len: d.2,
+        channels: 1,
+        rows,
+        cols,
+    }
+}
+
+fn config(c: &Common, arch: Arch, epochs: usize, lr: f64) -> TrainConfig {
+    let mut m = c.out.clone().into_os_string();
+    m.push(".metrics.jsonl");
+    TrainConfig {
+        arch,
+        epochs: c.epochs.unwrap_or(epochs),
+        batch_size: c.batch_size,
+        lr: c.lr.unwrap_or(lr),
+        momentum: c.momentum,
+        weight_decay: c.weight_decay,
+        seed: c.seed,
+        quant: None,
+        freeze_bn_after: None,
+        freeze_observers_after: None,
+        out: c.out.clone(),
+        metrics: Some(c.metrics.clone().unwrap_or_else(|| m.into())),
+        progress: !c.quiet,
+        max_steps: c.max_steps,
+    }
+}
+
+/// The resumed start, checked against this run's model and quantization.
+fn resume(cfg: &TrainConfig) -> Result<Start> {
+    let loaded = checkpoint::load(&cfg.out, LayerOpts::default(), &train_device())
+        .with_context(|| format!("--resume: reading {}", cfg.out.display()))?;
+    if loaded.meta.arch != cfg.arch || loaded.meta.quant != cfg.quant {
+        bail!(
+            "--resume: {} holds a {} run (quantization {:?}), not this {} run ({:?})",
+            cfg.out.display(),
+            loaded.meta.arch,
+            loaded.meta.quant,
+            cfg.arch,
+            cfg.quant
+        );
+    }
+    eprintln!(
+        "resuming {} after epoch {} (step {})",
+        cfg.out.display(),
+        loaded.meta.epoch,
+        loaded.meta.step
+    );
+    Ok(Start {
+        net: loaded.net,
+        velocity: loaded.velocity,
+        epoch: loaded.meta.epoch,
+        step: loaded.meta.step,
+    })
+}
+
+fn finish(cfg: &TrainConfig, s: &intq_train::Summary) {
+    println!(
+        "{} epochs, {} steps: train loss {:.4}, test accuracy {}, median {:.1} ms/step, {:.1} s/epoch; checkpoint {}",
+        s.epochs_run,
+        s.steps,
+        s.final_train_loss,
+        s.test_accuracy
+            .map_or("n/a".into(), |a| format!("{:.2}%", a * 100.0)),
+        s.median_step_ms,
+        s.epoch_seconds.iter().sum::<f64>() / s.epoch_seconds.len().max(1) as f64,
+        cfg.out.display()
+    );
+}
+
+fn run_train(a: TrainArgs) -> Result<()> {
+    let arch: Arch = a.model.parse()?;
+    let c = &a.common;
+    let data = load_data(&c.data, c.data_dir.as_deref(), c.limit_train, c.limit_test)?;
+    let cfg = config(c, arch, 15, 0.05);
+    let device = train_device();
+    let start = if c.resume {
+        resume(&cfg)?
+    } else {
+        device.seed(cfg.seed);
+        Start::fresh(Net::new(arch, LayerOpts::default(), &device))
+    };
+    let (_, s) = train(
+        &cfg,
+        start,
+        &image_set(&data.train, data.rows, data.cols),
+        Some(&image_set(&data.test, data.rows, data.cols)),
+        &device,
+    )?;
+    finish(&cfg, &s);
+    Ok(())
+}
+
+fn run_qat(a: QatArgs) -> Result<()> {
+    let mut q = match a.scheme.as_str() {
+        "uint8" => {
+            if a.per_channel {
+                bail!("--per-channel needs --scheme int8 (uint8 weights are per tensor)");
+            }
+            QuantCfg::uint8(a.bits_a, a.bits_w)?
+        }
+        "int8" => QuantCfg::int8(a.bits_a, a.bits_w, a.per_channel)?,
+        other => bail!("unknown --scheme {other:?}; use uint8 or int8"),
+    };
+    q.quant_delay = a.quant_delay;
+    let c = &a.common;
+    let device = train_device();
+    let from = checkpoint::load(&a.from, LayerOpts::default(), &device)
+        .with_context(|| format!("--from {}", a.from.display()))?;
+    if from.meta.quant.is_some() {
+        bail!(
+            "--from {} is already a QAT checkpoint; pass the float one",
+            a.from.display()
+        );
+    }
+    let data = load_data(&c.data, c.data_dir.as_deref(), c.limit_train, c.limit_test)?;
+    let mut cfg = config(c, from.meta.arch, 3, 0.005);
+    cfg.quant = Some(q);
+    cfg.freeze_bn_after = a.freeze_bn_after;
+    cfg.freeze_observers_after = a.freeze_observers_after;
+    let start = if c.resume {
+        resume(&cfg)?
+    } else {
+        // Fresh momentum: the fine-tuning run has its own schedule.
+        Start::fresh(from.net)
+    };
+    let (_, s) = train(
+        &cfg,
+        start,
+        &image_set(&data.train, data.rows, data.cols),
+        Some(&image_set(&data.test, data.rows, data.cols)),
+        &device,
+    )?;
+    finish(&cfg, &s);
+    Ok(())
+}
+
+fn run_eval(a: EvalArgs) -> Result<()> {
+    let device = train_device();
+    let l = checkpoint::load(&a.ckpt, LayerOpts::default(), &device)?;
+    let data = load_data(&a.data, a.data_dir.as_deref(), Some(0), a.limit_test)?;
+    let acc = evaluate(
+        &l.net,
+        &image_set(&data.test, data.rows, data.cols),
+        l.meta.quant,
+        256,
+        &device,
+    )?;
+    println!(
+        "{} ({}): test accuracy {:.2}% on {} images",
+        a.ckpt.display(),
+        if l.meta.quant.is_some() {
+            "QAT, fake-quantized"
+        } else {
+            "float"
+        },
+        acc * 100.0,
+        data.test.2
+    );
+    Ok(())
+}
+
+fn run_export(a: ExportArgs) -> Result<()> {
+    let device = train_device();
+    let l = checkpoint::load(&a.ckpt, LayerOpts::default(), &device)?;
+    let Some(q) = l.meta.quant else {
+        bail!(
+            "{} is a float checkpoint; run `intq qat` first",
+            a.ckpt.display()
+        );
+    };
+    let graph = intq_train::export::export(&l.net, l.meta.arch, &q, a.float_edges)?;
+    let model = intq_engine::Model::new(graph)?;
+    model.save(&a.out)?;
+    println!("wrote {}", a.out.display());
+    Ok(())
 }

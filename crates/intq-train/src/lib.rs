@@ -1,1 +1,64 @@
-//! Quantization-aware training (Jacob et al. 2018 §3): fake quantization, observers, QAT layers, model zoo, trainer, export to the engine graph.
+//! Quantization-aware training (Jacob et al. 2018 §3): fake quantization, observers, QAT layers,
+//! model zoo, trainer, export to the engine graph.
+//!
+//! # Why burn, and why these features
+//!
+//! The crate uses `burn = "=0.22.1"` with `default-features = false` and only `std`, `flex`,
+//! `rayon`, `autodiff`, `optim`, `store` and `safetensors`. Measured on the project's 2-core
+//! build machine (issue 3): a LeNet step at batch 64 takes ~28 ms on burn's pure-Rust `flex` CPU
+//! backend against ~220 ms on candle (whose depthwise conv is one conv per channel); a cold
+//! release build takes ~7 min. burn's `cpu` and `cuda` features download LLVM at build time and
+//! fail offline, and `ndarray` (plus flex's default SIMD feature) makes release builds take 15–20
+//! min for no training-speed gain, so none of them is enabled. `rayon` is flex's threading
+//! (parallel GEMM and convolutions) so that training uses every core.
+//!
+//! # Rounding
+//!
+//! Fake quantization rounds half up (`floor(v + 0.5)`), SPEC §2 and `intq_quant::QScheme::
+//! fake_quant`; burn's `round()` (half to even) is never used. Scale and zero point always come
+//! from `intq_quant::QScheme::choose_params` (TF's nudging) on host-side ranges, so conversion
+//! stores exactly the numbers training used. See [`fake_quant`].
+
+pub mod checkpoint;
+pub mod export;
+pub mod fake_quant;
+pub mod layers;
+pub mod observer;
+pub mod sgd;
+pub mod trainer;
+pub mod zoo;
+
+pub use burn::tensor::Device;
+pub use layers::{Ctx, QuantCfg};
+pub use trainer::{evaluate, train, ImageSet, Start, Summary, TrainConfig};
+pub use zoo::{Arch, Net};
+
+/// Errors of training, checkpoints and export.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("quantization: {0}")]
+    Quant(String),
+    #[error("non-finite value: {0}")]
+    NonFinite(String),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("data: {0}")]
+    Data(String),
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    #[error("export: {0}")]
+    Export(String),
+    #[error("i/o: {0}")]
+    Io(String),
+}
+
+impl From<intq_quant::QuantError> for TrainError {
+    fn from(e: intq_quant::QuantError) -> Self {
+        TrainError::Quant(e.to_string())
+    }
+}
+
+/// The training device: burn's flex CPU backend with autodiff.
+pub fn train_device() -> Device {
+    Device::flex().autodiff()
+}

@@ -1,0 +1,798 @@
+//! Measurements shared by `intq convert`, `intq eval`, `intq ptq` and `intq quickstart`:
+//! conversion of a checkpoint, the fake-quant network's intermediate activations by engine tensor
+//! name, accuracy of the integer model, and the fake-quant ↔ int8 comparison (top-1 mismatches,
+//! LSB differences, per-layer SQNR).
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use intq_data::{Dataset, DatasetKind, Split};
+use intq_engine::{DType, Model, Op, QuantParams, TensorData, TensorId};
+use intq_train::checkpoint::{self, Loaded};
+use intq_train::fake_quant::host_vec;
+use intq_train::layers::{Act, ConvBn, Ctx, LayerOpts, QuantCfg};
+use intq_train::observer::EmaObserver;
+use intq_train::trainer::ImageSet;
+use intq_train::zoo::{Net, Node};
+use intq_train::Device;
+
+/// Images per forward pass of the training network during evaluation.
+const BATCH: usize = 250;
+
+/// The plain (non-autodiff) device: evaluation needs no gradients, and the QAT layers skip the
+/// straight-through term there, so values equal the scalar reference bit for bit.
+pub fn eval_device() -> Device {
+    intq_train::train_device().inner()
+}
+
+/// Loads a data set from `dir` (default: intq's cache). With `fetch`, a data set that is not
+/// there yet is fetched first; otherwise the error says how to get it.
+pub fn load_data(name: &str, dir: Option<&Path>, fetch: bool) -> Result<Dataset> {
+    let kind: DatasetKind = name
+        .parse()
+        .map_err(|_| anyhow::anyhow!("unknown data set {name:?}; use mnist or fashion-mnist"))?;
+    let dir = dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(intq_data::default_data_dir);
+    match intq_data::load(kind, &dir) {
+        Ok(d) => Ok(d),
+        Err(e) if fetch => {
+            eprintln!("{name} not found in {} ({e}); fetching it", dir.display());
+            intq_data::fetch(kind, &dir)
+                .with_context(|| format!("fetching {name} into {}", dir.display()))?;
+            intq_data::load(kind, &dir)
+                .with_context(|| format!("loading {name} from {}", dir.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("loading {name} from {}", dir.display())),
+    }
+}
+
+/// The trainer's view of a split (grayscale, one channel).
+pub fn image_set(s: &Split) -> ImageSet<'_> {
+    ImageSet {
+        images: &s.images,
+        labels: &s.labels,
+        len: s.len,
+        channels: 1,
+        rows: s.rows,
+        cols: s.cols,
+    }
+}
+
+/// Loads a checkpoint for evaluation; errors name the file.
+pub fn load_ckpt(path: &Path) -> Result<Loaded> {
+    if !path.exists() {
+        bail!("checkpoint {} does not exist", path.display());
+    }
+    checkpoint::load(path, LayerOpts::default(), &eval_device())
+        .with_context(|| format!("reading checkpoint {}", path.display()))
+}
+
+/// The QAT settings of a checkpoint, or an error saying it was trained in float.
+pub fn qat_cfg(l: &Loaded, path: &Path) -> Result<QuantCfg> {
+    l.meta.quant.with_context(|| {
+        format!(
+            "{} was trained without quantization (a float checkpoint): fine-tune it with \
+             `intq qat --from {}` first, or quantize it post-training with `intq ptq --from {}`",
+            path.display(),
+            path.display(),
+            path.display()
+        )
+    })
+}
+
+/// Exports `net` with `quant` to an engine model (float edges: f32 images in, f32 logits out).
+pub fn export_model(l: &Loaded, quant: &QuantCfg, float_edges: bool) -> Result<Model> {
+    let graph = intq_train::export::export(&l.net, l.meta.arch, quant, float_edges)?;
+    Ok(Model::new(graph)?)
+}
+
+/// Engine tensor names of the network's quantized input and logits, as export names them.
+fn edge_names(float_edges: bool) -> (&'static str, &'static str) {
+    if float_edges {
+        ("input_q", "logits_q")
+    } else {
+        ("input", "logits")
+    }
+}
+
+/// One materialized activation of the training network: its engine tensor name, its burn
+/// dimensions (`[N, C, H, W]` or `[N, K]`) and values.
+pub struct Tap {
+    pub name: String,
+    pub dims: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
+fn tap(out: &mut Vec<Tap>, name: String, a: &Act) {
+    out.push(Tap {
+        name,
+        dims: a.x.dims().to_vec(),
+        values: host_vec(a.x.clone()),
+    });
+}
+
+fn conv_tap(l: &ConvBn, a: Act, ctx: &Ctx, name: String, out: &mut Vec<Tap>) -> Result<Act> {
+    let y = l.forward(a, ctx)?;
+    tap(out, name, &y);
+    Ok(y)
+}
+
+/// The network's forward pass in evaluation mode (as `Net::forward` runs it), keeping every
+/// activation the engine graph materializes, named as export names the engine tensors. The last
+/// tap holds the logits.
+pub fn forward_taps(
+    net: &Net,
+    set: &ImageSet,
+    idx: &[usize],
+    quant: Option<QuantCfg>,
+    float_edges: bool,
+    device: &Device,
+) -> Result<Vec<Tap>> {
+    let ctx = Ctx {
+        training: false,
+        step: u64::MAX,
+        quant,
+    };
+    let (in_name, logits_name) = edge_names(float_edges);
+    let (x, _) = set.batch(idx, device);
+    let mut out = Vec::new();
+    let mut a = net.input.forward(x, &ctx)?;
+    tap(&mut out, in_name.into(), &a);
+    for (i, node) in net.body.iter().enumerate() {
+        let name = format!("body{i}");
+        a = match node {
+            Node::Conv(l) => conv_tap(l, a, &ctx, name, &mut out)?,
+            Node::Pool(p) => {
+                let y = p.forward(a, &ctx);
+                tap(&mut out, name, &y);
+                y
+            }
+            Node::InvRes(b) => {
+                let h = match &b.expand {
+                    Some(l) => conv_tap(l, a.clone(), &ctx, format!("{name}/expand"), &mut out)?,
+                    None => a.clone(),
+                };
+                let h = conv_tap(&b.dw, h, &ctx, format!("{name}/dw"), &mut out)?;
+                let h = conv_tap(&b.project, h, &ctx, format!("{name}/project"), &mut out)?;
+                match &b.add {
+                    Some(add) => {
+                        let y = add.forward(h, a, &ctx)?;
+                        tap(&mut out, format!("{name}/add"), &y);
+                        y
+                    }
+                    None => h,
+                }
+            }
+            Node::Basic(b) => {
+                let h = conv_tap(&b.conv1, a.clone(), &ctx, format!("{name}/conv1"), &mut out)?;
+                let h = conv_tap(&b.conv2, h, &ctx, format!("{name}/conv2"), &mut out)?;
+                let s = match &b.shortcut {
+                    Some(l) => conv_tap(l, a, &ctx, format!("{name}/shortcut"), &mut out)?,
+                    None => a,
+                };
+                let y = b.add.forward(h, s, &ctx)?;
+                tap(&mut out, format!("{name}/add"), &y);
+                y
+            }
+        };
+    }
+    let a = net.gap.forward(a, &ctx);
+    tap(&mut out, "gap".into(), &a);
+    let [n, c, _, _] = a.x.dims();
+    let (y, _) = net.head.forward(a.x.reshape([n, c]), &ctx)?;
+    out.push(Tap {
+        name: logits_name.into(),
+        dims: y.dims().to_vec(),
+        values: host_vec(y),
+    });
+    Ok(out)
+}
+
+/// Every activation observer of `net` with the engine tensor its range ends up on.
+pub fn observers(net: &Net, float_edges: bool) -> Vec<(String, &EmaObserver)> {
+    let (in_name, logits_name) = edge_names(float_edges);
+    let mut v = vec![(in_name.to_string(), &net.input.obs)];
+    for (i, node) in net.body.iter().enumerate() {
+        let name = format!("body{i}");
+        match node {
+            Node::Conv(l) => v.push((name, &l.out_obs)),
+            Node::Pool(_) => {}
+            Node::InvRes(b) => {
+                if let Some(l) = &b.expand {
+                    v.push((format!("{name}/expand"), &l.out_obs));
+                }
+                v.push((format!("{name}/dw"), &b.dw.out_obs));
+                v.push((format!("{name}/project"), &b.project.out_obs));
+                if let Some(a) = &b.add {
+                    v.push((format!("{name}/add"), &a.out_obs));
+                }
+            }
+            Node::Basic(b) => {
+                v.push((format!("{name}/conv1"), &b.conv1.out_obs));
+                v.push((format!("{name}/conv2"), &b.conv2.out_obs));
+                if let Some(l) = &b.shortcut {
+                    v.push((format!("{name}/shortcut"), &l.out_obs));
+                }
+                v.push((format!("{name}/add"), &b.add.out_obs));
+            }
+        }
+    }
+    v.push((logits_name.to_string(), &net.head.out_obs));
+    v
+}
+
+/// Index of the largest value, the first one on ties (the same rule for codes and reals, so
+/// equal codes always give equal classes).
+pub fn argmax<T: PartialOrd + Copy>(v: &[T]) -> usize {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+pub fn codes(t: &TensorData) -> Vec<i32> {
+    match t {
+        TensorData::U8(v) => v.iter().map(|&x| x as i32).collect(),
+        TensorData::I8(v) => v.iter().map(|&x| x as i32).collect(),
+        TensorData::I32(v) => v.clone(),
+        TensorData::F32(v) => v.iter().map(|&x| x as i32).collect(),
+    }
+}
+
+/// The engine's input for image `i` of `split`: `byte / 255` as f32 for a float-edged model, or
+/// that value quantized with the input's params for a model that reads codes.
+pub fn engine_input(model: &Model, split: &Split, i: usize) -> Result<TensorData> {
+    let g = model.graph();
+    let [id] = g.inputs() else {
+        bail!(
+            "the model has {} inputs; an image classifier has one",
+            g.inputs().len()
+        );
+    };
+    let t = g.tensor(*id);
+    let px = split.image_size();
+    if t.num_elements() != px {
+        bail!(
+            "the model's input '{}' has shape {:?}, the data set's images {}x{}",
+            t.name,
+            t.shape,
+            split.rows,
+            split.cols
+        );
+    }
+    let reals = split.image(i).iter().map(|&b| b as f32 / 255.0);
+    Ok(match t.dtype {
+        DType::F32 => TensorData::F32(reals.collect()),
+        DType::U8 | DType::I8 => {
+            let p = t
+                .params()
+                .context("the model's input has no quantization params")?;
+            let (lo, hi) = range(t.dtype);
+            let c = reals.map(|r| p.quantize(r, lo, hi));
+            if t.dtype == DType::U8 {
+                TensorData::U8(c.map(|x| x as u8).collect())
+            } else {
+                TensorData::I8(c.map(|x| x as i8).collect())
+            }
+        }
+        DType::I32 => bail!("the model's input '{}' is int32", t.name),
+    })
+}
+
+fn range(d: DType) -> (i32, i32) {
+    if d == DType::I8 {
+        (-128, 127)
+    } else {
+        (0, 255)
+    }
+}
+
+/// The quantized logits tensor: the graph output itself, or the input of the Dequantize op that
+/// produces it.
+pub fn logits_codes_id(model: &Model) -> Result<TensorId> {
+    let g = model.graph();
+    let out = *g.outputs().first().context("the model has no output")?;
+    if g.tensor(out).params().is_some() {
+        return Ok(out);
+    }
+    for op in g.ops() {
+        if op.output() == out {
+            if let Op::Dequantize { input, .. } = op {
+                return Ok(*input);
+            }
+            bail!(
+                "the model's output is produced by {}, not a Dequantize op",
+                op.kind()
+            );
+        }
+    }
+    bail!("the model's output is not produced by any op")
+}
+
+/// Runs `f` over `0..n` on every core, in order-preserving chunks.
+fn par_map<T: Send>(n: usize, f: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .min(n.max(1));
+    let chunk = n.div_ceil(threads.max(1)).max(1);
+    let parts: Vec<Result<Vec<T>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .step_by(chunk)
+            .map(|start| {
+                let f = &f;
+                s.spawn(move || (start..(start + chunk).min(n)).map(f).collect())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a worker panicked")))
+            })
+            .collect()
+    });
+    let mut out = Vec::with_capacity(n);
+    for p in parts {
+        out.extend(p?);
+    }
+    Ok(out)
+}
+
+/// Progress on stderr for the long evaluation loops (the trainer draws its own bars).
+struct Progress {
+    what: String,
+    total: usize,
+    shown: bool,
+    start: Instant,
+}
+
+impl Progress {
+    fn new(what: &str, total: usize, shown: bool) -> Self {
+        Progress {
+            what: what.into(),
+            total,
+            shown,
+            start: Instant::now(),
+        }
+    }
+    fn at(&self, done: usize) {
+        if self.shown {
+            let w = 30 * done / self.total.max(1);
+            eprint!(
+                "\r{} [{}{}] {done}/{} ({:.0}s)",
+                self.what,
+                "=".repeat(w),
+                " ".repeat(30 - w),
+                self.total,
+                self.start.elapsed().as_secs_f64()
+            );
+        }
+    }
+    fn done(&self) {
+        if self.shown {
+            eprintln!();
+        }
+    }
+}
+
+/// Top-1 accuracy of the integer model on the first `limit` images of `split`.
+pub fn int_accuracy(model: &Model, split: &Split, limit: usize, progress: bool) -> Result<f64> {
+    let n = limit.min(split.len);
+    let bar = Progress::new("int8 eval", n, progress);
+    let mut ok = 0;
+    for start in (0..n).step_by(1000) {
+        let end = (start + 1000).min(n);
+        let preds = par_map(end - start, |k| {
+            let out = model.run(&[engine_input(model, split, start + k)?])?;
+            Ok(argmax(&codes_or_reals(&out[0])))
+        })?;
+        ok += preds
+            .iter()
+            .enumerate()
+            .filter(|&(k, &p)| p == split.labels[start + k] as usize)
+            .count();
+        bar.at(end);
+    }
+    bar.done();
+    Ok(ok as f64 / n.max(1) as f64)
+}
+
+fn codes_or_reals(t: &TensorData) -> Vec<f64> {
+    match t {
+        TensorData::F32(v) => v.iter().map(|&x| x as f64).collect(),
+        other => codes(other).into_iter().map(f64::from).collect(),
+    }
+}
+
+/// One engine tensor compared across the three computations.
+#[derive(Debug, Clone, Default)]
+pub struct LayerStat {
+    pub name: String,
+    pub op: String,
+    pub elems: u64,
+    float_sig: f64,
+    float_err: f64,
+    fq_sig: f64,
+    fq_err: f64,
+    /// Largest |fake-quant code - int8 code|.
+    pub max_lsb: i64,
+    /// Elements whose codes differ.
+    pub diff_elems: u64,
+}
+
+fn sqnr(sig: f64, err: f64) -> f64 {
+    if err == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (sig / err).log10()
+    }
+}
+
+impl LayerStat {
+    /// SQNR (dB) of the int8 values against the float network's.
+    pub fn sqnr_float(&self) -> f64 {
+        sqnr(self.float_sig, self.float_err)
+    }
+    /// SQNR (dB) of the int8 values against the fake-quant network's (infinite when equal).
+    pub fn sqnr_fq(&self) -> f64 {
+        sqnr(self.fq_sig, self.fq_err)
+    }
+}
+
+/// The fake-quant ↔ int8 comparison of `intq eval --compare`.
+#[derive(Debug, Clone, Default)]
+pub struct Comparison {
+    pub images: usize,
+    pub float_acc: f64,
+    pub fq_acc: f64,
+    pub int8_acc: f64,
+    /// Images whose fake-quant and int8 top-1 classes differ.
+    pub top1_mismatch: usize,
+    /// Largest |fake-quant logit code - int8 logit code| over all images and classes.
+    pub max_lsb_diff: i64,
+    /// Logits (image × class) whose codes differ.
+    pub logits_differing: u64,
+    pub logits_total: u64,
+    pub layers: Vec<LayerStat>,
+}
+
+/// Runs the float and fake-quant networks of a QAT checkpoint and the integer `model` on the
+/// first `limit` images of `split`, and compares them.
+pub fn compare(
+    l: &Loaded,
+    quant: QuantCfg,
+    model: &Model,
+    split: &Split,
+    limit: usize,
+    progress: bool,
+) -> Result<Comparison> {
+    let g = model.graph();
+    let float_edges = g.tensor(g.inputs()[0]).dtype == DType::F32;
+    let logits_id = logits_codes_id(model)?;
+    if (g.tensor(logits_id).dtype == DType::I8) != quant.act_scheme.is_signed() {
+        bail!(
+            "the model was converted with another scheme than the checkpoint was trained with \
+             (convert without --scheme to compare them)"
+        );
+    }
+    let (qmin, qmax) = (quant.act_scheme.qmin(), quant.act_scheme.qmax());
+    let device = eval_device();
+    let set = image_set(split);
+    let n = limit.min(split.len);
+    let mut cmp = Comparison {
+        images: n,
+        ..Default::default()
+    };
+    // Which tapped activations the graph holds, with their params; the logits are handled apart.
+    let mut layer_ids: Vec<(usize, TensorId, QuantParams, Vec<usize>)> = Vec::new();
+    let (mut float_ok, mut fq_ok, mut int_ok) = (0usize, 0usize, 0usize);
+    let bar = Progress::new("compare", n, progress);
+    for start in (0..n).step_by(BATCH) {
+        let idx: Vec<usize> = (start..(start + BATCH).min(n)).collect();
+        let float = forward_taps(&l.net, &set, &idx, None, float_edges, &device)?;
+        let fq = forward_taps(&l.net, &set, &idx, Some(quant), float_edges, &device)?;
+        if start == 0 {
+            for (k, t) in fq.iter().enumerate() {
+                let Some(id) = g.tensor_by_name(&t.name) else {
+                    continue;
+                };
+                let et = g.tensor(id);
+                let Some(p) = et.params() else { continue };
+                let producer = g
+                    .ops()
+                    .iter()
+                    .find(|op| op.output() == id)
+                    .map_or("input".to_string(), |op| op.kind().name().to_string());
+                let want: usize = t.dims[1..].iter().product();
+                if et.is_constant() || et.num_elements() != want {
+                    continue;
+                }
+                cmp.layers.push(LayerStat {
+                    name: t.name.clone(),
+                    op: producer,
+                    ..Default::default()
+                });
+                layer_ids.push((k, id, p, et.shape.clone()));
+            }
+        }
+        let mut wanted = vec![logits_id];
+        wanted.extend(layer_ids.iter().map(|x| x.1));
+        let outs = par_map(idx.len(), |j| {
+            Ok(model.run_with(&[engine_input(model, split, idx[j])?], &wanted)?)
+        })?;
+        let out_p = g
+            .tensor(logits_id)
+            .params()
+            .context("the logits tensor has no params")?;
+        let fl = float.last().context("no logits")?;
+        let fql = fq.last().context("no logits")?;
+        let k = fql.dims[1];
+        for (j, &i) in idx.iter().enumerate() {
+            let label = split.labels[i] as usize;
+            let f_row = &fl.values[j * k..(j + 1) * k];
+            let q_row = &fql.values[j * k..(j + 1) * k];
+            let int_row = codes(&outs[j][0]);
+            let fq_codes: Vec<i32> = q_row
+                .iter()
+                .map(|&v| out_p.quantize(v, qmin, qmax))
+                .collect();
+            float_ok += (argmax(f_row) == label) as usize;
+            fq_ok += (argmax(q_row) == label) as usize;
+            int_ok += (argmax(&int_row) == label) as usize;
+            cmp.top1_mismatch += (argmax(&fq_codes) != argmax(&int_row)) as usize;
+            for (a, b) in fq_codes.iter().zip(&int_row) {
+                let d = (a - b).abs() as i64;
+                cmp.max_lsb_diff = cmp.max_lsb_diff.max(d);
+                cmp.logits_differing += (d != 0) as u64;
+                cmp.logits_total += 1;
+            }
+            for (li, (tap_k, _, p, shape)) in layer_ids.iter().enumerate() {
+                let st = &mut cmp.layers[li];
+                let ft = &float[*tap_k];
+                let qt = &fq[*tap_k];
+                let ints = codes(&outs[j][li + 1]);
+                let per = ints.len();
+                // burn is NCHW, the engine NHWC: map engine index (h, w, c) to burn's.
+                let (c, hw) = if qt.dims.len() == 4 {
+                    (qt.dims[1], qt.dims[2] * qt.dims[3])
+                } else {
+                    (per, 1)
+                };
+                debug_assert_eq!(shape.iter().product::<usize>(), per);
+                for (e, &code) in ints.iter().enumerate() {
+                    let (pos, ch) = (e / c, e % c);
+                    let b = j * per + ch * hw + pos;
+                    let deq = p.dequantize(code);
+                    let (fv, qv) = (ft.values[b] as f64, qt.values[b] as f64);
+                    st.float_sig += fv * fv;
+                    st.float_err += (fv - deq as f64).powi(2);
+                    st.fq_sig += qv * qv;
+                    st.fq_err += (qv - deq as f64).powi(2);
+                    let d = (p.quantize(qt.values[b], qmin, qmax) - code).abs() as i64;
+                    st.max_lsb = st.max_lsb.max(d);
+                    st.diff_elems += (d != 0) as u64;
+                    st.elems += 1;
+                }
+            }
+        }
+        bar.at(idx[idx.len() - 1] + 1);
+    }
+    bar.done();
+    let d = n.max(1) as f64;
+    cmp.float_acc = float_ok as f64 / d;
+    cmp.fq_acc = fq_ok as f64 / d;
+    cmp.int8_acc = int_ok as f64 / d;
+    Ok(cmp)
+}
+
+fn db(x: f64) -> String {
+    if x.is_infinite() {
+        "exact".into()
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+/// The human-readable comparison table.
+pub fn print_comparison(c: &Comparison) {
+    println!("accuracy on {} test images:", c.images);
+    println!(
+        "  float (QAT weights, no quantization) {:>7.2}%",
+        100.0 * c.float_acc
+    );
+    println!(
+        "  fake-quant                           {:>7.2}%",
+        100.0 * c.fq_acc
+    );
+    println!(
+        "  int8 (integer engine)                {:>7.2}%",
+        100.0 * c.int8_acc
+    );
+    println!(
+        "fake-quant vs int8: top-1 mismatches {} of {}; logits differing {} of {}; max difference {} LSB",
+        c.top1_mismatch, c.images, c.logits_differing, c.logits_total, c.max_lsb_diff
+    );
+    if !c.layers.is_empty() {
+        println!(
+            "\n{:<18} {:<16} {:>14} {:>14} {:>8} {:>12}",
+            "tensor", "op", "SQNR float dB", "SQNR fq dB", "max LSB", "differing"
+        );
+        for l in &c.layers {
+            println!(
+                "{:<18} {:<16} {:>14} {:>14} {:>8} {:>12}",
+                l.name,
+                l.op,
+                db(l.sqnr_float()),
+                db(l.sqnr_fq()),
+                l.max_lsb,
+                format!("{}/{}", l.diff_elems, l.elems)
+            );
+        }
+    }
+}
+
+/// A JSON number (`null` for NaN/infinity, which JSON cannot spell).
+pub fn jnum(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x}")
+    } else {
+        "null".into()
+    }
+}
+
+pub fn jstr(s: &str) -> String {
+    let mut o = String::from("\"");
+    for ch in s.chars() {
+        match ch {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+/// The comparison's fields as JSON object members (without braces).
+pub fn comparison_json(c: &Comparison) -> String {
+    let layers: Vec<String> = c
+        .layers
+        .iter()
+        .map(|l| {
+            format!(
+                "{{\"name\":{},\"op\":{},\"sqnr_float_db\":{},\"sqnr_fq_db\":{},\"max_lsb\":{},\"differing\":{},\"elements\":{}}}",
+                jstr(&l.name),
+                jstr(&l.op),
+                jnum(l.sqnr_float()),
+                jnum(l.sqnr_fq()),
+                l.max_lsb,
+                l.diff_elems,
+                l.elems
+            )
+        })
+        .collect();
+    format!(
+        "\"images\":{},\"float_acc\":{},\"fq_acc\":{},\"int8_acc\":{},\"top1_mismatch\":{},\"max_lsb_diff\":{},\"logits_differing\":{},\"logits_total\":{},\"layers\":[{}]",
+        c.images,
+        jnum(c.float_acc),
+        jnum(c.fq_acc),
+        jnum(c.int8_acc),
+        c.top1_mismatch,
+        c.max_lsb_diff,
+        c.logits_differing,
+        c.logits_total,
+        layers.join(",")
+    )
+}
+
+/// How activation ranges are calibrated for post-training quantization.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Calib {
+    MinMax,
+    /// Clip each activation's range to the `p`-th and `(100 - p)`-th percentiles.
+    Percentile(f64),
+}
+
+/// Values kept per tensor for percentile calibration (a strided sample beyond that).
+const PERCENTILE_SAMPLES: usize = 2_000_000;
+
+/// Post-training calibration: runs the float network (evaluation mode, BN folded with its moving
+/// statistics, no fake quantization) on the first `calib` images and sets every observer to the
+/// range of what its tensor held. The input keeps its min/max under every method, so images map
+/// onto the input grid exactly.
+pub fn calibrate(net: &Net, split: &Split, calib: usize, method: Calib) -> Result<()> {
+    let n = calib.min(split.len);
+    if n == 0 {
+        bail!("no calibration images");
+    }
+    let device = eval_device();
+    let set = image_set(split);
+    let names: Vec<String> = observers(net, true).into_iter().map(|(n, _)| n).collect();
+    let mut mins: Vec<f32> = vec![f32::INFINITY; names.len()];
+    let mut maxs: Vec<f32> = vec![f32::NEG_INFINITY; names.len()];
+    let mut samples: Vec<Vec<f32>> = vec![Vec::new(); names.len()];
+    let mut strides: Vec<usize> = vec![1; names.len()];
+    for start in (0..n).step_by(BATCH) {
+        let idx: Vec<usize> = (start..(start + BATCH).min(n)).collect();
+        let taps = forward_taps(net, &set, &idx, None, true, &device)?;
+        for (k, name) in names.iter().enumerate() {
+            let t = taps
+                .iter()
+                .find(|t| &t.name == name)
+                .with_context(|| format!("calibration: no activation for observer {name}"))?;
+            for &v in &t.values {
+                if !v.is_finite() {
+                    bail!("calibration: non-finite activation in {name}");
+                }
+                mins[k] = mins[k].min(v);
+                maxs[k] = maxs[k].max(v);
+            }
+            if let Calib::Percentile(_) = method {
+                if start == 0 {
+                    let total = t.values.len() / idx.len() * n;
+                    strides[k] = total.div_ceil(PERCENTILE_SAMPLES).max(1);
+                }
+                samples[k].extend(t.values.iter().step_by(strides[k]));
+            }
+        }
+    }
+    for (k, (name, obs)) in observers(net, true).into_iter().enumerate() {
+        let (lo, hi) = match method {
+            Calib::Percentile(p) if k > 0 => {
+                let s = &mut samples[k];
+                s.sort_unstable_by(f32::total_cmp);
+                let at = |q: f64| s[((q / 100.0) * (s.len() - 1) as f64).round() as usize];
+                (at(100.0 - p), at(p))
+            }
+            _ => (mins[k], maxs[k]),
+        };
+        if !(lo.is_finite() && hi.is_finite()) {
+            bail!("calibration: no range for {name}");
+        }
+        obs.set_range(lo, hi);
+    }
+    Ok(())
+}
+
+/// Size of a model's constants stored as f32 (the float model's weights), in bytes.
+pub fn float_weight_bytes(model: &Model) -> usize {
+    model
+        .graph()
+        .tensors()
+        .iter()
+        .filter(|t| t.is_constant())
+        .map(|t| t.num_elements() * 4)
+        .sum()
+}
+
+/// Median milliseconds per image of `Model::run` and `Model::run_float` over the same inputs.
+pub fn time_engine(model: &Model, split: &Split, images: usize) -> Result<(f64, f64)> {
+    let n = images.min(split.len).max(1);
+    let inputs: Vec<TensorData> = (0..n)
+        .map(|i| engine_input(model, split, i % split.len))
+        .collect::<Result<_>>()?;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    // One warm-up run each (the float constants are built on first use).
+    model.run(&inputs[..1])?;
+    model.run_float(&inputs[..1])?;
+    let mut int_ms = Vec::with_capacity(n);
+    let mut float_ms = Vec::with_capacity(n);
+    for x in &inputs {
+        let t = Instant::now();
+        std::hint::black_box(model.run(std::slice::from_ref(x))?);
+        int_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        std::hint::black_box(model.run_float(std::slice::from_ref(x))?);
+        float_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok((median(int_ms), median(float_ms)))
+}

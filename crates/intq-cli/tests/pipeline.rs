@@ -1,0 +1,341 @@
+//! The QAT pipeline end to end through the `intq` binary on a tiny synthetic IDX data set: float
+//! training, QAT in both schemes, conversion, the fake-quant ↔ int8 comparison (bounded LSB
+//! difference), PTQ, the errors of `intq convert`, and `intq quickstart --tiny`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use intq_engine::{DType, Model};
+
+/// Largest fake-quant ↔ int8 difference accepted, in output LSB. Training simulates everything
+/// the engine does except the int32 rounding of the bias and the fixed-point multiplier's
+/// rounding; both move an accumulator by under half an LSB, so a code may land one step away.
+const MAX_LSB: i64 = 1;
+
+fn intq(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_intq"))
+        .args(args)
+        .output()
+        .expect("run intq")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = intq(args);
+    assert!(
+        o.status.success(),
+        "intq {args:?} failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn fail(args: &[&str]) -> String {
+    let o = intq(args);
+    assert!(!o.status.success(), "intq {args:?} should have failed");
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("pipeline")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Deterministic 28x28 images: class `k` is a bright bar at a class-specific row or column,
+/// over low noise, so a few SGD steps already separate some classes.
+fn images(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut next = || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (s >> 33) as u32
+    };
+    let mut px = Vec::with_capacity(n * 784);
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let k = (i % 10) as u8;
+        labels.push(k);
+        for y in 0..28 {
+            for x in 0..28 {
+                let on = if k < 5 {
+                    (4 + 5 * k as usize..7 + 5 * k as usize).contains(&y)
+                } else {
+                    (4 + 5 * (k as usize - 5)..7 + 5 * (k as usize - 5)).contains(&x)
+                };
+                let noise = (next() % 40) as u8;
+                px.push(if on { 215 + noise } else { noise });
+            }
+        }
+    }
+    (px, labels)
+}
+
+/// A data dir holding `fashion-mnist/` with small train and test splits.
+fn data_dir(name: &str) -> PathBuf {
+    let d = scratch(name).join("data");
+    let f = d.join("fashion-mnist");
+    std::fs::create_dir_all(&f).unwrap();
+    for (split, n, seed) in [("train", 512, 1), ("t10k", 200, 2)] {
+        let (px, labels) = images(n, seed);
+        intq_data::idx::write_idx(
+            &f.join(format!("{split}-images-idx3-ubyte")),
+            &[n, 28, 28],
+            &px,
+        )
+        .unwrap();
+        intq_data::idx::write_idx(&f.join(format!("{split}-labels-idx1-ubyte")), &[n], &labels)
+            .unwrap();
+    }
+    d
+}
+
+/// The integer value of `"key":` in a flat JSON text (the first occurrence).
+fn json_int(text: &str, key: &str) -> i64 {
+    json_num(text, key) as i64
+}
+
+fn json_num(text: &str, key: &str) -> f64 {
+    let pat = format!("\"{key}\":");
+    let at = text
+        .find(&pat)
+        .unwrap_or_else(|| panic!("no {key} in {text}"))
+        + pat.len();
+    let rest = &text[at..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || "-+.eE".contains(c)))
+        .unwrap_or(rest.len());
+    rest[..end]
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} is not a number in {text}"))
+}
+
+fn train_float(dir: &Path, data: &Path) -> PathBuf {
+    let ckpt = dir.join("float.ckpt");
+    ok(&[
+        "train",
+        "--model",
+        "small-cnn",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--limit-train",
+        "256",
+        "--limit-test",
+        "50",
+        "--quiet",
+        "--out",
+        ckpt.to_str().unwrap(),
+    ]);
+    ckpt
+}
+
+fn qat(dir: &Path, data: &Path, from: &Path, scheme: &str) -> PathBuf {
+    let ckpt = dir.join(format!("qat_{scheme}.ckpt"));
+    let mut args = vec![
+        "qat",
+        "--from",
+        from.to_str().unwrap(),
+        "--scheme",
+        scheme,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--limit-train",
+        "256",
+        "--limit-test",
+        "50",
+        "--quiet",
+        "--out",
+        ckpt.to_str().unwrap(),
+    ];
+    if scheme == "int8" {
+        args.push("--per-channel");
+    }
+    ok(&args);
+    ckpt
+}
+
+#[test]
+fn both_schemes_convert_and_agree_with_fake_quant() {
+    let dir = scratch("schemes");
+    let data = data_dir("schemes_data");
+    let d = data.to_str().unwrap();
+    let float = train_float(&dir, &data);
+    for (scheme, dtype) in [("uint8", DType::U8), ("int8", DType::I8)] {
+        let ckpt = qat(&dir, &data, &float, scheme);
+        let model_path = dir.join(format!("{scheme}.intq"));
+        let m = model_path.to_str().unwrap();
+        ok(&["convert", ckpt.to_str().unwrap(), "--out", m]);
+        let model = Model::load(&model_path).unwrap();
+        let g = model.graph();
+        assert_eq!(g.tensor(g.inputs()[0]).dtype, DType::F32, "float edges");
+        let weights: Vec<_> = g
+            .tensors()
+            .iter()
+            .filter(|t| t.name.ends_with("/weights"))
+            .collect();
+        assert!(
+            weights.len() >= 4,
+            "{scheme}: {} weight tensors",
+            weights.len()
+        );
+        for t in &weights {
+            assert_eq!(t.dtype, dtype, "{scheme}: {}", t.name);
+        }
+        let out = ok(&[
+            "eval",
+            "--data-dir",
+            d,
+            "--compare",
+            ckpt.to_str().unwrap(),
+            m,
+            "--json",
+        ]);
+        assert_eq!(json_int(&out, "images"), 200);
+        let lsb = json_int(&out, "max_lsb_diff");
+        assert!(
+            lsb <= MAX_LSB,
+            "{scheme}: logits differ by {lsb} LSB: {out}"
+        );
+        // A one-LSB difference can flip top-1 only between two logits that tie within an LSB;
+        // with at most one LSB of difference mismatches must stay rare.
+        let mism = json_int(&out, "top1_mismatch");
+        assert!(mism <= 4, "{scheme}: {mism} top-1 mismatches of 200: {out}");
+        // Per-layer rows exist (input, three convs, two pools, gap, logits) and each is bounded.
+        let rows = out.matches("\"sqnr_fq_db\"").count();
+        assert!(rows >= 7, "{scheme}: {rows} per-layer rows: {out}");
+        for part in out.split("{\"name\":").skip(1) {
+            let l = json_int(part, "max_lsb");
+            assert!(l <= MAX_LSB, "{scheme}: layer {part} differs by {l} LSB");
+        }
+        // Plain evaluation gives the same int8 accuracy as the comparison.
+        let plain = ok(&["eval", "--data-dir", d, m, "--json"]);
+        assert_eq!(json_num(&plain, "int8_acc"), json_num(&out, "int8_acc"));
+    }
+}
+
+#[test]
+fn convert_errors_name_the_file_and_write_nothing() {
+    let dir = scratch("errors");
+    let out = dir.join("m.intq");
+    let o = out.to_str().unwrap();
+    let missing = dir.join("nope.ckpt");
+    let e = fail(&["convert", missing.to_str().unwrap(), "--out", o]);
+    assert!(
+        e.contains("nope.ckpt") && e.contains("does not exist"),
+        "{e}"
+    );
+    let junk = dir.join("junk.ckpt");
+    std::fs::write(&junk, b"definitely not safetensors").unwrap();
+    let e = fail(&["convert", junk.to_str().unwrap(), "--out", o]);
+    assert!(e.contains("junk.ckpt"), "{e}");
+    let data = data_dir("errors_data");
+    let float = train_float(&dir, &data);
+    let e = fail(&["convert", float.to_str().unwrap(), "--out", o]);
+    assert!(e.contains("without quantization"), "{e}");
+    let e = fail(&[
+        "convert",
+        float.to_str().unwrap(),
+        "--out",
+        o,
+        "--scheme",
+        "int4",
+    ]);
+    assert!(e.contains("float.ckpt") || e.contains("int4"), "{e}");
+    assert!(!out.exists(), "a failed conversion left {}", out.display());
+}
+
+#[test]
+fn ptq_minmax_and_percentile_make_runnable_models() {
+    let dir = scratch("ptq");
+    let data = data_dir("ptq_data");
+    let d = data.to_str().unwrap();
+    let float = train_float(&dir, &data);
+    let f = float.to_str().unwrap();
+    for (method, scheme) in [("minmax", "uint8"), ("percentile", "int8")] {
+        let p = dir.join(format!("{method}.intq"));
+        ok(&[
+            "ptq",
+            "--from",
+            f,
+            "--calib",
+            "100",
+            "--method",
+            method,
+            "--scheme",
+            scheme,
+            "--data-dir",
+            d,
+            "--out",
+            p.to_str().unwrap(),
+        ]);
+        let out = ok(&[
+            "eval",
+            "--data-dir",
+            d,
+            p.to_str().unwrap(),
+            "--json",
+            "--limit",
+            "50",
+        ]);
+        assert_eq!(json_int(&out, "images"), 50);
+        let acc = json_num(&out, "int8_acc");
+        assert!((0.0..=1.0).contains(&acc), "{out}");
+    }
+    // PTQ refuses a QAT checkpoint, whose ranges were trained.
+    let q = qat(&dir, &data, &float, "uint8");
+    let e = fail(&[
+        "ptq",
+        "--from",
+        q.to_str().unwrap(),
+        "--data-dir",
+        d,
+        "--out",
+        dir.join("x.intq").to_str().unwrap(),
+    ]);
+    assert!(e.contains("QAT checkpoint"), "{e}");
+}
+
+#[test]
+fn quickstart_tiny_runs_the_whole_pipeline() {
+    let dir = scratch("quickstart");
+    let data = data_dir("quickstart_data");
+    let out = ok(&[
+        "quickstart",
+        "--tiny",
+        "--json",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--dir",
+        dir.to_str().unwrap(),
+    ]);
+    let line = out.trim();
+    assert!(
+        line.starts_with('{') && line.ends_with('}'),
+        "one JSON object: {out}"
+    );
+    for key in ["float_acc", "ptq_acc", "fq_acc", "int8_acc"] {
+        let v = json_num(line, key);
+        assert!((0.0..=1.0).contains(&v), "{key} = {v}");
+    }
+    assert_eq!(json_int(line, "test_images"), 200);
+    let lsb = json_int(line, "max_lsb_diff");
+    assert!(lsb <= MAX_LSB, "max LSB {lsb}: {line}");
+    assert!(json_int(line, "top1_mismatch") <= 4, "{line}");
+    for f in ["float.ckpt", "qat.ckpt", "ptq.intq", "model.intq"] {
+        assert!(dir.join(f).exists(), "{f} missing");
+    }
+    assert!(Model::load(&dir.join("model.intq")).is_ok());
+}

@@ -1,0 +1,376 @@
+//! Conversion of a QAT network (evaluation state) into an `intq_engine::Graph`: folded weights
+//! quantized with the very params training used (and the same round-half-up), int32 bias at
+//! `S_in * S_w[k]`, activation params from the observers, NHWC layout, batch 1.
+
+use intq_engine::{
+    Activation, ChannelParams, DType, Graph, GraphBuilder, Op, Padding, Quant, QuantParams,
+    TensorData, TensorId,
+};
+use intq_quant::QScheme;
+
+use crate::fake_quant::WeightQuant;
+use crate::layers::{ConvBn, FoldedLayer, Pool, QAdd, QuantCfg, ACT_RELU, ACT_RELU6};
+use crate::zoo::{Arch, Net, Node};
+use crate::TrainError;
+
+/// The code fake quantization snapped `w` to: `floor((clamp(w) - n_min) / S + 0.5) + qmin`, the
+/// same f32 steps as `QScheme::fake_quant`, so the integer weight dequantizes to the trained
+/// value.
+pub fn weight_code(scheme: QScheme, p: QuantParams, w: f32) -> i32 {
+    let r = scheme.nudged_range(p);
+    let c = w.clamp(r.min, r.max);
+    ((c - r.min) / p.scale + 0.5).floor() as i32 + scheme.qmin()
+}
+
+#[derive(Clone, Copy)]
+struct Cur {
+    id: TensorId,
+    /// NHWC shape.
+    shape: [usize; 4],
+    params: QuantParams,
+}
+
+struct Exporter {
+    b: GraphBuilder,
+    q: QuantCfg,
+    dtype: DType,
+    n: usize,
+}
+
+fn activation(act: u8) -> Activation {
+    match act {
+        ACT_RELU => Activation::Relu,
+        ACT_RELU6 => Activation::Relu6,
+        _ => Activation::None,
+    }
+}
+
+impl Exporter {
+    fn codes(&self, v: Vec<i32>) -> TensorData {
+        match self.dtype {
+            DType::U8 => TensorData::U8(v.into_iter().map(|c| c as u8).collect()),
+            _ => TensorData::I8(v.into_iter().map(|c| c as i8).collect()),
+        }
+    }
+
+    fn weight_quant(&self, wq: &WeightQuant, axis: usize) -> Result<Quant, TrainError> {
+        Ok(match wq {
+            WeightQuant::PerTensor(p) => Quant::PerTensor(*p),
+            WeightQuant::PerChannel(v) => Quant::PerChannel(
+                ChannelParams::new(
+                    v.iter().map(|p| p.scale).collect(),
+                    v.iter().map(|p| p.zero_point).collect(),
+                    axis,
+                )
+                .map_err(TrainError::from)?,
+            ),
+        })
+    }
+
+    fn bias(&mut self, name: &str, s_in: f32, f: &FoldedLayer) -> Result<TensorId, TrainError> {
+        let o = f.bias.len();
+        let scales: Vec<f32> = (0..o).map(|k| s_in * f.weight_quant.scale(k)).collect();
+        let mut codes = Vec::with_capacity(o);
+        for (k, (&b, &s)) in f.bias.iter().zip(&scales).enumerate() {
+            let v = (b as f64 / s as f64).round();
+            if !(v.is_finite() && v.abs() < i32::MAX as f64) {
+                return Err(TrainError::Export(format!(
+                    "{name}[{k}]: bias {b} does not fit int32 at scale {s}"
+                )));
+            }
+            codes.push(v as i32);
+        }
+        let quant = match &f.weight_quant {
+            WeightQuant::PerTensor(_) => Quant::PerTensor(QuantParams {
+                scale: scales[0],
+                zero_point: 0,
+            }),
+            WeightQuant::PerChannel(_) => Quant::PerChannel(
+                ChannelParams::new(scales, vec![0; o], 0).map_err(TrainError::from)?,
+            ),
+        };
+        Ok(self
+            .b
+            .constant(name, &[o], Some(quant), TensorData::I32(codes)))
+    }
+
+    fn act_tensor(&mut self, name: &str, shape: [usize; 4], p: QuantParams) -> TensorId {
+        self.b
+            .tensor(name, self.dtype, &shape, Some(Quant::PerTensor(p)))
+    }
+
+    fn conv(&mut self, name: &str, l: &ConvBn, x: &Cur) -> Result<Cur, TrainError> {
+        let f = l.export(&self.q)?;
+        let [o, ipg, kh, kw] = [
+            f.weight_shape[0],
+            f.weight_shape[1],
+            f.weight_shape[2],
+            f.weight_shape[3],
+        ];
+        let cin = x.shape[3];
+        let depthwise = l.groups > 1;
+        if depthwise && (l.groups != cin || o != cin || ipg != 1) {
+            return Err(TrainError::Export(format!(
+                "{name}: grouped conv that is not depthwise"
+            )));
+        }
+        let ws = self.q.weight_scheme;
+        let code = |c: usize, v: f32| weight_code(ws, f.weight_quant.channel(c), v);
+        // Training layout [O, I/g, kh, kw] -> OHWI (conv) or [1, kh, kw, C] (depthwise).
+        let mut codes = vec![0i32; f.weights.len()];
+        for oc in 0..o {
+            for i in 0..ipg {
+                for y in 0..kh {
+                    for xk in 0..kw {
+                        let src = ((oc * ipg + i) * kh + y) * kw + xk;
+                        let dst = if depthwise {
+                            (y * kw + xk) * o + oc
+                        } else {
+                            ((oc * kh + y) * kw + xk) * ipg + i
+                        };
+                        codes[dst] = code(oc, f.weights[src]);
+                    }
+                }
+            }
+        }
+        let (shape, axis) = if depthwise {
+            (vec![1, kh, kw, o], 3)
+        } else {
+            (vec![o, kh, kw, ipg], 0)
+        };
+        let quant = self.weight_quant(&f.weight_quant, axis)?;
+        let data = self.codes(codes);
+        let filter = self
+            .b
+            .constant(&format!("{name}/weights"), &shape, Some(quant), data);
+        let bias = self.bias(&format!("{name}/bias"), x.params.scale, &f)?;
+        let (s, p) = (l.stride, l.padding);
+        let oh = (x.shape[1] + 2 * p - kh) / s + 1;
+        let ow = (x.shape[2] + 2 * p - kw) / s + 1;
+        let out_shape = [self.n, oh, ow, o];
+        let out = self.act_tensor(name, out_shape, f.output);
+        let padding = Padding::Explicit {
+            top: p,
+            bottom: p,
+            left: p,
+            right: p,
+        };
+        let op = if depthwise {
+            Op::DepthwiseConv2d {
+                input: x.id,
+                filter,
+                bias: Some(bias),
+                output: out,
+                stride: [s, s],
+                dilation: [1, 1],
+                padding,
+                depth_multiplier: 1,
+                activation: activation(f.act),
+            }
+        } else {
+            Op::Conv2d {
+                input: x.id,
+                filter,
+                bias: Some(bias),
+                output: out,
+                stride: [s, s],
+                dilation: [1, 1],
+                padding,
+                activation: activation(f.act),
+            }
+        };
+        self.b.op(op);
+        Ok(Cur {
+            id: out,
+            shape: out_shape,
+            params: f.output,
+        })
+    }
+
+    fn add(&mut self, name: &str, l: &QAdd, a: &Cur, b: &Cur) -> Result<Cur, TrainError> {
+        let p = l
+            .out_obs
+            .params(self.q.act_scheme)?
+            .ok_or_else(|| TrainError::Export(format!("{name}: no observed output range")))?;
+        let out = self.act_tensor(name, a.shape, p);
+        self.b.op(Op::Add {
+            lhs: a.id,
+            rhs: b.id,
+            output: out,
+            activation: activation(l.act),
+        });
+        Ok(Cur {
+            id: out,
+            shape: a.shape,
+            params: p,
+        })
+    }
+
+    fn pool(&mut self, name: &str, l: &Pool, x: &Cur) -> Cur {
+        let [n, h, w, c] = x.shape;
+        let (k, s, p) = if l.global {
+            (h, h, 0)
+        } else {
+            (l.kernel, l.stride, l.padding)
+        };
+        let (kw, sw) = if l.global { (w, w) } else { (k, s) };
+        let oh = (h + 2 * p - k) / s + 1;
+        let ow = (w + 2 * p - kw) / sw + 1;
+        let shape = [n, oh, ow, c];
+        let out = self.act_tensor(name, shape, x.params);
+        let padding = Padding::Explicit {
+            top: p,
+            bottom: p,
+            left: p,
+            right: p,
+        };
+        let op = if l.max {
+            Op::MaxPool2d {
+                input: x.id,
+                output: out,
+                filter: [k, kw],
+                stride: [s, sw],
+                padding,
+                activation: Activation::None,
+            }
+        } else {
+            Op::AveragePool2d {
+                input: x.id,
+                output: out,
+                filter: [k, kw],
+                stride: [s, sw],
+                padding,
+                activation: Activation::None,
+            }
+        };
+        self.b.op(op);
+        Cur {
+            id: out,
+            shape,
+            params: x.params,
+        }
+    }
+}
+
+/// Builds the integer graph of `net` as QAT evaluation runs it. `quant` decides the encoding:
+/// unsigned activations give the paper's uint8 model, signed ones TFLite's int8 model. With
+/// `float_edges` the graph takes f32 NHWC images in `[0, 1]` through a Quantize op and returns
+/// f32 logits through a Dequantize op; otherwise it reads and returns codes. Batch size 1.
+pub fn export(
+    net: &Net,
+    arch: Arch,
+    quant: &QuantCfg,
+    float_edges: bool,
+) -> Result<Graph, TrainError> {
+    let dtype = if quant.act_scheme.is_signed() {
+        DType::I8
+    } else {
+        DType::U8
+    };
+    if quant.weight_scheme.is_signed() != quant.act_scheme.is_signed() {
+        return Err(TrainError::Export(
+            "weights and activations must both be signed or both unsigned".into(),
+        ));
+    }
+    let mut e = Exporter {
+        b: GraphBuilder::new(),
+        q: *quant,
+        dtype,
+        n: 1,
+    };
+    let [c, h, w] = arch.input_shape();
+    let shape = [1, h, w, c];
+    let in_params =
+        net.input.obs.params(quant.act_scheme)?.ok_or_else(|| {
+            TrainError::Export("the input quantizer has no observed range".into())
+        })?;
+    let q_in = if float_edges {
+        let f = e.b.tensor("input", DType::F32, &shape, None);
+        let q = e.act_tensor("input_q", shape, in_params);
+        e.b.op(Op::Quantize {
+            input: f,
+            output: q,
+        });
+        e.b.input(f);
+        q
+    } else {
+        let q = e.act_tensor("input", shape, in_params);
+        e.b.input(q);
+        q
+    };
+    let mut x = Cur {
+        id: q_in,
+        shape,
+        params: in_params,
+    };
+    for (i, node) in net.body.iter().enumerate() {
+        let name = format!("body{i}");
+        x = match node {
+            Node::Conv(l) => e.conv(&name, l, &x)?,
+            Node::Pool(p) => e.pool(&name, p, &x),
+            Node::InvRes(b) => {
+                let h = match &b.expand {
+                    Some(l) => e.conv(&format!("{name}/expand"), l, &x)?,
+                    None => x,
+                };
+                let h = e.conv(&format!("{name}/dw"), &b.dw, &h)?;
+                let h = e.conv(&format!("{name}/project"), &b.project, &h)?;
+                match &b.add {
+                    Some(a) => e.add(&format!("{name}/add"), a, &h, &x)?,
+                    None => h,
+                }
+            }
+            Node::Basic(b) => {
+                let h = e.conv(&format!("{name}/conv1"), &b.conv1, &x)?;
+                let h = e.conv(&format!("{name}/conv2"), &b.conv2, &h)?;
+                let s = match &b.shortcut {
+                    Some(l) => e.conv(&format!("{name}/shortcut"), l, &x)?,
+                    None => x,
+                };
+                e.add(&format!("{name}/add"), &b.add, &h, &s)?
+            }
+        };
+    }
+    let x = e.pool("gap", &net.gap, &x);
+    let f = net.head.export(quant)?;
+    let [classes, depth] = [f.weight_shape[0], f.weight_shape[1]];
+    let ws = quant.weight_scheme;
+    let codes: Vec<i32> = f
+        .weights
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| weight_code(ws, f.weight_quant.channel(i / depth), v))
+        .collect();
+    let wq = e.weight_quant(&f.weight_quant, 0)?;
+    let data = e.codes(codes);
+    let weights =
+        e.b.constant("fc/weights", &[classes, depth], Some(wq), data);
+    let bias = e.bias("fc/bias", x.params.scale, &f)?;
+    let logits_name = if float_edges { "logits_q" } else { "logits" };
+    let logits = e.b.tensor(
+        logits_name,
+        dtype,
+        &[1, classes],
+        Some(Quant::PerTensor(f.output)),
+    );
+    e.b.op(Op::FullyConnected {
+        input: x.id,
+        weights,
+        bias: Some(bias),
+        output: logits,
+        activation: activation(f.act),
+    });
+    let out = if float_edges {
+        let o = e.b.tensor("logits", DType::F32, &[1, classes], None);
+        e.b.op(Op::Dequantize {
+            input: logits,
+            output: o,
+        });
+        o
+    } else {
+        logits
+    };
+    e.b.output(out);
+    e.b.finish()
+        .map_err(|err| TrainError::Export(format!("the exported graph is invalid: {err}")))
+}

@@ -1,0 +1,479 @@
+//! QAT layers that train what the integer engine runs: Conv2d (+ folded BN) + fused activation,
+//! depthwise conv, fully connected, residual add, concat, pools and the input quantizer. Each
+//! materialized output carries its own observer (SPEC §2), and in evaluation every layer can hand
+//! conversion exactly the folded weights, weight params, bias and activation params it used.
+
+use burn::module::{Module, Param, RunningState};
+use burn::tensor::module::{avg_pool2d, batch_norm_train, conv2d, max_pool2d};
+use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
+use burn::tensor::{Device, Distribution, Tensor};
+use intq_quant::{QScheme, QuantParams};
+
+use crate::fake_quant::{fake_quant, fake_quant_weights, host_vec, WeightQuant};
+use crate::observer::EmaObserver;
+use crate::TrainError;
+
+/// Quantization settings of a QAT run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuantCfg {
+    /// Scheme of every activation (per tensor).
+    pub act_scheme: QScheme,
+    /// Scheme of every weight tensor.
+    pub weight_scheme: QScheme,
+    /// Weights per output channel (conv, depthwise, FC) instead of per tensor.
+    pub per_channel: bool,
+    /// Steps during which activation ranges are observed but not applied.
+    pub quant_delay: u64,
+    /// Use moving BN statistics only and stop updating them (SPEC §3 "BN freeze").
+    pub freeze_bn: bool,
+    /// Stop updating activation observers.
+    pub freeze_observers: bool,
+}
+
+impl QuantCfg {
+    /// The paper's scheme: uint8 activations, narrow-range asymmetric uint8 weights per tensor.
+    pub fn uint8(bits_a: u8, bits_w: u8) -> Result<Self, TrainError> {
+        Ok(QuantCfg {
+            act_scheme: QScheme::new(bits_a, false, false, false)?,
+            weight_scheme: QScheme::new(bits_w, false, true, false)?,
+            per_channel: false,
+            quant_delay: 0,
+            freeze_bn: false,
+            freeze_observers: false,
+        })
+    }
+
+    /// TFLite's scheme: int8 asymmetric activations, symmetric narrow int8 weights.
+    pub fn int8(bits_a: u8, bits_w: u8, per_channel: bool) -> Result<Self, TrainError> {
+        Ok(QuantCfg {
+            act_scheme: QScheme::new(bits_a, true, false, false)?,
+            weight_scheme: QScheme::new(bits_w, true, true, true)?,
+            per_channel,
+            quant_delay: 0,
+            freeze_bn: false,
+            freeze_observers: false,
+        })
+    }
+}
+
+/// Per-forward context: training or evaluation, the global step (for quant delay), and the
+/// quantization settings (`None` = float training/evaluation).
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx {
+    pub training: bool,
+    pub step: u64,
+    pub quant: Option<QuantCfg>,
+}
+
+impl Ctx {
+    pub fn float(training: bool) -> Self {
+        Ctx {
+            training,
+            step: 0,
+            quant: None,
+        }
+    }
+}
+
+/// An activation tensor and the params it is quantized with (`None` in float mode or before the
+/// quant delay ends), so ops that share their input's params (pools) can stay on its grid.
+#[derive(Debug, Clone)]
+pub struct Act {
+    pub x: Tensor<4>,
+    pub q: Option<QuantParams>,
+}
+
+/// Fused activation, applied as a clamp exactly as the integer engine clamps.
+pub const ACT_NONE: u8 = 0;
+pub const ACT_RELU: u8 = 1;
+pub const ACT_RELU6: u8 = 2;
+
+fn activate<const D: usize>(x: Tensor<D>, act: u8) -> Tensor<D> {
+    match act {
+        ACT_RELU => x.clamp_min(0.0),
+        ACT_RELU6 => x.clamp(0.0, 6.0),
+        _ => x,
+    }
+}
+
+/// He-uniform initial weights (bound `sqrt(6 / fan_in)`), suited to ReLU networks.
+fn he_uniform<const D: usize>(shape: [usize; D], fan_in: usize, device: &Device) -> Tensor<D> {
+    let a = (6.0 / fan_in as f64).sqrt();
+    Tensor::random(shape, Distribution::Uniform(-a, a), device)
+}
+
+/// What a conv/FC layer ran in evaluation: everything conversion needs.
+#[derive(Debug, Clone)]
+pub struct FoldedLayer {
+    /// Folded f32 weights in the training layout (`[O, I/groups, kh, kw]` or `[O, I]`).
+    pub weights: Vec<f32>,
+    pub weight_shape: Vec<usize>,
+    /// Weight params (per tensor or per output channel).
+    pub weight_quant: WeightQuant,
+    /// Folded f32 bias `[O]`; conversion stores `round(b / (S_in * S_w[k]))` as int32.
+    pub bias: Vec<f32>,
+    /// Output activation params.
+    pub output: QuantParams,
+    /// Fused activation (ACT_*).
+    pub act: u8,
+}
+
+/// Conv2d with optional folded batch norm (SPEC §3) and a fused activation; `groups == in ==
+/// out` makes it depthwise.
+#[derive(Module, Debug)]
+pub struct ConvBn {
+    pub weight: Param<Tensor<4>>,
+    /// Conv bias, only without BN (BN's beta plays its role otherwise).
+    pub bias: Option<Param<Tensor<1>>>,
+    pub gamma: Option<Param<Tensor<1>>>,
+    pub beta: Option<Param<Tensor<1>>>,
+    pub running_mean: RunningState<Tensor<1>>,
+    pub running_var: RunningState<Tensor<1>>,
+    pub out_obs: EmaObserver,
+    pub stride: usize,
+    pub padding: usize,
+    pub groups: usize,
+    pub act: u8,
+    pub bn: bool,
+    pub eps: f64,
+    pub momentum: f64,
+}
+
+/// Construction options shared by the zoo's layers.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerOpts {
+    pub ema_decay: f64,
+}
+
+impl Default for LayerOpts {
+    fn default() -> Self {
+        LayerOpts { ema_decay: 0.99 }
+    }
+}
+
+impl ConvBn {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cin: usize,
+        cout: usize,
+        kernel: usize,
+        stride: usize,
+        groups: usize,
+        bn: bool,
+        act: u8,
+        opts: LayerOpts,
+        device: &Device,
+    ) -> Self {
+        let fan_in = cin / groups * kernel * kernel;
+        let w = he_uniform([cout, cin / groups, kernel, kernel], fan_in, device);
+        ConvBn {
+            weight: Param::from_tensor(w),
+            bias: (!bn).then(|| Param::from_tensor(Tensor::zeros([cout], device))),
+            gamma: bn.then(|| Param::from_tensor(Tensor::ones([cout], device))),
+            beta: bn.then(|| Param::from_tensor(Tensor::zeros([cout], device))),
+            running_mean: RunningState::new(Tensor::zeros([cout], device)),
+            running_var: RunningState::new(Tensor::ones([cout], device)),
+            out_obs: EmaObserver::new(opts.ema_decay, device),
+            stride,
+            padding: kernel / 2,
+            groups,
+            act,
+            bn,
+            eps: 1e-5,
+            momentum: 0.1,
+        }
+    }
+
+    pub fn out_channels(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
+    fn options(&self) -> ConvOptions<2> {
+        ConvOptions::new(
+            [self.stride, self.stride],
+            [self.padding, self.padding],
+            [1, 1],
+            self.groups,
+        )
+    }
+
+    fn running(&self, device: &Device) -> (Tensor<1>, Tensor<1>) {
+        (
+            self.running_mean.value_sync().to_device(device),
+            self.running_var.value_sync().to_device(device),
+        )
+    }
+
+    /// Folding factor `gamma / sqrt(var_mv + eps)` and folded bias from the moving statistics.
+    fn fold(&self, device: &Device) -> (Tensor<1>, Tensor<1>) {
+        let (mean, var) = self.running(device);
+        let gamma = self.gamma.as_ref().expect("bn layer").val();
+        let beta = self.beta.as_ref().expect("bn layer").val();
+        let sf = gamma / var.add_scalar(self.eps).sqrt();
+        let b = beta - sf.clone() * mean;
+        (sf, b)
+    }
+
+    /// Moving statistics with the biased batch variance, as burn's own BatchNorm keeps them.
+    fn update_running(&self, mean: Tensor<1>, var: Tensor<1>) {
+        let device = mean.device();
+        let (rm, rv) = self.running(&device);
+        let m = self.momentum;
+        self.running_mean
+            .update((rm.mul_scalar(1.0 - m) + mean.detach().mul_scalar(m)).detach());
+        self.running_var
+            .update((rv.mul_scalar(1.0 - m) + var.detach().mul_scalar(m)).detach());
+        // `update` parks the value per thread until the next `value_sync`; module visitors (the
+        // checkpoint writer) read only the synced value, so flush now.
+        self.running_mean.value_sync();
+        self.running_var.value_sync();
+    }
+
+    pub fn forward(&self, input: Act, ctx: &Ctx) -> Result<Act, TrainError> {
+        let x = input.x;
+        let device = x.device();
+        let c = self.out_channels();
+        let y = match (ctx.quant, self.bn) {
+            (None, false) => conv2d(
+                x,
+                self.weight.val(),
+                self.bias.as_ref().map(|b| b.val()),
+                self.options(),
+            ),
+            (None, true) => {
+                let y = conv2d(x, self.weight.val(), None, self.options());
+                if ctx.training {
+                    let r = batch_norm_train(
+                        y,
+                        self.gamma.as_ref().expect("bn").val(),
+                        self.beta.as_ref().expect("bn").val(),
+                        self.eps,
+                    );
+                    self.update_running(r.mean, r.variance);
+                    r.output
+                } else {
+                    let (sf, b) = self.fold(&device);
+                    y * sf.reshape([1, c, 1, 1]) + b.reshape([1, c, 1, 1])
+                }
+            }
+            (Some(q), false) => {
+                let (wq, _) =
+                    fake_quant_weights(self.weight.val(), q.weight_scheme, q.per_channel)?;
+                conv2d(x, wq, self.bias.as_ref().map(|b| b.val()), self.options())
+            }
+            (Some(q), true) => {
+                let (sf, b_fold) = self.fold(&device);
+                let w_fold = self.weight.val() * sf.clone().reshape([c, 1, 1, 1]);
+                let (wq, _) = fake_quant_weights(w_fold, q.weight_scheme, q.per_channel)?;
+                let y = conv2d(x, wq, None, self.options());
+                if ctx.training && !q.freeze_bn {
+                    // conv(x, fq(w * sf)) / sf is the unfolded conv output; normalizing it with
+                    // batch statistics gives SPEC §3's `y * sigma_mv / sigma_B + beta -
+                    // gamma mu_B / sigma_B` with a single convolution.
+                    let y0 = y / sf.reshape([1, c, 1, 1]);
+                    let r = batch_norm_train(
+                        y0,
+                        self.gamma.as_ref().expect("bn").val(),
+                        self.beta.as_ref().expect("bn").val(),
+                        self.eps,
+                    );
+                    self.update_running(r.mean, r.variance);
+                    r.output
+                } else {
+                    y + b_fold.reshape([1, c, 1, 1])
+                }
+            }
+        };
+        let y = activate(y, self.act);
+        let (x, q) = self.out_obs.apply(y, ctx)?;
+        Ok(Act { x, q })
+    }
+
+    /// Folded weights, weight params, folded bias and output params, as evaluation runs them.
+    pub fn export(&self, q: &QuantCfg) -> Result<FoldedLayer, TrainError> {
+        let device = self.weight.val().device();
+        let (w, b) = if self.bn {
+            let (sf, b) = self.fold(&device);
+            let c = self.out_channels();
+            (self.weight.val() * sf.reshape([c, 1, 1, 1]), b)
+        } else {
+            (
+                self.weight.val(),
+                self.bias.as_ref().expect("conv bias").val(),
+            )
+        };
+        let (_, weight_quant) = fake_quant_weights(w.clone(), q.weight_scheme, q.per_channel)?;
+        let output = self.out_obs.params(q.act_scheme)?.ok_or_else(|| {
+            TrainError::Export("a conv layer has no observed output range".into())
+        })?;
+        Ok(FoldedLayer {
+            weight_shape: w.dims().to_vec(),
+            weights: host_vec(w),
+            weight_quant,
+            bias: host_vec(b),
+            output,
+            act: self.act,
+        })
+    }
+}
+
+/// Fully connected `y = x W^T + b` with weights `[out, in]` (the engine's layout) and a fused
+/// activation.
+#[derive(Module, Debug)]
+pub struct QLinear {
+    pub weight: Param<Tensor<2>>,
+    pub bias: Param<Tensor<1>>,
+    pub out_obs: EmaObserver,
+    pub act: u8,
+}
+
+impl QLinear {
+    pub fn new(cin: usize, cout: usize, act: u8, opts: LayerOpts, device: &Device) -> Self {
+        let a = 1.0 / (cin as f64).sqrt();
+        QLinear {
+            weight: Param::from_tensor(Tensor::random(
+                [cout, cin],
+                Distribution::Uniform(-a, a),
+                device,
+            )),
+            bias: Param::from_tensor(Tensor::zeros([cout], device)),
+            out_obs: EmaObserver::new(opts.ema_decay, device),
+            act,
+        }
+    }
+
+    /// `x`: `[N, in]` (a pooled `[N, C, 1, 1]` is flattened by the caller).
+    pub fn forward(
+        &self,
+        x: Tensor<2>,
+        ctx: &Ctx,
+    ) -> Result<(Tensor<2>, Option<QuantParams>), TrainError> {
+        let w = match ctx.quant {
+            Some(q) => fake_quant_weights(self.weight.val(), q.weight_scheme, q.per_channel)?.0,
+            None => self.weight.val(),
+        };
+        let cout = w.dims()[0];
+        let y = x.matmul(w.transpose()) + self.bias.val().reshape([1, cout]);
+        let y = activate(y, self.act);
+        self.out_obs.apply(y, ctx)
+    }
+
+    pub fn export(&self, q: &QuantCfg) -> Result<FoldedLayer, TrainError> {
+        let w = self.weight.val();
+        let (_, weight_quant) = fake_quant_weights(w.clone(), q.weight_scheme, q.per_channel)?;
+        let output = self.out_obs.params(q.act_scheme)?.ok_or_else(|| {
+            TrainError::Export("the classifier has no observed output range".into())
+        })?;
+        Ok(FoldedLayer {
+            weight_shape: w.dims().to_vec(),
+            weights: host_vec(w),
+            weight_quant,
+            bias: host_vec(self.bias.val()),
+            output,
+            act: self.act,
+        })
+    }
+}
+
+/// Residual add with its own output range and fused activation.
+#[derive(Module, Debug)]
+pub struct QAdd {
+    pub out_obs: EmaObserver,
+    pub act: u8,
+}
+
+impl QAdd {
+    pub fn new(act: u8, opts: LayerOpts, device: &Device) -> Self {
+        QAdd {
+            out_obs: EmaObserver::new(opts.ema_decay, device),
+            act,
+        }
+    }
+
+    pub fn forward(&self, a: Act, b: Act, ctx: &Ctx) -> Result<Act, TrainError> {
+        let y = activate(a.x + b.x, self.act);
+        let (x, q) = self.out_obs.apply(y, ctx)?;
+        Ok(Act { x, q })
+    }
+}
+
+/// Channel concatenation with one shared output range.
+#[derive(Module, Debug)]
+pub struct QConcat {
+    pub out_obs: EmaObserver,
+}
+
+impl QConcat {
+    pub fn new(opts: LayerOpts, device: &Device) -> Self {
+        QConcat {
+            out_obs: EmaObserver::new(opts.ema_decay, device),
+        }
+    }
+
+    pub fn forward(&self, inputs: Vec<Act>, ctx: &Ctx) -> Result<Act, TrainError> {
+        let y = Tensor::cat(inputs.into_iter().map(|a| a.x).collect(), 1);
+        let (x, q) = self.out_obs.apply(y, ctx)?;
+        Ok(Act { x, q })
+    }
+}
+
+/// Max or average pooling (`global` = over the whole feature map). Both share their input's
+/// params in the engine; the average is put back on the input's grid so training sees the
+/// engine's values.
+#[derive(Module, Debug)]
+pub struct Pool {
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub max: bool,
+    pub global: bool,
+}
+
+impl Pool {
+    pub fn forward(&self, a: Act, ctx: &Ctx) -> Act {
+        let x = a.x;
+        let y = if self.max {
+            max_pool2d(
+                x,
+                MaxPoolOptions::new([self.kernel, self.kernel])
+                    .with_stride([self.stride, self.stride])
+                    .with_padding([self.padding, self.padding]),
+            )
+        } else if self.global {
+            let [_, _, h, w] = x.dims();
+            avg_pool2d(x, AvgPoolOptions::new([h, w]).with_stride([h, w]))
+        } else {
+            avg_pool2d(
+                x,
+                AvgPoolOptions::new([self.kernel, self.kernel])
+                    .with_stride([self.stride, self.stride]),
+            )
+        };
+        let y = match (self.max, a.q, ctx.quant) {
+            (false, Some(p), Some(q)) => fake_quant(y, q.act_scheme, p),
+            _ => y,
+        };
+        Act { x: y, q: a.q }
+    }
+}
+
+/// The network's input quantizer: an observer at the input edge.
+#[derive(Module, Debug)]
+pub struct InputQuant {
+    pub obs: EmaObserver,
+}
+
+impl InputQuant {
+    pub fn forward(&self, x: Tensor<4>, ctx: &Ctx) -> Result<Act, TrainError> {
+        let (x, q) = self.obs.apply(x, ctx)?;
+        Ok(Act { x, q })
+    }
+}
+
+/// The running BN statistics of a layer as host vectors (tests and conversion).
+pub fn running_stats(l: &ConvBn) -> (Vec<f32>, Vec<f32>) {
+    (
+        host_vec(l.running_mean.value_sync()),
+        host_vec(l.running_var.value_sync()),
+    )
+}

@@ -1,0 +1,99 @@
+//! Activation range observers (SPEC §2): an exponential moving average of each batch's min and
+//! max, kept as module state so it is saved with checkpoints, with quant delay and freezing
+//! decided by the caller's [`Ctx`](crate::layers::Ctx).
+
+use burn::module::{Module, RunningState};
+use burn::tensor::{Device, Tensor, TensorData};
+use intq_quant::{QScheme, QuantParams};
+
+use crate::fake_quant::{choose, fake_quant, host_vec, min_max};
+use crate::layers::Ctx;
+use crate::TrainError;
+
+/// EMA of batch `[min, max]`. State tensor: `[min, max, seen]` where `seen` is 0 until the first
+/// batch, which sets the range directly (an EMA from an arbitrary start would take hundreds of
+/// steps to forget it).
+#[derive(Module, Debug)]
+pub struct EmaObserver {
+    pub state: RunningState<Tensor<1>>,
+    pub decay: f64,
+}
+
+impl EmaObserver {
+    pub fn new(decay: f64, device: &Device) -> Self {
+        EmaObserver {
+            state: RunningState::new(Tensor::zeros([3], device)),
+            decay,
+        }
+    }
+
+    /// The current range, or `None` before the first observed batch.
+    pub fn range(&self) -> Option<(f32, f32)> {
+        let v = host_vec(self.state.value_sync());
+        (v.len() == 3 && v[2] > 0.0).then(|| (v[0], v[1]))
+    }
+
+    /// Sets the range (used by tests and by conversion of imported ranges).
+    pub fn set_range(&self, min: f32, max: f32) {
+        let device = self.state.value_sync().device();
+        self.state.update(Tensor::from_data(
+            TensorData::new(vec![min, max, 1.0], [3]),
+            &device,
+        ));
+        // Flush the per-thread pending value so visitors (checkpoints) see it.
+        self.state.value_sync();
+    }
+
+    /// Folds one batch range into the average: `ema = decay * ema + (1 - decay) * batch`
+    /// (in f32 on the host; the first batch sets it).
+    pub fn observe(&self, batch_min: f32, batch_max: f32) {
+        let (min, max) = match self.range() {
+            None => (batch_min, batch_max),
+            Some((lo, hi)) => {
+                let d = self.decay as f32;
+                (
+                    d * lo + (1.0 - d) * batch_min,
+                    d * hi + (1.0 - d) * batch_max,
+                )
+            }
+        };
+        self.set_range(min, max);
+    }
+
+    /// The `(S, Z)` of the observed range under `scheme`, if any batch was seen.
+    pub fn params(&self, scheme: QScheme) -> Result<Option<QuantParams>, TrainError> {
+        match self.range() {
+            None => Ok(None),
+            Some((lo, hi)) => choose(scheme, lo, hi, "activation").map(Some),
+        }
+    }
+
+    /// Observe (when training and not frozen) and fake-quantize (once past the quant delay, or
+    /// always in evaluation once a range exists). Returns the tensor and the params applied.
+    pub fn apply<const D: usize>(
+        &self,
+        x: Tensor<D>,
+        ctx: &Ctx,
+    ) -> Result<(Tensor<D>, Option<QuantParams>), TrainError> {
+        let Some(q) = ctx.quant else {
+            return Ok((x, None));
+        };
+        if ctx.training && !q.freeze_observers {
+            let (lo, hi) = min_max(&x);
+            if !(lo.is_finite() && hi.is_finite()) {
+                return Err(TrainError::NonFinite(format!(
+                    "activation range [{lo}, {hi}] at step {}",
+                    ctx.step
+                )));
+            }
+            self.observe(lo, hi);
+        }
+        if ctx.training && ctx.step < q.quant_delay {
+            return Ok((x, None));
+        }
+        match self.params(q.act_scheme)? {
+            Some(p) => Ok((fake_quant(x, q.act_scheme, p), Some(p))),
+            None => Ok((x, None)),
+        }
+    }
+}

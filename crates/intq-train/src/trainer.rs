@@ -1,0 +1,385 @@
+//! The training loop shared by float pretraining and QAT fine-tuning: seeded shuffling, SGD with
+//! momentum, weight decay and a cosine learning rate, evaluation, metrics as JSON lines, atomic
+//! checkpoints every epoch, resume, and a clear stop on a non-finite loss.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::checkpoint::{self, CkptMeta};
+use crate::fake_quant::{host_vec, scalar};
+use crate::layers::{Ctx, QuantCfg};
+use crate::sgd::{self, SgdStep, Velocity};
+use crate::zoo::{Arch, Net};
+use crate::TrainError;
+
+/// Images and labels in memory: `len` images of `channels x rows x cols` bytes each.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageSet<'a> {
+    pub images: &'a [u8],
+    pub labels: &'a [u8],
+    pub len: usize,
+    pub channels: usize,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl ImageSet<'_> {
+    fn pixels(&self) -> usize {
+        self.channels * self.rows * self.cols
+    }
+
+    /// Checks the buffers against the declared sizes.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        if self.images.len() != self.len * self.pixels() || self.labels.len() != self.len {
+            return Err(TrainError::Data(format!(
+                "{} images of {}x{}x{} need {} bytes and {} labels, got {} and {}",
+                self.len,
+                self.channels,
+                self.rows,
+                self.cols,
+                self.len * self.pixels(),
+                self.len,
+                self.images.len(),
+                self.labels.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// A batch as `[n, C, H, W]` floats in `[0, 1]` (`byte / 255`) and labels.
+    pub fn batch(&self, idx: &[usize], device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
+        let p = self.pixels();
+        let mut x = Vec::with_capacity(idx.len() * p);
+        let mut y = Vec::with_capacity(idx.len());
+        for &i in idx {
+            x.extend(
+                self.images[i * p..(i + 1) * p]
+                    .iter()
+                    .map(|&b| b as f32 / 255.0),
+            );
+            y.push(self.labels[i] as i64);
+        }
+        let n = idx.len();
+        (
+            Tensor::from_data(
+                TensorData::new(x, [n, self.channels, self.rows, self.cols]),
+                device,
+            ),
+            Tensor::from_data(TensorData::new(y, [n]), device),
+        )
+    }
+}
+
+/// Settings of one training run.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    pub arch: Arch,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub seed: u64,
+    /// `None`: float training; `Some`: QAT.
+    pub quant: Option<QuantCfg>,
+    /// Freeze BN (moving statistics only) from this epoch on (QAT).
+    pub freeze_bn_after: Option<usize>,
+    /// Freeze activation observers from this epoch on (QAT).
+    pub freeze_observers_after: Option<usize>,
+    pub out: PathBuf,
+    /// JSON-lines metrics log.
+    pub metrics: Option<PathBuf>,
+    pub progress: bool,
+    /// Stop after this many steps in total (tests, profiling).
+    pub max_steps: Option<u64>,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub epochs_run: usize,
+    pub steps: u64,
+    pub final_train_loss: f64,
+    pub test_accuracy: Option<f64>,
+    /// Median wall time of one optimizer step, in milliseconds.
+    pub median_step_ms: f64,
+    pub epoch_seconds: Vec<f64>,
+}
+
+/// Where a run starts from: fresh weights, a float checkpoint (QAT), or a checkpoint to resume.
+pub struct Start {
+    pub net: Net,
+    pub velocity: Velocity,
+    /// Epochs already done in this run (resume).
+    pub epoch: usize,
+    pub step: u64,
+}
+
+impl Start {
+    pub fn fresh(net: Net) -> Self {
+        Start {
+            net,
+            velocity: Velocity::default(),
+            epoch: 0,
+            step: 0,
+        }
+    }
+}
+
+/// SplitMix64: the shuffle depends on the seed and epoch only.
+fn shuffled(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut rng =
+        intq_engine::examples::SplitMix64::new(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9));
+    let mut v: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+    v
+}
+
+/// Cosine learning rate over `total` steps.
+pub fn cosine_lr(base: f64, step: u64, total: u64) -> f64 {
+    let t = (step as f64 / total.max(1) as f64).min(1.0);
+    base * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+}
+
+/// Mean cross-entropy of logits `[N, K]` against integer labels.
+pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
+    let n = labels.dims()[0];
+    let lp = log_softmax(logits, 1);
+    lp.gather(1, labels.reshape([n, 1])).mean().neg()
+}
+
+fn correct(logits: &Tensor<2>, labels: &[u8], idx: &[usize]) -> usize {
+    let pred = logits.clone().detach().argmax(1);
+    let pred: Vec<i64> = pred
+        .into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .unwrap_or_default();
+    pred.iter()
+        .zip(idx)
+        .filter(|(&p, &i)| p == labels[i] as i64)
+        .count()
+}
+
+/// Top-1 accuracy of `net` on `data` in evaluation mode (no autodiff, moving statistics,
+/// observed ranges applied when `quant` is set).
+pub fn evaluate(
+    net: &Net,
+    data: &ImageSet,
+    quant: Option<QuantCfg>,
+    batch: usize,
+    device: &Device,
+) -> Result<f64, TrainError> {
+    data.validate()?;
+    let net = net.valid();
+    let ctx = Ctx {
+        training: false,
+        step: u64::MAX,
+        quant,
+    };
+    let plain = device.clone().inner();
+    let mut ok = 0;
+    let all: Vec<usize> = (0..data.len).collect();
+    for chunk in all.chunks(batch.max(1)) {
+        let (x, _) = data.batch(chunk, &plain);
+        let logits = net.forward(x, &ctx)?;
+        ok += correct(&logits, data.labels, chunk);
+    }
+    Ok(ok as f64 / data.len.max(1) as f64)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Runs `cfg.epochs` epochs from `start` (the autodiff device), evaluating on `test` after each
+/// epoch and writing a checkpoint to `cfg.out`. A non-finite loss stops the run with
+/// [`TrainError::NonFinite`]; the checkpoint of the last completed epoch stays in place.
+pub fn train(
+    cfg: &TrainConfig,
+    start: Start,
+    train_set: &ImageSet,
+    test: Option<&ImageSet>,
+    device: &Device,
+) -> Result<(Net, Summary), TrainError> {
+    train_set.validate()?;
+    if cfg.batch_size == 0 || train_set.len == 0 {
+        return Err(TrainError::Config(
+            "empty training set or batch size 0".into(),
+        ));
+    }
+    let [c, h, w] = cfg.arch.input_shape();
+    if [train_set.channels, train_set.rows, train_set.cols] != [c, h, w] {
+        return Err(TrainError::Config(format!(
+            "model {} takes {c}x{h}x{w} images, the data set has {}x{}x{}",
+            cfg.arch, train_set.channels, train_set.rows, train_set.cols
+        )));
+    }
+    let steps_per_epoch = train_set.len.div_ceil(cfg.batch_size) as u64;
+    let total_steps = steps_per_epoch * cfg.epochs as u64;
+    let mut net = start.net;
+    let mut vel = start.velocity;
+    let mut step = start.step;
+    let mut metrics = match &cfg.metrics {
+        Some(p) => Some(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| TrainError::Io(format!("{}: {e}", p.display())))?,
+        ),
+        None => None,
+    };
+    let mut step_ms = Vec::new();
+    let mut epoch_seconds = Vec::new();
+    let mut last_loss = f64::NAN;
+    let mut test_acc = None;
+    let mut epochs_run = 0;
+    'epochs: for epoch in start.epoch..cfg.epochs {
+        let order = shuffled(train_set.len, cfg.seed, epoch);
+        let quant = cfg.quant.map(|mut q| {
+            q.freeze_bn |= cfg.freeze_bn_after.is_some_and(|e| epoch >= e);
+            q.freeze_observers |= cfg.freeze_observers_after.is_some_and(|e| epoch >= e);
+            q
+        });
+        let bar = if cfg.progress {
+            let b = ProgressBar::new(steps_per_epoch);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            b.set_prefix(format!("{}/{}", epoch + 1, cfg.epochs));
+            b
+        } else {
+            ProgressBar::hidden()
+        };
+        let t_epoch = Instant::now();
+        let (mut loss_sum, mut seen, mut ok) = (0.0f64, 0usize, 0usize);
+        for idx in order.chunks(cfg.batch_size) {
+            if cfg.max_steps.is_some_and(|m| step >= m) {
+                break 'epochs;
+            }
+            let t = Instant::now();
+            let (x, y) = train_set.batch(idx, device);
+            let ctx = Ctx {
+                training: true,
+                step,
+                quant,
+            };
+            let logits = net.forward(x, &ctx)?;
+            let loss = cross_entropy(logits.clone(), y);
+            let loss_v = scalar(&loss) as f64;
+            if !loss_v.is_finite() {
+                bar.abandon();
+                return Err(TrainError::NonFinite(format!(
+                    "loss {loss_v} at epoch {} step {step}; the last good checkpoint ({}) is \
+                     kept; lower --lr or check the data",
+                    epoch + 1,
+                    cfg.out.display()
+                )));
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &net);
+            let lr = cosine_lr(cfg.lr, step, total_steps);
+            net = sgd::step(
+                net,
+                grads,
+                &mut vel,
+                SgdStep {
+                    lr,
+                    momentum: cfg.momentum,
+                    weight_decay: cfg.weight_decay,
+                },
+            );
+            ok += correct(&logits, train_set.labels, idx);
+            seen += idx.len();
+            loss_sum += loss_v * idx.len() as f64;
+            step += 1;
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            step_ms.push(ms);
+            bar.inc(1);
+            bar.set_message(format!(
+                "loss {:.4} acc {:.2}% {:.0} img/s",
+                loss_sum / seen as f64,
+                100.0 * ok as f64 / seen as f64,
+                idx.len() as f64 / (ms / 1e3)
+            ));
+        }
+        bar.finish();
+        let secs = t_epoch.elapsed().as_secs_f64();
+        epoch_seconds.push(secs);
+        last_loss = loss_sum / seen.max(1) as f64;
+        test_acc = match test {
+            Some(t) => Some(evaluate(&net, t, quant, 256, device)?),
+            None => None,
+        };
+        epochs_run += 1;
+        let meta = CkptMeta {
+            arch: cfg.arch,
+            epoch: epoch + 1,
+            step,
+            epochs: cfg.epochs,
+            seed: cfg.seed,
+            quant: cfg.quant,
+            test_accuracy: test_acc,
+        };
+        checkpoint::save(&cfg.out, &net, &vel, &meta)?;
+        let line = format!(
+            "{{\"epoch\":{},\"step\":{},\"train_loss\":{:.6},\"train_accuracy\":{:.6},\"test_accuracy\":{},\"epoch_seconds\":{:.3},\"lr\":{:.6},\"qat\":{}}}",
+            epoch + 1,
+            step,
+            last_loss,
+            ok as f64 / seen.max(1) as f64,
+            test_acc.map_or("null".to_string(), |a| format!("{a:.6}")),
+            secs,
+            cosine_lr(cfg.lr, step, total_steps),
+            cfg.quant.is_some()
+        );
+        if cfg.progress {
+            eprintln!("{line}");
+        }
+        if let Some(m) = metrics.as_mut() {
+            writeln!(m, "{line}").map_err(|e| TrainError::Io(format!("metrics log: {e}")))?;
+        }
+    }
+    Ok((
+        net,
+        Summary {
+            epochs_run,
+            steps: step,
+            final_train_loss: last_loss,
+            test_accuracy: test_acc,
+            median_step_ms: median(&mut step_ms),
+            epoch_seconds,
+        },
+    ))
+}
+
+/// Loss and logits of one batch without a step (tests and profiling).
+pub fn batch_logits(
+    net: &Net,
+    data: &ImageSet,
+    idx: &[usize],
+    ctx: &Ctx,
+    device: &Device,
+) -> Result<Vec<f32>, TrainError> {
+    let (x, _) = data.batch(idx, device);
+    Ok(host_vec(net.forward(x, ctx)?))
+}

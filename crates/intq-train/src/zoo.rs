@@ -1,0 +1,315 @@
+//! The model zoo, named on the command line: `small-cnn` and `tiny-mobilenet` (1x28x28, 10
+//! classes) for training, `resnet20` (3x32x32), `mobilenet-v2` (3x224x224, width multiplier) and
+//! `resnet18` (3x224x224) for benchmarks and export. Every model is input quantizer -> body ->
+//! global average pool -> fully connected, built from the QAT layers only.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+
+use crate::layers::{
+    Act, ConvBn, Ctx, InputQuant, LayerOpts, Pool, QAdd, QLinear, ACT_NONE, ACT_RELU, ACT_RELU6,
+};
+use crate::observer::EmaObserver;
+use crate::TrainError;
+
+/// A zoo architecture.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Arch {
+    SmallCnn,
+    TinyMobilenet,
+    Resnet20,
+    /// Width multiplier (1.0 = the paper's network).
+    MobilenetV2(f32),
+    Resnet18,
+}
+
+impl Arch {
+    /// Input `[channels, height, width]`.
+    pub fn input_shape(self) -> [usize; 3] {
+        match self {
+            Arch::SmallCnn | Arch::TinyMobilenet => [1, 28, 28],
+            Arch::Resnet20 => [3, 32, 32],
+            Arch::MobilenetV2(_) | Arch::Resnet18 => [3, 224, 224],
+        }
+    }
+
+    pub fn classes(self) -> usize {
+        match self {
+            Arch::MobilenetV2(_) | Arch::Resnet18 => 1000,
+            _ => 10,
+        }
+    }
+
+    /// The name [`FromStr`] accepts.
+    pub fn name(self) -> String {
+        match self {
+            Arch::SmallCnn => "small-cnn".into(),
+            Arch::TinyMobilenet => "tiny-mobilenet".into(),
+            Arch::Resnet20 => "resnet20".into(),
+            Arch::MobilenetV2(1.0) => "mobilenet-v2".into(),
+            Arch::MobilenetV2(w) => format!("mobilenet-v2@{w}"),
+            Arch::Resnet18 => "resnet18".into(),
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl FromStr for Arch {
+    type Err = TrainError;
+    fn from_str(s: &str) -> Result<Self, TrainError> {
+        match s {
+            "small-cnn" => Ok(Arch::SmallCnn),
+            "tiny-mobilenet" => Ok(Arch::TinyMobilenet),
+            "resnet20" => Ok(Arch::Resnet20),
+            "mobilenet-v2" => Ok(Arch::MobilenetV2(1.0)),
+            "resnet18" => Ok(Arch::Resnet18),
+            _ => {
+                if let Some(w) = s.strip_prefix("mobilenet-v2@") {
+                    let w: f32 = w.parse().map_err(|_| {
+                        TrainError::Config(format!("bad width multiplier in model name {s:?}"))
+                    })?;
+                    if w > 0.0 && w <= 4.0 {
+                        return Ok(Arch::MobilenetV2(w));
+                    }
+                }
+                Err(TrainError::Config(format!(
+                    "unknown model {s:?}; known: small-cnn, tiny-mobilenet, resnet20, \
+                     mobilenet-v2 (or mobilenet-v2@WIDTH), resnet18"
+                )))
+            }
+        }
+    }
+}
+
+/// MobileNet-style inverted residual: expand 1x1 (+BN+ReLU6), depthwise 3x3 (+BN+ReLU6),
+/// project 1x1 (+BN), residual add when stride 1 and channels match.
+#[derive(Module, Debug)]
+pub struct InvRes {
+    pub expand: Option<ConvBn>,
+    pub dw: ConvBn,
+    pub project: ConvBn,
+    pub add: Option<QAdd>,
+}
+
+impl InvRes {
+    fn new(cin: usize, t: usize, cout: usize, stride: usize, o: LayerOpts, d: &Device) -> Self {
+        let hidden = cin * t;
+        InvRes {
+            expand: (t != 1).then(|| ConvBn::new(cin, hidden, 1, 1, 1, true, ACT_RELU6, o, d)),
+            dw: ConvBn::new(hidden, hidden, 3, stride, hidden, true, ACT_RELU6, o, d),
+            project: ConvBn::new(hidden, cout, 1, 1, 1, true, ACT_NONE, o, d),
+            add: (stride == 1 && cin == cout).then(|| QAdd::new(ACT_NONE, o, d)),
+        }
+    }
+
+    fn forward(&self, a: Act, ctx: &Ctx) -> Result<Act, TrainError> {
+        let h = match &self.expand {
+            Some(e) => e.forward(a.clone(), ctx)?,
+            None => a.clone(),
+        };
+        let h = self.dw.forward(h, ctx)?;
+        let h = self.project.forward(h, ctx)?;
+        match &self.add {
+            Some(add) => add.forward(h, a, ctx),
+            None => Ok(h),
+        }
+    }
+}
+
+/// ResNet basic block: conv3x3+BN+ReLU, conv3x3+BN, shortcut (identity or 1x1 conv+BN), add+ReLU.
+#[derive(Module, Debug)]
+pub struct Basic {
+    pub conv1: ConvBn,
+    pub conv2: ConvBn,
+    pub shortcut: Option<ConvBn>,
+    pub add: QAdd,
+}
+
+impl Basic {
+    fn new(cin: usize, cout: usize, stride: usize, o: LayerOpts, d: &Device) -> Self {
+        Basic {
+            conv1: ConvBn::new(cin, cout, 3, stride, 1, true, ACT_RELU, o, d),
+            conv2: ConvBn::new(cout, cout, 3, 1, 1, true, ACT_NONE, o, d),
+            shortcut: (stride != 1 || cin != cout)
+                .then(|| ConvBn::new(cin, cout, 1, stride, 1, true, ACT_NONE, o, d)),
+            add: QAdd::new(ACT_RELU, o, d),
+        }
+    }
+
+    fn forward(&self, a: Act, ctx: &Ctx) -> Result<Act, TrainError> {
+        let h = self.conv1.forward(a.clone(), ctx)?;
+        let h = self.conv2.forward(h, ctx)?;
+        let s = match &self.shortcut {
+            Some(c) => c.forward(a, ctx)?,
+            None => a,
+        };
+        self.add.forward(h, s, ctx)
+    }
+}
+
+/// One stage of a network body.
+#[derive(Module, Debug)]
+pub enum Node {
+    Conv(ConvBn),
+    Pool(Pool),
+    InvRes(InvRes),
+    Basic(Basic),
+}
+
+impl Node {
+    fn forward(&self, a: Act, ctx: &Ctx) -> Result<Act, TrainError> {
+        match self {
+            Node::Conv(c) => c.forward(a, ctx),
+            Node::Pool(p) => Ok(p.forward(a, ctx)),
+            Node::InvRes(b) => b.forward(a, ctx),
+            Node::Basic(b) => b.forward(a, ctx),
+        }
+    }
+}
+
+/// A zoo network: input quantizer, body, global average pool, classifier.
+#[derive(Module, Debug)]
+pub struct Net {
+    pub input: InputQuant,
+    pub body: Vec<Node>,
+    pub gap: Pool,
+    pub head: QLinear,
+}
+
+fn conv(cin: usize, cout: usize, k: usize, s: usize, act: u8, o: LayerOpts, d: &Device) -> Node {
+    Node::Conv(ConvBn::new(cin, cout, k, s, 1, true, act, o, d))
+}
+
+fn maxpool(kernel: usize, stride: usize, padding: usize) -> Node {
+    Node::Pool(Pool {
+        kernel,
+        stride,
+        padding,
+        max: true,
+        global: false,
+    })
+}
+
+/// MobileNet's channel rounding: to a multiple of 8, never below 90% of the target.
+fn divisible(c: f32) -> usize {
+    let v = ((c + 4.0) as usize / 8 * 8).max(8);
+    if (v as f32) < 0.9 * c {
+        v + 8
+    } else {
+        v
+    }
+}
+
+impl Net {
+    /// A freshly initialized network (weights drawn from the device's seeded RNG).
+    pub fn new(arch: Arch, opts: LayerOpts, device: &Device) -> Self {
+        let o = opts;
+        let d = device;
+        let mut body = Vec::new();
+        let cin = arch.input_shape()[0];
+        let last = match arch {
+            Arch::SmallCnn => {
+                body.push(conv(1, 32, 3, 1, ACT_RELU, o, d));
+                body.push(maxpool(2, 2, 0));
+                body.push(conv(32, 64, 3, 1, ACT_RELU, o, d));
+                body.push(maxpool(2, 2, 0));
+                body.push(conv(64, 128, 3, 1, ACT_RELU, o, d));
+                128
+            }
+            Arch::TinyMobilenet => {
+                body.push(conv(1, 16, 3, 1, ACT_RELU6, o, d));
+                let mut c = 16;
+                for (t, out, s) in [(4, 24, 2), (4, 24, 1), (4, 32, 2), (4, 32, 1), (4, 64, 1)] {
+                    body.push(Node::InvRes(InvRes::new(c, t, out, s, o, d)));
+                    c = out;
+                }
+                body.push(conv(64, 128, 1, 1, ACT_RELU6, o, d));
+                128
+            }
+            Arch::Resnet20 => {
+                body.push(conv(cin, 16, 3, 1, ACT_RELU, o, d));
+                let mut c = 16;
+                for (stage, out) in [16, 32, 64].into_iter().enumerate() {
+                    for i in 0..3 {
+                        let s = if stage > 0 && i == 0 { 2 } else { 1 };
+                        body.push(Node::Basic(Basic::new(c, out, s, o, d)));
+                        c = out;
+                    }
+                }
+                64
+            }
+            Arch::Resnet18 => {
+                body.push(conv(cin, 64, 7, 2, ACT_RELU, o, d));
+                body.push(maxpool(3, 2, 1));
+                let mut c = 64;
+                for (stage, out) in [64, 128, 256, 512].into_iter().enumerate() {
+                    for i in 0..2 {
+                        let s = if stage > 0 && i == 0 { 2 } else { 1 };
+                        body.push(Node::Basic(Basic::new(c, out, s, o, d)));
+                        c = out;
+                    }
+                }
+                512
+            }
+            Arch::MobilenetV2(w) => {
+                let first = divisible(32.0 * w);
+                body.push(conv(cin, first, 3, 2, ACT_RELU6, o, d));
+                let mut c = first;
+                let table = [
+                    (1, 16, 1, 1),
+                    (6, 24, 2, 2),
+                    (6, 32, 3, 2),
+                    (6, 64, 4, 2),
+                    (6, 96, 3, 1),
+                    (6, 160, 3, 2),
+                    (6, 320, 1, 1),
+                ];
+                for (t, out, n, s) in table {
+                    let out = divisible(out as f32 * w);
+                    for i in 0..n {
+                        let stride = if i == 0 { s } else { 1 };
+                        body.push(Node::InvRes(InvRes::new(c, t, out, stride, o, d)));
+                        c = out;
+                    }
+                }
+                let last = if w > 1.0 { divisible(1280.0 * w) } else { 1280 };
+                body.push(conv(c, last, 1, 1, ACT_RELU6, o, d));
+                last
+            }
+        };
+        Net {
+            input: InputQuant {
+                obs: EmaObserver::new(o.ema_decay, d),
+            },
+            body,
+            gap: Pool {
+                kernel: 0,
+                stride: 0,
+                padding: 0,
+                max: false,
+                global: true,
+            },
+            head: QLinear::new(last, arch.classes(), ACT_NONE, o, d),
+        }
+    }
+
+    /// Logits `[N, classes]` for images `[N, C, H, W]`.
+    pub fn forward(&self, x: Tensor<4>, ctx: &Ctx) -> Result<Tensor<2>, TrainError> {
+        let mut a = self.input.forward(x, ctx)?;
+        for node in &self.body {
+            a = node.forward(a, ctx)?;
+        }
+        let a = self.gap.forward(a, ctx);
+        let [n, c, _, _] = a.x.dims();
+        let (y, _) = self.head.forward(a.x.reshape([n, c]), ctx)?;
+        Ok(y)
+    }
+}

@@ -1,0 +1,455 @@
+//! Fake quantization against the scalar SPEC reference (`intq_quant::QScheme::fake_quant`), its
+//! straight-through and min/max gradients, observers (EMA, quant delay, freeze) and BN folding.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use intq_quant::{QScheme, QuantParams};
+use intq_train::fake_quant::{
+    fake_quant, fake_quant_learned, fake_quant_per_channel, fake_quant_weights, host_vec,
+    WeightQuant,
+};
+use intq_train::layers::{ConvBn, Ctx, LayerOpts, QuantCfg, ACT_NONE};
+use intq_train::observer::EmaObserver;
+use proptest::prelude::*;
+
+fn plain() -> Device {
+    Device::flex()
+}
+
+fn ad() -> Device {
+    Device::flex().autodiff()
+}
+
+fn t1(v: &[f32], d: &Device) -> Tensor<1> {
+    Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), d)
+}
+
+fn all_schemes() -> Vec<QScheme> {
+    let mut v = Vec::new();
+    for bits in 2..=8 {
+        for signed in [false, true] {
+            for narrow in [false, true] {
+                for symmetric in [false, true] {
+                    if let Ok(s) = QScheme::new(bits, signed, narrow, symmetric) {
+                        v.push(s);
+                    }
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Edge values for `p` under `s`: the nudged bounds, just inside/outside them, every tie
+/// `n_min + (k + 0.5) S` and its neighbours, zero, and a few far values.
+fn edge_values(s: QScheme, p: QuantParams) -> Vec<f32> {
+    let r = s.nudged_range(p);
+    let mut v = vec![
+        0.0,
+        -0.0,
+        r.min,
+        r.max,
+        r.min - p.scale * 0.25,
+        r.max + p.scale * 0.25,
+        -1e30,
+        1e30,
+        f32::MIN_POSITIVE,
+    ];
+    let levels = (s.qmax() - s.qmin()) as usize;
+    for k in 0..=levels {
+        let tie = r.min + (k as f32 + 0.5) * p.scale;
+        v.extend([tie, next_up(tie), next_down(tie)]);
+        let grid = r.min + k as f32 * p.scale;
+        v.extend([grid, next_up(grid), next_down(grid)]);
+    }
+    v
+}
+
+/// The next f32 above / below `x` (finite, as `f32::next_up` from Rust 1.86, the MSRV is 1.80).
+fn next_up(x: f32) -> f32 {
+    if x == 0.0 {
+        f32::from_bits(1)
+    } else if x > 0.0 {
+        f32::from_bits(x.to_bits() + 1)
+    } else {
+        f32::from_bits(x.to_bits() - 1)
+    }
+}
+
+fn next_down(x: f32) -> f32 {
+    -next_up(-x)
+}
+
+fn check_per_tensor(s: QScheme, p: QuantParams, xs: &[f32]) {
+    let out = host_vec(fake_quant(t1(xs, &plain()), s, p));
+    for (&x, &y) in xs.iter().zip(&out) {
+        let want = s.fake_quant(p, x);
+        assert_eq!(
+            y.to_bits(),
+            want.to_bits(),
+            "{s:?} {p:?} x={x:e}: tensor {y:e}, reference {want:e}"
+        );
+    }
+    // The autodiff path (with the STE attached) must give the same bits.
+    let out = host_vec(fake_quant(t1(xs, &ad()).require_grad(), s, p));
+    for (&x, &y) in xs.iter().zip(&out) {
+        assert_eq!(
+            y.to_bits(),
+            s.fake_quant(p, x).to_bits(),
+            "autodiff x={x:e}"
+        );
+    }
+}
+
+#[test]
+fn forward_equals_reference_on_edges_for_every_scheme() {
+    for s in all_schemes() {
+        for (lo, hi) in [
+            (-1.0f32, 1.0),
+            (0.0, 6.0),
+            (-0.3, 2.7),
+            (-5.1, 0.02),
+            (0.0, 0.0),
+            (-1e-3, 7e-4),
+        ] {
+            let p = s.choose_params(lo, hi).unwrap();
+            check_per_tensor(s, p, &edge_values(s, p));
+        }
+    }
+}
+
+#[test]
+fn fake_quant_values_are_dequantized_codes() {
+    // Every output is `(q - Z) S` for an in-range code q: what the engine's tensor will hold.
+    let s = QScheme::UINT8;
+    let p = s.choose_params(-0.7, 3.1).unwrap();
+    let xs = edge_values(s, p);
+    let out = host_vec(fake_quant(t1(&xs, &plain()), s, p));
+    for y in out {
+        let q = p.quantize(y, s.qmin(), s.qmax());
+        assert!(
+            (p.dequantize(q) - y).abs() <= p.scale * 1e-3,
+            "{y} is not on the grid"
+        );
+    }
+}
+
+proptest! {
+    #[test]
+    fn forward_equals_reference_random(
+        lo in -50.0f32..0.5, width in 1e-4f32..60.0, bits in 2u8..=8,
+        signed: bool, narrow: bool, symmetric: bool,
+        xs in proptest::collection::vec(-80.0f32..80.0, 1..64),
+    ) {
+        let Ok(s) = QScheme::new(bits, signed, narrow, symmetric) else { return Ok(()) };
+        let p = s.choose_params(lo, lo + width).unwrap();
+        let mut xs = xs;
+        // Ties of this grid, scaled from the random values.
+        let r = s.nudged_range(p);
+        xs.extend(xs.clone().iter().map(|&x| r.min + ((x.abs() * 3.0).floor() + 0.5) * p.scale));
+        check_per_tensor(s, p, &xs);
+    }
+}
+
+#[test]
+fn per_channel_equals_reference() {
+    let s = QScheme::INT8_SYMMETRIC;
+    let ranges = [(-1.0f32, 0.5), (-0.01, 0.03), (0.0, 0.0), (-7.0, 7.0)];
+    let params: Vec<_> = ranges
+        .iter()
+        .map(|&(a, b)| s.choose_params(a, b).unwrap())
+        .collect();
+    let per = 40;
+    let mut xs = Vec::new();
+    for (c, &p) in params.iter().enumerate() {
+        let mut v = edge_values(s, p);
+        v.truncate(per);
+        v.resize(per, c as f32 * 0.37 - 0.5);
+        xs.extend(v);
+    }
+    let x: Tensor<2> = Tensor::from_data(TensorData::new(xs.clone(), [4, per]), &plain());
+    let out = host_vec(fake_quant_per_channel(x, s, &params));
+    for (i, (&x, &y)) in xs.iter().zip(&out).enumerate() {
+        let want = s.fake_quant(params[i / per], x);
+        assert_eq!(y.to_bits(), want.to_bits(), "channel {} x={x:e}", i / per);
+    }
+}
+
+#[test]
+fn weight_params_come_from_current_min_max() {
+    let d = plain();
+    let w: Tensor<2> = Tensor::from_data(
+        TensorData::new(vec![-0.5f32, 0.25, 1.0, -2.0, 0.125, 0.5], [2, 3]),
+        &d,
+    );
+    let (_, wq) = fake_quant_weights(w.clone(), QScheme::UINT8_NARROW, false).unwrap();
+    assert_eq!(
+        wq,
+        WeightQuant::PerTensor(QScheme::UINT8_NARROW.choose_params(-2.0, 1.0).unwrap())
+    );
+    let (_, wq) = fake_quant_weights(w, QScheme::INT8_SYMMETRIC, true).unwrap();
+    let s = QScheme::INT8_SYMMETRIC;
+    assert_eq!(
+        wq,
+        WeightQuant::PerChannel(vec![
+            s.choose_params(-0.5, 1.0).unwrap(),
+            s.choose_params(-2.0, 0.5).unwrap()
+        ])
+    );
+}
+
+#[test]
+fn ste_gradient_is_the_closed_range_mask() {
+    let s = QScheme::UINT8;
+    let p = s.choose_params(-1.0, 1.0).unwrap();
+    let r = s.nudged_range(p);
+    let xs = [
+        r.min - 0.1,
+        r.min,
+        r.min + 0.3,
+        0.0,
+        r.max,
+        r.max + 1e-3,
+        5.0,
+    ];
+    let upstream = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0];
+    let x = t1(&xs, &ad()).require_grad();
+    let y = fake_quant(x.clone(), s, p);
+    let loss = (y * t1(&upstream, &ad())).sum();
+    let g = loss.backward();
+    let gx = host_vec(x.grad(&g).unwrap());
+    for i in 0..xs.len() {
+        let inside = xs[i] >= r.min && xs[i] <= r.max;
+        let want = if inside { upstream[i] } else { 0.0 };
+        assert_eq!(gx[i], want, "x={}", xs[i]);
+    }
+}
+
+#[test]
+fn learned_range_gradients_are_tensorflows() {
+    let s = QScheme::UINT8;
+    let (lo, hi) = (-0.8f32, 1.3);
+    let p = s.choose_params(lo, hi).unwrap();
+    let r = s.nudged_range(p);
+    let xs = [
+        -3.0f32,
+        r.min - 1e-3,
+        r.min,
+        -0.2,
+        0.4,
+        r.max,
+        r.max + 0.5,
+        9.0,
+    ];
+    let up = [1.0f32, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+    let d = ad();
+    let min = t1(&[lo], &d).require_grad();
+    let max = t1(&[hi], &d).require_grad();
+    let x = t1(&xs, &d).require_grad();
+    let (y, used) = fake_quant_learned(x.clone(), s, min.clone(), max.clone()).unwrap();
+    assert_eq!(used, p);
+    // Forward equals the fixed-range reference.
+    let yv = host_vec(y.clone());
+    for (&xv, &yv) in xs.iter().zip(&yv) {
+        assert_eq!(yv.to_bits(), s.fake_quant(p, xv).to_bits());
+    }
+    let g = (y * t1(&up, &d)).sum().backward();
+    let gmin = host_vec(min.grad(&g).unwrap())[0];
+    let gmax = host_vec(max.grad(&g).unwrap())[0];
+    let gx = host_vec(x.grad(&g).unwrap());
+    let want_min: f32 = xs
+        .iter()
+        .zip(&up)
+        .filter(|(&x, _)| x < r.min)
+        .map(|(_, &u)| u)
+        .sum();
+    let want_max: f32 = xs
+        .iter()
+        .zip(&up)
+        .filter(|(&x, _)| x > r.max)
+        .map(|(_, &u)| u)
+        .sum();
+    assert_eq!(gmin, want_min);
+    assert_eq!(gmax, want_max);
+    for i in 0..xs.len() {
+        let inside = xs[i] >= r.min && xs[i] <= r.max;
+        assert_eq!(gx[i], if inside { up[i] } else { 0.0 });
+    }
+    // Finite differences where defined: moving max by a whole step moves every clamped-above
+    // output by that step.
+    let p2 = s.choose_params(lo, hi + 0.5).unwrap();
+    let r2 = s.nudged_range(p2);
+    let moved: f32 = xs
+        .iter()
+        .zip(&up)
+        .filter(|(&x, _)| x > r2.max)
+        .map(|(_, &u)| u * (r2.max - r.max))
+        .sum();
+    assert!(moved.abs() > 0.0);
+}
+
+#[test]
+fn ema_observer_first_batch_then_average() {
+    let d = plain();
+    let obs = EmaObserver::new(0.9, &d);
+    assert_eq!(obs.range(), None);
+    obs.observe(-1.0, 2.0);
+    assert_eq!(obs.range(), Some((-1.0, 2.0)));
+    obs.observe(-3.0, 4.0);
+    let (lo, hi) = obs.range().unwrap();
+    assert!((lo - (-0.9 - 0.1 * 3.0)).abs() < 1e-6);
+    assert!((hi - (0.9 * 2.0 + 0.1 * 4.0)).abs() < 1e-6);
+}
+
+#[test]
+fn quant_delay_observes_but_does_not_apply() {
+    let d = ad();
+    let obs = EmaObserver::new(0.5, &d);
+    let mut q = QuantCfg::uint8(8, 8).unwrap();
+    q.quant_delay = 2;
+    let xs = [0.0f32, 0.123_456, 0.5, 1.0];
+    for step in 0..4u64 {
+        let ctx = Ctx {
+            training: true,
+            step,
+            quant: Some(q),
+        };
+        let (y, used) = obs.apply(t1(&xs, &d), &ctx).unwrap();
+        assert!(obs.range().is_some(), "observed at step {step}");
+        let y = host_vec(y);
+        if step < 2 {
+            assert_eq!(used, None);
+            assert_eq!(y, xs.to_vec(), "step {step} must pass through");
+        } else {
+            let p = used.expect("applied after the delay");
+            for (&x, &v) in xs.iter().zip(&y) {
+                assert_eq!(v, q.act_scheme.fake_quant(p, x));
+            }
+            assert_ne!(y[1], xs[1]);
+        }
+    }
+    // Frozen observers keep their range.
+    let before = obs.range();
+    q.freeze_observers = true;
+    let ctx = Ctx {
+        training: true,
+        step: 10,
+        quant: Some(q),
+    };
+    obs.apply(t1(&[-100.0, 100.0], &d), &ctx).unwrap();
+    assert_eq!(obs.range(), before);
+}
+
+fn random_bn_conv(d: &Device, groups: usize) -> ConvBn {
+    d.seed(7);
+    let l = ConvBn::new(4, 4, 3, 1, groups, true, ACT_NONE, LayerOpts::default(), d);
+    let dist = burn::tensor::Distribution::Uniform(0.5, 1.5);
+    let gamma = Tensor::<1>::random([4], dist, d);
+    let beta = Tensor::<1>::random([4], burn::tensor::Distribution::Uniform(-1.0, 1.0), d);
+    ConvBn {
+        gamma: Some(burn::module::Param::from_tensor(gamma)),
+        beta: Some(burn::module::Param::from_tensor(beta)),
+        ..l
+    }
+}
+
+#[test]
+fn folded_conv_bn_equals_conv_then_bn_in_eval() {
+    use burn::tensor::module::{batch_norm, conv2d};
+    use burn::tensor::ops::ConvOptions;
+    for groups in [1, 4] {
+        let d = plain();
+        let l = random_bn_conv(&d, groups);
+        l.running_mean.update(t1(&[0.1, -0.2, 0.3, 0.05], &d));
+        l.running_var.update(t1(&[0.5, 2.0, 1.0, 0.25], &d));
+        let x = Tensor::<4>::random(
+            [2, 4, 6, 6],
+            burn::tensor::Distribution::Uniform(-1.0, 1.0),
+            &d,
+        );
+        let got = l
+            .forward(
+                intq_train::layers::Act {
+                    x: x.clone(),
+                    q: None,
+                },
+                &Ctx::float(false),
+            )
+            .unwrap()
+            .x;
+        let conv = conv2d(
+            x,
+            l.weight.val(),
+            None,
+            ConvOptions::new([1, 1], [1, 1], [1, 1], groups),
+        );
+        let want = batch_norm(
+            conv,
+            l.gamma.as_ref().unwrap().val(),
+            l.beta.as_ref().unwrap().val(),
+            l.running_mean.value_sync(),
+            l.running_var.value_sync(),
+            l.eps,
+        );
+        let (a, b) = (host_vec(got), host_vec(want));
+        for (x, y) in a.iter().zip(&b) {
+            assert!(
+                (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
+                "groups {groups}: {x} vs {y}"
+            );
+        }
+    }
+}
+
+#[test]
+fn qat_conv_eval_uses_quantized_folded_weights_and_freeze_stops_bn_updates() {
+    let d = ad();
+    let l = random_bn_conv(&d, 1);
+    let q = QuantCfg::int8(8, 8, true).unwrap();
+    let x = Tensor::<4>::random(
+        [2, 4, 5, 5],
+        burn::tensor::Distribution::Uniform(0.0, 1.0),
+        &d,
+    );
+    let a = intq_train::layers::Act {
+        x: x.clone(),
+        q: None,
+    };
+    // Training before freeze moves the running statistics.
+    let before = intq_train::layers::running_stats(&l);
+    let ctx = Ctx {
+        training: true,
+        step: 0,
+        quant: Some(q),
+    };
+    l.forward(a.clone(), &ctx).unwrap();
+    let after = intq_train::layers::running_stats(&l);
+    assert_ne!(before, after);
+    // After BN freeze they stay.
+    let mut frozen = q;
+    frozen.freeze_bn = true;
+    let ctx = Ctx {
+        training: true,
+        step: 1,
+        quant: Some(frozen),
+    };
+    let y_frozen = host_vec(l.forward(a.clone(), &ctx).unwrap().x);
+    assert_eq!(after, intq_train::layers::running_stats(&l));
+    // Frozen training and evaluation compute the same folded, quantized layer.
+    let ctx = Ctx {
+        training: false,
+        step: 2,
+        quant: Some(frozen),
+    };
+    let y_eval = host_vec(l.forward(a, &ctx).unwrap().x);
+    assert_eq!(y_frozen, y_eval);
+    // And export reports weights whose fake quantization is what ran.
+    let f = l.export(&q).unwrap();
+    let s = q.weight_scheme;
+    let per = f.weights.len() / 4;
+    for (i, &w) in f.weights.iter().enumerate() {
+        let p = f.weight_quant.channel(i / per);
+        assert_eq!(p.zero_point, 0);
+        let fq = s.fake_quant(p, w);
+        assert!((fq - w).abs() <= p.scale * 0.5 + 1e-7);
+    }
+}
