@@ -51,8 +51,8 @@ struct Recipe {
 }
 
 const FULL: Recipe = Recipe {
-    train_images: 40_000,
-    qat_images: 15_000,
+    train_images: 30_000,
+    qat_images: 10_000,
     test_images: 10_000,
     float_epochs: 1,
     qat_epochs: 1,
