@@ -746,6 +746,9 @@ pub fn calibrate(net: &Net, split: &Split, calib: usize, method: Calib) -> Resul
         let (lo, hi) = match method {
             Calib::Percentile(p) if k > 0 => {
                 let s = &mut samples[k];
+                if s.is_empty() {
+                    bail!("calibration: no values for {name}");
+                }
                 s.sort_unstable_by(f32::total_cmp);
                 let at = |q: f64| s[((q / 100.0) * (s.len() - 1) as f64).round() as usize];
                 (at(100.0 - p), at(p))

@@ -51,8 +51,8 @@ struct Recipe {
 }
 
 const FULL: Recipe = Recipe {
-    train_images: 40_000,
-    qat_images: 15_000,
+    train_images: 30_000,
+    qat_images: 10_000,
     test_images: 10_000,
     float_epochs: 1,
     qat_epochs: 1,
@@ -61,13 +61,13 @@ const FULL: Recipe = Recipe {
 };
 
 const TINY: Recipe = Recipe {
-    train_images: 512,
-    qat_images: 512,
-    test_images: 200,
+    train_images: 256,
+    qat_images: 256,
+    test_images: 100,
     float_epochs: 1,
     qat_epochs: 1,
-    calib: 128,
-    timing_images: 10,
+    calib: 64,
+    timing_images: 5,
 };
 
 pub fn quickstart(a: QuickstartArgs) -> Result<()> {

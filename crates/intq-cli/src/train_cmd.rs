@@ -76,8 +76,9 @@ pub struct QatArgs {
     #[arg(long, default_value_t = 8)]
     bits_a: u8,
     /// uint8 (the paper: uint8 activations and weights) or int8 (TFLite: symmetric int8 weights).
-    #[arg(long, default_value = "uint8")]
-    scheme: String,
+    /// Default: uint8, or int8 with --per-channel.
+    #[arg(long)]
+    scheme: Option<String>,
     /// Per-output-channel weight ranges (int8 scheme).
     #[arg(long)]
     per_channel: bool,
@@ -273,7 +274,11 @@ fn run_train(a: TrainArgs) -> Result<()> {
 }
 
 fn run_qat(a: QatArgs) -> Result<()> {
-    let mut q = match a.scheme.as_str() {
+    let scheme = a
+        .scheme
+        .clone()
+        .unwrap_or_else(|| if a.per_channel { "int8" } else { "uint8" }.to_string());
+    let mut q = match scheme.as_str() {
         "uint8" => {
             if a.per_channel {
                 bail!("--per-channel needs --scheme int8 (uint8 weights are per tensor)");

@@ -3,8 +3,6 @@
 //!
 //!     cargo run --release -p intq-train --example fashion -- small-cnn fashion-mnist 3 1 [LIMIT]
 
-use std::path::PathBuf;
-
 use intq_train::layers::{LayerOpts, QuantCfg};
 use intq_train::trainer::{train, ImageSet, Start, TrainConfig};
 use intq_train::{train_device, Arch, Net};
@@ -37,7 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let device = train_device();
     device.seed(0);
-    let out = PathBuf::from(std::env::temp_dir()).join(format!("intq-{}-float.ckpt", arch));
+    let out = std::env::temp_dir().join(format!("intq-{}-float.ckpt", arch));
     let cfg = TrainConfig {
         arch,
         epochs,
