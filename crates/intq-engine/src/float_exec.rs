@@ -456,12 +456,8 @@ fn fully_connected_gemm(
     activation: Activation,
     y: &mut [f32],
 ) {
-    let batch = if depth == 0 {
-        y.len() / out_features.max(1)
-    } else {
-        x.len() / depth
-    };
-    fill_bias(y, bias, out_features);
+    let batch = y.len() / out_features.max(1);
+    fill_bias(y, bias, out_features.max(1));
     if depth > 0 {
         sgemm_a_wt(batch, depth, out_features, x, w, y);
     }
