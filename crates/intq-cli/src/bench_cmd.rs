@@ -22,9 +22,43 @@ pub enum BenchWhat {
     Gemm(GemmArgs),
     /// The ISA tiers this CPU has, and the one intq runs (INTQ_ISA may force another).
     Isa,
-    /// The example network (`examples::small_cnn`, one 8x8x3 image) on the fast executor and on
-    /// the reference executor in the same run; checks their outputs agree.
+    /// The example network (`examples::small_cnn`, one 8x8x3 image) on the fast executor, the
+    /// reference executor and the f32 executor (matrixmultiply sgemm) in the same run; checks the
+    /// integer executors agree. The int8-vs-f32 ratio is at 1 thread for both when --threads 1.
     SmallCnn(SmallCnnArgs),
+    /// One int8 Conv2d layer (int8 activations, symmetric per-channel int8 weights, SAME
+    /// padding, ReLU) on the fast executor vs the same graph on the f32 executor (dequantized
+    /// weights, im2col + matrixmultiply sgemm), timed in the same run. The default is a
+    /// ResNet-style 56x56x64 -> 3x3 -> 64 layer (GEMM M=3136, K=576, N=64).
+    F32VsInt8(F32VsInt8Args),
+}
+
+#[derive(clap::Args)]
+pub struct F32VsInt8Args {
+    #[arg(long, default_value_t = 56)]
+    height: usize,
+    #[arg(long, default_value_t = 56)]
+    width: usize,
+    /// Input channels.
+    #[arg(long, default_value_t = 64)]
+    channels: usize,
+    /// Output channels.
+    #[arg(long, default_value_t = 64)]
+    filters: usize,
+    /// Square kernel size (1 = pointwise, run by the f32 executor without im2col).
+    #[arg(long, default_value_t = 3)]
+    kernel: usize,
+    /// Threads of the int8 executor (the f32 executor is single-threaded; keep 1 for a fair
+    /// ratio).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// portable, avx2, avx512vnni or amx (default: INTQ_ISA, else the best this CPU has).
+    #[arg(long)]
+    isa: Option<String>,
+    #[arg(long, default_value_t = 1000)]
+    min_ms: u64,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -80,6 +114,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match what {
         BenchWhat::Gemm(a) => gemm(a),
         BenchWhat::SmallCnn(a) => small_cnn(a),
+        BenchWhat::F32VsInt8(a) => f32_vs_int8(a),
         BenchWhat::Isa => {
             let chosen = KernelTier::from_env().context("INTQ_ISA")?;
             let have: Vec<&str> = Isa::available().iter().map(|i| i.name()).collect();
@@ -121,24 +156,158 @@ fn small_cnn(a: SmallCnnArgs) -> Result<()> {
     let tr = time(min, || {
         reference.run(&input).expect("runs");
     });
+    // The same graph in f32 (dequantized weights, sgemm convs/FC, single-threaded): the honest
+    // baseline for "how much does int8 buy", measured in this same run.
+    let t32 = time(min, || {
+        fast.run_float(&input).expect("runs");
+    });
     if a.json {
         println!(
             "{{\"bench\":\"small_cnn\",\"dtype\":\"{}\",\"isa\":\"{isa}\",\"threads\":{},\
-             \"ms_median\":{:.5},\"reference_ms_median\":{:.5},\"speedup_vs_reference\":{:.3}}}",
+             \"ms_median\":{:.5},\"reference_ms_median\":{:.5},\"speedup_vs_reference\":{:.3},\
+             \"f32_ms_median\":{:.5},\"speedup_vs_f32\":{:.3}}}",
             a.dtype,
             fast.threads(),
             tf * 1e3,
             tr * 1e3,
-            tr / tf
+            tr / tf,
+            t32 * 1e3,
+            t32 / tf
         );
     } else {
         println!(
-            "small_cnn {} on {isa}, {} thread(s): {:.4} ms; reference executor {:.4} ms ({:.1}x)",
+            "small_cnn {} on {isa}, {} thread(s): {:.4} ms; reference executor {:.4} ms ({:.1}x); \
+             f32 executor (1 thread) {:.4} ms ({:.2}x)",
             a.dtype,
             fast.threads(),
             tf * 1e3,
             tr * 1e3,
-            tr / tf
+            tr / tf,
+            t32 * 1e3,
+            t32 / tf
+        );
+    }
+    Ok(())
+}
+
+/// A one-layer int8 conv graph with pseudo-random codes (the values do not change the timing).
+fn conv_graph(a: &F32VsInt8Args) -> Result<intq_engine::Graph> {
+    use intq_engine::{
+        Activation, ChannelParams, DType, GraphBuilder, Op, Padding, Quant, QuantParams, TensorData,
+    };
+    let (h, w, c, oc, k) = (a.height, a.width, a.channels, a.filters, a.kernel);
+    if [h, w, c, oc, k].contains(&0) {
+        bail!("--height, --width, --channels, --filters and --kernel must be at least 1");
+    }
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut b = GraphBuilder::new();
+    let act =
+        |scale: f32, zero_point: i32| Some(Quant::PerTensor(QuantParams { scale, zero_point }));
+    let s_in = 1.0 / 128.0;
+    let input = b.tensor("input", DType::I8, &[1, h, w, c], act(s_in, -3));
+    b.input(input);
+    let w_scales: Vec<f32> = (0..oc).map(|i| 0.01 + 0.0001 * i as f32).collect();
+    let codes: Vec<i8> = (0..oc * k * k * c)
+        .map(|_| ((next() % 255) as i32 - 127) as i8)
+        .collect();
+    let filter = b.constant(
+        "conv/weights",
+        &[oc, k, k, c],
+        Some(Quant::PerChannel(ChannelParams::new(
+            w_scales.clone(),
+            vec![0; oc],
+            0,
+        )?)),
+        TensorData::I8(codes),
+    );
+    let bias_scales: Vec<f32> = w_scales.iter().map(|s| s * s_in).collect();
+    let bias = b.constant(
+        "conv/bias",
+        &[oc],
+        Some(Quant::PerChannel(ChannelParams::new(
+            bias_scales,
+            vec![0; oc],
+            0,
+        )?)),
+        TensorData::I32((0..oc).map(|_| (next() % 2001) as i32 - 1000).collect()),
+    );
+    let out = b.tensor("conv", DType::I8, &[1, h, w, oc], act(0.05, -128));
+    b.op(Op::Conv2d {
+        input,
+        filter,
+        bias: Some(bias),
+        output: out,
+        stride: [1, 1],
+        dilation: [1, 1],
+        padding: Padding::Same,
+        activation: Activation::Relu,
+    });
+    b.output(out);
+    Ok(b.finish()?)
+}
+
+fn f32_vs_int8(a: F32VsInt8Args) -> Result<()> {
+    use intq_engine::{examples, ExecOptions, Model};
+    let isa = pick_isa(&a.isa)?;
+    let graph = conv_graph(&a)?;
+    let input = examples::random_input(&graph, 7);
+    let model = Model::with_options(
+        graph,
+        ExecOptions {
+            kernels: Some(KernelTier::Fast(isa)),
+            threads: a.threads,
+        },
+    )?;
+    let min = Duration::from_millis(a.min_ms);
+    // Interleaved halves, so drift in the machine's load hits both sides alike.
+    let (mut t8, mut t32) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        t8.push(time(min / 2, || {
+            model.run(&input).expect("runs");
+        }));
+        t32.push(time(min / 2, || {
+            model.run_float(&input).expect("runs");
+        }));
+    }
+    let t8 = t8.iter().copied().fold(f64::INFINITY, f64::min);
+    let t32 = t32.iter().copied().fold(f64::INFINITY, f64::min);
+    let (m, kk, n) = (
+        a.height * a.width,
+        a.kernel * a.kernel * a.channels,
+        a.filters,
+    );
+    let ops = 2.0 * (m * kk * n) as f64;
+    if a.json {
+        println!(
+            "{{\"bench\":\"f32_vs_int8\",\"isa\":\"{isa}\",\"threads\":{},\"m\":{m},\"k\":{kk},\"n\":{n},\
+             \"int8_ms\":{:.5},\"f32_ms\":{:.5},\"int8_speedup_vs_f32\":{:.3}}}",
+            model.threads(),
+            t8 * 1e3,
+            t32 * 1e3,
+            t32 / t8
+        );
+    } else {
+        println!(
+            "conv {}x{}x{} -> {}x{}x{} (GEMM M={m} K={kk} N={n}): int8 {isa}, {} thread(s): {:.3} ms \
+             ({:.1} GOPS); f32 executor, 1 thread, same run: {:.3} ms ({:.1} GFLOPS); int8 is {:.2}x",
+            a.height,
+            a.width,
+            a.channels,
+            a.kernel,
+            a.kernel,
+            a.filters,
+            model.threads(),
+            t8 * 1e3,
+            ops / t8 / 1e9,
+            t32 * 1e3,
+            ops / t32 / 1e9,
+            t32 / t8
         );
     }
     Ok(())

@@ -157,7 +157,7 @@ pub(crate) fn run(
                     ..
                 },
                 Prepared::Conv(p),
-            ) => conv2d(
+            ) => conv2d_gemm(
                 get(*input),
                 shape(*input),
                 get(*filter),
@@ -166,7 +166,6 @@ pub(crate) fn run(
                 [p.geometry.stride_h, p.geometry.stride_w],
                 [p.geometry.dilation_h, p.geometry.dilation_w],
                 p.geometry.padding,
-                None,
                 *activation,
                 &mut y,
                 out_shape,
@@ -209,20 +208,16 @@ pub(crate) fn run(
                 },
                 _,
             ) => {
-                let (x, w) = (get(*input), get(*weights));
                 let (out_features, depth) = (shape(*weights)[0], shape(*weights)[1]);
-                let bias = consts.biases[i].as_deref();
-                for (b, row) in x.chunks_exact(depth).enumerate() {
-                    for o in 0..out_features {
-                        let dot: f32 = row
-                            .iter()
-                            .zip(&w[o * depth..(o + 1) * depth])
-                            .map(|(a, b)| a * b)
-                            .sum();
-                        let acc = dot + bias.map_or(0.0, |b| b[o]);
-                        y[b * out_features + o] = activate(*activation, acc);
-                    }
-                }
+                fully_connected_gemm(
+                    get(*input),
+                    get(*weights),
+                    consts.biases[i].as_deref(),
+                    out_features,
+                    depth,
+                    *activation,
+                    &mut y,
+                );
             }
             (
                 Op::Add {
@@ -411,8 +406,136 @@ fn broadcast_index(shape: &[usize], out_shape: &[usize]) -> impl Fn(usize) -> us
     }
 }
 
+/// `C[m x n] = A[m x k] * W^T + C` with `W` an `[n, k]` row-major matrix (OHWI filters and
+/// FC weights both are), through `matrixmultiply`'s packed, runtime-dispatched (AVX2/FMA where
+/// the CPU has it) sgemm, so the float baseline is a tuned GEMM rather than naive loops and the
+/// int8-vs-f32 speed ratio is honest. `c` must already hold the bias (or zeros).
+fn sgemm_a_wt(m: usize, k: usize, n: usize, a: &[f32], w: &[f32], c: &mut [f32]) {
+    assert!(a.len() >= m * k && w.len() >= n * k && c.len() >= m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: the slices are at least as long as the strided m x k, k x n and m x n views
+    // (checked above); `c` does not alias `a` or `w` (it is a distinct `&mut`).
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            k as isize,
+            1,
+            // W^T viewed in place: element (kk, j) is w[j * k + kk].
+            w.as_ptr(),
+            1,
+            k as isize,
+            1.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+/// Fills every `n`-wide row of `y` with the bias (or zeros), the GEMM's starting accumulator.
+fn fill_bias(y: &mut [f32], bias: Option<&[f32]>, n: usize) {
+    match bias {
+        Some(b) => y.chunks_exact_mut(n).for_each(|row| row.copy_from_slice(b)),
+        None => y.fill(0.0),
+    }
+}
+
+/// Fully connected in reals: `y[b, o] = act(sum_d x[b, d] * w[o, d] + bias[o])`.
+fn fully_connected_gemm(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out_features: usize,
+    depth: usize,
+    activation: Activation,
+    y: &mut [f32],
+) {
+    let batch = y.len() / out_features.max(1);
+    fill_bias(y, bias, out_features.max(1));
+    if depth > 0 {
+        sgemm_a_wt(batch, depth, out_features, x, w, y);
+    }
+    y.iter_mut().for_each(|v| *v = activate(activation, *v));
+}
+
+/// Convolution with an OHWI filter as one GEMM per image: the input is used in place when the
+/// filter is 1x1 with unit stride and no padding (each pixel already is a row of the patch
+/// matrix), otherwise it is unrolled (im2col) with zeros for taps in the padding, which
+/// contribute nothing, as in [`conv2d`].
+#[allow(clippy::too_many_arguments)]
+fn conv2d_gemm(
+    x: &[f32],
+    x_shape: &[usize],
+    w: &[f32],
+    w_shape: &[usize],
+    bias: Option<&[f32]>,
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    pad: PaddingValues,
+    activation: Activation,
+    y: &mut [f32],
+    y_shape: &[usize],
+) {
+    let [n, h, wd, c] = to4(x_shape);
+    let [_, kh, kw, _] = to4(w_shape);
+    let [_, oh, ow, oc] = to4(y_shape);
+    let (m, k) = (oh * ow, kh * kw * c);
+    fill_bias(y, bias, oc.max(1));
+    let direct = kh == 1
+        && kw == 1
+        && stride == [1, 1]
+        && pad.top == 0
+        && pad.left == 0
+        && (oh, ow) == (h, wd);
+    let mut patches = if direct || k == 0 {
+        Vec::new()
+    } else {
+        vec![0f32; m * k]
+    };
+    for b in 0..n {
+        let image = &x[b * h * wd * c..(b + 1) * h * wd * c];
+        let out = &mut y[b * m * oc..(b + 1) * m * oc];
+        if k == 0 {
+            continue;
+        }
+        let a: &[f32] = if direct {
+            image
+        } else {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let row = &mut patches[(oy * ow + ox) * k..(oy * ow + ox + 1) * k];
+                    for fy in 0..kh {
+                        let iy = (oy * stride[0] + fy * dilation[0]) as isize - pad.top as isize;
+                        for fx in 0..kw {
+                            let ix =
+                                (ox * stride[1] + fx * dilation[1]) as isize - pad.left as isize;
+                            let dst = &mut row[(fy * kw + fx) * c..(fy * kw + fx + 1) * c];
+                            if iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < wd {
+                                let src = (iy as usize * wd + ix as usize) * c;
+                                dst.copy_from_slice(&image[src..src + c]);
+                            } else {
+                                dst.fill(0.0);
+                            }
+                        }
+                    }
+                }
+            }
+            &patches
+        };
+        sgemm_a_wt(m, k, oc, a, w, out);
+    }
+    y.iter_mut().for_each(|v| *v = activate(activation, *v));
+}
+
 /// Convolution (`depth_multiplier == None`: OHWI filter) or depthwise convolution
-/// (`[1, kh, kw, C*M]` filter) in reals; taps in the padding contribute nothing.
+/// (`[1, kh, kw, C*M]` filter) in reals; taps in the padding contribute nothing. The executor
+/// uses it for depthwise; the tests keep it as the naive reference of [`conv2d_gemm`].
 #[allow(clippy::too_many_arguments)]
 fn conv2d(
     x: &[f32],
@@ -473,6 +596,124 @@ fn conv2d(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The naive fully connected the executor used before the GEMM path: one dot per output.
+    fn fully_connected_reference(
+        x: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        out_features: usize,
+        depth: usize,
+        activation: Activation,
+        y: &mut [f32],
+    ) {
+        for (b, row) in x.chunks_exact(depth).enumerate() {
+            for o in 0..out_features {
+                let dot: f32 = row
+                    .iter()
+                    .zip(&w[o * depth..(o + 1) * depth])
+                    .map(|(a, b)| a * b)
+                    .sum();
+                let acc = dot + bias.map_or(0.0, |b| b[o]);
+                y[b * out_features + o] = activate(activation, acc);
+            }
+        }
+    }
+
+    /// Deterministic reals in [-2, 2) from a seed (splitmix-style), so cases are reproducible.
+    fn reals(seed: u64, len: usize) -> Vec<f32> {
+        let mut s = seed;
+        (0..len)
+            .map(|_| {
+                s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = s;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
+                ((z >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+            })
+            .collect()
+    }
+
+    /// GEMM and naive sums differ only by f32 summation order: bound by k ulps of the sum of
+    /// absolute products (plus the bias), the standard a-priori bound for recursive summation.
+    fn assert_close(gemm: &[f32], naive: &[f32], abs_sum: &[f32], k: usize) {
+        assert_eq!(gemm.len(), naive.len());
+        for (i, ((&g, &r), &s)) in gemm.iter().zip(naive).zip(abs_sum).enumerate() {
+            let tol = (k as f32 + 2.0) * f32::EPSILON * s + 1e-6;
+            assert!(
+                (g - r).abs() <= tol,
+                "element {i}: gemm {g} vs naive {r} (tol {tol})"
+            );
+        }
+    }
+
+    fn act(i: u8) -> Activation {
+        [
+            Activation::None,
+            Activation::Relu,
+            Activation::Relu6,
+            Activation::ReluN1To1,
+        ][i as usize % 4]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn conv_gemm_matches_the_naive_conv(
+            (n, h, wd, c, oc) in (1usize..3, 1usize..8, 1usize..8, 1usize..6, 1usize..7),
+            (kh, kw, sh, sw, dh, dw) in (1usize..4, 1usize..4, 1usize..3, 1usize..3, 1usize..3, 1usize..3),
+            pads in [0usize..3, 0usize..3, 0usize..3, 0usize..3],
+            with_bias: bool,
+            a in 0u8..4,
+            seed: u64,
+        ) {
+            let pad = PaddingValues { top: pads[0], bottom: pads[1], left: pads[2], right: pads[3] };
+            let (ekh, ekw) = ((kh - 1) * dh + 1, (kw - 1) * dw + 1);
+            prop_assume!(h + pad.top + pad.bottom >= ekh && wd + pad.left + pad.right >= ekw);
+            let oh = (h + pad.top + pad.bottom - ekh) / sh + 1;
+            let ow = (wd + pad.left + pad.right - ekw) / sw + 1;
+            let x = reals(seed, n * h * wd * c);
+            let w = reals(seed ^ 1, oc * kh * kw * c);
+            let bias = with_bias.then(|| reals(seed ^ 2, oc));
+            let (xs, ws, ys) = ([n, h, wd, c], [oc, kh, kw, c], [n, oh, ow, oc]);
+            let mut gemm = vec![f32::NAN; n * oh * ow * oc];
+            let mut naive = vec![f32::NAN; gemm.len()];
+            let mut abs_sum = vec![0f32; gemm.len()];
+            conv2d_gemm(&x, &xs, &w, &ws, bias.as_deref(), [sh, sw], [dh, dw], pad, act(a), &mut gemm, &ys);
+            conv2d(&x, &xs, &w, &ws, bias.as_deref(), [sh, sw], [dh, dw], pad, None, act(a), &mut naive, &ys);
+            // The same naive conv on |x|, |w|, |bias| gives the magnitude the error scales with.
+            let ax: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+            let aw: Vec<f32> = w.iter().map(|v| v.abs()).collect();
+            let ab = bias.as_ref().map(|b| b.iter().map(|v| v.abs()).collect::<Vec<_>>());
+            conv2d(&ax, &xs, &aw, &ws, ab.as_deref(), [sh, sw], [dh, dw], pad, None, Activation::None, &mut abs_sum, &ys);
+            assert_close(&gemm, &naive, &abs_sum, kh * kw * c);
+        }
+
+        #[test]
+        fn fully_connected_gemm_matches_the_naive_one(
+            (batch, depth, out) in (1usize..5, 1usize..300, 1usize..40),
+            with_bias: bool,
+            a in 0u8..4,
+            seed: u64,
+        ) {
+            let x = reals(seed, batch * depth);
+            let w = reals(seed ^ 1, out * depth);
+            let bias = with_bias.then(|| reals(seed ^ 2, out));
+            let mut gemm = vec![f32::NAN; batch * out];
+            let mut naive = vec![f32::NAN; batch * out];
+            let mut abs_sum = vec![0f32; batch * out];
+            fully_connected_gemm(&x, &w, bias.as_deref(), out, depth, act(a), &mut gemm);
+            fully_connected_reference(&x, &w, bias.as_deref(), out, depth, act(a), &mut naive);
+            let ax: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+            let aw: Vec<f32> = w.iter().map(|v| v.abs()).collect();
+            let ab = bias.as_ref().map(|b| b.iter().map(|v| v.abs()).collect::<Vec<_>>());
+            fully_connected_reference(&ax, &aw, ab.as_deref(), out, depth, Activation::None, &mut abs_sum);
+            assert_close(&gemm, &naive, &abs_sum, depth);
+        }
+    }
 
     #[test]
     fn broadcast_index_maps_like_numpy() {

@@ -100,6 +100,24 @@ pub(crate) trait Kernel {
     type B: Copy + Default + Send + Sync + 'static;
     fn a_elem(x: u8) -> Self::A;
     fn b_elem(w: i8) -> Self::B;
+    /// Writes row `i` (< `MR`) of a packed A panel (`groups * KG * MR` elements, zeroed) from
+    /// the `k` codes of `src`, and returns the row's `Σa'` (wrapping).
+    ///
+    /// # Safety
+    /// The CPU has the kernel's ISA; `panel` holds whole groups covering `src.len()`.
+    #[inline]
+    unsafe fn pack_a_row<T: Code8>(src: &[T], panel: &mut [Self::A], i: usize) -> u32 {
+        let mut sum = 0u32;
+        for (g, run) in src.chunks(Self::A_KG).enumerate() {
+            let at = (g * Self::MR + i) * Self::A_KG;
+            for (d, &x) in panel[at..at + run.len()].iter_mut().zip(run) {
+                let v = x.canon_a();
+                sum = sum.wrapping_add(v as u32);
+                *d = Self::a_elem(v);
+            }
+        }
+        sum
+    }
     /// Called once a task's tiles are done (AMX releases its tile registers).
     ///
     /// # Safety
@@ -540,8 +558,8 @@ fn nr_of(isa: Isa) -> usize {
 
 /// Packs rows `r0 .. r0 + rows` of A (from `row`) into `K`'s layout, with each row's `Σa'`.
 ///
-/// Each row is mapped to canonical codes in one pass (a loop the compiler vectorizes), then
-/// moved in runs of `A_KG` codes.
+/// Each row is mapped to canonical codes and written in runs of `A_KG` codes by the kernel's
+/// [`Kernel::pack_a_row`].
 #[allow(clippy::too_many_arguments)]
 fn pack_a<K: Kernel, T: Code8>(
     r0: usize,
@@ -555,25 +573,15 @@ fn pack_a<K: Kernel, T: Code8>(
 ) {
     debug_assert_eq!(rowbuf.len(), k);
     let panel = groups * K::KG * K::MR;
-    // Canonical row, zero-padded to whole groups (zeros add nothing to any sum).
-    let mut crow = vec![K::A::default(); groups * K::KG];
     for (r, rs) in rowsum.iter_mut().enumerate().take(rows) {
         row(r0 + r, rowbuf);
-        let mut sum = 0u32;
-        for (c, &x) in crow.iter_mut().zip(rowbuf.iter()) {
-            let v = x.canon_a();
-            sum = sum.wrapping_add(v as u32);
-            *c = K::a_elem(v);
-        }
-        *rs = sum as i32;
         let (p, i) = (r / K::MR, r % K::MR);
-        let dst = &mut apack[p * panel..(p + 1) * panel];
-        for (g, run) in crow.chunks_exact(K::A_KG).enumerate() {
-            let at = (g * K::MR + i) * K::A_KG;
-            dst[at..at + K::A_KG].copy_from_slice(run);
-        }
+        // SAFETY: the tier is available (checked at prepare); the panel holds `groups` groups,
+        // which cover k.
+        *rs = unsafe { K::pack_a_row(rowbuf, &mut apack[p * panel..(p + 1) * panel], i) } as i32;
     }
-    // Rows past the end keep the zeros they were allocated with; their results are not stored.
+    // K's padding to whole groups and rows past the end keep the zeros they were allocated
+    // with (zeros add nothing to any sum); results of padding rows are not stored.
 }
 
 /// Packs weights (`n x k`) into `K`'s panels.
