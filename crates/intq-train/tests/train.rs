@@ -4,6 +4,7 @@
 //! whose integer model agrees with QAT evaluation.
 
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
 
 use burn::module::Module;
 use intq_train::checkpoint::{self, CkptMeta};
@@ -14,6 +15,15 @@ use intq_train::{evaluate, train_device, Arch, Net, TrainError};
 
 /// Class `k` is a stripe texture (horizontal for k < 5, else vertical; period 2 + k % 5, random
 /// phase) on noise: learnable through convolutions and global pooling.
+/// Bit-for-bit repeatability (resume, same seed) holds for one training per process, as the CLI
+/// runs; tests that train concurrently in one process share burn's rayon pool and per-thread
+/// running state and were seen to diverge. So the tests of this binary train one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn synthetic(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
     let mut rng = intq_engine::examples::SplitMix64::new(seed);
     let mut images = vec![0u8; n * 784];
@@ -101,6 +111,7 @@ fn same(a: &[(String, Vec<usize>, Vec<u32>)], b: &[(String, Vec<usize>, Vec<u32>
 
 #[test]
 fn float_then_qat_training_beats_chance_and_exports() {
+    let _serial = serial();
     let train_data = synthetic(384, 1);
     let test_data = synthetic(200, 2);
     let device = train_device();
@@ -177,6 +188,7 @@ fn float_then_qat_training_beats_chance_and_exports() {
 
 #[test]
 fn checkpoint_round_trip_and_resume_equal_an_uninterrupted_run() {
+    let _serial = serial();
     let data = synthetic(64, 5);
     let device = train_device();
     let fresh = || {
@@ -225,6 +237,7 @@ fn checkpoint_round_trip_and_resume_equal_an_uninterrupted_run() {
 
 #[test]
 fn nan_loss_stops_and_keeps_the_last_checkpoint() {
+    let _serial = serial();
     let data = synthetic(64, 9);
     let device = train_device();
     device.seed(1);
@@ -253,6 +266,7 @@ fn nan_loss_stops_and_keeps_the_last_checkpoint() {
 
 #[test]
 fn corrupt_checkpoints_are_clear_errors() {
+    let _serial = serial();
     let device = train_device();
     let p = tmp("corrupt.ckpt");
     std::fs::write(&p, b"not a checkpoint at all").unwrap();
@@ -287,6 +301,7 @@ fn corrupt_checkpoints_are_clear_errors() {
 
 #[test]
 fn zoo_models_build_and_run() {
+    let _serial = serial();
     let device = train_device().inner();
     for (arch, n) in [(Arch::TinyMobilenet, 2), (Arch::Resnet20, 1)] {
         let net = Net::new(arch, LayerOpts::default(), &device);
@@ -302,6 +317,7 @@ fn zoo_models_build_and_run() {
 
 #[test]
 fn the_same_seed_repeats_the_run() {
+    let _serial = serial();
     let data = synthetic(64, 5);
     let device = train_device();
     let fresh = || {
