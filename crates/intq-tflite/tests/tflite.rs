@@ -567,3 +567,16 @@ fn fuzz_every_fixture_model() {
         println!("{name}: {accepted} of 20000 corruptions still import");
     }
 }
+
+/// Fuzzer reproducer: a mutated model whose bias scale S_in * S_w underflows f32. It imports
+/// (the engine implies bias scales), so export must refuse it instead of writing a file that
+/// cannot be read back.
+#[test]
+fn fuzz_regression_bias_scale_underflow_is_refused_by_export() {
+    let bytes = std::fs::read(fixtures().join("regressions/bias_scale_underflow.tflite")).unwrap();
+    let graph = import(&bytes).expect("the reproducer imports");
+    match export(&graph) {
+        Err(e) => assert!(e.to_string().contains("cannot export"), "{e}"),
+        Ok(out) => assert_eq!(import(&out).expect("what export writes imports"), graph),
+    }
+}
