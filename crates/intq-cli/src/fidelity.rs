@@ -11,7 +11,7 @@ use intq_data::{Dataset, DatasetKind, Split};
 use intq_engine::{DType, Model, Op, QuantParams, TensorData, TensorId};
 use intq_train::checkpoint::{self, Loaded};
 use intq_train::fake_quant::host_vec;
-use intq_train::layers::{Act, ConvBn, Ctx, LayerOpts, QuantCfg};
+use intq_train::layers::{Act, Ctx, LayerOpts, QuantCfg};
 use intq_train::observer::EmaObserver;
 use intq_train::trainer::ImageSet;
 use intq_train::zoo::{Net, Node};
@@ -105,88 +105,38 @@ pub struct Tap {
     pub values: Vec<f32>,
 }
 
-fn tap(out: &mut Vec<Tap>, name: String, a: &Act) {
-    out.push(Tap {
-        name,
-        dims: a.x.dims().to_vec(),
-        values: host_vec(a.x.clone()),
-    });
-}
-
-fn conv_tap(l: &ConvBn, a: Act, ctx: &Ctx, name: String, out: &mut Vec<Tap>) -> Result<Act> {
-    let y = l.forward(a, ctx)?;
-    tap(out, name, &y);
-    Ok(y)
-}
-
-/// The network's forward pass in evaluation mode (as `Net::forward` runs it), keeping every
+/// The network's forward pass in evaluation mode (`Net::forward_tapped`), keeping every
 /// activation the engine graph materializes, named as export names the engine tensors. The last
-/// tap holds the logits.
+/// tap holds the logits (`[N, classes, 1, 1]`). With `exact`, the fake-quant network is
+/// evaluated in f64 on the real values of its codes (`Ctx::eval_exact`).
 pub fn forward_taps(
     net: &Net,
     set: &ImageSet,
     idx: &[usize],
     quant: Option<QuantCfg>,
+    exact: bool,
     float_edges: bool,
     device: &Device,
 ) -> Result<Vec<Tap>> {
-    let ctx = Ctx {
-        training: false,
-        step: u64::MAX,
-        quant,
+    let ctx = match quant {
+        Some(q) if exact => Ctx::eval_exact(q),
+        _ => Ctx::eval(quant),
     };
     let (in_name, logits_name) = edge_names(float_edges);
     let (x, _) = set.batch(idx, device);
     let mut out = Vec::new();
-    let mut a = net.input.forward(x, &ctx)?;
-    tap(&mut out, in_name.into(), &a);
-    for (i, node) in net.body.iter().enumerate() {
-        let name = format!("body{i}");
-        a = match node {
-            Node::Conv(l) => conv_tap(l, a, &ctx, name, &mut out)?,
-            Node::Pool(p) => {
-                let y = p.forward(a, &ctx);
-                tap(&mut out, name, &y);
-                y
-            }
-            Node::InvRes(b) => {
-                let h = match &b.expand {
-                    Some(l) => conv_tap(l, a.clone(), &ctx, format!("{name}/expand"), &mut out)?,
-                    None => a.clone(),
-                };
-                let h = conv_tap(&b.dw, h, &ctx, format!("{name}/dw"), &mut out)?;
-                let h = conv_tap(&b.project, h, &ctx, format!("{name}/project"), &mut out)?;
-                match &b.add {
-                    Some(add) => {
-                        let y = add.forward(h, a, &ctx)?;
-                        tap(&mut out, format!("{name}/add"), &y);
-                        y
-                    }
-                    None => h,
-                }
-            }
-            Node::Basic(b) => {
-                let h = conv_tap(&b.conv1, a.clone(), &ctx, format!("{name}/conv1"), &mut out)?;
-                let h = conv_tap(&b.conv2, h, &ctx, format!("{name}/conv2"), &mut out)?;
-                let s = match &b.shortcut {
-                    Some(l) => conv_tap(l, a, &ctx, format!("{name}/shortcut"), &mut out)?,
-                    None => a,
-                };
-                let y = b.add.forward(h, s, &ctx)?;
-                tap(&mut out, format!("{name}/add"), &y);
-                y
-            }
+    net.forward_tapped(x, &ctx, &mut |name: &str, a: &Act| {
+        let name = match name {
+            "input" => in_name,
+            "logits" => logits_name,
+            other => other,
         };
-    }
-    let a = net.gap.forward(a, &ctx);
-    tap(&mut out, "gap".into(), &a);
-    let [n, c, _, _] = a.x.dims();
-    let (y, _) = net.head.forward(a.x.reshape([n, c]), &ctx)?;
-    out.push(Tap {
-        name: logits_name.into(),
-        dims: y.dims().to_vec(),
-        values: host_vec(y),
-    });
+        out.push(Tap {
+            name: name.to_string(),
+            dims: a.x.dims().to_vec(),
+            values: host_vec(a.x.clone()),
+        });
+    })?;
     Ok(out)
 }
 
@@ -458,6 +408,10 @@ pub struct Comparison {
     /// Logits (image × class) whose codes differ.
     pub logits_differing: u64,
     pub logits_total: u64,
+    /// The same two measures against the fake-quant network evaluated in f32, as training
+    /// computes it (the main ones above use the exact evaluation; docs/fidelity.md).
+    pub f32_top1_mismatch: usize,
+    pub f32_max_lsb_diff: i64,
     pub layers: Vec<LayerStat>,
 }
 
@@ -494,8 +448,9 @@ pub fn compare(
     let bar = Progress::new("compare", n, progress);
     for start in (0..n).step_by(BATCH) {
         let idx: Vec<usize> = (start..(start + BATCH).min(n)).collect();
-        let float = forward_taps(&l.net, &set, &idx, None, float_edges, &device)?;
-        let fq = forward_taps(&l.net, &set, &idx, Some(quant), float_edges, &device)?;
+        let float = forward_taps(&l.net, &set, &idx, None, false, float_edges, &device)?;
+        let fq = forward_taps(&l.net, &set, &idx, Some(quant), true, float_edges, &device)?;
+        let fq32 = forward_taps(&l.net, &set, &idx, Some(quant), false, float_edges, &device)?;
         if start == 0 {
             for (k, t) in fq.iter().enumerate() {
                 let Some(id) = g.tensor_by_name(&t.name) else {
@@ -531,6 +486,7 @@ pub fn compare(
             .context("the logits tensor has no params")?;
         let fl = float.last().context("no logits")?;
         let fql = fq.last().context("no logits")?;
+        let fq32l = fq32.last().context("no logits")?;
         let k = fql.dims[1];
         for (j, &i) in idx.iter().enumerate() {
             let label = split.labels[i] as usize;
@@ -545,6 +501,14 @@ pub fn compare(
             fq_ok += (argmax(q_row) == label) as usize;
             int_ok += (argmax(&int_row) == label) as usize;
             cmp.top1_mismatch += (argmax(&fq_codes) != argmax(&int_row)) as usize;
+            let fq32_codes: Vec<i32> = fq32l.values[j * k..(j + 1) * k]
+                .iter()
+                .map(|&v| out_p.quantize(v, qmin, qmax))
+                .collect();
+            cmp.f32_top1_mismatch += (argmax(&fq32_codes) != argmax(&int_row)) as usize;
+            for (a, b) in fq32_codes.iter().zip(&int_row) {
+                cmp.f32_max_lsb_diff = cmp.f32_max_lsb_diff.max((a - b).abs() as i64);
+            }
             for (a, b) in fq_codes.iter().zip(&int_row) {
                 let d = (a - b).abs() as i64;
                 cmp.max_lsb_diff = cmp.max_lsb_diff.max(d);
@@ -617,6 +581,10 @@ pub fn print_comparison(c: &Comparison) {
         "fake-quant vs int8: top-1 mismatches {} of {}; logits differing {} of {}; max difference {} LSB",
         c.top1_mismatch, c.images, c.logits_differing, c.logits_total, c.max_lsb_diff
     );
+    println!(
+        "  (fake-quant evaluated exactly in f64; in f32 as training computes it: {} mismatches, max {} LSB)",
+        c.f32_top1_mismatch, c.f32_max_lsb_diff
+    );
     if !c.layers.is_empty() {
         println!(
             "\n{:<18} {:<16} {:>14} {:>14} {:>8} {:>12}",
@@ -678,7 +646,7 @@ pub fn comparison_json(c: &Comparison) -> String {
         })
         .collect();
     format!(
-        "\"images\":{},\"float_acc\":{},\"fq_acc\":{},\"int8_acc\":{},\"top1_mismatch\":{},\"max_lsb_diff\":{},\"logits_differing\":{},\"logits_total\":{},\"layers\":[{}]",
+        "\"images\":{},\"float_acc\":{},\"fq_acc\":{},\"int8_acc\":{},\"top1_mismatch\":{},\"max_lsb_diff\":{},\"logits_differing\":{},\"logits_total\":{},\"f32_top1_mismatch\":{},\"f32_max_lsb_diff\":{},\"layers\":[{}]",
         c.images,
         jnum(c.float_acc),
         jnum(c.fq_acc),
@@ -687,6 +655,8 @@ pub fn comparison_json(c: &Comparison) -> String {
         c.max_lsb_diff,
         c.logits_differing,
         c.logits_total,
+        c.f32_top1_mismatch,
+        c.f32_max_lsb_diff,
         layers.join(",")
     )
 }
@@ -720,7 +690,7 @@ pub fn calibrate(net: &Net, split: &Split, calib: usize, method: Calib) -> Resul
     let mut strides: Vec<usize> = vec![1; names.len()];
     for start in (0..n).step_by(BATCH) {
         let idx: Vec<usize> = (start..(start + BATCH).min(n)).collect();
-        let taps = forward_taps(net, &set, &idx, None, true, &device)?;
+        let taps = forward_taps(net, &set, &idx, None, false, true, &device)?;
         for (k, name) in names.iter().enumerate() {
             let t = taps
                 .iter()

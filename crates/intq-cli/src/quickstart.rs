@@ -240,6 +240,14 @@ pub fn quickstart(a: QuickstartArgs) -> Result<()> {
     );
     println!(
         "  {:<40} {:>10}",
+        "  same, fake-quant in f32 (as trained)",
+        format!(
+            "{} / {}, {} LSB",
+            c.f32_top1_mismatch, c.images, c.f32_max_lsb_diff
+        )
+    );
+    println!(
+        "  {:<40} {:>10}",
         "model size: .intq file / f32 weights",
         format!("{} / {} bytes", intq_bytes, f32_bytes)
     );

@@ -6,21 +6,12 @@ use intq_engine::{
     Activation, ChannelParams, DType, Graph, GraphBuilder, Op, Padding, Quant, QuantParams,
     TensorData, TensorId,
 };
-use intq_quant::QScheme;
 
-use crate::fake_quant::WeightQuant;
+pub use crate::fake_quant::weight_code;
+use crate::fake_quant::{bias_code, WeightQuant};
 use crate::layers::{ConvBn, FoldedLayer, Pool, QAdd, QuantCfg, ACT_RELU, ACT_RELU6};
 use crate::zoo::{Arch, Net, Node};
 use crate::TrainError;
-
-/// The code fake quantization snapped `w` to: `floor((clamp(w) - n_min) / S + 0.5) + qmin`, the
-/// same f32 steps as `QScheme::fake_quant`, so the integer weight dequantizes to the trained
-/// value.
-pub fn weight_code(scheme: QScheme, p: QuantParams, w: f32) -> i32 {
-    let r = scheme.nudged_range(p);
-    let c = w.clamp(r.min, r.max);
-    ((c - r.min) / p.scale + 0.5).floor() as i32 + scheme.qmin()
-}
 
 #[derive(Clone, Copy)]
 struct Cur {
@@ -72,13 +63,12 @@ impl Exporter {
         let scales: Vec<f32> = (0..o).map(|k| s_in * f.weight_quant.scale(k)).collect();
         let mut codes = Vec::with_capacity(o);
         for (k, (&b, &s)) in f.bias.iter().zip(&scales).enumerate() {
-            let v = (b as f64 / s as f64).round();
-            if !(v.is_finite() && v.abs() < i32::MAX as f64) {
-                return Err(TrainError::Export(format!(
+            let code = bias_code(b, s).ok_or_else(|| {
+                TrainError::Export(format!(
                     "{name}[{k}]: bias {b} does not fit int32 at scale {s}"
-                )));
-            }
-            codes.push(v as i32);
+                ))
+            })?;
+            codes.push(code);
         }
         let quant = match &f.weight_quant {
             WeightQuant::PerTensor(_) => Quant::PerTensor(QuantParams {

@@ -222,3 +222,133 @@ impl WeightQuant {
         }
     }
 }
+
+/// The code fake quantization snapped `w` to: `floor((clamp(w) - n_min) / S + 0.5) + qmin`, the
+/// same f32 steps as `QScheme::fake_quant`, so the integer weight dequantizes to the trained
+/// value.
+pub fn weight_code(scheme: QScheme, p: QuantParams, w: f32) -> i32 {
+    let r = scheme.nudged_range(p);
+    let c = w.clamp(r.min, r.max);
+    ((c - r.min) / p.scale + 0.5).floor() as i32 + scheme.qmin()
+}
+
+/// The int32 bias code conversion stores for a real bias `b` at accumulator scale `s = S_in *
+/// S_w` (the f32 product, as the bias tensor's scale): `round(b / s)`, halves away from zero, in
+/// f64. `None` when it does not fit int32.
+pub fn bias_code(b: f32, s: f32) -> Option<i32> {
+    let v = (b as f64 / s as f64).round();
+    (v.is_finite() && v.abs() < i32::MAX as f64).then_some(v as i32)
+}
+
+/// Bias snapped to the int32 grid the engine adds it on: channel `k` becomes
+/// `bias_code(b_k, S_in * S_w[k]) * S_in * S_w[k]`, with the identity gradient, so the simulated
+/// accumulator carries the very bias conversion stores. A bias that does not fit int32 (only
+/// possible with absurd scales early in training) is saturated here; conversion refuses it.
+pub fn bias_on_grid(b: Tensor<1>, s_in: f32, wq: &WeightQuant) -> Tensor<1> {
+    let host = host_vec(b.clone());
+    let snapped: Vec<f32> = host
+        .iter()
+        .enumerate()
+        .map(|(k, &v)| {
+            let s = s_in * wq.scale(k);
+            let code = bias_code(v, s).unwrap_or(if v < 0.0 { -i32::MAX } else { i32::MAX });
+            (code as f64 * s_in as f64 * wq.scale(k) as f64) as f32
+        })
+        .collect();
+    let n = snapped.len();
+    let grid = Tensor::<1>::from_data(TensorData::new(snapped, [n]), &b.device());
+    ste(grid, b)
+}
+
+/// Fake quantization evaluated exactly (evaluation only): `x` is cast to f64 and mapped to
+/// `S * (clamp(floor(x / S + 0.5) + Z) - Z)`, the real value of the code the integer engine
+/// holds, with no f32 rounding in between. No gradient.
+pub fn fake_quant_exact<const D: usize>(
+    x: Tensor<D>,
+    scheme: QScheme,
+    p: QuantParams,
+) -> Tensor<D> {
+    let s = p.scale as f64;
+    let z = p.zero_point as f64;
+    x.detach()
+        .cast(burn::tensor::FloatDType::F64)
+        .div_scalar(s)
+        .add_scalar(0.5)
+        .floor()
+        .add_scalar(z)
+        .clamp(scheme.qmin() as f64, scheme.qmax() as f64)
+        .sub_scalar(z)
+        .mul_scalar(s)
+}
+
+/// An f64 tensor from host values (exact evaluation).
+pub fn f64_tensor<const D: usize>(
+    v: Vec<f64>,
+    shape: [usize; D],
+    device: &burn::tensor::Device,
+) -> Tensor<D> {
+    Tensor::from_data(
+        TensorData::new(v, shape),
+        (device, burn::tensor::DType::F64),
+    )
+}
+
+/// Right-shift exponent `e_k >= 0` of the engine's requantization multiplier `M_k = S_in *
+/// S_w[k] / S_out = M0 * 2^(shift - 31)` (SPEC §4) for each of `channels` output channels:
+/// `max(0, -shift)`. A multiplier the engine would refuse counts as 0 here; conversion reports it.
+pub fn requant_shifts(s_in: f32, wq: &WeightQuant, channels: usize, s_out: f32) -> Vec<i32> {
+    (0..channels)
+        .map(|k| {
+            let m = s_in as f64 * wq.scale(k) as f64 / s_out as f64;
+            intq_quant::QuantizedMultiplier::from_real(m)
+                .map(|q| (-q.shift).max(0))
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+/// Fake quantization of a conv or FC output (channels on axis 1) with the integer engine's
+/// rounding instead of a single round half up. The engine computes `x * M` as
+/// SaturatingRoundingDoublingHighMul, which rounds `x * M * 2^e` to an integer with ties toward
+/// +inf, then RoundingDivideByPOT by `2^e`, which rounds half away from zero (SPEC §4). That
+/// double rounding moves results that lie within `2^-(e+1)` code of a half, so a single
+/// `floor(v + 0.5)` disagrees with the engine on a small share of outputs (measured 0.1% of
+/// the first conv's outputs of small-cnn). Here `v = x / S` goes through the same two steps:
+/// `t = floor(v 2^e + 0.5)`, `code = sign(t) floor(|t| / 2^e + 0.5)`, clamped to the code range.
+/// Gradient: the straight-through mask of [`fake_quant`]. With `exact` the steps run in f64
+/// without gradient (exact evaluation).
+pub fn fake_quant_requant<const D: usize>(
+    x: Tensor<D>,
+    scheme: QScheme,
+    p: QuantParams,
+    shifts: &[i32],
+    exact: bool,
+) -> Tensor<D> {
+    let r = scheme.nudged_range(p);
+    let xc = if exact {
+        x.detach().cast(burn::tensor::FloatDType::F64)
+    } else {
+        clamp_closed(x, r.min, r.max)
+    };
+    let dims = xc.dims();
+    let mut shape = [1usize; D];
+    shape[1] = dims[1];
+    let pow2: Vec<f32> = shifts.iter().map(|&e| (2f64.powi(e)) as f32).collect();
+    let dtype = xc.dtype();
+    let device = xc.device();
+    let p2 = Tensor::<1>::from_data(TensorData::new(pow2, [dims[1]]), (&device, dtype))
+        .reshape(shape)
+        .expand(dims);
+    let z = p.zero_point as f64;
+    let v = xc.clone().detach().div_scalar(p.scale as f64);
+    let t = (v * p2.clone()).add_scalar(0.5).floor();
+    let code = (t.clone().abs() / p2).add_scalar(0.5).floor() * t.sign();
+    let fq = code
+        .clamp(scheme.qmin() as f64 - z, scheme.qmax() as f64 - z)
+        .mul_scalar(p.scale as f64);
+    if exact {
+        fq
+    } else {
+        ste(fq, xc)
+    }
+}

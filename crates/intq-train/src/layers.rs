@@ -9,7 +9,10 @@ use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Distribution, Tensor};
 use intq_quant::{QScheme, QuantParams};
 
-use crate::fake_quant::{fake_quant, fake_quant_weights, host_vec, WeightQuant};
+use crate::fake_quant::{
+    bias_code, bias_on_grid, f64_tensor, fake_quant, fake_quant_exact, fake_quant_weights,
+    host_vec, weight_code, WeightQuant,
+};
 use crate::observer::EmaObserver;
 use crate::TrainError;
 
@@ -63,6 +66,11 @@ pub struct Ctx {
     pub training: bool,
     pub step: u64,
     pub quant: Option<QuantCfg>,
+    /// Evaluate the fake-quant network exactly: f64 arithmetic on the real values of the codes
+    /// (weights `S_w (w_q - Z_w)`, bias `code * S_in S_w`, activations `S (q - Z)`), so the only
+    /// differences left to the integer engine are its own fixed-point rounding. Evaluation with
+    /// `quant` only; ignored otherwise. See docs/fidelity.md.
+    pub exact: bool,
 }
 
 impl Ctx {
@@ -71,6 +79,34 @@ impl Ctx {
             training,
             step: 0,
             quant: None,
+            exact: false,
+        }
+    }
+
+    /// Evaluation (moving BN statistics, observed ranges), in f32 as training computes.
+    pub fn eval(quant: Option<QuantCfg>) -> Self {
+        Ctx {
+            training: false,
+            step: u64::MAX,
+            quant,
+            exact: false,
+        }
+    }
+
+    /// Evaluation of the fake-quant network in exact (f64) arithmetic.
+    pub fn eval_exact(quant: QuantCfg) -> Self {
+        Ctx {
+            exact: true,
+            ..Ctx::eval(Some(quant))
+        }
+    }
+
+    /// The quantization settings when this forward is an exact evaluation.
+    pub fn exact_quant(&self) -> Option<QuantCfg> {
+        if self.exact && !self.training {
+            self.quant
+        } else {
+            None
         }
     }
 }
@@ -230,9 +266,14 @@ impl ConvBn {
     }
 
     pub fn forward(&self, input: Act, ctx: &Ctx) -> Result<Act, TrainError> {
+        if let Some(q) = ctx.exact_quant() {
+            return self.forward_exact(input, &q, ctx);
+        }
+        let in_q = input.q;
         let x = input.x;
         let device = x.device();
         let c = self.out_channels();
+        let mut wquant = None;
         let y = match (ctx.quant, self.bn) {
             (None, false) => conv2d(
                 x,
@@ -257,16 +298,18 @@ impl ConvBn {
                 }
             }
             (Some(q), false) => {
-                let (wq, _) =
+                let (wq, wqp) =
                     fake_quant_weights(self.weight.val(), q.weight_scheme, q.per_channel)?;
-                conv2d(x, wq, self.bias.as_ref().map(|b| b.val()), self.options())
+                let b = self.bias.as_ref().map(|b| snap_bias(b.val(), in_q, &wqp));
+                wquant = Some(wqp);
+                conv2d(x, wq, b, self.options())
             }
             (Some(q), true) => {
                 let (sf, b_fold) = self.fold(&device);
                 let w_fold = self.weight.val() * sf.clone().reshape([c, 1, 1, 1]);
-                let (wq, _) = fake_quant_weights(w_fold, q.weight_scheme, q.per_channel)?;
+                let (wq, wqp) = fake_quant_weights(w_fold, q.weight_scheme, q.per_channel)?;
                 let y = conv2d(x, wq, None, self.options());
-                if ctx.training && !q.freeze_bn {
+                let y = if ctx.training && !q.freeze_bn {
                     // conv(x, fq(w * sf)) / sf is the unfolded conv output; normalizing it with
                     // batch statistics gives SPEC §3's `y * sigma_mv / sigma_B + beta -
                     // gamma mu_B / sigma_B` with a single convolution.
@@ -280,12 +323,15 @@ impl ConvBn {
                     self.update_running(r.mean, r.variance);
                     r.output
                 } else {
-                    y + b_fold.reshape([1, c, 1, 1])
-                }
+                    y + snap_bias(b_fold, in_q, &wqp).reshape([1, c, 1, 1])
+                };
+                wquant = Some(wqp);
+                y
             }
         };
         let y = activate(y, self.act);
-        let (x, q) = self.out_obs.apply(y, ctx)?;
+        let s_in = in_q.map(|p| p.scale);
+        let (x, q) = self.out_obs.apply_requant(y, ctx, s_in, wquant.as_ref())?;
         Ok(Act { x, q })
     }
 
@@ -315,6 +361,86 @@ impl ConvBn {
             act: self.act,
         })
     }
+
+    /// [`ConvBn::forward`] in exact evaluation: the folded layer conversion stores, on the real
+    /// grid, convolved in f64.
+    fn forward_exact(&self, input: Act, q: &QuantCfg, ctx: &Ctx) -> Result<Act, TrainError> {
+        let p_in = exact_input(&input, "a conv layer")?;
+        let f = self.export(q)?;
+        let device = input.x.device();
+        let shape = [
+            f.weight_shape[0],
+            f.weight_shape[1],
+            f.weight_shape[2],
+            f.weight_shape[3],
+        ];
+        let (w, b) = f.grid_values(q.weight_scheme, p_in.scale)?;
+        let w = f64_tensor(w, shape, &device);
+        let b = f64_tensor(b, [shape[0]], &device);
+        let y = conv2d(input.x, w, Some(b), self.options());
+        let y = activate(y, self.act);
+        let (x, q) = self
+            .out_obs
+            .apply_requant(y, ctx, Some(p_in.scale), Some(&f.weight_quant))?;
+        Ok(Act { x, q })
+    }
+}
+
+/// In quantized forwards, the bias on the int32 grid of the input and weight scales (when the
+/// input has params yet); otherwise unchanged.
+fn snap_bias(b: Tensor<1>, in_q: Option<QuantParams>, wq: &WeightQuant) -> Tensor<1> {
+    match in_q {
+        Some(p) => bias_on_grid(b, p.scale, wq),
+        None => b,
+    }
+}
+
+/// The input params an exact evaluation needs: every input of a quantized layer is on a grid.
+fn exact_input(a: &Act, what: &str) -> Result<QuantParams, TrainError> {
+    a.q.ok_or_else(|| {
+        TrainError::Export(format!(
+            "exact evaluation: the input of {what} has no quantization params (no observed range)"
+        ))
+    })
+}
+
+impl FoldedLayer {
+    /// The real values the integer engine computes with, in f64: weights `S_w[k] (w_q - Z_w[k])`
+    /// (training layout) and bias `code_k * S_in * S_w[k]`.
+    pub fn grid_values(
+        &self,
+        scheme: QScheme,
+        s_in: f32,
+    ) -> Result<(Vec<f64>, Vec<f64>), TrainError> {
+        let o = self.weight_shape[0];
+        let per = self.weights.len() / o.max(1);
+        let w = self
+            .weights
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let p = self.weight_quant.channel(i / per);
+                (weight_code(scheme, p, v) - p.zero_point) as f64 * p.scale as f64
+            })
+            .collect();
+        let b = self
+            .bias
+            .iter()
+            .enumerate()
+            .map(|(k, &v)| {
+                let s_w = self.weight_quant.scale(k);
+                bias_code(v, s_in * s_w)
+                    .map(|c| c as f64 * s_in as f64 * s_w as f64)
+                    .ok_or_else(|| {
+                        TrainError::Export(format!(
+                            "bias {v} of channel {k} does not fit int32 at scale {}",
+                            s_in * s_w
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((w, b))
+    }
 }
 
 /// Fully connected `y = x W^T + b` with weights `[out, in]` (the engine's layout) and a fused
@@ -342,20 +468,46 @@ impl QLinear {
         }
     }
 
-    /// `x`: `[N, in]` (a pooled `[N, C, 1, 1]` is flattened by the caller).
+    /// `x`: `[N, in]` (a pooled `[N, C, 1, 1]` is flattened by the caller) with its params.
     pub fn forward(
         &self,
         x: Tensor<2>,
+        in_q: Option<QuantParams>,
         ctx: &Ctx,
     ) -> Result<(Tensor<2>, Option<QuantParams>), TrainError> {
-        let w = match ctx.quant {
-            Some(q) => fake_quant_weights(self.weight.val(), q.weight_scheme, q.per_channel)?.0,
-            None => self.weight.val(),
+        if let Some(q) = ctx.exact_quant() {
+            let p_in = in_q.ok_or_else(|| {
+                TrainError::Export(
+                    "exact evaluation: the classifier's input has no quantization params".into(),
+                )
+            })?;
+            let f = self.export(&q)?;
+            let [o, i] = [f.weight_shape[0], f.weight_shape[1]];
+            let (w, b) = f.grid_values(q.weight_scheme, p_in.scale)?;
+            let device = x.device();
+            let w = f64_tensor(w, [o, i], &device);
+            let b = f64_tensor(b, [o], &device);
+            let y = x.matmul(w.transpose()) + b.reshape([1, o]);
+            let y = activate(y, self.act);
+            let s_in = Some(p_in.scale);
+            return self
+                .out_obs
+                .apply_requant(y, ctx, s_in, Some(&f.weight_quant));
+        }
+        let (w, b, wquant) = match ctx.quant {
+            Some(q) => {
+                let (w, wquant) =
+                    fake_quant_weights(self.weight.val(), q.weight_scheme, q.per_channel)?;
+                let b = snap_bias(self.bias.val(), in_q, &wquant);
+                (w, b, Some(wquant))
+            }
+            None => (self.weight.val(), self.bias.val(), None),
         };
         let cout = w.dims()[0];
-        let y = x.matmul(w.transpose()) + self.bias.val().reshape([1, cout]);
+        let y = x.matmul(w.transpose()) + b.reshape([1, cout]);
         let y = activate(y, self.act);
-        self.out_obs.apply(y, ctx)
+        let s_in = in_q.map(|p| p.scale);
+        self.out_obs.apply_requant(y, ctx, s_in, wquant.as_ref())
     }
 
     pub fn export(&self, q: &QuantCfg) -> Result<FoldedLayer, TrainError> {
@@ -450,6 +602,9 @@ impl Pool {
             )
         };
         let y = match (self.max, a.q, ctx.quant) {
+            (false, Some(p), Some(q)) if ctx.exact_quant().is_some() => {
+                fake_quant_exact(y, q.act_scheme, p)
+            }
             (false, Some(p), Some(q)) => fake_quant(y, q.act_scheme, p),
             _ => y,
         };

@@ -6,7 +6,10 @@ use burn::module::{Module, RunningState};
 use burn::tensor::{Device, Tensor, TensorData};
 use intq_quant::{QScheme, QuantParams};
 
-use crate::fake_quant::{choose, fake_quant, host_vec, min_max};
+use crate::fake_quant::{
+    choose, fake_quant, fake_quant_exact, fake_quant_requant, host_vec, min_max, requant_shifts,
+    WeightQuant,
+};
 use crate::layers::Ctx;
 use crate::TrainError;
 
@@ -75,6 +78,19 @@ impl EmaObserver {
         x: Tensor<D>,
         ctx: &Ctx,
     ) -> Result<(Tensor<D>, Option<QuantParams>), TrainError> {
+        self.apply_requant(x, ctx, None, None)
+    }
+
+    /// [`EmaObserver::apply`] for the output of a conv or FC layer whose input has scale `s_in`
+    /// and weights `wq`: quantized with the integer engine's requantization rounding
+    /// ([`fake_quant_requant`]). Without both it is plain [`EmaObserver::apply`].
+    pub fn apply_requant<const D: usize>(
+        &self,
+        x: Tensor<D>,
+        ctx: &Ctx,
+        s_in: Option<f32>,
+        wq: Option<&WeightQuant>,
+    ) -> Result<(Tensor<D>, Option<QuantParams>), TrainError> {
         let Some(q) = ctx.quant else {
             return Ok((x, None));
         };
@@ -91,9 +107,18 @@ impl EmaObserver {
         if ctx.training && ctx.step < q.quant_delay {
             return Ok((x, None));
         }
-        match self.params(q.act_scheme)? {
-            Some(p) => Ok((fake_quant(x, q.act_scheme, p), Some(p))),
-            None => Ok((x, None)),
-        }
+        let Some(p) = self.params(q.act_scheme)? else {
+            return Ok((x, None));
+        };
+        let exact = ctx.exact_quant().is_some();
+        let y = match (s_in, wq) {
+            (Some(s_in), Some(wq)) => {
+                let shifts = requant_shifts(s_in, wq, x.dims()[1], p.scale);
+                fake_quant_requant(x, q.act_scheme, p, &shifts, exact)
+            }
+            _ if exact => fake_quant_exact(x, q.act_scheme, p),
+            _ => fake_quant(x, q.act_scheme, p),
+        };
+        Ok((y, Some(p)))
     }
 }

@@ -187,6 +187,7 @@ pub fn evaluate(
         training: false,
         step: u64::MAX,
         quant,
+        exact: false,
     };
     let plain = device.clone().inner();
     let mut ok = 0;
@@ -283,6 +284,7 @@ pub fn train(
                 training: true,
                 step,
                 quant,
+                exact: false,
             };
             let logits = net.forward(x, &ctx)?;
             let loss = cross_entropy(logits.clone(), y);

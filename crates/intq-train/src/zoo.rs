@@ -110,15 +110,15 @@ impl InvRes {
         }
     }
 
-    fn forward(&self, a: Act, ctx: &Ctx) -> Result<Act, TrainError> {
+    fn forward(&self, a: Act, ctx: &Ctx, name: &str, tap: Tap) -> Result<Act, TrainError> {
         let h = match &self.expand {
-            Some(e) => e.forward(a.clone(), ctx)?,
+            Some(e) => tapped(e.forward(a.clone(), ctx)?, name, "expand", tap),
             None => a.clone(),
         };
-        let h = self.dw.forward(h, ctx)?;
-        let h = self.project.forward(h, ctx)?;
+        let h = tapped(self.dw.forward(h, ctx)?, name, "dw", tap);
+        let h = tapped(self.project.forward(h, ctx)?, name, "project", tap);
         match &self.add {
-            Some(add) => add.forward(h, a, ctx),
+            Some(add) => Ok(tapped(add.forward(h, a, ctx)?, name, "add", tap)),
             None => Ok(h),
         }
     }
@@ -144,14 +144,14 @@ impl Basic {
         }
     }
 
-    fn forward(&self, a: Act, ctx: &Ctx) -> Result<Act, TrainError> {
-        let h = self.conv1.forward(a.clone(), ctx)?;
-        let h = self.conv2.forward(h, ctx)?;
+    fn forward(&self, a: Act, ctx: &Ctx, name: &str, tap: Tap) -> Result<Act, TrainError> {
+        let h = tapped(self.conv1.forward(a.clone(), ctx)?, name, "conv1", tap);
+        let h = tapped(self.conv2.forward(h, ctx)?, name, "conv2", tap);
         let s = match &self.shortcut {
-            Some(c) => c.forward(a, ctx)?,
+            Some(c) => tapped(c.forward(a, ctx)?, name, "shortcut", tap),
             None => a,
         };
-        self.add.forward(h, s, ctx)
+        Ok(tapped(self.add.forward(h, s, ctx)?, name, "add", tap))
     }
 }
 
@@ -165,14 +165,28 @@ pub enum Node {
 }
 
 impl Node {
-    fn forward(&self, a: Act, ctx: &Ctx) -> Result<Act, TrainError> {
+    fn forward(&self, a: Act, ctx: &Ctx, name: &str, tap: Tap) -> Result<Act, TrainError> {
         match self {
-            Node::Conv(c) => c.forward(a, ctx),
-            Node::Pool(p) => Ok(p.forward(a, ctx)),
-            Node::InvRes(b) => b.forward(a, ctx),
-            Node::Basic(b) => b.forward(a, ctx),
+            Node::Conv(c) => Ok(tapped(c.forward(a, ctx)?, name, "", tap)),
+            Node::Pool(p) => Ok(tapped(p.forward(a, ctx), name, "", tap)),
+            Node::InvRes(b) => b.forward(a, ctx, name, tap),
+            Node::Basic(b) => b.forward(a, ctx, name, tap),
         }
     }
+}
+
+/// Receives every activation the engine graph materializes, under the tensor name
+/// [`crate::export::export`] gives it: `input`, `body{i}`, `body{i}/expand|dw|project|conv1|
+/// conv2|shortcut|add`, `gap`, and `logits` (as `[N, classes, 1, 1]`).
+pub type Tap<'a> = &'a mut dyn FnMut(&str, &Act);
+
+fn tapped(a: Act, node: &str, part: &str, tap: Tap) -> Act {
+    if part.is_empty() {
+        tap(node, &a);
+    } else {
+        tap(&format!("{node}/{part}"), &a);
+    }
+    a
 }
 
 /// A zoo network: input quantizer, body, global average pool, classifier.
@@ -303,13 +317,33 @@ impl Net {
 
     /// Logits `[N, classes]` for images `[N, C, H, W]`.
     pub fn forward(&self, x: Tensor<4>, ctx: &Ctx) -> Result<Tensor<2>, TrainError> {
-        let mut a = self.input.forward(x, ctx)?;
-        for node in &self.body {
-            a = node.forward(a, ctx)?;
+        self.forward_tapped(x, ctx, &mut |_, _| {})
+    }
+
+    /// [`Net::forward`], handing every materialized activation to `tap` on the way.
+    pub fn forward_tapped(
+        &self,
+        x: Tensor<4>,
+        ctx: &Ctx,
+        tap: Tap,
+    ) -> Result<Tensor<2>, TrainError> {
+        let mut a = tapped(self.input.forward(x, ctx)?, "input", "", tap);
+        for (i, node) in self.body.iter().enumerate() {
+            a = node.forward(a, ctx, &format!("body{i}"), tap)?;
         }
-        let a = self.gap.forward(a, ctx);
+        let a = tapped(self.gap.forward(a, ctx), "gap", "", tap);
         let [n, c, _, _] = a.x.dims();
-        let (y, _) = self.head.forward(a.x.reshape([n, c]), ctx)?;
+        let (y, q) = self.head.forward(a.x.reshape([n, c]), a.q, ctx)?;
+        let k = y.dims()[1];
+        tapped(
+            Act {
+                x: y.clone().reshape([n, k, 1, 1]),
+                q,
+            },
+            "logits",
+            "",
+            tap,
+        );
         Ok(y)
     }
 }

@@ -312,6 +312,7 @@ fn quant_delay_observes_but_does_not_apply() {
             training: true,
             step,
             quant: Some(q),
+            exact: false,
         };
         let (y, used) = obs.apply(t1(&xs, &d), &ctx).unwrap();
         assert!(obs.range().is_some(), "observed at step {step}");
@@ -334,6 +335,7 @@ fn quant_delay_observes_but_does_not_apply() {
         training: true,
         step: 10,
         quant: Some(q),
+        exact: false,
     };
     obs.apply(t1(&[-100.0, 100.0], &d), &ctx).unwrap();
     assert_eq!(obs.range(), before);
@@ -420,6 +422,7 @@ fn qat_conv_eval_uses_quantized_folded_weights_and_freeze_stops_bn_updates() {
         training: true,
         step: 0,
         quant: Some(q),
+        exact: false,
     };
     l.forward(a.clone(), &ctx).unwrap();
     let after = intq_train::layers::running_stats(&l);
@@ -431,6 +434,7 @@ fn qat_conv_eval_uses_quantized_folded_weights_and_freeze_stops_bn_updates() {
         training: true,
         step: 1,
         quant: Some(frozen),
+        exact: false,
     };
     let y_frozen = host_vec(l.forward(a.clone(), &ctx).unwrap().x);
     assert_eq!(after, intq_train::layers::running_stats(&l));
@@ -439,6 +443,7 @@ fn qat_conv_eval_uses_quantized_folded_weights_and_freeze_stops_bn_updates() {
         training: false,
         step: 2,
         quant: Some(frozen),
+        exact: false,
     };
     let y_eval = host_vec(l.forward(a, &ctx).unwrap().x);
     assert_eq!(y_frozen, y_eval);
@@ -452,4 +457,95 @@ fn qat_conv_eval_uses_quantized_folded_weights_and_freeze_stops_bn_updates() {
         let fq = s.fake_quant(p, w);
         assert!((fq - w).abs() <= p.scale * 0.5 + 1e-7);
     }
+}
+
+/// Accumulators next to every rounding boundary the engine's requantization has: multiples and
+/// half-multiples of `2^e`, ±1 around them, powers of two ±1, and the int32 edges.
+fn edge_accumulators(e: i32) -> Vec<i32> {
+    let mut v = vec![0, 1, -1, i32::MAX >> 8, -(i32::MAX >> 8)];
+    for k in [1i64, 2, 3, 7, 100, 255, 1000] {
+        for base in [k << e, (k << e) + (1 << e.max(1)) / 2] {
+            for d in -2..=2 {
+                for sign in [1, -1] {
+                    let x = sign * (base + d);
+                    if x.abs() < 1 << 24 {
+                        v.push(x as i32);
+                    }
+                }
+            }
+        }
+    }
+    for i in 0..24 {
+        v.extend([(1 << i) - 1, 1 << i, (1 << i) + 1, -(1 << i) - 1, -(1 << i)]);
+        // Odd multiples of powers of two: with a multiplier mantissa that has trailing zeros,
+        // these put `acc * M * 2^e` and `acc * M` exactly on halves (ties of both roundings).
+        for odd in [3i64, 5, 7, 9, 11, 13, 15, 17, 19, 21] {
+            let x = odd << i;
+            if x < 1 << 24 {
+                v.extend([x as i32, -x as i32]);
+            }
+        }
+    }
+    v
+}
+
+/// The output rounding of conv/FC fake quantization reproduces the engine's requantization
+/// (SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT, then zero point and clamp)
+/// exactly, ties included. The multiplier has a 24-bit mantissa so `acc * M` is exact in f64 and
+/// the engine's Q31 `M0` is `M` itself: any disagreement is a rounding-rule bug.
+#[test]
+fn requant_rounding_equals_the_engine() {
+    use intq_train::fake_quant::{fake_quant_requant, requant_shifts};
+    let d = plain();
+    let scheme = QScheme::new(8, false, false, false).unwrap();
+    let mut rng = 0x9e3779b97f4a7c15u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut checked = 0;
+    for case in 0..200 {
+        // M = mantissa * 2^-k with mantissa in [2^23, 2^24): right shifts 0..=16.
+        // Trailing zeros in the mantissa make exact ties reachable below the clamp.
+        let tz = (next() % 22) as u32;
+        let mantissa = ((1u64 << 23) + next() % (1 << 23)) & !((1u64 << tz) - 1);
+        let k = 24 + (case % 17) as i32;
+        let m = mantissa as f64 * 2f64.powi(-k);
+        let s_w = m as f32;
+        assert_eq!(s_w as f64, m);
+        let zp = [0, 1, 128, 254, 255][case % 5];
+        let out = QuantParams {
+            scale: 1.0,
+            zero_point: zp,
+        };
+        let wq = WeightQuant::PerTensor(QuantParams {
+            scale: s_w,
+            zero_point: 0,
+        });
+        let shifts = requant_shifts(1.0, &wq, 1, out.scale);
+        let qm = intq_quant::QuantizedMultiplier::from_real(m).unwrap();
+        assert_eq!(shifts[0], (-qm.shift).max(0));
+        let accs = edge_accumulators(shifts[0]);
+        let reals: Vec<f64> = accs.iter().map(|&a| a as f64 * m).collect();
+        let n = reals.len();
+        let x = Tensor::<2>::from_data(
+            TensorData::new(reals, [n, 1]),
+            (&d, burn::tensor::DType::F64),
+        );
+        let y = fake_quant_requant(x, scheme, out, &shifts, true);
+        let got: Vec<f64> = y.into_data().convert::<f64>().try_to_vec::<f64>().unwrap();
+        for (&acc, &g) in accs.iter().zip(&got) {
+            let want = (qm.apply(acc) + zp).clamp(0, 255);
+            assert_eq!(
+                g as i32 + zp,
+                want,
+                "acc {acc}, M {m:e} (shift {}), Z {zp}",
+                qm.shift
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 5000, "{checked}");
 }

@@ -159,6 +159,7 @@ fn float_then_qat_training_beats_chance_and_exports() {
         training: false,
         step: u64::MAX,
         quant: Some(q),
+        exact: false,
     };
     let (mut agree, n) = (0, 40);
     for i in 0..n {
