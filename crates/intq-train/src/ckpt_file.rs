@@ -177,7 +177,7 @@ impl CkptFile<'_> {
         self.st.tensor(name).is_ok()
     }
 
-    /// Tensor `name` as f32 values; it must be F32 of shape `dims`.
+    /// Tensor `name` as f32 values; it must be F32 of shape `dims`, every value finite.
     pub fn tensor(&self, name: &str, dims: &[usize]) -> Result<Vec<f32>, String> {
         let t = self
             .st
@@ -192,10 +192,17 @@ impl CkptFile<'_> {
                 dims
             ));
         }
-        Ok(t.data()
+        let v: Vec<f32> = t
+            .data()
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
+            .collect();
+        // Training stops on a non-finite loss before saving, so NaN/Inf here means a damaged
+        // file; loading it would only resume into NaN losses or export garbage.
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(non_finite(self.file, name, t.data(), i));
+        }
+        Ok(v)
     }
 
     /// Every tensor as (name, dtype, shape, raw little-endian bytes), sorted by name.
@@ -210,7 +217,8 @@ impl CkptFile<'_> {
     }
 
     /// Checks the file against a network's tensors (`expected`: path and shape of each): every
-    /// one present as F32 of its shape, momentum (optional) of the same shape, nothing else.
+    /// one present as F32 of its shape with finite values, momentum (optional) likewise, nothing
+    /// else.
     /// Runs before any tensor is copied, so a mismatched file is refused with one clear error.
     pub fn check_layout(&self, expected: &[(String, Vec<usize>)]) -> Result<(), String> {
         let mut known: HashMap<&str, &[usize]> = HashMap::new();
@@ -242,7 +250,16 @@ impl CkptFile<'_> {
         match self.st.tensor(name) {
             Err(_) if !required => Ok(()),
             Err(_) => Err(format!("{}: tensor {name} is missing", self.file.display())),
-            Ok(t) if t.dtype() == Dtype::F32 && t.shape() == dims => Ok(()),
+            Ok(t) if t.dtype() == Dtype::F32 && t.shape() == dims => {
+                match t
+                    .data()
+                    .chunks_exact(4)
+                    .position(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite())
+                {
+                    None => Ok(()),
+                    Some(i) => Err(non_finite(self.file, name, t.data(), i)),
+                }
+            }
             Ok(t) => Err(format!(
                 "{}: tensor {name} is {:?} {:?}, expected F32 {:?}",
                 self.file.display(),
@@ -252,4 +269,13 @@ impl CkptFile<'_> {
             )),
         }
     }
+}
+
+fn non_finite(file: &Path, name: &str, data: &[u8], i: usize) -> String {
+    let c = &data[4 * i..4 * i + 4];
+    format!(
+        "{}: tensor {name} holds a non-finite value ({}) at index {i}",
+        file.display(),
+        f32::from_le_bytes([c[0], c[1], c[2], c[3]])
+    )
 }
