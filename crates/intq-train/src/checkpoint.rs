@@ -186,19 +186,27 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
     test_pause(write_no, "synced");
     fs::rename(&tmp, path).map_err(|e| fail(e, "renaming"))?;
     test_pause(write_no, "renamed");
-    // The rename is in place; a failed directory sync only means it might not survive a power
-    // loss, which is worth reporting but must not remove anything.
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| {
-        TrainError::Io(format!(
-            "checkpoint {} written, but syncing its directory {} failed: {e}",
-            path.display(),
-            dir.display()
-        ))
-    })
+    sync_dir(path)
+}
+
+/// Makes the rename durable (Unix: fsync of the directory; elsewhere the OS offers no such call
+/// on a directory). The rename is already in place, so a failure only means it might not
+/// survive a power loss: worth reporting, but nothing is removed.
+fn sync_dir(path: &Path) -> Result<(), TrainError> {
+    if cfg!(unix) {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| {
+            TrainError::Io(format!(
+                "checkpoint {} written, but syncing its directory {} failed: {e}",
+                path.display(),
+                dir.display()
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
