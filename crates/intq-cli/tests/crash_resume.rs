@@ -214,6 +214,23 @@ fn kill_during_checkpoint_writes_then_resume_equals_an_uninterrupted_run() {
     assert_eq!(state(&b), (1, 2, 6));
     assert!(!tmp.exists());
 
+    // 2 batches into an epoch cannot continue where an epoch has 2 batches (batch size 64).
+    let mut other = resume.clone();
+    let at = other.iter().position(|a| a == "--batch-size").unwrap();
+    other[at + 1] = "64".into();
+    let o = intq().args(&other).output().unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("resume with the same data and batch size"),
+        "{err}"
+    );
+    assert_eq!(
+        state(&b),
+        (1, 2, 6),
+        "a refused resume leaves the checkpoint"
+    );
+
     // Killed between steps, wherever it is: whatever is on disk loads.
     let mut child = intq()
         .args(&resume)
