@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use intq_data::DatasetKind;
 use intq_train::checkpoint;
 use intq_train::layers::{LayerOpts, QuantCfg};
-use intq_train::trainer::{train, ImageSet, Start, TrainConfig};
+use intq_train::trainer::{train_with_checkpoints, ImageSet, Start, TrainConfig};
 use intq_train::{evaluate, train_device, Arch, Net};
 
 /// Options every training command shares.
@@ -43,6 +43,10 @@ pub struct Common {
     /// Checkpoint written after every epoch (safetensors, atomic).
     #[arg(long)]
     out: PathBuf,
+    /// Also write the checkpoint every STEPS optimizer steps within an epoch, so that a killed
+    /// run resumes (`--resume`) from there, losing at most STEPS steps.
+    #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(1..))]
+    ckpt_every: Option<u64>,
     /// Metrics log, one JSON object per epoch (default: OUT.metrics.jsonl).
     #[arg(long)]
     metrics: Option<PathBuf>,
@@ -223,15 +227,17 @@ fn resume(cfg: &TrainConfig) -> Result<Start> {
         );
     }
     eprintln!(
-        "resuming {} after epoch {} (step {})",
+        "resuming {} after epoch {} and {} more batches (step {})",
         cfg.out.display(),
         loaded.meta.epoch,
+        loaded.meta.epoch_batches,
         loaded.meta.step
     );
     Ok(Start {
         net: loaded.net,
         velocity: loaded.velocity,
         epoch: loaded.meta.epoch,
+        epoch_batches: loaded.meta.epoch_batches,
         step: loaded.meta.step,
     })
 }
@@ -262,8 +268,9 @@ fn run_train(a: TrainArgs) -> Result<()> {
         device.seed(cfg.seed);
         Start::fresh(Net::new(arch, LayerOpts::default(), &device))
     };
-    let (_, s) = train(
+    let (_, s) = train_with_checkpoints(
         &cfg,
+        c.ckpt_every,
         start,
         &image_set(&data.train, data.rows, data.cols),
         Some(&image_set(&data.test, data.rows, data.cols)),
@@ -310,8 +317,9 @@ fn run_qat(a: QatArgs) -> Result<()> {
         // Fresh momentum: the fine-tuning run has its own schedule.
         Start::fresh(from.net)
     };
-    let (_, s) = train(
+    let (_, s) = train_with_checkpoints(
         &cfg,
+        c.ckpt_every,
         start,
         &image_set(&data.train, data.rows, data.cols),
         Some(&image_set(&data.test, data.rows, data.cols)),

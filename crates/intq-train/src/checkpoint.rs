@@ -3,21 +3,22 @@
 //! state (model, epoch, step, quantization settings) as string metadata. Written to a temp file
 //! and renamed, so a crash never leaves a half-written checkpoint.
 
-use std::collections::HashMap;
-use std::fs;
+use std::fs::{self, File};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
-use intq_quant::QScheme;
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, TensorView};
+
+pub use crate::ckpt_file::FORMAT;
+use crate::ckpt_file::{self, FileMeta, QuantFields, MOMENTUM};
 
 use crate::layers::{LayerOpts, QuantCfg};
 use crate::sgd::{PathMapper, PathVisitor, Velocity};
 use crate::zoo::{Arch, Net};
 use crate::TrainError;
-
-const FORMAT: &str = "intq-train-checkpoint-1";
 
 /// The run state stored beside the tensors.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +26,9 @@ pub struct CkptMeta {
     pub arch: Arch,
     /// Epochs completed in the run that wrote this checkpoint.
     pub epoch: usize,
+    /// Batches done in the unfinished epoch `epoch` (mid-epoch checkpoints, `--ckpt-every`);
+    /// 0 at the end of an epoch.
+    pub epoch_batches: usize,
     /// Optimizer steps taken in that run.
     pub step: u64,
     /// Epochs that run was asked for (for `--resume`).
@@ -35,93 +39,48 @@ pub struct CkptMeta {
     pub test_accuracy: Option<f64>,
 }
 
-fn scheme_str(s: QScheme) -> String {
-    format!(
-        "{},{},{},{}",
-        s.bits(),
-        s.is_signed() as u8,
-        s.is_narrow() as u8,
-        s.is_symmetric() as u8
-    )
-}
-
-fn parse_scheme(s: &str) -> Option<QScheme> {
-    let v: Vec<u8> = s
-        .split(',')
-        .map(|p| p.parse().ok())
-        .collect::<Option<_>>()?;
-    if v.len() != 4 {
-        return None;
-    }
-    QScheme::new(v[0], v[1] != 0, v[2] != 0, v[3] != 0).ok()
-}
-
 impl CkptMeta {
-    fn to_map(&self) -> HashMap<String, String> {
-        let mut m = HashMap::new();
-        m.insert("format".into(), FORMAT.into());
-        m.insert("arch".into(), self.arch.name());
-        m.insert("epoch".into(), self.epoch.to_string());
-        m.insert("step".into(), self.step.to_string());
-        m.insert("epochs".into(), self.epochs.to_string());
-        m.insert("seed".into(), self.seed.to_string());
-        if let Some(a) = self.test_accuracy {
-            m.insert("test_accuracy".into(), a.to_string());
+    fn to_file(&self) -> FileMeta {
+        FileMeta {
+            arch: self.arch.name(),
+            epoch: self.epoch,
+            epoch_batches: self.epoch_batches,
+            step: self.step,
+            epochs: self.epochs,
+            seed: self.seed,
+            quant: self.quant.map(|q| QuantFields {
+                act_scheme: q.act_scheme,
+                weight_scheme: q.weight_scheme,
+                per_channel: q.per_channel,
+                quant_delay: q.quant_delay,
+                freeze_bn: q.freeze_bn,
+                freeze_observers: q.freeze_observers,
+            }),
+            test_accuracy: self.test_accuracy,
         }
-        if let Some(q) = self.quant {
-            m.insert("quant.act".into(), scheme_str(q.act_scheme));
-            m.insert("quant.weight".into(), scheme_str(q.weight_scheme));
-            m.insert(
-                "quant.per_channel".into(),
-                (q.per_channel as u8).to_string(),
-            );
-            m.insert("quant.delay".into(), q.quant_delay.to_string());
-            m.insert("quant.freeze_bn".into(), (q.freeze_bn as u8).to_string());
-            m.insert(
-                "quant.freeze_observers".into(),
-                (q.freeze_observers as u8).to_string(),
-            );
-        }
-        m
     }
 
-    fn from_map(m: &HashMap<String, String>, file: &Path) -> Result<Self, TrainError> {
-        let bad = |what: &str| {
-            TrainError::Checkpoint(format!(
-                "{}: missing or malformed metadata field {what:?}",
-                file.display()
-            ))
-        };
-        if m.get("format").map(String::as_str) != Some(FORMAT) {
-            return Err(TrainError::Checkpoint(format!(
-                "{}: not an intq training checkpoint (format tag {:?})",
-                file.display(),
-                m.get("format")
-            )));
-        }
-        let get = |k: &str| m.get(k).ok_or_else(|| bad(k));
-        let num = |k: &str| -> Result<u64, TrainError> { get(k)?.parse().map_err(|_| bad(k)) };
-        let arch: Arch = get("arch")?.parse()?;
-        let quant = match m.get("quant.act") {
-            None => None,
-            Some(a) => Some(QuantCfg {
-                act_scheme: parse_scheme(a).ok_or_else(|| bad("quant.act"))?,
-                weight_scheme: parse_scheme(get("quant.weight")?)
-                    .ok_or_else(|| bad("quant.weight"))?,
-                per_channel: num("quant.per_channel")? != 0,
-                quant_delay: num("quant.delay")?,
-                freeze_bn: num("quant.freeze_bn")? != 0,
-                freeze_observers: num("quant.freeze_observers")? != 0,
-            }),
-        };
+    fn from_file(m: &FileMeta, file: &Path) -> Result<Self, TrainError> {
+        let arch: Arch = m
+            .arch
+            .parse()
+            .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", file.display())))?;
         Ok(CkptMeta {
             arch,
-            epoch: num("epoch")? as usize,
-            step: num("step")?,
-            epochs: num("epochs")? as usize,
-            seed: num("seed")?,
-            quant,
-            test_accuracy: m.get("test_accuracy").and_then(|s| s.parse().ok()),
+            epoch: m.epoch,
+            epoch_batches: m.epoch_batches,
+            step: m.step,
+            epochs: m.epochs,
+            seed: m.seed,
+            quant: m.quant.map(|q| QuantCfg {
+                act_scheme: q.act_scheme,
+                weight_scheme: q.weight_scheme,
+                per_channel: q.per_channel,
+                quant_delay: q.quant_delay,
+                freeze_bn: q.freeze_bn,
+                freeze_observers: q.freeze_observers,
+            }),
+            test_accuracy: m.test_accuracy,
         })
     }
 }
@@ -136,13 +95,13 @@ fn collect(net: &Net) -> Vec<(String, burn::module::ParamId, Vec<usize>, Vec<f32
     out
 }
 
-/// Saves atomically: `<path>.tmp` then rename.
+/// Saves atomically (see [`write_atomic`]).
 pub fn save(path: &Path, net: &Net, vel: &Velocity, meta: &CkptMeta) -> Result<(), TrainError> {
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, id, dims, data) in collect(net) {
         if let Some(v) = vel.by_id.get(&id) {
             let m = crate::fake_quant::host_vec(v.clone());
-            tensors.push((format!("momentum/{name}"), dims.clone(), f32_bytes(&m)));
+            tensors.push((format!("{MOMENTUM}{name}"), dims.clone(), f32_bytes(&m)));
         }
         tensors.push((name, dims, f32_bytes(&data)));
     }
@@ -154,25 +113,100 @@ pub fn save(path: &Path, net: &Net, vel: &Velocity, meta: &CkptMeta) -> Result<(
                 .map_err(|e| TrainError::Checkpoint(format!("tensor {n}: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let bytes = safetensors::tensor::serialize(views, Some(meta.to_map()))
+    let bytes = safetensors::tensor::serialize(views, Some(meta.to_file().to_map()))
         .map_err(|e| TrainError::Checkpoint(format!("serializing {}: {e}", path.display())))?;
     write_atomic(path, &bytes)
 }
 
-/// Writes `bytes` to `path` via a temp file in the same directory and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+/// Test-only hook for `crates/intq-cli/tests/crash_resume.rs`, never set in normal use:
+/// `INTQ_TEST_CKPT_PAUSE=N:STAGE` makes the N-th [`write_atomic`] of this process (1-based) print
+/// `intq-test-hook: paused at STAGE` on stderr and sleep for two minutes at STAGE, one of
+/// `partial` (half the temp file written), `synced` (temp file complete and fsynced, not yet
+/// renamed) or `renamed` (renamed, directory not yet fsynced), so that the test can SIGKILL the
+/// process exactly inside the checkpoint write window.
+fn test_pause(write_no: u64, stage: &str) {
+    let Ok(spec) = std::env::var("INTQ_TEST_CKPT_PAUSE") else {
+        return;
+    };
+    if spec == format!("{write_no}:{stage}") {
+        eprintln!("intq-test-hook: paused at {stage}");
+        std::thread::sleep(Duration::from_secs(120));
+    }
+}
+
+static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The temp file [`write_atomic`] writes beside `path`: `.<name>.tmp` in the same directory.
+pub fn temp_path(path: &Path) -> PathBuf {
     let mut tmp = PathBuf::from(path);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "checkpoint".into());
     tmp.set_file_name(format!(".{name}.tmp"));
-    let io = |e: std::io::Error, p: &Path| TrainError::Io(format!("{}: {e}", p.display()));
-    fs::write(&tmp, bytes).map_err(|e| io(e, &tmp))?;
-    fs::rename(&tmp, path).map_err(|e| {
+    tmp
+}
+
+/// " (disk full or file size limit)" where the error says so: the usual cause a user can fix.
+fn space_hint(e: &std::io::Error) -> &'static str {
+    // ENOSPC and EFBIG have these numbers on every Unix intq builds on (Linux, the BSDs, macOS).
+    match e.raw_os_error() {
+        Some(28) | Some(27) if cfg!(unix) => " (disk full or file size limit reached)",
+        _ => "",
+    }
+}
+
+/// Writes `bytes` to `path` so that `path` is always either its old contents or all of `bytes`,
+/// even across a kill or a power loss: the bytes go to a temp file in the same directory, which
+/// is fsynced before the rename (else the rename could reach the disk before the data), then the
+/// directory is fsynced so that the rename itself is durable. On any error the temp file is
+/// removed and `path` is untouched; the error names `path` and says why.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    let write_no = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    let tmp = temp_path(path);
+    let fail = |e: std::io::Error, what: &str| {
         let _ = fs::remove_file(&tmp);
-        io(e, path)
-    })
+        TrainError::Io(format!(
+            "writing checkpoint {} failed ({what} {}): {e}{}; the previous checkpoint, if any, \
+             is unchanged",
+            path.display(),
+            tmp.display(),
+            space_hint(&e)
+        ))
+    };
+    let mut f = File::create(&tmp).map_err(|e| fail(e, "creating"))?;
+    let half = bytes.len() / 2;
+    f.write_all(&bytes[..half])
+        .map_err(|e| fail(e, "writing"))?;
+    test_pause(write_no, "partial");
+    f.write_all(&bytes[half..])
+        .map_err(|e| fail(e, "writing"))?;
+    f.sync_all().map_err(|e| fail(e, "syncing"))?;
+    drop(f);
+    test_pause(write_no, "synced");
+    fs::rename(&tmp, path).map_err(|e| fail(e, "renaming"))?;
+    test_pause(write_no, "renamed");
+    sync_dir(path)
+}
+
+/// Makes the rename durable (Unix: fsync of the directory; elsewhere the OS offers no such call
+/// on a directory). The rename is already in place, so a failure only means it might not
+/// survive a power loss: worth reporting, but nothing is removed.
+fn sync_dir(path: &Path) -> Result<(), TrainError> {
+    if cfg!(unix) {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| {
+            TrainError::Io(format!(
+                "checkpoint {} written, but syncing its directory {} failed: {e}",
+                path.display(),
+                dir.display()
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -187,42 +221,24 @@ pub struct Loaded {
 }
 
 /// Loads a checkpoint written by [`save`] into a fresh network of the recorded architecture.
-/// Every tensor of the network must be present with its shape; errors name the file and tensor.
+/// The file must hold exactly the network's tensors with their shapes (momentum optional);
+/// errors name the file and tensor. Parsing and the layout check are `ckpt_file`'s (fuzzed).
 pub fn load(path: &Path, opts: LayerOpts, device: &Device) -> Result<Loaded, TrainError> {
     let bytes = fs::read(path).map_err(|e| TrainError::Io(format!("{}: {e}", path.display())))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| {
-        TrainError::Checkpoint(format!("{}: not a safetensors file: {e}", path.display()))
-    })?;
-    let meta_map = header.metadata().clone().unwrap_or_default();
-    let meta = CkptMeta::from_map(&meta_map, path)?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
-        TrainError::Checkpoint(format!("{}: not a safetensors file: {e}", path.display()))
-    })?;
-    let read = |name: &str, dims: &[usize]| -> Result<Vec<f32>, TrainError> {
-        let t = st.tensor(name).map_err(|_| {
-            TrainError::Checkpoint(format!("{}: tensor {name} is missing", path.display()))
-        })?;
-        if t.dtype() != Dtype::F32 || t.shape() != dims {
-            return Err(TrainError::Checkpoint(format!(
-                "{}: tensor {name} is {:?} {:?}, expected F32 {:?}",
-                path.display(),
-                t.dtype(),
-                t.shape(),
-                dims
-            )));
-        }
-        Ok(t.data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
-    };
+    let file = ckpt_file::parse(&bytes, path).map_err(TrainError::Checkpoint)?;
+    let meta = CkptMeta::from_file(&file.meta, path)?;
     let net = Net::new(meta.arch, opts, device);
+    let layout: Vec<(String, Vec<usize>)> = collect(&net)
+        .into_iter()
+        .map(|(name, _, dims, _)| (name, dims))
+        .collect();
+    file.check_layout(&layout).map_err(TrainError::Checkpoint)?;
     let mut err = None;
     let net = net.map(&mut PathMapper::new(
-        |name: &str, dims: &[usize]| match read(name, dims) {
+        |name: &str, dims: &[usize]| match file.tensor(name, dims) {
             Ok(v) => Some(v),
             Err(e) => {
-                err.get_or_insert(e);
+                err.get_or_insert(TrainError::Checkpoint(e));
                 None
             }
         },
@@ -232,9 +248,9 @@ pub fn load(path: &Path, opts: LayerOpts, device: &Device) -> Result<Loaded, Tra
     }
     let mut velocity = Velocity::default();
     for (name, id, dims, _) in collect(&net) {
-        let key = format!("momentum/{name}");
-        if st.tensor(&key).is_ok() {
-            let v = read(&key, &dims)?;
+        let key = format!("{MOMENTUM}{name}");
+        if file.contains(&key) {
+            let v = file.tensor(&key, &dims).map_err(TrainError::Checkpoint)?;
             let n = v.len();
             velocity.by_id.insert(
                 id,
@@ -247,4 +263,13 @@ pub fn load(path: &Path, opts: LayerOpts, device: &Device) -> Result<Loaded, Tra
         velocity,
         meta,
     })
+}
+
+/// The expected (path, shape) of every tensor of a fresh `arch` network: what
+/// [`ckpt_file::CkptFile::check_layout`] checks a file against (the fuzz target's layout).
+pub fn layout(arch: Arch, device: &Device) -> Vec<(String, Vec<usize>)> {
+    collect(&Net::new(arch, LayerOpts::default(), device))
+        .into_iter()
+        .map(|(name, _, dims, _)| (name, dims))
+        .collect()
 }

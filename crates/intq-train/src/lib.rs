@@ -20,6 +20,7 @@
 //! stores exactly the numbers training used. See [`fake_quant`].
 
 pub mod checkpoint;
+pub mod ckpt_file;
 pub mod export;
 pub mod fake_quant;
 pub mod layers;

@@ -1,6 +1,7 @@
 //! The training loop shared by float pretraining and QAT fine-tuning: seeded shuffling, SGD with
 //! momentum, weight decay and a cosine learning rate, evaluation, metrics as JSON lines, atomic
-//! checkpoints every epoch, resume, and a clear stop on a non-finite loss.
+//! checkpoints every epoch (and every N steps if asked), resume (mid-epoch too), and a clear stop
+//! on a non-finite loss.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -120,6 +121,9 @@ pub struct Start {
     pub velocity: Velocity,
     /// Epochs already done in this run (resume).
     pub epoch: usize,
+    /// Batches already done in epoch `epoch` (resume from a mid-epoch checkpoint); the epoch's
+    /// order depends on the seed and epoch only, so the run continues with the next batch.
+    pub epoch_batches: usize,
     pub step: u64,
 }
 
@@ -129,6 +133,7 @@ impl Start {
             net,
             velocity: Velocity::default(),
             epoch: 0,
+            epoch_batches: 0,
             step: 0,
         }
     }
@@ -218,7 +223,25 @@ pub fn train(
     test: Option<&ImageSet>,
     device: &Device,
 ) -> Result<(Net, Summary), TrainError> {
+    train_with_checkpoints(cfg, None, start, train_set, test, device)
+}
+
+/// [`train`], also writing the checkpoint every `ckpt_every` optimizer steps within an epoch
+/// (besides the end of each epoch), so that a killed run loses at most that many steps.
+pub fn train_with_checkpoints(
+    cfg: &TrainConfig,
+    ckpt_every: Option<u64>,
+    start: Start,
+    train_set: &ImageSet,
+    test: Option<&ImageSet>,
+    device: &Device,
+) -> Result<(Net, Summary), TrainError> {
     train_set.validate()?;
+    if ckpt_every == Some(0) {
+        return Err(TrainError::Config(
+            "checkpoint interval must be at least 1 step".into(),
+        ));
+    }
     if cfg.batch_size == 0 || train_set.len == 0 {
         return Err(TrainError::Config(
             "empty training set or batch size 0".into(),
@@ -233,6 +256,15 @@ pub fn train(
     }
     let steps_per_epoch = train_set.len.div_ceil(cfg.batch_size) as u64;
     let total_steps = steps_per_epoch * cfg.epochs as u64;
+    if start.epoch < cfg.epochs && start.epoch_batches as u64 >= steps_per_epoch {
+        return Err(TrainError::Config(format!(
+            "the run to resume is {} batches into epoch {}, but an epoch here has {} batches; \
+             resume with the same data and batch size",
+            start.epoch_batches,
+            start.epoch + 1,
+            steps_per_epoch
+        )));
+    }
     let mut net = start.net;
     let mut vel = start.velocity;
     let mut step = start.step;
@@ -274,7 +306,13 @@ pub fn train(
         };
         let t_epoch = Instant::now();
         let (mut loss_sum, mut seen, mut ok) = (0.0f64, 0usize, 0usize);
-        for idx in order.chunks(cfg.batch_size) {
+        let skip = if epoch == start.epoch {
+            start.epoch_batches
+        } else {
+            0
+        };
+        bar.inc(skip as u64);
+        for (batch_no, idx) in order.chunks(cfg.batch_size).enumerate().skip(skip) {
             if cfg.max_steps.is_some_and(|m| step >= m) {
                 break 'epochs;
             }
@@ -323,6 +361,20 @@ pub fn train(
                 100.0 * ok as f64 / seen as f64,
                 idx.len() as f64 / (ms / 1e3)
             ));
+            let done = batch_no + 1;
+            if ckpt_every.is_some_and(|k| step % k == 0) && (done as u64) < steps_per_epoch {
+                let meta = CkptMeta {
+                    arch: cfg.arch,
+                    epoch,
+                    epoch_batches: done,
+                    step,
+                    epochs: cfg.epochs,
+                    seed: cfg.seed,
+                    quant: cfg.quant,
+                    test_accuracy: None,
+                };
+                checkpoint::save(&cfg.out, &net, &vel, &meta)?;
+            }
         }
         bar.finish();
         let secs = t_epoch.elapsed().as_secs_f64();
@@ -336,6 +388,7 @@ pub fn train(
         let meta = CkptMeta {
             arch: cfg.arch,
             epoch: epoch + 1,
+            epoch_batches: 0,
             step,
             epochs: cfg.epochs,
             seed: cfg.seed,

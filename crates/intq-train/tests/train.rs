@@ -224,6 +224,7 @@ fn checkpoint_round_trip_and_resume_equal_an_uninterrupted_run() {
         net: loaded.net,
         velocity: loaded.velocity,
         epoch: loaded.meta.epoch,
+        epoch_batches: loaded.meta.epoch_batches,
         step: loaded.meta.step,
     };
     let mut cfg2 = cfg.clone();
@@ -253,6 +254,7 @@ fn nan_loss_stops_and_keeps_the_last_checkpoint() {
         net,
         velocity: Default::default(),
         epoch: 1,
+        epoch_batches: 0,
         step: 2,
     };
     let err = train(&bad, start, &set(&data), None, &device).unwrap_err();
@@ -281,6 +283,7 @@ fn corrupt_checkpoints_are_clear_errors() {
     let meta = CkptMeta {
         arch: Arch::SmallCnn,
         epoch: 0,
+        epoch_batches: 0,
         step: 0,
         epochs: 1,
         seed: 0,

@@ -1,0 +1,281 @@
+//! The checkpoint file format without burn: parsing a safetensors checkpoint, its run metadata and
+//! the check of its tensors against a network's expected layout. Kept free of burn (only std,
+//! `safetensors` and `intq-quant`) so that `fuzz/fuzz_targets/checkpoint.rs` compiles this file
+//! directly and fuzzes the whole parsing layer at full speed; `checkpoint.rs` builds on it.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use intq_quant::QScheme;
+use safetensors::tensor::{Dtype, SafeTensors};
+
+/// The `format` metadata tag of every checkpoint.
+pub const FORMAT: &str = "intq-train-checkpoint-1";
+
+/// Prefix of the SGD momentum of a parameter: `momentum/<path>`.
+pub const MOMENTUM: &str = "momentum/";
+
+/// The quantization settings as stored (see `layers::QuantCfg`, which mirrors these fields).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuantFields {
+    pub act_scheme: QScheme,
+    pub weight_scheme: QScheme,
+    pub per_channel: bool,
+    pub quant_delay: u64,
+    pub freeze_bn: bool,
+    pub freeze_observers: bool,
+}
+
+/// The run state stored as string metadata, before the architecture name is resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileMeta {
+    /// Architecture name as `zoo::Arch`'s `FromStr` accepts it.
+    pub arch: String,
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Batches already done in the unfinished epoch `epoch` (0 for an end-of-epoch checkpoint;
+    /// absent in files written before mid-epoch checkpoints existed).
+    pub epoch_batches: usize,
+    pub step: u64,
+    pub epochs: usize,
+    pub seed: u64,
+    pub quant: Option<QuantFields>,
+    pub test_accuracy: Option<f64>,
+}
+
+fn scheme_str(s: QScheme) -> String {
+    format!(
+        "{},{},{},{}",
+        s.bits(),
+        s.is_signed() as u8,
+        s.is_narrow() as u8,
+        s.is_symmetric() as u8
+    )
+}
+
+fn parse_scheme(s: &str) -> Option<QScheme> {
+    let v: Vec<u8> = s
+        .split(',')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    if v.len() != 4 {
+        return None;
+    }
+    QScheme::new(v[0], v[1] != 0, v[2] != 0, v[3] != 0).ok()
+}
+
+impl FileMeta {
+    /// The metadata map written into the file.
+    pub fn to_map(&self) -> HashMap<String, String> {
+        let mut m = HashMap::new();
+        m.insert("format".into(), FORMAT.into());
+        m.insert("arch".into(), self.arch.clone());
+        m.insert("epoch".into(), self.epoch.to_string());
+        if self.epoch_batches != 0 {
+            m.insert("epoch_batches".into(), self.epoch_batches.to_string());
+        }
+        m.insert("step".into(), self.step.to_string());
+        m.insert("epochs".into(), self.epochs.to_string());
+        m.insert("seed".into(), self.seed.to_string());
+        if let Some(a) = self.test_accuracy {
+            m.insert("test_accuracy".into(), a.to_string());
+        }
+        if let Some(q) = self.quant {
+            m.insert("quant.act".into(), scheme_str(q.act_scheme));
+            m.insert("quant.weight".into(), scheme_str(q.weight_scheme));
+            m.insert(
+                "quant.per_channel".into(),
+                (q.per_channel as u8).to_string(),
+            );
+            m.insert("quant.delay".into(), q.quant_delay.to_string());
+            m.insert("quant.freeze_bn".into(), (q.freeze_bn as u8).to_string());
+            m.insert(
+                "quant.freeze_observers".into(),
+                (q.freeze_observers as u8).to_string(),
+            );
+        }
+        m
+    }
+
+    /// Reads the metadata map; errors name `file` and the field.
+    pub fn from_map(m: &HashMap<String, String>, file: &Path) -> Result<Self, String> {
+        let bad = |what: &str| {
+            format!(
+                "{}: missing or malformed metadata field {what:?}",
+                file.display()
+            )
+        };
+        if m.get("format").map(String::as_str) != Some(FORMAT) {
+            return Err(format!(
+                "{}: not an intq training checkpoint (format tag {:?})",
+                file.display(),
+                m.get("format")
+            ));
+        }
+        let get = |k: &str| m.get(k).ok_or_else(|| bad(k));
+        let num = |k: &str| -> Result<u64, String> { get(k)?.parse().map_err(|_| bad(k)) };
+        let size = |k: &str| -> Result<usize, String> { get(k)?.parse().map_err(|_| bad(k)) };
+        let quant = match m.get("quant.act") {
+            None => None,
+            Some(a) => Some(QuantFields {
+                act_scheme: parse_scheme(a).ok_or_else(|| bad("quant.act"))?,
+                weight_scheme: parse_scheme(get("quant.weight")?)
+                    .ok_or_else(|| bad("quant.weight"))?,
+                per_channel: num("quant.per_channel")? != 0,
+                quant_delay: num("quant.delay")?,
+                freeze_bn: num("quant.freeze_bn")? != 0,
+                freeze_observers: num("quant.freeze_observers")? != 0,
+            }),
+        };
+        let meta = FileMeta {
+            arch: get("arch")?.clone(),
+            epoch: size("epoch")?,
+            epoch_batches: match m.get("epoch_batches") {
+                None => 0,
+                Some(_) => size("epoch_batches")?,
+            },
+            step: num("step")?,
+            epochs: size("epochs")?,
+            seed: num("seed")?,
+            quant,
+            test_accuracy: m.get("test_accuracy").and_then(|s| s.parse().ok()),
+        };
+        // A resumable position: every completed batch is a step of this run.
+        if (meta.epoch_batches as u64) > meta.step {
+            return Err(format!(
+                "{}: metadata says {} batches into epoch {} but only {} steps in all",
+                file.display(),
+                meta.epoch_batches,
+                meta.epoch + 1,
+                meta.step
+            ));
+        }
+        Ok(meta)
+    }
+}
+
+/// A parsed checkpoint: metadata and tensor views into the file's bytes.
+pub struct CkptFile<'a> {
+    pub meta: FileMeta,
+    st: SafeTensors<'a>,
+    file: &'a Path,
+}
+
+/// Parses `bytes` (the contents of `file`, named in errors). Allocates only the header.
+pub fn parse<'a>(bytes: &'a [u8], file: &'a Path) -> Result<CkptFile<'a>, String> {
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| format!("{}: not a safetensors file: {e}", file.display()))?;
+    let (_, header) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| format!("{}: not a safetensors file: {e}", file.display()))?;
+    let map = header.metadata().clone().unwrap_or_default();
+    let meta = FileMeta::from_map(&map, file)?;
+    Ok(CkptFile { meta, st, file })
+}
+
+impl CkptFile<'_> {
+    pub fn contains(&self, name: &str) -> bool {
+        self.st.tensor(name).is_ok()
+    }
+
+    /// Tensor `name` as f32 values; it must be F32 of shape `dims`, every value finite.
+    pub fn tensor(&self, name: &str, dims: &[usize]) -> Result<Vec<f32>, String> {
+        let t = self
+            .st
+            .tensor(name)
+            .map_err(|_| format!("{}: tensor {name} is missing", self.file.display()))?;
+        if t.dtype() != Dtype::F32 || t.shape() != dims {
+            return Err(format!(
+                "{}: tensor {name} is {:?} {:?}, expected F32 {:?}",
+                self.file.display(),
+                t.dtype(),
+                t.shape(),
+                dims
+            ));
+        }
+        let v: Vec<f32> = t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        // Training stops on a non-finite loss before saving, so NaN/Inf here means a damaged
+        // file; loading it would only resume into NaN losses or export garbage.
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(non_finite(self.file, name, t.data(), i));
+        }
+        Ok(v)
+    }
+
+    /// Every tensor as (name, dtype, shape, raw little-endian bytes), sorted by name.
+    pub fn raw_tensors(&self) -> Vec<(String, Dtype, Vec<usize>, &[u8])> {
+        let mut v: Vec<_> = self
+            .st
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.dtype(), t.shape().to_vec(), t.data()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Checks the file against a network's tensors (`expected`: path and shape of each): every
+    /// one present as F32 of its shape with finite values, momentum (optional) likewise, nothing
+    /// else.
+    /// Runs before any tensor is copied, so a mismatched file is refused with one clear error.
+    pub fn check_layout(&self, expected: &[(String, Vec<usize>)]) -> Result<(), String> {
+        let mut known: HashMap<&str, &[usize]> = HashMap::new();
+        for (name, dims) in expected {
+            known.insert(name, dims);
+        }
+        for (name, dims) in expected {
+            self.check_one(name, dims, true)?;
+        }
+        for (name, t) in self.st.iter() {
+            let base = name.strip_prefix(MOMENTUM).unwrap_or(name);
+            match known.get(base) {
+                Some(dims) => self.check_one(name, dims, false)?,
+                None => {
+                    return Err(format!(
+                        "{}: tensor {name} ({:?} {:?}) is not part of a {} network",
+                        self.file.display(),
+                        t.dtype(),
+                        t.shape(),
+                        self.meta.arch
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_one(&self, name: &str, dims: &[usize], required: bool) -> Result<(), String> {
+        match self.st.tensor(name) {
+            Err(_) if !required => Ok(()),
+            Err(_) => Err(format!("{}: tensor {name} is missing", self.file.display())),
+            Ok(t) if t.dtype() == Dtype::F32 && t.shape() == dims => {
+                match t
+                    .data()
+                    .chunks_exact(4)
+                    .position(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite())
+                {
+                    None => Ok(()),
+                    Some(i) => Err(non_finite(self.file, name, t.data(), i)),
+                }
+            }
+            Ok(t) => Err(format!(
+                "{}: tensor {name} is {:?} {:?}, expected F32 {:?}",
+                self.file.display(),
+                t.dtype(),
+                t.shape(),
+                dims
+            )),
+        }
+    }
+}
+
+fn non_finite(file: &Path, name: &str, data: &[u8], i: usize) -> String {
+    let c = &data[4 * i..4 * i + 4];
+    format!(
+        "{}: tensor {name} holds a non-finite value ({}) at index {i}",
+        file.display(),
+        f32::from_le_bytes([c[0], c[1], c[2], c[3]])
+    )
+}
