@@ -207,6 +207,7 @@ def main():
     # torch.ao.quantization's deprecation notices would bury the progress lines.
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*reduce_range will be deprecated.*")
+    warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
     torch.set_num_threads(a.threads)
     t_all = time.perf_counter()
     xtr, ytr = load(a.data_dir, "train")
