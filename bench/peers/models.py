@@ -4,7 +4,8 @@
 
 For each model and batch, `intq bench model --save` builds the graph once (the QAT network with a
 fixed seed, calibrated on random images, exported as a trained model would be) and
-`intq export --tflite` writes it as a .tflite file; then, `--reps` times, intq and each TFLite
+`intq export --tflite` writes it as a .tflite file (from the `--save-tflite-ready` copy, whose
+explicit paddings are SAME or Pad + VALID, which TFLite has; intq checks both compute the same); then, `--reps` times, intq and each TFLite
 resolver run it in turn at each thread count. Ratios are medians of those interleaved runs.
 Nothing is hard-coded: every number comes from this run.
 
@@ -53,9 +54,10 @@ def tflite_runner(path, threads, resolver):
     it = tfl.Interpreter(model_path=path, num_threads=threads,
                          experimental_op_resolver_type=kind)
     it.allocate_tensors()
-    # Which kernels really run: a delegated graph shows DELEGATE nodes in place of the ops.
+    # Which kernels really run: a delegate's partitions are listed as DELEGATE nodes after the
+    # graph's own ops (those left outside every partition run on TFLite's builtin kernels).
     ops = [d["op_name"] for d in it._get_ops_details()]
-    delegated = sum(1 for o in ops if "DELEGATE" in o.upper())
+    parts = sum(1 for o in ops if "DELEGATE" in o.upper())
     inp = it.get_input_details()[0]
     info = np.iinfo(inp["dtype"])
     x = np.random.default_rng(0).integers(info.min, info.max + 1, inp["shape"], dtype=inp["dtype"])
@@ -65,15 +67,17 @@ def tflite_runner(path, threads, resolver):
         it.invoke()
 
     name = f"litert {getattr(ai_edge_litert, '__version__', '?')} {resolver}"
-    return run, name, f"{delegated}/{len(ops)} nodes delegated"
+    return run, name, f"{len(ops) - parts} ops, {parts} delegate partitions"
 
 
 def intq(args, *extra):
     cmd = [args.intq, "bench", "model", "--json", *extra]
     if args.isa:
         cmd += ["--isa", args.isa]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main():
@@ -96,14 +100,16 @@ def main():
         if r not in RESOLVERS:
             p.error(f"unknown resolver {r!r}; known: {', '.join(RESOLVERS)}")
     work = args.workdir or tempfile.mkdtemp(prefix="intq-peers-")
+    os.makedirs(work, exist_ok=True)
     rows = []
     for model in models:
         for batch in [int(b) for b in args.batch.split(",")]:
             base = os.path.join(work, f"{model}-b{batch}-{args.scheme}")
             intq(args, "--model", model, "--batch", str(batch), "--scheme", args.scheme,
-                 "--iters", "1", "--save", base + ".intq")
-            subprocess.run([args.intq, "export", base + ".intq", "--tflite", base + ".tflite"],
-                           check=True, capture_output=True)
+                 "--iters", "1", "--save", base + ".intq",
+                 "--save-tflite-ready", base + "-tfl.intq")
+            subprocess.run([args.intq, "export", base + "-tfl.intq", "--tflite",
+                            base + ".tflite"], check=True, capture_output=True)
             for threads in [int(t) for t in args.threads.split(",")]:
                 peers = [tflite_runner(base + ".tflite", threads, r) for r in resolvers]
                 mine, theirs = [], {name: [] for _, name, _ in peers}

@@ -384,6 +384,12 @@ tiers!(requantization_every_shift_mid_range, |isa| {
 });
 
 fn random_conv<T: Code8>(isa: Isa, seed: u64, threads: usize) {
+    random_conv_padded::<T>(isa, seed, threads, false)
+}
+
+/// `explicit`: random explicit paddings of 0 to 4 per side (wider than the filter included, so
+/// whole filter rows and windows fall in the padding), as the zoo's PyTorch-style convs have.
+fn random_conv_padded<T: Code8>(isa: Isa, seed: u64, threads: usize, explicit: bool) {
     let mut rng = Rng(seed);
     let (b, ih, iw, ic, oc) = (
         rng.size(1, 2),
@@ -393,7 +399,15 @@ fn random_conv<T: Code8>(isa: Isa, seed: u64, threads: usize) {
         rng.size(1, 40),
     );
     let (kh, kw) = (rng.size(1, 4).min(ih), rng.size(1, 4).min(iw));
-    let params_padding = [Padding::Same, Padding::Valid][rng.size(0, 1)];
+    let mut params_padding = [Padding::Same, Padding::Valid][rng.size(0, 1)];
+    if explicit {
+        params_padding = Padding::Explicit {
+            top: rng.size(0, 4),
+            bottom: rng.size(0, 4),
+            left: rng.size(0, 4),
+            right: rng.size(0, 4),
+        };
+    }
     let (sh, sw, dh, dw) = (
         rng.size(1, 3),
         rng.size(1, 3),
@@ -444,6 +458,13 @@ tiers!(conv_random_geometry, |isa| {
     for s in 0..60 {
         random_conv::<u8>(isa, 5000 + s, 1);
         random_conv::<i8>(isa, 6000 + s, 1 + (s as usize % 3));
+    }
+});
+
+tiers!(conv_explicit_padding, |isa| {
+    for s in 0..60 {
+        random_conv_padded::<u8>(isa, 7000 + s, 1, true);
+        random_conv_padded::<i8>(isa, 7100 + s, 1 + (s as usize % 3), true);
     }
 });
 

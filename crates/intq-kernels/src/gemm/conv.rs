@@ -140,6 +140,27 @@ impl Conv2dPlan {
             let ox = r % out_w;
             for fy in 0..kh {
                 let iy = (oy * p.stride_h + fy * p.dilation_h).checked_sub(p.padding.top);
+                let dst = &mut buf[fy * kw * in_c..(fy + 1) * kw * in_c];
+                let Some(iy) = iy.filter(|&iy| iy < in_h) else {
+                    dst.fill(zp);
+                    continue;
+                };
+                if p.dilation_w == 1 {
+                    // Undilated taps of one filter row are adjacent pixels, contiguous in NHWC:
+                    // one copy for the in-bounds run (a copy per tap was a third of ResNet-20's
+                    // time at 16 channels), the zero point either side of it.
+                    let x0 = (ox * p.stride_w) as isize - p.padding.left as isize;
+                    let lo = (-x0).clamp(0, kw as isize) as usize;
+                    let hi = (in_w as isize - x0).clamp(lo as isize, kw as isize) as usize;
+                    dst[..lo * in_c].fill(zp);
+                    dst[hi * in_c..].fill(zp);
+                    if hi > lo {
+                        let s = ((b * in_h + iy) * in_w + (x0 + lo as isize) as usize) * in_c;
+                        dst[lo * in_c..hi * in_c].copy_from_slice(&input[s..s + (hi - lo) * in_c]);
+                    }
+                    continue;
+                }
+                let iy = Some(iy);
                 for fx in 0..kw {
                     let dst = &mut buf[(fy * kw + fx) * in_c..(fy * kw + fx + 1) * in_c];
                     let ix = (ox * p.stride_w + fx * p.dilation_w).checked_sub(p.padding.left);
