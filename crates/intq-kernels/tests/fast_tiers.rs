@@ -568,9 +568,9 @@ fn edge_depthwise<T: Code8>(isa: Isa, seed: u64, threads: usize) {
         T::MAX,
         0,
         32_767 - off,
-        -32_513 - off,
+        -32_512 - off,
         32_768 - off,
-        -32_514 - off,
+        -32_513 - off,
         70_000,
     ];
     let zin = zins[rng.size(0, zins.len() - 1)];
