@@ -134,10 +134,18 @@ impl Conv2dPlan {
             return self.gemm.run(input, m, output, threads);
         }
         let zp = T::from_bits(self.input_zero_point as u8);
+        // Rows are pixels in (b, oy, ox) order; two 32-bit divisions find one (64-bit `div`
+        // was a tenth of ResNet-20's im2col at 16 channels), 64-bit ones past u32 sizes.
+        let small = m <= u32::MAX as usize;
         let row = |r: usize, buf: &mut [T]| {
-            let b = r / (out_h * out_w);
-            let oy = (r / out_w) % out_h;
-            let ox = r % out_w;
+            let (b, oy, ox) = if small {
+                let (r32, w32, h32) = (r as u32, out_w as u32, out_h as u32);
+                let q = r32 / w32;
+                let b = q / h32;
+                (b as usize, (q - b * h32) as usize, (r32 - q * w32) as usize)
+            } else {
+                (r / (out_h * out_w), (r / out_w) % out_h, r % out_w)
+            };
             for fy in 0..kh {
                 let iy = (oy * p.stride_h + fy * p.dilation_h).checked_sub(p.padding.top);
                 let dst = &mut buf[fy * kw * in_c..(fy + 1) * kw * in_c];
@@ -152,8 +160,12 @@ impl Conv2dPlan {
                     let x0 = (ox * p.stride_w) as isize - p.padding.left as isize;
                     let lo = (-x0).clamp(0, kw as isize) as usize;
                     let hi = (in_w as isize - x0).clamp(lo as isize, kw as isize) as usize;
-                    dst[..lo * in_c].fill(zp);
-                    dst[hi * in_c..].fill(zp);
+                    if lo > 0 {
+                        dst[..lo * in_c].fill(zp);
+                    }
+                    if hi < kw {
+                        dst[hi * in_c..].fill(zp);
+                    }
                     if hi > lo {
                         let s = ((b * in_h + iy) * in_w + (x0 + lo as isize) as usize) * in_c;
                         dst[lo * in_c..hi * in_c].copy_from_slice(&input[s..s + (hi - lo) * in_c]);
