@@ -355,71 +355,7 @@ pub(crate) unsafe fn add_same_shape<T: crate::gemm::Code8>(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use intq_quant::QuantizedMultiplier;
-
-    /// The vector MultiplyByQuantizedMultiplier against the scalar one on edge-heavy int32
-    /// values and every shift: Add's arithmetic hides most rounding slips (its output shift is
-    /// large), so the primitive is tested on its own.
-    #[test]
-    fn vector_mbqm_equals_scalar() {
-        if !std::is_x86_feature_detected!("avx2") {
-            eprintln!("!!! SKIPPED vector_mbqm_equals_scalar: this CPU lacks AVX2 !!!");
-            return;
-        }
-        let mut s = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
-        let edges = [
-            0,
-            1,
-            -1,
-            i32::MAX,
-            i32::MIN,
-            i32::MIN + 1,
-            1 << 30,
-            -(1 << 30),
-            12345,
-        ];
-        for shift in -31..=31 {
-            for _ in 0..200 {
-                let m = QuantizedMultiplier {
-                    m0: match next() % 4 {
-                        0 => i32::MAX,
-                        1 => 1 << 30,
-                        _ => ((1u64 << 30) + next() % (1u64 << 30)) as i32,
-                    },
-                    shift,
-                };
-                let xs: [i32; 8] = std::array::from_fn(|i| {
-                    if next() % 3 == 0 {
-                        edges[i % edges.len()]
-                    } else {
-                        (next() as i32) >> (next() % 32)
-                    }
-                });
-                let mut got = [0i32; 8];
-                // SAFETY: AVX2 checked above.
-                unsafe {
-                    let (m0, l, r) = multiplier(m);
-                    let v = mbqm(_mm256_loadu_si256(xs.as_ptr() as *const __m256i), m0, l, r);
-                    _mm256_storeu_si256(got.as_mut_ptr() as *mut __m256i, v);
-                }
-                for (x, g) in xs.iter().zip(got) {
-                    assert_eq!(g, m.apply(*x), "x {x}, {m:?}");
-                }
-            }
-        }
-    }
-}
-
-/// Depthwise taps in the layout [`dw_row_pairs`] reads: per block of 16 channels and per pair of
+/// Depthwise taps in the layout [`dw_pixel_pairs`] reads: per block of 16 channels and per pair of
 /// taps `(t0, t1) = (2p, 2p + 1)`, 32 int16 values: the `(w[t0][c], w[t1][c])` pairs of channels
 /// 0-3 and 8-11 of the block, then those of 4-7 and 12-15 (the order `vpunpck{l,h}wd` gives the
 /// activations). Missing taps and channels are 0. `None` when a tap `w - Z_w` does not fit
@@ -543,5 +479,69 @@ unsafe fn dw_tap(
             _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_xor_si128(v, flip)), zc)
         }
         _ => _mm256_setzero_si256(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use intq_quant::QuantizedMultiplier;
+
+    /// The vector MultiplyByQuantizedMultiplier against the scalar one on edge-heavy int32
+    /// values and every shift: Add's arithmetic hides most rounding slips (its output shift is
+    /// large), so the primitive is tested on its own.
+    #[test]
+    fn vector_mbqm_equals_scalar() {
+        if !std::is_x86_feature_detected!("avx2") {
+            eprintln!("!!! SKIPPED vector_mbqm_equals_scalar: this CPU lacks AVX2 !!!");
+            return;
+        }
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let edges = [
+            0,
+            1,
+            -1,
+            i32::MAX,
+            i32::MIN,
+            i32::MIN + 1,
+            1 << 30,
+            -(1 << 30),
+            12345,
+        ];
+        for shift in -31..=31 {
+            for _ in 0..200 {
+                let m = QuantizedMultiplier {
+                    m0: match next() % 4 {
+                        0 => i32::MAX,
+                        1 => 1 << 30,
+                        _ => ((1u64 << 30) + next() % (1u64 << 30)) as i32,
+                    },
+                    shift,
+                };
+                let xs: [i32; 8] = std::array::from_fn(|i| {
+                    if next() % 3 == 0 {
+                        edges[i % edges.len()]
+                    } else {
+                        (next() as i32) >> (next() % 32)
+                    }
+                });
+                let mut got = [0i32; 8];
+                // SAFETY: AVX2 checked above.
+                unsafe {
+                    let (m0, l, r) = multiplier(m);
+                    let v = mbqm(_mm256_loadu_si256(xs.as_ptr() as *const __m256i), m0, l, r);
+                    _mm256_storeu_si256(got.as_mut_ptr() as *mut __m256i, v);
+                }
+                for (x, g) in xs.iter().zip(got) {
+                    assert_eq!(g, m.apply(*x), "x {x}, {m:?}");
+                }
+            }
+        }
     }
 }
