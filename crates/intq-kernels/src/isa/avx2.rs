@@ -185,8 +185,17 @@ unsafe fn pack_a_row<T: crate::gemm::Code8>(src: &[T], panel: &mut [i16], i: usi
 #[target_feature(enable = "avx2")]
 unsafe fn requant(acc: __m256i, rowsum: __m256i, epi: &Epilogue, n: usize) -> __m256i {
     let ld = |v: &Vec<i32>| _mm256_loadu_si256(v.as_ptr().add(n) as *const __m256i);
+    let x = _mm256_sub_epi32(acc, _mm256_mullo_epi32(ld(&epi.zw), rowsum));
+    requant_plain(x, epi, n)
+}
+
+/// [`requant`] of complete accumulators (no row-sum term, as depthwise has): `vpmulld` is
+/// slow, and multiplying by a zero row sum was a tenth of the depthwise kernel.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn requant_plain(acc: __m256i, epi: &Epilogue, n: usize) -> __m256i {
+    let ld = |v: &Vec<i32>| _mm256_loadu_si256(v.as_ptr().add(n) as *const __m256i);
     let mut x = _mm256_add_epi32(acc, ld(&epi.colconst));
-    x = _mm256_sub_epi32(x, _mm256_mullo_epi32(ld(&epi.zw), rowsum));
     x = _mm256_sllv_epi32(x, ld(&epi.lshift));
     // SaturatingRoundingDoublingHighMul = floor((x m0 + 2^30) / 2^31): bits 31..62 of the
     // 64-bit sum, taken from even and odd lanes separately.
@@ -250,7 +259,6 @@ pub(crate) unsafe fn finish_row(epi: &Epilogue, acc: &[i32], out: &mut [u8]) {
         }
         return;
     }
-    let zero = _mm256_setzero_si256();
     for n in (0..acc.len()).step_by(8) {
         let count = (acc.len() - n).min(8);
         let v = if count == 8 {
@@ -260,7 +268,7 @@ pub(crate) unsafe fn finish_row(epi: &Epilogue, acc: &[i32], out: &mut [u8]) {
             t[..count].copy_from_slice(&acc[n..]);
             _mm256_loadu_si256(t.as_ptr() as *const __m256i)
         };
-        store8(requant(v, zero, epi, n), out.as_mut_ptr().add(n), count);
+        store8(requant_plain(v, epi, n), out.as_mut_ptr().add(n), count);
     }
 }
 
@@ -434,11 +442,10 @@ pub(crate) unsafe fn dw_pixel_pairs<T: crate::gemm::Code8>(
                 ),
             );
         }
-        let zero = _mm256_setzero_si256();
         let first = _mm256_permute2x128_si256::<0x20>(lo, hi);
         let count = (oc - c0).min(8);
         store8(
-            requant(first, zero, epi, c0),
+            requant_plain(first, epi, c0),
             out.as_mut_ptr().add(c0),
             count,
         );
@@ -446,7 +453,7 @@ pub(crate) unsafe fn dw_pixel_pairs<T: crate::gemm::Code8>(
             let second = _mm256_permute2x128_si256::<0x31>(lo, hi);
             let count = (oc - c0 - 8).min(8);
             store8(
-                requant(second, zero, epi, c0 + 8),
+                requant_plain(second, epi, c0 + 8),
                 out.as_mut_ptr().add(c0 + 8),
                 count,
             );
