@@ -15,6 +15,8 @@ else
   if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
     "$venv/bin/python" -m pip install -q --upgrade pip
+  fi
+  if ! "$venv/bin/python" -c "import numpy, onnx, onnxruntime" 2>/dev/null; then
     "$venv/bin/python" -m pip install -q numpy onnx onnxruntime
   fi
   if [ "$want_torch" = 1 ] && ! "$venv/bin/python" -c "import torch" 2>/dev/null; then

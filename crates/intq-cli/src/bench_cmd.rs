@@ -1,4 +1,5 @@
-//! `intq` subcommands: benchmarks (`intq bench gemm`, `intq bench isa`, `intq bench small-cnn`).
+//! `intq` subcommands: benchmarks (`intq bench gemm`, `intq bench isa`, `intq bench small-cnn`,
+//! `intq bench model`, `intq bench f32-vs-int8`).
 
 use anyhow::{bail, Context, Result};
 use intq_kernels::gemm::{with_threads, Code8, FullyConnectedPlan};
@@ -31,6 +32,60 @@ pub enum BenchWhat {
     /// weights, im2col + matrixmultiply sgemm), timed in the same run. The default is a
     /// ResNet-style 56x56x64 -> 3x3 -> 64 layer (GEMM M=3136, K=576, N=64).
     F32VsInt8(F32VsInt8Args),
+    /// A zoo architecture (resnet18, mobilenet-v2, resnet20, small-cnn, tiny-mobilenet) with
+    /// random weights, built the way trained models are: the QAT network with a fixed seed,
+    /// calibrated on random images, exported to the integer graph, at `--batch` images. Times
+    /// `Model::run`; with `--f32` the f32 executor of the same graph too, interleaved call by
+    /// call. One JSON object per run with `--json`.
+    Model(ModelArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ModelArgs {
+    /// resnet18, mobilenet-v2 (or mobilenet-v2@WIDTH), resnet20, small-cnn or tiny-mobilenet.
+    #[arg(long)]
+    model: String,
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Threads of the int8 executor (0 = all cores). The f32 executor is single-threaded.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// portable, avx2, avx512vnni, amx or reference (default: INTQ_ISA, else the best this
+    /// CPU has).
+    #[arg(long)]
+    isa: Option<String>,
+    /// int8 (TFLite's scheme: int8 activations, symmetric per-channel int8 weights) or uint8
+    /// (the paper's: uint8 activations and per-tensor asymmetric uint8 weights).
+    #[arg(long, default_value = "int8")]
+    scheme: String,
+    /// Also time the f32 executor on the same graph, interleaved with the int8 runs.
+    #[arg(long)]
+    f32: bool,
+    /// Timed calls (after one warm-up); 0 = as many as fill --min-ms (at least 5).
+    #[arg(long, default_value_t = 0)]
+    iters: usize,
+    #[arg(long, default_value_t = 2000)]
+    min_ms: u64,
+    /// Seed of the random weights and calibration images.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Also write the graph as a `.intq` model (e.g. for `intq export --tflite`).
+    #[arg(long)]
+    save: Option<std::path::PathBuf>,
+    /// Also write the graph as TFLite can express it, for `intq export --tflite`: each explicit
+    /// padding becomes SAME where that is the same window placement, else a Pad op (zero point)
+    /// before a VALID op; the function computed is unchanged.
+    #[arg(long)]
+    save_tflite_ready: Option<std::path::PathBuf>,
+    /// Time this `.intq` model (as written by --save) instead of building one; --model then
+    /// only names it in the output.
+    #[arg(long, conflicts_with_all = ["save", "batch", "scheme", "seed"])]
+    load: Option<std::path::PathBuf>,
+    /// Check the run against the reference executor first (slow for the 224x224 models).
+    #[arg(long)]
+    check: bool,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -115,6 +170,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchWhat::Gemm(a) => gemm(a),
         BenchWhat::SmallCnn(a) => small_cnn(a),
         BenchWhat::F32VsInt8(a) => f32_vs_int8(a),
+        BenchWhat::Model(a) => model(a),
         BenchWhat::Isa => {
             let chosen = KernelTier::from_env().context("INTQ_ISA")?;
             let have: Vec<&str> = Isa::available().iter().map(|i| i.name()).collect();
@@ -311,6 +367,304 @@ fn f32_vs_int8(a: F32VsInt8Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `p`-quantile (0..=1) of sorted samples, nearest rank.
+fn quantile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn model(a: ModelArgs) -> Result<()> {
+    use intq_engine::{examples, ExecOptions, Model};
+    use intq_train::{calibrate, Arch, QuantCfg};
+    let arch: Arch = a.model.parse()?;
+    let quant = match a.scheme.as_str() {
+        "int8" => QuantCfg::int8(8, 8, true)?,
+        "uint8" => QuantCfg::uint8(8, 8)?,
+        other => bail!("--scheme must be int8 or uint8, not {other:?}"),
+    };
+    let tier = match a.isa.as_deref() {
+        Some("reference") => KernelTier::Reference,
+        _ => KernelTier::Fast(pick_isa(&a.isa)?),
+    };
+    let built = Instant::now();
+    let graph = match &a.load {
+        Some(path) => Model::load(path)?.into_graph(),
+        None => calibrate::zoo_graph(arch, &quant, a.batch, a.seed)
+            .with_context(|| format!("building {arch} at batch {}", a.batch))?,
+    };
+    let batch = model_batch(&graph)?;
+    let scheme = match graph.tensor(graph.inputs()[0]).dtype {
+        intq_engine::DType::U8 => "uint8",
+        _ => "int8",
+    };
+    let build_s = built.elapsed().as_secs_f64();
+    let input = examples::random_input(&graph, a.seed);
+    let model = Model::with_options(
+        graph,
+        ExecOptions {
+            kernels: Some(tier),
+            threads: a.threads,
+        },
+    )?;
+    if let Some(path) = &a.save {
+        model
+            .save(path)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &a.save_tflite_ready {
+        let ready = Model::with_options(
+            tflite_padding(model.graph())?,
+            ExecOptions {
+                kernels: Some(tier),
+                threads: a.threads,
+            },
+        )?;
+        // The rewrite must not change the function, or the peers would run another model.
+        if ready.run(&input)? != model.run(&input)? {
+            bail!("{arch}: the TFLite-padded graph computes something else");
+        }
+        ready
+            .save(path)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if a.check {
+        let reference = Model::with_options(
+            model.graph().clone(),
+            ExecOptions {
+                kernels: Some(KernelTier::Reference),
+                threads: 1,
+            },
+        )?;
+        if model.run(&input)? != reference.run(&input)? {
+            bail!("{arch}: the {tier} executor and the reference executor disagree");
+        }
+    }
+    let macs: u64 = model
+        .graph()
+        .ops()
+        .iter()
+        .map(|op| op_macs(model.graph(), op))
+        .sum();
+    // Warm-up (first-touch of buffers, lazily dequantized f32 weights), then calls interleaved
+    // int8 / f32 so drift in the machine's load hits both alike.
+    model.run(&input)?;
+    if a.f32 {
+        model.run_float(&input)?;
+    }
+    let (mut t8, mut t32) = (Vec::new(), Vec::new());
+    let min = Duration::from_millis(a.min_ms);
+    let start = Instant::now();
+    loop {
+        let done = if a.iters > 0 {
+            t8.len() >= a.iters
+        } else {
+            t8.len() >= 5 && start.elapsed() >= min
+        };
+        if done || t8.len() >= 100_000 {
+            break;
+        }
+        let t = Instant::now();
+        model.run(&input)?;
+        t8.push(t.elapsed().as_secs_f64() * 1e3);
+        if a.f32 {
+            let t = Instant::now();
+            model.run_float(&input)?;
+            t32.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    t8.sort_by(|x, y| x.total_cmp(y));
+    t32.sort_by(|x, y| x.total_cmp(y));
+    let med = quantile(&t8, 0.5);
+    let gops = 2.0 * macs as f64 / (med * 1e-3) / 1e9;
+    let isa_name = match tier {
+        KernelTier::Fast(isa) => isa.name().to_string(),
+        KernelTier::Reference => "reference".to_string(),
+    };
+    if a.json {
+        let mut s = format!(
+            "{{\"bench\":\"model\",\"model\":\"{arch}\",\"scheme\":\"{}\",\"batch\":{},\
+                 \"threads\":{},\"isa\":\"{isa_name}\",\"iters\":{},\"ms_median\":{med:.4},\
+                 \"ms_p10\":{:.4},\"ms_p90\":{:.4},\"macs\":{macs},\"gops\":{gops:.2},\
+                 \"build_s\":{build_s:.2}",
+            scheme,
+            batch,
+            model.threads(),
+            t8.len(),
+            quantile(&t8, 0.1),
+            quantile(&t8, 0.9),
+        );
+        if a.f32 {
+            let m32 = quantile(&t32, 0.5);
+            s += &format!(
+                ",\"f32_threads\":1,\"f32_ms_median\":{m32:.4},\"f32_ms_p10\":{:.4},\
+                     \"f32_ms_p90\":{:.4},\"int8_speedup_vs_f32\":{:.3}",
+                quantile(&t32, 0.1),
+                quantile(&t32, 0.9),
+                m32 / med
+            );
+        }
+        println!("{s}}}");
+    } else {
+        println!(
+            "{arch} {} batch {} on {isa_name}, {} thread(s): median {med:.3} ms (p10 {:.3}, p90 \
+                 {:.3}; {} calls; {:.2} GMAC, {gops:.1} GOPS); built in {build_s:.1} s",
+            scheme,
+            batch,
+            model.threads(),
+            quantile(&t8, 0.1),
+            quantile(&t8, 0.9),
+            t8.len(),
+            macs as f64 / 1e9,
+        );
+        if a.f32 {
+            let m32 = quantile(&t32, 0.5);
+            println!(
+                "  f32 executor (1 thread), same run, interleaved: median {m32:.3} ms; int8 is \
+                     {:.2}x",
+                m32 / med
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `graph` with every explicit padding of a conv, depthwise conv or pool replaced by what
+/// TFLite has: SAME when it places the windows the same way (same top/left offset, same output
+/// size), VALID when it is zero, else a Pad op (which pads with the input's zero point, a real 0)
+/// in front of a VALID op. A max pool's padded taps then count as the zero point instead of being
+/// skipped; the zoo pools only ReLU outputs, whose codes are never below it, so the maximum is
+/// unchanged.
+fn tflite_padding(graph: &intq_engine::Graph) -> Result<intq_engine::Graph> {
+    use intq_engine::{Op, Padding, Tensor, TensorId};
+    let mut tensors: Vec<Tensor> = graph.tensors().to_vec();
+    let mut ops = Vec::with_capacity(graph.ops().len());
+    for op in graph.ops() {
+        let mut op = op.clone();
+        let (input, filter_hw, stride, dilation, padding) = match &mut op {
+            Op::Conv2d {
+                input,
+                filter,
+                stride,
+                dilation,
+                padding,
+                ..
+            }
+            | Op::DepthwiseConv2d {
+                input,
+                filter,
+                stride,
+                dilation,
+                padding,
+                ..
+            } => {
+                let f = &graph.tensor(*filter).shape;
+                (input, [f[1], f[2]], *stride, *dilation, padding)
+            }
+            Op::AveragePool2d {
+                input,
+                filter,
+                stride,
+                padding,
+                ..
+            }
+            | Op::MaxPool2d {
+                input,
+                filter,
+                stride,
+                padding,
+                ..
+            } => (input, *filter, *stride, [1, 1], padding),
+            _ => {
+                ops.push(op);
+                continue;
+            }
+        };
+        let Padding::Explicit {
+            top,
+            bottom,
+            left,
+            right,
+        } = *padding
+        else {
+            ops.push(op);
+            continue;
+        };
+        let x = tensors[input.index()].clone();
+        let (h, w) = (x.shape[1], x.shape[2]);
+        let resolve = |p: Padding| {
+            p.resolve(
+                (h, w),
+                (filter_hw[0], filter_hw[1]),
+                (stride[0], stride[1]),
+                (dilation[0], dilation[1]),
+            )
+        };
+        let explicit = resolve(*padding);
+        let same = resolve(Padding::Same);
+        match (explicit, same) {
+            (Some((out, pv)), Some((out_same, ps)))
+                if out == out_same && pv.top == ps.top && pv.left == ps.left =>
+            {
+                *padding = Padding::Same;
+            }
+            _ if top + bottom + left + right == 0 => *padding = Padding::Valid,
+            _ => {
+                let mut padded = x.clone();
+                padded.name = format!("{}/pad", x.name);
+                padded.shape = vec![x.shape[0], h + top + bottom, w + left + right, x.shape[3]];
+                let id = TensorId(tensors.len() as u32);
+                tensors.push(padded);
+                ops.push(Op::Pad {
+                    input: *input,
+                    output: id,
+                    paddings: vec![[0, 0], [top, bottom], [left, right], [0, 0]],
+                });
+                *input = id;
+                *padding = Padding::Valid;
+            }
+        }
+        ops.push(op);
+    }
+    Ok(intq_engine::Graph::new(
+        tensors,
+        ops,
+        graph.inputs().to_vec(),
+        graph.outputs().to_vec(),
+    )?)
+}
+
+/// The batch size of a graph: the leading dimension of its (single) input.
+fn model_batch(g: &intq_engine::Graph) -> Result<usize> {
+    match g.inputs() {
+        [id] => match g.tensor(*id).shape.first() {
+            Some(&n) => Ok(n),
+            None => bail!("the model's input is a scalar"),
+        },
+        ids => bail!("a zoo model has one input, this one has {}", ids.len()),
+    }
+}
+
+/// Multiply-accumulates of one op (conv, depthwise, FC; 0 for the rest), for GOPS figures.
+fn op_macs(g: &intq_engine::Graph, op: &intq_engine::Op) -> u64 {
+    use intq_engine::Op;
+    let n = |id: intq_engine::TensorId| g.tensor(id).num_elements() as u64;
+    let shape = |id: intq_engine::TensorId| g.tensor(id).shape.clone();
+    match op {
+        Op::Conv2d { filter, output, .. } => {
+            let f = shape(*filter);
+            n(*output) * (f[1] * f[2] * f[3]) as u64
+        }
+        Op::DepthwiseConv2d { filter, output, .. } => {
+            let f = shape(*filter);
+            n(*output) * (f[1] * f[2]) as u64
+        }
+        Op::FullyConnected {
+            weights, output, ..
+        } => n(*output) * shape(*weights)[1] as u64,
+        _ => 0,
+    }
 }
 
 fn pick_isa(isa: &Option<String>) -> Result<Isa> {

@@ -221,3 +221,119 @@ fn bad_input_gets_a_clear_message() {
     }
     assert!(!Path::new(y).exists(), "a failed run left an output behind");
 }
+
+/// `bench model` builds resnet20 through the QAT export path, checks the fast executor against
+/// the reference (`--check`), prints its JSON, and saves graphs that other tools can rely on:
+/// the same seed gives the same weights at any batch, and the TFLite-padded copy computes the
+/// same function.
+#[test]
+fn bench_model_builds_checks_and_saves_resnet20() {
+    let d = scratch("bench_model");
+    let (b1, b2, tfl) = (d.join("b1.intq"), d.join("b2.intq"), d.join("b2-tfl.intq"));
+    let out = intq(&[
+        "bench",
+        "model",
+        "--model",
+        "resnet20",
+        "--iters",
+        "1",
+        "--check",
+        "--json",
+        "--save",
+        b1.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = String::from_utf8(out.stdout).unwrap();
+    for key in [
+        "\"model\":\"resnet20\"",
+        "\"batch\":1",
+        "\"threads\":1",
+        "\"isa\":",
+        "\"ms_median\":",
+        "\"ms_p10\":",
+        "\"ms_p90\":",
+    ] {
+        assert!(json.contains(key), "{key} missing from {json}");
+    }
+    let out = intq(&[
+        "bench",
+        "model",
+        "--model",
+        "resnet20",
+        "--batch",
+        "2",
+        "--iters",
+        "1",
+        "--save",
+        b2.to_str().unwrap(),
+        "--save-tflite-ready",
+        tfl.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (m1, m2, mt) = (
+        Model::load(&b1).unwrap(),
+        Model::load(&b2).unwrap(),
+        Model::load(&tfl).unwrap(),
+    );
+    let in2 = examples::random_input(m2.graph(), 3);
+    let TensorData::I8(x2) = &in2[0] else {
+        panic!("int8 input expected")
+    };
+    assert_eq!(
+        m2.graph().tensor(m2.graph().inputs()[0]).shape,
+        [2, 32, 32, 3]
+    );
+    let TensorData::I8(y2) = &m2.run(&in2).unwrap()[0] else {
+        panic!("int8 logits expected")
+    };
+    let TensorData::I8(y1) = &m1
+        .run(&[TensorData::I8(x2[..x2.len() / 2].to_vec())])
+        .unwrap()[0]
+    else {
+        panic!("int8 logits expected")
+    };
+    assert_eq!(
+        y1[..],
+        y2[..y1.len()],
+        "batch 2's first image differs from batch 1"
+    );
+    assert_eq!(mt.run(&in2).unwrap(), m2.run(&in2).unwrap());
+    let explicit = mt
+        .graph()
+        .ops()
+        .iter()
+        .filter(|op| format!("{op:?}").contains("Explicit"))
+        .count();
+    assert_eq!(
+        explicit, 0,
+        "explicit paddings left in the TFLite-ready graph"
+    );
+    let out = intq(&[
+        "bench",
+        "model",
+        "--model",
+        "resnet20",
+        "--load",
+        b2.to_str().unwrap(),
+        "--iters",
+        "1",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"batch\":2"));
+    let out = intq(&["bench", "model", "--model", "resnet99", "--iters", "1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resnet99"));
+}

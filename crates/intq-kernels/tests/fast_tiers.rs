@@ -384,6 +384,12 @@ tiers!(requantization_every_shift_mid_range, |isa| {
 });
 
 fn random_conv<T: Code8>(isa: Isa, seed: u64, threads: usize) {
+    random_conv_padded::<T>(isa, seed, threads, false)
+}
+
+/// `explicit`: random explicit paddings of 0 to 4 per side (wider than the filter included, so
+/// whole filter rows and windows fall in the padding), as the zoo's PyTorch-style convs have.
+fn random_conv_padded<T: Code8>(isa: Isa, seed: u64, threads: usize, explicit: bool) {
     let mut rng = Rng(seed);
     let (b, ih, iw, ic, oc) = (
         rng.size(1, 2),
@@ -393,7 +399,15 @@ fn random_conv<T: Code8>(isa: Isa, seed: u64, threads: usize) {
         rng.size(1, 40),
     );
     let (kh, kw) = (rng.size(1, 4).min(ih), rng.size(1, 4).min(iw));
-    let params_padding = [Padding::Same, Padding::Valid][rng.size(0, 1)];
+    let mut params_padding = [Padding::Same, Padding::Valid][rng.size(0, 1)];
+    if explicit {
+        params_padding = Padding::Explicit {
+            top: rng.size(0, 4),
+            bottom: rng.size(0, 4),
+            left: rng.size(0, 4),
+            right: rng.size(0, 4),
+        };
+    }
     let (sh, sw, dh, dw) = (
         rng.size(1, 3),
         rng.size(1, 3),
@@ -444,6 +458,13 @@ tiers!(conv_random_geometry, |isa| {
     for s in 0..60 {
         random_conv::<u8>(isa, 5000 + s, 1);
         random_conv::<i8>(isa, 6000 + s, 1 + (s as usize % 3));
+    }
+});
+
+tiers!(conv_explicit_padding, |isa| {
+    for s in 0..60 {
+        random_conv_padded::<u8>(isa, 7000 + s, 1, true);
+        random_conv_padded::<i8>(isa, 7100 + s, 1 + (s as usize % 3), true);
     }
 });
 
@@ -499,6 +520,97 @@ fn random_depthwise<T: Code8>(isa: Isa, seed: u64, threads: usize) {
         format!("{isa} depthwise seed {seed}: {ishape:?} * {fshape:?} x{dm} -> {oshape:?}")
     });
 }
+
+/// Depth multiplier 1 with explicit paddings (0 to 3 per side), up to 70 channels (several
+/// 16-channel blocks and a tail), extreme codes, and zero points at and just past the edges of
+/// the x86 pair kernel's int16 preconditions (which then falls back to the plain kernel).
+fn edge_depthwise<T: Code8>(isa: Isa, seed: u64, threads: usize) {
+    let mut rng = Rng(seed);
+    let (b, ih, iw, c) = (
+        rng.size(1, 2),
+        rng.size(1, 8),
+        rng.size(1, 8),
+        rng.size(1, 70),
+    );
+    let (kh, kw) = (rng.size(1, 3), rng.size(1, 3));
+    let padding = Padding::Explicit {
+        top: rng.size(0, 3),
+        bottom: rng.size(0, 3),
+        left: rng.size(0, 3),
+        right: rng.size(0, 3),
+    };
+    let (sh, sw) = (rng.size(1, 2), rng.size(1, 2));
+    let Some(((oh, ow), pad)) = padding.resolve((ih, iw), (kh, kw), (sh, sw), (1, 1)) else {
+        return;
+    };
+    let params = ConvParams {
+        stride_h: sh,
+        stride_w: sw,
+        dilation_h: 1,
+        dilation_w: 1,
+        padding: pad,
+    };
+    let extreme = |rng: &mut Rng, n: usize| -> Vec<T> {
+        let all = rng.codes::<T>(n);
+        all.into_iter()
+            .map(|x| match rng.int(0, 3) {
+                0 => T::from_i32_saturating(T::MIN),
+                1 => T::from_i32_saturating(T::MAX),
+                _ => x,
+            })
+            .collect()
+    };
+    let input = extreme(&mut rng, b * ih * iw * c);
+    let filter = extreme(&mut rng, kh * kw * c);
+    let off = T::A_OFFSET;
+    let zins = [
+        T::MIN,
+        T::MAX,
+        0,
+        32_767 - off,
+        -32_512 - off,
+        32_768 - off,
+        -32_513 - off,
+        70_000,
+    ];
+    let zin = zins[rng.size(0, zins.len() - 1)];
+    let zws = [
+        0,
+        T::MIN,
+        T::MAX,
+        T::MIN + 32_767,
+        T::MAX - 32_768,
+        T::MIN + 32_768,
+        i32::MIN,
+    ];
+    let zw: Vec<i32> = if rng.int(0, 1) == 0 {
+        vec![zws[rng.size(0, zws.len() - 1)]]
+    } else {
+        (0..c).map(|_| zws[rng.size(0, zws.len() - 1)]).collect()
+    };
+    let stage = Stage::random::<T>(&mut rng, c, acc_mag(&input, zin, &filter, &zw, kh * kw));
+    let st = stage.get();
+    let (ishape, fshape, oshape) = ([b, ih, iw, c], [1, kh, kw, c], [b, oh, ow, c]);
+    let mut want = vec![T::default(); b * oh * ow * c];
+    reference::depthwise_conv2d(
+        &input, ishape, zin, &filter, fshape, &zw, 1, &params, &st, &mut want, oshape,
+    );
+    let plan = DepthwisePlan::new(&filter, fshape, &zw, 1, zin, &params, &st, isa);
+    let mut got = vec![T::default(); want.len()];
+    intq_kernels::gemm::with_threads(threads, || {
+        plan.run(&input, ishape, &mut got, oshape, threads)
+    });
+    assert_same(&got, &want, || {
+        format!("{isa} edge depthwise seed {seed}: {ishape:?} * {fshape:?} -> {oshape:?} zin {zin} zw {zw:?}")
+    });
+}
+
+tiers!(depthwise_edge_zero_points_and_padding, |isa| {
+    for s in 0..80 {
+        edge_depthwise::<u8>(isa, 9000 + s, 1);
+        edge_depthwise::<i8>(isa, 9100 + s, 1 + (s as usize % 2));
+    }
+});
 
 tiers!(depthwise_random_geometry, |isa| {
     for s in 0..60 {

@@ -134,12 +134,45 @@ impl Conv2dPlan {
             return self.gemm.run(input, m, output, threads);
         }
         let zp = T::from_bits(self.input_zero_point as u8);
+        // Rows are pixels in (b, oy, ox) order; two 32-bit divisions find one (64-bit `div`
+        // was a tenth of ResNet-20's im2col at 16 channels), 64-bit ones past u32 sizes.
+        let small = m <= u32::MAX as usize;
         let row = |r: usize, buf: &mut [T]| {
-            let b = r / (out_h * out_w);
-            let oy = (r / out_w) % out_h;
-            let ox = r % out_w;
+            let (b, oy, ox) = if small {
+                let (r32, w32, h32) = (r as u32, out_w as u32, out_h as u32);
+                let q = r32 / w32;
+                let b = q / h32;
+                (b as usize, (q - b * h32) as usize, (r32 - q * w32) as usize)
+            } else {
+                (r / (out_h * out_w), (r / out_w) % out_h, r % out_w)
+            };
             for fy in 0..kh {
                 let iy = (oy * p.stride_h + fy * p.dilation_h).checked_sub(p.padding.top);
+                let dst = &mut buf[fy * kw * in_c..(fy + 1) * kw * in_c];
+                let Some(iy) = iy.filter(|&iy| iy < in_h) else {
+                    dst.fill(zp);
+                    continue;
+                };
+                if p.dilation_w == 1 {
+                    // Undilated taps of one filter row are adjacent pixels, contiguous in NHWC:
+                    // one copy for the in-bounds run (a copy per tap was a third of ResNet-20's
+                    // time at 16 channels), the zero point either side of it.
+                    let x0 = (ox * p.stride_w) as isize - p.padding.left as isize;
+                    let lo = (-x0).clamp(0, kw as isize) as usize;
+                    let hi = (in_w as isize - x0).clamp(lo as isize, kw as isize) as usize;
+                    if lo > 0 {
+                        dst[..lo * in_c].fill(zp);
+                    }
+                    if hi < kw {
+                        dst[hi * in_c..].fill(zp);
+                    }
+                    if hi > lo {
+                        let s = ((b * in_h + iy) * in_w + (x0 + lo as isize) as usize) * in_c;
+                        dst[lo * in_c..hi * in_c].copy_from_slice(&input[s..s + (hi - lo) * in_c]);
+                    }
+                    continue;
+                }
+                let iy = Some(iy);
                 for fx in 0..kw {
                     let dst = &mut buf[(fy * kw + fx) * in_c..(fy * kw + fx + 1) * in_c];
                     let ix = (ox * p.stride_w + fx * p.dilation_w).checked_sub(p.padding.left);
@@ -203,6 +236,10 @@ pub struct DepthwisePlan {
     params: ConvParams,
     input_zero_point: i32,
     epi: Epilogue,
+    /// The taps paired for `vpmaddwd` (`isa::avx2::dw_pairs`) and `Z_in + A_OFFSET`, when the
+    /// x86 pair kernel's preconditions hold (an x86 tier, depth multiplier 1, taps and
+    /// activation differences in int16, a vector epilogue).
+    pairs: Option<(Vec<i16>, i16)>,
 }
 
 impl DepthwisePlan {
@@ -242,11 +279,24 @@ impl DepthwisePlan {
             "depthwise_conv2d: strides and dilations must be at least 1"
         );
         let zp = |c: usize| filter_zero_points[if filter_zero_points.len() == 1 { 0 } else { c }];
-        let taps = filter
+        let taps: Vec<i32> = filter
             .iter()
             .enumerate()
             .map(|(i, w)| w.to_i32().wrapping_sub(zp(i % oc)))
             .collect();
+        let epi = plain_epilogue(oc, stage);
+        // Canonical codes are 0..=255, so every `x' - zc` fits int16 when zc does and is at
+        // least 255 - 32767.
+        let zc = input_zero_point as i64 + T::A_OFFSET as i64;
+        let pairs = match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::Avx512Vnni | Isa::Amx
+                if depth_multiplier == 1 && epi.vector_ok && (-32_512..=32_767).contains(&zc) =>
+            {
+                crate::isa::avx2::dw_pairs(&taps, kh * kw, oc).map(|p| (p, zc as i16))
+            }
+            _ => None,
+        };
         DepthwisePlan {
             isa,
             taps,
@@ -254,7 +304,8 @@ impl DepthwisePlan {
             depth_multiplier,
             params: *params,
             input_zero_point,
-            epi: plain_epilogue(oc, stage),
+            epi,
+            pairs,
         }
     }
 
@@ -297,6 +348,11 @@ impl DepthwisePlan {
         let row_len = out_w * oc;
         let rows = batches * out_h;
         let work = |(r, out_row): (usize, &mut [T])| {
+            #[cfg(target_arch = "x86_64")]
+            if let Some((pairs, zc)) = &self.pairs {
+                dw_row_pairs(self, pairs, *zc, input, input_shape, out_h, r, out_row);
+                return;
+            }
             let mut acc = vec![0i32; oc];
             // SAFETY (both arms): the tier was checked available when the plan was made.
             match self.isa {
@@ -337,6 +393,63 @@ impl DepthwisePlan {
                 .enumerate()
                 .for_each(work);
         }
+    }
+}
+
+/// One output row of a depthwise convolution on the x86 pair kernel
+/// (`isa::avx2::dw_pixel_pairs`): per pixel, the input offset of each tap (`usize::MAX` for a
+/// padded one), then the kernel.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn dw_row_pairs<T: Code8>(
+    plan: &DepthwisePlan,
+    pairs: &[i16],
+    zc: i16,
+    input: &[T],
+    input_shape: [usize; 4],
+    out_h: usize,
+    r: usize,
+    out_row: &mut [T],
+) {
+    let [_, in_h, in_w, in_c] = input_shape;
+    let [_, kh, kw, oc] = plan.filter_shape;
+    debug_assert_eq!(in_c, oc);
+    let p = &plan.params;
+    let (b, oy) = (r / out_h, r % out_h);
+    let mut offsets = vec![usize::MAX; kh * kw];
+    // SAFETY: T is one byte.
+    let out_bytes =
+        unsafe { std::slice::from_raw_parts_mut(out_row.as_mut_ptr() as *mut u8, out_row.len()) };
+    for (ox, out_px) in out_bytes.chunks_exact_mut(oc).enumerate() {
+        for fy in 0..kh {
+            let iy = (oy * p.stride_h + fy * p.dilation_h)
+                .checked_sub(p.padding.top)
+                .filter(|&iy| iy < in_h);
+            for fx in 0..kw {
+                let ix = (ox * p.stride_w + fx * p.dilation_w)
+                    .checked_sub(p.padding.left)
+                    .filter(|&ix| ix < in_w);
+                offsets[fy * kw + fx] = match (iy, ix) {
+                    (Some(iy), Some(ix)) => ((b * in_h + iy) * in_w + ix) * in_c,
+                    _ => usize::MAX,
+                };
+            }
+        }
+        // SAFETY: the plan chose the pair kernel only on an available x86 tier (all imply
+        // AVX2) with a vector epilogue; every offset is MAX or a whole in-bounds pixel of `oc`
+        // codes (checked lengths in `run`); `pairs` was built for these taps and channels.
+        unsafe {
+            crate::isa::avx2::dw_pixel_pairs(
+                input,
+                &offsets,
+                kh * kw,
+                oc,
+                zc,
+                pairs,
+                &plan.epi,
+                out_px,
+            )
+        };
     }
 }
 

@@ -185,8 +185,17 @@ unsafe fn pack_a_row<T: crate::gemm::Code8>(src: &[T], panel: &mut [i16], i: usi
 #[target_feature(enable = "avx2")]
 unsafe fn requant(acc: __m256i, rowsum: __m256i, epi: &Epilogue, n: usize) -> __m256i {
     let ld = |v: &Vec<i32>| _mm256_loadu_si256(v.as_ptr().add(n) as *const __m256i);
+    let x = _mm256_sub_epi32(acc, _mm256_mullo_epi32(ld(&epi.zw), rowsum));
+    requant_plain(x, epi, n)
+}
+
+/// [`requant`] of complete accumulators (no row-sum term, as depthwise has): `vpmulld` is
+/// slow, and multiplying by a zero row sum was a tenth of the depthwise kernel.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn requant_plain(acc: __m256i, epi: &Epilogue, n: usize) -> __m256i {
+    let ld = |v: &Vec<i32>| _mm256_loadu_si256(v.as_ptr().add(n) as *const __m256i);
     let mut x = _mm256_add_epi32(acc, ld(&epi.colconst));
-    x = _mm256_sub_epi32(x, _mm256_mullo_epi32(ld(&epi.zw), rowsum));
     x = _mm256_sllv_epi32(x, ld(&epi.lshift));
     // SaturatingRoundingDoublingHighMul = floor((x m0 + 2^30) / 2^31): bits 31..62 of the
     // 64-bit sum, taken from even and odd lanes separately.
@@ -250,7 +259,6 @@ pub(crate) unsafe fn finish_row(epi: &Epilogue, acc: &[i32], out: &mut [u8]) {
         }
         return;
     }
-    let zero = _mm256_setzero_si256();
     for n in (0..acc.len()).step_by(8) {
         let count = (acc.len() - n).min(8);
         let v = if count == 8 {
@@ -260,7 +268,7 @@ pub(crate) unsafe fn finish_row(epi: &Epilogue, acc: &[i32], out: &mut [u8]) {
             t[..count].copy_from_slice(&acc[n..]);
             _mm256_loadu_si256(t.as_ptr() as *const __m256i)
         };
-        store8(requant(v, zero, epi, n), out.as_mut_ptr().add(n), count);
+        store8(requant_plain(v, epi, n), out.as_mut_ptr().add(n), count);
     }
 }
 
@@ -352,6 +360,132 @@ pub(crate) unsafe fn add_same_shape<T: crate::gemm::Code8>(
     }
     for i in whole..n {
         out[i] = T::from_i32_saturating(p.apply(lhs[i].to_i32(), rhs[i].to_i32()));
+    }
+}
+
+/// Depthwise taps in the layout [`dw_pixel_pairs`] reads: per block of 16 channels and per pair of
+/// taps `(t0, t1) = (2p, 2p + 1)`, 32 int16 values: the `(w[t0][c], w[t1][c])` pairs of channels
+/// 0-3 and 8-11 of the block, then those of 4-7 and 12-15 (the order `vpunpck{l,h}wd` gives the
+/// activations). Missing taps and channels are 0. `None` when a tap `w - Z_w` does not fit
+/// int16 (then `vpmaddwd` could not take it).
+pub(crate) fn dw_pairs(taps: &[i32], ntaps: usize, oc: usize) -> Option<Vec<i16>> {
+    if taps.iter().any(|&t| i16::try_from(t).is_err()) {
+        return None;
+    }
+    let (blocks, pairs) = (oc.div_ceil(16), ntaps.div_ceil(2));
+    let mut out = vec![0i16; blocks * pairs * 32];
+    const ORDER: [usize; 16] = [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15];
+    for cb in 0..blocks {
+        for p in 0..pairs {
+            for (lane, &ch) in ORDER.iter().enumerate() {
+                let c = cb * 16 + ch;
+                for h in 0..2 {
+                    let t = 2 * p + h;
+                    if c < oc && t < ntaps {
+                        out[((cb * pairs + p) * 16 + lane) * 2 + h] = taps[t * oc + c] as i16;
+                    }
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+/// One output pixel of a depthwise convolution with depth multiplier 1, 16 channels at a time:
+/// the window's taps two by two, activations widened to int16 (`x - Z_in`, exact while the
+/// caller's `zin_canon` keeps every code's difference in int16) and interleaved with the pair's
+/// weights for `vpmaddwd`. Each pair sum is exact modulo 2^32 (its one overflow, 2 * (-32768)^2,
+/// wraps to the same bits), so the int32 accumulators equal the reference's wrapping sums;
+/// padded taps (`offsets[t] == usize::MAX`) contribute 0, as the reference skips them.
+///
+/// # Safety
+/// AVX2 is available; `offsets` holds `ntaps` entries, each `usize::MAX` or the start of a pixel
+/// of `oc` codes inside `input`; `pairs` is [`dw_pairs`] of the plan (`ntaps`, `oc`); `epi` is
+/// vector-ready with columns covering `oc` rounded up to 16; `out.len() == oc`.
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn dw_pixel_pairs<T: crate::gemm::Code8>(
+    input: &[T],
+    offsets: &[usize],
+    ntaps: usize,
+    oc: usize,
+    zin_canon: i16,
+    pairs: &[i16],
+    epi: &Epilogue,
+    out: &mut [u8],
+) {
+    let flip = _mm_set1_epi8(if T::A_OFFSET != 0 { -128 } else { 0 });
+    let zc = _mm256_set1_epi16(zin_canon);
+    let npairs = ntaps.div_ceil(2);
+    let src = input.as_ptr() as *const u8;
+    debug_assert!(offsets.len() >= ntaps);
+    for (cb, c0) in (0..oc).step_by(16).enumerate() {
+        let mut lo = _mm256_setzero_si256();
+        let mut hi = _mm256_setzero_si256();
+        let w = pairs.as_ptr().add(cb * npairs * 32);
+        for p in 0..npairs {
+            let a = dw_tap(src, offsets, 2 * p, c0, oc, flip, zc);
+            let b = dw_tap(src, offsets, 2 * p + 1, c0, oc, flip, zc);
+            let wp = w.add(p * 32);
+            lo = _mm256_add_epi32(
+                lo,
+                _mm256_madd_epi16(
+                    _mm256_unpacklo_epi16(a, b),
+                    _mm256_loadu_si256(wp as *const __m256i),
+                ),
+            );
+            hi = _mm256_add_epi32(
+                hi,
+                _mm256_madd_epi16(
+                    _mm256_unpackhi_epi16(a, b),
+                    _mm256_loadu_si256(wp.add(16) as *const __m256i),
+                ),
+            );
+        }
+        let first = _mm256_permute2x128_si256::<0x20>(lo, hi);
+        let count = (oc - c0).min(8);
+        store8(
+            requant_plain(first, epi, c0),
+            out.as_mut_ptr().add(c0),
+            count,
+        );
+        if c0 + 8 < oc {
+            let second = _mm256_permute2x128_si256::<0x31>(lo, hi);
+            let count = (oc - c0 - 8).min(8);
+            store8(
+                requant_plain(second, epi, c0 + 8),
+                out.as_mut_ptr().add(c0 + 8),
+                count,
+            );
+        }
+    }
+}
+
+/// Tap `t`'s 16 channels from `c0` as int16 `x - Z_in` (zeros for a padded tap; lanes of channels
+/// past `oc` hold whatever, and are never stored).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn dw_tap(
+    src: *const u8,
+    offsets: &[usize],
+    t: usize,
+    c0: usize,
+    oc: usize,
+    flip: __m128i,
+    zc: __m256i,
+) -> __m256i {
+    match offsets.get(t) {
+        Some(&off) if off != usize::MAX => {
+            let v = if c0 + 16 <= oc {
+                _mm_loadu_si128(src.add(off + c0) as *const __m128i)
+            } else {
+                let mut tmp = [0u8; 16];
+                std::ptr::copy_nonoverlapping(src.add(off + c0), tmp.as_mut_ptr(), oc - c0);
+                _mm_loadu_si128(tmp.as_ptr() as *const __m128i)
+            };
+            _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_xor_si128(v, flip)), zc)
+        }
+        _ => _mm256_setzero_si256(),
     }
 }
 

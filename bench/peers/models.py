@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Times whole zoo models in TensorFlow Lite (ai-edge-litert) interleaved with
+`intq bench model --json` on the very same int8 graph, and prints latency ratios intq/peer.
+
+For each model and batch, `intq bench model --save` builds the graph once (the QAT network with a
+fixed seed, calibrated on random images, exported as a trained model would be) and
+`intq export --tflite` writes it as a .tflite file (from the `--save-tflite-ready` copy, whose
+explicit paddings are SAME or Pad + VALID, which TFLite has; intq checks both compute the same); then, `--reps` times, intq and each TFLite
+resolver run it in turn at each thread count. Ratios are medians of those interleaved runs.
+Nothing is hard-coded: every number comes from this run.
+
+Usage: models.py --intq PATH [--model resnet20 ...] [--batch 1,32] [--threads 1,2] [--reps 3]
+                 [--min-ms 500] [--isa avx2] [--resolvers xnnpack,builtin,ref]
+                 [--scheme int8] [--json-out FILE] [--workdir DIR]
+Run it through run_models.sh, which makes the venv with the peers in it.
+Resolvers: xnnpack = TFLite's default (XNNPACK delegate), builtin = TFLite's own optimized
+kernels without the delegate, ref = TFLite's reference kernels (slow; small models only).
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def median_time(fn, min_s):
+    fn()
+    samples = []
+    start = time.perf_counter()
+    while len(samples) < 5 or time.perf_counter() - start < min_s:
+        t = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t)
+    return statistics.median(samples)
+
+
+RESOLVERS = {
+    "xnnpack": "AUTO",
+    "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES",
+    "ref": "BUILTIN_REF",
+}
+
+
+def tflite_runner(path, threads, resolver):
+    import ai_edge_litert
+    from ai_edge_litert import interpreter as tfl
+
+    kind = getattr(tfl.OpResolverType, RESOLVERS[resolver])
+    it = tfl.Interpreter(model_path=path, num_threads=threads,
+                         experimental_op_resolver_type=kind)
+    it.allocate_tensors()
+    # Which kernels really run: a delegate's partitions are listed as DELEGATE nodes after the
+    # graph's own ops (those left outside every partition run on TFLite's builtin kernels).
+    ops = [d["op_name"] for d in it._get_ops_details()]
+    parts = sum(1 for o in ops if "DELEGATE" in o.upper())
+    inp = it.get_input_details()[0]
+    info = np.iinfo(inp["dtype"])
+    x = np.random.default_rng(0).integers(info.min, info.max + 1, inp["shape"], dtype=inp["dtype"])
+    it.set_tensor(inp["index"], x)
+
+    def run():
+        it.invoke()
+
+    name = f"litert {getattr(ai_edge_litert, '__version__', '?')} {resolver}"
+    return run, name, f"{len(ops) - parts} ops, {parts} delegate partitions"
+
+
+def intq(args, *extra):
+    cmd = [args.intq, "bench", "model", "--json", *extra]
+    if args.isa:
+        cmd += ["--isa", args.isa]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--intq", required=True)
+    p.add_argument("--model", action="append", default=[])
+    p.add_argument("--batch", default="1")
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--min-ms", type=int, default=500)
+    p.add_argument("--isa", default=None)
+    p.add_argument("--scheme", default="int8")
+    p.add_argument("--resolvers", default="xnnpack")
+    p.add_argument("--json-out", default=None)
+    p.add_argument("--workdir", default=None)
+    args = p.parse_args()
+    models = args.model or ["resnet20", "mobilenet-v2", "resnet18"]
+    resolvers = [r for r in args.resolvers.split(",") if r]
+    for r in resolvers:
+        if r not in RESOLVERS:
+            p.error(f"unknown resolver {r!r}; known: {', '.join(RESOLVERS)}")
+    work = args.workdir or tempfile.mkdtemp(prefix="intq-peers-")
+    os.makedirs(work, exist_ok=True)
+    rows = []
+    for model in models:
+        for batch in [int(b) for b in args.batch.split(",")]:
+            base = os.path.join(work, f"{model}-b{batch}-{args.scheme}")
+            intq(args, "--model", model, "--batch", str(batch), "--scheme", args.scheme,
+                 "--iters", "1", "--save", base + ".intq",
+                 "--save-tflite-ready", base + "-tfl.intq")
+            subprocess.run([args.intq, "export", base + "-tfl.intq", "--tflite",
+                            base + ".tflite"], check=True, capture_output=True)
+            for threads in [int(t) for t in args.threads.split(",")]:
+                peers = [tflite_runner(base + ".tflite", threads, r) for r in resolvers]
+                mine, theirs = [], {name: [] for _, name, _ in peers}
+                r = None
+                for _ in range(args.reps):
+                    r = intq(args, "--model", model, "--load", base + ".intq",
+                             "--threads", str(threads), "--min-ms", str(args.min_ms))
+                    mine.append(r["ms_median"])
+                    for fn, name, _ in peers:
+                        theirs[name].append(median_time(fn, args.min_ms / 1000) * 1e3)
+                mi = statistics.median(mine)
+                for _, name, note in peers:
+                    tp = statistics.median(theirs[name])
+                    rows.append(dict(model=model, batch=batch, threads=threads, isa=r["isa"],
+                                     intq_ms=mi, peer=name, peer_ms=tp, ratio=mi / tp,
+                                     peer_note=note))
+                    print(f"  {model} b{batch} t{threads}: intq {mi:.3f} ms, {name} "
+                          f"{tp:.3f} ms ({note}), intq/peer {mi / tp:.2f}", file=sys.stderr)
+    print(f"{'model':>14} {'batch':>5} {'thr':>3} {'intq isa':>9} {'intq ms':>9} "
+          f"{'peer ms':>9} {'intq/peer':>9}  peer")
+    for r in rows:
+        print(f"{r['model']:>14} {r['batch']:>5} {r['threads']:>3} {r['isa']:>9} "
+              f"{r['intq_ms']:>9.3f} {r['peer_ms']:>9.3f} {r['ratio']:>9.2f}  {r['peer']}")
+    print("(latency per call for the whole batch; intq/peer < 1 means intq is faster. Medians of "
+          f"{args.reps} interleaved runs; both run the same int8 graph.)")
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
