@@ -77,6 +77,7 @@ pub fn calibrate(
         training: true,
         step: 0,
         quant: Some(q),
+        exact: false,
     };
     for _ in 0..batches {
         net.forward(images(), &ctx)?;

@@ -227,6 +227,19 @@ pub fn load(path: &Path, opts: LayerOpts, device: &Device) -> Result<Loaded, Tra
     let bytes = fs::read(path).map_err(|e| TrainError::Io(format!("{}: {e}", path.display())))?;
     let file = ckpt_file::parse(&bytes, path).map_err(TrainError::Checkpoint)?;
     let meta = CkptMeta::from_file(&file.meta, path)?;
+    // Every tensor of the network must be in the file, so a file smaller than the network's
+    // state cannot be one of its checkpoints: refuse it before building (and allocating) the
+    // network its metadata names.
+    let need = meta.arch.state_len().saturating_mul(4);
+    if bytes.len() < need {
+        return Err(TrainError::Checkpoint(format!(
+            "{}: {} bytes cannot hold a {} network ({need} bytes of tensors); the file is \
+             truncated or names the wrong model",
+            path.display(),
+            bytes.len(),
+            meta.arch
+        )));
+    }
     let net = Net::new(meta.arch, opts, device);
     let layout: Vec<(String, Vec<usize>)> = collect(&net)
         .into_iter()

@@ -43,6 +43,86 @@ impl Arch {
         }
     }
 
+    /// Number of f32 values in a checkpoint's required tensors for this network (parameters,
+    /// BN statistics, observer states; not momentum), computed from the architecture alone so a
+    /// loader can refuse a file too small to hold the network before building it (a forged
+    /// model name must not make it allocate far beyond the file's size). Mirrors [`Net::new`];
+    /// a test checks the two agree for every architecture.
+    pub fn state_len(self) -> usize {
+        let conv = |cin: usize, cout: usize, k: usize, groups: usize| {
+            cout * (cin / groups) * k * k + 4 * cout + OBSERVER_LEN
+        };
+        let inv_res = |cin: usize, t: usize, cout: usize, s: usize| {
+            let hidden = cin * t;
+            (if t != 1 { conv(cin, hidden, 1, 1) } else { 0 })
+                + conv(hidden, hidden, 3, hidden)
+                + conv(hidden, cout, 1, 1)
+                + if s == 1 && cin == cout {
+                    OBSERVER_LEN
+                } else {
+                    0
+                }
+        };
+        let basic = |cin: usize, cout: usize, s: usize| {
+            conv(cin, cout, 3, 1)
+                + conv(cout, cout, 3, 1)
+                + if s != 1 || cin != cout {
+                    conv(cin, cout, 1, 1)
+                } else {
+                    0
+                }
+                + OBSERVER_LEN
+        };
+        let cin = self.input_shape()[0];
+        let (body, last) = match self {
+            Arch::SmallCnn => (
+                conv(1, 32, 3, 1) + conv(32, 64, 3, 1) + conv(64, 128, 3, 1),
+                128,
+            ),
+            Arch::TinyMobilenet => {
+                let mut n = conv(1, 16, 3, 1);
+                let mut c = 16;
+                for (t, out, s) in TINY_MOBILENET_BLOCKS {
+                    n += inv_res(c, t, out, s);
+                    c = out;
+                }
+                (n + conv(64, 128, 1, 1), 128)
+            }
+            Arch::Resnet20 | Arch::Resnet18 => {
+                let (stem, stages, blocks, k) = if self == Arch::Resnet20 {
+                    (16, &[16, 32, 64][..], 3, 3)
+                } else {
+                    (64, &[64, 128, 256, 512][..], 2, 7)
+                };
+                let mut n = conv(cin, stem, k, 1);
+                let mut c = stem;
+                for (stage, &out) in stages.iter().enumerate() {
+                    for i in 0..blocks {
+                        let s = if stage > 0 && i == 0 { 2 } else { 1 };
+                        n += basic(c, out, s);
+                        c = out;
+                    }
+                }
+                (n, c)
+            }
+            Arch::MobilenetV2(w) => {
+                let first = divisible(32.0 * w);
+                let mut n = conv(cin, first, 3, 1);
+                let mut c = first;
+                for (t, out, reps, s) in MOBILENET_V2_BLOCKS {
+                    let out = divisible(out as f32 * w);
+                    for i in 0..reps {
+                        n += inv_res(c, t, out, if i == 0 { s } else { 1 });
+                        c = out;
+                    }
+                }
+                let last = if w > 1.0 { divisible(1280.0 * w) } else { 1280 };
+                (n + conv(c, last, 1, 1), last)
+            }
+        };
+        OBSERVER_LEN + body + last * self.classes() + self.classes() + OBSERVER_LEN
+    }
+
     /// The name [`FromStr`] accepts.
     pub fn name(self) -> String {
         match self {
@@ -212,6 +292,24 @@ fn maxpool(kernel: usize, stride: usize, padding: usize) -> Node {
     })
 }
 
+/// Values in an activation observer's state (`[min, max, seen]`).
+const OBSERVER_LEN: usize = 3;
+
+/// tiny-mobilenet's inverted-residual blocks: (expansion, out channels, stride).
+const TINY_MOBILENET_BLOCKS: [(usize, usize, usize); 5] =
+    [(4, 24, 2), (4, 24, 1), (4, 32, 2), (4, 32, 1), (4, 64, 1)];
+
+/// MobileNetV2's stages: (expansion, out channels, repeats, first stride).
+const MOBILENET_V2_BLOCKS: [(usize, usize, usize, usize); 7] = [
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+];
+
 /// MobileNet's channel rounding: to a multiple of 8, never below 90% of the target.
 fn divisible(c: f32) -> usize {
     let v = ((c + 4.0) as usize / 8 * 8).max(8);
@@ -241,7 +339,7 @@ impl Net {
             Arch::TinyMobilenet => {
                 body.push(conv(1, 16, 3, 1, ACT_RELU6, o, d));
                 let mut c = 16;
-                for (t, out, s) in [(4, 24, 2), (4, 24, 1), (4, 32, 2), (4, 32, 1), (4, 64, 1)] {
+                for (t, out, s) in TINY_MOBILENET_BLOCKS {
                     body.push(Node::InvRes(InvRes::new(c, t, out, s, o, d)));
                     c = out;
                 }
@@ -277,16 +375,7 @@ impl Net {
                 let first = divisible(32.0 * w);
                 body.push(conv(cin, first, 3, 2, ACT_RELU6, o, d));
                 let mut c = first;
-                let table = [
-                    (1, 16, 1, 1),
-                    (6, 24, 2, 2),
-                    (6, 32, 3, 2),
-                    (6, 64, 4, 2),
-                    (6, 96, 3, 1),
-                    (6, 160, 3, 2),
-                    (6, 320, 1, 1),
-                ];
-                for (t, out, n, s) in table {
+                for (t, out, n, s) in MOBILENET_V2_BLOCKS {
                     let out = divisible(out as f32 * w);
                     for i in 0..n {
                         let stride = if i == 0 { s } else { 1 };

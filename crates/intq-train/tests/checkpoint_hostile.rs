@@ -104,6 +104,15 @@ fn hostile(base: &[u8]) -> Vec<(String, Vec<u8>, String)> {
         "unknown model",
     );
     add(
+        "forged_big_model",
+        edit(
+            base,
+            "\"arch\":\"small-cnn\"",
+            "\"arch\":\"mobilenet-v2@4\"",
+        ),
+        "cannot hold a mobilenet-v2@4 network",
+    );
+    add(
         "step_not_a_number",
         edit(base, "\"step\":\"5\"", "\"step\":\"-5\""),
         "malformed metadata field \"step\"",
@@ -330,4 +339,27 @@ fn write_fuzz_seeds() {
         std::fs::write(corpus.join(format!("hostile-{name}.ckpt")), bytes).unwrap();
     }
     let _ = std::fs::remove_dir_all(&d);
+}
+
+/// `Arch::state_len` (what the loader checks the file size against before building a network)
+/// counts exactly the values of the tensors `Net::new` creates.
+#[test]
+fn state_len_matches_the_built_networks() {
+    let device = train_device();
+    for arch in [
+        "small-cnn",
+        "tiny-mobilenet",
+        "resnet20",
+        "resnet18",
+        "mobilenet-v2",
+        "mobilenet-v2@0.5",
+        "mobilenet-v2@1.4",
+    ] {
+        let arch: Arch = arch.parse().unwrap();
+        let built: usize = checkpoint::layout(arch, &device)
+            .iter()
+            .map(|(_, d)| d.iter().product::<usize>())
+            .sum();
+        assert_eq!(arch.state_len(), built, "{arch}");
+    }
 }
