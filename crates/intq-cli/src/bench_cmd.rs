@@ -415,7 +415,7 @@ fn model(a: ModelArgs) -> Result<()> {
     }
     if let Some(path) = &a.save_tflite_ready {
         let ready = Model::with_options(
-            tflite_padding(model.graph())?,
+            intq_tflite::lower_explicit_padding(model.graph())?,
             ExecOptions {
                 kernels: Some(tier),
                 threads: a.threads,
@@ -528,111 +528,6 @@ fn model(a: ModelArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// `graph` with every explicit padding of a conv, depthwise conv or pool replaced by what
-/// TFLite has: SAME when it places the windows the same way (same top/left offset, same output
-/// size), VALID when it is zero, else a Pad op (which pads with the input's zero point, a real 0)
-/// in front of a VALID op. A max pool's padded taps then count as the zero point instead of being
-/// skipped; the zoo pools only ReLU outputs, whose codes are never below it, so the maximum is
-/// unchanged.
-fn tflite_padding(graph: &intq_engine::Graph) -> Result<intq_engine::Graph> {
-    use intq_engine::{Op, Padding, Tensor, TensorId};
-    let mut tensors: Vec<Tensor> = graph.tensors().to_vec();
-    let mut ops = Vec::with_capacity(graph.ops().len());
-    for op in graph.ops() {
-        let mut op = op.clone();
-        let (input, filter_hw, stride, dilation, padding) = match &mut op {
-            Op::Conv2d {
-                input,
-                filter,
-                stride,
-                dilation,
-                padding,
-                ..
-            }
-            | Op::DepthwiseConv2d {
-                input,
-                filter,
-                stride,
-                dilation,
-                padding,
-                ..
-            } => {
-                let f = &graph.tensor(*filter).shape;
-                (input, [f[1], f[2]], *stride, *dilation, padding)
-            }
-            Op::AveragePool2d {
-                input,
-                filter,
-                stride,
-                padding,
-                ..
-            }
-            | Op::MaxPool2d {
-                input,
-                filter,
-                stride,
-                padding,
-                ..
-            } => (input, *filter, *stride, [1, 1], padding),
-            _ => {
-                ops.push(op);
-                continue;
-            }
-        };
-        let Padding::Explicit {
-            top,
-            bottom,
-            left,
-            right,
-        } = *padding
-        else {
-            ops.push(op);
-            continue;
-        };
-        let x = tensors[input.index()].clone();
-        let (h, w) = (x.shape[1], x.shape[2]);
-        let resolve = |p: Padding| {
-            p.resolve(
-                (h, w),
-                (filter_hw[0], filter_hw[1]),
-                (stride[0], stride[1]),
-                (dilation[0], dilation[1]),
-            )
-        };
-        let explicit = resolve(*padding);
-        let same = resolve(Padding::Same);
-        match (explicit, same) {
-            (Some((out, pv)), Some((out_same, ps)))
-                if out == out_same && pv.top == ps.top && pv.left == ps.left =>
-            {
-                *padding = Padding::Same;
-            }
-            _ if top + bottom + left + right == 0 => *padding = Padding::Valid,
-            _ => {
-                let mut padded = x.clone();
-                padded.name = format!("{}/pad", x.name);
-                padded.shape = vec![x.shape[0], h + top + bottom, w + left + right, x.shape[3]];
-                let id = TensorId(tensors.len() as u32);
-                tensors.push(padded);
-                ops.push(Op::Pad {
-                    input: *input,
-                    output: id,
-                    paddings: vec![[0, 0], [top, bottom], [left, right], [0, 0]],
-                });
-                *input = id;
-                *padding = Padding::Valid;
-            }
-        }
-        ops.push(op);
-    }
-    Ok(intq_engine::Graph::new(
-        tensors,
-        ops,
-        graph.inputs().to_vec(),
-        graph.outputs().to_vec(),
-    )?)
 }
 
 /// The batch size of a graph: the leading dimension of its (single) input.

@@ -316,6 +316,28 @@ fn bench_model_builds_checks_and_saves_resnet20() {
         explicit, 0,
         "explicit paddings left in the TFLite-ready graph"
     );
+    // `intq export` lowers the QAT export's explicit paddings itself (stride-2 convs become Pad
+    // + VALID), and the .tflite it writes computes the same function.
+    let tf = d.join("b1.tflite");
+    let out = intq(&[
+        "export",
+        "--tflite",
+        tf.to_str().unwrap(),
+        b1.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let back = Model::new(intq_tflite::load(&tf).unwrap()).unwrap();
+    let in1 = examples::random_input(m1.graph(), 5);
+    assert_eq!(back.run(&in1).unwrap(), m1.run(&in1).unwrap());
+    assert!(back
+        .graph()
+        .ops()
+        .iter()
+        .any(|op| matches!(op, intq_engine::Op::Pad { .. })));
     let out = intq(&[
         "bench",
         "model",

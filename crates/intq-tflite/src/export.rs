@@ -66,8 +66,11 @@ fn i32f(v: usize) -> Field {
     Field::I32(v as i32)
 }
 
-/// Serializes `graph` as a `.tflite` FlatBuffer.
+/// Serializes `graph` as a `.tflite` FlatBuffer. Explicit paddings are lowered first
+/// ([`crate::lower_explicit_padding`]), so models from intq's QAT export can be written.
 pub fn export(graph: &Graph) -> Result<Vec<u8>, TfliteError> {
+    let lowered = crate::lower_explicit_padding(graph)?;
+    let graph = &lowered;
     let n = graph.tensors().len();
     // Scales of int32 biases, implied by the op that reads them.
     let mut bias_scales: Vec<Option<Vec<f32>>> = vec![None; n];

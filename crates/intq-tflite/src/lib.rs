@@ -8,11 +8,13 @@
 pub mod export;
 pub mod flatbuf;
 pub mod import;
+pub mod lower;
 pub mod schema;
 pub mod zoo;
 
 pub use export::{export, save};
 pub use import::{import, load};
+pub use lower::lower_explicit_padding;
 
 /// Everything that can go wrong reading or writing a `.tflite` file.
 #[derive(Debug, thiserror::Error)]
