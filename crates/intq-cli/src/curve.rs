@@ -148,8 +148,7 @@ fn parse_object(line: &str) -> std::result::Result<Vec<(String, Value)>, String>
                     } else if let Some(n) = word("false") {
                         i += n;
                         Value::Bool(false)
-                    } else if let Some(n) = word("NaN").or(word("Infinity")).or(word("-Infinity"))
-                    {
+                    } else if let Some(n) = word("NaN").or(word("Infinity")).or(word("-Infinity")) {
                         i += n;
                         Value::Num(f64::NAN)
                     } else {
@@ -247,7 +246,10 @@ pub fn parse_log(text: &str, name: &str) -> Result<Log> {
             };
             (0, Row::Step(row))
         } else {
-            bail!("{name}:{}: neither \"epoch\" nor \"step\" in the line", no + 1);
+            bail!(
+                "{name}:{}: neither \"epoch\" nor \"step\" in the line",
+                no + 1
+            );
         };
         match step {
             Some(s) => {
@@ -456,12 +458,16 @@ fn nice_ceil(x: f64) -> f64 {
 /// `v` with as many decimals as the tick step `step` needs.
 fn tick_label(v: f64, step: f64) -> String {
     let mut d = 0usize;
-    while d < 6 && ((step * 10f64.powi(d as i32)).round() - step * 10f64.powi(d as i32)).abs() > 1e-6
+    while d < 6
+        && ((step * 10f64.powi(d as i32)).round() - step * 10f64.powi(d as i32)).abs() > 1e-6
     {
         d += 1;
     }
     format!("{v:.d$}")
 }
+
+/// Reads one value of an epoch row (a curve).
+type Field = fn(&EpochRow) -> Option<f64>;
 
 /// Draws `logs` side by side on one epoch axis (e.g. float then QAT: the second continues
 /// where the first ends, after a dashed separator).
@@ -486,6 +492,10 @@ pub fn render(logs: &[Log], title: &str) -> Image {
     if x_total >= 2.0 {
         x_step = x_step.max(1.0);
     }
+    if x_step > 1.0 && x_step.fract() != 0.0 {
+        // 2.5 epochs: 5 reads better.
+        x_step *= 2.0;
+    }
     let x_max = (x_total / x_step - 1e-9).ceil() * x_step;
     let loss_max = logs
         .iter()
@@ -497,10 +507,16 @@ pub fn render(logs: &[Log], title: &str) -> Image {
     // Five loss intervals, so that loss ticks share grid lines with 0, 20, ..., 100 %.
     let loss_step = nice_ceil(loss_max / 5.0);
     let loss_top = 5.0 * loss_step;
-    let fx = |x: f64| px0 + ((x / x_max) * (px1 - 1 - px0) as f64).round() as i64;
+    // Data sit INSET pixels inside the frame, so that points at the ends of the scales (the
+    // last epoch, 100 %, zero loss) are not cut by it.
+    const INSET: i64 = 6;
+    let fx = |x: f64| {
+        let t = (x / x_max).clamp(0.0, 1.0);
+        px0 + INSET + (t * (px1 - 1 - px0 - 2 * INSET) as f64).round() as i64
+    };
     let fy = |v: f64, top: f64| {
         let t = (v / top).clamp(0.0, 1.0);
-        py1 - 1 - (t * (py1 - 1 - py0) as f64).round() as i64
+        py1 - 1 - INSET - (t * (py1 - 1 - py0 - 2 * INSET) as f64).round() as i64
     };
 
     // Grid and ticks.
@@ -531,7 +547,13 @@ pub fn render(logs: &[Log], title: &str) -> Image {
     img.text(px0 - 30, py0 - 16, "LOSS", LOSS_COLOR, 1);
     img.text(px1 + 2, py0 - 16, "ACCURACY", BLACK, 1);
     let xl = "EPOCH";
-    img.text((px0 + px1) / 2 - text_width(xl, 1) / 2, py1 + 22, xl, BLACK, 1);
+    img.text(
+        (px0 + px1) / 2 - text_width(xl, 1) / 2,
+        py1 + 22,
+        xl,
+        BLACK,
+        1,
+    );
 
     // Title: scale 2 when it fits.
     let scale = if text_width(title, 2) <= WIDTH as i64 - 20 {
@@ -561,7 +583,7 @@ pub fn render(logs: &[Log], title: &str) -> Image {
         for w in steps.windows(2) {
             img.line(w[0], w[1], STEP_LOSS_COLOR, 1, false);
         }
-        let series: [(fn(&EpochRow) -> Option<f64>, f64, Rgb); 3] = [
+        let series: [(Field, f64, Rgb); 3] = [
             (|r| r.train_accuracy, 1.0, TRAIN_ACC_COLOR),
             (|r| r.test_accuracy, 1.0, TEST_ACC_COLOR),
             (|r| r.train_loss, loss_top, LOSS_COLOR),
@@ -646,7 +668,11 @@ pub fn default_title(logs: &[Log]) -> String {
         .map(|l| {
             let stem = Path::new(&l.name)
                 .file_name()
-                .map(|n| n.to_string_lossy().trim_end_matches(".metrics.jsonl").to_string())
+                .map(|n| {
+                    n.to_string_lossy()
+                        .trim_end_matches(".metrics.jsonl")
+                        .to_string()
+                })
                 .unwrap_or_default();
             match l.qat {
                 Some(true) => format!("{stem} (QAT)"),

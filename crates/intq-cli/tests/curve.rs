@@ -146,11 +146,16 @@ fn one_epoch_and_missing_values_still_plot() {
 #[test]
 fn empty_and_corrupt_logs_are_clear_errors() {
     for text in ["", "\n\n  \n"] {
-        let e = curve::parse_log(text, "empty.jsonl").unwrap_err().to_string();
+        let e = curve::parse_log(text, "empty.jsonl")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("empty.jsonl") && e.contains("empty"), "{e}");
     }
     let cases = [
-        ("{\"epoch\":1,\"train_loss\":0.5}\n{\"epoch\":2,\"train_lo", 2),
+        (
+            "{\"epoch\":1,\"train_loss\":0.5}\n{\"epoch\":2,\"train_lo",
+            2,
+        ),
         ("garbage\n", 1),
         ("{\"epoch\":1}\n\n{\"foo\":1}\n", 3),
         ("{\"epoch\":\"one\"}\n", 1),
@@ -159,7 +164,10 @@ fn empty_and_corrupt_logs_are_clear_errors() {
     ];
     for (text, line) in cases {
         let e = curve::parse_log(text, "bad.jsonl").unwrap_err().to_string();
-        assert!(e.starts_with(&format!("bad.jsonl:{line}:")), "{text:?}: {e}");
+        assert!(
+            e.starts_with(&format!("bad.jsonl:{line}:")),
+            "{text:?}: {e}"
+        );
     }
 }
 
@@ -224,7 +232,10 @@ fn curve_command_combines_logs_and_names_bad_paths() {
     let alone = png_of(&[curve::read_log(&float).unwrap()]);
     let right = |img: &Decoded| img.plot_pixels(LOSS_COLOR).iter().map(|p| p.0).max();
     let (rb, ra) = (right(&both).unwrap(), right(&alone).unwrap());
-    assert!(rb + 5 >= PLOT_X1 - 10 && ra + 5 >= PLOT_X1 - 10, "{rb} {ra}");
+    assert!(
+        rb + 5 >= PLOT_X1 - 10 && ra + 5 >= PLOT_X1 - 10,
+        "{rb} {ra}"
+    );
     let left_half = |img: &Decoded| {
         img.plot_pixels(LOSS_COLOR)
             .iter()
