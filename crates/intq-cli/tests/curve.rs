@@ -270,3 +270,94 @@ fn curve_command_combines_logs_and_names_bad_paths() {
     assert!(err.contains(&format!("{}:2:", corrupt.display())), "{err}");
     assert!(!bad_out.exists());
 }
+
+/// Keys of a flat JSON line in order, read independently of the CLI's parser.
+fn keys(line: &str) -> Vec<String> {
+    let parts: Vec<&str> = line.split('"').collect();
+    (1..parts.len())
+        .step_by(2)
+        .filter(|&i| parts.get(i + 1).is_some_and(|n| n.starts_with(':')))
+        .map(|i| parts[i].to_string())
+        .collect()
+}
+
+fn field(line: &str, key: &str) -> f64 {
+    let at = line.find(&format!("\"{key}\":")).unwrap() + key.len() + 3;
+    let end = line[at..].find([',', '}']).unwrap();
+    line[at..at + end].parse().unwrap()
+}
+
+#[test]
+fn train_writes_step_losses_and_the_curve() {
+    let d = scratch("train");
+    // 64 training images at batch 32: two equal batches per epoch.
+    let f = d.join("data").join("fashion-mnist");
+    std::fs::create_dir_all(&f).unwrap();
+    for (split, n) in [("train", 64usize), ("t10k", 16)] {
+        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+        let px: Vec<u8> = (0..n * 784)
+            .map(|i| {
+                if (i % 784) / 28 == 3 * (i / 784 % 10) {
+                    230
+                } else {
+                    (i * 7 % 31) as u8
+                }
+            })
+            .collect();
+        intq_data::idx::write_idx(
+            &f.join(format!("{split}-images-idx3-ubyte")),
+            &[n, 28, 28],
+            &px,
+        )
+        .unwrap();
+        intq_data::idx::write_idx(&f.join(format!("{split}-labels-idx1-ubyte")), &[n], &labels)
+            .unwrap();
+    }
+    let out = d.join("t.ckpt");
+    let o = intq(&[
+        "train",
+        "--data-dir",
+        d.join("data").to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--log-every",
+        "1",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let log = std::fs::read_to_string(d.join("t.ckpt.metrics.jsonl")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 6, "{log}");
+    let epoch_keys = [
+        "epoch",
+        "step",
+        "train_loss",
+        "train_accuracy",
+        "test_accuracy",
+        "epoch_seconds",
+        "lr",
+        "qat",
+    ];
+    for (e, chunk) in lines.chunks(3).enumerate() {
+        let (s1, s2, ep) = (chunk[0], chunk[1], chunk[2]);
+        assert_eq!(keys(ep), epoch_keys, "{ep}");
+        assert_eq!(field(ep, "epoch"), (e + 1) as f64);
+        for (k, s) in [s1, s2].iter().enumerate() {
+            assert_eq!(keys(s), ["step", "epoch_f", "train_loss"], "{s}");
+            assert_eq!(field(s, "step"), (2 * e + k + 1) as f64);
+            assert_eq!(field(s, "epoch_f"), e as f64 + (k + 1) as f64 / 2.0);
+        }
+        // Equal batches: the epoch's loss is the mean of its per-step losses.
+        let mean = (field(s1, "train_loss") + field(s2, "train_loss")) / 2.0;
+        assert!((mean - field(ep, "train_loss")).abs() < 2e-6, "{chunk:?}");
+    }
+    let img = decode(&std::fs::read(d.join("t.ckpt.curve.png")).unwrap());
+    assert_eq!((img.width, img.height), (WIDTH, HEIGHT));
+    assert!(!img.plot_pixels(LOSS_COLOR).is_empty());
+    assert!(!img.plot_pixels(curve::STEP_LOSS_COLOR).is_empty());
+    assert!(!d.join(".t.ckpt.curve.png.tmp").exists());
+}
