@@ -58,6 +58,9 @@ enum Command {
     /// Fetch Fashion-MNIST, train small-cnn in float, PTQ it, QAT fine-tune it, convert it to an
     /// integer-only model and compare float, PTQ, fake-quant and int8 (under 10 min on 2 cores).
     Quickstart(quickstart::QuickstartArgs),
+    /// Draw a training curve (loss, train and test accuracy per epoch) from metrics logs as a
+    /// PNG; several logs (float, then QAT) continue one epoch axis.
+    Curve(intq_cli::curve::CurveArgs),
     // Each command family lives in its own module (one owner per file); its variants appear
     // here as top-level subcommands.
     #[command(flatten)]
@@ -98,6 +101,7 @@ fn real_main() -> Result<()> {
             float,
         } => run(&model, &inputs, &outputs, tensor.as_deref(), float),
         Command::Quickstart(a) => quickstart::quickstart(a),
+        Command::Curve(a) => intq_cli::curve::run(a),
         Command::Data(c) => data_cmd::run(c),
         Command::Train(c) => train_cmd::run(c),
         Command::Convert(c) => convert_cmd::run(c),

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use intq_data::DatasetKind;
 use intq_train::checkpoint;
 use intq_train::layers::{LayerOpts, QuantCfg};
-use intq_train::trainer::{train_with_checkpoints, ImageSet, Start, TrainConfig};
+use intq_train::trainer::{train_observed, ImageSet, Observer, Start, TrainConfig};
 use intq_train::{evaluate, train_device, Arch, Net};
 
 /// Options every training command shares.
@@ -47,9 +47,13 @@ pub struct Common {
     /// run resumes (`--resume`) from there, losing at most STEPS steps.
     #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(1..))]
     ckpt_every: Option<u64>,
-    /// Metrics log, one JSON object per epoch (default: OUT.metrics.jsonl).
+    /// Metrics log, one JSON object per epoch (default: OUT.metrics.jsonl). The training curve
+    /// drawn from it is redrawn after every epoch as OUT.curve.png.
     #[arg(long)]
     metrics: Option<PathBuf>,
+    /// Also log the mean train loss of every STEPS steps to the metrics log (0: epochs only).
+    #[arg(long, value_name = "STEPS", default_value_t = 50)]
+    log_every: u64,
     /// Continue the run whose checkpoint is OUT.
     #[arg(long)]
     resume: bool,
@@ -242,6 +246,48 @@ fn resume(cfg: &TrainConfig) -> Result<Start> {
     })
 }
 
+/// Runs the trainer, redrawing `OUT.curve.png` from the metrics log after every epoch and once
+/// more when the run ends (also when it fails, to show where). A curve that cannot be drawn is
+/// reported once and does not stop training.
+fn train_with_curve(
+    cfg: &TrainConfig,
+    c: &Common,
+    title: &str,
+    start: Start,
+    data: &Data,
+    device: &intq_train::Device,
+) -> Result<intq_train::Summary> {
+    let mut png = cfg.out.clone().into_os_string();
+    png.push(".curve.png");
+    let png = PathBuf::from(png);
+    let metrics = cfg.metrics.clone();
+    let mut warned = false;
+    let mut draw = || {
+        let Some(m) = &metrics else { return };
+        if let Err(e) = intq_cli::curve::write_curve(std::slice::from_ref(m), Some(title), &png) {
+            if !warned {
+                eprintln!("warning: training curve {} not drawn: {e:#}", png.display());
+                warned = true;
+            }
+        }
+    };
+    let mut on_epoch = |_: usize| draw();
+    let res = train_observed(
+        cfg,
+        c.ckpt_every,
+        Observer {
+            loss_every: Some(c.log_every).filter(|&k| k > 0),
+            on_epoch: Some(&mut on_epoch),
+        },
+        start,
+        &image_set(&data.train, data.rows, data.cols),
+        Some(&image_set(&data.test, data.rows, data.cols)),
+        device,
+    );
+    draw();
+    Ok(res?.1)
+}
+
 fn finish(cfg: &TrainConfig, s: &intq_train::Summary) {
     println!(
         "{} epochs, {} steps: train loss {:.4}, test accuracy {}, median {:.1} ms/step, {:.1} s/epoch; checkpoint {}",
@@ -268,14 +314,8 @@ fn run_train(a: TrainArgs) -> Result<()> {
         device.seed(cfg.seed);
         Start::fresh(Net::new(arch, LayerOpts::default(), &device))
     };
-    let (_, s) = train_with_checkpoints(
-        &cfg,
-        c.ckpt_every,
-        start,
-        &image_set(&data.train, data.rows, data.cols),
-        Some(&image_set(&data.test, data.rows, data.cols)),
-        &device,
-    )?;
+    let title = format!("{arch} {} float", c.data);
+    let s = train_with_curve(&cfg, c, &title, start, &data, &device)?;
     finish(&cfg, &s);
     Ok(())
 }
@@ -317,14 +357,15 @@ fn run_qat(a: QatArgs) -> Result<()> {
         // Fresh momentum: the fine-tuning run has its own schedule.
         Start::fresh(from.net)
     };
-    let (_, s) = train_with_checkpoints(
-        &cfg,
-        c.ckpt_every,
-        start,
-        &image_set(&data.train, data.rows, data.cols),
-        Some(&image_set(&data.test, data.rows, data.cols)),
-        &device,
-    )?;
+    let title = format!(
+        "{} {} QAT {scheme}{} W{}/A{}",
+        cfg.arch,
+        c.data,
+        if a.per_channel { " per-channel" } else { "" },
+        a.bits_w,
+        a.bits_a
+    );
+    let s = train_with_curve(&cfg, c, &title, start, &data, &device)?;
     finish(&cfg, &s);
     Ok(())
 }

@@ -236,6 +236,38 @@ pub fn train_with_checkpoints(
     test: Option<&ImageSet>,
     device: &Device,
 ) -> Result<(Net, Summary), TrainError> {
+    train_observed(
+        cfg,
+        ckpt_every,
+        Observer::default(),
+        start,
+        train_set,
+        test,
+        device,
+    )
+}
+
+/// Extra reporting of a run (the CLI's training curve).
+#[derive(Default)]
+pub struct Observer<'a> {
+    /// Also append `{"step":S,"epoch_f":E,"train_loss":L}` to the metrics log every this many
+    /// steps: L is the mean loss of those steps, E the fractional epoch. Per-epoch lines alone
+    /// give a curve of a handful of points.
+    pub loss_every: Option<u64>,
+    /// Called with the epoch number after each epoch's metrics line is written.
+    pub on_epoch: Option<&'a mut dyn FnMut(usize)>,
+}
+
+/// [`train_with_checkpoints`] reporting to `obs` as well.
+pub fn train_observed(
+    cfg: &TrainConfig,
+    ckpt_every: Option<u64>,
+    mut obs: Observer<'_>,
+    start: Start,
+    train_set: &ImageSet,
+    test: Option<&ImageSet>,
+    device: &Device,
+) -> Result<(Net, Summary), TrainError> {
     train_set.validate()?;
     if ckpt_every == Some(0) {
         return Err(TrainError::Config(
@@ -283,6 +315,8 @@ pub fn train_with_checkpoints(
     let mut last_loss = f64::NAN;
     let mut test_acc = None;
     let mut epochs_run = 0;
+    let loss_every = obs.loss_every.filter(|&k| k > 0);
+    let (mut win_sum, mut win_n) = (0.0f64, 0u64);
     'epochs: for epoch in start.epoch..cfg.epochs {
         let order = shuffled(train_set.len, cfg.seed, epoch);
         let quant = cfg.quant.map(|mut q| {
@@ -352,6 +386,20 @@ pub fn train_with_checkpoints(
             seen += idx.len();
             loss_sum += loss_v * idx.len() as f64;
             step += 1;
+            win_sum += loss_v;
+            win_n += 1;
+            if let (Some(k), Some(m)) = (loss_every, metrics.as_mut()) {
+                if step % k == 0 {
+                    let line = format!(
+                        "{{\"step\":{step},\"epoch_f\":{:.4},\"train_loss\":{:.6}}}",
+                        epoch as f64 + (batch_no + 1) as f64 / steps_per_epoch as f64,
+                        win_sum / win_n as f64
+                    );
+                    writeln!(m, "{line}")
+                        .map_err(|e| TrainError::Io(format!("metrics log: {e}")))?;
+                    (win_sum, win_n) = (0.0, 0);
+                }
+            }
             let ms = t.elapsed().as_secs_f64() * 1e3;
             step_ms.push(ms);
             bar.inc(1);
@@ -412,6 +460,9 @@ pub fn train_with_checkpoints(
         }
         if let Some(m) = metrics.as_mut() {
             writeln!(m, "{line}").map_err(|e| TrainError::Io(format!("metrics log: {e}")))?;
+        }
+        if let Some(f) = obs.on_epoch.as_mut() {
+            f(epoch + 1);
         }
     }
     Ok((
