@@ -176,6 +176,16 @@ pub fn quickstart(a: QuickstartArgs) -> Result<()> {
     let intq_bytes = file_size(&qat_model);
     let f32_bytes = fidelity::float_weight_bytes(&model);
     let total_s = t0.elapsed().as_secs_f64();
+    // The training curve of both stages; a plot that cannot be drawn is not worth failing for.
+    let curve = a.dir.join("curve.png");
+    let logs = [
+        a.dir.join("float.metrics.jsonl"),
+        a.dir.join("qat.metrics.jsonl"),
+    ];
+    let title = format!("{arch} {} float + QAT", a.data);
+    if let Err(e) = intq_cli::curve::write_curve(&logs, Some(&title), &curve) {
+        eprintln!("warning: no training curve: {e:#}");
+    }
 
     if a.json {
         println!(
@@ -269,7 +279,10 @@ pub fn quickstart(a: QuickstartArgs) -> Result<()> {
     println!("\nper-layer detail:");
     fidelity::print_comparison(&c);
     let d = a.dir.display();
-    println!("\nWrote {d}/float.ckpt, {d}/qat.ckpt, {d}/ptq.intq and {d}/model.intq. Try:");
+    println!(
+        "\nWrote {d}/float.ckpt, {d}/qat.ckpt, {d}/ptq.intq, {d}/model.intq and the training \
+         curve {d}/curve.png. Try:"
+    );
     println!("  intq inspect {d}/model.intq");
     println!(
         "  intq eval --data {} --compare {d}/qat.ckpt {d}/model.intq",

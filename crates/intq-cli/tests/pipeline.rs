@@ -343,7 +343,13 @@ fn quickstart_tiny_runs_the_whole_pipeline() {
     assert_eq!(json_int(line, "max_lsb_diff"), 0, "{line}");
     assert_eq!(json_int(line, "top1_mismatch"), 0, "{line}");
     assert!(json_int(line, "f32_max_lsb_diff") <= MAX_F32_LSB, "{line}");
-    for f in ["float.ckpt", "qat.ckpt", "ptq.intq", "model.intq"] {
+    for f in [
+        "float.ckpt",
+        "qat.ckpt",
+        "ptq.intq",
+        "model.intq",
+        "curve.png",
+    ] {
         assert!(dir.join(f).exists(), "{f} missing");
     }
     assert!(Model::load(&dir.join("model.intq")).is_ok());
