@@ -1,24 +1,14 @@
 //! The `intq` binary end to end: inspect and run a model saved through the engine, and the
 //! error messages a user sees for bad input.
 
+mod common;
+use common::intq;
+
 use intq_engine::{examples, DType, Model, TensorData};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn intq(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_intq"))
-        .args(args)
-        .output()
-        .expect("run intq")
-}
 
 fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("cli")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::scratch("cli", name)
 }
 
 fn write_npy(path: &Path, shape: &[usize], data: &TensorData) {

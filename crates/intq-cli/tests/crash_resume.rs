@@ -4,6 +4,8 @@
 //! reaches bit for bit the weights of an uninterrupted run with the same seed, and a full disk (a
 //! real EFBIG from the OS under RLIMIT_FSIZE) is a clear error that keeps the previous checkpoint.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -17,12 +19,7 @@ use intq_train::layers::LayerOpts;
 const TRAIN: usize = 128;
 
 fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("crash_resume")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::scratch("crash_resume", name)
 }
 
 /// Class `k` is a bright bar at a class-specific row or column over noise.

@@ -1,9 +1,11 @@
 //! Training-curve PNGs: rendered images decode with the expected size and show the curves
 //! where the data puts them; odd metrics logs give a plot or a clear error, never a panic.
 
+mod common;
+use common::intq;
+
 use intq_cli::curve::{self, Log, HEIGHT, LOSS_COLOR, PLOT_X0, PLOT_X1, PLOT_Y0, PLOT_Y1, WIDTH};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 struct Decoded {
     width: u32,
@@ -74,12 +76,7 @@ fn falling_log(epochs: usize) -> String {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("curve")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::scratch("curve", name)
 }
 
 #[test]
@@ -201,13 +198,6 @@ fn write_curve_is_atomic_and_names_bad_files() {
         img.rgb,
         "a failed run changed the PNG"
     );
-}
-
-fn intq(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_intq"))
-        .args(args)
-        .output()
-        .expect("run intq")
 }
 
 #[test]

@@ -2,8 +2,10 @@
 //! training, QAT in both schemes, conversion, the fake-quant ↔ int8 comparison (bounded LSB
 //! difference), PTQ, the errors of `intq convert`, and `intq quickstart --tiny`.
 
+mod common;
+use common::intq;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use intq_engine::{DType, Model};
 
@@ -12,13 +14,6 @@ use intq_engine::{DType, Model};
 /// rounding boundary, and a one-code difference grows a little through later layers
 /// (docs/fidelity.md has the measured counts). The exact (f64) evaluation must agree to 0 LSB.
 const MAX_F32_LSB: i64 = 3;
-
-fn intq(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_intq"))
-        .args(args)
-        .output()
-        .expect("run intq")
-}
 
 fn ok(args: &[&str]) -> String {
     let o = intq(args);
@@ -37,12 +32,7 @@ fn fail(args: &[&str]) -> String {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("pipeline")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::scratch("pipeline", name)
 }
 
 /// Deterministic 28x28 images: class `k` is a bright bar at a class-specific row or column,

@@ -1,15 +1,10 @@
 //! `intq import`, `intq export`, and `intq run`/`inspect` on `.tflite` files, end to end against
 //! a committed TFLite-reference fixture (keyword spotting, produced by tools/tflite-check).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+use common::intq;
 
-fn intq(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_intq"))
-        .args(args)
-        .output()
-        .expect("run intq")
-}
+use std::path::{Path, PathBuf};
 
 fn ok(args: &[&str]) -> String {
     let out = intq(args);
@@ -26,12 +21,7 @@ fn fixture() -> PathBuf {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("tflite_cli")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::scratch("tflite_cli", name)
 }
 
 fn npy_payload(path: &Path) -> Vec<u8> {

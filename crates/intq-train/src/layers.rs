@@ -348,18 +348,7 @@ impl ConvBn {
                 self.bias.as_ref().expect("conv bias").val(),
             )
         };
-        let (_, weight_quant) = fake_quant_weights(w.clone(), q.weight_scheme, q.per_channel)?;
-        let output = self.out_obs.params(q.act_scheme)?.ok_or_else(|| {
-            TrainError::Export("a conv layer has no observed output range".into())
-        })?;
-        Ok(FoldedLayer {
-            weight_shape: w.dims().to_vec(),
-            weights: host_vec(w),
-            weight_quant,
-            bias: host_vec(b),
-            output,
-            act: self.act,
-        })
+        FoldedLayer::new(w, b, q, &self.out_obs, self.act, "a conv layer")
     }
 
     /// [`ConvBn::forward`] in exact evaluation: the folded layer conversion stores, on the real
@@ -405,6 +394,31 @@ fn exact_input(a: &Act, what: &str) -> Result<QuantParams, TrainError> {
 }
 
 impl FoldedLayer {
+    /// The layer as evaluation runs it: folded weights `w` with the params their fake quant
+    /// uses, bias `b`, and the output params of `out_obs` (`what` names the layer in the error
+    /// when no range was observed).
+    fn new<const D: usize>(
+        w: Tensor<D>,
+        b: Tensor<1>,
+        q: &QuantCfg,
+        out_obs: &EmaObserver,
+        act: u8,
+        what: &str,
+    ) -> Result<Self, TrainError> {
+        let (_, weight_quant) = fake_quant_weights(w.clone(), q.weight_scheme, q.per_channel)?;
+        let output = out_obs
+            .params(q.act_scheme)?
+            .ok_or_else(|| TrainError::Export(format!("{what} has no observed output range")))?;
+        Ok(FoldedLayer {
+            weight_shape: w.dims().to_vec(),
+            weights: host_vec(w),
+            weight_quant,
+            bias: host_vec(b),
+            output,
+            act,
+        })
+    }
+
     /// The real values the integer engine computes with, in f64: weights `S_w[k] (w_q - Z_w[k])`
     /// (training layout) and bias `code_k * S_in * S_w[k]`.
     pub fn grid_values(
@@ -511,19 +525,8 @@ impl QLinear {
     }
 
     pub fn export(&self, q: &QuantCfg) -> Result<FoldedLayer, TrainError> {
-        let w = self.weight.val();
-        let (_, weight_quant) = fake_quant_weights(w.clone(), q.weight_scheme, q.per_channel)?;
-        let output = self.out_obs.params(q.act_scheme)?.ok_or_else(|| {
-            TrainError::Export("the classifier has no observed output range".into())
-        })?;
-        Ok(FoldedLayer {
-            weight_shape: w.dims().to_vec(),
-            weights: host_vec(w),
-            weight_quant,
-            bias: host_vec(self.bias.val()),
-            output,
-            act: self.act,
-        })
+        let (w, b) = (self.weight.val(), self.bias.val());
+        FoldedLayer::new(w, b, q, &self.out_obs, self.act, "the classifier")
     }
 }
 
