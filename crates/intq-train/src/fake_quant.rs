@@ -139,6 +139,84 @@ pub fn fake_quant_learned<const D: usize>(
     Ok((fq + (xc.clone() - xc.detach()), p))
 }
 
+/// Per-tensor fake quantization with a learned step size (LSQ, Esser et al. 2020) and a fixed
+/// zero point: the forward is [`fake_quant`] with `(S, Z) = (step, zero_point)` bit for bit,
+/// so conversion takes the learned `S` unchanged. The backward is LSQ's:
+///
+/// - `d/dx` is the straight-through mask of the nudged range `[(qmin - Z) S, (qmax - Z) S]`;
+/// - `d/dS` is `g * (round(x/S) - x/S)` inside that range and `g * (qmin - Z)` or
+///   `g * (qmax - Z)` where `x` is clamped below or above, with LSQ's gradient scale
+///   `g = 1 / sqrt(N * Q)`, `N` the element count and `Q` the larger of `qmax - Z` and `Z - qmin`.
+///   `round` here is the project's half-up rounding.
+///
+/// Unlike the min/max gradient of [`fake_quant_learned`], values inside the range pull on `S`
+/// too, which is what lets LSQ trade rounding error against clipping error at low bit widths.
+pub fn fake_quant_lsq<const D: usize>(
+    x: Tensor<D>,
+    scheme: QScheme,
+    step: Tensor<1>,
+    zero_point: i32,
+) -> Result<(Tensor<D>, QuantParams), TrainError> {
+    let s = scalar(&step);
+    if !(s.is_finite() && s > 0.0) {
+        return Err(TrainError::Quant(format!(
+            "learned step size {s} is not a positive finite number"
+        )));
+    }
+    if zero_point < scheme.qmin() || zero_point > scheme.qmax() {
+        return Err(TrainError::Quant(format!(
+            "zero point {zero_point} is outside the scheme's codes [{}, {}]",
+            scheme.qmin(),
+            scheme.qmax()
+        )));
+    }
+    let p = QuantParams {
+        scale: s,
+        zero_point,
+    };
+    let r = scheme.nudged_range(p);
+    let (lo_c, hi_c) = (
+        (scheme.qmin() - zero_point) as f32,
+        (scheme.qmax() - zero_point) as f32,
+    );
+    let dims = x.dims();
+    let n: usize = dims.iter().product();
+    let q = hi_c.max(-lo_c).max(1.0);
+    let g = 1.0 / ((n.max(1) as f32) * q).sqrt();
+    let xd = x.clone().detach();
+    let fq = fake_quant(xd.clone(), scheme, p);
+    // dOut/dS before the gradient scale, on detached values: round(v) - v inside, the clamped
+    // code outside. `fq / S` is round(v) relative to Z up to f32 rounding, which only touches
+    // the gradient, never the forward value.
+    let v = xd.clone().div_scalar(s);
+    let below = xd.clone().lower_elem(r.min);
+    let above = xd.greater_elem(r.max);
+    let coef = (fq.clone().div_scalar(s) - v)
+        .mask_fill(below, lo_c)
+        .mask_fill(above, hi_c);
+    // `t - t.detach()` is an exact zero that carries the gradient of `t`.
+    let scaled = step.clone().mul_scalar(g);
+    let ds: Tensor<D> = (scaled.clone() - scaled.detach())
+        .reshape([1usize; D])
+        .expand(dims);
+    let xc = clamp_closed(x, r.min, r.max);
+    let out = ste(fq, xc) + coef * ds;
+    Ok((out, p))
+}
+
+/// LSQ's initial step size for values `x` quantized to codes up to `q` away from the zero
+/// point: `2 mean|x| / sqrt(q)`.
+pub fn lsq_initial_step<const D: usize>(x: &Tensor<D>, q: i32) -> f32 {
+    let v = host_vec(x.clone());
+    let mean_abs = v.iter().map(|a| a.abs() as f64).sum::<f64>() / v.len().max(1) as f64;
+    let s = (2.0 * mean_abs / (q.max(1) as f64).sqrt()) as f32;
+    if s.is_finite() && s > 0.0 {
+        s
+    } else {
+        f32::MIN_POSITIVE.max(1e-8)
+    }
+}
+
 /// The single value of a one-element tensor, read to the host.
 pub fn scalar<const D: usize>(t: &Tensor<D>) -> f32 {
     t.clone()

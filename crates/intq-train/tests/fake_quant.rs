@@ -4,8 +4,8 @@
 use burn::tensor::{Device, Tensor, TensorData};
 use intq_quant::{QScheme, QuantParams};
 use intq_train::fake_quant::{
-    fake_quant, fake_quant_learned, fake_quant_per_channel, fake_quant_weights, host_vec,
-    WeightQuant,
+    fake_quant, fake_quant_learned, fake_quant_lsq, fake_quant_per_channel, fake_quant_weights,
+    host_vec, lsq_initial_step, WeightQuant,
 };
 use intq_train::layers::{ConvBn, Ctx, LayerOpts, QuantCfg, ACT_NONE};
 use intq_train::observer::EmaObserver;
@@ -285,6 +285,117 @@ fn learned_range_gradients_are_tensorflows() {
         .map(|(_, &u)| u * (r2.max - r.max))
         .sum();
     assert!(moved.abs() > 0.0);
+}
+
+/// LSQ's step-size gradient written out per element in f64, independently of the tensor code:
+/// `round(x/S) - x/S` inside the nudged range, with `round(x/S)` the code the scalar reference
+/// snapped to (so a tie decided in f32 counts as the forward decided it), the clamped code
+/// outside, times `1/sqrt(N Q)`.
+fn lsq_step_grad(s: QScheme, p: QuantParams, xs: &[f32], up: &[f32]) -> f64 {
+    let r = s.nudged_range(p);
+    let lo_c = (s.qmin() - p.zero_point) as f64;
+    let hi_c = (s.qmax() - p.zero_point) as f64;
+    let q = hi_c.max(-lo_c).max(1.0);
+    let g = 1.0 / (xs.len() as f64 * q).sqrt();
+    let mut sum = 0.0;
+    for (&x, &u) in xs.iter().zip(up) {
+        let coef = if x < r.min {
+            lo_c
+        } else if x > r.max {
+            hi_c
+        } else {
+            let v = x as f64 / p.scale as f64;
+            (s.fake_quant(p, x) as f64 / p.scale as f64).round() - v
+        };
+        sum += u as f64 * coef;
+    }
+    g * sum
+}
+
+#[test]
+fn lsq_forward_is_fake_quant_and_gradients_are_lsqs() {
+    let d = ad();
+    for (s, step, z) in [
+        (QScheme::INT8_SYMMETRIC, 0.0173f32, 0),
+        (QScheme::UINT8, 0.05, 0),
+        (QScheme::UINT8, 0.031, 37),
+        (QScheme::UINT8, 0.031, 255),
+        (QScheme::new(4, true, true, true).unwrap(), 0.2, 0),
+        (QScheme::new(2, false, false, false).unwrap(), 0.7, 1),
+    ] {
+        let p = QuantParams {
+            scale: step,
+            zero_point: z,
+        };
+        let mut xs = edge_values(s, p);
+        xs.retain(|x| x.abs() < 1e6);
+        xs.extend([
+            -3.3 * step,
+            0.49 * step,
+            0.51 * step,
+            1.5 * step,
+            2.5 * step,
+        ]);
+        let up: Vec<f32> = (0..xs.len()).map(|i| 1.0 + (i % 7) as f32).collect();
+        let st = t1(&[step], &d).require_grad();
+        let x = t1(&xs, &d).require_grad();
+        let (y, used) = fake_quant_lsq(x.clone(), s, st.clone(), z).unwrap();
+        assert_eq!(used, p);
+        for (&xv, &yv) in xs.iter().zip(&host_vec(y.clone())) {
+            assert_eq!(
+                yv.to_bits(),
+                s.fake_quant(p, xv).to_bits(),
+                "{s:?} {p:?} x={xv}"
+            );
+        }
+        let grads = (y * t1(&up, &d)).sum().backward();
+        let gs = host_vec(st.grad(&grads).unwrap())[0] as f64;
+        let want = lsq_step_grad(s, p, &xs, &up);
+        assert!(
+            (gs - want).abs() <= 1e-4 * (1.0 + want.abs()),
+            "{s:?} {p:?}: dS {gs} want {want}"
+        );
+        let r = s.nudged_range(p);
+        for (i, &g) in host_vec(x.grad(&grads).unwrap()).iter().enumerate() {
+            let inside = xs[i] >= r.min && xs[i] <= r.max;
+            assert_eq!(g, if inside { up[i] } else { 0.0 }, "x={}", xs[i]);
+        }
+    }
+}
+
+#[test]
+fn lsq_step_descends_on_the_quantization_error() {
+    // Values spread wider than the initial range: clipping dominates, so gradient descent on
+    // the squared quantization error must grow the step; then a too-large step must shrink.
+    let d = ad();
+    let s = QScheme::new(4, true, true, true).unwrap();
+    let xs: Vec<f32> = (0..200).map(|i| ((i as f32) * 0.37).sin() * 3.0).collect();
+    for (start, grows) in [(0.01f32, true), (5.0, false)] {
+        let x = t1(&xs, &d);
+        let st = t1(&[start], &d).require_grad();
+        let (y, _) = fake_quant_lsq(x.clone(), s, st.clone(), 0).unwrap();
+        let err = (y - x).powi_scalar(2).sum();
+        let g = host_vec(st.grad(&err.backward()).unwrap())[0];
+        assert!(
+            if grows { g < 0.0 } else { g > 0.0 },
+            "start {start}: dS {g}"
+        );
+    }
+    let init = lsq_initial_step(&t1(&xs, &plain()), 7);
+    let mean_abs = xs.iter().map(|v| v.abs()).sum::<f32>() / xs.len() as f32;
+    assert!((init - 2.0 * mean_abs / 7f32.sqrt()).abs() < 1e-5);
+}
+
+#[test]
+fn lsq_refuses_bad_steps_and_zero_points() {
+    let d = plain();
+    let x = t1(&[0.5, -0.5], &d);
+    for bad in [0.0f32, -0.1, f32::NAN, f32::INFINITY] {
+        let e = fake_quant_lsq(x.clone(), QScheme::UINT8, t1(&[bad], &d), 0).unwrap_err();
+        assert!(e.to_string().contains("step size"), "{e}");
+    }
+    let e = fake_quant_lsq(x, QScheme::UINT8, t1(&[0.1], &d), 256).unwrap_err();
+    assert!(e.to_string().contains("zero point 256"), "{e}");
 }
 
 #[test]
