@@ -134,10 +134,12 @@ impl Conv2dPlan {
             return self.gemm.run(input, m, output, threads);
         }
         let zp = T::from_bits(self.input_zero_point as u8);
+        // Padded taps are runs of the zero point, handed from here.
+        let zps = vec![zp; kw * in_c];
         // Rows are pixels in (b, oy, ox) order; two 32-bit divisions find one (64-bit `div`
         // was a tenth of ResNet-20's im2col at 16 channels), 64-bit ones past u32 sizes.
         let small = m <= u32::MAX as usize;
-        let row = |r: usize, buf: &mut [T]| {
+        let row = |r: usize, emit: &mut dyn FnMut(&[T])| {
             let (b, oy, ox) = if small {
                 let (r32, w32, h32) = (r as u32, out_w as u32, out_h as u32);
                 let q = r32 / w32;
@@ -148,40 +150,37 @@ impl Conv2dPlan {
             };
             for fy in 0..kh {
                 let iy = (oy * p.stride_h + fy * p.dilation_h).checked_sub(p.padding.top);
-                let dst = &mut buf[fy * kw * in_c..(fy + 1) * kw * in_c];
                 let Some(iy) = iy.filter(|&iy| iy < in_h) else {
-                    dst.fill(zp);
+                    emit(&zps);
                     continue;
                 };
                 if p.dilation_w == 1 {
                     // Undilated taps of one filter row are adjacent pixels, contiguous in NHWC:
-                    // one copy for the in-bounds run (a copy per tap was a third of ResNet-20's
+                    // one run for the in-bounds part (a copy per tap was a third of ResNet-20's
                     // time at 16 channels), the zero point either side of it.
                     let x0 = (ox * p.stride_w) as isize - p.padding.left as isize;
                     let lo = (-x0).clamp(0, kw as isize) as usize;
                     let hi = (in_w as isize - x0).clamp(lo as isize, kw as isize) as usize;
                     if lo > 0 {
-                        dst[..lo * in_c].fill(zp);
-                    }
-                    if hi < kw {
-                        dst[hi * in_c..].fill(zp);
+                        emit(&zps[..lo * in_c]);
                     }
                     if hi > lo {
                         let s = ((b * in_h + iy) * in_w + (x0 + lo as isize) as usize) * in_c;
-                        dst[lo * in_c..hi * in_c].copy_from_slice(&input[s..s + (hi - lo) * in_c]);
+                        emit(&input[s..s + (hi - lo) * in_c]);
+                    }
+                    if hi < kw {
+                        emit(&zps[hi * in_c..]);
                     }
                     continue;
                 }
-                let iy = Some(iy);
                 for fx in 0..kw {
-                    let dst = &mut buf[(fy * kw + fx) * in_c..(fy * kw + fx + 1) * in_c];
                     let ix = (ox * p.stride_w + fx * p.dilation_w).checked_sub(p.padding.left);
-                    match (iy, ix) {
-                        (Some(iy), Some(ix)) if iy < in_h && ix < in_w => {
+                    match ix {
+                        Some(ix) if ix < in_w => {
                             let s = ((b * in_h + iy) * in_w + ix) * in_c;
-                            dst.copy_from_slice(&input[s..s + in_c]);
+                            emit(&input[s..s + in_c]);
                         }
-                        _ => dst.fill(zp),
+                        _ => emit(&zps[..in_c]),
                     }
                 }
             }

@@ -38,8 +38,13 @@ impl Kernel for Avx2 {
     fn a_elem(x: u8) -> i16 {
         x as i16
     }
-    unsafe fn pack_a_row<T: crate::gemm::Code8>(src: &[T], panel: &mut [i16], i: usize) -> u32 {
-        pack_a_row(src, panel, i)
+    unsafe fn pack_a_seg<T: crate::gemm::Code8>(
+        src: &[T],
+        panel: &mut [i16],
+        i: usize,
+        k0: usize,
+    ) -> u32 {
+        pack_a_seg(src, panel, i, k0)
     }
     fn b_elem(w: i8) -> i16 {
         w as i16
@@ -139,42 +144,64 @@ unsafe fn tile(
     }
 }
 
-/// Row `i` of a packed A panel, 16 codes at a time: mapped to canonical u8 (`^ 0x80` for int8),
-/// summed with `psadbw`, widened to int16 and stored as two 8-code group runs. Packing with
-/// scalar stores was a third of a conv-shaped GEMM's time (M=3136, K=576, N=64).
+/// Codes `k0 ..` of row `i` of a packed A panel, 16 codes at a time once `k0` reaches a group
+/// boundary: mapped to canonical u8 (`^ 0x80` for int8), summed with `psadbw`, widened to int16
+/// and stored as two 8-code group runs (then one 8-code run, then scalar). Packing with scalar
+/// stores was a third of a conv-shaped GEMM's time (M=3136, K=576, N=64); im2col hands its
+/// window rows here directly (runs of `kw * in_c` codes, group-aligned when `in_c % 8 == 0`).
 ///
 /// # Safety
-/// The CPU has AVX2; `panel` holds `MR` rows of whole groups covering `src.len()`.
+/// The CPU has AVX2.
 #[target_feature(enable = "avx2")]
-unsafe fn pack_a_row<T: crate::gemm::Code8>(src: &[T], panel: &mut [i16], i: usize) -> u32 {
-    let k = src.len();
-    assert!(panel.len() >= k.div_ceil(KG) * KG * MR && i < MR);
+unsafe fn pack_a_seg<T: crate::gemm::Code8>(
+    src: &[T],
+    panel: &mut [i16],
+    i: usize,
+    k0: usize,
+) -> u32 {
+    let len = src.len();
+    assert!(panel.len() >= (k0 + len).div_ceil(KG) * KG * MR && i < MR);
     let s = src.as_ptr() as *const u8;
     let d = panel.as_mut_ptr();
+    let at = |kk: usize| ((kk / KG) * MR + i) * KG + kk % KG;
+    let mut sum = 0u32;
+    let scalar = |j: usize, sum: &mut u32| {
+        let v = src[j].canon_a();
+        *sum = sum.wrapping_add(v as u32);
+        *d.add(at(k0 + j)) = v as i16;
+    };
+    let head = ((KG - k0 % KG) % KG).min(len);
+    for j in 0..head {
+        scalar(j, &mut sum);
+    }
     let flip = _mm_set1_epi8(if T::A_OFFSET != 0 { -128 } else { 0 });
     let zero = _mm_setzero_si128();
     let mut sums = _mm_setzero_si128();
-    let whole = k / 16 * 16;
-    for kk in (0..whole).step_by(16) {
-        let v = _mm_xor_si128(_mm_loadu_si128(s.add(kk) as *const __m128i), flip);
+    let mut j = head;
+    while j + 16 <= len {
+        let v = _mm_xor_si128(_mm_loadu_si128(s.add(j) as *const __m128i), flip);
         sums = _mm_add_epi64(sums, _mm_sad_epu8(v, zero));
         let w = _mm256_cvtepu8_epi16(v);
-        let g = kk / KG;
+        let p = d.add(at(k0 + j));
+        _mm_storeu_si128(p as *mut __m128i, _mm256_castsi256_si128(w));
         _mm_storeu_si128(
-            d.add((g * MR + i) * KG) as *mut __m128i,
-            _mm256_castsi256_si128(w),
-        );
-        _mm_storeu_si128(
-            d.add(((g + 1) * MR + i) * KG) as *mut __m128i,
+            p.add(MR * KG) as *mut __m128i,
             _mm256_extracti128_si256::<1>(w),
         );
+        j += 16;
     }
-    let mut sum =
-        (_mm_cvtsi128_si64(sums) as u64).wrapping_add(_mm_extract_epi64::<1>(sums) as u64) as u32;
-    for (kk, &x) in src.iter().enumerate().skip(whole) {
-        let v = x.canon_a();
-        sum = sum.wrapping_add(v as u32);
-        *d.add(((kk / KG) * MR + i) * KG + kk % KG) = v as i16;
+    if j + 8 <= len {
+        let v = _mm_xor_si128(_mm_loadl_epi64(s.add(j) as *const __m128i), flip);
+        // Only the low 8 lanes are codes; the high lane of the sum is the flipped zeros.
+        sums = _mm_add_epi64(sums, _mm_move_epi64(_mm_sad_epu8(v, zero)));
+        _mm_storeu_si128(d.add(at(k0 + j)) as *mut __m128i, _mm_cvtepu8_epi16(v));
+        j += 8;
+    }
+    sum = sum
+        .wrapping_add(_mm_cvtsi128_si64(sums) as u32)
+        .wrapping_add(_mm_extract_epi64::<1>(sums) as u32);
+    for j in j..len {
+        scalar(j, &mut sum);
     }
     sum
 }
