@@ -9,7 +9,7 @@ use crate::plan::{
 };
 use crate::validate::describe;
 use crate::{DType, EngineError, Graph, Op, TensorData, TensorId};
-use intq_kernels::gemm::{threads_for_work, with_threads, Code8};
+use intq_kernels::gemm::{threads_for_work, Code8};
 use intq_kernels::reference::{self as k, ConcatInput, LogisticTable, RequantTable};
 use intq_kernels::{Multipliers, OutputStage};
 
@@ -270,15 +270,9 @@ pub(crate) fn run(
             copy_into(&mut frame.buffers[slot], value);
         }
     }
-    // With several threads the whole run goes into the pool once: each op's `with_threads`
-    // then runs in place on a pool worker instead of handing the op to the pool and waiting,
-    // a round trip per op that made ResNet-20 slower at 2 threads than at 1.
-    let parallel = matches!(plan.tier, intq_kernels::KernelTier::Fast(_)) && plan.threads != 1;
-    if parallel {
-        with_threads(plan.threads, || run_ops(graph, plan, memory, &mut frame));
-    } else {
-        run_ops(graph, plan, memory, &mut frame);
-    }
+    // The fast kernels split an op's work over the kernel team's spinning helpers
+    // (`intq_kernels::gemm::parallel_for`), which take a job without a wake-up.
+    run_ops(graph, plan, memory, &mut frame);
     let values = wanted.iter().map(|&id| frame.value(id)).collect();
     if reuse {
         plan.arena.give_back(frame.buffers);
@@ -380,13 +374,13 @@ fn fast_conv<T: Code>(
         Some(FastConv::Conv(c)) if c.supports::<T>(ishape, oshape) => {
             let [_, kh, kw, ic] = f.shape4(filter);
             let t = threads_for_work(f.threads, out.len() * kh * kw * ic);
-            with_threads(t, || c.run(x, ishape, out, oshape, t));
+            c.run(x, ishape, out, oshape, t);
             true
         }
         Some(FastConv::Depthwise(d)) => {
             let [_, kh, kw, _] = f.shape4(filter);
             let t = threads_for_work(f.threads, out.len() * kh * kw);
-            with_threads(t, || d.run(x, ishape, out, oshape, t));
+            d.run(x, ishape, out, oshape, t);
             true
         }
         _ => false,
@@ -398,7 +392,7 @@ fn fast_fc<T: Code>(f: &Frame, p: &FcPrep, input: TensorId, out: &mut [T]) -> bo
     let Some(fc) = &p.fast else { return false };
     let x = f.codes::<T>(input);
     let t = threads_for_work(f.threads, out.len() * p.depth);
-    with_threads(t, || fc.run(x, p.batches, out, t));
+    fc.run(x, p.batches, out, t);
     true
 }
 

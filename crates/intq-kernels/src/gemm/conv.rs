@@ -12,6 +12,11 @@ use crate::isa::Isa;
 use crate::{ConvParams, Multipliers, OutputStage};
 use intq_quant::QuantizedMultiplier;
 
+thread_local! {
+    /// One im2col row, for convolutions whose window runs do not fall on whole 8-code groups.
+    static GATHER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// A convolution (NHWC input, OHWI filter) with its filter packed for one tier.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Conv2dPlan {
@@ -185,7 +190,31 @@ impl Conv2dPlan {
                 }
             }
         };
-        self.gemm.run_rows(m, output, threads, &row);
+        if in_c % 8 == 0 {
+            self.gemm.run_rows(m, output, threads, &row);
+            return;
+        }
+        // Runs of `kw * in_c` codes off the 8-code groups would pack code by code (ResNet-20's
+        // 3-channel stem); gathered into one row first, they pack 16 codes at a time.
+        let k = kh * kw * in_c;
+        let gathered = |r: usize, emit: &mut dyn FnMut(&[T])| {
+            GATHER.with(|cell| {
+                let mut buf = cell.borrow_mut();
+                buf.resize(k, 0);
+                let mut at = 0;
+                row(r, &mut |seg: &[T]| {
+                    // SAFETY: T is one byte.
+                    let bytes =
+                        unsafe { std::slice::from_raw_parts(seg.as_ptr() as *const u8, seg.len()) };
+                    buf[at..at + seg.len()].copy_from_slice(bytes);
+                    at += seg.len();
+                });
+                debug_assert_eq!(at, k);
+                // SAFETY: T is one byte, and any byte is a code.
+                emit(unsafe { std::slice::from_raw_parts(buf.as_ptr() as *const T, k) })
+            })
+        };
+        self.gemm.run_rows(m, output, threads, &gathered);
     }
 }
 
@@ -378,20 +407,15 @@ impl DepthwisePlan {
         if oc == 0 || out_w == 0 {
             return;
         }
-        if threads <= 1 || rows <= 1 {
-            output
-                .chunks_mut(row_len)
-                .take(rows)
-                .enumerate()
-                .for_each(work);
-        } else {
-            use rayon::prelude::*;
-            output
-                .par_chunks_mut(row_len)
-                .take(rows)
-                .enumerate()
-                .for_each(work);
-        }
+        let out_ptr = super::SendPtr(output.as_mut_ptr() as *mut u8);
+        super::parallel_for(threads, rows, &|r: usize| {
+            let op = out_ptr;
+            // SAFETY: each task writes its own output row, inside `output` (length checked).
+            let out_row = unsafe {
+                std::slice::from_raw_parts_mut((op.0 as *mut T).add(r * row_len), row_len)
+            };
+            work((r, out_row))
+        });
     }
 }
 

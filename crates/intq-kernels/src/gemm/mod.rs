@@ -31,7 +31,7 @@ mod threads;
 
 pub use conv::{Conv2dPlan, DepthwisePlan, FullyConnectedPlan};
 pub use elementwise::{add, max_pool};
-pub use threads::{all_cores, threads_for_work, with_threads};
+pub use threads::{all_cores, parallel_for, threads_for_work, with_threads};
 
 use crate::isa::{portable::Portable, Isa};
 use crate::{Multipliers, OutputStage, QElem};
@@ -373,7 +373,7 @@ impl PreparedGemm {
     }
 
     /// `out` (`m x n`) from `a` (`m x k`, row-major), on up to `threads` threads of the current
-    /// rayon pool (see [`with_threads`]). The result does not depend on `threads`.
+    /// kernel team (see [`parallel_for`]). The result does not depend on `threads`.
     pub fn run<T: Code8>(&self, a: &[T], m: usize, out: &mut [T], threads: usize) {
         assert_eq!(
             a.len(),
@@ -522,17 +522,12 @@ impl PreparedGemm {
             unsafe { K::end_task() };
         };
         let tasks = chunks_m * blocks_n;
-        if threads == 1 || tasks == 1 {
-            (0..tasks).for_each(task);
-        } else {
-            use rayon::prelude::*;
-            (0..tasks).into_par_iter().for_each(task);
-        }
+        parallel_for(threads, tasks, &task);
     }
 }
 
 #[derive(Clone, Copy)]
-struct SendPtr(*mut u8);
+pub(crate) struct SendPtr(pub(crate) *mut u8);
 // SAFETY: tasks write disjoint tiles of the output through it.
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
