@@ -7,7 +7,7 @@
 //! for every output pixel, the window's taps are accumulated across channels (contiguous in
 //! NHWC, so the loop vectorizes) and the row is finished by the tier's vector output stage.
 
-use super::{Code8, Epilogue, PreparedGemm};
+use super::{Code8, Epilogue, Packed, PreparedGemm};
 use crate::isa::Isa;
 use crate::{ConvParams, Multipliers, OutputStage};
 use intq_quant::QuantizedMultiplier;
@@ -138,6 +138,10 @@ impl Conv2dPlan {
             // A 1x1 convolution is a plain GEMM over pixels.
             return self.gemm.run(input, m, output, threads);
         }
+        #[cfg(target_arch = "x86_64")]
+        if self.gemm.isa == Isa::Avx2 && in_c % 8 == 0 && p.dilation_w == 1 {
+            return self.run_implicit_avx2(input, input_shape, output, output_shape, threads);
+        }
         let zp = T::from_bits(self.input_zero_point as u8);
         // Padded taps are runs of the zero point, handed from here.
         let zps = vec![zp; kw * in_c];
@@ -216,6 +220,172 @@ impl Conv2dPlan {
         };
         self.gemm.run_rows(m, output, threads, &gathered);
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Conv2dPlan {
+    /// Implicit GEMM on the AVX2 tier: the input is widened once into a padded image of
+    /// canonical int16 codes (the padding holds the input zero point, whose `(q - Z_in)` is 0,
+    /// as in the reference skipping it), with each pixel's code sum; the tile kernel then reads
+    /// every output pixel's window in place (a filter row's taps are adjacent, `kw * in_c`
+    /// codes, whole 8-code groups when `in_c % 8 == 0`) and a row sum is the sum of its window's
+    /// pixel sums. No im2col row is copied or packed; the products and their order are those of
+    /// the packed tile, so the result is the same.
+    fn run_implicit_avx2<T: Code8>(
+        &self,
+        input: &[T],
+        input_shape: [usize; 4],
+        output: &mut [T],
+        output_shape: [usize; 4],
+        threads: usize,
+    ) {
+        use crate::isa::avx2::{self, ImplicitRows, KG, MR, NR};
+        let [batches, in_h, in_w, in_c] = input_shape;
+        let [oc, kh, kw, _] = self.filter_shape;
+        let [_, out_h, out_w, _] = output_shape;
+        let p = self.params;
+        let m = batches * out_h * out_w;
+        if m == 0 || oc == 0 {
+            return;
+        }
+        let reach = |out: usize, stride: usize, k: usize, dil: usize| {
+            (out - 1) * stride + (k - 1) * dil + 1
+        };
+        let (pt, pl) = (p.padding.top, p.padding.left);
+        let hp = (pt + in_h).max(reach(out_h, p.stride_h, kh, p.dilation_h));
+        let wp = (pl + in_w).max(reach(out_w, p.stride_w, kw, 1));
+        // In the code range whenever a window reaches the padding (`supports`); unused else.
+        let zc = (self.input_zero_point.wrapping_add(T::A_OFFSET)) as i16;
+        let Packed::I16(bpacked) = &self.gemm.packed else {
+            unreachable!("the AVX2 tier packs int16 weights")
+        };
+        let b = bpacked.as_slice();
+        let epi = &self.gemm.epi;
+        let groups = kh * kw * in_c / KG;
+        let run_groups = kw * in_c / KG;
+        IMAGE.with(|cell| {
+            let mut guard = cell.borrow_mut();
+            let (image, sums) = &mut *guard;
+            image.resize(batches * hp * wp * in_c, 0);
+            sums.resize(batches * hp * wp, 0);
+            let row_len = wp * in_c;
+            let (img_ptr, sum_ptr) = (
+                super::SendPtr(image.as_mut_ptr() as *mut u8),
+                super::SendPtr(sums.as_mut_ptr() as *mut u8),
+            );
+            // Image rows in parallel: each task writes its own row.
+            let fill = |t: usize| {
+                let (ip, sp) = (img_ptr, sum_ptr);
+                let (bi, y) = (t / hp, t % hp);
+                // SAFETY: row t of the image and of the sums, disjoint between tasks, inside
+                // the buffers sized above.
+                let (dst, dsum) = unsafe {
+                    (
+                        std::slice::from_raw_parts_mut(
+                            (ip.0 as *mut i16).add(t * row_len),
+                            row_len,
+                        ),
+                        std::slice::from_raw_parts_mut((sp.0 as *mut i32).add(t * wp), wp),
+                    )
+                };
+                let zsum = (in_c as i32).wrapping_mul(zc as i32);
+                let iy = y.checked_sub(pt).filter(|&iy| iy < in_h);
+                let Some(iy) = iy else {
+                    dst.fill(zc);
+                    dsum.fill(zsum);
+                    return;
+                };
+                let x1 = (pl + in_w).min(wp);
+                dst[..pl * in_c].fill(zc);
+                dsum[..pl].fill(zsum);
+                dst[x1 * in_c..].fill(zc);
+                dsum[x1..].fill(zsum);
+                let s = (bi * in_h + iy) * in_w * in_c;
+                // SAFETY: AVX2 is this plan's (available) tier; in_c % 8 == 0; the lengths
+                // agree.
+                unsafe {
+                    avx2::canon_row(
+                        &input[s..s + (x1 - pl) * in_c],
+                        in_c,
+                        &mut dst[pl * in_c..x1 * in_c],
+                        &mut dsum[pl..x1],
+                    )
+                };
+            };
+            super::parallel_for(threads.min(batches * hp), batches * hp, &fill);
+            let (image, sums) = (&image[..], &sums[..]);
+            // A chunk of pixels whose windows (about kh image rows of its width) stay in L2
+            // while every B panel streams past them.
+            let threads = threads.max(1);
+            let mut chunk = ((128 * 1024) / (in_c * 2 * kh).max(1)).clamp(MR, 2048) / MR * MR;
+            chunk = chunk.min(m.div_ceil(threads).div_ceil(MR) * MR).max(MR);
+            let chunks = m.div_ceil(chunk);
+            let panels = oc.div_ceil(NR);
+            let out_ptr = super::SendPtr(output.as_mut_ptr() as *mut u8);
+            let task = |t: usize| {
+                let op = out_ptr;
+                let r0 = t * chunk;
+                let rows = chunk.min(m - r0);
+                let tiles = rows.div_ceil(MR);
+                let mut bases = vec![0usize; tiles * MR];
+                let mut rowsum = vec![0i32; tiles * MR];
+                for (j, (base, rs)) in bases.iter_mut().zip(rowsum.iter_mut()).enumerate() {
+                    // Padding rows of the last tile repeat the chunk's last pixel.
+                    let r = r0 + j.min(rows - 1);
+                    let (bi, oy, ox) = (r / (out_h * out_w), (r / out_w) % out_h, r % out_w);
+                    let (y0, x0) = (oy * p.stride_h, ox * p.stride_w);
+                    *base = ((bi * hp + y0) * wp + x0) * in_c;
+                    let mut sum = 0i32;
+                    for fy in 0..kh {
+                        let at = (bi * hp + y0 + fy * p.dilation_h) * wp + x0;
+                        for &v in &sums[at..at + kw] {
+                            sum = sum.wrapping_add(v);
+                        }
+                    }
+                    *rs = sum;
+                }
+                for pn in 0..panels {
+                    let n0 = pn * NR;
+                    let cols = NR.min(oc - n0);
+                    let bp = &b[pn * groups * KG * NR..];
+                    for tile in 0..tiles {
+                        let rows_a = ImplicitRows {
+                            base: std::array::from_fn(|i| image[bases[tile * MR + i]..].as_ptr()),
+                            kh,
+                            row_stride: p.dilation_h * wp * in_c,
+                            run_groups,
+                        };
+                        let r = tile * MR;
+                        // SAFETY: AVX2 is this plan's tier; every window lies inside the padded
+                        // image (hp, wp cover the reach of every output pixel); the B panel holds
+                        // `groups` groups; the stores stay in this task's rows r0 + r .. and
+                        // columns n0 .. n0 + cols, disjoint between tasks.
+                        unsafe {
+                            avx2::tile_implicit(
+                                &rows_a,
+                                bp.as_ptr(),
+                                rowsum.as_ptr().add(r),
+                                epi,
+                                n0,
+                                op.0.add((r0 + r) * oc + n0),
+                                oc,
+                                MR.min(rows - r),
+                                cols,
+                            )
+                        };
+                    }
+                }
+            };
+            super::parallel_for(threads, chunks, &task);
+        });
+    }
+}
+
+thread_local! {
+    /// The padded canonical image and its pixel sums of [`Conv2dPlan::run_implicit_avx2`],
+    /// reused between calls (every element is written before it is read).
+    static IMAGE: std::cell::RefCell<(Vec<i16>, Vec<i32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// A fully connected layer (`weights` `[out, depth]`) with its weights packed for one tier.

@@ -16,12 +16,12 @@ use crate::gemm::{Epilogue, Kernel};
 
 pub(crate) struct Avx2;
 
-const MR: usize = 6;
-const NR: usize = 16;
+pub(crate) const MR: usize = 6;
+pub(crate) const NR: usize = 16;
 /// k per group: a group is 4 `vpmaddwd` pairs. Packed A keeps a row's 8 codes of a group
 /// together (16 bytes), so packing moves 16-byte runs rather than 4-byte pairs; packing was
 /// about 40% of a conv-shaped GEMM (M=3136, K=576, N=64) with pairs.
-const KG: usize = 8;
+pub(crate) const KG: usize = 8;
 /// k of one `vpmaddwd` lane: packed B keeps each column's pair together.
 const PAIR: usize = 2;
 
@@ -119,6 +119,24 @@ unsafe fn tile(
         }
         return;
     }
+    finish_tile(&acc, rowsum, epi, n0, out, ldc, rows, cols);
+}
+
+/// The output stage on a tile of raw accumulators, stored as codes (`rows x cols` at `out`,
+/// stride `ldc`).
+#[inline]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn finish_tile(
+    acc: &[[__m256i; 2]; MR],
+    rowsum: *const i32,
+    epi: &Epilogue,
+    n0: usize,
+    out: *mut u8,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+) {
     if epi.vector_ok {
         for (i, acc_i) in acc.iter().enumerate() {
             if i >= rows {
@@ -141,6 +159,100 @@ unsafe fn tile(
             }
         }
         epi.finish_scalar(&raw, NR, rowsum, n0, out, ldc, rows, cols);
+    }
+}
+
+/// Rows of the implicit-GEMM tile: the canonical int16 codes of each of the `MR` output
+/// pixels' windows, read in place from a padded image instead of a packed A panel.
+pub(crate) struct ImplicitRows {
+    /// Each pixel's window origin (filter tap (0, 0), channel 0) in the padded image.
+    pub base: [*const i16; MR],
+    /// Filter rows, and the image elements between two of them.
+    pub kh: usize,
+    pub row_stride: usize,
+    /// 8-code groups of one filter row (`kw * in_c / 8`; the taps of a row are adjacent).
+    pub run_groups: usize,
+}
+
+/// An implicit-GEMM tile: like [`Kernel::tile`] (one K block, finished) with row `i`'s k-th
+/// code at `rows.base[i] + (k / run) * row_stride + k % run` for a run of `8 * run_groups`:
+/// the same products in the same order as the packed tile, so the same accumulators.
+///
+/// # Safety
+/// The CPU has AVX2; every row's `kh` runs are inside the image; `b` is a packed B panel of
+/// `kh * run_groups` groups; `rowsum` holds `MR` values; `epi`'s columns cover `n0 + NR`; `out`
+/// is valid for the `rows x cols` stores at stride `ldc`.
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn tile_implicit(
+    rows_a: &ImplicitRows,
+    b: *const i16,
+    rowsum: *const i32,
+    epi: &Epilogue,
+    n0: usize,
+    out: *mut u8,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+) {
+    let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+    let mut bp = b;
+    for fy in 0..rows_a.kh {
+        let mut ap: [*const i16; MR] =
+            std::array::from_fn(|i| rows_a.base[i].add(fy * rows_a.row_stride));
+        for _ in 0..rows_a.run_groups {
+            for j in 0..KG / PAIR {
+                let bj = bp.add(j * NR * PAIR);
+                let b0 = _mm256_loadu_si256(bj as *const __m256i);
+                let b1 = _mm256_loadu_si256(bj.add(8 * PAIR) as *const __m256i);
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    let av =
+                        _mm256_set1_epi32((ap[i].add(j * PAIR) as *const i32).read_unaligned());
+                    acc_i[0] = _mm256_add_epi32(acc_i[0], _mm256_madd_epi16(av, b0));
+                    acc_i[1] = _mm256_add_epi32(acc_i[1], _mm256_madd_epi16(av, b1));
+                }
+            }
+            for a in ap.iter_mut() {
+                *a = a.add(KG);
+            }
+            bp = bp.add(NR * KG);
+        }
+    }
+    finish_tile(&acc, rowsum, epi, n0, out, ldc, rows, cols);
+}
+
+/// One row of a padded canonical image: `codes` mapped to canonical u8 and widened to int16,
+/// with the sum of each pixel's `c` codes in `sums`.
+///
+/// # Safety
+/// The CPU has AVX2; `c % 8 == 0`; `dst.len() == codes.len()`; `sums.len() * c == codes.len()`.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn canon_row<T: crate::gemm::Code8>(
+    codes: &[T],
+    c: usize,
+    dst: &mut [i16],
+    sums: &mut [i32],
+) {
+    let flip = _mm_set1_epi8(if T::A_OFFSET != 0 { -128 } else { 0 });
+    let zero = _mm_setzero_si128();
+    let s = codes.as_ptr() as *const u8;
+    let d = dst.as_mut_ptr();
+    for (px, sum) in sums.iter_mut().enumerate() {
+        let mut acc = _mm_setzero_si128();
+        let mut j = px * c;
+        let end = j + c;
+        while j + 16 <= end {
+            let v = _mm_xor_si128(_mm_loadu_si128(s.add(j) as *const __m128i), flip);
+            acc = _mm_add_epi64(acc, _mm_sad_epu8(v, zero));
+            _mm256_storeu_si256(d.add(j) as *mut __m256i, _mm256_cvtepu8_epi16(v));
+            j += 16;
+        }
+        if j < end {
+            let v = _mm_xor_si128(_mm_loadl_epi64(s.add(j) as *const __m128i), flip);
+            acc = _mm_add_epi64(acc, _mm_move_epi64(_mm_sad_epu8(v, zero)));
+            _mm_storeu_si128(d.add(j) as *mut __m128i, _mm_cvtepu8_epi16(v));
+        }
+        *sum = (_mm_cvtsi128_si64(acc) as i32).wrapping_add(_mm_extract_epi64::<1>(acc) as i32);
     }
 }
 
