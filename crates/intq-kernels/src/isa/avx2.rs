@@ -25,6 +25,18 @@ pub(crate) const KG: usize = 8;
 /// k of one `vpmaddwd` lane: packed B keeps each column's pair together.
 const PAIR: usize = 2;
 
+/// One pair step of a tile row: the row's pair of codes at `$a + $k` broadcast against the
+/// step's two B vectors into the row's two accumulators. The tiles spell out their 12
+/// accumulators as locals so they stay in registers (in arrays they were spilled to the stack
+/// on every step, about a third of the tile's time).
+macro_rules! row_step {
+    ($a:expr, $k:expr, $b0:ident, $b1:ident, $x:ident, $y:ident) => {
+        let av = _mm256_set1_epi32(($a.add($k) as *const i32).read_unaligned());
+        $x = _mm256_add_epi32($x, _mm256_madd_epi16(av, $b0));
+        $y = _mm256_add_epi32($y, _mm256_madd_epi16(av, $b1));
+    };
+}
+
 impl Kernel for Avx2 {
     const MR: usize = MR;
     const NR: usize = NR;
@@ -87,30 +99,40 @@ unsafe fn tile(
     rows: usize,
     cols: usize,
 ) {
-    let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+    let z = _mm256_setzero_si256();
+    let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
+    let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
     if !first {
-        for (i, acc_i) in acc.iter_mut().enumerate() {
-            for (h, v) in acc_i.iter_mut().enumerate() {
-                *v = _mm256_loadu_si256(c.add(i * NR + 8 * h) as *const __m256i);
-            }
-        }
+        let ld = |i: usize, h: usize| _mm256_loadu_si256(c.add(i * NR + 8 * h) as *const __m256i);
+        (c00, c01, c10, c11, c20, c21) =
+            (ld(0, 0), ld(0, 1), ld(1, 0), ld(1, 1), ld(2, 0), ld(2, 1));
+        (c30, c31, c40, c41, c50, c51) =
+            (ld(3, 0), ld(3, 1), ld(4, 0), ld(4, 1), ld(5, 0), ld(5, 1));
     }
     let (mut ap, mut bp) = (a, b);
     for _ in 0..groups {
         for j in 0..KG / PAIR {
-            let bj = bp.add(j * NR * PAIR);
-            let b0 = _mm256_loadu_si256(bj as *const __m256i);
-            let b1 = _mm256_loadu_si256(bj.add(8 * PAIR) as *const __m256i);
-            for (i, acc_i) in acc.iter_mut().enumerate() {
-                let av =
-                    _mm256_set1_epi32((ap.add(i * KG + j * PAIR) as *const i32).read_unaligned());
-                acc_i[0] = _mm256_add_epi32(acc_i[0], _mm256_madd_epi16(av, b0));
-                acc_i[1] = _mm256_add_epi32(acc_i[1], _mm256_madd_epi16(av, b1));
-            }
+            let b0 = _mm256_loadu_si256(bp as *const __m256i);
+            let b1 = _mm256_loadu_si256(bp.add(8 * PAIR) as *const __m256i);
+            bp = bp.add(NR * PAIR);
+            let k = j * PAIR;
+            row_step!(ap, k, b0, b1, c00, c01);
+            row_step!(ap.add(KG), k, b0, b1, c10, c11);
+            row_step!(ap.add(2 * KG), k, b0, b1, c20, c21);
+            row_step!(ap.add(3 * KG), k, b0, b1, c30, c31);
+            row_step!(ap.add(4 * KG), k, b0, b1, c40, c41);
+            row_step!(ap.add(5 * KG), k, b0, b1, c50, c51);
         }
         ap = ap.add(MR * KG);
-        bp = bp.add(NR * KG);
     }
+    let acc = [
+        [c00, c01],
+        [c10, c11],
+        [c20, c21],
+        [c30, c31],
+        [c40, c41],
+        [c50, c51],
+    ];
     if !last {
         for (i, acc_i) in acc.iter().enumerate() {
             for (h, &v) in acc_i.iter().enumerate() {
@@ -195,29 +217,35 @@ pub(crate) unsafe fn tile_implicit(
     rows: usize,
     cols: usize,
 ) {
-    let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+    let z = _mm256_setzero_si256();
+    let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
+    let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
     let mut bp = b;
+    let steps = rows_a.run_groups * (KG / PAIR);
     for fy in 0..rows_a.kh {
-        let mut ap: [*const i16; MR] =
-            std::array::from_fn(|i| rows_a.base[i].add(fy * rows_a.row_stride));
-        for _ in 0..rows_a.run_groups {
-            for j in 0..KG / PAIR {
-                let bj = bp.add(j * NR * PAIR);
-                let b0 = _mm256_loadu_si256(bj as *const __m256i);
-                let b1 = _mm256_loadu_si256(bj.add(8 * PAIR) as *const __m256i);
-                for (i, acc_i) in acc.iter_mut().enumerate() {
-                    let av =
-                        _mm256_set1_epi32((ap[i].add(j * PAIR) as *const i32).read_unaligned());
-                    acc_i[0] = _mm256_add_epi32(acc_i[0], _mm256_madd_epi16(av, b0));
-                    acc_i[1] = _mm256_add_epi32(acc_i[1], _mm256_madd_epi16(av, b1));
-                }
-            }
-            for a in ap.iter_mut() {
-                *a = a.add(KG);
-            }
-            bp = bp.add(NR * KG);
+        let off = fy * rows_a.row_stride;
+        let [a0, a1, a2, a3, a4, a5] = rows_a.base.map(|p| p.add(off));
+        for s in 0..steps {
+            let b0 = _mm256_loadu_si256(bp as *const __m256i);
+            let b1 = _mm256_loadu_si256(bp.add(8 * PAIR) as *const __m256i);
+            bp = bp.add(NR * PAIR);
+            let k = s * PAIR;
+            row_step!(a0, k, b0, b1, c00, c01);
+            row_step!(a1, k, b0, b1, c10, c11);
+            row_step!(a2, k, b0, b1, c20, c21);
+            row_step!(a3, k, b0, b1, c30, c31);
+            row_step!(a4, k, b0, b1, c40, c41);
+            row_step!(a5, k, b0, b1, c50, c51);
         }
     }
+    let acc = [
+        [c00, c01],
+        [c10, c11],
+        [c20, c21],
+        [c30, c31],
+        [c40, c41],
+        [c50, c51],
+    ];
     finish_tile(&acc, rowsum, epi, n0, out, ldc, rows, cols);
 }
 
