@@ -329,20 +329,30 @@ impl Conv2dPlan {
                 let tiles = rows.div_ceil(MR);
                 let mut bases = vec![0usize; tiles * MR];
                 let mut rowsum = vec![0i32; tiles * MR];
-                for (j, (base, rs)) in bases.iter_mut().zip(rowsum.iter_mut()).enumerate() {
-                    // Padding rows of the last tile repeat the chunk's last pixel.
-                    let r = r0 + j.min(rows - 1);
-                    let (bi, oy, ox) = (r / (out_h * out_w), (r / out_w) % out_h, r % out_w);
+                // Pixels in (b, oy, ox) order, stepped rather than divided out per pixel.
+                let (mut bi, mut oy, mut ox) = (r0 / (out_h * out_w), (r0 / out_w) % out_h, r0 % out_w);
+                for (base, rs) in bases.iter_mut().zip(rowsum.iter_mut()).take(rows) {
                     let (y0, x0) = (oy * p.stride_h, ox * p.stride_w);
                     *base = ((bi * hp + y0) * wp + x0) * in_c;
                     let mut sum = 0i32;
                     for fy in 0..kh {
                         let at = (bi * hp + y0 + fy * p.dilation_h) * wp + x0;
-                        for &v in &sums[at..at + kw] {
-                            sum = sum.wrapping_add(v);
-                        }
+                        sum = sums[at..at + kw].iter().fold(sum, |s, &v| s.wrapping_add(v));
                     }
                     *rs = sum;
+                    ox += 1;
+                    if ox == out_w {
+                        ox = 0;
+                        oy += 1;
+                        if oy == out_h {
+                            oy = 0;
+                            bi += 1;
+                        }
+                    }
+                }
+                // Padding rows of the last tile repeat the chunk's last pixel (never stored).
+                for j in rows..tiles * MR {
+                    (bases[j], rowsum[j]) = (bases[rows - 1], rowsum[rows - 1]);
                 }
                 for pn in 0..panels {
                     let n0 = pn * NR;
