@@ -319,6 +319,27 @@ tiers!(gemm_same_result_for_any_thread_count, |isa| {
     }
 });
 
+// Symmetric weights (zero point 0 for int8, 128 for uint8: canonical zero point 0), per tensor
+// and per channel, where the tiles drop the row-sum term of the output stage.
+tiers!(gemm_symmetric_weights, |isa| {
+    let mut rng = Rng(77);
+    for case in 0..40 {
+        let (m, n, k) = (rng.size(1, 30), rng.size(1, 40), rng.size(1, 70));
+        let per_channel = case % 2 == 0;
+        let zws = |z: i32| if per_channel { vec![z; n] } else { vec![z] };
+        let a = rng.codes::<i8>(m * k);
+        let w = rng.codes::<i8>(n * k);
+        let zin = rng.zero_point::<i8>(false);
+        let stage = Stage::random::<i8>(&mut rng, n, acc_mag(&a, zin, &w, &zws(0), k));
+        check_gemm(isa, &a, &w, m, n, k, zin, &zws(0), &stage, 1);
+        let au = rng.codes::<u8>(m * k);
+        let wu = rng.codes::<u8>(n * k);
+        let zin = rng.zero_point::<u8>(false);
+        let stage = Stage::random::<u8>(&mut rng, n, acc_mag(&au, zin, &wu, &zws(128), k));
+        check_gemm(isa, &au, &wu, m, n, k, zin, &zws(128), &stage, 1 + case % 2);
+    }
+});
+
 // Every right shift with outputs in mid-range: a rounding slip in the requantization changes
 // about one output in 2^shift, so each shift gets accumulators spread over its whole scale.
 tiers!(requantization_every_shift_mid_range, |isa| {

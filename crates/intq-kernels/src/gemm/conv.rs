@@ -330,14 +330,17 @@ impl Conv2dPlan {
                 let mut bases = vec![0usize; tiles * MR];
                 let mut rowsum = vec![0i32; tiles * MR];
                 // Pixels in (b, oy, ox) order, stepped rather than divided out per pixel.
-                let (mut bi, mut oy, mut ox) = (r0 / (out_h * out_w), (r0 / out_w) % out_h, r0 % out_w);
+                let (mut bi, mut oy, mut ox) =
+                    (r0 / (out_h * out_w), (r0 / out_w) % out_h, r0 % out_w);
                 for (base, rs) in bases.iter_mut().zip(rowsum.iter_mut()).take(rows) {
                     let (y0, x0) = (oy * p.stride_h, ox * p.stride_w);
                     *base = ((bi * hp + y0) * wp + x0) * in_c;
                     let mut sum = 0i32;
                     for fy in 0..kh {
                         let at = (bi * hp + y0 + fy * p.dilation_h) * wp + x0;
-                        sum = sums[at..at + kw].iter().fold(sum, |s, &v| s.wrapping_add(v));
+                        sum = sums[at..at + kw]
+                            .iter()
+                            .fold(sum, |s, &v| s.wrapping_add(v));
                     }
                     *rs = sum;
                     ox += 1;
@@ -796,6 +799,7 @@ fn plain_epilogue(n: usize, stage: &OutputStage) -> Epilogue {
     let mut e = Epilogue {
         colconst: vec![0; np],
         zw: vec![0; np],
+        zw_zero: true,
         m0: vec![0; np],
         lshift: vec![0; np],
         rshift: vec![0; np],

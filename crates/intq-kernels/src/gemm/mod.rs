@@ -160,6 +160,9 @@ pub(crate) struct Epilogue {
     pub colconst: Vec<i32>,
     /// `Z_b'` per column (multiplies the row sum).
     pub zw: Vec<i32>,
+    /// Every `zw` is 0 (symmetric int8 weights, TFLite's scheme): the row-sum term vanishes
+    /// and the tiles skip its multiply.
+    pub zw_zero: bool,
     pub m0: Vec<i32>,
     pub lshift: Vec<i32>,
     pub rshift: Vec<i32>,
@@ -676,6 +679,7 @@ fn epilogue<T: Code8>(
     let mut e = Epilogue {
         colconst: vec![0; np],
         zw: vec![0; np],
+        zw_zero: false,
         m0: vec![0; np],
         lshift: vec![0; np],
         rshift: vec![0; np],
@@ -687,6 +691,7 @@ fn epilogue<T: Code8>(
         hi: 0,
         vector_ok: true,
     };
+    e.zw_zero = (0..n).all(|col| zero_point_of(zps, col).wrapping_add(T::W_OFFSET) == 0);
     for col in 0..n {
         let zw = zero_point_of(zps, col).wrapping_add(T::W_OFFSET);
         let sumw = w[col * k..(col + 1) * k]

@@ -159,11 +159,19 @@ unsafe fn finish_tile(
     rows: usize,
     cols: usize,
 ) {
-    if epi.vector_ok {
-        for (i, acc_i) in acc.iter().enumerate() {
-            if i >= rows {
-                break;
+    if epi.vector_ok && epi.zw_zero {
+        // No row-sum term (symmetric weights): skip `vpmulld` (two uops, ten cycles latency).
+        for (i, acc_i) in acc.iter().enumerate().take(rows) {
+            for (h, &v) in acc_i.iter().enumerate() {
+                if 8 * h >= cols {
+                    break;
+                }
+                let q = requant_plain(v, epi, n0 + 8 * h);
+                store8(q, out.add(i * ldc + 8 * h), (cols - 8 * h).min(8));
             }
+        }
+    } else if epi.vector_ok {
+        for (i, acc_i) in acc.iter().enumerate().take(rows) {
             let rs = _mm256_set1_epi32(*rowsum.add(i));
             for (h, &v) in acc_i.iter().enumerate() {
                 if 8 * h >= cols {
