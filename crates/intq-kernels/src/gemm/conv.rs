@@ -7,7 +7,7 @@
 //! for every output pixel, the window's taps are accumulated across channels (contiguous in
 //! NHWC, so the loop vectorizes) and the row is finished by the tier's vector output stage.
 
-use super::{Code8, Epilogue, Packed, PreparedGemm};
+use super::{Code8, Epilogue, Packed, PreparedGemm, TASKS_PER_THREAD};
 use crate::isa::Isa;
 use crate::{ConvParams, Multipliers, OutputStage};
 use intq_quant::QuantizedMultiplier;
@@ -318,7 +318,13 @@ impl Conv2dPlan {
             // while every B panel streams past them.
             let threads = threads.max(1);
             let mut chunk = ((128 * 1024) / (in_c * 2 * kh).max(1)).clamp(MR, 2048) / MR * MR;
-            chunk = chunk.min(m.div_ceil(threads).div_ceil(MR) * MR).max(MR);
+            // Several chunks per thread, claimed as threads come free: a helper that the OS
+            // delays (the cores are shared) then holds up a small chunk, not half the layer.
+            if threads > 1 {
+                chunk = chunk
+                    .min(m.div_ceil(threads * TASKS_PER_THREAD).div_ceil(MR) * MR)
+                    .max(MR);
+            }
             let chunks = m.div_ceil(chunk);
             let panels = oc.div_ceil(NR);
             let out_ptr = super::SendPtr(output.as_mut_ptr() as *mut u8);

@@ -458,7 +458,7 @@ impl PreparedGemm {
         let threads = threads.max(1);
         if threads > 1 {
             mc = mc
-                .min(m.div_ceil(threads).div_ceil(K::MR) * K::MR)
+                .min(m.div_ceil(threads * TASKS_PER_THREAD).div_ceil(K::MR) * K::MR)
                 .max(K::MR);
         }
         let chunks_m = m.div_ceil(mc);
@@ -580,6 +580,10 @@ fn pack_a<K: Kernel, T: Code8>(
     // K's padding and rows past the end keep whatever the scratch held: the packed weights are
     // zero past K, and results of padding rows are never stored.
 }
+
+/// Row chunks per thread when a layer is split: claimed dynamically, so a thread the OS delays
+/// holds up one small chunk rather than its whole share.
+pub(crate) const TASKS_PER_THREAD: usize = 4;
 
 /// Row `r` of A handed to `emit` as consecutive runs of codes covering its K codes in order.
 pub type RowSource<'a, T> = dyn Fn(usize, &mut dyn FnMut(&[T])) + Sync + 'a;

@@ -1,5 +1,6 @@
-//! Thread pools by size, so a thread-count setting can be honoured without rebuilding a pool on
-//! every call.
+//! Threads for the kernels: the kernel team (a parallel-for whose helpers spin between jobs),
+//! which the GEMM, convolution and depthwise drivers split a layer over, the rule for how many
+//! threads a layer's work is worth, and rayon pools by size for callers that want one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -41,10 +42,14 @@ pub fn all_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Multiply-accumulates below which a kernel call runs on one thread: handing part of the work
-/// to a pool worker costs its wake-up and a join (tens of microseconds when it sleeps), more
-/// than a small layer's whole run. Measured with `intq bench model` on this machine kind (see
-/// bench/README or the perf notes): see [`par_min_macs`] for the override.
+/// Multiply-accumulates below which a layer runs on one thread, and the work each further
+/// thread must have. One AVX2 core does about 40 GMAC/s on ResNet-20's conv layers, so 2^20
+/// MACs is about 25 us: split in two, each half saves ~12 us against a hand-off to a spinning helper (~1 us)
+/// plus the imbalance of the last tiles, while a sleeping pool (rayon's, used before) took tens
+/// of microseconds to wake. ResNet-20's main layers (2.4M MACs each) split; its stem and 1x1
+/// shortcuts (0.1-0.5M) do not. On the shared 2-core machine the threshold's effect (256K, 1M,
+/// 4M, never) was within the run-to-run noise of `intq bench model --threads 2`, so it rests on
+/// the cost model above; `INTQ_PAR_MIN_MACS` overrides it for measuring.
 pub const PAR_MIN_MACS: usize = 1 << 20;
 
 /// [`PAR_MIN_MACS`], or `INTQ_PAR_MIN_MACS` when set to a number (read once; for measuring
