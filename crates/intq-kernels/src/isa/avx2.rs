@@ -159,8 +159,25 @@ unsafe fn finish_tile(
     rows: usize,
     cols: usize,
 ) {
-    if epi.vector_ok && epi.zw_zero {
-        // No row-sum term (symmetric weights): skip `vpmulld` (two uops, ten cycles latency).
+    if epi.vector_ok && cols == NR {
+        // Whole rows of 16 columns: one 16-byte store per row.
+        for (i, acc_i) in acc.iter().enumerate().take(rows) {
+            let (q0, q1) = if epi.zw_zero {
+                // No row-sum term (symmetric weights): no `vpmulld` (two uops, ten cycles).
+                (
+                    requant_plain(acc_i[0], epi, n0),
+                    requant_plain(acc_i[1], epi, n0 + 8),
+                )
+            } else {
+                let rs = _mm256_set1_epi32(*rowsum.add(i));
+                (
+                    requant(acc_i[0], rs, epi, n0),
+                    requant(acc_i[1], rs, epi, n0 + 8),
+                )
+            };
+            store16(q0, q1, out.add(i * ldc));
+        }
+    } else if epi.vector_ok && epi.zw_zero {
         for (i, acc_i) in acc.iter().enumerate().take(rows) {
             for (h, &v) in acc_i.iter().enumerate() {
                 if 8 * h >= cols {
@@ -419,6 +436,22 @@ unsafe fn store8(v: __m256i, out: *mut u8, count: usize) {
         let b = bytes.to_le_bytes();
         std::ptr::copy_nonoverlapping(b.as_ptr(), out, count);
     }
+}
+
+/// Stores the low bytes of `a`'s 8 lanes then `b`'s, as [`store8`] twice would: the lanes are
+/// masked to their low byte first, so the saturating packs keep every byte as it is.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn store16(a: __m256i, b: __m256i, out: *mut u8) {
+    let m = _mm256_set1_epi32(0xff);
+    // [a0-3, b0-3 | a4-7, b4-7] as int16, reordered to [a0-7 | b0-7].
+    let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(
+        _mm256_and_si256(a, m),
+        _mm256_and_si256(b, m),
+    ));
+    // Bytes [a0-7, a0-7 | b0-7, b0-7]; qwords 0 and 2 are the 16 codes in order.
+    let p = _mm256_permute4x64_epi64::<0b00_00_10_00>(_mm256_packus_epi16(w, w));
+    _mm_storeu_si128(out as *mut __m128i, _mm256_castsi256_si128(p));
 }
 
 /// The output stage on one row of complete accumulators (`acc[n]` for column `n`), with no
