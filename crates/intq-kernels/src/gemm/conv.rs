@@ -1,11 +1,15 @@
 //! Convolution, depthwise convolution and fully connected layers on the fast tiers.
 //!
-//! Convolution is a GEMM whose rows are im2col patches: each output pixel's window, gathered row
-//! by row while the activations are packed (so scratch is bounded by one packed row chunk, never
-//! the whole im2col matrix). Padded taps are filled with the input zero point, whose
-//! `(q - Z_in)` is 0, the same as the reference skipping them. Depthwise convolution is direct:
-//! for every output pixel, the window's taps are accumulated across channels (contiguous in
-//! NHWC, so the loop vectorizes) and the row is finished by the tier's vector output stage.
+//! Convolution is a GEMM whose rows are im2col patches, each output pixel's window. On the AVX2
+//! tier, when the channel count is a multiple of 8 and the window is undilated along x, the
+//! GEMM is implicit: the input is widened once into a padded image of canonical int16 codes and
+//! the tile reads each window in place (`run_implicit_avx2`). Otherwise the rows are handed to
+//! the packer as runs of codes (gathered into one row first when the runs are off the 8-code
+//! groups), so scratch is bounded by one packed row chunk, never the whole im2col matrix.
+//! Padded taps hold the input zero point, whose `(q - Z_in)` is 0, the same as the reference
+//! skipping them. Depthwise convolution is direct: for every output pixel, the window's taps are
+//! accumulated across channels (contiguous in NHWC, so the loop vectorizes) and the row is
+//! finished by the tier's vector output stage.
 
 use super::{Code8, Epilogue, Packed, PreparedGemm, TASKS_PER_THREAD};
 use crate::isa::Isa;
