@@ -1,7 +1,7 @@
 //! The integer executor: runs a planned graph op by op through the reference kernels (or, for
 //! conv, depthwise, fully connected, equal-shape Add and max pool ops, the fast kernels of the
-//! plan's tier), with activations in the planner's shared buffers. Only Quantize and Dequantize touch floats, at the
-//! model's edges.
+//! plan's tier), with activations in the planner's shared buffers (kept between runs in the
+//! plan's arena). Only Quantize and Dequantize touch floats, at the model's edges.
 
 use crate::plan::{
     AnyLogisticTable, AnyRequantTable, ConvPrep, FastConv, FcPrep, MemoryPlan, Plan, Prepared,
@@ -9,7 +9,7 @@ use crate::plan::{
 };
 use crate::validate::describe;
 use crate::{DType, EngineError, Graph, Op, TensorData, TensorId};
-use intq_kernels::gemm::{with_threads, Code8};
+use intq_kernels::gemm::{threads_for_work, Code8};
 use intq_kernels::reference::{self as k, ConcatInput, LogisticTable, RequantTable};
 use intq_kernels::{Multipliers, OutputStage};
 
@@ -126,6 +126,54 @@ pub(crate) fn check_wanted(graph: &Graph, wanted: &[TensorId]) -> Result<(), Eng
     Ok(())
 }
 
+/// Activation buffer sets of a plan's default [`MemoryPlan`], returned after each run and taken
+/// by the next: every op writes the whole live part of its output before anything reads it,
+/// so a reused buffer needs no zeroing (what lies past the live part is never read).
+#[derive(Default)]
+pub(crate) struct Arena(std::sync::Mutex<Vec<Vec<TensorData>>>);
+
+/// At most this many sets are kept (one per run in flight at once, up to it).
+const ARENA_SETS: usize = 4;
+
+impl Arena {
+    fn take(&self, memory: &MemoryPlan) -> Vec<TensorData> {
+        let kept = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        kept.unwrap_or_else(|| {
+            memory
+                .slots
+                .iter()
+                .map(|&(dtype, n)| TensorData::zeros(dtype, n))
+                .collect()
+        })
+    }
+    fn give_back(&self, buffers: Vec<TensorData>) {
+        let mut sets = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if sets.len() < ARENA_SETS {
+            sets.push(buffers);
+        }
+    }
+}
+
+impl Clone for Arena {
+    /// A clone starts with no buffers of its own.
+    fn clone(&self) -> Self {
+        Arena::default()
+    }
+}
+
+impl PartialEq for Arena {
+    /// Scratch, not part of what a plan is.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Arena {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Arena")
+    }
+}
+
 /// The values of one run: the planner's buffers, and the graph for constants and shapes.
 struct Frame<'a> {
     graph: &'a Graph,
@@ -199,32 +247,37 @@ pub(crate) fn run(
     inputs: &[TensorData],
     wanted: &[TensorId],
 ) -> Vec<TensorData> {
+    // Only the plan's own memory layout is kept between runs; a run keeping extra tensors
+    // alive (`run_with`) has a layout of its own and allocates it.
+    let reuse = std::ptr::eq(memory, &plan.memory);
     let mut frame = Frame {
         graph,
         threads: plan.threads,
         tier: plan.tier,
         memory,
-        buffers: memory
-            .slots
-            .iter()
-            .map(|&(dtype, n)| TensorData::zeros(dtype, n))
-            .collect(),
+        buffers: if reuse {
+            plan.arena.take(memory)
+        } else {
+            memory
+                .slots
+                .iter()
+                .map(|&(dtype, n)| TensorData::zeros(dtype, n))
+                .collect()
+        },
     };
     for (&id, value) in graph.inputs().iter().zip(inputs) {
         if let Some(slot) = memory.slot_of[id.index()] {
             copy_into(&mut frame.buffers[slot], value);
         }
     }
-    // With several threads the whole run goes into the pool once: each op's `with_threads`
-    // then runs in place on a pool worker instead of handing the op to the pool and waiting,
-    // a round trip per op that made ResNet-20 slower at 2 threads than at 1.
-    let parallel = matches!(plan.tier, intq_kernels::KernelTier::Fast(_)) && plan.threads != 1;
-    if parallel {
-        with_threads(plan.threads, || run_ops(graph, plan, memory, &mut frame));
-    } else {
-        run_ops(graph, plan, memory, &mut frame);
+    // The fast kernels split an op's work over the kernel team's spinning helpers
+    // (`intq_kernels::gemm::parallel_for`), which take a job without a wake-up.
+    run_ops(graph, plan, memory, &mut frame);
+    let values = wanted.iter().map(|&id| frame.value(id)).collect();
+    if reuse {
+        plan.arena.give_back(frame.buffers);
     }
-    wanted.iter().map(|&id| frame.value(id)).collect()
+    values
 }
 
 /// The ops of `plan`, in order, on `frame`'s buffers.
@@ -280,10 +333,24 @@ fn stage<'p>(
 /// the op has none (or it cannot take these shapes) and the reference kernel must run.
 fn run_fast<T: Code>(f: &Frame, op: &Op, prep: &Prepared, out: &mut [T]) -> bool {
     match (op, prep) {
-        (Op::Conv2d { input, output, .. }, Prepared::Conv(p))
-        | (Op::DepthwiseConv2d { input, output, .. }, Prepared::Depthwise(p)) => {
-            fast_conv(f, p, *input, *output, out)
-        }
+        (
+            Op::Conv2d {
+                input,
+                filter,
+                output,
+                ..
+            },
+            Prepared::Conv(p),
+        )
+        | (
+            Op::DepthwiseConv2d {
+                input,
+                filter,
+                output,
+                ..
+            },
+            Prepared::Depthwise(p),
+        ) => fast_conv(f, p, *input, *filter, *output, out),
         (Op::FullyConnected { input, .. }, Prepared::FullyConnected(p)) => {
             fast_fc(f, p, *input, out)
         }
@@ -297,6 +364,7 @@ fn fast_conv<T: Code>(
     f: &Frame,
     p: &ConvPrep,
     input: TensorId,
+    filter: TensorId,
     output: TensorId,
     out: &mut [T],
 ) -> bool {
@@ -304,11 +372,15 @@ fn fast_conv<T: Code>(
     let x = f.codes::<T>(input);
     match &p.fast {
         Some(FastConv::Conv(c)) if c.supports::<T>(ishape, oshape) => {
-            with_threads(f.threads, || c.run(x, ishape, out, oshape, f.threads));
+            let [_, kh, kw, ic] = f.shape4(filter);
+            let t = threads_for_work(f.threads, out.len() * kh * kw * ic);
+            c.run(x, ishape, out, oshape, t);
             true
         }
         Some(FastConv::Depthwise(d)) => {
-            with_threads(f.threads, || d.run(x, ishape, out, oshape, f.threads));
+            let [_, kh, kw, _] = f.shape4(filter);
+            let t = threads_for_work(f.threads, out.len() * kh * kw);
+            d.run(x, ishape, out, oshape, t);
             true
         }
         _ => false,
@@ -319,7 +391,8 @@ fn fast_conv<T: Code>(
 fn fast_fc<T: Code>(f: &Frame, p: &FcPrep, input: TensorId, out: &mut [T]) -> bool {
     let Some(fc) = &p.fast else { return false };
     let x = f.codes::<T>(input);
-    with_threads(f.threads, || fc.run(x, p.batches, out, f.threads));
+    let t = threads_for_work(f.threads, out.len() * p.depth);
+    fc.run(x, p.batches, out, t);
     true
 }
 

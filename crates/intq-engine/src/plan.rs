@@ -117,6 +117,9 @@ pub(crate) struct Plan {
     pub tier: KernelTier,
     /// Threads the fast kernels split their work over (at least 1).
     pub threads: usize,
+    /// Buffer sets of `memory` kept from earlier runs, so a run neither allocates nor zeroes
+    /// its activations.
+    pub arena: crate::exec::Arena,
 }
 
 impl Plan {
@@ -160,6 +163,7 @@ impl Plan {
             } else {
                 threads
             },
+            arena: Default::default(),
         })
     }
 }

@@ -48,6 +48,12 @@ fn check_graph(g: &Graph, seeds: std::ops::Range<u64>, what: &str) {
                         g.ops()[i].kind().name()
                     );
                 }
+                // A plain run reuses the buffers the previous seed's run left behind.
+                assert!(
+                    fast.run(&input).unwrap() == reference.run(&input).unwrap(),
+                    "{what}: tier {isa}, {threads} threads, seed {seed}: graph outputs differ \
+                     on a run reusing the previous run's buffers"
+                );
             }
         }
     }

@@ -319,6 +319,27 @@ tiers!(gemm_same_result_for_any_thread_count, |isa| {
     }
 });
 
+// Symmetric weights (zero point 0 for int8, 128 for uint8: canonical zero point 0), per tensor
+// and per channel, where the tiles drop the row-sum term of the output stage.
+tiers!(gemm_symmetric_weights, |isa| {
+    let mut rng = Rng(77);
+    for case in 0..40 {
+        let (m, n, k) = (rng.size(1, 30), rng.size(1, 40), rng.size(1, 70));
+        let per_channel = case % 2 == 0;
+        let zws = |z: i32| if per_channel { vec![z; n] } else { vec![z] };
+        let a = rng.codes::<i8>(m * k);
+        let w = rng.codes::<i8>(n * k);
+        let zin = rng.zero_point::<i8>(false);
+        let stage = Stage::random::<i8>(&mut rng, n, acc_mag(&a, zin, &w, &zws(0), k));
+        check_gemm(isa, &a, &w, m, n, k, zin, &zws(0), &stage, 1);
+        let au = rng.codes::<u8>(m * k);
+        let wu = rng.codes::<u8>(n * k);
+        let zin = rng.zero_point::<u8>(false);
+        let stage = Stage::random::<u8>(&mut rng, n, acc_mag(&au, zin, &wu, &zws(128), k));
+        check_gemm(isa, &au, &wu, m, n, k, zin, &zws(128), &stage, 1 + case % 2);
+    }
+});
+
 // Every right shift with outputs in mid-range: a rounding slip in the requantization changes
 // about one output in 2^shift, so each shift gets accumulators spread over its whole scale.
 tiers!(requantization_every_shift_mid_range, |isa| {
@@ -458,6 +479,79 @@ tiers!(conv_random_geometry, |isa| {
     for s in 0..60 {
         random_conv::<u8>(isa, 5000 + s, 1);
         random_conv::<i8>(isa, 6000 + s, 1 + (s as usize % 3));
+    }
+});
+
+/// The im2col rows go straight into the packed panels in runs (a window row's in-bounds pixels,
+/// the zero point either side): channel counts on and off the AVX2 tier's 8-code groups (1, 3,
+/// 7, 8, 9, 16, 17, 24, 32, 33), explicit padding on each border alone and on all of them, stride
+/// 1 and 2, dilation, and input zero points at both ends of the code range (the padding value).
+/// The cases run back to back on one thread, so each reuses scratch the previous one filled.
+fn fused_im2col_case<T: Code8>(isa: Isa, rng: &mut Rng, ic: usize, pad: [usize; 4], stride: usize) {
+    let (b, ih, iw, oc) = (
+        rng.size(1, 2),
+        rng.size(1, 11),
+        rng.size(1, 11),
+        rng.size(1, 37),
+    );
+    let (kh, kw) = (rng.size(1, 3), rng.size(1, 3));
+    let dil = if rng.int(0, 4) == 0 { 2 } else { 1 };
+    let padding = Padding::Explicit {
+        top: pad[0],
+        bottom: pad[1],
+        left: pad[2],
+        right: pad[3],
+    };
+    let Some(((oh, ow), pad)) = padding.resolve((ih, iw), (kh, kw), (stride, stride), (dil, dil))
+    else {
+        return;
+    };
+    let params = ConvParams {
+        stride_h: stride,
+        stride_w: stride,
+        dilation_h: dil,
+        dilation_w: dil,
+        padding: pad,
+    };
+    let input = rng.codes::<T>(b * ih * iw * ic);
+    let filter = rng.codes::<T>(oc * kh * kw * ic);
+    let zin = [T::MIN, T::MAX, rng.int(T::MIN as i64, T::MAX as i64) as i32][rng.size(0, 2)];
+    let zw = vec![rng.zero_point::<T>(false)];
+    let stage = Stage::random::<T>(rng, oc, acc_mag(&input, zin, &filter, &zw, kh * kw * ic));
+    let st = stage.get();
+    let (ishape, fshape, oshape) = ([b, ih, iw, ic], [oc, kh, kw, ic], [b, oh, ow, oc]);
+    let mut want = vec![T::default(); b * oh * ow * oc];
+    reference::conv2d(
+        &input, ishape, zin, &filter, fshape, &zw, &params, &st, &mut want, oshape,
+    );
+    let plan = Conv2dPlan::new(&filter, fshape, &zw, zin, &params, &st, isa);
+    let mut got = vec![T::default(); want.len()];
+    // One to three threads: the layer's pixel chunks spread over the kernel team.
+    let threads = 1 + (ic + pad.top) % 3;
+    plan.run(&input, ishape, &mut got, oshape, threads);
+    assert_same(&got, &want, || {
+        format!("{isa} fused im2col: {ishape:?} * {fshape:?} -> {oshape:?} {params:?} zin {zin}")
+    });
+}
+
+tiers!(conv_fused_im2col_runs_borders_and_zero_points, |isa| {
+    let mut rng = Rng(4242);
+    let borders = [
+        [0, 0, 0, 0],
+        [2, 0, 0, 0],
+        [0, 2, 0, 0],
+        [0, 0, 2, 0],
+        [0, 0, 0, 2],
+        [1, 1, 1, 1],
+        [3, 1, 0, 4],
+    ];
+    for ic in [1, 3, 7, 8, 9, 16, 17, 24, 32, 33] {
+        for pad in borders {
+            for stride in [1, 2] {
+                fused_im2col_case::<u8>(isa, &mut rng, ic, pad, stride);
+                fused_im2col_case::<i8>(isa, &mut rng, ic, pad, stride);
+            }
+        }
     }
 });
 

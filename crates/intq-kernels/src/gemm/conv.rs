@@ -1,16 +1,25 @@
 //! Convolution, depthwise convolution and fully connected layers on the fast tiers.
 //!
-//! Convolution is a GEMM whose rows are im2col patches: each output pixel's window, gathered row
-//! by row while the activations are packed (so scratch is bounded by one packed row chunk, never
-//! the whole im2col matrix). Padded taps are filled with the input zero point, whose
-//! `(q - Z_in)` is 0, the same as the reference skipping them. Depthwise convolution is direct:
-//! for every output pixel, the window's taps are accumulated across channels (contiguous in
-//! NHWC, so the loop vectorizes) and the row is finished by the tier's vector output stage.
+//! Convolution is a GEMM whose rows are im2col patches, each output pixel's window. On the AVX2
+//! tier, when the channel count is a multiple of 8 and the window is undilated along x, the
+//! GEMM is implicit: the input is widened once into a padded image of canonical int16 codes and
+//! the tile reads each window in place (`run_implicit_avx2`). Otherwise the rows are handed to
+//! the packer as runs of codes (gathered into one row first when the runs are off the 8-code
+//! groups), so scratch is bounded by one packed row chunk, never the whole im2col matrix.
+//! Padded taps hold the input zero point, whose `(q - Z_in)` is 0, the same as the reference
+//! skipping them. Depthwise convolution is direct: for every output pixel, the window's taps are
+//! accumulated across channels (contiguous in NHWC, so the loop vectorizes) and the row is
+//! finished by the tier's vector output stage.
 
-use super::{Code8, Epilogue, PreparedGemm};
+use super::{Code8, Epilogue, Packed, PreparedGemm, TASKS_PER_THREAD};
 use crate::isa::Isa;
 use crate::{ConvParams, Multipliers, OutputStage};
 use intq_quant::QuantizedMultiplier;
+
+thread_local! {
+    /// One im2col row, for convolutions whose window runs do not fall on whole 8-code groups.
+    static GATHER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// A convolution (NHWC input, OHWI filter) with its filter packed for one tier.
 #[derive(Debug, Clone, PartialEq)]
@@ -133,11 +142,17 @@ impl Conv2dPlan {
             // A 1x1 convolution is a plain GEMM over pixels.
             return self.gemm.run(input, m, output, threads);
         }
+        #[cfg(target_arch = "x86_64")]
+        if self.gemm.isa == Isa::Avx2 && in_c % 8 == 0 && p.dilation_w == 1 {
+            return self.run_implicit_avx2(input, input_shape, output, output_shape, threads);
+        }
         let zp = T::from_bits(self.input_zero_point as u8);
+        // Padded taps are runs of the zero point, handed from here.
+        let zps = vec![zp; kw * in_c];
         // Rows are pixels in (b, oy, ox) order; two 32-bit divisions find one (64-bit `div`
         // was a tenth of ResNet-20's im2col at 16 channels), 64-bit ones past u32 sizes.
         let small = m <= u32::MAX as usize;
-        let row = |r: usize, buf: &mut [T]| {
+        let row = |r: usize, emit: &mut dyn FnMut(&[T])| {
             let (b, oy, ox) = if small {
                 let (r32, w32, h32) = (r as u32, out_w as u32, out_h as u32);
                 let q = r32 / w32;
@@ -148,46 +163,252 @@ impl Conv2dPlan {
             };
             for fy in 0..kh {
                 let iy = (oy * p.stride_h + fy * p.dilation_h).checked_sub(p.padding.top);
-                let dst = &mut buf[fy * kw * in_c..(fy + 1) * kw * in_c];
                 let Some(iy) = iy.filter(|&iy| iy < in_h) else {
-                    dst.fill(zp);
+                    emit(&zps);
                     continue;
                 };
                 if p.dilation_w == 1 {
                     // Undilated taps of one filter row are adjacent pixels, contiguous in NHWC:
-                    // one copy for the in-bounds run (a copy per tap was a third of ResNet-20's
+                    // one run for the in-bounds part (a copy per tap was a third of ResNet-20's
                     // time at 16 channels), the zero point either side of it.
                     let x0 = (ox * p.stride_w) as isize - p.padding.left as isize;
                     let lo = (-x0).clamp(0, kw as isize) as usize;
                     let hi = (in_w as isize - x0).clamp(lo as isize, kw as isize) as usize;
                     if lo > 0 {
-                        dst[..lo * in_c].fill(zp);
-                    }
-                    if hi < kw {
-                        dst[hi * in_c..].fill(zp);
+                        emit(&zps[..lo * in_c]);
                     }
                     if hi > lo {
                         let s = ((b * in_h + iy) * in_w + (x0 + lo as isize) as usize) * in_c;
-                        dst[lo * in_c..hi * in_c].copy_from_slice(&input[s..s + (hi - lo) * in_c]);
+                        emit(&input[s..s + (hi - lo) * in_c]);
+                    }
+                    if hi < kw {
+                        emit(&zps[hi * in_c..]);
                     }
                     continue;
                 }
-                let iy = Some(iy);
                 for fx in 0..kw {
-                    let dst = &mut buf[(fy * kw + fx) * in_c..(fy * kw + fx + 1) * in_c];
                     let ix = (ox * p.stride_w + fx * p.dilation_w).checked_sub(p.padding.left);
-                    match (iy, ix) {
-                        (Some(iy), Some(ix)) if iy < in_h && ix < in_w => {
+                    match ix {
+                        Some(ix) if ix < in_w => {
                             let s = ((b * in_h + iy) * in_w + ix) * in_c;
-                            dst.copy_from_slice(&input[s..s + in_c]);
+                            emit(&input[s..s + in_c]);
                         }
-                        _ => dst.fill(zp),
+                        _ => emit(&zps[..in_c]),
                     }
                 }
             }
         };
-        self.gemm.run_rows(m, output, threads, &row);
+        if in_c % 8 == 0 {
+            self.gemm.run_rows(m, output, threads, &row);
+            return;
+        }
+        // Runs of `kw * in_c` codes off the 8-code groups would pack code by code (ResNet-20's
+        // 3-channel stem); gathered into one row first, they pack 16 codes at a time.
+        let k = kh * kw * in_c;
+        let gathered = |r: usize, emit: &mut dyn FnMut(&[T])| {
+            GATHER.with(|cell| {
+                let mut buf = cell.borrow_mut();
+                buf.resize(k, 0);
+                let mut at = 0;
+                row(r, &mut |seg: &[T]| {
+                    // SAFETY: T is one byte.
+                    let bytes =
+                        unsafe { std::slice::from_raw_parts(seg.as_ptr() as *const u8, seg.len()) };
+                    buf[at..at + seg.len()].copy_from_slice(bytes);
+                    at += seg.len();
+                });
+                debug_assert_eq!(at, k);
+                // SAFETY: T is one byte, and any byte is a code.
+                emit(unsafe { std::slice::from_raw_parts(buf.as_ptr() as *const T, k) })
+            })
+        };
+        self.gemm.run_rows(m, output, threads, &gathered);
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Conv2dPlan {
+    /// Implicit GEMM on the AVX2 tier: the input is widened once into a padded image of
+    /// canonical int16 codes (the padding holds the input zero point, whose `(q - Z_in)` is 0,
+    /// as in the reference skipping it), with each pixel's code sum; the tile kernel then reads
+    /// every output pixel's window in place (a filter row's taps are adjacent, `kw * in_c`
+    /// codes, whole 8-code groups when `in_c % 8 == 0`) and a row sum is the sum of its window's
+    /// pixel sums. No im2col row is copied or packed; the products and their order are those of
+    /// the packed tile, so the result is the same.
+    fn run_implicit_avx2<T: Code8>(
+        &self,
+        input: &[T],
+        input_shape: [usize; 4],
+        output: &mut [T],
+        output_shape: [usize; 4],
+        threads: usize,
+    ) {
+        use crate::isa::avx2::{self, ImplicitRows, KG, MR, NR};
+        let [batches, in_h, in_w, in_c] = input_shape;
+        let [oc, kh, kw, _] = self.filter_shape;
+        let [_, out_h, out_w, _] = output_shape;
+        let p = self.params;
+        let m = batches * out_h * out_w;
+        if m == 0 || oc == 0 {
+            return;
+        }
+        let reach = |out: usize, stride: usize, k: usize, dil: usize| {
+            (out - 1) * stride + (k - 1) * dil + 1
+        };
+        let (pt, pl) = (p.padding.top, p.padding.left);
+        let hp = (pt + in_h).max(reach(out_h, p.stride_h, kh, p.dilation_h));
+        let wp = (pl + in_w).max(reach(out_w, p.stride_w, kw, 1));
+        // In the code range whenever a window reaches the padding (`supports`); unused else.
+        let zc = (self.input_zero_point.wrapping_add(T::A_OFFSET)) as i16;
+        let Packed::I16(bpacked) = &self.gemm.packed else {
+            unreachable!("the AVX2 tier packs int16 weights")
+        };
+        let b = bpacked.as_slice();
+        let epi = &self.gemm.epi;
+        let groups = kh * kw * in_c / KG;
+        let run_groups = kw * in_c / KG;
+        IMAGE.with(|cell| {
+            let mut guard = cell.borrow_mut();
+            let (image, sums) = &mut *guard;
+            image.resize(batches * hp * wp * in_c, 0);
+            sums.resize(batches * hp * wp, 0);
+            let row_len = wp * in_c;
+            let (img_ptr, sum_ptr) = (
+                super::SendPtr(image.as_mut_ptr() as *mut u8),
+                super::SendPtr(sums.as_mut_ptr() as *mut u8),
+            );
+            // Image rows in parallel: each task writes its own row.
+            let fill = |t: usize| {
+                let (ip, sp) = (img_ptr, sum_ptr);
+                let (bi, y) = (t / hp, t % hp);
+                // SAFETY: row t of the image and of the sums, disjoint between tasks, inside
+                // the buffers sized above.
+                let (dst, dsum) = unsafe {
+                    (
+                        std::slice::from_raw_parts_mut(
+                            (ip.0 as *mut i16).add(t * row_len),
+                            row_len,
+                        ),
+                        std::slice::from_raw_parts_mut((sp.0 as *mut i32).add(t * wp), wp),
+                    )
+                };
+                let zsum = (in_c as i32).wrapping_mul(zc as i32);
+                let iy = y.checked_sub(pt).filter(|&iy| iy < in_h);
+                let Some(iy) = iy else {
+                    dst.fill(zc);
+                    dsum.fill(zsum);
+                    return;
+                };
+                let x1 = (pl + in_w).min(wp);
+                dst[..pl * in_c].fill(zc);
+                dsum[..pl].fill(zsum);
+                dst[x1 * in_c..].fill(zc);
+                dsum[x1..].fill(zsum);
+                let s = (bi * in_h + iy) * in_w * in_c;
+                // SAFETY: AVX2 is this plan's (available) tier; in_c % 8 == 0; the lengths
+                // agree.
+                unsafe {
+                    avx2::canon_row(
+                        &input[s..s + (x1 - pl) * in_c],
+                        in_c,
+                        &mut dst[pl * in_c..x1 * in_c],
+                        &mut dsum[pl..x1],
+                    )
+                };
+            };
+            super::parallel_for(threads.min(batches * hp), batches * hp, &fill);
+            let (image, sums) = (&image[..], &sums[..]);
+            // A chunk of pixels whose windows (about kh image rows of its width) stay in L2
+            // while every B panel streams past them.
+            let threads = threads.max(1);
+            let mut chunk = ((128 * 1024) / (in_c * 2 * kh).max(1)).clamp(MR, 2048) / MR * MR;
+            // Several chunks per thread, claimed as threads come free: a helper that the OS
+            // delays (the cores are shared) then holds up a small chunk, not half the layer.
+            if threads > 1 {
+                chunk = chunk
+                    .min(m.div_ceil(threads * TASKS_PER_THREAD).div_ceil(MR) * MR)
+                    .max(MR);
+            }
+            let chunks = m.div_ceil(chunk);
+            let panels = oc.div_ceil(NR);
+            let out_ptr = super::SendPtr(output.as_mut_ptr() as *mut u8);
+            let task = |t: usize| {
+                let op = out_ptr;
+                let r0 = t * chunk;
+                let rows = chunk.min(m - r0);
+                let tiles = rows.div_ceil(MR);
+                let mut bases = vec![0usize; tiles * MR];
+                let mut rowsum = vec![0i32; tiles * MR];
+                // Pixels in (b, oy, ox) order, stepped rather than divided out per pixel.
+                let (mut bi, mut oy, mut ox) =
+                    (r0 / (out_h * out_w), (r0 / out_w) % out_h, r0 % out_w);
+                for (base, rs) in bases.iter_mut().zip(rowsum.iter_mut()).take(rows) {
+                    let (y0, x0) = (oy * p.stride_h, ox * p.stride_w);
+                    *base = ((bi * hp + y0) * wp + x0) * in_c;
+                    let mut sum = 0i32;
+                    for fy in 0..kh {
+                        let at = (bi * hp + y0 + fy * p.dilation_h) * wp + x0;
+                        sum = sums[at..at + kw]
+                            .iter()
+                            .fold(sum, |s, &v| s.wrapping_add(v));
+                    }
+                    *rs = sum;
+                    ox += 1;
+                    if ox == out_w {
+                        ox = 0;
+                        oy += 1;
+                        if oy == out_h {
+                            oy = 0;
+                            bi += 1;
+                        }
+                    }
+                }
+                // Padding rows of the last tile repeat the chunk's last pixel (never stored).
+                for j in rows..tiles * MR {
+                    (bases[j], rowsum[j]) = (bases[rows - 1], rowsum[rows - 1]);
+                }
+                for pn in 0..panels {
+                    let n0 = pn * NR;
+                    let cols = NR.min(oc - n0);
+                    let bp = &b[pn * groups * KG * NR..];
+                    for tile in 0..tiles {
+                        let rows_a = ImplicitRows {
+                            base: std::array::from_fn(|i| image[bases[tile * MR + i]..].as_ptr()),
+                            kh,
+                            row_stride: p.dilation_h * wp * in_c,
+                            run_groups,
+                        };
+                        let r = tile * MR;
+                        // SAFETY: AVX2 is this plan's tier; every window lies inside the padded
+                        // image (hp, wp cover the reach of every output pixel); the B panel holds
+                        // `groups` groups; the stores stay in this task's rows r0 + r .. and
+                        // columns n0 .. n0 + cols, disjoint between tasks.
+                        unsafe {
+                            avx2::tile_implicit(
+                                &rows_a,
+                                bp.as_ptr(),
+                                rowsum.as_ptr().add(r),
+                                epi,
+                                n0,
+                                op.0.add((r0 + r) * oc + n0),
+                                oc,
+                                MR.min(rows - r),
+                                cols,
+                            )
+                        };
+                    }
+                }
+            };
+            super::parallel_for(threads, chunks, &task);
+        });
+    }
+}
+
+thread_local! {
+    /// The padded canonical image and its pixel sums of [`Conv2dPlan::run_implicit_avx2`],
+    /// reused between calls (every element is written before it is read).
+    static IMAGE: std::cell::RefCell<(Vec<i16>, Vec<i32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// A fully connected layer (`weights` `[out, depth]`) with its weights packed for one tier.
@@ -379,20 +600,15 @@ impl DepthwisePlan {
         if oc == 0 || out_w == 0 {
             return;
         }
-        if threads <= 1 || rows <= 1 {
-            output
-                .chunks_mut(row_len)
-                .take(rows)
-                .enumerate()
-                .for_each(work);
-        } else {
-            use rayon::prelude::*;
-            output
-                .par_chunks_mut(row_len)
-                .take(rows)
-                .enumerate()
-                .for_each(work);
-        }
+        let out_ptr = super::SendPtr(output.as_mut_ptr() as *mut u8);
+        super::parallel_for(threads, rows, &|r: usize| {
+            let op = out_ptr;
+            // SAFETY: each task writes its own output row, inside `output` (length checked).
+            let out_row = unsafe {
+                std::slice::from_raw_parts_mut((op.0 as *mut T).add(r * row_len), row_len)
+            };
+            work((r, out_row))
+        });
     }
 }
 
@@ -593,6 +809,7 @@ fn plain_epilogue(n: usize, stage: &OutputStage) -> Epilogue {
     let mut e = Epilogue {
         colconst: vec![0; np],
         zw: vec![0; np],
+        zw_zero: true,
         m0: vec![0; np],
         lshift: vec![0; np],
         rshift: vec![0; np],

@@ -31,7 +31,7 @@ mod threads;
 
 pub use conv::{Conv2dPlan, DepthwisePlan, FullyConnectedPlan};
 pub use elementwise::{add, max_pool};
-pub use threads::{all_cores, with_threads};
+pub use threads::{all_cores, parallel_for, threads_for_work, with_threads};
 
 use crate::isa::{portable::Portable, Isa};
 use crate::{Multipliers, OutputStage, QElem};
@@ -96,25 +96,26 @@ pub(crate) trait Kernel {
     const A_KG: usize = Self::KG;
     /// Consecutive k of one column stored together in packed B (divides `KG`).
     const B_KG: usize = Self::KG;
-    type A: Copy + Default + Send + Sync + 'static;
+    type A: Pod;
     type B: Copy + Default + Send + Sync + 'static;
     fn a_elem(x: u8) -> Self::A;
     fn b_elem(w: i8) -> Self::B;
-    /// Writes row `i` (< `MR`) of a packed A panel (`groups * KG * MR` elements, zeroed) from
-    /// the `k` codes of `src`, and returns the row's `Σa'` (wrapping).
+    /// Writes codes `k0 .. k0 + src.len()` of row `i` (< `MR`) of a packed A panel (`groups *
+    /// KG * MR` elements) from `src`, and returns their `Σa'` (wrapping). Positions past K
+    /// are never written and need not be zero: the packed weights are zero there, so whatever
+    /// the panel holds multiplies to nothing.
     ///
     /// # Safety
-    /// The CPU has the kernel's ISA; `panel` holds whole groups covering `src.len()`.
+    /// The CPU has the kernel's ISA; `panel` holds whole groups covering `k0 + src.len()`.
     #[inline]
-    unsafe fn pack_a_row<T: Code8>(src: &[T], panel: &mut [Self::A], i: usize) -> u32 {
+    unsafe fn pack_a_seg<T: Code8>(src: &[T], panel: &mut [Self::A], i: usize, k0: usize) -> u32 {
         let mut sum = 0u32;
-        for (g, run) in src.chunks(Self::A_KG).enumerate() {
-            let at = (g * Self::MR + i) * Self::A_KG;
-            for (d, &x) in panel[at..at + run.len()].iter_mut().zip(run) {
-                let v = x.canon_a();
-                sum = sum.wrapping_add(v as u32);
-                *d = Self::a_elem(v);
-            }
+        for (j, &x) in src.iter().enumerate() {
+            let kk = k0 + j;
+            let v = x.canon_a();
+            sum = sum.wrapping_add(v as u32);
+            panel[((kk / Self::A_KG) * Self::MR + i) * Self::A_KG + kk % Self::A_KG] =
+                Self::a_elem(v);
         }
         sum
     }
@@ -159,6 +160,9 @@ pub(crate) struct Epilogue {
     pub colconst: Vec<i32>,
     /// `Z_b'` per column (multiplies the row sum).
     pub zw: Vec<i32>,
+    /// Every `zw` is 0 (symmetric int8 weights, TFLite's scheme): the row-sum term vanishes
+    /// and the tiles skip its multiply.
+    pub zw_zero: bool,
     pub m0: Vec<i32>,
     pub lshift: Vec<i32>,
     pub rshift: Vec<i32>,
@@ -372,7 +376,7 @@ impl PreparedGemm {
     }
 
     /// `out` (`m x n`) from `a` (`m x k`, row-major), on up to `threads` threads of the current
-    /// rayon pool (see [`with_threads`]). The result does not depend on `threads`.
+    /// kernel team (see [`parallel_for`]). The result does not depend on `threads`.
     pub fn run<T: Code8>(&self, a: &[T], m: usize, out: &mut [T], threads: usize) {
         assert_eq!(
             a.len(),
@@ -382,20 +386,15 @@ impl PreparedGemm {
             self.k
         );
         let k = self.k;
-        self.run_rows(m, out, threads, &|r: usize, row: &mut [T]| {
-            row.copy_from_slice(&a[r * k..(r + 1) * k])
+        self.run_rows(m, out, threads, &|r: usize, emit: &mut dyn FnMut(&[T])| {
+            emit(&a[r * k..(r + 1) * k])
         });
     }
 
-    /// Like [`run`](Self::run), with row `r` of A produced by `row(r, buf)` (which fills
-    /// `buf[..k]`): how convolution feeds im2col rows without materializing the whole matrix.
-    pub fn run_rows<T: Code8>(
-        &self,
-        m: usize,
-        out: &mut [T],
-        threads: usize,
-        row: &(dyn Fn(usize, &mut [T]) + Sync),
-    ) {
+    /// Like [`run`](Self::run), with row `r` of A handed by `row(r, emit)` to `emit` as
+    /// consecutive runs of codes covering its K codes in order: how convolution feeds im2col
+    /// rows straight into the packed panels, never materializing a patch.
+    pub fn run_rows<T: Code8>(&self, m: usize, out: &mut [T], threads: usize, row: &RowSource<T>) {
         assert_eq!(
             out.len(),
             m * self.n,
@@ -439,7 +438,7 @@ impl PreparedGemm {
         m: usize,
         out: &mut [u8],
         threads: usize,
-        row: &(dyn Fn(usize, &mut [T]) + Sync),
+        row: &RowSource<T>,
     ) {
         let (n, k) = (self.n, self.k);
         let groups = k.div_ceil(K::KG).max(1);
@@ -459,7 +458,7 @@ impl PreparedGemm {
         let threads = threads.max(1);
         if threads > 1 {
             mc = mc
-                .min(m.div_ceil(threads).div_ceil(K::MR) * K::MR)
+                .min(m.div_ceil(threads * TASKS_PER_THREAD).div_ceil(K::MR) * K::MR)
                 .max(K::MR);
         }
         let chunks_m = m.div_ceil(mc);
@@ -475,69 +474,63 @@ impl PreparedGemm {
             let (cm, bn) = (t / blocks_n, t % blocks_n);
             let r0 = cm * mc;
             let rows = mc.min(m - r0);
-            let mut apack_buf =
-                Aligned::<K::A>::zeroed(rows.div_ceil(K::MR) * K::MR * groups * K::KG);
-            let apack = apack_buf.as_mut_slice();
-            let mut rowsum = vec![0i32; rows.div_ceil(K::MR) * K::MR];
-            let mut rowbuf = vec![T::default(); k];
-            pack_a::<K, T>(r0, rows, k, groups, row, &mut rowbuf, apack, &mut rowsum);
-            let p_end = ((bn + 1) * panels_per_block).min(panels_n);
-            let op = out_ptr;
-            let mut cbuf_buf = Aligned::<i32>::zeroed(if kblocks > 1 {
-                rows.div_ceil(K::MR) * K::MR * K::NR
+            let mrows = rows.div_ceil(K::MR) * K::MR;
+            let cbuf_len = if kblocks > 1 {
+                mrows * K::NR
             } else {
                 K::MR * K::NR
-            });
-            let cbuf = cbuf_buf.as_mut_slice();
-            for p in bn * panels_per_block..p_end {
-                let n0 = p * K::NR;
-                let cols = K::NR.min(n - n0);
-                for kb in 0..kblocks {
-                    let g0 = kb * gc;
-                    let g = gc.min(groups - g0);
-                    let bp = &b[(p * groups + g0) * K::KG * K::NR..];
-                    for (i, r) in (0..rows).step_by(K::MR).enumerate() {
-                        let ap = &apack[(i * groups + g0) * K::KG * K::MR..];
-                        let c = if kblocks > 1 { i * K::MR * K::NR } else { 0 };
-                        // SAFETY: the tier is available (checked at prepare); the sub-panels
-                        // hold `g` groups; `cbuf` holds this tile's MR x NR partial sums;
-                        // rowsum holds MR values from r; the stores stay in rows r0 + r .. and
-                        // columns n0 .. n0 + cols of `out`, disjoint between tasks.
-                        unsafe {
-                            K::tile(
-                                cbuf.as_mut_ptr().add(c),
-                                kb == 0,
-                                kb + 1 == kblocks,
-                                g,
-                                ap.as_ptr(),
-                                bp.as_ptr(),
-                                rowsum.as_ptr().add(r),
-                                &self.epi,
-                                n0,
-                                op.0.add((r0 + r) * n + n0),
-                                n,
-                                K::MR.min(rows - r),
-                                cols,
-                            );
+            };
+            with_scratch::<K::A, _>(mrows * groups * K::KG, mrows + cbuf_len, |apack, ints| {
+                let (rowsum, cbuf) = ints.split_at_mut(mrows);
+                pack_a::<K, T>(r0, rows, groups, row, apack, rowsum);
+                let p_end = ((bn + 1) * panels_per_block).min(panels_n);
+                let op = out_ptr;
+                for p in bn * panels_per_block..p_end {
+                    let n0 = p * K::NR;
+                    let cols = K::NR.min(n - n0);
+                    for kb in 0..kblocks {
+                        let g0 = kb * gc;
+                        let g = gc.min(groups - g0);
+                        let bp = &b[(p * groups + g0) * K::KG * K::NR..];
+                        for (i, r) in (0..rows).step_by(K::MR).enumerate() {
+                            let ap = &apack[(i * groups + g0) * K::KG * K::MR..];
+                            let c = if kblocks > 1 { i * K::MR * K::NR } else { 0 };
+                            // SAFETY: the tier is available (checked at prepare); the
+                            // sub-panels hold `g` groups; `cbuf` holds this tile's MR x NR
+                            // partial sums (the first K block starts them from zero); rowsum
+                            // holds MR values from r; the stores stay in rows r0 + r .. and
+                            // columns n0 .. n0 + cols of `out`, disjoint between tasks.
+                            unsafe {
+                                K::tile(
+                                    cbuf.as_mut_ptr().add(c),
+                                    kb == 0,
+                                    kb + 1 == kblocks,
+                                    g,
+                                    ap.as_ptr(),
+                                    bp.as_ptr(),
+                                    rowsum.as_ptr().add(r),
+                                    &self.epi,
+                                    n0,
+                                    op.0.add((r0 + r) * n + n0),
+                                    n,
+                                    K::MR.min(rows - r),
+                                    cols,
+                                );
+                            }
                         }
                     }
                 }
-            }
+            });
             // SAFETY: the tier is available (checked at prepare).
             unsafe { K::end_task() };
         };
         let tasks = chunks_m * blocks_n;
-        if threads == 1 || tasks == 1 {
-            (0..tasks).for_each(task);
-        } else {
-            use rayon::prelude::*;
-            (0..tasks).into_par_iter().for_each(task);
-        }
+        parallel_for(threads, tasks, &task);
     }
 }
 
 #[derive(Clone, Copy)]
-struct SendPtr(*mut u8);
+pub(crate) struct SendPtr(pub(crate) *mut u8);
 // SAFETY: tasks write disjoint tiles of the output through it.
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
@@ -556,32 +549,107 @@ fn nr_of(isa: Isa) -> usize {
     }
 }
 
-/// Packs rows `r0 .. r0 + rows` of A (from `row`) into `K`'s layout, with each row's `Σa'`.
-///
-/// Each row is mapped to canonical codes and written in runs of `A_KG` codes by the kernel's
-/// [`Kernel::pack_a_row`].
-#[allow(clippy::too_many_arguments)]
+/// Packs rows `r0 .. r0 + rows` of A (from `row`) into `K`'s layout, with each row's `Σa'`:
+/// each run of codes `row` hands over goes straight into the panel by the kernel's
+/// [`Kernel::pack_a_seg`].
 fn pack_a<K: Kernel, T: Code8>(
     r0: usize,
     rows: usize,
-    k: usize,
     groups: usize,
-    row: &(dyn Fn(usize, &mut [T]) + Sync),
-    rowbuf: &mut [T],
+    row: &RowSource<T>,
     apack: &mut [K::A],
     rowsum: &mut [i32],
 ) {
-    debug_assert_eq!(rowbuf.len(), k);
     let panel = groups * K::KG * K::MR;
     for (r, rs) in rowsum.iter_mut().enumerate().take(rows) {
-        row(r0 + r, rowbuf);
         let (p, i) = (r / K::MR, r % K::MR);
-        // SAFETY: the tier is available (checked at prepare); the panel holds `groups` groups,
-        // which cover k.
-        *rs = unsafe { K::pack_a_row(rowbuf, &mut apack[p * panel..(p + 1) * panel], i) } as i32;
+        let dst = &mut apack[p * panel..(p + 1) * panel];
+        let (mut k0, mut sum) = (0usize, 0u32);
+        row(r0 + r, &mut |seg: &[T]| {
+            assert!(
+                k0 + seg.len() <= groups * K::KG,
+                "gemm: a row source overran K"
+            );
+            // SAFETY: the tier is available (checked at prepare); the panel holds `groups`
+            // groups, which cover k0 + seg.len() (checked above).
+            sum = sum.wrapping_add(unsafe { K::pack_a_seg(seg, dst, i, k0) });
+            k0 += seg.len();
+        });
+        *rs = sum as i32;
     }
-    // K's padding to whole groups and rows past the end keep the zeros they were allocated
-    // with (zeros add nothing to any sum); results of padding rows are not stored.
+    // K's padding and rows past the end keep whatever the scratch held: the packed weights are
+    // zero past K, and results of padding rows are never stored.
+}
+
+/// Row chunks per thread when a layer is split: claimed dynamically, so a thread the OS delays
+/// holds up one small chunk rather than its whole share.
+pub(crate) const TASKS_PER_THREAD: usize = 4;
+
+/// Row `r` of A handed to `emit` as consecutive runs of codes covering its K codes in order.
+pub type RowSource<'a, T> = dyn Fn(usize, &mut dyn FnMut(&[T])) + Sync + 'a;
+
+/// Plain integer types, for which any bit pattern is a value (so scratch need not be zeroed).
+///
+/// # Safety
+/// Implementors have no padding, no invalid bit patterns and an alignment of at most 64.
+pub(crate) unsafe trait Pod: Copy + Default + Send + Sync + 'static {}
+// SAFETY: plain integers.
+unsafe impl Pod for u8 {}
+// SAFETY: plain integers.
+unsafe impl Pod for i8 {}
+// SAFETY: plain integers.
+unsafe impl Pod for i16 {}
+// SAFETY: plain integers.
+unsafe impl Pod for i32 {}
+
+thread_local! {
+    /// Each thread's GEMM scratch, grown to the largest task seen and reused: allocating and
+    /// zeroing the packed A panels per task was about a tenth of ResNet-20.
+    static SCRATCH: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on `a_len` elements of `A` and `i_len` int32, both 64-byte aligned, from this
+/// thread's scratch (contents unspecified). A nested call (none is made today) gets a fresh
+/// allocation rather than the borrowed scratch.
+fn with_scratch<A: Pod, R>(
+    a_len: usize,
+    i_len: usize,
+    f: impl FnOnce(&mut [A], &mut [i32]) -> R,
+) -> R {
+    let a_bytes = (a_len * std::mem::size_of::<A>()).next_multiple_of(64);
+    let words = (a_bytes + i_len * 4 + 64).div_ceil(8);
+    fn carve<A: Pod>(
+        buf: &mut Vec<u64>,
+        words: usize,
+        a_len: usize,
+        a_bytes: usize,
+        i_len: usize,
+    ) -> (&mut [A], &mut [i32]) {
+        if buf.len() < words {
+            buf.resize(words, 0);
+        }
+        let base = buf.as_mut_ptr() as *mut u8;
+        let off = (base as usize).next_multiple_of(64) - base as usize;
+        // SAFETY: `buf` holds `words * 8 >= off + a_bytes + i_len * 4` bytes; the two regions
+        // are disjoint, aligned for A and i32 (64-byte boundaries), and any bits are values of
+        // these plain integer types.
+        unsafe {
+            let a = std::slice::from_raw_parts_mut(base.add(off) as *mut A, a_len);
+            let i = std::slice::from_raw_parts_mut(base.add(off + a_bytes) as *mut i32, i_len);
+            (a, i)
+        }
+    }
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            let (a, i) = carve(&mut buf, words, a_len, a_bytes, i_len);
+            f(a, i)
+        }
+        Err(_) => {
+            let mut buf = Vec::new();
+            let (a, i) = carve(&mut buf, words, a_len, a_bytes, i_len);
+            f(a, i)
+        }
+    })
 }
 
 /// Packs weights (`n x k`) into `K`'s panels.
@@ -615,6 +683,7 @@ fn epilogue<T: Code8>(
     let mut e = Epilogue {
         colconst: vec![0; np],
         zw: vec![0; np],
+        zw_zero: false,
         m0: vec![0; np],
         lshift: vec![0; np],
         rshift: vec![0; np],
@@ -626,6 +695,7 @@ fn epilogue<T: Code8>(
         hi: 0,
         vector_ok: true,
     };
+    e.zw_zero = (0..n).all(|col| zero_point_of(zps, col).wrapping_add(T::W_OFFSET) == 0);
     for col in 0..n {
         let zw = zero_point_of(zps, col).wrapping_add(T::W_OFFSET);
         let sumw = w[col * k..(col + 1) * k]

@@ -16,14 +16,26 @@ use crate::gemm::{Epilogue, Kernel};
 
 pub(crate) struct Avx2;
 
-const MR: usize = 6;
-const NR: usize = 16;
+pub(crate) const MR: usize = 6;
+pub(crate) const NR: usize = 16;
 /// k per group: a group is 4 `vpmaddwd` pairs. Packed A keeps a row's 8 codes of a group
 /// together (16 bytes), so packing moves 16-byte runs rather than 4-byte pairs; packing was
 /// about 40% of a conv-shaped GEMM (M=3136, K=576, N=64) with pairs.
-const KG: usize = 8;
+pub(crate) const KG: usize = 8;
 /// k of one `vpmaddwd` lane: packed B keeps each column's pair together.
 const PAIR: usize = 2;
+
+/// One pair step of a tile row: the row's pair of codes at `$a + $k` broadcast against the
+/// step's two B vectors into the row's two accumulators. The tiles spell out their 12
+/// accumulators as locals so they stay in registers (in arrays they were spilled to the stack
+/// on every step, about a third of the tile's time).
+macro_rules! row_step {
+    ($a:expr, $k:expr, $b0:ident, $b1:ident, $x:ident, $y:ident) => {
+        let av = _mm256_set1_epi32(($a.add($k) as *const i32).read_unaligned());
+        $x = _mm256_add_epi32($x, _mm256_madd_epi16(av, $b0));
+        $y = _mm256_add_epi32($y, _mm256_madd_epi16(av, $b1));
+    };
+}
 
 impl Kernel for Avx2 {
     const MR: usize = MR;
@@ -38,8 +50,13 @@ impl Kernel for Avx2 {
     fn a_elem(x: u8) -> i16 {
         x as i16
     }
-    unsafe fn pack_a_row<T: crate::gemm::Code8>(src: &[T], panel: &mut [i16], i: usize) -> u32 {
-        pack_a_row(src, panel, i)
+    unsafe fn pack_a_seg<T: crate::gemm::Code8>(
+        src: &[T],
+        panel: &mut [i16],
+        i: usize,
+        k0: usize,
+    ) -> u32 {
+        pack_a_seg(src, panel, i, k0)
     }
     fn b_elem(w: i8) -> i16 {
         w as i16
@@ -82,30 +99,40 @@ unsafe fn tile(
     rows: usize,
     cols: usize,
 ) {
-    let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+    let z = _mm256_setzero_si256();
+    let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
+    let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
     if !first {
-        for (i, acc_i) in acc.iter_mut().enumerate() {
-            for (h, v) in acc_i.iter_mut().enumerate() {
-                *v = _mm256_loadu_si256(c.add(i * NR + 8 * h) as *const __m256i);
-            }
-        }
+        let ld = |i: usize, h: usize| _mm256_loadu_si256(c.add(i * NR + 8 * h) as *const __m256i);
+        (c00, c01, c10, c11, c20, c21) =
+            (ld(0, 0), ld(0, 1), ld(1, 0), ld(1, 1), ld(2, 0), ld(2, 1));
+        (c30, c31, c40, c41, c50, c51) =
+            (ld(3, 0), ld(3, 1), ld(4, 0), ld(4, 1), ld(5, 0), ld(5, 1));
     }
     let (mut ap, mut bp) = (a, b);
     for _ in 0..groups {
         for j in 0..KG / PAIR {
-            let bj = bp.add(j * NR * PAIR);
-            let b0 = _mm256_loadu_si256(bj as *const __m256i);
-            let b1 = _mm256_loadu_si256(bj.add(8 * PAIR) as *const __m256i);
-            for (i, acc_i) in acc.iter_mut().enumerate() {
-                let av =
-                    _mm256_set1_epi32((ap.add(i * KG + j * PAIR) as *const i32).read_unaligned());
-                acc_i[0] = _mm256_add_epi32(acc_i[0], _mm256_madd_epi16(av, b0));
-                acc_i[1] = _mm256_add_epi32(acc_i[1], _mm256_madd_epi16(av, b1));
-            }
+            let b0 = _mm256_loadu_si256(bp as *const __m256i);
+            let b1 = _mm256_loadu_si256(bp.add(8 * PAIR) as *const __m256i);
+            bp = bp.add(NR * PAIR);
+            let k = j * PAIR;
+            row_step!(ap, k, b0, b1, c00, c01);
+            row_step!(ap.add(KG), k, b0, b1, c10, c11);
+            row_step!(ap.add(2 * KG), k, b0, b1, c20, c21);
+            row_step!(ap.add(3 * KG), k, b0, b1, c30, c31);
+            row_step!(ap.add(4 * KG), k, b0, b1, c40, c41);
+            row_step!(ap.add(5 * KG), k, b0, b1, c50, c51);
         }
         ap = ap.add(MR * KG);
-        bp = bp.add(NR * KG);
     }
+    let acc = [
+        [c00, c01],
+        [c10, c11],
+        [c20, c21],
+        [c30, c31],
+        [c40, c41],
+        [c50, c51],
+    ];
     if !last {
         for (i, acc_i) in acc.iter().enumerate() {
             for (h, &v) in acc_i.iter().enumerate() {
@@ -114,11 +141,54 @@ unsafe fn tile(
         }
         return;
     }
-    if epi.vector_ok {
-        for (i, acc_i) in acc.iter().enumerate() {
-            if i >= rows {
-                break;
+    finish_tile(&acc, rowsum, epi, n0, out, ldc, rows, cols);
+}
+
+/// The output stage on a tile of raw accumulators, stored as codes (`rows x cols` at `out`,
+/// stride `ldc`).
+#[inline]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn finish_tile(
+    acc: &[[__m256i; 2]; MR],
+    rowsum: *const i32,
+    epi: &Epilogue,
+    n0: usize,
+    out: *mut u8,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+) {
+    if epi.vector_ok && cols == NR {
+        // Whole rows of 16 columns: one 16-byte store per row.
+        for (i, acc_i) in acc.iter().enumerate().take(rows) {
+            let (q0, q1) = if epi.zw_zero {
+                // No row-sum term (symmetric weights): no `vpmulld` (two uops, ten cycles).
+                (
+                    requant_plain(acc_i[0], epi, n0),
+                    requant_plain(acc_i[1], epi, n0 + 8),
+                )
+            } else {
+                let rs = _mm256_set1_epi32(*rowsum.add(i));
+                (
+                    requant(acc_i[0], rs, epi, n0),
+                    requant(acc_i[1], rs, epi, n0 + 8),
+                )
+            };
+            store16(q0, q1, out.add(i * ldc));
+        }
+    } else if epi.vector_ok && epi.zw_zero {
+        for (i, acc_i) in acc.iter().enumerate().take(rows) {
+            for (h, &v) in acc_i.iter().enumerate() {
+                if 8 * h >= cols {
+                    break;
+                }
+                let q = requant_plain(v, epi, n0 + 8 * h);
+                store8(q, out.add(i * ldc + 8 * h), (cols - 8 * h).min(8));
             }
+        }
+    } else if epi.vector_ok {
+        for (i, acc_i) in acc.iter().enumerate().take(rows) {
             let rs = _mm256_set1_epi32(*rowsum.add(i));
             for (h, &v) in acc_i.iter().enumerate() {
                 if 8 * h >= cols {
@@ -139,42 +209,164 @@ unsafe fn tile(
     }
 }
 
-/// Row `i` of a packed A panel, 16 codes at a time: mapped to canonical u8 (`^ 0x80` for int8),
-/// summed with `psadbw`, widened to int16 and stored as two 8-code group runs. Packing with
-/// scalar stores was a third of a conv-shaped GEMM's time (M=3136, K=576, N=64).
+/// Rows of the implicit-GEMM tile: the canonical int16 codes of each of the `MR` output
+/// pixels' windows, read in place from a padded image instead of a packed A panel.
+pub(crate) struct ImplicitRows {
+    /// Each pixel's window origin (filter tap (0, 0), channel 0) in the padded image.
+    pub base: [*const i16; MR],
+    /// Filter rows, and the image elements between two of them.
+    pub kh: usize,
+    pub row_stride: usize,
+    /// 8-code groups of one filter row (`kw * in_c / 8`; the taps of a row are adjacent).
+    pub run_groups: usize,
+}
+
+/// An implicit-GEMM tile: like [`Kernel::tile`] (one K block, finished) with row `i`'s k-th
+/// code at `rows.base[i] + (k / run) * row_stride + k % run` for a run of `8 * run_groups`:
+/// the same products in the same order as the packed tile, so the same accumulators.
 ///
 /// # Safety
-/// The CPU has AVX2; `panel` holds `MR` rows of whole groups covering `src.len()`.
+/// The CPU has AVX2; every row's `kh` runs are inside the image; `b` is a packed B panel of
+/// `kh * run_groups` groups; `rowsum` holds `MR` values; `epi`'s columns cover `n0 + NR`; `out`
+/// is valid for the `rows x cols` stores at stride `ldc`.
 #[target_feature(enable = "avx2")]
-unsafe fn pack_a_row<T: crate::gemm::Code8>(src: &[T], panel: &mut [i16], i: usize) -> u32 {
-    let k = src.len();
-    assert!(panel.len() >= k.div_ceil(KG) * KG * MR && i < MR);
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn tile_implicit(
+    rows_a: &ImplicitRows,
+    b: *const i16,
+    rowsum: *const i32,
+    epi: &Epilogue,
+    n0: usize,
+    out: *mut u8,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+) {
+    let z = _mm256_setzero_si256();
+    let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
+    let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
+    let mut bp = b;
+    let steps = rows_a.run_groups * (KG / PAIR);
+    for fy in 0..rows_a.kh {
+        let off = fy * rows_a.row_stride;
+        let [a0, a1, a2, a3, a4, a5] = rows_a.base.map(|p| p.add(off));
+        for s in 0..steps {
+            let b0 = _mm256_loadu_si256(bp as *const __m256i);
+            let b1 = _mm256_loadu_si256(bp.add(8 * PAIR) as *const __m256i);
+            bp = bp.add(NR * PAIR);
+            let k = s * PAIR;
+            row_step!(a0, k, b0, b1, c00, c01);
+            row_step!(a1, k, b0, b1, c10, c11);
+            row_step!(a2, k, b0, b1, c20, c21);
+            row_step!(a3, k, b0, b1, c30, c31);
+            row_step!(a4, k, b0, b1, c40, c41);
+            row_step!(a5, k, b0, b1, c50, c51);
+        }
+    }
+    let acc = [
+        [c00, c01],
+        [c10, c11],
+        [c20, c21],
+        [c30, c31],
+        [c40, c41],
+        [c50, c51],
+    ];
+    finish_tile(&acc, rowsum, epi, n0, out, ldc, rows, cols);
+}
+
+/// One row of a padded canonical image: `codes` mapped to canonical u8 and widened to int16,
+/// with the sum of each pixel's `c` codes in `sums`.
+///
+/// # Safety
+/// The CPU has AVX2; `c % 8 == 0`; `dst.len() == codes.len()`; `sums.len() * c == codes.len()`.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn canon_row<T: crate::gemm::Code8>(
+    codes: &[T],
+    c: usize,
+    dst: &mut [i16],
+    sums: &mut [i32],
+) {
+    let flip = _mm_set1_epi8(if T::A_OFFSET != 0 { -128 } else { 0 });
+    let zero = _mm_setzero_si128();
+    let s = codes.as_ptr() as *const u8;
+    let d = dst.as_mut_ptr();
+    for (px, sum) in sums.iter_mut().enumerate() {
+        let mut acc = _mm_setzero_si128();
+        let mut j = px * c;
+        let end = j + c;
+        while j + 16 <= end {
+            let v = _mm_xor_si128(_mm_loadu_si128(s.add(j) as *const __m128i), flip);
+            acc = _mm_add_epi64(acc, _mm_sad_epu8(v, zero));
+            _mm256_storeu_si256(d.add(j) as *mut __m256i, _mm256_cvtepu8_epi16(v));
+            j += 16;
+        }
+        if j < end {
+            let v = _mm_xor_si128(_mm_loadl_epi64(s.add(j) as *const __m128i), flip);
+            acc = _mm_add_epi64(acc, _mm_move_epi64(_mm_sad_epu8(v, zero)));
+            _mm_storeu_si128(d.add(j) as *mut __m128i, _mm_cvtepu8_epi16(v));
+        }
+        *sum = (_mm_cvtsi128_si64(acc) as i32).wrapping_add(_mm_extract_epi64::<1>(acc) as i32);
+    }
+}
+
+/// Codes `k0 ..` of row `i` of a packed A panel, 16 codes at a time once `k0` reaches a group
+/// boundary: mapped to canonical u8 (`^ 0x80` for int8), summed with `psadbw`, widened to int16
+/// and stored as two 8-code group runs (then one 8-code run, then scalar). Packing with scalar
+/// stores was a third of a conv-shaped GEMM's time (M=3136, K=576, N=64); im2col hands its
+/// window rows here directly (runs of `kw * in_c` codes, group-aligned when `in_c % 8 == 0`).
+///
+/// # Safety
+/// The CPU has AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn pack_a_seg<T: crate::gemm::Code8>(
+    src: &[T],
+    panel: &mut [i16],
+    i: usize,
+    k0: usize,
+) -> u32 {
+    let len = src.len();
+    assert!(panel.len() >= (k0 + len).div_ceil(KG) * KG * MR && i < MR);
     let s = src.as_ptr() as *const u8;
     let d = panel.as_mut_ptr();
+    let at = |kk: usize| ((kk / KG) * MR + i) * KG + kk % KG;
+    let mut sum = 0u32;
+    let scalar = |j: usize, sum: &mut u32| {
+        let v = src[j].canon_a();
+        *sum = sum.wrapping_add(v as u32);
+        *d.add(at(k0 + j)) = v as i16;
+    };
+    let head = ((KG - k0 % KG) % KG).min(len);
+    for j in 0..head {
+        scalar(j, &mut sum);
+    }
     let flip = _mm_set1_epi8(if T::A_OFFSET != 0 { -128 } else { 0 });
     let zero = _mm_setzero_si128();
     let mut sums = _mm_setzero_si128();
-    let whole = k / 16 * 16;
-    for kk in (0..whole).step_by(16) {
-        let v = _mm_xor_si128(_mm_loadu_si128(s.add(kk) as *const __m128i), flip);
+    let mut j = head;
+    while j + 16 <= len {
+        let v = _mm_xor_si128(_mm_loadu_si128(s.add(j) as *const __m128i), flip);
         sums = _mm_add_epi64(sums, _mm_sad_epu8(v, zero));
         let w = _mm256_cvtepu8_epi16(v);
-        let g = kk / KG;
+        let p = d.add(at(k0 + j));
+        _mm_storeu_si128(p as *mut __m128i, _mm256_castsi256_si128(w));
         _mm_storeu_si128(
-            d.add((g * MR + i) * KG) as *mut __m128i,
-            _mm256_castsi256_si128(w),
-        );
-        _mm_storeu_si128(
-            d.add(((g + 1) * MR + i) * KG) as *mut __m128i,
+            p.add(MR * KG) as *mut __m128i,
             _mm256_extracti128_si256::<1>(w),
         );
+        j += 16;
     }
-    let mut sum =
-        (_mm_cvtsi128_si64(sums) as u64).wrapping_add(_mm_extract_epi64::<1>(sums) as u64) as u32;
-    for (kk, &x) in src.iter().enumerate().skip(whole) {
-        let v = x.canon_a();
-        sum = sum.wrapping_add(v as u32);
-        *d.add(((kk / KG) * MR + i) * KG + kk % KG) = v as i16;
+    if j + 8 <= len {
+        let v = _mm_xor_si128(_mm_loadl_epi64(s.add(j) as *const __m128i), flip);
+        // Only the low 8 lanes are codes; the high lane of the sum is the flipped zeros.
+        sums = _mm_add_epi64(sums, _mm_move_epi64(_mm_sad_epu8(v, zero)));
+        _mm_storeu_si128(d.add(at(k0 + j)) as *mut __m128i, _mm_cvtepu8_epi16(v));
+        j += 8;
+    }
+    sum = sum
+        .wrapping_add(_mm_cvtsi128_si64(sums) as u32)
+        .wrapping_add(_mm_extract_epi64::<1>(sums) as u32);
+    for j in j..len {
+        scalar(j, &mut sum);
     }
     sum
 }
@@ -244,6 +436,22 @@ unsafe fn store8(v: __m256i, out: *mut u8, count: usize) {
         let b = bytes.to_le_bytes();
         std::ptr::copy_nonoverlapping(b.as_ptr(), out, count);
     }
+}
+
+/// Stores the low bytes of `a`'s 8 lanes then `b`'s, as [`store8`] twice would: the lanes are
+/// masked to their low byte first, so the saturating packs keep every byte as it is.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn store16(a: __m256i, b: __m256i, out: *mut u8) {
+    let m = _mm256_set1_epi32(0xff);
+    // [a0-3, b0-3 | a4-7, b4-7] as int16, reordered to [a0-7 | b0-7].
+    let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(
+        _mm256_and_si256(a, m),
+        _mm256_and_si256(b, m),
+    ));
+    // Bytes [a0-7, a0-7 | b0-7, b0-7]; qwords 0 and 2 are the 16 codes in order.
+    let p = _mm256_permute4x64_epi64::<0b00_00_10_00>(_mm256_packus_epi16(w, w));
+    _mm_storeu_si128(out as *mut __m128i, _mm256_castsi256_si128(p));
 }
 
 /// The output stage on one row of complete accumulators (`acc[n]` for column `n`), with no
