@@ -280,6 +280,10 @@ fn merged_state_equals_the_full_batch() {
     let ctx = Ctx::float(true);
     let full = fresh(6);
     let g = sharded_grads(&full, &set(&data), &idx, 1, &ctx, &device).unwrap();
+    let StateUpdate::BatchNorm(b) = &g.updates[0][0] else {
+        panic!("the first update is conv1's BN")
+    };
+    let full_var = host_vec(b.var.clone());
     shard::apply_updates(g.updates).unwrap();
     let split = fresh(6);
     let g = sharded_grads(&split, &set(&data), &idx, 2, &ctx, &device).unwrap();
@@ -298,7 +302,6 @@ fn merged_state_equals_the_full_batch() {
     shard::apply_updates(g.updates).unwrap();
     let (fm, fv) = running_stats(convs(&full)[0]);
     let (sm, sv) = running_stats(convs(&split)[0]);
-    let m = 0.1f32; // BN momentum: the running variance started at 1
     let mut naive_off = 0f32;
     for c in 0..fm.len() {
         assert!(
@@ -306,10 +309,10 @@ fn merged_state_equals_the_full_batch() {
             "mean[{c}]"
         );
         assert!((fv[c] - sv[c]).abs() <= 1e-5 * fv[c].abs(), "var[{c}]");
-        naive_off = naive_off.max((fv[c] - ((1.0 - m) + m * naive_var[c])).abs() / fv[c]);
+        naive_off = naive_off.max((full_var[c] - naive_var[c]).abs() / full_var[c]);
     }
     assert!(
-        naive_off > 1e-2,
+        naive_off > 0.1,
         "averaging the shards' variances would be off by {naive_off}: the test must see it"
     );
 
