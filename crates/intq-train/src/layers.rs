@@ -265,7 +265,7 @@ impl ConvBn {
     /// elements per channel, or records that in `ctx.log`.
     fn update_running(&self, mean: Tensor<1>, var: Tensor<1>, count: usize, ctx: &Ctx) {
         match ctx.log {
-            Some(log) => log.push(StateUpdate::BatchNorm(BnUpdate {
+            Some(log) => log.push(StateUpdate::BatchNorm(Box::new(BnUpdate {
                 key: state_id(&self.running_mean),
                 running_mean: self.running_mean.clone(),
                 running_var: self.running_var.clone(),
@@ -273,7 +273,7 @@ impl ConvBn {
                 mean: mean.detach(),
                 var: var.detach(),
                 count,
-            })),
+            }))),
             None => bn_update(
                 &self.running_mean,
                 &self.running_var,

@@ -58,7 +58,7 @@ pub enum StateUpdate {
         max: f32,
     },
     /// Batch statistics for a BN layer's moving averages.
-    BatchNorm(BnUpdate),
+    BatchNorm(Box<BnUpdate>),
 }
 
 /// A BN layer's batch mean and biased variance over `count` elements per channel, with handles
