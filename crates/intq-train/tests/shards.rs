@@ -390,3 +390,21 @@ proptest! {
         }
     }
 }
+
+/// Zero shards is a configuration error naming the setting, before any work.
+#[test]
+fn zero_shards_is_refused() {
+    let _s = serial();
+    let data = images(4, 5, |_| false);
+    let err = train(
+        &config(0, None, 1),
+        Start::fresh(fresh(1)),
+        &set(&data),
+        None,
+        &train_device(),
+    )
+    .err()
+    .expect("shards = 0 must be refused");
+    assert!(matches!(err, intq_train::TrainError::Config(_)), "{err}");
+    assert!(err.to_string().contains("shards"), "{err}");
+}
