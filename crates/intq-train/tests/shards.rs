@@ -403,8 +403,7 @@ fn zero_shards_is_refused() {
         None,
         &train_device(),
     )
-    .err()
-    .expect("shards = 0 must be refused");
+    .expect_err("shards = 0 must be refused");
     assert!(matches!(err, intq_train::TrainError::Config(_)), "{err}");
     assert!(err.to_string().contains("shards"), "{err}");
 }
