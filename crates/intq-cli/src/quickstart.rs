@@ -110,6 +110,7 @@ pub fn quickstart(a: QuickstartArgs) -> Result<()> {
         metrics: Some(a.dir.join("float.metrics.jsonl")),
         progress: true,
         max_steps: None,
+        shards: intq_train::trainer::DEFAULT_SHARDS,
     };
     let t = Instant::now();
     let start = Start::fresh(Net::new(arch, LayerOpts::default(), &device));

@@ -54,6 +54,13 @@ pub struct Common {
     /// Also log the mean train loss of every STEPS steps to the metrics log (0: epochs only).
     #[arg(long, value_name = "STEPS", default_value_t = 50)]
     log_every: u64,
+    /// Data-parallel shards per batch: each batch is split into N contiguous pieces that run
+    /// forward and backward on their own threads (docs/training.md, "Data-parallel shards").
+    /// A fixed number, not the core count, so a seed repeats the run on any machine; 1 is the
+    /// plain single-batch step. Resume with the same value for a bit-exact continuation.
+    #[arg(long, value_name = "N", default_value_t = intq_train::trainer::DEFAULT_SHARDS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    shards: usize,
     /// Continue the run whose checkpoint is OUT.
     #[arg(long)]
     resume: bool,
@@ -213,6 +220,7 @@ fn config(c: &Common, arch: Arch, epochs: usize, lr: f64) -> TrainConfig {
         metrics: Some(c.metrics.clone().unwrap_or_else(|| m.into())),
         progress: !c.quiet,
         max_steps: c.max_steps,
+        shards: c.shards,
     }
 }
 

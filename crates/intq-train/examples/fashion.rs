@@ -51,6 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         metrics: None,
         progress: true,
         max_steps: None,
+        shards: intq_train::trainer::DEFAULT_SHARDS,
     };
     let (net, s) = train(
         &cfg,

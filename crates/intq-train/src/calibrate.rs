@@ -78,6 +78,7 @@ pub fn calibrate(
         step: 0,
         quant: Some(q),
         exact: false,
+        log: None,
     };
     for _ in 0..batches {
         net.forward(images(), &ctx)?;

@@ -14,6 +14,7 @@ use crate::fake_quant::{
     host_vec, weight_code, WeightQuant,
 };
 use crate::observer::EmaObserver;
+use crate::shard::{bn_update, state_id, BnUpdate, StateLog, StateUpdate};
 use crate::TrainError;
 
 /// Quantization settings of a QAT run.
@@ -59,10 +60,10 @@ impl QuantCfg {
     }
 }
 
-/// Per-forward context: training or evaluation, the global step (for quant delay), and the
-/// quantization settings (`None` = float training/evaluation).
+/// Per-forward context: training or evaluation, the global step (for quant delay), the
+/// quantization settings (`None` = float training/evaluation), and where state updates go.
 #[derive(Debug, Clone, Copy)]
-pub struct Ctx {
+pub struct Ctx<'a> {
     pub training: bool,
     pub step: u64,
     pub quant: Option<QuantCfg>,
@@ -71,15 +72,22 @@ pub struct Ctx {
     /// differences left to the integer engine are its own fixed-point rounding. Evaluation with
     /// `quant` only; ignored otherwise. See docs/fidelity.md.
     pub exact: bool,
+    /// `Some`: a training forward records its state updates (BN batch statistics, observer
+    /// batch ranges) here instead of applying them, and each observer fake-quantizes with the
+    /// range its update would give; [`crate::shard::apply_updates`] applies them later.
+    /// Data-parallel shards use this so that no thread writes shared state. `None`: updates
+    /// are applied at once.
+    pub log: Option<&'a StateLog>,
 }
 
-impl Ctx {
+impl Ctx<'static> {
     pub fn float(training: bool) -> Self {
         Ctx {
             training,
             step: 0,
             quant: None,
             exact: false,
+            log: None,
         }
     }
 
@@ -90,6 +98,7 @@ impl Ctx {
             step: u64::MAX,
             quant,
             exact: false,
+            log: None,
         }
     }
 
@@ -100,7 +109,9 @@ impl Ctx {
             ..Ctx::eval(Some(quant))
         }
     }
+}
 
+impl Ctx<'_> {
     /// The quantization settings when this forward is an exact evaluation.
     pub fn exact_quant(&self) -> Option<QuantCfg> {
         if self.exact && !self.training {
@@ -250,19 +261,27 @@ impl ConvBn {
         (sf, b)
     }
 
-    /// Moving statistics with the biased batch variance, as burn's own BatchNorm keeps them.
-    fn update_running(&self, mean: Tensor<1>, var: Tensor<1>) {
-        let device = mean.device();
-        let (rm, rv) = self.running(&device);
-        let m = self.momentum;
-        self.running_mean
-            .update((rm.mul_scalar(1.0 - m) + mean.detach().mul_scalar(m)).detach());
-        self.running_var
-            .update((rv.mul_scalar(1.0 - m) + var.detach().mul_scalar(m)).detach());
-        // `update` parks the value per thread until the next `value_sync`; module visitors (the
-        // checkpoint writer) read only the synced value, so flush now.
-        self.running_mean.value_sync();
-        self.running_var.value_sync();
+    /// Moves the moving statistics towards a batch's mean and biased variance over `count`
+    /// elements per channel, or records that in `ctx.log`.
+    fn update_running(&self, mean: Tensor<1>, var: Tensor<1>, count: usize, ctx: &Ctx) {
+        match ctx.log {
+            Some(log) => log.push(StateUpdate::BatchNorm(Box::new(BnUpdate {
+                key: state_id(&self.running_mean),
+                running_mean: self.running_mean.clone(),
+                running_var: self.running_var.clone(),
+                momentum: self.momentum,
+                mean: mean.detach(),
+                var: var.detach(),
+                count,
+            }))),
+            None => bn_update(
+                &self.running_mean,
+                &self.running_var,
+                self.momentum,
+                mean,
+                var,
+            ),
+        }
     }
 
     pub fn forward(&self, input: Act, ctx: &Ctx) -> Result<Act, TrainError> {
@@ -284,13 +303,14 @@ impl ConvBn {
             (None, true) => {
                 let y = conv2d(x, self.weight.val(), None, self.options());
                 if ctx.training {
+                    let count = per_channel(&y);
                     let r = batch_norm_train(
                         y,
                         self.gamma.as_ref().expect("bn").val(),
                         self.beta.as_ref().expect("bn").val(),
                         self.eps,
                     );
-                    self.update_running(r.mean, r.variance);
+                    self.update_running(r.mean, r.variance, count, ctx);
                     r.output
                 } else {
                     let (sf, b) = self.fold(&device);
@@ -314,13 +334,14 @@ impl ConvBn {
                     // batch statistics gives SPEC §3's `y * sigma_mv / sigma_B + beta -
                     // gamma mu_B / sigma_B` with a single convolution.
                     let y0 = y / sf.reshape([1, c, 1, 1]);
+                    let count = per_channel(&y0);
                     let r = batch_norm_train(
                         y0,
                         self.gamma.as_ref().expect("bn").val(),
                         self.beta.as_ref().expect("bn").val(),
                         self.eps,
                     );
-                    self.update_running(r.mean, r.variance);
+                    self.update_running(r.mean, r.variance, count, ctx);
                     r.output
                 } else {
                     y + snap_bias(b_fold, in_q, &wqp).reshape([1, c, 1, 1])
@@ -373,6 +394,12 @@ impl ConvBn {
             .apply_requant(y, ctx, Some(p_in.scale), Some(&f.weight_quant))?;
         Ok(Act { x, q })
     }
+}
+
+/// Elements per channel of an `[N, C, H, W]` tensor (what a BN batch statistic averages).
+fn per_channel(y: &Tensor<4>) -> usize {
+    let [n, _, h, w] = y.dims();
+    n * h * w
 }
 
 /// In quantized forwards, the bias on the int32 grid of the input and weight scales (when the

@@ -10,7 +10,12 @@
 //! release build takes ~7 min. burn's `cpu` and `cuda` features download LLVM at build time and
 //! fail offline, and `ndarray` (plus flex's default SIMD feature) makes release builds take 15–20
 //! min for no training-speed gain, so none of them is enabled. `rayon` is flex's threading
-//! (parallel GEMM and convolutions) so that training uses every core.
+//! (parallel GEMM and convolutions) so that training uses every core. flex's elementwise, mask
+//! and copy kernels are single-threaded, so the trainer also splits each batch into a fixed
+//! number of data-parallel shards run on their own threads ([`shard`], `TrainConfig::shards`);
+//! with more than one shard, training-mode BN normalizes each shard with its own batch
+//! statistics and each shard fake-quantizes with its own view of the observer range, while the
+//! moving statistics and ranges are updated with the exact full-batch values.
 //!
 //! # Rounding
 //!
@@ -27,6 +32,7 @@ pub mod fake_quant;
 pub mod layers;
 pub mod observer;
 pub mod sgd;
+pub mod shard;
 pub mod trainer;
 pub mod zoo;
 

@@ -11,6 +11,7 @@ use crate::fake_quant::{
     WeightQuant,
 };
 use crate::layers::Ctx;
+use crate::shard::{state_id, StateUpdate};
 use crate::TrainError;
 
 /// EMA of batch `[min, max]`. State tensor: `[min, max, seen]` where `seen` is 0 until the first
@@ -50,7 +51,13 @@ impl EmaObserver {
     /// Folds one batch range into the average: `ema = decay * ema + (1 - decay) * batch`
     /// (in f32 on the host; the first batch sets it).
     pub fn observe(&self, batch_min: f32, batch_max: f32) {
-        let (min, max) = match self.range() {
+        let (min, max) = self.next_range(batch_min, batch_max);
+        self.set_range(min, max);
+    }
+
+    /// The range [`EmaObserver::observe`] would set, without setting it.
+    pub fn next_range(&self, batch_min: f32, batch_max: f32) -> (f32, f32) {
+        match self.range() {
             None => (batch_min, batch_max),
             Some((lo, hi)) => {
                 let d = self.decay as f32;
@@ -59,8 +66,7 @@ impl EmaObserver {
                     d * hi + (1.0 - d) * batch_max,
                 )
             }
-        };
-        self.set_range(min, max);
+        }
     }
 
     /// The `(S, Z)` of the observed range under `scheme`, if any batch was seen.
@@ -94,6 +100,7 @@ impl EmaObserver {
         let Some(q) = ctx.quant else {
             return Ok((x, None));
         };
+        let mut recorded = None;
         if ctx.training && !q.freeze_observers {
             let (lo, hi) = min_max(&x);
             if !(lo.is_finite() && hi.is_finite()) {
@@ -102,14 +109,35 @@ impl EmaObserver {
                     ctx.step
                 )));
             }
-            self.observe(lo, hi);
+            // A recorded forward quantizes with the range its update would give; the update
+            // itself is applied (merged across shards) after the step's forwards.
+            recorded = match ctx.log {
+                Some(log) => {
+                    log.push(StateUpdate::Observer {
+                        key: state_id(&self.state),
+                        obs: self.clone(),
+                        min: lo,
+                        max: hi,
+                    });
+                    Some(self.next_range(lo, hi))
+                }
+                None => {
+                    self.observe(lo, hi);
+                    None
+                }
+            };
         }
         if ctx.training && ctx.step < q.quant_delay {
             return Ok((x, None));
         }
-        let Some(p) = self.params(q.act_scheme)? else {
+        let range = match recorded {
+            Some(r) => Some(r),
+            None => self.range(),
+        };
+        let Some((lo, hi)) = range else {
             return Ok((x, None));
         };
+        let p = choose(q.act_scheme, lo, hi, "activation")?;
         let exact = ctx.exact_quant().is_some();
         let y = match (s_in, wq) {
             (Some(s_in), Some(wq)) => {

@@ -18,6 +18,7 @@ use crate::checkpoint::{self, CkptMeta};
 use crate::fake_quant::{host_vec, scalar};
 use crate::layers::{Ctx, QuantCfg};
 use crate::sgd::{self, SgdStep, Velocity};
+use crate::shard::{self, StateLog, StateUpdate};
 use crate::zoo::{Arch, Net};
 use crate::TrainError;
 
@@ -101,7 +102,17 @@ pub struct TrainConfig {
     pub progress: bool,
     /// Stop after this many steps in total (tests, profiling).
     pub max_steps: Option<u64>,
+    /// Data-parallel shards per batch (at least 1): each batch is cut into this many contiguous
+    /// pieces that run forward and backward on their own threads, and the gradients are combined
+    /// weighted by piece size (see [`crate::shard`] for what differs from one full-batch step:
+    /// training-mode BN normalizes each piece with its own statistics, and each piece
+    /// fake-quantizes with its own observer view). A fixed number, not the core count, so a seed
+    /// gives the same run on any machine; 1 is the plain single-batch step.
+    pub shards: usize,
 }
+
+/// The CLI's default shard count: both cores of the project's 2-core machines.
+pub const DEFAULT_SHARDS: usize = 2;
 
 /// What a run measured.
 #[derive(Debug, Clone)]
@@ -139,8 +150,9 @@ impl Start {
     }
 }
 
-/// SplitMix64: the shuffle depends on the seed and epoch only.
-fn shuffled(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+/// The order of epoch `epoch`'s samples. SplitMix64: the shuffle depends on the seed and epoch
+/// only.
+pub fn shuffled(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut rng =
         intq_engine::examples::SplitMix64::new(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9));
     let mut v: Vec<usize> = (0..n).collect();
@@ -188,12 +200,7 @@ pub fn evaluate(
 ) -> Result<f64, TrainError> {
     data.validate()?;
     let net = net.valid();
-    let ctx = Ctx {
-        training: false,
-        step: u64::MAX,
-        quant,
-        exact: false,
-    };
+    let ctx = Ctx::eval(quant);
     let plain = device.clone().inner();
     let mut ok = 0;
     let all: Vec<usize> = (0..data.len).collect();
@@ -274,6 +281,9 @@ pub fn train_observed(
             "checkpoint interval must be at least 1 step".into(),
         ));
     }
+    if cfg.shards == 0 {
+        return Err(TrainError::Config("shards must be at least 1".into()));
+    }
     if cfg.batch_size == 0 || train_set.len == 0 {
         return Err(TrainError::Config(
             "empty training set or batch size 0".into(),
@@ -351,16 +361,15 @@ pub fn train_observed(
                 break 'epochs;
             }
             let t = Instant::now();
-            let (x, y) = train_set.batch(idx, device);
             let ctx = Ctx {
                 training: true,
                 step,
                 quant,
                 exact: false,
+                log: None,
             };
-            let logits = net.forward(x, &ctx)?;
-            let loss = cross_entropy(logits.clone(), y);
-            let loss_v = scalar(&loss) as f64;
+            let out = sharded_grads(&net, train_set, idx, cfg.shards, &ctx, device)?;
+            let loss_v = out.loss;
             if !loss_v.is_finite() {
                 bar.abandon();
                 return Err(TrainError::NonFinite(format!(
@@ -370,11 +379,11 @@ pub fn train_observed(
                     cfg.out.display()
                 )));
             }
-            let grads = GradientsParams::from_grads(loss.backward(), &net);
+            shard::apply_updates(out.updates)?;
             let lr = cosine_lr(cfg.lr, step, total_steps);
             net = sgd::step(
                 net,
-                grads,
+                out.grads,
                 &mut vel,
                 SgdStep {
                     lr,
@@ -382,7 +391,7 @@ pub fn train_observed(
                     weight_decay: cfg.weight_decay,
                 },
             );
-            ok += correct(&logits, train_set.labels, idx);
+            ok += out.correct;
             seen += idx.len();
             loss_sum += loss_v * idx.len() as f64;
             step += 1;
@@ -476,6 +485,121 @@ pub fn train_observed(
             epoch_seconds,
         },
     ))
+}
+
+/// What the forward and backward passes of one batch produced, before the optimizer step.
+pub struct BatchGrads {
+    /// Mean loss over the batch (the shards' losses weighted by size).
+    pub loss: f64,
+    /// Correct top-1 predictions.
+    pub correct: usize,
+    /// Gradient of the mean loss, `sum_k (n_k / N) g_k`.
+    pub grads: GradientsParams,
+    /// Each shard's recorded state updates, in shard order, for [`shard::apply_updates`].
+    pub updates: Vec<Vec<StateUpdate>>,
+}
+
+struct ShardOut {
+    loss: f64,
+    correct: usize,
+    grads: Option<GradientsParams>,
+    updates: Vec<StateUpdate>,
+}
+
+/// Forward, loss and backward of one piece on `net`, recording state updates. The backward is
+/// skipped on a non-finite loss (the caller stops).
+fn run_shard(
+    net: &Net,
+    data: &ImageSet,
+    idx: &[usize],
+    ctx: &Ctx,
+    device: &Device,
+) -> Result<ShardOut, TrainError> {
+    let log = StateLog::default();
+    let ctx = Ctx {
+        log: Some(&log),
+        ..*ctx
+    };
+    let (x, y) = data.batch(idx, device);
+    let logits = net.forward(x, &ctx)?;
+    let loss = cross_entropy(logits.clone(), y);
+    let loss_v = scalar(&loss) as f64;
+    let grads = loss_v
+        .is_finite()
+        .then(|| GradientsParams::from_grads(loss.backward(), net));
+    Ok(ShardOut {
+        loss: loss_v,
+        correct: correct(&logits, data.labels, idx),
+        grads,
+        updates: log.into_updates(),
+    })
+}
+
+/// Forward and backward of the batch `idx` of `data` in `shards` contiguous pieces, each on its
+/// own thread (the first on this one) with its own copy of `net`'s autodiff leaves; gradients
+/// combined in piece order weighted by piece size. State updates are recorded, not applied: pass
+/// [`BatchGrads::updates`] to [`shard::apply_updates`]. One piece runs `net` itself on this
+/// thread, exactly the unsharded step.
+pub fn sharded_grads(
+    net: &Net,
+    data: &ImageSet,
+    idx: &[usize],
+    shards: usize,
+    ctx: &Ctx,
+    device: &Device,
+) -> Result<BatchGrads, TrainError> {
+    let ranges = shard::pieces(idx.len(), shards);
+    let outs: Vec<Result<ShardOut, TrainError>> = if ranges.len() == 1 {
+        vec![run_shard(net, data, idx, ctx, device)]
+    } else {
+        let nets: Vec<Net> = ranges.iter().map(|_| shard::detached_copy(net)).collect();
+        std::thread::scope(|s| {
+            let mut work = ranges.iter().zip(&nets);
+            let (r0, n0) = work.next().expect("at least one piece");
+            let handles: Vec<_> = work
+                .map(|(r, n)| {
+                    let idx = &idx[r.clone()];
+                    s.spawn(move || run_shard(n, data, idx, ctx, device))
+                })
+                .collect();
+            let mut outs = vec![run_shard(n0, data, &idx[r0.clone()], ctx, device)];
+            for h in handles {
+                outs.push(
+                    h.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                );
+            }
+            outs
+        })
+    };
+    let outs = outs.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let n = idx.len() as f64;
+    let weights: Vec<f64> = ranges.iter().map(|r| r.len() as f64 / n).collect();
+    let loss = if outs.len() == 1 {
+        outs[0].loss
+    } else {
+        outs.iter().zip(&weights).map(|(o, w)| o.loss * w).sum()
+    };
+    let correct = outs.iter().map(|o| o.correct).sum();
+    let mut grads = Vec::with_capacity(outs.len());
+    let mut updates = Vec::with_capacity(outs.len());
+    for o in outs {
+        if let Some(g) = o.grads {
+            grads.push(g);
+        }
+        updates.push(o.updates);
+    }
+    let grads = if loss.is_finite() && grads.len() == weights.len() {
+        shard::combine_grads(net, grads, &weights)
+    } else {
+        GradientsParams::new()
+    };
+    Ok(BatchGrads {
+        loss,
+        correct,
+        grads,
+        updates,
+    })
 }
 
 /// Loss and logits of one batch without a step (tests and profiling).

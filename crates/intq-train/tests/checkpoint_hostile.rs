@@ -329,6 +329,7 @@ fn write_fuzz_seeds() {
             metrics: None,
             progress: false,
             max_steps: Some(1),
+            shards: 1,
         };
         let net = Net::new(arch, LayerOpts::default(), &device);
         train_with_checkpoints(&cfg, Some(1), Start::fresh(net), &set, None, &device).unwrap();

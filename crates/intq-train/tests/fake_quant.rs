@@ -424,6 +424,7 @@ fn quant_delay_observes_but_does_not_apply() {
             step,
             quant: Some(q),
             exact: false,
+            log: None,
         };
         let (y, used) = obs.apply(t1(&xs, &d), &ctx).unwrap();
         assert!(obs.range().is_some(), "observed at step {step}");
@@ -447,6 +448,7 @@ fn quant_delay_observes_but_does_not_apply() {
         step: 10,
         quant: Some(q),
         exact: false,
+        log: None,
     };
     obs.apply(t1(&[-100.0, 100.0], &d), &ctx).unwrap();
     assert_eq!(obs.range(), before);
@@ -534,6 +536,7 @@ fn qat_conv_eval_uses_quantized_folded_weights_and_freeze_stops_bn_updates() {
         step: 0,
         quant: Some(q),
         exact: false,
+        log: None,
     };
     l.forward(a.clone(), &ctx).unwrap();
     let after = intq_train::layers::running_stats(&l);
@@ -546,6 +549,7 @@ fn qat_conv_eval_uses_quantized_folded_weights_and_freeze_stops_bn_updates() {
         step: 1,
         quant: Some(frozen),
         exact: false,
+        log: None,
     };
     let y_frozen = host_vec(l.forward(a.clone(), &ctx).unwrap().x);
     assert_eq!(after, intq_train::layers::running_stats(&l));
@@ -555,6 +559,7 @@ fn qat_conv_eval_uses_quantized_folded_weights_and_freeze_stops_bn_updates() {
         step: 2,
         quant: Some(frozen),
         exact: false,
+        log: None,
     };
     let y_eval = host_vec(l.forward(a, &ctx).unwrap().x);
     assert_eq!(y_frozen, y_eval);

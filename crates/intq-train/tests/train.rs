@@ -79,6 +79,7 @@ fn config(out: PathBuf, epochs: usize) -> TrainConfig {
         metrics: None,
         progress: false,
         max_steps: None,
+        shards: 2,
     }
 }
 
@@ -160,6 +161,7 @@ fn float_then_qat_training_beats_chance_and_exports() {
         step: u64::MAX,
         quant: Some(q),
         exact: false,
+        log: None,
     };
     let (mut agree, n) = (0, 40);
     for i in 0..n {
@@ -190,6 +192,12 @@ fn float_then_qat_training_beats_chance_and_exports() {
 #[test]
 fn checkpoint_round_trip_and_resume_equal_an_uninterrupted_run() {
     let _serial = serial();
+    for shards in [1, 2] {
+        resume_equals_an_uninterrupted_run(shards);
+    }
+}
+
+fn resume_equals_an_uninterrupted_run(shards: usize) {
     let data = synthetic(64, 5);
     let device = train_device();
     let fresh = || {
@@ -202,6 +210,7 @@ fn checkpoint_round_trip_and_resume_equal_an_uninterrupted_run() {
     // Two epochs straight.
     let mut cfg = config(tmp("straight.ckpt"), 2);
     cfg.quant = Some(q);
+    cfg.shards = shards;
     let (straight, _) = train(&cfg, Start::fresh(fresh()), &set(&data), None, &device).unwrap();
 
     // One epoch, stop, load, resume.
@@ -233,7 +242,7 @@ fn checkpoint_round_trip_and_resume_equal_an_uninterrupted_run() {
     same(
         &tensors(&resumed),
         &tensors(&straight),
-        "resume equals the uninterrupted run",
+        &format!("resume equals the uninterrupted run ({shards} shards)"),
     );
 }
 
@@ -329,8 +338,15 @@ fn the_same_seed_repeats_the_run() {
         Net::new(Arch::SmallCnn, LayerOpts::default(), &device)
     };
     same(&tensors(&fresh()), &tensors(&fresh()), "init");
-    let cfg = config(tmp("det.ckpt"), 1);
-    let (a, _) = train(&cfg, Start::fresh(fresh()), &set(&data), None, &device).unwrap();
-    let (b, _) = train(&cfg, Start::fresh(fresh()), &set(&data), None, &device).unwrap();
-    same(&tensors(&a), &tensors(&b), "float run");
+    for shards in [1, 2] {
+        let mut cfg = config(tmp("det.ckpt"), 1);
+        cfg.shards = shards;
+        let (a, _) = train(&cfg, Start::fresh(fresh()), &set(&data), None, &device).unwrap();
+        let (b, _) = train(&cfg, Start::fresh(fresh()), &set(&data), None, &device).unwrap();
+        same(
+            &tensors(&a),
+            &tensors(&b),
+            &format!("float run, {shards} shards"),
+        );
+    }
 }
