@@ -35,6 +35,11 @@ pub struct QuickstartArgs {
     /// Print one JSON object on stdout at the end (progress still goes to stderr).
     #[arg(long)]
     pub json: bool,
+    /// Data-parallel pieces per batch in both training stages (see `intq train --help`);
+    /// `1` is the single-batch step the published quickstart numbers were measured with.
+    #[arg(long, value_name = "N", default_value_t = intq_train::trainer::DEFAULT_SHARDS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    pub shards: usize,
 }
 
 /// Sizes of one run. The full recipe is sized to finish in under 10 minutes on 2 cores.
@@ -110,7 +115,7 @@ pub fn quickstart(a: QuickstartArgs) -> Result<()> {
         metrics: Some(a.dir.join("float.metrics.jsonl")),
         progress: true,
         max_steps: None,
-        shards: intq_train::trainer::DEFAULT_SHARDS,
+        shards: a.shards,
     };
     let t = Instant::now();
     let start = Start::fresh(Net::new(arch, LayerOpts::default(), &device));

@@ -57,10 +57,11 @@ pub struct Common {
     /// Data-parallel shards per batch: each batch is split into N contiguous pieces that run
     /// forward and backward on their own threads (docs/training.md, "Data-parallel shards").
     /// A fixed number, not the core count, so a seed repeats the run on any machine; 1 is the
-    /// plain single-batch step. Resume with the same value for a bit-exact continuation.
-    #[arg(long, value_name = "N", default_value_t = intq_train::trainer::DEFAULT_SHARDS,
+    /// plain single-batch step. Default: 2, or with --resume the value the checkpoint records
+    /// (a bit-exact continuation needs the same value).
+    #[arg(long, value_name = "N",
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
-    shards: usize,
+    shards: Option<usize>,
     /// Continue the run whose checkpoint is OUT.
     #[arg(long)]
     resume: bool,
@@ -220,12 +221,14 @@ fn config(c: &Common, arch: Arch, epochs: usize, lr: f64) -> TrainConfig {
         metrics: Some(c.metrics.clone().unwrap_or_else(|| m.into())),
         progress: !c.quiet,
         max_steps: c.max_steps,
-        shards: c.shards,
+        shards: c.shards.unwrap_or(intq_train::trainer::DEFAULT_SHARDS),
     }
 }
 
-/// The resumed start, checked against this run's model and quantization.
-fn resume(cfg: &TrainConfig) -> Result<Start> {
+/// The resumed start, checked against this run's model and quantization. The shard count
+/// comes from the checkpoint unless `--shards` was given (then a different value is allowed,
+/// with a warning that the continuation is no longer the uninterrupted run's).
+fn resume(cfg: &mut TrainConfig, shards_flag: Option<usize>) -> Result<Start> {
     let loaded = checkpoint::load(&cfg.out, LayerOpts::default(), &train_device())
         .with_context(|| format!("--resume: reading {}", cfg.out.display()))?;
     if loaded.meta.arch != cfg.arch || loaded.meta.quant != cfg.quant {
@@ -238,12 +241,24 @@ fn resume(cfg: &TrainConfig) -> Result<Start> {
             cfg.quant
         );
     }
+    // Files from before shards existed were written by single-batch steps.
+    let recorded = loaded.meta.shards.unwrap_or(1);
+    match shards_flag {
+        None => cfg.shards = recorded,
+        Some(n) if n != recorded => eprintln!(
+            "warning: {} was trained with --shards {recorded}; continuing with --shards {n} \
+             trains a different network than the uninterrupted run",
+            cfg.out.display()
+        ),
+        Some(_) => {}
+    }
     eprintln!(
-        "resuming {} after epoch {} and {} more batches (step {})",
+        "resuming {} after epoch {} and {} more batches (step {}, {} shards)",
         cfg.out.display(),
         loaded.meta.epoch,
         loaded.meta.epoch_batches,
-        loaded.meta.step
+        loaded.meta.step,
+        cfg.shards
     );
     Ok(Start {
         net: loaded.net,
@@ -314,10 +329,10 @@ fn run_train(a: TrainArgs) -> Result<()> {
     let arch: Arch = a.model.parse()?;
     let c = &a.common;
     let data = load_data(&c.data, c.data_dir.as_deref(), c.limit_train, c.limit_test)?;
-    let cfg = config(c, arch, 15, 0.05);
+    let mut cfg = config(c, arch, 15, 0.05);
     let device = train_device();
     let start = if c.resume {
-        resume(&cfg)?
+        resume(&mut cfg, c.shards)?
     } else {
         device.seed(cfg.seed);
         Start::fresh(Net::new(arch, LayerOpts::default(), &device))
@@ -360,7 +375,7 @@ fn run_qat(a: QatArgs) -> Result<()> {
     cfg.freeze_bn_after = a.freeze_bn_after;
     cfg.freeze_observers_after = a.freeze_observers_after;
     let start = if c.resume {
-        resume(&cfg)?
+        resume(&mut cfg, c.shards)?
     } else {
         // Fresh momentum: the fine-tuning run has its own schedule.
         Start::fresh(from.net)

@@ -325,3 +325,49 @@ fn a_full_disk_is_a_clear_error_that_keeps_the_previous_checkpoint() {
         "the temp file was left behind"
     );
 }
+
+#[test]
+fn resume_takes_the_shard_count_the_checkpoint_records() {
+    let root = scratch("shards");
+    let data = data_dir(&root);
+    let with_shards = |out: &Path, n: &str| {
+        let mut v = train_args(&data, out, 2);
+        v.extend(["--shards".to_string(), n.to_string()]);
+        v
+    };
+    // A: uninterrupted, single-batch steps (not the default of 2 shards).
+    let a = root.join("a.ckpt");
+    run_ok(&with_shards(&a, "1"));
+    let expected = tensors(&a);
+
+    // B: the same run stopped after 2 steps, then resumed without --shards.
+    let b = root.join("b.ckpt");
+    let mut first = with_shards(&b, "1");
+    first.extend(["--ckpt-every", "2", "--max-steps", "2"].map(String::from));
+    run_ok(&first);
+    assert_eq!(state(&b).2, 2);
+    let mut resume = train_args(&data, &b, 2);
+    resume.push("--resume".into());
+    let o = intq().args(&resume).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("1 shards"), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    assert_same(&expected, &tensors(&b));
+
+    // C: an explicit, different count is honoured, with a warning that says what it costs.
+    let c = root.join("c.ckpt");
+    let mut first = with_shards(&c, "1");
+    first.extend(["--ckpt-every", "2", "--max-steps", "2"].map(String::from));
+    run_ok(&first);
+    let mut resume = with_shards(&c, "2");
+    resume.push("--resume".into());
+    let o = intq().args(&resume).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("warning") && err.contains("--shards 1") && err.contains("2 shards"),
+        "{err}"
+    );
+    assert_eq!(state(&c).2, 8);
+}

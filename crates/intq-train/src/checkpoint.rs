@@ -37,6 +37,9 @@ pub struct CkptMeta {
     pub quant: Option<QuantCfg>,
     /// Test accuracy at that point, if evaluated.
     pub test_accuracy: Option<f64>,
+    /// `TrainConfig::shards` of that run (`None` in files from before shards existed): a
+    /// resumed run continues bit-exactly only with the same value.
+    pub shards: Option<usize>,
 }
 
 impl CkptMeta {
@@ -57,6 +60,7 @@ impl CkptMeta {
                 freeze_observers: q.freeze_observers,
             }),
             test_accuracy: self.test_accuracy,
+            shards: self.shards,
         }
     }
 
@@ -81,6 +85,7 @@ impl CkptMeta {
                 freeze_observers: q.freeze_observers,
             }),
             test_accuracy: m.test_accuracy,
+            shards: m.shards,
         })
     }
 }

@@ -41,6 +41,9 @@ pub struct FileMeta {
     pub seed: u64,
     pub quant: Option<QuantFields>,
     pub test_accuracy: Option<f64>,
+    /// Data-parallel pieces per batch of the run (absent in files written before shards
+    /// existed, which were single-batch steps).
+    pub shards: Option<usize>,
 }
 
 fn scheme_str(s: QScheme) -> String {
@@ -79,6 +82,9 @@ impl FileMeta {
         m.insert("seed".into(), self.seed.to_string());
         if let Some(a) = self.test_accuracy {
             m.insert("test_accuracy".into(), a.to_string());
+        }
+        if let Some(n) = self.shards {
+            m.insert("shards".into(), n.to_string());
         }
         if let Some(q) = self.quant {
             m.insert("quant.act".into(), scheme_str(q.act_scheme));
@@ -139,6 +145,13 @@ impl FileMeta {
             seed: num("seed")?,
             quant,
             test_accuracy: m.get("test_accuracy").and_then(|s| s.parse().ok()),
+            shards: match m.get("shards") {
+                None => None,
+                Some(_) => match size("shards")? {
+                    0 => return Err(bad("shards")),
+                    n => Some(n),
+                },
+            },
         };
         // A resumable position: every completed batch is a step of this run.
         if (meta.epoch_batches as u64) > meta.step {

@@ -429,6 +429,7 @@ pub fn train_observed(
                     seed: cfg.seed,
                     quant: cfg.quant,
                     test_accuracy: None,
+                    shards: Some(cfg.shards),
                 };
                 checkpoint::save(&cfg.out, &net, &vel, &meta)?;
             }
@@ -451,6 +452,7 @@ pub fn train_observed(
             seed: cfg.seed,
             quant: cfg.quant,
             test_accuracy: test_acc,
+            shards: Some(cfg.shards),
         };
         checkpoint::save(&cfg.out, &net, &vel, &meta)?;
         let line = format!(

@@ -32,6 +32,7 @@ fn base(d: &Path) -> Vec<u8> {
         seed: 3,
         quant: Some(QuantCfg::uint8(8, 8).unwrap()),
         test_accuracy: None,
+        shards: None,
     };
     let p = d.join("base.ckpt");
     checkpoint::save(&p, &net, &Default::default(), &meta).unwrap();

@@ -298,6 +298,7 @@ fn corrupt_checkpoints_are_clear_errors() {
         seed: 0,
         quant: None,
         test_accuracy: None,
+        shards: None,
     };
     checkpoint::save(&p, &net, &Default::default(), &meta).unwrap();
     let bytes = std::fs::read(&p).unwrap();
