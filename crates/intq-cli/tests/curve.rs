@@ -294,14 +294,7 @@ fn train_writes_step_losses_and_the_curve() {
                 }
             })
             .collect();
-        intq_data::idx::write_idx(
-            &f.join(format!("{split}-images-idx3-ubyte")),
-            &[n, 28, 28],
-            &px,
-        )
-        .unwrap();
-        intq_data::idx::write_idx(&f.join(format!("{split}-labels-idx1-ubyte")), &[n], &labels)
-            .unwrap();
+        common::write_split(&f, split, &px, &labels);
     }
     let out = d.join("t.ckpt");
     let o = intq(&[

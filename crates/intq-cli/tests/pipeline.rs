@@ -74,14 +74,7 @@ fn data_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&f).unwrap();
     for (split, n, seed) in [("train", 256, 1), ("t10k", 100, 2)] {
         let (px, labels) = images(n, seed);
-        intq_data::idx::write_idx(
-            &f.join(format!("{split}-images-idx3-ubyte")),
-            &[n, 28, 28],
-            &px,
-        )
-        .unwrap();
-        intq_data::idx::write_idx(&f.join(format!("{split}-labels-idx1-ubyte")), &[n], &labels)
-            .unwrap();
+        common::write_split(&f, split, &px, &labels);
     }
     d
 }

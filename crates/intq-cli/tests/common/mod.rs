@@ -22,3 +22,27 @@ pub fn scratch(suite: &str, name: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// Writes one split (`train` or `t10k`) of 28x28 images and their labels as the IDX files a
+/// `fashion-mnist/` data directory holds, into `dir`.
+pub fn write_split(dir: &Path, split: &str, px: &[u8], labels: &[u8]) {
+    let n = labels.len();
+    assert_eq!(
+        px.len(),
+        n * 784,
+        "{split}: {n} labels but {} pixels",
+        px.len()
+    );
+    intq_data::idx::write_idx(
+        &dir.join(format!("{split}-images-idx3-ubyte")),
+        &[n, 28, 28],
+        px,
+    )
+    .unwrap();
+    intq_data::idx::write_idx(
+        &dir.join(format!("{split}-labels-idx1-ubyte")),
+        &[n],
+        labels,
+    )
+    .unwrap();
+}
