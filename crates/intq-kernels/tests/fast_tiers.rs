@@ -454,25 +454,69 @@ fn random_conv_padded<T: Code8>(isa: Isa, seed: u64, threads: usize, explicit: b
     } else {
         (0..oc).map(|_| rng.zero_point::<T>(false)).collect()
     };
-    let stage = Stage::random::<T>(
-        &mut rng,
-        oc,
-        acc_mag(&input, zin, &filter, &zw, kh * kw * ic),
-    );
-    let st = stage.get();
-    let (ishape, fshape, oshape) = ([b, ih, iw, ic], [oc, kh, kw, ic], [b, oh, ow, oc]);
-    let mut want = vec![T::default(); b * oh * ow * oc];
-    reference::conv2d(
-        &input, ishape, zin, &filter, fshape, &zw, &params, &st, &mut want, oshape,
-    );
-    let plan = Conv2dPlan::new(&filter, fshape, &zw, zin, &params, &st, isa);
-    let mut got = vec![T::default(); want.len()];
-    intq_kernels::gemm::with_threads(threads, || {
-        plan.run(&input, ishape, &mut got, oshape, threads)
+    let shapes = ([b, ih, iw, ic], [oc, kh, kw, ic], [b, oh, ow, oc]);
+    let conv = ConvCase {
+        input: &input,
+        filter: &filter,
+        shapes,
+        zin,
+        zw: &zw,
+        params,
+    };
+    conv.assert_equals_reference(isa, &mut rng, &format!("conv seed {seed}"), |plan, out| {
+        intq_kernels::gemm::with_threads(threads, || {
+            plan.run(&input, shapes.0, out, shapes.2, threads)
+        })
     });
-    assert_same(&got, &want, || {
-        format!("{isa} conv seed {seed}: {ishape:?} * {fshape:?} -> {oshape:?} {params:?}")
-    });
+}
+
+/// One convolution's operands, checked against `reference::conv2d` under a random output stage.
+struct ConvCase<'a, T> {
+    input: &'a [T],
+    filter: &'a [T],
+    /// Input, filter and output shapes.
+    shapes: ([usize; 4], [usize; 4], [usize; 4]),
+    zin: i32,
+    zw: &'a [i32],
+    params: ConvParams,
+}
+
+impl<T: Code8> ConvCase<'_, T> {
+    /// Draws an output stage from `rng`, plans the conv for `isa`, runs it through `run` and
+    /// asserts the result equals the reference byte for byte.
+    fn assert_equals_reference(
+        &self,
+        isa: Isa,
+        rng: &mut Rng,
+        what: &str,
+        run: impl FnOnce(&Conv2dPlan, &mut [T]),
+    ) {
+        let (ishape, fshape, oshape) = self.shapes;
+        let [_, kh, kw, ic] = fshape;
+        let (zin, zw, params) = (self.zin, self.zw, &self.params);
+        let mag = acc_mag(self.input, zin, self.filter, zw, kh * kw * ic);
+        let stage = Stage::random::<T>(rng, fshape[0], mag);
+        let st = stage.get();
+        let mut want = vec![T::default(); oshape.iter().product()];
+        reference::conv2d(
+            self.input,
+            ishape,
+            zin,
+            self.filter,
+            fshape,
+            zw,
+            params,
+            &st,
+            &mut want,
+            oshape,
+        );
+        let plan = Conv2dPlan::new(self.filter, fshape, zw, zin, params, &st, isa);
+        let mut got = vec![T::default(); want.len()];
+        run(&plan, &mut got);
+        assert_same(&got, &want, || {
+            format!("{isa} {what}: {ishape:?} * {fshape:?} -> {oshape:?} {params:?} zin {zin}")
+        });
+    }
 }
 
 tiers!(conv_random_geometry, |isa| {
@@ -517,20 +561,19 @@ fn fused_im2col_case<T: Code8>(isa: Isa, rng: &mut Rng, ic: usize, pad: [usize; 
     let filter = rng.codes::<T>(oc * kh * kw * ic);
     let zin = [T::MIN, T::MAX, rng.int(T::MIN as i64, T::MAX as i64) as i32][rng.size(0, 2)];
     let zw = vec![rng.zero_point::<T>(false)];
-    let stage = Stage::random::<T>(rng, oc, acc_mag(&input, zin, &filter, &zw, kh * kw * ic));
-    let st = stage.get();
-    let (ishape, fshape, oshape) = ([b, ih, iw, ic], [oc, kh, kw, ic], [b, oh, ow, oc]);
-    let mut want = vec![T::default(); b * oh * ow * oc];
-    reference::conv2d(
-        &input, ishape, zin, &filter, fshape, &zw, &params, &st, &mut want, oshape,
-    );
-    let plan = Conv2dPlan::new(&filter, fshape, &zw, zin, &params, &st, isa);
-    let mut got = vec![T::default(); want.len()];
+    let shapes = ([b, ih, iw, ic], [oc, kh, kw, ic], [b, oh, ow, oc]);
     // One to three threads: the layer's pixel chunks spread over the kernel team.
     let threads = 1 + (ic + pad.top) % 3;
-    plan.run(&input, ishape, &mut got, oshape, threads);
-    assert_same(&got, &want, || {
-        format!("{isa} fused im2col: {ishape:?} * {fshape:?} -> {oshape:?} {params:?} zin {zin}")
+    let conv = ConvCase {
+        input: &input,
+        filter: &filter,
+        shapes,
+        zin,
+        zw: &zw,
+        params,
+    };
+    conv.assert_equals_reference(isa, rng, "fused im2col", |plan, out| {
+        plan.run(&input, shapes.0, out, shapes.2, threads)
     });
 }
 
