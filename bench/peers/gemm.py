@@ -4,7 +4,7 @@ interleaved with `intq bench gemm --json` at the same shapes and thread counts, 
 intq/peer ratios. Nothing is hard-coded: every number comes from this run.
 
 Usage: gemm.py --intq PATH [--shape M,K,N ...] [--threads 1,2] [--reps 5] [--min-ms 300]
-               [--isa amx] [--torch] [--json-out FILE]
+               [--isa amx[,avx512vnni,...]] [--torch] [--json-out FILE]
 Run it through run_gemm.sh, which makes the venv with the peers in it.
 """
 import argparse
@@ -63,11 +63,12 @@ def torch_runner(m, k, n, threads):
     return lambda: torch._int_mm(A, B), f"torch {torch.__version__} _int_mm"
 
 
-def intq_run(args, m, k, n, threads):
+def intq_run(args, isa, m, k, n, threads):
     cmd = [args.intq, "bench", "gemm", "--m", str(m), "--k", str(k), "--n", str(n),
-           "--threads", str(threads), "--json", "--no-reference", "--min-ms", str(args.min_ms)]
-    if args.isa:
-        cmd += ["--isa", args.isa]
+           "--threads", str(threads), "--json", "--no-reference", "--no-portable",
+           "--min-ms", str(args.min_ms)]
+    if isa:
+        cmd += ["--isa", isa]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -83,6 +84,8 @@ def main():
     p.add_argument("--torch", action="store_true")
     p.add_argument("--json-out", default=None)
     args = p.parse_args()
+    # One or more tiers, comma-separated; each is timed in turn with the peers in every rep.
+    isas = [i for i in (args.isa or "").split(",") if i] or [None]
     shapes = [tuple(int(x) for x in s.split(",")) for s in (args.shape or ["1024,1024,1024"])]
     rows = []
     for (m, k, n) in shapes:
@@ -90,20 +93,20 @@ def main():
             peers = [ort_runner(m, k, n, threads)]
             if args.torch:
                 peers.append(torch_runner(m, k, n, threads))
-            intq_g, peer_g = [], {name: [] for _, name in peers}
-            isa = None
+            intq_g, peer_g = {}, {name: [] for _, name in peers}
             for _ in range(args.reps):
-                r = intq_run(args, m, k, n, threads)
-                intq_g.append(r["gops"])
-                isa = r["isa"]
+                for isa in isas:
+                    r = intq_run(args, isa, m, k, n, threads)
+                    intq_g.setdefault(r["isa"], []).append(r["gops"])
                 for fn, name in peers:
                     t = median_time(fn, args.min_ms / 1000)
                     peer_g[name].append(2 * m * n * k / t / 1e9)
-            gi = statistics.median(intq_g)
-            for name, g in peer_g.items():
-                gp = statistics.median(g)
-                rows.append(dict(m=m, k=k, n=n, threads=threads, isa=isa, intq_gops=gi,
-                                 peer=name, peer_gops=gp, ratio=gi / gp))
+            for isa, g_isa in intq_g.items():
+                gi = statistics.median(g_isa)
+                for name, g in peer_g.items():
+                    gp = statistics.median(g)
+                    rows.append(dict(m=m, k=k, n=n, threads=threads, isa=isa, intq_gops=gi,
+                                     peer=name, peer_gops=gp, ratio=gi / gp))
     print(f"{'M':>6} {'K':>6} {'N':>6} {'thr':>3} {'intq isa':>10} {'intq GOPS':>10} "
           f"{'peer GOPS':>10} {'intq/peer':>9}  peer")
     for r in rows:

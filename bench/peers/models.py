@@ -10,7 +10,7 @@ resolver run it in turn at each thread count. Ratios are medians of those interl
 Nothing is hard-coded: every number comes from this run.
 
 Usage: models.py --intq PATH [--model resnet20 ...] [--batch 1,32] [--threads 1,2] [--reps 3]
-                 [--min-ms 500] [--isa avx2] [--resolvers xnnpack,builtin,ref]
+                 [--min-ms 500] [--isa avx2[,amx,...]] [--resolvers xnnpack,builtin,ref]
                  [--scheme int8] [--json-out FILE] [--workdir DIR]
 Run it through run_models.sh, which makes the venv with the peers in it.
 Resolvers: xnnpack = TFLite's default (XNNPACK delegate), builtin = TFLite's own optimized
@@ -70,10 +70,10 @@ def tflite_runner(path, threads, resolver):
     return run, name, f"{len(ops) - parts} ops, {parts} delegate partitions"
 
 
-def intq(args, *extra):
+def intq(args, *extra, isa=None):
     cmd = [args.intq, "bench", "model", "--json", *extra]
-    if args.isa:
-        cmd += ["--isa", args.isa]
+    if isa:
+        cmd += ["--isa", isa]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr}")
@@ -94,6 +94,8 @@ def main():
     p.add_argument("--json-out", default=None)
     p.add_argument("--workdir", default=None)
     args = p.parse_args()
+    # One or more intq tiers, comma-separated; each is timed in turn with the peers in every rep.
+    isas = [i for i in (args.isa or "").split(",") if i] or [None]
     models = args.model or ["resnet20", "mobilenet-v2", "resnet18"]
     resolvers = [r for r in args.resolvers.split(",") if r]
     for r in resolvers:
@@ -107,27 +109,29 @@ def main():
             base = os.path.join(work, f"{model}-b{batch}-{args.scheme}")
             intq(args, "--model", model, "--batch", str(batch), "--scheme", args.scheme,
                  "--iters", "1", "--save", base + ".intq",
-                 "--save-tflite-ready", base + "-tfl.intq")
+                 "--save-tflite-ready", base + "-tfl.intq", isa=isas[0])
             subprocess.run([args.intq, "export", base + "-tfl.intq", "--tflite",
                             base + ".tflite"], check=True, capture_output=True)
             for threads in [int(t) for t in args.threads.split(",")]:
                 peers = [tflite_runner(base + ".tflite", threads, r) for r in resolvers]
-                mine, theirs = [], {name: [] for _, name, _ in peers}
-                r = None
+                mine, theirs = {}, {name: [] for _, name, _ in peers}
                 for _ in range(args.reps):
-                    r = intq(args, "--model", model, "--load", base + ".intq",
-                             "--threads", str(threads), "--min-ms", str(args.min_ms))
-                    mine.append(r["ms_median"])
+                    for isa in isas:
+                        r = intq(args, "--model", model, "--load", base + ".intq",
+                                 "--threads", str(threads), "--min-ms", str(args.min_ms),
+                                 isa=isa)
+                        mine.setdefault(r["isa"], []).append(r["ms_median"])
                     for fn, name, _ in peers:
                         theirs[name].append(median_time(fn, args.min_ms / 1000) * 1e3)
-                mi = statistics.median(mine)
-                for _, name, note in peers:
-                    tp = statistics.median(theirs[name])
-                    rows.append(dict(model=model, batch=batch, threads=threads, isa=r["isa"],
-                                     intq_ms=mi, peer=name, peer_ms=tp, ratio=mi / tp,
-                                     peer_note=note))
-                    print(f"  {model} b{batch} t{threads}: intq {mi:.3f} ms, {name} "
-                          f"{tp:.3f} ms ({note}), intq/peer {mi / tp:.2f}", file=sys.stderr)
+                for isa, ms in mine.items():
+                    mi = statistics.median(ms)
+                    for _, name, note in peers:
+                        tp = statistics.median(theirs[name])
+                        rows.append(dict(model=model, batch=batch, threads=threads, isa=isa,
+                                         intq_ms=mi, peer=name, peer_ms=tp, ratio=mi / tp,
+                                         peer_note=note))
+                        print(f"  {model} b{batch} t{threads}: intq {isa} {mi:.3f} ms, {name} "
+                              f"{tp:.3f} ms ({note}), intq/peer {mi / tp:.2f}", file=sys.stderr)
     print(f"{'model':>14} {'batch':>5} {'thr':>3} {'intq isa':>9} {'intq ms':>9} "
           f"{'peer ms':>9} {'intq/peer':>9}  peer")
     for r in rows:

@@ -527,8 +527,9 @@ tiers!(conv_random_geometry, |isa| {
 });
 
 /// The im2col rows go straight into the packed panels in runs (a window row's in-bounds pixels,
-/// the zero point either side): channel counts on and off the AVX2 tier's 8-code groups (1, 3,
-/// 7, 8, 9, 16, 17, 24, 32, 33), explicit padding on each border alone and on all of them, stride
+/// the zero point either side): channel counts on and off the AVX2 tier's 8-code groups and the
+/// VNNI tier's 4-code groups (1, 3, 4, 7, 8, 9, 12, 16, 17, 24, 32, 33), output channels over up
+/// to three B panels (AMX's panels are VNNI's with K padded to 64, read by the same tile), explicit padding on each border alone and on all of them, stride
 /// 1 and 2, dilation, and input zero points at both ends of the code range (the padding value).
 /// The cases run back to back on one thread, so each reuses scratch the previous one filled.
 fn fused_im2col_case<T: Code8>(isa: Isa, rng: &mut Rng, ic: usize, pad: [usize; 4], stride: usize) {
@@ -536,7 +537,7 @@ fn fused_im2col_case<T: Code8>(isa: Isa, rng: &mut Rng, ic: usize, pad: [usize; 
         rng.size(1, 2),
         rng.size(1, 11),
         rng.size(1, 11),
-        rng.size(1, 37),
+        rng.size(1, 70),
     );
     let (kh, kw) = (rng.size(1, 3), rng.size(1, 3));
     let dil = if rng.int(0, 4) == 0 { 2 } else { 1 };
@@ -588,7 +589,7 @@ tiers!(conv_fused_im2col_runs_borders_and_zero_points, |isa| {
         [1, 1, 1, 1],
         [3, 1, 0, 4],
     ];
-    for ic in [1, 3, 7, 8, 9, 16, 17, 24, 32, 33] {
+    for ic in [1, 3, 4, 7, 8, 9, 12, 16, 17, 24, 32, 33] {
         for pad in borders {
             for stride in [1, 2] {
                 fused_im2col_case::<u8>(isa, &mut rng, ic, pad, stride);

@@ -1,9 +1,9 @@
 //! Convolution, depthwise convolution and fully connected layers on the fast tiers.
 //!
 //! Convolution is a GEMM whose rows are im2col patches, each output pixel's window. On the AVX2
-//! tier, when the channel count is a multiple of 8 and the window is undilated along x, the
-//! GEMM is implicit: the input is widened once into a padded image of canonical int16 codes and
-//! the tile reads each window in place (`run_implicit_avx2`). Otherwise the rows are handed to
+//! tier (channels a multiple of 8) and the VNNI and AMX tiers (a multiple of 4), when the
+//! window is undilated along x, the GEMM is implicit: the input is mapped once into a padded
+//! image of canonical codes and the tile reads each window in place (`run_implicit`). Otherwise the rows are handed to
 //! the packer as runs of codes (gathered into one row first when the runs are off the 8-code
 //! groups), so scratch is bounded by one packed row chunk, never the whole im2col matrix.
 //! Padded taps hold the input zero point, whose `(q - Z_in)` is 0, the same as the reference
@@ -143,8 +143,46 @@ impl Conv2dPlan {
             return self.gemm.run(input, m, output, threads);
         }
         #[cfg(target_arch = "x86_64")]
-        if self.gemm.isa == Isa::Avx2 && in_c % 8 == 0 && p.dilation_w == 1 {
-            return self.run_implicit_avx2(input, input_shape, output, output_shape, threads);
+        if p.dilation_w == 1 {
+            use crate::isa::{avx2::Avx2, avx512vnni::Vnni};
+            match (&self.gemm.packed, self.gemm.isa) {
+                (Packed::I16(b), Isa::Avx2) if in_c % 8 == 0 => {
+                    let stride = self.panel_stride(crate::isa::avx2::KG, crate::isa::avx2::NR);
+                    return self.run_implicit::<Avx2, T>(
+                        b.as_slice(),
+                        stride,
+                        input,
+                        input_shape,
+                        output,
+                        output_shape,
+                        threads,
+                    );
+                }
+                // AMX packs B in the VNNI layout (groups of 4 k by 32 columns, K padded to 64),
+                // so an AMX plan can also run the VNNI implicit tile on the same panels
+                // (`INTQ_AMX_CONV=implicit`); by default it packs A for the AMX tiles, which
+                // measured faster (see `implicit_on_amx`).
+                (Packed::I8(b), Isa::Avx512Vnni | Isa::Amx)
+                    if in_c % 4 == 0 && implicit_on_amx(self.gemm.isa) =>
+                {
+                    let kg = if self.gemm.isa == Isa::Amx {
+                        crate::isa::amx::KG
+                    } else {
+                        crate::isa::avx512vnni::KG
+                    };
+                    let stride = self.panel_stride(kg, crate::isa::avx512vnni::NR);
+                    return self.run_implicit::<Vnni, T>(
+                        b.as_slice(),
+                        stride,
+                        input,
+                        input_shape,
+                        output,
+                        output_shape,
+                        threads,
+                    );
+                }
+                _ => {}
+            }
         }
         let zp = T::from_bits(self.input_zero_point as u8);
         // Padded taps are runs of the zero point, handed from here.
@@ -226,24 +264,47 @@ impl Conv2dPlan {
     }
 }
 
+/// Whether a plan of tier `isa` may run its convolutions as VNNI implicit GEMMs: always on
+/// VNNI; on AMX only with `INTQ_AMX_CONV=implicit` (read once; for measuring). AMX packs A for
+/// its tiles by default: on a Sapphire Rapids core (one thread, batch 1) ResNet-18 took 6.3 ms
+/// packed against 16.9 ms implicit and MobileNetV2 6.1-6.6 against 7.9-12.2, with ResNet-20
+/// level (0.72-1.20 against 0.76-0.78), since the tiles' throughput outweighs the packing.
+#[cfg(target_arch = "x86_64")]
+fn implicit_on_amx(isa: Isa) -> bool {
+    static IMPLICIT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    isa != Isa::Amx
+        || *IMPLICIT.get_or_init(|| {
+            std::env::var("INTQ_AMX_CONV").is_ok_and(|v| v.trim().eq_ignore_ascii_case("implicit"))
+        })
+}
+
 #[cfg(target_arch = "x86_64")]
 impl Conv2dPlan {
-    /// Implicit GEMM on the AVX2 tier: the input is widened once into a padded image of
-    /// canonical int16 codes (the padding holds the input zero point, whose `(q - Z_in)` is 0,
-    /// as in the reference skipping it), with each pixel's code sum; the tile kernel then reads
-    /// every output pixel's window in place (a filter row's taps are adjacent, `kw * in_c`
-    /// codes, whole 8-code groups when `in_c % 8 == 0`) and a row sum is the sum of its window's
-    /// pixel sums. No im2col row is copied or packed; the products and their order are those of
-    /// the packed tile, so the result is the same.
-    fn run_implicit_avx2<T: Code8>(
+    /// Elements between two packed B panels of `nr` columns, K padded to `kg` codes.
+    fn panel_stride(&self, kg: usize, nr: usize) -> usize {
+        self.gemm.k.div_ceil(kg).max(1) * kg * nr
+    }
+
+    /// Implicit GEMM: the input is mapped once into a padded image of canonical codes (the
+    /// padding holds the input zero point, whose `(q - Z_in)` is 0, as in the reference
+    /// skipping it), with each pixel's code sum; the tile kernel then reads every output
+    /// pixel's window in place (a filter row's taps are adjacent, `kw * in_c` codes, whole
+    /// groups when `in_c % F::KG == 0`) and a row sum is the sum of its window's pixel sums.
+    /// No im2col row is copied or packed; the products and their order are those of the packed
+    /// tile, so the result is the same. `b` holds the packed panels, `panel_stride` apart.
+    #[allow(clippy::too_many_arguments)]
+    fn run_implicit<F: super::ImplicitKernel, T: Code8>(
         &self,
+        b: &[F::B],
+        panel_stride: usize,
         input: &[T],
         input_shape: [usize; 4],
         output: &mut [T],
         output_shape: [usize; 4],
         threads: usize,
     ) {
-        use crate::isa::avx2::{self, ImplicitRows, KG, MR, NR};
+        use super::{ImageElem, ImplicitRows};
+        let (mr, nr, kg) = (F::MR, F::NR, F::KG);
         let [batches, in_h, in_w, in_c] = input_shape;
         let [oc, kh, kw, _] = self.filter_shape;
         let [_, out_h, out_w, _] = output_shape;
@@ -259,18 +320,25 @@ impl Conv2dPlan {
         let hp = (pt + in_h).max(reach(out_h, p.stride_h, kh, p.dilation_h));
         let wp = (pl + in_w).max(reach(out_w, p.stride_w, kw, 1));
         // In the code range whenever a window reaches the padding (`supports`); unused else.
-        let zc = (self.input_zero_point.wrapping_add(T::A_OFFSET)) as i16;
-        let Packed::I16(bpacked) = &self.gemm.packed else {
-            unreachable!("the AVX2 tier packs int16 weights")
-        };
-        let b = bpacked.as_slice();
+        let zc_code = self.input_zero_point.wrapping_add(T::A_OFFSET);
         let epi = &self.gemm.epi;
-        let groups = kh * kw * in_c / KG;
-        let run_groups = kw * in_c / KG;
+        let run_groups = kw * in_c / kg;
         IMAGE.with(|cell| {
             let mut guard = cell.borrow_mut();
-            let (image, sums) = &mut *guard;
-            image.resize(batches * hp * wp * in_c, 0);
+            let (storage, sums) = &mut *guard;
+            let image_len = batches * hp * wp * in_c;
+            let words = (image_len * std::mem::size_of::<F::E>()).div_ceil(8);
+            if storage.len() < words {
+                storage.resize(words, 0);
+            }
+            // SAFETY: `storage` holds at least `image_len` elements of the plain integer type
+            // `F::E` (alignment at most 8), any bits of which are a value.
+            let image = unsafe {
+                std::slice::from_raw_parts_mut(storage.as_mut_ptr() as *mut F::E, image_len)
+            };
+            // The zero point as an image element (in the code range whenever a window reaches
+            // the padding: `supports`; unused else).
+            let zc: F::E = F::E::from_code(zc_code);
             sums.resize(batches * hp * wp, 0);
             let row_len = wp * in_c;
             let (img_ptr, sum_ptr) = (
@@ -286,13 +354,13 @@ impl Conv2dPlan {
                 let (dst, dsum) = unsafe {
                     (
                         std::slice::from_raw_parts_mut(
-                            (ip.0 as *mut i16).add(t * row_len),
+                            (ip.0 as *mut F::E).add(t * row_len),
                             row_len,
                         ),
                         std::slice::from_raw_parts_mut((sp.0 as *mut i32).add(t * wp), wp),
                     )
                 };
-                let zsum = (in_c as i32).wrapping_mul(zc as i32);
+                let zsum = (in_c as i32).wrapping_mul(zc_code);
                 let iy = y.checked_sub(pt).filter(|&iy| iy < in_h);
                 let Some(iy) = iy else {
                     dst.fill(zc);
@@ -305,10 +373,10 @@ impl Conv2dPlan {
                 dst[x1 * in_c..].fill(zc);
                 dsum[x1..].fill(zsum);
                 let s = (bi * in_h + iy) * in_w * in_c;
-                // SAFETY: AVX2 is this plan's (available) tier; in_c % 8 == 0; the lengths
-                // agree.
+                // SAFETY: F's tier is this plan's (available) tier; in_c % KG == 0; the
+                // lengths agree.
                 unsafe {
-                    avx2::canon_row(
+                    F::canon_row(
                         &input[s..s + (x1 - pl) * in_c],
                         in_c,
                         &mut dst[pl * in_c..x1 * in_c],
@@ -321,24 +389,25 @@ impl Conv2dPlan {
             // A chunk of pixels whose windows (about kh image rows of its width) stay in L2
             // while every B panel streams past them.
             let threads = threads.max(1);
-            let mut chunk = ((128 * 1024) / (in_c * 2 * kh).max(1)).clamp(MR, 2048) / MR * MR;
+            let elem = std::mem::size_of::<F::E>();
+            let mut chunk = ((128 * 1024) / (in_c * elem * kh).max(1)).clamp(mr, 2048) / mr * mr;
             // Several chunks per thread, claimed as threads come free: a helper that the OS
             // delays (the cores are shared) then holds up a small chunk, not half the layer.
             if threads > 1 {
                 chunk = chunk
-                    .min(m.div_ceil(threads * TASKS_PER_THREAD).div_ceil(MR) * MR)
-                    .max(MR);
+                    .min(m.div_ceil(threads * TASKS_PER_THREAD).div_ceil(mr) * mr)
+                    .max(mr);
             }
             let chunks = m.div_ceil(chunk);
-            let panels = oc.div_ceil(NR);
+            let panels = oc.div_ceil(nr);
             let out_ptr = super::SendPtr(output.as_mut_ptr() as *mut u8);
             let task = |t: usize| {
                 let op = out_ptr;
                 let r0 = t * chunk;
                 let rows = chunk.min(m - r0);
-                let tiles = rows.div_ceil(MR);
-                let mut bases = vec![0usize; tiles * MR];
-                let mut rowsum = vec![0i32; tiles * MR];
+                let tiles = rows.div_ceil(mr);
+                let mut bases = vec![0usize; tiles * mr];
+                let mut rowsum = vec![0i32; tiles * mr];
                 // Pixels in (b, oy, ox) order, stepped rather than divided out per pixel.
                 let (mut bi, mut oy, mut ox) =
                     (r0 / (out_h * out_w), (r0 / out_w) % out_h, r0 % out_w);
@@ -364,27 +433,28 @@ impl Conv2dPlan {
                     }
                 }
                 // Padding rows of the last tile repeat the chunk's last pixel (never stored).
-                for j in rows..tiles * MR {
+                for j in rows..tiles * mr {
                     (bases[j], rowsum[j]) = (bases[rows - 1], rowsum[rows - 1]);
                 }
+                let ptrs: Vec<*const F::E> = bases.iter().map(|&o| image[o..].as_ptr()).collect();
                 for pn in 0..panels {
-                    let n0 = pn * NR;
-                    let cols = NR.min(oc - n0);
-                    let bp = &b[pn * groups * KG * NR..];
+                    let n0 = pn * nr;
+                    let cols = nr.min(oc - n0);
+                    let bp = &b[pn * panel_stride..];
                     for tile in 0..tiles {
                         let rows_a = ImplicitRows {
-                            base: std::array::from_fn(|i| image[bases[tile * MR + i]..].as_ptr()),
+                            base: &ptrs[tile * mr..(tile + 1) * mr],
                             kh,
                             row_stride: p.dilation_h * wp * in_c,
                             run_groups,
                         };
-                        let r = tile * MR;
-                        // SAFETY: AVX2 is this plan's tier; every window lies inside the padded
-                        // image (hp, wp cover the reach of every output pixel); the B panel holds
-                        // `groups` groups; the stores stay in this task's rows r0 + r .. and
-                        // columns n0 .. n0 + cols, disjoint between tasks.
+                        let r = tile * mr;
+                        // SAFETY: F's tier is this plan's tier; every window lies inside the
+                        // padded image (hp, wp cover the reach of every output pixel); the B
+                        // panel holds `kh * run_groups` groups; the stores stay in this task's
+                        // rows r0 + r .. and columns n0 .. n0 + cols, disjoint between tasks.
                         unsafe {
-                            avx2::tile_implicit(
+                            F::tile_implicit(
                                 &rows_a,
                                 bp.as_ptr(),
                                 rowsum.as_ptr().add(r),
@@ -392,7 +462,7 @@ impl Conv2dPlan {
                                 n0,
                                 op.0.add((r0 + r) * oc + n0),
                                 oc,
-                                MR.min(rows - r),
+                                mr.min(rows - r),
                                 cols,
                             )
                         };
@@ -405,9 +475,10 @@ impl Conv2dPlan {
 }
 
 thread_local! {
-    /// The padded canonical image and its pixel sums of [`Conv2dPlan::run_implicit_avx2`],
-    /// reused between calls (every element is written before it is read).
-    static IMAGE: std::cell::RefCell<(Vec<i16>, Vec<i32>)> =
+    /// The padded canonical image (as raw words: int16 or u8 elements) and its pixel sums of
+    /// [`Conv2dPlan::run_implicit`], reused between calls (every element used is written
+    /// before it is read).
+    static IMAGE: std::cell::RefCell<(Vec<u64>, Vec<i32>)> =
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 

@@ -36,6 +36,7 @@ pub use threads::{all_cores, parallel_for, threads_for_work, with_threads};
 use crate::isa::{portable::Portable, Isa};
 use crate::{Multipliers, OutputStage, QElem};
 use intq_quant::QuantizedMultiplier;
+use std::sync::OnceLock;
 
 /// The two 8-bit code types, with the mapping to canonical operands (see the module docs).
 pub trait Code8: QElem {
@@ -92,6 +93,9 @@ pub(crate) trait Kernel {
     const KG: usize;
     /// Bytes of a B sub-panel (`kc x NR`) meant to stay in L1 while A streams past it.
     const KC_BYTES: usize = 16 * 1024;
+    /// Bytes of packed A and output rows a row chunk aims to keep in L2 while every B panel
+    /// streams past it: the larger it is, the fewer times B is read from L3.
+    const MC_BYTES: usize = 192 * 1024;
     /// Consecutive k of one row stored together in packed A (divides `KG`).
     const A_KG: usize = Self::KG;
     /// Consecutive k of one column stored together in packed B (divides `KG`).
@@ -150,6 +154,78 @@ pub(crate) trait Kernel {
         rows: usize,
         cols: usize,
     );
+}
+
+/// A tier's implicit-GEMM convolution tile: the rows of A are read in place from a padded image
+/// of canonical codes (see `conv.rs`) instead of a packed panel.
+#[cfg(target_arch = "x86_64")]
+pub(crate) trait ImplicitKernel {
+    /// Image element: the canonical code as the tile reads it (int16 on AVX2, u8 on VNNI).
+    type E: ImageElem;
+    /// Packed weight element.
+    type B: Copy + Sync;
+    const MR: usize;
+    const NR: usize;
+    /// Codes per group; the image's channel count must be a multiple of it.
+    const KG: usize;
+    /// One row of the padded image: `codes` mapped to canonical u8 (as `E`), with the sum of
+    /// each pixel's `c` codes in `sums`.
+    ///
+    /// # Safety
+    /// The CPU has the tier; `c % KG == 0`; `dst.len() == codes.len() == sums.len() * c`.
+    unsafe fn canon_row<T: Code8>(codes: &[T], c: usize, dst: &mut [Self::E], sums: &mut [i32]);
+    /// One finished tile over the whole K (see [`ImplicitRows`]).
+    ///
+    /// # Safety
+    /// The CPU has the tier; every row's `kh` runs are inside the image; `b` is a packed B
+    /// panel of at least `kh * run_groups` groups; `rowsum` holds `MR` values; `epi`'s columns
+    /// cover `n0 + NR`; `out` is valid for the `rows x cols` stores at stride `ldc`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_implicit(
+        rows_a: &ImplicitRows<Self::E>,
+        b: *const Self::B,
+        rowsum: *const i32,
+        epi: &Epilogue,
+        n0: usize,
+        out: *mut u8,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+    );
+}
+
+/// An element of an implicit GEMM's padded image.
+#[cfg(target_arch = "x86_64")]
+pub(crate) trait ImageElem: Pod {
+    /// The canonical code `c` (0..=255) as an element.
+    fn from_code(c: i32) -> Self;
+}
+#[cfg(target_arch = "x86_64")]
+impl ImageElem for i16 {
+    fn from_code(c: i32) -> i16 {
+        c as i16
+    }
+}
+#[cfg(target_arch = "x86_64")]
+impl ImageElem for u8 {
+    fn from_code(c: i32) -> u8 {
+        c as u8
+    }
+}
+
+/// Rows of an implicit-GEMM tile: row `i`'s k-th code is at
+/// `base[i] + (k / run) * row_stride + k % run` for a run of `KG * run_groups` codes (one filter
+/// row's taps, adjacent in NHWC): the same products in the same order as the packed tile, so the
+/// same accumulators.
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct ImplicitRows<'a, E> {
+    /// Each pixel's window origin (filter tap (0, 0), channel 0) in the padded image; `MR` of them.
+    pub base: &'a [*const E],
+    /// Filter rows, and the image elements between two of them.
+    pub kh: usize,
+    pub row_stride: usize,
+    /// Groups of one filter row (`kw * in_c / KG`).
+    pub run_groups: usize,
 }
 
 /// The per-column constants of the output stage, padded to whole panels (padding columns are
@@ -448,13 +524,15 @@ impl PreparedGemm {
         // K is split into blocks whose B sub-panel (`kc x NR`) stays in L1 while the chunk's A
         // sub-panels stream past it; partial tiles wait in `cbuf` between blocks (the int32
         // sums wrap the same in any grouping, so blocking is exact).
-        let gc_max = (K::KC_BYTES / (K::NR * K::KG * std::mem::size_of::<K::B>())).max(1);
+        let kc_bytes = env_bytes("INTQ_GEMM_KC_BYTES").unwrap_or(K::KC_BYTES);
+        let gc_max = (kc_bytes / (K::NR * K::KG * std::mem::size_of::<K::B>())).max(1);
         let kblocks = groups.div_ceil(gc_max);
         // Equal blocks: a short last block would pay a partial-tile round trip for little work.
         let gc = groups.div_ceil(kblocks);
         // A row chunk whose packed A and output rows (about 192 KiB together) stay in L2
         // while every B panel streams past them.
-        let mut mc = ((192 * 1024) / (a_bytes + n).max(1)).clamp(K::MR, 1024) / K::MR * K::MR;
+        let mc_bytes = env_bytes("INTQ_GEMM_MC_BYTES").unwrap_or(K::MC_BYTES);
+        let mut mc = (mc_bytes / (a_bytes + n).max(1)).clamp(K::MR, 1024) / K::MR * K::MR;
         let threads = threads.max(1);
         if threads > 1 {
             mc = mc
@@ -529,6 +607,26 @@ impl PreparedGemm {
     }
 }
 
+/// A byte count from the environment, read once per name: `INTQ_GEMM_KC_BYTES` and
+/// `INTQ_GEMM_MC_BYTES` override the blocking ([`Kernel::KC_BYTES`], [`Kernel::MC_BYTES`]) so a new
+/// CPU's caches can be measured without a rebuild. Blocking never changes results (the int32
+/// sums wrap the same in any grouping), only speed.
+fn env_bytes(name: &'static str) -> Option<usize> {
+    static KC: OnceLock<Option<usize>> = OnceLock::new();
+    static MC: OnceLock<Option<usize>> = OnceLock::new();
+    let cell = if name == "INTQ_GEMM_KC_BYTES" {
+        &KC
+    } else {
+        &MC
+    };
+    *cell.get_or_init(|| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .filter(|&b: &usize| b > 0)
+    })
+}
+
 #[derive(Clone, Copy)]
 pub(crate) struct SendPtr(pub(crate) *mut u8);
 // SAFETY: tasks write disjoint tiles of the output through it.
@@ -539,11 +637,11 @@ fn nr_of(isa: Isa) -> usize {
     match isa {
         Isa::Portable => Portable::NR,
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => crate::isa::avx2::Avx2::NR,
+        Isa::Avx2 => <crate::isa::avx2::Avx2 as Kernel>::NR,
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => crate::isa::avx512vnni::Vnni::NR,
+        Isa::Avx512Vnni => <crate::isa::avx512vnni::Vnni as Kernel>::NR,
         #[cfg(target_arch = "x86_64")]
-        Isa::Amx => crate::isa::amx::Amx::NR,
+        Isa::Amx => <crate::isa::amx::Amx as Kernel>::NR,
         #[allow(unreachable_patterns)]
         _ => unreachable!(),
     }

@@ -12,7 +12,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::gemm::{Epilogue, Kernel};
+use crate::gemm::{Epilogue, ImplicitRows, Kernel};
 
 pub(crate) struct Avx2;
 
@@ -209,30 +209,44 @@ unsafe fn finish_tile(
     }
 }
 
-/// Rows of the implicit-GEMM tile: the canonical int16 codes of each of the `MR` output
-/// pixels' windows, read in place from a padded image instead of a packed A panel.
-pub(crate) struct ImplicitRows {
-    /// Each pixel's window origin (filter tap (0, 0), channel 0) in the padded image.
-    pub base: [*const i16; MR],
-    /// Filter rows, and the image elements between two of them.
-    pub kh: usize,
-    pub row_stride: usize,
-    /// 8-code groups of one filter row (`kw * in_c / 8`; the taps of a row are adjacent).
-    pub run_groups: usize,
+impl crate::gemm::ImplicitKernel for Avx2 {
+    type E = i16;
+    type B = i16;
+    const MR: usize = MR;
+    const NR: usize = NR;
+    const KG: usize = KG;
+    unsafe fn canon_row<T: crate::gemm::Code8>(
+        codes: &[T],
+        c: usize,
+        dst: &mut [i16],
+        sums: &mut [i32],
+    ) {
+        canon_row(codes, c, dst, sums)
+    }
+    unsafe fn tile_implicit(
+        rows_a: &ImplicitRows<i16>,
+        b: *const i16,
+        rowsum: *const i32,
+        epi: &Epilogue,
+        n0: usize,
+        out: *mut u8,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+    ) {
+        tile_implicit(rows_a, b, rowsum, epi, n0, out, ldc, rows, cols)
+    }
 }
 
-/// An implicit-GEMM tile: like [`Kernel::tile`] (one K block, finished) with row `i`'s k-th
-/// code at `rows.base[i] + (k / run) * row_stride + k % run` for a run of `8 * run_groups`:
-/// the same products in the same order as the packed tile, so the same accumulators.
+/// An implicit-GEMM tile (see [`ImplicitRows`]): like [`Kernel::tile`] over one K block,
+/// finished.
 ///
 /// # Safety
-/// The CPU has AVX2; every row's `kh` runs are inside the image; `b` is a packed B panel of
-/// `kh * run_groups` groups; `rowsum` holds `MR` values; `epi`'s columns cover `n0 + NR`; `out`
-/// is valid for the `rows x cols` stores at stride `ldc`.
+/// As [`crate::gemm::ImplicitKernel::tile_implicit`], on AVX2.
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn tile_implicit(
-    rows_a: &ImplicitRows,
+unsafe fn tile_implicit(
+    rows_a: &ImplicitRows<i16>,
     b: *const i16,
     rowsum: *const i32,
     epi: &Epilogue,
@@ -249,7 +263,9 @@ pub(crate) unsafe fn tile_implicit(
     let steps = rows_a.run_groups * (KG / PAIR);
     for fy in 0..rows_a.kh {
         let off = fy * rows_a.row_stride;
-        let [a0, a1, a2, a3, a4, a5] = rows_a.base.map(|p| p.add(off));
+        let b6 = &rows_a.base[..MR];
+        let (a0, a1, a2) = (b6[0].add(off), b6[1].add(off), b6[2].add(off));
+        let (a3, a4, a5) = (b6[3].add(off), b6[4].add(off), b6[5].add(off));
         for s in 0..steps {
             let b0 = _mm256_loadu_si256(bp as *const __m256i);
             let b1 = _mm256_loadu_si256(bp.add(8 * PAIR) as *const __m256i);
@@ -280,7 +296,7 @@ pub(crate) unsafe fn tile_implicit(
 /// # Safety
 /// The CPU has AVX2; `c % 8 == 0`; `dst.len() == codes.len()`; `sums.len() * c == codes.len()`.
 #[target_feature(enable = "avx2")]
-pub(crate) unsafe fn canon_row<T: crate::gemm::Code8>(
+unsafe fn canon_row<T: crate::gemm::Code8>(
     codes: &[T],
     c: usize,
     dst: &mut [i16],
