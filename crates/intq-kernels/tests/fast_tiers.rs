@@ -612,7 +612,7 @@ fn random_depthwise<T: Code8>(isa: Isa, seed: u64, threads: usize) {
         rng.size(1, 2),
         rng.size(1, 9),
         rng.size(1, 9),
-        rng.size(1, 40),
+        rng.size(1, 70),
         rng.size(1, 3),
     );
     let oc = ic * dm;

@@ -528,7 +528,8 @@ pub struct DepthwisePlan {
     params: ConvParams,
     input_zero_point: i32,
     epi: Epilogue,
-    /// The taps paired for `vpmaddwd` (`isa::avx2::dw_pairs`) and `Z_in + A_OFFSET`, when the
+    /// The taps paired for `vpmaddwd` (`isa::avx2::dw_pairs`, or `isa::avx512vnni::dw_pairs`
+    /// on the AVX-512 tiers) and `Z_in + A_OFFSET`, when the
     /// x86 pair kernel's preconditions hold (an x86 tier, depth multiplier 1, taps and
     /// activation differences in int16, a vector epilogue).
     pairs: Option<(Vec<i16>, i16)>,
@@ -585,7 +586,13 @@ impl DepthwisePlan {
             Isa::Avx2 | Isa::Avx512Vnni | Isa::Amx
                 if depth_multiplier == 1 && epi.vector_ok && (-32_512..=32_767).contains(&zc) =>
             {
-                crate::isa::avx2::dw_pairs(&taps, kh * kw, oc).map(|p| (p, zc as i16))
+                crate::isa::avx2::dw_pairs(&taps, kh * kw, oc).map(|p| {
+                    if isa == Isa::Avx2 {
+                        (p, zc as i16)
+                    } else {
+                        (crate::isa::avx512vnni::dw_pairs(&p, kh * kw, oc), zc as i16)
+                    }
+                })
             }
             _ => None,
         };
@@ -723,19 +730,33 @@ fn dw_row_pairs<T: Code8>(
             }
         }
         // SAFETY: the plan chose the pair kernel only on an available x86 tier (all imply
-        // AVX2) with a vector epilogue; every offset is MAX or a whole in-bounds pixel of `oc`
-        // codes (checked lengths in `run`); `pairs` was built for these taps and channels.
+        // AVX2; VNNI and AMX imply AVX-512 F/BW) with a vector epilogue, and laid `pairs` out
+        // for that tier's kernel, these taps and channels; every offset is MAX or a whole
+        // in-bounds pixel of `oc` codes (checked lengths in `run`).
         unsafe {
-            crate::isa::avx2::dw_pixel_pairs(
-                input,
-                &offsets,
-                kh * kw,
-                oc,
-                zc,
-                pairs,
-                &plan.epi,
-                out_px,
-            )
+            if plan.isa == Isa::Avx2 {
+                crate::isa::avx2::dw_pixel_pairs(
+                    input,
+                    &offsets,
+                    kh * kw,
+                    oc,
+                    zc,
+                    pairs,
+                    &plan.epi,
+                    out_px,
+                )
+            } else {
+                crate::isa::avx512vnni::dw_pixel_pairs(
+                    input,
+                    &offsets,
+                    kh * kw,
+                    oc,
+                    zc,
+                    pairs,
+                    &plan.epi,
+                    out_px,
+                )
+            }
         };
     }
 }

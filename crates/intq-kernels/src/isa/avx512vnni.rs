@@ -386,3 +386,160 @@ unsafe fn canon_row<T: crate::gemm::Code8>(
         *sum = _mm512_reduce_add_epi64(acc) as i32;
     }
 }
+
+/// Depthwise taps in the layout [`dw_pixel_pairs`] reads, made from AVX2's 16-channel layout
+/// `pairs16` ([`crate::isa::avx2::dw_pairs`]): per block of 32 channels and pair of taps, 64
+/// int16: the `vpunpcklwd` halves of the two 16-channel blocks, then their `vpunpckhwd` halves.
+/// A 512-bit unpack works lane by lane, so its low half of 32 channels is channels 0-3, 8-11,
+/// 16-19, 24-27: the first block's low half followed by the second's. Missing blocks are 0.
+pub(crate) fn dw_pairs(pairs16: &[i16], ntaps: usize, oc: usize) -> Vec<i16> {
+    let (blocks16, npairs) = (oc.div_ceil(16), ntaps.div_ceil(2));
+    let blocks32 = oc.div_ceil(32);
+    let mut out = vec![0i16; blocks32 * npairs * 64];
+    for cb in 0..blocks32 {
+        for p in 0..npairs {
+            for half in 0..2 {
+                for sub in 0..2 {
+                    let block = 2 * cb + sub;
+                    if block < blocks16 {
+                        let from = (block * npairs + p) * 32 + half * 16;
+                        let to = (cb * npairs + p) * 64 + half * 32 + sub * 16;
+                        out[to..to + 16].copy_from_slice(&pairs16[from..from + 16]);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One output pixel of a depthwise convolution with depth multiplier 1, 32 channels at a time:
+/// AVX2's pair kernel (`avx2::dw_pixel_pairs`, whose exactness argument holds unchanged) on
+/// 512-bit vectors, finished 16 channels at a time.
+///
+/// # Safety
+/// AVX-512 F/BW are available; `offsets` holds `ntaps` entries, each `usize::MAX` or the start
+/// of a pixel of `oc` codes inside `input`; `pairs` is [`dw_pairs`] of the plan (`ntaps`, `oc`);
+/// `epi` is vector-ready with columns covering `oc` rounded up to 16; `out.len() == oc`.
+#[target_feature(enable = "avx512f,avx512bw")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn dw_pixel_pairs<T: crate::gemm::Code8>(
+    input: &[T],
+    offsets: &[usize],
+    ntaps: usize,
+    oc: usize,
+    zin_canon: i16,
+    pairs: &[i16],
+    epi: &Epilogue,
+    out: &mut [u8],
+) {
+    let flip = _mm256_set1_epi8(if T::A_OFFSET != 0 { -128 } else { 0 });
+    let zc = _mm512_set1_epi16(zin_canon);
+    let npairs = ntaps.div_ceil(2);
+    let src = input.as_ptr() as *const u8;
+    debug_assert!(offsets.len() >= ntaps && out.len() == oc);
+    // 128-bit lanes (as qword pairs) of `lo` and `hi` back in channel order.
+    let first = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+    let second = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+    let zero = _mm512_setzero_si512();
+    for (cb, c0) in (0..oc).step_by(32).enumerate() {
+        let mut lo = zero;
+        let mut hi = zero;
+        let w = pairs.as_ptr().add(cb * npairs * 64);
+        for p in 0..npairs {
+            let a = dw_tap(src, offsets, 2 * p, c0, oc, flip, zc);
+            let b = dw_tap(src, offsets, 2 * p + 1, c0, oc, flip, zc);
+            let wp = w.add(p * 64);
+            lo = _mm512_add_epi32(
+                lo,
+                _mm512_madd_epi16(
+                    _mm512_unpacklo_epi16(a, b),
+                    _mm512_loadu_si512(wp as *const __m512i),
+                ),
+            );
+            hi = _mm512_add_epi32(
+                hi,
+                _mm512_madd_epi16(
+                    _mm512_unpackhi_epi16(a, b),
+                    _mm512_loadu_si512(wp.add(32) as *const __m512i),
+                ),
+            );
+        }
+        for (h, idx) in [first, second].into_iter().enumerate() {
+            let c = c0 + 16 * h;
+            if c >= oc {
+                break;
+            }
+            let q = requant(_mm512_permutex2var_epi64(lo, idx, hi), zero, epi, c);
+            let count = (oc - c).min(16);
+            let mask: __mmask16 = if count == 16 {
+                0xffff
+            } else {
+                (1u16 << count) - 1
+            };
+            _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().add(c) as *mut _, mask, q);
+        }
+    }
+}
+
+/// Tap `t`'s 32 channels from `c0` as int16 `x - Z_in` (zeros for a padded tap; lanes of
+/// channels past `oc` hold whatever, and are never stored).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn dw_tap(
+    src: *const u8,
+    offsets: &[usize],
+    t: usize,
+    c0: usize,
+    oc: usize,
+    flip: __m256i,
+    zc: __m512i,
+) -> __m512i {
+    match offsets.get(t) {
+        Some(&off) if off != usize::MAX => {
+            let v = if c0 + 32 <= oc {
+                _mm256_loadu_si256(src.add(off + c0) as *const __m256i)
+            } else {
+                let mut tmp = [0u8; 32];
+                std::ptr::copy_nonoverlapping(src.add(off + c0), tmp.as_mut_ptr(), oc - c0);
+                _mm256_loadu_si256(tmp.as_ptr() as *const __m256i)
+            };
+            _mm512_sub_epi16(_mm512_cvtepu8_epi16(_mm256_xor_si256(v, flip)), zc)
+        }
+        _ => _mm512_setzero_si512(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The 512-bit depthwise layout puts each channel's tap pair where a lane-by-lane
+    /// `vpunpck{l,h}wd` of 32 channels puts its activations (checked on any CPU: it is plain
+    /// data; the kernel itself is checked against the reference in `fast_tiers`).
+    #[test]
+    fn dw_pairs_follow_the_512_bit_unpack_order() {
+        for (ntaps, oc) in [(9, 1), (9, 17), (9, 32), (4, 33), (25, 70), (1, 96)] {
+            let taps: Vec<i32> = (0..ntaps * oc)
+                .map(|i| (i as i32 * 37) % 601 - 300)
+                .collect();
+            let p16 = crate::isa::avx2::dw_pairs(&taps, ntaps, oc).unwrap();
+            let p32 = super::dw_pairs(&p16, ntaps, oc);
+            let npairs = ntaps.div_ceil(2);
+            assert_eq!(p32.len(), oc.div_ceil(32) * npairs * 64);
+            for c in 0..oc {
+                let (cb, ch) = (c / 32, c % 32);
+                // 128-bit lane `ch / 8`; its low four channels go to the low unpack.
+                let (lane, j) = (ch / 8, ch % 8);
+                let (half, idx) = if j < 4 {
+                    (0, lane * 4 + j)
+                } else {
+                    (1, lane * 4 + j - 4)
+                };
+                for t in 0..ntaps {
+                    let (p, h) = (t / 2, t % 2);
+                    let at = (cb * npairs + p) * 64 + half * 32 + idx * 2 + h;
+                    assert_eq!(p32[at] as i32, taps[t * oc + c], "tap {t} channel {c}");
+                }
+            }
+        }
+    }
+}
