@@ -84,6 +84,10 @@ pub struct ModelArgs {
     /// Check the run against the reference executor first (slow for the 224x224 models).
     #[arg(long)]
     check: bool,
+    /// Also time every op (as many calls as the timing itself, after it) and print where the
+    /// time goes, by op class (conv 3x3, conv 1x1, depthwise 3x3, add, ...).
+    #[arg(long)]
+    profile: bool,
     #[arg(long)]
     json: bool,
 }
@@ -474,6 +478,11 @@ fn model(a: ModelArgs) -> Result<()> {
             t32.push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
+    let profile = if a.profile {
+        Some(profile_ops(&model, &input, t8.len())?)
+    } else {
+        None
+    };
     t8.sort_by(|x, y| x.total_cmp(y));
     t32.sort_by(|x, y| x.total_cmp(y));
     let med = quantile(&t8, 0.5);
@@ -505,6 +514,19 @@ fn model(a: ModelArgs) -> Result<()> {
                 m32 / med
             );
         }
+        if let Some(rows) = &profile {
+            let items: Vec<String> = rows
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{{\"class\":\"{}\",\"ops\":{},\"ms\":{:.4},\"share\":{:.4},\
+                         \"gops\":{:.2}}}",
+                        r.class, r.ops, r.ms, r.share, r.gops
+                    )
+                })
+                .collect();
+            s += &format!(",\"profile\":[{}]", items.join(","));
+        }
         println!("{s}}}");
     } else {
         println!(
@@ -526,8 +548,100 @@ fn model(a: ModelArgs) -> Result<()> {
                 m32 / med
             );
         }
+        if let Some(rows) = &profile {
+            println!("  where the time goes (per call, ops timed one by one):");
+            for r in rows {
+                println!(
+                    "    {:<18} {:>3} ops {:>9.3} ms {:>5.1}% {:>8.1} GOPS",
+                    r.class,
+                    r.ops,
+                    r.ms,
+                    100.0 * r.share,
+                    r.gops
+                );
+            }
+        }
     }
     Ok(())
+}
+
+/// Time spent in one class of ops, per call.
+struct ProfileRow {
+    class: String,
+    ops: usize,
+    ms: f64,
+    share: f64,
+    gops: f64,
+}
+
+/// Runs `model` `calls` times (at least 5) timing every op, and sums the times by op class,
+/// largest first. The op timer adds a clock read per op, so the total is a little above the
+/// untimed run's.
+fn profile_ops(
+    model: &intq_engine::Model,
+    input: &[intq_engine::TensorData],
+    calls: usize,
+) -> Result<Vec<ProfileRow>> {
+    let g = model.graph();
+    let calls = calls.max(5);
+    let mut times = vec![Duration::ZERO; g.ops().len()];
+    for _ in 0..calls {
+        model.run_profiled(input, &mut times)?;
+    }
+    let mut rows: Vec<ProfileRow> = Vec::new();
+    let mut macs_of: Vec<u64> = Vec::new();
+    for (op, t) in g.ops().iter().zip(&times) {
+        let class = op_class(g, op);
+        let i = match rows.iter().position(|r| r.class == class) {
+            Some(i) => i,
+            None => {
+                rows.push(ProfileRow {
+                    class,
+                    ops: 0,
+                    ms: 0.0,
+                    share: 0.0,
+                    gops: 0.0,
+                });
+                macs_of.push(0);
+                rows.len() - 1
+            }
+        };
+        rows[i].ops += 1;
+        rows[i].ms += t.as_secs_f64() * 1e3 / calls as f64;
+        macs_of[i] += op_macs(g, op);
+    }
+    let total: f64 = rows.iter().map(|r| r.ms).sum();
+    for (r, &m) in rows.iter_mut().zip(&macs_of) {
+        r.share = if total > 0.0 { r.ms / total } else { 0.0 };
+        r.gops = if r.ms > 0.0 {
+            2.0 * m as f64 / (r.ms * 1e-3) / 1e9
+        } else {
+            0.0
+        };
+    }
+    rows.sort_by(|x, y| y.ms.total_cmp(&x.ms));
+    Ok(rows)
+}
+
+/// An op's class for profiles: the kind, with the window and stride of convolutions and pools.
+fn op_class(g: &intq_engine::Graph, op: &intq_engine::Op) -> String {
+    use intq_engine::Op;
+    let window = |filter: intq_engine::TensorId, stride: [usize; 2]| {
+        let f = &g.tensor(filter).shape;
+        let s = if stride == [1, 1] {
+            String::new()
+        } else {
+            format!(" s{}", stride[0].max(stride[1]))
+        };
+        format!("{}x{}{s}", f[1], f[2])
+    };
+    match op {
+        Op::Conv2d { filter, stride, .. } => format!("conv {}", window(*filter, *stride)),
+        Op::DepthwiseConv2d { filter, stride, .. } => {
+            format!("depthwise {}", window(*filter, *stride))
+        }
+        other => other.kind().name().to_string(),
+    }
 }
 
 /// The batch size of a graph: the leading dimension of its (single) input.

@@ -247,6 +247,18 @@ pub(crate) fn run(
     inputs: &[TensorData],
     wanted: &[TensorId],
 ) -> Vec<TensorData> {
+    run_timed(graph, plan, memory, inputs, wanted, None)
+}
+
+/// [`run`], adding each op's wall time to `times[op index]` when given.
+pub(crate) fn run_timed(
+    graph: &Graph,
+    plan: &Plan,
+    memory: &MemoryPlan,
+    inputs: &[TensorData],
+    wanted: &[TensorId],
+    times: Option<&mut [std::time::Duration]>,
+) -> Vec<TensorData> {
     // Only the plan's own memory layout is kept between runs; a run keeping extra tensors
     // alive (`run_with`) has a layout of its own and allocates it.
     let reuse = std::ptr::eq(memory, &plan.memory);
@@ -272,7 +284,7 @@ pub(crate) fn run(
     }
     // The fast kernels split an op's work over the kernel team's spinning helpers
     // (`intq_kernels::gemm::parallel_for`), which take a job without a wake-up.
-    run_ops(graph, plan, memory, &mut frame);
+    run_ops(graph, plan, memory, &mut frame, times);
     let values = wanted.iter().map(|&id| frame.value(id)).collect();
     if reuse {
         plan.arena.give_back(frame.buffers);
@@ -281,8 +293,15 @@ pub(crate) fn run(
 }
 
 /// The ops of `plan`, in order, on `frame`'s buffers.
-fn run_ops(graph: &Graph, plan: &Plan, memory: &MemoryPlan, frame: &mut Frame) {
+fn run_ops(
+    graph: &Graph,
+    plan: &Plan,
+    memory: &MemoryPlan,
+    frame: &mut Frame,
+    mut times: Option<&mut [std::time::Duration]>,
+) {
     for &i in &plan.order {
+        let start = times.is_some().then(std::time::Instant::now);
         let op = &graph.ops()[i];
         let out = op.output();
         let slot = memory.slot_of[out.index()].expect("every op output has a buffer");
@@ -297,6 +316,9 @@ fn run_ops(graph: &Graph, plan: &Plan, memory: &MemoryPlan, frame: &mut Frame) {
             TensorData::I32(_) => unreachable!("no op writes int32"),
         }
         frame.buffers[slot] = buffer;
+        if let (Some(t), Some(start)) = (times.as_deref_mut(), start) {
+            t[i] += start.elapsed();
+        }
     }
 }
 
@@ -483,6 +505,7 @@ fn run_coded<T: Code>(f: &Frame, op: &Op, prep: &Prepared, out: &mut [T]) {
             // Equal shapes take the vector path; broadcasting falls back to the reference.
             intq_kernels::KernelTier::Fast(isa) => intq_kernels::gemm::add(
                 isa,
+                f.threads,
                 f.codes::<T>(*lhs),
                 f.shape(*lhs),
                 f.codes::<T>(*rhs),

@@ -149,6 +149,31 @@ impl Model {
         }
     }
 
+    /// Like [`Model::run`], and adds each op's wall time to `times[op index]` (one entry per
+    /// graph op, in `graph().ops()` order): where a model spends its time.
+    pub fn run_profiled(
+        &self,
+        inputs: &[TensorData],
+        times: &mut [std::time::Duration],
+    ) -> Result<Vec<TensorData>, EngineError> {
+        check_inputs(&self.graph, inputs, false)?;
+        if times.len() != self.graph.ops().len() {
+            return Err(EngineError::Run(format!(
+                "run_profiled: {} time slots for {} ops",
+                times.len(),
+                self.graph.ops().len()
+            )));
+        }
+        Ok(exec::run_timed(
+            &self.graph,
+            &self.plan,
+            &self.plan.memory,
+            inputs,
+            self.graph.outputs(),
+            Some(times),
+        ))
+    }
+
     /// Runs the graph in f32 reals (see [`Model::run_float_with`]) and returns the real values
     /// of the graph outputs.
     pub fn run_float(&self, inputs: &[TensorData]) -> Result<Vec<Vec<f32>>, EngineError> {

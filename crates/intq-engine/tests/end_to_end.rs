@@ -755,3 +755,27 @@ fn max_pool_reshape_concat_broadcast_add_and_logistic_run_like_the_kernels() {
     check_other_ops::<u8>(DType::U8);
     check_other_ops::<i8>(DType::I8);
 }
+
+#[test]
+fn profiled_runs_compute_the_same_and_time_every_op() {
+    for (dtype, edges) in CONFIGS {
+        let g = examples::small_cnn(dtype, edges, 5);
+        let model = Model::new(g.clone()).unwrap();
+        let mut times = vec![std::time::Duration::ZERO; g.ops().len()];
+        for s in 0..3 {
+            let x = examples::random_input(&g, s);
+            assert_eq!(
+                model.run_profiled(&x, &mut times).unwrap(),
+                model.run(&x).unwrap()
+            );
+        }
+        // Times accumulate over the calls, one slot per op, and each op ran.
+        assert!(times.iter().all(|t| !t.is_zero()), "{times:?}");
+        let x = examples::random_input(&g, 0);
+        let mut short = vec![std::time::Duration::ZERO; g.ops().len() - 1];
+        assert!(matches!(
+            model.run_profiled(&x, &mut short),
+            Err(EngineError::Run(m)) if m.contains("time slots")
+        ));
+    }
+}

@@ -824,14 +824,45 @@ fn random_add<T: Code8>(isa: Isa, seed: u64) {
     let mut want = vec![T::default(); len];
     reference::add(&x, &shape, &y, &shape, &p, &mut want, &shape);
     let mut got = vec![T::default(); len];
-    intq_kernels::gemm::add(isa, &x, &shape, &y, &shape, &p, &mut got, &shape);
+    intq_kernels::gemm::add(isa, 1, &x, &shape, &y, &shape, &p, &mut got, &shape);
     assert_same(&got, &want, || format!("{isa} add seed {seed}: {p:?}"));
     // Broadcasting falls back to the reference and still agrees.
     let row = &y[..3];
     reference::add(&x, &shape, row, &[3], &p, &mut want, &shape);
-    intq_kernels::gemm::add(isa, &x, &shape, row, &[3], &p, &mut got, &shape);
+    intq_kernels::gemm::add(isa, 1, &x, &shape, row, &[3], &p, &mut got, &shape);
     assert_same(&got, &want, || format!("{isa} broadcast add seed {seed}"));
 }
+
+/// A residual-sized Add split over 1-3 threads (chunks of 64 elements and a short last one)
+/// equals the reference.
+fn large_add<T: Code8>(isa: Isa, seed: u64, threads: usize) {
+    use intq_kernels::reference::AddParams;
+    use intq_quant::QuantParams;
+    let mut rng = Rng(seed);
+    let q = |rng: &mut Rng| QuantParams {
+        scale: 0.01 + rng.int(0, 1000) as f32 / 10_000.0,
+        zero_point: rng.zero_point::<T>(false),
+    };
+    let (l, r, o) = (q(&mut rng), q(&mut rng), q(&mut rng));
+    let p = AddParams::new(l, r, o, T::MIN, T::MAX).expect("add params");
+    let shape = [1, 57, 41 + rng.size(0, 7), 31];
+    let len: usize = shape.iter().product();
+    let (x, y) = (rng.codes::<T>(len), rng.codes::<T>(len));
+    let mut want = vec![T::default(); len];
+    reference::add(&x, &shape, &y, &shape, &p, &mut want, &shape);
+    let mut got = vec![T::default(); len];
+    intq_kernels::gemm::add(isa, threads, &x, &shape, &y, &shape, &p, &mut got, &shape);
+    assert_same(&got, &want, || {
+        format!("{isa} large add seed {seed}, {threads} threads")
+    });
+}
+
+tiers!(add_large_split_over_threads, |isa| {
+    for s in 0..6 {
+        large_add::<u8>(isa, 9900 + s, 1 + s as usize % 3);
+        large_add::<i8>(isa, 9950 + s, 1 + (s as usize + 1) % 3);
+    }
+});
 
 tiers!(add_random_params, |isa| {
     for s in 0..200 {

@@ -28,6 +28,14 @@ pub struct Conv2dPlan {
     filter_shape: [usize; 4],
     params: ConvParams,
     input_zero_point: i32,
+    /// Channels per pixel of the implicit GEMM's padded image: the input's, or for a narrow
+    /// input (a stem's 1 or 3 channels) the next multiple of the tier's group, the extra
+    /// channels holding the input zero point and the packed filter zero-point weights there.
+    /// `(q - Z_in) = 0` on them, so every extra product is 0 and the result is the reference's;
+    /// what it buys is the implicit GEMM (whole groups per filter row) instead of gathering
+    /// and packing 27-code rows one pixel at a time (MobileNetV2's stem ran at 11-20 GOPS).
+    /// See `padded_channels` for when.
+    image_channels: usize,
 }
 
 impl Conv2dPlan {
@@ -50,8 +58,9 @@ impl Conv2dPlan {
                 && params.dilation_w >= 1,
             "conv2d: strides and dilations must be at least 1"
         );
-        Conv2dPlan {
-            gemm: PreparedGemm::new(
+        let image_channels = padded_channels::<T>(isa, filter_shape, params, input_zero_point);
+        let gemm = if image_channels == ic {
+            PreparedGemm::new(
                 filter,
                 oc,
                 kh * kw * ic,
@@ -59,10 +68,35 @@ impl Conv2dPlan {
                 input_zero_point,
                 stage,
                 isa,
-            ),
+            )
+        } else {
+            // Extra channels get each output channel's weight zero point (a real 0; any code
+            // would do, as they meet activations equal to the input zero point).
+            let zw = |o: usize| {
+                let z = filter_zero_points[if filter_zero_points.len() == 1 { 0 } else { o }];
+                T::from_bits(z.clamp(T::MIN, T::MAX) as u8)
+            };
+            let mut padded = Vec::with_capacity(oc * kh * kw * image_channels);
+            for (t, taps) in filter.chunks_exact(ic).enumerate() {
+                padded.extend_from_slice(taps);
+                padded.resize(padded.len() + image_channels - ic, zw(t / (kh * kw)));
+            }
+            PreparedGemm::new(
+                &padded,
+                oc,
+                kh * kw * image_channels,
+                filter_zero_points,
+                input_zero_point,
+                stage,
+                isa,
+            )
+        };
+        Conv2dPlan {
+            gemm,
             filter_shape,
             params: *params,
             input_zero_point,
+            image_channels,
         }
     }
 
@@ -146,7 +180,7 @@ impl Conv2dPlan {
         if p.dilation_w == 1 {
             use crate::isa::{avx2::Avx2, avx512vnni::Vnni};
             match (&self.gemm.packed, self.gemm.isa) {
-                (Packed::I16(b), Isa::Avx2) if in_c % 8 == 0 => {
+                (Packed::I16(b), Isa::Avx2) if self.image_channels.is_multiple_of(8) => {
                     let stride = self.panel_stride(crate::isa::avx2::KG, crate::isa::avx2::NR);
                     return self.run_implicit::<Avx2, T>(
                         b.as_slice(),
@@ -159,11 +193,11 @@ impl Conv2dPlan {
                     );
                 }
                 // AMX packs B in the VNNI layout (groups of 4 k by 32 columns, K padded to 64),
-                // so an AMX plan can also run the VNNI implicit tile on the same panels
-                // (`INTQ_AMX_CONV=implicit`); by default it packs A for the AMX tiles, which
-                // measured faster (see `implicit_on_amx`).
+                // so an AMX plan can also run the VNNI implicit tile on the same panels: it does
+                // for narrow layers (see `implicit_on_amx`).
                 (Packed::I8(b), Isa::Avx512Vnni | Isa::Amx)
-                    if in_c % 4 == 0 && implicit_on_amx(self.gemm.isa) =>
+                    if self.image_channels.is_multiple_of(4)
+                        && implicit_on_amx(self.gemm.isa, self.gemm.n) =>
                 {
                     let kg = if self.gemm.isa == Isa::Amx {
                         crate::isa::amx::KG
@@ -184,6 +218,10 @@ impl Conv2dPlan {
                 _ => {}
             }
         }
+        assert_eq!(
+            self.image_channels, in_c,
+            "conv2d: a channel-padded plan runs only as an implicit GEMM"
+        );
         let zp = T::from_bits(self.input_zero_point as u8);
         // Padded taps are runs of the zero point, handed from here.
         let zps = vec![zp; kw * in_c];
@@ -264,18 +302,61 @@ impl Conv2dPlan {
     }
 }
 
-/// Whether a plan of tier `isa` may run its convolutions as VNNI implicit GEMMs: always on
-/// VNNI; on AMX only with `INTQ_AMX_CONV=implicit` (read once; for measuring). AMX packs A for
-/// its tiles by default: on a Sapphire Rapids core (one thread, batch 1) ResNet-18 took 6.3 ms
-/// packed against 16.9 ms implicit and MobileNetV2 6.1-6.6 against 7.9-12.2, with ResNet-20
-/// level (0.72-1.20 against 0.76-0.78), since the tiles' throughput outweighs the packing.
+/// The image channels of a convolution plan (see [`Conv2dPlan::image_channels`]): the input's,
+/// or, for an input a little narrower than the tier's implicit-GEMM group (an RGB stem on VNNI),
+/// that group, when the implicit GEMM can run it (an x86 tier that takes it, a window wider
+/// than one pixel, undilated along x) and the zero point the extra channels hold is a code.
+fn padded_channels<T: Code8>(
+    isa: Isa,
+    filter_shape: [usize; 4],
+    params: &ConvParams,
+    input_zero_point: i32,
+) -> usize {
+    let [oc, kh, kw, ic] = filter_shape;
+    let group = match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => crate::isa::avx2::KG,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => crate::isa::avx512vnni::KG,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Amx if implicit_on_amx(isa, oc) => crate::isa::avx512vnni::KG,
+        _ => return ic,
+    };
+    // At most a third more multiplies (3 -> 4 channels on VNNI, 6 or 7 -> 8 on AVX2): on AVX2,
+    // ResNet-18's 7x7 stem padded 3 -> 8 ran at 35 GOPS of real work against 65 gathered.
+    let narrow =
+        ic > 0 && ic < group && 3 * group <= 4 * ic && kh * kw > 1 && params.dilation_w == 1;
+    if narrow && (T::MIN..=T::MAX).contains(&input_zero_point) {
+        group
+    } else {
+        ic
+    }
+}
+
+/// Whether a plan of tier `isa` runs a convolution with `oc` output channels as a VNNI implicit
+/// GEMM. Always on VNNI. On AMX only when `oc` fits one 32-column B panel: packing A then costs
+/// as much as the tiles' reads of it, and the implicit tile skips it (ResNet-20, 16 and 32
+/// channels: 1.03 ms implicit against 1.31 packed, one thread, batch 1, on a Sapphire Rapids
+/// core); with more panels the packed A is reused and the AMX tiles win (ResNet-18 6.3 ms
+/// packed against 16.9 implicit, MobileNetV2 6.1-6.6 against 7.9-12.2).
+/// `INTQ_AMX_CONV=implicit|packed` (read once) forces one way for measuring.
 #[cfg(target_arch = "x86_64")]
-fn implicit_on_amx(isa: Isa) -> bool {
-    static IMPLICIT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    isa != Isa::Amx
-        || *IMPLICIT.get_or_init(|| {
-            std::env::var("INTQ_AMX_CONV").is_ok_and(|v| v.trim().eq_ignore_ascii_case("implicit"))
-        })
+fn implicit_on_amx(isa: Isa, oc: usize) -> bool {
+    static FORCED: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+    if isa != Isa::Amx {
+        return true;
+    }
+    let forced = FORCED.get_or_init(|| {
+        match std::env::var("INTQ_AMX_CONV")
+            .map(|v| v.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            Ok("implicit") => Some(true),
+            Ok("packed") => Some(false),
+            _ => None,
+        }
+    });
+    forced.unwrap_or(oc <= crate::isa::avx512vnni::NR)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -305,7 +386,9 @@ impl Conv2dPlan {
     ) {
         use super::{ImageElem, ImplicitRows};
         let (mr, nr, kg) = (F::MR, F::NR, F::KG);
-        let [batches, in_h, in_w, in_c] = input_shape;
+        let [batches, in_h, in_w, real_c] = input_shape;
+        // The image's channels per pixel (see `image_channels`); the input's own are `real_c`.
+        let in_c = self.image_channels;
         let [oc, kh, kw, _] = self.filter_shape;
         let [_, out_h, out_w, _] = output_shape;
         let p = self.params;
@@ -372,17 +455,37 @@ impl Conv2dPlan {
                 dsum[..pl].fill(zsum);
                 dst[x1 * in_c..].fill(zc);
                 dsum[x1..].fill(zsum);
-                let s = (bi * in_h + iy) * in_w * in_c;
-                // SAFETY: F's tier is this plan's (available) tier; in_c % KG == 0; the
-                // lengths agree.
-                unsafe {
-                    F::canon_row(
-                        &input[s..s + (x1 - pl) * in_c],
-                        in_c,
-                        &mut dst[pl * in_c..x1 * in_c],
-                        &mut dsum[pl..x1],
-                    )
-                };
+                let s = (bi * in_h + iy) * in_w * real_c;
+                let codes = &input[s..s + (x1 - pl) * real_c];
+                if in_c == real_c {
+                    // SAFETY: F's tier is this plan's (available) tier; in_c % KG == 0; the
+                    // lengths agree.
+                    unsafe {
+                        F::canon_row(
+                            codes,
+                            in_c,
+                            &mut dst[pl * in_c..x1 * in_c],
+                            &mut dsum[pl..x1],
+                        )
+                    };
+                } else {
+                    // A narrow input, widened to `in_c` channels with the zero point.
+                    let extra = zc_code.wrapping_mul((in_c - real_c) as i32);
+                    let pixels = dst[pl * in_c..x1 * in_c].chunks_exact_mut(in_c);
+                    for ((px, sum), src) in pixels
+                        .zip(&mut dsum[pl..x1])
+                        .zip(codes.chunks_exact(real_c))
+                    {
+                        let mut acc = extra;
+                        for (d, &x) in px.iter_mut().zip(src) {
+                            let v = x.canon_a();
+                            *d = F::E::from_code(v as i32);
+                            acc = acc.wrapping_add(v as i32);
+                        }
+                        px[real_c..].fill(zc);
+                        *sum = acc;
+                    }
+                }
             };
             super::parallel_for(threads.min(batches * hp), batches * hp, &fill);
             let (image, sums) = (&image[..], &sums[..]);

@@ -4,12 +4,18 @@ use super::Code8;
 use crate::isa::Isa;
 use crate::reference::{self, AddParams};
 
+/// Elements of an Add below which it runs on one thread: about 1 ns each on one core, so a
+/// split pays for the hand-off (~1 us) well above this.
+const ADD_PAR_MIN: usize = 1 << 16;
+
 /// Quantized Add, equal to `reference::add`; inputs of equal shape take the vector path on the
-/// x86 tiers, anything else (broadcasting, the portable tier, parameters outside the vector
-/// path's preconditions) runs the reference.
+/// x86 tiers (split over `threads` when large: ResNet-18's residual Adds were 13-21% of its time
+/// on one thread of an AMX core), anything else (broadcasting, the portable tier, parameters
+/// outside the vector path's preconditions) runs the reference.
 #[allow(clippy::too_many_arguments)]
 pub fn add<T: Code8>(
     isa: Isa,
+    threads: usize,
     lhs: &[T],
     lhs_shape: &[usize],
     rhs: &[T],
@@ -37,13 +43,38 @@ pub fn add<T: Code8>(
                 && (0..=31).contains(&params.left_shift)
                 && params.clamp_min <= params.clamp_max
             {
-                // SAFETY: every x86 tier above portable implies AVX2; lengths checked.
-                unsafe { crate::isa::avx2::add_same_shape(params, lo, hi, lhs, rhs, output) };
+                let n = output.len();
+                let threads = if n >= ADD_PAR_MIN { threads.max(1) } else { 1 };
+                let chunk = n
+                    .div_ceil(threads * super::TASKS_PER_THREAD)
+                    .next_multiple_of(64)
+                    .max(64);
+                let out_ptr = super::SendPtr(output.as_mut_ptr() as *mut u8);
+                super::parallel_for(threads, n.div_ceil(chunk), &|t: usize| {
+                    let op = out_ptr;
+                    let (i0, i1) = (t * chunk, ((t + 1) * chunk).min(n));
+                    // SAFETY: each task writes its own range of `output` (length n).
+                    let out = unsafe {
+                        std::slice::from_raw_parts_mut((op.0 as *mut T).add(i0), i1 - i0)
+                    };
+                    // SAFETY: every x86 tier above portable implies AVX2; the three ranges
+                    // have equal lengths.
+                    unsafe {
+                        crate::isa::avx2::add_same_shape(
+                            params,
+                            lo,
+                            hi,
+                            &lhs[i0..i1],
+                            &rhs[i0..i1],
+                            out,
+                        )
+                    };
+                });
                 return;
             }
         }
     }
-    let _ = isa;
+    let _ = (isa, threads);
     reference::add(lhs, lhs_shape, rhs, rhs_shape, params, output, output_shape)
 }
 
