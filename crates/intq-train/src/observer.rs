@@ -337,7 +337,7 @@ impl LearnedRange {
             lsq_grad_term(&xd, &y.clone().detach(), scheme, p, self.value.val(), g)
         } else {
             let t = self.value.val();
-            minmax_grad_term(&xd, scheme, p, t.clone().slice([0..1]), t.slice([1..2]))
+            minmax_grad_term(&xd, scheme, p, t.clone().narrow(0, 0, 1), t.narrow(0, 1, 1))
         };
         Ok((y + term, Some(p)))
     }
