@@ -206,6 +206,49 @@ fn learned_forward_is_the_stored_params_and_the_gradient_is_the_modes() {
     }
 }
 
+/// Gradient descent on the quantization error of a conv output (engine rounding) through the
+/// observer moves each learned range the right way: values beyond a range started on `[0, 1]`
+/// are clipped, both gradients widen it, and the error falls.
+#[test]
+fn learned_ranges_descend_on_the_quantization_error() {
+    let d = ad();
+    d.seed(8);
+    for (mode, lr) in [(RangeMode::MinMax, 0.1f64), (RangeMode::Lsq, 1e-3)] {
+        let mut q = QuantCfg::uint8(8, 8).unwrap();
+        q.ranges = mode;
+        let mut obs = EmaObserver::with_opts(opts(mode), &d);
+        obs.observe(0.0, 1.0);
+        obs.start_learned(q.act_scheme).unwrap();
+        let x = Tensor::<4>::random([8, 4, 4, 4], Distribution::Uniform(0.0, 3.0), &d);
+        let wq = WeightQuant::PerTensor(QuantParams {
+            scale: 0.01,
+            zero_point: 0,
+        });
+        let mut losses = Vec::new();
+        for _ in 0..20 {
+            let (y, _) = obs
+                .apply_requant(x.clone(), &ctx(q, true), Some(0.02), Some(&wq))
+                .unwrap();
+            let loss = (y - x.clone()).powi_scalar(2).mean();
+            losses.push(host_vec(loss.clone())[0]);
+            let grads = GradientsParams::from_grads(loss.backward(), &obs);
+            let l = obs.learned.as_mut().unwrap();
+            let g = grads.get::<1>(l.value.id).expect("gradient");
+            l.value = l.value.clone().map(|v| {
+                let v = v.inner() - g.mul_scalar(lr);
+                Tensor::from_inner(v).require_grad()
+            });
+        }
+        let (first, last) = (losses[0], *losses.last().unwrap());
+        assert!(
+            last < 0.5 * first,
+            "{mode:?}: quantization error {first} -> {last} ({losses:?})"
+        );
+        let p = obs.params(q.act_scheme).unwrap().unwrap();
+        assert!(p.scale > 1.0 / 255.0, "{mode:?}: the range widened: {p:?}");
+    }
+}
+
 /// An LSQ step that is not positive is refused with a clear error, not quantized with.
 #[test]
 fn a_broken_learned_step_is_an_error() {
