@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use intq_data::Split;
 use intq_train::checkpoint;
-use intq_train::layers::LayerOpts;
+use intq_train::layers::{LayerOpts, RangeMode};
 use intq_train::trainer::{train, Start, TrainConfig};
 use intq_train::{evaluate, train_device, Arch, Net};
 
@@ -32,6 +32,9 @@ pub struct QuickstartArgs {
     /// uint8 (the paper) or int8 (TFLite, per-channel weights).
     #[arg(long, default_value = "uint8")]
     pub scheme: String,
+    /// Activation ranges in QAT: ema, minmax or lsq (see `intq qat --help`).
+    #[arg(long, default_value = "ema", value_parser = crate::train_cmd::parse_ranges)]
+    pub ranges: RangeMode,
     /// Print one JSON object on stdout at the end (progress still goes to stderr).
     #[arg(long)]
     pub json: bool,
@@ -78,7 +81,8 @@ const TINY: Recipe = Recipe {
 pub fn quickstart(a: QuickstartArgs) -> Result<()> {
     let t0 = Instant::now();
     let r = if a.tiny { TINY } else { FULL };
-    let q = quant_cfg(&a.scheme, 8, 8, a.scheme == "int8")?;
+    let mut q = quant_cfg(&a.scheme, 8, 8, a.scheme == "int8")?;
+    q.ranges = a.ranges;
     std::fs::create_dir_all(&a.dir)
         .with_context(|| format!("cannot create {}", a.dir.display()))?;
     let log = |s: String| eprintln!("\n== {s}");
@@ -195,10 +199,11 @@ pub fn quickstart(a: QuickstartArgs) -> Result<()> {
 
     if a.json {
         println!(
-            "{{\"data\":{},\"model\":{},\"scheme\":{},\"tiny\":{},\"train_images\":{},\"qat_images\":{},\"float_epochs\":{},\"qat_epochs\":{},\"float_acc\":{},\"ptq_acc\":{},\"qat_float_acc\":{},\"fq_acc\":{},\"int8_acc\":{},\"top1_mismatch\":{},\"max_lsb_diff\":{},\"test_images\":{},\"intq_bytes\":{},\"ptq_intq_bytes\":{},\"f32_weight_bytes\":{},\"int8_ms_per_image\":{},\"f32_ms_per_image\":{},\"seconds\":{{\"float\":{},\"ptq\":{},\"qat\":{},\"convert\":{},\"eval\":{},\"total\":{}}},\"comparison\":{{{}}}}}",
+            "{{\"data\":{},\"model\":{},\"scheme\":{},\"ranges\":{},\"tiny\":{},\"train_images\":{},\"qat_images\":{},\"float_epochs\":{},\"qat_epochs\":{},\"float_acc\":{},\"ptq_acc\":{},\"qat_float_acc\":{},\"fq_acc\":{},\"int8_acc\":{},\"top1_mismatch\":{},\"max_lsb_diff\":{},\"test_images\":{},\"intq_bytes\":{},\"ptq_intq_bytes\":{},\"f32_weight_bytes\":{},\"int8_ms_per_image\":{},\"f32_ms_per_image\":{},\"seconds\":{{\"float\":{},\"ptq\":{},\"qat\":{},\"convert\":{},\"eval\":{},\"total\":{}}},\"comparison\":{{{}}}}}",
             jstr(&a.data),
             jstr(&arch.name()),
             jstr(&a.scheme),
+            jstr(a.ranges.name()),
             a.tiny,
             train_split.len,
             r.qat_images.min(data.train.len),
@@ -229,8 +234,13 @@ pub fn quickstart(a: QuickstartArgs) -> Result<()> {
     }
     let pct = |x: f64| format!("{:.2}%", 100.0 * x);
     println!(
-        "\nintq quickstart: {arch} on {} ({} scheme), {} training images, {} test images",
-        a.data, a.scheme, train_split.len, c.images
+        "\nintq quickstart: {arch} on {} ({} scheme, {} activation ranges), {} training images, \
+         {} test images",
+        a.data,
+        a.scheme,
+        a.ranges.name(),
+        train_split.len,
+        c.images
     );
     println!("  {:<40} {:>10}", "float (trained in f32)", pct(float_acc));
     println!(

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use intq_data::DatasetKind;
 use intq_train::checkpoint;
-use intq_train::layers::{LayerOpts, QuantCfg};
+use intq_train::layers::{LayerOpts, QuantCfg, RangeMode};
 use intq_train::trainer::{train_observed, ImageSet, Observer, Start, TrainConfig};
 use intq_train::{evaluate, train_device, Arch, Net};
 
@@ -104,11 +104,21 @@ pub struct QatArgs {
     /// Freeze batch norm (moving statistics only) from this epoch on.
     #[arg(long)]
     freeze_bn_after: Option<usize>,
-    /// Freeze activation observers from this epoch on.
+    /// Freeze activation observers from this epoch on (learned ranges stop changing too).
     #[arg(long)]
     freeze_observers_after: Option<usize>,
+    /// Activation ranges: ema (fixed by the observers' moving average), minmax (learned min and
+    /// max, TensorFlow's gradient) or lsq (learned step size, zero point fixed). Learned ranges
+    /// start from the EMA when the quant delay ends (docs/training.md, "Activation ranges").
+    #[arg(long, default_value = "ema", value_parser = parse_ranges)]
+    ranges: RangeMode,
     #[command(flatten)]
     common: Common,
+}
+
+/// `--ranges` values.
+pub fn parse_ranges(s: &str) -> Result<RangeMode, String> {
+    RangeMode::parse(s).ok_or_else(|| format!("unknown range mode {s:?}; use ema, minmax or lsq"))
 }
 
 #[derive(clap::Args, Debug)]
@@ -359,6 +369,7 @@ fn run_qat(a: QatArgs) -> Result<()> {
         other => bail!("unknown --scheme {other:?}; use uint8 or int8"),
     };
     q.quant_delay = a.quant_delay;
+    q.ranges = a.ranges;
     let c = &a.common;
     let device = train_device();
     let from = checkpoint::load(&a.from, LayerOpts::default(), &device)
@@ -381,12 +392,16 @@ fn run_qat(a: QatArgs) -> Result<()> {
         Start::fresh(from.net)
     };
     let title = format!(
-        "{} {} QAT {scheme}{} W{}/A{}",
+        "{} {} QAT {scheme}{} W{}/A{}{}",
         cfg.arch,
         c.data,
         if a.per_channel { " per-channel" } else { "" },
         a.bits_w,
-        a.bits_a
+        a.bits_a,
+        match a.ranges {
+            RangeMode::Ema => String::new(),
+            r => format!(" ranges {}", r.name()),
+        }
     );
     let s = train_with_curve(&cfg, c, &title, start, &data, &device)?;
     finish(&cfg, &s);

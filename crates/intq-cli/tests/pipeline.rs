@@ -122,14 +122,18 @@ fn train_float(dir: &Path, data: &Path) -> PathBuf {
     ckpt
 }
 
-fn qat(dir: &Path, data: &Path, from: &Path, scheme: &str) -> PathBuf {
-    let ckpt = dir.join(format!("qat_{scheme}.ckpt"));
+/// QAT fine-tuning of `from` for two steps (the second with learned activation ranges when
+/// `ranges` is minmax or lsq: they start from the EMA after the first).
+fn qat(dir: &Path, data: &Path, from: &Path, scheme: &str, ranges: &str) -> PathBuf {
+    let ckpt = dir.join(format!("qat_{scheme}_{ranges}.ckpt"));
     let mut args = vec![
         "qat",
         "--from",
         from.to_str().unwrap(),
         "--scheme",
         scheme,
+        "--ranges",
+        ranges,
         "--data-dir",
         data.to_str().unwrap(),
         "--epochs",
@@ -157,9 +161,17 @@ fn both_schemes_convert_and_agree_with_fake_quant() {
     let data = data_dir("schemes_data");
     let d = data.to_str().unwrap();
     let float = train_float(&dir, &data);
-    for (scheme, dtype) in [("uint8", DType::U8), ("int8", DType::I8)] {
-        let ckpt = qat(&dir, &data, &float, scheme);
-        let model_path = dir.join(format!("{scheme}.intq"));
+    // Learned ranges convert as exactly as the EMA's: the learned forward uses the params
+    // conversion stores.
+    for (scheme, dtype, ranges) in [
+        ("uint8", DType::U8, "ema"),
+        ("int8", DType::I8, "ema"),
+        ("uint8", DType::U8, "lsq"),
+        ("int8", DType::I8, "minmax"),
+    ] {
+        let ckpt = qat(&dir, &data, &float, scheme, ranges);
+        let scheme = &format!("{scheme}/{ranges}");
+        let model_path = dir.join(format!("{}.intq", scheme.replace('/', "_")));
         let m = model_path.to_str().unwrap();
         ok(&["convert", ckpt.to_str().unwrap(), "--out", m]);
         let model = Model::load(&model_path).unwrap();
@@ -287,7 +299,7 @@ fn ptq_minmax_and_percentile_make_runnable_models() {
         assert!((0.0..=1.0).contains(&acc), "{out}");
     }
     // PTQ refuses a QAT checkpoint, whose ranges were trained.
-    let q = qat(&dir, &data, &float, "uint8");
+    let q = qat(&dir, &data, &float, "uint8", "ema");
     let e = fail(&[
         "ptq",
         "--from",

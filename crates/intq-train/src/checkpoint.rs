@@ -15,7 +15,7 @@ use safetensors::tensor::{Dtype, TensorView};
 pub use crate::ckpt_file::FORMAT;
 use crate::ckpt_file::{self, FileMeta, QuantFields, MOMENTUM};
 
-use crate::layers::{LayerOpts, QuantCfg};
+use crate::layers::{LayerOpts, QuantCfg, RangeMode};
 use crate::sgd::{PathMapper, PathVisitor, Velocity};
 use crate::zoo::{Arch, Net};
 use crate::TrainError;
@@ -58,6 +58,7 @@ impl CkptMeta {
                 quant_delay: q.quant_delay,
                 freeze_bn: q.freeze_bn,
                 freeze_observers: q.freeze_observers,
+                ranges: q.ranges,
             }),
             test_accuracy: self.test_accuracy,
             shards: self.shards,
@@ -83,6 +84,7 @@ impl CkptMeta {
                 quant_delay: q.quant_delay,
                 freeze_bn: q.freeze_bn,
                 freeze_observers: q.freeze_observers,
+                ranges: q.ranges,
             }),
             test_accuracy: m.test_accuracy,
             shards: m.shards,
@@ -225,7 +227,9 @@ pub struct Loaded {
     pub meta: CkptMeta,
 }
 
-/// Loads a checkpoint written by [`save`] into a fresh network of the recorded architecture.
+/// Loads a checkpoint written by [`save`] into a fresh network of the recorded architecture
+/// (with learned-range parameters when the recorded range mode has them; `opts.ranges` is
+/// ignored).
 /// The file must hold exactly the network's tensors with their shapes (momentum optional);
 /// errors name the file and tensor. Parsing and the layout check are `ckpt_file`'s (fuzzed).
 pub fn load(path: &Path, opts: LayerOpts, device: &Device) -> Result<Loaded, TrainError> {
@@ -245,6 +249,11 @@ pub fn load(path: &Path, opts: LayerOpts, device: &Device) -> Result<Loaded, Tra
             meta.arch
         )));
     }
+    // The recorded range mode decides whether the observers carry learned-range tensors.
+    let opts = LayerOpts {
+        ranges: meta.quant.map_or(RangeMode::Ema, |q| q.ranges),
+        ..opts
+    };
     let net = Net::new(meta.arch, opts, device);
     let layout: Vec<(String, Vec<usize>)> = collect(&net)
         .into_iter()

@@ -15,6 +15,37 @@ pub const FORMAT: &str = "intq-train-checkpoint-1";
 /// Prefix of the SGD momentum of a parameter: `momentum/<path>`.
 pub const MOMENTUM: &str = "momentum/";
 
+/// How activation ranges are set in QAT (`intq qat --ranges`). Defined here, not in `layers`,
+/// because the checkpoint format records it and this file must stay free of burn (fuzzing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RangeMode {
+    /// Fixed by the observers: an EMA of batch min/max (SPEC §2).
+    #[default]
+    Ema,
+    /// Learned min and max with TensorFlow's gradient, initialized from the EMA.
+    MinMax,
+    /// Learned step size (LSQ), zero point frozen at the EMA's, initialized from the EMA.
+    Lsq,
+}
+
+impl RangeMode {
+    /// The name the command line and the checkpoint metadata use.
+    pub fn name(self) -> &'static str {
+        match self {
+            RangeMode::Ema => "ema",
+            RangeMode::MinMax => "minmax",
+            RangeMode::Lsq => "lsq",
+        }
+    }
+
+    /// The mode named `s`, if any.
+    pub fn parse(s: &str) -> Option<Self> {
+        [RangeMode::Ema, RangeMode::MinMax, RangeMode::Lsq]
+            .into_iter()
+            .find(|m| m.name() == s)
+    }
+}
+
 /// The quantization settings as stored (see `layers::QuantCfg`, which mirrors these fields).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct QuantFields {
@@ -24,6 +55,8 @@ pub struct QuantFields {
     pub quant_delay: u64,
     pub freeze_bn: bool,
     pub freeze_observers: bool,
+    /// Absent in files written before learned ranges existed, which used the EMA.
+    pub ranges: RangeMode,
 }
 
 /// The run state stored as string metadata, before the architecture name is resolved.
@@ -99,6 +132,7 @@ impl FileMeta {
                 "quant.freeze_observers".into(),
                 (q.freeze_observers as u8).to_string(),
             );
+            m.insert("quant.ranges".into(), q.ranges.name().into());
         }
         m
     }
@@ -131,6 +165,10 @@ impl FileMeta {
                 quant_delay: num("quant.delay")?,
                 freeze_bn: num("quant.freeze_bn")? != 0,
                 freeze_observers: num("quant.freeze_observers")? != 0,
+                ranges: match m.get("quant.ranges") {
+                    None => RangeMode::Ema,
+                    Some(r) => RangeMode::parse(r).ok_or_else(|| bad("quant.ranges"))?,
+                },
             }),
         };
         let meta = FileMeta {

@@ -111,32 +111,68 @@ pub fn fake_quant_learned<const D: usize>(
     min: Tensor<1>,
     max: Tensor<1>,
 ) -> Result<(Tensor<D>, QuantParams), TrainError> {
-    let lo_v = scalar(&min);
-    let hi_v = scalar(&max);
-    // Ranges may drift past zero or cross while learning; the scheme widens them to contain 0.
-    let p = choose(scheme, lo_v.min(hi_v), hi_v.max(lo_v), "learned range")?;
+    let p = learned_minmax_params(scheme, scalar(&min), scalar(&max))?;
+    let xd = x.clone().detach();
+    let y = fake_quant(x, scheme, p);
+    Ok((y + minmax_grad_term(&xd, scheme, p, min, max), p))
+}
+
+/// The params of a learned range `[min, max]`. Ranges may drift past zero or cross while
+/// learning; the scheme's nudging widens them to contain 0, and crossed ends are swapped.
+pub fn learned_minmax_params(
+    scheme: QScheme,
+    min: f32,
+    max: f32,
+) -> Result<QuantParams, TrainError> {
+    choose(scheme, min.min(max), max.max(min), "learned range")
+}
+
+/// A term of value exactly 0 (shape of `x`) whose gradient gives learned `min`/`max` (`[1]`
+/// each) TensorFlow's gradient for the fake quantization of `x` (detached) with `p`: the
+/// upstream gradient summed where `x` is below, or above, the nudged range. Added to any fake
+/// quantization of `x` with `p` (single or engine rounding), it leaves the forward bits alone.
+pub fn minmax_grad_term<const D: usize>(
+    x: &Tensor<D>,
+    scheme: QScheme,
+    p: QuantParams,
+    min: Tensor<1>,
+    max: Tensor<1>,
+) -> Tensor<D> {
     let r = scheme.nudged_range(p);
     let dims = x.dims();
-    let mut one = [1usize; D];
-    one[0] = 1;
-    // `(t - t.detach()) + c` has the value `c` exactly and the gradient of `t`.
-    let lo_t = (min.clone() - min.detach()).add_scalar(r.min);
-    let hi_t = (max.clone() - max.detach()).add_scalar(r.max);
-    let lo_t: Tensor<D> = lo_t.reshape(one).expand(dims);
-    let hi_t: Tensor<D> = hi_t.reshape(one).expand(dims);
-    let below = x.clone().lower_elem(r.min);
-    let above = x.clone().greater_elem(r.max);
-    let xc = x.mask_where(below, lo_t).mask_where(above, hi_t);
-    let fq = xc
-        .clone()
-        .detach()
-        .sub_scalar(r.min)
-        .div_scalar(p.scale)
-        .add_scalar(0.5)
-        .floor()
-        .mul_scalar(p.scale)
-        .add_scalar(r.min);
-    Ok((fq + (xc.clone() - xc.detach()), p))
+    let below = x.clone().detach().lower_elem(r.min).float();
+    let above = x.clone().detach().greater_elem(r.max).float();
+    // `t - t.detach()` is an exact zero that carries the gradient of `t`.
+    let zero =
+        |t: Tensor<1>| -> Tensor<D> { (t.clone() - t.detach()).reshape([1usize; D]).expand(dims) };
+    below * zero(min) + above * zero(max)
+}
+
+/// LSQ's gradient scale `g = 1 / sqrt(n Q)` for `n` values per gradient sum and codes up to `Q`
+/// away from the zero point (the larger of `qmax - Z` and `Z - qmin`).
+pub fn lsq_grad_scale(scheme: QScheme, zero_point: i32, n: usize) -> f32 {
+    let q = ((scheme.qmax() - zero_point).max(zero_point - scheme.qmin())).max(1) as f32;
+    1.0 / ((n.max(1) as f32) * q).sqrt()
+}
+
+/// The params of a learned LSQ step with a fixed zero point, checked.
+pub fn lsq_params(scheme: QScheme, step: f32, zero_point: i32) -> Result<QuantParams, TrainError> {
+    if !(step.is_finite() && step > 0.0) {
+        return Err(TrainError::Quant(format!(
+            "learned step size {step} is not a positive finite number"
+        )));
+    }
+    if zero_point < scheme.qmin() || zero_point > scheme.qmax() {
+        return Err(TrainError::Quant(format!(
+            "zero point {zero_point} is outside the scheme's codes [{}, {}]",
+            scheme.qmin(),
+            scheme.qmax()
+        )));
+    }
+    Ok(QuantParams {
+        scale: step,
+        zero_point,
+    })
 }
 
 /// Per-tensor fake quantization with a learned step size (LSQ, Esser et al. 2020) and a fixed
@@ -157,51 +193,47 @@ pub fn fake_quant_lsq<const D: usize>(
     step: Tensor<1>,
     zero_point: i32,
 ) -> Result<(Tensor<D>, QuantParams), TrainError> {
-    let s = scalar(&step);
-    if !(s.is_finite() && s > 0.0) {
-        return Err(TrainError::Quant(format!(
-            "learned step size {s} is not a positive finite number"
-        )));
-    }
-    if zero_point < scheme.qmin() || zero_point > scheme.qmax() {
-        return Err(TrainError::Quant(format!(
-            "zero point {zero_point} is outside the scheme's codes [{}, {}]",
-            scheme.qmin(),
-            scheme.qmax()
-        )));
-    }
-    let p = QuantParams {
-        scale: s,
-        zero_point,
-    };
-    let r = scheme.nudged_range(p);
-    let (lo_c, hi_c) = (
-        (scheme.qmin() - zero_point) as f32,
-        (scheme.qmax() - zero_point) as f32,
-    );
-    let dims = x.dims();
-    let n: usize = dims.iter().product();
-    let q = hi_c.max(-lo_c).max(1.0);
-    let g = 1.0 / ((n.max(1) as f32) * q).sqrt();
+    let p = lsq_params(scheme, scalar(&step), zero_point)?;
+    let n: usize = x.dims().iter().product();
+    let g = lsq_grad_scale(scheme, zero_point, n);
     let xd = x.clone().detach();
-    let fq = fake_quant(xd.clone(), scheme, p);
-    // dOut/dS before the gradient scale, on detached values: round(v) - v inside, the clamped
-    // code outside. `fq / S` is round(v) relative to Z up to f32 rounding, which only touches
-    // the gradient, never the forward value.
-    let v = xd.clone().div_scalar(s);
+    let y = fake_quant(x, scheme, p);
+    let term = lsq_grad_term(&xd, &y.clone().detach(), scheme, p, step, g);
+    Ok((y + term, p))
+}
+
+/// A term of value exactly 0 whose gradient gives a learned LSQ step (`[1]`) LSQ's gradient,
+/// scaled by `g`, for the fake quantization `fq` (detached) of `x` (detached) with `p`: `g *
+/// (fq/S - x/S)` inside the nudged range, `g * (qmin - Z)` below, `g * (qmax - Z)` above. `fq /
+/// S` is the code relative to Z up to f32 rounding, which only touches the gradient; with the
+/// engine's rounding in `fq` ([`fake_quant_requant`]) it is that rounding's code.
+pub fn lsq_grad_term<const D: usize>(
+    x: &Tensor<D>,
+    fq: &Tensor<D>,
+    scheme: QScheme,
+    p: QuantParams,
+    step: Tensor<1>,
+    g: f32,
+) -> Tensor<D> {
+    let r = scheme.nudged_range(p);
+    let s = p.scale;
+    let (lo_c, hi_c) = (
+        (scheme.qmin() - p.zero_point) as f32,
+        (scheme.qmax() - p.zero_point) as f32,
+    );
+    let xd = x.clone().detach();
+    let dims = xd.dims();
     let below = xd.clone().lower_elem(r.min);
-    let above = xd.greater_elem(r.max);
-    let coef = (fq.clone().div_scalar(s) - v)
+    let above = xd.clone().greater_elem(r.max);
+    let coef = (fq.clone().detach().div_scalar(s) - xd.div_scalar(s))
         .mask_fill(below, lo_c)
         .mask_fill(above, hi_c);
     // `t - t.detach()` is an exact zero that carries the gradient of `t`.
-    let scaled = step.clone().mul_scalar(g);
+    let scaled = step.mul_scalar(g);
     let ds: Tensor<D> = (scaled.clone() - scaled.detach())
         .reshape([1usize; D])
         .expand(dims);
-    let xc = clamp_closed(x, r.min, r.max);
-    let out = ste(fq, xc) + coef * ds;
-    Ok((out, p))
+    coef * ds
 }
 
 /// LSQ's initial step size for values `x` quantized to codes up to `q` away from the zero

@@ -9,6 +9,7 @@ use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Distribution, Tensor};
 use intq_quant::{QScheme, QuantParams};
 
+pub use crate::ckpt_file::RangeMode;
 use crate::fake_quant::{
     bias_code, bias_on_grid, f64_tensor, fake_quant, fake_quant_exact, fake_quant_weights,
     host_vec, weight_code, WeightQuant,
@@ -30,8 +31,11 @@ pub struct QuantCfg {
     pub quant_delay: u64,
     /// Use moving BN statistics only and stop updating them (SPEC §3 "BN freeze").
     pub freeze_bn: bool,
-    /// Stop updating activation observers.
+    /// Stop updating activation observers, and learned ranges (no gradient reaches them).
     pub freeze_observers: bool,
+    /// How activation ranges are set: fixed by the EMA observers (default) or learned once
+    /// the quant delay ends ([`crate::observer::LearnedRange`]).
+    pub ranges: RangeMode,
 }
 
 impl QuantCfg {
@@ -44,6 +48,7 @@ impl QuantCfg {
             quant_delay: 0,
             freeze_bn: false,
             freeze_observers: false,
+            ranges: RangeMode::Ema,
         })
     }
 
@@ -56,6 +61,7 @@ impl QuantCfg {
             quant_delay: 0,
             freeze_bn: false,
             freeze_observers: false,
+            ranges: RangeMode::Ema,
         })
     }
 }
@@ -190,11 +196,16 @@ pub struct ConvBn {
 #[derive(Debug, Clone, Copy)]
 pub struct LayerOpts {
     pub ema_decay: f64,
+    /// Learned-range parameters in every activation observer (checkpoint layouts depend on it).
+    pub ranges: RangeMode,
 }
 
 impl Default for LayerOpts {
     fn default() -> Self {
-        LayerOpts { ema_decay: 0.99 }
+        LayerOpts {
+            ema_decay: 0.99,
+            ranges: RangeMode::Ema,
+        }
     }
 }
 
@@ -220,7 +231,7 @@ impl ConvBn {
             beta: bn.then(|| Param::from_tensor(Tensor::zeros([cout], device))),
             running_mean: RunningState::new(Tensor::zeros([cout], device)),
             running_var: RunningState::new(Tensor::ones([cout], device)),
-            out_obs: EmaObserver::new(opts.ema_decay, device),
+            out_obs: EmaObserver::with_opts(opts, device),
             stride,
             padding: kernel / 2,
             groups,
@@ -504,7 +515,7 @@ impl QLinear {
                 device,
             )),
             bias: Param::from_tensor(Tensor::zeros([cout], device)),
-            out_obs: EmaObserver::new(opts.ema_decay, device),
+            out_obs: EmaObserver::with_opts(opts, device),
             act,
         }
     }
@@ -567,7 +578,7 @@ pub struct QAdd {
 impl QAdd {
     pub fn new(act: u8, opts: LayerOpts, device: &Device) -> Self {
         QAdd {
-            out_obs: EmaObserver::new(opts.ema_decay, device),
+            out_obs: EmaObserver::with_opts(opts, device),
             act,
         }
     }
@@ -588,7 +599,7 @@ pub struct QConcat {
 impl QConcat {
     pub fn new(opts: LayerOpts, device: &Device) -> Self {
         QConcat {
-            out_obs: EmaObserver::new(opts.ema_decay, device),
+            out_obs: EmaObserver::with_opts(opts, device),
         }
     }
 

@@ -1,5 +1,5 @@
 //! SGD with momentum and weight decay (PyTorch's formulation: `v = mu v + g + wd p`,
-//! `p -= lr v`), written as a module mapper so that the velocity is keyed by parameter path and
+//! `p -= lr v`; learned activation ranges get no decay), written as a module mapper so that the velocity is keyed by parameter path and
 //! can be saved in, and restored from, a checkpoint (burn's optimizer keys its state by
 //! `ParamId`, which safetensors does not carry, so a resumed run would lose its momentum).
 
@@ -23,13 +23,27 @@ pub struct SgdStep {
     pub weight_decay: f64,
 }
 
+/// burn's container name of [`crate::observer::LearnedRange`], whose parameters get no weight
+/// decay: decay would pull a learned range towards `[0, 0]` (or the step towards 0), i.e. shrink
+/// it and clip the activations by a force unrelated to the loss; TensorFlow's and LSQ's ranges
+/// are trained without it.
+const NO_DECAY_CONTAINER: &str = "Struct:LearnedRange";
+
 struct Mapper<'a> {
     grads: &'a mut GradientsParams,
     vel: &'a mut Velocity,
     step: SgdStep,
+    /// Container type of each module entered (burn passes the parent's type with a field).
+    containers: Vec<String>,
 }
 
 impl ModuleMapper for Mapper<'_> {
+    fn enter_module(&mut self, _name: &str, container_type: &str) {
+        self.containers.push(container_type.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.containers.pop();
+    }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let (id, tensor, mapper) = param.consume();
         let Some(grad) = self.grads.remove::<D>(id) else {
@@ -38,7 +52,8 @@ impl ModuleMapper for Mapper<'_> {
         let dims = tensor.dims();
         let p = tensor.inner();
         let mut g = grad;
-        if self.step.weight_decay != 0.0 {
+        let decays = self.containers.last().map(String::as_str) != Some(NO_DECAY_CONTAINER);
+        if self.step.weight_decay != 0.0 && decays {
             g = g + p.clone().mul_scalar(self.step.weight_decay);
         }
         let v = match self.vel.by_id.remove(&id) {
@@ -62,6 +77,7 @@ pub fn step<M: Module>(module: M, mut grads: GradientsParams, vel: &mut Velocity
         grads: &mut grads,
         vel,
         step: s,
+        containers: Vec::new(),
     })
 }
 

@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::checkpoint::{self, CkptMeta};
 use crate::fake_quant::{host_vec, scalar};
-use crate::layers::{Ctx, QuantCfg};
+use crate::layers::{Ctx, QuantCfg, RangeMode};
 use crate::sgd::{self, SgdStep, Velocity};
 use crate::shard::{self, StateLog, StateUpdate};
 use crate::zoo::{Arch, Net};
@@ -310,6 +310,13 @@ pub fn train_observed(
     let mut net = start.net;
     let mut vel = start.velocity;
     let mut step = start.step;
+    // Learned ranges: the observers get their parameters now (idle until started), and are
+    // started from the EMA after each step once the quant delay is over (see below).
+    let learned = cfg.quant.filter(|q| q.ranges != RangeMode::Ema);
+    if let Some(q) = cfg.quant {
+        net.set_range_mode(q.ranges, device)?;
+    }
+    let mut ranges_started = learned.is_none();
     let mut metrics = match &cfg.metrics {
         Some(p) => Some(
             OpenOptions::new()
@@ -395,6 +402,15 @@ pub fn train_observed(
             seen += idx.len();
             loss_sum += loss_v * idx.len() as f64;
             step += 1;
+            // The next step is past the quant delay: learned ranges take over from the EMA,
+            // which has seen every batch so far (this one included, so with no delay the
+            // first step quantizes with the EMA's range and the second with the learned one).
+            // Here, between steps on this thread, because it writes parameters and state.
+            if let Some(q) = learned {
+                if !ranges_started && step >= q.quant_delay {
+                    ranges_started = net.start_learned_ranges(q.act_scheme)?;
+                }
+            }
             win_sum += loss_v;
             win_n += 1;
             if let (Some(k), Some(m)) = (loss_every, metrics.as_mut()) {

@@ -9,11 +9,13 @@ use std::str::FromStr;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
+use crate::layers::RangeMode;
 use crate::layers::{
     Act, ConvBn, Ctx, InputQuant, LayerOpts, Pool, QAdd, QLinear, ACT_NONE, ACT_RELU, ACT_RELU6,
 };
-use crate::observer::EmaObserver;
+use crate::observer::{EmaObserver, LearnedRange};
 use crate::TrainError;
+use intq_quant::QScheme;
 
 /// A zoo architecture.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -390,7 +392,7 @@ impl Net {
         };
         Net {
             input: InputQuant {
-                obs: EmaObserver::new(o.ema_decay, d),
+                obs: EmaObserver::with_opts(o, d),
             },
             body,
             gap: Pool {
@@ -402,6 +404,67 @@ impl Net {
             },
             head: QLinear::new(last, arch.classes(), ACT_NONE, o, d),
         }
+    }
+
+    /// Every activation observer, in forward order.
+    pub fn observers_mut(&mut self) -> Vec<&mut EmaObserver> {
+        let mut out = vec![&mut self.input.obs];
+        for node in &mut self.body {
+            match node {
+                Node::Conv(c) => out.push(&mut c.out_obs),
+                Node::Pool(_) => {}
+                Node::InvRes(b) => {
+                    if let Some(e) = &mut b.expand {
+                        out.push(&mut e.out_obs);
+                    }
+                    out.push(&mut b.dw.out_obs);
+                    out.push(&mut b.project.out_obs);
+                    if let Some(a) = &mut b.add {
+                        out.push(&mut a.out_obs);
+                    }
+                }
+                Node::Basic(b) => {
+                    out.push(&mut b.conv1.out_obs);
+                    out.push(&mut b.conv2.out_obs);
+                    if let Some(s) = &mut b.shortcut {
+                        out.push(&mut s.out_obs);
+                    }
+                    out.push(&mut b.add.out_obs);
+                }
+            }
+        }
+        out.push(&mut self.head.out_obs);
+        out
+    }
+
+    /// Gives every observer the learned-range parameters of `mode` (a float network, or one
+    /// checkpointed without them, starting QAT with learned ranges). An observer built for
+    /// another learned mode is an error: its parameters mean something else.
+    pub fn set_range_mode(&mut self, mode: RangeMode, device: &Device) -> Result<(), TrainError> {
+        for obs in self.observers_mut() {
+            match (obs.mode(), mode) {
+                (have, want) if have == want => {}
+                (RangeMode::Ema, _) => obs.learned = LearnedRange::new(mode, device),
+                (have, want) => {
+                    return Err(TrainError::Config(format!(
+                        "the network learns its activation ranges as {}, not {}",
+                        have.name(),
+                        want.name()
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// [`EmaObserver::start_learned`] for every observer; true when all have started (or use
+    /// the EMA).
+    pub fn start_learned_ranges(&mut self, scheme: QScheme) -> Result<bool, TrainError> {
+        let mut all = true;
+        for obs in self.observers_mut() {
+            all &= obs.start_learned(scheme)?;
+        }
+        Ok(all)
     }
 
     /// Logits `[N, classes]` for images `[N, C, H, W]`.

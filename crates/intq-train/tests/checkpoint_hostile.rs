@@ -143,6 +143,20 @@ fn hostile(base: &[u8]) -> Vec<(String, Vec<u8>, String)> {
         "malformed metadata field \"quant.act\"",
     );
     add(
+        "bad_range_mode",
+        edit(
+            base,
+            "\"quant.ranges\":\"ema\"",
+            "\"quant.ranges\":\"median\"",
+        ),
+        "malformed metadata field \"quant.ranges\"",
+    );
+    add(
+        "range_mode_without_its_tensors",
+        edit(base, "\"quant.ranges\":\"ema\"", "\"quant.ranges\":\"lsq\""),
+        "tensor input.obs.learned.value is missing",
+    );
+    add(
         "metadata_not_string",
         edit(base, "\"epoch\":\"1\"", "\"epoch\":1"),
         "not a safetensors file",

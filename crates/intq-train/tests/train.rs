@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use burn::module::Module;
 use intq_train::checkpoint::{self, CkptMeta};
-use intq_train::layers::{LayerOpts, QuantCfg};
+use intq_train::layers::{LayerOpts, QuantCfg, RangeMode};
 use intq_train::sgd::PathVisitor;
 use intq_train::trainer::{train, ImageSet, Start, TrainConfig};
 use intq_train::{evaluate, train_device, Arch, Net, TrainError};
@@ -193,11 +193,13 @@ fn float_then_qat_training_beats_chance_and_exports() {
 fn checkpoint_round_trip_and_resume_equal_an_uninterrupted_run() {
     let _serial = serial();
     for shards in [1, 2] {
-        resume_equals_an_uninterrupted_run(shards);
+        resume_equals_an_uninterrupted_run(shards, RangeMode::Ema);
     }
+    // Learned LSQ steps (started after step 1) and their momentum resume too.
+    resume_equals_an_uninterrupted_run(2, RangeMode::Lsq);
 }
 
-fn resume_equals_an_uninterrupted_run(shards: usize) {
+fn resume_equals_an_uninterrupted_run(shards: usize, ranges: RangeMode) {
     let data = synthetic(64, 5);
     let device = train_device();
     let fresh = || {
@@ -206,6 +208,7 @@ fn resume_equals_an_uninterrupted_run(shards: usize) {
     };
     let mut q = QuantCfg::int8(8, 8, true).unwrap();
     q.quant_delay = 1;
+    q.ranges = ranges;
 
     // Two epochs straight.
     let mut cfg = config(tmp("straight.ckpt"), 2);
@@ -229,6 +232,19 @@ fn resume_equals_an_uninterrupted_run(shards: usize) {
     assert_eq!(loaded.meta.step, 2);
     assert_eq!(loaded.meta.quant, Some(q));
     assert!(!loaded.velocity.by_id.is_empty(), "momentum is saved");
+    if ranges != RangeMode::Ema {
+        // The checkpoint holds started ranges with their momentum: a resume that lost either
+        // would diverge below.
+        let mut l = loaded.net.clone();
+        for obs in l.observers_mut() {
+            let lr = obs.learned.as_ref().expect("learned range loaded");
+            assert!(lr.ready(), "started before the checkpoint");
+            assert!(
+                loaded.velocity.by_id.contains_key(&lr.value.id),
+                "range momentum"
+            );
+        }
+    }
     let start = Start {
         net: loaded.net,
         velocity: loaded.velocity,
@@ -242,7 +258,7 @@ fn resume_equals_an_uninterrupted_run(shards: usize) {
     same(
         &tensors(&resumed),
         &tensors(&straight),
-        &format!("resume equals the uninterrupted run ({shards} shards)"),
+        &format!("resume equals the uninterrupted run ({shards} shards, {ranges:?})"),
     );
 }
 
