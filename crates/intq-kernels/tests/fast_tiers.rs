@@ -750,6 +750,78 @@ tiers!(depthwise_edge_zero_points_and_padding, |isa| {
     }
 });
 
+/// Depth multiplier 1 on rows wide enough that the x86 pair kernels take each row's interior
+/// pixels as one stepped run between border pixels: widths to 40, strides and dilations 1 to 3,
+/// explicit paddings 0 to 3 per side (rows with no interior pixel at all included), the 3x3
+/// window the AVX2 kernel unrolls and others, channel counts off the 16-channel blocks, and input
+/// zero points at both ends of the codes (a padded tap reads the zero point on AVX2).
+fn interior_depthwise<T: Code8>(isa: Isa, seed: u64, threads: usize) {
+    let mut rng = Rng(seed);
+    let (b, ih, iw) = (rng.size(1, 2), rng.size(1, 6), rng.size(1, 40));
+    let c = match rng.int(0, 3) {
+        0 => 16 * rng.size(1, 4),
+        1 => 16 * rng.size(1, 3) + rng.size(1, 15),
+        _ => rng.size(1, 70),
+    };
+    let (kh, kw) = if rng.int(0, 1) == 0 {
+        (3, 3)
+    } else {
+        (rng.size(1, 5), rng.size(1, 5))
+    };
+    let padding = Padding::Explicit {
+        top: rng.size(0, 3),
+        bottom: rng.size(0, 3),
+        left: rng.size(0, 3),
+        right: rng.size(0, 3),
+    };
+    let (sh, sw, dh, dw) = (
+        rng.size(1, 3),
+        rng.size(1, 3),
+        rng.size(1, 3),
+        rng.size(1, 3),
+    );
+    let Some(((oh, ow), pad)) = padding.resolve((ih, iw), (kh, kw), (sh, sw), (dh, dw)) else {
+        return;
+    };
+    let params = ConvParams {
+        stride_h: sh,
+        stride_w: sw,
+        dilation_h: dh,
+        dilation_w: dw,
+        padding: pad,
+    };
+    let input = rng.codes::<T>(b * ih * iw * c);
+    let filter = rng.codes::<T>(kh * kw * c);
+    let zin = [T::MIN, T::MAX, rng.zero_point::<T>(false)][rng.size(0, 2)];
+    let zw: Vec<i32> = if rng.int(0, 1) == 0 {
+        vec![rng.zero_point::<T>(false)]
+    } else {
+        (0..c).map(|_| rng.zero_point::<T>(false)).collect()
+    };
+    let stage = Stage::random::<T>(&mut rng, c, acc_mag(&input, zin, &filter, &zw, kh * kw));
+    let st = stage.get();
+    let (ishape, fshape, oshape) = ([b, ih, iw, c], [1, kh, kw, c], [b, oh, ow, c]);
+    let mut want = vec![T::default(); b * oh * ow * c];
+    reference::depthwise_conv2d(
+        &input, ishape, zin, &filter, fshape, &zw, 1, &params, &st, &mut want, oshape,
+    );
+    let plan = DepthwisePlan::new(&filter, fshape, &zw, 1, zin, &params, &st, isa);
+    let mut got = vec![T::default(); want.len()];
+    intq_kernels::gemm::with_threads(threads, || {
+        plan.run(&input, ishape, &mut got, oshape, threads)
+    });
+    assert_same(&got, &want, || {
+        format!("{isa} interior depthwise seed {seed}: {ishape:?} * {fshape:?} -> {oshape:?} {params:?} zin {zin}")
+    });
+}
+
+tiers!(depthwise_interior_runs, |isa| {
+    for s in 0..80 {
+        interior_depthwise::<u8>(isa, 9500 + s, 1);
+        interior_depthwise::<i8>(isa, 9600 + s, 1 + (s as usize % 2));
+    }
+});
+
 tiers!(depthwise_random_geometry, |isa| {
     for s in 0..60 {
         random_depthwise::<u8>(isa, 7000 + s, 1);

@@ -636,6 +636,10 @@ pub struct DepthwisePlan {
     /// x86 pair kernel's preconditions hold (an x86 tier, depth multiplier 1, taps and
     /// activation differences in int16, a vector epilogue).
     pairs: Option<(Vec<i16>, i16)>,
+    /// The AVX2 pair kernel's output constants (`isa::avx2::dw_run`); `None` on the AVX-512
+    /// tiers, whose kernel takes `epi` and `Z_in + A_OFFSET`.
+    #[cfg(target_arch = "x86_64")]
+    dw: Option<crate::isa::avx2::DwConsts>,
 }
 
 impl DepthwisePlan {
@@ -699,6 +703,14 @@ impl DepthwisePlan {
             }
             _ => None,
         };
+        #[cfg(target_arch = "x86_64")]
+        let dw = match (&pairs, isa) {
+            (Some(_), Isa::Avx2) => Some(
+                crate::isa::avx2::DwConsts::new(&taps, kh * kw, oc, &epi, input_zero_point)
+                    .expect("Z_in fits int16 when Z_in + A_OFFSET is in -32512..=32767"),
+            ),
+            _ => None,
+        };
         DepthwisePlan {
             isa,
             taps,
@@ -708,6 +720,8 @@ impl DepthwisePlan {
             input_zero_point,
             epi,
             pairs,
+            #[cfg(target_arch = "x86_64")]
+            dw,
         }
     }
 
@@ -793,9 +807,10 @@ impl DepthwisePlan {
     }
 }
 
-/// One output row of a depthwise convolution on the x86 pair kernel
-/// (`isa::avx2::dw_pixel_pairs`): per pixel, the input offset of each tap (`usize::MAX` for a
-/// padded one), then the kernel.
+/// One output row of a depthwise convolution on the x86 pair kernels: the row's pixels whose
+/// windows lie inside the input along x form one run whose tap offsets advance by a constant
+/// step (`isa::avx2::dw_run` takes the run whole; `isa::avx512vnni::dw_pixel_pairs` gets each
+/// pixel's offsets, stepped); the border pixels get theirs with the padded-tap checks.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 fn dw_row_pairs<T: Code8>(
@@ -813,54 +828,72 @@ fn dw_row_pairs<T: Code8>(
     debug_assert_eq!(in_c, oc);
     let p = &plan.params;
     let (b, oy) = (r / out_h, r % out_h);
-    let mut offsets = vec![usize::MAX; kh * kw];
-    // SAFETY: T is one byte.
-    let out_bytes =
-        unsafe { std::slice::from_raw_parts_mut(out_row.as_mut_ptr() as *mut u8, out_row.len()) };
-    for (ox, out_px) in out_bytes.chunks_exact_mut(oc).enumerate() {
-        for fy in 0..kh {
-            let iy = (oy * p.stride_h + fy * p.dilation_h)
+    let ntaps = kh * kw;
+    // The start of each window row's input row, `None` where it is padding.
+    let rows: Vec<Option<usize>> = (0..kh)
+        .map(|fy| {
+            (oy * p.stride_h + fy * p.dilation_h)
                 .checked_sub(p.padding.top)
-                .filter(|&iy| iy < in_h);
+                .filter(|&iy| iy < in_h)
+                .map(|iy| (b * in_h + iy) * in_w * in_c)
+        })
+        .collect();
+    let mut offsets = vec![usize::MAX; ntaps];
+    let fill = |offsets: &mut [usize], ox: usize| {
+        for (fy, row) in rows.iter().enumerate() {
             for fx in 0..kw {
                 let ix = (ox * p.stride_w + fx * p.dilation_w)
                     .checked_sub(p.padding.left)
                     .filter(|&ix| ix < in_w);
-                offsets[fy * kw + fx] = match (iy, ix) {
-                    (Some(iy), Some(ix)) => ((b * in_h + iy) * in_w + ix) * in_c,
+                offsets[fy * kw + fx] = match (row, ix) {
+                    (Some(row), Some(ix)) => row + ix * in_c,
                     _ => usize::MAX,
                 };
             }
         }
-        // SAFETY: the plan chose the pair kernel only on an available x86 tier (all imply
-        // AVX2; VNNI and AMX imply AVX-512 F/BW) with a vector epilogue, and laid `pairs` out
-        // for that tier's kernel, these taps and channels; every offset is MAX or a whole
-        // in-bounds pixel of `oc` codes (checked lengths in `run`).
-        unsafe {
-            if plan.isa == Isa::Avx2 {
-                crate::isa::avx2::dw_pixel_pairs(
-                    input,
-                    &offsets,
-                    kh * kw,
-                    oc,
-                    zc,
-                    pairs,
-                    &plan.epi,
-                    out_px,
-                )
-            } else {
+    };
+    // Interior pixels: `ox * stride_w >= left` and the last tap `< in_w + left`.
+    let out_w = out_row.len() / oc;
+    let span = (kw - 1) * p.dilation_w;
+    let x_lo = p.padding.left.div_ceil(p.stride_w).min(out_w);
+    let x_hi = if in_w + p.padding.left > span {
+        (in_w + p.padding.left - span)
+            .div_ceil(p.stride_w)
+            .clamp(x_lo, out_w)
+    } else {
+        x_lo
+    };
+    let step = p.stride_w * in_c;
+    // SAFETY: T is one byte.
+    let out_bytes =
+        unsafe { std::slice::from_raw_parts_mut(out_row.as_mut_ptr() as *mut u8, out_row.len()) };
+    // SAFETY (every call below): the plan chose the pair kernels only on an available x86 tier
+    // (all imply AVX2; VNNI and AMX imply AVX-512 F/BW) with a vector epilogue, and laid `pairs`
+    // (and `dw`) out for that tier's kernel, these taps and channels; every offset is MAX or a
+    // whole in-bounds pixel of `oc` codes (checked lengths in `run`; inside the interior run,
+    // `offsets + i * step` is the pixel `fill` would give pixel `x_lo + i`).
+    let pixels = |offsets: &[usize], n: usize, out: &mut [u8]| unsafe {
+        if let Some(k) = &plan.dw {
+            crate::isa::avx2::dw_run(input, offsets, step, n, ntaps, oc, pairs, k, out);
+        } else {
+            let mut offs = offsets.to_vec();
+            for out_px in out.chunks_exact_mut(oc) {
                 crate::isa::avx512vnni::dw_pixel_pairs(
-                    input,
-                    &offsets,
-                    kh * kw,
-                    oc,
-                    zc,
-                    pairs,
-                    &plan.epi,
-                    out_px,
-                )
+                    input, &offs, ntaps, oc, zc, pairs, &plan.epi, out_px,
+                );
+                for o in offs.iter_mut().filter(|o| **o != usize::MAX) {
+                    *o += step;
+                }
             }
-        };
+        }
+    };
+    for ox in (0..x_lo).chain(x_hi..out_w) {
+        fill(&mut offsets, ox);
+        pixels(&offsets, 1, &mut out_bytes[ox * oc..(ox + 1) * oc]);
+    }
+    if x_lo < x_hi {
+        fill(&mut offsets, x_lo);
+        pixels(&offsets, x_hi - x_lo, &mut out_bytes[x_lo * oc..x_hi * oc]);
     }
 }
 

@@ -615,101 +615,221 @@ pub(crate) fn dw_pairs(taps: &[i32], ntaps: usize, oc: usize) -> Option<Vec<i16>
     Some(out)
 }
 
-/// One output pixel of a depthwise convolution with depth multiplier 1, 16 channels at a time:
-/// the window's taps two by two, activations widened to int16 (`x - Z_in`, exact while the
-/// caller's `zin_canon` keeps every code's difference in int16) and interleaved with the pair's
-/// weights for `vpmaddwd`. Each pair sum is exact modulo 2^32 (its one overflow, 2 * (-32768)^2,
-/// wraps to the same bits), so the int32 accumulators equal the reference's wrapping sums;
-/// padded taps (`offsets[t] == usize::MAX`) contribute 0, as the reference skips them.
-///
-/// # Safety
-/// AVX2 is available; `offsets` holds `ntaps` entries, each `usize::MAX` or the start of a pixel
-/// of `oc` codes inside `input`; `pairs` is [`dw_pairs`] of the plan (`ntaps`, `oc`); `epi` is
-/// vector-ready with columns covering `oc` rounded up to 16; `out.len() == oc`.
-#[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn dw_pixel_pairs<T: crate::gemm::Code8>(
-    input: &[T],
-    offsets: &[usize],
-    ntaps: usize,
-    oc: usize,
-    zin_canon: i16,
-    pairs: &[i16],
-    epi: &Epilogue,
-    out: &mut [u8],
-) {
-    let flip = _mm_set1_epi8(if T::A_OFFSET != 0 { -128 } else { 0 });
-    let zc = _mm256_set1_epi16(zin_canon);
-    let npairs = ntaps.div_ceil(2);
-    let src = input.as_ptr() as *const u8;
-    debug_assert!(offsets.len() >= ntaps);
-    for (cb, c0) in (0..oc).step_by(16).enumerate() {
-        let mut lo = _mm256_setzero_si256();
-        let mut hi = _mm256_setzero_si256();
-        let w = pairs.as_ptr().add(cb * npairs * 32);
-        for p in 0..npairs {
-            let a = dw_tap(src, offsets, 2 * p, c0, oc, flip, zc);
-            let b = dw_tap(src, offsets, 2 * p + 1, c0, oc, flip, zc);
-            let wp = w.add(p * 32);
-            lo = _mm256_add_epi32(
-                lo,
-                _mm256_madd_epi16(
-                    _mm256_unpacklo_epi16(a, b),
-                    _mm256_loadu_si256(wp as *const __m256i),
-                ),
-            );
-            hi = _mm256_add_epi32(
-                hi,
-                _mm256_madd_epi16(
-                    _mm256_unpackhi_epi16(a, b),
-                    _mm256_loadu_si256(wp.add(16) as *const __m256i),
-                ),
-            );
+/// The depthwise output stage's per-channel constants for [`dw_run`], padded to whole blocks of
+/// 16 channels: [`requant_plain`]'s steps with the zero-point term folded into the bias and the
+/// shift masks precomputed, since `dw_run` finishes every pixel with them.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct DwConsts {
+    /// `Z_in` as the activations are widened (`x` for uint8, the signed code for int8), which
+    /// is also what a padded tap reads: its `(x - Z_in) w` is then 0, as the reference skips it.
+    zin: i16,
+    /// `bias - Z_in Σ_t w_t`, wrapping: `Σ_t (x_t - Z_in) w_t == Σ_t x_t w_t - Z_in Σ_t w_t`
+    /// modulo 2^32, so the taps need no per-tap subtraction.
+    bias: Vec<i32>,
+    m0: Vec<i32>,
+    /// `m0` of the odd lanes moved to the even ones, where `vpmuldq` reads them.
+    m0_odd: Vec<i32>,
+    lshift: Vec<i32>,
+    rshift: Vec<i32>,
+    /// `2^rshift - 1` and half of it (RoundingDivideByPOT's mask and threshold).
+    mask: Vec<i32>,
+    half: Vec<i32>,
+    lo: i32,
+    hi: i32,
+    zout: i32,
+}
+
+impl DwConsts {
+    /// `taps` is `w - Z_w`, `[ntaps][oc]`; `epi` a vector-ready plain epilogue over `oc`
+    /// channels; `zin` the input zero point, which must fit int16 (`None` otherwise).
+    pub(crate) fn new(
+        taps: &[i32],
+        ntaps: usize,
+        oc: usize,
+        epi: &Epilogue,
+        zin: i32,
+    ) -> Option<Self> {
+        let zin16 = i16::try_from(zin).ok()?;
+        debug_assert!(epi.vector_ok && taps.len() == ntaps * oc);
+        let np = oc.div_ceil(16) * 16;
+        let mut bias = epi.colconst[..np].to_vec();
+        for c in 0..oc {
+            let sum = (0..ntaps).fold(0i32, |s, t| s.wrapping_add(taps[t * oc + c]));
+            bias[c] = bias[c].wrapping_sub(zin.wrapping_mul(sum));
         }
-        let first = _mm256_permute2x128_si256::<0x20>(lo, hi);
-        let count = (oc - c0).min(8);
-        store8(
-            requant_plain(first, epi, c0),
-            out.as_mut_ptr().add(c0),
-            count,
-        );
-        if c0 + 8 < oc {
-            let second = _mm256_permute2x128_si256::<0x31>(lo, hi);
-            let count = (oc - c0 - 8).min(8);
-            store8(
-                requant_plain(second, epi, c0 + 8),
-                out.as_mut_ptr().add(c0 + 8),
-                count,
-            );
+        let m0 = epi.m0[..np].to_vec();
+        let mut m0_odd = vec![0; np];
+        for c in (0..np).step_by(2) {
+            m0_odd[c] = m0[c + 1];
         }
+        let rshift = epi.rshift[..np].to_vec();
+        let mask: Vec<i32> = rshift.iter().map(|&e| ((1i64 << e) - 1) as i32).collect();
+        Some(DwConsts {
+            zin: zin16,
+            bias,
+            m0,
+            m0_odd,
+            lshift: epi.lshift[..np].to_vec(),
+            half: mask.iter().map(|&m| m >> 1).collect(),
+            mask,
+            rshift,
+            lo: epi.lo,
+            hi: epi.hi,
+            zout: epi.zout,
+        })
     }
 }
 
-/// Tap `t`'s 16 channels from `c0` as int16 `x - Z_in` (zeros for a padded tap; lanes of channels
-/// past `oc` hold whatever, and are never stored).
+/// [`requant_plain`] with [`DwConsts`]: the same steps on the same values (the folded bias makes
+/// the same sum), with the masks loaded instead of derived per pixel.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn dw_tap(
-    src: *const u8,
+unsafe fn dw_requant(acc: __m256i, k: &DwConsts, n: usize) -> __m256i {
+    let ld = |v: &Vec<i32>| _mm256_loadu_si256(v.as_ptr().add(n) as *const __m256i);
+    let mut x = _mm256_add_epi32(acc, ld(&k.bias));
+    x = _mm256_sllv_epi32(x, ld(&k.lshift));
+    let nudge = _mm256_set1_epi64x(1 << 30);
+    let even = _mm256_add_epi64(_mm256_mul_epi32(x, ld(&k.m0)), nudge);
+    let odd = _mm256_add_epi64(
+        _mm256_mul_epi32(_mm256_srli_epi64::<32>(x), ld(&k.m0_odd)),
+        nudge,
+    );
+    x = _mm256_blend_epi32::<0b1010_1010>(
+        _mm256_srli_epi64::<31>(even),
+        _mm256_slli_epi64::<1>(odd),
+    );
+    let rem = _mm256_and_si256(x, ld(&k.mask));
+    let neg = _mm256_cmpgt_epi32(_mm256_setzero_si256(), x);
+    let threshold = _mm256_sub_epi32(ld(&k.half), neg);
+    let round = _mm256_cmpgt_epi32(rem, threshold);
+    x = _mm256_sub_epi32(_mm256_srav_epi32(x, ld(&k.rshift)), round);
+    x = _mm256_max_epi32(x, _mm256_set1_epi32(k.lo));
+    x = _mm256_min_epi32(x, _mm256_set1_epi32(k.hi));
+    _mm256_add_epi32(x, _mm256_set1_epi32(k.zout))
+}
+
+/// A run of `npix` output pixels of a depthwise convolution with depth multiplier 1, pixel `i`'s
+/// window at `offsets[t] + i * step` (the same taps padded for every pixel of the run), 16
+/// channels at a time: the window's taps two by two, activations widened to int16 and
+/// interleaved with the pair's weights for `vpmaddwd`. Each pair sum is exact modulo 2^32 (its
+/// one overflow, 2 * (-32768)^2, wraps to the same bits), and the zero point is folded into
+/// [`DwConsts::bias`], so the int32 sums equal the reference's wrapping ones; a padded tap reads
+/// `Z_in`, whose difference is 0, as the reference skips it.
+///
+/// The channel block is the outer loop so that a run shares one block's weights and output
+/// constants across its pixels; the common 3x3 window is unrolled (`N`), the rest loop.
+///
+/// # Safety
+/// AVX2 is available; `offsets` holds `ntaps` entries, each `usize::MAX` (padded for the whole
+/// run) or such that every `offsets[t] + i * step` (`i < npix`) starts a pixel of `oc` codes
+/// inside `input`; `pairs` is [`dw_pairs`] of the plan (`ntaps`, `oc`); `k` is [`DwConsts`] of
+/// the plan; `out.len() == npix * oc`.
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn dw_run<T: crate::gemm::Code8>(
+    input: &[T],
     offsets: &[usize],
-    t: usize,
-    c0: usize,
+    step: usize,
+    npix: usize,
+    ntaps: usize,
     oc: usize,
-    flip: __m128i,
-    zc: __m256i,
-) -> __m256i {
-    match offsets.get(t) {
-        Some(&off) if off != usize::MAX => {
-            let v = if c0 + 16 <= oc {
-                _mm_loadu_si128(src.add(off + c0) as *const __m128i)
-            } else {
-                let mut tmp = [0u8; 16];
-                std::ptr::copy_nonoverlapping(src.add(off + c0), tmp.as_mut_ptr(), oc - c0);
-                _mm_loadu_si128(tmp.as_ptr() as *const __m128i)
-            };
-            _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_xor_si128(v, flip)), zc)
+    pairs: &[i16],
+    k: &DwConsts,
+    out: &mut [u8],
+) {
+    debug_assert!(offsets.len() >= ntaps && out.len() == npix * oc);
+    if ntaps == 9 {
+        dw_run_n::<T, 9>(input, offsets, step, npix, 9, oc, pairs, k, out)
+    } else {
+        dw_run_n::<T, 0>(input, offsets, step, npix, ntaps, oc, pairs, k, out)
+    }
+}
+
+/// [`dw_run`] with `N` taps (`N == ntaps`, or 0 for any count).
+#[inline]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dw_run_n<T: crate::gemm::Code8, const N: usize>(
+    input: &[T],
+    offsets: &[usize],
+    step: usize,
+    npix: usize,
+    ntaps: usize,
+    oc: usize,
+    pairs: &[i16],
+    k: &DwConsts,
+    out: &mut [u8],
+) {
+    let ntaps = if N > 0 { N } else { ntaps };
+    let npairs = ntaps.div_ceil(2);
+    let src = input.as_ptr() as *const u8;
+    let zin = _mm256_set1_epi16(k.zin);
+    // int8 codes are widened as signed values and uint8 as unsigned, both exactly, so the
+    // folded bias uses `Z_in` itself.
+    let widen = |p: *const u8| {
+        let v = _mm_loadu_si128(p as *const __m128i);
+        if T::A_OFFSET != 0 {
+            _mm256_cvtepi8_epi16(v)
+        } else {
+            _mm256_cvtepu8_epi16(v)
         }
-        _ => _mm256_setzero_si256(),
+    };
+    let dst = out.as_mut_ptr();
+    for (cb, c0) in (0..oc).step_by(16).enumerate() {
+        let w = pairs.as_ptr().add(cb * npairs * 32);
+        let full = c0 + 16 <= oc;
+        for i in 0..npix {
+            let base = i * step + c0;
+            let tap = |t: usize| -> __m256i {
+                if t >= ntaps {
+                    // The missing partner of an odd last tap: its weights are 0.
+                    return _mm256_setzero_si256();
+                }
+                let off = *offsets.get_unchecked(t);
+                if off == usize::MAX {
+                    zin
+                } else if full {
+                    widen(src.add(off + base))
+                } else {
+                    // The last, partial block: copy so as not to read past the input; lanes
+                    // past `oc` are never stored.
+                    let mut tmp = [0u8; 16];
+                    std::ptr::copy_nonoverlapping(src.add(off + base), tmp.as_mut_ptr(), oc - c0);
+                    widen(tmp.as_ptr())
+                }
+            };
+            let mut lo = _mm256_setzero_si256();
+            let mut hi = _mm256_setzero_si256();
+            for p in 0..npairs {
+                let (a, b) = (tap(2 * p), tap(2 * p + 1));
+                let wp = w.add(p * 32);
+                lo = _mm256_add_epi32(
+                    lo,
+                    _mm256_madd_epi16(
+                        _mm256_unpacklo_epi16(a, b),
+                        _mm256_loadu_si256(wp as *const __m256i),
+                    ),
+                );
+                hi = _mm256_add_epi32(
+                    hi,
+                    _mm256_madd_epi16(
+                        _mm256_unpackhi_epi16(a, b),
+                        _mm256_loadu_si256(wp.add(16) as *const __m256i),
+                    ),
+                );
+            }
+            let first = dw_requant(_mm256_permute2x128_si256::<0x20>(lo, hi), k, c0);
+            let second = dw_requant(_mm256_permute2x128_si256::<0x31>(lo, hi), k, c0 + 8);
+            let o = dst.add(i * oc + c0);
+            if full {
+                store16(first, second, o);
+            } else {
+                store8(first, o, (oc - c0).min(8));
+                if c0 + 8 < oc {
+                    store8(second, o.add(8), oc - c0 - 8);
+                }
+            }
+        }
     }
 }
 

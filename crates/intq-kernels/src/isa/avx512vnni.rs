@@ -414,8 +414,9 @@ pub(crate) fn dw_pairs(pairs16: &[i16], ntaps: usize, oc: usize) -> Vec<i16> {
 }
 
 /// One output pixel of a depthwise convolution with depth multiplier 1, 32 channels at a time:
-/// AVX2's pair kernel (`avx2::dw_pixel_pairs`, whose exactness argument holds unchanged) on
-/// 512-bit vectors, finished 16 channels at a time.
+/// the pair sums of AVX2's kernel (`avx2::dw_run`, whose pair-sum exactness argument holds
+/// unchanged) on 512-bit vectors, with `x' - Z_in'` taken per tap (a padded tap is 0), finished
+/// 16 channels at a time.
 ///
 /// # Safety
 /// AVX-512 F/BW are available; `offsets` holds `ntaps` entries, each `usize::MAX` or the start
