@@ -31,9 +31,10 @@ pub struct ConvertArgs {
 pub struct EvalArgs {
     /// The `.intq` model.
     pub model: PathBuf,
-    /// Data set: mnist or fashion-mnist (its test split is used).
-    #[arg(long, default_value = "fashion-mnist")]
-    pub data: String,
+    /// Data set: mnist or fashion-mnist, its test split (default: the one the --compare
+    /// checkpoint was trained on, else fashion-mnist).
+    #[arg(long)]
+    pub data: Option<String>,
     /// Directory with the IDX files (default: intq's data cache, see `intq data fetch`).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -229,7 +230,13 @@ pub fn ptq(
 
 fn eval(a: EvalArgs) -> Result<()> {
     let model = Model::load(&a.model)?;
-    let data = fidelity::load_data(&a.data, a.data_dir.as_deref(), false)?;
+    let recorded = a.compare.as_deref().and_then(fidelity::recorded_data);
+    let name = fidelity::data_for(
+        a.data.as_deref(),
+        recorded.as_deref(),
+        a.compare.as_deref().unwrap_or(&a.model),
+    );
+    let data = fidelity::load_data(&name, a.data_dir.as_deref(), false)?;
     let limit = a.limit.unwrap_or(data.test.len);
     let progress = !a.json;
     match &a.compare {
@@ -247,7 +254,7 @@ fn eval(a: EvalArgs) -> Result<()> {
                     "{}: top-1 accuracy {:.2}% on {n} {} test images",
                     a.model.display(),
                     100.0 * acc,
-                    a.data
+                    name
                 );
             }
         }
@@ -263,7 +270,7 @@ fn eval(a: EvalArgs) -> Result<()> {
                     fidelity::comparison_json(&c)
                 );
             } else {
-                println!("{} vs {} on {}:", a.model.display(), ckpt.display(), a.data);
+                println!("{} vs {} on {}:", a.model.display(), ckpt.display(), name);
                 fidelity::print_comparison(&c);
             }
         }

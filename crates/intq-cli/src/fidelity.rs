@@ -61,6 +61,30 @@ pub fn image_set(s: &Split) -> ImageSet<'_> {
 }
 
 /// Loads a checkpoint for evaluation; errors name the file.
+/// The data set a command runs on: `--data` when given (with a warning when the checkpoint
+/// `ckpt` was trained on another), else the one `ckpt` recorded, else Fashion-MNIST.
+pub fn data_for(flag: Option<&str>, recorded: Option<&str>, ckpt: &Path) -> String {
+    match (flag, recorded) {
+        (Some(f), Some(r)) if f != r => {
+            eprintln!(
+                "warning: {} was trained on {r}; running on --data {f} as asked",
+                ckpt.display()
+            );
+            f.to_string()
+        }
+        (Some(f), _) => f.to_string(),
+        (None, Some(r)) => r.to_string(),
+        (None, None) => "fashion-mnist".to_string(),
+    }
+}
+
+/// The data set a checkpoint file records, if it can be read (errors surface when the
+/// checkpoint itself is loaded).
+pub fn recorded_data(ckpt: &Path) -> Option<String> {
+    let bytes = std::fs::read(ckpt).ok()?;
+    intq_train::ckpt_file::parse(&bytes, ckpt).ok()?.meta.data
+}
+
 pub fn load_ckpt(path: &Path) -> Result<Loaded> {
     if !path.exists() {
         bail!("checkpoint {} does not exist", path.display());

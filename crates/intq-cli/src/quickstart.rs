@@ -120,6 +120,7 @@ pub fn quickstart(a: QuickstartArgs) -> Result<()> {
         progress: true,
         max_steps: None,
         shards: a.shards,
+        data: Some(a.data.clone()),
     };
     let t = Instant::now();
     let start = Start::fresh(Net::new(arch, LayerOpts::default(), &device));

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::fidelity;
 use anyhow::{bail, Context, Result};
 use intq_data::DatasetKind;
 use intq_train::checkpoint;
@@ -13,9 +14,10 @@ use intq_train::{evaluate, train_device, Arch, Net};
 /// Options every training command shares.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Common {
-    /// Data set: mnist or fashion-mnist.
-    #[arg(long, default_value = "fashion-mnist")]
-    data: String,
+    /// Data set: mnist or fashion-mnist (default: the one the `--from` or resumed checkpoint
+    /// was trained on, else fashion-mnist).
+    #[arg(long)]
+    data: Option<String>,
     /// Directory with the IDX files (default: intq's data cache, see `intq data fetch`).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -126,8 +128,9 @@ pub struct EvalArgs {
     /// Checkpoint (float or QAT).
     #[arg(long)]
     ckpt: PathBuf,
-    #[arg(long, default_value = "fashion-mnist")]
-    data: String,
+    /// Data set: mnist or fashion-mnist (default: the one the checkpoint was trained on).
+    #[arg(long)]
+    data: Option<String>,
     #[arg(long)]
     data_dir: Option<PathBuf>,
     #[arg(long)]
@@ -232,6 +235,7 @@ fn config(c: &Common, arch: Arch, epochs: usize, lr: f64) -> TrainConfig {
         progress: !c.quiet,
         max_steps: c.max_steps,
         shards: c.shards.unwrap_or(intq_train::trainer::DEFAULT_SHARDS),
+        data: None,
     }
 }
 
@@ -338,8 +342,15 @@ fn finish(cfg: &TrainConfig, s: &intq_train::Summary) {
 fn run_train(a: TrainArgs) -> Result<()> {
     let arch: Arch = a.model.parse()?;
     let c = &a.common;
-    let data = load_data(&c.data, c.data_dir.as_deref(), c.limit_train, c.limit_test)?;
     let mut cfg = config(c, arch, 15, 0.05);
+    let recorded = if c.resume {
+        fidelity::recorded_data(&cfg.out)
+    } else {
+        None
+    };
+    let name = fidelity::data_for(c.data.as_deref(), recorded.as_deref(), &cfg.out);
+    cfg.data = Some(name.clone());
+    let data = load_data(&name, c.data_dir.as_deref(), c.limit_train, c.limit_test)?;
     let device = train_device();
     let start = if c.resume {
         resume(&mut cfg, c.shards)?
@@ -347,7 +358,7 @@ fn run_train(a: TrainArgs) -> Result<()> {
         device.seed(cfg.seed);
         Start::fresh(Net::new(arch, LayerOpts::default(), &device))
     };
-    let title = format!("{arch} {} float", c.data);
+    let title = format!("{arch} {name} float");
     let s = train_with_curve(&cfg, c, &title, start, &data, &device)?;
     finish(&cfg, &s);
     Ok(())
@@ -380,8 +391,10 @@ fn run_qat(a: QatArgs) -> Result<()> {
             a.from.display()
         );
     }
-    let data = load_data(&c.data, c.data_dir.as_deref(), c.limit_train, c.limit_test)?;
+    let name = fidelity::data_for(c.data.as_deref(), from.meta.data.as_deref(), &a.from);
+    let data = load_data(&name, c.data_dir.as_deref(), c.limit_train, c.limit_test)?;
     let mut cfg = config(c, from.meta.arch, 3, 0.005);
+    cfg.data = Some(name.clone());
     cfg.quant = Some(q);
     cfg.freeze_bn_after = a.freeze_bn_after;
     cfg.freeze_observers_after = a.freeze_observers_after;
@@ -394,7 +407,7 @@ fn run_qat(a: QatArgs) -> Result<()> {
     let title = format!(
         "{} {} QAT {scheme}{} W{}/A{}{}",
         cfg.arch,
-        c.data,
+        name,
         if a.per_channel { " per-channel" } else { "" },
         a.bits_w,
         a.bits_a,
@@ -411,7 +424,8 @@ fn run_qat(a: QatArgs) -> Result<()> {
 fn run_eval(a: EvalArgs) -> Result<()> {
     let device = train_device();
     let l = checkpoint::load(&a.ckpt, LayerOpts::default(), &device)?;
-    let data = load_data(&a.data, a.data_dir.as_deref(), Some(0), a.limit_test)?;
+    let name = fidelity::data_for(a.data.as_deref(), l.meta.data.as_deref(), &a.ckpt);
+    let data = load_data(&name, a.data_dir.as_deref(), Some(0), a.limit_test)?;
     let acc = evaluate(
         &l.net,
         &image_set(&data.test, data.rows, data.cols),

@@ -364,3 +364,62 @@ fn resume_takes_the_shard_count_the_checkpoint_records() {
     );
     assert_eq!(state(&c).2, 8);
 }
+
+/// The data set travels with the checkpoint: a float run on MNIST records it, `qat --from`
+/// without `--data` fine-tunes on MNIST (the data directory holds only MNIST, so the old
+/// default, Fashion-MNIST, would not even load), the QAT checkpoint records it too, and an
+/// explicit `--data` that differs gets a warning naming both.
+#[test]
+fn qat_fine_tunes_on_the_data_set_the_float_checkpoint_recorded() {
+    let root = scratch("data_recorded");
+    let d = root.join("data");
+    let m = d.join("mnist");
+    std::fs::create_dir_all(&m).unwrap();
+    for (split, n, seed) in [("train", 64, 1), ("t10k", 32, 2)] {
+        let (px, labels) = images(n, seed);
+        common::write_split(&m, split, &px, &labels);
+    }
+    let float = root.join("float.ckpt");
+    let mut args = train_args(&d, &float, 1);
+    // 64 images at batch 32: two steps.
+    args.extend(["--data".into(), "mnist".into()]);
+    run_ok(&args);
+    let recorded = |p: &Path| {
+        let bytes = std::fs::read(p).unwrap();
+        ckpt_file::parse(&bytes, p).unwrap().meta.data
+    };
+    assert_eq!(recorded(&float).as_deref(), Some("mnist"));
+    let qat = root.join("qat.ckpt");
+    let qat_args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "qat",
+            "--from",
+            float.to_str().unwrap(),
+            "--data-dir",
+            d.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--quiet",
+            "--out",
+            qat.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    run_ok(&qat_args(&[]));
+    assert_eq!(recorded(&qat).as_deref(), Some("mnist"));
+    let o = intq()
+        .args(qat_args(&["--data", "fashion-mnist"]))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("was trained on mnist") && err.contains("--data fashion-mnist"),
+        "{err}"
+    );
+}

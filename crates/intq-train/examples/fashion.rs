@@ -52,6 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         progress: true,
         max_steps: None,
         shards: intq_train::trainer::DEFAULT_SHARDS,
+        data: None,
     };
     let (net, s) = train(
         &cfg,

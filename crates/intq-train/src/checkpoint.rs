@@ -40,6 +40,8 @@ pub struct CkptMeta {
     /// `TrainConfig::shards` of that run (`None` in files from before shards existed): a
     /// resumed run continues bit-exactly only with the same value.
     pub shards: Option<usize>,
+    /// `TrainConfig::data` of that run (`None` in older files).
+    pub data: Option<String>,
 }
 
 impl CkptMeta {
@@ -62,6 +64,7 @@ impl CkptMeta {
             }),
             test_accuracy: self.test_accuracy,
             shards: self.shards,
+            data: self.data.clone(),
         }
     }
 
@@ -88,6 +91,7 @@ impl CkptMeta {
             }),
             test_accuracy: m.test_accuracy,
             shards: m.shards,
+            data: m.data.clone(),
         })
     }
 }

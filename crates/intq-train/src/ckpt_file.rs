@@ -77,6 +77,9 @@ pub struct FileMeta {
     /// Data-parallel pieces per batch of the run (absent in files written before shards
     /// existed, which were single-batch steps).
     pub shards: Option<usize>,
+    /// The data set the run trained on (`mnist`, `fashion-mnist`; absent in older files), so
+    /// that `qat --from` and `eval --compare` default to it.
+    pub data: Option<String>,
 }
 
 fn scheme_str(s: QScheme) -> String {
@@ -118,6 +121,9 @@ impl FileMeta {
         }
         if let Some(n) = self.shards {
             m.insert("shards".into(), n.to_string());
+        }
+        if let Some(d) = &self.data {
+            m.insert("data".into(), d.clone());
         }
         if let Some(q) = self.quant {
             m.insert("quant.act".into(), scheme_str(q.act_scheme));
@@ -189,6 +195,19 @@ impl FileMeta {
                     0 => return Err(bad("shards")),
                     n => Some(n),
                 },
+            },
+            data: match m.get("data") {
+                None => None,
+                // A data set name: short, lower-case letters, digits and dashes.
+                Some(d)
+                    if !d.is_empty()
+                        && d.len() <= 32
+                        && d.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+                {
+                    Some(d.clone())
+                }
+                Some(_) => return Err(bad("data")),
             },
         };
         // A resumable position: every completed batch is a step of this run.

@@ -109,6 +109,8 @@ pub struct TrainConfig {
     /// fake-quantizes with its own observer view). A fixed number, not the core count, so a seed
     /// gives the same run on any machine; 1 is the plain single-batch step.
     pub shards: usize,
+    /// The data set's name, recorded in the checkpoints (`None`: not recorded).
+    pub data: Option<String>,
 }
 
 /// The CLI's default shard count: both cores of the project's 2-core machines.
@@ -446,6 +448,7 @@ pub fn train_observed(
                     quant: cfg.quant,
                     test_accuracy: None,
                     shards: Some(cfg.shards),
+                    data: cfg.data.clone(),
                 };
                 checkpoint::save(&cfg.out, &net, &vel, &meta)?;
             }
@@ -469,6 +472,7 @@ pub fn train_observed(
             quant: cfg.quant,
             test_accuracy: test_acc,
             shards: Some(cfg.shards),
+            data: cfg.data.clone(),
         };
         checkpoint::save(&cfg.out, &net, &vel, &meta)?;
         let line = format!(

@@ -33,6 +33,7 @@ fn base(d: &Path) -> Vec<u8> {
         quant: Some(QuantCfg::uint8(8, 8).unwrap()),
         test_accuracy: None,
         shards: None,
+        data: Some("mnist".into()),
     };
     let p = d.join("base.ckpt");
     checkpoint::save(&p, &net, &Default::default(), &meta).unwrap();
@@ -155,6 +156,11 @@ fn hostile(base: &[u8]) -> Vec<(String, Vec<u8>, String)> {
         "range_mode_without_its_tensors",
         edit(base, "\"quant.ranges\":\"ema\"", "\"quant.ranges\":\"lsq\""),
         "tensor input.obs.learned.value is missing",
+    );
+    add(
+        "bad_data_set_name",
+        edit(base, "\"data\":\"mnist\"", "\"data\":\"../etc\""),
+        "malformed metadata field \"data\"",
     );
     add(
         "metadata_not_string",
@@ -345,6 +351,7 @@ fn write_fuzz_seeds() {
             progress: false,
             max_steps: Some(1),
             shards: 1,
+            data: None,
         };
         let net = Net::new(arch, LayerOpts::default(), &device);
         train_with_checkpoints(&cfg, Some(1), Start::fresh(net), &set, None, &device).unwrap();

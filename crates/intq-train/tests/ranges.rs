@@ -345,6 +345,7 @@ fn qat_config(q: QuantCfg, name: &str) -> TrainConfig {
         progress: false,
         max_steps: None,
         shards: 2,
+        data: None,
     }
 }
 
@@ -442,6 +443,7 @@ fn range_modes_do_not_mix() {
         quant: Some(q),
         test_accuracy: None,
         shards: None,
+        data: None,
     };
     let p = std::env::temp_dir().join(format!("intq-ranges-{}-mix.ckpt", std::process::id()));
     let ema_net = Net::new(Arch::SmallCnn, LayerOpts::default(), &d);

@@ -144,6 +144,7 @@ fn config(shards: usize, quant: Option<QuantCfg>, steps: u64) -> TrainConfig {
         progress: false,
         max_steps: Some(steps),
         shards,
+        data: None,
     }
 }
 

@@ -80,6 +80,7 @@ fn config(out: PathBuf, epochs: usize) -> TrainConfig {
         progress: false,
         max_steps: None,
         shards: 2,
+        data: None,
     }
 }
 
@@ -315,6 +316,7 @@ fn corrupt_checkpoints_are_clear_errors() {
         quant: None,
         test_accuracy: None,
         shards: None,
+        data: None,
     };
     checkpoint::save(&p, &net, &Default::default(), &meta).unwrap();
     let bytes = std::fs::read(&p).unwrap();
