@@ -606,6 +606,36 @@ tiers!(conv_explicit_padding, |isa| {
     }
 });
 
+/// Runs one depthwise case through `isa`'s plan on `threads` threads and asserts it equals
+/// `reference::depthwise_conv2d`; `what` names the case in a failure.
+#[allow(clippy::too_many_arguments)]
+fn check_depthwise<T: Code8>(
+    isa: Isa,
+    threads: usize,
+    input: &[T],
+    ishape: [usize; 4],
+    zin: i32,
+    filter: &[T],
+    fshape: [usize; 4],
+    zw: &[i32],
+    dm: usize,
+    params: &ConvParams,
+    st: &OutputStage,
+    oshape: [usize; 4],
+    what: impl Fn() -> String,
+) {
+    let mut want = vec![T::default(); oshape.iter().product()];
+    reference::depthwise_conv2d(
+        input, ishape, zin, filter, fshape, zw, dm, params, st, &mut want, oshape,
+    );
+    let plan = DepthwisePlan::new(filter, fshape, zw, dm, zin, params, st, isa);
+    let mut got = vec![T::default(); want.len()];
+    intq_kernels::gemm::with_threads(threads, || {
+        plan.run(input, ishape, &mut got, oshape, threads)
+    });
+    assert_same(&got, &want, what);
+}
+
 fn random_depthwise<T: Code8>(isa: Isa, seed: u64, threads: usize) {
     let mut rng = Rng(seed);
     let (b, ih, iw, ic, dm) = (
@@ -645,18 +675,21 @@ fn random_depthwise<T: Code8>(isa: Isa, seed: u64, threads: usize) {
     let stage = Stage::random::<T>(&mut rng, oc, acc_mag(&input, zin, &filter, &zw, kh * kw));
     let st = stage.get();
     let (ishape, fshape, oshape) = ([b, ih, iw, ic], [1, kh, kw, oc], [b, oh, ow, oc]);
-    let mut want = vec![T::default(); b * oh * ow * oc];
-    reference::depthwise_conv2d(
-        &input, ishape, zin, &filter, fshape, &zw, dm, &params, &st, &mut want, oshape,
+    check_depthwise(
+        isa,
+        threads,
+        &input,
+        ishape,
+        zin,
+        &filter,
+        fshape,
+        &zw,
+        dm,
+        &params,
+        &st,
+        oshape,
+        || format!("{isa} depthwise seed {seed}: {ishape:?} * {fshape:?} x{dm} -> {oshape:?}"),
     );
-    let plan = DepthwisePlan::new(&filter, fshape, &zw, dm, zin, &params, &st, isa);
-    let mut got = vec![T::default(); want.len()];
-    intq_kernels::gemm::with_threads(threads, || {
-        plan.run(&input, ishape, &mut got, oshape, threads)
-    });
-    assert_same(&got, &want, || {
-        format!("{isa} depthwise seed {seed}: {ishape:?} * {fshape:?} x{dm} -> {oshape:?}")
-    });
 }
 
 /// Depth multiplier 1 with explicit paddings (0 to 3 per side), up to 70 channels (several
@@ -729,18 +762,23 @@ fn edge_depthwise<T: Code8>(isa: Isa, seed: u64, threads: usize) {
     let stage = Stage::random::<T>(&mut rng, c, acc_mag(&input, zin, &filter, &zw, kh * kw));
     let st = stage.get();
     let (ishape, fshape, oshape) = ([b, ih, iw, c], [1, kh, kw, c], [b, oh, ow, c]);
-    let mut want = vec![T::default(); b * oh * ow * c];
-    reference::depthwise_conv2d(
-        &input, ishape, zin, &filter, fshape, &zw, 1, &params, &st, &mut want, oshape,
+    check_depthwise(
+        isa,
+        threads,
+        &input,
+        ishape,
+        zin,
+        &filter,
+        fshape,
+        &zw,
+        1,
+        &params,
+        &st,
+        oshape,
+        || {
+            format!("{isa} edge depthwise seed {seed}: {ishape:?} * {fshape:?} -> {oshape:?} zin {zin} zw {zw:?}")
+        },
     );
-    let plan = DepthwisePlan::new(&filter, fshape, &zw, 1, zin, &params, &st, isa);
-    let mut got = vec![T::default(); want.len()];
-    intq_kernels::gemm::with_threads(threads, || {
-        plan.run(&input, ishape, &mut got, oshape, threads)
-    });
-    assert_same(&got, &want, || {
-        format!("{isa} edge depthwise seed {seed}: {ishape:?} * {fshape:?} -> {oshape:?} zin {zin} zw {zw:?}")
-    });
 }
 
 tiers!(depthwise_edge_zero_points_and_padding, |isa| {
@@ -801,18 +839,23 @@ fn interior_depthwise<T: Code8>(isa: Isa, seed: u64, threads: usize) {
     let stage = Stage::random::<T>(&mut rng, c, acc_mag(&input, zin, &filter, &zw, kh * kw));
     let st = stage.get();
     let (ishape, fshape, oshape) = ([b, ih, iw, c], [1, kh, kw, c], [b, oh, ow, c]);
-    let mut want = vec![T::default(); b * oh * ow * c];
-    reference::depthwise_conv2d(
-        &input, ishape, zin, &filter, fshape, &zw, 1, &params, &st, &mut want, oshape,
+    check_depthwise(
+        isa,
+        threads,
+        &input,
+        ishape,
+        zin,
+        &filter,
+        fshape,
+        &zw,
+        1,
+        &params,
+        &st,
+        oshape,
+        || {
+            format!("{isa} interior depthwise seed {seed}: {ishape:?} * {fshape:?} -> {oshape:?} {params:?} zin {zin}")
+        },
     );
-    let plan = DepthwisePlan::new(&filter, fshape, &zw, 1, zin, &params, &st, isa);
-    let mut got = vec![T::default(); want.len()];
-    intq_kernels::gemm::with_threads(threads, || {
-        plan.run(&input, ishape, &mut got, oshape, threads)
-    });
-    assert_same(&got, &want, || {
-        format!("{isa} interior depthwise seed {seed}: {ishape:?} * {fshape:?} -> {oshape:?} {params:?} zin {zin}")
-    });
 }
 
 tiers!(depthwise_interior_runs, |isa| {

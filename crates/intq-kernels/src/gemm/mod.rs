@@ -524,14 +524,15 @@ impl PreparedGemm {
         // K is split into blocks whose B sub-panel (`kc x NR`) stays in L1 while the chunk's A
         // sub-panels stream past it; partial tiles wait in `cbuf` between blocks (the int32
         // sums wrap the same in any grouping, so blocking is exact).
-        let kc_bytes = env_bytes("INTQ_GEMM_KC_BYTES").unwrap_or(K::KC_BYTES);
+        let (kc_override, mc_override) = blocking_overrides();
+        let kc_bytes = kc_override.unwrap_or(K::KC_BYTES);
         let gc_max = (kc_bytes / (K::NR * K::KG * std::mem::size_of::<K::B>())).max(1);
         let kblocks = groups.div_ceil(gc_max);
         // Equal blocks: a short last block would pay a partial-tile round trip for little work.
         let gc = groups.div_ceil(kblocks);
-        // A row chunk whose packed A and output rows (about 192 KiB together) stay in L2
-        // while every B panel streams past them.
-        let mc_bytes = env_bytes("INTQ_GEMM_MC_BYTES").unwrap_or(K::MC_BYTES);
+        // A row chunk whose packed A and output rows (`MC_BYTES` together) stay in L2 while
+        // every B panel streams past them.
+        let mc_bytes = mc_override.unwrap_or(K::MC_BYTES);
         let mut mc = (mc_bytes / (a_bytes + n).max(1)).clamp(K::MR, 1024) / K::MR * K::MR;
         let threads = threads.max(1);
         if threads > 1 {
@@ -607,23 +608,20 @@ impl PreparedGemm {
     }
 }
 
-/// A byte count from the environment, read once per name: `INTQ_GEMM_KC_BYTES` and
+/// Byte counts from the environment, read once: `INTQ_GEMM_KC_BYTES` and
 /// `INTQ_GEMM_MC_BYTES` override the blocking ([`Kernel::KC_BYTES`], [`Kernel::MC_BYTES`]) so a new
 /// CPU's caches can be measured without a rebuild. Blocking never changes results (the int32
 /// sums wrap the same in any grouping), only speed.
-fn env_bytes(name: &'static str) -> Option<usize> {
-    static KC: OnceLock<Option<usize>> = OnceLock::new();
-    static MC: OnceLock<Option<usize>> = OnceLock::new();
-    let cell = if name == "INTQ_GEMM_KC_BYTES" {
-        &KC
-    } else {
-        &MC
-    };
-    *cell.get_or_init(|| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .filter(|&b: &usize| b > 0)
+fn blocking_overrides() -> (Option<usize>, Option<usize>) {
+    static V: OnceLock<(Option<usize>, Option<usize>)> = OnceLock::new();
+    *V.get_or_init(|| {
+        let read = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .filter(|&b: &usize| b > 0)
+        };
+        (read("INTQ_GEMM_KC_BYTES"), read("INTQ_GEMM_MC_BYTES"))
     })
 }
 
