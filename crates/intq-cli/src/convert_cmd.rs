@@ -188,16 +188,6 @@ pub fn convert(ckpt: &Path, out: &Path, scheme: Option<&str>, float_edges: bool)
                 }
             }
         };
-    if q.act_scheme.bits() < 8 {
-        // The graph stores each activation's (S, Z) but not its bit width: the engine clamps
-        // outputs to the 8-bit code range where training clamped to the narrower one.
-        eprintln!(
-            "warning: {} has {}-bit activations; the integer model clamps activations to the              8-bit code range, so values that training clipped can differ (`intq eval MODEL              --compare {}` shows by how much). Weights of any width convert exactly.",
-            ckpt.display(),
-            q.act_scheme.bits(),
-            ckpt.display()
-        );
-    }
     let model = fidelity::export_model(&l, &q, float_edges)
         .with_context(|| format!("converting {}", ckpt.display()))?;
     model.save(out)?;

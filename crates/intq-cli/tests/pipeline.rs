@@ -124,8 +124,9 @@ fn train_float(dir: &Path, data: &Path) -> PathBuf {
 
 /// QAT fine-tuning of `from` for two steps (the second with learned activation ranges when
 /// `ranges` is minmax or lsq: they start from the EMA after the first).
-fn qat(dir: &Path, data: &Path, from: &Path, scheme: &str, ranges: &str) -> PathBuf {
-    let ckpt = dir.join(format!("qat_{scheme}_{ranges}.ckpt"));
+/// `bits` is the width of weights and activations.
+fn qat(dir: &Path, data: &Path, from: &Path, scheme: &str, ranges: &str, bits: &str) -> PathBuf {
+    let ckpt = dir.join(format!("qat_{scheme}_{ranges}_{bits}.ckpt"));
     let mut args = vec![
         "qat",
         "--from",
@@ -134,6 +135,10 @@ fn qat(dir: &Path, data: &Path, from: &Path, scheme: &str, ranges: &str) -> Path
         scheme,
         "--ranges",
         ranges,
+        "--bits-a",
+        bits,
+        "--bits-w",
+        bits,
         "--data-dir",
         data.to_str().unwrap(),
         "--epochs",
@@ -163,14 +168,17 @@ fn both_schemes_convert_and_agree_with_fake_quant() {
     let float = train_float(&dir, &data);
     // Learned ranges convert as exactly as the EMA's: the learned forward uses the params
     // conversion stores.
-    for (scheme, dtype, ranges) in [
-        ("uint8", DType::U8, "ema"),
-        ("int8", DType::I8, "ema"),
-        ("uint8", DType::U8, "lsq"),
-        ("int8", DType::I8, "minmax"),
+    // At 4 bits the activations hold 16 codes; the engine must clamp where training did.
+    for (scheme, dtype, ranges, bits) in [
+        ("uint8", DType::U8, "ema", "8"),
+        ("int8", DType::I8, "ema", "8"),
+        ("uint8", DType::U8, "lsq", "8"),
+        ("int8", DType::I8, "minmax", "8"),
+        ("uint8", DType::U8, "ema", "4"),
+        ("int8", DType::I8, "lsq", "4"),
     ] {
-        let ckpt = qat(&dir, &data, &float, scheme, ranges);
-        let scheme = &format!("{scheme}/{ranges}");
+        let ckpt = qat(&dir, &data, &float, scheme, ranges, bits);
+        let scheme = &format!("{scheme}/{ranges}/{bits}");
         let model_path = dir.join(format!("{}.intq", scheme.replace('/', "_")));
         let m = model_path.to_str().unwrap();
         ok(&["convert", ckpt.to_str().unwrap(), "--out", m]);
@@ -189,6 +197,18 @@ fn both_schemes_convert_and_agree_with_fake_quant() {
         );
         for t in &weights {
             assert_eq!(t.dtype, dtype, "{scheme}: {}", t.name);
+        }
+        let narrowed = match (bits, dtype) {
+            ("4", DType::U8) => Some((0, 15)),
+            ("4", _) => Some((-8, 7)),
+            _ => None,
+        };
+        for t in g
+            .tensors()
+            .iter()
+            .filter(|t| t.dtype == dtype && !t.is_constant())
+        {
+            assert_eq!(t.code_range, narrowed, "{scheme}: {}", t.name);
         }
         let out = ok(&[
             "eval",
@@ -299,7 +319,7 @@ fn ptq_minmax_and_percentile_make_runnable_models() {
         assert!((0.0..=1.0).contains(&acc), "{out}");
     }
     // PTQ refuses a QAT checkpoint, whose ranges were trained.
-    let q = qat(&dir, &data, &float, "uint8", "ema");
+    let q = qat(&dir, &data, &float, "uint8", "ema", "8");
     let e = fail(&[
         "ptq",
         "--from",

@@ -350,8 +350,8 @@ pub fn small_cnn(dtype: DType, float_edges: bool, seed: u64) -> Graph {
     b.finish().expect("small_cnn is a valid graph")
 }
 
-/// One pseudo-random value per graph input, drawn from `seed`: every code of the type, uniformly,
-/// for 8-bit inputs; for f32 inputs, reals uniform over the range their Quantize op represents
+/// One pseudo-random value per graph input, drawn from `seed`: every code the input may hold
+/// (its type's, or its narrowed range), uniformly, for 8-bit inputs; for f32 inputs, reals uniform over the range their Quantize op represents
 /// (or [-1, 1] when no Quantize reads them); int32 inputs get codes in [-1000, 1000].
 pub fn random_input(graph: &Graph, seed: u64) -> Vec<TensorData> {
     let mut rng = SplitMix64::new(seed);
@@ -361,9 +361,10 @@ pub fn random_input(graph: &Graph, seed: u64) -> Vec<TensorData> {
         .map(|&id| {
             let t = graph.tensor(id);
             let n = t.num_elements();
+            let (lo, hi) = t.code_limits().unwrap_or((-1000, 1000));
             match t.dtype {
-                DType::U8 => TensorData::U8((0..n).map(|_| rng.int_in(0, 255) as u8).collect()),
-                DType::I8 => TensorData::I8((0..n).map(|_| rng.int_in(-128, 127) as i8).collect()),
+                DType::U8 => TensorData::U8((0..n).map(|_| rng.int_in(lo, hi) as u8).collect()),
+                DType::I8 => TensorData::I8((0..n).map(|_| rng.int_in(lo, hi) as i8).collect()),
                 DType::I32 => TensorData::I32((0..n).map(|_| rng.int_in(-1000, 1000)).collect()),
                 DType::F32 => {
                     let (lo, hi) = quantized_range_of(graph, id).unwrap_or((-1.0, 1.0));
@@ -380,11 +381,7 @@ fn quantized_range_of(graph: &Graph, id: TensorId) -> Option<(f32, f32)> {
         Op::Quantize { input, output } if *input == id => {
             let t = graph.tensor(*output);
             let p = t.params()?;
-            let (qmin, qmax) = match t.dtype {
-                DType::U8 => (0, 255),
-                DType::I8 => (-128, 127),
-                _ => return None,
-            };
+            let (qmin, qmax) = t.code_limits()?;
             Some((p.dequantize(qmin), p.dequantize(qmax)))
         }
         _ => None,

@@ -98,6 +98,19 @@ pub(crate) fn check_inputs(
                 value.len()
             )));
         }
+        if let Some((lo, hi)) = t.code_range {
+            let codes: Box<dyn Iterator<Item = i32>> = match value {
+                TensorData::U8(v) => Box::new(v.iter().map(|&c| c as i32)),
+                TensorData::I8(v) => Box::new(v.iter().map(|&c| c as i32)),
+                _ => Box::new(std::iter::empty()),
+            };
+            if let Some((at, c)) = codes.enumerate().find(|(_, c)| !(lo..=hi).contains(c)) {
+                return Err(EngineError::Run(format!(
+                    "input {i} ({}) holds codes [{lo}, {hi}] only, but element {at} is {c}",
+                    describe(graph, id)
+                )));
+            }
+        }
     }
     Ok(())
 }
@@ -632,7 +645,9 @@ fn run_coded<T: Code>(f: &Frame, op: &Op, prep: &Prepared, out: &mut [T]) {
             },
         ) => k::softmax(f.codes::<T>(*input), *outer, *depth, params, out),
         (Op::Reshape { input, .. }, Prepared::Reshape) => k::reshape(f.codes::<T>(*input), out),
-        (Op::Quantize { input, .. }, Prepared::Quantize(p)) => k::quantize(f.f32s(*input), *p, out),
+        (Op::Quantize { input, .. }, Prepared::Quantize(p, codes)) => {
+            k::quantize_to(f.f32s(*input), *p, *codes, out)
+        }
         (op, prep) => unreachable!("{} planned as {prep:?}", op.kind()),
     }
 }

@@ -21,13 +21,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub const MAGIC: [u8; 8] = *b"\x89INTQ\r\n\x1a";
 /// The major version this reader reads; any other major version is refused.
 pub const VERSION_MAJOR: u16 = 1;
-/// The newest minor version this writer writes (1.1 added the TFLite-exact op kinds). Minor
-/// versions only add tags, which older readers refuse by name, so a reader accepts every minor
-/// version of its major; a file is stamped with the lowest minor version whose tags it uses.
-pub const VERSION_MINOR: u16 = 1;
+/// The newest minor version this writer writes (1.1 added the TFLite-exact op kinds, 1.2 the
+/// narrowed code range of sub-8-bit activations). Minor versions only add tags, which older
+/// readers refuse by name, so a reader accepts every minor version of its major; a file is
+/// stamped with the lowest minor version whose tags it uses.
+pub const VERSION_MINOR: u16 = 2;
 
-/// The lowest minor version whose op tags `graph` uses.
+/// The lowest minor version whose tags `graph` uses.
 fn minor_version_of(graph: &Graph) -> u16 {
+    if graph.tensors().iter().any(|t| t.code_range.is_some()) {
+        return 2;
+    }
     let new_in_1_1 = |op: &Op| {
         matches!(
             op.kind(),
@@ -223,6 +227,8 @@ fn dtype_of_tag(tag: u8) -> Option<DType> {
 const QUANT_NONE: u8 = 0;
 const QUANT_PER_TENSOR: u8 = 1;
 const QUANT_PER_CHANNEL: u8 = 2;
+/// Per-tensor params and a narrowed code range `qmin, qmax` (new in 1.2).
+const QUANT_PER_TENSOR_CODES: u8 = 3;
 
 fn activation_tag(a: Activation) -> u8 {
     match a {
@@ -335,10 +341,12 @@ pub fn to_bytes(graph: &Graph) -> Vec<u8> {
         w.buf.extend_from_slice(t.name.as_bytes());
         w.u8(dtype_tag(t.dtype));
         w.u8(u8::try_from(t.shape.len()).unwrap_or(u8::MAX));
-        w.u8(match &t.quant {
-            None => QUANT_NONE,
-            Some(Quant::PerTensor(_)) => QUANT_PER_TENSOR,
-            Some(Quant::PerChannel(_)) => QUANT_PER_CHANNEL,
+        w.u8(match (&t.quant, t.code_range) {
+            (None, _) => QUANT_NONE,
+            (Some(Quant::PerTensor(_)), None) => QUANT_PER_TENSOR,
+            // Validation allows a code range only with per-tensor params.
+            (Some(Quant::PerTensor(_)), Some(_)) => QUANT_PER_TENSOR_CODES,
+            (Some(Quant::PerChannel(_)), _) => QUANT_PER_CHANNEL,
         });
         w.u8(t.data.is_some() as u8);
         for &d in &t.shape {
@@ -349,6 +357,10 @@ pub fn to_bytes(graph: &Graph) -> Vec<u8> {
             Some(Quant::PerTensor(p)) => {
                 w.f32(p.scale);
                 w.i32(p.zero_point);
+                if let Some((lo, hi)) = t.code_range {
+                    w.i32(lo);
+                    w.i32(hi);
+                }
             }
             Some(Quant::PerChannel(c)) => {
                 w.size(c.axis());
@@ -857,11 +869,15 @@ fn read_tensor(r: &mut Reader, index: u32) -> Result<(Tensor, Option<DataRef>), 
     // Each dimension is at most 2^31, which fits every usize this crate builds for (32 bits+).
     let shape: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
 
+    let mut code_range = None;
     let quant = match quant_tag {
         QUANT_NONE => None,
-        QUANT_PER_TENSOR => {
+        QUANT_PER_TENSOR | QUANT_PER_TENSOR_CODES => {
             let scale = r.f32()?;
             let zero_point = r.i32()?;
+            if quant_tag == QUANT_PER_TENSOR_CODES {
+                code_range = Some((r.i32()?, r.i32()?));
+            }
             Some(Quant::PerTensor(QuantParams { scale, zero_point }))
         }
         QUANT_PER_CHANNEL => {
@@ -927,6 +943,7 @@ fn read_tensor(r: &mut Reader, index: u32) -> Result<(Tensor, Option<DataRef>), 
         dtype,
         shape,
         quant,
+        code_range,
         data: None,
     };
     Ok((tensor, data))

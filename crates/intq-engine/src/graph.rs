@@ -111,10 +111,20 @@ pub struct Tensor {
     /// `None` only for f32 tensors (the edges of a model) and for int32 bias without recorded
     /// params (their scale is implied: `S_in * S_w`).
     pub quant: Option<Quant>,
+    /// Codes narrower than the dtype's: `Some((qmin, qmax))` for an activation of fewer than
+    /// 8 bits (QAT at `--bits-a 4` trains with codes 0..=15). Every op that writes the tensor
+    /// clamps to it, as training's fake quantization did. `None`: the dtype's whole range.
+    pub code_range: Option<(i32, i32)>,
     pub data: Option<TensorData>,
 }
 
 impl Tensor {
+    /// The codes the tensor may hold: its [`code_range`](Self::code_range), else the dtype's
+    /// range; `None` for int32 and f32 tensors.
+    pub fn code_limits(&self) -> Option<(i32, i32)> {
+        self.code_range
+            .or_else(|| crate::validate::code_range(self.dtype))
+    }
     /// Number of elements (the product of the shape; 1 for a scalar).
     pub fn num_elements(&self) -> usize {
         self.shape.iter().product()
@@ -487,8 +497,16 @@ impl GraphBuilder {
             dtype,
             shape: shape.to_vec(),
             quant,
+            code_range: None,
             data: None,
         })
+    }
+
+    /// Narrows the codes of activation `id` to `qmin..=qmax` (see [`Tensor::code_range`]);
+    /// [`finish`](Self::finish) checks the range. Panics if `id` is not this builder's.
+    pub fn narrow_codes(&mut self, id: TensorId, qmin: i32, qmax: i32) -> &mut Self {
+        self.tensors[id.index()].code_range = Some((qmin, qmax));
+        self
     }
 
     /// Adds a constant tensor; its dtype is the data's.
@@ -505,6 +523,7 @@ impl GraphBuilder {
             dtype,
             shape: shape.to_vec(),
             quant,
+            code_range: None,
             data: Some(data),
         })
     }

@@ -2,7 +2,7 @@
 //! activations whose lifetimes do not overlap, and each op's integer parameters (fixed-point
 //! multipliers, activation clamps, padding, lookup tables) derived once at load time.
 
-use crate::validate::{code_range, describe, topological_order};
+use crate::validate::{describe, topological_order};
 use crate::{Activation, DType, Graph, GraphError, Op, OpKind, Quant, QuantParams, TensorId};
 use intq_kernels::gemm::{Code8, Conv2dPlan, DepthwisePlan, FullyConnectedPlan};
 use intq_kernels::reference::{AddParams, LogisticTable, RequantTable, SoftmaxParams};
@@ -74,7 +74,8 @@ pub(crate) enum Prepared {
         depth: usize,
     },
     Reshape,
-    Quantize(QuantParams),
+    /// Output params and codes.
+    Quantize(QuantParams, (i32, i32)),
     Dequantize(QuantParams),
     /// TFLite's reference FC: the FC geometry and zero points, with `M` in f64 per channel.
     FullyConnectedF64 {
@@ -381,13 +382,13 @@ pub(crate) fn plan_memory(graph: &Graph, order: &[usize], keep: &[TensorId]) -> 
 }
 
 /// TFLite's `CalculateActivationRangeQuantized`: the fused activation as a clamp on output codes,
-/// with `quantize(f) = Z + round_half_away(f / S)` in f32, intersected with the type's limits.
+/// with `quantize(f) = Z + round_half_away(f / S)` in f32, intersected with the output's codes.
+/// The type's limits are the output's codes (`codes`), which a narrowed activation makes tighter.
 pub(crate) fn activation_clamp(
     activation: Activation,
     output: QuantParams,
-    dtype: DType,
+    (qmin, qmax): (i32, i32),
 ) -> (i32, i32) {
-    let (qmin, qmax) = code_range(dtype).expect("activations are 8-bit");
     let quantize = |f: f32| {
         // `as` saturates, and saturating_add keeps a huge 6/S from wrapping.
         let q = (f / output.scale).round() as i32;
@@ -407,6 +408,14 @@ fn op_err(index: usize, kind: OpKind, message: String) -> GraphError {
         kind: kind.name(),
         message,
     }
+}
+
+/// The codes an activation may hold (its narrowed range, else its type's).
+fn codes_of(graph: &Graph, id: TensorId) -> (i32, i32) {
+    graph
+        .tensor(id)
+        .code_limits()
+        .expect("validated: activations are 8-bit")
 }
 
 fn params_of(graph: &Graph, id: TensorId) -> QuantParams {
@@ -489,7 +498,7 @@ fn conv_prep(
         filter_zero_points: z_w,
         multipliers: multipliers(index, kind, pin.scale, &s_w, pout.scale)?,
         output_zero_point: pout.zero_point,
-        clamp: activation_clamp(activation, pout, x.dtype),
+        clamp: activation_clamp(activation, pout, codes_of(graph, output)),
         fast: None,
     })
 }
@@ -512,7 +521,11 @@ fn pool_prep(
             (1, 1),
         )
         .expect("validated: the window fits");
-    let (clamp_min, clamp_max) = activation_clamp(activation, params_of(graph, output), x.dtype);
+    let (clamp_min, clamp_max) = activation_clamp(
+        activation,
+        params_of(graph, output),
+        codes_of(graph, output),
+    );
     PoolParams {
         filter_h: filter[0],
         filter_w: filter[1],
@@ -589,7 +602,7 @@ fn prepare(graph: &Graph, index: usize, op: &Op) -> Result<Prepared, GraphError>
                 weight_zero_points: z_w,
                 multipliers: multipliers(index, kind, pin.scale, &s_w, pout.scale)?,
                 output_zero_point: pout.zero_point,
-                clamp: activation_clamp(*activation, pout, dtype),
+                clamp: activation_clamp(*activation, pout, codes_of(graph, *output)),
                 fast: None,
             })
         }
@@ -600,7 +613,7 @@ fn prepare(graph: &Graph, index: usize, op: &Op) -> Result<Prepared, GraphError>
             activation,
         } => {
             let pout = params_of(graph, *output);
-            let (lo, hi) = activation_clamp(*activation, pout, dtype);
+            let (lo, hi) = activation_clamp(*activation, pout, codes_of(graph, *output));
             let p = AddParams::new(params_of(graph, *lhs), params_of(graph, *rhs), pout, lo, hi)
                 .map_err(|e| {
                     op_err(
@@ -717,7 +730,7 @@ fn prepare(graph: &Graph, index: usize, op: &Op) -> Result<Prepared, GraphError>
                     weight_zero_points: z_w,
                     multipliers: Vec::new(),
                     output_zero_point: pout.zero_point,
-                    clamp: activation_clamp(*activation, pout, dtype),
+                    clamp: activation_clamp(*activation, pout, codes_of(graph, *output)),
                     fast: None,
                 },
                 scales,
@@ -755,7 +768,9 @@ fn prepare(graph: &Graph, index: usize, op: &Op) -> Result<Prepared, GraphError>
             }
         }
         Op::Reshape { .. } => Prepared::Reshape,
-        Op::Quantize { output, .. } => Prepared::Quantize(params_of(graph, *output)),
+        Op::Quantize { output, .. } => {
+            Prepared::Quantize(params_of(graph, *output), codes_of(graph, *output))
+        }
         Op::Dequantize { input, .. } => Prepared::Dequantize(params_of(graph, *input)),
     })
 }
@@ -763,6 +778,7 @@ fn prepare(graph: &Graph, index: usize, op: &Op) -> Result<Prepared, GraphError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::validate::code_range;
     use crate::GraphBuilder;
 
     fn p(scale: f32, zero_point: i32) -> QuantParams {
@@ -773,42 +789,54 @@ mod tests {
     fn activation_clamps_match_tflite() {
         // S = 0.05, Z = 10 (uint8): quantize(6) = 10 + round(120) = 130, quantize(+-1) = 10 +- 20.
         let q = p(0.05, 10);
-        assert_eq!(activation_clamp(Activation::None, q, DType::U8), (0, 255));
-        assert_eq!(activation_clamp(Activation::Relu, q, DType::U8), (10, 255));
-        assert_eq!(activation_clamp(Activation::Relu6, q, DType::U8), (10, 130));
         assert_eq!(
-            activation_clamp(Activation::ReluN1To1, q, DType::U8),
+            activation_clamp(Activation::None, q, code_range(DType::U8).unwrap()),
+            (0, 255)
+        );
+        assert_eq!(
+            activation_clamp(Activation::Relu, q, code_range(DType::U8).unwrap()),
+            (10, 255)
+        );
+        assert_eq!(
+            activation_clamp(Activation::Relu6, q, code_range(DType::U8).unwrap()),
+            (10, 130)
+        );
+        assert_eq!(
+            activation_clamp(Activation::ReluN1To1, q, code_range(DType::U8).unwrap()),
             (0, 30)
         );
         // int8, Z = -128: ReLU's lower bound is the type minimum; 6 / 0.1 = 60 -> -68.
         let q = p(0.1, -128);
         assert_eq!(
-            activation_clamp(Activation::Relu, q, DType::I8),
+            activation_clamp(Activation::Relu, q, code_range(DType::I8).unwrap()),
             (-128, 127)
         );
         assert_eq!(
-            activation_clamp(Activation::Relu6, q, DType::I8),
+            activation_clamp(Activation::Relu6, q, code_range(DType::I8).unwrap()),
             (-128, -68)
         );
         // 6 / (6/255) rounds to 255 exactly only if f32 says so: with S = 6/255 the quotient is
         // 255.00000x or 254.99999x; either way round gives 255, so the upper clamp is 255.
         let q = p(6.0 / 255.0, 0);
-        assert_eq!(activation_clamp(Activation::Relu6, q, DType::U8), (0, 255));
+        assert_eq!(
+            activation_clamp(Activation::Relu6, q, code_range(DType::U8).unwrap()),
+            (0, 255)
+        );
         // Half-way: 1 / 0.4 = 2.5 rounds away from zero to 3 (TfLiteRound), so ReluN1To1 is
         // [Z - 3, Z + 3].
         let q = p(0.4, 0);
         assert_eq!(
-            activation_clamp(Activation::ReluN1To1, q, DType::I8),
+            activation_clamp(Activation::ReluN1To1, q, code_range(DType::I8).unwrap()),
             (-3, 3)
         );
         // A tiny scale: 6 / 1e-30 saturates instead of wrapping; the clamp stays the type's.
         let q = p(1e-30, 127);
         assert_eq!(
-            activation_clamp(Activation::Relu6, q, DType::I8),
+            activation_clamp(Activation::Relu6, q, code_range(DType::I8).unwrap()),
             (127, 127)
         );
         assert_eq!(
-            activation_clamp(Activation::ReluN1To1, q, DType::I8),
+            activation_clamp(Activation::ReluN1To1, q, code_range(DType::I8).unwrap()),
             (-128, 127)
         );
     }

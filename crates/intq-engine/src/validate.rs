@@ -148,6 +148,36 @@ fn check_tensor(graph: &Graph, id: TensorId) -> Result<(), GraphError> {
             }
         }
     }
+    if let Some((lo, hi)) = t.code_range {
+        let Some((tlo, thi)) = code_range(t.dtype) else {
+            return Err(err(format!(
+                "{} tensors hold no codes, so their code range cannot be narrowed",
+                t.dtype
+            )));
+        };
+        let zero_point = match (&t.quant, &t.data) {
+            (Some(Quant::PerTensor(p)), None) => p.zero_point,
+            _ => {
+                return Err(err(
+                    "only activations (per-tensor parameters, no data) can have a narrowed \
+                     code range"
+                        .into(),
+                ))
+            }
+        };
+        if !(tlo <= lo && lo < hi && hi <= thi) {
+            return Err(err(format!(
+                "code range [{lo}, {hi}] is not a range of at least two codes within {}'s \
+                 [{tlo}, {thi}]",
+                t.dtype
+            )));
+        }
+        if !(lo..=hi).contains(&zero_point) {
+            return Err(err(format!(
+                "zero point {zero_point} is outside its code range [{lo}, {hi}]"
+            )));
+        }
+    }
     if let Some(data) = &t.data {
         if data.dtype() != t.dtype {
             return Err(err(format!(
@@ -369,10 +399,11 @@ struct OpCheck<'g> {
     kind: OpKind,
 }
 
-/// An 8-bit activation operand: its type, per-tensor params and shape.
+/// An 8-bit activation operand: its type, per-tensor params, codes and shape.
 struct Act<'g> {
     dtype: DType,
     params: QuantParams,
+    codes: (i32, i32),
     shape: &'g [usize],
 }
 
@@ -407,6 +438,7 @@ impl<'g> OpCheck<'g> {
             Some(params) => Ok(Act {
                 dtype: t.dtype,
                 params,
+                codes: t.code_limits().expect("8-bit"),
                 shape: &t.shape,
             }),
             None => Err(self.err(format!(
@@ -462,6 +494,17 @@ impl<'g> OpCheck<'g> {
                 b.params.zero_point,
                 a.params.scale,
                 a.params.zero_point
+            )));
+        }
+        if a.codes != b.codes {
+            return Err(self.err(format!(
+                "{} holds codes [{}, {}], but this op passes codes through unchanged and its \
+                 input holds [{}, {}]",
+                self.name(role, id),
+                b.codes.0,
+                b.codes.1,
+                a.codes.0,
+                a.codes.1
             )));
         }
         Ok(())
@@ -594,6 +637,23 @@ impl<'g> OpCheck<'g> {
     }
 
     fn check(&self, op: &Op) -> Result<(), GraphError> {
+        // These requantize through tables or fixed output params that assume the type's whole
+        // range; the ops that clamp (conv, FC, Add, pools, Quantize) honour a narrowed one.
+        let writes_whole_type_range = matches!(
+            op,
+            Op::Concat { .. }
+                | Op::Logistic { .. }
+                | Op::LogisticLut { .. }
+                | Op::Softmax { .. }
+                | Op::Mean { .. }
+        );
+        let out = self.t(op.output());
+        if let (true, Some((lo, hi))) = (writes_whole_type_range, out.code_range) {
+            return Err(self.err(format!(
+                "{} has a narrowed code range [{lo}, {hi}], which this op cannot write",
+                self.name("output", op.output())
+            )));
+        }
         match op {
             Op::Conv2d {
                 input,

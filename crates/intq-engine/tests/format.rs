@@ -921,11 +921,11 @@ fn unknown_tags_are_named() {
         }
     );
     assert_eq!(
-        format_err(&patched(X_QUANT, &[3])),
+        format_err(&patched(X_QUANT, &[4])),
         FormatError::UnknownQuant {
             tensor: 0,
             name: "x".into(),
-            tag: 3
+            tag: 4
         }
     );
     assert_eq!(

@@ -53,6 +53,7 @@ fn act(name: &str, dtype: DType, shape: &[usize], scale: f32, zero_point: i32) -
         dtype,
         shape: shape.to_vec(),
         quant: Some(Quant::PerTensor(QuantParams { scale, zero_point })),
+        code_range: None,
         data: None,
     }
 }

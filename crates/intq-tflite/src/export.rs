@@ -72,6 +72,15 @@ pub fn export(graph: &Graph) -> Result<Vec<u8>, TfliteError> {
     let lowered = crate::lower_explicit_padding(graph)?;
     let graph = &lowered;
     let n = graph.tensors().len();
+    if let Some(t) = graph.tensors().iter().find(|t| t.code_range.is_some()) {
+        let (lo, hi) = t.code_range.expect("found");
+        return Err(TfliteError::Other(format!(
+            "cannot export: tensor '{}' holds only codes [{lo}, {hi}] (an activation of fewer \
+             than 8 bits), which TFLite cannot express; its kernels would clamp to the whole \
+             {} range. Fine-tune with --bits-a 8 to export to TFLite",
+            t.name, t.dtype
+        )));
+    }
     // Scales of int32 biases, implied by the op that reads them.
     let mut bias_scales: Vec<Option<Vec<f32>>> = vec![None; n];
     for op in graph.ops() {

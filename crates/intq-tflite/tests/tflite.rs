@@ -580,3 +580,30 @@ fn fuzz_regression_bias_scale_underflow_is_refused_by_export() {
         Ok(out) => assert_eq!(import(&out).expect("what export writes imports"), graph),
     }
 }
+
+/// An activation narrowed below 8 bits has no TFLite encoding: its kernels would clamp to the
+/// whole type, so export refuses, naming the tensor, instead of writing a model that differs.
+#[test]
+fn export_refuses_activations_narrowed_below_8_bits() {
+    let g = examples::small_cnn(DType::U8, true, 4);
+    let mut tensors = g.tensors().to_vec();
+    let conv = g.tensor_by_name("conv").unwrap();
+    let z = tensors[conv.index()].params().unwrap().zero_point;
+    let lo = z.min(240);
+    tensors[conv.index()].code_range = Some((lo, lo + 15));
+    let narrowed = Graph::new(
+        tensors,
+        g.ops().to_vec(),
+        g.inputs().to_vec(),
+        g.outputs().to_vec(),
+    )
+    .expect("valid");
+    let e = export(&narrowed)
+        .expect_err("export must refuse")
+        .to_string();
+    assert!(
+        e.contains("'conv'") && e.contains("fewer than 8 bits"),
+        "{e}"
+    );
+    assert!(export(&g).is_ok(), "the same model at 8 bits exports");
+}

@@ -84,9 +84,21 @@ impl Exporter {
             .constant(name, &[o], Some(quant), TensorData::I32(codes)))
     }
 
+    /// An activation; below 8 bits its codes are narrowed to the scheme's, where training's
+    /// fake quantization clamped.
     fn act_tensor(&mut self, name: &str, shape: [usize; 4], p: QuantParams) -> TensorId {
-        self.b
-            .tensor(name, self.dtype, &shape, Some(Quant::PerTensor(p)))
+        self.act_tensor_shaped(name, &shape, p)
+    }
+
+    fn act_tensor_shaped(&mut self, name: &str, shape: &[usize], p: QuantParams) -> TensorId {
+        let id = self
+            .b
+            .tensor(name, self.dtype, shape, Some(Quant::PerTensor(p)));
+        let s = self.q.act_scheme;
+        if s.bits() < 8 {
+            self.b.narrow_codes(id, s.qmin(), s.qmax());
+        }
+        id
     }
 
     fn conv(&mut self, name: &str, l: &ConvBn, x: &Cur) -> Result<Cur, TrainError> {
@@ -337,12 +349,7 @@ pub fn export(
         e.b.constant("fc/weights", &[classes, depth], Some(wq), data);
     let bias = e.bias("fc/bias", x.params.scale, &f)?;
     let logits_name = if float_edges { "logits_q" } else { "logits" };
-    let logits = e.b.tensor(
-        logits_name,
-        dtype,
-        &[1, classes],
-        Some(Quant::PerTensor(f.output)),
-    );
+    let logits = e.act_tensor_shaped(logits_name, &[1, classes], f.output);
     e.b.op(Op::FullyConnected {
         input: x.id,
         weights,

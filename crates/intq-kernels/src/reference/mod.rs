@@ -22,6 +22,6 @@ pub use fully_connected::fully_connected;
 pub use logistic::{logistic, LogisticTable};
 pub use pad_mean::{mean, pad, MeanParams};
 pub use pool::{average_pool, max_pool};
-pub use quantize::{dequantize, quantize, reshape};
+pub use quantize::{dequantize, quantize, quantize_to, reshape};
 pub use softmax::{softmax, SoftmaxParams};
 pub use tflite::{fully_connected_real_scale, real_scale, tflite_logistic_table};

@@ -6,9 +6,20 @@ use intq_quant::QuantParams;
 /// Real to code at the model's input edge (TFLite's reference Quantize):
 /// `clamp(round(x / S) + Z)` in f32, rounding half away from zero, clamped to the type's limits.
 pub fn quantize<T: QElem>(input: &[f32], params: QuantParams, output: &mut [T]) {
+    quantize_to(input, params, (T::MIN, T::MAX), output)
+}
+
+/// [`quantize`] into the codes `qmin..=qmax` (inside `T`'s range): a narrowed activation,
+/// such as a 4-bit one, clamps where training's fake quantization did.
+pub fn quantize_to<T: QElem>(
+    input: &[f32],
+    params: QuantParams,
+    (qmin, qmax): (i32, i32),
+    output: &mut [T],
+) {
     assert_eq!(input.len(), output.len(), "quantize keeps the shape");
     for (o, &x) in output.iter_mut().zip(input) {
-        *o = T::from_i32_saturating(params.quantize(x, T::MIN, T::MAX));
+        *o = T::from_i32_saturating(params.quantize(x, qmin, qmax));
     }
 }
 
