@@ -327,14 +327,18 @@ fn train_with_curve(
 
 fn finish(cfg: &TrainConfig, s: &intq_train::Summary) {
     println!(
-        "{} epochs, {} steps: train loss {:.4}, test accuracy {}, median {:.1} ms/step, {:.1} s/epoch; checkpoint {}",
+        "{} epochs, {} steps: train loss {:.4}, test accuracy {}, median {:.1} ms/step, {} s/epoch; checkpoint {}",
         s.epochs_run,
         s.steps,
         s.final_train_loss,
         s.test_accuracy
             .map_or("n/a".into(), |a| format!("{:.2}%", a * 100.0)),
         s.median_step_ms,
-        s.epoch_seconds.iter().sum::<f64>() / s.epoch_seconds.len().max(1) as f64,
+        // No whole epoch (a --max-steps stop): no epoch time to report.
+        match s.epoch_seconds.len() {
+            0 => "n/a".to_string(),
+            n => format!("{:.1}", s.epoch_seconds.iter().sum::<f64>() / n as f64),
+        },
         cfg.out.display()
     );
 }

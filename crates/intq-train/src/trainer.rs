@@ -367,6 +367,24 @@ pub fn train_observed(
         bar.inc(skip as u64);
         for (batch_no, idx) in order.chunks(cfg.batch_size).enumerate().skip(skip) {
             if cfg.max_steps.is_some_and(|m| step >= m) {
+                // Stopped inside the epoch: keep what was trained, as a resumable mid-epoch
+                // checkpoint, since the summary names the file.
+                if seen > 0 {
+                    last_loss = loss_sum / seen as f64;
+                    let meta = CkptMeta {
+                        arch: cfg.arch,
+                        epoch,
+                        epoch_batches: batch_no,
+                        step,
+                        epochs: cfg.epochs,
+                        seed: cfg.seed,
+                        quant: cfg.quant,
+                        test_accuracy: None,
+                        shards: Some(cfg.shards),
+                        data: cfg.data.clone(),
+                    };
+                    checkpoint::save(&cfg.out, &net, &vel, &meta)?;
+                }
                 break 'epochs;
             }
             let t = Instant::now();

@@ -194,13 +194,16 @@ fn float_then_qat_training_beats_chance_and_exports() {
 fn checkpoint_round_trip_and_resume_equal_an_uninterrupted_run() {
     let _serial = serial();
     for shards in [1, 2] {
-        resume_equals_an_uninterrupted_run(shards, RangeMode::Ema);
+        resume_equals_an_uninterrupted_run(shards, RangeMode::Ema, 2);
     }
     // Learned LSQ steps (started after step 1) and their momentum resume too.
-    resume_equals_an_uninterrupted_run(2, RangeMode::Lsq);
+    resume_equals_an_uninterrupted_run(2, RangeMode::Lsq, 2);
+    // A stop inside an epoch (--max-steps) keeps a mid-epoch checkpoint that resumes exactly.
+    resume_equals_an_uninterrupted_run(1, RangeMode::Ema, 3);
 }
 
-fn resume_equals_an_uninterrupted_run(shards: usize, ranges: RangeMode) {
+/// Trains 2 epochs of 2 steps straight, and in two runs stopped after `stop` steps.
+fn resume_equals_an_uninterrupted_run(shards: usize, ranges: RangeMode, stop: u64) {
     let data = synthetic(64, 5);
     let device = train_device();
     let fresh = || {
@@ -220,17 +223,20 @@ fn resume_equals_an_uninterrupted_run(shards: usize, ranges: RangeMode) {
     // One epoch, stop, load, resume.
     let mut cfg1 = cfg.clone();
     cfg1.out = tmp("half.ckpt");
-    cfg1.max_steps = Some(2);
+    cfg1.max_steps = Some(stop);
+    let _ = std::fs::remove_file(&cfg1.out);
     let (half, s1) = train(&cfg1, Start::fresh(fresh()), &set(&data), None, &device).unwrap();
-    assert_eq!(s1.steps, 2);
+    assert_eq!(s1.steps, stop);
     let loaded = checkpoint::load(&cfg1.out, LayerOpts::default(), &device).unwrap();
     same(
         &tensors(&loaded.net),
         &tensors(&half),
         "save/load changes nothing",
     );
-    assert_eq!(loaded.meta.epoch, 1);
-    assert_eq!(loaded.meta.step, 2);
+    // 2 steps per epoch: `epoch` counts the finished ones, `epoch_batches` the steps after.
+    assert_eq!(loaded.meta.epoch as u64, stop / 2);
+    assert_eq!(loaded.meta.epoch_batches as u64, stop % 2);
+    assert_eq!(loaded.meta.step, stop);
     assert_eq!(loaded.meta.quant, Some(q));
     assert!(!loaded.velocity.by_id.is_empty(), "momentum is saved");
     if ranges != RangeMode::Ema {
