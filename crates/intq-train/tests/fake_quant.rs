@@ -665,3 +665,54 @@ fn requant_rounding_equals_the_engine() {
     }
     assert!(checked > 5000, "{checked}");
 }
+
+/// The fused one-pass f32 conv/FC output fake quantization equals the op chain it replaces bit
+/// for bit, forward and straight-through gradient, on every scheme's edge values (bounds, ties
+/// and their neighbours, far values) spread over channels with right shifts 0 to 20, with and
+/// without autodiff.
+#[test]
+fn fused_requant_fake_quant_equals_the_op_chain() {
+    use intq_train::fake_quant::{fake_quant_requant, fake_quant_requant_ops};
+    let mut checked = 0usize;
+    for (i, s) in all_schemes().into_iter().enumerate().step_by(3) {
+        let p = s.choose_params(-1.7 + 0.1 * (i % 5) as f32, 2.3).unwrap();
+        let mut xs = edge_values(s, p);
+        // Whole [n, c, h, w] blocks: 3 channels of inner size 2 x len/6.
+        let c = 3;
+        while xs.len() % (2 * c) != 0 {
+            xs.push(0.37 * xs.len() as f32);
+        }
+        let h = xs.len() / (2 * c);
+        let dims = [1, c, h, 2];
+        let shifts = [(i % 21) as i32, 0, 20 - (i % 21) as i32];
+        let upstream: Vec<f32> = (0..xs.len()).map(|k| 1.0 + (k % 7) as f32).collect();
+        let make = |d: &Device| Tensor::<4>::from_data(TensorData::new(xs.clone(), dims), d);
+        let up = Tensor::<4>::from_data(TensorData::new(upstream.clone(), dims), &ad());
+
+        let xf = make(&ad()).require_grad();
+        let yf = fake_quant_requant(xf.clone(), s, p, &shifts, false);
+        let xo = make(&ad()).require_grad();
+        let yo = fake_quant_requant_ops(xo.clone(), s, p, &shifts, false);
+        let (vf, vo) = (host_vec(yf.clone()), host_vec(yo.clone()));
+        let gf = host_vec(xf.grad(&(yf * up.clone()).sum().backward()).unwrap());
+        let go = host_vec(xo.grad(&(yo * up).sum().backward()).unwrap());
+        for k in 0..xs.len() {
+            assert_eq!(
+                vf[k].to_bits(),
+                vo[k].to_bits(),
+                "{s:?} x={} shift {shifts:?}",
+                xs[k]
+            );
+            assert_eq!(gf[k].to_bits(), go[k].to_bits(), "grad {s:?} x={}", xs[k]);
+        }
+        let plain_f = host_vec(fake_quant_requant(make(&plain()), s, p, &shifts, false));
+        let plain_o = host_vec(fake_quant_requant_ops(make(&plain()), s, p, &shifts, false));
+        assert_eq!(
+            plain_f.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            plain_o.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{s:?} without autodiff"
+        );
+        checked += xs.len();
+    }
+    assert!(checked > 1000, "{checked}");
+}
