@@ -481,7 +481,8 @@ fn fake_quant_requant_fused<const D: usize>(
         let p2 = 2f64.powi(e) as f32;
         let inv_p2 = 2f64.powi(-e) as f32;
         for ((&v, f), m) in xb.iter().zip(fb.iter_mut()).zip(mb.iter_mut()) {
-            let inside = !(v < lo) && !(v > hi);
+            // Finite (checked above), so this is clamp_closed's "not strictly outside".
+            let inside = v >= lo && v <= hi;
             let xc = if v < lo {
                 lo
             } else if v > hi {
