@@ -2,7 +2,7 @@
 
 use super::Code8;
 use crate::isa::Isa;
-use crate::reference::{self, AddParams};
+use crate::reference::{self, pool_window as window, AddParams};
 
 /// Elements of an Add below which it runs on one thread: about 1 ns each on one core, so a
 /// split pays for the hand-off (~1 us) well above this.
@@ -128,15 +128,6 @@ unsafe fn max_pool_avx2<T: Code8 + Ord>(
     output_shape: [usize; 4],
 ) {
     max_pool_body(input, input_shape, params, output, output_shape)
-}
-
-/// The window of output position `out` along one axis, clipped to the input (TFLite's).
-#[inline(always)]
-fn window(out: usize, stride: usize, pad: usize, filter: usize, input: usize) -> (usize, usize) {
-    let origin = (out * stride) as isize - pad as isize;
-    let start = origin.max(0) as usize;
-    let end = (origin + filter as isize).clamp(0, input as isize) as usize;
-    (start, end.max(start))
 }
 
 #[inline(always)]

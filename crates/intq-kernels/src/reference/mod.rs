@@ -21,6 +21,7 @@ pub use conv::{conv2d, depthwise_conv2d};
 pub use fully_connected::fully_connected;
 pub use logistic::{logistic, LogisticTable};
 pub use pad_mean::{mean, pad, MeanParams};
+pub(crate) use pool::window as pool_window;
 pub use pool::{average_pool, max_pool};
 pub use quantize::{dequantize, quantize, quantize_to, reshape};
 pub use softmax::{softmax, SoftmaxParams};

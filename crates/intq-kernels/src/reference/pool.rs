@@ -7,9 +7,9 @@
 use crate::{PoolParams, QElem};
 
 /// The window of output position `out` along one axis, clipped to the input: the half-open range
-/// of input coordinates it covers.
-#[inline]
-fn window(
+/// of input coordinates it covers. The fast max pool clips the same way.
+#[inline(always)]
+pub(crate) fn window(
     out: usize,
     stride: usize,
     pad_before: usize,
