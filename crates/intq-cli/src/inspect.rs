@@ -100,8 +100,13 @@ fn tensor_line(t: &Tensor) -> String {
         .collect::<Vec<_>>()
         .join("x");
     let bytes = t.num_elements() * t.dtype.size_bytes();
+    // A narrowed activation (below 8 bits) says which codes it holds.
+    let codes = match t.code_range {
+        Some((lo, hi)) => format!(" codes [{lo}, {hi}]"),
+        None => String::new(),
+    };
     format!(
-        "'{}' {} [{}] {}  ({} bytes)",
+        "'{}' {} [{}] {}{codes}  ({} bytes)",
         t.name,
         t.dtype,
         dims,

@@ -210,6 +210,15 @@ fn both_schemes_convert_and_agree_with_fake_quant() {
         {
             assert_eq!(t.code_range, narrowed, "{scheme}: {}", t.name);
         }
+        if let Some((lo, hi)) = narrowed {
+            let text = ok(&["inspect", m, "--tensors"]);
+            assert!(text.contains(&format!("codes [{lo}, {hi}]")), "{text}");
+            // TFLite cannot hold the narrowed range: refused by name, no file written.
+            let tfl = dir.join(format!("{}.tflite", scheme.replace('/', "_")));
+            let err = fail(&["export", m, "--tflite", tfl.to_str().unwrap()]);
+            assert!(err.contains("fewer than 8 bits"), "{err}");
+            assert!(!tfl.exists(), "{}", tfl.display());
+        }
         let out = ok(&[
             "eval",
             "--data-dir",
