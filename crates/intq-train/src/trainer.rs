@@ -371,18 +371,7 @@ pub fn train_observed(
                 // checkpoint, since the summary names the file.
                 if seen > 0 {
                     last_loss = loss_sum / seen as f64;
-                    let meta = CkptMeta {
-                        arch: cfg.arch,
-                        epoch,
-                        epoch_batches: batch_no,
-                        step,
-                        epochs: cfg.epochs,
-                        seed: cfg.seed,
-                        quant: cfg.quant,
-                        test_accuracy: None,
-                        shards: Some(cfg.shards),
-                        data: cfg.data.clone(),
-                    };
+                    let meta = ckpt_meta(cfg, epoch, batch_no, step, None);
                     checkpoint::save(&cfg.out, &net, &vel, &meta)?;
                 }
                 break 'epochs;
@@ -456,18 +445,7 @@ pub fn train_observed(
             ));
             let done = batch_no + 1;
             if ckpt_every.is_some_and(|k| step % k == 0) && (done as u64) < steps_per_epoch {
-                let meta = CkptMeta {
-                    arch: cfg.arch,
-                    epoch,
-                    epoch_batches: done,
-                    step,
-                    epochs: cfg.epochs,
-                    seed: cfg.seed,
-                    quant: cfg.quant,
-                    test_accuracy: None,
-                    shards: Some(cfg.shards),
-                    data: cfg.data.clone(),
-                };
+                let meta = ckpt_meta(cfg, epoch, done, step, None);
                 checkpoint::save(&cfg.out, &net, &vel, &meta)?;
             }
         }
@@ -480,18 +458,7 @@ pub fn train_observed(
             None => None,
         };
         epochs_run += 1;
-        let meta = CkptMeta {
-            arch: cfg.arch,
-            epoch: epoch + 1,
-            epoch_batches: 0,
-            step,
-            epochs: cfg.epochs,
-            seed: cfg.seed,
-            quant: cfg.quant,
-            test_accuracy: test_acc,
-            shards: Some(cfg.shards),
-            data: cfg.data.clone(),
-        };
+        let meta = ckpt_meta(cfg, epoch + 1, 0, step, test_acc);
         checkpoint::save(&cfg.out, &net, &vel, &meta)?;
         let line = format!(
             "{{\"epoch\":{},\"step\":{},\"train_loss\":{:.6},\"train_accuracy\":{:.6},\"test_accuracy\":{},\"epoch_seconds\":{:.3},\"lr\":{:.6},\"qat\":{}}}",
@@ -525,6 +492,29 @@ pub fn train_observed(
             epoch_seconds,
         },
     ))
+}
+
+/// What a checkpoint written after `step` steps records: `epoch` whole epochs done and
+/// `epoch_batches` batches of the next (0 at an epoch's end, where `test_accuracy` is known).
+fn ckpt_meta(
+    cfg: &TrainConfig,
+    epoch: usize,
+    epoch_batches: usize,
+    step: u64,
+    test_accuracy: Option<f64>,
+) -> CkptMeta {
+    CkptMeta {
+        arch: cfg.arch,
+        epoch,
+        epoch_batches,
+        step,
+        epochs: cfg.epochs,
+        seed: cfg.seed,
+        quant: cfg.quant,
+        test_accuracy,
+        shards: Some(cfg.shards),
+        data: cfg.data.clone(),
+    }
 }
 
 /// What the forward and backward passes of one batch produced, before the optimizer step.
