@@ -278,9 +278,10 @@ pub fn channel_min_max<const D: usize>(t: &Tensor<D>) -> (Vec<f32>, Vec<f32>) {
 
 /// A tensor's values as an f32 vector on the host.
 pub fn host_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    // try_into_vec reuses the data's buffer where it can; try_to_vec always copies.
     t.into_data()
         .convert::<f32>()
-        .try_to_vec::<f32>()
+        .try_into_vec::<f32>()
         .unwrap_or_default()
 }
 
