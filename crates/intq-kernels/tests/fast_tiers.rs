@@ -85,6 +85,39 @@ impl Rng {
     }
 }
 
+/// `padding` resolved for an `ih x iw` input and a `kh x kw` window: the output size and the
+/// geometry the kernels take; `None` when the window does not fit.
+fn geometry(
+    padding: Padding,
+    input: (usize, usize),
+    window: (usize, usize),
+    (sh, sw): (usize, usize),
+    (dh, dw): (usize, usize),
+) -> Option<((usize, usize), ConvParams)> {
+    let (out, pad) = padding.resolve(input, window, (sh, sw), (dh, dw))?;
+    let params = ConvParams {
+        stride_h: sh,
+        stride_w: sw,
+        dilation_h: dh,
+        dilation_w: dw,
+        padding: pad,
+    };
+    Some((out, params))
+}
+
+/// Weight zero points, one for the tensor or one per channel (even odds), each from `draw`.
+fn weight_zero_points(
+    rng: &mut Rng,
+    channels: usize,
+    mut draw: impl FnMut(&mut Rng) -> i32,
+) -> Vec<i32> {
+    if rng.int(0, 1) == 0 {
+        vec![draw(rng)]
+    } else {
+        (0..channels).map(|_| draw(rng)).collect()
+    }
+}
+
 /// The typical size of `Σ_k (x - zx)(w - zw)` over `k` terms: sqrt(k) * rms(x - zx) *
 /// rms(w - zw), at most 2^31 (beyond that the int32 accumulator wraps to anything).
 fn acc_mag<T: Code8>(x: &[T], zx: i32, w: &[T], zw: &[i32], k: usize) -> f64 {
@@ -219,11 +252,7 @@ fn random_gemm<T: Code8>(isa: Isa, seed: u64, m: usize, n: usize, k: usize) {
     let a = rng.codes::<T>(m * k);
     let w = rng.codes::<T>(n * k);
     let zin = rng.zero_point::<T>(false);
-    let zw: Vec<i32> = if rng.int(0, 1) == 0 {
-        vec![rng.zero_point::<T>(false)]
-    } else {
-        (0..n).map(|_| rng.zero_point::<T>(false)).collect()
-    };
+    let zw = weight_zero_points(&mut rng, n, |r| r.zero_point::<T>(false));
     let stage = Stage::random::<T>(&mut rng, n, acc_mag(&a, zin, &w, &zw, k));
     check_gemm(isa, &a, &w, m, n, k, zin, &zw, &stage, 1);
 }
@@ -435,25 +464,14 @@ fn random_conv_padded<T: Code8>(isa: Isa, seed: u64, threads: usize, explicit: b
         rng.size(1, 2),
         rng.size(1, 2),
     );
-    let Some(((oh, ow), pad)) = params_padding.resolve((ih, iw), (kh, kw), (sh, sw), (dh, dw))
+    let Some(((oh, ow), params)) = geometry(params_padding, (ih, iw), (kh, kw), (sh, sw), (dh, dw))
     else {
         return;
-    };
-    let params = ConvParams {
-        stride_h: sh,
-        stride_w: sw,
-        dilation_h: dh,
-        dilation_w: dw,
-        padding: pad,
     };
     let input = rng.codes::<T>(b * ih * iw * ic);
     let filter = rng.codes::<T>(oc * kh * kw * ic);
     let zin = rng.zero_point::<T>(true);
-    let zw: Vec<i32> = if rng.int(0, 1) == 0 {
-        vec![rng.zero_point::<T>(false)]
-    } else {
-        (0..oc).map(|_| rng.zero_point::<T>(false)).collect()
-    };
+    let zw = weight_zero_points(&mut rng, oc, |r| r.zero_point::<T>(false));
     let shapes = ([b, ih, iw, ic], [oc, kh, kw, ic], [b, oh, ow, oc]);
     let conv = ConvCase {
         input: &input,
@@ -547,16 +565,10 @@ fn fused_im2col_case<T: Code8>(isa: Isa, rng: &mut Rng, ic: usize, pad: [usize; 
         left: pad[2],
         right: pad[3],
     };
-    let Some(((oh, ow), pad)) = padding.resolve((ih, iw), (kh, kw), (stride, stride), (dil, dil))
+    let Some(((oh, ow), params)) =
+        geometry(padding, (ih, iw), (kh, kw), (stride, stride), (dil, dil))
     else {
         return;
-    };
-    let params = ConvParams {
-        stride_h: stride,
-        stride_w: stride,
-        dilation_h: dil,
-        dilation_w: dil,
-        padding: pad,
     };
     let input = rng.codes::<T>(b * ih * iw * ic);
     let filter = rng.codes::<T>(oc * kh * kw * ic);
@@ -564,7 +576,7 @@ fn fused_im2col_case<T: Code8>(isa: Isa, rng: &mut Rng, ic: usize, pad: [usize; 
     let zw = vec![rng.zero_point::<T>(false)];
     let shapes = ([b, ih, iw, ic], [oc, kh, kw, ic], [b, oh, ow, oc]);
     // One to three threads: the layer's pixel chunks spread over the kernel team.
-    let threads = 1 + (ic + pad.top) % 3;
+    let threads = 1 + (ic + params.padding.top) % 3;
     let conv = ConvCase {
         input: &input,
         filter: &filter,
@@ -606,7 +618,8 @@ tiers!(conv_explicit_padding, |isa| {
     }
 });
 
-/// Runs one depthwise case through `isa`'s plan on `threads` threads and asserts it equals
+/// Runs one depthwise case, with a random output stage for its accumulator size drawn from
+/// `rng`, through `isa`'s plan on `threads` threads and asserts it equals
 /// `reference::depthwise_conv2d`; `what` names the case in a failure.
 #[allow(clippy::too_many_arguments)]
 fn check_depthwise<T: Code8>(
@@ -620,10 +633,13 @@ fn check_depthwise<T: Code8>(
     zw: &[i32],
     dm: usize,
     params: &ConvParams,
-    st: &OutputStage,
+    rng: &mut Rng,
     oshape: [usize; 4],
     what: impl Fn() -> String,
 ) {
+    let [_, kh, kw, oc] = fshape;
+    let stage = Stage::random::<T>(rng, oc, acc_mag(input, zin, filter, zw, kh * kw));
+    let st = &stage.get();
     let mut want = vec![T::default(); oshape.iter().product()];
     reference::depthwise_conv2d(
         input, ishape, zin, filter, fshape, zw, dm, params, st, &mut want, oshape,
@@ -654,26 +670,13 @@ fn random_depthwise<T: Code8>(isa: Isa, seed: u64, threads: usize) {
         rng.size(1, 2),
         rng.size(1, 2),
     );
-    let Some(((oh, ow), pad)) = padding.resolve((ih, iw), (kh, kw), (sh, sw), (dh, dw)) else {
+    let Some(((oh, ow), params)) = geometry(padding, (ih, iw), (kh, kw), (sh, sw), (dh, dw)) else {
         return;
-    };
-    let params = ConvParams {
-        stride_h: sh,
-        stride_w: sw,
-        dilation_h: dh,
-        dilation_w: dw,
-        padding: pad,
     };
     let input = rng.codes::<T>(b * ih * iw * ic);
     let filter = rng.codes::<T>(kh * kw * oc);
     let zin = rng.zero_point::<T>(false);
-    let zw: Vec<i32> = if rng.int(0, 1) == 0 {
-        vec![rng.zero_point::<T>(false)]
-    } else {
-        (0..oc).map(|_| rng.zero_point::<T>(false)).collect()
-    };
-    let stage = Stage::random::<T>(&mut rng, oc, acc_mag(&input, zin, &filter, &zw, kh * kw));
-    let st = stage.get();
+    let zw = weight_zero_points(&mut rng, oc, |r| r.zero_point::<T>(false));
     let (ishape, fshape, oshape) = ([b, ih, iw, ic], [1, kh, kw, oc], [b, oh, ow, oc]);
     check_depthwise(
         isa,
@@ -686,7 +689,7 @@ fn random_depthwise<T: Code8>(isa: Isa, seed: u64, threads: usize) {
         &zw,
         dm,
         &params,
-        &st,
+        &mut rng,
         oshape,
         || format!("{isa} depthwise seed {seed}: {ishape:?} * {fshape:?} x{dm} -> {oshape:?}"),
     );
@@ -711,15 +714,8 @@ fn edge_depthwise<T: Code8>(isa: Isa, seed: u64, threads: usize) {
         right: rng.size(0, 3),
     };
     let (sh, sw) = (rng.size(1, 2), rng.size(1, 2));
-    let Some(((oh, ow), pad)) = padding.resolve((ih, iw), (kh, kw), (sh, sw), (1, 1)) else {
+    let Some(((oh, ow), params)) = geometry(padding, (ih, iw), (kh, kw), (sh, sw), (1, 1)) else {
         return;
-    };
-    let params = ConvParams {
-        stride_h: sh,
-        stride_w: sw,
-        dilation_h: 1,
-        dilation_w: 1,
-        padding: pad,
     };
     let extreme = |rng: &mut Rng, n: usize| -> Vec<T> {
         let all = rng.codes::<T>(n);
@@ -754,13 +750,7 @@ fn edge_depthwise<T: Code8>(isa: Isa, seed: u64, threads: usize) {
         T::MIN + 32_768,
         i32::MIN,
     ];
-    let zw: Vec<i32> = if rng.int(0, 1) == 0 {
-        vec![zws[rng.size(0, zws.len() - 1)]]
-    } else {
-        (0..c).map(|_| zws[rng.size(0, zws.len() - 1)]).collect()
-    };
-    let stage = Stage::random::<T>(&mut rng, c, acc_mag(&input, zin, &filter, &zw, kh * kw));
-    let st = stage.get();
+    let zw = weight_zero_points(&mut rng, c, |r| zws[r.size(0, zws.len() - 1)]);
     let (ishape, fshape, oshape) = ([b, ih, iw, c], [1, kh, kw, c], [b, oh, ow, c]);
     check_depthwise(
         isa,
@@ -773,7 +763,7 @@ fn edge_depthwise<T: Code8>(isa: Isa, seed: u64, threads: usize) {
         &zw,
         1,
         &params,
-        &st,
+        &mut rng,
         oshape,
         || {
             format!("{isa} edge depthwise seed {seed}: {ishape:?} * {fshape:?} -> {oshape:?} zin {zin} zw {zw:?}")
@@ -818,26 +808,13 @@ fn interior_depthwise<T: Code8>(isa: Isa, seed: u64, threads: usize) {
         rng.size(1, 3),
         rng.size(1, 3),
     );
-    let Some(((oh, ow), pad)) = padding.resolve((ih, iw), (kh, kw), (sh, sw), (dh, dw)) else {
+    let Some(((oh, ow), params)) = geometry(padding, (ih, iw), (kh, kw), (sh, sw), (dh, dw)) else {
         return;
-    };
-    let params = ConvParams {
-        stride_h: sh,
-        stride_w: sw,
-        dilation_h: dh,
-        dilation_w: dw,
-        padding: pad,
     };
     let input = rng.codes::<T>(b * ih * iw * c);
     let filter = rng.codes::<T>(kh * kw * c);
     let zin = [T::MIN, T::MAX, rng.zero_point::<T>(false)][rng.size(0, 2)];
-    let zw: Vec<i32> = if rng.int(0, 1) == 0 {
-        vec![rng.zero_point::<T>(false)]
-    } else {
-        (0..c).map(|_| rng.zero_point::<T>(false)).collect()
-    };
-    let stage = Stage::random::<T>(&mut rng, c, acc_mag(&input, zin, &filter, &zw, kh * kw));
-    let st = stage.get();
+    let zw = weight_zero_points(&mut rng, c, |r| r.zero_point::<T>(false));
     let (ishape, fshape, oshape) = ([b, ih, iw, c], [1, kh, kw, c], [b, oh, ow, c]);
     check_depthwise(
         isa,
@@ -850,7 +827,7 @@ fn interior_depthwise<T: Code8>(isa: Isa, seed: u64, threads: usize) {
         &zw,
         1,
         &params,
-        &st,
+        &mut rng,
         oshape,
         || {
             format!("{isa} interior depthwise seed {seed}: {ishape:?} * {fshape:?} -> {oshape:?} {params:?} zin {zin}")
