@@ -17,14 +17,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ds = intq_data::load(kind, &intq_data::default_data_dir())?;
     let n = limit.unwrap_or(ds.train.len).min(ds.train.len);
     let p = ds.train.rows * ds.train.cols;
-    let train_set = ImageSet {
-        images: &ds.train.images[..n * p],
-        labels: &ds.train.labels[..n],
-        len: n,
-        channels: 1,
-        rows: ds.train.rows,
-        cols: ds.train.cols,
-    };
+    let train_set = ImageSet::gray(
+        &ds.train.images[..n * p],
+        &ds.train.labels[..n],
+        ds.train.rows,
+        ds.train.cols,
+    );
     let test_set = ImageSet {
         images: &ds.test.images,
         labels: &ds.test.labels,

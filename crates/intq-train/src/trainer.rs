@@ -33,7 +33,19 @@ pub struct ImageSet<'a> {
     pub cols: usize,
 }
 
-impl ImageSet<'_> {
+impl<'a> ImageSet<'a> {
+    /// One-channel `rows x cols` images, one per label.
+    pub fn gray(images: &'a [u8], labels: &'a [u8], rows: usize, cols: usize) -> Self {
+        ImageSet {
+            images,
+            labels,
+            len: labels.len(),
+            channels: 1,
+            rows,
+            cols,
+        }
+    }
+
     fn pixels(&self) -> usize {
         self.channels * self.rows * self.cols
     }

@@ -318,14 +318,7 @@ fn write_fuzz_seeds() {
     std::fs::write(fuzz.join("seeds/checkpoint_layouts.txt"), layouts).unwrap();
     let images: Vec<u8> = (0..8 * 784).map(|i| (i * 37 % 251) as u8).collect();
     let labels: Vec<u8> = (0..8).map(|i| i % 10).collect();
-    let set = ImageSet {
-        images: &images,
-        labels: &labels,
-        len: 8,
-        channels: 1,
-        rows: 28,
-        cols: 28,
-    };
+    let set = ImageSet::gray(&images, &labels, 28, 28);
     for (arch, quant, file) in [
         (Arch::SmallCnn, None, "small-cnn-float.ckpt"),
         (

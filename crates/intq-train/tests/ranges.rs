@@ -318,14 +318,7 @@ fn images(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
 }
 
 fn set(d: &(Vec<u8>, Vec<u8>)) -> ImageSet<'_> {
-    ImageSet {
-        images: &d.0,
-        labels: &d.1,
-        len: d.1.len(),
-        channels: 1,
-        rows: 28,
-        cols: 28,
-    }
+    ImageSet::gray(&d.0, &d.1, 28, 28)
 }
 
 fn qat_config(q: QuantCfg, name: &str) -> TrainConfig {

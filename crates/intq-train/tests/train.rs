@@ -47,14 +47,7 @@ fn synthetic(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
 }
 
 fn set<'a>(d: &'a (Vec<u8>, Vec<u8>)) -> ImageSet<'a> {
-    ImageSet {
-        images: &d.0,
-        labels: &d.1,
-        len: d.1.len(),
-        channels: 1,
-        rows: 28,
-        cols: 28,
-    }
+    ImageSet::gray(&d.0, &d.1, 28, 28)
 }
 
 fn tmp(name: &str) -> PathBuf {
