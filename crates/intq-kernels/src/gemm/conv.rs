@@ -631,15 +631,12 @@ pub struct DepthwisePlan {
     params: ConvParams,
     input_zero_point: i32,
     epi: Epilogue,
-    /// The taps paired for `vpmaddwd` (`isa::avx2::dw_pairs`, or `isa::avx512vnni::dw_pairs`
-    /// on the AVX-512 tiers) and `Z_in + A_OFFSET`, when the
-    /// x86 pair kernel's preconditions hold (an x86 tier, depth multiplier 1, taps and
-    /// activation differences in int16, a vector epilogue).
-    pairs: Option<(Vec<i16>, i16)>,
-    /// The AVX2 pair kernel's output constants (`isa::avx2::dw_run`); `None` on the AVX-512
-    /// tiers, whose kernel takes `epi` and `Z_in + A_OFFSET`.
+    /// The x86 pair kernels' data (`isa::avx2::dw_run`, `isa::avx512vnni::dw_run`): the taps
+    /// paired for `vpmaddwd` in the tier's layout, and the output constants with `Z_in` folded
+    /// into the bias; `None` unless their preconditions hold (an x86 tier, depth multiplier 1,
+    /// taps and `Z_in` in int16, a vector epilogue).
     #[cfg(target_arch = "x86_64")]
-    dw: Option<crate::isa::avx2::DwConsts>,
+    pairs: Option<(Vec<i16>, crate::isa::avx2::DwConsts)>,
 }
 
 impl DepthwisePlan {
@@ -685,30 +682,24 @@ impl DepthwisePlan {
             .map(|(i, w)| w.to_i32().wrapping_sub(zp(i % oc)))
             .collect();
         let epi = plain_epilogue(oc, stage);
-        // Canonical codes are 0..=255, so every `x' - zc` fits int16 when zc does and is at
-        // least 255 - 32767.
-        let zc = input_zero_point as i64 + T::A_OFFSET as i64;
+        #[cfg(target_arch = "x86_64")]
         let pairs = match isa {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 | Isa::Avx512Vnni | Isa::Amx
-                if depth_multiplier == 1 && epi.vector_ok && (-32_512..=32_767).contains(&zc) =>
-            {
-                crate::isa::avx2::dw_pairs(&taps, kh * kw, oc).map(|p| {
+            Isa::Avx2 | Isa::Avx512Vnni | Isa::Amx if depth_multiplier == 1 && epi.vector_ok => {
+                crate::isa::avx2::dw_pairs(&taps, kh * kw, oc).and_then(|p| {
+                    let k = crate::isa::avx2::DwConsts::new(
+                        &taps,
+                        kh * kw,
+                        oc,
+                        &epi,
+                        input_zero_point,
+                    )?;
                     if isa == Isa::Avx2 {
-                        (p, zc as i16)
+                        Some((p, k))
                     } else {
-                        (crate::isa::avx512vnni::dw_pairs(&p, kh * kw, oc), zc as i16)
+                        Some((crate::isa::avx512vnni::dw_pairs(&p, kh * kw, oc), k))
                     }
                 })
             }
-            _ => None,
-        };
-        #[cfg(target_arch = "x86_64")]
-        let dw = match (&pairs, isa) {
-            (Some(_), Isa::Avx2) => Some(
-                crate::isa::avx2::DwConsts::new(&taps, kh * kw, oc, &epi, input_zero_point)
-                    .expect("Z_in fits int16 when Z_in + A_OFFSET is in -32512..=32767"),
-            ),
             _ => None,
         };
         DepthwisePlan {
@@ -719,9 +710,8 @@ impl DepthwisePlan {
             params: *params,
             input_zero_point,
             epi,
-            pairs,
             #[cfg(target_arch = "x86_64")]
-            dw,
+            pairs,
         }
     }
 
@@ -765,8 +755,8 @@ impl DepthwisePlan {
         let rows = batches * out_h;
         let work = |(r, out_row): (usize, &mut [T])| {
             #[cfg(target_arch = "x86_64")]
-            if let Some((pairs, zc)) = &self.pairs {
-                dw_row_pairs(self, pairs, *zc, input, input_shape, out_h, r, out_row);
+            if let Some((pairs, k)) = &self.pairs {
+                dw_row_pairs(self, pairs, k, input, input_shape, out_h, r, out_row);
                 return;
             }
             let mut acc = vec![0i32; oc];
@@ -809,14 +799,14 @@ impl DepthwisePlan {
 
 /// One output row of a depthwise convolution on the x86 pair kernels: the row's pixels whose
 /// windows lie inside the input along x form one run whose tap offsets advance by a constant
-/// step (`isa::avx2::dw_run` takes the run whole; `isa::avx512vnni::dw_pixel_pairs` gets each
-/// pixel's offsets, stepped); the border pixels get theirs with the padded-tap checks.
+/// step, which the tier's `dw_run` takes whole; the border pixels are runs of one, their
+/// offsets found with the padded-tap checks.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 fn dw_row_pairs<T: Code8>(
     plan: &DepthwisePlan,
     pairs: &[i16],
-    zc: i16,
+    k: &crate::isa::avx2::DwConsts,
     input: &[T],
     input_shape: [usize; 4],
     out_h: usize,
@@ -869,22 +859,14 @@ fn dw_row_pairs<T: Code8>(
         unsafe { std::slice::from_raw_parts_mut(out_row.as_mut_ptr() as *mut u8, out_row.len()) };
     // SAFETY (every call below): the plan chose the pair kernels only on an available x86 tier
     // (all imply AVX2; VNNI and AMX imply AVX-512 F/BW) with a vector epilogue, and laid `pairs`
-    // (and `dw`) out for that tier's kernel, these taps and channels; every offset is MAX or a
+    // (and `k`) out for that tier's kernel, these taps and channels; every offset is MAX or a
     // whole in-bounds pixel of `oc` codes (checked lengths in `run`; inside the interior run,
     // `offsets + i * step` is the pixel `fill` would give pixel `x_lo + i`).
     let pixels = |offsets: &[usize], n: usize, out: &mut [u8]| unsafe {
-        if let Some(k) = &plan.dw {
+        if plan.isa == Isa::Avx2 {
             crate::isa::avx2::dw_run(input, offsets, step, n, ntaps, oc, pairs, k, out);
         } else {
-            let mut offs = offsets.to_vec();
-            for out_px in out.chunks_exact_mut(oc) {
-                crate::isa::avx512vnni::dw_pixel_pairs(
-                    input, &offs, ntaps, oc, zc, pairs, &plan.epi, out_px,
-                );
-                for o in offs.iter_mut().filter(|o| **o != usize::MAX) {
-                    *o += step;
-                }
-            }
+            crate::isa::avx512vnni::dw_run(input, offsets, step, n, ntaps, oc, pairs, k, out);
         }
     };
     for ox in (0..x_lo).chain(x_hi..out_w) {
@@ -1040,7 +1022,10 @@ fn plain_epilogue(n: usize, stage: &OutputStage) -> Epilogue {
         zw_zero: true,
         m0: vec![0; np],
         lshift: vec![0; np],
+        lshift_zero: true,
         rshift: vec![0; np],
+        rmask: vec![0; np],
+        rhalf: vec![0; np],
         mult: vec![QuantizedMultiplier::ONE; np],
         zout: stage.output_zero_point,
         cmin: stage.clamp_min,

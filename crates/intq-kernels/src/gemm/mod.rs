@@ -241,7 +241,13 @@ pub(crate) struct Epilogue {
     pub zw_zero: bool,
     pub m0: Vec<i32>,
     pub lshift: Vec<i32>,
+    /// Every `lshift` is 0 (every multiplier below 1, the usual case): the tiles skip the shift.
+    pub lshift_zero: bool,
     pub rshift: Vec<i32>,
+    /// `2^rshift - 1` and half of it: RoundingDivideByPOT's mask and threshold, made once here
+    /// rather than three vector ops per output vector.
+    pub rmask: Vec<i32>,
+    pub rhalf: Vec<i32>,
     pub mult: Vec<QuantizedMultiplier>,
     pub zout: i32,
     pub cmin: i32,
@@ -782,7 +788,10 @@ fn epilogue<T: Code8>(
         zw_zero: false,
         m0: vec![0; np],
         lshift: vec![0; np],
+        lshift_zero: true,
         rshift: vec![0; np],
+        rmask: vec![0; np],
+        rhalf: vec![0; np],
         mult: vec![QuantizedMultiplier::ONE; np],
         zout: stage.output_zero_point,
         cmin: stage.clamp_min,
@@ -819,7 +828,11 @@ impl Epilogue {
         self.mult[c] = m;
         self.m0[c] = m.m0;
         self.lshift[c] = m.shift.max(0);
+        self.lshift_zero &= m.shift <= 0;
         self.rshift[c] = (-m.shift).max(0);
+        let mask = ((1i64 << self.rshift[c].min(31)) - 1) as i32;
+        self.rmask[c] = mask;
+        self.rhalf[c] = mask >> 1;
         if m.m0 < 0 || !(-31..=31).contains(&m.shift) {
             self.vector_ok = false;
         }

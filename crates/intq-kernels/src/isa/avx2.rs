@@ -404,7 +404,9 @@ unsafe fn requant(acc: __m256i, rowsum: __m256i, epi: &Epilogue, n: usize) -> __
 unsafe fn requant_plain(acc: __m256i, epi: &Epilogue, n: usize) -> __m256i {
     let ld = |v: &Vec<i32>| _mm256_loadu_si256(v.as_ptr().add(n) as *const __m256i);
     let mut x = _mm256_add_epi32(acc, ld(&epi.colconst));
-    x = _mm256_sllv_epi32(x, ld(&epi.lshift));
+    if !epi.lshift_zero {
+        x = _mm256_sllv_epi32(x, ld(&epi.lshift));
+    }
     // SaturatingRoundingDoublingHighMul = floor((x m0 + 2^30) / 2^31): bits 31..62 of the
     // 64-bit sum, taken from even and odd lanes separately.
     let m = ld(&epi.m0);
@@ -419,14 +421,11 @@ unsafe fn requant_plain(acc: __m256i, epi: &Epilogue, n: usize) -> __m256i {
         _mm256_slli_epi64::<1>(odd),
     );
     // RoundingDivideByPOT: (x >> e) + (x & mask > mask / 2 + (x < 0)).
-    let e = ld(&epi.rshift);
-    let one = _mm256_set1_epi32(1);
-    let mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, e), one);
-    let rem = _mm256_and_si256(x, mask);
+    let rem = _mm256_and_si256(x, ld(&epi.rmask));
     let neg = _mm256_cmpgt_epi32(_mm256_setzero_si256(), x);
-    let threshold = _mm256_sub_epi32(_mm256_srli_epi32::<1>(mask), neg);
+    let threshold = _mm256_sub_epi32(ld(&epi.rhalf), neg);
     let round = _mm256_cmpgt_epi32(rem, threshold);
-    x = _mm256_sub_epi32(_mm256_srav_epi32(x, e), round);
+    x = _mm256_sub_epi32(_mm256_srav_epi32(x, ld(&epi.rshift)), round);
     // clamp(sat(x + z), cmin, cmax) == clamp(x, cmin - z, cmax - z) + z.
     x = _mm256_max_epi32(x, _mm256_set1_epi32(epi.lo));
     x = _mm256_min_epi32(x, _mm256_set1_epi32(epi.hi));
@@ -587,7 +586,7 @@ pub(crate) unsafe fn add_same_shape<T: crate::gemm::Code8>(
     }
 }
 
-/// Depthwise taps in the layout [`dw_pixel_pairs`] reads: per block of 16 channels and per pair of
+/// Depthwise taps in the layout [`dw_run`] reads: per block of 16 channels and per pair of
 /// taps `(t0, t1) = (2p, 2p + 1)`, 32 int16 values: the `(w[t0][c], w[t1][c])` pairs of channels
 /// 0-3 and 8-11 of the block, then those of 4-7 and 12-15 (the order `vpunpck{l,h}wd` gives the
 /// activations). Missing taps and channels are 0. `None` when a tap `w - Z_w` does not fit
@@ -615,28 +614,28 @@ pub(crate) fn dw_pairs(taps: &[i32], ntaps: usize, oc: usize) -> Option<Vec<i16>
     Some(out)
 }
 
-/// The depthwise output stage's per-channel constants for [`dw_run`], padded to whole blocks of
-/// 16 channels: [`requant_plain`]'s steps with the zero-point term folded into the bias and the
+/// The depthwise output stage's per-channel constants for [`dw_run`] (and the AVX-512 tiers'
+/// `dw_run`), padded to whole blocks of 16 channels: [`requant_plain`]'s steps with the zero-point term folded into the bias and the
 /// shift masks precomputed, since `dw_run` finishes every pixel with them.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct DwConsts {
     /// `Z_in` as the activations are widened (`x` for uint8, the signed code for int8), which
     /// is also what a padded tap reads: its `(x - Z_in) w` is then 0, as the reference skips it.
-    zin: i16,
+    pub(crate) zin: i16,
     /// `bias - Z_in Σ_t w_t`, wrapping: `Σ_t (x_t - Z_in) w_t == Σ_t x_t w_t - Z_in Σ_t w_t`
     /// modulo 2^32, so the taps need no per-tap subtraction.
-    bias: Vec<i32>,
-    m0: Vec<i32>,
+    pub(crate) bias: Vec<i32>,
+    pub(crate) m0: Vec<i32>,
     /// `m0` of the odd lanes moved to the even ones, where `vpmuldq` reads them.
-    m0_odd: Vec<i32>,
-    lshift: Vec<i32>,
-    rshift: Vec<i32>,
+    pub(crate) m0_odd: Vec<i32>,
+    pub(crate) lshift: Vec<i32>,
+    pub(crate) rshift: Vec<i32>,
     /// `2^rshift - 1` and half of it (RoundingDivideByPOT's mask and threshold).
-    mask: Vec<i32>,
-    half: Vec<i32>,
-    lo: i32,
-    hi: i32,
-    zout: i32,
+    pub(crate) mask: Vec<i32>,
+    pub(crate) half: Vec<i32>,
+    pub(crate) lo: i32,
+    pub(crate) hi: i32,
+    pub(crate) zout: i32,
 }
 
 impl DwConsts {
@@ -663,15 +662,14 @@ impl DwConsts {
             m0_odd[c] = m0[c + 1];
         }
         let rshift = epi.rshift[..np].to_vec();
-        let mask: Vec<i32> = rshift.iter().map(|&e| ((1i64 << e) - 1) as i32).collect();
         Some(DwConsts {
             zin: zin16,
             bias,
             m0,
             m0_odd,
             lshift: epi.lshift[..np].to_vec(),
-            half: mask.iter().map(|&m| m >> 1).collect(),
-            mask,
+            half: epi.rhalf[..np].to_vec(),
+            mask: epi.rmask[..np].to_vec(),
             rshift,
             lo: epi.lo,
             hi: epi.hi,

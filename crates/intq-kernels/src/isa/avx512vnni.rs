@@ -9,6 +9,7 @@
 use std::arch::x86_64::*;
 
 use crate::gemm::{Epilogue, ImplicitRows, Kernel};
+use crate::isa::avx2::DwConsts;
 
 pub(crate) struct Vnni;
 
@@ -162,7 +163,9 @@ pub(crate) unsafe fn requant(acc: __m512i, rowsum: __m512i, epi: &Epilogue, n: u
         // Symmetric weights (every `zw` 0) skip the two-uop, ten-cycle `vpmulld`.
         x = _mm512_sub_epi32(x, _mm512_mullo_epi32(ld(&epi.zw), rowsum));
     }
-    x = _mm512_sllv_epi32(x, ld(&epi.lshift));
+    if !epi.lshift_zero {
+        x = _mm512_sllv_epi32(x, ld(&epi.lshift));
+    }
     let m = ld(&epi.m0);
     let nudge = _mm512_set1_epi64(1 << 30);
     let even = _mm512_add_epi64(_mm512_mul_epi32(x, m), nudge);
@@ -175,15 +178,13 @@ pub(crate) unsafe fn requant(acc: __m512i, rowsum: __m512i, epi: &Epilogue, n: u
         _mm512_srli_epi64::<31>(even),
         _mm512_slli_epi64::<1>(odd),
     );
-    let e = ld(&epi.rshift);
     let one = _mm512_set1_epi32(1);
-    let mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, e), one);
-    let rem = _mm512_and_si512(x, mask);
+    let rem = _mm512_and_si512(x, ld(&epi.rmask));
     let neg = _mm512_cmplt_epi32_mask(x, _mm512_setzero_si512());
-    let half = _mm512_srli_epi32::<1>(mask);
+    let half = ld(&epi.rhalf);
     let threshold = _mm512_mask_add_epi32(half, neg, half, one);
     let round = _mm512_cmpgt_epi32_mask(rem, threshold);
-    let q = _mm512_srav_epi32(x, e);
+    let q = _mm512_srav_epi32(x, ld(&epi.rshift));
     x = _mm512_mask_add_epi32(q, round, q, one);
     x = _mm512_max_epi32(x, _mm512_set1_epi32(epi.lo));
     x = _mm512_min_epi32(x, _mm512_set1_epi32(epi.hi));
@@ -387,7 +388,7 @@ unsafe fn canon_row<T: crate::gemm::Code8>(
     }
 }
 
-/// Depthwise taps in the layout [`dw_pixel_pairs`] reads, made from AVX2's 16-channel layout
+/// Depthwise taps in the layout [`dw_run`] reads, made from AVX2's 16-channel layout
 /// `pairs16` ([`crate::isa::avx2::dw_pairs`]): per block of 32 channels and pair of taps, 64
 /// int16: the `vpunpcklwd` halves of the two 16-channel blocks, then their `vpunpckhwd` halves.
 /// A 512-bit unpack works lane by lane, so its low half of 32 channels is channels 0-3, 8-11,
@@ -413,101 +414,159 @@ pub(crate) fn dw_pairs(pairs16: &[i16], ntaps: usize, oc: usize) -> Vec<i16> {
     out
 }
 
-/// One output pixel of a depthwise convolution with depth multiplier 1, 32 channels at a time:
-/// the pair sums of AVX2's kernel (`avx2::dw_run`, whose pair-sum exactness argument holds
-/// unchanged) on 512-bit vectors, with `x' - Z_in'` taken per tap (a padded tap is 0), finished
-/// 16 channels at a time.
+/// [`DwConsts`]'s output stage on 16 channels from `n`: [`requant`]'s steps with the zero-point
+/// term folded into the bias and the rounding masks loaded instead of derived per pixel.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn dw_requant(acc: __m512i, k: &DwConsts, n: usize) -> __m512i {
+    let ld = |v: &Vec<i32>| _mm512_loadu_si512(v.as_ptr().add(n) as *const __m512i);
+    let mut x = _mm512_add_epi32(acc, ld(&k.bias));
+    x = _mm512_sllv_epi32(x, ld(&k.lshift));
+    let nudge = _mm512_set1_epi64(1 << 30);
+    let even = _mm512_add_epi64(_mm512_mul_epi32(x, ld(&k.m0)), nudge);
+    let odd = _mm512_add_epi64(
+        _mm512_mul_epi32(_mm512_srli_epi64::<32>(x), ld(&k.m0_odd)),
+        nudge,
+    );
+    x = _mm512_mask_blend_epi32(
+        0xAAAA,
+        _mm512_srli_epi64::<31>(even),
+        _mm512_slli_epi64::<1>(odd),
+    );
+    let one = _mm512_set1_epi32(1);
+    let rem = _mm512_and_si512(x, ld(&k.mask));
+    let neg = _mm512_cmplt_epi32_mask(x, _mm512_setzero_si512());
+    let half = ld(&k.half);
+    let threshold = _mm512_mask_add_epi32(half, neg, half, one);
+    let round = _mm512_cmpgt_epi32_mask(rem, threshold);
+    let q = _mm512_srav_epi32(x, ld(&k.rshift));
+    x = _mm512_mask_add_epi32(q, round, q, one);
+    x = _mm512_max_epi32(x, _mm512_set1_epi32(k.lo));
+    x = _mm512_min_epi32(x, _mm512_set1_epi32(k.hi));
+    _mm512_add_epi32(x, _mm512_set1_epi32(k.zout))
+}
+
+/// A run of `npix` output pixels of a depthwise convolution with depth multiplier 1: AVX2's
+/// [`crate::isa::avx2::dw_run`] (same contract, same exactness argument: codes widened as they
+/// are, `Z_in` folded into [`DwConsts::bias`], a padded tap reading `Z_in`) on 512-bit vectors,
+/// 32 channels per block, finished 16 channels at a time.
 ///
 /// # Safety
-/// AVX-512 F/BW are available; `offsets` holds `ntaps` entries, each `usize::MAX` or the start
-/// of a pixel of `oc` codes inside `input`; `pairs` is [`dw_pairs`] of the plan (`ntaps`, `oc`);
-/// `epi` is vector-ready with columns covering `oc` rounded up to 16; `out.len() == oc`.
+/// AVX-512 F/BW are available; `offsets` holds `ntaps` entries, each `usize::MAX` (padded for
+/// the whole run) or such that every `offsets[t] + i * step` (`i < npix`) starts a pixel of `oc`
+/// codes inside `input`; `pairs` is [`dw_pairs`] of the plan (`ntaps`, `oc`); `k` is
+/// [`DwConsts`] of the plan; `out.len() == npix * oc`.
 #[target_feature(enable = "avx512f,avx512bw")]
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn dw_pixel_pairs<T: crate::gemm::Code8>(
+pub(crate) unsafe fn dw_run<T: crate::gemm::Code8>(
     input: &[T],
     offsets: &[usize],
+    step: usize,
+    npix: usize,
     ntaps: usize,
     oc: usize,
-    zin_canon: i16,
     pairs: &[i16],
-    epi: &Epilogue,
+    k: &DwConsts,
     out: &mut [u8],
 ) {
-    let flip = _mm256_set1_epi8(if T::A_OFFSET != 0 { -128 } else { 0 });
-    let zc = _mm512_set1_epi16(zin_canon);
-    let npairs = ntaps.div_ceil(2);
-    let src = input.as_ptr() as *const u8;
-    debug_assert!(offsets.len() >= ntaps && out.len() == oc);
-    // 128-bit lanes (as qword pairs) of `lo` and `hi` back in channel order.
-    let first = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
-    let second = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
-    let zero = _mm512_setzero_si512();
-    for (cb, c0) in (0..oc).step_by(32).enumerate() {
-        let mut lo = zero;
-        let mut hi = zero;
-        let w = pairs.as_ptr().add(cb * npairs * 64);
-        for p in 0..npairs {
-            let a = dw_tap(src, offsets, 2 * p, c0, oc, flip, zc);
-            let b = dw_tap(src, offsets, 2 * p + 1, c0, oc, flip, zc);
-            let wp = w.add(p * 64);
-            lo = _mm512_add_epi32(
-                lo,
-                _mm512_madd_epi16(
-                    _mm512_unpacklo_epi16(a, b),
-                    _mm512_loadu_si512(wp as *const __m512i),
-                ),
-            );
-            hi = _mm512_add_epi32(
-                hi,
-                _mm512_madd_epi16(
-                    _mm512_unpackhi_epi16(a, b),
-                    _mm512_loadu_si512(wp.add(32) as *const __m512i),
-                ),
-            );
-        }
-        for (h, idx) in [first, second].into_iter().enumerate() {
-            let c = c0 + 16 * h;
-            if c >= oc {
-                break;
-            }
-            let q = requant(_mm512_permutex2var_epi64(lo, idx, hi), zero, epi, c);
-            let count = (oc - c).min(16);
-            let mask: __mmask16 = if count == 16 {
-                0xffff
-            } else {
-                (1u16 << count) - 1
-            };
-            _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().add(c) as *mut _, mask, q);
-        }
+    debug_assert!(offsets.len() >= ntaps && out.len() == npix * oc);
+    if ntaps == 9 {
+        dw_run_n::<T, 9>(input, offsets, step, npix, 9, oc, pairs, k, out)
+    } else {
+        dw_run_n::<T, 0>(input, offsets, step, npix, ntaps, oc, pairs, k, out)
     }
 }
 
-/// Tap `t`'s 32 channels from `c0` as int16 `x - Z_in` (zeros for a padded tap; lanes of
-/// channels past `oc` hold whatever, and are never stored).
+/// [`dw_run`] with `N` taps (`N == ntaps`, or 0 for any count).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn dw_tap(
-    src: *const u8,
+#[allow(clippy::too_many_arguments)]
+unsafe fn dw_run_n<T: crate::gemm::Code8, const N: usize>(
+    input: &[T],
     offsets: &[usize],
-    t: usize,
-    c0: usize,
+    step: usize,
+    npix: usize,
+    ntaps: usize,
     oc: usize,
-    flip: __m256i,
-    zc: __m512i,
-) -> __m512i {
-    match offsets.get(t) {
-        Some(&off) if off != usize::MAX => {
-            let v = if c0 + 32 <= oc {
-                _mm256_loadu_si256(src.add(off + c0) as *const __m256i)
-            } else {
-                let mut tmp = [0u8; 32];
-                std::ptr::copy_nonoverlapping(src.add(off + c0), tmp.as_mut_ptr(), oc - c0);
-                _mm256_loadu_si256(tmp.as_ptr() as *const __m256i)
-            };
-            _mm512_sub_epi16(_mm512_cvtepu8_epi16(_mm256_xor_si256(v, flip)), zc)
+    pairs: &[i16],
+    k: &DwConsts,
+    out: &mut [u8],
+) {
+    let ntaps = if N > 0 { N } else { ntaps };
+    let npairs = ntaps.div_ceil(2);
+    let src = input.as_ptr() as *const u8;
+    let zin = _mm512_set1_epi16(k.zin);
+    let zero = _mm512_setzero_si512();
+    let widen = |v: __m256i| {
+        if T::A_OFFSET != 0 {
+            _mm512_cvtepi8_epi16(v)
+        } else {
+            _mm512_cvtepu8_epi16(v)
         }
-        _ => _mm512_setzero_si512(),
+    };
+    // 128-bit lanes (as qword pairs) of `lo` and `hi` back in channel order.
+    let first = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+    let second = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+    let dst = out.as_mut_ptr();
+    for (cb, c0) in (0..oc).step_by(32).enumerate() {
+        let w = pairs.as_ptr().add(cb * npairs * 64);
+        let width = (oc - c0).min(32);
+        let full = width == 32;
+        // The last, partial block loads only its own channels (a masked load does not touch
+        // the bytes it skips); lanes past `oc` are never stored.
+        let load_mask: __mmask64 = (1u64 << width) - 1;
+        for i in 0..npix {
+            let base = i * step + c0;
+            let tap = |t: usize| -> __m512i {
+                if t >= ntaps {
+                    // The missing partner of an odd last tap: its weights are 0.
+                    return zero;
+                }
+                let off = *offsets.get_unchecked(t);
+                if off == usize::MAX {
+                    zin
+                } else if full {
+                    widen(_mm256_loadu_si256(src.add(off + base) as *const __m256i))
+                } else {
+                    let v = _mm512_maskz_loadu_epi8(load_mask, src.add(off + base) as *const i8);
+                    widen(_mm512_castsi512_si256(v))
+                }
+            };
+            let mut lo = zero;
+            let mut hi = zero;
+            for p in 0..npairs {
+                let (a, b) = (tap(2 * p), tap(2 * p + 1));
+                let wp = w.add(p * 64);
+                lo = _mm512_add_epi32(
+                    lo,
+                    _mm512_madd_epi16(
+                        _mm512_unpacklo_epi16(a, b),
+                        _mm512_loadu_si512(wp as *const __m512i),
+                    ),
+                );
+                hi = _mm512_add_epi32(
+                    hi,
+                    _mm512_madd_epi16(
+                        _mm512_unpackhi_epi16(a, b),
+                        _mm512_loadu_si512(wp.add(32) as *const __m512i),
+                    ),
+                );
+            }
+            for (h, idx) in [first, second].into_iter().enumerate() {
+                let c = c0 + 16 * h;
+                if c >= oc {
+                    break;
+                }
+                let q = dw_requant(_mm512_permutex2var_epi64(lo, idx, hi), k, c);
+                let count = (oc - c).min(16);
+                let mask: __mmask16 = if count == 16 {
+                    0xffff
+                } else {
+                    (1u16 << count) - 1
+                };
+                _mm512_mask_cvtepi32_storeu_epi8(dst.add(i * oc + c) as *mut _, mask, q);
+            }
+        }
     }
 }
 
