@@ -1069,6 +1069,7 @@ fn plain_epilogue(n: usize, stage: &OutputStage) -> Epilogue {
         zw: vec![0; np],
         zw_zero: true,
         m0: vec![0; np],
+        m0_odd: vec![0; np],
         lshift: vec![0; np],
         lshift_zero: true,
         rshift: vec![0; np],

@@ -57,17 +57,16 @@ pub fn add<T: Code8>(
                     let out = unsafe {
                         std::slice::from_raw_parts_mut((op.0 as *mut T).add(i0), i1 - i0)
                     };
-                    // SAFETY: every x86 tier above portable implies AVX2; the three ranges
-                    // have equal lengths.
+                    let (l, r) = (&lhs[i0..i1], &rhs[i0..i1]);
+                    // SAFETY: the tier is available; AVX2 is the only x86 tier without
+                    // AVX-512 F/BW, and every tier above portable implies AVX2; the three
+                    // ranges have equal lengths; the parameters were checked above.
                     unsafe {
-                        crate::isa::avx2::add_same_shape(
-                            params,
-                            lo,
-                            hi,
-                            &lhs[i0..i1],
-                            &rhs[i0..i1],
-                            out,
-                        )
+                        if isa == Isa::Avx2 {
+                            crate::isa::avx2::add_same_shape(params, lo, hi, l, r, out)
+                        } else {
+                            crate::isa::avx512vnni::add_same_shape(params, lo, hi, l, r, out)
+                        }
                     };
                 });
                 return;

@@ -240,6 +240,8 @@ pub(crate) struct Epilogue {
     /// and the tiles skip its multiply.
     pub zw_zero: bool,
     pub m0: Vec<i32>,
+    /// `m0` of the odd columns moved to the even ones, where `vpmuldq` reads them.
+    pub m0_odd: Vec<i32>,
     pub lshift: Vec<i32>,
     /// Every `lshift` is 0 (every multiplier below 1, the usual case): the tiles skip the shift.
     pub lshift_zero: bool,
@@ -787,6 +789,7 @@ fn epilogue<T: Code8>(
         zw: vec![0; np],
         zw_zero: false,
         m0: vec![0; np],
+        m0_odd: vec![0; np],
         lshift: vec![0; np],
         lshift_zero: true,
         rshift: vec![0; np],
@@ -827,6 +830,9 @@ impl Epilogue {
     pub(crate) fn set_multiplier(&mut self, c: usize, m: QuantizedMultiplier) {
         self.mult[c] = m;
         self.m0[c] = m.m0;
+        if c % 2 == 1 {
+            self.m0_odd[c - 1] = m.m0;
+        }
         self.lshift[c] = m.shift.max(0);
         self.lshift_zero &= m.shift <= 0;
         self.rshift[c] = (-m.shift).max(0);

@@ -409,11 +409,10 @@ unsafe fn requant_plain(acc: __m256i, epi: &Epilogue, n: usize) -> __m256i {
     }
     // SaturatingRoundingDoublingHighMul = floor((x m0 + 2^30) / 2^31): bits 31..62 of the
     // 64-bit sum, taken from even and odd lanes separately.
-    let m = ld(&epi.m0);
     let nudge = _mm256_set1_epi64x(1 << 30);
-    let even = _mm256_add_epi64(_mm256_mul_epi32(x, m), nudge);
+    let even = _mm256_add_epi64(_mm256_mul_epi32(x, ld(&epi.m0)), nudge);
     let odd = _mm256_add_epi64(
-        _mm256_mul_epi32(_mm256_srli_epi64::<32>(x), _mm256_srli_epi64::<32>(m)),
+        _mm256_mul_epi32(_mm256_srli_epi64::<32>(x), ld(&epi.m0_odd)),
         nudge,
     );
     x = _mm256_blend_epi32::<0b1010_1010>(
@@ -657,10 +656,7 @@ impl DwConsts {
             bias[c] = bias[c].wrapping_sub(zin.wrapping_mul(sum));
         }
         let m0 = epi.m0[..np].to_vec();
-        let mut m0_odd = vec![0; np];
-        for c in (0..np).step_by(2) {
-            m0_odd[c] = m0[c + 1];
-        }
+        let m0_odd = epi.m0_odd[..np].to_vec();
         let rshift = epi.rshift[..np].to_vec();
         Some(DwConsts {
             zin: zin16,

@@ -166,11 +166,10 @@ pub(crate) unsafe fn requant(acc: __m512i, rowsum: __m512i, epi: &Epilogue, n: u
     if !epi.lshift_zero {
         x = _mm512_sllv_epi32(x, ld(&epi.lshift));
     }
-    let m = ld(&epi.m0);
     let nudge = _mm512_set1_epi64(1 << 30);
-    let even = _mm512_add_epi64(_mm512_mul_epi32(x, m), nudge);
+    let even = _mm512_add_epi64(_mm512_mul_epi32(x, ld(&epi.m0)), nudge);
     let odd = _mm512_add_epi64(
-        _mm512_mul_epi32(_mm512_srli_epi64::<32>(x), _mm512_srli_epi64::<32>(m)),
+        _mm512_mul_epi32(_mm512_srli_epi64::<32>(x), ld(&epi.m0_odd)),
         nudge,
     );
     x = _mm512_mask_blend_epi32(
@@ -385,6 +384,113 @@ unsafe fn canon_row<T: crate::gemm::Code8>(
             j += n;
         }
         *sum = _mm512_reduce_add_epi64(acc) as i32;
+    }
+}
+
+/// One per-tensor quantized multiplier as broadcast vectors, with RoundingDivideByPOT's mask
+/// and threshold made once rather than per vector.
+#[derive(Clone, Copy)]
+struct Mbqm {
+    /// `m0` in every dword, so `vpmuldq` reads it from even and (shifted down) odd lanes alike.
+    m0: __m512i,
+    left: __m512i,
+    right: __m512i,
+    mask: __m512i,
+    half: __m512i,
+}
+
+impl Mbqm {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn new(m: intq_quant::QuantizedMultiplier) -> Mbqm {
+        let right = (-m.shift).clamp(0, 31);
+        let mask = ((1i64 << right) - 1) as i32;
+        Mbqm {
+            m0: _mm512_set1_epi32(m.m0),
+            left: _mm512_set1_epi32(m.shift.max(0)),
+            right: _mm512_set1_epi32(right),
+            mask: _mm512_set1_epi32(mask),
+            half: _mm512_set1_epi32(mask >> 1),
+        }
+    }
+
+    /// MultiplyByQuantizedMultiplier on 16 lanes (`m0 >= 0`, shifts in 0..=31): AVX2's
+    /// `mbqm` steps, as [`requant`] takes them.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn apply(&self, x: __m512i) -> __m512i {
+        let x = _mm512_sllv_epi32(x, self.left);
+        let nudge = _mm512_set1_epi64(1 << 30);
+        let even = _mm512_add_epi64(_mm512_mul_epi32(x, self.m0), nudge);
+        let odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64::<32>(x), self.m0), nudge);
+        let x = _mm512_mask_blend_epi32(
+            0xAAAA,
+            _mm512_srli_epi64::<31>(even),
+            _mm512_slli_epi64::<1>(odd),
+        );
+        let one = _mm512_set1_epi32(1);
+        let rem = _mm512_and_si512(x, self.mask);
+        let neg = _mm512_cmplt_epi32_mask(x, _mm512_setzero_si512());
+        let threshold = _mm512_mask_add_epi32(self.half, neg, self.half, one);
+        let round = _mm512_cmpgt_epi32_mask(rem, threshold);
+        let q = _mm512_srav_epi32(x, self.right);
+        _mm512_mask_add_epi32(q, round, q, one)
+    }
+}
+
+/// TFLite's quantized Add on equal shapes, 16 codes at a time: AVX2's `add_same_shape` (same
+/// contract, same steps) on 512-bit vectors; the tail goes through `AddParams::apply`.
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW; the three slices have the same length; `lo`/`hi` and the
+/// multipliers meet AVX2's `add_same_shape` preconditions.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(crate) unsafe fn add_same_shape<T: crate::gemm::Code8>(
+    p: &crate::reference::AddParams,
+    lo: i32,
+    hi: i32,
+    lhs: &[T],
+    rhs: &[T],
+    out: &mut [T],
+) {
+    let widen = |ptr: *const T| {
+        let v = _mm_loadu_si128(ptr as *const __m128i);
+        if T::MIN == 0 {
+            _mm512_cvtepu8_epi32(v)
+        } else {
+            _mm512_cvtepi8_epi32(v)
+        }
+    };
+    let (zl, zr) = (
+        _mm512_set1_epi32(p.lhs_zero_point),
+        _mm512_set1_epi32(p.rhs_zero_point),
+    );
+    let shift = _mm512_set1_epi32(p.left_shift);
+    let (ml, mr, mo) = (
+        Mbqm::new(p.lhs_multiplier),
+        Mbqm::new(p.rhs_multiplier),
+        Mbqm::new(p.output_multiplier),
+    );
+    let (vlo, vhi, vz) = (
+        _mm512_set1_epi32(lo),
+        _mm512_set1_epi32(hi),
+        _mm512_set1_epi32(p.output_zero_point),
+    );
+    let n = out.len();
+    let whole = n / 16 * 16;
+    for i in (0..whole).step_by(16) {
+        let a = _mm512_sllv_epi32(_mm512_sub_epi32(widen(lhs.as_ptr().add(i)), zl), shift);
+        let b = _mm512_sllv_epi32(_mm512_sub_epi32(widen(rhs.as_ptr().add(i)), zr), shift);
+        let o = mo.apply(_mm512_add_epi32(ml.apply(a), mr.apply(b)));
+        let o = _mm512_min_epi32(_mm512_max_epi32(o, vlo), vhi);
+        // The clamped codes fit a byte, so truncating them is the cast.
+        _mm_storeu_si128(
+            out.as_mut_ptr().add(i) as *mut __m128i,
+            _mm512_cvtepi32_epi8(_mm512_add_epi32(o, vz)),
+        );
+    }
+    for i in whole..n {
+        out[i] = T::from_i32_saturating(p.apply(lhs[i].to_i32(), rhs[i].to_i32()));
     }
 }
 
