@@ -17,6 +17,7 @@ use std::cell::Cell;
 use std::sync::OnceLock;
 
 use crate::gemm::{Epilogue, Kernel};
+use crate::isa::avx512vnni::{canon_load, prefix_mask};
 
 pub(crate) struct Amx;
 
@@ -248,18 +249,13 @@ unsafe fn pack_a_seg<T: crate::gemm::Code8>(
     let s = src.as_ptr() as *const u8;
     let d = panel.as_mut_ptr();
     let flip = _mm512_set1_epi8(if T::A_OFFSET != 0 { -128 } else { 0 });
-    let zero = _mm512_setzero_si512();
     let mut sums = _mm512_setzero_si512();
     let mut j = 0;
     while j < len {
         let kk = k0 + j;
         let n = (KG - kk % KG).min(len - j);
-        let mask: __mmask64 = if n == 64 { !0 } else { (1u64 << n) - 1 };
-        let v = _mm512_maskz_mov_epi8(
-            mask,
-            _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, s.add(j) as *const i8), flip),
-        );
-        sums = _mm512_add_epi64(sums, _mm512_sad_epu8(v, zero));
+        let mask = prefix_mask(n);
+        let v = canon_load(s.add(j), mask, flip, &mut sums);
         let dst = d.add(((kk / KG) * MR + i) * KG + kk % KG);
         _mm512_mask_storeu_epi8(dst as *mut i8, mask, v);
         j += n;
@@ -294,11 +290,7 @@ unsafe fn finish(
             let v = _mm512_loadu_si512(c.add(i * NR + 16 * h) as *const __m512i);
             let q = super::avx512vnni::requant(v, rs, epi, n0 + 16 * h);
             let count = (cols - 16 * h).min(16);
-            let mask: __mmask16 = if count == 16 {
-                0xffff
-            } else {
-                (1u16 << count) - 1
-            };
+            let mask = prefix_mask(count) as __mmask16;
             _mm512_mask_cvtepi32_storeu_epi8(out.add(i * ldc + 16 * h) as *mut _, mask, q);
         }
     }

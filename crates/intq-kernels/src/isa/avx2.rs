@@ -402,8 +402,16 @@ unsafe fn requant(acc: __m256i, rowsum: __m256i, epi: &Epilogue, n: usize) -> __
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn requant_plain(acc: __m256i, epi: &Epilogue, n: usize) -> __m256i {
+    let colconst = _mm256_loadu_si256(epi.colconst.as_ptr().add(n) as *const __m256i);
+    scale_clamp(_mm256_add_epi32(acc, colconst), epi, n)
+}
+
+/// The output stage past its additive terms, on 8 columns from `n`: the multiplier's left
+/// shift, SaturatingRoundingDoublingHighMul, RoundingDivideByPOT, the clamp and the zero point.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn scale_clamp(mut x: __m256i, epi: &Epilogue, n: usize) -> __m256i {
     let ld = |v: &Vec<i32>| _mm256_loadu_si256(v.as_ptr().add(n) as *const __m256i);
-    let mut x = _mm256_add_epi32(acc, ld(&epi.colconst));
     if !epi.lshift_zero {
         x = _mm256_sllv_epi32(x, ld(&epi.lshift));
     }
@@ -613,28 +621,17 @@ pub(crate) fn dw_pairs(taps: &[i32], ntaps: usize, oc: usize) -> Option<Vec<i16>
     Some(out)
 }
 
-/// The depthwise output stage's per-channel constants for [`dw_run`] (and the AVX-512 tiers'
-/// `dw_run`), padded to whole blocks of 16 channels: [`requant_plain`]'s steps with the zero-point term folded into the bias and the
-/// shift masks precomputed, since `dw_run` finishes every pixel with them.
+/// What the depthwise pair kernels ([`dw_run`] and the AVX-512 tiers' `dw_run`) add to a
+/// plain epilogue: the input zero point is folded into the bias, so no tap subtracts it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct DwConsts {
     /// `Z_in` as the activations are widened (`x` for uint8, the signed code for int8), which
     /// is also what a padded tap reads: its `(x - Z_in) w` is then 0, as the reference skips it.
     pub(crate) zin: i16,
-    /// `bias - Z_in Σ_t w_t`, wrapping: `Σ_t (x_t - Z_in) w_t == Σ_t x_t w_t - Z_in Σ_t w_t`
-    /// modulo 2^32, so the taps need no per-tap subtraction.
+    /// `bias - Z_in Σ_t w_t`, wrapping, padded to whole blocks of 16 channels:
+    /// `Σ_t (x_t - Z_in) w_t == Σ_t x_t w_t - Z_in Σ_t w_t` modulo 2^32, so the taps need no
+    /// per-tap subtraction. It takes the place of the epilogue's `colconst`.
     pub(crate) bias: Vec<i32>,
-    pub(crate) m0: Vec<i32>,
-    /// `m0` of the odd lanes moved to the even ones, where `vpmuldq` reads them.
-    pub(crate) m0_odd: Vec<i32>,
-    pub(crate) lshift: Vec<i32>,
-    pub(crate) rshift: Vec<i32>,
-    /// `2^rshift - 1` and half of it (RoundingDivideByPOT's mask and threshold).
-    pub(crate) mask: Vec<i32>,
-    pub(crate) half: Vec<i32>,
-    pub(crate) lo: i32,
-    pub(crate) hi: i32,
-    pub(crate) zout: i32,
 }
 
 impl DwConsts {
@@ -655,51 +652,8 @@ impl DwConsts {
             let sum = (0..ntaps).fold(0i32, |s, t| s.wrapping_add(taps[t * oc + c]));
             bias[c] = bias[c].wrapping_sub(zin.wrapping_mul(sum));
         }
-        let m0 = epi.m0[..np].to_vec();
-        let m0_odd = epi.m0_odd[..np].to_vec();
-        let rshift = epi.rshift[..np].to_vec();
-        Some(DwConsts {
-            zin: zin16,
-            bias,
-            m0,
-            m0_odd,
-            lshift: epi.lshift[..np].to_vec(),
-            half: epi.rhalf[..np].to_vec(),
-            mask: epi.rmask[..np].to_vec(),
-            rshift,
-            lo: epi.lo,
-            hi: epi.hi,
-            zout: epi.zout,
-        })
+        Some(DwConsts { zin: zin16, bias })
     }
-}
-
-/// [`requant_plain`] with [`DwConsts`]: the same steps on the same values (the folded bias makes
-/// the same sum), with the masks loaded instead of derived per pixel.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn dw_requant(acc: __m256i, k: &DwConsts, n: usize) -> __m256i {
-    let ld = |v: &Vec<i32>| _mm256_loadu_si256(v.as_ptr().add(n) as *const __m256i);
-    let mut x = _mm256_add_epi32(acc, ld(&k.bias));
-    x = _mm256_sllv_epi32(x, ld(&k.lshift));
-    let nudge = _mm256_set1_epi64x(1 << 30);
-    let even = _mm256_add_epi64(_mm256_mul_epi32(x, ld(&k.m0)), nudge);
-    let odd = _mm256_add_epi64(
-        _mm256_mul_epi32(_mm256_srli_epi64::<32>(x), ld(&k.m0_odd)),
-        nudge,
-    );
-    x = _mm256_blend_epi32::<0b1010_1010>(
-        _mm256_srli_epi64::<31>(even),
-        _mm256_slli_epi64::<1>(odd),
-    );
-    let rem = _mm256_and_si256(x, ld(&k.mask));
-    let neg = _mm256_cmpgt_epi32(_mm256_setzero_si256(), x);
-    let threshold = _mm256_sub_epi32(ld(&k.half), neg);
-    let round = _mm256_cmpgt_epi32(rem, threshold);
-    x = _mm256_sub_epi32(_mm256_srav_epi32(x, ld(&k.rshift)), round);
-    x = _mm256_max_epi32(x, _mm256_set1_epi32(k.lo));
-    x = _mm256_min_epi32(x, _mm256_set1_epi32(k.hi));
-    _mm256_add_epi32(x, _mm256_set1_epi32(k.zout))
 }
 
 /// A run of `npix` output pixels of a depthwise convolution with depth multiplier 1, pixel `i`'s
@@ -717,7 +671,7 @@ unsafe fn dw_requant(acc: __m256i, k: &DwConsts, n: usize) -> __m256i {
 /// AVX2 is available; `offsets` holds `ntaps` entries, each `usize::MAX` (padded for the whole
 /// run) or such that every `offsets[t] + i * step` (`i < npix`) starts a pixel of `oc` codes
 /// inside `input`; `pairs` is [`dw_pairs`] of the plan (`ntaps`, `oc`); `k` is [`DwConsts`] of
-/// the plan; `out.len() == npix * oc`.
+/// the plan and `epi` its vector-ready epilogue; `out.len() == npix * oc`.
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn dw_run<T: crate::gemm::Code8>(
@@ -729,13 +683,14 @@ pub(crate) unsafe fn dw_run<T: crate::gemm::Code8>(
     oc: usize,
     pairs: &[i16],
     k: &DwConsts,
+    epi: &Epilogue,
     out: &mut [u8],
 ) {
     debug_assert!(offsets.len() >= ntaps && out.len() == npix * oc);
     if ntaps == 9 {
-        dw_run_n::<T, 9>(input, offsets, step, npix, 9, oc, pairs, k, out)
+        dw_run_n::<T, 9>(input, offsets, step, npix, 9, oc, pairs, k, epi, out)
     } else {
-        dw_run_n::<T, 0>(input, offsets, step, npix, ntaps, oc, pairs, k, out)
+        dw_run_n::<T, 0>(input, offsets, step, npix, ntaps, oc, pairs, k, epi, out)
     }
 }
 
@@ -752,6 +707,7 @@ unsafe fn dw_run_n<T: crate::gemm::Code8, const N: usize>(
     oc: usize,
     pairs: &[i16],
     k: &DwConsts,
+    epi: &Epilogue,
     out: &mut [u8],
 ) {
     let ntaps = if N > 0 { N } else { ntaps };
@@ -812,8 +768,13 @@ unsafe fn dw_run_n<T: crate::gemm::Code8, const N: usize>(
                     ),
                 );
             }
-            let first = dw_requant(_mm256_permute2x128_si256::<0x20>(lo, hi), k, c0);
-            let second = dw_requant(_mm256_permute2x128_si256::<0x31>(lo, hi), k, c0 + 8);
+            // The folded bias in place of `colconst`, then the epilogue's own steps.
+            let finish = |v: __m256i, c: usize| {
+                let bias = _mm256_loadu_si256(k.bias.as_ptr().add(c) as *const __m256i);
+                scale_clamp(_mm256_add_epi32(v, bias), epi, c)
+            };
+            let first = finish(_mm256_permute2x128_si256::<0x20>(lo, hi), c0);
+            let second = finish(_mm256_permute2x128_si256::<0x31>(lo, hi), c0 + 8);
             let o = dst.add(i * oc + c0);
             if full {
                 store16(first, second, o);

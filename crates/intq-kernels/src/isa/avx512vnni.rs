@@ -134,11 +134,7 @@ unsafe fn finish_tile(
                 }
                 let q = requant(v, rs, epi, n0 + 16 * h);
                 let count = (cols - 16 * h).min(16);
-                let mask: __mmask16 = if count == 16 {
-                    0xffff
-                } else {
-                    (1u16 << count) - 1
-                };
+                let mask = prefix_mask(count) as __mmask16;
                 _mm512_mask_cvtepi32_storeu_epi8(out.add(i * ldc + 16 * h) as *mut _, mask, q);
             }
         }
@@ -163,6 +159,14 @@ pub(crate) unsafe fn requant(acc: __m512i, rowsum: __m512i, epi: &Epilogue, n: u
         // Symmetric weights (every `zw` 0) skip the two-uop, ten-cycle `vpmulld`.
         x = _mm512_sub_epi32(x, _mm512_mullo_epi32(ld(&epi.zw), rowsum));
     }
+    scale_clamp(x, epi, n)
+}
+
+/// The output stage past its additive terms, on 16 columns from `n`: AVX2's `scale_clamp`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn scale_clamp(mut x: __m512i, epi: &Epilogue, n: usize) -> __m512i {
+    let ld = |v: &Vec<i32>| _mm512_loadu_si512(v.as_ptr().add(n) as *const __m512i);
     if !epi.lshift_zero {
         x = _mm512_sllv_epi32(x, ld(&epi.lshift));
     }
@@ -207,11 +211,7 @@ pub(crate) unsafe fn finish_row(epi: &Epilogue, acc: &[i32], out: &mut [u8]) {
     let zero = _mm512_setzero_si512();
     for n in (0..acc.len()).step_by(16) {
         let count = (acc.len() - n).min(16);
-        let mask: __mmask16 = if count == 16 {
-            0xffff
-        } else {
-            (1u16 << count) - 1
-        };
+        let mask = prefix_mask(count) as __mmask16;
         let v = _mm512_maskz_loadu_epi32(mask, acc.as_ptr().add(n));
         let q = requant(v, zero, epi, n);
         _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().add(n) as *mut _, mask, q);
@@ -247,7 +247,6 @@ pub(crate) unsafe fn pack_a_seg<T: crate::gemm::Code8>(
         *d.add(at(k0 + j)) = v;
     }
     let flip = _mm512_set1_epi8(if T::A_OFFSET != 0 { -128 } else { 0 });
-    let zero = _mm512_setzero_si512();
     // Group g of this run lands MR * KG = 32 bytes after group g - 1.
     let offsets = _mm512_mullo_epi32(
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
@@ -261,12 +260,7 @@ pub(crate) unsafe fn pack_a_seg<T: crate::gemm::Code8>(
         if n == 0 {
             break;
         }
-        let mask: __mmask64 = if n == 64 { !0 } else { (1u64 << n) - 1 };
-        let v = _mm512_maskz_mov_epi8(
-            mask,
-            _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, s.add(j) as *const i8), flip),
-        );
-        sums = _mm512_add_epi64(sums, _mm512_sad_epu8(v, zero));
+        let v = canon_load(s.add(j), prefix_mask(n), flip, &mut sums);
         let groups: __mmask16 = if n == 64 {
             0xffff
         } else {
@@ -365,7 +359,6 @@ unsafe fn canon_row<T: crate::gemm::Code8>(
 ) {
     assert!(dst.len() == codes.len() && sums.len() * c == codes.len());
     let flip = _mm512_set1_epi8(if T::A_OFFSET != 0 { -128 } else { 0 });
-    let zero = _mm512_setzero_si512();
     let s = codes.as_ptr() as *const u8;
     let d = dst.as_mut_ptr();
     for (px, sum) in sums.iter_mut().enumerate() {
@@ -374,17 +367,45 @@ unsafe fn canon_row<T: crate::gemm::Code8>(
         let mut j = px * c;
         while j < end {
             let n = (end - j).min(64);
-            let mask: __mmask64 = if n == 64 { !0 } else { (1u64 << n) - 1 };
-            let v = _mm512_maskz_mov_epi8(
-                mask,
-                _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, s.add(j) as *const i8), flip),
-            );
-            acc = _mm512_add_epi64(acc, _mm512_sad_epu8(v, zero));
+            let mask = prefix_mask(n);
+            let v = canon_load(s.add(j), mask, flip, &mut acc);
             _mm512_mask_storeu_epi8(d.add(j) as *mut i8, mask, v);
             j += n;
         }
         *sum = _mm512_reduce_add_epi64(acc) as i32;
     }
+}
+
+/// The first `n` (at most 64) lanes.
+#[inline]
+pub(crate) fn prefix_mask(n: usize) -> __mmask64 {
+    if n >= 64 {
+        !0
+    } else {
+        (1u64 << n) - 1
+    }
+}
+
+/// The codes at `src` under `mask` as canonical u8 (`^ flip`: 0x80 for int8, 0 for uint8), the
+/// other lanes 0, with their sum added to `sums` (8 qword partial sums, `vpsadbw`): how every
+/// AVX-512 packing and image row reads activations.
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW; the bytes under `mask` are readable.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(crate) unsafe fn canon_load(
+    src: *const u8,
+    mask: __mmask64,
+    flip: __m512i,
+    sums: &mut __m512i,
+) -> __m512i {
+    let v = _mm512_maskz_mov_epi8(
+        mask,
+        _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, src as *const i8), flip),
+    );
+    *sums = _mm512_add_epi64(*sums, _mm512_sad_epu8(v, _mm512_setzero_si512()));
+    v
 }
 
 /// One per-tensor quantized multiplier as broadcast vectors, with RoundingDivideByPOT's mask
@@ -520,38 +541,6 @@ pub(crate) fn dw_pairs(pairs16: &[i16], ntaps: usize, oc: usize) -> Vec<i16> {
     out
 }
 
-/// [`DwConsts`]'s output stage on 16 channels from `n`: [`requant`]'s steps with the zero-point
-/// term folded into the bias and the rounding masks loaded instead of derived per pixel.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn dw_requant(acc: __m512i, k: &DwConsts, n: usize) -> __m512i {
-    let ld = |v: &Vec<i32>| _mm512_loadu_si512(v.as_ptr().add(n) as *const __m512i);
-    let mut x = _mm512_add_epi32(acc, ld(&k.bias));
-    x = _mm512_sllv_epi32(x, ld(&k.lshift));
-    let nudge = _mm512_set1_epi64(1 << 30);
-    let even = _mm512_add_epi64(_mm512_mul_epi32(x, ld(&k.m0)), nudge);
-    let odd = _mm512_add_epi64(
-        _mm512_mul_epi32(_mm512_srli_epi64::<32>(x), ld(&k.m0_odd)),
-        nudge,
-    );
-    x = _mm512_mask_blend_epi32(
-        0xAAAA,
-        _mm512_srli_epi64::<31>(even),
-        _mm512_slli_epi64::<1>(odd),
-    );
-    let one = _mm512_set1_epi32(1);
-    let rem = _mm512_and_si512(x, ld(&k.mask));
-    let neg = _mm512_cmplt_epi32_mask(x, _mm512_setzero_si512());
-    let half = ld(&k.half);
-    let threshold = _mm512_mask_add_epi32(half, neg, half, one);
-    let round = _mm512_cmpgt_epi32_mask(rem, threshold);
-    let q = _mm512_srav_epi32(x, ld(&k.rshift));
-    x = _mm512_mask_add_epi32(q, round, q, one);
-    x = _mm512_max_epi32(x, _mm512_set1_epi32(k.lo));
-    x = _mm512_min_epi32(x, _mm512_set1_epi32(k.hi));
-    _mm512_add_epi32(x, _mm512_set1_epi32(k.zout))
-}
-
 /// A run of `npix` output pixels of a depthwise convolution with depth multiplier 1: AVX2's
 /// [`crate::isa::avx2::dw_run`] (same contract, same exactness argument: codes widened as they
 /// are, `Z_in` folded into [`DwConsts::bias`], a padded tap reading `Z_in`) on 512-bit vectors,
@@ -561,7 +550,7 @@ unsafe fn dw_requant(acc: __m512i, k: &DwConsts, n: usize) -> __m512i {
 /// AVX-512 F/BW are available; `offsets` holds `ntaps` entries, each `usize::MAX` (padded for
 /// the whole run) or such that every `offsets[t] + i * step` (`i < npix`) starts a pixel of `oc`
 /// codes inside `input`; `pairs` is [`dw_pairs`] of the plan (`ntaps`, `oc`); `k` is
-/// [`DwConsts`] of the plan; `out.len() == npix * oc`.
+/// [`DwConsts`] of the plan and `epi` its vector-ready epilogue; `out.len() == npix * oc`.
 #[target_feature(enable = "avx512f,avx512bw")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn dw_run<T: crate::gemm::Code8>(
@@ -573,13 +562,14 @@ pub(crate) unsafe fn dw_run<T: crate::gemm::Code8>(
     oc: usize,
     pairs: &[i16],
     k: &DwConsts,
+    epi: &Epilogue,
     out: &mut [u8],
 ) {
     debug_assert!(offsets.len() >= ntaps && out.len() == npix * oc);
     if ntaps == 9 {
-        dw_run_n::<T, 9>(input, offsets, step, npix, 9, oc, pairs, k, out)
+        dw_run_n::<T, 9>(input, offsets, step, npix, 9, oc, pairs, k, epi, out)
     } else {
-        dw_run_n::<T, 0>(input, offsets, step, npix, ntaps, oc, pairs, k, out)
+        dw_run_n::<T, 0>(input, offsets, step, npix, ntaps, oc, pairs, k, epi, out)
     }
 }
 
@@ -596,6 +586,7 @@ unsafe fn dw_run_n<T: crate::gemm::Code8, const N: usize>(
     oc: usize,
     pairs: &[i16],
     k: &DwConsts,
+    epi: &Epilogue,
     out: &mut [u8],
 ) {
     let ntaps = if N > 0 { N } else { ntaps };
@@ -620,7 +611,7 @@ unsafe fn dw_run_n<T: crate::gemm::Code8, const N: usize>(
         let full = width == 32;
         // The last, partial block loads only its own channels (a masked load does not touch
         // the bytes it skips); lanes past `oc` are never stored.
-        let load_mask: __mmask64 = (1u64 << width) - 1;
+        let load_mask = prefix_mask(width);
         for i in 0..npix {
             let base = i * step + c0;
             let tap = |t: usize| -> __m512i {
@@ -663,13 +654,12 @@ unsafe fn dw_run_n<T: crate::gemm::Code8, const N: usize>(
                 if c >= oc {
                     break;
                 }
-                let q = dw_requant(_mm512_permutex2var_epi64(lo, idx, hi), k, c);
+                // The folded bias in place of `colconst`, then the epilogue's own steps.
+                let bias = _mm512_loadu_si512(k.bias.as_ptr().add(c) as *const __m512i);
+                let v = _mm512_permutex2var_epi64(lo, idx, hi);
+                let q = scale_clamp(_mm512_add_epi32(v, bias), epi, c);
                 let count = (oc - c).min(16);
-                let mask: __mmask16 = if count == 16 {
-                    0xffff
-                } else {
-                    (1u16 << count) - 1
-                };
+                let mask = prefix_mask(count) as __mmask16;
                 _mm512_mask_cvtepi32_storeu_epi8(dst.add(i * oc + c) as *mut _, mask, q);
             }
         }
