@@ -225,55 +225,15 @@ impl Conv2dPlan {
         let zp = T::from_bits(self.input_zero_point as u8);
         // Padded taps are runs of the zero point, handed from here.
         let zps = vec![zp; kw * in_c];
-        // Rows are pixels in (b, oy, ox) order; two 32-bit divisions find one (64-bit `div`
-        // was a tenth of ResNet-20's im2col at 16 channels), 64-bit ones past u32 sizes.
-        let small = m <= u32::MAX as usize;
-        let row = |r: usize, emit: &mut dyn FnMut(&[T])| {
-            let (b, oy, ox) = if small {
-                let (r32, w32, h32) = (r as u32, out_w as u32, out_h as u32);
-                let q = r32 / w32;
-                let b = q / h32;
-                (b as usize, (q - b * h32) as usize, (r32 - q * w32) as usize)
-            } else {
-                (r / (out_h * out_w), (r / out_w) % out_h, r % out_w)
-            };
-            for fy in 0..kh {
-                let iy = (oy * p.stride_h + fy * p.dilation_h).checked_sub(p.padding.top);
-                let Some(iy) = iy.filter(|&iy| iy < in_h) else {
-                    emit(&zps);
-                    continue;
-                };
-                if p.dilation_w == 1 {
-                    // Undilated taps of one filter row are adjacent pixels, contiguous in NHWC:
-                    // one run for the in-bounds part (a copy per tap was a third of ResNet-20's
-                    // time at 16 channels), the zero point either side of it.
-                    let x0 = (ox * p.stride_w) as isize - p.padding.left as isize;
-                    let lo = (-x0).clamp(0, kw as isize) as usize;
-                    let hi = (in_w as isize - x0).clamp(lo as isize, kw as isize) as usize;
-                    if lo > 0 {
-                        emit(&zps[..lo * in_c]);
-                    }
-                    if hi > lo {
-                        let s = ((b * in_h + iy) * in_w + (x0 + lo as isize) as usize) * in_c;
-                        emit(&input[s..s + (hi - lo) * in_c]);
-                    }
-                    if hi < kw {
-                        emit(&zps[hi * in_c..]);
-                    }
-                    continue;
-                }
-                for fx in 0..kw {
-                    let ix = (ox * p.stride_w + fx * p.dilation_w).checked_sub(p.padding.left);
-                    match ix {
-                        Some(ix) if ix < in_w => {
-                            let s = ((b * in_h + iy) * in_w + ix) * in_c;
-                            emit(&input[s..s + in_c]);
-                        }
-                        _ => emit(&zps[..in_c]),
-                    }
-                }
-            }
+        let im2col = Im2col {
+            input,
+            zps: &zps,
+            params: p,
+            in_hwc: [in_h, in_w, in_c],
+            window: [kh, kw],
+            out_hw: [out_h, out_w],
         };
+        let row = |r: usize, emit: &mut dyn FnMut(&[T])| im2col.runs(r, emit);
         if in_c % 8 == 0 {
             self.gemm.run_rows(m, output, threads, &row);
             return;
@@ -288,7 +248,8 @@ impl Conv2dPlan {
                 let mut buf = cell.borrow_mut();
                 buf.resize(k, 0);
                 let mut at = 0;
-                row(r, &mut |seg: &[T]| {
+                // The runs' sink is a closure of its own type here, so it inlines into `runs`.
+                im2col.runs(r, &mut |seg: &[T]| {
                     // SAFETY: T is one byte.
                     let bytes =
                         unsafe { std::slice::from_raw_parts(seg.as_ptr() as *const u8, seg.len()) };
@@ -301,6 +262,75 @@ impl Conv2dPlan {
             })
         };
         self.gemm.run_rows(m, output, threads, &gathered);
+    }
+}
+
+/// The im2col rows of a convolution, read from an NHWC input.
+struct Im2col<'a, T> {
+    input: &'a [T],
+    /// `kw * in_c` copies of the input zero point: what padded taps read.
+    zps: &'a [T],
+    params: ConvParams,
+    in_hwc: [usize; 3],
+    window: [usize; 2],
+    out_hw: [usize; 2],
+}
+
+impl<T: Code8> Im2col<'_, T> {
+    /// Hands row `r` (output pixel `r` in (b, oy, ox) order) to `emit` as consecutive runs of
+    /// codes, filter row by filter row.
+    #[inline(always)]
+    fn runs<F: FnMut(&[T]) + ?Sized>(&self, r: usize, emit: &mut F) {
+        let (input, zps, p) = (self.input, self.zps, &self.params);
+        let [in_h, in_w, in_c] = self.in_hwc;
+        let [kh, kw] = self.window;
+        let [out_h, out_w] = self.out_hw;
+        // Two 32-bit divisions find the pixel (64-bit `div` was a tenth of ResNet-20's im2col
+        // at 16 channels), 64-bit ones past u32 sizes.
+        let (b, oy, ox) = if r <= u32::MAX as usize && out_h * out_w <= u32::MAX as usize {
+            let (r32, w32, h32) = (r as u32, out_w as u32, out_h as u32);
+            let q = r32 / w32;
+            let b = q / h32;
+            (b as usize, (q - b * h32) as usize, (r32 - q * w32) as usize)
+        } else {
+            (r / (out_h * out_w), (r / out_w) % out_h, r % out_w)
+        };
+        for fy in 0..kh {
+            let iy = (oy * p.stride_h + fy * p.dilation_h).checked_sub(p.padding.top);
+            let Some(iy) = iy.filter(|&iy| iy < in_h) else {
+                emit(zps);
+                continue;
+            };
+            if p.dilation_w == 1 {
+                // Undilated taps of one filter row are adjacent pixels, contiguous in NHWC:
+                // one run for the in-bounds part (a copy per tap was a third of ResNet-20's
+                // time at 16 channels), the zero point either side of it.
+                let x0 = (ox * p.stride_w) as isize - p.padding.left as isize;
+                let lo = (-x0).clamp(0, kw as isize) as usize;
+                let hi = (in_w as isize - x0).clamp(lo as isize, kw as isize) as usize;
+                if lo > 0 {
+                    emit(&zps[..lo * in_c]);
+                }
+                if hi > lo {
+                    let s = ((b * in_h + iy) * in_w + (x0 + lo as isize) as usize) * in_c;
+                    emit(&input[s..s + (hi - lo) * in_c]);
+                }
+                if hi < kw {
+                    emit(&zps[hi * in_c..]);
+                }
+                continue;
+            }
+            for fx in 0..kw {
+                let ix = (ox * p.stride_w + fx * p.dilation_w).checked_sub(p.padding.left);
+                match ix {
+                    Some(ix) if ix < in_w => {
+                        let s = ((b * in_h + iy) * in_w + ix) * in_c;
+                        emit(&input[s..s + in_c]);
+                    }
+                    _ => emit(&zps[..in_c]),
+                }
+            }
+        }
     }
 }
 
