@@ -542,14 +542,17 @@ impl Conv2dPlan {
                 for (base, rs) in bases.iter_mut().zip(rowsum.iter_mut()).take(rows) {
                     let (y0, x0) = (oy * p.stride_h, ox * p.stride_w);
                     *base = ((bi * hp + y0) * wp + x0) * in_c;
-                    let mut sum = 0i32;
-                    for fy in 0..kh {
-                        let at = (bi * hp + y0 + fy * p.dilation_h) * wp + x0;
-                        sum = sums[at..at + kw]
-                            .iter()
-                            .fold(sum, |s, &v| s.wrapping_add(v));
+                    // Symmetric weights (every zw 0) never read the row sum.
+                    if !epi.zw_zero {
+                        let mut sum = 0i32;
+                        for fy in 0..kh {
+                            let at = (bi * hp + y0 + fy * p.dilation_h) * wp + x0;
+                            sum = sums[at..at + kw]
+                                .iter()
+                                .fold(sum, |s, &v| s.wrapping_add(v));
+                        }
+                        *rs = sum;
                     }
-                    *rs = sum;
                     ox += 1;
                     if ox == out_w {
                         ox = 0;

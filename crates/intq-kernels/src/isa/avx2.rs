@@ -393,6 +393,10 @@ unsafe fn pack_a_seg<T: crate::gemm::Code8>(
 #[target_feature(enable = "avx2")]
 unsafe fn requant(acc: __m256i, rowsum: __m256i, epi: &Epilogue, n: usize) -> __m256i {
     let ld = |v: &Vec<i32>| _mm256_loadu_si256(v.as_ptr().add(n) as *const __m256i);
+    if epi.zw_zero {
+        // Symmetric weights skip the two-uop, ten-cycle `vpmulld`.
+        return requant_plain(acc, epi, n);
+    }
     let x = _mm256_sub_epi32(acc, _mm256_mullo_epi32(ld(&epi.zw), rowsum));
     requant_plain(x, epi, n)
 }
