@@ -10,6 +10,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 use intq_quant::{QScheme, QuantParams};
 
 pub use crate::ckpt_file::RangeMode;
+use crate::conv::conv2d_train;
 use crate::fake_quant::{
     bias_code, bias_on_grid, f64_tensor, fake_quant, fake_quant_exact, fake_quant_weights,
     host_vec, weight_code, WeightQuant,
@@ -305,14 +306,14 @@ impl ConvBn {
         let c = self.out_channels();
         let mut wquant = None;
         let y = match (ctx.quant, self.bn) {
-            (None, false) => conv2d(
+            (None, false) => conv2d_train(
                 x,
                 self.weight.val(),
                 self.bias.as_ref().map(|b| b.val()),
                 self.options(),
             ),
             (None, true) => {
-                let y = conv2d(x, self.weight.val(), None, self.options());
+                let y = conv2d_train(x, self.weight.val(), None, self.options());
                 if ctx.training {
                     let count = per_channel(&y);
                     let r = batch_norm_train(
@@ -333,13 +334,13 @@ impl ConvBn {
                     fake_quant_weights(self.weight.val(), q.weight_scheme, q.per_channel)?;
                 let b = self.bias.as_ref().map(|b| snap_bias(b.val(), in_q, &wqp));
                 wquant = Some(wqp);
-                conv2d(x, wq, b, self.options())
+                conv2d_train(x, wq, b, self.options())
             }
             (Some(q), true) => {
                 let (sf, b_fold) = self.fold(&device);
                 let w_fold = self.weight.val() * sf.clone().reshape([c, 1, 1, 1]);
                 let (wq, wqp) = fake_quant_weights(w_fold, q.weight_scheme, q.per_channel)?;
-                let y = conv2d(x, wq, None, self.options());
+                let y = conv2d_train(x, wq, None, self.options());
                 let y = if ctx.training && !q.freeze_bn {
                     // conv(x, fq(w * sf)) / sf is the unfolded conv output; normalizing it with
                     // batch statistics gives SPEC §3's `y * sigma_mv / sigma_B + beta -

@@ -27,6 +27,7 @@
 pub mod calibrate;
 pub mod checkpoint;
 pub mod ckpt_file;
+pub mod conv;
 pub mod export;
 pub mod fake_quant;
 pub mod layers;
