@@ -301,6 +301,11 @@ fn train_with_curve(
     let mut warned = false;
     let mut draw = || {
         let Some(m) = &metrics else { return };
+        // A run stopped before its first log line (`--max-steps` inside an epoch with
+        // `--log-every 0`) has nothing to draw yet; that is not worth a warning.
+        if std::fs::metadata(m).map_or(true, |md| md.len() == 0) {
+            return;
+        }
         if let Err(e) = intq_cli::curve::write_curve(std::slice::from_ref(m), Some(title), &png) {
             if !warned {
                 eprintln!("warning: training curve {} not drawn: {e:#}", png.display());

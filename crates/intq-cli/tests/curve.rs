@@ -343,4 +343,26 @@ fn train_writes_step_losses_and_the_curve() {
     assert!(!img.plot_pixels(LOSS_COLOR).is_empty());
     assert!(!img.plot_pixels(curve::STEP_LOSS_COLOR).is_empty());
     assert!(!d.join(".t.ckpt.curve.png.tmp").exists());
+
+    // Stopped inside the first epoch with step losses off, the log is still empty: no curve,
+    // and no warning about it.
+    let early = d.join("e.ckpt");
+    let o = intq(&[
+        "train",
+        "--data-dir",
+        d.join("data").to_str().unwrap(),
+        "--batch-size",
+        "32",
+        "--log-every",
+        "0",
+        "--max-steps",
+        "1",
+        "--quiet",
+        "--out",
+        early.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("not drawn"), "{err}");
+    assert!(!d.join("e.ckpt.curve.png").exists());
 }
