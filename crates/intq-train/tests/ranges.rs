@@ -19,7 +19,8 @@ use intq_train::sgd::{self, SgdStep, Velocity};
 use intq_train::trainer::{train, ImageSet, Start, TrainConfig};
 use intq_train::{train_device, Arch, Net};
 
-/// Tests that train run one at a time (see tests/train.rs).
+/// Tests that seed burn's random generator (one per process) or train run one at a time, so
+/// each sees the same draws whatever else runs beside it.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
@@ -103,6 +104,7 @@ fn expected_grad(
 /// and the range's gradient is the mode's.
 #[test]
 fn learned_forward_is_the_stored_params_and_the_gradient_is_the_modes() {
+    let _s = serial();
     let d = ad();
     d.seed(5);
     for mode in [RangeMode::MinMax, RangeMode::Lsq] {
@@ -211,6 +213,7 @@ fn learned_forward_is_the_stored_params_and_the_gradient_is_the_modes() {
 /// are clipped, both gradients widen it, and the error falls.
 #[test]
 fn learned_ranges_descend_on_the_quantization_error() {
+    let _s = serial();
     let d = ad();
     d.seed(8);
     for (mode, lr) in [(RangeMode::MinMax, 0.1f64), (RangeMode::Lsq, 1e-3)] {
@@ -269,6 +272,7 @@ fn a_broken_learned_step_is_an_error() {
 /// zero gradient still decay).
 #[test]
 fn learned_ranges_get_no_weight_decay() {
+    let _s = serial();
     let d = ad();
     d.seed(1);
     let mut net = Net::new(Arch::SmallCnn, opts(RangeMode::MinMax), &d);
