@@ -4,11 +4,12 @@
 //! conversion exactly the folded weights, weight params, bias and activation params it used.
 
 use burn::module::{Module, Param, RunningState};
-use burn::tensor::module::{avg_pool2d, batch_norm_train, conv2d, max_pool2d};
+use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Distribution, Tensor};
 use intq_quant::{QScheme, QuantParams};
 
+use crate::bn::bn_act_train;
 pub use crate::ckpt_file::RangeMode;
 use crate::conv::conv2d_train;
 use crate::fake_quant::{
@@ -305,6 +306,8 @@ impl ConvBn {
         let device = x.device();
         let c = self.out_channels();
         let mut wquant = None;
+        // Training batch norm applies the activation itself (one fused op).
+        let mut activated = false;
         let y = match (ctx.quant, self.bn) {
             (None, false) => conv2d_train(
                 x,
@@ -316,13 +319,16 @@ impl ConvBn {
                 let y = conv2d_train(x, self.weight.val(), None, self.options());
                 if ctx.training {
                     let count = per_channel(&y);
-                    let r = batch_norm_train(
+                    let r = bn_act_train(
                         y,
+                        None,
                         self.gamma.as_ref().expect("bn").val(),
                         self.beta.as_ref().expect("bn").val(),
                         self.eps,
+                        self.act,
                     );
                     self.update_running(r.mean, r.variance, count, ctx);
+                    activated = true;
                     r.output
                 } else {
                     let (sf, b) = self.fold(&device);
@@ -345,15 +351,17 @@ impl ConvBn {
                     // conv(x, fq(w * sf)) / sf is the unfolded conv output; normalizing it with
                     // batch statistics gives SPEC §3's `y * sigma_mv / sigma_B + beta -
                     // gamma mu_B / sigma_B` with a single convolution.
-                    let y0 = y / sf.reshape([1, c, 1, 1]);
-                    let count = per_channel(&y0);
-                    let r = batch_norm_train(
-                        y0,
+                    let count = per_channel(&y);
+                    let r = bn_act_train(
+                        y,
+                        Some(sf),
                         self.gamma.as_ref().expect("bn").val(),
                         self.beta.as_ref().expect("bn").val(),
                         self.eps,
+                        self.act,
                     );
                     self.update_running(r.mean, r.variance, count, ctx);
+                    activated = true;
                     r.output
                 } else {
                     y + snap_bias(b_fold, in_q, &wqp).reshape([1, c, 1, 1])
@@ -362,7 +370,7 @@ impl ConvBn {
                 y
             }
         };
-        let y = activate(y, self.act);
+        let y = if activated { y } else { activate(y, self.act) };
         let s_in = in_q.map(|p| p.scale);
         let (x, q) = self.out_obs.apply_requant(y, ctx, s_in, wquant.as_ref())?;
         Ok(Act { x, q })

@@ -24,6 +24,7 @@
 //! from `intq_quant::QScheme::choose_params` (TF's nudging) on host-side ranges, so conversion
 //! stores exactly the numbers training used. See [`fake_quant`].
 
+pub mod bn;
 pub mod calibrate;
 pub mod checkpoint;
 pub mod ckpt_file;

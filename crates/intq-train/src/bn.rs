@@ -1,0 +1,376 @@
+//! Training-mode batch norm fused with the QAT fold's rescale and the clamp activation, as one
+//! autodiff op over NCHW buffers.
+//!
+//! Why: burn 0.22.1's `batch_norm_train` reduces each channel through `swap_dims(0, 1)` +
+//! `reshape`, which flex materializes as a transposed copy (`copy_2d_tiled`), twice forward and
+//! twice backward; the rescale `y / sf` and the ReLU/ReLU6 clamp add a broadcast reduction and a
+//! mask pass each. Here the statistics are per-(image, channel) partial sums over contiguous
+//! planes, combined in a fixed order (so the result does not depend on the thread count), and
+//! the backward is the closed form of SPEC §3's normalization. Only the input `y` is kept for
+//! the backward (shared, not copied); `y / sf` and `x_hat` are recomputed there.
+//!
+//! With `z = gamma * x_hat + beta`, `x_hat = (y0 - mean) * inv`, `y0 = y / div`,
+//! `inv = 1 / sqrt(var + eps)` over the `m = N * H * W` values of a channel:
+//! `dz = dout * [act passes z]`, `dbeta = sum dz`, `dgamma = sum dz * x_hat`,
+//! `dy0 = gamma * inv / m * (m * dz - dbeta - x_hat * dgamma)`, `dy = dy0 / div`, and
+//! `ddiv = -sum(dy0 * y0) / div = -gamma * dgamma * eps * inv^2 / div` (the batch statistics
+//! make the output invariant to the scale of `y0` but for `eps`).
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::module::batch_norm_train;
+use burn::tensor::{Shape, Tensor, TensorData};
+use rayon::prelude::*;
+
+use crate::layers::{ACT_RELU, ACT_RELU6};
+
+type Ad = Autodiff<Flex>;
+
+/// Output and the batch statistics of `y / div` (mean, biased variance; untracked).
+pub struct BnActTrain {
+    pub output: Tensor<4>,
+    pub mean: Tensor<1>,
+    pub variance: Tensor<1>,
+}
+
+/// `act(batch_norm_train(y / div, gamma, beta, eps))` with `div` broadcast over channels
+/// (`None`: 1), for tracked `Autodiff<Flex>` f32 tensors; anything else runs the same maths
+/// as burn ops.
+pub fn bn_act_train(
+    y: Tensor<4>,
+    div: Option<Tensor<1>>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    eps: f64,
+    act: u8,
+) -> BnActTrain {
+    match fused(&y, div.as_ref(), &gamma, &beta, eps, act) {
+        Some(r) => r,
+        None => composed(y, div, gamma, beta, eps, act),
+    }
+}
+
+/// The same function as burn ops (the reference the fused op is tested against).
+pub fn composed(
+    y: Tensor<4>,
+    div: Option<Tensor<1>>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    eps: f64,
+    act: u8,
+) -> BnActTrain {
+    let c = y.dims()[1];
+    let y0 = match div {
+        Some(d) => y / d.reshape([1, c, 1, 1]),
+        None => y,
+    };
+    let r = batch_norm_train(y0, gamma, beta, eps);
+    let output = match act {
+        ACT_RELU => r.output.clamp_min(0.0),
+        ACT_RELU6 => r.output.clamp(0.0, 6.0),
+        _ => r.output,
+    };
+    BnActTrain {
+        output,
+        mean: r.mean,
+        variance: r.variance,
+    }
+}
+
+fn fused(
+    y: &Tensor<4>,
+    div: Option<&Tensor<1>>,
+    gamma: &Tensor<1>,
+    beta: &Tensor<1>,
+    eps: f64,
+    act: u8,
+) -> Option<BnActTrain> {
+    if y.dtype() != burn::tensor::DType::F32 {
+        return None;
+    }
+    let device = y.device();
+    let (yi, yn) = y.clone().try_into_primitive::<Ad>().ok()?.into_parts();
+    let (gi, gn) = gamma.clone().try_into_primitive::<Ad>().ok()?.into_parts();
+    let (bi, bn) = beta.clone().try_into_primitive::<Ad>().ok()?.into_parts();
+    let div = match div {
+        Some(d) => Some(d.clone().try_into_primitive::<Ad>().ok()?.into_parts()),
+        None => None,
+    };
+    let yi = contiguous(&yi);
+    let dims = yi.layout().shape().to_vec();
+    let (n, c) = (dims[0], dims[1]);
+    let plane: usize = dims[2..].iter().product();
+    let vec_of = |t: &FlexTensor| contiguous(t).as_slice::<f32>().map(|s| s.to_vec());
+    let g = vec_of(&gi)?;
+    let b = vec_of(&bi)?;
+    let dv = match &div {
+        Some((di, _)) => vec_of(di)?,
+        None => vec![1.0; c],
+    };
+    let ys = yi.as_slice::<f32>()?;
+    if g.len() != c || b.len() != c || dv.len() != c || ys.len() != n * c * plane || plane == 0 {
+        return None;
+    }
+    let stats = Stats::new(ys, &dv, n, c, plane, eps);
+    let mut out = vec![0f32; ys.len()];
+    out.par_chunks_mut(c * plane)
+        .zip(ys.par_chunks(c * plane))
+        .for_each(|(o, yimg)| {
+            for ch in 0..c {
+                let (m, inv, d) = (stats.mean[ch], stats.inv[ch], dv[ch]);
+                let (gc, bc) = (g[ch], b[ch]);
+                let src = &yimg[ch * plane..(ch + 1) * plane];
+                for (o, &v) in o[ch * plane..(ch + 1) * plane].iter_mut().zip(src) {
+                    *o = activate(gc * ((v / d - m) * inv) + bc, act);
+                }
+            }
+        });
+    let mean = Tensor::<1>::from_data(TensorData::new(stats.mean.clone(), [c]), &device);
+    let variance = Tensor::<1>::from_data(TensorData::new(stats.var.clone(), [c]), &device);
+    let out = FlexTensor::from_data(TensorData::new(out, Shape::from(dims)));
+    let state = BnState {
+        y: yi,
+        gamma: g,
+        beta: b,
+        div: dv,
+        stats,
+        act,
+    };
+    let output = match div {
+        Some((_, dn)) => {
+            match BnBackward::<4>
+                .prepare::<NoCheckpointing>([yn, gn, bn, dn])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish(state, out),
+                OpsKind::UnTracked(prep) => prep.finish(out),
+            }
+        }
+        None => match BnBackward::<3>
+            .prepare::<NoCheckpointing>([yn, gn, bn])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(state, out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        },
+    };
+    Some(BnActTrain {
+        output: Tensor::from_primitive::<Ad>(output),
+        mean,
+        variance,
+    })
+}
+
+#[inline]
+fn activate(z: f32, act: u8) -> f32 {
+    match act {
+        ACT_RELU => z.max(0.0),
+        ACT_RELU6 => z.clamp(0.0, 6.0),
+        _ => z,
+    }
+}
+
+/// Whether the clamp passes the gradient at `z` (burn's clamp: inside the closed range).
+#[inline]
+fn passes(z: f32, act: u8) -> bool {
+    match act {
+        ACT_RELU => z >= 0.0,
+        ACT_RELU6 => (0.0..=6.0).contains(&z),
+        _ => true,
+    }
+}
+
+fn contiguous(t: &FlexTensor) -> FlexTensor {
+    if t.as_slice::<f32>().is_some() {
+        t.clone()
+    } else {
+        t.to_contiguous()
+    }
+}
+
+/// Per-channel batch statistics of `y0 = y / div`.
+#[derive(Debug, Clone)]
+struct Stats {
+    n: usize,
+    c: usize,
+    plane: usize,
+    mean: Vec<f32>,
+    var: Vec<f32>,
+    inv: Vec<f32>,
+    eps: f64,
+}
+
+impl Stats {
+    fn new(y: &[f32], div: &[f32], n: usize, c: usize, plane: usize, eps: f64) -> Self {
+        let m = (n * plane) as f64;
+        let mean: Vec<f32> = per_channel_sums(y, n, c, plane, |ch, v| (v / div[ch]) as f64)
+            .into_iter()
+            .map(|s| (s / m) as f32)
+            .collect();
+        let var: Vec<f32> = per_channel_sums(y, n, c, plane, |ch, v| {
+            let d = (v / div[ch] - mean[ch]) as f64;
+            d * d
+        })
+        .into_iter()
+        .map(|s| (s / m) as f32)
+        .collect();
+        let inv = var
+            .iter()
+            .map(|&v| 1.0 / ((v as f64 + eps) as f32).sqrt())
+            .collect();
+        Stats {
+            n,
+            c,
+            plane,
+            mean,
+            var,
+            inv,
+            eps,
+        }
+    }
+}
+
+/// `sum f(ch, v)` per channel of an NCHW buffer: per-image partials (in parallel), added in
+/// image order, so the sums do not depend on how rayon splits the work.
+fn per_channel_sums(
+    buf: &[f32],
+    n: usize,
+    c: usize,
+    plane: usize,
+    f: impl Fn(usize, f32) -> f64 + Sync,
+) -> Vec<f64> {
+    let parts: Vec<Vec<f64>> = buf[..n * c * plane]
+        .par_chunks(c * plane)
+        .map(|img| {
+            (0..c)
+                .map(|ch| {
+                    img[ch * plane..(ch + 1) * plane]
+                        .iter()
+                        .map(|&v| f(ch, v))
+                        .sum()
+                })
+                .collect()
+        })
+        .collect();
+    let mut acc = vec![0f64; c];
+    for p in &parts {
+        acc.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+    }
+    acc
+}
+
+/// Backward step; parents `[y, gamma, beta]` (`N` = 3) or `[y, gamma, beta, div]` (4).
+#[derive(Debug)]
+struct BnBackward<const N: usize>;
+
+#[derive(Debug, Clone)]
+struct BnState {
+    y: FlexTensor,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    div: Vec<f32>,
+    stats: Stats,
+    act: u8,
+}
+
+impl<const N: usize> Backward<Flex, N> for BnBackward<N> {
+    type State = BnState;
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let mut parents = ops.parents.into_iter();
+        let node_y = parents.next().flatten();
+        let node_g = parents.next().flatten();
+        let node_b = parents.next().flatten();
+        let node_d = parents.next().flatten();
+        let dout = contiguous(&grads.consume::<Flex>(&ops.node));
+        let st = ops.state;
+        let s = &st.stats;
+        let (n, c, plane) = (s.n, s.c, s.plane);
+        let y = st.y.as_slice::<f32>().expect("f32 input");
+        let dout = dout.as_slice::<f32>().expect("f32 gradient");
+        let x_hat = |ch: usize, v: f32| (v / st.div[ch] - s.mean[ch]) * s.inv[ch];
+        let dz = |ch: usize, v: f32, g: f32| {
+            let xh = x_hat(ch, v);
+            let pass = passes(st.gamma[ch] * xh + st.beta[ch], st.act);
+            (if pass { g } else { 0.0 }, xh)
+        };
+        // Pass 1: dbeta = sum dz and dgamma = sum dz * x_hat, per image then in image order.
+        let parts: Vec<Vec<(f64, f64)>> = y
+            .par_chunks(c * plane)
+            .zip(dout.par_chunks(c * plane))
+            .map(|(yi, gi)| {
+                (0..c)
+                    .map(|ch| {
+                        let r = ch * plane..(ch + 1) * plane;
+                        yi[r.clone()]
+                            .iter()
+                            .zip(&gi[r])
+                            .fold((0f64, 0f64), |(sb, sg), (&v, &g)| {
+                                let (d, xh) = dz(ch, v, g);
+                                (sb + d as f64, sg + (d * xh) as f64)
+                            })
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut dbeta = vec![0f64; c];
+        let mut dgamma = vec![0f64; c];
+        for p in &parts {
+            for (ch, &(b, g)) in p.iter().enumerate() {
+                dbeta[ch] += b;
+                dgamma[ch] += g;
+            }
+        }
+        let m = (n * plane) as f32;
+        if let Some(node) = node_y {
+            let mut dy = vec![0f32; y.len()];
+            let (db, dg): (Vec<f32>, Vec<f32>) = (
+                dbeta.iter().map(|&v| v as f32).collect(),
+                dgamma.iter().map(|&v| v as f32).collect(),
+            );
+            dy.par_chunks_mut(c * plane)
+                .zip(y.par_chunks(c * plane).zip(dout.par_chunks(c * plane)))
+                .for_each(|(o, (yi, gi))| {
+                    for ch in 0..c {
+                        let k = st.gamma[ch] * s.inv[ch] / m / st.div[ch];
+                        let r = ch * plane..(ch + 1) * plane;
+                        for ((o, &v), &g) in o[r.clone()].iter_mut().zip(&yi[r.clone()]).zip(&gi[r])
+                        {
+                            let (d, xh) = dz(ch, v, g);
+                            *o = k * (m * d - db[ch] - xh * dg[ch]);
+                        }
+                    }
+                });
+            let shape = Shape::from(st.y.layout().shape().to_vec());
+            grads.register::<Flex>(node.id, tensor(dy, shape));
+        }
+        if let Some(node) = node_g {
+            let v = dgamma.iter().map(|&v| v as f32).collect();
+            grads.register::<Flex>(node.id, tensor(v, [c].into()));
+        }
+        if let Some(node) = node_b {
+            let v = dbeta.iter().map(|&v| v as f32).collect();
+            grads.register::<Flex>(node.id, tensor(v, [c].into()));
+        }
+        if let Some(node) = node_d {
+            let v = (0..c)
+                .map(|ch| {
+                    let inv = s.inv[ch] as f64;
+                    (-(st.gamma[ch] as f64) * dgamma[ch] * s.eps * inv * inv / st.div[ch] as f64)
+                        as f32
+                })
+                .collect();
+            grads.register::<Flex>(node.id, tensor(v, [c].into()));
+        }
+    }
+}
+
+fn tensor(v: Vec<f32>, shape: Shape) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(v, shape))
+}
