@@ -55,10 +55,8 @@ pub fn conv2d_train(
                 .compute_bound()
                 .stateful()
             {
-                OpsKind::Tracked(prep) => {
-                    prep.finish(state, Flex::conv2d(xi, wi, Some(bi), options))
-                }
-                OpsKind::UnTracked(prep) => prep.finish(Flex::conv2d(xi, wi, Some(bi), options)),
+                OpsKind::Tracked(prep) => prep.finish(state, forward(xi, wi, Some(bi), options)),
+                OpsKind::UnTracked(prep) => prep.finish(forward(xi, wi, Some(bi), options)),
             }
         }
         None => match ConvBackward::<2>
@@ -66,11 +64,35 @@ pub fn conv2d_train(
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(prep) => prep.finish(state, Flex::conv2d(xi, wi, None, options)),
-            OpsKind::UnTracked(prep) => prep.finish(Flex::conv2d(xi, wi, None, options)),
+            OpsKind::Tracked(prep) => prep.finish(state, forward(xi, wi, None, options)),
+            OpsKind::UnTracked(prep) => prep.finish(forward(xi, wi, None, options)),
         },
     };
     Tensor::from_primitive::<Ad>(out)
+}
+
+/// The forward on f32 buffers ([`conv_forward`]); flex's `conv2d` for anything else.
+fn forward(
+    x: FlexTensor,
+    w: FlexTensor,
+    b: Option<FlexTensor>,
+    options: ConvOptions<2>,
+) -> FlexTensor {
+    let (xc, wc) = (contiguous(&x), contiguous(&w));
+    let bc = b.as_ref().map(contiguous);
+    let slices = (
+        xc.as_slice::<f32>(),
+        wc.as_slice::<f32>(),
+        bc.as_ref().map(|b| b.as_slice::<f32>()),
+    );
+    let geometry = Geometry::forward(&xc, &wc, &options);
+    match (slices, geometry) {
+        ((Some(xs), Some(ws), bs), Some(g)) if !matches!(bs, Some(None)) => {
+            let y = conv_forward(&g, xs, ws, bs.flatten());
+            tensor(y, [g.n, g.cout, g.ho, g.wo].into())
+        }
+        _ => Flex::conv2d(x, w, b, options),
+    }
 }
 
 /// Backward step; `N` = 3 with a bias (its gradient is the third parent's), 2 without.
@@ -175,6 +197,34 @@ impl Geometry {
             pad: [o.padding[0].0, o.padding[1].0],
             dil: o.dilation,
         }
+    }
+    /// The geometry of `conv2d(x, w)` (output size from the options).
+    /// `None` when the window does not fit (burn reports that).
+    fn forward(x: &FlexTensor, w: &FlexTensor, o: &ConvOptions<2>) -> Option<Self> {
+        let xs = x.layout().shape();
+        let ws = w.layout().shape();
+        if xs.len() != 4 || ws.len() != 4 || xs[1] != ws[1] {
+            return None;
+        }
+        let out = |i: usize, k: usize| {
+            let span = i + o.padding[k].0 + o.padding[k].1;
+            let window = o.dilation[k] * (ws[2 + k] - 1) + 1;
+            span.checked_sub(window).map(|r| r / o.stride[k] + 1)
+        };
+        Some(Geometry {
+            n: xs[0],
+            cin: xs[1],
+            h: xs[2],
+            w: xs[3],
+            cout: ws[0],
+            kh: ws[2],
+            kw: ws[3],
+            ho: out(xs[2], 0)?,
+            wo: out(xs[3], 1)?,
+            stride: o.stride,
+            pad: [o.padding[0].0, o.padding[1].0],
+            dil: o.dilation,
+        })
     }
     fn k(&self) -> usize {
         self.cin * self.kh * self.kw
@@ -306,6 +356,34 @@ fn gemm_f32(
             gemm::Parallelism::None,
         );
     }
+}
+
+/// `y[n] = W x cols(X[n]) (+ b)` per image, images in parallel: NCHW in and out, no layout
+/// change (flex's forward copies the input to NHWC on one thread first).
+pub fn conv_forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let (k, p) = (g.k(), g.p());
+    let (xsz, ysz) = (g.cin * g.h * g.w, g.cout * p);
+    let mut y = vec![0.0f32; g.n * ysz];
+    // A 1x1, stride-1, unpadded window is the image itself.
+    let pointwise = g.kh == 1 && g.kw == 1 && g.stride == [1, 1] && g.pad == [0, 0];
+    y.par_chunks_mut(ysz).zip(x.par_chunks(xsz)).for_each_init(
+        || vec![0.0f32; if pointwise { 0 } else { k * p }],
+        |cols, (yi, xi)| {
+            if let Some(b) = bias {
+                for (row, &b) in yi.chunks_exact_mut(p).zip(b) {
+                    row.fill(b);
+                }
+            }
+            let cols: &[f32] = if pointwise {
+                xi
+            } else {
+                im2col(g, xi, cols);
+                cols
+            };
+            gemm_f32(g.cout, p, k, yi, bias.is_some(), w, k, 1, cols, p, 1);
+        },
+    );
+    y
 }
 
 /// Input and weight gradients of a groups = 1 convolution, images split over rayon's threads.
