@@ -121,11 +121,10 @@ fn fused(
         .zip(ys.par_chunks(c * plane))
         .for_each(|(o, yimg)| {
             for ch in 0..c {
-                let (m, inv, d) = (stats.mean[ch], stats.inv[ch], dv[ch]);
-                let (gc, bc) = (g[ch], b[ch]);
+                let (a, bx, gc, bc) = (stats.a[ch], stats.b[ch], g[ch], b[ch]);
                 let src = &yimg[ch * plane..(ch + 1) * plane];
                 for (o, &v) in o[ch * plane..(ch + 1) * plane].iter_mut().zip(src) {
-                    *o = activate(gc * ((v / d - m) * inv) + bc, act);
+                    *o = activate(gc * (v * a + bx) + bc, act);
                 }
             }
         });
@@ -194,7 +193,9 @@ fn contiguous(t: &FlexTensor) -> FlexTensor {
     }
 }
 
-/// Per-channel batch statistics of `y0 = y / div`.
+/// Per-channel batch statistics of `y0 = y / div`, and `x_hat = y * a + b` with
+/// `a = inv / div`, `b = -mean(y) * a` (no division per element, the same expression in the
+/// forward and the backward, so both see the same activation mask).
 #[derive(Debug, Clone)]
 struct Stats {
     n: usize,
@@ -203,58 +204,76 @@ struct Stats {
     mean: Vec<f32>,
     var: Vec<f32>,
     inv: Vec<f32>,
+    a: Vec<f32>,
+    b: Vec<f32>,
     eps: f64,
 }
 
 impl Stats {
     fn new(y: &[f32], div: &[f32], n: usize, c: usize, plane: usize, eps: f64) -> Self {
         let m = (n * plane) as f64;
-        let mean: Vec<f32> = per_channel_sums(y, n, c, plane, |ch, v| (v / div[ch]) as f64)
+        // Moments of y, then of y0 = y / div: mean0 = mean / div, var0 = var / div^2.
+        let mu: Vec<f32> = per_channel_sums(y, n, c, plane, |_, p| lane_sum(p, |v| v))
             .into_iter()
             .map(|s| (s / m) as f32)
             .collect();
-        let var: Vec<f32> = per_channel_sums(y, n, c, plane, |ch, v| {
-            let d = (v / div[ch] - mean[ch]) as f64;
-            d * d
-        })
-        .into_iter()
-        .map(|s| (s / m) as f32)
-        .collect();
-        let inv = var
-            .iter()
-            .map(|&v| 1.0 / ((v as f64 + eps) as f32).sqrt())
-            .collect();
-        Stats {
+        let ss = per_channel_sums(y, n, c, plane, |ch, p| {
+            let mc = mu[ch];
+            lane_sum(p, |v| (v - mc) * (v - mc))
+        });
+        let mut st = Stats {
             n,
             c,
             plane,
-            mean,
-            var,
-            inv,
+            mean: vec![0.0; c],
+            var: vec![0.0; c],
+            inv: vec![0.0; c],
+            a: vec![0.0; c],
+            b: vec![0.0; c],
             eps,
+        };
+        for ch in 0..c {
+            let d = div[ch] as f64;
+            let var = ss[ch] / m / (d * d);
+            let inv = 1.0 / (var + eps).sqrt();
+            st.mean[ch] = (mu[ch] as f64 / d) as f32;
+            st.var[ch] = var as f32;
+            st.inv[ch] = inv as f32;
+            st.a[ch] = (inv / d) as f32;
+            st.b[ch] = (-(mu[ch] as f64) * inv / d) as f32;
         }
+        st
     }
 }
 
-/// `sum f(ch, v)` per channel of an NCHW buffer: per-image partials (in parallel), added in
-/// image order, so the sums do not depend on how rayon splits the work.
+/// `sum f(v)` over a plane in eight f32 lanes (so it vectorizes), the lanes added in f64.
+#[inline]
+fn lane_sum(p: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+    let mut acc = [0f32; 8];
+    let mut chunks = p.chunks_exact(8);
+    for ch in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(ch) {
+            *a += f(v);
+        }
+    }
+    let tail: f64 = chunks.remainder().iter().map(|&v| f(v) as f64).sum();
+    acc.iter().map(|&a| a as f64).sum::<f64>() + tail
+}
+
+/// `sum f(ch, plane)` per channel of an NCHW buffer: per-image partials (in parallel), added
+/// in image order, so the sums do not depend on how rayon splits the work.
 fn per_channel_sums(
     buf: &[f32],
     n: usize,
     c: usize,
     plane: usize,
-    f: impl Fn(usize, f32) -> f64 + Sync,
+    f: impl Fn(usize, &[f32]) -> f64 + Sync,
 ) -> Vec<f64> {
     let parts: Vec<Vec<f64>> = buf[..n * c * plane]
         .par_chunks(c * plane)
         .map(|img| {
             (0..c)
-                .map(|ch| {
-                    img[ch * plane..(ch + 1) * plane]
-                        .iter()
-                        .map(|&v| f(ch, v))
-                        .sum()
-                })
+                .map(|ch| f(ch, &img[ch * plane..(ch + 1) * plane]))
                 .collect()
         })
         .collect();
@@ -294,13 +313,15 @@ impl<const N: usize> Backward<Flex, N> for BnBackward<N> {
         let (n, c, plane) = (s.n, s.c, s.plane);
         let y = st.y.as_slice::<f32>().expect("f32 input");
         let dout = dout.as_slice::<f32>().expect("f32 gradient");
-        let x_hat = |ch: usize, v: f32| (v / st.div[ch] - s.mean[ch]) * s.inv[ch];
+        let (gm, bt, act) = (&st.gamma, &st.beta, st.act);
+        // dz and x_hat of one element.
         let dz = |ch: usize, v: f32, g: f32| {
-            let xh = x_hat(ch, v);
-            let pass = passes(st.gamma[ch] * xh + st.beta[ch], st.act);
+            let xh = v * s.a[ch] + s.b[ch];
+            let pass = passes(gm[ch] * xh + bt[ch], act);
             (if pass { g } else { 0.0 }, xh)
         };
-        // Pass 1: dbeta = sum dz and dgamma = sum dz * x_hat, per image then in image order.
+        // Pass 1: dbeta = sum dz and dgamma = sum dz * x_hat, per image (eight f32 lanes per
+        // plane) then in image order.
         let parts: Vec<Vec<(f64, f64)>> = y
             .par_chunks(c * plane)
             .zip(dout.par_chunks(c * plane))
@@ -308,13 +329,26 @@ impl<const N: usize> Backward<Flex, N> for BnBackward<N> {
                 (0..c)
                     .map(|ch| {
                         let r = ch * plane..(ch + 1) * plane;
-                        yi[r.clone()]
-                            .iter()
-                            .zip(&gi[r])
-                            .fold((0f64, 0f64), |(sb, sg), (&v, &g)| {
-                                let (d, xh) = dz(ch, v, g);
-                                (sb + d as f64, sg + (d * xh) as f64)
-                            })
+                        let (mut sb, mut sg) = ([0f32; 8], [0f32; 8]);
+                        let (yc, gc) = (yi[r.clone()].chunks_exact(8), gi[r].chunks_exact(8));
+                        let (yt, gt) = (yc.remainder(), gc.remainder());
+                        for (y8, g8) in yc.zip(gc) {
+                            for l in 0..8 {
+                                let (d, xh) = dz(ch, y8[l], g8[l]);
+                                sb[l] += d;
+                                sg[l] += d * xh;
+                            }
+                        }
+                        let (mut b, mut g) = (0f64, 0f64);
+                        for (&v, &gr) in yt.iter().zip(gt) {
+                            let (d, xh) = dz(ch, v, gr);
+                            b += d as f64;
+                            g += (d * xh) as f64;
+                        }
+                        (
+                            b + sb.iter().map(|&v| v as f64).sum::<f64>(),
+                            g + sg.iter().map(|&v| v as f64).sum::<f64>(),
+                        )
                     })
                     .collect()
             })
@@ -338,12 +372,13 @@ impl<const N: usize> Backward<Flex, N> for BnBackward<N> {
                 .zip(y.par_chunks(c * plane).zip(dout.par_chunks(c * plane)))
                 .for_each(|(o, (yi, gi))| {
                     for ch in 0..c {
-                        let k = st.gamma[ch] * s.inv[ch] / m / st.div[ch];
+                        let k = gm[ch] * s.inv[ch] / m / st.div[ch];
+                        let (km, kb, kg) = (k * m, k * db[ch], k * dg[ch]);
                         let r = ch * plane..(ch + 1) * plane;
                         for ((o, &v), &g) in o[r.clone()].iter_mut().zip(&yi[r.clone()]).zip(&gi[r])
                         {
                             let (d, xh) = dz(ch, v, g);
-                            *o = k * (m * d - db[ch] - xh * dg[ch]);
+                            *o = km * d - (kb + xh * kg);
                         }
                     }
                 });
