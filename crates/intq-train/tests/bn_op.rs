@@ -61,8 +61,9 @@ fn check(k: Case) {
         .enumerate()
         .map(|(i, v)| v * 3.0 + ((i / (k.h * k.w)) % k.c) as f32 * 0.7 - 1.0)
         .collect();
-    let gv: Vec<f32> = values(k.seed + 1, k.c).iter().map(|v| v * 2.0).collect();
-    let bv: Vec<f32> = values(k.seed + 2, k.c).iter().map(|v| v * 3.0).collect();
+    // Wide enough that ReLU6 clamps at both ends.
+    let gv: Vec<f32> = values(k.seed + 1, k.c).iter().map(|v| v * 4.0).collect();
+    let bv: Vec<f32> = values(k.seed + 2, k.c).iter().map(|v| v * 4.0).collect();
     // Folding factors of either sign, never near 0.
     let dv: Vec<f32> = values(k.seed + 3, k.c)
         .iter()
