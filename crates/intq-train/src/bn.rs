@@ -123,8 +123,19 @@ fn fused(
             for ch in 0..c {
                 let (a, bx, gc, bc) = (stats.a[ch], stats.b[ch], g[ch], b[ch]);
                 let src = &yimg[ch * plane..(ch + 1) * plane];
-                for (o, &v) in o[ch * plane..(ch + 1) * plane].iter_mut().zip(src) {
-                    *o = activate(gc * (v * a + bx) + bc, act);
+                let dst = &mut o[ch * plane..(ch + 1) * plane];
+                let z = |v: f32| gc * (v * a + bx) + bc;
+                // The activation is chosen outside the loop, so each loop vectorizes.
+                match act {
+                    ACT_RELU => dst
+                        .iter_mut()
+                        .zip(src)
+                        .for_each(|(o, &v)| *o = z(v).max(0.0)),
+                    ACT_RELU6 => dst
+                        .iter_mut()
+                        .zip(src)
+                        .for_each(|(o, &v)| *o = z(v).clamp(0.0, 6.0)),
+                    _ => dst.iter_mut().zip(src).for_each(|(o, &v)| *o = z(v)),
                 }
             }
         });
@@ -166,22 +177,12 @@ fn fused(
     })
 }
 
-#[inline]
-fn activate(z: f32, act: u8) -> f32 {
+/// The closed range in which the clamp passes the gradient (burn's clamp does the same).
+fn pass_range(act: u8) -> (f32, f32) {
     match act {
-        ACT_RELU => z.max(0.0),
-        ACT_RELU6 => z.clamp(0.0, 6.0),
-        _ => z,
-    }
-}
-
-/// Whether the clamp passes the gradient at `z` (burn's clamp: inside the closed range).
-#[inline]
-fn passes(z: f32, act: u8) -> bool {
-    match act {
-        ACT_RELU => z >= 0.0,
-        ACT_RELU6 => (0.0..=6.0).contains(&z),
-        _ => true,
+        ACT_RELU => (0.0, f32::INFINITY),
+        ACT_RELU6 => (0.0, 6.0),
+        _ => (f32::NEG_INFINITY, f32::INFINITY),
     }
 }
 
@@ -313,13 +314,23 @@ impl<const N: usize> Backward<Flex, N> for BnBackward<N> {
         let (n, c, plane) = (s.n, s.c, s.plane);
         let y = st.y.as_slice::<f32>().expect("f32 input");
         let dout = dout.as_slice::<f32>().expect("f32 gradient");
-        let (gm, bt, act) = (&st.gamma, &st.beta, st.act);
+        let gm = &st.gamma;
+        let (lo, hi) = pass_range(st.act);
+        // Per channel: x_hat's a and b, gamma, beta (hoisted so the plane loops vectorize).
+        let consts = |ch: usize| (s.a[ch], s.b[ch], gm[ch], st.beta[ch]);
         // dz and x_hat of one element.
-        let dz = |ch: usize, v: f32, g: f32| {
-            let xh = v * s.a[ch] + s.b[ch];
-            let pass = passes(gm[ch] * xh + bt[ch], act);
-            (if pass { g } else { 0.0 }, xh)
-        };
+        #[inline(always)]
+        fn dz(
+            v: f32,
+            g: f32,
+            (a, b, gamma, beta): (f32, f32, f32, f32),
+            lo: f32,
+            hi: f32,
+        ) -> (f32, f32) {
+            let xh = v * a + b;
+            let z = gamma * xh + beta;
+            (if z >= lo && z <= hi { g } else { 0.0 }, xh)
+        }
         // Pass 1: dbeta = sum dz and dgamma = sum dz * x_hat, per image (eight f32 lanes per
         // plane) then in image order.
         let parts: Vec<Vec<(f64, f64)>> = y
@@ -328,20 +339,21 @@ impl<const N: usize> Backward<Flex, N> for BnBackward<N> {
             .map(|(yi, gi)| {
                 (0..c)
                     .map(|ch| {
+                        let k = consts(ch);
                         let r = ch * plane..(ch + 1) * plane;
                         let (mut sb, mut sg) = ([0f32; 8], [0f32; 8]);
                         let (yc, gc) = (yi[r.clone()].chunks_exact(8), gi[r].chunks_exact(8));
                         let (yt, gt) = (yc.remainder(), gc.remainder());
                         for (y8, g8) in yc.zip(gc) {
                             for l in 0..8 {
-                                let (d, xh) = dz(ch, y8[l], g8[l]);
+                                let (d, xh) = dz(y8[l], g8[l], k, lo, hi);
                                 sb[l] += d;
                                 sg[l] += d * xh;
                             }
                         }
                         let (mut b, mut g) = (0f64, 0f64);
                         for (&v, &gr) in yt.iter().zip(gt) {
-                            let (d, xh) = dz(ch, v, gr);
+                            let (d, xh) = dz(v, gr, k, lo, hi);
                             b += d as f64;
                             g += (d * xh) as f64;
                         }
@@ -372,12 +384,13 @@ impl<const N: usize> Backward<Flex, N> for BnBackward<N> {
                 .zip(y.par_chunks(c * plane).zip(dout.par_chunks(c * plane)))
                 .for_each(|(o, (yi, gi))| {
                     for ch in 0..c {
+                        let cs = consts(ch);
                         let k = gm[ch] * s.inv[ch] / m / st.div[ch];
                         let (km, kb, kg) = (k * m, k * db[ch], k * dg[ch]);
                         let r = ch * plane..(ch + 1) * plane;
                         for ((o, &v), &g) in o[r.clone()].iter_mut().zip(&yi[r.clone()]).zip(&gi[r])
                         {
-                            let (d, xh) = dz(ch, v, g);
+                            let (d, xh) = dz(v, g, cs, lo, hi);
                             *o = km * d - (kb + xh * kg);
                         }
                     }
