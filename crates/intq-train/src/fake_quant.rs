@@ -16,7 +16,13 @@
 //! `fq.detach() + (x_c - x_c.detach())`, which adds an exact zero, so the tensor result equals
 //! the scalar reference bit for bit (tested).
 
-use burn::tensor::{Bool, Tensor, TensorData};
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::{Bool, Shape, Tensor, TensorData};
 use intq_quant::{QScheme, QuantParams};
 
 use crate::TrainError;
@@ -446,44 +452,141 @@ pub fn fake_quant_requant<const D: usize>(
 /// [`fake_quant_requant`] in one host pass instead of about seventeen tensor ops (each a pass
 /// over the activation and an allocation in burn's `flex`; they were 39% of a QAT step): the
 /// same f32 operations in the same order per element, so the same bits (tested against
-/// [`fake_quant_requant_ops`]), with the straight-through mask made in the same pass and
-/// attached as `fq + (x - x.detach()) * mask`. Dividing by the power of two `2^e` is
-/// multiplying by `2^-e`, exactly. `None` when `x` holds a non-finite value, where
-/// `x - x.detach()` would not be 0: the op chain then runs.
+/// [`fake_quant_requant_ops`]). Dividing by the power of two `2^e` is multiplying by `2^-e`,
+/// exactly. `None` when `x` holds a non-finite value: the op chain then runs.
+///
+/// On `flex` (plain or `Autodiff<Flex>`) the pass reads the activation's buffer in place and the
+/// straight-through estimator is its own autodiff op, [`RequantFqBackward`]: the forward keeps a
+/// byte mask (closed range, `lo <= x <= hi`) and the backward is one pass `dx = dy * mask`. This
+/// replaced an `into_data` copy of the activation, an f32 mask tensor and
+/// `fq + (x - x.detach()) * mask` (three more full-tensor ops forward, and their backward
+/// nodes). Any other backend or dtype keeps that host-copy path.
 fn fake_quant_requant_fused<const D: usize>(
     x: &Tensor<D>,
     scheme: QScheme,
     p: QuantParams,
     shifts: &[i32],
 ) -> Option<Tensor<D>> {
-    let r = scheme.nudged_range(p);
+    let k = RequantFq::new(scheme, p, shifts, &x.dims());
+    if let Ok(xp) = x.clone().try_into_primitive::<Ad>() {
+        let (xi, xn) = xp.into_parts();
+        let xi = contiguous(&xi);
+        let xs = xi.as_slice::<f32>()?;
+        let shape = xi.layout().shape().clone();
+        let out = match RequantFqBackward
+            .prepare::<NoCheckpointing>([xn])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let mut mask = vec![0u8; xs.len()];
+                let fq = k.run(xs, Some(&mut mask), true)?;
+                prep.finish(mask, flex_tensor(fq, shape))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(flex_tensor(k.run(xs, None, true)?, shape)),
+        };
+        return Some(Tensor::from_primitive::<Ad>(out));
+    }
+    if let Ok(xi) = x.clone().try_into_primitive::<Flex>() {
+        let xi = contiguous(&xi);
+        let fq = k.run(xi.as_slice::<f32>()?, None, false)?;
+        return Some(Tensor::from_primitive::<Flex>(flex_tensor(
+            fq,
+            xi.layout().shape().clone(),
+        )));
+    }
+    // Another backend: host copy, and the mask attached with tensor ops.
     let dims = x.dims();
-    let channels = dims[1];
-    let inner: usize = dims[2..].iter().product();
     let xs = host_vec(x.clone().detach());
-    if xs.len() != dims.iter().product::<usize>() || !xs.iter().all(|v| v.is_finite()) {
+    if xs.len() != dims.iter().product::<usize>() {
         return None;
     }
-    let z = p.zero_point as f64;
-    let (qlo, qhi) = (
-        (scheme.qmin() as f64 - z) as f32,
-        (scheme.qmax() as f64 - z) as f32,
-    );
-    let (lo, hi, scale) = (r.min, r.max, p.scale);
-    let mut fq = vec![0f32; xs.len()];
-    let mut mask = vec![0f32; xs.len()];
-    for (block, ((xb, fb), mb)) in xs
-        .chunks_exact(inner)
-        .zip(fq.chunks_exact_mut(inner))
-        .zip(mask.chunks_exact_mut(inner))
-        .enumerate()
-    {
-        let e = shifts.get(block % channels).copied().unwrap_or(0);
+    let tracked = x.is_require_grad() || x.device().is_autodiff();
+    let mut mask = vec![0u8; if tracked { xs.len() } else { 0 }];
+    let fq = k.run(&xs, tracked.then_some(&mut mask[..]), false)?;
+    let device = x.device();
+    let fq = Tensor::<D>::from_data(TensorData::new(fq, dims), &device);
+    if !tracked {
+        return Some(fq);
+    }
+    let mask: Vec<f32> = mask.into_iter().map(f32::from).collect();
+    let mask = Tensor::<D>::from_data(TensorData::new(mask, dims), &device);
+    Some(fq + (x.clone() - x.clone().detach()) * mask)
+}
+
+type Ad = Autodiff<Flex>;
+
+/// The constants of one [`fake_quant_requant_fused`] call.
+struct RequantFq<'a> {
+    lo: f32,
+    hi: f32,
+    scale: f32,
+    qlo: f32,
+    qhi: f32,
+    shifts: &'a [i32],
+    channels: usize,
+    inner: usize,
+}
+
+impl<'a> RequantFq<'a> {
+    fn new(scheme: QScheme, p: QuantParams, shifts: &'a [i32], dims: &[usize]) -> Self {
+        let r = scheme.nudged_range(p);
+        let z = p.zero_point as f64;
+        RequantFq {
+            lo: r.min,
+            hi: r.max,
+            scale: p.scale,
+            qlo: (scheme.qmin() as f64 - z) as f32,
+            qhi: (scheme.qmax() as f64 - z) as f32,
+            shifts,
+            channels: dims[1],
+            inner: dims[2..].iter().product(),
+        }
+    }
+
+    /// The fake-quantized values of the contiguous `[N, C, ...]` buffer `xs`, and with `mask` its 0/1
+    /// straight-through mask; `None` when a value is not finite. With `autodiff` a `-0.0` result
+    /// is `+0.0`, as the op chain's `fq + (x_c - x_c.detach())` (and this pass's former
+    /// `fq + (x - x.detach()) * mask`) makes it: a negative value that rounds to code 0 under a
+    /// right shift is `-0.0` before that sum.
+    fn run(&self, xs: &[f32], mask: Option<&mut [u8]>, autodiff: bool) -> Option<Vec<f32>> {
+        // `v + (-0.0)` is `v` for every `v`; `v + 0.0` turns `-0.0` into `+0.0` only.
+        let zero = if autodiff { 0.0 } else { -0.0 };
+        let inner = self.inner;
+        if xs.is_empty() || xs.len() % (self.channels * inner) != 0 {
+            return None;
+        }
+        let mut fq = vec![0f32; xs.len()];
+        let mut finite = true;
+        let mut mask = mask;
+        for (block, (xb, fb)) in xs
+            .chunks_exact(inner)
+            .zip(fq.chunks_exact_mut(inner))
+            .enumerate()
+        {
+            let e = self.shifts.get(block % self.channels).copied().unwrap_or(0);
+            finite &= self.block(e, zero, xb, fb);
+            if let Some(m) = mask.as_deref_mut() {
+                let mb = &mut m[block * inner..(block + 1) * inner];
+                for (&v, m) in xb.iter().zip(mb.iter_mut()) {
+                    // Finite (checked), so this is clamp_closed's "not strictly outside".
+                    *m = u8::from(v >= self.lo && v <= self.hi);
+                }
+            }
+        }
+        finite.then_some(fq)
+    }
+
+    /// One channel block with right shift `e`, `zero` added to each result; whether all its
+    /// values are finite.
+    #[inline]
+    fn block(&self, e: i32, zero: f32, xb: &[f32], fb: &mut [f32]) -> bool {
+        let (lo, hi, scale) = (self.lo, self.hi, self.scale);
         let p2 = 2f64.powi(e) as f32;
         let inv_p2 = 2f64.powi(-e) as f32;
-        for ((&v, f), m) in xb.iter().zip(fb.iter_mut()).zip(mb.iter_mut()) {
-            // Finite (checked above), so this is clamp_closed's "not strictly outside".
-            let inside = v >= lo && v <= hi;
+        let mut finite = true;
+        for (&v, f) in xb.iter().zip(fb.iter_mut()) {
+            finite &= v.is_finite();
             let xc = if v < lo {
                 lo
             } else if v > hi {
@@ -494,17 +597,59 @@ fn fake_quant_requant_fused<const D: usize>(
             let t = floor(xc / scale * p2 + 0.5);
             let sign = if t == 0.0 { 0.0 } else { 1f32.copysign(t) };
             let code = floor(t.abs() * inv_p2 + 0.5) * sign;
-            *f = code.clamp(qlo, qhi) * scale;
-            *m = if inside { 1.0 } else { 0.0 };
+            *f = code.clamp(self.qlo, self.qhi) * scale + zero;
         }
+        finite
     }
-    let device = x.device();
-    let fq = Tensor::<D>::from_data(TensorData::new(fq, dims), &device);
-    if !(x.is_require_grad() || device.is_autodiff()) {
-        return Some(fq);
+}
+
+/// Backward of [`fake_quant_requant_fused`] on `Autodiff<Flex>`: the straight-through
+/// estimator, `dx = dy` where the forward's byte mask (its state) is 1, else 0.
+#[derive(Debug)]
+struct RequantFqBackward;
+
+impl Backward<Flex, 1> for RequantFqBackward {
+    type State = Vec<u8>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let mut dy = grads.consume::<Flex>(&ops.node);
+        let Some(node) = node else { return };
+        let mask = ops.state;
+        let n = mask.len();
+        // dy's own buffer when it is the tensor's whole, unshared storage; else a new one.
+        let whole = dy.as_slice::<f32>().is_some_and(|s| s.len() == n) && dy.bytes().len() == 4 * n;
+        if let Some(d) = whole.then(|| dy.try_storage_mut::<f32>()).flatten() {
+            for (d, &m) in d.iter_mut().zip(&mask) {
+                if m == 0 {
+                    *d = 0.0;
+                }
+            }
+            grads.register::<Flex>(node.id, dy);
+            return;
+        }
+        let shape = dy.layout().shape().clone();
+        let dyc = contiguous(&dy);
+        let src = dyc.as_slice::<f32>().expect("f32 gradient");
+        let dx: Vec<f32> = src
+            .iter()
+            .zip(&mask)
+            .map(|(&g, &m)| if m == 0 { 0.0 } else { g })
+            .collect();
+        grads.register::<Flex>(node.id, flex_tensor(dx, shape));
     }
-    let mask = Tensor::<D>::from_data(TensorData::new(mask, dims), &device);
-    Some(fq + (x.clone() - x.clone().detach()) * mask)
+}
+
+fn contiguous(t: &FlexTensor) -> FlexTensor {
+    if t.as_slice::<f32>().is_some() {
+        t.clone()
+    } else {
+        t.to_contiguous()
+    }
+}
+
+fn flex_tensor(v: Vec<f32>, shape: Shape) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(v, shape))
 }
 
 /// `y.floor()` for the arguments above (`v + 0.5`, never `-0.0`, whose floor this makes `+0.0`).

@@ -716,3 +716,93 @@ fn fused_requant_fake_quant_equals_the_op_chain() {
     }
     assert!(checked > 1000, "{checked}");
 }
+
+/// The fused requant fake quantization's own backward op is the straight-through mask: with
+/// arbitrary (signed, random) upstream gradients, on values at exactly `lo` and `hi`, one ulp
+/// inside and outside them, far outside, and inside, spread over a batch of 2 and 4 channels with
+/// different right shifts, its input gradient equals the op chain's bit for bit, is the upstream
+/// gradient inside the closed range and `+0.0` outside (so an unmasked `dy` fails). The forward
+/// equals the op chain's too, with and without autodiff, also for negative values that round to
+/// code 0 under a right shift (`-0.0` before the op chain's `+ (x_c - x_c.detach())`).
+#[test]
+fn fused_requant_gradient_is_the_ste_mask() {
+    use intq_train::fake_quant::{fake_quant_requant, fake_quant_requant_ops};
+    let s = QScheme::INT8;
+    let p = s.choose_params(-1.3, 0.9).unwrap();
+    let r = s.nudged_range(p);
+    let (lo, hi) = (r.min, r.max);
+    let base = [
+        lo,
+        hi,
+        next_up(lo),
+        next_down(lo),
+        next_up(hi),
+        next_down(hi),
+        lo - 1.0,
+        hi + 7.5,
+        0.0,
+        0.25,
+        -0.6,
+        0.5 * (lo + hi),
+        -0.3 * p.scale,
+        -0.45 * p.scale,
+    ];
+    let (n, c) = (2, 4);
+    let inner = base.len();
+    // Each (image, channel) block holds every base value, rotated so that positions differ.
+    let xs: Vec<f32> = (0..n * c)
+        .flat_map(|b| (0..inner).map(move |i| base[(i + b) % inner]))
+        .collect();
+    let dims = [n, c, inner, 1];
+    let shifts = [0, 3, 11, 20];
+    // A fixed LCG: signed upstream gradients, none zero.
+    let mut state = 0x2545_f491u32;
+    let upstream: Vec<f32> = (0..xs.len())
+        .map(|_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let u = (state >> 8) as f32 / (1u32 << 24) as f32;
+            (u - 0.5) * 8.0 + if u < 0.5 { -0.125 } else { 0.125 }
+        })
+        .collect();
+    let make = || Tensor::<4>::from_data(TensorData::new(xs.clone(), dims), &ad()).require_grad();
+    let up = Tensor::<4>::from_data(TensorData::new(upstream.clone(), dims), &ad());
+    let xf = make();
+    let yf = fake_quant_requant(xf.clone(), s, p, &shifts, false);
+    let gf = host_vec(
+        xf.grad(&(yf.clone() * up.clone()).sum().backward())
+            .unwrap(),
+    );
+    let xo = make();
+    let yo = fake_quant_requant_ops(xo.clone(), s, p, &shifts, false);
+    let go = host_vec(xo.grad(&(yo.clone() * up).sum().backward()).unwrap());
+    let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+    assert_eq!(bits(host_vec(yf)), bits(host_vec(yo)), "autodiff forward");
+    let plain_x = || Tensor::<4>::from_data(TensorData::new(xs.clone(), dims), &plain());
+    let plain_f = host_vec(fake_quant_requant(plain_x(), s, p, &shifts, false));
+    let plain_o = host_vec(fake_quant_requant_ops(plain_x(), s, p, &shifts, false));
+    assert!(plain_o.iter().any(|v| v.to_bits() == (-0.0f32).to_bits()));
+    assert_eq!(bits(plain_f), bits(plain_o), "forward without autodiff");
+    let mut outside = 0;
+    for k in 0..xs.len() {
+        let inside = xs[k] >= lo && xs[k] <= hi;
+        let want = if inside { upstream[k] } else { 0.0 };
+        outside += usize::from(!inside);
+        assert_eq!(gf[k].to_bits(), want.to_bits(), "x={} k={k}", xs[k]);
+        assert_eq!(
+            gf[k].to_bits(),
+            go[k].to_bits(),
+            "op chain, x={} k={k}",
+            xs[k]
+        );
+    }
+    assert_eq!(outside, 4 * n * c, "lo and hi one ulp out, and far out");
+    // A second use of the same input adds its gradients (the op registers, not overwrites).
+    let x = make();
+    let y = fake_quant_requant(x.clone(), s, p, &shifts, false)
+        + fake_quant_requant(x.clone(), s, p, &shifts, false);
+    let g2 = host_vec(x.grad(&y.sum().backward()).unwrap());
+    for k in 0..xs.len() {
+        let inside = xs[k] >= lo && xs[k] <= hi;
+        assert_eq!(g2[k], if inside { 2.0 } else { 0.0 }, "x={}", xs[k]);
+    }
+}
