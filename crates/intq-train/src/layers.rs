@@ -4,8 +4,8 @@
 //! conversion exactly the folded weights, weight params, bias and activation params it used.
 
 use burn::module::{Module, Param, RunningState};
-use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
-use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
+use burn::tensor::module::{avg_pool2d, conv2d};
+use burn::tensor::ops::{AvgPoolOptions, ConvOptions};
 use burn::tensor::{Device, Distribution, Tensor};
 use intq_quant::{QScheme, QuantParams};
 
@@ -17,6 +17,7 @@ use crate::fake_quant::{
     host_vec, weight_code, WeightQuant,
 };
 use crate::observer::EmaObserver;
+use crate::pool::max_pool2d_train;
 use crate::shard::{bn_update, state_id, BnUpdate, StateLog, StateUpdate};
 use crate::TrainError;
 
@@ -635,12 +636,7 @@ impl Pool {
     pub fn forward(&self, a: Act, ctx: &Ctx) -> Act {
         let x = a.x;
         let y = if self.max {
-            max_pool2d(
-                x,
-                MaxPoolOptions::new([self.kernel, self.kernel])
-                    .with_stride([self.stride, self.stride])
-                    .with_padding([self.padding, self.padding]),
-            )
+            max_pool2d_train(x, self.kernel, self.stride, self.padding)
         } else if self.global {
             let [_, _, h, w] = x.dims();
             avg_pool2d(x, AvgPoolOptions::new([h, w]).with_stride([h, w]))

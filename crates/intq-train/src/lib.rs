@@ -33,6 +33,7 @@ pub mod export;
 pub mod fake_quant;
 pub mod layers;
 pub mod observer;
+pub mod pool;
 pub mod sgd;
 pub mod shard;
 pub mod trainer;

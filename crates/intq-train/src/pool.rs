@@ -1,0 +1,175 @@
+//! Training max pool (2-D, no dilation) as one autodiff op: the forward records each window's
+//! winner as a `u32` offset in its plane, the backward adds `dy` there.
+//!
+//! Why: burn-flex 0.22.1's `max_pool2d` goes through its 3-D kernel with `i64` indices that it
+//! then casts, clones and scatters (6-7% of a small-cnn QAT step with the rest made fast). The
+//! winner is flex's: the first maximum in row-major window order, a NaN always winning, so the
+//! gradients are the same ones burn's op gives, ties (ReLU zeros) included.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::module::max_pool2d;
+use burn::tensor::ops::MaxPoolOptions;
+use burn::tensor::{Shape, Tensor, TensorData};
+use rayon::prelude::*;
+
+type Ad = Autodiff<Flex>;
+
+/// Sizes of one pooling: `[n * c]` planes of `h x w` in, `ho x wo` out.
+#[derive(Debug, Clone, Copy)]
+struct PoolGeometry {
+    planes: usize,
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+}
+
+impl PoolGeometry {
+    /// Input rows or columns `[lo, hi)` of output `o` (padding excluded).
+    fn window(&self, o: usize, len: usize) -> (usize, usize) {
+        let start = (o * self.s) as i64 - self.p as i64;
+        let lo = start.max(0) as usize;
+        let hi = ((start + self.k as i64).max(0) as usize).min(len);
+        (lo, hi)
+    }
+}
+
+/// `max_pool2d(x, [k, k], stride [s, s], padding [p, p])` for training; burn's op for anything
+/// that is not an f32 `Autodiff<Flex>` tensor.
+pub fn max_pool2d_train(x: Tensor<4>, k: usize, s: usize, p: usize) -> Tensor<4> {
+    let burn_op = |x: Tensor<4>| {
+        max_pool2d(
+            x,
+            MaxPoolOptions::new([k, k])
+                .with_stride([s, s])
+                .with_padding([p, p]),
+        )
+    };
+    if x.dtype() != burn::tensor::DType::F32 || k == 0 || s == 0 || p * 2 > k {
+        return burn_op(x);
+    }
+    let Ok(prim) = x.clone().try_into_primitive::<Ad>() else {
+        return burn_op(x);
+    };
+    let (xi, xn) = prim.into_parts();
+    let xi = if xi.as_slice::<f32>().is_some() {
+        xi
+    } else {
+        xi.to_contiguous()
+    };
+    let [n, c, h, w] = x.dims();
+    let (Some(ho), Some(wo)) = (
+        (h + 2 * p).checked_sub(k).map(|r| r / s + 1),
+        (w + 2 * p).checked_sub(k).map(|r| r / s + 1),
+    ) else {
+        return burn_op(x);
+    };
+    let g = PoolGeometry {
+        planes: n * c,
+        h,
+        w,
+        ho,
+        wo,
+        k,
+        s,
+        p,
+    };
+    let xs = xi.as_slice::<f32>().expect("contiguous f32");
+    let (out, winners) = forward(&g, xs);
+    let out = FlexTensor::from_data(TensorData::new(out, Shape::from(vec![n, c, ho, wo])));
+    let state = PoolState {
+        g,
+        winners,
+        shape: [n, c, h, w],
+    };
+    let y = match MaxPoolBackward
+        .prepare::<NoCheckpointing>([xn])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(state, out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Tensor::from_primitive::<Ad>(y)
+}
+
+/// Window maxima and their winners' offsets in the plane, plane by plane in parallel.
+fn forward(g: &PoolGeometry, x: &[f32]) -> (Vec<f32>, Vec<u32>) {
+    let (ip, op) = (g.h * g.w, g.ho * g.wo);
+    let mut out = vec![0f32; g.planes * op];
+    let mut win = vec![0u32; g.planes * op];
+    out.par_chunks_mut(op)
+        .zip(win.par_chunks_mut(op))
+        .zip(x.par_chunks(ip))
+        .for_each(|((o, wi), xp)| {
+            for oh in 0..g.ho {
+                let (h0, h1) = g.window(oh, g.h);
+                for ow in 0..g.wo {
+                    let (w0, w1) = g.window(ow, g.w);
+                    let mut best = f32::NEG_INFINITY;
+                    let mut at = usize::MAX;
+                    for ih in h0..h1 {
+                        for (iw, &v) in xp[ih * g.w + w0..ih * g.w + w1].iter().enumerate() {
+                            if at == usize::MAX || v > best || v.is_nan() {
+                                best = v;
+                                at = ih * g.w + w0 + iw;
+                            }
+                        }
+                    }
+                    // p * 2 <= k keeps every window inside the image by at least one pixel.
+                    o[oh * g.wo + ow] = best;
+                    wi[oh * g.wo + ow] = at as u32;
+                }
+            }
+        });
+    (out, win)
+}
+
+#[derive(Debug)]
+struct MaxPoolBackward;
+
+#[derive(Debug, Clone)]
+struct PoolState {
+    g: PoolGeometry,
+    winners: Vec<u32>,
+    shape: [usize; 4],
+}
+
+impl Backward<Flex, 1> for MaxPoolBackward {
+    type State = PoolState;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let Some(node) = node else {
+            return;
+        };
+        let dy = if dy.as_slice::<f32>().is_some() {
+            dy
+        } else {
+            dy.to_contiguous()
+        };
+        let dy = dy.as_slice::<f32>().expect("f32 gradient");
+        let st = ops.state;
+        let g = st.g;
+        let (ip, op) = (g.h * g.w, g.ho * g.wo);
+        let mut dx = vec![0f32; g.planes * ip];
+        dx.par_chunks_mut(ip)
+            .zip(dy.par_chunks(op).zip(st.winners.par_chunks(op)))
+            .for_each(|(d, (gy, wi))| {
+                for (&v, &at) in gy.iter().zip(wi) {
+                    d[at as usize] += v;
+                }
+            });
+        let t = FlexTensor::from_data(TensorData::new(dx, Shape::from(st.shape.to_vec())));
+        grads.register::<Flex>(node.id, t);
+    }
+}
