@@ -7,40 +7,11 @@ use burn::tensor::{Device, Tensor, TensorData};
 use intq_train::conv::conv2d_train;
 use proptest::prelude::*;
 
+mod common;
+use common::{close, host, values};
+
 fn ad() -> Device {
     Device::flex().autodiff()
-}
-
-fn host(t: Tensor<4>) -> Vec<f32> {
-    t.into_data().try_to_vec::<f32>().unwrap()
-}
-
-fn host1(t: Tensor<1>) -> Vec<f32> {
-    t.into_data().try_to_vec::<f32>().unwrap()
-}
-
-/// Deterministic values in [-1, 1) from a seed (xorshift), so a failing case can be replayed.
-fn values(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
-}
-
-fn close(what: &str, got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= 1e-5 * scale,
-            "{what}[{i}]: got {g}, want {w} (scale {scale})"
-        );
-    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -89,20 +60,20 @@ fn check(c: Case) {
         let g = (y.clone() * u).sum().backward();
         let gx = x.grad(&g).map(host);
         let gw = host(w.grad(&g).unwrap());
-        let gb = b.grad(&g).map(host1);
+        let gb = b.grad(&g).map(host);
         (host(y), gx, gw, gb)
     };
     let (y1, gx1, gw1, gb1) = run(true);
     let (y0, gx0, gw0, gb0) = run(false);
-    close("output", &y1, &y0);
+    close("output", &y1, &y0, 1e-5);
     assert_eq!(gx1.is_some(), c.x_grad, "input gradient presence");
     if let (Some(a), Some(b)) = (gx1, gx0) {
-        close("input grad", &a, &b);
+        close("input grad", &a, &b, 1e-5);
     }
-    close("weight grad", &gw1, &gw0);
+    close("weight grad", &gw1, &gw0, 1e-5);
     assert_eq!(gb1.is_some(), c.bias, "bias gradient presence");
     if let (Some(a), Some(b)) = (gb1, gb0) {
-        close("bias grad", &a, &b);
+        close("bias grad", &a, &b, 1e-5);
     }
 }
 

@@ -7,9 +7,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use intq_train::pool::max_pool2d_train;
 use proptest::prelude::*;
 
-fn host(t: Tensor<4>) -> Vec<f32> {
-    t.into_data().try_to_vec::<f32>().unwrap()
-}
+mod common;
+use common::host;
 
 /// Values on a coarse grid (many ties, as after a ReLU), a quarter of them clamped to 0.
 fn values(seed: u64, n: usize) -> Vec<f32> {
