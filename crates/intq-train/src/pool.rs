@@ -110,6 +110,10 @@ fn forward(g: &PoolGeometry, x: &[f32]) -> (Vec<f32>, Vec<u32>) {
         .zip(win.par_chunks_mut(op))
         .zip(x.par_chunks(ip))
         .for_each(|((o, wi), xp)| {
+            if g.k == 2 && g.s == 2 && g.p == 0 {
+                pool_2x2(g, xp, o, wi);
+                return;
+            }
             for oh in 0..g.ho {
                 let (h0, h1) = g.window(oh, g.h);
                 for ow in 0..g.wo {
@@ -131,6 +135,30 @@ fn forward(g: &PoolGeometry, x: &[f32]) -> (Vec<f32>, Vec<u32>) {
             }
         });
     (out, win)
+}
+
+/// The 2x2, stride-2 pool of small-cnn: every window whole, its four taps in flex's order.
+fn pool_2x2(g: &PoolGeometry, xp: &[f32], o: &mut [f32], wi: &mut [u32]) {
+    for oh in 0..g.ho {
+        let (r0, r1) = (2 * oh * g.w, (2 * oh + 1) * g.w);
+        let (o, wi) = (
+            &mut o[oh * g.wo..(oh + 1) * g.wo],
+            &mut wi[oh * g.wo..(oh + 1) * g.wo],
+        );
+        for (ow, (o, wi)) in o.iter_mut().zip(wi.iter_mut()).enumerate() {
+            let taps = [r0 + 2 * ow, r0 + 2 * ow + 1, r1 + 2 * ow, r1 + 2 * ow + 1];
+            let (mut best, mut at) = (xp[taps[0]], taps[0]);
+            for &t in &taps[1..] {
+                let v = xp[t];
+                if v > best || v.is_nan() {
+                    best = v;
+                    at = t;
+                }
+            }
+            *o = best;
+            *wi = at as u32;
+        }
+    }
 }
 
 #[derive(Debug)]
