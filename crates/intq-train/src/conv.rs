@@ -5,8 +5,10 @@
 //! weight gradient is `sum_n dY[n] x cols(X[n])^T` and the input gradient
 //! `col2im(W^T x dY[n])`, both read straight from NCHW buffers with the transposes expressed as
 //! GEMM strides, so nothing is permuted or copied. The forward stays flex's (already im2col +
-//! GEMM). Anything that is not a groups = 1 convolution of tracked `Autodiff<Flex>` tensors goes
-//! to burn's `conv2d` unchanged, so exact (f64) evaluation never reaches this code.
+//! GEMM). Depthwise convolutions (groups == in == out channels, weight `[C, 1, kh, kw]`) take
+//! the direct per-plane kernels of [`crate::depthwise`], forward and backward. Anything else
+//! (other grouped convolutions, tensors that are not tracked `Autodiff<Flex>`) goes to burn's
+//! `conv2d` unchanged, so exact (f64) evaluation never reaches this code.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -29,7 +31,9 @@ pub fn conv2d_train(
     bias: Option<Tensor<1>>,
     options: ConvOptions<2>,
 ) -> Tensor<4> {
-    if options.groups != 1 {
+    let (xd, wd) = (x.dims(), weight.dims());
+    let depthwise = xd[1] == options.groups && wd[0] == options.groups && wd[1] == 1;
+    if options.groups != 1 && !depthwise {
         return conv2d(x, weight, bias, options);
     }
     let xp = x.clone().try_into_primitive::<Ad>();
@@ -88,7 +92,11 @@ fn forward(
     let geometry = Geometry::forward(&xc, &wc, &options);
     match (slices, geometry) {
         ((Some(xs), Some(ws), bs), Some(g)) if !matches!(bs, Some(None)) => {
-            let y = conv_forward(&g, xs, ws, bs.flatten());
+            let y = if options.groups == 1 {
+                conv_forward(&g, xs, ws, bs.flatten())
+            } else {
+                crate::depthwise::forward(&g, xs, ws, bs.flatten())
+            };
             tensor(y, [g.n, g.cout, g.ho, g.wo].into())
         }
         _ => Flex::conv2d(x, w, b, options),
@@ -120,6 +128,26 @@ impl<const N: usize> Backward<Flex, N> for ConvBackward<N> {
         let x = contiguous(&st.x);
         let w = contiguous(&st.w);
         let dy = contiguous(&dy);
+        if st.options.groups != 1 {
+            let (dx, dw, db) = crate::depthwise::backward(
+                &g,
+                x.as_slice::<f32>().expect("f32 input"),
+                w.as_slice::<f32>().expect("f32 weight"),
+                dy.as_slice::<f32>().expect("f32 gradient"),
+                [node_x.is_some(), node_w.is_some(), node_b.is_some()],
+            );
+            let shapes: [(_, _, Shape); 3] = [
+                (node_x, dx, [g.n, g.cin, g.h, g.w].into()),
+                (node_w, dw, [g.cout, 1, g.kh, g.kw].into()),
+                (node_b, db, [g.cout].into()),
+            ];
+            for (node, v, shape) in shapes {
+                if let (Some(node), Some(v)) = (node, v) {
+                    grads.register::<Flex>(node.id, tensor(v, shape));
+                }
+            }
+            return;
+        }
         let (dx, dw) = conv_backward(
             &g,
             x.as_slice::<f32>().expect("f32 input"),
@@ -203,7 +231,7 @@ impl Geometry {
     fn forward(x: &FlexTensor, w: &FlexTensor, o: &ConvOptions<2>) -> Option<Self> {
         let xs = x.layout().shape();
         let ws = w.layout().shape();
-        if xs.len() != 4 || ws.len() != 4 || xs[1] != ws[1] {
+        if xs.len() != 4 || ws.len() != 4 || xs[1] != ws[1] * o.groups {
             return None;
         }
         let out = |i: usize, k: usize| {
@@ -233,7 +261,7 @@ impl Geometry {
         self.ho * self.wo
     }
     /// Output columns `[lo, hi)` whose input column for kernel column `kj` lies inside the image.
-    fn ow_range(&self, kj: usize) -> (usize, usize) {
+    pub(crate) fn ow_range(&self, kj: usize) -> (usize, usize) {
         let (s, off) = (
             self.stride[1] as i64,
             (kj * self.dil[1]) as i64 - self.pad[1] as i64,
@@ -246,7 +274,7 @@ impl Geometry {
             hi.min(self.wo as i64) as usize,
         )
     }
-    fn ih(&self, oh: usize, ki: usize) -> Option<usize> {
+    pub(crate) fn ih(&self, oh: usize, ki: usize) -> Option<usize> {
         let ih = (oh * self.stride[0] + ki * self.dil[0]) as i64 - self.pad[0] as i64;
         (ih >= 0 && ih < self.h as i64).then_some(ih as usize)
     }

@@ -29,6 +29,7 @@ pub mod calibrate;
 pub mod checkpoint;
 pub mod ckpt_file;
 pub mod conv;
+pub mod depthwise;
 pub mod export;
 pub mod fake_quant;
 pub mod layers;
