@@ -26,6 +26,7 @@ use burn::tensor::module::batch_norm_train;
 use burn::tensor::{Shape, Tensor, TensorData};
 use rayon::prelude::*;
 
+use crate::conv::{contiguous, tensor};
 use crate::layers::{ACT_RELU, ACT_RELU6};
 
 type Ad = Autodiff<Flex>;
@@ -183,14 +184,6 @@ fn pass_range(act: u8) -> (f32, f32) {
         ACT_RELU => (0.0, f32::INFINITY),
         ACT_RELU6 => (0.0, 6.0),
         _ => (f32::NEG_INFINITY, f32::INFINITY),
-    }
-}
-
-fn contiguous(t: &FlexTensor) -> FlexTensor {
-    if t.as_slice::<f32>().is_some() {
-        t.clone()
-    } else {
-        t.to_contiguous()
     }
 }
 
@@ -417,8 +410,4 @@ impl<const N: usize> Backward<Flex, N> for BnBackward<N> {
             grads.register::<Flex>(node.id, tensor(v, [c].into()));
         }
     }
-}
-
-fn tensor(v: Vec<f32>, shape: Shape) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(v, shape))
 }

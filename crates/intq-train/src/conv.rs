@@ -124,7 +124,8 @@ impl<const N: usize> Backward<Flex, N> for ConvBackward<N> {
         let node_b = parents.next().flatten();
         let dy = grads.consume::<Flex>(&ops.node);
         let st = ops.state;
-        let g = Geometry::new(&st.x, &st.w, &dy, &st.options);
+        // The forward ran, so its geometry is valid (flex rejects what `Geometry::forward` does).
+        let g = Geometry::forward(&st.x, &st.w, &st.options).expect("the forward's geometry");
         let x = contiguous(&st.x);
         let w = contiguous(&st.w);
         let dy = contiguous(&dy);
@@ -177,7 +178,9 @@ impl<const N: usize> Backward<Flex, N> for ConvBackward<N> {
     }
 }
 
-fn contiguous(t: &FlexTensor) -> FlexTensor {
+/// `t` itself when its f32 buffer is contiguous, else a contiguous copy (the custom ops read
+/// buffers as plain slices).
+pub(crate) fn contiguous(t: &FlexTensor) -> FlexTensor {
     if t.as_slice::<f32>().is_some() {
         t.clone()
     } else {
@@ -185,7 +188,8 @@ fn contiguous(t: &FlexTensor) -> FlexTensor {
     }
 }
 
-fn tensor(v: Vec<f32>, shape: Shape) -> FlexTensor {
+/// A flex tensor owning `v`.
+pub(crate) fn tensor(v: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(v, shape))
 }
 
@@ -207,25 +211,6 @@ pub struct Geometry {
 }
 
 impl Geometry {
-    fn new(x: &FlexTensor, w: &FlexTensor, dy: &FlexTensor, o: &ConvOptions<2>) -> Self {
-        let xs = x.layout().shape();
-        let ws = w.layout().shape();
-        let ys = dy.layout().shape();
-        Geometry {
-            n: xs[0],
-            cin: xs[1],
-            h: xs[2],
-            w: xs[3],
-            cout: ws[0],
-            kh: ws[2],
-            kw: ws[3],
-            ho: ys[2],
-            wo: ys[3],
-            stride: o.stride,
-            pad: [o.padding[0].0, o.padding[1].0],
-            dil: o.dilation,
-        }
-    }
     /// The geometry of `conv2d(x, w)` (output size from the options).
     /// `None` when the window does not fit (burn reports that).
     fn forward(x: &FlexTensor, w: &FlexTensor, o: &ConvOptions<2>) -> Option<Self> {

@@ -16,6 +16,7 @@
 //! `fq.detach() + (x_c - x_c.detach())`, which adds an exact zero, so the tensor result equals
 //! the scalar reference bit for bit (tested).
 
+use crate::conv::contiguous;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -637,14 +638,6 @@ impl Backward<Flex, 1> for RequantFqBackward {
             .map(|(&g, &m)| if m == 0 { 0.0 } else { g })
             .collect();
         grads.register::<Flex>(node.id, flex_tensor(dx, shape));
-    }
-}
-
-fn contiguous(t: &FlexTensor) -> FlexTensor {
-    if t.as_slice::<f32>().is_some() {
-        t.clone()
-    } else {
-        t.to_contiguous()
     }
 }
 

@@ -17,6 +17,8 @@ use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Shape, Tensor, TensorData};
 use rayon::prelude::*;
 
+use crate::conv::{contiguous, tensor};
+
 type Ad = Autodiff<Flex>;
 
 /// Sizes of one pooling: `[n * c]` planes of `h x w` in, `ho x wo` out.
@@ -60,11 +62,7 @@ pub fn max_pool2d_train(x: Tensor<4>, k: usize, s: usize, p: usize) -> Tensor<4>
         return burn_op(x);
     };
     let (xi, xn) = prim.into_parts();
-    let xi = if xi.as_slice::<f32>().is_some() {
-        xi
-    } else {
-        xi.to_contiguous()
-    };
+    let xi = contiguous(&xi);
     let [n, c, h, w] = x.dims();
     let (Some(ho), Some(wo)) = (
         (h + 2 * p).checked_sub(k).map(|r| r / s + 1),
@@ -180,11 +178,7 @@ impl Backward<Flex, 1> for MaxPoolBackward {
         let Some(node) = node else {
             return;
         };
-        let dy = if dy.as_slice::<f32>().is_some() {
-            dy
-        } else {
-            dy.to_contiguous()
-        };
+        let dy = contiguous(&dy);
         let dy = dy.as_slice::<f32>().expect("f32 gradient");
         let st = ops.state;
         let g = st.g;
@@ -197,7 +191,6 @@ impl Backward<Flex, 1> for MaxPoolBackward {
                     d[at as usize] += v;
                 }
             });
-        let t = FlexTensor::from_data(TensorData::new(dx, Shape::from(st.shape.to_vec())));
-        grads.register::<Flex>(node.id, t);
+        grads.register::<Flex>(node.id, tensor(dx, Shape::from(st.shape.to_vec())));
     }
 }
