@@ -46,6 +46,8 @@ pub fn conv2d_train(
     };
     let (xi, xn) = xp.into_parts();
     let (wi, wn) = wp.into_parts();
+    // Contiguous once: the forward reads these buffers and the backward keeps them.
+    let (xi, wi) = (contiguous(&xi), contiguous(&wi));
     let state = ConvState {
         x: xi.clone(),
         w: wi.clone(),
@@ -82,14 +84,13 @@ fn forward(
     b: Option<FlexTensor>,
     options: ConvOptions<2>,
 ) -> FlexTensor {
-    let (xc, wc) = (contiguous(&x), contiguous(&w));
     let bc = b.as_ref().map(contiguous);
     let slices = (
-        xc.as_slice::<f32>(),
-        wc.as_slice::<f32>(),
+        x.as_slice::<f32>(),
+        w.as_slice::<f32>(),
         bc.as_ref().map(|b| b.as_slice::<f32>()),
     );
-    let geometry = Geometry::forward(&xc, &wc, &options);
+    let geometry = Geometry::forward(&x, &w, &options);
     match (slices, geometry) {
         ((Some(xs), Some(ws), bs), Some(g)) if !matches!(bs, Some(None)) => {
             let y = if options.groups == 1 {
@@ -126,54 +127,37 @@ impl<const N: usize> Backward<Flex, N> for ConvBackward<N> {
         let st = ops.state;
         // The forward ran, so its geometry is valid (flex rejects what `Geometry::forward` does).
         let g = Geometry::forward(&st.x, &st.w, &st.options).expect("the forward's geometry");
-        let x = contiguous(&st.x);
-        let w = contiguous(&st.w);
         let dy = contiguous(&dy);
-        if st.options.groups != 1 {
-            let (dx, dw, db) = crate::depthwise::backward(
-                &g,
-                x.as_slice::<f32>().expect("f32 input"),
-                w.as_slice::<f32>().expect("f32 weight"),
-                dy.as_slice::<f32>().expect("f32 gradient"),
-                [node_x.is_some(), node_w.is_some(), node_b.is_some()],
-            );
-            let shapes: [(_, _, Shape); 3] = [
-                (node_x, dx, [g.n, g.cin, g.h, g.w].into()),
-                (node_w, dw, [g.cout, 1, g.kh, g.kw].into()),
-                (node_b, db, [g.cout].into()),
-            ];
-            for (node, v, shape) in shapes {
-                if let (Some(node), Some(v)) = (node, v) {
-                    grads.register::<Flex>(node.id, tensor(v, shape));
-                }
-            }
-            return;
-        }
-        let (dx, dw) = conv_backward(
-            &g,
-            x.as_slice::<f32>().expect("f32 input"),
-            w.as_slice::<f32>().expect("f32 weight"),
+        let (x, w, dy) = (
+            st.x.as_slice::<f32>().expect("f32 input"),
+            st.w.as_slice::<f32>().expect("f32 weight"),
             dy.as_slice::<f32>().expect("f32 gradient"),
-            node_x.is_some(),
-            node_w.is_some(),
         );
-        if let (Some(node), Some(dx)) = (node_x, dx) {
-            let shape = [g.n, g.cin, g.h, g.w];
-            grads.register::<Flex>(node.id, tensor(dx, shape.into()));
-        }
-        if let (Some(node), Some(dw)) = (node_w, dw) {
-            let shape = [g.cout, g.cin, g.kh, g.kw];
-            grads.register::<Flex>(node.id, tensor(dw, shape.into()));
-        }
-        if let Some(node) = node_b {
-            let dy = dy.as_slice::<f32>().expect("f32 gradient");
-            let mut db = vec![0.0f32; g.cout];
-            for img in dy.chunks_exact(g.cout * g.p()) {
-                for (d, row) in db.iter_mut().zip(img.chunks_exact(g.p())) {
-                    *d += row.iter().sum::<f32>();
+        let want = [node_x.is_some(), node_w.is_some(), node_b.is_some()];
+        let (dx, dw, db) = if st.options.groups != 1 {
+            crate::depthwise::backward(&g, x, w, dy, want)
+        } else {
+            let (dx, dw) = conv_backward(&g, x, w, dy, want[0], want[1]);
+            let db = want[2].then(|| {
+                let mut db = vec![0.0f32; g.cout];
+                for img in dy.chunks_exact(g.cout * g.p()) {
+                    for (d, row) in db.iter_mut().zip(img.chunks_exact(g.p())) {
+                        *d += row.iter().sum::<f32>();
+                    }
                 }
+                db
+            });
+            (dx, dw, db)
+        };
+        let shapes: [(_, _, Shape); 3] = [
+            (node_x, dx, [g.n, g.cin, g.h, g.w].into()),
+            (node_w, dw, st.w.layout().shape().to_vec().into()),
+            (node_b, db, [g.cout].into()),
+        ];
+        for (node, v, shape) in shapes {
+            if let (Some(node), Some(v)) = (node, v) {
+                grads.register::<Flex>(node.id, tensor(v, shape));
             }
-            grads.register::<Flex>(node.id, tensor(db, [g.cout].into()));
         }
     }
 }

@@ -12,14 +12,9 @@ use common::host;
 
 /// Values on a coarse grid (many ties, as after a ReLU), a quarter of them clamped to 0.
 fn values(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 58) as f32 - 16.0).max(0.0) / 4.0
-        })
+    common::values(seed, n)
+        .into_iter()
+        .map(|v| (((v + 1.0) * 32.0).floor() - 16.0).max(0.0) / 4.0)
         .collect()
 }
 
