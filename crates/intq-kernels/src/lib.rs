@@ -8,12 +8,15 @@
 //! The fast tiers (`gemm`, per-ISA micro-kernels in `isa`) pack weights once, fold the zero
 //! points into precomputed constants (SPEC §4, paper eq. 7) and requantize in registers; they
 //! equal the reference exactly, on every tier the CPU has.
+//!
+//! `qat` holds the float kernels of quantization-aware training that need the same dispatch.
 
 mod elem;
 pub mod gemm;
 mod geometry;
 pub mod isa;
 mod output_stage;
+pub mod qat;
 pub mod reference;
 
 pub use elem::QElem;

@@ -1010,3 +1010,102 @@ tiers!(max_pool_random_geometry, |isa| {
         random_max_pool::<i8>(isa, 12_000 + s);
     }
 });
+
+/// One fake-quant pass on `isa` against the portable tier's, bit for bit (values, mask, and
+/// the finite flag), with and without the mask.
+fn check_requant_fake_quant(
+    isa: Isa,
+    k: &intq_kernels::qat::RequantFakeQuant,
+    e: i32,
+    x: &[f32],
+    what: &str,
+) {
+    let run = |isa: Isa, masked: bool| {
+        let mut fq = vec![0f32; x.len()];
+        let mut mask = vec![7u8; x.len()];
+        let finite = k.block(isa, e, x, &mut fq, masked.then_some(&mut mask[..]));
+        (fq, mask, finite)
+    };
+    for masked in [true, false] {
+        let (want, want_mask, want_finite) = run(Isa::Portable, masked);
+        let (got, got_mask, got_finite) = run(isa, masked);
+        assert_eq!(got_finite, want_finite, "{what}: finite flag, e={e}, {k:?}");
+        if !want_finite {
+            continue;
+        }
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(
+                g.to_bits(),
+                w.to_bits(),
+                "{what}: x[{i}] = {:e}, e={e}, {k:?}: {g:e} != {w:e}",
+                x[i]
+            );
+        }
+        assert_eq!(got_mask, want_mask, "{what}: mask, e={e}, {k:?}");
+        if masked {
+            for (i, &v) in x.iter().enumerate() {
+                assert_eq!(
+                    want_mask[i],
+                    u8::from(v >= k.lo && v <= k.hi),
+                    "mask at {v:e}"
+                );
+            }
+        }
+    }
+}
+
+tiers!(qat_requant_fake_quant_edges_and_random, |isa| {
+    use intq_kernels::qat::RequantFakeQuant;
+    let mut rng = Rng(4242);
+    for case in 0..300 {
+        // Ranges as nudging makes them: scale from 2^-20 to 2^4, a code range of 2..=8 bits,
+        // the zero point anywhere in it (the extremes included).
+        let bits = rng.int(2, 8) as i32;
+        let (qmin, qmax) = if rng.int(0, 1) == 0 {
+            (0, (1 << bits) - 1)
+        } else {
+            (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+        };
+        let z = match rng.int(0, 3) {
+            0 => qmin,
+            1 => qmax,
+            _ => rng.int(qmin as i64, qmax as i64) as i32,
+        };
+        let scale = (2f64.powf(rng.int(-20_000, 4_000) as f64 / 1000.0)) as f32;
+        let (qlo, qhi) = ((qmin - z) as f32, (qmax - z) as f32);
+        let k = RequantFakeQuant {
+            lo: qlo * scale,
+            hi: qhi * scale,
+            scale,
+            qlo,
+            qhi,
+            zero: if case % 2 == 0 { 0.0 } else { -0.0 },
+        };
+        let e = match rng.int(0, 3) {
+            0 => 0,
+            1 => 31,
+            _ => rng.int(0, 31) as i32,
+        };
+        // Codes and half codes (ties), one ulp either side, the range ends and beyond, zeros
+        // of both signs, and random values; 67 of them so the vector loops have a tail.
+        let mut x = Vec::new();
+        while x.len() < 67 {
+            let q = rng.int(qlo as i64 - 3, qhi as i64 + 3) as f32;
+            let v = match rng.int(0, 7) {
+                0 => q * scale,
+                1 => (q + 0.5) * scale,
+                2 => f32::from_bits(((q + 0.5) * scale).to_bits().wrapping_add(1)),
+                3 => f32::from_bits(((q + 0.5) * scale).to_bits().wrapping_sub(1)),
+                4 => [k.lo, k.hi, -0.0, 0.0][rng.size(0, 3)],
+                5 => (q + 0.5 + 2f32.powi(-(e + 1))) * scale,
+                _ => (rng.int(-1 << 20, 1 << 20) as f32 / (1 << 20) as f32) * 300.0 * scale,
+            };
+            x.push(v);
+        }
+        check_requant_fake_quant(isa, &k, e, &x, "edges");
+        // A non-finite value makes the flag false on every tier.
+        let mut bad = x.clone();
+        bad[rng.size(0, 66)] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][rng.size(0, 2)];
+        check_requant_fake_quant(isa, &k, e, &bad, "non-finite");
+    }
+});

@@ -24,6 +24,8 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Bool, Shape, Tensor, TensorData};
+use intq_kernels::qat::RequantFakeQuant;
+use intq_kernels::{Isa, KernelTier};
 use intq_quant::{QScheme, QuantParams};
 
 use crate::TrainError;
@@ -519,11 +521,7 @@ type Ad = Autodiff<Flex>;
 
 /// The constants of one [`fake_quant_requant_fused`] call.
 struct RequantFq<'a> {
-    lo: f32,
-    hi: f32,
-    scale: f32,
-    qlo: f32,
-    qhi: f32,
+    k: RequantFakeQuant,
     shifts: &'a [i32],
     channels: usize,
     inner: usize,
@@ -534,11 +532,14 @@ impl<'a> RequantFq<'a> {
         let r = scheme.nudged_range(p);
         let z = p.zero_point as f64;
         RequantFq {
-            lo: r.min,
-            hi: r.max,
-            scale: p.scale,
-            qlo: (scheme.qmin() as f64 - z) as f32,
-            qhi: (scheme.qmax() as f64 - z) as f32,
+            k: RequantFakeQuant {
+                lo: r.min,
+                hi: r.max,
+                scale: p.scale,
+                qlo: (scheme.qmin() as f64 - z) as f32,
+                qhi: (scheme.qmax() as f64 - z) as f32,
+                zero: -0.0,
+            },
             shifts,
             channels: dims[1],
             inner: dims[2..].iter().product(),
@@ -549,58 +550,39 @@ impl<'a> RequantFq<'a> {
     /// straight-through mask; `None` when a value is not finite. With `autodiff` a `-0.0` result
     /// is `+0.0`, as the op chain's `fq + (x_c - x_c.detach())` (and this pass's former
     /// `fq + (x - x.detach()) * mask`) makes it: a negative value that rounds to code 0 under a
-    /// right shift is `-0.0` before that sum.
+    /// right shift is `-0.0` before that sum. The pass is `intq_kernels::qat`'s, on the kernel
+    /// tier `INTQ_ISA` selects (the best the CPU has by default).
     fn run(&self, xs: &[f32], mask: Option<&mut [u8]>, autodiff: bool) -> Option<Vec<f32>> {
         // `v + (-0.0)` is `v` for every `v`; `v + 0.0` turns `-0.0` into `+0.0` only.
-        let zero = if autodiff { 0.0 } else { -0.0 };
+        let k = RequantFakeQuant {
+            zero: if autodiff { 0.0 } else { -0.0 },
+            ..self.k
+        };
+        let isa = match KernelTier::from_env() {
+            Ok(KernelTier::Fast(isa)) => isa,
+            _ => Isa::Portable,
+        };
         let inner = self.inner;
         if xs.is_empty() || xs.len() % (self.channels * inner) != 0 {
             return None;
         }
         let mut fq = vec![0f32; xs.len()];
         let mut finite = true;
-        let mut mask = mask;
-        for (block, (xb, fb)) in xs
-            .chunks_exact(inner)
-            .zip(fq.chunks_exact_mut(inner))
-            .enumerate()
-        {
-            let e = self.shifts.get(block % self.channels).copied().unwrap_or(0);
-            finite &= self.block(e, zero, xb, fb);
-            if let Some(m) = mask.as_deref_mut() {
-                let mb = &mut m[block * inner..(block + 1) * inner];
-                for (&v, m) in xb.iter().zip(mb.iter_mut()) {
-                    // Finite (checked), so this is clamp_closed's "not strictly outside".
-                    *m = u8::from(v >= self.lo && v <= self.hi);
+        let shift = |block: usize| self.shifts.get(block % self.channels).copied().unwrap_or(0);
+        let blocks = xs.chunks_exact(inner).zip(fq.chunks_exact_mut(inner));
+        match mask {
+            Some(m) => {
+                for (block, ((xb, fb), mb)) in blocks.zip(m.chunks_exact_mut(inner)).enumerate() {
+                    finite &= k.block(isa, shift(block), xb, fb, Some(mb));
+                }
+            }
+            None => {
+                for (block, (xb, fb)) in blocks.enumerate() {
+                    finite &= k.block(isa, shift(block), xb, fb, None);
                 }
             }
         }
         finite.then_some(fq)
-    }
-
-    /// One channel block with right shift `e`, `zero` added to each result; whether all its
-    /// values are finite.
-    #[inline]
-    fn block(&self, e: i32, zero: f32, xb: &[f32], fb: &mut [f32]) -> bool {
-        let (lo, hi, scale) = (self.lo, self.hi, self.scale);
-        let p2 = 2f64.powi(e) as f32;
-        let inv_p2 = 2f64.powi(-e) as f32;
-        let mut finite = true;
-        for (&v, f) in xb.iter().zip(fb.iter_mut()) {
-            finite &= v.is_finite();
-            let xc = if v < lo {
-                lo
-            } else if v > hi {
-                hi
-            } else {
-                v
-            };
-            let t = floor(xc / scale * p2 + 0.5);
-            let sign = if t == 0.0 { 0.0 } else { 1f32.copysign(t) };
-            let code = floor(t.abs() * inv_p2 + 0.5) * sign;
-            *f = code.clamp(self.qlo, self.qhi) * scale + zero;
-        }
-        finite
     }
 }
 
@@ -643,24 +625,6 @@ impl Backward<Flex, 1> for RequantFqBackward {
 
 fn flex_tensor(v: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(v, shape))
-}
-
-/// `y.floor()` for the arguments above (`v + 0.5`, never `-0.0`, whose floor this makes `+0.0`).
-/// Baseline x86-64 has no `roundps` (SSE4.1), so `f32::floor` is a software routine there, a
-/// fifth of the fused pass; truncation through `i32` is exact below 2^23, and every float from
-/// 2^23 up is already an integer.
-#[inline]
-fn floor(y: f32) -> f32 {
-    if y.abs() < 8_388_608.0 {
-        let t = y as i32 as f32;
-        if t > y {
-            t - 1.0
-        } else {
-            t
-        }
-    } else {
-        y
-    }
 }
 
 /// [`fake_quant_requant`] as a chain of burn ops: the f64 exact evaluation, and the reference

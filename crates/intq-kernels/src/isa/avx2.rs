@@ -792,6 +792,22 @@ unsafe fn dw_run_n<T: crate::gemm::Code8, const N: usize>(
     }
 }
 
+/// [`crate::qat::RequantFakeQuant::block`]'s body compiled for AVX2 (the compiler vectorizes
+/// it eight lanes wide; same operations, same bits).
+///
+/// # Safety
+/// The CPU has AVX2; `fq` (and with `MASK`, `mask`) are as long as `x`.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn requant_fake_quant<const MASK: bool>(
+    k: &crate::qat::RequantFakeQuant,
+    e: i32,
+    x: &[f32],
+    fq: &mut [f32],
+    mask: &mut [u8],
+) -> bool {
+    crate::qat::requant_fake_quant::<MASK>(k, e, x, fq, mask)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
