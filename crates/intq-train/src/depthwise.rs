@@ -4,10 +4,16 @@
 //! Why: burn-flex 0.22.1 runs a grouped convolution as one convolution per group after permuting
 //! and copying the input, forward and backward; for a depthwise layer every group is a single
 //! plane, so nearly all of that time is copies and per-group setup. Here each (image, channel)
-//! plane is computed with direct loops over the kernel taps, planes in parallel. For each tap the
-//! output columns whose input column lies inside the image are one range (`Geometry::ow_range`),
-//! so the inner loops over output columns carry no bounds branches; columns outside the range
-//! read padding and contribute nothing.
+//! plane is computed on its own, planes in parallel.
+//!
+//! Each plane is first split into *phase planes* ([`Phases`]): with stride `s`, phase `(pi, pj)`
+//! holds the padded input's rows `s r + pi` and columns `s c + pj` (zeros in the padding), in
+//! rows `wq` long, `wq` being the output width plus the widest tap offset. Output `(oh, ow)`
+//! under tap `(ki, kj)` then reads one phase plane at `(oh + a, ow + b)` for fixed `a`, `b`, so
+//! over the flattened output (rows also `wq` long) every tap is one contiguous run: the forward
+//! and the input gradient are `len`-long axpys and the weight gradient a `len`-long dot product,
+//! with no bounds tests and no short rows (tiny-mobilenet's rows are 7 and 14 wide). The columns
+//! past the output width are discarded (forward) or hold zeros (the gradient's copy of `dy`).
 //!
 //! The weight gradient is summed per (image, channel) plane and the partial sums are combined in
 //! image order, so the result does not depend on the thread count.
@@ -18,26 +24,158 @@ use rayon::prelude::*;
 /// Planes per rayon task at least (a 14x14 plane is a few thousand flops).
 const MIN_PLANES: usize = 8;
 
-/// Start and (exclusive) end of the strided input run read by output columns `[lo, hi)` for the
-/// tap whose column offset is `off`.
-fn span(g: &Geometry, lo: usize, hi: usize, off: i64) -> (usize, usize) {
-    let s = g.stride[1];
-    let start = (lo as i64 * s as i64 + off) as usize;
-    (start, start + (hi - lo - 1) * s + 1)
+/// The phase-plane layout of one geometry (see the module documentation).
+struct Phases {
+    /// Rows and row length of each phase plane; the flattened output uses rows `wq` long too.
+    hq: usize,
+    wq: usize,
+    /// Flattened output positions that hold an output: `(ho - 1) wq + wo`.
+    len: usize,
+    /// Per tap (row-major `ki, kj`): its phase plane and its offset in it.
+    taps: Vec<(usize, usize)>,
+    /// Phase planes some tap reads (the others are neither filled nor read).
+    used: Vec<bool>,
 }
 
-/// Per kernel column: the output columns `[lo, hi)` inside the image and their input run
-/// `[a, b)` (`None` when no output column reads the image for that tap).
-fn runs(g: &Geometry) -> Vec<Option<[usize; 4]>> {
-    (0..g.kw)
-        .map(|kj| {
-            let (lo, hi) = g.ow_range(kj);
-            (lo < hi).then(|| {
-                let (a, b) = span(g, lo, hi, (kj * g.dil[1]) as i64 - g.pad[1] as i64);
-                [lo, hi, a, b]
-            })
+impl Phases {
+    /// `None` when the output is empty.
+    fn new(g: &Geometry) -> Option<Phases> {
+        if g.ho == 0 || g.wo == 0 {
+            return None;
+        }
+        let [sh, sw] = g.stride;
+        let hq = g.ho + (g.kh - 1) * g.dil[0] / sh;
+        let wq = g.wo + (g.kw - 1) * g.dil[1] / sw;
+        let mut used = vec![false; sh * sw];
+        let mut taps = Vec::with_capacity(g.kh * g.kw);
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let (r, c) = (ki * g.dil[0], kj * g.dil[1]);
+                let phase = (r % sh) * sw + c % sw;
+                used[phase] = true;
+                taps.push((phase, (r / sh) * wq + c / sw));
+            }
+        }
+        Some(Phases {
+            hq,
+            wq,
+            len: (g.ho - 1) * wq + g.wo,
+            taps,
+            used,
         })
-        .collect()
+    }
+
+    fn plane(&self) -> usize {
+        self.hq * self.wq
+    }
+
+    /// The input row of phase `phase`'s row `r`, `None` in the padding.
+    fn row(&self, g: &Geometry, phase: usize, r: usize) -> Option<usize> {
+        let ih = (g.stride[0] * r + phase / g.stride[1]).checked_sub(g.pad[0])?;
+        (ih < g.h).then_some(ih)
+    }
+
+    /// Columns `[lo, hi)` of phase `phase`'s rows that lie inside the image, and the input
+    /// column of column `lo` (the next ones are `stride` apart).
+    fn cols(&self, g: &Geometry, phase: usize) -> (usize, usize, usize) {
+        let (sw, pj, pad) = (g.stride[1], phase % g.stride[1], g.pad[1]);
+        let lo = pad.saturating_sub(pj).div_ceil(sw).min(self.wq);
+        let hi = if g.w + pad > pj {
+            ((g.w + pad - pj - 1) / sw + 1).min(self.wq)
+        } else {
+            0
+        };
+        let hi = hi.max(lo);
+        (lo, hi, sw * lo + pj - pad.min(sw * lo + pj))
+    }
+
+    /// The used phase planes of input plane `xp` into `out` (`sh sw` planes, zeros in the padding).
+    fn split(&self, g: &Geometry, xp: &[f32], out: &mut [f32]) {
+        let sw = g.stride[1];
+        for (phase, dst) in out.chunks_exact_mut(self.plane()).enumerate() {
+            if !self.used[phase] {
+                continue;
+            }
+            let (lo, hi, iw) = self.cols(g, phase);
+            for (r, row) in dst.chunks_exact_mut(self.wq).enumerate() {
+                let Some(ih) = self.row(g, phase, r) else {
+                    row.fill(0.0);
+                    continue;
+                };
+                let src = &xp[ih * g.w..(ih + 1) * g.w];
+                row[..lo].fill(0.0);
+                row[hi..].fill(0.0);
+                if sw == 1 {
+                    row[lo..hi].copy_from_slice(&src[iw..iw + hi - lo]);
+                } else {
+                    for (d, v) in row[lo..hi].iter_mut().zip(src[iw..].iter().step_by(sw)) {
+                        *d = *v;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The input-plane gradient from the phase planes' gradients `dq` into `dxp`, which holds
+    /// zeros (inverse of [`Phases::split`]; input pixels that no tap reads keep 0).
+    fn merge(&self, g: &Geometry, dq: &[f32], dxp: &mut [f32]) {
+        let sw = g.stride[1];
+        for (phase, src) in dq.chunks_exact(self.plane()).enumerate() {
+            if !self.used[phase] {
+                continue;
+            }
+            let (lo, hi, iw) = self.cols(g, phase);
+            for (r, row) in src.chunks_exact(self.wq).enumerate() {
+                let Some(ih) = self.row(g, phase, r) else {
+                    continue;
+                };
+                let dst = &mut dxp[ih * g.w..(ih + 1) * g.w];
+                if sw == 1 {
+                    dst[iw..iw + hi - lo].copy_from_slice(&row[lo..hi]);
+                } else {
+                    for (d, v) in dst[iw..].iter_mut().step_by(sw).zip(&row[lo..hi]) {
+                        *d = *v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Per-task buffers, reused across the planes a rayon task computes.
+#[derive(Default)]
+struct Scratch {
+    phases: Vec<f32>,
+    flat: Vec<f32>,
+    grad: Vec<f32>,
+}
+
+/// `v` as an `n`-long slice: zeros when it was not `n` long, else its contents as they were.
+/// Within one call every plane has the same geometry, so a task's buffers are zeroed once.
+fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if v.len() != n {
+        v.clear();
+        v.resize(n, 0.0);
+    }
+    v
+}
+
+/// `sum(a[i] * b[i])` in eight lanes (so it vectorizes), the lanes then added in order.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// `y = depthwise(x, w) (+ b)`, NCHW in and out; `g.cin == g.cout` channels, `w` is
@@ -45,40 +183,26 @@ fn runs(g: &Geometry) -> Vec<Option<[usize; 4]>> {
 pub fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (c, hw, p, t) = (g.cout, g.h * g.w, g.ho * g.wo, g.kh * g.kw);
     let mut y = vec![0.0f32; g.n * c * p];
-    let runs = runs(g);
-    if p == 0 {
+    let Some(ph) = Phases::new(g) else {
         return y;
-    }
+    };
+    let pl = ph.plane();
     y.par_chunks_mut(p)
         .with_min_len(MIN_PLANES)
         .enumerate()
-        .for_each(|(pi, yp)| {
+        .for_each_init(Scratch::default, |s, (pi, yp)| {
             let ch = pi % c;
-            let xp = &x[pi * hw..(pi + 1) * hw];
             let wc = &w[ch * t..(ch + 1) * t];
-            yp.fill(bias.map_or(0.0, |b| b[ch]));
-            for oh in 0..g.ho {
-                let dst = &mut yp[oh * g.wo..(oh + 1) * g.wo];
-                for ki in 0..g.kh {
-                    let Some(ih) = g.ih(oh, ki) else { continue };
-                    let src = &xp[ih * g.w..(ih + 1) * g.w];
-                    for kj in 0..g.kw {
-                        let wv = wc[ki * g.kw + kj];
-                        let Some([lo, hi, a, b]) = runs[kj] else {
-                            continue;
-                        };
-                        let out = &mut dst[lo..hi];
-                        if g.stride[1] == 1 {
-                            out.iter_mut()
-                                .zip(&src[a..b])
-                                .for_each(|(o, v)| *o += wv * v);
-                        } else {
-                            out.iter_mut()
-                                .zip(src[a..b].iter().step_by(g.stride[1]))
-                                .for_each(|(o, v)| *o += wv * v);
-                        }
-                    }
-                }
+            let phases = sized(&mut s.phases, g.stride[0] * g.stride[1] * pl);
+            ph.split(g, &x[pi * hw..(pi + 1) * hw], phases);
+            let flat = sized(&mut s.flat, ph.len);
+            flat.fill(bias.map_or(0.0, |b| b[ch]));
+            for (&wv, &(phase, off)) in wc.iter().zip(&ph.taps) {
+                let src = &phases[phase * pl + off..][..ph.len];
+                flat.iter_mut().zip(src).for_each(|(o, v)| *o += wv * v);
+            }
+            for (oh, row) in yp.chunks_exact_mut(g.wo).enumerate() {
+                row.copy_from_slice(&flat[oh * ph.wq..][..g.wo]);
             }
         });
     y
@@ -101,66 +225,40 @@ pub fn backward(
     // Per plane: t weight-gradient partials, then the bias partial.
     let stride = t + 1;
     let mut part = vec![0.0f32; planes * stride];
-    let runs = runs(g);
     let mut dx = vec![0.0f32; if want_dx { planes * hw } else { 0 }];
-    let plane = |pi: usize, dxp: Option<&mut [f32]>, pp: &mut [f32]| {
+    let phases = Phases::new(g);
+    let plane = |s: &mut Scratch, pi: usize, dxp: Option<&mut [f32]>, pp: &mut [f32]| {
+        let Some(ph) = phases.as_ref() else { return };
+        let pl = ph.plane();
         let ch = pi % c;
-        let xp = &x[pi * hw..(pi + 1) * hw];
         let dyp = &dy[pi * p..(pi + 1) * p];
         let wc = &w[ch * t..(ch + 1) * t];
         if want_db {
             pp[t] = dyp.iter().sum();
         }
+        // dy in rows wq long, zeros past the output width (never written, so zeros from
+        // `sized`).
+        let flat = sized(&mut s.flat, ph.len);
+        for (oh, row) in dyp.chunks_exact(g.wo).enumerate() {
+            flat[oh * ph.wq..][..g.wo].copy_from_slice(row);
+        }
         if want_dw {
-            for ki in 0..g.kh {
-                for kj in 0..g.kw {
-                    let Some([lo, hi, a, b]) = runs[kj] else {
-                        continue;
-                    };
-                    let mut acc = 0.0f32;
-                    for oh in 0..g.ho {
-                        let Some(ih) = g.ih(oh, ki) else { continue };
-                        let src = &xp[ih * g.w..(ih + 1) * g.w][a..b];
-                        let d = &dyp[oh * g.wo..(oh + 1) * g.wo][lo..hi];
-                        acc += if g.stride[1] == 1 {
-                            d.iter().zip(src).map(|(d, v)| d * v).sum::<f32>()
-                        } else {
-                            d.iter()
-                                .zip(src.iter().step_by(g.stride[1]))
-                                .map(|(d, v)| d * v)
-                                .sum::<f32>()
-                        };
-                    }
-                    pp[ki * g.kw + kj] = acc;
-                }
+            let xq = sized(&mut s.phases, g.stride[0] * g.stride[1] * pl);
+            ph.split(g, &x[pi * hw..(pi + 1) * hw], xq);
+            for (dw, &(phase, off)) in pp[..t].iter_mut().zip(&ph.taps) {
+                *dw = dot(flat, &xq[phase * pl + off..][..ph.len]);
             }
         }
         if let Some(dxp) = dxp {
-            for oh in 0..g.ho {
-                let d = &dyp[oh * g.wo..(oh + 1) * g.wo];
-                for ki in 0..g.kh {
-                    let Some(ih) = g.ih(oh, ki) else { continue };
-                    let dst = &mut dxp[ih * g.w..(ih + 1) * g.w];
-                    for kj in 0..g.kw {
-                        let wv = wc[ki * g.kw + kj];
-                        let Some([lo, hi, a, b]) = runs[kj] else {
-                            continue;
-                        };
-                        if g.stride[1] == 1 {
-                            dst[a..b]
-                                .iter_mut()
-                                .zip(&d[lo..hi])
-                                .for_each(|(o, v)| *o += wv * v);
-                        } else {
-                            dst[a..b]
-                                .iter_mut()
-                                .step_by(g.stride[1])
-                                .zip(&d[lo..hi])
-                                .for_each(|(o, v)| *o += wv * v);
-                        }
-                    }
-                }
+            let dq = sized(&mut s.grad, g.stride[0] * g.stride[1] * pl);
+            dq.fill(0.0);
+            for (&wv, &(phase, off)) in wc.iter().zip(&ph.taps) {
+                let dst = &mut dq[phase * pl + off..][..ph.len];
+                dst.iter_mut()
+                    .zip(flat.iter())
+                    .for_each(|(o, v)| *o += wv * v);
             }
+            ph.merge(g, dq, dxp);
         }
     };
     if p > 0 && (want_dw || want_db || want_dx) {
@@ -169,12 +267,14 @@ pub fn backward(
                 .zip(part.par_chunks_mut(stride))
                 .with_min_len(MIN_PLANES)
                 .enumerate()
-                .for_each(|(pi, (dxp, pp))| plane(pi, Some(dxp), pp));
+                .for_each_init(Scratch::default, |s, (pi, (dxp, pp))| {
+                    plane(s, pi, Some(dxp), pp)
+                });
         } else {
             part.par_chunks_mut(stride)
                 .with_min_len(MIN_PLANES)
                 .enumerate()
-                .for_each(|(pi, pp)| plane(pi, None, pp));
+                .for_each_init(Scratch::default, |s, (pi, pp)| plane(s, pi, None, pp));
         }
     }
     // Fixed order: image 0, 1, ... for every channel.
