@@ -76,17 +76,12 @@ impl Phases {
     }
 
     /// Columns `[lo, hi)` of phase `phase`'s rows that lie inside the image, and the input
-    /// column of column `lo` (the next ones are `stride` apart).
-    fn cols(&self, g: &Geometry, phase: usize) -> (usize, usize, usize) {
+    /// column of column `lo` (the next ones are `stride` apart); `None` when there are none.
+    fn cols(&self, g: &Geometry, phase: usize) -> Option<(usize, usize, usize)> {
         let (sw, pj, pad) = (g.stride[1], phase % g.stride[1], g.pad[1]);
-        let lo = pad.saturating_sub(pj).div_ceil(sw).min(self.wq);
-        let hi = if g.w + pad > pj {
-            ((g.w + pad - pj - 1) / sw + 1).min(self.wq)
-        } else {
-            0
-        };
-        let hi = hi.max(lo);
-        (lo, hi, sw * lo + pj - pad.min(sw * lo + pj))
+        let lo = pad.saturating_sub(pj).div_ceil(sw);
+        let hi = ((g.w + pad).checked_sub(pj + 1)? / sw + 1).min(self.wq);
+        (lo < hi).then(|| (lo, hi, sw * lo + pj - pad))
     }
 
     /// The used phase planes of input plane `xp` into `out` (`sh sw` planes, zeros in the padding).
@@ -96,9 +91,9 @@ impl Phases {
             if !self.used[phase] {
                 continue;
             }
-            let (lo, hi, iw) = self.cols(g, phase);
+            let cols = self.cols(g, phase);
             for (r, row) in dst.chunks_exact_mut(self.wq).enumerate() {
-                let Some(ih) = self.row(g, phase, r) else {
+                let (Some(ih), Some((lo, hi, iw))) = (self.row(g, phase, r), cols) else {
                     row.fill(0.0);
                     continue;
                 };
@@ -121,10 +116,9 @@ impl Phases {
     fn merge(&self, g: &Geometry, dq: &[f32], dxp: &mut [f32]) {
         let sw = g.stride[1];
         for (phase, src) in dq.chunks_exact(self.plane()).enumerate() {
-            if !self.used[phase] {
+            let Some((lo, hi, iw)) = self.cols(g, phase).filter(|_| self.used[phase]) else {
                 continue;
-            }
-            let (lo, hi, iw) = self.cols(g, phase);
+            };
             for (r, row) in src.chunks_exact(self.wq).enumerate() {
                 let Some(ih) = self.row(g, phase, r) else {
                     continue;

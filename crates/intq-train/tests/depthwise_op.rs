@@ -43,7 +43,7 @@ fn case(asymmetric: bool) -> impl Strategy<Value = Case> {
         (
             1usize..=11,
             1usize..=11,
-            1usize..=2,
+            1usize..=3,
             [0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2],
             1usize..=2,
         ),
