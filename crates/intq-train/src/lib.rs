@@ -17,6 +17,11 @@
 //! statistics and each shard fake-quantizes with its own view of the observer range, while the
 //! moving statistics and ranges are updated with the exact full-batch values.
 //!
+//! The hot ops of a QAT step (convolution, depthwise, batch norm with its activation, max pool,
+//! the output fake-quant) are this crate's own autodiff ops over flex's buffers. The fake-quant
+//! pass itself is `intq_kernels::qat`'s, which runs it on the ISA tier `INTQ_ISA` selects (ISA
+//! dispatch stays in that crate).
+//!
 //! # Rounding
 //!
 //! Fake quantization rounds half up (`floor(v + 0.5)`), SPEC §2 and `intq_quant::QScheme::
