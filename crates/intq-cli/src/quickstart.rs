@@ -80,6 +80,8 @@ const TINY: Recipe = Recipe {
 
 pub fn quickstart(a: QuickstartArgs) -> Result<()> {
     let t0 = Instant::now();
+    // Training and the engine both run on the tier INTQ_ISA selects: refuse a bad one first.
+    intq_kernels::KernelTier::from_env().context("INTQ_ISA")?;
     let r = if a.tiny { TINY } else { FULL };
     let mut q = quant_cfg(&a.scheme, 8, 8, a.scheme == "int8")?;
     q.ranges = a.ranges;

@@ -163,6 +163,9 @@ pub enum TrainCommand {
 }
 
 pub fn run(cmd: TrainCommand) -> Result<()> {
+    // Training's fake-quant pass runs on the kernel tier INTQ_ISA selects: a bad value is an
+    // error here, as for the engine's commands, not a silent fallback to the portable tier.
+    intq_kernels::KernelTier::from_env().context("INTQ_ISA")?;
     match cmd {
         TrainCommand::Train(a) => run_train(a),
         TrainCommand::Qat(a) => run_qat(a),

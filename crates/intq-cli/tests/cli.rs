@@ -349,3 +349,40 @@ fn bench_model_builds_checks_and_saves_resnet20() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("resnet99"));
 }
+
+/// Training refuses an `INTQ_ISA` it cannot honour (its fake-quant pass runs on that tier)
+/// before it reads any data, as the engine's commands do; a valid tier gets past the check (and
+/// here fails on the missing data instead).
+#[test]
+fn training_refuses_a_bad_isa_tier() {
+    let train = |isa: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_intq"))
+            .args([
+                "train",
+                "--data-dir",
+                "/nonexistent/data",
+                "--out",
+                "/nonexistent/f.ckpt",
+            ])
+            .env("INTQ_ISA", isa)
+            .output()
+            .expect("run intq");
+        assert!(!out.status.success(), "INTQ_ISA={isa} trained without data");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            err.starts_with("error: ") && !err.contains("panicked"),
+            "{err}"
+        );
+        err
+    };
+    let err = train("sse9");
+    assert!(
+        err.contains("INTQ_ISA") && err.contains("\"sse9\""),
+        "{err}"
+    );
+    let err = train("portable");
+    assert!(
+        !err.contains("INTQ_ISA") && err.contains("/nonexistent/data"),
+        "{err}"
+    );
+}
