@@ -123,7 +123,7 @@ pub(crate) fn requant_fake_quant<const MASK: bool>(
 /// subtracting 2^23 (with `y`'s sign) rounds `y` to an integer exactly, and one step down where
 /// that rounded up gives the floor; every float from 2^23 up is an integer (NaN stays NaN).
 #[inline(always)]
-pub fn floor(y: f32) -> f32 {
+fn floor(y: f32) -> f32 {
     const TWO_23: f32 = 8_388_608.0;
     let m = TWO_23.copysign(y);
     let r = (y + m) - m;

@@ -308,6 +308,7 @@ fn slice_min_max(v: &[f32]) -> Option<(f32, f32)> {
         }
     }
     let (mut l, mut h) = (lo[0], hi[0]);
+    // The lanes start at `first`, so a NaN there shows here too.
     for &x in lo.iter().chain(tail) {
         l = if x < l { x } else { l };
         nan |= x.is_nan();
@@ -315,11 +316,7 @@ fn slice_min_max(v: &[f32]) -> Option<(f32, f32)> {
     for &x in hi.iter().chain(tail) {
         h = if x > h { x } else { h };
     }
-    Some(if nan || first.is_nan() {
-        (f32::NAN, f32::NAN)
-    } else {
-        (l, h)
-    })
+    Some(if nan { (f32::NAN, f32::NAN) } else { (l, h) })
 }
 
 /// Per-channel (axis 0) min and max, read to the host.
@@ -568,6 +565,8 @@ type Ad = Autodiff<Flex>;
 /// The constants of one [`fake_quant_requant_fused`] call.
 struct RequantFq<'a> {
     k: RequantFakeQuant,
+    /// The kernel tier `INTQ_ISA` selects (the best the CPU has by default).
+    isa: Isa,
     shifts: &'a [i32],
     channels: usize,
     inner: usize,
@@ -586,6 +585,10 @@ impl<'a> RequantFq<'a> {
                 qhi: (scheme.qmax() as f64 - z) as f32,
                 zero: -0.0,
             },
+            isa: match KernelTier::from_env() {
+                Ok(KernelTier::Fast(isa)) => isa,
+                _ => Isa::Portable,
+            },
             shifts,
             channels: dims[1],
             inner: dims[2..].iter().product(),
@@ -596,17 +599,12 @@ impl<'a> RequantFq<'a> {
     /// straight-through mask; `None` when a value is not finite. With `autodiff` a `-0.0` result
     /// is `+0.0`, as the op chain's `fq + (x_c - x_c.detach())` (and this pass's former
     /// `fq + (x - x.detach()) * mask`) makes it: a negative value that rounds to code 0 under a
-    /// right shift is `-0.0` before that sum. The pass is `intq_kernels::qat`'s, on the kernel
-    /// tier `INTQ_ISA` selects (the best the CPU has by default).
+    /// right shift is `-0.0` before that sum. The pass is `intq_kernels::qat`'s.
     fn run(&self, xs: &[f32], mask: Option<&mut [u8]>, autodiff: bool) -> Option<Vec<f32>> {
         // `v + (-0.0)` is `v` for every `v`; `v + 0.0` turns `-0.0` into `+0.0` only.
         let k = RequantFakeQuant {
             zero: if autodiff { 0.0 } else { -0.0 },
             ..self.k
-        };
-        let isa = match KernelTier::from_env() {
-            Ok(KernelTier::Fast(isa)) => isa,
-            _ => Isa::Portable,
         };
         let inner = self.inner;
         if xs.is_empty() || xs.len() % (self.channels * inner) != 0 {
@@ -614,19 +612,15 @@ impl<'a> RequantFq<'a> {
         }
         let mut fq = vec![0f32; xs.len()];
         let mut finite = true;
-        let shift = |block: usize| self.shifts.get(block % self.channels).copied().unwrap_or(0);
-        let blocks = xs.chunks_exact(inner).zip(fq.chunks_exact_mut(inner));
-        match mask {
-            Some(m) => {
-                for (block, ((xb, fb), mb)) in blocks.zip(m.chunks_exact_mut(inner)).enumerate() {
-                    finite &= k.block(isa, shift(block), xb, fb, Some(mb));
-                }
-            }
-            None => {
-                for (block, (xb, fb)) in blocks.enumerate() {
-                    finite &= k.block(isa, shift(block), xb, fb, None);
-                }
-            }
+        let mut masks = mask.map(|m| m.chunks_exact_mut(inner));
+        for (block, (xb, fb)) in xs
+            .chunks_exact(inner)
+            .zip(fq.chunks_exact_mut(inner))
+            .enumerate()
+        {
+            let e = self.shifts.get(block % self.channels).copied().unwrap_or(0);
+            let mb = masks.as_mut().and_then(|m| m.next());
+            finite &= k.block(self.isa, e, xb, fb, mb);
         }
         finite.then_some(fq)
     }
