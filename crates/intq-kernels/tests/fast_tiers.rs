@@ -611,6 +611,54 @@ tiers!(conv_fused_im2col_runs_borders_and_zero_points, |isa| {
     }
 });
 
+/// Implicit-GEMM convolutions (channels a multiple of 8, so every x86 tier takes that path)
+/// over 3 to 6 small images: each pixel chunk maps the image rows its own windows read, so a
+/// chunk may start inside one image, cover whole images and end inside another, on one to
+/// three threads (one thread: a chunk is the whole batch).
+fn implicit_conv_across_images<T: Code8>(isa: Isa, seed: u64) {
+    let mut rng = Rng(seed);
+    let (b, ih, iw, ic, oc) = (
+        rng.size(3, 6),
+        rng.size(1, 7),
+        rng.size(1, 7),
+        8 * rng.size(1, 3),
+        rng.size(1, 40),
+    );
+    let (kh, kw) = (rng.size(1, 3).min(ih), rng.size(1, 3).min(iw));
+    let padding = [Padding::Same, Padding::Valid][rng.size(0, 1)];
+    let (s, d) = (rng.size(1, 2), rng.size(1, 2));
+    let Some(((oh, ow), params)) = geometry(padding, (ih, iw), (kh, kw), (s, s), (d, 1)) else {
+        return;
+    };
+    let input = rng.codes::<T>(b * ih * iw * ic);
+    let filter = rng.codes::<T>(oc * kh * kw * ic);
+    let zin = rng.zero_point::<T>(true);
+    let zw = weight_zero_points(&mut rng, oc, |r| r.zero_point::<T>(false));
+    let shapes = ([b, ih, iw, ic], [oc, kh, kw, ic], [b, oh, ow, oc]);
+    let threads = rng.size(1, 3);
+    let conv = ConvCase {
+        input: &input,
+        filter: &filter,
+        shapes,
+        zin,
+        zw: &zw,
+        params,
+    };
+    let what = format!("implicit conv seed {seed}, {threads} threads");
+    conv.assert_equals_reference(isa, &mut rng, &what, |plan, out| {
+        intq_kernels::gemm::with_threads(threads, || {
+            plan.run(&input, shapes.0, out, shapes.2, threads)
+        })
+    });
+}
+
+tiers!(conv_implicit_chunks_across_images, |isa| {
+    for s in 0..40 {
+        implicit_conv_across_images::<u8>(isa, 8000 + s);
+        implicit_conv_across_images::<i8>(isa, 8100 + s);
+    }
+});
+
 tiers!(conv_explicit_padding, |isa| {
     for s in 0..60 {
         random_conv_padded::<u8>(isa, 7000 + s, 1, true);
