@@ -43,14 +43,14 @@ pub fn all_cores() -> usize {
 }
 
 /// Multiply-accumulates below which a layer runs on one thread, and the work each further
-/// thread must have. One AVX2 core does about 40 GMAC/s on ResNet-20's conv layers, so 2^20
-/// MACs is about 25 us: split in two, each half saves ~12 us against a hand-off to a spinning helper (~1 us)
-/// plus the imbalance of the last tiles, while a sleeping pool (rayon's, used before) took tens
-/// of microseconds to wake. ResNet-20's main layers (2.4M MACs each) split; its stem and 1x1
-/// shortcuts (0.1-0.5M) do not. On the shared 2-core machine the threshold's effect (256K, 1M,
-/// 4M, never) was within the run-to-run noise of `intq bench model --threads 2`, so it rests on
-/// the cost model above; `INTQ_PAR_MIN_MACS` overrides it for measuring.
-pub const PAR_MIN_MACS: usize = 1 << 20;
+/// thread must have. A hand-off to a spinning helper costs about 1 us; 64K MACs take 1-2 us in
+/// a GEMM on one AVX2 core and ~10 us in a depthwise layer (several times slower per MAC), so a
+/// split pays from about here. Measured at 2 threads, batch 1, on the quiet 2-core AMD build
+/// machine (`INTQ_PAR_MIN_MACS`, medians of two runs): MobileNetV2 5.83 ms at 1M (the value
+/// before), 5.39 at 128K, 5.33 at 64K and 32K, 5.37 at 16K; ResNet-20 0.598 / 0.551 / 0.545 /
+/// 0.547 / 0.545 ms. At 1M most of MobileNetV2's depthwise layers and ResNet-20's strided
+/// convs ran on one thread. `INTQ_PAR_MIN_MACS` overrides it for measuring.
+pub const PAR_MIN_MACS: usize = 1 << 16;
 
 /// [`PAR_MIN_MACS`], or `INTQ_PAR_MIN_MACS` when set to a number (read once; for measuring
 /// the threshold, not for tuning in production).
