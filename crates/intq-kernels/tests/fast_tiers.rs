@@ -659,6 +659,59 @@ tiers!(conv_implicit_chunks_across_images, |isa| {
     }
 });
 
+/// Inputs whose channels are off the 8-code group (1 to 15 but 8) under windows up to 7x7
+/// (ResNet-18's stem), strides 1 and 2, paddings up to 3: on AVX2 each filter row's run is
+/// padded to whole groups with zero weights and read straight from the image, the padding
+/// reading the next pixel's codes; uint8 (weights offset by 128) and int8, 1 to 3 threads.
+fn narrow_input_conv<T: Code8>(isa: Isa, seed: u64) {
+    let mut rng = Rng(seed);
+    let ic = [1, 2, 3, 4, 5, 6, 7, 9, 11, 15][rng.size(0, 9)];
+    let (kh, kw) = (rng.size(1, 7), rng.size(2, 7));
+    let (b, ih, iw, oc) = (
+        rng.size(1, 2),
+        rng.size(kh, 12),
+        rng.size(kw, 12),
+        rng.size(1, 40),
+    );
+    let s = rng.size(1, 2);
+    let padding = Padding::Explicit {
+        top: rng.size(0, 3),
+        bottom: rng.size(0, 3),
+        left: rng.size(0, 3),
+        right: rng.size(0, 3),
+    };
+    let Some(((oh, ow), params)) = geometry(padding, (ih, iw), (kh, kw), (s, s), (1, 1)) else {
+        return;
+    };
+    let input = rng.codes::<T>(b * ih * iw * ic);
+    let filter = rng.codes::<T>(oc * kh * kw * ic);
+    let zin = rng.zero_point::<T>(true);
+    let zw = weight_zero_points(&mut rng, oc, |r| r.zero_point::<T>(false));
+    let shapes = ([b, ih, iw, ic], [oc, kh, kw, ic], [b, oh, ow, oc]);
+    let threads = rng.size(1, 3);
+    let conv = ConvCase {
+        input: &input,
+        filter: &filter,
+        shapes,
+        zin,
+        zw: &zw,
+        params,
+    };
+    let what = format!("narrow-input conv seed {seed}, {threads} threads");
+    conv.assert_equals_reference(isa, &mut rng, &what, |plan, out| {
+        intq_kernels::gemm::with_threads(threads, || {
+            plan.run(&input, shapes.0, out, shapes.2, threads)
+        })
+    });
+}
+
+tiers!(conv_narrow_inputs_row_padded, |isa| {
+    for s in 0..60 {
+        narrow_input_conv::<u8>(isa, 9000 + s);
+        narrow_input_conv::<i8>(isa, 9100 + s);
+    }
+});
+
 tiers!(conv_explicit_padding, |isa| {
     for s in 0..60 {
         random_conv_padded::<u8>(isa, 7000 + s, 1, true);

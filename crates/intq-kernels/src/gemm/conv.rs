@@ -36,6 +36,13 @@ pub struct Conv2dPlan {
     /// and packing 27-code rows one pixel at a time (MobileNetV2's stem ran at 11-20 GOPS).
     /// See `padded_channels` for when.
     image_channels: usize,
+    /// Codes of one filter row in the packed filter: `kw * image_channels`, or, for an AVX2
+    /// plan over an input whose channels are not a multiple of 8 (a stem's 1 or 3), that
+    /// rounded up to 8 with zero weights (canonical 0) after each filter row's real taps. The
+    /// implicit GEMM then reads each window row as whole groups straight from the image: the
+    /// extra codes it reads (the next pixel's) meet the zero weights, and the output stage
+    /// keeps the real K and filter sums, so the result is the reference's. See `row_run`.
+    row_run: usize,
 }
 
 impl Conv2dPlan {
@@ -59,7 +66,8 @@ impl Conv2dPlan {
             "conv2d: strides and dilations must be at least 1"
         );
         let image_channels = padded_channels::<T>(isa, filter_shape, params, input_zero_point);
-        let gemm = if image_channels == ic {
+        let row_run = row_run(isa, filter_shape, image_channels, params);
+        let mut gemm = if image_channels == ic {
             PreparedGemm::new(
                 filter,
                 oc,
@@ -91,13 +99,31 @@ impl Conv2dPlan {
                 isa,
             )
         };
+        if row_run != kw * image_channels {
+            // The canonical weight 0 after each filter row's taps (u8 weights are offset by
+            // 128; see `Code8::W_OFFSET`).
+            let zero = T::from_bits(T::W_OFFSET.wrapping_neg() as u8);
+            let mut padded = Vec::with_capacity(oc * kh * row_run);
+            for taps in filter.chunks_exact(kw * ic) {
+                padded.extend_from_slice(taps);
+                padded.resize(padded.len() + row_run - kw * ic, zero);
+            }
+            gemm.repack(&padded, kh * row_run);
+        }
         Conv2dPlan {
             gemm,
             filter_shape,
             params: *params,
             input_zero_point,
             image_channels,
+            row_run,
         }
+    }
+
+    /// The plan's packed filter rows are padded to whole groups (see
+    /// [`row_run`](Self::row_run)); it runs only as an implicit GEMM.
+    fn row_padded(&self) -> bool {
+        self.row_run != self.filter_shape[2] * self.image_channels
     }
 
     pub fn isa(&self) -> Isa {
@@ -180,7 +206,9 @@ impl Conv2dPlan {
         if p.dilation_w == 1 {
             use crate::isa::{avx2::Avx2, avx512vnni::Vnni};
             match (&self.gemm.packed, self.gemm.isa) {
-                (Packed::I16(b), Isa::Avx2) if self.image_channels.is_multiple_of(8) => {
+                (Packed::I16(b), Isa::Avx2)
+                    if self.image_channels.is_multiple_of(8) || self.row_padded() =>
+                {
                     let stride = self.panel_stride(crate::isa::avx2::KG, crate::isa::avx2::NR);
                     return self.run_implicit::<Avx2, T>(
                         b.as_slice(),
@@ -218,9 +246,9 @@ impl Conv2dPlan {
                 _ => {}
             }
         }
-        assert_eq!(
-            self.image_channels, in_c,
-            "conv2d: a channel-padded plan runs only as an implicit GEMM"
+        assert!(
+            self.image_channels == in_c && !self.row_padded(),
+            "conv2d: a channel- or row-padded plan runs only as an implicit GEMM"
         );
         let zp = T::from_bits(self.input_zero_point as u8);
         // Padded taps are runs of the zero point, handed from here.
@@ -365,6 +393,27 @@ fn padded_channels<T: Code8>(
     }
 }
 
+/// The codes of one filter row in a plan's packed filter (see [`Conv2dPlan::row_run`]):
+/// rounded up to AVX2's group when that tier's implicit GEMM would otherwise not take the plan
+/// (channels not a multiple of 8), the window is wider than one pixel and undilated along x.
+/// The gathered im2col it replaces copied each window row's few codes into a row and packed
+/// it, pixel by pixel: MobileNetV2's 3x3 RGB stem ran at 22 GOPS that way.
+fn row_run(isa: Isa, filter_shape: [usize; 4], image_channels: usize, p: &ConvParams) -> usize {
+    let [_, kh, kw, _] = filter_shape;
+    let run = kw * image_channels;
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2
+            if !image_channels.is_multiple_of(crate::isa::avx2::KG)
+                && kh * kw > 1
+                && p.dilation_w == 1 =>
+        {
+            run.next_multiple_of(crate::isa::avx2::KG)
+        }
+        _ => run,
+    }
+}
+
 /// Whether a plan of tier `isa` runs a convolution with `oc` output channels as a VNNI implicit
 /// GEMM. Always on VNNI. On AMX only when `oc` fits one 32-column B panel: packing A then costs
 /// as much as the tiles' reads of it, and the implicit tile skips it (ResNet-20, 16 and 32
@@ -395,7 +444,7 @@ fn implicit_on_amx(isa: Isa, oc: usize) -> bool {
 impl Conv2dPlan {
     /// Elements between two packed B panels of `nr` columns, K padded to `kg` codes.
     fn panel_stride(&self, kg: usize, nr: usize) -> usize {
-        self.gemm.k.div_ceil(kg).max(1) * kg * nr
+        (self.filter_shape[1] * self.row_run).div_ceil(kg).max(1) * kg * nr
     }
 
     /// Implicit GEMM: the input is mapped once into a padded image of canonical codes (the
@@ -436,7 +485,9 @@ impl Conv2dPlan {
         // In the code range whenever a window reaches the padding (`supports`); unused else.
         let zc_code = self.input_zero_point.wrapping_add(T::A_OFFSET);
         let epi = &self.gemm.epi;
-        let run_groups = kw * in_c / kg;
+        let run_groups = self.row_run / kg;
+        // What the last window row of an image reads past it: the rest of its padded run.
+        let slack = self.row_run - kw * in_c;
         let row_len = wp * in_c;
         let zsum = (in_c as i32).wrapping_mul(zc_code);
         // The zero point as an image element (in the code range whenever a window reaches
@@ -522,7 +573,7 @@ impl Conv2dPlan {
             IMAGE.with(|cell| {
                 let mut guard = cell.borrow_mut();
                 let (storage, sums) = &mut *guard;
-                let image_len = image_rows * row_len;
+                let image_len = image_rows * row_len + slack;
                 let words = (image_len * elem).div_ceil(8);
                 if storage.len() < words {
                     storage.resize(words, 0);

@@ -166,13 +166,15 @@ pub(crate) trait ImplicitKernel {
     type B: Copy + Sync;
     const MR: usize;
     const NR: usize;
-    /// Codes per group; the image's channel count must be a multiple of it.
+    /// Codes per group: a window row's run in the packed filter is whole groups (the image's
+    /// channels a multiple of it, or the run padded to it: `Conv2dPlan::row_run`).
     const KG: usize;
     /// One row of the padded image: `codes` mapped to canonical u8 (as `E`), with the sum of
     /// each pixel's `c` codes in `sums`.
     ///
     /// # Safety
-    /// The CPU has the tier; `c % KG == 0`; `dst.len() == codes.len() == sums.len() * c`.
+    /// The CPU has the tier; `c % KG == 0` unless the tier takes other `c` (AVX2 does);
+    /// `dst.len() == codes.len() == sums.len() * c`.
     unsafe fn canon_row<T: Code8>(codes: &[T], c: usize, dst: &mut [Self::E], sums: &mut [i32]);
     /// One finished tile over the whole K (see [`ImplicitRows`]).
     ///
@@ -361,6 +363,32 @@ pub struct PreparedGemm {
     epi: Epilogue,
 }
 
+impl PreparedGemm {
+    /// Packs `weights` (`n x k_packed`) in place of the weights the plan was made from,
+    /// keeping the output stage folded from those: for a convolution whose packed filter has
+    /// zero weights (canonical 0) the real one lacks, which add nothing to any product.
+    pub(crate) fn repack<T: Code8>(&mut self, weights: &[T], k_packed: usize) {
+        let n = self.n;
+        assert_eq!(weights.len(), n * k_packed, "gemm: repacked weights");
+        self.packed = pack_for(self.isa, weights, n, k_packed);
+    }
+}
+
+/// `w` (`n x k`) packed for `isa`'s kernel.
+fn pack_for<T: Code8>(isa: Isa, w: &[T], n: usize, k: usize) -> Packed {
+    match isa {
+        Isa::Portable => Packed::I8(pack_b::<Portable, T>(w, n, k)),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => Packed::I16(pack_b::<crate::isa::avx2::Avx2, T>(w, n, k)),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => Packed::I8(pack_b::<crate::isa::avx512vnni::Vnni, T>(w, n, k)),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Amx => Packed::I8(pack_b::<crate::isa::amx::Amx, T>(w, n, k)),
+        #[allow(unreachable_patterns)]
+        _ => unreachable!("tier {isa} checked available"),
+    }
+}
+
 fn zero_point_of(zps: &[i32], n: usize) -> i32 {
     if zps.len() == 1 {
         zps[0]
@@ -419,17 +447,7 @@ impl PreparedGemm {
             stage.clamp_min,
             stage.clamp_max
         );
-        let packed = match isa {
-            Isa::Portable => Packed::I8(pack_b::<Portable, T>(weights, n, k)),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => Packed::I16(pack_b::<crate::isa::avx2::Avx2, T>(weights, n, k)),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => Packed::I8(pack_b::<crate::isa::avx512vnni::Vnni, T>(weights, n, k)),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Amx => Packed::I8(pack_b::<crate::isa::amx::Amx, T>(weights, n, k)),
-            #[allow(unreachable_patterns)]
-            _ => unreachable!("tier {isa} checked available"),
-        };
+        let packed = pack_for(isa, weights, n, k);
         let nr = nr_of(isa);
         let epi = epilogue::<T>(
             weights,

@@ -294,7 +294,7 @@ unsafe fn tile_implicit(
 /// with the sum of each pixel's `c` codes in `sums`.
 ///
 /// # Safety
-/// The CPU has AVX2; `c % 8 == 0`; `dst.len() == codes.len()`; `sums.len() * c == codes.len()`.
+/// The CPU has AVX2; `dst.len() == codes.len()`; `sums.len() * c == codes.len()`.
 #[target_feature(enable = "avx2")]
 unsafe fn canon_row<T: crate::gemm::Code8>(
     codes: &[T],
@@ -302,10 +302,28 @@ unsafe fn canon_row<T: crate::gemm::Code8>(
     dst: &mut [i16],
     sums: &mut [i32],
 ) {
+    assert!(dst.len() == codes.len() && sums.len() * c == codes.len());
     let flip = _mm_set1_epi8(if T::A_OFFSET != 0 { -128 } else { 0 });
     let zero = _mm_setzero_si128();
     let s = codes.as_ptr() as *const u8;
     let d = dst.as_mut_ptr();
+    if !c.is_multiple_of(8) {
+        // Pixels off the 8-code groups (a row-padded plan's 1 or 3 channels): the row is one
+        // run of codes either way, widened 16 at a time; the pixel sums add up bytes.
+        let mut j = 0;
+        while j + 16 <= codes.len() {
+            let v = _mm_xor_si128(_mm_loadu_si128(s.add(j) as *const __m128i), flip);
+            _mm256_storeu_si256(d.add(j) as *mut __m256i, _mm256_cvtepu8_epi16(v));
+            j += 16;
+        }
+        for (o, &x) in dst[j..].iter_mut().zip(&codes[j..]) {
+            *o = x.canon_a() as i16;
+        }
+        for (sum, px) in sums.iter_mut().zip(codes.chunks_exact(c)) {
+            *sum = px.iter().map(|&x| x.canon_a() as i32).sum();
+        }
+        return;
+    }
     for (px, sum) in sums.iter_mut().enumerate() {
         let mut acc = _mm_setzero_si128();
         let mut j = px * c;
