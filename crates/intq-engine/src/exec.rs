@@ -537,13 +537,23 @@ fn run_coded<T: Code>(f: &Frame, op: &Op, prep: &Prepared, out: &mut [T]) {
                 f.shape(*output),
             ),
         },
-        (Op::AveragePool2d { input, output, .. }, Prepared::AveragePool(p)) => k::average_pool(
-            f.codes::<T>(*input),
-            f.shape4(*input),
-            p,
-            out,
-            f.shape4(*output),
-        ),
+        (Op::AveragePool2d { input, output, .. }, Prepared::AveragePool(p)) => match f.tier {
+            intq_kernels::KernelTier::Fast(isa) => intq_kernels::gemm::average_pool(
+                isa,
+                f.codes::<T>(*input),
+                f.shape4(*input),
+                p,
+                out,
+                f.shape4(*output),
+            ),
+            intq_kernels::KernelTier::Reference => k::average_pool(
+                f.codes::<T>(*input),
+                f.shape4(*input),
+                p,
+                out,
+                f.shape4(*output),
+            ),
+        },
         (Op::MaxPool2d { input, output, .. }, Prepared::MaxPool(p)) => match f.tier {
             intq_kernels::KernelTier::Fast(isa) => intq_kernels::gemm::max_pool(
                 isa,

@@ -712,6 +712,46 @@ tiers!(conv_narrow_inputs_row_padded, |isa| {
     }
 });
 
+/// 1x1 convolutions with channels a multiple of 8 (MobileNetV2's expansions and projections):
+/// AVX2 runs them as implicit GEMMs over the widened pixels, the other tiers as a packed GEMM;
+/// K up to 1,024, output channels over several panels, 1 to 3 threads.
+fn pointwise_conv<T: Code8>(isa: Isa, seed: u64) {
+    let mut rng = Rng(seed);
+    let (b, h, w) = (rng.size(1, 3), rng.size(1, 9), rng.size(1, 9));
+    let ic = 8 * [1, 2, 3, 12, 128][rng.size(0, 4)];
+    let oc = rng.size(1, 70);
+    let Some(((oh, ow), params)) = geometry(Padding::Valid, (h, w), (1, 1), (1, 1), (1, 1)) else {
+        return;
+    };
+    let input = rng.codes::<T>(b * h * w * ic);
+    let filter = rng.codes::<T>(oc * ic);
+    let zin = rng.zero_point::<T>(true);
+    let zw = weight_zero_points(&mut rng, oc, |r| r.zero_point::<T>(false));
+    let shapes = ([b, h, w, ic], [oc, 1, 1, ic], [b, oh, ow, oc]);
+    let threads = rng.size(1, 3);
+    let conv = ConvCase {
+        input: &input,
+        filter: &filter,
+        shapes,
+        zin,
+        zw: &zw,
+        params,
+    };
+    let what = format!("1x1 conv seed {seed}, {threads} threads");
+    conv.assert_equals_reference(isa, &mut rng, &what, |plan, out| {
+        intq_kernels::gemm::with_threads(threads, || {
+            plan.run(&input, shapes.0, out, shapes.2, threads)
+        })
+    });
+}
+
+tiers!(conv_pointwise, |isa| {
+    for s in 0..40 {
+        pointwise_conv::<u8>(isa, 9200 + s);
+        pointwise_conv::<i8>(isa, 9300 + s);
+    }
+});
+
 tiers!(conv_explicit_padding, |isa| {
     for s in 0..60 {
         random_conv_padded::<u8>(isa, 7000 + s, 1, true);
@@ -1064,7 +1104,10 @@ tiers!(add_random_params, |isa| {
     }
 });
 
-fn random_max_pool<T: Code8 + Ord>(isa: Isa, seed: u64) {
+/// A max or average pool of random geometry (windows up to the whole image: a global average
+/// pool; SAME padding clips windows, so counts vary near the border) and clamp, fast tier
+/// against the reference.
+fn random_pool<T: Code8 + Ord>(isa: Isa, seed: u64, max: bool) {
     use intq_kernels::PoolParams;
     let mut rng = Rng(seed);
     let (b, ih, iw, c) = (
@@ -1073,7 +1116,11 @@ fn random_max_pool<T: Code8 + Ord>(isa: Isa, seed: u64) {
         rng.size(1, 9),
         rng.size(1, 40),
     );
-    let (fh, fw) = (rng.size(1, 3).min(ih), rng.size(1, 3).min(iw));
+    let (fh, fw) = if !max && rng.int(0, 3) == 0 {
+        (ih, iw)
+    } else {
+        (rng.size(1, 4).min(ih), rng.size(1, 4).min(iw))
+    };
     let (sh, sw) = (rng.size(1, 3), rng.size(1, 3));
     let padding = [Padding::Same, Padding::Valid][rng.size(0, 1)];
     let Some(((oh, ow), pad)) = padding.resolve((ih, iw), (fh, fw), (sh, sw), (1, 1)) else {
@@ -1097,18 +1144,31 @@ fn random_max_pool<T: Code8 + Ord>(isa: Isa, seed: u64) {
     let x = rng.codes::<T>(b * ih * iw * c);
     let (ishape, oshape) = ([b, ih, iw, c], [b, oh, ow, c]);
     let mut want = vec![T::default(); b * oh * ow * c];
-    reference::max_pool(&x, ishape, &p, &mut want, oshape);
     let mut got = vec![T::default(); want.len()];
-    intq_kernels::gemm::max_pool(isa, &x, ishape, &p, &mut got, oshape);
+    if max {
+        reference::max_pool(&x, ishape, &p, &mut want, oshape);
+        intq_kernels::gemm::max_pool(isa, &x, ishape, &p, &mut got, oshape);
+    } else {
+        reference::average_pool(&x, ishape, &p, &mut want, oshape);
+        intq_kernels::gemm::average_pool(isa, &x, ishape, &p, &mut got, oshape);
+    }
+    let kind = if max { "max" } else { "average" };
     assert_same(&got, &want, || {
-        format!("{isa} max pool seed {seed}: {ishape:?} {p:?}")
+        format!("{isa} {kind} pool seed {seed}: {ishape:?} {p:?}")
     });
 }
 
 tiers!(max_pool_random_geometry, |isa| {
     for s in 0..100 {
-        random_max_pool::<u8>(isa, 11_000 + s);
-        random_max_pool::<i8>(isa, 12_000 + s);
+        random_pool::<u8>(isa, 11_000 + s, true);
+        random_pool::<i8>(isa, 12_000 + s, true);
+    }
+});
+
+tiers!(average_pool_random_geometry, |isa| {
+    for s in 0..150 {
+        random_pool::<u8>(isa, 13_000 + s, false);
+        random_pool::<i8>(isa, 14_000 + s, false);
     }
 });
 

@@ -30,7 +30,7 @@ mod elementwise;
 mod threads;
 
 pub use conv::{Conv2dPlan, DepthwisePlan, FullyConnectedPlan};
-pub use elementwise::{add, max_pool};
+pub use elementwise::{add, average_pool, max_pool};
 pub use threads::{all_cores, parallel_for, threads_for_work, with_threads};
 
 use crate::isa::{portable::Portable, Isa};
