@@ -947,13 +947,20 @@ impl DepthwisePlan {
             return;
         }
         let out_ptr = super::SendPtr(output.as_mut_ptr() as *mut u8);
-        super::parallel_for(threads, rows, &|r: usize| {
-            let op = out_ptr;
-            // SAFETY: each task writes its own output row, inside `output` (length checked).
-            let out_row = unsafe {
-                std::slice::from_raw_parts_mut((op.0 as *mut T).add(r * row_len), row_len)
-            };
-            work((r, out_row))
+        // One band of whole rows per thread: a task per row cost MobileNetV2's depthwise
+        // layers on two threads 0.806 -> 0.757 ms (s1) and 0.226 -> 0.201 ms (s2) against
+        // bands, two bands per thread 0.81 / 0.21.
+        let band = rows.div_ceil(threads.max(1));
+        super::parallel_for(threads, rows.div_ceil(band), &|t: usize| {
+            for r in t * band..((t + 1) * band).min(rows) {
+                let op = out_ptr;
+                // SAFETY: each row is written by one task only, inside `output` (length
+                // checked).
+                let out_row = unsafe {
+                    std::slice::from_raw_parts_mut((op.0 as *mut T).add(r * row_len), row_len)
+                };
+                work((r, out_row))
+            }
         });
     }
 }
