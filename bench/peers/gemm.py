@@ -50,7 +50,20 @@ def ort_runner(m, k, n, threads):
     A = rng.integers(0, 256, (m, k), dtype=np.uint8)
     B = rng.integers(-128, 128, (k, n), dtype=np.int8)
     feed = {"A": A, "B": B}
-    return lambda: sess.run(None, feed), f"onnxruntime {ort.__version__} MatMulInteger"
+
+    def exact():
+        # The timed operands, then the extremes (every u8 x s8 pair 255 * -128), against
+        # numpy's int32 (A - 119) @ B.
+        for what, a, b in [("random", A, B),
+                           ("extremes", np.full_like(A, 255), np.full_like(B, -128))]:
+            got = sess.run(None, {"A": a, "B": b})[0]
+            want = (a.astype(np.int64) - 119) @ b.astype(np.int64)
+            if not np.array_equal(got.astype(np.int64), want):
+                return f"NO ({what})"
+        return "yes"
+
+    return (lambda: sess.run(None, feed), f"onnxruntime {ort.__version__} MatMulInteger",
+            exact)
 
 
 def torch_runner(m, k, n, threads):
@@ -60,7 +73,16 @@ def torch_runner(m, k, n, threads):
     A = torch.randint(-128, 128, (m, k), dtype=torch.int8)
     B = torch.randint(-128, 128, (k, n), dtype=torch.int8)
     torch._int_mm(A, B)
-    return lambda: torch._int_mm(A, B), f"torch {torch.__version__} _int_mm"
+
+    def exact():
+        for what, a, b in [("random", A, B),
+                           ("extremes", torch.full_like(A, -128), torch.full_like(B, -128))]:
+            want = a.numpy().astype(np.int64) @ b.numpy().astype(np.int64)
+            if not np.array_equal(torch._int_mm(a, b).numpy().astype(np.int64), want):
+                return f"NO ({what})"
+        return "yes"
+
+    return lambda: torch._int_mm(A, B), f"torch {torch.__version__} _int_mm", exact
 
 
 def intq_run(args, isa, m, k, n, threads):
@@ -93,12 +115,13 @@ def main():
             peers = [ort_runner(m, k, n, threads)]
             if args.torch:
                 peers.append(torch_runner(m, k, n, threads))
-            intq_g, peer_g = {}, {name: [] for _, name in peers}
+            intq_g, peer_g = {}, {name: [] for _, name, _ in peers}
+            exact = {name: check() for _, name, check in peers}
             for _ in range(args.reps):
                 for isa in isas:
                     r = intq_run(args, isa, m, k, n, threads)
                     intq_g.setdefault(r["isa"], []).append(r["gops"])
-                for fn, name in peers:
+                for fn, name, _ in peers:
                     t = median_time(fn, args.min_ms / 1000)
                     peer_g[name].append(2 * m * n * k / t / 1e9)
             for isa, g_isa in intq_g.items():
@@ -106,14 +129,18 @@ def main():
                 for name, g in peer_g.items():
                     gp = statistics.median(g)
                     rows.append(dict(m=m, k=k, n=n, threads=threads, isa=isa, intq_gops=gi,
-                                     peer=name, peer_gops=gp, ratio=gi / gp))
+                                     peer=name, peer_gops=gp, ratio=gi / gp,
+                                     peer_exact=exact[name]))
     print(f"{'M':>6} {'K':>6} {'N':>6} {'thr':>3} {'intq isa':>10} {'intq GOPS':>10} "
-          f"{'peer GOPS':>10} {'intq/peer':>9}  peer")
+          f"{'peer GOPS':>10} {'intq/peer':>9} {'peer exact':>14}  peer")
     for r in rows:
         print(f"{r['m']:>6} {r['k']:>6} {r['n']:>6} {r['threads']:>3} {r['isa']:>10} "
-              f"{r['intq_gops']:>10.1f} {r['peer_gops']:>10.1f} {r['ratio']:>9.2f}  {r['peer']}")
-    print("(intq: u8/i8 GEMM with the fused requantizing output stage to int8; peers: GEMM to "
-          "int32 only. Medians of interleaved runs.)")
+              f"{r['intq_gops']:>10.1f} {r['peer_gops']:>10.1f} {r['ratio']:>9.2f} "
+              f"{r['peer_exact']:>14}  {r['peer']}")
+    print("(intq: u8/i8 GEMM with the fused requantizing output stage to int8, equal to the "
+          "reference; peers: GEMM to int32 only. 'peer exact': the peer's int32 result equals "
+          "numpy's on the timed operands and on the extremes (u8 255 x s8 -128; s8 -128 x -128). "
+          "Medians of interleaved runs.)")
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(rows, f, indent=1)
