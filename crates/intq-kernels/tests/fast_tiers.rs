@@ -468,11 +468,33 @@ fn random_conv_padded<T: Code8>(isa: Isa, seed: u64, threads: usize, explicit: b
     else {
         return;
     };
+    let shapes = ([b, ih, iw, ic], [oc, kh, kw, ic], [b, oh, ow, oc]);
+    check_random_conv::<T>(
+        isa,
+        &mut rng,
+        shapes,
+        params,
+        threads,
+        &format!("conv seed {seed}"),
+    );
+}
+
+/// Draws operands for a convolution of these shapes (codes with the extremes over-represented,
+/// zero points anywhere in the code range, per-tensor or per-channel weight zero points) and
+/// checks `isa`'s plan, run on `threads` threads, against the reference.
+fn check_random_conv<T: Code8>(
+    isa: Isa,
+    rng: &mut Rng,
+    shapes: ([usize; 4], [usize; 4], [usize; 4]),
+    params: ConvParams,
+    threads: usize,
+    what: &str,
+) {
+    let ([b, ih, iw, ic], [oc, kh, kw, _], _) = shapes;
     let input = rng.codes::<T>(b * ih * iw * ic);
     let filter = rng.codes::<T>(oc * kh * kw * ic);
     let zin = rng.zero_point::<T>(true);
-    let zw = weight_zero_points(&mut rng, oc, |r| r.zero_point::<T>(false));
-    let shapes = ([b, ih, iw, ic], [oc, kh, kw, ic], [b, oh, ow, oc]);
+    let zw = weight_zero_points(rng, oc, |r| r.zero_point::<T>(false));
     let conv = ConvCase {
         input: &input,
         filter: &filter,
@@ -481,7 +503,8 @@ fn random_conv_padded<T: Code8>(isa: Isa, seed: u64, threads: usize, explicit: b
         zw: &zw,
         params,
     };
-    conv.assert_equals_reference(isa, &mut rng, &format!("conv seed {seed}"), |plan, out| {
+    let what = format!("{what}, {threads} threads");
+    conv.assert_equals_reference(isa, rng, &what, |plan, out| {
         intq_kernels::gemm::with_threads(threads, || {
             plan.run(&input, shapes.0, out, shapes.2, threads)
         })
@@ -630,26 +653,16 @@ fn implicit_conv_across_images<T: Code8>(isa: Isa, seed: u64) {
     let Some(((oh, ow), params)) = geometry(padding, (ih, iw), (kh, kw), (s, s), (d, 1)) else {
         return;
     };
-    let input = rng.codes::<T>(b * ih * iw * ic);
-    let filter = rng.codes::<T>(oc * kh * kw * ic);
-    let zin = rng.zero_point::<T>(true);
-    let zw = weight_zero_points(&mut rng, oc, |r| r.zero_point::<T>(false));
     let shapes = ([b, ih, iw, ic], [oc, kh, kw, ic], [b, oh, ow, oc]);
     let threads = rng.size(1, 3);
-    let conv = ConvCase {
-        input: &input,
-        filter: &filter,
+    check_random_conv::<T>(
+        isa,
+        &mut rng,
         shapes,
-        zin,
-        zw: &zw,
         params,
-    };
-    let what = format!("implicit conv seed {seed}, {threads} threads");
-    conv.assert_equals_reference(isa, &mut rng, &what, |plan, out| {
-        intq_kernels::gemm::with_threads(threads, || {
-            plan.run(&input, shapes.0, out, shapes.2, threads)
-        })
-    });
+        threads,
+        &format!("implicit conv seed {seed}"),
+    );
 }
 
 tiers!(conv_implicit_chunks_across_images, |isa| {
@@ -683,26 +696,16 @@ fn narrow_input_conv<T: Code8>(isa: Isa, seed: u64) {
     let Some(((oh, ow), params)) = geometry(padding, (ih, iw), (kh, kw), (s, s), (1, 1)) else {
         return;
     };
-    let input = rng.codes::<T>(b * ih * iw * ic);
-    let filter = rng.codes::<T>(oc * kh * kw * ic);
-    let zin = rng.zero_point::<T>(true);
-    let zw = weight_zero_points(&mut rng, oc, |r| r.zero_point::<T>(false));
     let shapes = ([b, ih, iw, ic], [oc, kh, kw, ic], [b, oh, ow, oc]);
     let threads = rng.size(1, 3);
-    let conv = ConvCase {
-        input: &input,
-        filter: &filter,
+    check_random_conv::<T>(
+        isa,
+        &mut rng,
         shapes,
-        zin,
-        zw: &zw,
         params,
-    };
-    let what = format!("narrow-input conv seed {seed}, {threads} threads");
-    conv.assert_equals_reference(isa, &mut rng, &what, |plan, out| {
-        intq_kernels::gemm::with_threads(threads, || {
-            plan.run(&input, shapes.0, out, shapes.2, threads)
-        })
-    });
+        threads,
+        &format!("narrow-input conv seed {seed}"),
+    );
 }
 
 tiers!(conv_narrow_inputs_row_padded, |isa| {
@@ -723,26 +726,16 @@ fn pointwise_conv<T: Code8>(isa: Isa, seed: u64) {
     let Some(((oh, ow), params)) = geometry(Padding::Valid, (h, w), (1, 1), (1, 1), (1, 1)) else {
         return;
     };
-    let input = rng.codes::<T>(b * h * w * ic);
-    let filter = rng.codes::<T>(oc * ic);
-    let zin = rng.zero_point::<T>(true);
-    let zw = weight_zero_points(&mut rng, oc, |r| r.zero_point::<T>(false));
     let shapes = ([b, h, w, ic], [oc, 1, 1, ic], [b, oh, ow, oc]);
     let threads = rng.size(1, 3);
-    let conv = ConvCase {
-        input: &input,
-        filter: &filter,
+    check_random_conv::<T>(
+        isa,
+        &mut rng,
         shapes,
-        zin,
-        zw: &zw,
         params,
-    };
-    let what = format!("1x1 conv seed {seed}, {threads} threads");
-    conv.assert_equals_reference(isa, &mut rng, &what, |plan, out| {
-        intq_kernels::gemm::with_threads(threads, || {
-            plan.run(&input, shapes.0, out, shapes.2, threads)
-        })
-    });
+        threads,
+        &format!("1x1 conv seed {seed}"),
+    );
 }
 
 tiers!(conv_pointwise, |isa| {

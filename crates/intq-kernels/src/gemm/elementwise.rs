@@ -178,59 +178,37 @@ fn average_pool_body<T: Code8>(
     output: &mut [T],
     output_shape: [usize; 4],
 ) {
-    let [batches, in_h, in_w, depth] = input_shape;
-    let [_, out_h, out_w, _] = output_shape;
-    if depth == 0 {
-        return;
-    }
+    let [_, in_h, in_w, depth] = input_shape;
     let mut acc = vec![0i32; depth];
-    for b in 0..batches {
-        for oy in 0..out_h {
-            let (y0, y1) = window(
-                oy,
-                params.stride_h,
-                params.padding.top,
-                params.filter_h,
-                in_h,
-            );
-            for ox in 0..out_w {
-                let (x0, x1) = window(
-                    ox,
-                    params.stride_w,
-                    params.padding.left,
-                    params.filter_w,
-                    in_w,
-                );
-                assert!(
-                    y0 < y1 && x0 < x1,
-                    "pooling window at output ({oy}, {ox}) lies entirely in the padding"
-                );
-                acc.fill(0);
-                for y in y0..y1 {
-                    let s = ((b * in_h + y) * in_w + x0) * depth;
-                    for px in input[s..s + (x1 - x0) * depth].chunks_exact(depth) {
-                        for (a, &v) in acc.iter_mut().zip(px) {
-                            *a += v.to_i32();
-                        }
+    for_each_window(
+        input_shape,
+        output_shape,
+        params,
+        |b, o, (y0, y1), (x0, x1)| {
+            acc.fill(0);
+            for y in y0..y1 {
+                let s = ((b * in_h + y) * in_w + x0) * depth;
+                for px in input[s..s + (x1 - x0) * depth].chunks_exact(depth) {
+                    for (a, &v) in acc.iter_mut().zip(px) {
+                        *a += v.to_i32();
                     }
                 }
-                // Fewer than 2^23 taps of at most 255 in magnitude: no sum (or sum plus half
-                // the count) overflows.
-                let count = ((y1 - y0) * (x1 - x0)) as i32;
-                let o = ((b * out_h + oy) * out_w + ox) * depth;
-                for (q, &sum) in output[o..o + depth].iter_mut().zip(&acc) {
-                    // Rounded half away from zero, as the reference's truncating division of
-                    // the sum moved half the count toward its sign.
-                    let avg = if sum > 0 {
-                        (sum + count / 2) / count
-                    } else {
-                        (sum - count / 2) / count
-                    };
-                    *q = T::from_i32_saturating(avg.clamp(params.clamp_min, params.clamp_max));
-                }
             }
-        }
-    }
+            // Fewer than 2^23 taps of at most 255 in magnitude: no sum (or sum plus half the
+            // count) overflows.
+            let count = ((y1 - y0) * (x1 - x0)) as i32;
+            for (q, &sum) in output[o..o + depth].iter_mut().zip(&acc) {
+                // Rounded half away from zero, as the reference's truncating division of the
+                // sum moved half the count toward its sign.
+                let avg = if sum > 0 {
+                    (sum + count / 2) / count
+                } else {
+                    (sum - count / 2) / count
+                };
+                *q = T::from_i32_saturating(avg.clamp(params.clamp_min, params.clamp_max));
+            }
+        },
+    );
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -253,19 +231,54 @@ fn max_pool_body<T: Code8 + Ord>(
     output: &mut [T],
     output_shape: [usize; 4],
 ) {
-    let [batches, in_h, in_w, depth] = input_shape;
-    let [_, out_h, out_w, _] = output_shape;
-    if depth == 0 {
-        return;
-    }
+    let [_, in_h, in_w, depth] = input_shape;
     let lowest = T::from_i32_saturating(T::MIN);
     let (lo, hi) = (
         T::from_i32_saturating(params.clamp_min),
         T::from_i32_saturating(params.clamp_max),
     );
+    for_each_window(
+        input_shape,
+        output_shape,
+        params,
+        |b, o, (y0, y1), (x0, x1)| {
+            let acc = &mut output[o..o + depth];
+            acc.fill(lowest);
+            for y in y0..y1 {
+                for x in x0..x1 {
+                    let s = ((b * in_h + y) * in_w + x) * depth;
+                    for (a, &v) in acc.iter_mut().zip(&input[s..s + depth]) {
+                        *a = (*a).max(v);
+                    }
+                }
+            }
+            // The clamp bounds may lie outside the code range; saturating them first
+            // clamps the same way the reference's int32 clamp then saturating cast does.
+            for a in acc.iter_mut() {
+                *a = (*a).clamp(lo, hi);
+            }
+        },
+    );
+}
+
+/// Calls `f(b, o, (y0, y1), (x0, x1))` for every output pixel of a pooling: its image `b`, the
+/// index `o` of its first code in the output, and its window clipped to the input (as the
+/// reference clips it). Nothing for zero channels; panics on a window wholly in the padding.
+#[inline(always)]
+fn for_each_window(
+    input_shape: [usize; 4],
+    output_shape: [usize; 4],
+    params: &crate::PoolParams,
+    mut f: impl FnMut(usize, usize, (usize, usize), (usize, usize)),
+) {
+    let [batches, in_h, in_w, depth] = input_shape;
+    let [_, out_h, out_w, _] = output_shape;
+    if depth == 0 {
+        return;
+    }
     for b in 0..batches {
         for oy in 0..out_h {
-            let (y0, y1) = window(
+            let ys = window(
                 oy,
                 params.stride_h,
                 params.padding.top,
@@ -273,7 +286,7 @@ fn max_pool_body<T: Code8 + Ord>(
                 in_h,
             );
             for ox in 0..out_w {
-                let (x0, x1) = window(
+                let xs = window(
                     ox,
                     params.stride_w,
                     params.padding.left,
@@ -281,25 +294,10 @@ fn max_pool_body<T: Code8 + Ord>(
                     in_w,
                 );
                 assert!(
-                    y0 < y1 && x0 < x1,
+                    ys.0 < ys.1 && xs.0 < xs.1,
                     "pooling window at output ({oy}, {ox}) lies entirely in the padding"
                 );
-                let o = ((b * out_h + oy) * out_w + ox) * depth;
-                let acc = &mut output[o..o + depth];
-                acc.fill(lowest);
-                for y in y0..y1 {
-                    for x in x0..x1 {
-                        let s = ((b * in_h + y) * in_w + x) * depth;
-                        for (a, &v) in acc.iter_mut().zip(&input[s..s + depth]) {
-                            *a = (*a).max(v);
-                        }
-                    }
-                }
-                // The clamp bounds may lie outside the code range; saturating them first
-                // clamps the same way the reference's int32 clamp then saturating cast does.
-                for a in acc.iter_mut() {
-                    *a = (*a).clamp(lo, hi);
-                }
+                f(b, ((b * out_h + oy) * out_w + ox) * depth, ys, xs);
             }
         }
     }
