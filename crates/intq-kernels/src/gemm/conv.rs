@@ -14,7 +14,6 @@
 use super::{Code8, Epilogue, Packed, PreparedGemm};
 use crate::isa::Isa;
 use crate::{ConvParams, Multipliers, OutputStage};
-use intq_quant::QuantizedMultiplier;
 
 thread_local! {
     /// One im2col row, for convolutions whose window runs do not fall on whole 8-code groups.
@@ -1185,25 +1184,8 @@ fn plain_epilogue(n: usize, stage: &OutputStage) -> Epilogue {
     }
     // Pad to whole 16-lane vectors; padding columns are never stored.
     let np = n.div_ceil(16) * 16;
-    let mut e = Epilogue {
-        colconst: vec![0; np],
-        zw: vec![0; np],
-        zw_zero: true,
-        m0: vec![0; np],
-        m0_odd: vec![0; np],
-        lshift: vec![0; np],
-        lshift_zero: true,
-        rshift: vec![0; np],
-        rmask: vec![0; np],
-        rhalf: vec![0; np],
-        mult: vec![QuantizedMultiplier::ONE; np],
-        zout: stage.output_zero_point,
-        cmin: stage.clamp_min,
-        cmax: stage.clamp_max,
-        lo: 0,
-        hi: 0,
-        vector_ok: true,
-    };
+    let mut e = Epilogue::empty(np, stage);
+    e.zw_zero = true;
     for c in 0..n {
         e.colconst[c] = stage.bias.map_or(0, |b| b[c]);
         let m = match stage.multipliers {

@@ -252,6 +252,21 @@ pub(crate) struct Epilogue {
     /// rather than three vector ops per output vector.
     pub rmask: Vec<i32>,
     pub rhalf: Vec<i32>,
+    /// The AVX2 tier's clamp moved before RoundingDivideByPOT (valid when `clamp_first`): the
+    /// divide is monotone, so clamping its input to `[pre_lo, pre_hi]` (the widest range it
+    /// maps into `[lo, hi]`) and dividing gives the clamped result; and on that range
+    /// `x + 2^(e-1)` cannot overflow, so the divide is one rounded arithmetic shift,
+    /// `(x + 2^(e-1) + (x >> 31)) >> e` (`rround` = `2^(e-1)`).
+    pub pre_lo: Vec<i32>,
+    pub pre_hi: Vec<i32>,
+    pub rround: Vec<i32>,
+    /// Every column has a right shift of at least 1 and bounds as above.
+    pub clamp_first: bool,
+    /// The per-column vectors above that the AVX2 tier reads, interleaved by groups of 8
+    /// columns: group `g`'s field `f` (a `Lane8` index) at `(g * LANE8_FIELDS + f) * 8`. One
+    /// base pointer serves every load; with a pointer per field the output stage spilled
+    /// them to the stack and reloaded one before each load.
+    pub lanes8: Vec<i32>,
     pub mult: Vec<QuantizedMultiplier>,
     pub zout: i32,
     pub cmin: i32,
@@ -802,25 +817,7 @@ fn epilogue<T: Code8>(
 ) -> Epilogue {
     let za = input_zero_point.wrapping_add(T::A_OFFSET);
     let kk = k as u32 as i32;
-    let mut e = Epilogue {
-        colconst: vec![0; np],
-        zw: vec![0; np],
-        zw_zero: false,
-        m0: vec![0; np],
-        m0_odd: vec![0; np],
-        lshift: vec![0; np],
-        lshift_zero: true,
-        rshift: vec![0; np],
-        rmask: vec![0; np],
-        rhalf: vec![0; np],
-        mult: vec![QuantizedMultiplier::ONE; np],
-        zout: stage.output_zero_point,
-        cmin: stage.clamp_min,
-        cmax: stage.clamp_max,
-        lo: 0,
-        hi: 0,
-        vector_ok: true,
-    };
+    let mut e = Epilogue::empty(np, stage);
     e.zw_zero = (0..n).all(|col| zero_point_of(zps, col).wrapping_add(T::W_OFFSET) == 0);
     for col in 0..n {
         let zw = zero_point_of(zps, col).wrapping_add(T::W_OFFSET);
@@ -843,6 +840,35 @@ fn epilogue<T: Code8>(
 }
 
 impl Epilogue {
+    /// `np` identity columns (no bias, multiplier 1) with `stage`'s zero point and clamp;
+    /// the caller sets the columns, then calls [`set_clamp`](Self::set_clamp) last.
+    pub(crate) fn empty(np: usize, stage: &OutputStage) -> Epilogue {
+        Epilogue {
+            colconst: vec![0; np],
+            zw: vec![0; np],
+            zw_zero: false,
+            m0: vec![0; np],
+            m0_odd: vec![0; np],
+            lshift: vec![0; np],
+            lshift_zero: true,
+            rshift: vec![0; np],
+            rmask: vec![0; np],
+            rhalf: vec![0; np],
+            pre_lo: vec![0; np],
+            pre_hi: vec![0; np],
+            rround: vec![0; np],
+            clamp_first: false,
+            lanes8: Vec::new(),
+            mult: vec![QuantizedMultiplier::ONE; np],
+            zout: stage.output_zero_point,
+            cmin: stage.clamp_min,
+            cmax: stage.clamp_max,
+            lo: 0,
+            hi: 0,
+            vector_ok: true,
+        }
+    }
+
     /// Column `c`'s multiplier; the vector epilogue is off unless `m0 >= 0` (so the doubling
     /// high multiply never saturates) and the shift is one the reference handles (-31..=31).
     pub(crate) fn set_multiplier(&mut self, c: usize, m: QuantizedMultiplier) {
@@ -863,6 +889,7 @@ impl Epilogue {
     }
 
     /// The clamp moved before the zero-point add; off the vector path if that leaves int32.
+    /// Then the clamp moved before the divide where every column allows it (`clamp_first`).
     pub(crate) fn set_clamp(&mut self) {
         let lo = self.cmin as i64 - self.zout as i64;
         let hi = self.cmax as i64 - self.zout as i64;
@@ -873,5 +900,157 @@ impl Epilogue {
             }
             _ => self.vector_ok = false,
         }
+        self.clamp_first = self.vector_ok && self.lo <= self.hi;
+        for c in 0..self.rshift.len() {
+            let e = self.rshift[c];
+            let bounds = if e >= 1 {
+                divide_preimage(e, self.lo, self.hi)
+            } else {
+                None
+            };
+            match bounds {
+                Some((plo, phi)) => {
+                    self.pre_lo[c] = plo;
+                    self.pre_hi[c] = phi;
+                    self.rround[c] = 1 << (e - 1);
+                }
+                None => self.clamp_first = false,
+            }
+        }
+        let fields: [&Vec<i32>; LANE8_FIELDS] = [
+            &self.colconst,
+            &self.zw,
+            &self.m0,
+            &self.m0_odd,
+            &self.lshift,
+            &self.rshift,
+            &self.rmask,
+            &self.rhalf,
+            &self.pre_lo,
+            &self.pre_hi,
+            &self.rround,
+        ];
+        let groups = self.m0.len() / 8;
+        self.lanes8 = (0..groups)
+            .flat_map(|g| {
+                fields
+                    .iter()
+                    .flat_map(move |f| f[g * 8..g * 8 + 8].iter().copied())
+            })
+            .collect();
+    }
+}
+
+/// The fields of [`Epilogue::lanes8`], in order.
+pub(crate) mod lane8 {
+    pub const COLCONST: usize = 0;
+    pub const ZW: usize = 1;
+    pub const M0: usize = 2;
+    pub const M0_ODD: usize = 3;
+    pub const LSHIFT: usize = 4;
+    pub const RSHIFT: usize = 5;
+    pub const RMASK: usize = 6;
+    pub const RHALF: usize = 7;
+    pub const PRE_LO: usize = 8;
+    pub const PRE_HI: usize = 9;
+    pub const RROUND: usize = 10;
+}
+pub(crate) const LANE8_FIELDS: usize = 11;
+
+/// The widest `[a, b]` that RoundingDivideByPOT by `e` maps into `[lo, hi]`, when it reaches
+/// both ends (it is monotone, so clamping to `[a, b]` before it is clamping to `[lo, hi]`
+/// after) and `b + 2^(e-1)` fits int32 (so the divide is one rounded shift on that range).
+fn divide_preimage(e: i32, lo: i32, hi: i32) -> Option<(i32, i32)> {
+    use intq_quant::rounding_divide_by_pot as rdbpot;
+    // The least x with rdbpot(x) >= v, by bisection over the monotone divide.
+    let least = |v: i32| -> Option<i64> {
+        if rdbpot(i32::MAX, e) < v {
+            return None;
+        }
+        let (mut a, mut b) = (i32::MIN as i64, i32::MAX as i64);
+        while a < b {
+            let m = a + (b - a) / 2;
+            if rdbpot(m as i32, e) >= v {
+                b = m;
+            } else {
+                a = m + 1;
+            }
+        }
+        Some(a)
+    };
+    let a = least(lo)?;
+    // The greatest x with rdbpot(x) <= hi: one below the least that passes hi.
+    let b = match hi.checked_add(1).and_then(least) {
+        Some(x) => x - 1,
+        None => i32::MAX as i64,
+    };
+    let fits = b + (1i64 << (e - 1)) <= i32::MAX as i64;
+    (a <= b && fits).then_some((a as i32, b as i32))
+}
+
+#[cfg(test)]
+mod clamp_first_tests {
+    use super::divide_preimage;
+    use intq_quant::rounding_divide_by_pot as rdbpot;
+
+    /// The clamp moved before RoundingDivideByPOT: for every shift 1..=31 and clamps from
+    /// narrow to the whole int32 range, clamping to the preimage then dividing (as the
+    /// one-shift form `(x + 2^(e-1) + (x >> 31)) >> e`) equals dividing then clamping, on the
+    /// int32 limits, around both bounds, around 0 and on random values; and the bounds are
+    /// refused where `b + 2^(e-1)` would overflow.
+    #[test]
+    fn clamp_then_divide_equals_divide_then_clamp() {
+        let mut s = 0x853c_49e6_748f_ea9bu64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let mut checked = 0;
+        for e in 1..=31 {
+            let mut clamps = vec![
+                (-128, 127),
+                (0, 255),
+                (-383, 0),
+                (i32::MIN, i32::MAX),
+                (5, 5),
+            ];
+            for _ in 0..20 {
+                let (a, b) = ((next() % 1201) as i32 - 600, (next() % 1201) as i32 - 600);
+                clamps.push((a.min(b), a.max(b)));
+            }
+            for (lo, hi) in clamps {
+                let Some((a, b)) = divide_preimage(e, lo, hi) else {
+                    // Refused only where the divide never reaches lo or the preimage's top
+                    // is near the int32 limit (large shifts, wide clamps): never for code
+                    // clamps under the shifts real layers have.
+                    assert!(
+                        rdbpot(i32::MAX, e) < lo || e > 20 || hi > 1 << 20,
+                        "e {e} clamp {lo}..={hi} refused"
+                    );
+                    continue;
+                };
+                assert!(b as i64 + (1i64 << (e - 1)) <= i32::MAX as i64);
+                let mut xs = vec![i32::MIN, i32::MIN + 1, -1, 0, 1, i32::MAX - 1, i32::MAX];
+                for d in -2..=2i64 {
+                    for base in [a as i64, b as i64] {
+                        xs.push((base + d).clamp(i32::MIN as i64, i32::MAX as i64) as i32);
+                    }
+                }
+                xs.extend((0..50).map(|_| next() as i32 >> (next() % 32)));
+                for x in xs {
+                    let want = rdbpot(x, e).clamp(lo, hi);
+                    let c = x.clamp(a, b);
+                    let shifted = (c + (1 << (e - 1)) + (c >> 31)) >> e;
+                    assert_eq!(
+                        shifted, want,
+                        "x {x} e {e} clamp {lo}..={hi} bounds {a}..={b}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 10_000);
     }
 }

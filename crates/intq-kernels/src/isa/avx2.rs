@@ -12,7 +12,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::gemm::{Epilogue, ImplicitRows, Kernel};
+use crate::gemm::{lane8, Epilogue, ImplicitRows, Kernel};
 
 pub(crate) struct Avx2;
 
@@ -458,12 +458,12 @@ unsafe fn pack_a_seg<T: crate::gemm::Code8>(
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn requant(acc: __m256i, rowsum: __m256i, epi: &Epilogue, n: usize) -> __m256i {
-    let ld = |v: &Vec<i32>| _mm256_loadu_si256(v.as_ptr().add(n) as *const __m256i);
+    let ld = |f: usize| lane(epi, f, n);
     if epi.zw_zero {
         // Symmetric weights skip the two-uop, ten-cycle `vpmulld`.
         return requant_plain(acc, epi, n);
     }
-    let x = _mm256_sub_epi32(acc, _mm256_mullo_epi32(ld(&epi.zw), rowsum));
+    let x = _mm256_sub_epi32(acc, _mm256_mullo_epi32(ld(lane8::ZW), rowsum));
     requant_plain(x, epi, n)
 }
 
@@ -472,7 +472,7 @@ unsafe fn requant(acc: __m256i, rowsum: __m256i, epi: &Epilogue, n: usize) -> __
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn requant_plain(acc: __m256i, epi: &Epilogue, n: usize) -> __m256i {
-    let colconst = _mm256_loadu_si256(epi.colconst.as_ptr().add(n) as *const __m256i);
+    let colconst = lane(epi, lane8::COLCONST, n);
     scale_clamp(_mm256_add_epi32(acc, colconst), epi, n)
 }
 
@@ -481,32 +481,59 @@ unsafe fn requant_plain(acc: __m256i, epi: &Epilogue, n: usize) -> __m256i {
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn scale_clamp(mut x: __m256i, epi: &Epilogue, n: usize) -> __m256i {
-    let ld = |v: &Vec<i32>| _mm256_loadu_si256(v.as_ptr().add(n) as *const __m256i);
+    let ld = |f: usize| lane(epi, f, n);
     if !epi.lshift_zero {
-        x = _mm256_sllv_epi32(x, ld(&epi.lshift));
+        x = _mm256_sllv_epi32(x, ld(lane8::LSHIFT));
     }
     // SaturatingRoundingDoublingHighMul = floor((x m0 + 2^30) / 2^31): bits 31..62 of the
     // 64-bit sum, taken from even and odd lanes separately.
     let nudge = _mm256_set1_epi64x(1 << 30);
-    let even = _mm256_add_epi64(_mm256_mul_epi32(x, ld(&epi.m0)), nudge);
+    let even = _mm256_add_epi64(_mm256_mul_epi32(x, ld(lane8::M0)), nudge);
     let odd = _mm256_add_epi64(
-        _mm256_mul_epi32(_mm256_srli_epi64::<32>(x), ld(&epi.m0_odd)),
+        _mm256_mul_epi32(_mm256_srli_epi64::<32>(x), ld(lane8::M0_ODD)),
         nudge,
     );
     x = _mm256_blend_epi32::<0b1010_1010>(
         _mm256_srli_epi64::<31>(even),
         _mm256_slli_epi64::<1>(odd),
     );
+    if epi.clamp_first {
+        // The clamp first, then RoundingDivideByPOT as one rounded shift (see
+        // `Epilogue::pre_lo`): four ops where the divide took six, and no clamp after it.
+        x = _mm256_max_epi32(x, ld(lane8::PRE_LO));
+        x = _mm256_min_epi32(x, ld(lane8::PRE_HI));
+        let t = _mm256_add_epi32(
+            _mm256_add_epi32(x, ld(lane8::RROUND)),
+            _mm256_srai_epi32::<31>(x),
+        );
+        return _mm256_add_epi32(
+            _mm256_srav_epi32(t, ld(lane8::RSHIFT)),
+            _mm256_set1_epi32(epi.zout),
+        );
+    }
     // RoundingDivideByPOT: (x >> e) + (x & mask > mask / 2 + (x < 0)).
-    let rem = _mm256_and_si256(x, ld(&epi.rmask));
+    let rem = _mm256_and_si256(x, ld(lane8::RMASK));
     let neg = _mm256_cmpgt_epi32(_mm256_setzero_si256(), x);
-    let threshold = _mm256_sub_epi32(ld(&epi.rhalf), neg);
+    let threshold = _mm256_sub_epi32(ld(lane8::RHALF), neg);
     let round = _mm256_cmpgt_epi32(rem, threshold);
-    x = _mm256_sub_epi32(_mm256_srav_epi32(x, ld(&epi.rshift)), round);
+    x = _mm256_sub_epi32(_mm256_srav_epi32(x, ld(lane8::RSHIFT)), round);
     // clamp(sat(x + z), cmin, cmax) == clamp(x, cmin - z, cmax - z) + z.
     x = _mm256_max_epi32(x, _mm256_set1_epi32(epi.lo));
     x = _mm256_min_epi32(x, _mm256_set1_epi32(epi.hi));
     _mm256_add_epi32(x, _mm256_set1_epi32(epi.zout))
+}
+
+/// Field `f` of [`Epilogue::lanes8`] for the 8 columns from `n` (a multiple of 8).
+#[inline(always)]
+unsafe fn lane(epi: &Epilogue, f: usize, n: usize) -> __m256i {
+    debug_assert!(
+        n.is_multiple_of(8) && (n / 8 * crate::gemm::LANE8_FIELDS + f + 1) * 8 <= epi.lanes8.len()
+    );
+    _mm256_loadu_si256(
+        epi.lanes8
+            .as_ptr()
+            .add((n / 8 * crate::gemm::LANE8_FIELDS + f) * 8) as *const __m256i,
+    )
 }
 
 /// Stores the low byte of the first `count` lanes.
