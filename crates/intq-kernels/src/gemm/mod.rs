@@ -888,8 +888,10 @@ impl Epilogue {
         }
     }
 
-    /// The clamp moved before the zero-point add; off the vector path if that leaves int32.
-    /// Then the clamp moved before the divide where every column allows it (`clamp_first`).
+    /// The last step of making an epilogue, once every column is set: the clamp moved before
+    /// the zero-point add (off the vector path if that leaves int32), then before the divide
+    /// where every column allows it (`clamp_first`), and the AVX2 tier's interleaved copy of
+    /// the column constants (`lanes8`).
     pub(crate) fn set_clamp(&mut self) {
         let lo = self.cmin as i64 - self.zout as i64;
         let hi = self.cmax as i64 - self.zout as i64;
