@@ -457,11 +457,12 @@ impl Conv2dPlan {
         (self.filter_shape[1] * self.row_run).div_ceil(kg).max(1) * kg * nr
     }
 
-    /// Implicit GEMM: the input is mapped once into a padded image of canonical codes (the
-    /// padding holds the input zero point, whose `(q - Z_in)` is 0, as in the reference
-    /// skipping it), with each pixel's code sum; the tile kernel then reads every output
-    /// pixel's window in place (a filter row's taps are adjacent, `kw * in_c` codes, whole
-    /// groups when `in_c % F::KG == 0`) and a row sum is the sum of its window's pixel sums.
+    /// Implicit GEMM: each chunk of output pixels maps the input rows its windows read into a
+    /// padded image of canonical codes (the padding holds the input zero point, whose
+    /// `(q - Z_in)` is 0, as in the reference skipping it), with each pixel's code sum; the
+    /// tile kernel then reads every output pixel's window in place (a filter row's taps are
+    /// adjacent, `kw * in_c` codes, read as `row_run` codes: whole groups) and a row sum is
+    /// the sum of its window's pixel sums.
     /// No im2col row is copied or packed; the products and their order are those of the packed
     /// tile, so the result is the same. `b` holds the packed panels, `panel_stride` apart.
     #[allow(clippy::too_many_arguments)]
