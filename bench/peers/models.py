@@ -66,8 +66,29 @@ def tflite_runner(path, threads, resolver):
     def run():
         it.invoke()
 
+    def outputs():
+        it.set_tensor(inp["index"], x)
+        it.invoke()
+        return x, it.get_tensor(it.get_output_details()[0]["index"]).copy()
+
     name = f"litert {getattr(ai_edge_litert, '__version__', '?')} {resolver}"
-    return run, name, f"{len(ops) - parts} ops, {parts} delegate partitions"
+    return run, name, f"{len(ops) - parts} ops, {parts} delegate partitions", outputs
+
+
+def agreement(args, tflite_path, outputs, work):
+    """How the peer's output codes compare with intq's on the same .tflite graph and input:
+    'same' when every code is equal, else how many differ and by how much."""
+    x, theirs = outputs()
+    xin, yout = os.path.join(work, "agree-in.npy"), os.path.join(work, "agree-out.npy")
+    np.save(xin, x)
+    subprocess.run([args.intq, "run", tflite_path, "-i", xin, "-o", yout], check=True,
+                   capture_output=True)
+    mine = np.load(yout)
+    if mine.shape != theirs.shape:
+        return f"shape {mine.shape} vs {theirs.shape}"
+    diff = np.abs(mine.astype(np.int64) - theirs.astype(np.int64))
+    n = int((diff != 0).sum())
+    return "same" if n == 0 else f"{n}/{diff.size} differ (max {int(diff.max())})"
 
 
 def intq(args, *extra, isa=None):
@@ -114,31 +135,35 @@ def main():
                             base + ".tflite"], check=True, capture_output=True)
             for threads in [int(t) for t in args.threads.split(",")]:
                 peers = [tflite_runner(base + ".tflite", threads, r) for r in resolvers]
-                mine, theirs = {}, {name: [] for _, name, _ in peers}
+                agree = {name: agreement(args, base + ".tflite", out, work)
+                         for _, name, _, out in peers}
+                mine, theirs = {}, {name: [] for _, name, _, _ in peers}
                 for _ in range(args.reps):
                     for isa in isas:
                         r = intq(args, "--model", model, "--load", base + ".intq",
                                  "--threads", str(threads), "--min-ms", str(args.min_ms),
                                  isa=isa)
                         mine.setdefault(r["isa"], []).append(r["ms_median"])
-                    for fn, name, _ in peers:
+                    for fn, name, _, _ in peers:
                         theirs[name].append(median_time(fn, args.min_ms / 1000) * 1e3)
                 for isa, ms in mine.items():
                     mi = statistics.median(ms)
-                    for _, name, note in peers:
+                    for _, name, note, _ in peers:
                         tp = statistics.median(theirs[name])
                         rows.append(dict(model=model, batch=batch, threads=threads, isa=isa,
                                          intq_ms=mi, peer=name, peer_ms=tp, ratio=mi / tp,
-                                         peer_note=note))
+                                         peer_note=note, outputs=agree[name]))
                         print(f"  {model} b{batch} t{threads}: intq {isa} {mi:.3f} ms, {name} "
                               f"{tp:.3f} ms ({note}), intq/peer {mi / tp:.2f}", file=sys.stderr)
     print(f"{'model':>14} {'batch':>5} {'thr':>3} {'intq isa':>9} {'intq ms':>9} "
-          f"{'peer ms':>9} {'intq/peer':>9}  peer")
+          f"{'peer ms':>9} {'intq/peer':>9}  {'peer':<28} outputs vs intq")
     for r in rows:
         print(f"{r['model']:>14} {r['batch']:>5} {r['threads']:>3} {r['isa']:>9} "
-              f"{r['intq_ms']:>9.3f} {r['peer_ms']:>9.3f} {r['ratio']:>9.2f}  {r['peer']}")
+              f"{r['intq_ms']:>9.3f} {r['peer_ms']:>9.3f} {r['ratio']:>9.2f}  {r['peer']:<28} "
+              f"{r['outputs']}")
     print("(latency per call for the whole batch; intq/peer < 1 means intq is faster. Medians of "
-          f"{args.reps} interleaved runs; both run the same int8 graph.)")
+          f"{args.reps} interleaved runs; both run the same int8 graph. 'outputs vs intq': the "
+          "peer's output codes against `intq run` on the same .tflite file and input.)")
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(rows, f, indent=1)
