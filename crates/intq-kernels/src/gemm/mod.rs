@@ -252,20 +252,17 @@ pub(crate) struct Epilogue {
     /// rather than three vector ops per output vector.
     pub rmask: Vec<i32>,
     pub rhalf: Vec<i32>,
-    /// The AVX2 tier's clamp moved before RoundingDivideByPOT (valid when `clamp_first`): the
-    /// divide is monotone, so clamping its input to `[pre_lo, pre_hi]` (the widest range it
-    /// maps into `[lo, hi]`) and dividing gives the clamped result; and on that range
+    /// The AVX2 tier's clamp moved before RoundingDivideByPOT: the divide is monotone, so
+    /// clamping its input to `[pre_lo, pre_hi]` (the widest range it maps into `[lo, hi]`;
+    /// `lane8::PRE_LO`, `PRE_HI`) and dividing gives the clamped result; and on that range
     /// `x + 2^(e-1)` cannot overflow, so the divide is one rounded arithmetic shift,
-    /// `(x + 2^(e-1) + (x >> 31)) >> e` (`rround` = `2^(e-1)`).
-    pub pre_lo: Vec<i32>,
-    pub pre_hi: Vec<i32>,
-    pub rround: Vec<i32>,
-    /// Every column has a right shift of at least 1 and bounds as above.
+    /// `(x + 2^(e-1) + (x >> 31)) >> e` (`lane8::RROUND` = `2^(e-1)`). True when every
+    /// column has a right shift of at least 1 and such bounds.
     pub clamp_first: bool,
-    /// The per-column vectors above that the AVX2 tier reads, interleaved by groups of 8
-    /// columns: group `g`'s field `f` (a `Lane8` index) at `(g * LANE8_FIELDS + f) * 8`. One
-    /// base pointer serves every load; with a pointer per field the output stage spilled
-    /// them to the stack and reloaded one before each load.
+    /// The per-column vectors the AVX2 tier reads, interleaved by groups of 8 columns: group
+    /// `g`'s field `f` (a [`lane8`] index) at `(g * LANE8_FIELDS + f) * 8`. One base pointer
+    /// serves every load; with a pointer per field the output stage spilled them to the stack
+    /// and reloaded one before each load.
     pub lanes8: Vec<i32>,
     pub mult: Vec<QuantizedMultiplier>,
     pub zout: i32,
@@ -854,9 +851,6 @@ impl Epilogue {
             rshift: vec![0; np],
             rmask: vec![0; np],
             rhalf: vec![0; np],
-            pre_lo: vec![0; np],
-            pre_hi: vec![0; np],
-            rround: vec![0; np],
             clamp_first: false,
             lanes8: Vec::new(),
             mult: vec![QuantizedMultiplier::ONE; np],
@@ -903,23 +897,28 @@ impl Epilogue {
             _ => self.vector_ok = false,
         }
         self.clamp_first = self.vector_ok && self.lo <= self.hi;
-        for c in 0..self.rshift.len() {
-            let e = self.rshift[c];
-            let bounds = if e >= 1 {
-                divide_preimage(e, self.lo, self.hi)
-            } else {
-                None
-            };
-            match bounds {
-                Some((plo, phi)) => {
-                    self.pre_lo[c] = plo;
-                    self.pre_hi[c] = phi;
-                    self.rround[c] = 1 << (e - 1);
+        // The bounds depend on the column only through its shift: one bisection per shift.
+        let mut by_shift: [Option<Option<(i32, i32)>>; 32] = [None; 32];
+        let (lo, hi) = (self.lo, self.hi);
+        let pre: Vec<[i32; 3]> = (0..self.rshift.len())
+            .map(|c| {
+                let e = self.rshift[c];
+                let bounds = match usize::try_from(e) {
+                    Ok(i @ 1..=31) => {
+                        *by_shift[i].get_or_insert_with(|| divide_preimage(e, lo, hi))
+                    }
+                    _ => None,
+                };
+                match bounds {
+                    Some((plo, phi)) => [plo, phi, 1 << (e - 1)],
+                    None => {
+                        self.clamp_first = false;
+                        [0; 3]
+                    }
                 }
-                None => self.clamp_first = false,
-            }
-        }
-        let fields: [&Vec<i32>; LANE8_FIELDS] = [
+            })
+            .collect();
+        let fields: [&[i32]; LANE8_FIELDS - 3] = [
             &self.colconst,
             &self.zw,
             &self.m0,
@@ -928,18 +927,18 @@ impl Epilogue {
             &self.rshift,
             &self.rmask,
             &self.rhalf,
-            &self.pre_lo,
-            &self.pre_hi,
-            &self.rround,
         ];
         let groups = self.m0.len() / 8;
-        self.lanes8 = (0..groups)
-            .flat_map(|g| {
-                fields
-                    .iter()
-                    .flat_map(move |f| f[g * 8..g * 8 + 8].iter().copied())
-            })
-            .collect();
+        let mut lanes8 = Vec::with_capacity(groups * LANE8_FIELDS * 8);
+        for g in 0..groups {
+            for f in fields {
+                lanes8.extend_from_slice(&f[g * 8..g * 8 + 8]);
+            }
+            for k in 0..3 {
+                lanes8.extend(pre[g * 8..g * 8 + 8].iter().map(|p| p[k]));
+            }
+        }
+        self.lanes8 = lanes8;
     }
 }
 

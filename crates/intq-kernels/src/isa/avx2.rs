@@ -37,6 +37,14 @@ macro_rules! row_step {
     };
 }
 
+/// [`row_step!`] for the first 8-column half alone.
+macro_rules! half_step {
+    ($a:expr, $k:expr, $b0:ident, $x:ident) => {
+        let av = _mm256_set1_epi32(($a.add($k) as *const i32).read_unaligned());
+        $x = _mm256_add_epi32($x, _mm256_madd_epi16(av, $b0));
+    };
+}
+
 impl Kernel for Avx2 {
     const MR: usize = MR;
     const NR: usize = NR;
@@ -257,48 +265,19 @@ unsafe fn tile_implicit(
     cols: usize,
 ) {
     if cols <= NR / 2 {
-        return tile_implicit_half(rows_a, b, rowsum, epi, n0, out, ldc, rows, cols);
+        tile_implicit_cols::<true>(rows_a, b, rowsum, epi, n0, out, ldc, rows, cols)
+    } else {
+        tile_implicit_cols::<false>(rows_a, b, rowsum, epi, n0, out, ldc, rows, cols)
     }
-    let z = _mm256_setzero_si256();
-    let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
-    let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
-    let mut bp = b;
-    let steps = rows_a.run_groups * (KG / PAIR);
-    for fy in 0..rows_a.kh {
-        let off = fy * rows_a.row_stride;
-        let b6 = &rows_a.base[..MR];
-        let (a0, a1, a2) = (b6[0].add(off), b6[1].add(off), b6[2].add(off));
-        let (a3, a4, a5) = (b6[3].add(off), b6[4].add(off), b6[5].add(off));
-        for s in 0..steps {
-            let b0 = _mm256_loadu_si256(bp as *const __m256i);
-            let b1 = _mm256_loadu_si256(bp.add(8 * PAIR) as *const __m256i);
-            bp = bp.add(NR * PAIR);
-            let k = s * PAIR;
-            row_step!(a0, k, b0, b1, c00, c01);
-            row_step!(a1, k, b0, b1, c10, c11);
-            row_step!(a2, k, b0, b1, c20, c21);
-            row_step!(a3, k, b0, b1, c30, c31);
-            row_step!(a4, k, b0, b1, c40, c41);
-            row_step!(a5, k, b0, b1, c50, c51);
-        }
-    }
-    let acc = [
-        [c00, c01],
-        [c10, c11],
-        [c20, c21],
-        [c30, c31],
-        [c40, c41],
-        [c50, c51],
-    ];
-    finish_tile(&acc, rowsum, epi, n0, out, ldc, rows, cols);
 }
 
-/// [`tile_implicit`] for a panel of at most 8 columns (the last panel of 24 output channels,
-/// as MobileNetV2's 144 -> 24 projections have): the first 8-column half only, half the
-/// multiplies (a 56x56 144 -> 24 layer took as long as 144 -> 32 computing both halves).
+/// [`tile_implicit`]'s body; with `HALF` (a panel of at most 8 columns: the last panel of 24
+/// output channels, as MobileNetV2's 144 -> 24 projections have) only the first 8-column half
+/// is multiplied (a 56x56 144 -> 24 layer took as long as 144 -> 32 computing both halves).
+#[inline]
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_implicit_half(
+unsafe fn tile_implicit_cols<const HALF: bool>(
     rows_a: &ImplicitRows<i16>,
     b: *const i16,
     rowsum: *const i32,
@@ -310,31 +289,45 @@ unsafe fn tile_implicit_half(
     cols: usize,
 ) {
     let z = _mm256_setzero_si256();
-    let (mut c00, mut c10, mut c20, mut c30, mut c40, mut c50) = (z, z, z, z, z, z);
+    let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
+    let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
     let mut bp = b;
     let steps = rows_a.run_groups * (KG / PAIR);
-    let step = |a: *const i16, k: usize, b0: __m256i, c: &mut __m256i| {
-        let av = _mm256_set1_epi32((a.add(k) as *const i32).read_unaligned());
-        *c = _mm256_add_epi32(*c, _mm256_madd_epi16(av, b0));
-    };
     for fy in 0..rows_a.kh {
         let off = fy * rows_a.row_stride;
         let b6 = &rows_a.base[..MR];
         let (a0, a1, a2) = (b6[0].add(off), b6[1].add(off), b6[2].add(off));
         let (a3, a4, a5) = (b6[3].add(off), b6[4].add(off), b6[5].add(off));
         for s in 0..steps {
-            let b0 = _mm256_loadu_si256(bp as *const __m256i);
-            bp = bp.add(NR * PAIR);
             let k = s * PAIR;
-            step(a0, k, b0, &mut c00);
-            step(a1, k, b0, &mut c10);
-            step(a2, k, b0, &mut c20);
-            step(a3, k, b0, &mut c30);
-            step(a4, k, b0, &mut c40);
-            step(a5, k, b0, &mut c50);
+            let b0 = _mm256_loadu_si256(bp as *const __m256i);
+            if HALF {
+                half_step!(a0, k, b0, c00);
+                half_step!(a1, k, b0, c10);
+                half_step!(a2, k, b0, c20);
+                half_step!(a3, k, b0, c30);
+                half_step!(a4, k, b0, c40);
+                half_step!(a5, k, b0, c50);
+            } else {
+                let b1 = _mm256_loadu_si256(bp.add(8 * PAIR) as *const __m256i);
+                row_step!(a0, k, b0, b1, c00, c01);
+                row_step!(a1, k, b0, b1, c10, c11);
+                row_step!(a2, k, b0, b1, c20, c21);
+                row_step!(a3, k, b0, b1, c30, c31);
+                row_step!(a4, k, b0, b1, c40, c41);
+                row_step!(a5, k, b0, b1, c50, c51);
+            }
+            bp = bp.add(NR * PAIR);
         }
     }
-    let acc = [[c00, z], [c10, z], [c20, z], [c30, z], [c40, z], [c50, z]];
+    let acc = [
+        [c00, c01],
+        [c10, c11],
+        [c20, c21],
+        [c30, c31],
+        [c40, c41],
+        [c50, c51],
+    ];
     finish_tile(&acc, rowsum, epi, n0, out, ldc, rows, cols);
 }
 
@@ -499,7 +492,7 @@ unsafe fn scale_clamp(mut x: __m256i, epi: &Epilogue, n: usize) -> __m256i {
     );
     if epi.clamp_first {
         // The clamp first, then RoundingDivideByPOT as one rounded shift (see
-        // `Epilogue::pre_lo`): four ops where the divide took six, and no clamp after it.
+        // `Epilogue::clamp_first`): four ops where the divide took six, and no clamp after it.
         x = _mm256_max_epi32(x, ld(lane8::PRE_LO));
         x = _mm256_min_epi32(x, ld(lane8::PRE_HI));
         let t = _mm256_add_epi32(
