@@ -256,6 +256,21 @@ impl Conv2dPlan {
                 _ => {}
             }
         }
+        #[cfg(target_arch = "aarch64")]
+        if p.dilation_w == 1 && self.image_channels.is_multiple_of(crate::isa::neon::KG) {
+            if let (Packed::I8(b), Isa::NeonDot) = (&self.gemm.packed, self.gemm.isa) {
+                use crate::isa::neon::{NeonDot, KG, NR};
+                return self.run_implicit::<NeonDot, T>(
+                    b.as_slice(),
+                    self.panel_stride(KG, NR),
+                    input,
+                    input_shape,
+                    output,
+                    output_shape,
+                    threads,
+                );
+            }
+        }
         assert!(
             self.image_channels == in_c && !self.row_padded(),
             "conv2d: a channel- or row-padded plan runs only as an implicit GEMM"
@@ -376,6 +391,7 @@ impl<T: Code8> Im2col<'_, T> {
 /// or, for an input a little narrower than the tier's implicit-GEMM group (an RGB stem on VNNI),
 /// that group, when the implicit GEMM can run it (an x86 tier that takes it, a window wider
 /// than one pixel, undilated along x) and the zero point the extra channels hold is a code.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn padded_channels<T: Code8>(
     isa: Isa,
     filter_shape: [usize; 4],
@@ -390,6 +406,8 @@ fn padded_channels<T: Code8>(
         Isa::Avx512Vnni => crate::isa::avx512vnni::KG,
         #[cfg(target_arch = "x86_64")]
         Isa::Amx if implicit_on_amx(isa, oc) => crate::isa::avx512vnni::KG,
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonDot => crate::isa::neon::KG,
         _ => return ic,
     };
     // At most a third more multiplies (3 -> 4 channels on VNNI, 6 or 7 -> 8 on AVX2): on AVX2,
@@ -408,6 +426,7 @@ fn padded_channels<T: Code8>(
 /// (channels not a multiple of 8), the window is wider than one pixel and undilated along x.
 /// The gathered im2col it replaces copied each window row's few codes into a row and packed
 /// it, pixel by pixel: MobileNetV2's 3x3 RGB stem ran at 22 GOPS that way.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn row_run(isa: Isa, filter_shape: [usize; 4], image_channels: usize, p: &ConvParams) -> usize {
     let [_, kh, kw, _] = filter_shape;
     let run = kw * image_channels;
@@ -450,7 +469,6 @@ fn implicit_on_amx(isa: Isa, oc: usize) -> bool {
     forced.unwrap_or(oc <= crate::isa::avx512vnni::NR)
 }
 
-#[cfg(target_arch = "x86_64")]
 impl Conv2dPlan {
     /// Elements between two packed B panels of `nr` columns, K padded to `kg` codes.
     fn panel_stride(&self, kg: usize, nr: usize) -> usize {
@@ -921,7 +939,7 @@ impl DepthwisePlan {
                 return;
             }
             let mut acc = vec![0i32; oc];
-            // SAFETY (both arms): the tier was checked available when the plan was made.
+            // SAFETY (every arm): the tier was checked available when the plan was made.
             match self.isa {
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx2 => unsafe {
@@ -930,6 +948,10 @@ impl DepthwisePlan {
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx512Vnni | Isa::Amx => unsafe {
                     dw_row_avx512(self, input, input_shape, out_h, r, out_row, &mut acc)
+                },
+                #[cfg(target_arch = "aarch64")]
+                Isa::NeonDot => unsafe {
+                    dw_row_neon(self, input, input_shape, out_h, r, out_row, &mut acc)
                 },
                 _ => dw_row(
                     self,
@@ -1165,6 +1187,33 @@ unsafe fn dw_row_avx512<T: Code8>(
         |e, a, o| {
             // SAFETY: AVX-512 is enabled here; `a` and `o` have one entry per column of `e`.
             unsafe { crate::isa::avx512vnni::finish_row(e, a, o) }
+        },
+    )
+}
+
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dw_row_neon<T: Code8>(
+    plan: &DepthwisePlan,
+    input: &[T],
+    input_shape: [usize; 4],
+    out_h: usize,
+    r: usize,
+    out_row: &mut [T],
+    acc: &mut [i32],
+) {
+    dw_row(
+        plan,
+        input,
+        input_shape,
+        out_h,
+        r,
+        out_row,
+        acc,
+        |e, a, o| {
+            // SAFETY: NEON is enabled here; `a` and `o` have one entry per column of `e`.
+            unsafe { crate::isa::neon::finish_row(e, a, o) }
         },
     )
 }

@@ -9,6 +9,7 @@ use crate::reference::{self, pool_window as window, AddParams};
 /// 2-core AMD, with `PAR_MIN_MACS` at 64K): ResNet-20 0.530 ms at 64K elements, 0.504 at 16K,
 /// 0.491 at 8K, 0.485 at 4K; MobileNetV2 5.37 / 5.32 / 5.25 / 5.27 ms. Its Adds are 8K-75K
 /// elements, so most ran on one thread before.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const ADD_PAR_MIN: usize = 1 << 13;
 
 /// Quantized Add, equal to `reference::add`; inputs of equal shape take the vector path on the

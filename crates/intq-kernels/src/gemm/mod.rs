@@ -100,6 +100,11 @@ pub(crate) trait Kernel {
     const A_KG: usize = Self::KG;
     /// Consecutive k of one column stored together in packed B (divides `KG`).
     const B_KG: usize = Self::KG;
+    /// What the kernel adds to every canonical activation before multiplying: it sums
+    /// `Σ(a' + A_BIAS)w'`, and `-A_BIAS Σw'` is folded into the column constants at load time
+    /// (`epilogue`), so the output stage sees `Σa'w'`. 0 on the u8 x s8 tiers; -128 on NEON,
+    /// whose `sdot` takes s8 x s8.
+    const A_BIAS: i32 = 0;
     type A: Pod;
     type B: Copy + Default + Send + Sync + 'static;
     fn a_elem(x: u8) -> Self::A;
@@ -158,9 +163,9 @@ pub(crate) trait Kernel {
 
 /// A tier's implicit-GEMM convolution tile: the rows of A are read in place from a padded image
 /// of canonical codes (see `conv.rs`) instead of a packed panel.
-#[cfg(target_arch = "x86_64")]
 pub(crate) trait ImplicitKernel {
-    /// Image element: the canonical code as the tile reads it (int16 on AVX2, u8 on VNNI).
+    /// Image element: the canonical code as the tile reads it (int16 on AVX2, u8 on VNNI, s8
+    /// `a' - 128` on NEON).
     type E: ImageElem;
     /// Packed weight element.
     type B: Copy + Sync;
@@ -197,21 +202,24 @@ pub(crate) trait ImplicitKernel {
 }
 
 /// An element of an implicit GEMM's padded image.
-#[cfg(target_arch = "x86_64")]
 pub(crate) trait ImageElem: Pod {
     /// The canonical code `c` (0..=255) as an element.
     fn from_code(c: i32) -> Self;
 }
-#[cfg(target_arch = "x86_64")]
 impl ImageElem for i16 {
     fn from_code(c: i32) -> i16 {
         c as i16
     }
 }
-#[cfg(target_arch = "x86_64")]
 impl ImageElem for u8 {
     fn from_code(c: i32) -> u8 {
         c as u8
+    }
+}
+/// The NEON tier's image holds `a' - 128` (its `Kernel::A_BIAS`).
+impl ImageElem for i8 {
+    fn from_code(c: i32) -> i8 {
+        (c ^ 0x80) as u8 as i8
     }
 }
 
@@ -219,7 +227,6 @@ impl ImageElem for u8 {
 /// `base[i] + (k / run) * row_stride + k % run` for a run of `KG * run_groups` codes (one filter
 /// row's taps, adjacent in NHWC): the same products in the same order as the packed tile, so the
 /// same accumulators.
-#[cfg(target_arch = "x86_64")]
 pub(crate) struct ImplicitRows<'a, E> {
     /// Each pixel's window origin (filter tap (0, 0), channel 0) in the padded image; `MR` of them.
     pub base: &'a [*const E],
@@ -234,7 +241,8 @@ pub(crate) struct ImplicitRows<'a, E> {
 /// computed and never stored).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Epilogue {
-    /// `bias + K Z_a' Z_b' - Z_a' Σw'`, wrapping.
+    /// `bias + K Z_a' Z_b' - Z_a' Σw' - A_BIAS Σw'`, wrapping ([`Kernel::A_BIAS`]: the
+    /// accumulators the tier hands over are `Σ(a' + A_BIAS)w'`).
     pub colconst: Vec<i32>,
     /// `Z_b'` per column (multiplies the row sum).
     pub zw: Vec<i32>,
@@ -277,8 +285,8 @@ pub(crate) struct Epilogue {
 }
 
 impl Epilogue {
-    /// The output code of accumulator `raw = Σa'w'` at column `n`, exactly as the reference's
-    /// `OutputStage::apply` computes it.
+    /// The output code of the tier's accumulator `raw = Σ(a' + A_BIAS)w'` at column `n`, exactly
+    /// as the reference's `OutputStage::apply` computes it.
     #[inline(always)]
     pub fn scalar(&self, raw: i32, rowsum: i32, n: usize) -> u8 {
         let acc = raw
@@ -318,6 +326,7 @@ impl Epilogue {
 
 /// Weights packed for one ISA's kernel.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 enum Packed {
     I8(Aligned<i8>),
     I16(Aligned<i16>),
@@ -396,6 +405,8 @@ fn pack_for<T: Code8>(isa: Isa, w: &[T], n: usize, k: usize) -> Packed {
         Isa::Avx512Vnni => Packed::I8(pack_b::<crate::isa::avx512vnni::Vnni, T>(w, n, k)),
         #[cfg(target_arch = "x86_64")]
         Isa::Amx => Packed::I8(pack_b::<crate::isa::amx::Amx, T>(w, n, k)),
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonDot => Packed::I8(pack_b::<crate::isa::neon::NeonDot, T>(w, n, k)),
         #[allow(unreachable_patterns)]
         _ => unreachable!("tier {isa} checked available"),
     }
@@ -469,6 +480,7 @@ impl PreparedGemm {
             input_zero_point,
             stage,
             n.div_ceil(nr) * nr,
+            a_bias_of(isa),
         );
         PreparedGemm {
             isa,
@@ -541,6 +553,10 @@ impl PreparedGemm {
             #[cfg(target_arch = "x86_64")]
             (Packed::I8(b), Isa::Amx) => {
                 self.drive::<crate::isa::amx::Amx, T>(b.as_slice(), m, out_bytes, threads, row)
+            }
+            #[cfg(target_arch = "aarch64")]
+            (Packed::I8(b), Isa::NeonDot) => {
+                self.drive::<crate::isa::neon::NeonDot, T>(b.as_slice(), m, out_bytes, threads, row)
             }
             _ => unreachable!("packed layout matches its tier"),
         }
@@ -678,6 +694,25 @@ fn nr_of(isa: Isa) -> usize {
         Isa::Avx512Vnni => <crate::isa::avx512vnni::Vnni as Kernel>::NR,
         #[cfg(target_arch = "x86_64")]
         Isa::Amx => <crate::isa::amx::Amx as Kernel>::NR,
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonDot => <crate::isa::neon::NeonDot as Kernel>::NR,
+        #[allow(unreachable_patterns)]
+        _ => unreachable!(),
+    }
+}
+
+/// The tier's [`Kernel::A_BIAS`].
+fn a_bias_of(isa: Isa) -> i32 {
+    match isa {
+        Isa::Portable => Portable::A_BIAS,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => <crate::isa::avx2::Avx2 as Kernel>::A_BIAS,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => <crate::isa::avx512vnni::Vnni as Kernel>::A_BIAS,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Amx => <crate::isa::amx::Amx as Kernel>::A_BIAS,
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonDot => <crate::isa::neon::NeonDot as Kernel>::A_BIAS,
         #[allow(unreachable_patterns)]
         _ => unreachable!(),
     }
@@ -803,6 +838,9 @@ fn pack_b<K: Kernel, T: Code8>(w: &[T], n: usize, k: usize) -> Aligned<K::B> {
     buf
 }
 
+/// The output stage of `PreparedGemm::new`, for a kernel that sums `Σ(a' + a_bias)w'`
+/// ([`Kernel::A_BIAS`]).
+#[allow(clippy::too_many_arguments)]
 fn epilogue<T: Code8>(
     w: &[T],
     n: usize,
@@ -811,6 +849,7 @@ fn epilogue<T: Code8>(
     input_zero_point: i32,
     stage: &OutputStage,
     np: usize,
+    a_bias: i32,
 ) -> Epilogue {
     let za = input_zero_point.wrapping_add(T::A_OFFSET);
     let kk = k as u32 as i32;
@@ -824,7 +863,8 @@ fn epilogue<T: Code8>(
         let bias = stage.bias.map_or(0, |b| b[col]);
         e.colconst[col] = bias
             .wrapping_add(kk.wrapping_mul(za).wrapping_mul(zw))
-            .wrapping_sub(za.wrapping_mul(sumw));
+            .wrapping_sub(za.wrapping_mul(sumw))
+            .wrapping_sub(a_bias.wrapping_mul(sumw));
         e.zw[col] = zw;
         let m = match stage.multipliers {
             Multipliers::PerTensor(m) => m,
@@ -943,6 +983,7 @@ impl Epilogue {
 }
 
 /// The fields of [`Epilogue::lanes8`], in order.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) mod lane8 {
     pub const COLCONST: usize = 0;
     pub const ZW: usize = 1;

@@ -1,8 +1,9 @@
 //! Instruction-set tiers of the fast kernels: which ones the CPU has, which one runs, and the
 //! `INTQ_ISA` override.
 //!
-//! Detection runs once (`std::is_x86_feature_detected!`) and picks the best tier the CPU has;
-//! `INTQ_ISA=portable|avx2|avx512vnni|amx` forces a tier and is an error when the CPU lacks it.
+//! Detection runs once (`std::is_x86_feature_detected!`, `std::arch::is_aarch64_feature_detected!`)
+//! and picks the best tier the CPU has; `INTQ_ISA=portable|avx2|avx512vnni|amx|neondot` forces a
+//! tier and is an error when the CPU lacks it.
 //! `INTQ_ISA=reference` is understood by the engine (it selects the scalar reference executor);
 //! kernels asked for a tier under it use the portable one.
 
@@ -16,6 +17,8 @@ pub(crate) mod amx;
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512vnni;
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon;
 pub(crate) mod portable;
 
 /// One tier of fast kernels. Every tier equals the reference kernels bit for bit.
@@ -29,11 +32,20 @@ pub enum Isa {
     Avx512Vnni,
     /// x86-64 AMX-INT8: `tdpbusd` on 16 x 64-byte tiles (needs the OS's permission).
     Amx,
+    /// aarch64 NEON with the dot-product extension (ARMv8.2 `dotprod`): `sdot`, s8 x s8 dot
+    /// products of 4.
+    NeonDot,
 }
 
 impl Isa {
     /// Every tier, best first.
-    pub const ALL_BEST_FIRST: [Isa; 4] = [Isa::Amx, Isa::Avx512Vnni, Isa::Avx2, Isa::Portable];
+    pub const ALL_BEST_FIRST: [Isa; 5] = [
+        Isa::Amx,
+        Isa::Avx512Vnni,
+        Isa::Avx2,
+        Isa::NeonDot,
+        Isa::Portable,
+    ];
 
     /// The name `INTQ_ISA` and `--isa` use.
     pub fn name(self) -> &'static str {
@@ -42,6 +54,7 @@ impl Isa {
             Isa::Avx2 => "avx2",
             Isa::Avx512Vnni => "avx512vnni",
             Isa::Amx => "amx",
+            Isa::NeonDot => "neondot",
         }
     }
 
@@ -59,7 +72,9 @@ impl Isa {
             }
             #[cfg(target_arch = "x86_64")]
             Isa::Amx => amx::available(),
-            #[cfg(not(target_arch = "x86_64"))]
+            #[cfg(target_arch = "aarch64")]
+            Isa::NeonDot => neon::available(),
+            #[allow(unreachable_patterns)]
             _ => false,
         }
     }
@@ -102,7 +117,9 @@ impl fmt::Display for Isa {
 /// A bad `INTQ_ISA` / `--isa` value, or a tier this CPU lacks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IsaError {
-    #[error("unknown ISA tier {0:?}: expected reference, portable, avx2, avx512vnni or amx")]
+    #[error(
+        "unknown ISA tier {0:?}: expected reference, portable, avx2, avx512vnni, amx or neondot"
+    )]
     Unknown(String),
     #[error("this CPU does not support the {0} tier (INTQ_ISA / --isa asked for it)")]
     Unsupported(&'static str),
@@ -116,6 +133,7 @@ impl FromStr for Isa {
             "avx2" => Ok(Isa::Avx2),
             "avx512vnni" | "vnni" => Ok(Isa::Avx512Vnni),
             "amx" => Ok(Isa::Amx),
+            "neondot" | "neon" => Ok(Isa::NeonDot),
             other => Err(IsaError::Unknown(other.to_string())),
         }
     }

@@ -1,0 +1,371 @@
+//! The aarch64 NEON tier with the dot-product extension (ARMv8.2 `dotprod`): an 8 x 8 int32
+//! tile accumulated with `sdot` (s8 x s8, four products per lane), and the output stage with
+//! `sqrdmulh` and `srshl`, which are SaturatingRoundingDoublingHighMul and (after a sign fix-up)
+//! RoundingDivideByPOT themselves.
+//!
+//! ## Signed activations
+//! `sdot` multiplies signed by signed (`udot` unsigned by unsigned; the mixed `usdot` needs
+//! the later `i8mm`), so packed activations are the canonical u8 codes flipped to s8,
+//! `a' - 128` ([`Kernel::A_BIAS`]); weights are the canonical s8 `w'`. The tile then sums
+//! `Σ(a' - 128)w' = Σa'w' - 128 Σw'`, and the second term, a per-column constant, is folded into
+//! the epilogue's column constant at load time, so the epilogue sees exactly `Σa'w'`. Four
+//! products of at most 128 * 128 cannot overflow a lane before it is added (with wrap-around)
+//! to the int32 accumulator, so the sum equals the reference's modulo 2^32, as on every tier.
+//!
+//! `sdot` has no stable intrinsic in Rust 1.95 (`stdarch_neon_dotprod` is unstable), so it is
+//! written as inline assembly inside functions compiled with `dotprod` enabled.
+
+use std::arch::aarch64::*;
+
+use crate::gemm::{Code8, Epilogue, ImplicitRows, Kernel};
+
+pub(crate) struct NeonDot;
+
+pub(crate) const MR: usize = 8;
+pub(crate) const NR: usize = 8;
+pub(crate) const KG: usize = 4;
+
+/// `acc += b · a` lane by lane, four s8 products per int32 lane (`sdot` vector form).
+macro_rules! sdot {
+    ($acc:expr, $b:expr, $a:expr) => {{
+        let mut acc: int32x4_t = $acc;
+        let (b, a): (int8x16_t, int8x16_t) = ($b, $a);
+        std::arch::asm!(
+            "sdot {acc:v}.4s, {b:v}.16b, {a:v}.16b",
+            acc = inout(vreg) acc, b = in(vreg) b, a = in(vreg) a,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+        acc
+    }};
+}
+
+/// `acc += b · a[lane]`: every lane of `b` against the four s8 of group `lane` of `a`
+/// (`sdot` by-element form: one A register serves four rows).
+macro_rules! sdot_lane {
+    ($acc:expr, $b:expr, $a:expr, $lane:literal) => {{
+        let mut acc: int32x4_t = $acc;
+        let (b, a): (int8x16_t, int8x16_t) = ($b, $a);
+        std::arch::asm!(
+            concat!("sdot {acc:v}.4s, {b:v}.16b, {a:v}.4b[", $lane, "]"),
+            acc = inout(vreg) acc, b = in(vreg) b, a = in(vreg) a,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+        acc
+    }};
+}
+
+/// Whether this CPU (and OS) has the tier: aarch64 always has NEON, `dotprod` is ARMv8.2's.
+pub(crate) fn available() -> bool {
+    std::arch::is_aarch64_feature_detected!("dotprod")
+}
+
+impl Kernel for NeonDot {
+    const MR: usize = MR;
+    const NR: usize = NR;
+    const KG: usize = KG;
+    const A_BIAS: i32 = -128;
+    type A = i8;
+    type B = i8;
+    fn a_elem(x: u8) -> i8 {
+        (x ^ 0x80) as i8
+    }
+    fn b_elem(w: i8) -> i8 {
+        w
+    }
+    unsafe fn tile(
+        c: *mut i32,
+        first: bool,
+        last: bool,
+        groups: usize,
+        a: *const i8,
+        b: *const i8,
+        rowsum: *const i32,
+        epi: &Epilogue,
+        n0: usize,
+        out: *mut u8,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+    ) {
+        tile(
+            c, first, last, groups, a, b, rowsum, epi, n0, out, ldc, rows, cols,
+        )
+    }
+}
+
+#[target_feature(enable = "neon,dotprod")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile(
+    c: *mut i32,
+    first: bool,
+    last: bool,
+    groups: usize,
+    a: *const i8,
+    b: *const i8,
+    rowsum: *const i32,
+    epi: &Epilogue,
+    n0: usize,
+    out: *mut u8,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+) {
+    let mut acc = [[vdupq_n_s32(0); 2]; MR];
+    if !first {
+        for (i, acc_i) in acc.iter_mut().enumerate() {
+            for (h, v) in acc_i.iter_mut().enumerate() {
+                *v = vld1q_s32(c.add(i * NR + 4 * h));
+            }
+        }
+    }
+    let (mut ap, mut bp) = (a, b);
+    for _ in 0..groups {
+        // A group: rows 0-3 then 4-7 (four codes each), columns 0-3 then 4-7.
+        let a0 = vld1q_s8(ap);
+        let a1 = vld1q_s8(ap.add(16));
+        let b0 = vld1q_s8(bp);
+        let b1 = vld1q_s8(bp.add(16));
+        macro_rules! row {
+            ($i:literal, $a:ident, $lane:literal) => {
+                acc[$i][0] = sdot_lane!(acc[$i][0], b0, $a, $lane);
+                acc[$i][1] = sdot_lane!(acc[$i][1], b1, $a, $lane);
+            };
+        }
+        row!(0, a0, 0);
+        row!(1, a0, 1);
+        row!(2, a0, 2);
+        row!(3, a0, 3);
+        row!(4, a1, 0);
+        row!(5, a1, 1);
+        row!(6, a1, 2);
+        row!(7, a1, 3);
+        ap = ap.add(MR * KG);
+        bp = bp.add(NR * KG);
+    }
+    if !last {
+        for (i, acc_i) in acc.iter().enumerate() {
+            for (h, &v) in acc_i.iter().enumerate() {
+                vst1q_s32(c.add(i * NR + 4 * h), v);
+            }
+        }
+        return;
+    }
+    finish_tile(&acc, rowsum, epi, n0, out, ldc, rows, cols);
+}
+
+/// The per-column constants of four columns, loaded once per tile.
+#[derive(Clone, Copy)]
+struct Cols4 {
+    colconst: int32x4_t,
+    zw: int32x4_t,
+    lshift: int32x4_t,
+    m0: int32x4_t,
+    /// `-rshift`: `srshl` shifts right by a negative count, and its sign bit marks the lanes
+    /// that divide at all (RoundingDivideByPOT's fix-up below).
+    neg_rshift: int32x4_t,
+}
+
+impl Cols4 {
+    #[inline(always)]
+    unsafe fn load(epi: &Epilogue, n: usize) -> Cols4 {
+        let ld = |v: &Vec<i32>| vld1q_s32(v.as_ptr().add(n));
+        Cols4 {
+            colconst: ld(&epi.colconst),
+            zw: ld(&epi.zw),
+            lshift: ld(&epi.lshift),
+            m0: ld(&epi.m0),
+            neg_rshift: vnegq_s32(ld(&epi.rshift)),
+        }
+    }
+}
+
+/// SPEC §4's output stage on four columns, as gemmlowp's and TFLite's NEON paths compute it:
+/// the wrapping left shift (`shl` by lane counts), `sqrdmulh` (which is SRDHM, saturation of
+/// `MIN x MIN` included), then RoundingDivideByPOT as a rounding shift right (`srshl`, ties up)
+/// of `x - 1` for negative `x` in the lanes that divide (ties away from zero), then the clamp
+/// (moved before the zero point, `lo`/`hi`) and the zero point.
+#[inline(always)]
+unsafe fn requant4(acc: int32x4_t, rowsum: int32x4_t, k: &Cols4, epi: &Epilogue) -> int32x4_t {
+    let mut x = vaddq_s32(acc, k.colconst);
+    if !epi.zw_zero {
+        x = vmlsq_s32(x, k.zw, rowsum);
+    }
+    if !epi.lshift_zero {
+        x = vshlq_s32(x, k.lshift);
+    }
+    x = vqrdmulhq_s32(x, k.m0);
+    // -1 in lanes with x < 0 and a shift of at least 1; `sqadd` keeps i32::MIN there, whose
+    // quotient is exact, so the lost 1 cannot change it.
+    let fixup = vshrq_n_s32::<31>(vandq_s32(x, k.neg_rshift));
+    x = vrshlq_s32(vqaddq_s32(x, fixup), k.neg_rshift);
+    x = vminq_s32(vmaxq_s32(x, vdupq_n_s32(epi.lo)), vdupq_n_s32(epi.hi));
+    vaddq_s32(x, vdupq_n_s32(epi.zout))
+}
+
+/// Eight in-range codes from two vectors of four (truncating: the clamp put them in range).
+#[inline(always)]
+unsafe fn narrow8(q0: int32x4_t, q1: int32x4_t) -> int8x8_t {
+    vmovn_s16(vcombine_s16(vmovn_s32(q0), vmovn_s32(q1)))
+}
+
+/// Stores the first `n` (at most 8) codes of `v` at `out`.
+#[inline(always)]
+unsafe fn store_prefix(out: *mut u8, v: int8x8_t, n: usize) {
+    if n >= 8 {
+        vst1_s8(out as *mut i8, v);
+    } else {
+        let mut tmp = [0i8; 8];
+        vst1_s8(tmp.as_mut_ptr(), v);
+        std::ptr::copy_nonoverlapping(tmp.as_ptr() as *const u8, out, n);
+    }
+}
+
+/// The output stage on a tile's accumulators, stored as `rows x cols` codes at `out`.
+#[target_feature(enable = "neon")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn finish_tile(
+    acc: &[[int32x4_t; 2]; MR],
+    rowsum: *const i32,
+    epi: &Epilogue,
+    n0: usize,
+    out: *mut u8,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+) {
+    if !epi.vector_ok {
+        let mut raw = [0i32; MR * NR];
+        for (i, acc_i) in acc.iter().enumerate() {
+            for (h, &v) in acc_i.iter().enumerate() {
+                vst1q_s32(raw.as_mut_ptr().add(i * NR + 4 * h), v);
+            }
+        }
+        epi.finish_scalar(&raw, NR, rowsum, n0, out, ldc, rows, cols);
+        return;
+    }
+    let k = [Cols4::load(epi, n0), Cols4::load(epi, n0 + 4)];
+    for (i, acc_i) in acc.iter().enumerate().take(rows) {
+        let rs = vdupq_n_s32(*rowsum.add(i));
+        let q0 = requant4(acc_i[0], rs, &k[0], epi);
+        let q1 = requant4(acc_i[1], rs, &k[1], epi);
+        store_prefix(out.add(i * ldc), narrow8(q0, q1), cols);
+    }
+}
+
+/// The output stage on one row of complete accumulators, with no row-sum term (the depthwise
+/// kernel's finish).
+///
+/// # Safety
+/// The CPU has NEON (every aarch64 CPU); `epi`'s columns cover `acc.len()` rounded up to 8;
+/// `out.len() == acc.len()`.
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn finish_row(epi: &Epilogue, acc: &[i32], out: &mut [u8]) {
+    assert_eq!(acc.len(), out.len());
+    if !epi.vector_ok {
+        for (n, (o, &a)) in out.iter_mut().zip(acc).enumerate() {
+            *o = epi.scalar(a, 0, n);
+        }
+        return;
+    }
+    let zero = vdupq_n_s32(0);
+    for n in (0..acc.len()).step_by(8) {
+        let count = (acc.len() - n).min(8);
+        let mut v = [0i32; 8];
+        v[..count].copy_from_slice(&acc[n..n + count]);
+        let q0 = requant4(vld1q_s32(v.as_ptr()), zero, &Cols4::load(epi, n), epi);
+        let q1 = requant4(
+            vld1q_s32(v.as_ptr().add(4)),
+            zero,
+            &Cols4::load(epi, n + 4),
+            epi,
+        );
+        store_prefix(out.as_mut_ptr().add(n), narrow8(q0, q1), count);
+    }
+}
+
+impl crate::gemm::ImplicitKernel for NeonDot {
+    type E = i8;
+    type B = i8;
+    const MR: usize = MR;
+    const NR: usize = NR;
+    const KG: usize = KG;
+    unsafe fn canon_row<T: Code8>(codes: &[T], c: usize, dst: &mut [i8], sums: &mut [i32]) {
+        canon_row(codes, c, dst, sums)
+    }
+    unsafe fn tile_implicit(
+        rows_a: &ImplicitRows<i8>,
+        b: *const i8,
+        rowsum: *const i32,
+        epi: &Epilogue,
+        n0: usize,
+        out: *mut u8,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+    ) {
+        tile_implicit(rows_a, b, rowsum, epi, n0, out, ldc, rows, cols)
+    }
+}
+
+/// An implicit-GEMM tile (see [`ImplicitRows`]): [`tile`]'s products in the same order, with
+/// each row's four codes read from the padded image (s8, `a' - 128`) and broadcast to every
+/// lane in place of a packed panel's by-element operand.
+///
+/// # Safety
+/// As [`crate::gemm::ImplicitKernel::tile_implicit`], with `dotprod`.
+#[target_feature(enable = "neon,dotprod")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_implicit(
+    rows_a: &ImplicitRows<i8>,
+    b: *const i8,
+    rowsum: *const i32,
+    epi: &Epilogue,
+    n0: usize,
+    out: *mut u8,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+) {
+    let mut acc = [[vdupq_n_s32(0); 2]; MR];
+    let base = &rows_a.base[..MR];
+    let mut bp = b;
+    for fy in 0..rows_a.kh {
+        let off = fy * rows_a.row_stride;
+        let a: [*const i8; MR] = std::array::from_fn(|i| base[i].add(off));
+        for g in 0..rows_a.run_groups {
+            let b0 = vld1q_s8(bp);
+            let b1 = vld1q_s8(bp.add(16));
+            bp = bp.add(NR * KG);
+            for (i, acc_i) in acc.iter_mut().enumerate() {
+                let word = (a[i].add(g * KG) as *const i32).read_unaligned();
+                let av = vreinterpretq_s8_s32(vdupq_n_s32(word));
+                acc_i[0] = sdot!(acc_i[0], b0, av);
+                acc_i[1] = sdot!(acc_i[1], b1, av);
+            }
+        }
+    }
+    finish_tile(&acc, rowsum, epi, n0, out, ldc, rows, cols);
+}
+
+/// One row of a padded image of s8 codes `a' - 128` (the canonical u8 flipped; for int8 input
+/// that is the code itself), with the sum of each pixel's `c` canonical codes in `sums`.
+///
+/// # Safety
+/// `dst.len() == codes.len() == sums.len() * c`.
+#[target_feature(enable = "neon")]
+unsafe fn canon_row<T: Code8>(codes: &[T], c: usize, dst: &mut [i8], sums: &mut [i32]) {
+    assert!(dst.len() == codes.len() && sums.len() * c == codes.len());
+    for ((px, d), sum) in codes
+        .chunks_exact(c)
+        .zip(dst.chunks_exact_mut(c))
+        .zip(sums.iter_mut())
+    {
+        let mut s = 0u32;
+        for (&x, o) in px.iter().zip(d.iter_mut()) {
+            let v = x.canon_a();
+            s = s.wrapping_add(v as u32);
+            *o = (v ^ 0x80) as i8;
+        }
+        *sum = s as i32;
+    }
+}
