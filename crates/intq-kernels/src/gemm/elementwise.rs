@@ -9,7 +9,6 @@ use crate::reference::{self, pool_window as window, AddParams};
 /// 2-core AMD, with `PAR_MIN_MACS` at 64K): ResNet-20 0.530 ms at 64K elements, 0.504 at 16K,
 /// 0.491 at 8K, 0.485 at 4K; MobileNetV2 5.37 / 5.32 / 5.25 / 5.27 ms. Its Adds are 8K-75K
 /// elements, so most ran on one thread before.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const ADD_PAR_MIN: usize = 1 << 13;
 
 /// Quantized Add, equal to `reference::add`; inputs of equal shape take the vector path on the
@@ -28,7 +27,7 @@ pub fn add<T: Code8>(
     output: &mut [T],
     output_shape: &[usize],
 ) {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     if isa != Isa::Portable
         && isa.is_available()
         && lhs_shape == rhs_shape
@@ -63,14 +62,18 @@ pub fn add<T: Code8>(
                     };
                     let (l, r) = (&lhs[i0..i1], &rhs[i0..i1]);
                     // SAFETY: the tier is available; AVX2 is the only x86 tier without
-                    // AVX-512 F/BW, and every tier above portable implies AVX2; the three
-                    // ranges have equal lengths; the parameters were checked above.
+                    // AVX-512 F/BW, and every x86 tier above portable implies AVX2; every
+                    // aarch64 CPU has NEON; the three ranges have equal lengths; the
+                    // parameters were checked above.
                     unsafe {
+                        #[cfg(target_arch = "x86_64")]
                         if isa == Isa::Avx2 {
                             crate::isa::avx2::add_same_shape(params, lo, hi, l, r, out)
                         } else {
                             crate::isa::avx512vnni::add_same_shape(params, lo, hi, l, r, out)
                         }
+                        #[cfg(target_arch = "aarch64")]
+                        crate::isa::neon::add_same_shape(params, lo, hi, l, r, out)
                     };
                 });
                 return;

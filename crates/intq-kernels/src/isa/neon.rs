@@ -193,13 +193,93 @@ unsafe fn requant4(acc: int32x4_t, rowsum: int32x4_t, k: &Cols4, epi: &Epilogue)
     if !epi.lshift_zero {
         x = vshlq_s32(x, k.lshift);
     }
-    x = vqrdmulhq_s32(x, k.m0);
-    // -1 in lanes with x < 0 and a shift of at least 1; `sqadd` keeps i32::MIN there, whose
-    // quotient is exact, so the lost 1 cannot change it.
-    let fixup = vshrq_n_s32::<31>(vandq_s32(x, k.neg_rshift));
-    x = vrshlq_s32(vqaddq_s32(x, fixup), k.neg_rshift);
+    x = high_mul_divide(x, k.m0, k.neg_rshift);
     x = vminq_s32(vmaxq_s32(x, vdupq_n_s32(epi.lo)), vdupq_n_s32(epi.hi));
     vaddq_s32(x, vdupq_n_s32(epi.zout))
+}
+
+/// RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(x, m0), -neg_rshift) lane by lane:
+/// MultiplyByQuantizedMultiplier past its left shift.
+#[inline(always)]
+unsafe fn high_mul_divide(x: int32x4_t, m0: int32x4_t, neg_rshift: int32x4_t) -> int32x4_t {
+    let x = vqrdmulhq_s32(x, m0);
+    // -1 in lanes with x < 0 and a shift of at least 1; `sqadd` keeps i32::MIN there, whose
+    // quotient is exact, so the lost 1 cannot change it.
+    let fixup = vshrq_n_s32::<31>(vandq_s32(x, neg_rshift));
+    vrshlq_s32(vqaddq_s32(x, fixup), neg_rshift)
+}
+
+/// A per-tensor multiplier as lane vectors: left shift, `m0`, `-right shift`.
+#[inline(always)]
+unsafe fn multiplier(m: intq_quant::QuantizedMultiplier) -> [int32x4_t; 3] {
+    [
+        vdupq_n_s32(m.shift.max(0)),
+        vdupq_n_s32(m.m0),
+        vdupq_n_s32(-((-m.shift).max(0))),
+    ]
+}
+
+/// MultiplyByQuantizedMultiplier (SPEC §4) on four lanes, by a [`multiplier`].
+#[inline(always)]
+unsafe fn mbqm4(x: int32x4_t, m: &[int32x4_t; 3]) -> int32x4_t {
+    high_mul_divide(vshlq_s32(x, m[0]), m[1], m[2])
+}
+
+/// TFLite's quantized Add on equal shapes, 8 codes at a time (the tail through
+/// `AddParams::apply`). `lo`/`hi` are the clamp moved before the output zero point's add (the
+/// caller checked they fit int32 and that every multiplier has `m0 >= 0`, shift in -31..=31,
+/// and the left shift in 0..=31).
+///
+/// # Safety
+/// The three slices have the same length.
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn add_same_shape<T: Code8>(
+    p: &crate::reference::AddParams,
+    lo: i32,
+    hi: i32,
+    lhs: &[T],
+    rhs: &[T],
+    out: &mut [T],
+) {
+    assert!(lhs.len() == out.len() && rhs.len() == out.len());
+    // Eight codes widened to two vectors of four int32.
+    let widen = |ptr: *const T| -> [int32x4_t; 2] {
+        let v = vld1_u8(ptr as *const u8);
+        let h = if T::MIN == 0 {
+            vreinterpretq_s16_u16(vmovl_u8(v))
+        } else {
+            vmovl_s8(vreinterpret_s8_u8(v))
+        };
+        [vmovl_s16(vget_low_s16(h)), vmovl_s16(vget_high_s16(h))]
+    };
+    let (zl, zr) = (vdupq_n_s32(p.lhs_zero_point), vdupq_n_s32(p.rhs_zero_point));
+    let shift = vdupq_n_s32(p.left_shift);
+    let (ml, mr, mo) = (
+        multiplier(p.lhs_multiplier),
+        multiplier(p.rhs_multiplier),
+        multiplier(p.output_multiplier),
+    );
+    let (vlo, vhi, vz) = (
+        vdupq_n_s32(lo),
+        vdupq_n_s32(hi),
+        vdupq_n_s32(p.output_zero_point),
+    );
+    let n = out.len();
+    let whole = n / 8 * 8;
+    for i in (0..whole).step_by(8) {
+        let (a, b) = (widen(lhs.as_ptr().add(i)), widen(rhs.as_ptr().add(i)));
+        let q: [int32x4_t; 2] = std::array::from_fn(|h| {
+            let a = vshlq_s32(vsubq_s32(a[h], zl), shift);
+            let b = vshlq_s32(vsubq_s32(b[h], zr), shift);
+            let sum = vaddq_s32(mbqm4(a, &ml), mbqm4(b, &mr));
+            let o = vminq_s32(vmaxq_s32(mbqm4(sum, &mo), vlo), vhi);
+            vaddq_s32(o, vz)
+        });
+        vst1_s8(out.as_mut_ptr().add(i) as *mut i8, narrow8(q[0], q[1]));
+    }
+    for i in whole..n {
+        out[i] = T::from_i32_saturating(p.apply(lhs[i].to_i32(), rhs[i].to_i32()));
+    }
 }
 
 /// Eight in-range codes from two vectors of four (truncating: the clamp put them in range).
