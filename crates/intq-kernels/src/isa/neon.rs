@@ -72,6 +72,9 @@ impl Kernel for NeonDot {
     fn b_elem(w: i8) -> i8 {
         w
     }
+    unsafe fn pack_a_seg<T: Code8>(src: &[T], panel: &mut [i8], i: usize, k0: usize) -> u32 {
+        pack_a_seg(src, panel, i, k0)
+    }
     unsafe fn tile(
         c: *mut i32,
         first: bool,
@@ -151,6 +154,55 @@ unsafe fn tile(
         return;
     }
     finish_tile(&acc, rowsum, epi, n0, out, ldc, rows, cols);
+}
+
+/// Codes `k0 ..` of row `i` of a packed A panel (groups of 4 codes of each of the 8 rows, as
+/// s8 `a' - 128`): 16 codes at a time once `k0 + j` reaches a group boundary, summed as
+/// canonical u8 with pairwise widening adds and stored as four groups 32 bytes apart. Returns
+/// their `Σa'` (wrapping), as [`Kernel::pack_a_seg`].
+///
+/// # Safety
+/// `panel` holds whole groups covering `k0 + src.len()` for row `i < MR`, and starts on a
+/// 4-byte boundary (the GEMM's scratch is 64-byte aligned).
+#[target_feature(enable = "neon")]
+unsafe fn pack_a_seg<T: Code8>(src: &[T], panel: &mut [i8], i: usize, k0: usize) -> u32 {
+    let len = src.len();
+    assert!(panel.len() >= (k0 + len).div_ceil(KG) * KG * MR && i < MR);
+    let at = |kk: usize| ((kk / KG) * MR + i) * KG + kk % KG;
+    let s = src.as_ptr() as *const u8;
+    let d = panel.as_mut_ptr();
+    // The canonical code is the byte ^ `to_canon` (0x80 for int8); stored, it is flipped again.
+    let to_canon: u8 = if T::A_OFFSET != 0 { 0x80 } else { 0 };
+    let mut sum = 0u32;
+    let scalar = |j: usize, sum: &mut u32| {
+        let v = *s.add(j) ^ to_canon;
+        *sum = sum.wrapping_add(v as u32);
+        *d.add(at(k0 + j)) = (v ^ 0x80) as i8;
+    };
+    let head = ((KG - k0 % KG) % KG).min(len);
+    for j in 0..head {
+        scalar(j, &mut sum);
+    }
+    let (canon, flip) = (vdupq_n_u8(to_canon), vdupq_n_u8(0x80));
+    let mut sums = vdupq_n_u32(0);
+    let mut j = head;
+    while j + 16 <= len {
+        let v = veorq_u8(vld1q_u8(s.add(j)), canon);
+        sums = vpadalq_u16(sums, vpaddlq_u8(v));
+        let packed = vreinterpretq_u32_u8(veorq_u8(v, flip));
+        // `k0 + j` is a group boundary: four groups, MR * KG = 32 bytes (8 words) apart.
+        let p = d.add(at(k0 + j)) as *mut u32;
+        vst1q_lane_u32::<0>(p, packed);
+        vst1q_lane_u32::<1>(p.add(8), packed);
+        vst1q_lane_u32::<2>(p.add(16), packed);
+        vst1q_lane_u32::<3>(p.add(24), packed);
+        j += 16;
+    }
+    sum = sum.wrapping_add(vaddvq_u32(sums));
+    for j in j..len {
+        scalar(j, &mut sum);
+    }
+    sum
 }
 
 /// The per-column constants of four columns, loaded once per tile.
