@@ -96,6 +96,11 @@ impl Kernel for NeonDot {
     }
 }
 
+/// [`Kernel::tile`] on `sdot`: each group's A codes are two registers (rows 0-3, rows 4-7),
+/// and each row's four codes, taken by element, multiply both halves of the group's 8 columns.
+///
+/// # Safety
+/// As [`Kernel::tile`], with `dotprod`.
 #[target_feature(enable = "neon,dotprod")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile(
