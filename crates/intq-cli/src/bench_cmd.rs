@@ -88,6 +88,10 @@ pub struct ModelArgs {
     /// time goes, by op class (conv 3x3, conv 1x1, depthwise 3x3, add, ...).
     #[arg(long)]
     profile: bool,
+    /// The profile (implied), then every op on its own in graph order: shapes (input * filter
+    /// -> output for convolutions), time, share, GOPS and its output tensor's name.
+    #[arg(long)]
+    profile_ops: bool,
     #[arg(long)]
     json: bool,
 }
@@ -478,10 +482,15 @@ fn model(a: ModelArgs) -> Result<()> {
             t32.push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
-    let profile = if a.profile {
-        Some(profile_ops(&model, &input, t8.len())?)
+    let op_ms = if a.profile || a.profile_ops {
+        Some(time_ops(&model, &input, t8.len())?)
     } else {
         None
+    };
+    let profile = op_ms.as_ref().map(|t| by_class(model.graph(), t));
+    let every_op = match &op_ms {
+        Some(t) if a.profile_ops => Some(each_op(model.graph(), t)),
+        _ => None,
     };
     t8.sort_by(|x, y| x.total_cmp(y));
     t32.sort_by(|x, y| x.total_cmp(y));
@@ -527,6 +536,25 @@ fn model(a: ModelArgs) -> Result<()> {
                 .collect();
             s += &format!(",\"profile\":[{}]", items.join(","));
         }
+        if let Some(rows) = &every_op {
+            let items: Vec<String> = rows
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{{\"index\":{},\"output\":{},\"class\":\"{}\",\"shapes\":\"{}\",\
+                         \"ms\":{:.4},\"share\":{:.4},\"gops\":{:.2}}}",
+                        r.index,
+                        crate::fidelity::jstr(&r.output),
+                        r.class,
+                        r.shapes,
+                        r.ms,
+                        r.share,
+                        r.gops
+                    )
+                })
+                .collect();
+            s += &format!(",\"profile_ops\":[{}]", items.join(","));
+        }
         println!("{s}}}");
     } else {
         println!(
@@ -561,6 +589,21 @@ fn model(a: ModelArgs) -> Result<()> {
                 );
             }
         }
+        if let Some(rows) = &every_op {
+            println!("  every op, in graph order:");
+            for r in rows {
+                println!(
+                    "    {:>3} {:<18} {:<40} {:>8.3} ms {:>5.1}% {:>7.1} GOPS  {}",
+                    r.index,
+                    r.class,
+                    r.shapes,
+                    r.ms,
+                    100.0 * r.share,
+                    r.gops,
+                    r.output
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -574,23 +617,84 @@ struct ProfileRow {
     gops: f64,
 }
 
-/// Runs `model` `calls` times (at least 5) timing every op, and sums the times by op class,
-/// largest first. The op timer adds a clock read per op, so the total is a little above the
-/// untimed run's.
-fn profile_ops(
+/// Runs `model` `calls` times (at least 5) timing every op: each op's milliseconds per call.
+/// The op timer adds a clock read per op, so the total is a little above the untimed run's.
+fn time_ops(
     model: &intq_engine::Model,
     input: &[intq_engine::TensorData],
     calls: usize,
-) -> Result<Vec<ProfileRow>> {
-    let g = model.graph();
+) -> Result<Vec<f64>> {
     let calls = calls.max(5);
-    let mut times = vec![Duration::ZERO; g.ops().len()];
+    let mut times = vec![Duration::ZERO; model.graph().ops().len()];
     for _ in 0..calls {
         model.run_profiled(input, &mut times)?;
     }
+    Ok(times
+        .iter()
+        .map(|t| t.as_secs_f64() * 1e3 / calls as f64)
+        .collect())
+}
+
+/// GOPS of `macs` multiply-accumulates in `ms` milliseconds (0 when either is 0).
+fn gops_of(macs: u64, ms: f64) -> f64 {
+    if ms > 0.0 {
+        2.0 * macs as f64 / (ms * 1e-3) / 1e9
+    } else {
+        0.0
+    }
+}
+
+/// One op's time per call, with what it computes.
+struct OpRow {
+    index: usize,
+    /// The output tensor's name.
+    output: String,
+    class: String,
+    /// `input -> output` shapes (`input * filter -> output` for convolutions).
+    shapes: String,
+    ms: f64,
+    share: f64,
+    gops: f64,
+}
+
+/// Every op's row, in graph order.
+fn each_op(g: &intq_engine::Graph, ms: &[f64]) -> Vec<OpRow> {
+    use intq_engine::Op;
+    let total: f64 = ms.iter().sum();
+    let dims = |id: intq_engine::TensorId| {
+        let s: Vec<String> = g.tensor(id).shape.iter().map(|d| d.to_string()).collect();
+        s.join("x")
+    };
+    g.ops()
+        .iter()
+        .zip(ms)
+        .enumerate()
+        .map(|(index, (op, &t))| {
+            let first_in = op.inputs().first().map_or(String::from("-"), |&i| dims(i));
+            let shapes = match op {
+                Op::Conv2d { filter, .. } | Op::DepthwiseConv2d { filter, .. } => {
+                    format!("{first_in} * {} -> {}", dims(*filter), dims(op.output()))
+                }
+                _ => format!("{first_in} -> {}", dims(op.output())),
+            };
+            OpRow {
+                index,
+                output: g.tensor(op.output()).name.clone(),
+                class: op_class(g, op),
+                shapes,
+                ms: t,
+                share: if total > 0.0 { t / total } else { 0.0 },
+                gops: gops_of(op_macs(g, op), t),
+            }
+        })
+        .collect()
+}
+
+/// The per-op times summed by op class, largest first.
+fn by_class(g: &intq_engine::Graph, times: &[f64]) -> Vec<ProfileRow> {
     let mut rows: Vec<ProfileRow> = Vec::new();
     let mut macs_of: Vec<u64> = Vec::new();
-    for (op, t) in g.ops().iter().zip(&times) {
+    for (op, &t) in g.ops().iter().zip(times) {
         let class = op_class(g, op);
         let i = match rows.iter().position(|r| r.class == class) {
             Some(i) => i,
@@ -607,20 +711,16 @@ fn profile_ops(
             }
         };
         rows[i].ops += 1;
-        rows[i].ms += t.as_secs_f64() * 1e3 / calls as f64;
+        rows[i].ms += t;
         macs_of[i] += op_macs(g, op);
     }
     let total: f64 = rows.iter().map(|r| r.ms).sum();
     for (r, &m) in rows.iter_mut().zip(&macs_of) {
         r.share = if total > 0.0 { r.ms / total } else { 0.0 };
-        r.gops = if r.ms > 0.0 {
-            2.0 * m as f64 / (r.ms * 1e-3) / 1e9
-        } else {
-            0.0
-        };
+        r.gops = gops_of(m, r.ms);
     }
     rows.sort_by(|x, y| y.ms.total_cmp(&x.ms));
-    Ok(rows)
+    rows
 }
 
 /// An op's class for profiles: the kind, with the window and stride of convolutions and pools.

@@ -213,7 +213,8 @@ fn bad_input_gets_a_clear_message() {
 }
 
 /// `bench model` builds resnet20 through the QAT export path, checks the fast executor against
-/// the reference (`--check`), prints its JSON, and saves graphs that other tools can rely on:
+/// the reference (`--check`), prints its JSON (with a row per op under `--profile-ops`), and
+/// saves graphs that other tools can rely on:
 /// the same seed gives the same weights at any batch, and the TFLite-padded copy computes the
 /// same function.
 #[test]
@@ -229,6 +230,7 @@ fn bench_model_builds_checks_and_saves_resnet20() {
         "1",
         "--check",
         "--json",
+        "--profile-ops",
         "--save",
         b1.to_str().unwrap(),
     ]);
@@ -272,6 +274,19 @@ fn bench_model_builds_checks_and_saves_resnet20() {
         Model::load(&b1).unwrap(),
         Model::load(&b2).unwrap(),
         Model::load(&tfl).unwrap(),
+    );
+    // One profile row per op, in graph order, named by its output tensor.
+    let g = m1.graph();
+    assert_eq!(json.matches("\"index\":").count(), g.ops().len(), "{json}");
+    for (i, op) in g.ops().iter().enumerate() {
+        let row = format!(
+            "{{\"index\":{i},\"output\":\"{}\",",
+            g.tensor(op.output()).name
+        );
+        assert!(json.contains(&row), "{row} missing from {json}");
+    }
+    assert!(
+        json.contains("\"class\":\"conv 3x3\",\"shapes\":\"1x32x32x16 * 16x3x3x16 -> 1x32x32x16\"")
     );
     let in2 = examples::random_input(m2.graph(), 3);
     let TensorData::I8(x2) = &in2[0] else {
