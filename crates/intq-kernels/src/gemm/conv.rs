@@ -66,16 +66,9 @@ impl Conv2dPlan {
         );
         let image_channels = padded_channels::<T>(isa, filter_shape, params, input_zero_point);
         let row_run = row_run(isa, filter_shape, image_channels, params);
-        let mut gemm = if image_channels == ic {
-            PreparedGemm::new(
-                filter,
-                oc,
-                kh * kw * ic,
-                filter_zero_points,
-                input_zero_point,
-                stage,
-                isa,
-            )
+        let channel_padded;
+        let weights = if image_channels == ic {
+            filter
         } else {
             // Extra channels get each output channel's weight zero point (a real 0; any code
             // would do, as they meet activations equal to the input zero point).
@@ -88,27 +81,30 @@ impl Conv2dPlan {
                 padded.extend_from_slice(taps);
                 padded.resize(padded.len() + image_channels - ic, zw(t / (kh * kw)));
             }
-            PreparedGemm::new(
-                &padded,
-                oc,
-                kh * kw * image_channels,
-                filter_zero_points,
-                input_zero_point,
-                stage,
-                isa,
-            )
+            channel_padded = padded;
+            &channel_padded[..]
         };
-        if row_run != kw * image_channels {
+        let row_padded = (row_run != kw * image_channels).then(|| {
             // The canonical weight 0 after each filter row's taps (u8 weights are offset by
             // 128; see `Code8::W_OFFSET`).
             let zero = T::from_bits(T::W_OFFSET.wrapping_neg() as u8);
             let mut padded = Vec::with_capacity(oc * kh * row_run);
-            for taps in filter.chunks_exact(kw * ic) {
+            for taps in weights.chunks_exact(kw * image_channels) {
                 padded.extend_from_slice(taps);
-                padded.resize(padded.len() + row_run - kw * ic, zero);
+                padded.resize(padded.len() + row_run - kw * image_channels, zero);
             }
-            gemm.repack(&padded, kh * row_run);
-        }
+            padded
+        });
+        let gemm = PreparedGemm::with_packed_weights(
+            weights,
+            oc,
+            kh * kw * image_channels,
+            filter_zero_points,
+            input_zero_point,
+            stage,
+            isa,
+            row_padded.as_deref().map(|w| (w, kh * row_run)),
+        );
         Conv2dPlan {
             gemm,
             filter_shape,

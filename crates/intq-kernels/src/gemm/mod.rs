@@ -384,17 +384,6 @@ pub struct PreparedGemm {
     epi: Epilogue,
 }
 
-impl PreparedGemm {
-    /// Packs `weights` (`n x k_packed`) in place of the weights the plan was made from,
-    /// keeping the output stage folded from those: for a convolution whose packed filter has
-    /// zero weights (canonical 0) the real one lacks, which add nothing to any product.
-    pub(crate) fn repack<T: Code8>(&mut self, weights: &[T], k_packed: usize) {
-        let n = self.n;
-        assert_eq!(weights.len(), n * k_packed, "gemm: repacked weights");
-        self.packed = pack_for(self.isa, weights, n, k_packed);
-    }
-}
-
 /// `w` (`n x k`) packed for `isa`'s kernel.
 fn pack_for<T: Code8>(isa: Isa, w: &[T], n: usize, k: usize) -> Packed {
     match isa {
@@ -436,6 +425,32 @@ impl PreparedGemm {
         stage: &OutputStage,
         isa: Isa,
     ) -> PreparedGemm {
+        Self::with_packed_weights(
+            weights,
+            n,
+            k,
+            weight_zero_points,
+            input_zero_point,
+            stage,
+            isa,
+            None,
+        )
+    }
+
+    /// [`new`](Self::new), packing `packed` (`n x k_packed`) instead of `weights` when given,
+    /// with the output stage folded from `weights`: for a convolution whose packed filter has
+    /// zero weights (canonical 0) the real one lacks, which add nothing to any product.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn with_packed_weights<T: Code8>(
+        weights: &[T],
+        n: usize,
+        k: usize,
+        weight_zero_points: &[i32],
+        input_zero_point: i32,
+        stage: &OutputStage,
+        isa: Isa,
+        packed: Option<(&[T], usize)>,
+    ) -> PreparedGemm {
         assert!(isa.is_available(), "ISA tier {isa} is not available");
         assert_eq!(
             weights.len(),
@@ -470,7 +485,13 @@ impl PreparedGemm {
             stage.clamp_min,
             stage.clamp_max
         );
-        let packed = pack_for(isa, weights, n, k);
+        let packed = match packed {
+            Some((w, k_packed)) => {
+                assert_eq!(w.len(), n * k_packed, "gemm: packed weights");
+                pack_for(isa, w, n, k_packed)
+            }
+            None => pack_for(isa, weights, n, k),
+        };
         let nr = nr_of(isa);
         let epi = epilogue::<T>(
             weights,
