@@ -115,7 +115,7 @@ pub struct F32VsInt8Args {
     /// ratio).
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// portable, avx2, avx512vnni or amx (default: INTQ_ISA, else the best this CPU has).
+    /// portable, avx2, avx512vnni, amx or neondot (default: INTQ_ISA, else the best this CPU has).
     #[arg(long)]
     isa: Option<String>,
     #[arg(long, default_value_t = 1000)]
@@ -132,7 +132,7 @@ pub struct SmallCnnArgs {
     /// Threads (0 = all cores).
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// portable, avx2, avx512vnni or amx (default: INTQ_ISA, else the best this CPU has).
+    /// portable, avx2, avx512vnni, amx or neondot (default: INTQ_ISA, else the best this CPU has).
     #[arg(long)]
     isa: Option<String>,
     #[arg(long, default_value_t = 1000)]
@@ -152,7 +152,7 @@ pub struct GemmArgs {
     /// Threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// portable, avx2, avx512vnni or amx (default: INTQ_ISA, else the best this CPU has).
+    /// portable, avx2, avx512vnni, amx or neondot (default: INTQ_ISA, else the best this CPU has).
     #[arg(long)]
     isa: Option<String>,
     /// Code type: i8 (int8 symmetric per-channel weights) or u8 (uint8, weight zero point).

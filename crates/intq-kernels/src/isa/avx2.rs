@@ -167,7 +167,35 @@ unsafe fn finish_tile(
     rows: usize,
     cols: usize,
 ) {
-    if epi.vector_ok && cols == NR {
+    if epi.vector_ok && cols == NR && epi.zw_zero {
+        // Whole rows of 16 columns of symmetric weights (the int8 scheme), two rows packed
+        // together: 3 packs and a permute per 32 codes where `store16` takes 7 ops per 16.
+        // ResNet-20 b1 0.80 -> 0.77 ms, ResNet-18 28.3 -> 26.7, MobileNetV2 8.46 -> 8.33. The
+        // same for uint8 weights (the row-sum term), written with a helper per row, made every
+        // model slower (codegen: MobileNetV2 8.3 -> 8.9 ms), so that case keeps one row at a
+        // time below.
+        let signed = epi.cmin < 0;
+        let mut i = 0;
+        while i + 2 <= rows {
+            let (a, b) = (&acc[i], &acc[i + 1]);
+            let q = [
+                requant_plain(a[0], epi, n0),
+                requant_plain(a[1], epi, n0 + 8),
+                requant_plain(b[0], epi, n0),
+                requant_plain(b[1], epi, n0 + 8),
+            ];
+            store16x2(q, signed, out.add(i * ldc), out.add((i + 1) * ldc));
+            i += 2;
+        }
+        if i < rows {
+            let a = &acc[i];
+            store16(
+                requant_plain(a[0], epi, n0),
+                requant_plain(a[1], epi, n0 + 8),
+                out.add(i * ldc),
+            );
+        }
+    } else if epi.vector_ok && cols == NR {
         // Whole rows of 16 columns: one 16-byte store per row.
         for (i, acc_i) in acc.iter().enumerate().take(rows) {
             let (q0, q1) = if epi.zw_zero {
@@ -564,6 +592,26 @@ unsafe fn store16(a: __m256i, b: __m256i, out: *mut u8) {
     // Bytes [a0-7, a0-7 | b0-7, b0-7]; qwords 0 and 2 are the 16 codes in order.
     let p = _mm256_permute4x64_epi64::<0b00_00_10_00>(_mm256_packus_epi16(w, w));
     _mm_storeu_si128(out as *mut __m128i, _mm256_castsi256_si128(p));
+}
+
+/// Stores two rows of 16 codes (`q[0]`, `q[1]` to `r0`; `q[2]`, `q[3]` to `r1`) with three
+/// packs and one permute: the codes are in the output type's range (the clamp put them
+/// there), so the saturating packs (signed for int8, `signed`; unsigned for uint8) keep them.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn store16x2(q: [__m256i; 4], signed: bool, r0: *mut u8, r1: *mut u8) {
+    // [r0 0-3, r0 8-11 | r0 4-7, r0 12-15] and the same of r1, as int16.
+    let w0 = _mm256_packs_epi32(q[0], q[1]);
+    let w1 = _mm256_packs_epi32(q[2], q[3]);
+    // Dwords [r0 0-3, r0 8-11, r1 0-3, r1 8-11 | r0 4-7, r0 12-15, r1 4-7, r1 12-15].
+    let b = if signed {
+        _mm256_packs_epi16(w0, w1)
+    } else {
+        _mm256_packus_epi16(w0, w1)
+    };
+    let p = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm_storeu_si128(r0 as *mut __m128i, _mm256_castsi256_si128(p));
+    _mm_storeu_si128(r1 as *mut __m128i, _mm256_extracti128_si256::<1>(p));
 }
 
 /// The output stage on one row of complete accumulators (`acc[n]` for column `n`), with no
