@@ -170,10 +170,10 @@ unsafe fn finish_tile(
     if epi.vector_ok && cols == NR && epi.zw_zero {
         // Whole rows of 16 columns of symmetric weights (the int8 scheme), two rows packed
         // together: 3 packs and a permute per 32 codes where `store16` takes 7 ops per 16.
-        // ResNet-20 b1 0.80 -> 0.77 ms, ResNet-18 28.3 -> 26.7, MobileNetV2 8.46 -> 8.33. The
-        // same for uint8 weights (the row-sum term), written with a helper per row, made every
-        // model slower (codegen: MobileNetV2 8.3 -> 8.9 ms), so that case keeps one row at a
-        // time below.
+        // Averaged over two code layouts (one build as is, one with unrelated code added to
+        // move every function), b1 t1: ResNet-20 0.788 -> 0.776 ms, ResNet-18 27.0 -> 26.3,
+        // MobileNetV2 8.27 -> 8.24; a single build pair had shown -4% that was mostly layout.
+        // The uint8 weights' case (row-sum term) keeps one row at a time below.
         let signed = epi.cmin < 0;
         let mut i = 0;
         while i + 2 <= rows {
