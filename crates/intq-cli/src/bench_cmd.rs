@@ -182,7 +182,15 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchWhat::Isa => {
             let chosen = KernelTier::from_env().context("INTQ_ISA")?;
             let have: Vec<&str> = Isa::available().iter().map(|i| i.name()).collect();
+            let lack: Vec<&str> = Isa::ALL_BEST_FIRST
+                .iter()
+                .filter(|i| !i.is_available())
+                .map(|i| i.name())
+                .collect();
             println!("available: {}", have.join(" "));
+            if !lack.is_empty() {
+                println!("not on this CPU: {}", lack.join(" "));
+            }
             println!("running: {chosen}");
             Ok(())
         }

@@ -401,3 +401,37 @@ fn training_refuses_a_bad_isa_tier() {
         "{err}"
     );
 }
+
+/// `bench isa` names every tier once, as available or not on this CPU (a missing tier is
+/// reported, never silent), and runs the best available one unless `INTQ_ISA` says otherwise.
+#[test]
+fn bench_isa_names_every_tier() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_intq"))
+        .args(["bench", "isa"])
+        .env_remove("INTQ_ISA")
+        .output()
+        .expect("run intq");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = |prefix: &str| -> Vec<String> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map_or(Vec::new(), |rest| {
+                rest.split_whitespace().map(str::to_string).collect()
+            })
+    };
+    let (have, lack) = (line("available: "), line("not on this CPU: "));
+    for isa in intq_kernels::Isa::ALL_BEST_FIRST {
+        let name = isa.name().to_string();
+        assert_eq!(have.contains(&name), isa.is_available(), "{text}");
+        assert_eq!(lack.contains(&name), !isa.is_available(), "{text}");
+    }
+    assert_eq!(
+        have.len() + lack.len(),
+        intq_kernels::Isa::ALL_BEST_FIRST.len()
+    );
+    assert_eq!(
+        line("running: "),
+        vec![intq_kernels::Isa::best().name().to_string()]
+    );
+}
