@@ -1,7 +1,7 @@
 //! Convolution, depthwise convolution and fully connected layers on the fast tiers.
 //!
 //! Convolution is a GEMM whose rows are im2col patches, each output pixel's window. On the AVX2
-//! tier (channels a multiple of 8) and the VNNI and AMX tiers (a multiple of 4), when the
+//! tier (channels a multiple of 8) and the VNNI, AMX and NEON tiers (a multiple of 4), when the
 //! window is undilated along x, the GEMM is implicit: the input is mapped once into a padded
 //! image of canonical codes and the tile reads each window in place (`run_implicit`). Otherwise the rows are handed to
 //! the packer as runs of codes (gathered into one row first when the runs are off the 8-code
@@ -385,7 +385,7 @@ impl<T: Code8> Im2col<'_, T> {
 
 /// The image channels of a convolution plan (see [`Conv2dPlan::image_channels`]): the input's,
 /// or, for an input a little narrower than the tier's implicit-GEMM group (an RGB stem on VNNI),
-/// that group, when the implicit GEMM can run it (an x86 tier that takes it, a window wider
+/// that group, when the implicit GEMM can run it (a tier that takes it, a window wider
 /// than one pixel, undilated along x) and the zero point the extra channels hold is a code.
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn padded_channels<T: Code8>(
