@@ -9,6 +9,8 @@
 //! take), so codes are mapped once: int8 activations become `a' = a + 128` (u8), uint8 weights
 //! become `w' = w - 128` (i8); the other operand is unchanged. The zero points move with them
 //! (`Z_a' = Z_a + 128`, `Z_b' = Z_b - 128`), so `(a - Z_a) = (a' - Z_a')` term by term.
+//! NEON's `sdot` takes s8 x s8, so that tier packs `a' - 128` and its column constants absorb
+//! the difference (`Kernel::A_BIAS`).
 //!
 //! ## Decomposition
 //! `Σ(a' - Z_a')(w' - Z_b') = Σ a'w' - Z_b' Σa' - Z_a' Σw' + K Z_a' Z_b'`. Everything but `Σ a'w'`
