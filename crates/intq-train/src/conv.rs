@@ -361,8 +361,13 @@ pub fn conv_forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) ->
     let (k, p) = (g.k(), g.p());
     let (xsz, ysz) = (g.cin * g.h * g.w, g.cout * p);
     let mut y = vec![0.0f32; g.n * ysz];
-    // A 1x1, stride-1, unpadded window is the image itself.
-    let pointwise = g.kh == 1 && g.kw == 1 && g.stride == [1, 1] && g.pad == [0, 0];
+    // A 1x1, stride-1, unpadded window is the image itself. `pad` holds only the leading
+    // padding: trailing padding (asymmetric, as burn allows) shows as a larger output.
+    let pointwise = g.kh == 1
+        && g.kw == 1
+        && g.stride == [1, 1]
+        && g.pad == [0, 0]
+        && (g.ho, g.wo) == (g.h, g.w);
     y.par_chunks_mut(ysz).zip(x.par_chunks(xsz)).for_each_init(
         || vec![0.0f32; if pointwise { 0 } else { k * p }],
         |cols, (yi, xi)| {

@@ -105,3 +105,21 @@ fn small_cnn_layer_shape() {
         seed: 11,
     });
 }
+
+/// A 1x1, stride-1 window with only trailing padding (burn's asymmetric `(begin, end)`) is not
+/// the image itself: the output is larger than the input. The forward pass once took it for a
+/// pointwise convolution and read past the image (found by `depthwise_op`'s asymmetric cases
+/// with one channel: n 1, c 1, 1x1 kernel, 1x1 image, padding (0, 0), (0, 1)).
+#[test]
+fn pointwise_window_with_trailing_padding() {
+    for (cin, cout, h, w, pad) in [
+        (1, 1, 1, 1, [(0, 0), (0, 1)]),
+        (3, 4, 5, 4, [(0, 2), (0, 0)]),
+        (2, 3, 3, 6, [(0, 1), (0, 1)]),
+    ] {
+        for (bias, x_grad) in [(false, true), (true, false)] {
+            let opts = ConvOptions::new_with_padding([1, 1], pad, [1, 1], 1);
+            conv_matches_burn([2, cin, h, w], [cout, cin, 1, 1], opts, bias, x_grad, 7);
+        }
+    }
+}
