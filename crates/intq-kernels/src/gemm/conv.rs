@@ -1133,86 +1133,47 @@ fn finish_scalar_row(epi: &Epilogue, acc: &[i32], out: &mut [u8]) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn dw_row_avx2<T: Code8>(
-    plan: &DepthwisePlan,
-    input: &[T],
-    input_shape: [usize; 4],
-    out_h: usize,
-    r: usize,
-    out_row: &mut [T],
-    acc: &mut [i32],
-) {
-    dw_row(
-        plan,
-        input,
-        input_shape,
-        out_h,
-        r,
-        out_row,
-        acc,
-        |e, a, o| {
-            // SAFETY: AVX2 is enabled here; `a` and `o` have one entry per column of `e`.
-            unsafe { crate::isa::avx2::finish_row(e, a, o) }
-        },
-    )
+/// `dw_row` compiled for one tier (`$feature`), finished by that tier's vector output stage
+/// (`$finish`, which needs the feature): a thin `#[target_feature]` wrapper per tier.
+macro_rules! dw_row_on {
+    ($arch:literal, $name:ident, $feature:literal, $finish:path) => {
+        #[cfg(target_arch = $arch)]
+        #[target_feature(enable = $feature)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $name<T: Code8>(
+            plan: &DepthwisePlan,
+            input: &[T],
+            input_shape: [usize; 4],
+            out_h: usize,
+            r: usize,
+            out_row: &mut [T],
+            acc: &mut [i32],
+        ) {
+            dw_row(
+                plan,
+                input,
+                input_shape,
+                out_h,
+                r,
+                out_row,
+                acc,
+                |e, a, o| {
+                    // SAFETY: the tier's features are enabled here; `a` and `o` have one entry
+                    // per column of `e`.
+                    unsafe { $finish(e, a, o) }
+                },
+            )
+        }
+    };
 }
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn dw_row_avx512<T: Code8>(
-    plan: &DepthwisePlan,
-    input: &[T],
-    input_shape: [usize; 4],
-    out_h: usize,
-    r: usize,
-    out_row: &mut [T],
-    acc: &mut [i32],
-) {
-    dw_row(
-        plan,
-        input,
-        input_shape,
-        out_h,
-        r,
-        out_row,
-        acc,
-        |e, a, o| {
-            // SAFETY: AVX-512 is enabled here; `a` and `o` have one entry per column of `e`.
-            unsafe { crate::isa::avx512vnni::finish_row(e, a, o) }
-        },
-    )
-}
-
-#[cfg(target_arch = "aarch64")]
-#[target_feature(enable = "neon")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn dw_row_neon<T: Code8>(
-    plan: &DepthwisePlan,
-    input: &[T],
-    input_shape: [usize; 4],
-    out_h: usize,
-    r: usize,
-    out_row: &mut [T],
-    acc: &mut [i32],
-) {
-    dw_row(
-        plan,
-        input,
-        input_shape,
-        out_h,
-        r,
-        out_row,
-        acc,
-        |e, a, o| {
-            // SAFETY: NEON is enabled here; `a` and `o` have one entry per column of `e`.
-            unsafe { crate::isa::neon::finish_row(e, a, o) }
-        },
-    )
-}
+dw_row_on!("x86_64", dw_row_avx2, "avx2", crate::isa::avx2::finish_row);
+dw_row_on!(
+    "x86_64",
+    dw_row_avx512,
+    "avx512f,avx512bw",
+    crate::isa::avx512vnni::finish_row
+);
+dw_row_on!("aarch64", dw_row_neon, "neon", crate::isa::neon::finish_row);
 
 /// An epilogue for complete accumulators (no decomposition): `colconst` is the bias alone.
 fn plain_epilogue(n: usize, stage: &OutputStage) -> Epilogue {

@@ -407,15 +407,16 @@ pub(crate) unsafe fn finish_row(epi: &Epilogue, acc: &[i32], out: &mut [u8]) {
     let zero = vdupq_n_s32(0);
     for n in (0..acc.len()).step_by(8) {
         let count = (acc.len() - n).min(8);
-        let mut v = [0i32; 8];
-        v[..count].copy_from_slice(&acc[n..n + count]);
-        let q0 = requant4(vld1q_s32(v.as_ptr()), zero, &Cols4::load(epi, n), epi);
-        let q1 = requant4(
-            vld1q_s32(v.as_ptr().add(4)),
-            zero,
-            &Cols4::load(epi, n + 4),
-            epi,
-        );
+        // A short last block is copied out so the loads stay inside `acc`.
+        let mut tail = [0i32; 8];
+        let src = if count == 8 {
+            acc.as_ptr().add(n)
+        } else {
+            tail[..count].copy_from_slice(&acc[n..n + count]);
+            tail.as_ptr()
+        };
+        let q0 = requant4(vld1q_s32(src), zero, &Cols4::load(epi, n), epi);
+        let q1 = requant4(vld1q_s32(src.add(4)), zero, &Cols4::load(epi, n + 4), epi);
         store_prefix(out.as_mut_ptr().add(n), narrow8(q0, q1), count);
     }
 }
