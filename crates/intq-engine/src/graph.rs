@@ -241,7 +241,7 @@ pub enum Op {
         output: TensorId,
     },
     /// Fully connected with TFLite's reference requantization, `round(acc * M)` with `M` in f64,
-    /// instead of SPEC's fixed-point multiplier (docs/tflite.md). Operands as `FullyConnected`.
+    /// instead of the fixed-point multiplier (docs/spec.md §6.1). Operands as `FullyConnected`.
     FullyConnectedF64 {
         input: TensorId,
         weights: TensorId,
@@ -249,8 +249,8 @@ pub enum Op {
         output: TensorId,
         activation: Activation,
     },
-    /// Logistic from TFLite's f32-built lookup table instead of SPEC's fixed-point routine
-    /// (docs/tflite.md). Operands as `Logistic`.
+    /// Logistic from TFLite's f32-built lookup table instead of the fixed-point routine
+    /// (docs/spec.md §6.2). Operands as `Logistic`.
     LogisticLut {
         input: TensorId,
         output: TensorId,

@@ -75,7 +75,7 @@ fn bias(g: &Graph, name: &str) -> Vec<i32> {
     }
 }
 
-/// `M_k = S_in S_w[k] / S_out` (SPEC §4), computed here from the tensors' params.
+/// `M_k = S_in S_w[k] / S_out` (docs/spec.md §4.4), computed here from the tensors' params.
 fn multipliers(s_in: f32, s_w: &[f32], s_out: f32) -> Vec<QuantizedMultiplier> {
     s_w.iter()
         .map(|&s| QuantizedMultiplier::from_real(s_in as f64 * s as f64 / s_out as f64).unwrap())

@@ -2,11 +2,12 @@
 //! output stage that requantizes accumulators, and convolution geometry.
 //!
 //! The reference tier (`reference`) is plain, obviously-correct Rust written straight from
-//! `../shared/SPEC.md`; later ISA tiers must equal it bit for bit. Kernels trust their arguments'
-//! shapes (the engine validates graphs before it runs them) and check them with assertions.
+//! docs/spec.md §4, §6 and §7; every ISA tier must equal it bit for bit. Kernels trust their
+//! arguments' shapes (the engine validates graphs before it runs them) and check them with
+//! assertions.
 //!
-//! The fast tiers (`gemm`, per-ISA micro-kernels in `isa`) pack weights once, fold the zero
-//! points into precomputed constants (SPEC §4, paper eq. 7) and requantize in registers; they
+//! The fast tiers (`gemm`, per-ISA micro-kernels in `isa`) pack weights once, fold the zero points
+//! into precomputed constants (docs/spec.md §4.13, paper eq. 7) and requantize in registers; they
 //! equal the reference exactly, on every tier the CPU has.
 //!
 //! `qat` holds the float kernels of quantization-aware training that need the same dispatch.

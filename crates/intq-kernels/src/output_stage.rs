@@ -10,7 +10,8 @@ pub enum Multipliers<'a> {
     PerChannel(&'a [QuantizedMultiplier]),
 }
 
-/// `q_out = clamp(MBQM(acc + bias[k], m0[k], shift[k]) + Z_out, clamp_min, clamp_max)` (SPEC §4).
+/// `q_out = clamp(MBQM(acc + bias[k], m0[k], shift[k]) + Z_out, clamp_min, clamp_max)`
+/// (docs/spec.md §4.4).
 ///
 /// `clamp_min..=clamp_max` is the fused activation expressed in output codes, already intersected
 /// with the output type's limits.

@@ -12,10 +12,10 @@ use crate::isa::Isa;
 
 /// The constants of one requantizing fake-quant pass over a conv or FC output: values are
 /// clamped to the nudged range `[lo, hi]`, divided by `scale`, and rounded the way the integer
-/// engine's requantization rounds (SPEC §4): `t = floor(v 2^e + 0.5)` (SaturatingRoundingDoubling-
-/// HighMul), then `code = sign(t) floor(|t| 2^-e + 0.5)` (RoundingDivideByPOT), where `e` is the
-/// output channel's right shift; the code, clamped to `[qlo, qhi]` (the code range less the zero
-/// point), times `scale`, plus `zero`, is the result.
+/// engine's requantization rounds (docs/spec.md §2.5): `t = floor(v 2^e + 0.5)`
+/// (SaturatingRoundingDoublingHighMul), then `code = sign(t) floor(|t| 2^-e + 0.5)`
+/// (RoundingDivideByPOT), where `e` is the output channel's right shift; the code, clamped to
+/// `[qlo, qhi]` (the code range less the zero point), times `scale`, plus `zero`, is the result.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RequantFakeQuant {
     pub lo: f32,

@@ -361,7 +361,7 @@ fn fully_connected_int8_per_channel_multipliers() {
 // ---------------------------------------------------------------------------------------------
 // 2. Agreement with an f64 model on random cases
 
-/// One of the two integer encodings SPEC §1 requires.
+/// One of the two integer encodings of docs/spec.md §1.1.
 #[derive(Debug, Clone, Copy)]
 struct Encoding {
     activations: QScheme,
@@ -431,7 +431,8 @@ impl Operands {
         common_conv::dequantize_all(&self.weights, |i| self.weight_param(channel_of(i)))
     }
 
-    /// `bias_q * S_in * S_w[k]`: the bias's real value (SPEC §1: S_bias = S_in * S_w, Z = 0).
+    /// `bias_q * S_in * S_w[k]`: the bias's real value (docs/spec.md §1.2: S_bias = S_in * S_w, Z =
+    /// 0).
     fn real_bias(&self) -> Vec<f64> {
         self.bias
             .iter()
@@ -874,7 +875,7 @@ fn long_dot<T: QElem>(depth: usize, x: (i32, i32), w: (i32, i32), bias: i32, z_o
 
 #[test]
 fn accumulator_reaches_both_int32_extremes() {
-    // SPEC §4: int32 holds 33,025 products of 255^2: 33025 * 65025 = 2,147,450,625.
+    // docs/spec.md §4.4: int32 holds 33,025 products of 255^2: 33025 * 65025 = 2,147,450,625.
     // Positive: x = 255 - 0, w = 255 - 0 (u8) or x = 127 - (-128), w = 127 - (-128) (i8);
     // bias 33,022 brings acc to 2,147,483,647 = i32::MAX.
     //   SRDHM(MAX, 2^30) = floor(((2^31 - 1) * 2^30 + 2^30) / 2^31) = 2^30; RDBPOT(2^30, 23) = 128.
@@ -895,7 +896,7 @@ fn accumulator_reaches_both_int32_extremes() {
 
 #[test]
 fn accumulator_wraps_like_int32() {
-    // One product past SPEC's bound: 33026 * 65025 = 2,147,515,650 wraps (as TFLite's int32
+    // One product past that bound: 33026 * 65025 = 2,147,515,650 wraps (as TFLite's int32
     // adds do) to 2,147,515,650 - 2^32 = -2,147,451,646, instead of panicking or saturating.
     //   SRDHM(-2147451646, 2^30) = trunc(-1073725823 - (2^30 - 1) / 2^31) = -1073725823;
     //   RDBPOT(-1073725823, 23) = -127.998... rounded = -128; + Z_out.

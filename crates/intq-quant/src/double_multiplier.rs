@@ -2,11 +2,11 @@
 //! bit for bit, so that models imported from TFLite run without a float at inference.
 //!
 //! TFLite's reference FULLY_CONNECTED rescales with a double `M = S_in * S_w / S_out` instead of
-//! the fixed-point multiplier of SPEC §4 (docs/tflite.md). A double is `m * 2^e` with an integer
-//! mantissa `m < 2^53`, so the product the FPU forms is the exact integer `acc * m` (below 2^84,
-//! held in i128) rounded to 53 significant bits with ties to even, times `2^e`; C's `round` then
-//! rounds that exact value half away from zero. [`DoubleMultiplier::apply`] performs exactly
-//! these two roundings on integers.
+//! the fixed-point multiplier of docs/spec.md §4.1 (docs/spec.md §6.1). A double is `m * 2^e` with
+//! an integer mantissa `m < 2^53`, so the product the FPU forms is the exact integer `acc * m`
+//! (below 2^84, held in i128) rounded to 53 significant bits with ties to even, times `2^e`; C's
+//! `round` then rounds that exact value half away from zero. [`DoubleMultiplier::apply`] performs
+//! exactly these two roundings on integers.
 
 use crate::QuantError;
 

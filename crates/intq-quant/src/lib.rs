@@ -1,6 +1,7 @@
-//! Scheme math for affine quantization `r = S * (q - Z)` (Jacob et al. 2018), as `../shared/SPEC.md`
-//! writes it: choosing parameters from a range with nudging, quantize/dequantize, the fixed-point
-//! multiplier `M ≈ m0 * 2^(shift - 31)`, and gemmlowp's rounding primitives.
+//! Scheme math for affine quantization `r = S * (q - Z)` (Jacob et al. 2018), as docs/spec.md
+//! writes it: choosing parameters from a range with nudging (§1.3), quantize/dequantize (§4.12),
+//! the fixed-point multiplier `M ≈ m0 * 2^(shift - 31)` (§4.1), gemmlowp's rounding primitives
+//! (§4.2, §4.3) and fixed-point arithmetic (§4.9), and TFLite's double multiplier (§6.1).
 //!
 //! This crate has no dependencies and no `unsafe`; every integer kernel in intq is defined in terms
 //! of the functions here.

@@ -1,4 +1,5 @@
-//! The fixed-point representation of a real multiplier: `M ≈ m0 * 2^(shift - 31)` (SPEC §4).
+//! The fixed-point representation of a real multiplier: `M ≈ m0 * 2^(shift - 31)` (docs/spec.md
+//! §4.1).
 
 use crate::{multiply_by_quantized_multiplier, QuantError};
 
@@ -17,7 +18,7 @@ impl QuantizedMultiplier {
         shift: 1,
     };
 
-    /// SPEC §4's conversion, as TFLite's `QuantizeMultiplier` does it: `frexp`, round the
+    /// docs/spec.md §4.1's conversion, as TFLite's `QuantizeMultiplier` does it: `frexp`, round the
     /// mantissa half away from zero to Q31, renormalize if it rounded up to 2^31, and flush
     /// multipliers below 2^-31 to zero (their every product rounds to 0 anyway).
     ///
@@ -53,7 +54,7 @@ impl QuantizedMultiplier {
         self.m0 as f64 * 2f64.powi(self.shift - 31)
     }
 
-    /// `x * M`, rounded as SPEC §4's MultiplyByQuantizedMultiplier.
+    /// `x * M`, rounded as MultiplyByQuantizedMultiplier (docs/spec.md §4.3).
     #[inline]
     pub fn apply(self, x: i32) -> i32 {
         multiply_by_quantized_multiplier(x, self.m0, self.shift)

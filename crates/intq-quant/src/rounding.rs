@@ -1,4 +1,5 @@
-//! gemmlowp's two rounding primitives and their composition, exactly as SPEC §4 writes them.
+//! gemmlowp's two rounding primitives and their composition, exactly as docs/spec.md §4.2 and
+//! §4.3 write them.
 //!
 //! Together they are the project's normative requantization ("double rounding", as TFLite's
 //! reference kernels compute it). Every optimized kernel must reproduce them bit for bit.
@@ -160,7 +161,8 @@ mod tests {
         assert_eq!(rounding_divide_by_pot(i32::MAX, 31), 1);
     }
 
-    /// Double rounding: the model rounds twice, exactly where SPEC says the kernel does.
+    /// Double rounding: the model rounds twice, exactly where docs/spec.md §4.3 says the kernel
+    /// does.
     fn mbqm_model(x: i32, m0: i32, shift: i32) -> i32 {
         let left = shift.max(0);
         let right = (-shift).max(0);

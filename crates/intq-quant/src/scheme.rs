@@ -1,5 +1,6 @@
 //! Integer encodings (bit width, signedness, narrow range, symmetry) and choosing `(S, Z)` from a
-//! real range with nudging (SPEC §1), plus the fake-quantization that training applies (SPEC §2).
+//! real range with nudging (docs/spec.md §1.3), plus the fake-quantization that training applies
+//! (docs/spec.md §2.1).
 
 use crate::{ChannelParams, QuantError, QuantParams};
 
@@ -100,7 +101,8 @@ impl QScheme {
         }
     }
 
-    /// `(S, Z)` for the real range `[min, max]`, nudged so that 0.0 is exactly `Z` (SPEC §1).
+    /// `(S, Z)` for the real range `[min, max]`, nudged so that 0.0 is exactly `Z` (docs/spec.md
+    /// §1.3).
     ///
     /// Computed in f32, step for step as TensorFlow's `Nudge` in FakeQuantWithMinMaxVars, so the
     /// scale training uses is the scale the integer model stores. The range is first widened to
@@ -195,8 +197,9 @@ impl QScheme {
         }
     }
 
-    /// SPEC §2's forward fake quantization: clamp to the nudged range, snap to the grid with
-    /// round-half-up, map back to reals. The value is always one of the engine's dequantized codes.
+    /// docs/spec.md §2.1's forward fake quantization: clamp to the nudged range, snap to the grid
+    /// with round-half-up, map back to reals. The value is always one of the engine's dequantized
+    /// codes.
     pub fn fake_quant(self, params: QuantParams, x: f32) -> f32 {
         let r = self.nudged_range(params);
         let clamped = x.clamp(r.min, r.max);

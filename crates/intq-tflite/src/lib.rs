@@ -3,7 +3,7 @@
 //! [`import`] reads the subset of the TFLite schema that describes 8-bit quantized CNNs into a
 //! validated [`intq_engine::Graph`], keeping TFLite's tensor names; [`export`] writes such a graph
 //! back as a `.tflite` file TFLite's interpreter runs. The schema facts used (field ids, enum
-//! values) are in [`schema`]; docs/tflite.md lists where TFLite's arithmetic differs from SPEC.
+//! values) are in [`schema`]; docs/spec.md §6 lists where TFLite's arithmetic differs from §4.
 
 pub mod export;
 pub mod flatbuf;

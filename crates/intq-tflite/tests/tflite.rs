@@ -202,7 +202,7 @@ fn exporter_reproduces_the_committed_tflite_files() {
 }
 
 /// The TFLite-exact ops: imported FC and Logistic are the f64/LUT variants, everything else is
-/// the SPEC op; SPEC ops export to the same TFLite builtins.
+/// the docs/spec.md §4 op; §4 ops export to the same TFLite builtins.
 fn tflite_exact(g: &Graph) -> Graph {
     let ops = g
         .ops()

@@ -5,8 +5,8 @@
 //! `reshape`, which flex materializes as a transposed copy (`copy_2d_tiled`), twice forward and
 //! twice backward; the rescale `y / sf` and the ReLU/ReLU6 clamp add a broadcast reduction and a
 //! mask pass each. Here the statistics are per-(image, channel) partial sums over contiguous
-//! planes, combined in a fixed order (so the result does not depend on the thread count), and
-//! the backward is the closed form of SPEC §3's normalization. Only the input `y` is kept for
+//! planes, combined in a fixed order (so the result does not depend on the thread count), and the
+//! backward is the closed form of docs/spec.md §3.2's normalization. Only the input `y` is kept for
 //! the backward (shared, not copied); `y / sf` and `x_hat` are recomputed there.
 //!
 //! With `z = gamma * x_hat + beta`, `x_hat = (y0 - mean) * inv`, `y0 = y / div`,

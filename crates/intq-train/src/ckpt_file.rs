@@ -19,7 +19,7 @@ pub const MOMENTUM: &str = "momentum/";
 /// because the checkpoint format records it and this file must stay free of burn (fuzzing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RangeMode {
-    /// Fixed by the observers: an EMA of batch min/max (SPEC §2).
+    /// Fixed by the observers: an EMA of batch min/max (docs/spec.md §2.3).
     #[default]
     Ema,
     /// Learned min and max with TensorFlow's gradient, initialized from the EMA.

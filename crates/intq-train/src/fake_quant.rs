@@ -1,10 +1,10 @@
-//! Fake quantization (SPEC §2) as differentiable burn tensor ops, with the straight-through
+//! Fake quantization (docs/spec.md §2) as differentiable burn tensor ops, with the straight-through
 //! estimator, and the host-side choice of `(S, Z)` through `intq_quant` so that training and
 //! conversion use the very same numbers.
 //!
 //! # Rounding (project-wide choice)
 //!
-//! Fake quantization rounds half up, `floor(v + 0.5)`, exactly as SPEC §2 and
+//! Fake quantization rounds half up, `floor(v + 0.5)`, exactly as docs/spec.md §2.1 and
 //! [`QScheme::fake_quant`] do (TensorFlow's FakeQuantWithMinMaxVars does the same). burn's
 //! `round()` is half-to-even, so it is never used here. The zero point itself is rounded by
 //! [`QScheme::choose_params`] (TF's `Nudge`), and conversion reuses those params unchanged.
@@ -43,8 +43,8 @@ pub fn choose(scheme: QScheme, min: f32, max: f32, what: &str) -> Result<QuantPa
         .map_err(|e| TrainError::Quant(format!("{what}: range [{min}, {max}]: {e}")))
 }
 
-/// Clamp `x` to `[lo, hi]` keeping the gradient 1 on the closed interval (SPEC's STE mask
-/// `n_min <= x <= n_max`): only strictly outside values are replaced.
+/// Clamp `x` to `[lo, hi]` keeping the gradient 1 on the closed interval (the STE mask
+/// `n_min <= x <= n_max` of docs/spec.md §2.2): only strictly outside values are replaced.
 fn clamp_closed<const D: usize>(x: Tensor<D>, lo: f32, hi: f32) -> Tensor<D> {
     let below = x.clone().lower_elem(lo);
     let above = x.clone().greater_elem(hi);
@@ -337,8 +337,8 @@ pub fn host_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         .unwrap_or_default()
 }
 
-/// Weight fake quantization with ranges taken from the tensor itself (SPEC §2: the current
-/// min/max of the folded weights at every step), per tensor or per output channel (axis 0).
+/// Weight fake quantization with ranges taken from the tensor itself (docs/spec.md §2.3: the
+/// current min/max of the folded weights at every step), per tensor or per output channel (axis 0).
 /// Returns the fake-quantized weights and the params used.
 pub fn fake_quant_weights<const D: usize>(
     w: Tensor<D>,
@@ -456,9 +456,9 @@ pub fn f64_tensor<const D: usize>(
     )
 }
 
-/// Right-shift exponent `e_k >= 0` of the engine's requantization multiplier `M_k = S_in *
-/// S_w[k] / S_out = M0 * 2^(shift - 31)` (SPEC §4) for each of `channels` output channels:
-/// `max(0, -shift)`. A multiplier the engine would refuse counts as 0 here; conversion reports it.
+/// Right-shift exponent `e_k >= 0` of the engine's requantization multiplier
+/// `M_k = S_in * S_w[k] / S_out = M0 * 2^(shift - 31)` (docs/spec.md §4.1) for each of `channels`
+/// output channels: `max(0, -shift)`. A multiplier the engine would refuse counts as 0 here; conversion reports it.
 pub fn requant_shifts(s_in: f32, wq: &WeightQuant, channels: usize, s_out: f32) -> Vec<i32> {
     (0..channels)
         .map(|k| {
@@ -470,16 +470,16 @@ pub fn requant_shifts(s_in: f32, wq: &WeightQuant, channels: usize, s_out: f32) 
         .collect()
 }
 
-/// Fake quantization of a conv or FC output (channels on axis 1) with the integer engine's
-/// rounding instead of a single round half up. The engine computes `x * M` as
+/// Fake quantization of a conv or FC output (channels on axis 1) with the integer engine's rounding
+/// instead of a single round half up. The engine computes `x * M` as
 /// SaturatingRoundingDoublingHighMul, which rounds `x * M * 2^e` to an integer with ties toward
-/// +inf, then RoundingDivideByPOT by `2^e`, which rounds half away from zero (SPEC §4). That
-/// double rounding moves results that lie within `2^-(e+1)` code of a half, so a single
-/// `floor(v + 0.5)` disagrees with the engine on a small share of outputs (measured 0.1% of
-/// the first conv's outputs of small-cnn). Here `v = x / S` goes through the same two steps:
-/// `t = floor(v 2^e + 0.5)`, `code = sign(t) floor(|t| / 2^e + 0.5)`, clamped to the code range.
-/// Gradient: the straight-through mask of [`fake_quant`]. With `exact` the steps run in f64
-/// without gradient (exact evaluation).
+/// +inf, then RoundingDivideByPOT by `2^e`, which rounds half away from zero (docs/spec.md §4.3).
+/// That double rounding moves results that lie within `2^-(e+1)` code of a half, so a single
+/// `floor(v + 0.5)` disagrees with the engine on a small share of outputs (measured 0.1% of the
+/// first conv's outputs of small-cnn). Here `v = x / S` goes through the same two steps: `t =
+/// floor(v 2^e + 0.5)`, `code = sign(t) floor(|t| / 2^e + 0.5)`, clamped to the code range.
+/// Gradient: the straight-through mask of [`fake_quant`]. With `exact` the steps run in f64 without
+/// gradient (exact evaluation).
 pub fn fake_quant_requant<const D: usize>(
     x: Tensor<D>,
     scheme: QScheme,

@@ -1,7 +1,8 @@
 //! QAT layers that train what the integer engine runs: Conv2d (+ folded BN) + fused activation,
 //! depthwise conv, fully connected, residual add, concat, pools and the input quantizer. Each
-//! materialized output carries its own observer (SPEC §2), and in evaluation every layer can hand
-//! conversion exactly the folded weights, weight params, bias and activation params it used.
+//! materialized output carries its own observer (docs/spec.md §2.3), and in evaluation every layer
+//! can hand conversion exactly the folded weights, weight params, bias and activation params it
+//! used.
 
 use burn::module::{Module, Param, RunningState};
 use burn::tensor::module::{avg_pool2d, conv2d};
@@ -32,7 +33,7 @@ pub struct QuantCfg {
     pub per_channel: bool,
     /// Steps during which activation ranges are observed but not applied.
     pub quant_delay: u64,
-    /// Use moving BN statistics only and stop updating them (SPEC §3 "BN freeze").
+    /// Use moving BN statistics only and stop updating them (docs/spec.md §3.3).
     pub freeze_bn: bool,
     /// Stop updating activation observers, and learned ranges (no gradient reaches them).
     pub freeze_observers: bool,
@@ -174,8 +175,8 @@ pub struct FoldedLayer {
     pub act: u8,
 }
 
-/// Conv2d with optional folded batch norm (SPEC §3) and a fused activation; `groups == in ==
-/// out` makes it depthwise.
+/// Conv2d with optional folded batch norm (docs/spec.md §3) and a fused activation; `groups == in
+/// == out` makes it depthwise.
 #[derive(Module, Debug)]
 pub struct ConvBn {
     pub weight: Param<Tensor<4>>,
@@ -350,7 +351,7 @@ impl ConvBn {
                 let y = conv2d_train(x, wq, None, self.options());
                 let y = if ctx.training && !q.freeze_bn {
                     // conv(x, fq(w * sf)) / sf is the unfolded conv output; normalizing it with
-                    // batch statistics gives SPEC §3's `y * sigma_mv / sigma_B + beta -
+                    // batch statistics gives docs/spec.md §3.2's `y * sigma_mv / sigma_B + beta -
                     // gamma mu_B / sigma_B` with a single convolution.
                     let count = per_channel(&y);
                     let r = bn_act_train(

@@ -24,10 +24,10 @@
 //!
 //! # Rounding
 //!
-//! Fake quantization rounds half up (`floor(v + 0.5)`), SPEC §2 and `intq_quant::QScheme::
-//! fake_quant`; burn's `round()` (half to even) is never used. Scale and zero point always come
-//! from `intq_quant::QScheme::choose_params` (TF's nudging) on host-side ranges, so conversion
-//! stores exactly the numbers training used. See [`fake_quant`].
+//! Fake quantization rounds half up (`floor(v + 0.5)`), docs/spec.md §2.1 and
+//! `intq_quant::QScheme::fake_quant`; burn's `round()` (half to even) is never used. Scale and
+//! zero point always come from `intq_quant::QScheme::choose_params` (TF's nudging) on host-side
+//! ranges, so conversion stores exactly the numbers training used. See [`fake_quant`].
 
 pub mod bn;
 pub mod calibrate;

@@ -1,5 +1,5 @@
-//! Activation range observers (SPEC §2): an exponential moving average of each batch's min and
-//! max, kept as module state so it is saved with checkpoints, with quant delay and freezing
+//! Activation range observers (docs/spec.md §2.3): an exponential moving average of each batch's
+//! min and max, kept as module state so it is saved with checkpoints, with quant delay and freezing
 //! decided by the caller's [`Ctx`](crate::layers::Ctx); optionally a learned range
 //! ([`LearnedRange`]) that takes over from the EMA once the quant delay ends.
 

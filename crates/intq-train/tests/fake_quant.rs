@@ -1,4 +1,4 @@
-//! Fake quantization against the scalar SPEC reference (`intq_quant::QScheme::fake_quant`), its
+//! Fake quantization against the scalar reference of docs/spec.md §2.1 (`QScheme::fake_quant`), its
 //! straight-through and min/max gradients, observers (EMA, quant delay, freeze) and BN folding.
 
 use burn::tensor::{Device, Tensor, TensorData};

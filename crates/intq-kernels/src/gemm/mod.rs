@@ -1,5 +1,5 @@
-//! Packed int8 GEMM with the zero-point decomposition (paper eq. 7, SPEC §4) and the fused output
-//! stage, for every ISA tier.
+//! Packed int8 GEMM with the zero-point decomposition (paper eq. 7, docs/spec.md §4.13) and the
+//! fused output stage, for every ISA tier.
 //!
 //! `C[m][n] = stage(Σ_k (A[m][k] - Z_a)(B[n][k] - Z_b[n]), n)` for activations `A` (M x K,
 //! row-major) and weights `B` (N x K, row-major: an OHWI filter or FC weights as stored).

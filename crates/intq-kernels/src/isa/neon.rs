@@ -236,11 +236,11 @@ impl Cols4 {
     }
 }
 
-/// SPEC §4's output stage on four columns, as gemmlowp's and TFLite's NEON paths compute it:
-/// the wrapping left shift (`shl` by lane counts), `sqrdmulh` (which is SRDHM, saturation of
-/// `MIN x MIN` included), then RoundingDivideByPOT as a rounding shift right (`srshl`, ties up)
-/// of `x - 1` for negative `x` in the lanes that divide (ties away from zero), then the clamp
-/// (moved before the zero point, `lo`/`hi`) and the zero point.
+/// The output stage (docs/spec.md §4.4) on four columns, as gemmlowp's and TFLite's NEON paths
+/// compute it: the wrapping left shift (`shl` by lane counts), `sqrdmulh` (which is SRDHM,
+/// saturation of `MIN x MIN` included), then RoundingDivideByPOT as a rounding shift right
+/// (`srshl`, ties up) of `x - 1` for negative `x` in the lanes that divide (ties away from zero),
+/// then the clamp (moved before the zero point, `lo`/`hi`) and the zero point.
 #[inline(always)]
 unsafe fn requant4(acc: int32x4_t, rowsum: int32x4_t, k: &Cols4, epi: &Epilogue) -> int32x4_t {
     let mut x = vaddq_s32(acc, k.colconst);
@@ -276,7 +276,7 @@ unsafe fn multiplier(m: intq_quant::QuantizedMultiplier) -> [int32x4_t; 3] {
     ]
 }
 
-/// MultiplyByQuantizedMultiplier (SPEC §4) on four lanes, by a [`multiplier`].
+/// MultiplyByQuantizedMultiplier (docs/spec.md §4.3) on four lanes, by a [`multiplier`].
 #[inline(always)]
 unsafe fn mbqm4(x: int32x4_t, m: &[int32x4_t; 3]) -> int32x4_t {
     high_mul_divide(vshlq_s32(x, m[0]), m[1], m[2])

@@ -1,4 +1,4 @@
-//! Reference residual Add with TFLite's integer semantics (SPEC §4, "Add").
+//! Reference residual Add with TFLite's integer semantics (docs/spec.md §4.6).
 
 use crate::QElem;
 use intq_quant::{QuantError, QuantParams, QuantizedMultiplier};
@@ -19,7 +19,7 @@ pub struct AddParams {
 }
 
 impl AddParams {
-    /// SPEC §4: `twice_max = 2 max(S1, S2)`, `m_i = S_i / twice_max`,
+    /// docs/spec.md §4.6: `twice_max = 2 max(S1, S2)`, `m_i = S_i / twice_max`,
     /// `m_out = twice_max / (2^20 S_out)`, computed in f64 from the f32 scales.
     ///
     /// TFLite's Prepare forms `2 * max` and `2^20 * S_out` in f32 and divides in f64; scaling

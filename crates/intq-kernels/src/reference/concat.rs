@@ -1,5 +1,5 @@
 //! Reference concatenation; inputs whose `(S, Z)` differ from the output's are requantized through
-//! a 256-entry table built at load time with TFLite's f32 arithmetic (SPEC §4, "Concat").
+//! a 256-entry table built at load time with TFLite's f32 arithmetic (docs/spec.md §4.8).
 
 use crate::QElem;
 use intq_quant::QuantParams;

@@ -1,4 +1,4 @@
-//! Reference 2-D convolution and depthwise convolution (SPEC §4, "Conv / fully connected").
+//! Reference 2-D convolution and depthwise convolution (docs/spec.md §4.4).
 //!
 //! Both are the direct form of TFLite's reference kernels (`reference/conv.h`,
 //! `integer_ops/conv.h`, `depthwiseconv_uint8.h`, `integer_ops/depthwise_conv.h`): for every output

@@ -1,4 +1,4 @@
-//! Reference fully connected layer (SPEC §4, "Conv / fully connected").
+//! Reference fully connected layer (docs/spec.md §4.4).
 //!
 //! The direct form of TFLite's `reference/fully_connected.h` (uint8) and
 //! `integer_ops/fully_connected.h` (int8, per tensor or per channel): an int32 dot product of the

@@ -1,5 +1,5 @@
 //! Reference Logistic: TFLite's integer routine (gemmlowp fixed-point logistic on a Q4 input),
-//! run once per possible input code at load time into a 256-entry table (SPEC §4).
+//! run once per possible input code at load time into a 256-entry table (docs/spec.md §4.10).
 //!
 //! The routine is TFLite's 8-bit fixed-point Logistic (uint8: `optimized_ops::Logistic`, which
 //! TFLite's interpreter ran for uint8; int8: `reference_integer_ops::Logistic`) with the
@@ -12,7 +12,7 @@
 //!   cannot overflow Q4.27.
 //!
 //! The two routines differ in one place: uint8 saturates inputs strictly *outside* the radius
-//! (SPEC §4; `optimized_ops`), int8 those *at or beyond* it (`reference_integer_ops`; also the
+//! (`optimized_ops`), int8 those *at or beyond* it (`reference_integer_ops`; also the
 //! legacy uint8 `reference_ops`). They agree for `S_in < 2`; for larger scales the floor in the
 //! radius makes the boundary codes' values differ, and each type follows its own TFLite kernel.
 

@@ -1,4 +1,4 @@
-//! Reference average and max pooling over NHWC (SPEC §4, "Average pool", "Max pool").
+//! Reference average and max pooling over NHWC (docs/spec.md §4.7).
 //!
 //! Both follow TFLite's reference `pooling.h`: the window is clipped to the input, so padded
 //! positions are neither summed nor counted; input and output share `(S, Z)`, so the codes are

@@ -1,14 +1,15 @@
-//! TFLite-exact variants of two ops whose arithmetic in TensorFlow Lite's reference kernels
-//! (the `BUILTIN_REF` op resolver) differs from SPEC §4, so that imported `.tflite` models give
-//! TFLite's bytes. Inference stays integer: the FC variant rescales an int32 accumulator by an
-//! f64 constant fixed at load time, and the Logistic variant's table is built once at load.
+//! TFLite-exact variants of two ops whose arithmetic in TensorFlow Lite's reference kernels (the
+//! `BUILTIN_REF` op resolver) differs from docs/spec.md §4, so that imported `.tflite` models give
+//! TFLite's bytes (docs/spec.md §6). Inference stays integer: the FC variant rescales an int32
+//! accumulator by an f64 constant fixed at load time, and the Logistic variant's table is built
+//! once at load.
 //!
 //! - Fully connected: TFLite's reference FC (uint8, int8 per tensor and per channel) rescales
 //!   with `(int32) round((double) acc * M)`, `M = (double) S_in * (double) S_w / (double) S_out`,
-//!   rounding half away from zero, instead of the fixed-point multiplier of SPEC §4.
+//!   rounding half away from zero, instead of the fixed-point multiplier (docs/spec.md §6.1).
 //! - Logistic: TFLite's 8-bit Logistic (reference and optimized alike) looks codes up in a
 //!   256-entry table built in f32: `q -> clamp((int) (round(256 * 1 / (1 + expf(-S_in (q -
-//!   Z_in)))) + Z_out))`, instead of the gemmlowp fixed-point routine of SPEC §4.
+//!   Z_in)))) + Z_out))`, instead of the gemmlowp fixed-point routine (docs/spec.md §6.2).
 
 use super::LogisticTable;
 use crate::QElem;
@@ -133,8 +134,8 @@ mod tests {
         assert!(t.table.windows(2).all(|w| w[0] <= w[1]));
     }
 
-    /// SPEC's fixed-point logistic and TFLite's f32 table round the same real function, so they
-    /// differ by at most one code, and only at a few codes per table.
+    /// The fixed-point logistic (docs/spec.md §4.10) and TFLite's f32 table round the same real
+    /// function, so they differ by at most one code, and only at a few codes per table.
     #[test]
     fn lut_and_fixed_point_logistic_differ_by_at_most_one_code() {
         let (mut differing, mut total) = (0usize, 0usize);
