@@ -68,10 +68,13 @@ log "intq bench isa"
 if [ "$quick" = 1 ]; then
   qs_args=(--tiny) models=(small-cnn) iters=(--iters 3) gemm=256 gemm_ms=50
   peer_args=(--model small-cnn --batch 1 --threads 1 --reps 1 --min-ms 50)
+  ref_args=(--model small-cnn --batch 1 --threads 1 --reps 1 --min-ms 50)
   dp_args=(1 2)
 else
   qs_args=() models=(resnet20 mobilenet-v2 resnet18) iters=() gemm=1024 gemm_ms=1000
   peer_args=(--model resnet20 --model mobilenet-v2 --model resnet18 --batch 1,32 --threads 1,2)
+  # TFLite's reference kernels are slow: one small model, for the output codes.
+  ref_args=(--model resnet20 --batch 1 --threads 1 --reps 1)
   dp_args=(3 10)
 fi
 
@@ -92,6 +95,9 @@ log "intq bench gemm ${gemm}^3, 1 thread"
 if [ "$peers" = 1 ]; then
   log "bench/peers/run_models.sh ${peer_args[*]}"
   bench/peers/run_models.sh "${peer_args[@]}" --json-out "$work/peers.json" >"$work/peers.txt"
+  log "bench/peers/run_models.sh ${ref_args[*]} --resolvers ref"
+  bench/peers/run_models.sh "${ref_args[@]}" --resolvers ref --json-out "$work/peers-ref.json" \
+    >"$work/peers-ref.txt"
 fi
 
 if [ -n "$torch_py" ]; then
@@ -147,6 +153,8 @@ for f in sorted(os.listdir(work)):
         models[f[6:-5]] = load_json(f)
 gemm = load_json("gemm.json")
 peers = load_json("peers.json")
+if peers is not None:
+    peers += load_json("peers-ref.json") or []
 dp = read("dp.txt")
 
 
@@ -203,7 +211,8 @@ if dp:
                 pass
 
 n_test = qs["test_images"]
-what = f"{qs.get('model', 'small-cnn')} on {qs.get('data', '?')}, {qs.get('scheme', '?')} scheme"
+data_name = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST"}.get(qs.get("data"), qs.get("data"))
+what = f"{qs.get('model', 'small-cnn')} on {data_name}, {qs.get('scheme', '?')} scheme"
 
 # ---- README table: accuracy, fidelity, and speed as intq/peer ratios ----
 rows = [
@@ -224,15 +233,19 @@ for m, js in models.items():
     if not xnn.get(m) and peers is None:
         rows.append((f"{m} latency, intq / TFLite-XNNPACK", "not measured (`--peers`)"))
     if js.get("f32_ms_median"):
-        rows.append((f"{m} latency, intq int8 / intq f32 (batch 1, 1 thread)",
+        rows.append((f"{m} latency, int8 / intq's own f32 executor (batch 1, 1 thread)",
                      num(js["ms_median"] / js["f32_ms_median"])))
+for r in peers or []:
+    if r["peer"].endswith(" ref"):
+        rows.append((f"{r['model']} output codes, intq vs TFLite's reference kernels "
+                     f"(batch {r['batch']})", r["outputs"]))
 if dp_ratio:
     rows.append(("training step, intq / PyTorch eager (float, 2 shards)", num(dp_ratio["float"][2])))
     rows.append(("training step, intq / PyTorch eager (QAT, 2 shards)", num(dp_ratio["qat"][2])))
 else:
     rows.append(("training step, intq / PyTorch eager", "not measured (`--torch PYTHON`)"))
 
-table = [f"{smoke}| {what}, {count(n_test)} test images | |", "|---|---|"]
+table = [f"{smoke}| {what}, {count(n_test)} test images | result |", "|---|---|"]
 table += [f"| {k} | {v} |" for k, v in rows]
 table.append("")
 table.append(f"Measured by `bench/report.sh{' --quick' if quick else ''}"
