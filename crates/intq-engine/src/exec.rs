@@ -1,5 +1,5 @@
 //! The integer executor: runs a planned graph op by op through the reference kernels (or, for
-//! conv, depthwise, fully connected, equal-shape Add and max pool ops, the fast kernels of the
+//! conv, depthwise, fully connected, equal-shape Add and both pool ops, the fast kernels of the
 //! plan's tier), with activations in the planner's shared buffers (kept between runs in the
 //! plan's arena). Only Quantize and Dequantize touch floats, at the model's edges.
 

@@ -598,7 +598,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// The naive fully connected the executor used before the GEMM path: one dot per output.
+    /// A naive fully connected, one dot per output: what the GEMM path is checked against.
     fn fully_connected_reference(
         x: &[f32],
         w: &[f32],

@@ -1,6 +1,9 @@
 //! The integer-only model: a graph IR of quantized tensors and ops, validated on construction;
-//! a planner and executor that run it with the reference kernels; a float executor of the same
-//! graph for comparison; and the `.intq` file format.
+//! a planner and executor that run conv, depthwise, fully connected, equal-shape Add and pools on
+//! the fast kernels of the best ISA tier the CPU has (or the one `INTQ_ISA` names) and every
+//! other op on the reference kernels, the normative arithmetic every tier equals bit for bit
+//! (`KernelTier::Reference` runs them throughout; docs/spec.md §5.1); a float executor of the
+//! same graph for comparison; and the `.intq` file format.
 
 mod error;
 pub mod examples;

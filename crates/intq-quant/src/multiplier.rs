@@ -20,7 +20,7 @@ impl QuantizedMultiplier {
 
     /// docs/spec.md §4.1's conversion, as TFLite's `QuantizeMultiplier` does it: `frexp`, round the
     /// mantissa half away from zero to Q31, renormalize if it rounded up to 2^31, and flush
-    /// multipliers below 2^-31 to zero (their every product rounds to 0 anyway).
+    /// multipliers below 2^-32 to zero (their every product rounds to 0 anyway).
     ///
     /// Multipliers of 2^31 or more are rejected: they would need a left shift past 31 bits,
     /// which no 8-bit model produces and int32 cannot hold.

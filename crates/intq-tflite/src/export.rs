@@ -124,7 +124,7 @@ pub fn export(graph: &Graph) -> Result<Vec<u8>, TfliteError> {
             .map(|&s| (p.scale as f64 * s as f64) as f32)
             .collect();
         // TFLite stores the bias scale S_in * S_w explicitly; where it underflows or overflows
-        // f32 the file could not be read back (found by fuzzing), so refuse to write it.
+        // f32 the file could not be read back, so refuse to write it.
         if let Some(bad) = scales.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
             return Err(TfliteError::Other(format!(
                 "cannot export: the bias '{}' would need scale S_in * S_w = {bad:e}, which f32 \

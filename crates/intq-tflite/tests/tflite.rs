@@ -530,8 +530,8 @@ fn squeeze_imports_as_reshape() {
     assert!(matches!(g.ops()[0], Op::Reshape { .. }));
 }
 
-/// Heavier fuzzing than CI affords: 20 000 corruptions of each committed model (about 15 min;
-/// none panicked when last run, 35-70% still import as valid graphs). Run with
+/// Heavier fuzzing than CI affords: 20 000 corruptions of each committed model, none of which
+/// may panic. Run with
 /// `cargo test --release -p intq-tflite --test tflite -- --ignored fuzz`.
 #[test]
 #[ignore]

@@ -37,7 +37,7 @@ pub struct CkptMeta {
     pub quant: Option<QuantCfg>,
     /// Test accuracy at that point, if evaluated.
     pub test_accuracy: Option<f64>,
-    /// `TrainConfig::shards` of that run (`None` in files from before shards existed): a
+    /// `TrainConfig::shards` of that run (`None` when the file does not record it): a
     /// resumed run continues bit-exactly only with the same value.
     pub shards: Option<usize>,
     /// `TrainConfig::data` of that run (`None` in older files).

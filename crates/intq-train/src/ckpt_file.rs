@@ -55,7 +55,7 @@ pub struct QuantFields {
     pub quant_delay: u64,
     pub freeze_bn: bool,
     pub freeze_observers: bool,
-    /// Absent in files written before learned ranges existed, which used the EMA.
+    /// Absent means the EMA.
     pub ranges: RangeMode,
 }
 
@@ -66,16 +66,16 @@ pub struct FileMeta {
     pub arch: String,
     /// Epochs completed.
     pub epoch: usize,
-    /// Batches already done in the unfinished epoch `epoch` (0 for an end-of-epoch checkpoint;
-    /// absent in files written before mid-epoch checkpoints existed).
+    /// Batches already done in the unfinished epoch `epoch` (0 for an end-of-epoch checkpoint,
+    /// which omits the field).
     pub epoch_batches: usize,
     pub step: u64,
     pub epochs: usize,
     pub seed: u64,
     pub quant: Option<QuantFields>,
     pub test_accuracy: Option<f64>,
-    /// Data-parallel pieces per batch of the run (absent in files written before shards
-    /// existed, which were single-batch steps).
+    /// Data-parallel pieces per batch of the run (absent: not recorded; such runs took
+    /// single-batch steps).
     pub shards: Option<usize>,
     /// The data set the run trained on (`mnist`, `fashion-mnist`; absent in older files), so
     /// that `qat --from` and `eval --compare` default to it.

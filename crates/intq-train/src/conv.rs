@@ -1,7 +1,7 @@
 //! Training convolution (groups = 1) whose backward pass is this crate's own NCHW im2col + GEMM.
 //!
 //! Why: burn-flex 0.22.1's conv2d backward builds both gradients from permuted views that it then
-//! copies to contiguous memory (`copy_2d_tiled`, 12-15% of a small-cnn step, issue 3). Here the
+//! copies to contiguous memory (`copy_2d_tiled`), a large share of a small-cnn step. Here the
 //! weight gradient is `sum_n dY[n] x cols(X[n])^T` and the input gradient
 //! `col2im(W^T x dY[n])`, both read straight from NCHW buffers with the transposes expressed as
 //! GEMM strides, so nothing is permuted or copied. The forward stays flex's (already im2col +

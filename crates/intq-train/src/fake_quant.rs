@@ -268,10 +268,9 @@ pub fn scalar<const D: usize>(t: &Tensor<D>) -> f32 {
         .unwrap_or(f32::NAN)
 }
 
-/// Whole-tensor min and max (NaN when the tensor holds a NaN, as burn's `min`/`max` give).
-/// On `flex` one vectorized pass over the buffer in place ([`slice_min_max`]): flex's own
-/// reductions are a scalar scan each (3% of a tiny-mobilenet QAT step for the observers);
-/// elsewhere burn's reductions, read to the host in one transfer.
+/// Whole-tensor min and max (NaN when the tensor holds a NaN, as burn's `min`/`max` give). On
+/// `flex` one vectorized pass over the buffer in place ([`slice_min_max`]): flex's own reductions
+/// are a scalar scan each; elsewhere burn's reductions, read to the host in one transfer.
 pub fn min_max<const D: usize>(t: &Tensor<D>) -> (f32, f32) {
     let on_host = |p: &FlexTensor| contiguous(p).as_slice::<f32>().map(slice_min_max);
     let t = t.clone().detach();
@@ -457,8 +456,9 @@ pub fn f64_tensor<const D: usize>(
 }
 
 /// Right-shift exponent `e_k >= 0` of the engine's requantization multiplier
-/// `M_k = S_in * S_w[k] / S_out = M0 * 2^(shift - 31)` (docs/spec.md §4.1) for each of `channels`
-/// output channels: `max(0, -shift)`. A multiplier the engine would refuse counts as 0 here; conversion reports it.
+/// `M_k = S_in * S_w[k] / S_out = M0 * 2^(shift - 31)` (docs/spec.md §4.1) for each of
+/// `channels` output channels: `max(0, -shift)`. A multiplier the engine would refuse counts as
+/// 0 here; conversion reports it.
 pub fn requant_shifts(s_in: f32, wq: &WeightQuant, channels: usize, s_out: f32) -> Vec<i32> {
     (0..channels)
         .map(|k| {
@@ -475,9 +475,9 @@ pub fn requant_shifts(s_in: f32, wq: &WeightQuant, channels: usize, s_out: f32) 
 /// SaturatingRoundingDoublingHighMul, which rounds `x * M * 2^e` to an integer with ties toward
 /// +inf, then RoundingDivideByPOT by `2^e`, which rounds half away from zero (docs/spec.md §4.3).
 /// That double rounding moves results that lie within `2^-(e+1)` code of a half, so a single
-/// `floor(v + 0.5)` disagrees with the engine on a small share of outputs (measured 0.1% of the
-/// first conv's outputs of small-cnn). Here `v = x / S` goes through the same two steps: `t =
-/// floor(v 2^e + 0.5)`, `code = sign(t) floor(|t| / 2^e + 0.5)`, clamped to the code range.
+/// `floor(v + 0.5)` disagrees with the engine on a small share of outputs. Here `v = x / S` goes
+/// through the same two steps: `t = floor(v 2^e + 0.5)`, `code = sign(t) floor(|t| / 2^e + 0.5)`,
+/// clamped to the code range.
 /// Gradient: the straight-through mask of [`fake_quant`]. With `exact` the steps run in f64 without
 /// gradient (exact evaluation).
 pub fn fake_quant_requant<const D: usize>(
@@ -496,17 +496,17 @@ pub fn fake_quant_requant<const D: usize>(
 }
 
 /// [`fake_quant_requant`] in one host pass instead of about seventeen tensor ops (each a pass
-/// over the activation and an allocation in burn's `flex`; they were 39% of a QAT step): the
-/// same f32 operations in the same order per element, so the same bits (tested against
-/// [`fake_quant_requant_ops`]). Dividing by the power of two `2^e` is multiplying by `2^-e`,
-/// exactly. `None` when `x` holds a non-finite value: the op chain then runs.
+/// over the activation and an allocation in burn's `flex`): the same f32 operations in the same
+/// order per element, so the same bits (tested against [`fake_quant_requant_ops`]). Dividing by
+/// the power of two `2^e` is multiplying by `2^-e`, exactly. `None` when `x` holds a non-finite
+/// value: the op chain then runs.
 ///
 /// On `flex` (plain or `Autodiff<Flex>`) the pass reads the activation's buffer in place and the
 /// straight-through estimator is its own autodiff op, [`RequantFqBackward`]: the forward keeps a
-/// byte mask (closed range, `lo <= x <= hi`) and the backward is one pass `dx = dy * mask`. This
-/// replaced an `into_data` copy of the activation, an f32 mask tensor and
-/// `fq + (x - x.detach()) * mask` (three more full-tensor ops forward, and their backward
-/// nodes). Any other backend or dtype keeps that host-copy path.
+/// byte mask (closed range, `lo <= x <= hi`) and the backward is one pass `dx = dy * mask`, with
+/// no copy of the activation and no extra tensor ops or backward nodes. Any other backend or
+/// dtype takes a host-copy path: an `into_data` copy of the activation, an f32 mask tensor and
+/// `fq + (x - x.detach()) * mask`.
 fn fake_quant_requant_fused<const D: usize>(
     x: &Tensor<D>,
     scheme: QScheme,
@@ -595,9 +595,9 @@ impl<'a> RequantFq<'a> {
         }
     }
 
-    /// The fake-quantized values of the contiguous `[N, C, ...]` buffer `xs`, and with `mask` its 0/1
-    /// straight-through mask; `None` when a value is not finite. With `autodiff` a `-0.0` result
-    /// is `+0.0`, as the op chain's `fq + (x_c - x_c.detach())` (and this pass's former
+    /// The fake-quantized values of the contiguous `[N, C, ...]` buffer `xs`, and with `mask` its
+    /// 0/1 straight-through mask; `None` when a value is not finite. With `autodiff` a `-0.0`
+    /// result is `+0.0`, as the op chain's `fq + (x_c - x_c.detach())` (and the host-copy path's
     /// `fq + (x - x.detach()) * mask`) makes it: a negative value that rounds to code 0 under a
     /// right shift is `-0.0` before that sum. The pass is `intq_kernels::qat`'s.
     fn run(&self, xs: &[f32], mask: Option<&mut [u8]>, autodiff: bool) -> Option<Vec<f32>> {

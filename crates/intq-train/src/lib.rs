@@ -4,18 +4,17 @@
 //! # Why burn, and why these features
 //!
 //! The crate uses `burn = "=0.22.1"` with `default-features = false` and only `std`, `flex`,
-//! `rayon`, `autodiff`, `optim`, `store` and `safetensors`. Measured on the project's 2-core
-//! build machine (issue 3): a LeNet step at batch 64 takes ~28 ms on burn's pure-Rust `flex` CPU
-//! backend against ~220 ms on candle (whose depthwise conv is one conv per channel); a cold
-//! release build takes ~7 min. burn's `cpu` and `cuda` features download LLVM at build time and
-//! fail offline, and `ndarray` (plus flex's default SIMD feature) makes release builds take 15–20
-//! min for no training-speed gain, so none of them is enabled. `rayon` is flex's threading
-//! (parallel GEMM and convolutions) so that training uses every core. flex's elementwise, mask
-//! and copy kernels are single-threaded, so the trainer also splits each batch into a fixed
-//! number of data-parallel shards run on their own threads ([`shard`], `TrainConfig::shards`);
-//! with more than one shard, training-mode BN normalizes each shard with its own batch
-//! statistics and each shard fake-quantizes with its own view of the observer range, while the
-//! moving statistics and ranges are updated with the exact full-batch values.
+//! `rayon`, `autodiff`, `optim`, `store` and `safetensors`. `flex` is burn's pure-Rust CPU backend:
+//! it builds offline and trains these networks several times faster than candle (whose depthwise
+//! conv is one conv per channel). burn's `cpu` and `cuda` features download LLVM at build time and
+//! fail offline, and `ndarray` (plus flex's default SIMD feature) makes release builds several
+//! times longer for no training-speed gain, so none of them is enabled. `rayon` is flex's threading
+//! (parallel GEMM and convolutions) so that training uses every core. flex's elementwise, mask and
+//! copy kernels are single-threaded, so the trainer also splits each batch into a fixed number of
+//! data-parallel shards run on their own threads ([`shard`], `TrainConfig::shards`); with more than
+//! one shard, training-mode BN normalizes each shard with its own batch statistics and each shard
+//! fake-quantizes with its own view of the observer range, while the moving statistics and ranges
+//! are updated with the exact full-batch values.
 //!
 //! The hot ops of a QAT step (convolution, depthwise, batch norm with its activation, max pool,
 //! the output fake-quant) are this crate's own autodiff ops over flex's buffers. The fake-quant

@@ -207,8 +207,8 @@ impl EmaObserver {
     }
 }
 
-/// A learned activation range (`--ranges minmax|lsq`, issue 3): trainable parameters that the
-/// optimizer updates like weights once the quant delay is over.
+/// A learned activation range (`--ranges minmax|lsq`, docs/spec.md §2.7): trainable parameters that
+/// the optimizer updates like weights once the quant delay is over.
 ///
 /// It is built with the network (so checkpoints hold it) but idle until
 /// [`EmaObserver::start_learned`] copies the EMA's range into it, which the trainer does between

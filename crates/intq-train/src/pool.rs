@@ -2,7 +2,7 @@
 //! winner as a `u32` offset in its plane, the backward adds `dy` there.
 //!
 //! Why: burn-flex 0.22.1's `max_pool2d` goes through its 3-D kernel with `i64` indices that it
-//! then casts, clones and scatters (6-7% of a small-cnn QAT step with the rest made fast). The
+//! then casts, clones and scatters, several full passes where one suffices. The
 //! winner is flex's: the first maximum in row-major window order, a NaN always winning, so the
 //! gradients are the same ones burn's op gives, ties (ReLU zeros) included.
 

@@ -6,7 +6,7 @@
 //!
 //! burn 0.22.1's `flex` backend parallelizes GEMM and convolution with rayon, but its
 //! elementwise, mask and copy kernels run on the calling thread, so one training step of
-//! `small-cnn` keeps about one core of two busy (issue 3, "Training speed"). Running two halves
+//! `small-cnn` keeps about one core of two busy. Running two halves
 //! of the batch side by side fills the second core with the serial ops.
 //!
 //! # What is deterministic, and why

@@ -125,7 +125,8 @@ pub struct TrainConfig {
     pub data: Option<String>,
 }
 
-/// The CLI's default shard count: both cores of the project's 2-core machines.
+/// The CLI's default shard count: two, which fills two cores with the serial ops (see
+/// [`crate::shard`]).
 pub const DEFAULT_SHARDS: usize = 2;
 
 /// What a run measured.

@@ -107,9 +107,9 @@ fn small_cnn_layer_shape() {
 }
 
 /// A 1x1, stride-1 window with only trailing padding (burn's asymmetric `(begin, end)`) is not
-/// the image itself: the output is larger than the input. The forward pass once took it for a
-/// pointwise convolution and read past the image (found by `depthwise_op`'s asymmetric cases
-/// with one channel: n 1, c 1, 1x1 kernel, 1x1 image, padding (0, 0), (0, 1)).
+/// the image itself: the output is larger than the input, so the forward pass must not take it
+/// for a pointwise convolution (which would read past the image). The first case is the smallest:
+/// n 1, c 1, 1x1 kernel, 1x1 image, padding (0, 0), (0, 1).
 #[test]
 fn pointwise_window_with_trailing_padding() {
     for (cin, cout, h, w, pad) in [

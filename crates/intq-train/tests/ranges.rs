@@ -1,7 +1,7 @@
-//! Learned activation ranges (`--ranges minmax|lsq`, issue 3) wired into the QAT observers: the
-//! learned forward quantizes with exactly the params conversion stores (the engine's double
-//! rounding on conv/FC outputs included) and passes TensorFlow's min/max gradient or LSQ's step
-//! gradient to the range; freezing stops it; a few QAT steps move the ranges and keep them
+//! Learned activation ranges (`--ranges minmax|lsq`, docs/spec.md §2.7) wired into the QAT
+//! observers: the learned forward quantizes with exactly the params conversion stores (the engine's
+//! double rounding on conv/FC outputs included) and passes TensorFlow's min/max gradient or LSQ's
+//! step gradient to the range; freezing stops it; a few QAT steps move the ranges and keep them
 //! valid; the ranges get no weight decay; the mode travels through checkpoints.
 
 use std::sync::{Mutex, MutexGuard};

@@ -142,7 +142,7 @@ fn config(shards: usize, quant: Option<QuantCfg>, steps: u64) -> TrainConfig {
 }
 
 /// The trainer with one shard (which records state updates and applies them after the
-/// forward) against the loop the trainer ran before data parallelism existed, written out here:
+/// forward) against a plain single-batch training loop, written out here:
 /// forward with updates applied in place, mean cross-entropy, backward, SGD. Float and QAT
 /// (quant delay 1, so both the observe-only and the quantized forward run), bit for bit.
 #[test]

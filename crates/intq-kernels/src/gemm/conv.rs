@@ -32,7 +32,7 @@ pub struct Conv2dPlan {
     /// channels holding the input zero point and the packed filter zero-point weights there.
     /// `(q - Z_in) = 0` on them, so every extra product is 0 and the result is the reference's;
     /// what it buys is the implicit GEMM (whole groups per filter row) instead of gathering
-    /// and packing 27-code rows one pixel at a time (MobileNetV2's stem ran at 11-20 GOPS).
+    /// and packing 27-code rows one pixel at a time, which starves the multiply units.
     /// See `padded_channels` for when.
     image_channels: usize,
     /// Codes of one filter row in the packed filter: `kw * image_channels`, or, for an AVX2
@@ -195,10 +195,7 @@ impl Conv2dPlan {
             && out_w == in_w;
         // On AVX2 the implicit GEMM below runs 1x1 convolutions too: it widens the pixels a
         // row of the image at a time instead of packing A row by row (one dynamic call and a
-        // packed-panel store per pixel), and equalled or beat the packed GEMM on every shape
-        // measured (b1, one thread): MobileNetV2's 112x112 32->16 0.343 -> 0.262 ms, 112x112
-        // 16->96 0.928 -> 0.885, 7x7 960->160 0.124 -> 0.118, 7x7 2048->512 0.820 -> 0.781;
-        // the whole MobileNetV2 9.10 -> 8.69 ms.
+        // packed-panel store per pixel), so it saves both.
         #[cfg(target_arch = "x86_64")]
         let direct = direct
             && !(self.gemm.isa == Isa::Avx2
@@ -289,8 +286,7 @@ impl Conv2dPlan {
         }
         // Runs of `kw * in_c` codes off the 8-code groups would pack code by code (ResNet-20's
         // 3-channel stem); gathered into one row first, they pack 16 codes at a time. AMX, which
-        // packs a run at any offset with masked moves, is also faster gathered: ResNet-18's
-        // 7x7 stem took 1.21-1.81 ms gathered against 1.54-1.97 ms run by run (b1 t1).
+        // packs a run at any offset with masked moves, is also faster gathered.
         let k = kh * kw * in_c;
         let gathered = |r: usize, emit: &mut dyn FnMut(&[T])| {
             GATHER.with(|cell| {
@@ -334,8 +330,8 @@ impl<T: Code8> Im2col<'_, T> {
         let [in_h, in_w, in_c] = self.in_hwc;
         let [kh, kw] = self.window;
         let [out_h, out_w] = self.out_hw;
-        // Two 32-bit divisions find the pixel (64-bit `div` was a tenth of ResNet-20's im2col
-        // at 16 channels), 64-bit ones past u32 sizes.
+        // Two 32-bit divisions find the pixel (64-bit `div` is far slower and this runs per
+        // row), 64-bit ones past u32 sizes.
         let (b, oy, ox) = if r <= u32::MAX as usize && out_h * out_w <= u32::MAX as usize {
             let (r32, w32, h32) = (r as u32, out_w as u32, out_h as u32);
             let q = r32 / w32;
@@ -352,8 +348,8 @@ impl<T: Code8> Im2col<'_, T> {
             };
             if p.dilation_w == 1 {
                 // Undilated taps of one filter row are adjacent pixels, contiguous in NHWC:
-                // one run for the in-bounds part (a copy per tap was a third of ResNet-20's
-                // time at 16 channels), the zero point either side of it.
+                // one run for the in-bounds part (a copy per tap is many tiny copies), the zero
+                // point either side of it.
                 let x0 = (ox * p.stride_w) as isize - p.padding.left as isize;
                 let lo = (-x0).clamp(0, kw as isize) as usize;
                 let hi = (in_w as isize - x0).clamp(lo as isize, kw as isize) as usize;
@@ -406,8 +402,8 @@ fn padded_channels<T: Code8>(
         Isa::NeonDot => crate::isa::neon::KG,
         _ => return ic,
     };
-    // At most a third more multiplies (3 -> 4 channels on VNNI, 6 or 7 -> 8 on AVX2): on AVX2,
-    // ResNet-18's 7x7 stem padded 3 -> 8 ran at 35 GOPS of real work against 65 gathered.
+    // At most a third more multiplies (3 -> 4 channels on VNNI, 6 or 7 -> 8 on AVX2); padding
+    // 3 channels to 8 on AVX2 would waste more than gathering costs.
     let narrow =
         ic > 0 && ic < group && 3 * group <= 4 * ic && kh * kw > 1 && params.dilation_w == 1;
     if narrow && (T::MIN..=T::MAX).contains(&input_zero_point) {
@@ -420,8 +416,8 @@ fn padded_channels<T: Code8>(
 /// The codes of one filter row in a plan's packed filter (see [`Conv2dPlan::row_run`]):
 /// rounded up to AVX2's group when that tier's implicit GEMM would otherwise not take the plan
 /// (channels not a multiple of 8), the window is wider than one pixel and undilated along x.
-/// The gathered im2col it replaces copied each window row's few codes into a row and packed
-/// it, pixel by pixel: MobileNetV2's 3x3 RGB stem ran at 22 GOPS that way.
+/// The gathered im2col copies each window row's few codes into a row and packs it, pixel by
+/// pixel, which leaves the multiply units idle on a stem's 3 channels.
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn row_run(isa: Isa, filter_shape: [usize; 4], image_channels: usize, p: &ConvParams) -> usize {
     let [_, kh, kw, _] = filter_shape;
@@ -441,10 +437,8 @@ fn row_run(isa: Isa, filter_shape: [usize; 4], image_channels: usize, p: &ConvPa
 
 /// Whether a plan of tier `isa` runs a convolution with `oc` output channels as a VNNI implicit
 /// GEMM. Always on VNNI. On AMX only when `oc` fits one 32-column B panel: packing A then costs
-/// as much as the tiles' reads of it, and the implicit tile skips it (ResNet-20, 16 and 32
-/// channels: 1.03 ms implicit against 1.31 packed, one thread, batch 1, on a Sapphire Rapids
-/// core); with more panels the packed A is reused and the AMX tiles win (ResNet-18 6.3 ms
-/// packed against 16.9 implicit, MobileNetV2 6.1-6.6 against 7.9-12.2).
+/// as much as the tiles' reads of it, and the implicit tile skips it; with more panels the
+/// packed A is reused and the AMX tiles win.
 /// `INTQ_AMX_CONV=implicit|packed` (read once) forces one way for measuring.
 #[cfg(target_arch = "x86_64")]
 fn implicit_on_amx(isa: Isa, oc: usize) -> bool {
@@ -546,8 +540,8 @@ impl Conv2dPlan {
                 };
             } else {
                 let (dst, dsum) = (&mut dst[pl * in_c..x1 * in_c], &mut dsum[pl..x1]);
-                // The channel counts `padded_channels` makes, unrolled: with the generic
-                // loop, widening MobileNetV2's 224x224 RGB input was half of its stem.
+                // The channel counts `padded_channels` makes, unrolled with constant counts so
+                // that widening a large RGB input stays cheap next to the stem itself.
                 match (real_c, in_c) {
                     (3, 4) => widen_pixels::<_, _, 3, 4>(codes, zc_code, dst, dsum),
                     (6, 8) => widen_pixels::<_, _, 6, 8>(codes, zc_code, dst, dsum),
@@ -562,11 +556,9 @@ impl Conv2dPlan {
         let elem = std::mem::size_of::<F::E>();
         let mut chunk = ((128 * 1024) / (in_c * elem * kh).max(1)).clamp(mr, 2048) / mr * mr;
         // Whole rounds of one chunk per thread, as few rounds as the L2 budget allows (the
-        // chunks are still claimed as threads come free). Four chunks per thread, as before,
-        // cost each chunk its own kh - 1 rows of halo and its setup: ResNet-20 b1 t2 0.473 ->
-        // 0.437 ms, MobileNetV2 4.73 -> 4.62-4.69, ResNet-18 15.03 -> 14.90 with one chunk per
-        // thread; chunks capped by L2 alone left 7 chunks for 2 threads in ResNet-20's 8x8
-        // layers at batch 32 (1% slower there), hence whole rounds.
+        // chunks are still claimed as threads come free): more chunks per thread cost each
+        // its own kh - 1 rows of halo and its setup, and chunks capped by L2 alone can leave an
+        // odd last round (7 chunks for 2 threads), hence whole rounds.
         if threads > 1 {
             let rounds = m.div_ceil(threads * chunk);
             chunk = m.div_ceil(threads * rounds).div_ceil(mr) * mr;
@@ -578,10 +570,9 @@ impl Conv2dPlan {
         let win_h = (kh - 1) * p.dilation_h + 1;
         // Each task maps the image rows its own windows read into its thread's buffer, then
         // runs its tiles: the rows are written and read by one core. A shared image filled by
-        // a job of its own before the tiles cost a hand-off and a wait per layer and sent
-        // every row across cores (ResNet-20's 32x32x16 layer on two threads: fill 2.0 ->
-        // 4.4 us against one thread, tiles 22 us where half of 40 is 20); the price is the
-        // kh - 1 rows either side of a chunk, mapped by both tasks that read them.
+        // a job of its own before the tiles would cost a hand-off and a wait per layer and send
+        // every row across cores; the price is the kh - 1 rows either side of a chunk, mapped
+        // by both tasks that read them.
         let task = |t: usize| {
             let op = out_ptr;
             let r0 = t * chunk;
@@ -965,9 +956,8 @@ impl DepthwisePlan {
             return;
         }
         let out_ptr = super::SendPtr(output.as_mut_ptr() as *mut u8);
-        // One band of whole rows per thread: a task per row cost MobileNetV2's depthwise
-        // layers on two threads 0.806 -> 0.757 ms (s1) and 0.226 -> 0.201 ms (s2) against
-        // bands, two bands per thread 0.81 / 0.21.
+        // One band of whole rows per thread: a task per row, or several bands per thread,
+        // adds hand-offs that the depthwise layers' little work per row cannot pay for.
         let band = rows.div_ceil(threads.max(1));
         super::parallel_for(threads, rows.div_ceil(band), &|t: usize| {
             for r in t * band..((t + 1) * band).min(rows) {

@@ -4,16 +4,13 @@ use super::Code8;
 use crate::isa::Isa;
 use crate::reference::{self, pool_window as window, AddParams};
 
-/// Elements of an Add below which it runs on one thread: about 0.7 ns each on one AVX2 core,
-/// so 8K elements are ~6 us against a hand-off of ~1 us. Measured (2 threads, batch 1, quiet
-/// 2-core AMD, with `PAR_MIN_MACS` at 64K): ResNet-20 0.530 ms at 64K elements, 0.504 at 16K,
-/// 0.491 at 8K, 0.485 at 4K; MobileNetV2 5.37 / 5.32 / 5.25 / 5.27 ms. Its Adds are 8K-75K
-/// elements, so most ran on one thread before.
+/// Elements of an Add below which it runs on one thread: below this the work per thread is no
+/// longer large against the cost of handing it to a helper.
 const ADD_PAR_MIN: usize = 1 << 13;
 
 /// Quantized Add, equal to `reference::add`; inputs of equal shape take the vector path on the
-/// x86 tiers (split over `threads` when large: ResNet-18's residual Adds were 13-21% of its time
-/// on one thread of an AMX core), anything else (broadcasting, the portable tier, parameters
+/// x86 tiers (split over `threads` when large, as a deep network's residual Adds are), anything
+/// else (broadcasting, the portable tier, parameters
 /// outside the vector path's preconditions) runs the reference.
 #[allow(clippy::too_many_arguments)]
 pub fn add<T: Code8>(
@@ -138,7 +135,7 @@ fn check_pool<T>(
 /// Average pooling, equal to `reference::average_pool`: per output pixel, int32 sums of the
 /// window's valid taps across all channels at once (a loop the compiler vectorizes), then each
 /// channel's rounded division and clamp. The reference walks one channel at a time across the
-/// window, `depth` codes apart: MobileNetV2's global pool (7x7x1280) took 73 us that way.
+/// window, `depth` codes apart, which does not vectorize and is slow for a wide global pool.
 /// Windows of 2^23 taps or more (where an int32 sum could overflow) go to the reference.
 pub fn average_pool<T: Code8>(
     isa: Isa,

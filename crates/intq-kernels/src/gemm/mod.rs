@@ -796,7 +796,7 @@ unsafe impl Pod for i32 {}
 
 thread_local! {
     /// Each thread's GEMM scratch, grown to the largest task seen and reused: allocating and
-    /// zeroing the packed A panels per task was about a tenth of ResNet-20.
+    /// zeroing the packed A panels per task would cost a pass over them every time.
     static SCRATCH: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 

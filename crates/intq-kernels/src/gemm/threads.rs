@@ -43,13 +43,11 @@ pub fn all_cores() -> usize {
 }
 
 /// Multiply-accumulates below which a layer runs on one thread, and the work each further
-/// thread must have. A hand-off to a spinning helper costs about 1 us; 64K MACs take 1-2 us in
-/// a GEMM on one AVX2 core and ~10 us in a depthwise layer (several times slower per MAC), so a
-/// split pays from about here. Measured at 2 threads, batch 1, on the quiet 2-core AMD build
-/// machine (`INTQ_PAR_MIN_MACS`, medians of two runs): MobileNetV2 5.83 ms at 1M (the value
-/// before), 5.39 at 128K, 5.33 at 64K and 32K, 5.37 at 16K; ResNet-20 0.598 / 0.551 / 0.545 /
-/// 0.547 / 0.545 ms. At 1M most of MobileNetV2's depthwise layers and ResNet-20's strided
-/// convs ran on one thread. `INTQ_PAR_MIN_MACS` overrides it for measuring.
+/// thread must have. A hand-off to a spinning helper costs about as much as 64K MACs of a GEMM
+/// on one AVX2 core (a depthwise layer is several times slower per MAC), so a split pays from
+/// about here; a much larger threshold would leave the small depthwise and
+/// strided layers of mobile networks on one thread. `INTQ_PAR_MIN_MACS` overrides it for
+/// measuring.
 pub const PAR_MIN_MACS: usize = 1 << 16;
 
 /// [`PAR_MIN_MACS`], or `INTQ_PAR_MIN_MACS` when set to a number (read once; for measuring

@@ -123,10 +123,8 @@ impl Kernel for Amx {
     const MR: usize = MR;
     const NR: usize = NR;
     const KG: usize = KG;
-    /// Every AMX core so far (Sapphire Rapids and later) has 2 MiB of L2. On one, 1024 x K x
-    /// 1024 on one thread ran at 650 / 1,431 / 1,472 GOPS (K = 1024) and 1,294 / 1,740 / 1,901
-    /// (K = 4096) with 192 KiB / 768 KiB / 1.5 MiB chunks: small chunks read B from L3 once per
-    /// few rows.
+    /// Every AMX core so far (Sapphire Rapids and later) has 2 MiB of L2: chunks of most of it
+    /// read B from L3 once per many rows, where small chunks read it once per few rows.
     const MC_BYTES: usize = 1536 * 1024;
     const A_KG: usize = 64;
     const B_KG: usize = 4;
@@ -231,8 +229,8 @@ impl Kernel for Amx {
 
 /// Codes `k0 ..` of row `i` of a packed A panel, where a row's 64 codes of a group are one tile
 /// row: each piece of the run up to the next group boundary is one masked load, `^ 0x80` for
-/// int8, one `vpsadbw` for the sum and one masked store. The default code-by-code packing
-/// ran at about a byte per nanosecond, slower than the tiles multiply (4096x1024x64: 119 GOPS).
+/// int8, one `vpsadbw` for the sum and one masked store. Code-by-code packing would be slower
+/// than the tiles' multiply.
 ///
 /// # Safety
 /// The CPU has AVX-512 F/BW; `panel` holds whole groups covering `k0 + src.len()` for row

@@ -19,16 +19,16 @@ pub(crate) struct Avx2;
 pub(crate) const MR: usize = 6;
 pub(crate) const NR: usize = 16;
 /// k per group: a group is 4 `vpmaddwd` pairs. Packed A keeps a row's 8 codes of a group
-/// together (16 bytes), so packing moves 16-byte runs rather than 4-byte pairs; packing was
-/// about 40% of a conv-shaped GEMM (M=3136, K=576, N=64) with pairs.
+/// together (16 bytes), so packing moves 16-byte runs rather than 4-byte pairs: with pairs,
+/// packing costs a large share of a conv-shaped GEMM.
 pub(crate) const KG: usize = 8;
 /// k of one `vpmaddwd` lane: packed B keeps each column's pair together.
 const PAIR: usize = 2;
 
 /// One pair step of a tile row: the row's pair of codes at `$a + $k` broadcast against the
 /// step's two B vectors into the row's two accumulators. The tiles spell out their 12
-/// accumulators as locals so they stay in registers (in arrays they were spilled to the stack
-/// on every step, about a third of the tile's time).
+/// accumulators as locals so they stay in registers (arrays are spilled to the stack on every
+/// step).
 macro_rules! row_step {
     ($a:expr, $k:expr, $b0:ident, $b1:ident, $x:ident, $y:ident) => {
         let av = _mm256_set1_epi32(($a.add($k) as *const i32).read_unaligned());
@@ -170,9 +170,6 @@ unsafe fn finish_tile(
     if epi.vector_ok && cols == NR && epi.zw_zero {
         // Whole rows of 16 columns of symmetric weights (the int8 scheme), two rows packed
         // together: 3 packs and a permute per 32 codes where `store16` takes 7 ops per 16.
-        // Averaged over two code layouts (one build as is, one with unrelated code added to
-        // move every function), b1 t1: ResNet-20 0.788 -> 0.776 ms, ResNet-18 27.0 -> 26.3,
-        // MobileNetV2 8.27 -> 8.24; a single build pair had shown -4% that was mostly layout.
         // The uint8 weights' case (row-sum term) keeps one row at a time below.
         let signed = epi.cmin < 0;
         let mut i = 0;
@@ -301,7 +298,7 @@ unsafe fn tile_implicit(
 
 /// [`tile_implicit`]'s body; with `HALF` (a panel of at most 8 columns: the last panel of 24
 /// output channels, as MobileNetV2's 144 -> 24 projections have) only the first 8-column half
-/// is multiplied (a 56x56 144 -> 24 layer took as long as 144 -> 32 computing both halves).
+/// is multiplied (computing both halves would cost a 24-channel layer as much as 32).
 #[inline]
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
@@ -414,8 +411,8 @@ unsafe fn canon_row<T: crate::gemm::Code8>(
 
 /// Codes `k0 ..` of row `i` of a packed A panel, 16 codes at a time once `k0` reaches a group
 /// boundary: mapped to canonical u8 (`^ 0x80` for int8), summed with `psadbw`, widened to int16
-/// and stored as two 8-code group runs (then one 8-code run, then scalar). Packing with scalar
-/// stores was a third of a conv-shaped GEMM's time (M=3136, K=576, N=64); im2col hands its
+/// and stored as two 8-code group runs (then one 8-code run, then scalar), since packing with
+/// scalar stores costs a large share of a conv-shaped GEMM; im2col hands its
 /// window rows here directly (runs of `kw * in_c` codes, group-aligned when `in_c % 8 == 0`).
 ///
 /// # Safety
@@ -489,7 +486,7 @@ unsafe fn requant(acc: __m256i, rowsum: __m256i, epi: &Epilogue, n: usize) -> __
 }
 
 /// [`requant`] of complete accumulators (no row-sum term, as depthwise has): `vpmulld` is
-/// slow, and multiplying by a zero row sum was a tenth of the depthwise kernel.
+/// slow, and multiplying by a zero row sum would be wasted work in every depthwise tile.
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn requant_plain(acc: __m256i, epi: &Epilogue, n: usize) -> __m256i {

@@ -220,9 +220,9 @@ pub(crate) unsafe fn finish_row(epi: &Epilogue, acc: &[i32], out: &mut [u8]) {
 
 /// Codes `k0 ..` of row `i` of a packed A panel (groups of 4 codes of each of the 8 rows): 64
 /// codes at a time once `k0 + j` reaches a group boundary, mapped to canonical u8 (`^ 0x80`
-/// for int8), summed with `vpsadbw` and scattered as 16 four-code groups 32 bytes apart. The
-/// default code-by-code packing ran at about a byte per nanosecond, which made packing, not
-/// `vpdpbusd`, the cost of every GEMM with few output channels (M=3136, K=576, N=64: 118 GOPS).
+/// for int8), summed with `vpsadbw` and scattered as 16 four-code groups 32 bytes apart.
+/// Code-by-code packing would make packing, not `vpdpbusd`, the cost of every GEMM with few
+/// output channels.
 ///
 /// # Safety
 /// The CPU has AVX-512 F/BW; `panel` holds whole groups covering `k0 + src.len()` for row
