@@ -39,6 +39,7 @@ pub mod fake_quant;
 pub mod layers;
 pub mod observer;
 pub mod pool;
+pub mod ptq;
 pub mod sgd;
 pub mod shard;
 pub mod trainer;
