@@ -61,6 +61,21 @@ pub enum DataError {
         problem: String,
     },
 
+    /// A path given as a data source that holds none of the formats this crate reads.
+    #[error(
+        "{}: not a data set this reader knows: {problem}. Expected an image folder \
+         (train/<class>/*.png|jpg|bmp, or <class>/*.png...), a CIFAR-10/100 binary directory \
+         (data_batch_*.bin + test_batch.bin, or train.bin + test.bin), a .npz file or a folder \
+         with x_train.npy, y_train.npy, x_test.npy, y_test.npy; or a registry name (mnist, \
+         fashion-mnist)",
+        path.display()
+    )]
+    UnknownFormat { path: PathBuf, problem: String },
+
+    /// A loading option out of its range (a split fraction, an image size, a channel count).
+    #[error("invalid data option: {0}")]
+    InvalidOption(String),
+
     /// A data set name that is neither `mnist` nor `fashion-mnist`.
     #[error("unknown data set '{0}' (known: mnist, fashion-mnist)")]
     UnknownKind(String),

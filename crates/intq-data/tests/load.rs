@@ -13,7 +13,7 @@ fn loads_plain_and_gz_alike() {
         let dir = tempfile::tempdir().unwrap();
         write_tiny(dir.path(), "fashion-mnist", &t, 4, 5, gz);
         let ds = load(DatasetKind::FashionMnist, dir.path()).unwrap();
-        assert_eq!(ds.kind, DatasetKind::FashionMnist);
+        assert_eq!(ds.kind(), Some(DatasetKind::FashionMnist));
         assert_eq!((ds.train.len, ds.train.rows, ds.train.cols), (7, 4, 5));
         assert_eq!((ds.test.len, ds.test.rows, ds.test.cols), (3, 4, 5));
         assert_eq!(ds.train.images, t.train_images);
@@ -137,6 +137,8 @@ fn split_helpers() {
         len: 3,
         rows: 2,
         cols: 2,
+        channels: 1,
+        class_names: (0..10).map(|l| l.to_string()).collect(),
     };
     assert_eq!(s.image(1), &[4, 5, 6, 7]);
     let h = s.label_histogram();
@@ -158,6 +160,8 @@ fn image_out_of_range_panics_like_indexing() {
         len: 3,
         rows: 2,
         cols: 2,
+        channels: 1,
+        class_names: (0..10).map(|l| l.to_string()).collect(),
     };
     s.image(3);
 }
