@@ -271,13 +271,9 @@ fn conv_graph(a: &F32VsInt8Args) -> Result<intq_engine::Graph> {
     if [h, w, c, oc, k].contains(&0) {
         bail!("--height, --width, --channels, --filters and --kernel must be at least 1");
     }
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    use intq_engine::examples::Rng as _;
+    let mut rng = intq_engine::examples::seeded(0x2545_f491_4f6c_dd1d);
+    let mut next = move || rng.next_u64();
     let mut b = GraphBuilder::new();
     let act =
         |scale: f32, zero_point: i32| Some(Quant::PerTensor(QuantParams { scale, zero_point }));
@@ -883,13 +879,9 @@ fn time(min: Duration, mut f: impl FnMut()) -> f64 {
 }
 
 fn measure<T: Code8>(a: &GemmArgs, isa: Isa, threads: usize) -> Timings {
-    let mut state = 0x1234_5678_9abc_def0u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    use intq_engine::examples::Rng as _;
+    let mut rng = intq_engine::examples::seeded(0x1234_5678_9abc_def0);
+    let mut next = move || rng.next_u64();
     let code = |v: u64| T::from_i32_saturating(T::MIN + (v % 256) as i32);
     let x: Vec<T> = (0..a.m * a.k).map(|_| code(next())).collect();
     let w: Vec<T> = (0..a.n * a.k).map(|_| code(next())).collect();

@@ -24,7 +24,8 @@ fn scratch(name: &str) -> PathBuf {
 
 /// Class `k` is a bright bar at a class-specific row or column over noise.
 fn images(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    use intq_engine::examples::Rng as _;
+    let mut rng = intq_engine::examples::seeded(seed);
     let mut px = Vec::with_capacity(n * 784);
     let mut labels = Vec::with_capacity(n);
     for i in 0..n {
@@ -32,12 +33,9 @@ fn images(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
         labels.push(k as u8);
         for y in 0..28 {
             for x in 0..28 {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
                 let line = if k < 5 { y } else { x };
                 let on = (4 + 5 * (k % 5)..7 + 5 * (k % 5)).contains(&line);
-                px.push(if on { 215 } else { 0 } + (s % 40) as u8);
+                px.push(if on { 215 } else { 0 } + (rng.next_u64() % 40) as u8);
             }
         }
     }

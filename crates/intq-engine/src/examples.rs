@@ -7,36 +7,33 @@ use crate::{
 };
 use intq_quant::QScheme;
 
-/// SplitMix64 (Steele, Lea and Flood 2014): tiny, seedable, and the same on every platform, so a
-/// seed names one model forever.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
+pub use rand_core::{Rng, SeedableRng};
+/// SplitMix64 (Steele, Lea and Flood 2014), Vigna's reference stream: tiny, seedable, and the
+/// same on every platform, so a seed names one model forever (committed fixtures rely on it).
+pub use rand_xoshiro::SplitMix64;
 
-impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
+/// The generator the example models draw from, seeded.
+pub fn seeded(seed: u64) -> SplitMix64 {
+    SplitMix64::seed_from_u64(seed)
+}
 
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
+/// The draws the example models take from a generator. Their formulas are part of what a seed
+/// means: changing one changes every seeded model.
+pub trait Draws: Rng {
     /// Uniform in `[lo, hi)`, from the top 24 bits (exactly representable in f32).
-    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
         let u = (self.next_u64() >> 40) as f32 / (1u32 << 24) as f32;
         lo + (hi - lo) * u
     }
 
     /// Uniform integer in `[lo, hi]`.
-    pub fn int_in(&mut self, lo: i32, hi: i32) -> i32 {
+    fn int_in(&mut self, lo: i32, hi: i32) -> i32 {
         let span = (hi as i64 - lo as i64 + 1) as u64;
         (lo as i64 + (self.next_u64() % span) as i64) as i32
     }
 }
+
+impl<R: Rng + ?Sized> Draws for R {}
 
 /// Image height/width and channels of [`small_cnn`]'s input `[1, 8, 8, 3]`.
 pub const SMALL_CNN_INPUT: [usize; 4] = [1, 8, 8, 3];
@@ -215,7 +212,7 @@ pub fn small_cnn(dtype: DType, float_edges: bool, seed: u64) -> Graph {
         },
         other => panic!("small_cnn builds uint8 or int8 models, not {other}"),
     };
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = seeded(seed);
     let mut b = GraphBuilder::new();
     let [n, h, w, c] = SMALL_CNN_INPUT;
     let (c1, classes) = (8, SMALL_CNN_CLASSES);
@@ -354,7 +351,7 @@ pub fn small_cnn(dtype: DType, float_edges: bool, seed: u64) -> Graph {
 /// (its type's, or its narrowed range), uniformly, for 8-bit inputs; for f32 inputs, reals uniform over the range their Quantize op represents
 /// (or [-1, 1] when no Quantize reads them); int32 inputs get codes in [-1000, 1000].
 pub fn random_input(graph: &Graph, seed: u64) -> Vec<TensorData> {
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = seeded(seed);
     graph
         .inputs()
         .iter()
@@ -395,7 +392,7 @@ mod tests {
     #[test]
     fn splitmix64_matches_reference_sequence() {
         // First outputs of SplitMix64 seeded with 0 (Vigna's splitmix64.c).
-        let mut r = SplitMix64::new(0);
+        let mut r = seeded(0);
         assert_eq!(r.next_u64(), 0xE220_A839_7B1D_CDAF);
         assert_eq!(r.next_u64(), 0x6E78_9E6A_A1B9_65F4);
         assert_eq!(r.next_u64(), 0x06C4_5D18_8009_454F);

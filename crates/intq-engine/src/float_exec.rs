@@ -621,19 +621,9 @@ mod tests {
         }
     }
 
-    /// Deterministic reals in [-2, 2) from a seed (splitmix-style), so cases are reproducible.
+    /// Deterministic reals in [-2, 2) from a seed, so cases are reproducible.
     fn reals(seed: u64, len: usize) -> Vec<f32> {
-        let mut s = seed;
-        (0..len)
-            .map(|_| {
-                s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                let mut z = s;
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                z ^= z >> 31;
-                ((z >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-            })
-            .collect()
+        intq_testutil::floats(seed, len, -2.0, 2.0)
     }
 
     /// GEMM and naive sums differ only by f32 summation order: bound by k ulps of the sum of

@@ -740,7 +740,7 @@ impl<'g> OpCheck<'g> {
                     [s[0], s[1]]
                 };
                 let numel: usize = x.shape.iter().product();
-                if numel % depth != 0 {
+                if !numel.is_multiple_of(depth) {
                     return Err(self.err(format!(
                         "{} has {numel} elements, not a multiple of the weights' depth {depth} \
                          ({} is [out, depth])",

@@ -663,10 +663,11 @@ fn check_other_ops<T: Code>(dtype: DType) {
     let off = T::MIN;
     let p = |n: &str| params(&g, n);
     let mut interior = 0;
+    use examples::Draws as _;
     for s in 0..4 {
         // Codes within +-10 of each input's zero point (reals within about +-1), so that the
         // sums land on both sides of the ReluN1To1 clamp.
-        let mut rng = examples::SplitMix64::new(s);
+        let mut rng = examples::seeded(s);
         let mut near = |n: usize, z: i32| -> Vec<T> {
             (0..n)
                 .map(|_| T::from_i32_saturating(rng.int_in(z - 10, z + 10) + off))

@@ -2,7 +2,7 @@
 //! with several thread counts) against the reference executor on whole graphs: every op output
 //! byte for byte.
 
-use intq_engine::examples::{random_input, small_cnn, SplitMix64};
+use intq_engine::examples::{random_input, seeded, small_cnn, Draws, SplitMix64};
 use intq_engine::{
     Activation, ChannelParams, DType, ExecOptions, Graph, GraphBuilder, Isa, KernelTier, Model, Op,
     Padding, Quant, QuantParams, TensorData, TensorId,
@@ -28,11 +28,7 @@ fn model(g: &Graph, kernels: KernelTier, threads: usize) -> Model {
 fn check_graph(g: &Graph, seeds: std::ops::Range<u64>, what: &str) {
     let wanted = all_outputs(g);
     let reference = model(g, KernelTier::Reference, 1);
-    for isa in Isa::ALL_BEST_FIRST {
-        if !isa.is_available() {
-            eprintln!("!!! SKIPPED {what} on ISA tier {isa}: this CPU lacks it !!!");
-            continue;
-        }
+    for isa in intq_testutil::tiers(what) {
         for threads in [1, 2, 3] {
             let fast = model(g, KernelTier::Fast(isa), threads);
             assert_eq!(fast.kernel_tier(), KernelTier::Fast(isa));
@@ -128,7 +124,7 @@ fn bias(b: &mut GraphBuilder, rng: &mut SplitMix64, name: &str, n: usize) -> Opt
 /// input -> conv kxk -> depthwise -> conv 1x1 -> fully connected, with odd sizes, strides,
 /// dilations, paddings and activations drawn from `seed`.
 fn random_graph(dtype: DType, seed: u64) -> Option<Graph> {
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = seeded(seed);
     let mut b = GraphBuilder::new();
     let batch = rng.int_in(1, 3) as usize;
     let (h, w, c) = (

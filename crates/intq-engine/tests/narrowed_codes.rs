@@ -5,7 +5,7 @@
 use intq_engine::examples::{random_input, small_cnn};
 use intq_engine::format;
 use intq_engine::{
-    DType, EngineError, ExecOptions, Graph, GraphError, Isa, KernelTier, Model, OpKind, TensorData,
+    DType, EngineError, ExecOptions, Graph, GraphError, KernelTier, Model, OpKind, TensorData,
     TensorId,
 };
 
@@ -20,17 +20,12 @@ fn model(g: &Graph, kernels: KernelTier, threads: usize) -> Model {
     .expect("graph plans")
 }
 
-/// The reference tier and every fast tier this CPU has (a missing one is reported).
+/// The reference tier and every fast tier this CPU has (see `intq_testutil::tiers`).
 fn tiers() -> Vec<KernelTier> {
-    let mut tiers = vec![KernelTier::Reference];
-    for isa in Isa::ALL_BEST_FIRST {
-        if isa.is_available() {
-            tiers.push(KernelTier::Fast(isa));
-        } else {
-            eprintln!("!!! SKIPPED narrowed codes on ISA tier {isa}: this CPU lacks it !!!");
-        }
-    }
-    tiers
+    let fast = intq_testutil::tiers("narrowed codes");
+    std::iter::once(KernelTier::Reference)
+        .chain(fast.into_iter().map(KernelTier::Fast))
+        .collect()
 }
 
 fn codes(d: &TensorData) -> Vec<i32> {

@@ -9,15 +9,8 @@ use intq_kernels::{ConvParams, Isa, Multipliers, OutputStage, PaddingValues};
 use intq_quant::QuantizedMultiplier;
 
 fn codes(n: usize, seed: u64) -> Vec<i8> {
-    let mut s = seed | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s as i8
-        })
-        .collect()
+    let mut rng = intq_testutil::TestRng::new(seed);
+    (0..n).map(|_| rng.int(i8::MIN, i8::MAX)).collect()
 }
 
 fn stage(m: &QuantizedMultiplier) -> OutputStage<'_> {

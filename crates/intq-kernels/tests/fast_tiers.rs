@@ -2,7 +2,7 @@
 //! (as fully connected), convolution, depthwise convolution, on random and worst-case inputs.
 //!
 //! `tiers!` declares a test once and runs it on every tier; a tier this CPU lacks is skipped
-//! with a loud message on stderr (run with `--nocapture` to see it).
+//! with a loud message on stderr, and fails the test when `INTQ_REQUIRE_TIERS` names it.
 
 use intq_kernels::gemm::{Code8, Conv2dPlan, DepthwisePlan, FullyConnectedPlan};
 use intq_kernels::{reference, ConvParams, Isa, Multipliers, OutputStage, Padding};
@@ -14,59 +14,31 @@ macro_rules! tiers {
     ($name:ident, $body:expr) => {
         #[test]
         fn $name() {
-            for isa in Isa::ALL_BEST_FIRST {
-                if !isa.is_available() {
-                    eprintln!(
-                        "!!! SKIPPED {} on ISA tier {isa}: this CPU lacks it !!!",
-                        stringify!($name)
-                    );
-                    continue;
-                }
-                let f: &dyn Fn(Isa) = &$body;
-                f(isa);
-            }
+            let f: &dyn Fn(Isa) = &$body;
+            intq_testutil::on_every_tier(stringify!($name), f);
         }
     };
 }
 
-/// SplitMix64, seeded per case so every failure reproduces.
-struct Rng(u64);
+// Seeded per case so every failure reproduces.
+use intq_testutil::TestRng as Rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn int(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + (self.next() % (hi - lo + 1) as u64) as i64
-    }
-    fn size(&mut self, lo: usize, hi: usize) -> usize {
-        self.int(lo as i64, hi as i64) as usize
-    }
-    /// A code, extremes over-represented.
-    fn code<T: Code8>(&mut self) -> T {
-        let v = match self.int(0, 5) {
-            0 => T::MIN,
-            1 => T::MAX,
-            _ => self.int(T::MIN as i64, T::MAX as i64) as i32,
-        };
-        T::from_i32_saturating(v)
-    }
-    fn codes<T: Code8>(&mut self, n: usize) -> Vec<T> {
-        (0..n).map(|_| self.code()).collect()
-    }
+/// The kernels' own draws, beyond the shared ones.
+trait KernelDraws {
+    fn any_zero_point<T: Code8>(&mut self, in_range_only: bool) -> i32;
+    fn multiplier(&mut self, acc_mag: f64) -> QuantizedMultiplier;
+}
+
+impl KernelDraws for Rng {
     /// A zero point: in the code range usually, sometimes far outside it (the reference
     /// accepts any int32 and wraps).
-    fn zero_point<T: Code8>(&mut self, in_range_only: bool) -> i32 {
+    fn any_zero_point<T: Code8>(&mut self, in_range_only: bool) -> i32 {
         match self.int(0, if in_range_only { 3 } else { 5 }) {
             0 => T::MIN,
             1 => T::MAX,
-            2 | 3 => self.int(T::MIN as i64, T::MAX as i64) as i32,
-            4 => self.int(-70_000, 70_000) as i32,
-            _ => [i32::MIN, i32::MAX, i32::MIN + 1, -1 << 20][self.size(0, 3)],
+            2 | 3 => self.int(T::MIN, T::MAX),
+            4 => self.int(-70_000, 70_000),
+            _ => self.pick(&[i32::MIN, i32::MAX, i32::MIN + 1, -1 << 20]),
         }
     }
     /// A multiplier: mostly one that maps accumulators of about `acc_mag` to mid-range codes
@@ -149,7 +121,7 @@ impl Stage {
                 .map(|_| match rng.int(0, 6) {
                     0 => i32::MAX,
                     1 => i32::MIN,
-                    2 | 3 => rng.int(-1 << 24, 1 << 24) as i32,
+                    2 | 3 => rng.int(-1 << 24, 1 << 24),
                     _ => rng.int(-(acc_mag as i64), acc_mag as i64) as i32,
                 })
                 .collect()
@@ -163,10 +135,10 @@ impl Stage {
         let zout = match rng.int(0, 5) {
             0 => i32::MAX,
             1 => i32::MIN,
-            _ => rng.int(T::MIN as i64, T::MAX as i64) as i32,
+            _ => rng.int(T::MIN, T::MAX),
         };
-        let a = rng.int(T::MIN as i64, T::MAX as i64) as i32;
-        let b = rng.int(T::MIN as i64, T::MAX as i64) as i32;
+        let a = rng.int(T::MIN, T::MAX);
+        let b = rng.int(T::MIN, T::MAX);
         let (cmin, cmax) = if rng.int(0, 2) == 0 {
             (T::MIN, T::MAX)
         } else {
@@ -248,17 +220,17 @@ fn check_gemm<T: Code8>(
 }
 
 fn random_gemm<T: Code8>(isa: Isa, seed: u64, m: usize, n: usize, k: usize) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let a = rng.codes::<T>(m * k);
     let w = rng.codes::<T>(n * k);
-    let zin = rng.zero_point::<T>(false);
-    let zw = weight_zero_points(&mut rng, n, |r| r.zero_point::<T>(false));
+    let zin = rng.any_zero_point::<T>(false);
+    let zw = weight_zero_points(&mut rng, n, |r| r.any_zero_point::<T>(false));
     let stage = Stage::random::<T>(&mut rng, n, acc_mag(&a, zin, &w, &zw, k));
     check_gemm(isa, &a, &w, m, n, k, zin, &zw, &stage, 1);
 }
 
 tiers!(gemm_random_small_shapes_u8_and_i8, |isa| {
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     for case in 0..120 {
         let (m, n, k) = (rng.size(1, 67), rng.size(1, 67), rng.size(1, 67));
         random_gemm::<u8>(isa, 1000 + case, m, n, k);
@@ -291,10 +263,10 @@ tiers!(gemm_worst_case_products_long_k, |isa| {
         let w: Vec<u8> = (0..n * k)
             .map(|i| if (i / k) % 2 == 0 { 0 } else { 255 })
             .collect();
-        let mut rng = Rng(k as u64);
+        let mut rng = Rng::new(k as u64);
         for _ in 0..4 {
             let stage = Stage::random::<u8>(&mut rng, n, 255.0 * 128.0 * k as f64);
-            let zin = rng.zero_point::<u8>(false);
+            let zin = rng.any_zero_point::<u8>(false);
             check_gemm(isa, &a, &w, m, n, k, zin, &[0], &stage, 1);
             check_gemm(
                 isa,
@@ -304,7 +276,7 @@ tiers!(gemm_worst_case_products_long_k, |isa| {
                 n,
                 k,
                 0,
-                &[rng.zero_point::<u8>(false)],
+                &[rng.any_zero_point::<u8>(false)],
                 &stage,
                 1,
             );
@@ -323,7 +295,7 @@ tiers!(gemm_worst_case_products_long_k, |isa| {
                 m,
                 n,
                 k,
-                rng.zero_point::<i8>(false),
+                rng.any_zero_point::<i8>(false),
                 &[0],
                 &stage,
                 1,
@@ -333,7 +305,7 @@ tiers!(gemm_worst_case_products_long_k, |isa| {
 });
 
 tiers!(gemm_same_result_for_any_thread_count, |isa| {
-    let mut rng = Rng(99);
+    let mut rng = Rng::new(99);
     let (m, n, k) = (150, 70, 200);
     let a = rng.codes::<i8>(m * k);
     let w = rng.codes::<i8>(n * k);
@@ -351,19 +323,19 @@ tiers!(gemm_same_result_for_any_thread_count, |isa| {
 // Symmetric weights (zero point 0 for int8, 128 for uint8: canonical zero point 0), per tensor
 // and per channel, where the tiles drop the row-sum term of the output stage.
 tiers!(gemm_symmetric_weights, |isa| {
-    let mut rng = Rng(77);
+    let mut rng = Rng::new(77);
     for case in 0..40 {
         let (m, n, k) = (rng.size(1, 30), rng.size(1, 40), rng.size(1, 70));
         let per_channel = case % 2 == 0;
         let zws = |z: i32| if per_channel { vec![z; n] } else { vec![z] };
         let a = rng.codes::<i8>(m * k);
         let w = rng.codes::<i8>(n * k);
-        let zin = rng.zero_point::<i8>(false);
+        let zin = rng.any_zero_point::<i8>(false);
         let stage = Stage::random::<i8>(&mut rng, n, acc_mag(&a, zin, &w, &zws(0), k));
         check_gemm(isa, &a, &w, m, n, k, zin, &zws(0), &stage, 1);
         let au = rng.codes::<u8>(m * k);
         let wu = rng.codes::<u8>(n * k);
-        let zin = rng.zero_point::<u8>(false);
+        let zin = rng.any_zero_point::<u8>(false);
         let stage = Stage::random::<u8>(&mut rng, n, acc_mag(&au, zin, &wu, &zws(128), k));
         check_gemm(isa, &au, &wu, m, n, k, zin, &zws(128), &stage, 1 + case % 2);
     }
@@ -372,7 +344,7 @@ tiers!(gemm_symmetric_weights, |isa| {
 // Every right shift with outputs in mid-range: a rounding slip in the requantization changes
 // about one output in 2^shift, so each shift gets accumulators spread over its whole scale.
 tiers!(requantization_every_shift_mid_range, |isa| {
-    let mut rng = Rng(31);
+    let mut rng = Rng::new(31);
     for shift in -31..=31 {
         let (m, n, k) = (23, 37, 1 + (shift + 31) as usize % 3);
         let mult = QuantizedMultiplier {
@@ -395,7 +367,7 @@ tiers!(requantization_every_shift_mid_range, |isa| {
                 } else {
                     vec![mult]
                 },
-                zout: rng.int(-20, 20) as i32,
+                zout: rng.int(-20, 20),
                 cmin: -128,
                 cmax: 127,
             };
@@ -406,8 +378,8 @@ tiers!(requantization_every_shift_mid_range, |isa| {
                 m,
                 n,
                 k,
-                rng.int(-128, 127) as i32,
-                &[rng.int(-128, 127) as i32],
+                rng.int(-128, 127),
+                &[rng.int(-128, 127)],
                 &stage,
                 1,
             );
@@ -424,8 +396,8 @@ tiers!(requantization_every_shift_mid_range, |isa| {
                 m,
                 n,
                 k,
-                rng.int(0, 255) as i32,
-                &[rng.int(0, 255) as i32],
+                rng.int(0, 255),
+                &[rng.int(0, 255)],
                 &su,
                 1,
             );
@@ -440,7 +412,7 @@ fn random_conv<T: Code8>(isa: Isa, seed: u64, threads: usize) {
 /// `explicit`: random explicit paddings of 0 to 4 per side (wider than the filter included, so
 /// whole filter rows and windows fall in the padding), as the zoo's PyTorch-style convs have.
 fn random_conv_padded<T: Code8>(isa: Isa, seed: u64, threads: usize, explicit: bool) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let (b, ih, iw, ic, oc) = (
         rng.size(1, 2),
         rng.size(1, 9),
@@ -493,8 +465,8 @@ fn check_random_conv<T: Code8>(
     let ([b, ih, iw, ic], [oc, kh, kw, _], _) = shapes;
     let input = rng.codes::<T>(b * ih * iw * ic);
     let filter = rng.codes::<T>(oc * kh * kw * ic);
-    let zin = rng.zero_point::<T>(true);
-    let zw = weight_zero_points(rng, oc, |r| r.zero_point::<T>(false));
+    let zin = rng.any_zero_point::<T>(true);
+    let zw = weight_zero_points(rng, oc, |r| r.any_zero_point::<T>(false));
     let conv = ConvCase {
         input: &input,
         filter: &filter,
@@ -595,8 +567,8 @@ fn fused_im2col_case<T: Code8>(isa: Isa, rng: &mut Rng, ic: usize, pad: [usize; 
     };
     let input = rng.codes::<T>(b * ih * iw * ic);
     let filter = rng.codes::<T>(oc * kh * kw * ic);
-    let zin = [T::MIN, T::MAX, rng.int(T::MIN as i64, T::MAX as i64) as i32][rng.size(0, 2)];
-    let zw = vec![rng.zero_point::<T>(false)];
+    let zin = [T::MIN, T::MAX, rng.int(T::MIN, T::MAX)][rng.size(0, 2)];
+    let zw = vec![rng.any_zero_point::<T>(false)];
     let shapes = ([b, ih, iw, ic], [oc, kh, kw, ic], [b, oh, ow, oc]);
     // One to three threads: the layer's pixel chunks spread over the kernel team.
     let threads = 1 + (ic + params.padding.top) % 3;
@@ -614,7 +586,7 @@ fn fused_im2col_case<T: Code8>(isa: Isa, rng: &mut Rng, ic: usize, pad: [usize; 
 }
 
 tiers!(conv_fused_im2col_runs_borders_and_zero_points, |isa| {
-    let mut rng = Rng(4242);
+    let mut rng = Rng::new(4242);
     let borders = [
         [0, 0, 0, 0],
         [2, 0, 0, 0],
@@ -639,7 +611,7 @@ tiers!(conv_fused_im2col_runs_borders_and_zero_points, |isa| {
 /// chunk may start inside one image, cover whole images and end inside another, on one to
 /// three threads (one thread: a chunk is the whole batch).
 fn implicit_conv_across_images<T: Code8>(isa: Isa, seed: u64) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let (b, ih, iw, ic, oc) = (
         rng.size(3, 6),
         rng.size(1, 7),
@@ -677,7 +649,7 @@ tiers!(conv_implicit_chunks_across_images, |isa| {
 /// padded to whole groups with zero weights and read straight from the image, the padding
 /// reading the next pixel's codes; uint8 (weights offset by 128) and int8, 1 to 3 threads.
 fn narrow_input_conv<T: Code8>(isa: Isa, seed: u64) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let ic = [1, 2, 3, 4, 5, 6, 7, 9, 11, 15][rng.size(0, 9)];
     let (kh, kw) = (rng.size(1, 7), rng.size(2, 7));
     let (b, ih, iw, oc) = (
@@ -719,7 +691,7 @@ tiers!(conv_narrow_inputs_row_padded, |isa| {
 /// AVX2 runs them as implicit GEMMs over the widened pixels, the other tiers as a packed GEMM;
 /// K up to 1,024, output channels over several panels, 1 to 3 threads.
 fn pointwise_conv<T: Code8>(isa: Isa, seed: u64) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let (b, h, w) = (rng.size(1, 3), rng.size(1, 9), rng.size(1, 9));
     let ic = 8 * [1, 2, 3, 12, 128][rng.size(0, 4)];
     let oc = rng.size(1, 70);
@@ -787,7 +759,7 @@ fn check_depthwise<T: Code8>(
 }
 
 fn random_depthwise<T: Code8>(isa: Isa, seed: u64, threads: usize) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let (b, ih, iw, ic, dm) = (
         rng.size(1, 2),
         rng.size(1, 9),
@@ -809,8 +781,8 @@ fn random_depthwise<T: Code8>(isa: Isa, seed: u64, threads: usize) {
     };
     let input = rng.codes::<T>(b * ih * iw * ic);
     let filter = rng.codes::<T>(kh * kw * oc);
-    let zin = rng.zero_point::<T>(false);
-    let zw = weight_zero_points(&mut rng, oc, |r| r.zero_point::<T>(false));
+    let zin = rng.any_zero_point::<T>(false);
+    let zw = weight_zero_points(&mut rng, oc, |r| r.any_zero_point::<T>(false));
     let (ishape, fshape, oshape) = ([b, ih, iw, ic], [1, kh, kw, oc], [b, oh, ow, oc]);
     check_depthwise(
         isa,
@@ -833,7 +805,7 @@ fn random_depthwise<T: Code8>(isa: Isa, seed: u64, threads: usize) {
 /// 16-channel blocks and a tail), extreme codes, and zero points at and just past the edges of
 /// the x86 pair kernel's int16 preconditions (which then falls back to the plain kernel).
 fn edge_depthwise<T: Code8>(isa: Isa, seed: u64, threads: usize) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let (b, ih, iw, c) = (
         rng.size(1, 2),
         rng.size(1, 8),
@@ -918,7 +890,7 @@ tiers!(depthwise_edge_zero_points_and_padding, |isa| {
 /// window the AVX2 kernel unrolls and others, channel counts off the 16-channel blocks, and input
 /// zero points at both ends of the codes (a padded tap reads the zero point on AVX2).
 fn interior_depthwise<T: Code8>(isa: Isa, seed: u64, threads: usize) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let (b, ih, iw) = (rng.size(1, 2), rng.size(1, 6), rng.size(1, 40));
     let c = match rng.int(0, 3) {
         0 => 16 * rng.size(1, 4),
@@ -947,8 +919,8 @@ fn interior_depthwise<T: Code8>(isa: Isa, seed: u64, threads: usize) {
     };
     let input = rng.codes::<T>(b * ih * iw * c);
     let filter = rng.codes::<T>(kh * kw * c);
-    let zin = [T::MIN, T::MAX, rng.zero_point::<T>(false)][rng.size(0, 2)];
-    let zw = weight_zero_points(&mut rng, c, |r| r.zero_point::<T>(false));
+    let zin = [T::MIN, T::MAX, rng.any_zero_point::<T>(false)][rng.size(0, 2)];
+    let zw = weight_zero_points(&mut rng, c, |r| r.any_zero_point::<T>(false));
     let (ishape, fshape, oshape) = ([b, ih, iw, c], [1, kh, kw, c], [b, oh, ow, c]);
     check_depthwise(
         isa,
@@ -997,12 +969,12 @@ proptest! {
         m0 in prop::sample::select(vec![0i32, 1 << 30, i32::MAX, (1 << 30) + 1]),
         shift in -31i32..=31,
     ) {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let a: Vec<u8> = (0..m * k).map(|i| if i % 3 == 0 { edge_a as u8 } else { rng.code() }).collect();
         let w: Vec<u8> = rng.codes(n * k);
         let mut stage = Stage::random::<u8>(&mut rng, n, 1e4);
         stage.mults = vec![QuantizedMultiplier { m0, shift }];
-        for isa in Isa::available() {
+        for isa in intq_testutil::tiers("gemm_edge_values_every_tier") {
             check_gemm(isa, &a, &w, m, n, k, zin, &[zw], &stage, 1);
             let ai: Vec<i8> = a.iter().map(|&x| x as i8).collect();
             let wi: Vec<i8> = w.iter().map(|&x| x as i8).collect();
@@ -1016,9 +988,9 @@ proptest! {
 fn random_add<T: Code8>(isa: Isa, seed: u64) {
     use intq_kernels::reference::AddParams;
     use intq_quant::QuantParams;
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let scale = |rng: &mut Rng| 2f64.powf(rng.int(-1200, 200) as f64 / 100.0) as f32;
-    let zp = |rng: &mut Rng| rng.int(T::MIN as i64, T::MAX as i64) as i32;
+    let zp = |rng: &mut Rng| rng.int(T::MIN, T::MAX);
     let (l, r, o) = (
         QuantParams {
             scale: scale(&mut rng),
@@ -1064,10 +1036,10 @@ fn random_add<T: Code8>(isa: Isa, seed: u64) {
 fn large_add<T: Code8>(isa: Isa, seed: u64, threads: usize) {
     use intq_kernels::reference::AddParams;
     use intq_quant::QuantParams;
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let q = |rng: &mut Rng| QuantParams {
         scale: 0.01 + rng.int(0, 1000) as f32 / 10_000.0,
-        zero_point: rng.zero_point::<T>(false),
+        zero_point: rng.any_zero_point::<T>(false),
     };
     let (l, r, o) = (q(&mut rng), q(&mut rng), q(&mut rng));
     let p = AddParams::new(l, r, o, T::MIN, T::MAX).expect("add params");
@@ -1102,7 +1074,7 @@ tiers!(add_random_params, |isa| {
 /// against the reference.
 fn random_pool<T: Code8 + Ord>(isa: Isa, seed: u64, max: bool) {
     use intq_kernels::PoolParams;
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let (b, ih, iw, c) = (
         rng.size(1, 2),
         rng.size(1, 9),
@@ -1119,11 +1091,11 @@ fn random_pool<T: Code8 + Ord>(isa: Isa, seed: u64, max: bool) {
     let Some(((oh, ow), pad)) = padding.resolve((ih, iw), (fh, fw), (sh, sw), (1, 1)) else {
         return;
     };
-    let (a, z) = (rng.int(-300, 300) as i32, rng.int(-300, 300) as i32);
+    let (a, z) = (rng.int(-300, 300), rng.int(-300, 300));
     let (clamp_min, clamp_max) = match rng.int(0, 2) {
         0 => (T::MIN, T::MAX),
         1 => (a.min(z), a.max(z)),
-        _ => (rng.int(T::MIN as i64, T::MAX as i64) as i32, T::MAX),
+        _ => (rng.int(T::MIN, T::MAX), T::MAX),
     };
     let p = PoolParams {
         filter_h: fh,
@@ -1210,11 +1182,11 @@ fn check_requant_fake_quant(
 
 tiers!(qat_requant_fake_quant_edges_and_random, |isa| {
     use intq_kernels::qat::RequantFakeQuant;
-    let mut rng = Rng(4242);
+    let mut rng = Rng::new(4242);
     for case in 0..300 {
         // Ranges as nudging makes them: scale from 2^-20 to 2^4, a code range of 2..=8 bits,
         // the zero point anywhere in it (the extremes included).
-        let bits = rng.int(2, 8) as i32;
+        let bits = rng.int(2, 8);
         let (qmin, qmax) = if rng.int(0, 1) == 0 {
             (0, (1 << bits) - 1)
         } else {
@@ -1223,7 +1195,7 @@ tiers!(qat_requant_fake_quant_edges_and_random, |isa| {
         let z = match rng.int(0, 3) {
             0 => qmin,
             1 => qmax,
-            _ => rng.int(qmin as i64, qmax as i64) as i32,
+            _ => rng.int(qmin, qmax),
         };
         let scale = (2f64.powf(rng.int(-20_000, 4_000) as f64 / 1000.0)) as f32;
         let (qlo, qhi) = ((qmin - z) as f32, (qmax - z) as f32);
@@ -1238,7 +1210,7 @@ tiers!(qat_requant_fake_quant_edges_and_random, |isa| {
         let e = match rng.int(0, 3) {
             0 => 0,
             1 => 31,
-            _ => rng.int(0, 31) as i32,
+            _ => rng.int(0, 31),
         };
         // Codes and half codes (ties), one ulp either side, the range ends and beyond, zeros
         // of both signs, and random values; 67 of them so the vector loops have a tail.

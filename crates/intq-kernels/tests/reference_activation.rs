@@ -248,7 +248,7 @@ fn softmax_float_model<T: QElem>(seed: u64) {
     let mut cases = 0;
     while cases < 400 {
         let s = rng.log_scale(-9.0, 1.0);
-        let beta = if rng.range(0, 1) == 0 {
+        let beta = if rng.int(0, 1) == 0 {
             1.0
         } else {
             (0.2 + 3.0 * rng.unit()) as f32
@@ -257,10 +257,10 @@ fn softmax_float_model<T: QElem>(seed: u64) {
             continue;
         };
         cases += 1;
-        let depth = rng.usize(1, 40);
-        let spread = rng.range(0, T::MAX - T::MIN);
-        let lo = rng.range(T::MIN, T::MAX - spread);
-        let row: Vec<i32> = (0..depth).map(|_| rng.range(lo, lo + spread)).collect();
+        let depth = rng.size(1, 40);
+        let spread = rng.int(0, T::MAX - T::MIN);
+        let lo = rng.int(T::MIN, T::MAX - spread);
+        let row: Vec<i32> = (0..depth).map(|_| rng.int(lo, lo + spread)).collect();
         let got = run_softmax::<T>(&row, &p);
         let max = *row.iter().max().unwrap();
         let exps: Vec<f64> = row

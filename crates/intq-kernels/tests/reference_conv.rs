@@ -464,18 +464,18 @@ fn draw_operands<T: QElem>(
     let exact_exponent = a + b;
 
     let input_zero_point = match draw {
-        Draw::Rounding => rng.code(T::MIN, T::MAX),
+        Draw::Rounding => rng.code_in(T::MIN, T::MAX),
         Draw::Exact => rng.int(T::MIN + 64, T::MAX - 63),
         Draw::Extremes => rng.pick(&[T::MIN, T::MAX]),
     };
     let input_scale = match draw {
         Draw::Exact => 2f32.powi(-rng.int(2, 6)),
-        _ => rng.scale(-8.0, -1.0),
+        _ => rng.log_scale(-8.0, -1.0),
     };
     let input_params = QuantParams::new(input_scale, input_zero_point).unwrap();
     let input = (0..input_len)
         .map(|_| match draw {
-            Draw::Rounding => rng.code(T::MIN, T::MAX),
+            Draw::Rounding => rng.code_in(T::MIN, T::MAX),
             Draw::Exact => input_zero_point + (1 << a) * rng.int(-1, 1),
             Draw::Extremes => rng.pick(&[T::MIN, T::MAX]),
         })
@@ -485,13 +485,13 @@ fn draw_operands<T: QElem>(
         .map(|_| {
             let zero_point = match (enc.symmetric_weights, draw) {
                 (true, _) => 0,
-                (false, Draw::Rounding) => rng.code(enc.weight_min, enc.weight_max),
+                (false, Draw::Rounding) => rng.code_in(enc.weight_min, enc.weight_max),
                 (false, Draw::Exact) => rng.int(64, 191),
                 (false, Draw::Extremes) => rng.pick(&[enc.weight_min, enc.weight_max]),
             };
             let scale = match draw {
                 Draw::Exact => 2f32.powi(-rng.int(3, 4)),
-                _ => rng.scale(-9.0, -3.0),
+                _ => rng.log_scale(-9.0, -3.0),
             };
             QuantParams::new(scale, zero_point).unwrap()
         })
@@ -500,7 +500,7 @@ fn draw_operands<T: QElem>(
         .map(|i| {
             let z = weight_params[if per_channel { channel_of_weight(i) } else { 0 }].zero_point;
             match draw {
-                Draw::Rounding => rng.code(enc.weight_min, enc.weight_max),
+                Draw::Rounding => rng.code_in(enc.weight_min, enc.weight_max),
                 Draw::Exact => z + (1 << b) * rng.int(-1, 1),
                 Draw::Extremes => rng.pick(&[enc.weight_min, enc.weight_max]),
             }

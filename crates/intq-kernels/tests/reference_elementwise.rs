@@ -160,13 +160,13 @@ fn unflatten(mut flat: usize, shape: &[usize]) -> Vec<usize> {
 
 /// Random NumPy-compatible shape pairs up to rank 6 and their broadcast.
 fn random_broadcast_shapes(rng: &mut Rng) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
-    let rank = rng.usize(0, 6);
-    let out: Vec<usize> = (0..rank).map(|_| rng.usize(1, 3)).collect();
+    let rank = rng.size(0, 6);
+    let out: Vec<usize> = (0..rank).map(|_| rng.size(1, 3)).collect();
     let side = |rng: &mut Rng| -> Vec<usize> {
-        let drop = rng.usize(0, rank);
+        let drop = rng.size(0, rank);
         out[drop..]
             .iter()
-            .map(|&d| if rng.range(0, 2) == 0 { 1 } else { d })
+            .map(|&d| if rng.int(0, 2) == 0 { 1 } else { d })
             .collect()
     };
     let l = side(rng);
@@ -385,20 +385,20 @@ fn concat_random_shapes_match_index_model() {
     // output[.., k, ..] is input i's [.., k - offset_i, ..] mapped through its table if any.
     let mut rng = Rng::new(99);
     for _ in 0..200 {
-        let rank = rng.usize(1, 4);
-        let axis = rng.usize(0, rank - 1);
-        let base: Vec<usize> = (0..rank).map(|_| rng.usize(1, 3)).collect();
-        let n_inputs = rng.usize(1, 4);
+        let rank = rng.size(1, 4);
+        let axis = rng.size(0, rank - 1);
+        let base: Vec<usize> = (0..rank).map(|_| rng.size(1, 3)).collect();
+        let n_inputs = rng.size(1, 4);
         let out_p = qp(rng.log_scale(-6.0, 0.0), rng.zero_point::<i8>());
         let mut shapes = Vec::new();
         let mut datas = Vec::new();
         let mut tables = Vec::new();
         for _ in 0..n_inputs {
             let mut s = base.clone();
-            s[axis] = rng.usize(1, 3);
+            s[axis] = rng.size(1, 3);
             datas.push(rng.codes::<i8>(s.iter().product()));
             shapes.push(s);
-            tables.push(if rng.range(0, 1) == 0 {
+            tables.push(if rng.int(0, 1) == 0 {
                 None
             } else {
                 let ip = qp(rng.log_scale(-6.0, 0.0), rng.zero_point::<i8>());

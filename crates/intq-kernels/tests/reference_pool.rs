@@ -194,14 +194,14 @@ fn pools_against_float_model<T: QElem>(seed: u64) {
     let mut rng = Rng::new(seed);
     for _ in 0..150 {
         let shape = [
-            rng.usize(1, 2),
-            rng.usize(1, 7),
-            rng.usize(1, 7),
-            rng.usize(1, 3),
+            rng.size(1, 2),
+            rng.size(1, 7),
+            rng.size(1, 7),
+            rng.size(1, 3),
         ];
-        let filter = (rng.usize(1, 4), rng.usize(1, 4));
-        let stride = (rng.usize(1, 3), rng.usize(1, 3));
-        let padding = if rng.range(0, 1) == 0 {
+        let filter = (rng.size(1, 4), rng.size(1, 4));
+        let stride = (rng.size(1, 3), rng.size(1, 3));
+        let padding = if rng.int(0, 1) == 0 {
             Padding::Same
         } else {
             Padding::Valid
@@ -212,7 +212,7 @@ fn pools_against_float_model<T: QElem>(seed: u64) {
         };
         let q = qp(rng.log_scale(-8.0, 0.0), rng.zero_point::<T>());
         // Sometimes a fused ReLU (clamp at Z), otherwise the type's limits.
-        let clamp = if rng.range(0, 2) == 0 {
+        let clamp = if rng.int(0, 2) == 0 {
             (q.zero_point, T::MAX)
         } else {
             (T::MIN, T::MAX)
@@ -262,9 +262,9 @@ fn average_of_a_constant_window_is_exact() {
     // Whatever the geometry, averaging equal codes returns them unchanged (no rounding).
     let mut rng = Rng::new(33);
     for _ in 0..50 {
-        let v = rng.code::<i8>();
+        let v = i32::from(rng.code::<i8>());
         let p = params(
-            (rng.usize(1, 3), rng.usize(1, 3)),
+            (rng.size(1, 3), rng.size(1, 3)),
             (1, 1),
             PaddingValues::default(),
             (-128, 127),

@@ -205,15 +205,8 @@ mod tests {
 
     #[test]
     fn random_products_match() {
-        // SplitMix64: deterministic and dependency-free.
-        let mut s = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        };
+        let mut rng = intq_testutil::TestRng::new(0x9E37_79B9_7F4A_7C15);
+        let mut next = move || rng.next_u64();
         for _ in 0..200_000 {
             let acc = next() as i32 >> (next() % 31);
             // Any positive finite double, weighted toward requantization's range.

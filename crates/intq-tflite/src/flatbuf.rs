@@ -79,7 +79,7 @@ impl<'a> Table<'a> {
         let vtable = vtable as usize;
         let vtable_len = buf.u16(vtable, what)? as usize;
         let table_len = buf.u16(vtable + 2, what)? as usize;
-        if vtable_len < 4 || vtable_len % 2 != 0 {
+        if vtable_len < 4 || !vtable_len.is_multiple_of(2) {
             return Err(bad(format!(
                 "{what} at byte {pos}: vtable size {vtable_len} is invalid"
             )));
@@ -288,7 +288,7 @@ struct Writer {
 
 impl Writer {
     fn align(&mut self, a: usize) {
-        while self.out.len() % a != 0 {
+        while !self.out.len().is_multiple_of(a) {
             self.out.push(0);
         }
     }
@@ -300,7 +300,7 @@ impl Writer {
     fn vector(&mut self, len: usize, elems: &[u8], align: usize) -> usize {
         let align = align.max(4);
         // The length precedes the elements; pad so that the elements land aligned.
-        while (self.out.len() + 4) % align != 0 {
+        while !(self.out.len() + 4).is_multiple_of(align) {
             self.out.push(0);
         }
         let at = self.out.len();

@@ -4,7 +4,7 @@
 //! per-tensor weights, ReLU6 / RELU_N1_TO_1 clamps, broadcast Add, Reshape, FC, Softmax and the
 //! float edges. Deterministic from a seed, for the byte-equality checks against TFLite.
 
-use intq_engine::examples::SplitMix64;
+use intq_engine::examples::{seeded, Draws, SplitMix64};
 use intq_engine::{
     Activation, ChannelParams, DType, Graph, GraphBuilder, Op, Padding, Quant, QuantParams,
     TensorData, TensorId,
@@ -59,7 +59,7 @@ fn bias(b: &mut GraphBuilder, rng: &mut SplitMix64, name: &str, channels: usize)
 /// If `dtype` is not `U8` or `I8`.
 pub fn op_zoo(dtype: DType, seed: u64) -> Graph {
     assert!(matches!(dtype, DType::U8 | DType::I8), "op_zoo is 8-bit");
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = seeded(seed);
     let mut b = GraphBuilder::new();
     // Zero points shift with the type so that both encodings see the same reals.
     let z = |u8_zero: i32| {

@@ -301,7 +301,8 @@ fn every_truncation_is_an_error() {
 #[test]
 fn corrupted_bytes_never_panic() {
     let bytes = sample();
-    let mut rng = examples::SplitMix64::new(99);
+    use examples::Draws as _;
+    let mut rng = examples::seeded(99);
     let mut errors = 0;
     for trial in 0..3000 {
         let mut b = bytes.clone();
@@ -536,7 +537,8 @@ fn squeeze_imports_as_reshape() {
 #[test]
 #[ignore]
 fn fuzz_every_fixture_model() {
-    let mut rng = examples::SplitMix64::new(2024);
+    use examples::Draws as _;
+    let mut rng = examples::seeded(2024);
     for entry in std::fs::read_dir(fixtures()).unwrap() {
         let dir = entry.unwrap().path();
         if !dir.is_dir() {

@@ -711,13 +711,8 @@ mod tests {
     /// every size), with the extremes at every position, and is NaN wherever a NaN is.
     #[test]
     fn slice_min_max_is_a_scan() {
-        let mut seed = 7u32;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            (seed % 2001) as f32 / 10.0 - 100.0
-        };
+        let mut rng = intq_testutil::TestRng::new(7);
+        let mut next = || rng.int(-1000, 1000) as f32 / 10.0;
         assert_eq!(super::slice_min_max(&[]), None);
         for n in 1..=40 {
             for at in 0..n {

@@ -168,8 +168,8 @@ impl Start {
 /// The order of epoch `epoch`'s samples. SplitMix64: the shuffle depends on the seed and epoch
 /// only.
 pub fn shuffled(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
-    let mut rng =
-        intq_engine::examples::SplitMix64::new(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9));
+    use intq_engine::examples::Rng as _;
+    let mut rng = intq_engine::examples::seeded(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9));
     let mut v: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
         let j = (rng.next_u64() % (i as u64 + 1)) as usize;

@@ -614,13 +614,8 @@ fn requant_rounding_equals_the_engine() {
     use intq_train::fake_quant::{fake_quant_requant, requant_shifts};
     let d = plain();
     let scheme = QScheme::new(8, false, false, false).unwrap();
-    let mut rng = 0x9e3779b97f4a7c15u64;
-    let mut next = || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut rng = intq_testutil::TestRng::new(0x9e37_79b9_7f4a_7c15);
+    let mut next = || rng.next_u64();
     let mut checked = 0;
     for case in 0..200 {
         // M = mantissa * 2^-k with mantissa in [2^23, 2^24): right shifts 0..=16.
@@ -755,14 +750,10 @@ fn fused_requant_gradient_is_the_ste_mask() {
         .collect();
     let dims = [n, c, inner, 1];
     let shifts = [0, 3, 11, 20];
-    // A fixed LCG: signed upstream gradients, none zero.
-    let mut state = 0x2545_f491u32;
-    let upstream: Vec<f32> = (0..xs.len())
-        .map(|_| {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            let u = (state >> 8) as f32 / (1u32 << 24) as f32;
-            (u - 0.5) * 8.0 + if u < 0.5 { -0.125 } else { 0.125 }
-        })
+    // Seeded signed upstream gradients, none zero.
+    let upstream: Vec<f32> = intq_testutil::floats(0x2545_f491, xs.len(), -4.0, 4.0)
+        .into_iter()
+        .map(|u| u + if u < 0.0 { -0.125 } else { 0.125 })
         .collect();
     let make = || Tensor::<4>::from_data(TensorData::new(xs.clone(), dims), &ad()).require_grad();
     let up = Tensor::<4>::from_data(TensorData::new(upstream.clone(), dims), &ad());

@@ -307,7 +307,8 @@ fn learned_ranges_get_no_weight_decay() {
 }
 
 fn images(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
-    let mut rng = intq_engine::examples::SplitMix64::new(seed);
+    use intq_engine::examples::Rng as _;
+    let mut rng = intq_engine::examples::seeded(seed);
     let mut x = vec![0u8; n * 784];
     let mut y = vec![0u8; n];
     for i in 0..n {

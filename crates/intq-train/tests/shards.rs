@@ -28,7 +28,8 @@ fn serial() -> MutexGuard<'static, ()> {
 
 /// `n` images; image `i` is noise whose level depends on `bright(i)`, label `i % 10`.
 fn images(n: usize, seed: u64, bright: impl Fn(usize) -> bool) -> (Vec<u8>, Vec<u8>) {
-    let mut rng = intq_engine::examples::SplitMix64::new(seed);
+    use intq_engine::examples::Rng as _;
+    let mut rng = intq_engine::examples::seeded(seed);
     let mut px = vec![0u8; n * 784];
     for i in 0..n {
         let base = if bright(i) { 150 } else { 0 };

@@ -25,7 +25,8 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 fn synthetic(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
-    let mut rng = intq_engine::examples::SplitMix64::new(seed);
+    use intq_engine::examples::Rng as _;
+    let mut rng = intq_engine::examples::seeded(seed);
     let mut images = vec![0u8; n * 784];
     let mut labels = vec![0u8; n];
     for i in 0..n {

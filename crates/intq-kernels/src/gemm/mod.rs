@@ -1065,13 +1065,8 @@ mod clamp_first_tests {
     /// refused where `b + 2^(e-1)` would overflow.
     #[test]
     fn clamp_then_divide_equals_divide_then_clamp() {
-        let mut s = 0x853c_49e6_748f_ea9bu64;
-        let mut next = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
+        let mut rng = intq_testutil::TestRng::new(0x853c_49e6_748f_ea9b);
+        let mut next = move || rng.next_u64();
         let mut checked = 0;
         for e in 1..=31 {
             let mut clamps = vec![

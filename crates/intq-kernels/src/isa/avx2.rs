@@ -949,17 +949,11 @@ mod tests {
     /// large), so the primitive is tested on its own.
     #[test]
     fn vector_mbqm_equals_scalar() {
-        if !std::is_x86_feature_detected!("avx2") {
-            eprintln!("!!! SKIPPED vector_mbqm_equals_scalar: this CPU lacks AVX2 !!!");
+        if !intq_testutil::tier_runs(intq_testutil::Isa::Avx2, "vector_mbqm_equals_scalar") {
             return;
         }
-        let mut s = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
+        let mut rng = intq_testutil::TestRng::new(0x9e37_79b9_7f4a_7c15);
+        let mut next = move || rng.next_u64();
         let edges = [
             0,
             1,

@@ -1,67 +1,12 @@
-//! Test support for the reference conv / depthwise / fully-connected kernels: a seeded PRNG,
-//! random geometry, real-valued (f64) models of the three ops, and the comparison that holds a
-//! kernel to "the requantized real result, off by one LSB only right at a rounding tie".
+//! Test support for the reference conv / depthwise / fully-connected kernels: random geometry,
+//! real-valued (f64) models of the three ops, and the comparison that holds a kernel to "the
+//! requantized real result, off by one LSB only right at a rounding tie".
 
 use intq_kernels::{ConvParams, Padding};
 use intq_quant::{QuantParams, QuantizedMultiplier};
 
-/// SplitMix64: tiny, seedable, and good enough to spread test cases; no dependency needed.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    pub fn int(&mut self, lo: i32, hi: i32) -> i32 {
-        assert!(lo <= hi);
-        let span = (hi as i64 - lo as i64 + 1) as u64;
-        (lo as i64 + (self.next_u64() % span) as i64) as i32
-    }
-
-    /// Uniform in `lo..=hi`.
-    pub fn size(&mut self, lo: usize, hi: usize) -> usize {
-        self.int(lo as i32, hi as i32) as usize
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    pub fn chance(&mut self, p: f64) -> bool {
-        self.unit() < p
-    }
-
-    /// `2^u` with `u` uniform in `[lo_exp, hi_exp)`: scales spread over orders of magnitude.
-    pub fn scale(&mut self, lo_exp: f64, hi_exp: f64) -> f32 {
-        2f64.powf(lo_exp + (hi_exp - lo_exp) * self.unit()) as f32
-    }
-
-    pub fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[self.size(0, xs.len() - 1)]
-    }
-
-    /// A code in `lo..=hi`, drawn from the extremes (and their neighbours) a quarter of the time
-    /// so saturation-prone values show up in every case.
-    pub fn code(&mut self, lo: i32, hi: i32) -> i32 {
-        if self.chance(0.25) {
-            let edge = self.pick(&[lo, hi, lo + 1, hi - 1]);
-            edge.clamp(lo, hi)
-        } else {
-            self.int(lo, hi)
-        }
-    }
-}
+/// Seeded, so every failure reproduces.
+pub use intq_testutil::TestRng as Rng;
 
 /// Spatial geometry of one random conv case.
 #[derive(Debug, Clone, Copy)]

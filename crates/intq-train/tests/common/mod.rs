@@ -11,17 +11,9 @@ pub fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().try_to_vec::<f32>().unwrap()
 }
 
-/// Deterministic values in [-1, 1) from a seed (xorshift), so a failing case can be replayed.
+/// Deterministic values in [-1, 1) from a seed, so a failing case can be replayed.
 pub fn values(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
+    intq_testutil::floats(seed, n, -1.0, 1.0)
 }
 
 /// `got` equals `want` within `tol` of the largest magnitude in `want` (at least 1).
