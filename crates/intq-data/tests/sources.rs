@@ -871,3 +871,58 @@ fn info_summarises_every_kind_of_source() {
     assert_eq!(sums[0].status, ChecksumStatus::Unknown);
     assert_eq!(sums[0].sha256.len(), 64);
 }
+
+/// The fuzz seeds (made with Python's zipfile, as numpy writes archives) are valid inputs, so
+/// fuzzing starts from files that read.
+#[test]
+fn fuzz_seeds_read() {
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds");
+    for name in ["keras_stored.npz", "keras_deflated.npz"] {
+        let bytes = std::fs::read(seeds.join("npz").join(name)).unwrap();
+        let d = numpy::read_npz_bytes(&bytes[1..], Path::new(name), None).unwrap();
+        assert_eq!((d.train.len, d.train.rows, d.train.cols), (2, 3, 3));
+        assert_eq!(
+            (d.train.labels.clone(), d.test.labels.clone()),
+            (vec![0, 1], vec![1])
+        );
+        assert_eq!(d.train.images, (0..18).collect::<Vec<u8>>());
+    }
+    let labels = std::fs::read(seeds.join("npz/labels.npy")).unwrap();
+    let a = numpy::read_npy_bytes(&labels[1..], Path::new("l.npy"), true).unwrap();
+    assert_eq!(a.values, numpy::Values::Int(vec![0, 5, 2]));
+    let c = std::fs::read(seeds.join("cifar/cifar10_two_records")).unwrap();
+    let names: Vec<String> = (0..10).map(|l| l.to_string()).collect();
+    let s =
+        cifar::parse_records(&c[1..], cifar::CifarKind::Cifar10, &names, Path::new("c")).unwrap();
+    assert_eq!(s.labels, vec![3, 9]);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+    /// Any byte of a valid `.npy` or `.npz` changed, or either cut short, reads or fails but
+    /// never panics (debug builds check every shape product for overflow).
+    #[test]
+    fn mutated_numpy_files_never_panic(
+        at in 0usize..2000,
+        value in proptest::prelude::any::<u8>(),
+        cut in 0usize..2000,
+    ) {
+        let npy = labels_npy("<i4", &[3, 1], &[1, 2, 3]);
+        let s = synth(true);
+        let zipped = npz(&keras_arrays(&Synth { train: s.train[..2].to_vec(), test: s.test[..1].to_vec() }, true), CompressionMethod::Stored);
+        for (bytes, is_npz) in [(npy, false), (zipped, true)] {
+            let mut m = bytes.clone();
+            let i = at % m.len();
+            m[i] = value;
+            for b in [&m[..], &bytes[..cut % bytes.len()]] {
+                if is_npz {
+                    let _ = numpy::read_npz_bytes(b, Path::new("m.npz"), None);
+                } else {
+                    let _ = numpy::read_npy_bytes(b, Path::new("m.npy"), true);
+                    let _ = numpy::read_npy_bytes(b, Path::new("m.npy"), false);
+                }
+            }
+        }
+    }
+}
