@@ -607,7 +607,7 @@ impl<'a> RequantFq<'a> {
             ..self.k
         };
         let inner = self.inner;
-        if xs.is_empty() || xs.len() % (self.channels * inner) != 0 {
+        if xs.is_empty() || !xs.len().is_multiple_of(self.channels * inner) {
             return None;
         }
         let mut fq = vec![0f32; xs.len()];

@@ -674,7 +674,7 @@ fn fused_requant_fake_quant_equals_the_op_chain() {
         let mut xs = edge_values(s, p);
         // Whole [n, c, h, w] blocks: 3 channels of inner size 2 x len/6.
         let c = 3;
-        while xs.len() % (2 * c) != 0 {
+        while !xs.len().is_multiple_of(2 * c) {
             xs.push(0.37 * xs.len() as f32);
         }
         let h = xs.len() / (2 * c);
