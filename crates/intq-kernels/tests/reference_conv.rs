@@ -11,6 +11,7 @@ use common_conv::{
 use intq_kernels::reference::{conv2d, depthwise_conv2d, fully_connected};
 use intq_kernels::{ConvParams, Multipliers, OutputStage, Padding, PaddingValues, QElem};
 use intq_quant::{QScheme, QuantParams, QuantizedMultiplier};
+use intq_testutil::{codes, widen};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -27,20 +28,6 @@ fn per_tensor(m: QuantizedMultiplier, z_out: i32, clamp: (i32, i32)) -> OutputSt
         clamp_min: clamp.0,
         clamp_max: clamp.1,
     }
-}
-
-fn codes<T: QElem>(values: &[i32]) -> Vec<T> {
-    values
-        .iter()
-        .map(|&v| {
-            assert!((T::MIN..=T::MAX).contains(&v), "test code {v} out of range");
-            T::from_i32_saturating(v)
-        })
-        .collect()
-}
-
-fn widen<T: QElem>(values: &[T]) -> Vec<i32> {
-    values.iter().map(|v| v.to_i32()).collect()
 }
 
 fn geometry_params(

@@ -6,5 +6,5 @@ mod rng;
 mod tiers;
 
 pub use intq_kernels::Isa;
-pub use rng::{floats, TestRng};
+pub use rng::{codes, floats, widen, TestRng};
 pub use tiers::{on_every_tier, required_tiers, tier_runs, tiers, REQUIRE_TIERS};

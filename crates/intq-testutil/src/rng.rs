@@ -104,6 +104,22 @@ impl TryRng for TestRng {
     }
 }
 
+/// `values` as codes of `T`; panics on a value outside the type (a mistake in the test).
+pub fn codes<T: QElem>(values: &[i32]) -> Vec<T> {
+    values
+        .iter()
+        .map(|&v| {
+            assert!((T::MIN..=T::MAX).contains(&v), "test code {v} out of range");
+            T::from_i32_saturating(v)
+        })
+        .collect()
+}
+
+/// Codes widened to i32.
+pub fn widen<T: QElem>(values: &[T]) -> Vec<i32> {
+    values.iter().map(|v| v.to_i32()).collect()
+}
+
 /// `n` reals uniform in `[lo, hi)` from `seed`.
 pub fn floats(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
     let mut rng = TestRng::new(seed);

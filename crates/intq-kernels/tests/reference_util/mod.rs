@@ -2,7 +2,6 @@
 //! requantization and code conversions (the seeded generator is intq-testutil's).
 #![allow(dead_code)] // each test binary uses a different subset
 
-use intq_kernels::QElem;
 use intq_quant::QuantParams;
 
 /// Seeded, so every failure reproduces.
@@ -19,20 +18,7 @@ pub fn real(q: i32, p: QuantParams) -> f64 {
     p.scale as f64 * (q - p.zero_point) as f64
 }
 
-/// `values` as codes of `T`; panics on a value outside the type (a mistake in the test).
-pub fn codes<T: QElem>(values: &[i32]) -> Vec<T> {
-    values
-        .iter()
-        .map(|&v| {
-            assert!((T::MIN..=T::MAX).contains(&v), "test code {v} out of range");
-            T::from_i32_saturating(v)
-        })
-        .collect()
-}
-
-pub fn widen<T: QElem>(values: &[T]) -> Vec<i32> {
-    values.iter().map(|v| v.to_i32()).collect()
-}
+pub use intq_testutil::{codes, widen};
 
 pub fn qp(scale: f32, zero_point: i32) -> QuantParams {
     QuantParams::new(scale, zero_point).unwrap()
