@@ -484,25 +484,43 @@ pub fn scan(
     opts: &ImageFolderOptions,
     previous: Option<&Manifest>,
 ) -> Result<Manifest, DataError> {
+    scan_converting(root, opts, previous, None).map(|(m, _)| m)
+}
+
+/// Pixels converted during a scan, by manifest entry; `None` where not converted yet.
+type Converted = Vec<Option<Vec<u8>>>;
+
+/// [`scan`], also converting each picture it decodes to `target` (channels, height, width) so
+/// that a load with a known target decodes every new picture only once. The pixels come in the
+/// order of the manifest's entries; `None` for entries reused from `previous`.
+fn scan_converting(
+    root: &Path,
+    opts: &ImageFolderOptions,
+    previous: Option<&Manifest>,
+    target: Option<(usize, usize, usize)>,
+) -> Result<(Manifest, Converted), DataError> {
     let mut skipped = Vec::new();
     let (layout, classes, found) = discover(root, opts, &mut skipped)?;
     let known: HashMap<&str, &ManifestEntry> = previous
         .filter(|m| m.version == MANIFEST_VERSION)
         .map(|m| m.entries.iter().map(|e| (e.path.as_str(), e)).collect())
         .unwrap_or_default();
-    let results = par_map(&found, |f| -> Result<ManifestEntry, String> {
+    type Scanned = Result<(ManifestEntry, Option<Vec<u8>>), String>;
+    let results = par_map(&found, |f| -> Scanned {
         let (bytes, mtime_ns) = file_stamp(&f.abs)?;
         if let Some(old) = known.get(f.rel.as_str()) {
             if old.bytes == bytes && old.mtime_ns == mtime_ns && mtime_ns != 0 {
-                return Ok(ManifestEntry {
+                let e = ManifestEntry {
                     split: f.split,
                     label: f.label,
                     ..(*old).clone()
-                });
+                };
+                return Ok((e, None));
             }
         }
         let img = read_and_decode(&f.abs)?;
-        Ok(ManifestEntry {
+        let pixels = target.map(|(c, h, w)| to_pixels(&img, c, h, w, opts.resize));
+        let e = ManifestEntry {
             path: f.rel.clone(),
             split: f.split,
             label: f.label,
@@ -511,12 +529,17 @@ pub fn scan(
             width: img.width(),
             height: img.height(),
             channels: img.color().channel_count(),
-        })
+        };
+        Ok((e, pixels))
     });
     let mut entries = Vec::with_capacity(found.len());
+    let mut pixels = Vec::with_capacity(found.len());
     for (f, r) in found.iter().zip(results) {
         match r {
-            Ok(e) => entries.push(e),
+            Ok((e, p)) => {
+                entries.push(e);
+                pixels.push(p);
+            }
             Err(problem) if opts.skip_bad => skipped.push(Skipped {
                 path: f.rel.clone(),
                 problem,
@@ -530,13 +553,14 @@ pub fn scan(
             format!("none of the {} pictures could be read", found.len()),
         ));
     }
-    Ok(Manifest {
+    let m = Manifest {
         version: MANIFEST_VERSION,
         layout,
         classes,
         entries,
         skipped,
-    })
+    };
+    Ok((m, pixels))
 }
 
 /// The channels and (height, width) the pictures of `m` will be made into under `opts`.
@@ -546,21 +570,11 @@ pub fn target_shape(
     opts: &ImageFolderOptions,
 ) -> Result<(usize, usize, usize), DataError> {
     let channels = match opts.channels {
-        Some(c @ (1 | 3)) => c,
-        Some(c) => {
-            return Err(DataError::InvalidOption(format!(
-                "{c} channels; 1 (grey) or 3 (RGB) are supported"
-            )))
-        }
+        Some(c) => c,
         None if m.entries.iter().all(|e| e.channels <= 2) => 1,
         None => 3,
     };
     let (h, w) = match opts.size {
-        Some((h, w)) if h == 0 || w == 0 || h > 1 << 15 || w > 1 << 15 => {
-            return Err(DataError::InvalidOption(format!(
-                "image size {h}x{w}; each side must be 1 to 32768"
-            )))
-        }
         Some(s) => s,
         None => {
             let first = &m.entries[0];
@@ -581,7 +595,22 @@ pub fn target_shape(
             (first.height as usize, first.width as usize)
         }
     };
+    check_target(channels, h, w)?;
     Ok((channels, h, w))
+}
+
+fn check_target(channels: usize, h: usize, w: usize) -> Result<(), DataError> {
+    if channels != 1 && channels != 3 {
+        return Err(DataError::InvalidOption(format!(
+            "{channels} channels; 1 (grey) or 3 (RGB) are supported"
+        )));
+    }
+    if h == 0 || w == 0 || h > 1 << 15 || w > 1 << 15 {
+        return Err(DataError::InvalidOption(format!(
+            "image size {h}x{w}; each side must be 1 to 32768"
+        )));
+    }
+    Ok(())
 }
 
 /// Grey by the ITU-R 601-2 luma weights, in PIL's fixed point.
@@ -638,19 +667,46 @@ pub fn to_pixels(
     }
 }
 
-/// Scans (reusing `previous` where files are unchanged), then decodes every picture into the
-/// target shape. Returns both splits and the manifest, which a caller may save with
+/// Scans (reusing `previous` where files are unchanged) and converts every picture to the
+/// target shape. With both `size` and `channels` given each new picture is decoded once; without,
+/// the target depends on the whole scan and pictures are decoded a second time to convert. Returns both splits and the manifest, which a caller may save with
 /// [`Manifest::save`] at [`manifest_path`] for the next run.
 pub fn load(
     root: &Path,
     opts: &ImageFolderOptions,
     previous: Option<&Manifest>,
 ) -> Result<ImageFolderData, DataError> {
-    let mut manifest = scan(root, opts, previous)?;
+    // With the target known up front the scan converts as it decodes; otherwise the target
+    // depends on every picture's size and channels, so pictures are decoded again to convert.
+    let known_target = match (opts.channels, opts.size) {
+        (Some(c), Some((h, w))) => Some((c, h, w)),
+        _ => None,
+    };
+    if let Some((c, h, w)) = known_target {
+        check_target(c, h, w)?;
+    }
+    let (mut manifest, mut converted) = scan_converting(root, opts, previous, known_target)?;
     let (c, h, w) = target_shape(root, &manifest, opts)?;
-    let pixels = par_map(&manifest.entries, |e| {
-        read_and_decode(&root.join(&e.path)).map(|img| to_pixels(&img, c, h, w, opts.resize))
+    let todo: Vec<usize> = (0..converted.len())
+        .filter(|&i| converted[i].is_none())
+        .collect();
+    let decoded = par_map(&todo, |&i| {
+        read_and_decode(&root.join(&manifest.entries[i].path))
+            .map(|img| to_pixels(&img, c, h, w, opts.resize))
     });
+    let mut failed = HashMap::new();
+    for (i, r) in todo.into_iter().zip(decoded) {
+        match r {
+            Ok(p) => converted[i] = Some(p),
+            Err(problem) => {
+                failed.insert(i, problem);
+            }
+        }
+    }
+    let pixels = converted
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| p.ok_or_else(|| failed.remove(&i).unwrap_or_default()));
     let names = manifest.classes.clone();
     let empty = || Split {
         images: Vec::new(),

