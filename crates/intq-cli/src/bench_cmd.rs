@@ -5,6 +5,7 @@ use anyhow::{bail, Context, Result};
 use intq_kernels::gemm::{with_threads, Code8, FullyConnectedPlan};
 use intq_kernels::{reference, Isa, KernelTier, Multipliers, OutputStage};
 use intq_quant::QuantizedMultiplier;
+use serde::Serialize;
 use std::time::{Duration, Instant};
 
 #[derive(clap::Subcommand)]
@@ -234,18 +235,29 @@ fn small_cnn(a: SmallCnnArgs) -> Result<()> {
         fast.run_float(&input).expect("runs");
     });
     if a.json {
-        println!(
-            "{{\"bench\":\"small_cnn\",\"dtype\":\"{}\",\"isa\":\"{isa}\",\"threads\":{},\
-             \"ms_median\":{:.5},\"reference_ms_median\":{:.5},\"speedup_vs_reference\":{:.3},\
-             \"f32_ms_median\":{:.5},\"speedup_vs_f32\":{:.3}}}",
-            a.dtype,
-            fast.threads(),
-            tf * 1e3,
-            tr * 1e3,
-            tr / tf,
-            t32 * 1e3,
-            t32 / tf
-        );
+        #[derive(Serialize)]
+        struct Out<'a> {
+            bench: &'a str,
+            dtype: &'a str,
+            isa: String,
+            threads: usize,
+            ms_median: f64,
+            reference_ms_median: f64,
+            speedup_vs_reference: f64,
+            f32_ms_median: f64,
+            speedup_vs_f32: f64,
+        }
+        print_json(&Out {
+            bench: "small_cnn",
+            dtype: &a.dtype,
+            isa: isa.to_string(),
+            threads: fast.threads(),
+            ms_median: fixed(tf * 1e3, 5),
+            reference_ms_median: fixed(tr * 1e3, 5),
+            speedup_vs_reference: fixed(tr / tf, 3),
+            f32_ms_median: fixed(t32 * 1e3, 5),
+            speedup_vs_f32: fixed(t32 / tf, 3),
+        })?;
     } else {
         println!(
             "small_cnn {} on {isa}, {} thread(s): {:.4} ms; reference executor {:.4} ms ({:.1}x); \
@@ -352,14 +364,29 @@ fn f32_vs_int8(a: F32VsInt8Args) -> Result<()> {
     );
     let ops = 2.0 * (m * kk * n) as f64;
     if a.json {
-        println!(
-            "{{\"bench\":\"f32_vs_int8\",\"isa\":\"{isa}\",\"threads\":{},\"m\":{m},\"k\":{kk},\"n\":{n},\
-             \"int8_ms\":{:.5},\"f32_ms\":{:.5},\"int8_speedup_vs_f32\":{:.3}}}",
-            model.threads(),
-            t8 * 1e3,
-            t32 * 1e3,
-            t32 / t8
-        );
+        #[derive(Serialize)]
+        struct Out<'a> {
+            bench: &'a str,
+            isa: String,
+            threads: usize,
+            m: usize,
+            k: usize,
+            n: usize,
+            int8_ms: f64,
+            f32_ms: f64,
+            int8_speedup_vs_f32: f64,
+        }
+        print_json(&Out {
+            bench: "f32_vs_int8",
+            isa: isa.to_string(),
+            threads: model.threads(),
+            m,
+            k: kk,
+            n,
+            int8_ms: fixed(t8 * 1e3, 5),
+            f32_ms: fixed(t32 * 1e3, 5),
+            int8_speedup_vs_f32: fixed(t32 / t8, 3),
+        })?;
     } else {
         println!(
             "conv {}x{}x{} -> {}x{}x{} (GEMM M={m} K={kk} N={n}): int8 {isa}, {} thread(s): {:.3} ms \
@@ -505,61 +532,107 @@ fn model(a: ModelArgs) -> Result<()> {
         KernelTier::Reference => "reference".to_string(),
     };
     if a.json {
-        let mut s = format!(
-            "{{\"bench\":\"model\",\"model\":\"{arch}\",\"scheme\":\"{}\",\"batch\":{},\
-                 \"threads\":{},\"isa\":\"{isa_name}\",\"iters\":{},\"ms_median\":{med:.4},\
-                 \"ms_p10\":{:.4},\"ms_p90\":{:.4},\"macs\":{macs},\"gops\":{gops:.2},\
-                 \"build_s\":{build_s:.2}",
-            scheme,
-            batch,
-            model.threads(),
-            t8.len(),
-            quantile(&t8, 0.1),
-            quantile(&t8, 0.9),
-        );
-        if a.f32 {
+        /// `--f32`'s measurements.
+        #[derive(Serialize)]
+        struct F32 {
+            f32_threads: usize,
+            f32_ms_median: f64,
+            f32_ms_p10: f64,
+            f32_ms_p90: f64,
+            int8_speedup_vs_f32: f64,
+        }
+        #[derive(Serialize)]
+        struct Class<'a> {
+            class: &'a str,
+            ops: usize,
+            ms: f64,
+            share: f64,
+            gops: f64,
+        }
+        #[derive(Serialize)]
+        struct EachOp<'a> {
+            index: usize,
+            output: &'a str,
+            class: &'a str,
+            shapes: &'a str,
+            ms: f64,
+            share: f64,
+            gops: f64,
+        }
+        #[derive(Serialize)]
+        struct Out<'a> {
+            bench: &'a str,
+            model: String,
+            scheme: String,
+            batch: usize,
+            threads: usize,
+            isa: &'a str,
+            iters: usize,
+            ms_median: f64,
+            ms_p10: f64,
+            ms_p90: f64,
+            macs: u64,
+            gops: f64,
+            build_s: f64,
+            #[serde(flatten)]
+            f32: Option<F32>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            profile: Option<Vec<Class<'a>>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            profile_ops: Option<Vec<EachOp<'a>>>,
+        }
+        let f32 = a.f32.then(|| {
             let m32 = quantile(&t32, 0.5);
-            s += &format!(
-                ",\"f32_threads\":1,\"f32_ms_median\":{m32:.4},\"f32_ms_p10\":{:.4},\
-                     \"f32_ms_p90\":{:.4},\"int8_speedup_vs_f32\":{:.3}",
-                quantile(&t32, 0.1),
-                quantile(&t32, 0.9),
-                m32 / med
-            );
-        }
-        if let Some(rows) = &profile {
-            let items: Vec<String> = rows
-                .iter()
-                .map(|r| {
-                    format!(
-                        "{{\"class\":\"{}\",\"ops\":{},\"ms\":{:.4},\"share\":{:.4},\
-                         \"gops\":{:.2}}}",
-                        r.class, r.ops, r.ms, r.share, r.gops
-                    )
+            F32 {
+                f32_threads: 1,
+                f32_ms_median: fixed(m32, 4),
+                f32_ms_p10: fixed(quantile(&t32, 0.1), 4),
+                f32_ms_p90: fixed(quantile(&t32, 0.9), 4),
+                int8_speedup_vs_f32: fixed(m32 / med, 3),
+            }
+        });
+        let profile = profile.as_ref().map(|rows| {
+            rows.iter()
+                .map(|r| Class {
+                    class: &r.class,
+                    ops: r.ops,
+                    ms: fixed(r.ms, 4),
+                    share: fixed(r.share, 4),
+                    gops: fixed(r.gops, 2),
                 })
-                .collect();
-            s += &format!(",\"profile\":[{}]", items.join(","));
-        }
-        if let Some(rows) = &every_op {
-            let items: Vec<String> = rows
-                .iter()
-                .map(|r| {
-                    format!(
-                        "{{\"index\":{},\"output\":{},\"class\":\"{}\",\"shapes\":\"{}\",\
-                         \"ms\":{:.4},\"share\":{:.4},\"gops\":{:.2}}}",
-                        r.index,
-                        crate::fidelity::jstr(&r.output),
-                        r.class,
-                        r.shapes,
-                        r.ms,
-                        r.share,
-                        r.gops
-                    )
+                .collect()
+        });
+        let profile_ops = every_op.as_ref().map(|rows| {
+            rows.iter()
+                .map(|r| EachOp {
+                    index: r.index,
+                    output: &r.output,
+                    class: &r.class,
+                    shapes: &r.shapes,
+                    ms: fixed(r.ms, 4),
+                    share: fixed(r.share, 4),
+                    gops: fixed(r.gops, 2),
                 })
-                .collect();
-            s += &format!(",\"profile_ops\":[{}]", items.join(","));
-        }
-        println!("{s}}}");
+                .collect()
+        });
+        print_json(&Out {
+            bench: "model",
+            model: arch.to_string(),
+            scheme: scheme.to_string(),
+            batch,
+            threads: model.threads(),
+            isa: &isa_name,
+            iters: t8.len(),
+            ms_median: fixed(med, 4),
+            ms_p10: fixed(quantile(&t8, 0.1), 4),
+            ms_p90: fixed(quantile(&t8, 0.9), 4),
+            macs,
+            gops: fixed(gops, 2),
+            build_s: fixed(build_s, 2),
+            f32,
+            profile,
+            profile_ops,
+        })?;
     } else {
         println!(
             "{arch} {} batch {} on {isa_name}, {} thread(s): median {med:.3} ms (p10 {:.3}, p90 \
@@ -609,6 +682,18 @@ fn model(a: ModelArgs) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `x` at `decimals` decimal places, as `format!("{x:.decimals$}")` would print it: timings
+/// carry no more digits than they resolve. Non-finite values stay so (JSON `null`).
+fn fixed(x: f64, decimals: usize) -> f64 {
+    format!("{x:.decimals$}").parse().unwrap_or(x)
+}
+
+/// Prints `v` as one line of JSON on stdout.
+fn print_json(v: &impl Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string(v)?);
     Ok(())
 }
 
@@ -810,25 +895,40 @@ fn gemm(a: GemmArgs) -> Result<()> {
     let fast = gops(r.fast);
     let portable = r.portable.map(gops);
     let reference = r.reference.map(gops);
-    let opt = |g: Option<f64>| g.map_or("null".to_string(), |g| format!("{g:.3}"));
     if a.json {
-        println!(
-            "{{\"bench\":\"gemm\",\"m\":{},\"k\":{},\"n\":{},\"dtype\":\"{}\",\"isa\":\"{}\",\
-             \"threads\":{},\"gops\":{:.3},\"ms_median\":{:.4},\"portable_gops\":{},\
-             \"reference_gops\":{},\"speedup_vs_portable\":{},\"speedup_vs_reference\":{}}}",
-            a.m,
-            a.k,
-            a.n,
-            a.dtype,
-            isa,
+        // Tiers not measured are `null`.
+        #[derive(Serialize)]
+        struct Out<'a> {
+            bench: &'a str,
+            m: usize,
+            k: usize,
+            n: usize,
+            dtype: &'a str,
+            isa: String,
+            threads: usize,
+            gops: f64,
+            ms_median: f64,
+            portable_gops: Option<f64>,
+            reference_gops: Option<f64>,
+            speedup_vs_portable: Option<f64>,
+            speedup_vs_reference: Option<f64>,
+        }
+        let opt = |g: Option<f64>| g.map(|g| fixed(g, 3));
+        print_json(&Out {
+            bench: "gemm",
+            m: a.m,
+            k: a.k,
+            n: a.n,
+            dtype: &a.dtype,
+            isa: isa.to_string(),
             threads,
-            fast,
-            r.fast * 1e3,
-            opt(portable),
-            opt(reference),
-            opt(portable.map(|p| fast / p)),
-            opt(reference.map(|g| fast / g)),
-        );
+            gops: fixed(fast, 3),
+            ms_median: fixed(r.fast * 1e3, 4),
+            portable_gops: opt(portable),
+            reference_gops: opt(reference),
+            speedup_vs_portable: opt(portable.map(|p| fast / p)),
+            speedup_vs_reference: opt(reference.map(|g| fast / g)),
+        })?;
     } else {
         println!(
             "gemm {}x{}x{} {} on {isa}, {threads} thread(s): {fast:.1} GOPS ({:.3} ms median)",
