@@ -1,18 +1,22 @@
 //! `intq convert` (QAT checkpoint → integer `.intq` model), `intq eval` (accuracy of an integer
-//! model, or the float / fake-quant / int8 comparison against its checkpoint) and `intq ptq`
-//! (post-training quantization of a float checkpoint, the baseline QAT must beat).
+//! model or of a training checkpoint, or the float / fake-quant / int8 comparison of a model
+//! against its checkpoint) and `intq ptq` (post-training quantization of a float checkpoint, the
+//! baseline QAT must beat; the work is `intq_train::ptq`'s).
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use intq_engine::Model;
 use intq_train::layers::QuantCfg;
+use intq_train::ptq::Calib;
+use serde::Serialize;
 
-use crate::fidelity::{self, Calib};
+use crate::fidelity;
 
 #[derive(clap::Args, Debug)]
 pub struct ConvertArgs {
-    /// QAT checkpoint (`intq qat --out ...`).
+    /// The QAT checkpoint to convert (`intq qat --out ...`).
     pub ckpt: PathBuf,
     /// The `.intq` model to write (atomically).
     #[arg(long)]
@@ -23,23 +27,30 @@ pub struct ConvertArgs {
     #[arg(long)]
     pub scheme: Option<String>,
     /// Read and return integer codes instead of f32 images in [0, 1] and f32 logits.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "float_edges")]
     pub codes: bool,
+    /// Read f32 images in [0, 1] and return f32 logits (Quantize/Dequantize at the edges): the
+    /// default, spelled out.
+    #[arg(long)]
+    pub float_edges: bool,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
-    /// The `.intq` model.
+    /// What to evaluate: a `.intq` (or `.tflite`) model, run by the integer engine, or a
+    /// training checkpoint (`intq train` / `intq qat`), run in float or, for a QAT checkpoint,
+    /// with fake quantization. Models are recognized by their contents (or extension),
+    /// anything else is read as a checkpoint.
     pub model: PathBuf,
-    /// Data set: mnist or fashion-mnist, its test split (default: the one the --compare
-    /// checkpoint was trained on, else fashion-mnist).
+    /// Data set: mnist or fashion-mnist, its test split (default: the one the checkpoint was
+    /// trained on, else fashion-mnist).
     #[arg(long)]
     pub data: Option<String>,
     /// Directory with the IDX files (default: intq's data cache, see `intq data fetch`).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// The QAT checkpoint the model was converted from: adds float and fake-quant accuracy,
-    /// top-1 mismatches, LSB differences and the per-layer SQNR table.
+    /// top-1 mismatches, LSB differences and the per-layer SQNR table (MODEL must be a model).
     #[arg(long)]
     pub compare: Option<PathBuf>,
     /// Evaluate the first N test images only.
@@ -83,19 +94,52 @@ pub struct PtqArgs {
     pub out: PathBuf,
 }
 
+/// `intq qat-export`'s options (a hidden, deprecated spelling of `intq convert --codes`).
+#[derive(clap::Args, Debug)]
+pub struct QatExportArgs {
+    #[arg(long)]
+    ckpt: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    float_edges: bool,
+}
+
+/// `intq train-eval`'s options (a hidden, deprecated spelling of `intq eval CKPT`).
+#[derive(clap::Args, Debug)]
+pub struct TrainEvalArgs {
+    #[arg(long)]
+    ckpt: PathBuf,
+    #[arg(long)]
+    data: Option<String>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long)]
+    limit_test: Option<usize>,
+}
+
 #[derive(clap::Subcommand)]
 pub enum ConvertCommand {
-    /// Convert a QAT checkpoint into an integer-only `.intq` model.
+    /// Convert a QAT checkpoint (CKPT) into an integer-only `.intq` model.
     Convert(ConvertArgs),
-    /// Accuracy of an integer model; with --compare, float vs fake-quant vs int8.
+    /// Test accuracy of a model (integer engine) or of a checkpoint (float, or fake-quant for
+    /// QAT); with --compare, a model against its QAT checkpoint: float vs fake-quant vs int8.
     Eval(EvalArgs),
-    /// Post-training quantization of a float checkpoint (the baseline for QAT).
+    /// Post-training quantization of a float checkpoint into a `.intq` model (the baseline
+    /// for QAT).
     Ptq(PtqArgs),
+    /// Deprecated: `intq convert CKPT --out MODEL --codes`.
+    #[command(hide = true)]
+    QatExport(QatExportArgs),
+    /// Deprecated: `intq eval CKPT`.
+    #[command(hide = true)]
+    TrainEval(TrainEvalArgs),
 }
 
 pub fn run(cmd: ConvertCommand) -> Result<()> {
     match cmd {
         ConvertCommand::Convert(a) => {
+            // Float edges unless --codes (--float-edges only spells out the default).
             let m = convert(&a.ckpt, &a.out, a.scheme.as_deref(), !a.codes)?;
             println!(
                 "wrote {} ({} ops, {} bytes)",
@@ -120,6 +164,26 @@ pub fn run(cmd: ConvertCommand) -> Result<()> {
                 a.method
             );
             Ok(())
+        }
+        ConvertCommand::QatExport(a) => {
+            eprintln!(
+                "warning: `intq qat-export` is deprecated; use `intq convert CKPT --out MODEL{}`",
+                if a.float_edges { "" } else { " --codes" }
+            );
+            convert(&a.ckpt, &a.out, None, a.float_edges)?;
+            println!("wrote {}", a.out.display());
+            Ok(())
+        }
+        ConvertCommand::TrainEval(a) => {
+            eprintln!("warning: `intq train-eval` is deprecated; use `intq eval CKPT [--limit N]`");
+            eval_checkpoint(&EvalArgs {
+                model: a.ckpt,
+                data: a.data,
+                data_dir: a.data_dir,
+                compare: None,
+                limit: a.limit_test,
+                json: false,
+            })
         }
     }
 }
@@ -194,7 +258,8 @@ pub fn convert(ckpt: &Path, out: &Path, scheme: Option<&str>, float_edges: bool)
     Ok(model)
 }
 
-/// Post-training quantization: calibrate a float checkpoint's observers, export, save.
+/// Post-training quantization ([`intq_train::ptq`]) of the float checkpoint `from`, calibrated
+/// on the first `calib` images of `train`; the model (float edges) is saved atomically to `out`.
 pub fn ptq(
     from: &Path,
     train: &intq_data::Split,
@@ -210,16 +275,54 @@ pub fn ptq(
             from.display()
         );
     }
-    fidelity::calibrate(&l.net, train, calib, method)
-        .with_context(|| format!("calibrating {}", from.display()))?;
-    let model = fidelity::export_model(&l, q, true)
-        .with_context(|| format!("quantizing {}", from.display()))?;
+    let graph = intq_train::ptq::ptq(
+        &l.net,
+        l.meta.arch,
+        &fidelity::image_set(train),
+        calib,
+        method,
+        q,
+        &fidelity::eval_device(),
+    )
+    .with_context(|| format!("quantizing {}", from.display()))?;
+    let model = Model::new(graph).with_context(|| format!("quantizing {}", from.display()))?;
     model.save(out)?;
     Ok(model)
 }
 
+/// Whether `path` holds a model (`.intq` by its magic bytes or extension, `.tflite` by
+/// extension) rather than a training checkpoint (safetensors).
+fn is_model(path: &Path) -> Result<bool> {
+    if intq_tflite::is_tflite_path(path) {
+        return Ok(true);
+    }
+    let mut head = Vec::with_capacity(intq_engine::format::MAGIC.len());
+    std::fs::File::open(path)
+        .and_then(|f| {
+            f.take(intq_engine::format::MAGIC.len() as u64)
+                .read_to_end(&mut head)
+        })
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(head == intq_engine::format::MAGIC
+        || path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("intq")))
+}
+
 fn eval(a: EvalArgs) -> Result<()> {
-    let model = Model::load(&a.model)?;
+    if !is_model(&a.model)? {
+        if let Some(c) = &a.compare {
+            bail!(
+                "--compare {}: {} is a checkpoint, not a model; --compare checks a converted \
+                 model against its checkpoint (`intq eval MODEL.intq --compare {}`)",
+                c.display(),
+                a.model.display(),
+                c.display()
+            );
+        }
+        return eval_checkpoint(&a);
+    }
+    let model = crate::tflite_cmd::load_model(&a.model)?;
     let recorded = a.compare.as_deref().and_then(fidelity::recorded_data);
     let name = fidelity::data_for(
         a.data.as_deref(),
@@ -229,22 +332,28 @@ fn eval(a: EvalArgs) -> Result<()> {
     let data = fidelity::load_data(&name, a.data_dir.as_deref(), false)?;
     let limit = a.limit.unwrap_or(data.test.len);
     let progress = !a.json;
+    let model_name = a.model.display().to_string();
     match &a.compare {
         None => {
             let acc = fidelity::int_accuracy(&model, &data.test, limit, progress)?;
             let n = limit.min(data.test.len);
             if a.json {
-                println!(
-                    "{{\"model\":{},\"images\":{n},\"int8_acc\":{}}}",
-                    fidelity::jstr(&a.model.display().to_string()),
-                    fidelity::jnum(acc)
-                );
+                #[derive(Serialize)]
+                struct Out<'a> {
+                    model: &'a str,
+                    images: usize,
+                    int8_acc: f64,
+                }
+                let out = Out {
+                    model: &model_name,
+                    images: n,
+                    int8_acc: acc,
+                };
+                println!("{}", serde_json::to_string(&out)?);
             } else {
                 println!(
-                    "{}: top-1 accuracy {:.2}% on {n} {} test images",
-                    a.model.display(),
+                    "{model_name}: top-1 accuracy {:.2}% on {n} {name} test images",
                     100.0 * acc,
-                    name
                 );
             }
         }
@@ -253,17 +362,72 @@ fn eval(a: EvalArgs) -> Result<()> {
             let q = fidelity::qat_cfg(&l, ckpt)?;
             let c = fidelity::compare(&l, q, &model, &data.test, limit, progress)?;
             if a.json {
-                println!(
-                    "{{\"model\":{},\"checkpoint\":{},{}}}",
-                    fidelity::jstr(&a.model.display().to_string()),
-                    fidelity::jstr(&ckpt.display().to_string()),
-                    fidelity::comparison_json(&c)
-                );
+                #[derive(Serialize)]
+                struct Out<'a> {
+                    model: &'a str,
+                    checkpoint: &'a str,
+                    #[serde(flatten)]
+                    comparison: &'a fidelity::Comparison,
+                }
+                let out = Out {
+                    model: &model_name,
+                    checkpoint: &ckpt.display().to_string(),
+                    comparison: &c,
+                };
+                println!("{}", serde_json::to_string(&out)?);
             } else {
-                println!("{} vs {} on {}:", a.model.display(), ckpt.display(), name);
+                println!("{model_name} vs {} on {name}:", ckpt.display());
                 fidelity::print_comparison(&c);
             }
         }
+    }
+    Ok(())
+}
+
+/// `intq eval CKPT`: the checkpoint's test accuracy as training measures it (float, or
+/// fake-quantized for a QAT checkpoint).
+fn eval_checkpoint(a: &EvalArgs) -> Result<()> {
+    // The fake-quant pass runs on the kernel tier INTQ_ISA selects: refuse a bad value.
+    intq_kernels::KernelTier::from_env().context("INTQ_ISA")?;
+    let l = fidelity::load_ckpt(&a.model)?;
+    let name = fidelity::data_for(a.data.as_deref(), l.meta.data.as_deref(), &a.model);
+    let data = fidelity::load_data(&name, a.data_dir.as_deref(), false)?;
+    let test = data.test.subset(a.limit.unwrap_or(data.test.len));
+    let acc = intq_train::evaluate(
+        &l.net,
+        &fidelity::image_set(&test),
+        l.meta.quant,
+        256,
+        &fidelity::eval_device(),
+    )
+    .with_context(|| format!("evaluating {}", a.model.display()))?;
+    let qat = l.meta.quant.is_some();
+    if a.json {
+        // The key is the one `intq eval --compare` reports for the same network.
+        #[derive(Serialize)]
+        struct Out<'a> {
+            checkpoint: &'a str,
+            images: usize,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            float_acc: Option<f64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            fq_acc: Option<f64>,
+        }
+        let out = Out {
+            checkpoint: &a.model.display().to_string(),
+            images: test.len,
+            float_acc: (!qat).then_some(acc),
+            fq_acc: qat.then_some(acc),
+        };
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        println!(
+            "{} ({}): top-1 accuracy {:.2}% on {} {name} test images",
+            a.model.display(),
+            if qat { "QAT, fake-quantized" } else { "float" },
+            acc * 100.0,
+            test.len
+        );
     }
     Ok(())
 }

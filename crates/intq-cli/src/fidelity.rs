@@ -1,7 +1,7 @@
 //! Measurements shared by `intq convert`, `intq eval`, `intq ptq` and `intq quickstart`:
 //! conversion of a checkpoint, the fake-quant network's intermediate activations by engine tensor
 //! name, accuracy of the integer model, and the fake-quant ↔ int8 comparison (top-1 mismatches,
-//! LSB differences, per-layer SQNR).
+//! LSB differences, per-layer SQNR), which serializes to the JSON `intq eval --json` prints.
 
 use std::path::Path;
 use std::time::Instant;
@@ -12,10 +12,10 @@ use intq_engine::{DType, Model, Op, QuantParams, TensorData, TensorId};
 use intq_train::checkpoint::{self, Loaded};
 use intq_train::fake_quant::host_vec;
 use intq_train::layers::{Act, Ctx, LayerOpts, QuantCfg};
-use intq_train::observer::EmaObserver;
 use intq_train::trainer::ImageSet;
-use intq_train::zoo::{Net, Node};
+use intq_train::zoo::Net;
 use intq_train::Device;
+use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 /// Images per forward pass of the training network during evaluation.
 const BATCH: usize = 250;
@@ -162,39 +162,6 @@ pub fn forward_taps(
         });
     })?;
     Ok(out)
-}
-
-/// Every activation observer of `net` with the engine tensor its range ends up on.
-pub fn observers(net: &Net, float_edges: bool) -> Vec<(String, &EmaObserver)> {
-    let (in_name, logits_name) = edge_names(float_edges);
-    let mut v = vec![(in_name.to_string(), &net.input.obs)];
-    for (i, node) in net.body.iter().enumerate() {
-        let name = format!("body{i}");
-        match node {
-            Node::Conv(l) => v.push((name, &l.out_obs)),
-            Node::Pool(_) => {}
-            Node::InvRes(b) => {
-                if let Some(l) = &b.expand {
-                    v.push((format!("{name}/expand"), &l.out_obs));
-                }
-                v.push((format!("{name}/dw"), &b.dw.out_obs));
-                v.push((format!("{name}/project"), &b.project.out_obs));
-                if let Some(a) = &b.add {
-                    v.push((format!("{name}/add"), &a.out_obs));
-                }
-            }
-            Node::Basic(b) => {
-                v.push((format!("{name}/conv1"), &b.conv1.out_obs));
-                v.push((format!("{name}/conv2"), &b.conv2.out_obs));
-                if let Some(l) = &b.shortcut {
-                    v.push((format!("{name}/shortcut"), &l.out_obs));
-                }
-                v.push((format!("{name}/add"), &b.add.out_obs));
-            }
-        }
-    }
-    v.push((logits_name.to_string(), &net.head.out_obs));
-    v
 }
 
 /// Index of the largest value, the first one on ties (the same rule for codes and reals, so
@@ -418,8 +385,24 @@ impl LayerStat {
     }
 }
 
-/// The fake-quant ↔ int8 comparison of `intq eval --compare`.
-#[derive(Debug, Clone, Default)]
+/// A layer's row of the JSON comparison; SQNRs that are infinite (equal values) are `null`.
+impl Serialize for LayerStat {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut r = s.serialize_struct("LayerStat", 7)?;
+        r.serialize_field("name", &self.name)?;
+        r.serialize_field("op", &self.op)?;
+        r.serialize_field("sqnr_float_db", &self.sqnr_float())?;
+        r.serialize_field("sqnr_fq_db", &self.sqnr_fq())?;
+        r.serialize_field("max_lsb", &self.max_lsb)?;
+        r.serialize_field("differing", &self.diff_elems)?;
+        r.serialize_field("elements", &self.elems)?;
+        r.end()
+    }
+}
+
+/// The fake-quant ↔ int8 comparison of `intq eval --compare`; serialized with these field
+/// names (non-finite numbers as `null`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Comparison {
     pub images: usize,
     pub float_acc: f64,
@@ -628,135 +611,6 @@ pub fn print_comparison(c: &Comparison) {
     }
 }
 
-/// A JSON number (`null` for NaN/infinity, which JSON cannot spell).
-pub fn jnum(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x}")
-    } else {
-        "null".into()
-    }
-}
-
-pub fn jstr(s: &str) -> String {
-    let mut o = String::from("\"");
-    for ch in s.chars() {
-        match ch {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
-
-/// The comparison's fields as JSON object members (without braces).
-pub fn comparison_json(c: &Comparison) -> String {
-    let layers: Vec<String> = c
-        .layers
-        .iter()
-        .map(|l| {
-            format!(
-                "{{\"name\":{},\"op\":{},\"sqnr_float_db\":{},\"sqnr_fq_db\":{},\"max_lsb\":{},\"differing\":{},\"elements\":{}}}",
-                jstr(&l.name),
-                jstr(&l.op),
-                jnum(l.sqnr_float()),
-                jnum(l.sqnr_fq()),
-                l.max_lsb,
-                l.diff_elems,
-                l.elems
-            )
-        })
-        .collect();
-    format!(
-        "\"images\":{},\"float_acc\":{},\"fq_acc\":{},\"int8_acc\":{},\"top1_mismatch\":{},\"max_lsb_diff\":{},\"logits_differing\":{},\"logits_total\":{},\"f32_top1_mismatch\":{},\"f32_max_lsb_diff\":{},\"layers\":[{}]",
-        c.images,
-        jnum(c.float_acc),
-        jnum(c.fq_acc),
-        jnum(c.int8_acc),
-        c.top1_mismatch,
-        c.max_lsb_diff,
-        c.logits_differing,
-        c.logits_total,
-        c.f32_top1_mismatch,
-        c.f32_max_lsb_diff,
-        layers.join(",")
-    )
-}
-
-/// How activation ranges are calibrated for post-training quantization.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Calib {
-    MinMax,
-    /// Clip each activation's range to the `p`-th and `(100 - p)`-th percentiles.
-    Percentile(f64),
-}
-
-/// Values kept per tensor for percentile calibration (a strided sample beyond that).
-const PERCENTILE_SAMPLES: usize = 2_000_000;
-
-/// Post-training calibration: runs the float network (evaluation mode, BN folded with its moving
-/// statistics, no fake quantization) on the first `calib` images and sets every observer to the
-/// range of what its tensor held. The input keeps its min/max under every method, so images map
-/// onto the input grid exactly.
-pub fn calibrate(net: &Net, split: &Split, calib: usize, method: Calib) -> Result<()> {
-    let n = calib.min(split.len);
-    if n == 0 {
-        bail!("no calibration images");
-    }
-    let device = eval_device();
-    let set = image_set(split);
-    let names: Vec<String> = observers(net, true).into_iter().map(|(n, _)| n).collect();
-    let mut mins: Vec<f32> = vec![f32::INFINITY; names.len()];
-    let mut maxs: Vec<f32> = vec![f32::NEG_INFINITY; names.len()];
-    let mut samples: Vec<Vec<f32>> = vec![Vec::new(); names.len()];
-    let mut strides: Vec<usize> = vec![1; names.len()];
-    for start in (0..n).step_by(BATCH) {
-        let idx: Vec<usize> = (start..(start + BATCH).min(n)).collect();
-        let taps = forward_taps(net, &set, &idx, None, false, true, &device)?;
-        for (k, name) in names.iter().enumerate() {
-            let t = taps
-                .iter()
-                .find(|t| &t.name == name)
-                .with_context(|| format!("calibration: no activation for observer {name}"))?;
-            for &v in &t.values {
-                if !v.is_finite() {
-                    bail!("calibration: non-finite activation in {name}");
-                }
-                mins[k] = mins[k].min(v);
-                maxs[k] = maxs[k].max(v);
-            }
-            if let Calib::Percentile(_) = method {
-                if start == 0 {
-                    let total = t.values.len() / idx.len() * n;
-                    strides[k] = total.div_ceil(PERCENTILE_SAMPLES).max(1);
-                }
-                samples[k].extend(t.values.iter().step_by(strides[k]));
-            }
-        }
-    }
-    for (k, (name, obs)) in observers(net, true).into_iter().enumerate() {
-        let (lo, hi) = match method {
-            Calib::Percentile(p) if k > 0 => {
-                let s = &mut samples[k];
-                if s.is_empty() {
-                    bail!("calibration: no values for {name}");
-                }
-                s.sort_unstable_by(f32::total_cmp);
-                let at = |q: f64| s[((q / 100.0) * (s.len() - 1) as f64).round() as usize];
-                (at(100.0 - p), at(p))
-            }
-            _ => (mins[k], maxs[k]),
-        };
-        if !(lo.is_finite() && hi.is_finite()) {
-            bail!("calibration: no range for {name}");
-        }
-        obs.set_range(lo, hi);
-    }
-    Ok(())
-}
-
 /// Size of a model's constants stored as f32 (the float model's weights), in bytes.
 pub fn float_weight_bytes(model: &Model) -> usize {
     model
@@ -792,4 +646,44 @@ pub fn time_engine(model: &Model, split: &Split, images: usize) -> Result<(f64, 
         float_ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
     Ok((median(int_ms), median(float_ms)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comparison_json_keeps_its_keys_in_order_and_spells_infinity_null() {
+        let c = Comparison {
+            images: 3,
+            float_acc: 0.5,
+            fq_acc: 1.0,
+            int8_acc: 0.25,
+            top1_mismatch: 1,
+            max_lsb_diff: 2,
+            logits_differing: 4,
+            logits_total: 30,
+            f32_top1_mismatch: 0,
+            f32_max_lsb_diff: 3,
+            layers: vec![LayerStat {
+                name: "body0 \"x\"".into(),
+                op: "Conv2d".into(),
+                elems: 8,
+                float_sig: 100.0,
+                float_err: 1.0,
+                fq_sig: 5.0,
+                fq_err: 0.0,
+                max_lsb: 0,
+                diff_elems: 0,
+            }],
+        };
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            "{\"images\":3,\"float_acc\":0.5,\"fq_acc\":1.0,\"int8_acc\":0.25,\
+             \"top1_mismatch\":1,\"max_lsb_diff\":2,\"logits_differing\":4,\"logits_total\":30,\
+             \"f32_top1_mismatch\":0,\"f32_max_lsb_diff\":3,\"layers\":[{\"name\":\"body0 \\\"x\\\"\",\
+             \"op\":\"Conv2d\",\"sqnr_float_db\":20.0,\"sqnr_fq_db\":null,\"max_lsb\":0,\
+             \"differing\":0,\"elements\":8}]}"
+        );
+    }
 }

@@ -13,7 +13,8 @@ use intq_train::trainer::{train, Start, TrainConfig};
 use intq_train::{evaluate, train_device, Arch, Net};
 
 use crate::convert_cmd::{convert, file_size, ptq, quant_cfg};
-use crate::fidelity::{self, jnum, jstr, Calib};
+use crate::fidelity;
+use intq_train::ptq::Calib;
 
 #[derive(clap::Args, Debug)]
 pub struct QuickstartArgs {
@@ -201,38 +202,76 @@ pub fn quickstart(a: QuickstartArgs) -> Result<()> {
     }
 
     if a.json {
-        println!(
-            "{{\"data\":{},\"model\":{},\"scheme\":{},\"ranges\":{},\"tiny\":{},\"train_images\":{},\"qat_images\":{},\"float_epochs\":{},\"qat_epochs\":{},\"float_acc\":{},\"ptq_acc\":{},\"qat_float_acc\":{},\"fq_acc\":{},\"int8_acc\":{},\"top1_mismatch\":{},\"max_lsb_diff\":{},\"test_images\":{},\"intq_bytes\":{},\"ptq_intq_bytes\":{},\"f32_weight_bytes\":{},\"int8_ms_per_image\":{},\"f32_ms_per_image\":{},\"seconds\":{{\"float\":{},\"ptq\":{},\"qat\":{},\"convert\":{},\"eval\":{},\"total\":{}}},\"comparison\":{{{}}}}}",
-            jstr(&a.data),
-            jstr(&arch.name()),
-            jstr(&a.scheme),
-            jstr(a.ranges.name()),
-            a.tiny,
-            train_split.len,
-            r.qat_images.min(data.train.len),
-            r.float_epochs,
-            r.qat_epochs,
-            jnum(float_acc),
-            jnum(ptq_acc),
-            jnum(c.float_acc),
-            jnum(c.fq_acc),
-            jnum(c.int8_acc),
-            c.top1_mismatch,
-            c.max_lsb_diff,
-            c.images,
+        #[derive(serde::Serialize)]
+        struct Seconds {
+            float: f64,
+            ptq: f64,
+            qat: f64,
+            convert: f64,
+            eval: f64,
+            total: f64,
+        }
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            data: &'a str,
+            model: String,
+            scheme: &'a str,
+            ranges: &'a str,
+            tiny: bool,
+            train_images: usize,
+            qat_images: usize,
+            float_epochs: usize,
+            qat_epochs: usize,
+            float_acc: f64,
+            ptq_acc: f64,
+            qat_float_acc: f64,
+            fq_acc: f64,
+            int8_acc: f64,
+            top1_mismatch: usize,
+            max_lsb_diff: i64,
+            test_images: usize,
+            intq_bytes: u64,
+            ptq_intq_bytes: u64,
+            f32_weight_bytes: usize,
+            int8_ms_per_image: f64,
+            f32_ms_per_image: f64,
+            seconds: Seconds,
+            comparison: &'a fidelity::Comparison,
+        }
+        let out = Out {
+            data: &a.data,
+            model: arch.name().to_string(),
+            scheme: &a.scheme,
+            ranges: a.ranges.name(),
+            tiny: a.tiny,
+            train_images: train_split.len,
+            qat_images: r.qat_images.min(data.train.len),
+            float_epochs: r.float_epochs,
+            qat_epochs: r.qat_epochs,
+            float_acc,
+            ptq_acc,
+            qat_float_acc: c.float_acc,
+            fq_acc: c.fq_acc,
+            int8_acc: c.int8_acc,
+            top1_mismatch: c.top1_mismatch,
+            max_lsb_diff: c.max_lsb_diff,
+            test_images: c.images,
             intq_bytes,
-            file_size(&ptq_model),
-            f32_bytes,
-            jnum(int_ms),
-            jnum(float_ms),
-            jnum(float_s),
-            jnum(ptq_s),
-            jnum(qat_s),
-            jnum(convert_s),
-            jnum(eval_s),
-            jnum(total_s),
-            fidelity::comparison_json(&c)
-        );
+            ptq_intq_bytes: file_size(&ptq_model),
+            f32_weight_bytes: f32_bytes,
+            int8_ms_per_image: int_ms,
+            f32_ms_per_image: float_ms,
+            seconds: Seconds {
+                float: float_s,
+                ptq: ptq_s,
+                qat: qat_s,
+                convert: convert_s,
+                eval: eval_s,
+                total: total_s,
+            },
+            comparison: &c,
+        };
+        println!("{}", serde_json::to_string(&out)?);
         return Ok(());
     }
     let pct = |x: f64| format!("{:.2}%", 100.0 * x);

@@ -1,5 +1,5 @@
-//! `intq` subcommands: float training, QAT fine-tuning, checkpoint evaluation and export of a
-//! QAT checkpoint to an `.intq` model.
+//! `intq` subcommands: float training and QAT fine-tuning. Checkpoints are evaluated by
+//! `intq eval` and converted by `intq convert` (convert_cmd.rs).
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +9,7 @@ use intq_data::DatasetKind;
 use intq_train::checkpoint;
 use intq_train::layers::{LayerOpts, QuantCfg, RangeMode};
 use intq_train::trainer::{train_observed, ImageSet, Observer, Start, TrainConfig};
-use intq_train::{evaluate, train_device, Arch, Net};
+use intq_train::{train_device, Arch, Net};
 
 /// Options every training command shares.
 #[derive(clap::Args, Debug, Clone)]
@@ -123,43 +123,13 @@ pub fn parse_ranges(s: &str) -> Result<RangeMode, String> {
     RangeMode::parse(s).ok_or_else(|| format!("unknown range mode {s:?}; use ema, minmax or lsq"))
 }
 
-#[derive(clap::Args, Debug)]
-pub struct EvalArgs {
-    /// Checkpoint (float or QAT).
-    #[arg(long)]
-    ckpt: PathBuf,
-    /// Data set: mnist or fashion-mnist (default: the one the checkpoint was trained on).
-    #[arg(long)]
-    data: Option<String>,
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    #[arg(long)]
-    limit_test: Option<usize>,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct ExportArgs {
-    /// QAT checkpoint.
-    #[arg(long)]
-    ckpt: PathBuf,
-    /// The `.intq` model to write.
-    #[arg(long)]
-    out: PathBuf,
-    /// Read f32 images in [0, 1] and return f32 logits (Quantize/Dequantize at the edges).
-    #[arg(long)]
-    float_edges: bool,
-}
-
 #[derive(clap::Subcommand)]
 pub enum TrainCommand {
-    /// Train a zoo model in float.
+    /// Train a zoo model in float, writing a float checkpoint (--out).
     Train(TrainArgs),
-    /// Fine-tune a float checkpoint with quantization-aware training.
+    /// Fine-tune a float checkpoint (--from) with quantization-aware training, writing a QAT
+    /// checkpoint (--out) for `intq convert`.
     Qat(QatArgs),
-    /// Test accuracy of a training checkpoint (QAT checkpoints run with fake quantization).
-    TrainEval(EvalArgs),
-    /// Convert a QAT checkpoint into an integer-only `.intq` model.
-    QatExport(ExportArgs),
 }
 
 pub fn run(cmd: TrainCommand) -> Result<()> {
@@ -169,8 +139,6 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
     match cmd {
         TrainCommand::Train(a) => run_train(a),
         TrainCommand::Qat(a) => run_qat(a),
-        TrainCommand::TrainEval(a) => run_eval(a),
-        TrainCommand::QatExport(a) => run_export(a),
     }
 }
 
@@ -430,47 +398,5 @@ fn run_qat(a: QatArgs) -> Result<()> {
     );
     let s = train_with_curve(&cfg, c, &title, start, &data, &device)?;
     finish(&cfg, &s);
-    Ok(())
-}
-
-fn run_eval(a: EvalArgs) -> Result<()> {
-    let device = train_device();
-    let l = checkpoint::load(&a.ckpt, LayerOpts::default(), &device)?;
-    let name = fidelity::data_for(a.data.as_deref(), l.meta.data.as_deref(), &a.ckpt);
-    let data = load_data(&name, a.data_dir.as_deref(), Some(0), a.limit_test)?;
-    let acc = evaluate(
-        &l.net,
-        &image_set(&data.test, data.rows, data.cols),
-        l.meta.quant,
-        256,
-        &device,
-    )?;
-    println!(
-        "{} ({}): test accuracy {:.2}% on {} images",
-        a.ckpt.display(),
-        if l.meta.quant.is_some() {
-            "QAT, fake-quantized"
-        } else {
-            "float"
-        },
-        acc * 100.0,
-        data.test.2
-    );
-    Ok(())
-}
-
-fn run_export(a: ExportArgs) -> Result<()> {
-    let device = train_device();
-    let l = checkpoint::load(&a.ckpt, LayerOpts::default(), &device)?;
-    let Some(q) = l.meta.quant else {
-        bail!(
-            "{} is a float checkpoint; run `intq qat` first",
-            a.ckpt.display()
-        );
-    };
-    let graph = intq_train::export::export(&l.net, l.meta.arch, &q, a.float_edges)?;
-    let model = intq_engine::Model::new(graph)?;
-    model.save(&a.out)?;
-    println!("wrote {}", a.out.display());
     Ok(())
 }

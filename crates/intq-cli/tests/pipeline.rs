@@ -1,6 +1,7 @@
 //! The QAT pipeline end to end through the `intq` binary on a tiny synthetic IDX data set: float
 //! training, QAT in both schemes, conversion, the fake-quant ↔ int8 comparison (bounded LSB
-//! difference), PTQ, the errors of `intq convert`, and `intq quickstart --tiny`.
+//! difference), PTQ, `intq eval` of checkpoints, the errors of `intq convert`, and
+//! `intq quickstart --tiny`.
 
 mod common;
 use common::intq;
@@ -8,6 +9,7 @@ use common::intq;
 use std::path::{Path, PathBuf};
 
 use intq_engine::{DType, Model};
+use serde_json::Value;
 
 /// Largest difference accepted between the int8 logits and the fake-quant network evaluated in
 /// f32 (as training computes it): f32 products and sums can move an accumulator across a
@@ -79,24 +81,24 @@ fn data_dir(name: &str) -> PathBuf {
     d
 }
 
-/// The integer value of `"key":` in a flat JSON text (the first occurrence).
-fn json_int(text: &str, key: &str) -> i64 {
-    json_num(text, key) as i64
+/// The one JSON object `text` holds.
+fn json(text: &str) -> Value {
+    serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {text}"))
 }
 
-fn json_num(text: &str, key: &str) -> f64 {
-    let pat = format!("\"{key}\":");
-    let at = text
-        .find(&pat)
-        .unwrap_or_else(|| panic!("no {key} in {text}"))
-        + pat.len();
-    let rest = &text[at..];
-    let end = rest
-        .find(|c: char| !(c.is_ascii_digit() || "-+.eE".contains(c)))
-        .unwrap_or(rest.len());
-    rest[..end]
-        .parse()
-        .unwrap_or_else(|_| panic!("{key} is not a number in {text}"))
+/// The integer at `key` of a JSON object.
+fn int(v: &Value, key: &str) -> i64 {
+    v[key]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{key} is not an integer in {v}"))
+}
+
+/// The number at `key` of a JSON object.
+fn num(v: &Value, key: &str) -> f64 {
+    v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} is not a number in {v}"))
 }
 
 fn train_float(dir: &Path, data: &Path) -> PathBuf {
@@ -219,7 +221,7 @@ fn both_schemes_convert_and_agree_with_fake_quant() {
             assert!(err.contains("fewer than 8 bits"), "{err}");
             assert!(!tfl.exists(), "{}", tfl.display());
         }
-        let out = ok(&[
+        let out = json(&ok(&[
             "eval",
             "--data-dir",
             d,
@@ -227,35 +229,57 @@ fn both_schemes_convert_and_agree_with_fake_quant() {
             ckpt.to_str().unwrap(),
             m,
             "--json",
-        ]);
-        assert_eq!(json_int(&out, "images"), 100);
+        ]));
+        assert_eq!(out["model"], m, "{out}");
+        assert_eq!(out["checkpoint"], ckpt.to_str().unwrap(), "{out}");
+        assert_eq!(int(&out, "images"), 100);
+        for key in ["float_acc", "fq_acc", "int8_acc"] {
+            assert!((0.0..=1.0).contains(&num(&out, key)), "{key}: {out}");
+        }
         // The fake-quant network, evaluated exactly, computes what the engine computes: the
         // same codes, bias on the int32 grid and requantization rounding (docs/fidelity.md).
-        assert_eq!(json_int(&out, "max_lsb_diff"), 0, "{scheme}: {out}");
-        assert_eq!(json_int(&out, "top1_mismatch"), 0, "{scheme}: {out}");
-        assert_eq!(json_int(&out, "logits_differing"), 0, "{scheme}: {out}");
-        let lsb32 = json_int(&out, "f32_max_lsb_diff");
+        assert_eq!(int(&out, "max_lsb_diff"), 0, "{scheme}: {out}");
+        assert_eq!(int(&out, "top1_mismatch"), 0, "{scheme}: {out}");
+        assert_eq!(int(&out, "logits_differing"), 0, "{scheme}: {out}");
+        assert_eq!(int(&out, "logits_total"), 1000, "{scheme}: {out}");
+        assert!(int(&out, "f32_top1_mismatch") <= 100, "{scheme}: {out}");
+        let lsb32 = int(&out, "f32_max_lsb_diff");
         assert!(
             lsb32 <= MAX_F32_LSB,
             "{scheme}: f32 logits differ by {lsb32}: {out}"
         );
         // Per-layer rows exist (input, three convs, two pools, gap, logits), every one exact.
-        let rows = out.matches("\"sqnr_fq_db\"").count();
-        assert!(rows >= 7, "{scheme}: {rows} per-layer rows: {out}");
-        for part in out.split("{\"name\":").skip(1) {
-            assert_eq!(json_int(part, "max_lsb"), 0, "{scheme}: layer {part}");
-            assert_eq!(json_int(part, "differing"), 0, "{scheme}: layer {part}");
+        let layers = out["layers"].as_array().expect("a layers array");
+        assert!(
+            layers.len() >= 7,
+            "{scheme}: {} per-layer rows: {out}",
+            layers.len()
+        );
+        for row in layers {
+            assert_eq!(int(row, "max_lsb"), 0, "{scheme}: layer {row}");
+            assert_eq!(int(row, "differing"), 0, "{scheme}: layer {row}");
+            assert!(int(row, "elements") > 0, "{scheme}: layer {row}");
+            assert!(row["op"].is_string(), "{scheme}: layer {row}");
+            // Equal values have an infinite SQNR, which JSON spells null.
+            for key in ["sqnr_float_db", "sqnr_fq_db"] {
+                assert!(
+                    row[key].is_f64() || row[key].is_null(),
+                    "{scheme}: layer {row}"
+                );
+            }
         }
         // The pixels map onto the input grid exactly in both (S = 1/255, Z = 0 from the range).
-        let input = out
-            .split("{\"name\":")
-            .find(|p| p.starts_with("\"input_q\""))
+        let input = layers
+            .iter()
+            .find(|r| r["name"] == "input_q")
             .expect("a row for the quantized input");
-        assert_eq!(json_int(input, "max_lsb"), 0, "{input}");
-        assert_eq!(json_int(input, "differing"), 0, "{input}");
+        assert_eq!(int(input, "max_lsb"), 0, "{input}");
+        assert_eq!(int(input, "differing"), 0, "{input}");
         // Plain evaluation gives the same int8 accuracy as the comparison.
-        let plain = ok(&["eval", "--data-dir", d, m, "--json"]);
-        assert_eq!(json_num(&plain, "int8_acc"), json_num(&out, "int8_acc"));
+        let plain = json(&ok(&["eval", "--data-dir", d, m, "--json"]));
+        assert_eq!(plain["model"], m, "{plain}");
+        assert_eq!(int(&plain, "images"), 100);
+        assert_eq!(num(&plain, "int8_acc"), num(&out, "int8_acc"));
     }
 }
 
@@ -314,7 +338,7 @@ fn ptq_minmax_and_percentile_make_runnable_models() {
             "--out",
             p.to_str().unwrap(),
         ]);
-        let out = ok(&[
+        let out = json(&ok(&[
             "eval",
             "--data-dir",
             d,
@@ -322,9 +346,9 @@ fn ptq_minmax_and_percentile_make_runnable_models() {
             "--json",
             "--limit",
             "50",
-        ]);
-        assert_eq!(json_int(&out, "images"), 50);
-        let acc = json_num(&out, "int8_acc");
+        ]));
+        assert_eq!(int(&out, "images"), 50);
+        let acc = num(&out, "int8_acc");
         assert!((0.0..=1.0).contains(&acc), "{out}");
     }
     // PTQ refuses a QAT checkpoint, whose ranges were trained.
@@ -341,6 +365,110 @@ fn ptq_minmax_and_percentile_make_runnable_models() {
     assert!(e.contains("QAT checkpoint"), "{e}");
 }
 
+/// The test accuracy training recorded in `ckpt` (on the `--limit-test` images).
+fn recorded_accuracy(ckpt: &Path) -> f64 {
+    let bytes = std::fs::read(ckpt).unwrap();
+    intq_train::ckpt_file::parse(&bytes, ckpt)
+        .unwrap()
+        .meta
+        .test_accuracy
+        .expect("a test accuracy")
+}
+
+#[test]
+fn eval_of_a_checkpoint_reports_what_training_measured() {
+    let dir = scratch("eval_ckpt");
+    let data = data_dir("eval_ckpt_data");
+    let d = data.to_str().unwrap();
+    let float = train_float(&dir, &data);
+    let qat = qat(&dir, &data, &float, "int8", "ema", "8");
+    // Training evaluated on the first 20 test images; so does `eval --limit 20`, with the
+    // float network for a float checkpoint and the fake-quant one for a QAT checkpoint.
+    for (ckpt, key, absent, kind) in [
+        (&float, "float_acc", "fq_acc", "float"),
+        (&qat, "fq_acc", "float_acc", "QAT, fake-quantized"),
+    ] {
+        let c = ckpt.to_str().unwrap();
+        let out = json(&ok(&[
+            "eval",
+            c,
+            "--data-dir",
+            d,
+            "--limit",
+            "20",
+            "--json",
+        ]));
+        assert_eq!(out["checkpoint"], c, "{out}");
+        assert_eq!(int(&out, "images"), 20, "{out}");
+        assert_eq!(num(&out, key), recorded_accuracy(ckpt), "{out}");
+        assert!(out.get(absent).is_none(), "{out}");
+        assert!(out.get("int8_acc").is_none(), "{out}");
+        let text = ok(&["eval", c, "--data-dir", d, "--limit", "20"]);
+        assert!(
+            text.contains(kind) && text.contains("on 20 fashion-mnist test images"),
+            "{text}"
+        );
+    }
+    // `--float-edges` spells out convert's default; `--codes` reads and returns codes.
+    let q = qat.to_str().unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let (float_edges, default, codes) = (path("fe.intq"), path("d.intq"), path("c.intq"));
+    ok(&["convert", q, "--out", &float_edges, "--float-edges"]);
+    ok(&["convert", q, "--out", &default]);
+    ok(&["convert", q, "--out", &codes, "--codes"]);
+    let bytes = |p: &str| std::fs::read(p).unwrap();
+    assert_eq!(bytes(&float_edges), bytes(&default));
+    assert_ne!(bytes(&codes), bytes(&default));
+    fail(&["convert", q, "--out", &codes, "--codes", "--float-edges"]);
+    // The deprecated spellings still work, with a note saying what replaces them.
+    let old = path("old.intq");
+    let o = intq(&["qat-export", "--ckpt", q, "--out", &old]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains("deprecated"), "{err}");
+    assert_eq!(bytes(&old), bytes(&codes));
+    let o = intq(&[
+        "train-eval",
+        "--ckpt",
+        q,
+        "--data-dir",
+        d,
+        "--limit-test",
+        "20",
+    ]);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success() && err.contains("deprecated"), "{err}");
+    assert!(
+        out.contains("QAT, fake-quantized") && out.contains("on 20 "),
+        "{out}"
+    );
+    // A checkpoint is not a model to compare with its checkpoint.
+    let e = fail(&[
+        "eval",
+        qat.to_str().unwrap(),
+        "--compare",
+        qat.to_str().unwrap(),
+        "--data-dir",
+        d,
+    ]);
+    assert!(e.contains("is a checkpoint, not a model"), "{e}");
+    // A file that is neither is refused by name.
+    let junk = dir.join("junk.bin");
+    std::fs::write(&junk, b"neither a model nor a checkpoint").unwrap();
+    let e = fail(&["eval", junk.to_str().unwrap(), "--data-dir", d]);
+    assert!(e.contains("junk.bin"), "{e}");
+    // A damaged `.intq` file is reported as a model, not as a checkpoint.
+    let broken = dir.join("broken.intq");
+    std::fs::write(&broken, b"\x89INTQ").unwrap();
+    let e = fail(&["eval", broken.to_str().unwrap(), "--data-dir", d]);
+    assert!(
+        e.contains("broken.intq") && !e.contains("checkpoint"),
+        "{e}"
+    );
+}
+
 #[test]
 fn quickstart_tiny_runs_the_whole_pipeline() {
     let dir = scratch("quickstart");
@@ -354,19 +482,29 @@ fn quickstart_tiny_runs_the_whole_pipeline() {
         "--dir",
         dir.to_str().unwrap(),
     ]);
-    let line = out.trim();
-    assert!(
-        line.starts_with('{') && line.ends_with('}'),
-        "one JSON object: {out}"
-    );
-    for key in ["float_acc", "ptq_acc", "fq_acc", "int8_acc"] {
-        let v = json_num(line, key);
+    let line = json(&out);
+    for key in [
+        "float_acc",
+        "ptq_acc",
+        "qat_float_acc",
+        "fq_acc",
+        "int8_acc",
+    ] {
+        let v = num(&line, key);
         assert!((0.0..=1.0).contains(&v), "{key} = {v}");
     }
-    assert_eq!(json_int(line, "test_images"), 100);
-    assert_eq!(json_int(line, "max_lsb_diff"), 0, "{line}");
-    assert_eq!(json_int(line, "top1_mismatch"), 0, "{line}");
-    assert!(json_int(line, "f32_max_lsb_diff") <= MAX_F32_LSB, "{line}");
+    assert_eq!(int(&line, "test_images"), 100);
+    assert_eq!(int(&line, "max_lsb_diff"), 0, "{line}");
+    assert_eq!(int(&line, "top1_mismatch"), 0, "{line}");
+    assert_eq!(line["tiny"], true, "{line}");
+    assert_eq!(line["model"], "small-cnn", "{line}");
+    assert!(int(&line, "intq_bytes") > 0, "{line}");
+    assert!(num(&line["seconds"], "total") > 0.0, "{line}");
+    // The comparison object carries what `intq eval --compare --json` prints.
+    let c = &line["comparison"];
+    assert_eq!(int(c, "images"), 100, "{line}");
+    assert_eq!(num(c, "int8_acc"), num(&line, "int8_acc"), "{line}");
+    assert!(int(c, "f32_max_lsb_diff") <= MAX_F32_LSB, "{line}");
     for f in [
         "float.ckpt",
         "qat.ckpt",
