@@ -436,7 +436,7 @@ pub fn train_observed(
             win_sum += loss_v;
             win_n += 1;
             if let (Some(k), Some(m)) = (loss_every, metrics.as_mut()) {
-                if step % k == 0 {
+                if step.is_multiple_of(k) {
                     let line = format!(
                         "{{\"step\":{step},\"epoch_f\":{:.4},\"train_loss\":{:.6}}}",
                         epoch as f64 + (batch_no + 1) as f64 / steps_per_epoch as f64,
@@ -457,7 +457,8 @@ pub fn train_observed(
                 idx.len() as f64 / (ms / 1e3)
             ));
             let done = batch_no + 1;
-            if ckpt_every.is_some_and(|k| step % k == 0) && (done as u64) < steps_per_epoch {
+            if ckpt_every.is_some_and(|k| step.is_multiple_of(k)) && (done as u64) < steps_per_epoch
+            {
                 let meta = ckpt_meta(cfg, epoch, done, step, None);
                 checkpoint::save(&cfg.out, &net, &vel, &meta)?;
             }
