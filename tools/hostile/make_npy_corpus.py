@@ -47,6 +47,9 @@ def cases():
     yield "data_truncated.npy", npy(hdr(), bytes(5))
     yield "data_longer_than_shape.npy", npy(hdr(), bytes(7))
     yield "huge_shape_tiny_file.npy", npy(hdr("<f4", shape="(100000, 100000)"), bytes(16))
+    # Parsed naively, nested brackets cost time exponential in their depth.
+    yield "header_nested_brackets.npy", npy(hdr(shape="(2, 3)" + ", 'x': " + "[" * 40 + "]" * 40), bytes(6))
+    yield "header_too_long_v2.npy", npy(hdr() + " " * 8000, bytes(6), version=(2, 0))
 
 
 def main():
