@@ -1,11 +1,18 @@
-//! Training-curve PNGs from metrics logs (`OUT.metrics.jsonl`): train loss on a left scale,
-//! train and test accuracy on a 0–100 % right scale, drawn here with a built-in 5×7 font and
-//! written with the `png` crate, so that no plotting stack is needed.
+//! Training curves from metrics logs (`OUT.metrics.jsonl`): train loss on a left scale, train
+//! and test accuracy on a 0–100 % right scale, drawn with `plotters` as PNG or SVG. Text uses
+//! the DejaVu Sans font bundled in `assets/`, so a machine without fonts draws it the same.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use anyhow::{bail, Context, Result};
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use serde_json::{Map, Value};
 
 /// Image size in pixels.
 pub const WIDTH: u32 = 800;
@@ -23,10 +30,13 @@ pub const LOSS_COLOR: Rgb = [31, 119, 180];
 pub const STEP_LOSS_COLOR: Rgb = [158, 202, 232];
 pub const TRAIN_ACC_COLOR: Rgb = [255, 127, 14];
 pub const TEST_ACC_COLOR: Rgb = [44, 160, 44];
-const WHITE: Rgb = [255, 255, 255];
-const BLACK: Rgb = [0, 0, 0];
 const GRID: Rgb = [225, 225, 225];
 const SEPARATOR: Rgb = [150, 150, 150];
+
+/// The font every text of the chart is drawn in (Bitstream Vera licence, see
+/// `assets/DejaVuSans-LICENSE.txt`).
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+const FONT_FAMILY: &str = "sans-serif";
 
 /// A metrics log bigger than this is refused rather than read into memory.
 const MAX_LOG_BYTES: u64 = 64 << 20;
@@ -67,131 +77,43 @@ impl Log {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum Value {
-    Num(f64),
-    Null,
-    Bool(bool),
-    Str,
-}
-
-/// A flat JSON object (the only shape the trainer writes). `NaN`/`Infinity` are accepted as
-/// numbers because other tools write them; they count as missing values.
-fn parse_object(line: &str) -> std::result::Result<Vec<(String, Value)>, String> {
-    let b = line.as_bytes();
-    let mut i = 0;
-    let ws = |i: &mut usize| {
-        while *i < b.len() && b[*i].is_ascii_whitespace() {
-            *i += 1;
-        }
-    };
-    let string = |i: &mut usize| -> std::result::Result<String, String> {
-        // b[*i] is the opening quote.
-        *i += 1;
-        let mut s = Vec::new();
-        while *i < b.len() {
-            match b[*i] {
-                b'"' => {
-                    *i += 1;
-                    return Ok(String::from_utf8_lossy(&s).into_owned());
-                }
-                b'\\' => {
-                    s.push(*b.get(*i + 1).ok_or("unterminated string")?);
-                    *i += 2;
-                }
-                c => {
-                    s.push(c);
-                    *i += 1;
-                }
+/// `line` with the non-finite numbers that Python (`NaN`, `Infinity`, `-Infinity`) and Rust
+/// (`NaN`, `inf`, `-inf`) print outside strings replaced by `null`, which JSON can parse: a
+/// diverged run logs them, and they count as missing values.
+fn non_finite_to_null(line: &str) -> std::borrow::Cow<'_, str> {
+    const WORDS: [&str; 5] = ["-Infinity", "Infinity", "NaN", "-inf", "inf"];
+    if !WORDS.iter().any(|w| line.contains(w)) {
+        return line.into();
+    }
+    let mut out = String::with_capacity(line.len() + 8);
+    let (mut in_string, mut escaped) = (false, false);
+    let mut rest = line;
+    while let Some(c) = rest.chars().next() {
+        if !in_string {
+            if let Some(w) = WORDS.iter().find(|w| rest.starts_with(*w)) {
+                out.push_str("null");
+                rest = &rest[w.len()..];
+                continue;
             }
         }
-        Err("unterminated string".into())
-    };
-    ws(&mut i);
-    if b.get(i) != Some(&b'{') {
-        return Err("not a JSON object".into());
-    }
-    i += 1;
-    let mut out = Vec::new();
-    ws(&mut i);
-    if b.get(i) == Some(&b'}') {
-        i += 1;
-    } else {
-        loop {
-            ws(&mut i);
-            if b.get(i) != Some(&b'"') {
-                return Err(format!("expected a key at column {}", i + 1));
-            }
-            let key = string(&mut i)?;
-            ws(&mut i);
-            if b.get(i) != Some(&b':') {
-                return Err(format!("expected ':' after \"{key}\""));
-            }
-            i += 1;
-            ws(&mut i);
-            let rest = &line[i..];
-            let word = |w: &str| rest.starts_with(w).then_some(w.len());
-            let value = match b.get(i) {
-                None => return Err(format!("no value for \"{key}\"")),
-                Some(b'"') => {
-                    string(&mut i)?;
-                    Value::Str
-                }
-                Some(b'{' | b'[') => return Err(format!("nested value for \"{key}\"")),
-                Some(_) => {
-                    if let Some(n) = word("null") {
-                        i += n;
-                        Value::Null
-                    } else if let Some(n) = word("true") {
-                        i += n;
-                        Value::Bool(true)
-                    } else if let Some(n) = word("false") {
-                        i += n;
-                        Value::Bool(false)
-                    } else if let Some(n) = word("NaN").or(word("Infinity")).or(word("-Infinity")) {
-                        i += n;
-                        Value::Num(f64::NAN)
-                    } else {
-                        let n = rest
-                            .bytes()
-                            .take_while(|c| c.is_ascii_digit() || b"+-.eE".contains(c))
-                            .count();
-                        let v: f64 = rest[..n]
-                            .parse()
-                            .map_err(|_| format!("bad value for \"{key}\""))?;
-                        i += n;
-                        Value::Num(v)
-                    }
-                }
-            };
-            out.push((key, value));
-            ws(&mut i);
-            match b.get(i) {
-                Some(b',') => i += 1,
-                Some(b'}') => {
-                    i += 1;
-                    break;
-                }
-                _ => return Err(format!("expected ',' or '}}' at column {}", i + 1)),
-            }
+        if in_string && escaped {
+            escaped = false;
+        } else if in_string && c == '\\' {
+            escaped = true;
+        } else if c == '"' {
+            in_string = !in_string;
         }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
     }
-    ws(&mut i);
-    if i != b.len() {
-        return Err(format!("trailing characters at column {}", i + 1));
-    }
-    Ok(out)
+    out.into()
 }
 
-fn num(obj: &[(String, Value)], key: &str) -> Option<f64> {
-    obj.iter().rev().find_map(|(k, v)| match v {
-        Value::Num(x) if k == key && x.is_finite() => Some(*x),
-        _ => None,
-    })
-}
-
-fn has(obj: &[(String, Value)], key: &str) -> bool {
-    obj.iter().any(|(k, _)| k == key)
+/// The finite number under `key`, if any.
+fn num(obj: &Map<String, Value>, key: &str) -> Option<f64> {
+    obj.get(key)
+        .and_then(Value::as_f64)
+        .filter(|x| x.is_finite())
 }
 
 enum Row {
@@ -199,9 +121,9 @@ enum Row {
     Step(StepRow),
 }
 
-/// Parses a metrics log. Blank lines are skipped; a line that is not a flat JSON object, or
-/// has neither `"epoch"` nor `"step"`, is an error naming `name` and the line. A log appended
-/// to by several runs keeps only the last one: a line whose step is not after the previous
+/// Parses a metrics log. Blank lines are skipped; a line that is not a JSON object, or has
+/// neither `"epoch"` nor `"step"`, is an error naming `name` and the line. A log appended to
+/// by several runs keeps only the last one: a line whose step is not after the previous
 /// lines' (a fresh run, or a resumed one replaying steps after its checkpoint) drops the lines
 /// it supersedes.
 pub fn parse_log(text: &str, name: &str) -> Result<Log> {
@@ -213,13 +135,19 @@ pub fn parse_log(text: &str, name: &str) -> Result<Log> {
         if line.trim().is_empty() {
             continue;
         }
-        let obj = parse_object(line).map_err(|e| anyhow::anyhow!("{name}:{}: {e}", no + 1))?;
+        let obj: Map<String, Value> =
+            serde_json::from_str(&non_finite_to_null(line)).map_err(|e| {
+                // serde_json places the error at "line 1" of the one line given to it.
+                let msg = e.to_string();
+                let msg = msg.split(" at line ").next().unwrap_or(&msg);
+                anyhow::anyhow!("{name}:{}: {msg}", no + 1)
+            })?;
         records += 1;
-        if let Some((_, Value::Bool(q))) = obj.iter().find(|(k, _)| k == "qat") {
-            qat = Some(*q);
+        if let Some(q) = obj.get("qat").and_then(Value::as_bool) {
+            qat = Some(q);
         }
         let step = num(&obj, "step").filter(|s| *s >= 0.0).map(|s| s as u64);
-        let (kind, row) = if has(&obj, "epoch") {
+        let (kind, row) = if obj.contains_key("epoch") {
             let Some(epoch) = num(&obj, "epoch").filter(|e| *e >= 0.0) else {
                 bail!("{name}:{}: \"epoch\" is not a non-negative number", no + 1);
             };
@@ -230,7 +158,7 @@ pub fn parse_log(text: &str, name: &str) -> Result<Log> {
                 test_accuracy: num(&obj, "test_accuracy"),
             };
             (1, Row::Epoch(row))
-        } else if has(&obj, "step") {
+        } else if obj.contains_key("step") {
             let (Some(step), Some(epoch_f), Some(train_loss)) = (
                 step,
                 num(&obj, "epoch_f").filter(|e| *e >= 0.0),
@@ -304,142 +232,11 @@ pub struct Image {
 }
 
 impl Image {
-    fn new(width: u32, height: u32) -> Self {
-        Image {
-            width,
-            height,
-            rgb: WHITE.repeat((width * height) as usize),
-        }
-    }
-
     pub fn pixel(&self, x: u32, y: u32) -> Rgb {
         let i = 3 * (y * self.width + x) as usize;
         [self.rgb[i], self.rgb[i + 1], self.rgb[i + 2]]
     }
-
-    fn set(&mut self, x: i64, y: i64, c: Rgb) {
-        if x >= 0 && y >= 0 && x < self.width as i64 && y < self.height as i64 {
-            let i = 3 * (y as usize * self.width as usize + x as usize);
-            self.rgb[i..i + 3].copy_from_slice(&c);
-        }
-    }
-
-    fn fill(&mut self, x: i64, y: i64, w: i64, h: i64, c: Rgb) {
-        for yy in y..y + h {
-            for xx in x..x + w {
-                self.set(xx, yy, c);
-            }
-        }
-    }
-
-    /// A line `thick` pixels wide (Bresenham), optionally dashed.
-    fn line(&mut self, (x0, y0): (i64, i64), (x1, y1): (i64, i64), c: Rgb, thick: i64, dash: bool) {
-        let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
-        let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
-        let (mut x, mut y, mut err, mut n) = (x0, y0, dx + dy, 0u32);
-        loop {
-            if !dash || (n / 4) % 2 == 0 {
-                self.fill(x - (thick - 1) / 2, y - (thick - 1) / 2, thick, thick, c);
-            }
-            n += 1;
-            if x == x1 && y == y1 {
-                break;
-            }
-            let e2 = 2 * err;
-            if e2 >= dy {
-                err += dy;
-                x += sx;
-            }
-            if e2 <= dx {
-                err += dx;
-                y += sy;
-            }
-        }
-    }
-
-    /// Text in the 5×7 font (upper case), `scale` pixels per font pixel; returns its width.
-    fn text(&mut self, x: i64, y: i64, s: &str, c: Rgb, scale: i64) -> i64 {
-        let mut cx = x;
-        for ch in s.chars() {
-            let g = glyph(ch);
-            for (row, bits) in g.iter().enumerate() {
-                for col in 0..5 {
-                    if bits & (0x10 >> col) != 0 {
-                        self.fill(cx + col * scale, y + row as i64 * scale, scale, scale, c);
-                    }
-                }
-            }
-            cx += 6 * scale;
-        }
-        cx - x
-    }
 }
-
-/// Width in pixels of `s` at `scale`.
-fn text_width(s: &str, scale: i64) -> i64 {
-    s.chars().count() as i64 * 6 * scale
-}
-
-/// The 5×7 glyph of `c` (rows top to bottom, bit 4 = leftmost column); letters are drawn
-/// upper case, characters without a glyph as '?'.
-pub fn glyph(c: char) -> [u8; 7] {
-    match c.to_ascii_uppercase() {
-        '0' => [0x0E, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0E],
-        '1' => [0x04, 0x0C, 0x04, 0x04, 0x04, 0x04, 0x0E],
-        '2' => [0x0E, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1F],
-        '3' => [0x1F, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0E],
-        '4' => [0x02, 0x06, 0x0A, 0x12, 0x1F, 0x02, 0x02],
-        '5' => [0x1F, 0x10, 0x1E, 0x01, 0x01, 0x11, 0x0E],
-        '6' => [0x06, 0x08, 0x10, 0x1E, 0x11, 0x11, 0x0E],
-        '7' => [0x1F, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08],
-        '8' => [0x0E, 0x11, 0x11, 0x0E, 0x11, 0x11, 0x0E],
-        '9' => [0x0E, 0x11, 0x11, 0x0F, 0x01, 0x02, 0x0C],
-        'A' => [0x0E, 0x11, 0x11, 0x11, 0x1F, 0x11, 0x11],
-        'B' => [0x1E, 0x11, 0x11, 0x1E, 0x11, 0x11, 0x1E],
-        'C' => [0x0E, 0x11, 0x10, 0x10, 0x10, 0x11, 0x0E],
-        'D' => [0x1C, 0x12, 0x11, 0x11, 0x11, 0x12, 0x1C],
-        'E' => [0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x1F],
-        'F' => [0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x10],
-        'G' => [0x0E, 0x11, 0x10, 0x17, 0x11, 0x11, 0x0F],
-        'H' => [0x11, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11],
-        'I' => [0x0E, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E],
-        'J' => [0x07, 0x02, 0x02, 0x02, 0x02, 0x12, 0x0C],
-        'K' => [0x11, 0x12, 0x14, 0x18, 0x14, 0x12, 0x11],
-        'L' => [0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x1F],
-        'M' => [0x11, 0x1B, 0x15, 0x15, 0x11, 0x11, 0x11],
-        'N' => [0x11, 0x11, 0x19, 0x15, 0x13, 0x11, 0x11],
-        'O' => [0x0E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E],
-        'P' => [0x1E, 0x11, 0x11, 0x1E, 0x10, 0x10, 0x10],
-        'Q' => [0x0E, 0x11, 0x11, 0x11, 0x15, 0x12, 0x0D],
-        'R' => [0x1E, 0x11, 0x11, 0x1E, 0x14, 0x12, 0x11],
-        'S' => [0x0F, 0x10, 0x10, 0x0E, 0x01, 0x01, 0x1E],
-        'T' => [0x1F, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04],
-        'U' => [0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E],
-        'V' => [0x11, 0x11, 0x11, 0x11, 0x11, 0x0A, 0x04],
-        'W' => [0x11, 0x11, 0x11, 0x15, 0x15, 0x15, 0x0A],
-        'X' => [0x11, 0x11, 0x0A, 0x04, 0x0A, 0x11, 0x11],
-        'Y' => [0x11, 0x11, 0x11, 0x0A, 0x04, 0x04, 0x04],
-        'Z' => [0x1F, 0x01, 0x02, 0x04, 0x08, 0x10, 0x1F],
-        '.' => [0x00, 0x00, 0x00, 0x00, 0x00, 0x0C, 0x0C],
-        '%' => [0x18, 0x19, 0x02, 0x04, 0x08, 0x13, 0x03],
-        '-' => [0x00, 0x00, 0x00, 0x1F, 0x00, 0x00, 0x00],
-        '/' => [0x00, 0x01, 0x02, 0x04, 0x08, 0x10, 0x00],
-        ':' => [0x00, 0x0C, 0x0C, 0x00, 0x0C, 0x0C, 0x00],
-        '+' => [0x00, 0x04, 0x04, 0x1F, 0x04, 0x04, 0x00],
-        '(' => [0x02, 0x04, 0x08, 0x08, 0x08, 0x04, 0x02],
-        ')' => [0x08, 0x04, 0x02, 0x02, 0x02, 0x04, 0x08],
-        '_' => [0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x1F],
-        ',' => [0x00, 0x00, 0x00, 0x00, 0x0C, 0x04, 0x08],
-        '=' => [0x00, 0x00, 0x1F, 0x00, 0x1F, 0x00, 0x00],
-        '@' => [0x0E, 0x11, 0x01, 0x0D, 0x15, 0x15, 0x0E],
-        '#' => [0x0A, 0x0A, 0x1F, 0x0A, 0x1F, 0x0A, 0x0A],
-        ' ' => [0; 7],
-        _ => [0x0E, 0x11, 0x01, 0x02, 0x04, 0x00, 0x04],
-    }
-}
-
-/// The characters [`glyph`] draws (besides '?').
-pub const FONT_CHARS: &str = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ.%-/:+()_,=@# ";
 
 /// A "nice" number (1, 2, 2.5 or 5 times a power of ten) at least `x`.
 fn nice_ceil(x: f64) -> f64 {
@@ -466,165 +263,314 @@ fn tick_label(v: f64, step: f64) -> String {
     format!("{v:.d$}")
 }
 
+fn color(c: Rgb) -> RGBColor {
+    RGBColor(c[0], c[1], c[2])
+}
+
+/// Registers the bundled font with plotters (once per process).
+fn register_font() -> Result<()> {
+    static LOADED: OnceLock<bool> = OnceLock::new();
+    let ok = *LOADED.get_or_init(|| {
+        plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, FONT).is_ok()
+    });
+    if !ok {
+        bail!("the bundled chart font does not load");
+    }
+    Ok(())
+}
+
+fn font(size: f64) -> TextStyle<'static> {
+    (FONT_FAMILY, size).into_font().color(&BLACK)
+}
+
+/// The scales of a chart of `logs`: the epoch axis holds the logs one after the other.
+struct Scales {
+    /// Where each log starts on the epoch axis.
+    offsets: Vec<f64>,
+    x_step: f64,
+    x_max: f64,
+    loss_step: f64,
+}
+
+impl Scales {
+    fn of(logs: &[Log]) -> Self {
+        let mut offsets = Vec::with_capacity(logs.len());
+        let mut x_total = 0.0;
+        for l in logs {
+            offsets.push(x_total);
+            x_total += l.x_max();
+        }
+        // About eight ticks, whole epochs from two epochs on; the axis ends at the tick after
+        // the data.
+        let x_total = x_total.max(1.0);
+        let mut x_step = nice_ceil(x_total / 8.0);
+        if x_total >= 2.0 {
+            x_step = x_step.max(1.0);
+        }
+        if x_step > 1.0 && x_step.fract() != 0.0 {
+            // 2.5 epochs: 5 reads better.
+            x_step *= 2.0;
+        }
+        let x_max = (x_total / x_step - 1e-9).ceil() * x_step;
+        let loss_max = logs
+            .iter()
+            .flat_map(|l| {
+                let e = l.epochs.iter().filter_map(|r| r.train_loss);
+                e.chain(l.steps.iter().map(|r| r.train_loss))
+            })
+            .fold(0.0, f64::max);
+        // Five loss intervals, so that loss ticks share grid lines with 0, 20, ..., 100 %.
+        let loss_step = nice_ceil(loss_max / 5.0);
+        Scales {
+            offsets,
+            x_step,
+            x_max,
+            loss_step,
+        }
+    }
+
+    fn x_ticks(&self) -> Vec<f64> {
+        let n = (self.x_max / self.x_step + 1e-9).floor() as usize;
+        (0..=n).map(|k| k as f64 * self.x_step).collect()
+    }
+}
+
+/// A linear axis with its ticks at given values (plotters would pick its own), labelled by the
+/// chart's formatters.
+struct Ticked {
+    inner: RangedCoordf64,
+    ticks: Vec<f64>,
+}
+
+impl Ticked {
+    fn new(range: std::ops::Range<f64>, ticks: Vec<f64>) -> Self {
+        Ticked {
+            inner: range.into(),
+            ticks,
+        }
+    }
+}
+
+impl Ranged for Ticked {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        self.inner.map(value, limit)
+    }
+
+    fn key_points<H: KeyPointHint>(&self, hint: H) -> Vec<f64> {
+        // Grid lines at the ticks only, none between them.
+        if hint.weight().allow_light_points() {
+            Vec::new()
+        } else {
+            self.ticks.clone()
+        }
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.inner.range()
+    }
+}
+
 /// Reads one value of an epoch row (a curve).
 type Field = fn(&EpochRow) -> Option<f64>;
 
 /// Draws `logs` side by side on one epoch axis (e.g. float then QAT: the second continues
-/// where the first ends, after a dashed separator).
-pub fn render(logs: &[Log], title: &str) -> Image {
-    let mut img = Image::new(WIDTH, HEIGHT);
-    let (px0, px1, py0, py1) = (
-        PLOT_X0 as i64,
-        PLOT_X1 as i64,
-        PLOT_Y0 as i64,
-        PLOT_Y1 as i64,
-    );
-    let mut offsets = Vec::with_capacity(logs.len());
-    let mut x_total = 0.0;
-    for l in logs {
-        offsets.push(x_total);
-        x_total += l.x_max();
-    }
-    // About eight ticks, whole epochs from two epochs on; the axis ends at the tick after the
-    // data.
-    let x_total = x_total.max(1.0);
-    let mut x_step = nice_ceil(x_total / 8.0);
-    if x_total >= 2.0 {
-        x_step = x_step.max(1.0);
-    }
-    if x_step > 1.0 && x_step.fract() != 0.0 {
-        // 2.5 epochs: 5 reads better.
-        x_step *= 2.0;
-    }
-    let x_max = (x_total / x_step - 1e-9).ceil() * x_step;
-    let loss_max = logs
-        .iter()
-        .flat_map(|l| {
-            let e = l.epochs.iter().filter_map(|r| r.train_loss);
-            e.chain(l.steps.iter().map(|r| r.train_loss))
-        })
-        .fold(0.0, f64::max);
-    // Five loss intervals, so that loss ticks share grid lines with 0, 20, ..., 100 %.
-    let loss_step = nice_ceil(loss_max / 5.0);
-    let loss_top = 5.0 * loss_step;
-    // Data sit INSET pixels inside the frame, so that points at the ends of the scales (the
-    // last epoch, 100 %, zero loss) are not cut by it.
-    const INSET: i64 = 6;
-    let fx = |x: f64| {
-        let t = (x / x_max).clamp(0.0, 1.0);
-        px0 + INSET + (t * (px1 - 1 - px0 - 2 * INSET) as f64).round() as i64
-    };
-    let fy = |v: f64, top: f64| {
-        let t = (v / top).clamp(0.0, 1.0);
-        py1 - 1 - INSET - (t * (py1 - 1 - py0 - 2 * INSET) as f64).round() as i64
-    };
+/// where the first ends, after a dashed separator) onto `root`, WIDTH × HEIGHT pixels.
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    logs: &[Log],
+    title: &str,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let s = Scales::of(logs);
+    let loss_top = 5.0 * s.loss_step;
+    // The scales reach a little past the data, so that points at their ends (the last epoch,
+    // 100 %, zero loss) are not cut by the frame.
+    const PAD: f64 = 0.02;
+    let (xp, lp) = (s.x_max * PAD, loss_top * PAD);
+    let x_range = || Ticked::new(-xp..s.x_max + xp, s.x_ticks());
+    let loss_ticks = (0..=5).map(|i| i as f64 * s.loss_step).collect();
+    let acc_ticks = (0..=5).map(|i| i as f64 * 20.0).collect();
 
-    // Grid and ticks.
-    for i in 0..=5 {
-        let y = fy(i as f64 * loss_step, loss_top);
-        img.line((px0, y), (px1 - 1, y), GRID, 1, false);
-        let l = tick_label(i as f64 * loss_step, loss_step);
-        img.text(px0 - 8 - text_width(&l, 1), y - 3, &l, LOSS_COLOR, 1);
-        img.text(px1 + 8, y - 3, &format!("{}%", i * 20), BLACK, 1);
-    }
-    let mut k = 0;
-    loop {
-        let x = k as f64 * x_step;
-        if x > x_max * (1.0 + 1e-9) {
-            break;
-        }
-        let xp = fx(x);
-        img.line((xp, py0), (xp, py1 - 1), GRID, 1, false);
-        let l = tick_label(x, x_step);
-        img.text(xp - text_width(&l, 1) / 2, py1 + 8, &l, BLACK, 1);
-        k += 1;
-    }
-    // Axes box.
-    img.line((px0, py0), (px0, py1 - 1), BLACK, 1, false);
-    img.line((px1 - 1, py0), (px1 - 1, py1 - 1), BLACK, 1, false);
-    img.line((px0, py1 - 1), (px1 - 1, py1 - 1), BLACK, 1, false);
-    img.line((px0, py0), (px1 - 1, py0), BLACK, 1, false);
-    img.text(px0 - 30, py0 - 16, "LOSS", LOSS_COLOR, 1);
-    img.text(px1 + 2, py0 - 16, "ACCURACY", BLACK, 1);
-    let xl = "EPOCH";
-    img.text(
-        (px0 + px1) / 2 - text_width(xl, 1) / 2,
-        py1 + 22,
-        xl,
+    root.fill(&WHITE)?;
+    root.draw(&Text::new(
+        title.to_string(),
+        (WIDTH as i32 / 2, PLOT_Y0 as i32 / 2),
+        font(20.0).pos(Pos::new(HPos::Center, VPos::Center)),
+    ))?;
+
+    let mut chart = ChartBuilder::on(root)
+        .margin_top(PLOT_Y0)
+        .margin_bottom(HEIGHT - PLOT_Y1 - 50)
+        .x_label_area_size(50)
+        // The axis names sit at the label areas' outer edges: margins keep them near the ticks.
+        .margin_left(PLOT_X0 - 62)
+        .margin_right(WIDTH - PLOT_X1 - 62)
+        .y_label_area_size(62)
+        .right_y_label_area_size(62)
+        .build_cartesian_2d(x_range(), Ticked::new(-lp..loss_top + lp, loss_ticks))?
+        .set_secondary_coord(
+            x_range(),
+            Ticked::new(-100.0 * PAD..100.0 + 100.0 * PAD, acc_ticks),
+        );
+    debug_assert_eq!(
+        chart.plotting_area().get_pixel_range(),
+        (
+            PLOT_X0 as i32..PLOT_X1 as i32,
+            PLOT_Y0 as i32..PLOT_Y1 as i32
+        )
+    );
+
+    let x_fmt = |v: &f64| tick_label(*v, s.x_step);
+    let loss_fmt = |v: &f64| tick_label(*v, s.loss_step);
+    let acc_fmt = |v: &f64| format!("{v:.0}%");
+    chart
+        .configure_mesh()
+        .bold_line_style(color(GRID))
+        .light_line_style(TRANSPARENT)
+        .axis_style(BLACK)
+        .x_label_formatter(&x_fmt)
+        .y_label_formatter(&loss_fmt)
+        .x_label_style(font(13.0))
+        .y_label_style(font(13.0).color(&color(LOSS_COLOR)))
+        .x_desc("epoch")
+        .y_desc("train loss")
+        .axis_desc_style(font(15.0))
+        .draw()?;
+    chart
+        .configure_secondary_axes()
+        .axis_style(BLACK)
+        .y_label_formatter(&acc_fmt)
+        .label_style(font(13.0))
+        .y_desc("accuracy")
+        .axis_desc_style(font(15.0))
+        .draw()?;
+    // The frame's top edge (the axes draw the other three).
+    chart.plotting_area().draw(&PathElement::new(
+        vec![(-xp, loss_top + lp), (s.x_max + xp, loss_top + lp)],
         BLACK,
-        1,
-    );
+    ))?;
 
-    // Title: scale 2 when it fits.
-    let scale = if text_width(title, 2) <= WIDTH as i64 - 20 {
-        2
-    } else {
-        1
-    };
-    img.text(
-        (WIDTH as i64 - text_width(title, scale)) / 2,
-        (py0 - 7 * scale) / 2 - 4,
-        title,
-        BLACK,
-        scale,
-    );
-
-    // Curves, clipped to the plot area by construction (values clamp to the scales).
-    for (l, &off) in logs.iter().zip(&offsets) {
-        if off > 0.0 {
-            let xp = fx(off);
-            img.line((xp, py0 + 1), (xp, py1 - 2), SEPARATOR, 1, true);
+    // Curves; values clamp to the scales.
+    let cx = |x: f64| x.clamp(0.0, s.x_max);
+    for (i, (l, &off)) in logs.iter().zip(&s.offsets).enumerate() {
+        if i > 0 {
+            chart.draw_series(DashedLineSeries::new(
+                [(cx(off), -lp), (cx(off), loss_top + lp)],
+                5,
+                4,
+                color(SEPARATOR).into(),
+            ))?;
+            if let Some(q) = l.qat {
+                chart.plotting_area().draw(&Text::new(
+                    if q { "QAT" } else { "float" },
+                    (cx(off), loss_top),
+                    font(13.0)
+                        .color(&color(SEPARATOR))
+                        .pos(Pos::new(HPos::Left, VPos::Top)),
+                ))?;
+            }
         }
-        let steps: Vec<(i64, i64)> = l
+        let steps = l
             .steps
             .iter()
-            .map(|r| (fx(off + r.epoch_f), fy(r.train_loss, loss_top)))
-            .collect();
-        for w in steps.windows(2) {
-            img.line(w[0], w[1], STEP_LOSS_COLOR, 1, false);
-        }
-        let series: [(Field, f64, Rgb); 3] = [
-            (|r| r.train_accuracy, 1.0, TRAIN_ACC_COLOR),
-            (|r| r.test_accuracy, 1.0, TEST_ACC_COLOR),
-            (|r| r.train_loss, loss_top, LOSS_COLOR),
+            .map(|r| (cx(off + r.epoch_f), r.train_loss.clamp(0.0, loss_top)));
+        chart.draw_series(LineSeries::new(steps, color(STEP_LOSS_COLOR)))?;
+
+        let accuracy: [(Field, Rgb); 2] = [
+            (|r| r.train_accuracy, TRAIN_ACC_COLOR),
+            (|r| r.test_accuracy, TEST_ACC_COLOR),
         ];
-        for (get, top, c) in series {
-            let pts: Vec<(i64, i64)> = l
+        for (get, c) in accuracy {
+            let pts: Vec<(f64, f64)> = l
                 .epochs
                 .iter()
-                .filter_map(|r| get(r).map(|v| (fx(off + r.epoch), fy(v, top))))
+                .filter_map(|r| get(r).map(|v| (cx(off + r.epoch), (100.0 * v).clamp(0.0, 100.0))))
                 .collect();
-            for w in pts.windows(2) {
-                img.line(w[0], w[1], c, 2, false);
-            }
-            for &(x, y) in &pts {
-                img.fill(x - 2, y - 2, 5, 5, c);
-            }
+            let style = color(c).stroke_width(2);
+            chart.draw_secondary_series(LineSeries::new(pts.iter().copied(), style))?;
+            chart
+                .draw_secondary_series(pts.iter().map(|&p| Circle::new(p, 3, color(c).filled())))?;
         }
+        let pts: Vec<(f64, f64)> = l
+            .epochs
+            .iter()
+            .filter_map(|r| {
+                r.train_loss
+                    .map(|v| (cx(off + r.epoch), v.clamp(0.0, loss_top)))
+            })
+            .collect();
+        let style = color(LOSS_COLOR).stroke_width(2);
+        chart.draw_series(LineSeries::new(pts.iter().copied(), style))?;
+        chart.draw_series(
+            pts.iter()
+                .map(|&p| Circle::new(p, 3, color(LOSS_COLOR).filled())),
+        )?;
     }
 
-    // Legend, below the axis label.
+    // Legend, centred below the axis label.
     let mut entries = vec![
-        ("train loss", LOSS_COLOR),
-        ("train acc", TRAIN_ACC_COLOR),
-        ("test acc", TEST_ACC_COLOR),
+        ("train loss", LOSS_COLOR, true),
+        ("train accuracy", TRAIN_ACC_COLOR, true),
+        ("test accuracy", TEST_ACC_COLOR, true),
     ];
     if logs.iter().any(|l| !l.steps.is_empty()) {
-        entries.insert(1, ("loss per n steps", STEP_LOSS_COLOR));
+        entries.insert(1, ("loss every n steps", STEP_LOSS_COLOR, false));
     }
-    let total: i64 = entries
+    let style = font(14.0);
+    const SWATCH: i32 = 24;
+    const GAP: i32 = 22;
+    let widths: Vec<i32> = entries
         .iter()
-        .map(|(s, _)| 24 + text_width(s, 1) + 20)
-        .sum();
-    let mut x = (WIDTH as i64 - total) / 2;
-    let y = HEIGHT as i64 - 30;
-    for (s, c) in entries {
-        img.line((x, y + 3), (x + 18, y + 3), c, 2, false);
-        img.fill(x + 7, y + 1, 5, 5, c);
-        x += 24;
-        x += img.text(x, y, s, BLACK, 1) + 20;
+        .map(|(t, _, _)| root.estimate_text_size(t, &style).map(|(w, _)| w as i32))
+        .collect::<Result<_, _>>()?;
+    let total: i32 = widths.iter().map(|w| SWATCH + 6 + w + GAP).sum::<i32>() - GAP;
+    let mut x = (WIDTH as i32 - total) / 2;
+    let y = HEIGHT as i32 - 20;
+    for ((text, c, point), w) in entries.into_iter().zip(widths) {
+        let width = if point { 2 } else { 1 };
+        root.draw(&PathElement::new(
+            vec![(x, y), (x + SWATCH, y)],
+            color(c).stroke_width(width),
+        ))?;
+        if point {
+            root.draw(&Circle::new((x + SWATCH / 2, y), 3, color(c).filled()))?;
+        }
+        root.draw(&Text::new(
+            text,
+            (x + SWATCH + 6, y),
+            style.pos(Pos::new(HPos::Left, VPos::Center)),
+        ))?;
+        x += SWATCH + 6 + w + GAP;
     }
-    img
+    root.present()
+}
+
+/// Renders `logs` as an RGB bitmap.
+pub fn render(logs: &[Log], title: &str) -> Result<Image> {
+    register_font()?;
+    let mut rgb = vec![0u8; (3 * WIDTH * HEIGHT) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (WIDTH, HEIGHT)).into_drawing_area();
+        draw(&root, logs, title).map_err(|e| anyhow::anyhow!("drawing the curve: {e}"))?;
+    }
+    Ok(Image {
+        width: WIDTH,
+        height: HEIGHT,
+        rgb,
+    })
+}
+
+/// Renders `logs` as an SVG document.
+pub fn render_svg(logs: &[Log], title: &str) -> Result<String> {
+    register_font()?;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        draw(&root, logs, title).map_err(|e| anyhow::anyhow!("drawing the curve: {e}"))?;
+    }
+    Ok(svg)
 }
 
 /// The image as PNG bytes.
@@ -684,8 +630,31 @@ pub fn default_title(logs: &[Log]) -> String {
         .join(" + ")
 }
 
-/// Reads `logs`, renders them and writes the PNG to `out` atomically.
+/// The image formats a curve is written in, chosen by the output's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Png,
+    Svg,
+}
+
+fn format_of(out: &Path) -> Result<Format> {
+    let ext = out
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("png") => Ok(Format::Png),
+        Some("svg") => Ok(Format::Svg),
+        _ => bail!(
+            "{}: a training curve is written as .png or .svg",
+            out.display()
+        ),
+    }
+}
+
+/// Reads `logs`, renders them and writes the image to `out` atomically, as PNG or SVG after
+/// `out`'s extension.
 pub fn write_curve(logs: &[PathBuf], title: Option<&str>, out: &Path) -> Result<()> {
+    let format = format_of(out)?;
     if logs.is_empty() {
         bail!("no metrics log given");
     }
@@ -694,18 +663,21 @@ pub fn write_curve(logs: &[PathBuf], title: Option<&str>, out: &Path) -> Result<
         .map(|p| read_log(p))
         .collect::<Result<Vec<_>>>()?;
     let title = title.map_or_else(|| default_title(&logs), str::to_string);
-    let png = encode_png(&render(&logs, &title))?;
-    write_atomic(out, &png)
+    let bytes = match format {
+        Format::Png => encode_png(&render(&logs, &title)?)?,
+        Format::Svg => render_svg(&logs, &title)?.into_bytes(),
+    };
+    write_atomic(out, &bytes)
 }
 
-/// `intq curve`: render metrics logs as a training-curve PNG.
+/// `intq curve`: render metrics logs as a training-curve image.
 #[derive(clap::Args, Debug)]
 pub struct CurveArgs {
     /// Metrics logs (`OUT.metrics.jsonl`); several are drawn one after the other on one epoch
     /// axis, e.g. float.ckpt.metrics.jsonl qat.ckpt.metrics.jsonl.
     #[arg(required = true)]
     pub logs: Vec<PathBuf>,
-    /// The PNG to write.
+    /// The image to write: PNG or SVG, after its extension (.png, .svg).
     #[arg(long)]
     pub out: PathBuf,
     /// Title (default: the logs' names and float/QAT).
@@ -724,17 +696,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn glyphs_are_distinct() {
-        let chars: Vec<char> = FONT_CHARS.chars().collect();
-        for (i, &a) in chars.iter().enumerate() {
-            for &b in &chars[i + 1..] {
-                assert_ne!(glyph(a), glyph(b), "{a:?} and {b:?} look the same");
-            }
-            assert_ne!(glyph(a), glyph('\u{1}'), "{a:?} falls back to '?'");
-        }
-    }
-
-    #[test]
     fn nice_numbers() {
         for x in [0.013, 0.2, 0.46, 1.0, 2.3, 7.0, 12.0, 460.0] {
             let n = nice_ceil(x);
@@ -746,28 +707,46 @@ mod tests {
     }
 
     #[test]
-    fn parser_edges() {
-        assert!(parse_object("{}").unwrap().is_empty());
-        let o = parse_object(r#" {"a": -1.5e2, "b":null,"c":"x\"y","d":true, "e":NaN} "#).unwrap();
-        assert_eq!(o[0], ("a".into(), Value::Num(-150.0)));
-        assert_eq!(o[1].1, Value::Null);
-        assert_eq!(o[2].1, Value::Str);
-        assert_eq!(o[3].1, Value::Bool(true));
-        assert_eq!(num(&o, "e"), None);
-        for bad in [
-            "",
-            "[1]",
-            "{\"a\":1",
-            "{\"a\":}",
-            "{\"a\":1}x",
-            "{\"a\":[1]}",
-            "{a:1}",
-            "{\"a\":\"x",
-            "{\"a\":1,}",
-            "{\"a\":--}",
-        ] {
-            assert!(parse_object(bad).is_err(), "{bad:?} accepted");
+    fn non_finite_numbers_become_null_outside_strings() {
+        assert_eq!(
+            non_finite_to_null(r#"{"a":NaN,"b":-Infinity,"c":inf,"d":"NaN \"inf\"","e":-inf}"#),
+            r#"{"a":null,"b":null,"c":null,"d":"NaN \"inf\"","e":null}"#
+        );
+        let o: Map<String, Value> =
+            serde_json::from_str(&non_finite_to_null(r#"{"a": NaN, "b": 1.5}"#)).unwrap();
+        assert_eq!((num(&o, "a"), num(&o, "b")), (None, Some(1.5)));
+        // Not a number, so still an error.
+        assert!(serde_json::from_str::<Value>(&non_finite_to_null("{\"a\":NaNa}")).is_err());
+    }
+
+    #[test]
+    fn output_format_follows_the_extension() {
+        assert_eq!(format_of(Path::new("a/b.curve.png")).unwrap(), Format::Png);
+        assert_eq!(format_of(Path::new("b.SVG")).unwrap(), Format::Svg);
+        for bad in ["b.jpg", "b", "png"] {
+            let e = format_of(Path::new(bad)).unwrap_err().to_string();
+            assert!(e.starts_with(bad) && e.contains(".svg"), "{e}");
         }
+    }
+
+    #[test]
+    fn scales_continue_one_log_after_another() {
+        let log = |x: f64, loss: f64| Log {
+            epochs: vec![EpochRow {
+                epoch: x,
+                train_loss: Some(loss),
+                train_accuracy: None,
+                test_accuracy: None,
+            }],
+            ..Log::default()
+        };
+        let s = Scales::of(&[log(8.0, 2.3), log(4.0, 0.5)]);
+        assert_eq!(s.offsets, [0.0, 8.0]);
+        assert_eq!((s.x_step, s.x_max), (2.0, 12.0));
+        assert_eq!(s.x_ticks(), [0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0]);
+        assert_eq!(s.loss_step, 0.5);
+        let s = Scales::of(&[log(0.0, f64::NAN)]);
+        assert_eq!((s.x_max, s.loss_step), (1.0, 1.0));
     }
 
     #[test]

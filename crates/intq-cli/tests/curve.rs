@@ -1,5 +1,6 @@
-//! Training-curve PNGs: rendered images decode with the expected size and show the curves
-//! where the data puts them; odd metrics logs give a plot or a clear error, never a panic.
+//! Training curves: rendered PNGs decode with the expected size and show the curves, legend and
+//! text where the data puts them, SVGs name their series; odd metrics logs give a plot or a
+//! clear error, never a panic.
 
 mod common;
 use common::intq;
@@ -50,7 +51,7 @@ fn decode(bytes: &[u8]) -> Decoded {
 }
 
 fn png_of(logs: &[Log]) -> Decoded {
-    let img = curve::render(logs, "small-cnn fashion-mnist float");
+    let img = curve::render(logs, "small-cnn fashion-mnist float").unwrap();
     decode(&curve::encode_png(&img).unwrap())
 }
 
@@ -99,6 +100,115 @@ fn png_decodes_with_its_size_and_the_loss_falls_on_it() {
     let right = acc.iter().max_by_key(|p| p.0).unwrap();
     assert!(left.1 > right.1 + 50, "left {left:?} right {right:?}");
     assert!(!img.plot_pixels(curve::STEP_LOSS_COLOR).is_empty());
+
+    // Text is drawn (from the bundled font): dark pixels in the title band and in the legend
+    // row below the axis label, whose swatches carry every series' colour.
+    let dark = |y0: u32, y1: u32| {
+        (y0..y1)
+            .flat_map(|y| (0..WIDTH).map(move |x| (x, y)))
+            .filter(|&(x, y)| img.pixel(x, y).iter().all(|&v| v < 90))
+            .count()
+    };
+    assert!(
+        dark(0, PLOT_Y0 - 5) > 300,
+        "title: {}",
+        dark(0, PLOT_Y0 - 5)
+    );
+    let legend = HEIGHT - 35..HEIGHT;
+    assert!(dark(legend.start, legend.end) > 300);
+    for c in [
+        LOSS_COLOR,
+        curve::STEP_LOSS_COLOR,
+        curve::TRAIN_ACC_COLOR,
+        curve::TEST_ACC_COLOR,
+    ] {
+        let n = legend
+            .clone()
+            .flat_map(|y| (0..WIDTH).map(move |x| (x, y)))
+            .filter(|&(x, y)| img.pixel(x, y) == c)
+            .count();
+        assert!(n >= 10, "{c:?}: {n} legend pixels");
+    }
+    // Tick labels left of the plot, in the loss colour, and below it.
+    let left_labels = (PLOT_Y0..PLOT_Y1)
+        .flat_map(|y| (0..PLOT_X0 - 2).map(move |x| (x, y)))
+        .filter(|&(x, y)| {
+            let p = img.pixel(x, y);
+            p != [255, 255, 255] && p[2] > p[0]
+        })
+        .count();
+    assert!(left_labels > 100, "{left_labels}");
+    assert!(dark(PLOT_Y1 + 2, PLOT_Y1 + 45) > 200);
+}
+
+/// The contents of an SVG's `<text>` elements, trimmed.
+fn svg_texts(svg: &str) -> Vec<String> {
+    svg.split("<text")
+        .skip(1)
+        .filter_map(|t| {
+            let body = &t[t.find('>')? + 1..t.find("</text>")?];
+            Some(body.trim().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn svg_names_its_series_and_the_qat_boundary() {
+    let d = scratch("svg");
+    let float = d.join("float.ckpt.metrics.jsonl");
+    let qat = d.join("qat.ckpt.metrics.jsonl");
+    std::fs::write(&float, falling_log(4)).unwrap();
+    std::fs::write(&qat, falling_log(2).replace("false", "true")).unwrap();
+    let out = d.join("both.curve.svg");
+    curve::write_curve(&[float.clone(), qat], None, &out).unwrap();
+    let svg = std::fs::read_to_string(&out).unwrap();
+    assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(200)]);
+    assert!(
+        svg.contains(&format!("width=\"{WIDTH}\""))
+            && svg.contains(&format!("height=\"{HEIGHT}\""))
+    );
+    let texts = svg_texts(&svg);
+    for text in [
+        "float.ckpt (float) + qat.ckpt (QAT)",
+        "train loss",
+        "loss every n steps",
+        "train accuracy",
+        "test accuracy",
+        "epoch",
+        "accuracy",
+        "QAT",
+        "100%",
+        "6",
+    ] {
+        assert!(texts.iter().any(|t| t == text), "no {text} in {texts:?}");
+    }
+    let hex = |c: [u8; 3]| format!("#{:02X}{:02X}{:02X}", c[0], c[1], c[2]);
+    for c in [LOSS_COLOR, curve::TRAIN_ACC_COLOR, curve::TEST_ACC_COLOR] {
+        assert!(svg.contains(&hex(c)), "no {} in the SVG", hex(c));
+    }
+    // One log alone has no boundary.
+    let one = d.join("one.svg");
+    curve::write_curve(&[float], None, &one).unwrap();
+    let svg = std::fs::read_to_string(&one).unwrap();
+    let texts = svg_texts(&svg);
+    assert!(!texts.iter().any(|t| t == "QAT"), "{texts:?}");
+    assert!(texts.iter().any(|t| t == "float.ckpt (float)"), "{texts:?}");
+    let names: Vec<_> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 4, "temp file left behind: {names:?}");
+
+    // Neither PNG nor SVG: refused before anything is written.
+    let jpg = d.join("c.jpg");
+    let e = curve::write_curve(&[d.join("float.ckpt.metrics.jsonl")], None, &jpg)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&jpg.display().to_string()) && e.contains(".svg"),
+        "{e}"
+    );
+    assert!(!jpg.exists());
 }
 
 #[test]
@@ -120,6 +230,8 @@ fn one_epoch_and_missing_values_still_plot() {
 {\"epoch\":3,\"train_loss\":null,\"test_accuracy\":0.8}
 {\"epoch\":4}
 {\"step\":7,\"epoch_f\":4.5,\"train_loss\":NaN}
+{\"step\":8,\"epoch_f\":4.6,\"train_loss\":inf}
+{\"epoch\":5,\"train_loss\":-inf,\"train_accuracy\":-Infinity}
 ";
     let log = curve::parse_log(text, "nan").unwrap();
     let img = png_of(&[log]);
@@ -233,6 +345,14 @@ fn curve_command_combines_logs_and_names_bad_paths() {
             .count()
     };
     assert_ne!(left_half(&both), left_half(&alone));
+    // The dashed float→QAT boundary: 4 of 6 epochs along the axis, absent from one log alone.
+    let sep = [150, 150, 150];
+    let boundary = |img: &Decoded| img.plot_pixels(sep).iter().map(|p| p.0).collect::<Vec<_>>();
+    let xs = boundary(&both);
+    assert!(xs.len() > 50, "{} boundary pixels", xs.len());
+    let at = PLOT_X0 + (PLOT_X1 - PLOT_X0) * 4 / 6;
+    assert!(xs.iter().all(|&x| x.abs_diff(at) < 40), "{at}: {xs:?}");
+    assert!(boundary(&alone).is_empty());
 
     let missing = d.join("no-such-dir").join("m.jsonl");
     let bad_out = d.join("bad.png");
