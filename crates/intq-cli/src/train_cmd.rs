@@ -26,9 +26,20 @@ pub struct Common {
     epochs: Option<usize>,
     #[arg(long, default_value_t = 128)]
     batch_size: usize,
-    /// Peak learning rate (cosine-annealed to 0 over the run).
+    /// Peak learning rate (see --schedule).
     #[arg(long)]
     lr: Option<f64>,
+    /// Learning-rate schedule: cosine (from the peak, annealed to 0 over the run) or onecycle
+    /// (a linear warm-up from peak/25 over the first --warmup of the steps, then cosine to 0).
+    #[arg(long, default_value = "cosine", value_parser = ["cosine", "onecycle"])]
+    schedule: String,
+    /// onecycle's warm-up, as a fraction of the run's steps, in [0, 1).
+    #[arg(long, default_value_t = intq_train::trainer::DEFAULT_WARMUP)]
+    warmup: f64,
+    /// Label smoothing in [0, 1): the training target moves this much probability from the
+    /// label to all classes evenly (0: plain cross-entropy).
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f64,
     #[arg(long, default_value_t = 0.9)]
     momentum: f64,
     #[arg(long, default_value_t = 5e-4)]
@@ -197,6 +208,11 @@ fn config(c: &Common, arch: Arch, epochs: usize, lr: f64) -> TrainConfig {
         lr: c.lr.unwrap_or(lr),
         momentum: c.momentum,
         weight_decay: c.weight_decay,
+        schedule: match c.schedule.as_str() {
+            "onecycle" => intq_train::trainer::LrSchedule::OneCycle { warmup: c.warmup },
+            _ => intq_train::trainer::LrSchedule::Cosine,
+        },
+        label_smoothing: c.label_smoothing,
         seed: c.seed,
         quant: None,
         freeze_bn_after: None,

@@ -41,6 +41,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         lr: 0.05,
         momentum: 0.9,
         weight_decay: 5e-4,
+        schedule: intq_train::trainer::LrSchedule::Cosine,
+        label_smoothing: 0.0,
         seed: 0,
         quant: None,
         freeze_bn_after: None,

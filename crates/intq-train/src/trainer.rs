@@ -1,7 +1,7 @@
 //! The training loop shared by float pretraining and QAT fine-tuning: seeded shuffling, SGD with
-//! momentum, weight decay and a cosine learning rate, evaluation, metrics as JSON lines, atomic
-//! checkpoints every epoch (and every N steps if asked), resume (mid-epoch too), and a clear stop
-//! on a non-finite loss.
+//! momentum, weight decay, a cosine or one-cycle learning rate, optional label smoothing,
+//! evaluation, metrics as JSON lines, atomic checkpoints every epoch (and every N steps if
+//! asked), resume (mid-epoch too), and a clear stop on a non-finite loss.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -98,9 +98,14 @@ pub struct TrainConfig {
     pub arch: Arch,
     pub epochs: usize,
     pub batch_size: usize,
+    /// Peak learning rate; [`TrainConfig::schedule`] says how it moves over the run.
     pub lr: f64,
+    pub schedule: LrSchedule,
     pub momentum: f64,
     pub weight_decay: f64,
+    /// Label smoothing `ε` in `[0, 1)`: the target puts `1 - ε` on the label and spreads `ε`
+    /// evenly over all classes ([`smoothed_cross_entropy`]); 0 is plain cross-entropy.
+    pub label_smoothing: f64,
     pub seed: u64,
     /// `None`: float training; `Some`: QAT.
     pub quant: Option<QuantCfg>,
@@ -184,11 +189,90 @@ pub fn cosine_lr(base: f64, step: u64, total: u64) -> f64 {
     base * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
 }
 
+/// How the learning rate moves from the first step to the last.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LrSchedule {
+    /// From the peak at step 0, cosine-annealed to 0 ([`cosine_lr`]).
+    Cosine,
+    /// One cycle: a linear warm-up from `peak / ONE_CYCLE_DIV` to the peak over the first
+    /// `warmup` fraction of the steps (in `(0, 1)`), then cosine-annealed to 0 ([`one_cycle_lr`]).
+    /// The warm-up lets a fresh network with batch norm take a higher peak rate without
+    /// diverging in its first steps.
+    OneCycle { warmup: f64 },
+}
+
+/// The one-cycle schedule's starting rate is the peak divided by this.
+pub const ONE_CYCLE_DIV: f64 = 25.0;
+
+/// The warm-up fraction `--schedule onecycle` uses unless told otherwise.
+pub const DEFAULT_WARMUP: f64 = 0.15;
+
+impl LrSchedule {
+    /// The rate of step `step` (0-based) of a `total`-step run peaking at `base`.
+    pub fn lr(self, base: f64, step: u64, total: u64) -> f64 {
+        match self {
+            LrSchedule::Cosine => cosine_lr(base, step, total),
+            LrSchedule::OneCycle { warmup } => one_cycle_lr(base, warmup, step, total),
+        }
+    }
+
+    /// Checks the parameters (a warm-up fraction in `[0, 1)`).
+    pub fn validate(self) -> Result<(), TrainError> {
+        match self {
+            LrSchedule::OneCycle { warmup } if !(0.0..1.0).contains(&warmup) => {
+                Err(TrainError::Config(format!(
+                    "one-cycle warm-up fraction must be in [0, 1), got {warmup}"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `cosine` or `onecycle`, as the CLI spells them.
+    pub fn name(self) -> &'static str {
+        match self {
+            LrSchedule::Cosine => "cosine",
+            LrSchedule::OneCycle { .. } => "onecycle",
+        }
+    }
+}
+
+/// One-cycle learning rate: rises linearly from `base / ONE_CYCLE_DIV` at step 0 to `base` at
+/// step `warmup * total`, then falls along a cosine to 0 at step `total`.
+pub fn one_cycle_lr(base: f64, warmup: f64, step: u64, total: u64) -> f64 {
+    let total = total.max(1) as f64;
+    let up = (warmup.clamp(0.0, 1.0) * total).round();
+    let s = (step as f64).min(total);
+    if s < up {
+        let start = base / ONE_CYCLE_DIV;
+        start + (base - start) * s / up
+    } else {
+        let t = (s - up) / (total - up).max(1.0);
+        base * 0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
+    }
+}
+
 /// Mean cross-entropy of logits `[N, K]` against integer labels.
 pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
     let n = labels.dims()[0];
     let lp = log_softmax(logits, 1);
     lp.gather(1, labels.reshape([n, 1])).mean().neg()
+}
+
+/// Mean label-smoothed cross-entropy of logits `[N, K]`: the target distribution is
+/// `(1 - eps)` on the label plus `eps / K` on every class, so the loss per sample is
+/// `(1 - eps) * -log p[label] + eps * mean_k(-log p[k])`. It keeps the logits from growing
+/// without bound on confidently-fitted samples (Szegedy et al. 2016). `eps = 0` is exactly
+/// [`cross_entropy`].
+pub fn smoothed_cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>, eps: f64) -> Tensor<1> {
+    if eps == 0.0 {
+        return cross_entropy(logits, labels);
+    }
+    let n = labels.dims()[0];
+    let lp = log_softmax(logits, 1);
+    let nll = lp.clone().gather(1, labels.reshape([n, 1])).mean().neg();
+    let uniform = lp.mean().neg();
+    nll.mul_scalar(1.0 - eps).add(uniform.mul_scalar(eps))
 }
 
 fn correct(logits: &Tensor<2>, labels: &[u8], idx: &[usize]) -> usize {
@@ -299,6 +383,13 @@ pub fn train_observed(
     if cfg.shards == 0 {
         return Err(TrainError::Config("shards must be at least 1".into()));
     }
+    cfg.schedule.validate()?;
+    if !(0.0..1.0).contains(&cfg.label_smoothing) {
+        return Err(TrainError::Config(format!(
+            "label smoothing must be in [0, 1), got {}",
+            cfg.label_smoothing
+        )));
+    }
     if cfg.batch_size == 0 || train_set.len == 0 {
         return Err(TrainError::Config(
             "empty training set or batch size 0".into(),
@@ -397,7 +488,15 @@ pub fn train_observed(
                 exact: false,
                 log: None,
             };
-            let out = sharded_grads(&net, train_set, idx, cfg.shards, &ctx, device)?;
+            let out = sharded_grads_smoothed(
+                &net,
+                train_set,
+                idx,
+                cfg.shards,
+                cfg.label_smoothing,
+                &ctx,
+                device,
+            )?;
             let loss_v = out.loss;
             if !loss_v.is_finite() {
                 bar.abandon();
@@ -409,7 +508,7 @@ pub fn train_observed(
                 )));
             }
             shard::apply_updates(out.updates)?;
-            let lr = cosine_lr(cfg.lr, step, total_steps);
+            let lr = cfg.schedule.lr(cfg.lr, step, total_steps);
             net = sgd::step(
                 net,
                 out.grads,
@@ -482,7 +581,7 @@ pub fn train_observed(
             ok as f64 / seen.max(1) as f64,
             test_acc.map_or("null".to_string(), |a| format!("{a:.6}")),
             secs,
-            cosine_lr(cfg.lr, step, total_steps),
+            cfg.schedule.lr(cfg.lr, step, total_steps),
             cfg.quant.is_some()
         );
         if cfg.progress {
@@ -556,6 +655,7 @@ fn run_shard(
     net: &Net,
     data: &ImageSet,
     idx: &[usize],
+    smoothing: f64,
     ctx: &Ctx,
     device: &Device,
 ) -> Result<ShardOut, TrainError> {
@@ -566,7 +666,7 @@ fn run_shard(
     };
     let (x, y) = data.batch(idx, device);
     let logits = net.forward(x, &ctx)?;
-    let loss = cross_entropy(logits.clone(), y);
+    let loss = smoothed_cross_entropy(logits.clone(), y, smoothing);
     let loss_v = scalar(&loss) as f64;
     let grads = loss_v
         .is_finite()
@@ -592,9 +692,22 @@ pub fn sharded_grads(
     ctx: &Ctx,
     device: &Device,
 ) -> Result<BatchGrads, TrainError> {
+    sharded_grads_smoothed(net, data, idx, shards, 0.0, ctx, device)
+}
+
+/// [`sharded_grads`] with the loss label-smoothed by `smoothing` ([`smoothed_cross_entropy`]).
+pub fn sharded_grads_smoothed(
+    net: &Net,
+    data: &ImageSet,
+    idx: &[usize],
+    shards: usize,
+    smoothing: f64,
+    ctx: &Ctx,
+    device: &Device,
+) -> Result<BatchGrads, TrainError> {
     let ranges = shard::pieces(idx.len(), shards);
     let outs: Vec<Result<ShardOut, TrainError>> = if ranges.len() == 1 {
-        vec![run_shard(net, data, idx, ctx, device)]
+        vec![run_shard(net, data, idx, smoothing, ctx, device)]
     } else {
         let nets: Vec<Net> = ranges.iter().map(|_| shard::detached_copy(net)).collect();
         std::thread::scope(|s| {
@@ -603,10 +716,17 @@ pub fn sharded_grads(
             let handles: Vec<_> = work
                 .map(|(r, n)| {
                     let idx = &idx[r.clone()];
-                    s.spawn(move || run_shard(n, data, idx, ctx, device))
+                    s.spawn(move || run_shard(n, data, idx, smoothing, ctx, device))
                 })
                 .collect();
-            let mut outs = vec![run_shard(n0, data, &idx[r0.clone()], ctx, device)];
+            let mut outs = vec![run_shard(
+                n0,
+                data,
+                &idx[r0.clone()],
+                smoothing,
+                ctx,
+                device,
+            )];
             for h in handles {
                 outs.push(
                     h.join()

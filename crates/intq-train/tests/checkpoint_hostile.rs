@@ -335,6 +335,8 @@ fn write_fuzz_seeds() {
             lr: 0.01,
             momentum: 0.9,
             weight_decay: 5e-4,
+            schedule: intq_train::trainer::LrSchedule::Cosine,
+            label_smoothing: 0.0,
             seed: 1,
             quant,
             freeze_bn_after: None,

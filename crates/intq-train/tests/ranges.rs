@@ -334,6 +334,8 @@ fn qat_config(q: QuantCfg, name: &str) -> TrainConfig {
         lr: 0.05,
         momentum: 0.9,
         weight_decay: 5e-4,
+        schedule: intq_train::trainer::LrSchedule::Cosine,
+        label_smoothing: 0.0,
         seed: 2,
         quant: Some(q),
         freeze_bn_after: None,

@@ -129,6 +129,8 @@ fn config(shards: usize, quant: Option<QuantCfg>, steps: u64) -> TrainConfig {
         lr: 0.05,
         momentum: 0.9,
         weight_decay: 5e-4,
+        schedule: intq_train::trainer::LrSchedule::Cosine,
+        label_smoothing: 0.0,
         seed: 7,
         quant,
         freeze_bn_after: None,

@@ -65,6 +65,8 @@ fn config(out: PathBuf, epochs: usize) -> TrainConfig {
         lr: 0.05,
         momentum: 0.9,
         weight_decay: 5e-4,
+        schedule: intq_train::trainer::LrSchedule::Cosine,
+        label_smoothing: 0.0,
         seed: 3,
         quant: None,
         freeze_bn_after: None,
