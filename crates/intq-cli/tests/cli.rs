@@ -12,30 +12,24 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn write_npy(path: &Path, shape: &[usize], data: &TensorData) {
-    // A minimal v1 header, written independently of the CLI's own writer.
-    let (descr, bytes): (&str, Vec<u8>) = match data {
-        TensorData::U8(v) => ("|u1", v.clone()),
-        TensorData::I8(v) => ("|i1", v.iter().map(|&x| x as u8).collect()),
-        TensorData::F32(v) => ("<f4", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-        TensorData::I32(v) => ("<i4", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-    };
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_text = if shape.len() == 1 {
-        format!("({},)", dims[0])
-    } else {
-        format!("({})", dims.join(", "))
-    };
-    let mut header =
-        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
+    // Written with ndarray-npy directly, independently of the CLI's own writer.
+    fn write<T: ndarray_npy::WritableElement>(shape: &[usize], v: &[T]) -> Vec<u8> {
+        let header = ndarray_npy::npy::header::Header {
+            type_descriptor: T::type_descriptor(),
+            layout: ndarray_npy::npy::header::Layout::Standard,
+            shape: shape.to_vec(),
+        };
+        let mut out = header.to_bytes().unwrap();
+        T::write_slice(v, &mut out).unwrap();
+        out
     }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(&bytes);
-    std::fs::write(path, out).unwrap();
+    let bytes = match data {
+        TensorData::U8(v) => write(shape, v),
+        TensorData::I8(v) => write(shape, v),
+        TensorData::F32(v) => write(shape, v),
+        TensorData::I32(v) => write(shape, v),
+    };
+    std::fs::write(path, bytes).unwrap();
 }
 
 fn npy_payload(path: &Path) -> Vec<u8> {

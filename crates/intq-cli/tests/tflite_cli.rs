@@ -26,8 +26,9 @@ fn scratch(name: &str) -> PathBuf {
 
 fn npy_payload(path: &Path) -> Vec<u8> {
     let b = std::fs::read(path).unwrap();
-    let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
-    b[10 + hl..].to_vec()
+    let mut payload = &b[..];
+    ndarray_npy::npy::header::Header::from_reader(&mut payload).unwrap();
+    payload.to_vec()
 }
 
 fn s(p: &Path) -> &str {

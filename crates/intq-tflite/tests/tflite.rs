@@ -12,57 +12,31 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-/// A minimal `.npy` reader for the fixture arrays (little-endian, C order).
+/// A fixture array (read with ndarray-npy, independently of intq's own reader).
 fn read_npy(path: &Path) -> (Vec<usize>, TensorData) {
+    use ndarray::ArrayD;
+    use ndarray_npy::ReadNpyExt;
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(&bytes[..6], b"\x93NUMPY", "{}", path.display());
-    let (header_len, start) = if bytes[6] == 1 {
-        (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
-    } else {
-        (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        )
-    };
-    let header = std::str::from_utf8(&bytes[start..start + header_len]).unwrap();
-    assert!(header.contains("'fortran_order': False"), "{header}");
+    let header = ndarray_npy::npy::header::Header::from_reader(&mut &bytes[..])
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let descr = header
-        .split("'descr': '")
-        .nth(1)
-        .unwrap()
-        .split('\'')
-        .next()
-        .unwrap();
-    let shape_text = header
-        .split("'shape': (")
-        .nth(1)
-        .unwrap()
-        .split(')')
-        .next()
-        .unwrap();
-    let shape: Vec<usize> = shape_text
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().unwrap())
-        .collect();
-    let raw = &bytes[start + header_len..];
-    let data = match descr {
-        "|u1" => TensorData::U8(raw.to_vec()),
-        "|i1" => TensorData::I8(raw.iter().map(|&b| b as i8).collect()),
-        "<f4" => TensorData::F32(
-            raw.chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        ),
-        "<i4" => TensorData::I32(
-            raw.chunks_exact(4)
-                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        ),
+        .type_descriptor
+        .as_string()
+        .cloned()
+        .unwrap_or_default();
+    fn read<T: ndarray_npy::ReadableElement>(path: &Path, bytes: &[u8]) -> Vec<T> {
+        let a = ArrayD::<T>::read_npy(bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(a.is_standard_layout(), "{}: not C order", path.display());
+        a.into_raw_vec_and_offset().0
+    }
+    let data = match descr.as_str() {
+        "|u1" => TensorData::U8(read(path, &bytes)),
+        "|i1" => TensorData::I8(read(path, &bytes)),
+        "<f4" => TensorData::F32(read(path, &bytes)),
+        "<i4" => TensorData::I32(read(path, &bytes)),
         other => panic!("{}: dtype {other}", path.display()),
     };
-    (shape, data)
+    (header.shape, data)
 }
 
 fn bytes_of(d: &TensorData) -> Vec<u8> {
