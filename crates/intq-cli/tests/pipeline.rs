@@ -40,15 +40,9 @@ fn scratch(name: &str) -> PathBuf {
 /// Deterministic 28x28 images: class `k` is a bright bar at a class-specific row or column,
 /// over low noise, so a few SGD steps already separate some classes.
 fn images(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    let mut next = || {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (s >> 33) as u32
-    };
+    use intq_engine::examples::Rng as _;
+    let mut rng = intq_engine::examples::seeded(seed);
+    let mut next = || rng.next_u64();
     let mut px = Vec::with_capacity(n * 784);
     let mut labels = Vec::with_capacity(n);
     for i in 0..n {
