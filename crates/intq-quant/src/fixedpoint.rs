@@ -330,11 +330,8 @@ mod tests {
             i32::MAX - 1,
             i32::MAX,
         ]);
-        let mut random: u32 = 1;
-        for _ in 0..1000 {
-            random = random.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            v.push(random as i32);
-        }
+        let mut rng = intq_testutil::TestRng::new(1);
+        v.extend((0..1000).map(|_| rng.next_u64() as i32));
         v.sort_unstable();
         v
     }
