@@ -61,7 +61,8 @@ enum Command {
         float: bool,
     },
     /// Fetch Fashion-MNIST, train small-cnn in float, PTQ it, QAT fine-tune it, convert it to an
-    /// integer-only model and compare float, PTQ, fake-quant and int8 (under 10 min on 2 cores).
+    /// integer-only model and compare float, PTQ, fake-quant and int8 (the whole training set
+    /// and test set, a few minutes on 2 cores; `--tiny`: a subset, seconds).
     Quickstart(quickstart::QuickstartArgs),
     /// Draw a training curve (loss, train and test accuracy per epoch) from metrics logs as a
     /// PNG; several logs (float, then QAT) continue one epoch axis.
