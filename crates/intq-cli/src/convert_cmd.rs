@@ -42,8 +42,11 @@ pub struct EvalArgs {
     /// with fake quantization. Models are recognized by their contents (or extension),
     /// anything else is read as a checkpoint.
     pub model: PathBuf,
-    /// Data set: mnist or fashion-mnist, its test split (default: the one the checkpoint was
-    /// trained on, else fashion-mnist).
+    /// Data (its test split): a registry name (mnist, fashion-mnist) or a path to an image folder, a CIFAR-10/100
+    /// binary folder, a `.npz` file or a folder of `.npy` files (`intq data info PATH` shows what
+    /// intq makes of it). Default: the data the checkpoint was trained on, else fashion-mnist.
+    /// Pictures are converted to the input the checkpoint records (size, channels, resize rule);
+    /// data with another class count is refused.
     #[arg(long)]
     pub data: Option<String>,
     /// Directory with the IDX files (default: intq's data cache, see `intq data fetch`).
@@ -85,8 +88,13 @@ pub struct PtqArgs {
     pub bits_w: u8,
     #[arg(long, default_value_t = 8)]
     pub bits_a: u8,
-    #[arg(long, default_value = "fashion-mnist")]
-    pub data: String,
+    /// Data (its training split calibrates): a registry name (mnist, fashion-mnist) or a path to an image folder, a CIFAR-10/100
+    /// binary folder, a `.npz` file or a folder of `.npy` files (`intq data info PATH` shows what
+    /// intq makes of it). Default: the data the checkpoint was trained on, else fashion-mnist.
+    /// Pictures are converted to the input the checkpoint records (size, channels, resize rule);
+    /// data with another class count is refused.
+    #[arg(long)]
+    pub data: Option<String>,
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// The `.intq` model to write.
@@ -153,7 +161,16 @@ pub fn run(cmd: ConvertCommand) -> Result<()> {
         ConvertCommand::Ptq(a) => {
             let q = quant_cfg(&a.scheme, a.bits_a, a.bits_w, a.per_channel)?;
             let method = calib_method(&a.method, a.percentile)?;
-            let data = fidelity::load_data(&a.data, a.data_dir.as_deref(), false)?;
+            let l = fidelity::load_ckpt(&a.from)?;
+            let name = fidelity::data_for(a.data.as_deref(), recorded(&l), &a.from);
+            let what = a.from.display().to_string();
+            let data = fidelity::load_for(
+                &name,
+                a.data_dir.as_deref(),
+                &fidelity::ckpt_input(&l),
+                &what,
+            )?;
+            drop(l);
             let m = ptq(&a.from, &data.train, a.calib, method, &q, &a.out)?;
             println!(
                 "wrote {} ({} ops, {} bytes), calibrated on {} images ({})",
@@ -275,10 +292,11 @@ pub fn ptq(
             from.display()
         );
     }
+    let chw = train.images_chw();
     let graph = intq_train::ptq::ptq(
         &l.net,
         l.meta.arch,
-        &fidelity::image_set(train),
+        &fidelity::image_set_chw(train, &chw),
         calib,
         method,
         q,
@@ -288,6 +306,36 @@ pub fn ptq(
     let model = Model::new(graph).with_context(|| format!("quantizing {}", from.display()))?;
     model.save(out)?;
     Ok(model)
+}
+
+/// The data source a loaded checkpoint records.
+fn recorded(l: &intq_train::checkpoint::Loaded) -> Option<&str> {
+    l.meta.data.as_ref().map(|d| d.source.as_str())
+}
+
+/// The input of an image classifier model: its one input's NHWC shape and its output's class
+/// count (pictures are stretched to the size).
+fn model_input(model: &Model, path: &Path) -> Result<fidelity::InputSpec> {
+    let g = model.graph();
+    let (&[i], &[o]) = (g.inputs(), g.outputs()) else {
+        bail!(
+            "{}: an image classifier has one input and one output",
+            path.display()
+        );
+    };
+    let (ti, to) = (g.tensor(i), g.tensor(o));
+    match (&ti.shape[..], to.shape.last()) {
+        (&[_, h, w, c], Some(&k)) => Ok(fidelity::InputSpec {
+            shape: [c, h, w],
+            classes: k,
+            resize: Default::default(),
+        }),
+        _ => bail!(
+            "{}: input of shape {:?} is not an NHWC picture batch",
+            path.display(),
+            ti.shape
+        ),
+    }
 }
 
 /// Whether `path` holds a model (`.intq` by its magic bytes or extension, `.tflite` by
@@ -329,7 +377,18 @@ fn eval(a: EvalArgs) -> Result<()> {
         recorded.as_deref(),
         a.compare.as_deref().unwrap_or(&a.model),
     );
-    let data = fidelity::load_data(&name, a.data_dir.as_deref(), false)?;
+    let loaded = a.compare.as_deref().map(fidelity::load_ckpt).transpose()?;
+    let input = match &loaded {
+        Some(l) => fidelity::ckpt_input(l),
+        None => model_input(&model, &a.model)?,
+    };
+    let what = a
+        .compare
+        .as_deref()
+        .unwrap_or(&a.model)
+        .display()
+        .to_string();
+    let data = fidelity::load_for(&name, a.data_dir.as_deref(), &input, &what)?;
     let limit = a.limit.unwrap_or(data.test.len);
     let progress = !a.json;
     let model_name = a.model.display().to_string();
@@ -358,7 +417,7 @@ fn eval(a: EvalArgs) -> Result<()> {
             }
         }
         Some(ckpt) => {
-            let l = fidelity::load_ckpt(ckpt)?;
+            let l = loaded.context("the checkpoint is loaded above")?;
             let q = fidelity::qat_cfg(&l, ckpt)?;
             let c = fidelity::compare(&l, q, &model, &data.test, limit, progress)?;
             if a.json {
@@ -390,12 +449,19 @@ fn eval_checkpoint(a: &EvalArgs) -> Result<()> {
     // The fake-quant pass runs on the kernel tier INTQ_ISA selects: refuse a bad value.
     intq_kernels::KernelTier::from_env().context("INTQ_ISA")?;
     let l = fidelity::load_ckpt(&a.model)?;
-    let name = fidelity::data_for(a.data.as_deref(), l.meta.data.as_deref(), &a.model);
-    let data = fidelity::load_data(&name, a.data_dir.as_deref(), false)?;
+    let name = fidelity::data_for(a.data.as_deref(), recorded(&l), &a.model);
+    let what = a.model.display().to_string();
+    let data = fidelity::load_for(
+        &name,
+        a.data_dir.as_deref(),
+        &fidelity::ckpt_input(&l),
+        &what,
+    )?;
     let test = data.test.subset(a.limit.unwrap_or(data.test.len));
+    let chw = test.images_chw();
     let acc = intq_train::evaluate(
         &l.net,
-        &fidelity::image_set(&test),
+        &fidelity::image_set_chw(&test, &chw),
         l.meta.quant,
         256,
         &fidelity::eval_device(),

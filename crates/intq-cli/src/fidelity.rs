@@ -7,7 +7,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use intq_data::{Dataset, DatasetKind, Split};
+use intq_data::image_folder::{ImageFolderOptions, Resize};
+use intq_data::source::{self, DataSpec, OpenOptions, Origin};
+use intq_data::{Dataset, Split};
 use intq_engine::{DType, Model, Op, QuantParams, TensorData, TensorId};
 use intq_train::checkpoint::{self, Loaded};
 use intq_train::fake_quant::host_vec;
@@ -26,41 +28,258 @@ pub fn eval_device() -> Device {
     intq_train::train_device().inner()
 }
 
-/// Loads a data set from `dir` (default: intq's cache). With `fetch`, a data set that is not
-/// there yet is fetched first; otherwise the error says how to get it.
+/// Loads a data set: a registry name from `dir` (default: intq's cache) or a path in any format
+/// [`intq_data::source::detect`] knows, logging the format found. With `fetch`, a registry data
+/// set that is not there yet is fetched first; otherwise the error says how to get it.
 pub fn load_data(name: &str, dir: Option<&Path>, fetch: bool) -> Result<Dataset> {
-    let kind: DatasetKind = name
-        .parse()
-        .map_err(|_| anyhow::anyhow!("unknown data set {name:?}; use mnist or fashion-mnist"))?;
-    let dir = dir
-        .map(Path::to_path_buf)
-        .unwrap_or_else(intq_data::default_data_dir);
-    match intq_data::load(kind, &dir) {
-        Ok(d) => Ok(d),
-        Err(e) if fetch => {
-            eprintln!("{name} not found in {} ({e}); fetching it", dir.display());
-            intq_data::fetch(kind, &dir)
-                .with_context(|| format!("fetching {name} into {}", dir.display()))?;
-            intq_data::load(kind, &dir)
-                .with_context(|| format!("loading {name} from {}", dir.display()))
+    load_data_with(name, dir, fetch, ImageFolderOptions::default())
+}
+
+/// [`load_data`] reading image folders with `image` (target size, channels, resize rule).
+pub fn load_data_with(
+    name: &str,
+    dir: Option<&Path>,
+    fetch: bool,
+    image: ImageFolderOptions,
+) -> Result<Dataset> {
+    Ok(load_opened(name, dir, fetch, image)?.dataset)
+}
+
+/// The pictures of a data set as stored, `CxHxW` (`CxHxW to CxHxW` for pictures of several
+/// sizes): an image folder's before conversion, else its splits'.
+pub fn stored_shape(o: &source::Opened) -> String {
+    let t = &o.dataset.train;
+    match &o.report.manifest {
+        Some(m) => {
+            let c = if m.entries.iter().all(|e| e.channels <= 2) {
+                1
+            } else {
+                3
+            };
+            match intq_data::image_folder::size_range(m) {
+                Some((lo, hi)) if lo != hi => {
+                    format!("{c}x{}x{} to {c}x{}x{}", lo.0, lo.1, hi.0, hi.1)
+                }
+                Some((lo, _)) => format!("{c}x{}x{}", lo.0, lo.1),
+                None => format!("{}x{}x{}", t.channels, t.rows, t.cols),
+            }
         }
-        Err(e) => Err(e).with_context(|| format!("loading {name} from {}", dir.display())),
+        None => format!("{}x{}x{}", t.channels, t.rows, t.cols),
     }
 }
 
-/// The trainer's view of a split (grayscale, one channel).
+/// [`load_data_with`], keeping the load report.
+pub fn load_opened(
+    name: &str,
+    dir: Option<&Path>,
+    fetch: bool,
+    image: ImageFolderOptions,
+) -> Result<source::Opened> {
+    let dir = dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(intq_data::default_data_dir);
+    let spec = DataSpec::parse(name);
+    let opts = OpenOptions {
+        data_dir: dir.clone(),
+        image,
+        ..OpenOptions::default()
+    };
+    let opened = match (&spec, source::open(&spec, &opts)) {
+        (_, Ok(o)) => o,
+        (DataSpec::Registry(kind), Err(e)) if fetch => {
+            eprintln!("{name} not found in {} ({e}); fetching it", dir.display());
+            intq_data::fetch(*kind, &dir)
+                .with_context(|| format!("fetching {name} into {}", dir.display()))?;
+            source::open(&spec, &opts)
+                .with_context(|| format!("loading {name} from {}", dir.display()))?
+        }
+        (DataSpec::Registry(_), Err(e)) => {
+            return Err(e).with_context(|| format!("loading {name} from {}", dir.display()))
+        }
+        (DataSpec::Path(_), Err(e)) => return Err(e).with_context(|| format!("loading {name}")),
+    };
+    if let Origin::Path { format, path } = &opened.dataset.origin {
+        let t = &opened.dataset.train;
+        eprintln!(
+            "data: {} is {} ({} train + {} test pictures of {}x{}x{}, {} classes)",
+            path.display(),
+            format.name(),
+            t.len,
+            opened.dataset.test.len,
+            t.channels,
+            t.rows,
+            t.cols,
+            t.num_classes()
+        );
+    }
+    for w in &opened.report.warnings {
+        eprintln!("warning: {name}: {w}");
+    }
+    if !opened.report.skipped.is_empty() {
+        eprintln!(
+            "warning: {name}: {} pictures or folders left out",
+            opened.report.skipped.len()
+        );
+    }
+    Ok(opened)
+}
+
+/// What a network is given: `[channels, height, width]` pictures, brought to that size by
+/// `resize`, and its class count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputSpec {
+    pub shape: [usize; 3],
+    pub classes: usize,
+    pub resize: Resize,
+}
+
+/// The `--resize` names.
+pub fn resize_name(r: Resize) -> &'static str {
+    match r {
+        Resize::Stretch => "stretch",
+        Resize::ShorterSideCrop => "crop",
+    }
+}
+
+/// The rule a `--resize` name (or a checkpoint's record of one) means.
+pub fn parse_resize(s: &str) -> Result<Resize, String> {
+    match s {
+        "stretch" => Ok(Resize::Stretch),
+        "crop" => Ok(Resize::ShorterSideCrop),
+        other => Err(format!(
+            "unknown resize rule {other:?}; use stretch or crop"
+        )),
+    }
+}
+
+/// `HxW` (or a single `N` for a square) as (height, width).
+pub fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let parse = |p: &str| -> Result<usize, String> {
+        match p.trim().parse::<usize>() {
+            Ok(n) if (1..=1 << 15).contains(&n) => Ok(n),
+            _ => Err(format!("bad input size {s:?}; write HxW, e.g. 32x32")),
+        }
+    };
+    match s.split_once(['x', 'X']) {
+        Some((h, w)) => Ok((parse(h)?, parse(w)?)),
+        None => parse(s).map(|n| (n, n)),
+    }
+}
+
+/// The input a checkpoint's network takes, as its metadata records it (older files: the
+/// architecture's own).
+pub fn ckpt_input(l: &Loaded) -> InputSpec {
+    InputSpec {
+        shape: l.meta.input_shape(),
+        classes: l.meta.classes(),
+        resize: l
+            .meta
+            .data
+            .as_ref()
+            .and_then(|d| d.resize.as_deref())
+            .and_then(|r| parse_resize(r).ok())
+            .unwrap_or_default(),
+    }
+}
+
+/// `split` converted to `shape` (`[channels, height, width]`): grey replicated to RGB or RGB
+/// made grey (ITU-R 601 luma), resized by `rule`. A split already in shape is returned as is.
+pub fn conform(split: Split, shape: [usize; 3], rule: Resize) -> Result<Split> {
+    let [c, h, w] = shape;
+    if [split.channels, split.rows, split.cols] == shape {
+        return Ok(split);
+    }
+    let n = split.image_size();
+    let (h0, w0) = (split.rows as u32, split.cols as u32);
+    let mut images = Vec::with_capacity(split.len * c * h * w);
+    for px in split.images.chunks_exact(n) {
+        let img = match split.channels {
+            1 => image::DynamicImage::ImageLuma8(
+                image::GrayImage::from_raw(w0, h0, px.to_vec()).context("a grey picture")?,
+            ),
+            3 => image::DynamicImage::ImageRgb8(
+                image::RgbImage::from_raw(w0, h0, px.to_vec()).context("an RGB picture")?,
+            ),
+            k => bail!("pictures of {k} channels; 1 (grey) or 3 (RGB) are supported"),
+        };
+        images.extend(intq_data::image_folder::to_pixels(&img, c, h, w, rule));
+    }
+    Ok(Split {
+        images,
+        rows: h,
+        cols: w,
+        channels: c,
+        ..split
+    })
+}
+
+/// Loads `name` for a network taking `input` and converts both splits to its input; data of
+/// another class count is an error saying what differs.
+pub fn load_for(name: &str, dir: Option<&Path>, input: &InputSpec, what: &str) -> Result<Dataset> {
+    let [c, h, w] = input.shape;
+    let image = ImageFolderOptions {
+        size: Some((h, w)),
+        channels: Some(c),
+        resize: input.resize,
+        ..ImageFolderOptions::default()
+    };
+    let opened = load_opened(name, dir, false, image)?;
+    let stored = stored_shape(&opened);
+    conform_dataset(opened.dataset, input, name, what, &stored)
+}
+
+/// Both splits of `ds` (the data `name`, pictures `stored` as `CxHxW`) converted to `input`, the
+/// input of `what`; data with another class count is an error saying what differs.
+pub fn conform_dataset(
+    ds: Dataset,
+    input: &InputSpec,
+    name: &str,
+    what: &str,
+    stored: &str,
+) -> Result<Dataset> {
+    let [c, h, w] = input.shape;
+    let t = &ds.train;
+    let k = t.num_classes().max(ds.test.num_classes());
+    if k != input.classes {
+        bail!(
+            "{what} expects {c}x{h}x{w} inputs (channels x height x width) and {} classes; {name} \
+             has {stored} pictures and {k} classes",
+            input.classes,
+        );
+    }
+    if stored != format!("{c}x{h}x{w}") {
+        eprintln!(
+            "data: {name}'s {stored} pictures are converted to the {c}x{h}x{w} inputs {what} \
+             takes ({})",
+            resize_name(input.resize)
+        );
+    }
+    Ok(Dataset {
+        train: conform(ds.train, input.shape, input.resize)?,
+        test: conform(ds.test, input.shape, input.resize)?,
+        origin: ds.origin,
+    })
+}
+
+/// The trainer's view of a one-channel split (the bytes are the same in HWC and CHW); for any
+/// split use [`image_set_chw`].
 pub fn image_set(s: &Split) -> ImageSet<'_> {
+    debug_assert_eq!(s.channels, 1, "image_set takes grey splits");
+    image_set_chw(s, &s.images)
+}
+
+/// The trainer's view of `s` with its pixels `chw` as planes ([`Split::images_chw`]).
+pub fn image_set_chw<'a>(s: &'a Split, chw: &'a [u8]) -> ImageSet<'a> {
     ImageSet {
-        images: &s.images,
+        images: chw,
         labels: &s.labels,
         len: s.len,
-        channels: 1,
+        channels: s.channels,
         rows: s.rows,
         cols: s.cols,
     }
 }
 
-/// Loads a checkpoint for evaluation; errors name the file.
 /// The data set a command runs on: `--data` when given (with a warning when the checkpoint
 /// `ckpt` was trained on another), else the one `ckpt` recorded, else Fashion-MNIST.
 pub fn data_for(flag: Option<&str>, recorded: Option<&str>, ckpt: &Path) -> String {
@@ -78,13 +297,20 @@ pub fn data_for(flag: Option<&str>, recorded: Option<&str>, ckpt: &Path) -> Stri
     }
 }
 
-/// The data set a checkpoint file records, if it can be read (errors surface when the
-/// checkpoint itself is loaded).
-pub fn recorded_data(ckpt: &Path) -> Option<String> {
+/// The data a checkpoint file records, if it can be read (errors surface when the checkpoint
+/// itself is loaded).
+pub fn recorded_meta(ckpt: &Path) -> Option<intq_train::checkpoint::DataMeta> {
     let bytes = std::fs::read(ckpt).ok()?;
     intq_train::ckpt_file::parse(&bytes, ckpt).ok()?.meta.data
 }
 
+/// The data source a checkpoint file records, if it can be read (errors surface when the
+/// checkpoint itself is loaded).
+pub fn recorded_data(ckpt: &Path) -> Option<String> {
+    Some(recorded_meta(ckpt)?.source)
+}
+
+/// Loads a checkpoint for evaluation; errors name the file.
 pub fn load_ckpt(path: &Path) -> Result<Loaded> {
     if !path.exists() {
         bail!("checkpoint {} does not exist", path.display());
@@ -108,7 +334,8 @@ pub fn qat_cfg(l: &Loaded, path: &Path) -> Result<QuantCfg> {
 
 /// Exports `net` with `quant` to an engine model (float edges: f32 images in, f32 logits out).
 pub fn export_model(l: &Loaded, quant: &QuantCfg, float_edges: bool) -> Result<Model> {
-    let graph = intq_train::export::export(&l.net, l.meta.arch, quant, float_edges)?;
+    let [_, h, w] = l.meta.input_shape();
+    let graph = intq_train::export::export_at(&l.net, l.meta.arch, (h, w), quant, float_edges)?;
     Ok(Model::new(graph)?)
 }
 
@@ -443,7 +670,8 @@ pub fn compare(
     }
     let (qmin, qmax) = (quant.act_scheme.qmin(), quant.act_scheme.qmax());
     let device = eval_device();
-    let set = image_set(split);
+    let chw = split.images_chw();
+    let set = image_set_chw(split, &chw);
     let n = limit.min(split.len);
     let mut cmp = Comparison {
         images: n,

@@ -152,7 +152,7 @@ pub fn quickstart(a: QuickstartArgs) -> Result<()> {
         progress: true,
         max_steps: None,
         shards: a.shards,
-        data: Some(a.data.clone()),
+        data: Some(a.data.clone().into()),
     };
     let t = Instant::now();
     let start = Start::fresh(Net::new(arch, LayerOpts::default(), &device));

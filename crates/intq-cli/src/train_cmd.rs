@@ -1,24 +1,29 @@
 //! `intq` subcommands: float training and QAT fine-tuning. Checkpoints are evaluated by
 //! `intq eval` and converted by `intq convert` (convert_cmd.rs).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::fidelity;
 use anyhow::{bail, Context, Result};
-use intq_data::DatasetKind;
+use intq_data::image_folder::{ImageFolderOptions, Resize};
+use intq_data::Split;
+use intq_train::checkpoint::DataMeta;
 use intq_train::checkpoint;
 use intq_train::layers::{LayerOpts, QuantCfg, RangeMode};
-use intq_train::trainer::{train_observed, ImageSet, Observer, Start, TrainConfig};
+use intq_train::trainer::{train_observed, Observer, Start, TrainConfig};
 use intq_train::{train_device, Arch, Net};
 
 /// Options every training command shares.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Common {
-    /// Data set: mnist or fashion-mnist (default: the one the `--from` or resumed checkpoint
-    /// was trained on, else fashion-mnist).
-    #[arg(long)]
+    /// Data: a registry name (mnist, fashion-mnist) or a path to an image folder, a CIFAR-10/100
+    /// binary folder, a `.npz` file or a folder of `.npy` files; the format found is logged
+    /// (`intq data info PATH` shows it without training). Default: the data the `--from` or
+    /// resumed checkpoint was trained on, else fashion-mnist. The class count is the data's.
+    #[arg(long, value_name = "SOURCE")]
     data: Option<String>,
-    /// Directory with the IDX files (default: intq's data cache, see `intq data fetch`).
+    /// Directory with the registry data sets' IDX files (default: intq's data cache, see
+    /// `intq data fetch`).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Epochs of this run.
@@ -88,9 +93,20 @@ pub struct Common {
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// Model: small-cnn, tiny-mobilenet, resnet20, mobilenet-v2[@WIDTH], resnet18.
+    /// Model: small-cnn, tiny-mobilenet (1x28x28 grey), resnet20 (3x32x32 RGB),
+    /// mobilenet-v2[@WIDTH], resnet18 (RGB, any size from 8x8; 32x32 and up is sensible).
     #[arg(long, default_value = "small-cnn")]
     model: String,
+    /// Input size HxW the pictures are brought to (default: the model's own size where it has
+    /// one, as above, else the data's). Grey pictures are replicated to RGB and RGB made grey
+    /// as the model needs.
+    #[arg(long, value_name = "HxW", value_parser = fidelity::parse_size)]
+    input_size: Option<(usize, usize)>,
+    /// How pictures of another size reach the input size: stretch (resize straight to HxW,
+    /// changing the aspect ratio if it differs) or crop (scale to cover HxW keeping the aspect
+    /// ratio, then cut out the centre).
+    #[arg(long, default_value = "stretch", value_parser = fidelity::parse_resize)]
+    resize: Resize,
     #[command(flatten)]
     common: Common,
 }
@@ -153,48 +169,35 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
     }
 }
 
+/// Both splits, converted to the network's input, and their pixels as the trainer takes them.
 struct Data {
-    train: (Vec<u8>, Vec<u8>, usize),
-    test: (Vec<u8>, Vec<u8>, usize),
-    rows: usize,
-    cols: usize,
+    train: Split,
+    test: Split,
+    train_chw: Vec<u8>,
+    test_chw: Vec<u8>,
 }
 
-fn load_data(
-    name: &str,
-    dir: Option<&Path>,
-    limit_train: Option<usize>,
-    limit_test: Option<usize>,
-) -> Result<Data> {
-    let kind: DatasetKind = name
-        .parse()
-        .map_err(|_| anyhow::anyhow!("unknown data set {name:?}; use mnist or fashion-mnist"))?;
-    let dir = dir
-        .map(Path::to_path_buf)
-        .unwrap_or_else(intq_data::default_data_dir);
-    let ds = intq_data::load(kind, &dir)
-        .with_context(|| format!("loading {name} from {}", dir.display()))?;
-    let take = |s: &intq_data::Split, limit: Option<usize>| {
-        let n = limit.unwrap_or(s.len).min(s.len);
-        let p = s.rows * s.cols;
-        (s.images[..n * p].to_vec(), s.labels[..n].to_vec(), n)
-    };
-    Ok(Data {
-        train: take(&ds.train, limit_train),
-        test: take(&ds.test, limit_test),
-        rows: ds.train.rows,
-        cols: ds.train.cols,
-    })
+impl Data {
+    fn new(ds: intq_data::Dataset, limit_train: Option<usize>, limit_test: Option<usize>) -> Self {
+        let train = ds.train.subset(limit_train.unwrap_or(usize::MAX));
+        let test = ds.test.subset(limit_test.unwrap_or(usize::MAX));
+        Data {
+            train_chw: train.images_chw(),
+            test_chw: test.images_chw(),
+            train,
+            test,
+        }
+    }
 }
 
-fn image_set<'a>(d: &'a (Vec<u8>, Vec<u8>, usize), rows: usize, cols: usize) -> ImageSet<'a> {
-    ImageSet {
-        images: &d.0,
-        labels: &d.1,
-        len: d.2,
-        channels: 1,
-        rows,
-        cols,
+/// What a checkpoint records about the data of a run on `source` with `input`.
+fn data_meta(source: &str, input: &fidelity::InputSpec, ds_classes: &[String]) -> DataMeta {
+    DataMeta {
+        source: source.to_string(),
+        input: Some(input.shape),
+        classes: Some(input.classes),
+        resize: Some(fidelity::resize_name(input.resize).to_string()),
+        class_names: ds_classes.to_vec(),
     }
 }
 
@@ -309,8 +312,8 @@ fn train_with_curve(
             on_epoch: Some(&mut on_epoch),
         },
         start,
-        &image_set(&data.train, data.rows, data.cols),
-        Some(&image_set(&data.test, data.rows, data.cols)),
+        &fidelity::image_set_chw(&data.train, &data.train_chw),
+        Some(&fidelity::image_set_chw(&data.test, &data.test_chw)),
         device,
     );
     draw();
@@ -340,19 +343,75 @@ fn run_train(a: TrainArgs) -> Result<()> {
     let c = &a.common;
     let mut cfg = config(c, arch, 15, 0.05);
     let recorded = if c.resume {
-        fidelity::recorded_data(&cfg.out)
+        fidelity::recorded_meta(&cfg.out)
     } else {
         None
     };
-    let name = fidelity::data_for(c.data.as_deref(), recorded.as_deref(), &cfg.out);
-    cfg.data = Some(name.clone());
-    let data = load_data(&name, c.data_dir.as_deref(), c.limit_train, c.limit_test)?;
+    let name = fidelity::data_for(
+        c.data.as_deref(),
+        recorded.as_ref().map(|d| d.source.as_str()),
+        &cfg.out,
+    );
+    let dir = c.data_dir.as_deref();
+    // A resumed run keeps the input it started with; a fresh one takes --input-size, else the
+    // model's own size, else the data's, and the data's class count.
+    let resumed = recorded.as_ref().and_then(|d| {
+        Some(fidelity::InputSpec {
+            shape: d.input?,
+            classes: d.classes?,
+            resize: d
+                .resize
+                .as_deref()
+                .and_then(|r| fidelity::parse_resize(r).ok())
+                .unwrap_or_default(),
+        })
+    });
+    let (ds, input) = match resumed {
+        Some(input) => (
+            fidelity::load_for(&name, dir, &input, &cfg.out.display().to_string())?,
+            input,
+        ),
+        None => {
+            let size = a.input_size.or(arch.native_size());
+            let image = ImageFolderOptions {
+                size,
+                channels: Some(arch.channels()),
+                resize: a.resize,
+                ..ImageFolderOptions::default()
+            };
+            let opened = fidelity::load_opened(&name, dir, false, image)?;
+            let stored = fidelity::stored_shape(&opened);
+            let ds = opened.dataset;
+            let (h, w) = size.unwrap_or((ds.train.rows, ds.train.cols));
+            let input = fidelity::InputSpec {
+                shape: [arch.channels(), h, w],
+                classes: ds.train.num_classes().max(ds.test.num_classes()),
+                resize: a.resize,
+            };
+            let what = format!("model {arch}");
+            (
+                fidelity::conform_dataset(ds, &input, &name, &what, &stored)?,
+                input,
+            )
+        }
+    };
+    eprintln!(
+        "input: {}x{}x{} (channels x height x width), {} classes",
+        input.shape[0], input.shape[1], input.shape[2], input.classes
+    );
+    cfg.data = Some(data_meta(&name, &input, ds.class_names()));
+    let data = Data::new(ds, c.limit_train, c.limit_test);
     let device = train_device();
     let start = if c.resume {
         resume(&mut cfg, c.shards)?
     } else {
         device.seed(cfg.seed);
-        Start::fresh(Net::new(arch, LayerOpts::default(), &device))
+        Start::fresh(Net::with_classes(
+            arch,
+            input.classes,
+            LayerOpts::default(),
+            &device,
+        ))
     };
     let title = format!("{arch} {name} float");
     let s = train_with_curve(&cfg, c, &title, start, &data, &device)?;
@@ -387,10 +446,14 @@ fn run_qat(a: QatArgs) -> Result<()> {
             a.from.display()
         );
     }
-    let name = fidelity::data_for(c.data.as_deref(), from.meta.data.as_deref(), &a.from);
-    let data = load_data(&name, c.data_dir.as_deref(), c.limit_train, c.limit_test)?;
+    let recorded = from.meta.data.as_ref().map(|d| d.source.as_str());
+    let name = fidelity::data_for(c.data.as_deref(), recorded, &a.from);
+    let input = fidelity::ckpt_input(&from);
+    let what = a.from.display().to_string();
+    let ds = fidelity::load_for(&name, c.data_dir.as_deref(), &input, &what)?;
     let mut cfg = config(c, from.meta.arch, 3, 0.005);
-    cfg.data = Some(name.clone());
+    cfg.data = Some(data_meta(&name, &input, ds.class_names()));
+    let data = Data::new(ds, c.limit_train, c.limit_test);
     cfg.quant = Some(q);
     cfg.freeze_bn_after = a.freeze_bn_after;
     cfg.freeze_observers_after = a.freeze_observers_after;

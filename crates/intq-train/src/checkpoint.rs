@@ -12,6 +12,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::tensor::{Dtype, TensorView};
 
+pub use crate::ckpt_file::DataMeta;
 pub use crate::ckpt_file::FORMAT;
 use crate::ckpt_file::{self, FileMeta, QuantFields, MOMENTUM};
 
@@ -41,7 +42,25 @@ pub struct CkptMeta {
     /// resumed run continues bit-exactly only with the same value.
     pub shards: Option<usize>,
     /// `TrainConfig::data` of that run (`None` in older files).
-    pub data: Option<String>,
+    pub data: Option<DataMeta>,
+}
+
+impl CkptMeta {
+    /// The network's input `[channels, height, width]`: as recorded, else the architecture's.
+    pub fn input_shape(&self) -> [usize; 3] {
+        self.data
+            .as_ref()
+            .and_then(|d| d.input)
+            .unwrap_or_else(|| self.arch.input_shape())
+    }
+
+    /// The classifier's class count: as recorded, else the architecture's.
+    pub fn classes(&self) -> usize {
+        self.data
+            .as_ref()
+            .and_then(|d| d.classes)
+            .unwrap_or_else(|| self.arch.classes())
+    }
 }
 
 impl CkptMeta {
@@ -243,7 +262,7 @@ pub fn load(path: &Path, opts: LayerOpts, device: &Device) -> Result<Loaded, Tra
     // Every tensor of the network must be in the file, so a file smaller than the network's
     // state cannot be one of its checkpoints: refuse it before building (and allocating) the
     // network its metadata names.
-    let need = meta.arch.state_len().saturating_mul(4);
+    let need = meta.arch.state_len_for(meta.classes()).saturating_mul(4);
     if bytes.len() < need {
         return Err(TrainError::Checkpoint(format!(
             "{}: {} bytes cannot hold a {} network ({need} bytes of tensors); the file is \
@@ -258,7 +277,16 @@ pub fn load(path: &Path, opts: LayerOpts, device: &Device) -> Result<Loaded, Tra
         ranges: meta.quant.map_or(RangeMode::Ema, |q| q.ranges),
         ..opts
     };
-    let net = Net::new(meta.arch, opts, device);
+    if meta.input_shape()[0] != meta.arch.channels() {
+        return Err(TrainError::Checkpoint(format!(
+            "{}: records {}-channel inputs, but {} takes {}",
+            path.display(),
+            meta.input_shape()[0],
+            meta.arch,
+            meta.arch.channels()
+        )));
+    }
+    let net = Net::with_classes(meta.arch, meta.classes(), opts, device);
     let layout: Vec<(String, Vec<usize>)> = collect(&net)
         .into_iter()
         .map(|(name, _, dims, _)| (name, dims))

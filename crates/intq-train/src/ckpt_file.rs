@@ -77,9 +77,126 @@ pub struct FileMeta {
     /// Data-parallel pieces per batch of the run (absent: not recorded; such runs took
     /// single-batch steps).
     pub shards: Option<usize>,
-    /// The data set the run trained on (`mnist`, `fashion-mnist`; absent in older files), so
-    /// that `qat --from` and `eval --compare` default to it.
-    pub data: Option<String>,
+    /// The data the run trained on (absent in older files), so that `qat --from` and
+    /// `eval --compare` default to it and bring other data to the same input.
+    pub data: Option<DataMeta>,
+}
+
+/// The data a run trained on, as stored: where it came from and what the network was given.
+/// Fields absent in older files are `None`: the architecture's own input and class count.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DataMeta {
+    /// A registry name (`mnist`, `fashion-mnist`) or a path, as given on the command line.
+    pub source: String,
+    /// The network's input, `[channels, height, width]`.
+    pub input: Option<[usize; 3]>,
+    pub classes: Option<usize>,
+    /// How pictures of another size were brought to `input`: `stretch` or `crop`.
+    pub resize: Option<String>,
+    /// Class names in label order (empty: not recorded).
+    pub class_names: Vec<String>,
+}
+
+impl From<&str> for DataMeta {
+    fn from(source: &str) -> Self {
+        DataMeta {
+            source: source.to_string(),
+            ..DataMeta::default()
+        }
+    }
+}
+
+impl From<String> for DataMeta {
+    fn from(source: String) -> Self {
+        DataMeta {
+            source,
+            ..DataMeta::default()
+        }
+    }
+}
+
+/// The resize rules `DataMeta::resize` may name.
+pub const RESIZE_RULES: [&str; 2] = ["stretch", "crop"];
+
+/// Largest input side and class count a checkpoint may record (labels are bytes).
+const MAX_SIDE: usize = 1 << 15;
+const MAX_CLASSES: usize = 256;
+
+impl DataMeta {
+    fn insert_into(&self, m: &mut HashMap<String, String>) {
+        m.insert("data".into(), self.source.clone());
+        if let Some([c, h, w]) = self.input {
+            m.insert("data.input".into(), format!("{c}x{h}x{w}"));
+        }
+        if let Some(k) = self.classes {
+            m.insert("data.classes".into(), k.to_string());
+        }
+        if let Some(r) = &self.resize {
+            m.insert("data.resize".into(), r.clone());
+        }
+        // One name a line; names that cannot be stored so are left out altogether.
+        if !self.class_names.is_empty() && self.class_names.iter().all(|n| !n.contains('\n')) {
+            m.insert("data.class_names".into(), self.class_names.join("\n"));
+        }
+    }
+
+    fn from_map(
+        m: &HashMap<String, String>,
+        bad: &dyn Fn(&str) -> String,
+    ) -> Result<Option<Self>, String> {
+        let Some(source) = m.get("data") else {
+            return Ok(None);
+        };
+        if source.is_empty() || source.len() > 4096 || source.chars().any(char::is_control) {
+            return Err(bad("data"));
+        }
+        let input = match m.get("data.input") {
+            None => None,
+            Some(s) => {
+                let v: Vec<usize> = s
+                    .split('x')
+                    .map(|p| p.parse().ok())
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| bad("data.input"))?;
+                match v[..] {
+                    [c, h, w]
+                        if (c == 1 || c == 3)
+                            && (1..=MAX_SIDE).contains(&h)
+                            && (1..=MAX_SIDE).contains(&w) =>
+                    {
+                        Some([c, h, w])
+                    }
+                    _ => return Err(bad("data.input")),
+                }
+            }
+        };
+        let classes = match m.get("data.classes") {
+            None => None,
+            Some(s) => match s.parse::<usize>() {
+                Ok(k) if (1..=MAX_CLASSES).contains(&k) => Some(k),
+                _ => return Err(bad("data.classes")),
+            },
+        };
+        let resize = match m.get("data.resize") {
+            None => None,
+            Some(r) if RESIZE_RULES.contains(&r.as_str()) => Some(r.clone()),
+            Some(_) => return Err(bad("data.resize")),
+        };
+        let class_names: Vec<String> = m
+            .get("data.class_names")
+            .map(|s| s.split('\n').map(str::to_string).collect())
+            .unwrap_or_default();
+        if !class_names.is_empty() && classes.is_some_and(|k| k != class_names.len()) {
+            return Err(bad("data.class_names"));
+        }
+        Ok(Some(DataMeta {
+            source: source.clone(),
+            input,
+            classes,
+            resize,
+            class_names,
+        }))
+    }
 }
 
 fn scheme_str(s: QScheme) -> String {
@@ -123,7 +240,7 @@ impl FileMeta {
             m.insert("shards".into(), n.to_string());
         }
         if let Some(d) = &self.data {
-            m.insert("data".into(), d.clone());
+            d.insert_into(&mut m);
         }
         if let Some(q) = self.quant {
             m.insert("quant.act".into(), scheme_str(q.act_scheme));
@@ -196,19 +313,7 @@ impl FileMeta {
                     n => Some(n),
                 },
             },
-            data: match m.get("data") {
-                None => None,
-                // A data set name: short, lower-case letters, digits and dashes.
-                Some(d)
-                    if !d.is_empty()
-                        && d.len() <= 32
-                        && d.bytes()
-                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
-                {
-                    Some(d.clone())
-                }
-                Some(_) => return Err(bad("data")),
-            },
+            data: DataMeta::from_map(m, &bad)?,
         };
         // A resumable position: every completed batch is a step of this run.
         if (meta.epoch_batches as u64) > meta.step {

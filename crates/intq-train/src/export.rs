@@ -257,10 +257,23 @@ impl Exporter {
 /// Builds the integer graph of `net` as QAT evaluation runs it. `quant` decides the encoding:
 /// unsigned activations give the paper's uint8 model, signed ones TFLite's int8 model. With
 /// `float_edges` the graph takes f32 NHWC images in `[0, 1]` through a Quantize op and returns
-/// f32 logits through a Dequantize op; otherwise it reads and returns codes. Batch size 1.
+/// f32 logits through a Dequantize op; otherwise it reads and returns codes. Batch size 1, at
+/// the architecture's own input size ([`export_at`] takes another).
 pub fn export(
     net: &Net,
     arch: Arch,
+    quant: &QuantCfg,
+    float_edges: bool,
+) -> Result<Graph, TrainError> {
+    let [_, h, w] = arch.input_shape();
+    export_at(net, arch, (h, w), quant, float_edges)
+}
+
+/// [`export`] for `(height, width)` inputs (the size the network was trained at).
+pub fn export_at(
+    net: &Net,
+    arch: Arch,
+    size: (usize, usize),
     quant: &QuantCfg,
     float_edges: bool,
 ) -> Result<Graph, TrainError> {
@@ -280,7 +293,7 @@ pub fn export(
         dtype,
         n: 1,
     };
-    let [c, h, w] = arch.input_shape();
+    let (c, (h, w)) = (arch.channels(), size);
     let shape = [1, h, w, c];
     let in_params =
         net.input.obs.params(quant.act_scheme)?.ok_or_else(|| {

@@ -165,5 +165,5 @@ pub fn ptq(
     device: &Device,
 ) -> Result<intq_engine::Graph, TrainError> {
     calibrate(net, images, calib, method, device)?;
-    crate::export::export(net, arch, quant, true)
+    crate::export::export_at(net, arch, (images.rows, images.cols), quant, true)
 }

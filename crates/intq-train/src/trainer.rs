@@ -126,8 +126,9 @@ pub struct TrainConfig {
     /// fake-quantizes with its own observer view). A fixed number, not the core count, so a seed
     /// gives the same run on any machine; 1 is the plain single-batch step.
     pub shards: usize,
-    /// The data set's name, recorded in the checkpoints (`None`: not recorded).
-    pub data: Option<String>,
+    /// The data the run trains on (source, input, classes), recorded in the checkpoints (`None`:
+    /// not recorded).
+    pub data: Option<crate::checkpoint::DataMeta>,
 }
 
 /// The CLI's default shard count: two, which fills two cores with the serial ops (see
@@ -395,13 +396,7 @@ pub fn train_observed(
             "empty training set or batch size 0".into(),
         ));
     }
-    let [c, h, w] = cfg.arch.input_shape();
-    if [train_set.channels, train_set.rows, train_set.cols] != [c, h, w] {
-        return Err(TrainError::Config(format!(
-            "model {} takes {c}x{h}x{w} images, the data set has {}x{}x{}",
-            cfg.arch, train_set.channels, train_set.rows, train_set.cols
-        )));
-    }
+    crate::zoo::check_input(cfg.arch, train_set)?;
     let steps_per_epoch = train_set.len.div_ceil(cfg.batch_size) as u64;
     let total_steps = steps_per_epoch * cfg.epochs as u64;
     if start.epoch < cfg.epochs && start.epoch_batches as u64 >= steps_per_epoch {

@@ -38,6 +38,7 @@ impl Arch {
         }
     }
 
+    /// The class count of the published network (the default where no data says otherwise).
     pub fn classes(self) -> usize {
         match self {
             Arch::MobilenetV2(_) | Arch::Resnet18 => 1000,
@@ -45,12 +46,37 @@ impl Arch {
         }
     }
 
+    /// Input channels: 1 (grey) for the MNIST-sized models, 3 (RGB) for the others.
+    pub fn channels(self) -> usize {
+        self.input_shape()[0]
+    }
+
+    /// The (height, width) the model is made for, where it has one it should be trained at:
+    /// 28x28 for small-cnn and tiny-mobilenet, 32x32 for resnet20. MobileNetV2 and ResNet-18 are
+    /// fully convolutional up to the global pool and train at the data's size (at least
+    /// [`Arch::MIN_SIZE`] a side).
+    pub fn native_size(self) -> Option<(usize, usize)> {
+        match self {
+            Arch::SmallCnn | Arch::TinyMobilenet => Some((28, 28)),
+            Arch::Resnet20 => Some((32, 32)),
+            Arch::MobilenetV2(_) | Arch::Resnet18 => None,
+        }
+    }
+
+    /// The smallest input side any zoo model takes: its body downsamples by up to 32.
+    pub const MIN_SIZE: usize = 8;
+
     /// Number of f32 values in a checkpoint's required tensors for this network (parameters,
     /// BN statistics, observer states; not momentum), computed from the architecture alone so a
     /// loader can refuse a file too small to hold the network before building it (a forged
     /// model name must not make it allocate far beyond the file's size). Mirrors [`Net::new`];
     /// a test checks the two agree for every architecture.
     pub fn state_len(self) -> usize {
+        self.state_len_for(self.classes())
+    }
+
+    /// [`Arch::state_len`] for a classifier of `classes` classes.
+    pub fn state_len_for(self, classes: usize) -> usize {
         let conv = |cin: usize, cout: usize, k: usize, groups: usize| {
             cout * (cin / groups) * k * k + 4 * cout + OBSERVER_LEN
         };
@@ -122,7 +148,7 @@ impl Arch {
                 (n + conv(c, last, 1, 1), last)
             }
         };
-        OBSERVER_LEN + body + last * self.classes() + self.classes() + OBSERVER_LEN
+        OBSERVER_LEN + body + last * classes + classes + OBSERVER_LEN
     }
 
     /// The name [`FromStr`] accepts.
@@ -169,6 +195,22 @@ impl FromStr for Arch {
             }
         }
     }
+}
+
+/// Checks that `arch` can take the images of `set`: its channel count, each side at least
+/// [`Arch::MIN_SIZE`]; the models are fully convolutional up to the global pool, so any such
+/// size works.
+pub fn check_input(arch: Arch, set: &crate::trainer::ImageSet) -> Result<(), TrainError> {
+    let (c, h, w) = (set.channels, set.rows, set.cols);
+    if c != arch.channels() || h < Arch::MIN_SIZE || w < Arch::MIN_SIZE {
+        return Err(TrainError::Config(format!(
+            "model {arch} takes {}-channel images of at least {m}x{m}, the data set has \
+             {c}x{h}x{w} (channels x height x width)",
+            arch.channels(),
+            m = Arch::MIN_SIZE
+        )));
+    }
+    Ok(())
 }
 
 /// MobileNet-style inverted residual: expand 1x1 (+BN+ReLU6), depthwise 3x3 (+BN+ReLU6),
@@ -323,8 +365,14 @@ fn divisible(c: f32) -> usize {
 }
 
 impl Net {
-    /// A freshly initialized network (weights drawn from the device's seeded RNG).
+    /// A freshly initialized network (weights drawn from the device's seeded RNG) with the
+    /// architecture's own class count.
     pub fn new(arch: Arch, opts: LayerOpts, device: &Device) -> Self {
+        Net::with_classes(arch, arch.classes(), opts, device)
+    }
+
+    /// [`Net::new`] with a classifier of `classes` classes (the data's).
+    pub fn with_classes(arch: Arch, classes: usize, opts: LayerOpts, device: &Device) -> Self {
         let o = opts;
         let d = device;
         let mut body = Vec::new();
@@ -402,7 +450,7 @@ impl Net {
                 max: false,
                 global: true,
             },
-            head: QLinear::new(last, arch.classes(), ACT_NONE, o, d),
+            head: QLinear::new(last, classes, ACT_NONE, o, d),
         }
     }
 

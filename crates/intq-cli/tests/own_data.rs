@@ -1,0 +1,217 @@
+//! Training on a user's own data through the `intq` binary: a folder of 32x32 RGB PNG pictures
+//! written here, resnet20 trained and fine-tuned on it, converted, and the integer model checked
+//! against its checkpoint; `intq data info` on the folder; the input and class count recorded
+//! in the checkpoint, and data of another class count refused with a message saying what
+//! differs.
+
+mod common;
+use common::intq;
+
+use std::path::{Path, PathBuf};
+
+use intq_train::ckpt_file::DataMeta;
+use serde_json::Value;
+
+fn ok(args: &[&str]) -> (String, String) {
+    let o = intq(args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "intq {args:?} failed:\n{err}");
+    (String::from_utf8(o.stdout).unwrap(), err)
+}
+
+fn fail(args: &[&str]) -> String {
+    let o = intq(args);
+    assert!(!o.status.success(), "intq {args:?} should have failed");
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// An image folder `train/<class>/`, `test/<class>/` of `classes` classes with `per_class`
+/// training and 2 test pictures each, `size`x`size` RGB: class `k` is a colour-coded square at a
+/// class-specific place over noise.
+fn picture_folder(root: &Path, classes: usize, per_class: usize, size: u32) {
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for (split, n) in [("train", per_class), ("test", 2)] {
+        for k in 0..classes {
+            let dir = root.join(split).join(format!("class{k}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..n {
+                let img = image::RgbImage::from_fn(size, size, |x, y| {
+                    let inside = (x / 8) as usize == k % 4 && (y / 8) as usize == k / 4;
+                    let noise = (next() % 48) as u8;
+                    if inside {
+                        image::Rgb([200 + noise, (k * 40) as u8, 255 - noise])
+                    } else {
+                        image::Rgb([noise, noise / 2, noise])
+                    }
+                });
+                img.save(dir.join(format!("{i}.png"))).unwrap();
+            }
+        }
+    }
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {text}"))
+}
+
+fn int(v: &Value, key: &str) -> i64 {
+    v[key]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{key} is not an integer in {v}"))
+}
+
+/// The data a checkpoint records.
+fn meta(ckpt: &Path) -> DataMeta {
+    let bytes = std::fs::read(ckpt).unwrap();
+    let file = intq_train::ckpt_file::parse(&bytes, ckpt).unwrap();
+    file.meta.data.expect("the data is recorded")
+}
+
+fn train_args<'a>(model: &'a str, data: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--model",
+        model,
+        "--data",
+        data,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--limit-test",
+        "8",
+        "--quiet",
+        "--out",
+        out,
+    ]
+}
+
+fn scratch(name: &str) -> PathBuf {
+    common::scratch("own_data", name)
+}
+
+#[test]
+fn resnet20_trains_converts_and_matches_on_an_rgb_picture_folder() {
+    let dir = scratch("resnet20");
+    let pics = dir.join("pictures");
+    picture_folder(&pics, 5, 4, 32);
+    let p = pics.to_str().unwrap();
+
+    let (info, _) = ok(&["data", "info", p]);
+    assert!(info.contains("image folder"), "{info}");
+    assert!(info.contains("classes: 5"), "{info}");
+    assert!(info.contains("32x32"), "{info}");
+    // 5 classes x 4 training pictures, 5 x 2 held out.
+    assert!(
+        info.lines()
+            .any(|l| l.contains("total") && l.contains("20") && l.contains("10")),
+        "{info}"
+    );
+
+    let float = dir.join("float.ckpt");
+    let f = float.to_str().unwrap();
+    let (_, log) = ok(&train_args("resnet20", p, f));
+    assert!(log.contains("is image folder"), "{log}");
+    let m = meta(&float);
+    assert_eq!(m.source, p);
+    assert_eq!(m.input, Some([3, 32, 32]));
+    assert_eq!(m.classes, Some(5));
+    assert_eq!(m.resize.as_deref(), Some("stretch"));
+    assert_eq!(
+        m.class_names,
+        ["class0", "class1", "class2", "class3", "class4"]
+    );
+
+    // QAT takes the data and the input from the checkpoint.
+    let qat = dir.join("qat.ckpt");
+    let q = qat.to_str().unwrap();
+    ok(&[
+        "qat",
+        "--from",
+        f,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--limit-test",
+        "8",
+        "--quiet",
+        "--out",
+        q,
+    ]);
+    assert_eq!(meta(&qat).input, Some([3, 32, 32]));
+
+    let model = dir.join("model.intq");
+    let mp = model.to_str().unwrap();
+    ok(&["convert", q, "--out", mp]);
+    let g = intq_engine::Model::load(&model).unwrap();
+    let graph = g.graph();
+    assert_eq!(graph.tensor(graph.inputs()[0]).shape, vec![1, 32, 32, 3]);
+    assert_eq!(*graph.tensor(graph.outputs()[0]).shape.last().unwrap(), 5);
+
+    let (out, _) = ok(&["eval", mp, "--compare", q, "--data", p, "--json"]);
+    let out = json(&out);
+    assert_eq!(int(&out, "images"), 10, "{out}");
+    assert_eq!(int(&out, "top1_mismatch"), 0, "{out}");
+    assert_eq!(int(&out, "max_lsb_diff"), 0, "{out}");
+    assert_eq!(int(&out, "logits_total"), 50, "{out}");
+
+    // The same pictures as 3 classes: the checkpoint's 5 classes do not fit.
+    let three = dir.join("three");
+    picture_folder(&three, 3, 2, 32);
+    let err = fail(&["eval", q, "--data", three.to_str().unwrap()]);
+    assert!(
+        err.contains("expects 3x32x32 inputs (channels x height x width) and 5 classes")
+            && err.contains("has 3x32x32 pictures and 3 classes"),
+        "{err}"
+    );
+    // Grey 28x28 pictures: the message gives them as stored, not as converted.
+    let grey = dir.join("grey");
+    for split in ["train", "test"] {
+        for k in 0..2 {
+            let d = grey.join(split).join(format!("c{k}"));
+            std::fs::create_dir_all(&d).unwrap();
+            image::GrayImage::from_pixel(28, 28, image::Luma([40 * k as u8]))
+                .save(d.join("0.png"))
+                .unwrap();
+        }
+    }
+    let err = fail(&["eval", q, "--data", grey.to_str().unwrap()]);
+    assert!(err.contains("has 1x28x28 pictures and 2 classes"), "{err}");
+}
+
+#[test]
+fn pictures_are_brought_to_the_input_each_model_takes() {
+    let dir = scratch("shapes");
+    let pics = dir.join("pictures");
+    picture_folder(&pics, 3, 2, 40);
+    let p = pics.to_str().unwrap();
+    // small-cnn: RGB made grey, 40x40 stretched to its 28x28.
+    let cnn = dir.join("cnn.ckpt");
+    let (_, log) = ok(&train_args("small-cnn", p, cnn.to_str().unwrap()));
+    assert!(log.contains("input: 1x28x28"), "{log}");
+    assert_eq!(meta(&cnn).input, Some([1, 28, 28]));
+    // resnet18 at the size asked for, cropped.
+    let r18 = dir.join("r18.ckpt");
+    let mut args = train_args("resnet18", p, r18.to_str().unwrap());
+    args.extend(["--input-size", "32x32", "--resize", "crop"]);
+    ok(&args);
+    let m = meta(&r18);
+    assert_eq!(m.input, Some([3, 32, 32]));
+    assert_eq!(m.resize.as_deref(), Some("crop"));
+    assert_eq!(m.classes, Some(3));
+    // MobileNetV2 at the data's own size when none is asked for.
+    let mb = dir.join("mb.ckpt");
+    ok(&train_args("mobilenet-v2@0.25", p, mb.to_str().unwrap()));
+    assert_eq!(meta(&mb).input, Some([3, 40, 40]));
+    // The float checkpoint evaluates on the same folder, converted the way it was trained.
+    let (out, _) = ok(&["eval", r18.to_str().unwrap(), "--json"]);
+    assert_eq!(int(&json(&out), "images"), 6, "{out}");
+}
