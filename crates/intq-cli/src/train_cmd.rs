@@ -7,8 +7,8 @@ use crate::fidelity;
 use anyhow::{bail, Context, Result};
 use intq_data::image_folder::{ImageFolderOptions, Resize};
 use intq_data::Split;
-use intq_train::checkpoint::DataMeta;
 use intq_train::checkpoint;
+use intq_train::checkpoint::DataMeta;
 use intq_train::layers::{LayerOpts, QuantCfg, RangeMode};
 use intq_train::trainer::{train_observed, Observer, Start, TrainConfig};
 use intq_train::{train_device, Arch, Net};
@@ -395,10 +395,6 @@ fn run_train(a: TrainArgs) -> Result<()> {
             )
         }
     };
-    eprintln!(
-        "input: {}x{}x{} (channels x height x width), {} classes",
-        input.shape[0], input.shape[1], input.shape[2], input.classes
-    );
     cfg.data = Some(data_meta(&name, &input, ds.class_names()));
     let data = Data::new(ds, c.limit_train, c.limit_test);
     let device = train_device();
@@ -413,6 +409,10 @@ fn run_train(a: TrainArgs) -> Result<()> {
             &device,
         ))
     };
+    eprintln!(
+        "input: {}x{}x{} (channels x height x width), {} classes",
+        input.shape[0], input.shape[1], input.shape[2], input.classes
+    );
     let title = format!("{arch} {name} float");
     let s = train_with_curve(&cfg, c, &title, start, &data, &device)?;
     finish(&cfg, &s);
