@@ -88,8 +88,8 @@ fn info(source: &str, data_dir: PathBuf) -> Result<()> {
         data_dir,
         ..OpenOptions::default()
     };
-    let info =
-        intq_data::source::info(&spec, &opts).with_context(|| format!("reading {source}"))?;
+    // The error names the source and what is wrong with it.
+    let info = intq_data::source::info(&spec, &opts)?;
     println!("{}", info.to_string().trim_end());
     Ok(())
 }

@@ -215,3 +215,47 @@ fn pictures_are_brought_to_the_input_each_model_takes() {
     let (out, _) = ok(&["eval", r18.to_str().unwrap(), "--json"]);
     assert_eq!(int(&json(&out), "images"), 6, "{out}");
 }
+
+/// A CIFAR-10 binary folder written by hand: records of a label byte and the red, green and blue
+/// 32x32 planes.
+fn cifar10_folder(root: &Path, train: usize, test: usize) {
+    std::fs::create_dir_all(root).unwrap();
+    for (file, n) in [("data_batch_1.bin", train), ("test_batch.bin", test)] {
+        let mut bytes = Vec::new();
+        for i in 0..n {
+            let label = (i % 10) as u8;
+            bytes.push(label);
+            for plane in 0..3u8 {
+                for p in 0..1024usize {
+                    let on = p / 32 / 3 == label as usize;
+                    bytes.push(if on {
+                        180 + 20 * plane
+                    } else {
+                        (p % 7) as u8 * 5
+                    });
+                }
+            }
+        }
+        std::fs::write(root.join(file), bytes).unwrap();
+    }
+}
+
+#[test]
+fn a_cifar10_folder_trains_a_grey_model_and_evaluates() {
+    let dir = scratch("cifar10");
+    let cifar = dir.join("cifar");
+    cifar10_folder(&cifar, 20, 10);
+    let c = cifar.to_str().unwrap();
+    let (info, _) = ok(&["data", "info", c]);
+    assert!(info.contains("CIFAR-10 binary"), "{info}");
+    assert!(info.contains("classes: 10"), "{info}");
+    // small-cnn takes 1x28x28: RGB made grey, 32x32 stretched.
+    let ckpt = dir.join("cnn.ckpt");
+    let (_, log) = ok(&train_args("small-cnn", c, ckpt.to_str().unwrap()));
+    assert!(log.contains("is CIFAR-10 binary"), "{log}");
+    assert!(log.contains("converted to the 1x28x28 inputs"), "{log}");
+    let m = meta(&ckpt);
+    assert_eq!((m.input, m.classes), (Some([1, 28, 28]), Some(10)));
+    let (out, _) = ok(&["eval", ckpt.to_str().unwrap(), "--json"]);
+    assert_eq!(int(&json(&out), "images"), 10, "{out}");
+}

@@ -158,9 +158,27 @@ fn hostile(base: &[u8]) -> Vec<(String, Vec<u8>, String)> {
         "tensor input.obs.learned.value is missing",
     );
     add(
-        "bad_data_set_name",
-        edit(base, "\"data\":\"mnist\"", "\"data\":\"../etc\""),
+        "bad_data_source",
+        edit(base, "\"data\":\"mnist\"", "\"data\":\"mn\\u0007ist\""),
         "malformed metadata field \"data\"",
+    );
+    add(
+        "input_channels_the_model_lacks",
+        edit(
+            base,
+            "\"data\":\"mnist\"",
+            "\"data\":\"mnist\",\"data.input\":\"3x28x28\"",
+        ),
+        "records 3-channel inputs, but small-cnn takes 1",
+    );
+    add(
+        "zero_classes",
+        edit(
+            base,
+            "\"data\":\"mnist\"",
+            "\"data\":\"mnist\",\"data.classes\":\"0\"",
+        ),
+        "malformed metadata field \"data.classes\"",
     );
     add(
         "metadata_not_string",
