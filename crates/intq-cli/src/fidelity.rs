@@ -261,10 +261,9 @@ pub fn conform_dataset(
     })
 }
 
-/// The trainer's view of a one-channel split (the bytes are the same in HWC and CHW); for any
-/// split use [`image_set_chw`].
+/// The trainer's view of a one-channel split, whose HWC bytes are also its CHW bytes. A split of
+/// several channels needs its planes: use [`image_set_chw`] with [`Split::images_chw`].
 pub fn image_set(s: &Split) -> ImageSet<'_> {
-    debug_assert_eq!(s.channels, 1, "image_set takes grey splits");
     image_set_chw(s, &s.images)
 }
 
