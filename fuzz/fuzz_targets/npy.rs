@@ -1,4 +1,5 @@
-//! Fuzz target: the `.npy` reader must refuse or read any bytes, never panic or over-allocate.
+//! Fuzz target: the CLI's `.npy` reader (over intq-data's guarded `npy` module) must refuse or
+//! read any bytes, never panic, over-allocate or stall on a deeply nested header.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -1,22 +1,12 @@
 //! Reading and writing NumPy `.npy` arrays (the CLI's interchange format for tensors) through
-//! `ndarray-npy`, with the checks that keep a hostile file from making it allocate what the
-//! file does not hold.
+//! the guarded `.npy` reader of `intq_data::npy`, which keeps a hostile file from stalling the
+//! header parser or making it allocate what the file does not hold.
 
 use anyhow::{bail, Context, Result};
+use intq_data::npy;
 use intq_engine::{DType, TensorData};
-use ndarray_npy::npy::header::{Header, Layout, ParseHeaderError, ReadHeaderError};
-use ndarray_npy::{ReadableElement, WritableElement};
 use std::io::Write;
 use std::path::Path;
-
-const MAGIC: &[u8] = b"\x93NUMPY";
-/// Longest header read. A plain array's header is under 1 500 bytes even with NumPy's 64
-/// dimensions; the crate's header parser takes time in proportion to the length.
-const MAX_HEADER_LEN: usize = 4096;
-/// Deepest bracket nesting read: a plain array's header nests 2 deep (the dict, the shape
-/// tuple), a structured dtype's 4. The parser under the crate (`py_literal`) takes time
-/// exponential in the nesting, so a short hostile header could stall it for hours.
-const MAX_HEADER_DEPTH: usize = 4;
 
 /// An array read from or written to a `.npy` file.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,138 +27,45 @@ fn parse_descr(d: &str) -> Option<DType> {
     }
 }
 
-/// Checks the preamble (magic, version, header length), that the header it announces lies
-/// inside `bytes` (`ndarray-npy` allocates the announced length, up to 4 GiB, before reading
-/// it), and that the header is short and shallow enough to parse quickly.
-fn check_preamble(bytes: &[u8], what: &str) -> Result<()> {
-    if bytes.len() < 10 || &bytes[..6] != MAGIC {
-        bail!("{what}: not a .npy file (missing the \\x93NUMPY magic)");
-    }
-    let (header_len, header_start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 => match bytes.get(8..12) {
-            Some(b) => (u32::from_le_bytes(b.try_into().unwrap()) as usize, 12),
-            None => bail!("{what}: truncated .npy header"),
-        },
-        v => bail!("{what}: unsupported .npy format version {v}"),
-    };
-    if header_start + header_len > bytes.len() {
-        bail!("{what}: truncated .npy header");
-    }
-    if header_len > MAX_HEADER_LEN {
-        bail!(
-            "{what}: .npy header of {header_len} bytes, more than the {MAX_HEADER_LEN} intq reads"
-        );
-    }
-    let (mut depth, mut deepest) = (0usize, 0usize);
-    for &b in &bytes[header_start..header_start + header_len] {
-        match b {
-            b'(' | b'[' | b'{' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    if deepest > MAX_HEADER_DEPTH {
-        bail!(
-            "{what}: .npy header nests brackets {deepest} deep, more than the {MAX_HEADER_DEPTH} \
-             an array's header needs"
-        );
-    }
-    Ok(())
-}
-
-/// The header error in words; `what` names the file.
-fn header_error(e: ReadHeaderError, what: &str) -> anyhow::Error {
-    match e {
-        // ndarray-npy 0.10 spells the missing 'shape' key "shaper".
-        ReadHeaderError::Parse(ParseHeaderError::MissingKey(k)) => {
-            let k = if k == "shaper" { "shape" } else { k.as_str() };
-            anyhow::anyhow!("{what}: .npy header has no '{k}'")
-        }
-        ReadHeaderError::Parse(e) => anyhow::anyhow!("{what}: bad .npy header: {e}"),
-        ReadHeaderError::Io(e) => anyhow::anyhow!("{what}: truncated .npy header ({e})"),
-    }
-}
-
 /// Parses `.npy` bytes; `what` names the source in errors.
 pub fn parse(bytes: &[u8], what: &str) -> Result<Array> {
-    check_preamble(bytes, what)?;
     let mut payload = bytes;
-    let header = Header::from_reader(&mut payload).map_err(|e| header_error(e, what))?;
-    let descr = &header.type_descriptor;
-    let dtype = descr
-        .as_string()
-        .and_then(|d| parse_descr(d))
-        .with_context(|| {
-            format!("{what}: unsupported dtype {descr} (intq reads uint8, int8, int32 and float32)")
-        })?;
-    if header.layout == Layout::Fortran {
+    let header = npy::read_header(&mut payload, bytes.len() as u64)
+        .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    let descr = &header.descr;
+    let dtype = header.descr_str().and_then(parse_descr).with_context(|| {
+        format!("{what}: unsupported dtype {descr} (intq reads uint8, int8, int32 and float32)")
+    })?;
+    if header.fortran_order {
         bail!("{what}: Fortran-ordered arrays are not supported; save with np.ascontiguousarray");
     }
-    let shape = header.shape;
-    let count = shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .with_context(|| format!("{what}: shape {shape:?} overflows"))?;
-    // The crate allocates `count` elements before reading them: the file must hold them first.
-    let need = count
-        .checked_mul(dtype.size_bytes())
-        .with_context(|| format!("{what}: shape {shape:?} overflows"))?;
-    if payload.len() != need {
-        bail!(
-            "{what}: shape {shape:?} of {} needs {need} data bytes, the file has {}",
-            dtype.name(),
-            payload.len()
-        );
+    let data = match dtype {
+        DType::U8 => npy::read_data(payload, &header).map(TensorData::U8),
+        DType::I8 => npy::read_data(payload, &header).map(TensorData::I8),
+        DType::I32 => npy::read_data(payload, &header).map(TensorData::I32),
+        DType::F32 => npy::read_data(payload, &header).map(TensorData::F32),
     }
-    let data = (|| {
-        Ok::<_, ndarray_npy::ReadDataError>(match dtype {
-            DType::U8 => TensorData::U8(u8::read_to_end_exact_vec(payload, descr, count)?),
-            DType::I8 => TensorData::I8(i8::read_to_end_exact_vec(payload, descr, count)?),
-            DType::I32 => TensorData::I32(i32::read_to_end_exact_vec(payload, descr, count)?),
-            DType::F32 => TensorData::F32(f32::read_to_end_exact_vec(payload, descr, count)?),
-        })
-    })()
-    .with_context(|| format!("{what}: cannot read the array data"))?;
-    Ok(Array { shape, data })
+    .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    Ok(Array {
+        shape: header.shape,
+        data,
+    })
 }
 
 /// Serializes an array as a `.npy` file (C order, the header padded so the data start on a
-/// 64-byte boundary).
+/// 64-byte boundary); the shape must hold exactly the array's elements.
 pub fn to_bytes(array: &Array) -> Result<Vec<u8>> {
-    fn write<T: WritableElement>(shape: &[usize], v: &[T]) -> Result<Vec<u8>> {
-        let header = Header {
-            type_descriptor: T::type_descriptor(),
-            layout: Layout::Standard,
-            shape: shape.to_vec(),
-        };
-        let mut out = header.to_bytes().context("formatting the .npy header")?;
-        out.reserve(std::mem::size_of_val(v));
-        T::write_slice(v, &mut out).context("writing the .npy data")?;
-        Ok(out)
-    }
-    let count = array
-        .shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d));
-    if count != Some(array.data.len()) {
-        bail!(
-            "shape {:?} does not match the {} elements of the array",
-            array.shape,
-            array.data.len()
-        );
-    }
+    let shape = &array.shape;
     match &array.data {
-        TensorData::U8(v) => write(&array.shape, v),
-        TensorData::I8(v) => write(&array.shape, v),
-        TensorData::I32(v) => write(&array.shape, v),
-        TensorData::F32(v) => write(&array.shape, v),
+        TensorData::U8(v) => npy::to_bytes(shape, v),
+        TensorData::I8(v) => npy::to_bytes(shape, v),
+        TensorData::I32(v) => npy::to_bytes(shape, v),
+        TensorData::F32(v) => npy::to_bytes(shape, v),
     }
+    .map_err(anyhow::Error::from)
 }
 
+/// Reads a `.npy` file; errors name it.
 pub fn read(path: &Path) -> Result<Array> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     parse(&bytes, &path.display().to_string())

@@ -23,6 +23,7 @@ mod error;
 pub mod fetch;
 pub mod idx;
 pub mod image_folder;
+pub mod npy;
 pub mod numpy;
 pub mod pickle;
 pub mod source;

@@ -6,22 +6,20 @@
 //! are integers of any width and byte order, shape `(N,)` or `(N, 1)`. The class count is the
 //! caller's, or the largest label plus one; every label must lie in `0..classes`.
 //!
-//! Headers are parsed with `npyz`; the archive is read with `zip`. Both are guarded against
-//! hostile files before they run: the header length is capped, every integer in the header must
-//! be a plain decimal whose product stays far below `u64::MAX` (so no shape arithmetic can
-//! overflow), and the bytes an array declares are checked against what its file or archive
-//! entry can hold before anything of that size is allocated.
+//! Each array is read by the guarded `.npy` reader of [`crate::npy`] (header length, bracket
+//! nesting, shape arithmetic and data length all checked before `ndarray-npy` parses or
+//! allocates); the archive is read with `zip`, each entry's declared size checked against its
+//! compressed size first, so the bytes an array declares are checked against what its file or
+//! archive entry can hold before anything of that size is allocated.
 
+use crate::npy::{self, NpyError};
 use crate::{DataError, Split};
-use npyz::{DType, Endianness, NpyHeader, Order, TypeChar};
 use std::fs::File;
 use std::io::{BufReader, Cursor, Read, Seek};
 use std::path::{Path, PathBuf};
 
 /// The four arrays, in the order train images, train labels, test images, test labels.
 pub const ARRAYS: [&str; 4] = ["x_train", "y_train", "x_test", "y_test"];
-/// Longest `.npy` header accepted; numpy writes under 200 bytes and refuses 10 kB by default.
-pub const MAX_HEADER: usize = 64 << 10;
 /// Largest array accepted (16 GiB), far above any data set this crate is for.
 pub const MAX_ARRAY_BYTES: u64 = 16 << 30;
 /// Deflate expands at most about 1032:1, so an entry declaring more than this multiple of its
@@ -69,166 +67,100 @@ fn corrupt(path: &Path, problem: impl Into<String>) -> DataError {
     }
 }
 
-/// `read_exact` whose early end reads as a truncated array.
-fn read_full<R: Read>(r: &mut R, buf: &mut [u8], path: &Path, what: &str) -> Result<(), DataError> {
-    r.read_exact(buf).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            corrupt(
-                path,
-                format!("truncated: the {what} needs {} bytes", buf.len()),
-            )
-        } else {
-            corrupt(path, format!("reading the {what}: {e}"))
-        }
-    })
-}
-
-/// Every integer written in the header must be a plain decimal, and their product (zeros left
-/// out) must stay below 2^62: then no shape or size that `npyz` derives from them can overflow.
-fn check_header_numbers(text: &[u8]) -> Result<(), String> {
-    let mut product: u128 = 1;
-    for token in text.split(|b| !(b.is_ascii_alphanumeric() || *b == b'_')) {
-        if !token.first().is_some_and(u8::is_ascii_digit) {
-            continue;
-        }
-        let shown = String::from_utf8_lossy(token);
-        if token.len() > 20 || !token.iter().all(u8::is_ascii_digit) {
-            return Err(format!("unsupported number {shown:?} in the header"));
-        }
-        let n: u128 = shown.parse().map_err(|_| format!("bad number {shown:?}"))?;
-        if n != 0 {
-            product = product.saturating_mul(n);
-            if product >= 1 << 62 {
-                return Err("the header declares an impossibly large array".into());
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Reads one `.npy` stream of which at most `available` bytes exist (the file or entry size).
+/// Reads one `.npy` stream of `available` bytes in all (the file or entry size) through the
+/// guarded reader in [`crate::npy`], as uint8 images or as integer labels widened to i64.
 fn read_npy<R: Read>(
     mut r: R,
     available: u64,
     path: &Path,
     want: Want,
 ) -> Result<Array, DataError> {
-    let mut pre = [0u8; 10];
-    read_full(&mut r, &mut pre[..8], path, "magic and version")?;
-    if &pre[..6] != b"\x93NUMPY" {
-        return Err(corrupt(path, "not a .npy array (no \\x93NUMPY magic)"));
-    }
-    let (len_bytes, header_len) = match pre[6] {
-        1 => {
-            read_full(&mut r, &mut pre[8..10], path, "header length")?;
-            (2, u16::from_le_bytes([pre[8], pre[9]]) as usize)
-        }
-        2 | 3 => {
-            let mut l = [0u8; 4];
-            read_full(&mut r, &mut l, path, "header length")?;
-            (4, u32::from_le_bytes(l) as usize)
-        }
-        v => {
-            return Err(corrupt(
-                path,
-                format!(".npy format version {v} (1 to 3 supported)"),
-            ))
-        }
-    };
-    let prefix = 8 + len_bytes;
-    if header_len > MAX_HEADER || (prefix + header_len) as u64 > available {
+    let bad = |e: NpyError| corrupt(path, e.to_string());
+    let header = npy::read_header(&mut r, available).map_err(bad)?;
+    let Some(descr) = header.descr_str().map(str::to_string) else {
         return Err(corrupt(
             path,
             format!(
-                "header of {header_len} bytes is longer than the {} bytes that follow it (or \
-                 than {MAX_HEADER})",
-                available.saturating_sub(prefix as u64)
+                "structured dtype {} is not an array of numbers",
+                header.descr
             ),
         ));
-    }
-    let mut head = Vec::with_capacity(prefix + header_len);
-    head.extend_from_slice(&pre[..8]);
-    match len_bytes {
-        2 => head.extend_from_slice(&pre[8..10]),
-        _ => head.extend_from_slice(&(header_len as u32).to_le_bytes()),
-    }
-    head.resize(prefix + header_len, 0);
-    read_full(&mut r, &mut head[prefix..], path, "header")?;
-    check_header_numbers(&head[prefix..]).map_err(|p| corrupt(path, p))?;
-    let header =
-        NpyHeader::from_reader(&head[..]).map_err(|e| corrupt(path, format!("bad header: {e}")))?;
-    let descr = header.dtype().descr().trim_matches('\'').to_string();
-    let DType::Plain(ts) = header.dtype() else {
-        return Err(corrupt(
-            path,
-            format!("structured dtype {descr} is not an array of numbers"),
-        ));
     };
-    if header.order() == Order::Fortran && header.shape().iter().filter(|&&d| d > 1).count() > 1 {
+    // C and Fortran order lay out the same bytes when at most one dimension exceeds 1.
+    if header.fortran_order && header.shape.iter().filter(|&&d| d > 1).count() > 1 {
         return Err(corrupt(
             path,
             "Fortran-ordered array; save it with np.ascontiguousarray(a) first",
         ));
     }
-    let shape: Vec<usize> = header.shape().iter().map(|&d| d as usize).collect();
-    let count: u64 = header.shape().iter().product();
-    let size = ts.size_field();
-    let int =
-        matches!(ts.type_char(), TypeChar::Int | TypeChar::Uint) && matches!(size, 1 | 2 | 4 | 8);
-    let ok = match want {
-        Want::Images => ts.type_char() == TypeChar::Uint && size == 1,
-        Want::Labels => int,
-    };
-    if !ok {
-        let need = match want {
-            Want::Images => "uint8 images",
-            Want::Labels => "integer labels",
-        };
-        return Err(corrupt(
-            path,
-            format!("dtype {descr}, but {need} are needed"),
-        ));
-    }
-    let bytes = count.saturating_mul(size);
-    let body = available - (prefix + header_len) as u64;
-    if bytes > body || bytes > MAX_ARRAY_BYTES {
+    if header.data_len > MAX_ARRAY_BYTES {
         return Err(corrupt(
             path,
             format!(
-                "shape {shape:?} of {descr} needs {bytes} bytes but only {body} follow the header"
+                "{} bytes of array data, more than the {MAX_ARRAY_BYTES} this reader takes",
+                header.data_len
             ),
         ));
     }
-    let mut data = vec![0u8; bytes as usize];
-    read_full(&mut r, &mut data, path, "array data")?;
-    let values = if want == Want::Images {
-        Values::U8(data)
-    } else {
-        let signed = ts.type_char() == TypeChar::Int;
-        let big = ts.endianness() == Endianness::Big;
-        let mut out = Vec::with_capacity(count as usize);
-        for c in data.chunks_exact(size as usize) {
-            let mut b = [0u8; 8];
-            if big {
-                for (i, &v) in c.iter().rev().enumerate() {
-                    b[i] = v;
-                }
-            } else {
-                b[..c.len()].copy_from_slice(c);
+    let values = match want {
+        Want::Images if matches!(descr.as_str(), "|u1" | "u1" | "B") => Values::U8(
+            npy::read_data::<u8, R>(r, &header).map_err(|e| corrupt(path, e.to_string()))?,
+        ),
+        Want::Labels => match read_labels(r, &header, &descr, path)? {
+            Some(v) => Values::Int(v),
+            None => {
+                return Err(corrupt(
+                    path,
+                    format!("dtype {descr}, but integer labels are needed"),
+                ))
             }
-            // Sign-extend a negative signed value.
-            if signed && c.len() < 8 && b[c.len() - 1] & 0x80 != 0 {
-                b[c.len()..].fill(0xff);
-            }
-            let v = u64::from_le_bytes(b);
-            if !signed && v > i64::MAX as u64 {
-                return Err(corrupt(path, format!("label {v} is out of range")));
-            }
-            out.push(v as i64);
+        },
+        Want::Images => {
+            return Err(corrupt(
+                path,
+                format!("dtype {descr}, but uint8 images are needed"),
+            ))
         }
-        Values::Int(out)
     };
-    Ok(Array { shape, values })
+    Ok(Array {
+        shape: header.shape,
+        values,
+    })
+}
+
+/// Reads integer labels of any width and byte order widened to i64, or `None` if `descr` is not
+/// an integer dtype.
+fn read_labels<R: Read>(
+    r: R,
+    header: &npy::NpyHeader,
+    descr: &str,
+    path: &Path,
+) -> Result<Option<Vec<i64>>, DataError> {
+    fn wide<T, R>(r: R, header: &npy::NpyHeader, path: &Path) -> Result<Vec<i64>, DataError>
+    where
+        T: npy::ReadableElement + TryInto<i64> + Copy + std::fmt::Display,
+        R: Read,
+    {
+        let v = npy::read_data::<T, R>(r, header).map_err(|e| corrupt(path, e.to_string()))?;
+        v.iter()
+            .map(|&x| {
+                x.try_into()
+                    .map_err(|_| corrupt(path, format!("label {x} is out of range")))
+            })
+            .collect()
+    }
+    // The descriptors `ndarray-npy` reads for each integer type.
+    Ok(Some(match descr {
+        "|i1" | "i1" | "b" => wide::<i8, R>(r, header, path)?,
+        "|u1" | "u1" | "B" => wide::<u8, R>(r, header, path)?,
+        "<i2" | ">i2" => wide::<i16, R>(r, header, path)?,
+        "<u2" | ">u2" => wide::<u16, R>(r, header, path)?,
+        "<i4" | ">i4" => wide::<i32, R>(r, header, path)?,
+        "<u4" | ">u4" => wide::<u32, R>(r, header, path)?,
+        "<i8" | ">i8" => wide::<i64, R>(r, header, path)?,
+        "<u8" | ">u8" => wide::<u64, R>(r, header, path)?,
+        _ => return Ok(None),
+    }))
 }
 
 /// Reads one `.npy` file held in memory: uint8 images, or (with `labels`) integer labels of any
@@ -446,22 +378,7 @@ pub fn load_npy_dir(dir: &Path, num_classes: Option<usize>) -> Result<NumpyData,
 /// (e.g. `|u1`, `<i8`); the data must already be in that dtype's bytes. For writing test data
 /// and for tools that export a split.
 pub fn npy_bytes(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape = match dims.len() {
-        1 => format!("({},)", dims[0]),
-        _ => format!("({})", dims.join(", ")),
-    };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-    // numpy pads the header with spaces so the data starts on a 64-byte boundary.
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    out
+    npy::npy_bytes(descr, shape, data)
 }
 
 #[cfg(test)]
@@ -503,9 +420,9 @@ mod tests {
         assert!(e.to_string().contains("dtype <f4"), "{e}");
         let e = read(&npy_bytes("<i4", &[1], &[0; 4]), Want::Images).unwrap_err();
         assert!(e.to_string().contains("uint8 images are needed"), "{e}");
-        // A shape whose product overflows u64 is refused before npyz computes it.
+        // A shape whose element count overflows is refused before anything is sized from it.
         let e = read(&npy_bytes("|u1", &[1 << 40, 1 << 40], &[]), Want::Images).unwrap_err();
-        assert!(e.to_string().contains("impossibly large"), "{e}");
+        assert!(e.to_string().contains("overflows"), "{e}");
         // A large but representable shape is checked against the bytes present.
         let e = read(&npy_bytes("|u1", &[1 << 30, 4], &[0; 16]), Want::Images).unwrap_err();
         assert!(e.to_string().contains("only 16 follow"), "{e}");
@@ -513,14 +430,54 @@ mod tests {
         let mut b = b"\x93NUMPY\x02\x00".to_vec();
         b.extend_from_slice(&u32::MAX.to_le_bytes());
         let e = read(&b, Want::Images).unwrap_err();
-        assert!(e.to_string().contains("header of 4294967295 bytes"), "{e}");
+        assert!(e.to_string().contains("truncated .npy header"), "{e}");
         let e = read(b"\x93NUMPY\x01", Want::Images).unwrap_err();
         assert!(e.to_string().contains("truncated"), "{e}");
-        let mut hex = npy_bytes("|u1", &[2], &[1, 2]);
-        let at = hex.windows(3).position(|w| w == b"(2,").unwrap();
-        hex[at + 1] = b'0';
-        hex.splice(at + 2..at + 2, *b"x2");
-        let e = read(&hex, Want::Images).unwrap_err();
-        assert!(e.to_string().contains("unsupported number"), "{e}");
+        // A dimension that is not a whole number, or one no usize holds.
+        for dim in ["2.5", "99999999999999999999999"] {
+            let mut b = npy_bytes("|u1", &[2], &[1, 2]);
+            let at = b.windows(3).position(|w| w == b"(2,").unwrap();
+            b.splice(at + 1..at + 2, dim.bytes());
+            let header_len = (b.len() - 12) as u16;
+            b[8..10].copy_from_slice(&header_len.to_le_bytes());
+            let e = read(&b, Want::Images).unwrap_err();
+            assert!(e.to_string().contains("illegal value for key shape"), "{e}");
+        }
+    }
+
+    /// An archive entry whose header nests brackets deeply is refused by counting them, before
+    /// the exponential-time header parser could see it.
+    #[test]
+    fn npz_entry_with_a_deeply_nested_header_is_refused() {
+        use std::io::Write;
+        let mut deep = npy_bytes("|u1", &[1, 1, 1], &[0]);
+        let at = deep.windows(9).position(|w| w == b"(1, 1, 1)").unwrap();
+        let nested = format!("{}1{}", "(".repeat(40), ",)".repeat(40));
+        deep.splice(at..at + 9, nested.bytes());
+        let header_len = (deep.len() - 11) as u16;
+        deep[8..10].copy_from_slice(&header_len.to_le_bytes());
+        let labels = npy_bytes("<i8", &[1], &0i64.to_le_bytes());
+        let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        for (name, b) in [
+            ("x_train", &deep),
+            ("y_train", &labels),
+            ("x_test", &deep),
+            ("y_test", &labels),
+        ] {
+            zip.start_file(
+                format!("{name}.npy"),
+                zip::write::SimpleFileOptions::default(),
+            )
+            .unwrap();
+            zip.write_all(b).unwrap();
+        }
+        let bytes = zip.finish().unwrap().into_inner();
+        let e = read_npz_bytes(&bytes, Path::new("deep.npz"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("deep.npz:x_train.npy: .npy header nests brackets 41 deep"),
+            "{e}"
+        );
     }
 }
