@@ -6,11 +6,10 @@
 //! are integers of any width and byte order, shape `(N,)` or `(N, 1)`. The class count is the
 //! caller's, or the largest label plus one; every label must lie in `0..classes`.
 //!
-//! Each array is read by the guarded `.npy` reader of [`crate::npy`] (header length, bracket
-//! nesting, shape arithmetic and data length all checked before `ndarray-npy` parses or
-//! allocates); the archive is read with `zip`, each entry's declared size checked against its
-//! compressed size first, so the bytes an array declares are checked against what its file or
-//! archive entry can hold before anything of that size is allocated.
+//! Each array is read by the guarded `.npy` reader of [`crate::npy`], which checks the header's
+//! length and bracket nesting, the shape arithmetic and the data length before `ndarray-npy`
+//! parses or allocates anything; the archive is read with `zip`, each entry's declared size
+//! checked against its compressed size first, so no array is sized from bytes that are not there.
 
 use crate::npy::{self, NpyError};
 use crate::{DataError, Split};
@@ -103,9 +102,9 @@ fn read_npy<R: Read>(
         ));
     }
     let values = match want {
-        Want::Images if matches!(descr.as_str(), "|u1" | "u1" | "B") => Values::U8(
-            npy::read_data::<u8, R>(r, &header).map_err(|e| corrupt(path, e.to_string()))?,
-        ),
+        Want::Images if matches!(descr.as_str(), "|u1" | "u1" | "B") => {
+            Values::U8(npy::read_data::<u8, R>(r, &header).map_err(bad)?)
+        }
         Want::Labels => match read_labels(r, &header, &descr, path)? {
             Some(v) => Values::Int(v),
             None => {
