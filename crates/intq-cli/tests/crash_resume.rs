@@ -384,7 +384,11 @@ fn qat_fine_tunes_on_the_data_set_the_float_checkpoint_recorded() {
     run_ok(&args);
     let recorded = |p: &Path| {
         let bytes = std::fs::read(p).unwrap();
-        ckpt_file::parse(&bytes, p).unwrap().meta.data.map(|d| d.source)
+        ckpt_file::parse(&bytes, p)
+            .unwrap()
+            .meta
+            .data
+            .map(|d| d.source)
     };
     assert_eq!(recorded(&float).as_deref(), Some("mnist"));
     let qat = root.join("qat.ckpt");
