@@ -79,7 +79,7 @@ const FULL: Recipe = Recipe {
     train_images: 60_000,
     qat_images: 20_000,
     test_images: 10_000,
-    float_epochs: 4,
+    float_epochs: 5,
     qat_epochs: 1,
     batch_size: 128,
     lr: 0.15,
