@@ -162,14 +162,8 @@ pub fn run(cmd: ConvertCommand) -> Result<()> {
             let q = quant_cfg(&a.scheme, a.bits_a, a.bits_w, a.per_channel)?;
             let method = calib_method(&a.method, a.percentile)?;
             let l = fidelity::load_ckpt(&a.from)?;
-            let name = fidelity::data_for(a.data.as_deref(), recorded(&l), &a.from);
-            let what = a.from.display().to_string();
-            let data = fidelity::load_for(
-                &name,
-                a.data_dir.as_deref(),
-                &fidelity::ckpt_input(&l),
-                &what,
-            )?;
+            let (_, data) =
+                fidelity::load_for_ckpt(&l, &a.from, a.data.as_deref(), a.data_dir.as_deref())?;
             drop(l);
             let m = ptq(&a.from, &data.train, a.calib, method, &q, &a.out)?;
             println!(
@@ -308,11 +302,6 @@ pub fn ptq(
     Ok(model)
 }
 
-/// The data source a loaded checkpoint records.
-fn recorded(l: &intq_train::checkpoint::Loaded) -> Option<&str> {
-    l.meta.data.as_ref().map(|d| d.source.as_str())
-}
-
 /// The input of an image classifier model: its one input's NHWC shape and its output's class
 /// count (pictures are stretched to the size).
 fn model_input(model: &Model, path: &Path) -> Result<fidelity::InputSpec> {
@@ -449,14 +438,8 @@ fn eval_checkpoint(a: &EvalArgs) -> Result<()> {
     // The fake-quant pass runs on the kernel tier INTQ_ISA selects: refuse a bad value.
     intq_kernels::KernelTier::from_env().context("INTQ_ISA")?;
     let l = fidelity::load_ckpt(&a.model)?;
-    let name = fidelity::data_for(a.data.as_deref(), recorded(&l), &a.model);
-    let what = a.model.display().to_string();
-    let data = fidelity::load_for(
-        &name,
-        a.data_dir.as_deref(),
-        &fidelity::ckpt_input(&l),
-        &what,
-    )?;
+    let (name, data) =
+        fidelity::load_for_ckpt(&l, &a.model, a.data.as_deref(), a.data_dir.as_deref())?;
     let test = data.test.subset(a.limit.unwrap_or(data.test.len));
     let chw = test.images_chw();
     let acc = intq_train::evaluate(

@@ -279,6 +279,20 @@ pub fn image_set_chw<'a>(s: &'a Split, chw: &'a [u8]) -> ImageSet<'a> {
     }
 }
 
+/// The data for checkpoint `l` (read from `ckpt`): `--data` when given, else the source it
+/// records, converted to the input it was trained at. Returns the source's name with it.
+pub fn load_for_ckpt(
+    l: &Loaded,
+    ckpt: &Path,
+    flag: Option<&str>,
+    dir: Option<&Path>,
+) -> Result<(String, Dataset)> {
+    let recorded = l.meta.data.as_ref().map(|d| d.source.as_str());
+    let name = data_for(flag, recorded, ckpt);
+    let data = load_for(&name, dir, &ckpt_input(l), &ckpt.display().to_string())?;
+    Ok((name, data))
+}
+
 /// The data set a command runs on: `--data` when given (with a warning when the checkpoint
 /// `ckpt` was trained on another), else the one `ckpt` recorded, else Fashion-MNIST.
 pub fn data_for(flag: Option<&str>, recorded: Option<&str>, ckpt: &Path) -> String {

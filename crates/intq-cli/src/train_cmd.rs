@@ -446,11 +446,9 @@ fn run_qat(a: QatArgs) -> Result<()> {
             a.from.display()
         );
     }
-    let recorded = from.meta.data.as_ref().map(|d| d.source.as_str());
-    let name = fidelity::data_for(c.data.as_deref(), recorded, &a.from);
+    let (name, ds) =
+        fidelity::load_for_ckpt(&from, &a.from, c.data.as_deref(), c.data_dir.as_deref())?;
     let input = fidelity::ckpt_input(&from);
-    let what = a.from.display().to_string();
-    let ds = fidelity::load_for(&name, c.data_dir.as_deref(), &input, &what)?;
     let mut cfg = config(c, from.meta.arch, 3, 0.005);
     cfg.data = Some(data_meta(&name, &input, ds.class_names()));
     let data = Data::new(ds, c.limit_train, c.limit_test);

@@ -5,12 +5,11 @@
 //! differs.
 
 mod common;
-use common::intq;
+use common::{int, intq, json};
 
 use std::path::{Path, PathBuf};
 
 use intq_train::ckpt_file::DataMeta;
-use serde_json::Value;
 
 fn ok(args: &[&str]) -> (String, String) {
     let o = intq(args);
@@ -54,17 +53,6 @@ fn picture_folder(root: &Path, classes: usize, per_class: usize, size: u32) {
             }
         }
     }
-}
-
-fn json(text: &str) -> Value {
-    serde_json::from_str(text.trim())
-        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {text}"))
-}
-
-fn int(v: &Value, key: &str) -> i64 {
-    v[key]
-        .as_i64()
-        .unwrap_or_else(|| panic!("{key} is not an integer in {v}"))
 }
 
 /// The data a checkpoint records.

@@ -4,7 +4,7 @@
 //! `intq quickstart --tiny`.
 
 mod common;
-use common::intq;
+use common::{int, intq, json};
 
 use std::path::{Path, PathBuf};
 
@@ -73,19 +73,6 @@ fn data_dir(name: &str) -> PathBuf {
         common::write_split(&f, split, &px, &labels);
     }
     d
-}
-
-/// The one JSON object `text` holds.
-fn json(text: &str) -> Value {
-    serde_json::from_str(text.trim())
-        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {text}"))
-}
-
-/// The integer at `key` of a JSON object.
-fn int(v: &Value, key: &str) -> i64 {
-    v[key]
-        .as_i64()
-        .unwrap_or_else(|| panic!("{key} is not an integer in {v}"))
 }
 
 /// The number at `key` of a JSON object.

@@ -13,6 +13,19 @@ pub fn intq(args: &[&str]) -> Output {
         .expect("run intq")
 }
 
+/// The one JSON object `text` holds.
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {text}"))
+}
+
+/// The integer at `key` of a JSON object.
+pub fn int(v: &serde_json::Value, key: &str) -> i64 {
+    v[key]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{key} is not an integer in {v}"))
+}
+
 /// A fresh, empty directory `<cargo test tmp>/<suite>/<name>`.
 pub fn scratch(suite: &str, name: &str) -> PathBuf {
     let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
