@@ -6,7 +6,13 @@
 //! empty ndarray that a BUILD then fills through `ndarray.__setstate__`) and `numpy.dtype`.
 //! Anything else (other globals, unknown opcodes) is refused with an error, so a hostile pickle
 //! can neither run code nor make it allocate more than its own length: every declared length is
-//! checked against the bytes that remain, and the stack and memo are capped.
+//! checked against the bytes that remain, and the stack, the memo and tuple nesting are capped.
+//!
+//! Why not a crate: `serde-pickle` (the maintained Rust unpickler) reads these files with
+//! `replace_unresolved_globals`, but it has no nesting limit: a 400 KB pickle of nested lists
+//! overflows the stack and aborts the process, and it accepts any global as a stand-in. The
+//! MNIST pickle comes from a package registry, so the reader must hold against hostile input;
+//! this one needs only the opcodes an array pickle uses.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -14,6 +20,9 @@ use std::rc::Rc;
 
 /// Most items the stack (or memo) may hold; real array pickles need a few dozen.
 const MAX_ITEMS: usize = 1 << 16;
+
+/// Deepest tuple nesting accepted; array pickles nest three or four levels.
+const MAX_DEPTH: usize = 32;
 
 /// A numpy dtype as far as this reader cares: kind/size code such as `f4`, `i8`, `u1`, and
 /// byte order (`<`, `>`, `|`; `=` is resolved to little-endian).
@@ -131,6 +140,15 @@ impl<'a> Value<'a> {
         }
     }
 
+    /// Levels of tuple nesting: 0 for a scalar, 1 for a tuple of scalars. Bounded by
+    /// [`MAX_DEPTH`] for every value the machine builds, so the recursion is too.
+    fn depth(&self) -> usize {
+        match self {
+            Value::Tuple(t) => 1 + t.iter().map(Value::depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
     /// The finished array, if this value is a built ndarray.
     pub fn as_array(&self) -> Option<NdArray<'a>> {
         match self {
@@ -227,6 +245,16 @@ impl<'a> Machine<'a> {
         }
         self.stack.push(v);
         Ok(())
+    }
+
+    /// Pushes a tuple of `items`, refusing nesting deeper than [`MAX_DEPTH`]: building, reading
+    /// and dropping nested values recurses, so unbounded depth could overflow the thread's stack.
+    fn push_tuple(&mut self, items: Vec<Value<'a>>) -> Result<(), PickleError> {
+        let depth = 1 + items.iter().map(Value::depth).max().unwrap_or(0);
+        if depth > MAX_DEPTH {
+            return self.err(format!("tuples nested deeper than {MAX_DEPTH} levels"));
+        }
+        self.push(Value::Tuple(items))
     }
 
     fn pop(&mut self) -> Result<Value<'a>, PickleError> {
@@ -355,12 +383,12 @@ impl<'a> Machine<'a> {
                 b')' => self.push(Value::Tuple(Vec::new()))?,
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.push(Value::Tuple(items))?;
+                    self.push_tuple(items)?;
                 }
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
                     let items = self.pop_n(n)?;
-                    self.push(Value::Tuple(items))?;
+                    self.push_tuple(items)?;
                 }
                 b'U' | b'C' => {
                     let n = self.u8()? as usize;

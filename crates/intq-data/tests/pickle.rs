@@ -130,6 +130,23 @@ fn unknown_opcode_is_an_error() {
     );
 }
 
+/// Deep nesting is refused before it is built: building or dropping a value 65,000 tuples deep
+/// recursed through a test thread's whole stack.
+#[test]
+fn deeply_nested_tuples_are_errors() {
+    let n = 65_000;
+    // MARK ... TUPLE, n times; and EMPTY_TUPLE wrapped by TUPLE1 n times (one byte a level).
+    let marks = [vec![b'('; n], vec![b't'; n]].concat();
+    let tuple1 = [vec![b')'], vec![0x85; n]].concat();
+    for body in [marks, tuple1] {
+        let bytes = [&b"\x80\x02"[..], &body, b"."].concat();
+        let e = unpickle(&bytes).unwrap_err();
+        assert!(e.problem.contains("nested deeper"), "{}", e.problem);
+    }
+    // Shallow nesting still reads.
+    assert!(unpickle(b"\x80\x02((((tttt.").is_ok());
+}
+
 #[test]
 fn huge_declared_lengths_are_errors_not_allocations() {
     // PROTO 2, BINSTRING of 2^31-1 bytes with 3 present.

@@ -3,6 +3,12 @@
 //! buffer, so a malformed file is an error and never a panic or an allocation larger than the
 //! file; the writer lays objects out front to back (children after parents), which keeps every
 //! unsigned offset positive as the format requires.
+//!
+//! Why not the `flatbuffers` crate (or `planus`): both read and write through code generated
+//! from TFLite's `schema.fbs` by a schema compiler (`flatc`, a C++ tool, or `planus-cli`), over
+//! ten thousand lines for a schema of which intq uses a few dozen fields, regenerated with every
+//! schema change. This file is the whole reader and writer, checks every offset as the crate's
+//! verifier does, and is fuzzed (`fuzz/fuzz_targets/tflite.rs`).
 
 use crate::TfliteError;
 
