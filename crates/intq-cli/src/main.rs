@@ -1,7 +1,7 @@
 //! `intq`: inspect and run integer-only quantized models from the command line.
 
 /// mimalloc keeps freed pages for reuse: with the system allocator, every training step
-/// returned its activations to the OS and faulted them back in (15% of a QAT step).
+/// returned its activations to the OS and faulted them back in.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
