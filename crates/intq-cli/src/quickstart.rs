@@ -153,6 +153,7 @@ pub fn quickstart(a: QuickstartArgs) -> Result<()> {
         max_steps: None,
         shards: a.shards,
         data: Some(a.data.clone().into()),
+        augment: Default::default(),
     };
     let t = Instant::now();
     let start = Start::fresh(Net::new(arch, LayerOpts::default(), &device));

@@ -53,6 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         max_steps: None,
         shards: intq_train::trainer::DEFAULT_SHARDS,
         data: None,
+        augment: Default::default(),
     };
     let (net, s) = train(
         &cfg,

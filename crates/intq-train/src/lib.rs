@@ -28,6 +28,7 @@
 //! zero point always come from `intq_quant::QScheme::choose_params` (TF's nudging) on host-side
 //! ranges, so conversion stores exactly the numbers training used. See [`fake_quant`].
 
+pub mod augment;
 pub mod bn;
 pub mod calibrate;
 pub mod checkpoint;

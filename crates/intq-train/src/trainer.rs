@@ -1,7 +1,8 @@
 //! The training loop shared by float pretraining and QAT fine-tuning: seeded shuffling, SGD with
-//! momentum, weight decay, a cosine or one-cycle learning rate, optional label smoothing,
-//! evaluation, metrics as JSON lines, atomic checkpoints every epoch (and every N steps if
-//! asked), resume (mid-epoch too), and a clear stop on a non-finite loss.
+//! momentum, weight decay, a cosine or one-cycle learning rate, optional label smoothing and
+//! augmentation ([`crate::augment`]), evaluation, metrics as JSON lines, atomic checkpoints every
+//! epoch (and every N steps if asked), resume (mid-epoch too), and a clear stop on a non-finite
+//! loss.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -14,6 +15,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::augment::{self, Augment};
 use crate::checkpoint::{self, CkptMeta};
 use crate::fake_quant::{host_vec, scalar};
 use crate::layers::{Ctx, QuantCfg, RangeMode};
@@ -70,15 +72,34 @@ impl<'a> ImageSet<'a> {
 
     /// A batch as `[n, C, H, W]` floats in `[0, 1]` (`byte / 255`) and labels.
     pub fn batch(&self, idx: &[usize], device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
+        self.batch_augmented(idx, None, device)
+    }
+
+    /// [`ImageSet::batch`] with each image augmented by `aug`'s draws for its sample index.
+    fn batch_augmented(
+        &self,
+        idx: &[usize],
+        aug: Option<&AugmentDraws>,
+        device: &Device,
+    ) -> (Tensor<4>, Tensor<1, Int>) {
         let p = self.pixels();
         let mut x = Vec::with_capacity(idx.len() * p);
         let mut y = Vec::with_capacity(idx.len());
         for &i in idx {
-            x.extend(
-                self.images[i * p..(i + 1) * p]
-                    .iter()
-                    .map(|&b| b as f32 / 255.0),
-            );
+            let px = self.images[i * p..(i + 1) * p]
+                .iter()
+                .map(|&b| b as f32 / 255.0);
+            match aug {
+                Some(a) => {
+                    let img: Vec<f32> = px.collect();
+                    let mut rng = augment::sample_rng(a.seed, a.epoch, i);
+                    x.extend(
+                        a.augment
+                            .apply(&img, self.channels, self.rows, self.cols, &mut rng),
+                    );
+                }
+                None => x.extend(px),
+            }
             y.push(self.labels[i] as i64);
         }
         let n = idx.len();
@@ -129,6 +150,16 @@ pub struct TrainConfig {
     /// The data the run trains on (source, input, classes), recorded in the checkpoints (`None`:
     /// not recorded).
     pub data: Option<crate::checkpoint::DataMeta>,
+    /// Augmentation of training batches (never of evaluation); the default is none.
+    pub augment: Augment,
+}
+
+/// A run's augmentation with what its draws are seeded by (the sample index comes per image).
+#[derive(Debug, Clone, Copy)]
+struct AugmentDraws {
+    augment: Augment,
+    seed: u64,
+    epoch: usize,
 }
 
 /// The CLI's default shard count: two, which fills two cores with the serial ops (see
@@ -437,6 +468,11 @@ pub fn train_observed(
     let (mut win_sum, mut win_n) = (0.0f64, 0u64);
     'epochs: for epoch in start.epoch..cfg.epochs {
         let order = shuffled(train_set.len, cfg.seed, epoch);
+        let aug = (!cfg.augment.is_none()).then_some(AugmentDraws {
+            augment: cfg.augment,
+            seed: cfg.seed,
+            epoch,
+        });
         let quant = cfg.quant.map(|mut q| {
             q.freeze_bn |= cfg.freeze_bn_after.is_some_and(|e| epoch >= e);
             q.freeze_observers |= cfg.freeze_observers_after.is_some_and(|e| epoch >= e);
@@ -483,12 +519,13 @@ pub fn train_observed(
                 exact: false,
                 log: None,
             };
-            let out = sharded_grads_smoothed(
+            let out = sharded_grads_with(
                 &net,
                 train_set,
                 idx,
                 cfg.shards,
                 cfg.label_smoothing,
+                aug.as_ref(),
                 &ctx,
                 device,
             )?;
@@ -651,6 +688,7 @@ fn run_shard(
     data: &ImageSet,
     idx: &[usize],
     smoothing: f64,
+    aug: Option<&AugmentDraws>,
     ctx: &Ctx,
     device: &Device,
 ) -> Result<ShardOut, TrainError> {
@@ -659,7 +697,7 @@ fn run_shard(
         log: Some(&log),
         ..*ctx
     };
-    let (x, y) = data.batch(idx, device);
+    let (x, y) = data.batch_augmented(idx, aug, device);
     let logits = net.forward(x, &ctx)?;
     let loss = smoothed_cross_entropy(logits.clone(), y, smoothing);
     let loss_v = scalar(&loss) as f64;
@@ -700,9 +738,24 @@ pub fn sharded_grads_smoothed(
     ctx: &Ctx,
     device: &Device,
 ) -> Result<BatchGrads, TrainError> {
+    sharded_grads_with(net, data, idx, shards, smoothing, None, ctx, device)
+}
+
+/// [`sharded_grads_smoothed`] with the training images augmented by `aug`.
+#[allow(clippy::too_many_arguments)]
+fn sharded_grads_with(
+    net: &Net,
+    data: &ImageSet,
+    idx: &[usize],
+    shards: usize,
+    smoothing: f64,
+    aug: Option<&AugmentDraws>,
+    ctx: &Ctx,
+    device: &Device,
+) -> Result<BatchGrads, TrainError> {
     let ranges = shard::pieces(idx.len(), shards);
     let outs: Vec<Result<ShardOut, TrainError>> = if ranges.len() == 1 {
-        vec![run_shard(net, data, idx, smoothing, ctx, device)]
+        vec![run_shard(net, data, idx, smoothing, aug, ctx, device)]
     } else {
         let nets: Vec<Net> = ranges.iter().map(|_| shard::detached_copy(net)).collect();
         std::thread::scope(|s| {
@@ -711,7 +764,7 @@ pub fn sharded_grads_smoothed(
             let handles: Vec<_> = work
                 .map(|(r, n)| {
                     let idx = &idx[r.clone()];
-                    s.spawn(move || run_shard(n, data, idx, smoothing, ctx, device))
+                    s.spawn(move || run_shard(n, data, idx, smoothing, aug, ctx, device))
                 })
                 .collect();
             let mut outs = vec![run_shard(
@@ -719,6 +772,7 @@ pub fn sharded_grads_smoothed(
                 data,
                 &idx[r0.clone()],
                 smoothing,
+                aug,
                 ctx,
                 device,
             )];

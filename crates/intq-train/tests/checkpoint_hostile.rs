@@ -365,6 +365,7 @@ fn write_fuzz_seeds() {
             max_steps: Some(1),
             shards: 1,
             data: None,
+            augment: Default::default(),
         };
         let net = Net::new(arch, LayerOpts::default(), &device);
         train_with_checkpoints(&cfg, Some(1), Start::fresh(net), &set, None, &device).unwrap();

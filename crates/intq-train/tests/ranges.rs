@@ -346,6 +346,7 @@ fn qat_config(q: QuantCfg, name: &str) -> TrainConfig {
         max_steps: None,
         shards: 2,
         data: None,
+        augment: Default::default(),
     }
 }
 

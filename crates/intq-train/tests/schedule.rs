@@ -175,6 +175,7 @@ fn config(schedule: LrSchedule, label_smoothing: f64) -> TrainConfig {
         max_steps: Some(0),
         shards: 1,
         data: None,
+        augment: Default::default(),
     }
 }
 

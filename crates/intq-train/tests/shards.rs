@@ -141,6 +141,7 @@ fn config(shards: usize, quant: Option<QuantCfg>, steps: u64) -> TrainConfig {
         max_steps: Some(steps),
         shards,
         data: None,
+        augment: Default::default(),
     }
 }
 

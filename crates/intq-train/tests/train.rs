@@ -77,6 +77,7 @@ fn config(out: PathBuf, epochs: usize) -> TrainConfig {
         max_steps: None,
         shards: 2,
         data: None,
+        augment: Default::default(),
     }
 }
 
