@@ -7,6 +7,7 @@ use crate::fidelity;
 use anyhow::{bail, Context, Result};
 use intq_data::image_folder::{ImageFolderOptions, Resize};
 use intq_data::Split;
+use intq_train::augment::Augment;
 use intq_train::checkpoint;
 use intq_train::checkpoint::DataMeta;
 use intq_train::layers::{LayerOpts, QuantCfg, RangeMode};
@@ -80,6 +81,12 @@ pub struct Common {
     #[arg(long, value_name = "N",
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     shards: Option<usize>,
+    /// Augment the training images (never the test images): a comma list of crop:P (pad every
+    /// side by P zero pixels, then cut out a random window of the input size) and flip (mirror
+    /// left-right with probability 1/2), e.g. crop:4,flip; none by default. The draws come from
+    /// --seed, the epoch and the image, so a seed repeats them (give --resume the same SPEC).
+    #[arg(long, value_name = "SPEC", default_value = "none", value_parser = parse_augment)]
+    augment: Augment,
     /// Continue the run whose checkpoint is OUT.
     #[arg(long)]
     resume: bool,
@@ -145,18 +152,28 @@ pub struct QatArgs {
     common: Common,
 }
 
+/// `--augment` values.
+pub fn parse_augment(s: &str) -> Result<Augment, String> {
+    Augment::parse(s).map_err(|e| match e {
+        intq_train::TrainError::Config(m) => m,
+        e => e.to_string(),
+    })
+}
+
 /// `--ranges` values.
 pub fn parse_ranges(s: &str) -> Result<RangeMode, String> {
     RangeMode::parse(s).ok_or_else(|| format!("unknown range mode {s:?}; use ema, minmax or lsq"))
 }
 
+// The options are boxed: they are large beside the other commands' (clippy's
+// `large_enum_variant` on the CLI's command enum).
 #[derive(clap::Subcommand)]
 pub enum TrainCommand {
     /// Train a zoo model in float, writing a float checkpoint (--out).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Fine-tune a float checkpoint (--from) with quantization-aware training, writing a QAT
     /// checkpoint (--out) for `intq convert`.
-    Qat(QatArgs),
+    Qat(Box<QatArgs>),
 }
 
 pub fn run(cmd: TrainCommand) -> Result<()> {
@@ -164,8 +181,8 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
     // error here, as for the engine's commands, not a silent fallback to the portable tier.
     intq_kernels::KernelTier::from_env().context("INTQ_ISA")?;
     match cmd {
-        TrainCommand::Train(a) => run_train(a),
-        TrainCommand::Qat(a) => run_qat(a),
+        TrainCommand::Train(a) => run_train(*a),
+        TrainCommand::Qat(a) => run_qat(*a),
     }
 }
 
@@ -226,6 +243,7 @@ fn config(c: &Common, arch: Arch, epochs: usize, lr: f64) -> TrainConfig {
         max_steps: c.max_steps,
         shards: c.shards.unwrap_or(intq_train::trainer::DEFAULT_SHARDS),
         data: None,
+        augment: c.augment,
     }
 }
 

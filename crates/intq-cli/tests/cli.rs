@@ -429,3 +429,102 @@ fn bench_isa_names_every_tier() {
         vec![intq_kernels::Isa::best().name().to_string()]
     );
 }
+
+/// Every tensor of the checkpoint at `path`, raw bytes (bit-for-bit comparison).
+fn ckpt_tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let f = intq_train::ckpt_file::parse(&bytes, path).unwrap();
+    f.raw_tensors()
+        .into_iter()
+        .map(|(n, _, _, b)| (n, b.to_vec()))
+        .collect()
+}
+
+/// `--augment crop:2,flip` trains, a run stopped mid-epoch and resumed draws the same crops and
+/// flips as the uninterrupted run (bit-identical weights), the augmentation changes what is
+/// trained, and a bad spec is refused with a message saying what is wrong.
+#[test]
+fn train_with_augmentation_resumes_exactly_and_refuses_bad_specs() {
+    let root = scratch("augment");
+    let data = root.join("data");
+    let f = data.join("fashion-mnist");
+    std::fs::create_dir_all(&f).unwrap();
+    for (split, n) in [("train", 64usize), ("t10k", 16)] {
+        // Class k: a bright column at 2k + 4 over a dark background.
+        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+        let px: Vec<u8> = labels
+            .iter()
+            .flat_map(|&k| {
+                (0..784).map(move |p| {
+                    if p % 28 == 2 * k as usize + 4 {
+                        230
+                    } else {
+                        10
+                    }
+                })
+            })
+            .collect();
+        common::write_split(&f, split, &px, &labels);
+    }
+    let run = |out: &Path, augment: Option<&str>, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "32",
+            "--shards",
+            "1",
+            "--seed",
+            "3",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if let Some(a) = augment {
+            args.extend(["--augment", a]);
+        }
+        args.extend(extra);
+        intq(&args)
+    };
+    let ok = |o: std::process::Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let a = root.join("a.ckpt");
+    ok(run(&a, Some("crop:2,flip"), &[]));
+    let b = root.join("b.ckpt");
+    ok(run(
+        &b,
+        Some("crop:2,flip"),
+        &["--ckpt-every", "1", "--max-steps", "1"],
+    ));
+    ok(run(&b, Some("crop:2,flip"), &["--resume"]));
+    assert!(
+        ckpt_tensors(&a) == ckpt_tensors(&b),
+        "the resumed augmented run differs from the uninterrupted one"
+    );
+    let plain = root.join("plain.ckpt");
+    ok(run(&plain, None, &[]));
+    assert!(
+        ckpt_tensors(&a) != ckpt_tensors(&plain),
+        "--augment crop:2,flip trained the same weights as no augmentation"
+    );
+
+    let o = run(&root.join("bad.ckpt"), Some("bogus"), &[]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("unknown augmentation \"bogus\"") && err.contains("crop:P"),
+        "{err}"
+    );
+    let o = run(&root.join("bad.ckpt"), Some("crop:-1"), &[]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("whole number of pixels"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!root.join("bad.ckpt").exists());
+}
