@@ -297,7 +297,8 @@ p.append(f"| fake-quant ↔ int8 max logit difference | {qs['max_lsb_diff']} LSB
 cmp_ = qs.get("comparison") or {}
 if "f32_top1_mismatch" in cmp_:
     p.append(f"| same, fake-quant in f32 as training computes it | "
-             f"{count(cmp_['f32_top1_mismatch'])} mismatches, {cmp_.get('f32_max_lsb_diff')} LSB |")
+             f"top-1 mismatches: {count(cmp_['f32_top1_mismatch'])} of {count(n_test)}, "
+             f"max {cmp_.get('f32_max_lsb_diff')} LSB |")
 if qs.get("intq_bytes"):
     p.append(f"| model size: `.intq` file / f32 weights | {count(qs['intq_bytes'])} / "
              f"{count(qs.get('f32_weight_bytes', 0))} bytes |")
