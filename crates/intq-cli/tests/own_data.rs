@@ -62,13 +62,9 @@ fn meta(ckpt: &Path) -> DataMeta {
     file.meta.data.expect("the data is recorded")
 }
 
-fn train_args<'a>(model: &'a str, data: &'a str, out: &'a str) -> Vec<&'a str> {
-    vec![
-        "train",
-        "--model",
-        model,
-        "--data",
-        data,
+/// `head` plus the options of a short run: one epoch, batches of 8, 8 test images, quiet.
+fn short_run<'a>(head: &[&'a str], out: &'a str) -> Vec<&'a str> {
+    let tail = [
         "--epochs",
         "1",
         "--batch-size",
@@ -78,7 +74,12 @@ fn train_args<'a>(model: &'a str, data: &'a str, out: &'a str) -> Vec<&'a str> {
         "--quiet",
         "--out",
         out,
-    ]
+    ];
+    head.iter().copied().chain(tail).collect()
+}
+
+fn train_args<'a>(model: &'a str, data: &'a str, out: &'a str) -> Vec<&'a str> {
+    short_run(&["train", "--model", model, "--data", data], out)
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -120,20 +121,7 @@ fn resnet20_trains_converts_and_matches_on_an_rgb_picture_folder() {
     // QAT takes the data and the input from the checkpoint.
     let qat = dir.join("qat.ckpt");
     let q = qat.to_str().unwrap();
-    ok(&[
-        "qat",
-        "--from",
-        f,
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--limit-test",
-        "8",
-        "--quiet",
-        "--out",
-        q,
-    ]);
+    ok(&short_run(&["qat", "--from", f], q));
     assert_eq!(meta(&qat).input, Some([3, 32, 32]));
 
     let model = dir.join("model.intq");

@@ -129,17 +129,21 @@ fn ptq_graph_quantizes_each_tensor_with_its_observers_params() {
         QuantCfg::uint8(8, 8).unwrap(),
         QuantCfg::int8(8, 8, true).unwrap(),
     ] {
-        let (net, device) = fresh_net(Arch::TinyMobilenet, 11);
-        let graph = ptq(
-            &net,
-            Arch::TinyMobilenet,
-            &set,
-            N,
-            Calib::MinMax,
-            &quant,
-            &device,
-        )
-        .unwrap();
+        let calibrated = || {
+            let (net, device) = fresh_net(Arch::TinyMobilenet, 11);
+            let graph = ptq(
+                &net,
+                Arch::TinyMobilenet,
+                &set,
+                N,
+                Calib::MinMax,
+                &quant,
+                &device,
+            )
+            .unwrap();
+            (net, graph)
+        };
+        let (net, graph) = calibrated();
         let mut checked = 0;
         for (name, o) in named_observers(&net) {
             // Float edges: the quantized input and logits have their own names.
@@ -170,17 +174,7 @@ fn ptq_graph_quantizes_each_tensor_with_its_observers_params() {
             other => panic!("logits of dtype {}", other.dtype()),
         }
         // Same network and images, same graph.
-        let (again, device) = fresh_net(Arch::TinyMobilenet, 11);
-        let graph2 = ptq(
-            &again,
-            Arch::TinyMobilenet,
-            &set,
-            N,
-            Calib::MinMax,
-            &quant,
-            &device,
-        )
-        .unwrap();
+        let (_, graph2) = calibrated();
         assert_eq!(
             intq_engine::format::to_bytes(&graph),
             intq_engine::format::to_bytes(&graph2)
