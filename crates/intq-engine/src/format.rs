@@ -7,8 +7,8 @@
 //! much more than `n` bytes, and no input makes it panic.
 
 use crate::{
-    Activation, ChannelParams, DType, EngineError, Graph, Op, OpKind, Padding, Quant, QuantParams,
-    Tensor, TensorData, TensorId,
+    Activation, ChannelParams, DType, EngineError, Graph, Metadata, Op, OpKind, Padding, Quant,
+    QuantParams, Tensor, TensorData, TensorId,
 };
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -22,13 +22,16 @@ pub const MAGIC: [u8; 8] = *b"\x89INTQ\r\n\x1a";
 /// The major version this reader reads; any other major version is refused.
 pub const VERSION_MAJOR: u16 = 1;
 /// The newest minor version this writer writes (1.1 added the TFLite-exact op kinds, 1.2 the
-/// narrowed code range of sub-8-bit activations). Minor versions only add tags, which older
+/// narrowed code range of sub-8-bit activations, 1.3 the metadata section). Minor versions only add tags, which older
 /// readers refuse by name, so a reader accepts every minor version of its major; a file is
 /// stamped with the lowest minor version whose tags it uses.
-pub const VERSION_MINOR: u16 = 2;
+pub const VERSION_MINOR: u16 = 3;
 
 /// The lowest minor version whose tags `graph` uses.
 fn minor_version_of(graph: &Graph) -> u16 {
+    if !graph.metadata().is_empty() {
+        return 3;
+    }
     if graph.tensors().iter().any(|t| t.code_range.is_some()) {
         return 2;
     }
@@ -60,6 +63,9 @@ pub const NO_TENSOR: u32 = u32::MAX;
 const MIN_TENSOR_RECORD: u64 = 8; // name length + dtype, rank, quant and data tags
 const MIN_OP_RECORD: u64 = 8; // tag + body length
 const TENSOR_ID_LEN: u64 = 4;
+const MIN_METADATA_RECORD: u64 = 8; // key length + value length
+/// Longest metadata key, in bytes.
+pub const MAX_METADATA_KEY: usize = 256;
 const CHANNEL_PARAMS_LEN: u64 = 8; // f32 scale + i32 zero point
 
 /// Why bytes are not a valid `.intq` model. Offsets are byte offsets from the start of the file.
@@ -397,6 +403,17 @@ pub fn to_bytes(graph: &Graph) -> Vec<u8> {
         w.patch_u32(len_at, u32::try_from(body_len).unwrap_or(u32::MAX));
     }
 
+    // Files of minor version 1.3 and later carry the metadata section, empty or not.
+    if minor_version_of(graph) >= 3 {
+        w.count(graph.metadata().len());
+        for (key, value) in graph.metadata() {
+            for text in [key, value] {
+                w.count(text.len());
+                w.buf.extend_from_slice(text.as_bytes());
+            }
+        }
+    }
+
     for (field_at, data) in constants {
         let start = align_up(w.buf.len(), DATA_ALIGN).unwrap_or(w.buf.len());
         w.buf.resize(start, 0);
@@ -678,13 +695,14 @@ struct Decoded {
     ops: Vec<Op>,
     inputs: Vec<TensorId>,
     outputs: Vec<TensorId>,
+    metadata: Metadata,
 }
 
 /// Decodes an `.intq` file and validates the graph it holds. Structural problems are
 /// [`EngineError::Format`]; a well-formed file whose graph is invalid is [`EngineError::Graph`].
 pub fn from_bytes(bytes: &[u8]) -> Result<Graph, EngineError> {
     let d = decode(bytes)?;
-    Ok(Graph::new(d.tensors, d.ops, d.inputs, d.outputs)?)
+    Ok(Graph::new(d.tensors, d.ops, d.inputs, d.outputs)?.with_metadata(d.metadata)?)
 }
 
 fn decode(bytes: &[u8]) -> Result<Decoded, FormatError> {
@@ -756,6 +774,11 @@ fn decode(bytes: &[u8]) -> Result<Decoded, FormatError> {
     for index in 0..op_count {
         ops.push(read_op(&mut r, index, tensor_count)?);
     }
+    let metadata = if minor >= 3 {
+        read_metadata(&mut r)?
+    } else {
+        Metadata::new()
+    };
 
     for d in data_refs {
         let t = &tensors[d.tensor];
@@ -795,6 +818,52 @@ fn decode(bytes: &[u8]) -> Result<Decoded, FormatError> {
         ops,
         inputs,
         outputs,
+        metadata,
+    })
+}
+
+/// The metadata section: a count, then per entry a key and a value, each a length and UTF-8
+/// bytes; keys strictly ascending, so every map has one encoding.
+fn read_metadata(r: &mut Reader) -> Result<Metadata, FormatError> {
+    let count = r.count(MIN_METADATA_RECORD)?;
+    let mut metadata = Metadata::new();
+    let mut previous: Option<String> = None;
+    for index in 0..count {
+        let at = r.pos as u64;
+        let key = read_text(r, index, "key")?;
+        let value = read_text(r, index, "value")?;
+        let malformed = |message: String| FormatError::Malformed {
+            offset: at,
+            message,
+        };
+        if key.is_empty() || key.len() > MAX_METADATA_KEY {
+            return Err(malformed(format!(
+                "metadata entry {index}: a key must have 1 to {MAX_METADATA_KEY} bytes, not {}",
+                key.len()
+            )));
+        }
+        if previous.as_ref().is_some_and(|p| *p >= key) {
+            return Err(malformed(format!(
+                "metadata entry {index}: key '{key}' is not after the previous key in byte order \
+                 (keys are sorted and distinct)"
+            )));
+        }
+        previous = Some(key.clone());
+        metadata.insert(key, value);
+    }
+    Ok(metadata)
+}
+
+fn read_text(r: &mut Reader, index: usize, what: &str) -> Result<String, FormatError> {
+    let at = r.pos as u64;
+    let len = r.count(1)?;
+    let raw = r.take(len as u64)?;
+    String::from_utf8(raw.to_vec()).map_err(|e| FormatError::Malformed {
+        offset: at,
+        message: format!(
+            "metadata entry {index}: the {what} is not valid UTF-8 (bad byte at offset {})",
+            e.utf8_error().valid_up_to()
+        ),
     })
 }
 

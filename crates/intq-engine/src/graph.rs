@@ -424,7 +424,13 @@ pub struct Graph {
     ops: Vec<Op>,
     inputs: Vec<TensorId>,
     outputs: Vec<TensorId>,
+    metadata: Metadata,
 }
+
+/// Free-form `key → value` strings a model carries beside its graph: how its input was
+/// preprocessed, its class names. The executors never read them. Keys are sorted, so a graph's
+/// bytes do not depend on the order entries were added in.
+pub type Metadata = std::collections::BTreeMap<String, String>;
 
 impl Graph {
     /// Validates and builds a graph: every id in range, every shape, type and quantization
@@ -440,6 +446,7 @@ impl Graph {
             ops,
             inputs,
             outputs,
+            metadata: Metadata::new(),
         };
         crate::validate::validate(&graph)?;
         crate::limits::check_accumulators(&graph)?;
@@ -461,6 +468,27 @@ impl Graph {
     pub fn outputs(&self) -> &[TensorId] {
         &self.outputs
     }
+    /// The graph's metadata (see [`Metadata`]).
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+    /// The graph with its metadata replaced by `metadata`; every key must have 1 to
+    /// [`MAX_METADATA_KEY`](crate::format::MAX_METADATA_KEY) bytes.
+    pub fn with_metadata(mut self, metadata: Metadata) -> Result<Graph, GraphError> {
+        if let Some(bad) = metadata.keys().find(|k| !metadata_key_ok(k)) {
+            return Err(bad_metadata_key(bad));
+        }
+        self.metadata = metadata;
+        Ok(self)
+    }
+    /// Sets one metadata entry, replacing any earlier value of `key`.
+    pub fn set_metadata(&mut self, key: &str, value: &str) -> Result<(), GraphError> {
+        if !metadata_key_ok(key) {
+            return Err(bad_metadata_key(key));
+        }
+        self.metadata.insert(key.into(), value.into());
+        Ok(())
+    }
     /// The tensor called `name`, if any.
     pub fn tensor_by_name(&self, name: &str) -> Option<TensorId> {
         self.tensors
@@ -468,6 +496,18 @@ impl Graph {
             .position(|t| t.name == name)
             .map(|i| TensorId(i as u32))
     }
+}
+
+fn metadata_key_ok(key: &str) -> bool {
+    (1..=crate::format::MAX_METADATA_KEY).contains(&key.len())
+}
+
+fn bad_metadata_key(key: &str) -> GraphError {
+    GraphError::Graph(format!(
+        "metadata key '{key}' has {} bytes; keys have 1 to {}",
+        key.len(),
+        crate::format::MAX_METADATA_KEY
+    ))
 }
 
 /// Incremental construction of a [`Graph`]; validation happens in [`GraphBuilder::finish`].

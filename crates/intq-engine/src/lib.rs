@@ -18,7 +18,8 @@ mod validate;
 
 pub use error::{EngineError, GraphError};
 pub use graph::{
-    Activation, DType, Graph, GraphBuilder, Op, OpKind, Quant, Tensor, TensorData, TensorId,
+    Activation, DType, Graph, GraphBuilder, Metadata, Op, OpKind, Quant, Tensor, TensorData,
+    TensorId,
 };
 pub use intq_kernels::{Isa, KernelTier, Padding};
 pub use intq_quant::{ChannelParams, QuantParams};

@@ -1123,3 +1123,88 @@ proptest! {
         }
     }
 }
+
+fn with_metadata(entries: &[(&str, &str)]) -> Graph {
+    let mut g = golden_graph();
+    for (k, v) in entries {
+        g.set_metadata(k, v).unwrap();
+    }
+    g
+}
+
+fn find(bytes: &[u8], needle: &[u8]) -> usize {
+    bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("needle present")
+}
+
+#[test]
+fn metadata_round_trips_in_key_order_and_stamps_minor_version_3() {
+    let g = with_metadata(&[("intq.zeta", ""), ("intq.alpha", "ünïcode"), ("k", "v")]);
+    let bytes = format::to_bytes(&g);
+    assert_eq!(u16::from_le_bytes([bytes[10], bytes[11]]), 3);
+    let back = format::from_bytes(&bytes).unwrap();
+    assert_eq!(back, g);
+    let keys: Vec<&str> = back.metadata().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["intq.alpha", "intq.zeta", "k"]);
+    assert_eq!(back.metadata()["intq.alpha"], "ünïcode");
+    assert_eq!(format::to_bytes(&back), bytes);
+    // Without metadata the file keeps the lowest minor version its tags need.
+    let plain = format::to_bytes(&golden_graph());
+    assert_ne!(u16::from_le_bytes([plain[10], plain[11]]), 3);
+    assert!(format::from_bytes(&plain).unwrap().metadata().is_empty());
+}
+
+#[test]
+fn metadata_keys_are_checked_when_set() {
+    let mut g = golden_graph();
+    assert!(g.set_metadata("", "x").is_err());
+    let long = "k".repeat(format::MAX_METADATA_KEY + 1);
+    let err = g.set_metadata(&long, "x").unwrap_err().to_string();
+    assert!(err.contains("257 bytes"), "{err}");
+    assert!(g.set_metadata(&long[1..], "x").is_ok());
+}
+
+#[test]
+fn bad_metadata_is_refused_with_its_reason() {
+    let good = format::to_bytes(&with_metadata(&[("key1", "value"), ("key2", "other")]));
+    let malformed = |bytes: &[u8]| match format_err(bytes) {
+        FormatError::Malformed { message, .. } => message,
+        e => panic!("expected Malformed, got {e:?}"),
+    };
+    // Keys out of order: "key2" becomes "key0", before "key1".
+    let mut b = good.clone();
+    let at = find(&b, b"key2");
+    b[at + 3] = b'0';
+    refix(&mut b);
+    let m = malformed(&b);
+    assert!(m.contains("'key0' is not after the previous key"), "{m}");
+    // A duplicate key.
+    b[at + 3] = b'1';
+    refix(&mut b);
+    assert!(malformed(&b).contains("'key1' is not after"));
+    // A value that is not UTF-8.
+    let mut b = good.clone();
+    let at = find(&b, b"other");
+    b[at] = 0xFF;
+    refix(&mut b);
+    let m = malformed(&b);
+    assert!(
+        m.contains("metadata entry 1: the value is not valid UTF-8"),
+        "{m}"
+    );
+    // An empty key.
+    let mut b = good.clone();
+    let at = find(&b, b"key1") - 4;
+    b[at..at + 4].copy_from_slice(&0u32.to_le_bytes());
+    refix(&mut b);
+    assert!(format::from_bytes(&b).is_err());
+    // A count larger than the bytes left is truncated, before any allocation.
+    let mut b = good;
+    let at = find(&b, b"key1") - 8;
+    assert_eq!(b[at..at + 4], 2u32.to_le_bytes());
+    b[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    refix(&mut b);
+    assert!(matches!(format_err(&b), FormatError::Truncated { .. }));
+}
