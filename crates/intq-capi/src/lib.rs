@@ -1,0 +1,1 @@
+//! The C API of intq's inference engine: load a model, describe its tensors, run it.
