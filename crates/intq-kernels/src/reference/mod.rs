@@ -4,22 +4,29 @@
 //! Layouts follow TFLite: activations NHWC; conv filters OHWI `[out_c, kh, kw, in_c]`; depthwise
 //! filters `[1, kh, kw, in_c * multiplier]`; fully-connected weights `[out, depth]`.
 
+mod activations;
 mod add;
 mod concat;
 mod conv;
 mod fully_connected;
 mod logistic;
+mod mul_sub;
 mod pad_mean;
 mod pool;
 mod quantize;
 mod softmax;
 mod tflite;
 
+pub use activations::{
+    hard_swish, hard_swish_code, leaky_relu, relu_x, tflite_lut, tflite_tanh_table,
+    HardSwishParams, LeakyReluParams, ReluParams,
+};
 pub use add::{add, AddParams};
 pub use concat::{concat, ConcatInput, RequantTable};
 pub use conv::{conv2d, depthwise_conv2d};
 pub use fully_connected::fully_connected;
 pub use logistic::{logistic, LogisticTable};
+pub use mul_sub::{mul, sub, MulParams, SubParams, MAX_BINARY_RANK};
 pub use pad_mean::{mean, pad, MeanParams};
 pub(crate) use pool::window as pool_window;
 pub use pool::{average_pool, max_pool};
