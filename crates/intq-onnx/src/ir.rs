@@ -1,0 +1,259 @@
+//! The imported float graph: typed ops in NCHW (as ONNX writes them), constants folded, shapes
+//! inferred, nodes in topological order.
+//!
+//! Dimension 0 of every activation is the batch. Shapes are stored for a batch of one; every op
+//! keeps the batch as its first dimension, so the graph runs at any batch (a Reshape that would
+//! move the batch is refused at import).
+
+use std::fmt;
+
+/// Index of an activation in [`Graph::values`].
+pub type ValueId = usize;
+
+/// An activation: its ONNX name and shape at batch 1.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Value {
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
+/// A 2-D convolution (dense, depthwise or grouped), weights OIHW.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conv {
+    pub weight: Vec<f32>,
+    /// `[out channels, in channels / groups, kernel height, kernel width]`.
+    pub weight_dims: [usize; 4],
+    pub bias: Option<Vec<f32>>,
+    pub stride: [usize; 2],
+    pub dilation: [usize; 2],
+    /// Explicit zero padding `[top, left, bottom, right]` (auto_pad resolved).
+    pub pads: [usize; 4],
+    pub groups: usize,
+}
+
+/// A 2-D pooling window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pool {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub dilation: [usize; 2],
+    /// `[top, left, bottom, right]`.
+    pub pads: [usize; 4],
+    /// Output size rounded up (MaxPool only); windows starting in the bottom/right padding are
+    /// dropped as ONNX Runtime and PyTorch do.
+    pub ceil_mode: bool,
+    /// AveragePool: divide by the whole window, padding included, instead of the inside part.
+    pub count_include_pad: bool,
+}
+
+/// An op of the imported graph.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    Conv(Conv),
+    /// Inference-form batch norm, kept as its own node so QAT can fold it into the conv before.
+    BatchNorm {
+        scale: Vec<f32>,
+        bias: Vec<f32>,
+        mean: Vec<f32>,
+        var: Vec<f32>,
+        epsilon: f32,
+    },
+    Relu,
+    Clip {
+        min: f32,
+        max: f32,
+    },
+    /// Elementwise sum of two activations of the same shape.
+    Add,
+    /// Join along `axis` (never 0, the batch).
+    Concat {
+        axis: usize,
+    },
+    GlobalAveragePool,
+    AveragePool(Pool),
+    MaxPool(Pool),
+    /// To `[batch, rest]`.
+    Flatten,
+    /// To `[batch] ++ shape`.
+    Reshape {
+        shape: Vec<usize>,
+    },
+    /// `y = x W^T + b` on `[batch, in]`; `weight` is `[out][in]` (Gemm with its alpha, beta and
+    /// transposes applied, or MatMul with a constant weight and a following constant Add).
+    Linear {
+        weight: Vec<f32>,
+        in_features: usize,
+        out_features: usize,
+        bias: Option<Vec<f32>>,
+    },
+    /// Constant padding: `pads[d] = (before, after)` for every dimension (the batch's is (0, 0)).
+    Pad {
+        pads: Vec<(usize, usize)>,
+        value: f32,
+    },
+    /// Softmax or LogSoftmax, only at the end of the graph (never inside the trained part).
+    /// `coerce_2d`: opsets below 13 normalize over all dimensions from `axis` on.
+    Softmax {
+        axis: usize,
+        log: bool,
+        coerce_2d: bool,
+    },
+}
+
+impl Op {
+    /// The op's name as intq reports it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Conv(c) if c.groups == 1 => "Conv",
+            Op::Conv(c) if c.groups == c.weight_dims[0] && c.weight_dims[1] == 1 => {
+                "Conv(depthwise)"
+            }
+            Op::Conv(_) => "Conv(grouped)",
+            Op::BatchNorm { .. } => "BatchNormalization",
+            Op::Relu => "Relu",
+            Op::Clip { .. } => "Clip",
+            Op::Add => "Add",
+            Op::Concat { .. } => "Concat",
+            Op::GlobalAveragePool => "GlobalAveragePool",
+            Op::AveragePool(_) => "AveragePool",
+            Op::MaxPool(_) => "MaxPool",
+            Op::Flatten => "Flatten",
+            Op::Reshape { .. } => "Reshape",
+            Op::Linear { .. } => "Linear",
+            Op::Pad { .. } => "Pad",
+            Op::Softmax { log: false, .. } => "Softmax",
+            Op::Softmax { log: true, .. } => "LogSoftmax",
+        }
+    }
+
+    /// Number of f32 parameters the op holds.
+    pub fn param_count(&self) -> usize {
+        match self {
+            Op::Conv(c) => c.weight.len() + c.bias.as_ref().map_or(0, Vec::len),
+            Op::BatchNorm { scale, .. } => 4 * scale.len(),
+            Op::Linear { weight, bias, .. } => weight.len() + bias.as_ref().map_or(0, Vec::len),
+            _ => 0,
+        }
+    }
+}
+
+/// A node: its ONNX name (or a made-up one where the file had none), the ONNX op it came from,
+/// the op, its activation inputs and its output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub name: String,
+    pub onnx_op: String,
+    pub op: Op,
+    pub inputs: Vec<ValueId>,
+    pub output: ValueId,
+}
+
+/// The imported graph.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Graph {
+    pub values: Vec<Value>,
+    pub inputs: Vec<ValueId>,
+    pub outputs: Vec<ValueId>,
+    /// Topological order.
+    pub nodes: Vec<Node>,
+    /// The default-domain opset of the file.
+    pub opset: i64,
+    /// `producer_name producer_version` from the file.
+    pub producer: String,
+}
+
+impl Graph {
+    pub fn value(&self, id: ValueId) -> &Value {
+        &self.values[id]
+    }
+
+    /// The node producing `id`, if any (graph inputs have none).
+    pub fn producer(&self, id: ValueId) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.output == id)
+    }
+
+    /// Total f32 parameters.
+    pub fn param_count(&self) -> usize {
+        self.nodes.iter().map(|n| n.op.param_count()).sum()
+    }
+}
+
+impl fmt::Display for Graph {
+    /// A readable listing: inputs, outputs, one line per node with its output shape.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shape = |id: ValueId| {
+            let s = &self.values[id].shape;
+            let mut out = String::from("[N");
+            for d in &s[1..] {
+                out.push_str(&format!(", {d}"));
+            }
+            out + "]"
+        };
+        writeln!(
+            f,
+            "opset {}, producer {:?}, {} nodes, {} parameters",
+            self.opset,
+            self.producer,
+            self.nodes.len(),
+            self.param_count()
+        )?;
+        writeln!(f, "inputs:")?;
+        for &i in &self.inputs {
+            writeln!(f, "  {} {} f32", self.values[i].name, shape(i))?;
+        }
+        writeln!(f, "outputs:")?;
+        for &o in &self.outputs {
+            writeln!(f, "  {} {} f32", self.values[o].name, shape(o))?;
+        }
+        writeln!(f, "nodes:")?;
+        for (k, n) in self.nodes.iter().enumerate() {
+            let ins: Vec<&str> = n
+                .inputs
+                .iter()
+                .map(|&i| self.values[i].name.as_str())
+                .collect();
+            write!(f, "  #{k} {}", n.op.name())?;
+            match &n.op {
+                Op::Conv(c) => write!(
+                    f,
+                    " {}x{} stride {:?} dilation {:?} pads {:?} groups {}{}",
+                    c.weight_dims[2],
+                    c.weight_dims[3],
+                    c.stride,
+                    c.dilation,
+                    c.pads,
+                    c.groups,
+                    if c.bias.is_some() { " +bias" } else { "" }
+                )?,
+                Op::Clip { min, max } => write!(f, " [{min}, {max}]")?,
+                Op::AveragePool(p) | Op::MaxPool(p) => write!(
+                    f,
+                    " {}x{} stride {:?} pads {:?}",
+                    p.kernel[0], p.kernel[1], p.stride, p.pads
+                )?,
+                Op::Linear {
+                    in_features,
+                    out_features,
+                    bias,
+                    ..
+                } => write!(
+                    f,
+                    " {in_features} -> {out_features}{}",
+                    if bias.is_some() { " +bias" } else { "" }
+                )?,
+                Op::Concat { axis } | Op::Softmax { axis, .. } => write!(f, " axis {axis}")?,
+                _ => {}
+            }
+            writeln!(
+                f,
+                "  ({}) -> {} {}   [{} {:?}]",
+                ins.join(", "),
+                self.values[n.output].name,
+                shape(n.output),
+                n.onnx_op,
+                n.name
+            )?;
+        }
+        Ok(())
+    }
+}

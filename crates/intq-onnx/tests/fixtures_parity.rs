@@ -1,0 +1,105 @@
+//! The committed fixtures (tools/onnx-fixtures/make.py) imported and run in f32 at batch 4 and
+//! batch 1: the outputs equal ONNX Runtime's to 1e-5 of the largest output magnitude.
+
+use std::path::PathBuf;
+
+use intq_onnx::eval::{run, Tensor};
+use intq_onnx::Op;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn npy(path: PathBuf) -> Tensor {
+    let bytes = std::fs::read(&path).unwrap();
+    let (h, data) = intq_data::npy::parse::<f32>(&bytes).unwrap();
+    Tensor {
+        shape: h.shape,
+        data,
+    }
+}
+
+/// max |intq - ort| / max |ort|.
+fn rel_err(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0f64, |m, &v| m.max(v.abs() as f64));
+    let diff = got
+        .iter()
+        .zip(want)
+        .fold(0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs()));
+    diff / scale
+}
+
+fn parity(name: &str) -> intq_onnx::Graph {
+    let g = intq_onnx::load(&fixture(&format!("{name}.onnx"))).unwrap();
+    let x = npy(fixture(&format!("{name}.input.npy")));
+    let want = npy(fixture(&format!("{name}.output.npy")));
+    let got = run(&g, std::slice::from_ref(&x)).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].shape, want.shape);
+    let e = rel_err(&got[0].data, &want.data);
+    println!(
+        "{name}: batch {} max|intq-ort|/max|ort| = {e:.3e}",
+        x.shape[0]
+    );
+    assert!(e <= 1e-5, "{name}: relative error {e}");
+    // Batch 1 (the first image) gives the first row: the batch is not baked into the graph.
+    let per = x.data.len() / x.shape[0];
+    let mut x1 = x.clone();
+    x1.shape[0] = 1;
+    x1.data.truncate(per);
+    let one = run(&g, &[x1]).unwrap();
+    let out_per = want.data.len() / want.shape[0];
+    let e1 = rel_err(&one[0].data, &want.data[..out_per]);
+    assert!(e1 <= 1e-5, "{name} at batch 1: relative error {e1}");
+    g
+}
+
+fn count(g: &intq_onnx::Graph, f: impl Fn(&Op) -> bool) -> usize {
+    g.nodes.iter().filter(|n| f(&n.op)).count()
+}
+
+#[test]
+fn resnet_matches_onnxruntime() {
+    let g = parity("resnet_tiny");
+    // The view(x.size(0), -1) arithmetic folded to one Flatten; BN kept for the QAT fold.
+    assert_eq!(count(&g, |o| matches!(o, Op::BatchNorm { .. })), 6);
+    assert_eq!(count(&g, |o| matches!(o, Op::Flatten)), 1);
+    assert!(g
+        .nodes
+        .iter()
+        .all(|n| !["Shape", "Gather", "Dropout"].contains(&n.onnx_op.as_str())));
+}
+
+#[test]
+fn mobilenet_matches_onnxruntime() {
+    let g = parity("mobilenetv2_tiny");
+    assert!(count(&g, |o| matches!(o, Op::Conv(c) if c.groups > 1)) == 3);
+    assert_eq!(count(&g, |o| matches!(o, Op::Pad { .. })), 1);
+    assert!(matches!(
+        g.nodes.last().unwrap().op,
+        Op::Softmax { log: false, .. }
+    ));
+}
+
+#[test]
+fn helper_ops_match_onnxruntime() {
+    let g = parity("ops_helper");
+    assert_eq!(g.opset, 11);
+    // MatMul + Add fused into one Linear with a bias.
+    assert!(g
+        .nodes
+        .iter()
+        .any(|n| n.onnx_op == "MatMul+Add" && matches!(&n.op, Op::Linear { bias: Some(_), .. })));
+    let same_lower = g
+        .nodes
+        .iter()
+        .find(|n| n.name == "conv_same_lower")
+        .unwrap();
+    let Op::Conv(c) = &same_lower.op else {
+        panic!()
+    };
+    assert_eq!(c.pads, [1, 1, 0, 0], "SAME_LOWER puts the odd pad first");
+}

@@ -1,0 +1,291 @@
+#!/usr/bin/env python3
+"""Builds the float ONNX fixtures intq's importer is tested on, and ONNX Runtime's outputs.
+
+Writes, into the output folder (default crates/intq-onnx/tests/fixtures):
+
+  resnet_tiny.onnx       a ResNet-style net at 3x32x32 exported by torch.onnx.export: conv-BN-ReLU
+                         stem, max pool, two basic blocks (one strided, with a 1x1 projection),
+                         global average pool, x.view(x.size(0), -1) (Shape/Gather/Unsqueeze/
+                         Concat/Reshape arithmetic), fully connected (Gemm), Dropout
+  mobilenetv2_tiny.onnx  a MobileNetV2-style net at 3x32x32 exported by torch.onnx.export:
+                         conv-BN-ReLU6 (Clip), inverted residuals (expand, depthwise, project,
+                         residual Add), a two-branch Concat, asymmetric F.pad (Pad), average pool,
+                         x.mean((2, 3)) (ReduceMean), Linear, trailing Softmax
+  ops_helper.onnx        built with onnx.helper: auto_pad SAME_UPPER/SAME_LOWER, dilations,
+                         grouped conv, asymmetric pads, AveragePool count_include_pad, MaxPool
+                         ceil_mode, Flatten, Reshape to [0, -1], MatMul + Add, Gemm with alpha/beta/
+                         transB, LogSoftmax, opset 11
+  NAME.input.npy         fixed float32 inputs, batch 4 (seeded)
+  NAME.output.npy        ONNX Runtime's output on them (CPU execution provider, no graph
+                         optimizations, so it runs the file's nodes as written)
+
+Weights are random (seeded), BN statistics too, so BN is not an identity. Run with the venv this
+folder's README names:
+
+  tools/onnx-fixtures/.venv/bin/python tools/onnx-fixtures/make.py [OUT_DIR]
+"""
+
+import os
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+SEED = 20261205
+BATCH = 4
+
+
+def torch_models():
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    torch.manual_seed(SEED)
+
+    def randomize_bn(m):
+        for mod in m.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                with torch.no_grad():
+                    mod.weight.uniform_(0.5, 1.5)
+                    mod.bias.uniform_(-0.2, 0.2)
+                    mod.running_mean.uniform_(-0.2, 0.2)
+                    mod.running_var.uniform_(0.5, 1.5)
+
+    class Basic(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.b1 = nn.BatchNorm2d(cout)
+            self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.b2 = nn.BatchNorm2d(cout)
+            self.proj = None
+            if stride != 1 or cin != cout:
+                self.proj = nn.Sequential(
+                    nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+                )
+
+        def forward(self, x):
+            y = F.relu(self.b1(self.c1(x)))
+            y = self.b2(self.c2(y))
+            s = x if self.proj is None else self.proj(x)
+            return F.relu(y + s)
+
+    class ResNetTiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+            self.bn = nn.BatchNorm2d(16)
+            self.pool = nn.MaxPool2d(2)
+            self.l1 = Basic(16, 16, 1)
+            self.l2 = Basic(16, 32, 2)
+            self.drop = nn.Dropout(0.2)
+            self.fc = nn.Linear(32, 10)
+
+        def forward(self, x):
+            x = self.pool(F.relu(self.bn(self.stem(x))))
+            x = self.l2(self.l1(x))
+            x = F.adaptive_avg_pool2d(x, 1)
+            x = x.view(x.size(0), -1)
+            return self.fc(self.drop(x))
+
+    class InvRes(nn.Module):
+        def __init__(self, cin, cout, stride, t):
+            super().__init__()
+            hid = cin * t
+            self.use_res = stride == 1 and cin == cout
+            self.body = nn.Sequential(
+                nn.Conv2d(cin, hid, 1, bias=False),
+                nn.BatchNorm2d(hid),
+                nn.ReLU6(),
+                nn.Conv2d(hid, hid, 3, stride, 1, groups=hid, bias=False),
+                nn.BatchNorm2d(hid),
+                nn.ReLU6(),
+                nn.Conv2d(hid, cout, 1, bias=False),
+                nn.BatchNorm2d(cout),
+            )
+
+        def forward(self, x):
+            y = self.body(x)
+            return x + y if self.use_res else y
+
+    class MobileNetV2Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(
+                nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6()
+            )
+            self.b1 = InvRes(16, 16, 1, 1)
+            self.b2 = InvRes(16, 24, 2, 4)
+            self.b3 = InvRes(24, 24, 1, 4)
+            self.left = nn.Conv2d(24, 16, 1)
+            self.right = nn.Conv2d(24, 16, 3, 1, 1, dilation=1)
+            self.head = nn.Sequential(
+                nn.Conv2d(32, 64, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU6()
+            )
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            x = self.b3(self.b2(self.b1(self.stem(x))))
+            x = torch.cat([F.relu(self.left(x)), F.relu(self.right(x))], 1)
+            x = F.pad(x, (0, 1, 0, 1))
+            x = F.avg_pool2d(x, 3, 1, 1)
+            x = self.head(x)
+            x = x.mean((2, 3))
+            return torch.softmax(self.fc(x), 1)
+
+    out = []
+    for name, m in (("resnet_tiny", ResNetTiny()), ("mobilenetv2_tiny", MobileNetV2Tiny())):
+        randomize_bn(m)
+        m.eval()
+        out.append((name, m))
+    return out
+
+
+def export_torch(name, model, path):
+    import torch
+
+    x = torch.zeros(1, 3, 32, 32)
+    kwargs = dict(
+        input_names=["input"],
+        output_names=["output"],
+        opset_version=17,
+        do_constant_folding=False,
+    )
+    # The TorchScript exporter writes the shape arithmetic (Shape, Gather, Unsqueeze, Concat)
+    # users' files are full of, and keeps BatchNormalization when asked to preserve the mode.
+    try:
+        torch.onnx.export(
+            model,
+            (x,),
+            path,
+            dynamo=False,
+            training=torch.onnx.TrainingMode.PRESERVE,
+            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+            **kwargs,
+        )
+    except Exception as e:  # exporters move between torch versions
+        print(f"{name}: TorchScript exporter failed ({e}); using the dynamo exporter")
+        batch = torch.export.Dim("batch")
+        torch.onnx.export(
+            model,
+            (x,),
+            path,
+            dynamo=True,
+            external_data=False,
+            dynamic_shapes={"x": {0: batch}},
+            **kwargs,
+        )
+
+
+def helper_model(path):
+    """Core ops with the attribute combinations torch does not emit, written node by node."""
+    rng = np.random.default_rng(SEED)
+
+    def w(name, *shape):
+        return numpy_helper.from_array(
+            (rng.standard_normal(shape) * 0.3).astype(np.float32), name
+        )
+
+    inits = [
+        w("w_same", 8, 3, 3, 3),
+        w("b_same", 8),
+        w("w_dil", 8, 8, 3, 3),
+        w("w_grp", 8, 4, 3, 3),
+        w("b_grp", 8),
+        w("w_low", 4, 8, 2, 2),
+        w("bn_scale", 8),
+        w("bn_bias", 8),
+        w("bn_mean", 8),
+        numpy_helper.from_array(
+            rng.uniform(0.5, 1.5, 8).astype(np.float32), "bn_var"
+        ),
+        numpy_helper.from_array(np.array([0, -1], np.int64), "flat_shape"),
+        w("mm_w", 80, 16),
+        w("mm_b", 16),
+        w("gemm_b", 10, 16),
+        w("gemm_c", 10),
+        numpy_helper.from_array(np.array([0, 0, 1, 0, 0, 0, 0, 2], np.int64), "pads"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "clip_min"),
+        numpy_helper.from_array(np.array(6.0, np.float32), "clip_max"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w_same", "b_same"], ["c1"], name="conv_same",
+                         auto_pad="SAME_UPPER", strides=[2, 2]),
+        helper.make_node("BatchNormalization", ["c1", "bn_scale", "bn_bias", "bn_mean", "bn_var"],
+                         ["bn1"], name="bn", epsilon=1e-3),
+        helper.make_node("Clip", ["bn1", "clip_min", "clip_max"], ["r1"], name="relu6"),
+        helper.make_node("Conv", ["r1", "w_dil"], ["c2"], name="conv_dilated",
+                         pads=[2, 1, 2, 3], dilations=[2, 2]),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu"),
+        helper.make_node("Conv", ["r2", "w_grp", "b_grp"], ["c3"], name="conv_grouped",
+                         group=2, pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c3", "r2"], ["a1"], name="residual"),
+        helper.make_node("AveragePool", ["a1"], ["p1"], name="avgpool", kernel_shape=[3, 3],
+                         strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1),
+        helper.make_node("MaxPool", ["a1"], ["p2"], name="maxpool", kernel_shape=[3, 3],
+                         strides=[2, 2], ceil_mode=1),
+        helper.make_node("Pad", ["p2", "pads"], ["p2p"], name="pad"),
+        helper.make_node("Conv", ["p1", "w_low"], ["c4"], name="conv_same_lower",
+                         auto_pad="SAME_LOWER"),
+        helper.make_node("Conv", ["p2p", "w_low"], ["c5"], name="conv_valid",
+                         auto_pad="VALID", strides=[3, 3]),
+        helper.make_node("Flatten", ["c4"], ["f1"], name="flatten", axis=1),
+        helper.make_node("Reshape", ["c5", "flat_shape"], ["f2"], name="reshape"),
+        helper.make_node("Concat", ["f1", "f2"], ["cat"], name="concat", axis=1),
+        helper.make_node("MatMul", ["cat", "mm_w"], ["mm"], name="matmul"),
+        helper.make_node("Add", ["mm", "mm_b"], ["mmb"], name="matmul_bias"),
+        helper.make_node("Relu", ["mmb"], ["r3"], name="relu_fc"),
+        helper.make_node("Gemm", ["r3", "gemm_b", "gemm_c"], ["logits"], name="gemm",
+                         alpha=0.5, beta=2.0, transB=1),
+        helper.make_node("LogSoftmax", ["logits"], ["output"], name="logsoftmax", axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "ops_helper",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    model.ir_version = 7
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+
+
+def run_ort(path, x):
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return sess.run(None, {name: x})[0]
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(os.path.dirname(here))
+    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
+        root, "crates", "intq-onnx", "tests", "fixtures")
+    os.makedirs(out, exist_ok=True)
+    rng = np.random.default_rng(SEED + 1)
+    models = []
+    for name, m in torch_models():
+        path = os.path.join(out, name + ".onnx")
+        export_torch(name, m, path)
+        models.append((name, (3, 32, 32)))
+    helper_model(os.path.join(out, "ops_helper.onnx"))
+    models.append(("ops_helper", (3, 16, 16)))
+    for name, chw in models:
+        path = os.path.join(out, name + ".onnx")
+        onnx.checker.check_model(onnx.load(path))
+        x = rng.uniform(0.0, 1.0, (BATCH, *chw)).astype(np.float32)
+        y = run_ort(path, x).astype(np.float32)
+        np.save(os.path.join(out, name + ".input.npy"), x)
+        np.save(os.path.join(out, name + ".output.npy"), y)
+        ops = sorted({n.op_type for n in onnx.load(path).graph.node})
+        print(f"{name}: {os.path.getsize(path)} bytes, output {y.shape}, ops {ops}")
+
+
+if __name__ == "__main__":
+    main()
