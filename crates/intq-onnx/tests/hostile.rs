@@ -1,0 +1,461 @@
+//! Hostile and unsupported files: every one is an error that says what is wrong (never a panic),
+//! naming the node, op type and attribute where one is at fault.
+
+use std::path::{Path, PathBuf};
+
+use intq_onnx::eval::{run, Tensor};
+use intq_onnx::proto::{
+    attribute_proto::AttributeType, tensor_proto::DataLocation, tensor_proto::DataType,
+    tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto,
+    OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto,
+    ValueInfoProto,
+};
+use intq_onnx::{load, load_bytes, OnnxError};
+use prost::Message;
+
+fn tensor(name: &str, dims: &[i64], vals: &[f32]) -> TensorProto {
+    TensorProto {
+        name: Some(name.into()),
+        dims: dims.to_vec(),
+        data_type: Some(DataType::Float as i32),
+        float_data: vals.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn tensor_i64(name: &str, vals: &[i64]) -> TensorProto {
+    TensorProto {
+        name: Some(name.into()),
+        dims: vec![vals.len() as i64],
+        data_type: Some(DataType::Int64 as i32),
+        int64_data: vals.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn node(
+    op: &str,
+    name: &str,
+    ins: &[&str],
+    outs: &[&str],
+    attrs: Vec<AttributeProto>,
+) -> NodeProto {
+    NodeProto {
+        op_type: Some(op.into()),
+        name: Some(name.into()),
+        input: ins.iter().map(|s| s.to_string()).collect(),
+        output: outs.iter().map(|s| s.to_string()).collect(),
+        attribute: attrs,
+        ..Default::default()
+    }
+}
+
+fn ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Ints as i32),
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Int as i32),
+        i: Some(v),
+        ..Default::default()
+    }
+}
+
+fn string(name: &str, v: &str) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::String as i32),
+        s: Some(v.as_bytes().to_vec()),
+        ..Default::default()
+    }
+}
+
+fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
+    use tensor_shape_proto::{dimension::Value, Dimension};
+    ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(DataType::Float as i32),
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| Dimension {
+                            value: Some(Value::DimValue(d)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A model with input `x` of `dims` and output `y`.
+fn model_proto(
+    nodes: Vec<NodeProto>,
+    inits: Vec<TensorProto>,
+    dims: &[i64],
+    opset: i64,
+) -> ModelProto {
+    ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(opset),
+        }],
+        graph: Some(GraphProto {
+            node: nodes,
+            initializer: inits,
+            input: vec![value_info("x", dims)],
+            output: vec![value_info("y", &[])],
+            name: Some("g".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn model(nodes: Vec<NodeProto>, inits: Vec<TensorProto>, dims: &[i64]) -> Vec<u8> {
+    model_proto(nodes, inits, dims, 17).encode_to_vec()
+}
+
+fn err(bytes: &[u8]) -> String {
+    match load_bytes(bytes) {
+        Ok(_) => panic!("accepted"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// A 1x1 conv from 2 to 3 channels with weights 0..6.
+fn conv_model(weight: TensorProto, attrs: Vec<AttributeProto>) -> Vec<u8> {
+    model(
+        vec![node("Conv", "conv0", &["x", "w"], &["y"], attrs)],
+        vec![weight],
+        &[1, 2, 4, 4],
+    )
+}
+
+fn conv_weight() -> TensorProto {
+    tensor("w", &[3, 2, 1, 1], &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+}
+
+#[test]
+fn a_valid_small_model_loads() {
+    let g = load_bytes(&conv_model(conv_weight(), vec![])).unwrap();
+    assert_eq!(g.value(g.outputs[0]).shape, vec![1, 3, 4, 4]);
+}
+
+#[test]
+fn truncated_files_are_decode_errors() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/resnet_tiny.onnx");
+    let bytes = std::fs::read(path).unwrap();
+    assert!(load_bytes(&bytes).is_ok());
+    for cut in (0..bytes.len()).step_by(997) {
+        // A prefix may happen to parse as a shorter message; it must then fail later, cleanly.
+        assert!(
+            load_bytes(&bytes[..cut]).is_err(),
+            "prefix of {cut} bytes accepted"
+        );
+    }
+    assert!(err(&[]).contains("empty"));
+    assert!(err(b"not a protobuf at all\xff\xff\xff").contains("not a valid ONNX protobuf"));
+}
+
+#[test]
+fn huge_dims_are_refused_before_allocating() {
+    let mut w = tensor("w", &[1 << 40, 1 << 40, 1, 1], &[]);
+    w.float_data.clear();
+    assert!(err(&conv_model(w, vec![])).contains("more than"));
+    let mut raw = tensor("w", &[3, 2, 1, 1], &[]);
+    raw.raw_data = Some(vec![0; 7]);
+    assert!(err(&conv_model(raw, vec![])).contains("raw data holds 7 bytes"));
+    let m = model(
+        vec![node("Relu", "r", &["x"], &["y"], vec![])],
+        vec![],
+        &[1, 1 << 20, 1 << 20, 1 << 20],
+    );
+    assert!(err(&m).contains("too large"));
+    // Folded shape arithmetic that would build a huge constant.
+    let m = model(
+        vec![
+            node("ConstantOfShape", "big", &["s"], &["c"], vec![]),
+            node("Reshape", "r", &["x", "c"], &["y"], vec![]),
+        ],
+        vec![tensor_i64("s", &[1 << 20, 1 << 20])],
+        &[1, 4],
+    );
+    let e = err(&m);
+    assert!(
+        e.contains("\"big\" (ConstantOfShape)") && e.contains("too large"),
+        "{e}"
+    );
+}
+
+#[test]
+fn cycles_and_missing_inputs_name_the_node() {
+    let m = model(
+        vec![
+            node("Add", "a", &["x", "b_out"], &["a_out"], vec![]),
+            node("Relu", "b", &["a_out"], &["b_out"], vec![]),
+            node("Relu", "c", &["a_out"], &["y"], vec![]),
+        ],
+        vec![],
+        &[1, 4],
+    );
+    let e = err(&m);
+    assert!(e.contains("cycle"), "{e}");
+    let m = model(
+        vec![node("Conv", "conv0", &["x", "missing_w"], &["y"], vec![])],
+        vec![],
+        &[1, 2, 4, 4],
+    );
+    let e = err(&m);
+    assert!(
+        e.contains("\"conv0\" (Conv)") && e.contains("\"missing_w\" is not produced"),
+        "{e}"
+    );
+    let m = model(
+        vec![
+            node("Relu", "r1", &["x"], &["y"], vec![]),
+            node("Relu", "r2", &["x"], &["y"], vec![]),
+        ],
+        vec![],
+        &[1, 4],
+    );
+    assert!(err(&m).contains("also produced elsewhere"));
+}
+
+#[test]
+fn unsupported_ops_and_attributes_are_named() {
+    let m = model(
+        vec![node("Sigmoid", "act7", &["x"], &["y"], vec![])],
+        vec![],
+        &[1, 4],
+    );
+    let e = err(&m);
+    assert!(
+        e.contains("node \"act7\" (Sigmoid)") && e.contains("not supported"),
+        "{e}"
+    );
+
+    let e = err(&conv_model(
+        conv_weight(),
+        vec![string("auto_pad", "SIDEWAYS")],
+    ));
+    assert!(
+        e.contains("\"conv0\" (Conv), attribute \"auto_pad\""),
+        "{e}"
+    );
+    let e = err(&conv_model(conv_weight(), vec![int("bogus", 1)]));
+    assert!(e.contains("attribute \"bogus\""), "{e}");
+    let e = err(&conv_model(
+        conv_weight(),
+        vec![ints("strides", &[1, 1, 1])],
+    ));
+    assert!(e.contains("attribute \"strides\""), "{e}");
+    let e = err(&conv_model(conv_weight(), vec![int("group", 2)]));
+    assert!(
+        e.contains("attribute \"group\"") || e.contains("input channels"),
+        "{e}"
+    );
+
+    let m = model(
+        vec![node(
+            "MaxPool",
+            "mp",
+            &["x"],
+            &["y"],
+            vec![ints("kernel_shape", &[9, 9])],
+        )],
+        vec![],
+        &[1, 2, 4, 4],
+    );
+    assert!(err(&m).contains("does not fit"));
+
+    let m = model(
+        vec![node(
+            "Pad",
+            "p",
+            &["x", "pads"],
+            &["y"],
+            vec![string("mode", "reflect")],
+        )],
+        vec![tensor_i64("pads", &[0, 0, 1, 1, 0, 0, 1, 1])],
+        &[1, 2, 4, 4],
+    );
+    assert!(err(&m).contains("attribute \"mode\""));
+
+    // A constant added to an activation outside MatMul's bias.
+    let m = model(
+        vec![node("Add", "shift", &["x", "c"], &["y"], vec![])],
+        vec![tensor("c", &[1], &[1.0])],
+        &[1, 4],
+    );
+    assert!(err(&m).contains("\"shift\" (Add)"));
+
+    // A Reshape that moves the batch dimension.
+    let m = model(
+        vec![node("Reshape", "rs", &["x", "s"], &["y"], vec![])],
+        vec![tensor_i64("s", &[2, -1])],
+        &[1, 4, 2],
+    );
+    assert!(err(&m).contains("moves the batch"));
+
+    // Softmax in the middle of the network.
+    let m = model(
+        vec![
+            node("Softmax", "sm", &["x"], &["s"], vec![int("axis", 1)]),
+            node("Relu", "r", &["s"], &["y"], vec![]),
+        ],
+        vec![],
+        &[1, 4],
+    );
+    let e = err(&m);
+    assert!(
+        e.contains("\"sm\" (Softmax)") && e.contains("last op"),
+        "{e}"
+    );
+
+    // A custom domain.
+    let mut n = node("Relu", "custom", &["x"], &["y"], vec![]);
+    n.domain = Some("com.example".into());
+    assert!(err(&model(vec![n], vec![], &[1, 4])).contains("domain"));
+}
+
+#[test]
+fn opsets_outside_11_to_21_are_refused() {
+    for opset in [10, 22] {
+        let m = model_proto(
+            vec![node("Relu", "r", &["x"], &["y"], vec![])],
+            vec![],
+            &[1, 4],
+            opset,
+        );
+        let e = err(&m.encode_to_vec());
+        assert!(e.contains(&format!("opset {opset}")), "{e}");
+    }
+    let m = model_proto(
+        vec![node("Relu", "r", &["x"], &["y"], vec![])],
+        vec![],
+        &[1, 4],
+        11,
+    );
+    assert!(load_bytes(&m.encode_to_vec()).is_ok());
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("onnx-hostile-{name}"));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn external_weight(location: &str, offset: u64, length: Option<u64>) -> TensorProto {
+    let mut w = tensor("w", &[3, 2, 1, 1], &[]);
+    w.data_location = Some(DataLocation::External as i32);
+    let mut kv = vec![
+        ("location", location.to_string()),
+        ("offset", offset.to_string()),
+    ];
+    if let Some(l) = length {
+        kv.push(("length", l.to_string()));
+    }
+    w.external_data = kv
+        .into_iter()
+        .map(|(k, v)| StringStringEntryProto {
+            key: Some(k.into()),
+            value: Some(v),
+        })
+        .collect();
+    w
+}
+
+fn weight_bytes() -> Vec<u8> {
+    (0..6).flat_map(|v| (v as f32).to_le_bytes()).collect()
+}
+
+#[test]
+fn external_data_inside_the_folder_equals_inline() {
+    let dir = scratch("ok");
+    let mut bin = vec![0u8; 8];
+    bin.extend(weight_bytes());
+    std::fs::write(dir.join("w.bin"), &bin).unwrap();
+    let path = dir.join("m.onnx");
+    std::fs::write(
+        &path,
+        conv_model(external_weight("w.bin", 8, Some(24)), vec![]),
+    )
+    .unwrap();
+    let ext = load(&path).unwrap();
+    let inline = load_bytes(&conv_model(conv_weight(), vec![])).unwrap();
+    let x = Tensor {
+        shape: vec![2, 2, 4, 4],
+        data: (0..64).map(|v| v as f32 * 0.1).collect(),
+    };
+    assert_eq!(
+        run(&ext, std::slice::from_ref(&x)).unwrap(),
+        run(&inline, &[x]).unwrap()
+    );
+    // From memory there is no folder to read from.
+    let e = load_bytes(&conv_model(external_weight("w.bin", 8, Some(24)), vec![])).unwrap_err();
+    assert!(e.to_string().contains("model's folder"), "{e}");
+}
+
+#[test]
+fn external_data_outside_the_folder_or_file_is_refused() {
+    let root = scratch("escape");
+    let dir = root.join("model");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(root.join("secret.bin"), weight_bytes()).unwrap();
+    std::fs::write(dir.join("w.bin"), weight_bytes()).unwrap();
+    let path = dir.join("m.onnx");
+    let check = |w: TensorProto, want: &str| {
+        std::fs::write(&path, conv_model(w, vec![])).unwrap();
+        let e = load(&path).unwrap_err();
+        assert!(matches!(
+            e,
+            OnnxError::File { .. } | OnnxError::Tensor { .. }
+        ));
+        let e = e.to_string();
+        assert!(e.contains(want), "{e} lacks {want:?}");
+    };
+    check(
+        external_weight("../secret.bin", 0, None),
+        "not a path inside",
+    );
+    let abs = root.join("secret.bin").display().to_string();
+    check(external_weight(&abs, 0, None), "not a path inside");
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(root.join("secret.bin"), dir.join("link.bin")).unwrap();
+        check(
+            external_weight("link.bin", 0, None),
+            "outside the model's folder",
+        );
+    }
+    check(external_weight("w.bin", 4, None), "beyond");
+    check(external_weight("w.bin", u64::MAX, None), "beyond");
+    check(external_weight("w.bin", 0, Some(12)), "length 12");
+    check(external_weight("absent.bin", 0, None), "absent.bin");
+}
+
+#[test]
+fn float_eval_checks_its_inputs() {
+    let g = load_bytes(&conv_model(conv_weight(), vec![])).unwrap();
+    let bad = Tensor {
+        shape: vec![1, 3, 4, 4],
+        data: vec![0.0; 48],
+    };
+    assert!(run(&g, &[bad]).is_err());
+    assert!(run(&g, &[]).is_err());
+}
