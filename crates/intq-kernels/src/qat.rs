@@ -4,10 +4,11 @@
 //! They live in this crate because ISA dispatch (and the `unsafe` it takes) lives here. Each
 //! kernel is one generic body: the portable tier runs it as compiled for baseline x86-64 (SSE2
 //! there), and the x86 tiers run the same body inside an `#[target_feature(enable = "avx2")]`
-//! wrapper (`isa/avx2.rs`), where the compiler vectorizes it twice as wide. The body uses only
+//! wrapper (`isa/avx2.rs`, reached through the kernel table), where the compiler vectorizes it twice as wide. The body uses only
 //! IEEE-exact operations (no fused multiply-add: Rust never contracts), so every tier gives the
 //! same bits; `tests/fast_tiers.rs` checks that on edge and random inputs.
 
+use crate::gemm::Kernels;
 use crate::isa::Isa;
 
 /// The constants of one requantizing fake-quant pass over a conv or FC output: values are
@@ -48,22 +49,36 @@ impl RequantFakeQuant {
         if let Some(m) = &mask {
             assert_eq!(m.len(), x.len(), "fake-quant mask length");
         }
-        #[cfg(target_arch = "x86_64")]
-        if isa != Isa::Portable && isa.is_available() {
-            // SAFETY: every tier above portable implies AVX2, and the CPU has this tier; the
-            // lengths were checked above.
-            return unsafe {
-                match mask {
-                    Some(m) => crate::isa::avx2::requant_fake_quant::<true>(self, e, x, fq, m),
-                    None => crate::isa::avx2::requant_fake_quant::<false>(self, e, x, fq, &mut []),
-                }
-            };
-        }
-        let _ = isa;
-        match mask {
-            Some(m) => requant_fake_quant::<true>(self, e, x, fq, m),
-            None => requant_fake_quant::<false>(self, e, x, fq, &mut []),
-        }
+        let kernels = Kernels::or_portable(isa);
+        // SAFETY: the table is of a tier the CPU has; the lengths were checked above.
+        unsafe { (kernels.fake_quant)(self, e, x, fq, mask) }
+    }
+}
+
+/// [`RequantFakeQuant::block`] on the portable tier (baseline x86-64: SSE2 there).
+pub(crate) fn fake_quant_portable(
+    k: &RequantFakeQuant,
+    e: i32,
+    x: &[f32],
+    fq: &mut [f32],
+    mask: Option<&mut [u8]>,
+) -> bool {
+    fake_quant_body(k, e, x, fq, mask)
+}
+
+/// The one body of every tier's fake quantization: [`requant_fake_quant`] with or without the
+/// mask.
+#[inline(always)]
+pub(crate) fn fake_quant_body(
+    k: &RequantFakeQuant,
+    e: i32,
+    x: &[f32],
+    fq: &mut [f32],
+    mask: Option<&mut [u8]>,
+) -> bool {
+    match mask {
+        Some(m) => requant_fake_quant::<true>(k, e, x, fq, m),
+        None => requant_fake_quant::<false>(k, e, x, fq, &mut []),
     }
 }
 

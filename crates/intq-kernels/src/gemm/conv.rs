@@ -1,19 +1,18 @@
-//! Convolution, depthwise convolution and fully connected layers on the fast tiers.
+//! Convolution and fully connected layers on the fast tiers.
 //!
-//! Convolution is a GEMM whose rows are im2col patches, each output pixel's window. On the AVX2
-//! tier (channels a multiple of 8) and the VNNI, AMX and NEON tiers (a multiple of 4), when the
-//! window is undilated along x, the GEMM is implicit: the input is mapped once into a padded
-//! image of canonical codes and the tile reads each window in place (`run_implicit`). Otherwise the rows are handed to
-//! the packer as runs of codes (gathered into one row first when the runs are off the 8-code
-//! groups), so scratch is bounded by one packed row chunk, never the whole im2col matrix.
-//! Padded taps hold the input zero point, whose `(q - Z_in)` is 0, the same as the reference
-//! skipping them. Depthwise convolution is direct: for every output pixel, the window's taps are
-//! accumulated across channels (contiguous in NHWC, so the loop vectorizes) and the row is
-//! finished by the tier's vector output stage.
+//! Convolution is a GEMM whose rows are im2col patches, each output pixel's window. On a tier
+//! with an implicit-GEMM tile (its table's `implicit`: AVX2 with channels a multiple of 8; VNNI,
+//! AMX and NEON with a multiple of 4), when the window is undilated along x, the GEMM is
+//! implicit: the input is mapped once into a padded image of canonical codes and the tile reads
+//! each window in place (`run_implicit`). Otherwise the rows are handed to the packer as runs of
+//! codes (gathered into one row first when the runs are off the 8-code groups), so scratch is
+//! bounded by one packed row chunk, never the whole im2col matrix. Padded taps hold the input
+//! zero point, whose `(q - Z_in)` is 0, the same as the reference skipping them.
 
-use super::{Code8, Epilogue, Packed, PreparedGemm};
+use super::table::{ConvPolicy, PackedElem};
+use super::{Code8, Kernels, PreparedGemm};
 use crate::isa::Isa;
-use crate::{ConvParams, Multipliers, OutputStage};
+use crate::{ConvParams, OutputStage};
 
 thread_local! {
     /// One im2col row, for convolutions whose window runs do not fall on whole 8-code groups.
@@ -64,8 +63,9 @@ impl Conv2dPlan {
                 && params.dilation_w >= 1,
             "conv2d: strides and dilations must be at least 1"
         );
-        let image_channels = padded_channels::<T>(isa, filter_shape, params, input_zero_point);
-        let row_run = row_run(isa, filter_shape, image_channels, params);
+        let kernels = Kernels::of(isa);
+        let image_channels = padded_channels::<T>(kernels, filter_shape, params, input_zero_point);
+        let row_run = row_run(&kernels.conv, filter_shape, image_channels, params);
         let channel_padded;
         let weights = if image_channels == ic {
             filter
@@ -186,83 +186,30 @@ impl Conv2dPlan {
         );
         let m = batches * out_h * out_w;
         let p = self.params;
+        let kernels = self.gemm.kernels;
+        let policy = &kernels.conv;
+        // The tier's implicit GEMM, where it takes this plan: windows undilated along x, whole
+        // groups per filter row (channels a multiple of the group, or rows padded to it), and a
+        // layer the tier runs that way (`implicit_takes`).
+        let implicit = kernels.ops::<T>().implicit.filter(|_| {
+            p.dilation_w == 1
+                && (self.image_channels.is_multiple_of(policy.implicit_group) || self.row_padded())
+                && implicit_takes(kernels, oc)
+        });
         let direct = kh == 1
             && kw == 1
             && p.stride_h == 1
             && p.stride_w == 1
             && !self.needs_padding(input_shape, output_shape)
             && out_h == in_h
-            && out_w == in_w;
-        // On AVX2 the implicit GEMM below runs 1x1 convolutions too: it widens the pixels a
-        // row of the image at a time instead of packing A row by row (one dynamic call and a
-        // packed-panel store per pixel), so it saves both.
-        #[cfg(target_arch = "x86_64")]
-        let direct = direct
-            && !(self.gemm.isa == Isa::Avx2
-                && self.image_channels.is_multiple_of(8)
-                && p.dilation_w == 1);
+            && out_w == in_w
+            && !(policy.implicit_1x1 && implicit.is_some());
         if direct {
             // A 1x1 convolution is a plain GEMM over pixels.
             return self.gemm.run(input, m, output, threads);
         }
-        #[cfg(target_arch = "x86_64")]
-        if p.dilation_w == 1 {
-            use crate::isa::{avx2::Avx2, avx512vnni::Vnni};
-            match (&self.gemm.packed, self.gemm.isa) {
-                (Packed::I16(b), Isa::Avx2)
-                    if self.image_channels.is_multiple_of(8) || self.row_padded() =>
-                {
-                    let stride = self.panel_stride(crate::isa::avx2::KG, crate::isa::avx2::NR);
-                    return self.run_implicit::<Avx2, T>(
-                        b.as_slice(),
-                        stride,
-                        input,
-                        input_shape,
-                        output,
-                        output_shape,
-                        threads,
-                    );
-                }
-                // AMX packs B in the VNNI layout (groups of 4 k by 32 columns, K padded to 64),
-                // so an AMX plan can also run the VNNI implicit tile on the same panels: it does
-                // for narrow layers (see `implicit_on_amx`).
-                (Packed::I8(b), Isa::Avx512Vnni | Isa::Amx)
-                    if self.image_channels.is_multiple_of(4)
-                        && implicit_on_amx(self.gemm.isa, self.gemm.n) =>
-                {
-                    let kg = if self.gemm.isa == Isa::Amx {
-                        crate::isa::amx::KG
-                    } else {
-                        crate::isa::avx512vnni::KG
-                    };
-                    let stride = self.panel_stride(kg, crate::isa::avx512vnni::NR);
-                    return self.run_implicit::<Vnni, T>(
-                        b.as_slice(),
-                        stride,
-                        input,
-                        input_shape,
-                        output,
-                        output_shape,
-                        threads,
-                    );
-                }
-                _ => {}
-            }
-        }
-        #[cfg(target_arch = "aarch64")]
-        if p.dilation_w == 1 && self.image_channels.is_multiple_of(crate::isa::neon::KG) {
-            if let (Packed::I8(b), Isa::NeonDot) = (&self.gemm.packed, self.gemm.isa) {
-                use crate::isa::neon::{NeonDot, KG, NR};
-                return self.run_implicit::<NeonDot, T>(
-                    b.as_slice(),
-                    self.panel_stride(KG, NR),
-                    input,
-                    input_shape,
-                    output,
-                    output_shape,
-                    threads,
-                );
-            }
+        if let Some(run) = implicit {
+            return run(self, input, input_shape, output, output_shape, threads);
         }
         assert!(
             self.image_channels == in_c && !self.row_padded(),
@@ -381,27 +328,19 @@ impl<T: Code8> Im2col<'_, T> {
 
 /// The image channels of a convolution plan (see [`Conv2dPlan::image_channels`]): the input's,
 /// or, for an input a little narrower than the tier's implicit-GEMM group (an RGB stem on VNNI),
-/// that group, when the implicit GEMM can run it (a tier that takes it, a window wider
+/// that group, when the implicit GEMM can run it (a tier that takes the layer, a window wider
 /// than one pixel, undilated along x) and the zero point the extra channels hold is a code.
-#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn padded_channels<T: Code8>(
-    isa: Isa,
+    kernels: &Kernels,
     filter_shape: [usize; 4],
     params: &ConvParams,
     input_zero_point: i32,
 ) -> usize {
     let [oc, kh, kw, ic] = filter_shape;
-    let group = match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => crate::isa::avx2::KG,
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => crate::isa::avx512vnni::KG,
-        #[cfg(target_arch = "x86_64")]
-        Isa::Amx if implicit_on_amx(isa, oc) => crate::isa::avx512vnni::KG,
-        #[cfg(target_arch = "aarch64")]
-        Isa::NeonDot => crate::isa::neon::KG,
-        _ => return ic,
-    };
+    let group = kernels.conv.implicit_group;
+    if kernels.ops::<T>().implicit.is_none() || group == 0 || !implicit_takes(kernels, oc) {
+        return ic;
+    }
     // At most a third more multiplies (3 -> 4 channels on VNNI, 6 or 7 -> 8 on AVX2); padding
     // 3 channels to 8 on AVX2 would waste more than gathering costs.
     let narrow =
@@ -414,36 +353,39 @@ fn padded_channels<T: Code8>(
 }
 
 /// The codes of one filter row in a plan's packed filter (see [`Conv2dPlan::row_run`]):
-/// rounded up to AVX2's group when that tier's implicit GEMM would otherwise not take the plan
-/// (channels not a multiple of 8), the window is wider than one pixel and undilated along x.
-/// The gathered im2col copies each window row's few codes into a row and packs it, pixel by
-/// pixel, which leaves the multiply units idle on a stem's 3 channels.
-#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-fn row_run(isa: Isa, filter_shape: [usize; 4], image_channels: usize, p: &ConvParams) -> usize {
+/// rounded up to the implicit group on a tier that pads rows (AVX2) when its implicit GEMM
+/// would otherwise not take the plan (channels not a multiple of the group), the window is
+/// wider than one pixel and undilated along x. The gathered im2col copies each window row's few
+/// codes into a row and packs it, pixel by pixel, which leaves the multiply units idle on a
+/// stem's 3 channels.
+fn row_run(
+    policy: &ConvPolicy,
+    filter_shape: [usize; 4],
+    image_channels: usize,
+    p: &ConvParams,
+) -> usize {
     let [_, kh, kw, _] = filter_shape;
     let run = kw * image_channels;
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2
-            if !image_channels.is_multiple_of(crate::isa::avx2::KG)
-                && kh * kw > 1
-                && p.dilation_w == 1 =>
-        {
-            run.next_multiple_of(crate::isa::avx2::KG)
-        }
-        _ => run,
+    let group = policy.implicit_group;
+    if policy.pad_rows
+        && group > 0
+        && !image_channels.is_multiple_of(group)
+        && kh * kw > 1
+        && p.dilation_w == 1
+    {
+        run.next_multiple_of(group)
+    } else {
+        run
     }
 }
 
-/// Whether a plan of tier `isa` runs a convolution with `oc` output channels as a VNNI implicit
-/// GEMM. Always on VNNI. On AMX only when `oc` fits one 32-column B panel: packing A then costs
-/// as much as the tiles' reads of it, and the implicit tile skips it; with more panels the
-/// packed A is reused and the AMX tiles win.
-/// `INTQ_AMX_CONV=implicit|packed` (read once) forces one way for measuring.
-#[cfg(target_arch = "x86_64")]
-fn implicit_on_amx(isa: Isa, oc: usize) -> bool {
+/// Whether the tier runs a convolution with `oc` output channels as an implicit GEMM (see
+/// `ConvPolicy::implicit_max_oc`). `INTQ_AMX_CONV=implicit|packed` (read once) forces one way
+/// on a tier that limits it, for measuring.
+fn implicit_takes(kernels: &Kernels, oc: usize) -> bool {
     static FORCED: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
-    if isa != Isa::Amx {
+    let max = kernels.conv.implicit_max_oc;
+    if max == usize::MAX {
         return true;
     }
     let forced = FORCED.get_or_init(|| {
@@ -456,7 +398,7 @@ fn implicit_on_amx(isa: Isa, oc: usize) -> bool {
             _ => None,
         }
     });
-    forced.unwrap_or(oc <= crate::isa::avx512vnni::NR)
+    forced.unwrap_or(oc <= max)
 }
 
 impl Conv2dPlan {
@@ -472,20 +414,20 @@ impl Conv2dPlan {
     /// adjacent, `kw * in_c` codes, read as `row_run` codes: whole groups) and a row sum is
     /// the sum of its window's pixel sums.
     /// No im2col row is copied or packed; the products and their order are those of the packed
-    /// tile, so the result is the same. `b` holds the packed panels, `panel_stride` apart.
-    #[allow(clippy::too_many_arguments)]
-    fn run_implicit<F: super::ImplicitKernel, T: Code8>(
+    /// tile, so the result is the same. `F` reads the plan's packed panels (its B layout is the
+    /// tier GEMM's).
+    pub(crate) fn run_implicit<F: super::ImplicitKernel, T: Code8>(
         &self,
-        b: &[F::B],
-        panel_stride: usize,
         input: &[T],
         input_shape: [usize; 4],
         output: &mut [T],
         output_shape: [usize; 4],
         threads: usize,
     ) {
-        use super::{ImageElem, ImplicitRows};
+        use super::{ImageElem, ImplicitRows, TileOut};
         let (mr, nr, kg) = (F::MR, F::NR, F::KG);
+        let b = F::B::of(&self.gemm.packed);
+        let panel_stride = self.panel_stride(self.gemm.kernels.kg, nr);
         let [batches, in_h, in_w, real_c] = input_shape;
         // The image's channels per pixel (see `image_channels`); the input's own are `real_c`.
         let in_c = self.image_channels;
@@ -671,13 +613,15 @@ impl Conv2dPlan {
                             F::tile_implicit(
                                 &rows_a,
                                 bp.as_ptr(),
-                                rowsum.as_ptr().add(r),
-                                epi,
-                                n0,
-                                op.0.add((r0 + r) * oc + n0),
-                                oc,
-                                mr.min(rows - r),
-                                cols,
+                                &TileOut {
+                                    rowsum: rowsum.as_ptr().add(r),
+                                    epi,
+                                    n0,
+                                    out: op.0.add((r0 + r) * oc + n0),
+                                    ldc: oc,
+                                    rows: mr.min(rows - r),
+                                    cols,
+                                },
                             )
                         };
                     }
@@ -784,413 +728,4 @@ impl FullyConnectedPlan {
     pub fn run<T: Code8>(&self, input: &[T], batches: usize, output: &mut [T], threads: usize) {
         self.gemm.run(input, batches, output, threads)
     }
-}
-
-/// A depthwise convolution with its filter widened and zero-point-shifted once.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DepthwisePlan {
-    isa: Isa,
-    /// `w - Z_w[c]` per tap and output channel, `[kh * kw][out_c]`, wrapping.
-    taps: Vec<i32>,
-    filter_shape: [usize; 4],
-    depth_multiplier: usize,
-    params: ConvParams,
-    input_zero_point: i32,
-    epi: Epilogue,
-    /// The x86 pair kernels' data (`isa::avx2::dw_run`, `isa::avx512vnni::dw_run`): the taps
-    /// paired for `vpmaddwd` in the tier's layout, and the output constants with `Z_in` folded
-    /// into the bias; `None` unless their preconditions hold (an x86 tier, depth multiplier 1,
-    /// taps and `Z_in` in int16, a vector epilogue).
-    #[cfg(target_arch = "x86_64")]
-    pairs: Option<(Vec<i16>, crate::isa::avx2::DwConsts)>,
-}
-
-impl DepthwisePlan {
-    /// `filter` is `[1, kh, kw, out_c]` as the reference takes it.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new<T: Code8>(
-        filter: &[T],
-        filter_shape: [usize; 4],
-        filter_zero_points: &[i32],
-        depth_multiplier: usize,
-        input_zero_point: i32,
-        params: &ConvParams,
-        stage: &OutputStage,
-        isa: Isa,
-    ) -> DepthwisePlan {
-        assert!(isa.is_available(), "ISA tier {isa} is not available");
-        let [one, kh, kw, oc] = filter_shape;
-        assert_eq!(one, 1, "depthwise_conv2d: filter shape {filter_shape:?}");
-        assert_eq!(
-            filter.len(),
-            kh * kw * oc,
-            "depthwise_conv2d: filter length"
-        );
-        assert!(
-            depth_multiplier >= 1 && oc % depth_multiplier == 0,
-            "depthwise_conv2d: depth multiplier"
-        );
-        assert!(
-            filter_zero_points.len() == 1 || filter_zero_points.len() == oc,
-            "depthwise_conv2d: zero points"
-        );
-        assert!(
-            params.stride_h >= 1
-                && params.stride_w >= 1
-                && params.dilation_h >= 1
-                && params.dilation_w >= 1,
-            "depthwise_conv2d: strides and dilations must be at least 1"
-        );
-        let zp = |c: usize| filter_zero_points[if filter_zero_points.len() == 1 { 0 } else { c }];
-        let taps: Vec<i32> = filter
-            .iter()
-            .enumerate()
-            .map(|(i, w)| w.to_i32().wrapping_sub(zp(i % oc)))
-            .collect();
-        let epi = plain_epilogue(oc, stage);
-        #[cfg(target_arch = "x86_64")]
-        let pairs = match isa {
-            Isa::Avx2 | Isa::Avx512Vnni | Isa::Amx if depth_multiplier == 1 && epi.vector_ok => {
-                crate::isa::avx2::dw_pairs(&taps, kh * kw, oc).and_then(|p| {
-                    let k = crate::isa::avx2::DwConsts::new(
-                        &taps,
-                        kh * kw,
-                        oc,
-                        &epi,
-                        input_zero_point,
-                    )?;
-                    if isa == Isa::Avx2 {
-                        Some((p, k))
-                    } else {
-                        Some((crate::isa::avx512vnni::dw_pairs(&p, kh * kw, oc), k))
-                    }
-                })
-            }
-            _ => None,
-        };
-        DepthwisePlan {
-            isa,
-            taps,
-            filter_shape,
-            depth_multiplier,
-            params: *params,
-            input_zero_point,
-            epi,
-            #[cfg(target_arch = "x86_64")]
-            pairs,
-        }
-    }
-
-    pub fn isa(&self) -> Isa {
-        self.isa
-    }
-
-    /// Equal to `reference::depthwise_conv2d` with the same arguments.
-    pub fn run<T: Code8>(
-        &self,
-        input: &[T],
-        input_shape: [usize; 4],
-        output: &mut [T],
-        output_shape: [usize; 4],
-        threads: usize,
-    ) {
-        let [batches, in_h, in_w, in_c] = input_shape;
-        let [_, _, _, oc] = self.filter_shape;
-        let [ob, out_h, out_w, ooc] = output_shape;
-        assert_eq!(
-            in_c * self.depth_multiplier,
-            oc,
-            "depthwise_conv2d: input depth"
-        );
-        assert_eq!(
-            (ob, ooc),
-            (batches, oc),
-            "depthwise_conv2d: output shape {output_shape:?}"
-        );
-        assert_eq!(
-            input.len(),
-            batches * in_h * in_w * in_c,
-            "depthwise_conv2d: input length"
-        );
-        assert_eq!(
-            output.len(),
-            batches * out_h * out_w * oc,
-            "depthwise_conv2d: output length"
-        );
-        let row_len = out_w * oc;
-        let rows = batches * out_h;
-        let work = |(r, out_row): (usize, &mut [T])| {
-            #[cfg(target_arch = "x86_64")]
-            if let Some((pairs, k)) = &self.pairs {
-                dw_row_pairs(self, pairs, k, input, input_shape, out_h, r, out_row);
-                return;
-            }
-            let mut acc = vec![0i32; oc];
-            // SAFETY (every arm): the tier was checked available when the plan was made.
-            match self.isa {
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => unsafe {
-                    dw_row_avx2(self, input, input_shape, out_h, r, out_row, &mut acc)
-                },
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512Vnni | Isa::Amx => unsafe {
-                    dw_row_avx512(self, input, input_shape, out_h, r, out_row, &mut acc)
-                },
-                #[cfg(target_arch = "aarch64")]
-                Isa::NeonDot => unsafe {
-                    dw_row_neon(self, input, input_shape, out_h, r, out_row, &mut acc)
-                },
-                _ => dw_row(
-                    self,
-                    input,
-                    input_shape,
-                    out_h,
-                    r,
-                    out_row,
-                    &mut acc,
-                    finish_scalar_row,
-                ),
-            }
-        };
-        if oc == 0 || out_w == 0 {
-            return;
-        }
-        let out_ptr = super::SendPtr(output.as_mut_ptr() as *mut u8);
-        // One band of whole rows per thread: a task per row, or several bands per thread,
-        // adds hand-offs that the depthwise layers' little work per row cannot pay for.
-        let band = rows.div_ceil(threads.max(1));
-        super::parallel_for(threads, rows.div_ceil(band), &|t: usize| {
-            for r in t * band..((t + 1) * band).min(rows) {
-                let op = out_ptr;
-                // SAFETY: each row is written by one task only, inside `output` (length
-                // checked).
-                let out_row = unsafe {
-                    std::slice::from_raw_parts_mut((op.0 as *mut T).add(r * row_len), row_len)
-                };
-                work((r, out_row))
-            }
-        });
-    }
-}
-
-/// One output row of a depthwise convolution on the x86 pair kernels: the row's pixels whose
-/// windows lie inside the input along x form one run whose tap offsets advance by a constant
-/// step, which the tier's `dw_run` takes whole; the border pixels are runs of one, their
-/// offsets found with the padded-tap checks.
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-fn dw_row_pairs<T: Code8>(
-    plan: &DepthwisePlan,
-    pairs: &[i16],
-    k: &crate::isa::avx2::DwConsts,
-    input: &[T],
-    input_shape: [usize; 4],
-    out_h: usize,
-    r: usize,
-    out_row: &mut [T],
-) {
-    let [_, in_h, in_w, in_c] = input_shape;
-    let [_, kh, kw, oc] = plan.filter_shape;
-    debug_assert_eq!(in_c, oc);
-    let p = &plan.params;
-    let (b, oy) = (r / out_h, r % out_h);
-    let ntaps = kh * kw;
-    // The start of each window row's input row, `None` where it is padding.
-    let rows: Vec<Option<usize>> = (0..kh)
-        .map(|fy| {
-            (oy * p.stride_h + fy * p.dilation_h)
-                .checked_sub(p.padding.top)
-                .filter(|&iy| iy < in_h)
-                .map(|iy| (b * in_h + iy) * in_w * in_c)
-        })
-        .collect();
-    let mut offsets = vec![usize::MAX; ntaps];
-    let fill = |offsets: &mut [usize], ox: usize| {
-        for (fy, row) in rows.iter().enumerate() {
-            for fx in 0..kw {
-                let ix = (ox * p.stride_w + fx * p.dilation_w)
-                    .checked_sub(p.padding.left)
-                    .filter(|&ix| ix < in_w);
-                offsets[fy * kw + fx] = match (row, ix) {
-                    (Some(row), Some(ix)) => row + ix * in_c,
-                    _ => usize::MAX,
-                };
-            }
-        }
-    };
-    // Interior pixels: `ox * stride_w >= left` and the last tap `< in_w + left`.
-    let out_w = out_row.len() / oc;
-    let span = (kw - 1) * p.dilation_w;
-    let x_lo = p.padding.left.div_ceil(p.stride_w).min(out_w);
-    let x_hi = if in_w + p.padding.left > span {
-        (in_w + p.padding.left - span)
-            .div_ceil(p.stride_w)
-            .clamp(x_lo, out_w)
-    } else {
-        x_lo
-    };
-    let step = p.stride_w * in_c;
-    // SAFETY: T is one byte.
-    let out_bytes =
-        unsafe { std::slice::from_raw_parts_mut(out_row.as_mut_ptr() as *mut u8, out_row.len()) };
-    // SAFETY (every call below): the plan chose the pair kernels only on an available x86 tier
-    // (all imply AVX2; VNNI and AMX imply AVX-512 F/BW) with a vector epilogue, and laid `pairs`
-    // (and `k`) out for that tier's kernel, these taps and channels; every offset is MAX or a
-    // whole in-bounds pixel of `oc` codes (checked lengths in `run`; inside the interior run,
-    // `offsets + i * step` is the pixel `fill` would give pixel `x_lo + i`).
-    let pixels = |offsets: &[usize], n: usize, out: &mut [u8]| unsafe {
-        let epi = &plan.epi;
-        if plan.isa == Isa::Avx2 {
-            crate::isa::avx2::dw_run(input, offsets, step, n, ntaps, oc, pairs, k, epi, out);
-        } else {
-            crate::isa::avx512vnni::dw_run(input, offsets, step, n, ntaps, oc, pairs, k, epi, out);
-        }
-    };
-    for ox in (0..x_lo).chain(x_hi..out_w) {
-        fill(&mut offsets, ox);
-        pixels(&offsets, 1, &mut out_bytes[ox * oc..(ox + 1) * oc]);
-    }
-    if x_lo < x_hi {
-        fill(&mut offsets, x_lo);
-        pixels(&offsets, x_hi - x_lo, &mut out_bytes[x_lo * oc..x_hi * oc]);
-    }
-}
-
-/// One output row (`out_w` pixels) of a depthwise convolution; `finish` applies the output
-/// stage to a pixel's `out_c` accumulators.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn dw_row<T: Code8>(
-    plan: &DepthwisePlan,
-    input: &[T],
-    input_shape: [usize; 4],
-    out_h: usize,
-    r: usize,
-    out_row: &mut [T],
-    acc: &mut [i32],
-    finish: impl Fn(&Epilogue, &[i32], &mut [u8]),
-) {
-    let [_, in_h, in_w, in_c] = input_shape;
-    let [_, kh, kw, oc] = plan.filter_shape;
-    let p = &plan.params;
-    let zin = plan.input_zero_point;
-    let dm = plan.depth_multiplier;
-    let (b, oy) = (r / out_h, r % out_h);
-    // SAFETY: T is one byte.
-    let out_bytes =
-        unsafe { std::slice::from_raw_parts_mut(out_row.as_mut_ptr() as *mut u8, out_row.len()) };
-    for (ox, out_px) in out_bytes.chunks_exact_mut(oc).enumerate() {
-        acc.fill(0);
-        for fy in 0..kh {
-            let Some(iy) = (oy * p.stride_h + fy * p.dilation_h).checked_sub(p.padding.top) else {
-                continue;
-            };
-            if iy >= in_h {
-                continue;
-            }
-            for fx in 0..kw {
-                let Some(ix) = (ox * p.stride_w + fx * p.dilation_w).checked_sub(p.padding.left)
-                else {
-                    continue;
-                };
-                if ix >= in_w {
-                    continue;
-                }
-                let s = ((b * in_h + iy) * in_w + ix) * in_c;
-                let x = &input[s..s + in_c];
-                let w = &plan.taps[(fy * kw + fx) * oc..(fy * kw + fx + 1) * oc];
-                // The same wrapping steps as the reference, per channel; channels are
-                // independent, so the loop vectorizes.
-                if dm == 1 {
-                    for ((a, &xv), &wv) in acc.iter_mut().zip(x).zip(w) {
-                        *a = a.wrapping_add(xv.to_i32().wrapping_sub(zin).wrapping_mul(wv));
-                    }
-                } else {
-                    for (c, (a, &wv)) in acc.iter_mut().zip(w).enumerate() {
-                        let xv = x[c / dm].to_i32().wrapping_sub(zin);
-                        *a = a.wrapping_add(xv.wrapping_mul(wv));
-                    }
-                }
-            }
-        }
-        finish(&plan.epi, acc, out_px);
-    }
-}
-
-fn finish_scalar_row(epi: &Epilogue, acc: &[i32], out: &mut [u8]) {
-    for (n, (o, &a)) in out.iter_mut().zip(acc).enumerate() {
-        *o = epi.scalar(a, 0, n);
-    }
-}
-
-/// `dw_row` compiled for one tier (`$feature`), finished by that tier's vector output stage
-/// (`$finish`, which needs the feature): a thin `#[target_feature]` wrapper per tier.
-macro_rules! dw_row_on {
-    ($arch:literal, $name:ident, $feature:literal, $finish:path) => {
-        #[cfg(target_arch = $arch)]
-        #[target_feature(enable = $feature)]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn $name<T: Code8>(
-            plan: &DepthwisePlan,
-            input: &[T],
-            input_shape: [usize; 4],
-            out_h: usize,
-            r: usize,
-            out_row: &mut [T],
-            acc: &mut [i32],
-        ) {
-            dw_row(
-                plan,
-                input,
-                input_shape,
-                out_h,
-                r,
-                out_row,
-                acc,
-                |e, a, o| {
-                    // SAFETY: the tier's features are enabled here; `a` and `o` have one entry
-                    // per column of `e`.
-                    unsafe { $finish(e, a, o) }
-                },
-            )
-        }
-    };
-}
-dw_row_on!("x86_64", dw_row_avx2, "avx2", crate::isa::avx2::finish_row);
-dw_row_on!(
-    "x86_64",
-    dw_row_avx512,
-    "avx512f,avx512bw",
-    crate::isa::avx512vnni::finish_row
-);
-dw_row_on!("aarch64", dw_row_neon, "neon", crate::isa::neon::finish_row);
-
-/// An epilogue for complete accumulators (no decomposition): `colconst` is the bias alone.
-fn plain_epilogue(n: usize, stage: &OutputStage) -> Epilogue {
-    assert!(
-        stage.clamp_min <= stage.clamp_max,
-        "empty clamp {}..={}",
-        stage.clamp_min,
-        stage.clamp_max
-    );
-    if let Some(b) = stage.bias {
-        assert_eq!(b.len(), n, "bias has {} entries for {n} channels", b.len());
-    }
-    if let Multipliers::PerChannel(ms) = stage.multipliers {
-        assert_eq!(ms.len(), n, "{} multipliers for {n} channels", ms.len());
-    }
-    // Pad to whole 16-lane vectors; padding columns are never stored.
-    let np = n.div_ceil(16) * 16;
-    let mut e = Epilogue::empty(np, stage);
-    e.zw_zero = true;
-    for c in 0..n {
-        e.colconst[c] = stage.bias.map_or(0, |b| b[c]);
-        let m = match stage.multipliers {
-            Multipliers::PerTensor(m) => m,
-            Multipliers::PerChannel(ms) => ms[c],
-        };
-        e.set_multiplier(c, m);
-    }
-    e.set_clamp();
-    e
 }

@@ -1,6 +1,6 @@
 //! Vectorized elementwise ops: quantized Add on equal shapes (the residual connections of CNNs).
 
-use super::Code8;
+use super::{Code8, Kernels};
 use crate::isa::Isa;
 use crate::reference::{self, pool_window as window, AddParams};
 
@@ -8,10 +8,10 @@ use crate::reference::{self, pool_window as window, AddParams};
 /// longer large against the cost of handing it to a helper.
 const ADD_PAR_MIN: usize = 1 << 13;
 
-/// Quantized Add, equal to `reference::add`; inputs of equal shape take the vector path on the
-/// x86 tiers (split over `threads` when large, as a deep network's residual Adds are), anything
-/// else (broadcasting, the portable tier, parameters
-/// outside the vector path's preconditions) runs the reference.
+/// Quantized Add, equal to `reference::add`; inputs of equal shape take the tier's vector path
+/// where its table has one (split over `threads` when large, as a deep network's residual Adds
+/// are), anything else (broadcasting, the portable tier, parameters outside the vector path's
+/// preconditions) runs the reference.
 #[allow(clippy::too_many_arguments)]
 pub fn add<T: Code8>(
     isa: Isa,
@@ -24,14 +24,13 @@ pub fn add<T: Code8>(
     output: &mut [T],
     output_shape: &[usize],
 ) {
-    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-    if isa != Isa::Portable
-        && isa.is_available()
-        && lhs_shape == rhs_shape
-        && lhs_shape == output_shape
-        && lhs.len() == output.len()
-        && rhs.len() == output.len()
-    {
+    let vector = Kernels::or_portable(isa).ops::<T>().add;
+    if let Some(vector) = vector.filter(|_| {
+        lhs_shape == rhs_shape
+            && lhs_shape == output_shape
+            && lhs.len() == output.len()
+            && rhs.len() == output.len()
+    }) {
         let ok_mult =
             |m: intq_quant::QuantizedMultiplier| m.m0 >= 0 && (-31..=31).contains(&m.shift);
         let lo = params.clamp_min as i64 - params.output_zero_point as i64;
@@ -58,26 +57,14 @@ pub fn add<T: Code8>(
                         std::slice::from_raw_parts_mut((op.0 as *mut T).add(i0), i1 - i0)
                     };
                     let (l, r) = (&lhs[i0..i1], &rhs[i0..i1]);
-                    // SAFETY: the tier is available; AVX2 is the only x86 tier without
-                    // AVX-512 F/BW, and every x86 tier above portable implies AVX2; every
-                    // aarch64 CPU has NEON; the three ranges have equal lengths; the
-                    // parameters were checked above.
-                    unsafe {
-                        #[cfg(target_arch = "x86_64")]
-                        if isa == Isa::Avx2 {
-                            crate::isa::avx2::add_same_shape(params, lo, hi, l, r, out)
-                        } else {
-                            crate::isa::avx512vnni::add_same_shape(params, lo, hi, l, r, out)
-                        }
-                        #[cfg(target_arch = "aarch64")]
-                        crate::isa::neon::add_same_shape(params, lo, hi, l, r, out)
-                    };
+                    // SAFETY: the table is of a tier the CPU has; the three ranges have equal
+                    // lengths; the parameters were checked above.
+                    unsafe { vector(params, lo, hi, l, r, out) };
                 });
                 return;
             }
         }
     }
-    let _ = (isa, threads);
     reference::add(lhs, lhs_shape, rhs, rhs_shape, params, output, output_shape)
 }
 
@@ -93,14 +80,9 @@ pub fn max_pool<T: Code8 + Ord>(
     output_shape: [usize; 4],
 ) {
     check_pool(input, input_shape, params, output, output_shape);
-    #[cfg(target_arch = "x86_64")]
-    if isa != Isa::Portable && isa.is_available() {
-        // SAFETY: every x86 tier above portable implies AVX2.
-        unsafe { max_pool_avx2(input, input_shape, params, output, output_shape) };
-        return;
-    }
-    let _ = isa;
-    max_pool_body(input, input_shape, params, output, output_shape)
+    let pool = Kernels::or_portable(isa).ops::<T>().max_pool;
+    // SAFETY: the table is of a tier the CPU has; the shapes were checked.
+    unsafe { pool(input, input_shape, params, output, output_shape) }
 }
 
 /// The shape and parameter checks of `reference::pool`, with its messages.
@@ -149,19 +131,18 @@ pub fn average_pool<T: Code8>(
     if params.filter_h.saturating_mul(params.filter_w) >= 1 << 23 {
         return reference::average_pool(input, input_shape, params, output, output_shape);
     }
-    #[cfg(target_arch = "x86_64")]
-    if isa != Isa::Portable && isa.is_available() {
-        // SAFETY: every x86 tier above portable implies AVX2.
-        unsafe { average_pool_avx2(input, input_shape, params, output, output_shape) };
-        return;
-    }
-    let _ = isa;
-    average_pool_body(input, input_shape, params, output, output_shape)
+    let pool = Kernels::or_portable(isa).ops::<T>().average_pool;
+    // SAFETY: the table is of a tier the CPU has; the shapes were checked.
+    unsafe { pool(input, input_shape, params, output, output_shape) }
 }
 
+/// [`average_pool_body`] compiled for AVX2 (every x86 tier's).
+///
+/// # Safety
+/// The CPU has AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn average_pool_avx2<T: Code8>(
+pub(crate) unsafe fn average_pool_avx2<T: Code8>(
     input: &[T],
     input_shape: [usize; 4],
     params: &crate::PoolParams,
@@ -172,7 +153,7 @@ unsafe fn average_pool_avx2<T: Code8>(
 }
 
 #[inline(always)]
-fn average_pool_body<T: Code8>(
+pub(crate) fn average_pool_body<T: Code8>(
     input: &[T],
     input_shape: [usize; 4],
     params: &crate::PoolParams,
@@ -212,9 +193,13 @@ fn average_pool_body<T: Code8>(
     );
 }
 
+/// [`max_pool_body`] compiled for AVX2 (every x86 tier's).
+///
+/// # Safety
+/// The CPU has AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn max_pool_avx2<T: Code8 + Ord>(
+pub(crate) unsafe fn max_pool_avx2<T: Code8 + Ord>(
     input: &[T],
     input_shape: [usize; 4],
     params: &crate::PoolParams,
@@ -225,7 +210,7 @@ unsafe fn max_pool_avx2<T: Code8 + Ord>(
 }
 
 #[inline(always)]
-fn max_pool_body<T: Code8 + Ord>(
+pub(crate) fn max_pool_body<T: Code8 + Ord>(
     input: &[T],
     input_shape: [usize; 4],
     params: &crate::PoolParams,

@@ -28,20 +28,31 @@
 //! nothing to any sum, so padding is exact.
 
 mod conv;
+pub(crate) mod depthwise;
 mod elementwise;
+mod epilogue;
+mod table;
 mod threads;
 
-pub use conv::{Conv2dPlan, DepthwisePlan, FullyConnectedPlan};
+pub use conv::{Conv2dPlan, FullyConnectedPlan};
+pub use depthwise::DepthwisePlan;
 pub use elementwise::{add, average_pool, max_pool};
 pub use threads::{all_cores, parallel_for, threads_for_work, with_threads};
 
-use crate::isa::{portable::Portable, Isa};
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_imports))]
+pub(crate) use depthwise::DwRun;
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_imports))]
+pub(crate) use epilogue::field;
+pub(crate) use epilogue::Epilogue;
+pub(crate) use table::Kernels;
+use table::PackedElem;
+
+use crate::isa::Isa;
 use crate::{Multipliers, OutputStage, QElem};
-use intq_quant::QuantizedMultiplier;
 use std::sync::OnceLock;
 
 /// The two 8-bit code types, with the mapping to canonical operands (see the module docs).
-pub trait Code8: QElem {
+pub trait Code8: QElem + table::CodeTable {
     /// `a' - a` for an activation.
     const A_OFFSET: i32;
     /// `w' - w` for a weight.
@@ -108,7 +119,7 @@ pub(crate) trait Kernel {
     /// whose `sdot` takes s8 x s8.
     const A_BIAS: i32 = 0;
     type A: Pod;
-    type B: Copy + Default + Send + Sync + 'static;
+    type B: PackedElem;
     fn a_elem(x: u8) -> Self::A;
     fn b_elem(w: i8) -> Self::B;
     /// Writes codes `k0 .. k0 + src.len()` of row `i` (< `MR`) of a packed A panel (`groups *
@@ -135,32 +146,45 @@ pub(crate) trait Kernel {
     /// # Safety
     /// The CPU has the kernel's ISA.
     unsafe fn end_task() {}
-    /// Multiplies one packed A panel (`groups` groups) by one packed B panel. The sum starts
-    /// from zero when `first`, else from the partial tile at `c` (`MR x NR` int32, row-major).
-    /// Unless `last`, the sum is stored back to `c`; when `last`, the `rows x cols` top-left
-    /// part is finished with `epi` (column `n0 + c`, row sum `rowsum[r]`) and the codes are
-    /// stored at `out + r * ldc + c`.
+    /// Multiplies one packed A panel (`t.groups` groups) by one packed B panel. The sum starts
+    /// from zero when `t.first`, else from the partial tile at `t.c` (`MR x NR` int32,
+    /// row-major). Unless `t.last`, the sum is stored back to `t.c`; when `t.last`, it is
+    /// finished into `out` ([`TileOut`]).
     ///
     /// # Safety
-    /// The CPU has the kernel's ISA; the panels hold `groups` full groups; `c` is valid for
-    /// `MR * NR` int32; `rowsum` holds `MR` values; `epi`'s columns cover `n0 + NR`; `out` is
-    /// valid for the `rows x cols` stores.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tile(
-        c: *mut i32,
-        first: bool,
-        last: bool,
-        groups: usize,
-        a: *const Self::A,
-        b: *const Self::B,
-        rowsum: *const i32,
-        epi: &Epilogue,
-        n0: usize,
-        out: *mut u8,
-        ldc: usize,
-        rows: usize,
-        cols: usize,
-    );
+    /// The CPU has the kernel's ISA; the panels hold `t.groups` full groups; `t.c` is valid for
+    /// `MR * NR` int32; `out` meets [`TileOut`]'s contract for `NR` columns and `MR` rows.
+    unsafe fn tile(t: &Tile<Self::A, Self::B>, out: &TileOut);
+}
+
+/// The operands of one [`Kernel::tile`] call.
+pub(crate) struct Tile<A, B> {
+    /// The partial `MR x NR` int32 tile between K blocks.
+    pub c: *mut i32,
+    /// The first K block: the sum starts from zero, not from `c`.
+    pub first: bool,
+    /// The last K block: the sum is finished into the output, not stored to `c`.
+    pub last: bool,
+    /// Groups of `KG` k in this block.
+    pub groups: usize,
+    pub a: *const A,
+    pub b: *const B,
+}
+
+/// Where and how a finished tile goes: the `rows x cols` top-left part of the tile's
+/// accumulators is finished with `epi` (column `n0 + c`, row sum `rowsum[r]`) and the codes are
+/// stored at `out + r * ldc + c`.
+///
+/// Contract (what every tile relies on): `rowsum` holds the tile's `MR` row sums; `epi`'s
+/// columns cover `n0 + NR`; `out` is valid for the `rows x cols` byte stores at stride `ldc`.
+pub(crate) struct TileOut<'a> {
+    pub rowsum: *const i32,
+    pub epi: &'a Epilogue,
+    pub n0: usize,
+    pub out: *mut u8,
+    pub ldc: usize,
+    pub rows: usize,
+    pub cols: usize,
 }
 
 /// A tier's implicit-GEMM convolution tile: the rows of A are read in place from a padded image
@@ -170,7 +194,7 @@ pub(crate) trait ImplicitKernel {
     /// `a' - 128` on NEON).
     type E: ImageElem;
     /// Packed weight element.
-    type B: Copy + Sync;
+    type B: PackedElem;
     const MR: usize;
     const NR: usize;
     /// Codes per group: a window row's run in the packed filter is whole groups (the image's
@@ -187,20 +211,8 @@ pub(crate) trait ImplicitKernel {
     ///
     /// # Safety
     /// The CPU has the tier; every row's `kh` runs are inside the image; `b` is a packed B
-    /// panel of at least `kh * run_groups` groups; `rowsum` holds `MR` values; `epi`'s columns
-    /// cover `n0 + NR`; `out` is valid for the `rows x cols` stores at stride `ldc`.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tile_implicit(
-        rows_a: &ImplicitRows<Self::E>,
-        b: *const Self::B,
-        rowsum: *const i32,
-        epi: &Epilogue,
-        n0: usize,
-        out: *mut u8,
-        ldc: usize,
-        rows: usize,
-        cols: usize,
-    );
+    /// panel of at least `kh * run_groups` groups; `out` meets [`TileOut`]'s contract.
+    unsafe fn tile_implicit(rows_a: &ImplicitRows<Self::E>, b: *const Self::B, out: &TileOut);
 }
 
 /// An element of an implicit GEMM's padded image.
@@ -239,97 +251,10 @@ pub(crate) struct ImplicitRows<'a, E> {
     pub run_groups: usize,
 }
 
-/// The per-column constants of the output stage, padded to whole panels (padding columns are
-/// computed and never stored).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Epilogue {
-    /// `bias + K Z_a' Z_b' - Z_a' Σw' - A_BIAS Σw'`, wrapping ([`Kernel::A_BIAS`]: the
-    /// accumulators the tier hands over are `Σ(a' + A_BIAS)w'`).
-    pub colconst: Vec<i32>,
-    /// `Z_b'` per column (multiplies the row sum).
-    pub zw: Vec<i32>,
-    /// Every `zw` is 0 (symmetric int8 weights, TFLite's scheme): the row-sum term vanishes
-    /// and the tiles skip its multiply.
-    pub zw_zero: bool,
-    pub m0: Vec<i32>,
-    /// `m0` of the odd columns moved to the even ones, where `vpmuldq` reads them.
-    pub m0_odd: Vec<i32>,
-    pub lshift: Vec<i32>,
-    /// Every `lshift` is 0 (every multiplier below 1, the usual case): the tiles skip the shift.
-    pub lshift_zero: bool,
-    pub rshift: Vec<i32>,
-    /// `2^rshift - 1` and half of it: RoundingDivideByPOT's mask and threshold, made once here
-    /// rather than three vector ops per output vector.
-    pub rmask: Vec<i32>,
-    pub rhalf: Vec<i32>,
-    /// The AVX2 tier's clamp moved before RoundingDivideByPOT: the divide is monotone, so
-    /// clamping its input to `[pre_lo, pre_hi]` (the widest range it maps into `[lo, hi]`;
-    /// `lane8::PRE_LO`, `PRE_HI`) and dividing gives the clamped result; and on that range
-    /// `x + 2^(e-1)` cannot overflow, so the divide is one rounded arithmetic shift,
-    /// `(x + 2^(e-1) + (x >> 31)) >> e` (`lane8::RROUND` = `2^(e-1)`). True when every
-    /// column has a right shift of at least 1 and such bounds.
-    pub clamp_first: bool,
-    /// The per-column vectors the AVX2 tier reads, interleaved by groups of 8 columns: group
-    /// `g`'s field `f` (a [`lane8`] index) at `(g * LANE8_FIELDS + f) * 8`. One base pointer
-    /// serves every load; with a pointer per field the output stage spilled them to the stack
-    /// and reloaded one before each load.
-    pub lanes8: Vec<i32>,
-    pub mult: Vec<QuantizedMultiplier>,
-    pub zout: i32,
-    pub cmin: i32,
-    pub cmax: i32,
-    /// `cmin - zout`, `cmax - zout`: the clamp moved before the zero-point add.
-    pub lo: i32,
-    pub hi: i32,
-    /// The vector epilogue's preconditions hold (m0 >= 0, shifts in -31..=31, lo/hi in i32);
-    /// otherwise the tiles finish with [`Epilogue::scalar`].
-    pub vector_ok: bool,
-}
-
-impl Epilogue {
-    /// The output code of the tier's accumulator `raw = Σ(a' + A_BIAS)w'` at column `n`, exactly
-    /// as the reference's `OutputStage::apply` computes it.
-    #[inline(always)]
-    pub fn scalar(&self, raw: i32, rowsum: i32, n: usize) -> u8 {
-        let acc = raw
-            .wrapping_add(self.colconst[n])
-            .wrapping_sub(self.zw[n].wrapping_mul(rowsum));
-        self.mult[n]
-            .apply(acc)
-            .saturating_add(self.zout)
-            .clamp(self.cmin, self.cmax) as u8
-    }
-
-    /// Finishes a tile of raw accumulators (`acc[r * nr + c]`) with the scalar epilogue.
-    ///
-    /// # Safety
-    /// `out` is valid for the `rows x cols` stores at stride `ldc`.
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
-    pub unsafe fn finish_scalar(
-        &self,
-        acc: &[i32],
-        nr: usize,
-        rowsum: *const i32,
-        n0: usize,
-        out: *mut u8,
-        ldc: usize,
-        rows: usize,
-        cols: usize,
-    ) {
-        for r in 0..rows {
-            let rs = *rowsum.add(r);
-            for c in 0..cols {
-                *out.add(r * ldc + c) = self.scalar(acc[r * nr + c], rs, n0 + c);
-            }
-        }
-    }
-}
-
 /// Weights packed for one ISA's kernel.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-enum Packed {
+pub(crate) enum Packed {
     I8(Aligned<i8>),
     I16(Aligned<i16>),
 }
@@ -379,28 +304,11 @@ impl<T: Copy + Default + PartialEq> PartialEq for Aligned<T> {
 /// load) for one ISA tier, with the output stage's per-column constants precomputed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreparedGemm {
-    isa: Isa,
+    kernels: &'static Kernels,
     n: usize,
     k: usize,
     packed: Packed,
     epi: Epilogue,
-}
-
-/// `w` (`n x k`) packed for `isa`'s kernel.
-fn pack_for<T: Code8>(isa: Isa, w: &[T], n: usize, k: usize) -> Packed {
-    match isa {
-        Isa::Portable => Packed::I8(pack_b::<Portable, T>(w, n, k)),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => Packed::I16(pack_b::<crate::isa::avx2::Avx2, T>(w, n, k)),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => Packed::I8(pack_b::<crate::isa::avx512vnni::Vnni, T>(w, n, k)),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Amx => Packed::I8(pack_b::<crate::isa::amx::Amx, T>(w, n, k)),
-        #[cfg(target_arch = "aarch64")]
-        Isa::NeonDot => Packed::I8(pack_b::<crate::isa::neon::NeonDot, T>(w, n, k)),
-        #[allow(unreachable_patterns)]
-        _ => unreachable!("tier {isa} checked available"),
-    }
 }
 
 fn zero_point_of(zps: &[i32], n: usize) -> i32 {
@@ -453,7 +361,7 @@ impl PreparedGemm {
         isa: Isa,
         packed: Option<(&[T], usize)>,
     ) -> PreparedGemm {
-        assert!(isa.is_available(), "ISA tier {isa} is not available");
+        let kernels = Kernels::of(isa);
         assert_eq!(
             weights.len(),
             n * k,
@@ -487,15 +395,16 @@ impl PreparedGemm {
             stage.clamp_min,
             stage.clamp_max
         );
+        let pack = kernels.ops::<T>().pack;
         let packed = match packed {
             Some((w, k_packed)) => {
                 assert_eq!(w.len(), n * k_packed, "gemm: packed weights");
-                pack_for(isa, w, n, k_packed)
+                pack(w, n, k_packed)
             }
-            None => pack_for(isa, weights, n, k),
+            None => pack(weights, n, k),
         };
-        let nr = nr_of(isa);
-        let epi = epilogue::<T>(
+        let nr = kernels.nr;
+        let mut epi = epilogue::<T>(
             weights,
             n,
             k,
@@ -503,10 +412,11 @@ impl PreparedGemm {
             input_zero_point,
             stage,
             n.div_ceil(nr) * nr,
-            a_bias_of(isa),
+            kernels.a_bias,
         );
+        kernels.lay_out(&mut epi);
         PreparedGemm {
-            isa,
+            kernels,
             n,
             k,
             packed,
@@ -515,7 +425,7 @@ impl PreparedGemm {
     }
 
     pub fn isa(&self) -> Isa {
-        self.isa
+        self.kernels.isa()
     }
     pub fn n(&self) -> usize {
         self.n
@@ -557,34 +467,10 @@ impl PreparedGemm {
         // SAFETY: `out` is a byte slice of m x n codes; T is one byte.
         let out_bytes =
             unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut u8, out.len()) };
-        match (&self.packed, self.isa) {
-            (Packed::I8(b), Isa::Portable) => {
-                self.drive::<Portable, T>(b.as_slice(), m, out_bytes, threads, row)
-            }
-            #[cfg(target_arch = "x86_64")]
-            (Packed::I16(b), Isa::Avx2) => {
-                self.drive::<crate::isa::avx2::Avx2, T>(b.as_slice(), m, out_bytes, threads, row)
-            }
-            #[cfg(target_arch = "x86_64")]
-            (Packed::I8(b), Isa::Avx512Vnni) => self.drive::<crate::isa::avx512vnni::Vnni, T>(
-                b.as_slice(),
-                m,
-                out_bytes,
-                threads,
-                row,
-            ),
-            #[cfg(target_arch = "x86_64")]
-            (Packed::I8(b), Isa::Amx) => {
-                self.drive::<crate::isa::amx::Amx, T>(b.as_slice(), m, out_bytes, threads, row)
-            }
-            #[cfg(target_arch = "aarch64")]
-            (Packed::I8(b), Isa::NeonDot) => {
-                self.drive::<crate::isa::neon::NeonDot, T>(b.as_slice(), m, out_bytes, threads, row)
-            }
-            _ => unreachable!("packed layout matches its tier"),
-        }
+        (self.kernels.ops::<T>().gemm)(self, m, out_bytes, threads, row)
     }
 
+    /// The blocked GEMM on `K`'s micro-kernel, over `b`, this plan's panels in `K`'s layout.
     fn drive<K: Kernel, T: Code8>(
         &self,
         b: &[K::B],
@@ -658,19 +544,23 @@ impl PreparedGemm {
                             // columns n0 .. n0 + cols of `out`, disjoint between tasks.
                             unsafe {
                                 K::tile(
-                                    cbuf.as_mut_ptr().add(c),
-                                    kb == 0,
-                                    kb + 1 == kblocks,
-                                    g,
-                                    ap.as_ptr(),
-                                    bp.as_ptr(),
-                                    rowsum.as_ptr().add(r),
-                                    &self.epi,
-                                    n0,
-                                    op.0.add((r0 + r) * n + n0),
-                                    n,
-                                    K::MR.min(rows - r),
-                                    cols,
+                                    &Tile {
+                                        c: cbuf.as_mut_ptr().add(c),
+                                        first: kb == 0,
+                                        last: kb + 1 == kblocks,
+                                        groups: g,
+                                        a: ap.as_ptr(),
+                                        b: bp.as_ptr(),
+                                    },
+                                    &TileOut {
+                                        rowsum: rowsum.as_ptr().add(r),
+                                        epi: &self.epi,
+                                        n0,
+                                        out: op.0.add((r0 + r) * n + n0),
+                                        ldc: n,
+                                        rows: K::MR.min(rows - r),
+                                        cols,
+                                    },
                                 );
                             }
                         }
@@ -707,39 +597,6 @@ pub(crate) struct SendPtr(pub(crate) *mut u8);
 // SAFETY: tasks write disjoint tiles of the output through it.
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
-
-fn nr_of(isa: Isa) -> usize {
-    match isa {
-        Isa::Portable => Portable::NR,
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => <crate::isa::avx2::Avx2 as Kernel>::NR,
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => <crate::isa::avx512vnni::Vnni as Kernel>::NR,
-        #[cfg(target_arch = "x86_64")]
-        Isa::Amx => <crate::isa::amx::Amx as Kernel>::NR,
-        #[cfg(target_arch = "aarch64")]
-        Isa::NeonDot => <crate::isa::neon::NeonDot as Kernel>::NR,
-        #[allow(unreachable_patterns)]
-        _ => unreachable!(),
-    }
-}
-
-/// The tier's [`Kernel::A_BIAS`].
-fn a_bias_of(isa: Isa) -> i32 {
-    match isa {
-        Isa::Portable => Portable::A_BIAS,
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => <crate::isa::avx2::Avx2 as Kernel>::A_BIAS,
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => <crate::isa::avx512vnni::Vnni as Kernel>::A_BIAS,
-        #[cfg(target_arch = "x86_64")]
-        Isa::Amx => <crate::isa::amx::Amx as Kernel>::A_BIAS,
-        #[cfg(target_arch = "aarch64")]
-        Isa::NeonDot => <crate::isa::neon::NeonDot as Kernel>::A_BIAS,
-        #[allow(unreachable_patterns)]
-        _ => unreachable!(),
-    }
-}
 
 /// Packs rows `r0 .. r0 + rows` of A (from `row`) into `K`'s layout, with each row's `Σa'`:
 /// each run of codes `row` hands over goes straight into the panel by the kernel's
@@ -897,220 +754,4 @@ fn epilogue<T: Code8>(
     }
     e.set_clamp();
     e
-}
-
-impl Epilogue {
-    /// `np` identity columns (no bias, multiplier 1) with `stage`'s zero point and clamp;
-    /// the caller sets the columns, then calls [`set_clamp`](Self::set_clamp) last.
-    pub(crate) fn empty(np: usize, stage: &OutputStage) -> Epilogue {
-        Epilogue {
-            colconst: vec![0; np],
-            zw: vec![0; np],
-            zw_zero: false,
-            m0: vec![0; np],
-            m0_odd: vec![0; np],
-            lshift: vec![0; np],
-            lshift_zero: true,
-            rshift: vec![0; np],
-            rmask: vec![0; np],
-            rhalf: vec![0; np],
-            clamp_first: false,
-            lanes8: Vec::new(),
-            mult: vec![QuantizedMultiplier::ONE; np],
-            zout: stage.output_zero_point,
-            cmin: stage.clamp_min,
-            cmax: stage.clamp_max,
-            lo: 0,
-            hi: 0,
-            vector_ok: true,
-        }
-    }
-
-    /// Column `c`'s multiplier; the vector epilogue is off unless `m0 >= 0` (so the doubling
-    /// high multiply never saturates) and the shift is one the reference handles (-31..=31).
-    pub(crate) fn set_multiplier(&mut self, c: usize, m: QuantizedMultiplier) {
-        self.mult[c] = m;
-        self.m0[c] = m.m0;
-        if c % 2 == 1 {
-            self.m0_odd[c - 1] = m.m0;
-        }
-        self.lshift[c] = m.shift.max(0);
-        self.lshift_zero &= m.shift <= 0;
-        self.rshift[c] = (-m.shift).max(0);
-        let mask = ((1i64 << self.rshift[c].min(31)) - 1) as i32;
-        self.rmask[c] = mask;
-        self.rhalf[c] = mask >> 1;
-        if m.m0 < 0 || !(-31..=31).contains(&m.shift) {
-            self.vector_ok = false;
-        }
-    }
-
-    /// The last step of making an epilogue, once every column is set: the clamp moved before
-    /// the zero-point add (off the vector path if that leaves int32), then before the divide
-    /// where every column allows it (`clamp_first`), and the AVX2 tier's interleaved copy of
-    /// the column constants (`lanes8`).
-    pub(crate) fn set_clamp(&mut self) {
-        let lo = self.cmin as i64 - self.zout as i64;
-        let hi = self.cmax as i64 - self.zout as i64;
-        match (i32::try_from(lo), i32::try_from(hi)) {
-            (Ok(lo), Ok(hi)) => {
-                self.lo = lo;
-                self.hi = hi;
-            }
-            _ => self.vector_ok = false,
-        }
-        self.clamp_first = self.vector_ok && self.lo <= self.hi;
-        // The bounds depend on the column only through its shift: one bisection per shift.
-        let mut by_shift: [Option<Option<(i32, i32)>>; 32] = [None; 32];
-        let (lo, hi) = (self.lo, self.hi);
-        let pre: Vec<[i32; 3]> = (0..self.rshift.len())
-            .map(|c| {
-                let e = self.rshift[c];
-                let bounds = match usize::try_from(e) {
-                    Ok(i @ 1..=31) => {
-                        *by_shift[i].get_or_insert_with(|| divide_preimage(e, lo, hi))
-                    }
-                    _ => None,
-                };
-                match bounds {
-                    Some((plo, phi)) => [plo, phi, 1 << (e - 1)],
-                    None => {
-                        self.clamp_first = false;
-                        [0; 3]
-                    }
-                }
-            })
-            .collect();
-        let fields: [&[i32]; LANE8_FIELDS - 3] = [
-            &self.colconst,
-            &self.zw,
-            &self.m0,
-            &self.m0_odd,
-            &self.lshift,
-            &self.rshift,
-            &self.rmask,
-            &self.rhalf,
-        ];
-        let groups = self.m0.len() / 8;
-        let mut lanes8 = Vec::with_capacity(groups * LANE8_FIELDS * 8);
-        for g in 0..groups {
-            for f in fields {
-                lanes8.extend_from_slice(&f[g * 8..g * 8 + 8]);
-            }
-            for k in 0..3 {
-                lanes8.extend(pre[g * 8..g * 8 + 8].iter().map(|p| p[k]));
-            }
-        }
-        self.lanes8 = lanes8;
-    }
-}
-
-/// The fields of [`Epilogue::lanes8`], in order.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub(crate) mod lane8 {
-    pub const COLCONST: usize = 0;
-    pub const ZW: usize = 1;
-    pub const M0: usize = 2;
-    pub const M0_ODD: usize = 3;
-    pub const LSHIFT: usize = 4;
-    pub const RSHIFT: usize = 5;
-    pub const RMASK: usize = 6;
-    pub const RHALF: usize = 7;
-    pub const PRE_LO: usize = 8;
-    pub const PRE_HI: usize = 9;
-    pub const RROUND: usize = 10;
-}
-pub(crate) const LANE8_FIELDS: usize = 11;
-
-/// The widest `[a, b]` that RoundingDivideByPOT by `e` maps into `[lo, hi]`, when it reaches
-/// both ends (it is monotone, so clamping to `[a, b]` before it is clamping to `[lo, hi]`
-/// after) and `b + 2^(e-1)` fits int32 (so the divide is one rounded shift on that range).
-fn divide_preimage(e: i32, lo: i32, hi: i32) -> Option<(i32, i32)> {
-    use intq_quant::rounding_divide_by_pot as rdbpot;
-    // The least x with rdbpot(x) >= v, by bisection over the monotone divide.
-    let least = |v: i32| -> Option<i64> {
-        if rdbpot(i32::MAX, e) < v {
-            return None;
-        }
-        let (mut a, mut b) = (i32::MIN as i64, i32::MAX as i64);
-        while a < b {
-            let m = a + (b - a) / 2;
-            if rdbpot(m as i32, e) >= v {
-                b = m;
-            } else {
-                a = m + 1;
-            }
-        }
-        Some(a)
-    };
-    let a = least(lo)?;
-    // The greatest x with rdbpot(x) <= hi: one below the least that passes hi.
-    let b = match hi.checked_add(1).and_then(least) {
-        Some(x) => x - 1,
-        None => i32::MAX as i64,
-    };
-    let fits = b + (1i64 << (e - 1)) <= i32::MAX as i64;
-    (a <= b && fits).then_some((a as i32, b as i32))
-}
-
-#[cfg(test)]
-mod clamp_first_tests {
-    use super::divide_preimage;
-    use intq_quant::rounding_divide_by_pot as rdbpot;
-
-    /// The clamp moved before RoundingDivideByPOT: for every shift 1..=31 and clamps from
-    /// narrow to the whole int32 range, clamping to the preimage then dividing (as the
-    /// one-shift form `(x + 2^(e-1) + (x >> 31)) >> e`) equals dividing then clamping, on the
-    /// int32 limits, around both bounds, around 0 and on random values; and the bounds are
-    /// refused where `b + 2^(e-1)` would overflow.
-    #[test]
-    fn clamp_then_divide_equals_divide_then_clamp() {
-        let mut rng = intq_testutil::TestRng::new(0x853c_49e6_748f_ea9b);
-        let mut next = move || rng.next_u64();
-        let mut checked = 0;
-        for e in 1..=31 {
-            let mut clamps = vec![
-                (-128, 127),
-                (0, 255),
-                (-383, 0),
-                (i32::MIN, i32::MAX),
-                (5, 5),
-            ];
-            for _ in 0..20 {
-                let (a, b) = ((next() % 1201) as i32 - 600, (next() % 1201) as i32 - 600);
-                clamps.push((a.min(b), a.max(b)));
-            }
-            for (lo, hi) in clamps {
-                let Some((a, b)) = divide_preimage(e, lo, hi) else {
-                    // Refused only where the divide never reaches lo or the preimage's top
-                    // is near the int32 limit (large shifts, wide clamps): never for code
-                    // clamps under the shifts real layers have.
-                    assert!(
-                        rdbpot(i32::MAX, e) < lo || e > 20 || hi > 1 << 20,
-                        "e {e} clamp {lo}..={hi} refused"
-                    );
-                    continue;
-                };
-                assert!(b as i64 + (1i64 << (e - 1)) <= i32::MAX as i64);
-                let mut xs = vec![i32::MIN, i32::MIN + 1, -1, 0, 1, i32::MAX - 1, i32::MAX];
-                for d in -2..=2i64 {
-                    for base in [a as i64, b as i64] {
-                        xs.push((base + d).clamp(i32::MIN as i64, i32::MAX as i64) as i32);
-                    }
-                }
-                xs.extend((0..50).map(|_| next() as i32 >> (next() % 32)));
-                for x in xs {
-                    let want = rdbpot(x, e).clamp(lo, hi);
-                    let c = x.clamp(a, b);
-                    let shifted = (c + (1 << (e - 1)) + (c >> 31)) >> e;
-                    assert_eq!(
-                        shifted, want,
-                        "x {x} e {e} clamp {lo}..={hi} bounds {a}..={b}"
-                    );
-                    checked += 1;
-                }
-            }
-        }
-        assert!(checked > 10_000);
-    }
 }

@@ -16,7 +16,7 @@ use std::arch::x86_64::*;
 use std::cell::Cell;
 use std::sync::OnceLock;
 
-use crate::gemm::{Epilogue, Kernel};
+use crate::gemm::{Kernel, Tile, TileOut};
 use crate::isa::avx512vnni::{canon_load, prefix_mask};
 
 pub(crate) struct Amx;
@@ -147,21 +147,8 @@ impl Kernel for Amx {
     ) -> u32 {
         pack_a_seg(src, panel, i, k0)
     }
-    unsafe fn tile(
-        c: *mut i32,
-        first: bool,
-        last: bool,
-        groups: usize,
-        a: *const u8,
-        b: *const i8,
-        rowsum: *const i32,
-        epi: &Epilogue,
-        n0: usize,
-        out: *mut u8,
-        ldc: usize,
-        rows: usize,
-        cols: usize,
-    ) {
+    unsafe fn tile(t: &Tile<u8, i8>, o: &TileOut) {
+        let (c, first, last, groups, a, b) = (t.c, t.first, t.last, t.groups, t.a, t.b);
         ensure_configured();
         let cs = NR * 4; // C row stride in bytes
         let c8 = c as *mut u8;
@@ -222,7 +209,7 @@ impl Kernel for Amx {
             options(nostack),
         );
         if last {
-            finish(c, rowsum, epi, n0, out, ldc, rows, cols);
+            finish(c, o);
         }
     }
 }
@@ -263,20 +250,12 @@ unsafe fn pack_a_seg<T: crate::gemm::Code8>(
 
 /// The output stage on the stored tile, 16 columns at a time.
 #[target_feature(enable = "avx512f,avx512bw")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn finish(
-    c: *const i32,
-    rowsum: *const i32,
-    epi: &Epilogue,
-    n0: usize,
-    out: *mut u8,
-    ldc: usize,
-    rows: usize,
-    cols: usize,
-) {
+unsafe fn finish(c: *const i32, o: &TileOut) {
+    let (rowsum, epi, n0, out, ldc, rows, cols) =
+        (o.rowsum, o.epi, o.n0, o.out, o.ldc, o.rows, o.cols);
     if !epi.vector_ok {
         let acc = std::slice::from_raw_parts(c, MR * NR);
-        epi.finish_scalar(acc, NR, rowsum, n0, out, ldc, rows, cols);
+        epi.finish_scalar(acc, NR, o);
         return;
     }
     for i in 0..rows {

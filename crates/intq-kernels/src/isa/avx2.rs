@@ -12,7 +12,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::gemm::{lane8, Epilogue, ImplicitRows, Kernel};
+use crate::gemm::{field, DwRun, Epilogue, ImplicitRows, Kernel, Tile, TileOut};
 
 pub(crate) struct Avx2;
 
@@ -69,44 +69,15 @@ impl Kernel for Avx2 {
     fn b_elem(w: i8) -> i16 {
         w as i16
     }
-    unsafe fn tile(
-        c: *mut i32,
-        first: bool,
-        last: bool,
-        groups: usize,
-        a: *const i16,
-        b: *const i16,
-        rowsum: *const i32,
-        epi: &Epilogue,
-        n0: usize,
-        out: *mut u8,
-        ldc: usize,
-        rows: usize,
-        cols: usize,
-    ) {
-        tile(
-            c, first, last, groups, a, b, rowsum, epi, n0, out, ldc, rows, cols,
-        )
+    unsafe fn tile(t: &Tile<i16, i16>, o: &TileOut) {
+        tile(t, o)
     }
 }
 
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile(
-    c: *mut i32,
-    first: bool,
-    last: bool,
-    groups: usize,
-    a: *const i16,
-    b: *const i16,
-    rowsum: *const i32,
-    epi: &Epilogue,
-    n0: usize,
-    out: *mut u8,
-    ldc: usize,
-    rows: usize,
-    cols: usize,
-) {
+unsafe fn tile(t: &Tile<i16, i16>, o: &TileOut) {
+    let (c, first, last, groups, a, b) = (t.c, t.first, t.last, t.groups, t.a, t.b);
     let z = _mm256_setzero_si256();
     let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
     let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
@@ -149,7 +120,7 @@ unsafe fn tile(
         }
         return;
     }
-    finish_tile(&acc, rowsum, epi, n0, out, ldc, rows, cols);
+    finish_tile(&acc, o);
 }
 
 /// The output stage on a tile of raw accumulators, stored as codes (`rows x cols` at `out`,
@@ -157,16 +128,9 @@ unsafe fn tile(
 #[inline]
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn finish_tile(
-    acc: &[[__m256i; 2]; MR],
-    rowsum: *const i32,
-    epi: &Epilogue,
-    n0: usize,
-    out: *mut u8,
-    ldc: usize,
-    rows: usize,
-    cols: usize,
-) {
+unsafe fn finish_tile(acc: &[[__m256i; 2]; MR], o: &TileOut) {
+    let (rowsum, epi, n0, out, ldc, rows, cols) =
+        (o.rowsum, o.epi, o.n0, o.out, o.ldc, o.rows, o.cols);
     if epi.vector_ok && cols == NR && epi.zw_zero {
         // Whole rows of 16 columns of symmetric weights (the int8 scheme), two rows packed
         // together: 3 packs and a permute per 32 codes where `store16` takes 7 ops per 16.
@@ -238,7 +202,7 @@ unsafe fn finish_tile(
                 _mm256_storeu_si256(raw.as_mut_ptr().add(i * NR + 8 * h) as *mut __m256i, v);
             }
         }
-        epi.finish_scalar(&raw, NR, rowsum, n0, out, ldc, rows, cols);
+        epi.finish_scalar(&raw, NR, o);
     }
 }
 
@@ -256,18 +220,8 @@ impl crate::gemm::ImplicitKernel for Avx2 {
     ) {
         canon_row(codes, c, dst, sums)
     }
-    unsafe fn tile_implicit(
-        rows_a: &ImplicitRows<i16>,
-        b: *const i16,
-        rowsum: *const i32,
-        epi: &Epilogue,
-        n0: usize,
-        out: *mut u8,
-        ldc: usize,
-        rows: usize,
-        cols: usize,
-    ) {
-        tile_implicit(rows_a, b, rowsum, epi, n0, out, ldc, rows, cols)
+    unsafe fn tile_implicit(rows_a: &ImplicitRows<i16>, b: *const i16, o: &TileOut) {
+        tile_implicit(rows_a, b, o)
     }
 }
 
@@ -278,21 +232,11 @@ impl crate::gemm::ImplicitKernel for Avx2 {
 /// As [`crate::gemm::ImplicitKernel::tile_implicit`], on AVX2.
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_implicit(
-    rows_a: &ImplicitRows<i16>,
-    b: *const i16,
-    rowsum: *const i32,
-    epi: &Epilogue,
-    n0: usize,
-    out: *mut u8,
-    ldc: usize,
-    rows: usize,
-    cols: usize,
-) {
-    if cols <= NR / 2 {
-        tile_implicit_cols::<true>(rows_a, b, rowsum, epi, n0, out, ldc, rows, cols)
+unsafe fn tile_implicit(rows_a: &ImplicitRows<i16>, b: *const i16, o: &TileOut) {
+    if o.cols <= NR / 2 {
+        tile_implicit_cols::<true>(rows_a, b, o)
     } else {
-        tile_implicit_cols::<false>(rows_a, b, rowsum, epi, n0, out, ldc, rows, cols)
+        tile_implicit_cols::<false>(rows_a, b, o)
     }
 }
 
@@ -305,13 +249,7 @@ unsafe fn tile_implicit(
 unsafe fn tile_implicit_cols<const HALF: bool>(
     rows_a: &ImplicitRows<i16>,
     b: *const i16,
-    rowsum: *const i32,
-    epi: &Epilogue,
-    n0: usize,
-    out: *mut u8,
-    ldc: usize,
-    rows: usize,
-    cols: usize,
+    o: &TileOut,
 ) {
     let z = _mm256_setzero_si256();
     let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
@@ -353,7 +291,7 @@ unsafe fn tile_implicit_cols<const HALF: bool>(
         [c40, c41],
         [c50, c51],
     ];
-    finish_tile(&acc, rowsum, epi, n0, out, ldc, rows, cols);
+    finish_tile(&acc, o);
 }
 
 /// One row of a padded canonical image: `codes` mapped to canonical u8 and widened to int16,
@@ -481,7 +419,7 @@ unsafe fn requant(acc: __m256i, rowsum: __m256i, epi: &Epilogue, n: usize) -> __
         // Symmetric weights skip the two-uop, ten-cycle `vpmulld`.
         return requant_plain(acc, epi, n);
     }
-    let x = _mm256_sub_epi32(acc, _mm256_mullo_epi32(ld(lane8::ZW), rowsum));
+    let x = _mm256_sub_epi32(acc, _mm256_mullo_epi32(ld(field::ZW), rowsum));
     requant_plain(x, epi, n)
 }
 
@@ -490,7 +428,7 @@ unsafe fn requant(acc: __m256i, rowsum: __m256i, epi: &Epilogue, n: usize) -> __
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn requant_plain(acc: __m256i, epi: &Epilogue, n: usize) -> __m256i {
-    let colconst = lane(epi, lane8::COLCONST, n);
+    let colconst = lane(epi, field::COLCONST, n);
     scale_clamp(_mm256_add_epi32(acc, colconst), epi, n)
 }
 
@@ -501,14 +439,14 @@ unsafe fn requant_plain(acc: __m256i, epi: &Epilogue, n: usize) -> __m256i {
 unsafe fn scale_clamp(mut x: __m256i, epi: &Epilogue, n: usize) -> __m256i {
     let ld = |f: usize| lane(epi, f, n);
     if !epi.lshift_zero {
-        x = _mm256_sllv_epi32(x, ld(lane8::LSHIFT));
+        x = _mm256_sllv_epi32(x, ld(field::LSHIFT));
     }
     // SaturatingRoundingDoublingHighMul = floor((x m0 + 2^30) / 2^31): bits 31..62 of the
     // 64-bit sum, taken from even and odd lanes separately.
     let nudge = _mm256_set1_epi64x(1 << 30);
-    let even = _mm256_add_epi64(_mm256_mul_epi32(x, ld(lane8::M0)), nudge);
+    let even = _mm256_add_epi64(_mm256_mul_epi32(x, ld(field::M0)), nudge);
     let odd = _mm256_add_epi64(
-        _mm256_mul_epi32(_mm256_srli_epi64::<32>(x), ld(lane8::M0_ODD)),
+        _mm256_mul_epi32(_mm256_srli_epi64::<32>(x), ld(field::M0_ODD)),
         nudge,
     );
     x = _mm256_blend_epi32::<0b1010_1010>(
@@ -518,40 +456,38 @@ unsafe fn scale_clamp(mut x: __m256i, epi: &Epilogue, n: usize) -> __m256i {
     if epi.clamp_first {
         // The clamp first, then RoundingDivideByPOT as one rounded shift (see
         // `Epilogue::clamp_first`): four ops where the divide took six, and no clamp after it.
-        x = _mm256_max_epi32(x, ld(lane8::PRE_LO));
-        x = _mm256_min_epi32(x, ld(lane8::PRE_HI));
+        x = _mm256_max_epi32(x, ld(field::PRE_LO));
+        x = _mm256_min_epi32(x, ld(field::PRE_HI));
         let t = _mm256_add_epi32(
-            _mm256_add_epi32(x, ld(lane8::RROUND)),
+            _mm256_add_epi32(x, ld(field::RROUND)),
             _mm256_srai_epi32::<31>(x),
         );
         return _mm256_add_epi32(
-            _mm256_srav_epi32(t, ld(lane8::RSHIFT)),
+            _mm256_srav_epi32(t, ld(field::RSHIFT)),
             _mm256_set1_epi32(epi.zout),
         );
     }
     // RoundingDivideByPOT: (x >> e) + (x & mask > mask / 2 + (x < 0)).
-    let rem = _mm256_and_si256(x, ld(lane8::RMASK));
+    let rem = _mm256_and_si256(x, ld(field::RMASK));
     let neg = _mm256_cmpgt_epi32(_mm256_setzero_si256(), x);
-    let threshold = _mm256_sub_epi32(ld(lane8::RHALF), neg);
+    let threshold = _mm256_sub_epi32(ld(field::RHALF), neg);
     let round = _mm256_cmpgt_epi32(rem, threshold);
-    x = _mm256_sub_epi32(_mm256_srav_epi32(x, ld(lane8::RSHIFT)), round);
+    x = _mm256_sub_epi32(_mm256_srav_epi32(x, ld(field::RSHIFT)), round);
     // clamp(sat(x + z), cmin, cmax) == clamp(x, cmin - z, cmax - z) + z.
     x = _mm256_max_epi32(x, _mm256_set1_epi32(epi.lo));
     x = _mm256_min_epi32(x, _mm256_set1_epi32(epi.hi));
     _mm256_add_epi32(x, _mm256_set1_epi32(epi.zout))
 }
 
-/// Field `f` of [`Epilogue::lanes8`] for the 8 columns from `n` (a multiple of 8).
+/// Field `f` of [`Epilogue::lanes`] (laid out 8 columns wide, as this tier's table asks) for
+/// the 8 columns from `n` (a multiple of 8).
+///
+/// # Safety
+/// The CPU has AVX2; `epi` was laid out 8 wide and covers column `n + 7`.
 #[inline(always)]
 unsafe fn lane(epi: &Epilogue, f: usize, n: usize) -> __m256i {
-    debug_assert!(
-        n.is_multiple_of(8) && (n / 8 * crate::gemm::LANE8_FIELDS + f + 1) * 8 <= epi.lanes8.len()
-    );
-    _mm256_loadu_si256(
-        epi.lanes8
-            .as_ptr()
-            .add((n / 8 * crate::gemm::LANE8_FIELDS + f) * 8) as *const __m256i,
-    )
+    debug_assert!(n.is_multiple_of(8) && (n / 8 * field::COUNT + f + 1) * 8 <= epi.lanes.len());
+    _mm256_loadu_si256(epi.lanes.as_ptr().add((n / 8 * field::COUNT + f) * 8) as *const __m256i)
 }
 
 /// Stores the low byte of the first `count` lanes.
@@ -728,67 +664,9 @@ pub(crate) unsafe fn add_same_shape<T: crate::gemm::Code8>(
     }
 }
 
-/// Depthwise taps in the layout [`dw_run`] reads: per block of 16 channels and per pair of
-/// taps `(t0, t1) = (2p, 2p + 1)`, 32 int16 values: the `(w[t0][c], w[t1][c])` pairs of channels
-/// 0-3 and 8-11 of the block, then those of 4-7 and 12-15 (the order `vpunpck{l,h}wd` gives the
-/// activations). Missing taps and channels are 0. `None` when a tap `w - Z_w` does not fit
-/// int16 (then `vpmaddwd` could not take it).
-pub(crate) fn dw_pairs(taps: &[i32], ntaps: usize, oc: usize) -> Option<Vec<i16>> {
-    if taps.iter().any(|&t| i16::try_from(t).is_err()) {
-        return None;
-    }
-    let (blocks, pairs) = (oc.div_ceil(16), ntaps.div_ceil(2));
-    let mut out = vec![0i16; blocks * pairs * 32];
-    const ORDER: [usize; 16] = [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15];
-    for cb in 0..blocks {
-        for p in 0..pairs {
-            for (lane, &ch) in ORDER.iter().enumerate() {
-                let c = cb * 16 + ch;
-                for h in 0..2 {
-                    let t = 2 * p + h;
-                    if c < oc && t < ntaps {
-                        out[((cb * pairs + p) * 16 + lane) * 2 + h] = taps[t * oc + c] as i16;
-                    }
-                }
-            }
-        }
-    }
-    Some(out)
-}
-
-/// What the depthwise pair kernels ([`dw_run`] and the AVX-512 tiers' `dw_run`) add to a
-/// plain epilogue: the input zero point is folded into the bias, so no tap subtracts it.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct DwConsts {
-    /// `Z_in` as the activations are widened (`x` for uint8, the signed code for int8), which
-    /// is also what a padded tap reads: its `(x - Z_in) w` is then 0, as the reference skips it.
-    pub(crate) zin: i16,
-    /// `bias - Z_in Σ_t w_t`, wrapping, padded to whole blocks of 16 channels:
-    /// `Σ_t (x_t - Z_in) w_t == Σ_t x_t w_t - Z_in Σ_t w_t` modulo 2^32, so the taps need no
-    /// per-tap subtraction. It takes the place of the epilogue's `colconst`.
-    pub(crate) bias: Vec<i32>,
-}
-
-impl DwConsts {
-    /// `taps` is `w - Z_w`, `[ntaps][oc]`; `epi` a vector-ready plain epilogue over `oc`
-    /// channels; `zin` the input zero point, which must fit int16 (`None` otherwise).
-    pub(crate) fn new(
-        taps: &[i32],
-        ntaps: usize,
-        oc: usize,
-        epi: &Epilogue,
-        zin: i32,
-    ) -> Option<Self> {
-        let zin16 = i16::try_from(zin).ok()?;
-        debug_assert!(epi.vector_ok && taps.len() == ntaps * oc);
-        let np = oc.div_ceil(16) * 16;
-        let mut bias = epi.colconst[..np].to_vec();
-        for c in 0..oc {
-            let sum = (0..ntaps).fold(0i32, |s, t| s.wrapping_add(taps[t * oc + c]));
-            bias[c] = bias[c].wrapping_sub(zin.wrapping_mul(sum));
-        }
-        Some(DwConsts { zin: zin16, bias })
-    }
+/// The AVX2 pair kernel reads [`crate::gemm::depthwise::dw_pairs`]'s 16-channel layout as it is.
+pub(crate) fn dw_layout(pairs16: &[i16], _ntaps: usize, _oc: usize) -> Vec<i16> {
+    pairs16.to_vec()
 }
 
 /// A run of `npix` output pixels of a depthwise convolution with depth multiplier 1, pixel `i`'s
@@ -808,44 +686,39 @@ impl DwConsts {
 /// inside `input`; `pairs` is [`dw_pairs`] of the plan (`ntaps`, `oc`); `k` is [`DwConsts`] of
 /// the plan and `epi` its vector-ready epilogue; `out.len() == npix * oc`.
 #[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn dw_run<T: crate::gemm::Code8>(
-    input: &[T],
+    dw: &DwRun<T>,
     offsets: &[usize],
-    step: usize,
     npix: usize,
-    ntaps: usize,
-    oc: usize,
-    pairs: &[i16],
-    k: &DwConsts,
-    epi: &Epilogue,
     out: &mut [u8],
 ) {
-    debug_assert!(offsets.len() >= ntaps && out.len() == npix * oc);
-    if ntaps == 9 {
-        dw_run_n::<T, 9>(input, offsets, step, npix, 9, oc, pairs, k, epi, out)
+    debug_assert!(offsets.len() >= dw.ntaps && out.len() == npix * dw.oc);
+    if dw.ntaps == 9 {
+        dw_run_n::<T, 9>(dw, offsets, npix, out)
     } else {
-        dw_run_n::<T, 0>(input, offsets, step, npix, ntaps, oc, pairs, k, epi, out)
+        dw_run_n::<T, 0>(dw, offsets, npix, out)
     }
 }
 
 /// [`dw_run`] with `N` taps (`N == ntaps`, or 0 for any count).
 #[inline]
 #[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn dw_run_n<T: crate::gemm::Code8, const N: usize>(
-    input: &[T],
+    dw: &DwRun<T>,
     offsets: &[usize],
-    step: usize,
     npix: usize,
-    ntaps: usize,
-    oc: usize,
-    pairs: &[i16],
-    k: &DwConsts,
-    epi: &Epilogue,
     out: &mut [u8],
 ) {
-    let ntaps = if N > 0 { N } else { ntaps };
+    let DwRun {
+        input,
+        step,
+        oc,
+        pairs,
+        k,
+        epi,
+        ..
+    } = *dw;
+    let ntaps = if N > 0 { N } else { dw.ntaps };
     let npairs = ntaps.div_ceil(2);
     let src = input.as_ptr() as *const u8;
     let zin = _mm256_set1_epi16(k.zin);
@@ -927,16 +800,16 @@ unsafe fn dw_run_n<T: crate::gemm::Code8, const N: usize>(
 /// it eight lanes wide; same operations, same bits).
 ///
 /// # Safety
-/// The CPU has AVX2; `fq` (and with `MASK`, `mask`) are as long as `x`.
+/// The CPU has AVX2; `fq` (and `mask`, if any) are as long as `x`.
 #[target_feature(enable = "avx2")]
-pub(crate) unsafe fn requant_fake_quant<const MASK: bool>(
+pub(crate) unsafe fn fake_quant(
     k: &crate::qat::RequantFakeQuant,
     e: i32,
     x: &[f32],
     fq: &mut [f32],
-    mask: &mut [u8],
+    mask: Option<&mut [u8]>,
 ) -> bool {
-    crate::qat::requant_fake_quant::<MASK>(k, e, x, fq, mask)
+    crate::qat::fake_quant_body(k, e, x, fq, mask)
 }
 
 #[cfg(test)]

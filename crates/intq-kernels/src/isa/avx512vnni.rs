@@ -8,8 +8,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::gemm::{Epilogue, ImplicitRows, Kernel};
-use crate::isa::avx2::DwConsts;
+use crate::gemm::{field, DwRun, Epilogue, ImplicitRows, Kernel, Tile, TileOut};
 
 pub(crate) struct Vnni;
 
@@ -40,44 +39,15 @@ impl Kernel for Vnni {
     ) -> u32 {
         pack_a_seg(src, panel, i, k0)
     }
-    unsafe fn tile(
-        c: *mut i32,
-        first: bool,
-        last: bool,
-        groups: usize,
-        a: *const u8,
-        b: *const i8,
-        rowsum: *const i32,
-        epi: &Epilogue,
-        n0: usize,
-        out: *mut u8,
-        ldc: usize,
-        rows: usize,
-        cols: usize,
-    ) {
-        tile(
-            c, first, last, groups, a, b, rowsum, epi, n0, out, ldc, rows, cols,
-        )
+    unsafe fn tile(t: &Tile<u8, i8>, o: &TileOut) {
+        tile(t, o)
     }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile(
-    c: *mut i32,
-    first: bool,
-    last: bool,
-    groups: usize,
-    a: *const u8,
-    b: *const i8,
-    rowsum: *const i32,
-    epi: &Epilogue,
-    n0: usize,
-    out: *mut u8,
-    ldc: usize,
-    rows: usize,
-    cols: usize,
-) {
+unsafe fn tile(t: &Tile<u8, i8>, o: &TileOut) {
+    let (c, first, last, groups, a, b) = (t.c, t.first, t.last, t.groups, t.a, t.b);
     let mut acc = [[_mm512_setzero_si512(); 2]; MR];
     if !first {
         for (i, acc_i) in acc.iter_mut().enumerate() {
@@ -106,22 +76,15 @@ unsafe fn tile(
         }
         return;
     }
-    finish_tile(&acc, rowsum, epi, n0, out, ldc, rows, cols);
+    finish_tile(&acc, o);
 }
 
 /// The output stage on a tile's accumulators, stored as `rows x cols` codes at `out`.
 #[target_feature(enable = "avx512f,avx512bw")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn finish_tile(
-    acc: &[[__m512i; 2]; MR],
-    rowsum: *const i32,
-    epi: &Epilogue,
-    n0: usize,
-    out: *mut u8,
-    ldc: usize,
-    rows: usize,
-    cols: usize,
-) {
+unsafe fn finish_tile(acc: &[[__m512i; 2]; MR], o: &TileOut) {
+    let (rowsum, epi, n0, out, ldc, rows, cols) =
+        (o.rowsum, o.epi, o.n0, o.out, o.ldc, o.rows, o.cols);
     if epi.vector_ok {
         for (i, acc_i) in acc.iter().enumerate() {
             if i >= rows {
@@ -145,19 +108,32 @@ unsafe fn finish_tile(
                 _mm512_storeu_si512(raw.as_mut_ptr().add(i * NR + 16 * h) as *mut __m512i, v);
             }
         }
-        epi.finish_scalar(&raw, NR, rowsum, n0, out, ldc, rows, cols);
+        epi.finish_scalar(&raw, NR, o);
     }
 }
 
+/// Field `f` of [`Epilogue::lanes`] (laid out 16 columns wide, as this tier's table asks) for
+/// the 16 columns from `n` (a multiple of 16).
+///
+/// # Safety
+/// The CPU has AVX-512 F; `epi` was laid out 16 wide and covers column `n + 15`.
+#[inline(always)]
+unsafe fn lane(epi: &Epilogue, f: usize, n: usize) -> __m512i {
+    debug_assert!(n.is_multiple_of(16) && (n / 16 * field::COUNT + f + 1) * 16 <= epi.lanes.len());
+    _mm512_loadu_si512(epi.lanes.as_ptr().add((n / 16 * field::COUNT + f) * 16) as *const __m512i)
+}
+
 /// The output stage on 16 columns starting at `n`; the same steps as the AVX2 tier's.
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW; `epi` is vector-ready, laid out 16 wide, and covers `n + 15`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
 pub(crate) unsafe fn requant(acc: __m512i, rowsum: __m512i, epi: &Epilogue, n: usize) -> __m512i {
-    let ld = |v: &Vec<i32>| _mm512_loadu_si512(v.as_ptr().add(n) as *const __m512i);
-    let mut x = _mm512_add_epi32(acc, ld(&epi.colconst));
+    let mut x = _mm512_add_epi32(acc, lane(epi, field::COLCONST, n));
     if !epi.zw_zero {
         // Symmetric weights (every `zw` 0) skip the two-uop, ten-cycle `vpmulld`.
-        x = _mm512_sub_epi32(x, _mm512_mullo_epi32(ld(&epi.zw), rowsum));
+        x = _mm512_sub_epi32(x, _mm512_mullo_epi32(lane(epi, field::ZW, n), rowsum));
     }
     scale_clamp(x, epi, n)
 }
@@ -166,14 +142,14 @@ pub(crate) unsafe fn requant(acc: __m512i, rowsum: __m512i, epi: &Epilogue, n: u
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn scale_clamp(mut x: __m512i, epi: &Epilogue, n: usize) -> __m512i {
-    let ld = |v: &Vec<i32>| _mm512_loadu_si512(v.as_ptr().add(n) as *const __m512i);
+    let ld = |f: usize| lane(epi, f, n);
     if !epi.lshift_zero {
-        x = _mm512_sllv_epi32(x, ld(&epi.lshift));
+        x = _mm512_sllv_epi32(x, ld(field::LSHIFT));
     }
     let nudge = _mm512_set1_epi64(1 << 30);
-    let even = _mm512_add_epi64(_mm512_mul_epi32(x, ld(&epi.m0)), nudge);
+    let even = _mm512_add_epi64(_mm512_mul_epi32(x, ld(field::M0)), nudge);
     let odd = _mm512_add_epi64(
-        _mm512_mul_epi32(_mm512_srli_epi64::<32>(x), ld(&epi.m0_odd)),
+        _mm512_mul_epi32(_mm512_srli_epi64::<32>(x), ld(field::M0_ODD)),
         nudge,
     );
     x = _mm512_mask_blend_epi32(
@@ -181,13 +157,27 @@ unsafe fn scale_clamp(mut x: __m512i, epi: &Epilogue, n: usize) -> __m512i {
         _mm512_srli_epi64::<31>(even),
         _mm512_slli_epi64::<1>(odd),
     );
+    if epi.clamp_first {
+        // The clamp first, then RoundingDivideByPOT as one rounded shift (see
+        // `Epilogue::clamp_first`): no compare masks and no clamp after the divide.
+        x = _mm512_max_epi32(x, ld(field::PRE_LO));
+        x = _mm512_min_epi32(x, ld(field::PRE_HI));
+        let t = _mm512_add_epi32(
+            _mm512_add_epi32(x, ld(field::RROUND)),
+            _mm512_srai_epi32::<31>(x),
+        );
+        return _mm512_add_epi32(
+            _mm512_srav_epi32(t, ld(field::RSHIFT)),
+            _mm512_set1_epi32(epi.zout),
+        );
+    }
     let one = _mm512_set1_epi32(1);
-    let rem = _mm512_and_si512(x, ld(&epi.rmask));
+    let rem = _mm512_and_si512(x, ld(field::RMASK));
     let neg = _mm512_cmplt_epi32_mask(x, _mm512_setzero_si512());
-    let half = ld(&epi.rhalf);
+    let half = ld(field::RHALF);
     let threshold = _mm512_mask_add_epi32(half, neg, half, one);
     let round = _mm512_cmpgt_epi32_mask(rem, threshold);
-    let q = _mm512_srav_epi32(x, ld(&epi.rshift));
+    let q = _mm512_srav_epi32(x, ld(field::RSHIFT));
     x = _mm512_mask_add_epi32(q, round, q, one);
     x = _mm512_max_epi32(x, _mm512_set1_epi32(epi.lo));
     x = _mm512_min_epi32(x, _mm512_set1_epi32(epi.hi));
@@ -292,18 +282,8 @@ impl crate::gemm::ImplicitKernel for Vnni {
     ) {
         canon_row(codes, c, dst, sums)
     }
-    unsafe fn tile_implicit(
-        rows_a: &ImplicitRows<u8>,
-        b: *const i8,
-        rowsum: *const i32,
-        epi: &Epilogue,
-        n0: usize,
-        out: *mut u8,
-        ldc: usize,
-        rows: usize,
-        cols: usize,
-    ) {
-        tile_implicit(rows_a, b, rowsum, epi, n0, out, ldc, rows, cols)
+    unsafe fn tile_implicit(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
+        tile_implicit(rows_a, b, o)
     }
 }
 
@@ -314,17 +294,7 @@ impl crate::gemm::ImplicitKernel for Vnni {
 /// As [`crate::gemm::ImplicitKernel::tile_implicit`], on AVX-512 VNNI.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_implicit(
-    rows_a: &ImplicitRows<u8>,
-    b: *const i8,
-    rowsum: *const i32,
-    epi: &Epilogue,
-    n0: usize,
-    out: *mut u8,
-    ldc: usize,
-    rows: usize,
-    cols: usize,
-) {
+unsafe fn tile_implicit(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
     let mut acc = [[_mm512_setzero_si512(); 2]; MR];
     let base = &rows_a.base[..MR];
     let mut bp = b;
@@ -342,7 +312,7 @@ unsafe fn tile_implicit(
             }
         }
     }
-    finish_tile(&acc, rowsum, epi, n0, out, ldc, rows, cols);
+    finish_tile(&acc, o);
 }
 
 /// One row of a padded canonical u8 image: `codes` mapped to canonical u8 (`^ 0x80` for int8),
@@ -515,12 +485,12 @@ pub(crate) unsafe fn add_same_shape<T: crate::gemm::Code8>(
     }
 }
 
-/// Depthwise taps in the layout [`dw_run`] reads, made from AVX2's 16-channel layout
-/// `pairs16` ([`crate::isa::avx2::dw_pairs`]): per block of 32 channels and pair of taps, 64
+/// Depthwise taps in the layout [`dw_run`] reads (this tier's table's `dw_layout`), made from
+/// the 16-channel layout `pairs16` ([`crate::gemm::depthwise::dw_pairs`]): per block of 32 channels and pair of taps, 64
 /// int16: the `vpunpcklwd` halves of the two 16-channel blocks, then their `vpunpckhwd` halves.
 /// A 512-bit unpack works lane by lane, so its low half of 32 channels is channels 0-3, 8-11,
 /// 16-19, 24-27: the first block's low half followed by the second's. Missing blocks are 0.
-pub(crate) fn dw_pairs(pairs16: &[i16], ntaps: usize, oc: usize) -> Vec<i16> {
+pub(crate) fn dw_layout(pairs16: &[i16], ntaps: usize, oc: usize) -> Vec<i16> {
     let (blocks16, npairs) = (oc.div_ceil(16), ntaps.div_ceil(2));
     let blocks32 = oc.div_ceil(32);
     let mut out = vec![0i16; blocks32 * npairs * 64];
@@ -542,54 +512,50 @@ pub(crate) fn dw_pairs(pairs16: &[i16], ntaps: usize, oc: usize) -> Vec<i16> {
 }
 
 /// A run of `npix` output pixels of a depthwise convolution with depth multiplier 1: AVX2's
-/// [`crate::isa::avx2::dw_run`] (same contract, same exactness argument: codes widened as they
-/// are, `Z_in` folded into [`DwConsts::bias`], a padded tap reading `Z_in`) on 512-bit vectors,
-/// 32 channels per block, finished 16 channels at a time.
+/// `dw_run` (same contract, same exactness argument: codes widened as they are, `Z_in` folded
+/// into [`crate::gemm::depthwise::DwConsts::bias`], a padded tap reading `Z_in`) on 512-bit vectors, 32
+/// channels per block, finished 16 channels at a time.
 ///
 /// # Safety
-/// AVX-512 F/BW are available; `offsets` holds `ntaps` entries, each `usize::MAX` (padded for
-/// the whole run) or such that every `offsets[t] + i * step` (`i < npix`) starts a pixel of `oc`
-/// codes inside `input`; `pairs` is [`dw_pairs`] of the plan (`ntaps`, `oc`); `k` is
-/// [`DwConsts`] of the plan and `epi` its vector-ready epilogue; `out.len() == npix * oc`.
+/// AVX-512 F/BW are available; `offsets` holds `dw.ntaps` entries, each `usize::MAX` (padded
+/// for the whole run) or such that every `offsets[t] + i * dw.step` (`i < npix`) starts a pixel
+/// of `dw.oc` codes inside `dw.input`; `dw.pairs` is [`dw_layout`] of the plan's taps; `dw.k`
+/// is the plan's `DwConsts` and `dw.epi` its vector-ready epilogue, laid out 16 wide;
+/// `out.len() == npix * dw.oc`.
 #[target_feature(enable = "avx512f,avx512bw")]
-#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn dw_run<T: crate::gemm::Code8>(
-    input: &[T],
+    dw: &DwRun<T>,
     offsets: &[usize],
-    step: usize,
     npix: usize,
-    ntaps: usize,
-    oc: usize,
-    pairs: &[i16],
-    k: &DwConsts,
-    epi: &Epilogue,
     out: &mut [u8],
 ) {
-    debug_assert!(offsets.len() >= ntaps && out.len() == npix * oc);
-    if ntaps == 9 {
-        dw_run_n::<T, 9>(input, offsets, step, npix, 9, oc, pairs, k, epi, out)
+    debug_assert!(offsets.len() >= dw.ntaps && out.len() == npix * dw.oc);
+    if dw.ntaps == 9 {
+        dw_run_n::<T, 9>(dw, offsets, npix, out)
     } else {
-        dw_run_n::<T, 0>(input, offsets, step, npix, ntaps, oc, pairs, k, epi, out)
+        dw_run_n::<T, 0>(dw, offsets, npix, out)
     }
 }
 
 /// [`dw_run`] with `N` taps (`N == ntaps`, or 0 for any count).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn dw_run_n<T: crate::gemm::Code8, const N: usize>(
-    input: &[T],
+    dw: &DwRun<T>,
     offsets: &[usize],
-    step: usize,
     npix: usize,
-    ntaps: usize,
-    oc: usize,
-    pairs: &[i16],
-    k: &DwConsts,
-    epi: &Epilogue,
     out: &mut [u8],
 ) {
-    let ntaps = if N > 0 { N } else { ntaps };
+    let DwRun {
+        input,
+        step,
+        oc,
+        pairs,
+        k,
+        epi,
+        ..
+    } = *dw;
+    let ntaps = if N > 0 { N } else { dw.ntaps };
     let npairs = ntaps.div_ceil(2);
     let src = input.as_ptr() as *const u8;
     let zin = _mm512_set1_epi16(k.zin);
@@ -677,8 +643,8 @@ mod tests {
             let taps: Vec<i32> = (0..ntaps * oc)
                 .map(|i| (i as i32 * 37) % 601 - 300)
                 .collect();
-            let p16 = crate::isa::avx2::dw_pairs(&taps, ntaps, oc).unwrap();
-            let p32 = super::dw_pairs(&p16, ntaps, oc);
+            let p16 = crate::gemm::depthwise::dw_pairs(&taps, ntaps, oc).unwrap();
+            let p32 = super::dw_layout(&p16, ntaps, oc);
             let npairs = ntaps.div_ceil(2);
             assert_eq!(p32.len(), oc.div_ceil(32) * npairs * 64);
             for c in 0..oc {

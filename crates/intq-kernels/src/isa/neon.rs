@@ -17,7 +17,7 @@
 
 use std::arch::aarch64::*;
 
-use crate::gemm::{Code8, Epilogue, ImplicitRows, Kernel};
+use crate::gemm::{Code8, Epilogue, ImplicitRows, Kernel, Tile, TileOut};
 
 pub(crate) struct NeonDot;
 
@@ -75,24 +75,8 @@ impl Kernel for NeonDot {
     unsafe fn pack_a_seg<T: Code8>(src: &[T], panel: &mut [i8], i: usize, k0: usize) -> u32 {
         pack_a_seg(src, panel, i, k0)
     }
-    unsafe fn tile(
-        c: *mut i32,
-        first: bool,
-        last: bool,
-        groups: usize,
-        a: *const i8,
-        b: *const i8,
-        rowsum: *const i32,
-        epi: &Epilogue,
-        n0: usize,
-        out: *mut u8,
-        ldc: usize,
-        rows: usize,
-        cols: usize,
-    ) {
-        tile(
-            c, first, last, groups, a, b, rowsum, epi, n0, out, ldc, rows, cols,
-        )
+    unsafe fn tile(t: &Tile<i8, i8>, o: &TileOut) {
+        tile(t, o)
     }
 }
 
@@ -103,21 +87,8 @@ impl Kernel for NeonDot {
 /// As [`Kernel::tile`], with `dotprod`.
 #[target_feature(enable = "neon,dotprod")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile(
-    c: *mut i32,
-    first: bool,
-    last: bool,
-    groups: usize,
-    a: *const i8,
-    b: *const i8,
-    rowsum: *const i32,
-    epi: &Epilogue,
-    n0: usize,
-    out: *mut u8,
-    ldc: usize,
-    rows: usize,
-    cols: usize,
-) {
+unsafe fn tile(t: &Tile<i8, i8>, o: &TileOut) {
+    let (c, first, last, groups, a, b) = (t.c, t.first, t.last, t.groups, t.a, t.b);
     let mut acc = [[vdupq_n_s32(0); 2]; MR];
     if !first {
         for (i, acc_i) in acc.iter_mut().enumerate() {
@@ -158,7 +129,7 @@ unsafe fn tile(
         }
         return;
     }
-    finish_tile(&acc, rowsum, epi, n0, out, ldc, rows, cols);
+    finish_tile(&acc, o);
 }
 
 /// Codes `k0 ..` of row `i` of a packed A panel (groups of 4 codes of each of the 8 rows, as
@@ -360,16 +331,9 @@ unsafe fn store_prefix(out: *mut u8, v: int8x8_t, n: usize) {
 /// The output stage on a tile's accumulators, stored as `rows x cols` codes at `out`.
 #[target_feature(enable = "neon")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn finish_tile(
-    acc: &[[int32x4_t; 2]; MR],
-    rowsum: *const i32,
-    epi: &Epilogue,
-    n0: usize,
-    out: *mut u8,
-    ldc: usize,
-    rows: usize,
-    cols: usize,
-) {
+unsafe fn finish_tile(acc: &[[int32x4_t; 2]; MR], o: &TileOut) {
+    let (rowsum, epi, n0, out, ldc, rows, cols) =
+        (o.rowsum, o.epi, o.n0, o.out, o.ldc, o.rows, o.cols);
     if !epi.vector_ok {
         let mut raw = [0i32; MR * NR];
         for (i, acc_i) in acc.iter().enumerate() {
@@ -377,7 +341,7 @@ unsafe fn finish_tile(
                 vst1q_s32(raw.as_mut_ptr().add(i * NR + 4 * h), v);
             }
         }
-        epi.finish_scalar(&raw, NR, rowsum, n0, out, ldc, rows, cols);
+        epi.finish_scalar(&raw, NR, o);
         return;
     }
     let k = [Cols4::load(epi, n0), Cols4::load(epi, n0 + 4)];
@@ -430,18 +394,8 @@ impl crate::gemm::ImplicitKernel for NeonDot {
     unsafe fn canon_row<T: Code8>(codes: &[T], c: usize, dst: &mut [i8], sums: &mut [i32]) {
         canon_row(codes, c, dst, sums)
     }
-    unsafe fn tile_implicit(
-        rows_a: &ImplicitRows<i8>,
-        b: *const i8,
-        rowsum: *const i32,
-        epi: &Epilogue,
-        n0: usize,
-        out: *mut u8,
-        ldc: usize,
-        rows: usize,
-        cols: usize,
-    ) {
-        tile_implicit(rows_a, b, rowsum, epi, n0, out, ldc, rows, cols)
+    unsafe fn tile_implicit(rows_a: &ImplicitRows<i8>, b: *const i8, o: &TileOut) {
+        tile_implicit(rows_a, b, o)
     }
 }
 
@@ -453,17 +407,7 @@ impl crate::gemm::ImplicitKernel for NeonDot {
 /// As [`crate::gemm::ImplicitKernel::tile_implicit`], with `dotprod`.
 #[target_feature(enable = "neon,dotprod")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_implicit(
-    rows_a: &ImplicitRows<i8>,
-    b: *const i8,
-    rowsum: *const i32,
-    epi: &Epilogue,
-    n0: usize,
-    out: *mut u8,
-    ldc: usize,
-    rows: usize,
-    cols: usize,
-) {
+unsafe fn tile_implicit(rows_a: &ImplicitRows<i8>, b: *const i8, o: &TileOut) {
     let mut acc = [[vdupq_n_s32(0); 2]; MR];
     let base = &rows_a.base[..MR];
     let mut bp = b;
@@ -482,7 +426,7 @@ unsafe fn tile_implicit(
             }
         }
     }
-    finish_tile(&acc, rowsum, epi, n0, out, ldc, rows, cols);
+    finish_tile(&acc, o);
 }
 
 /// One row of a padded image of s8 codes `a' - 128` (the canonical u8 flipped; for int8 input

@@ -1,7 +1,7 @@
 //! The portable tier: the packed GEMM's micro-kernel in plain Rust (any CPU), the layout of the
 //! VNNI tier (groups of 4 k) with a scalar epilogue.
 
-use crate::gemm::{Epilogue, Kernel};
+use crate::gemm::{Kernel, Tile, TileOut};
 
 pub(crate) struct Portable;
 
@@ -21,21 +21,8 @@ impl Kernel for Portable {
     fn b_elem(w: i8) -> i8 {
         w
     }
-    unsafe fn tile(
-        c: *mut i32,
-        first: bool,
-        last: bool,
-        groups: usize,
-        a: *const u8,
-        b: *const i8,
-        rowsum: *const i32,
-        epi: &Epilogue,
-        n0: usize,
-        out: *mut u8,
-        ldc: usize,
-        rows: usize,
-        cols: usize,
-    ) {
+    unsafe fn tile(t: &Tile<u8, i8>, o: &TileOut) {
+        let (c, first, last, groups, a, b) = (t.c, t.first, t.last, t.groups, t.a, t.b);
         let a = std::slice::from_raw_parts(a, groups * MR * KG);
         let b = std::slice::from_raw_parts(b, groups * NR * KG);
         let mut acc = [0i32; MR * NR];
@@ -58,6 +45,6 @@ impl Kernel for Portable {
             std::slice::from_raw_parts_mut(c, MR * NR).copy_from_slice(&acc);
             return;
         }
-        epi.finish_scalar(&acc, NR, rowsum, n0, out, ldc, rows, cols);
+        o.epi.finish_scalar(&acc, NR, o);
     }
 }

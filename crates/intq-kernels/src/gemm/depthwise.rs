@@ -1,0 +1,461 @@
+//! Depthwise convolution on the fast tiers: direct, for every output pixel the window's taps
+//! accumulated across channels (contiguous in NHWC, so the loop vectorizes), the row finished by
+//! the tier's vector output stage; with depth multiplier 1 on the x86 tiers, the pair kernels
+//! (`vpmaddwd` on two taps at once, the input zero point folded into the bias).
+//!
+//! The pair kernels' tap layout and constants ([`dw_pairs`], [`DwConsts`]) are plain data made
+//! here for every tier that has one; each tier derives its own layout from [`dw_pairs`] through
+//! its table's `dw_layout`.
+
+use super::{Code8, Epilogue, Kernels};
+use crate::isa::Isa;
+use crate::{ConvParams, OutputStage};
+
+/// A depthwise convolution with its filter widened and zero-point-shifted once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DepthwisePlan {
+    kernels: &'static Kernels,
+    /// `w - Z_w[c]` per tap and output channel, `[kh * kw][out_c]`, wrapping.
+    taps: Vec<i32>,
+    filter_shape: [usize; 4],
+    depth_multiplier: usize,
+    params: ConvParams,
+    input_zero_point: i32,
+    epi: Epilogue,
+    /// The pair kernel's data (the table's `dw_run`): the taps paired for `vpmaddwd` in the
+    /// tier's layout, and the output constants with `Z_in` folded into the bias; `None` unless
+    /// its preconditions hold (a tier with a pair kernel, depth multiplier 1, taps and `Z_in` in
+    /// int16, a vector epilogue).
+    pairs: Option<(Vec<i16>, DwConsts)>,
+}
+
+impl DepthwisePlan {
+    /// `filter` is `[1, kh, kw, out_c]` as the reference takes it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new<T: Code8>(
+        filter: &[T],
+        filter_shape: [usize; 4],
+        filter_zero_points: &[i32],
+        depth_multiplier: usize,
+        input_zero_point: i32,
+        params: &ConvParams,
+        stage: &OutputStage,
+        isa: Isa,
+    ) -> DepthwisePlan {
+        let kernels = Kernels::of(isa);
+        let [one, kh, kw, oc] = filter_shape;
+        assert_eq!(one, 1, "depthwise_conv2d: filter shape {filter_shape:?}");
+        assert_eq!(
+            filter.len(),
+            kh * kw * oc,
+            "depthwise_conv2d: filter length"
+        );
+        assert!(
+            depth_multiplier >= 1 && oc % depth_multiplier == 0,
+            "depthwise_conv2d: depth multiplier"
+        );
+        assert!(
+            filter_zero_points.len() == 1 || filter_zero_points.len() == oc,
+            "depthwise_conv2d: zero points"
+        );
+        assert!(
+            params.stride_h >= 1
+                && params.stride_w >= 1
+                && params.dilation_h >= 1
+                && params.dilation_w >= 1,
+            "depthwise_conv2d: strides and dilations must be at least 1"
+        );
+        let zp = |c: usize| filter_zero_points[if filter_zero_points.len() == 1 { 0 } else { c }];
+        let taps: Vec<i32> = filter
+            .iter()
+            .enumerate()
+            .map(|(i, w)| w.to_i32().wrapping_sub(zp(i % oc)))
+            .collect();
+        // Whole 16-lane vectors; padding columns are never stored.
+        let mut epi = Epilogue::plain(oc, 16, stage);
+        kernels.lay_out(&mut epi);
+        let pairs = match kernels.dw_layout {
+            Some(layout) if depth_multiplier == 1 && epi.vector_ok => dw_pairs(&taps, kh * kw, oc)
+                .and_then(|p| {
+                    let k = DwConsts::new(&taps, kh * kw, oc, &epi, input_zero_point)?;
+                    Some((layout(&p, kh * kw, oc), k))
+                }),
+            _ => None,
+        };
+        DepthwisePlan {
+            kernels,
+            taps,
+            filter_shape,
+            depth_multiplier,
+            params: *params,
+            input_zero_point,
+            epi,
+            pairs,
+        }
+    }
+
+    pub fn isa(&self) -> Isa {
+        self.kernels.isa()
+    }
+
+    /// Equal to `reference::depthwise_conv2d` with the same arguments.
+    pub fn run<T: Code8>(
+        &self,
+        input: &[T],
+        input_shape: [usize; 4],
+        output: &mut [T],
+        output_shape: [usize; 4],
+        threads: usize,
+    ) {
+        let [batches, in_h, in_w, in_c] = input_shape;
+        let [_, _, _, oc] = self.filter_shape;
+        let [ob, out_h, out_w, ooc] = output_shape;
+        assert_eq!(
+            in_c * self.depth_multiplier,
+            oc,
+            "depthwise_conv2d: input depth"
+        );
+        assert_eq!(
+            (ob, ooc),
+            (batches, oc),
+            "depthwise_conv2d: output shape {output_shape:?}"
+        );
+        assert_eq!(
+            input.len(),
+            batches * in_h * in_w * in_c,
+            "depthwise_conv2d: input length"
+        );
+        assert_eq!(
+            output.len(),
+            batches * out_h * out_w * oc,
+            "depthwise_conv2d: output length"
+        );
+        let row_len = out_w * oc;
+        let rows = batches * out_h;
+        let ops = self.kernels.ops::<T>();
+        let work = |(r, out_row): (usize, &mut [T])| {
+            if let (Some((pairs, k)), Some(run)) = (&self.pairs, ops.dw_run) {
+                let dw = DwRun {
+                    input,
+                    step: self.params.stride_w * in_c,
+                    ntaps: self.filter_shape[1] * self.filter_shape[2],
+                    oc,
+                    pairs,
+                    k,
+                    epi: &self.epi,
+                };
+                dw_row_pairs(self, &dw, run, input_shape, out_h, r, out_row);
+                return;
+            }
+            let mut acc = vec![0i32; oc];
+            // SAFETY: the table is this plan's tier's, which the CPU has (checked when the plan
+            // was made); the row and shapes are the ones `dw_row` takes (lengths checked above).
+            unsafe { (ops.dw_row)(self, input, input_shape, out_h, r, out_row, &mut acc) }
+        };
+        if oc == 0 || out_w == 0 {
+            return;
+        }
+        let out_ptr = super::SendPtr(output.as_mut_ptr() as *mut u8);
+        // One band of whole rows per thread: a task per row, or several bands per thread,
+        // adds hand-offs that the depthwise layers' little work per row cannot pay for.
+        let band = rows.div_ceil(threads.max(1));
+        super::parallel_for(threads, rows.div_ceil(band), &|t: usize| {
+            for r in t * band..((t + 1) * band).min(rows) {
+                let op = out_ptr;
+                // SAFETY: each row is written by one task only, inside `output` (length
+                // checked).
+                let out_row = unsafe {
+                    std::slice::from_raw_parts_mut((op.0 as *mut T).add(r * row_len), row_len)
+                };
+                work((r, out_row))
+            }
+        });
+    }
+}
+
+/// One output row of a depthwise convolution on a pair kernel: the row's pixels whose windows
+/// lie inside the input along x form one run whose tap offsets advance by a constant step,
+/// which the tier's `dw_run` takes whole; the border pixels are runs of one, their offsets
+/// found with the padded-tap checks.
+fn dw_row_pairs<T: Code8>(
+    plan: &DepthwisePlan,
+    dw: &DwRun<T>,
+    run: super::table::DwRunFn<T>,
+    input_shape: [usize; 4],
+    out_h: usize,
+    r: usize,
+    out_row: &mut [T],
+) {
+    let [_, in_h, in_w, in_c] = input_shape;
+    let [_, kh, kw, oc] = plan.filter_shape;
+    debug_assert_eq!(in_c, oc);
+    let p = &plan.params;
+    let (b, oy) = (r / out_h, r % out_h);
+    let ntaps = kh * kw;
+    // The start of each window row's input row, `None` where it is padding.
+    let rows: Vec<Option<usize>> = (0..kh)
+        .map(|fy| {
+            (oy * p.stride_h + fy * p.dilation_h)
+                .checked_sub(p.padding.top)
+                .filter(|&iy| iy < in_h)
+                .map(|iy| (b * in_h + iy) * in_w * in_c)
+        })
+        .collect();
+    let mut offsets = vec![usize::MAX; ntaps];
+    let fill = |offsets: &mut [usize], ox: usize| {
+        for (fy, row) in rows.iter().enumerate() {
+            for fx in 0..kw {
+                let ix = (ox * p.stride_w + fx * p.dilation_w)
+                    .checked_sub(p.padding.left)
+                    .filter(|&ix| ix < in_w);
+                offsets[fy * kw + fx] = match (row, ix) {
+                    (Some(row), Some(ix)) => row + ix * in_c,
+                    _ => usize::MAX,
+                };
+            }
+        }
+    };
+    // Interior pixels: `ox * stride_w >= left` and the last tap `< in_w + left`.
+    let out_w = out_row.len() / oc;
+    let span = (kw - 1) * p.dilation_w;
+    let x_lo = p.padding.left.div_ceil(p.stride_w).min(out_w);
+    let x_hi = if in_w + p.padding.left > span {
+        (in_w + p.padding.left - span)
+            .div_ceil(p.stride_w)
+            .clamp(x_lo, out_w)
+    } else {
+        x_lo
+    };
+    // SAFETY: T is one byte.
+    let out_bytes =
+        unsafe { std::slice::from_raw_parts_mut(out_row.as_mut_ptr() as *mut u8, out_row.len()) };
+    // SAFETY (every call below): the plan chose the pair kernel only on a tier the CPU has,
+    // with a vector epilogue, and laid `dw.pairs` (and `dw.k`) out for that tier's kernel,
+    // these taps and channels; every offset is MAX or a whole in-bounds pixel of `oc` codes
+    // (checked lengths in `run`; inside the interior run, `offsets + i * step` is the pixel
+    // `fill` would give pixel `x_lo + i`).
+    let pixels = |offsets: &[usize], n: usize, out: &mut [u8]| unsafe { run(dw, offsets, n, out) };
+    for ox in (0..x_lo).chain(x_hi..out_w) {
+        fill(&mut offsets, ox);
+        pixels(&offsets, 1, &mut out_bytes[ox * oc..(ox + 1) * oc]);
+    }
+    if x_lo < x_hi {
+        fill(&mut offsets, x_lo);
+        pixels(&offsets, x_hi - x_lo, &mut out_bytes[x_lo * oc..x_hi * oc]);
+    }
+}
+
+/// One output row (`out_w` pixels) of a depthwise convolution; `finish` applies the output
+/// stage to a pixel's `out_c` accumulators.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn dw_row<T: Code8>(
+    plan: &DepthwisePlan,
+    input: &[T],
+    input_shape: [usize; 4],
+    out_h: usize,
+    r: usize,
+    out_row: &mut [T],
+    acc: &mut [i32],
+    finish: impl Fn(&Epilogue, &[i32], &mut [u8]),
+) {
+    let [_, in_h, in_w, in_c] = input_shape;
+    let [_, kh, kw, oc] = plan.filter_shape;
+    let p = &plan.params;
+    let zin = plan.input_zero_point;
+    let dm = plan.depth_multiplier;
+    let (b, oy) = (r / out_h, r % out_h);
+    // SAFETY: T is one byte.
+    let out_bytes =
+        unsafe { std::slice::from_raw_parts_mut(out_row.as_mut_ptr() as *mut u8, out_row.len()) };
+    for (ox, out_px) in out_bytes.chunks_exact_mut(oc).enumerate() {
+        acc.fill(0);
+        for fy in 0..kh {
+            let Some(iy) = (oy * p.stride_h + fy * p.dilation_h).checked_sub(p.padding.top) else {
+                continue;
+            };
+            if iy >= in_h {
+                continue;
+            }
+            for fx in 0..kw {
+                let Some(ix) = (ox * p.stride_w + fx * p.dilation_w).checked_sub(p.padding.left)
+                else {
+                    continue;
+                };
+                if ix >= in_w {
+                    continue;
+                }
+                let s = ((b * in_h + iy) * in_w + ix) * in_c;
+                let x = &input[s..s + in_c];
+                let w = &plan.taps[(fy * kw + fx) * oc..(fy * kw + fx + 1) * oc];
+                // The same wrapping steps as the reference, per channel; channels are
+                // independent, so the loop vectorizes.
+                if dm == 1 {
+                    for ((a, &xv), &wv) in acc.iter_mut().zip(x).zip(w) {
+                        *a = a.wrapping_add(xv.to_i32().wrapping_sub(zin).wrapping_mul(wv));
+                    }
+                } else {
+                    for (c, (a, &wv)) in acc.iter_mut().zip(w).enumerate() {
+                        let xv = x[c / dm].to_i32().wrapping_sub(zin);
+                        *a = a.wrapping_add(xv.wrapping_mul(wv));
+                    }
+                }
+            }
+        }
+        finish(&plan.epi, acc, out_px);
+    }
+}
+
+/// `dw_row` finished by the scalar output stage: the portable tier's.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dw_row_portable<T: Code8>(
+    plan: &DepthwisePlan,
+    input: &[T],
+    input_shape: [usize; 4],
+    out_h: usize,
+    r: usize,
+    out_row: &mut [T],
+    acc: &mut [i32],
+) {
+    dw_row(
+        plan,
+        input,
+        input_shape,
+        out_h,
+        r,
+        out_row,
+        acc,
+        finish_scalar_row,
+    )
+}
+
+fn finish_scalar_row(epi: &Epilogue, acc: &[i32], out: &mut [u8]) {
+    for (n, (o, &a)) in out.iter_mut().zip(acc).enumerate() {
+        *o = epi.scalar(a, 0, n);
+    }
+}
+
+/// `dw_row` compiled for one tier (`$feature`), finished by that tier's vector output stage
+/// (`$finish`, which needs the feature): a thin `#[target_feature]` wrapper per tier.
+macro_rules! dw_row_on {
+    ($arch:literal, $name:ident, $feature:literal, $finish:path) => {
+        /// `dw_row` compiled for the tier and finished by its vector output stage.
+        ///
+        /// # Safety
+        /// The CPU has the tier's features.
+        #[cfg(target_arch = $arch)]
+        #[target_feature(enable = $feature)]
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) unsafe fn $name<T: Code8>(
+            plan: &DepthwisePlan,
+            input: &[T],
+            input_shape: [usize; 4],
+            out_h: usize,
+            r: usize,
+            out_row: &mut [T],
+            acc: &mut [i32],
+        ) {
+            dw_row(
+                plan,
+                input,
+                input_shape,
+                out_h,
+                r,
+                out_row,
+                acc,
+                |e, a, o| {
+                    // SAFETY: the tier's features are enabled here; `a` and `o` have one entry
+                    // per column of `e`.
+                    unsafe { $finish(e, a, o) }
+                },
+            )
+        }
+    };
+}
+dw_row_on!("x86_64", dw_row_avx2, "avx2", crate::isa::avx2::finish_row);
+dw_row_on!(
+    "x86_64",
+    dw_row_avx512,
+    "avx512f,avx512bw",
+    crate::isa::avx512vnni::finish_row
+);
+dw_row_on!("aarch64", dw_row_neon, "neon", crate::isa::neon::finish_row);
+
+/// Depthwise taps in the layout AVX2's pair kernel (`isa::avx2::dw_run`) reads, from which every
+/// tier's layout is made: per block of 16 channels and per pair of
+/// taps `(t0, t1) = (2p, 2p + 1)`, 32 int16 values: the `(w[t0][c], w[t1][c])` pairs of channels
+/// 0-3 and 8-11 of the block, then those of 4-7 and 12-15 (the order `vpunpck{l,h}wd` gives the
+/// activations). Missing taps and channels are 0. `None` when a tap `w - Z_w` does not fit
+/// int16 (then `vpmaddwd` could not take it).
+pub(crate) fn dw_pairs(taps: &[i32], ntaps: usize, oc: usize) -> Option<Vec<i16>> {
+    if taps.iter().any(|&t| i16::try_from(t).is_err()) {
+        return None;
+    }
+    let (blocks, pairs) = (oc.div_ceil(16), ntaps.div_ceil(2));
+    let mut out = vec![0i16; blocks * pairs * 32];
+    const ORDER: [usize; 16] = [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15];
+    for cb in 0..blocks {
+        for p in 0..pairs {
+            for (lane, &ch) in ORDER.iter().enumerate() {
+                let c = cb * 16 + ch;
+                for h in 0..2 {
+                    let t = 2 * p + h;
+                    if c < oc && t < ntaps {
+                        out[((cb * pairs + p) * 16 + lane) * 2 + h] = taps[t * oc + c] as i16;
+                    }
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+/// What the depthwise pair kernels (the tables' `dw_run`) add to a
+/// plain epilogue: the input zero point is folded into the bias, so no tap subtracts it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct DwConsts {
+    /// `Z_in` as the activations are widened (`x` for uint8, the signed code for int8), which
+    /// is also what a padded tap reads: its `(x - Z_in) w` is then 0, as the reference skips it.
+    pub(crate) zin: i16,
+    /// `bias - Z_in Σ_t w_t`, wrapping, padded to whole blocks of 16 channels:
+    /// `Σ_t (x_t - Z_in) w_t == Σ_t x_t w_t - Z_in Σ_t w_t` modulo 2^32, so the taps need no
+    /// per-tap subtraction. It takes the place of the epilogue's `colconst`.
+    pub(crate) bias: Vec<i32>,
+}
+
+impl DwConsts {
+    /// `taps` is `w - Z_w`, `[ntaps][oc]`; `epi` a vector-ready plain epilogue over `oc`
+    /// channels; `zin` the input zero point, which must fit int16 (`None` otherwise).
+    pub(crate) fn new(
+        taps: &[i32],
+        ntaps: usize,
+        oc: usize,
+        epi: &Epilogue,
+        zin: i32,
+    ) -> Option<Self> {
+        let zin16 = i16::try_from(zin).ok()?;
+        debug_assert!(epi.vector_ok && taps.len() == ntaps * oc);
+        let np = oc.div_ceil(16) * 16;
+        let mut bias = epi.colconst[..np].to_vec();
+        for c in 0..oc {
+            let sum = (0..ntaps).fold(0i32, |s, t| s.wrapping_add(taps[t * oc + c]));
+            bias[c] = bias[c].wrapping_sub(zin.wrapping_mul(sum));
+        }
+        Some(DwConsts { zin: zin16, bias })
+    }
+}
+
+/// The operands of a pair kernel (the table's `dw_run`) shared by every run of pixels of a
+/// depthwise convolution: pixel `i` of a run reads its taps at `offsets[t] + i * step`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) struct DwRun<'a, T> {
+    pub(crate) input: &'a [T],
+    pub(crate) step: usize,
+    pub(crate) ntaps: usize,
+    pub(crate) oc: usize,
+    /// [`dw_pairs`] in the tier's layout.
+    pub(crate) pairs: &'a [i16],
+    pub(crate) k: &'a DwConsts,
+    /// The plan's vector-ready epilogue.
+    pub(crate) epi: &'a Epilogue,
+}
