@@ -6,6 +6,9 @@ use std::fmt::Write;
 use std::path::Path;
 
 pub fn inspect(path: &Path, all_tensors: bool) -> Result<()> {
+    if crate::onnx_cmd::is_onnx(path) {
+        return crate::onnx_cmd::inspect(path);
+    }
     let model = crate::tflite_cmd::load_model(path)?;
     let file_size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     print!(

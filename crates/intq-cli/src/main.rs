@@ -11,6 +11,7 @@ mod data_cmd;
 mod fidelity;
 mod inspect;
 use intq_cli::npy;
+mod onnx_cmd;
 mod quickstart;
 mod tflite_cmd;
 mod train_cmd;
@@ -35,7 +36,7 @@ struct Cli {
 enum Command {
     /// Print a model's inputs, outputs, ops, tensors, quantization parameters and sizes.
     Inspect {
-        /// A `.intq` or `.tflite` model.
+        /// A `.intq`, `.tflite` or float `.onnx` model.
         model: PathBuf,
         /// Also list every tensor, constants included.
         #[arg(long)]
@@ -43,7 +44,8 @@ enum Command {
     },
     /// Run a model on `.npy` inputs and write `.npy` outputs (dtype as the tensor's).
     Run {
-        /// A `.intq` or `.tflite` model.
+        /// A `.intq` or `.tflite` model, or a float `.onnx` model (run in f32, float32 `.npy`
+        /// in the model's layout, any batch).
         model: PathBuf,
         /// One `.npy` per graph input, in the order `intq inspect` lists them.
         #[arg(long = "input", short = 'i', required = true)]
@@ -123,6 +125,9 @@ fn run(
     tensor: Option<&str>,
     float: bool,
 ) -> Result<()> {
+    if onnx_cmd::is_onnx(model_path) {
+        return onnx_cmd::run(model_path, input_paths, output_paths, tensor);
+    }
     let model = tflite_cmd::load_model(model_path)?;
     let graph = model.graph();
     if input_paths.len() != graph.inputs().len() {

@@ -2,7 +2,7 @@
 //! against ONNX Runtime's outputs on the fixtures. Sums run in f64 so the result does not depend
 //! on a summation order.
 
-use crate::ir::{Conv, Graph, Op, Pool};
+use crate::ir::{Conv, Graph, Op, Pool, ValueId};
 use crate::OnnxError;
 
 /// A dense f32 tensor, row-major.
@@ -15,6 +15,18 @@ pub struct Tensor {
 /// Runs `graph` on one tensor per graph input (any batch, the same for all), returning one
 /// tensor per graph output.
 pub fn run(graph: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>, OnnxError> {
+    run_values(graph, inputs, &graph.outputs)
+}
+
+/// [`run`] returning the activations `wanted` (graph inputs, outputs or anything between).
+pub fn run_values(
+    graph: &Graph,
+    inputs: &[Tensor],
+    wanted: &[ValueId],
+) -> Result<Vec<Tensor>, OnnxError> {
+    if let Some(&bad) = wanted.iter().find(|&&w| w >= graph.values.len()) {
+        return Err(OnnxError::Run(format!("no activation {bad}")));
+    }
     if inputs.len() != graph.inputs.len() {
         return Err(OnnxError::Run(format!(
             "the model takes {} input(s), {} given",
@@ -63,11 +75,17 @@ pub fn run(graph: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>, OnnxError> {
             data,
         });
     }
-    Ok(graph
-        .outputs
+    wanted
         .iter()
-        .map(|&o| vals[o].clone().expect("outputs are computed"))
-        .collect())
+        .map(|&o| {
+            vals[o].clone().ok_or_else(|| {
+                OnnxError::Run(format!(
+                    "{:?} is not computed (no output depends on it)",
+                    graph.values[o].name
+                ))
+            })
+        })
+        .collect()
 }
 
 fn eval_op(op: &Op, ins: &[&Tensor], out: &[usize]) -> Vec<f32> {
