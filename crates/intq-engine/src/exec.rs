@@ -654,6 +654,64 @@ fn run_coded<T: Code>(f: &Frame, op: &Op, prep: &Prepared, out: &mut [T]) {
                 depth,
             },
         ) => k::softmax(f.codes::<T>(*input), *outer, *depth, params, out),
+        (
+            Op::Mul {
+                lhs, rhs, output, ..
+            },
+            Prepared::Mul(p),
+        ) => k::mul(
+            f.codes::<T>(*lhs),
+            f.shape(*lhs),
+            f.codes::<T>(*rhs),
+            f.shape(*rhs),
+            p,
+            out,
+            f.shape(*output),
+        ),
+        (
+            Op::Sub {
+                lhs, rhs, output, ..
+            },
+            Prepared::Sub(p),
+        ) => k::sub(
+            f.codes::<T>(*lhs),
+            f.shape(*lhs),
+            f.codes::<T>(*rhs),
+            f.shape(*rhs),
+            p,
+            out,
+            f.shape(*output),
+        ),
+        (Op::Relu { input, .. }, Prepared::Relu(p)) => k::relu_x(f.codes::<T>(*input), p, out),
+        (Op::LeakyRelu { input, .. }, Prepared::LeakyRelu(p)) => {
+            k::leaky_relu(f.codes::<T>(*input), p, out)
+        }
+        (Op::HardSwish { input, .. }, Prepared::HardSwish(p)) => {
+            k::hard_swish(f.codes::<T>(*input), p, out)
+        }
+        (
+            Op::ResizeNearest { input, output, .. } | Op::ResizeBilinear { input, output, .. },
+            Prepared::Resize(mode, arithmetic),
+        ) => match arithmetic {
+            None => k::resize_nearest(
+                f.codes::<T>(*input),
+                f.shape4(*input),
+                *mode,
+                out,
+                f.shape4(*output),
+            ),
+            Some(a) => k::resize_bilinear(
+                f.codes::<T>(*input),
+                f.shape4(*input),
+                *mode,
+                *a,
+                out,
+                f.shape4(*output),
+            ),
+        },
+        (Op::Tanh { input, .. }, Prepared::Logistic(table)) => {
+            k::logistic(f.codes::<T>(*input), T::logistic(table), out)
+        }
         (Op::Reshape { input, .. }, Prepared::Reshape) => k::reshape(f.codes::<T>(*input), out),
         (Op::Quantize { input, .. }, Prepared::Quantize(p, codes)) => {
             k::quantize_to(f.f32s(*input), *p, *codes, out)

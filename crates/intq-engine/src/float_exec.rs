@@ -4,6 +4,7 @@
 
 use crate::plan::{Plan, Prepared};
 use crate::{Activation, Graph, Op, Quant, TensorData, TensorId};
+use intq_kernels::reference::{nearest_source, ResizeMode};
 use intq_kernels::PaddingValues;
 
 /// Real values of the graph's constants, computed once.
@@ -347,6 +348,75 @@ pub(crate) fn run(
                     y[o] += v / n as f32;
                 }
             }
+            (
+                Op::Mul {
+                    lhs,
+                    rhs,
+                    activation,
+                    ..
+                }
+                | Op::Sub {
+                    lhs,
+                    rhs,
+                    activation,
+                    ..
+                },
+                _,
+            ) => {
+                let (a, b) = (get(*lhs), get(*rhs));
+                let ia = broadcast_index(shape(*lhs), out_shape);
+                let ib = broadcast_index(shape(*rhs), out_shape);
+                let mul = matches!(op, Op::Mul { .. });
+                for (o, v) in y.iter_mut().enumerate() {
+                    let (x, z) = (a[ia(o)], b[ib(o)]);
+                    *v = activate(*activation, if mul { x * z } else { x - z });
+                }
+            }
+            (
+                Op::Relu {
+                    input, activation, ..
+                },
+                _,
+            ) => {
+                for (v, &x) in y.iter_mut().zip(get(*input)) {
+                    *v = activate(*activation, x);
+                }
+            }
+            (Op::LeakyRelu { input, alpha, .. }, _) => {
+                for (v, &x) in y.iter_mut().zip(get(*input)) {
+                    *v = if x >= 0.0 { x } else { alpha * x };
+                }
+            }
+            (Op::HardSwish { input, .. }, _) => {
+                for (v, &x) in y.iter_mut().zip(get(*input)) {
+                    *v = x * (x + 3.0).clamp(0.0, 6.0) / 6.0;
+                }
+            }
+            (Op::ResizeNearest { input, .. }, Prepared::Resize(mode, _)) => {
+                let x = get(*input);
+                let [n, h, w, c] = to4(shape(*input));
+                let [_, oh, ow, _] = to4(out_shape);
+                let mut o = 0;
+                for b in 0..n {
+                    for oy in 0..oh {
+                        let iy = nearest_source(oy, h, oh, *mode);
+                        for ox in 0..ow {
+                            let ix = nearest_source(ox, w, ow, *mode);
+                            let at = ((b * h + iy) * w + ix) * c;
+                            y[o..o + c].copy_from_slice(&x[at..at + c]);
+                            o += c;
+                        }
+                    }
+                }
+            }
+            (Op::ResizeBilinear { input, .. }, Prepared::Resize(mode, _)) => {
+                resize_bilinear_real(get(*input), to4(shape(*input)), *mode, &mut y, to4(out_shape));
+            }
+            (Op::Tanh { input, .. }, _) => {
+                for (v, &x) in y.iter_mut().zip(get(*input)) {
+                    *v = x.tanh();
+                }
+            }
             (Op::Reshape { input, .. }, _)
             | (Op::Quantize { input, .. }, _)
             | (Op::Dequantize { input, .. }, _) => y.copy_from_slice(get(*input)),
@@ -363,6 +433,52 @@ pub(crate) fn run(
                 .expect("checked: every wanted tensor is computed")
         })
         .collect()
+}
+
+/// Bilinear interpolation of reals with TFLite's source positions (its float kernel without the
+/// rounding offset).
+fn resize_bilinear_real(
+    x: &[f32],
+    [n, h, w, c]: [usize; 4],
+    mode: ResizeMode,
+    y: &mut [f32],
+    [_, oh, ow, _]: [usize; 4],
+) {
+    let scale = |i: usize, o: usize| {
+        if mode.align_corners && o > 1 {
+            (i - 1) as f32 / (o - 1) as f32
+        } else {
+            i as f32 / o as f32
+        }
+    };
+    let axis = |out: usize, s: f32, size: usize| {
+        let v = if mode.half_pixel_centers {
+            (out as f32 + 0.5) * s - 0.5
+        } else {
+            out as f32 * s
+        };
+        let lo = (v.floor() as i64).max(0) as usize;
+        let hi = (v.ceil() as i64).min(size as i64 - 1) as usize;
+        (v - lo as f32, lo, hi)
+    };
+    let (sh, sw) = (scale(h, oh), scale(w, ow));
+    let mut o = 0;
+    for b in 0..n {
+        for oy in 0..oh {
+            let (fy, y0, y1) = axis(oy, sh, h);
+            for ox in 0..ow {
+                let (fx, x0, x1) = axis(ox, sw, w);
+                let at = |yy: usize, xx: usize, ch: usize| x[((b * h + yy) * w + xx) * c + ch];
+                for ch in 0..c {
+                    y[o] = at(y0, x0, ch) * (1.0 - fy) * (1.0 - fx)
+                        + at(y1, x0, ch) * fy * (1.0 - fx)
+                        + at(y0, x1, ch) * (1.0 - fy) * fx
+                        + at(y1, x1, ch) * fy * fx;
+                    o += 1;
+                }
+            }
+        }
+    }
 }
 
 fn to4(s: &[usize]) -> [usize; 4] {

@@ -22,13 +22,30 @@ pub const MAGIC: [u8; 8] = *b"\x89INTQ\r\n\x1a";
 /// The major version this reader reads; any other major version is refused.
 pub const VERSION_MAJOR: u16 = 1;
 /// The newest minor version this writer writes (1.1 added the TFLite-exact op kinds, 1.2 the
-/// narrowed code range of sub-8-bit activations, 1.3 the metadata section). Minor versions only add tags, which older
+/// narrowed code range of sub-8-bit activations, 1.3 the metadata section, 1.4 the op kinds
+/// Mul, Sub, Relu, LeakyRelu, HardSwish, Tanh, ResizeNearest and ResizeBilinear). Minor versions only add tags, which older
 /// readers refuse by name, so a reader accepts every minor version of its major; a file is
 /// stamped with the lowest minor version whose tags it uses.
-pub const VERSION_MINOR: u16 = 3;
+pub const VERSION_MINOR: u16 = 4;
 
 /// The lowest minor version whose tags `graph` uses.
 fn minor_version_of(graph: &Graph) -> u16 {
+    let new_in_1_4 = |op: &Op| {
+        matches!(
+            op.kind(),
+            OpKind::Mul
+                | OpKind::Sub
+                | OpKind::Relu
+                | OpKind::LeakyRelu
+                | OpKind::HardSwish
+                | OpKind::Tanh
+                | OpKind::ResizeNearest
+                | OpKind::ResizeBilinear
+        )
+    };
+    if graph.ops().iter().any(new_in_1_4) {
+        return 4;
+    }
     if !graph.metadata().is_empty() {
         return 3;
     }
@@ -187,7 +204,7 @@ const CRC_TABLE: [u32; 256] = {
 
 // Tags. Their numbers are the file format: never renumber, only append.
 
-const OP_TAGS: [OpKind; 16] = [
+const OP_TAGS: [OpKind; 24] = [
     OpKind::Conv2d,
     OpKind::DepthwiseConv2d,
     OpKind::FullyConnected,
@@ -205,6 +222,15 @@ const OP_TAGS: [OpKind; 16] = [
     OpKind::LogisticLut,
     OpKind::Pad,
     OpKind::Mean,
+    // 1.4
+    OpKind::Mul,
+    OpKind::Sub,
+    OpKind::Relu,
+    OpKind::LeakyRelu,
+    OpKind::HardSwish,
+    OpKind::Tanh,
+    OpKind::ResizeNearest,
+    OpKind::ResizeBilinear,
 ];
 
 fn op_tag(kind: OpKind) -> u32 {
@@ -505,6 +531,18 @@ fn write_op_body(w: &mut Writer, op: &Op) {
             rhs,
             output,
             activation,
+        }
+        | Op::Mul {
+            lhs,
+            rhs,
+            output,
+            activation,
+        }
+        | Op::Sub {
+            lhs,
+            rhs,
+            output,
+            activation,
         } => {
             w.id(*lhs);
             w.id(*rhs);
@@ -581,7 +619,44 @@ fn write_op_body(w: &mut Writer, op: &Op) {
             }
             w.u8(*keep_dims as u8);
         }
+        Op::Relu {
+            input,
+            output,
+            activation,
+        } => {
+            w.id(*input);
+            w.id(*output);
+            w.activation(*activation);
+        }
+        Op::LeakyRelu {
+            input,
+            output,
+            alpha,
+        } => {
+            w.id(*input);
+            w.id(*output);
+            w.f32(*alpha);
+        }
+        Op::ResizeNearest {
+            input,
+            output,
+            align_corners,
+            half_pixel_centers,
+        }
+        | Op::ResizeBilinear {
+            input,
+            output,
+            align_corners,
+            half_pixel_centers,
+        } => {
+            w.id(*input);
+            w.id(*output);
+            w.u8(*align_corners as u8);
+            w.u8(*half_pixel_centers as u8);
+        }
         Op::Logistic { input, output }
+        | Op::HardSwish { input, output }
+        | Op::Tanh { input, output }
         | Op::LogisticLut { input, output }
         | Op::Reshape { input, output }
         | Op::Quantize { input, output }
@@ -1262,6 +1337,67 @@ fn read_op(r: &mut Reader, index: usize, tensor_count: u32) -> Result<Op, Format
                 output,
                 axes,
                 keep_dims,
+            }
+        }
+        OpKind::Mul => Op::Mul {
+            lhs: b.id()?,
+            rhs: b.id()?,
+            output: b.id()?,
+            activation: b.activation()?,
+        },
+        OpKind::Sub => Op::Sub {
+            lhs: b.id()?,
+            rhs: b.id()?,
+            output: b.id()?,
+            activation: b.activation()?,
+        },
+        OpKind::Relu => Op::Relu {
+            input: b.id()?,
+            output: b.id()?,
+            activation: b.activation()?,
+        },
+        OpKind::LeakyRelu => Op::LeakyRelu {
+            input: b.id()?,
+            output: b.id()?,
+            alpha: b.r.f32()?,
+        },
+        OpKind::HardSwish => Op::HardSwish {
+            input: b.id()?,
+            output: b.id()?,
+        },
+        OpKind::Tanh => Op::Tanh {
+            input: b.id()?,
+            output: b.id()?,
+        },
+        OpKind::ResizeNearest | OpKind::ResizeBilinear => {
+            let (input, output) = (b.id()?, b.id()?);
+            let mut flag = |what: &str| -> Result<bool, FormatError> {
+                let at = b.r.pos as u64;
+                match b.r.u8()? {
+                    0 => Ok(false),
+                    1 => Ok(true),
+                    v => Err(FormatError::Malformed {
+                        offset: at,
+                        message: format!("op {index} ({kind}): {what} byte {v} is not 0 or 1"),
+                    }),
+                }
+            };
+            let (align_corners, half_pixel_centers) =
+                (flag("align_corners")?, flag("half_pixel_centers")?);
+            if kind == OpKind::ResizeNearest {
+                Op::ResizeNearest {
+                    input,
+                    output,
+                    align_corners,
+                    half_pixel_centers,
+                }
+            } else {
+                Op::ResizeBilinear {
+                    input,
+                    output,
+                    align_corners,
+                    half_pixel_centers,
+                }
             }
         }
     };

@@ -270,6 +270,60 @@ pub enum Op {
         axes: Vec<usize>,
         keep_dims: bool,
     },
+    /// Elementwise product with NumPy broadcasting, requantized as TFLite's MUL
+    /// (docs/spec.md §11.1).
+    Mul {
+        lhs: TensorId,
+        rhs: TensorId,
+        output: TensorId,
+        activation: Activation,
+    },
+    /// Elementwise `lhs - rhs` with NumPy broadcasting, ADD's arithmetic (docs/spec.md §11.2).
+    Sub {
+        lhs: TensorId,
+        rhs: TensorId,
+        output: TensorId,
+        activation: Activation,
+    },
+    /// A standalone RELU, RELU6 or RELU_N1_TO_1 (`activation`, never `None`): requantize to the
+    /// output's `(S, Z)`, then clamp (docs/spec.md §11.3).
+    Relu {
+        input: TensorId,
+        output: TensorId,
+        activation: Activation,
+    },
+    /// `x` for `x >= 0`, else `alpha * x` (`alpha` finite, non-negative; docs/spec.md §11.4).
+    LeakyRelu {
+        input: TensorId,
+        output: TensorId,
+        alpha: f32,
+    },
+    /// `x * relu6(x + 3) / 6` in TFLite's int16 fixed point (docs/spec.md §11.5).
+    HardSwish {
+        input: TensorId,
+        output: TensorId,
+    },
+    /// Hyperbolic tangent from TFLite's f32-built lookup table (docs/spec.md §11.6).
+    Tanh {
+        input: TensorId,
+        output: TensorId,
+    },
+    /// NHWC resize of H and W to the output's, each output pixel a copy of its nearest source
+    /// pixel (docs/spec.md §11.7); input and output share `(S, Z)`.
+    ResizeNearest {
+        input: TensorId,
+        output: TensorId,
+        align_corners: bool,
+        half_pixel_centers: bool,
+    },
+    /// NHWC bilinear resize of H and W to the output's (docs/spec.md §11.8); input and output
+    /// share `(S, Z)`; `align_corners` and `half_pixel_centers` are not both set.
+    ResizeBilinear {
+        input: TensorId,
+        output: TensorId,
+        align_corners: bool,
+        half_pixel_centers: bool,
+    },
 }
 
 /// The kind of an op, without its operands: its name in messages and its tag in files.
@@ -291,6 +345,14 @@ pub enum OpKind {
     LogisticLut,
     Pad,
     Mean,
+    Mul,
+    Sub,
+    Relu,
+    LeakyRelu,
+    HardSwish,
+    Tanh,
+    ResizeNearest,
+    ResizeBilinear,
 }
 
 impl OpKind {
@@ -312,6 +374,14 @@ impl OpKind {
             OpKind::LogisticLut => "LogisticLut",
             OpKind::Pad => "Pad",
             OpKind::Mean => "Mean",
+            OpKind::Mul => "Mul",
+            OpKind::Sub => "Sub",
+            OpKind::Relu => "Relu",
+            OpKind::LeakyRelu => "LeakyRelu",
+            OpKind::HardSwish => "HardSwish",
+            OpKind::Tanh => "Tanh",
+            OpKind::ResizeNearest => "ResizeNearest",
+            OpKind::ResizeBilinear => "ResizeBilinear",
         }
     }
 }
@@ -341,6 +411,14 @@ impl Op {
             Op::LogisticLut { .. } => OpKind::LogisticLut,
             Op::Pad { .. } => OpKind::Pad,
             Op::Mean { .. } => OpKind::Mean,
+            Op::Mul { .. } => OpKind::Mul,
+            Op::Sub { .. } => OpKind::Sub,
+            Op::Relu { .. } => OpKind::Relu,
+            Op::LeakyRelu { .. } => OpKind::LeakyRelu,
+            Op::HardSwish { .. } => OpKind::HardSwish,
+            Op::Tanh { .. } => OpKind::Tanh,
+            Op::ResizeNearest { .. } => OpKind::ResizeNearest,
+            Op::ResizeBilinear { .. } => OpKind::ResizeBilinear,
         }
     }
 
@@ -379,7 +457,9 @@ impl Op {
                 v.extend(bias);
                 v
             }
-            Op::Add { lhs, rhs, .. } => vec![*lhs, *rhs],
+            Op::Add { lhs, rhs, .. } | Op::Mul { lhs, rhs, .. } | Op::Sub { lhs, rhs, .. } => {
+                vec![*lhs, *rhs]
+            }
             Op::Concat { inputs, .. } => inputs.clone(),
             Op::AveragePool2d { input, .. }
             | Op::MaxPool2d { input, .. }
@@ -387,6 +467,12 @@ impl Op {
             | Op::LogisticLut { input, .. }
             | Op::Pad { input, .. }
             | Op::Mean { input, .. }
+            | Op::Relu { input, .. }
+            | Op::LeakyRelu { input, .. }
+            | Op::HardSwish { input, .. }
+            | Op::Tanh { input, .. }
+            | Op::ResizeNearest { input, .. }
+            | Op::ResizeBilinear { input, .. }
             | Op::Softmax { input, .. }
             | Op::Reshape { input, .. }
             | Op::Quantize { input, .. }
@@ -412,7 +498,15 @@ impl Op {
             | Op::FullyConnectedF64 { output, .. }
             | Op::LogisticLut { output, .. }
             | Op::Pad { output, .. }
-            | Op::Mean { output, .. } => *output,
+            | Op::Mean { output, .. }
+            | Op::Mul { output, .. }
+            | Op::Sub { output, .. }
+            | Op::Relu { output, .. }
+            | Op::LeakyRelu { output, .. }
+            | Op::HardSwish { output, .. }
+            | Op::Tanh { output, .. }
+            | Op::ResizeNearest { output, .. }
+            | Op::ResizeBilinear { output, .. } => *output,
         }
     }
 }

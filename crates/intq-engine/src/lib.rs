@@ -14,6 +14,7 @@ mod graph;
 mod limits;
 mod model;
 mod plan;
+mod tflite_ops;
 mod validate;
 
 pub use error::{EngineError, GraphError};

@@ -89,6 +89,16 @@ pub(crate) enum Prepared {
         input_zero_point: i32,
         output_zero_point: i32,
     },
+    Mul(intq_kernels::reference::MulParams),
+    Sub(intq_kernels::reference::SubParams),
+    Relu(intq_kernels::reference::ReluParams),
+    LeakyRelu(intq_kernels::reference::LeakyReluParams),
+    HardSwish(intq_kernels::reference::HardSwishParams),
+    /// Nearest neighbour (`None`) or bilinear with the arithmetic TFLite uses for the type.
+    Resize(
+        intq_kernels::reference::ResizeMode,
+        Option<intq_kernels::reference::BilinearArithmetic>,
+    ),
 }
 
 /// Where each run-time tensor lives: a slot index per tensor (constants have none), and each
@@ -402,7 +412,7 @@ pub(crate) fn activation_clamp(
     }
 }
 
-fn op_err(index: usize, kind: OpKind, message: String) -> GraphError {
+pub(crate) fn op_err(index: usize, kind: OpKind, message: String) -> GraphError {
     GraphError::Op {
         index,
         kind: kind.name(),
@@ -411,14 +421,14 @@ fn op_err(index: usize, kind: OpKind, message: String) -> GraphError {
 }
 
 /// The codes an activation may hold (its narrowed range, else its type's).
-fn codes_of(graph: &Graph, id: TensorId) -> (i32, i32) {
+pub(crate) fn codes_of(graph: &Graph, id: TensorId) -> (i32, i32) {
     graph
         .tensor(id)
         .code_limits()
         .expect("validated: activations are 8-bit")
 }
 
-fn params_of(graph: &Graph, id: TensorId) -> QuantParams {
+pub(crate) fn params_of(graph: &Graph, id: TensorId) -> QuantParams {
     graph
         .tensor(id)
         .params()
@@ -767,6 +777,14 @@ fn prepare(graph: &Graph, index: usize, op: &Op) -> Result<Prepared, GraphError>
                 output_zero_point: pout.zero_point,
             }
         }
+        Op::Mul { .. }
+        | Op::Sub { .. }
+        | Op::Relu { .. }
+        | Op::LeakyRelu { .. }
+        | Op::HardSwish { .. }
+        | Op::Tanh { .. }
+        | Op::ResizeNearest { .. }
+        | Op::ResizeBilinear { .. } => crate::tflite_ops::prepare(graph, index, op)?,
         Op::Reshape { .. } => Prepared::Reshape,
         Op::Quantize { output, .. } => {
             Prepared::Quantize(params_of(graph, *output), codes_of(graph, *output))

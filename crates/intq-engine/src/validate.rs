@@ -646,6 +646,9 @@ impl<'g> OpCheck<'g> {
                 | Op::LogisticLut { .. }
                 | Op::Softmax { .. }
                 | Op::Mean { .. }
+                | Op::LeakyRelu { .. }
+                | Op::HardSwish { .. }
+                | Op::Tanh { .. }
         );
         let out = self.t(op.output());
         if let (true, Some((lo, hi))) = (writes_whole_type_range, out.code_range) {
@@ -760,6 +763,18 @@ impl<'g> OpCheck<'g> {
                 rhs,
                 output,
                 activation: _,
+            }
+            | Op::Mul {
+                lhs,
+                rhs,
+                output,
+                activation: _,
+            }
+            | Op::Sub {
+                lhs,
+                rhs,
+                output,
+                activation: _,
             } => {
                 let a = self.act("lhs", *lhs)?;
                 let b = self.act_like("rhs", *rhs, &a)?;
@@ -774,8 +789,9 @@ impl<'g> OpCheck<'g> {
                 })?;
                 if shape.len() > MAX_ADD_RANK {
                     return Err(self.err(format!(
-                        "rank {} is more than the {MAX_ADD_RANK} dimensions Add supports",
-                        shape.len()
+                        "rank {} is more than the {MAX_ADD_RANK} dimensions {} supports",
+                        shape.len(),
+                        self.kind
                     )));
                 }
                 self.act_like("output", *output, &a)?;
@@ -953,6 +969,64 @@ impl<'g> OpCheck<'g> {
                     .collect();
                 self.shape_is("output", *output, &shape)
             }
+            Op::Relu {
+                input,
+                output,
+                activation,
+            } => {
+                if *activation == crate::Activation::None {
+                    return Err(self.err(
+                        "activation None is not a ReLU; use Relu, Relu6 or ReluN1To1".into(),
+                    ));
+                }
+                self.same_shape_unary(*input, *output)
+            }
+            Op::LeakyRelu {
+                input,
+                output,
+                alpha,
+            } => {
+                if !(*alpha >= 0.0 && alpha.is_finite()) {
+                    return Err(self.err(format!(
+                        "alpha {alpha} is not a finite non-negative number"
+                    )));
+                }
+                self.same_shape_unary(*input, *output)
+            }
+            Op::HardSwish { input, output } | Op::Tanh { input, output } => {
+                self.same_shape_unary(*input, *output)
+            }
+            Op::ResizeNearest {
+                input,
+                output,
+                align_corners,
+                half_pixel_centers,
+            }
+            | Op::ResizeBilinear {
+                input,
+                output,
+                align_corners,
+                half_pixel_centers,
+            } => {
+                if *align_corners && *half_pixel_centers && self.kind == OpKind::ResizeBilinear {
+                    return Err(self.err(
+                        "align_corners and half_pixel_centers cannot both be set".into(),
+                    ));
+                }
+                let x = self.act("input", *input)?;
+                let [n, _, _, c] = self.nhwc("input", *input)?;
+                let y = self.act_like("output", *output, &x)?;
+                let [on, _, _, oc] = self.nhwc("output", *output)?;
+                if (on, oc) != (n, c) {
+                    return Err(self.err(format!(
+                        "{} has shape {:?}, but a resize keeps the input's batch {n} and \
+                         channels {c}",
+                        self.name("output", *output),
+                        y.shape
+                    )));
+                }
+                self.same_params("output", *output, &x, &y)
+            }
             Op::Quantize { input, output } => {
                 let t = self.t(*input);
                 if t.dtype != DType::F32 {
@@ -995,6 +1069,13 @@ impl<'g> OpCheck<'g> {
                 self.name("output", output),
                 y.params.scale,
                 y.params.zero_point,
+    /// An 8-bit input and an output of its type and shape (parameters may differ).
+    fn same_shape_unary(&self, input: TensorId, output: TensorId) -> Result<(), GraphError> {
+        let x = self.act("input", input)?;
+        self.act_like("output", output, &x)?;
+        self.shape_is("output", output, x.shape)
+    }
+
                 self.kind,
                 y.dtype
             )));

@@ -458,6 +458,100 @@ pub fn export(graph: &Graph) -> Result<Vec<u8>, TfliteError> {
                     )),
                 )
             }
+            Op::Mul {
+                lhs,
+                rhs,
+                activation,
+                ..
+            } => (
+                code::MUL,
+                ids(&[Some(*lhs), Some(*rhs)]),
+                Some((
+                    options::MUL,
+                    vec![(fields::MUL_ACTIVATION, act(*activation))],
+                )),
+            ),
+            Op::Sub {
+                lhs,
+                rhs,
+                activation,
+                ..
+            } => (
+                code::SUB,
+                ids(&[Some(*lhs), Some(*rhs)]),
+                Some((
+                    options::SUB,
+                    vec![(fields::SUB_ACTIVATION, act(*activation))],
+                )),
+            ),
+            Op::Relu {
+                input, activation, ..
+            } => {
+                let c = match activation {
+                    Activation::Relu => code::RELU,
+                    Activation::Relu6 => code::RELU6,
+                    Activation::ReluN1To1 => code::RELU_N1_TO_1,
+                    Activation::None => unreachable!("validated: a Relu op clamps"),
+                };
+                (c, ids(&[Some(*input)]), None)
+            }
+            Op::LeakyRelu { input, alpha, .. } => (
+                code::LEAKY_RELU,
+                ids(&[Some(*input)]),
+                Some((
+                    options::LEAKY_RELU,
+                    vec![(fields::LEAKY_RELU_ALPHA, Field::F32(*alpha))],
+                )),
+            ),
+            Op::HardSwish { input, .. } => (code::HARD_SWISH, ids(&[Some(*input)]), None),
+            Op::Tanh { input, .. } => (code::TANH, ids(&[Some(*input)]), None),
+            Op::ResizeNearest {
+                input,
+                output,
+                align_corners,
+                half_pixel_centers,
+            }
+            | Op::ResizeBilinear {
+                input,
+                output,
+                align_corners,
+                half_pixel_centers,
+            } => {
+                let y = &graph.tensor(*output).shape;
+                let bytes = [y[1] as i32, y[2] as i32]
+                    .iter()
+                    .flat_map(|d| d.to_le_bytes())
+                    .collect();
+                let name = format!("{}/size", graph.tensor(*output).name);
+                let s = add_tensor(&mut buffers, &name, DType::I32, &[2], None, Some(bytes));
+                let flags = |a: u16, h: u16| {
+                    vec![
+                        (a, Field::U8(*align_corners as u8)),
+                        (h, Field::U8(*half_pixel_centers as u8)),
+                    ]
+                };
+                if matches!(op, Op::ResizeBilinear { .. }) {
+                    use fields::resize_bilinear as f;
+                    (
+                        code::RESIZE_BILINEAR,
+                        vec![input.0 as i32, s as i32],
+                        Some((
+                            options::RESIZE_BILINEAR,
+                            flags(f::ALIGN_CORNERS, f::HALF_PIXEL_CENTERS),
+                        )),
+                    )
+                } else {
+                    use fields::resize_nearest as f;
+                    (
+                        code::RESIZE_NEAREST_NEIGHBOR,
+                        vec![input.0 as i32, s as i32],
+                        Some((
+                            options::RESIZE_NEAREST_NEIGHBOR,
+                            flags(f::ALIGN_CORNERS, f::HALF_PIXEL_CENTERS),
+                        )),
+                    )
+                }
+            }
             Op::Quantize { input, .. } => (code::QUANTIZE, ids(&[Some(*input)]), None),
             Op::Dequantize { input, .. } => (code::DEQUANTIZE, ids(&[Some(*input)]), None),
         };

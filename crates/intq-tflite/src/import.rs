@@ -345,7 +345,11 @@ impl Importer<'_> {
         // Every operand must be a type the engine has, with data matching its shape. The shape
         // operands of RESHAPE, PAD and MEAN are read here, not imported.
         let data_inputs = match op.code {
-            code::RESHAPE | code::PAD | code::MEAN => &op.inputs[..op.inputs.len().min(1)],
+            code::RESHAPE
+            | code::PAD
+            | code::MEAN
+            | code::RESIZE_BILINEAR
+            | code::RESIZE_NEAREST_NEIGHBOR => &op.inputs[..op.inputs.len().min(1)],
             _ => &op.inputs[..],
         };
         for &i in data_inputs.iter().filter(|&&i| i != -1).chain(&op.outputs) {
@@ -533,6 +537,101 @@ impl Importer<'_> {
                     rhs: input(self, 1),
                     output: self.id(out_index as usize),
                     activation: act(fields::ADD_ACTIVATION)?,
+                }
+            }
+            code::MUL | code::SUB => {
+                arity(2, 1)?;
+                let (lhs, rhs) = (input(self, 0), input(self, 1));
+                let output = self.id(out_index as usize);
+                if op.code == code::MUL {
+                    Op::Mul {
+                        lhs,
+                        rhs,
+                        output,
+                        activation: act(fields::MUL_ACTIVATION)?,
+                    }
+                } else {
+                    Op::Sub {
+                        lhs,
+                        rhs,
+                        output,
+                        activation: act(fields::SUB_ACTIVATION)?,
+                    }
+                }
+            }
+            code::RELU | code::RELU6 | code::RELU_N1_TO_1 => {
+                arity(1, 1)?;
+                Op::Relu {
+                    input: input(self, 0),
+                    output: self.id(out_index as usize),
+                    activation: match op.code {
+                        code::RELU => Activation::Relu,
+                        code::RELU6 => Activation::Relu6,
+                        _ => Activation::ReluN1To1,
+                    },
+                }
+            }
+            code::LEAKY_RELU => {
+                arity(1, 1)?;
+                let alpha =
+                    opt.map_or(Ok(0.0), |t| t.f32(fields::LEAKY_RELU_ALPHA, 0.0, "options"))?;
+                if !(alpha >= 0.0 && alpha.is_finite()) {
+                    return Err(unsupported(format!(
+                        "alpha {alpha} is not supported (only finite non-negative values)"
+                    )));
+                }
+                Op::LeakyRelu {
+                    input: input(self, 0),
+                    output: self.id(out_index as usize),
+                    alpha,
+                }
+            }
+            code::HARD_SWISH => {
+                arity(1, 1)?;
+                Op::HardSwish {
+                    input: input(self, 0),
+                    output: self.id(out_index as usize),
+                }
+            }
+            code::TANH => {
+                arity(1, 1)?;
+                Op::Tanh {
+                    input: input(self, 0),
+                    output: self.id(out_index as usize),
+                }
+            }
+            code::RESIZE_BILINEAR | code::RESIZE_NEAREST_NEIGHBOR => {
+                arity(2, 1)?;
+                let size = self.const_ints(op.inputs[1], &unsupported)?;
+                let y = &self.tensors[out_index as usize];
+                let expected = match y.shape.as_slice() {
+                    [_, h, w, _] => Some([*h as i64, *w as i64]),
+                    _ => None,
+                };
+                if expected.map(|e| e.to_vec()) != Some(size.clone()) {
+                    return Err(unsupported(format!(
+                        "size {size:?} does not match output '{}' of shape {:?} (NHWC)",
+                        y.name, y.shape
+                    )));
+                }
+                let flag = |f: u16| opt.map_or(Ok(false), |t| t.bool(f, "options"));
+                let (input, output) = (input(self, 0), self.id(out_index as usize));
+                if op.code == code::RESIZE_BILINEAR {
+                    use fields::resize_bilinear as f;
+                    Op::ResizeBilinear {
+                        input,
+                        output,
+                        align_corners: flag(f::ALIGN_CORNERS)?,
+                        half_pixel_centers: flag(f::HALF_PIXEL_CENTERS)?,
+                    }
+                } else {
+                    use fields::resize_nearest as f;
+                    Op::ResizeNearest {
+                        input,
+                        output,
+                        align_corners: flag(f::ALIGN_CORNERS)?,
+                        half_pixel_centers: flag(f::HALF_PIXEL_CENTERS)?,
+                    }
                 }
             }
             code::CONCATENATION => {

@@ -96,15 +96,25 @@ pub mod op {
     pub const FULLY_CONNECTED: i32 = 9;
     pub const LOGISTIC: i32 = 14;
     pub const MAX_POOL_2D: i32 = 17;
+    pub const MUL: i32 = 18;
+    pub const RELU: i32 = 19;
+    pub const RELU_N1_TO_1: i32 = 20;
+    pub const RELU6: i32 = 21;
     pub const RESHAPE: i32 = 22;
+    pub const RESIZE_BILINEAR: i32 = 23;
     pub const SOFTMAX: i32 = 25;
+    pub const TANH: i32 = 28;
     pub const PAD: i32 = 34;
     pub const MEAN: i32 = 40;
+    pub const SUB: i32 = 41;
     pub const SQUEEZE: i32 = 43;
     pub const STRIDED_SLICE: i32 = 45;
     pub const SHAPE: i32 = 77;
     pub const PACK: i32 = 83;
+    pub const RESIZE_NEAREST_NEIGHBOR: i32 = 97;
+    pub const LEAKY_RELU: i32 = 98;
     pub const QUANTIZE: i32 = 114;
+    pub const HARD_SWISH: i32 = 117;
 
     pub fn name(code: i32) -> String {
         match code {
@@ -126,6 +136,16 @@ pub mod op {
             SHAPE => "SHAPE".into(),
             PACK => "PACK".into(),
             QUANTIZE => "QUANTIZE".into(),
+            MUL => "MUL".into(),
+            SUB => "SUB".into(),
+            RELU => "RELU".into(),
+            RELU_N1_TO_1 => "RELU_N1_TO_1".into(),
+            RELU6 => "RELU6".into(),
+            TANH => "TANH".into(),
+            LEAKY_RELU => "LEAKY_RELU".into(),
+            HARD_SWISH => "HARD_SWISH".into(),
+            RESIZE_BILINEAR => "RESIZE_BILINEAR".into(),
+            RESIZE_NEAREST_NEIGHBOR => "RESIZE_NEAREST_NEIGHBOR".into(),
             32 => "CUSTOM".into(),
             other => format!("builtin operator {other}"),
         }
@@ -141,11 +161,17 @@ pub mod options {
     pub const SOFTMAX: u8 = 9;
     pub const CONCATENATION: u8 = 10;
     pub const ADD: u8 = 11;
+    pub const RESIZE_BILINEAR: u8 = 15;
     pub const RESHAPE: u8 = 17;
+    pub const MUL: u8 = 21;
     pub const PAD: u8 = 22;
+    pub const SUB: u8 = 28;
     pub const REDUCER: u8 = 27;
     pub const SQUEEZE: u8 = 30;
     pub const DEQUANTIZE: u8 = 38;
+    pub const RESIZE_NEAREST_NEIGHBOR: u8 = 74;
+    pub const LEAKY_RELU: u8 = 75;
+    pub const HARD_SWISH: u8 = 91;
 }
 
 /// Option-table field ids.
@@ -192,6 +218,21 @@ pub mod fields {
     pub const CONCAT_ACTIVATION: u16 = 1;
     /// AddOptions.
     pub const ADD_ACTIVATION: u16 = 0;
+    /// MulOptions and SubOptions.
+    pub const MUL_ACTIVATION: u16 = 0;
+    pub const SUB_ACTIVATION: u16 = 0;
+    /// LeakyReluOptions.
+    pub const LEAKY_RELU_ALPHA: u16 = 0;
+    /// ResizeBilinearOptions (fields 0 and 1 are the deprecated new_height and new_width).
+    pub mod resize_bilinear {
+        pub const ALIGN_CORNERS: u16 = 2;
+        pub const HALF_PIXEL_CENTERS: u16 = 3;
+    }
+    /// ResizeNearestNeighborOptions.
+    pub mod resize_nearest {
+        pub const ALIGN_CORNERS: u16 = 0;
+        pub const HALF_PIXEL_CENTERS: u16 = 1;
+    }
     /// ReshapeOptions.
     pub const RESHAPE_NEW_SHAPE: u16 = 0;
     /// ReducerOptions.

@@ -214,3 +214,242 @@ pub fn op_zoo(dtype: DType, seed: u64) -> Graph {
     b.output(chan);
     b.finish().expect("op_zoo is a valid graph")
 }
+
+/// The elementwise zoo: MUL (equal shapes, a squeeze-and-excitation `[1, 1, 1, C]` gate, a
+/// `[H, 1]` broadcast, a multiplier above 1), SUB (both operands broadcast in turn), RELU,
+/// RELU6, RELU_N1_TO_1, LEAKY_RELU (alpha below and above 1), HARD_SWISH and TANH, at edge
+/// parameters: zero points at both ends of the type's range, scales 18x and 230x apart, odd
+/// sizes. Its inputs are 8-bit codes (no Quantize), so the check feeds every code.
+///
+/// # Panics
+/// If `dtype` is not `U8` or `I8`.
+pub fn elementwise_zoo(dtype: DType) -> Graph {
+    assert!(
+        matches!(dtype, DType::U8 | DType::I8),
+        "elementwise_zoo is 8-bit"
+    );
+    let mut b = GraphBuilder::new();
+    let (lo, hi) = if dtype == DType::U8 {
+        (0, 255)
+    } else {
+        (-128, 127)
+    };
+    let mid = (lo + hi + 1) / 2;
+    let shape = [2, 5, 7, 3];
+    let a = b.tensor("a", dtype, &shape, pt(0.05, hi));
+    let x = b.tensor("x", dtype, &shape, pt(0.9, lo));
+    let gate = b.tensor("gate", dtype, &[1, 1, 1, 3], pt(1.0 / 256.0, lo));
+    let col = b.tensor("col", dtype, &[7, 1], pt(0.2, mid + 7));
+    for id in [a, x, gate, col] {
+        b.input(id);
+    }
+    let op = |b: &mut GraphBuilder,
+              name: &str,
+              shape: &[usize],
+              q: Option<Quant>,
+              f: &dyn Fn(TensorId) -> Op| {
+        let out = b.tensor(name, dtype, shape, q);
+        b.op(f(out));
+        b.output(out);
+        out
+    };
+    let binary = |kind: &str, lhs: TensorId, rhs: TensorId, activation: Activation| {
+        let kind = kind.to_string();
+        move |output: TensorId| match kind.as_str() {
+            "mul" => Op::Mul {
+                lhs,
+                rhs,
+                output,
+                activation,
+            },
+            _ => Op::Sub {
+                lhs,
+                rhs,
+                output,
+                activation,
+            },
+        }
+    };
+    op(
+        &mut b,
+        "mul_ax",
+        &shape,
+        pt(0.5, mid),
+        &binary("mul", a, x, Activation::None),
+    );
+    op(
+        &mut b,
+        "mul_se",
+        &shape,
+        pt(0.04, lo + 3),
+        &binary("mul", a, gate, Activation::Relu6),
+    );
+    op(
+        &mut b,
+        "mul_col",
+        &shape,
+        pt(0.3, hi - 5),
+        &binary("mul", x, col, Activation::ReluN1To1),
+    );
+    // M = 0.9 * (1/256) / 0.001 = 3.5: a left shift.
+    op(
+        &mut b,
+        "mul_big",
+        &shape,
+        pt(0.001, mid),
+        &binary("mul", x, gate, Activation::None),
+    );
+    op(
+        &mut b,
+        "sub_ax",
+        &shape,
+        pt(1.0, hi - 20),
+        &binary("sub", a, x, Activation::Relu),
+    );
+    op(
+        &mut b,
+        "sub_col",
+        &shape,
+        pt(0.25, lo + 1),
+        &binary("sub", x, col, Activation::None),
+    );
+    op(
+        &mut b,
+        "sub_rev",
+        &shape,
+        pt(0.02, mid),
+        &binary("sub", col, a, Activation::None),
+    );
+    let unary = |kind: &str, input: TensorId| {
+        let kind = kind.to_string();
+        move |output: TensorId| match kind.as_str() {
+            "relu" => Op::Relu {
+                input,
+                output,
+                activation: Activation::Relu,
+            },
+            "relu6" => Op::Relu {
+                input,
+                output,
+                activation: Activation::Relu6,
+            },
+            "relu1" => Op::Relu {
+                input,
+                output,
+                activation: Activation::ReluN1To1,
+            },
+            "leaky" => Op::LeakyRelu {
+                input,
+                output,
+                alpha: 0.2,
+            },
+            "leaky_wide" => Op::LeakyRelu {
+                input,
+                output,
+                alpha: 1.5,
+            },
+            "hswish" => Op::HardSwish { input, output },
+            _ => Op::Tanh { input, output },
+        }
+    };
+    op(&mut b, "relu_x", &shape, pt(0.3, lo + 3), &unary("relu", x));
+    op(
+        &mut b,
+        "relu6_a",
+        &shape,
+        pt(6.0 / 255.0, lo),
+        &unary("relu6", a),
+    );
+    op(&mut b, "relu6_x", &shape, pt(0.01, mid), &unary("relu6", x));
+    op(
+        &mut b,
+        "relu1_x",
+        &shape,
+        pt(1.0 / 128.0, mid),
+        &unary("relu1", x),
+    );
+    op(&mut b, "leaky_a", &shape, pt(0.04, mid), &unary("leaky", a));
+    op(
+        &mut b,
+        "leaky_x",
+        &shape,
+        pt(0.7, hi - 2),
+        &unary("leaky_wide", x),
+    );
+    op(
+        &mut b,
+        "hswish_a",
+        &shape,
+        pt(0.03, lo + 10),
+        &unary("hswish", a),
+    );
+    op(
+        &mut b,
+        "hswish_x",
+        &shape,
+        pt(0.1, lo + 30),
+        &unary("hswish", x),
+    );
+    op(
+        &mut b,
+        "tanh_a",
+        &shape,
+        pt(1.0 / 128.0, mid),
+        &unary("tanh", a),
+    );
+    op(&mut b, "tanh_x", &shape, pt(0.01, lo), &unary("tanh", x));
+    b.finish().expect("elementwise_zoo is a valid graph")
+}
+
+/// The resize zoo: RESIZE_NEAREST_NEIGHBOR and RESIZE_BILINEAR up and down, plain,
+/// `align_corners` and `half_pixel_centers`, and down to a single pixel, on a `[2, 5, 7, 3]` input
+/// of 8-bit codes whose zero point is the type's maximum.
+///
+/// # Panics
+/// If `dtype` is not `U8` or `I8`.
+pub fn resize_zoo(dtype: DType) -> Graph {
+    assert!(
+        matches!(dtype, DType::U8 | DType::I8),
+        "resize_zoo is 8-bit"
+    );
+    let hi = if dtype == DType::U8 { 255 } else { 127 };
+    let q = pt(0.1, hi);
+    let mut b = GraphBuilder::new();
+    let x = b.tensor("x", dtype, &[2, 5, 7, 3], q.clone());
+    b.input(x);
+    let modes = [
+        ("plain", false, false),
+        ("align", true, false),
+        ("half", false, true),
+    ];
+    for bilinear in [false, true] {
+        let kind = if bilinear { "bilinear" } else { "nearest" };
+        let mut cases: Vec<(String, [usize; 2], bool, bool)> = modes
+            .iter()
+            .map(|&(m, a, h)| (format!("{kind}_up_{m}"), [9, 11], a, h))
+            .collect();
+        cases.push((format!("{kind}_down_half"), [3, 4], false, true));
+        cases.push((format!("{kind}_down_align"), [2, 3], true, false));
+        cases.push((format!("{kind}_to_one_align"), [1, 1], true, false));
+        for (name, [h, w], align_corners, half_pixel_centers) in cases {
+            let y = b.tensor(&name, dtype, &[2, h, w, 3], q.clone());
+            b.op(if bilinear {
+                Op::ResizeBilinear {
+                    input: x,
+                    output: y,
+                    align_corners,
+                    half_pixel_centers,
+                }
+            } else {
+                Op::ResizeNearest {
+                    input: x,
+                    output: y,
+                    align_corners,
+                    half_pixel_centers,
+                }
+            });
+            b.output(y);
+        }
+    }
+    b.finish().expect("resize_zoo is a valid graph")
+}

@@ -159,6 +159,106 @@ fn intq_models_exported_to_tflite_equal_tflite_reference_byte_for_byte() {
     }
 }
 
+/// MUL, SUB, RELU, RELU6, RELU_N1_TO_1, LEAKY_RELU, HARD_SWISH and TANH at edge parameters
+/// (docs/spec.md §11), every op output against TFLite's reference kernels.
+#[test]
+fn elementwise_ops_equal_tflite_reference_byte_for_byte() {
+    for name in ["elementwise_u8", "elementwise_i8"] {
+        let (t, b) = check_fixture(name);
+        // 17 op outputs per seed, two seeds.
+        assert_eq!(t, 34, "{name}: {t} tensors compared");
+        assert_eq!(b, 34 * 210, "{name}: {b} bytes compared");
+    }
+}
+
+/// RESIZE_NEAREST_NEIGHBOR and RESIZE_BILINEAR up, down and to one pixel, plain, with
+/// align_corners and with half_pixel_centers (docs/spec.md §11.7, §11.8), against TFLite's
+/// reference kernels (uint8 bilinear in its f32 arithmetic, int8 in its fixed point).
+#[test]
+fn resize_ops_equal_tflite_reference_byte_for_byte() {
+    for name in ["resize_u8", "resize_i8"] {
+        let (t, b) = check_fixture(name);
+        // 12 op outputs per seed, two seeds.
+        assert_eq!(t, 24, "{name}: {t} tensors compared");
+        assert_eq!(b, 7584, "{name}: {b} bytes compared");
+    }
+}
+
+/// The committed elementwise and resize models are what the exporter writes today.
+#[test]
+fn exporter_reproduces_the_committed_elementwise_models() {
+    use intq_tflite::zoo::{elementwise_zoo, resize_zoo};
+    for (name, graph) in [
+        ("elementwise_u8", elementwise_zoo(DType::U8)),
+        ("elementwise_i8", elementwise_zoo(DType::I8)),
+        ("resize_u8", resize_zoo(DType::U8)),
+        ("resize_i8", resize_zoo(DType::I8)),
+    ] {
+        let committed =
+            std::fs::read(fixtures().join(name).join(format!("{name}.tflite"))).unwrap();
+        assert!(export(&graph).unwrap() == committed, "{name}");
+    }
+}
+
+/// Each new builtin imports as its engine op, with its options; a negative LEAKY_RELU alpha is
+/// refused by name.
+#[test]
+fn elementwise_builtins_import_as_their_ops() {
+    for (code, kind) in [
+        (19, "Relu"),
+        (20, "Relu"),
+        (21, "Relu"),
+        (28, "Tanh"),
+        (98, "LeakyRelu"),
+        (117, "HardSwish"),
+    ] {
+        let g = import(&model_with_op(code, 9)).unwrap();
+        assert_eq!(g.ops()[0].kind().name(), kind, "builtin {code}");
+    }
+    let g = import(&model_with_op(21, 3)).unwrap();
+    assert!(matches!(
+        g.ops()[0],
+        Op::Relu {
+            activation: intq_engine::Activation::Relu6,
+            ..
+        }
+    ));
+    let zoo = intq_tflite::zoo::elementwise_zoo(DType::U8);
+    let mut ops = zoo.ops().to_vec();
+    let Some(Op::LeakyRelu { alpha, .. }) =
+        ops.iter_mut().find(|o| matches!(o, Op::LeakyRelu { .. }))
+    else {
+        panic!("the zoo has a LeakyRelu")
+    };
+    *alpha = 0.0;
+    let g = Graph::new(
+        zoo.tensors().to_vec(),
+        ops,
+        zoo.inputs().to_vec(),
+        zoo.outputs().to_vec(),
+    )
+    .unwrap();
+    // Alpha 0 survives the trip.
+    let back = import(&export(&g).unwrap()).unwrap();
+    let alphas: Vec<f32> = back
+        .ops()
+        .iter()
+        .filter_map(|op| match op {
+            Op::LeakyRelu { alpha, .. } => Some(*alpha),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(alphas, [0.0, 1.5]);
+    // A negative alpha (the zoo's 1.5, the only such f32 in the file, made -1.5) is refused.
+    let mut bytes = export(&zoo).unwrap();
+    let at = (0..bytes.len() - 4)
+        .find(|&i| bytes[i..i + 4] == 1.5f32.to_le_bytes())
+        .unwrap();
+    bytes[at..at + 4].copy_from_slice(&(-1.5f32).to_le_bytes());
+    let e = import(&bytes).unwrap_err().to_string();
+    assert!(e.contains("LEAKY_RELU") && e.contains("alpha -1.5"), "{e}");
+}
+
 /// The committed intq models are what the exporter writes today, so the fixtures also pin the
 /// writer's output.
 #[test]
@@ -215,6 +315,10 @@ fn import_export_import_round_trips() {
         tflite_exact(&examples::small_cnn(DType::I8, false, 4)),
         intq_tflite::zoo::op_zoo(DType::U8, 5),
         intq_tflite::zoo::op_zoo(DType::I8, 6),
+        intq_tflite::zoo::elementwise_zoo(DType::U8),
+        intq_tflite::zoo::elementwise_zoo(DType::I8),
+        intq_tflite::zoo::resize_zoo(DType::U8),
+        intq_tflite::zoo::resize_zoo(DType::I8),
     ];
     for name in ["image_classification", "anomaly_detection"] {
         let bytes = std::fs::read(fixtures().join(name).join(format!("{name}.tflite"))).unwrap();
@@ -418,10 +522,10 @@ fn model_with(code: i32, input_type: i8, shape: Vec<i32>) -> Vec<u8> {
 
 #[test]
 fn unsupported_ops_and_types_name_the_op_its_index_and_the_tensor() {
-    // TANH (28) is not supported.
-    let e = import(&model_with_op(28, 9)).unwrap_err().to_string();
+    // CONCAT_EMBEDDINGS (29) is not supported.
+    let e = import(&model_with_op(29, 9)).unwrap_err().to_string();
     assert!(
-        e.contains("op 0") && e.contains("builtin operator 28") && e.contains("'out'"),
+        e.contains("op 0") && e.contains("builtin operator 29") && e.contains("'out'"),
         "{e}"
     );
     // An int16 tensor on a supported op.

@@ -14,6 +14,7 @@ mod mul_sub;
 mod pad_mean;
 mod pool;
 mod quantize;
+mod resize;
 mod softmax;
 mod tflite;
 
@@ -31,5 +32,6 @@ pub use pad_mean::{mean, pad, MeanParams};
 pub(crate) use pool::window as pool_window;
 pub use pool::{average_pool, max_pool};
 pub use quantize::{dequantize, quantize, quantize_to, reshape};
+pub use resize::{nearest_source, resize_bilinear, resize_nearest, BilinearArithmetic, ResizeMode};
 pub use softmax::{softmax, SoftmaxParams};
 pub use tflite::{fully_connected_real_scale, real_scale, tflite_logistic_table};

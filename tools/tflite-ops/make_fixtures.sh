@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Writes intq's elementwise zoo (MUL, SUB, RELU, RELU6, RELU_N1_TO_1, LEAKY_RELU, HARD_SWISH, TANH
+# at edge parameters) and resize zoo (RESIZE_NEAREST_NEIGHBOR, RESIZE_BILINEAR in every mode), in
+# uint8 and int8, as .tflite with intq's exporter, runs each in TFLite's
+# reference kernels (BUILTIN_REF) through tools/tflite-check, which compares every op output with
+# intq byte for byte, and stores the golden fixtures (inputs, outputs, a CRC-32 per tensor) that
+# `cargo test -p intq-tflite` checks without Python:
+#   tools/tflite-ops/make_fixtures.sh [--seeds N] [--no-save]
+# Environment: VENV and INTQ as for tools/tflite-check/check.sh.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+seeds=2
+save=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --seeds) seeds="$2"; shift 2 ;;
+        --no-save) save=0; shift ;;
+        *) echo "usage: $0 [--seeds N] [--no-save]" >&2; exit 2 ;;
+    esac
+done
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+(cd "$root" && cargo run --release --quiet -p intq-tflite --example make_models -- "$work" >/dev/null)
+status=0
+for name in elementwise_u8 elementwise_i8 resize_u8 resize_i8; do
+    args=("$work/$name.tflite" --seeds "$seeds")
+    if [ "$save" = 1 ]; then
+        args+=(--save "$root/crates/intq-tflite/tests/fixtures/$name")
+    fi
+    "$root/tools/tflite-check/check.sh" "${args[@]}" || status=1
+done
+exit $status
