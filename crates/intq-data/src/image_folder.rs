@@ -200,9 +200,11 @@ pub struct ImageFolderData {
     pub train: Split,
     pub test: Split,
     pub manifest: Manifest,
+    /// Pictures whose scan entry came from the previous manifest, unchanged on disk.
+    pub reused: usize,
 }
 
-fn corrupt(path: &Path, problem: impl Into<String>) -> DataError {
+pub(crate) fn corrupt(path: &Path, problem: impl Into<String>) -> DataError {
     DataError::Corrupt {
         path: path.to_path_buf(),
         problem: problem.into(),
@@ -484,7 +486,18 @@ pub fn scan(
     opts: &ImageFolderOptions,
     previous: Option<&Manifest>,
 ) -> Result<Manifest, DataError> {
-    scan_converting(root, opts, previous, None).map(|(m, _)| m)
+    scan_reusing(root, opts, previous).map(|(m, _)| m)
+}
+
+/// [`scan`], also saying how many entries came from `previous` without decoding.
+pub fn scan_reusing(
+    root: &Path,
+    opts: &ImageFolderOptions,
+    previous: Option<&Manifest>,
+) -> Result<(Manifest, usize), DataError> {
+    let (m, _) = scan_converting(root, opts, previous, None)?;
+    let reused = reuse_count(&m, previous);
+    Ok((m, reused))
 }
 
 /// Pixels converted during a scan, by manifest entry; `None` where not converted yet.
@@ -686,6 +699,7 @@ pub fn load(
         check_target(c, h, w)?;
     }
     let (mut manifest, mut converted) = scan_converting(root, opts, previous, known_target)?;
+    let reused = reuse_count(&manifest, previous);
     let (c, h, w) = target_shape(root, &manifest, opts)?;
     let todo: Vec<usize> = (0..converted.len())
         .filter(|&i| converted[i].is_none())
@@ -749,7 +763,129 @@ pub fn load(
         train,
         test,
         manifest,
+        reused,
     })
+}
+
+/// Entries of `m` taken over from `previous` (same path, size and mtime).
+fn reuse_count(m: &Manifest, previous: Option<&Manifest>) -> usize {
+    let Some(p) = previous else { return 0 };
+    let known: HashMap<&str, &ManifestEntry> =
+        p.entries.iter().map(|e| (e.path.as_str(), e)).collect();
+    m.entries
+        .iter()
+        .filter(|e| {
+            known
+                .get(e.path.as_str())
+                .is_some_and(|o| o.bytes == e.bytes && o.mtime_ns == e.mtime_ns && e.mtime_ns != 0)
+        })
+        .count()
+}
+
+/// How many training pictures `root` holds under `opts`, found by listing the folders without
+/// reading any picture (so before a scan decides which are good).
+pub fn count_training_pictures(root: &Path, opts: &ImageFolderOptions) -> Result<usize, DataError> {
+    let mut skipped = Vec::new();
+    let (_, _, found) = discover(root, opts, &mut skipped)?;
+    Ok(found.iter().filter(|f| f.split == SplitName::Train).count())
+}
+
+/// The pictures of one split of a scanned folder, decoded and converted to the target on
+/// demand (for data sets larger than memory): picture `i` is the split's `i`-th manifest entry,
+/// the order [`load`] puts them in, and its pixels are exactly [`load`]'s.
+#[derive(Debug, Clone)]
+pub struct FolderReader {
+    root: PathBuf,
+    paths: Vec<String>,
+    labels: Vec<u8>,
+    channels: usize,
+    height: usize,
+    width: usize,
+    resize: Resize,
+}
+
+impl FolderReader {
+    /// A reader of split `split` of `m` (scanned from `root`), converting to the target `opts`
+    /// gives (as [`target_shape`]).
+    pub fn new(
+        root: &Path,
+        m: &Manifest,
+        split: SplitName,
+        opts: &ImageFolderOptions,
+    ) -> Result<Self, DataError> {
+        let (channels, height, width) = target_shape(root, m, opts)?;
+        let (paths, labels) = m.split(split).map(|e| (e.path.clone(), e.label)).unzip();
+        Ok(FolderReader {
+            root: root.to_path_buf(),
+            paths,
+            labels,
+            channels,
+            height,
+            width,
+            resize: opts.resize,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The label of each picture.
+    pub fn labels(&self) -> &[u8] {
+        &self.labels
+    }
+
+    /// (channels, height, width) of the pixels read.
+    pub fn shape(&self) -> (usize, usize, usize) {
+        (self.channels, self.height, self.width)
+    }
+
+    /// Keeps the first `n` pictures only.
+    pub fn truncate(&mut self, n: usize) {
+        self.paths.truncate(n);
+        self.labels.truncate(n);
+    }
+
+    /// The HWC pixels of picture `i`; the error names the file.
+    pub fn read(&self, i: usize) -> Result<Vec<u8>, DataError> {
+        let path = self.root.join(&self.paths[i]);
+        let img = read_and_decode(&path).map_err(|p| corrupt(&path, p))?;
+        Ok(to_pixels(
+            &img,
+            self.channels,
+            self.height,
+            self.width,
+            self.resize,
+        ))
+    }
+
+    /// The HWC pixels of pictures `idx`, decoded on all cores, appended in order to `out`.
+    pub fn read_many(&self, idx: &[usize], out: &mut Vec<u8>) -> Result<(), DataError> {
+        for px in par_map(idx, |&i| self.read(i)) {
+            out.extend_from_slice(&px?);
+        }
+        Ok(())
+    }
+
+    /// Every picture read into a split named by `class_names`.
+    pub fn read_all(&self, class_names: &[String]) -> Result<Split, DataError> {
+        let all: Vec<usize> = (0..self.len()).collect();
+        let mut images = Vec::with_capacity(self.len() * self.channels * self.height * self.width);
+        self.read_many(&all, &mut images)?;
+        Ok(Split {
+            images,
+            labels: self.labels.clone(),
+            len: self.len(),
+            rows: self.height,
+            cols: self.width,
+            channels: self.channels,
+            class_names: class_names.to_vec(),
+        })
+    }
 }
 
 /// Per split and class, how many pictures a manifest lists: `[train, test]` each a count per

@@ -240,6 +240,19 @@ fn assemble(
             ));
         }
     }
+    // A label beyond what a byte holds names its file, like any other bad label.
+    for (l, p) in [(&ltr, &paths[1]), (&lte, &paths[3])] {
+        if let Some(i) = l.iter().position(|&v| v as usize >= MAX_CLASSES) {
+            return Err(corrupt(
+                p,
+                format!(
+                    "label {} at index {i}; labels must be 0 to {} (at most {MAX_CLASSES} classes)",
+                    l[i],
+                    MAX_CLASSES - 1
+                ),
+            ));
+        }
+    }
     let top = ltr.iter().chain(&lte).copied().max().unwrap_or(0) as usize;
     let classes = num_classes.unwrap_or(top + 1);
     if classes == 0 || classes > MAX_CLASSES {
@@ -378,6 +391,24 @@ pub fn load_npy_dir(dir: &Path, num_classes: Option<usize>) -> Result<NumpyData,
 /// and for tools that export a split.
 pub fn npy_bytes(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
     npy::npy_bytes(descr, shape, data)
+}
+
+/// The bytes of a `.npz` archive of `(name, .npy bytes)` entries, stored uncompressed as
+/// `numpy.savez` writes them (each entry is `name.npy`).
+pub fn npz_bytes(arrays: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    for (name, bytes) in arrays {
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .large_file(bytes.len() as u64 >= u32::MAX as u64);
+        zip.start_file(format!("{name}.npy"), opts)
+            .and_then(|_| zip.write_all(bytes).map_err(Into::into))
+            .expect("writing to memory succeeds");
+    }
+    zip.finish()
+        .expect("writing to memory succeeds")
+        .into_inner()
 }
 
 #[cfg(test)]

@@ -139,6 +139,58 @@ pub struct LoadReport {
     pub warnings: Vec<String>,
     /// An image folder's scan.
     pub manifest: Option<Manifest>,
+    /// Pictures of that scan taken from the saved manifest, unchanged on disk, not decoded to
+    /// scan them.
+    pub manifest_reused: usize,
+    /// Where the manifest was read from or written to.
+    pub manifest_file: Option<PathBuf>,
+}
+
+/// Where an image folder's manifest may be: beside the data ([`image_folder::manifest_path`]),
+/// then, for a folder that cannot be written, `<data dir>/manifests/<hash of the folder's
+/// absolute path>.json`.
+pub fn manifest_places(root: &Path, data_dir: &Path) -> [PathBuf; 2] {
+    use sha2::{Digest, Sha256};
+    let abs = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let h = Sha256::digest(abs.to_string_lossy().as_bytes());
+    let name: String = h[..12].iter().map(|b| format!("{b:02x}")).collect();
+    [
+        image_folder::manifest_path(root),
+        data_dir.join("manifests").join(format!("{name}.json")),
+    ]
+}
+
+/// The saved manifest of `root`, if one can be read; a broken one is a warning (and ignored).
+fn read_manifest(root: &Path, data_dir: &Path, warnings: &mut Vec<String>) -> Option<Manifest> {
+    let path = manifest_places(root, data_dir)
+        .into_iter()
+        .find(|p| p.is_file())?;
+    match Manifest::load(&path) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            warnings.push(format!("{e}; scanning afresh"));
+            None
+        }
+    }
+}
+
+/// Saves `m` beside the data, else in the data dir's cache; the error says why neither worked.
+fn write_manifest(m: &Manifest, root: &Path, data_dir: &Path) -> Result<PathBuf, String> {
+    let [beside, cached] = manifest_places(root, data_dir);
+    let first = match m.save(&beside) {
+        Ok(()) => return Ok(beside),
+        Err(e) => e,
+    };
+    if let Some(dir) = cached.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match m.save(&cached) {
+        Ok(()) => Ok(cached),
+        Err(e) => Err(format!(
+            "could not save the scan's manifest ({first}; {e}); the next run decodes every \
+             picture again to scan it"
+        )),
+    }
 }
 
 /// A loaded data set and its report.
@@ -222,26 +274,22 @@ pub fn open(spec: &DataSpec, opts: &OpenOptions) -> Result<Opened, DataError> {
     let (train, test) = match format {
         Format::Idx => unreachable!("a path is never detected as IDX"),
         Format::ImageFolder => {
-            let mpath = image_folder::manifest_path(path);
-            let previous = if opts.use_manifest && mpath.is_file() {
-                match Manifest::load(&mpath) {
-                    Ok(m) => Some(m),
-                    Err(e) => {
-                        report.warnings.push(format!("{e}; scanning afresh"));
-                        None
-                    }
-                }
+            let previous = if opts.use_manifest {
+                read_manifest(path, &opts.data_dir, &mut report.warnings)
             } else {
                 None
             };
             let d = image_folder::load(path, &opts.image, previous.as_ref())?;
             if opts.use_manifest && previous.as_ref() != Some(&d.manifest) {
-                if let Err(e) = d.manifest.save(&mpath) {
-                    report
-                        .warnings
-                        .push(format!("could not save the manifest: {e}"));
-                }
+                report.manifest_file = write_manifest(&d.manifest, path, &opts.data_dir)
+                    .map_err(|e| report.warnings.push(e))
+                    .ok();
+            } else if opts.use_manifest {
+                report.manifest_file = manifest_places(path, &opts.data_dir)
+                    .into_iter()
+                    .find(|p| p.is_file());
             }
+            report.manifest_reused = d.reused;
             report.skipped = d.manifest.skipped.clone();
             report.manifest = Some(d.manifest);
             (d.train, d.test)
@@ -282,6 +330,66 @@ pub fn open(spec: &DataSpec, opts: &OpenOptions) -> Result<Opened, DataError> {
             train,
             test,
         },
+        report,
+    })
+}
+
+/// An image folder opened for streaming: its training pictures are read on demand, its
+/// held-out split is in memory.
+#[derive(Debug, Clone)]
+pub struct Streamed {
+    pub train: image_folder::FolderReader,
+    pub test: Split,
+    pub report: LoadReport,
+}
+
+impl Streamed {
+    /// The class names, by label.
+    pub fn class_names(&self) -> &[String] {
+        &self.test.class_names
+    }
+}
+
+/// Opens the image folder `path` for streaming: scans it (decoding only pictures the saved
+/// manifest does not vouch for, keeping no pixels), then reads the held-out split into memory
+/// and leaves the training pictures to [`image_folder::FolderReader`]. The pixels are those
+/// [`open`] gives.
+pub fn open_streamed(path: &Path, opts: &OpenOptions) -> Result<Streamed, DataError> {
+    let mut report = LoadReport::default();
+    let previous = if opts.use_manifest {
+        read_manifest(path, &opts.data_dir, &mut report.warnings)
+    } else {
+        None
+    };
+    let (m, reused) = image_folder::scan_reusing(path, &opts.image, previous.as_ref())?;
+    if opts.use_manifest && previous.as_ref() != Some(&m) {
+        report.manifest_file = write_manifest(&m, path, &opts.data_dir)
+            .map_err(|e| report.warnings.push(e))
+            .ok();
+    } else if opts.use_manifest {
+        report.manifest_file = manifest_places(path, &opts.data_dir)
+            .into_iter()
+            .find(|p| p.is_file());
+    }
+    let train =
+        image_folder::FolderReader::new(path, &m, image_folder::SplitName::Train, &opts.image)?;
+    if train.is_empty() {
+        return Err(image_folder::corrupt(path, "no training pictures"));
+    }
+    let test =
+        image_folder::FolderReader::new(path, &m, image_folder::SplitName::Test, &opts.image)?
+            .read_all(&m.classes)?;
+    if test.len == 0 {
+        report
+            .warnings
+            .push("the test (held-out) split is empty".to_string());
+    }
+    report.manifest_reused = reused;
+    report.skipped = m.skipped.clone();
+    report.manifest = Some(m);
+    Ok(Streamed {
+        train,
+        test,
         report,
     })
 }
@@ -335,7 +443,18 @@ pub fn info(spec: &DataSpec, opts: &OpenOptions) -> Result<DataInfo, DataError> 
     let source = spec.to_string();
     if let DataSpec::Path(path) = spec {
         if detect(path)? == Format::ImageFolder {
-            let m = image_folder::scan(path, &opts.image, None)?;
+            let mut warnings = Vec::new();
+            let previous = if opts.use_manifest {
+                read_manifest(path, &opts.data_dir, &mut warnings)
+            } else {
+                None
+            };
+            let (m, _) = image_folder::scan_reusing(path, &opts.image, previous.as_ref())?;
+            if opts.use_manifest && previous.as_ref() != Some(&m) {
+                if let Err(e) = write_manifest(&m, path, &opts.data_dir) {
+                    warnings.push(e);
+                }
+            }
             let (channels, _, _) = match image_folder::target_shape(path, &m, &opts.image) {
                 Ok(t) => t,
                 // Mixed sizes only matter when loading without a target size.
@@ -351,7 +470,6 @@ pub fn info(spec: &DataSpec, opts: &OpenOptions) -> Result<DataInfo, DataError> 
             };
             let [train, test] = image_folder::class_counts(&m);
             let (min_size, max_size) = image_folder::size_range(&m).expect("a scan finds pictures");
-            let mut warnings = Vec::new();
             if min_size != max_size && opts.image.size.is_none() {
                 warnings.push(format!(
                     "pictures range from {}x{} to {}x{} (height x width): loading needs a target size",
