@@ -40,6 +40,7 @@ pub mod fake_quant;
 pub mod layers;
 pub mod observer;
 pub mod pool;
+pub mod prefetch;
 pub mod ptq;
 pub mod sgd;
 pub mod shard;
