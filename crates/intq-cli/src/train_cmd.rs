@@ -10,8 +10,9 @@ use intq_data::Split;
 use intq_train::augment::Augment;
 use intq_train::checkpoint;
 use intq_train::checkpoint::DataMeta;
+use intq_train::dist::Collective;
 use intq_train::layers::{LayerOpts, QuantCfg, RangeMode};
-use intq_train::trainer::{train_observed, Observer, Start, TrainConfig};
+use intq_train::trainer::{train_ranks, Observer, Start, TrainConfig};
 use intq_train::{train_device, Arch, Net};
 
 /// Options every training command shares.
@@ -180,10 +181,18 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
     // Training's fake-quant pass runs on the kernel tier INTQ_ISA selects: a bad value is an
     // error here, as for the engine's commands, not a silent fallback to the portable tier.
     intq_kernels::KernelTier::from_env().context("INTQ_ISA")?;
-    match cmd {
-        TrainCommand::Train(a) => run_train(*a),
-        TrainCommand::Qat(a) => run_qat(*a),
+    // Under mpirun: one rank of a data-parallel run (refused where MPI is not built in).
+    let comm = intq_train::dist::from_launcher()?;
+    let res = match cmd {
+        TrainCommand::Train(a) => run_train(*a, &*comm),
+        TrainCommand::Qat(a) => run_qat(*a, &*comm),
+    };
+    // The other ranks wait in the next exchange: end them all, naming the rank that failed.
+    if let (Err(e), true) = (&res, comm.size() > 1) {
+        eprintln!("error: rank {} of {}: {e:#}", comm.rank(), comm.size());
+        comm.abort(1);
     }
+    res
 }
 
 /// Both splits, converted to the network's input, and their pixels as the trainer takes them.
@@ -250,7 +259,8 @@ fn config(c: &Common, arch: Arch, epochs: usize, lr: f64) -> TrainConfig {
 /// The resumed start, checked against this run's model and quantization. The shard count
 /// comes from the checkpoint unless `--shards` was given (then a different value is allowed,
 /// with a warning that the continuation is no longer the uninterrupted run's).
-fn resume(cfg: &mut TrainConfig, shards_flag: Option<usize>) -> Result<Start> {
+/// Under `world` ranks the recorded count is split between them.
+fn resume(cfg: &mut TrainConfig, shards_flag: Option<usize>, world: usize) -> Result<Start> {
     let loaded = checkpoint::load(&cfg.out, LayerOpts::default(), &train_device())
         .with_context(|| format!("--resume: reading {}", cfg.out.display()))?;
     if loaded.meta.arch != cfg.arch || loaded.meta.quant != cfg.quant {
@@ -265,17 +275,22 @@ fn resume(cfg: &mut TrainConfig, shards_flag: Option<usize>) -> Result<Start> {
     }
     // Files from before shards existed were written by single-batch steps.
     let recorded = loaded.meta.shards.unwrap_or(1);
-    match shards_flag {
-        None => cfg.shards = recorded,
-        Some(n) if n != recorded => eprintln!(
-            "warning: {} was trained with --shards {recorded}; continuing with --shards {n} \
+    let ranks = if world > 1 {
+        format!(" on each of {world} ranks")
+    } else {
+        String::new()
+    };
+    let n = shards_flag.unwrap_or((recorded / world).max(1));
+    cfg.shards = n;
+    if n * world != recorded {
+        eprintln!(
+            "warning: {} was trained with --shards {recorded}; continuing with --shards {n}{ranks} \
              trains a different network than the uninterrupted run",
             cfg.out.display()
-        ),
-        Some(_) => {}
+        );
     }
     eprintln!(
-        "resuming {} after epoch {} and {} more batches (step {}, {} shards)",
+        "resuming {} after epoch {} and {} more batches (step {}, {} shards{ranks})",
         cfg.out.display(),
         loaded.meta.epoch,
         loaded.meta.epoch_batches,
@@ -301,11 +316,13 @@ fn train_with_curve(
     start: Start,
     data: &Data,
     device: &intq_train::Device,
+    comm: &dyn Collective,
 ) -> Result<intq_train::Summary> {
     let mut png = cfg.out.clone().into_os_string();
     png.push(".curve.png");
     let png = PathBuf::from(png);
-    let metrics = cfg.metrics.clone();
+    // Rank 0 writes the metrics log and draws the curve.
+    let metrics = cfg.metrics.clone().filter(|_| comm.rank() == 0);
     let mut warned = false;
     let mut draw = || {
         let Some(m) = &metrics else { return };
@@ -322,7 +339,7 @@ fn train_with_curve(
         }
     };
     let mut on_epoch = |_: usize| draw();
-    let res = train_observed(
+    let res = train_ranks(
         cfg,
         c.ckpt_every,
         Observer {
@@ -333,6 +350,7 @@ fn train_with_curve(
         &fidelity::image_set_chw(&data.train, &data.train_chw),
         Some(&fidelity::image_set_chw(&data.test, &data.test_chw)),
         device,
+        comm,
     );
     draw();
     Ok(res?.1)
@@ -356,7 +374,7 @@ fn finish(cfg: &TrainConfig, s: &intq_train::Summary) {
     );
 }
 
-fn run_train(a: TrainArgs) -> Result<()> {
+fn run_train(a: TrainArgs, comm: &dyn Collective) -> Result<()> {
     let arch: Arch = a.model.parse()?;
     let c = &a.common;
     let mut cfg = config(c, arch, 15, 0.05);
@@ -417,7 +435,7 @@ fn run_train(a: TrainArgs) -> Result<()> {
     let data = Data::new(ds, c.limit_train, c.limit_test);
     let device = train_device();
     let start = if c.resume {
-        resume(&mut cfg, c.shards)?
+        resume(&mut cfg, c.shards, comm.size())?
     } else {
         device.seed(cfg.seed);
         Start::fresh(Net::with_classes(
@@ -432,12 +450,14 @@ fn run_train(a: TrainArgs) -> Result<()> {
         input.shape[0], input.shape[1], input.shape[2], input.classes
     );
     let title = format!("{arch} {name} float");
-    let s = train_with_curve(&cfg, c, &title, start, &data, &device)?;
-    finish(&cfg, &s);
+    let s = train_with_curve(&cfg, c, &title, start, &data, &device, comm)?;
+    if comm.rank() == 0 {
+        finish(&cfg, &s);
+    }
     Ok(())
 }
 
-fn run_qat(a: QatArgs) -> Result<()> {
+fn run_qat(a: QatArgs, comm: &dyn Collective) -> Result<()> {
     let scheme = a
         .scheme
         .clone()
@@ -474,7 +494,7 @@ fn run_qat(a: QatArgs) -> Result<()> {
     cfg.freeze_bn_after = a.freeze_bn_after;
     cfg.freeze_observers_after = a.freeze_observers_after;
     let start = if c.resume {
-        resume(&mut cfg, c.shards)?
+        resume(&mut cfg, c.shards, comm.size())?
     } else {
         // Fresh momentum: the fine-tuning run has its own schedule.
         Start::fresh(from.net)
@@ -491,7 +511,9 @@ fn run_qat(a: QatArgs) -> Result<()> {
             r => format!(" ranges {}", r.name()),
         }
     );
-    let s = train_with_curve(&cfg, c, &title, start, &data, &device)?;
-    finish(&cfg, &s);
+    let s = train_with_curve(&cfg, c, &title, start, &data, &device, comm)?;
+    if comm.rank() == 0 {
+        finish(&cfg, &s);
+    }
     Ok(())
 }

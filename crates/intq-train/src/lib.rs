@@ -35,6 +35,7 @@ pub mod checkpoint;
 pub mod ckpt_file;
 pub mod conv;
 pub mod depthwise;
+pub mod dist;
 pub mod export;
 pub mod fake_quant;
 pub mod layers;

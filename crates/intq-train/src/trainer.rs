@@ -6,6 +6,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -17,6 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::augment::{self, Augment};
 use crate::checkpoint::{self, CkptMeta};
+use crate::dist::{self, Collective};
 use crate::fake_quant::{host_vec, scalar};
 use crate::layers::{Ctx, QuantCfg, RangeMode};
 use crate::sgd::{self, SgdStep, Velocity};
@@ -400,12 +402,46 @@ pub struct Observer<'a> {
 pub fn train_observed(
     cfg: &TrainConfig,
     ckpt_every: Option<u64>,
-    mut obs: Observer<'_>,
+    obs: Observer<'_>,
     start: Start,
     train_set: &ImageSet,
     test: Option<&ImageSet>,
     device: &Device,
 ) -> Result<(Net, Summary), TrainError> {
+    train_ranks(
+        cfg,
+        ckpt_every,
+        obs,
+        start,
+        train_set,
+        test,
+        device,
+        &dist::Single,
+    )
+}
+
+/// [`train_observed`] as one rank of `comm` ([`crate::dist`]): every rank passes the same
+/// arguments and runs `cfg.shards` pieces of each global batch of `cfg.batch_size`; the
+/// checkpoints record `cfg.shards * comm.size()` shards. Rank 0 alone writes the checkpoints
+/// and the metrics log, shows progress and evaluates (the others' summaries have no test
+/// accuracy).
+#[allow(clippy::too_many_arguments)]
+pub fn train_ranks(
+    cfg: &TrainConfig,
+    ckpt_every: Option<u64>,
+    mut obs: Observer<'_>,
+    start: Start,
+    train_set: &ImageSet,
+    test: Option<&ImageSet>,
+    device: &Device,
+    comm: &dyn Collective,
+) -> Result<(Net, Summary), TrainError> {
+    let lead = comm.rank() == 0;
+    // What the checkpoints record: the run's shards in all, which fix its arithmetic.
+    let rec_cfg = &TrainConfig {
+        shards: cfg.shards * comm.size(),
+        ..cfg.clone()
+    };
     train_set.validate()?;
     if ckpt_every == Some(0) {
         return Err(TrainError::Config(
@@ -449,7 +485,8 @@ pub fn train_observed(
         net.set_range_mode(q.ranges, device)?;
     }
     let mut ranges_started = learned.is_none();
-    let mut metrics = match &cfg.metrics {
+    dist::check_same(comm, &net, &vel, "at the start")?;
+    let mut metrics = match cfg.metrics.as_ref().filter(|_| lead) {
         Some(p) => Some(
             OpenOptions::new()
                 .create(true)
@@ -478,7 +515,7 @@ pub fn train_observed(
             q.freeze_observers |= cfg.freeze_observers_after.is_some_and(|e| epoch >= e);
             q
         });
-        let bar = if cfg.progress {
+        let bar = if cfg.progress && lead {
             let b = ProgressBar::new(steps_per_epoch);
             b.set_style(
                 ProgressStyle::with_template(
@@ -506,8 +543,11 @@ pub fn train_observed(
                 // checkpoint, since the summary names the file.
                 if seen > 0 {
                     last_loss = loss_sum / seen as f64;
-                    let meta = ckpt_meta(cfg, epoch, batch_no, step, None);
-                    checkpoint::save(&cfg.out, &net, &vel, &meta)?;
+                    dist::check_same(comm, &net, &vel, "before a checkpoint")?;
+                    if lead {
+                        let meta = ckpt_meta(rec_cfg, epoch, batch_no, step, None);
+                        checkpoint::save(&cfg.out, &net, &vel, &meta)?;
+                    }
                 }
                 break 'epochs;
             }
@@ -519,16 +559,52 @@ pub fn train_observed(
                 exact: false,
                 log: None,
             };
-            let out = sharded_grads_with(
-                &net,
-                train_set,
-                idx,
-                cfg.shards,
-                cfg.label_smoothing,
-                aug.as_ref(),
-                &ctx,
-                device,
-            )?;
+            let out = if comm.size() == 1 {
+                let o = sharded_grads_with(
+                    &net,
+                    train_set,
+                    idx,
+                    cfg.shards,
+                    cfg.label_smoothing,
+                    aug.as_ref(),
+                    &ctx,
+                    device,
+                )?;
+                StepOut {
+                    loss: o.loss,
+                    correct: o.correct,
+                    grads: o.grads,
+                    updates: Updates::Local(o.updates),
+                }
+            } else {
+                let o = distributed_grads(
+                    &net,
+                    train_set,
+                    idx,
+                    cfg.shards,
+                    cfg.label_smoothing,
+                    aug.as_ref(),
+                    &ctx,
+                    device,
+                    comm,
+                )?;
+                if step == start.step && lead && cfg.progress {
+                    eprintln!(
+                        "{} ranks x {} shards: each step all-reduces {} bytes of gradients and \
+                         gathers {} bytes of batch statistics",
+                        comm.size(),
+                        cfg.shards,
+                        4 * dist::grad_values(&net),
+                        8 * o.record_values
+                    );
+                }
+                StepOut {
+                    loss: o.ex.loss,
+                    correct: o.ex.correct,
+                    grads: o.ex.grads,
+                    updates: Updates::Gathered(o.ex.pending),
+                }
+            };
             let loss_v = out.loss;
             if !loss_v.is_finite() {
                 bar.abandon();
@@ -539,7 +615,10 @@ pub fn train_observed(
                     cfg.out.display()
                 )));
             }
-            shard::apply_updates(out.updates)?;
+            match out.updates {
+                Updates::Local(u) => shard::apply_updates(u)?,
+                Updates::Gathered(p) => p.apply()?,
+            }
             let lr = cfg.schedule.lr(cfg.lr, step, total_steps);
             net = sgd::step(
                 net,
@@ -590,21 +669,27 @@ pub fn train_observed(
             let done = batch_no + 1;
             if ckpt_every.is_some_and(|k| step.is_multiple_of(k)) && (done as u64) < steps_per_epoch
             {
-                let meta = ckpt_meta(cfg, epoch, done, step, None);
-                checkpoint::save(&cfg.out, &net, &vel, &meta)?;
+                dist::check_same(comm, &net, &vel, "before a checkpoint")?;
+                if lead {
+                    let meta = ckpt_meta(rec_cfg, epoch, done, step, None);
+                    checkpoint::save(&cfg.out, &net, &vel, &meta)?;
+                }
             }
         }
         bar.finish();
         let secs = t_epoch.elapsed().as_secs_f64();
         epoch_seconds.push(secs);
         last_loss = loss_sum / seen.max(1) as f64;
-        test_acc = match test {
+        test_acc = match test.filter(|_| lead) {
             Some(t) => Some(evaluate(&net, t, quant, 256, device)?),
             None => None,
         };
         epochs_run += 1;
-        let meta = ckpt_meta(cfg, epoch + 1, 0, step, test_acc);
-        checkpoint::save(&cfg.out, &net, &vel, &meta)?;
+        dist::check_same(comm, &net, &vel, "before a checkpoint")?;
+        if lead {
+            let meta = ckpt_meta(rec_cfg, epoch + 1, 0, step, test_acc);
+            checkpoint::save(&cfg.out, &net, &vel, &meta)?;
+        }
         let line = format!(
             "{{\"epoch\":{},\"step\":{},\"train_loss\":{:.6},\"train_accuracy\":{:.6},\"test_accuracy\":{},\"epoch_seconds\":{:.3},\"lr\":{:.6},\"qat\":{}}}",
             epoch + 1,
@@ -616,7 +701,7 @@ pub fn train_observed(
             cfg.schedule.lr(cfg.lr, step, total_steps),
             cfg.quant.is_some()
         );
-        if cfg.progress {
+        if cfg.progress && lead {
             eprintln!("{line}");
         }
         if let Some(m) = metrics.as_mut() {
@@ -672,6 +757,20 @@ pub struct BatchGrads {
     pub grads: GradientsParams,
     /// Each shard's recorded state updates, in shard order, for [`shard::apply_updates`].
     pub updates: Vec<Vec<StateUpdate>>,
+}
+
+/// One step's results on the way to the optimizer, from this process's shards or from all ranks.
+struct StepOut {
+    loss: f64,
+    correct: usize,
+    grads: GradientsParams,
+    updates: Updates,
+}
+
+/// A step's state updates, applied once the loss is known to be finite.
+enum Updates {
+    Local(Vec<Vec<StateUpdate>>),
+    Gathered(dist::Pending),
 }
 
 struct ShardOut {
@@ -754,8 +853,108 @@ fn sharded_grads_with(
     device: &Device,
 ) -> Result<BatchGrads, TrainError> {
     let ranges = shard::pieces(idx.len(), shards);
-    let outs: Vec<Result<ShardOut, TrainError>> = if ranges.len() == 1 {
-        vec![run_shard(net, data, idx, smoothing, aug, ctx, device)]
+    let outs = run_pieces(net, data, idx, &ranges, smoothing, aug, ctx, device)?;
+    let n = idx.len() as f64;
+    let weights: Vec<f64> = ranges.iter().map(|r| r.len() as f64 / n).collect();
+    let loss = if outs.len() == 1 {
+        outs[0].loss
+    } else {
+        outs.iter().zip(&weights).map(|(o, w)| o.loss * w).sum()
+    };
+    let correct = outs.iter().map(|o| o.correct).sum();
+    let mut grads = Vec::with_capacity(outs.len());
+    let mut updates = Vec::with_capacity(outs.len());
+    for o in outs {
+        if let Some(g) = o.grads {
+            grads.push(g);
+        }
+        updates.push(o.updates);
+    }
+    let grads = if loss.is_finite() && grads.len() == weights.len() {
+        shard::combine_grads(net, grads, &weights)
+    } else {
+        GradientsParams::new()
+    };
+    Ok(BatchGrads {
+        loss,
+        correct,
+        grads,
+        updates,
+    })
+}
+
+/// A distributed step's exchanged results, with the size of the records it gathered.
+struct DistStep {
+    ex: dist::Exchanged,
+    record_values: usize,
+}
+
+/// This rank's pieces of the global batch `idx` (cut into `shards * comm.size()` pieces, see
+/// [`crate::dist`]), run as [`sharded_grads_with`] runs its pieces, then exchanged with the
+/// other ranks.
+#[allow(clippy::too_many_arguments)]
+fn distributed_grads(
+    net: &Net,
+    data: &ImageSet,
+    idx: &[usize],
+    shards: usize,
+    smoothing: f64,
+    aug: Option<&AugmentDraws>,
+    ctx: &Ctx,
+    device: &Device,
+    comm: &dyn Collective,
+) -> Result<DistStep, TrainError> {
+    let ranges = shard::pieces(idx.len(), shards * comm.size());
+    let mine = &ranges[dist::rank_pieces(ranges.len(), shards, comm.rank())];
+    let outs = run_pieces(net, data, idx, mine, smoothing, aug, ctx, device)?;
+    let template = match outs.first() {
+        Some(o) => o.updates.clone(),
+        // No piece here (a batch shorter than the pieces): one sample's forward gives the
+        // layout of the others' records; it adds nothing.
+        None => run_shard(net, data, &idx[..1], smoothing, aug, ctx, device)?.updates,
+    };
+    let n = idx.len() as f64;
+    let weights: Vec<f64> = ranges.iter().map(|r| r.len() as f64 / n).collect();
+    let record_values = dist::record_values(&template, ranges.len());
+    let local = outs
+        .into_iter()
+        .map(|o| dist::LocalPiece {
+            loss: o.loss,
+            correct: o.correct,
+            grads: o.grads,
+            updates: o.updates,
+        })
+        .collect();
+    let ex = dist::exchange(net, comm, local, template, &weights, shards)?;
+    Ok(DistStep { ex, record_values })
+}
+
+/// Forward and backward of the pieces `ranges` of `idx`, each on its own thread (the first on
+/// this one) with its own copy of `net`'s autodiff leaves; one piece runs `net` itself on this
+/// thread. Results in piece order.
+#[allow(clippy::too_many_arguments)]
+fn run_pieces(
+    net: &Net,
+    data: &ImageSet,
+    idx: &[usize],
+    ranges: &[Range<usize>],
+    smoothing: f64,
+    aug: Option<&AugmentDraws>,
+    ctx: &Ctx,
+    device: &Device,
+) -> Result<Vec<ShardOut>, TrainError> {
+    let outs: Vec<Result<ShardOut, TrainError>> = if ranges.is_empty() {
+        Vec::new()
+    } else if ranges.len() == 1 {
+        vec![run_shard(
+            net,
+            data,
+            &idx[ranges[0].clone()],
+            smoothing,
+            aug,
+            ctx,
+            device,
+        )]
     } else {
         let nets: Vec<Net> = ranges.iter().map(|_| shard::detached_copy(net)).collect();
         std::thread::scope(|s| {
@@ -785,34 +984,7 @@ fn sharded_grads_with(
             outs
         })
     };
-    let outs = outs.into_iter().collect::<Result<Vec<_>, _>>()?;
-    let n = idx.len() as f64;
-    let weights: Vec<f64> = ranges.iter().map(|r| r.len() as f64 / n).collect();
-    let loss = if outs.len() == 1 {
-        outs[0].loss
-    } else {
-        outs.iter().zip(&weights).map(|(o, w)| o.loss * w).sum()
-    };
-    let correct = outs.iter().map(|o| o.correct).sum();
-    let mut grads = Vec::with_capacity(outs.len());
-    let mut updates = Vec::with_capacity(outs.len());
-    for o in outs {
-        if let Some(g) = o.grads {
-            grads.push(g);
-        }
-        updates.push(o.updates);
-    }
-    let grads = if loss.is_finite() && grads.len() == weights.len() {
-        shard::combine_grads(net, grads, &weights)
-    } else {
-        GradientsParams::new()
-    };
-    Ok(BatchGrads {
-        loss,
-        correct,
-        grads,
-        updates,
-    })
+    outs.into_iter().collect()
 }
 
 /// Loss and logits of one batch without a step (tests and profiling).
