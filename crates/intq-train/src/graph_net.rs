@@ -1,0 +1,460 @@
+//! A QAT network built from an imported ONNX graph ([`intq_onnx::Graph`]) out of the zoo's own
+//! layers: Conv (+ BatchNormalization) (+ Relu / Clip to [0, 6]) becomes one [`ConvBn`] with BN
+//! folded exactly as the zoo's are, Gemm/MatMul (+ Relu) a [`QLinear`], Add (+ Relu) a [`QAdd`],
+//! Concat a [`QConcat`], pools a [`Pool`]; Flatten and the flattening Reshape only re-view the
+//! data, and a trailing Softmax/LogSoftmax stays outside the loss ([`GraphNet::forward`] returns
+//! the logits before it). With quantization off ([`Ctx::float`]) the network computes the
+//! imported graph in f32.
+//!
+//! The input is observed and fake-quantized like any activation: the model's own input (its
+//! preprocessing already applied, as ONNX Runtime takes it), not raw pixels.
+//!
+//! An activation that is 2-D in ONNX (`[N, F]`) is carried as `[N, F, 1, 1]`, the layout the
+//! zoo's classifier input has.
+
+use burn::module::{Module, Param, RunningState};
+use burn::tensor::{activation, Device, Tensor, TensorData};
+
+use crate::layers::{
+    Act, ConvBn, Ctx, LayerOpts, Pool, QAdd, QConcat, QLinear, ACT_NONE, ACT_RELU, ACT_RELU6,
+};
+use crate::observer::EmaObserver;
+use crate::TrainError;
+use intq_onnx::{Graph, Op, ValueId};
+
+/// A trainable layer of an imported network. Held once per layer in a Vec, so the variants'
+/// sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Module, Debug)]
+pub enum Layer {
+    Conv(ConvBn),
+    Linear(QLinear),
+    Add(QAdd),
+    Concat(QConcat),
+    Pool(Pool),
+}
+
+/// How a step reads and writes activations (indices into the imported graph's values).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Layer `layer` of [`GraphNet::layers`] on `inputs`.
+    Layer {
+        layer: usize,
+        inputs: Vec<ValueId>,
+        output: ValueId,
+        /// The ONNX nodes this layer stands for, for messages and tensor names.
+        name: String,
+    },
+    /// `[N, C, H, W]` → `[N, C·H·W, 1, 1]` (same element order).
+    Flatten { input: ValueId, output: ValueId },
+}
+
+/// The trailing normalization the ONNX graph ends with, applied outside the loss.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Head {
+    Logits,
+    Softmax,
+    LogSoftmax,
+}
+
+/// An imported network: input quantizer, layers, and the wiring between them.
+#[derive(Debug)]
+pub struct GraphNet {
+    /// The observer of the input the ONNX model takes (its own preprocessing, in float).
+    pub input: EmaObserver,
+    pub layers: Vec<Layer>,
+    pub steps: Vec<Step>,
+    /// The graph's input and its logits (before [`GraphNet::head`]).
+    pub input_value: ValueId,
+    pub logits: ValueId,
+    pub head: Head,
+    /// `[C, H, W]` of the input.
+    pub input_shape: [usize; 3],
+}
+
+fn refuse(node: &intq_onnx::Node, msg: impl Into<String>) -> TrainError {
+    TrainError::Config(format!(
+        "node {:?} ({}): {}",
+        node.name,
+        node.onnx_op,
+        msg.into()
+    ))
+}
+
+fn tensor1(v: &[f32], device: &Device) -> Tensor<1> {
+    Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), device)
+}
+
+impl GraphNet {
+    /// Builds the network of `graph` with its float weights. Errors name the node intq's QAT
+    /// layers cannot take and why.
+    pub fn from_graph(graph: &Graph, opts: LayerOpts, device: &Device) -> Result<Self, TrainError> {
+        if graph.inputs.len() != 1 || graph.outputs.len() != 1 {
+            return Err(TrainError::Config(format!(
+                "intq trains networks with one input and one output; this one has {} and {}",
+                graph.inputs.len(),
+                graph.outputs.len()
+            )));
+        }
+        let input_value = graph.inputs[0];
+        let s = &graph.value(input_value).shape;
+        if s.len() != 4 {
+            return Err(TrainError::Config(format!(
+                "the input {:?} has shape {s:?}; intq trains on images [N, C, H, W]",
+                graph.value(input_value).name
+            )));
+        }
+        let input_shape = [s[1], s[2], s[3]];
+        // How many nodes read each value (graph outputs count as readers).
+        let mut readers = vec![0usize; graph.values.len()];
+        for n in &graph.nodes {
+            for &i in &n.inputs {
+                readers[i] += 1;
+            }
+        }
+        for &o in &graph.outputs {
+            readers[o] += 1;
+        }
+        let consumer = |v: ValueId| -> Option<(usize, &intq_onnx::Node)> {
+            if readers[v] != 1 || graph.outputs.contains(&v) {
+                return None;
+            }
+            graph
+                .nodes
+                .iter()
+                .enumerate()
+                .find(|(_, n)| n.inputs.contains(&v))
+        };
+        // A Relu or Clip [0, 6] reading `v` alone fuses into the layer producing it.
+        let fused_act = |v: ValueId| -> Option<(usize, u8)> {
+            let (k, n) = consumer(v)?;
+            match n.op {
+                Op::Relu => Some((k, ACT_RELU)),
+                Op::Clip { min, max } if min == 0.0 && max == 6.0 => Some((k, ACT_RELU6)),
+                Op::Clip { min, max } if min == 0.0 && max == f32::INFINITY => Some((k, ACT_RELU)),
+                _ => None,
+            }
+        };
+        let mut done = vec![false; graph.nodes.len()];
+        let mut layers = Vec::new();
+        let mut steps = Vec::new();
+        let mut head = Head::Logits;
+        let mut logits = graph.outputs[0];
+        for (k, node) in graph.nodes.iter().enumerate() {
+            if done[k] {
+                continue;
+            }
+            done[k] = true;
+            let mut name = node.name.clone();
+            // Fuses an activation after `out`, returning the act code and the new output.
+            let fuse = |out: ValueId, done: &mut Vec<bool>, name: &mut String| match fused_act(out)
+            {
+                Some((j, act)) => {
+                    done[j] = true;
+                    name.push('+');
+                    name.push_str(&graph.nodes[j].name);
+                    (act, graph.nodes[j].output)
+                }
+                None => (ACT_NONE, out),
+            };
+            match &node.op {
+                Op::Conv(c) => {
+                    let [o, i, kh, kw] = c.weight_dims;
+                    let p = c.pads[0];
+                    if kh != kw
+                        || c.stride[0] != c.stride[1]
+                        || c.dilation != [1, 1]
+                        || c.pads.iter().any(|&q| q != p)
+                    {
+                        return Err(refuse(
+                            node,
+                            format!(
+                                "intq's QAT convolution takes square kernels, one stride, no \
+                                 dilation and the same padding on every side (kernel {kh}x{kw}, \
+                                 stride {:?}, dilation {:?}, pads {:?})",
+                                c.stride, c.dilation, c.pads
+                            ),
+                        ));
+                    }
+                    let cin = i * c.groups;
+                    // A BatchNormalization reading the conv alone folds into it.
+                    let bn = consumer(node.output).and_then(|(j, n)| match &n.op {
+                        Op::BatchNorm { .. } => Some(j),
+                        _ => None,
+                    });
+                    let mut out = node.output;
+                    let mut layer = ConvBn::new(
+                        cin,
+                        o,
+                        kh,
+                        c.stride[0],
+                        c.groups,
+                        bn.is_some(),
+                        ACT_NONE,
+                        opts,
+                        device,
+                    );
+                    layer.padding = p;
+                    layer.weight = Param::from_tensor(Tensor::from_data(
+                        TensorData::new(c.weight.clone(), [o, i, kh, kw]),
+                        device,
+                    ));
+                    let conv_bias = c.bias.clone().unwrap_or_else(|| vec![0.0; o]);
+                    if let Some(j) = bn {
+                        done[j] = true;
+                        let n = &graph.nodes[j];
+                        name.push('+');
+                        name.push_str(&n.name);
+                        let Op::BatchNorm {
+                            scale,
+                            bias,
+                            mean,
+                            var,
+                            epsilon,
+                        } = &n.op
+                        else {
+                            unreachable!("matched above")
+                        };
+                        // BN(conv + b) = BN'(conv) with the mean moved by -b.
+                        let mean: Vec<f32> =
+                            mean.iter().zip(&conv_bias).map(|(m, b)| m - b).collect();
+                        layer.gamma = Some(Param::from_tensor(tensor1(scale, device)));
+                        layer.beta = Some(Param::from_tensor(tensor1(bias, device)));
+                        layer.running_mean = RunningState::new(tensor1(&mean, device));
+                        layer.running_var = RunningState::new(tensor1(var, device));
+                        layer.eps = *epsilon as f64;
+                        out = n.output;
+                    } else {
+                        layer.bias = Some(Param::from_tensor(tensor1(&conv_bias, device)));
+                    }
+                    let (act, out) = fuse(out, &mut done, &mut name);
+                    layer.act = act;
+                    layers.push(Layer::Conv(layer));
+                    steps.push(Step::Layer {
+                        layer: layers.len() - 1,
+                        inputs: node.inputs.clone(),
+                        output: out,
+                        name,
+                    });
+                }
+                Op::Linear {
+                    weight,
+                    in_features,
+                    out_features,
+                    bias,
+                } => {
+                    let mut layer = QLinear::new(*in_features, *out_features, ACT_NONE, opts, device);
+                    layer.weight = Param::from_tensor(Tensor::from_data(
+                        TensorData::new(weight.clone(), [*out_features, *in_features]),
+                        device,
+                    ));
+                    let b = bias.clone().unwrap_or_else(|| vec![0.0; *out_features]);
+                    layer.bias = Param::from_tensor(tensor1(&b, device));
+                    let (act, out) = fuse(node.output, &mut done, &mut name);
+                    layer.act = act;
+                    layers.push(Layer::Linear(layer));
+                    steps.push(Step::Layer {
+                        layer: layers.len() - 1,
+                        inputs: node.inputs.clone(),
+                        output: out,
+                        name,
+                    });
+                }
+                Op::Add => {
+                    let (act, out) = fuse(node.output, &mut done, &mut name);
+                    layers.push(Layer::Add(QAdd::new(act, opts, device)));
+                    steps.push(Step::Layer {
+                        layer: layers.len() - 1,
+                        inputs: node.inputs.clone(),
+                        output: out,
+                        name,
+                    });
+                }
+                Op::Concat { axis: 1 } => {
+                    layers.push(Layer::Concat(QConcat::new(opts, device)));
+                    steps.push(Step::Layer {
+                        layer: layers.len() - 1,
+                        inputs: node.inputs.clone(),
+                        output: node.output,
+                        name,
+                    });
+                }
+                Op::GlobalAveragePool | Op::MaxPool(_) | Op::AveragePool(_) => {
+                    let pool = match &node.op {
+                        Op::GlobalAveragePool => Pool {
+                            kernel: 0,
+                            stride: 0,
+                            padding: 0,
+                            max: false,
+                            global: true,
+                        },
+                        Op::MaxPool(p) | Op::AveragePool(p) => {
+                            let max = matches!(node.op, Op::MaxPool(_));
+                            let square = p.kernel[0] == p.kernel[1]
+                                && p.stride[0] == p.stride[1]
+                                && p.dilation == [1, 1]
+                                && !p.ceil_mode
+                                && p.pads.iter().all(|&q| q == p.pads[0]);
+                            if !square || (!max && p.pads[0] != 0) {
+                                return Err(refuse(
+                                    node,
+                                    "intq's QAT pools take square windows, one stride, no \
+                                     dilation or ceil_mode, the same padding on every side, and \
+                                     no padding for an average",
+                                ));
+                            }
+                            Pool {
+                                kernel: p.kernel[0],
+                                stride: p.stride[0],
+                                padding: p.pads[0],
+                                max,
+                                global: false,
+                            }
+                        }
+                        _ => unreachable!("matched above"),
+                    };
+                    layers.push(Layer::Pool(pool));
+                    steps.push(Step::Layer {
+                        layer: layers.len() - 1,
+                        inputs: node.inputs.clone(),
+                        output: node.output,
+                        name,
+                    });
+                }
+                Op::Flatten => steps.push(Step::Flatten {
+                    input: node.inputs[0],
+                    output: node.output,
+                }),
+                Op::Reshape { shape } if shape.iter().skip(1).all(|&d| d == 1) => {
+                    steps.push(Step::Flatten {
+                        input: node.inputs[0],
+                        output: node.output,
+                    })
+                }
+                Op::Softmax { log, axis: 1, .. } if graph.outputs[0] == node.output => {
+                    head = if *log { Head::LogSoftmax } else { Head::Softmax };
+                    logits = node.inputs[0];
+                }
+                Op::BatchNorm { .. } => {
+                    return Err(refuse(
+                        node,
+                        "a BatchNormalization must follow a convolution (whose output nothing \
+                         else reads) to fold into it",
+                    ))
+                }
+                Op::Relu | Op::Clip { .. } => {
+                    return Err(refuse(
+                        node,
+                        "an activation must follow a Conv, Gemm/MatMul or Add (whose output \
+                         nothing else reads) to fuse into it, and a Clip must be [0, 6] or [0, inf)",
+                    ))
+                }
+                _ => {
+                    return Err(refuse(
+                        node,
+                        format!("{} is not taken by intq's QAT network", node.op.name()),
+                    ))
+                }
+            }
+        }
+        if graph.value(logits).shape.len() != 2 {
+            return Err(TrainError::Config(format!(
+                "the network's output {:?} has shape {:?}; intq trains classifiers [N, classes]",
+                graph.value(logits).name,
+                graph.value(logits).shape
+            )));
+        }
+        Ok(GraphNet {
+            input: EmaObserver::with_opts(opts, device),
+            layers,
+            steps,
+            input_value,
+            logits,
+            head,
+            input_shape,
+        })
+    }
+
+    /// The logits `[N, classes]` (before the graph's trailing Softmax, if any) of `x`, the
+    /// input as the ONNX model takes it.
+    pub fn forward(&self, x: Tensor<4>, ctx: &Ctx) -> Result<Tensor<2>, TrainError> {
+        let n_values = self
+            .steps
+            .iter()
+            .map(|s| match s {
+                Step::Layer { output, inputs, .. } => {
+                    (*output).max(inputs.iter().copied().max().unwrap_or(0))
+                }
+                Step::Flatten { input, output } => (*input).max(*output),
+            })
+            .max()
+            .unwrap_or(0)
+            .max(self.input_value)
+            .max(self.logits)
+            + 1;
+        let mut vals: Vec<Option<Act>> = vec![None; n_values];
+        let (x, q) = self.input.apply(x, ctx)?;
+        vals[self.input_value] = Some(Act { x, q });
+        let get = |vals: &Vec<Option<Act>>, v: ValueId| -> Result<Act, TrainError> {
+            vals[v].clone().ok_or_else(|| {
+                TrainError::Config(format!("activation {v} used before it is computed"))
+            })
+        };
+        for step in &self.steps {
+            match step {
+                Step::Flatten { input, output } => {
+                    let a = get(&vals, *input)?;
+                    let [n, c, h, w] = a.x.dims();
+                    vals[*output] = Some(Act {
+                        x: a.x.reshape([n, c * h * w, 1, 1]),
+                        q: a.q,
+                    });
+                }
+                Step::Layer {
+                    layer,
+                    inputs,
+                    output,
+                    ..
+                } => {
+                    let a = get(&vals, inputs[0])?;
+                    let y = match &self.layers[*layer] {
+                        Layer::Conv(c) => c.forward(a, ctx)?,
+                        Layer::Pool(p) => p.forward(a, ctx),
+                        Layer::Add(add) => add.forward(a, get(&vals, inputs[1])?, ctx)?,
+                        Layer::Concat(cat) => {
+                            let all = inputs
+                                .iter()
+                                .map(|&i| get(&vals, i))
+                                .collect::<Result<Vec<_>, _>>()?;
+                            cat.forward(all, ctx)?
+                        }
+                        Layer::Linear(l) => {
+                            let [n, f, h, w] = a.x.dims();
+                            let (y, q) = l.forward(a.x.reshape([n, f * h * w]), a.q, ctx)?;
+                            let [n, o] = y.dims();
+                            Act {
+                                x: y.reshape([n, o, 1, 1]),
+                                q,
+                            }
+                        }
+                    };
+                    vals[*output] = Some(y);
+                }
+            }
+        }
+        let out = get(&vals, self.logits)?;
+        let [n, c, _, _] = out.x.dims();
+        Ok(out.x.reshape([n, c]))
+    }
+
+    /// The graph's own output: [`GraphNet::forward`] followed by its trailing Softmax or
+    /// LogSoftmax, if it has one.
+    pub fn predict(&self, x: Tensor<4>, ctx: &Ctx) -> Result<Tensor<2>, TrainError> {
+        let y = self.forward(x, ctx)?;
+        Ok(match self.head {
+            Head::Logits => y,
+            Head::Softmax => activation::softmax(y, 1),
+            Head::LogSoftmax => activation::log_softmax(y, 1),
+        })
+    }
+}

@@ -1,0 +1,99 @@
+//! Networks built from imported ONNX graphs out of the zoo's QAT layers: in float mode they
+//! compute what ONNX Runtime computes on the committed fixtures (crates/intq-onnx/tests/fixtures),
+//! and what the QAT layers cannot take is refused naming the node.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor, TensorData};
+use intq_train::fake_quant::host_vec;
+use intq_train::graph_net::{GraphNet, Head};
+use intq_train::layers::LayerOpts;
+use intq_train::Ctx;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../intq-onnx/tests/fixtures")
+        .join(name)
+}
+
+fn npy(path: PathBuf) -> (Vec<usize>, Vec<f32>) {
+    let (h, v) = intq_data::npy::parse::<f32>(&std::fs::read(path).unwrap()).unwrap();
+    (h.shape, v)
+}
+
+#[test]
+fn float_mode_equals_onnxruntime() {
+    let device = Device::flex();
+    let g = intq_onnx::load(&fixture("resnet_tiny.onnx")).unwrap();
+    let net = GraphNet::from_graph(&g, LayerOpts::default(), &device).unwrap();
+    assert_eq!(net.head, Head::Logits);
+    assert_eq!(net.input_shape, [3, 32, 32]);
+    let (shape, x) = npy(fixture("resnet_tiny.input.npy"));
+    let (want_shape, want) = npy(fixture("resnet_tiny.output.npy"));
+    let x: Tensor<4> = Tensor::from_data(
+        TensorData::new(x, [shape[0], shape[1], shape[2], shape[3]]),
+        &device,
+    );
+    let y = net.predict(x, &Ctx::float(false)).unwrap();
+    assert_eq!(y.dims().to_vec(), want_shape);
+    let got = host_vec(y);
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = got
+        .iter()
+        .zip(&want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    println!(
+        "resnet_tiny float: max|intq-ort|/max|ort| = {:.3e}",
+        diff / scale
+    );
+    assert!(diff <= 1e-5 * scale, "{diff} of {scale}");
+}
+
+#[test]
+fn layers_the_qat_net_cannot_take_are_named() {
+    let device = Device::flex();
+    // The importer takes this model (Pad, padded average pool), the QAT network not yet.
+    let g = intq_onnx::load(&fixture("mobilenetv2_tiny.onnx")).unwrap();
+    let e = GraphNet::from_graph(&g, LayerOpts::default(), &device).unwrap_err();
+    assert!(e.to_string().contains("(Pad)"), "{e}");
+    let g = intq_onnx::load(&fixture("ops_helper.onnx")).unwrap();
+    let e = GraphNet::from_graph(&g, LayerOpts::default(), &device).unwrap_err();
+    assert!(e.to_string().contains("\"conv_same\" (Conv)"), "{e}");
+}
+
+#[test]
+fn fake_quant_mode_observes_and_quantizes_every_layer() {
+    use intq_train::QuantCfg;
+    let device = Device::flex();
+    let g = intq_onnx::load(&fixture("resnet_tiny.onnx")).unwrap();
+    let net = GraphNet::from_graph(&g, LayerOpts::default(), &device).unwrap();
+    let (shape, x) = npy(fixture("resnet_tiny.input.npy"));
+    let x: Tensor<4> = Tensor::from_data(
+        TensorData::new(x, [shape[0], shape[1], shape[2], shape[3]]),
+        &device,
+    );
+    let float = host_vec(net.forward(x.clone(), &Ctx::float(false)).unwrap());
+    // Frozen BN: training uses the moving statistics, so the ranges one training-mode forward
+    // observes are those of the evaluation's activations.
+    let quant = QuantCfg {
+        freeze_bn: true,
+        ..QuantCfg::uint8(8, 8).unwrap()
+    };
+    let ctx = Ctx {
+        training: true,
+        step: 0,
+        quant: Some(quant),
+        exact: false,
+        log: None,
+    };
+    net.forward(x.clone(), &ctx).unwrap();
+    let fq = host_vec(net.forward(x, &Ctx::eval(Some(quant))).unwrap());
+    let scale = float.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = fq
+        .iter()
+        .zip(&float)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    println!("resnet_tiny fake-quant vs float: max diff {diff} of {scale}");
+    // Quantized (not the float model) and close to it: 8 bits through 8 layers.
+    assert!(diff > 0.0 && diff < 0.05 * scale, "{diff} of {scale}");
+}
