@@ -23,6 +23,7 @@ mod error;
 pub mod fetch;
 pub mod idx;
 pub mod image_folder;
+pub mod normalize;
 pub mod npy;
 pub mod numpy;
 pub mod pickle;
@@ -30,6 +31,7 @@ pub mod source;
 
 pub use error::DataError;
 pub use fetch::{fetch, mnist_from_pickle, verify};
+pub use normalize::Normalize;
 pub use source::{
     detect, info, open, ChecksumStatus, DataInfo, DataSpec, FileChecksum, Format, LoadReport,
     OpenOptions, Opened, Origin,
