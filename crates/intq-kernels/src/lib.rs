@@ -12,6 +12,8 @@
 //!
 //! `qat` holds the float kernels of quantization-aware training that need the same dispatch.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 mod elem;
 pub mod gemm;
 mod geometry;

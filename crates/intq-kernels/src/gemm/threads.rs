@@ -1,9 +1,89 @@
 //! Threads for the kernels: the kernel team (a parallel-for whose helpers spin between jobs),
 //! which the GEMM, convolution and depthwise drivers split a layer over, the rule for how many
 //! threads a layer's work is worth, and rayon pools by size for callers that want one.
+//!
+//! The team's hand-off protocol is model-checked with `loom` (every interleaving of a caller
+//! and a helper over several jobs, parking included):
+//! `cargo rustc -p intq-kernels --lib --profile test -- --cfg loom`, then run the test binary it
+//! builds with `threads::loom_model`.
+
+#![cfg_attr(loom, allow(dead_code, unused_variables, unused_assignments))]
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
+use sync::{AtomicBool, AtomicU64, AtomicUsize, Condvar, JobCell, Mutex};
+
+/// The team's synchronization primitives: std's, or loom's under `cfg(loom)` so the model
+/// checker explores their interleavings.
+mod sync {
+    #[cfg(loom)]
+    pub(super) use loom::sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize},
+        Condvar, Mutex,
+    };
+    #[cfg(not(loom))]
+    pub(super) use std::sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize},
+        Condvar, Mutex,
+    };
+
+    /// The current job's body, behind loom's `UnsafeCell` API (which checks that no read
+    /// overlaps a write) or a plain cell.
+    pub(super) struct JobCell<T>(
+        #[cfg(loom)] loom::cell::UnsafeCell<T>,
+        #[cfg(not(loom))] std::cell::UnsafeCell<T>,
+    );
+
+    impl<T: Copy> JobCell<T> {
+        pub(super) fn new(v: T) -> Self {
+            #[cfg(loom)]
+            return JobCell(loom::cell::UnsafeCell::new(v));
+            #[cfg(not(loom))]
+            JobCell(std::cell::UnsafeCell::new(v))
+        }
+        /// # Safety
+        /// No write overlaps the read.
+        pub(super) unsafe fn get(&self) -> T {
+            #[cfg(loom)]
+            // SAFETY: as the caller promises.
+            return self.0.with(|p| unsafe { *p });
+            #[cfg(not(loom))]
+            // SAFETY: as the caller promises.
+            unsafe {
+                *self.0.get()
+            }
+        }
+        /// # Safety
+        /// No read or other write overlaps the write.
+        pub(super) unsafe fn set(&self, v: T) {
+            #[cfg(loom)]
+            // SAFETY: as the caller promises.
+            return self.0.with_mut(|p| unsafe { *p = v });
+            #[cfg(not(loom))]
+            // SAFETY: as the caller promises.
+            unsafe {
+                *self.0.get() = v
+            }
+        }
+    }
+
+    /// One step of a busy wait: a spin hint, or under loom a yield (the model checker needs
+    /// spinning threads to let the others run).
+    pub(super) fn spin() {
+        #[cfg(loom)]
+        loom::thread::yield_now();
+        #[cfg(not(loom))]
+        std::hint::spin_loop();
+    }
+
+    /// What a waiter that has spun long does: yields its core.
+    pub(super) fn yield_now() {
+        #[cfg(loom)]
+        loom::thread::yield_now();
+        #[cfg(not(loom))]
+        std::thread::yield_now();
+    }
+}
 
 /// Runs `f` inside a rayon pool of `threads` threads (0 = all cores), built once per size.
 /// Kernels split their work by the thread count they are given; the pool only runs it.
@@ -16,7 +96,8 @@ pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R 
     if threads == 1 {
         return f();
     }
-    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+    static POOLS: OnceLock<std::sync::Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> =
+        OnceLock::new();
     let pool = {
         let mut pools = POOLS
             .get_or_init(Default::default)
@@ -87,16 +168,18 @@ struct Team {
     busy: Mutex<()>,
     /// `generation << 48 | tasks << 24 | next task`: claimed by compare-and-swap, so a helper
     /// that arrives after its job is done can never claim a task of the next one.
-    state: std::sync::atomic::AtomicU64,
+    state: AtomicU64,
     /// Tasks of the current job finished (by anyone).
-    finished: std::sync::atomic::AtomicU64,
+    finished: AtomicU64,
     /// Set when a task panicked on a helper; the caller panics in turn.
-    panicked: std::sync::atomic::AtomicBool,
+    panicked: AtomicBool,
     /// The current job's body; valid while a task of the current generation is unfinished.
-    job: std::cell::UnsafeCell<Option<JobPtr>>,
-    sleepers: std::sync::atomic::AtomicUsize,
+    job: JobCell<Option<JobPtr>>,
+    sleepers: AtomicUsize,
     park: Mutex<()>,
-    wake: std::sync::Condvar,
+    wake: Condvar,
+    /// Helpers return when set (the model checker's teams end; the process's never do).
+    stop: AtomicBool,
 }
 
 #[derive(Clone, Copy)]
@@ -114,24 +197,31 @@ fn unpack(s: u64) -> (u64, u64, u64) {
 }
 
 impl Team {
+    /// A team of `helpers` helpers, not yet started.
+    fn new(helpers: usize) -> Team {
+        Team {
+            helpers,
+            busy: Mutex::new(()),
+            state: AtomicU64::new(0),
+            finished: AtomicU64::new(0),
+            panicked: AtomicBool::new(false),
+            job: JobCell::new(None),
+            sleepers: AtomicUsize::new(0),
+            park: Mutex::new(()),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    #[cfg(not(loom))]
     fn get(threads: usize) -> &'static Team {
-        static TEAMS: OnceLock<Mutex<HashMap<usize, &'static Team>>> = OnceLock::new();
+        static TEAMS: OnceLock<std::sync::Mutex<HashMap<usize, &'static Team>>> = OnceLock::new();
         let mut teams = TEAMS
             .get_or_init(Default::default)
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         teams.entry(threads).or_insert_with(|| {
-            let team: &'static Team = Box::leak(Box::new(Team {
-                helpers: threads - 1,
-                busy: Mutex::new(()),
-                state: Default::default(),
-                finished: Default::default(),
-                panicked: Default::default(),
-                job: std::cell::UnsafeCell::new(None),
-                sleepers: Default::default(),
-                park: Mutex::new(()),
-                wake: std::sync::Condvar::new(),
-            }));
+            let team: &'static Team = Box::leak(Box::new(Team::new(threads - 1)));
             for h in 0..team.helpers {
                 std::thread::Builder::new()
                     .name(format!("intq-team{threads}-{h}"))
@@ -155,7 +245,7 @@ impl Team {
                 Ok(_) => {
                     // SAFETY: task `next` of this generation is claimed and unfinished, so
                     // the caller is still waiting and `job` holds its live body.
-                    let f = unsafe { (*self.job.get()).expect("a published job").0 };
+                    let f = unsafe { self.job.get().expect("a published job").0 };
                     let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         // SAFETY: as above.
                         unsafe { (*f)(next as usize) }
@@ -175,6 +265,7 @@ impl Team {
         use std::sync::atomic::Ordering::*;
         let mut seen = unpack(self.state.load(Acquire)).0;
         loop {
+            #[cfg(not(loom))]
             let start = std::time::Instant::now();
             let mut spins = 0u32;
             let gen = loop {
@@ -182,13 +273,21 @@ impl Team {
                 if g != seen {
                     break g;
                 }
-                std::hint::spin_loop();
+                if self.stop.load(Acquire) {
+                    return;
+                }
+                sync::spin();
                 spins += 1;
-                if spins & 255 == 0 && start.elapsed() > SPIN {
+                // Under loom, park at once: the parking hand-off is what needs checking.
+                #[cfg(loom)]
+                let long = true;
+                #[cfg(not(loom))]
+                let long = spins & 255 == 0 && start.elapsed() > SPIN;
+                if long {
                     let guard = self.park.lock().unwrap_or_else(|e| e.into_inner());
                     self.sleepers.fetch_add(1, SeqCst);
                     let g = unpack(self.state.load(SeqCst)).0;
-                    let guard = if g == seen {
+                    let guard = if g == seen && !self.stop.load(SeqCst) {
                         self.wake.wait(guard).unwrap_or_else(|e| e.into_inner())
                     } else {
                         guard
@@ -227,7 +326,7 @@ impl Team {
             });
             self.finished.store(0, Relaxed);
             // SAFETY: no task of any generation is unfinished, so no helper reads `job` now.
-            unsafe { *self.job.get() = Some(ptr) };
+            unsafe { self.job.set(Some(ptr)) };
             let gen = (unpack(self.state.load(Relaxed)).0 + 1) & 0xffff;
             self.state.store(gen << 48 | (n as u64) << 24, SeqCst);
             if self.sleepers.load(SeqCst) > 0 {
@@ -239,10 +338,10 @@ impl Team {
             while self.finished.load(Acquire) < n as u64 {
                 spins += 1;
                 if spins < 1 << 12 {
-                    std::hint::spin_loop();
+                    sync::spin();
                 } else {
                     // A helper holding a task was descheduled: let it run.
-                    std::thread::yield_now();
+                    sync::yield_now();
                 }
             }
             if self.panicked.swap(false, AcqRel) {
@@ -258,12 +357,54 @@ impl Team {
 /// `threads - 1` spinning helpers; see [`Team`]); sequentially for one thread or one task, or
 /// when called from inside another job.
 pub fn parallel_for(threads: usize, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
-    if threads <= 1 || tasks <= 1 || !Team::get(threads).run(tasks, f) {
-        (0..tasks).for_each(f);
+    #[cfg(not(loom))]
+    if threads > 1 && tasks > 1 && Team::get(threads).run(tasks, f) {
+        return;
+    }
+    let _ = threads;
+    (0..tasks).for_each(f);
+}
+
+/// The team's protocol under every interleaving loom finds of a caller and one helper: jobs back
+/// to back (the helper claiming tasks of a job, or arriving after it ended, or parking between
+/// jobs), each task run exactly once and finished before `run` returns; a job's body is never
+/// read while the next one is written (loom's cell checks that).
+#[cfg(all(test, loom))]
+mod loom_model {
+    use super::Team;
+    use loom::sync::atomic::{AtomicUsize, Ordering};
+    use loom::sync::Arc;
+
+    #[test]
+    fn every_task_runs_once_in_every_interleaving() {
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(3);
+        model.check(|| {
+            let team = Arc::new(Team::new(1));
+            let helper = {
+                let team = team.clone();
+                loom::thread::spawn(move || team.helper())
+            };
+            for tasks in [2usize, 3] {
+                let hits: Vec<AtomicUsize> = (0..tasks).map(|_| AtomicUsize::new(0)).collect();
+                assert!(team.run(tasks, &|i| {
+                    hits[i].fetch_add(1, Ordering::Relaxed);
+                }));
+                for h in &hits {
+                    assert_eq!(h.load(Ordering::Relaxed), 1);
+                }
+            }
+            team.stop.store(true, Ordering::SeqCst);
+            {
+                let _g = team.park.lock().unwrap();
+                team.wake.notify_all();
+            }
+            helper.join().unwrap();
+        });
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};

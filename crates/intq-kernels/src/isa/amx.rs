@@ -96,12 +96,15 @@ thread_local! {
 /// # Safety
 /// AMX is available.
 pub(crate) unsafe fn release() {
-    CONFIGURED.with(|c| {
-        if c.get() {
-            asm!("tilerelease", options(nostack, nomem));
-            c.set(false);
-        }
-    });
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        CONFIGURED.with(|c| {
+            if c.get() {
+                asm!("tilerelease", options(nostack, nomem));
+                c.set(false);
+            }
+        });
+    }
 }
 
 /// Loads the tile configuration on this thread, once.
@@ -110,13 +113,16 @@ pub(crate) unsafe fn release() {
 /// AMX is available (see [`available`]).
 #[inline]
 unsafe fn ensure_configured() {
-    CONFIGURED.with(|c| {
-        if !c.get() {
-            let cfg = tile_config();
-            asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack));
-            c.set(true);
-        }
-    });
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        CONFIGURED.with(|c| {
+            if !c.get() {
+                let cfg = tile_config();
+                asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack));
+                c.set(true);
+            }
+        });
+    }
 }
 
 impl Kernel for Amx {
@@ -136,80 +142,91 @@ impl Kernel for Amx {
     fn b_elem(w: i8) -> i8 {
         w
     }
+    /// # Safety
+    /// As [`Kernel::end_task`].
     unsafe fn end_task() {
-        release()
+        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+        unsafe { release() }
     }
+    /// # Safety
+    /// As [`Kernel::pack_a_seg`].
     unsafe fn pack_a_seg<T: crate::gemm::Code8>(
         src: &[T],
         panel: &mut [u8],
         i: usize,
         k0: usize,
     ) -> u32 {
-        pack_a_seg(src, panel, i, k0)
+        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+        unsafe { pack_a_seg(src, panel, i, k0) }
     }
+    /// # Safety
+    /// As [`Kernel::tile`].
     unsafe fn tile(t: &Tile<u8, i8>, o: &TileOut) {
-        let (c, first, last, groups, a, b) = (t.c, t.first, t.last, t.groups, t.a, t.b);
-        ensure_configured();
-        let cs = NR * 4; // C row stride in bytes
-        let c8 = c as *mut u8;
-        if first {
+        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+        unsafe {
+            let (c, first, last, groups, a, b) = (t.c, t.first, t.last, t.groups, t.a, t.b);
+            ensure_configured();
+            let cs = NR * 4; // C row stride in bytes
+            let c8 = c as *mut u8;
+            if first {
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    options(nostack)
+                );
+            } else {
+                asm!(
+                    "tileloadd tmm0, [{c} + {s}*1]",
+                    "tileloadd tmm1, [{c1} + {s}*1]",
+                    "tileloadd tmm2, [{c2} + {s}*1]",
+                    "tileloadd tmm3, [{c3} + {s}*1]",
+                    c = in(reg) c8,
+                    c1 = in(reg) c8.add(64),
+                    c2 = in(reg) c8.add(16 * cs),
+                    c3 = in(reg) c8.add(16 * cs + 64),
+                    s = in(reg) cs,
+                    options(nostack, readonly),
+                );
+            }
+            let (sa, sb) = (KG, NR * 4);
+            for g in 0..groups {
+                let ap = a.add(g * MR * KG);
+                let bp = (b as *const u8).add(g * KG * NR);
+                asm!(
+                    "tileloadd tmm4, [{a0} + {sa}*1]",
+                    "tileloadd tmm5, [{a1} + {sa}*1]",
+                    "tileloadd tmm6, [{b0} + {sb}*1]",
+                    "tileloadd tmm7, [{b1} + {sb}*1]",
+                    "tdpbusd tmm0, tmm4, tmm6",
+                    "tdpbusd tmm1, tmm4, tmm7",
+                    "tdpbusd tmm2, tmm5, tmm6",
+                    "tdpbusd tmm3, tmm5, tmm7",
+                    a0 = in(reg) ap,
+                    a1 = in(reg) ap.add(16 * KG),
+                    b0 = in(reg) bp,
+                    b1 = in(reg) bp.add(64),
+                    sa = in(reg) sa,
+                    sb = in(reg) sb,
+                    options(nostack, readonly),
+                );
+            }
             asm!(
-                "tilezero tmm0",
-                "tilezero tmm1",
-                "tilezero tmm2",
-                "tilezero tmm3",
-                options(nostack)
-            );
-        } else {
-            asm!(
-                "tileloadd tmm0, [{c} + {s}*1]",
-                "tileloadd tmm1, [{c1} + {s}*1]",
-                "tileloadd tmm2, [{c2} + {s}*1]",
-                "tileloadd tmm3, [{c3} + {s}*1]",
+                "tilestored [{c} + {s}*1], tmm0",
+                "tilestored [{c1} + {s}*1], tmm1",
+                "tilestored [{c2} + {s}*1], tmm2",
+                "tilestored [{c3} + {s}*1], tmm3",
                 c = in(reg) c8,
                 c1 = in(reg) c8.add(64),
                 c2 = in(reg) c8.add(16 * cs),
                 c3 = in(reg) c8.add(16 * cs + 64),
                 s = in(reg) cs,
-                options(nostack, readonly),
+                options(nostack),
             );
-        }
-        let (sa, sb) = (KG, NR * 4);
-        for g in 0..groups {
-            let ap = a.add(g * MR * KG);
-            let bp = (b as *const u8).add(g * KG * NR);
-            asm!(
-                "tileloadd tmm4, [{a0} + {sa}*1]",
-                "tileloadd tmm5, [{a1} + {sa}*1]",
-                "tileloadd tmm6, [{b0} + {sb}*1]",
-                "tileloadd tmm7, [{b1} + {sb}*1]",
-                "tdpbusd tmm0, tmm4, tmm6",
-                "tdpbusd tmm1, tmm4, tmm7",
-                "tdpbusd tmm2, tmm5, tmm6",
-                "tdpbusd tmm3, tmm5, tmm7",
-                a0 = in(reg) ap,
-                a1 = in(reg) ap.add(16 * KG),
-                b0 = in(reg) bp,
-                b1 = in(reg) bp.add(64),
-                sa = in(reg) sa,
-                sb = in(reg) sb,
-                options(nostack, readonly),
-            );
-        }
-        asm!(
-            "tilestored [{c} + {s}*1], tmm0",
-            "tilestored [{c1} + {s}*1], tmm1",
-            "tilestored [{c2} + {s}*1], tmm2",
-            "tilestored [{c3} + {s}*1], tmm3",
-            c = in(reg) c8,
-            c1 = in(reg) c8.add(64),
-            c2 = in(reg) c8.add(16 * cs),
-            c3 = in(reg) c8.add(16 * cs + 64),
-            s = in(reg) cs,
-            options(nostack),
-        );
-        if last {
-            finish(c, o);
+            if last {
+                finish(c, o);
+            }
         }
     }
 }
@@ -229,46 +246,56 @@ unsafe fn pack_a_seg<T: crate::gemm::Code8>(
     i: usize,
     k0: usize,
 ) -> u32 {
-    let len = src.len();
-    assert!(panel.len() >= (k0 + len).div_ceil(KG) * KG * MR && i < MR);
-    let s = src.as_ptr() as *const u8;
-    let d = panel.as_mut_ptr();
-    let flip = _mm512_set1_epi8(if T::A_OFFSET != 0 { -128 } else { 0 });
-    let mut sums = _mm512_setzero_si512();
-    let mut j = 0;
-    while j < len {
-        let kk = k0 + j;
-        let n = (KG - kk % KG).min(len - j);
-        let mask = prefix_mask(n);
-        let v = canon_load(s.add(j), mask, flip, &mut sums);
-        let dst = d.add(((kk / KG) * MR + i) * KG + kk % KG);
-        _mm512_mask_storeu_epi8(dst as *mut i8, mask, v);
-        j += n;
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        let len = src.len();
+        assert!(panel.len() >= (k0 + len).div_ceil(KG) * KG * MR && i < MR);
+        let s = src.as_ptr() as *const u8;
+        let d = panel.as_mut_ptr();
+        let flip = _mm512_set1_epi8(if T::A_OFFSET != 0 { -128 } else { 0 });
+        let mut sums = _mm512_setzero_si512();
+        let mut j = 0;
+        while j < len {
+            let kk = k0 + j;
+            let n = (KG - kk % KG).min(len - j);
+            let mask = prefix_mask(n);
+            let v = canon_load(s.add(j), mask, flip, &mut sums);
+            let dst = d.add(((kk / KG) * MR + i) * KG + kk % KG);
+            _mm512_mask_storeu_epi8(dst as *mut i8, mask, v);
+            j += n;
+        }
+        _mm512_reduce_add_epi64(sums) as u32
     }
-    _mm512_reduce_add_epi64(sums) as u32
 }
 
 /// The output stage on the stored tile, 16 columns at a time.
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW; `c` holds the tile's `MR x NR` sums; `o` meets
+/// [`TileOut`]'s contract.
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn finish(c: *const i32, o: &TileOut) {
-    let (rowsum, epi, n0, out, ldc, rows, cols) =
-        (o.rowsum, o.epi, o.n0, o.out, o.ldc, o.rows, o.cols);
-    if !epi.vector_ok {
-        let acc = std::slice::from_raw_parts(c, MR * NR);
-        epi.finish_scalar(acc, NR, o);
-        return;
-    }
-    for i in 0..rows {
-        let rs = _mm512_set1_epi32(*rowsum.add(i));
-        for h in 0..NR / 16 {
-            if 16 * h >= cols {
-                break;
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        let (rowsum, epi, n0, out, ldc, rows, cols) =
+            (o.rowsum, o.epi, o.n0, o.out, o.ldc, o.rows, o.cols);
+        if !epi.vector_ok {
+            let acc = std::slice::from_raw_parts(c, MR * NR);
+            epi.finish_scalar(acc, NR, o);
+            return;
+        }
+        for i in 0..rows {
+            let rs = _mm512_set1_epi32(*rowsum.add(i));
+            for h in 0..NR / 16 {
+                if 16 * h >= cols {
+                    break;
+                }
+                let v = _mm512_loadu_si512(c.add(i * NR + 16 * h) as *const __m512i);
+                let q = super::avx512vnni::requant(v, rs, epi, n0 + 16 * h);
+                let count = (cols - 16 * h).min(16);
+                let mask = prefix_mask(count) as __mmask16;
+                _mm512_mask_cvtepi32_storeu_epi8(out.add(i * ldc + 16 * h) as *mut _, mask, q);
             }
-            let v = _mm512_loadu_si512(c.add(i * NR + 16 * h) as *const __m512i);
-            let q = super::avx512vnni::requant(v, rs, epi, n0 + 16 * h);
-            let count = (cols - 16 * h).min(16);
-            let mask = prefix_mask(count) as __mmask16;
-            _mm512_mask_cvtepi32_storeu_epi8(out.add(i * ldc + 16 * h) as *mut _, mask, q);
         }
     }
 }

@@ -31,84 +31,101 @@ impl Kernel for Vnni {
     fn b_elem(w: i8) -> i8 {
         w
     }
+    /// # Safety
+    /// As [`Kernel::pack_a_seg`].
     unsafe fn pack_a_seg<T: crate::gemm::Code8>(
         src: &[T],
         panel: &mut [u8],
         i: usize,
         k0: usize,
     ) -> u32 {
-        pack_a_seg(src, panel, i, k0)
+        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+        unsafe { pack_a_seg(src, panel, i, k0) }
     }
+    /// # Safety
+    /// As [`Kernel::tile`].
     unsafe fn tile(t: &Tile<u8, i8>, o: &TileOut) {
-        tile(t, o)
+        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+        unsafe { tile(t, o) }
     }
 }
 
+/// # Safety
+/// The CPU has AVX-512 VNNI; as [`Kernel::tile`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile(t: &Tile<u8, i8>, o: &TileOut) {
-    let (c, first, last, groups, a, b) = (t.c, t.first, t.last, t.groups, t.a, t.b);
-    let mut acc = [[_mm512_setzero_si512(); 2]; MR];
-    if !first {
-        for (i, acc_i) in acc.iter_mut().enumerate() {
-            for (h, v) in acc_i.iter_mut().enumerate() {
-                *v = _mm512_loadu_si512(c.add(i * NR + 16 * h) as *const __m512i);
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        let (c, first, last, groups, a, b) = (t.c, t.first, t.last, t.groups, t.a, t.b);
+        let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+        if !first {
+            for (i, acc_i) in acc.iter_mut().enumerate() {
+                for (h, v) in acc_i.iter_mut().enumerate() {
+                    *v = _mm512_loadu_si512(c.add(i * NR + 16 * h) as *const __m512i);
+                }
             }
         }
-    }
-    let (mut ap, mut bp) = (a, b);
-    for _ in 0..groups {
-        let b0 = _mm512_loadu_si512(bp as *const __m512i);
-        let b1 = _mm512_loadu_si512(bp.add(16 * KG) as *const __m512i);
-        for (i, acc_i) in acc.iter_mut().enumerate() {
-            let av = _mm512_set1_epi32((ap.add(i * KG) as *const i32).read_unaligned());
-            acc_i[0] = _mm512_dpbusd_epi32(acc_i[0], av, b0);
-            acc_i[1] = _mm512_dpbusd_epi32(acc_i[1], av, b1);
-        }
-        ap = ap.add(MR * KG);
-        bp = bp.add(NR * KG);
-    }
-    if !last {
-        for (i, acc_i) in acc.iter().enumerate() {
-            for (h, &v) in acc_i.iter().enumerate() {
-                _mm512_storeu_si512(c.add(i * NR + 16 * h) as *mut __m512i, v);
+        let (mut ap, mut bp) = (a, b);
+        for _ in 0..groups {
+            let b0 = _mm512_loadu_si512(bp as *const __m512i);
+            let b1 = _mm512_loadu_si512(bp.add(16 * KG) as *const __m512i);
+            for (i, acc_i) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_epi32((ap.add(i * KG) as *const i32).read_unaligned());
+                acc_i[0] = _mm512_dpbusd_epi32(acc_i[0], av, b0);
+                acc_i[1] = _mm512_dpbusd_epi32(acc_i[1], av, b1);
             }
+            ap = ap.add(MR * KG);
+            bp = bp.add(NR * KG);
         }
-        return;
+        if !last {
+            for (i, acc_i) in acc.iter().enumerate() {
+                for (h, &v) in acc_i.iter().enumerate() {
+                    _mm512_storeu_si512(c.add(i * NR + 16 * h) as *mut __m512i, v);
+                }
+            }
+            return;
+        }
+        finish_tile(&acc, o);
     }
-    finish_tile(&acc, o);
 }
 
 /// The output stage on a tile's accumulators, stored as `rows x cols` codes at `out`.
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW; `o` meets [`TileOut`]'s contract for this tier's tile.
 #[target_feature(enable = "avx512f,avx512bw")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn finish_tile(acc: &[[__m512i; 2]; MR], o: &TileOut) {
-    let (rowsum, epi, n0, out, ldc, rows, cols) =
-        (o.rowsum, o.epi, o.n0, o.out, o.ldc, o.rows, o.cols);
-    if epi.vector_ok {
-        for (i, acc_i) in acc.iter().enumerate() {
-            if i >= rows {
-                break;
-            }
-            let rs = _mm512_set1_epi32(*rowsum.add(i));
-            for (h, &v) in acc_i.iter().enumerate() {
-                if 16 * h >= cols {
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        let (rowsum, epi, n0, out, ldc, rows, cols) =
+            (o.rowsum, o.epi, o.n0, o.out, o.ldc, o.rows, o.cols);
+        if epi.vector_ok {
+            for (i, acc_i) in acc.iter().enumerate() {
+                if i >= rows {
                     break;
                 }
-                let q = requant(v, rs, epi, n0 + 16 * h);
-                let count = (cols - 16 * h).min(16);
-                let mask = prefix_mask(count) as __mmask16;
-                _mm512_mask_cvtepi32_storeu_epi8(out.add(i * ldc + 16 * h) as *mut _, mask, q);
+                let rs = _mm512_set1_epi32(*rowsum.add(i));
+                for (h, &v) in acc_i.iter().enumerate() {
+                    if 16 * h >= cols {
+                        break;
+                    }
+                    let q = requant(v, rs, epi, n0 + 16 * h);
+                    let count = (cols - 16 * h).min(16);
+                    let mask = prefix_mask(count) as __mmask16;
+                    _mm512_mask_cvtepi32_storeu_epi8(out.add(i * ldc + 16 * h) as *mut _, mask, q);
+                }
             }
-        }
-    } else {
-        let mut raw = [0i32; MR * NR];
-        for (i, acc_i) in acc.iter().enumerate() {
-            for (h, &v) in acc_i.iter().enumerate() {
-                _mm512_storeu_si512(raw.as_mut_ptr().add(i * NR + 16 * h) as *mut __m512i, v);
+        } else {
+            let mut raw = [0i32; MR * NR];
+            for (i, acc_i) in acc.iter().enumerate() {
+                for (h, &v) in acc_i.iter().enumerate() {
+                    _mm512_storeu_si512(raw.as_mut_ptr().add(i * NR + 16 * h) as *mut __m512i, v);
+                }
             }
+            epi.finish_scalar(&raw, NR, o);
         }
-        epi.finish_scalar(&raw, NR, o);
     }
 }
 
@@ -119,8 +136,15 @@ unsafe fn finish_tile(acc: &[[__m512i; 2]; MR], o: &TileOut) {
 /// The CPU has AVX-512 F; `epi` was laid out 16 wide and covers column `n + 15`.
 #[inline(always)]
 unsafe fn lane(epi: &Epilogue, f: usize, n: usize) -> __m512i {
-    debug_assert!(n.is_multiple_of(16) && (n / 16 * field::COUNT + f + 1) * 16 <= epi.lanes.len());
-    _mm512_loadu_si512(epi.lanes.as_ptr().add((n / 16 * field::COUNT + f) * 16) as *const __m512i)
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        debug_assert!(
+            n.is_multiple_of(16) && (n / 16 * field::COUNT + f + 1) * 16 <= epi.lanes.len()
+        );
+        _mm512_loadu_si512(
+            epi.lanes.as_ptr().add((n / 16 * field::COUNT + f) * 16) as *const __m512i
+        )
+    }
 }
 
 /// The output stage on 16 columns starting at `n`; the same steps as the AVX2 tier's.
@@ -130,58 +154,68 @@ unsafe fn lane(epi: &Epilogue, f: usize, n: usize) -> __m512i {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
 pub(crate) unsafe fn requant(acc: __m512i, rowsum: __m512i, epi: &Epilogue, n: usize) -> __m512i {
-    let mut x = _mm512_add_epi32(acc, lane(epi, field::COLCONST, n));
-    if !epi.zw_zero {
-        // Symmetric weights (every `zw` 0) skip the two-uop, ten-cycle `vpmulld`.
-        x = _mm512_sub_epi32(x, _mm512_mullo_epi32(lane(epi, field::ZW, n), rowsum));
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        let mut x = _mm512_add_epi32(acc, lane(epi, field::COLCONST, n));
+        if !epi.zw_zero {
+            // Symmetric weights (every `zw` 0) skip the two-uop, ten-cycle `vpmulld`.
+            x = _mm512_sub_epi32(x, _mm512_mullo_epi32(lane(epi, field::ZW, n), rowsum));
+        }
+        scale_clamp(x, epi, n)
     }
-    scale_clamp(x, epi, n)
 }
 
 /// The output stage past its additive terms, on 16 columns from `n`: AVX2's `scale_clamp`.
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW; `epi` is vector-ready, laid out 16 wide, and covers column
+/// `n + 15`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn scale_clamp(mut x: __m512i, epi: &Epilogue, n: usize) -> __m512i {
-    let ld = |f: usize| lane(epi, f, n);
-    if !epi.lshift_zero {
-        x = _mm512_sllv_epi32(x, ld(field::LSHIFT));
-    }
-    let nudge = _mm512_set1_epi64(1 << 30);
-    let even = _mm512_add_epi64(_mm512_mul_epi32(x, ld(field::M0)), nudge);
-    let odd = _mm512_add_epi64(
-        _mm512_mul_epi32(_mm512_srli_epi64::<32>(x), ld(field::M0_ODD)),
-        nudge,
-    );
-    x = _mm512_mask_blend_epi32(
-        0xAAAA,
-        _mm512_srli_epi64::<31>(even),
-        _mm512_slli_epi64::<1>(odd),
-    );
-    if epi.clamp_first {
-        // The clamp first, then RoundingDivideByPOT as one rounded shift (see
-        // `Epilogue::clamp_first`): no compare masks and no clamp after the divide.
-        x = _mm512_max_epi32(x, ld(field::PRE_LO));
-        x = _mm512_min_epi32(x, ld(field::PRE_HI));
-        let t = _mm512_add_epi32(
-            _mm512_add_epi32(x, ld(field::RROUND)),
-            _mm512_srai_epi32::<31>(x),
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        let ld = |f: usize| lane(epi, f, n);
+        if !epi.lshift_zero {
+            x = _mm512_sllv_epi32(x, ld(field::LSHIFT));
+        }
+        let nudge = _mm512_set1_epi64(1 << 30);
+        let even = _mm512_add_epi64(_mm512_mul_epi32(x, ld(field::M0)), nudge);
+        let odd = _mm512_add_epi64(
+            _mm512_mul_epi32(_mm512_srli_epi64::<32>(x), ld(field::M0_ODD)),
+            nudge,
         );
-        return _mm512_add_epi32(
-            _mm512_srav_epi32(t, ld(field::RSHIFT)),
-            _mm512_set1_epi32(epi.zout),
+        x = _mm512_mask_blend_epi32(
+            0xAAAA,
+            _mm512_srli_epi64::<31>(even),
+            _mm512_slli_epi64::<1>(odd),
         );
+        if epi.clamp_first {
+            // The clamp first, then RoundingDivideByPOT as one rounded shift (see
+            // `Epilogue::clamp_first`): no compare masks and no clamp after the divide.
+            x = _mm512_max_epi32(x, ld(field::PRE_LO));
+            x = _mm512_min_epi32(x, ld(field::PRE_HI));
+            let t = _mm512_add_epi32(
+                _mm512_add_epi32(x, ld(field::RROUND)),
+                _mm512_srai_epi32::<31>(x),
+            );
+            return _mm512_add_epi32(
+                _mm512_srav_epi32(t, ld(field::RSHIFT)),
+                _mm512_set1_epi32(epi.zout),
+            );
+        }
+        let one = _mm512_set1_epi32(1);
+        let rem = _mm512_and_si512(x, ld(field::RMASK));
+        let neg = _mm512_cmplt_epi32_mask(x, _mm512_setzero_si512());
+        let half = ld(field::RHALF);
+        let threshold = _mm512_mask_add_epi32(half, neg, half, one);
+        let round = _mm512_cmpgt_epi32_mask(rem, threshold);
+        let q = _mm512_srav_epi32(x, ld(field::RSHIFT));
+        x = _mm512_mask_add_epi32(q, round, q, one);
+        x = _mm512_max_epi32(x, _mm512_set1_epi32(epi.lo));
+        x = _mm512_min_epi32(x, _mm512_set1_epi32(epi.hi));
+        _mm512_add_epi32(x, _mm512_set1_epi32(epi.zout))
     }
-    let one = _mm512_set1_epi32(1);
-    let rem = _mm512_and_si512(x, ld(field::RMASK));
-    let neg = _mm512_cmplt_epi32_mask(x, _mm512_setzero_si512());
-    let half = ld(field::RHALF);
-    let threshold = _mm512_mask_add_epi32(half, neg, half, one);
-    let round = _mm512_cmpgt_epi32_mask(rem, threshold);
-    let q = _mm512_srav_epi32(x, ld(field::RSHIFT));
-    x = _mm512_mask_add_epi32(q, round, q, one);
-    x = _mm512_max_epi32(x, _mm512_set1_epi32(epi.lo));
-    x = _mm512_min_epi32(x, _mm512_set1_epi32(epi.hi));
-    _mm512_add_epi32(x, _mm512_set1_epi32(epi.zout))
 }
 
 /// The output stage on one row of complete accumulators, with no row-sum term (the depthwise
@@ -192,19 +226,22 @@ unsafe fn scale_clamp(mut x: __m512i, epi: &Epilogue, n: usize) -> __m512i {
 /// `out.len() == acc.len()`.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub(crate) unsafe fn finish_row(epi: &Epilogue, acc: &[i32], out: &mut [u8]) {
-    if !epi.vector_ok {
-        for (n, (o, &a)) in out.iter_mut().zip(acc).enumerate() {
-            *o = epi.scalar(a, 0, n);
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        if !epi.vector_ok {
+            for (n, (o, &a)) in out.iter_mut().zip(acc).enumerate() {
+                *o = epi.scalar(a, 0, n);
+            }
+            return;
         }
-        return;
-    }
-    let zero = _mm512_setzero_si512();
-    for n in (0..acc.len()).step_by(16) {
-        let count = (acc.len() - n).min(16);
-        let mask = prefix_mask(count) as __mmask16;
-        let v = _mm512_maskz_loadu_epi32(mask, acc.as_ptr().add(n));
-        let q = requant(v, zero, epi, n);
-        _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().add(n) as *mut _, mask, q);
+        let zero = _mm512_setzero_si512();
+        for n in (0..acc.len()).step_by(16) {
+            let count = (acc.len() - n).min(16);
+            let mask = prefix_mask(count) as __mmask16;
+            let v = _mm512_maskz_loadu_epi32(mask, acc.as_ptr().add(n));
+            let q = requant(v, zero, epi, n);
+            _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().add(n) as *mut _, mask, q);
+        }
     }
 }
 
@@ -224,48 +261,51 @@ pub(crate) unsafe fn pack_a_seg<T: crate::gemm::Code8>(
     i: usize,
     k0: usize,
 ) -> u32 {
-    let len = src.len();
-    assert!(panel.len() >= (k0 + len).div_ceil(KG) * KG * MR && i < MR);
-    let s = src.as_ptr() as *const u8;
-    let d = panel.as_mut_ptr();
-    let at = |kk: usize| ((kk / KG) * MR + i) * KG + kk % KG;
-    let mut sum = 0u32;
-    let head = ((KG - k0 % KG) % KG).min(len);
-    for (j, x) in src.iter().enumerate().take(head) {
-        let v = x.canon_a();
-        sum = sum.wrapping_add(v as u32);
-        *d.add(at(k0 + j)) = v;
-    }
-    let flip = _mm512_set1_epi8(if T::A_OFFSET != 0 { -128 } else { 0 });
-    // Group g of this run lands MR * KG = 32 bytes after group g - 1.
-    let offsets = _mm512_mullo_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        _mm512_set1_epi32((MR * KG) as i32),
-    );
-    let mut sums = _mm512_setzero_si512();
-    let mut j = head;
-    while j < len {
-        // Whole groups only: a last partial group is written code by code below.
-        let n = ((len - j) / KG * KG).min(64);
-        if n == 0 {
-            break;
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        let len = src.len();
+        assert!(panel.len() >= (k0 + len).div_ceil(KG) * KG * MR && i < MR);
+        let s = src.as_ptr() as *const u8;
+        let d = panel.as_mut_ptr();
+        let at = |kk: usize| ((kk / KG) * MR + i) * KG + kk % KG;
+        let mut sum = 0u32;
+        let head = ((KG - k0 % KG) % KG).min(len);
+        for (j, x) in src.iter().enumerate().take(head) {
+            let v = x.canon_a();
+            sum = sum.wrapping_add(v as u32);
+            *d.add(at(k0 + j)) = v;
         }
-        let v = canon_load(s.add(j), prefix_mask(n), flip, &mut sums);
-        let groups: __mmask16 = if n == 64 {
-            0xffff
-        } else {
-            (1u16 << (n / KG)) - 1
-        };
-        _mm512_mask_i32scatter_epi32::<1>(d.add(at(k0 + j)) as _, groups, offsets, v);
-        j += n;
+        let flip = _mm512_set1_epi8(if T::A_OFFSET != 0 { -128 } else { 0 });
+        // Group g of this run lands MR * KG = 32 bytes after group g - 1.
+        let offsets = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32((MR * KG) as i32),
+        );
+        let mut sums = _mm512_setzero_si512();
+        let mut j = head;
+        while j < len {
+            // Whole groups only: a last partial group is written code by code below.
+            let n = ((len - j) / KG * KG).min(64);
+            if n == 0 {
+                break;
+            }
+            let v = canon_load(s.add(j), prefix_mask(n), flip, &mut sums);
+            let groups: __mmask16 = if n == 64 {
+                0xffff
+            } else {
+                (1u16 << (n / KG)) - 1
+            };
+            _mm512_mask_i32scatter_epi32::<1>(d.add(at(k0 + j)) as _, groups, offsets, v);
+            j += n;
+        }
+        sum = sum.wrapping_add(_mm512_reduce_add_epi64(sums) as u32);
+        for (j, x) in src.iter().enumerate().skip(j) {
+            let v = x.canon_a();
+            sum = sum.wrapping_add(v as u32);
+            *d.add(at(k0 + j)) = v;
+        }
+        sum
     }
-    sum = sum.wrapping_add(_mm512_reduce_add_epi64(sums) as u32);
-    for (j, x) in src.iter().enumerate().skip(j) {
-        let v = x.canon_a();
-        sum = sum.wrapping_add(v as u32);
-        *d.add(at(k0 + j)) = v;
-    }
-    sum
 }
 
 impl crate::gemm::ImplicitKernel for Vnni {
@@ -274,16 +314,22 @@ impl crate::gemm::ImplicitKernel for Vnni {
     const MR: usize = MR;
     const NR: usize = NR;
     const KG: usize = KG;
+    /// # Safety
+    /// As [`crate::gemm::ImplicitKernel::canon_row`].
     unsafe fn canon_row<T: crate::gemm::Code8>(
         codes: &[T],
         c: usize,
         dst: &mut [u8],
         sums: &mut [i32],
     ) {
-        canon_row(codes, c, dst, sums)
+        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+        unsafe { canon_row(codes, c, dst, sums) }
     }
+    /// # Safety
+    /// As [`crate::gemm::ImplicitKernel::tile_implicit`].
     unsafe fn tile_implicit(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
-        tile_implicit(rows_a, b, o)
+        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+        unsafe { tile_implicit(rows_a, b, o) }
     }
 }
 
@@ -295,24 +341,27 @@ impl crate::gemm::ImplicitKernel for Vnni {
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile_implicit(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
-    let mut acc = [[_mm512_setzero_si512(); 2]; MR];
-    let base = &rows_a.base[..MR];
-    let mut bp = b;
-    for fy in 0..rows_a.kh {
-        let off = fy * rows_a.row_stride;
-        let a: [*const u8; MR] = std::array::from_fn(|i| base[i].add(off));
-        for g in 0..rows_a.run_groups {
-            let b0 = _mm512_loadu_si512(bp as *const __m512i);
-            let b1 = _mm512_loadu_si512(bp.add(16 * KG) as *const __m512i);
-            bp = bp.add(NR * KG);
-            for (i, acc_i) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_epi32((a[i].add(g * KG) as *const i32).read_unaligned());
-                acc_i[0] = _mm512_dpbusd_epi32(acc_i[0], av, b0);
-                acc_i[1] = _mm512_dpbusd_epi32(acc_i[1], av, b1);
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+        let base = &rows_a.base[..MR];
+        let mut bp = b;
+        for fy in 0..rows_a.kh {
+            let off = fy * rows_a.row_stride;
+            let a: [*const u8; MR] = std::array::from_fn(|i| base[i].add(off));
+            for g in 0..rows_a.run_groups {
+                let b0 = _mm512_loadu_si512(bp as *const __m512i);
+                let b1 = _mm512_loadu_si512(bp.add(16 * KG) as *const __m512i);
+                bp = bp.add(NR * KG);
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    let av = _mm512_set1_epi32((a[i].add(g * KG) as *const i32).read_unaligned());
+                    acc_i[0] = _mm512_dpbusd_epi32(acc_i[0], av, b0);
+                    acc_i[1] = _mm512_dpbusd_epi32(acc_i[1], av, b1);
+                }
             }
         }
+        finish_tile(&acc, o);
     }
-    finish_tile(&acc, o);
 }
 
 /// One row of a padded canonical u8 image: `codes` mapped to canonical u8 (`^ 0x80` for int8),
@@ -327,22 +376,25 @@ unsafe fn canon_row<T: crate::gemm::Code8>(
     dst: &mut [u8],
     sums: &mut [i32],
 ) {
-    assert!(dst.len() == codes.len() && sums.len() * c == codes.len());
-    let flip = _mm512_set1_epi8(if T::A_OFFSET != 0 { -128 } else { 0 });
-    let s = codes.as_ptr() as *const u8;
-    let d = dst.as_mut_ptr();
-    for (px, sum) in sums.iter_mut().enumerate() {
-        let mut acc = _mm512_setzero_si512();
-        let end = (px + 1) * c;
-        let mut j = px * c;
-        while j < end {
-            let n = (end - j).min(64);
-            let mask = prefix_mask(n);
-            let v = canon_load(s.add(j), mask, flip, &mut acc);
-            _mm512_mask_storeu_epi8(d.add(j) as *mut i8, mask, v);
-            j += n;
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        assert!(dst.len() == codes.len() && sums.len() * c == codes.len());
+        let flip = _mm512_set1_epi8(if T::A_OFFSET != 0 { -128 } else { 0 });
+        let s = codes.as_ptr() as *const u8;
+        let d = dst.as_mut_ptr();
+        for (px, sum) in sums.iter_mut().enumerate() {
+            let mut acc = _mm512_setzero_si512();
+            let end = (px + 1) * c;
+            let mut j = px * c;
+            while j < end {
+                let n = (end - j).min(64);
+                let mask = prefix_mask(n);
+                let v = canon_load(s.add(j), mask, flip, &mut acc);
+                _mm512_mask_storeu_epi8(d.add(j) as *mut i8, mask, v);
+                j += n;
+            }
+            *sum = _mm512_reduce_add_epi64(acc) as i32;
         }
-        *sum = _mm512_reduce_add_epi64(acc) as i32;
     }
 }
 
@@ -370,12 +422,15 @@ pub(crate) unsafe fn canon_load(
     flip: __m512i,
     sums: &mut __m512i,
 ) -> __m512i {
-    let v = _mm512_maskz_mov_epi8(
-        mask,
-        _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, src as *const i8), flip),
-    );
-    *sums = _mm512_add_epi64(*sums, _mm512_sad_epu8(v, _mm512_setzero_si512()));
-    v
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        let v = _mm512_maskz_mov_epi8(
+            mask,
+            _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, src as *const i8), flip),
+        );
+        *sums = _mm512_add_epi64(*sums, _mm512_sad_epu8(v, _mm512_setzero_si512()));
+        v
+    }
 }
 
 /// One per-tensor quantized multiplier as broadcast vectors, with RoundingDivideByPOT's mask
@@ -444,44 +499,47 @@ pub(crate) unsafe fn add_same_shape<T: crate::gemm::Code8>(
     rhs: &[T],
     out: &mut [T],
 ) {
-    let widen = |ptr: *const T| {
-        let v = _mm_loadu_si128(ptr as *const __m128i);
-        if T::MIN == 0 {
-            _mm512_cvtepu8_epi32(v)
-        } else {
-            _mm512_cvtepi8_epi32(v)
-        }
-    };
-    let (zl, zr) = (
-        _mm512_set1_epi32(p.lhs_zero_point),
-        _mm512_set1_epi32(p.rhs_zero_point),
-    );
-    let shift = _mm512_set1_epi32(p.left_shift);
-    let (ml, mr, mo) = (
-        Mbqm::new(p.lhs_multiplier),
-        Mbqm::new(p.rhs_multiplier),
-        Mbqm::new(p.output_multiplier),
-    );
-    let (vlo, vhi, vz) = (
-        _mm512_set1_epi32(lo),
-        _mm512_set1_epi32(hi),
-        _mm512_set1_epi32(p.output_zero_point),
-    );
-    let n = out.len();
-    let whole = n / 16 * 16;
-    for i in (0..whole).step_by(16) {
-        let a = _mm512_sllv_epi32(_mm512_sub_epi32(widen(lhs.as_ptr().add(i)), zl), shift);
-        let b = _mm512_sllv_epi32(_mm512_sub_epi32(widen(rhs.as_ptr().add(i)), zr), shift);
-        let o = mo.apply(_mm512_add_epi32(ml.apply(a), mr.apply(b)));
-        let o = _mm512_min_epi32(_mm512_max_epi32(o, vlo), vhi);
-        // The clamped codes fit a byte, so truncating them is the cast.
-        _mm_storeu_si128(
-            out.as_mut_ptr().add(i) as *mut __m128i,
-            _mm512_cvtepi32_epi8(_mm512_add_epi32(o, vz)),
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        let widen = |ptr: *const T| {
+            let v = _mm_loadu_si128(ptr as *const __m128i);
+            if T::MIN == 0 {
+                _mm512_cvtepu8_epi32(v)
+            } else {
+                _mm512_cvtepi8_epi32(v)
+            }
+        };
+        let (zl, zr) = (
+            _mm512_set1_epi32(p.lhs_zero_point),
+            _mm512_set1_epi32(p.rhs_zero_point),
         );
-    }
-    for i in whole..n {
-        out[i] = T::from_i32_saturating(p.apply(lhs[i].to_i32(), rhs[i].to_i32()));
+        let shift = _mm512_set1_epi32(p.left_shift);
+        let (ml, mr, mo) = (
+            Mbqm::new(p.lhs_multiplier),
+            Mbqm::new(p.rhs_multiplier),
+            Mbqm::new(p.output_multiplier),
+        );
+        let (vlo, vhi, vz) = (
+            _mm512_set1_epi32(lo),
+            _mm512_set1_epi32(hi),
+            _mm512_set1_epi32(p.output_zero_point),
+        );
+        let n = out.len();
+        let whole = n / 16 * 16;
+        for i in (0..whole).step_by(16) {
+            let a = _mm512_sllv_epi32(_mm512_sub_epi32(widen(lhs.as_ptr().add(i)), zl), shift);
+            let b = _mm512_sllv_epi32(_mm512_sub_epi32(widen(rhs.as_ptr().add(i)), zr), shift);
+            let o = mo.apply(_mm512_add_epi32(ml.apply(a), mr.apply(b)));
+            let o = _mm512_min_epi32(_mm512_max_epi32(o, vlo), vhi);
+            // The clamped codes fit a byte, so truncating them is the cast.
+            _mm_storeu_si128(
+                out.as_mut_ptr().add(i) as *mut __m128i,
+                _mm512_cvtepi32_epi8(_mm512_add_epi32(o, vz)),
+            );
+        }
+        for i in whole..n {
+            out[i] = T::from_i32_saturating(p.apply(lhs[i].to_i32(), rhs[i].to_i32()));
+        }
     }
 }
 
@@ -529,15 +587,21 @@ pub(crate) unsafe fn dw_run<T: crate::gemm::Code8>(
     npix: usize,
     out: &mut [u8],
 ) {
-    debug_assert!(offsets.len() >= dw.ntaps && out.len() == npix * dw.oc);
-    if dw.ntaps == 9 {
-        dw_run_n::<T, 9>(dw, offsets, npix, out)
-    } else {
-        dw_run_n::<T, 0>(dw, offsets, npix, out)
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        debug_assert!(offsets.len() >= dw.ntaps && out.len() == npix * dw.oc);
+        if dw.ntaps == 9 {
+            dw_run_n::<T, 9>(dw, offsets, npix, out)
+        } else {
+            dw_run_n::<T, 0>(dw, offsets, npix, out)
+        }
     }
 }
 
 /// [`dw_run`] with `N` taps (`N == ntaps`, or 0 for any count).
+///
+/// # Safety
+/// As [`dw_run`], with `N` 0 or `dw.ntaps`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn dw_run_n<T: crate::gemm::Code8, const N: usize>(
@@ -546,87 +610,91 @@ unsafe fn dw_run_n<T: crate::gemm::Code8, const N: usize>(
     npix: usize,
     out: &mut [u8],
 ) {
-    let DwRun {
-        input,
-        step,
-        oc,
-        pairs,
-        k,
-        epi,
-        ..
-    } = *dw;
-    let ntaps = if N > 0 { N } else { dw.ntaps };
-    let npairs = ntaps.div_ceil(2);
-    let src = input.as_ptr() as *const u8;
-    let zin = _mm512_set1_epi16(k.zin);
-    let zero = _mm512_setzero_si512();
-    let widen = |v: __m256i| {
-        if T::A_OFFSET != 0 {
-            _mm512_cvtepi8_epi16(v)
-        } else {
-            _mm512_cvtepu8_epi16(v)
-        }
-    };
-    // 128-bit lanes (as qword pairs) of `lo` and `hi` back in channel order.
-    let first = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
-    let second = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
-    let dst = out.as_mut_ptr();
-    for (cb, c0) in (0..oc).step_by(32).enumerate() {
-        let w = pairs.as_ptr().add(cb * npairs * 64);
-        let width = (oc - c0).min(32);
-        let full = width == 32;
-        // The last, partial block loads only its own channels (a masked load does not touch
-        // the bytes it skips); lanes past `oc` are never stored.
-        let load_mask = prefix_mask(width);
-        for i in 0..npix {
-            let base = i * step + c0;
-            let tap = |t: usize| -> __m512i {
-                if t >= ntaps {
-                    // The missing partner of an odd last tap: its weights are 0.
-                    return zero;
-                }
-                let off = *offsets.get_unchecked(t);
-                if off == usize::MAX {
-                    zin
-                } else if full {
-                    widen(_mm256_loadu_si256(src.add(off + base) as *const __m256i))
-                } else {
-                    let v = _mm512_maskz_loadu_epi8(load_mask, src.add(off + base) as *const i8);
-                    widen(_mm512_castsi512_si256(v))
-                }
-            };
-            let mut lo = zero;
-            let mut hi = zero;
-            for p in 0..npairs {
-                let (a, b) = (tap(2 * p), tap(2 * p + 1));
-                let wp = w.add(p * 64);
-                lo = _mm512_add_epi32(
-                    lo,
-                    _mm512_madd_epi16(
-                        _mm512_unpacklo_epi16(a, b),
-                        _mm512_loadu_si512(wp as *const __m512i),
-                    ),
-                );
-                hi = _mm512_add_epi32(
-                    hi,
-                    _mm512_madd_epi16(
-                        _mm512_unpackhi_epi16(a, b),
-                        _mm512_loadu_si512(wp.add(32) as *const __m512i),
-                    ),
-                );
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        let DwRun {
+            input,
+            step,
+            oc,
+            pairs,
+            k,
+            epi,
+            ..
+        } = *dw;
+        let ntaps = if N > 0 { N } else { dw.ntaps };
+        let npairs = ntaps.div_ceil(2);
+        let src = input.as_ptr() as *const u8;
+        let zin = _mm512_set1_epi16(k.zin);
+        let zero = _mm512_setzero_si512();
+        let widen = |v: __m256i| {
+            if T::A_OFFSET != 0 {
+                _mm512_cvtepi8_epi16(v)
+            } else {
+                _mm512_cvtepu8_epi16(v)
             }
-            for (h, idx) in [first, second].into_iter().enumerate() {
-                let c = c0 + 16 * h;
-                if c >= oc {
-                    break;
+        };
+        // 128-bit lanes (as qword pairs) of `lo` and `hi` back in channel order.
+        let first = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+        let second = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+        let dst = out.as_mut_ptr();
+        for (cb, c0) in (0..oc).step_by(32).enumerate() {
+            let w = pairs.as_ptr().add(cb * npairs * 64);
+            let width = (oc - c0).min(32);
+            let full = width == 32;
+            // The last, partial block loads only its own channels (a masked load does not touch
+            // the bytes it skips); lanes past `oc` are never stored.
+            let load_mask = prefix_mask(width);
+            for i in 0..npix {
+                let base = i * step + c0;
+                let tap = |t: usize| -> __m512i {
+                    if t >= ntaps {
+                        // The missing partner of an odd last tap: its weights are 0.
+                        return zero;
+                    }
+                    let off = *offsets.get_unchecked(t);
+                    if off == usize::MAX {
+                        zin
+                    } else if full {
+                        widen(_mm256_loadu_si256(src.add(off + base) as *const __m256i))
+                    } else {
+                        let v =
+                            _mm512_maskz_loadu_epi8(load_mask, src.add(off + base) as *const i8);
+                        widen(_mm512_castsi512_si256(v))
+                    }
+                };
+                let mut lo = zero;
+                let mut hi = zero;
+                for p in 0..npairs {
+                    let (a, b) = (tap(2 * p), tap(2 * p + 1));
+                    let wp = w.add(p * 64);
+                    lo = _mm512_add_epi32(
+                        lo,
+                        _mm512_madd_epi16(
+                            _mm512_unpacklo_epi16(a, b),
+                            _mm512_loadu_si512(wp as *const __m512i),
+                        ),
+                    );
+                    hi = _mm512_add_epi32(
+                        hi,
+                        _mm512_madd_epi16(
+                            _mm512_unpackhi_epi16(a, b),
+                            _mm512_loadu_si512(wp.add(32) as *const __m512i),
+                        ),
+                    );
                 }
-                // The folded bias in place of `colconst`, then the epilogue's own steps.
-                let bias = _mm512_loadu_si512(k.bias.as_ptr().add(c) as *const __m512i);
-                let v = _mm512_permutex2var_epi64(lo, idx, hi);
-                let q = scale_clamp(_mm512_add_epi32(v, bias), epi, c);
-                let count = (oc - c).min(16);
-                let mask = prefix_mask(count) as __mmask16;
-                _mm512_mask_cvtepi32_storeu_epi8(dst.add(i * oc + c) as *mut _, mask, q);
+                for (h, idx) in [first, second].into_iter().enumerate() {
+                    let c = c0 + 16 * h;
+                    if c >= oc {
+                        break;
+                    }
+                    // The folded bias in place of `colconst`, then the epilogue's own steps.
+                    let bias = _mm512_loadu_si512(k.bias.as_ptr().add(c) as *const __m512i);
+                    let v = _mm512_permutex2var_epi64(lo, idx, hi);
+                    let q = scale_clamp(_mm512_add_epi32(v, bias), epi, c);
+                    let count = (oc - c).min(16);
+                    let mask = prefix_mask(count) as __mmask16;
+                    _mm512_mask_cvtepi32_storeu_epi8(dst.add(i * oc + c) as *mut _, mask, q);
+                }
             }
         }
     }
