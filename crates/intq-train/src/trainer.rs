@@ -21,10 +21,12 @@ use crate::checkpoint::{self, CkptMeta};
 use crate::dist::{self, Collective};
 use crate::fake_quant::{host_vec, scalar};
 use crate::layers::{Ctx, QuantCfg, RangeMode};
+use crate::prefetch::{BatchSource, Prefetcher};
 use crate::sgd::{self, SgdStep, Velocity};
 use crate::shard::{self, StateLog, StateUpdate};
 use crate::zoo::{Arch, Net};
 use crate::TrainError;
+use std::sync::Arc;
 
 /// Images and labels in memory: `len` images of `channels x rows x cols` bytes each.
 #[derive(Debug, Clone, Copy)]
@@ -94,7 +96,8 @@ impl<'a> ImageSet<'a> {
             match aug {
                 Some(a) => {
                     let img: Vec<f32> = px.collect();
-                    let mut rng = augment::sample_rng(a.seed, a.epoch, i);
+                    let sample = a.ids.map_or(i, |ids| ids[i]);
+                    let mut rng = augment::sample_rng(a.seed, a.epoch, sample);
                     x.extend(
                         a.augment
                             .apply(&img, self.channels, self.rows, self.cols, &mut rng),
@@ -158,10 +161,54 @@ pub struct TrainConfig {
 
 /// A run's augmentation with what its draws are seeded by (the sample index comes per image).
 #[derive(Debug, Clone, Copy)]
-struct AugmentDraws {
+struct AugmentDraws<'a> {
     augment: Augment,
     seed: u64,
     epoch: usize,
+    /// For a batch read into its own buffer ([`TrainData::Stream`]): the sample index of each
+    /// of its images, which the draws are seeded by.
+    ids: Option<&'a [usize]>,
+}
+
+/// The training images: in memory, or read batch by batch from a [`BatchSource`] on a
+/// background thread that keeps up to `depth` batches ready ([`crate::prefetch`]). Both give
+/// the same batches, so the same run.
+pub enum TrainData<'a> {
+    Memory(&'a ImageSet<'a>),
+    Stream {
+        source: Arc<dyn BatchSource>,
+        depth: usize,
+    },
+}
+
+impl<'a, 'b: 'a> From<&'a ImageSet<'b>> for TrainData<'a> {
+    fn from(s: &'a ImageSet<'b>) -> Self {
+        TrainData::Memory(s)
+    }
+}
+
+impl TrainData<'_> {
+    /// A reader of this epoch's batches after the first `skip`, for a stream.
+    fn prefetch(&self, order: &[usize], batch: usize, skip: usize) -> Option<Prefetcher> {
+        match self {
+            TrainData::Memory(_) => None,
+            TrainData::Stream { source, depth } => {
+                let batches = order.chunks(batch).skip(skip).map(<[usize]>::to_vec);
+                Some(Prefetcher::start(source.clone(), batches.collect(), *depth))
+            }
+        }
+    }
+}
+
+/// The next batch a prefetcher read, or an error saying why there is none.
+fn next_batch(q: &mut Prefetcher) -> Result<Vec<u8>, TrainError> {
+    match q.next_batch() {
+        Some(Ok(px)) => Ok(px),
+        Some(Err(e)) => Err(TrainError::Data(format!("reading a training batch: {e}"))),
+        None => Err(TrainError::Data(
+            "the training batch reader stopped before the epoch's end".into(),
+        )),
+    }
 }
 
 /// The CLI's default shard count: two, which fills two cores with the serial ops (see
@@ -398,13 +445,14 @@ pub struct Observer<'a> {
     pub on_epoch: Option<&'a mut dyn FnMut(usize)>,
 }
 
-/// [`train_with_checkpoints`] reporting to `obs` as well.
-pub fn train_observed(
+/// [`train_with_checkpoints`] reporting to `obs` as well; the training images in memory or
+/// streamed ([`TrainData`]).
+pub fn train_observed<'d>(
     cfg: &TrainConfig,
     ckpt_every: Option<u64>,
     obs: Observer<'_>,
     start: Start,
-    train_set: &ImageSet,
+    train_set: impl Into<TrainData<'d>>,
     test: Option<&ImageSet>,
     device: &Device,
 ) -> Result<(Net, Summary), TrainError> {
@@ -426,12 +474,12 @@ pub fn train_observed(
 /// and the metrics log, shows progress and evaluates (the others' summaries have no test
 /// accuracy).
 #[allow(clippy::too_many_arguments)]
-pub fn train_ranks(
+pub fn train_ranks<'d>(
     cfg: &TrainConfig,
     ckpt_every: Option<u64>,
     mut obs: Observer<'_>,
     start: Start,
-    train_set: &ImageSet,
+    train_set: impl Into<TrainData<'d>>,
     test: Option<&ImageSet>,
     device: &Device,
     comm: &dyn Collective,
@@ -442,7 +490,34 @@ pub fn train_ranks(
         shards: cfg.shards * comm.size(),
         ..cfg.clone()
     };
-    train_set.validate()?;
+    let data: TrainData = train_set.into();
+    // A stream's set has its labels and shape but no pixels: its batches come from the reader.
+    let header;
+    let train_set: &ImageSet = match &data {
+        TrainData::Memory(s) => {
+            s.validate()?;
+            s
+        }
+        TrainData::Stream { source, .. } => {
+            let [channels, rows, cols] = source.shape();
+            header = ImageSet {
+                images: &[],
+                labels: source.labels(),
+                len: source.len(),
+                channels,
+                rows,
+                cols,
+            };
+            if header.labels.len() != header.len {
+                return Err(TrainError::Data(format!(
+                    "{} images but {} labels",
+                    header.len,
+                    header.labels.len()
+                )));
+            }
+            &header
+        }
+    };
     if ckpt_every == Some(0) {
         return Err(TrainError::Config(
             "checkpoint interval must be at least 1 step".into(),
@@ -509,6 +584,7 @@ pub fn train_ranks(
             augment: cfg.augment,
             seed: cfg.seed,
             epoch,
+            ids: None,
         });
         let quant = cfg.quant.map(|mut q| {
             q.freeze_bn |= cfg.freeze_bn_after.is_some_and(|e| epoch >= e);
@@ -537,6 +613,7 @@ pub fn train_ranks(
             0
         };
         bar.inc(skip as u64);
+        let mut queue = data.prefetch(&order, cfg.batch_size, skip);
         for (batch_no, idx) in order.chunks(cfg.batch_size).enumerate().skip(skip) {
             if cfg.max_steps.is_some_and(|m| step >= m) {
                 // Stopped inside the epoch: keep what was trained, as a resumable mid-epoch
@@ -552,6 +629,31 @@ pub fn train_ranks(
                 break 'epochs;
             }
             let t = Instant::now();
+            // A streamed batch is its own set: images 0..n, augmented as samples `idx`.
+            let (fetched, local, labels);
+            let (train_set, idx, aug) = match queue.as_mut() {
+                None => (*train_set, idx, aug),
+                Some(q) => {
+                    fetched = next_batch(q)?;
+                    labels = idx
+                        .iter()
+                        .map(|&i| train_set.labels[i])
+                        .collect::<Vec<u8>>();
+                    local = (0..idx.len()).collect::<Vec<usize>>();
+                    let view = ImageSet {
+                        images: &fetched,
+                        labels: &labels,
+                        len: idx.len(),
+                        ..*train_set
+                    };
+                    let aug = aug.map(|a| AugmentDraws {
+                        ids: Some(idx),
+                        ..a
+                    });
+                    (view, &local[..], aug)
+                }
+            };
+            let train_set = &train_set;
             let ctx = Ctx {
                 training: true,
                 step,
