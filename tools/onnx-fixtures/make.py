@@ -11,6 +11,8 @@ Writes, into the output folder (default crates/intq-onnx/tests/fixtures):
                          conv-BN-ReLU6 (Clip), inverted residuals (expand, depthwise, project,
                          residual Add), a two-branch Concat, asymmetric F.pad (Pad), average pool,
                          x.mean((2, 3)) (ReduceMean), Linear, trailing Softmax
+  mobilenetv2_qat.onnx   the same network without the Pad and the padded average pool, which
+                         intq's QAT layers do not take yet
   ops_helper.onnx        built with onnx.helper: auto_pad SAME_UPPER/SAME_LOWER, dilations,
                          grouped conv, asymmetric pads, AveragePool count_include_pad, MaxPool
                          ceil_mode, Flatten, Reshape to [0, -1], MatMul + Add, Gemm with alpha/beta/
@@ -111,8 +113,9 @@ def torch_models():
             return x + y if self.use_res else y
 
     class MobileNetV2Tiny(nn.Module):
-        def __init__(self):
+        def __init__(self, pad=True):
             super().__init__()
+            self.pad = pad
             self.stem = nn.Sequential(
                 nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6()
             )
@@ -129,14 +132,20 @@ def torch_models():
         def forward(self, x):
             x = self.b3(self.b2(self.b1(self.stem(x))))
             x = torch.cat([F.relu(self.left(x)), F.relu(self.right(x))], 1)
-            x = F.pad(x, (0, 1, 0, 1))
-            x = F.avg_pool2d(x, 3, 1, 1)
+            if self.pad:
+                x = F.pad(x, (0, 1, 0, 1))
+                x = F.avg_pool2d(x, 3, 1, 1)
             x = self.head(x)
             x = x.mean((2, 3))
             return torch.softmax(self.fc(x), 1)
 
     out = []
-    for name, m in (("resnet_tiny", ResNetTiny()), ("mobilenetv2_tiny", MobileNetV2Tiny())):
+    nets = (
+        ("resnet_tiny", ResNetTiny()),
+        ("mobilenetv2_tiny", MobileNetV2Tiny()),
+        ("mobilenetv2_qat", MobileNetV2Tiny(pad=False)),
+    )
+    for name, m in nets:
         randomize_bn(m)
         m.eval()
         out.append((name, m))

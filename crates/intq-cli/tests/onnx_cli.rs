@@ -38,7 +38,12 @@ fn inspect_lists_the_imported_graph() {
 #[test]
 fn run_matches_onnxruntime_at_any_batch() {
     let dir = common::scratch("onnx_cli", "run");
-    for name in ["resnet_tiny", "mobilenetv2_tiny", "ops_helper"] {
+    for name in [
+        "resnet_tiny",
+        "mobilenetv2_tiny",
+        "mobilenetv2_qat",
+        "ops_helper",
+    ] {
         let out_path = dir.join(format!("{name}.out.npy"));
         let out = intq(&[
             "run",

@@ -85,6 +85,13 @@ fn mobilenet_matches_onnxruntime() {
 }
 
 #[test]
+fn mobilenet_without_pad_matches_onnxruntime() {
+    let g = parity("mobilenetv2_qat");
+    // x.mean((2, 3)) imported as a global average pool.
+    assert_eq!(count(&g, |o| matches!(o, Op::GlobalAveragePool)), 1);
+}
+
+#[test]
 fn helper_ops_match_onnxruntime() {
     let g = parity("ops_helper");
     assert_eq!(g.opset, 11);

@@ -21,15 +21,15 @@ fn npy(path: PathBuf) -> (Vec<usize>, Vec<f32>) {
     (h.shape, v)
 }
 
-#[test]
-fn float_mode_equals_onnxruntime() {
+/// Runs fixture `name` through its network in float mode; max |intq - ort| / max |ort|.
+fn float_parity(name: &str, head: Head) -> f32 {
     let device = Device::flex();
-    let g = intq_onnx::load(&fixture("resnet_tiny.onnx")).unwrap();
+    let g = intq_onnx::load(&fixture(&format!("{name}.onnx"))).unwrap();
     let net = GraphNet::from_graph(&g, LayerOpts::default(), &device).unwrap();
-    assert_eq!(net.head, Head::Logits);
+    assert_eq!(net.head, head);
     assert_eq!(net.input_shape, [3, 32, 32]);
-    let (shape, x) = npy(fixture("resnet_tiny.input.npy"));
-    let (want_shape, want) = npy(fixture("resnet_tiny.output.npy"));
+    let (shape, x) = npy(fixture(&format!("{name}.input.npy")));
+    let (want_shape, want) = npy(fixture(&format!("{name}.output.npy")));
     let x: Tensor<4> = Tensor::from_data(
         TensorData::new(x, [shape[0], shape[1], shape[2], shape[3]]),
         &device,
@@ -43,10 +43,16 @@ fn float_mode_equals_onnxruntime() {
         .zip(&want)
         .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     println!(
-        "resnet_tiny float: max|intq-ort|/max|ort| = {:.3e}",
+        "{name} float: max|intq-ort|/max|ort| = {:.3e}",
         diff / scale
     );
-    assert!(diff <= 1e-5 * scale, "{diff} of {scale}");
+    diff / scale
+}
+
+#[test]
+fn float_mode_equals_onnxruntime() {
+    assert!(float_parity("resnet_tiny", Head::Logits) <= 1e-5);
+    assert!(float_parity("mobilenetv2_qat", Head::Softmax) <= 1e-5);
 }
 
 #[test]
