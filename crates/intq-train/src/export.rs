@@ -13,19 +13,20 @@ use crate::layers::{ConvBn, FoldedLayer, Pool, QAdd, QuantCfg, ACT_RELU, ACT_REL
 use crate::zoo::{Arch, Net, Node};
 use crate::TrainError;
 
+/// The activation an export has reached (graph_export.rs builds on the same steps).
 #[derive(Clone, Copy)]
-struct Cur {
-    id: TensorId,
+pub(crate) struct Cur {
+    pub(crate) id: TensorId,
     /// NHWC shape.
-    shape: [usize; 4],
-    params: QuantParams,
+    pub(crate) shape: [usize; 4],
+    pub(crate) params: QuantParams,
 }
 
-struct Exporter {
-    b: GraphBuilder,
-    q: QuantCfg,
-    dtype: DType,
-    n: usize,
+pub(crate) struct Exporter {
+    pub(crate) b: GraphBuilder,
+    pub(crate) q: QuantCfg,
+    pub(crate) dtype: DType,
+    pub(crate) n: usize,
 }
 
 fn activation(act: u8) -> Activation {
@@ -37,14 +38,14 @@ fn activation(act: u8) -> Activation {
 }
 
 impl Exporter {
-    fn codes(&self, v: Vec<i32>) -> TensorData {
+    pub(crate) fn codes(&self, v: Vec<i32>) -> TensorData {
         match self.dtype {
             DType::U8 => TensorData::U8(v.into_iter().map(|c| c as u8).collect()),
             _ => TensorData::I8(v.into_iter().map(|c| c as i8).collect()),
         }
     }
 
-    fn weight_quant(&self, wq: &WeightQuant, axis: usize) -> Result<Quant, TrainError> {
+    pub(crate) fn weight_quant(&self, wq: &WeightQuant, axis: usize) -> Result<Quant, TrainError> {
         Ok(match wq {
             WeightQuant::PerTensor(p) => Quant::PerTensor(*p),
             WeightQuant::PerChannel(v) => Quant::PerChannel(
@@ -58,7 +59,12 @@ impl Exporter {
         })
     }
 
-    fn bias(&mut self, name: &str, s_in: f32, f: &FoldedLayer) -> Result<TensorId, TrainError> {
+    pub(crate) fn bias(
+        &mut self,
+        name: &str,
+        s_in: f32,
+        f: &FoldedLayer,
+    ) -> Result<TensorId, TrainError> {
         let o = f.bias.len();
         let scales: Vec<f32> = (0..o).map(|k| s_in * f.weight_quant.scale(k)).collect();
         let mut codes = Vec::with_capacity(o);
@@ -90,7 +96,12 @@ impl Exporter {
         self.act_tensor_shaped(name, &shape, p)
     }
 
-    fn act_tensor_shaped(&mut self, name: &str, shape: &[usize], p: QuantParams) -> TensorId {
+    pub(crate) fn act_tensor_shaped(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        p: QuantParams,
+    ) -> TensorId {
         let id = self
             .b
             .tensor(name, self.dtype, shape, Some(Quant::PerTensor(p)));
@@ -101,7 +112,7 @@ impl Exporter {
         id
     }
 
-    fn conv(&mut self, name: &str, l: &ConvBn, x: &Cur) -> Result<Cur, TrainError> {
+    pub(crate) fn conv(&mut self, name: &str, l: &ConvBn, x: &Cur) -> Result<Cur, TrainError> {
         let f = l.export(&self.q)?;
         let [o, ipg, kh, kw] = [
             f.weight_shape[0],
@@ -189,7 +200,13 @@ impl Exporter {
         })
     }
 
-    fn add(&mut self, name: &str, l: &QAdd, a: &Cur, b: &Cur) -> Result<Cur, TrainError> {
+    pub(crate) fn add(
+        &mut self,
+        name: &str,
+        l: &QAdd,
+        a: &Cur,
+        b: &Cur,
+    ) -> Result<Cur, TrainError> {
         let p = l
             .out_obs
             .params(self.q.act_scheme)?
@@ -208,7 +225,7 @@ impl Exporter {
         })
     }
 
-    fn pool(&mut self, name: &str, l: &Pool, x: &Cur) -> Cur {
+    pub(crate) fn pool(&mut self, name: &str, l: &Pool, x: &Cur) -> Cur {
         let [n, h, w, c] = x.shape;
         let (k, s, p) = if l.global {
             (h, h, 0)

@@ -103,3 +103,82 @@ fn fake_quant_mode_observes_and_quantizes_every_layer() {
     // Quantized (not the float model) and close to it: 8 bits through 8 layers.
     assert!(diff > 0.0 && diff < 0.05 * scale, "{diff} of {scale}");
 }
+
+/// Observes ranges with one frozen-BN training forward, converts, and compares the integer
+/// engine's logits with the exact fake-quant evaluation image by image: (top-1 mismatches, max
+/// LSB).
+fn integer_vs_fake_quant(name: &str, quant: intq_train::QuantCfg) -> (usize, i64) {
+    use intq_engine::{Model, TensorData as Data};
+    use intq_train::graph_net::Layer;
+    let device = Device::flex();
+    let g = intq_onnx::load(&fixture(&format!("{name}.onnx"))).unwrap();
+    let net = GraphNet::from_graph(&g, LayerOpts::default(), &device).unwrap();
+    let quant = intq_train::QuantCfg {
+        freeze_bn: true,
+        ..quant
+    };
+    let (shape, x) = npy(fixture(&format!("{name}.input.npy")));
+    let [n, c, h, w] = [shape[0], shape[1], shape[2], shape[3]];
+    let batch: Tensor<4> = Tensor::from_data(TensorData::new(x.clone(), [n, c, h, w]), &device);
+    let train = Ctx {
+        training: true,
+        step: 0,
+        quant: Some(quant),
+        exact: false,
+        log: None,
+    };
+    net.forward(batch, &train).unwrap();
+    let model = Model::new(intq_train::graph_export::export_graph(&net, &quant).unwrap()).unwrap();
+    let Some(Layer::Linear(fc)) = net.layers.last() else {
+        panic!("the last layer is the classifier")
+    };
+    let s_out = fc.out_obs.params(quant.act_scheme).unwrap().unwrap().scale;
+    let (mut mismatches, mut max_lsb) = (0, 0i64);
+    let argmax = |v: &[f32]| {
+        v.iter()
+            .enumerate()
+            .fold(
+                (0, f32::NEG_INFINITY),
+                |b, (i, &x)| if x > b.1 { (i, x) } else { b },
+            )
+            .0
+    };
+    for i in 0..n {
+        let img = &x[i * c * h * w..(i + 1) * c * h * w];
+        let nhwc: Vec<f32> = (0..h * w * c)
+            .map(|k| img[(k % c) * h * w + k / c])
+            .collect();
+        let int = match &model.run(&[Data::F32(nhwc)]).unwrap()[0] {
+            Data::F32(v) => v.clone(),
+            other => panic!("{other:?}"),
+        };
+        let one: Tensor<4> =
+            Tensor::from_data(TensorData::new(img.to_vec(), [1, c, h, w]), &device);
+        let fq = host_vec(net.forward(one, &Ctx::eval_exact(quant)).unwrap());
+        // Logits spread over many codes: agreement is not two constant outputs agreeing.
+        let (lo, hi) = int
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+        assert!(hi - lo > 10.0 * s_out, "{name}: logits span {lo}..{hi}");
+        for (a, b) in int.iter().zip(&fq) {
+            max_lsb = max_lsb.max(((a - b) / s_out).abs().round() as i64);
+        }
+        if argmax(&int) != argmax(&fq) {
+            mismatches += 1;
+        }
+    }
+    println!("{name}: integer vs fake-quant: {mismatches} top-1 mismatches, max {max_lsb} LSB");
+    (mismatches, max_lsb)
+}
+
+#[test]
+fn integer_model_equals_fake_quant_model() {
+    for name in ["resnet_tiny", "mobilenetv2_qat"] {
+        for quant in [
+            intq_train::QuantCfg::uint8(8, 8).unwrap(),
+            intq_train::QuantCfg::int8(8, 8, true).unwrap(),
+        ] {
+            assert_eq!(integer_vs_fake_quant(name, quant), (0, 0), "{name}");
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! Conversion of an imported network ([`GraphNet`], evaluation state) into an `intq_engine::Graph`
+//! through the zoo's export steps (`export.rs`: the same conv, add and pool emission, weight
+//! codes, int32 bias and observer params), NHWC, batch 1. The graph reads the model's f32 input
+//! (NHWC) through a Quantize op with the input observer's params and returns f32 logits through
+//! a Dequantize op; a trailing Softmax stays outside it, as it stays outside the loss.
+
+use std::collections::HashMap;
+
+use intq_engine::{DType, Graph, GraphBuilder, Op, Quant, QuantParams};
+
+use crate::export::{weight_code, Cur, Exporter};
+use crate::graph_net::{GraphNet, Layer, Step};
+use crate::layers::{QuantCfg, ACT_RELU, ACT_RELU6};
+use crate::TrainError;
+use intq_onnx::ValueId;
+
+/// A value as the export sees it: an activation in the engine graph, or a flattened view of one
+/// (`[N, C·H·W]` in ONNX's NCHW order, read by a fully connected layer).
+#[derive(Clone, Copy)]
+enum Val {
+    Act(Cur),
+    Flat(Cur),
+}
+
+fn observed(
+    name: &str,
+    p: Result<Option<QuantParams>, TrainError>,
+) -> Result<QuantParams, TrainError> {
+    p?.ok_or_else(|| TrainError::Export(format!("{name}: no observed range")))
+}
+
+/// Builds the integer graph of `net` as QAT evaluation runs it (see the module doc).
+pub fn export_graph(net: &GraphNet, quant: &QuantCfg) -> Result<Graph, TrainError> {
+    let dtype = if quant.act_scheme.is_signed() {
+        DType::I8
+    } else {
+        DType::U8
+    };
+    if quant.weight_scheme.is_signed() != quant.act_scheme.is_signed() {
+        return Err(TrainError::Export(
+            "weights and activations must both be signed or both unsigned".into(),
+        ));
+    }
+    let mut e = Exporter {
+        b: GraphBuilder::new(),
+        q: *quant,
+        dtype,
+        n: 1,
+    };
+    let [c, h, w] = net.input_shape;
+    let shape = [1, h, w, c];
+    let in_params = observed("input", net.input.params(quant.act_scheme))?;
+    let f = e.b.tensor("input", DType::F32, &shape, None);
+    let q =
+        e.b.tensor("input_q", dtype, &shape, Some(Quant::PerTensor(in_params)));
+    e.b.op(Op::Quantize {
+        input: f,
+        output: q,
+    });
+    e.b.input(f);
+    let mut vals: HashMap<ValueId, Val> = HashMap::new();
+    vals.insert(
+        net.input_value,
+        Val::Act(Cur {
+            id: q,
+            shape,
+            params: in_params,
+        }),
+    );
+    let act = |vals: &HashMap<ValueId, Val>, v: ValueId, name: &str| match vals.get(&v) {
+        Some(Val::Act(c)) => Ok(*c),
+        Some(Val::Flat(_)) => Err(TrainError::Export(format!(
+            "{name}: reads a flattened activation; only a fully connected layer can"
+        ))),
+        None => Err(TrainError::Export(format!("{name}: input not computed"))),
+    };
+    for step in &net.steps {
+        match step {
+            Step::Flatten { input, output } => {
+                let src = match vals.get(input) {
+                    Some(Val::Act(c)) | Some(Val::Flat(c)) => *c,
+                    None => return Err(TrainError::Export("flatten: input not computed".into())),
+                };
+                vals.insert(*output, Val::Flat(src));
+            }
+            Step::Layer {
+                layer,
+                inputs,
+                output,
+                name,
+            } => {
+                let y = match &net.layers[*layer] {
+                    Layer::Conv(l) => {
+                        let x = act(&vals, inputs[0], name)?;
+                        if l.groups > 1 && l.groups != x.shape[3] {
+                            return Err(TrainError::Export(format!(
+                                "{name}: a grouped convolution that is not depthwise has no \
+                                 integer op yet"
+                            )));
+                        }
+                        e.conv(name, l, &x)?
+                    }
+                    Layer::Add(l) => {
+                        let a = act(&vals, inputs[0], name)?;
+                        let b = act(&vals, inputs[1], name)?;
+                        e.add(name, l, &a, &b)?
+                    }
+                    Layer::Pool(p) => {
+                        let x = act(&vals, inputs[0], name)?;
+                        e.pool(name, p, &x)
+                    }
+                    Layer::Concat(l) => {
+                        let xs = inputs
+                            .iter()
+                            .map(|&i| act(&vals, i, name))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        let p = observed(name, l.out_obs.params(quant.act_scheme))?;
+                        let mut out_shape = xs[0].shape;
+                        out_shape[3] = xs.iter().map(|x| x.shape[3]).sum();
+                        let out = e.act_tensor_shaped(name, &out_shape, p);
+                        e.b.op(Op::Concat {
+                            inputs: xs.iter().map(|x| x.id).collect(),
+                            output: out,
+                            axis: 3,
+                        });
+                        Cur {
+                            id: out,
+                            shape: out_shape,
+                            params: p,
+                        }
+                    }
+                    Layer::Linear(l) => {
+                        let x = match vals.get(&inputs[0]) {
+                            Some(Val::Act(c)) | Some(Val::Flat(c)) => *c,
+                            None => {
+                                return Err(TrainError::Export(format!(
+                                    "{name}: input not computed"
+                                )))
+                            }
+                        };
+                        let f = l.export(quant)?;
+                        let [out_f, depth] = [f.weight_shape[0], f.weight_shape[1]];
+                        let [_, xh, xw, xc] = x.shape;
+                        if xh * xw * xc != depth {
+                            return Err(TrainError::Export(format!(
+                                "{name}: reads {} values, its weights take {depth}",
+                                xh * xw * xc
+                            )));
+                        }
+                        let ws = quant.weight_scheme;
+                        // ONNX flattens NCHW (c, y, x); the engine reads NHWC (y, x, c).
+                        let mut codes = vec![0i32; f.weights.len()];
+                        for o in 0..out_f {
+                            for ci in 0..xc {
+                                for y in 0..xh {
+                                    for xx in 0..xw {
+                                        let src = o * depth + (ci * xh + y) * xw + xx;
+                                        let dst = o * depth + (y * xw + xx) * xc + ci;
+                                        codes[dst] = weight_code(
+                                            ws,
+                                            f.weight_quant.channel(o),
+                                            f.weights[src],
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                        let wq = e.weight_quant(&f.weight_quant, 0)?;
+                        let data = e.codes(codes);
+                        let weights = e.b.constant(
+                            &format!("{name}/weights"),
+                            &[out_f, depth],
+                            Some(wq),
+                            data,
+                        );
+                        let bias = e.bias(&format!("{name}/bias"), x.params.scale, &f)?;
+                        let out = e.act_tensor_shaped(name, &[1, out_f], f.output);
+                        e.b.op(Op::FullyConnected {
+                            input: x.id,
+                            weights,
+                            bias: Some(bias),
+                            output: out,
+                            activation: match f.act {
+                                ACT_RELU => intq_engine::Activation::Relu,
+                                ACT_RELU6 => intq_engine::Activation::Relu6,
+                                _ => intq_engine::Activation::None,
+                            },
+                        });
+                        Cur {
+                            id: out,
+                            shape: [1, 1, 1, out_f],
+                            params: f.output,
+                        }
+                    }
+                };
+                vals.insert(*output, Val::Act(y));
+            }
+        }
+    }
+    let logits = match vals.get(&net.logits) {
+        Some(Val::Act(c)) if c.shape[1] == 1 && c.shape[2] == 1 => *c,
+        _ => {
+            return Err(TrainError::Export(
+                "the network's logits are not the output of a fully connected layer".into(),
+            ))
+        }
+    };
+    let classes = logits.shape[3];
+    let out = e.b.tensor("logits", DType::F32, &[1, classes], None);
+    e.b.op(Op::Dequantize {
+        input: logits.id,
+        output: out,
+    });
+    e.b.output(out);
+    e.b.finish()
+        .map_err(|err| TrainError::Export(format!("the exported graph is invalid: {err}")))
+}
