@@ -13,12 +13,16 @@
 //! zoo's classifier input has.
 
 use burn::module::{Module, Param, RunningState};
-use burn::tensor::{activation, Device, Tensor, TensorData};
+use burn::optim::GradientsParams;
+use burn::tensor::{activation, Device, Int, Tensor, TensorData};
 
+use crate::fake_quant::host_vec;
 use crate::layers::{
     Act, ConvBn, Ctx, LayerOpts, Pool, QAdd, QConcat, QLinear, ACT_NONE, ACT_RELU, ACT_RELU6,
 };
 use crate::observer::EmaObserver;
+use crate::sgd::{self, SgdStep, Velocity};
+use crate::trainer::cross_entropy;
 use crate::TrainError;
 use intq_onnx::{Graph, Op, ValueId};
 
@@ -445,6 +449,32 @@ impl GraphNet {
         let out = get(&vals, self.logits)?;
         let [n, c, _, _] = out.x.dims();
         Ok(out.x.reshape([n, c]))
+    }
+
+    /// One SGD step on a batch (`x` NCHW on an autodiff device, `labels` its classes) with the
+    /// cross-entropy of the logits, in training mode `ctx` (float, or QAT with its quantization):
+    /// BN statistics and observers are updated by the forward, the layers' parameters by
+    /// [`sgd::step`]. Returns the loss; a non-finite loss is an error and changes no parameter.
+    pub fn train_step(
+        &mut self,
+        x: Tensor<4>,
+        labels: Tensor<1, Int>,
+        ctx: &Ctx,
+        vel: &mut Velocity,
+        step: SgdStep,
+    ) -> Result<f64, TrainError> {
+        let loss = cross_entropy(self.forward(x, ctx)?, labels);
+        let value = host_vec(loss.clone()).first().copied().unwrap_or(f32::NAN) as f64;
+        if !value.is_finite() {
+            return Err(TrainError::NonFinite(format!(
+                "loss {value} at step {}",
+                ctx.step
+            )));
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &self.layers);
+        let layers = std::mem::take(&mut self.layers);
+        self.layers = sgd::step(layers, grads, vel, step);
+        Ok(value)
     }
 
     /// The graph's own output: [`GraphNet::forward`] followed by its trailing Softmax or

@@ -104,30 +104,62 @@ fn fake_quant_mode_observes_and_quantizes_every_layer() {
     assert!(diff > 0.0 && diff < 0.05 * scale, "{diff} of {scale}");
 }
 
-/// Observes ranges with one frozen-BN training forward, converts, and compares the integer
-/// engine's logits with the exact fake-quant evaluation image by image: (top-1 mismatches, max
-/// LSB).
-fn integer_vs_fake_quant(name: &str, quant: intq_train::QuantCfg) -> (usize, i64) {
+/// Fine-tunes fixture `name` with `qat_steps` QAT steps on its own inputs (fixed labels), or
+/// with none only observes ranges in one frozen-BN training forward; converts; and compares the
+/// integer engine's logits with the exact fake-quant evaluation image by image: (top-1
+/// mismatches, max LSB).
+fn integer_vs_fake_quant(name: &str, quant: intq_train::QuantCfg, qat_steps: u64) -> (usize, i64) {
     use intq_engine::{Model, TensorData as Data};
     use intq_train::graph_net::Layer;
-    let device = Device::flex();
+    use intq_train::sgd::{SgdStep, Velocity};
+    let device = intq_train::train_device();
     let g = intq_onnx::load(&fixture(&format!("{name}.onnx"))).unwrap();
-    let net = GraphNet::from_graph(&g, LayerOpts::default(), &device).unwrap();
+    let mut net = GraphNet::from_graph(&g, LayerOpts::default(), &device).unwrap();
     let quant = intq_train::QuantCfg {
-        freeze_bn: true,
+        freeze_bn: qat_steps == 0,
         ..quant
     };
     let (shape, x) = npy(fixture(&format!("{name}.input.npy")));
     let [n, c, h, w] = [shape[0], shape[1], shape[2], shape[3]];
     let batch: Tensor<4> = Tensor::from_data(TensorData::new(x.clone(), [n, c, h, w]), &device);
-    let train = Ctx {
-        training: true,
-        step: 0,
-        quant: Some(quant),
-        exact: false,
-        log: None,
-    };
-    net.forward(batch, &train).unwrap();
+    if qat_steps == 0 {
+        let train = Ctx {
+            training: true,
+            step: 0,
+            quant: Some(quant),
+            exact: false,
+            log: None,
+        };
+        net.forward(batch, &train).unwrap();
+    } else {
+        let labels: Vec<i64> = (0..n as i64).map(|i| (3 * i + 1) % 10).collect();
+        let mut vel = Velocity::default();
+        let mut losses = Vec::new();
+        for step in 0..qat_steps {
+            let train = Ctx {
+                training: true,
+                step,
+                quant: Some(quant),
+                exact: false,
+                log: None,
+            };
+            let y = Tensor::<1, burn::tensor::Int>::from_data(
+                TensorData::new(labels.clone(), [n]),
+                &device,
+            );
+            let sgd = SgdStep {
+                lr: 0.05,
+                momentum: 0.9,
+                weight_decay: 0.0,
+            };
+            losses.push(
+                net.train_step(batch.clone(), y, &train, &mut vel, sgd)
+                    .unwrap(),
+            );
+        }
+        println!("{name}: QAT losses {losses:?}");
+        assert!(losses.last() < losses.first(), "{name}: {losses:?}");
+    }
     let model = Model::new(intq_train::graph_export::export_graph(&net, &quant).unwrap()).unwrap();
     let Some(Layer::Linear(fc)) = net.layers.last() else {
         panic!("the last layer is the classifier")
@@ -178,7 +210,19 @@ fn integer_model_equals_fake_quant_model() {
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
             intq_train::QuantCfg::int8(8, 8, true).unwrap(),
         ] {
-            assert_eq!(integer_vs_fake_quant(name, quant), (0, 0), "{name}");
+            assert_eq!(integer_vs_fake_quant(name, quant, 0), (0, 0), "{name}");
+        }
+    }
+}
+
+#[test]
+fn after_qat_steps_the_integer_model_equals_the_fake_quant_model() {
+    for name in ["resnet_tiny", "mobilenetv2_qat"] {
+        for quant in [
+            intq_train::QuantCfg::uint8(8, 8).unwrap(),
+            intq_train::QuantCfg::int8(8, 8, true).unwrap(),
+        ] {
+            assert_eq!(integer_vs_fake_quant(name, quant, 6), (0, 0), "{name}");
         }
     }
 }
