@@ -259,8 +259,14 @@ fn config(c: &Common, arch: Arch, epochs: usize, lr: f64) -> TrainConfig {
 /// The resumed start, checked against this run's model and quantization. The shard count
 /// comes from the checkpoint unless `--shards` was given (then a different value is allowed,
 /// with a warning that the continuation is no longer the uninterrupted run's).
-/// Under `world` ranks the recorded count is split between them.
-fn resume(cfg: &mut TrainConfig, shards_flag: Option<usize>, world: usize) -> Result<Start> {
+/// Under several ranks the recorded count (the shards in all) is split between them, and rank 0
+/// alone reports.
+fn resume(
+    cfg: &mut TrainConfig,
+    shards_flag: Option<usize>,
+    comm: &dyn Collective,
+) -> Result<Start> {
+    let (world, lead) = (comm.size(), comm.rank() == 0);
     let loaded = checkpoint::load(&cfg.out, LayerOpts::default(), &train_device())
         .with_context(|| format!("--resume: reading {}", cfg.out.display()))?;
     if loaded.meta.arch != cfg.arch || loaded.meta.quant != cfg.quant {
@@ -282,21 +288,23 @@ fn resume(cfg: &mut TrainConfig, shards_flag: Option<usize>, world: usize) -> Re
     };
     let n = shards_flag.unwrap_or((recorded / world).max(1));
     cfg.shards = n;
-    if n * world != recorded {
+    if n * world != recorded && lead {
         eprintln!(
             "warning: {} was trained with --shards {recorded}; continuing with --shards {n}{ranks} \
              trains a different network than the uninterrupted run",
             cfg.out.display()
         );
     }
-    eprintln!(
-        "resuming {} after epoch {} and {} more batches (step {}, {} shards{ranks})",
-        cfg.out.display(),
-        loaded.meta.epoch,
-        loaded.meta.epoch_batches,
-        loaded.meta.step,
-        cfg.shards
-    );
+    if lead {
+        eprintln!(
+            "resuming {} after epoch {} and {} more batches (step {}, {} shards{ranks})",
+            cfg.out.display(),
+            loaded.meta.epoch,
+            loaded.meta.epoch_batches,
+            loaded.meta.step,
+            cfg.shards
+        );
+    }
     Ok(Start {
         net: loaded.net,
         velocity: loaded.velocity,
@@ -435,7 +443,7 @@ fn run_train(a: TrainArgs, comm: &dyn Collective) -> Result<()> {
     let data = Data::new(ds, c.limit_train, c.limit_test);
     let device = train_device();
     let start = if c.resume {
-        resume(&mut cfg, c.shards, comm.size())?
+        resume(&mut cfg, c.shards, comm)?
     } else {
         device.seed(cfg.seed);
         Start::fresh(Net::with_classes(
@@ -445,10 +453,12 @@ fn run_train(a: TrainArgs, comm: &dyn Collective) -> Result<()> {
             &device,
         ))
     };
-    eprintln!(
-        "input: {}x{}x{} (channels x height x width), {} classes",
-        input.shape[0], input.shape[1], input.shape[2], input.classes
-    );
+    if comm.rank() == 0 {
+        eprintln!(
+            "input: {}x{}x{} (channels x height x width), {} classes",
+            input.shape[0], input.shape[1], input.shape[2], input.classes
+        );
+    }
     let title = format!("{arch} {name} float");
     let s = train_with_curve(&cfg, c, &title, start, &data, &device, comm)?;
     if comm.rank() == 0 {
@@ -494,7 +504,7 @@ fn run_qat(a: QatArgs, comm: &dyn Collective) -> Result<()> {
     cfg.freeze_bn_after = a.freeze_bn_after;
     cfg.freeze_observers_after = a.freeze_observers_after;
     let start = if c.resume {
-        resume(&mut cfg, c.shards, comm.size())?
+        resume(&mut cfg, c.shards, comm)?
     } else {
         // Fresh momentum: the fine-tuning run has its own schedule.
         Start::fresh(from.net)

@@ -319,6 +319,26 @@ mod with_mpi {
         assert_eq!(max_rel_diff(&tensors(&b), &tensors(&whole)), 0.0);
     }
 
+    #[test]
+    fn an_error_on_one_rank_ends_the_job_naming_the_rank() {
+        let root = common::scratch("mpi", "error");
+        let data = data_dir(&root);
+        // Rank 0 alone writes the metrics log, so rank 0 alone fails, while rank 1 waits in the
+        // first step's exchange.
+        let out = root.join("missing").join("m.ckpt");
+        let o = mpirun()
+            .args(["-np", "2", env!("CARGO_BIN_EXE_intq")])
+            .args(train_args(&data, &out, 1, 1, &[]))
+            .output()
+            .expect("run mpirun");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{err}");
+        assert!(
+            err.contains("error: rank 0 of 2: i/o: ") && err.contains("m.ckpt.metrics.jsonl"),
+            "{err}"
+        );
+    }
+
     /// Pids of the processes that are rank `rank` of an `intq` run writing `out`.
     fn rank_pids(rank: usize, out: &Path) -> Vec<u32> {
         let want_env = format!("OMPI_COMM_WORLD_RANK={rank}");

@@ -95,8 +95,14 @@ pub const LAUNCHER_SIZE_VARS: [&str; 2] = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"];
 /// The number of ranks a launcher started this process as one of, with the variable that says
 /// so; `None` when no launcher started it.
 pub fn launcher_size() -> Option<(&'static str, usize)> {
+    launcher_size_in(|var| std::env::var(var).ok())
+}
+
+/// [`launcher_size`] in the environment `get` reads: the first of [`LAUNCHER_SIZE_VARS`] set
+/// to a number.
+fn launcher_size_in(get: impl Fn(&str) -> Option<String>) -> Option<(&'static str, usize)> {
     LAUNCHER_SIZE_VARS.iter().find_map(|&var| {
-        let v = std::env::var(var).ok()?;
+        let v = get(var)?;
         Some((var, v.trim().parse().ok()?))
     })
 }
@@ -595,14 +601,27 @@ mod tests {
     }
 
     #[test]
-    fn launcher_size_reads_the_first_variable_set() {
-        // The variables are unset in a test process not started by a launcher.
-        if LAUNCHER_SIZE_VARS
-            .iter()
-            .all(|v| std::env::var_os(v).is_none())
-        {
-            assert_eq!(launcher_size(), None);
-            assert_eq!(from_launcher().unwrap().size(), 1);
-        }
+    fn launcher_size_reads_the_first_variable_set_to_a_number() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |var: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == var)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(launcher_size_in(env(&[])), None);
+        assert_eq!(
+            launcher_size_in(env(&[("PMI_SIZE", "4")])),
+            Some(("PMI_SIZE", 4))
+        );
+        assert_eq!(
+            launcher_size_in(env(&[("PMI_SIZE", "4"), ("OMPI_COMM_WORLD_SIZE", " 2\n")])),
+            Some(("OMPI_COMM_WORLD_SIZE", 2))
+        );
+        assert_eq!(
+            launcher_size_in(env(&[("OMPI_COMM_WORLD_SIZE", "two"), ("PMI_SIZE", "3")])),
+            Some(("PMI_SIZE", 3))
+        );
     }
 }
