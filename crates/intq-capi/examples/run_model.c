@@ -1,12 +1,16 @@
 /* run_model: loads an .intq or .tflite model through intq's C API, runs it on .npy inputs (one
  * per graph input, of the input's dtype and element count) and prints each output; with --out
- * PREFIX it also writes output K's raw bytes to PREFIX<K>.bin.
+ * PREFIX it also writes output K's raw bytes to PREFIX<K>.bin. With --concurrent N, N threads
+ * then run the one loaded model at once and must all get the first run's bytes.
  *
- *   cc -O2 -I crates/intq-capi/include run_model.c target/release/libintq.a -lpthread -ldl -lm
- *   ./run_model [--isa NAME] [--threads N] [--repeat N] [--out PREFIX] MODEL INPUT.npy...
+ *   cc -O2 -I crates/intq-capi/include run_model.c target/release/libintq.a \
+ *      -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+ *   ./run_model [--isa NAME] [--threads N] [--repeat N] [--concurrent N] [--out PREFIX] \
+ *      MODEL INPUT.npy...
  */
 #include "intq.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,6 +150,41 @@ static void print_values(const IntqTensorInfo *t, const void *data) {
     printf("%s  (argmax %zu)\n", t->num_elements > 16 ? " ..." : "", best);
 }
 
+/* One thread of --concurrent: runs the shared model into buffers of its own, several times,
+ * and compares every result with the first run's outputs. */
+typedef struct {
+    const IntqModel *model;
+    const IntqBuffer *ins;
+    size_t n_in;
+    const IntqBufferMut *want;
+    size_t n_out;
+    int ok;
+} Worker;
+
+static void *worker(void *arg) {
+    Worker *w = arg;
+    IntqBufferMut outs[64];
+    w->ok = 0;
+    if (w->n_out > 64) return NULL;
+    for (size_t k = 0; k < w->n_out; k++) {
+        outs[k].size = w->want[k].size;
+        outs[k].data = malloc(outs[k].size ? outs[k].size : 1);
+    }
+    int ok = 1;
+    for (int r = 0; r < 8 && ok; r++) {
+        IntqStatus s = intq_model_run(w->model, w->ins, w->n_in, outs, w->n_out);
+        if (s != INTQ_STATUS_OK) {
+            fprintf(stderr, "run_model: concurrent run: %s\n", intq_last_error());
+            ok = 0;
+        }
+        for (size_t k = 0; ok && k < w->n_out; k++)
+            ok = outs[k].data && memcmp(outs[k].data, w->want[k].data, outs[k].size) == 0;
+    }
+    for (size_t k = 0; k < w->n_out; k++) free(outs[k].data);
+    w->ok = ok;
+    return NULL;
+}
+
 static double now_s(void) {
     struct timespec ts;
     timespec_get(&ts, TIME_UTC);
@@ -155,17 +194,18 @@ static double now_s(void) {
 int main(int argc, char **argv) {
     IntqOptions options = intq_default_options();
     const char *out_prefix = NULL;
-    long repeat = 0;
+    long repeat = 0, concurrent = 0;
     int a = 1;
     for (; a + 1 < argc && strncmp(argv[a], "--", 2) == 0; a += 2) {
         if (strcmp(argv[a], "--isa") == 0) options.isa = argv[a + 1];
         else if (strcmp(argv[a], "--threads") == 0) options.threads = (uint32_t)atoi(argv[a + 1]);
         else if (strcmp(argv[a], "--repeat") == 0) repeat = atol(argv[a + 1]);
+        else if (strcmp(argv[a], "--concurrent") == 0) concurrent = atol(argv[a + 1]);
         else if (strcmp(argv[a], "--out") == 0) out_prefix = argv[a + 1];
         else break;
     }
     if (argc - a < 1) {
-        fprintf(stderr, "usage: %s [--isa NAME] [--threads N] [--repeat N] [--out PREFIX] "
+        fprintf(stderr, "usage: %s [--isa NAME] [--threads N] [--repeat N] [--concurrent N] [--out PREFIX] "
                         "MODEL INPUT.npy...\n", argv[0]);
         return 2;
     }
@@ -238,6 +278,28 @@ int main(int argc, char **argv) {
             }
         }
         printf("%ld runs: %.3f us per run\n", repeat, (now_s() - t0) / (double)repeat * 1e6);
+    }
+    if (concurrent > 0) {
+        pthread_t threads_[64];
+        Worker workers[64];
+        long n = concurrent < 64 ? concurrent : 64;
+        for (long t = 0; t < n; t++) {
+            workers[t] = (Worker){model, ins, n_in, outs, n_out, 0};
+            if (pthread_create(&threads_[t], NULL, worker, &workers[t]) != 0) {
+                fprintf(stderr, "run_model: cannot start a thread\n");
+                goto done;
+            }
+        }
+        int all_ok = 1;
+        for (long t = 0; t < n; t++) {
+            pthread_join(threads_[t], NULL);
+            all_ok &= workers[t].ok;
+        }
+        if (!all_ok) {
+            fprintf(stderr, "run_model: a concurrent run differs from the first run\n");
+            goto done;
+        }
+        printf("%ld threads x 8 concurrent runs: the first run's bytes\n", n);
     }
     for (size_t k = 0; k < n_out; k++) {
         printf("output %zu '%s':", k, out_info[k].name);

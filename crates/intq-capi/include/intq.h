@@ -203,7 +203,7 @@ enum IntqStatus intq_model_run(const struct IntqModel *model,
                                size_t n_outputs);
 
 // Real values to codes as the engine's Quantize op at a model's edge:
-// `clamp(round(x / scale) + zero_point)` over the code type's range (docs/spec.md), one code
+// `clamp(round(x / scale) + zero_point)` over the code type's range (docs/spec.md §4.12), one code
 // of `dtype` (`INTQ_DTYPE_UINT8` or `INTQ_DTYPE_INT8`) per element, written to `out` (`n`
 // bytes).
 //

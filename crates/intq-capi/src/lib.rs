@@ -376,8 +376,18 @@ impl IntqModel {
         })
     }
 
-    /// Runs the model on caller bytes, writing each output into its caller buffer.
-    fn run_bytes(&self, inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Result<(), Failure> {
+    /// Runs the model on the caller's buffers, writing each output into its buffer. Checks
+    /// counts, NULL data and sizes before touching any buffer; allocates nothing of its own once
+    /// a staging set exists (the engine's run allocates its outputs and kernel scratch).
+    ///
+    /// # Safety
+    /// Each buffer's non-NULL `data` is valid for `size` bytes (writes, for outputs), and no
+    /// output overlaps another buffer.
+    unsafe fn run_buffers(
+        &self,
+        inputs: &[IntqBuffer],
+        outputs: &[IntqBufferMut],
+    ) -> Result<(), Failure> {
         if inputs.len() != self.inputs.len() {
             return Err(Failure::new(
                 IntqStatus::InvalidArgument,
@@ -398,33 +408,10 @@ impl IntqModel {
                 ),
             ));
         }
-        for (kind, metas, sizes) in [
-            (
-                "input",
-                &self.inputs,
-                inputs.iter().map(|b| b.len()).collect::<Vec<_>>(),
-            ),
-            (
-                "output",
-                &self.outputs,
-                outputs.iter().map(|b| b.len()).collect(),
-            ),
-        ] {
-            for (i, (m, size)) in metas.iter().zip(sizes).enumerate() {
-                if size != m.byte_size() {
-                    return Err(Failure::new(
-                        IntqStatus::BufferSize,
-                        format!(
-                            "{kind} {i} ('{}', {} {:?}) takes {} bytes, but the buffer has {size}",
-                            m.name.to_string_lossy(),
-                            m.dtype,
-                            m.shape,
-                            m.byte_size()
-                        ),
-                    ));
-                }
-            }
-        }
+        let ins = inputs.iter().map(|b| (b.data.is_null(), b.size));
+        check_buffers("input", &self.inputs, ins)?;
+        let outs = outputs.iter().map(|b| (b.data.is_null(), b.size));
+        check_buffers("output", &self.outputs, outs)?;
         let mut values = self
             .staging
             .lock()
@@ -436,7 +423,9 @@ impl IntqModel {
                     .map(|m| TensorData::zeros(m.dtype, m.num_elements()))
                     .collect()
             });
-        for (value, bytes) in values.iter_mut().zip(inputs) {
+        for (value, b) in values.iter_mut().zip(inputs) {
+            // SAFETY: checked non-NULL above; the caller guarantees `size` readable bytes.
+            let bytes = unsafe { std::slice::from_raw_parts(b.data.cast::<u8>(), b.size) };
             as_bytes_mut(value).copy_from_slice(bytes);
         }
         let result = self.model.run(&values);
@@ -446,11 +435,40 @@ impl IntqModel {
                 sets.push(values);
             }
         }
-        for (value, out) in result?.iter().zip(outputs.iter_mut()) {
+        for (value, b) in result?.iter().zip(outputs) {
+            // SAFETY: checked non-NULL above; the caller guarantees `size` writable bytes that
+            // overlap no other buffer of this call.
+            let out = unsafe { std::slice::from_raw_parts_mut(b.data.cast::<u8>(), b.size) };
             out.copy_from_slice(as_bytes(value));
         }
         Ok(())
     }
+}
+
+/// Checks each buffer, given as `(data is NULL, size)`, against its tensor.
+fn check_buffers(
+    kind: &str,
+    metas: &[TensorMeta],
+    buffers: impl Iterator<Item = (bool, usize)>,
+) -> Result<(), Failure> {
+    for (i, (m, (is_null, size))) in metas.iter().zip(buffers).enumerate() {
+        if is_null {
+            return Err(null(&format!("{kind}s[{i}].data")));
+        }
+        if size != m.byte_size() {
+            return Err(Failure::new(
+                IntqStatus::BufferSize,
+                format!(
+                    "{kind} {i} ('{}', {} {:?}) takes {} bytes, but the buffer has {size}",
+                    m.name.to_string_lossy(),
+                    m.dtype,
+                    m.shape,
+                    m.byte_size()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A value's elements as bytes (native byte order).
@@ -777,24 +795,8 @@ pub unsafe extern "C" fn intq_model_run(
         let inputs = unsafe { slice_arg(inputs, n_inputs, "inputs") }?;
         // SAFETY: the caller guarantees `n_outputs` buffers at a non-NULL `outputs`.
         let outputs = unsafe { slice_arg(outputs, n_outputs, "outputs") }?;
-        let mut ins = Vec::with_capacity(inputs.len());
-        for (i, b) in inputs.iter().enumerate() {
-            if b.data.is_null() {
-                return Err(null(&format!("inputs[{i}].data")));
-            }
-            // SAFETY: non-NULL, and the caller guarantees `size` readable bytes.
-            ins.push(unsafe { std::slice::from_raw_parts(b.data.cast::<u8>(), b.size) });
-        }
-        let mut outs = Vec::with_capacity(outputs.len());
-        for (i, b) in outputs.iter().enumerate() {
-            if b.data.is_null() {
-                return Err(null(&format!("outputs[{i}].data")));
-            }
-            // SAFETY: non-NULL, and the caller guarantees `size` writable bytes that overlap
-            // no other buffer of this call.
-            outs.push(unsafe { std::slice::from_raw_parts_mut(b.data.cast::<u8>(), b.size) });
-        }
-        model.run_bytes(&ins, &mut outs)
+        // SAFETY: forwarded from the caller (see this function's contract).
+        unsafe { model.run_buffers(inputs, outputs) }
     })
 }
 
@@ -831,7 +833,7 @@ fn params(scale: f32, zero_point: i32) -> Result<intq_engine::QuantParams, Failu
 }
 
 /// Real values to codes as the engine's Quantize op at a model's edge:
-/// `clamp(round(x / scale) + zero_point)` over the code type's range (docs/spec.md), one code
+/// `clamp(round(x / scale) + zero_point)` over the code type's range (docs/spec.md §4.12), one code
 /// of `dtype` (`INTQ_DTYPE_UINT8` or `INTQ_DTYPE_INT8`) per element, written to `out` (`n`
 /// bytes).
 ///
