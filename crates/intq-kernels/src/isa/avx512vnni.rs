@@ -12,6 +12,52 @@ use crate::gemm::{field, DwRun, Epilogue, ImplicitRows, Kernel, Tile, TileOut};
 
 pub(crate) struct Vnni;
 
+/// The 8 x 32 tile's accumulators as 16 named locals, `$a(i)` giving the address of row `i`'s
+/// four codes of each step and `$b(j)` the step's packed B: the steps run `$steps`, and the
+/// accumulators come out as `[[__m512i; 2]; MR]`. Named locals stay in registers; an array
+/// indexed in the loop was kept in memory (16 stores a step: it is passed on to the output
+/// stage), which halved the multiply rate.
+macro_rules! dot_tile {
+    ($init:expr, $steps:expr, |$s:ident| $b:expr, |$i:ident, $s2:ident| $a:expr) => {{
+        let init: [[__m512i; 2]; MR] = $init;
+        let [[mut c00, mut c01], [mut c10, mut c11], [mut c20, mut c21], [mut c30, mut c31], [mut c40, mut c41], [mut c50, mut c51], [mut c60, mut c61], [mut c70, mut c71]] =
+            init;
+        for $s in $steps {
+            let bp: *const i8 = $b;
+            let b0 = _mm512_loadu_si512(bp as *const __m512i);
+            let b1 = _mm512_loadu_si512(bp.add(16 * KG) as *const __m512i);
+            macro_rules! row {
+                ($row:expr, $x:ident, $y:ident) => {{
+                    let $i: usize = $row;
+                    let $s2 = $s;
+                    let ap: *const u8 = $a;
+                    let av = _mm512_set1_epi32((ap as *const i32).read_unaligned());
+                    $x = _mm512_dpbusd_epi32($x, av, b0);
+                    $y = _mm512_dpbusd_epi32($y, av, b1);
+                }};
+            }
+            row!(0, c00, c01);
+            row!(1, c10, c11);
+            row!(2, c20, c21);
+            row!(3, c30, c31);
+            row!(4, c40, c41);
+            row!(5, c50, c51);
+            row!(6, c60, c61);
+            row!(7, c70, c71);
+        }
+        [
+            [c00, c01],
+            [c10, c11],
+            [c20, c21],
+            [c30, c31],
+            [c40, c41],
+            [c50, c51],
+            [c60, c61],
+            [c70, c71],
+        ]
+    }};
+}
+
 pub(crate) const MR: usize = 8;
 pub(crate) const NR: usize = 32;
 pub(crate) const KG: usize = 4;
@@ -58,26 +104,16 @@ unsafe fn tile(t: &Tile<u8, i8>, o: &TileOut) {
     // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
     unsafe {
         let (c, first, last, groups, a, b) = (t.c, t.first, t.last, t.groups, t.a, t.b);
-        let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+        let mut init = [[_mm512_setzero_si512(); 2]; MR];
         if !first {
-            for (i, acc_i) in acc.iter_mut().enumerate() {
+            for (i, acc_i) in init.iter_mut().enumerate() {
                 for (h, v) in acc_i.iter_mut().enumerate() {
                     *v = _mm512_loadu_si512(c.add(i * NR + 16 * h) as *const __m512i);
                 }
             }
         }
-        let (mut ap, mut bp) = (a, b);
-        for _ in 0..groups {
-            let b0 = _mm512_loadu_si512(bp as *const __m512i);
-            let b1 = _mm512_loadu_si512(bp.add(16 * KG) as *const __m512i);
-            for (i, acc_i) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_epi32((ap.add(i * KG) as *const i32).read_unaligned());
-                acc_i[0] = _mm512_dpbusd_epi32(acc_i[0], av, b0);
-                acc_i[1] = _mm512_dpbusd_epi32(acc_i[1], av, b1);
-            }
-            ap = ap.add(MR * KG);
-            bp = bp.add(NR * KG);
-        }
+        let acc = dot_tile!(init, 0..groups, |g| b.add(g * NR * KG), |i, g| a
+            .add((g * MR + i) * KG));
         if !last {
             for (i, acc_i) in acc.iter().enumerate() {
                 for (h, &v) in acc_i.iter().enumerate() {
@@ -343,22 +379,15 @@ impl crate::gemm::ImplicitKernel for Vnni {
 unsafe fn tile_implicit(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
     // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
     unsafe {
-        let mut acc = [[_mm512_setzero_si512(); 2]; MR];
         let base = &rows_a.base[..MR];
-        let mut bp = b;
-        for fy in 0..rows_a.kh {
-            let off = fy * rows_a.row_stride;
-            let a: [*const u8; MR] = std::array::from_fn(|i| base[i].add(off));
-            for g in 0..rows_a.run_groups {
-                let b0 = _mm512_loadu_si512(bp as *const __m512i);
-                let b1 = _mm512_loadu_si512(bp.add(16 * KG) as *const __m512i);
-                bp = bp.add(NR * KG);
-                for (i, acc_i) in acc.iter_mut().enumerate() {
-                    let av = _mm512_set1_epi32((a[i].add(g * KG) as *const i32).read_unaligned());
-                    acc_i[0] = _mm512_dpbusd_epi32(acc_i[0], av, b0);
-                    acc_i[1] = _mm512_dpbusd_epi32(acc_i[1], av, b1);
-                }
-            }
+        let (kh, run_groups, stride) = (rows_a.kh, rows_a.run_groups, rows_a.row_stride);
+        // Step `s` is group `s % run_groups` of filter row `s / run_groups`; B is read in order.
+        let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+        for fy in 0..kh {
+            let rows: [*const u8; MR] = std::array::from_fn(|i| base[i].add(fy * stride));
+            let bp = b.add(fy * run_groups * NR * KG);
+            acc = dot_tile!(acc, 0..run_groups, |g| bp.add(g * NR * KG), |i, g| rows[i]
+                .add(g * KG));
         }
         finish_tile(&acc, o);
     }
