@@ -38,6 +38,7 @@ pub mod depthwise;
 pub mod dist;
 pub mod export;
 pub mod fake_quant;
+pub mod graph_ckpt;
 pub mod graph_export;
 pub mod graph_net;
 pub mod layers;
