@@ -459,3 +459,37 @@ fn float_eval_checks_its_inputs() {
     assert!(run(&g, &[bad]).is_err());
     assert!(run(&g, &[]).is_err());
 }
+
+#[test]
+fn a_reshape_to_one_by_minus_one_keeps_the_batch() {
+    let m = model(
+        vec![node("Reshape", "flat", &["x", "s"], &["y"], vec![])],
+        vec![tensor_i64("s", &[1, -1])],
+        &[1, 2, 2, 2],
+    );
+    let g = load_bytes(&m).unwrap();
+    let x = Tensor {
+        shape: vec![3, 2, 2, 2],
+        data: (0..24).map(|v| v as f32).collect(),
+    };
+    let y = run(&g, std::slice::from_ref(&x)).unwrap();
+    assert_eq!(y[0].shape, vec![3, 8]);
+    assert_eq!(y[0].data, x.data);
+}
+
+#[test]
+fn gemm_with_a_transposed_activation_names_the_attribute() {
+    let m = model(
+        vec![node(
+            "Gemm",
+            "fc",
+            &["x", "b"],
+            &["y"],
+            vec![int("transA", 1)],
+        )],
+        vec![tensor("b", &[4, 2], &[0.0; 8])],
+        &[1, 4],
+    );
+    let e = err(&m);
+    assert!(e.contains("\"fc\" (Gemm), attribute \"transA\""), "{e}");
+}
