@@ -333,6 +333,28 @@ unsafe fn c_str<'a>(ptr: *const c_char, what: &str) -> Result<&'a str, Failure> 
         .map_err(|_| Failure::new(IntqStatus::InvalidArgument, format!("{what} is not UTF-8")))
 }
 
+/// A NUL-terminated path argument: any bytes on Unix, UTF-8 elsewhere.
+///
+/// # Safety
+/// `ptr` is NULL or points to a NUL-terminated string valid for `'a`.
+unsafe fn c_path<'a>(ptr: *const c_char) -> Result<&'a Path, Failure> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        if ptr.is_null() {
+            return Err(null("path"));
+        }
+        // SAFETY: non-NULL, and the caller guarantees NUL termination and validity.
+        let bytes = unsafe { CStr::from_ptr(ptr) }.to_bytes();
+        Ok(Path::new(std::ffi::OsStr::from_bytes(bytes)))
+    }
+    #[cfg(not(unix))]
+    {
+        // SAFETY: forwarded from the caller.
+        Ok(Path::new(unsafe { c_str(ptr, "path") }?))
+    }
+}
+
 /// The engine's options from the C struct: the tier is resolved here so a bad name or a tier
 /// the CPU lacks is reported as such.
 ///
@@ -532,7 +554,7 @@ pub unsafe extern "C" fn intq_model_load(
         // SAFETY: `out` is non-NULL and the caller guarantees it is valid for a write.
         unsafe { out.write(std::ptr::null_mut()) };
         // SAFETY: the caller guarantees `path` is NULL or NUL-terminated.
-        let path = Path::new(unsafe { c_str(path, "path") }?);
+        let path = unsafe { c_path(path) }?;
         // SAFETY: the caller guarantees `options` is NULL or valid.
         let options = unsafe { exec_options(options) }?;
         let model = if intq_tflite::is_tflite_path(path) {
