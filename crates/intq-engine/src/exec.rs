@@ -709,6 +709,57 @@ fn run_coded<T: Code>(f: &Frame, op: &Op, prep: &Prepared, out: &mut [T]) {
                 f.shape4(*output),
             ),
         },
+        (
+            Op::Prelu {
+                input,
+                alpha,
+                ..
+            },
+            Prepared::Prelu(p),
+        ) => k::prelu(
+            f.codes::<T>(*input),
+            f.shape(*input),
+            f.codes::<T>(*alpha),
+            f.shape(*alpha),
+            p,
+            out,
+        ),
+        (
+            Op::Maximum {
+                lhs, rhs, output, ..
+            }
+            | Op::Minimum {
+                lhs, rhs, output, ..
+            },
+            Prepared::Move,
+        ) => k::maximum_minimum(
+            f.codes::<T>(*lhs),
+            f.shape(*lhs),
+            f.codes::<T>(*rhs),
+            f.shape(*rhs),
+            matches!(op, Op::Maximum { .. }),
+            out,
+            f.shape(*output),
+        ),
+        (Op::Transpose { input, perm, .. }, Prepared::Move) => {
+            k::transpose(f.codes::<T>(*input), f.shape(*input), perm, out)
+        }
+        (
+            Op::Slice {
+                input,
+                output,
+                begin,
+                strides,
+            },
+            Prepared::Move,
+        ) => k::strided_slice(
+            f.codes::<T>(*input),
+            f.shape(*input),
+            begin,
+            strides,
+            out,
+            f.shape(*output),
+        ),
         (Op::Tanh { input, .. }, Prepared::Logistic(table)) => {
             k::logistic(f.codes::<T>(*input), T::logistic(table), out)
         }

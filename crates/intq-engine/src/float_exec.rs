@@ -412,6 +412,42 @@ pub(crate) fn run(
             (Op::ResizeBilinear { input, .. }, Prepared::Resize(mode, _)) => {
                 resize_bilinear_real(get(*input), to4(shape(*input)), *mode, &mut y, to4(out_shape));
             }
+            (Op::Prelu { input, alpha, .. }, _) => {
+                let (x, a) = (get(*input), get(*alpha));
+                let ia = broadcast_index(shape(*alpha), out_shape);
+                for (o, v) in y.iter_mut().enumerate() {
+                    *v = if x[o] >= 0.0 { x[o] } else { x[o] * a[ia(o)] };
+                }
+            }
+            (Op::Maximum { lhs, rhs, .. } | Op::Minimum { lhs, rhs, .. }, _) => {
+                let (a, b) = (get(*lhs), get(*rhs));
+                let ia = broadcast_index(shape(*lhs), out_shape);
+                let ib = broadcast_index(shape(*rhs), out_shape);
+                let max = matches!(op, Op::Maximum { .. });
+                for (o, v) in y.iter_mut().enumerate() {
+                    let (p, q) = (a[ia(o)], b[ib(o)]);
+                    *v = if max { p.max(q) } else { p.min(q) };
+                }
+            }
+            (Op::Transpose { input, perm, .. }, _) => {
+                intq_kernels::reference::transpose(get(*input), shape(*input), perm, &mut y);
+            }
+            (
+                Op::Slice {
+                    input,
+                    begin,
+                    strides,
+                    ..
+                },
+                _,
+            ) => intq_kernels::reference::strided_slice(
+                get(*input),
+                shape(*input),
+                begin,
+                strides,
+                &mut y,
+                out_shape,
+            ),
             (Op::Tanh { input, .. }, _) => {
                 for (v, &x) in y.iter_mut().zip(get(*input)) {
                     *v = x.tanh();

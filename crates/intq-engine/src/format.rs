@@ -23,7 +23,8 @@ pub const MAGIC: [u8; 8] = *b"\x89INTQ\r\n\x1a";
 pub const VERSION_MAJOR: u16 = 1;
 /// The newest minor version this writer writes (1.1 added the TFLite-exact op kinds, 1.2 the
 /// narrowed code range of sub-8-bit activations, 1.3 the metadata section, 1.4 the op kinds
-/// Mul, Sub, Relu, LeakyRelu, HardSwish, Tanh, ResizeNearest and ResizeBilinear). Minor versions only add tags, which older
+/// Mul, Sub, Relu, LeakyRelu, HardSwish, Tanh, ResizeNearest, ResizeBilinear, Prelu, Maximum,
+/// Minimum, Transpose and Slice). Minor versions only add tags, which older
 /// readers refuse by name, so a reader accepts every minor version of its major; a file is
 /// stamped with the lowest minor version whose tags it uses.
 pub const VERSION_MINOR: u16 = 4;
@@ -41,6 +42,11 @@ fn minor_version_of(graph: &Graph) -> u16 {
                 | OpKind::Tanh
                 | OpKind::ResizeNearest
                 | OpKind::ResizeBilinear
+                | OpKind::Prelu
+                | OpKind::Maximum
+                | OpKind::Minimum
+                | OpKind::Transpose
+                | OpKind::Slice
         )
     };
     if graph.ops().iter().any(new_in_1_4) {
@@ -204,7 +210,7 @@ const CRC_TABLE: [u32; 256] = {
 
 // Tags. Their numbers are the file format: never renumber, only append.
 
-const OP_TAGS: [OpKind; 24] = [
+const OP_TAGS: [OpKind; 29] = [
     OpKind::Conv2d,
     OpKind::DepthwiseConv2d,
     OpKind::FullyConnected,
@@ -231,6 +237,11 @@ const OP_TAGS: [OpKind; 24] = [
     OpKind::Tanh,
     OpKind::ResizeNearest,
     OpKind::ResizeBilinear,
+    OpKind::Prelu,
+    OpKind::Maximum,
+    OpKind::Minimum,
+    OpKind::Transpose,
+    OpKind::Slice,
 ];
 
 fn op_tag(kind: OpKind) -> u32 {
@@ -636,6 +647,46 @@ fn write_op_body(w: &mut Writer, op: &Op) {
             w.id(*input);
             w.id(*output);
             w.f32(*alpha);
+        }
+        Op::Prelu {
+            input,
+            alpha,
+            output,
+        } => {
+            w.id(*input);
+            w.id(*alpha);
+            w.id(*output);
+        }
+        Op::Maximum { lhs, rhs, output } | Op::Minimum { lhs, rhs, output } => {
+            w.id(*lhs);
+            w.id(*rhs);
+            w.id(*output);
+        }
+        Op::Transpose {
+            input,
+            output,
+            perm,
+        } => {
+            w.id(*input);
+            w.id(*output);
+            w.count(perm.len());
+            for &a in perm {
+                w.size(a);
+            }
+        }
+        Op::Slice {
+            input,
+            output,
+            begin,
+            strides,
+        } => {
+            w.id(*input);
+            w.id(*output);
+            w.count(begin.len());
+            for (&b, &s) in begin.iter().zip(strides) {
+                w.size(b);
+                w.size(s);
+            }
         }
         Op::ResizeNearest {
             input,
@@ -1369,6 +1420,49 @@ fn read_op(r: &mut Reader, index: usize, tensor_count: u32) -> Result<Op, Format
             input: b.id()?,
             output: b.id()?,
         },
+        OpKind::Prelu => Op::Prelu {
+            input: b.id()?,
+            alpha: b.id()?,
+            output: b.id()?,
+        },
+        OpKind::Maximum => Op::Maximum {
+            lhs: b.id()?,
+            rhs: b.id()?,
+            output: b.id()?,
+        },
+        OpKind::Minimum => Op::Minimum {
+            lhs: b.id()?,
+            rhs: b.id()?,
+            output: b.id()?,
+        },
+        OpKind::Transpose => {
+            let (input, output) = (b.id()?, b.id()?);
+            let n = b.r.count(8)?;
+            let mut perm = Vec::with_capacity(n);
+            for _ in 0..n {
+                perm.push(b.r.size()?);
+            }
+            Op::Transpose {
+                input,
+                output,
+                perm,
+            }
+        }
+        OpKind::Slice => {
+            let (input, output) = (b.id()?, b.id()?);
+            let n = b.r.count(16)?;
+            let (mut begin, mut strides) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            for _ in 0..n {
+                begin.push(b.r.size()?);
+                strides.push(b.r.size()?);
+            }
+            Op::Slice {
+                input,
+                output,
+                begin,
+                strides,
+            }
+        }
         OpKind::ResizeNearest | OpKind::ResizeBilinear => {
             let (input, output) = (b.id()?, b.id()?);
             let mut flag = |what: &str| -> Result<bool, FormatError> {

@@ -324,6 +324,40 @@ pub enum Op {
         align_corners: bool,
         half_pixel_centers: bool,
     },
+    /// `x` for `x >= 0`, else `alpha * x`, with `alpha` a tensor broadcast onto the input
+    /// (per-channel slopes; docs/spec.md §11.12).
+    Prelu {
+        input: TensorId,
+        alpha: TensorId,
+        output: TensorId,
+    },
+    /// Elementwise maximum of codes with NumPy broadcasting (rank up to 5); all three tensors
+    /// share `(S, Z)` (docs/spec.md §11.9).
+    Maximum {
+        lhs: TensorId,
+        rhs: TensorId,
+        output: TensorId,
+    },
+    /// Elementwise minimum, as `Maximum`.
+    Minimum {
+        lhs: TensorId,
+        rhs: TensorId,
+        output: TensorId,
+    },
+    /// Output axis `a` is input axis `perm[a]` (docs/spec.md §11.10); `(S, Z)` shared.
+    Transpose {
+        input: TensorId,
+        output: TensorId,
+        perm: Vec<usize>,
+    },
+    /// `output[i] = input[begin + i * strides]` per axis, the output's shape giving the count
+    /// (rank up to 5, strides at least 1; docs/spec.md §11.11); `(S, Z)` shared.
+    Slice {
+        input: TensorId,
+        output: TensorId,
+        begin: Vec<usize>,
+        strides: Vec<usize>,
+    },
 }
 
 /// The kind of an op, without its operands: its name in messages and its tag in files.
@@ -353,6 +387,11 @@ pub enum OpKind {
     Tanh,
     ResizeNearest,
     ResizeBilinear,
+    Prelu,
+    Maximum,
+    Minimum,
+    Transpose,
+    Slice,
 }
 
 impl OpKind {
@@ -382,6 +421,11 @@ impl OpKind {
             OpKind::Tanh => "Tanh",
             OpKind::ResizeNearest => "ResizeNearest",
             OpKind::ResizeBilinear => "ResizeBilinear",
+            OpKind::Prelu => "Prelu",
+            OpKind::Maximum => "Maximum",
+            OpKind::Minimum => "Minimum",
+            OpKind::Transpose => "Transpose",
+            OpKind::Slice => "Slice",
         }
     }
 }
@@ -419,6 +463,11 @@ impl Op {
             Op::Tanh { .. } => OpKind::Tanh,
             Op::ResizeNearest { .. } => OpKind::ResizeNearest,
             Op::ResizeBilinear { .. } => OpKind::ResizeBilinear,
+            Op::Prelu { .. } => OpKind::Prelu,
+            Op::Maximum { .. } => OpKind::Maximum,
+            Op::Minimum { .. } => OpKind::Minimum,
+            Op::Transpose { .. } => OpKind::Transpose,
+            Op::Slice { .. } => OpKind::Slice,
         }
     }
 
@@ -457,9 +506,12 @@ impl Op {
                 v.extend(bias);
                 v
             }
-            Op::Add { lhs, rhs, .. } | Op::Mul { lhs, rhs, .. } | Op::Sub { lhs, rhs, .. } => {
-                vec![*lhs, *rhs]
-            }
+            Op::Add { lhs, rhs, .. }
+            | Op::Mul { lhs, rhs, .. }
+            | Op::Sub { lhs, rhs, .. }
+            | Op::Maximum { lhs, rhs, .. }
+            | Op::Minimum { lhs, rhs, .. } => vec![*lhs, *rhs],
+            Op::Prelu { input, alpha, .. } => vec![*input, *alpha],
             Op::Concat { inputs, .. } => inputs.clone(),
             Op::AveragePool2d { input, .. }
             | Op::MaxPool2d { input, .. }
@@ -473,6 +525,8 @@ impl Op {
             | Op::Tanh { input, .. }
             | Op::ResizeNearest { input, .. }
             | Op::ResizeBilinear { input, .. }
+            | Op::Transpose { input, .. }
+            | Op::Slice { input, .. }
             | Op::Softmax { input, .. }
             | Op::Reshape { input, .. }
             | Op::Quantize { input, .. }
@@ -506,7 +560,12 @@ impl Op {
             | Op::HardSwish { output, .. }
             | Op::Tanh { output, .. }
             | Op::ResizeNearest { output, .. }
-            | Op::ResizeBilinear { output, .. } => *output,
+            | Op::ResizeBilinear { output, .. }
+            | Op::Prelu { output, .. }
+            | Op::Maximum { output, .. }
+            | Op::Minimum { output, .. }
+            | Op::Transpose { output, .. }
+            | Op::Slice { output, .. } => *output,
         }
     }
 }

@@ -99,6 +99,9 @@ pub(crate) enum Prepared {
         intq_kernels::reference::ResizeMode,
         Option<intq_kernels::reference::BilinearArithmetic>,
     ),
+    Prelu(intq_kernels::reference::PreluParams),
+    /// Ops that move or compare codes and need no parameters.
+    Move,
 }
 
 /// Where each run-time tensor lives: a slot index per tensor (constants have none), and each
@@ -784,7 +787,11 @@ fn prepare(graph: &Graph, index: usize, op: &Op) -> Result<Prepared, GraphError>
         | Op::HardSwish { .. }
         | Op::Tanh { .. }
         | Op::ResizeNearest { .. }
-        | Op::ResizeBilinear { .. } => crate::tflite_ops::prepare(graph, index, op)?,
+        | Op::ResizeBilinear { .. }
+        | Op::Prelu { .. } => crate::tflite_ops::prepare(graph, index, op)?,
+        Op::Maximum { .. } | Op::Minimum { .. } | Op::Transpose { .. } | Op::Slice { .. } => {
+            Prepared::Move
+        }
         Op::Reshape { .. } => Prepared::Reshape,
         Op::Quantize { output, .. } => {
             Prepared::Quantize(params_of(graph, *output), codes_of(graph, *output))

@@ -1,13 +1,13 @@
 //! Load-time parameters of the ops added after the paper's set for today's edge models (MUL,
-//! SUB, the standalone ReLUs, LEAKY_RELU, HARD_SWISH, TANH, the two resizes): each derived from
-//! the tensors' `(S, Z)` as TFLite's Prepare derives it (docs/spec.md §11), so imported models
-//! give TFLite's bytes.
+//! SUB, the standalone ReLUs, LEAKY_RELU, PRELU, HARD_SWISH, TANH, the two resizes): each derived
+//! from the tensors' `(S, Z)` as TFLite's Prepare derives it (docs/spec.md §11), so imported
+//! models give TFLite's bytes.
 
 use crate::plan::{activation_clamp, codes_of, op_err, params_of, Prepared, Table};
 use crate::{DType, Graph, GraphError, Op};
 use intq_kernels::reference::{
-    tflite_tanh_table, BilinearArithmetic, HardSwishParams, LeakyReluParams, MulParams, ReluParams,
-    ResizeMode, SubParams,
+    tflite_tanh_table, BilinearArithmetic, HardSwishParams, LeakyReluParams, MulParams,
+    PreluParams, ReluParams, ResizeMode, SubParams,
 };
 
 /// The prepared form of one of this module's ops.
@@ -97,6 +97,10 @@ pub(crate) fn prepare(graph: &Graph, index: usize, op: &Op) -> Result<Prepared, 
                 DType::U8 => BilinearArithmetic::Float,
                 _ => BilinearArithmetic::Integer,
             }),
+        ),
+        Op::Prelu { alpha, .. } => Prepared::Prelu(
+            PreluParams::new(pin, params_of(graph, *alpha), pout)
+                .map_err(|e| fail("multipliers S_in / S_out and S_in * S_alpha / S_out", e))?,
         ),
         other => unreachable!("{} is not an elementwise op of this module", other.kind()),
     })

@@ -649,6 +649,7 @@ impl<'g> OpCheck<'g> {
                 | Op::LeakyRelu { .. }
                 | Op::HardSwish { .. }
                 | Op::Tanh { .. }
+                | Op::Prelu { .. }
         );
         let out = self.t(op.output());
         if let (true, Some((lo, hi))) = (writes_whole_type_range, out.code_range) {
@@ -996,6 +997,95 @@ impl<'g> OpCheck<'g> {
             Op::HardSwish { input, output } | Op::Tanh { input, output } => {
                 self.same_shape_unary(*input, *output)
             }
+            Op::Prelu {
+                input,
+                alpha,
+                output,
+            } => {
+                let x = self.act("input", *input)?;
+                let a = self.act_like("alpha", *alpha, &x)?;
+                if x.shape.len() > 4 || broadcast(x.shape, a.shape).as_deref() != Some(x.shape) {
+                    return Err(self.err(format!(
+                        "{} has shape {:?}, which must broadcast onto the input's {:?} (rank up \
+                         to 4)",
+                        self.name("alpha", *alpha),
+                        a.shape,
+                        x.shape
+                    )));
+                }
+                self.act_like("output", *output, &x)?;
+                self.shape_is("output", *output, x.shape)
+            }
+            Op::Maximum { lhs, rhs, output } | Op::Minimum { lhs, rhs, output } => {
+                let a = self.act("lhs", *lhs)?;
+                let b = self.act_like("rhs", *rhs, &a)?;
+                let shape = broadcast(a.shape, b.shape)
+                    .filter(|s| s.len() <= 5)
+                    .ok_or_else(|| {
+                        self.err(format!(
+                            "shapes {:?} ({}) and {:?} ({}) do not broadcast within rank 5",
+                            a.shape,
+                            self.name("lhs", *lhs),
+                            b.shape,
+                            self.name("rhs", *rhs)
+                        ))
+                    })?;
+                self.same_params("rhs", *rhs, &a, &b)?;
+                let y = self.act_like("output", *output, &a)?;
+                self.shape_is("output", *output, &shape)?;
+                self.same_params("output", *output, &a, &y)
+            }
+            Op::Transpose {
+                input,
+                output,
+                perm,
+            } => {
+                let x = self.act("input", *input)?;
+                let mut sorted = perm.clone();
+                sorted.sort_unstable();
+                if x.shape.len() > 6 || sorted != (0..x.shape.len()).collect::<Vec<_>>() {
+                    return Err(self.err(format!(
+                        "perm {perm:?} is not a permutation of the axes of a rank-{} input \
+                         (rank up to 6)",
+                        x.shape.len()
+                    )));
+                }
+                let y = self.act_like("output", *output, &x)?;
+                let shape: Vec<usize> = perm.iter().map(|&p| x.shape[p]).collect();
+                self.shape_is("output", *output, &shape)?;
+                self.same_params("output", *output, &x, &y)
+            }
+            Op::Slice {
+                input,
+                output,
+                begin,
+                strides,
+            } => {
+                let x = self.act("input", *input)?;
+                let y = self.act_like("output", *output, &x)?;
+                let rank = x.shape.len();
+                if rank > 5 || begin.len() != rank || strides.len() != rank || y.shape.len() != rank
+                {
+                    return Err(self.err(format!(
+                        "begin {begin:?}, strides {strides:?} and output {:?} need one entry per \
+                         axis of the rank-{rank} input (rank up to 5)",
+                        y.shape
+                    )));
+                }
+                for a in 0..rank {
+                    let last = (y.shape[a] - 1)
+                        .checked_mul(strides[a])
+                        .and_then(|v| v.checked_add(begin[a]));
+                    if strides[a] == 0 || !matches!(last, Some(l) if l < x.shape[a]) {
+                        return Err(self.err(format!(
+                            "axis {a}: {} elements from {} in steps of {} do not fit the \
+                             input's {}",
+                            y.shape[a], begin[a], strides[a], x.shape[a]
+                        )));
+                    }
+                }
+                self.same_params("output", *output, &x, &y)
+            }
             Op::ResizeNearest {
                 input,
                 output,
@@ -1054,6 +1144,13 @@ impl<'g> OpCheck<'g> {
         }
     }
 
+    /// An 8-bit input and an output of its type and shape (parameters may differ).
+    fn same_shape_unary(&self, input: TensorId, output: TensorId) -> Result<(), GraphError> {
+        let x = self.act("input", input)?;
+        self.act_like("output", output, &x)?;
+        self.shape_is("output", output, x.shape)
+    }
+
     fn nhwc(&self, role: &str, id: TensorId) -> Result<[usize; 4], GraphError> {
         Ok(to4(self.rank(role, id, 4)?))
     }
@@ -1069,13 +1166,6 @@ impl<'g> OpCheck<'g> {
                 self.name("output", output),
                 y.params.scale,
                 y.params.zero_point,
-    /// An 8-bit input and an output of its type and shape (parameters may differ).
-    fn same_shape_unary(&self, input: TensorId, output: TensorId) -> Result<(), GraphError> {
-        let x = self.act("input", input)?;
-        self.act_like("output", output, &x)?;
-        self.shape_is("output", output, x.shape)
-    }
-
                 self.kind,
                 y.dtype
             )));

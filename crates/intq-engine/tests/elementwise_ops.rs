@@ -1,4 +1,5 @@
-//! The ops of docs/spec.md §11 (Mul, Sub, Relu, LeakyRelu, HardSwish, Tanh, the resizes) through
+//! The ops of docs/spec.md §11 (Mul, Sub, Relu, LeakyRelu, Prelu, HardSwish, Tanh, the resizes,
+//! Maximum, Minimum, Transpose, Slice) through
 //! the engine: validation names the mistake, `.intq` 1.4 round-trips them, the integer executor
 //! stays within a step or two of the float executor at edge parameters (zero points at the ends
 //! of the range, scales far apart, broadcasting, odd sizes), and equal-scale cases give exact
@@ -110,9 +111,45 @@ fn graph(dtype: DType) -> Graph {
         input: a,
         output: o,
     });
+    let alpha = b.constant(
+        "alpha",
+        &[7],
+        pt(0.02, mid),
+        match dtype {
+            DType::U8 => TensorData::U8(vec![0, 40, 128, 140, 200, 255, 100]),
+            _ => TensorData::I8(vec![-128, -88, 0, 12, 72, 127, -28]),
+        },
+    );
+    let o = out(&mut b, "prelu", pt(0.03, mid));
+    b.op(Op::Prelu {
+        input: x,
+        alpha,
+        output: o,
+    });
+    let o = out(&mut b, "maximum", pt(0.05, hi));
+    b.op(Op::Maximum {
+        lhs: a,
+        rhs: a,
+        output: o,
+    });
     // Resizes keep the input's (S, Z): a 4-D input of its own.
     let r = b.tensor("r", dtype, &[1, 3, 4, 5], pt(0.1, hi));
     b.input(r);
+    let t = b.tensor("transposed", dtype, &[5, 1, 3, 4], pt(0.1, hi));
+    b.output(t);
+    b.op(Op::Transpose {
+        input: r,
+        output: t,
+        perm: vec![3, 0, 1, 2],
+    });
+    let t = b.tensor("strided", dtype, &[1, 2, 2, 2], pt(0.1, hi));
+    b.output(t);
+    b.op(Op::Slice {
+        input: r,
+        output: t,
+        begin: vec![0, 0, 1, 1],
+        strides: vec![1, 2, 2, 3],
+    });
     for (name, bilinear, align_corners, half_pixel_centers) in [
         ("nearest_half", false, false, true),
         ("bilinear_align", true, true, false),
@@ -162,7 +199,7 @@ fn integer_ops_track_the_float_executor_at_edge_parameters() {
             let t = g.tensor(id);
             let p = t.params().unwrap();
             // HardSwish's int16 fixed point and the doubled rounding of Sub cost a step more.
-            let tol = if matches!(t.name.as_str(), "hswish" | "sub" | "sub_rev") {
+            let tol = if matches!(t.name.as_str(), "hswish" | "sub" | "sub_rev" | "prelu") {
                 2.0
             } else {
                 1.0
@@ -228,18 +265,18 @@ fn intq_format_round_trips_the_new_ops_as_minor_version_4() {
         let back = format::from_bytes(&bytes).unwrap();
         assert_eq!(back, g);
         // The first op record: tag 16 (Mul, the first 1.4 tag), a 13-byte body, lhs #0, rhs #1.
-        // The first unassigned tag (24) is refused by number.
+        // The first unassigned tag (29) is refused by number.
         let record: Vec<u8> = [16u32, 13, 0, 1]
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
         let at = bytes.windows(16).position(|w| w == record).unwrap();
         let mut bad = bytes.clone();
-        bad[at..at + 4].copy_from_slice(&24u32.to_le_bytes());
+        bad[at..at + 4].copy_from_slice(&29u32.to_le_bytes());
         let crc = format::crc32(&bad[format::HEADER_LEN..]);
         bad[12..16].copy_from_slice(&crc.to_le_bytes());
         let m = format::from_bytes(&bad).unwrap_err().to_string();
-        assert!(m.contains("unknown op tag 24"), "{m}");
+        assert!(m.contains("unknown op tag 29"), "{m}");
     }
 }
 
@@ -369,6 +406,57 @@ fn validation_and_planning_name_the_mistake() {
         (x, o)
     });
     assert!(m.contains("cannot both be set"), "{m}");
+    // Maximum compares codes, so its operands and output share (S, Z).
+    let m = err(&|b| {
+        let x = b.tensor("x", DType::U8, &[4], q.clone());
+        let y = b.constant("y", &[1], pt(0.2, 0), TensorData::U8(vec![3]));
+        let o = b.tensor("o", DType::U8, &[4], q.clone());
+        b.op(Op::Maximum {
+            lhs: x,
+            rhs: y,
+            output: o,
+        });
+        (x, o)
+    });
+    assert!(m.contains("Maximum") && m.contains("share"), "{m}");
+    let m = err(&|b| {
+        let x = b.tensor("x", DType::U8, &[2, 3], q.clone());
+        let o = b.tensor("o", DType::U8, &[3, 2], q.clone());
+        b.op(Op::Transpose {
+            input: x,
+            output: o,
+            perm: vec![1, 1],
+        });
+        (x, o)
+    });
+    assert!(
+        m.contains("Transpose") && m.contains("not a permutation"),
+        "{m}"
+    );
+    let m = err(&|b| {
+        let x = b.tensor("x", DType::U8, &[2, 5], q.clone());
+        let o = b.tensor("o", DType::U8, &[2, 3], q.clone());
+        b.op(Op::Slice {
+            input: x,
+            output: o,
+            begin: vec![0, 1],
+            strides: vec![1, 2],
+        });
+        (x, o)
+    });
+    assert!(m.contains("Slice") && m.contains("do not fit"), "{m}");
+    let m = err(&|b| {
+        let x = b.tensor("x", DType::I8, &[2, 5], q.clone());
+        let a = b.constant("a", &[2], q.clone(), TensorData::I8(vec![1, 2]));
+        let o = b.tensor("o", DType::I8, &[2, 5], q.clone());
+        b.op(Op::Prelu {
+            input: x,
+            alpha: a,
+            output: o,
+        });
+        (x, o)
+    });
+    assert!(m.contains("Prelu") && m.contains("broadcast"), "{m}");
     // Sub's output multiplier must be below 1: an output scale under 2 max(S) / 2^20.
     let m = err(&|b| {
         let x = b.tensor("x", DType::U8, &[4], q.clone());

@@ -1,6 +1,6 @@
 //! Writes intq's own test models as `.tflite` (and `.intq`) into a directory, for
-//! tools/tflite-check: small_cnn (u8, i8; float edges), the op zoo (u8, i8) and the elementwise
-//! and resize zoos (u8, i8).
+//! tools/tflite-check: small_cnn (u8, i8; float edges), the op zoo (u8, i8) and the elementwise,
+//! resize and layout zoos (u8, i8).
 //!   cargo run --release -p intq-tflite --example make_models -- DIR
 
 use intq_engine::{examples, DType, Graph, Model};
@@ -30,6 +30,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
         ("resize_u8".into(), intq_tflite::zoo::resize_zoo(DType::U8)),
         ("resize_i8".into(), intq_tflite::zoo::resize_zoo(DType::I8)),
+        ("layout_u8".into(), intq_tflite::zoo::layout_zoo(DType::U8)),
+        ("layout_i8".into(), intq_tflite::zoo::layout_zoo(DType::I8)),
     ];
     for (name, graph) in models {
         Model::new(graph.clone())?.save(&dir.join(format!("{name}.intq")))?;

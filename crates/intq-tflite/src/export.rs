@@ -62,6 +62,34 @@ fn act(a: Activation) -> Field {
     } as u8)
 }
 
+/// Adds a constant int32 vector operand (a perm, begin, size); returns its tensor index.
+fn int32_operand(
+    add_tensor: &mut impl FnMut(
+        &mut Vec<Node>,
+        &str,
+        DType,
+        &[usize],
+        Option<Node>,
+        Option<Vec<u8>>,
+    ) -> usize,
+    buffers: &mut Vec<Node>,
+    name: &str,
+    values: &[usize],
+) -> i32 {
+    let bytes = values
+        .iter()
+        .flat_map(|&v| (v as i32).to_le_bytes())
+        .collect();
+    add_tensor(
+        buffers,
+        name,
+        DType::I32,
+        &[values.len()],
+        None,
+        Some(bytes),
+    ) as i32
+}
+
 fn i32f(v: usize) -> Field {
     Field::I32(v as i32)
 }
@@ -550,6 +578,60 @@ pub fn export(graph: &Graph) -> Result<Vec<u8>, TfliteError> {
                             flags(f::ALIGN_CORNERS, f::HALF_PIXEL_CENTERS),
                         )),
                     )
+                }
+            }
+            Op::Prelu { input, alpha, .. } => {
+                (code::PRELU, ids(&[Some(*input), Some(*alpha)]), None)
+            }
+            Op::Maximum { lhs, rhs, .. } => (code::MAXIMUM, ids(&[Some(*lhs), Some(*rhs)]), None),
+            Op::Minimum { lhs, rhs, .. } => (code::MINIMUM, ids(&[Some(*lhs), Some(*rhs)]), None),
+            Op::Transpose {
+                input,
+                output,
+                perm,
+            } => {
+                let name = format!("{}/perm", graph.tensor(*output).name);
+                let p = int32_operand(&mut add_tensor, &mut buffers, &name, perm);
+                (code::TRANSPOSE, vec![input.0 as i32, p], None)
+            }
+            Op::Slice {
+                input,
+                output,
+                begin,
+                strides,
+            } => {
+                let y = &graph.tensor(*output);
+                let b = int32_operand(
+                    &mut add_tensor,
+                    &mut buffers,
+                    &format!("{}/begin", y.name),
+                    begin,
+                );
+                if strides.iter().all(|&s| s == 1) {
+                    let size = int32_operand(
+                        &mut add_tensor,
+                        &mut buffers,
+                        &format!("{}/size", y.name),
+                        &y.shape,
+                    );
+                    (code::SLICE, vec![input.0 as i32, b, size], None)
+                } else {
+                    let end: Vec<usize> = (0..begin.len())
+                        .map(|a| begin[a] + (y.shape[a] - 1) * strides[a] + 1)
+                        .collect();
+                    let e = int32_operand(
+                        &mut add_tensor,
+                        &mut buffers,
+                        &format!("{}/end", y.name),
+                        &end,
+                    );
+                    let s = int32_operand(
+                        &mut add_tensor,
+                        &mut buffers,
+                        &format!("{}/strides", y.name),
+                        strides,
+                    );
+                    (code::STRIDED_SLICE, vec![input.0 as i32, b, e, s], None)
                 }
             }
             Op::Quantize { input, .. } => (code::QUANTIZE, ids(&[Some(*input)]), None),

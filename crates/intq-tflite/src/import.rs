@@ -349,7 +349,10 @@ impl Importer<'_> {
             | code::PAD
             | code::MEAN
             | code::RESIZE_BILINEAR
-            | code::RESIZE_NEAREST_NEIGHBOR => &op.inputs[..op.inputs.len().min(1)],
+            | code::RESIZE_NEAREST_NEIGHBOR
+            | code::TRANSPOSE
+            | code::SLICE
+            | code::STRIDED_SLICE => &op.inputs[..op.inputs.len().min(1)],
             _ => &op.inputs[..],
         };
         for &i in data_inputs.iter().filter(|&&i| i != -1).chain(&op.outputs) {
@@ -634,6 +637,84 @@ impl Importer<'_> {
                     }
                 }
             }
+            code::PRELU => {
+                arity(2, 1)?;
+                Op::Prelu {
+                    input: input(self, 0),
+                    alpha: input(self, 1),
+                    output: self.id(out_index as usize),
+                }
+            }
+            code::MAXIMUM | code::MINIMUM => {
+                arity(2, 1)?;
+                let (lhs, rhs) = (input(self, 0), input(self, 1));
+                let output = self.id(out_index as usize);
+                if op.code == code::MAXIMUM {
+                    Op::Maximum { lhs, rhs, output }
+                } else {
+                    Op::Minimum { lhs, rhs, output }
+                }
+            }
+            code::TRANSPOSE => {
+                arity(2, 1)?;
+                let rank = self.tensors[op.inputs[0] as usize].shape.len() as i64;
+                let perm = self.const_ints(op.inputs[1], &unsupported)?;
+                if perm.iter().any(|&p| !(0..rank).contains(&p)) {
+                    return Err(unsupported(format!(
+                        "perm {perm:?} names an axis outside rank {rank}"
+                    )));
+                }
+                Op::Transpose {
+                    input: input(self, 0),
+                    output: self.id(out_index as usize),
+                    perm: perm.iter().map(|&p| p as usize).collect(),
+                }
+            }
+            code::SLICE | code::STRIDED_SLICE => {
+                let n_in = if op.code == code::SLICE { 3 } else { 4 };
+                arity(n_in, 1)?;
+                let shape = self.tensors[op.inputs[0] as usize].shape.clone();
+                let (begin, strides, counts, shrink) = if op.code == code::SLICE {
+                    self.slice_bounds(&shape, op, &unsupported)?
+                } else {
+                    self.strided_slice_bounds(&shape, op, opt, &unsupported)?
+                };
+                let y = &self.tensors[out_index as usize];
+                let kept: Vec<usize> = counts
+                    .iter()
+                    .enumerate()
+                    .filter(|&(a, _)| !shrink.contains(&a))
+                    .map(|(_, &c)| c)
+                    .collect();
+                if kept != y.shape {
+                    return Err(unsupported(format!(
+                        "the slice takes {kept:?} elements, but output '{}' has shape {:?}",
+                        y.name, y.shape
+                    )));
+                }
+                let input = input(self, 0);
+                let output = self.id(out_index as usize);
+                if shrink.is_empty() {
+                    Op::Slice {
+                        input,
+                        output,
+                        begin,
+                        strides,
+                    }
+                } else {
+                    // Shrunk axes: slice at full rank, then drop them.
+                    let (q, dtype) = (y.quant.clone(), dtype_of(y.ttype).expect("checked"));
+                    let name = format!("{}/intq_slice", y.name);
+                    let tmp = self.b.tensor(&name, dtype, &counts, q);
+                    self.b.op(Op::Slice {
+                        input,
+                        output: tmp,
+                        begin,
+                        strides,
+                    });
+                    Op::Reshape { input: tmp, output }
+                }
+            }
             code::CONCATENATION => {
                 arity(op.inputs.len().max(1), 1)?;
                 if act(fields::CONCAT_ACTIVATION)? != Activation::None {
@@ -787,7 +868,113 @@ impl Importer<'_> {
     }
 }
 
+/// Begin, strides and per-axis counts of a slice, and the axes it drops.
+type SliceBounds = (Vec<usize>, Vec<usize>, Vec<usize>, Vec<usize>);
+
 impl Importer<'_> {
+    /// SLICE's constant begin and size (`-1`: to the end) as begin, unit strides and counts.
+    fn slice_bounds(
+        &self,
+        shape: &[usize],
+        op: &TfOp,
+        unsupported: &dyn Fn(String) -> TfliteError,
+    ) -> Result<SliceBounds, TfliteError> {
+        let begin = self.const_ints(op.inputs[1], unsupported)?;
+        let size = self.const_ints(op.inputs[2], unsupported)?;
+        if begin.len() != shape.len() || size.len() != shape.len() {
+            return Err(unsupported(format!(
+                "begin {begin:?} and size {size:?} need one entry per axis of {shape:?}"
+            )));
+        }
+        let mut counts = Vec::with_capacity(shape.len());
+        for (a, &d) in shape.iter().enumerate() {
+            let (b, n) = (begin[a], size[a]);
+            let n = if n == -1 { d as i64 - b } else { n };
+            if b < 0 || n < 1 || b + n > d as i64 {
+                return Err(unsupported(format!(
+                    "axis {a}: begin {} size {} is not inside the dimension {d}",
+                    begin[a], size[a]
+                )));
+            }
+            counts.push(n as usize);
+        }
+        let begin = begin.iter().map(|&b| b as usize).collect();
+        Ok((begin, vec![1; shape.len()], counts, vec![]))
+    }
+
+    /// STRIDED_SLICE's constant begin, end and strides with its begin, end and shrink masks
+    /// resolved as TFLite resolves them; positive strides only, no ellipsis or new axes.
+    fn strided_slice_bounds(
+        &self,
+        shape: &[usize],
+        op: &TfOp,
+        opt: Option<Table>,
+        unsupported: &dyn Fn(String) -> TfliteError,
+    ) -> Result<SliceBounds, TfliteError> {
+        use fields::strided_slice as f;
+        let mask = |id: u16| opt.map_or(Ok(0), |t| t.i32(id, 0, "options"));
+        let (begin_mask, end_mask, shrink_mask) = (
+            mask(f::BEGIN_MASK)?,
+            mask(f::END_MASK)?,
+            mask(f::SHRINK_AXIS_MASK)?,
+        );
+        let offset = opt.map_or(Ok(false), |t| t.bool(f::OFFSET, "options"))?;
+        if mask(f::ELLIPSIS_MASK)? != 0 || mask(f::NEW_AXIS_MASK)? != 0 || offset {
+            return Err(unsupported(
+                "ellipsis_mask, new_axis_mask and offset are not supported".into(),
+            ));
+        }
+        let begin = self.const_ints(op.inputs[1], unsupported)?;
+        let end = self.const_ints(op.inputs[2], unsupported)?;
+        let strides = self.const_ints(op.inputs[3], unsupported)?;
+        let rank = shape.len();
+        if begin.len() != rank || end.len() != rank || strides.len() != rank {
+            return Err(unsupported(format!(
+                "begin {begin:?}, end {end:?} and strides {strides:?} need one entry per axis of \
+                 {shape:?}"
+            )));
+        }
+        let (mut b_out, mut s_out, mut counts, mut shrink) = (vec![], vec![], vec![], vec![]);
+        for a in 0..rank {
+            let d = shape[a] as i64;
+            let s = strides[a];
+            if s < 1 {
+                return Err(unsupported(format!(
+                    "axis {a}: stride {s} is not supported (only positive strides)"
+                )));
+            }
+            let resolve = |v: i64| (if v < 0 { v + d } else { v }).clamp(0, d);
+            let start = if begin_mask & (1 << a) != 0 {
+                0
+            } else {
+                resolve(begin[a])
+            };
+            let stop = if shrink_mask & (1 << a) != 0 {
+                shrink.push(a);
+                start + 1
+            } else if end_mask & (1 << a) != 0 {
+                d
+            } else {
+                resolve(end[a])
+            };
+            let n = if stop > start {
+                (stop - start + s - 1) / s
+            } else {
+                0
+            };
+            if n < 1 || start >= d {
+                return Err(unsupported(format!(
+                    "axis {a}: begin {} end {} stride {s} takes no element of the dimension {d}",
+                    begin[a], end[a]
+                )));
+            }
+            b_out.push(start as usize);
+            s_out.push(s as usize);
+            counts.push(n as usize);
+        }
+        Ok((b_out, s_out, counts, shrink))
+    }
+
     /// The values of a constant int32 or int64 operand (paddings, axes).
     fn const_ints(
         &self,

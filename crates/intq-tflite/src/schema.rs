@@ -108,7 +108,12 @@ pub mod op {
     pub const MEAN: i32 = 40;
     pub const SUB: i32 = 41;
     pub const SQUEEZE: i32 = 43;
+    pub const TRANSPOSE: i32 = 39;
     pub const STRIDED_SLICE: i32 = 45;
+    pub const PRELU: i32 = 54;
+    pub const MAXIMUM: i32 = 55;
+    pub const MINIMUM: i32 = 57;
+    pub const SLICE: i32 = 65;
     pub const SHAPE: i32 = 77;
     pub const PACK: i32 = 83;
     pub const RESIZE_NEAREST_NEIGHBOR: i32 = 97;
@@ -145,6 +150,11 @@ pub mod op {
             LEAKY_RELU => "LEAKY_RELU".into(),
             HARD_SWISH => "HARD_SWISH".into(),
             RESIZE_BILINEAR => "RESIZE_BILINEAR".into(),
+            TRANSPOSE => "TRANSPOSE".into(),
+            PRELU => "PRELU".into(),
+            MAXIMUM => "MAXIMUM".into(),
+            MINIMUM => "MINIMUM".into(),
+            SLICE => "SLICE".into(),
             RESIZE_NEAREST_NEIGHBOR => "RESIZE_NEAREST_NEIGHBOR".into(),
             32 => "CUSTOM".into(),
             other => format!("builtin operator {other}"),
@@ -232,6 +242,15 @@ pub mod fields {
     pub mod resize_nearest {
         pub const ALIGN_CORNERS: u16 = 0;
         pub const HALF_PIXEL_CENTERS: u16 = 1;
+    }
+    /// StridedSliceOptions.
+    pub mod strided_slice {
+        pub const BEGIN_MASK: u16 = 0;
+        pub const END_MASK: u16 = 1;
+        pub const ELLIPSIS_MASK: u16 = 2;
+        pub const NEW_AXIS_MASK: u16 = 3;
+        pub const SHRINK_AXIS_MASK: u16 = 4;
+        pub const OFFSET: u16 = 5;
     }
     /// ReshapeOptions.
     pub const RESHAPE_NEW_SHAPE: u16 = 0;

@@ -453,3 +453,95 @@ pub fn resize_zoo(dtype: DType) -> Graph {
     }
     b.finish().expect("resize_zoo is a valid graph")
 }
+
+/// The layout zoo: PRELU with per-channel slopes of both signs, MAXIMUM and MINIMUM with a
+/// broadcast operand, TRANSPOSE (NHWC to NCHW and full reversal), SLICE and a STRIDED_SLICE with
+/// strides 1 to 3, on `[2, 5, 7, 3]` 8-bit codes whose zero point is the type's maximum.
+///
+/// # Panics
+/// If `dtype` is not `U8` or `I8`.
+pub fn layout_zoo(dtype: DType) -> Graph {
+    assert!(
+        matches!(dtype, DType::U8 | DType::I8),
+        "layout_zoo is 8-bit"
+    );
+    let (lo, hi) = if dtype == DType::U8 {
+        (0, 255)
+    } else {
+        (-128, 127)
+    };
+    let mid = (lo + hi + 1) / 2;
+    let q = pt(0.05, hi);
+    let mut b = GraphBuilder::new();
+    let x = b.tensor("x", dtype, &[2, 5, 7, 3], q.clone());
+    let y = b.tensor("y", dtype, &[1, 5, 1, 3], q.clone());
+    b.input(x).input(y);
+    // Slopes 0.25, -0.5 and 1.5 on the alpha grid S = 0.02, Z = mid.
+    let slopes = [mid + 12, mid - 25, mid + 75];
+    let alpha_data = match dtype {
+        DType::U8 => TensorData::U8(slopes.iter().map(|&c| c as u8).collect()),
+        _ => TensorData::I8(slopes.iter().map(|&c| c as i8).collect()),
+    };
+    let alpha = b.constant("alpha", &[1, 1, 3], pt(0.02, mid), alpha_data);
+    let out = |b: &mut GraphBuilder,
+                   name: &str,
+                   shape: &[usize],
+                   q: Option<Quant>,
+                   op: &dyn Fn(TensorId) -> Op| {
+        let t = b.tensor(name, dtype, shape, q);
+        b.op(op(t));
+        b.output(t);
+    };
+    out(&mut b, "prelu", &[2, 5, 7, 3], pt(0.03, mid), &|output| {
+        Op::Prelu {
+            input: x,
+            alpha,
+            output,
+        }
+    });
+    out(&mut b, "maximum", &[2, 5, 7, 3], q.clone(), &|output| {
+        Op::Maximum {
+            lhs: x,
+            rhs: y,
+            output,
+        }
+    });
+    out(&mut b, "minimum", &[2, 5, 7, 3], q.clone(), &|output| {
+        Op::Minimum {
+            lhs: y,
+            rhs: x,
+            output,
+        }
+    });
+    out(&mut b, "to_nchw", &[2, 3, 5, 7], q.clone(), &|output| {
+        Op::Transpose {
+            input: x,
+            output,
+            perm: vec![0, 3, 1, 2],
+        }
+    });
+    out(&mut b, "reversed", &[3, 7, 5, 2], q.clone(), &|output| {
+        Op::Transpose {
+            input: x,
+            output,
+            perm: vec![3, 2, 1, 0],
+        }
+    });
+    out(&mut b, "slice", &[1, 3, 4, 3], q.clone(), &|output| {
+        Op::Slice {
+            input: x,
+            output,
+            begin: vec![1, 1, 2, 0],
+            strides: vec![1, 1, 1, 1],
+        }
+    });
+    out(&mut b, "strided", &[2, 3, 2, 1], q.clone(), &|output| {
+        Op::Slice {
+            input: x,
+            output,
+            begin: vec![0, 0, 1, 1],
+            strides: vec![1, 2, 3, 2],
+        }
+    });
+    b.finish().expect("layout_zoo is a valid graph")
+}

@@ -184,15 +184,29 @@ fn resize_ops_equal_tflite_reference_byte_for_byte() {
     }
 }
 
-/// The committed elementwise and resize models are what the exporter writes today.
+/// PRELU, MAXIMUM, MINIMUM, TRANSPOSE, SLICE and STRIDED_SLICE (docs/spec.md §11.9 to §11.12)
+/// against TFLite's reference kernels.
+#[test]
+fn layout_ops_equal_tflite_reference_byte_for_byte() {
+    for name in ["layout_u8", "layout_i8"] {
+        let (t, b) = check_fixture(name);
+        // 7 op outputs per seed, two seeds.
+        assert_eq!(t, 14, "{name}: {t} tensors compared");
+        assert_eq!(b, 2196, "{name}: {b} bytes compared");
+    }
+}
+
+/// The committed elementwise, resize and layout models are what the exporter writes today.
 #[test]
 fn exporter_reproduces_the_committed_elementwise_models() {
-    use intq_tflite::zoo::{elementwise_zoo, resize_zoo};
+    use intq_tflite::zoo::{elementwise_zoo, layout_zoo, resize_zoo};
     for (name, graph) in [
         ("elementwise_u8", elementwise_zoo(DType::U8)),
         ("elementwise_i8", elementwise_zoo(DType::I8)),
         ("resize_u8", resize_zoo(DType::U8)),
         ("resize_i8", resize_zoo(DType::I8)),
+        ("layout_u8", layout_zoo(DType::U8)),
+        ("layout_i8", layout_zoo(DType::I8)),
     ] {
         let committed =
             std::fs::read(fixtures().join(name).join(format!("{name}.tflite"))).unwrap();
@@ -319,6 +333,8 @@ fn import_export_import_round_trips() {
         intq_tflite::zoo::elementwise_zoo(DType::I8),
         intq_tflite::zoo::resize_zoo(DType::U8),
         intq_tflite::zoo::resize_zoo(DType::I8),
+        intq_tflite::zoo::layout_zoo(DType::U8),
+        intq_tflite::zoo::layout_zoo(DType::I8),
     ];
     for name in ["image_classification", "anomaly_detection"] {
         let bytes = std::fs::read(fixtures().join(name).join(format!("{name}.tflite"))).unwrap();
@@ -686,4 +702,86 @@ fn export_refuses_activations_narrowed_below_8_bits() {
         "{e}"
     );
     assert!(export(&g).is_ok(), "the same model at 8 bits exports");
+}
+
+/// STRIDED_SLICE with a negative begin, begin and end masks and a shrunk axis imports as a
+/// Slice (plus a Reshape dropping the shrunk axis) that takes exactly TFLite's elements.
+#[test]
+fn strided_slice_masks_and_shrink_resolve_like_tflite() {
+    let i32s = |v: &[i32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let tensor = |name: &str, t: i8, shape: Vec<i32>, buffer: u32, quant: bool| {
+        let mut f = vec![
+            (0, Field::Off(Node::I32s(shape))),
+            (1, Field::U8(t as u8)),
+            (2, Field::U32(buffer)),
+            (3, Field::Off(Node::Str(name.into()))),
+        ];
+        if quant {
+            f.push((
+                4,
+                Field::Off(Node::Table(vec![
+                    (2, Field::Off(Node::F32s(vec![0.5]))),
+                    (3, Field::Off(Node::I64s(vec![0]))),
+                ])),
+            ));
+        }
+        Node::Table(f)
+    };
+    // x [3, 4, 5] int8; x[-2:, 1 (shrunk), ::2] with begin_mask on axis 2 and end_mask on
+    // axis 0 -> [2, 3].
+    let tensors = vec![
+        tensor("x", 9, vec![3, 4, 5], 0, true),
+        tensor("begin", 2, vec![3], 1, false),
+        tensor("end", 2, vec![3], 2, false),
+        tensor("strides", 2, vec![3], 3, false),
+        tensor("y", 9, vec![2, 3], 0, true),
+    ];
+    let buffer = |b: Vec<u8>| Node::Table(vec![(0, Field::Off(Node::Bytes(b, 16)))]);
+    let options = Node::Table(vec![
+        (0, Field::I32(0b100)), // begin_mask: axis 2
+        (1, Field::I32(0b001)), // end_mask: axis 0
+        (4, Field::I32(0b010)), // shrink_axis_mask: axis 1
+    ]);
+    let op = Node::Table(vec![
+        (0, Field::U32(0)),
+        (1, Field::Off(Node::I32s(vec![0, 1, 2, 3]))),
+        (2, Field::Off(Node::I32s(vec![4]))),
+        (3, Field::U8(32)),
+        (4, Field::Off(options)),
+    ]);
+    let sg = Node::Table(vec![
+        (0, Field::Off(Node::Tables(tensors))),
+        (1, Field::Off(Node::I32s(vec![0]))),
+        (2, Field::Off(Node::I32s(vec![4]))),
+        (3, Field::Off(Node::Tables(vec![op]))),
+    ]);
+    let bytes = finish(
+        &Node::Table(vec![
+            (
+                1,
+                Field::Off(Node::Tables(vec![Node::Table(vec![
+                    (0, Field::U8(45)),
+                    (3, Field::I32(45)),
+                ])])),
+            ),
+            (2, Field::Off(Node::Tables(vec![sg]))),
+            (
+                4,
+                Field::Off(Node::Tables(vec![
+                    Node::Table(vec![]),
+                    buffer(i32s(&[-2, 1, 3])),
+                    buffer(i32s(&[1, 9, 9])),
+                    buffer(i32s(&[1, 1, 2])),
+                ])),
+            ),
+        ]),
+        b"TFL3",
+    );
+    let g = import(&bytes).unwrap();
+    let kinds: Vec<&str> = g.ops().iter().map(|op| op.kind().name()).collect();
+    assert_eq!(kinds, ["Slice", "Reshape"]);
+    let x: Vec<i8> = (0..60).map(|v| v as i8).collect();
+    let y = Model::new(g).unwrap().run(&[TensorData::I8(x)]).unwrap();
+    // Rows 1 and 2 of axis 0, index 1 of axis 1, columns 0, 2, 4: 20a + 5 + c.
+    assert_eq!(y[0], TensorData::I8(vec![25, 27, 29, 45, 47, 49]));
 }

@@ -1,6 +1,7 @@
 //! Reference standalone activations for 8-bit codes as TFLite computes them (docs/spec.md §11.3
-//! to §11.6): RELU / RELU6 / RELU_N1_TO_1 requantize then clamp (`ReluX`), LEAKY_RELU picks one of
-//! two multipliers by the sign of `q - Z_in` (`QuantizeLeakyRelu`), HARD_SWISH is TFLite's int16
+//! to §11.6, §11.12): RELU / RELU6 / RELU_N1_TO_1 requantize then clamp (`ReluX`), LEAKY_RELU and
+//! PRELU pick one of two multipliers by the sign of `q - Z_in` (`QuantizeLeakyRelu`,
+//! `BroadcastPrelu4DSlow`), HARD_SWISH is TFLite's int16
 //! fixed-point routine (`reference_ops::HardSwish`), and TANH looks codes up in a 256-entry table
 //! built in f32 (`LUTPopulate` with `std::tanh`), as LOGISTIC's TFLite-exact variant does.
 
@@ -86,6 +87,86 @@ pub fn leaky_relu<T: QElem>(input: &[T], params: &LeakyReluParams, output: &mut 
             params.alpha
         };
         *o = T::from_i32_saturating(params.output_zero_point.wrapping_add(m.apply(x)));
+    }
+}
+
+/// PRELU's two multipliers, `S_in / S_out` and `S_in * S_alpha / S_out` (each formed in f32,
+/// TFLite's `PreluPrepare`), and the three zero points.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PreluParams {
+    pub input_zero_point: i32,
+    pub alpha_zero_point: i32,
+    pub output_zero_point: i32,
+    pub identity: QuantizedMultiplier,
+    pub alpha: QuantizedMultiplier,
+}
+
+impl PreluParams {
+    pub fn new(
+        input: QuantParams,
+        alpha: QuantParams,
+        output: QuantParams,
+    ) -> Result<Self, QuantError> {
+        Ok(PreluParams {
+            input_zero_point: input.zero_point,
+            alpha_zero_point: alpha.zero_point,
+            output_zero_point: output.zero_point,
+            identity: QuantizedMultiplier::from_real((input.scale / output.scale) as f64)?,
+            alpha: QuantizedMultiplier::from_real(
+                (input.scale * alpha.scale / output.scale) as f64,
+            )?,
+        })
+    }
+
+    /// The output code of input code `q` with alpha code `a`, before the type's clamp.
+    #[inline]
+    pub fn apply(&self, q: i32, a: i32) -> i32 {
+        let x = q - self.input_zero_point;
+        let v = if x >= 0 {
+            self.identity.apply(x)
+        } else {
+            self.alpha.apply(x * (a - self.alpha_zero_point))
+        };
+        v.wrapping_add(self.output_zero_point)
+    }
+}
+
+/// PRELU: `alpha` (of `alpha_shape`) broadcasts NumPy-style onto `input`'s shape, which is the
+/// output's.
+pub fn prelu<T: QElem>(
+    input: &[T],
+    input_shape: &[usize],
+    alpha: &[T],
+    alpha_shape: &[usize],
+    params: &PreluParams,
+    output: &mut [T],
+) {
+    let rank = input_shape.len();
+    assert!(alpha_shape.len() <= rank, "prelu: alpha of higher rank");
+    let offset = rank - alpha_shape.len();
+    for (k, &d) in alpha_shape.iter().enumerate() {
+        assert!(
+            d == 1 || d == input_shape[k + offset],
+            "prelu: alpha does not broadcast"
+        );
+    }
+    assert_eq!(input.len(), output.len(), "prelu keeps the shape");
+    // Alpha's flat index for each input index: its own strides, 0 along broadcast axes.
+    let mut astride = vec![0usize; rank];
+    let mut s = 1;
+    for k in (0..alpha_shape.len()).rev() {
+        if alpha_shape[k] != 1 {
+            astride[k + offset] = s;
+        }
+        s *= alpha_shape[k];
+    }
+    for (i, (o, &q)) in output.iter_mut().zip(input).enumerate() {
+        let (mut rest, mut ai) = (i, 0);
+        for d in (0..rank).rev() {
+            ai += (rest % input_shape[d]) * astride[d];
+            rest /= input_shape[d];
+        }
+        *o = T::from_i32_saturating(params.apply(q.to_i32(), alpha[ai].to_i32()));
     }
 }
 
@@ -281,6 +362,25 @@ mod tests {
         }
         // An output scale below S_in / 128 needs a left shift, which TFLite refuses.
         assert!(HardSwishParams::new(p(1.0, 0), p(1.0 / 512.0, 0)).is_err());
+    }
+
+    #[test]
+    fn prelu_broadcasts_per_channel_slopes() {
+        // Equal scales, alpha S = 0.25, Z = 0: slopes 0.5 (code 2) and -1 (code -4) per channel.
+        let p = PreluParams::new(p(1.0, 0), p(0.25, 0), p(1.0, 0)).unwrap();
+        let mut out = [0i8; 4];
+        prelu(
+            &[-8i8, -8, 6, -100],
+            &[2, 2],
+            &[2i8, -4],
+            &[2],
+            &p,
+            &mut out,
+        );
+        assert_eq!(out, [-4, 8, 6, 100]);
+        // The type clamps: -128 * -1 = 128 -> 127.
+        prelu(&[-128i8, 0, 0, 0], &[2, 2], &[-4i8, -4], &[2], &p, &mut out);
+        assert_eq!(out[0], 127);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod add;
 mod concat;
 mod conv;
 mod fully_connected;
+mod layout;
 mod logistic;
 mod mul_sub;
 mod pad_mean;
@@ -19,15 +20,16 @@ mod softmax;
 mod tflite;
 
 pub use activations::{
-    hard_swish, hard_swish_code, leaky_relu, relu_x, tflite_lut, tflite_tanh_table,
-    HardSwishParams, LeakyReluParams, ReluParams,
+    hard_swish, hard_swish_code, leaky_relu, prelu, relu_x, tflite_lut, tflite_tanh_table,
+    HardSwishParams, LeakyReluParams, PreluParams, ReluParams,
 };
 pub use add::{add, AddParams};
 pub use concat::{concat, ConcatInput, RequantTable};
 pub use conv::{conv2d, depthwise_conv2d};
 pub use fully_connected::fully_connected;
+pub use layout::{strided_slice, transpose};
 pub use logistic::{logistic, LogisticTable};
-pub use mul_sub::{mul, sub, MulParams, SubParams, MAX_BINARY_RANK};
+pub use mul_sub::{maximum_minimum, mul, sub, MulParams, SubParams, MAX_BINARY_RANK};
 pub use pad_mean::{mean, pad, MeanParams};
 pub(crate) use pool::window as pool_window;
 pub use pool::{average_pool, max_pool};

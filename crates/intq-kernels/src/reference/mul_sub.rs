@@ -1,7 +1,9 @@
-//! Reference MUL and SUB for 8-bit codes with NumPy broadcasting, as TFLite's reference kernels
-//! compute them (docs/spec.md §11.1, §11.2): MUL rescales the product of the offset codes by one
-//! fixed-point multiplier `S1 S2 / S_out` formed in f32 (`MulElementwise`); SUB is ADD's
-//! arithmetic with the second operand negated (`SubElementwise`, `BroadcastQuantSubSlow`).
+//! Reference MUL, SUB, MAXIMUM and MINIMUM for 8-bit codes with NumPy broadcasting, as TFLite's
+//! reference kernels compute them (docs/spec.md §11.1, §11.2, §11.9): MUL rescales the product of
+//! the offset codes by one fixed-point multiplier `S1 S2 / S_out` formed in f32
+//! (`MulElementwise`); SUB is ADD's arithmetic with the second operand negated
+//! (`SubElementwise`, `BroadcastQuantSubSlow`); MAXIMUM and MINIMUM compare raw codes
+//! (`MaximumMinimumBroadcastSlow`), so all three tensors share `(S, Z)`.
 
 use super::AddParams;
 use crate::QElem;
@@ -207,6 +209,28 @@ pub fn sub<T: QElem>(
         output,
         output_shape,
         |a, b| params.apply(a, b),
+    );
+}
+
+/// Elementwise `max(lhs, rhs)` (or `min` when `maximum` is false) of codes with NumPy
+/// broadcasting.
+pub fn maximum_minimum<T: QElem>(
+    lhs: &[T],
+    lhs_shape: &[usize],
+    rhs: &[T],
+    rhs_shape: &[usize],
+    maximum: bool,
+    output: &mut [T],
+    output_shape: &[usize],
+) {
+    broadcast_binary(
+        lhs,
+        lhs_shape,
+        rhs,
+        rhs_shape,
+        output,
+        output_shape,
+        |a, b| if maximum { a.max(b) } else { a.min(b) },
     );
 }
 
