@@ -232,6 +232,9 @@ pub fn calib_method(method: &str, percentile: f64) -> Result<Calib> {
 /// Loads a QAT checkpoint, exports it (with the trained scheme unless `scheme` overrides it) and
 /// saves the model atomically.
 pub fn convert(ckpt: &Path, out: &Path, scheme: Option<&str>, float_edges: bool) -> Result<Model> {
+    if crate::onnx_cmd::is_graph_checkpoint(ckpt) {
+        return crate::onnx_cmd::convert(ckpt, out, scheme, float_edges);
+    }
     let l = fidelity::load_ckpt(ckpt)?;
     let trained = fidelity::qat_cfg(&l, ckpt)?;
     let q =

@@ -1,10 +1,17 @@
 //! `intq inspect` and `intq run` on float `.onnx` models: the graph intq imports from the file,
-//! and that graph run in f32 on `.npy` inputs in the model's own layout (NCHW) at any batch.
+//! and that graph run in f32 on `.npy` inputs in the model's own layout (NCHW) at any batch;
+//! `intq qat --from MODEL.onnx` and `intq convert` of the checkpoints it writes.
 
 use anyhow::{bail, Context, Result};
 use intq_cli::npy;
-use intq_engine::TensorData;
+use intq_data::image_folder::ImageFolderOptions;
+use intq_data::source::{DataSpec, OpenOptions};
+use intq_engine::{Model, TensorData};
 use intq_onnx::eval::{run_values, Tensor};
+use intq_train::graph_ckpt;
+use intq_train::graph_net::GraphNet;
+use intq_train::layers::LayerOpts;
+use intq_train::{train_device, Ctx, QuantCfg};
 use std::path::{Path, PathBuf};
 
 /// Whether `path` names an ONNX model (by its extension).
@@ -87,4 +94,242 @@ pub fn run(
         )?;
     }
     Ok(())
+}
+
+/// `intq qat --from MODEL.onnx`: the options of `intq qat` an imported network uses.
+pub struct QatOptions<'a> {
+    pub from: &'a Path,
+    pub data: Option<&'a str>,
+    pub data_dir: Option<&'a Path>,
+    pub epochs: Option<usize>,
+    pub batch_size: usize,
+    pub lr: Option<f64>,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub seed: u64,
+    pub limit_train: Option<usize>,
+    pub limit_test: Option<usize>,
+    pub out: &'a Path,
+    pub bits_w: u8,
+    pub bits_a: u8,
+    pub scheme: Option<&'a str>,
+    pub per_channel: bool,
+    pub quant_delay: u64,
+    pub freeze_bn_after: Option<usize>,
+}
+
+fn quant_cfg(scheme: &str, bits_a: u8, bits_w: u8, per_channel: bool) -> Result<QuantCfg> {
+    Ok(match scheme {
+        "uint8" if per_channel => {
+            bail!("--per-channel needs --scheme int8 (uint8 weights are per tensor)")
+        }
+        "uint8" => QuantCfg::uint8(bits_a, bits_w)?,
+        "int8" => QuantCfg::int8(bits_a, bits_w, per_channel)?,
+        other => bail!("unknown --scheme {other:?}; use uint8 or int8"),
+    })
+}
+
+/// Pixels `p/255` of `split`'s images `idx`, NCHW, and their labels.
+fn batch(split: &intq_data::Split, chw: &[u8], idx: &[usize]) -> (Vec<f32>, Vec<i64>) {
+    let size = split.channels * split.rows * split.cols;
+    let mut x = Vec::with_capacity(idx.len() * size);
+    for &i in idx {
+        x.extend(
+            chw[i * size..(i + 1) * size]
+                .iter()
+                .map(|&p| p as f32 / 255.0),
+        );
+    }
+    (x, idx.iter().map(|&i| split.labels[i] as i64).collect())
+}
+
+fn top1(logits: &[f32], labels: &[i64]) -> usize {
+    let k = logits.len() / labels.len().max(1);
+    logits
+        .chunks(k)
+        .zip(labels)
+        .filter(|(row, &l)| {
+            let best = row
+                .iter()
+                .enumerate()
+                .fold(
+                    (0, f32::NEG_INFINITY),
+                    |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+                )
+                .0;
+            best as i64 == l
+        })
+        .count()
+}
+
+/// QAT fine-tuning of an imported float network on `--data`, whose pictures are brought to the
+/// model's input size and channels and fed as `p/255` in NCHW (the model's own preprocessing
+/// beyond that is not applied). Writes a checkpoint of the network with its ONNX model after
+/// every epoch (`intq convert` takes it alone).
+pub fn qat(o: &QatOptions) -> Result<()> {
+    use intq_train::sgd::{SgdStep, Velocity};
+    let scheme = o
+        .scheme
+        .unwrap_or(if o.per_channel { "int8" } else { "uint8" });
+    let mut q = quant_cfg(scheme, o.bits_a, o.bits_w, o.per_channel)?;
+    q.quant_delay = o.quant_delay;
+    let from = o.from.display();
+    let onnx = std::fs::read(o.from).with_context(|| format!("--from {from}"))?;
+    let graph = intq_onnx::load_bytes(&onnx).with_context(|| format!("--from {from}"))?;
+    let device = train_device();
+    let mut net = GraphNet::from_graph(&graph, LayerOpts::default(), &device)
+        .with_context(|| format!("--from {from}"))?;
+    let [c, h, w] = net.input_shape;
+    let classes = graph.value(net.logits).shape[1];
+    let Some(name) = o.data else {
+        bail!("--from {from} is an ONNX model: name its training data with --data");
+    };
+    let opts = OpenOptions {
+        data_dir: o
+            .data_dir
+            .map(Path::to_path_buf)
+            .unwrap_or_else(intq_data::default_data_dir),
+        image: ImageFolderOptions {
+            size: Some((h, w)),
+            channels: Some(c),
+            ..ImageFolderOptions::default()
+        },
+        cifar100_coarse: false,
+        num_classes: None,
+        use_manifest: false,
+    };
+    let ds = intq_data::source::open(&DataSpec::parse(name), &opts)
+        .with_context(|| format!("--data {name}"))?
+        .dataset;
+    let train = ds.train.subset(o.limit_train.unwrap_or(usize::MAX));
+    let test = ds.test.subset(o.limit_test.unwrap_or(usize::MAX));
+    for (what, s) in [("training", &train), ("test", &test)] {
+        if [s.channels, s.rows, s.cols] != [c, h, w] {
+            bail!(
+                "--data {name}: {what} pictures are {}x{}x{}, {from} takes {c}x{h}x{w}",
+                s.channels,
+                s.rows,
+                s.cols
+            );
+        }
+    }
+    if train.num_classes() != classes || train.len == 0 {
+        bail!(
+            "--data {name} has {} classes and {} training pictures; {from} predicts {classes} \
+             classes",
+            train.num_classes(),
+            train.len
+        );
+    }
+    let (train_chw, test_chw) = (train.images_chw(), test.images_chw());
+    let epochs = o.epochs.unwrap_or(3);
+    let lr = o.lr.unwrap_or(0.005);
+    let bs = o.batch_size.max(1);
+    let per_epoch = train.len.div_ceil(bs) as u64;
+    let total = per_epoch * epochs as u64;
+    let mut vel = Velocity::default();
+    let mut step = 0u64;
+    let mut meta = std::collections::HashMap::from([
+        ("scheme".to_string(), scheme.to_string()),
+        ("bits_a".to_string(), o.bits_a.to_string()),
+        ("bits_w".to_string(), o.bits_w.to_string()),
+        ("per_channel".to_string(), o.per_channel.to_string()),
+        ("data".to_string(), name.to_string()),
+        ("from".to_string(), o.from.display().to_string()),
+    ]);
+    for epoch in 0..epochs {
+        let q_epoch = QuantCfg {
+            freeze_bn: o.freeze_bn_after.is_some_and(|e| epoch >= e),
+            ..q
+        };
+        let order = intq_train::trainer::shuffled(train.len, o.seed, epoch);
+        let mut loss_sum = 0.0;
+        for idx in order.chunks(bs) {
+            let (x, y) = batch(&train, &train_chw, idx);
+            let ctx = Ctx {
+                training: true,
+                step,
+                quant: Some(q_epoch),
+                exact: false,
+                log: None,
+            };
+            let sgd = SgdStep {
+                lr: intq_train::trainer::cosine_lr(lr, step, total),
+                momentum: o.momentum,
+                weight_decay: o.weight_decay,
+            };
+            loss_sum +=
+                net.train_step_host(&x, &y, &ctx, &mut vel, sgd, &device)? * idx.len() as f64;
+            step += 1;
+        }
+        let mut correct = 0;
+        for idx in (0..test.len).collect::<Vec<_>>().chunks(bs) {
+            let (x, y) = batch(&test, &test_chw, idx);
+            let logits = net.logits_host(&x, idx.len(), &Ctx::eval(Some(q_epoch)), &device)?;
+            correct += top1(&logits, &y);
+        }
+        meta.insert("epoch".into(), (epoch + 1).to_string());
+        meta.insert("freeze_bn".into(), q_epoch.freeze_bn.to_string());
+        graph_ckpt::save(o.out, &net, &onnx, &vel, &meta)?;
+        println!(
+            "epoch {}/{epochs}: train loss {:.4}, fake-quant test accuracy {:.2}% ({} images); \
+             saved {}",
+            epoch + 1,
+            loss_sum / train.len as f64,
+            100.0 * correct as f64 / test.len.max(1) as f64,
+            test.len,
+            o.out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Whether `path` is a checkpoint of an imported network.
+pub fn is_graph_checkpoint(path: &Path) -> bool {
+    std::fs::read(path).is_ok_and(|b| graph_ckpt::is_graph_checkpoint(&b))
+}
+
+/// `intq convert CKPT` for a checkpoint of an imported network: the integer model of its
+/// fake-quant network, with f32 edges (the model's own input in, logits out).
+pub fn convert(ckpt: &Path, out: &Path, scheme: Option<&str>, float_edges: bool) -> Result<Model> {
+    let l = graph_ckpt::load(ckpt, LayerOpts::default(), &train_device())?;
+    let get = |k: &str| {
+        l.meta.get(k).cloned().with_context(|| {
+            format!(
+                "{}: metadata {k:?} is missing (not a QAT checkpoint)",
+                ckpt.display()
+            )
+        })
+    };
+    let trained = get("scheme")?;
+    if scheme.is_some_and(|s| s != trained) {
+        bail!(
+            "{} was trained with the {trained} scheme; an imported network converts with it",
+            ckpt.display()
+        );
+    }
+    if !float_edges {
+        bail!(
+            "{}: an imported network converts with --float-edges for now (its integer model \
+             reads the ONNX model's own f32 input, not raw pixels)",
+            ckpt.display()
+        );
+    }
+    let bits = |k: &str| -> Result<u8> {
+        get(k)?
+            .parse()
+            .with_context(|| format!("{}: metadata {k:?}", ckpt.display()))
+    };
+    let mut q = quant_cfg(
+        &trained,
+        bits("bits_a")?,
+        bits("bits_w")?,
+        get("per_channel")? == "true",
+    )?;
+    q.freeze_bn = get("freeze_bn")? == "true";
+    let graph = intq_train::graph_export::export_graph(&l.net, &q)
+        .with_context(|| format!("converting {}", ckpt.display()))?;
+    let model = Model::new(graph).with_context(|| format!("converting {}", ckpt.display()))?;
+    model.save(out)?;
+    Ok(model)
 }

@@ -468,6 +468,29 @@ fn run_train(a: TrainArgs, comm: &dyn Collective) -> Result<()> {
 }
 
 fn run_qat(a: QatArgs, comm: &dyn Collective) -> Result<()> {
+    if crate::onnx_cmd::is_onnx(&a.from) {
+        let c = &a.common;
+        return crate::onnx_cmd::qat(&crate::onnx_cmd::QatOptions {
+            from: &a.from,
+            data: c.data.as_deref(),
+            data_dir: c.data_dir.as_deref(),
+            epochs: c.epochs,
+            batch_size: c.batch_size,
+            lr: c.lr,
+            momentum: c.momentum,
+            weight_decay: c.weight_decay,
+            seed: c.seed,
+            limit_train: c.limit_train,
+            limit_test: c.limit_test,
+            out: &c.out,
+            bits_w: a.bits_w,
+            bits_a: a.bits_a,
+            scheme: a.scheme.as_deref(),
+            per_channel: a.per_channel,
+            quant_delay: a.quant_delay,
+            freeze_bn_after: a.freeze_bn_after,
+        });
+    }
     let scheme = a
         .scheme
         .clone()

@@ -89,3 +89,112 @@ fn an_unsupported_op_is_an_error_naming_it() {
         "{err}"
     );
 }
+
+/// A Keras-layout `.npz` of RGB 32x32 pictures (a seeded pattern), labels `i % 10`.
+fn write_rgb_npz(path: &Path, n_train: usize, n_test: usize) {
+    use intq_data::numpy::{npy_bytes, npz_bytes};
+    let images = |n: usize, salt: u64| {
+        let px: Vec<u8> = (0..n as u64 * 32 * 32 * 3)
+            .map(|i| ((i.wrapping_mul(2654435761).wrapping_add(salt * 977)) >> 7) as u8)
+            .collect();
+        npy_bytes("|u1", &[n, 32, 32, 3], &px)
+    };
+    let labels = |n: usize| {
+        let v: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+        npy_bytes("|u1", &[n], &v)
+    };
+    let (xtr, ytr, xte, yte) = (
+        images(n_train, 1),
+        labels(n_train),
+        images(n_test, 2),
+        labels(n_test),
+    );
+    let bytes = npz_bytes(&[
+        ("x_train", &xtr),
+        ("y_train", &ytr),
+        ("x_test", &xte),
+        ("y_test", &yte),
+    ]);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn qat_from_onnx_then_convert_equals_the_fake_quant_model() {
+    use intq_train::graph_net::Layer;
+    let dir = common::scratch("onnx_cli", "qat");
+    let data = dir.join("rgb.npz");
+    write_rgb_npz(&data, 24, 8);
+    let ckpt = dir.join("q.ckpt");
+    let model = fixture("resnet_tiny.onnx");
+    let out = intq(&[
+        "qat",
+        "--from",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--lr",
+        "0.01",
+        "--out",
+        ckpt.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("epoch 2/2"));
+    let m = dir.join("m.intq");
+    let out = intq(&[
+        "convert",
+        ckpt.to_str().unwrap(),
+        "--out",
+        m.to_str().unwrap(),
+        "--float-edges",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The checkpoint alone rebuilds the fake-quant network; on the fixture's inputs the
+    // integer model's logits are its exact evaluation's, code for code.
+    let device = intq_train::train_device();
+    let l = intq_train::graph_ckpt::load(&ckpt, intq_train::layers::LayerOpts::default(), &device)
+        .unwrap();
+    let q = intq_train::QuantCfg::uint8(8, 8).unwrap();
+    let Some(Layer::Linear(fc)) = l.net.layers.last() else {
+        panic!("the last layer is the classifier")
+    };
+    let s_out = fc.out_obs.params(q.act_scheme).unwrap().unwrap().scale;
+    let engine = intq_engine::Model::load(&m).unwrap();
+    let (shape, x) = read_f32(&fixture("resnet_tiny.input.npy"));
+    let per = shape[1] * shape[2] * shape[3];
+    let mut max_lsb = 0f32;
+    for img in x.chunks(per) {
+        let (c, hw) = (shape[1], shape[2] * shape[3]);
+        let nhwc: Vec<f32> = (0..per).map(|k| img[(k % c) * hw + k / c]).collect();
+        let int = match &engine.run(&[intq_engine::TensorData::F32(nhwc)]).unwrap()[0] {
+            intq_engine::TensorData::F32(v) => v.clone(),
+            other => panic!("{other:?}"),
+        };
+        let fq = l
+            .net
+            .logits_host(img, 1, &intq_train::Ctx::eval_exact(q), &device)
+            .unwrap();
+        for (a, b) in int.iter().zip(&fq) {
+            max_lsb = max_lsb.max(((a - b) / s_out).abs().round());
+        }
+        let arg = |v: &[f32]| {
+            v.iter()
+                .enumerate()
+                .fold(0, |b, (i, &x)| if x > v[b] { i } else { b })
+        };
+        assert_eq!(arg(&int), arg(&fq));
+    }
+    assert_eq!(max_lsb, 0.0);
+}

@@ -477,6 +477,48 @@ impl GraphNet {
         Ok(value)
     }
 
+    /// [`GraphNet::train_step`] on host data: `labels.len()` images NCHW in `x`.
+    pub fn train_step_host(
+        &mut self,
+        x: &[f32],
+        labels: &[i64],
+        ctx: &Ctx,
+        vel: &mut Velocity,
+        step: SgdStep,
+        device: &Device,
+    ) -> Result<f64, TrainError> {
+        let [c, h, w] = self.input_shape;
+        let n = labels.len();
+        if x.len() != n * c * h * w {
+            return Err(TrainError::Data(format!(
+                "{} values for {n} images of {c}x{h}x{w}",
+                x.len()
+            )));
+        }
+        let x = Tensor::from_data(TensorData::new(x.to_vec(), [n, c, h, w]), device);
+        let y = Tensor::from_data(TensorData::new(labels.to_vec(), [n]), device);
+        self.train_step(x, y, ctx, vel, step)
+    }
+
+    /// [`GraphNet::forward`] on host data: `n` images NCHW in `x`, the logits row by row.
+    pub fn logits_host(
+        &self,
+        x: &[f32],
+        n: usize,
+        ctx: &Ctx,
+        device: &Device,
+    ) -> Result<Vec<f32>, TrainError> {
+        let [c, h, w] = self.input_shape;
+        if x.len() != n * c * h * w {
+            return Err(TrainError::Data(format!(
+                "{} values for {n} images of {c}x{h}x{w}",
+                x.len()
+            )));
+        }
+        let x = Tensor::from_data(TensorData::new(x.to_vec(), [n, c, h, w]), device);
+        Ok(host_vec(self.forward(x, ctx)?))
+    }
+
     /// The graph's own output: [`GraphNet::forward`] followed by its trailing Softmax or
     /// LogSoftmax, if it has one.
     pub fn predict(&self, x: Tensor<4>, ctx: &Ctx) -> Result<Tensor<2>, TrainError> {
