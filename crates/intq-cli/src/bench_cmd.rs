@@ -39,6 +39,10 @@ pub enum BenchWhat {
     /// `Model::run`; with `--f32` the f32 executor of the same graph too, interleaved call by
     /// call. One JSON object per run with `--json`.
     Model(ModelArgs),
+    /// The training data loader: images/s it decodes (and augments) alone, against the
+    /// training step's images/s for a model on pixels in memory and fed by the loader
+    /// (`intq train --loader stream`).
+    Loader(Box<crate::data_cmd::LoaderBenchArgs>),
 }
 
 #[derive(clap::Args)]
@@ -180,6 +184,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchWhat::SmallCnn(a) => small_cnn(a),
         BenchWhat::F32VsInt8(a) => f32_vs_int8(a),
         BenchWhat::Model(a) => model(a),
+        BenchWhat::Loader(a) => crate::data_cmd::bench_loader(*a),
         BenchWhat::Isa => {
             let chosen = KernelTier::from_env().context("INTQ_ISA")?;
             let have: Vec<&str> = Isa::available().iter().map(|i| i.name()).collect();

@@ -52,6 +52,8 @@ pub struct EvalArgs {
     /// Directory with the IDX files (default: intq's data cache, see `intq data fetch`).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub data_flags: crate::data_cmd::DataFlags,
     /// The QAT checkpoint the model was converted from: adds float and fake-quant accuracy,
     /// top-1 mismatches, LSB differences and the per-layer SQNR table (MODEL must be a model).
     #[arg(long)]
@@ -97,6 +99,8 @@ pub struct PtqArgs {
     pub data: Option<String>,
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub data_flags: crate::data_cmd::DataFlags,
     /// The `.intq` model to write.
     #[arg(long)]
     pub out: PathBuf,
@@ -162,8 +166,13 @@ pub fn run(cmd: ConvertCommand) -> Result<()> {
             let q = quant_cfg(&a.scheme, a.bits_a, a.bits_w, a.per_channel)?;
             let method = calib_method(&a.method, a.percentile)?;
             let l = fidelity::load_ckpt(&a.from)?;
-            let (_, data) =
-                fidelity::load_for_ckpt(&l, &a.from, a.data.as_deref(), a.data_dir.as_deref())?;
+            let (_, data, _) = fidelity::load_for_ckpt(
+                &l,
+                &a.from,
+                a.data.as_deref(),
+                a.data_dir.as_deref(),
+                &a.data_flags,
+            )?;
             drop(l);
             let m = ptq(&a.from, &data.train, a.calib, method, &q, &a.out)?;
             println!(
@@ -191,6 +200,7 @@ pub fn run(cmd: ConvertCommand) -> Result<()> {
                 model: a.ckpt,
                 data: a.data,
                 data_dir: a.data_dir,
+                data_flags: Default::default(),
                 compare: None,
                 limit: a.limit_test,
                 json: false,
@@ -380,7 +390,10 @@ fn eval(a: EvalArgs) -> Result<()> {
         .unwrap_or(&a.model)
         .display()
         .to_string();
-    let data = fidelity::load_for(&name, a.data_dir.as_deref(), &input, &what)?;
+    let opts = a
+        .data_flags
+        .resolve(loaded.as_ref().and_then(|l| l.meta.data.as_ref()), 0);
+    let data = fidelity::load_for(&name, a.data_dir.as_deref(), &input, &what, &opts)?;
     let limit = a.limit.unwrap_or(data.test.len);
     let progress = !a.json;
     let model_name = a.model.display().to_string();
@@ -441,8 +454,13 @@ fn eval_checkpoint(a: &EvalArgs) -> Result<()> {
     // The fake-quant pass runs on the kernel tier INTQ_ISA selects: refuse a bad value.
     intq_kernels::KernelTier::from_env().context("INTQ_ISA")?;
     let l = fidelity::load_ckpt(&a.model)?;
-    let (name, data) =
-        fidelity::load_for_ckpt(&l, &a.model, a.data.as_deref(), a.data_dir.as_deref())?;
+    let (name, data, _) = crate::data_cmd::load_test_for_ckpt(
+        &l,
+        &a.model,
+        a.data.as_deref(),
+        a.data_dir.as_deref(),
+        &a.data_flags,
+    )?;
     let test = data.test.subset(a.limit.unwrap_or(data.test.len));
     let chw = test.images_chw();
     let acc = intq_train::evaluate(
@@ -480,6 +498,9 @@ fn eval_checkpoint(a: &EvalArgs) -> Result<()> {
             acc * 100.0,
             test.len
         );
+        if let Some(d) = &l.meta.data {
+            println!("{}", crate::data_cmd::describe_meta(d));
+        }
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+use crate::data_cmd::{DataFlags, DataOpts};
 use anyhow::{bail, Context, Result};
 use intq_data::image_folder::{ImageFolderOptions, Resize};
 use intq_data::source::{self, DataSpec, OpenOptions, Origin};
@@ -75,15 +76,26 @@ pub fn load_opened(
     fetch: bool,
     image: ImageFolderOptions,
 ) -> Result<source::Opened> {
+    load_opened_with(name, dir, fetch, image, &DataOpts::plain())
+}
+
+/// [`load_opened`] with the data options (held-out split, label set, skipping bad pictures).
+pub fn load_opened_with(
+    name: &str,
+    dir: Option<&Path>,
+    fetch: bool,
+    image: ImageFolderOptions,
+    data: &DataOpts,
+) -> Result<source::Opened> {
     let dir = dir
         .map(Path::to_path_buf)
         .unwrap_or_else(intq_data::default_data_dir);
     let spec = DataSpec::parse(name);
-    let opts = OpenOptions {
+    let opts = data.apply(OpenOptions {
         data_dir: dir.clone(),
         image,
         ..OpenOptions::default()
-    };
+    });
     let opened = match (&spec, source::open(&spec, &opts)) {
         (_, Ok(o)) => o,
         (DataSpec::Registry(kind), Err(e)) if fetch => {
@@ -115,12 +127,7 @@ pub fn load_opened(
     for w in &opened.report.warnings {
         eprintln!("warning: {name}: {w}");
     }
-    if !opened.report.skipped.is_empty() {
-        eprintln!(
-            "warning: {name}: {} pictures or folders left out",
-            opened.report.skipped.len()
-        );
-    }
+    crate::data_cmd::log_report(name, &opened.report);
     Ok(opened)
 }
 
@@ -215,7 +222,13 @@ pub fn conform(split: Split, shape: [usize; 3], rule: Resize) -> Result<Split> {
 
 /// Loads `name` for a network taking `input` and converts both splits to its input; data of
 /// another class count is an error saying what differs.
-pub fn load_for(name: &str, dir: Option<&Path>, input: &InputSpec, what: &str) -> Result<Dataset> {
+pub fn load_for(
+    name: &str,
+    dir: Option<&Path>,
+    input: &InputSpec,
+    what: &str,
+    data: &DataOpts,
+) -> Result<Dataset> {
     let [c, h, w] = input.shape;
     let image = ImageFolderOptions {
         size: Some((h, w)),
@@ -223,7 +236,7 @@ pub fn load_for(name: &str, dir: Option<&Path>, input: &InputSpec, what: &str) -
         resize: input.resize,
         ..ImageFolderOptions::default()
     };
-    let opened = load_opened(name, dir, false, image)?;
+    let opened = load_opened_with(name, dir, false, image, data)?;
     let stored = stored_shape(&opened);
     conform_dataset(opened.dataset, input, name, what, &stored)
 }
@@ -280,17 +293,28 @@ pub fn image_set_chw<'a>(s: &'a Split, chw: &'a [u8]) -> ImageSet<'a> {
 }
 
 /// The data for checkpoint `l` (read from `ckpt`): `--data` when given, else the source it
-/// records, converted to the input it was trained at. Returns the source's name with it.
+/// records, converted to the input it was trained at and read with the options it records
+/// (held-out split, label set) unless `flags` say otherwise. Returns the source's name and
+/// those options with it.
 pub fn load_for_ckpt(
     l: &Loaded,
     ckpt: &Path,
     flag: Option<&str>,
     dir: Option<&Path>,
-) -> Result<(String, Dataset)> {
+    flags: &DataFlags,
+) -> Result<(String, Dataset, DataOpts)> {
     let recorded = l.meta.data.as_ref().map(|d| d.source.as_str());
     let name = data_for(flag, recorded, ckpt);
-    let data = load_for(&name, dir, &ckpt_input(l), &ckpt.display().to_string())?;
-    Ok((name, data))
+    // Checkpoints that record no split seed were drawn with seed 0.
+    let opts = flags.resolve(l.meta.data.as_ref(), 0);
+    let data = load_for(
+        &name,
+        dir,
+        &ckpt_input(l),
+        &ckpt.display().to_string(),
+        &opts,
+    )?;
+    Ok((name, data, opts))
 }
 
 /// The data set a command runs on: `--data` when given (with a warning when the checkpoint

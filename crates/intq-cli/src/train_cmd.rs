@@ -10,10 +10,15 @@ use intq_data::Split;
 use intq_train::augment::Augment;
 use intq_train::checkpoint;
 use intq_train::checkpoint::DataMeta;
+
+use crate::data_cmd::{self, DataFlags, DataOpts, Loader, PREFETCH_DEPTH};
 use intq_train::dist::Collective;
 use intq_train::layers::{LayerOpts, QuantCfg, RangeMode};
+use intq_train::prefetch::BatchSource;
 use intq_train::trainer::{train_ranks, Observer, Start, TrainConfig};
+use intq_train::trainer::{ImageSet, TrainData};
 use intq_train::{train_device, Arch, Net};
+use std::sync::Arc;
 
 /// Options every training command shares.
 #[derive(clap::Args, Debug, Clone)]
@@ -28,6 +33,14 @@ pub struct Common {
     /// `intq data fetch`).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    data_flags: DataFlags,
+    /// How training pictures reach the trainer: memory (decode every picture up front),
+    /// stream (image folders: decode batch by batch on a background thread, a few batches
+    /// ahead of the step, for data larger than memory; the same run bit for bit) or auto
+    /// (stream image folders whose decoded pixels would pass 2 GiB).
+    #[arg(long, value_enum, default_value = "auto")]
+    loader: Loader,
     /// Epochs of this run.
     #[arg(long)]
     epochs: Option<usize>,
@@ -85,9 +98,10 @@ pub struct Common {
     /// Augment the training images (never the test images): a comma list of crop:P (pad every
     /// side by P zero pixels, then cut out a random window of the input size) and flip (mirror
     /// left-right with probability 1/2), e.g. crop:4,flip; none by default. The draws come from
-    /// --seed, the epoch and the image, so a seed repeats them (give --resume the same SPEC).
-    #[arg(long, value_name = "SPEC", default_value = "none", value_parser = parse_augment)]
-    augment: Augment,
+    /// --seed, the epoch and the image, so a seed repeats them. Recorded in the checkpoint:
+    /// --resume and qat --from take the recorded SPEC unless given another.
+    #[arg(long, value_name = "SPEC", value_parser = parse_augment)]
+    augment: Option<Augment>,
     /// Continue the run whose checkpoint is OUT.
     #[arg(long)]
     resume: bool,
@@ -201,29 +215,133 @@ struct Data {
     test: Split,
     train_chw: Vec<u8>,
     test_chw: Vec<u8>,
+    /// Where the training pixels come from when streamed (`train` then holds only labels).
+    stream: Option<Arc<dyn BatchSource>>,
 }
 
 impl Data {
-    fn new(ds: intq_data::Dataset, limit_train: Option<usize>, limit_test: Option<usize>) -> Self {
-        let train = ds.train.subset(limit_train.unwrap_or(usize::MAX));
+    /// `stream`, when given, already holds only the first `limit_train` training pictures.
+    fn new(
+        ds: intq_data::Dataset,
+        limit_train: Option<usize>,
+        limit_test: Option<usize>,
+        stream: Option<Arc<dyn BatchSource>>,
+    ) -> Self {
+        let train = match stream {
+            Some(_) => ds.train,
+            None => ds.train.subset(limit_train.unwrap_or(usize::MAX)),
+        };
         let test = ds.test.subset(limit_test.unwrap_or(usize::MAX));
         Data {
-            train_chw: train.images_chw(),
+            train_chw: if stream.is_some() {
+                Vec::new()
+            } else {
+                train.images_chw()
+            },
             test_chw: test.images_chw(),
             train,
             test,
+            stream,
+        }
+    }
+
+    /// The trainer's view of the training images: `set` (this data's in memory), or the stream.
+    fn feed<'a>(&self, set: &'a ImageSet<'a>) -> TrainData<'a> {
+        match &self.stream {
+            Some(s) => TrainData::Stream {
+                source: s.clone(),
+                depth: PREFETCH_DEPTH,
+            },
+            None => TrainData::Memory(set),
         }
     }
 }
 
-/// What a checkpoint records about the data of a run on `source` with `input`.
-fn data_meta(source: &str, input: &fidelity::InputSpec, ds_classes: &[String]) -> DataMeta {
-    DataMeta {
+/// `name` for a network taking `input`: streamed when `loader` says so (see
+/// [`data_cmd::open_stream`]), else loaded and converted by [`fidelity::load_for`].
+fn load_train_data(
+    name: &str,
+    dir: Option<&std::path::Path>,
+    input: &fidelity::InputSpec,
+    what: &str,
+    opts: &DataOpts,
+    c: &Common,
+) -> Result<(intq_data::Dataset, Option<Arc<dyn BatchSource>>)> {
+    let [ch, h, w] = input.shape;
+    let streamed = data_cmd::open_stream(
+        name,
+        dir,
+        ch,
+        Some((h, w)),
+        input.resize,
+        opts,
+        c.loader,
+        c.limit_train,
+    )?;
+    match streamed {
+        // Another class count: the usual load says what differs.
+        Some((ds, src)) if ds.test.num_classes() == input.classes => Ok((ds, Some(src))),
+        _ => Ok((fidelity::load_for(name, dir, input, what, opts)?, None)),
+    }
+}
+
+/// What a checkpoint records about the data of a run on `ds` (named `source`) with `input`,
+/// read with `opts` and augmented by `augment`.
+fn data_meta(
+    source: &str,
+    input: &fidelity::InputSpec,
+    ds: &intq_data::Dataset,
+    opts: &DataOpts,
+    augment: Augment,
+) -> DataMeta {
+    let mut m = DataMeta {
         source: source.to_string(),
         input: Some(input.shape),
         classes: Some(input.classes),
         resize: Some(fidelity::resize_name(input.resize).to_string()),
-        class_names: ds_classes.to_vec(),
+        class_names: ds.class_names().to_vec(),
+        augment: (!augment.is_none()).then(|| augment_spec(augment)),
+        ..DataMeta::default()
+    };
+    opts.record(&mut m, format_of(ds));
+    m
+}
+
+/// The format of a loaded data set (`None`: a registry data set).
+fn format_of(ds: &intq_data::Dataset) -> Option<intq_data::Format> {
+    match &ds.origin {
+        intq_data::Origin::Path { format, .. } => Some(*format),
+        intq_data::Origin::Registry(_) => None,
+    }
+}
+
+/// `--augment`'s spelling of `a`, which [`parse_augment`] reads back.
+pub fn augment_spec(a: Augment) -> String {
+    let mut parts = Vec::new();
+    if let Some(p) = a.crop {
+        parts.push(format!("crop:{p}"));
+    }
+    if a.flip {
+        parts.push("flip".to_string());
+    }
+    if parts.is_empty() {
+        "none".to_string()
+    } else {
+        parts.join(",")
+    }
+}
+
+/// `--augment` when given, else what `recorded` (the checkpoint continued) applied, else none.
+fn augment_for(flag: Option<Augment>, recorded: Option<&DataMeta>) -> Result<Augment> {
+    match (flag, recorded.and_then(|d| d.augment.as_deref())) {
+        (Some(a), _) => Ok(a),
+        (None, Some(spec)) => {
+            let a = parse_augment(spec)
+                .map_err(|e| anyhow::anyhow!("the checkpoint's augmentation {spec:?}: {e}"))?;
+            eprintln!("augment: {spec} (as recorded in the checkpoint)");
+            Ok(a)
+        }
+        (None, None) => Ok(Augment::default()),
     }
 }
 
@@ -252,7 +370,7 @@ fn config(c: &Common, arch: Arch, epochs: usize, lr: f64) -> TrainConfig {
         max_steps: c.max_steps,
         shards: c.shards.unwrap_or(intq_train::trainer::DEFAULT_SHARDS),
         data: None,
-        augment: c.augment,
+        augment: c.augment.unwrap_or_default(),
     }
 }
 
@@ -355,7 +473,7 @@ fn train_with_curve(
             on_epoch: Some(&mut on_epoch),
         },
         start,
-        &fidelity::image_set_chw(&data.train, &data.train_chw),
+        data.feed(&fidelity::image_set_chw(&data.train, &data.train_chw)),
         Some(&fidelity::image_set_chw(&data.test, &data.test_chw)),
         device,
         comm,
@@ -410,12 +528,39 @@ fn run_train(a: TrainArgs, comm: &dyn Collective) -> Result<()> {
                 .unwrap_or_default(),
         })
     });
-    let (ds, input) = match resumed {
-        Some(input) => (
-            fidelity::load_for(&name, dir, &input, &cfg.out.display().to_string())?,
-            input,
-        ),
-        None => {
+    let data_opts = c.data_flags.resolve(recorded.as_ref(), c.seed);
+    cfg.augment = augment_for(c.augment, recorded.as_ref())?;
+    let mut stream = None;
+    let fresh_stream = match resumed {
+        Some(_) => None,
+        None => data_cmd::open_stream(
+            &name,
+            dir,
+            arch.channels(),
+            a.input_size.or(arch.native_size()),
+            a.resize,
+            &data_opts,
+            c.loader,
+            c.limit_train,
+        )?,
+    };
+    let (ds, input) = match (resumed, fresh_stream) {
+        (Some(input), _) => {
+            let what = cfg.out.display().to_string();
+            let (ds, s) = load_train_data(&name, dir, &input, &what, &data_opts, c)?;
+            stream = s;
+            (ds, input)
+        }
+        (None, Some((ds, s))) => {
+            stream = Some(s);
+            let input = fidelity::InputSpec {
+                shape: [arch.channels(), ds.train.rows, ds.train.cols],
+                classes: ds.test.num_classes(),
+                resize: a.resize,
+            };
+            (ds, input)
+        }
+        (None, None) => {
             let size = a.input_size.or(arch.native_size());
             let image = ImageFolderOptions {
                 size,
@@ -423,7 +568,7 @@ fn run_train(a: TrainArgs, comm: &dyn Collective) -> Result<()> {
                 resize: a.resize,
                 ..ImageFolderOptions::default()
             };
-            let opened = fidelity::load_opened(&name, dir, false, image)?;
+            let opened = fidelity::load_opened_with(&name, dir, false, image, &data_opts)?;
             let stored = fidelity::stored_shape(&opened);
             let ds = opened.dataset;
             let (h, w) = size.unwrap_or((ds.train.rows, ds.train.cols));
@@ -439,8 +584,9 @@ fn run_train(a: TrainArgs, comm: &dyn Collective) -> Result<()> {
             )
         }
     };
-    cfg.data = Some(data_meta(&name, &input, ds.class_names()));
-    let data = Data::new(ds, c.limit_train, c.limit_test);
+    data_opts.check(format_of(&ds), &c.data_flags)?;
+    cfg.data = Some(data_meta(&name, &input, &ds, &data_opts, cfg.augment));
+    let data = Data::new(ds, c.limit_train, c.limit_test, stream);
     let device = train_device();
     let start = if c.resume {
         resume(&mut cfg, c.shards, comm)?
@@ -517,12 +663,29 @@ fn run_qat(a: QatArgs, comm: &dyn Collective) -> Result<()> {
             a.from.display()
         );
     }
-    let (name, ds) =
-        fidelity::load_for_ckpt(&from, &a.from, c.data.as_deref(), c.data_dir.as_deref())?;
+    // The data and options the float run recorded, unless given others (checkpoints that
+    // record no split seed were drawn with seed 0).
     let input = fidelity::ckpt_input(&from);
+    let data_opts = c.data_flags.resolve(from.meta.data.as_ref(), 0);
+    let name = fidelity::data_for(
+        c.data.as_deref(),
+        from.meta.data.as_ref().map(|d| d.source.as_str()),
+        &a.from,
+    );
+    let what = a.from.display().to_string();
+    let dir = c.data_dir.as_deref();
+    let (ds, stream) = load_train_data(&name, dir, &input, &what, &data_opts, c)?;
+    data_opts.check(format_of(&ds), &c.data_flags)?;
     let mut cfg = config(c, from.meta.arch, 3, 0.005);
-    cfg.data = Some(data_meta(&name, &input, ds.class_names()));
-    let data = Data::new(ds, c.limit_train, c.limit_test);
+    // A resumed QAT run continues its own record; a fresh one takes the float run's.
+    let recorded = if c.resume {
+        fidelity::recorded_meta(&cfg.out)
+    } else {
+        from.meta.data.clone()
+    };
+    cfg.augment = augment_for(c.augment, recorded.as_ref())?;
+    cfg.data = Some(data_meta(&name, &input, &ds, &data_opts, cfg.augment));
+    let data = Data::new(ds, c.limit_train, c.limit_test, stream);
     cfg.quant = Some(q);
     cfg.freeze_bn_after = a.freeze_bn_after;
     cfg.freeze_observers_after = a.freeze_observers_after;

@@ -84,7 +84,7 @@ pub struct FileMeta {
 
 /// The data a run trained on, as stored: where it came from and what the network was given.
 /// Fields absent in older files are `None`: the architecture's own input and class count.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DataMeta {
     /// A registry name (`mnist`, `fashion-mnist`) or a path, as given on the command line.
     pub source: String,
@@ -95,6 +95,16 @@ pub struct DataMeta {
     pub resize: Option<String>,
     /// Class names in label order (empty: not recorded).
     pub class_names: Vec<String>,
+    /// Fraction of each class held out of a folder without `val/` or `test/`, and the seed of
+    /// that draw, so that evaluation holds out the same pictures.
+    pub val_split: Option<f64>,
+    pub split_seed: Option<u64>,
+    /// CIFAR-100 label set: `fine` or `coarse`.
+    pub labels: Option<String>,
+    /// Pictures that could not be read were left out rather than failing the load.
+    pub skip_bad: bool,
+    /// Training-time augmentation as `--augment` spells it (`crop:4,flip`); `None`: none.
+    pub augment: Option<String>,
 }
 
 impl From<&str> for DataMeta {
@@ -118,6 +128,9 @@ impl From<String> for DataMeta {
 /// The resize rules `DataMeta::resize` may name.
 pub const RESIZE_RULES: [&str; 2] = ["stretch", "crop"];
 
+/// The label sets `DataMeta::labels` may name.
+pub const LABEL_SETS: [&str; 2] = ["fine", "coarse"];
+
 /// Largest input side and class count a checkpoint may record (labels are bytes).
 const MAX_SIDE: usize = 1 << 15;
 const MAX_CLASSES: usize = 256;
@@ -137,6 +150,21 @@ impl DataMeta {
         // One name a line; names that cannot be stored so are left out altogether.
         if !self.class_names.is_empty() && self.class_names.iter().all(|n| !n.contains('\n')) {
             m.insert("data.class_names".into(), self.class_names.join("\n"));
+        }
+        if let Some(f) = self.val_split {
+            m.insert("data.val_split".into(), f.to_string());
+        }
+        if let Some(s) = self.split_seed {
+            m.insert("data.split_seed".into(), s.to_string());
+        }
+        if let Some(l) = &self.labels {
+            m.insert("data.labels".into(), l.clone());
+        }
+        if self.skip_bad {
+            m.insert("data.skip_bad".into(), "1".into());
+        }
+        if let Some(a) = &self.augment {
+            m.insert("data.augment".into(), a.clone());
         }
     }
 
@@ -189,12 +217,44 @@ impl DataMeta {
         if !class_names.is_empty() && classes.is_some_and(|k| k != class_names.len()) {
             return Err(bad("data.class_names"));
         }
+        let val_split = match m.get("data.val_split") {
+            None => None,
+            Some(s) => match s.parse::<f64>() {
+                Ok(f) if (0.0..1.0).contains(&f) => Some(f),
+                _ => return Err(bad("data.val_split")),
+            },
+        };
+        let split_seed = match m.get("data.split_seed") {
+            None => None,
+            Some(s) => Some(s.parse::<u64>().map_err(|_| bad("data.split_seed"))?),
+        };
+        let labels = match m.get("data.labels") {
+            None => None,
+            Some(l) if LABEL_SETS.contains(&l.as_str()) => Some(l.clone()),
+            Some(_) => return Err(bad("data.labels")),
+        };
+        let skip_bad = match m.get("data.skip_bad").map(String::as_str) {
+            None | Some("0") => false,
+            Some("1") => true,
+            Some(_) => return Err(bad("data.skip_bad")),
+        };
+        // Parsed by the command that applies it; here only kept printable and short.
+        let augment = match m.get("data.augment") {
+            None => None,
+            Some(a) if a.len() <= 256 && !a.chars().any(char::is_control) => Some(a.clone()),
+            Some(_) => return Err(bad("data.augment")),
+        };
         Ok(Some(DataMeta {
             source: source.clone(),
             input,
             classes,
             resize,
             class_names,
+            val_split,
+            split_seed,
+            labels,
+            skip_bad,
+            augment,
         }))
     }
 }
