@@ -162,6 +162,18 @@ pub fn run(cmd: ConvertCommand) -> Result<()> {
             Ok(())
         }
         ConvertCommand::Eval(a) => eval(a),
+        ConvertCommand::Ptq(a) if crate::onnx_cmd::is_onnx(&a.from) => crate::onnx_cmd::ptq(
+            &a.from,
+            a.data.as_deref(),
+            a.data_dir.as_deref(),
+            a.calib,
+            &a.method,
+            &a.scheme,
+            a.per_channel,
+            a.bits_a,
+            a.bits_w,
+            &a.out,
+        ),
         ConvertCommand::Ptq(a) => {
             let q = quant_cfg(&a.scheme, a.bits_a, a.bits_w, a.per_channel)?;
             let method = calib_method(&a.method, a.percentile)?;

@@ -179,48 +179,13 @@ pub fn qat(o: &QatOptions) -> Result<()> {
     let device = train_device();
     let mut net = GraphNet::from_graph(&graph, LayerOpts::default(), &device)
         .with_context(|| format!("--from {from}"))?;
-    let [c, h, w] = net.input_shape;
     let classes = graph.value(net.logits).shape[1];
     let Some(name) = o.data else {
         bail!("--from {from} is an ONNX model: name its training data with --data");
     };
-    let opts = OpenOptions {
-        data_dir: o
-            .data_dir
-            .map(Path::to_path_buf)
-            .unwrap_or_else(intq_data::default_data_dir),
-        image: ImageFolderOptions {
-            size: Some((h, w)),
-            channels: Some(c),
-            ..ImageFolderOptions::default()
-        },
-        cifar100_coarse: false,
-        num_classes: None,
-        use_manifest: false,
-    };
-    let ds = intq_data::source::open(&DataSpec::parse(name), &opts)
-        .with_context(|| format!("--data {name}"))?
-        .dataset;
-    let train = ds.train.subset(o.limit_train.unwrap_or(usize::MAX));
-    let test = ds.test.subset(o.limit_test.unwrap_or(usize::MAX));
-    for (what, s) in [("training", &train), ("test", &test)] {
-        if [s.channels, s.rows, s.cols] != [c, h, w] {
-            bail!(
-                "--data {name}: {what} pictures are {}x{}x{}, {from} takes {c}x{h}x{w}",
-                s.channels,
-                s.rows,
-                s.cols
-            );
-        }
-    }
-    if train.num_classes() != classes || train.len == 0 {
-        bail!(
-            "--data {name} has {} classes and {} training pictures; {from} predicts {classes} \
-             classes",
-            train.num_classes(),
-            train.len
-        );
-    }
+    let (train, test) = load_data(name, o.data_dir, &net, classes, o.from)?;
+    let train = train.subset(o.limit_train.unwrap_or(usize::MAX));
+    let test = test.subset(o.limit_test.unwrap_or(usize::MAX));
     let (train_chw, test_chw) = (train.images_chw(), test.images_chw());
     let epochs = o.epochs.unwrap_or(3);
     let lr = o.lr.unwrap_or(0.005);
@@ -281,6 +246,109 @@ pub fn qat(o: &QatOptions) -> Result<()> {
             o.out.display()
         );
     }
+    Ok(())
+}
+
+/// `--data NAME` with its pictures brought to `net`'s input (channels and size), checked
+/// against its class count: the training and test splits.
+fn load_data(
+    name: &str,
+    data_dir: Option<&Path>,
+    net: &GraphNet,
+    classes: usize,
+    model: &Path,
+) -> Result<(intq_data::Split, intq_data::Split)> {
+    let from = model.display();
+    let [c, h, w] = net.input_shape;
+    let opts = OpenOptions {
+        data_dir: data_dir
+            .map(Path::to_path_buf)
+            .unwrap_or_else(intq_data::default_data_dir),
+        image: ImageFolderOptions {
+            size: Some((h, w)),
+            channels: Some(c),
+            ..ImageFolderOptions::default()
+        },
+        cifar100_coarse: false,
+        num_classes: None,
+        use_manifest: false,
+    };
+    let ds = intq_data::source::open(&DataSpec::parse(name), &opts)
+        .with_context(|| format!("--data {name}"))?
+        .dataset;
+    for (what, s) in [("training", &ds.train), ("test", &ds.test)] {
+        if [s.channels, s.rows, s.cols] != [c, h, w] {
+            bail!(
+                "--data {name}: {what} pictures are {}x{}x{}, {from} takes {c}x{h}x{w}",
+                s.channels,
+                s.rows,
+                s.cols
+            );
+        }
+    }
+    if ds.train.num_classes() != classes || ds.train.len == 0 {
+        bail!(
+            "--data {name} has {} classes and {} training pictures; {from} predicts {classes} \
+             classes",
+            ds.train.num_classes(),
+            ds.train.len
+        );
+    }
+    Ok((ds.train, ds.test))
+}
+
+/// `intq ptq --from MODEL.onnx`: min/max calibration of the imported float network on the
+/// first `calib` training pictures of `--data` (as `p/255` NCHW), then conversion (f32 edges).
+#[allow(clippy::too_many_arguments)]
+pub fn ptq(
+    model: &Path,
+    data: Option<&str>,
+    data_dir: Option<&Path>,
+    calib: usize,
+    method: &str,
+    scheme: &str,
+    per_channel: bool,
+    bits_a: u8,
+    bits_w: u8,
+    out: &Path,
+) -> Result<()> {
+    let from = model.display();
+    if method != "minmax" {
+        bail!("--method {method}: an imported network calibrates with minmax only for now");
+    }
+    let q = quant_cfg(scheme, bits_a, bits_w, per_channel)?;
+    let graph = intq_onnx::load(model).with_context(|| format!("--from {from}"))?;
+    let device = train_device();
+    let net = GraphNet::from_graph(&graph, LayerOpts::default(), &device)
+        .with_context(|| format!("--from {from}"))?;
+    let classes = graph.value(net.logits).shape[1];
+    let Some(name) = data else {
+        bail!("--from {from} is an ONNX model: name its calibration data with --data");
+    };
+    let (train, _) = load_data(name, data_dir, &net, classes, model)?;
+    let train = train.subset(calib);
+    let chw = train.images_chw();
+    let batches: Vec<(Vec<f32>, usize)> = (0..train.len)
+        .collect::<Vec<_>>()
+        .chunks(64)
+        .map(|idx| (batch(&train, &chw, idx).0, idx.len()))
+        .collect();
+    net.calibrate_minmax(&batches, &device)
+        .with_context(|| format!("calibrating {from}"))?;
+    let q = QuantCfg {
+        freeze_bn: true,
+        ..q
+    };
+    let int_graph = intq_train::graph_export::export_graph(&net, &q)
+        .with_context(|| format!("quantizing {from}"))?;
+    let m = Model::new(int_graph).with_context(|| format!("quantizing {from}"))?;
+    m.save(out)?;
+    println!(
+        "wrote {} ({} ops), calibrated on {} images (minmax)",
+        out.display(),
+        m.graph().ops().len(),
+        train.len
+    );
     Ok(())
 }
 

@@ -198,3 +198,46 @@ fn qat_from_onnx_then_convert_equals_the_fake_quant_model() {
     }
     assert_eq!(max_lsb, 0.0);
 }
+
+#[test]
+fn ptq_from_onnx_approximates_the_float_model() {
+    let dir = common::scratch("onnx_cli", "ptq");
+    let data = dir.join("rgb.npz");
+    write_rgb_npz(&data, 32, 4);
+    let m = dir.join("p.intq");
+    let out = intq(&[
+        "ptq",
+        "--from",
+        fixture("resnet_tiny.onnx").to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--calib",
+        "32",
+        "--out",
+        m.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The integer model against ONNX Runtime's float outputs on the fixture's inputs.
+    let engine = intq_engine::Model::load(&m).unwrap();
+    let (shape, x) = read_f32(&fixture("resnet_tiny.input.npy"));
+    let (_, want) = read_f32(&fixture("resnet_tiny.output.npy"));
+    let (c, hw) = (shape[1], shape[2] * shape[3]);
+    let per = c * hw;
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (img, want) in x.chunks(per).zip(want.chunks(want.len() / shape[0])) {
+        let nhwc: Vec<f32> = (0..per).map(|k| img[(k % c) * hw + k / c]).collect();
+        let got = match &engine.run(&[intq_engine::TensorData::F32(nhwc)]).unwrap()[0] {
+            intq_engine::TensorData::F32(v) => v.clone(),
+            other => panic!("{other:?}"),
+        };
+        let diff = got
+            .iter()
+            .zip(want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(diff < 0.1 * scale, "{diff} of {scale}");
+    }
+}

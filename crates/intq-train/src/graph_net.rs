@@ -382,6 +382,17 @@ impl GraphNet {
     /// The logits `[N, classes]` (before the graph's trailing Softmax, if any) of `x`, the
     /// input as the ONNX model takes it.
     pub fn forward(&self, x: Tensor<4>, ctx: &Ctx) -> Result<Tensor<2>, TrainError> {
+        self.forward_tapped(x, ctx, &mut |_, _| {})
+    }
+
+    /// [`GraphNet::forward`] handing `tap` the input (as `None`) and each layer's output (as
+    /// `Some(layer index)`).
+    pub fn forward_tapped(
+        &self,
+        x: Tensor<4>,
+        ctx: &Ctx,
+        tap: &mut dyn FnMut(Option<usize>, &Act),
+    ) -> Result<Tensor<2>, TrainError> {
         let n_values = self
             .steps
             .iter()
@@ -398,7 +409,9 @@ impl GraphNet {
             + 1;
         let mut vals: Vec<Option<Act>> = vec![None; n_values];
         let (x, q) = self.input.apply(x, ctx)?;
-        vals[self.input_value] = Some(Act { x, q });
+        let input = Act { x, q };
+        tap(None, &input);
+        vals[self.input_value] = Some(input);
         let get = |vals: &Vec<Option<Act>>, v: ValueId| -> Result<Act, TrainError> {
             vals[v].clone().ok_or_else(|| {
                 TrainError::Config(format!("activation {v} used before it is computed"))
@@ -442,6 +455,7 @@ impl GraphNet {
                             }
                         }
                     };
+                    tap(Some(*layer), &y);
                     vals[*output] = Some(y);
                 }
             }
@@ -475,6 +489,68 @@ impl GraphNet {
         let layers = std::mem::take(&mut self.layers);
         self.layers = sgd::step(layers, grads, vel, step);
         Ok(value)
+    }
+
+    /// The observer of the input (`None`) or of layer `k`'s output (pools have none: they keep
+    /// their input's params).
+    fn observer(&self, k: Option<usize>) -> Option<&EmaObserver> {
+        match k.map(|k| &self.layers[k]) {
+            None => Some(&self.input),
+            Some(Layer::Conv(l)) => Some(&l.out_obs),
+            Some(Layer::Linear(l)) => Some(&l.out_obs),
+            Some(Layer::Add(l)) => Some(&l.out_obs),
+            Some(Layer::Concat(l)) => Some(&l.out_obs),
+            Some(Layer::Pool(_)) => None,
+        }
+    }
+
+    /// Post-training calibration: sets every observer to the min/max its tensor holds when the
+    /// float network (BN on its moving statistics) runs `batches` (each `n` images NCHW).
+    pub fn calibrate_minmax(
+        &self,
+        batches: &[(Vec<f32>, usize)],
+        device: &Device,
+    ) -> Result<(), TrainError> {
+        let mut ranges: Vec<(f32, f32)> =
+            vec![(f32::INFINITY, f32::NEG_INFINITY); self.layers.len() + 1];
+        let [c, h, w] = self.input_shape;
+        for (x, n) in batches {
+            if x.len() != n * c * h * w {
+                return Err(TrainError::Data(format!(
+                    "{} values for {n} images of {c}x{h}x{w}",
+                    x.len()
+                )));
+            }
+            let x = Tensor::from_data(TensorData::new(x.clone(), [*n, c, h, w]), device);
+            let mut failed = None;
+            self.forward_tapped(x, &Ctx::eval(None), &mut |k, a| {
+                let slot = k.map_or(0, |k| k + 1);
+                for v in host_vec(a.x.clone()) {
+                    if !v.is_finite() {
+                        failed.get_or_insert(slot);
+                    }
+                    let r = &mut ranges[slot];
+                    *r = (r.0.min(v), r.1.max(v));
+                }
+            })?;
+            if let Some(slot) = failed {
+                return Err(TrainError::NonFinite(format!(
+                    "calibration: activation of layer {slot}"
+                )));
+            }
+        }
+        for (slot, &(lo, hi)) in ranges.iter().enumerate() {
+            let k = slot.checked_sub(1);
+            if let Some(obs) = self.observer(k) {
+                if !(lo.is_finite() && hi.is_finite()) {
+                    return Err(TrainError::Config(
+                        "calibration: no calibration images".into(),
+                    ));
+                }
+                obs.set_range(lo, hi);
+            }
+        }
+        Ok(())
     }
 
     /// [`GraphNet::train_step`] on host data: `labels.len()` images NCHW in `x`.

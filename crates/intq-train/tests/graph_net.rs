@@ -105,7 +105,8 @@ fn fake_quant_mode_observes_and_quantizes_every_layer() {
 }
 
 /// Fine-tunes fixture `name` with `qat_steps` QAT steps on its own inputs (fixed labels), or
-/// with none only observes ranges in one frozen-BN training forward; converts; and compares the
+/// with none only observes ranges in one frozen-BN training forward, or with `u64::MAX`
+/// calibrates the float network (PTQ); converts; and compares the
 /// integer engine's logits with the exact fake-quant evaluation image by image: (top-1
 /// mismatches, max LSB).
 fn integer_vs_fake_quant(name: &str, quant: intq_train::QuantCfg, qat_steps: u64) -> (usize, i64) {
@@ -116,13 +117,16 @@ fn integer_vs_fake_quant(name: &str, quant: intq_train::QuantCfg, qat_steps: u64
     let g = intq_onnx::load(&fixture(&format!("{name}.onnx"))).unwrap();
     let mut net = GraphNet::from_graph(&g, LayerOpts::default(), &device).unwrap();
     let quant = intq_train::QuantCfg {
-        freeze_bn: qat_steps == 0,
+        freeze_bn: qat_steps == 0 || qat_steps == u64::MAX,
         ..quant
     };
     let (shape, x) = npy(fixture(&format!("{name}.input.npy")));
     let [n, c, h, w] = [shape[0], shape[1], shape[2], shape[3]];
     let batch: Tensor<4> = Tensor::from_data(TensorData::new(x.clone(), [n, c, h, w]), &device);
-    if qat_steps == 0 {
+    if qat_steps == u64::MAX {
+        // Post-training: min/max calibration of the float network on the same images.
+        net.calibrate_minmax(&[(x.clone(), n)], &device).unwrap();
+    } else if qat_steps == 0 {
         let train = Ctx {
             training: true,
             step: 0,
@@ -223,6 +227,22 @@ fn after_qat_steps_the_integer_model_equals_the_fake_quant_model() {
             intq_train::QuantCfg::int8(8, 8, true).unwrap(),
         ] {
             assert_eq!(integer_vs_fake_quant(name, quant, 6), (0, 0), "{name}");
+        }
+    }
+}
+
+#[test]
+fn after_ptq_calibration_the_integer_model_equals_the_fake_quant_model() {
+    for name in ["resnet_tiny", "mobilenetv2_qat"] {
+        for quant in [
+            intq_train::QuantCfg::uint8(8, 8).unwrap(),
+            intq_train::QuantCfg::int8(8, 8, true).unwrap(),
+        ] {
+            assert_eq!(
+                integer_vs_fake_quant(name, quant, u64::MAX),
+                (0, 0),
+                "{name}"
+            );
         }
     }
 }
