@@ -765,9 +765,24 @@ fn run_coded<T: Code>(f: &Frame, op: &Op, prep: &Prepared, out: &mut [T]) {
         }
         (Op::Reshape { input, .. }, Prepared::Reshape) => k::reshape(f.codes::<T>(*input), out),
         (Op::Quantize { input, .. }, Prepared::Quantize(p, codes)) => {
-            k::quantize_to(f.f32s(*input), *p, *codes, out)
+            let x = f.graph.tensor(*input);
+            // Codes in: validated to share the output's scale, so only the zero point moves.
+            let shift = x.params().map_or(0, |pin| p.zero_point - pin.zero_point);
+            match x.dtype {
+                DType::U8 => shift_codes(f.codes::<u8>(*input), shift, *codes, out),
+                DType::I8 => shift_codes(f.codes::<i8>(*input), shift, *codes, out),
+                _ => k::quantize_to(f.f32s(*input), *p, *codes, out),
+            }
         }
         (op, prep) => unreachable!("{} planned as {prep:?}", op.kind()),
+    }
+}
+
+/// Quantize of codes at one scale (TFLite's QUANTIZE between uint8 and int8 with a unit
+/// multiplier): `q + Z_out - Z_in`, clamped to the output's codes.
+fn shift_codes<S: Code, T: Code>(input: &[S], shift: i32, (lo, hi): (i32, i32), out: &mut [T]) {
+    for (o, &x) in out.iter_mut().zip(input) {
+        *o = T::from_i32_saturating((x.to_i32() + shift).clamp(lo, hi));
     }
 }
 

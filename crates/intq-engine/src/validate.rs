@@ -1119,14 +1119,29 @@ impl<'g> OpCheck<'g> {
             }
             Op::Quantize { input, output } => {
                 let t = self.t(*input);
+                let y = self.act("output", *output)?;
                 if t.dtype != DType::F32 {
-                    return Err(self.err(format!(
-                        "{} is {}, but Quantize reads float32",
-                        self.name("input", *input),
-                        t.dtype
-                    )));
+                    // Codes in: only the exact shift between uint8 and int8 at one scale
+                    // (`S` equal, `Z - qmin` equal), which needs no multiplier.
+                    let x = self.act("input", *input)?;
+                    let (dx, dy) = (code_range(x.dtype), code_range(y.dtype));
+                    let lo = |r: Option<(i32, i32)>| r.map_or(0, |r| r.0);
+                    if x.params.scale != y.params.scale
+                        || x.params.zero_point - lo(dx) != y.params.zero_point - lo(dy)
+                    {
+                        return Err(self.err(format!(
+                            "{} has (S, Z) = ({}, {}) and {} ({}, {}); Quantize reads float32, \
+                             or codes that it only moves between uint8 and int8 at one scale \
+                             (equal S, Z shifted by the types' difference)",
+                            self.name("input", *input),
+                            x.params.scale,
+                            x.params.zero_point,
+                            self.name("output", *output),
+                            y.params.scale,
+                            y.params.zero_point
+                        )));
+                    }
                 }
-                self.act("output", *output)?;
                 self.shape_is("output", *output, &t.shape)
             }
             Op::Dequantize { input, output } => {
