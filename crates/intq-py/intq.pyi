@@ -5,16 +5,19 @@ interpreter lock, so threads sharing one model run at once.
 """
 
 import os
-from typing import Literal, Mapping, Optional, Sequence, Union
+from typing import Literal, Mapping, Optional, Sequence, Union, final
 
 import numpy as np
 import numpy.typing as npt
+
+__all__ = ["__version__", "Model", "ModelError", "TensorInfo", "available_isas", "dequantize", "quantize"]
 
 __version__: str
 
 class ModelError(ValueError):
     """A model file or buffer that is malformed, invalid, or uses what intq does not support."""
 
+@final
 class TensorInfo:
     """A graph input or output."""
 
@@ -41,12 +44,13 @@ class TensorInfo:
     def axis(self) -> Optional[int]:
         """The channel axis of per-channel parameters."""
 
-Inputs = Union[npt.NDArray[np.generic], Sequence[npt.NDArray[np.generic]], Mapping[str, npt.NDArray[np.generic]]]
+_Inputs = Union[npt.NDArray[np.generic], Sequence[npt.NDArray[np.generic]], Mapping[str, npt.NDArray[np.generic]]]
 
+@final
 class Model:
     """A loaded, planned model."""
 
-    def __init__(self, path: Union[str, os.PathLike[str]], *, threads: int = 0, isa: Optional[str] = None) -> None:
+    def __new__(cls, path: Union[str, os.PathLike[str]], *, threads: int = 0, isa: Optional[str] = None) -> "Model":
         """Loads `path` (.tflite by extension, else .intq).
 
         threads: threads of the fast kernels, 0 for all cores.
@@ -71,7 +75,7 @@ class Model:
     def isa(self) -> str: ...
     @property
     def threads(self) -> int: ...
-    def run(self, inputs: Inputs) -> list[npt.NDArray[np.generic]]:
+    def run(self, inputs: _Inputs) -> list[npt.NDArray[np.generic]]:
         """Runs the model on one array, a sequence in input order, or a dict by input name.
 
         Each array has the input's exact shape and dtype (uint8/int8 codes for quantized inputs,
