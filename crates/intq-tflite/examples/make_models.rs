@@ -1,6 +1,6 @@
 //! Writes intq's own test models as `.tflite` (and `.intq`) into a directory, for
 //! tools/tflite-check: small_cnn (u8, i8; float edges), the op zoo (u8, i8) and the elementwise,
-//! resize and layout zoos (u8, i8).
+//! resize and layout zoos (u8, i8), and the SPLIT / SPLIT_V models (u8, i8; `.tflite` only).
 //!   cargo run --release -p intq-tflite --example make_models -- DIR
 
 use intq_engine::{examples, DType, Graph, Model};
@@ -37,6 +37,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Model::new(graph.clone())?.save(&dir.join(format!("{name}.intq")))?;
         intq_tflite::save(&graph, &dir.join(format!("{name}.tflite")))?;
         println!("{}", dir.join(format!("{name}.tflite")).display());
+    }
+    // SPLIT and SPLIT_V have no engine op to export from: these files are written directly.
+    for (name, dtype) in [("split_u8", DType::U8), ("split_i8", DType::I8)] {
+        let path = dir.join(format!("{name}.tflite"));
+        std::fs::write(&path, intq_tflite::zoo::split_tflite(dtype))?;
+        println!("{}", path.display());
     }
     Ok(())
 }

@@ -352,7 +352,9 @@ impl Importer<'_> {
             | code::RESIZE_NEAREST_NEIGHBOR
             | code::TRANSPOSE
             | code::SLICE
-            | code::STRIDED_SLICE => &op.inputs[..op.inputs.len().min(1)],
+            | code::STRIDED_SLICE
+            | code::SPLIT_V => &op.inputs[..op.inputs.len().min(1)],
+            code::SPLIT => &op.inputs[op.inputs.len().min(1)..op.inputs.len().min(2)],
             _ => &op.inputs[..],
         };
         for &i in data_inputs.iter().filter(|&&i| i != -1).chain(&op.outputs) {
@@ -636,6 +638,86 @@ impl Importer<'_> {
                         half_pixel_centers: flag(f::HALF_PIXEL_CENTERS)?,
                     }
                 }
+            }
+            code::SPLIT | code::SPLIT_V => {
+                // One Slice per output: the engine's ops write one tensor each.
+                let (data, axis_at) = if op.code == code::SPLIT {
+                    (1, 0)
+                } else {
+                    (0, 2)
+                };
+                if op.inputs.len() <= data.max(axis_at) || op.outputs.is_empty() {
+                    return Err(unsupported(format!(
+                        "expected {} inputs and at least one output",
+                        if op.code == code::SPLIT { 2 } else { 3 }
+                    )));
+                }
+                let shape = self.tensors[op.inputs[data] as usize].shape.clone();
+                let rank = shape.len() as i64;
+                let axis = match self.const_ints(op.inputs[axis_at], &unsupported)?[..] {
+                    [a] if (-rank..rank).contains(&a) => ((a + rank) % rank) as usize,
+                    ref a => {
+                        return Err(unsupported(format!(
+                            "axis {a:?} is not one axis of rank {rank}"
+                        )))
+                    }
+                };
+                let n = op.outputs.len();
+                let d = shape[axis];
+                let sizes: Vec<usize> = if op.code == code::SPLIT {
+                    if !d.is_multiple_of(n) {
+                        return Err(unsupported(format!(
+                            "{n} outputs do not split dimension {d} evenly"
+                        )));
+                    }
+                    vec![d / n; n]
+                } else {
+                    let given = self.const_ints(op.inputs[1], &unsupported)?;
+                    let known: i64 = given.iter().filter(|&&v| v != -1).sum();
+                    let fill = d as i64 - known;
+                    let sizes: Vec<i64> = given
+                        .iter()
+                        .map(|&v| if v == -1 { fill } else { v })
+                        .collect();
+                    if given.len() != n
+                        || given.iter().filter(|&&v| v == -1).count() > 1
+                        || sizes.iter().any(|&v| v < 1)
+                        || sizes.iter().sum::<i64>() != d as i64
+                    {
+                        return Err(unsupported(format!(
+                            "size_splits {given:?} do not split dimension {d} into {n} parts"
+                        )));
+                    }
+                    sizes.iter().map(|&v| v as usize).collect()
+                };
+                let input = input(self, data);
+                let mut start = 0;
+                let mut slices = Vec::with_capacity(n);
+                for (&o, &size) in op.outputs.iter().zip(&sizes) {
+                    let mut expected = shape.clone();
+                    expected[axis] = size;
+                    let y = &self.tensors[o as usize];
+                    if y.shape != expected {
+                        return Err(unsupported(format!(
+                            "output '{}' has shape {:?}, but its part is {expected:?}",
+                            y.name, y.shape
+                        )));
+                    }
+                    let mut begin = vec![0; shape.len()];
+                    begin[axis] = start;
+                    start += size;
+                    slices.push(Op::Slice {
+                        input,
+                        output: self.id(o as usize),
+                        begin,
+                        strides: vec![1; shape.len()],
+                    });
+                }
+                let last = slices.pop().expect("at least one output");
+                for s in slices {
+                    self.b.op(s);
+                }
+                last
             }
             code::PRELU => {
                 arity(2, 1)?;

@@ -107,6 +107,7 @@ pub mod op {
     pub const PAD: i32 = 34;
     pub const MEAN: i32 = 40;
     pub const SUB: i32 = 41;
+    pub const SPLIT: i32 = 49;
     pub const SQUEEZE: i32 = 43;
     pub const TRANSPOSE: i32 = 39;
     pub const STRIDED_SLICE: i32 = 45;
@@ -117,6 +118,7 @@ pub mod op {
     pub const SHAPE: i32 = 77;
     pub const PACK: i32 = 83;
     pub const RESIZE_NEAREST_NEIGHBOR: i32 = 97;
+    pub const SPLIT_V: i32 = 102;
     pub const LEAKY_RELU: i32 = 98;
     pub const QUANTIZE: i32 = 114;
     pub const HARD_SWISH: i32 = 117;
@@ -155,6 +157,8 @@ pub mod op {
             MAXIMUM => "MAXIMUM".into(),
             MINIMUM => "MINIMUM".into(),
             SLICE => "SLICE".into(),
+            SPLIT => "SPLIT".into(),
+            SPLIT_V => "SPLIT_V".into(),
             RESIZE_NEAREST_NEIGHBOR => "RESIZE_NEAREST_NEIGHBOR".into(),
             32 => "CUSTOM".into(),
             other => format!("builtin operator {other}"),
@@ -179,7 +183,9 @@ pub mod options {
     pub const REDUCER: u8 = 27;
     pub const SQUEEZE: u8 = 30;
     pub const DEQUANTIZE: u8 = 38;
+    pub const SPLIT: u8 = 35;
     pub const RESIZE_NEAREST_NEIGHBOR: u8 = 74;
+    pub const SPLIT_V: u8 = 79;
     pub const LEAKY_RELU: u8 = 75;
     pub const HARD_SWISH: u8 = 91;
 }

@@ -484,10 +484,10 @@ pub fn layout_zoo(dtype: DType) -> Graph {
     };
     let alpha = b.constant("alpha", &[1, 1, 3], pt(0.02, mid), alpha_data);
     let out = |b: &mut GraphBuilder,
-                   name: &str,
-                   shape: &[usize],
-                   q: Option<Quant>,
-                   op: &dyn Fn(TensorId) -> Op| {
+               name: &str,
+               shape: &[usize],
+               q: Option<Quant>,
+               op: &dyn Fn(TensorId) -> Op| {
         let t = b.tensor(name, dtype, shape, q);
         b.op(op(t));
         b.output(t);
@@ -544,4 +544,125 @@ pub fn layout_zoo(dtype: DType) -> Graph {
         }
     });
     b.finish().expect("layout_zoo is a valid graph")
+}
+
+/// A `.tflite` model (written directly: the engine has no split op, its importer turns each
+/// output into a Slice) with SPLIT into three equal parts along axis 1 and SPLIT_V into sizes
+/// `[1, -1]` along the last axis, on a `[2, 6, 5, 3]` 8-bit input whose zero point is the type's
+/// maximum; every output is a graph output.
+///
+/// # Panics
+/// If `dtype` is not `U8` or `I8`.
+pub fn split_tflite(dtype: DType) -> Vec<u8> {
+    use crate::flatbuf::{finish, Field, Node};
+    use crate::schema::{self as s, op as code, options};
+    assert!(
+        matches!(dtype, DType::U8 | DType::I8),
+        "split_tflite is 8-bit"
+    );
+    let (ttype, zero_point) = if dtype == DType::U8 {
+        (s::ttype::UINT8, 255)
+    } else {
+        (s::ttype::INT8, 127)
+    };
+    let tensor = |name: &str, shape: &[i32], t: i8, buffer: u32, quant: bool| {
+        let mut f = vec![
+            (s::tensor::SHAPE, Field::Off(Node::I32s(shape.to_vec()))),
+            (s::tensor::TYPE, Field::U8(t as u8)),
+            (s::tensor::BUFFER, Field::U32(buffer)),
+            (s::tensor::NAME, Field::Off(Node::Str(name.into()))),
+        ];
+        if quant {
+            f.push((
+                s::tensor::QUANTIZATION,
+                Field::Off(Node::Table(vec![
+                    (s::quant::SCALE, Field::Off(Node::F32s(vec![0.05]))),
+                    (
+                        s::quant::ZERO_POINT,
+                        Field::Off(Node::I64s(vec![zero_point])),
+                    ),
+                ])),
+            ));
+        }
+        Node::Table(f)
+    };
+    let i32s = |v: &[i32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let buffer = |b: Vec<u8>| Node::Table(vec![(s::buffer::DATA, Field::Off(Node::Bytes(b, 16)))]);
+    let tensors = vec![
+        tensor("x", &[2, 6, 5, 3], ttype, 0, true),
+        tensor("split_axis", &[], s::ttype::INT32, 1, false),
+        tensor("part0", &[2, 2, 5, 3], ttype, 0, true),
+        tensor("part1", &[2, 2, 5, 3], ttype, 0, true),
+        tensor("part2", &[2, 2, 5, 3], ttype, 0, true),
+        tensor("size_splits", &[2], s::ttype::INT32, 2, false),
+        tensor("splitv_axis", &[], s::ttype::INT32, 3, false),
+        tensor("first_channel", &[2, 6, 5, 1], ttype, 0, true),
+        tensor("other_channels", &[2, 6, 5, 2], ttype, 0, true),
+    ];
+    let op = |opcode: u32, inputs: Vec<i32>, outputs: Vec<i32>, tag: u8| {
+        Node::Table(vec![
+            (s::operator::OPCODE_INDEX, Field::U32(opcode)),
+            (s::operator::INPUTS, Field::Off(Node::I32s(inputs))),
+            (
+                s::operator::OUTPUTS,
+                Field::Off(Node::I32s(outputs.clone())),
+            ),
+            (s::operator::BUILTIN_OPTIONS_TYPE, Field::U8(tag)),
+            (
+                s::operator::BUILTIN_OPTIONS,
+                Field::Off(Node::Table(vec![(0, Field::I32(outputs.len() as i32))])),
+            ),
+        ])
+    };
+    let subgraph = Node::Table(vec![
+        (s::subgraph::TENSORS, Field::Off(Node::Tables(tensors))),
+        (s::subgraph::INPUTS, Field::Off(Node::I32s(vec![0]))),
+        (
+            s::subgraph::OUTPUTS,
+            Field::Off(Node::I32s(vec![2, 3, 4, 7, 8])),
+        ),
+        (
+            s::subgraph::OPERATORS,
+            Field::Off(Node::Tables(vec![
+                op(0, vec![1, 0], vec![2, 3, 4], options::SPLIT),
+                op(1, vec![0, 5, 6], vec![7, 8], options::SPLIT_V),
+            ])),
+        ),
+        (s::subgraph::NAME, Field::Off(Node::Str("main".into()))),
+    ]);
+    let opcode = |c: i32| {
+        Node::Table(vec![
+            (
+                s::opcode::DEPRECATED_BUILTIN_CODE,
+                Field::U8(c.min(127) as u8),
+            ),
+            (s::opcode::VERSION, Field::I32(1)),
+            (s::opcode::BUILTIN_CODE, Field::I32(c)),
+        ])
+    };
+    let model = Node::Table(vec![
+        (s::model::VERSION, Field::U32(3)),
+        (
+            s::model::OPERATOR_CODES,
+            Field::Off(Node::Tables(vec![
+                opcode(code::SPLIT),
+                opcode(code::SPLIT_V),
+            ])),
+        ),
+        (
+            s::model::SUBGRAPHS,
+            Field::Off(Node::Tables(vec![subgraph])),
+        ),
+        (s::model::DESCRIPTION, Field::Off(Node::Str("intq".into()))),
+        (
+            s::model::BUFFERS,
+            Field::Off(Node::Tables(vec![
+                Node::Table(vec![]),
+                buffer(i32s(&[1])),
+                buffer(i32s(&[1, -1])),
+                buffer(i32s(&[-1])),
+            ])),
+        ),
+    ]);
+    finish(&model, b"TFL3")
 }

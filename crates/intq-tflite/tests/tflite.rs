@@ -196,6 +196,23 @@ fn layout_ops_equal_tflite_reference_byte_for_byte() {
     }
 }
 
+/// SPLIT (three equal parts) and SPLIT_V (sizes `[1, -1]`), imported as one Slice per output,
+/// against TFLite's reference kernels; the committed models are what `split_tflite` writes.
+#[test]
+fn split_ops_equal_tflite_reference_byte_for_byte() {
+    for (name, dtype) in [("split_u8", DType::U8), ("split_i8", DType::I8)] {
+        let (t, b) = check_fixture(name);
+        // 5 outputs per seed, two seeds.
+        assert_eq!(t, 10, "{name}: {t} tensors compared");
+        assert_eq!(b, 720, "{name}: {b} bytes compared");
+        let committed =
+            std::fs::read(fixtures().join(name).join(format!("{name}.tflite"))).unwrap();
+        assert!(intq_tflite::zoo::split_tflite(dtype) == committed, "{name}");
+        let g = import(&committed).unwrap();
+        assert!(g.ops().iter().all(|op| op.kind().name() == "Slice"));
+    }
+}
+
 /// The committed elementwise, resize and layout models are what the exporter writes today.
 #[test]
 fn exporter_reproduces_the_committed_elementwise_models() {
