@@ -688,7 +688,7 @@ tiers!(conv_narrow_inputs_row_padded, |isa| {
 });
 
 /// 1x1 convolutions with channels a multiple of 8 (MobileNetV2's expansions and projections):
-/// AVX2 runs them as implicit GEMMs over the widened pixels, the other tiers as a packed GEMM;
+/// AVX2 and VNNI run them as implicit GEMMs over the mapped pixels, AMX and NEON as a packed GEMM;
 /// K up to 1,024, output channels over several panels, 1 to 3 threads.
 fn pointwise_conv<T: Code8>(isa: Isa, seed: u64) {
     let mut rng = Rng::new(seed);

@@ -191,10 +191,11 @@ impl Conv2dPlan {
         // The tier's implicit GEMM, where it takes this plan: windows undilated along x, whole
         // groups per filter row (channels a multiple of the group, or rows padded to it), and a
         // layer the tier runs that way (`implicit_takes`).
+        let padded = self.image_channels != in_c || self.row_padded();
         let implicit = kernels.ops::<T>().implicit.filter(|_| {
             p.dilation_w == 1
-                && (self.image_channels.is_multiple_of(policy.implicit_group) || self.row_padded())
-                && implicit_takes(kernels, oc)
+                && (self.image_channels.is_multiple_of(policy.implicit_group) || padded)
+                && (padded || implicit_takes(kernels, oc))
         });
         let direct = kh == 1
             && kw == 1
@@ -328,7 +329,7 @@ impl<T: Code8> Im2col<'_, T> {
 
 /// The image channels of a convolution plan (see [`Conv2dPlan::image_channels`]): the input's,
 /// or, for an input a little narrower than the tier's implicit-GEMM group (an RGB stem on VNNI),
-/// that group, when the implicit GEMM can run it (a tier that takes the layer, a window wider
+/// that group, when the implicit GEMM can run it (a tier that has one, a window wider
 /// than one pixel, undilated along x) and the zero point the extra channels hold is a code.
 fn padded_channels<T: Code8>(
     kernels: &Kernels,
@@ -336,9 +337,9 @@ fn padded_channels<T: Code8>(
     params: &ConvParams,
     input_zero_point: i32,
 ) -> usize {
-    let [oc, kh, kw, ic] = filter_shape;
+    let [_, kh, kw, ic] = filter_shape;
     let group = kernels.conv.implicit_group;
-    if kernels.ops::<T>().implicit.is_none() || group == 0 || !implicit_takes(kernels, oc) {
+    if kernels.ops::<T>().implicit.is_none() || group == 0 {
         return ic;
     }
     // At most a third more multiplies (3 -> 4 channels on VNNI, 6 or 7 -> 8 on AVX2); padding
@@ -379,9 +380,9 @@ fn row_run(
     }
 }
 
-/// Whether the tier runs a convolution with `oc` output channels as an implicit GEMM (see
-/// `ConvPolicy::implicit_max_oc`). `INTQ_AMX_CONV=implicit|packed` (read once) forces one way
-/// on a tier that limits it, for measuring.
+/// Whether the tier runs a convolution with `oc` output channels over an input of whole groups
+/// as an implicit GEMM (see `ConvPolicy::implicit_max_oc`). `INTQ_AMX_CONV=implicit|packed`
+/// (read once) forces one way on a tier that limits it, for measuring.
 fn implicit_takes(kernels: &Kernels, oc: usize) -> bool {
     static FORCED: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
     let max = kernels.conv.implicit_max_oc;

@@ -62,8 +62,10 @@ pub(crate) struct ConvPolicy {
     /// multiple of it (a narrow input is padded up to it); 0 without an implicit GEMM.
     pub(crate) implicit_group: usize,
     /// The implicit GEMM runs layers of at most this many output channels (the rest take the
-    /// packed GEMM): AMX runs the VNNI implicit tile only where one 32-column panel holds the
-    /// layer, as packing A then costs as much as the tiles' reads of it.
+    /// packed GEMM), and every layer whose input is narrower than the group (a stem, whose
+    /// im2col rows of a few codes per tap are slow to gather and pack): AMX runs the VNNI
+    /// implicit tile only where one 32-column panel holds the layer, as packing A then costs
+    /// as much as the tiles' reads of it, and on stems.
     pub(crate) implicit_max_oc: usize,
     /// The implicit GEMM also runs 1x1 convolutions (it maps the pixels a row of the image at a
     /// time instead of packing A row by row).
@@ -318,7 +320,7 @@ mod x86 {
         conv: ConvPolicy {
             implicit_group: vnni::KG,
             implicit_max_oc: usize::MAX,
-            implicit_1x1: false,
+            implicit_1x1: true,
             pad_rows: false,
         },
         dw_layout: Some(vnni::dw_layout),
@@ -328,7 +330,8 @@ mod x86 {
     };
 
     /// AMX over AVX-512 VNNI: its own GEMM; the VNNI implicit tile runs on AMX's packed
-    /// panels (the same VNNI layout, K padded to 64) for layers of one 32-column panel.
+    /// panels (the same VNNI layout, K padded to 64) for layers of one 32-column panel and
+    /// stems; 1x1 convolutions stay plain GEMMs, where the AMX tiles beat the VNNI ones.
     const fn amx_ops<T: Code8 + Ord>() -> CodeOps<T> {
         CodeOps {
             pack: pack::<Amx, T>,
@@ -344,6 +347,7 @@ mod x86 {
         a_bias: <Amx as Kernel>::A_BIAS,
         conv: ConvPolicy {
             implicit_max_oc: vnni::NR,
+            implicit_1x1: false,
             ..AVX512VNNI.conv
         },
         u8: amx_ops::<u8>(),
