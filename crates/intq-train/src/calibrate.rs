@@ -88,7 +88,7 @@ pub fn calibrate(
 
 /// The integer graph of a zoo architecture with random weights, built the way trained models
 /// are: [`Net::new`] on `device` seeded with `seed`, [`calibrate`] on two batches of two
-/// random images, [`crate::export::export`] with `quant` (codes at both edges), then
+/// random images, [`crate::export::export`] with `quant` (uint8 pixels in, logit codes out), then
 /// [`with_batch`] for `batch` images. Same seed, same graph.
 pub fn zoo_graph(
     arch: Arch,

@@ -143,7 +143,13 @@ pub fn save(path: &Path, net: &Net, vel: &Velocity, meta: &CkptMeta) -> Result<(
                 .map_err(|e| TrainError::Checkpoint(format!("tensor {n}: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let bytes = safetensors::tensor::serialize(views, Some(meta.to_file().to_map()))
+    let mut file_meta = meta.to_file();
+    // The network's input normalization is recorded with its data (absent: none).
+    if let Some(d) = &mut file_meta.data {
+        let n = net.normalize();
+        d.normalize = (!n.is_none()).then(|| n.to_string());
+    }
+    let bytes = safetensors::tensor::serialize(views, Some(file_meta.to_map()))
         .map_err(|e| TrainError::Checkpoint(format!("serializing {}: {e}", path.display())))?;
     write_atomic(path, &bytes)
 }
@@ -286,7 +292,15 @@ pub fn load(path: &Path, opts: LayerOpts, device: &Device) -> Result<Loaded, Tra
             meta.arch.channels()
         )));
     }
-    let net = Net::with_classes(meta.arch, meta.classes(), opts, device);
+    let mut net = Net::with_classes(meta.arch, meta.classes(), opts, device);
+    if let Some(n) = meta.data.as_ref().and_then(|d| d.normalize.as_deref()) {
+        let n: intq_data::Normalize = n.parse().map_err(|e| {
+            TrainError::Checkpoint(format!("{}: data.normalize: {e}", path.display()))
+        })?;
+        net.set_normalize(&n).map_err(|e| {
+            TrainError::Checkpoint(format!("{}: data.normalize: {e}", path.display()))
+        })?;
+    }
     let layout: Vec<(String, Vec<usize>)> = collect(&net)
         .into_iter()
         .map(|(name, _, dims, _)| (name, dims))

@@ -105,6 +105,8 @@ pub struct DataMeta {
     pub skip_bad: bool,
     /// Training-time augmentation as `--augment` spells it (`crop:4,flip`); `None`: none.
     pub augment: Option<String>,
+    /// Input normalization as `--normalize` spells it (`0.5/0.25`); `None`: none (older files).
+    pub normalize: Option<String>,
 }
 
 impl From<&str> for DataMeta {
@@ -165,6 +167,9 @@ impl DataMeta {
         }
         if let Some(a) = &self.augment {
             m.insert("data.augment".into(), a.clone());
+        }
+        if let Some(n) = &self.normalize {
+            m.insert("data.normalize".into(), n.clone());
         }
     }
 
@@ -244,6 +249,12 @@ impl DataMeta {
             Some(a) if a.len() <= 256 && !a.chars().any(char::is_control) => Some(a.clone()),
             Some(_) => return Err(bad("data.augment")),
         };
+        // Parsed (and checked) where the network is built; here only kept printable and short.
+        let normalize = match m.get("data.normalize") {
+            None => None,
+            Some(n) if n.len() <= 256 && !n.chars().any(char::is_control) => Some(n.clone()),
+            Some(_) => return Err(bad("data.normalize")),
+        };
         Ok(Some(DataMeta {
             source: source.clone(),
             input,
@@ -255,6 +266,7 @@ impl DataMeta {
             labels,
             skip_bad,
             augment,
+            normalize,
         }))
     }
 }

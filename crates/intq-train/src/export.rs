@@ -1,6 +1,7 @@
 //! Conversion of a QAT network (evaluation state) into an `intq_engine::Graph`: folded weights
 //! quantized with the very params training used (and the same round-half-up), int32 bias at
-//! `S_in * S_w[k]`, activation params from the observers, NHWC layout, batch 1.
+//! `S_in * S_w[k]`, activation params from the observers, NHWC layout, batch 1. The input is
+//! raw uint8 pixels with the params the pixel contract fixes (docs/spec.md §10).
 
 use intq_engine::{
     Activation, ChannelParams, DType, Graph, GraphBuilder, Op, Padding, Quant, QuantParams,
@@ -9,7 +10,7 @@ use intq_engine::{
 
 pub use crate::fake_quant::weight_code;
 use crate::fake_quant::{bias_code, WeightQuant};
-use crate::layers::{ConvBn, FoldedLayer, Pool, QAdd, QuantCfg, ACT_RELU, ACT_RELU6};
+use crate::layers::{ChannelFold, ConvBn, FoldedLayer, Pool, QAdd, QuantCfg, ACT_RELU, ACT_RELU6};
 use crate::zoo::{Arch, Net, Node};
 use crate::TrainError;
 
@@ -113,7 +114,18 @@ impl Exporter {
     }
 
     pub(crate) fn conv(&mut self, name: &str, l: &ConvBn, x: &Cur) -> Result<Cur, TrainError> {
-        let f = l.export(&self.q)?;
+        self.conv_folded(name, l, x, None)
+    }
+
+    /// [`Exporter::conv`] with the input normalization `fold` folded into the layer.
+    fn conv_folded(
+        &mut self,
+        name: &str,
+        l: &ConvBn,
+        x: &Cur,
+        fold: Option<&ChannelFold>,
+    ) -> Result<Cur, TrainError> {
+        let f = l.export_folded(&self.q, fold)?;
         let [o, ipg, kh, kw] = [
             f.weight_shape[0],
             f.weight_shape[1],
@@ -272,10 +284,12 @@ impl Exporter {
 }
 
 /// Builds the integer graph of `net` as QAT evaluation runs it. `quant` decides the encoding:
-/// unsigned activations give the paper's uint8 model, signed ones TFLite's int8 model. With
-/// `float_edges` the graph takes f32 NHWC images in `[0, 1]` through a Quantize op and returns
-/// f32 logits through a Dequantize op; otherwise it reads and returns codes. Batch size 1, at
-/// the architecture's own input size ([`export_at`] takes another).
+/// unsigned activations give the paper's uint8 model, signed ones TFLite's int8 model. The graph
+/// reads raw uint8 NHWC pixels (the int8 model shifts them to int8 with a Quantize op) and
+/// returns the logits' codes. With `float_edges` it instead reads the f32 real values of the
+/// input codes, `S (q - Z)` (`p/255` unless a uniform normalization other than none sets the
+/// params, docs/spec.md §10), through a Quantize op and returns f32 logits through a Dequantize
+/// op. Batch size 1, at the architecture's own input size ([`export_at`] takes another).
 pub fn export(
     net: &Net,
     arch: Arch,
@@ -312,21 +326,35 @@ pub fn export_at(
     };
     let (c, (h, w)) = (arch.channels(), size);
     let shape = [1, h, w, c];
-    let in_params =
-        net.input.obs.params(quant.act_scheme)?.ok_or_else(|| {
-            TrainError::Export("the input quantizer has no observed range".into())
-        })?;
+    // The input holds 8-bit pixel codes whatever the activations' bit width.
+    let signed = dtype == DType::I8;
+    let in_params = net.input.params(signed);
+    let quant_of = |p: QuantParams| Some(Quant::PerTensor(p));
     let q_in = if float_edges {
         let f = e.b.tensor("input", DType::F32, &shape, None);
-        let q = e.act_tensor("input_q", shape, in_params);
+        let q = e.b.tensor("input_q", dtype, &shape, quant_of(in_params));
         e.b.op(Op::Quantize {
             input: f,
             output: q,
         });
         e.b.input(f);
         q
+    } else if signed {
+        // Pixels p read as uint8 at the same scale, Z + 128: the Quantize op's p - 128 is exact.
+        let pixels = QuantParams {
+            zero_point: in_params.zero_point + 128,
+            ..in_params
+        };
+        let p = e.b.tensor("input", DType::U8, &shape, quant_of(pixels));
+        let q = e.b.tensor("input_q", dtype, &shape, quant_of(in_params));
+        e.b.op(Op::Quantize {
+            input: p,
+            output: q,
+        });
+        e.b.input(p);
+        q
     } else {
-        let q = e.act_tensor("input", shape, in_params);
+        let q = e.b.tensor("input", dtype, &shape, quant_of(in_params));
         e.b.input(q);
         q
     };
@@ -335,9 +363,11 @@ pub fn export_at(
         shape,
         params: in_params,
     };
+    let fold = net.input.first_layer_fold();
     for (i, node) in net.body.iter().enumerate() {
         let name = format!("body{i}");
         x = match node {
+            Node::Conv(l) if i == 0 => e.conv_folded(&name, l, &x, fold.as_ref())?,
             Node::Conv(l) => e.conv(&name, l, &x)?,
             Node::Pool(p) => e.pool(&name, p, &x),
             Node::InvRes(b) => {

@@ -7,7 +7,7 @@
 use burn::module::{Module, Param, RunningState};
 use burn::tensor::module::{avg_pool2d, conv2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions};
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use intq_quant::{QScheme, QuantParams};
 
 use crate::bn::bn_act_train;
@@ -300,9 +300,53 @@ impl ConvBn {
     }
 
     pub fn forward(&self, input: Act, ctx: &Ctx) -> Result<Act, TrainError> {
-        if let Some(q) = ctx.exact_quant() {
-            return self.forward_exact(input, &q, ctx);
+        self.forward_folded(input, ctx, None)
+    }
+
+    /// The weights the layer convolves with, `W'[o, c] = W[o, c] / s_c` under `fold`, and the
+    /// bias that `fold` adds, `b'[o] = -sum_{c,kh,kw} W[o, c, kh, kw] m_c / s_c` (docs/spec.md
+    /// §10); recomputed from the trainable `W` on every call so that training sees them.
+    fn folded_weight(
+        &self,
+        fold: Option<&ChannelFold>,
+    ) -> Result<(Tensor<4>, Option<Tensor<1>>), TrainError> {
+        let w = self.weight.val();
+        let Some(f) = fold else {
+            return Ok((w, None));
+        };
+        let [o, c, _, _] = w.dims();
+        if self.groups != 1 || f.inv_std.len() != c || f.shift.len() != c {
+            return Err(TrainError::Config(format!(
+                "the input normalization has {} channels; the first layer reads {c} in {} groups",
+                f.inv_std.len(),
+                self.groups
+            )));
         }
+        let device = w.device();
+        let per_channel = |v: &[f32]| {
+            Tensor::<1>::from_data(TensorData::new(v.to_vec(), [c]), &device).reshape([1, c, 1, 1])
+        };
+        let extra = (w.clone() * per_channel(&f.shift))
+            .sum_dim(3)
+            .sum_dim(2)
+            .sum_dim(1)
+            .reshape([o])
+            .neg();
+        Ok((w * per_channel(&f.inv_std), Some(extra)))
+    }
+
+    /// [`ConvBn::forward`] of a first layer with the input normalization `fold` folded into
+    /// its weights and bias (docs/spec.md §10); `None` is the plain layer.
+    pub fn forward_folded(
+        &self,
+        input: Act,
+        ctx: &Ctx,
+        fold: Option<&ChannelFold>,
+    ) -> Result<Act, TrainError> {
+        if let Some(q) = ctx.exact_quant() {
+            return self.forward_exact(input, &q, ctx, fold);
+        }
+        let (weight, extra) = self.folded_weight(fold)?;
         let in_q = input.q;
         let x = input.x;
         let device = x.device();
@@ -313,12 +357,14 @@ impl ConvBn {
         let y = match (ctx.quant, self.bn) {
             (None, false) => conv2d_train(
                 x,
-                self.weight.val(),
-                self.bias.as_ref().map(|b| b.val()),
+                weight,
+                plus(self.bias.as_ref().map(|b| b.val()), extra),
                 self.options(),
             ),
             (None, true) => {
-                let y = conv2d_train(x, self.weight.val(), None, self.options());
+                // The fold's bias goes in before the normalization, as the unfolded layer's
+                // conv output on normalized inputs would.
+                let y = conv2d_train(x, weight, extra, self.options());
                 if ctx.training {
                     let count = per_channel(&y);
                     let r = bn_act_train(
@@ -338,18 +384,23 @@ impl ConvBn {
                 }
             }
             (Some(q), false) => {
-                let (wq, wqp) =
-                    fake_quant_weights(self.weight.val(), q.weight_scheme, q.per_channel)?;
-                let b = self.bias.as_ref().map(|b| snap_bias(b.val(), in_q, &wqp));
+                let (wq, wqp) = fake_quant_weights(weight, q.weight_scheme, q.per_channel)?;
+                let b = plus(self.bias.as_ref().map(|b| b.val()), extra)
+                    .map(|b| snap_bias(b, in_q, &wqp));
                 wquant = Some(wqp);
                 conv2d_train(x, wq, b, self.options())
             }
             (Some(q), true) => {
                 let (sf, b_fold) = self.fold(&device);
-                let w_fold = self.weight.val() * sf.clone().reshape([c, 1, 1, 1]);
+                let w_fold = weight * sf.clone().reshape([c, 1, 1, 1]);
                 let (wq, wqp) = fake_quant_weights(w_fold, q.weight_scheme, q.per_channel)?;
                 let y = conv2d_train(x, wq, None, self.options());
                 let y = if ctx.training && !q.freeze_bn {
+                    // bn_act_train divides by sf: adding sf * b' puts b' on the unfolded output.
+                    let y = match &extra {
+                        Some(e) => y + (e.clone() * sf.clone()).reshape([1, c, 1, 1]),
+                        None => y,
+                    };
                     // conv(x, fq(w * sf)) / sf is the unfolded conv output; normalizing it with
                     // batch statistics gives docs/spec.md §3.2's `y * sigma_mv / sigma_B + beta -
                     // gamma mu_B / sigma_B` with a single convolution.
@@ -366,7 +417,11 @@ impl ConvBn {
                     activated = true;
                     r.output
                 } else {
-                    y + snap_bias(b_fold, in_q, &wqp).reshape([1, c, 1, 1])
+                    let b = match extra {
+                        Some(e) => b_fold + sf * e,
+                        None => b_fold,
+                    };
+                    y + snap_bias(b, in_q, &wqp).reshape([1, c, 1, 1])
                 };
                 wquant = Some(wqp);
                 y
@@ -380,25 +435,43 @@ impl ConvBn {
 
     /// Folded weights, weight params, folded bias and output params, as evaluation runs them.
     pub fn export(&self, q: &QuantCfg) -> Result<FoldedLayer, TrainError> {
+        self.export_folded(q, None)
+    }
+
+    /// [`ConvBn::export`] of a first layer with the input normalization `fold` folded in.
+    pub fn export_folded(
+        &self,
+        q: &QuantCfg,
+        fold: Option<&ChannelFold>,
+    ) -> Result<FoldedLayer, TrainError> {
         let device = self.weight.val().device();
+        let (weight, extra) = self.folded_weight(fold)?;
         let (w, b) = if self.bn {
             let (sf, b) = self.fold(&device);
             let c = self.out_channels();
-            (self.weight.val() * sf.reshape([c, 1, 1, 1]), b)
+            let b = match extra {
+                Some(e) => b + sf.clone() * e,
+                None => b,
+            };
+            (weight * sf.reshape([c, 1, 1, 1]), b)
         } else {
-            (
-                self.weight.val(),
-                self.bias.as_ref().expect("conv bias").val(),
-            )
+            let b = plus(self.bias.as_ref().map(|b| b.val()), extra).expect("conv bias");
+            (weight, b)
         };
         FoldedLayer::new(w, b, q, &self.out_obs, self.act, "a conv layer")
     }
 
     /// [`ConvBn::forward`] in exact evaluation: the folded layer conversion stores, on the real
     /// grid, convolved in f64.
-    fn forward_exact(&self, input: Act, q: &QuantCfg, ctx: &Ctx) -> Result<Act, TrainError> {
+    fn forward_exact(
+        &self,
+        input: Act,
+        q: &QuantCfg,
+        ctx: &Ctx,
+        fold: Option<&ChannelFold>,
+    ) -> Result<Act, TrainError> {
         let p_in = exact_input(&input, "a conv layer")?;
-        let f = self.export(q)?;
+        let f = self.export_folded(q, fold)?;
         let device = input.x.device();
         let shape = [
             f.weight_shape[0],
@@ -415,6 +488,15 @@ impl ConvBn {
             .out_obs
             .apply_requant(y, ctx, Some(p_in.scale), Some(&f.weight_quant))?;
         Ok(Act { x, q })
+    }
+}
+
+/// The sum of two optional biases.
+fn plus(a: Option<Tensor<1>>, b: Option<Tensor<1>>) -> Option<Tensor<1>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a + b),
+        (a, None) => a,
+        (None, b) => b,
     }
 }
 
@@ -650,7 +732,7 @@ impl Pool {
         };
         let y = match (self.max, a.q, ctx.quant) {
             (false, Some(p), Some(q)) if ctx.exact_quant().is_some() => {
-                fake_quant_exact(y, q.act_scheme, p)
+                avg_on_grid_exact(y, q.act_scheme, p)
             }
             (false, Some(p), Some(q)) => fake_quant(y, q.act_scheme, p),
             _ => y,
@@ -659,16 +741,112 @@ impl Pool {
     }
 }
 
-/// The network's input quantizer: an observer at the input edge.
+/// An average put back on its input's grid in exact evaluation, rounded as the engine rounds the
+/// code average (docs/spec.md §4.7): `q = round_away(y / S + Z)`, clamped, as `S (q - Z)` in
+/// f64. Training's f32 pass rounds half up ([`fake_quant`]); the two differ only at exact ties
+/// of negative codes (signed activations).
+fn avg_on_grid_exact<const D: usize>(y: Tensor<D>, scheme: QScheme, p: QuantParams) -> Tensor<D> {
+    let (s, z) = (p.scale as f64, p.zero_point as f64);
+    let q = y
+        .detach()
+        .cast(burn::tensor::FloatDType::F64)
+        .div_scalar(s)
+        .add_scalar(z);
+    (q.clone().abs().add_scalar(0.5).floor() * q.sign())
+        .clamp(scheme.qmin() as f64, scheme.qmax() as f64)
+        .sub_scalar(z)
+        .mul_scalar(s)
+}
+
+/// Per-channel input normalization folded into the first layer (docs/spec.md §10): channel `c`
+/// of the pixels `p/255` is scaled by `inv_std[c] = 1/s_c` and shifted by `-shift[c]`
+/// (`shift[c] = m_c/s_c`) through that layer's weights and bias.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelFold {
+    pub inv_std: Vec<f32>,
+    pub shift: Vec<f32>,
+}
+
+/// The network's input quantizer. Its parameters are fixed by the pixel contract
+/// (docs/spec.md §10): the integer model reads raw uint8 pixels `p`, and the normalization
+/// `(p/255 - m_c) / s_c` either sets the input's `(S, Z)` (the same `m`, `s` on every channel)
+/// or is folded into the first layer ([`ChannelFold`]).
 #[derive(Module, Debug)]
 pub struct InputQuant {
+    /// Observes the input range in training, for the record only (checkpoints keep their
+    /// layout); its params are not used.
     pub obs: EmaObserver,
+    /// Per-channel mean and standard deviation, one of each per input channel.
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+/// The 8-bit scheme of pixel codes (whatever the activations' bit width).
+pub fn pixel_scheme(signed: bool) -> QScheme {
+    QScheme::new(8, signed, false, false).expect("8-bit scheme")
 }
 
 impl InputQuant {
+    /// `(round(255 m), s)` when every channel has the same mean `m` and std `s` and that zero
+    /// point is a pixel value: the normalization then sets the input params.
+    pub fn uniform(&self) -> Option<(i32, f32)> {
+        let (m, s) = (*self.mean.first()?, *self.std.first()?);
+        let same = self.mean.iter().all(|&x| x == m) && self.std.iter().all(|&x| x == s);
+        let zp = (255.0 * m as f64).round();
+        (same && (0.0..=255.0).contains(&zp)).then_some((zp as i32, s))
+    }
+
+    /// The input params: `S = 1/(255 s)`, `Z = round(255 m)` for a uniform normalization, else
+    /// `(1/255, 0)`; the signed scheme's codes are the pixels less 128, so `Z` moves by -128.
+    pub fn params(&self, signed: bool) -> QuantParams {
+        let (zp, s) = self.uniform().unwrap_or((0, 1.0));
+        QuantParams {
+            scale: 1.0 / (255.0 * s),
+            zero_point: zp - if signed { 128 } else { 0 },
+        }
+    }
+
+    /// The fold into the first layer of a normalization that is not uniform.
+    pub fn first_layer_fold(&self) -> Option<ChannelFold> {
+        if self.uniform().is_some() {
+            return None;
+        }
+        Some(ChannelFold {
+            inv_std: self.std.iter().map(|&s| 1.0 / s).collect(),
+            shift: self
+                .mean
+                .iter()
+                .zip(&self.std)
+                .map(|(&m, &s)| m / s)
+                .collect(),
+        })
+    }
+
+    /// `x`: pixels `p/255`. Returns what the first layer reads: `(p/255 - Z/255) / s` under a
+    /// uniform normalization (the effective mean is `Z/255`), else `p/255`; on the grid of
+    /// [`InputQuant::params`] once quantized (after the quant delay in training).
     pub fn forward(&self, x: Tensor<4>, ctx: &Ctx) -> Result<Act, TrainError> {
-        let (x, q) = self.obs.apply(x, ctx)?;
-        Ok(Act { x, q })
+        let x = match self.uniform() {
+            Some((zp, s)) if zp != 0 || s != 1.0 => x.sub_scalar(zp as f32 / 255.0).div_scalar(s),
+            _ => x,
+        };
+        if ctx.training {
+            self.obs.apply(x.clone(), ctx)?;
+        }
+        let Some(q) = ctx.quant else {
+            return Ok(Act { x, q: None });
+        };
+        if ctx.training && ctx.step < q.quant_delay {
+            return Ok(Act { x, q: None });
+        }
+        let signed = q.act_scheme.is_signed();
+        let p = self.params(signed);
+        let x = if ctx.exact_quant().is_some() {
+            fake_quant_exact(x, pixel_scheme(signed), p)
+        } else {
+            fake_quant(x, pixel_scheme(signed), p)
+        };
+        Ok(Act { x, q: Some(p) })
     }
 }
 

@@ -336,6 +336,14 @@ fn maxpool(kernel: usize, stride: usize, padding: usize) -> Node {
     })
 }
 
+fn no_first_conv() -> TrainError {
+    TrainError::Config(
+        "a per-channel input normalization folds into a first convolution, which this network \
+         lacks"
+            .into(),
+    )
+}
+
 /// Values in an activation observer's state (`[min, max, seen]`).
 const OBSERVER_LEN: usize = 3;
 
@@ -441,6 +449,8 @@ impl Net {
         Net {
             input: InputQuant {
                 obs: EmaObserver::with_opts(o, d),
+                mean: vec![0.0; cin],
+                std: vec![1.0; cin],
             },
             body,
             gap: Pool {
@@ -452,6 +462,39 @@ impl Net {
             },
             head: QLinear::new(last, classes, ACT_NONE, o, d),
         }
+    }
+
+    /// Sets the input normalization (docs/spec.md §10): one mean and std for every channel, or
+    /// one per input channel.
+    pub fn set_normalize(&mut self, n: &intq_data::Normalize) -> Result<(), TrainError> {
+        let c = self.input.mean.len();
+        if !n.fits(c) {
+            return Err(TrainError::Config(format!(
+                "normalization {n} names {} channels; the network reads {c}",
+                n.channels()
+            )));
+        }
+        let (mean, std) = n.per_channel(c);
+        self.input.mean = mean;
+        self.input.std = std;
+        if self.input.first_layer_fold().is_some()
+            && !matches!(self.body.first(), Some(Node::Conv(_)))
+        {
+            return Err(no_first_conv());
+        }
+        Ok(())
+    }
+
+    /// The input normalization (as [`Net::set_normalize`] set it; none by default).
+    pub fn normalize(&self) -> intq_data::Normalize {
+        let (m, s) = (&self.input.mean, &self.input.std);
+        let same = m.iter().all(|&x| x == m[0]) && s.iter().all(|&x| x == s[0]);
+        let (mean, std) = if same {
+            (vec![m[0]], vec![s[0]])
+        } else {
+            (m.clone(), s.clone())
+        };
+        intq_data::Normalize { mean, std }
     }
 
     /// Every activation observer, in forward order.
@@ -528,8 +571,16 @@ impl Net {
         tap: Tap,
     ) -> Result<Tensor<2>, TrainError> {
         let mut a = tapped(self.input.forward(x, ctx)?, "input", "", tap);
+        let fold = self.input.first_layer_fold();
         for (i, node) in self.body.iter().enumerate() {
-            a = node.forward(a, ctx, &format!("body{i}"), tap)?;
+            let name = format!("body{i}");
+            a = match (i, node, &fold) {
+                (0, Node::Conv(c), Some(f)) => {
+                    tapped(c.forward_folded(a, ctx, Some(f))?, &name, "", tap)
+                }
+                (0, _, Some(_)) => return Err(no_first_conv()),
+                _ => node.forward(a, ctx, &name, tap)?,
+            };
         }
         let a = tapped(self.gap.forward(a, ctx), "gap", "", tap);
         let [n, c, _, _] = a.x.dims();
