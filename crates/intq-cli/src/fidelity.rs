@@ -369,20 +369,123 @@ pub fn qat_cfg(l: &Loaded, path: &Path) -> Result<QuantCfg> {
     })
 }
 
-/// Exports `net` with `quant` to an engine model (float edges: f32 images in, f32 logits out).
+/// Exports `net` with `quant` to an engine model: raw uint8 pixels in, logit codes out, or with
+/// `float_edges` f32 in and out. The model records its preprocessing and class names
+/// ([`record_input`]).
 pub fn export_model(l: &Loaded, quant: &QuantCfg, float_edges: bool) -> Result<Model> {
     let [_, h, w] = l.meta.input_shape();
-    let graph = intq_train::export::export_at(&l.net, l.meta.arch, (h, w), quant, float_edges)?;
+    let mut graph = intq_train::export::export_at(&l.net, l.meta.arch, (h, w), quant, float_edges)?;
+    record_input(&mut graph, l)?;
     Ok(Model::new(graph)?)
 }
 
-/// Engine tensor names of the network's quantized input and logits, as export names them.
-fn edge_names(float_edges: bool) -> (&'static str, &'static str) {
-    if float_edges {
-        ("input_q", "logits_q")
+/// Metadata key of a model's input contract (JSON, [`ModelInput`]).
+pub const INPUT_KEY: &str = "intq.input";
+/// Metadata key of a model's class names (a JSON array of strings, in label order).
+pub const CLASSES_KEY: &str = "intq.classes";
+
+/// How a converted model's input is made from a picture (the `intq.input` metadata): resized
+/// to `height x width` by `resize`, with `channels` channels (grey or RGB), as NHWC. A `uint8`
+/// input takes the pixels `p` themselves; a `float32` one takes `pixel_scale * (p -
+/// pixel_zero_point)`. `normalize` is the training normalization `(p/255 - mean) / std` those
+/// codes carry (docs/spec.md §10).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelInput {
+    pub layout: String,
+    pub dtype: String,
+    pub height: usize,
+    pub width: usize,
+    pub channels: usize,
+    pub resize: String,
+    pub normalize: NormalizeRecord,
+    pub pixel_scale: f32,
+    pub pixel_zero_point: i32,
+}
+
+/// Per-channel means and standard deviations, as `intq.input` records them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NormalizeRecord {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+/// Writes the `intq.input` and `intq.classes` metadata of `graph`, exported from checkpoint `l`.
+pub fn record_input(graph: &mut intq_engine::Graph, l: &Loaded) -> Result<()> {
+    let [c, h, w] = l.meta.input_shape();
+    let input = *graph.inputs().first().context("the model has no input")?;
+    let t = graph.tensor(input);
+    let float = t.dtype == DType::F32;
+    // The pixel codes' params: the input's own, or those of the Quantize op that reads it.
+    let pixel_params = if float {
+        graph
+            .ops()
+            .iter()
+            .find_map(|op| match op {
+                Op::Quantize { input: i, output } if *i == input => {
+                    let o = graph.tensor(*output);
+                    let shift = if o.dtype == DType::I8 { 128 } else { 0 };
+                    o.params().map(|p| QuantParams {
+                        zero_point: p.zero_point + shift,
+                        ..p
+                    })
+                }
+                _ => None,
+            })
+            .context("the float input is read by no Quantize op")?
     } else {
-        ("input", "logits")
+        t.params().context("the model's input has no params")?
+    };
+    let (mean, std) = l.net.normalize().per_channel(c);
+    let rec = ModelInput {
+        layout: "NHWC".into(),
+        dtype: if float { "float32" } else { "uint8" }.into(),
+        height: h,
+        width: w,
+        channels: c,
+        resize: resize_name(ckpt_input(l).resize).into(),
+        normalize: NormalizeRecord { mean, std },
+        pixel_scale: if float { pixel_params.scale } else { 1.0 },
+        pixel_zero_point: if float { pixel_params.zero_point } else { 0 },
+    };
+    graph.set_metadata(INPUT_KEY, &serde_json::to_string(&rec)?)?;
+    let names = l
+        .meta
+        .data
+        .as_ref()
+        .map(|d| d.class_names.clone())
+        .unwrap_or_default();
+    if !names.is_empty() {
+        graph.set_metadata(CLASSES_KEY, &serde_json::to_string(&names)?)?;
     }
+    Ok(())
+}
+
+/// The input contract `model` records (`None` for models without one: older `.intq` files and
+/// imported `.tflite` models, which read the codes of `byte / 255`).
+pub fn model_input(model: &Model) -> Result<Option<ModelInput>> {
+    match model.graph().metadata().get(INPUT_KEY) {
+        None => Ok(None),
+        Some(v) => serde_json::from_str(v)
+            .map(Some)
+            .with_context(|| format!("the model's {INPUT_KEY} metadata is malformed: {v:?}")),
+    }
+}
+
+/// Engine tensor names of the network's quantized input and logits, as export names them
+/// (`input_q` / `logits_q` where a Quantize / Dequantize op sits at the edge).
+fn edge_names(g: &intq_engine::Graph) -> (&'static str, &'static str) {
+    (
+        if g.tensor_by_name("input_q").is_some() {
+            "input_q"
+        } else {
+            "input"
+        },
+        if g.tensor_by_name("logits_q").is_some() {
+            "logits_q"
+        } else {
+            "logits"
+        },
+    )
 }
 
 /// One materialized activation of the training network: its engine tensor name, its burn
@@ -396,21 +499,22 @@ pub struct Tap {
 /// The network's forward pass in evaluation mode (`Net::forward_tapped`), keeping every
 /// activation the engine graph materializes, named as export names the engine tensors. The last
 /// tap holds the logits (`[N, classes, 1, 1]`). With `exact`, the fake-quant network is
-/// evaluated in f64 on the real values of its codes (`Ctx::eval_exact`).
+/// evaluated in f64 on the real values of its codes (`Ctx::eval_exact`). `edges` names the
+/// quantized input and logits tensors ([`edge_names`]).
 pub fn forward_taps(
     net: &Net,
     set: &ImageSet,
     idx: &[usize],
     quant: Option<QuantCfg>,
     exact: bool,
-    float_edges: bool,
+    edges: (&str, &str),
     device: &Device,
 ) -> Result<Vec<Tap>> {
     let ctx = match quant {
         Some(q) if exact => Ctx::eval_exact(q),
         _ => Ctx::eval(quant),
     };
-    let (in_name, logits_name) = edge_names(float_edges);
+    let (in_name, logits_name) = edges;
     let (x, _) = set.batch(idx, device);
     let mut out = Vec::new();
     net.forward_tapped(x, &ctx, &mut |name: &str, a: &Act| {
@@ -449,9 +553,25 @@ pub fn codes(t: &TensorData) -> Vec<i32> {
     }
 }
 
-/// The engine's input for image `i` of `split`: `byte / 255` as f32 for a float-edged model, or
-/// that value quantized with the input's params for a model that reads codes.
+/// The engine's input for image `i` of `split`. A model with an input record
+/// ([`model_input`]) takes the pixels themselves (uint8) or `pixel_scale * (p -
+/// pixel_zero_point)` (float32); one without takes `byte / 255` as f32, or that value quantized
+/// with the input's params.
 pub fn engine_input(model: &Model, split: &Split, i: usize) -> Result<TensorData> {
+    if let Some(rec) = model_input(model)? {
+        let px = split.image(i);
+        return Ok(match rec.dtype.as_str() {
+            "uint8" => TensorData::U8(px.to_vec()),
+            "float32" => {
+                let p = QuantParams {
+                    scale: rec.pixel_scale,
+                    zero_point: rec.pixel_zero_point,
+                };
+                TensorData::F32(px.iter().map(|&b| p.dequantize(b as i32)).collect())
+            }
+            other => bail!("the model's {INPUT_KEY} metadata names input type {other:?}"),
+        });
+    }
     let g = model.graph();
     let [id] = g.inputs() else {
         bail!(
@@ -697,7 +817,7 @@ pub fn compare(
     progress: bool,
 ) -> Result<Comparison> {
     let g = model.graph();
-    let float_edges = g.tensor(g.inputs()[0]).dtype == DType::F32;
+    let edges = edge_names(g);
     let logits_id = logits_codes_id(model)?;
     if (g.tensor(logits_id).dtype == DType::I8) != quant.act_scheme.is_signed() {
         bail!(
@@ -715,14 +835,17 @@ pub fn compare(
         ..Default::default()
     };
     // Which tapped activations the graph holds, with their params; the logits are handled apart.
-    let mut layer_ids: Vec<(usize, TensorId, QuantParams, Vec<usize>)> = Vec::new();
+    // (tap index, tensor, params, shape, code range: the input's pixel codes are 8-bit below
+    // 8-bit activations).
+    type Layer = (usize, TensorId, QuantParams, Vec<usize>, (i32, i32));
+    let mut layer_ids: Vec<Layer> = Vec::new();
     let (mut float_ok, mut fq_ok, mut int_ok) = (0usize, 0usize, 0usize);
     let bar = Progress::new("compare", n, progress);
     for start in (0..n).step_by(BATCH) {
         let idx: Vec<usize> = (start..(start + BATCH).min(n)).collect();
-        let float = forward_taps(&l.net, &set, &idx, None, false, float_edges, &device)?;
-        let fq = forward_taps(&l.net, &set, &idx, Some(quant), true, float_edges, &device)?;
-        let fq32 = forward_taps(&l.net, &set, &idx, Some(quant), false, float_edges, &device)?;
+        let float = forward_taps(&l.net, &set, &idx, None, false, edges, &device)?;
+        let fq = forward_taps(&l.net, &set, &idx, Some(quant), true, edges, &device)?;
+        let fq32 = forward_taps(&l.net, &set, &idx, Some(quant), false, edges, &device)?;
         if start == 0 {
             for (k, t) in fq.iter().enumerate() {
                 let Some(id) = g.tensor_by_name(&t.name) else {
@@ -744,7 +867,8 @@ pub fn compare(
                     op: producer,
                     ..Default::default()
                 });
-                layer_ids.push((k, id, p, et.shape.clone()));
+                let codes = et.code_limits().unwrap_or((qmin, qmax));
+                layer_ids.push((k, id, p, et.shape.clone(), codes));
             }
         }
         let mut wanted = vec![logits_id];
@@ -787,7 +911,7 @@ pub fn compare(
                 cmp.logits_differing += (d != 0) as u64;
                 cmp.logits_total += 1;
             }
-            for (li, (tap_k, _, p, shape)) in layer_ids.iter().enumerate() {
+            for (li, (tap_k, _, p, shape, (lo, hi))) in layer_ids.iter().enumerate() {
                 let st = &mut cmp.layers[li];
                 let ft = &float[*tap_k];
                 let qt = &fq[*tap_k];
@@ -809,7 +933,7 @@ pub fn compare(
                     st.float_err += (fv - deq as f64).powi(2);
                     st.fq_sig += qv * qv;
                     st.fq_err += (qv - deq as f64).powi(2);
-                    let d = (p.quantize(qt.values[b], qmin, qmax) - code).abs() as i64;
+                    let d = (p.quantize(qt.values[b], *lo, *hi) - code).abs() as i64;
                     st.max_lsb = st.max_lsb.max(d);
                     st.diff_elems += (d != 0) as u64;
                     st.elems += 1;

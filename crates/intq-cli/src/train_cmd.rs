@@ -102,6 +102,12 @@ pub struct Common {
     /// --resume and qat --from take the recorded SPEC unless given another.
     #[arg(long, value_name = "SPEC", value_parser = parse_augment)]
     augment: Option<Augment>,
+    /// Input normalization (p/255 - M) / S per channel of the pixel bytes p: none, imagenet,
+    /// M/S (every channel) or M0,M1,M2/S0,S1,S2. Set by `intq train` and recorded in the
+    /// checkpoint, which qat, ptq, eval and convert apply; the converted model still reads raw
+    /// uint8 pixels (docs/training.md, "Input normalization"). Default: none, or the recorded one.
+    #[arg(long, value_name = "SPEC", value_parser = parse_normalize)]
+    normalize: Option<intq_data::Normalize>,
     /// Continue the run whose checkpoint is OUT.
     #[arg(long)]
     resume: bool,
@@ -173,6 +179,25 @@ pub fn parse_augment(s: &str) -> Result<Augment, String> {
         intq_train::TrainError::Config(m) => m,
         e => e.to_string(),
     })
+}
+
+/// `--normalize` values.
+pub fn parse_normalize(s: &str) -> Result<intq_data::Normalize, String> {
+    s.parse()
+}
+
+/// Refuses a `--normalize` other than the one `net` (the checkpoint `what`) was trained with.
+fn check_normalize(flag: Option<&intq_data::Normalize>, net: &Net, what: &str) -> Result<()> {
+    let have = net.normalize();
+    let Some(want) = flag else { return Ok(()) };
+    let c = net.input.mean.len();
+    if !want.fits(c) || want.per_channel(c) != have.per_channel(c) {
+        bail!(
+            "--normalize {want}: {what} was trained with --normalize {have}; a run that continues \
+             it keeps its normalization (leave --normalize out)"
+        );
+    }
+    Ok(())
 }
 
 /// `--ranges` values.
@@ -589,16 +614,19 @@ fn run_train(a: TrainArgs, comm: &dyn Collective) -> Result<()> {
     let data = Data::new(ds, c.limit_train, c.limit_test, stream);
     let device = train_device();
     let start = if c.resume {
-        resume(&mut cfg, c.shards, comm)?
+        let s = resume(&mut cfg, c.shards, comm)?;
+        check_normalize(c.normalize.as_ref(), &s.net, &cfg.out.display().to_string())?;
+        s
     } else {
         device.seed(cfg.seed);
-        Start::fresh(Net::with_classes(
-            arch,
-            input.classes,
-            LayerOpts::default(),
-            &device,
-        ))
+        let mut net = Net::with_classes(arch, input.classes, LayerOpts::default(), &device);
+        net.set_normalize(&c.normalize.clone().unwrap_or_default())?;
+        Start::fresh(net)
     };
+    if let Some(d) = &mut cfg.data {
+        let n = start.net.normalize();
+        d.normalize = (!n.is_none()).then(|| n.to_string());
+    }
     if comm.rank() == 0 {
         eprintln!(
             "input: {}x{}x{} (channels x height x width), {} classes",
@@ -663,6 +691,11 @@ fn run_qat(a: QatArgs, comm: &dyn Collective) -> Result<()> {
             a.from.display()
         );
     }
+    check_normalize(
+        c.normalize.as_ref(),
+        &from.net,
+        &format!("--from {}", a.from.display()),
+    )?;
     // The data and options the float run recorded, unless given others (checkpoints that
     // record no split seed were drawn with seed 0).
     let input = fidelity::ckpt_input(&from);
