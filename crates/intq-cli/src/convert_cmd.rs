@@ -372,6 +372,17 @@ fn is_model(path: &Path) -> Result<bool> {
 }
 
 fn eval(a: EvalArgs) -> Result<()> {
+    let onnx_ckpt = a.compare.as_deref().unwrap_or(&a.model);
+    if crate::onnx_cmd::is_graph_checkpoint(onnx_ckpt) {
+        return crate::onnx_cmd::eval(
+            &a.model,
+            a.compare.as_deref(),
+            a.data.as_deref(),
+            a.data_dir.as_deref(),
+            a.limit,
+            a.json,
+        );
+    }
     if !is_model(&a.model)? {
         if let Some(c) = &a.compare {
             bail!(

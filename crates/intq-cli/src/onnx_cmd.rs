@@ -361,15 +361,7 @@ pub fn is_graph_checkpoint(path: &Path) -> bool {
 /// fake-quant network, with f32 edges (the model's own input in, logits out).
 pub fn convert(ckpt: &Path, out: &Path, scheme: Option<&str>, float_edges: bool) -> Result<Model> {
     let l = graph_ckpt::load(ckpt, LayerOpts::default(), &train_device())?;
-    let get = |k: &str| {
-        l.meta.get(k).cloned().with_context(|| {
-            format!(
-                "{}: metadata {k:?} is missing (not a QAT checkpoint)",
-                ckpt.display()
-            )
-        })
-    };
-    let trained = get("scheme")?;
+    let trained = get(&l, ckpt, "scheme")?;
     if scheme.is_some_and(|s| s != trained) {
         bail!(
             "{} was trained with the {trained} scheme; an imported network converts with it",
@@ -383,21 +375,214 @@ pub fn convert(ckpt: &Path, out: &Path, scheme: Option<&str>, float_edges: bool)
             ckpt.display()
         );
     }
-    let bits = |k: &str| -> Result<u8> {
-        get(k)?
-            .parse()
-            .with_context(|| format!("{}: metadata {k:?}", ckpt.display()))
-    };
-    let mut q = quant_cfg(
-        &trained,
-        bits("bits_a")?,
-        bits("bits_w")?,
-        get("per_channel")? == "true",
-    )?;
-    q.freeze_bn = get("freeze_bn")? == "true";
+    let q = ckpt_quant(&l, ckpt)?;
     let graph = intq_train::graph_export::export_graph(&l.net, &q)
         .with_context(|| format!("converting {}", ckpt.display()))?;
     let model = Model::new(graph).with_context(|| format!("converting {}", ckpt.display()))?;
     model.save(out)?;
     Ok(model)
+}
+
+/// Metadata `k` of a checkpoint of an imported network.
+fn get(l: &graph_ckpt::GraphCkpt, ckpt: &Path, k: &str) -> Result<String> {
+    l.meta.get(k).cloned().with_context(|| {
+        format!(
+            "{}: metadata {k:?} is missing (not a QAT checkpoint)",
+            ckpt.display()
+        )
+    })
+}
+
+/// The quantization a checkpoint of an imported network was trained with (its metadata).
+fn ckpt_quant(l: &graph_ckpt::GraphCkpt, ckpt: &Path) -> Result<QuantCfg> {
+    let bits = |k: &str| -> Result<u8> {
+        get(l, ckpt, k)?
+            .parse()
+            .with_context(|| format!("{}: metadata {k:?}", ckpt.display()))
+    };
+    let mut q = quant_cfg(
+        &get(l, ckpt, "scheme")?,
+        bits("bits_a")?,
+        bits("bits_w")?,
+        get(l, ckpt, "per_channel")? == "true",
+    )?;
+    q.freeze_bn = get(l, ckpt, "freeze_bn")? == "true";
+    Ok(q)
+}
+
+/// `intq eval` where the checkpoint is one of an imported network: `MODEL` the checkpoint
+/// itself (its fake-quant test accuracy), or a converted model with `compare` its checkpoint
+/// (float, fake-quant and integer accuracy, top-1 mismatches and logit-code differences between
+/// the exact fake-quant evaluation and the integer model, as `intq eval --compare` reports them
+/// for zoo networks).
+pub fn eval(
+    model: &Path,
+    compare: Option<&Path>,
+    data: Option<&str>,
+    data_dir: Option<&Path>,
+    limit: Option<usize>,
+    json: bool,
+) -> Result<()> {
+    use serde::Serialize;
+    let ckpt = compare.unwrap_or(model);
+    if compare.is_some() && is_graph_checkpoint(model) {
+        bail!(
+            "--compare {}: {} is a checkpoint, not a model; --compare checks a converted model \
+             against its checkpoint",
+            ckpt.display(),
+            model.display()
+        );
+    }
+    let device = train_device();
+    let l = graph_ckpt::load(ckpt, LayerOpts::default(), &device)?;
+    let q = ckpt_quant(&l, ckpt)?;
+    let name = match data {
+        Some(d) => d.to_string(),
+        None => get(&l, ckpt, "data").context("name the data with --data")?,
+    };
+    let classes = l.graph.value(l.net.logits).shape[1];
+    let (_, test) = load_data(&name, data_dir, &l.net, classes, ckpt)?;
+    let test = test.subset(limit.unwrap_or(usize::MAX));
+    let chw = test.images_chw();
+    let idx: Vec<usize> = (0..test.len).collect();
+    let Some(model_path) = compare.map(|_| model) else {
+        let mut correct = 0;
+        for b in idx.chunks(64) {
+            let (x, y) = batch(&test, &chw, b);
+            let logits = l
+                .net
+                .logits_host(&x, b.len(), &Ctx::eval(Some(q)), &device)?;
+            correct += top1(&logits, &y);
+        }
+        let acc = correct as f64 / test.len.max(1) as f64;
+        if json {
+            #[derive(Serialize)]
+            struct Out<'a> {
+                checkpoint: &'a str,
+                images: usize,
+                fq_acc: f64,
+            }
+            let out = Out {
+                checkpoint: &ckpt.display().to_string(),
+                images: test.len,
+                fq_acc: acc,
+            };
+            println!("{}", serde_json::to_string(&out)?);
+        } else {
+            println!(
+                "{} (QAT of an imported network, fake-quantized): top-1 accuracy {:.2}% on {} \
+                 {name} test images",
+                ckpt.display(),
+                100.0 * acc,
+                test.len
+            );
+        }
+        return Ok(());
+    };
+    let m = crate::tflite_cmd::load_model(model_path)?;
+    let g = m.graph();
+    let logits_id = crate::fidelity::logits_codes_id(&m)?;
+    let lt = g.tensor(logits_id);
+    if (lt.dtype == intq_engine::DType::I8) != q.act_scheme.is_signed() {
+        bail!(
+            "{} was converted with another scheme than {} was trained with",
+            model_path.display(),
+            ckpt.display()
+        );
+    }
+    let out_p = lt
+        .params()
+        .with_context(|| format!("{}: the logits have no params", model_path.display()))?;
+    let [input] = g.inputs() else {
+        bail!("{} has {} inputs", model_path.display(), g.inputs().len());
+    };
+    if g.tensor(*input).dtype != intq_engine::DType::F32 {
+        bail!(
+            "{}: an imported network's model reads f32 (convert with --float-edges)",
+            model_path.display()
+        );
+    }
+    let (qmin, qmax) = (q.act_scheme.qmin(), q.act_scheme.qmax());
+    let mut c = Comparison {
+        images: test.len,
+        ..Comparison::default()
+    };
+    let (mut float_ok, mut fq_ok, mut int_ok) = (0, 0, 0);
+    for b in idx.chunks(64) {
+        let (x, y) = batch(&test, &chw, b);
+        let fl = l.net.logits_host(&x, b.len(), &Ctx::eval(None), &device)?;
+        let fq = l
+            .net
+            .logits_host(&x, b.len(), &Ctx::eval_exact(q), &device)?;
+        float_ok += top1(&fl, &y);
+        fq_ok += top1(&fq, &y);
+        let k = fq.len() / b.len();
+        for (j, &i) in b.iter().enumerate() {
+            // The model reads the same p/255, NHWC.
+            let px = TensorData::F32(test.image(i).iter().map(|&p| p as f32 / 255.0).collect());
+            let out = m
+                .run_with(&[px], &[logits_id])
+                .with_context(|| format!("running {}", model_path.display()))?;
+            let int_row = crate::fidelity::codes(&out[0]);
+            let fq_codes: Vec<i32> = fq[j * k..(j + 1) * k]
+                .iter()
+                .map(|&v| out_p.quantize(v, qmin, qmax))
+                .collect();
+            let arg = crate::fidelity::argmax;
+            int_ok += (arg(&int_row) == y[j] as usize) as usize;
+            c.top1_mismatch += (arg(&fq_codes) != arg(&int_row)) as usize;
+            for (a, b) in fq_codes.iter().zip(&int_row) {
+                let d = (a - b).abs() as i64;
+                c.max_lsb_diff = c.max_lsb_diff.max(d);
+                c.logits_differing += (d != 0) as u64;
+                c.logits_total += 1;
+            }
+        }
+    }
+    let n = test.len.max(1) as f64;
+    (c.float_acc, c.fq_acc, c.int8_acc) =
+        (float_ok as f64 / n, fq_ok as f64 / n, int_ok as f64 / n);
+    if json {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            model: &'a str,
+            checkpoint: &'a str,
+            #[serde(flatten)]
+            comparison: &'a Comparison,
+        }
+        let out = Out {
+            model: &model_path.display().to_string(),
+            checkpoint: &ckpt.display().to_string(),
+            comparison: &c,
+        };
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        println!("{} vs {} on {name}:", model_path.display(), ckpt.display());
+        println!(
+            "  accuracy: float {:.2}%, fake-quant {:.2}%, int8 {:.2}% ({} images)",
+            100.0 * c.float_acc,
+            100.0 * c.fq_acc,
+            100.0 * c.int8_acc,
+            c.images
+        );
+        println!(
+            "  fake-quant (exact) vs int8: {} top-1 mismatches, {}/{} logits differ, max {} LSB",
+            c.top1_mismatch, c.logits_differing, c.logits_total, c.max_lsb_diff
+        );
+    }
+    Ok(())
+}
+
+/// What `intq eval MODEL --compare CKPT` reports for an imported network; the keys are those of
+/// the zoo's comparison.
+#[derive(Debug, Default, serde::Serialize)]
+struct Comparison {
+    images: usize,
+    float_acc: f64,
+    fq_acc: f64,
+    int8_acc: f64,
+    top1_mismatch: usize,
+    max_lsb_diff: i64,
+    logits_differing: u64,
+    logits_total: u64,
 }

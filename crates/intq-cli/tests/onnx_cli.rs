@@ -197,6 +197,54 @@ fn qat_from_onnx_then_convert_equals_the_fake_quant_model() {
         assert_eq!(arg(&int), arg(&fq));
     }
     assert_eq!(max_lsb, 0.0);
+
+    // `intq eval` on the checkpoint, and on the model against it, over the test pictures.
+    let out = intq(&[
+        "eval",
+        ckpt.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("on 8 ") && text.contains("fake-quantized"),
+        "{text}"
+    );
+    let out = intq(&[
+        "eval",
+        m.to_str().unwrap(),
+        "--compare",
+        ckpt.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["images"], 8, "{v}");
+    assert_eq!(v["logits_total"], 80, "{v}");
+    assert_eq!(v["top1_mismatch"], 0, "{v}");
+    assert_eq!(v["max_lsb_diff"], 0, "{v}");
+    // A checkpoint is not a model to compare.
+    let out = intq(&[
+        "eval",
+        ckpt.to_str().unwrap(),
+        "--compare",
+        ckpt.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is a checkpoint, not a model"));
 }
 
 #[test]
