@@ -305,6 +305,31 @@ pub(crate) fn run_timed(
     values
 }
 
+/// Runs the graph on `inputs` (already checked) in caller-owned `buffers` that fit the plan's
+/// own memory layout (a [`crate::Context`]'s), leaving every kept value in its buffer.
+pub(crate) fn run_in_buffers(
+    graph: &Graph,
+    plan: &Plan,
+    buffers: &mut Vec<TensorData>,
+    inputs: &[TensorData],
+) {
+    let memory = &plan.memory;
+    let mut frame = Frame {
+        graph,
+        threads: plan.threads,
+        tier: plan.tier,
+        memory,
+        buffers: std::mem::take(buffers),
+    };
+    for (&id, value) in graph.inputs().iter().zip(inputs) {
+        if let Some(slot) = memory.slot_of[id.index()] {
+            copy_into(&mut frame.buffers[slot], value);
+        }
+    }
+    run_ops(graph, plan, memory, &mut frame, None);
+    *buffers = frame.buffers;
+}
+
 /// The ops of `plan`, in order, on `frame`'s buffers.
 fn run_ops(
     graph: &Graph,

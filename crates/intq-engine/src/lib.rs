@@ -5,6 +5,7 @@
 //! (`KernelTier::Reference` runs them throughout; docs/spec.md §5.1); a float executor of the
 //! same graph for comparison; and the `.intq` file format.
 
+mod context;
 mod error;
 pub mod examples;
 mod exec;
@@ -24,4 +25,4 @@ pub use graph::{
 };
 pub use intq_kernels::{Isa, KernelTier, Padding};
 pub use intq_quant::{ChannelParams, QuantParams};
-pub use model::{ExecOptions, MemoryStats, Model};
+pub use model::{Context, ExecOptions, MemoryStats, Model};

@@ -1,12 +1,15 @@
 //! A runnable model: a validated graph with its execution plan, run by the integer executor or,
-//! for comparison, by the float executor.
+//! for comparison, by the float executor, on any batch of images (a plan per batch, made once),
+//! in a temporary or the caller's own [`Context`].
 
+pub use crate::context::Context;
+use crate::context::{batch_of, graph_batch, rebatch, value_in, write_bytes, BatchCache, Batched};
 use crate::exec::{self, check_inputs, check_wanted};
 use crate::float_exec::{self, FloatConstants};
 use crate::plan::{plan_memory, Plan};
 use crate::{format, EngineError, Graph, TensorData, TensorId};
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// A validated graph plus everything derived from it once: execution order, buffer assignment,
 /// and each op's fixed-point multipliers, clamps and tables.
@@ -17,6 +20,29 @@ pub struct Model {
     /// Dequantized weights for [`Model::run_float`], built on first use so integer-only users
     /// never pay for them.
     float: OnceLock<FloatConstants>,
+    /// Plans for batches other than the graph's, made on first use.
+    batches: BatchCache,
+}
+
+/// The graph and plan a run at some batch uses: the model's own, or one made for that batch.
+enum AtBatch<'a> {
+    Own(&'a Graph, &'a Plan),
+    Other(Arc<Batched>),
+}
+
+impl AtBatch<'_> {
+    fn graph(&self) -> &Graph {
+        match self {
+            AtBatch::Own(g, _) => g,
+            AtBatch::Other(b) => &b.graph,
+        }
+    }
+    fn plan(&self) -> &Plan {
+        match self {
+            AtBatch::Own(_, p) => p,
+            AtBatch::Other(b) => &b.plan,
+        }
+    }
 }
 
 /// How much activation memory a run uses, with and without buffer reuse.
@@ -48,6 +74,7 @@ impl Model {
             graph,
             plan,
             float: OnceLock::new(),
+            batches: BatchCache::default(),
         })
     }
 
@@ -65,6 +92,7 @@ impl Model {
             graph,
             plan,
             float: OnceLock::new(),
+            batches: BatchCache::default(),
         })
     }
 
@@ -122,30 +150,160 @@ impl Model {
         }
     }
 
-    /// Runs the integer model: one value per graph input, in order, of the input's type and
-    /// element count. Returns the graph outputs in order.
+    /// The batch the graph was built for: the leading dimension of its inputs.
+    pub fn batch(&self) -> usize {
+        graph_batch(&self.graph)
+    }
+
+    /// The number of images `inputs` hold (each input's element count over the graph input's
+    /// per-image count); the graph's own batch when the sizes match it or explain no batch.
+    pub fn batch_of(&self, inputs: &[TensorData]) -> Result<usize, EngineError> {
+        batch_of(&self.graph, inputs)
+    }
+
+    /// The shape tensor `id` has in a run of `n` images: a run-time tensor's leading dimension
+    /// is the batch; a constant keeps its shape. Fails when the graph cannot run that batch.
+    pub fn shape_at(&self, id: TensorId, n: usize) -> Result<Vec<usize>, EngineError> {
+        check_wanted(&self.graph, &[id])?;
+        Ok(self.at_batch(n)?.graph().tensor(id).shape.clone())
+    }
+
+    /// The graph and plan for `n` images, made the first time `n` is asked for.
+    fn at_batch(&self, n: usize) -> Result<AtBatch<'_>, EngineError> {
+        if n == self.batch() {
+            return Ok(AtBatch::Own(&self.graph, &self.plan));
+        }
+        let plan = &self.plan;
+        let batched = self.batches.get_or_make(n, || {
+            let graph = rebatch(&self.graph, n)?;
+            let plan = Plan::with_kernels(&graph, plan.tier, plan.threads)?;
+            Ok(Batched { graph, plan })
+        })?;
+        Ok(AtBatch::Other(batched))
+    }
+
+    /// The graph and plan for the batch `inputs` hold, with the inputs checked against it.
+    fn for_inputs(
+        &self,
+        inputs: &[TensorData],
+        accept_f32_for_codes: bool,
+    ) -> Result<AtBatch<'_>, EngineError> {
+        let at = self.at_batch(self.batch_of(inputs)?)?;
+        check_inputs(at.graph(), inputs, accept_f32_for_codes)?;
+        Ok(at)
+    }
+
+    /// A fresh execution context for [`Model::run_in`] and [`Model::run_into`]: one per caller
+    /// (thread), reused run after run.
+    pub fn context(&self) -> Context {
+        Context::new()
+    }
+
+    /// Runs the integer model: one value per graph input, in order, of the input's type, holding
+    /// any number N >= 1 of images (N times the input's per-image element count). Returns the
+    /// graph outputs in order, each with N as its leading dimension.
     pub fn run(&self, inputs: &[TensorData]) -> Result<Vec<TensorData>, EngineError> {
         self.run_with(inputs, self.graph.outputs())
     }
 
+    /// [`Model::run`] in the caller's context: its buffers are grown to the batch and reused, so
+    /// only the returned values are allocated.
+    pub fn run_in(
+        &self,
+        ctx: &mut Context,
+        inputs: &[TensorData],
+    ) -> Result<Vec<TensorData>, EngineError> {
+        let at = self.run_ctx(ctx, inputs)?;
+        let (g, memory) = (at.graph(), &at.plan().memory);
+        Ok(g.outputs()
+            .iter()
+            .map(|&id| {
+                let n = g.tensor(id).num_elements();
+                match value_in(g, &memory.slot_of, &ctx.buffers, id) {
+                    TensorData::U8(v) => TensorData::U8(v[..n].to_vec()),
+                    TensorData::I8(v) => TensorData::I8(v[..n].to_vec()),
+                    TensorData::I32(v) => TensorData::I32(v[..n].to_vec()),
+                    TensorData::F32(v) => TensorData::F32(v[..n].to_vec()),
+                }
+            })
+            .collect())
+    }
+
+    /// [`Model::run_in`] writing each graph output into `outputs[k]`, its native-endian bytes,
+    /// which must be exactly the output's size at this batch. Returns the batch. Once the
+    /// context has run this batch, the engine allocates nothing here but what kernels
+    /// allocate for themselves.
+    pub fn run_into(
+        &self,
+        ctx: &mut Context,
+        inputs: &[TensorData],
+        outputs: &mut [&mut [u8]],
+    ) -> Result<usize, EngineError> {
+        let (n, at) = {
+            let n = self.batch_of(inputs)?;
+            let at = self.at_batch(n)?;
+            let g = at.graph();
+            if outputs.len() != g.outputs().len() {
+                return Err(EngineError::Run(format!(
+                    "the graph has {} outputs but {} output buffers were given",
+                    g.outputs().len(),
+                    outputs.len()
+                )));
+            }
+            for (k, (&id, out)) in g.outputs().iter().zip(outputs.iter()).enumerate() {
+                let t = g.tensor(id);
+                let want = t.num_elements() * t.dtype.size_bytes();
+                if out.len() != want {
+                    return Err(EngineError::Run(format!(
+                        "output {k} ({}) at batch {n} has shape {:?}, {want} bytes, but its \
+                         buffer has {}",
+                        crate::validate::describe(g, id),
+                        t.shape,
+                        out.len()
+                    )));
+                }
+            }
+            (n, self.run_ctx(ctx, inputs)?)
+        };
+        let (g, memory) = (at.graph(), &at.plan().memory);
+        for (&id, out) in g.outputs().iter().zip(outputs.iter_mut()) {
+            let value = value_in(g, &memory.slot_of, &ctx.buffers, id);
+            write_bytes(value, g.tensor(id).num_elements(), out);
+        }
+        Ok(n)
+    }
+
+    /// Checks `inputs`, fits `ctx` to their batch and runs; the outputs stay in `ctx`.
+    fn run_ctx(
+        &self,
+        ctx: &mut Context,
+        inputs: &[TensorData],
+    ) -> Result<AtBatch<'_>, EngineError> {
+        let at = self.for_inputs(inputs, false)?;
+        ctx.fit(&at.plan().memory.slots);
+        exec::run_in_buffers(at.graph(), at.plan(), &mut ctx.buffers, inputs);
+        Ok(at)
+    }
+
     /// Runs the integer model and returns the values of `wanted`: any tensors (intermediates,
     /// graph inputs, constants). Buffers of the wanted tensors are kept out of reuse for this run.
+    /// Any batch, as [`Model::run`].
     pub fn run_with(
         &self,
         inputs: &[TensorData],
         wanted: &[TensorId],
     ) -> Result<Vec<TensorData>, EngineError> {
-        check_inputs(&self.graph, inputs, false)?;
         check_wanted(&self.graph, wanted)?;
-        let g = &self.graph;
+        let at = self.for_inputs(inputs, false)?;
+        let (g, plan) = (at.graph(), at.plan());
         let default_keeps_all = wanted
             .iter()
             .all(|id| g.tensor(*id).is_constant() || g.outputs().contains(id));
         if default_keeps_all {
-            Ok(exec::run(g, &self.plan, &self.plan.memory, inputs, wanted))
+            Ok(exec::run(g, plan, &plan.memory, inputs, wanted))
         } else {
-            let memory = plan_memory(g, &self.plan.order, wanted);
-            Ok(exec::run(g, &self.plan, &memory, inputs, wanted))
+            let memory = plan_memory(g, &plan.order, wanted);
+            Ok(exec::run(g, plan, &memory, inputs, wanted))
         }
     }
 
@@ -156,7 +314,6 @@ impl Model {
         inputs: &[TensorData],
         times: &mut [std::time::Duration],
     ) -> Result<Vec<TensorData>, EngineError> {
-        check_inputs(&self.graph, inputs, false)?;
         if times.len() != self.graph.ops().len() {
             return Err(EngineError::Run(format!(
                 "run_profiled: {} time slots for {} ops",
@@ -164,12 +321,14 @@ impl Model {
                 self.graph.ops().len()
             )));
         }
+        let at = self.for_inputs(inputs, false)?;
+        let (g, plan) = (at.graph(), at.plan());
         Ok(exec::run_timed(
-            &self.graph,
-            &self.plan,
-            &self.plan.memory,
+            g,
+            plan,
+            &plan.memory,
             inputs,
-            self.graph.outputs(),
+            g.outputs(),
             Some(times),
         ))
     }
@@ -182,18 +341,19 @@ impl Model {
 
     /// Runs the graph in f32 reals: quantized inputs are dequantized first (f32 values are also
     /// accepted for them, as reals), f32 inputs are used as they are; weights are dequantized,
-    /// activations are never requantized. Returns the real values of `wanted`.
+    /// activations are never requantized. Returns the real values of `wanted`. Any batch, as
+    /// [`Model::run`].
     pub fn run_float_with(
         &self,
         inputs: &[TensorData],
         wanted: &[TensorId],
     ) -> Result<Vec<Vec<f32>>, EngineError> {
-        check_inputs(&self.graph, inputs, true)?;
         check_wanted(&self.graph, wanted)?;
+        let at = self.for_inputs(inputs, true)?;
         let consts = self.float.get_or_init(|| FloatConstants::new(&self.graph));
         Ok(float_exec::run(
-            &self.graph,
-            &self.plan,
+            at.graph(),
+            at.plan(),
             consts,
             inputs,
             wanted,

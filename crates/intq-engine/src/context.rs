@@ -1,0 +1,293 @@
+//! Running a model at any batch, and the per-caller execution context.
+//!
+//! A graph is built for one batch `B` (the leading dimension of its inputs). When every op treats
+//! each image on its own and the batch leads every run-time tensor, the same graph with that
+//! dimension set to `N` computes the same codes per image; [`rebatch`] checks this op by op and
+//! derives that graph (a Reshape's output shape, such as `[1, 256]` before a fully connected
+//! layer, is rewritten with it). A [`Model`](crate::Model) plans each new batch once and keeps it.
+//!
+//! A [`Context`] holds what one caller's runs write: the activation buffers, grown to the
+//! largest batch it has run. The model stays immutable and shareable; each thread keeps its own
+//! context, and a prepared context runs without allocating activations.
+
+use crate::plan::Plan;
+use crate::validate::describe;
+use crate::{DType, EngineError, Graph, Op, TensorData, TensorId};
+use std::sync::{Arc, Mutex};
+
+/// A graph rebuilt for another batch, with its plan.
+#[derive(Debug)]
+pub(crate) struct Batched {
+    pub graph: Graph,
+    pub plan: Plan,
+}
+
+/// The plans a model made for batches other than its graph's, made once each.
+#[derive(Default)]
+pub(crate) struct BatchCache(Mutex<Vec<(usize, Arc<Batched>)>>);
+
+impl BatchCache {
+    /// The plan for batch `n`, made by `make` the first time `n` is asked for. Planning runs
+    /// outside the lock, so a slow plan does not hold up runs at other batches.
+    pub fn get_or_make(
+        &self,
+        n: usize,
+        make: impl FnOnce() -> Result<Batched, EngineError>,
+    ) -> Result<Arc<Batched>, EngineError> {
+        let lock = || self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, b)) = lock().iter().find(|(k, _)| *k == n) {
+            return Ok(Arc::clone(b));
+        }
+        let made = Arc::new(make()?);
+        let mut cache = lock();
+        if let Some((_, b)) = cache.iter().find(|(k, _)| *k == n) {
+            return Ok(Arc::clone(b));
+        }
+        cache.push((n, Arc::clone(&made)));
+        Ok(made)
+    }
+}
+
+impl Clone for BatchCache {
+    /// A clone plans its batches again (the plans are derived, not part of the model).
+    fn clone(&self) -> Self {
+        BatchCache::default()
+    }
+}
+
+impl std::fmt::Debug for BatchCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let batches: Vec<usize> = cache.iter().map(|(n, _)| *n).collect();
+        write!(f, "BatchCache {batches:?}")
+    }
+}
+
+/// The batch a graph was built for: the leading dimension of its inputs (1 for a graph with no
+/// inputs or a rank-0 input, which cannot be rebatched).
+pub(crate) fn graph_batch(graph: &Graph) -> usize {
+    graph
+        .inputs()
+        .first()
+        .and_then(|&id| graph.tensor(id).shape.first().copied())
+        .unwrap_or(1)
+}
+
+/// The batch `inputs` hold: the number of images of the graph's per-image size in each input,
+/// which all inputs must agree on. Values the graph's own size (or that no batch explains) give
+/// the graph's batch, so the input check reports the mismatch in its own words.
+pub(crate) fn batch_of(graph: &Graph, inputs: &[TensorData]) -> Result<usize, EngineError> {
+    let b = graph_batch(graph);
+    let mut found: Option<(usize, usize)> = None;
+    for (i, (&id, value)) in graph.inputs().iter().zip(inputs).enumerate() {
+        let t = graph.tensor(id);
+        let n = if value.len() == t.num_elements() {
+            b
+        } else {
+            let per_image = match t.shape.first() {
+                Some(&lead) if lead > 0 && t.shape[0] == b => t.num_elements() / lead,
+                _ => return Ok(b),
+            };
+            if per_image == 0 || value.len() % per_image != 0 || value.len() == 0 {
+                return Ok(b);
+            }
+            value.len() / per_image
+        };
+        match found {
+            None => found = Some((i, n)),
+            Some((j, m)) if m != n => {
+                return Err(EngineError::Run(format!(
+                    "input {j} ({}) holds {m} image(s) but input {i} ({}) holds {n}",
+                    describe(graph, graph.inputs()[j]),
+                    describe(graph, id)
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(found.map_or(b, |(_, n)| n))
+}
+
+/// Why `graph` cannot run at batch `n`, as a run error.
+fn refuse(graph: &Graph, n: usize, why: String) -> EngineError {
+    EngineError::Run(format!(
+        "the graph was built for batch {} and cannot run {n} image(s) at once: {why}",
+        graph_batch(graph)
+    ))
+}
+
+/// `graph` with the leading dimension of every run-time tensor (graph inputs and op outputs) set
+/// to `n`. Refused, naming the op or tensor, when some op mixes images or the batch does not
+/// lead a run-time tensor.
+pub(crate) fn rebatch(graph: &Graph, n: usize) -> Result<Graph, EngineError> {
+    let b = graph_batch(graph);
+    if n == 0 {
+        return Err(refuse(graph, n, "a run needs at least one image".into()));
+    }
+    let op_name = |i: usize| format!("op {i} ({})", graph.ops()[i].kind());
+    for (i, op) in graph.ops().iter().enumerate() {
+        let why = match op {
+            Op::Concat { axis: 0, .. } => Some("it concatenates along the batch axis"),
+            Op::Pad { paddings, .. } if paddings.first().is_some_and(|p| *p != [0, 0]) => {
+                Some("it pads the batch axis")
+            }
+            Op::Mean { axes, .. } if axes.contains(&0) => Some("it averages over the batch axis"),
+            Op::Transpose { perm, .. } if perm.first() != Some(&0) => {
+                Some("it moves the batch axis")
+            }
+            Op::Slice { begin, strides, .. }
+                if begin.first().is_some_and(|&x| x != 0)
+                    || strides.first().is_some_and(|&s| s != 1) =>
+            {
+                Some("it slices the batch axis")
+            }
+            Op::Conv2d { .. }
+            | Op::DepthwiseConv2d { .. }
+            | Op::FullyConnected { .. }
+            | Op::FullyConnectedF64 { .. }
+            | Op::Add { .. }
+            | Op::Sub { .. }
+            | Op::Mul { .. }
+            | Op::Maximum { .. }
+            | Op::Minimum { .. }
+            | Op::Prelu { .. }
+            | Op::AveragePool2d { .. }
+            | Op::MaxPool2d { .. }
+            | Op::Concat { .. }
+            | Op::Pad { .. }
+            | Op::Mean { .. }
+            | Op::Transpose { .. }
+            | Op::Slice { .. }
+            | Op::Logistic { .. }
+            | Op::LogisticLut { .. }
+            | Op::Tanh { .. }
+            | Op::Softmax { .. }
+            | Op::Reshape { .. }
+            | Op::Quantize { .. }
+            | Op::Dequantize { .. }
+            | Op::Relu { .. }
+            | Op::LeakyRelu { .. }
+            | Op::HardSwish { .. }
+            | Op::ResizeNearest { .. }
+            | Op::ResizeBilinear { .. } => None,
+            #[allow(unreachable_patterns)]
+            _ => Some("it is not known to treat each image on its own"),
+        };
+        if let Some(why) = why {
+            return Err(refuse(graph, n, format!("{} {why}", op_name(i))));
+        }
+    }
+    let mut tensors = graph.tensors().to_vec();
+    let run_time = graph.inputs().iter().copied().map(|id| (id, None)).chain(
+        graph
+            .ops()
+            .iter()
+            .enumerate()
+            .map(|(i, op)| (op.output(), Some(i))),
+    );
+    for (id, writer) in run_time {
+        let t = &mut tensors[id.index()];
+        if t.shape.first() != Some(&b) {
+            let what = match writer {
+                None => "graph input".to_string(),
+                Some(i) => format!("output of {}", op_name(i)),
+            };
+            return Err(refuse(
+                graph,
+                n,
+                format!(
+                    "{what} {} has shape {:?}, whose leading dimension is not the batch {b}",
+                    describe(graph, id),
+                    graph.tensor(id).shape
+                ),
+            ));
+        }
+        t.shape[0] = n;
+    }
+    // Validation checks every op's shapes again at the new batch: a constant operand laid out
+    // for the old batch is refused here.
+    Graph::new(
+        tensors,
+        graph.ops().to_vec(),
+        graph.inputs().to_vec(),
+        graph.outputs().to_vec(),
+    )
+    .map_err(|e| refuse(graph, n, e.to_string()))
+}
+
+/// One caller's activation buffers. Made by [`Model::context`](crate::Model::context); passed to
+/// [`Model::run_in`](crate::Model::run_in) and [`Model::run_into`](crate::Model::run_into),
+/// which grow it to the batch they run and otherwise reuse it as it is. A context is not tied to
+/// one model, but keeps the buffers of the last layout it ran.
+#[derive(Debug, Default)]
+pub struct Context {
+    pub(crate) buffers: Vec<TensorData>,
+}
+
+impl Context {
+    /// An empty context: the first run allocates its buffers.
+    pub fn new() -> Context {
+        Context::default()
+    }
+
+    /// Bytes of activation buffers the context holds.
+    pub fn bytes(&self) -> usize {
+        self.buffers
+            .iter()
+            .map(|b| b.len() * b.dtype().size_bytes())
+            .sum()
+    }
+
+    /// Makes the buffers fit `slots` (type and at least that many elements each), allocating
+    /// only where one is missing, of another type, or too small.
+    pub(crate) fn fit(&mut self, slots: &[(DType, usize)]) {
+        for (k, &(dtype, need)) in slots.iter().enumerate() {
+            match self.buffers.get(k) {
+                Some(b) if b.dtype() == dtype && b.len() >= need => {}
+                Some(_) => self.buffers[k] = TensorData::zeros(dtype, need),
+                None => self.buffers.push(TensorData::zeros(dtype, need)),
+            }
+        }
+    }
+}
+
+/// Copies the first `dst.len() / size` elements of `value` into `dst` as native-endian bytes;
+/// false when the sizes differ.
+pub(crate) fn write_bytes(value: &TensorData, n: usize, dst: &mut [u8]) -> bool {
+    let size = value.dtype().size_bytes();
+    if dst.len() != n * size {
+        return false;
+    }
+    match value {
+        TensorData::U8(v) => dst.copy_from_slice(&v[..n]),
+        TensorData::I8(v) => {
+            for (d, &x) in dst.iter_mut().zip(&v[..n]) {
+                *d = x as u8;
+            }
+        }
+        TensorData::I32(v) => {
+            for (d, x) in dst.chunks_exact_mut(4).zip(&v[..n]) {
+                d.copy_from_slice(&x.to_ne_bytes());
+            }
+        }
+        TensorData::F32(v) => {
+            for (d, x) in dst.chunks_exact_mut(4).zip(&v[..n]) {
+                d.copy_from_slice(&x.to_ne_bytes());
+            }
+        }
+    }
+    true
+}
+
+/// The value of run-time tensor `id` in `buffers` (its live part), or its constant data.
+pub(crate) fn value_in<'a>(
+    graph: &'a Graph,
+    slot_of: &[Option<usize>],
+    buffers: &'a [TensorData],
+    id: TensorId,
+) -> &'a TensorData {
+    match &graph.tensor(id).data {
+        Some(d) => d,
+        None => &buffers[slot_of[id.index()].expect("a wanted tensor has a buffer")],
+    }
+}
