@@ -83,6 +83,30 @@ pub fn export_graph(net: &GraphNet, quant: &QuantCfg) -> Result<Graph, TrainErro
                 };
                 vals.insert(*output, Val::Flat(src));
             }
+            Step::Pad {
+                input,
+                output,
+                pads: [t, l, b, r],
+                name,
+            } => {
+                let x = act(&vals, *input, name)?;
+                let [n, h, w, c] = x.shape;
+                let shape = [n, h + t + b, w + l + r, c];
+                let out = e.act_tensor_shaped(name, &shape, x.params);
+                e.b.op(Op::Pad {
+                    input: x.id,
+                    output: out,
+                    paddings: vec![[0, 0], [*t, *b], [*l, *r], [0, 0]],
+                });
+                vals.insert(
+                    *output,
+                    Val::Act(Cur {
+                        id: out,
+                        shape,
+                        params: x.params,
+                    }),
+                );
+            }
             Step::Layer {
                 layer,
                 inputs,

@@ -14,6 +14,7 @@
 
 use burn::module::{Module, Param, RunningState};
 use burn::optim::GradientsParams;
+use burn::tensor::ops::PadMode;
 use burn::tensor::{activation, Device, Int, Tensor, TensorData};
 
 use crate::fake_quant::host_vec;
@@ -51,6 +52,16 @@ pub enum Step {
     },
     /// `[N, C, H, W]` → `[N, C·H·W, 1, 1]` (same element order).
     Flatten { input: ValueId, output: ValueId },
+    /// Zero padding of H and W, `[top, left, bottom, right]`: an ONNX Pad, or the padding of
+    /// a convolution or an average pool (padding included in the count) that is not the same
+    /// on every side. Real 0 is a code of every activation grid, so the padded tensor keeps its
+    /// input's params. `output` may be a value of its own, numbered after the graph's.
+    Pad {
+        input: ValueId,
+        output: ValueId,
+        pads: [usize; 4],
+        name: String,
+    },
 }
 
 /// The trailing normalization the ONNX graph ends with, applied outside the loss.
@@ -83,6 +94,10 @@ fn refuse(node: &intq_onnx::Node, msg: impl Into<String>) -> TrainError {
         node.onnx_op,
         msg.into()
     ))
+}
+
+fn padding_any(pads: [usize; 4]) -> bool {
+    pads.iter().any(|&p| p != 0)
 }
 
 fn tensor1(v: &[f32], device: &Device) -> Tensor<1> {
@@ -140,6 +155,8 @@ impl GraphNet {
             }
         };
         let mut done = vec![false; graph.nodes.len()];
+        // Values of the network's own (padded inputs), numbered after the graph's.
+        let mut next_value = graph.values.len();
         let mut layers = Vec::new();
         let mut steps = Vec::new();
         let mut head = Head::Logits;
@@ -164,21 +181,29 @@ impl GraphNet {
             match &node.op {
                 Op::Conv(c) => {
                     let [o, i, kh, kw] = c.weight_dims;
-                    let p = c.pads[0];
-                    if kh != kw
-                        || c.stride[0] != c.stride[1]
-                        || c.dilation != [1, 1]
-                        || c.pads.iter().any(|&q| q != p)
-                    {
+                    if kh != kw || c.stride[0] != c.stride[1] || c.dilation != [1, 1] {
                         return Err(refuse(
                             node,
                             format!(
-                                "intq's QAT convolution takes square kernels, one stride, no \
-                                 dilation and the same padding on every side (kernel {kh}x{kw}, \
-                                 stride {:?}, dilation {:?}, pads {:?})",
-                                c.stride, c.dilation, c.pads
+                                "intq's QAT convolution takes square kernels, one stride and no \
+                                 dilation (kernel {kh}x{kw}, stride {:?}, dilation {:?})",
+                                c.stride, c.dilation
                             ),
                         ));
+                    }
+                    // Padding that differs between sides becomes a Pad in front of the conv.
+                    let mut conv_input = node.inputs[0];
+                    let mut p = c.pads[0];
+                    if c.pads.iter().any(|&q| q != p) {
+                        conv_input = next_value;
+                        next_value += 1;
+                        steps.push(Step::Pad {
+                            input: node.inputs[0],
+                            output: conv_input,
+                            pads: c.pads,
+                            name: format!("{}/pad", node.name),
+                        });
+                        p = 0;
                     }
                     let cin = i * c.groups;
                     // A BatchNormalization reading the conv alone folds into it.
@@ -236,7 +261,7 @@ impl GraphNet {
                     layers.push(Layer::Conv(layer));
                     steps.push(Step::Layer {
                         layer: layers.len() - 1,
-                        inputs: node.inputs.clone(),
+                        inputs: vec![conv_input],
                         output: out,
                         name,
                     });
@@ -284,6 +309,7 @@ impl GraphNet {
                     });
                 }
                 Op::GlobalAveragePool | Op::MaxPool(_) | Op::AveragePool(_) => {
+                    let mut pool_input = node.inputs[0];
                     let pool = match &node.op {
                         Op::GlobalAveragePool => Pool {
                             kernel: 0,
@@ -294,23 +320,38 @@ impl GraphNet {
                         },
                         Op::MaxPool(p) | Op::AveragePool(p) => {
                             let max = matches!(node.op, Op::MaxPool(_));
+                            let mut padding = p.pads[0];
+                            // An average whose count takes the padding in is an unpadded
+                            // average of the zero-padded input.
+                            if !max && padding_any(p.pads) && p.count_include_pad {
+                                pool_input = next_value;
+                                next_value += 1;
+                                steps.push(Step::Pad {
+                                    input: node.inputs[0],
+                                    output: pool_input,
+                                    pads: p.pads,
+                                    name: format!("{}/pad", node.name),
+                                });
+                                padding = 0;
+                            }
                             let square = p.kernel[0] == p.kernel[1]
                                 && p.stride[0] == p.stride[1]
                                 && p.dilation == [1, 1]
                                 && !p.ceil_mode
-                                && p.pads.iter().all(|&q| q == p.pads[0]);
-                            if !square || (!max && p.pads[0] != 0) {
+                                && (padding == 0 || p.pads.iter().all(|&q| q == padding));
+                            if !square || (!max && padding != 0) {
                                 return Err(refuse(
                                     node,
                                     "intq's QAT pools take square windows, one stride, no \
-                                     dilation or ceil_mode, the same padding on every side, and \
-                                     no padding for an average",
+                                     dilation or ceil_mode, and for a max pool the same padding \
+                                     on every side; a padded average must count the padding \
+                                     (count_include_pad)",
                                 ));
                             }
                             Pool {
                                 kernel: p.kernel[0],
                                 stride: p.stride[0],
-                                padding: p.pads[0],
+                                padding,
                                 max,
                                 global: false,
                             }
@@ -320,9 +361,27 @@ impl GraphNet {
                     layers.push(Layer::Pool(pool));
                     steps.push(Step::Layer {
                         layer: layers.len() - 1,
-                        inputs: node.inputs.clone(),
+                        inputs: vec![pool_input],
                         output: node.output,
                         name,
+                    });
+                }
+                Op::Pad { pads, value } => {
+                    let spatial = pads.len() == 4 && pads[0] == (0, 0) && pads[1] == (0, 0);
+                    if !spatial || *value != 0.0 {
+                        return Err(refuse(
+                            node,
+                            format!(
+                                "intq's QAT network pads H and W of NCHW with zeros only (pads \
+                                 {pads:?}, value {value})"
+                            ),
+                        ));
+                    }
+                    steps.push(Step::Pad {
+                        input: node.inputs[0],
+                        output: node.output,
+                        pads: [pads[2].0, pads[3].0, pads[2].1, pads[3].1],
+                        name: node.name.clone(),
                     });
                 }
                 Op::Flatten => steps.push(Step::Flatten {
@@ -400,7 +459,9 @@ impl GraphNet {
                 Step::Layer { output, inputs, .. } => {
                     (*output).max(inputs.iter().copied().max().unwrap_or(0))
                 }
-                Step::Flatten { input, output } => (*input).max(*output),
+                Step::Flatten { input, output } | Step::Pad { input, output, .. } => {
+                    (*input).max(*output)
+                }
             })
             .max()
             .unwrap_or(0)
@@ -424,6 +485,18 @@ impl GraphNet {
                     let [n, c, h, w] = a.x.dims();
                     vals[*output] = Some(Act {
                         x: a.x.reshape([n, c * h * w, 1, 1]),
+                        q: a.q,
+                    });
+                }
+                Step::Pad {
+                    input,
+                    output,
+                    pads: [t, l, b, r],
+                    ..
+                } => {
+                    let a = get(&vals, *input)?;
+                    vals[*output] = Some(Act {
+                        x: a.x.pad((*l, *r, *t, *b), PadMode::Constant(0.0)),
                         q: a.q,
                     });
                 }

@@ -53,18 +53,19 @@ fn float_parity(name: &str, head: Head) -> f32 {
 fn float_mode_equals_onnxruntime() {
     assert!(float_parity("resnet_tiny", Head::Logits) <= 1e-5);
     assert!(float_parity("mobilenetv2_qat", Head::Softmax) <= 1e-5);
+    // Pad, a padded average pool (padding counted) and asymmetric conv padding as Pad steps.
+    assert!(float_parity("mobilenetv2_tiny", Head::Softmax) <= 1e-5);
 }
 
 #[test]
 fn layers_the_qat_net_cannot_take_are_named() {
     let device = Device::flex();
-    // The importer takes this model (Pad, padded average pool), the QAT network not yet.
-    let g = intq_onnx::load(&fixture("mobilenetv2_tiny.onnx")).unwrap();
-    let e = GraphNet::from_graph(&g, LayerOpts::default(), &device).unwrap_err();
-    assert!(e.to_string().contains("(Pad)"), "{e}");
+    // The importer takes this model; the QAT network takes its asymmetric padding but not yet
+    // a dilated convolution.
     let g = intq_onnx::load(&fixture("ops_helper.onnx")).unwrap();
     let e = GraphNet::from_graph(&g, LayerOpts::default(), &device).unwrap_err();
-    assert!(e.to_string().contains("\"conv_same\" (Conv)"), "{e}");
+    assert!(e.to_string().contains("\"conv_dilated\" (Conv)"), "{e}");
+    assert!(e.to_string().contains("dilation [2, 2]"), "{e}");
 }
 
 #[test]
@@ -209,7 +210,7 @@ fn integer_vs_fake_quant(name: &str, quant: intq_train::QuantCfg, qat_steps: u64
 
 #[test]
 fn integer_model_equals_fake_quant_model() {
-    for name in ["resnet_tiny", "mobilenetv2_qat"] {
+    for name in ["resnet_tiny", "mobilenetv2_qat", "mobilenetv2_tiny"] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
             intq_train::QuantCfg::int8(8, 8, true).unwrap(),
@@ -221,7 +222,7 @@ fn integer_model_equals_fake_quant_model() {
 
 #[test]
 fn after_qat_steps_the_integer_model_equals_the_fake_quant_model() {
-    for name in ["resnet_tiny", "mobilenetv2_qat"] {
+    for name in ["resnet_tiny", "mobilenetv2_qat", "mobilenetv2_tiny"] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
             intq_train::QuantCfg::int8(8, 8, true).unwrap(),
@@ -233,7 +234,7 @@ fn after_qat_steps_the_integer_model_equals_the_fake_quant_model() {
 
 #[test]
 fn after_ptq_calibration_the_integer_model_equals_the_fake_quant_model() {
-    for name in ["resnet_tiny", "mobilenetv2_qat"] {
+    for name in ["resnet_tiny", "mobilenetv2_qat", "mobilenetv2_tiny"] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
             intq_train::QuantCfg::int8(8, 8, true).unwrap(),
