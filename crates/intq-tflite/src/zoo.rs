@@ -243,161 +243,63 @@ pub fn elementwise_zoo(dtype: DType) -> Graph {
     for id in [a, x, gate, col] {
         b.input(id);
     }
-    let op = |b: &mut GraphBuilder,
-              name: &str,
-              shape: &[usize],
-              q: Option<Quant>,
-              f: &dyn Fn(TensorId) -> Op| {
-        let out = b.tensor(name, dtype, shape, q);
-        b.op(f(out));
+    // Every op writes a graph output of the zoo's shape.
+    let mut add = |name: &str, q: Option<Quant>, make: &dyn Fn(TensorId) -> Op| {
+        let out = b.tensor(name, dtype, &shape, q);
+        b.op(make(out));
         b.output(out);
-        out
     };
-    let binary = |kind: &str, lhs: TensorId, rhs: TensorId, activation: Activation| {
-        let kind = kind.to_string();
-        move |output: TensorId| match kind.as_str() {
-            "mul" => Op::Mul {
-                lhs,
-                rhs,
-                output,
-                activation,
-            },
-            _ => Op::Sub {
-                lhs,
-                rhs,
-                output,
-                activation,
-            },
+    let mul = |lhs, rhs, activation| {
+        move |output| Op::Mul {
+            lhs,
+            rhs,
+            output,
+            activation,
         }
     };
-    op(
-        &mut b,
-        "mul_ax",
-        &shape,
-        pt(0.5, mid),
-        &binary("mul", a, x, Activation::None),
-    );
-    op(
-        &mut b,
-        "mul_se",
-        &shape,
-        pt(0.04, lo + 3),
-        &binary("mul", a, gate, Activation::Relu6),
-    );
-    op(
-        &mut b,
-        "mul_col",
-        &shape,
-        pt(0.3, hi - 5),
-        &binary("mul", x, col, Activation::ReluN1To1),
-    );
+    let sub = |lhs, rhs, activation| {
+        move |output| Op::Sub {
+            lhs,
+            rhs,
+            output,
+            activation,
+        }
+    };
+    let relu = |input, activation| {
+        move |output| Op::Relu {
+            input,
+            output,
+            activation,
+        }
+    };
+    let leaky = |input, alpha| {
+        move |output| Op::LeakyRelu {
+            input,
+            output,
+            alpha,
+        }
+    };
+    let hard_swish = |input| move |output| Op::HardSwish { input, output };
+    let tanh = |input| move |output| Op::Tanh { input, output };
+    use Activation::{None as Identity, Relu, Relu6, ReluN1To1};
+    add("mul_ax", pt(0.5, mid), &mul(a, x, Identity));
+    add("mul_se", pt(0.04, lo + 3), &mul(a, gate, Relu6));
+    add("mul_col", pt(0.3, hi - 5), &mul(x, col, ReluN1To1));
     // M = 0.9 * (1/256) / 0.001 = 3.5: a left shift.
-    op(
-        &mut b,
-        "mul_big",
-        &shape,
-        pt(0.001, mid),
-        &binary("mul", x, gate, Activation::None),
-    );
-    op(
-        &mut b,
-        "sub_ax",
-        &shape,
-        pt(1.0, hi - 20),
-        &binary("sub", a, x, Activation::Relu),
-    );
-    op(
-        &mut b,
-        "sub_col",
-        &shape,
-        pt(0.25, lo + 1),
-        &binary("sub", x, col, Activation::None),
-    );
-    op(
-        &mut b,
-        "sub_rev",
-        &shape,
-        pt(0.02, mid),
-        &binary("sub", col, a, Activation::None),
-    );
-    let unary = |kind: &str, input: TensorId| {
-        let kind = kind.to_string();
-        move |output: TensorId| match kind.as_str() {
-            "relu" => Op::Relu {
-                input,
-                output,
-                activation: Activation::Relu,
-            },
-            "relu6" => Op::Relu {
-                input,
-                output,
-                activation: Activation::Relu6,
-            },
-            "relu1" => Op::Relu {
-                input,
-                output,
-                activation: Activation::ReluN1To1,
-            },
-            "leaky" => Op::LeakyRelu {
-                input,
-                output,
-                alpha: 0.2,
-            },
-            "leaky_wide" => Op::LeakyRelu {
-                input,
-                output,
-                alpha: 1.5,
-            },
-            "hswish" => Op::HardSwish { input, output },
-            _ => Op::Tanh { input, output },
-        }
-    };
-    op(&mut b, "relu_x", &shape, pt(0.3, lo + 3), &unary("relu", x));
-    op(
-        &mut b,
-        "relu6_a",
-        &shape,
-        pt(6.0 / 255.0, lo),
-        &unary("relu6", a),
-    );
-    op(&mut b, "relu6_x", &shape, pt(0.01, mid), &unary("relu6", x));
-    op(
-        &mut b,
-        "relu1_x",
-        &shape,
-        pt(1.0 / 128.0, mid),
-        &unary("relu1", x),
-    );
-    op(&mut b, "leaky_a", &shape, pt(0.04, mid), &unary("leaky", a));
-    op(
-        &mut b,
-        "leaky_x",
-        &shape,
-        pt(0.7, hi - 2),
-        &unary("leaky_wide", x),
-    );
-    op(
-        &mut b,
-        "hswish_a",
-        &shape,
-        pt(0.03, lo + 10),
-        &unary("hswish", a),
-    );
-    op(
-        &mut b,
-        "hswish_x",
-        &shape,
-        pt(0.1, lo + 30),
-        &unary("hswish", x),
-    );
-    op(
-        &mut b,
-        "tanh_a",
-        &shape,
-        pt(1.0 / 128.0, mid),
-        &unary("tanh", a),
-    );
-    op(&mut b, "tanh_x", &shape, pt(0.01, lo), &unary("tanh", x));
+    add("mul_big", pt(0.001, mid), &mul(x, gate, Identity));
+    add("sub_ax", pt(1.0, hi - 20), &sub(a, x, Relu));
+    add("sub_col", pt(0.25, lo + 1), &sub(x, col, Identity));
+    add("sub_rev", pt(0.02, mid), &sub(col, a, Identity));
+    add("relu_x", pt(0.3, lo + 3), &relu(x, Relu));
+    add("relu6_a", pt(6.0 / 255.0, lo), &relu(a, Relu6));
+    add("relu6_x", pt(0.01, mid), &relu(x, Relu6));
+    add("relu1_x", pt(1.0 / 128.0, mid), &relu(x, ReluN1To1));
+    add("leaky_a", pt(0.04, mid), &leaky(a, 0.2));
+    add("leaky_x", pt(0.7, hi - 2), &leaky(x, 1.5));
+    add("hswish_a", pt(0.03, lo + 10), &hard_swish(a));
+    add("hswish_x", pt(0.1, lo + 30), &hard_swish(x));
+    add("tanh_a", pt(1.0 / 128.0, mid), &tanh(a));
+    add("tanh_x", pt(0.01, lo), &tanh(x));
     b.finish().expect("elementwise_zoo is a valid graph")
 }
 
