@@ -1,0 +1,231 @@
+//! Per-caller execution contexts: a prepared context runs without allocating activations (the
+//! heap calls of a run are counted), contexts grow to the batch and keep their results, and
+//! threads with a context each on one shared model get the bytes of serial runs.
+
+use intq_engine::examples::{random_input, small_cnn};
+use intq_engine::{DType, ExecOptions, Graph, KernelTier, Model, TensorData};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::Arc;
+
+// An allocator that counts, per thread and only while asked to, the heap requests made.
+struct Counting;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static COUNT: Cell<usize> = const { Cell::new(0) };
+}
+
+fn note() {
+    let _ = COUNTING.try_with(|on| {
+        if on.get() {
+            let _ = COUNT.try_with(|c| c.set(c.get() + 1));
+        }
+    });
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note();
+        System.alloc(layout)
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note();
+        System.alloc_zeroed(layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note();
+        System.realloc(ptr, layout, new_size)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Runs `f`, returning its result and the heap requests this thread made meanwhile.
+fn counted<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    COUNT.with(|c| c.set(0));
+    COUNTING.with(|t| t.set(true));
+    let r = f();
+    COUNTING.with(|t| t.set(false));
+    (r, COUNT.with(|c| c.get()))
+}
+
+fn model(g: &Graph, kernels: KernelTier) -> Model {
+    let options = ExecOptions {
+        kernels: Some(kernels),
+        threads: 1,
+    };
+    Model::with_options(g.clone(), options).expect("graph plans")
+}
+
+/// `n` images of `g`'s first input, one after another.
+fn batch(g: &Graph, n: usize, seed: u64) -> Vec<TensorData> {
+    let images: Vec<TensorData> = (0..n)
+        .map(|k| random_input(g, seed + k as u64).remove(0))
+        .collect();
+    let mut all = images[0].clone();
+    for image in &images[1..] {
+        match (&mut all, image) {
+            (TensorData::U8(a), TensorData::U8(b)) => a.extend_from_slice(b),
+            (TensorData::I8(a), TensorData::I8(b)) => a.extend_from_slice(b),
+            (TensorData::F32(a), TensorData::F32(b)) => a.extend_from_slice(b),
+            _ => panic!("unexpected input type"),
+        }
+    }
+    vec![all]
+}
+
+/// Output bytes of `m` on `inputs` through `run_into`, in buffers sized by `shape_at`.
+fn output_buffers(m: &Model, n: usize) -> Vec<Vec<u8>> {
+    let g = m.graph();
+    g.outputs()
+        .iter()
+        .map(|&id| {
+            let elements: usize = m.shape_at(id, n).unwrap().iter().product();
+            vec![0u8; elements * g.tensor(id).dtype.size_bytes()]
+        })
+        .collect()
+}
+
+fn run_into(
+    m: &Model,
+    ctx: &mut intq_engine::Context,
+    inputs: &[TensorData],
+    outs: &mut [Vec<u8>],
+) {
+    let mut slices: Vec<&mut [u8]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+    m.run_into(ctx, inputs, &mut slices).unwrap();
+}
+
+/// On the reference kernels a prepared context runs the whole small-cnn (conv, depthwise,
+/// add, pool, FC, softmax) with no heap request but the reference Add's own (it builds the
+/// broadcast shape); on the fast tiers the engine adds none beyond the kernels' own scratch,
+/// the same on every run, and a fresh context needs more (its buffers).
+#[test]
+fn a_prepared_context_runs_without_allocating() {
+    for dtype in [DType::U8, DType::I8] {
+        let g = small_cnn(dtype, false, 3);
+        let m = model(&g, KernelTier::Reference);
+        let inputs = batch(&g, 4, 1);
+        let mut ctx = m.context();
+        let mut outs = output_buffers(&m, 4);
+        run_into(&m, &mut ctx, &inputs, &mut outs);
+        let mut slices: Vec<&mut [u8]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+        let (n, allocations) = counted(|| m.run_into(&mut ctx, &inputs, &mut slices).unwrap());
+        assert_eq!(n, 4);
+        let adds = g
+            .ops()
+            .iter()
+            .filter(|op| matches!(op, intq_engine::Op::Add { .. }))
+            .count();
+        assert!(
+            allocations <= adds,
+            "{dtype}: {allocations} heap requests in a prepared run, {adds} Add op(s)"
+        );
+        // The same bytes as the convenience run.
+        let want = m.run(&inputs).unwrap();
+        let mut got = vec![0u8; outs[0].len()];
+        let mut one: Vec<&mut [u8]> = vec![&mut got];
+        m.run_into(&mut ctx, &inputs, &mut one).unwrap();
+        match &want[0] {
+            TensorData::U8(v) => assert_eq!(&got, v),
+            TensorData::I8(v) => assert!(got.iter().zip(v).all(|(&a, &b)| a as i8 == b)),
+            other => panic!("unexpected output {other:?}"),
+        }
+    }
+    intq_testutil::on_every_tier("context allocations", |isa| {
+        let g = small_cnn(DType::I8, false, 3);
+        let m = model(&g, KernelTier::Fast(isa));
+        let inputs = batch(&g, 4, 1);
+        let mut ctx = m.context();
+        let mut outs = output_buffers(&m, 4);
+        run_into(&m, &mut ctx, &inputs, &mut outs);
+        let mut slices: Vec<&mut [u8]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+        let ((), first) = counted(|| {
+            m.run_into(&mut ctx, &inputs, &mut slices).unwrap();
+        });
+        let ((), second) = counted(|| {
+            m.run_into(&mut ctx, &inputs, &mut slices).unwrap();
+        });
+        // The context's own buffers are not among them: a fresh context allocates more.
+        let mut fresh = m.context();
+        let ((), cold) = counted(|| {
+            m.run_into(&mut fresh, &inputs, &mut slices).unwrap();
+        });
+        assert_eq!(first, second, "{}: {first} then {second}", isa.name());
+        assert!(
+            cold > first,
+            "{}: cold {cold}, prepared {first}",
+            isa.name()
+        );
+    });
+}
+
+/// A context grows to the largest batch it runs and keeps serving smaller ones from the same
+/// buffers; results do not depend on what it ran before.
+#[test]
+fn contexts_grow_to_the_batch() {
+    let g = small_cnn(DType::U8, true, 5);
+    let m = model(&g, KernelTier::Reference);
+    let mut ctx = m.context();
+    assert_eq!(ctx.bytes(), 0);
+    let one = batch(&g, 1, 9);
+    let six = batch(&g, 6, 9);
+    let a = m.run_in(&mut ctx, &one).unwrap();
+    let small = ctx.bytes();
+    assert!(small > 0);
+    let b = m.run_in(&mut ctx, &six).unwrap();
+    let big = ctx.bytes();
+    assert!(big >= 5 * small, "{small} -> {big}");
+    let c = m.run_in(&mut ctx, &one).unwrap();
+    assert_eq!(ctx.bytes(), big, "a smaller batch reuses the grown buffers");
+    assert_eq!(a, c);
+    assert_eq!(b, m.run(&six).unwrap());
+    match (&a[0], &b[0]) {
+        (TensorData::F32(a), TensorData::F32(b)) => assert_eq!(a[..], b[..a.len()]),
+        other => panic!("unexpected outputs {other:?}"),
+    }
+}
+
+/// Threads, each with its own context, run one shared model at mixed batches at once and get
+/// exactly the bytes of serial runs.
+#[test]
+fn threads_with_their_own_contexts_match_serial_runs() {
+    let kernels = [KernelTier::Reference].into_iter().chain(
+        intq_testutil::tiers("context threads")
+            .into_iter()
+            .map(KernelTier::Fast),
+    );
+    for tier in kernels {
+        let g = small_cnn(DType::I8, false, 11);
+        let m = Arc::new(model(&g, tier));
+        let jobs: Vec<Vec<TensorData>> = (0..12)
+            .map(|k| batch(&g, 1 + k % 4, 50 + k as u64))
+            .collect();
+        let serial: Vec<Vec<TensorData>> = jobs.iter().map(|j| m.run(j).unwrap()).collect();
+        let jobs = Arc::new(jobs);
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let (m, jobs) = (Arc::clone(&m), Arc::clone(&jobs));
+                std::thread::spawn(move || {
+                    let mut ctx = m.context();
+                    (0..3 * jobs.len())
+                        .map(|r| {
+                            let k = (r + 5 * t) % jobs.len();
+                            (k, m.run_in(&mut ctx, &jobs[k]).unwrap())
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            for (k, got) in h.join().unwrap() {
+                assert_eq!(got, serial[k], "{tier:?}: job {k}");
+            }
+        }
+    }
+}
