@@ -94,16 +94,16 @@ mod with_mpi {
     /// steps carry on.
     const REORDER_BOUND: f64 = 1e-5;
 
-    /// Threads of every process's pool: the convolution's weight gradient groups its per-image
-    /// sums by the pool's thread count, and mpirun binds each rank to one core, so the
-    /// comparisons fix it (docs/training.md, "Training on several processes").
+    /// Threads of each rank's pool and of the single process's: different on purpose, since a
+    /// run must not depend on the thread count (mpirun binds each rank to one core anyway).
+    const RANK_THREADS: &str = "1";
     const THREADS: &str = "2";
 
     fn mpirun() -> Command {
         let mut c = Command::new("mpirun");
         // Root in containers and CI; a laptop may have fewer slots than ranks.
         c.args(["--allow-run-as-root", "--oversubscribe"]);
-        c.env("RAYON_NUM_THREADS", THREADS);
+        c.env("RAYON_NUM_THREADS", RANK_THREADS);
         c
     }
 

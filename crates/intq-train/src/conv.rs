@@ -388,7 +388,12 @@ pub fn conv_forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) ->
     y
 }
 
-/// Input and weight gradients of a groups = 1 convolution, images split over rayon's threads.
+/// Image groups of the weight gradient: a fixed count, not the thread count, so the order of
+/// its float sums (and so a seeded run) is the same on every machine and under every launcher.
+const DW_GROUPS: usize = 8;
+
+/// Input and weight gradients of a groups = 1 convolution, image groups spread over rayon's
+/// threads.
 pub fn conv_backward(
     g: &Geometry,
     x: &[f32],
@@ -404,8 +409,7 @@ pub fn conv_backward(
     } else {
         Vec::new()
     };
-    let threads = rayon::current_num_threads().max(1);
-    let per = g.n.div_ceil(threads).max(1);
+    let per = g.n.div_ceil(DW_GROUPS).max(1);
     // Each task owns a run of images: their slice of dx and a private dW summed at the end.
     let dx_chunks: Vec<Option<&mut [f32]>> = if want_dx {
         dx.chunks_mut(per * xsz).map(Some).collect()

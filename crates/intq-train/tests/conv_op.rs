@@ -123,3 +123,41 @@ fn pointwise_window_with_trailing_padding() {
         }
     }
 }
+
+/// The weight and input gradients are the same bits whatever rayon's thread count: a seeded run
+/// repeats on any machine, and under mpirun, which binds each rank to one core.
+#[test]
+fn gradients_do_not_depend_on_the_thread_count() {
+    use burn::tensor::{Device, Tensor, TensorData};
+    use common::{host, values};
+    use intq_train::conv::conv2d_train;
+    let (xs, ws) = ([13, 3, 9, 9], [5, 3, 3, 3]);
+    let grads = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let d = Device::flex().autodiff();
+            let x = Tensor::<4>::from_data(TensorData::new(values(1, 13 * 3 * 81), xs), &d)
+                .require_grad();
+            let w =
+                Tensor::<4>::from_data(TensorData::new(values(2, 5 * 27), ws), &d).require_grad();
+            let opts = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+            let y = conv2d_train(x.clone(), w.clone(), None, opts);
+            let dims = y.dims();
+            let u =
+                Tensor::<4>::from_data(TensorData::new(values(3, dims.iter().product()), dims), &d);
+            let g = (y * u).sum().backward();
+            let bits = |v: Vec<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            (
+                bits(host(w.grad(&g).unwrap())),
+                bits(host(x.grad(&g).unwrap())),
+            )
+        })
+    };
+    let one = grads(1);
+    for threads in [2, 3, 7] {
+        assert!(grads(threads) == one, "{threads} threads differ from 1");
+    }
+}
