@@ -89,7 +89,12 @@ fn operand_roles(op: &Op) -> Vec<&'static str> {
         Op::FullyConnected { .. } | Op::FullyConnectedF64 { .. } => {
             vec!["input", "weights", "bias"]
         }
-        Op::Add { .. } => vec!["lhs", "rhs"],
+        Op::Add { .. }
+        | Op::Mul { .. }
+        | Op::Sub { .. }
+        | Op::Maximum { .. }
+        | Op::Minimum { .. } => vec!["lhs", "rhs"],
+        Op::Prelu { .. } => vec!["input", "alpha"],
         Op::Concat { inputs, .. } => vec!["input"; inputs.len()],
         _ => vec!["input"],
     }
@@ -204,9 +209,26 @@ fn attributes(op: &Op) -> String {
                 act_text(activation)
             )
         }
-        Op::FullyConnected { activation, .. } | Op::Add { activation, .. } => {
+        Op::FullyConnected { activation, .. }
+        | Op::Add { activation, .. }
+        | Op::Mul { activation, .. }
+        | Op::Sub { activation, .. }
+        | Op::Relu { activation, .. } => {
             format!("  activation {}", act_text(activation))
         }
+        Op::LeakyRelu { alpha, .. } => format!("  alpha {alpha}"),
+        Op::Transpose { perm, .. } => format!("  perm {perm:?}"),
+        Op::Slice { begin, strides, .. } => format!("  begin {begin:?} strides {strides:?}"),
+        Op::ResizeNearest {
+            align_corners,
+            half_pixel_centers,
+            ..
+        }
+        | Op::ResizeBilinear {
+            align_corners,
+            half_pixel_centers,
+            ..
+        } => format!("  align_corners {align_corners} half_pixel_centers {half_pixel_centers}"),
         Op::AveragePool2d {
             filter,
             stride,
