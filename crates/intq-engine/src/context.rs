@@ -73,26 +73,34 @@ pub(crate) fn graph_batch(graph: &Graph) -> usize {
         .unwrap_or(1)
 }
 
-/// The batch `inputs` hold: the number of images of the graph's per-image size in each input,
-/// which all inputs must agree on. Values the graph's own size (or that no batch explains) give
-/// the graph's batch, so the input check reports the mismatch in its own words.
+/// The batch `inputs` hold: the number of images of the graph's per-image size in each input
+/// the batch leads, which all such inputs must agree on (the graph's own batch when all sizes
+/// are the graph's). An input the batch does not lead counts only if its size is its own.
 pub(crate) fn batch_of(graph: &Graph, inputs: &[TensorData]) -> Result<usize, EngineError> {
     let b = graph_batch(graph);
     let mut found: Option<(usize, usize)> = None;
     for (i, (&id, value)) in graph.inputs().iter().zip(inputs).enumerate() {
         let t = graph.tensor(id);
-        let n = if value.len() == t.num_elements() {
-            b
-        } else {
-            let per_image = match t.shape.first() {
-                Some(&lead) if lead > 0 && t.shape[0] == b => t.num_elements() / lead,
-                _ => return Ok(b),
-            };
-            if per_image == 0 || value.len() % per_image != 0 || value.len() == 0 {
-                return Ok(b);
+        let batch_led = b > 0 && t.shape.first() == Some(&b);
+        if !batch_led {
+            if value.len() != t.num_elements() {
+                return Err(EngineError::Run(format!(
+                    "input {i} ({}) has shape {:?}, whose leading dimension is not the graph's \
+                     batch {b}, so it takes exactly {} elements, but {} were given",
+                    describe(graph, id),
+                    t.shape,
+                    t.num_elements(),
+                    value.len()
+                )));
             }
-            value.len() / per_image
-        };
+            continue;
+        }
+        let per_image = t.num_elements() / b;
+        if per_image == 0 || value.is_empty() || value.len() % per_image != 0 {
+            // Not a whole number of images: the input check says what was expected.
+            return Ok(b);
+        }
+        let n = value.len() / per_image;
         match found {
             None => found = Some((i, n)),
             Some((j, m)) if m != n => {
