@@ -1,6 +1,7 @@
 //! `intq inspect` and `intq run` on float `.onnx` models: the graph intq imports from the file,
 //! and that graph run in f32 on `.npy` inputs in the model's own layout (NCHW) at any batch;
-//! `intq qat --from MODEL.onnx` and `intq convert` of the checkpoints it writes.
+//! `intq qat --from MODEL.onnx`, `intq ptq --from MODEL.onnx`, `intq convert` and `intq eval` of
+//! the checkpoints they write, and `intq export MODEL --onnx` (QDQ).
 
 use anyhow::{bail, Context, Result};
 use intq_cli::npy;
@@ -585,4 +586,22 @@ struct Comparison {
     max_lsb_diff: i64,
     logits_differing: u64,
     logits_total: u64,
+}
+
+/// `intq export MODEL --onnx OUT.onnx`: the integer model as a QDQ ONNX model, written to a
+/// temporary file and renamed.
+pub fn export_qdq(model: &Path, out: &Path) -> Result<()> {
+    let m = crate::tflite_cmd::load_model(model)?;
+    let bytes =
+        intq_onnx::qdq::export(m.graph()).with_context(|| format!("{}", model.display()))?;
+    let tmp = out.with_extension("onnx.tmp");
+    std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "wrote {} ({} bytes, QDQ, opset 13) from {}",
+        out.display(),
+        bytes.len(),
+        model.display()
+    );
+    Ok(())
 }

@@ -14,13 +14,18 @@ pub enum TfliteCommand {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Write a `.intq` (or `.tflite`) model as a `.tflite` file TFLite's interpreter runs.
+    /// Write a `.intq` (or `.tflite`) model as a `.tflite` file TFLite's interpreter runs, or
+    /// as a QDQ `.onnx` model (QuantizeLinear/DequantizeLinear around float ops) that ONNX
+    /// Runtime runs; the ONNX model keeps the model's f32 edges (convert with --float-edges).
     Export {
         /// The `.intq` model.
         model: PathBuf,
         /// Where to write the `.tflite` file.
+        #[arg(long, required_unless_present = "onnx", conflicts_with = "onnx")]
+        tflite: Option<PathBuf>,
+        /// Where to write the QDQ `.onnx` file.
         #[arg(long)]
-        tflite: PathBuf,
+        onnx: Option<PathBuf>,
     },
 }
 
@@ -38,7 +43,11 @@ pub fn run(cmd: TfliteCommand) -> Result<()> {
             );
             Ok(())
         }
-        TfliteCommand::Export { model, tflite } => {
+        TfliteCommand::Export { model, onnx, .. } if onnx.is_some() => {
+            crate::onnx_cmd::export_qdq(&model, onnx.as_deref().context("--onnx")?)
+        }
+        TfliteCommand::Export { model, tflite, .. } => {
+            let tflite = tflite.context("--tflite or --onnx names the file to write")?;
             let m = load_model(&model)?;
             intq_tflite::save(m.graph(), &tflite)?;
             println!("exported {} -> {}", model.display(), tflite.display());

@@ -289,3 +289,75 @@ fn ptq_from_onnx_approximates_the_float_model() {
         assert!(diff < 0.1 * scale, "{diff} of {scale}");
     }
 }
+
+#[test]
+fn export_onnx_writes_a_qdq_model_with_per_channel_weights() {
+    use intq_onnx::proto::tensor_proto::DataType;
+    let dir = common::scratch("onnx_cli", "qdq");
+    let data = dir.join("rgb.npz");
+    write_rgb_npz(&data, 16, 4);
+    let m = dir.join("p.intq");
+    let out = intq(&[
+        "ptq",
+        "--from",
+        fixture("mobilenetv2_tiny.onnx").to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--calib",
+        "16",
+        "--scheme",
+        "int8",
+        "--per-channel",
+        "--out",
+        m.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let q = dir.join("p.qdq.onnx");
+    let out = intq(&["export", m.to_str().unwrap(), "--onnx", q.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let model = intq_onnx::read::read_file(&q).unwrap().proto;
+    let g = model.graph.unwrap();
+    let count = |op: &str| {
+        g.node
+            .iter()
+            .filter(|n| n.op_type.as_deref() == Some(op))
+            .count()
+    };
+    // Every conv (13), the Gemm, the two adds, the concat, the pools, the two pads (the Pad node
+    // and the padding of the counting average pool) and the input are requantized.
+    assert!(count("QuantizeLinear") >= 20, "{}", count("QuantizeLinear"));
+    assert_eq!(count("Conv"), 13);
+    assert_eq!(count("Gemm"), 1);
+    assert_eq!(count("Pad"), 2);
+    // The weights are int8 codes with one scale per output channel.
+    let init = |name: &str| {
+        g.initializer
+            .iter()
+            .find(|t| t.name.as_deref() == Some(name))
+    };
+    let conv = g
+        .node
+        .iter()
+        .find(|n| n.op_type.as_deref() == Some("Conv"))
+        .unwrap();
+    let wdq = g
+        .node
+        .iter()
+        .find(|n| n.output[0] == conv.input[1])
+        .unwrap();
+    assert_eq!(wdq.op_type.as_deref(), Some("DequantizeLinear"));
+    let codes = init(&wdq.input[0]).unwrap();
+    assert_eq!(codes.data_type, Some(DataType::Int8 as i32));
+    assert_eq!(codes.dims, [16, 3, 3, 3]);
+    assert_eq!(init(&wdq.input[1]).unwrap().dims, [16]);
+    let inp = &g.input[0];
+    assert_eq!(inp.name.as_deref(), Some("input"));
+}

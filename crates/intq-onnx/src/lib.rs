@@ -6,13 +6,16 @@
 //! trailing Softmax). Anything else is an [`OnnxError`] naming the node, its op type and the
 //! attribute at fault. [`eval::run`] executes the graph in f32 at any batch.
 //!
-//! This crate has no training or inference dependencies; `intq-train` builds QAT networks from
-//! its graph.
+//! [`qdq::export`] writes an integer `.intq` model as a QDQ ONNX model (QuantizeLinear /
+//! DequantizeLinear around float ops) that ONNX Runtime runs.
+//!
+//! This crate has no training dependencies; `intq-train` builds QAT networks from its graph.
 
 pub mod eval;
 pub mod import;
 pub mod ir;
 pub mod proto;
+pub mod qdq;
 pub mod read;
 
 use std::fmt;

@@ -1,0 +1,113 @@
+"""Agreement of intq's integer models with ONNX Runtime running their QDQ export.
+
+For each float fixture: `intq ptq --from FIXTURE.onnx` on a seeded picture set, `intq export
+--onnx` to QDQ form, then the same test pictures through `intq run` (the integer engine) and
+through ONNX Runtime (which requantizes in float). Prints, per model, the top-1 agreement and the
+largest logit difference in output codes (|a - b| / S_out, rounded).
+
+    tools/onnx-fixtures/.venv/bin/python tools/onnx-fixtures/qdq_agreement.py [--images N]
+
+Needs a built `target/debug/intq` (or INTQ=path).
+"""
+
+import argparse
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import numpy_helper
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+FIX = ROOT / "crates/intq-onnx/tests/fixtures"
+INTQ = os.environ.get("INTQ", str(ROOT / "target/debug/intq"))
+
+
+def intq(*args):
+    r = subprocess.run([INTQ, *map(str, args)], capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"intq {' '.join(map(str, args))}: {r.stderr}")
+    return r.stdout
+
+
+def pictures(n, seed, shape):
+    rng = np.random.default_rng(seed)
+    # Smooth seeded patterns plus noise: varied enough to spread the logits.
+    h, w, c = shape
+    yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    out = np.empty((n, h, w, c), np.uint8)
+    for i in range(n):
+        f = rng.uniform(0.05, 0.5, size=(c, 2))
+        ph = rng.uniform(0, 6.3, size=c)
+        img = np.stack([np.sin(f[k, 0] * yy + f[k, 1] * xx + ph[k]) for k in range(c)], -1)
+        img = 127.5 * (img + 1) + rng.normal(0, 20, size=img.shape)
+        out[i] = np.clip(img, 0, 255).astype(np.uint8)
+    return out
+
+
+def output_scale(model):
+    """The scale of the DequantizeLinear whose value the graph's output is."""
+    g = model.graph
+    init = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    prod = {o: n for n in g.node for o in n.output}
+    v = g.output[0].name
+    while True:
+        n = prod[v]
+        if n.op_type == "DequantizeLinear":
+            return float(init[n.input[1]])
+        v = n.input[0]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=200)
+    a = ap.parse_args()
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="intq_qdq_"))
+    for name, schemes in [
+        ("resnet_tiny", ["uint8", "int8"]),
+        ("mobilenetv2_qat", ["uint8", "int8"]),
+        ("mobilenetv2_tiny", ["uint8", "int8"]),
+    ]:
+        shape = (32, 32, 3)
+        x_tr, x_te = pictures(64, 1, shape), pictures(a.images, 2, shape)
+        data = tmp / "pics.npz"
+        np.savez(
+            data,
+            x_train=x_tr,
+            y_train=np.arange(len(x_tr)) % 10,
+            x_test=x_te,
+            y_test=np.arange(len(x_te)) % 10,
+        )
+        for scheme in schemes:
+            m = tmp / f"{name}_{scheme}.intq"
+            extra = ["--per-channel"] if scheme == "int8" else []
+            intq("ptq", "--from", FIX / f"{name}.onnx", "--data", data, "--calib", 64,
+                 "--scheme", scheme, *extra, "--out", m)
+            q = tmp / f"{name}_{scheme}.qdq.onnx"
+            intq("export", m, "--onnx", q)
+            model = onnx.load(q)
+            onnx.checker.check_model(model)
+            s_out = output_scale(model)
+            sess = ort.InferenceSession(str(q), providers=["CPUExecutionProvider"])
+            x = (x_te.astype(np.float32) / 255.0)
+            got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+            agree, max_codes = 0, 0
+            for i in range(len(x)):
+                xi, yo = tmp / "x.npy", tmp / "y.npy"
+                np.save(xi, x[i : i + 1])
+                intq("run", m, "-i", xi, "-o", yo)
+                want = np.load(yo).reshape(-1)
+                agree += int(np.argmax(want) == np.argmax(got[i]))
+                max_codes = max(max_codes, int(np.rint(np.abs(want - got[i]).max() / s_out)))
+            print(
+                f"{name} {scheme}{' per-channel' if extra else ''}: top-1 agreement "
+                f"{agree}/{len(x)}, max logit difference {max_codes} codes"
+            )
+
+
+if __name__ == "__main__":
+    main()
