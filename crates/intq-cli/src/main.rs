@@ -152,9 +152,14 @@ fn run(
                 t.dtype
             );
         }
-        if array.shape != t.shape {
+        // Any number of images: the leading (batch) dimension may differ from the model's.
+        let same_image = array.shape.len() == t.shape.len()
+            && array.shape.first().is_some_and(|&n| n >= 1)
+            && array.shape[1..] == t.shape[1..];
+        if array.shape != t.shape && !same_image {
             bail!(
-                "{}: shape {:?} but input '{}' of the model has shape {:?}",
+                "{}: shape {:?} but input '{}' of the model has shape {:?} (the leading, batch \
+                 dimension may differ)",
                 path.display(),
                 array.shape,
                 t.name,
@@ -189,8 +194,11 @@ fn run(
     } else {
         model.run_with(&inputs, &wanted)?
     };
+    let batch = model
+        .batch_of(&inputs)
+        .with_context(|| model_path.display().to_string())?;
     for ((path, data), &id) in output_paths.iter().zip(results).zip(&wanted) {
-        let shape = graph.tensor(id).shape.clone();
+        let shape = model.shape_at(id, batch)?;
         npy::write(path, &npy::Array { shape, data })?;
     }
     Ok(())
