@@ -677,9 +677,49 @@ impl QAdd {
     }
 
     pub fn forward(&self, a: Act, b: Act, ctx: &Ctx) -> Result<Act, TrainError> {
+        if let (Some(q), Some(pa), Some(pb)) = (ctx.exact_quant(), a.q, b.q) {
+            if let Some(po) = self.out_obs.params(q.act_scheme)? {
+                return self.forward_exact(&a, &b, [pa, pb, po], q.act_scheme);
+            }
+        }
         let y = activate(a.x + b.x, self.act);
         let (x, q) = self.out_obs.apply(y, ctx)?;
         Ok(Act { x, q })
+    }
+
+    /// Exact evaluation: the engine's integer Add on the inputs' codes (docs/spec.md §4.6, its
+    /// fixed-point rescaling of both inputs and the sum), with the fused activation as its clamp
+    /// on the output codes, as `S (q - Z)` in f64. The f32 training pass rounds the real sum once
+    /// instead; the two differ by a code at near-ties.
+    fn forward_exact(
+        &self,
+        a: &Act,
+        b: &Act,
+        [pa, pb, po]: [QuantParams; 3],
+        scheme: QScheme,
+    ) -> Result<Act, TrainError> {
+        let quantize = |f: f32| po.zero_point.saturating_add((f / po.scale).round() as i32);
+        let (qmin, qmax) = (scheme.qmin(), scheme.qmax());
+        let (lo, hi) = match self.act {
+            ACT_RELU => (qmin.max(quantize(0.0)), qmax),
+            ACT_RELU6 => (qmin.max(quantize(0.0)), qmax.min(quantize(6.0))),
+            _ => (qmin, qmax),
+        };
+        let add = intq_kernels::reference::AddParams::new(pa, pb, po, lo, hi)?;
+        let code = |v: f32, p: QuantParams| (v / p.scale).round() as i32 + p.zero_point;
+        let dims = a.x.dims();
+        let out: Vec<f64> = host_vec(a.x.clone())
+            .into_iter()
+            .zip(host_vec(b.x.clone()))
+            .map(|(x, y)| {
+                let c = add.apply(code(x, pa), code(y, pb));
+                po.scale as f64 * (c - po.zero_point) as f64
+            })
+            .collect();
+        Ok(Act {
+            x: f64_tensor(out, dims, &a.x.device()),
+            q: Some(po),
+        })
     }
 }
 
