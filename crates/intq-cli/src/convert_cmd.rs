@@ -26,11 +26,13 @@ pub struct ConvertArgs {
     /// loses the fake-quant ↔ int8 agreement.
     #[arg(long)]
     pub scheme: Option<String>,
-    /// Read and return integer codes instead of f32 images in [0, 1] and f32 logits.
-    #[arg(long, conflicts_with = "float_edges")]
+    /// The default, spelled out: raw uint8 pixels in, logit codes out.
+    #[arg(long, hide = true, conflicts_with = "float_edges")]
     pub codes: bool,
-    /// Read f32 images in [0, 1] and return f32 logits (Quantize/Dequantize at the edges): the
-    /// default, spelled out.
+    /// Read f32 and return f32 logits (Quantize/Dequantize at the edges) instead of raw uint8
+    /// pixels and logit codes. The f32 input is the real value of the pixel codes: `p/255`, or
+    /// `(p/255 - m)/s` with m rounded to a pixel step under a --normalize that sets the input's
+    /// params (docs/training.md, "Input normalization").
     #[arg(long)]
     pub float_edges: bool,
 }
@@ -151,8 +153,8 @@ pub enum ConvertCommand {
 pub fn run(cmd: ConvertCommand) -> Result<()> {
     match cmd {
         ConvertCommand::Convert(a) => {
-            // Float edges unless --codes (--float-edges only spells out the default).
-            let m = convert(&a.ckpt, &a.out, a.scheme.as_deref(), !a.codes)?;
+            // Pixels in, codes out unless --float-edges (--codes only spells out the default).
+            let m = convert(&a.ckpt, &a.out, a.scheme.as_deref(), a.float_edges)?;
             println!(
                 "wrote {} ({} ops, {} bytes)",
                 a.out.display(),
@@ -200,7 +202,7 @@ pub fn run(cmd: ConvertCommand) -> Result<()> {
         ConvertCommand::QatExport(a) => {
             eprintln!(
                 "warning: `intq qat-export` is deprecated; use `intq convert CKPT --out MODEL{}`",
-                if a.float_edges { "" } else { " --codes" }
+                if a.float_edges { " --float-edges" } else { "" }
             );
             convert(&a.ckpt, &a.out, None, a.float_edges)?;
             println!("wrote {}", a.out.display());
@@ -312,7 +314,7 @@ pub fn ptq(
         );
     }
     let chw = train.images_chw();
-    let graph = intq_train::ptq::ptq(
+    let mut graph = intq_train::ptq::ptq(
         &l.net,
         l.meta.arch,
         &fidelity::image_set_chw(train, &chw),
@@ -322,14 +324,20 @@ pub fn ptq(
         &fidelity::eval_device(),
     )
     .with_context(|| format!("quantizing {}", from.display()))?;
+    fidelity::record_input(&mut graph, &l)?;
     let model = Model::new(graph).with_context(|| format!("quantizing {}", from.display()))?;
     model.save(out)?;
     Ok(model)
 }
 
 /// The input of an image classifier model: its one input's NHWC shape and its output's class
-/// count (pictures are stretched to the size).
+/// count, brought to that size by the resize rule the model records (else stretched).
 fn model_input(model: &Model, path: &Path) -> Result<fidelity::InputSpec> {
+    let resize = match fidelity::model_input(model)? {
+        Some(rec) => fidelity::parse_resize(&rec.resize)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        None => Default::default(),
+    };
     let g = model.graph();
     let (&[i], &[o]) = (g.inputs(), g.outputs()) else {
         bail!(
@@ -342,7 +350,7 @@ fn model_input(model: &Model, path: &Path) -> Result<fidelity::InputSpec> {
         (&[_, h, w, c], Some(&k)) => Ok(fidelity::InputSpec {
             shape: [c, h, w],
             classes: k,
-            resize: Default::default(),
+            resize,
         }),
         _ => bail!(
             "{}: input of shape {:?} is not an NHWC picture batch",

@@ -138,6 +138,28 @@ fn resnet20_trains_converts_and_matches_on_an_rgb_picture_folder() {
     assert_eq!(int(&out, "top1_mismatch"), 0, "{out}");
     assert_eq!(int(&out, "max_lsb_diff"), 0, "{out}");
     assert_eq!(int(&out, "logits_total"), 50, "{out}");
+    // The model records its preprocessing and class names, so it evaluates on the folder without
+    // its checkpoint, as accurately as the comparison measured.
+    let rec: serde_json::Value =
+        serde_json::from_str(&graph.metadata()["intq.input"]).expect("intq.input is JSON");
+    assert_eq!(
+        (
+            &rec["dtype"],
+            &rec["height"],
+            &rec["channels"],
+            &rec["resize"]
+        ),
+        (&"uint8".into(), &32.into(), &3.into(), &"stretch".into()),
+        "{rec}"
+    );
+    assert_eq!(
+        graph.metadata()["intq.classes"],
+        r#"["class0","class1","class2","class3","class4"]"#
+    );
+    let (alone, _) = ok(&["eval", mp, "--data", p, "--json"]);
+    let alone = json(&alone);
+    assert_eq!(int(&alone, "images"), 10, "{alone}");
+    assert_eq!(alone["int8_acc"], out["int8_acc"], "{alone} vs {out}");
 
     // The same pictures as 3 classes: the checkpoint's 5 classes do not fit.
     let three = dir.join("three");

@@ -167,7 +167,18 @@ fn both_schemes_convert_and_agree_with_fake_quant() {
         ok(&["convert", ckpt.to_str().unwrap(), "--out", m]);
         let model = Model::load(&model_path).unwrap();
         let g = model.graph();
-        assert_eq!(g.tensor(g.inputs()[0]).dtype, DType::F32, "float edges");
+        // Raw uint8 pixels in; the int8 model shifts them to int8 codes inside.
+        assert_eq!(
+            g.tensor(g.inputs()[0]).dtype,
+            DType::U8,
+            "{scheme}: pixels in"
+        );
+        let input_name = if dtype == DType::I8 {
+            "input_q"
+        } else {
+            "input"
+        };
+        assert!(g.tensor_by_name(input_name).is_some(), "{scheme}");
         let weights: Vec<_> = g
             .tensors()
             .iter()
@@ -186,10 +197,11 @@ fn both_schemes_convert_and_agree_with_fake_quant() {
             ("4", _) => Some((-8, 7)),
             _ => None,
         };
+        // Every activation but the input, whose codes are 8-bit pixels.
         for t in g
             .tensors()
             .iter()
-            .filter(|t| t.dtype == dtype && !t.is_constant())
+            .filter(|t| t.dtype == dtype && !t.is_constant() && !t.name.starts_with("input"))
         {
             assert_eq!(t.code_range, narrowed, "{scheme}: {}", t.name);
         }
@@ -249,10 +261,10 @@ fn both_schemes_convert_and_agree_with_fake_quant() {
                 );
             }
         }
-        // The pixels map onto the input grid exactly in both (S = 1/255, Z = 0 from the range).
+        // The pixels are the input codes in both (S = 1/255, Z = 0, docs/spec.md §10).
         let input = layers
             .iter()
-            .find(|r| r["name"] == "input_q")
+            .find(|r| r["name"] == input_name)
             .expect("a row for the quantized input");
         assert_eq!(int(input, "max_lsb"), 0, "{input}");
         assert_eq!(int(input, "differing"), 0, "{input}");
@@ -390,7 +402,8 @@ fn eval_of_a_checkpoint_reports_what_training_measured() {
             "{text}"
         );
     }
-    // `--float-edges` spells out convert's default; `--codes` reads and returns codes.
+    // `--codes` spells out convert's default (raw pixels in, logit codes out); `--float-edges`
+    // reads f32 and returns f32 logits, and agrees with the checkpoint as exactly.
     let q = qat.to_str().unwrap();
     let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
     let (float_edges, default, codes) = (path("fe.intq"), path("d.intq"), path("c.intq"));
@@ -398,8 +411,27 @@ fn eval_of_a_checkpoint_reports_what_training_measured() {
     ok(&["convert", q, "--out", &default]);
     ok(&["convert", q, "--out", &codes, "--codes"]);
     let bytes = |p: &str| std::fs::read(p).unwrap();
-    assert_eq!(bytes(&float_edges), bytes(&default));
-    assert_ne!(bytes(&codes), bytes(&default));
+    assert_eq!(bytes(&codes), bytes(&default));
+    assert_ne!(bytes(&float_edges), bytes(&default));
+    let fe = Model::load(Path::new(&float_edges)).unwrap();
+    let g = fe.graph();
+    assert_eq!(g.tensor(g.inputs()[0]).dtype, DType::F32);
+    assert_eq!(g.tensor(g.outputs()[0]).dtype, DType::F32);
+    for m in [&float_edges, &default] {
+        let out = json(&ok(&[
+            "eval",
+            m,
+            "--compare",
+            q,
+            "--data-dir",
+            d,
+            "--limit",
+            "20",
+            "--json",
+        ]));
+        assert_eq!(int(&out, "top1_mismatch"), 0, "{m}: {out}");
+        assert_eq!(int(&out, "max_lsb_diff"), 0, "{m}: {out}");
+    }
     fail(&["convert", q, "--out", &codes, "--codes", "--float-edges"]);
     // The deprecated spellings still work, with a note saying what replaces them.
     let old = path("old.intq");
