@@ -9,7 +9,9 @@
 //! takes `&self`); [`intq_model_set_options`] and [`intq_model_free`] need the model to
 //! themselves.
 
-use intq_engine::{format, DType, EngineError, ExecOptions, KernelTier, Model, Quant, TensorData};
+use intq_engine::{
+    format, Context, DType, EngineError, ExecOptions, KernelTier, Model, Quant, TensorData,
+};
 use intq_kernels::IsaError;
 use intq_tflite::TfliteError;
 use std::cell::RefCell;
@@ -138,12 +140,13 @@ pub struct IntqModel {
     model: Model,
     inputs: Vec<TensorMeta>,
     outputs: Vec<TensorMeta>,
-    /// Input value sets reused between runs, so a run copies the caller's bytes into buffers it
-    /// already has: the engine's `Model::run` takes owned values.
-    staging: Mutex<Vec<Vec<TensorData>>>,
+    /// Input value sets, each with an execution context (activation buffers), reused between
+    /// runs: a run copies the caller's bytes into inputs it already has and the engine writes
+    /// the outputs straight into the caller's buffers.
+    staging: Mutex<Vec<(Vec<TensorData>, Context)>>,
 }
 
-/// At most this many input sets are kept (one per run in flight at once, up to it).
+/// At most this many sets are kept (one per run in flight at once, up to it).
 const STAGING_SETS: usize = 8;
 
 /// What [`IntqTensorInfo`] points into, owned by the model.
@@ -399,8 +402,8 @@ impl IntqModel {
     }
 
     /// Runs the model on the caller's buffers, writing each output into its buffer. Checks
-    /// counts, NULL data and sizes before touching any buffer; allocates nothing of its own once
-    /// a staging set exists (the engine's run allocates its outputs and kernel scratch).
+    /// counts, NULL data and sizes before touching any buffer; once a staging set exists, a run
+    /// allocates only its list of output slices (and what the kernels allocate for scratch).
     ///
     /// # Safety
     /// Each buffer's non-NULL `data` is valid for `size` bytes (writes, for outputs), and no
@@ -434,35 +437,38 @@ impl IntqModel {
         check_buffers("input", &self.inputs, ins)?;
         let outs = outputs.iter().map(|b| (b.data.is_null(), b.size));
         check_buffers("output", &self.outputs, outs)?;
-        let mut values = self
+        let (mut values, mut ctx) = self
             .staging
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .pop()
             .unwrap_or_else(|| {
-                self.inputs
+                let values = self
+                    .inputs
                     .iter()
                     .map(|m| TensorData::zeros(m.dtype, m.num_elements()))
-                    .collect()
+                    .collect();
+                (values, self.model.context())
             });
         for (value, b) in values.iter_mut().zip(inputs) {
             // SAFETY: checked non-NULL above; the caller guarantees `size` readable bytes.
             let bytes = unsafe { std::slice::from_raw_parts(b.data.cast::<u8>(), b.size) };
             as_bytes_mut(value).copy_from_slice(bytes);
         }
-        let result = self.model.run(&values);
+        let mut outs: Vec<&mut [u8]> = outputs
+            .iter()
+            // SAFETY: checked non-NULL above; the caller guarantees `size` writable bytes that
+            // overlap no other buffer of this call.
+            .map(|b| unsafe { std::slice::from_raw_parts_mut(b.data.cast::<u8>(), b.size) })
+            .collect();
+        let result = self.model.run_into(&mut ctx, &values, &mut outs);
         {
             let mut sets = self.staging.lock().unwrap_or_else(|e| e.into_inner());
             if sets.len() < STAGING_SETS {
-                sets.push(values);
+                sets.push((values, ctx));
             }
         }
-        for (value, b) in result?.iter().zip(outputs) {
-            // SAFETY: checked non-NULL above; the caller guarantees `size` writable bytes that
-            // overlap no other buffer of this call.
-            let out = unsafe { std::slice::from_raw_parts_mut(b.data.cast::<u8>(), b.size) };
-            out.copy_from_slice(as_bytes(value));
-        }
+        result?;
         Ok(())
     }
 }
@@ -494,15 +500,6 @@ fn check_buffers(
 }
 
 /// A value's elements as bytes (native byte order).
-fn as_bytes(d: &TensorData) -> &[u8] {
-    match d {
-        TensorData::U8(v) => v,
-        TensorData::I8(v) => bytemuck::cast_slice(v),
-        TensorData::I32(v) => bytemuck::cast_slice(v),
-        TensorData::F32(v) => bytemuck::cast_slice(v),
-    }
-}
-
 fn as_bytes_mut(d: &mut TensorData) -> &mut [u8] {
     match d {
         TensorData::U8(v) => v,
