@@ -217,7 +217,8 @@ pub fn op_zoo(dtype: DType, seed: u64) -> Graph {
 
 /// The elementwise zoo: MUL (equal shapes, a squeeze-and-excitation `[1, 1, 1, C]` gate, a
 /// `[H, 1]` broadcast, a multiplier above 1), SUB (both operands broadcast in turn), RELU,
-/// RELU6, RELU_N1_TO_1, LEAKY_RELU (alpha below and above 1), HARD_SWISH and TANH, at edge
+/// RELU6, RELU_N1_TO_1, LEAKY_RELU (alpha below and above 1), HARD_SWISH (left and right shifts
+/// of its int16 fixed point) and TANH, at edge
 /// parameters: zero points at both ends of the type's range, scales 18x and 230x apart, odd
 /// sizes. Its inputs are 8-bit codes (no Quantize), so the check feeds every code.
 ///
@@ -300,6 +301,20 @@ pub fn elementwise_zoo(dtype: DType) -> Graph {
     add("hswish_x", pt(0.1, lo + 30), &hard_swish(x));
     add("tanh_a", pt(1.0 / 128.0, mid), &tanh(a));
     add("tanh_x", pt(0.01, lo), &tanh(x));
+    // HardSwish of the fine-scaled gate: the "reluish" multiplier S_in * 256 / 3 is below 1 (a
+    // right shift), and with S_out = 4 the output shift reaches 16 bits, where TFLite's int16
+    // rounding divide truncates its mask.
+    for (name, q) in [
+        ("hswish_gate", pt(0.002, lo)),
+        ("hswish_coarse", pt(4.0, mid)),
+    ] {
+        let out = b.tensor(name, dtype, &[1, 1, 1, 3], q);
+        b.op(Op::HardSwish {
+            input: gate,
+            output: out,
+        });
+        b.output(out);
+    }
     b.finish().expect("elementwise_zoo is a valid graph")
 }
 
