@@ -17,6 +17,9 @@ Writes, into the output folder (default crates/intq-onnx/tests/fixtures):
                          grouped conv, asymmetric pads, AveragePool count_include_pad, MaxPool
                          ceil_mode, Flatten, Reshape to [0, -1], MatMul + Add, Gemm with alpha/beta/
                          transB, LogSoftmax, opset 11
+  grouped_qat.onnx       built with onnx.helper from ops intq's QAT network takes: a grouped conv
+                         (group 2) with BN and ReLU, a conv with asymmetric pads, a zero Pad, a
+                         padded AveragePool counting its padding, GlobalAveragePool, Gemm
   NAME.input.npy         fixed float32 inputs, batch 4 (seeded)
   NAME.output.npy        ONNX Runtime's output on them (CPU execution provider, no graph
                          optimizations, so it runs the file's nodes as written)
@@ -24,7 +27,9 @@ Writes, into the output folder (default crates/intq-onnx/tests/fixtures):
 Weights are random (seeded), BN statistics too, so BN is not an identity. Run with the venv this
 folder's README names:
 
-  tools/onnx-fixtures/.venv/bin/python tools/onnx-fixtures/make.py [OUT_DIR]
+  tools/onnx-fixtures/.venv/bin/python tools/onnx-fixtures/make.py [OUT_DIR] [--only NAME]
+
+--only NAME rebuilds that fixture alone (the inputs of each are seeded by its name).
 """
 
 import os
@@ -263,6 +268,61 @@ def helper_model(path):
     onnx.save(model, path)
 
 
+def grouped_qat_model(path):
+    """A grouped conv and the padding forms the QAT network takes, written node by node."""
+    rng = np.random.default_rng(SEED + 7)
+
+    def w(name, *shape, scale=0.3):
+        return numpy_helper.from_array(
+            (rng.standard_normal(shape) * scale).astype(np.float32), name
+        )
+
+    inits = [
+        w("w_stem", 8, 3, 3, 3),
+        w("b_stem", 8),
+        w("w_grp", 8, 4, 3, 3),
+        w("bn_scale", 8),
+        w("bn_bias", 8),
+        w("bn_mean", 8),
+        numpy_helper.from_array(rng.uniform(0.5, 1.5, 8).astype(np.float32), "bn_var"),
+        w("w_asym", 12, 8, 2, 2),
+        w("b_asym", 12),
+        numpy_helper.from_array(np.array([0, 0, 0, 1, 0, 0, 1, 0], np.int64), "pads"),
+        w("fc_w", 10, 12),
+        w("fc_b", 10),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w_stem", "b_stem"], ["c1"], name="stem",
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="stem_relu"),
+        helper.make_node("Conv", ["r1", "w_grp"], ["c2"], name="conv_grouped", group=2,
+                         pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("BatchNormalization", ["c2", "bn_scale", "bn_bias", "bn_mean", "bn_var"],
+                         ["bn2"], name="bn", epsilon=1e-5),
+        helper.make_node("Relu", ["bn2"], ["r2"], name="relu"),
+        helper.make_node("Conv", ["r2", "w_asym", "b_asym"], ["c3"], name="conv_asym",
+                         pads=[0, 0, 1, 1]),
+        helper.make_node("Relu", ["c3"], ["r3"], name="relu_asym"),
+        helper.make_node("Pad", ["r3", "pads"], ["p3"], name="pad"),
+        helper.make_node("AveragePool", ["p3"], ["a3"], name="avgpool", kernel_shape=[3, 3],
+                         strides=[1, 1], pads=[1, 1, 1, 1], count_include_pad=1),
+        helper.make_node("GlobalAveragePool", ["a3"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["output"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "grouped_qat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+
+
 def run_ort(path, x):
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -274,21 +334,31 @@ def run_ort(path, x):
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     root = os.path.dirname(os.path.dirname(here))
-    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
-        root, "crates", "intq-onnx", "tests", "fixtures")
+    out = os.path.join(root, "crates", "intq-onnx", "tests", "fixtures")
+    only = None
+    if "--only" in sys.argv:
+        only = sys.argv[sys.argv.index("--only") + 1]
+    args = [a for a in sys.argv[1:] if a not in ("--only", only)]
+    if args:
+        out = args[0]
     os.makedirs(out, exist_ok=True)
-    rng = np.random.default_rng(SEED + 1)
     models = []
-    for name, m in torch_models():
-        path = os.path.join(out, name + ".onnx")
-        export_torch(name, m, path)
-        models.append((name, (3, 32, 32)))
-    helper_model(os.path.join(out, "ops_helper.onnx"))
-    models.append(("ops_helper", (3, 16, 16)))
+    if only is None:
+        for name, m in torch_models():
+            path = os.path.join(out, name + ".onnx")
+            export_torch(name, m, path)
+            models.append((name, (3, 32, 32)))
+    if only in (None, "ops_helper"):
+        helper_model(os.path.join(out, "ops_helper.onnx"))
+        models.append(("ops_helper", (3, 16, 16)))
+    if only in (None, "grouped_qat"):
+        grouped_qat_model(os.path.join(out, "grouped_qat.onnx"))
+        models.append(("grouped_qat", (3, 32, 32)))
     for name, chw in models:
         path = os.path.join(out, name + ".onnx")
         onnx.checker.check_model(onnx.load(path))
-        x = rng.uniform(0.0, 1.0, (BATCH, *chw)).astype(np.float32)
+        seed = SEED + 1 + sum(name.encode())
+        x = np.random.default_rng(seed).uniform(0.0, 1.0, (BATCH, *chw)).astype(np.float32)
         y = run_ort(path, x).astype(np.float32)
         np.save(os.path.join(out, name + ".input.npy"), x)
         np.save(os.path.join(out, name + ".output.npy"), y)

@@ -110,3 +110,13 @@ fn helper_ops_match_onnxruntime() {
     };
     assert_eq!(c.pads, [1, 1, 0, 0], "SAME_LOWER puts the odd pad first");
 }
+
+#[test]
+fn grouped_qat_matches_onnxruntime() {
+    let g = parity("grouped_qat");
+    assert_eq!(count(&g, |o| matches!(o, Op::Conv(c) if c.groups == 2)), 1);
+    assert_eq!(
+        count(&g, |o| matches!(o, Op::Conv(c) if c.pads == [0, 0, 1, 1])),
+        1
+    );
+}

@@ -9,9 +9,12 @@ use std::collections::HashMap;
 use intq_engine::{DType, Graph, GraphBuilder, Op, Quant, QuantParams};
 
 use crate::export::{weight_code, Cur, Exporter};
+use crate::fake_quant::host_vec;
 use crate::graph_net::{GraphNet, Layer, Step};
-use crate::layers::{QuantCfg, ACT_RELU, ACT_RELU6};
+use crate::layers::{ConvBn, QuantCfg, ACT_RELU, ACT_RELU6};
 use crate::TrainError;
+use burn::module::Param;
+use burn::tensor::{Tensor, TensorData};
 use intq_onnx::ValueId;
 
 /// A value as the export sees it: an activation in the engine graph, or a flattened view of one
@@ -27,6 +30,40 @@ fn observed(
     p: Result<Option<QuantParams>, TrainError>,
 ) -> Result<QuantParams, TrainError> {
     p?.ok_or_else(|| TrainError::Export(format!("{name}: no observed range")))
+}
+
+/// A grouped convolution (not depthwise) as the dense one whose weights are zero between groups:
+/// the engine has no grouped op. Its integer output is the grouped one's exactly: every
+/// weight range already takes 0 in (per tensor and per channel), so the ranges, the codes of the
+/// group's own weights and the folded bias are unchanged, and a zero weight's code is its zero
+/// point, which adds nothing to the accumulator.
+fn block_diagonal(l: &ConvBn) -> Result<ConvBn, TrainError> {
+    let w = l.weight.val();
+    let [o, ipg, kh, kw] = w.dims();
+    let g = l.groups;
+    if g == 0 || o % g != 0 {
+        return Err(TrainError::Export(format!(
+            "a grouped convolution with {o} outputs in {g} groups"
+        )));
+    }
+    let (opg, cin, k) = (o / g, ipg * g, kh * kw);
+    let src = host_vec(w.clone());
+    let mut dense = vec![0f32; o * cin * k];
+    for oc in 0..o {
+        let group = oc / opg;
+        for i in 0..ipg {
+            let from = (oc * ipg + i) * k;
+            let to = (oc * cin + group * ipg + i) * k;
+            dense[to..to + k].copy_from_slice(&src[from..from + k]);
+        }
+    }
+    let mut d = l.clone();
+    d.groups = 1;
+    d.weight = Param::from_tensor(Tensor::from_data(
+        TensorData::new(dense, [o, cin, kh, kw]),
+        &w.device(),
+    ));
+    Ok(d)
 }
 
 /// Builds the integer graph of `net` as QAT evaluation runs it (see the module doc).
@@ -117,12 +154,10 @@ pub fn export_graph(net: &GraphNet, quant: &QuantCfg) -> Result<Graph, TrainErro
                     Layer::Conv(l) => {
                         let x = act(&vals, inputs[0], name)?;
                         if l.groups > 1 && l.groups != x.shape[3] {
-                            return Err(TrainError::Export(format!(
-                                "{name}: a grouped convolution that is not depthwise has no \
-                                 integer op yet"
-                            )));
+                            e.conv(name, &block_diagonal(l)?, &x)?
+                        } else {
+                            e.conv(name, l, &x)?
                         }
-                        e.conv(name, l, &x)?
                     }
                     Layer::Add(l) => {
                         let a = act(&vals, inputs[0], name)?;

@@ -55,6 +55,8 @@ fn float_mode_equals_onnxruntime() {
     assert!(float_parity("mobilenetv2_qat", Head::Softmax) <= 1e-5);
     // Pad, a padded average pool (padding counted) and asymmetric conv padding as Pad steps.
     assert!(float_parity("mobilenetv2_tiny", Head::Softmax) <= 1e-5);
+    // A grouped conv (group 2) with BN, asymmetric conv padding, Pad and a counting average.
+    assert!(float_parity("grouped_qat", Head::Logits) <= 1e-5);
 }
 
 #[test]
@@ -210,7 +212,12 @@ fn integer_vs_fake_quant(name: &str, quant: intq_train::QuantCfg, qat_steps: u64
 
 #[test]
 fn integer_model_equals_fake_quant_model() {
-    for name in ["resnet_tiny", "mobilenetv2_qat", "mobilenetv2_tiny"] {
+    for name in [
+        "resnet_tiny",
+        "mobilenetv2_qat",
+        "mobilenetv2_tiny",
+        "grouped_qat",
+    ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
             intq_train::QuantCfg::int8(8, 8, true).unwrap(),
@@ -222,7 +229,12 @@ fn integer_model_equals_fake_quant_model() {
 
 #[test]
 fn after_qat_steps_the_integer_model_equals_the_fake_quant_model() {
-    for name in ["resnet_tiny", "mobilenetv2_qat", "mobilenetv2_tiny"] {
+    for name in [
+        "resnet_tiny",
+        "mobilenetv2_qat",
+        "mobilenetv2_tiny",
+        "grouped_qat",
+    ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
             intq_train::QuantCfg::int8(8, 8, true).unwrap(),
@@ -234,7 +246,12 @@ fn after_qat_steps_the_integer_model_equals_the_fake_quant_model() {
 
 #[test]
 fn after_ptq_calibration_the_integer_model_equals_the_fake_quant_model() {
-    for name in ["resnet_tiny", "mobilenetv2_qat", "mobilenetv2_tiny"] {
+    for name in [
+        "resnet_tiny",
+        "mobilenetv2_qat",
+        "mobilenetv2_tiny",
+        "grouped_qat",
+    ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
             intq_train::QuantCfg::int8(8, 8, true).unwrap(),
