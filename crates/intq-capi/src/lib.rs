@@ -5,9 +5,9 @@
 //! for [`intq_last_error`]. `include/intq.h` is generated from this file by cbindgen
 //! (`crates/intq-capi/cbindgen.toml`); docs/deploy.md shows it in use.
 //!
-//! A loaded [`IntqModel`] may be run from several threads at once (the engine's `Model::run`
-//! takes `&self`); [`intq_model_set_options`] and [`intq_model_free`] need the model to
-//! themselves.
+//! A loaded [`IntqModel`] may be run from several threads at once (the engine's model is
+//! immutable; each run takes a staging set with its own execution context);
+//! [`intq_model_set_options`] and [`intq_model_free`] need the model to themselves.
 
 use intq_engine::{
     format, Context, DType, EngineError, ExecOptions, KernelTier, Model, Quant, TensorData,

@@ -47,7 +47,8 @@ enum Command {
         /// A `.intq` or `.tflite` model, or a float `.onnx` model (run in f32, float32 `.npy`
         /// in the model's layout, any batch).
         model: PathBuf,
-        /// One `.npy` per graph input, in the order `intq inspect` lists them.
+        /// One `.npy` per graph input, in the order `intq inspect` lists them; the leading
+        /// (batch) dimension may be any N >= 1 whatever the model was built with.
         #[arg(long = "input", short = 'i', required = true)]
         inputs: Vec<PathBuf>,
         /// One `.npy` per graph output (or one for `--tensor`).
