@@ -221,3 +221,40 @@ fn ops_that_mix_images_refuse_another_batch() {
         .unwrap();
     assert_eq!(out[0].len(), 8);
 }
+
+/// A graph built for two images runs one or three: x [2,2,2,3] -> Reshape [2,12] -> Softmax.
+#[test]
+fn a_graph_built_for_two_images_runs_one_or_three() {
+    let mut b = GraphBuilder::new();
+    let x = b.tensor("x", DType::I8, &[2, 2, 2, 3], q(0.05, -3));
+    let flat = b.tensor("flat", DType::I8, &[2, 12], q(0.05, -3));
+    let probs = b.tensor("probs", DType::I8, &[2, 12], q(1.0 / 256.0, -128));
+    b.op(Op::Reshape {
+        input: x,
+        output: flat,
+    })
+    .op(Op::Softmax {
+        input: flat,
+        output: probs,
+        beta: 1.0,
+    })
+    .input(x)
+    .output(probs);
+    let g = b.finish().unwrap();
+    every_kernels("batch 2 graph", |tier, what| {
+        let m = model(&g, tier, 1);
+        assert_eq!(m.batch(), 2);
+        let images: Vec<TensorData> = (0..3)
+            .map(|k| TensorData::I8((0..12).map(|i| ((i * 37 + k * 101) % 256) as i8).collect()))
+            .collect();
+        let one: Vec<TensorData> = images
+            .iter()
+            .map(|im| m.run(std::slice::from_ref(im)).unwrap().remove(0))
+            .collect();
+        assert_eq!(m.shape_at(probs, 1).unwrap(), vec![1, 12]);
+        let two = m.run(&[stack(&images[..2])]).unwrap().remove(0);
+        let three = m.run(&[stack(&images)]).unwrap().remove(0);
+        assert_eq!(two, stack(&one[..2]), "{what}");
+        assert_eq!(three, stack(&one), "{what}");
+    });
+}
