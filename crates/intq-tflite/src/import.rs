@@ -917,9 +917,12 @@ impl Importer<'_> {
             code::QUANTIZE => {
                 arity(1, 1)?;
                 let x = &self.tensors[op.inputs[0] as usize];
-                if x.ttype != schema::ttype::FLOAT32 {
+                // 8-bit codes in: the engine takes the exact uint8 <-> int8 shift at one scale
+                // (a converted model's raw-pixel input) and refuses any other by name.
+                let codes = [schema::ttype::UINT8, schema::ttype::INT8].contains(&x.ttype);
+                if x.ttype != schema::ttype::FLOAT32 && !codes {
                     return Err(unsupported(format!(
-                        "input '{}' is {}; only float32 to 8-bit quantization is supported",
+                        "input '{}' is {}; only float32 or 8-bit codes can be quantized",
                         x.name,
                         schema::ttype::name(x.ttype)
                     )));
