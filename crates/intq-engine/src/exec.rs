@@ -99,12 +99,16 @@ pub(crate) fn check_inputs(
             )));
         }
         if let Some((lo, hi)) = t.code_range {
-            let codes: Box<dyn Iterator<Item = i32>> = match value {
-                TensorData::U8(v) => Box::new(v.iter().map(|&c| c as i32)),
-                TensorData::I8(v) => Box::new(v.iter().map(|&c| c as i32)),
-                _ => Box::new(std::iter::empty()),
+            // Found without a heap allocation: a prepared context's run makes none.
+            let outside = |codes: &mut dyn Iterator<Item = i32>| {
+                codes.enumerate().find(|(_, c)| !(lo..=hi).contains(c))
             };
-            if let Some((at, c)) = codes.enumerate().find(|(_, c)| !(lo..=hi).contains(c)) {
+            let found = match value {
+                TensorData::U8(v) => outside(&mut v.iter().map(|&c| c as i32)),
+                TensorData::I8(v) => outside(&mut v.iter().map(|&c| c as i32)),
+                _ => None,
+            };
+            if let Some((at, c)) = found {
                 return Err(EngineError::Run(format!(
                     "input {i} ({}) holds codes [{lo}, {hi}] only, but element {at} is {c}",
                     describe(graph, id)

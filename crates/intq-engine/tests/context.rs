@@ -229,3 +229,53 @@ fn threads_with_their_own_contexts_match_serial_runs() {
         }
     }
 }
+
+/// A graph whose reference kernels allocate nothing (a narrowed input checked code by code, a
+/// reshape, a softmax) runs in a prepared context with no heap request at all, at any batch it
+/// has run before.
+#[test]
+fn a_prepared_context_makes_no_heap_request() {
+    use intq_engine::{GraphBuilder, Op, Quant, QuantParams};
+    let q = |scale: f32, zero_point: i32| Some(Quant::PerTensor(QuantParams { scale, zero_point }));
+    let mut b = GraphBuilder::new();
+    let x = b.tensor("x", DType::U8, &[1, 4, 4, 2], q(0.1, 8));
+    let flat = b.tensor("flat", DType::U8, &[1, 32], q(0.1, 8));
+    let probs = b.tensor("probs", DType::U8, &[1, 32], q(1.0 / 256.0, 0));
+    b.narrow_codes(x, 0, 15)
+        .narrow_codes(flat, 0, 15)
+        .op(Op::Reshape {
+            input: x,
+            output: flat,
+        })
+        .op(Op::Softmax {
+            input: flat,
+            output: probs,
+            beta: 1.0,
+        })
+        .input(x)
+        .output(probs);
+    let g = b.finish().unwrap();
+    let m = model(&g, KernelTier::Reference);
+    let mut ctx = m.context();
+    let inputs = [TensorData::U8((0..96).map(|i| (i % 16) as u8).collect())];
+    let mut out = vec![0u8; 96];
+    run_into(&m, &mut ctx, &inputs, std::slice::from_mut(&mut out));
+    let small = [TensorData::U8(vec![3; 32])];
+    let mut small_out = vec![0u8; 32];
+    run_into(&m, &mut ctx, &small, std::slice::from_mut(&mut small_out));
+    for (inputs, out) in [(&inputs[..], &mut out), (&small[..], &mut small_out)] {
+        let mut slices: Vec<&mut [u8]> = vec![out.as_mut_slice()];
+        let (n, allocations) = counted(|| m.run_into(&mut ctx, inputs, &mut slices).unwrap());
+        assert_eq!(allocations, 0, "batch {n}");
+    }
+    let want = m.run(&inputs).unwrap();
+    assert_eq!(want[0], TensorData::U8(out));
+    // A code outside the narrowed range is refused, naming it.
+    let bad = [TensorData::U8(vec![16; 32])];
+    let mut slices: Vec<&mut [u8]> = vec![small_out.as_mut_slice()];
+    let err = m
+        .run_into(&mut ctx, &bad, &mut slices)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("[0, 15]") && err.contains("16"), "{err}");
+}
