@@ -22,29 +22,50 @@ pub(crate) struct Batched {
     pub plan: Plan,
 }
 
-/// The plans a model made for batches other than its graph's, made once each.
+/// The plans a model made for batches other than its graph's, made once each and kept, most
+/// recently used last, up to [`BATCH_PLANS`] of them (each holds its own packed weights).
 #[derive(Default)]
 pub(crate) struct BatchCache(Mutex<Vec<(usize, Arc<Batched>)>>);
 
+/// Batches whose plans a model keeps; a run at another batch plans it again.
+pub(crate) const BATCH_PLANS: usize = 8;
+
 impl BatchCache {
-    /// The plan for batch `n`, made by `make` the first time `n` is asked for. Planning runs
-    /// outside the lock, so a slow plan does not hold up runs at other batches.
+    /// The plan for batch `n`, made by `make` unless kept. Planning runs outside the lock, so a
+    /// slow plan does not hold up runs at other batches.
     pub fn get_or_make(
         &self,
         n: usize,
         make: impl FnOnce() -> Result<Batched, EngineError>,
     ) -> Result<Arc<Batched>, EngineError> {
         let lock = || self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, b)) = lock().iter().find(|(k, _)| *k == n) {
-            return Ok(Arc::clone(b));
+        // Moves a kept plan to the most recently used end and returns it.
+        fn hit(cache: &mut Vec<(usize, Arc<Batched>)>, n: usize) -> Option<Arc<Batched>> {
+            let at = cache.iter().position(|(k, _)| *k == n)?;
+            let entry = cache.remove(at);
+            let plan = Arc::clone(&entry.1);
+            cache.push(entry);
+            Some(plan)
+        }
+        if let Some(b) = hit(&mut lock(), n) {
+            return Ok(b);
         }
         let made = Arc::new(make()?);
         let mut cache = lock();
-        if let Some((_, b)) = cache.iter().find(|(k, _)| *k == n) {
-            return Ok(Arc::clone(b));
+        if let Some(b) = hit(&mut cache, n) {
+            return Ok(b);
+        }
+        if cache.len() == BATCH_PLANS {
+            cache.remove(0);
         }
         cache.push((n, Arc::clone(&made)));
         Ok(made)
+    }
+
+    /// The batches kept, least recently used first.
+    pub fn batches(&self) -> Vec<usize> {
+        let cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        cache.iter().map(|(n, _)| *n).collect()
     }
 }
 
@@ -57,9 +78,7 @@ impl Clone for BatchCache {
 
 impl std::fmt::Debug for BatchCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let batches: Vec<usize> = cache.iter().map(|(n, _)| *n).collect();
-        write!(f, "BatchCache {batches:?}")
+        write!(f, "BatchCache {:?}", self.batches())
     }
 }
 

@@ -168,6 +168,12 @@ impl Model {
         Ok(self.at_batch(n)?.graph().tensor(id).shape.clone())
     }
 
+    /// The batches other than the graph's whose plans the model keeps (at most eight, the
+    /// least recently used first): a run at one of them plans nothing.
+    pub fn planned_batches(&self) -> Vec<usize> {
+        self.batches.batches()
+    }
+
     /// The graph and plan for `n` images, made the first time `n` is asked for.
     fn at_batch(&self, n: usize) -> Result<AtBatch<'_>, EngineError> {
         if n == self.batch() {

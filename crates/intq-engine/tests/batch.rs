@@ -258,3 +258,29 @@ fn a_graph_built_for_two_images_runs_one_or_three() {
         assert_eq!(three, stack(&one), "{what}");
     });
 }
+
+/// A model keeps the plans of its eight most recently run batches; an evicted batch is planned
+/// again and gives the same bytes.
+#[test]
+fn the_plans_of_recent_batches_are_kept() {
+    let g = small_cnn(DType::U8, false, 2);
+    let m = model(&g, KernelTier::Reference, 1);
+    let image = random_input(&g, 4).remove(0);
+    let run = |n: usize| {
+        let x = stack(&vec![image.clone(); n]);
+        m.run(std::slice::from_ref(&x)).unwrap().remove(0)
+    };
+    assert!(m.planned_batches().is_empty());
+    let one = run(1);
+    assert!(m.planned_batches().is_empty(), "batch 1 is the graph's own");
+    let two = run(2);
+    for n in 3..=10 {
+        run(n);
+    }
+    assert_eq!(m.planned_batches(), (3..=10).collect::<Vec<_>>());
+    run(4);
+    assert_eq!(m.planned_batches(), vec![3, 5, 6, 7, 8, 9, 10, 4]);
+    assert_eq!(run(2), two);
+    assert_eq!(m.planned_batches(), vec![5, 6, 7, 8, 9, 10, 4, 2]);
+    assert_eq!(two, stack(&[one.clone(), one]));
+}
