@@ -20,6 +20,8 @@ Writes, into the output folder (default crates/intq-onnx/tests/fixtures):
   grouped_qat.onnx       built with onnx.helper from ops intq's QAT network takes: a grouped conv
                          (group 2) with BN and ReLU, a conv with asymmetric pads, a zero Pad, a
                          padded AveragePool counting its padding, GlobalAveragePool, Gemm
+  hardswish_qat.onnx     built with onnx.helper, opset 14: conv-BN-HardSwish, depthwise conv-BN-
+                         HardSwish, 1x1 conv-HardSwish, GlobalAveragePool, Gemm
   NAME.input.npy         fixed float32 inputs, batch 4 (seeded)
   NAME.output.npy        ONNX Runtime's output on them (CPU execution provider, no graph
                          optimizations, so it runs the file's nodes as written)
@@ -323,6 +325,61 @@ def grouped_qat_model(path):
     onnx.save(model, path)
 
 
+def hardswish_qat_model(path):
+    """MobileNetV3's HardSwish after dense, depthwise and pointwise convs, node by node."""
+    rng = np.random.default_rng(SEED + 11)
+
+    def w(name, *shape, scale=0.4):
+        return numpy_helper.from_array(
+            (rng.standard_normal(shape) * scale).astype(np.float32), name
+        )
+
+    def bn(prefix, c):
+        return [
+            numpy_helper.from_array(rng.uniform(0.5, 1.5, c).astype(np.float32), prefix + "_s"),
+            w(prefix + "_b", c, scale=0.5),
+            w(prefix + "_m", c, scale=0.2),
+            numpy_helper.from_array(rng.uniform(0.5, 1.5, c).astype(np.float32), prefix + "_v"),
+        ]
+
+    inits = [
+        w("w_stem", 8, 3, 3, 3),
+        *bn("bn1", 8),
+        w("w_dw", 8, 1, 3, 3),
+        *bn("bn2", 8),
+        w("w_pw", 16, 8, 1, 1),
+        w("b_pw", 16),
+        w("fc_w", 10, 16),
+        w("fc_b", 10),
+    ]
+    bn_in = lambda p: [p + "_s", p + "_b", p + "_m", p + "_v"]  # noqa: E731
+    nodes = [
+        helper.make_node("Conv", ["x", "w_stem"], ["c1"], name="stem", pads=[1, 1, 1, 1],
+                         strides=[2, 2]),
+        helper.make_node("BatchNormalization", ["c1", *bn_in("bn1")], ["b1"], name="bn1"),
+        helper.make_node("HardSwish", ["b1"], ["h1"], name="hswish1"),
+        helper.make_node("Conv", ["h1", "w_dw"], ["c2"], name="dw", group=8, pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c2", *bn_in("bn2")], ["b2"], name="bn2"),
+        helper.make_node("HardSwish", ["b2"], ["h2"], name="hswish2"),
+        helper.make_node("Conv", ["h2", "w_pw", "b_pw"], ["c3"], name="pw"),
+        helper.make_node("HardSwish", ["c3"], ["h3"], name="hswish3"),
+        helper.make_node("GlobalAveragePool", ["h3"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["output"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "hardswish_qat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 7
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+
+
 def run_ort(path, x):
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -354,6 +411,9 @@ def main():
     if only in (None, "grouped_qat"):
         grouped_qat_model(os.path.join(out, "grouped_qat.onnx"))
         models.append(("grouped_qat", (3, 32, 32)))
+    if only in (None, "hardswish_qat"):
+        hardswish_qat_model(os.path.join(out, "hardswish_qat.onnx"))
+        models.append(("hardswish_qat", (3, 32, 32)))
     for name, chw in models:
         path = os.path.join(out, name + ".onnx")
         onnx.checker.check_model(onnx.load(path))

@@ -598,7 +598,7 @@ pub fn export_qdq(model: &Path, out: &Path) -> Result<()> {
     std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
     println!(
-        "wrote {} ({} bytes, QDQ, opset 13) from {}",
+        "wrote {} ({} bytes, QDQ, opset 14) from {}",
         out.display(),
         bytes.len(),
         model.display()

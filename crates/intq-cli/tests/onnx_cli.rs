@@ -44,6 +44,7 @@ fn run_matches_onnxruntime_at_any_batch() {
         "mobilenetv2_qat",
         "ops_helper",
         "grouped_qat",
+        "hardswish_qat",
     ] {
         let out_path = dir.join(format!("{name}.out.npy"));
         let out = intq(&[

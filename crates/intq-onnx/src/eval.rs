@@ -111,6 +111,11 @@ fn eval_op(op: &Op, ins: &[&Tensor], out: &[usize]) -> Vec<f32> {
             y
         }
         Op::Relu => x.data.iter().map(|&v| v.max(0.0)).collect(),
+        Op::HardSwish => x
+            .data
+            .iter()
+            .map(|&v| v * (v + 3.0).clamp(0.0, 6.0) / 6.0)
+            .collect(),
         Op::Clip { min, max } => x.data.iter().map(|&v| v.max(*min).min(*max)).collect(),
         Op::Add => x
             .data

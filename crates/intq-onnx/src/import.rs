@@ -606,6 +606,12 @@ impl Builder {
                 let s = self.shape(x);
                 self.push(&cx, Op::Relu, vec![x], s)?;
             }
+            "HardSwish" => {
+                cx.only_attrs(&[])?;
+                let x = self.act(&cx, 0)?;
+                let s = self.shape(x);
+                self.push(&cx, Op::HardSwish, vec![x], s)?;
+            }
             "Clip" => {
                 cx.only_attrs(&[])?;
                 let x = self.act(&cx, 0)?;

@@ -59,6 +59,8 @@ pub enum Op {
         epsilon: f32,
     },
     Relu,
+    /// `x · relu6(x + 3) / 6` (ONNX HardSwish, opset 14).
+    HardSwish,
     Clip {
         min: f32,
         max: f32,
@@ -111,6 +113,7 @@ impl Op {
             Op::Conv(_) => "Conv(grouped)",
             Op::BatchNorm { .. } => "BatchNormalization",
             Op::Relu => "Relu",
+            Op::HardSwish => "HardSwish",
             Op::Clip { .. } => "Clip",
             Op::Add => "Add",
             Op::Concat { .. } => "Concat",

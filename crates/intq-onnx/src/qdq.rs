@@ -559,6 +559,13 @@ impl Builder<'_> {
                 let y = self.qdq(&y, *output)?;
                 self.vals.insert(*output, y);
             }
+            Op::HardSwish { input, output } => {
+                let x = self.val(*input)?;
+                let y = self.fresh("hardswish");
+                self.node("HardSwish", &[&x], &y, vec![]);
+                let y = self.qdq(&y, *output)?;
+                self.vals.insert(*output, y);
+            }
             Op::Reshape { input, output } => {
                 let mut x = self.val(*input)?;
                 if rank(*input) == 4 {
@@ -626,7 +633,7 @@ impl Builder<'_> {
     }
 }
 
-/// The QDQ ONNX model (opset 13) of integer graph `g`, encoded.
+/// The QDQ ONNX model (opset 14, for HardSwish) of integer graph `g`, encoded.
 pub fn export(g: &Graph) -> Result<Vec<u8>, QdqError> {
     let mut b = Builder {
         g,
@@ -676,7 +683,7 @@ pub fn export(g: &Graph) -> Result<Vec<u8>, QdqError> {
         ir_version: Some(8),
         opset_import: vec![OperatorSetIdProto {
             domain: Some(String::new()),
-            version: Some(13),
+            version: Some(14),
         }],
         producer_name: Some("intq".into()),
         graph: Some(GraphProto {

@@ -120,3 +120,10 @@ fn grouped_qat_matches_onnxruntime() {
         1
     );
 }
+
+#[test]
+fn hardswish_matches_onnxruntime() {
+    let g = parity("hardswish_qat");
+    assert_eq!(g.opset, 14);
+    assert_eq!(count(&g, |o| matches!(o, Op::HardSwish)), 3);
+}

@@ -168,6 +168,20 @@ pub fn export_graph(net: &GraphNet, quant: &QuantCfg) -> Result<Graph, TrainErro
                         let x = act(&vals, inputs[0], name)?;
                         e.pool(name, p, &x)
                     }
+                    Layer::HardSwish(l) => {
+                        let x = act(&vals, inputs[0], name)?;
+                        let p = observed(name, l.out_obs.params(quant.act_scheme))?;
+                        let out = e.act_tensor_shaped(name, &x.shape, p);
+                        e.b.op(Op::HardSwish {
+                            input: x.id,
+                            output: out,
+                        });
+                        Cur {
+                            id: out,
+                            shape: x.shape,
+                            params: p,
+                        }
+                    }
                     Layer::Concat(l) => {
                         let xs = inputs
                             .iter()

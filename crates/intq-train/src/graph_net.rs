@@ -17,7 +17,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::ops::PadMode;
 use burn::tensor::{activation, Device, Int, Tensor, TensorData};
 
-use crate::fake_quant::host_vec;
+use crate::fake_quant::{f64_tensor, host_vec};
 use crate::layers::{
     Act, ConvBn, Ctx, LayerOpts, Pool, QAdd, QConcat, QLinear, ACT_NONE, ACT_RELU, ACT_RELU6,
 };
@@ -37,6 +37,44 @@ pub enum Layer {
     Add(QAdd),
     Concat(QConcat),
     Pool(Pool),
+    HardSwish(QHardSwish),
+}
+
+/// HardSwish `x · relu6(x + 3) / 6` with its own output range. Training and fake-quant
+/// evaluation compute it in float and fake-quantize the result; exact evaluation takes the
+/// engine's integer HardSwish on the input codes (TFLite's int16 fixed-point routine,
+/// `hard_swish_code`), which can differ from rounding the real value by a code.
+#[derive(Module, Debug)]
+pub struct QHardSwish {
+    pub out_obs: EmaObserver,
+}
+
+impl QHardSwish {
+    pub fn forward(&self, a: Act, ctx: &Ctx) -> Result<Act, TrainError> {
+        if let (Some(q), Some(pi)) = (ctx.exact_quant(), a.q) {
+            if let Some(po) = self.out_obs.params(q.act_scheme)? {
+                let p = intq_kernels::reference::HardSwishParams::new(pi, po)?;
+                let (qmin, qmax) = (q.act_scheme.qmin(), q.act_scheme.qmax());
+                let dims = a.x.dims();
+                let out: Vec<f64> = host_vec(a.x.clone())
+                    .into_iter()
+                    .map(|v| {
+                        let code = (v / pi.scale).round() as i32 + pi.zero_point;
+                        let c = intq_kernels::reference::hard_swish_code(code, &p, qmin, qmax);
+                        po.scale as f64 * (c - po.zero_point) as f64
+                    })
+                    .collect();
+                return Ok(Act {
+                    x: f64_tensor(out, dims, &a.x.device()),
+                    q: Some(po),
+                });
+            }
+        }
+        let x = a.x;
+        let y = x.clone() * activation::relu(x.add_scalar(3.0)).clamp_max(6.0) / 6.0;
+        let (x, q) = self.out_obs.apply(y, ctx)?;
+        Ok(Act { x, q })
+    }
 }
 
 /// How a step reads and writes activations (indices into the imported graph's values).
@@ -384,6 +422,17 @@ impl GraphNet {
                         name: node.name.clone(),
                     });
                 }
+                Op::HardSwish => {
+                    layers.push(Layer::HardSwish(QHardSwish {
+                        out_obs: EmaObserver::with_opts(opts, device),
+                    }));
+                    steps.push(Step::Layer {
+                        layer: layers.len() - 1,
+                        inputs: node.inputs.clone(),
+                        output: node.output,
+                        name,
+                    });
+                }
                 Op::Flatten => steps.push(Step::Flatten {
                     input: node.inputs[0],
                     output: node.output,
@@ -510,6 +559,7 @@ impl GraphNet {
                     let y = match &self.layers[*layer] {
                         Layer::Conv(c) => c.forward(a, ctx)?,
                         Layer::Pool(p) => p.forward(a, ctx),
+                        Layer::HardSwish(h) => h.forward(a, ctx)?,
                         Layer::Add(add) => add.forward(a, get(&vals, inputs[1])?, ctx)?,
                         Layer::Concat(cat) => {
                             let all = inputs
@@ -573,6 +623,7 @@ impl GraphNet {
             Some(Layer::Linear(l)) => Some(&l.out_obs),
             Some(Layer::Add(l)) => Some(&l.out_obs),
             Some(Layer::Concat(l)) => Some(&l.out_obs),
+            Some(Layer::HardSwish(l)) => Some(&l.out_obs),
             Some(Layer::Pool(_)) => None,
         }
     }

@@ -57,6 +57,7 @@ fn float_mode_equals_onnxruntime() {
     assert!(float_parity("mobilenetv2_tiny", Head::Softmax) <= 1e-5);
     // A grouped conv (group 2) with BN, asymmetric conv padding, Pad and a counting average.
     assert!(float_parity("grouped_qat", Head::Logits) <= 1e-5);
+    assert!(float_parity("hardswish_qat", Head::Logits) <= 1e-5);
 }
 
 #[test]
@@ -217,6 +218,7 @@ fn integer_model_equals_fake_quant_model() {
         "mobilenetv2_qat",
         "mobilenetv2_tiny",
         "grouped_qat",
+        "hardswish_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
@@ -234,6 +236,7 @@ fn after_qat_steps_the_integer_model_equals_the_fake_quant_model() {
         "mobilenetv2_qat",
         "mobilenetv2_tiny",
         "grouped_qat",
+        "hardswish_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
@@ -251,6 +254,7 @@ fn after_ptq_calibration_the_integer_model_equals_the_fake_quant_model() {
         "mobilenetv2_qat",
         "mobilenetv2_tiny",
         "grouped_qat",
+        "hardswish_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
