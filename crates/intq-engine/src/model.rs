@@ -219,7 +219,8 @@ impl Model {
         ctx: &mut Context,
         inputs: &[TensorData],
     ) -> Result<Vec<TensorData>, EngineError> {
-        let at = self.run_ctx(ctx, inputs)?;
+        let at = self.at_batch(self.batch_of(inputs)?)?;
+        self.run_at(&at, ctx, inputs)?;
         let (g, memory) = (at.graph(), &at.plan().memory);
         Ok(g.outputs()
             .iter()
@@ -237,17 +238,17 @@ impl Model {
 
     /// [`Model::run_in`] writing each graph output into `outputs[k]`, its native-endian bytes,
     /// which must be exactly the output's size at this batch. Returns the batch. Once the
-    /// context has run this batch, the engine allocates nothing here but what kernels
-    /// allocate for themselves.
+    /// context has run this batch and while the model keeps its plan (the graph's own batch or
+    /// a recent one), the engine allocates nothing here; the kernels may, for their scratch.
     pub fn run_into(
         &self,
         ctx: &mut Context,
         inputs: &[TensorData],
         outputs: &mut [&mut [u8]],
     ) -> Result<usize, EngineError> {
-        let (n, at) = {
-            let n = self.batch_of(inputs)?;
-            let at = self.at_batch(n)?;
+        let n = self.batch_of(inputs)?;
+        let at = self.at_batch(n)?;
+        {
             let g = at.graph();
             if outputs.len() != g.outputs().len() {
                 return Err(EngineError::Run(format!(
@@ -269,8 +270,8 @@ impl Model {
                     )));
                 }
             }
-            (n, self.run_ctx(ctx, inputs)?)
-        };
+        }
+        self.run_at(&at, ctx, inputs)?;
         let (g, memory) = (at.graph(), &at.plan().memory);
         for (&id, out) in g.outputs().iter().zip(outputs.iter_mut()) {
             let value = value_in(g, &memory.slot_of, &ctx.buffers, id);
@@ -279,16 +280,17 @@ impl Model {
         Ok(n)
     }
 
-    /// Checks `inputs`, fits `ctx` to their batch and runs; the outputs stay in `ctx`.
-    fn run_ctx(
+    /// Checks `inputs` against `at`, fits `ctx` to its plan and runs; the outputs stay in `ctx`.
+    fn run_at(
         &self,
+        at: &AtBatch<'_>,
         ctx: &mut Context,
         inputs: &[TensorData],
-    ) -> Result<AtBatch<'_>, EngineError> {
-        let at = self.for_inputs(inputs, false)?;
+    ) -> Result<(), EngineError> {
+        check_inputs(at.graph(), inputs, false)?;
         ctx.fit(&at.plan().memory.slots);
         exec::run_in_buffers(at.graph(), at.plan(), &mut ctx.buffers, inputs);
-        Ok(at)
+        Ok(())
     }
 
     /// Runs the integer model and returns the values of `wanted`: any tensors (intermediates,
