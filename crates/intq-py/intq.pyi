@@ -78,8 +78,9 @@ class Model:
     def run(self, inputs: _Inputs) -> list[npt.NDArray[np.generic]]:
         """Runs the model on one array, a sequence in input order, or a dict by input name.
 
-        Each array has the input's exact shape and dtype (uint8/int8 codes for quantized inputs,
-        e.g. NHWC uint8 pixels; float32 or float64 for float inputs). Raises ValueError for a
+        Each array has the input's shape, with any number of images (1 or more) as its leading
+        dimension, and its dtype (uint8/int8 codes for quantized inputs, e.g. NHWC uint8 pixels;
+        float32 or float64 for float inputs). Raises ValueError for a
         wrong shape or input count, TypeError for a wrong dtype. Returns one array per output.
         """
 

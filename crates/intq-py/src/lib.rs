@@ -182,12 +182,18 @@ impl Model {
                     .map_or("?".into(), |n| n.to_string())
             ))
         })?;
-        if array.shape() != t.shape.as_slice() {
+        // Any number of images: the leading dimension is the batch, the rest is the input's.
+        let given_shape = array.shape();
+        let per_image_matches = given_shape.len() == t.shape.len()
+            && given_shape.first().is_some_and(|&n| n >= 1)
+            && given_shape[1..] == t.shape[1..];
+        if !per_image_matches {
             return Err(PyValueError::new_err(format!(
-                "{} has shape {:?}, but an array of shape {:?} was given",
+                "{} has shape {:?} (any leading batch of 1 or more), but an array of shape {:?} \
+                 was given",
                 what(),
                 t.shape,
-                array.shape()
+                given_shape
             )));
         }
         let py = value.py();
@@ -322,8 +328,8 @@ impl Model {
     }
 
     /// Runs the model. `inputs` is one array (a model with one input), a sequence of arrays in
-    /// input order, or a dict from input name to array; each array has the input's shape and
-    /// dtype (codes for quantized inputs; float32 or float64 for float inputs). Returns one
+    /// input order, or a dict from input name to array; each array has the input's shape, with
+    /// any number of images as its leading dimension, and dtype (codes for quantized inputs; float32 or float64 for float inputs). Returns one
     /// array per output, in output order.
     fn run<'py>(
         &self,
@@ -377,12 +383,19 @@ impl Model {
             .enumerate()
             .map(|(i, v)| self.input_value(i, v))
             .collect::<PyResult<Vec<_>>>()?;
+        let batch = self.model.batch_of(&values).map_err(engine_err)?;
+        let shapes = graph
+            .outputs()
+            .iter()
+            .map(|&id| self.model.shape_at(id, batch))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(engine_err)?;
         let model = Arc::clone(&self.model);
         let results = py.detach(move || model.run(&values)).map_err(engine_err)?;
         results
             .into_iter()
-            .zip(graph.outputs())
-            .map(|(v, &id)| output_array(py, v, &graph.tensor(id).shape))
+            .zip(&shapes)
+            .map(|(v, shape)| output_array(py, v, shape))
             .collect()
     }
 

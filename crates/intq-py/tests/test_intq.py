@@ -129,6 +129,20 @@ def test_input_forms_agree(models):
     assert_same_bytes(model.run([wide[..., ::2]]), want, "strided view")
 
 
+def test_any_batch_equals_one_image_at_a_time(models):
+    model = intq.Model(models["image_classification"])
+    t = model.inputs[0]
+    rng = np.random.default_rng(5)
+    batch = rng.integers(-128, 128, size=[3] + t.shape[1:], dtype=np.int8)
+    (together,) = model.run(batch)
+    assert together.shape[0] == 3
+    for i in range(3):
+        (alone,) = model.run(batch[i : i + 1])
+        assert together[i : i + 1].tobytes() == alone.tobytes(), f"image {i}"
+    with pytest.raises(ValueError, match=r"any leading batch"):
+        model.run(np.zeros([0] + t.shape[1:], np.int8))
+
+
 def test_tensor_info(models):
     model = intq.Model(models["image_classification"])
     (t,) = model.inputs
