@@ -102,7 +102,13 @@ fn qat_convert_compare(
     for row in cmp["layers"].as_array().expect("layers") {
         assert_eq!(int(row, "differing"), 0, "{tag}: {row}");
     }
-    assert!(cmp["layers"][0]["name"].as_str().unwrap().starts_with("input"), "{cmp}");
+    assert!(
+        cmp["layers"][0]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("input"),
+        "{cmp}"
+    );
     // The model alone reads its preprocessing from its metadata.
     let (alone, _) = ok(&["eval", m, "--data", data, "--json"]);
     let alone = json(&alone);

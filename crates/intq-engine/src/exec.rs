@@ -738,14 +738,7 @@ fn run_coded<T: Code>(f: &Frame, op: &Op, prep: &Prepared, out: &mut [T]) {
                 f.shape4(*output),
             ),
         },
-        (
-            Op::Prelu {
-                input,
-                alpha,
-                ..
-            },
-            Prepared::Prelu(p),
-        ) => k::prelu(
+        (Op::Prelu { input, alpha, .. }, Prepared::Prelu(p)) => k::prelu(
             f.codes::<T>(*input),
             f.shape(*input),
             f.codes::<T>(*alpha),

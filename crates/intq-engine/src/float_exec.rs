@@ -410,7 +410,13 @@ pub(crate) fn run(
                 }
             }
             (Op::ResizeBilinear { input, .. }, Prepared::Resize(mode, _)) => {
-                resize_bilinear_real(get(*input), to4(shape(*input)), *mode, &mut y, to4(out_shape));
+                resize_bilinear_real(
+                    get(*input),
+                    to4(shape(*input)),
+                    *mode,
+                    &mut y,
+                    to4(out_shape),
+                );
             }
             (Op::Prelu { input, alpha, .. }, _) => {
                 let (x, a) = (get(*input), get(*alpha));

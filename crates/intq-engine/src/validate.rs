@@ -988,9 +988,9 @@ impl<'g> OpCheck<'g> {
                 alpha,
             } => {
                 if !(*alpha >= 0.0 && alpha.is_finite()) {
-                    return Err(self.err(format!(
-                        "alpha {alpha} is not a finite non-negative number"
-                    )));
+                    return Err(
+                        self.err(format!("alpha {alpha} is not a finite non-negative number"))
+                    );
                 }
                 self.same_shape_unary(*input, *output)
             }
@@ -1099,9 +1099,9 @@ impl<'g> OpCheck<'g> {
                 half_pixel_centers,
             } => {
                 if *align_corners && *half_pixel_centers && self.kind == OpKind::ResizeBilinear {
-                    return Err(self.err(
-                        "align_corners and half_pixel_centers cannot both be set".into(),
-                    ));
+                    return Err(
+                        self.err("align_corners and half_pixel_centers cannot both be set".into())
+                    );
                 }
                 let x = self.act("input", *input)?;
                 let [n, _, _, c] = self.nhwc("input", *input)?;
