@@ -22,6 +22,7 @@ Writes, into the output folder (default crates/intq-onnx/tests/fixtures):
                          padded AveragePool counting its padding, GlobalAveragePool, Gemm
   hardswish_qat.onnx     built with onnx.helper, opset 14: conv-BN-HardSwish, depthwise conv-BN-
                          HardSwish, 1x1 conv-HardSwish, GlobalAveragePool, Gemm
+  sigmoid_qat.onnx       built with onnx.helper: conv-BN-ReLU, conv-Sigmoid, GlobalAveragePool, Gemm
   NAME.input.npy         fixed float32 inputs, batch 4 (seeded)
   NAME.output.npy        ONNX Runtime's output on them (CPU execution provider, no graph
                          optimizations, so it runs the file's nodes as written)
@@ -380,6 +381,51 @@ def hardswish_qat_model(path):
     onnx.save(model, path)
 
 
+def sigmoid_qat_model(path):
+    """A Sigmoid between convolutions, node by node."""
+    rng = np.random.default_rng(SEED + 13)
+
+    def w(name, *shape, scale=0.4):
+        return numpy_helper.from_array(
+            (rng.standard_normal(shape) * scale).astype(np.float32), name
+        )
+
+    inits = [
+        w("w1", 8, 3, 3, 3),
+        numpy_helper.from_array(rng.uniform(0.5, 1.5, 8).astype(np.float32), "bn_s"),
+        w("bn_b", 8, scale=0.5),
+        w("bn_m", 8, scale=0.2),
+        numpy_helper.from_array(rng.uniform(0.5, 1.5, 8).astype(np.float32), "bn_v"),
+        w("w2", 16, 8, 3, 3),
+        w("b2", 16),
+        w("fc_w", 10, 16, scale=2.0),
+        w("fc_b", 10),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1],
+                         strides=[2, 2]),
+        helper.make_node("BatchNormalization", ["c1", "bn_s", "bn_b", "bn_m", "bn_v"], ["b1"],
+                         name="bn"),
+        helper.make_node("Relu", ["b1"], ["r1"], name="relu"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["c2"], ["s2"], name="sigmoid"),
+        helper.make_node("GlobalAveragePool", ["s2"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["output"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "sigmoid_qat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+
+
 def run_ort(path, x):
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -414,6 +460,9 @@ def main():
     if only in (None, "hardswish_qat"):
         hardswish_qat_model(os.path.join(out, "hardswish_qat.onnx"))
         models.append(("hardswish_qat", (3, 32, 32)))
+    if only in (None, "sigmoid_qat"):
+        sigmoid_qat_model(os.path.join(out, "sigmoid_qat.onnx"))
+        models.append(("sigmoid_qat", (3, 32, 32)))
     for name, chw in models:
         path = os.path.join(out, name + ".onnx")
         onnx.checker.check_model(onnx.load(path))

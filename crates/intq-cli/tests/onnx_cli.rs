@@ -45,6 +45,7 @@ fn run_matches_onnxruntime_at_any_batch() {
         "ops_helper",
         "grouped_qat",
         "hardswish_qat",
+        "sigmoid_qat",
     ] {
         let out_path = dir.join(format!("{name}.out.npy"));
         let out = intq(&[

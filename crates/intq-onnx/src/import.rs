@@ -606,11 +606,16 @@ impl Builder {
                 let s = self.shape(x);
                 self.push(&cx, Op::Relu, vec![x], s)?;
             }
-            "HardSwish" => {
+            "HardSwish" | "Sigmoid" => {
                 cx.only_attrs(&[])?;
                 let x = self.act(&cx, 0)?;
                 let s = self.shape(x);
-                self.push(&cx, Op::HardSwish, vec![x], s)?;
+                let op = if cx.op == "Sigmoid" {
+                    Op::Sigmoid
+                } else {
+                    Op::HardSwish
+                };
+                self.push(&cx, op, vec![x], s)?;
             }
             "Clip" => {
                 cx.only_attrs(&[])?;

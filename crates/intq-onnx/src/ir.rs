@@ -61,6 +61,8 @@ pub enum Op {
     Relu,
     /// `x · relu6(x + 3) / 6` (ONNX HardSwish, opset 14).
     HardSwish,
+    /// `1 / (1 + e^-x)`.
+    Sigmoid,
     Clip {
         min: f32,
         max: f32,
@@ -114,6 +116,7 @@ impl Op {
             Op::BatchNorm { .. } => "BatchNormalization",
             Op::Relu => "Relu",
             Op::HardSwish => "HardSwish",
+            Op::Sigmoid => "Sigmoid",
             Op::Clip { .. } => "Clip",
             Op::Add => "Add",
             Op::Concat { .. } => "Concat",

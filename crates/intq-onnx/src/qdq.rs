@@ -559,10 +559,17 @@ impl Builder<'_> {
                 let y = self.qdq(&y, *output)?;
                 self.vals.insert(*output, y);
             }
-            Op::HardSwish { input, output } => {
+            Op::HardSwish { input, output }
+            | Op::Logistic { input, output }
+            | Op::LogisticLut { input, output } => {
                 let x = self.val(*input)?;
-                let y = self.fresh("hardswish");
-                self.node("HardSwish", &[&x], &y, vec![]);
+                let f = if matches!(op, Op::HardSwish { .. }) {
+                    "HardSwish"
+                } else {
+                    "Sigmoid"
+                };
+                let y = self.fresh(f);
+                self.node(f, &[&x], &y, vec![]);
                 let y = self.qdq(&y, *output)?;
                 self.vals.insert(*output, y);
             }

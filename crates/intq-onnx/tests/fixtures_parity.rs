@@ -127,3 +127,9 @@ fn hardswish_matches_onnxruntime() {
     assert_eq!(g.opset, 14);
     assert_eq!(count(&g, |o| matches!(o, Op::HardSwish)), 3);
 }
+
+#[test]
+fn sigmoid_matches_onnxruntime() {
+    let g = parity("sigmoid_qat");
+    assert_eq!(count(&g, |o| matches!(o, Op::Sigmoid)), 1);
+}

@@ -182,6 +182,23 @@ pub fn export_graph(net: &GraphNet, quant: &QuantCfg) -> Result<Graph, TrainErro
                             params: p,
                         }
                     }
+                    Layer::Sigmoid(l) => {
+                        let x = act(&vals, inputs[0], name)?;
+                        let p = QuantParams {
+                            scale: 1.0 / l.levels as f32,
+                            zero_point: quant.act_scheme.qmin(),
+                        };
+                        let out = e.act_tensor_shaped(name, &x.shape, p);
+                        e.b.op(Op::Logistic {
+                            input: x.id,
+                            output: out,
+                        });
+                        Cur {
+                            id: out,
+                            shape: x.shape,
+                            params: p,
+                        }
+                    }
                     Layer::Concat(l) => {
                         let xs = inputs
                             .iter()

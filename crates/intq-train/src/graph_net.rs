@@ -38,6 +38,59 @@ pub enum Layer {
     Concat(QConcat),
     Pool(Pool),
     HardSwish(QHardSwish),
+    Sigmoid(QSigmoid),
+}
+
+/// Sigmoid, whose quantized output has the fixed params of the engine's Logistic
+/// (`S = 1/256`, `Z` at the type's minimum), so it has no observer. Training and fake-quant
+/// evaluation fake-quantize the float sigmoid to that grid; exact evaluation applies the
+/// engine's Logistic table (TFLite's fixed-point routine, `LogisticTable`) to the input codes.
+#[derive(Module, Debug)]
+pub struct QSigmoid {
+    /// Output scale denominator (256): the engine's fixed `S = 1/256`.
+    pub levels: usize,
+}
+
+impl QSigmoid {
+    pub fn forward(&self, a: Act, ctx: &Ctx) -> Result<Act, TrainError> {
+        let (Some(pi), Some(q)) = (a.q, ctx.quant) else {
+            return Ok(Act {
+                x: activation::sigmoid(a.x),
+                q: None,
+            });
+        };
+        let scheme = q.act_scheme;
+        let po = intq_quant::QuantParams {
+            scale: 1.0 / self.levels as f32,
+            zero_point: scheme.qmin(),
+        };
+        if ctx.exact_quant().is_none() {
+            let y = crate::fake_quant::fake_quant(activation::sigmoid(a.x), scheme, po);
+            return Ok(Act { x: y, q: Some(po) });
+        }
+        let (qmin, qmax) = (scheme.qmin(), scheme.qmax());
+        let table: Vec<i32> = if scheme.is_signed() {
+            let t = intq_kernels::reference::LogisticTable::<i8>::new(pi);
+            t.table.iter().map(|&c| c as i32).collect()
+        } else {
+            let t = intq_kernels::reference::LogisticTable::<u8>::new(pi);
+            t.table.iter().map(|&c| c as i32).collect()
+        };
+        let lo = if scheme.is_signed() { -128 } else { 0 };
+        let dims = a.x.dims();
+        let out: Vec<f64> = host_vec(a.x.clone())
+            .into_iter()
+            .map(|v| {
+                let code = ((v / pi.scale).round() as i32 + pi.zero_point).clamp(qmin, qmax);
+                let c = table[(code - lo) as usize];
+                po.scale as f64 * (c - po.zero_point) as f64
+            })
+            .collect();
+        Ok(Act {
+            x: f64_tensor(out, dims, &a.x.device()),
+            q: Some(po),
+        })
+    }
 }
 
 /// HardSwish `x · relu6(x + 3) / 6` with its own output range. Training and fake-quant
@@ -433,6 +486,15 @@ impl GraphNet {
                         name,
                     });
                 }
+                Op::Sigmoid => {
+                    layers.push(Layer::Sigmoid(QSigmoid { levels: 256 }));
+                    steps.push(Step::Layer {
+                        layer: layers.len() - 1,
+                        inputs: node.inputs.clone(),
+                        output: node.output,
+                        name,
+                    });
+                }
                 Op::Flatten => steps.push(Step::Flatten {
                     input: node.inputs[0],
                     output: node.output,
@@ -560,6 +622,7 @@ impl GraphNet {
                         Layer::Conv(c) => c.forward(a, ctx)?,
                         Layer::Pool(p) => p.forward(a, ctx),
                         Layer::HardSwish(h) => h.forward(a, ctx)?,
+                        Layer::Sigmoid(l) => l.forward(a, ctx)?,
                         Layer::Add(add) => add.forward(a, get(&vals, inputs[1])?, ctx)?,
                         Layer::Concat(cat) => {
                             let all = inputs
@@ -624,7 +687,7 @@ impl GraphNet {
             Some(Layer::Add(l)) => Some(&l.out_obs),
             Some(Layer::Concat(l)) => Some(&l.out_obs),
             Some(Layer::HardSwish(l)) => Some(&l.out_obs),
-            Some(Layer::Pool(_)) => None,
+            Some(Layer::Pool(_)) | Some(Layer::Sigmoid(_)) => None,
         }
     }
 

@@ -58,6 +58,7 @@ fn float_mode_equals_onnxruntime() {
     // A grouped conv (group 2) with BN, asymmetric conv padding, Pad and a counting average.
     assert!(float_parity("grouped_qat", Head::Logits) <= 1e-5);
     assert!(float_parity("hardswish_qat", Head::Logits) <= 1e-5);
+    assert!(float_parity("sigmoid_qat", Head::Logits) <= 1e-5);
 }
 
 #[test]
@@ -219,6 +220,7 @@ fn integer_model_equals_fake_quant_model() {
         "mobilenetv2_tiny",
         "grouped_qat",
         "hardswish_qat",
+        "sigmoid_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
@@ -237,6 +239,7 @@ fn after_qat_steps_the_integer_model_equals_the_fake_quant_model() {
         "mobilenetv2_tiny",
         "grouped_qat",
         "hardswish_qat",
+        "sigmoid_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
@@ -255,6 +258,7 @@ fn after_ptq_calibration_the_integer_model_equals_the_fake_quant_model() {
         "mobilenetv2_tiny",
         "grouped_qat",
         "hardswish_qat",
+        "sigmoid_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
