@@ -23,6 +23,9 @@ Writes, into the output folder (default crates/intq-onnx/tests/fixtures):
   hardswish_qat.onnx     built with onnx.helper, opset 14: conv-BN-HardSwish, depthwise conv-BN-
                          HardSwish, 1x1 conv-HardSwish, GlobalAveragePool, Gemm
   sigmoid_qat.onnx       built with onnx.helper: conv-BN-ReLU, conv-Sigmoid, GlobalAveragePool, Gemm
+  se_qat.onnx            built with onnx.helper: conv-BN-ReLU, a squeeze-and-excitation block
+                         (ReduceMean over H and W, 1x1 conv-ReLU, 1x1 conv-Sigmoid, Mul broadcast
+                         over H and W), 1x1 conv, GlobalAveragePool, Gemm
   NAME.input.npy         fixed float32 inputs, batch 4 (seeded)
   NAME.output.npy        ONNX Runtime's output on them (CPU execution provider, no graph
                          optimizations, so it runs the file's nodes as written)
@@ -426,6 +429,61 @@ def sigmoid_qat_model(path):
     onnx.save(model, path)
 
 
+def se_qat_model(path):
+    """A squeeze-and-excitation block (Sigmoid gate, as EfficientNet's), node by node."""
+    rng = np.random.default_rng(SEED + 17)
+
+    def w(name, *shape, scale=0.4):
+        return numpy_helper.from_array(
+            (rng.standard_normal(shape) * scale).astype(np.float32), name
+        )
+
+    inits = [
+        w("w1", 8, 3, 3, 3),
+        numpy_helper.from_array(rng.uniform(0.5, 1.5, 8).astype(np.float32), "bn_s"),
+        w("bn_b", 8, scale=0.5),
+        w("bn_m", 8, scale=0.2),
+        numpy_helper.from_array(rng.uniform(0.5, 1.5, 8).astype(np.float32), "bn_v"),
+        w("w_sq", 4, 8, 1, 1, scale=0.8),
+        w("b_sq", 4),
+        w("w_ex", 8, 4, 1, 1, scale=0.8),
+        w("b_ex", 8),
+        w("w3", 16, 8, 1, 1),
+        w("b3", 16),
+        w("fc_w", 10, 16),
+        w("fc_b", 10),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1],
+                         strides=[2, 2]),
+        helper.make_node("BatchNormalization", ["c1", "bn_s", "bn_b", "bn_m", "bn_v"], ["b1"],
+                         name="bn"),
+        helper.make_node("Relu", ["b1"], ["r1"], name="relu"),
+        helper.make_node("ReduceMean", ["r1"], ["m"], name="squeeze", axes=[2, 3], keepdims=1),
+        helper.make_node("Conv", ["m", "w_sq", "b_sq"], ["sq"], name="se_reduce"),
+        helper.make_node("Relu", ["sq"], ["sqr"], name="se_relu"),
+        helper.make_node("Conv", ["sqr", "w_ex", "b_ex"], ["ex"], name="se_expand"),
+        helper.make_node("Sigmoid", ["ex"], ["gate"], name="se_gate"),
+        helper.make_node("Mul", ["r1", "gate"], ["scaled"], name="se_mul"),
+        helper.make_node("Conv", ["scaled", "w3", "b3"], ["c3"], name="conv3"),
+        helper.make_node("Relu", ["c3"], ["r3"], name="relu3"),
+        helper.make_node("GlobalAveragePool", ["r3"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["output"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "se_qat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+
+
 def run_ort(path, x):
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -463,6 +521,9 @@ def main():
     if only in (None, "sigmoid_qat"):
         sigmoid_qat_model(os.path.join(out, "sigmoid_qat.onnx"))
         models.append(("sigmoid_qat", (3, 32, 32)))
+    if only in (None, "se_qat"):
+        se_qat_model(os.path.join(out, "se_qat.onnx"))
+        models.append(("se_qat", (3, 32, 32)))
     for name, chw in models:
         path = os.path.join(out, name + ".onnx")
         onnx.checker.check_model(onnx.load(path))

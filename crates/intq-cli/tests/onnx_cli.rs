@@ -46,6 +46,7 @@ fn run_matches_onnxruntime_at_any_batch() {
         "grouped_qat",
         "hardswish_qat",
         "sigmoid_qat",
+        "se_qat",
     ] {
         let out_path = dir.join(format!("{name}.out.npy"));
         let out = intq(&[

@@ -128,6 +128,20 @@ fn eval_op(op: &Op, ins: &[&Tensor], out: &[usize]) -> Vec<f32> {
             .zip(&ins[1].data)
             .map(|(a, b)| a + b)
             .collect(),
+        Op::Mul => {
+            let y = &ins[1].data;
+            // [N, C, 1, 1] by channel, or the same shape element by element.
+            let hw = if y.len() == x.data.len() {
+                1
+            } else {
+                out[2..].iter().product()
+            };
+            x.data
+                .iter()
+                .enumerate()
+                .map(|(k, a)| a * y[k / hw])
+                .collect()
+        }
         Op::Concat { axis } => {
             let outer: usize = out[..*axis].iter().product();
             let mut y = Vec::with_capacity(out.iter().product());

@@ -637,6 +637,7 @@ impl Builder {
                 self.push(&cx, Op::Clip { min, max }, vec![x], s)?;
             }
             "Add" => self.add(&cx)?,
+            "Mul" => self.mul(&cx)?,
             "Concat" => {
                 cx.only_attrs(&["axis"])?;
                 let mut ins = Vec::new();
@@ -1010,6 +1011,28 @@ impl Builder {
             }
             _ => Err(cx.err("needs two inputs")),
         }
+    }
+
+    fn mul(&mut self, cx: &Ctx) -> Result<(), OnnxError> {
+        cx.only_attrs(&[])?;
+        let (Some(Val::Act(a)), Some(Val::Act(b))) = (self.input(cx, 0), self.input(cx, 1)) else {
+            return Err(cx.err("multiplies by a constant; intq multiplies two activations"));
+        };
+        let (sa, sb) = (self.shape(a), self.shape(b));
+        let per_channel =
+            |big: &[usize], small: &[usize]| big.len() == 4 && small == [big[0], big[1], 1, 1];
+        // The full-shape operand first: Mul commutes.
+        let (x, y, s) = if sa == sb || per_channel(&sa, &sb) {
+            (a, b, sa)
+        } else if per_channel(&sb, &sa) {
+            (b, a, sb)
+        } else {
+            return Err(cx.err(format!(
+                "multiplies shapes {sa:?} and {sb:?}; intq takes one shape, or [N, C, H, W] by \
+                 [N, C, 1, 1]"
+            )));
+        };
+        self.push(cx, Op::Mul, vec![x, y], s)
     }
 
     fn reduce_mean(&mut self, cx: &Ctx) -> Result<(), OnnxError> {

@@ -69,6 +69,9 @@ pub enum Op {
     },
     /// Elementwise sum of two activations of the same shape.
     Add,
+    /// Elementwise product of two activations: the second of the first's shape, or `[N, C, 1, 1]`
+    /// broadcast over H and W (squeeze-and-excitation's channel weights).
+    Mul,
     /// Join along `axis` (never 0, the batch).
     Concat {
         axis: usize,
@@ -119,6 +122,7 @@ impl Op {
             Op::Sigmoid => "Sigmoid",
             Op::Clip { .. } => "Clip",
             Op::Add => "Add",
+            Op::Mul => "Mul",
             Op::Concat { .. } => "Concat",
             Op::GlobalAveragePool => "GlobalAveragePool",
             Op::AveragePool(_) => "AveragePool",

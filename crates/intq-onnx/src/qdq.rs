@@ -452,6 +452,19 @@ impl Builder<'_> {
                 let y = self.qdq(&y, *output)?;
                 self.vals.insert(*output, y);
             }
+            Op::Mul {
+                lhs,
+                rhs,
+                output,
+                activation,
+            } => {
+                let (a, b) = (self.val(*lhs)?, self.val(*rhs)?);
+                let y = self.fresh("mul");
+                self.node("Mul", &[&a, &b], &y, vec![]);
+                let y = self.act(y, *activation);
+                let y = self.qdq(&y, *output)?;
+                self.vals.insert(*output, y);
+            }
             Op::AveragePool2d {
                 input,
                 output,

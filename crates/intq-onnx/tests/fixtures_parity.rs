@@ -133,3 +133,12 @@ fn sigmoid_matches_onnxruntime() {
     let g = parity("sigmoid_qat");
     assert_eq!(count(&g, |o| matches!(o, Op::Sigmoid)), 1);
 }
+
+#[test]
+fn squeeze_excitation_matches_onnxruntime() {
+    let g = parity("se_qat");
+    let mul = g.nodes.iter().find(|n| matches!(n.op, Op::Mul)).unwrap();
+    // The full-shape activation first, the [N, C, 1, 1] gate second.
+    assert_eq!(g.value(mul.inputs[0]).shape[2..], [16, 16]);
+    assert_eq!(g.value(mul.inputs[1]).shape[2..], [1, 1]);
+}

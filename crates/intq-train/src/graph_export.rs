@@ -182,6 +182,25 @@ pub fn export_graph(net: &GraphNet, quant: &QuantCfg) -> Result<Graph, TrainErro
                             params: p,
                         }
                     }
+                    Layer::Mul(l) => {
+                        let a = act(&vals, inputs[0], name)?;
+                        let b = act(&vals, inputs[1], name)?;
+                        let p = observed(name, l.out_obs.params(quant.act_scheme))?;
+                        let out = e.act_tensor_shaped(name, &a.shape, p);
+                        // NHWC [1, H, W, C] by [1, 1, 1, C] broadcasts as [N, C, H, W] by
+                        // [N, C, 1, 1] does.
+                        e.b.op(Op::Mul {
+                            lhs: a.id,
+                            rhs: b.id,
+                            output: out,
+                            activation: intq_engine::Activation::None,
+                        });
+                        Cur {
+                            id: out,
+                            shape: a.shape,
+                            params: p,
+                        }
+                    }
                     Layer::Sigmoid(l) => {
                         let x = act(&vals, inputs[0], name)?;
                         let p = QuantParams {

@@ -1,10 +1,11 @@
 //! A QAT network built from an imported ONNX graph ([`intq_onnx::Graph`]) out of the zoo's own
 //! layers: Conv (+ BatchNormalization) (+ Relu / Clip to [0, 6]) becomes one [`ConvBn`] with BN
 //! folded exactly as the zoo's are, Gemm/MatMul (+ Relu) a [`QLinear`], Add (+ Relu) a [`QAdd`],
-//! Concat a [`QConcat`], pools a [`Pool`]; Flatten and the flattening Reshape only re-view the
-//! data, and a trailing Softmax/LogSoftmax stays outside the loss ([`GraphNet::forward`] returns
-//! the logits before it). With quantization off ([`Ctx::float`]) the network computes the
-//! imported graph in f32.
+//! Concat a [`QConcat`], pools a [`Pool`], HardSwish, Sigmoid and Mul layers of their own whose
+//! exact evaluation is the engine's integer op on the codes; Pad and uneven padding are steps;
+//! Flatten and the flattening Reshape only re-view the data, and a trailing Softmax/LogSoftmax
+//! stays outside the loss ([`GraphNet::forward`] returns the logits before it). With
+//! quantization off ([`Ctx::float`]) the network computes the imported graph in f32.
 //!
 //! The input is observed and fake-quantized like any activation: the model's own input (its
 //! preprocessing already applied, as ONNX Runtime takes it), not raw pixels.
@@ -39,6 +40,45 @@ pub enum Layer {
     Pool(Pool),
     HardSwish(QHardSwish),
     Sigmoid(QSigmoid),
+    Mul(QMul),
+}
+
+/// Product of two activations (the second of the first's shape or `[N, C, 1, 1]`, broadcast)
+/// with its own output range. Exact evaluation is the engine's integer Mul on the codes
+/// (`MulParams`: `(q1 - Z1)(q2 - Z2)` requantized by `S1 S2 / S_out`), so conversion to its
+/// `Mul` op is exact.
+#[derive(Module, Debug)]
+pub struct QMul {
+    pub out_obs: EmaObserver,
+}
+
+impl QMul {
+    pub fn forward(&self, a: Act, b: Act, ctx: &Ctx) -> Result<Act, TrainError> {
+        if let (Some(q), Some(pa), Some(pb)) = (ctx.exact_quant(), a.q, b.q) {
+            if let Some(po) = self.out_obs.params(q.act_scheme)? {
+                let (qmin, qmax) = (q.act_scheme.qmin(), q.act_scheme.qmax());
+                let m = intq_kernels::reference::MulParams::new(pa, pb, po, qmin, qmax)?;
+                let dims = a.x.dims();
+                let code = |v: f32, p: intq_quant::QuantParams| {
+                    (v / p.scale).round() as i32 + p.zero_point
+                };
+                let out: Vec<f64> = host_vec(a.x.clone())
+                    .into_iter()
+                    .zip(host_vec(b.x.expand(dims)))
+                    .map(|(x, y)| {
+                        let c = m.apply(code(x, pa), code(y, pb));
+                        po.scale as f64 * (c - po.zero_point) as f64
+                    })
+                    .collect();
+                return Ok(Act {
+                    x: f64_tensor(out, dims, &a.x.device()),
+                    q: Some(po),
+                });
+            }
+        }
+        let (x, q) = self.out_obs.apply(a.x * b.x, ctx)?;
+        Ok(Act { x, q })
+    }
 }
 
 /// Sigmoid, whose quantized output has the fixed params of the engine's Logistic
@@ -486,6 +526,17 @@ impl GraphNet {
                         name,
                     });
                 }
+                Op::Mul => {
+                    layers.push(Layer::Mul(QMul {
+                        out_obs: EmaObserver::with_opts(opts, device),
+                    }));
+                    steps.push(Step::Layer {
+                        layer: layers.len() - 1,
+                        inputs: node.inputs.clone(),
+                        output: node.output,
+                        name,
+                    });
+                }
                 Op::Sigmoid => {
                     layers.push(Layer::Sigmoid(QSigmoid { levels: 256 }));
                     steps.push(Step::Layer {
@@ -623,6 +674,7 @@ impl GraphNet {
                         Layer::Pool(p) => p.forward(a, ctx),
                         Layer::HardSwish(h) => h.forward(a, ctx)?,
                         Layer::Sigmoid(l) => l.forward(a, ctx)?,
+                        Layer::Mul(l) => l.forward(a, get(&vals, inputs[1])?, ctx)?,
                         Layer::Add(add) => add.forward(a, get(&vals, inputs[1])?, ctx)?,
                         Layer::Concat(cat) => {
                             let all = inputs
@@ -687,6 +739,7 @@ impl GraphNet {
             Some(Layer::Add(l)) => Some(&l.out_obs),
             Some(Layer::Concat(l)) => Some(&l.out_obs),
             Some(Layer::HardSwish(l)) => Some(&l.out_obs),
+            Some(Layer::Mul(l)) => Some(&l.out_obs),
             Some(Layer::Pool(_)) | Some(Layer::Sigmoid(_)) => None,
         }
     }

@@ -59,6 +59,7 @@ fn float_mode_equals_onnxruntime() {
     assert!(float_parity("grouped_qat", Head::Logits) <= 1e-5);
     assert!(float_parity("hardswish_qat", Head::Logits) <= 1e-5);
     assert!(float_parity("sigmoid_qat", Head::Logits) <= 1e-5);
+    assert!(float_parity("se_qat", Head::Logits) <= 1e-5);
 }
 
 #[test]
@@ -221,6 +222,7 @@ fn integer_model_equals_fake_quant_model() {
         "grouped_qat",
         "hardswish_qat",
         "sigmoid_qat",
+        "se_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
@@ -240,6 +242,7 @@ fn after_qat_steps_the_integer_model_equals_the_fake_quant_model() {
         "grouped_qat",
         "hardswish_qat",
         "sigmoid_qat",
+        "se_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
@@ -259,6 +262,7 @@ fn after_ptq_calibration_the_integer_model_equals_the_fake_quant_model() {
         "grouped_qat",
         "hardswish_qat",
         "sigmoid_qat",
+        "se_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
