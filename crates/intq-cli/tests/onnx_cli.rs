@@ -365,3 +365,72 @@ fn export_onnx_writes_a_qdq_model_with_per_channel_weights() {
     let inp = &g.input[0];
     assert_eq!(inp.name.as_deref(), Some("input"));
 }
+
+/// `intq qat --from`, `convert` and `eval --compare` on the fixtures with the newer layers
+/// (Pad, grouped conv, HardSwish, Sigmoid, squeeze-and-excitation Mul): the checkpoints carry
+/// them, and the integer models equal the exact fake-quant evaluation on the test pictures.
+#[test]
+fn qat_convert_and_compare_every_layer_kind() {
+    let dir = common::scratch("onnx_cli", "kinds");
+    let data = dir.join("rgb.npz");
+    write_rgb_npz(&data, 16, 8);
+    for name in [
+        "mobilenetv2_tiny",
+        "grouped_qat",
+        "hardswish_qat",
+        "sigmoid_qat",
+        "se_qat",
+    ] {
+        let ckpt = dir.join(format!("{name}.ckpt"));
+        let m = dir.join(format!("{name}.intq"));
+        let out = intq(&[
+            "qat",
+            "--from",
+            fixture(&format!("{name}.onnx")).to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--scheme",
+            "int8",
+            "--per-channel",
+            "--out",
+            ckpt.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = intq(&[
+            "convert",
+            ckpt.to_str().unwrap(),
+            "--out",
+            m.to_str().unwrap(),
+            "--float-edges",
+        ]);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = intq(&[
+            "eval",
+            m.to_str().unwrap(),
+            "--compare",
+            ckpt.to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["images"], 8, "{name}: {v}");
+        assert_eq!(v["top1_mismatch"], 0, "{name}: {v}");
+        assert_eq!(v["max_lsb_diff"], 0, "{name}: {v}");
+    }
+}
