@@ -238,13 +238,24 @@ fn cycles_and_missing_inputs_name_the_node() {
 #[test]
 fn unsupported_ops_and_attributes_are_named() {
     let m = model(
-        vec![node("Sigmoid", "act7", &["x"], &["y"], vec![])],
+        vec![node("Selu", "act7", &["x"], &["y"], vec![])],
         vec![],
         &[1, 4],
     );
     let e = err(&m);
     assert!(
-        e.contains("node \"act7\" (Sigmoid)") && e.contains("not supported"),
+        e.contains("node \"act7\" (Selu)") && e.contains("not supported"),
+        "{e}"
+    );
+    // Mul takes two activations, not a constant scale.
+    let m = model(
+        vec![node("Mul", "scale", &["x", "c"], &["y"], vec![])],
+        vec![tensor("c", &[4], &[1.0, 2.0, 3.0, 4.0])],
+        &[1, 4],
+    );
+    let e = err(&m);
+    assert!(
+        e.contains("node \"scale\" (Mul)") && e.contains("constant"),
         "{e}"
     );
 
