@@ -1,24 +1,101 @@
 //! `intq inspect`: a human-readable summary of a model's graph.
 
-use anyhow::Result;
-use intq_engine::{Activation, Graph, Op, Padding, Quant, Tensor, TensorId};
+use anyhow::{Context, Result};
+use intq_engine::{Activation, Graph, Model, Op, Padding, Quant, Tensor, TensorId};
+use intq_tflite::import::UnsupportedOp;
 use std::fmt::Write;
 use std::path::Path;
+
+/// What a `.tflite` file holds that intq cannot run: empty for a fully imported model.
+#[derive(Default)]
+pub struct LeftOut {
+    /// The ops the importer lacks, in file order.
+    pub ops: Vec<UnsupportedOp>,
+    /// Every tensor left out, with the index in `ops` of an op it depends on.
+    pub cut: Vec<(String, usize)>,
+    /// The model's outputs that depend on an unsupported op.
+    pub cut_outputs: Vec<String>,
+}
+
+impl LeftOut {
+    /// The unsupported op `name` depends on, if it was left out.
+    pub fn op_of(&self, name: &str) -> Option<&UnsupportedOp> {
+        self.cut
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|&(_, u)| &self.ops[u])
+    }
+}
+
+/// The label of an unsupported op in messages: index, name and operator code.
+pub fn op_label(u: &UnsupportedOp) -> String {
+    format!("op #{} {} (operator code {})", u.index, u.name, u.code)
+}
+
+/// Loads a `.intq` or `.tflite` model; a `.tflite` op intq lacks is left out with everything
+/// that depends on it, so the rest can still be inspected and run.
+pub fn load(path: &Path) -> Result<(Model, LeftOut)> {
+    if !intq_tflite::is_tflite_path(path) {
+        return Ok((crate::tflite_cmd::load_model(path)?, LeftOut::default()));
+    }
+    let p = intq_tflite::import::load_partial(path)?;
+    let model = Model::new(p.graph)
+        .with_context(|| format!("{}: planning the imported graph", path.display()))?;
+    let left = LeftOut {
+        ops: p.unsupported,
+        cut: p.cut,
+        cut_outputs: p.cut_outputs,
+    };
+    Ok((model, left))
+}
 
 pub fn inspect(path: &Path, all_tensors: bool) -> Result<()> {
     if crate::onnx_cmd::is_onnx(path) {
         return crate::onnx_cmd::inspect(path);
     }
-    let model = crate::tflite_cmd::load_model(path)?;
+    let (model, left) = load(path)?;
     let file_size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     print!(
         "{}",
         summary(model.graph(), &path.display().to_string(), file_size)
     );
+    print!("{}", left_out_text(&left));
     if all_tensors {
         print!("{}", tensor_table(model.graph()));
     }
     Ok(())
+}
+
+/// The unsupported ops and the outputs they cut off; empty when there are none.
+fn left_out_text(left: &LeftOut) -> String {
+    let mut s = String::new();
+    if left.ops.is_empty() {
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "unsupported ops (left out with everything that depends on them; the outputs above \
+         include the tensors they read):"
+    );
+    for u in &left.ops {
+        let outs = u
+            .outputs
+            .iter()
+            .map(|n| format!("'{n}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(s, "  {}  writes {outs}", op_label(u));
+    }
+    if !left.cut_outputs.is_empty() {
+        let outs = left
+            .cut_outputs
+            .iter()
+            .map(|n| format!("'{n}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(s, "  model outputs that depend on them: {outs}");
+    }
+    s
 }
 
 /// The whole report, as a string so tests can read it.

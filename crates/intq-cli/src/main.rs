@@ -51,13 +51,18 @@ enum Command {
         /// (batch) dimension may be any N >= 1 whatever the model was built with.
         #[arg(long = "input", short = 'i', required = true)]
         inputs: Vec<PathBuf>,
-        /// One `.npy` per graph output (or one for `--tensor`).
-        #[arg(long = "output", short = 'o', required = true)]
+        /// One `.npy` per graph output, or one per `--tensor`, in the same order.
+        #[arg(long = "output", short = 'o')]
         outputs: Vec<PathBuf>,
+        /// Write one `.npy` per graph output (or per `--tensor`) into this directory (created if
+        /// missing), named after the tensor: every character other than ASCII letters, digits,
+        /// '-', '_' and '.' becomes '_', a leading '.' becomes '_', and ".npy" is appended.
+        #[arg(long = "output-dir", conflicts_with = "outputs")]
+        output_dir: Option<PathBuf>,
         /// Return this tensor (by name), e.g. an intermediate activation, instead of the graph
-        /// outputs.
+        /// outputs; may be given several times.
         #[arg(long)]
-        tensor: Option<String>,
+        tensor: Vec<String>,
         /// Run the float executor of the same graph (dequantized weights, f32 math) and write
         /// float32 real values instead of integer codes.
         #[arg(long)]
@@ -106,9 +111,17 @@ fn real_main() -> Result<()> {
             model,
             inputs,
             outputs,
+            output_dir,
             tensor,
             float,
-        } => run(&model, &inputs, &outputs, tensor.as_deref(), float),
+        } => run(
+            &model,
+            &inputs,
+            &outputs,
+            output_dir.as_deref(),
+            &tensor,
+            float,
+        ),
         Command::Quickstart(a) => quickstart::quickstart(a),
         Command::Curve(a) => intq_cli::curve::run(a),
         Command::Data(c) => data_cmd::run(c),
@@ -123,13 +136,28 @@ fn run(
     model_path: &std::path::Path,
     input_paths: &[PathBuf],
     output_paths: &[PathBuf],
-    tensor: Option<&str>,
+    output_dir: Option<&std::path::Path>,
+    tensors: &[String],
     float: bool,
 ) -> Result<()> {
-    if onnx_cmd::is_onnx(model_path) {
-        return onnx_cmd::run(model_path, input_paths, output_paths, tensor);
+    if output_paths.is_empty() && output_dir.is_none() {
+        bail!("give the output files with -o (once per output) or a directory with --output-dir");
     }
-    let model = tflite_cmd::load_model(model_path)?;
+    if onnx_cmd::is_onnx(model_path) {
+        if output_dir.is_some() || tensors.len() > 1 {
+            bail!(
+                "{}: --output-dir and repeated --tensor are for .intq and .tflite models",
+                model_path.display()
+            );
+        }
+        return onnx_cmd::run(
+            model_path,
+            input_paths,
+            output_paths,
+            tensors.first().map(String::as_str),
+        );
+    }
+    let (model, left) = inspect::load(model_path)?;
     let graph = model.graph();
     if input_paths.len() != graph.inputs().len() {
         bail!(
@@ -139,6 +167,44 @@ fn run(
             names(graph, graph.inputs()),
             input_paths.len()
         );
+    }
+    let mut wanted = Vec::with_capacity(tensors.len().max(1));
+    for name in tensors {
+        if let Some(u) = left.op_of(name) {
+            bail!(
+                "{}: tensor '{name}' depends on {}, which intq does not support",
+                model_path.display(),
+                inspect::op_label(u)
+            );
+        }
+        wanted.push(graph.tensor_by_name(name).with_context(|| {
+            format!(
+                "{} has no tensor named '{name}' (see `intq inspect --tensors`)",
+                model_path.display()
+            )
+        })?);
+    }
+    if tensors.is_empty() {
+        if !left.ops.is_empty() {
+            let ops = left
+                .ops
+                .iter()
+                .map(inspect::op_label)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let outs = left
+                .cut_outputs
+                .iter()
+                .map(|n| format!("'{n}'"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            bail!(
+                "{}: intq does not support {ops}; output(s) {outs} depend on it (choose \
+                 tensors that do not with --tensor NAME; `intq inspect` lists them)",
+                model_path.display()
+            );
+        }
+        wanted = graph.outputs().to_vec();
     }
     let mut inputs = Vec::with_capacity(input_paths.len());
     for (path, &id) in input_paths.iter().zip(graph.inputs()) {
@@ -169,14 +235,14 @@ fn run(
         }
         inputs.push(array.data);
     }
-    let wanted: Vec<_> = match tensor {
-        Some(name) => vec![graph.tensor_by_name(name).with_context(|| {
-            format!(
-                "{} has no tensor named '{name}' (see `intq inspect --tensors`)",
-                model_path.display()
-            )
-        })?],
-        None => graph.outputs().to_vec(),
+    let output_paths: Vec<PathBuf> = match output_dir {
+        Some(dir) => {
+            let files = output_files(graph, &wanted)?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            files.into_iter().map(|f| dir.join(f)).collect()
+        }
+        None => output_paths.to_vec(),
     };
     if output_paths.len() != wanted.len() {
         bail!(
@@ -203,6 +269,42 @@ fn run(
         npy::write(path, &npy::Array { shape, data })?;
     }
     Ok(())
+}
+
+/// A safe file name for a tensor name: ASCII letters, digits, '-', '_' and '.' are kept, any
+/// other character becomes '_', and a leading '.' becomes '_' (no hidden files, no "..").
+fn file_name_for(tensor: &str) -> String {
+    let mut s: String = tensor
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || s.starts_with('.') {
+        s.insert(0, '_');
+    }
+    s + ".npy"
+}
+
+/// One file name per tensor; two tensors whose names map to one file are an error.
+fn output_files(graph: &intq_engine::Graph, ids: &[intq_engine::TensorId]) -> Result<Vec<String>> {
+    let mut files: Vec<String> = Vec::with_capacity(ids.len());
+    for &id in ids {
+        let f = file_name_for(&graph.tensor(id).name);
+        if let Some(j) = files.iter().position(|g| g.eq_ignore_ascii_case(&f)) {
+            bail!(
+                "tensors '{}' and '{}' would both be written to {f}; name the files with -o",
+                graph.tensor(ids[j]).name,
+                graph.tensor(id).name
+            );
+        }
+        files.push(f);
+    }
+    Ok(files)
 }
 
 fn names(graph: &intq_engine::Graph, ids: &[intq_engine::TensorId]) -> String {

@@ -46,8 +46,101 @@ fn malformed(msg: String) -> TfliteError {
     TfliteError::Malformed(msg)
 }
 
-/// Parses a `.tflite` buffer into a validated graph.
+/// Parses a `.tflite` buffer into a validated graph; an op the importer lacks is an error.
 pub fn import(bytes: &[u8]) -> Result<Graph, TfliteError> {
+    let partial = import_partial(bytes)?;
+    match partial.unsupported.into_iter().next() {
+        Some(u) => Err(u.error),
+        None => Ok(partial.graph),
+    }
+}
+
+/// Reads a `.tflite` file, keeping what does not depend on ops the importer lacks.
+pub fn load_partial(path: &Path) -> Result<Partial, TfliteError> {
+    let bytes = std::fs::read(path).map_err(|source| TfliteError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    import_partial(&bytes).map_err(|e| TfliteError::File {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    })
+}
+
+/// A model imported up to the ops intq lacks.
+pub struct Partial {
+    /// Every op that does not depend on an unsupported one. Its outputs are the model's outputs
+    /// that do not depend on one, plus the tensors the unsupported ops read (so nothing upstream
+    /// of them is dead).
+    pub graph: Graph,
+    /// The ops left out, in file order.
+    pub unsupported: Vec<UnsupportedOp>,
+    /// Every tensor left out (by name), with the index in `unsupported` of an op it depends on.
+    pub cut: Vec<(String, usize)>,
+    /// The model's outputs (names) that depend on an unsupported op.
+    pub cut_outputs: Vec<String>,
+}
+
+/// One op of the file the importer does not support.
+pub struct UnsupportedOp {
+    /// Its index among the subgraph's operators.
+    pub index: usize,
+    /// Its builtin operator code (32 for a custom op).
+    pub code: i32,
+    /// The builtin name, or the custom code of a custom op.
+    pub name: String,
+    /// Names of the tensors it writes.
+    pub outputs: Vec<String>,
+    /// The error `import` gives for it.
+    pub error: TfliteError,
+}
+
+/// The builtin code of a custom op (its name is the operator code's `custom_code`).
+const CUSTOM_OP: i32 = 32;
+
+/// Builtin codes the importer maps to engine ops; any other op is left out by [`import_partial`].
+fn is_supported_code(c: i32) -> bool {
+    matches!(
+        c,
+        code::CONV_2D
+            | code::DEPTHWISE_CONV_2D
+            | code::FULLY_CONNECTED
+            | code::ADD
+            | code::MUL
+            | code::SUB
+            | code::RELU
+            | code::RELU6
+            | code::RELU_N1_TO_1
+            | code::LEAKY_RELU
+            | code::HARD_SWISH
+            | code::TANH
+            | code::RESIZE_BILINEAR
+            | code::RESIZE_NEAREST_NEIGHBOR
+            | code::SPLIT
+            | code::SPLIT_V
+            | code::PRELU
+            | code::MAXIMUM
+            | code::MINIMUM
+            | code::TRANSPOSE
+            | code::SLICE
+            | code::STRIDED_SLICE
+            | code::CONCATENATION
+            | code::AVERAGE_POOL_2D
+            | code::MAX_POOL_2D
+            | code::RESHAPE
+            | code::SQUEEZE
+            | code::PAD
+            | code::MEAN
+            | code::SOFTMAX
+            | code::LOGISTIC
+            | code::QUANTIZE
+            | code::DEQUANTIZE
+    )
+}
+
+/// Parses a `.tflite` buffer, leaving out each op the importer lacks and everything that
+/// depends on one; a malformed file, or a supported op with bad operands, is still an error.
+pub fn import_partial(bytes: &[u8]) -> Result<Partial, TfliteError> {
     if bytes.len() < 8 {
         return Err(malformed(format!(
             "{} bytes is too short for a FlatBuffer",
@@ -68,6 +161,11 @@ pub fn import(bytes: &[u8]) -> Result<Graph, TfliteError> {
             let b = oc.i32(schema::opcode::BUILTIN_CODE, 0, "builtin_code")?;
             Ok((dep as i32).max(b))
         })
+        .collect::<Result<_, TfliteError>>()?;
+    let custom_codes: Vec<Option<String>> = model
+        .tables(schema::model::OPERATOR_CODES, "operator_codes")?
+        .iter()
+        .map(|oc| oc.string(schema::opcode::CUSTOM_CODE, "custom_code"))
         .collect::<Result<_, TfliteError>>()?;
     let buffers = model.tables(schema::model::BUFFERS, "buffers")?;
     let subgraphs = model.tables(schema::model::SUBGRAPHS, "subgraphs")?;
@@ -99,18 +197,23 @@ pub fn import(bytes: &[u8]) -> Result<Graph, TfliteError> {
                     codes.len()
                 ))
             })?;
-            Ok(TfOp {
-                code,
-                inputs: o
-                    .i32s(schema::operator::INPUTS, "operator inputs")?
-                    .unwrap_or_default(),
-                outputs: o
-                    .i32s(schema::operator::OUTPUTS, "operator outputs")?
-                    .unwrap_or_default(),
-                options: o.table(schema::operator::BUILTIN_OPTIONS, "builtin_options")?,
-            })
+            let custom = custom_codes.get(idx).cloned().flatten();
+            Ok((
+                TfOp {
+                    code,
+                    inputs: o
+                        .i32s(schema::operator::INPUTS, "operator inputs")?
+                        .unwrap_or_default(),
+                    outputs: o
+                        .i32s(schema::operator::OUTPUTS, "operator outputs")?
+                        .unwrap_or_default(),
+                    options: o.table(schema::operator::BUILTIN_OPTIONS, "builtin_options")?,
+                },
+                custom,
+            ))
         })
         .collect::<Result<Vec<_>, TfliteError>>()?;
+    let (ops, op_custom): (Vec<TfOp>, Vec<Option<String>>) = ops.into_iter().unzip();
     let inputs = sg
         .i32s(schema::subgraph::INPUTS, "subgraph inputs")?
         .unwrap_or_default();
@@ -140,8 +243,64 @@ pub fn import(bytes: &[u8]) -> Result<Graph, TfliteError> {
         }
     }
     let shape_only = shape_only_ops(&ops, &tensors, &outputs);
+    // Tensors written by an unsupported op, or by an op that reads one: left out.
+    let mut cut: Vec<Option<usize>> = vec![None; tensors.len()];
+    let mut unsupported = Vec::new();
+    let mut frontier: Vec<usize> = Vec::new();
     for (index, op) in ops.iter().enumerate() {
         if shape_only[index] {
+            continue;
+        }
+        let mut reads_cut = op
+            .inputs
+            .iter()
+            .filter(|&&i| i != -1)
+            .find_map(|&i| cut[i as usize]);
+        if !is_supported_code(op.code) {
+            let name = match &op_custom[index] {
+                Some(c) if op.code == CUSTOM_OP => format!("CUSTOM '{c}'"),
+                _ => code::name(op.code),
+            };
+            let error = cx
+                .op(index, op)
+                .err()
+                .unwrap_or_else(|| TfliteError::Unsupported {
+                    index,
+                    op: name.clone(),
+                    message: "this operator is not supported".into(),
+                });
+            let error = match error {
+                TfliteError::Unsupported { index, message, .. } => TfliteError::Unsupported {
+                    index,
+                    op: name.clone(),
+                    message,
+                },
+                e => e,
+            };
+            unsupported.push(UnsupportedOp {
+                index,
+                code: op.code,
+                name,
+                outputs: op
+                    .outputs
+                    .iter()
+                    .map(|&o| tensors[o as usize].name.clone())
+                    .collect(),
+                error,
+            });
+            frontier.extend(
+                op.inputs
+                    .iter()
+                    .filter(|&&i| i != -1)
+                    .map(|&i| i as usize)
+                    .filter(|&i| cut[i].is_none() && tensors[i].data.is_none()),
+            );
+            reads_cut = reads_cut.or(Some(unsupported.len() - 1));
+        }
+        if let Some(u) = reads_cut {
+            for &o in &op.outputs {
+                cut[o as usize] = Some(u);
+            }
             continue;
         }
         cx.op(index, op)?;
@@ -150,11 +309,37 @@ pub fn import(bytes: &[u8]) -> Result<Graph, TfliteError> {
         let id = cx.id(check(i, "a subgraph input")?);
         cx.b.input(id);
     }
+    let mut cut_outputs = Vec::new();
+    let mut added = Vec::new();
     for &i in &outputs {
-        let id = cx.id(check(i, "a subgraph output")?);
+        let i = check(i, "a subgraph output")?;
+        if cut[i].is_some() {
+            cut_outputs.push(tensors[i].name.clone());
+            continue;
+        }
+        let id = cx.id(i);
         cx.b.output(id);
+        added.push(i);
     }
-    Ok(cx.b.finish()?)
+    // A tensor an unsupported op reads is only cut when an earlier unsupported op wrote it.
+    for i in frontier {
+        if cut[i].is_none() && !added.contains(&i) && dtype_of(tensors[i].ttype).is_some() {
+            let id = cx.id(i);
+            cx.b.output(id);
+            added.push(i);
+        }
+    }
+    let cut = cut
+        .iter()
+        .enumerate()
+        .filter_map(|(i, u)| u.map(|u| (tensors[i].name.clone(), u)))
+        .collect();
+    Ok(Partial {
+        graph: cx.b.finish()?,
+        unsupported,
+        cut,
+        cut_outputs,
+    })
 }
 
 /// Ops that only compute int32 shapes for RESHAPE (all outputs int32, read only by other such
