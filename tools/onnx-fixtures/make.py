@@ -26,6 +26,8 @@ Writes, into the output folder (default crates/intq-onnx/tests/fixtures):
   se_qat.onnx            built with onnx.helper: conv-BN-ReLU, a squeeze-and-excitation block
                          (ReduceMean over H and W, 1x1 conv-ReLU, 1x1 conv-Sigmoid, Mul broadcast
                          over H and W), 1x1 conv, GlobalAveragePool, Gemm
+  hsigmoid_mul.onnx      built with onnx.helper, opset 13: HardSwish spelled x * HardSigmoid(x)
+                         (alpha 1/6, as torch exports Hardswish below opset 14) after two convs
   NAME.input.npy         fixed float32 inputs, batch 4 (seeded)
   NAME.output.npy        ONNX Runtime's output on them (CPU execution provider, no graph
                          optimizations, so it runs the file's nodes as written)
@@ -484,6 +486,48 @@ def se_qat_model(path):
     onnx.save(model, path)
 
 
+def hsigmoid_mul_model(path):
+    """HardSwish as x * HardSigmoid(x), node by node."""
+    rng = np.random.default_rng(SEED + 19)
+
+    def w(name, *shape, scale=0.4):
+        return numpy_helper.from_array(
+            (rng.standard_normal(shape) * scale).astype(np.float32), name
+        )
+
+    inits = [
+        w("w1", 8, 3, 3, 3),
+        w("b1", 8),
+        w("w2", 16, 8, 3, 3),
+        w("b2", 16),
+        w("fc_w", 10, 16),
+        w("fc_b", 10),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1],
+                         strides=[2, 2]),
+        helper.make_node("HardSigmoid", ["c1"], ["g1"], name="hsig1", alpha=1.0 / 6.0),
+        helper.make_node("Mul", ["c1", "g1"], ["h1"], name="hswish1"),
+        helper.make_node("Conv", ["h1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("HardSigmoid", ["c2"], ["g2"], name="hsig2", alpha=1.0 / 6.0),
+        helper.make_node("Mul", ["g2", "c2"], ["h2"], name="hswish2"),
+        helper.make_node("GlobalAveragePool", ["h2"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["output"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "hsigmoid_mul",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+
+
 def run_ort(path, x):
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -524,6 +568,9 @@ def main():
     if only in (None, "se_qat"):
         se_qat_model(os.path.join(out, "se_qat.onnx"))
         models.append(("se_qat", (3, 32, 32)))
+    if only in (None, "hsigmoid_mul"):
+        hsigmoid_mul_model(os.path.join(out, "hsigmoid_mul.onnx"))
+        models.append(("hsigmoid_mul", (3, 32, 32)))
     for name, chw in models:
         path = os.path.join(out, name + ".onnx")
         onnx.checker.check_model(onnx.load(path))

@@ -47,6 +47,7 @@ fn run_matches_onnxruntime_at_any_batch() {
         "hardswish_qat",
         "sigmoid_qat",
         "se_qat",
+        "hsigmoid_mul",
     ] {
         let out_path = dir.join(format!("{name}.out.npy"));
         let out = intq(&[
@@ -380,6 +381,7 @@ fn qat_convert_and_compare_every_layer_kind() {
         "hardswish_qat",
         "sigmoid_qat",
         "se_qat",
+        "hsigmoid_mul",
     ] {
         let ckpt = dir.join(format!("{name}.ckpt"));
         let m = dir.join(format!("{name}.intq"));

@@ -111,6 +111,11 @@ fn eval_op(op: &Op, ins: &[&Tensor], out: &[usize]) -> Vec<f32> {
             y
         }
         Op::Relu => x.data.iter().map(|&v| v.max(0.0)).collect(),
+        Op::HardSigmoid { alpha, beta } => x
+            .data
+            .iter()
+            .map(|&v| (alpha * v + beta).clamp(0.0, 1.0))
+            .collect(),
         Op::Sigmoid => x
             .data
             .iter()

@@ -606,6 +606,14 @@ impl Builder {
                 let s = self.shape(x);
                 self.push(&cx, Op::Relu, vec![x], s)?;
             }
+            "HardSigmoid" => {
+                cx.only_attrs(&["alpha", "beta"])?;
+                let alpha = cx.float("alpha")?.unwrap_or(0.2);
+                let beta = cx.float("beta")?.unwrap_or(0.5);
+                let x = self.act(&cx, 0)?;
+                let s = self.shape(x);
+                self.push(&cx, Op::HardSigmoid { alpha, beta }, vec![x], s)?;
+            }
             "HardSwish" | "Sigmoid" => {
                 cx.only_attrs(&[])?;
                 let x = self.act(&cx, 0)?;
@@ -1018,6 +1026,23 @@ impl Builder {
         let (Some(Val::Act(a)), Some(Val::Act(b))) = (self.input(cx, 0), self.input(cx, 1)) else {
             return Err(cx.err("multiplies by a constant; intq multiplies two activations"));
         };
+        // x * HardSigmoid(x) (alpha 1/6, beta 1/2), the HardSigmoid read by nothing else: one
+        // HardSwish.
+        for (x, h) in [(a, b), (b, a)] {
+            let src = self.graph.values[h].name.clone();
+            let single_use = self.uses.get(&src).copied() == Some(1);
+            let last = self.graph.nodes.last_mut();
+            if let Some(node) = last.filter(|n| n.output == h && n.inputs == [x] && single_use) {
+                if let Op::HardSigmoid { alpha, beta } = node.op {
+                    if (alpha - 1.0 / 6.0).abs() <= 1e-6 && beta == 0.5 {
+                        node.op = Op::HardSwish;
+                        node.onnx_op.push_str("+Mul");
+                        self.bind(cx, Val::Act(h));
+                        return Ok(());
+                    }
+                }
+            }
+        }
         let (sa, sb) = (self.shape(a), self.shape(b));
         let per_channel =
             |big: &[usize], small: &[usize]| big.len() == 4 && small == [big[0], big[1], 1, 1];

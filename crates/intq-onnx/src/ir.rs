@@ -63,6 +63,12 @@ pub enum Op {
     HardSwish,
     /// `1 / (1 + e^-x)`.
     Sigmoid,
+    /// `clamp(alpha x + beta, 0, 1)`. `x * HardSigmoid(x)` with MobileNetV3's `alpha = 1/6`,
+    /// `beta = 1/2` (how torch exports Hardswish below opset 14) imports as one HardSwish.
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
     Clip {
         min: f32,
         max: f32,
@@ -120,6 +126,7 @@ impl Op {
             Op::Relu => "Relu",
             Op::HardSwish => "HardSwish",
             Op::Sigmoid => "Sigmoid",
+            Op::HardSigmoid { .. } => "HardSigmoid",
             Op::Clip { .. } => "Clip",
             Op::Add => "Add",
             Op::Mul => "Mul",

@@ -135,6 +135,17 @@ fn sigmoid_matches_onnxruntime() {
 }
 
 #[test]
+fn hard_sigmoid_times_input_is_one_hardswish() {
+    let g = parity("hsigmoid_mul");
+    // Both orders of the Mul's operands fuse; no HardSigmoid or Mul is left.
+    assert_eq!(count(&g, |o| matches!(o, Op::HardSwish)), 2);
+    assert_eq!(
+        count(&g, |o| matches!(o, Op::HardSigmoid { .. } | Op::Mul)),
+        0
+    );
+}
+
+#[test]
 fn squeeze_excitation_matches_onnxruntime() {
     let g = parity("se_qat");
     let mul = g.nodes.iter().find(|n| matches!(n.op, Op::Mul)).unwrap();

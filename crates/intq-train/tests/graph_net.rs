@@ -60,6 +60,7 @@ fn float_mode_equals_onnxruntime() {
     assert!(float_parity("hardswish_qat", Head::Logits) <= 1e-5);
     assert!(float_parity("sigmoid_qat", Head::Logits) <= 1e-5);
     assert!(float_parity("se_qat", Head::Logits) <= 1e-5);
+    assert!(float_parity("hsigmoid_mul", Head::Logits) <= 1e-5);
 }
 
 #[test]
@@ -223,6 +224,7 @@ fn integer_model_equals_fake_quant_model() {
         "hardswish_qat",
         "sigmoid_qat",
         "se_qat",
+        "hsigmoid_mul",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
@@ -243,6 +245,7 @@ fn after_qat_steps_the_integer_model_equals_the_fake_quant_model() {
         "hardswish_qat",
         "sigmoid_qat",
         "se_qat",
+        "hsigmoid_mul",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
@@ -263,6 +266,7 @@ fn after_ptq_calibration_the_integer_model_equals_the_fake_quant_model() {
         "hardswish_qat",
         "sigmoid_qat",
         "se_qat",
+        "hsigmoid_mul",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
