@@ -137,10 +137,11 @@ fn repeated_tensor_with_as_many_outputs_or_a_directory() {
     assert!(err.contains("--output-dir"), "{err}");
 }
 
-/// A small model: input -> RELU -> RELU6 -> 'head/relu6:0' (an output), and RELU's output ->
+/// A small model: input -> RELU -> RELU6 -> 'head/relu6:0' (an output), and tensor
+/// `custom_reads` (RELU's output or the input) ->
 /// a custom TFLite_Detection_PostProcess op -> QUANTIZE -> 'detections_q' (an output). Written
 /// with the FlatBuffer writer intq's exporter uses.
-fn model_with_custom_op() -> Vec<u8> {
+fn model_with_custom_op(custom_reads: i32) -> Vec<u8> {
     let quant = || {
         Field::Off(Node::Table(vec![
             (schema::quant::SCALE, Field::Off(Node::F32s(vec![0.1]))),
@@ -180,7 +181,12 @@ fn model_with_custom_op() -> Vec<u8> {
             ),
         ])
     };
-    let operators = vec![op(0, 0, 1), op(1, 1, 2), op(2, 1, 3), op(3, 3, 4)];
+    let operators = vec![
+        op(0, 0, 1),
+        op(1, 1, 2),
+        op(2, custom_reads, 3),
+        op(3, 3, 4),
+    ];
     let opcode = |c: i32, custom: Option<&str>| {
         let mut f = vec![
             (
@@ -237,7 +243,7 @@ fn model_with_custom_op() -> Vec<u8> {
 #[test]
 fn unsupported_op_is_listed_and_the_rest_still_runs() {
     let d = common::scratch("run_outputs", "unsupported");
-    let bytes = model_with_custom_op();
+    let bytes = model_with_custom_op(1);
     // The library's strict import still refuses the model, naming the op.
     let err = match intq_tflite::import(&bytes) {
         Ok(_) => panic!("a model with an unsupported op was imported whole"),
@@ -313,4 +319,36 @@ fn unsupported_op_is_listed_and_the_rest_still_runs() {
         "{err}"
     );
     assert!(!d.join("x.npy").exists() && !out.join("detections_q.npy").exists());
+}
+
+#[test]
+fn unsupported_op_reading_the_graph_input() {
+    let d = common::scratch("run_outputs", "unsupported_first");
+    let model = d.join("det.tflite");
+    std::fs::write(&model, model_with_custom_op(0)).unwrap();
+    let text = ok(&["inspect", s(&model)]);
+    assert!(text.contains("TFLite_Detection_PostProcess"), "{text}");
+    let input = d.join("in.npy");
+    let codes: Vec<u8> = vec![3, 70, 0, 255, 60, 61, 1, 2];
+    npy::write(
+        &input,
+        &npy::Array {
+            shape: vec![1, 8],
+            data: TensorData::U8(codes.clone()),
+        },
+    )
+    .unwrap();
+    let out = d.join("r6.npy");
+    ok(&[
+        "run",
+        s(&model),
+        "-i",
+        s(&input),
+        "--tensor",
+        "head/relu6:0",
+        "-o",
+        s(&out),
+    ]);
+    let relu6: Vec<u8> = codes.iter().map(|&c| c.min(60)).collect();
+    assert_eq!(payload(&out), relu6);
 }
