@@ -98,8 +98,8 @@ pub struct UnsupportedOp {
 /// The builtin code of a custom op (its name is the operator code's `custom_code`).
 const CUSTOM_OP: i32 = 32;
 
-/// Builtin codes the importer maps to engine ops (the arms of `Importer::op`; the fixture tests
-/// import every one through `import`); any other op is left out by [`import_partial`].
+/// Builtin codes the importer maps to engine ops, kept in step with the arms of `Importer::op`;
+/// any other op is left out by [`import_partial`].
 fn is_supported_code(c: i32) -> bool {
     matches!(
         c,
