@@ -11,8 +11,10 @@ Writes, into the output folder (default crates/intq-onnx/tests/fixtures):
                          conv-BN-ReLU6 (Clip), inverted residuals (expand, depthwise, project,
                          residual Add), a two-branch Concat, asymmetric F.pad (Pad), average pool,
                          x.mean((2, 3)) (ReduceMean), Linear, trailing Softmax
-  mobilenetv2_qat.onnx   the same network without the Pad and the padded average pool, which
-                         intq's QAT layers do not take yet
+  mobilenetv2_qat.onnx   the same network without the Pad and the padded average pool
+  mobilenetv3_tiny.onnx  a MobileNetV3-style net at 3x32x32 exported by torch.onnx.export (opset
+                         17): conv-BN-HardSwish, inverted residuals with HardSwish, squeeze-and-
+                         excitation (x.mean keepdim, 1x1 convs, Sigmoid gate, Mul), Linear
   ops_helper.onnx        built with onnx.helper: auto_pad SAME_UPPER/SAME_LOWER, dilations,
                          grouped conv, asymmetric pads, AveragePool count_include_pad, MaxPool
                          ceil_mode, Flatten, Reshape to [0, -1], MatMul + Add, Gemm with alpha/beta/
@@ -152,6 +154,55 @@ def torch_models():
             x = x.mean((2, 3))
             return torch.softmax(self.fc(x), 1)
 
+    class SqueezeExcite(nn.Module):
+        def __init__(self, c, r):
+            super().__init__()
+            self.reduce = nn.Conv2d(c, r, 1)
+            self.expand = nn.Conv2d(r, c, 1)
+
+        def forward(self, x):
+            s = x.mean((2, 3), keepdim=True)
+            return x * torch.sigmoid(self.expand(F.relu(self.reduce(s))))
+
+    class V3Block(nn.Module):
+        def __init__(self, cin, hid, cout, stride, se):
+            super().__init__()
+            self.use_res = stride == 1 and cin == cout
+            layers = [
+                nn.Conv2d(cin, hid, 1, bias=False),
+                nn.BatchNorm2d(hid),
+                nn.Hardswish(),
+                nn.Conv2d(hid, hid, 3, stride, 1, groups=hid, bias=False),
+                nn.BatchNorm2d(hid),
+                nn.Hardswish(),
+            ]
+            if se:
+                layers.append(SqueezeExcite(hid, hid // 4))
+            layers += [nn.Conv2d(hid, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+            self.body = nn.Sequential(*layers)
+
+        def forward(self, x):
+            y = self.body(x)
+            return x + y if self.use_res else y
+
+    class MobileNetV3Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(
+                nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.Hardswish()
+            )
+            self.b1 = V3Block(16, 32, 16, 1, se=True)
+            self.b2 = V3Block(16, 48, 24, 2, se=False)
+            self.b3 = V3Block(24, 72, 24, 1, se=True)
+            self.head = nn.Sequential(
+                nn.Conv2d(24, 64, 1, bias=False), nn.BatchNorm2d(64), nn.Hardswish()
+            )
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            x = self.head(self.b3(self.b2(self.b1(self.stem(x)))))
+            return self.fc(x.mean((2, 3)))
+
     out = []
     nets = (
         ("resnet_tiny", ResNetTiny()),
@@ -162,6 +213,10 @@ def torch_models():
         randomize_bn(m)
         m.eval()
         out.append((name, m))
+    # Built after the others are randomized, so their weights do not depend on it.
+    v3 = MobileNetV3Tiny()
+    randomize_bn(v3)
+    out.append(("mobilenetv3_tiny", v3.eval()))
     return out
 
 
@@ -548,8 +603,8 @@ def main():
         out = args[0]
     os.makedirs(out, exist_ok=True)
     models = []
-    if only is None:
-        for name, m in torch_models():
+    for name, m in torch_models():
+        if only in (None, name):
             path = os.path.join(out, name + ".onnx")
             export_torch(name, m, path)
             models.append((name, (3, 32, 32)))

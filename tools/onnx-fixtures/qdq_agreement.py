@@ -76,6 +76,7 @@ def main():
         ("sigmoid_qat", ["uint8", "int8"]),
         ("se_qat", ["uint8", "int8"]),
         ("hsigmoid_mul", ["uint8", "int8"]),
+        ("mobilenetv3_tiny", ["uint8", "int8"]),
     ]:
         shape = (32, 32, 3)
         x_tr, x_te = pictures(64, 1, shape), pictures(a.images, 2, shape)

@@ -48,6 +48,7 @@ fn run_matches_onnxruntime_at_any_batch() {
         "sigmoid_qat",
         "se_qat",
         "hsigmoid_mul",
+        "mobilenetv3_tiny",
     ] {
         let out_path = dir.join(format!("{name}.out.npy"));
         let out = intq(&[
@@ -382,6 +383,7 @@ fn qat_convert_and_compare_every_layer_kind() {
         "sigmoid_qat",
         "se_qat",
         "hsigmoid_mul",
+        "mobilenetv3_tiny",
     ] {
         let ckpt = dir.join(format!("{name}.ckpt"));
         let m = dir.join(format!("{name}.intq"));

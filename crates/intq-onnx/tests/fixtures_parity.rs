@@ -146,6 +146,14 @@ fn hard_sigmoid_times_input_is_one_hardswish() {
 }
 
 #[test]
+fn mobilenet_v3_matches_onnxruntime() {
+    let g = parity("mobilenetv3_tiny");
+    assert_eq!(count(&g, |o| matches!(o, Op::HardSwish)), 8);
+    assert_eq!(count(&g, |o| matches!(o, Op::Sigmoid)), 2);
+    assert_eq!(count(&g, |o| matches!(o, Op::Mul)), 2);
+}
+
+#[test]
 fn squeeze_excitation_matches_onnxruntime() {
     let g = parity("se_qat");
     let mul = g.nodes.iter().find(|n| matches!(n.op, Op::Mul)).unwrap();

@@ -61,6 +61,7 @@ fn float_mode_equals_onnxruntime() {
     assert!(float_parity("sigmoid_qat", Head::Logits) <= 1e-5);
     assert!(float_parity("se_qat", Head::Logits) <= 1e-5);
     assert!(float_parity("hsigmoid_mul", Head::Logits) <= 1e-5);
+    assert!(float_parity("mobilenetv3_tiny", Head::Logits) <= 1e-5);
 }
 
 #[test]
@@ -225,6 +226,7 @@ fn integer_model_equals_fake_quant_model() {
         "sigmoid_qat",
         "se_qat",
         "hsigmoid_mul",
+        "mobilenetv3_tiny",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
@@ -246,6 +248,7 @@ fn after_qat_steps_the_integer_model_equals_the_fake_quant_model() {
         "sigmoid_qat",
         "se_qat",
         "hsigmoid_mul",
+        "mobilenetv3_tiny",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
@@ -267,6 +270,7 @@ fn after_ptq_calibration_the_integer_model_equals_the_fake_quant_model() {
         "sigmoid_qat",
         "se_qat",
         "hsigmoid_mul",
+        "mobilenetv3_tiny",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
