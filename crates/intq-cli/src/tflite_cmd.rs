@@ -16,7 +16,7 @@ pub enum TfliteCommand {
     },
     /// Write a `.intq` (or `.tflite`) model as a `.tflite` file TFLite's interpreter runs, or
     /// as a QDQ `.onnx` model (QuantizeLinear/DequantizeLinear around float ops) that ONNX
-    /// Runtime runs; the ONNX model keeps the model's f32 edges (convert with --float-edges).
+    /// Runtime runs; the ONNX model keeps the model's edges (f32 or codes, input NHWC).
     Export {
         /// The `.intq` model.
         model: PathBuf,

@@ -5,9 +5,10 @@
 //! consumers expect. The runtime requantizes in float, so its codes may differ from intq's by
 //! a rounding step.
 //!
-//! The graph keeps the `.intq` model's edges: its f32 input in NHWC (transposed to NCHW inside)
-//! and its f32 outputs; 4-D activations are NCHW inside the ONNX graph. Dimension 0 is a
-//! symbolic batch `N`.
+//! The graph keeps the `.intq` model's edges: its input in NHWC (transposed to NCHW inside), f32
+//! or integer codes (then read by a DequantizeLinear with the input's params), and its outputs,
+//! f32 or codes (the QuantizeLinear of the value); 4-D activations are NCHW inside the ONNX
+//! graph. Dimension 0 is a symbolic batch `N`.
 
 use crate::proto::{
     attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
@@ -151,6 +152,15 @@ impl Builder<'_> {
         let p = tensor
             .params()
             .ok_or_else(|| err(format!("tensor {:?} has no per-tensor params", tensor.name)))?;
+        // Codes narrowed below the type's range (fewer bits) clamp there, as the engine's do.
+        let mut x = x.to_string();
+        if let Some((lo, hi)) = tensor.code_range {
+            let lo = self.f32s("code_min", &[], &[p.scale * (lo - p.zero_point) as f32]);
+            let hi = self.f32s("code_max", &[], &[p.scale * (hi - p.zero_point) as f32]);
+            let y = self.fresh(&format!("{}/narrow", tensor.name));
+            self.node("Clip", &[&x, &lo, &hi], &y, vec![]);
+            x = y;
+        }
         let s = self.f32s(&format!("{}/scale", tensor.name), &[], &[p.scale]);
         let z = self.zps(
             &format!("{}/zero_point", tensor.name),
@@ -159,7 +169,7 @@ impl Builder<'_> {
             &[p.zero_point],
         )?;
         let q = self.fresh(&format!("{}/q", tensor.name));
-        self.node("QuantizeLinear", &[x, &s, &z], &q, vec![]);
+        self.node("QuantizeLinear", &[&x, &s, &z], &q, vec![]);
         let dq = self.fresh(&tensor.name);
         self.node("DequantizeLinear", &[&q, &s, &z], &dq, vec![]);
         Ok(dq)
@@ -325,11 +335,10 @@ impl Builder<'_> {
         let rank = |t: TensorId| g.tensor(t).shape.len();
         match op {
             Op::Quantize { input, output } => {
-                let mut x = self.val(*input)?;
-                if g.tensor(*input).dtype != DType::F32 {
-                    return Err(err("a Quantize of codes has no QDQ form"));
-                }
-                x = self.qdq(&x, *output)?;
+                // From f32, or from codes (the engine's exact uint8 <-> int8 move of the zero
+                // point): either way the real value quantized with the output's params.
+                let x = self.val(*input)?;
+                let x = self.qdq(&x, *output)?;
                 self.vals.insert(*output, x);
             }
             Op::Dequantize { input, output } => {
@@ -665,19 +674,35 @@ pub fn export(g: &Graph) -> Result<Vec<u8>, QdqError> {
     let mut inputs = Vec::new();
     for &i in g.inputs() {
         let t = g.tensor(i);
-        if t.dtype != DType::F32 {
-            return Err(err(format!(
-                "input {:?} is {}; the QDQ model takes the model's f32 input (convert with \
-                 --float-edges)",
-                t.name, t.dtype
-            )));
-        }
-        inputs.push(value_info(&t.name, DataType::Float, &t.shape));
-        let x = if t.shape.len() == 4 {
-            b.transpose_nchw(&t.name)
-        } else {
-            t.name.clone()
+        // An integer input (raw pixel codes) is read by a DequantizeLinear with its params.
+        let (elem, mut x) = match t.dtype {
+            DType::F32 => (DataType::Float, t.name.clone()),
+            DType::U8 | DType::I8 => {
+                let p = t
+                    .params()
+                    .ok_or_else(|| err(format!("input {:?} has no per-tensor params", t.name)))?;
+                let s = b.f32s(&format!("{}/scale", t.name), &[], &[p.scale]);
+                let z = b.zps(
+                    &format!("{}/zero_point", t.name),
+                    t.dtype,
+                    &[],
+                    &[p.zero_point],
+                )?;
+                let dq = b.fresh(&t.name);
+                b.node("DequantizeLinear", &[&t.name, &s, &z], &dq, vec![]);
+                let elem = if t.dtype == DType::U8 {
+                    DataType::Uint8
+                } else {
+                    DataType::Int8
+                };
+                (elem, dq)
+            }
+            DType::I32 => return Err(err(format!("input {:?} is int32", t.name))),
         };
+        inputs.push(value_info(&t.name, elem, &t.shape));
+        if t.shape.len() == 4 {
+            x = b.transpose_nchw(&x);
+        }
         b.vals.insert(i, x);
     }
     for op in g.ops() {
@@ -686,18 +711,37 @@ pub fn export(g: &Graph) -> Result<Vec<u8>, QdqError> {
     let mut outputs = Vec::new();
     for &o in g.outputs() {
         let t = g.tensor(o);
-        if t.dtype != DType::F32 {
-            return Err(err(format!(
-                "output {:?} is {}; the QDQ model returns the model's f32 outputs",
-                t.name, t.dtype
-            )));
-        }
         let mut y = b.val(o)?;
         if t.shape.len() == 4 {
             y = b.transpose_nhwc(&y);
         }
-        b.node("Identity", &[&y], &t.name, vec![]);
-        outputs.push(value_info(&t.name, DataType::Float, &t.shape));
+        // An integer output (logit codes) is the QuantizeLinear of its value with its params.
+        let elem = match t.dtype {
+            DType::F32 => {
+                b.node("Identity", &[&y], &t.name, vec![]);
+                DataType::Float
+            }
+            DType::U8 | DType::I8 => {
+                let p = t
+                    .params()
+                    .ok_or_else(|| err(format!("output {:?} has no per-tensor params", t.name)))?;
+                let s = b.f32s(&format!("{}/scale", t.name), &[], &[p.scale]);
+                let z = b.zps(
+                    &format!("{}/zero_point", t.name),
+                    t.dtype,
+                    &[],
+                    &[p.zero_point],
+                )?;
+                b.node("QuantizeLinear", &[&y, &s, &z], &t.name, vec![]);
+                if t.dtype == DType::U8 {
+                    DataType::Uint8
+                } else {
+                    DataType::Int8
+                }
+            }
+            DType::I32 => return Err(err(format!("output {:?} is int32", t.name))),
+        };
+        outputs.push(value_info(&t.name, elem, &t.shape));
     }
     let model = ModelProto {
         ir_version: Some(8),
