@@ -39,6 +39,26 @@ fn activation(act: u8) -> Activation {
 }
 
 impl Exporter {
+    /// An empty graph in `quant`'s encoding (uint8 or int8 codes), batch 1.
+    pub(crate) fn new(quant: &QuantCfg) -> Result<Exporter, TrainError> {
+        if quant.weight_scheme.is_signed() != quant.act_scheme.is_signed() {
+            return Err(TrainError::Export(
+                "weights and activations must both be signed or both unsigned".into(),
+            ));
+        }
+        let dtype = if quant.act_scheme.is_signed() {
+            DType::I8
+        } else {
+            DType::U8
+        };
+        Ok(Exporter {
+            b: GraphBuilder::new(),
+            q: *quant,
+            dtype,
+            n: 1,
+        })
+    }
+
     pub(crate) fn codes(&self, v: Vec<i32>) -> TensorData {
         match self.dtype {
             DType::U8 => TensorData::U8(v.into_iter().map(|c| c as u8).collect()),
@@ -308,22 +328,8 @@ pub fn export_at(
     quant: &QuantCfg,
     float_edges: bool,
 ) -> Result<Graph, TrainError> {
-    let dtype = if quant.act_scheme.is_signed() {
-        DType::I8
-    } else {
-        DType::U8
-    };
-    if quant.weight_scheme.is_signed() != quant.act_scheme.is_signed() {
-        return Err(TrainError::Export(
-            "weights and activations must both be signed or both unsigned".into(),
-        ));
-    }
-    let mut e = Exporter {
-        b: GraphBuilder::new(),
-        q: *quant,
-        dtype,
-        n: 1,
-    };
+    let mut e = Exporter::new(quant)?;
+    let dtype = e.dtype;
     let (c, (h, w)) = (arch.channels(), size);
     let shape = [1, h, w, c];
     // The input holds 8-bit pixel codes whatever the activations' bit width.

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use intq_engine::{DType, Graph, GraphBuilder, Op, Quant, QuantParams};
+use intq_engine::{DType, Graph, Op, Quant, QuantParams};
 
 use crate::export::{weight_code, Cur, Exporter};
 use crate::fake_quant::host_vec;
@@ -68,22 +68,8 @@ fn block_diagonal(l: &ConvBn) -> Result<ConvBn, TrainError> {
 
 /// Builds the integer graph of `net` as QAT evaluation runs it (see the module doc).
 pub fn export_graph(net: &GraphNet, quant: &QuantCfg) -> Result<Graph, TrainError> {
-    let dtype = if quant.act_scheme.is_signed() {
-        DType::I8
-    } else {
-        DType::U8
-    };
-    if quant.weight_scheme.is_signed() != quant.act_scheme.is_signed() {
-        return Err(TrainError::Export(
-            "weights and activations must both be signed or both unsigned".into(),
-        ));
-    }
-    let mut e = Exporter {
-        b: GraphBuilder::new(),
-        q: *quant,
-        dtype,
-        n: 1,
-    };
+    let mut e = Exporter::new(quant)?;
+    let dtype = e.dtype;
     let [c, h, w] = net.input_shape;
     let shape = [1, h, w, c];
     let in_params = observed("input", net.input.params(quant.act_scheme))?;
