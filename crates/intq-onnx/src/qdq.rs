@@ -453,23 +453,20 @@ impl Builder<'_> {
                 rhs,
                 output,
                 activation,
-            } => {
-                let (a, b) = (self.val(*lhs)?, self.val(*rhs)?);
-                let y = self.fresh("add");
-                self.node("Add", &[&a, &b], &y, vec![]);
-                let y = self.act(y, *activation);
-                let y = self.qdq(&y, *output)?;
-                self.vals.insert(*output, y);
             }
-            Op::Mul {
+            | Op::Mul {
                 lhs,
                 rhs,
                 output,
                 activation,
             } => {
+                let (name, op_type) = match op {
+                    Op::Add { .. } => ("add", "Add"),
+                    _ => ("mul", "Mul"),
+                };
                 let (a, b) = (self.val(*lhs)?, self.val(*rhs)?);
-                let y = self.fresh("mul");
-                self.node("Mul", &[&a, &b], &y, vec![]);
+                let y = self.fresh(name);
+                self.node(op_type, &[&a, &b], &y, vec![]);
                 let y = self.act(y, *activation);
                 let y = self.qdq(&y, *output)?;
                 self.vals.insert(*output, y);
