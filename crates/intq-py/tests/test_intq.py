@@ -19,7 +19,7 @@ REPO = pathlib.Path(__file__).resolve().parents[3]
 FIXTURES = REPO / "crates" / "intq-tflite" / "tests" / "fixtures"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def intq_bin() -> pathlib.Path:
     candidates = [os.environ.get("INTQ_BIN")] if os.environ.get("INTQ_BIN") else [
         str(REPO / "target" / "debug" / "intq"),
@@ -31,7 +31,7 @@ def intq_bin() -> pathlib.Path:
     pytest.fail(f"no intq binary (tried {candidates}): build it with `cargo build -p intq-cli`")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def models(intq_bin, tmp_path_factory) -> dict:
     """Models with uint8 and int8 code edges (zoo small-cnn through the export path) and
     committed TFLite fixtures (int8 codes; float input with uint8 and float outputs)."""
