@@ -112,19 +112,6 @@ fn dim_from_back(shape: &[usize], k: usize) -> usize {
     }
 }
 
-/// Row-major strides of `shape` padded at the front to `rank`, with 0 wherever the dimension is
-/// broadcast (size 1), so that the same output index walks a smaller input.
-fn broadcast_strides(shape: &[usize], rank: usize) -> Vec<usize> {
-    let mut strides = vec![0; rank];
-    let mut stride = 1;
-    for k in 0..shape.len() {
-        let d = shape[shape.len() - 1 - k];
-        strides[rank - 1 - k] = if d == 1 { 0 } else { stride };
-        stride *= d;
-    }
-    strides
-}
-
 /// Elementwise `lhs + rhs` with NumPy broadcasting of shapes (rank up to 6); `output_shape` is the
 /// broadcast shape.
 pub fn add<T: QElem>(
@@ -154,31 +141,13 @@ pub fn add<T: QElem>(
         "output length"
     );
 
-    if lhs_shape == rhs_shape {
-        for ((o, &a), &b) in output.iter_mut().zip(lhs).zip(rhs) {
-            *o = T::from_i32_saturating(params.apply(a.to_i32(), b.to_i32()));
-        }
-        return;
-    }
-
-    let rank = output_shape.len();
-    let lhs_strides = broadcast_strides(lhs_shape, rank);
-    let rhs_strides = broadcast_strides(rhs_shape, rank);
-    // An odometer over the output index, carrying the two input offsets along.
-    let mut index = vec![0usize; rank];
-    let (mut li, mut ri) = (0usize, 0usize);
-    for o in output.iter_mut() {
-        *o = T::from_i32_saturating(params.apply(lhs[li].to_i32(), rhs[ri].to_i32()));
-        for d in (0..rank).rev() {
-            index[d] += 1;
-            li += lhs_strides[d];
-            ri += rhs_strides[d];
-            if index[d] < output_shape[d] {
-                break;
-            }
-            li -= lhs_strides[d] * output_shape[d];
-            ri -= rhs_strides[d] * output_shape[d];
-            index[d] = 0;
-        }
-    }
+    super::mul_sub::broadcast_binary(
+        lhs,
+        lhs_shape,
+        rhs,
+        rhs_shape,
+        output,
+        output_shape,
+        |a, b| params.apply(a, b),
+    );
 }

@@ -112,8 +112,9 @@ fn strides(shape: &[usize], rank: usize) -> Vec<usize> {
     out
 }
 
-/// `output[i] = f(lhs[..], rhs[..])` over the NumPy broadcast of the two shapes.
-fn broadcast_binary<T: QElem>(
+/// `output[i] = f(lhs[..], rhs[..])` over the NumPy broadcast of the two shapes: the one
+/// broadcast walk of every binary reference op (ADD included).
+pub(super) fn broadcast_binary<T: QElem>(
     lhs: &[T],
     lhs_shape: &[usize],
     rhs: &[T],
