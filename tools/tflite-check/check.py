@@ -152,6 +152,8 @@ def check_model(args, model):
                 for t, c in e["crc32"].items():
                     f.write(f"crc32\t{t}\t{c:08x}\n")
     ok = totals["equal_bytes"] == totals["bytes"] and totals["bytes"] > 0
+    if args.strict and any("does not support" in s for s in totals["skipped"]):
+        ok = False
     print(f"{name}: {'OK' if ok else 'MISMATCH'}  seeds={args.seeds}  "
           f"tensors {totals['equal_tensors']}/{totals['tensors']} equal, "
           f"bytes {totals['equal_bytes']}/{totals['bytes']} equal "
@@ -172,6 +174,9 @@ def main():
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--save", help="write a golden fixture (one model) to this directory")
     ap.add_argument("--max-report", type=int, default=20)
+    ap.add_argument("--strict", action="store_true",
+                    help="fail when an op output is missing because intq lacks the op (folded "
+                    "shape arithmetic still passes)")
     ap.add_argument("--intq-model", help="run this model (e.g. the .intq a .tflite was exported "
                     "from) in intq instead of the .tflite itself; tensors are matched by name")
     args = ap.parse_args()

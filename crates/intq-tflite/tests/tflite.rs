@@ -151,6 +151,22 @@ fn mlperf_tiny_models_equal_tflite_reference_byte_for_byte() {
     }
 }
 
+/// Models TensorFlow's own converter wrote (tools/tflite-models): Keras's MobileNetV3-Small
+/// (int8 edges) and an EfficientNet-Lite-style network (float edges), 3 seeds each.
+#[test]
+fn tensorflow_converter_models_equal_tflite_reference_byte_for_byte() {
+    for name in [
+        "converter_mobilenet_v3_small_int8",
+        "converter_efficientnet_lite_style_float",
+    ] {
+        let (t, b) = check_fixture(name);
+        assert!(
+            t > 80 && b > 100_000,
+            "{name}: only {t} tensors, {b} bytes compared"
+        );
+    }
+}
+
 #[test]
 fn intq_models_exported_to_tflite_equal_tflite_reference_byte_for_byte() {
     for name in ["small_cnn_u8", "small_cnn_i8", "op_zoo_u8", "op_zoo_i8"] {
