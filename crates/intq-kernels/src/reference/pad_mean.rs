@@ -105,16 +105,40 @@ pub fn mean<T: QElem>(
         input_shape.iter().product::<usize>(),
         "mean: input length"
     );
-    let (si, so) = (strides(input_shape), strides(&reduced_shape));
     let mut sums = vec![0i32; output.len()];
-    for (i, &v) in input.iter().enumerate() {
-        let mut o = 0;
-        for a in 0..input_shape.len() {
-            if !axes.contains(&a) {
-                o += (i / si[a]) % input_shape[a] * so[a];
+    // Wrapping i32 sums are associative, so the walk order does not change the result.
+    let (first, last) = (axes.iter().min(), axes.iter().max());
+    match (first, last) {
+        (Some(&lo), Some(&hi)) if (lo..=hi).all(|a| axes.contains(&a)) => {
+            // Reduced axes form one run (H and W of NHWC): `[outer, reduced, inner]`.
+            let outer: usize = input_shape[..lo].iter().product();
+            let reduced: usize = input_shape[lo..=hi].iter().product();
+            let inner: usize = input_shape[hi + 1..].iter().product();
+            for (o, block) in input
+                .chunks_exact((reduced * inner).max(1))
+                .enumerate()
+                .take(outer)
+            {
+                let acc = &mut sums[o * inner..(o + 1) * inner];
+                for row in block.chunks_exact(inner.max(1)) {
+                    for (a, &v) in acc.iter_mut().zip(row) {
+                        *a = a.wrapping_add(v.to_i32());
+                    }
+                }
             }
         }
-        sums[o] = sums[o].wrapping_add(v.to_i32());
+        _ => {
+            let (si, so) = (strides(input_shape), strides(&reduced_shape));
+            for (i, &v) in input.iter().enumerate() {
+                let mut o = 0;
+                for a in 0..input_shape.len() {
+                    if !axes.contains(&a) {
+                        o += (i / si[a]) % input_shape[a] * so[a];
+                    }
+                }
+                sums[o] = sums[o].wrapping_add(v.to_i32());
+            }
+        }
     }
     let offset = (input_zero_point as i64 * params.elements as i64) as i32;
     for (o, s) in output.iter_mut().zip(sums) {
@@ -179,5 +203,51 @@ mod tests {
         let mut out = [0i8; 2];
         mean(&[1i8, 2, 3, 6], &[2, 2], &[1], 1, 0, &p, &mut out);
         assert_eq!(out, [1, 4]);
+    }
+
+    /// The run-of-axes walk sums what an element-by-element walk sums, for every subset of the
+    /// axes of rank-4 shapes with ones, odd sizes and extreme codes.
+    #[test]
+    fn mean_over_any_axes_equals_the_element_walk() {
+        let p = MeanParams::new(
+            QuantizedMultiplier {
+                m0: 1_518_500_250,
+                shift: -3,
+            },
+            1,
+        );
+        for shape in [[1, 1, 1, 1], [2, 3, 5, 7], [1, 4, 4, 9], [3, 1, 2, 1]] {
+            let n: usize = shape.iter().product();
+            let input: Vec<i8> = (0..n)
+                .map(|i| ([-128, 127, 0, -1, 5][i % 5] + (i % 3) as i32).clamp(-128, 127) as i8)
+                .collect();
+            for mask in 1u32..16 {
+                let axes: Vec<usize> = (0..4).filter(|a| mask & (1 << a) != 0).collect();
+                let reduced: Vec<usize> = (0..4)
+                    .map(|a| if axes.contains(&a) { 1 } else { shape[a] })
+                    .collect();
+                let (si, so) = (strides(&shape), strides(&reduced));
+                let mut sums = vec![0i32; reduced.iter().product()];
+                for (i, &v) in input.iter().enumerate() {
+                    let o: usize = (0..4)
+                        .filter(|a| !axes.contains(a))
+                        .map(|a| (i / si[a]) % shape[a] * so[a])
+                        .sum();
+                    sums[o] += v as i32;
+                }
+                let count: usize = axes.iter().map(|&a| shape[a]).product();
+                let params = MeanParams::new(p.multiplier, count);
+                let expected: Vec<i8> = sums
+                    .iter()
+                    .map(|&s| {
+                        let q = params.multiplier.apply(s - 3 * count as i32) - 7;
+                        q.clamp(-128, 127) as i8
+                    })
+                    .collect();
+                let mut out = vec![0i8; sums.len()];
+                mean(&input, &shape, &axes, 3, -7, &params, &mut out);
+                assert_eq!(out, expected, "shape {shape:?}, axes {axes:?}");
+            }
+        }
     }
 }
