@@ -7,11 +7,12 @@ fixed seed, calibrated on random images, exported as a trained model would be) a
 `intq export --tflite` writes it as a .tflite file (from the `--save-tflite-ready` copy, whose
 explicit paddings are SAME or Pad + VALID, which TFLite has; intq checks both compute the same); then, `--reps` times, intq and each TFLite
 resolver run it in turn at each thread count. Ratios are medians of those interleaved runs.
-Nothing is hard-coded: every number comes from this run.
+Nothing is hard-coded: every number comes from this run. `--tflite FILE` times a .tflite file
+someone else wrote the same way (intq on its `intq import`ed copy, the peers on the file).
 
 Usage: models.py --intq PATH [--model resnet20 ...] [--batch 1,32] [--threads 1,2] [--reps 3]
                  [--min-ms 500] [--isa avx2[,amx,...]] [--resolvers xnnpack,builtin,ref]
-                 [--scheme int8] [--json-out FILE] [--workdir DIR]
+                 [--scheme int8] [--json-out FILE] [--workdir DIR] [--tflite FILE ...]
 Run it through run_models.sh, which makes the venv with the peers in it.
 Resolvers: xnnpack = TFLite's default (XNNPACK delegate), builtin = TFLite's own optimized
 kernels without the delegate, ref = TFLite's reference kernels (slow; small models only).
@@ -59,8 +60,12 @@ def tflite_runner(path, threads, resolver):
     ops = [d["op_name"] for d in it._get_ops_details()]
     parts = sum(1 for o in ops if "DELEGATE" in o.upper())
     inp = it.get_input_details()[0]
-    info = np.iinfo(inp["dtype"])
-    x = np.random.default_rng(0).integers(info.min, info.max + 1, inp["shape"], dtype=inp["dtype"])
+    rng = np.random.default_rng(0)
+    if np.issubdtype(inp["dtype"], np.floating):
+        x = rng.random(inp["shape"], dtype=np.float32)
+    else:
+        info = np.iinfo(inp["dtype"])
+        x = rng.integers(info.min, info.max + 1, inp["shape"], dtype=inp["dtype"])
     it.set_tensor(inp["index"], x)
 
     def run():
@@ -86,9 +91,9 @@ def agreement(args, tflite_path, outputs, work):
     mine = np.load(yout)
     if mine.shape != theirs.shape:
         return f"shape {mine.shape} vs {theirs.shape}"
-    diff = np.abs(mine.astype(np.int64) - theirs.astype(np.int64))
+    diff = np.abs(mine.astype(np.float64) - theirs.astype(np.float64))
     n = int((diff != 0).sum())
-    return "same" if n == 0 else f"{n}/{diff.size} differ (max {int(diff.max())})"
+    return "same" if n == 0 else f"{n}/{diff.size} differ (max {diff.max():g})"
 
 
 def intq(args, *extra, isa=None):
@@ -114,6 +119,9 @@ def main():
     p.add_argument("--resolvers", default="xnnpack")
     p.add_argument("--json-out", default=None)
     p.add_argument("--workdir", default=None)
+    p.add_argument("--tflite", action="append", default=[],
+                   help="also time this .tflite file as it is (imported into intq with "
+                   "`intq import`); with only --tflite, no zoo model is built")
     args = p.parse_args()
     # One or more intq tiers, comma-separated; each is timed in turn with the peers in every rep.
     isas = [i for i in (args.isa or "").split(",") if i] or [None]
@@ -124,8 +132,9 @@ def main():
             p.error(f"unknown resolver {r!r}; known: {', '.join(RESOLVERS)}")
     work = args.workdir or tempfile.mkdtemp(prefix="intq-peers-")
     os.makedirs(work, exist_ok=True)
-    rows = []
-    for model in models:
+    # (name, batch, .intq timed by intq, .tflite timed by the peers)
+    jobs = []
+    for model in models if not args.tflite or args.model else []:
         for batch in [int(b) for b in args.batch.split(",")]:
             base = os.path.join(work, f"{model}-b{batch}-{args.scheme}")
             intq(args, "--model", model, "--batch", str(batch), "--scheme", args.scheme,
@@ -133,28 +142,37 @@ def main():
                  "--save-tflite-ready", base + "-tfl.intq", isa=isas[0])
             subprocess.run([args.intq, "export", base + "-tfl.intq", "--tflite",
                             base + ".tflite"], check=True, capture_output=True)
-            for threads in [int(t) for t in args.threads.split(",")]:
-                peers = [tflite_runner(base + ".tflite", threads, r) for r in resolvers]
-                agree = {name: agreement(args, base + ".tflite", out, work)
-                         for _, name, _, out in peers}
-                mine, theirs = {}, {name: [] for _, name, _, _ in peers}
-                for _ in range(args.reps):
-                    for isa in isas:
-                        r = intq(args, "--model", model, "--load", base + ".intq",
-                                 "--threads", str(threads), "--min-ms", str(args.min_ms),
-                                 isa=isa)
-                        mine.setdefault(r["isa"], []).append(r["ms_median"])
-                    for fn, name, _, _ in peers:
-                        theirs[name].append(median_time(fn, args.min_ms / 1000) * 1e3)
-                for isa, ms in mine.items():
-                    mi = statistics.median(ms)
-                    for _, name, note, _ in peers:
-                        tp = statistics.median(theirs[name])
-                        rows.append(dict(model=model, batch=batch, threads=threads, isa=isa,
-                                         intq_ms=mi, peer=name, peer_ms=tp, ratio=mi / tp,
-                                         peer_note=note, outputs=agree[name]))
-                        print(f"  {model} b{batch} t{threads}: intq {isa} {mi:.3f} ms, {name} "
-                              f"{tp:.3f} ms ({note}), intq/peer {mi / tp:.2f}", file=sys.stderr)
+            jobs.append((model, batch, base + ".intq", base + ".tflite"))
+    for path in args.tflite:
+        name = os.path.splitext(os.path.basename(path))[0]
+        converted = os.path.join(work, name + ".intq")
+        subprocess.run([args.intq, "import", path, "--out", converted], check=True,
+                       capture_output=True)
+        jobs.append((name, 1, converted, path))
+    rows = []
+    for model, batch, intq_path, tflite_path in jobs:
+        for threads in [int(t) for t in args.threads.split(",")]:
+            peers = [tflite_runner(tflite_path, threads, r) for r in resolvers]
+            agree = {name: agreement(args, tflite_path, out, work)
+                     for _, name, _, out in peers}
+            mine, theirs = {}, {name: [] for _, name, _, _ in peers}
+            for _ in range(args.reps):
+                for isa in isas:
+                    r = intq(args, "--model", model, "--load", intq_path,
+                             "--threads", str(threads), "--min-ms", str(args.min_ms),
+                             isa=isa)
+                    mine.setdefault(r["isa"], []).append(r["ms_median"])
+                for fn, name, _, _ in peers:
+                    theirs[name].append(median_time(fn, args.min_ms / 1000) * 1e3)
+            for isa, ms in mine.items():
+                mi = statistics.median(ms)
+                for _, name, note, _ in peers:
+                    tp = statistics.median(theirs[name])
+                    rows.append(dict(model=model, batch=batch, threads=threads, isa=isa,
+                                     intq_ms=mi, peer=name, peer_ms=tp, ratio=mi / tp,
+                                     peer_note=note, outputs=agree[name]))
+                    print(f"  {model} b{batch} t{threads}: intq {isa} {mi:.3f} ms, {name} "
+                          f"{tp:.3f} ms ({note}), intq/peer {mi / tp:.2f}", file=sys.stderr)
     print(f"{'model':>14} {'batch':>5} {'thr':>3} {'intq isa':>9} {'intq ms':>9} "
           f"{'peer ms':>9} {'intq/peer':>9}  {'peer':<28} outputs vs intq")
     for r in rows:

@@ -47,7 +47,8 @@ pub enum BenchWhat {
 
 #[derive(clap::Args)]
 pub struct ModelArgs {
-    /// resnet18, mobilenet-v2 (or mobilenet-v2@WIDTH), resnet20, small-cnn or tiny-mobilenet.
+    /// resnet18, mobilenet-v2 (or mobilenet-v2@WIDTH), resnet20, small-cnn or tiny-mobilenet; with
+    /// `--load`, any name for the loaded model.
     #[arg(long)]
     model: String,
     #[arg(long, default_value_t = 1)]
@@ -422,7 +423,8 @@ fn quantile(sorted: &[f64], p: f64) -> f64 {
 fn model(a: ModelArgs) -> Result<()> {
     use intq_engine::{examples, ExecOptions, Model};
     use intq_train::{calibrate, Arch, QuantCfg};
-    let arch: Arch = a.model.parse()?;
+    // With --load, --model only names the model in the output (any graph may be timed).
+    let arch = &a.model;
     let quant = match a.scheme.as_str() {
         "int8" => QuantCfg::int8(8, 8, true)?,
         "uint8" => QuantCfg::uint8(8, 8)?,
@@ -435,7 +437,7 @@ fn model(a: ModelArgs) -> Result<()> {
     let built = Instant::now();
     let graph = match &a.load {
         Some(path) => Model::load(path)?.into_graph(),
-        None => calibrate::zoo_graph(arch, &quant, a.batch, a.seed)
+        None => calibrate::zoo_graph(arch.parse::<Arch>()?, &quant, a.batch, a.seed)
             .with_context(|| format!("building {arch} at batch {}", a.batch))?,
     };
     let batch = model_batch(&graph)?;
