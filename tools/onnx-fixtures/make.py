@@ -30,6 +30,11 @@ Writes, into the output folder (default crates/intq-onnx/tests/fixtures):
                          over H and W), 1x1 conv, GlobalAveragePool, Gemm
   hsigmoid_mul.onnx      built with onnx.helper, opset 13: HardSwish spelled x * HardSigmoid(x)
                          (alpha 1/6, as torch exports Hardswish below opset 14) after two convs
+  preprocess_qat.onnx    built with onnx.helper: ImageNet's normalization baked in as Sub and
+                         Div by per-channel constants, an unpadded conv-BN-ReLU, a strided conv,
+                         GlobalAveragePool, Gemm
+  dilated_qat.onnx       built with onnx.helper: dilation-2 dense and depthwise convs, an
+                         AveragePool with count_include_pad 0, a MaxPool with ceil_mode, GAP, Gemm
   NAME.input.npy         fixed float32 inputs, batch 4 (seeded)
   NAME.output.npy        ONNX Runtime's output on them (CPU execution provider, no graph
                          optimizations, so it runs the file's nodes as written)
@@ -583,6 +588,119 @@ def hsigmoid_mul_model(path):
     onnx.save(model, path)
 
 
+def preprocess_qat_model(path):
+    """ImageNet's normalization baked into the graph as Sub and Div by per-channel constants
+    (what some exporters write), then an unpadded conv-BN-ReLU, a strided conv, GAP and Gemm."""
+    rng = np.random.default_rng(SEED + 23)
+
+    def w(name, *shape, scale=0.4):
+        return numpy_helper.from_array(
+            (rng.standard_normal(shape) * scale).astype(np.float32), name
+        )
+
+    inits = [
+        numpy_helper.from_array(
+            np.array([0.485, 0.456, 0.406], np.float32).reshape(1, 3, 1, 1), "mean"
+        ),
+        numpy_helper.from_array(
+            np.array([0.229, 0.224, 0.225], np.float32).reshape(1, 3, 1, 1), "std"
+        ),
+        w("w1", 8, 3, 3, 3, scale=0.2),
+        numpy_helper.from_array(rng.uniform(0.5, 1.5, 8).astype(np.float32), "bn_s"),
+        w("bn_b", 8, scale=0.5),
+        w("bn_m", 8, scale=0.2),
+        numpy_helper.from_array(rng.uniform(0.5, 1.5, 8).astype(np.float32), "bn_v"),
+        w("w2", 16, 8, 3, 3),
+        w("b2", 16),
+        w("fc_w", 10, 16),
+        w("fc_b", 10),
+    ]
+    nodes = [
+        helper.make_node("Sub", ["x", "mean"], ["xm"], name="sub_mean"),
+        helper.make_node("Div", ["xm", "std"], ["xn"], name="div_std"),
+        helper.make_node("Conv", ["xn", "w1"], ["c1"], name="conv1"),
+        helper.make_node("BatchNormalization", ["c1", "bn_s", "bn_b", "bn_m", "bn_v"], ["b1"],
+                         name="bn"),
+        helper.make_node("Relu", ["b1"], ["r1"], name="relu"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1],
+                         strides=[2, 2]),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["output"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "preprocess_qat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+
+
+def dilated_qat_model(path):
+    """Dilated dense and depthwise convs, an AveragePool leaving its padding out of the count
+    and a MaxPool with ceil_mode, node by node."""
+    rng = np.random.default_rng(SEED + 29)
+
+    def w(name, *shape, scale=0.4):
+        return numpy_helper.from_array(
+            (rng.standard_normal(shape) * scale).astype(np.float32), name
+        )
+
+    inits = [
+        w("w1", 8, 3, 3, 3),
+        numpy_helper.from_array(rng.uniform(0.5, 1.5, 8).astype(np.float32), "bn_s"),
+        w("bn_b", 8, scale=0.5),
+        w("bn_m", 8, scale=0.2),
+        numpy_helper.from_array(rng.uniform(0.5, 1.5, 8).astype(np.float32), "bn_v"),
+        w("w2", 16, 8, 3, 3, scale=0.3),
+        w("b2", 16),
+        w("w_dw", 16, 1, 3, 3),
+        w("b_dw", 16),
+        w("w3", 16, 16, 1, 1),
+        w("b3", 16),
+        w("fc_w", 10, 16),
+        w("fc_b", 10),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c1", "bn_s", "bn_b", "bn_m", "bn_v"], ["b1"],
+                         name="bn"),
+        helper.make_node("Relu", ["b1"], ["r1"], name="relu"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv_dilated",
+                         pads=[2, 2, 2, 2], dilations=[2, 2], strides=[2, 2]),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("Conv", ["r2", "w_dw", "b_dw"], ["c3"], name="dw_dilated",
+                         pads=[2, 2, 2, 2], dilations=[2, 2], group=16),
+        helper.make_node("Relu", ["c3"], ["r3"], name="relu3"),
+        helper.make_node("AveragePool", ["r3"], ["p1"], name="avgpool", kernel_shape=[3, 3],
+                         strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=0),
+        helper.make_node("MaxPool", ["p1"], ["p2"], name="maxpool_ceil", kernel_shape=[3, 3],
+                         strides=[2, 2], ceil_mode=1),
+        helper.make_node("Conv", ["p2", "w3", "b3"], ["c4"], name="conv3"),
+        helper.make_node("Relu", ["c4"], ["r4"], name="relu4"),
+        helper.make_node("GlobalAveragePool", ["r4"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["output"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "dilated_qat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+
+
 def run_ort(path, x):
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -626,6 +744,12 @@ def main():
     if only in (None, "hsigmoid_mul"):
         hsigmoid_mul_model(os.path.join(out, "hsigmoid_mul.onnx"))
         models.append(("hsigmoid_mul", (3, 32, 32)))
+    if only in (None, "preprocess_qat"):
+        preprocess_qat_model(os.path.join(out, "preprocess_qat.onnx"))
+        models.append(("preprocess_qat", (3, 32, 32)))
+    if only in (None, "dilated_qat"):
+        dilated_qat_model(os.path.join(out, "dilated_qat.onnx"))
+        models.append(("dilated_qat", (3, 32, 32)))
     for name, chw in models:
         path = os.path.join(out, name + ".onnx")
         onnx.checker.check_model(onnx.load(path))

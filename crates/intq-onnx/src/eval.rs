@@ -147,6 +147,22 @@ fn eval_op(op: &Op, ins: &[&Tensor], out: &[usize]) -> Vec<f32> {
                 .map(|(k, a)| a * y[k / hw])
                 .collect()
         }
+        Op::ConstArith {
+            arith,
+            value,
+            reversed,
+        } => {
+            let c = x.shape.get(1).copied().unwrap_or(1);
+            let inner: usize = x.shape.get(2..).map_or(1, |s| s.iter().product());
+            x.data
+                .iter()
+                .enumerate()
+                .map(|(k, &v)| {
+                    let ch = if value.len() == 1 { 0 } else { (k / inner) % c };
+                    arith.apply(v, value[ch], *reversed)
+                })
+                .collect()
+        }
         Op::Concat { axis } => {
             let outer: usize = out[..*axis].iter().product();
             let mut y = Vec::with_capacity(out.iter().product());

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 
-use crate::ir::{Conv, Graph, Node, Op, Pool, Value, ValueId};
+use crate::ir::{Arith, Conv, Graph, Node, Op, Pool, Value, ValueId};
 use crate::proto::{self, attribute_proto::AttributeType, tensor_proto, NodeProto};
 use crate::read::{self, element_count, Const, Data, ModelFile, MAX_ELEMENTS, MAX_RANK};
 use crate::OnnxError;
@@ -646,6 +646,8 @@ impl Builder {
             }
             "Add" => self.add(&cx)?,
             "Mul" => self.mul(&cx)?,
+            "Sub" => self.const_arith(&cx, Arith::Sub)?,
+            "Div" => self.const_arith(&cx, Arith::Div)?,
             "Concat" => {
                 cx.only_attrs(&["axis"])?;
                 let mut ins = Vec::new();
@@ -765,12 +767,18 @@ impl Builder {
                     s,
                 )?;
             }
+            "ConvTranspose" => {
+                return Err(cx.err(
+                    "op ConvTranspose is not supported by intq's ONNX import (a transposed \
+                     convolution has no QAT layer yet)",
+                ))
+            }
             other => {
                 return Err(cx.err(format!(
                     "op {other} is not supported by intq (supported: Conv, BatchNormalization, \
-                     Relu, Clip, Add, Concat, GlobalAveragePool, AveragePool, MaxPool, Flatten, \
-                     Reshape, Gemm, MatMul, Pad, Softmax, LogSoftmax, and shape arithmetic on \
-                     constants)"
+                     Relu, Clip, HardSwish, Sigmoid, Add, Sub, Mul, Div, Concat, \
+                     GlobalAveragePool, ReduceMean, AveragePool, MaxPool, Flatten, Reshape, Gemm, \
+                     MatMul, Pad, Softmax, LogSoftmax, and shape arithmetic on constants)"
                 )))
             }
         }
@@ -1012,10 +1020,7 @@ impl Builder {
                         }
                     }
                 }
-                Err(cx.err(
-                    "adds a constant to an activation; intq takes that only as the bias right \
-                     after a MatMul",
-                ))
+                self.const_arith(cx, Arith::Add)
             }
             _ => Err(cx.err("needs two inputs")),
         }
@@ -1024,7 +1029,7 @@ impl Builder {
     fn mul(&mut self, cx: &Ctx) -> Result<(), OnnxError> {
         cx.only_attrs(&[])?;
         let (Some(Val::Act(a)), Some(Val::Act(b))) = (self.input(cx, 0), self.input(cx, 1)) else {
-            return Err(cx.err("multiplies by a constant; intq multiplies two activations"));
+            return self.const_arith(cx, Arith::Mul);
         };
         // x * HardSigmoid(x) (alpha 1/6, beta 1/2), the HardSigmoid read by nothing else: one
         // HardSwish.
@@ -1058,6 +1063,59 @@ impl Builder {
             )));
         };
         self.push(cx, Op::Mul, vec![x, y], s)
+    }
+
+    /// An activation with a constant of one value, or one per channel (axis 1): the constant's
+    /// shape, right-aligned to the activation's, is 1 everywhere but on the channel axis.
+    fn const_arith(&mut self, cx: &Ctx, arith: Arith) -> Result<(), OnnxError> {
+        cx.only_attrs(&[])?;
+        let (x, c, reversed) = match (self.input(cx, 0), self.input(cx, 1)) {
+            (Some(Val::Act(x)), Some(Val::Const(c))) => (x, c, false),
+            (Some(Val::Const(c)), Some(Val::Act(x))) => (x, c, true),
+            _ => return Err(cx.err("needs two inputs")),
+        };
+        let op = arith.name();
+        if reversed && arith == Arith::Div {
+            return Err(cx.err(
+                "divides a constant by an activation; intq takes an activation divided by a \
+                 constant",
+            ));
+        }
+        let s = self.shape(x);
+        let channels = s.get(1).copied().unwrap_or(1);
+        let n = c.data.len();
+        let rank_ok = c.dims.len() <= s.len();
+        let pad = s.len().saturating_sub(c.dims.len());
+        let per_channel = rank_ok
+            && n == channels
+            && c.dims
+                .iter()
+                .enumerate()
+                .all(|(k, &d)| d == 1 || (k + pad == 1 && d == channels));
+        if !(rank_ok && n == 1 || per_channel) {
+            return Err(cx.err(format!(
+                "{op} of an activation {s:?} and a constant {:?}; intq takes a constant of one \
+                 value or one per channel (axis 1)",
+                c.dims
+            )));
+        }
+        let value = c.to_f32();
+        if arith == Arith::Div && value.contains(&0.0) {
+            return Err(cx.err("divides by a constant 0"));
+        }
+        if value.iter().any(|v| !v.is_finite()) {
+            return Err(cx.err(format!("{op} by a constant that is not finite")));
+        }
+        self.push(
+            cx,
+            Op::ConstArith {
+                arith,
+                value,
+                reversed,
+            },
+            vec![x],
+            s,
+        )
     }
 
     fn reduce_mean(&mut self, cx: &Ctx) -> Result<(), OnnxError> {

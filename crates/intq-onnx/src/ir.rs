@@ -46,6 +46,37 @@ pub struct Pool {
     pub count_include_pad: bool,
 }
 
+/// The arithmetic of [`Op::ConstArith`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arith {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+impl Arith {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arith::Add => "Add",
+            Arith::Sub => "Sub",
+            Arith::Mul => "Mul",
+            Arith::Div => "Div",
+        }
+    }
+
+    /// `x (op) c`, or `c (op) x` when `reversed`, in f32 as ONNX Runtime computes it.
+    pub fn apply(self, x: f32, c: f32, reversed: bool) -> f32 {
+        let (a, b) = if reversed { (c, x) } else { (x, c) };
+        match self {
+            Arith::Add => a + b,
+            Arith::Sub => a - b,
+            Arith::Mul => a * b,
+            Arith::Div => a / b,
+        }
+    }
+}
+
 /// An op of the imported graph.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
@@ -104,6 +135,17 @@ pub enum Op {
         pads: Vec<(usize, usize)>,
         value: f32,
     },
+    /// Elementwise arithmetic of an activation with a constant of one value per channel (axis 1)
+    /// or one for all: `x + c`, `x - c`, `c - x` (`reversed`), `x * c` or `x / c`. At a graph's
+    /// start this is the input preprocessing some exporters bake in (ImageNet's `(x - m) / s`).
+    ConstArith {
+        arith: Arith,
+        /// One value, or one per channel.
+        value: Vec<f32>,
+        /// The constant is the first operand (`c - x`; `c + x` and `c * x` read as `x + c`,
+        /// `x * c`).
+        reversed: bool,
+    },
     /// Softmax or LogSoftmax, only at the end of the graph (never inside the trained part).
     /// `coerce_2d`: opsets below 13 normalize over all dimensions from `axis` on.
     Softmax {
@@ -138,6 +180,12 @@ impl Op {
             Op::Reshape { .. } => "Reshape",
             Op::Linear { .. } => "Linear",
             Op::Pad { .. } => "Pad",
+            Op::ConstArith { arith, .. } => match arith {
+                Arith::Add => "Add(constant)",
+                Arith::Sub => "Sub(constant)",
+                Arith::Mul => "Mul(constant)",
+                Arith::Div => "Div(constant)",
+            },
             Op::Softmax { log: false, .. } => "Softmax",
             Op::Softmax { log: true, .. } => "LogSoftmax",
         }

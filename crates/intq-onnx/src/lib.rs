@@ -21,7 +21,7 @@ pub mod read;
 use std::fmt;
 use std::path::Path;
 
-pub use ir::{Graph, Node, Op, Value, ValueId};
+pub use ir::{Arith, Graph, Node, Op, Value, ValueId};
 
 /// Everything that can go wrong importing a model.
 #[derive(Debug, thiserror::Error)]

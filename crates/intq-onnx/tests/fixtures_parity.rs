@@ -161,3 +161,32 @@ fn squeeze_excitation_matches_onnxruntime() {
     assert_eq!(g.value(mul.inputs[0]).shape[2..], [16, 16]);
     assert_eq!(g.value(mul.inputs[1]).shape[2..], [1, 1]);
 }
+
+#[test]
+fn baked_preprocessing_matches_onnxruntime() {
+    let g = parity("preprocess_qat");
+    // Sub and Div by per-channel constants, kept as nodes of their own.
+    let ops: Vec<&str> = g.nodes.iter().take(2).map(|n| n.op.name()).collect();
+    assert_eq!(ops, ["Sub(constant)", "Div(constant)"]);
+    let Op::ConstArith { value, .. } = &g.nodes[1].op else {
+        panic!()
+    };
+    assert_eq!(value, &[0.229f32, 0.224, 0.225]);
+}
+
+#[test]
+fn dilated_convs_and_pool_modes_match_onnxruntime() {
+    let g = parity("dilated_qat");
+    assert_eq!(
+        count(&g, |o| matches!(o, Op::Conv(c) if c.dilation == [2, 2])),
+        2
+    );
+    assert_eq!(
+        count(
+            &g,
+            |o| matches!(o, Op::AveragePool(p) if !p.count_include_pad)
+        ),
+        1
+    );
+    assert_eq!(count(&g, |o| matches!(o, Op::MaxPool(p) if p.ceil_mode)), 1);
+}

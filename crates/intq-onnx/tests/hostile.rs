@@ -150,6 +150,55 @@ fn conv_weight() -> TensorProto {
 }
 
 #[test]
+fn preprocessing_by_constants_imports_and_runs() {
+    // (x - m_c) / s, then 2 - y and y * 0.5 + 1: per-channel and scalar constants, either order.
+    let m = model(
+        vec![
+            node("Sub", "sub", &["x", "m"], &["a"], vec![]),
+            node("Div", "div", &["a", "s"], &["b"], vec![]),
+            node("Sub", "rsub", &["two", "b"], &["c"], vec![]),
+            node("Mul", "mul", &["half", "c"], &["d"], vec![]),
+            node("Add", "add", &["d", "one"], &["y"], vec![]),
+        ],
+        vec![
+            tensor("m", &[1, 2, 1, 1], &[0.25, 0.5]),
+            tensor("s", &[2, 1, 1], &[0.5, 2.0]),
+            tensor("two", &[], &[2.0]),
+            tensor("half", &[1], &[0.5]),
+            tensor("one", &[1, 1, 1, 1], &[1.0]),
+        ],
+        &[1, 2, 1, 2],
+    );
+    let g = load_bytes(&m).unwrap();
+    let ops: Vec<&str> = g.nodes.iter().map(|n| n.op.name()).collect();
+    assert_eq!(
+        ops,
+        [
+            "Sub(constant)",
+            "Div(constant)",
+            "Sub(constant)",
+            "Mul(constant)",
+            "Add(constant)"
+        ]
+    );
+    let x = Tensor {
+        shape: vec![1, 2, 1, 2],
+        data: vec![0.25, 1.25, 0.5, 4.5],
+    };
+    let y = run(&g, &[x]).unwrap();
+    let f = |v: f32, m: f32, s: f32| (2.0 - (v - m) / s) * 0.5 + 1.0;
+    assert_eq!(
+        y[0].data,
+        [
+            f(0.25, 0.25, 0.5),
+            f(1.25, 0.25, 0.5),
+            f(0.5, 0.5, 2.0),
+            f(4.5, 0.5, 2.0)
+        ]
+    );
+}
+
+#[test]
 fn a_valid_small_model_loads() {
     let g = load_bytes(&conv_model(conv_weight(), vec![])).unwrap();
     assert_eq!(g.value(g.outputs[0]).shape, vec![1, 3, 4, 4]);
@@ -247,15 +296,38 @@ fn unsupported_ops_and_attributes_are_named() {
         e.contains("node \"act7\" (Selu)") && e.contains("not supported"),
         "{e}"
     );
-    // Mul takes two activations, not a constant scale.
+    // A constant operand takes one value or one per channel (axis 1).
     let m = model(
         vec![node("Mul", "scale", &["x", "c"], &["y"], vec![])],
-        vec![tensor("c", &[4], &[1.0, 2.0, 3.0, 4.0])],
+        vec![tensor("c", &[2, 2], &[1.0, 2.0, 3.0, 4.0])],
         &[1, 4],
     );
     let e = err(&m);
     assert!(
-        e.contains("node \"scale\" (Mul)") && e.contains("constant"),
+        e.contains("node \"scale\" (Mul)")
+            && e.contains(
+                "a constant [2, 2]; intq takes a constant of one value or one per channel"
+            ),
+        "{e}"
+    );
+    let m = model(
+        vec![node("Div", "inv", &["c", "x"], &["y"], vec![])],
+        vec![tensor("c", &[1], &[1.0])],
+        &[1, 4],
+    );
+    let e = err(&m);
+    assert!(
+        e.contains("node \"inv\" (Div): divides a constant by an activation"),
+        "{e}"
+    );
+    let m = model(
+        vec![node("Div", "div0", &["x", "c"], &["y"], vec![])],
+        vec![tensor("c", &[4], &[1.0, 0.0, 1.0, 1.0])],
+        &[1, 4],
+    );
+    let e = err(&m);
+    assert!(
+        e.contains("node \"div0\" (Div): divides by a constant 0"),
         "{e}"
     );
 
@@ -306,13 +378,13 @@ fn unsupported_ops_and_attributes_are_named() {
     );
     assert!(err(&m).contains("attribute \"mode\""));
 
-    // A constant added to an activation outside MatMul's bias.
+    // A constant added to an activation outside MatMul's bias: one value per channel, not 3.
     let m = model(
         vec![node("Add", "shift", &["x", "c"], &["y"], vec![])],
-        vec![tensor("c", &[1], &[1.0])],
+        vec![tensor("c", &[3], &[1.0, 2.0, 3.0])],
         &[1, 4],
     );
-    assert!(err(&m).contains("\"shift\" (Add)"));
+    assert!(err(&m).contains("\"shift\" (Add): Add of an activation [1, 4] and a constant [3]"));
 
     // A Reshape that moves the batch dimension.
     let m = model(
