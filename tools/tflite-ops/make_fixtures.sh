@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Writes intq's elementwise zoo (MUL, SUB, RELU, RELU6, RELU_N1_TO_1, LEAKY_RELU, HARD_SWISH, TANH
 # at edge parameters), resize zoo (RESIZE_NEAREST_NEIGHBOR, RESIZE_BILINEAR in every mode) and
-# layout zoo (PRELU, MAXIMUM, MINIMUM, TRANSPOSE, SLICE, STRIDED_SLICE), in uint8 and int8, as .tflite
+# layout zoo (PRELU, MAXIMUM, MINIMUM, TRANSPOSE, SLICE, STRIDED_SLICE), spatial zoo
+# (TRANSPOSE_CONV, SPACE_TO_BATCH_ND, BATCH_TO_SPACE_ND, DEPTH_TO_SPACE), in uint8 and int8, as .tflite
 # (and SPLIT / SPLIT_V models written directly, which intq imports as Slices) with intq's exporter, runs each in TFLite's
 # reference kernels (BUILTIN_REF) through tools/tflite-check, which compares every op output with
 # intq byte for byte, and stores the golden fixtures (inputs, outputs, a CRC-32 per tensor) that
@@ -24,7 +25,8 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 (cd "$root" && cargo run --release --quiet -p intq-tflite --example make_models -- "$work" >/dev/null)
 status=0
-for name in elementwise_u8 elementwise_i8 resize_u8 resize_i8 layout_u8 layout_i8 split_u8 split_i8; do
+for name in elementwise_u8 elementwise_i8 resize_u8 resize_i8 layout_u8 layout_i8 split_u8 split_i8 \
+    spatial_u8 spatial_i8; do
     args=("$work/$name.tflite" --seeds "$seeds")
     if [ "$save" = 1 ]; then
         args+=(--save "$root/crates/intq-tflite/tests/fixtures/$name")

@@ -196,13 +196,51 @@ pub(crate) fn rebatch(graph: &Graph, n: usize) -> Result<Graph, EngineError> {
             | Op::LeakyRelu { .. }
             | Op::HardSwish { .. }
             | Op::ResizeNearest { .. }
-            | Op::ResizeBilinear { .. } => None,
+            | Op::ResizeBilinear { .. }
+            | Op::TransposeConv { .. }
+            | Op::DepthToSpace { .. } => None,
+            // These move pixels between the batch axis and space; the batch factors below keep
+            // each image's entries apart (a BatchToSpace that would merge images is refused).
+            Op::SpaceToBatch { .. } | Op::BatchToSpace { .. } => None,
             #[allow(unreachable_patterns)]
             _ => Some("it is not known to treat each image on its own"),
         };
         if let Some(why) = why {
             return Err(refuse(graph, n, format!("{} {why}", op_name(i))));
         }
+    }
+    // Entries per image on each run-time tensor's leading axis: SpaceToBatch turns one image
+    // into `cells` entries (entry `cell * B + image`) and BatchToSpace gathers them back, so
+    // between the two the axis holds `cells * B` entries, which become `cells * n`. Every other
+    // op keeps the factor of its first run-time operand.
+    let mut per_image = vec![1usize; graph.tensors().len()];
+    let order =
+        crate::validate::topological_order(graph).map_err(|e| refuse(graph, n, e.to_string()))?;
+    for &i in &order {
+        let op = &graph.ops()[i];
+        let k = op
+            .inputs()
+            .into_iter()
+            .find(|&id| !graph.tensor(id).is_constant())
+            .map_or(1, |id| per_image[id.index()]);
+        per_image[op.output().index()] = match op {
+            Op::SpaceToBatch { block, .. } => k * block[0] * block[1],
+            Op::BatchToSpace { block, .. } => {
+                let cells = block[0] * block[1];
+                if k % cells != 0 {
+                    return Err(refuse(
+                        graph,
+                        n,
+                        format!(
+                            "{} gathers the entries of several images into one",
+                            op_name(i)
+                        ),
+                    ));
+                }
+                k / cells
+            }
+            _ => k,
+        };
     }
     let mut tensors = graph.tensors().to_vec();
     let run_time = graph.inputs().iter().copied().map(|id| (id, None)).chain(
@@ -214,7 +252,8 @@ pub(crate) fn rebatch(graph: &Graph, n: usize) -> Result<Graph, EngineError> {
     );
     for (id, writer) in run_time {
         let t = &mut tensors[id.index()];
-        if t.shape.first() != Some(&b) {
+        let k = per_image[id.index()];
+        if t.shape.first() != Some(&(b * k)) {
             let what = match writer {
                 None => "graph input".to_string(),
                 Some(i) => format!("output of {}", op_name(i)),
@@ -223,13 +262,18 @@ pub(crate) fn rebatch(graph: &Graph, n: usize) -> Result<Graph, EngineError> {
                 graph,
                 n,
                 format!(
-                    "{what} {} has shape {:?}, whose leading dimension is not the batch {b}",
+                    "{what} {} has shape {:?}, whose leading dimension is not {}the batch {b}",
                     describe(graph, id),
-                    graph.tensor(id).shape
+                    graph.tensor(id).shape,
+                    if k == 1 {
+                        String::new()
+                    } else {
+                        format!("{k} x ")
+                    }
                 ),
             ));
         }
-        t.shape[0] = n;
+        t.shape[0] = n * k;
     }
     // Validation checks every op's shapes again at the new batch: a constant operand laid out
     // for the old batch is refused here.

@@ -767,6 +767,77 @@ fn run_coded<T: Code>(f: &Frame, op: &Op, prep: &Prepared, out: &mut [T]) {
             k::transpose(f.codes::<T>(*input), f.shape(*input), perm, out)
         }
         (
+            Op::TransposeConv {
+                input,
+                filter,
+                bias,
+                output,
+                ..
+            },
+            Prepared::TransposeConv(p),
+        ) => {
+            let bias = bias.map(|b| f.i32s(b));
+            k::transpose_conv(
+                f.codes::<T>(*input),
+                f.shape4(*input),
+                p.input_zero_point,
+                f.codes::<T>(*filter),
+                f.shape4(*filter),
+                &p.filter_zero_points,
+                &p.geometry,
+                &stage(bias, &p.multipliers, p.output_zero_point, p.clamp),
+                out,
+                f.shape4(*output),
+            )
+        }
+        (
+            Op::SpaceToBatch {
+                input,
+                output,
+                block,
+                paddings,
+            },
+            Prepared::Pad(code),
+        ) => k::space_to_batch(
+            f.codes::<T>(*input),
+            f.shape4(*input),
+            *block,
+            [paddings[0][0], paddings[1][0]],
+            T::from_i32_saturating(*code),
+            out,
+            f.shape4(*output),
+        ),
+        (
+            Op::BatchToSpace {
+                input,
+                output,
+                block,
+                crops,
+            },
+            Prepared::Move,
+        ) => k::batch_to_space(
+            f.codes::<T>(*input),
+            f.shape4(*input),
+            *block,
+            [crops[0][0], crops[1][0]],
+            out,
+            f.shape4(*output),
+        ),
+        (
+            Op::DepthToSpace {
+                input,
+                output,
+                block,
+            },
+            Prepared::Move,
+        ) => k::depth_to_space(
+            f.codes::<T>(*input),
+            f.shape4(*input),
+            *block,
+            out,
+            f.shape4(*output),
+        ),
+        (
             Op::Slice {
                 input,
                 output,

@@ -74,6 +74,12 @@ impl FloatConstants {
                         filter,
                         bias,
                         ..
+                    }
+                    | Op::TransposeConv {
+                        input,
+                        filter,
+                        bias,
+                        ..
                     } => (*input, *filter, (*bias)?),
                     Op::FullyConnected {
                         input,
@@ -439,6 +445,65 @@ pub(crate) fn run(
                 intq_kernels::reference::transpose(get(*input), shape(*input), perm, &mut y);
             }
             (
+                Op::TransposeConv {
+                    input,
+                    filter,
+                    activation,
+                    ..
+                },
+                Prepared::TransposeConv(p),
+            ) => transpose_conv_real(
+                get(*input),
+                to4(shape(*input)),
+                get(*filter),
+                to4(shape(*filter)),
+                consts.biases[i].as_deref(),
+                &p.geometry,
+                *activation,
+                &mut y,
+                to4(out_shape),
+            ),
+            (
+                Op::SpaceToBatch {
+                    input,
+                    block,
+                    paddings,
+                    ..
+                },
+                _,
+            ) => intq_kernels::reference::space_to_batch(
+                get(*input),
+                to4(shape(*input)),
+                *block,
+                [paddings[0][0], paddings[1][0]],
+                0.0,
+                &mut y,
+                to4(out_shape),
+            ),
+            (
+                Op::BatchToSpace {
+                    input,
+                    block,
+                    crops,
+                    ..
+                },
+                _,
+            ) => intq_kernels::reference::batch_to_space(
+                get(*input),
+                to4(shape(*input)),
+                *block,
+                [crops[0][0], crops[1][0]],
+                &mut y,
+                to4(out_shape),
+            ),
+            (Op::DepthToSpace { input, block, .. }, _) => intq_kernels::reference::depth_to_space(
+                get(*input),
+                to4(shape(*input)),
+                *block,
+                &mut y,
+                to4(out_shape),
+            ),
+            (
                 Op::Slice {
                     input,
                     begin,
@@ -748,6 +813,58 @@ fn conv2d(
                 }
             }
         }
+    }
+}
+
+/// Transposed convolution in reals: every input pixel scatters its products (f64 sums) into
+/// the output, then bias and the fused activation.
+#[allow(clippy::too_many_arguments)]
+fn transpose_conv_real(
+    x: &[f32],
+    [n, h, w, c]: [usize; 4],
+    f: &[f32],
+    [o, kh, kw, _]: [usize; 4],
+    bias: Option<&[f32]>,
+    geometry: &intq_kernels::ConvParams,
+    activation: Activation,
+    y: &mut [f32],
+    [_, oh, ow, _]: [usize; 4],
+) {
+    let mut acc = vec![0f64; y.len()];
+    let (top, left) = (
+        geometry.padding.top as isize,
+        geometry.padding.left as isize,
+    );
+    for b in 0..n {
+        for iy in 0..h {
+            for ix in 0..w {
+                for fy in 0..kh {
+                    let oy = (iy * geometry.stride_h + fy) as isize - top;
+                    if oy < 0 || oy >= oh as isize {
+                        continue;
+                    }
+                    for fx in 0..kw {
+                        let ox = (ix * geometry.stride_w + fx) as isize - left;
+                        if ox < 0 || ox >= ow as isize {
+                            continue;
+                        }
+                        let at = ((b * oh + oy as usize) * ow + ox as usize) * o;
+                        for oc in 0..o {
+                            let mut s = 0f64;
+                            for ic in 0..c {
+                                s += x[((b * h + iy) * w + ix) * c + ic] as f64
+                                    * f[((oc * kh + fy) * kw + fx) * c + ic] as f64;
+                            }
+                            acc[at + oc] += s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (k, (v, a)) in y.iter_mut().zip(acc).enumerate() {
+        let b = bias.map_or(0.0, |b| b[k % o] as f64);
+        *v = activate(activation, (a + b) as f32);
     }
 }
 

@@ -24,13 +24,26 @@ pub const VERSION_MAJOR: u16 = 1;
 /// The newest minor version this writer writes (1.1 added the TFLite-exact op kinds, 1.2 the
 /// narrowed code range of sub-8-bit activations, 1.3 the metadata section, 1.4 the op kinds
 /// Mul, Sub, Relu, LeakyRelu, HardSwish, Tanh, ResizeNearest, ResizeBilinear, Prelu, Maximum,
-/// Minimum, Transpose and Slice). Minor versions only add tags, which older
+/// Minimum, Transpose and Slice, 1.5 the op kinds TransposeConv, SpaceToBatch, BatchToSpace
+/// and DepthToSpace). Minor versions only add tags, which older
 /// readers refuse by name, so a reader accepts every minor version of its major; a file is
 /// stamped with the lowest minor version whose tags it uses.
-pub const VERSION_MINOR: u16 = 4;
+pub const VERSION_MINOR: u16 = 5;
 
 /// The lowest minor version whose tags `graph` uses.
 fn minor_version_of(graph: &Graph) -> u16 {
+    let new_in_1_5 = |op: &Op| {
+        matches!(
+            op.kind(),
+            OpKind::TransposeConv
+                | OpKind::SpaceToBatch
+                | OpKind::BatchToSpace
+                | OpKind::DepthToSpace
+        )
+    };
+    if graph.ops().iter().any(new_in_1_5) {
+        return 5;
+    }
     let new_in_1_4 = |op: &Op| {
         matches!(
             op.kind(),
@@ -210,7 +223,7 @@ const CRC_TABLE: [u32; 256] = {
 
 // Tags. Their numbers are the file format: never renumber, only append.
 
-const OP_TAGS: [OpKind; 29] = [
+const OP_TAGS: [OpKind; 33] = [
     OpKind::Conv2d,
     OpKind::DepthwiseConv2d,
     OpKind::FullyConnected,
@@ -242,6 +255,10 @@ const OP_TAGS: [OpKind; 29] = [
     OpKind::Minimum,
     OpKind::Transpose,
     OpKind::Slice,
+    OpKind::TransposeConv,
+    OpKind::SpaceToBatch,
+    OpKind::BatchToSpace,
+    OpKind::DepthToSpace,
 ];
 
 fn op_tag(kind: OpKind) -> u32 {
@@ -687,6 +704,50 @@ fn write_op_body(w: &mut Writer, op: &Op) {
                 w.size(b);
                 w.size(s);
             }
+        }
+        Op::TransposeConv {
+            input,
+            filter,
+            bias,
+            output,
+            stride,
+            padding,
+            activation,
+        } => {
+            w.id(*input);
+            w.id(*filter);
+            w.opt_id(*bias);
+            w.id(*output);
+            w.pair(*stride);
+            w.padding(*padding);
+            w.activation(*activation);
+        }
+        Op::SpaceToBatch {
+            input,
+            output,
+            block,
+            paddings: edges,
+        }
+        | Op::BatchToSpace {
+            input,
+            output,
+            block,
+            crops: edges,
+        } => {
+            w.id(*input);
+            w.id(*output);
+            w.pair(*block);
+            w.pair(edges[0]);
+            w.pair(edges[1]);
+        }
+        Op::DepthToSpace {
+            input,
+            output,
+            block,
+        } => {
+            w.id(*input);
+            w.id(*output);
+            w.size(*block);
         }
         Op::ResizeNearest {
             input,
@@ -1463,6 +1524,32 @@ fn read_op(r: &mut Reader, index: usize, tensor_count: u32) -> Result<Op, Format
                 strides,
             }
         }
+        OpKind::TransposeConv => Op::TransposeConv {
+            input: b.id()?,
+            filter: b.id()?,
+            bias: b.opt_id()?,
+            output: b.id()?,
+            stride: b.pair()?,
+            padding: b.padding()?,
+            activation: b.activation()?,
+        },
+        OpKind::SpaceToBatch => Op::SpaceToBatch {
+            input: b.id()?,
+            output: b.id()?,
+            block: b.pair()?,
+            paddings: [b.pair()?, b.pair()?],
+        },
+        OpKind::BatchToSpace => Op::BatchToSpace {
+            input: b.id()?,
+            output: b.id()?,
+            block: b.pair()?,
+            crops: [b.pair()?, b.pair()?],
+        },
+        OpKind::DepthToSpace => Op::DepthToSpace {
+            input: b.id()?,
+            output: b.id()?,
+            block: b.r.size()?,
+        },
         OpKind::ResizeNearest | OpKind::ResizeBilinear => {
             let (input, output) = (b.id()?, b.id()?);
             let mut flag = |what: &str| -> Result<bool, FormatError> {

@@ -358,6 +358,44 @@ pub enum Op {
         begin: Vec<usize>,
         strides: Vec<usize>,
     },
+    /// NHWC transposed convolution (TFLite's TRANSPOSE_CONV): input `[N, H, W, C]`, OHWI filter
+    /// `[O, kh, kw, C]`, optional int32 bias, output `[N, OH, OW, O]`, the output's size being
+    /// part of the graph (docs/spec.md §11.13). SAME and VALID padding resolve against the output
+    /// size as TFLite does; explicit padding gives top and left, and the output's size implies
+    /// bottom and right.
+    TransposeConv {
+        input: TensorId,
+        filter: TensorId,
+        bias: Option<TensorId>,
+        output: TensorId,
+        stride: [usize; 2],
+        padding: Padding,
+        activation: Activation,
+    },
+    /// SPACE_TO_BATCH_ND on NHWC: `paddings` `[[top, bottom], [left, right]]` padded with the
+    /// zero point, then each `block` cell moved into a batch of its own (docs/spec.md §11.14);
+    /// `(S, Z)` shared.
+    SpaceToBatch {
+        input: TensorId,
+        output: TensorId,
+        block: [usize; 2],
+        paddings: [[usize; 2]; 2],
+    },
+    /// BATCH_TO_SPACE_ND on NHWC, the inverse movement, then `crops` `[[top, bottom],
+    /// [left, right]]` cut off (docs/spec.md §11.14); `(S, Z)` shared.
+    BatchToSpace {
+        input: TensorId,
+        output: TensorId,
+        block: [usize; 2],
+        crops: [[usize; 2]; 2],
+    },
+    /// DEPTH_TO_SPACE on NHWC: `[N, H, W, C]` to `[N, H b, W b, C / b^2]` (docs/spec.md
+    /// §11.15); `(S, Z)` shared.
+    DepthToSpace {
+        input: TensorId,
+        output: TensorId,
+        block: usize,
+    },
 }
 
 /// The kind of an op, without its operands: its name in messages and its tag in files.
@@ -392,6 +430,10 @@ pub enum OpKind {
     Minimum,
     Transpose,
     Slice,
+    TransposeConv,
+    SpaceToBatch,
+    BatchToSpace,
+    DepthToSpace,
 }
 
 impl OpKind {
@@ -426,6 +468,10 @@ impl OpKind {
             OpKind::Minimum => "Minimum",
             OpKind::Transpose => "Transpose",
             OpKind::Slice => "Slice",
+            OpKind::TransposeConv => "TransposeConv",
+            OpKind::SpaceToBatch => "SpaceToBatch",
+            OpKind::BatchToSpace => "BatchToSpace",
+            OpKind::DepthToSpace => "DepthToSpace",
         }
     }
 }
@@ -468,6 +514,10 @@ impl Op {
             Op::Minimum { .. } => OpKind::Minimum,
             Op::Transpose { .. } => OpKind::Transpose,
             Op::Slice { .. } => OpKind::Slice,
+            Op::TransposeConv { .. } => OpKind::TransposeConv,
+            Op::SpaceToBatch { .. } => OpKind::SpaceToBatch,
+            Op::BatchToSpace { .. } => OpKind::BatchToSpace,
+            Op::DepthToSpace { .. } => OpKind::DepthToSpace,
         }
     }
 
@@ -481,6 +531,12 @@ impl Op {
                 ..
             }
             | Op::DepthwiseConv2d {
+                input,
+                filter,
+                bias,
+                ..
+            }
+            | Op::TransposeConv {
                 input,
                 filter,
                 bias,
@@ -527,6 +583,9 @@ impl Op {
             | Op::ResizeBilinear { input, .. }
             | Op::Transpose { input, .. }
             | Op::Slice { input, .. }
+            | Op::SpaceToBatch { input, .. }
+            | Op::BatchToSpace { input, .. }
+            | Op::DepthToSpace { input, .. }
             | Op::Softmax { input, .. }
             | Op::Reshape { input, .. }
             | Op::Quantize { input, .. }
@@ -539,6 +598,10 @@ impl Op {
         match self {
             Op::Conv2d { output, .. }
             | Op::DepthwiseConv2d { output, .. }
+            | Op::TransposeConv { output, .. }
+            | Op::SpaceToBatch { output, .. }
+            | Op::BatchToSpace { output, .. }
+            | Op::DepthToSpace { output, .. }
             | Op::FullyConnected { output, .. }
             | Op::Add { output, .. }
             | Op::AveragePool2d { output, .. }

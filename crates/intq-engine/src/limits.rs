@@ -36,6 +36,12 @@ pub(crate) fn check_accumulators(graph: &Graph) -> Result<(), GraphError> {
                 filter,
                 bias,
                 ..
+            }
+            | Op::TransposeConv {
+                input,
+                filter,
+                bias,
+                ..
             } => (input, filter, bias, 0),
             Op::DepthwiseConv2d {
                 input,

@@ -102,6 +102,9 @@ pub(crate) enum Prepared {
     Prelu(intq_kernels::reference::PreluParams),
     /// Ops that move or compare codes and need no parameters.
     Move,
+    /// A transposed convolution's parameters (docs/spec.md §11.13); `geometry.padding` holds
+    /// the resolved top and left.
+    TransposeConv(ConvPrep),
 }
 
 /// Where each run-time tensor lives: a slot index per tensor (constants have none), and each
@@ -474,6 +477,70 @@ fn multipliers(
         .collect()
 }
 
+/// TRANSPOSE_CONV's parameters as TFLite's Prepare forms them: padding resolved as a
+/// convolution of the output's size; uint8 (per-tensor weights) takes TFLite's legacy multiplier
+/// `(f64)(S_in * S_w in f32) / (f64) S_out`, int8 the per-channel `(f64) S_in * (f64) S_w[k] /
+/// (f64) S_out`.
+#[allow(clippy::too_many_arguments)]
+fn transpose_conv_prep(
+    graph: &Graph,
+    index: usize,
+    kind: OpKind,
+    input: TensorId,
+    filter: TensorId,
+    output: TensorId,
+    stride: [usize; 2],
+    padding: intq_kernels::Padding,
+    activation: Activation,
+) -> Result<ConvPrep, GraphError> {
+    let (y, f) = (graph.tensor(output), graph.tensor(filter));
+    let (pin, pout) = (params_of(graph, input), params_of(graph, output));
+    let (s_w, z_w) = weight_params(graph, filter);
+    let (_, pads) = padding
+        .resolve(
+            (y.shape[1], y.shape[2]),
+            (f.shape[1], f.shape[2]),
+            (stride[0], stride[1]),
+            (1, 1),
+        )
+        .expect("validated: the filter fits the output");
+    let multipliers = if graph.tensor(input).dtype == DType::U8 {
+        s_w.iter()
+            .map(|&s| {
+                let m = (pin.scale * s) as f64 / pout.scale as f64;
+                QuantizedMultiplier::from_real(m).map_err(|e| {
+                    op_err(
+                        index,
+                        kind,
+                        format!(
+                            "output multiplier (S_in * S_w) / S_out = ({:e} * {s:e}) / {:e} \
+                             cannot be formed: {e}",
+                            pin.scale, pout.scale
+                        ),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?
+    } else {
+        multipliers(index, kind, pin.scale, &s_w, pout.scale)?
+    };
+    Ok(ConvPrep {
+        geometry: ConvParams {
+            stride_h: stride[0],
+            stride_w: stride[1],
+            dilation_h: 1,
+            dilation_w: 1,
+            padding: pads,
+        },
+        input_zero_point: pin.zero_point,
+        filter_zero_points: z_w,
+        multipliers,
+        output_zero_point: pout.zero_point,
+        clamp: activation_clamp(activation, pout, codes_of(graph, output)),
+        fast: None,
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 fn conv_prep(
     graph: &Graph,
@@ -792,6 +859,27 @@ fn prepare(graph: &Graph, index: usize, op: &Op) -> Result<Prepared, GraphError>
         Op::Maximum { .. } | Op::Minimum { .. } | Op::Transpose { .. } | Op::Slice { .. } => {
             Prepared::Move
         }
+        Op::TransposeConv {
+            input,
+            filter,
+            output,
+            stride,
+            padding,
+            activation,
+            ..
+        } => Prepared::TransposeConv(transpose_conv_prep(
+            graph,
+            index,
+            kind,
+            *input,
+            *filter,
+            *output,
+            *stride,
+            *padding,
+            *activation,
+        )?),
+        Op::SpaceToBatch { output, .. } => Prepared::Pad(params_of(graph, *output).zero_point),
+        Op::BatchToSpace { .. } | Op::DepthToSpace { .. } => Prepared::Move,
         Op::Reshape { .. } => Prepared::Reshape,
         Op::Quantize { output, .. } => {
             Prepared::Quantize(params_of(graph, *output), codes_of(graph, *output))

@@ -1086,6 +1086,135 @@ impl<'g> OpCheck<'g> {
                 }
                 self.same_params("output", *output, &x, &y)
             }
+            Op::TransposeConv {
+                input,
+                filter,
+                bias,
+                output,
+                stride,
+                padding,
+                activation: _,
+            } => {
+                let x = self.act("input", *input)?;
+                let [n, h, w, c] = self.nhwc("input", *input)?;
+                let [o, kh, kw, fc] = to4(self.rank("filter", *filter, 4)?);
+                if fc != c {
+                    return Err(self.err(format!(
+                        "{} has {fc} input channels (OHWI), but the input has {c}",
+                        self.name("filter", *filter)
+                    )));
+                }
+                let s_w = self.weights("filter", *filter, &x, 0, o)?;
+                if let Some(b) = bias {
+                    self.bias(*b, o, x.params.scale, &s_w)?;
+                }
+                self.act_like("output", *output, &x)?;
+                let [yn, oh, ow, yc] = self.nhwc("output", *output)?;
+                if yn != n || yc != o {
+                    return Err(self.err(format!(
+                        "{} has shape {:?}, expected [{n}, height, width, {o}]",
+                        self.name("output", *output),
+                        [yn, oh, ow, yc]
+                    )));
+                }
+                // The convolution this op transposes maps the output's size back to the input's.
+                let back = self.geometry((oh, ow), (kh, kw), *stride, [1, 1], *padding)?;
+                if back != (h, w) {
+                    return Err(self.err(format!(
+                        "a {oh}x{ow} output convolved with the {kh}x{kw} filter at stride \
+                         {stride:?} and {padding:?} padding gives {}x{}, not the input's {h}x{w}",
+                        back.0, back.1
+                    )));
+                }
+                Ok(())
+            }
+            Op::SpaceToBatch {
+                input,
+                output,
+                block,
+                paddings,
+            } => {
+                let x = self.act("input", *input)?;
+                let [n, h, w, c] = self.nhwc("input", *input)?;
+                let y = self.act_like("output", *output, &x)?;
+                let padded = [
+                    h.checked_add(paddings[0][0])
+                        .and_then(|v| v.checked_add(paddings[0][1])),
+                    w.checked_add(paddings[1][0])
+                        .and_then(|v| v.checked_add(paddings[1][1])),
+                ];
+                let (Some(ph), Some(pw)) = (padded[0], padded[1]) else {
+                    return Err(self.err(format!("paddings {paddings:?} overflow")));
+                };
+                if block.contains(&0) || ph % block[0] != 0 || pw % block[1] != 0 {
+                    return Err(self.err(format!(
+                        "the padded {ph}x{pw} input is not a whole number of {}x{} blocks",
+                        block[0], block[1]
+                    )));
+                }
+                let batches = n
+                    .checked_mul(block[0] * block[1])
+                    .ok_or_else(|| self.err(format!("block {block:?} overflows the batch")))?;
+                self.shape_is(
+                    "output",
+                    *output,
+                    &[batches, ph / block[0], pw / block[1], c],
+                )?;
+                self.same_params("output", *output, &x, &y)
+            }
+            Op::BatchToSpace {
+                input,
+                output,
+                block,
+                crops,
+            } => {
+                let x = self.act("input", *input)?;
+                let [b, h, w, c] = self.nhwc("input", *input)?;
+                let y = self.act_like("output", *output, &x)?;
+                let cells = block[0].checked_mul(block[1]).unwrap_or(0);
+                if cells == 0 || b % cells != 0 {
+                    return Err(self.err(format!(
+                        "the input's {b} batches are not a whole number of {}x{} blocks",
+                        block[0], block[1]
+                    )));
+                }
+                let full = [h.checked_mul(block[0]), w.checked_mul(block[1])];
+                let (Some(fh), Some(fw)) = (full[0], full[1]) else {
+                    return Err(self.err(format!("block {block:?} overflows the image size")));
+                };
+                let keep = |full: usize, [a, z]: [usize; 2]| {
+                    a.checked_add(z)
+                        .filter(|&cut| cut < full)
+                        .map(|cut| full - cut)
+                };
+                let (Some(oh), Some(ow)) = (keep(fh, crops[0]), keep(fw, crops[1])) else {
+                    return Err(self.err(format!(
+                        "crops {crops:?} leave nothing of the {fh}x{fw} image"
+                    )));
+                };
+                self.shape_is("output", *output, &[b / cells, oh, ow, c])?;
+                self.same_params("output", *output, &x, &y)
+            }
+            Op::DepthToSpace {
+                input,
+                output,
+                block,
+            } => {
+                let x = self.act("input", *input)?;
+                let [n, h, w, c] = self.nhwc("input", *input)?;
+                let y = self.act_like("output", *output, &x)?;
+                let cells = block.checked_mul(*block).unwrap_or(0);
+                if cells == 0 || c % cells != 0 {
+                    return Err(self.err(format!(
+                        "the input's {c} channels are not a multiple of block {block} squared"
+                    )));
+                }
+                let (Some(oh), Some(ow)) = (h.checked_mul(*block), w.checked_mul(*block)) else {
+                    return Err(self.err(format!("block {block} overflows the image size")));
+                };
+                self.shape_is("output", *output, &[n, oh, ow, c / cells])?;
+                self.same_params("output", *output, &x, &y)
+            }
             Op::ResizeNearest {
                 input,
                 output,

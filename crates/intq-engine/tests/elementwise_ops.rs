@@ -265,18 +265,18 @@ fn intq_format_round_trips_the_new_ops_as_minor_version_4() {
         let back = format::from_bytes(&bytes).unwrap();
         assert_eq!(back, g);
         // The first op record: tag 16 (Mul, the first 1.4 tag), a 13-byte body, lhs #0, rhs #1.
-        // The first unassigned tag (29) is refused by number.
+        // A tag no writer has assigned is refused by number.
         let record: Vec<u8> = [16u32, 13, 0, 1]
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
         let at = bytes.windows(16).position(|w| w == record).unwrap();
         let mut bad = bytes.clone();
-        bad[at..at + 4].copy_from_slice(&29u32.to_le_bytes());
+        bad[at..at + 4].copy_from_slice(&255u32.to_le_bytes());
         let crc = format::crc32(&bad[format::HEADER_LEN..]);
         bad[12..16].copy_from_slice(&crc.to_le_bytes());
         let m = format::from_bytes(&bad).unwrap_err().to_string();
-        assert!(m.contains("unknown op tag 29"), "{m}");
+        assert!(m.contains("unknown op tag 255"), "{m}");
     }
 }
 

@@ -1,6 +1,6 @@
 //! Writes intq's own test models as `.tflite` (and `.intq`) into a directory, for
 //! tools/tflite-check: small_cnn (u8, i8; float edges), the op zoo (u8, i8) and the elementwise,
-//! resize and layout zoos (u8, i8), and the SPLIT / SPLIT_V models (u8, i8; `.tflite` only).
+//! resize, layout and spatial zoos (u8, i8), and the SPLIT / SPLIT_V models (u8, i8; `.tflite` only).
 //!   cargo run --release -p intq-tflite --example make_models -- DIR
 
 use intq_engine::{examples, DType, Graph, Model};
@@ -32,6 +32,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("resize_i8".into(), intq_tflite::zoo::resize_zoo(DType::I8)),
         ("layout_u8".into(), intq_tflite::zoo::layout_zoo(DType::U8)),
         ("layout_i8".into(), intq_tflite::zoo::layout_zoo(DType::I8)),
+        (
+            "spatial_u8".into(),
+            intq_tflite::zoo::spatial_zoo(DType::U8),
+        ),
+        (
+            "spatial_i8".into(),
+            intq_tflite::zoo::spatial_zoo(DType::I8),
+        ),
     ];
     for (name, graph) in models {
         Model::new(graph.clone())?.save(&dir.join(format!("{name}.intq")))?;

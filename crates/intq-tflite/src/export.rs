@@ -124,6 +124,12 @@ pub fn export(graph: &Graph) -> Result<Vec<u8>, TfliteError> {
                 filter,
                 bias,
                 ..
+            }
+            | Op::TransposeConv {
+                input,
+                filter,
+                bias,
+                ..
             } => (*input, *filter, *bias),
             Op::FullyConnected {
                 input,
@@ -585,6 +591,79 @@ pub fn export(graph: &Graph) -> Result<Vec<u8>, TfliteError> {
             }
             Op::Maximum { lhs, rhs, .. } => (code::MAXIMUM, ids(&[Some(*lhs), Some(*rhs)]), None),
             Op::Minimum { lhs, rhs, .. } => (code::MINIMUM, ids(&[Some(*lhs), Some(*rhs)]), None),
+            Op::TransposeConv {
+                input,
+                filter,
+                bias,
+                output,
+                stride,
+                padding: p,
+                activation,
+            } => {
+                use fields::transpose_conv as f;
+                let y = graph.tensor(*output);
+                let name = format!("{}/output_shape", y.name);
+                let shape = int32_operand(&mut add_tensor, &mut buffers, &name, &y.shape);
+                let mut inputs = vec![shape, filter.0 as i32, input.0 as i32];
+                inputs.extend(bias.map(|b| b.0 as i32));
+                (
+                    code::TRANSPOSE_CONV,
+                    inputs,
+                    Some((
+                        options::TRANSPOSE_CONV,
+                        vec![
+                            (f::PADDING, padding(p)?),
+                            (f::STRIDE_W, i32f(stride[1])),
+                            (f::STRIDE_H, i32f(stride[0])),
+                            (f::ACTIVATION, act(*activation)),
+                        ],
+                    )),
+                )
+            }
+            Op::SpaceToBatch {
+                input,
+                output,
+                block,
+                paddings: edges,
+            }
+            | Op::BatchToSpace {
+                input,
+                output,
+                block,
+                crops: edges,
+            } => {
+                let s2b = matches!(op, Op::SpaceToBatch { .. });
+                let y = &graph.tensor(*output).name;
+                let b = int32_operand(&mut add_tensor, &mut buffers, &format!("{y}/block"), block);
+                let bytes = edges
+                    .iter()
+                    .flatten()
+                    .flat_map(|&v| (v as i32).to_le_bytes())
+                    .collect();
+                let what = if s2b { "paddings" } else { "crops" };
+                let e = add_tensor(
+                    &mut buffers,
+                    &format!("{y}/{what}"),
+                    DType::I32,
+                    &[2, 2],
+                    None,
+                    Some(bytes),
+                ) as i32;
+                let c = if s2b {
+                    code::SPACE_TO_BATCH_ND
+                } else {
+                    code::BATCH_TO_SPACE_ND
+                };
+                (c, vec![input.0 as i32, b, e], None)
+            }
+            Op::DepthToSpace { input, block, .. } => (
+                code::DEPTH_TO_SPACE,
+                ids(&[Some(*input)]),
+                Some((
+                    options::DEPTH_TO_SPACE,
+                    vec![(fields::DEPTH_TO_SPACE_BLOCK_SIZE, i32f(*block))],
+                )),
+            ),
             Op::Transpose {
                 input,
                 output,

@@ -120,6 +120,10 @@ fn is_supported_code(c: i32) -> bool {
             | code::SPLIT
             | code::SPLIT_V
             | code::PRELU
+            | code::TRANSPOSE_CONV
+            | code::SPACE_TO_BATCH_ND
+            | code::BATCH_TO_SPACE_ND
+            | code::DEPTH_TO_SPACE
             | code::MAXIMUM
             | code::MINIMUM
             | code::TRANSPOSE
@@ -539,8 +543,12 @@ impl Importer<'_> {
             | code::TRANSPOSE
             | code::SLICE
             | code::STRIDED_SLICE
-            | code::SPLIT_V => &op.inputs[..op.inputs.len().min(1)],
+            | code::SPLIT_V
+            | code::SPACE_TO_BATCH_ND
+            | code::BATCH_TO_SPACE_ND => &op.inputs[..op.inputs.len().min(1)],
             code::SPLIT => &op.inputs[op.inputs.len().min(1)..op.inputs.len().min(2)],
+            // Operand 0 is the constant int32 output shape, read here.
+            code::TRANSPOSE_CONV => &op.inputs[op.inputs.len().min(1)..],
             _ => &op.inputs[..],
         };
         for &i in data_inputs.iter().filter(|&&i| i != -1).chain(&op.outputs) {
@@ -921,6 +929,101 @@ impl Importer<'_> {
                     Op::Maximum { lhs, rhs, output }
                 } else {
                     Op::Minimum { lhs, rhs, output }
+                }
+            }
+            code::TRANSPOSE_CONV => {
+                use fields::transpose_conv as f;
+                arity(3, 1)?;
+                let y = &self.tensors[out_index as usize];
+                let shape = self.const_ints(op.inputs[0], &unsupported)?;
+                if y.shape.len() != 4
+                    || shape.len() != 4
+                    || shape.iter().zip(&y.shape).any(|(&a, &b)| a != b as i64)
+                {
+                    return Err(unsupported(format!(
+                        "output_shape {shape:?} is not the 4-D shape {:?} of output '{}'",
+                        y.shape, y.name
+                    )));
+                }
+                // TFLite's int8 kernel leaves the weights' zero point out of its sums.
+                let w = &self.tensors[op.inputs[1] as usize];
+                let zero_points = match &w.quant {
+                    Some(Quant::PerTensor(p)) => vec![p.zero_point],
+                    Some(Quant::PerChannel(cp)) => cp.zero_points().to_vec(),
+                    None => vec![],
+                };
+                if w.ttype == schema::ttype::INT8 && zero_points.iter().any(|&z| z != 0) {
+                    return Err(unsupported(format!(
+                        "int8 weights '{}' have a nonzero zero point, which TFLite's kernel \
+                         ignores",
+                        w.name
+                    )));
+                }
+                Op::TransposeConv {
+                    input: input(self, 2),
+                    filter: input(self, 1),
+                    bias: opt_input(self, 3),
+                    output: self.id(out_index as usize),
+                    stride: [
+                        pos(oi32(f::STRIDE_H, 0)?, "stride_h")?,
+                        pos(oi32(f::STRIDE_W, 0)?, "stride_w")?,
+                    ],
+                    padding: padding(f::PADDING)?,
+                    activation: act(f::ACTIVATION)?,
+                }
+            }
+            code::SPACE_TO_BATCH_ND | code::BATCH_TO_SPACE_ND => {
+                arity(3, 1)?;
+                let x = &self.tensors[op.inputs[0] as usize];
+                if x.shape.len() != 4 {
+                    return Err(unsupported(format!(
+                        "input '{}' has shape {:?}; only 4-D (NHWC) inputs are supported",
+                        x.name, x.shape
+                    )));
+                }
+                let block = self.const_ints(op.inputs[1], &unsupported)?;
+                let edges = self.const_ints(op.inputs[2], &unsupported)?;
+                if block.len() != 2
+                    || block.iter().any(|&b| !(1..=i32::MAX as i64).contains(&b))
+                    || edges.len() != 4
+                    || edges.iter().any(|&e| !(0..=i32::MAX as i64).contains(&e))
+                {
+                    return Err(unsupported(format!(
+                        "block_shape {block:?} and {} {edges:?} are not two positive sizes and \
+                         two non-negative [before, after] pairs",
+                        if op.code == code::SPACE_TO_BATCH_ND {
+                            "paddings"
+                        } else {
+                            "crops"
+                        }
+                    )));
+                }
+                let block = [block[0] as usize, block[1] as usize];
+                let e = |i: usize| edges[i] as usize;
+                let edges = [[e(0), e(1)], [e(2), e(3)]];
+                let (input, output) = (input(self, 0), self.id(out_index as usize));
+                if op.code == code::SPACE_TO_BATCH_ND {
+                    Op::SpaceToBatch {
+                        input,
+                        output,
+                        block,
+                        paddings: edges,
+                    }
+                } else {
+                    Op::BatchToSpace {
+                        input,
+                        output,
+                        block,
+                        crops: edges,
+                    }
+                }
+            }
+            code::DEPTH_TO_SPACE => {
+                arity(1, 1)?;
+                Op::DepthToSpace {
+                    input: input(self, 0),
+                    output: self.id(out_index as usize),
+                    block: pos(oi32(fields::DEPTH_TO_SPACE_BLOCK_SIZE, 0)?, "block_size")?,
                 }
             }
             code::TRANSPOSE => {

@@ -122,6 +122,10 @@ pub mod op {
     pub const LEAKY_RELU: i32 = 98;
     pub const QUANTIZE: i32 = 114;
     pub const HARD_SWISH: i32 = 117;
+    pub const DEPTH_TO_SPACE: i32 = 5;
+    pub const BATCH_TO_SPACE_ND: i32 = 37;
+    pub const SPACE_TO_BATCH_ND: i32 = 38;
+    pub const TRANSPOSE_CONV: i32 = 67;
 
     pub fn name(code: i32) -> String {
         match code {
@@ -160,6 +164,10 @@ pub mod op {
             SPLIT => "SPLIT".into(),
             SPLIT_V => "SPLIT_V".into(),
             RESIZE_NEAREST_NEIGHBOR => "RESIZE_NEAREST_NEIGHBOR".into(),
+            DEPTH_TO_SPACE => "DEPTH_TO_SPACE".into(),
+            BATCH_TO_SPACE_ND => "BATCH_TO_SPACE_ND".into(),
+            SPACE_TO_BATCH_ND => "SPACE_TO_BATCH_ND".into(),
+            TRANSPOSE_CONV => "TRANSPOSE_CONV".into(),
             32 => "CUSTOM".into(),
             other => format!("builtin operator {other}"),
         }
@@ -188,6 +196,10 @@ pub mod options {
     pub const SPLIT_V: u8 = 79;
     pub const LEAKY_RELU: u8 = 75;
     pub const HARD_SWISH: u8 = 91;
+    pub const BATCH_TO_SPACE_ND: u8 = 24;
+    pub const SPACE_TO_BATCH_ND: u8 = 25;
+    pub const TRANSPOSE_CONV: u8 = 49;
+    pub const DEPTH_TO_SPACE: u8 = 94;
 }
 
 /// Option-table field ids.
@@ -260,6 +272,11 @@ pub mod fields {
     }
     /// ReshapeOptions.
     pub const RESHAPE_NEW_SHAPE: u16 = 0;
+    /// TransposeConvOptions: padding, stride_w, stride_h, fused_activation_function (the
+    /// first four fields of Conv2DOptions).
+    pub use conv as transpose_conv;
+    /// DepthToSpaceOptions.
+    pub const DEPTH_TO_SPACE_BLOCK_SIZE: u16 = 0;
     /// ReducerOptions.
     pub const REDUCER_KEEP_DIMS: u16 = 0;
 }

@@ -583,3 +583,125 @@ pub fn split_tflite(dtype: DType) -> Vec<u8> {
     ]);
     finish(&model, b"TFL3")
 }
+
+/// The spatial zoo, for uint8 or int8 codes: TRANSPOSE_CONV (SAME at stride 2 with bias, VALID
+/// at stride 1 with a fused ReLU and no bias, VALID at stride 2 with an output one row taller
+/// than the input needs), a dilated convolution as TFLite writes it (SPACE_TO_BATCH_ND padded
+/// with the zero point, CONV_2D, BATCH_TO_SPACE_ND with crops) and DEPTH_TO_SPACE with blocks 2
+/// and 3. The input `[2, 5, 7, 4]` has its zero point at the type's maximum, the second input
+/// `[1, 3, 2, 18]` at its minimum; output scales lie far apart.
+///
+/// # Panics
+/// If `dtype` is not `U8` or `I8`.
+pub fn spatial_zoo(dtype: DType) -> Graph {
+    assert!(
+        matches!(dtype, DType::U8 | DType::I8),
+        "spatial_zoo is 8-bit"
+    );
+    let (lo, hi) = if dtype == DType::U8 {
+        (0, 255)
+    } else {
+        (-128, 127)
+    };
+    let mid = (lo + hi + 1) / 2;
+    let mut rng = seeded(11);
+    let mut b = GraphBuilder::new();
+    let x = b.tensor("x", dtype, &[2, 5, 7, 4], pt(0.05, hi));
+    let y = b.tensor("y", dtype, &[1, 3, 2, 18], pt(0.3, lo));
+    b.input(x).input(y);
+
+    let (w, _) = weights(&mut b, &mut rng, "tconv_same/w", dtype, &[3, 3, 3, 4], 0, 9);
+    let bias_same = bias(&mut b, &mut rng, "tconv_same/b", 3);
+    let t = b.tensor("tconv_same", dtype, &[2, 10, 14, 3], pt(0.04, mid));
+    b.op(Op::TransposeConv {
+        input: x,
+        filter: w,
+        bias: Some(bias_same),
+        output: t,
+        stride: [2, 2],
+        padding: Padding::Same,
+        activation: Activation::None,
+    });
+    b.output(t);
+    let (w, _) = weights(
+        &mut b,
+        &mut rng,
+        "tconv_valid/w",
+        dtype,
+        &[2, 3, 4, 4],
+        0,
+        12,
+    );
+    let t = b.tensor("tconv_valid", dtype, &[2, 7, 10, 2], pt(3.0, lo + 3));
+    b.op(Op::TransposeConv {
+        input: x,
+        filter: w,
+        bias: None,
+        output: t,
+        stride: [1, 1],
+        padding: Padding::Valid,
+        activation: Activation::Relu,
+    });
+    b.output(t);
+    let (w, _) = weights(&mut b, &mut rng, "tconv_s2/w", dtype, &[5, 3, 2, 4], 0, 6);
+    let bias_s2 = bias(&mut b, &mut rng, "tconv_s2/b", 5);
+    let t = b.tensor("tconv_s2", dtype, &[2, 12, 14, 5], pt(0.02, hi - 60));
+    b.op(Op::TransposeConv {
+        input: x,
+        filter: w,
+        bias: Some(bias_s2),
+        output: t,
+        stride: [2, 2],
+        padding: Padding::Valid,
+        activation: Activation::None,
+    });
+    b.output(t);
+
+    // Dilation 2 as TFLite writes it: pad 5x7 to 8x10, split into 2x2 phases, a 3x3 VALID conv
+    // on each, then interleave the phases back and crop to 3x5.
+    let s2b = b.tensor("space_to_batch", dtype, &[8, 4, 5, 4], pt(0.05, hi));
+    b.op(Op::SpaceToBatch {
+        input: x,
+        output: s2b,
+        block: [2, 2],
+        paddings: [[1, 2], [2, 1]],
+    });
+    b.output(s2b);
+    let (w, _) = weights(&mut b, &mut rng, "dilated/w", dtype, &[6, 3, 3, 4], 0, 36);
+    let bias_d = bias(&mut b, &mut rng, "dilated/b", 6);
+    let conv = b.tensor("dilated_phases", dtype, &[8, 2, 3, 6], pt(0.2, mid + 10));
+    b.op(Op::Conv2d {
+        input: s2b,
+        filter: w,
+        bias: Some(bias_d),
+        output: conv,
+        stride: [1, 1],
+        dilation: [1, 1],
+        padding: Padding::Valid,
+        activation: Activation::None,
+    });
+    let b2s = b.tensor("batch_to_space", dtype, &[2, 3, 5, 6], pt(0.2, mid + 10));
+    b.op(Op::BatchToSpace {
+        input: conv,
+        output: b2s,
+        block: [2, 2],
+        crops: [[0, 1], [1, 0]],
+    });
+    b.output(b2s);
+
+    let d2s = b.tensor("depth_to_space_2", dtype, &[2, 10, 14, 1], pt(0.05, hi));
+    b.op(Op::DepthToSpace {
+        input: x,
+        output: d2s,
+        block: 2,
+    });
+    b.output(d2s);
+    let d2s = b.tensor("depth_to_space_3", dtype, &[1, 9, 6, 2], pt(0.3, lo));
+    b.op(Op::DepthToSpace {
+        input: y,
+        output: d2s,
+        block: 3,
+    });
+    b.output(d2s);
+    b.finish().expect("spatial_zoo is a valid graph")
+}

@@ -212,6 +212,39 @@ fn layout_ops_equal_tflite_reference_byte_for_byte() {
     }
 }
 
+/// TRANSPOSE_CONV, SPACE_TO_BATCH_ND, BATCH_TO_SPACE_ND and DEPTH_TO_SPACE (docs/spec.md
+/// §11.13 to §11.15) against TFLite's reference kernels; the imported model has the engine ops.
+#[test]
+fn spatial_ops_equal_tflite_reference_byte_for_byte() {
+    for name in ["spatial_u8", "spatial_i8"] {
+        let (t, b) = check_fixture(name);
+        // 8 op outputs per seed (the dilated convolution's phases included), two seeds.
+        assert_eq!(t, 16, "{name}: {t} tensors compared");
+        assert_eq!(b, 8592, "{name}: {b} bytes compared");
+        let bytes = std::fs::read(fixtures().join(name).join(format!("{name}.tflite"))).unwrap();
+        let kinds: Vec<&str> = import(&bytes)
+            .unwrap()
+            .ops()
+            .iter()
+            .map(|op| op.kind().name())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "TransposeConv",
+                "TransposeConv",
+                "TransposeConv",
+                "SpaceToBatch",
+                "Conv2d",
+                "BatchToSpace",
+                "DepthToSpace",
+                "DepthToSpace"
+            ],
+            "{name}"
+        );
+    }
+}
+
 /// SPLIT (three equal parts) and SPLIT_V (sizes `[1, -1]`), imported as one Slice per output,
 /// against TFLite's reference kernels; the committed models are what `split_tflite` writes.
 #[test]
@@ -229,11 +262,14 @@ fn split_ops_equal_tflite_reference_byte_for_byte() {
     }
 }
 
-/// The committed elementwise, resize and layout models are what the exporter writes today.
+/// The committed elementwise, resize, layout and spatial models are what the exporter writes
+/// today.
 #[test]
 fn exporter_reproduces_the_committed_elementwise_models() {
-    use intq_tflite::zoo::{elementwise_zoo, layout_zoo, resize_zoo};
+    use intq_tflite::zoo::{elementwise_zoo, layout_zoo, resize_zoo, spatial_zoo};
     for (name, graph) in [
+        ("spatial_u8", spatial_zoo(DType::U8)),
+        ("spatial_i8", spatial_zoo(DType::I8)),
         ("elementwise_u8", elementwise_zoo(DType::U8)),
         ("elementwise_i8", elementwise_zoo(DType::I8)),
         ("resize_u8", resize_zoo(DType::U8)),
@@ -368,6 +404,8 @@ fn import_export_import_round_trips() {
         intq_tflite::zoo::resize_zoo(DType::I8),
         intq_tflite::zoo::layout_zoo(DType::U8),
         intq_tflite::zoo::layout_zoo(DType::I8),
+        intq_tflite::zoo::spatial_zoo(DType::U8),
+        intq_tflite::zoo::spatial_zoo(DType::I8),
     ];
     for name in ["image_classification", "anomaly_detection"] {
         let bytes = std::fs::read(fixtures().join(name).join(format!("{name}.tflite"))).unwrap();

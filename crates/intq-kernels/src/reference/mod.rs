@@ -17,7 +17,9 @@ mod pool;
 mod quantize;
 mod resize;
 mod softmax;
+mod space_batch;
 mod tflite;
+mod transpose_conv;
 
 pub use activations::{
     hard_swish, hard_swish_code, leaky_relu, prelu, relu_x, tflite_lut, tflite_tanh_table,
@@ -36,4 +38,6 @@ pub use pool::{average_pool, max_pool};
 pub use quantize::{dequantize, quantize, quantize_to, reshape};
 pub use resize::{nearest_source, resize_bilinear, resize_nearest, BilinearArithmetic, ResizeMode};
 pub use softmax::{softmax, SoftmaxParams};
+pub use space_batch::{batch_to_space, depth_to_space, space_to_batch};
 pub use tflite::{fully_connected_real_scale, real_scale, tflite_logistic_table};
+pub use transpose_conv::transpose_conv;
