@@ -174,6 +174,7 @@ pub fn run(cmd: ConvertCommand) -> Result<()> {
             a.per_channel,
             a.bits_a,
             a.bits_w,
+            None,
             &a.out,
         ),
         ConvertCommand::Ptq(a) => {

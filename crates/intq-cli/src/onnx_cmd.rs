@@ -117,6 +117,32 @@ pub struct QatOptions<'a> {
     pub per_channel: bool,
     pub quant_delay: u64,
     pub freeze_bn_after: Option<usize>,
+    /// `--normalize`: what the ONNX model's input expects of the pictures `p/255`.
+    pub normalize: Option<&'a intq_data::Normalize>,
+    /// `--resume`: continue the run whose checkpoint is `out`.
+    pub resume: bool,
+    /// `--augment` (default: none, or the resumed run's).
+    pub augment: Option<intq_train::augment::Augment>,
+    /// `--metrics` (default: `out` with `.metrics.jsonl` appended).
+    pub metrics: Option<&'a Path>,
+    /// `--shards`: an imported network trains single-batch steps, so only 1 is taken.
+    pub shards: Option<usize>,
+}
+
+/// The `--augment` spelling of `a` (as the checkpoint records it).
+fn augment_spec(a: &intq_train::augment::Augment) -> String {
+    let mut parts = Vec::new();
+    if let Some(p) = a.crop {
+        parts.push(format!("crop:{p}"));
+    }
+    if a.flip {
+        parts.push("flip".to_string());
+    }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(",")
+    }
 }
 
 fn quant_cfg(scheme: &str, bits_a: u8, bits_w: u8, per_channel: bool) -> Result<QuantCfg> {
@@ -128,6 +154,30 @@ fn quant_cfg(scheme: &str, bits_a: u8, bits_w: u8, per_channel: bool) -> Result<
         "int8" => QuantCfg::int8(bits_a, bits_w, per_channel)?,
         other => bail!("unknown --scheme {other:?}; use uint8 or int8"),
     })
+}
+
+/// [`batch`] with each training picture augmented by `aug`, its draws seeded by the run's
+/// `seed`, the `epoch` and the picture's index (as the zoo's trainer draws them).
+fn augmented_batch(
+    split: &intq_data::Split,
+    chw: &[u8],
+    idx: &[usize],
+    aug: &intq_train::augment::Augment,
+    seed: u64,
+    epoch: usize,
+) -> (Vec<f32>, Vec<i64>) {
+    let (x, y) = batch(split, chw, idx);
+    if aug.is_none() {
+        return (x, y);
+    }
+    let (c, h, w) = (split.channels, split.rows, split.cols);
+    let size = c * h * w;
+    let mut out = Vec::with_capacity(x.len());
+    for (k, &i) in idx.iter().enumerate() {
+        let mut rng = intq_train::augment::sample_rng(seed, epoch, i);
+        out.extend(aug.apply(&x[k * size..(k + 1) * size], c, h, w, &mut rng));
+    }
+    (out, y)
 }
 
 /// Pixels `p/255` of `split`'s images `idx`, NCHW, and their labels.
@@ -169,41 +219,119 @@ fn top1(logits: &[f32], labels: &[i64]) -> usize {
 /// every epoch (`intq convert` takes it alone).
 pub fn qat(o: &QatOptions) -> Result<()> {
     use intq_train::sgd::{SgdStep, Velocity};
+    use std::io::Write;
     let scheme = o
         .scheme
         .unwrap_or(if o.per_channel { "int8" } else { "uint8" });
     let mut q = quant_cfg(scheme, o.bits_a, o.bits_w, o.per_channel)?;
     q.quant_delay = o.quant_delay;
+    if let Some(n) = o.shards.filter(|&n| n != 1) {
+        bail!(
+            "--shards {n}: an imported network trains each batch in one piece; leave --shards out \
+             (or give 1)"
+        );
+    }
     let from = o.from.display();
     let onnx = std::fs::read(o.from).with_context(|| format!("--from {from}"))?;
     let graph = intq_onnx::load_bytes(&onnx).with_context(|| format!("--from {from}"))?;
     let device = train_device();
-    let mut net = GraphNet::from_graph(&graph, LayerOpts::default(), &device)
-        .with_context(|| format!("--from {from}"))?;
-    let classes = graph.value(net.logits).shape[1];
-    let Some(name) = o.data else {
-        bail!("--from {from} is an ONNX model: name its training data with --data");
-    };
-    let (train, test) = load_data(name, o.data_dir, &net, classes, o.from)?;
-    let train = train.subset(o.limit_train.unwrap_or(usize::MAX));
-    let test = test.subset(o.limit_test.unwrap_or(usize::MAX));
-    let (train_chw, test_chw) = (train.images_chw(), test.images_chw());
-    let epochs = o.epochs.unwrap_or(3);
-    let lr = o.lr.unwrap_or(0.005);
-    let bs = o.batch_size.max(1);
-    let per_epoch = train.len.div_ceil(bs) as u64;
-    let total = per_epoch * epochs as u64;
-    let mut vel = Velocity::default();
-    let mut step = 0u64;
     let mut meta = std::collections::HashMap::from([
         ("scheme".to_string(), scheme.to_string()),
         ("bits_a".to_string(), o.bits_a.to_string()),
         ("bits_w".to_string(), o.bits_w.to_string()),
         ("per_channel".to_string(), o.per_channel.to_string()),
-        ("data".to_string(), name.to_string()),
         ("from".to_string(), o.from.display().to_string()),
     ]);
-    for epoch in 0..epochs {
+    // A resumed run continues the checkpoint's network, momentum and record.
+    let (mut net, mut vel, start, augment) = if o.resume {
+        let out = o.out.display();
+        let l = graph_ckpt::load(o.out, LayerOpts::default(), &device)
+            .with_context(|| format!("--resume: reading {out}"))?;
+        if l.onnx != onnx {
+            bail!("--resume: {out} was trained from another ONNX model than {from}");
+        }
+        for k in ["scheme", "bits_a", "bits_w", "per_channel"] {
+            if l.meta.get(k) != meta.get(k) {
+                bail!(
+                    "--resume: {out} holds a run with {k} {:?}, not this run's {:?}",
+                    l.meta.get(k).map(String::as_str).unwrap_or("(none)"),
+                    meta[k]
+                );
+            }
+        }
+        if let Some(n) = o.normalize.filter(|n| **n != l.net.normalize) {
+            bail!(
+                "--normalize {n}: {out} was trained with --normalize {}; a run that continues it \
+                 keeps its normalization (leave --normalize out)",
+                l.net.normalize
+            );
+        }
+        let epoch: usize = get(&l, o.out, "epoch")?
+            .parse()
+            .with_context(|| format!("{out}: metadata \"epoch\""))?;
+        let recorded = match l.meta.get("augment") {
+            Some(a) => intq_train::augment::Augment::parse(a)
+                .with_context(|| format!("{out}: metadata \"augment\""))?,
+            None => Default::default(),
+        };
+        let augment = o.augment.unwrap_or(recorded);
+        meta.extend(l.meta.into_iter().filter(|(k, _)| k == "data"));
+        eprintln!("resuming {out} after epoch {epoch}");
+        (l.net, l.velocity, epoch, augment)
+    } else {
+        let mut net = GraphNet::from_graph(&graph, LayerOpts::default(), &device)
+            .with_context(|| format!("--from {from}"))?;
+        if let Some(n) = o.normalize {
+            net.set_normalize(n)
+                .with_context(|| format!("--from {from} with --normalize {n}"))?;
+        }
+        (net, Velocity::default(), 0, o.augment.unwrap_or_default())
+    };
+    let classes = graph.value(net.logits).shape[1];
+    let name = match o.data {
+        Some(d) => d.to_string(),
+        None => match meta.get("data") {
+            Some(d) => d.clone(),
+            None => bail!("--from {from} is an ONNX model: name its training data with --data"),
+        },
+    };
+    let (train, test) = load_data(&name, o.data_dir, &net, classes, o.from)?;
+    let train = train.subset(o.limit_train.unwrap_or(usize::MAX));
+    let test = test.subset(o.limit_test.unwrap_or(usize::MAX));
+    let (train_chw, test_chw) = (train.images_chw(), test.images_chw());
+    let epochs = o.epochs.unwrap_or(3);
+    if start >= epochs {
+        bail!(
+            "--resume: {} has {start} epochs done; --epochs {epochs} leaves none to run",
+            o.out.display()
+        );
+    }
+    let lr = o.lr.unwrap_or(0.005);
+    let bs = o.batch_size.max(1);
+    let per_epoch = train.len.div_ceil(bs) as u64;
+    let total = per_epoch * epochs as u64;
+    let mut step = per_epoch * start as u64;
+    meta.insert("data".into(), name.clone());
+    meta.insert(CLASSES.into(), serde_json::to_string(&train.class_names)?);
+    meta.insert("augment".into(), augment_spec(&augment));
+    let metrics_path = match o.metrics {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let mut m = o.out.as_os_str().to_owned();
+            m.push(".metrics.jsonl");
+            PathBuf::from(m)
+        }
+    };
+    // A fresh run starts its log; a resumed one appends to it.
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(o.resume)
+        .truncate(!o.resume)
+        .open(&metrics_path)
+        .with_context(|| format!("metrics log {}", metrics_path.display()))?;
+    for epoch in start..epochs {
+        let t_epoch = std::time::Instant::now();
         let q_epoch = QuantCfg {
             freeze_bn: o.freeze_bn_after.is_some_and(|e| epoch >= e),
             ..q
@@ -211,7 +339,7 @@ pub fn qat(o: &QatOptions) -> Result<()> {
         let order = intq_train::trainer::shuffled(train.len, o.seed, epoch);
         let mut loss_sum = 0.0;
         for idx in order.chunks(bs) {
-            let (x, y) = batch(&train, &train_chw, idx);
+            let (x, y) = augmented_batch(&train, &train_chw, idx, &augment, o.seed, epoch);
             let ctx = Ctx {
                 training: true,
                 step,
@@ -237,12 +365,25 @@ pub fn qat(o: &QatOptions) -> Result<()> {
         meta.insert("epoch".into(), (epoch + 1).to_string());
         meta.insert("freeze_bn".into(), q_epoch.freeze_bn.to_string());
         graph_ckpt::save(o.out, &net, &onnx, &vel, &meta)?;
+        let (loss, acc) = (
+            loss_sum / train.len as f64,
+            correct as f64 / test.len.max(1) as f64,
+        );
+        // The zoo trainer's epoch line (`intq curve` draws it); no training accuracy is kept.
+        writeln!(
+            metrics,
+            "{{\"epoch\":{},\"step\":{step},\"train_loss\":{loss:.6},\"train_accuracy\":null,\
+             \"test_accuracy\":{acc:.6},\"epoch_seconds\":{:.3},\"lr\":{:.6},\"qat\":true}}",
+            epoch + 1,
+            t_epoch.elapsed().as_secs_f64(),
+            intq_train::trainer::cosine_lr(lr, step, total),
+        )
+        .with_context(|| format!("metrics log {}", metrics_path.display()))?;
         println!(
-            "epoch {}/{epochs}: train loss {:.4}, fake-quant test accuracy {:.2}% ({} images); \
+            "epoch {}/{epochs}: train loss {loss:.4}, fake-quant test accuracy {:.2}% ({} images); \
              saved {}",
             epoch + 1,
-            loss_sum / train.len as f64,
-            100.0 * correct as f64 / test.len.max(1) as f64,
+            100.0 * acc,
             test.len,
             o.out.display()
         );
@@ -299,7 +440,8 @@ fn load_data(
 }
 
 /// `intq ptq --from MODEL.onnx`: min/max calibration of the imported float network on the
-/// first `calib` training pictures of `--data` (as `p/255` NCHW), then conversion (f32 edges).
+/// first `calib` training pictures of `--data` (as `p/255` NCHW, normalized by the network), then
+/// conversion: raw uint8 pixels in, logit codes out, the input contract in the metadata.
 #[allow(clippy::too_many_arguments)]
 pub fn ptq(
     model: &Path,
@@ -311,6 +453,7 @@ pub fn ptq(
     per_channel: bool,
     bits_a: u8,
     bits_w: u8,
+    normalize: Option<&intq_data::Normalize>,
     out: &Path,
 ) -> Result<()> {
     let from = model.display();
@@ -320,8 +463,12 @@ pub fn ptq(
     let q = quant_cfg(scheme, bits_a, bits_w, per_channel)?;
     let graph = intq_onnx::load(model).with_context(|| format!("--from {from}"))?;
     let device = train_device();
-    let net = GraphNet::from_graph(&graph, LayerOpts::default(), &device)
+    let mut net = GraphNet::from_graph(&graph, LayerOpts::default(), &device)
         .with_context(|| format!("--from {from}"))?;
+    if let Some(n) = normalize {
+        net.set_normalize(n)
+            .with_context(|| format!("--from {from} with --normalize {n}"))?;
+    }
     let classes = graph.value(net.logits).shape[1];
     let Some(name) = data else {
         bail!("--from {from} is an ONNX model: name its calibration data with --data");
@@ -340,8 +487,9 @@ pub fn ptq(
         freeze_bn: true,
         ..q
     };
-    let int_graph = intq_train::graph_export::export_graph(&net, &q)
+    let mut int_graph = intq_train::graph_export::export_graph(&net, &q, false)
         .with_context(|| format!("quantizing {from}"))?;
+    record_input(&mut int_graph, &net, &train.class_names)?;
     let m = Model::new(int_graph).with_context(|| format!("quantizing {from}"))?;
     m.save(out)?;
     println!(
@@ -359,7 +507,9 @@ pub fn is_graph_checkpoint(path: &Path) -> bool {
 }
 
 /// `intq convert CKPT` for a checkpoint of an imported network: the integer model of its
-/// fake-quant network, with f32 edges (the model's own input in, logits out).
+/// fake-quant network, raw uint8 pixels in (NHWC) and logit codes out, or with `float_edges` the
+/// real values of the pixel codes in and f32 logits out; the input contract and the class names
+/// go into the model's metadata, so `intq eval MODEL --data D` needs no checkpoint.
 pub fn convert(ckpt: &Path, out: &Path, scheme: Option<&str>, float_edges: bool) -> Result<Model> {
     let l = graph_ckpt::load(ckpt, LayerOpts::default(), &train_device())?;
     let trained = get(&l, ckpt, "scheme")?;
@@ -369,19 +519,53 @@ pub fn convert(ckpt: &Path, out: &Path, scheme: Option<&str>, float_edges: bool)
             ckpt.display()
         );
     }
-    if !float_edges {
-        bail!(
-            "{}: an imported network converts with --float-edges for now (its integer model \
-             reads the ONNX model's own f32 input, not raw pixels)",
-            ckpt.display()
-        );
-    }
     let q = ckpt_quant(&l, ckpt)?;
-    let graph = intq_train::graph_export::export_graph(&l.net, &q)
+    let mut graph = intq_train::graph_export::export_graph(&l.net, &q, float_edges)
         .with_context(|| format!("converting {}", ckpt.display()))?;
+    let classes: Vec<String> = match l.meta.get(CLASSES) {
+        Some(v) => serde_json::from_str(v)
+            .with_context(|| format!("{}: metadata {CLASSES:?}", ckpt.display()))?,
+        None => Vec::new(),
+    };
+    record_input(&mut graph, &l.net, &classes)?;
     let model = Model::new(graph).with_context(|| format!("converting {}", ckpt.display()))?;
     model.save(out)?;
     Ok(model)
+}
+
+/// The checkpoint metadata key of the training data's class names (a JSON array).
+const CLASSES: &str = "classes";
+
+/// Writes the `intq.input` and `intq.classes` metadata of `graph`, the integer model of `net`
+/// (the keys `intq convert` writes for the zoo's networks): NHWC pictures stretched to the
+/// network's input size, uint8 pixels or, with a float input, the real values of their codes,
+/// and the normalization the network's first layer reads (`--normalize` composed with the
+/// graph's own preprocessing).
+fn record_input(graph: &mut intq_engine::Graph, net: &GraphNet, classes: &[String]) -> Result<()> {
+    use crate::fidelity::{ModelInput, NormalizeRecord, CLASSES_KEY, INPUT_KEY};
+    let [c, h, w] = net.input_shape;
+    let input = *graph.inputs().first().context("the model has no input")?;
+    let float = graph.tensor(input).dtype == intq_engine::DType::F32;
+    let pixels = net.input.params(false);
+    let rec = ModelInput {
+        layout: "NHWC".into(),
+        dtype: if float { "float32" } else { "uint8" }.into(),
+        height: h,
+        width: w,
+        channels: c,
+        resize: "stretch".into(),
+        normalize: NormalizeRecord {
+            mean: net.input.mean.clone(),
+            std: net.input.std.clone(),
+        },
+        pixel_scale: if float { pixels.scale } else { 1.0 },
+        pixel_zero_point: if float { pixels.zero_point } else { 0 },
+    };
+    graph.set_metadata(INPUT_KEY, &serde_json::to_string(&rec)?)?;
+    if !classes.is_empty() {
+        graph.set_metadata(CLASSES_KEY, &serde_json::to_string(classes)?)?;
+    }
+    Ok(())
 }
 
 /// Metadata `k` of a checkpoint of an imported network.
@@ -494,12 +678,9 @@ pub fn eval(
     let out_p = lt
         .params()
         .with_context(|| format!("{}: the logits have no params", model_path.display()))?;
-    let [input] = g.inputs() else {
-        bail!("{} has {} inputs", model_path.display(), g.inputs().len());
-    };
-    if g.tensor(*input).dtype != intq_engine::DType::F32 {
+    if crate::fidelity::model_input(&m)?.is_none() {
         bail!(
-            "{}: an imported network's model reads f32 (convert with --float-edges)",
+            "{}: the model records no input contract (intq.input); convert the checkpoint again",
             model_path.display()
         );
     }
@@ -519,8 +700,8 @@ pub fn eval(
         fq_ok += top1(&fq, &y);
         let k = fq.len() / b.len();
         for (j, &i) in b.iter().enumerate() {
-            // The model reads the same p/255, NHWC.
-            let px = TensorData::F32(test.image(i).iter().map(|&p| p as f32 / 255.0).collect());
+            // The model reads the same pictures as its metadata says: pixels or their reals.
+            let px = crate::fidelity::engine_input(&m, &test, i)?;
             let out = m
                 .run_with(&[px], &[logits_id])
                 .with_context(|| format!("running {}", model_path.display()))?;

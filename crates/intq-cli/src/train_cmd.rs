@@ -663,6 +663,11 @@ fn run_qat(a: QatArgs, comm: &dyn Collective) -> Result<()> {
             per_channel: a.per_channel,
             quant_delay: a.quant_delay,
             freeze_bn_after: a.freeze_bn_after,
+            normalize: c.normalize.as_ref(),
+            resume: c.resume,
+            augment: c.augment,
+            metrics: c.metrics.as_deref(),
+            shards: c.shards,
         });
     }
     let scheme = a

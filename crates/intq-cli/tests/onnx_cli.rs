@@ -49,6 +49,8 @@ fn run_matches_onnxruntime_at_any_batch() {
         "se_qat",
         "hsigmoid_mul",
         "mobilenetv3_tiny",
+        "preprocess_qat",
+        "dilated_qat",
     ] {
         let out_path = dir.join(format!("{name}.out.npy"));
         let out = intq(&[
@@ -275,17 +277,25 @@ fn ptq_from_onnx_approximates_the_float_model() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The integer model against ONNX Runtime's float outputs on the fixture's inputs.
+    // The integer model reads the fixture's inputs (in [0, 1]) as uint8 pixels NHWC; its
+    // logit codes against ONNX Runtime's float outputs.
     let engine = intq_engine::Model::load(&m).unwrap();
+    let g = engine.graph();
+    assert_eq!(g.tensor(g.inputs()[0]).dtype, intq_engine::DType::U8);
+    let out_p = g.tensor(g.outputs()[0]).params().unwrap();
     let (shape, x) = read_f32(&fixture("resnet_tiny.input.npy"));
     let (_, want) = read_f32(&fixture("resnet_tiny.output.npy"));
     let (c, hw) = (shape[1], shape[2] * shape[3]);
     let per = c * hw;
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
     for (img, want) in x.chunks(per).zip(want.chunks(want.len() / shape[0])) {
-        let nhwc: Vec<f32> = (0..per).map(|k| img[(k % c) * hw + k / c]).collect();
-        let got = match &engine.run(&[intq_engine::TensorData::F32(nhwc)]).unwrap()[0] {
-            intq_engine::TensorData::F32(v) => v.clone(),
+        let nhwc: Vec<u8> = (0..per)
+            .map(|k| (img[(k % c) * hw + k / c] * 255.0).round() as u8)
+            .collect();
+        let got: Vec<f32> = match &engine.run(&[intq_engine::TensorData::U8(nhwc)]).unwrap()[0] {
+            intq_engine::TensorData::U8(v) => {
+                v.iter().map(|&q| out_p.dequantize(q as i32)).collect()
+            }
             other => panic!("{other:?}"),
         };
         let diff = got
@@ -369,8 +379,10 @@ fn export_onnx_writes_a_qdq_model_with_per_channel_weights() {
 }
 
 /// `intq qat --from`, `convert` and `eval --compare` on the fixtures with the newer layers
-/// (Pad, grouped conv, HardSwish, Sigmoid, squeeze-and-excitation Mul): the checkpoints carry
-/// them, and the integer models equal the exact fake-quant evaluation on the test pictures.
+/// (Pad, grouped conv, HardSwish, Sigmoid, squeeze-and-excitation Mul, baked preprocessing,
+/// dilated convs, pools in the engine's window arithmetic): the checkpoints carry them, and the
+/// integer models (int8, raw pixels in) equal the exact fake-quant evaluation on the test
+/// pictures.
 #[test]
 fn qat_convert_and_compare_every_layer_kind() {
     let dir = common::scratch("onnx_cli", "kinds");
@@ -384,6 +396,8 @@ fn qat_convert_and_compare_every_layer_kind() {
         "se_qat",
         "hsigmoid_mul",
         "mobilenetv3_tiny",
+        "preprocess_qat",
+        "dilated_qat",
     ] {
         let ckpt = dir.join(format!("{name}.ckpt"));
         let m = dir.join(format!("{name}.intq"));
@@ -413,7 +427,6 @@ fn qat_convert_and_compare_every_layer_kind() {
             ckpt.to_str().unwrap(),
             "--out",
             m.to_str().unwrap(),
-            "--float-edges",
         ]);
         assert!(
             out.status.success(),
@@ -437,4 +450,214 @@ fn qat_convert_and_compare_every_layer_kind() {
         assert_eq!(v["top1_mismatch"], 0, "{name}: {v}");
         assert_eq!(v["max_lsb_diff"], 0, "{name}: {v}");
     }
+}
+
+/// The pixel contract for imported networks: `qat --from MODEL.onnx` with and without
+/// `--normalize` (one mean and std: the input's params; per channel: folded into the first
+/// conv; composed with the Sub/Div the graph starts with), `convert` to a model reading raw
+/// uint8 pixels NHWC, `eval --compare` 0 mismatches and 0 LSB, and `eval MODEL --data` alone
+/// (its `intq.input` metadata) giving the same integer accuracy.
+#[test]
+fn converted_imported_models_read_raw_pixels() {
+    let dir = common::scratch("onnx_cli", "pixels");
+    let data = dir.join("rgb.npz");
+    write_rgb_npz(&data, 16, 8);
+    for (k, (name, normalize, scheme)) in [
+        ("resnet_tiny", None, "uint8"),
+        ("resnet_tiny", Some("0.4/0.25"), "int8"),
+        ("resnet_tiny", Some("imagenet"), "uint8"),
+        ("preprocess_qat", None, "int8"),
+        ("preprocess_qat", Some("0.5/2"), "uint8"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let what = format!("{name} --normalize {normalize:?} --scheme {scheme}");
+        let ckpt = dir.join(format!("{k}.ckpt"));
+        let m = dir.join(format!("{k}.intq"));
+        let model = fixture(&format!("{name}.onnx"));
+        let mut args = vec![
+            "qat",
+            "--from",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--scheme",
+            scheme,
+            "--out",
+            ckpt.to_str().unwrap(),
+        ];
+        if let Some(n) = normalize {
+            args.extend(["--normalize", n]);
+        }
+        let out = intq(&args);
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = intq(&[
+            "convert",
+            ckpt.to_str().unwrap(),
+            "--out",
+            m.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let engine = intq_engine::Model::load(&m).unwrap();
+        let g = engine.graph();
+        let input = g.tensor(g.inputs()[0]);
+        assert_eq!(input.dtype, intq_engine::DType::U8, "{what}");
+        assert_eq!(input.shape, [1, 32, 32, 3], "{what}");
+        let rec: serde_json::Value =
+            serde_json::from_str(&g.metadata()["intq.input"]).expect("intq.input is JSON");
+        assert_eq!(rec["dtype"], "uint8", "{what}: {rec}");
+        assert_eq!(rec["layout"], "NHWC", "{what}: {rec}");
+        // A uniform normalization sets the pixels' params: S = 1/(255 s), Z = round(255 m).
+        let p = input.params().unwrap();
+        if normalize == Some("0.4/0.25") {
+            assert_eq!(
+                (p.scale, p.zero_point),
+                (1.0 / (255.0 * 0.25), 102),
+                "{what}"
+            );
+        } else {
+            assert_eq!((p.scale, p.zero_point), (1.0 / 255.0, 0), "{what}");
+        }
+        let out = intq(&[
+            "eval",
+            m.to_str().unwrap(),
+            "--compare",
+            ckpt.to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        println!("{what}: {v}");
+        assert_eq!(v["images"], 8, "{what}: {v}");
+        assert_eq!(v["top1_mismatch"], 0, "{what}: {v}");
+        assert_eq!(v["max_lsb_diff"], 0, "{what}: {v}");
+        // The model alone: its metadata says how to feed it.
+        let out = intq(&[
+            "eval",
+            m.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let alone: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(alone["int8_acc"], v["int8_acc"], "{what}: {alone} vs {v}");
+    }
+}
+
+/// `--float-edges` keeps f32 edges: the model reads the real values of the pixel codes and
+/// returns f32 logits, and `eval --compare` feeds it what its metadata records.
+#[test]
+fn float_edges_read_the_pixel_codes_reals() {
+    let dir = common::scratch("onnx_cli", "float_edges");
+    let data = dir.join("rgb.npz");
+    write_rgb_npz(&data, 16, 8);
+    let ckpt = dir.join("q.ckpt");
+    let m = dir.join("m.intq");
+    let out = intq(&[
+        "qat",
+        "--from",
+        fixture("preprocess_qat.onnx").to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--normalize",
+        "0.2/0.5",
+        "--out",
+        ckpt.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = intq(&[
+        "convert",
+        ckpt.to_str().unwrap(),
+        "--out",
+        m.to_str().unwrap(),
+        "--float-edges",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let engine = intq_engine::Model::load(&m).unwrap();
+    let g = engine.graph();
+    assert_eq!(g.tensor(g.inputs()[0]).dtype, intq_engine::DType::F32);
+    assert_eq!(g.tensor(g.outputs()[0]).dtype, intq_engine::DType::F32);
+    let rec: serde_json::Value = serde_json::from_str(&g.metadata()["intq.input"]).unwrap();
+    assert_eq!(rec["dtype"], "float32", "{rec}");
+    // The per-channel normalization folds into the first conv: the codes are the pixels.
+    assert_eq!(rec["pixel_zero_point"], 0, "{rec}");
+    let s = rec["pixel_scale"].as_f64().unwrap();
+    assert!((s - 1.0 / 255.0).abs() < 1e-9, "{rec}");
+    let out = intq(&[
+        "eval",
+        m.to_str().unwrap(),
+        "--compare",
+        ckpt.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["top1_mismatch"], 0, "{v}");
+    assert_eq!(v["max_lsb_diff"], 0, "{v}");
+}
+
+/// A `--normalize` the network cannot take is refused naming why.
+#[test]
+fn a_normalization_the_network_cannot_fold_is_refused() {
+    let dir = common::scratch("onnx_cli", "bad_normalize");
+    let data = dir.join("rgb.npz");
+    write_rgb_npz(&data, 8, 4);
+    let ckpt = dir.join("q.ckpt");
+    let out = intq(&[
+        "qat",
+        "--from",
+        fixture("resnet_tiny.onnx").to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--normalize",
+        "0.5,0.5/1,1",
+        "--out",
+        ckpt.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains(
+            "--normalize 0.5,0.5/1,1 has 2 values per channel; the network takes 3 channels"
+        ),
+        "{e}"
+    );
 }

@@ -138,7 +138,7 @@ impl Exporter {
     }
 
     /// [`Exporter::conv`] with the input normalization `fold` folded into the layer.
-    fn conv_folded(
+    pub(crate) fn conv_folded(
         &mut self,
         name: &str,
         l: &ConvBn,
@@ -189,9 +189,9 @@ impl Exporter {
             .b
             .constant(&format!("{name}/weights"), &shape, Some(quant), data);
         let bias = self.bias(&format!("{name}/bias"), x.params.scale, &f)?;
-        let (s, p) = (l.stride, l.padding);
-        let oh = (x.shape[1] + 2 * p - kh) / s + 1;
-        let ow = (x.shape[2] + 2 * p - kw) / s + 1;
+        let (s, p, d) = (l.stride, l.padding, l.dilation);
+        let oh = (x.shape[1] + 2 * p - d * (kh - 1) - 1) / s + 1;
+        let ow = (x.shape[2] + 2 * p - d * (kw - 1) - 1) / s + 1;
         let out_shape = [self.n, oh, ow, o];
         let out = self.act_tensor(name, out_shape, f.output);
         let padding = Padding::Explicit {
@@ -207,7 +207,7 @@ impl Exporter {
                 bias: Some(bias),
                 output: out,
                 stride: [s, s],
-                dilation: [1, 1],
+                dilation: [d, d],
                 padding,
                 depth_multiplier: 1,
                 activation: activation(f.act),
@@ -219,7 +219,7 @@ impl Exporter {
                 bias: Some(bias),
                 output: out,
                 stride: [s, s],
-                dilation: [1, 1],
+                dilation: [d, d],
                 padding,
                 activation: activation(f.act),
             }

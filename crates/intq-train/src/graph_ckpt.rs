@@ -1,7 +1,8 @@
 //! Checkpoints of imported networks ([`GraphNet`]): one safetensors file holding the ONNX model
 //! the network was built from (its bytes as the U8 tensor `onnx/model`), every parameter and
 //! running state (BN statistics, observers) by dotted path, the SGD momentum under
-//! `momentum/<path>`, and string metadata (`format` plus the caller's keys). A checkpoint alone
+//! `momentum/<path>`, and string metadata (`format`, `normalize` as `--normalize` spells it, plus
+//! the caller's keys). A checkpoint alone
 //! rebuilds the network: no ONNX file is needed beside it. Written with
 //! [`crate::checkpoint::write_atomic`], so a crash never leaves half a file.
 
@@ -27,6 +28,9 @@ pub const ONNX_TENSOR: &str = "onnx/model";
 
 const MOMENTUM: &str = "momentum/";
 
+/// The metadata key of the `--normalize` the network was trained with (absent: none).
+pub const NORMALIZE: &str = "normalize";
+
 /// A loaded checkpoint.
 pub struct GraphCkpt {
     pub net: GraphNet,
@@ -44,7 +48,7 @@ fn collect(net: &GraphNet) -> Vec<(String, burn::module::ParamId, Vec<usize>, Ve
     let mut v = PathVisitor::new(|path: &str, id, dims, data| {
         out.push((path.to_string(), id, dims, data));
     });
-    net.input.visit(&mut v);
+    net.input.obs.visit(&mut v);
     let input: Vec<_> = out
         .drain(..)
         .map(|(p, id, d, v)| (format!("input.{p}"), id, d, v))
@@ -105,6 +109,7 @@ pub fn save(
         .collect::<Result<Vec<_>, _>>()?;
     let mut map = meta.clone();
     map.insert("format".into(), FORMAT.into());
+    map.insert(NORMALIZE.into(), net.normalize.to_string());
     let bytes = safetensors::tensor::serialize(views, Some(map))
         .map_err(|e| TrainError::Checkpoint(format!("serializing {}: {e}", path.display())))?;
     crate::checkpoint::write_atomic(path, &bytes)
@@ -148,7 +153,7 @@ pub fn load(path: &Path, opts: LayerOpts, device: &Device) -> Result<GraphCkpt, 
     }
     let onnx = model.data().to_vec();
     let graph = intq_onnx::load_bytes(&onnx).map_err(|e| err(format!("stored ONNX model: {e}")))?;
-    let net = GraphNet::from_graph(&graph, opts, device).map_err(|e| err(e.to_string()))?;
+    let mut net = GraphNet::from_graph(&graph, opts, device).map_err(|e| err(e.to_string()))?;
     let layout = collect(&net);
     let mut known: HashMap<&str, &[usize]> = HashMap::new();
     for (name, _, dims, _) in &layout {
@@ -189,30 +194,26 @@ pub fn load(path: &Path, opts: LayerOpts, device: &Device) -> Result<GraphCkpt, 
     for (name, _, dims, _) in &layout {
         values.insert(name.clone(), read(name, dims)?);
     }
-    let GraphNet {
-        input,
-        layers,
-        steps,
-        input_value,
-        logits,
-        head,
-        input_shape,
-    } = net;
-    let input = input.map(&mut PathMapper::new(|path: &str, _: &[usize]| {
+    if let Some(n) = meta.get(NORMALIZE) {
+        let n: intq_data::Normalize = n
+            .parse()
+            .map_err(|e| err(format!("metadata {NORMALIZE:?}: {e}")))?;
+        net.set_normalize(&n).map_err(|e| match e {
+            TrainError::Config(m) => err(format!("metadata {NORMALIZE:?}: {m}")),
+            e => err(e.to_string()),
+        })?;
+    }
+    let obs = std::mem::replace(
+        &mut net.input.obs,
+        crate::observer::EmaObserver::with_opts(opts, device),
+    );
+    net.input.obs = obs.map(&mut PathMapper::new(|path: &str, _: &[usize]| {
         values.remove(&format!("input.{path}"))
     }));
-    let layers = layers.map(&mut PathMapper::new(|path: &str, _: &[usize]| {
+    let layers = std::mem::take(&mut net.layers);
+    net.layers = layers.map(&mut PathMapper::new(|path: &str, _: &[usize]| {
         values.remove(&format!("layers.{path}"))
     }));
-    let net = GraphNet {
-        input,
-        layers,
-        steps,
-        input_value,
-        logits,
-        head,
-        input_shape,
-    };
     let mut velocity = Velocity::default();
     for (name, id, dims, _) in collect(&net) {
         let key = format!("{MOMENTUM}{name}");

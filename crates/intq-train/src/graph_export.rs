@@ -1,8 +1,10 @@
 //! Conversion of an imported network ([`GraphNet`], evaluation state) into an `intq_engine::Graph`
 //! through the zoo's export steps (`export.rs`: the same conv, add and pool emission, weight
-//! codes, int32 bias and observer params), NHWC, batch 1. The graph reads the model's f32 input
-//! (NHWC) through a Quantize op with the input observer's params and returns f32 logits through
-//! a Dequantize op; a trailing Softmax stays outside it, as it stays outside the loss.
+//! codes, int32 bias and observer params), NHWC, batch 1. The graph reads raw uint8 pixels with
+//! the params the pixel contract fixes (docs/spec.md §10; the int8 model shifts them to int8
+//! with a Quantize op) and returns the logits' codes; with float edges it reads the f32 real
+//! values of the pixel codes through a Quantize op and returns f32 logits through a Dequantize
+//! op. A trailing Softmax stays outside it, as it stays outside the loss.
 
 use std::collections::HashMap;
 
@@ -66,21 +68,50 @@ fn block_diagonal(l: &ConvBn) -> Result<ConvBn, TrainError> {
     Ok(d)
 }
 
-/// Builds the integer graph of `net` as QAT evaluation runs it (see the module doc).
-pub fn export_graph(net: &GraphNet, quant: &QuantCfg) -> Result<Graph, TrainError> {
+/// Builds the integer graph of `net` as QAT evaluation runs it (see the module doc): raw
+/// pixels in and logit codes out, or with `float_edges` f32 in and out.
+pub fn export_graph(
+    net: &GraphNet,
+    quant: &QuantCfg,
+    float_edges: bool,
+) -> Result<Graph, TrainError> {
     let mut e = Exporter::new(quant)?;
     let dtype = e.dtype;
     let [c, h, w] = net.input_shape;
     let shape = [1, h, w, c];
-    let in_params = observed("input", net.input.params(quant.act_scheme))?;
-    let f = e.b.tensor("input", DType::F32, &shape, None);
-    let q =
-        e.b.tensor("input_q", dtype, &shape, Some(Quant::PerTensor(in_params)));
-    e.b.op(Op::Quantize {
-        input: f,
-        output: q,
-    });
-    e.b.input(f);
+    // The input holds 8-bit pixel codes whatever the activations' bit width.
+    let signed = dtype == DType::I8;
+    let in_params = net.input.params(signed);
+    let quant_of = |p: QuantParams| Some(Quant::PerTensor(p));
+    let q = if float_edges {
+        let f = e.b.tensor("input", DType::F32, &shape, None);
+        let q = e.b.tensor("input_q", dtype, &shape, quant_of(in_params));
+        e.b.op(Op::Quantize {
+            input: f,
+            output: q,
+        });
+        e.b.input(f);
+        q
+    } else if signed {
+        // Pixels p read as uint8 at the same scale, Z + 128: the Quantize op's p - 128 is exact.
+        let pixels = QuantParams {
+            zero_point: in_params.zero_point + 128,
+            ..in_params
+        };
+        let p = e.b.tensor("input", DType::U8, &shape, quant_of(pixels));
+        let q = e.b.tensor("input_q", dtype, &shape, quant_of(in_params));
+        e.b.op(Op::Quantize {
+            input: p,
+            output: q,
+        });
+        e.b.input(p);
+        q
+    } else {
+        let q = e.b.tensor("input", dtype, &shape, quant_of(in_params));
+        e.b.input(q);
+        q
+    };
+    let fold = net.input.first_layer_fold();
     let mut vals: HashMap<ValueId, Val> = HashMap::new();
     vals.insert(
         net.input_value,
@@ -137,6 +168,10 @@ pub fn export_graph(net: &GraphNet, quant: &QuantCfg) -> Result<Graph, TrainErro
                 name,
             } => {
                 let y = match &net.layers[*layer] {
+                    Layer::Conv(l) if net.fold_layer == Some(*layer) => {
+                        let x = act(&vals, inputs[0], name)?;
+                        e.conv_folded(name, l, &x, fold.as_ref())?
+                    }
                     Layer::Conv(l) => {
                         let x = act(&vals, inputs[0], name)?;
                         if l.groups > 1 && l.groups != x.shape[3] {
@@ -153,6 +188,47 @@ pub fn export_graph(net: &GraphNet, quant: &QuantCfg) -> Result<Graph, TrainErro
                     Layer::Pool(p) => {
                         let x = act(&vals, inputs[0], name)?;
                         e.pool(name, p, &x)
+                    }
+                    Layer::Window(p) => {
+                        let x = act(&vals, inputs[0], name)?;
+                        let [n, h, w, c] = x.shape;
+                        let oh = (h + p.pad_top + p.pad_bottom - p.kernel_h) / p.stride_h + 1;
+                        let ow = (w + p.pad_left + p.pad_right - p.kernel_w) / p.stride_w + 1;
+                        let shape = [n, oh, ow, c];
+                        let out = e.act_tensor_shaped(name, &shape, x.params);
+                        let (input, filter, stride) =
+                            (x.id, [p.kernel_h, p.kernel_w], [p.stride_h, p.stride_w]);
+                        let padding = intq_engine::Padding::Explicit {
+                            top: p.pad_top,
+                            bottom: p.pad_bottom,
+                            left: p.pad_left,
+                            right: p.pad_right,
+                        };
+                        let activation = intq_engine::Activation::None;
+                        e.b.op(if p.max {
+                            Op::MaxPool2d {
+                                input,
+                                output: out,
+                                filter,
+                                stride,
+                                padding,
+                                activation,
+                            }
+                        } else {
+                            Op::AveragePool2d {
+                                input,
+                                output: out,
+                                filter,
+                                stride,
+                                padding,
+                                activation,
+                            }
+                        });
+                        Cur {
+                            id: out,
+                            shape,
+                            params: x.params,
+                        }
                     }
                     Layer::HardSwish(l) => {
                         let x = act(&vals, inputs[0], name)?;
@@ -301,11 +377,16 @@ pub fn export_graph(net: &GraphNet, quant: &QuantCfg) -> Result<Graph, TrainErro
         }
     };
     let classes = logits.shape[3];
-    let out = e.b.tensor("logits", DType::F32, &[1, classes], None);
-    e.b.op(Op::Dequantize {
-        input: logits.id,
-        output: out,
-    });
+    let out = if float_edges {
+        let out = e.b.tensor("logits", DType::F32, &[1, classes], None);
+        e.b.op(Op::Dequantize {
+            input: logits.id,
+            output: out,
+        });
+        out
+    } else {
+        logits.id
+    };
     e.b.output(out);
     e.b.finish()
         .map_err(|err| TrainError::Export(format!("the exported graph is invalid: {err}")))

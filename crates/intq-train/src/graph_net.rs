@@ -7,8 +7,11 @@
 //! stays outside the loss ([`GraphNet::forward`] returns the logits before it). With
 //! quantization off ([`Ctx::float`]) the network computes the imported graph in f32.
 //!
-//! The input is observed and fake-quantized like any activation: the model's own input (its
-//! preprocessing already applied, as ONNX Runtime takes it), not raw pixels.
+//! The input follows the pixel contract of docs/spec.md §10: the network is fed pixels `p/255`
+//! (NCHW) and the integer model raw uint8 pixels (NHWC). The normalization the ONNX model
+//! expects (`--normalize`, composed with any Sub/Div/Mul/Add by constants at the graph's start,
+//! the preprocessing some exporters bake in) is an [`InputQuant`]: one mean and std on every
+//! channel set the input's `(S, Z)`, per-channel values fold into the first convolution.
 //!
 //! An activation that is 2-D in ONNX (`[N, F]`) is carried as `[N, F, 1, 1]`, the layout the
 //! zoo's classifier input has.
@@ -20,13 +23,14 @@ use burn::tensor::{activation, Device, Int, Tensor, TensorData};
 
 use crate::fake_quant::{f64_tensor, host_vec};
 use crate::layers::{
-    Act, ConvBn, Ctx, LayerOpts, Pool, QAdd, QConcat, QLinear, ACT_NONE, ACT_RELU, ACT_RELU6,
+    Act, ConvBn, Ctx, InputQuant, LayerOpts, Pool, QAdd, QConcat, QLinear, ACT_NONE, ACT_RELU,
+    ACT_RELU6,
 };
 use crate::observer::EmaObserver;
 use crate::sgd::{self, SgdStep, Velocity};
 use crate::trainer::cross_entropy;
 use crate::TrainError;
-use intq_onnx::{Graph, Op, ValueId};
+use intq_onnx::{Arith, Graph, Op, ValueId};
 
 /// A trainable layer of an imported network. Held once per layer in a Vec, so the variants'
 /// sizes do not matter.
@@ -41,6 +45,63 @@ pub enum Layer {
     HardSwish(QHardSwish),
     Sigmoid(QSigmoid),
     Mul(QMul),
+    Window(WindowPool),
+}
+
+/// A max or average pool in the engine's own window arithmetic where the zoo's [`Pool`] (square
+/// windows, one padding on every side) cannot express it: a `kh x kw` window, strides per axis,
+/// explicit padding per side (a max pool's `ceil_mode` is more bottom/right padding), and an
+/// average over the part of the window inside the picture (ONNX's `count_include_pad = 0`, the
+/// engine's AveragePool). Both keep their input's params; the average is put back on the input's
+/// grid as [`Pool`] puts it, rounded as the engine rounds the code average in exact evaluation.
+#[derive(Module, Debug)]
+pub struct WindowPool {
+    pub kernel_h: usize,
+    pub kernel_w: usize,
+    pub stride_h: usize,
+    pub stride_w: usize,
+    pub pad_top: usize,
+    pub pad_left: usize,
+    pub pad_bottom: usize,
+    pub pad_right: usize,
+    pub max: bool,
+}
+
+impl WindowPool {
+    pub fn forward(&self, a: Act, ctx: &Ctx) -> Act {
+        use burn::tensor::module::{avg_pool2d, max_pool2d};
+        use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
+        let kernel = [self.kernel_h, self.kernel_w];
+        let stride = [self.stride_h, self.stride_w];
+        let pads = [
+            (self.pad_top, self.pad_bottom),
+            (self.pad_left, self.pad_right),
+        ];
+        let y = if self.max {
+            max_pool2d(
+                a.x,
+                MaxPoolOptions::new(kernel)
+                    .with_stride(stride)
+                    .with_padding_pairs(pads),
+            )
+        } else {
+            avg_pool2d(
+                a.x,
+                AvgPoolOptions::new(kernel)
+                    .with_stride(stride)
+                    .with_padding_pairs(pads)
+                    .with_count_include_pad(false),
+            )
+        };
+        let y = match (self.max, a.q, ctx.quant) {
+            (false, Some(p), Some(q)) if ctx.exact_quant().is_some() => {
+                crate::layers::avg_on_grid_exact(y, q.act_scheme, p)
+            }
+            (false, Some(p), Some(q)) => crate::fake_quant::fake_quant(y, q.act_scheme, p),
+            _ => y,
+        };
+        Act { x: y, q: a.q }
+    }
 }
 
 /// Product of two activations (the second of the first's shape or `[N, C, 1, 1]`, broadcast)
@@ -203,14 +264,32 @@ pub enum Head {
     LogSoftmax,
 }
 
+/// The preprocessing an ONNX graph starts with: a chain of [`Op::ConstArith`] nodes reading the
+/// input alone, composed into `y_c = scale_c x_c + shift_c` per channel (f64).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preprocess {
+    pub scale: Vec<f64>,
+    pub shift: Vec<f64>,
+    /// The ONNX nodes it stands for.
+    pub nodes: Vec<String>,
+}
+
 /// An imported network: input quantizer, layers, and the wiring between them.
 #[derive(Debug)]
 pub struct GraphNet {
-    /// The observer of the input the ONNX model takes (its own preprocessing, in float).
-    pub input: EmaObserver,
+    /// The input quantizer (docs/spec.md §10): its mean and std are the normalization the
+    /// network's first layer reads, `--normalize` composed with [`GraphNet::preprocess`].
+    pub input: InputQuant,
+    /// The graph's own leading preprocessing, folded into [`GraphNet::input`].
+    pub preprocess: Preprocess,
+    /// The `--normalize` the network was set up with ([`GraphNet::set_normalize`]).
+    pub normalize: intq_data::Normalize,
+    /// The layer a per-channel normalization folds into (the first convolution).
+    pub fold_layer: Option<usize>,
     pub layers: Vec<Layer>,
     pub steps: Vec<Step>,
-    /// The graph's input and its logits (before [`GraphNet::head`]).
+    /// The value the quantized input stands for (the graph's input, or the output of its
+    /// leading preprocessing) and the logits (before [`GraphNet::head`]).
     pub input_value: ValueId,
     pub logits: ValueId,
     pub head: Head,
@@ -286,6 +365,49 @@ impl GraphNet {
             }
         };
         let mut done = vec![false; graph.nodes.len()];
+        // Sub/Div/Mul/Add by constants reading the input alone, one after the other: the
+        // preprocessing an exporter baked in, folded into the input normalization.
+        let channels = input_shape[0];
+        let mut pre = Preprocess {
+            scale: vec![1.0; channels],
+            shift: vec![0.0; channels],
+            nodes: Vec::new(),
+        };
+        let mut input_value = input_value;
+        while let Some((k, n)) = consumer(input_value) {
+            let Op::ConstArith {
+                arith,
+                value,
+                reversed,
+            } = &n.op
+            else {
+                break;
+            };
+            for ch in 0..channels {
+                let v = value[if value.len() == 1 { 0 } else { ch }] as f64;
+                let (a, b) = (&mut pre.scale[ch], &mut pre.shift[ch]);
+                match (arith, reversed) {
+                    (Arith::Add, _) => *b += v,
+                    (Arith::Sub, false) => *b -= v,
+                    (Arith::Sub, true) => (*a, *b) = (-*a, v - *b),
+                    (Arith::Mul, _) => (*a, *b) = (*a * v, *b * v),
+                    (Arith::Div, _) => (*a, *b) = (*a / v, *b / v),
+                }
+            }
+            if let Some(ch) = pre.scale.iter().position(|&a| !(a > 0.0 && a.is_finite())) {
+                return Err(refuse(
+                    n,
+                    format!(
+                        "the preprocessing up to this node scales channel {ch} by {}; intq folds \
+                         only a positive scale into the input normalization",
+                        pre.scale[ch]
+                    ),
+                ));
+            }
+            done[k] = true;
+            pre.nodes.push(n.name.clone());
+            input_value = n.output;
+        }
         // Values of the network's own (padded inputs), numbered after the graph's.
         let mut next_value = graph.values.len();
         let mut layers = Vec::new();
@@ -312,11 +434,12 @@ impl GraphNet {
             match &node.op {
                 Op::Conv(c) => {
                     let [o, i, kh, kw] = c.weight_dims;
-                    if kh != kw || c.stride[0] != c.stride[1] || c.dilation != [1, 1] {
+                    if kh != kw || c.stride[0] != c.stride[1] || c.dilation[0] != c.dilation[1]
+                    {
                         return Err(refuse(
                             node,
                             format!(
-                                "intq's QAT convolution takes square kernels, one stride and no \
+                                "intq's QAT convolution takes square kernels, one stride and one \
                                  dilation (kernel {kh}x{kw}, stride {:?}, dilation {:?})",
                                 c.stride, c.dilation
                             ),
@@ -355,6 +478,7 @@ impl GraphNet {
                         device,
                     );
                     layer.padding = p;
+                    layer.dilation = c.dilation[0];
                     layer.weight = Param::from_tensor(Tensor::from_data(
                         TensorData::new(c.weight.clone(), [o, i, kh, kw]),
                         device,
@@ -451,38 +575,71 @@ impl GraphNet {
                         },
                         Op::MaxPool(p) | Op::AveragePool(p) => {
                             let max = matches!(node.op, Op::MaxPool(_));
-                            let mut padding = p.pads[0];
+                            if p.dilation != [1, 1] {
+                                return Err(refuse(
+                                    node,
+                                    format!(
+                                        "attribute \"dilations\" is {:?}; the engine's max pool \
+                                         has no dilation",
+                                        p.dilation
+                                    ),
+                                ));
+                            }
+                            // ceil_mode: the last windows reach into more bottom/right padding
+                            // (never past it: the importer drops windows starting there).
+                            let (ins, outs) = (
+                                &graph.value(node.inputs[0]).shape,
+                                &graph.value(node.output).shape,
+                            );
+                            let mut pads = p.pads;
+                            for d in 0..2 {
+                                let need = (outs[2 + d] - 1) * p.stride[d] + p.kernel[d];
+                                let have = ins[2 + d] + pads[d] + pads[d + 2];
+                                pads[d + 2] += need.saturating_sub(have);
+                            }
                             // An average whose count takes the padding in is an unpadded
                             // average of the zero-padded input.
-                            if !max && padding_any(p.pads) && p.count_include_pad {
+                            if !max && padding_any(pads) && p.count_include_pad {
                                 pool_input = next_value;
                                 next_value += 1;
                                 steps.push(Step::Pad {
                                     input: node.inputs[0],
                                     output: pool_input,
-                                    pads: p.pads,
+                                    pads,
                                     name: format!("{}/pad", node.name),
                                 });
-                                padding = 0;
+                                pads = [0; 4];
                             }
-                            let square = p.kernel[0] == p.kernel[1]
+                            let plain = p.kernel[0] == p.kernel[1]
                                 && p.stride[0] == p.stride[1]
-                                && p.dilation == [1, 1]
-                                && !p.ceil_mode
-                                && (padding == 0 || p.pads.iter().all(|&q| q == padding));
-                            if !square || (!max && padding != 0) {
-                                return Err(refuse(
-                                    node,
-                                    "intq's QAT pools take square windows, one stride, no \
-                                     dilation or ceil_mode, and for a max pool the same padding \
-                                     on every side; a padded average must count the padding \
-                                     (count_include_pad)",
-                                ));
+                                && pads.iter().all(|&q| q == pads[0])
+                                && (max || pads[0] == 0);
+                            if !plain {
+                                // The engine's own window arithmetic: explicit padding on each
+                                // side, an average over the window's part inside the picture.
+                                layers.push(Layer::Window(WindowPool {
+                                    kernel_h: p.kernel[0],
+                                    kernel_w: p.kernel[1],
+                                    stride_h: p.stride[0],
+                                    stride_w: p.stride[1],
+                                    pad_top: pads[0],
+                                    pad_left: pads[1],
+                                    pad_bottom: pads[2],
+                                    pad_right: pads[3],
+                                    max,
+                                }));
+                                steps.push(Step::Layer {
+                                    layer: layers.len() - 1,
+                                    inputs: vec![pool_input],
+                                    output: node.output,
+                                    name,
+                                });
+                                continue;
                             }
                             Pool {
                                 kernel: p.kernel[0],
                                 stride: p.stride[0],
-                                padding,
+                                padding: pads[0],
                                 max,
                                 global: false,
                             }
@@ -567,6 +724,16 @@ impl GraphNet {
                          else reads) to fold into it",
                     ))
                 }
+                Op::ConstArith { arith, .. } => {
+                    return Err(refuse(
+                        node,
+                        format!(
+                            "a {} by a constant is taken only at the graph's start, reading the \
+                             input, where it folds into the input normalization",
+                            arith.name()
+                        ),
+                    ))
+                }
                 Op::Relu | Op::Clip { .. } => {
                     return Err(refuse(
                         node,
@@ -589,19 +756,104 @@ impl GraphNet {
                 graph.value(logits).shape
             )));
         }
-        Ok(GraphNet {
-            input: EmaObserver::with_opts(opts, device),
+        let mut net = GraphNet {
+            input: InputQuant {
+                obs: EmaObserver::with_opts(opts, device),
+                mean: vec![0.0; channels],
+                std: vec![1.0; channels],
+            },
+            preprocess: pre,
+            normalize: intq_data::Normalize::none(),
+            fold_layer: None,
             layers,
             steps,
             input_value,
             logits,
             head,
             input_shape,
-        })
+        };
+        net.set_normalize(&intq_data::Normalize::none())?;
+        Ok(net)
     }
 
-    /// The logits `[N, classes]` (before the graph's trailing Softmax, if any) of `x`, the
-    /// input as the ONNX model takes it.
+    /// Sets the normalization of the pictures `p/255` the ONNX model's input takes
+    /// (`--normalize`; none: the model takes `p/255`), composed with the graph's own
+    /// preprocessing: the input quantizer's mean and std (docs/spec.md §10). A per-channel
+    /// result folds into the first convolution, which must be dense and read the input alone
+    /// (through zero padding at most).
+    pub fn set_normalize(&mut self, n: &intq_data::Normalize) -> Result<(), TrainError> {
+        let c = self.input_shape[0];
+        if !n.fits(c) {
+            return Err(TrainError::Config(format!(
+                "--normalize {n} has {} values per channel; the network takes {c} channels",
+                n.channels()
+            )));
+        }
+        let (mu, su) = n.per_channel(c);
+        // x = (p/255 - mu)/su, then scale x + shift = (p/255 - m)/s.
+        let (mut mean, mut std) = (Vec::with_capacity(c), Vec::with_capacity(c));
+        for ch in 0..c {
+            let (a, b) = (self.preprocess.scale[ch], self.preprocess.shift[ch]);
+            let s = su[ch] as f64 / a;
+            mean.push((mu[ch] as f64 - b * su[ch] as f64 / a) as f32);
+            std.push(s as f32);
+        }
+        if let Some(ch) = (0..c).find(|&ch| !(mean[ch].is_finite() && std[ch] > 0.0)) {
+            return Err(TrainError::Config(format!(
+                "the input normalization of channel {ch} (mean {}, std {}) is not usable",
+                mean[ch], std[ch]
+            )));
+        }
+        let input = InputQuant {
+            obs: self.input.obs.clone(),
+            mean,
+            std,
+        };
+        let fold_layer = match input.first_layer_fold() {
+            None => None,
+            Some(_) => Some(self.first_conv().map_err(|why| {
+                TrainError::Config(format!(
+                    "the input normalization is per channel (mean {:?}, std {:?}) and folds into \
+                     the first layer, a convolution with groups 1 reading the input alone: {why}",
+                    input.mean, input.std
+                ))
+            })?),
+        };
+        self.input = input;
+        self.fold_layer = fold_layer;
+        self.normalize = n.clone();
+        Ok(())
+    }
+
+    /// The layer a per-channel normalization folds into: the one dense convolution reading the
+    /// input (through Pad steps at most), or why there is none.
+    fn first_conv(&self) -> Result<usize, String> {
+        let mut v = self.input_value;
+        loop {
+            let readers: Vec<&Step> = self
+                .steps
+                .iter()
+                .filter(|s| match s {
+                    Step::Layer { inputs, .. } => inputs.contains(&v),
+                    Step::Flatten { input, .. } | Step::Pad { input, .. } => *input == v,
+                })
+                .collect();
+            match readers[..] {
+                [Step::Pad { output, .. }] => v = *output,
+                [Step::Layer { layer, name, .. }] => {
+                    return match &self.layers[*layer] {
+                        Layer::Conv(c) if c.groups == 1 => Ok(*layer),
+                        _ => Err(format!("the input is read by {name:?}")),
+                    }
+                }
+                [Step::Flatten { .. }] => return Err("the input is flattened".into()),
+                _ => return Err(format!("the input is read by {} layers", readers.len())),
+            }
+        }
+    }
+
+    /// The logits `[N, classes]` (before the graph's trailing Softmax, if any) of `x`, pixels
+    /// `p/255` NCHW (the input normalization is the network's own, [`GraphNet::set_normalize`]).
     pub fn forward(&self, x: Tensor<4>, ctx: &Ctx) -> Result<Tensor<2>, TrainError> {
         self.forward_tapped(x, ctx, &mut |_, _| {})
     }
@@ -631,9 +883,9 @@ impl GraphNet {
             .max(self.logits)
             + 1;
         let mut vals: Vec<Option<Act>> = vec![None; n_values];
-        let (x, q) = self.input.apply(x, ctx)?;
-        let input = Act { x, q };
+        let input = self.input.forward(x, ctx)?;
         tap(None, &input);
+        let fold = self.input.first_layer_fold();
         vals[self.input_value] = Some(input);
         let get = |vals: &Vec<Option<Act>>, v: ValueId| -> Result<Act, TrainError> {
             vals[v].clone().ok_or_else(|| {
@@ -670,8 +922,12 @@ impl GraphNet {
                 } => {
                     let a = get(&vals, inputs[0])?;
                     let y = match &self.layers[*layer] {
+                        Layer::Conv(c) if self.fold_layer == Some(*layer) => {
+                            c.forward_folded(a, ctx, fold.as_ref())?
+                        }
                         Layer::Conv(c) => c.forward(a, ctx)?,
                         Layer::Pool(p) => p.forward(a, ctx),
+                        Layer::Window(p) => p.forward(a, ctx),
                         Layer::HardSwish(h) => h.forward(a, ctx)?,
                         Layer::Sigmoid(l) => l.forward(a, ctx)?,
                         Layer::Mul(l) => l.forward(a, get(&vals, inputs[1])?, ctx)?,
@@ -733,14 +989,14 @@ impl GraphNet {
     /// their input's params).
     fn observer(&self, k: Option<usize>) -> Option<&EmaObserver> {
         match k.map(|k| &self.layers[k]) {
-            None => Some(&self.input),
+            None => Some(&self.input.obs),
             Some(Layer::Conv(l)) => Some(&l.out_obs),
             Some(Layer::Linear(l)) => Some(&l.out_obs),
             Some(Layer::Add(l)) => Some(&l.out_obs),
             Some(Layer::Concat(l)) => Some(&l.out_obs),
             Some(Layer::HardSwish(l)) => Some(&l.out_obs),
             Some(Layer::Mul(l)) => Some(&l.out_obs),
-            Some(Layer::Pool(_)) | Some(Layer::Sigmoid(_)) => None,
+            Some(Layer::Pool(_)) | Some(Layer::Window(_)) | Some(Layer::Sigmoid(_)) => None,
         }
     }
 

@@ -189,6 +189,8 @@ pub struct ConvBn {
     pub out_obs: EmaObserver,
     pub stride: usize,
     pub padding: usize,
+    /// Spacing of the kernel taps (1: a plain convolution).
+    pub dilation: usize,
     pub groups: usize,
     pub act: u8,
     pub bn: bool,
@@ -238,6 +240,7 @@ impl ConvBn {
             out_obs: EmaObserver::with_opts(opts, device),
             stride,
             padding: kernel / 2,
+            dilation: 1,
             groups,
             act,
             bn,
@@ -254,7 +257,7 @@ impl ConvBn {
         ConvOptions::new(
             [self.stride, self.stride],
             [self.padding, self.padding],
-            [1, 1],
+            [self.dilation, self.dilation],
             self.groups,
         )
     }
@@ -785,7 +788,11 @@ impl Pool {
 /// code average (docs/spec.md §4.7): `q = round_away(y / S + Z)`, clamped, as `S (q - Z)` in
 /// f64. Training's f32 pass rounds half up ([`fake_quant`]); the two differ only at exact ties
 /// of negative codes (signed activations).
-fn avg_on_grid_exact<const D: usize>(y: Tensor<D>, scheme: QScheme, p: QuantParams) -> Tensor<D> {
+pub(crate) fn avg_on_grid_exact<const D: usize>(
+    y: Tensor<D>,
+    scheme: QScheme,
+    p: QuantParams,
+) -> Tensor<D> {
     let (s, z) = (p.scale as f64, p.zero_point as f64);
     let q = y
         .detach()

@@ -32,12 +32,15 @@ fn input() -> (Vec<usize>, Vec<f32>) {
     (h.shape, v)
 }
 
-/// resnet_tiny after two QAT steps, saved to `name`; returns the network and its quantization.
+/// resnet_tiny with ImageNet's normalization (folded into its first conv) after two QAT steps,
+/// saved to `name`; returns the network and its quantization.
 fn trained(name: &str) -> (GraphNet, QuantCfg, PathBuf, Velocity) {
     let device = intq_train::train_device();
     let onnx = std::fs::read(fixture("resnet_tiny.onnx")).unwrap();
     let g = intq_onnx::load_bytes(&onnx).unwrap();
     let mut net = GraphNet::from_graph(&g, LayerOpts::default(), &device).unwrap();
+    net.set_normalize(&intq_data::Normalize::imagenet())
+        .unwrap();
     let quant = QuantCfg::uint8(8, 8).unwrap();
     let (s, x) = input();
     let x: Tensor<4> = Tensor::from_data(TensorData::new(x, [s[0], s[1], s[2], s[3]]), &device);
@@ -75,10 +78,16 @@ fn a_reloaded_checkpoint_is_the_same_network() {
     assert_eq!(loaded.meta["format"], FORMAT);
     assert_eq!(loaded.velocity.by_id.len(), vel.by_id.len());
     assert!(!vel.by_id.is_empty());
-    assert_eq!(
-        export_graph(&loaded.net, &quant).unwrap(),
-        export_graph(&net, &quant).unwrap()
-    );
+    assert_eq!(loaded.meta["normalize"], "imagenet");
+    assert_eq!(loaded.net.normalize, net.normalize);
+    assert_eq!(loaded.net.fold_layer, Some(0));
+    assert_eq!(loaded.net.input.mean, net.input.mean);
+    for float_edges in [false, true] {
+        assert_eq!(
+            export_graph(&loaded.net, &quant, float_edges).unwrap(),
+            export_graph(&net, &quant, float_edges).unwrap()
+        );
+    }
     let (s, x) = input();
     let x: Tensor<4> = Tensor::from_data(TensorData::new(x, [s[0], s[1], s[2], s[3]]), &device);
     let a = net.forward(x.clone(), &Ctx::eval(Some(quant))).unwrap();
@@ -164,6 +173,16 @@ fn damaged_checkpoints_are_refused_naming_the_tensor() {
         m.insert("format".into(), "intq-checkpoint-9".into());
     });
     assert!(e.contains("not a checkpoint of an imported network"), "{e}");
+    let e = damaged(&path, "normalize.ckpt", |_, m| {
+        m.insert("normalize".into(), "0.5,0.5/1,1".into());
+    });
+    assert!(
+        e.ends_with(
+            "normalize.ckpt: metadata \"normalize\": --normalize 0.5,0.5/1,1 has 2 values per channel; the network takes 3 \
+             channels"
+        ),
+        "{e}"
+    );
     std::fs::write(
         scratch("garbage.ckpt"),
         b"\x05\x00\x00\x00\x00\x00\x00\x00{}",

@@ -62,17 +62,113 @@ fn float_mode_equals_onnxruntime() {
     assert!(float_parity("se_qat", Head::Logits) <= 1e-5);
     assert!(float_parity("hsigmoid_mul", Head::Logits) <= 1e-5);
     assert!(float_parity("mobilenetv3_tiny", Head::Logits) <= 1e-5);
+    // The baked normalization folds into the unpadded first conv: the same function.
+    assert!(float_parity("preprocess_qat", Head::Logits) <= 1e-5);
+    assert!(float_parity("dilated_qat", Head::Logits) <= 1e-5);
+}
+
+/// `f` applied to the node named `node` of fixture `name`, then the error building the QAT
+/// network gives.
+fn refusal(name: &str, node: &str, f: impl FnOnce(&mut intq_onnx::Op)) -> String {
+    let device = Device::flex();
+    let mut g = intq_onnx::load(&fixture(&format!("{name}.onnx"))).unwrap();
+    let n = g.nodes.iter_mut().find(|n| n.name == node).unwrap();
+    f(&mut n.op);
+    GraphNet::from_graph(&g, LayerOpts::default(), &device)
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]
 fn layers_the_qat_net_cannot_take_are_named() {
+    use intq_onnx::Op;
+    let e = refusal("dilated_qat", "conv_dilated", |op| {
+        let Op::Conv(c) = op else { panic!() };
+        c.dilation = [2, 1];
+    });
+    assert_eq!(
+        e,
+        "configuration: node \"conv_dilated\" (Conv): intq's QAT convolution takes square \
+         kernels, one stride and one dilation (kernel 3x3, stride [2, 2], dilation [2, 1])"
+    );
+    let e = refusal("dilated_qat", "maxpool_ceil", |op| {
+        let Op::MaxPool(p) = op else { panic!() };
+        p.dilation = [2, 2];
+    });
+    assert_eq!(
+        e,
+        "configuration: node \"maxpool_ceil\" (MaxPool): attribute \"dilations\" is [2, \
+         2]; the engine's max pool has no dilation"
+    );
+    // Arithmetic by a constant inside the network, not at its start.
+    let e = refusal("sigmoid_qat", "sigmoid", |op| {
+        *op = Op::ConstArith {
+            arith: intq_onnx::Arith::Sub,
+            value: vec![0.5],
+            reversed: false,
+        }
+    });
+    assert_eq!(
+        e,
+        "configuration: node \"sigmoid\" (Sigmoid): a Sub by a constant is taken only at \
+         the graph's start, reading the input, where it folds into the input normalization"
+    );
+    // A preprocessing scale that flips a channel's sign.
+    let e = refusal("preprocess_qat", "div_std", |op| {
+        let Op::ConstArith { value, .. } = op else {
+            panic!()
+        };
+        value[1] = -0.5;
+    });
+    assert_eq!(
+        e,
+        "configuration: node \"div_std\" (Div): the preprocessing up to this node scales \
+         channel 1 by -2; intq folds only a positive scale into the input normalization"
+    );
+}
+
+#[test]
+fn a_per_channel_normalization_needs_a_dense_first_conv() {
     let device = Device::flex();
-    // The importer takes this model; the QAT network takes its asymmetric padding but not yet
-    // a dilated convolution.
-    let g = intq_onnx::load(&fixture("ops_helper.onnx")).unwrap();
-    let e = GraphNet::from_graph(&g, LayerOpts::default(), &device).unwrap_err();
-    assert!(e.to_string().contains("\"conv_dilated\" (Conv)"), "{e}");
-    assert!(e.to_string().contains("dilation [2, 2]"), "{e}");
+    // A network that starts with a pool takes a uniform normalization, not a per-channel one.
+    let mut g = intq_onnx::load(&fixture("hsigmoid_mul.onnx")).unwrap();
+    g.nodes[0].op = intq_onnx::Op::MaxPool(intq_onnx::ir::Pool {
+        kernel: [1, 1],
+        stride: [2, 2],
+        dilation: [1, 1],
+        pads: [0; 4],
+        ceil_mode: false,
+        count_include_pad: false,
+    });
+    let mut net = GraphNet::from_graph(&g, LayerOpts::default(), &device).unwrap();
+    net.set_normalize(&"0.5/0.25".parse().unwrap()).unwrap();
+    assert_eq!(net.fold_layer, None);
+    assert_eq!(net.input.uniform(), Some((128, 0.25)));
+    let e = net
+        .set_normalize(&"imagenet".parse().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(
+            "configuration: the input normalization is per channel (mean [0.485, 0.456, \
+             0.406], std [0.229, 0.224, 0.225]) and folds into the first layer, a convolution \
+             with groups 1 reading the input alone: the input is read by \"conv1\""
+        ),
+        "{e}"
+    );
+    // The baked preprocessing composes with --normalize: (p/255 - m) / s, then (x - m') / s'.
+    let g = intq_onnx::load(&fixture("preprocess_qat.onnx")).unwrap();
+    let mut net = GraphNet::from_graph(&g, LayerOpts::default(), &device).unwrap();
+    assert_eq!(net.fold_layer, Some(0));
+    let (m, s) = (&net.input.mean, &net.input.std);
+    assert!(
+        (m[0] - 0.485).abs() < 1e-6 && (s[2] - 0.225).abs() < 1e-6,
+        "{m:?} {s:?}"
+    );
+    net.set_normalize(&"0.5/2".parse().unwrap()).unwrap();
+    let (m, s) = (&net.input.mean, &net.input.std);
+    assert!((m[0] - (0.5 + 0.485 * 2.0)).abs() < 1e-5, "{m:?}");
+    assert!((s[1] - 0.224 * 2.0).abs() < 1e-6, "{s:?}");
 }
 
 #[test]
@@ -118,17 +214,34 @@ fn fake_quant_mode_observes_and_quantizes_every_layer() {
 /// integer engine's logits with the exact fake-quant evaluation image by image: (top-1
 /// mismatches, max LSB).
 fn integer_vs_fake_quant(name: &str, quant: intq_train::QuantCfg, qat_steps: u64) -> (usize, i64) {
+    integer_vs_fake_quant_normalized(name, quant, qat_steps, "none")
+}
+
+/// The integer model (raw uint8 pixels in, logit codes out) against the exact fake-quant
+/// evaluation of the network set up with `--normalize normalize`, on the fixture's inputs as
+/// pixels, after `qat_steps` QAT steps (0: one observing forward; `u64::MAX`: min/max
+/// calibration): top-1 mismatches and the largest logit-code difference.
+fn integer_vs_fake_quant_normalized(
+    name: &str,
+    quant: intq_train::QuantCfg,
+    qat_steps: u64,
+    normalize: &str,
+) -> (usize, i64) {
     use intq_engine::{Model, TensorData as Data};
     use intq_train::graph_net::Layer;
     use intq_train::sgd::{SgdStep, Velocity};
     let device = intq_train::train_device();
     let g = intq_onnx::load(&fixture(&format!("{name}.onnx"))).unwrap();
     let mut net = GraphNet::from_graph(&g, LayerOpts::default(), &device).unwrap();
+    net.set_normalize(&normalize.parse().unwrap()).unwrap();
     let quant = intq_train::QuantCfg {
         freeze_bn: qat_steps == 0 || qat_steps == u64::MAX,
         ..quant
     };
     let (shape, x) = npy(fixture(&format!("{name}.input.npy")));
+    // The fixture's inputs in [0, 1] as pixels: the network reads p/255, the model p.
+    let pixels: Vec<u8> = x.iter().map(|&v| (v * 255.0).round() as u8).collect();
+    let x: Vec<f32> = pixels.iter().map(|&p| p as f32 / 255.0).collect();
     let [n, c, h, w] = [shape[0], shape[1], shape[2], shape[3]];
     let batch: Tensor<4> = Tensor::from_data(TensorData::new(x.clone(), [n, c, h, w]), &device);
     if qat_steps == u64::MAX {
@@ -172,11 +285,13 @@ fn integer_vs_fake_quant(name: &str, quant: intq_train::QuantCfg, qat_steps: u64
         println!("{name}: QAT losses {losses:?}");
         assert!(losses.last() < losses.first(), "{name}: {losses:?}");
     }
-    let model = Model::new(intq_train::graph_export::export_graph(&net, &quant).unwrap()).unwrap();
+    let model =
+        Model::new(intq_train::graph_export::export_graph(&net, &quant, false).unwrap()).unwrap();
     let Some(Layer::Linear(fc)) = net.layers.last() else {
         panic!("the last layer is the classifier")
     };
-    let s_out = fc.out_obs.params(quant.act_scheme).unwrap().unwrap().scale;
+    let p_out = fc.out_obs.params(quant.act_scheme).unwrap().unwrap();
+    let s_out = p_out.scale;
     let (mut mismatches, mut max_lsb) = (0, 0i64);
     let argmax = |v: &[f32]| {
         v.iter()
@@ -189,11 +304,14 @@ fn integer_vs_fake_quant(name: &str, quant: intq_train::QuantCfg, qat_steps: u64
     };
     for i in 0..n {
         let img = &x[i * c * h * w..(i + 1) * c * h * w];
-        let nhwc: Vec<f32> = (0..h * w * c)
-            .map(|k| img[(k % c) * h * w + k / c])
+        let px = &pixels[i * c * h * w..(i + 1) * c * h * w];
+        let nhwc: Vec<u8> = (0..h * w * c)
+            .map(|k| px[(k % c) * h * w + k / c])
             .collect();
-        let int = match &model.run(&[Data::F32(nhwc)]).unwrap()[0] {
-            Data::F32(v) => v.clone(),
+        let real = |q: i32| s_out * (q - p_out.zero_point) as f32;
+        let int: Vec<f32> = match &model.run(&[Data::U8(nhwc)]).unwrap()[0] {
+            Data::U8(v) => v.iter().map(|&q| real(q as i32)).collect(),
+            Data::I8(v) => v.iter().map(|&q| real(q as i32)).collect(),
             other => panic!("{other:?}"),
         };
         let one: Tensor<4> =
@@ -227,6 +345,8 @@ fn integer_model_equals_fake_quant_model() {
         "se_qat",
         "hsigmoid_mul",
         "mobilenetv3_tiny",
+        "preprocess_qat",
+        "dilated_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
@@ -249,6 +369,8 @@ fn after_qat_steps_the_integer_model_equals_the_fake_quant_model() {
         "se_qat",
         "hsigmoid_mul",
         "mobilenetv3_tiny",
+        "preprocess_qat",
+        "dilated_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
@@ -271,6 +393,8 @@ fn after_ptq_calibration_the_integer_model_equals_the_fake_quant_model() {
         "se_qat",
         "hsigmoid_mul",
         "mobilenetv3_tiny",
+        "preprocess_qat",
+        "dilated_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
@@ -280,6 +404,30 @@ fn after_ptq_calibration_the_integer_model_equals_the_fake_quant_model() {
                 integer_vs_fake_quant(name, quant, u64::MAX),
                 (0, 0),
                 "{name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn normalized_networks_convert_exactly() {
+    // One mean and std (the input's params), per channel (folded into the first conv), and
+    // either composed with the Sub/Div preprocess_qat starts with.
+    for (name, normalize) in [
+        ("resnet_tiny", "0.4/0.25"),
+        ("resnet_tiny", "imagenet"),
+        ("preprocess_qat", "none"),
+        ("preprocess_qat", "0.5/2"),
+        ("dilated_qat", "0.1,0.2,0.3/0.5,0.6,0.7"),
+    ] {
+        for quant in [
+            intq_train::QuantCfg::uint8(8, 8).unwrap(),
+            intq_train::QuantCfg::int8(8, 8, true).unwrap(),
+        ] {
+            assert_eq!(
+                integer_vs_fake_quant_normalized(name, quant, 6, normalize),
+                (0, 0),
+                "{name} --normalize {normalize}"
             );
         }
     }
