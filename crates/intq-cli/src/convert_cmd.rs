@@ -66,6 +66,10 @@ pub struct EvalArgs {
     /// One JSON object on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Where a checkpoint runs: cpu or wgpu[:N] (a GPU, in builds with the `wgpu` feature; see
+    /// `intq train --help`). Models and `--compare` run on the CPU, exactly.
+    #[arg(long, value_name = "DEVICE", default_value = "cpu", value_parser = crate::train_cmd::parse_device)]
+    pub device: intq_train::device::DeviceSpec,
 }
 
 #[derive(clap::Args, Debug)]
@@ -106,6 +110,10 @@ pub struct PtqArgs {
     /// The `.intq` model to write.
     #[arg(long)]
     pub out: PathBuf,
+    /// Where calibration runs: cpu or wgpu[:N] (a GPU, in builds with the `wgpu` feature; see
+    /// `intq train --help`).
+    #[arg(long, value_name = "DEVICE", default_value = "cpu", value_parser = crate::train_cmd::parse_device)]
+    pub device: intq_train::device::DeviceSpec,
 }
 
 /// `intq qat-export`'s options (a hidden, deprecated spelling of `intq convert --codes`).
@@ -189,7 +197,8 @@ pub fn run(cmd: ConvertCommand) -> Result<()> {
                 &a.data_flags,
             )?;
             drop(l);
-            let m = ptq(&a.from, &data.train, a.calib, method, &q, &a.out)?;
+            let device = a.device.open()?;
+            let m = ptq_on(&a.from, &data.train, a.calib, method, &q, &a.out, &device)?;
             println!(
                 "wrote {} ({} ops, {} bytes), calibrated on {} images ({})",
                 a.out.display(),
@@ -219,6 +228,7 @@ pub fn run(cmd: ConvertCommand) -> Result<()> {
                 compare: None,
                 limit: a.limit_test,
                 json: false,
+                device: Default::default(),
             })
         }
     }
@@ -307,7 +317,35 @@ pub fn ptq(
     q: &QuantCfg,
     out: &Path,
 ) -> Result<Model> {
-    let l = fidelity::load_ckpt(from)?;
+    ptq_on(from, train, calib, method, q, out, &fidelity::eval_device())
+}
+
+/// [`fidelity::load_ckpt`] onto `device` (the CPU's is that function itself).
+fn load_ckpt_on(
+    path: &Path,
+    device: &intq_train::Device,
+) -> Result<intq_train::checkpoint::Loaded> {
+    if intq_train::device::is_flex(device) {
+        return fidelity::load_ckpt(path);
+    }
+    if !path.exists() {
+        bail!("checkpoint {} does not exist", path.display());
+    }
+    intq_train::checkpoint::load(path, intq_train::layers::LayerOpts::default(), device)
+        .with_context(|| format!("reading checkpoint {}", path.display()))
+}
+
+/// [`ptq`] with the calibration on `device` (plain, not autodiff).
+pub fn ptq_on(
+    from: &Path,
+    train: &intq_data::Split,
+    calib: usize,
+    method: Calib,
+    q: &QuantCfg,
+    out: &Path,
+    device: &intq_train::Device,
+) -> Result<Model> {
+    let l = load_ckpt_on(from, device)?;
     if l.meta.quant.is_some() {
         bail!(
             "{} is a QAT checkpoint; convert it with `intq convert` (PTQ takes a float one)",
@@ -322,7 +360,7 @@ pub fn ptq(
         calib,
         method,
         q,
-        &fidelity::eval_device(),
+        device,
     )
     .with_context(|| format!("quantizing {}", from.display()))?;
     fidelity::record_input(&mut graph, &l)?;
@@ -403,6 +441,14 @@ fn eval(a: EvalArgs) -> Result<()> {
             );
         }
         return eval_checkpoint(&a);
+    }
+    if a.device != intq_train::device::DeviceSpec::Cpu {
+        bail!(
+            "--device {}: {} is a model, which the integer engine runs on the CPU; --device \
+             applies to checkpoints",
+            a.device,
+            a.model.display()
+        );
     }
     let model = crate::tflite_cmd::load_model(&a.model)?;
     let recorded = a.compare.as_deref().and_then(fidelity::recorded_data);
@@ -485,7 +531,8 @@ fn eval(a: EvalArgs) -> Result<()> {
 fn eval_checkpoint(a: &EvalArgs) -> Result<()> {
     // The fake-quant pass runs on the kernel tier INTQ_ISA selects: refuse a bad value.
     intq_kernels::KernelTier::from_env().context("INTQ_ISA")?;
-    let l = fidelity::load_ckpt(&a.model)?;
+    let device = a.device.open()?;
+    let l = load_ckpt_on(&a.model, &device)?;
     let (name, data, _) = crate::data_cmd::load_test_for_ckpt(
         &l,
         &a.model,
@@ -500,7 +547,7 @@ fn eval_checkpoint(a: &EvalArgs) -> Result<()> {
         &fidelity::image_set_chw(&test, &chw),
         l.meta.quant,
         256,
-        &fidelity::eval_device(),
+        &device,
     )
     .with_context(|| format!("evaluating {}", a.model.display()))?;
     let qat = l.meta.quant.is_some();

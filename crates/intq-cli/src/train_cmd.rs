@@ -12,12 +12,13 @@ use intq_train::checkpoint;
 use intq_train::checkpoint::DataMeta;
 
 use crate::data_cmd::{self, DataFlags, DataOpts, Loader, PREFETCH_DEPTH};
+use intq_train::device::DeviceSpec;
 use intq_train::dist::Collective;
 use intq_train::layers::{LayerOpts, QuantCfg, RangeMode};
 use intq_train::prefetch::BatchSource;
 use intq_train::trainer::{train_ranks, Observer, Start, TrainConfig};
 use intq_train::trainer::{ImageSet, TrainData};
-use intq_train::{train_device, Arch, Net};
+use intq_train::{Arch, Net};
 use std::sync::Arc;
 
 /// Options every training command shares.
@@ -117,6 +118,37 @@ pub struct Common {
     /// Stop after this many optimizer steps (profiling).
     #[arg(long, hide = true)]
     max_steps: Option<u64>,
+    /// Where the steps run: cpu (burn's flex backend with intq's own CPU ops) or wgpu, wgpu:N,
+    /// wgpu:integrated:N, wgpu:virtual:N, wgpu:cpu (a GPU, or a software Vulkan driver, through
+    /// burn's wgpu backend; needs intq built with the `wgpu` feature). The checkpoint is the
+    /// same file either way (docs/training.md, "Training on a GPU").
+    #[arg(long, value_name = "DEVICE", default_value = "cpu", value_parser = parse_device)]
+    device: DeviceSpec,
+}
+
+/// A `--device` value (`intq_train::device`); a wgpu device in a build without the `wgpu`
+/// feature is refused here, before any data is read.
+pub fn parse_device(s: &str) -> Result<DeviceSpec, String> {
+    let spec: DeviceSpec = s
+        .parse()
+        .map_err(|e: intq_train::TrainError| e.to_string())?;
+    if spec != DeviceSpec::Cpu && !intq_train::device::WGPU {
+        return Err(
+            "this intq was built without the `wgpu` feature; build it with \
+                    `cargo build --release -p intq-cli --features wgpu`"
+                .into(),
+        );
+    }
+    Ok(spec)
+}
+
+/// The autodiff device of `spec`, opened, and logged on rank 0 when it is not the CPU.
+fn open_device(spec: DeviceSpec, comm: &dyn Collective) -> Result<intq_train::Device> {
+    let device = spec.open_autodiff()?;
+    if spec != DeviceSpec::Cpu && comm.rank() == 0 {
+        eprintln!("device: {}", spec.describe(&device));
+    }
+    Ok(device)
 }
 
 #[derive(clap::Args, Debug)]
@@ -408,9 +440,10 @@ fn resume(
     cfg: &mut TrainConfig,
     shards_flag: Option<usize>,
     comm: &dyn Collective,
+    device: &intq_train::Device,
 ) -> Result<Start> {
     let (world, lead) = (comm.size(), comm.rank() == 0);
-    let loaded = checkpoint::load(&cfg.out, LayerOpts::default(), &train_device())
+    let loaded = checkpoint::load(&cfg.out, LayerOpts::default(), device)
         .with_context(|| format!("--resume: reading {}", cfg.out.display()))?;
     if loaded.meta.arch != cfg.arch || loaded.meta.quant != cfg.quant {
         bail!(
@@ -612,9 +645,9 @@ fn run_train(a: TrainArgs, comm: &dyn Collective) -> Result<()> {
     data_opts.check(format_of(&ds), &c.data_flags)?;
     cfg.data = Some(data_meta(&name, &input, &ds, &data_opts, cfg.augment));
     let data = Data::new(ds, c.limit_train, c.limit_test, stream);
-    let device = train_device();
+    let device = open_device(c.device, comm)?;
     let start = if c.resume {
-        let s = resume(&mut cfg, c.shards, comm)?;
+        let s = resume(&mut cfg, c.shards, comm, &device)?;
         check_normalize(c.normalize.as_ref(), &s.net, &cfg.out.display().to_string())?;
         s
     } else {
@@ -644,6 +677,12 @@ fn run_train(a: TrainArgs, comm: &dyn Collective) -> Result<()> {
 fn run_qat(a: QatArgs, comm: &dyn Collective) -> Result<()> {
     if crate::onnx_cmd::is_onnx(&a.from) {
         let c = &a.common;
+        if c.device != DeviceSpec::Cpu {
+            bail!(
+                "--device {}: fine-tuning an ONNX model runs on the CPU only",
+                c.device
+            );
+        }
         return crate::onnx_cmd::qat(&crate::onnx_cmd::QatOptions {
             from: &a.from,
             data: c.data.as_deref(),
@@ -668,6 +707,7 @@ fn run_qat(a: QatArgs, comm: &dyn Collective) -> Result<()> {
             augment: c.augment,
             metrics: c.metrics.as_deref(),
             shards: c.shards,
+            max_steps: c.max_steps,
         });
     }
     let scheme = a
@@ -687,7 +727,7 @@ fn run_qat(a: QatArgs, comm: &dyn Collective) -> Result<()> {
     q.quant_delay = a.quant_delay;
     q.ranges = a.ranges;
     let c = &a.common;
-    let device = train_device();
+    let device = open_device(c.device, comm)?;
     let from = checkpoint::load(&a.from, LayerOpts::default(), &device)
         .with_context(|| format!("--from {}", a.from.display()))?;
     if from.meta.quant.is_some() {
@@ -728,7 +768,7 @@ fn run_qat(a: QatArgs, comm: &dyn Collective) -> Result<()> {
     cfg.freeze_bn_after = a.freeze_bn_after;
     cfg.freeze_observers_after = a.freeze_observers_after;
     let start = if c.resume {
-        resume(&mut cfg, c.shards, comm)?
+        resume(&mut cfg, c.shards, comm, &device)?
     } else {
         // Fresh momentum: the fine-tuning run has its own schedule.
         Start::fresh(from.net)

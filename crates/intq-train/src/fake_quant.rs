@@ -17,6 +17,7 @@
 //! the scalar reference bit for bit (tested).
 
 use crate::conv::contiguous;
+use crate::device::is_flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -54,6 +55,9 @@ fn clamp_closed<const D: usize>(x: Tensor<D>, lo: f32, hi: f32) -> Tensor<D> {
 /// Per-tensor fake quantization with fixed params: forward equals [`QScheme::fake_quant`]
 /// elementwise, backward is the straight-through mask.
 pub fn fake_quant<const D: usize>(x: Tensor<D>, scheme: QScheme, p: QuantParams) -> Tensor<D> {
+    if !is_flex(&x.device()) {
+        return fake_quant_by_levels(x, scheme, p);
+    }
     let r = scheme.nudged_range(p);
     let xc = clamp_closed(x, r.min, r.max);
     let xd = xc.clone().detach();
@@ -93,6 +97,9 @@ pub fn fake_quant_per_channel<const D: usize>(
     scheme: QScheme,
     params: &[QuantParams],
 ) -> Tensor<D> {
+    if !is_flex(&x.device()) {
+        return fake_quant_per_channel_by_levels(x, scheme, params);
+    }
     let ranges: Vec<_> = params.iter().map(|&p| scheme.nudged_range(p)).collect();
     let lo = channel_tensor(ranges.iter().map(|r| r.min).collect(), &x);
     let hi = channel_tensor(ranges.iter().map(|r| r.max).collect(), &x);
@@ -504,9 +511,8 @@ pub fn fake_quant_requant<const D: usize>(
 /// On `flex` (plain or `Autodiff<Flex>`) the pass reads the activation's buffer in place and the
 /// straight-through estimator is its own autodiff op, [`RequantFqBackward`]: the forward keeps a
 /// byte mask (closed range, `lo <= x <= hi`) and the backward is one pass `dx = dy * mask`, with
-/// no copy of the activation and no extra tensor ops or backward nodes. Any other backend or
-/// dtype takes a host-copy path: an `into_data` copy of the activation, an f32 mask tensor and
-/// `fq + (x - x.detach()) * mask`.
+/// no copy of the activation and no extra tensor ops or backward nodes. Any other backend stays on
+/// its device: [`fake_quant_requant_by_levels`], the same codes without a division.
 fn fake_quant_requant_fused<const D: usize>(
     x: &Tensor<D>,
     scheme: QScheme,
@@ -541,23 +547,8 @@ fn fake_quant_requant_fused<const D: usize>(
             xi.layout().shape().clone(),
         )));
     }
-    // Another backend: host copy, and the mask attached with tensor ops.
-    let dims = x.dims();
-    let xs = host_vec(x.clone().detach());
-    if xs.len() != dims.iter().product::<usize>() {
-        return None;
-    }
-    let tracked = x.is_require_grad() || x.device().is_autodiff();
-    let mut mask = vec![0u8; if tracked { xs.len() } else { 0 }];
-    let fq = k.run(&xs, tracked.then_some(&mut mask[..]), false)?;
-    let device = x.device();
-    let fq = Tensor::<D>::from_data(TensorData::new(fq, dims), &device);
-    if !tracked {
-        return Some(fq);
-    }
-    let mask: Vec<f32> = mask.into_iter().map(f32::from).collect();
-    let mask = Tensor::<D>::from_data(TensorData::new(mask, dims), &device);
-    Some(fq + (x.clone() - x.clone().detach()) * mask)
+    // Another backend: on the device, exactly ([`fake_quant_levels`]).
+    Some(fake_quant_requant_by_levels(x.clone(), scheme, p, shifts))
 }
 
 type Ad = Autodiff<Flex>;
@@ -597,8 +588,7 @@ impl<'a> RequantFq<'a> {
 
     /// The fake-quantized values of the contiguous `[N, C, ...]` buffer `xs`, and with `mask` its
     /// 0/1 straight-through mask; `None` when a value is not finite. With `autodiff` a `-0.0`
-    /// result is `+0.0`, as the op chain's `fq + (x_c - x_c.detach())` (and the host-copy path's
-    /// `fq + (x - x.detach()) * mask`) makes it: a negative value that rounds to code 0 under a
+    /// result is `+0.0`, as the op chain's `fq + (x_c - x_c.detach())` makes it: a negative value that rounds to code 0 under a
     /// right shift is `-0.0` before that sum. The pass is `intq_kernels::qat`'s.
     fn run(&self, xs: &[f32], mask: Option<&mut [u8]>, autodiff: bool) -> Option<Vec<f32>> {
         // `v + (-0.0)` is `v` for every `v`; `v + 0.0` turns `-0.0` into `+0.0` only.
@@ -703,6 +693,226 @@ pub fn fake_quant_requant_ops<const D: usize>(
     } else {
         ste(fq, xc)
     }
+}
+
+/// One channel of [`fake_quant_levels`]: the approximate code `floor(x a + b)`, the exact
+/// thresholds `t[k]` (the smallest `x` whose reference code is at least `k`; `t[0] = lo`,
+/// `t[L+1] = f32::MAX`) and the values `v[k]` of the codes (`v[L+1]` is padding).
+struct Levels {
+    a: f32,
+    b: f32,
+    thresholds: Vec<f32>,
+    values: Vec<f32>,
+}
+
+/// f32 in [`f32::total_cmp`] order as an integer, and back.
+fn f32_key(x: f32) -> u32 {
+    let b = x.to_bits();
+    if b >> 31 == 1 {
+        !b
+    } else {
+        b | 1 << 31
+    }
+}
+
+fn f32_from_key(k: u32) -> f32 {
+    f32::from_bits(if k >> 31 == 1 { k & !(1 << 31) } else { !k })
+}
+
+impl Levels {
+    /// The tables of a reference `code` (non-decreasing in `x`, in `0..=levels` on `[lo, hi]`)
+    /// whose code `k` has the value `value(k)`; `floor(x a + b)` must be within one of `code`.
+    /// Each threshold starts from the estimate `(k - b) / a` and walks f32 steps (a few at
+    /// most); a binary search over `[lo, hi]` backs the walk up.
+    fn new(
+        code: impl Fn(f32) -> i32,
+        value: impl Fn(i32) -> f32,
+        levels: i32,
+        (lo, hi): (f32, f32),
+        (a, b): (f32, f32),
+    ) -> Levels {
+        let (klo, khi) = (f32_key(lo), f32_key(hi));
+        let threshold = |k: i32| -> f32 {
+            let est = ((k as f64 - b as f64) / a as f64) as f32;
+            let mut key = f32_key(if est.is_finite() {
+                est.clamp(lo, hi)
+            } else {
+                lo
+            });
+            for _ in 0..64 {
+                let here = code(f32_from_key(key)) >= k;
+                if here && (key == klo || code(f32_from_key(key - 1)) < k) {
+                    return f32_from_key(key);
+                }
+                if !here && key == khi {
+                    break;
+                }
+                key = if here { key - 1 } else { key + 1 };
+            }
+            // The smallest key in [klo, khi] whose code is at least k (khi when none is).
+            let (mut l, mut h) = (klo, khi);
+            while l < h {
+                let m = l + (h - l) / 2;
+                if code(f32_from_key(m)) >= k {
+                    h = m;
+                } else {
+                    l = m + 1;
+                }
+            }
+            f32_from_key(l)
+        };
+        let mut thresholds = Vec::with_capacity(levels as usize + 2);
+        thresholds.push(lo);
+        thresholds.extend((1..=levels).map(threshold));
+        thresholds.push(f32::MAX);
+        let mut values: Vec<f32> = (0..=levels).map(&value).collect();
+        values.push(value(levels));
+        Levels {
+            a,
+            b,
+            thresholds,
+            values,
+        }
+    }
+}
+
+/// Fake quantization whose codes do not depend on the device's division: exact on backends
+/// whose shading language does not promise IEEE division (wgpu's WGSL and Vulkan allow 2.5
+/// ulp), where `(x - n_min) / S + 0.5` can land on the other side of a rounding boundary.
+///
+/// Every code function here is non-decreasing in `x`, so code `k` starts at one f32 threshold
+/// `t[k]`, found on the host with the reference arithmetic (IEEE division). On the device an
+/// approximate code `a = floor(x / S + b)` comes from a multiplication by the reciprocal (within
+/// one of the true code: both are within `0.5 + 2^-(e+1)` code of `x / S` and the reciprocal
+/// costs a few ulp), and is corrected with the thresholds, `k = a - [x < t[a]] + [x >= t[a+1]]`,
+/// two table reads and two comparisons, which every backend does exactly. The result is the
+/// code's value read from a table computed on the host, so no device arithmetic touches it.
+/// `xc` is clamped to the range already (detached); `axis` is the channel axis of `levels`
+/// (ignored with one channel). NaN stays NaN.
+fn fake_quant_levels<const D: usize>(xc: Tensor<D>, axis: usize, levels: &[Levels]) -> Tensor<D> {
+    let dims = xc.dims();
+    let n: usize = dims.iter().product();
+    let device = xc.device();
+    let stride = levels[0].thresholds.len();
+    let channel = |v: Vec<f32>| -> Tensor<D> {
+        let mut shape = [1usize; D];
+        if levels.len() > 1 {
+            shape[axis] = levels.len();
+        }
+        Tensor::<1>::from_data(TensorData::new(v, [levels.len()]), &device)
+            .reshape(shape)
+            .expand(dims)
+    };
+    let table = |f: fn(&Levels) -> &Vec<f32>| {
+        let flat: Vec<f32> = levels.iter().flat_map(|l| f(l).iter().copied()).collect();
+        let len = flat.len();
+        Tensor::<1>::from_data(TensorData::new(flat, [len]), &device)
+    };
+    let top = (stride - 2) as f32;
+    let approx = (xc.clone() * channel(levels.iter().map(|l| l.a).collect())
+        + channel(levels.iter().map(|l| l.b).collect()))
+    .floor();
+    let nan = approx.clone().is_nan();
+    // The channel's first entry in the flattened tables, added while the index is a float (exact
+    // below 2^24).
+    let base = channel((0..levels.len()).map(|c| (c * stride) as f32).collect());
+    let idx = approx.clamp(0.0, top).mask_fill(nan, 0.0) + base;
+    let thresholds = table(|l| &l.thresholds);
+    let at = |i: Tensor<D>| {
+        thresholds
+            .clone()
+            .select(0, i.reshape([n]).int())
+            .reshape(dims)
+    };
+    let below = xc.clone().lower(at(idx.clone())).float();
+    let above = xc
+        .clone()
+        .greater_equal(at(idx.clone().add_scalar(1.0)))
+        .float();
+    let code = idx - below + above;
+    let fq = table(|l| &l.values)
+        .select(0, code.reshape([n]).int())
+        .reshape(dims);
+    // `x - x` is 0 for every finite `x` and NaN for NaN, as the division path gives.
+    fq + (xc.clone() - xc)
+}
+
+/// [`fake_quant`]'s per-tensor levels: `code(x) = floor((clamp(x) - n_min) / S + 0.5)`,
+/// `value(k) = k S + n_min`, the f32 steps of `QScheme::fake_quant`.
+fn tensor_levels(scheme: QScheme, p: QuantParams) -> Levels {
+    let r = scheme.nudged_range(p);
+    let s = p.scale;
+    Levels::new(
+        |x| ((x.clamp(r.min, r.max) - r.min) / s + 0.5).floor() as i32,
+        |k| k as f32 * s + r.min,
+        scheme.qmax() - scheme.qmin(),
+        (r.min, r.max),
+        (1.0 / s, 0.5 - r.min / s),
+    )
+}
+
+/// [`fake_quant`] through [`fake_quant_levels`] (the path every backend but `flex` takes; the
+/// same bits, tested on both).
+pub fn fake_quant_by_levels<const D: usize>(
+    x: Tensor<D>,
+    scheme: QScheme,
+    p: QuantParams,
+) -> Tensor<D> {
+    let r = scheme.nudged_range(p);
+    let xc = clamp_closed(x, r.min, r.max);
+    let fq = fake_quant_levels(xc.clone().detach(), 0, &[tensor_levels(scheme, p)]);
+    ste(fq, xc)
+}
+
+/// [`fake_quant_per_channel`] through [`fake_quant_levels`] (axis 0).
+pub fn fake_quant_per_channel_by_levels<const D: usize>(
+    x: Tensor<D>,
+    scheme: QScheme,
+    params: &[QuantParams],
+) -> Tensor<D> {
+    let ranges: Vec<_> = params.iter().map(|&p| scheme.nudged_range(p)).collect();
+    let lo = channel_tensor(ranges.iter().map(|r| r.min).collect(), &x).detach();
+    let hi = channel_tensor(ranges.iter().map(|r| r.max).collect(), &x);
+    let below: Tensor<D, Bool> = x.clone().lower(lo.clone());
+    let above: Tensor<D, Bool> = x.clone().greater(hi.clone());
+    let xc = x.mask_where(below, lo).mask_where(above, hi);
+    let levels: Vec<Levels> = params.iter().map(|&p| tensor_levels(scheme, p)).collect();
+    let fq = fake_quant_levels(xc.clone().detach(), 0, &levels);
+    ste(fq, xc)
+}
+
+/// [`fake_quant_requant`] (f32, with gradient) through [`fake_quant_levels`] (axis 1): the
+/// reference code of channel `c` is `intq_kernels::qat`'s with its right shift.
+pub fn fake_quant_requant_by_levels<const D: usize>(
+    x: Tensor<D>,
+    scheme: QScheme,
+    p: QuantParams,
+    shifts: &[i32],
+) -> Tensor<D> {
+    let r = scheme.nudged_range(p);
+    let xc = clamp_closed(x, r.min, r.max);
+    let dims = xc.dims();
+    let k = RequantFq::new(scheme, p, shifts, &dims).k;
+    let (qlo, qhi) = (k.qlo as i32, k.qhi as i32);
+    let levels: Vec<Levels> = (0..dims[1])
+        .map(|c| {
+            let e = shifts.get(c).copied().unwrap_or(0);
+            let code = |x: f32| {
+                let mut fq = [0f32];
+                k.block(Isa::Portable, e, &[x], &mut fq, None);
+                (fq[0] / k.scale).round() as i32 - qlo
+            };
+            Levels::new(
+                code,
+                |i| (qlo + i) as f32 * k.scale + k.zero,
+                qhi - qlo,
+                (r.min, r.max),
+                (1.0 / k.scale, 0.5 - qlo as f32),
+            )
+        })
+        .collect();
+    let fq = fake_quant_levels(xc.clone().detach(), 1, &levels);
+    ste(fq, xc)
 }
 
 #[cfg(test)]

@@ -8,7 +8,10 @@
 //! it builds offline and trains these networks several times faster than candle (whose depthwise
 //! conv is one conv per channel). burn's `cpu` and `cuda` features download LLVM at build time and
 //! fail offline, and `ndarray` (plus flex's default SIMD feature) makes release builds several
-//! times longer for no training-speed gain, so none of them is enabled. `rayon` is flex's threading
+//! times longer for no training-speed gain, so none of them is enabled. The crate's own `wgpu`
+//! feature adds burn's `wgpu` (GPUs through Vulkan, Metal or DX12, [`device`]); burn's
+//! `vulkan`, `fusion` and `autotune` stay off, since they crash Mesa's software Vulkan driver
+//! that CI runs on. `rayon` is flex's threading
 //! (parallel GEMM and convolutions) so that training uses every core. flex's elementwise, mask and
 //! copy kernels are single-threaded, so the trainer also splits each batch into a fixed number of
 //! data-parallel shards run on their own threads ([`shard`], `TrainConfig::shards`); with more than
@@ -35,6 +38,7 @@ pub mod checkpoint;
 pub mod ckpt_file;
 pub mod conv;
 pub mod depthwise;
+pub mod device;
 pub mod dist;
 pub mod export;
 pub mod fake_quant;
