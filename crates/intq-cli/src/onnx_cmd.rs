@@ -127,6 +127,8 @@ pub struct QatOptions<'a> {
     pub metrics: Option<&'a Path>,
     /// `--shards`: an imported network trains single-batch steps, so only 1 is taken.
     pub shards: Option<usize>,
+    /// Stop after this many optimizer steps in all (a run cut short, to `--resume` later).
+    pub max_steps: Option<u64>,
 }
 
 /// The `--augment` spelling of `a` (as the checkpoint records it).
@@ -339,6 +341,13 @@ pub fn qat(o: &QatOptions) -> Result<()> {
         let order = intq_train::trainer::shuffled(train.len, o.seed, epoch);
         let mut loss_sum = 0.0;
         for idx in order.chunks(bs) {
+            if o.max_steps.is_some_and(|m| step >= m) {
+                println!(
+                    "stopped after {step} steps (--max-steps), in epoch {}",
+                    epoch + 1
+                );
+                return Ok(());
+            }
             let (x, y) = augmented_batch(&train, &train_chw, idx, &augment, o.seed, epoch);
             let ctx = Ctx {
                 training: true,
@@ -387,6 +396,9 @@ pub fn qat(o: &QatOptions) -> Result<()> {
             test.len,
             o.out.display()
         );
+        if o.max_steps.is_some_and(|m| step >= m) {
+            break;
+        }
     }
     Ok(())
 }

@@ -661,3 +661,131 @@ fn a_normalization_the_network_cannot_fold_is_refused() {
         "{e}"
     );
 }
+
+/// What a checkpoint of an imported network holds, as comparable values: its integer model
+/// (weights, folded BN, observer ranges), its float logits on a fixed batch (weights and BN
+/// statistics) and its momentum, sorted.
+fn ckpt_state(path: &Path) -> (intq_engine::Graph, Vec<f32>, Vec<Vec<f32>>) {
+    let device = intq_train::train_device();
+    let l = intq_train::graph_ckpt::load(path, intq_train::layers::LayerOpts::default(), &device)
+        .unwrap();
+    let q = intq_train::QuantCfg::uint8(8, 8).unwrap();
+    let g = intq_train::graph_export::export_graph(&l.net, &q, false).unwrap();
+    let x: Vec<f32> = (0..2 * 3 * 32 * 32)
+        .map(|i| (i % 251) as f32 / 255.0)
+        .collect();
+    let float = l
+        .net
+        .logits_host(&x, 2, &intq_train::Ctx::float(false), &device)
+        .unwrap();
+    let mut momentum: Vec<Vec<f32>> = l
+        .velocity
+        .by_id
+        .values()
+        .map(|t| intq_train::fake_quant::host_vec(t.clone()))
+        .collect();
+    momentum.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (g, float, momentum)
+}
+
+fn ckpt_meta(path: &Path) -> std::collections::HashMap<String, String> {
+    let device = intq_train::train_device();
+    intq_train::graph_ckpt::load(path, intq_train::layers::LayerOpts::default(), &device)
+        .unwrap()
+        .meta
+}
+
+/// The zoo trainer's options for imported networks: `--resume` continues a run to the same
+/// network as the uninterrupted run's, `--augment` is applied and recorded, `--metrics` logs one
+/// line per epoch, and `--shards` above 1 is refused.
+#[test]
+fn qat_from_onnx_resumes_augments_and_logs() {
+    let dir = common::scratch("onnx_cli", "trainer_options");
+    let data = dir.join("rgb.npz");
+    write_rgb_npz(&data, 16, 4);
+    let model = fixture("se_qat.onnx");
+    let qat = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "qat",
+            "--from",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--batch-size",
+            "8",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        intq(&args)
+    };
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // Two epochs straight, and the same run stopped after its first epoch (2 steps) then
+    // resumed: the same network, observers and momentum.
+    let straight = dir.join("straight.ckpt");
+    ok(qat(&straight, &["--epochs", "2"]));
+    let resumed = dir.join("resumed.ckpt");
+    ok(qat(&resumed, &["--epochs", "2", "--max-steps", "2"]));
+    assert_eq!(ckpt_meta(&resumed)["epoch"], "1");
+    ok(qat(&resumed, &["--epochs", "2", "--resume"]));
+    assert_eq!(ckpt_meta(&resumed)["epoch"], "2");
+    assert_eq!(ckpt_state(&resumed), ckpt_state(&straight));
+    let metrics = std::fs::read_to_string(dir.join("resumed.ckpt.metrics.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{metrics}");
+    assert_eq!(lines[0]["epoch"], 1);
+    assert_eq!(lines[1]["epoch"], 2);
+    assert_eq!(lines[1]["step"], 4);
+    assert_eq!(lines[1]["qat"], true);
+    assert!(lines[1]["train_loss"].as_f64().unwrap().is_finite());
+    assert!(lines[1]["test_accuracy"].as_f64().is_some());
+    // A resumed run keeps the quantization it started with.
+    let out = qat(&resumed, &["--epochs", "3", "--resume", "--scheme", "int8"]);
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("holds a run with scheme \"uint8\", not this run's \"int8\""),
+        "{e}"
+    );
+
+    // --augment changes what the network trains on and is recorded; --metrics names the log.
+    let aug = dir.join("aug.ckpt");
+    let log = dir.join("aug.jsonl");
+    ok(qat(
+        &aug,
+        &[
+            "--epochs",
+            "1",
+            "--augment",
+            "crop:2,flip",
+            "--metrics",
+            log.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(ckpt_meta(&aug)["augment"], "crop:2,flip");
+    assert_eq!(ckpt_meta(&straight)["augment"], "none");
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1);
+    let plain = dir.join("plain.ckpt");
+    ok(qat(&plain, &["--epochs", "1"]));
+    assert_ne!(ckpt_state(&aug).1, ckpt_state(&plain).1);
+
+    let out = qat(&dir.join("shards.ckpt"), &["--shards", "2"]);
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains(
+            "--shards 2: an imported network trains each batch in one piece; leave --shards out \
+             (or give 1)"
+        ),
+        "{e}"
+    );
+}
