@@ -18,7 +18,7 @@ use super::{Aligned, Code8, Epilogue, Kernel, Packed, PreparedGemm, RowSource};
 use crate::gemm::{conv::Conv2dPlan, depthwise::DepthwisePlan};
 use crate::isa::{portable::Portable, Isa};
 use crate::qat::RequantFakeQuant;
-use crate::reference::AddParams;
+use crate::reference::{AddParams, HardSwishParams, MulParams};
 use crate::PoolParams;
 
 /// One tier's functions for one code type (`u8` or `i8`).
@@ -40,6 +40,12 @@ pub struct CodeOps<T: 'static> {
     pub(crate) dw_run: Option<DwRunFn<T>>,
     /// Quantized Add on equal shapes (`params, lo, hi, lhs, rhs, out`), where vectorized.
     pub(crate) add: Option<AddFn<T>>,
+    /// Quantized Mul of equal-length operands (`params, lhs, rhs, out`), where vectorized.
+    pub(crate) mul: Option<MulFn<T>>,
+    /// Quantized HardSwish (`params, input, out`), where vectorized.
+    pub(crate) hard_swish: Option<HardSwishFn<T>>,
+    /// Output rows `r0..r1` of a bilinear resize (`plan, r0, r1, out`).
+    pub(crate) resize_bilinear: BilinearFn<T>,
     pub(crate) max_pool: PoolFn<T>,
     pub(crate) average_pool: PoolFn<T>,
 }
@@ -49,6 +55,9 @@ pub(crate) type DwRowFn<T> =
     unsafe fn(&DepthwisePlan, &[T], [usize; 4], usize, usize, &mut [T], &mut [i32]);
 pub(crate) type DwRunFn<T> = unsafe fn(&super::depthwise::DwRun<T>, &[usize], usize, &mut [u8]);
 pub(crate) type AddFn<T> = unsafe fn(&AddParams, i32, i32, &[T], &[T], &mut [T]);
+pub(crate) type MulFn<T> = unsafe fn(&MulParams, &[T], &[T], &mut [T]);
+pub(crate) type HardSwishFn<T> = unsafe fn(&HardSwishParams, &[T], &mut [T]);
+pub(crate) type BilinearFn<T> = unsafe fn(&super::elementwise::Bilinear<T>, usize, usize, &mut [T]);
 pub(crate) type PoolFn<T> = unsafe fn(&[T], [usize; 4], &PoolParams, &mut [T], [usize; 4]);
 /// `(pairs16, ntaps, oc)` to the tier's layout.
 pub(crate) type DwLayoutFn = fn(&[i16], usize, usize) -> Vec<i16>;
@@ -238,6 +247,9 @@ const fn portable_ops<T: Code8 + Ord>() -> CodeOps<T> {
         dw_row: super::depthwise::dw_row_portable::<T>,
         dw_run: None,
         add: None,
+        mul: None,
+        hard_swish: None,
+        resize_bilinear: super::elementwise::bilinear_rows_portable::<T>,
         max_pool: super::elementwise::max_pool_body::<T>,
         average_pool: super::elementwise::average_pool_body::<T>,
     }
@@ -264,6 +276,7 @@ const PORTABLE: Kernels = Kernels {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::*;
+    use crate::gemm::elementwise::x86 as ew;
     use crate::isa::{amx, amx::Amx, avx2, avx2::Avx2, avx512vnni as vnni, avx512vnni::Vnni};
 
     const fn avx2_ops<T: Code8 + Ord>() -> CodeOps<T> {
@@ -274,6 +287,9 @@ mod x86 {
             dw_row: crate::gemm::depthwise::dw_row_avx2::<T>,
             dw_run: Some(avx2::dw_run::<T>),
             add: Some(avx2::add_same_shape::<T>),
+            mul: Some(ew::mul_avx2::<T>),
+            hard_swish: Some(ew::hard_swish_avx2::<T>),
+            resize_bilinear: crate::gemm::elementwise::bilinear_rows_avx2::<T>,
             max_pool: crate::gemm::elementwise::max_pool_avx2::<T>,
             average_pool: crate::gemm::elementwise::average_pool_avx2::<T>,
         }
@@ -297,8 +313,8 @@ mod x86 {
         i8: avx2_ops::<i8>(),
     };
 
-    /// AVX-512 VNNI over AVX2: its own GEMM, implicit GEMM, depthwise, Add; AVX2's pooling
-    /// and fake quantization.
+    /// AVX-512 VNNI over AVX2: its own GEMM, implicit GEMM, depthwise, Add, Mul, HardSwish and
+    /// bilinear resize; AVX2's pooling and fake quantization.
     const fn vnni_ops<T: Code8 + Ord>() -> CodeOps<T> {
         CodeOps {
             pack: pack::<Vnni, T>,
@@ -307,6 +323,9 @@ mod x86 {
             dw_row: crate::gemm::depthwise::dw_row_avx512::<T>,
             dw_run: Some(vnni::dw_run::<T>),
             add: Some(vnni::add_same_shape::<T>),
+            mul: Some(ew::mul_avx512::<T>),
+            hard_swish: Some(ew::hard_swish_avx512::<T>),
+            resize_bilinear: crate::gemm::elementwise::bilinear_rows_avx512::<T>,
             ..avx2_ops::<T>()
         }
     }
@@ -371,6 +390,8 @@ mod arm {
             implicit: Some(implicit::<NeonDot, T>),
             dw_row: crate::gemm::depthwise::dw_row_neon::<T>,
             add: Some(neon::add_same_shape::<T>),
+            mul: Some(crate::gemm::elementwise::neon::mul_neon::<T>),
+            hard_swish: Some(crate::gemm::elementwise::neon::hard_swish_neon::<T>),
             ..portable_ops::<T>()
         }
     }

@@ -36,6 +36,10 @@ pub use pad_mean::{mean, pad, MeanParams};
 pub(crate) use pool::window as pool_window;
 pub use pool::{average_pool, max_pool};
 pub use quantize::{dequantize, quantize, quantize_to, reshape};
+pub(crate) use resize::{
+    float_axis as bilinear_float_axis, float_scale as bilinear_float_scale,
+    integer_axis as bilinear_integer_axis, scale_10 as bilinear_scale_10,
+};
 pub use resize::{nearest_source, resize_bilinear, resize_nearest, BilinearArithmetic, ResizeMode};
 pub use softmax::{softmax, SoftmaxParams};
 pub use space_batch::{batch_to_space, depth_to_space, space_to_batch};

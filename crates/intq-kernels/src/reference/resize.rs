@@ -61,7 +61,12 @@ pub fn resize_nearest<T: QElem>(
 
 /// One axis of `ResizeBilinearInteger`: the source position in 1/1024 pixel and the two rows
 /// (or columns) around it.
-fn integer_axis(out: i32, scale_10: i32, half_pixel_centers: bool, input: i32) -> (i32, i32, i32) {
+pub(crate) fn integer_axis(
+    out: i32,
+    scale_10: i32,
+    half_pixel_centers: bool,
+    input: i32,
+) -> (i32, i32, i32) {
     let scaled = if half_pixel_centers {
         out * scale_10 + scale_10 / 2 - (1 << 9)
     } else {
@@ -73,7 +78,7 @@ fn integer_axis(out: i32, scale_10: i32, half_pixel_centers: bool, input: i32) -
 }
 
 /// TFLite's `height_scale_10` / `width_scale_10`: `input / output` in 1/1024, rounded.
-fn scale_10(input: i32, output: i32, align_corners: bool) -> i32 {
+pub(crate) fn scale_10(input: i32, output: i32, align_corners: bool) -> i32 {
     if align_corners && output > 1 {
         ((1 << 10) * (input - 1) + (output - 1) / 2) / (output - 1)
     } else {
@@ -82,7 +87,12 @@ fn scale_10(input: i32, output: i32, align_corners: bool) -> i32 {
 }
 
 /// TFLite's f32 scale and source position of `ResizeBilinear` (its `ComputeInterpolationValues`).
-fn float_axis(out: usize, scale: f32, half_pixel_centers: bool, input: usize) -> (f32, i32, i32) {
+pub(crate) fn float_axis(
+    out: usize,
+    scale: f32,
+    half_pixel_centers: bool,
+    input: usize,
+) -> (f32, i32, i32) {
     let v = if half_pixel_centers {
         (out as f32 + 0.5) * scale - 0.5
     } else {
@@ -93,7 +103,7 @@ fn float_axis(out: usize, scale: f32, half_pixel_centers: bool, input: usize) ->
     (v, lower, upper)
 }
 
-fn float_scale(input: usize, output: usize, align_corners: bool) -> f32 {
+pub(crate) fn float_scale(input: usize, output: usize, align_corners: bool) -> f32 {
     if align_corners && output > 1 {
         (input - 1) as f32 / (output - 1) as f32
     } else {
