@@ -688,15 +688,30 @@ fn run_coded<T: Code>(f: &Frame, op: &Op, prep: &Prepared, out: &mut [T]) {
                 lhs, rhs, output, ..
             },
             Prepared::Mul(p),
-        ) => k::mul(
-            f.codes::<T>(*lhs),
-            f.shape(*lhs),
-            f.codes::<T>(*rhs),
-            f.shape(*rhs),
-            p,
-            out,
-            f.shape(*output),
-        ),
+        ) => match f.tier {
+            // Equal shapes and per-channel gates take the vector path; other broadcasts the
+            // reference.
+            intq_kernels::KernelTier::Fast(isa) => intq_kernels::gemm::mul(
+                isa,
+                f.threads,
+                f.codes::<T>(*lhs),
+                f.shape(*lhs),
+                f.codes::<T>(*rhs),
+                f.shape(*rhs),
+                p,
+                out,
+                f.shape(*output),
+            ),
+            intq_kernels::KernelTier::Reference => k::mul(
+                f.codes::<T>(*lhs),
+                f.shape(*lhs),
+                f.codes::<T>(*rhs),
+                f.shape(*rhs),
+                p,
+                out,
+                f.shape(*output),
+            ),
+        },
         (
             Op::Sub {
                 lhs, rhs, output, ..
@@ -715,9 +730,12 @@ fn run_coded<T: Code>(f: &Frame, op: &Op, prep: &Prepared, out: &mut [T]) {
         (Op::LeakyRelu { input, .. }, Prepared::LeakyRelu(p)) => {
             k::leaky_relu(f.codes::<T>(*input), p, out)
         }
-        (Op::HardSwish { input, .. }, Prepared::HardSwish(p)) => {
-            k::hard_swish(f.codes::<T>(*input), p, out)
-        }
+        (Op::HardSwish { input, .. }, Prepared::HardSwish(p)) => match f.tier {
+            intq_kernels::KernelTier::Fast(isa) => {
+                intq_kernels::gemm::hard_swish(isa, f.threads, f.codes::<T>(*input), p, out)
+            }
+            intq_kernels::KernelTier::Reference => k::hard_swish(f.codes::<T>(*input), p, out),
+        },
         (
             Op::ResizeNearest { input, output, .. } | Op::ResizeBilinear { input, output, .. },
             Prepared::Resize(mode, arithmetic),
@@ -729,14 +747,26 @@ fn run_coded<T: Code>(f: &Frame, op: &Op, prep: &Prepared, out: &mut [T]) {
                 out,
                 f.shape4(*output),
             ),
-            Some(a) => k::resize_bilinear(
-                f.codes::<T>(*input),
-                f.shape4(*input),
-                *mode,
-                *a,
-                out,
-                f.shape4(*output),
-            ),
+            Some(a) => match f.tier {
+                intq_kernels::KernelTier::Fast(isa) => intq_kernels::gemm::resize_bilinear(
+                    isa,
+                    f.threads,
+                    f.codes::<T>(*input),
+                    f.shape4(*input),
+                    *mode,
+                    *a,
+                    out,
+                    f.shape4(*output),
+                ),
+                intq_kernels::KernelTier::Reference => k::resize_bilinear(
+                    f.codes::<T>(*input),
+                    f.shape4(*input),
+                    *mode,
+                    *a,
+                    out,
+                    f.shape4(*output),
+                ),
+            },
         },
         (Op::Prelu { input, alpha, .. }, Prepared::Prelu(p)) => k::prelu(
             f.codes::<T>(*input),
