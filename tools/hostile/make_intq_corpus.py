@@ -235,6 +235,29 @@ def cases():
     yield "unknown_op_tag.intq", m.encode()
     m.ops = [(9, u32(a) + u32(b_) + u32(0))]
     yield "op_body_too_long.intq", m.encode()
+    # Spatial ops (1.5 tags 29-32) whose shapes disagree with their parameters.
+    m = Model()
+    x = m.tensor(b"x", U8, [1, 2, 2, 1], ("pt", f32(1.0), 0))
+    w = m.tensor(b"w", U8, [1, 3, 3, 1], ("pt", f32(1.0), 128), bytes(range(9)))
+    y = m.tensor(b"y", U8, [1, 5, 5, 1], ("pt", f32(1.0), 0))
+    m.inputs, m.outputs = [x], [y]
+    # TransposeConv: input, filter, no bias, output, stride 2x2, SAME, no activation.
+    m.op(29, u32(x) + u32(w) + u32(NO_TENSOR) + u32(y) + pair(2, 2) + b"\x00" + b"\x00")
+    yield "transpose_conv_output_disagrees.intq", m.encode()
+    m = Model()
+    x = m.tensor(b"x", U8, [1, 3, 3, 1], ("pt", f32(1.0), 0))
+    y = m.tensor(b"y", U8, [4, 1, 1, 1], ("pt", f32(1.0), 0))
+    m.inputs, m.outputs = [x], [y]
+    # SpaceToBatch: block 2x2, no padding, on a 3x3 image.
+    m.op(30, u32(x) + u32(y) + pair(2, 2) + pair(0, 0) + pair(0, 0))
+    yield "space_to_batch_block_does_not_divide.intq", m.encode()
+    m = Model()
+    x = m.tensor(b"x", U8, [1, 1, 1, 4], ("pt", f32(1.0), 0))
+    y = m.tensor(b"y", U8, [1, 3, 3, 1], ("pt", f32(1.0), 0))
+    m.inputs, m.outputs = [x], [y]
+    # DepthToSpace: block 3 on 4 channels.
+    m.op(32, u32(x) + u32(y) + u64(3))
+    yield "depth_to_space_channels_not_square_multiple.intq", m.encode()
     m = Model()
     a = m.tensor(b"\xff\xfe", U8, [1, 4], ("pt", f32(1.0), 0))
     m.inputs, m.outputs = [a], [a]
