@@ -35,6 +35,8 @@ Writes, into the output folder (default crates/intq-onnx/tests/fixtures):
                          GlobalAveragePool, Gemm
   dilated_qat.onnx       built with onnx.helper: dilation-2 dense and depthwise convs, an
                          AveragePool with count_include_pad 0, a MaxPool with ceil_mode, GAP, Gemm
+  act_qat.onnx           built with onnx.helper: conv-BN-LeakyRelu, conv-Tanh, the Sub of two 1x1
+                         convs, GAP, Gemm
   NAME.input.npy         fixed float32 inputs, batch 4 (seeded)
   NAME.output.npy        ONNX Runtime's output on them (CPU execution provider, no graph
                          optimizations, so it runs the file's nodes as written)
@@ -701,6 +703,58 @@ def dilated_qat_model(path):
     onnx.save(model, path)
 
 
+def act_qat_model(path):
+    """LeakyRelu, Tanh and the Sub of two activations between convolutions, node by node."""
+    rng = np.random.default_rng(SEED + 31)
+
+    def w(name, *shape, scale=0.4):
+        return numpy_helper.from_array(
+            (rng.standard_normal(shape) * scale).astype(np.float32), name
+        )
+
+    inits = [
+        w("w1", 8, 3, 3, 3),
+        numpy_helper.from_array(rng.uniform(0.5, 1.5, 8).astype(np.float32), "bn_s"),
+        w("bn_b", 8, scale=0.5),
+        w("bn_m", 8, scale=0.2),
+        numpy_helper.from_array(rng.uniform(0.5, 1.5, 8).astype(np.float32), "bn_v"),
+        w("w2", 16, 8, 3, 3, scale=0.3),
+        w("b2", 16),
+        w("wa", 16, 16, 1, 1),
+        w("ba", 16),
+        w("wb", 16, 16, 1, 1),
+        w("bb", 16),
+        w("fc_w", 10, 16),
+        w("fc_b", 10),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1],
+                         strides=[2, 2]),
+        helper.make_node("BatchNormalization", ["c1", "bn_s", "bn_b", "bn_m", "bn_v"], ["b1"],
+                         name="bn"),
+        helper.make_node("LeakyRelu", ["b1"], ["l1"], name="leaky", alpha=0.1),
+        helper.make_node("Conv", ["l1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Tanh", ["c2"], ["t2"], name="tanh"),
+        helper.make_node("Conv", ["t2", "wa", "ba"], ["ca"], name="conv_a"),
+        helper.make_node("Conv", ["t2", "wb", "bb"], ["cb"], name="conv_b"),
+        helper.make_node("Sub", ["ca", "cb"], ["d"], name="sub"),
+        helper.make_node("GlobalAveragePool", ["d"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["output"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "act_qat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+
+
 def run_ort(path, x):
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -750,6 +804,9 @@ def main():
     if only in (None, "dilated_qat"):
         dilated_qat_model(os.path.join(out, "dilated_qat.onnx"))
         models.append(("dilated_qat", (3, 32, 32)))
+    if only in (None, "act_qat"):
+        act_qat_model(os.path.join(out, "act_qat.onnx"))
+        models.append(("act_qat", (3, 32, 32)))
     for name, chw in models:
         path = os.path.join(out, name + ".onnx")
         onnx.checker.check_model(onnx.load(path))

@@ -51,6 +51,7 @@ fn run_matches_onnxruntime_at_any_batch() {
         "mobilenetv3_tiny",
         "preprocess_qat",
         "dilated_qat",
+        "act_qat",
     ] {
         let out_path = dir.join(format!("{name}.out.npy"));
         let out = intq(&[
@@ -398,6 +399,7 @@ fn qat_convert_and_compare_every_layer_kind() {
         "mobilenetv3_tiny",
         "preprocess_qat",
         "dilated_qat",
+        "act_qat",
     ] {
         let ckpt = dir.join(format!("{name}.ckpt"));
         let m = dir.join(format!("{name}.intq"));

@@ -133,6 +133,18 @@ fn eval_op(op: &Op, ins: &[&Tensor], out: &[usize]) -> Vec<f32> {
             .zip(&ins[1].data)
             .map(|(a, b)| a + b)
             .collect(),
+        Op::Sub => x
+            .data
+            .iter()
+            .zip(&ins[1].data)
+            .map(|(a, b)| a - b)
+            .collect(),
+        Op::LeakyRelu { alpha } => x
+            .data
+            .iter()
+            .map(|&v| if v >= 0.0 { v } else { alpha * v })
+            .collect(),
+        Op::Tanh => x.data.iter().map(|&v| v.tanh()).collect(),
         Op::Mul => {
             let y = &ins[1].data;
             // [N, C, 1, 1] by channel, or the same shape element by element.

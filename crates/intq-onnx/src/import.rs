@@ -646,7 +646,36 @@ impl Builder {
             }
             "Add" => self.add(&cx)?,
             "Mul" => self.mul(&cx)?,
-            "Sub" => self.const_arith(&cx, Arith::Sub)?,
+            "Sub" => match (self.input(&cx, 0), self.input(&cx, 1)) {
+                (Some(Val::Act(a)), Some(Val::Act(b))) => {
+                    cx.only_attrs(&[])?;
+                    let (sa, sb) = (self.shape(a), self.shape(b));
+                    if sa != sb {
+                        return Err(cx.err(format!(
+                            "subtracts shapes {sa:?} and {sb:?}; intq subtracts activations of \
+                             one shape"
+                        )));
+                    }
+                    self.push(&cx, Op::Sub, vec![a, b], sa)?;
+                }
+                _ => self.const_arith(&cx, Arith::Sub)?,
+            },
+            "LeakyRelu" => {
+                cx.only_attrs(&["alpha"])?;
+                let alpha = cx.float("alpha")?.unwrap_or(0.01);
+                if !alpha.is_finite() {
+                    return Err(cx.attr_err("alpha", format!("{alpha} is not finite")));
+                }
+                let x = self.act(&cx, 0)?;
+                let s = self.shape(x);
+                self.push(&cx, Op::LeakyRelu { alpha }, vec![x], s)?;
+            }
+            "Tanh" => {
+                cx.only_attrs(&[])?;
+                let x = self.act(&cx, 0)?;
+                let s = self.shape(x);
+                self.push(&cx, Op::Tanh, vec![x], s)?;
+            }
             "Div" => self.const_arith(&cx, Arith::Div)?,
             "Concat" => {
                 cx.only_attrs(&["axis"])?;
@@ -776,7 +805,7 @@ impl Builder {
             other => {
                 return Err(cx.err(format!(
                     "op {other} is not supported by intq (supported: Conv, BatchNormalization, \
-                     Relu, Clip, HardSwish, Sigmoid, Add, Sub, Mul, Div, Concat, \
+                     Relu, Clip, LeakyRelu, HardSwish, Sigmoid, Tanh, Add, Sub, Mul, Div, Concat, \
                      GlobalAveragePool, ReduceMean, AveragePool, MaxPool, Flatten, Reshape, Gemm, \
                      MatMul, Pad, Softmax, LogSoftmax, and shape arithmetic on constants)"
                 )))

@@ -106,6 +106,14 @@ pub enum Op {
     },
     /// Elementwise sum of two activations of the same shape.
     Add,
+    /// Elementwise difference of two activations of the same shape.
+    Sub,
+    /// `x` where `x >= 0`, else `alpha x`.
+    LeakyRelu {
+        alpha: f32,
+    },
+    /// Hyperbolic tangent.
+    Tanh,
     /// Elementwise product of two activations: the second of the first's shape, or `[N, C, 1, 1]`
     /// broadcast over H and W (squeeze-and-excitation's channel weights).
     Mul,
@@ -171,6 +179,9 @@ impl Op {
             Op::HardSigmoid { .. } => "HardSigmoid",
             Op::Clip { .. } => "Clip",
             Op::Add => "Add",
+            Op::Sub => "Sub",
+            Op::LeakyRelu { .. } => "LeakyRelu",
+            Op::Tanh => "Tanh",
             Op::Mul => "Mul",
             Op::Concat { .. } => "Concat",
             Op::GlobalAveragePool => "GlobalAveragePool",

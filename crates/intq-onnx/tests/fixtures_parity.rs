@@ -190,3 +190,17 @@ fn dilated_convs_and_pool_modes_match_onnxruntime() {
     );
     assert_eq!(count(&g, |o| matches!(o, Op::MaxPool(p) if p.ceil_mode)), 1);
 }
+
+#[test]
+fn leaky_relu_tanh_and_sub_match_onnxruntime() {
+    let g = parity("act_qat");
+    assert_eq!(
+        count(
+            &g,
+            |o| matches!(o, Op::LeakyRelu { alpha } if *alpha == 0.1)
+        ),
+        1
+    );
+    assert_eq!(count(&g, |o| matches!(o, Op::Tanh)), 1);
+    assert_eq!(count(&g, |o| matches!(o, Op::Sub)), 1);
+}

@@ -263,6 +263,52 @@ pub fn export_graph(
                             params: p,
                         }
                     }
+                    Layer::Sub(l) => {
+                        let a = act(&vals, inputs[0], name)?;
+                        let b = act(&vals, inputs[1], name)?;
+                        let p = observed(name, l.out_obs.params(quant.act_scheme))?;
+                        let out = e.act_tensor_shaped(name, &a.shape, p);
+                        e.b.op(Op::Sub {
+                            lhs: a.id,
+                            rhs: b.id,
+                            output: out,
+                            activation: intq_engine::Activation::None,
+                        });
+                        Cur {
+                            id: out,
+                            shape: a.shape,
+                            params: p,
+                        }
+                    }
+                    Layer::LeakyRelu(l) => {
+                        let x = act(&vals, inputs[0], name)?;
+                        let p = observed(name, l.out_obs.params(quant.act_scheme))?;
+                        let out = e.act_tensor_shaped(name, &x.shape, p);
+                        e.b.op(Op::LeakyRelu {
+                            input: x.id,
+                            output: out,
+                            alpha: l.alpha as f32,
+                        });
+                        Cur {
+                            id: out,
+                            shape: x.shape,
+                            params: p,
+                        }
+                    }
+                    Layer::Tanh(l) => {
+                        let x = act(&vals, inputs[0], name)?;
+                        let p = l.params(quant.act_scheme);
+                        let out = e.act_tensor_shaped(name, &x.shape, p);
+                        e.b.op(Op::Tanh {
+                            input: x.id,
+                            output: out,
+                        });
+                        Cur {
+                            id: out,
+                            shape: x.shape,
+                            params: p,
+                        }
+                    }
                     Layer::Sigmoid(l) => {
                         let x = act(&vals, inputs[0], name)?;
                         let p = QuantParams {

@@ -31,6 +31,7 @@ use crate::sgd::{self, SgdStep, Velocity};
 use crate::trainer::cross_entropy;
 use crate::TrainError;
 use intq_onnx::{Arith, Graph, Op, ValueId};
+use intq_quant::QuantParams;
 
 /// A trainable layer of an imported network. Held once per layer in a Vec, so the variants'
 /// sizes do not matter.
@@ -46,6 +47,138 @@ pub enum Layer {
     Sigmoid(QSigmoid),
     Mul(QMul),
     Window(WindowPool),
+    Sub(QSub),
+    LeakyRelu(QLeakyRelu),
+    Tanh(QTanh),
+}
+
+/// The real values `S (c - Z)` (f64) of codes `f` computes from the input codes of `a`, as an
+/// activation on `po`: how the exact evaluation runs the engine's elementwise ops.
+fn codes_map(a: &Act, pi: QuantParams, po: QuantParams, f: impl Fn(i32) -> i32) -> Act {
+    let dims = a.x.dims();
+    let out: Vec<f64> = host_vec(a.x.clone())
+        .into_iter()
+        .map(|v| {
+            let c = f((v / pi.scale).round() as i32 + pi.zero_point);
+            po.scale as f64 * (c - po.zero_point) as f64
+        })
+        .collect();
+    Act {
+        x: f64_tensor(out, dims, &a.x.device()),
+        q: Some(po),
+    }
+}
+
+/// Difference of two activations of one shape with its own output range. Exact evaluation is
+/// the engine's integer Sub on the codes (docs/spec.md §11.2, Add's fixed-point rescaling).
+#[derive(Module, Debug)]
+pub struct QSub {
+    pub out_obs: EmaObserver,
+}
+
+impl QSub {
+    pub fn forward(&self, a: Act, b: Act, ctx: &Ctx) -> Result<Act, TrainError> {
+        if let (Some(q), Some(pa), Some(pb)) = (ctx.exact_quant(), a.q, b.q) {
+            if let Some(po) = self.out_obs.params(q.act_scheme)? {
+                let (qmin, qmax) = (q.act_scheme.qmin(), q.act_scheme.qmax());
+                let m = intq_kernels::reference::SubParams::new(pa, pb, po, qmin, qmax)?;
+                let code = |v: f32, p: QuantParams| (v / p.scale).round() as i32 + p.zero_point;
+                let dims = a.x.dims();
+                let out: Vec<f64> = host_vec(a.x.clone())
+                    .into_iter()
+                    .zip(host_vec(b.x))
+                    .map(|(x, y)| {
+                        let c = m.apply(code(x, pa), code(y, pb));
+                        po.scale as f64 * (c - po.zero_point) as f64
+                    })
+                    .collect();
+                return Ok(Act {
+                    x: f64_tensor(out, dims, &a.x.device()),
+                    q: Some(po),
+                });
+            }
+        }
+        let (x, q) = self.out_obs.apply(a.x - b.x, ctx)?;
+        Ok(Act { x, q })
+    }
+}
+
+/// LeakyRelu with its own output range. Exact evaluation is the engine's integer LeakyRelu on
+/// the codes (docs/spec.md §11.4: one fixed-point multiplier for `x >= 0`, one for `alpha x`).
+#[derive(Module, Debug)]
+pub struct QLeakyRelu {
+    pub out_obs: EmaObserver,
+    /// The slope below 0 (the ONNX attribute's f32 value).
+    pub alpha: f64,
+}
+
+impl QLeakyRelu {
+    pub fn forward(&self, a: Act, ctx: &Ctx) -> Result<Act, TrainError> {
+        let alpha = self.alpha as f32;
+        if let (Some(q), Some(pi)) = (ctx.exact_quant(), a.q) {
+            if let Some(po) = self.out_obs.params(q.act_scheme)? {
+                let p = intq_kernels::reference::LeakyReluParams::new(pi, po, alpha)?;
+                let (qmin, qmax) = (q.act_scheme.qmin(), q.act_scheme.qmax());
+                return Ok(codes_map(&a, pi, po, |c| {
+                    let x = c - p.input_zero_point;
+                    let m = if x >= 0 { p.identity } else { p.alpha };
+                    p.output_zero_point
+                        .wrapping_add(m.apply(x))
+                        .clamp(qmin, qmax)
+                }));
+            }
+        }
+        let x = a.x;
+        let y = activation::relu(x.clone()) - activation::relu(x.neg()).mul_scalar(alpha);
+        let (x, q) = self.out_obs.apply(y, ctx)?;
+        Ok(Act { x, q })
+    }
+}
+
+/// Tanh, whose quantized output has TFLite's fixed params (`S = 1/128`, `Z` at the middle of
+/// the type's range), so it has no observer. Training fake-quantizes the float tanh to that
+/// grid; exact evaluation looks the input codes up in the engine's TANH table
+/// (`tflite_tanh_table`, docs/spec.md §11.6).
+#[derive(Module, Debug)]
+pub struct QTanh {
+    /// Output scale denominator (128).
+    pub levels: usize,
+}
+
+impl QTanh {
+    /// The output params under `scheme`.
+    pub fn params(&self, scheme: intq_quant::QScheme) -> QuantParams {
+        QuantParams {
+            scale: 1.0 / self.levels as f32,
+            zero_point: if scheme.is_signed() { 0 } else { 128 },
+        }
+    }
+
+    pub fn forward(&self, a: Act, ctx: &Ctx) -> Result<Act, TrainError> {
+        let (Some(pi), Some(q)) = (a.q, ctx.quant) else {
+            return Ok(Act {
+                x: a.x.tanh(),
+                q: None,
+            });
+        };
+        let scheme = q.act_scheme;
+        let po = self.params(scheme);
+        if ctx.exact_quant().is_none() {
+            let y = crate::fake_quant::fake_quant(a.x.tanh(), scheme, po);
+            return Ok(Act { x: y, q: Some(po) });
+        }
+        let (lo, table): (i32, Vec<i32>) = if scheme.is_signed() {
+            let t = intq_kernels::reference::tflite_tanh_table::<i8>(pi, po);
+            (-128, t.table.iter().map(|&c| c as i32).collect())
+        } else {
+            let t = intq_kernels::reference::tflite_tanh_table::<u8>(pi, po);
+            (0, t.table.iter().map(|&c| c as i32).collect())
+        };
+        let (qmin, qmax) = (scheme.qmin(), scheme.qmax());
+        Ok(codes_map(&a, pi, po, |c| {
+            table[(c.clamp(qmin, qmax) - lo) as usize]
+        }))
+    }
 }
 
 /// A max or average pool in the engine's own window arithmetic where the zoo's [`Pool`] (square
@@ -694,6 +827,47 @@ impl GraphNet {
                         name,
                     });
                 }
+                Op::Sub => {
+                    layers.push(Layer::Sub(QSub {
+                        out_obs: EmaObserver::with_opts(opts, device),
+                    }));
+                    steps.push(Step::Layer {
+                        layer: layers.len() - 1,
+                        inputs: node.inputs.clone(),
+                        output: node.output,
+                        name,
+                    });
+                }
+                Op::LeakyRelu { alpha } => {
+                    if *alpha < 0.0 {
+                        return Err(refuse(
+                            node,
+                            format!(
+                                "attribute \"alpha\" is {alpha}; the engine's LeakyRelu takes a \
+                                 slope of 0 or more"
+                            ),
+                        ));
+                    }
+                    layers.push(Layer::LeakyRelu(QLeakyRelu {
+                        out_obs: EmaObserver::with_opts(opts, device),
+                        alpha: *alpha as f64,
+                    }));
+                    steps.push(Step::Layer {
+                        layer: layers.len() - 1,
+                        inputs: node.inputs.clone(),
+                        output: node.output,
+                        name,
+                    });
+                }
+                Op::Tanh => {
+                    layers.push(Layer::Tanh(QTanh { levels: 128 }));
+                    steps.push(Step::Layer {
+                        layer: layers.len() - 1,
+                        inputs: node.inputs.clone(),
+                        output: node.output,
+                        name,
+                    });
+                }
                 Op::Sigmoid => {
                     layers.push(Layer::Sigmoid(QSigmoid { levels: 256 }));
                     steps.push(Step::Layer {
@@ -931,6 +1105,9 @@ impl GraphNet {
                         Layer::HardSwish(h) => h.forward(a, ctx)?,
                         Layer::Sigmoid(l) => l.forward(a, ctx)?,
                         Layer::Mul(l) => l.forward(a, get(&vals, inputs[1])?, ctx)?,
+                        Layer::Sub(l) => l.forward(a, get(&vals, inputs[1])?, ctx)?,
+                        Layer::LeakyRelu(l) => l.forward(a, ctx)?,
+                        Layer::Tanh(l) => l.forward(a, ctx)?,
                         Layer::Add(add) => add.forward(a, get(&vals, inputs[1])?, ctx)?,
                         Layer::Concat(cat) => {
                             let all = inputs
@@ -996,7 +1173,12 @@ impl GraphNet {
             Some(Layer::Concat(l)) => Some(&l.out_obs),
             Some(Layer::HardSwish(l)) => Some(&l.out_obs),
             Some(Layer::Mul(l)) => Some(&l.out_obs),
-            Some(Layer::Pool(_)) | Some(Layer::Window(_)) | Some(Layer::Sigmoid(_)) => None,
+            Some(Layer::Sub(l)) => Some(&l.out_obs),
+            Some(Layer::LeakyRelu(l)) => Some(&l.out_obs),
+            Some(Layer::Pool(_))
+            | Some(Layer::Window(_))
+            | Some(Layer::Sigmoid(_))
+            | Some(Layer::Tanh(_)) => None,
         }
     }
 

@@ -65,6 +65,7 @@ fn float_mode_equals_onnxruntime() {
     // The baked normalization folds into the unpadded first conv: the same function.
     assert!(float_parity("preprocess_qat", Head::Logits) <= 1e-5);
     assert!(float_parity("dilated_qat", Head::Logits) <= 1e-5);
+    assert!(float_parity("act_qat", Head::Logits) <= 1e-5);
 }
 
 /// `f` applied to the node named `node` of fixture `name`, then the error building the QAT
@@ -120,6 +121,12 @@ fn layers_the_qat_net_cannot_take_are_named() {
         };
         value[1] = -0.5;
     });
+    let e2 = refusal("act_qat", "leaky", |op| *op = Op::LeakyRelu { alpha: -0.5 });
+    assert_eq!(
+        e2,
+        "configuration: node \"leaky\" (LeakyRelu): attribute \"alpha\" is -0.5; the engine's \
+         LeakyRelu takes a slope of 0 or more"
+    );
     assert_eq!(
         e,
         "configuration: node \"div_std\" (Div): the preprocessing up to this node scales \
@@ -347,6 +354,7 @@ fn integer_model_equals_fake_quant_model() {
         "mobilenetv3_tiny",
         "preprocess_qat",
         "dilated_qat",
+        "act_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
@@ -371,6 +379,7 @@ fn after_qat_steps_the_integer_model_equals_the_fake_quant_model() {
         "mobilenetv3_tiny",
         "preprocess_qat",
         "dilated_qat",
+        "act_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
@@ -395,6 +404,7 @@ fn after_ptq_calibration_the_integer_model_equals_the_fake_quant_model() {
         "mobilenetv3_tiny",
         "preprocess_qat",
         "dilated_qat",
+        "act_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
