@@ -9,12 +9,15 @@ mod add;
 mod concat;
 mod conv;
 mod fully_connected;
+mod gather;
+mod l2norm;
 mod layout;
 mod logistic;
 mod mul_sub;
 mod pad_mean;
 mod pool;
 mod quantize;
+mod reduce;
 mod resize;
 mod softmax;
 mod space_batch;
@@ -29,6 +32,8 @@ pub use add::{add, AddParams};
 pub use concat::{concat, ConcatInput, RequantTable};
 pub use conv::{conv2d, depthwise_conv2d};
 pub use fully_connected::fully_connected;
+pub use gather::gather;
+pub use l2norm::{inv_sqrt_multiplier, l2_normalization};
 pub use layout::{strided_slice, transpose};
 pub use logistic::{logistic, LogisticTable};
 pub use mul_sub::{maximum_minimum, mul, sub, MulParams, SubParams, MAX_BINARY_RANK};
@@ -36,6 +41,7 @@ pub use pad_mean::{mean, pad, MeanParams};
 pub(crate) use pool::window as pool_window;
 pub use pool::{average_pool, max_pool};
 pub use quantize::{dequantize, quantize, quantize_to, reshape};
+pub use reduce::{arg_max, reduce_max, reduction_walk, sum, SumParams};
 pub(crate) use resize::{
     float_axis as bilinear_float_axis, float_scale as bilinear_float_scale,
     integer_axis as bilinear_integer_axis, scale_10 as bilinear_scale_10,
