@@ -791,3 +791,89 @@ fn qat_from_onnx_resumes_augments_and_logs() {
         "{e}"
     );
 }
+
+/// The raw bytes of a tensor, as TFLite stores them (little-endian).
+fn tensor_bytes(t: &intq_engine::TensorData) -> Vec<u8> {
+    use intq_engine::TensorData as D;
+    match t {
+        D::U8(v) => v.clone(),
+        D::I8(v) => v.iter().map(|&x| x as u8).collect(),
+        D::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        D::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    }
+}
+
+/// The converted fixtures exported to `.tflite` (tools/onnx-fixtures/tflite_check.sh): intq
+/// runs each stored model on each stored input and gives TensorFlow Lite's reference kernels'
+/// graph outputs byte for byte, and every op output with TFLite's CRC-32.
+#[test]
+fn converted_fixtures_exported_to_tflite_equal_tflite_reference() {
+    let root = fixture("tflite");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("fixture.tsv").exists())
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 10, "{dirs:?}");
+    for dir in dirs {
+        let what = dir.file_name().unwrap().to_string_lossy().to_string();
+        let table = std::fs::read_to_string(dir.join("fixture.tsv")).unwrap();
+        let mut model = None;
+        // Per seed: inputs, (tensor, golden file) outputs, (tensor, crc) checks.
+        type Seed = (Vec<PathBuf>, Vec<(String, PathBuf)>, Vec<(String, u32)>);
+        let mut seeds: Vec<Seed> = Vec::new();
+        for line in table.lines() {
+            let f: Vec<&str> = line.split('\t').collect();
+            match f[0] {
+                "model" => model = Some(intq_tflite::load(&dir.join(f[1])).unwrap()),
+                "seed" => seeds.push(Default::default()),
+                "input" => seeds.last_mut().unwrap().0.push(dir.join(f[1])),
+                "output" => seeds
+                    .last_mut()
+                    .unwrap()
+                    .1
+                    .push((f[1].to_string(), dir.join(f[2]))),
+                "crc32" => seeds
+                    .last_mut()
+                    .unwrap()
+                    .2
+                    .push((f[1].to_string(), u32::from_str_radix(f[2], 16).unwrap())),
+                _ => {}
+            }
+        }
+        let m = intq_engine::Model::new(model.expect("a model line")).unwrap();
+        assert!(!seeds.is_empty(), "{what}");
+        let mut checked = 0;
+        for (inputs, outputs, crcs) in &seeds {
+            let inputs: Vec<_> = inputs
+                .iter()
+                .map(|p| intq_cli::npy::read(p).unwrap().data)
+                .collect();
+            let names: Vec<&String> = outputs
+                .iter()
+                .map(|o| &o.0)
+                .chain(crcs.iter().map(|c| &c.0))
+                .collect();
+            let ids: Vec<_> = names
+                .iter()
+                .map(|n| {
+                    m.graph()
+                        .tensor_by_name(n)
+                        .unwrap_or_else(|| panic!("{what}: no tensor {n}"))
+                })
+                .collect();
+            let got = m.run_with(&inputs, &ids).unwrap();
+            for (k, (name, file)) in outputs.iter().enumerate() {
+                let want = intq_cli::npy::read(file).unwrap().data;
+                assert_eq!(got[k], want, "{what}: output {name}");
+            }
+            for (k, (name, crc)) in crcs.iter().enumerate() {
+                let bytes = tensor_bytes(&got[outputs.len() + k]);
+                assert_eq!(intq_engine::format::crc32(&bytes), *crc, "{what}: {name}");
+                checked += 1;
+            }
+        }
+        assert!(checked >= 2 * seeds.len(), "{what}: {checked} tensors");
+    }
+}
