@@ -36,7 +36,7 @@ const SEPARATOR: Rgb = [150, 150, 150];
 /// The font every text of the chart is drawn in (Bitstream Vera licence, see
 /// `assets/DejaVuSans-LICENSE.txt`).
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
-const FONT_FAMILY: &str = "sans-serif";
+pub const FONT_FAMILY: &str = "sans-serif";
 
 /// A metrics log bigger than this is refused rather than read into memory.
 const MAX_LOG_BYTES: u64 = 64 << 20;
@@ -268,7 +268,7 @@ fn color(c: Rgb) -> RGBColor {
 }
 
 /// Registers the bundled font with plotters (once per process).
-fn register_font() -> Result<()> {
+pub fn register_font() -> Result<()> {
     static LOADED: OnceLock<bool> = OnceLock::new();
     let ok = *LOADED.get_or_init(|| {
         plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, FONT).is_ok()

@@ -172,6 +172,7 @@ fn operand_roles(op: &Op) -> Vec<&'static str> {
         | Op::Maximum { .. }
         | Op::Minimum { .. } => vec!["lhs", "rhs"],
         Op::Prelu { .. } => vec!["input", "alpha"],
+        Op::DetectionPostProcess { .. } => vec!["boxes", "scores", "anchors"],
         Op::Concat { inputs, .. } => vec!["input"; inputs.len()],
         _ => vec!["input"],
     }
@@ -330,6 +331,14 @@ fn attributes(op: &Op) -> String {
         ),
         Op::Concat { axis, .. } => format!("  axis {axis}"),
         Op::Softmax { beta, .. } => format!("  beta {beta}"),
+        Op::DetectionPostProcess { part, options, .. } => format!(
+            "  {part:?}, {} NMS, max_detections {}, score >= {}, IoU > {}, {} classes",
+            if options.use_regular_nms { "regular" } else { "fast" },
+            options.max_detections,
+            options.nms_score_threshold,
+            options.nms_iou_threshold,
+            options.num_classes
+        ),
         _ => String::new(),
     }
 }

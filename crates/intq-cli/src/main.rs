@@ -8,6 +8,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod bench_cmd;
 mod convert_cmd;
 mod data_cmd;
+mod detect_cmd;
 mod fidelity;
 mod inspect;
 use intq_cli::npy;
@@ -75,6 +76,9 @@ enum Command {
     /// Draw a training curve (loss, train and test accuracy per epoch) from metrics logs as a
     /// PNG; several logs (float, then QAT) continue one epoch axis.
     Curve(intq_cli::curve::CurveArgs),
+    /// Run an SSD-style detector (ending in TFLite_Detection_PostProcess) on a picture: print
+    /// the detections as JSON in pixels of the picture, and draw them with `--out`.
+    Detect(detect_cmd::DetectArgs),
     // Each command family lives in its own module (one owner per file); its variants appear
     // here as top-level subcommands.
     #[command(flatten)]
@@ -124,6 +128,7 @@ fn real_main() -> Result<()> {
         ),
         Command::Quickstart(a) => quickstart::quickstart(a),
         Command::Curve(a) => intq_cli::curve::run(a),
+        Command::Detect(a) => detect_cmd::run(a),
         Command::Data(c) => data_cmd::run(c),
         Command::Train(c) => train_cmd::run(c),
         Command::Convert(c) => convert_cmd::run(c),

@@ -139,7 +139,7 @@ fn repeated_tensor_with_as_many_outputs_or_a_directory() {
 
 /// A small model: input -> RELU -> RELU6 -> 'head/relu6:0' (an output), and tensor
 /// `custom_reads` (RELU's output or the input) ->
-/// a custom TFLite_Detection_PostProcess op -> QUANTIZE -> 'detections_q' (an output). Written
+/// a custom Convolution2DTransposeBias op -> QUANTIZE -> 'detections_q' (an output). Written
 /// with the FlatBuffer writer intq's exporter uses.
 fn model_with_custom_op(custom_reads: i32) -> Vec<u8> {
     let quant = || {
@@ -207,7 +207,7 @@ fn model_with_custom_op(custom_reads: i32) -> Vec<u8> {
     let opcodes = vec![
         opcode(schema::op::RELU, None),
         opcode(schema::op::RELU6, None),
-        opcode(32, Some("TFLite_Detection_PostProcess")),
+        opcode(32, Some("Convolution2DTransposeBias")),
         opcode(schema::op::QUANTIZE, None),
     ];
     let subgraph = Node::Table(vec![
@@ -249,7 +249,7 @@ fn unsupported_op_is_listed_and_the_rest_still_runs() {
         Ok(_) => panic!("a model with an unsupported op was imported whole"),
         Err(e) => e.to_string(),
     };
-    assert!(err.contains("TFLite_Detection_PostProcess"), "{err}");
+    assert!(err.contains("Convolution2DTransposeBias"), "{err}");
     let partial = intq_tflite::import::import_partial(&bytes).unwrap();
     assert_eq!(partial.unsupported.len(), 1);
     assert_eq!(partial.unsupported[0].index, 2);
@@ -261,7 +261,7 @@ fn unsupported_op_is_listed_and_the_rest_still_runs() {
     let text = ok(&["inspect", s(&model)]);
     assert!(text.contains("unsupported ops"), "{text}");
     assert!(
-        text.contains("op #2 CUSTOM 'TFLite_Detection_PostProcess' (operator code 32)"),
+        text.contains("op #2 CUSTOM 'Convolution2DTransposeBias' (operator code 32)"),
         "{text}"
     );
     assert!(text.contains("'detections_q'"), "{text}");
@@ -308,12 +308,12 @@ fn unsupported_op_is_listed_and_the_rest_still_runs() {
         s(&d.join("x.npy")),
     ]);
     assert!(
-        err.contains("'detections_q' depends on op #2 CUSTOM 'TFLite_Detection_PostProcess'"),
+        err.contains("'detections_q' depends on op #2 CUSTOM 'Convolution2DTransposeBias'"),
         "{err}"
     );
     // All outputs: an error naming the op and the outputs that depend on it.
     let err = fails(&["run", s(&model), "-i", s(&input), "--output-dir", s(&out)]);
-    assert!(err.contains("TFLite_Detection_PostProcess"), "{err}");
+    assert!(err.contains("Convolution2DTransposeBias"), "{err}");
     assert!(
         err.contains("output(s) 'detections_q' depend on it"),
         "{err}"
@@ -327,7 +327,7 @@ fn unsupported_op_reading_the_graph_input() {
     let model = d.join("det.tflite");
     std::fs::write(&model, model_with_custom_op(0)).unwrap();
     let text = ok(&["inspect", s(&model)]);
-    assert!(text.contains("TFLite_Detection_PostProcess"), "{text}");
+    assert!(text.contains("Convolution2DTransposeBias"), "{text}");
     let input = d.join("in.npy");
     let codes: Vec<u8> = vec![3, 70, 0, 255, 60, 61, 1, 2];
     npy::write(

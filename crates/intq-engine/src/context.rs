@@ -202,6 +202,7 @@ pub(crate) fn rebatch(graph: &Graph, n: usize) -> Result<Graph, EngineError> {
             // These move pixels between the batch axis and space; the batch factors below keep
             // each image's entries apart (a BatchToSpace that would merge images is refused).
             Op::SpaceToBatch { .. } | Op::BatchToSpace { .. } => None,
+            Op::DetectionPostProcess { .. } => Some("it takes one image, as TFLite's does"),
             #[allow(unreachable_patterns)]
             _ => Some("it is not known to treat each image on its own"),
         };

@@ -364,6 +364,35 @@ fn run_ops(
     }
 }
 
+/// Runs the post-process and writes the part of its result that `op` outputs (shared with the
+/// float executor, which hands it reals).
+pub(crate) fn detection_part<'a>(
+    graph: &Graph,
+    op: &Op,
+    anchors: &[f32],
+    input: impl Fn(TensorId) -> k::DetectionInput<'a>,
+    out: &mut [f32],
+) {
+    let Op::DetectionPostProcess {
+        boxes,
+        scores,
+        part,
+        options,
+        ..
+    } = op
+    else {
+        unreachable!("{} is not the post-process", op.kind())
+    };
+    let (b, s) = (&graph.tensor(*boxes).shape, &graph.tensor(*scores).shape);
+    let d = k::detection_postprocess(input(*boxes), b[2], input(*scores), s[2], anchors, options);
+    match part {
+        crate::DetectionPart::Boxes => out.copy_from_slice(&d.boxes),
+        crate::DetectionPart::Classes => out.copy_from_slice(&d.classes),
+        crate::DetectionPart::Scores => out.copy_from_slice(&d.scores),
+        crate::DetectionPart::Count => out[0] = d.count,
+    }
+}
+
 fn copy_into(buffer: &mut TensorData, value: &TensorData) {
     match (buffer, value) {
         (TensorData::U8(b), TensorData::U8(v)) => b[..v.len()].copy_from_slice(v),
@@ -911,6 +940,17 @@ fn shift_codes<S: Code, T: Code>(input: &[S], shift: i32, (lo, hi): (i32, i32), 
 
 /// Dequantize, the one op that writes float32.
 fn dequantize(f: &Frame, op: &Op, prep: &Prepared, out: &mut [f32]) {
+    if let (Op::DetectionPostProcess { .. }, Prepared::Detection(anchors)) = (op, prep) {
+        let input = |id: TensorId| match f.graph.tensor(id).params() {
+            Some(p) => k::DetectionInput::U8 {
+                codes: f.codes::<u8>(id),
+                scale: p.scale,
+                zero_point: p.zero_point,
+            },
+            None => k::DetectionInput::F32(f.f32s(id)),
+        };
+        return detection_part(f.graph, op, anchors, input, out);
+    }
     let (Op::Dequantize { input, .. }, Prepared::Dequantize(p)) = (op, prep) else {
         unreachable!("{} writes float32", op.kind())
     };

@@ -441,6 +441,10 @@ pub(crate) fn run(
                     *v = if max { p.max(q) } else { p.min(q) };
                 }
             }
+            (Op::DetectionPostProcess { .. }, Prepared::Detection(anchors)) => {
+                let input = |id: TensorId| intq_kernels::reference::DetectionInput::F32(get(id));
+                crate::exec::detection_part(graph, op, anchors, input, &mut y);
+            }
             (Op::Transpose { input, perm, .. }, _) => {
                 intq_kernels::reference::transpose(get(*input), shape(*input), perm, &mut y);
             }

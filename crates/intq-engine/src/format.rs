@@ -7,8 +7,8 @@
 //! much more than `n` bytes, and no input makes it panic.
 
 use crate::{
-    Activation, ChannelParams, DType, EngineError, Graph, Metadata, Op, OpKind, Padding, Quant,
-    QuantParams, Tensor, TensorData, TensorId,
+    Activation, ChannelParams, DType, DetectionPart, EngineError, Graph, Metadata, Op, OpKind,
+    Padding, Quant, QuantParams, Tensor, TensorData, TensorId,
 };
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -39,6 +39,7 @@ fn minor_version_of(graph: &Graph) -> u16 {
                 | OpKind::SpaceToBatch
                 | OpKind::BatchToSpace
                 | OpKind::DepthToSpace
+                | OpKind::DetectionPostProcess
         )
     };
     if graph.ops().iter().any(new_in_1_5) {
@@ -223,7 +224,7 @@ const CRC_TABLE: [u32; 256] = {
 
 // Tags. Their numbers are the file format: never renumber, only append.
 
-const OP_TAGS: [OpKind; 33] = [
+const OP_TAGS: [OpKind; 34] = [
     OpKind::Conv2d,
     OpKind::DepthwiseConv2d,
     OpKind::FullyConnected,
@@ -259,6 +260,7 @@ const OP_TAGS: [OpKind; 33] = [
     OpKind::SpaceToBatch,
     OpKind::BatchToSpace,
     OpKind::DepthToSpace,
+    OpKind::DetectionPostProcess,
 ];
 
 fn op_tag(kind: OpKind) -> u32 {
@@ -775,6 +777,31 @@ fn write_op_body(w: &mut Writer, op: &Op) {
         | Op::Dequantize { input, output } => {
             w.id(*input);
             w.id(*output);
+        }
+        Op::DetectionPostProcess {
+            boxes,
+            scores,
+            anchors,
+            output,
+            part,
+            options: o,
+        } => {
+            w.id(*boxes);
+            w.id(*scores);
+            w.id(*anchors);
+            w.id(*output);
+            let tag = DetectionPart::ALL.iter().position(|p| p == part);
+            w.u8(tag.unwrap_or(0) as u8);
+            w.size(o.max_detections);
+            w.size(o.max_classes_per_detection);
+            w.size(o.detections_per_class);
+            w.u8(o.use_regular_nms as u8);
+            w.f32(o.nms_score_threshold);
+            w.f32(o.nms_iou_threshold);
+            w.size(o.num_classes);
+            for v in [o.y_scale, o.x_scale, o.h_scale, o.w_scale] {
+                w.f32(v);
+            }
         }
     }
 }
@@ -1545,6 +1572,44 @@ fn read_op(r: &mut Reader, index: usize, tensor_count: u32) -> Result<Op, Format
             block: b.pair()?,
             crops: [b.pair()?, b.pair()?],
         },
+        OpKind::DetectionPostProcess => {
+            let (boxes, scores, anchors, output) = (b.id()?, b.id()?, b.id()?, b.id()?);
+            let byte = |r: &mut Reader, what: &str, max: u8| -> Result<u8, FormatError> {
+                let at = r.pos as u64;
+                match r.u8()? {
+                    v if v <= max => Ok(v),
+                    v => Err(FormatError::Malformed {
+                        offset: at,
+                        message: format!("op {index} ({kind}): {what} byte {v} is above {max}"),
+                    }),
+                }
+            };
+            let part = DetectionPart::ALL[byte(&mut b.r, "output part", 3)? as usize];
+            let (max_detections, max_classes_per_detection, detections_per_class) =
+                (b.r.size()?, b.r.size()?, b.r.size()?);
+            let use_regular_nms = byte(&mut b.r, "use_regular_nms", 1)? == 1;
+            let options = crate::DetectionOptions {
+                max_detections,
+                max_classes_per_detection,
+                detections_per_class,
+                use_regular_nms,
+                nms_score_threshold: b.r.f32()?,
+                nms_iou_threshold: b.r.f32()?,
+                num_classes: b.r.size()?,
+                y_scale: b.r.f32()?,
+                x_scale: b.r.f32()?,
+                h_scale: b.r.f32()?,
+                w_scale: b.r.f32()?,
+            };
+            Op::DetectionPostProcess {
+                boxes,
+                scores,
+                anchors,
+                output,
+                part,
+                options,
+            }
+        }
         OpKind::DepthToSpace => Op::DepthToSpace {
             input: b.id()?,
             output: b.id()?,

@@ -358,6 +358,19 @@ pub enum Op {
         begin: Vec<usize>,
         strides: Vec<usize>,
     },
+    /// One output of TFLite's `TFLite_Detection_PostProcess` (docs/spec.md §11): SSD box
+    /// decoding against constant `anchors` `[A, 4]` and fast or regular non-max suppression, in
+    /// f32 on the dequantized `boxes` `[1, A, >= 4]` and `scores` `[1, A, classes]` (uint8 or
+    /// float32). The op's four outputs are four engine ops with the same operands, each writing
+    /// its `part`.
+    DetectionPostProcess {
+        boxes: TensorId,
+        scores: TensorId,
+        anchors: TensorId,
+        output: TensorId,
+        part: DetectionPart,
+        options: intq_kernels::reference::DetectionOptions,
+    },
     /// NHWC transposed convolution (TFLite's TRANSPOSE_CONV): input `[N, H, W, C]`, OHWI filter
     /// `[O, kh, kw, C]`, optional int32 bias, output `[N, OH, OW, O]`, the output's size being
     /// part of the graph (docs/spec.md §11.13). SAME and VALID padding resolve against the output
@@ -398,6 +411,35 @@ pub enum Op {
     },
 }
 
+/// Which output of `TFLite_Detection_PostProcess` a [`Op::DetectionPostProcess`] writes, in
+/// TFLite's output order: boxes `[1, N, 4]`, classes `[1, N]`, scores `[1, N]`, count `[1]`
+/// (float32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DetectionPart {
+    Boxes,
+    Classes,
+    Scores,
+    Count,
+}
+
+impl DetectionPart {
+    /// The four, in TFLite's output order.
+    pub const ALL: [DetectionPart; 4] = [
+        DetectionPart::Boxes,
+        DetectionPart::Classes,
+        DetectionPart::Scores,
+        DetectionPart::Count,
+    ];
+    /// The output's shape for `n` detection entries.
+    pub fn shape(self, n: usize) -> Vec<usize> {
+        match self {
+            DetectionPart::Boxes => vec![1, n, 4],
+            DetectionPart::Classes | DetectionPart::Scores => vec![1, n],
+            DetectionPart::Count => vec![1],
+        }
+    }
+}
+
 /// The kind of an op, without its operands: its name in messages and its tag in files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OpKind {
@@ -430,6 +472,7 @@ pub enum OpKind {
     Minimum,
     Transpose,
     Slice,
+    DetectionPostProcess,
     TransposeConv,
     SpaceToBatch,
     BatchToSpace,
@@ -468,6 +511,7 @@ impl OpKind {
             OpKind::Minimum => "Minimum",
             OpKind::Transpose => "Transpose",
             OpKind::Slice => "Slice",
+            OpKind::DetectionPostProcess => "DetectionPostProcess",
             OpKind::TransposeConv => "TransposeConv",
             OpKind::SpaceToBatch => "SpaceToBatch",
             OpKind::BatchToSpace => "BatchToSpace",
@@ -514,6 +558,7 @@ impl Op {
             Op::Minimum { .. } => OpKind::Minimum,
             Op::Transpose { .. } => OpKind::Transpose,
             Op::Slice { .. } => OpKind::Slice,
+            Op::DetectionPostProcess { .. } => OpKind::DetectionPostProcess,
             Op::TransposeConv { .. } => OpKind::TransposeConv,
             Op::SpaceToBatch { .. } => OpKind::SpaceToBatch,
             Op::BatchToSpace { .. } => OpKind::BatchToSpace,
@@ -568,6 +613,12 @@ impl Op {
             | Op::Maximum { lhs, rhs, .. }
             | Op::Minimum { lhs, rhs, .. } => vec![*lhs, *rhs],
             Op::Prelu { input, alpha, .. } => vec![*input, *alpha],
+            Op::DetectionPostProcess {
+                boxes,
+                scores,
+                anchors,
+                ..
+            } => vec![*boxes, *scores, *anchors],
             Op::Concat { inputs, .. } => inputs.clone(),
             Op::AveragePool2d { input, .. }
             | Op::MaxPool2d { input, .. }
@@ -628,7 +679,8 @@ impl Op {
             | Op::Maximum { output, .. }
             | Op::Minimum { output, .. }
             | Op::Transpose { output, .. }
-            | Op::Slice { output, .. } => *output,
+            | Op::Slice { output, .. }
+            | Op::DetectionPostProcess { output, .. } => *output,
         }
     }
 }

@@ -20,9 +20,10 @@ mod validate;
 
 pub use error::{EngineError, GraphError};
 pub use graph::{
-    Activation, DType, Graph, GraphBuilder, Metadata, Op, OpKind, Quant, Tensor, TensorData,
+    Activation, DType, DetectionPart, Graph, GraphBuilder, Metadata, Op, OpKind, Quant, Tensor, TensorData,
     TensorId,
 };
+pub use intq_kernels::reference::DetectionOptions;
 pub use intq_kernels::{Isa, KernelTier, Padding};
 pub use intq_quant::{ChannelParams, QuantParams};
 pub use model::{Context, ExecOptions, MemoryStats, Model};

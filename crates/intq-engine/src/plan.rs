@@ -105,6 +105,8 @@ pub(crate) enum Prepared {
     /// A transposed convolution's parameters (docs/spec.md §11.13); `geometry.padding` holds
     /// the resolved top and left.
     TransposeConv(ConvPrep),
+    /// `TFLite_Detection_PostProcess`: the anchors as reals, `[A, 4]`.
+    Detection(Vec<f32>),
 }
 
 /// Where each run-time tensor lives: a slot index per tensor (constants have none), and each
@@ -885,7 +887,28 @@ fn prepare(graph: &Graph, index: usize, op: &Op) -> Result<Prepared, GraphError>
             Prepared::Quantize(params_of(graph, *output), codes_of(graph, *output))
         }
         Op::Dequantize { input, .. } => Prepared::Dequantize(params_of(graph, *input)),
+        Op::DetectionPostProcess { anchors, .. } => {
+            Prepared::Detection(anchor_reals(graph, *anchors))
+        }
     })
+}
+
+/// The reals of a constant anchors tensor: float32 as they are, uint8 dequantized as TFLite's
+/// post-process dequantizes them.
+pub(crate) fn anchor_reals(graph: &Graph, anchors: TensorId) -> Vec<f32> {
+    let t = graph.tensor(anchors);
+    match (&t.data, t.params()) {
+        (Some(crate::TensorData::F32(v)), _) => v.clone(),
+        (Some(crate::TensorData::U8(v)), Some(p)) => {
+            let input = intq_kernels::reference::DetectionInput::U8 {
+                codes: v,
+                scale: p.scale,
+                zero_point: p.zero_point,
+            };
+            (0..v.len()).map(|i| input.real(i)).collect()
+        }
+        _ => Vec::new(),
+    }
 }
 
 #[cfg(test)]

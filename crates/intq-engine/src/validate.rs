@@ -1246,6 +1246,14 @@ impl<'g> OpCheck<'g> {
                 }
                 self.same_params("output", *output, &x, &y)
             }
+            Op::DetectionPostProcess {
+                boxes,
+                scores,
+                anchors,
+                output,
+                part,
+                options,
+            } => self.detection([*boxes, *scores, *anchors, *output], *part, options),
             Op::Quantize { input, output } => {
                 let t = self.t(*input);
                 let y = self.act("output", *output)?;
@@ -1297,6 +1305,128 @@ impl<'g> OpCheck<'g> {
 
     fn nhwc(&self, role: &str, id: TensorId) -> Result<[usize; 4], GraphError> {
         Ok(to4(self.rank(role, id, 4)?))
+    }
+
+    /// `TFLite_Detection_PostProcess`: what TFLite's Prepare and Eval check, at load time (the
+    /// anchors are a constant, so the decoded boxes' validity is known here too).
+    fn detection(
+        &self,
+        [boxes, scores, anchors, output]: [TensorId; 4],
+        part: crate::DetectionPart,
+        o: &intq_kernels::reference::DetectionOptions,
+    ) -> Result<(), GraphError> {
+        use intq_kernels::reference::{MAX_DETECTIONS, MAX_DETECTION_ENTRIES};
+        let bad = |what: String| Err(self.err(what));
+        if !(1..=MAX_DETECTIONS).contains(&o.max_detections)
+            || !(1..=MAX_DETECTIONS).contains(&o.max_classes_per_detection)
+            || o.output_len() > MAX_DETECTION_ENTRIES
+        {
+            return bad(format!(
+                "max_detections {} and max_classes_per_detection {} must each be 1 to \
+                 {MAX_DETECTIONS}, with a product of at most {MAX_DETECTION_ENTRIES}",
+                o.max_detections, o.max_classes_per_detection
+            ));
+        }
+        if o.use_regular_nms && !(1..=MAX_DETECTION_ENTRIES).contains(&o.detections_per_class) {
+            return bad(format!(
+                "detections_per_class {} must be 1 to {MAX_DETECTION_ENTRIES} for regular NMS",
+                o.detections_per_class
+            ));
+        }
+        if !(o.nms_iou_threshold > 0.0 && o.nms_iou_threshold <= 1.0) {
+            return bad(format!(
+                "nms_iou_threshold {} must be in (0, 1]",
+                o.nms_iou_threshold
+            ));
+        }
+        if o.nms_score_threshold.is_nan() {
+            return bad("nms_score_threshold is NaN".into());
+        }
+        let scales = [o.y_scale, o.x_scale, o.h_scale, o.w_scale];
+        if scales.iter().any(|s| !s.is_finite() || *s == 0.0) {
+            return bad(format!(
+                "y_scale, x_scale, h_scale, w_scale {scales:?} must be finite and nonzero"
+            ));
+        }
+        let real_or_u8 = |role: &str, id: TensorId| -> Result<DType, GraphError> {
+            let t = self.t(id);
+            match t.dtype {
+                DType::F32 => Ok(DType::F32),
+                DType::U8 if t.params().is_some() => Ok(DType::U8),
+                _ => Err(self.err(format!(
+                    "{} is {} without per-tensor parameters or not uint8; TFLite's kernel \
+                     reads uint8 codes or float32 (an int8 model dequantizes before it)",
+                    self.name(role, id),
+                    t.dtype
+                ))),
+            }
+        };
+        let bt = real_or_u8("boxes", boxes)?;
+        real_or_u8("scores", scores)?;
+        let b = self.rank("boxes", boxes, 3)?;
+        let s = self.rank("scores", scores, 3)?;
+        let an = self.rank("anchors", anchors, 2)?;
+        let a = b[1];
+        if b[0] != 1 || b[2] < 4 {
+            return bad(format!(
+                "{} has shape {b:?}; it must be [1, anchors, 4 or more]",
+                self.name("boxes", boxes)
+            ));
+        }
+        if s[0] != 1 || s[1] != a {
+            return bad(format!(
+                "{} has shape {s:?}; it must be [1, {a}, classes] for the {a} boxes",
+                self.name("scores", scores)
+            ));
+        }
+        if o.num_classes == 0 || !(o.num_classes..=o.num_classes + 1).contains(&s[2]) {
+            return bad(format!(
+                "num_classes {} does not fit {} with {} classes (num_classes, or one more \
+                 for a background class)",
+                o.num_classes,
+                self.name("scores", scores),
+                s[2]
+            ));
+        }
+        if an != [a, 4] {
+            return bad(format!(
+                "{} has shape {an:?}; it must be [{a}, 4], one (y, x, h, w) per box",
+                self.name("anchors", anchors)
+            ));
+        }
+        let at = self.t(anchors);
+        if at.dtype != bt || !at.is_constant() || (bt == DType::U8 && at.params().is_none()) {
+            return bad(format!(
+                "{} must be a constant of the boxes' type {bt} (per-tensor parameters if uint8), \
+                 as TFLite's kernel reads it; it is {}{}",
+                self.name("anchors", anchors),
+                at.dtype,
+                if at.is_constant() {
+                    ""
+                } else {
+                    ", not a constant"
+                }
+            ));
+        }
+        let reals = crate::plan::anchor_reals(self.g, anchors);
+        if let Some(i) = (0..a).find(|&i| !(reals[4 * i + 2] >= 0.0 && reals[4 * i + 3] >= 0.0)) {
+            return bad(format!(
+                "{} row {i} has height {} and width {}; they must be at least 0 (TFLite \
+                 refuses the decoded boxes otherwise)",
+                self.name("anchors", anchors),
+                reals[4 * i + 2],
+                reals[4 * i + 3]
+            ));
+        }
+        let y = self.t(output);
+        if y.dtype != DType::F32 {
+            return bad(format!(
+                "{} is {}, but the post-process writes float32",
+                self.name("output", output),
+                y.dtype
+            ));
+        }
+        self.shape_is("output", output, &part.shape(o.output_len()))
     }
 
     /// Logistic and Softmax write probabilities with `S = 1/256` and `Z` at the type's minimum.

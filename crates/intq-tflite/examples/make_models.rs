@@ -40,6 +40,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "spatial_i8".into(),
             intq_tflite::zoo::spatial_zoo(DType::I8),
         ),
+        (
+            "detector_u8".into(),
+            intq_tflite::zoo::detector(DType::U8, &intq_tflite::zoo::detection_configs()),
+        ),
+        (
+            "detector_i8".into(),
+            intq_tflite::zoo::detector(DType::I8, &intq_tflite::zoo::detection_configs()),
+        ),
     ];
     for (name, graph) in models {
         Model::new(graph.clone())?.save(&dir.join(format!("{name}.intq")))?;

@@ -5,7 +5,9 @@
 use crate::flatbuf::{finish, Field, Node};
 use crate::schema::{self, fields, op as code, options};
 use crate::TfliteError;
-use intq_engine::{Activation, DType, Graph, Op, Padding, Quant, TensorData, TensorId};
+use intq_engine::{
+    Activation, DType, DetectionPart, Graph, Op, Padding, Quant, TensorData, TensorId,
+};
 use std::io::Write;
 use std::path::Path;
 
@@ -40,6 +42,9 @@ pub fn save(graph: &Graph, path: &Path) -> Result<(), TfliteError> {
     }
     Ok(())
 }
+
+/// The builtin code of a custom op.
+const CUSTOM_OP: i32 = 32;
 
 /// A builtin-options union member: its tag and its table's fields.
 type Options = (u8, Vec<(u16, Field)>);
@@ -231,6 +236,7 @@ pub fn export(graph: &Graph) -> Result<Vec<u8>, TfliteError> {
         add_tensor(&mut buffers, &t.name, t.dtype, &t.shape, quant, data);
     }
 
+    let detection_groups = crate::detection::group_parts(graph)?;
     let mut opcodes: Vec<i32> = Vec::new();
     let mut operators = Vec::new();
     for (index, op) in graph.ops().iter().enumerate() {
@@ -250,6 +256,8 @@ pub fn export(graph: &Graph) -> Result<Vec<u8>, TfliteError> {
         let ids = |v: &[Option<TensorId>]| -> Vec<i32> {
             v.iter().map(|id| id.map_or(-1, |id| id.0 as i32)).collect()
         };
+        let mut outputs = vec![op.output().0 as i32];
+        let mut custom_options = None;
         let (builtin, inputs, opts): (i32, Vec<i32>, Option<Options>) = match op {
             Op::Conv2d {
                 input,
@@ -715,6 +723,27 @@ pub fn export(graph: &Graph) -> Result<Vec<u8>, TfliteError> {
             }
             Op::Quantize { input, .. } => (code::QUANTIZE, ids(&[Some(*input)]), None),
             Op::Dequantize { input, .. } => (code::DEQUANTIZE, ids(&[Some(*input)]), None),
+            Op::DetectionPostProcess {
+                boxes,
+                scores,
+                anchors,
+                part,
+                options,
+                ..
+            } => {
+                // One TFLite op writes what the four engine ops with these operands write; it
+                // goes where the boxes' op is.
+                if *part != DetectionPart::Boxes {
+                    continue;
+                }
+                outputs = detection_groups[&index].iter().map(|id| id.0 as i32).collect();
+                custom_options = Some(crate::detection::build_options(options));
+                (
+                    CUSTOM_OP,
+                    ids(&[Some(*boxes), Some(*scores), Some(*anchors)]),
+                    None,
+                )
+            }
         };
         let opcode_index = match opcodes.iter().position(|&c| c == builtin) {
             Some(i) => i,
@@ -731,9 +760,15 @@ pub fn export(graph: &Graph) -> Result<Vec<u8>, TfliteError> {
             (schema::operator::INPUTS, Field::Off(Node::I32s(inputs))),
             (
                 schema::operator::OUTPUTS,
-                Field::Off(Node::I32s(vec![op.output().0 as i32])),
+                Field::Off(Node::I32s(outputs)),
             ),
         ];
+        if let Some(bytes) = custom_options {
+            f.push((
+                schema::operator::CUSTOM_OPTIONS,
+                Field::Off(Node::Bytes(bytes, 1)),
+            ));
+        }
         if let Some((tag, table)) = opts {
             f.push((schema::operator::BUILTIN_OPTIONS_TYPE, Field::U8(tag)));
             f.push((
@@ -767,14 +802,22 @@ pub fn export(graph: &Graph) -> Result<Vec<u8>, TfliteError> {
     let opcode_nodes = opcodes
         .iter()
         .map(|&c| {
-            Node::Table(vec![
+            let mut f = vec![
                 (
                     schema::opcode::DEPRECATED_BUILTIN_CODE,
                     Field::U8(c.min(127) as u8),
                 ),
                 (schema::opcode::VERSION, Field::I32(1)),
                 (schema::opcode::BUILTIN_CODE, Field::I32(c)),
-            ])
+            ];
+            // The only custom op written.
+            if c == CUSTOM_OP {
+                f.push((
+                    schema::opcode::CUSTOM_CODE,
+                    Field::Off(Node::Str(crate::detection::CUSTOM_CODE.into())),
+                ));
+            }
+            Node::Table(f)
         })
         .collect();
     let model = Node::Table(vec![

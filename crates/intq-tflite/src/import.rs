@@ -6,8 +6,8 @@ use crate::flatbuf::{Buf, Table};
 use crate::schema::{self, fields, op as code};
 use crate::TfliteError;
 use intq_engine::{
-    Activation, ChannelParams, DType, Graph, GraphBuilder, Op, Padding, Quant, QuantParams,
-    TensorData, TensorId,
+    Activation, ChannelParams, DType, DetectionPart, Graph, GraphBuilder, Op, Padding, Quant,
+    QuantParams, TensorData, TensorId,
 };
 use std::path::Path;
 
@@ -37,6 +37,9 @@ struct TfOp<'a> {
     inputs: Vec<i32>,
     outputs: Vec<i32>,
     options: Option<Table<'a>>,
+    /// A custom op's code and options.
+    custom: Option<String>,
+    custom_options: Option<&'a [u8]>,
 }
 
 /// The most elements one tensor may declare (2^28: 1 GiB of int32).
@@ -213,6 +216,8 @@ pub fn import_partial(bytes: &[u8]) -> Result<Partial, TfliteError> {
                         .i32s(schema::operator::OUTPUTS, "operator outputs")?
                         .unwrap_or_default(),
                     options: o.table(schema::operator::BUILTIN_OPTIONS, "builtin_options")?,
+                    custom: custom.clone().filter(|_| code == CUSTOM_OP),
+                    custom_options: o.bytes(schema::operator::CUSTOM_OPTIONS, "custom_options")?,
                 },
                 custom,
             ))
@@ -261,7 +266,9 @@ pub fn import_partial(bytes: &[u8]) -> Result<Partial, TfliteError> {
             .iter()
             .filter(|&&i| i != -1)
             .find_map(|&i| cut[i as usize]);
-        if !is_supported_code(op.code) {
+        if !is_supported_code(op.code)
+            && op.custom.as_deref() != Some(crate::detection::CUSTOM_CODE)
+        {
             let name = match &op_custom[index] {
                 Some(c) if op.code == CUSTOM_OP => format!("CUSTOM '{c}'"),
                 _ => code::name(op.code),
@@ -526,7 +533,7 @@ impl Importer<'_> {
     }
 
     fn op(&mut self, index: usize, op: &TfOp) -> Result<(), TfliteError> {
-        let name = code::name(op.code);
+        let name = op.custom.clone().unwrap_or_else(|| code::name(op.code));
         let unsupported = |message: String| TfliteError::Unsupported {
             index,
             op: name.clone(),
@@ -1227,6 +1234,40 @@ impl Importer<'_> {
                     input: input(self, 0),
                     output: self.id(out_index as usize),
                 }
+            }
+            CUSTOM_OP if op.custom.as_deref() == Some(crate::detection::CUSTOM_CODE) => {
+                arity(3, 4)?;
+                let options = crate::detection::parse_options(op.custom_options.unwrap_or(&[]))
+                    .map_err(&unsupported)?;
+                let (boxes, scores, anchors) = (input(self, 0), input(self, 1), input(self, 2));
+                let mut parts = DetectionPart::ALL.iter().zip(&op.outputs);
+                let part_op = |cx: &mut Self, (&part, &o): (&DetectionPart, &i32)| {
+                    // TFLite sizes the outputs from the options, whatever the file declares.
+                    let o = o as usize;
+                    let output = match cx.ids[o] {
+                        Some(id) => id,
+                        None => {
+                            let shape = part.shape(options.output_len());
+                            let id = cx.b.tensor(&cx.tensors[o].name, DType::F32, &shape, None);
+                            cx.ids[o] = Some(id);
+                            id
+                        }
+                    };
+                    Op::DetectionPostProcess {
+                        boxes,
+                        scores,
+                        anchors,
+                        output,
+                        part,
+                        options,
+                    }
+                };
+                for _ in 0..3 {
+                    let next = parts.next().expect("four outputs");
+                    let part = part_op(self, next);
+                    self.b.op(part);
+                }
+                part_op(self, parts.next().expect("four outputs"))
             }
             _ => {
                 let t = op

@@ -5,6 +5,7 @@
 //! back as a `.tflite` file TFLite's interpreter runs. The schema facts used (field ids, enum
 //! values) are in [`schema`]; docs/spec.md §6 lists where TFLite's arithmetic differs from §4.
 
+pub mod detection;
 pub mod export;
 pub mod flatbuf;
 pub mod import;

@@ -51,6 +51,7 @@ pub mod operator {
     pub const OUTPUTS: u16 = 2;
     pub const BUILTIN_OPTIONS_TYPE: u16 = 3;
     pub const BUILTIN_OPTIONS: u16 = 4;
+    pub const CUSTOM_OPTIONS: u16 = 5;
 }
 
 /// `Buffer` fields.

@@ -584,6 +584,224 @@ pub fn split_tflite(dtype: DType) -> Vec<u8> {
     finish(&model, b"TFL3")
 }
 
+/// The post-process options of the detector zoo: fast NMS with one class per detection (the
+/// common SSD setting), fast NMS with two classes per detection and no score threshold, and
+/// regular NMS keeping three boxes per class with room for more detections than there are
+/// anchors. (Fast NMS leaves the entries past its count unwritten in TFLite, so its settings here
+/// fill them; regular NMS writes zeros there, as intq does for both.)
+pub fn detection_configs() -> Vec<(&'static str, intq_engine::DetectionOptions)> {
+    let base = intq_engine::DetectionOptions {
+        max_detections: 10,
+        max_classes_per_detection: 1,
+        detections_per_class: 100,
+        use_regular_nms: false,
+        nms_score_threshold: 0.3,
+        nms_iou_threshold: 0.4,
+        num_classes: 3,
+        y_scale: 10.0,
+        x_scale: 10.0,
+        h_scale: 5.0,
+        w_scale: 5.0,
+    };
+    vec![
+        ("TFLite_Detection_PostProcess", base),
+        (
+            "fast2/TFLite_Detection_PostProcess",
+            intq_engine::DetectionOptions {
+                max_detections: 6,
+                max_classes_per_detection: 2,
+                nms_score_threshold: 0.0,
+                nms_iou_threshold: 0.6,
+                ..base
+            },
+        ),
+        (
+            "regular/TFLite_Detection_PostProcess",
+            intq_engine::DetectionOptions {
+                max_detections: 40,
+                detections_per_class: 3,
+                use_regular_nms: true,
+                nms_score_threshold: 0.1,
+                nms_iou_threshold: 0.5,
+                ..base
+            },
+        ),
+    ]
+}
+
+/// A small SSD-like detector: an `[1, 8, 8, 3]` picture of 8-bit codes (`S = 1/128`, `Z` the
+/// middle code), a stride-2 conv to a 4 x 4 grid, 1x1 convs to two anchors' box encodings
+/// `[1, 32, 4]` and class scores `[1, 32, 4]` (background and three classes, through LOGISTIC),
+/// constant anchors `[32, 4]` that overlap their neighbours, and one `TFLite_Detection_PostProcess`
+/// per entry of `configs` (named by it; its outputs `NAME`, `NAME:1`, `NAME:2`, `NAME:3`). The
+/// logits are wide, so many scores saturate to the same code: ties in every sort. uint8 feeds
+/// the post-process codes and uint8 anchors (the paper's scheme); int8 dequantizes first, as
+/// TFLite's converter does, and uses float32 anchors.
+///
+/// # Panics
+/// If `dtype` is not `U8` or `I8`.
+pub fn detector(dtype: DType, configs: &[(&str, intq_engine::DetectionOptions)]) -> Graph {
+    use intq_engine::DetectionPart;
+    assert!(matches!(dtype, DType::U8 | DType::I8), "detector is 8-bit");
+    let mut rng = seeded(23);
+    let mut b = GraphBuilder::new();
+    let z = |u8_zero: i32| {
+        if dtype == DType::U8 {
+            u8_zero
+        } else {
+            u8_zero - 128
+        }
+    };
+    let (anchors_per_cell, classes) = (2, 4);
+    let a = 16 * anchors_per_cell;
+    let x = b.tensor("image", dtype, &[1, 8, 8, 3], pt(1.0 / 128.0, z(128)));
+    b.input(x);
+    // The input channels of a tensor made here: the picture's 3, else the features' 8.
+    let b_channels = |_: &GraphBuilder, t: TensorId| if t == x { 3 } else { 8 };
+    let conv = |b: &mut GraphBuilder,
+                rng: &mut SplitMix64,
+                name: &str,
+                input: TensorId,
+                shape: [usize; 4],
+                kernel: usize,
+                stride: usize,
+                out: Option<Quant>,
+                activation: Activation| {
+        let (oc, ic) = (shape[3], b_channels(b, input));
+        let (filter, _) = weights(
+            b,
+            rng,
+            &format!("{name}/weights"),
+            dtype,
+            &[oc, kernel, kernel, ic],
+            0,
+            kernel * kernel * ic,
+        );
+        let bias = bias(b, rng, &format!("{name}/bias"), oc);
+        let output = b.tensor(name, dtype, &shape, out);
+        b.op(Op::Conv2d {
+            input,
+            filter,
+            bias: Some(bias),
+            output,
+            stride: [stride, stride],
+            dilation: [1, 1],
+            padding: Padding::Same,
+            activation,
+        });
+        output
+    };
+    let features = conv(
+        &mut b,
+        &mut rng,
+        "features",
+        x,
+        [1, 4, 4, 8],
+        3,
+        2,
+        pt(0.02, z(0)),
+        Activation::Relu,
+    );
+    let box_map = conv(
+        &mut b,
+        &mut rng,
+        "box_map",
+        features,
+        [1, 4, 4, 4 * anchors_per_cell],
+        1,
+        1,
+        pt(0.04, z(128)),
+        Activation::None,
+    );
+    let class_map = conv(
+        &mut b,
+        &mut rng,
+        "class_map",
+        features,
+        [1, 4, 4, classes * anchors_per_cell],
+        1,
+        1,
+        pt(0.09, z(140)),
+        Activation::None,
+    );
+    let boxes = b.tensor("box_encodings", dtype, &[1, a, 4], pt(0.04, z(128)));
+    b.op(Op::Reshape {
+        input: box_map,
+        output: boxes,
+    });
+    let logits = b.tensor("class_logits", dtype, &[1, a, classes], pt(0.09, z(140)));
+    b.op(Op::Reshape {
+        input: class_map,
+        output: logits,
+    });
+    let scores = b.tensor(
+        "class_scores",
+        dtype,
+        &[1, a, classes],
+        pt(1.0 / 256.0, z(0)),
+    );
+    b.op(Op::Logistic {
+        input: logits,
+        output: scores,
+    });
+    // Anchors (y, x, h, w) on the 4 x 4 grid: a square and a tall one per cell, wide enough that
+    // neighbours overlap.
+    let mut reals = Vec::with_capacity(4 * a);
+    for cell in 0..16 {
+        let (cy, cx) = ((cell / 4) as f32 + 0.5, (cell % 4) as f32 + 0.5);
+        reals.extend([cy / 4.0, cx / 4.0, 0.375, 0.375]);
+        reals.extend([cy / 4.0, cx / 4.0, 0.5, 0.25]);
+    }
+    let (boxes, scores, anchors) = if dtype == DType::U8 {
+        let s = 1.0 / 255.0;
+        let codes = reals.iter().map(|&r| (r / s).round() as u8).collect();
+        let anchors = b.constant("anchors", &[a, 4], pt(s, 0), TensorData::U8(codes));
+        (boxes, scores, anchors)
+    } else {
+        let boxes_f = b.tensor("box_encodings/dequantize", DType::F32, &[1, a, 4], None);
+        b.op(Op::Dequantize {
+            input: boxes,
+            output: boxes_f,
+        });
+        let scores_f = b.tensor(
+            "class_scores/dequantize",
+            DType::F32,
+            &[1, a, classes],
+            None,
+        );
+        b.op(Op::Dequantize {
+            input: scores,
+            output: scores_f,
+        });
+        let anchors = b.constant("anchors", &[a, 4], None, TensorData::F32(reals));
+        (boxes_f, scores_f, anchors)
+    };
+    for (name, options) in configs {
+        for (k, part) in DetectionPart::ALL.into_iter().enumerate() {
+            let out_name = if k == 0 {
+                name.to_string()
+            } else {
+                format!("{name}:{k}")
+            };
+            let output = b.tensor(
+                &out_name,
+                DType::F32,
+                &part.shape(options.output_len()),
+                None,
+            );
+            b.op(Op::DetectionPostProcess {
+                boxes,
+                scores,
+                anchors,
+                output,
+                part,
+                options: *options,
+            });
+            b.output(output);
+        }
+    }
+    b.finish().expect("detector is a valid graph")
+}
 /// The spatial zoo, for uint8 or int8 codes: TRANSPOSE_CONV (SAME at stride 2 with bias, VALID
 /// at stride 1 with a fused ReLU and no bias, VALID at stride 2 with an output one row taller
 /// than the input needs), a dilated convolution as TFLite writes it (SPACE_TO_BATCH_ND padded

@@ -245,6 +245,23 @@ fn spatial_ops_equal_tflite_reference_byte_for_byte() {
     }
 }
 
+/// TFLite_Detection_PostProcess (docs/spec.md §11) with fast NMS (one and two classes per
+/// detection) and regular NMS, on uint8 codes and on the dequantized reals of an int8 model,
+/// against TFLite's reference kernels; the pictures give many equal 8-bit scores.
+#[test]
+fn detection_postprocess_equals_tflite_reference_byte_for_byte() {
+    use intq_tflite::zoo::{detection_configs, detector};
+    for (name, dtype, ops) in [("detector_u8", DType::U8, 18), ("detector_i8", DType::I8, 20)] {
+        let (t, b) = check_fixture(name);
+        // Every op output per seed, four seeds.
+        assert_eq!(t, 4 * ops, "{name}: {t} tensors compared");
+        assert!(b > 9000, "{name}: {b} bytes compared");
+        let committed =
+            std::fs::read(fixtures().join(name).join(format!("{name}.tflite"))).unwrap();
+        assert!(export(&detector(dtype, &detection_configs())).unwrap() == committed, "{name}");
+    }
+}
+
 /// SPLIT (three equal parts) and SPLIT_V (sizes `[1, -1]`), imported as one Slice per output,
 /// against TFLite's reference kernels; the committed models are what `split_tflite` writes.
 #[test]

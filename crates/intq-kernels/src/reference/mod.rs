@@ -8,6 +8,7 @@ mod activations;
 mod add;
 mod concat;
 mod conv;
+mod detection;
 mod fully_connected;
 mod gather;
 mod l2norm;
@@ -31,6 +32,10 @@ pub use activations::{
 pub use add::{add, AddParams};
 pub use concat::{concat, ConcatInput, RequantTable};
 pub use conv::{conv2d, depthwise_conv2d};
+pub use detection::{
+    detection_postprocess, DetectionInput, DetectionOptions, Detections, MAX_DETECTIONS,
+    MAX_DETECTION_ENTRIES,
+};
 pub use fully_connected::fully_connected;
 pub use gather::gather;
 pub use l2norm::{inv_sqrt_multiplier, l2_normalization};
