@@ -233,6 +233,22 @@ def cases():
     yield "dangling_tensor_id.intq", m.encode()
     m.ops = [(42, u32(a) + u32(b_))]
     yield "unknown_op_tag.intq", m.encode()
+    # Gather, Sum and ArgMax (1.5 tags 34, 35, 37) with an index, a flag or a type out of place.
+    m = Model()
+    x = m.tensor(b"x", U8, [1, 5], ("pt", f32(1.0), 0))
+    y = m.tensor(b"y", U8, [1, 2], ("pt", f32(1.0), 0))
+    m.inputs, m.outputs = [x], [y]
+    # Gather: axis 1, indices [4, 5] on an axis of 5.
+    m.op(34, u32(x) + u32(y) + u64(1) + u32(2) + u64(4) + u64(5))
+    yield "gather_index_outside_axis.intq", m.encode()
+    y = m.tensor(b"s", U8, [1], ("pt", f32(1.0), 0))
+    m.outputs = [y]
+    # Sum: axes [1], keep_dims byte 2.
+    m.ops = [(35, u32(x) + u32(y) + u32(1) + u64(1) + b"\x02")]
+    yield "sum_keep_dims_not_a_flag.intq", m.encode()
+    # ArgMax along axis 1 into a uint8 tensor.
+    m.ops = [(37, u32(x) + u32(y) + u64(1))]
+    yield "arg_max_output_not_int32.intq", m.encode()
     m.ops = [(9, u32(a) + u32(b_) + u32(0))]
     yield "op_body_too_long.intq", m.encode()
     # Spatial ops (1.5 tags 29-32) whose shapes disagree with their parameters.

@@ -19,10 +19,17 @@ import numpy as np
 from ai_edge_litert import interpreter as litert
 
 
-def make_interpreter(path):
+RESOLVERS = {
+    "ref": litert.OpResolverType.BUILTIN_REF,
+    # TFLite's default kernels, for ops whose reference kernel TFLite itself gets wrong.
+    "builtin": litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+}
+
+
+def make_interpreter(path, resolver="ref"):
     return litert.Interpreter(
         model_path=path,
-        experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF,
+        experimental_op_resolver_type=RESOLVERS[resolver],
         experimental_preserve_all_tensors=True,
     )
 
@@ -68,7 +75,7 @@ def intq_tensor(intq, model, input_paths, name, workdir):
 
 
 def check_model(args, model):
-    interp = make_interpreter(model)
+    interp = make_interpreter(model, args.resolver)
     interp.allocate_tensors()
     details = {t["index"]: t for t in interp.get_tensor_details()}
     ops = interp._get_ops_details()
@@ -174,6 +181,9 @@ def main():
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--save", help="write a golden fixture (one model) to this directory")
     ap.add_argument("--max-report", type=int, default=20)
+    ap.add_argument("--resolver", choices=sorted(RESOLVERS), default="ref",
+                    help="TFLite's kernels to compare with: the reference ones (BUILTIN_REF, the "
+                    "default) or its default optimized ones (builtin)")
     ap.add_argument("--strict", action="store_true",
                     help="fail when an op output is missing because intq lacks the op (folded "
                     "shape arithmetic still passes)")

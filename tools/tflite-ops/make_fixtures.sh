@@ -3,7 +3,9 @@
 # at edge parameters), resize zoo (RESIZE_NEAREST_NEIGHBOR, RESIZE_BILINEAR in every mode),
 # layout zoo (PRELU, MAXIMUM, MINIMUM, TRANSPOSE, SLICE, STRIDED_SLICE), spatial zoo
 # (TRANSPOSE_CONV, SPACE_TO_BATCH_ND, BATCH_TO_SPACE_ND, DEPTH_TO_SPACE) and the detector zoo
-# (TFLite_Detection_PostProcess, fast and regular NMS), in uint8 and int8, as .tflite
+# (TFLite_Detection_PostProcess, fast and regular NMS), the reduce zoo (GATHER, REDUCE_MAX,
+# ARG_MAX, L2_NORMALIZATION) and the sum zoo (SUM; int8 against TFLite's default kernel), in
+# uint8 and int8, as .tflite
 # (and SPLIT / SPLIT_V models written directly, which intq imports as Slices) with intq's exporter, runs each in TFLite's
 # reference kernels (BUILTIN_REF) through tools/tflite-check, which compares every op output with
 # intq byte for byte, and stores the golden fixtures (inputs, outputs, a CRC-32 per tensor) that
@@ -28,11 +30,14 @@ trap 'rm -rf "$work"' EXIT
 status=0
 for name in elementwise_u8 elementwise_i8 resize_u8 resize_i8 layout_u8 layout_i8 split_u8 split_i8 \
     spatial_u8 spatial_i8 \
+    reduce_u8 reduce_i8 sum_u8 sum_i8 \
     detector_u8 detector_i8; do
     n="$seeds"
     # The post-process's ties and overlaps vary with the picture: more seeds.
     case "$name" in detector_*) n=$((seeds > 4 ? seeds : 4)) ;; esac
     args=("$work/$name.tflite" --seeds "$n")
+    # TFLite's reference int8 SUM reads the codes as uint8; its default kernel does not.
+    case "$name" in sum_i8) args+=(--resolver builtin) ;; esac
     if [ "$save" = 1 ]; then
         args+=(--save "$root/crates/intq-tflite/tests/fixtures/$name")
     fi

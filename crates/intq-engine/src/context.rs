@@ -159,6 +159,19 @@ pub(crate) fn rebatch(graph: &Graph, n: usize) -> Result<Graph, EngineError> {
                 Some("it pads the batch axis")
             }
             Op::Mean { axes, .. } if axes.contains(&0) => Some("it averages over the batch axis"),
+            Op::Gather { axis: 0, .. } => Some("it gathers along the batch axis"),
+            Op::Sum { axes, .. } | Op::ReduceMax { axes, .. } if axes.contains(&0) => {
+                Some("it reduces over the batch axis")
+            }
+            Op::ArgMax { axis: 0, .. } => Some("it compares along the batch axis"),
+            Op::L2Normalization { input, .. } if graph.tensor(*input).shape.len() < 2 => {
+                Some("it normalizes along the batch axis")
+            }
+            Op::Gather { .. }
+            | Op::Sum { .. }
+            | Op::ReduceMax { .. }
+            | Op::ArgMax { .. }
+            | Op::L2Normalization { .. } => None,
             Op::Transpose { perm, .. } if perm.first() != Some(&0) => {
                 Some("it moves the batch axis")
             }

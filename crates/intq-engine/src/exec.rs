@@ -355,7 +355,7 @@ fn run_ops(
             TensorData::U8(v) => run_coded::<u8>(frame, op, &plan.prepared[i], &mut v[..n]),
             TensorData::I8(v) => run_coded::<i8>(frame, op, &plan.prepared[i], &mut v[..n]),
             TensorData::F32(v) => dequantize(frame, op, &plan.prepared[i], &mut v[..n]),
-            TensorData::I32(_) => unreachable!("no op writes int32"),
+            TensorData::I32(v) => arg_max(frame, op, &mut v[..n]),
         }
         frame.buffers[slot] = buffer;
         if let (Some(t), Some(start)) = (times.as_deref_mut(), start) {
@@ -912,6 +912,25 @@ fn run_coded<T: Code>(f: &Frame, op: &Op, prep: &Prepared, out: &mut [T]) {
             out,
             f.shape(*output),
         ),
+        (
+            Op::Gather {
+                input,
+                axis,
+                indices,
+                ..
+            },
+            Prepared::Move,
+        ) => k::gather(f.codes::<T>(*input), f.shape(*input), *axis, indices, out),
+        (Op::Sum { input, axes, .. }, Prepared::Sum(p)) => {
+            k::sum(f.codes::<T>(*input), f.shape(*input), axes, p, out)
+        }
+        (Op::ReduceMax { input, axes, .. }, Prepared::Move) => {
+            k::reduce_max(f.codes::<T>(*input), f.shape(*input), axes, out)
+        }
+        (Op::L2Normalization { input, .. }, Prepared::L2Normalization(z)) => {
+            let s = f.shape(*input);
+            k::l2_normalization(f.codes::<T>(*input), s[s.len() - 1], *z, out)
+        }
         (Op::Tanh { input, .. }, Prepared::Logistic(table)) => {
             k::logistic(f.codes::<T>(*input), T::logistic(table), out)
         }
@@ -935,6 +954,19 @@ fn run_coded<T: Code>(f: &Frame, op: &Op, prep: &Prepared, out: &mut [T]) {
 fn shift_codes<S: Code, T: Code>(input: &[S], shift: i32, (lo, hi): (i32, i32), out: &mut [T]) {
     for (o, &x) in out.iter_mut().zip(input) {
         *o = T::from_i32_saturating((x.to_i32() + shift).clamp(lo, hi));
+    }
+}
+
+/// ArgMax, the one op that writes int32.
+fn arg_max(f: &Frame, op: &Op, out: &mut [i32]) {
+    let Op::ArgMax { input, axis, .. } = op else {
+        unreachable!("{} writes int32", op.kind())
+    };
+    let s = f.shape(*input);
+    match f.graph.tensor(*input).dtype {
+        DType::U8 => k::arg_max(f.codes::<u8>(*input), s, *axis, out),
+        DType::I8 => k::arg_max(f.codes::<i8>(*input), s, *axis, out),
+        other => unreachable!("ArgMax of {other}"),
     }
 }
 

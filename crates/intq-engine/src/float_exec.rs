@@ -523,6 +523,42 @@ pub(crate) fn run(
                 &mut y,
                 out_shape,
             ),
+            (
+                Op::Gather {
+                    input,
+                    axis,
+                    indices,
+                    ..
+                },
+                _,
+            ) => {
+                intq_kernels::reference::gather(get(*input), shape(*input), *axis, indices, &mut y)
+            }
+            (Op::Sum { input, axes, .. }, _) => {
+                let x = get(*input);
+                y.fill(0.0);
+                intq_kernels::reference::reduction_walk(shape(*input), axes, |i, o| y[o] += x[i]);
+            }
+            (Op::ReduceMax { input, axes, .. }, _) => {
+                intq_kernels::reference::reduce_max(get(*input), shape(*input), axes, &mut y)
+            }
+            (Op::ArgMax { input, axis, .. }, _) => {
+                let mut index = vec![0i32; y.len()];
+                intq_kernels::reference::arg_max(get(*input), shape(*input), *axis, &mut index);
+                for (v, &j) in y.iter_mut().zip(&index) {
+                    *v = j as f32;
+                }
+            }
+            (Op::L2Normalization { input, .. }, _) => {
+                let (x, xs) = (get(*input), shape(*input));
+                let depth = xs[xs.len() - 1];
+                for (row, out) in x.chunks_exact(depth).zip(y.chunks_exact_mut(depth)) {
+                    let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-6);
+                    for (o, &v) in out.iter_mut().zip(row) {
+                        *o = v / norm;
+                    }
+                }
+            }
             (Op::Tanh { input, .. }, _) => {
                 for (v, &x) in y.iter_mut().zip(get(*input)) {
                     *v = x.tanh();

@@ -40,6 +40,11 @@ fn minor_version_of(graph: &Graph) -> u16 {
                 | OpKind::BatchToSpace
                 | OpKind::DepthToSpace
                 | OpKind::DetectionPostProcess
+                | OpKind::Gather
+                | OpKind::Sum
+                | OpKind::ReduceMax
+                | OpKind::ArgMax
+                | OpKind::L2Normalization
         )
     };
     if graph.ops().iter().any(new_in_1_5) {
@@ -224,7 +229,7 @@ const CRC_TABLE: [u32; 256] = {
 
 // Tags. Their numbers are the file format: never renumber, only append.
 
-const OP_TAGS: [OpKind; 34] = [
+const OP_TAGS: [OpKind; 39] = [
     OpKind::Conv2d,
     OpKind::DepthwiseConv2d,
     OpKind::FullyConnected,
@@ -261,6 +266,11 @@ const OP_TAGS: [OpKind; 34] = [
     OpKind::BatchToSpace,
     OpKind::DepthToSpace,
     OpKind::DetectionPostProcess,
+    OpKind::Gather,
+    OpKind::Sum,
+    OpKind::ReduceMax,
+    OpKind::ArgMax,
+    OpKind::L2Normalization,
 ];
 
 fn op_tag(kind: OpKind) -> u32 {
@@ -496,6 +506,53 @@ pub fn to_bytes(graph: &Graph) -> Vec<u8> {
 
 fn write_op_body(w: &mut Writer, op: &Op) {
     match op {
+        Op::Gather {
+            input,
+            output,
+            axis,
+            indices,
+        } => {
+            w.id(*input);
+            w.id(*output);
+            w.size(*axis);
+            w.count(indices.len());
+            for &j in indices {
+                w.size(j);
+            }
+        }
+        Op::Sum {
+            input,
+            output,
+            axes,
+            keep_dims,
+        }
+        | Op::ReduceMax {
+            input,
+            output,
+            axes,
+            keep_dims,
+        } => {
+            w.id(*input);
+            w.id(*output);
+            w.count(axes.len());
+            for &a in axes {
+                w.size(a);
+            }
+            w.u8(*keep_dims as u8);
+        }
+        Op::ArgMax {
+            input,
+            output,
+            axis,
+        } => {
+            w.id(*input);
+            w.id(*output);
+            w.size(*axis);
+        }
+        Op::L2Normalization { input, output } => {
+            w.id(*input);
+            w.id(*output);
+        }
         Op::Conv2d {
             input,
             filter,
@@ -1346,6 +1403,63 @@ fn read_op(r: &mut Reader, index: usize, tensor_count: u32) -> Result<Op, Format
         tensor_count,
     };
     let op = match kind {
+        OpKind::Gather => {
+            let (input, output, axis) = (b.id()?, b.id()?, b.r.size()?);
+            let n = b.r.count(8)?;
+            let mut indices = Vec::with_capacity(n);
+            for _ in 0..n {
+                indices.push(b.r.size()?);
+            }
+            Op::Gather {
+                input,
+                output,
+                axis,
+                indices,
+            }
+        }
+        OpKind::Sum | OpKind::ReduceMax => {
+            let (input, output) = (b.id()?, b.id()?);
+            let n = b.r.count(8)?;
+            let mut axes = Vec::with_capacity(n);
+            for _ in 0..n {
+                axes.push(b.r.size()?);
+            }
+            let at = b.r.pos as u64;
+            let keep_dims = match b.r.u8()? {
+                0 => false,
+                1 => true,
+                v => {
+                    return Err(FormatError::Malformed {
+                        offset: at,
+                        message: format!("op {index} ({kind}): keep_dims byte {v} is not 0 or 1"),
+                    })
+                }
+            };
+            if kind == OpKind::Sum {
+                Op::Sum {
+                    input,
+                    output,
+                    axes,
+                    keep_dims,
+                }
+            } else {
+                Op::ReduceMax {
+                    input,
+                    output,
+                    axes,
+                    keep_dims,
+                }
+            }
+        }
+        OpKind::ArgMax => Op::ArgMax {
+            input: b.id()?,
+            output: b.id()?,
+            axis: b.r.size()?,
+        },
+        OpKind::L2Normalization => Op::L2Normalization {
+            input: b.id()?,
+            output: b.id()?,
+        },
         OpKind::Conv2d => Op::Conv2d {
             input: b.id()?,
             filter: b.id()?,

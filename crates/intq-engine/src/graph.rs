@@ -358,6 +358,44 @@ pub enum Op {
         begin: Vec<usize>,
         strides: Vec<usize>,
     },
+    /// `output[o, j, i] = input[o, indices[j], i]` along `axis` with constant indices, each
+    /// below the axis' size (docs/spec.md §11.17): the output's shape is the input's with
+    /// `axis` replaced by the indices' shape; `(S, Z)` shared.
+    Gather {
+        input: TensorId,
+        output: TensorId,
+        axis: usize,
+        indices: Vec<usize>,
+    },
+    /// Sum over `axes` (sorted, distinct) as TFLite's SUM (docs/spec.md §11.18); the output
+    /// keeps the reduced axes as 1 when `keep_dims`, else drops them.
+    Sum {
+        input: TensorId,
+        output: TensorId,
+        axes: Vec<usize>,
+        keep_dims: bool,
+    },
+    /// Largest code over `axes`, shaped as Sum's output (docs/spec.md §11.19); `(S, Z)`
+    /// shared.
+    ReduceMax {
+        input: TensorId,
+        output: TensorId,
+        axes: Vec<usize>,
+        keep_dims: bool,
+    },
+    /// Index of the largest code along `axis`, the first on ties (docs/spec.md §11.20): an
+    /// int32 output of the input's shape without `axis`.
+    ArgMax {
+        input: TensorId,
+        output: TensorId,
+        axis: usize,
+    },
+    /// L2 normalization along the last axis (docs/spec.md §11.21); the output's
+    /// `(S, Z)` is TFLite's fixed `(1/128, 128)` for uint8, `(1/128, 0)` for int8.
+    L2Normalization {
+        input: TensorId,
+        output: TensorId,
+    },
     /// One output of TFLite's `TFLite_Detection_PostProcess` (docs/spec.md §11): SSD box
     /// decoding against constant `anchors` `[A, 4]` and fast or regular non-max suppression, in
     /// f32 on the dequantized `boxes` `[1, A, >= 4]` and `scores` `[1, A, classes]` (uint8 or
@@ -477,6 +515,11 @@ pub enum OpKind {
     SpaceToBatch,
     BatchToSpace,
     DepthToSpace,
+    Gather,
+    Sum,
+    ReduceMax,
+    ArgMax,
+    L2Normalization,
 }
 
 impl OpKind {
@@ -511,6 +554,11 @@ impl OpKind {
             OpKind::Minimum => "Minimum",
             OpKind::Transpose => "Transpose",
             OpKind::Slice => "Slice",
+            OpKind::Gather => "Gather",
+            OpKind::Sum => "Sum",
+            OpKind::ReduceMax => "ReduceMax",
+            OpKind::ArgMax => "ArgMax",
+            OpKind::L2Normalization => "L2Normalization",
             OpKind::DetectionPostProcess => "DetectionPostProcess",
             OpKind::TransposeConv => "TransposeConv",
             OpKind::SpaceToBatch => "SpaceToBatch",
@@ -558,6 +606,11 @@ impl Op {
             Op::Minimum { .. } => OpKind::Minimum,
             Op::Transpose { .. } => OpKind::Transpose,
             Op::Slice { .. } => OpKind::Slice,
+            Op::Gather { .. } => OpKind::Gather,
+            Op::Sum { .. } => OpKind::Sum,
+            Op::ReduceMax { .. } => OpKind::ReduceMax,
+            Op::ArgMax { .. } => OpKind::ArgMax,
+            Op::L2Normalization { .. } => OpKind::L2Normalization,
             Op::DetectionPostProcess { .. } => OpKind::DetectionPostProcess,
             Op::TransposeConv { .. } => OpKind::TransposeConv,
             Op::SpaceToBatch { .. } => OpKind::SpaceToBatch,
@@ -641,12 +694,22 @@ impl Op {
             | Op::Reshape { input, .. }
             | Op::Quantize { input, .. }
             | Op::Dequantize { input, .. } => vec![*input],
+            Op::Gather { input, .. }
+            | Op::Sum { input, .. }
+            | Op::ReduceMax { input, .. }
+            | Op::ArgMax { input, .. }
+            | Op::L2Normalization { input, .. } => vec![*input],
         }
     }
 
     /// The tensor this op writes.
     pub fn output(&self) -> TensorId {
         match self {
+            Op::Gather { output, .. }
+            | Op::Sum { output, .. }
+            | Op::ReduceMax { output, .. }
+            | Op::ArgMax { output, .. }
+            | Op::L2Normalization { output, .. } => *output,
             Op::Conv2d { output, .. }
             | Op::DepthwiseConv2d { output, .. }
             | Op::TransposeConv { output, .. }

@@ -100,6 +100,9 @@ pub(crate) enum Prepared {
         Option<intq_kernels::reference::BilinearArithmetic>,
     ),
     Prelu(intq_kernels::reference::PreluParams),
+    Sum(intq_kernels::reference::SumParams),
+    /// The input zero point.
+    L2Normalization(i32),
     /// Ops that move or compare codes and need no parameters.
     Move,
     /// A transposed convolution's parameters (docs/spec.md §11.13); `geometry.padding` holds
@@ -883,6 +886,35 @@ fn prepare(graph: &Graph, index: usize, op: &Op) -> Result<Prepared, GraphError>
         Op::SpaceToBatch { output, .. } => Prepared::Pad(params_of(graph, *output).zero_point),
         Op::BatchToSpace { .. } | Op::DepthToSpace { .. } => Prepared::Move,
         Op::Reshape { .. } => Prepared::Reshape,
+        Op::Gather { .. } | Op::ReduceMax { .. } | Op::ArgMax { .. } => Prepared::Move,
+        Op::Sum {
+            input,
+            output,
+            axes,
+            ..
+        } => {
+            let (pin, pout) = (params_of(graph, *input), params_of(graph, *output));
+            let ratio = pin.scale as f64 / pout.scale as f64;
+            let multiplier = QuantizedMultiplier::from_real(ratio).map_err(|e| {
+                op_err(
+                    index,
+                    kind,
+                    format!("its multiplier S_in / S_out cannot be formed: {e}"),
+                )
+            })?;
+            Prepared::Sum(intq_kernels::reference::SumParams {
+                multiplier,
+                input_zero_point: pin.zero_point,
+                output_zero_point: pout.zero_point,
+                elements: axes
+                    .iter()
+                    .map(|&a| graph.tensor(*input).shape[a])
+                    .product(),
+            })
+        }
+        Op::L2Normalization { input, .. } => {
+            Prepared::L2Normalization(params_of(graph, *input).zero_point)
+        }
         Op::Quantize { output, .. } => {
             Prepared::Quantize(params_of(graph, *output), codes_of(graph, *output))
         }

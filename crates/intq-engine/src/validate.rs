@@ -650,6 +650,8 @@ impl<'g> OpCheck<'g> {
                 | Op::HardSwish { .. }
                 | Op::Tanh { .. }
                 | Op::Prelu { .. }
+                | Op::Sum { .. }
+                | Op::L2Normalization { .. }
         );
         let out = self.t(op.output());
         if let (true, Some((lo, hi))) = (writes_whole_type_range, out.code_range) {
@@ -1086,6 +1088,109 @@ impl<'g> OpCheck<'g> {
                 }
                 self.same_params("output", *output, &x, &y)
             }
+            Op::Gather {
+                input,
+                output,
+                axis,
+                indices,
+            } => {
+                let x = self.act("input", *input)?;
+                let y = self.act_like("output", *output, &x)?;
+                let (rank, axis) = (x.shape.len(), *axis);
+                if axis >= rank {
+                    return Err(self.err(format!("axis {axis} is outside the rank-{rank} input")));
+                }
+                let n = x.shape[axis];
+                if let Some((k, &j)) = indices.iter().enumerate().find(|&(_, &j)| j >= n) {
+                    return Err(self.err(format!(
+                        "index {k} is {j}, outside axis {axis} (size {n}) of {}",
+                        self.name("input", *input)
+                    )));
+                }
+                // The indices' rank: the output has the input's axes with `axis` replaced.
+                let fits = (y.shape.len() + 1).checked_sub(rank).is_some_and(|r| {
+                    y.shape[..axis] == x.shape[..axis]
+                        && y.shape[axis + r..] == x.shape[axis + 1..]
+                        && y.shape[axis..axis + r].iter().product::<usize>() == indices.len()
+                });
+                if !fits {
+                    return Err(self.err(format!(
+                        "{} has shape {:?}, which is not the input's {:?} with axis {axis} \
+                         replaced by the shape of {} indices",
+                        self.name("output", *output),
+                        y.shape,
+                        x.shape,
+                        indices.len()
+                    )));
+                }
+                self.same_params("output", *output, &x, &y)
+            }
+            Op::Sum {
+                input,
+                output,
+                axes,
+                keep_dims,
+            }
+            | Op::ReduceMax {
+                input,
+                output,
+                axes,
+                keep_dims,
+            } => {
+                let x = self.act("input", *input)?;
+                let y = self.act_like("output", *output, &x)?;
+                let shape = self.reduced_shape(x.shape, axes, *keep_dims)?;
+                self.shape_is("output", *output, &shape)?;
+                if matches!(op, Op::ReduceMax { .. }) {
+                    self.same_params("output", *output, &x, &y)?;
+                }
+                Ok(())
+            }
+            Op::ArgMax {
+                input,
+                output,
+                axis,
+            } => {
+                let x = self.act("input", *input)?;
+                if *axis >= x.shape.len() {
+                    return Err(self.err(format!(
+                        "axis {axis} is outside the rank-{} input",
+                        x.shape.len()
+                    )));
+                }
+                let y = self.t(*output);
+                if y.dtype != DType::I32 || y.quant.is_some() {
+                    return Err(self.err(format!(
+                        "{} is {}, but this op writes int32 indices (without quantization \
+                         parameters)",
+                        self.name("output", *output),
+                        y.dtype
+                    )));
+                }
+                let mut shape = x.shape.to_vec();
+                shape.remove(*axis);
+                self.shape_is("output", *output, &shape)
+            }
+            Op::L2Normalization { input, output } => {
+                let x = self.act("input", *input)?;
+                let y = self.act_like("output", *output, &x)?;
+                if x.shape.is_empty() {
+                    return Err(self.err("the input has no last axis to normalize".into()));
+                }
+                self.shape_is("output", *output, x.shape)?;
+                let z = if x.dtype == DType::U8 { 128 } else { 0 };
+                if y.params.scale != 1.0 / 128.0 || y.params.zero_point != z {
+                    return Err(self.err(format!(
+                        "{} has (S, Z) = ({}, {}), but TFLite's L2_NORMALIZATION writes \
+                         {} codes at (0.0078125, {z})",
+                        self.name("output", *output),
+                        y.params.scale,
+                        y.params.zero_point,
+                        x.dtype
+                    )));
+                }
+                Ok(())
+            }
             Op::TransposeConv {
                 input,
                 filter,
@@ -1294,6 +1399,34 @@ impl<'g> OpCheck<'g> {
                 self.shape_is("output", *output, x.shape)
             }
         }
+    }
+
+    /// The shape left after reducing `axes` (distinct, increasing, inside the rank, none of
+    /// them empty): kept as 1 with `keep_dims`, else dropped.
+    fn reduced_shape(
+        &self,
+        shape: &[usize],
+        axes: &[usize],
+        keep_dims: bool,
+    ) -> Result<Vec<usize>, GraphError> {
+        if axes.is_empty()
+            || axes.windows(2).any(|w| w[0] >= w[1])
+            || axes.iter().any(|&a| a >= shape.len())
+        {
+            return Err(self.err(format!(
+                "axes {axes:?} must be distinct, increasing and below the rank {}",
+                shape.len()
+            )));
+        }
+        Ok(shape
+            .iter()
+            .enumerate()
+            .filter_map(|(a, &d)| match (axes.contains(&a), keep_dims) {
+                (false, _) => Some(d),
+                (true, true) => Some(1),
+                (true, false) => None,
+            })
+            .collect())
     }
 
     /// An 8-bit input and an output of its type and shape (parameters may differ).

@@ -40,6 +40,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "spatial_i8".into(),
             intq_tflite::zoo::spatial_zoo(DType::I8),
         ),
+        ("reduce_u8".into(), intq_tflite::zoo::reduce_zoo(DType::U8)),
+        ("reduce_i8".into(), intq_tflite::zoo::reduce_zoo(DType::I8)),
+        ("sum_u8".into(), intq_tflite::zoo::sum_zoo(DType::U8)),
+        ("sum_i8".into(), intq_tflite::zoo::sum_zoo(DType::I8)),
         (
             "detector_u8".into(),
             intq_tflite::zoo::detector(DType::U8, &intq_tflite::zoo::detection_configs()),

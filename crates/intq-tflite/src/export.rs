@@ -721,6 +721,88 @@ pub fn export(graph: &Graph) -> Result<Vec<u8>, TfliteError> {
                     (code::STRIDED_SLICE, vec![input.0 as i32, b, e, s], None)
                 }
             }
+            Op::Gather {
+                input,
+                output,
+                axis,
+                indices,
+            } => {
+                let (x, y) = (graph.tensor(*input), graph.tensor(*output));
+                // The indices' shape: the output's axes that stand where `axis` was.
+                let r = y.shape.len() + 1 - x.shape.len();
+                let bytes = indices
+                    .iter()
+                    .flat_map(|&j| (j as i32).to_le_bytes())
+                    .collect();
+                let p = add_tensor(
+                    &mut buffers,
+                    &format!("{}/indices", y.name),
+                    DType::I32,
+                    &y.shape[*axis..*axis + r],
+                    None,
+                    Some(bytes),
+                );
+                (
+                    code::GATHER,
+                    vec![input.0 as i32, p as i32],
+                    Some((options::GATHER, vec![(fields::GATHER_AXIS, i32f(*axis))])),
+                )
+            }
+            Op::Sum {
+                input,
+                output,
+                axes,
+                keep_dims,
+            }
+            | Op::ReduceMax {
+                input,
+                output,
+                axes,
+                keep_dims,
+            } => {
+                let name = format!("{}/axes", graph.tensor(*output).name);
+                let a = int32_operand(&mut add_tensor, &mut buffers, &name, axes);
+                let c = if matches!(op, Op::Sum { .. }) {
+                    code::SUM
+                } else {
+                    code::REDUCE_MAX
+                };
+                (
+                    c,
+                    vec![input.0 as i32, a],
+                    Some((
+                        options::REDUCER,
+                        vec![(fields::REDUCER_KEEP_DIMS, Field::U8(*keep_dims as u8))],
+                    )),
+                )
+            }
+            Op::ArgMax {
+                input,
+                output,
+                axis,
+            } => {
+                let name = format!("{}/axis", graph.tensor(*output).name);
+                let a = int32_operand(&mut add_tensor, &mut buffers, &name, &[*axis]);
+                (
+                    code::ARG_MAX,
+                    vec![input.0 as i32, a],
+                    Some((
+                        options::ARG_MAX,
+                        vec![(
+                            fields::ARG_MAX_OUTPUT_TYPE,
+                            Field::U8(schema::ttype::INT32 as u8),
+                        )],
+                    )),
+                )
+            }
+            Op::L2Normalization { input, .. } => (
+                code::L2_NORMALIZATION,
+                ids(&[Some(*input)]),
+                Some((
+                    options::L2_NORM,
+                    vec![(fields::L2_NORM_ACTIVATION, Field::U8(0))],
+                )),
+            ),
             Op::Quantize { input, .. } => (code::QUANTIZE, ids(&[Some(*input)]), None),
             Op::Dequantize { input, .. } => (code::DEQUANTIZE, ids(&[Some(*input)]), None),
             Op::DetectionPostProcess {

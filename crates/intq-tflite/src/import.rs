@@ -143,6 +143,11 @@ fn is_supported_code(c: i32) -> bool {
             | code::LOGISTIC
             | code::QUANTIZE
             | code::DEQUANTIZE
+            | code::GATHER
+            | code::SUM
+            | code::REDUCE_MAX
+            | code::ARG_MAX
+            | code::L2_NORMALIZATION
     )
 }
 
@@ -552,7 +557,11 @@ impl Importer<'_> {
             | code::STRIDED_SLICE
             | code::SPLIT_V
             | code::SPACE_TO_BATCH_ND
-            | code::BATCH_TO_SPACE_ND => &op.inputs[..op.inputs.len().min(1)],
+            | code::BATCH_TO_SPACE_ND
+            | code::GATHER
+            | code::SUM
+            | code::REDUCE_MAX
+            | code::ARG_MAX => &op.inputs[..op.inputs.len().min(1)],
             code::SPLIT => &op.inputs[op.inputs.len().min(1)..op.inputs.len().min(2)],
             // Operand 0 is the constant int32 output shape, read here.
             code::TRANSPOSE_CONV => &op.inputs[op.inputs.len().min(1)..],
@@ -1170,6 +1179,98 @@ impl Importer<'_> {
                     input: input(self, 0),
                     output: self.id(out_index as usize),
                     paddings,
+                }
+            }
+            code::GATHER => {
+                arity(2, 1)?;
+                let rank = self.tensors[op.inputs[0] as usize].shape.len() as i64;
+                let a = oi32(fields::GATHER_AXIS, 0)? as i64;
+                let axis = if a < 0 { a + rank } else { a };
+                if !(0..rank).contains(&axis) {
+                    return Err(unsupported(format!("axis {a} is outside rank {rank}")));
+                }
+                if oi32(fields::GATHER_BATCH_DIMS, 0)? != 0 {
+                    return Err(unsupported(
+                        "batch_dims other than 0 is not supported".into(),
+                    ));
+                }
+                let n = self.tensors[op.inputs[0] as usize].shape[axis as usize] as i64;
+                let positions = self.const_ints(op.inputs[1], &unsupported)?;
+                if let Some((k, j)) = positions
+                    .iter()
+                    .enumerate()
+                    .find(|&(_, &j)| !(0..n).contains(&j))
+                {
+                    return Err(unsupported(format!(
+                        "index {k} is {j}, outside axis {axis} (size {n}) of the input"
+                    )));
+                }
+                Op::Gather {
+                    input: input(self, 0),
+                    output: self.id(out_index as usize),
+                    axis: axis as usize,
+                    indices: positions.iter().map(|&j| j as usize).collect(),
+                }
+            }
+            code::SUM | code::REDUCE_MAX => {
+                arity(2, 1)?;
+                let rank = self.tensors[op.inputs[0] as usize].shape.len() as i64;
+                let mut axes = Vec::new();
+                for a in self.const_ints(op.inputs[1], &unsupported)? {
+                    let a = if a < 0 { a + rank } else { a };
+                    if !(0..rank).contains(&a) {
+                        return Err(unsupported(format!("axis {a} is outside rank {rank}")));
+                    }
+                    axes.push(a as usize);
+                }
+                axes.sort_unstable();
+                axes.dedup();
+                let keep_dims =
+                    opt.map_or(Ok(false), |t| t.bool(fields::REDUCER_KEEP_DIMS, "options"))?;
+                let (input, output) = (input(self, 0), self.id(out_index as usize));
+                if op.code == code::SUM {
+                    Op::Sum {
+                        input,
+                        output,
+                        axes,
+                        keep_dims,
+                    }
+                } else {
+                    Op::ReduceMax {
+                        input,
+                        output,
+                        axes,
+                        keep_dims,
+                    }
+                }
+            }
+            code::ARG_MAX => {
+                arity(2, 1)?;
+                let rank = self.tensors[op.inputs[0] as usize].shape.len() as i64;
+                let a = match self.const_ints(op.inputs[1], &unsupported)?[..] {
+                    [a] => a,
+                    ref v => {
+                        return Err(unsupported(format!("axis {v:?} is not one axis")));
+                    }
+                };
+                let axis = if a < 0 { a + rank } else { a };
+                if !(0..rank).contains(&axis) {
+                    return Err(unsupported(format!("axis {a} is outside rank {rank}")));
+                }
+                Op::ArgMax {
+                    input: input(self, 0),
+                    output: self.id(out_index as usize),
+                    axis: axis as usize,
+                }
+            }
+            code::L2_NORMALIZATION => {
+                arity(1, 1)?;
+                if act(fields::L2_NORM_ACTIVATION)? != Activation::None {
+                    return Err(unsupported("a fused activation is not supported".into()));
+                }
+                Op::L2Normalization {
+                    input: input(self, 0),
+                    output: self.id(out_index as usize),
                 }
             }
             code::MEAN => {

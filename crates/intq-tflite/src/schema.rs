@@ -127,6 +127,11 @@ pub mod op {
     pub const BATCH_TO_SPACE_ND: i32 = 37;
     pub const SPACE_TO_BATCH_ND: i32 = 38;
     pub const TRANSPOSE_CONV: i32 = 67;
+    pub const L2_NORMALIZATION: i32 = 11;
+    pub const GATHER: i32 = 36;
+    pub const ARG_MAX: i32 = 56;
+    pub const SUM: i32 = 74;
+    pub const REDUCE_MAX: i32 = 82;
 
     pub fn name(code: i32) -> String {
         match code {
@@ -169,6 +174,11 @@ pub mod op {
             BATCH_TO_SPACE_ND => "BATCH_TO_SPACE_ND".into(),
             SPACE_TO_BATCH_ND => "SPACE_TO_BATCH_ND".into(),
             TRANSPOSE_CONV => "TRANSPOSE_CONV".into(),
+            L2_NORMALIZATION => "L2_NORMALIZATION".into(),
+            GATHER => "GATHER".into(),
+            ARG_MAX => "ARG_MAX".into(),
+            SUM => "SUM".into(),
+            REDUCE_MAX => "REDUCE_MAX".into(),
             32 => "CUSTOM".into(),
             other => format!("builtin operator {other}"),
         }
@@ -201,6 +211,9 @@ pub mod options {
     pub const SPACE_TO_BATCH_ND: u8 = 25;
     pub const TRANSPOSE_CONV: u8 = 49;
     pub const DEPTH_TO_SPACE: u8 = 94;
+    pub const L2_NORM: u8 = 12;
+    pub const GATHER: u8 = 23;
+    pub const ARG_MAX: u8 = 40;
 }
 
 /// Option-table field ids.
@@ -280,6 +293,13 @@ pub mod fields {
     pub const DEPTH_TO_SPACE_BLOCK_SIZE: u16 = 0;
     /// ReducerOptions.
     pub const REDUCER_KEEP_DIMS: u16 = 0;
+    /// GatherOptions.
+    pub const GATHER_AXIS: u16 = 0;
+    pub const GATHER_BATCH_DIMS: u16 = 1;
+    /// ArgMaxOptions.
+    pub const ARG_MAX_OUTPUT_TYPE: u16 = 0;
+    /// L2NormOptions.
+    pub const L2_NORM_ACTIVATION: u16 = 0;
 }
 
 /// `Padding` values.

@@ -802,6 +802,123 @@ pub fn detector(dtype: DType, configs: &[(&str, intq_engine::DetectionOptions)])
     }
     b.finish().expect("detector is a valid graph")
 }
+
+/// GATHER (rows of an NHWC tensor with a repeated index, and a rank-2 index block on the last
+/// axis), REDUCE_MAX, ARG_MAX (one over repeated rows, so ties occur) and L2_NORMALIZATION, on
+/// `[2, 5, 7, 3]` codes whose zero point is the type's maximum and `[2, 3, 11]` codes whose zero
+/// point is its minimum.
+///
+/// # Panics
+/// If `dtype` is not `U8` or `I8`.
+pub fn reduce_zoo(dtype: DType) -> Graph {
+    assert!(
+        matches!(dtype, DType::U8 | DType::I8),
+        "reduce_zoo is 8-bit"
+    );
+    let (lo, hi) = if dtype == DType::U8 {
+        (0, 255)
+    } else {
+        (-128, 127)
+    };
+    let (qx, qw) = (pt(0.05, hi), pt(0.1, lo));
+    let mut b = GraphBuilder::new();
+    let x = b.tensor("x", dtype, &[2, 5, 7, 3], qx.clone());
+    let w = b.tensor("w", dtype, &[2, 3, 11], qw.clone());
+    b.input(x).input(w);
+    let out = |b: &mut GraphBuilder,
+               name: &str,
+               dtype: DType,
+               shape: &[usize],
+               q: Option<Quant>,
+               op: &dyn Fn(TensorId) -> Op| {
+        let t = b.tensor(name, dtype, shape, q);
+        b.op(op(t));
+        b.output(t);
+        t
+    };
+    let rows = out(
+        &mut b,
+        "gather_rows",
+        dtype,
+        &[2, 4, 7, 3],
+        qx.clone(),
+        &|output| Op::Gather {
+            input: x,
+            output,
+            axis: 1,
+            indices: vec![4, 0, 4, 2],
+        },
+    );
+    out(
+        &mut b,
+        "gather_last",
+        dtype,
+        &[2, 3, 2, 2],
+        qw.clone(),
+        &|output| Op::Gather {
+            input: w,
+            output,
+            axis: 2,
+            indices: vec![10, 0, 5, 5],
+        },
+    );
+    out(&mut b, "max_hw", dtype, &[2, 3], qx.clone(), &|output| {
+        Op::ReduceMax {
+            input: x,
+            output,
+            axes: vec![1, 2],
+            keep_dims: false,
+        }
+    });
+    out(
+        &mut b,
+        "max_last",
+        dtype,
+        &[2, 3, 1],
+        qw.clone(),
+        &|output| Op::ReduceMax {
+            input: w,
+            output,
+            axes: vec![2],
+            keep_dims: true,
+        },
+    );
+    out(
+        &mut b,
+        "argmax_c",
+        DType::I32,
+        &[2, 5, 7],
+        None,
+        &|output| Op::ArgMax {
+            input: x,
+            output,
+            axis: 3,
+        },
+    );
+    out(
+        &mut b,
+        "argmax_ties",
+        DType::I32,
+        &[2, 7, 3],
+        None,
+        &|output| Op::ArgMax {
+            input: rows,
+            output,
+            axis: 1,
+        },
+    );
+    let l2 = if dtype == DType::U8 { 128 } else { 0 };
+    for (name, input, shape) in [
+        ("l2norm_x", x, &[2, 5, 7, 3][..]),
+        ("l2norm_w", w, &[2, 3, 11]),
+    ] {
+        out(&mut b, name, dtype, shape, pt(1.0 / 128.0, l2), &|output| {
+            Op::L2Normalization { input, output }
+        });
+    }
+    b.finish().expect("reduce_zoo is a valid graph")
+}
+
 /// The spatial zoo, for uint8 or int8 codes: TRANSPOSE_CONV (SAME at stride 2 with bias, VALID
 /// at stride 1 with a fused ReLU and no bias, VALID at stride 2 with an output one row taller
 /// than the input needs), a dilated convolution as TFLite writes it (SPACE_TO_BATCH_ND padded
@@ -922,4 +1039,45 @@ pub fn spatial_zoo(dtype: DType) -> Graph {
     });
     b.output(d2s);
     b.finish().expect("spatial_zoo is a valid graph")
+}
+
+/// SUM over H and W (output scale 40 times the input's), over C with an output scale far below
+/// the input's (every sum saturates), with equal parameters, and over two axes of an odd tensor,
+/// on `[2, 5, 7, 3]` codes whose zero point is the type's maximum and `[2, 3, 11]` codes whose
+/// zero point is its minimum.
+///
+/// # Panics
+/// If `dtype` is not `U8` or `I8`.
+pub fn sum_zoo(dtype: DType) -> Graph {
+    assert!(matches!(dtype, DType::U8 | DType::I8), "sum_zoo is 8-bit");
+    let (lo, hi) = if dtype == DType::U8 {
+        (0, 255)
+    } else {
+        (-128, 127)
+    };
+    let mid = (lo + hi + 1) / 2;
+    let (qx, qw) = (pt(0.05, hi), pt(0.1, lo));
+    let mut b = GraphBuilder::new();
+    let x = b.tensor("x", dtype, &[2, 5, 7, 3], qx);
+    let w = b.tensor("w", dtype, &[2, 3, 11], qw.clone());
+    b.input(x).input(w);
+    // Name, input, output shape and parameters, axes, keep_dims.
+    type SumCase<'a> = (&'a str, TensorId, &'a [usize], Option<Quant>, &'a [usize], bool);
+    let sums: [SumCase; 4] = [
+        ("sum_hw", x, &[2, 1, 1, 3], pt(2.0, mid), &[1, 2], true),
+        ("sum_c", x, &[2, 5, 7], pt(0.001, lo), &[3], false),
+        ("sum_same", w, &[2, 11], qw, &[1], false),
+        ("sum_odd", w, &[2, 1, 1], pt(0.37, hi), &[1, 2], true),
+    ];
+    for (name, input, shape, q, axes, keep_dims) in sums {
+        let output = b.tensor(name, dtype, shape, q);
+        b.op(Op::Sum {
+            input,
+            output,
+            axes: axes.to_vec(),
+            keep_dims,
+        });
+        b.output(output);
+    }
+    b.finish().expect("sum_zoo is a valid graph")
 }

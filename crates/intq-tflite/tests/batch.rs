@@ -126,6 +126,10 @@ const BATCHABLE: &[&str] = &[
     "resize_i8",
     "split_u8",
     "split_i8",
+    "reduce_u8",
+    "reduce_i8",
+    "sum_u8",
+    "sum_i8",
 ];
 
 #[test]

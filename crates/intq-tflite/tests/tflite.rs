@@ -873,3 +873,76 @@ fn strided_slice_masks_and_shrink_resolve_like_tflite() {
     // Rows 1 and 2 of axis 0, index 1 of axis 1, columns 0, 2, 4: 20a + 5 + c.
     assert_eq!(y[0], TensorData::I8(vec![25, 27, 29, 45, 47, 49]));
 }
+
+/// GATHER, REDUCE_MAX, ARG_MAX and L2_NORMALIZATION against TFLite's reference kernels, and SUM
+/// (docs/spec.md §11.17 to §11.21): uint8 against the reference kernel, int8 against TFLite's
+/// default kernel (its reference int8 SUM reads the codes as uint8). The committed models are
+/// what the exporter writes today, and import back to the engine's ops.
+#[test]
+fn reduce_ops_equal_tflite_byte_for_byte() {
+    use intq_tflite::zoo::{reduce_zoo, sum_zoo};
+    let reduce_kinds = [
+        "Gather",
+        "Gather",
+        "ReduceMax",
+        "ReduceMax",
+        "ArgMax",
+        "ArgMax",
+        "L2Normalization",
+        "L2Normalization",
+    ];
+    let sum_kinds = ["Sum"; 4];
+    for (name, graph, tensors, bytes, kinds) in [
+        ("reduce_u8", reduce_zoo(DType::U8), 16, 1856, &reduce_kinds[..]),
+        ("reduce_i8", reduce_zoo(DType::I8), 16, 1856, &reduce_kinds[..]),
+        ("sum_u8", sum_zoo(DType::U8), 8, 200, &sum_kinds[..]),
+        ("sum_i8", sum_zoo(DType::I8), 8, 200, &sum_kinds[..]),
+    ] {
+        // Every op output per seed, two seeds.
+        let (t, b) = check_fixture(name);
+        assert_eq!((t, b), (tensors, bytes), "{name}: tensors and bytes compared");
+        let committed =
+            std::fs::read(fixtures().join(name).join(format!("{name}.tflite"))).unwrap();
+        assert!(export(&graph).unwrap() == committed, "{name}");
+        let imported = import(&committed).unwrap();
+        let got: Vec<&str> = imported.ops().iter().map(|op| op.kind().name()).collect();
+        assert_eq!(got, kinds, "{name}");
+        assert_eq!(import(&export(&imported).unwrap()).unwrap(), imported);
+    }
+}
+
+/// A GATHER index outside its axis is refused at import, naming the index.
+#[test]
+fn gather_refuses_an_index_outside_the_axis() {
+    use intq_engine::{GraphBuilder, Quant, QuantParams};
+    let q = Some(Quant::PerTensor(QuantParams {
+        scale: 0.5,
+        zero_point: 0,
+    }));
+    let mut b = GraphBuilder::new();
+    let x = b.tensor("x", DType::I8, &[2, 9], q.clone());
+    let y = b.tensor("y", DType::I8, &[2, 2], q);
+    b.input(x).output(y);
+    b.op(Op::Gather {
+        input: x,
+        output: y,
+        axis: 1,
+        indices: vec![7, 8],
+    });
+    let mut bytes = export(&b.finish().unwrap()).unwrap();
+    assert!(import(&bytes).is_ok());
+    let pattern = [7u8, 0, 0, 0, 8, 0, 0, 0];
+    let at: Vec<usize> = bytes
+        .windows(8)
+        .enumerate()
+        .filter(|(_, w)| *w == pattern)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(at.len(), 1, "the indices appear once");
+    bytes[at[0] + 4] = 9;
+    let err = import(&bytes).unwrap_err().to_string();
+    assert!(
+        err.contains("GATHER") && err.contains("index 1 is 9, outside axis 1 (size 9)"),
+        "{err}"
+    );
+}
