@@ -235,3 +235,41 @@ fn export_refuses_a_part_without_its_boxes() {
         "{e}"
     );
 }
+
+/// Mutated detector files (bytes anywhere, the options included) import or are refused, never
+/// panic; what imports runs, and exports to a file that imports back to the same graph (the
+/// `.tflite` fuzz target's invariants, on the post-process).
+#[test]
+fn mutated_detectors_never_panic_and_round_trip() {
+    use intq_engine::examples::{random_input, seeded, Draws as _};
+    let bytes = export(&detector(DType::U8, &detection_configs())).unwrap();
+    // Half the mutations land in the first post-process's options.
+    let options = intq_tflite::detection::build_options(&detection_configs()[0].1);
+    let start = bytes
+        .windows(options.len())
+        .position(|w| w == options.as_slice())
+        .unwrap() as i32;
+    let end = start + options.len() as i32 - 1;
+    let mut rng = seeded(7);
+    let mut imported = 0;
+    for trial in 0..4000 {
+        let mut b = bytes.clone();
+        for _ in 0..1 + trial % 3 {
+            let at = if trial % 2 == 0 {
+                rng.int_in(start, end)
+            } else {
+                rng.int_in(0, b.len() as i32 - 1)
+            } as usize;
+            b[at] = rng.int_in(0, 255) as u8;
+        }
+        let Ok(g) = import(&b) else { continue };
+        imported += 1;
+        if let Ok(again) = export(&g) {
+            assert_eq!(import(&again).expect("an exported model imports"), g);
+        }
+        if let Ok(m) = Model::new(g) {
+            let _ = m.run(&random_input(m.graph(), 1));
+        }
+    }
+    assert!(imported > 100, "{imported} of 4000 mutations imported");
+}
