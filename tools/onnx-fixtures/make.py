@@ -37,6 +37,9 @@ Writes, into the output folder (default crates/intq-onnx/tests/fixtures):
                          AveragePool with count_include_pad 0, a MaxPool with ceil_mode, GAP, Gemm
   act_qat.onnx           built with onnx.helper: conv-BN-LeakyRelu, conv-Tanh, the Sub of two 1x1
                          convs, GAP, Gemm
+  resize_qat.onnx        built with onnx.helper: a strided branch brought back up by a nearest
+                         Resize (asymmetric, floor) and concatenated with a full-size branch, a
+                         nearest Resize down by sizes (half_pixel, round_prefer_floor), GAP, Gemm
   NAME.input.npy         fixed float32 inputs, batch 4 (seeded)
   NAME.output.npy        ONNX Runtime's output on them (CPU execution provider, no graph
                          optimizations, so it runs the file's nodes as written)
@@ -755,6 +758,62 @@ def act_qat_model(path):
     onnx.save(model, path)
 
 
+def resize_qat_model(path):
+    """Nearest Resize and Concat: a strided branch brought back up by Resize (torch's
+    asymmetric/floor) joined with a full-size branch, then Resize down by half (half_pixel,
+    round_prefer_floor, the ONNX defaults), node by node."""
+    rng = np.random.default_rng(SEED + 37)
+
+    def w(name, *shape, scale=0.4):
+        return numpy_helper.from_array(
+            (rng.standard_normal(shape) * scale).astype(np.float32), name
+        )
+
+    inits = [
+        w("w1", 8, 3, 3, 3),
+        w("b1", 8),
+        w("w2", 8, 3, 3, 3),
+        w("b2", 8),
+        w("w3", 16, 16, 3, 3, scale=0.2),
+        w("b3", 16),
+        w("fc_w", 10, 16),
+        w("fc_b", 10),
+        numpy_helper.from_array(np.array([], np.float32), "no_roi"),
+        numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "up2"),
+        numpy_helper.from_array(np.array([1, 1, 0.5, 0.5], np.float32), "down2"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv_down", pads=[1, 1, 1, 1],
+                         strides=[2, 2]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Resize", ["r1", "no_roi", "up2"], ["u1"], name="resize_up",
+                         mode="nearest", coordinate_transformation_mode="asymmetric",
+                         nearest_mode="floor"),
+        helper.make_node("Conv", ["x", "w2", "b2"], ["c2"], name="conv_full", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("Concat", ["u1", "r2"], ["cat"], name="concat", axis=1),
+        helper.make_node("Conv", ["cat", "w3", "b3"], ["c3"], name="conv3", pads=[1, 1, 1, 1],
+                         strides=[2, 2]),
+        helper.make_node("Relu", ["c3"], ["r3"], name="relu3"),
+        helper.make_node("Resize", ["r3", "no_roi", "down2"], ["d3"], name="resize_down",
+                         mode="nearest"),
+        helper.make_node("GlobalAveragePool", ["d3"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["output"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "resize_qat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+
+
 def run_ort(path, x):
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -807,6 +866,9 @@ def main():
     if only in (None, "act_qat"):
         act_qat_model(os.path.join(out, "act_qat.onnx"))
         models.append(("act_qat", (3, 32, 32)))
+    if only in (None, "resize_qat"):
+        resize_qat_model(os.path.join(out, "resize_qat.onnx"))
+        models.append(("resize_qat", (3, 32, 32)))
     for name, chw in models:
         path = os.path.join(out, name + ".onnx")
         onnx.checker.check_model(onnx.load(path))

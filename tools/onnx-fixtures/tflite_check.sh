@@ -39,12 +39,12 @@ np.savez(sys.argv[1], x_train=x[:32], y_train=y[:32], x_test=x[32:], y_test=y[32
 PY
 fixtures="$root/crates/intq-onnx/tests/fixtures"
 status=0
-# mobilenetv2_tiny's Concat requantizes its inputs, which TFLite's int8 CONCATENATION cannot:
-# it is checked as uint8. dilated_qat's AveragePool pads 1 on every side, which TFLite's pools
-# (SAME or VALID) cannot express: its export is refused.
+# mobilenetv2_tiny's and resize_qat's Concats requantize their inputs, which TFLite's int8
+# CONCATENATION cannot: they are checked as uint8. dilated_qat's AveragePool pads 1 on every
+# side, which TFLite's pools (SAME or VALID) cannot express: its export is refused.
 for spec in resnet_tiny:uint8 resnet_tiny:int8 mobilenetv2_tiny:uint8 grouped_qat:int8 \
     hardswish_qat:int8 sigmoid_qat:int8 se_qat:int8 mobilenetv3_tiny:int8 \
-    preprocess_qat:int8 act_qat:int8; do
+    preprocess_qat:int8 act_qat:int8 resize_qat:uint8; do
     name="${spec%%:*}"
     scheme="${spec##*:}"
     case "$scheme" in uint8) out="${name}_u8" ;; *) out="${name}_i8" ;; esac

@@ -52,6 +52,7 @@ fn run_matches_onnxruntime_at_any_batch() {
         "preprocess_qat",
         "dilated_qat",
         "act_qat",
+        "resize_qat",
     ] {
         let out_path = dir.join(format!("{name}.out.npy"));
         let out = intq(&[
@@ -400,6 +401,7 @@ fn qat_convert_and_compare_every_layer_kind() {
         "preprocess_qat",
         "dilated_qat",
         "act_qat",
+        "resize_qat",
     ] {
         let ckpt = dir.join(format!("{name}.ckpt"));
         let m = dir.join(format!("{name}.intq"));

@@ -145,6 +145,18 @@ fn eval_op(op: &Op, ins: &[&Tensor], out: &[usize]) -> Vec<f32> {
             .map(|&v| if v >= 0.0 { v } else { alpha * v })
             .collect(),
         Op::Tanh => x.data.iter().map(|&v| v.tanh()).collect(),
+        Op::ResizeNearest { src_h, src_w } => {
+            let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+            let mut y = Vec::with_capacity(n * c * src_h.len() * src_w.len());
+            for plane in 0..n * c {
+                for &sy in src_h {
+                    for &sx in src_w {
+                        y.push(x.data[(plane * h + sy) * w + sx]);
+                    }
+                }
+            }
+            y
+        }
         Op::Mul => {
             let y = &ins[1].data;
             // [N, C, 1, 1] by channel, or the same shape element by element.

@@ -670,6 +670,7 @@ impl Builder {
                 let s = self.shape(x);
                 self.push(&cx, Op::LeakyRelu { alpha }, vec![x], s)?;
             }
+            "Resize" => self.resize(&cx)?,
             "Tanh" => {
                 cx.only_attrs(&[])?;
                 let x = self.act(&cx, 0)?;
@@ -806,6 +807,7 @@ impl Builder {
                 return Err(cx.err(format!(
                     "op {other} is not supported by intq (supported: Conv, BatchNormalization, \
                      Relu, Clip, LeakyRelu, HardSwish, Sigmoid, Tanh, Add, Sub, Mul, Div, Concat, \
+                     Resize (nearest), \
                      GlobalAveragePool, ReduceMean, AveragePool, MaxPool, Flatten, Reshape, Gemm, \
                      MatMul, Pad, Softmax, LogSoftmax, and shape arithmetic on constants)"
                 )))
@@ -1145,6 +1147,119 @@ impl Builder {
             vec![x],
             s,
         )
+    }
+
+    /// ONNX Resize, nearest mode, of H and W: each output index's source index along its axis,
+    /// from the coordinate transformation and the nearest mode, as ONNX Runtime computes them
+    /// (in f32).
+    fn resize(&mut self, cx: &Ctx) -> Result<(), OnnxError> {
+        cx.only_attrs(&[
+            "mode",
+            "coordinate_transformation_mode",
+            "nearest_mode",
+            "cubic_coeff_a",
+            "exclude_outside",
+            "extrapolation_value",
+        ])?;
+        let mode = cx.string("mode")?.unwrap_or_else(|| "nearest".into());
+        if mode != "nearest" {
+            return Err(cx.attr_err(
+                "mode",
+                format!("{mode:?}; intq takes nearest-neighbour Resize only"),
+            ));
+        }
+        let x = self.act(cx, 0)?;
+        let s = self.shape(x);
+        if s.len() != 4 {
+            return Err(cx.err(format!("input shape {s:?} is not NCHW")));
+        }
+        let scales = self
+            .constant(cx, 2, "scales")?
+            .map(|c| c.to_f32())
+            .filter(|v| !v.is_empty());
+        let sizes = self
+            .constant(cx, 3, "sizes")?
+            .and_then(|c| c.to_i64())
+            .filter(|v| !v.is_empty());
+        let (out, scale): (Vec<usize>, Vec<f32>) = match (scales, sizes) {
+            (Some(sc), None) if sc.len() == 4 => {
+                if sc.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+                    return Err(cx.err(format!("scales {sc:?} are not positive")));
+                }
+                let out = s
+                    .iter()
+                    .zip(&sc)
+                    .map(|(&d, &f)| (d as f32 * f).floor() as usize)
+                    .collect();
+                (out, sc)
+            }
+            (None, Some(sz)) if sz.len() == 4 => {
+                if sz.iter().any(|&v| !(1..=1 << 16).contains(&v)) {
+                    return Err(cx.err(format!("sizes {sz:?} are not positive")));
+                }
+                let out: Vec<usize> = sz.iter().map(|&v| v as usize).collect();
+                let sc = out
+                    .iter()
+                    .zip(&s)
+                    .map(|(&o, &i)| o as f32 / i as f32)
+                    .collect();
+                (out, sc)
+            }
+            _ => {
+                return Err(cx.err(
+                    "takes constant scales or sizes (one of them) with a value per dimension",
+                ))
+            }
+        };
+        if out[0] != s[0] || out[1] != s[1] || out[2] == 0 || out[3] == 0 {
+            return Err(cx.err(format!(
+                "resizes {s:?} to {out:?}; intq resizes H and W only"
+            )));
+        }
+        let ctm = cx
+            .string("coordinate_transformation_mode")?
+            .unwrap_or_else(|| "half_pixel".into());
+        let nearest = cx
+            .string("nearest_mode")?
+            .unwrap_or_else(|| "round_prefer_floor".into());
+        let mut src = [Vec::new(), Vec::new()];
+        for d in 0..2 {
+            let (n_in, n_out, f) = (s[2 + d], out[2 + d], scale[2 + d]);
+            for o in 0..n_out {
+                let o = o as f32;
+                let v = match ctm.as_str() {
+                    "half_pixel" => (o + 0.5) / f - 0.5,
+                    "pytorch_half_pixel" if n_out > 1 => (o + 0.5) / f - 0.5,
+                    "pytorch_half_pixel" => 0.0,
+                    "asymmetric" => o / f,
+                    "tf_half_pixel_for_nn" => (o + 0.5) / f,
+                    "align_corners" if n_out > 1 => o * (n_in as f32 - 1.0) / (n_out as f32 - 1.0),
+                    "align_corners" => 0.0,
+                    other => {
+                        return Err(cx.attr_err(
+                            "coordinate_transformation_mode",
+                            format!("{other:?} is not taken by intq"),
+                        ))
+                    }
+                };
+                let i = match nearest.as_str() {
+                    "round_prefer_floor" if v == v.floor() + 0.5 => v.floor(),
+                    "round_prefer_floor" => v.round(),
+                    "round_prefer_ceil" => (v + 0.5).floor(),
+                    "floor" => v.floor(),
+                    "ceil" => v.ceil(),
+                    other => {
+                        return Err(cx.attr_err(
+                            "nearest_mode",
+                            format!("{other:?} is not an ONNX nearest mode"),
+                        ))
+                    }
+                };
+                src[d].push((i.max(0.0) as usize).min(n_in - 1));
+            }
+        }
+        let [src_h, src_w] = src;
+        self.push(cx, Op::ResizeNearest { src_h, src_w }, vec![x], out)
     }
 
     fn reduce_mean(&mut self, cx: &Ctx) -> Result<(), OnnxError> {

@@ -114,6 +114,13 @@ pub enum Op {
     },
     /// Hyperbolic tangent.
     Tanh,
+    /// Nearest-neighbour resize of H and W (NCHW): output row `y` is input row `src_h[y]`,
+    /// output column `x` input column `src_w[x]` (ONNX Resize's coordinate transformation and
+    /// nearest mode, resolved at import).
+    ResizeNearest {
+        src_h: Vec<usize>,
+        src_w: Vec<usize>,
+    },
     /// Elementwise product of two activations: the second of the first's shape, or `[N, C, 1, 1]`
     /// broadcast over H and W (squeeze-and-excitation's channel weights).
     Mul,
@@ -182,6 +189,7 @@ impl Op {
             Op::Sub => "Sub",
             Op::LeakyRelu { .. } => "LeakyRelu",
             Op::Tanh => "Tanh",
+            Op::ResizeNearest { .. } => "Resize(nearest)",
             Op::Mul => "Mul",
             Op::Concat { .. } => "Concat",
             Op::GlobalAveragePool => "GlobalAveragePool",

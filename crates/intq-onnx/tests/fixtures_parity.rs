@@ -204,3 +204,21 @@ fn leaky_relu_tanh_and_sub_match_onnxruntime() {
     assert_eq!(count(&g, |o| matches!(o, Op::Tanh)), 1);
     assert_eq!(count(&g, |o| matches!(o, Op::Sub)), 1);
 }
+
+#[test]
+fn nearest_resizes_match_onnxruntime() {
+    let g = parity("resize_qat");
+    let srcs: Vec<(&Vec<usize>, &Vec<usize>)> = g
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.op {
+            Op::ResizeNearest { src_h, src_w } => Some((src_h, src_w)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(srcs.len(), 2);
+    // Up by 2 (asymmetric, floor): every source twice; down by 2 (half_pixel,
+    // round_prefer_floor): the even rows and columns.
+    assert_eq!(srcs[0].0[..6], [0, 0, 1, 1, 2, 2]);
+    assert_eq!(srcs[1].1[..4], [0, 2, 4, 6]);
+}

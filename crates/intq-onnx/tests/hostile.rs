@@ -330,6 +330,35 @@ fn unsupported_ops_and_attributes_are_named() {
         e.contains("node \"div0\" (Div): divides by a constant 0"),
         "{e}"
     );
+    // Resize: nearest only, and a known coordinate transformation.
+    let resize = |attrs: Vec<AttributeProto>| {
+        model(
+            vec![node("Resize", "rs", &["x", "", "sc"], &["y"], attrs)],
+            vec![tensor("sc", &[4], &[1.0, 1.0, 2.0, 2.0])],
+            &[1, 2, 4, 4],
+        )
+    };
+    let e = err(&resize(vec![string("mode", "linear")]));
+    assert!(
+        e.contains(
+            "node \"rs\" (Resize), attribute \"mode\": \"linear\"; intq takes \
+             nearest-neighbour Resize only"
+        ),
+        "{e}"
+    );
+    let e = err(&resize(vec![string(
+        "coordinate_transformation_mode",
+        "tf_crop_and_resize",
+    )]));
+    assert!(
+        e.contains(
+            "attribute \"coordinate_transformation_mode\": \"tf_crop_and_resize\" is not \
+             taken by intq"
+        ),
+        "{e}"
+    );
+    let g = load_bytes(&resize(vec![])).unwrap();
+    assert_eq!(g.value(g.outputs[0]).shape, [1, 2, 8, 8]);
 
     let e = err(&conv_model(
         conv_weight(),

@@ -295,6 +295,22 @@ pub fn export_graph(
                             params: p,
                         }
                     }
+                    Layer::Resize(l) => {
+                        let x = act(&vals, inputs[0], name)?;
+                        let shape = [x.shape[0], l.src_h.len(), l.src_w.len(), x.shape[3]];
+                        let out = e.act_tensor_shaped(name, &shape, x.params);
+                        e.b.op(Op::ResizeNearest {
+                            input: x.id,
+                            output: out,
+                            align_corners: l.align_corners,
+                            half_pixel_centers: l.half_pixel_centers,
+                        });
+                        Cur {
+                            id: out,
+                            shape,
+                            params: x.params,
+                        }
+                    }
                     Layer::Tanh(l) => {
                         let x = act(&vals, inputs[0], name)?;
                         let p = l.params(quant.act_scheme);

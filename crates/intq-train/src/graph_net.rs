@@ -50,6 +50,53 @@ pub enum Layer {
     Sub(QSub),
     LeakyRelu(QLeakyRelu),
     Tanh(QTanh),
+    Resize(ResizeNearest),
+}
+
+/// Nearest-neighbour resize of H and W: a copy of codes, keeping the input's params. The
+/// source rows and columns are ONNX Resize's; they equal the engine's ResizeNearest with
+/// `align_corners` and `half_pixel_centers` (docs/spec.md §11.7), checked when the layer is
+/// built.
+#[derive(Module, Debug)]
+pub struct ResizeNearest {
+    pub src_h: Vec<usize>,
+    pub src_w: Vec<usize>,
+    pub align_corners: bool,
+    pub half_pixel_centers: bool,
+}
+
+impl ResizeNearest {
+    /// The engine's resize mode whose source indices are `src_h` and `src_w` from `n_in`
+    /// rows and columns, if one is.
+    fn engine_mode(src: [&[usize]; 2], n_in: [usize; 2]) -> Option<(bool, bool)> {
+        use intq_kernels::reference::{nearest_source, ResizeMode};
+        [(false, false), (false, true), (true, false)]
+            .into_iter()
+            .find(|&(align_corners, half_pixel_centers)| {
+                let mode = ResizeMode {
+                    align_corners,
+                    half_pixel_centers,
+                };
+                (0..2).all(|d| {
+                    let n_out = src[d].len();
+                    (0..n_out).all(|o| nearest_source(o, n_in[d], n_out, mode) == src[d][o])
+                })
+            })
+    }
+
+    pub fn forward(&self, a: Act) -> Act {
+        let device = a.x.device();
+        let index = |v: &[usize]| {
+            Tensor::<1, Int>::from_data(
+                TensorData::new(v.iter().map(|&i| i as i64).collect::<Vec<_>>(), [v.len()]),
+                &device,
+            )
+        };
+        let x =
+            a.x.select(2, index(&self.src_h))
+                .select(3, index(&self.src_w));
+        Act { x, q: a.q }
+    }
 }
 
 /// The real values `S (c - Z)` (f64) of codes `f` computes from the input codes of `a`, as an
@@ -859,6 +906,33 @@ impl GraphNet {
                         name,
                     });
                 }
+                Op::ResizeNearest { src_h, src_w } => {
+                    let s = &graph.value(node.inputs[0]).shape;
+                    let Some((align_corners, half_pixel_centers)) =
+                        ResizeNearest::engine_mode([src_h, src_w], [s[2], s[3]])
+                    else {
+                        return Err(refuse(
+                            node,
+                            format!(
+                                "its source rows {src_h:?} and columns {src_w:?} (attributes \
+                                 \"coordinate_transformation_mode\" and \"nearest_mode\") are \
+                                 not those of the engine's nearest resize in any mode"
+                            ),
+                        ));
+                    };
+                    layers.push(Layer::Resize(ResizeNearest {
+                        src_h: src_h.clone(),
+                        src_w: src_w.clone(),
+                        align_corners,
+                        half_pixel_centers,
+                    }));
+                    steps.push(Step::Layer {
+                        layer: layers.len() - 1,
+                        inputs: node.inputs.clone(),
+                        output: node.output,
+                        name,
+                    });
+                }
                 Op::Tanh => {
                     layers.push(Layer::Tanh(QTanh { levels: 128 }));
                     steps.push(Step::Layer {
@@ -1108,6 +1182,7 @@ impl GraphNet {
                         Layer::Sub(l) => l.forward(a, get(&vals, inputs[1])?, ctx)?,
                         Layer::LeakyRelu(l) => l.forward(a, ctx)?,
                         Layer::Tanh(l) => l.forward(a, ctx)?,
+                        Layer::Resize(l) => l.forward(a),
                         Layer::Add(add) => add.forward(a, get(&vals, inputs[1])?, ctx)?,
                         Layer::Concat(cat) => {
                             let all = inputs
@@ -1178,7 +1253,8 @@ impl GraphNet {
             Some(Layer::Pool(_))
             | Some(Layer::Window(_))
             | Some(Layer::Sigmoid(_))
-            | Some(Layer::Tanh(_)) => None,
+            | Some(Layer::Tanh(_))
+            | Some(Layer::Resize(_)) => None,
         }
     }
 

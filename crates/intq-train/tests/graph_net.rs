@@ -66,6 +66,7 @@ fn float_mode_equals_onnxruntime() {
     assert!(float_parity("preprocess_qat", Head::Logits) <= 1e-5);
     assert!(float_parity("dilated_qat", Head::Logits) <= 1e-5);
     assert!(float_parity("act_qat", Head::Logits) <= 1e-5);
+    assert!(float_parity("resize_qat", Head::Logits) <= 1e-5);
 }
 
 /// `f` applied to the node named `node` of fixture `name`, then the error building the QAT
@@ -121,6 +122,22 @@ fn layers_the_qat_net_cannot_take_are_named() {
         };
         value[1] = -0.5;
     });
+    // A nearest resize the engine has no mode for: the rows read backwards.
+    let e3 = refusal("resize_qat", "resize_down", |op| {
+        let Op::ResizeNearest { src_h, .. } = op else {
+            panic!()
+        };
+        src_h.reverse();
+    });
+    assert!(
+        e3.starts_with(
+            "configuration: node \"resize_down\" (Resize): its source rows [14, 12, 10, 8, 6, 4, \
+             2, 0] and columns [0, 2, 4, 6, 8, 10, 12, 14] (attributes \
+             \"coordinate_transformation_mode\" and \"nearest_mode\") are not those of the \
+             engine's nearest resize in any mode"
+        ),
+        "{e3}"
+    );
     let e2 = refusal("act_qat", "leaky", |op| *op = Op::LeakyRelu { alpha: -0.5 });
     assert_eq!(
         e2,
@@ -355,6 +372,7 @@ fn integer_model_equals_fake_quant_model() {
         "preprocess_qat",
         "dilated_qat",
         "act_qat",
+        "resize_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
@@ -380,6 +398,7 @@ fn after_qat_steps_the_integer_model_equals_the_fake_quant_model() {
         "preprocess_qat",
         "dilated_qat",
         "act_qat",
+        "resize_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
@@ -405,6 +424,7 @@ fn after_ptq_calibration_the_integer_model_equals_the_fake_quant_model() {
         "preprocess_qat",
         "dilated_qat",
         "act_qat",
+        "resize_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
