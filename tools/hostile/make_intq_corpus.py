@@ -274,6 +274,24 @@ def cases():
     # DepthToSpace: block 3 on 4 channels.
     m.op(32, u32(x) + u32(y) + u64(3))
     yield "depth_to_space_channels_not_square_multiple.intq", m.encode()
+    # DetectionPostProcess (1.5 tag 33): float32 boxes [1, 2, 4] and scores [1, 2, 2], constant
+    # anchors [2, 4] whose second row has a negative height, the boxes output [1, 1, 4].
+    def detection(anchor_h, part):
+        m = Model()
+        b = m.tensor(b"boxes", F32, [1, 2, 4])
+        c = m.tensor(b"scores", F32, [1, 2, 2])
+        rows = [0.5, 0.5, 1.0, 1.0, 0.5, 1.5, anchor_h, 1.0]
+        a = m.tensor(b"anchors", F32, [2, 4], None, b"".join(f32(v) for v in rows))
+        y = m.tensor(b"detections", F32, [1, 1, 4])
+        m.inputs, m.outputs = [b, c], [y]
+        # Ids, part, max_detections 1, max_classes_per_detection 1, detections_per_class 100,
+        # fast NMS, thresholds 0.5 and 0.5, 1 class, scales 10, 10, 5, 5.
+        body = u32(b) + u32(c) + u32(a) + u32(y) + bytes([part]) + u64(1) + u64(1) + u64(100)
+        body += b"\x00" + f32(0.5) + f32(0.5) + u64(1) + f32(10) + f32(10) + f32(5) + f32(5)
+        m.op(33, body)
+        return m.encode()
+    yield "detection_anchor_height_negative.intq", detection(-0.25, 0)
+    yield "detection_part_not_a_part.intq", detection(1.0, 4)
     m = Model()
     a = m.tensor(b"\xff\xfe", U8, [1, 4], ("pt", f32(1.0), 0))
     m.inputs, m.outputs = [a], [a]
