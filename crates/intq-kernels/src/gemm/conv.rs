@@ -14,11 +14,6 @@ use super::{Code8, Kernels, PreparedGemm};
 use crate::isa::Isa;
 use crate::{ConvParams, OutputStage};
 
-thread_local! {
-    /// One im2col row, for convolutions whose window runs do not fall on whole 8-code groups.
-    static GATHER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// A convolution (NHWC input, OHWI filter) with its filter packed for one tier.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Conv2dPlan {
@@ -41,6 +36,8 @@ pub struct Conv2dPlan {
     /// extra codes it reads (the next pixel's) meet the zero weights, and the output stage
     /// keeps the real K and filter sums, so the result is the reference's. See `row_run`.
     row_run: usize,
+    /// `kw * in_c` copies of the input zero point's bits: the im2col rows' padded taps.
+    zero_taps: Vec<u8>,
 }
 
 impl Conv2dPlan {
@@ -112,6 +109,7 @@ impl Conv2dPlan {
             input_zero_point,
             image_channels,
             row_run,
+            zero_taps: vec![input_zero_point as u8; kw * ic],
         }
     }
 
@@ -216,12 +214,14 @@ impl Conv2dPlan {
             self.image_channels == in_c && !self.row_padded(),
             "conv2d: a channel- or row-padded plan runs only as an implicit GEMM"
         );
-        let zp = T::from_bits(self.input_zero_point as u8);
         // Padded taps are runs of the zero point, handed from here.
-        let zps = vec![zp; kw * in_c];
+        // SAFETY: T is one byte, and any byte is a code.
+        let zps = unsafe {
+            std::slice::from_raw_parts(self.zero_taps.as_ptr() as *const T, self.zero_taps.len())
+        };
         let im2col = Im2col {
             input,
-            zps: &zps,
+            zps,
             params: p,
             in_hwc: [in_h, in_w, in_c],
             window: [kh, kw],
@@ -236,10 +236,10 @@ impl Conv2dPlan {
         // 3-channel stem); gathered into one row first, they pack 16 codes at a time. AMX, which
         // packs a run at any offset with masked moves, is also faster gathered.
         let k = kh * kw * in_c;
+        super::reserve_scratch(threads, 1, super::Need::default().add::<u8>(k).0);
         let gathered = |r: usize, emit: &mut dyn FnMut(&[T])| {
-            GATHER.with(|cell| {
-                let mut buf = cell.borrow_mut();
-                buf.resize(k, 0);
+            super::with_scratch(1, super::Need::default().add::<u8>(k).0, |scratch| {
+                let buf = scratch.take::<u8>(k);
                 let mut at = 0;
                 // The runs' sink is a closure of its own type here, so it inlines into `runs`.
                 im2col.runs(r, &mut |seg: &[T]| {
@@ -511,6 +511,39 @@ impl Conv2dPlan {
         let out_ptr = super::SendPtr(output.as_mut_ptr() as *mut u8);
         // The image rows a window starting at row `y0` reaches.
         let win_h = (kh - 1) * p.dilation_h + 1;
+        // Task `t`'s pixels: its rows, batches and output rows, and the image rows it maps.
+        let span = |t: usize| {
+            let r0 = t * chunk;
+            let rows = chunk.min(m - r0);
+            let (b0, b1) = (r0 / (out_h * out_w), (r0 + rows - 1) / (out_h * out_w));
+            let (oy0, oy1) = ((r0 / out_w) % out_h, ((r0 + rows - 1) / out_w) % out_h);
+            let image_rows = (b0..=b1).fold(0, |n, bi| {
+                let ylo = if bi == b0 { oy0 * p.stride_h } else { 0 };
+                let last = if bi == b1 { oy1 } else { out_h - 1 };
+                n + last * p.stride_h + win_h - ylo
+            });
+            (r0, rows, [b0, b1], [oy0, oy1], image_rows)
+        };
+        // A task's image, pixel sums, batch segments, and its tiles' window bases, row sums
+        // and row pointers, carved from its thread's scratch.
+        let need = |rows: usize, batches: usize, image_rows: usize| {
+            let tiles = rows.div_ceil(mr) * mr;
+            super::Need::default()
+                .add::<F::E>(image_rows * row_len + slack)
+                .add::<i32>(image_rows * wp)
+                .add::<(usize, usize)>(batches)
+                .add::<usize>(tiles)
+                .add::<i32>(tiles)
+                .add::<*const F::E>(tiles)
+        };
+        let most = (0..chunks)
+            .map(|t| {
+                let (_, rows, [b0, b1], _, image_rows) = span(t);
+                need(rows, b1 - b0 + 1, image_rows).0
+            })
+            .max()
+            .unwrap_or(0);
+        super::reserve_scratch(threads, 0, most);
         // Each task maps the image rows its own windows read into its thread's buffer, then
         // runs its tiles: the rows are written and read by one core. A shared image filled by
         // a job of its own before the tiles would cost a hand-off and a wait per layer and send
@@ -518,35 +551,25 @@ impl Conv2dPlan {
         // by both tasks that read them.
         let task = |t: usize| {
             let op = out_ptr;
-            let r0 = t * chunk;
-            let rows = chunk.min(m - r0);
-            let (b0, b1) = (r0 / (out_h * out_w), (r0 + rows - 1) / (out_h * out_w));
-            let (oy0, oy1) = ((r0 / out_w) % out_h, ((r0 + rows - 1) / out_w) % out_h);
-            // Per batch of the chunk: its first image row, and where its rows start in the
-            // task's image (in rows).
-            let mut segs = Vec::with_capacity(b1 - b0 + 1);
-            let mut image_rows = 0;
-            for bi in b0..=b1 {
-                let ylo = if bi == b0 { oy0 * p.stride_h } else { 0 };
-                let last = if bi == b1 { oy1 } else { out_h - 1 };
-                segs.push((ylo, image_rows));
-                image_rows += last * p.stride_h + win_h - ylo;
-            }
-            IMAGE.with(|cell| {
-                let mut guard = cell.borrow_mut();
-                let (storage, sums) = &mut *guard;
-                let image_len = image_rows * row_len + slack;
-                let words = (image_len * elem).div_ceil(8);
-                if storage.len() < words {
-                    storage.resize(words, 0);
+            let (r0, rows, [b0, b1], [oy0, _], image_rows) = span(t);
+            super::with_scratch(0, need(rows, b1 - b0 + 1, image_rows).0, |scratch| {
+                // Per batch of the chunk: its first image row, and where its rows start in the
+                // task's image (in rows).
+                let segs = scratch.filled(b1 - b0 + 1, (0usize, 0usize));
+                let mut at = 0;
+                for (bi, seg) in (b0..=b1).zip(segs.iter_mut()) {
+                    let ylo = if bi == b0 { oy0 * p.stride_h } else { 0 };
+                    *seg = (ylo, at);
+                    at = if bi == b1 {
+                        image_rows
+                    } else {
+                        at + (out_h - 1) * p.stride_h + win_h - ylo
+                    };
                 }
-                // SAFETY: `storage` holds at least `image_len` elements of the plain integer
-                // type `F::E` (alignment at most 8), any bits of which are a value.
-                let image = unsafe {
-                    std::slice::from_raw_parts_mut(storage.as_mut_ptr() as *mut F::E, image_len)
-                };
-                sums.resize(image_rows * wp, 0);
-                for (bi, &(ylo, at)) in (b0..).zip(&segs) {
+                let image = scratch.take::<F::E>(image_rows * row_len + slack);
+                let sums = scratch.take::<i32>(image_rows * wp);
+                let segs = &segs[..];
+                for (bi, &(ylo, at)) in (b0..).zip(segs) {
                     let end = segs.get(bi + 1 - b0).map_or(image_rows, |s| s.1);
                     for (j, y) in (at..end).zip(ylo..) {
                         fill_row(
@@ -559,8 +582,8 @@ impl Conv2dPlan {
                 }
                 let (image, sums) = (&image[..], &sums[..]);
                 let tiles = rows.div_ceil(mr);
-                let mut bases = vec![0usize; tiles * mr];
-                let mut rowsum = vec![0i32; tiles * mr];
+                let bases = scratch.filled(tiles * mr, 0usize);
+                let rowsum = scratch.filled(tiles * mr, 0i32);
                 // Pixels in (b, oy, ox) order, stepped rather than divided out per pixel.
                 let (mut bi, mut oy, mut ox) = (b0, oy0, r0 % out_w);
                 for (base, rs) in bases.iter_mut().zip(rowsum.iter_mut()).take(rows) {
@@ -592,7 +615,11 @@ impl Conv2dPlan {
                 for j in rows..tiles * mr {
                     (bases[j], rowsum[j]) = (bases[rows - 1], rowsum[rows - 1]);
                 }
-                let ptrs: Vec<*const F::E> = bases.iter().map(|&o| image[o..].as_ptr()).collect();
+                let ptrs = scratch.filled(tiles * mr, std::ptr::null::<F::E>());
+                for (ptr, &o) in ptrs.iter_mut().zip(bases.iter()) {
+                    *ptr = image[o..].as_ptr();
+                }
+                let ptrs = &ptrs[..];
                 for pn in 0..panels {
                     let n0 = pn * nr;
                     let cols = nr.min(oc - n0);
@@ -686,14 +713,6 @@ fn widen_pixels_any<E: super::ImageElem, T: Code8>(
         px[real_c..].fill(zc);
         *sum = acc;
     }
-}
-
-thread_local! {
-    /// The padded canonical image (as raw words: int16 or u8 elements) and its pixel sums of
-    /// [`Conv2dPlan::run_implicit`], reused between calls (every element used is written
-    /// before it is read).
-    static IMAGE: std::cell::RefCell<(Vec<u64>, Vec<i32>)> =
-        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// A fully connected layer (`weights` `[out, depth]`) with its weights packed for one tier.

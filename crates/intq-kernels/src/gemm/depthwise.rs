@@ -133,7 +133,14 @@ impl DepthwisePlan {
         let row_len = out_w * oc;
         let rows = batches * out_h;
         let ops = self.kernels.ops::<T>();
-        let work = |(r, out_row): (usize, &mut [T])| {
+        let [_, kh, kw, _] = self.filter_shape;
+        // A task's accumulators, and the pair kernel's window rows and tap offsets.
+        let need = super::Need::default()
+            .add::<i32>(oc)
+            .add::<Option<usize>>(kh)
+            .add::<usize>(kh * kw)
+            .0;
+        let work = |(r, out_row): (usize, &mut [T]), scratch: &mut super::threads::Bump| {
             if let (Some((pairs, k)), Some(run)) = (&self.pairs, ops.dw_run) {
                 let dw = DwRun {
                     input,
@@ -144,13 +151,25 @@ impl DepthwisePlan {
                     k,
                     epi: &self.epi,
                 };
-                dw_row_pairs(self, &dw, run, input_shape, out_h, r, out_row);
+                let rows = scratch.filled(kh, None);
+                let offsets = scratch.filled(kh * kw, usize::MAX);
+                dw_row_pairs(
+                    self,
+                    &dw,
+                    run,
+                    input_shape,
+                    out_h,
+                    r,
+                    out_row,
+                    rows,
+                    offsets,
+                );
                 return;
             }
-            let mut acc = vec![0i32; oc];
+            let acc = scratch.take::<i32>(oc);
             // SAFETY: the table is this plan's tier's, which the CPU has (checked when the plan
             // was made); the row and shapes are the ones `dw_row` takes (lengths checked above).
-            unsafe { (ops.dw_row)(self, input, input_shape, out_h, r, out_row, &mut acc) }
+            unsafe { (ops.dw_row)(self, input, input_shape, out_h, r, out_row, acc) }
         };
         if oc == 0 || out_w == 0 {
             return;
@@ -159,16 +178,21 @@ impl DepthwisePlan {
         // One band of whole rows per thread: a task per row, or several bands per thread,
         // adds hand-offs that the depthwise layers' little work per row cannot pay for.
         let band = rows.div_ceil(threads.max(1));
+        super::reserve_scratch(threads, 0, need);
         super::parallel_for(threads, rows.div_ceil(band), &|t: usize| {
-            for r in t * band..((t + 1) * band).min(rows) {
-                let op = out_ptr;
-                // SAFETY: each row is written by one task only, inside `output` (length
-                // checked).
-                let out_row = unsafe {
-                    std::slice::from_raw_parts_mut((op.0 as *mut T).add(r * row_len), row_len)
-                };
-                work((r, out_row))
-            }
+            super::with_scratch(0, need, |scratch| {
+                for r in t * band..((t + 1) * band).min(rows) {
+                    let op = out_ptr;
+                    // SAFETY: each row is written by one task only, inside `output` (length
+                    // checked).
+                    let out_row = unsafe {
+                        std::slice::from_raw_parts_mut((op.0 as *mut T).add(r * row_len), row_len)
+                    };
+                    // Each row carves its scratch afresh from the same bytes.
+                    let mut row_scratch = scratch.reborrow();
+                    work((r, out_row), &mut row_scratch)
+                }
+            })
         });
     }
 }
@@ -176,7 +200,8 @@ impl DepthwisePlan {
 /// One output row of a depthwise convolution on a pair kernel: the row's pixels whose windows
 /// lie inside the input along x form one run whose tap offsets advance by a constant step,
 /// which the tier's `dw_run` takes whole; the border pixels are runs of one, their offsets
-/// found with the padded-tap checks.
+/// found with the padded-tap checks. `rows` (`kh`) and `offsets` (`kh * kw`) are scratch.
+#[allow(clippy::too_many_arguments)]
 fn dw_row_pairs<T: Code8>(
     plan: &DepthwisePlan,
     dw: &DwRun<T>,
@@ -185,23 +210,22 @@ fn dw_row_pairs<T: Code8>(
     out_h: usize,
     r: usize,
     out_row: &mut [T],
+    rows: &mut [Option<usize>],
+    offsets: &mut [usize],
 ) {
     let [_, in_h, in_w, in_c] = input_shape;
-    let [_, kh, kw, oc] = plan.filter_shape;
+    let [_, _, kw, oc] = plan.filter_shape;
     debug_assert_eq!(in_c, oc);
     let p = &plan.params;
     let (b, oy) = (r / out_h, r % out_h);
-    let ntaps = kh * kw;
     // The start of each window row's input row, `None` where it is padding.
-    let rows: Vec<Option<usize>> = (0..kh)
-        .map(|fy| {
-            (oy * p.stride_h + fy * p.dilation_h)
-                .checked_sub(p.padding.top)
-                .filter(|&iy| iy < in_h)
-                .map(|iy| (b * in_h + iy) * in_w * in_c)
-        })
-        .collect();
-    let mut offsets = vec![usize::MAX; ntaps];
+    for (fy, row) in rows.iter_mut().enumerate() {
+        *row = (oy * p.stride_h + fy * p.dilation_h)
+            .checked_sub(p.padding.top)
+            .filter(|&iy| iy < in_h)
+            .map(|iy| (b * in_h + iy) * in_w * in_c);
+    }
+    let rows = &*rows;
     let fill = |offsets: &mut [usize], ox: usize| {
         for (fy, row) in rows.iter().enumerate() {
             for fx in 0..kw {
@@ -236,12 +260,12 @@ fn dw_row_pairs<T: Code8>(
     // `fill` would give pixel `x_lo + i`).
     let pixels = |offsets: &[usize], n: usize, out: &mut [u8]| unsafe { run(dw, offsets, n, out) };
     for ox in (0..x_lo).chain(x_hi..out_w) {
-        fill(&mut offsets, ox);
-        pixels(&offsets, 1, &mut out_bytes[ox * oc..(ox + 1) * oc]);
+        fill(offsets, ox);
+        pixels(offsets, 1, &mut out_bytes[ox * oc..(ox + 1) * oc]);
     }
     if x_lo < x_hi {
-        fill(&mut offsets, x_lo);
-        pixels(&offsets, x_hi - x_lo, &mut out_bytes[x_lo * oc..x_hi * oc]);
+        fill(offsets, x_lo);
+        pixels(offsets, x_hi - x_lo, &mut out_bytes[x_lo * oc..x_hi * oc]);
     }
 }
 

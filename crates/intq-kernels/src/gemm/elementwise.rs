@@ -712,7 +712,7 @@ pub(crate) fn average_pool_body<T: Code8>(
     output_shape: [usize; 4],
 ) {
     let [_, in_h, in_w, depth] = input_shape;
-    let mut acc = vec![0i32; depth];
+    let mut acc = super::ScratchBuf::<i32>::zeroed(0, depth);
     for_each_window(
         input_shape,
         output_shape,

@@ -37,7 +37,8 @@ mod threads;
 pub use conv::{Conv2dPlan, FullyConnectedPlan};
 pub use depthwise::DepthwisePlan;
 pub use elementwise::{add, average_pool, hard_swish, max_pool, mul, resize_bilinear};
-pub use threads::{all_cores, parallel_for, threads_for_work, with_threads};
+pub use threads::{all_cores, parallel_for, threads_for_work, with_threads, Workers};
+pub(crate) use threads::{reserve_scratch, with_scratch, Need, ScratchBuf};
 
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_imports))]
 pub(crate) use depthwise::DwRun;
@@ -512,17 +513,30 @@ impl PreparedGemm {
         let panels_per_block = panels_n.div_ceil(blocks_n);
         let blocks_n = panels_n.div_ceil(panels_per_block);
         let out_ptr = SendPtr(out.as_mut_ptr());
+        let cbuf_len = |mrows: usize| {
+            if kblocks > 1 {
+                mrows * K::NR
+            } else {
+                K::MR * K::NR
+            }
+        };
+        // The largest task's packed A, row sums and partial tiles, reserved for every thread
+        // before the job so no task allocates.
+        let need = |mrows: usize| {
+            Need::default()
+                .add::<K::A>(mrows * groups * K::KG)
+                .add::<i32>(mrows + cbuf_len(mrows))
+        };
+        let mrows_max = mc.min(m).div_ceil(K::MR) * K::MR;
+        reserve_scratch(threads, 0, need(mrows_max).0);
         let task = |t: usize| {
             let (cm, bn) = (t / blocks_n, t % blocks_n);
             let r0 = cm * mc;
             let rows = mc.min(m - r0);
             let mrows = rows.div_ceil(K::MR) * K::MR;
-            let cbuf_len = if kblocks > 1 {
-                mrows * K::NR
-            } else {
-                K::MR * K::NR
-            };
-            with_scratch::<K::A, _>(mrows * groups * K::KG, mrows + cbuf_len, |apack, ints| {
+            with_scratch(0, need(mrows).0, |scratch| {
+                let apack = scratch.take::<K::A>(mrows * groups * K::KG);
+                let ints = scratch.take::<i32>(mrows + cbuf_len(mrows));
                 let (rowsum, cbuf) = ints.split_at_mut(mrows);
                 pack_a::<K, T>(r0, rows, groups, row, apack, rowsum);
                 let p_end = ((bn + 1) * panels_per_block).min(panels_n);
@@ -650,56 +664,8 @@ unsafe impl Pod for i8 {}
 unsafe impl Pod for i16 {}
 // SAFETY: plain integers.
 unsafe impl Pod for i32 {}
-
-thread_local! {
-    /// Each thread's GEMM scratch, grown to the largest task seen and reused: allocating and
-    /// zeroing the packed A panels per task would cost a pass over them every time.
-    static SCRATCH: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` on `a_len` elements of `A` and `i_len` int32, both 64-byte aligned, from this
-/// thread's scratch (contents unspecified). A nested call (none is made today) gets a fresh
-/// allocation rather than the borrowed scratch.
-fn with_scratch<A: Pod, R>(
-    a_len: usize,
-    i_len: usize,
-    f: impl FnOnce(&mut [A], &mut [i32]) -> R,
-) -> R {
-    let a_bytes = (a_len * std::mem::size_of::<A>()).next_multiple_of(64);
-    let words = (a_bytes + i_len * 4 + 64).div_ceil(8);
-    fn carve<A: Pod>(
-        buf: &mut Vec<u64>,
-        words: usize,
-        a_len: usize,
-        a_bytes: usize,
-        i_len: usize,
-    ) -> (&mut [A], &mut [i32]) {
-        if buf.len() < words {
-            buf.resize(words, 0);
-        }
-        let base = buf.as_mut_ptr() as *mut u8;
-        let off = (base as usize).next_multiple_of(64) - base as usize;
-        // SAFETY: `buf` holds `words * 8 >= off + a_bytes + i_len * 4` bytes; the two regions
-        // are disjoint, aligned for A and i32 (64-byte boundaries), and any bits are values of
-        // these plain integer types.
-        unsafe {
-            let a = std::slice::from_raw_parts_mut(base.add(off) as *mut A, a_len);
-            let i = std::slice::from_raw_parts_mut(base.add(off + a_bytes) as *mut i32, i_len);
-            (a, i)
-        }
-    }
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            let (a, i) = carve(&mut buf, words, a_len, a_bytes, i_len);
-            f(a, i)
-        }
-        Err(_) => {
-            let mut buf = Vec::new();
-            let (a, i) = carve(&mut buf, words, a_len, a_bytes, i_len);
-            f(a, i)
-        }
-    })
-}
+// SAFETY: plain integers.
+unsafe impl Pod for usize {}
 
 /// Packs weights (`n x k`) into `K`'s panels.
 fn pack_b<K: Kernel, T: Code8>(w: &[T], n: usize, k: usize) -> Aligned<K::B> {

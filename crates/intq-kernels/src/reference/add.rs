@@ -85,11 +85,12 @@ impl AddParams {
 const MAX_BROADCAST_RANK: usize = 6;
 
 /// The NumPy broadcast of two shapes (aligned at their trailing dimensions; a dimension of 1
-/// stretches), or `None` when they are incompatible.
-fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+/// stretches) in the first `rank` entries, or `None` when they are incompatible or of a rank
+/// past [`MAX_BROADCAST_RANK`]. An array, so a run allocates nothing.
+fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<([usize; MAX_BROADCAST_RANK], usize)> {
     let rank = a.len().max(b.len());
-    let mut out = vec![0; rank];
-    for (i, o) in out.iter_mut().enumerate() {
+    let mut out = [0; MAX_BROADCAST_RANK];
+    for (i, o) in out.get_mut(..rank)?.iter_mut().enumerate() {
         // Dimension i of the result, counted from the front of the longer shape.
         let da = dim_from_back(a, rank - 1 - i);
         let db = dim_from_back(b, rank - 1 - i);
@@ -100,7 +101,7 @@ fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
             _ => return None,
         };
     }
-    Some(out)
+    Some((out, rank))
 }
 
 /// Dimension `k` counted from the back (0 = last); missing leading dimensions are 1.
@@ -129,7 +130,7 @@ pub fn add<T: QElem>(
     );
     let expected = broadcast_shape(lhs_shape, rhs_shape);
     assert_eq!(
-        expected.as_deref(),
+        expected.as_ref().map(|(s, rank)| &s[..*rank]),
         Some(output_shape),
         "output shape must be the broadcast of {lhs_shape:?} and {rhs_shape:?}"
     );

@@ -100,9 +100,10 @@ impl SubParams {
     }
 }
 
-/// Row-major strides of `shape` right-aligned to `rank`, 0 along broadcast (size-1) axes.
-fn strides(shape: &[usize], rank: usize) -> Vec<usize> {
-    let mut out = vec![0; rank];
+/// Row-major strides of `shape` right-aligned to `rank`, 0 along broadcast (size-1) axes (an
+/// array, so a run allocates nothing).
+fn strides(shape: &[usize], rank: usize) -> [usize; MAX_BINARY_RANK] {
+    let mut out = [0; MAX_BINARY_RANK];
     let mut stride = 1;
     for k in 0..shape.len() {
         let d = shape[shape.len() - 1 - k];
@@ -151,7 +152,7 @@ pub(super) fn broadcast_binary<T: QElem>(
         return;
     }
     let (ls, rs) = (strides(lhs_shape, rank), strides(rhs_shape, rank));
-    let mut index = vec![0usize; rank];
+    let mut index = [0usize; MAX_BINARY_RANK];
     let (mut li, mut ri) = (0usize, 0usize);
     for o in output.iter_mut() {
         *o = T::from_i32_saturating(f(lhs[li].to_i32(), rhs[ri].to_i32()));
