@@ -7,8 +7,10 @@
 //! layer, is rewritten with it). A [`Model`](crate::Model) plans each new batch once and keeps it.
 //!
 //! A [`Context`] holds what one caller's runs write: the activation buffers, grown to the
-//! largest batch it has run. The model stays immutable and shareable; each thread keeps its own
-//! context, and a prepared context runs without allocating activations.
+//! largest batch it has run, and its kernel workers: the helper threads its layers split over
+//! and every thread's kernel scratch (packed panels, padded images, row tables), grown before
+//! each job to what it takes. The model stays immutable and shareable; each thread keeps its
+//! own context, and a prepared context runs without a heap request.
 
 use crate::plan::Plan;
 use crate::validate::describe;
@@ -300,19 +302,90 @@ pub(crate) fn rebatch(graph: &Graph, n: usize) -> Result<Graph, EngineError> {
     .map_err(|e| refuse(graph, n, e.to_string()))
 }
 
-/// One caller's activation buffers. Made by [`Model::context`](crate::Model::context); passed to
-/// [`Model::run_in`](crate::Model::run_in) and [`Model::run_into`](crate::Model::run_into),
-/// which grow it to the batch they run and otherwise reuse it as it is. A context is not tied to
-/// one model, but keeps the buffers of the last layout it ran.
+/// One caller's activation buffers and kernel workers. Made by
+/// [`Model::context`](crate::Model::context); passed to [`Model::run_in`](crate::Model::run_in)
+/// and [`Model::run_into`](crate::Model::run_into), which grow it to the batch they run and
+/// otherwise reuse it as it is. A context is not tied to one model, but keeps the buffers of the
+/// last layout it ran.
+///
+/// Its fast-kernel layers split over helper threads of its own (`threads - 1` of them, which
+/// spin briefly between layers and end with the context), so concurrent contexts never wait
+/// for each other's helpers; the thread count is the model's unless
+/// [`set_threads`](Context::set_threads) says otherwise. Results never depend on it.
 #[derive(Debug, Default)]
 pub struct Context {
     pub(crate) buffers: Vec<TensorData>,
+    /// Threads asked for; 0: the model's.
+    threads: usize,
+    workers: Option<intq_kernels::gemm::Workers>,
 }
 
 impl Context {
-    /// An empty context: the first run allocates its buffers.
+    /// An empty context: the first run allocates its buffers and starts its helpers.
     pub fn new() -> Context {
         Context::default()
+    }
+
+    /// An empty context running on `threads` threads (0: the model's count).
+    pub fn with_threads(threads: usize) -> Context {
+        Context {
+            threads,
+            ..Context::default()
+        }
+    }
+
+    /// Runs on `threads` threads, the caller included (0: the model's count). Helpers of
+    /// another count end here; the next run starts the new ones.
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads;
+        if threads != 0
+            && self
+                .workers
+                .as_ref()
+                .is_some_and(|w| w.threads() != threads)
+        {
+            self.workers = None;
+        }
+    }
+
+    /// The thread count asked for (0: the model's).
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// The threads a run of a model planned for `model_threads` uses.
+    pub(crate) fn threads_for(&self, model_threads: usize) -> usize {
+        if self.threads == 0 {
+            model_threads.max(1)
+        } else {
+            self.threads
+        }
+    }
+
+    /// Runs `f` on the buffers with the context's workers of `threads` threads installed
+    /// (started unless running).
+    pub(crate) fn install<R>(
+        &mut self,
+        threads: usize,
+        f: impl FnOnce(&mut Vec<TensorData>) -> R,
+    ) -> R {
+        if self
+            .workers
+            .as_ref()
+            .is_some_and(|w| w.threads() != threads)
+        {
+            self.workers = None;
+        }
+        let workers = self
+            .workers
+            .get_or_insert_with(|| intq_kernels::gemm::Workers::new(threads));
+        let buffers = &mut self.buffers;
+        workers.install(|| f(buffers))
+    }
+
+    /// Bytes of fast-kernel scratch the context holds (every thread's).
+    pub fn scratch_bytes(&self) -> usize {
+        self.workers.as_ref().map_or(0, |w| w.scratch_bytes())
     }
 
     /// Bytes of activation buffers the context holds.

@@ -314,13 +314,14 @@ pub(crate) fn run_timed(
 pub(crate) fn run_in_buffers(
     graph: &Graph,
     plan: &Plan,
+    threads: usize,
     buffers: &mut Vec<TensorData>,
     inputs: &[TensorData],
 ) {
     let memory = &plan.memory;
     let mut frame = Frame {
         graph,
-        threads: plan.threads,
+        threads,
         tier: plan.tier,
         memory,
         buffers: std::mem::take(buffers),

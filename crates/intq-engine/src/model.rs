@@ -200,7 +200,8 @@ impl Model {
     }
 
     /// A fresh execution context for [`Model::run_in`] and [`Model::run_into`]: one per caller
-    /// (thread), reused run after run.
+    /// (thread), reused run after run, running on the model's thread count
+    /// ([`Context::set_threads`] changes it).
     pub fn context(&self) -> Context {
         Context::new()
     }
@@ -239,7 +240,7 @@ impl Model {
     /// [`Model::run_in`] writing each graph output into `outputs[k]`, its native-endian bytes,
     /// which must be exactly the output's size at this batch. Returns the batch. Once the
     /// context has run this batch and while the model keeps its plan (the graph's own batch or
-    /// a recent one), the engine allocates nothing here; the kernels may, for their scratch.
+    /// a recent one), nothing here allocates: the fast kernels' scratch is the context's too.
     pub fn run_into(
         &self,
         ctx: &mut Context,
@@ -289,7 +290,10 @@ impl Model {
     ) -> Result<(), EngineError> {
         check_inputs(at.graph(), inputs, false)?;
         ctx.fit(&at.plan().memory.slots);
-        exec::run_in_buffers(at.graph(), at.plan(), &mut ctx.buffers, inputs);
+        let threads = ctx.threads_for(at.plan().threads);
+        ctx.install(threads, |buffers| {
+            exec::run_in_buffers(at.graph(), at.plan(), threads, buffers, inputs)
+        });
         Ok(())
     }
 
