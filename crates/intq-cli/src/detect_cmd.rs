@@ -144,11 +144,20 @@ fn reals(v: &TensorData) -> &[f32] {
 }
 
 pub fn run(a: DetectArgs) -> Result<()> {
-    let (model, _left) = crate::inspect::load(&a.model)?;
+    let (model, left) = crate::inspect::load(&a.model)?;
     let Some((outputs, options)) = post_process_outputs(model.graph()) else {
+        let cause = if left.ops.is_empty() {
+            String::new()
+        } else {
+            let ops: Vec<String> = left.ops.iter().map(crate::inspect::op_label).collect();
+            format!(
+                " (what the model computes after {} is left out: intq does not support it)",
+                ops.join(", ")
+            )
+        };
         bail!(
             "{}: the model has no TFLite_Detection_PostProcess outputs (boxes, classes, scores, \
-             count); `intq detect` runs SSD-style detectors that end in that op",
+             count){cause}; `intq detect` runs SSD-style detectors that end in that op",
             a.model.display()
         );
     };
