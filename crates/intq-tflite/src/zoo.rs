@@ -1062,7 +1062,14 @@ pub fn sum_zoo(dtype: DType) -> Graph {
     let w = b.tensor("w", dtype, &[2, 3, 11], qw.clone());
     b.input(x).input(w);
     // Name, input, output shape and parameters, axes, keep_dims.
-    type SumCase<'a> = (&'a str, TensorId, &'a [usize], Option<Quant>, &'a [usize], bool);
+    type SumCase<'a> = (
+        &'a str,
+        TensorId,
+        &'a [usize],
+        Option<Quant>,
+        &'a [usize],
+        bool,
+    );
     let sums: [SumCase; 4] = [
         ("sum_hw", x, &[2, 1, 1, 3], pt(2.0, mid), &[1, 2], true),
         ("sum_c", x, &[2, 5, 7], pt(0.001, lo), &[3], false),

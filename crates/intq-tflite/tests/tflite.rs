@@ -893,14 +893,30 @@ fn reduce_ops_equal_tflite_byte_for_byte() {
     ];
     let sum_kinds = ["Sum"; 4];
     for (name, graph, tensors, bytes, kinds) in [
-        ("reduce_u8", reduce_zoo(DType::U8), 16, 1856, &reduce_kinds[..]),
-        ("reduce_i8", reduce_zoo(DType::I8), 16, 1856, &reduce_kinds[..]),
+        (
+            "reduce_u8",
+            reduce_zoo(DType::U8),
+            16,
+            1856,
+            &reduce_kinds[..],
+        ),
+        (
+            "reduce_i8",
+            reduce_zoo(DType::I8),
+            16,
+            1856,
+            &reduce_kinds[..],
+        ),
         ("sum_u8", sum_zoo(DType::U8), 8, 200, &sum_kinds[..]),
         ("sum_i8", sum_zoo(DType::I8), 8, 200, &sum_kinds[..]),
     ] {
         // Every op output per seed, two seeds.
         let (t, b) = check_fixture(name);
-        assert_eq!((t, b), (tensors, bytes), "{name}: tensors and bytes compared");
+        assert_eq!(
+            (t, b),
+            (tensors, bytes),
+            "{name}: tensors and bytes compared"
+        );
         let committed =
             std::fs::read(fixtures().join(name).join(format!("{name}.tflite"))).unwrap();
         assert!(export(&graph).unwrap() == committed, "{name}");
