@@ -962,3 +962,80 @@ fn gather_refuses_an_index_outside_the_axis() {
         "{err}"
     );
 }
+
+/// ARG_MAX with TFLite's int64 output (its converter's default) is refused by name: the engine's
+/// indices are int32.
+#[test]
+fn arg_max_with_an_int64_output_is_refused_by_name() {
+    let tensor = |name: &str, t: i8, shape: Vec<i32>, buffer: u32, quant: bool| {
+        let mut f = vec![
+            (0, Field::Off(Node::I32s(shape))),
+            (1, Field::U8(t as u8)),
+            (2, Field::U32(buffer)),
+            (3, Field::Off(Node::Str(name.into()))),
+        ];
+        if quant {
+            f.push((
+                4,
+                Field::Off(Node::Table(vec![
+                    (2, Field::Off(Node::F32s(vec![0.5]))),
+                    (3, Field::Off(Node::I64s(vec![0]))),
+                ])),
+            ));
+        }
+        Node::Table(f)
+    };
+    let model = |out_type: i8| {
+        let tensors = vec![
+            tensor("x", 3, vec![2, 3], 0, true),
+            tensor("axis", 2, vec![1], 1, false),
+            tensor("index", out_type, vec![2], 0, false),
+        ];
+        let op = Node::Table(vec![
+            (0, Field::U32(0)),
+            (1, Field::Off(Node::I32s(vec![0, 1]))),
+            (2, Field::Off(Node::I32s(vec![2]))),
+            (3, Field::U8(40)),
+            (
+                4,
+                Field::Off(Node::Table(vec![(0, Field::U8(out_type as u8))])),
+            ),
+        ]);
+        let sg = Node::Table(vec![
+            (0, Field::Off(Node::Tables(tensors))),
+            (1, Field::Off(Node::I32s(vec![0]))),
+            (2, Field::Off(Node::I32s(vec![2]))),
+            (3, Field::Off(Node::Tables(vec![op]))),
+        ]);
+        let buffer = |b: Vec<u8>| Node::Table(vec![(0, Field::Off(Node::Bytes(b, 16)))]);
+        finish(
+            &Node::Table(vec![
+                (
+                    1,
+                    Field::Off(Node::Tables(vec![Node::Table(vec![
+                        (0, Field::U8(56)),
+                        (3, Field::I32(56)),
+                    ])])),
+                ),
+                (2, Field::Off(Node::Tables(vec![sg]))),
+                (
+                    4,
+                    Field::Off(Node::Tables(vec![
+                        Node::Table(vec![]),
+                        buffer(1i32.to_le_bytes().to_vec()),
+                    ])),
+                ),
+            ]),
+            b"TFL3",
+        )
+    };
+    // int32 indices import and run: the first of equal maxima.
+    let g = import(&model(2)).unwrap();
+    let y = Model::new(g)
+        .unwrap()
+        .run(&[TensorData::U8(vec![4, 9, 9, 7, 1, 0])])
+        .unwrap();
+    assert_eq!(y[0], TensorData::I32(vec![1, 0]));
+    let err = import(&model(4)).unwrap_err().to_string();
+    assert!(err.contains("ARG_MAX") && err.contains("INT64"), "{err}");
+}
