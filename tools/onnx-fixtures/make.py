@@ -40,6 +40,9 @@ Writes, into the output folder (default crates/intq-onnx/tests/fixtures):
   resize_qat.onnx        built with onnx.helper: a strided branch brought back up by a nearest
                          Resize (asymmetric, floor) and concatenated with a full-size branch, a
                          nearest Resize down by sizes (half_pixel, round_prefer_floor), GAP, Gemm
+  nhwc_qat.onnx          built with onnx.helper: an NHWC input transposed to NCHW, a scalar Sub,
+                         two strided convs, a Transpose back to NHWC before the flattening
+                         Reshape and the Gemm (as Keras models are exported)
   NAME.input.npy         fixed float32 inputs, batch 4 (seeded)
   NAME.output.npy        ONNX Runtime's output on them (CPU execution provider, no graph
                          optimizations, so it runs the file's nodes as written)
@@ -814,6 +817,52 @@ def resize_qat_model(path):
     onnx.save(model, path)
 
 
+def nhwc_qat_model(path):
+    """A Keras-style NHWC model: its input transposed to NCHW, a scalar Sub, convs, then the
+    NCHW activation transposed back to NHWC before the Flatten and Gemm, node by node."""
+    rng = np.random.default_rng(SEED + 41)
+
+    def w(name, *shape, scale=0.4):
+        return numpy_helper.from_array(
+            (rng.standard_normal(shape) * scale).astype(np.float32), name
+        )
+
+    inits = [
+        numpy_helper.from_array(np.array(0.4, np.float32), "center"),
+        w("w1", 8, 3, 3, 3),
+        w("b1", 8),
+        w("w2", 8, 8, 3, 3, scale=0.3),
+        w("b2", 8),
+        w("fc_w", 10, 8 * 8 * 8, scale=0.05),
+        w("fc_b", 10),
+        numpy_helper.from_array(np.array([0, -1], np.int64), "flat"),
+    ]
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["xt"], name="to_nchw", perm=[0, 3, 1, 2]),
+        helper.make_node("Sub", ["xt", "center"], ["xs"], name="center"),
+        helper.make_node("Conv", ["xs", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1],
+                         strides=[2, 2]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1],
+                         strides=[2, 2]),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("Transpose", ["r2"], ["r2t"], name="to_nhwc", perm=[0, 2, 3, 1]),
+        helper.make_node("Reshape", ["r2t", "flat"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["output"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "nhwc_qat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32, 32, 3])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+
+
 def run_ort(path, x):
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -869,6 +918,9 @@ def main():
     if only in (None, "resize_qat"):
         resize_qat_model(os.path.join(out, "resize_qat.onnx"))
         models.append(("resize_qat", (3, 32, 32)))
+    if only in (None, "nhwc_qat"):
+        nhwc_qat_model(os.path.join(out, "nhwc_qat.onnx"))
+        models.append(("nhwc_qat", (32, 32, 3)))
     for name, chw in models:
         path = os.path.join(out, name + ".onnx")
         onnx.checker.check_model(onnx.load(path))

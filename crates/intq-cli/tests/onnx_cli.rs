@@ -53,6 +53,7 @@ fn run_matches_onnxruntime_at_any_batch() {
         "dilated_qat",
         "act_qat",
         "resize_qat",
+        "nhwc_qat",
     ] {
         let out_path = dir.join(format!("{name}.out.npy"));
         let out = intq(&[
@@ -402,6 +403,7 @@ fn qat_convert_and_compare_every_layer_kind() {
         "dilated_qat",
         "act_qat",
         "resize_qat",
+        "nhwc_qat",
     ] {
         let ckpt = dir.join(format!("{name}.ckpt"));
         let m = dir.join(format!("{name}.intq"));

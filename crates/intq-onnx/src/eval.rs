@@ -145,6 +145,25 @@ fn eval_op(op: &Op, ins: &[&Tensor], out: &[usize]) -> Vec<f32> {
             .map(|&v| if v >= 0.0 { v } else { alpha * v })
             .collect(),
         Op::Tanh => x.data.iter().map(|&v| v.tanh()).collect(),
+        Op::Transpose { perm } => {
+            let r = x.shape.len();
+            let mut stride = vec![1usize; r];
+            for d in (0..r.saturating_sub(1)).rev() {
+                stride[d] = stride[d + 1] * x.shape[d + 1];
+            }
+            // Output dimension d walks input dimension perm[d].
+            let dims: Vec<usize> = perm.iter().map(|&a| x.shape[a]).collect();
+            (0..x.data.len())
+                .map(|flat| {
+                    let (mut rem, mut off) = (flat, 0);
+                    for d in (0..r).rev() {
+                        off += (rem % dims[d]) * stride[perm[d]];
+                        rem /= dims[d];
+                    }
+                    x.data[off]
+                })
+                .collect()
+        }
         Op::ResizeNearest { src_h, src_w } => {
             let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
             let mut y = Vec::with_capacity(n * c * src_h.len() * src_w.len());

@@ -671,6 +671,31 @@ impl Builder {
                 self.push(&cx, Op::LeakyRelu { alpha }, vec![x], s)?;
             }
             "Resize" => self.resize(&cx)?,
+            "Transpose" => {
+                cx.only_attrs(&["perm"])?;
+                let x = self.act(&cx, 0)?;
+                let s = self.shape(x);
+                let perm: Vec<usize> = match cx.ints("perm")? {
+                    Some(p) => p
+                        .iter()
+                        .map(|&a| norm_axis(&cx, "perm", Some(a), s.len()))
+                        .collect::<Result<_, _>>()?,
+                    None => (0..s.len()).rev().collect(),
+                };
+                let mut seen = perm.clone();
+                seen.sort();
+                if seen != (0..s.len()).collect::<Vec<_>>() || perm.first() != Some(&0) {
+                    return Err(cx.attr_err(
+                        "perm",
+                        format!(
+                            "{perm:?} on {s:?}: intq takes a permutation that keeps the batch \
+                             first"
+                        ),
+                    ));
+                }
+                let out = perm.iter().map(|&a| s[a]).collect();
+                self.push(&cx, Op::Transpose { perm }, vec![x], out)?;
+            }
             "Tanh" => {
                 cx.only_attrs(&[])?;
                 let x = self.act(&cx, 0)?;
@@ -807,7 +832,7 @@ impl Builder {
                 return Err(cx.err(format!(
                     "op {other} is not supported by intq (supported: Conv, BatchNormalization, \
                      Relu, Clip, LeakyRelu, HardSwish, Sigmoid, Tanh, Add, Sub, Mul, Div, Concat, \
-                     Resize (nearest), \
+                     Resize (nearest), Transpose, \
                      GlobalAveragePool, ReduceMean, AveragePool, MaxPool, Flatten, Reshape, Gemm, \
                      MatMul, Pad, Softmax, LogSoftmax, and shape arithmetic on constants)"
                 )))

@@ -114,6 +114,10 @@ pub enum Op {
     },
     /// Hyperbolic tangent.
     Tanh,
+    /// Axis permutation of an activation, the batch staying first (`perm[0] == 0`).
+    Transpose {
+        perm: Vec<usize>,
+    },
     /// Nearest-neighbour resize of H and W (NCHW): output row `y` is input row `src_h[y]`,
     /// output column `x` input column `src_w[x]` (ONNX Resize's coordinate transformation and
     /// nearest mode, resolved at import).
@@ -189,6 +193,7 @@ impl Op {
             Op::Sub => "Sub",
             Op::LeakyRelu { .. } => "LeakyRelu",
             Op::Tanh => "Tanh",
+            Op::Transpose { .. } => "Transpose",
             Op::ResizeNearest { .. } => "Resize(nearest)",
             Op::Mul => "Mul",
             Op::Concat { .. } => "Concat",

@@ -222,3 +222,18 @@ fn nearest_resizes_match_onnxruntime() {
     assert_eq!(srcs[0].0[..6], [0, 0, 1, 1, 2, 2]);
     assert_eq!(srcs[1].1[..4], [0, 2, 4, 6]);
 }
+
+#[test]
+fn nhwc_input_and_transposes_match_onnxruntime() {
+    let g = parity("nhwc_qat");
+    assert_eq!(g.value(g.inputs[0]).shape, [1, 32, 32, 3]);
+    let perms: Vec<&Vec<usize>> = g
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.op {
+            Op::Transpose { perm } => Some(perm),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(perms, [&vec![0, 3, 1, 2], &vec![0, 2, 3, 1]]);
+}

@@ -20,11 +20,11 @@ use burn::tensor::{Tensor, TensorData};
 use intq_onnx::ValueId;
 
 /// A value as the export sees it: an activation in the engine graph, or a flattened view of one
-/// (`[N, C·H·W]` in ONNX's NCHW order, read by a fully connected layer).
+/// (`[N, C·H·W]` in ONNX's NCHW order, or NHWC's when `true`, read by a fully connected layer).
 #[derive(Clone, Copy)]
 enum Val {
     Act(Cur),
-    Flat(Cur),
+    Flat(Cur, bool),
 }
 
 fn observed(
@@ -123,19 +123,25 @@ pub fn export_graph(
     );
     let act = |vals: &HashMap<ValueId, Val>, v: ValueId, name: &str| match vals.get(&v) {
         Some(Val::Act(c)) => Ok(*c),
-        Some(Val::Flat(_)) => Err(TrainError::Export(format!(
+        Some(Val::Flat(..)) => Err(TrainError::Export(format!(
             "{name}: reads a flattened activation; only a fully connected layer can"
         ))),
         None => Err(TrainError::Export(format!("{name}: input not computed"))),
     };
     for step in &net.steps {
         match step {
-            Step::Flatten { input, output } => {
+            Step::Flatten {
+                input,
+                output,
+                nhwc,
+            } => {
                 let src = match vals.get(input) {
-                    Some(Val::Act(c)) | Some(Val::Flat(c)) => *c,
+                    Some(Val::Act(c)) => Val::Flat(*c, *nhwc),
+                    // A flatten of a flatten keeps the first one's order.
+                    Some(Val::Flat(c, order)) => Val::Flat(*c, *order),
                     None => return Err(TrainError::Export("flatten: input not computed".into())),
                 };
-                vals.insert(*output, Val::Flat(src));
+                vals.insert(*output, src);
             }
             Step::Pad {
                 input,
@@ -363,8 +369,9 @@ pub fn export_graph(
                         }
                     }
                     Layer::Linear(l) => {
-                        let x = match vals.get(&inputs[0]) {
-                            Some(Val::Act(c)) | Some(Val::Flat(c)) => *c,
+                        let (x, nhwc) = match vals.get(&inputs[0]) {
+                            Some(Val::Act(c)) => (*c, false),
+                            Some(Val::Flat(c, nhwc)) => (*c, *nhwc),
                             None => {
                                 return Err(TrainError::Export(format!(
                                     "{name}: input not computed"
@@ -381,14 +388,20 @@ pub fn export_graph(
                             )));
                         }
                         let ws = quant.weight_scheme;
-                        // ONNX flattens NCHW (c, y, x); the engine reads NHWC (y, x, c).
+                        // ONNX flattens NCHW (c, y, x) unless transposed first; the engine reads
+                        // NHWC (y, x, c).
                         let mut codes = vec![0i32; f.weights.len()];
                         for o in 0..out_f {
                             for ci in 0..xc {
                                 for y in 0..xh {
                                     for xx in 0..xw {
-                                        let src = o * depth + (ci * xh + y) * xw + xx;
                                         let dst = o * depth + (y * xw + xx) * xc + ci;
+                                        // An NHWC flatten's columns are the engine's already.
+                                        let src = if nhwc {
+                                            dst
+                                        } else {
+                                            o * depth + (ci * xh + y) * xw + xx
+                                        };
                                         codes[dst] = weight_code(
                                             ws,
                                             f.weight_quant.channel(o),

@@ -422,8 +422,13 @@ pub enum Step {
         /// The ONNX nodes this layer stands for, for messages and tensor names.
         name: String,
     },
-    /// `[N, C, H, W]` → `[N, C·H·W, 1, 1]` (same element order).
-    Flatten { input: ValueId, output: ValueId },
+    /// `[N, C, H, W]` → `[N, C·H·W, 1, 1]` (same element order), or with `nhwc` the flatten of
+    /// its NHWC transpose (a Transpose `[0, 2, 3, 1]` before a Flatten, as Keras models have).
+    Flatten {
+        input: ValueId,
+        output: ValueId,
+        nhwc: bool,
+    },
     /// Zero padding of H and W, `[top, left, bottom, right]`: an ONNX Pad, or the padding of
     /// a convolution or an average pool (padding included in the count) that is not the same
     /// on every side. Real 0 is a code of every activation grid, so the padded tensor keeps its
@@ -513,7 +518,7 @@ impl GraphNet {
                 graph.value(input_value).name
             )));
         }
-        let input_shape = [s[1], s[2], s[3]];
+        let mut input_shape = [s[1], s[2], s[3]];
         // How many nodes read each value (graph outputs count as readers).
         let mut readers = vec![0usize; graph.values.len()];
         for n in &graph.nodes {
@@ -547,7 +552,8 @@ impl GraphNet {
         let mut done = vec![false; graph.nodes.len()];
         // Sub/Div/Mul/Add by constants reading the input alone, one after the other: the
         // preprocessing an exporter baked in, folded into the input normalization.
-        let channels = input_shape[0];
+        let mut channels = input_shape[0];
+        let mut transposed = false;
         let mut pre = Preprocess {
             scale: vec![1.0; channels],
             shift: vec![0.0; channels],
@@ -555,6 +561,25 @@ impl GraphNet {
         };
         let mut input_value = input_value;
         while let Some((k, n)) = consumer(input_value) {
+            // An NHWC input brought to NCHW (Keras models): the network's input is the
+            // transposed one; scalar arithmetic may come before it.
+            if let Op::Transpose { perm } = &n.op {
+                let uniform = pre.scale.iter().all(|&a| a == pre.scale[0])
+                    && pre.shift.iter().all(|&b| b == pre.shift[0]);
+                if transposed || perm[..] != [0, 3, 1, 2] || !uniform {
+                    break;
+                }
+                let t = &graph.value(n.output).shape;
+                input_shape = [t[1], t[2], t[3]];
+                channels = t[1];
+                pre.scale = vec![pre.scale[0]; channels];
+                pre.shift = vec![pre.shift[0]; channels];
+                transposed = true;
+                done[k] = true;
+                pre.nodes.push(n.name.clone());
+                input_value = n.output;
+                continue;
+            }
             let Op::ConstArith {
                 arith,
                 value,
@@ -563,6 +588,10 @@ impl GraphNet {
             else {
                 break;
             };
+            // Before a transpose, axis 1 is not the channels: one value only.
+            if value.len() > 1 && (value.len() != channels || (!transposed && s[1] != channels)) {
+                break;
+            }
             for ch in 0..channels {
                 let v = value[if value.len() == 1 { 0 } else { ch }] as f64;
                 let (a, b) = (&mut pre.scale[ch], &mut pre.shift[ch]);
@@ -954,11 +983,40 @@ impl GraphNet {
                 Op::Flatten => steps.push(Step::Flatten {
                     input: node.inputs[0],
                     output: node.output,
+                    nhwc: false,
                 }),
+                Op::Transpose { perm } => {
+                    let flat = consumer(node.output).filter(|(_, n)| match &n.op {
+                        Op::Flatten => true,
+                        Op::Reshape { shape } => shape.iter().skip(1).all(|&d| d == 1),
+                        _ => false,
+                    });
+                    match flat {
+                        Some((j, n)) if perm[..] == [0, 2, 3, 1] => {
+                            done[j] = true;
+                            steps.push(Step::Flatten {
+                                input: node.inputs[0],
+                                output: n.output,
+                                nhwc: true,
+                            });
+                        }
+                        _ => {
+                            return Err(refuse(
+                                node,
+                                format!(
+                                    "attribute \"perm\" is {perm:?}; intq's QAT network takes a \
+                                     Transpose only from an NHWC input to NCHW ([0, 3, 1, 2]) or \
+                                     from NCHW to NHWC right before a Flatten ([0, 2, 3, 1])"
+                                ),
+                            ))
+                        }
+                    }
+                }
                 Op::Reshape { shape } if shape.iter().skip(1).all(|&d| d == 1) => {
                     steps.push(Step::Flatten {
                         input: node.inputs[0],
                         output: node.output,
+                        nhwc: false,
                     })
                 }
                 Op::Softmax { log, axis: 1, .. } if graph.outputs[0] == node.output => {
@@ -1121,7 +1179,7 @@ impl GraphNet {
                 Step::Layer { output, inputs, .. } => {
                     (*output).max(inputs.iter().copied().max().unwrap_or(0))
                 }
-                Step::Flatten { input, output } | Step::Pad { input, output, .. } => {
+                Step::Flatten { input, output, .. } | Step::Pad { input, output, .. } => {
                     (*input).max(*output)
                 }
             })
@@ -1142,11 +1200,20 @@ impl GraphNet {
         };
         for step in &self.steps {
             match step {
-                Step::Flatten { input, output } => {
+                Step::Flatten {
+                    input,
+                    output,
+                    nhwc,
+                } => {
                     let a = get(&vals, *input)?;
                     let [n, c, h, w] = a.x.dims();
+                    let x = if *nhwc {
+                        a.x.permute([0, 2, 3, 1])
+                    } else {
+                        a.x
+                    };
                     vals[*output] = Some(Act {
-                        x: a.x.reshape([n, c * h * w, 1, 1]),
+                        x: x.reshape([n, c * h * w, 1, 1]),
                         q: a.q,
                     });
                 }

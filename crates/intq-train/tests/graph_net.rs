@@ -22,13 +22,33 @@ fn npy(path: PathBuf) -> (Vec<usize>, Vec<f32>) {
 }
 
 /// Runs fixture `name` through its network in float mode; max |intq - ort| / max |ort|.
+/// A fixture's input NCHW: an NHWC one (a Keras-style model's) transposed.
+fn nchw_input(name: &str) -> (Vec<usize>, Vec<f32>) {
+    let (s, x) = npy(fixture(&format!("{name}.input.npy")));
+    if s[3] != 3 || s[1] == 3 {
+        return (s, x);
+    }
+    let (n, h, w, c) = (s[0], s[1], s[2], s[3]);
+    let mut t = vec![0f32; x.len()];
+    for i in 0..n {
+        for y in 0..h {
+            for xx in 0..w {
+                for ch in 0..c {
+                    t[((i * c + ch) * h + y) * w + xx] = x[((i * h + y) * w + xx) * c + ch];
+                }
+            }
+        }
+    }
+    (vec![n, c, h, w], t)
+}
+
 fn float_parity(name: &str, head: Head) -> f32 {
     let device = Device::flex();
     let g = intq_onnx::load(&fixture(&format!("{name}.onnx"))).unwrap();
     let net = GraphNet::from_graph(&g, LayerOpts::default(), &device).unwrap();
     assert_eq!(net.head, head);
     assert_eq!(net.input_shape, [3, 32, 32]);
-    let (shape, x) = npy(fixture(&format!("{name}.input.npy")));
+    let (shape, x) = nchw_input(name);
     let (want_shape, want) = npy(fixture(&format!("{name}.output.npy")));
     let x: Tensor<4> = Tensor::from_data(
         TensorData::new(x, [shape[0], shape[1], shape[2], shape[3]]),
@@ -67,6 +87,8 @@ fn float_mode_equals_onnxruntime() {
     assert!(float_parity("dilated_qat", Head::Logits) <= 1e-5);
     assert!(float_parity("act_qat", Head::Logits) <= 1e-5);
     assert!(float_parity("resize_qat", Head::Logits) <= 1e-5);
+    // An NHWC input: the network's input is its NCHW transpose.
+    assert!(float_parity("nhwc_qat", Head::Logits) <= 1e-5);
 }
 
 /// `f` applied to the node named `node` of fixture `name`, then the error building the QAT
@@ -137,6 +159,17 @@ fn layers_the_qat_net_cannot_take_are_named() {
              engine's nearest resize in any mode"
         ),
         "{e3}"
+    );
+    let e4 = refusal("nhwc_qat", "to_nhwc", |op| {
+        *op = Op::Transpose {
+            perm: vec![0, 1, 3, 2],
+        }
+    });
+    assert_eq!(
+        e4,
+        "configuration: node \"to_nhwc\" (Transpose): attribute \"perm\" is [0, 1, 3, 2]; intq's \
+         QAT network takes a Transpose only from an NHWC input to NCHW ([0, 3, 1, 2]) or from \
+         NCHW to NHWC right before a Flatten ([0, 2, 3, 1])"
     );
     let e2 = refusal("act_qat", "leaky", |op| *op = Op::LeakyRelu { alpha: -0.5 });
     assert_eq!(
@@ -262,7 +295,7 @@ fn integer_vs_fake_quant_normalized(
         freeze_bn: qat_steps == 0 || qat_steps == u64::MAX,
         ..quant
     };
-    let (shape, x) = npy(fixture(&format!("{name}.input.npy")));
+    let (shape, x) = nchw_input(name);
     // The fixture's inputs in [0, 1] as pixels: the network reads p/255, the model p.
     let pixels: Vec<u8> = x.iter().map(|&v| (v * 255.0).round() as u8).collect();
     let x: Vec<f32> = pixels.iter().map(|&p| p as f32 / 255.0).collect();
@@ -373,6 +406,7 @@ fn integer_model_equals_fake_quant_model() {
         "dilated_qat",
         "act_qat",
         "resize_qat",
+        "nhwc_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
@@ -399,6 +433,7 @@ fn after_qat_steps_the_integer_model_equals_the_fake_quant_model() {
         "dilated_qat",
         "act_qat",
         "resize_qat",
+        "nhwc_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
@@ -425,6 +460,7 @@ fn after_ptq_calibration_the_integer_model_equals_the_fake_quant_model() {
         "dilated_qat",
         "act_qat",
         "resize_qat",
+        "nhwc_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
