@@ -429,8 +429,10 @@ pub fn resize_bilinear<T: Code8>(
 ) {
     let [n, _, _, _] = input_shape;
     let [_, oh, ow, c] = output_shape;
-    let plan = Bilinear::new(input, input_shape, mode, arithmetic, output_shape)
-        .filter(|_| Some(output.len()) == n.checked_mul(oh * ow * c));
+    let plan = Bilinear::new(input, input_shape, mode, arithmetic, output_shape).filter(|_| {
+        let len = [oh, ow, c].iter().try_fold(n, |a, &d| a.checked_mul(d));
+        len == Some(output.len())
+    });
     let Some(plan) = plan else {
         return reference::resize_bilinear(
             input,
