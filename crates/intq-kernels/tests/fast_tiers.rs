@@ -644,6 +644,50 @@ tiers!(conv_implicit_chunks_across_images, |isa| {
     }
 });
 
+/// Stride-1 convolutions wide enough that a 32-pixel tile spans several output rows and the
+/// pixels past each row's end (AMX's strided tile reads the padded image in place and stores
+/// only the real pixels): channels from 3 to 192 (filter rows padded to whole 64-code steps, or
+/// not), windows up to 5x5, dilation along y, explicit paddings, output channels over several
+/// panels, one to three threads splitting the output rows of one to three images.
+fn wide_stride1_conv<T: Code8>(isa: Isa, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let ic = [3, 4, 16, 32, 48, 64, 128, 192][rng.size(0, 7)];
+    let (kh, kw) = (rng.size(1, 5), rng.size(1, 5));
+    let (b, ih, iw, oc) = (
+        rng.size(1, 3),
+        rng.size(kh, 20),
+        rng.size(kw, 40),
+        rng.size(1, 70),
+    );
+    let padding = Padding::Explicit {
+        top: rng.size(0, 2),
+        bottom: rng.size(0, 2),
+        left: rng.size(0, 2),
+        right: rng.size(0, 2),
+    };
+    let d = rng.size(1, 2);
+    let Some(((oh, ow), params)) = geometry(padding, (ih, iw), (kh, kw), (1, 1), (d, 1)) else {
+        return;
+    };
+    let shapes = ([b, ih, iw, ic], [oc, kh, kw, ic], [b, oh, ow, oc]);
+    let threads = rng.size(1, 3);
+    check_random_conv::<T>(
+        isa,
+        &mut rng,
+        shapes,
+        params,
+        threads,
+        &format!("wide stride-1 conv seed {seed}"),
+    );
+}
+
+tiers!(conv_wide_stride1_tiles_span_rows, |isa| {
+    for s in 0..30 {
+        wide_stride1_conv::<u8>(isa, 9500 + s);
+        wide_stride1_conv::<i8>(isa, 9600 + s);
+    }
+});
+
 /// Inputs whose channels are off the 8-code group (1 to 15 but 8) under windows up to 7x7
 /// (ResNet-18's stem), strides 1 and 2, paddings up to 3: on AVX2 each filter row's run is
 /// padded to whole groups with zero weights and read straight from the image, the padding

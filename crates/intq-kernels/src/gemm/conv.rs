@@ -38,6 +38,9 @@ pub struct Conv2dPlan {
     row_run: usize,
     /// `kw * in_c` copies of the input zero point's bits: the im2col rows' padded taps.
     zero_taps: Vec<u8>,
+    /// The tier's strided tile runs the plan (`ConvPolicy::strided_run`, [`strided_takes`]):
+    /// its filter rows are padded to whole steps of that tile.
+    strided: bool,
 }
 
 impl Conv2dPlan {
@@ -62,6 +65,7 @@ impl Conv2dPlan {
         );
         let kernels = Kernels::of(isa);
         let image_channels = padded_channels::<T>(kernels, filter_shape, params, input_zero_point);
+        let strided = strided_takes(&kernels.conv, filter_shape, params);
         let row_run = row_run(&kernels.conv, filter_shape, image_channels, params);
         let channel_padded;
         let weights = if image_channels == ic {
@@ -110,6 +114,7 @@ impl Conv2dPlan {
             image_channels,
             row_run,
             zero_taps: vec![input_zero_point as u8; kw * ic],
+            strided,
         }
     }
 
@@ -193,7 +198,7 @@ impl Conv2dPlan {
         let implicit = kernels.ops::<T>().implicit.filter(|_| {
             p.dilation_w == 1
                 && (self.image_channels.is_multiple_of(policy.implicit_group) || padded)
-                && (padded || implicit_takes(kernels, oc))
+                && (padded || self.strided || implicit_takes(kernels, oc))
         });
         let direct = kh == 1
             && kw == 1
@@ -367,6 +372,9 @@ fn row_run(
 ) -> usize {
     let [_, kh, kw, _] = filter_shape;
     let run = kw * image_channels;
+    if strided_takes(policy, filter_shape, p) {
+        return run.next_multiple_of(policy.strided_run);
+    }
     let group = policy.implicit_group;
     if policy.pad_rows
         && group > 0
@@ -378,6 +386,13 @@ fn row_run(
     } else {
         run
     }
+}
+
+/// Whether a convolution runs on the tier's strided tile (see `ConvPolicy::strided_run`): stride
+/// 1, undilated along x, a window wider than one pixel (a 1x1 convolution is a plain GEMM).
+fn strided_takes(policy: &ConvPolicy, filter_shape: [usize; 4], p: &ConvParams) -> bool {
+    let [_, kh, kw, _] = filter_shape;
+    policy.strided_run > 0 && p.stride_h == 1 && p.stride_w == 1 && p.dilation_w == 1 && kh * kw > 1
 }
 
 /// Whether the tier runs a convolution with `oc` output channels over an input of whole groups
@@ -425,7 +440,7 @@ impl Conv2dPlan {
         output_shape: [usize; 4],
         threads: usize,
     ) {
-        use super::{ImageElem, ImplicitRows, TileOut};
+        use super::{ImplicitRows, TileOut};
         let (mr, nr, kg) = (F::MR, F::NR, F::KG);
         let b = F::B::of(&self.gemm.packed);
         let panel_stride = self.panel_stride(self.gemm.kernels.kg, nr);
@@ -451,47 +466,20 @@ impl Conv2dPlan {
         // What the last window row of an image reads past it: the rest of its padded run.
         let slack = self.row_run - kw * in_c;
         let row_len = wp * in_c;
-        let zsum = (in_c as i32).wrapping_mul(zc_code);
-        // The zero point as an image element (in the code range whenever a window reaches
-        // the padding: `supports`; unused else).
-        let zc: F::E = F::E::from_code(zc_code);
         // Image row `y` of batch `bi` (padding included) and its pixel sums.
+        let rows_of = ImageRows {
+            input,
+            in_hw: [in_h, in_w],
+            real_c,
+            in_c,
+            pt,
+            pl,
+            wp,
+            zc_code,
+        };
         let fill_row = |bi: usize, y: usize, dst: &mut [F::E], dsum: &mut [i32]| {
-            let iy = y.checked_sub(pt).filter(|&iy| iy < in_h);
-            let Some(iy) = iy else {
-                dst.fill(zc);
-                dsum.fill(zsum);
-                return;
-            };
-            let x1 = (pl + in_w).min(wp);
-            dst[..pl * in_c].fill(zc);
-            dsum[..pl].fill(zsum);
-            dst[x1 * in_c..].fill(zc);
-            dsum[x1..].fill(zsum);
-            let s = (bi * in_h + iy) * in_w * real_c;
-            let codes = &input[s..s + (x1 - pl) * real_c];
-            if in_c == real_c {
-                // SAFETY: F's tier is this plan's (available) tier; in_c % KG == 0; the
-                // lengths agree.
-                unsafe {
-                    F::canon_row(
-                        codes,
-                        in_c,
-                        &mut dst[pl * in_c..x1 * in_c],
-                        &mut dsum[pl..x1],
-                    )
-                };
-            } else {
-                let (dst, dsum) = (&mut dst[pl * in_c..x1 * in_c], &mut dsum[pl..x1]);
-                // The channel counts `padded_channels` makes, unrolled with constant counts so
-                // that widening a large RGB input stays cheap next to the stem itself.
-                match (real_c, in_c) {
-                    (3, 4) => widen_pixels::<_, _, 3, 4>(codes, zc_code, dst, dsum),
-                    (6, 8) => widen_pixels::<_, _, 6, 8>(codes, zc_code, dst, dsum),
-                    (7, 8) => widen_pixels::<_, _, 7, 8>(codes, zc_code, dst, dsum),
-                    _ => widen_pixels_any(codes, real_c, in_c, zc_code, dst, dsum),
-                }
-            }
+            // SAFETY: F's tier is this plan's (available) tier; in_c % KG == 0.
+            unsafe { rows_of.fill(bi, y, dst, dsum, F::canon_row::<T>) }
         };
         // A chunk of pixels whose windows (about kh image rows of its width) stay in L2
         // while every B panel streams past them.
@@ -657,6 +645,298 @@ impl Conv2dPlan {
             });
         };
         super::parallel_for(threads, chunks, &task);
+    }
+}
+
+/// How the implicit GEMMs map input rows into a padded image of canonical codes: `wp` pixels
+/// per row (`pl` of them left padding), `in_c` channels per pixel (`real_c` of them the
+/// input's), the padding and extra channels holding the input zero point `zc_code`.
+struct ImageRows<'a, T> {
+    input: &'a [T],
+    in_hw: [usize; 2],
+    real_c: usize,
+    in_c: usize,
+    pt: usize,
+    pl: usize,
+    wp: usize,
+    zc_code: i32,
+}
+
+impl<T: Code8> ImageRows<'_, T> {
+    /// Image row `y` (padded coordinates) of batch `bi` into `dst`, each pixel's code sum into
+    /// `dsum`; `canon` maps a row of whole pixels (the tier's `canon_row`).
+    ///
+    /// # Safety
+    /// `canon` may be called with `in_c` channels (the CPU has its tier, and takes `in_c`).
+    unsafe fn fill<E: super::ImageElem>(
+        &self,
+        bi: usize,
+        y: usize,
+        dst: &mut [E],
+        dsum: &mut [i32],
+        canon: unsafe fn(&[T], usize, &mut [E], &mut [i32]),
+    ) {
+        let [in_h, in_w] = self.in_hw;
+        let (in_c, real_c, pl, wp) = (self.in_c, self.real_c, self.pl, self.wp);
+        // In the code range whenever a window reaches the padding (`supports`); unused else.
+        let zc = E::from_code(self.zc_code);
+        let zsum = (in_c as i32).wrapping_mul(self.zc_code);
+        let iy = y.checked_sub(self.pt).filter(|&iy| iy < in_h);
+        let Some(iy) = iy else {
+            dst.fill(zc);
+            dsum.fill(zsum);
+            return;
+        };
+        let x1 = (pl + in_w).min(wp);
+        dst[..pl * in_c].fill(zc);
+        dsum[..pl].fill(zsum);
+        dst[x1 * in_c..].fill(zc);
+        dsum[x1..].fill(zsum);
+        let s = (bi * in_h + iy) * in_w * real_c;
+        let codes = &self.input[s..s + (x1 - pl) * real_c];
+        if in_c == real_c {
+            // SAFETY: the caller meets this function's contract; the lengths agree.
+            unsafe {
+                canon(
+                    codes,
+                    in_c,
+                    &mut dst[pl * in_c..x1 * in_c],
+                    &mut dsum[pl..x1],
+                )
+            };
+        } else {
+            let (dst, dsum) = (&mut dst[pl * in_c..x1 * in_c], &mut dsum[pl..x1]);
+            // The channel counts `padded_channels` makes, unrolled with constant counts so
+            // that widening a large RGB input stays cheap next to the stem itself.
+            match (real_c, in_c) {
+                (3, 4) => widen_pixels::<_, _, 3, 4>(codes, self.zc_code, dst, dsum),
+                (6, 8) => widen_pixels::<_, _, 6, 8>(codes, self.zc_code, dst, dsum),
+                (7, 8) => widen_pixels::<_, _, 7, 8>(codes, self.zc_code, dst, dsum),
+                _ => widen_pixels_any(codes, real_c, in_c, self.zc_code, dst, dsum),
+            }
+        }
+    }
+}
+
+/// A tier's convolution tile whose rows are read in place at one stride (AMX's tile loads take
+/// any row stride): for a stride-1 convolution over a padded image, output pixel `(y, x)`'s
+/// window starts at image pixel `y * wp + x`, so consecutive pixels of the image, row ends
+/// included, are rows `in_c` bytes apart, and a tile of them needs no packing (see
+/// [`Conv2dPlan::run_strided`]).
+pub(crate) trait StridedKernel {
+    const MR: usize;
+    const NR: usize;
+    /// Codes one step of the tile reads per row: filter rows are padded to a multiple of it.
+    const KG: usize;
+    /// One row of the padded image as canonical u8, with each pixel's code sum.
+    ///
+    /// # Safety
+    /// The CPU has the tier; `dst.len() == codes.len() == sums.len() * c`.
+    unsafe fn canon_row<T: Code8>(codes: &[T], c: usize, dst: &mut [u8], sums: &mut [i32]);
+    /// The `MR x NR` int32 sums of rows `a + r * lda` (`r < MR`), step `s` reading each row's
+    /// `KG` codes from `offs[s]` against group `s` of the packed B panel `b`, stored to `c`.
+    ///
+    /// # Safety
+    /// The CPU has the tier; every step's rows are readable for `KG` bytes; `b` holds
+    /// `offs.len()` groups; `c` is valid for `MR * NR` int32.
+    unsafe fn tile(a: *const u8, lda: usize, offs: &[usize], b: *const i8, c: *mut i32);
+    /// The output stage on `o.rows` rows of `NR` sums at `c`.
+    ///
+    /// # Safety
+    /// The CPU has the tier; `c` holds those rows; `o` meets [`super::TileOut`]'s contract
+    /// for them.
+    unsafe fn finish(c: *const i32, o: &super::TileOut);
+    /// Called once a task's tiles are done.
+    ///
+    /// # Safety
+    /// The CPU has the tier.
+    unsafe fn end_task();
+}
+
+impl Conv2dPlan {
+    /// Whether the plan runs on its tier's strided tile ([`run_strided`](Self::run_strided)).
+    pub(crate) fn strided(&self) -> bool {
+        self.strided
+    }
+
+    /// A stride-1 convolution on a [`StridedKernel`]: each task maps the image rows its output
+    /// rows read (as [`run_implicit`](Self::run_implicit) does) and runs tiles over the
+    /// image's pixels, `wp` per output row, pixel `q` a GEMM row starting at `q * in_c`; step
+    /// `(fy, j)` of the K loop reads the `j`-th `KG` codes of filter row `fy`,
+    /// `fy * dilation_h * wp * in_c + j * KG` past it. The `wp - out_w` pixels past each output
+    /// row's end (and past the task's last row) are computed and never stored; what a row
+    /// reads past its window (the next pixels, or slack past the image) meets the zero weights
+    /// the filter rows are padded with. The products are the reference's, so the sums are.
+    pub(crate) fn run_strided<K: StridedKernel, T: Code8>(
+        &self,
+        input: &[T],
+        input_shape: [usize; 4],
+        output: &mut [T],
+        output_shape: [usize; 4],
+        threads: usize,
+    ) {
+        use super::{Need, PackedElem, TileOut};
+        let (mr, nr, kg) = (K::MR, K::NR, K::KG);
+        assert!(self.row_run.is_multiple_of(kg));
+        let b = i8::of(&self.gemm.packed);
+        let panel_stride = self.panel_stride(self.gemm.kernels.kg, nr);
+        let [batches, in_h, in_w, real_c] = input_shape;
+        let in_c = self.image_channels;
+        let [oc, kh, kw, _] = self.filter_shape;
+        let [_, out_h, out_w, _] = output_shape;
+        let p = self.params;
+        assert!(p.stride_h == 1 && p.stride_w == 1 && p.dilation_w == 1);
+        if batches * out_h * out_w == 0 || oc == 0 {
+            return;
+        }
+        let (pt, pl) = (p.padding.top, p.padding.left);
+        let wp = (pl + in_w).max(out_w + kw - 1);
+        let row_len = wp * in_c;
+        let win_h = (kh - 1) * p.dilation_h + 1;
+        let run_groups = self.row_run / kg;
+        let steps = kh * run_groups;
+        let rows_of = ImageRows {
+            input,
+            in_hw: [in_h, in_w],
+            real_c,
+            in_c,
+            pt,
+            pl,
+            wp,
+            zc_code: self.input_zero_point.wrapping_add(T::A_OFFSET),
+        };
+        let epi = &self.gemm.epi;
+        // Output rows per task: an image chunk that stays in L2 while every B panel streams
+        // past it, split further so that each thread gets whole rounds of tasks.
+        let threads = threads.max(1);
+        let budget = (192 * 1024 / row_len.max(1)).saturating_sub(win_h - 1);
+        let mut segs = out_h.div_ceil(budget.clamp(1, out_h));
+        if threads > 1 && batches * segs < 4 * threads {
+            while !(batches * segs).is_multiple_of(threads) && segs < out_h {
+                segs += 1;
+            }
+        }
+        let seg_rows = out_h.div_ceil(segs);
+        let segs = out_h.div_ceil(seg_rows);
+        let panels = oc.div_ceil(nr);
+        let out_ptr = super::SendPtr(output.as_mut_ptr() as *mut u8);
+        // A task of `nrows` output rows: its image rows, GEMM rows, tiles and image bytes (the
+        // last tile's rows read up to its last row's last step).
+        let span = |nrows: usize| {
+            let img_rows = nrows + win_h - 1;
+            let vrows = nrows * wp;
+            let tiles = vrows.div_ceil(mr);
+            let image_len = (img_rows * row_len)
+                .max((tiles * mr - 1) * in_c + (win_h - 1) * row_len + self.row_run);
+            (img_rows, vrows, tiles, image_len)
+        };
+        // Its image, pixel sums, row sums, step offsets and tile sums from its thread's scratch.
+        let need = |nrows: usize| {
+            let (img_rows, _, tiles, image_len) = span(nrows);
+            Need::default()
+                .add::<u8>(image_len)
+                .add::<i32>(img_rows * wp)
+                .add::<i32>(tiles * mr)
+                .add::<usize>(steps)
+                .add::<i32>(mr * nr)
+        };
+        super::reserve_scratch(threads, 0, need(seg_rows).0);
+        let task = |t: usize| {
+            let op = out_ptr;
+            let (bi, sg) = (t / segs, t % segs);
+            let oy0 = sg * seg_rows;
+            let nrows = seg_rows.min(out_h - oy0);
+            let (img_rows, vrows, tiles, image_len) = span(nrows);
+            super::with_scratch(0, need(nrows).0, |scratch| {
+                let image = scratch.take::<u8>(image_len);
+                let sums = scratch.take::<i32>(img_rows * wp);
+                let rowsum = scratch.take::<i32>(tiles * mr);
+                let offs = scratch.take::<usize>(steps);
+                let c = scratch.take::<i32>(mr * nr);
+                for (s, off) in offs.iter_mut().enumerate() {
+                    let (fy, j) = (s / run_groups, s % run_groups);
+                    *off = fy * p.dilation_h * row_len + j * kg;
+                }
+                for j in 0..img_rows {
+                    // SAFETY: K's tier is this plan's (available) tier, and its `canon_row`
+                    // takes any channel count.
+                    unsafe {
+                        rows_of.fill(
+                            bi,
+                            oy0 + j,
+                            &mut image[j * row_len..(j + 1) * row_len],
+                            &mut sums[j * wp..(j + 1) * wp],
+                            K::canon_row::<T>,
+                        )
+                    };
+                }
+                // Row sums of the stored pixels; symmetric weights (every zw 0) never read them.
+                if !epi.zw_zero {
+                    for oy in 0..nrows {
+                        for ox in 0..out_w {
+                            let mut sum = 0i32;
+                            for fy in 0..kh {
+                                let at = (oy + fy * p.dilation_h) * wp + ox;
+                                sum = sums[at..at + kw]
+                                    .iter()
+                                    .fold(sum, |s, &v| s.wrapping_add(v));
+                            }
+                            rowsum[oy * wp + ox] = sum;
+                        }
+                    }
+                }
+                let out_base = (bi * out_h + oy0) * out_w;
+                for pn in 0..panels {
+                    let n0 = pn * nr;
+                    let cols = nr.min(oc - n0);
+                    let bp = &b[pn * panel_stride..];
+                    for tile in 0..tiles {
+                        let q0 = tile * mr;
+                        // SAFETY: the tier is this plan's; every row's reads end within
+                        // `image_len` (its last step ends `row_run` codes past its window's
+                        // last row's start); the B panel holds `steps` groups; `c` holds
+                        // `mr * nr` int32.
+                        unsafe {
+                            K::tile(
+                                image.as_ptr().add(q0 * in_c),
+                                in_c,
+                                offs,
+                                bp.as_ptr(),
+                                c.as_mut_ptr(),
+                            )
+                        };
+                        // The stored pixels of the tile, one run per output row.
+                        let (mut q, q1) = (q0, (q0 + mr).min(vrows));
+                        while q < q1 {
+                            let (oy, ox) = (q / wp, q % wp);
+                            if ox >= out_w {
+                                q = (oy + 1) * wp;
+                                continue;
+                            }
+                            let end = q1.min(oy * wp + out_w);
+                            let o = TileOut {
+                                rowsum: rowsum[q..].as_ptr(),
+                                epi,
+                                n0,
+                                // SAFETY: pixel (oy0 + oy, ox) of batch bi, column n0: this
+                                // task's output rows, disjoint between tasks.
+                                out: unsafe { op.0.add((out_base + oy * out_w + ox) * oc + n0) },
+                                ldc: oc,
+                                rows: end - q,
+                                cols,
+                            };
+                            // SAFETY: rows q - q0 .. end - q0 of the tile's sums; the stores
+                            // are `end - q` pixels of one output row, `cols` columns each.
+                            unsafe { K::finish(c.as_ptr().add((q - q0) * nr), &o) };
+                            q = end;
+                        }
+                    }
+                }
+            });
+            // SAFETY: the tier is available.
+            unsafe { K::end_task() };
+        };
+        super::parallel_for(threads, batches * segs, &task);
     }
 }
 

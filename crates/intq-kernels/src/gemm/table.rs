@@ -82,6 +82,10 @@ pub(crate) struct ConvPolicy {
     /// Filter rows are padded with zero weights to whole groups, so that inputs whose channels
     /// are not a multiple of the group still run as an implicit GEMM (`Conv2dPlan::row_run`).
     pub(crate) pad_rows: bool,
+    /// Codes per step of the tier's strided tile (`conv::StridedKernel`), which runs stride-1
+    /// convolutions wider than one pixel on the padded image in place, their filter rows padded
+    /// with zero weights to whole steps; 0 without one.
+    pub(crate) strided_run: usize,
 }
 
 /// The kernel table of one tier (see the module docs).
@@ -266,6 +270,7 @@ const PORTABLE: Kernels = Kernels {
         implicit_max_oc: usize::MAX,
         implicit_1x1: false,
         pad_rows: false,
+        strided_run: 0,
     },
     dw_layout: None,
     fake_quant: crate::qat::fake_quant_portable,
@@ -306,6 +311,7 @@ mod x86 {
             implicit_max_oc: usize::MAX,
             implicit_1x1: true,
             pad_rows: true,
+            strided_run: 0,
         },
         dw_layout: Some(avx2::dw_layout),
         fake_quant: avx2::fake_quant,
@@ -341,6 +347,7 @@ mod x86 {
             implicit_max_oc: usize::MAX,
             implicit_1x1: true,
             pad_rows: false,
+            strided_run: 0,
         },
         dw_layout: Some(vnni::dw_layout),
         u8: vnni_ops::<u8>(),
@@ -348,14 +355,31 @@ mod x86 {
         ..AVX2
     };
 
-    /// AMX over AVX-512 VNNI: its own GEMM; the VNNI implicit tile runs on AMX's packed
-    /// panels (the same VNNI layout, K padded to 64) for layers of one 32-column panel and
-    /// stems; 1x1 convolutions stay plain GEMMs, where the AMX tiles beat the VNNI ones.
+    /// AMX over AVX-512 VNNI: its own GEMM, and its strided tile for stride-1 convolutions;
+    /// the VNNI implicit tile runs the other convolutions it takes on AMX's packed panels (the
+    /// same VNNI layout, K padded to 64): layers of one 32-column panel and stems; 1x1
+    /// convolutions stay plain GEMMs, where the AMX tiles beat the VNNI ones.
     const fn amx_ops<T: Code8 + Ord>() -> CodeOps<T> {
         CodeOps {
             pack: pack::<Amx, T>,
             gemm: gemm::<Amx, T>,
+            implicit: Some(amx_conv::<T>),
             ..vnni_ops::<T>()
+        }
+    }
+
+    fn amx_conv<T: Code8>(
+        plan: &Conv2dPlan,
+        input: &[T],
+        input_shape: [usize; 4],
+        output: &mut [T],
+        output_shape: [usize; 4],
+        threads: usize,
+    ) {
+        if plan.strided() {
+            plan.run_strided::<Amx, T>(input, input_shape, output, output_shape, threads)
+        } else {
+            plan.run_implicit::<Vnni, T>(input, input_shape, output, output_shape, threads)
         }
     }
 
@@ -367,6 +391,7 @@ mod x86 {
         conv: ConvPolicy {
             implicit_max_oc: vnni::NR,
             implicit_1x1: false,
+            strided_run: amx::KG,
             ..AVX512VNNI.conv
         },
         u8: amx_ops::<u8>(),

@@ -271,16 +271,16 @@ unsafe fn pack_a_seg<T: crate::gemm::Code8>(
 /// The output stage on the stored tile, 16 columns at a time.
 ///
 /// # Safety
-/// The CPU has AVX-512 F/BW; `c` holds the tile's `MR x NR` sums; `o` meets
-/// [`TileOut`]'s contract.
+/// The CPU has AVX-512 F/BW; `c` holds `o.rows` rows of `NR` sums; `o` meets [`TileOut`]'s
+/// contract for those rows.
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn finish(c: *const i32, o: &TileOut) {
+pub(crate) unsafe fn finish(c: *const i32, o: &TileOut) {
     // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
     unsafe {
         let (rowsum, epi, n0, out, ldc, rows, cols) =
             (o.rowsum, o.epi, o.n0, o.out, o.ldc, o.rows, o.cols);
         if !epi.vector_ok {
-            let acc = std::slice::from_raw_parts(c, MR * NR);
+            let acc = std::slice::from_raw_parts(c, rows * NR);
             epi.finish_scalar(acc, NR, o);
             return;
         }
@@ -297,5 +297,110 @@ unsafe fn finish(c: *const i32, o: &TileOut) {
                 _mm512_mask_cvtepi32_storeu_epi8(out.add(i * ldc + 16 * h) as *mut _, mask, q);
             }
         }
+    }
+}
+
+/// A 32 x 32 tile of a convolution whose 32 rows are read in place at one stride: step `s`
+/// multiplies, for each row `r`, the 64 codes at `a + offs[s] + r * lda` by group `s` of the
+/// packed B panel `b`; the sums are stored to `c` (`MR x NR` int32, row-major). A tile load
+/// reads its 16 rows at any stride, overlapping ones included, so a stride-1 convolution's
+/// rows (adjacent pixels of a padded image, `lda` its channels) need no packing.
+///
+/// # Safety
+/// AMX is available; for every step and row the 64 bytes at `a + offs[s] + r * lda` are
+/// readable; `b` holds `offs.len()` groups; `c` is valid for `MR * NR` int32.
+pub(crate) unsafe fn tile_strided(
+    a: *const u8,
+    lda: usize,
+    offs: &[usize],
+    b: *const i8,
+    c: *mut i32,
+) {
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        ensure_configured();
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            options(nostack)
+        );
+        let sb = NR * 4;
+        for (s, &off) in offs.iter().enumerate() {
+            let ap = a.add(off);
+            let bp = (b as *const u8).add(s * KG * NR);
+            asm!(
+                "tileloadd tmm4, [{a0} + {sa}*1]",
+                "tileloadd tmm5, [{a1} + {sa}*1]",
+                "tileloadd tmm6, [{b0} + {sb}*1]",
+                "tileloadd tmm7, [{b1} + {sb}*1]",
+                "tdpbusd tmm0, tmm4, tmm6",
+                "tdpbusd tmm1, tmm4, tmm7",
+                "tdpbusd tmm2, tmm5, tmm6",
+                "tdpbusd tmm3, tmm5, tmm7",
+                a0 = in(reg) ap,
+                a1 = in(reg) ap.add(16 * lda),
+                b0 = in(reg) bp,
+                b1 = in(reg) bp.add(64),
+                sa = in(reg) lda,
+                sb = in(reg) sb,
+                options(nostack, readonly),
+            );
+        }
+        let c8 = c as *mut u8;
+        let cs = NR * 4;
+        asm!(
+            "tilestored [{c} + {s}*1], tmm0",
+            "tilestored [{c1} + {s}*1], tmm1",
+            "tilestored [{c2} + {s}*1], tmm2",
+            "tilestored [{c3} + {s}*1], tmm3",
+            c = in(reg) c8,
+            c1 = in(reg) c8.add(64),
+            c2 = in(reg) c8.add(16 * cs),
+            c3 = in(reg) c8.add(16 * cs + 64),
+            s = in(reg) cs,
+            options(nostack),
+        );
+    }
+}
+
+impl crate::gemm::StridedKernel for Amx {
+    const MR: usize = MR;
+    const NR: usize = NR;
+    const KG: usize = KG;
+    /// # Safety
+    /// As [`crate::gemm::StridedKernel::canon_row`].
+    unsafe fn canon_row<T: crate::gemm::Code8>(
+        codes: &[T],
+        c: usize,
+        dst: &mut [u8],
+        sums: &mut [i32],
+    ) {
+        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body
+        // (AMX implies the AVX-512 the VNNI tier's row mapping uses).
+        unsafe {
+            <crate::isa::avx512vnni::Vnni as crate::gemm::ImplicitKernel>::canon_row(
+                codes, c, dst, sums,
+            )
+        }
+    }
+    /// # Safety
+    /// As [`crate::gemm::StridedKernel::tile`].
+    unsafe fn tile(a: *const u8, lda: usize, offs: &[usize], b: *const i8, c: *mut i32) {
+        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+        unsafe { tile_strided(a, lda, offs, b, c) }
+    }
+    /// # Safety
+    /// As [`crate::gemm::StridedKernel::finish`].
+    unsafe fn finish(c: *const i32, o: &TileOut) {
+        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+        unsafe { finish(c, o) }
+    }
+    /// # Safety
+    /// As [`crate::gemm::StridedKernel::end_task`].
+    unsafe fn end_task() {
+        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+        unsafe { release() }
     }
 }
