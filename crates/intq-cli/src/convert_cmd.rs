@@ -114,6 +114,11 @@ pub struct PtqArgs {
     /// `intq train --help`).
     #[arg(long, value_name = "DEVICE", default_value = "cpu", value_parser = crate::train_cmd::parse_device)]
     pub device: intq_train::device::DeviceSpec,
+    /// `--from MODEL.onnx` only: the normalization (p/255 - M) / S the ONNX model's input
+    /// expects (none, imagenet, M/S or M0,M1,M2/S0,S1,S2; default none), folded into the
+    /// model's input as `intq qat --from` folds it. A checkpoint records its own.
+    #[arg(long, value_name = "SPEC", value_parser = crate::train_cmd::parse_normalize)]
+    pub normalize: Option<intq_data::Normalize>,
 }
 
 /// `intq qat-export`'s options (a hidden, deprecated spelling of `intq convert --codes`).
@@ -182,10 +187,17 @@ pub fn run(cmd: ConvertCommand) -> Result<()> {
             a.per_channel,
             a.bits_a,
             a.bits_w,
-            None,
+            a.normalize.as_ref(),
             &a.out,
         ),
         ConvertCommand::Ptq(a) => {
+            if let Some(n) = &a.normalize {
+                bail!(
+                    "--normalize {n}: {} is a checkpoint, which records its own normalization \
+                     (--normalize is for --from MODEL.onnx)",
+                    a.from.display()
+                );
+            }
             let q = quant_cfg(&a.scheme, a.bits_a, a.bits_w, a.per_channel)?;
             let method = calib_method(&a.method, a.percentile)?;
             let l = fidelity::load_ckpt(&a.from)?;

@@ -881,3 +881,51 @@ fn converted_fixtures_exported_to_tflite_equal_tflite_reference() {
         assert!(checked >= 2 * seeds.len(), "{what}: {checked} tensors");
     }
 }
+
+/// `intq ptq --from MODEL.onnx --normalize`: one mean and std set the pixels' params of the
+/// model, which `intq eval` then runs from its metadata alone.
+#[test]
+fn ptq_from_onnx_takes_a_normalization() {
+    let dir = common::scratch("onnx_cli", "ptq_normalize");
+    let data = dir.join("rgb.npz");
+    write_rgb_npz(&data, 16, 4);
+    let m = dir.join("p.intq");
+    let out = intq(&[
+        "ptq",
+        "--from",
+        fixture("resnet_tiny.onnx").to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--calib",
+        "16",
+        "--normalize",
+        "0.4/0.25",
+        "--out",
+        m.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let engine = intq_engine::Model::load(&m).unwrap();
+    let g = engine.graph();
+    let p = g.tensor(g.inputs()[0]).params().unwrap();
+    assert_eq!((p.scale, p.zero_point), (1.0 / (255.0 * 0.25), 102));
+    let rec: serde_json::Value = serde_json::from_str(&g.metadata()["intq.input"]).unwrap();
+    assert_eq!(rec["normalize"]["std"][0].as_f64().unwrap(), 0.25, "{rec}");
+    let out = intq(&[
+        "eval",
+        m.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["images"], 4, "{v}");
+}
