@@ -283,6 +283,29 @@ pub fn hard_swish<T: Code8>(
     }
 }
 
+/// HardSwish through a table of every code's output, made by the reference's own function (a
+/// code's output depends on nothing else): the portable tier's path. Short inputs, for which
+/// the table costs more than it saves, run the reference's function directly.
+///
+/// # Safety
+/// None beyond the table's: this is safe code behind the table's common signature.
+pub(crate) unsafe fn hard_swish_table<T: Code8>(p: &HardSwishParams, input: &[T], out: &mut [T]) {
+    let code = |q: i32| T::from_i32_saturating(reference::hard_swish_code(q, p, T::MIN, T::MAX));
+    if input.len() < 1024 {
+        for (o, &q) in out.iter_mut().zip(input) {
+            *o = code(q.to_i32());
+        }
+        return;
+    }
+    let mut table = [T::default(); 256];
+    for (i, t) in table.iter_mut().enumerate() {
+        *t = code(T::MIN + i as i32);
+    }
+    for (o, &q) in out.iter_mut().zip(input) {
+        *o = table[(q.to_i32() - T::MIN) as usize];
+    }
+}
+
 /// Whether the tiers' vector HardSwish takes `p`'s exponents (every model's: the output
 /// exponent is at most 0 by construction, the reluish one is small).
 fn hard_swish_vector_ok(p: &HardSwishParams) -> bool {

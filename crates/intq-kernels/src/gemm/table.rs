@@ -42,7 +42,8 @@ pub struct CodeOps<T: 'static> {
     pub(crate) add: Option<AddFn<T>>,
     /// Quantized Mul of equal-length operands (`params, lhs, rhs, out`), where vectorized.
     pub(crate) mul: Option<MulFn<T>>,
-    /// Quantized HardSwish (`params, input, out`), where vectorized.
+    /// Quantized HardSwish (`params, input, out`): a table of the codes' outputs on the
+    /// portable tier, vector lanes above it.
     pub(crate) hard_swish: Option<HardSwishFn<T>>,
     /// Output rows `r0..r1` of a bilinear resize (`plan, r0, r1, out`).
     pub(crate) resize_bilinear: BilinearFn<T>,
@@ -252,7 +253,7 @@ const fn portable_ops<T: Code8 + Ord>() -> CodeOps<T> {
         dw_run: None,
         add: None,
         mul: None,
-        hard_swish: None,
+        hard_swish: Some(super::elementwise::hard_swish_table::<T>),
         resize_bilinear: super::elementwise::bilinear_rows_portable::<T>,
         max_pool: super::elementwise::max_pool_body::<T>,
         average_pool: super::elementwise::average_pool_body::<T>,
