@@ -43,6 +43,8 @@ Writes, into the output folder (default crates/intq-onnx/tests/fixtures):
   nhwc_qat.onnx          built with onnx.helper: an NHWC input transposed to NCHW, a scalar Sub,
                          two strided convs, a Transpose back to NHWC before the flattening
                          Reshape and the Gemm (as Keras models are exported)
+  prelu_qat.onnx         built with onnx.helper: conv-BN-PRelu (a slope per channel), conv-PRelu
+                         (one slope), GAP, Gemm
   NAME.input.npy         fixed float32 inputs, batch 4 (seeded)
   NAME.output.npy        ONNX Runtime's output on them (CPU execution provider, no graph
                          optimizations, so it runs the file's nodes as written)
@@ -863,6 +865,56 @@ def nhwc_qat_model(path):
     onnx.save(model, path)
 
 
+def prelu_qat_model(path):
+    """PRelu with a slope per channel after conv-BN and one slope for all after a conv, node by
+    node."""
+    rng = np.random.default_rng(SEED + 43)
+
+    def w(name, *shape, scale=0.4):
+        return numpy_helper.from_array(
+            (rng.standard_normal(shape) * scale).astype(np.float32), name
+        )
+
+    inits = [
+        w("w1", 8, 3, 3, 3),
+        numpy_helper.from_array(rng.uniform(0.5, 1.5, 8).astype(np.float32), "bn_s"),
+        w("bn_b", 8, scale=0.5),
+        w("bn_m", 8, scale=0.2),
+        numpy_helper.from_array(rng.uniform(0.5, 1.5, 8).astype(np.float32), "bn_v"),
+        numpy_helper.from_array(
+            rng.uniform(0.05, 0.4, (8, 1, 1)).astype(np.float32), "slope1"
+        ),
+        w("w2", 16, 8, 3, 3, scale=0.3),
+        w("b2", 16),
+        numpy_helper.from_array(np.array([0.2], np.float32), "slope2"),
+        w("fc_w", 10, 16),
+        w("fc_b", 10),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1],
+                         strides=[2, 2]),
+        helper.make_node("BatchNormalization", ["c1", "bn_s", "bn_b", "bn_m", "bn_v"], ["b1"],
+                         name="bn"),
+        helper.make_node("PRelu", ["b1", "slope1"], ["p1"], name="prelu_channels"),
+        helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("PRelu", ["c2", "slope2"], ["p2"], name="prelu_one"),
+        helper.make_node("GlobalAveragePool", ["p2"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["output"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "prelu_qat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+
+
 def run_ort(path, x):
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -921,6 +973,9 @@ def main():
     if only in (None, "nhwc_qat"):
         nhwc_qat_model(os.path.join(out, "nhwc_qat.onnx"))
         models.append(("nhwc_qat", (32, 32, 3)))
+    if only in (None, "prelu_qat"):
+        prelu_qat_model(os.path.join(out, "prelu_qat.onnx"))
+        models.append(("prelu_qat", (3, 32, 32)))
     for name, chw in models:
         path = os.path.join(out, name + ".onnx")
         onnx.checker.check_model(onnx.load(path))

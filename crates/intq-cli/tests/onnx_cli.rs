@@ -54,6 +54,7 @@ fn run_matches_onnxruntime_at_any_batch() {
         "act_qat",
         "resize_qat",
         "nhwc_qat",
+        "prelu_qat",
     ] {
         let out_path = dir.join(format!("{name}.out.npy"));
         let out = intq(&[
@@ -404,6 +405,7 @@ fn qat_convert_and_compare_every_layer_kind() {
         "act_qat",
         "resize_qat",
         "nhwc_qat",
+        "prelu_qat",
     ] {
         let ckpt = dir.join(format!("{name}.ckpt"));
         let m = dir.join(format!("{name}.intq"));

@@ -145,6 +145,22 @@ fn eval_op(op: &Op, ins: &[&Tensor], out: &[usize]) -> Vec<f32> {
             .map(|&v| if v >= 0.0 { v } else { alpha * v })
             .collect(),
         Op::Tanh => x.data.iter().map(|&v| v.tanh()).collect(),
+        Op::Prelu { slope } => {
+            let c = x.shape.get(1).copied().unwrap_or(1);
+            let inner: usize = x.shape.get(2..).map_or(1, |s| s.iter().product());
+            x.data
+                .iter()
+                .enumerate()
+                .map(|(k, &v)| {
+                    let a = slope[if slope.len() == 1 { 0 } else { (k / inner) % c }];
+                    if v >= 0.0 {
+                        v
+                    } else {
+                        a * v
+                    }
+                })
+                .collect()
+        }
         Op::Transpose { perm } => {
             let r = x.shape.len();
             let mut stride = vec![1usize; r];

@@ -671,6 +671,32 @@ impl Builder {
                 self.push(&cx, Op::LeakyRelu { alpha }, vec![x], s)?;
             }
             "Resize" => self.resize(&cx)?,
+            "PRelu" => {
+                cx.only_attrs(&[])?;
+                let x = self.act(&cx, 0)?;
+                let c = self.required_const(&cx, 1, "slope")?;
+                let s = self.shape(x);
+                let channels = s.get(1).copied().unwrap_or(1);
+                let pad = s.len().saturating_sub(c.dims.len());
+                let per_channel = c.dims.len() <= s.len()
+                    && c.data.len() == channels
+                    && c.dims
+                        .iter()
+                        .enumerate()
+                        .all(|(k, &d)| d == 1 || (k + pad == 1 && d == channels));
+                if !(c.data.len() == 1 && c.dims.len() <= s.len() || per_channel) {
+                    return Err(cx.err(format!(
+                        "slope of shape {:?} on {s:?}; intq takes one slope or one per channel \
+                         (axis 1)",
+                        c.dims
+                    )));
+                }
+                let slope = c.to_f32();
+                if slope.iter().any(|v| !v.is_finite()) {
+                    return Err(cx.err("a slope is not finite"));
+                }
+                self.push(&cx, Op::Prelu { slope }, vec![x], s)?;
+            }
             "Transpose" => {
                 cx.only_attrs(&["perm"])?;
                 let x = self.act(&cx, 0)?;
@@ -832,7 +858,7 @@ impl Builder {
                 return Err(cx.err(format!(
                     "op {other} is not supported by intq (supported: Conv, BatchNormalization, \
                      Relu, Clip, LeakyRelu, HardSwish, Sigmoid, Tanh, Add, Sub, Mul, Div, Concat, \
-                     Resize (nearest), Transpose, \
+                     Resize (nearest), Transpose, PRelu, \
                      GlobalAveragePool, ReduceMean, AveragePool, MaxPool, Flatten, Reshape, Gemm, \
                      MatMul, Pad, Softmax, LogSoftmax, and shape arithmetic on constants)"
                 )))

@@ -114,6 +114,10 @@ pub enum Op {
     },
     /// Hyperbolic tangent.
     Tanh,
+    /// `x` where `x >= 0`, else `slope x`, one slope for all or one per channel (axis 1).
+    Prelu {
+        slope: Vec<f32>,
+    },
     /// Axis permutation of an activation, the batch staying first (`perm[0] == 0`).
     Transpose {
         perm: Vec<usize>,
@@ -193,6 +197,7 @@ impl Op {
             Op::Sub => "Sub",
             Op::LeakyRelu { .. } => "LeakyRelu",
             Op::Tanh => "Tanh",
+            Op::Prelu { .. } => "PRelu",
             Op::Transpose { .. } => "Transpose",
             Op::ResizeNearest { .. } => "Resize(nearest)",
             Op::Mul => "Mul",
@@ -221,6 +226,7 @@ impl Op {
             Op::Conv(c) => c.weight.len() + c.bias.as_ref().map_or(0, Vec::len),
             Op::BatchNorm { scale, .. } => 4 * scale.len(),
             Op::Linear { weight, bias, .. } => weight.len() + bias.as_ref().map_or(0, Vec::len),
+            Op::Prelu { slope } => slope.len(),
             _ => 0,
         }
     }

@@ -237,3 +237,17 @@ fn nhwc_input_and_transposes_match_onnxruntime() {
         .collect();
     assert_eq!(perms, [&vec![0, 3, 1, 2], &vec![0, 2, 3, 1]]);
 }
+
+#[test]
+fn prelu_matches_onnxruntime() {
+    let g = parity("prelu_qat");
+    let slopes: Vec<usize> = g
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.op {
+            Op::Prelu { slope } => Some(slope.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(slopes, [8, 1]);
+}

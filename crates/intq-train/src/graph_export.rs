@@ -317,6 +317,35 @@ pub fn export_graph(
                             params: x.params,
                         }
                     }
+                    Layer::Prelu(l) => {
+                        let x = act(&vals, inputs[0], name)?;
+                        let p = observed(name, l.out_obs.params(quant.act_scheme))?;
+                        let (_, pa) = l.slopes(Some(quant))?;
+                        let pa = pa.expect("quantized slopes");
+                        let codes: Vec<i32> = host_vec(l.slope.val())
+                            .into_iter()
+                            .map(|v| weight_code(quant.weight_scheme, pa, v))
+                            .collect();
+                        let c = codes.len();
+                        let data = e.codes(codes);
+                        let alpha = e.b.constant(
+                            &format!("{name}/alpha"),
+                            &[1, 1, 1, c],
+                            Some(Quant::PerTensor(pa)),
+                            data,
+                        );
+                        let out = e.act_tensor_shaped(name, &x.shape, p);
+                        e.b.op(Op::Prelu {
+                            input: x.id,
+                            alpha,
+                            output: out,
+                        });
+                        Cur {
+                            id: out,
+                            shape: x.shape,
+                            params: p,
+                        }
+                    }
                     Layer::Tanh(l) => {
                         let x = act(&vals, inputs[0], name)?;
                         let p = l.params(quant.act_scheme);

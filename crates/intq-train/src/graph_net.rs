@@ -51,6 +51,68 @@ pub enum Layer {
     LeakyRelu(QLeakyRelu),
     Tanh(QTanh),
     Resize(ResizeNearest),
+    Prelu(QPrelu),
+}
+
+/// PRelu with trainable slopes (one per channel, `[C]`) and its own output range. The slopes
+/// are fake-quantized per tensor with the weight scheme (their codes are of the activations'
+/// type, as the engine's Prelu takes them); exact evaluation is the engine's integer Prelu
+/// (docs/spec.md §11.12: one multiplier for `x >= 0`, one for `x (a - Z_a)`) on the codes.
+#[derive(Module, Debug)]
+pub struct QPrelu {
+    pub slope: Param<Tensor<1>>,
+    pub out_obs: EmaObserver,
+}
+
+impl QPrelu {
+    /// The slopes as the layer uses them (fake-quantized when `q` is given) and their params.
+    pub fn slopes(
+        &self,
+        q: Option<&crate::layers::QuantCfg>,
+    ) -> Result<(Tensor<1>, Option<QuantParams>), TrainError> {
+        let a = self.slope.val();
+        let Some(q) = q else { return Ok((a, None)) };
+        let (aq, p) = crate::fake_quant::fake_quant_weights(a, q.weight_scheme, false)?;
+        Ok((aq, Some(p.channel(0))))
+    }
+
+    pub fn forward(&self, a: Act, ctx: &Ctx) -> Result<Act, TrainError> {
+        let c = self.slope.dims()[0];
+        if let (Some(q), Some(pi)) = (ctx.exact_quant(), a.q) {
+            if let Some(po) = self.out_obs.params(q.act_scheme)? {
+                let (_, pa) = self.slopes(Some(&q))?;
+                let pa = pa.expect("quantized slopes");
+                let codes: Vec<i32> = host_vec(self.slope.val())
+                    .into_iter()
+                    .map(|v| crate::fake_quant::weight_code(q.weight_scheme, pa, v))
+                    .collect();
+                let p = intq_kernels::reference::PreluParams::new(pi, pa, po)?;
+                let (qmin, qmax) = (q.act_scheme.qmin(), q.act_scheme.qmax());
+                let dims = a.x.dims();
+                let plane = dims[2] * dims[3];
+                let out: Vec<f64> = host_vec(a.x.clone())
+                    .into_iter()
+                    .enumerate()
+                    .map(|(k, v)| {
+                        let code = (v / pi.scale).round() as i32 + pi.zero_point;
+                        let ch = if c == 1 { 0 } else { (k / plane) % dims[1] };
+                        let o = p.apply(code, codes[ch]).clamp(qmin, qmax);
+                        po.scale as f64 * (o - po.zero_point) as f64
+                    })
+                    .collect();
+                return Ok(Act {
+                    x: f64_tensor(out, dims, &a.x.device()),
+                    q: Some(po),
+                });
+            }
+        }
+        let (slope, _) = self.slopes(ctx.quant.as_ref())?;
+        let x = a.x;
+        let y =
+            activation::relu(x.clone()) - activation::relu(x.neg()) * slope.reshape([1, c, 1, 1]);
+        let (x, q) = self.out_obs.apply(y, ctx)?;
+        Ok(Act { x, q })
+    }
 }
 
 /// Nearest-neighbour resize of H and W: a copy of codes, keeping the input's params. The
@@ -962,6 +1024,18 @@ impl GraphNet {
                         name,
                     });
                 }
+                Op::Prelu { slope } => {
+                    layers.push(Layer::Prelu(QPrelu {
+                        slope: Param::from_tensor(tensor1(slope, device)),
+                        out_obs: EmaObserver::with_opts(opts, device),
+                    }));
+                    steps.push(Step::Layer {
+                        layer: layers.len() - 1,
+                        inputs: node.inputs.clone(),
+                        output: node.output,
+                        name,
+                    });
+                }
                 Op::Tanh => {
                     layers.push(Layer::Tanh(QTanh { levels: 128 }));
                     steps.push(Step::Layer {
@@ -1250,6 +1324,7 @@ impl GraphNet {
                         Layer::LeakyRelu(l) => l.forward(a, ctx)?,
                         Layer::Tanh(l) => l.forward(a, ctx)?,
                         Layer::Resize(l) => l.forward(a),
+                        Layer::Prelu(l) => l.forward(a, ctx)?,
                         Layer::Add(add) => add.forward(a, get(&vals, inputs[1])?, ctx)?,
                         Layer::Concat(cat) => {
                             let all = inputs
@@ -1317,6 +1392,7 @@ impl GraphNet {
             Some(Layer::Mul(l)) => Some(&l.out_obs),
             Some(Layer::Sub(l)) => Some(&l.out_obs),
             Some(Layer::LeakyRelu(l)) => Some(&l.out_obs),
+            Some(Layer::Prelu(l)) => Some(&l.out_obs),
             Some(Layer::Pool(_))
             | Some(Layer::Window(_))
             | Some(Layer::Sigmoid(_))

@@ -89,6 +89,7 @@ fn float_mode_equals_onnxruntime() {
     assert!(float_parity("resize_qat", Head::Logits) <= 1e-5);
     // An NHWC input: the network's input is its NCHW transpose.
     assert!(float_parity("nhwc_qat", Head::Logits) <= 1e-5);
+    assert!(float_parity("prelu_qat", Head::Logits) <= 1e-5);
 }
 
 /// `f` applied to the node named `node` of fixture `name`, then the error building the QAT
@@ -407,6 +408,7 @@ fn integer_model_equals_fake_quant_model() {
         "act_qat",
         "resize_qat",
         "nhwc_qat",
+        "prelu_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
@@ -434,6 +436,7 @@ fn after_qat_steps_the_integer_model_equals_the_fake_quant_model() {
         "act_qat",
         "resize_qat",
         "nhwc_qat",
+        "prelu_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
@@ -461,6 +464,7 @@ fn after_ptq_calibration_the_integer_model_equals_the_fake_quant_model() {
         "act_qat",
         "resize_qat",
         "nhwc_qat",
+        "prelu_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
