@@ -671,6 +671,7 @@ impl Builder {
                 self.push(&cx, Op::LeakyRelu { alpha }, vec![x], s)?;
             }
             "Resize" => self.resize(&cx)?,
+            "Max" | "Min" => self.max_min(&cx)?,
             "PRelu" => {
                 cx.only_attrs(&[])?;
                 let x = self.act(&cx, 0)?;
@@ -858,7 +859,7 @@ impl Builder {
                 return Err(cx.err(format!(
                     "op {other} is not supported by intq (supported: Conv, BatchNormalization, \
                      Relu, Clip, LeakyRelu, HardSwish, Sigmoid, Tanh, Add, Sub, Mul, Div, Concat, \
-                     Resize (nearest), Transpose, PRelu, \
+                     Resize (nearest), Transpose, PRelu, Max/Min by a constant, \
                      GlobalAveragePool, ReduceMean, AveragePool, MaxPool, Flatten, Reshape, Gemm, \
                      MatMul, Pad, Softmax, LogSoftmax, and shape arithmetic on constants)"
                 )))
@@ -1311,6 +1312,62 @@ impl Builder {
         }
         let [src_h, src_w] = src;
         self.push(cx, Op::ResizeNearest { src_h, src_w }, vec![x], out)
+    }
+
+    /// Max or Min of an activation and one constant value: a Clip (`Max(x, 0)` is a Relu,
+    /// `Min(Relu(x), 6)` a ReLU6): a Clip or Relu read by it alone merges into one Clip.
+    fn max_min(&mut self, cx: &Ctx) -> Result<(), OnnxError> {
+        cx.only_attrs(&[])?;
+        let op = cx.op.as_str();
+        let (x, c) = match (self.input(cx, 0), self.input(cx, 1), cx.n.input.len()) {
+            (Some(Val::Act(x)), Some(Val::Const(c)), 2)
+            | (Some(Val::Const(c)), Some(Val::Act(x)), 2) => (x, c),
+            (Some(Val::Act(_)), Some(Val::Act(_)), 2) => {
+                return Err(cx.err(format!(
+                    "{op} of two activations; intq takes {op} of an activation and a constant"
+                )))
+            }
+            _ => return Err(cx.err(format!("{op} takes two inputs here"))),
+        };
+        let v = match c.to_f32()[..] {
+            [v] if !v.is_nan() => v,
+            _ => {
+                return Err(cx.err(format!(
+                    "{op} by a constant of shape {:?}; intq takes one value",
+                    c.dims
+                )))
+            }
+        };
+        let (mut min, mut max) = if op == "Max" {
+            (v, f32::INFINITY)
+        } else {
+            (f32::NEG_INFINITY, v)
+        };
+        let src = self.graph.values[x].name.clone();
+        let single_use = self.uses.get(&src).copied() == Some(1);
+        let mut input = x;
+        if let Some(node) = self
+            .graph
+            .nodes
+            .last()
+            .filter(|n| n.output == x && single_use)
+        {
+            let prev = match node.op {
+                Op::Relu => Some((0.0, f32::INFINITY)),
+                Op::Clip { min, max } => Some((min, max)),
+                _ => None,
+            };
+            // The Relu or Clip then reads nothing that is used, and is pruned.
+            if let Some((lo, hi)) = prev {
+                (min, max) = (min.max(lo), max.min(hi));
+                input = node.inputs[0];
+            }
+        }
+        if min > max {
+            return Err(cx.err(format!("bounds [{min}, {max}] are not a range")));
+        }
+        let s = self.shape(input);
+        self.push(cx, Op::Clip { min, max }, vec![input], s)
     }
 
     fn reduce_mean(&mut self, cx: &Ctx) -> Result<(), OnnxError> {

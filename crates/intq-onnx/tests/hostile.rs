@@ -10,7 +10,7 @@ use intq_onnx::proto::{
     OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto,
     ValueInfoProto,
 };
-use intq_onnx::{load, load_bytes, OnnxError};
+use intq_onnx::{load, load_bytes, OnnxError, Op};
 use prost::Message;
 
 fn tensor(name: &str, dims: &[i64], vals: &[f32]) -> TensorProto {
@@ -195,6 +195,60 @@ fn preprocessing_by_constants_imports_and_runs() {
             f(0.5, 0.5, 2.0),
             f(4.5, 0.5, 2.0)
         ]
+    );
+}
+
+#[test]
+fn max_and_min_by_a_constant_are_clips() {
+    // Max(Min(Relu(x), 6), -1): the Relu merges into the Min's Clip [0, 6], and that into the
+    // Max's, which leaves it [0, 6].
+    let m = model(
+        vec![
+            node("Relu", "relu", &["x"], &["r"], vec![]),
+            node("Min", "cap", &["r", "six"], &["c"], vec![]),
+            node("Max", "floor", &["minus1", "c"], &["y"], vec![]),
+        ],
+        vec![tensor("six", &[], &[6.0]), tensor("minus1", &[1], &[-1.0])],
+        &[1, 4],
+    );
+    let g = load_bytes(&m).unwrap();
+    let ops: Vec<(&str, &Op)> = g
+        .nodes
+        .iter()
+        .map(|n| (n.onnx_op.as_str(), &n.op))
+        .collect();
+    assert_eq!(ops, [("Max", &Op::Clip { min: 0.0, max: 6.0 })]);
+    let y = run(
+        &g,
+        &[Tensor {
+            shape: vec![1, 4],
+            data: vec![-3.0, 0.5, 7.0, 2.0],
+        }],
+    )
+    .unwrap();
+    assert_eq!(y[0].data, [0.0, 0.5, 6.0, 2.0]);
+    let m = model(
+        vec![node("Max", "mx", &["x", "x"], &["y"], vec![])],
+        vec![],
+        &[1, 4],
+    );
+    let e = err(&m);
+    assert!(
+        e.contains(
+            "node \"mx\" (Max): Max of two activations; intq takes Max of an activation \
+                    and a constant"
+        ),
+        "{e}"
+    );
+    let m = model(
+        vec![node("Min", "mn", &["x", "c"], &["y"], vec![])],
+        vec![tensor("c", &[4], &[1.0, 2.0, 3.0, 4.0])],
+        &[1, 4],
+    );
+    let e = err(&m);
+    assert!(
+        e.contains("node \"mn\" (Min): Min by a constant of shape [4]; intq takes one value"),
+        "{e}"
     );
 }
 
