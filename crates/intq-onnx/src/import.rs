@@ -1263,6 +1263,11 @@ impl Builder {
                 ))
             }
         };
+        if element_count(&out).is_none() {
+            return Err(cx.err(format!(
+                "output shape {out:?} has more than {MAX_ELEMENTS} elements per image"
+            )));
+        }
         if out[0] != s[0] || out[1] != s[1] || out[2] == 0 || out[3] == 0 {
             return Err(cx.err(format!(
                 "resizes {s:?} to {out:?}; intq resizes H and W only"

@@ -413,6 +413,17 @@ fn unsupported_ops_and_attributes_are_named() {
     );
     let g = load_bytes(&resize(vec![])).unwrap();
     assert_eq!(g.value(g.outputs[0]).shape, [1, 2, 8, 8]);
+    // A forged scale: refused before any index is computed.
+    let m = model(
+        vec![node("Resize", "huge", &["x", "", "sc"], &["y"], vec![])],
+        vec![tensor("sc", &[4], &[1.0, 1.0, 1e30, 1e30])],
+        &[1, 2, 4, 4],
+    );
+    let e = err(&m);
+    assert!(
+        e.contains("node \"huge\" (Resize): output shape") && e.contains("elements per image"),
+        "{e}"
+    );
 
     let e = err(&conv_model(
         conv_weight(),
