@@ -130,6 +130,9 @@ const BATCHABLE: &[&str] = &[
     "reduce_i8",
     "sum_u8",
     "sum_i8",
+    "converter_mobilenet_v3_small_int8",
+    "converter_efficientnet_lite_style_float",
+    "converter_deeplab_style_int8",
 ];
 
 #[test]

@@ -152,12 +152,14 @@ fn mlperf_tiny_models_equal_tflite_reference_byte_for_byte() {
 }
 
 /// Models TensorFlow's own converter wrote (tools/tflite-models): Keras's MobileNetV3-Small
-/// (int8 edges) and an EfficientNet-Lite-style network (float edges), 3 seeds each.
+/// (int8 edges), an EfficientNet-Lite-style network (float edges) and a DeepLab-style segmenter
+/// (dilated convolutions, TRANSPOSE_CONV, RESIZE_BILINEAR), 3 seeds each.
 #[test]
 fn tensorflow_converter_models_equal_tflite_reference_byte_for_byte() {
     for name in [
         "converter_mobilenet_v3_small_int8",
         "converter_efficientnet_lite_style_float",
+        "converter_deeplab_style_int8",
     ] {
         let (t, b) = check_fixture(name);
         assert!(
@@ -218,9 +220,9 @@ fn layout_ops_equal_tflite_reference_byte_for_byte() {
 fn spatial_ops_equal_tflite_reference_byte_for_byte() {
     for name in ["spatial_u8", "spatial_i8"] {
         let (t, b) = check_fixture(name);
-        // 8 op outputs per seed (the dilated convolution's phases included), two seeds.
-        assert_eq!(t, 16, "{name}: {t} tensors compared");
-        assert_eq!(b, 8592, "{name}: {b} bytes compared");
+        // 9 op outputs per seed (the dilated convolution's phases included), two seeds.
+        assert_eq!(t, 18, "{name}: {t} tensors compared");
+        assert_eq!(b, 8604, "{name}: {b} bytes compared");
         let bytes = std::fs::read(fixtures().join(name).join(format!("{name}.tflite"))).unwrap();
         let kinds: Vec<&str> = import(&bytes)
             .unwrap()
@@ -231,6 +233,7 @@ fn spatial_ops_equal_tflite_reference_byte_for_byte() {
         assert_eq!(
             kinds,
             [
+                "TransposeConv",
                 "TransposeConv",
                 "TransposeConv",
                 "TransposeConv",
