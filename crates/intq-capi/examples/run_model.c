@@ -1,7 +1,8 @@
 /* run_model: loads an .intq or .tflite model through intq's C API, runs it on .npy inputs (one
  * per graph input, of the input's dtype and element count) and prints each output; with --out
  * PREFIX it also writes output K's raw bytes to PREFIX<K>.bin. With --concurrent N, N threads
- * then run the one loaded model at once and must all get the first run's bytes.
+ * then run the one loaded model at once (every other thread through an execution context of its
+ * own, IntqContext, on two kernel threads) and must all get the first run's bytes.
  *
  *   cc -O2 -I crates/intq-capi/include run_model.c target/release/libintq.a \
  *      -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
@@ -150,14 +151,16 @@ static void print_values(const IntqTensorInfo *t, const void *data) {
     printf("%s  (argmax %zu)\n", t->num_elements > 16 ? " ..." : "", best);
 }
 
-/* One thread of --concurrent: runs the shared model into buffers of its own, several times,
- * and compares every result with the first run's outputs. */
+/* One thread of --concurrent: runs the shared model into buffers of its own, several times
+ * (with intq_model_run, or in a context of its own when `context` is set), and compares every
+ * result with the first run's outputs. */
 typedef struct {
     const IntqModel *model;
     const IntqBuffer *ins;
     size_t n_in;
     const IntqBufferMut *want;
     size_t n_out;
+    int context;
     int ok;
 } Worker;
 
@@ -171,8 +174,15 @@ static void *worker(void *arg) {
         outs[k].data = malloc(outs[k].size ? outs[k].size : 1);
     }
     int ok = 1;
+    IntqContext *ctx = NULL;
+    if (w->context && (intq_context_create(w->model, &ctx) != INTQ_STATUS_OK ||
+                       intq_context_set_threads(ctx, 2) != INTQ_STATUS_OK)) {
+        fprintf(stderr, "run_model: context: %s\n", intq_last_error());
+        ok = 0;
+    }
     for (int r = 0; r < 8 && ok; r++) {
-        IntqStatus s = intq_model_run(w->model, w->ins, w->n_in, outs, w->n_out);
+        IntqStatus s = ctx ? intq_context_run(ctx, w->ins, w->n_in, outs, w->n_out)
+                           : intq_model_run(w->model, w->ins, w->n_in, outs, w->n_out);
         if (s != INTQ_STATUS_OK) {
             fprintf(stderr, "run_model: concurrent run: %s\n", intq_last_error());
             ok = 0;
@@ -180,6 +190,7 @@ static void *worker(void *arg) {
         for (size_t k = 0; ok && k < w->n_out; k++)
             ok = outs[k].data && memcmp(outs[k].data, w->want[k].data, outs[k].size) == 0;
     }
+    intq_context_free(ctx);
     for (size_t k = 0; k < w->n_out; k++) free(outs[k].data);
     w->ok = ok;
     return NULL;
@@ -284,7 +295,7 @@ int main(int argc, char **argv) {
         Worker workers[64];
         long n = concurrent < 64 ? concurrent : 64;
         for (long t = 0; t < n; t++) {
-            workers[t] = (Worker){model, ins, n_in, outs, n_out, 0};
+            workers[t] = (Worker){model, ins, n_in, outs, n_out, (int)(t % 2), 0};
             if (pthread_create(&threads_[t], NULL, worker, &workers[t]) != 0) {
                 fprintf(stderr, "run_model: cannot start a thread\n");
                 goto done;

@@ -58,6 +58,11 @@ typedef enum IntqFormat {
   INTQ_FORMAT_TFLITE = 2,
 } IntqFormat;
 
+// One caller's execution context on a model (opaque to C): the model's tensors at the
+// context's batch, its input values, and the engine's context (activation buffers, kernel
+// threads and scratch). Used by one thread at a time; the model must outlive it.
+typedef struct IntqContext IntqContext;
+
 // A loaded, planned model (opaque to C).
 typedef struct IntqModel IntqModel;
 
@@ -201,6 +206,76 @@ enum IntqStatus intq_model_run(const struct IntqModel *model,
                                size_t n_inputs,
                                const struct IntqBufferMut *outputs,
                                size_t n_outputs);
+
+// Makes an execution context for `model`: one caller's activation buffers, kernel threads
+// (the model's thread count unless `intq_context_set_threads` says otherwise) and scratch,
+// reused run after run, at the model's own batch until `intq_context_set_batch`. A context is
+// used by one thread at a time (several contexts on one model run at once); the model must
+// outlive it. On failure `*out` is set to NULL.
+//
+// # Safety
+// `model` is NULL or a live model; `out` is valid for a write.
+enum IntqStatus intq_context_create(const struct IntqModel *model, struct IntqContext **out);
+
+// Frees a context (NULL is ignored) and ends its kernel threads. No run of it may be in
+// progress.
+//
+// # Safety
+// `ctx` is NULL or a pointer returned by `intq_context_create` and not freed yet.
+void intq_context_free(struct IntqContext *ctx);
+
+// The context's kernels run on `threads` threads, the caller's included (0: the model's
+// count). Results do not depend on it.
+//
+// # Safety
+// `ctx` is NULL or a live context used by no other thread.
+enum IntqStatus intq_context_set_threads(struct IntqContext *ctx, uint32_t threads);
+
+// Runs the context at `batch` images (the leading dimension of every input and output): the
+// model is planned for it once (and kept), and `intq_context_input_info`/`output_info` give
+// the shapes and byte sizes at it. Refused (`INTQ_STATUS_RUN`, naming the op) for a graph whose
+// ops mix images; `INTQ_STATUS_INVALID_ARGUMENT` for 0. On failure the batch is unchanged.
+//
+// # Safety
+// `ctx` is NULL or a live context used by no other thread, whose model is live.
+enum IntqStatus intq_context_set_batch(struct IntqContext *ctx, size_t batch);
+
+// The context's batch (the model's own until `intq_context_set_batch`).
+//
+// # Safety
+// `ctx` is NULL or a live context; `out` is valid for a write.
+enum IntqStatus intq_context_batch(const struct IntqContext *ctx, size_t *out);
+
+// Describes graph input `index` at the context's batch. The pointers in `*out` live until the
+// context's batch changes or it is freed.
+//
+// # Safety
+// `ctx` is NULL or a live context; `out` is valid for a write.
+enum IntqStatus intq_context_input_info(const struct IntqContext *ctx,
+                                        size_t index,
+                                        struct IntqTensorInfo *out);
+
+// Describes graph output `index` at the context's batch. The pointers in `*out` live until the
+// context's batch changes or it is freed.
+//
+// # Safety
+// `ctx` is NULL or a live context; `out` is valid for a write.
+enum IntqStatus intq_context_output_info(const struct IntqContext *ctx,
+                                         size_t index,
+                                         struct IntqTensorInfo *out);
+
+// Runs the context's model at its batch: buffers as for `intq_model_run`, each exactly the
+// `byte_size` of `intq_context_input_info`/`output_info`. Once the context has run, a run
+// makes no heap request (for a model of at most eight outputs).
+//
+// # Safety
+// `ctx` is NULL or a live context used by no other thread, whose model is live; `inputs` and
+// `outputs` as for `intq_model_run`.
+enum IntqStatus intq_context_run(struct IntqContext *ctx,
+                                 const struct IntqBuffer *inputs,
+                                 size_t n_inputs,
+                                 const struct IntqBufferMut *outputs,
+                                 size_t n_outputs);
 
 // Real values to codes as the engine's Quantize op at a model's edge:
 // `clamp(round(x / scale) + zero_point)` over the code type's range (docs/spec.md §4.12), one code

@@ -7,7 +7,10 @@
 //!
 //! A loaded [`IntqModel`] may be run from several threads at once (the engine's model is
 //! immutable; each run takes a staging set with its own execution context);
-//! [`intq_model_set_options`] and [`intq_model_free`] need the model to themselves.
+//! [`intq_model_set_options`] and [`intq_model_free`] need the model to themselves. An
+//! [`IntqContext`] is one caller's own execution context on a model: its buffers, kernel
+//! threads and scratch, a thread count and a batch of its own, and no heap request per run once
+//! it has run.
 
 use intq_engine::{
     format, Context, DType, EngineError, ExecOptions, KernelTier, Model, Quant, TensorData,
@@ -148,6 +151,18 @@ pub struct IntqModel {
 
 /// At most this many sets are kept (one per run in flight at once, up to it).
 const STAGING_SETS: usize = 8;
+
+/// One caller's execution context on a model (opaque to C): the model's tensors at the
+/// context's batch, its input values, and the engine's context (activation buffers, kernel
+/// threads and scratch). Used by one thread at a time; the model must outlive it.
+pub struct IntqContext {
+    model: *const IntqModel,
+    batch: usize,
+    inputs: Vec<TensorMeta>,
+    outputs: Vec<TensorMeta>,
+    values: Vec<TensorData>,
+    ctx: Context,
+}
 
 /// What [`IntqTensorInfo`] points into, owned by the model.
 struct TensorMeta {
@@ -402,8 +417,8 @@ impl IntqModel {
     }
 
     /// Runs the model on the caller's buffers, writing each output into its buffer. Checks
-    /// counts, NULL data and sizes before touching any buffer; once a staging set exists, a run
-    /// allocates only its list of output slices (and what the kernels allocate for scratch).
+    /// counts, NULL data and sizes before touching any buffer; once a staging set exists and
+    /// has run, a run of a model with at most eight outputs makes no heap request.
     ///
     /// # Safety
     /// Each buffer's non-NULL `data` is valid for `size` bytes (writes, for outputs), and no
@@ -413,30 +428,7 @@ impl IntqModel {
         inputs: &[IntqBuffer],
         outputs: &[IntqBufferMut],
     ) -> Result<(), Failure> {
-        if inputs.len() != self.inputs.len() {
-            return Err(Failure::new(
-                IntqStatus::InvalidArgument,
-                format!(
-                    "the model has {} input(s) but {} were given",
-                    self.inputs.len(),
-                    inputs.len()
-                ),
-            ));
-        }
-        if outputs.len() != self.outputs.len() {
-            return Err(Failure::new(
-                IntqStatus::InvalidArgument,
-                format!(
-                    "the model has {} output(s) but {} buffers were given",
-                    self.outputs.len(),
-                    outputs.len()
-                ),
-            ));
-        }
-        let ins = inputs.iter().map(|b| (b.data.is_null(), b.size));
-        check_buffers("input", &self.inputs, ins)?;
-        let outs = outputs.iter().map(|b| (b.data.is_null(), b.size));
-        check_buffers("output", &self.outputs, outs)?;
+        check_counts(&self.inputs, &self.outputs, inputs.len(), outputs.len())?;
         let (mut values, mut ctx) = self
             .staging
             .lock()
@@ -450,27 +442,88 @@ impl IntqModel {
                     .collect();
                 (values, self.model.context())
             });
-        for (value, b) in values.iter_mut().zip(inputs) {
-            // SAFETY: checked non-NULL above; the caller guarantees `size` readable bytes.
-            let bytes = unsafe { std::slice::from_raw_parts(b.data.cast::<u8>(), b.size) };
-            as_bytes_mut(value).copy_from_slice(bytes);
-        }
-        let mut outs: Vec<&mut [u8]> = outputs
-            .iter()
-            // SAFETY: checked non-NULL above; the caller guarantees `size` writable bytes that
-            // overlap no other buffer of this call.
-            .map(|b| unsafe { std::slice::from_raw_parts_mut(b.data.cast::<u8>(), b.size) })
-            .collect();
-        let result = self.model.run_into(&mut ctx, &values, &mut outs);
+        let metas = (&self.inputs[..], &self.outputs[..]);
+        // SAFETY: forwarded from the caller.
+        let result =
+            unsafe { stage_and_run(&self.model, &mut ctx, metas, &mut values, inputs, outputs) };
         {
             let mut sets = self.staging.lock().unwrap_or_else(|e| e.into_inner());
             if sets.len() < STAGING_SETS {
                 sets.push((values, ctx));
             }
         }
-        result?;
-        Ok(())
+        result
     }
+}
+
+/// Checks the counts of a run's buffers against the tensors.
+fn check_counts(
+    inputs: &[TensorMeta],
+    outputs: &[TensorMeta],
+    n_inputs: usize,
+    n_outputs: usize,
+) -> Result<(), Failure> {
+    if n_inputs != inputs.len() {
+        return Err(Failure::new(
+            IntqStatus::InvalidArgument,
+            format!(
+                "the model has {} input(s) but {n_inputs} were given",
+                inputs.len()
+            ),
+        ));
+    }
+    if n_outputs != outputs.len() {
+        return Err(Failure::new(
+            IntqStatus::InvalidArgument,
+            format!(
+                "the model has {} output(s) but {n_outputs} buffers were given",
+                outputs.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Copies the caller's input bytes into `values` and runs `model` in `ctx`, writing the outputs
+/// into the caller's buffers. The buffers are checked against their tensors first.
+///
+/// # Safety
+/// Each buffer's non-NULL `data` is valid for `size` bytes (writes, for outputs), and no
+/// output overlaps another buffer.
+unsafe fn stage_and_run(
+    model: &Model,
+    ctx: &mut Context,
+    (in_metas, out_metas): (&[TensorMeta], &[TensorMeta]),
+    values: &mut [TensorData],
+    inputs: &[IntqBuffer],
+    outputs: &[IntqBufferMut],
+) -> Result<(), Failure> {
+    check_counts(in_metas, out_metas, inputs.len(), outputs.len())?;
+    let ins = inputs.iter().map(|b| (b.data.is_null(), b.size));
+    check_buffers("input", in_metas, ins)?;
+    let outs = outputs.iter().map(|b| (b.data.is_null(), b.size));
+    check_buffers("output", out_metas, outs)?;
+    for (value, b) in values.iter_mut().zip(inputs) {
+        // SAFETY: checked non-NULL above; the caller guarantees `size` readable bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(b.data.cast::<u8>(), b.size) };
+        as_bytes_mut(value).copy_from_slice(bytes);
+    }
+    // SAFETY (both): checked non-NULL above; the caller guarantees `size` writable bytes that
+    // overlap no other buffer of this call.
+    let slice =
+        |b: &IntqBufferMut| unsafe { std::slice::from_raw_parts_mut(b.data.cast::<u8>(), b.size) };
+    // Up to eight outputs are listed on the stack, so a prepared run makes no heap request.
+    let mut few: [&mut [u8]; 8] = Default::default();
+    if outputs.len() <= few.len() {
+        for (o, b) in few.iter_mut().zip(outputs) {
+            *o = slice(b);
+        }
+        model.run_into(ctx, values, &mut few[..outputs.len()])?;
+    } else {
+        let mut many: Vec<&mut [u8]> = outputs.iter().map(slice).collect();
+        model.run_into(ctx, values, &mut many)?;
+    }
+    Ok(())
 }
 
 /// Checks each buffer, given as `(data is NULL, size)`, against its tensor.
@@ -832,6 +885,241 @@ unsafe fn slice_arg<'a, T>(ptr: *const T, n: usize, what: &str) -> Result<&'a [T
     }
     // SAFETY: non-NULL, and the caller guarantees `n` readable elements.
     Ok(unsafe { std::slice::from_raw_parts(ptr, n) })
+}
+
+impl IntqContext {
+    /// The model's tensors at batch `n` (planning that batch), refused when the graph cannot
+    /// run it.
+    fn metas_at(
+        model: &IntqModel,
+        n: usize,
+    ) -> Result<(Vec<TensorMeta>, Vec<TensorMeta>), Failure> {
+        if n == 0 {
+            return Err(Failure::new(
+                IntqStatus::InvalidArgument,
+                "batch 0: a run needs at least one image",
+            ));
+        }
+        let (m, g) = (&model.model, model.model.graph());
+        let at = |ids: &[intq_engine::TensorId]| {
+            ids.iter()
+                .map(|&id| {
+                    let mut meta = TensorMeta::new(g.tensor(id));
+                    meta.shape = m.shape_at(id, n)?;
+                    Ok(meta)
+                })
+                .collect::<Result<Vec<_>, Failure>>()
+        };
+        Ok((at(g.inputs())?, at(g.outputs())?))
+    }
+
+    /// Sets the batch: tensors, and input values of their size.
+    fn set_batch(&mut self, model: &IntqModel, n: usize) -> Result<(), Failure> {
+        let (inputs, outputs) = Self::metas_at(model, n)?;
+        self.values = inputs
+            .iter()
+            .map(|m| TensorData::zeros(m.dtype, m.num_elements()))
+            .collect();
+        (self.batch, self.inputs, self.outputs) = (n, inputs, outputs);
+        Ok(())
+    }
+}
+
+/// Makes an execution context for `model`: one caller's activation buffers, kernel threads
+/// (the model's thread count unless `intq_context_set_threads` says otherwise) and scratch,
+/// reused run after run, at the model's own batch until `intq_context_set_batch`. A context is
+/// used by one thread at a time (several contexts on one model run at once); the model must
+/// outlive it. On failure `*out` is set to NULL.
+///
+/// # Safety
+/// `model` is NULL or a live model; `out` is valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn intq_context_create(
+    model: *const IntqModel,
+    out: *mut *mut IntqContext,
+) -> IntqStatus {
+    guard(|| {
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        // SAFETY: `out` is non-NULL and the caller guarantees it is valid for a write.
+        unsafe { out.write(std::ptr::null_mut()) };
+        // SAFETY: the caller guarantees a non-NULL model is live.
+        let m = unsafe { deref(model, "model") }?;
+        let mut ctx = IntqContext {
+            model,
+            batch: 0,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            values: Vec::new(),
+            ctx: m.model.context(),
+        };
+        ctx.set_batch(m, m.model.batch())?;
+        // SAFETY: as above.
+        unsafe { out.write(Box::into_raw(Box::new(ctx))) };
+        Ok(())
+    })
+}
+
+/// Frees a context (NULL is ignored) and ends its kernel threads. No run of it may be in
+/// progress.
+///
+/// # Safety
+/// `ctx` is NULL or a pointer returned by `intq_context_create` and not freed yet.
+#[no_mangle]
+pub unsafe extern "C" fn intq_context_free(ctx: *mut IntqContext) {
+    if ctx.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the caller guarantees the pointer came from `Box::into_raw` and is unfreed.
+        drop(unsafe { Box::from_raw(ctx) });
+    }));
+}
+
+/// The context's kernels run on `threads` threads, the caller's included (0: the model's
+/// count). Results do not depend on it.
+///
+/// # Safety
+/// `ctx` is NULL or a live context used by no other thread.
+#[no_mangle]
+pub unsafe extern "C" fn intq_context_set_threads(
+    ctx: *mut IntqContext,
+    threads: u32,
+) -> IntqStatus {
+    guard(|| {
+        // SAFETY: the caller guarantees a non-NULL context is live and not shared right now.
+        let ctx = unsafe { ctx.as_mut() }.ok_or_else(|| null("ctx"))?;
+        ctx.ctx.set_threads(threads as usize);
+        Ok(())
+    })
+}
+
+/// Runs the context at `batch` images (the leading dimension of every input and output): the
+/// model is planned for it once (and kept), and `intq_context_input_info`/`output_info` give
+/// the shapes and byte sizes at it. Refused (`INTQ_STATUS_RUN`, naming the op) for a graph whose
+/// ops mix images; `INTQ_STATUS_INVALID_ARGUMENT` for 0. On failure the batch is unchanged.
+///
+/// # Safety
+/// `ctx` is NULL or a live context used by no other thread, whose model is live.
+#[no_mangle]
+pub unsafe extern "C" fn intq_context_set_batch(ctx: *mut IntqContext, batch: usize) -> IntqStatus {
+    guard(|| {
+        // SAFETY: the caller guarantees a non-NULL context is live and not shared right now.
+        let ctx = unsafe { ctx.as_mut() }.ok_or_else(|| null("ctx"))?;
+        // SAFETY: the caller guarantees the context's model outlives it.
+        let model = unsafe { deref(ctx.model, "the context's model") }?;
+        if batch != ctx.batch {
+            ctx.set_batch(model, batch)?;
+        }
+        Ok(())
+    })
+}
+
+/// The context's batch (the model's own until `intq_context_set_batch`).
+///
+/// # Safety
+/// `ctx` is NULL or a live context; `out` is valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn intq_context_batch(
+    ctx: *const IntqContext,
+    out: *mut usize,
+) -> IntqStatus {
+    guard(|| {
+        // SAFETY: the caller guarantees a non-NULL context is live.
+        let ctx = unsafe { deref(ctx, "ctx") }?;
+        // SAFETY: the caller guarantees a non-NULL `out` is writable.
+        let out = unsafe { out.as_mut() }.ok_or_else(|| null("out"))?;
+        *out = ctx.batch;
+        Ok(())
+    })
+}
+
+/// Describes graph input `index` at the context's batch. The pointers in `*out` live until the
+/// context's batch changes or it is freed.
+///
+/// # Safety
+/// `ctx` is NULL or a live context; `out` is valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn intq_context_input_info(
+    ctx: *const IntqContext,
+    index: usize,
+    out: *mut IntqTensorInfo,
+) -> IntqStatus {
+    guard(|| {
+        // SAFETY: the caller guarantees a non-NULL context is live.
+        let ctx = unsafe { deref(ctx, "ctx") }?;
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        let info = tensor_info(&ctx.inputs, index, "input")?;
+        // SAFETY: non-NULL, and the caller guarantees it is valid for a write.
+        unsafe { out.write(info) };
+        Ok(())
+    })
+}
+
+/// Describes graph output `index` at the context's batch. The pointers in `*out` live until the
+/// context's batch changes or it is freed.
+///
+/// # Safety
+/// `ctx` is NULL or a live context; `out` is valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn intq_context_output_info(
+    ctx: *const IntqContext,
+    index: usize,
+    out: *mut IntqTensorInfo,
+) -> IntqStatus {
+    guard(|| {
+        // SAFETY: the caller guarantees a non-NULL context is live.
+        let ctx = unsafe { deref(ctx, "ctx") }?;
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        let info = tensor_info(&ctx.outputs, index, "output")?;
+        // SAFETY: non-NULL, and the caller guarantees it is valid for a write.
+        unsafe { out.write(info) };
+        Ok(())
+    })
+}
+
+/// Runs the context's model at its batch: buffers as for `intq_model_run`, each exactly the
+/// `byte_size` of `intq_context_input_info`/`output_info`. Once the context has run, a run
+/// makes no heap request (for a model of at most eight outputs).
+///
+/// # Safety
+/// `ctx` is NULL or a live context used by no other thread, whose model is live; `inputs` and
+/// `outputs` as for `intq_model_run`.
+#[no_mangle]
+pub unsafe extern "C" fn intq_context_run(
+    ctx: *mut IntqContext,
+    inputs: *const IntqBuffer,
+    n_inputs: usize,
+    outputs: *const IntqBufferMut,
+    n_outputs: usize,
+) -> IntqStatus {
+    guard(|| {
+        // SAFETY: the caller guarantees a non-NULL context is live and not shared right now.
+        let ctx = unsafe { ctx.as_mut() }.ok_or_else(|| null("ctx"))?;
+        // SAFETY: the caller guarantees the context's model outlives it.
+        let model = unsafe { deref(ctx.model, "the context's model") }?;
+        // SAFETY: the caller guarantees `n_inputs` buffers at a non-NULL `inputs`.
+        let inputs = unsafe { slice_arg(inputs, n_inputs, "inputs") }?;
+        // SAFETY: the caller guarantees `n_outputs` buffers at a non-NULL `outputs`.
+        let outputs = unsafe { slice_arg(outputs, n_outputs, "outputs") }?;
+        let metas = (&ctx.inputs[..], &ctx.outputs[..]);
+        // SAFETY: forwarded from the caller (see this function's contract).
+        unsafe {
+            stage_and_run(
+                &model.model,
+                &mut ctx.ctx,
+                metas,
+                &mut ctx.values,
+                inputs,
+                outputs,
+            )
+        }
+    })
 }
 
 /// The code type of a quantize/dequantize helper: 0 uint8 or 1 int8 (`IntqDtype` values).

@@ -712,3 +712,185 @@ fn concurrent_runs_of_one_model_equal_serial_runs() {
         assert_eq!(got, want, "{name} at {threads} threads: intq_model_run");
     }
 }
+
+/// An owned context handle, freed on drop.
+struct Ctx(*mut IntqContext);
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from a successful create and is freed only here.
+        unsafe { intq_context_free(self.0) }
+    }
+}
+
+// SAFETY: a context is used by one thread at a time; it moves to the thread that uses it.
+unsafe impl Send for Ctx {}
+
+fn context(m: &Handle) -> Ctx {
+    let mut out = ptr::null_mut();
+    // SAFETY: live model, valid out pointer.
+    assert_eq!(
+        unsafe { intq_context_create(m.0, &mut out) },
+        IntqStatus::Ok
+    );
+    Ctx(out)
+}
+
+/// The context's input and output descriptions at its batch.
+fn context_infos(c: &Ctx, m: &Handle) -> (Vec<IntqTensorInfo>, Vec<IntqTensorInfo>) {
+    let (ins, outs) = infos(m);
+    let get = |n: usize,
+               f: unsafe extern "C" fn(
+        *const IntqContext,
+        usize,
+        *mut IntqTensorInfo,
+    ) -> IntqStatus| {
+        (0..n)
+            .map(|i| {
+                let mut info = std::mem::MaybeUninit::uninit();
+                // SAFETY: live context, index in range, valid out pointer.
+                assert_eq!(unsafe { f(c.0, i, info.as_mut_ptr()) }, IntqStatus::Ok);
+                // SAFETY: a successful call wrote it.
+                unsafe { info.assume_init() }
+            })
+            .collect()
+    };
+    (
+        get(ins.len(), intq_context_input_info),
+        get(outs.len(), intq_context_output_info),
+    )
+}
+
+/// Runs through a context with caller buffers sized by its descriptions.
+fn run_ctx(c: &Ctx, m: &Handle, inputs: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, (IntqStatus, String)> {
+    let (_, outs) = context_infos(c, m);
+    let mut out_bufs: Vec<Vec<u8>> = outs.iter().map(|o| vec![0xa5; o.byte_size]).collect();
+    let ins: Vec<IntqBuffer> = inputs
+        .iter()
+        .map(|b| IntqBuffer {
+            data: b.as_ptr().cast(),
+            size: b.len(),
+        })
+        .collect();
+    let outs: Vec<IntqBufferMut> = out_bufs
+        .iter_mut()
+        .map(|b| IntqBufferMut {
+            data: b.as_mut_ptr().cast(),
+            size: b.len(),
+        })
+        .collect();
+    // SAFETY: live context; every buffer is valid for its size, no output overlaps another.
+    let status =
+        unsafe { intq_context_run(c.0, ins.as_ptr(), ins.len(), outs.as_ptr(), outs.len()) };
+    if status == IntqStatus::Ok {
+        Ok(out_bufs)
+    } else {
+        Err((status, last_error()))
+    }
+}
+
+/// A context runs the model at another batch with its own thread count: its descriptions give
+/// the batch's shapes and sizes, and its outputs are the engine's for the same images; bad
+/// batches, counts, sizes and NULLs fail with their status.
+#[test]
+fn contexts_run_other_batches_on_threads_of_their_own() {
+    let graph = examples::small_cnn(DType::U8, false, 5);
+    let model = Model::new(graph.clone()).unwrap();
+    let handle = load_memory(&format::to_bytes(&graph), IntqFormat::Intq as u32).unwrap();
+    let ctx = context(&handle);
+    let mut batch = 0;
+    // SAFETY (the block): live context and model, valid out pointers.
+    unsafe {
+        assert_eq!(intq_context_batch(ctx.0, &mut batch), IntqStatus::Ok);
+        assert_eq!(batch, 1);
+        assert_eq!(intq_context_set_threads(ctx.0, 2), IntqStatus::Ok);
+        assert_eq!(
+            intq_context_set_batch(ctx.0, 0),
+            IntqStatus::InvalidArgument
+        );
+        assert!(last_error().contains("batch 0"), "{}", last_error());
+        assert_eq!(intq_context_set_batch(ctx.0, 3), IntqStatus::Ok);
+        assert_eq!(intq_context_batch(ctx.0, &mut batch), IntqStatus::Ok);
+        assert_eq!(batch, 3);
+        assert_eq!(
+            intq_context_set_threads(ptr::null_mut(), 1),
+            IntqStatus::NullPointer
+        );
+        assert_eq!(
+            intq_context_run(ptr::null_mut(), ptr::null(), 0, ptr::null(), 0),
+            IntqStatus::NullPointer
+        );
+    }
+    let (one_in, one_out) = infos(&handle);
+    let (ins, outs) = context_infos(&ctx, &handle);
+    // SAFETY: shapes live while the context keeps its batch.
+    let shape =
+        |i: &IntqTensorInfo| unsafe { std::slice::from_raw_parts(i.shape, i.rank) }.to_vec();
+    assert_eq!(shape(&ins[0])[0], 3);
+    assert_eq!(shape(&outs[0])[0], 3);
+    assert_eq!(ins[0].byte_size, 3 * one_in[0].byte_size);
+    assert_eq!(outs[0].byte_size, 3 * one_out[0].byte_size);
+    for round in 0..3u64 {
+        let images: Vec<u8> = (0..3)
+            .flat_map(|k| bytes_of(&examples::random_input(&graph, 10 * round + k)[0]))
+            .collect();
+        let want = model.run(&[value_of(DType::U8, &images)]).unwrap();
+        let got = run_ctx(&ctx, &handle, std::slice::from_ref(&images)).unwrap();
+        assert_eq!(got, vec![bytes_of(&want[0])], "round {round}");
+    }
+    // One image's buffer is the wrong size at batch 3; a missing input is the wrong count.
+    let one = bytes_of(&examples::random_input(&graph, 1)[0]);
+    let (status, message) = run_ctx(&ctx, &handle, &[one]).unwrap_err();
+    assert_eq!(status, IntqStatus::BufferSize, "{message}");
+    assert!(message.contains("input 0"), "{message}");
+    let (status, message) = run_ctx(&ctx, &handle, &[]).unwrap_err();
+    assert_eq!(status, IntqStatus::InvalidArgument, "{message}");
+    // The model's own runs are unaffected by the context's batch.
+    let image = examples::random_input(&graph, 4);
+    assert_eq!(
+        run_c(&handle, &[bytes_of(&image[0])]).unwrap(),
+        vec![bytes_of(&model.run(&image).unwrap()[0])]
+    );
+}
+
+/// Threads, each with a context of two threads of its own on one shared model, get the bytes of
+/// serial runs.
+#[test]
+fn concurrent_contexts_equal_serial_runs() {
+    let graph = intq_tflite::load(&tflite_path("image_classification")).unwrap();
+    let model = Model::new(graph.clone()).unwrap();
+    let inputs: Vec<Vec<TensorData>> = (0..12).map(|s| examples::random_input(&graph, s)).collect();
+    let want: Vec<Vec<Vec<u8>>> = inputs
+        .iter()
+        .map(|x| model.run(x).unwrap().iter().map(bytes_of).collect())
+        .collect();
+    let handle = load_memory(&format::to_bytes(&graph), IntqFormat::Intq as u32).unwrap();
+    let handle = &handle;
+    let got: Vec<Vec<Vec<Vec<u8>>>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..3)
+            .map(|t| {
+                let inputs = &inputs;
+                s.spawn(move || {
+                    let ctx = context(handle);
+                    // SAFETY: a live context used by this thread only.
+                    assert_eq!(
+                        unsafe { intq_context_set_threads(ctx.0, 2) },
+                        IntqStatus::Ok
+                    );
+                    (0..inputs.len())
+                        .map(|j| {
+                            let k = (j + 4 * t) % inputs.len();
+                            run_ctx(&ctx, handle, &[bytes_of(&inputs[k][0])]).unwrap()
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    for (t, runs) in got.into_iter().enumerate() {
+        for (j, out) in runs.into_iter().enumerate() {
+            assert_eq!(out, want[(j + 4 * t) % inputs.len()], "thread {t}, run {j}");
+        }
+    }
+}
