@@ -349,3 +349,52 @@ fn validation_names_the_mistake() {
         "{m}"
     );
 }
+
+/// uint8 TransposeConv forms its multiplier as TFLite's legacy path does, from the f32 product
+/// `S_in * S_w`; int8 from the f64 product. A bias that puts the accumulator where the two
+/// multipliers round apart tells them apart.
+#[test]
+fn uint8_multiplier_takes_the_f32_product_and_int8_the_f64_one() {
+    use intq_quant::QuantizedMultiplier;
+    let (s_in, s_w, s_out) = (0.167_263_5f32, 0.004_682_792_4f32, 0.572_114f32);
+    let m32 = QuantizedMultiplier::from_real((s_in * s_w) as f64 / s_out as f64).unwrap();
+    let m64 = QuantizedMultiplier::from_real(s_in as f64 * s_w as f64 / s_out as f64).unwrap();
+    assert_ne!(
+        m32, m64,
+        "the two products must differ for this test to mean anything"
+    );
+    let acc = (-200_000..200_000)
+        .find(|&a| m32.apply(a) != m64.apply(a))
+        .expect("an accumulator where the multipliers round apart");
+    for (dtype, m) in [(DType::U8, m32), (DType::I8, m64)] {
+        let (lo, hi) = limits(dtype);
+        let z_out = (lo + hi + 1) / 2;
+        let mut b = GraphBuilder::new();
+        let x = b.tensor("x", dtype, &[1, 1, 1, 1], pt(s_in, 0));
+        let data = match dtype {
+            DType::U8 => TensorData::U8(vec![7]),
+            _ => TensorData::I8(vec![7]),
+        };
+        let w = b.constant("w", &[1, 1, 1, 1], pt(s_w, 0), data);
+        let bias = b.constant("bias", &[1], None, TensorData::I32(vec![acc]));
+        let y = b.tensor("y", dtype, &[1, 1, 1, 1], pt(s_out, z_out));
+        b.op(Op::TransposeConv {
+            input: x,
+            filter: w,
+            bias: Some(bias),
+            output: y,
+            stride: [1, 1],
+            padding: Padding::Valid,
+            activation: Activation::None,
+        });
+        b.input(x).output(y);
+        let model = Model::new(b.finish().unwrap()).unwrap();
+        // Input code 0 = Z_in: the products vanish and the accumulator is the bias.
+        let input = match dtype {
+            DType::U8 => TensorData::U8(vec![0]),
+            _ => TensorData::I8(vec![0]),
+        };
+        let got = as_i32(&model.run(&[input]).unwrap()[0])[0];
+        assert_eq!(got, (m.apply(acc) + z_out).clamp(lo, hi), "{dtype}");
+    }
+}

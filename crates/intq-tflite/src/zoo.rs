@@ -924,7 +924,9 @@ pub fn reduce_zoo(dtype: DType) -> Graph {
 /// than the input needs), a dilated convolution as TFLite writes it (SPACE_TO_BATCH_ND padded
 /// with the zero point, CONV_2D, BATCH_TO_SPACE_ND with crops) and DEPTH_TO_SPACE with blocks 2
 /// and 3. The input `[2, 5, 7, 4]` has its zero point at the type's maximum, the second input
-/// `[1, 3, 2, 18]` at its minimum; output scales lie far apart.
+/// `[1, 3, 2, 18]` at its minimum; output scales lie far apart. A fourth TRANSPOSE_CONV on a
+/// third input has weights at their zero point and a bias where TFLite's uint8 multiplier (from
+/// the f32 product `S_in * S_w`) and its int8 one (from the f64 product) round apart.
 ///
 /// # Panics
 /// If `dtype` is not `U8` or `I8`.
@@ -943,7 +945,8 @@ pub fn spatial_zoo(dtype: DType) -> Graph {
     let mut b = GraphBuilder::new();
     let x = b.tensor("x", dtype, &[2, 5, 7, 4], pt(0.05, hi));
     let y = b.tensor("y", dtype, &[1, 3, 2, 18], pt(0.3, lo));
-    b.input(x).input(y);
+    let z = b.tensor("z", dtype, &[1, 2, 3, 1], pt(0.167_263_5, mid));
+    b.input(x).input(y).input(z);
 
     let (w, _) = weights(&mut b, &mut rng, "tconv_same/w", dtype, &[3, 3, 3, 4], 0, 9);
     let bias_same = bias(&mut b, &mut rng, "tconv_same/b", 3);
@@ -987,6 +990,36 @@ pub fn spatial_zoo(dtype: DType) -> Graph {
         bias: Some(bias_s2),
         output: t,
         stride: [2, 2],
+        padding: Padding::Valid,
+        activation: Activation::None,
+    });
+    b.output(t);
+
+    // Every product is zero, so each output is the bias through the multiplier: -103 with
+    // the f32 product, -102 with the f64 one (docs/spec.md §11.13).
+    let (w_zero, w_data) = match dtype {
+        DType::U8 => (131, TensorData::U8(vec![131])),
+        _ => (0, TensorData::I8(vec![0])),
+    };
+    let w = b.constant(
+        "tconv_multiplier/w",
+        &[1, 1, 1, 1],
+        pt(0.004_682_792_4, w_zero),
+        w_data,
+    );
+    let bias_m = b.constant(
+        "tconv_multiplier/b",
+        &[1],
+        None,
+        TensorData::I32(vec![-74_868]),
+    );
+    let t = b.tensor("tconv_multiplier", dtype, &[1, 2, 3, 1], pt(0.572_114, mid));
+    b.op(Op::TransposeConv {
+        input: z,
+        filter: w,
+        bias: Some(bias_m),
+        output: t,
+        stride: [1, 1],
         padding: Padding::Valid,
         activation: Activation::None,
     });
