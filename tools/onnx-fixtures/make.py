@@ -45,6 +45,8 @@ Writes, into the output folder (default crates/intq-onnx/tests/fixtures):
                          Reshape and the Gemm (as Keras models are exported)
   prelu_qat.onnx         built with onnx.helper: conv-BN-PRelu (a slope per channel), conv-PRelu
                          (one slope), GAP, Gemm
+  pool_ceil_qat.onnx     built with onnx.helper: an AveragePool with ceil_mode whose last windows
+                         run past the picture (count_include_pad 0), between convs, GAP, Gemm
   NAME.input.npy         fixed float32 inputs, batch 4 (seeded)
   NAME.output.npy        ONNX Runtime's output on them (CPU execution provider, no graph
                          optimizations, so it runs the file's nodes as written)
@@ -915,6 +917,49 @@ def prelu_qat_model(path):
     onnx.save(model, path)
 
 
+def pool_ceil_qat_model(path):
+    """An AveragePool with ceil_mode whose last windows run past the picture (count_include_pad
+    0: divided by their part inside it), node by node."""
+    rng = np.random.default_rng(SEED + 47)
+
+    def w(name, *shape, scale=0.4):
+        return numpy_helper.from_array(
+            (rng.standard_normal(shape) * scale).astype(np.float32), name
+        )
+
+    inits = [
+        w("w1", 8, 3, 3, 3),
+        w("b1", 8),
+        w("w2", 16, 8, 3, 3, scale=0.3),
+        w("b2", 16),
+        w("fc_w", 10, 16),
+        w("fc_b", 10),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1],
+                         strides=[2, 2]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("AveragePool", ["r1"], ["p1"], name="avgpool_ceil",
+                         kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+        helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["output"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "pool_ceil_qat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+
+
 def run_ort(path, x):
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -976,6 +1021,9 @@ def main():
     if only in (None, "prelu_qat"):
         prelu_qat_model(os.path.join(out, "prelu_qat.onnx"))
         models.append(("prelu_qat", (3, 32, 32)))
+    if only in (None, "pool_ceil_qat"):
+        pool_ceil_qat_model(os.path.join(out, "pool_ceil_qat.onnx"))
+        models.append(("pool_ceil_qat", (3, 32, 32)))
     for name, chw in models:
         path = os.path.join(out, name + ".onnx")
         onnx.checker.check_model(onnx.load(path))

@@ -44,7 +44,8 @@ status=0
 # side, which TFLite's pools (SAME or VALID) cannot express: its export is refused.
 for spec in resnet_tiny:uint8 resnet_tiny:int8 mobilenetv2_tiny:uint8 grouped_qat:int8 \
     hardswish_qat:int8 sigmoid_qat:int8 se_qat:int8 mobilenetv3_tiny:int8 \
-    preprocess_qat:int8 act_qat:int8 resize_qat:uint8 nhwc_qat:int8 prelu_qat:int8; do
+    preprocess_qat:int8 act_qat:int8 resize_qat:uint8 nhwc_qat:int8 prelu_qat:int8 \
+    pool_ceil_qat:int8; do
     name="${spec%%:*}"
     scheme="${spec##*:}"
     case "$scheme" in uint8) out="${name}_u8" ;; *) out="${name}_i8" ;; esac

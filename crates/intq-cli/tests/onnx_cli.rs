@@ -55,6 +55,7 @@ fn run_matches_onnxruntime_at_any_batch() {
         "resize_qat",
         "nhwc_qat",
         "prelu_qat",
+        "pool_ceil_qat",
     ] {
         let out_path = dir.join(format!("{name}.out.npy"));
         let out = intq(&[
@@ -406,6 +407,7 @@ fn qat_convert_and_compare_every_layer_kind() {
         "resize_qat",
         "nhwc_qat",
         "prelu_qat",
+        "pool_ceil_qat",
     ] {
         let ckpt = dir.join(format!("{name}.ckpt"));
         let m = dir.join(format!("{name}.intq"));

@@ -1462,14 +1462,17 @@ impl Builder {
             return Err(cx.attr_err("dilations", "a dilated AveragePool is not supported"));
         }
         let (pads, out) = self.spatial(cx, &s, kernel, stride, dilation, ceil)?;
-        if ceil && !max {
-            // Average windows that run past the padding are divided differently by ONNX
-            // Runtime and PyTorch; take ceil_mode only where it changes nothing.
+        if ceil && !max && count_include_pad {
+            // Average windows that run past the padding and count it are divided differently by
+            // ONNX Runtime and PyTorch; take ceil_mode there only where it changes nothing.
+            // Without the padding in the count, both divide by the window's part inside the
+            // picture.
             let (_, floor_out) = self.spatial(cx, &s, kernel, stride, dilation, false)?;
             if floor_out != out {
                 return Err(cx.attr_err(
                     "ceil_mode",
-                    "an AveragePool whose last window runs past the padding is not supported",
+                    "an AveragePool whose last window runs past the padding and that counts the \
+                     padding (count_include_pad 1) is not supported",
                 ));
             }
         }

@@ -251,3 +251,12 @@ fn prelu_matches_onnxruntime() {
         .collect();
     assert_eq!(slopes, [8, 1]);
 }
+
+#[test]
+fn average_pool_ceil_mode_without_the_padding_matches_onnxruntime() {
+    let g = parity("pool_ceil_qat");
+    let pool = g.nodes.iter().find(|n| n.name == "avgpool_ceil").unwrap();
+    assert!(matches!(pool.op, Op::AveragePool(p) if p.ceil_mode && !p.count_include_pad));
+    // 16 wide, 3-wide windows every 2: the eighth starts at 14 and runs past the picture.
+    assert_eq!(g.value(pool.output).shape, [1, 8, 8, 8]);
+}

@@ -413,6 +413,32 @@ fn unsupported_ops_and_attributes_are_named() {
     );
     let g = load_bytes(&resize(vec![])).unwrap();
     assert_eq!(g.value(g.outputs[0]).shape, [1, 2, 8, 8]);
+    // An average whose ceil_mode window runs past the padding, counting the padding.
+    let m = model(
+        vec![node(
+            "AveragePool",
+            "ap",
+            &["x"],
+            &["y"],
+            vec![
+                ints("kernel_shape", &[3, 3]),
+                ints("strides", &[2, 2]),
+                int("ceil_mode", 1),
+                int("count_include_pad", 1),
+            ],
+        )],
+        vec![],
+        &[1, 2, 16, 16],
+    );
+    let e = err(&m);
+    assert!(
+        e.contains(
+            "node \"ap\" (AveragePool), attribute \"ceil_mode\": an AveragePool whose last \
+             window runs past the padding and that counts the padding (count_include_pad 1) is \
+             not supported"
+        ),
+        "{e}"
+    );
     // A forged scale: refused before any index is computed.
     let m = model(
         vec![node("Resize", "huge", &["x", "", "sc"], &["y"], vec![])],

@@ -90,6 +90,7 @@ fn float_mode_equals_onnxruntime() {
     // An NHWC input: the network's input is its NCHW transpose.
     assert!(float_parity("nhwc_qat", Head::Logits) <= 1e-5);
     assert!(float_parity("prelu_qat", Head::Logits) <= 1e-5);
+    assert!(float_parity("pool_ceil_qat", Head::Logits) <= 1e-5);
 }
 
 /// `f` applied to the node named `node` of fixture `name`, then the error building the QAT
@@ -409,6 +410,7 @@ fn integer_model_equals_fake_quant_model() {
         "resize_qat",
         "nhwc_qat",
         "prelu_qat",
+        "pool_ceil_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
@@ -437,6 +439,7 @@ fn after_qat_steps_the_integer_model_equals_the_fake_quant_model() {
         "resize_qat",
         "nhwc_qat",
         "prelu_qat",
+        "pool_ceil_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
@@ -465,6 +468,7 @@ fn after_ptq_calibration_the_integer_model_equals_the_fake_quant_model() {
         "resize_qat",
         "nhwc_qat",
         "prelu_qat",
+        "pool_ceil_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
