@@ -284,14 +284,14 @@ pub fn hard_swish<T: Code8>(
 }
 
 /// HardSwish through a table of every code's output, made by the reference's own function (a
-/// code's output depends on nothing else): the portable tier's path. Short inputs, for which
-/// the table costs more than it saves, run the reference's function directly.
+/// code's output depends on nothing else): the portable and AVX2 tiers' path. Inputs shorter
+/// than the table run the reference's function directly.
 ///
 /// # Safety
 /// None beyond the table's: this is safe code behind the table's common signature.
 pub(crate) unsafe fn hard_swish_table<T: Code8>(p: &HardSwishParams, input: &[T], out: &mut [T]) {
     let code = |q: i32| T::from_i32_saturating(reference::hard_swish_code(q, p, T::MIN, T::MAX));
-    if input.len() < 1024 {
+    if input.len() < 256 {
         for (o, &q) in out.iter_mut().zip(input) {
             *o = code(q.to_i32());
         }

@@ -42,8 +42,8 @@ pub struct CodeOps<T: 'static> {
     pub(crate) add: Option<AddFn<T>>,
     /// Quantized Mul of equal-length operands (`params, lhs, rhs, out`), where vectorized.
     pub(crate) mul: Option<MulFn<T>>,
-    /// Quantized HardSwish (`params, input, out`): a table of the codes' outputs on the
-    /// portable tier, vector lanes above it.
+    /// Quantized HardSwish (`params, input, out`): a table of the codes' outputs, or vector
+    /// lanes where they are faster.
     pub(crate) hard_swish: Option<HardSwishFn<T>>,
     /// Output rows `r0..r1` of a bilinear resize (`plan, r0, r1, out`).
     pub(crate) resize_bilinear: BilinearFn<T>,
@@ -294,7 +294,8 @@ mod x86 {
             dw_run: Some(avx2::dw_run::<T>),
             add: Some(avx2::add_same_shape::<T>),
             mul: Some(ew::mul_avx2::<T>),
-            hard_swish: Some(ew::hard_swish_avx2::<T>),
+            // A lookup per code: AVX2's 16 int16 lanes do not beat it.
+            hard_swish: Some(crate::gemm::elementwise::hard_swish_table::<T>),
             resize_bilinear: crate::gemm::elementwise::bilinear_rows_avx2::<T>,
             max_pool: crate::gemm::elementwise::max_pool_avx2::<T>,
             average_pool: crate::gemm::elementwise::average_pool_avx2::<T>,

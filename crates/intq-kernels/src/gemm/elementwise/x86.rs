@@ -1,7 +1,7 @@
-//! MUL and HARD_SWISH on AVX2 and AVX-512 vectors, step for step the reference's integer
-//! arithmetic: MUL's wrapping int32 product and MultiplyByQuantizedMultiplier (docs/spec.md
-//! §11.1), HARD_SWISH's int16 fixed point with TFLite's truncating multiply and truncated mask
-//! (§11.5). The callers check each kernel's preconditions on the parameters.
+//! MUL on AVX2 and AVX-512 and HARD_SWISH on AVX-512 vectors, step for step the reference's
+//! integer arithmetic: MUL's wrapping int32 product and MultiplyByQuantizedMultiplier
+//! (docs/spec.md §11.1), HARD_SWISH's int16 fixed point with TFLite's truncating multiply and
+//! truncated mask (§11.5). The callers check each kernel's preconditions on the parameters.
 
 use crate::gemm::Code8;
 use crate::reference::{HardSwishParams, MulParams};
@@ -295,8 +295,8 @@ impl HardSwishConsts {
     }
 }
 
-/// The int16 steps of HARD_SWISH on one vector type: the same body for AVX2 (16 lanes) and
-/// AVX-512 (32 lanes).
+/// The int16 steps of HARD_SWISH on one vector type (AVX-512's 32 lanes; AVX2's 16 lanes are no
+/// faster than the portable tier's table, which that tier runs instead).
 macro_rules! hard_swish_steps {
     (
         $v:ty, $feature:literal, $name:ident,
@@ -362,30 +362,6 @@ macro_rules! hard_swish_steps {
 }
 
 hard_swish_steps!(
-    __m256i,
-    "avx2",
-    hard_swish_lanes_avx2,
-    set1 = _mm256_set1_epi16,
-    add = _mm256_add_epi16,
-    sub = _mm256_sub_epi16,
-    and = _mm256_and_si256,
-    or = _mm256_or_si256,
-    xor = _mm256_xor_si256,
-    mulhrs = _mm256_mulhrs_epi16,
-    mulhi = _mm256_mulhi_epi16,
-    mullo = _mm256_mullo_epi16,
-    slli = _mm256_slli_epi16,
-    srli = _mm256_srli_epi16,
-    sra = _mm256_sra_epi16,
-    sll = _mm256_sll_epi16,
-    max = _mm256_max_epi16,
-    min = _mm256_min_epi16,
-    gt = |a, b| _mm256_cmpgt_epi16(a, b),
-    select = |m, a, b| _mm256_blendv_epi8(b, a, m),
-    eq_min_fix = |x| _mm256_add_epi16(x, _mm256_cmpeq_epi16(x, _mm256_set1_epi16(i16::MIN)))
-);
-
-hard_swish_steps!(
     __m512i,
     "avx512f,avx512bw",
     hard_swish_lanes_avx512,
@@ -412,48 +388,8 @@ hard_swish_steps!(
     )
 );
 
-/// TFLite's quantized HARD_SWISH, 16 codes a step in int16 lanes (the tail through
+/// TFLite's quantized HARD_SWISH, 32 codes a step in int16 lanes (the tail through
 /// `hard_swish_code`).
-///
-/// # Safety
-/// The CPU has AVX2; `input` and `out` have the same length; `elementwise::hard_swish_vector_ok` holds.
-#[target_feature(enable = "avx2")]
-pub(crate) unsafe fn hard_swish_avx2<T: Code8>(p: &HardSwishParams, input: &[T], out: &mut [T]) {
-    let c = HardSwishConsts::new(p);
-    let n = out.len();
-    debug_assert_eq!(input.len(), n);
-    let whole = n / 16 * 16;
-    for i in (0..whole).step_by(16) {
-        // SAFETY: i + 16 <= n for both slices (equal lengths, the caller's contract).
-        unsafe {
-            let v = _mm_loadu_si128(input.as_ptr().add(i) as *const __m128i);
-            let q = if T::MIN == 0 {
-                _mm256_cvtepu8_epi16(v)
-            } else {
-                _mm256_cvtepi8_epi16(v)
-            };
-            let o = hard_swish_lanes_avx2::<T>(&c, q);
-            // In the type's range, so either pack keeps every lane.
-            let (lo, hi) = (_mm256_castsi256_si128(o), _mm256_extracti128_si256::<1>(o));
-            let b = if T::MIN == 0 {
-                _mm_packus_epi16(lo, hi)
-            } else {
-                _mm_packs_epi16(lo, hi)
-            };
-            _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, b);
-        }
-    }
-    for i in whole..n {
-        out[i] = T::from_i32_saturating(crate::reference::hard_swish_code(
-            input[i].to_i32(),
-            p,
-            T::MIN,
-            T::MAX,
-        ));
-    }
-}
-
-/// [`hard_swish_avx2`] on 512-bit vectors, 32 codes a step.
 ///
 /// # Safety
 /// The CPU has AVX-512 F/BW; `input` and `out` have the same length; `elementwise::hard_swish_vector_ok`
