@@ -1042,3 +1042,34 @@ fn arg_max_with_an_int64_output_is_refused_by_name() {
     let err = import(&model(4)).unwrap_err().to_string();
     assert!(err.contains("ARG_MAX") && err.contains("INT64"), "{err}");
 }
+
+/// TFLite's int8 TRANSPOSE_CONV leaves the weights' zero point out of its sums, so an int8
+/// model whose weights have a nonzero one is refused by name on import (intq's own op takes it).
+#[test]
+fn transpose_conv_with_int8_weight_zero_point_is_refused() {
+    use intq_engine::{Activation, GraphBuilder, Padding, Quant, QuantParams};
+    let q = |scale: f32, zero_point: i32| Some(Quant::PerTensor(QuantParams { scale, zero_point }));
+    let graph = |z_w: i32| {
+        let mut b = GraphBuilder::new();
+        let x = b.tensor("x", DType::I8, &[1, 2, 2, 1], q(0.1, 0));
+        let w = b.constant("w", &[1, 3, 3, 1], q(0.01, z_w), TensorData::I8(vec![5; 9]));
+        let y = b.tensor("y", DType::I8, &[1, 4, 4, 1], q(0.1, 0));
+        b.op(Op::TransposeConv {
+            input: x,
+            filter: w,
+            bias: None,
+            output: y,
+            stride: [2, 2],
+            padding: Padding::Same,
+            activation: Activation::None,
+        });
+        b.input(x).output(y);
+        b.finish().unwrap()
+    };
+    assert!(import(&export(&graph(0)).unwrap()).is_ok());
+    let m = import(&export(&graph(3)).unwrap()).unwrap_err().to_string();
+    assert!(
+        m.contains("TRANSPOSE_CONV") && m.contains("nonzero zero point"),
+        "{m}"
+    );
+}
