@@ -17,7 +17,7 @@ use std::cell::Cell;
 use std::sync::OnceLock;
 
 use crate::gemm::{Kernel, Tile, TileOut};
-use crate::isa::avx512vnni::{canon_load, prefix_mask};
+use crate::isa::avx512vnni::{canon_load, prefix_mask, Cols16};
 
 pub(crate) struct Amx;
 
@@ -284,16 +284,16 @@ pub(crate) unsafe fn finish(c: *const i32, o: &TileOut) {
             epi.finish_scalar(acc, NR, o);
             return;
         }
-        for i in 0..rows {
-            let rs = _mm512_set1_epi32(*rowsum.add(i));
-            for h in 0..NR / 16 {
-                if 16 * h >= cols {
-                    break;
-                }
+        for h in 0..NR / 16 {
+            if 16 * h >= cols {
+                break;
+            }
+            let k = Cols16::load(epi, n0 + 16 * h);
+            let mask = prefix_mask((cols - 16 * h).min(16)) as __mmask16;
+            for i in 0..rows {
+                let rs = _mm512_set1_epi32(*rowsum.add(i));
                 let v = _mm512_loadu_si512(c.add(i * NR + 16 * h) as *const __m512i);
-                let q = super::avx512vnni::requant(v, rs, epi, n0 + 16 * h);
-                let count = (cols - 16 * h).min(16);
-                let mask = prefix_mask(count) as __mmask16;
+                let q = k.requant(v, rs, epi);
                 _mm512_mask_cvtepi32_storeu_epi8(out.add(i * ldc + 16 * h) as *mut _, mask, q);
             }
         }

@@ -138,18 +138,15 @@ unsafe fn finish_tile(acc: &[[__m512i; 2]; MR], o: &TileOut) {
         let (rowsum, epi, n0, out, ldc, rows, cols) =
             (o.rowsum, o.epi, o.n0, o.out, o.ldc, o.rows, o.cols);
         if epi.vector_ok {
-            for (i, acc_i) in acc.iter().enumerate() {
-                if i >= rows {
+            for h in 0..2 {
+                if 16 * h >= cols {
                     break;
                 }
-                let rs = _mm512_set1_epi32(*rowsum.add(i));
-                for (h, &v) in acc_i.iter().enumerate() {
-                    if 16 * h >= cols {
-                        break;
-                    }
-                    let q = requant(v, rs, epi, n0 + 16 * h);
-                    let count = (cols - 16 * h).min(16);
-                    let mask = prefix_mask(count) as __mmask16;
+                let k = Cols16::load(epi, n0 + 16 * h);
+                let mask = prefix_mask((cols - 16 * h).min(16)) as __mmask16;
+                for (i, acc_i) in acc.iter().enumerate().take(rows) {
+                    let rs = _mm512_set1_epi32(*rowsum.add(i));
+                    let q = k.requant(acc_i[h], rs, epi);
                     _mm512_mask_cvtepi32_storeu_epi8(out.add(i * ldc + 16 * h) as *mut _, mask, q);
                 }
             }
@@ -183,42 +180,87 @@ unsafe fn lane(epi: &Epilogue, f: usize, n: usize) -> __m512i {
     }
 }
 
-/// The output stage on 16 columns starting at `n`; the same steps as the AVX2 tier's.
-///
-/// # Safety
-/// The CPU has AVX-512 F/BW; `epi` is vector-ready, laid out 16 wide, and covers `n + 15`.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw")]
-pub(crate) unsafe fn requant(acc: __m512i, rowsum: __m512i, epi: &Epilogue, n: usize) -> __m512i {
-    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
-    unsafe {
-        let mut x = _mm512_add_epi32(acc, lane(epi, field::COLCONST, n));
-        if !epi.zw_zero {
-            // Symmetric weights (every `zw` 0) skip the two-uop, ten-cycle `vpmulld`.
-            x = _mm512_sub_epi32(x, _mm512_mullo_epi32(lane(epi, field::ZW, n), rowsum));
-        }
-        scale_clamp(x, epi, n)
-    }
+/// The output stage's constants for 16 columns, loaded once and kept in registers for every
+/// row of a tile: loaded per vector, they cost more loads than the stage has arithmetic, and
+/// the compiler cannot hoist them past the output stores. A field the epilogue's flags make
+/// unused is left zero rather than loaded.
+#[derive(Clone, Copy)]
+pub(crate) struct Cols16 {
+    colconst: __m512i,
+    zw: __m512i,
+    m0: __m512i,
+    m0_odd: __m512i,
+    lshift: __m512i,
+    rshift: __m512i,
+    rmask: __m512i,
+    rhalf: __m512i,
+    pre_lo: __m512i,
+    pre_hi: __m512i,
+    rround: __m512i,
 }
 
-/// The output stage past its additive terms, on 16 columns from `n`: AVX2's `scale_clamp`.
-///
-/// # Safety
-/// The CPU has AVX-512 F/BW; `epi` is vector-ready, laid out 16 wide, and covers column
-/// `n + 15`.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn scale_clamp(mut x: __m512i, epi: &Epilogue, n: usize) -> __m512i {
-    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
-    unsafe {
-        let ld = |f: usize| lane(epi, f, n);
+impl Cols16 {
+    /// The 16 columns from `n`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F; `epi` was laid out 16 wide and covers column `n + 15`.
+    #[inline(always)]
+    pub(crate) unsafe fn load(epi: &Epilogue, n: usize) -> Cols16 {
+        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+        unsafe {
+            let zero = _mm512_setzero_si512();
+            let ld = |f: usize| lane(epi, f, n);
+            let (clamp_first, zw_zero, lshift_zero) =
+                (epi.clamp_first, epi.zw_zero, epi.lshift_zero);
+            Cols16 {
+                colconst: ld(field::COLCONST),
+                zw: if zw_zero { zero } else { ld(field::ZW) },
+                m0: ld(field::M0),
+                m0_odd: ld(field::M0_ODD),
+                lshift: if lshift_zero { zero } else { ld(field::LSHIFT) },
+                rshift: ld(field::RSHIFT),
+                rmask: if clamp_first { zero } else { ld(field::RMASK) },
+                rhalf: if clamp_first { zero } else { ld(field::RHALF) },
+                pre_lo: if clamp_first { ld(field::PRE_LO) } else { zero },
+                pre_hi: if clamp_first { ld(field::PRE_HI) } else { zero },
+                rround: if clamp_first { ld(field::RROUND) } else { zero },
+            }
+        }
+    }
+
+    /// The output stage on 16 accumulators of these columns; the same steps as the AVX2
+    /// tier's.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW; `epi` is vector-ready and these are its columns.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(crate) unsafe fn requant(&self, acc: __m512i, rowsum: __m512i, epi: &Epilogue) -> __m512i {
+        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+        unsafe {
+            let mut x = _mm512_add_epi32(acc, self.colconst);
+            if !epi.zw_zero {
+                // Symmetric weights (every `zw` 0) skip the two-uop, ten-cycle `vpmulld`.
+                x = _mm512_sub_epi32(x, _mm512_mullo_epi32(self.zw, rowsum));
+            }
+            self.scale_clamp(x, epi)
+        }
+    }
+
+    /// The output stage past its additive terms: AVX2's `scale_clamp`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW; `epi` is vector-ready and these are its columns.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn scale_clamp(&self, mut x: __m512i, epi: &Epilogue) -> __m512i {
         if !epi.lshift_zero {
-            x = _mm512_sllv_epi32(x, ld(field::LSHIFT));
+            x = _mm512_sllv_epi32(x, self.lshift);
         }
         let nudge = _mm512_set1_epi64(1 << 30);
-        let even = _mm512_add_epi64(_mm512_mul_epi32(x, ld(field::M0)), nudge);
+        let even = _mm512_add_epi64(_mm512_mul_epi32(x, self.m0), nudge);
         let odd = _mm512_add_epi64(
-            _mm512_mul_epi32(_mm512_srli_epi64::<32>(x), ld(field::M0_ODD)),
+            _mm512_mul_epi32(_mm512_srli_epi64::<32>(x), self.m0_odd),
             nudge,
         );
         x = _mm512_mask_blend_epi32(
@@ -229,29 +271,48 @@ unsafe fn scale_clamp(mut x: __m512i, epi: &Epilogue, n: usize) -> __m512i {
         if epi.clamp_first {
             // The clamp first, then RoundingDivideByPOT as one rounded shift (see
             // `Epilogue::clamp_first`): no compare masks and no clamp after the divide.
-            x = _mm512_max_epi32(x, ld(field::PRE_LO));
-            x = _mm512_min_epi32(x, ld(field::PRE_HI));
-            let t = _mm512_add_epi32(
-                _mm512_add_epi32(x, ld(field::RROUND)),
-                _mm512_srai_epi32::<31>(x),
-            );
+            x = _mm512_max_epi32(x, self.pre_lo);
+            x = _mm512_min_epi32(x, self.pre_hi);
+            let t = _mm512_add_epi32(_mm512_add_epi32(x, self.rround), _mm512_srai_epi32::<31>(x));
             return _mm512_add_epi32(
-                _mm512_srav_epi32(t, ld(field::RSHIFT)),
+                _mm512_srav_epi32(t, self.rshift),
                 _mm512_set1_epi32(epi.zout),
             );
         }
         let one = _mm512_set1_epi32(1);
-        let rem = _mm512_and_si512(x, ld(field::RMASK));
+        let rem = _mm512_and_si512(x, self.rmask);
         let neg = _mm512_cmplt_epi32_mask(x, _mm512_setzero_si512());
-        let half = ld(field::RHALF);
-        let threshold = _mm512_mask_add_epi32(half, neg, half, one);
+        let threshold = _mm512_mask_add_epi32(self.rhalf, neg, self.rhalf, one);
         let round = _mm512_cmpgt_epi32_mask(rem, threshold);
-        let q = _mm512_srav_epi32(x, ld(field::RSHIFT));
+        let q = _mm512_srav_epi32(x, self.rshift);
         x = _mm512_mask_add_epi32(q, round, q, one);
         x = _mm512_max_epi32(x, _mm512_set1_epi32(epi.lo));
         x = _mm512_min_epi32(x, _mm512_set1_epi32(epi.hi));
         _mm512_add_epi32(x, _mm512_set1_epi32(epi.zout))
     }
+}
+
+/// The output stage on 16 columns starting at `n`; the same steps as the AVX2 tier's.
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW; `epi` is vector-ready, laid out 16 wide, and covers `n + 15`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(crate) unsafe fn requant(acc: __m512i, rowsum: __m512i, epi: &Epilogue, n: usize) -> __m512i {
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe { Cols16::load(epi, n).requant(acc, rowsum, epi) }
+}
+
+/// The output stage past its additive terms, on 16 columns from `n`: AVX2's `scale_clamp`.
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW; `epi` is vector-ready, laid out 16 wide, and covers column
+/// `n + 15`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn scale_clamp(x: __m512i, epi: &Epilogue, n: usize) -> __m512i {
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe { Cols16::load(epi, n).scale_clamp(x, epi) }
 }
 
 /// The output stage on one row of complete accumulators, with no row-sum term (the depthwise
