@@ -65,6 +65,22 @@ pub fn transpose_conv<T: QElem>(
     check_zero_points("transpose_conv", "filter", filter_zero_points.len(), out_c);
     check_stage("transpose_conv", stage, out_c);
 
+    // The filter as `[kh, kw, in_c, out_c]` with its zero points taken out, so each input code
+    // adds one contiguous row of products into one contiguous row of sums.
+    let mut taps = vec![0i32; filter.len()];
+    for oc in 0..out_c {
+        let z = zero_point_of(filter_zero_points, oc);
+        for fy in 0..kh {
+            for fx in 0..kw {
+                for ic in 0..in_c {
+                    taps[((fy * kw + fx) * in_c + ic) * out_c + oc] = filter
+                        [((oc * kh + fy) * kw + fx) * in_c + ic]
+                        .to_i32()
+                        .wrapping_sub(z);
+                }
+            }
+        }
+    }
     let mut acc = vec![0i32; output.len()];
     let (pad_top, pad_left) = (params.padding.top as isize, params.padding.left as isize);
     for b in 0..batches {
@@ -73,25 +89,23 @@ pub fn transpose_conv<T: QElem>(
                 let in_base = ((b * in_h + iy) * in_w + ix) * in_c;
                 let y0 = (iy * params.stride_h) as isize - pad_top;
                 let x0 = (ix * params.stride_w) as isize - pad_left;
-                for ic in 0..in_c {
-                    let x = input[in_base + ic].to_i32().wrapping_sub(input_zero_point);
-                    for fy in 0..kh {
-                        let oy = y0 + fy as isize;
-                        if oy < 0 || oy >= out_h as isize {
+                for fy in 0..kh {
+                    let oy = y0 + fy as isize;
+                    if oy < 0 || oy >= out_h as isize {
+                        continue;
+                    }
+                    for fx in 0..kw {
+                        let ox = x0 + fx as isize;
+                        if ox < 0 || ox >= out_w as isize {
                             continue;
                         }
-                        for fx in 0..kw {
-                            let ox = x0 + fx as isize;
-                            if ox < 0 || ox >= out_w as isize {
-                                continue;
-                            }
-                            let out_base =
-                                ((b * out_h + oy as usize) * out_w + ox as usize) * out_c;
-                            for oc in 0..out_c {
-                                let w = filter[((oc * kh + fy) * kw + fx) * in_c + ic]
-                                    .to_i32()
-                                    .wrapping_sub(zero_point_of(filter_zero_points, oc));
-                                let a = &mut acc[out_base + oc];
+                        let out_base = ((b * out_h + oy as usize) * out_w + ox as usize) * out_c;
+                        let sums = &mut acc[out_base..out_base + out_c];
+                        let tap = (fy * kw + fx) * in_c;
+                        for ic in 0..in_c {
+                            let x = input[in_base + ic].to_i32().wrapping_sub(input_zero_point);
+                            let row = &taps[(tap + ic) * out_c..(tap + ic + 1) * out_c];
+                            for (a, &w) in sums.iter_mut().zip(row) {
                                 *a = a.wrapping_add(x.wrapping_mul(w));
                             }
                         }
