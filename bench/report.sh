@@ -70,12 +70,14 @@ if [ "$quick" = 1 ]; then
   peer_args=(--model small-cnn --batch 1 --threads 1 --reps 1 --min-ms 50)
   ref_args=(--model small-cnn --batch 1 --threads 1 --reps 1 --min-ms 50)
   dp_args=(1 2)
+  capi_args=(small-cnn)
 else
   qs_args=() models=(resnet20 mobilenet-v2 resnet18) iters=() gemm=1024 gemm_ms=1000
   peer_args=(--model resnet20 --model mobilenet-v2 --model resnet18 --batch 1,32 --threads 1,2)
   # TFLite's reference kernels are slow: one small model, for the output codes.
   ref_args=(--model resnet20 --batch 1 --threads 1 --reps 1)
   dp_args=(3 10)
+  capi_args=(--deploy resnet20 mobilenet-v2)
 fi
 
 log "intq quickstart --json ${qs_args[*]}"
@@ -91,6 +93,9 @@ done
 log "intq bench gemm ${gemm}^3, 1 thread"
 "$intq" bench gemm --m "$gemm" --k "$gemm" --n "$gemm" --threads 1 --no-reference \
   --min-ms "$gemm_ms" --json | tail -n 1 >"$work/gemm.json"
+
+log "bench/capi_startup.sh ${capi_args[*]}"
+bench/capi_startup.sh "$work/capi.json" "${capi_args[@]}"
 
 if [ "$peers" = 1 ]; then
   log "bench/peers/run_models.sh ${peer_args[*]}"
@@ -152,6 +157,7 @@ for f in sorted(os.listdir(work)):
     if f.startswith("model-") and f.endswith(".json"):
         models[f[6:-5]] = load_json(f)
 gemm = load_json("gemm.json")
+capi = load_json("capi.json")
 peers = load_json("peers.json")
 if peers is not None:
     peers += load_json("peers-ref.json") or []
@@ -331,6 +337,22 @@ if gemm:
              f"`{gemm['isa']}`"
              + (f", {num(gemm['speedup_vs_portable'], 1)}× the portable tier in the same run"
                 if gemm.get("speedup_vs_portable") else "") + ".\n")
+
+p.append("## Deployment: libintq\n")
+if capi:
+    p.append("`bench/capi_startup.sh`: the C library's size after `strip`, and the start-up of a "
+             "C program (`crates/intq-capi/examples/run_model.c`, linked statically, one thread) "
+             "on a saved zoo model: `intq_model_load` (read, validate, plan, pack the weights) "
+             "plus the first `intq_model_run`, the median of "
+             f"{next(iter(capi['startup'].values()), {}).get('processes', '?')} processes.\n")
+    p.append("| measure | value |\n|---|---|")
+    for profile, b in capi["stripped_bytes"].items():
+        p.append(f"| libintq.so stripped, `{profile}` profile | {count(b)} bytes "
+                 f"({num(b / 2**20, 1)} MiB) |")
+    for m, st in capi["startup"].items():
+        p.append(f"| {m} start-up: load, first run (together) | {num(st['load_ms'], 2)} ms, "
+                 f"{num(st['first_run_ms'], 2)} ms ({num(st['total_ms'], 2)} ms) |")
+    p.append("")
 
 p.append("## Inference: against TensorFlow Lite\n")
 if peers:
