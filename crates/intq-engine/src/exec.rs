@@ -200,6 +200,8 @@ struct Frame<'a> {
     tier: intq_kernels::KernelTier,
     memory: &'a MemoryPlan,
     buffers: Vec<TensorData>,
+    /// The post-process's result in this run, which its four ops share.
+    detections: std::cell::RefCell<DetectionCache>,
 }
 
 impl<'a> Frame<'a> {
@@ -284,6 +286,7 @@ pub(crate) fn run_timed(
         threads: plan.threads,
         tier: plan.tier,
         memory,
+        detections: Default::default(),
         buffers: if reuse {
             plan.arena.take(memory)
         } else {
@@ -324,6 +327,7 @@ pub(crate) fn run_in_buffers(
         threads,
         tier: plan.tier,
         memory,
+        detections: Default::default(),
         buffers: std::mem::take(buffers),
     };
     for (&id, value) in graph.inputs().iter().zip(inputs) {
@@ -365,18 +369,26 @@ fn run_ops(
     }
 }
 
-/// Runs the post-process and writes the part of its result that `op` outputs (shared with the
-/// float executor, which hands it reals).
+/// One run's post-process result with the operands and options it was computed from: the
+/// first of the op's four engine ops computes it, the other three copy their part from it.
+pub(crate) type DetectionCache = Option<(DetectionKey, k::Detections)>;
+type DetectionKey = (TensorId, TensorId, TensorId, k::DetectionOptions);
+
+/// Writes the part of the post-process's result that `op` outputs, running the post-process
+/// unless `cache` holds it for these operands (shared with the float executor, which hands it
+/// reals). A cache lives for one run, in which each tensor is written once.
 pub(crate) fn detection_part<'a>(
     graph: &Graph,
     op: &Op,
     anchors: &[f32],
     input: impl Fn(TensorId) -> k::DetectionInput<'a>,
+    cache: &mut DetectionCache,
     out: &mut [f32],
 ) {
     let Op::DetectionPostProcess {
         boxes,
         scores,
+        anchors: anchors_id,
         part,
         options,
         ..
@@ -384,8 +396,14 @@ pub(crate) fn detection_part<'a>(
     else {
         unreachable!("{} is not the post-process", op.kind())
     };
-    let (b, s) = (&graph.tensor(*boxes).shape, &graph.tensor(*scores).shape);
-    let d = k::detection_postprocess(input(*boxes), b[2], input(*scores), s[2], anchors, options);
+    let key = (*boxes, *scores, *anchors_id, *options);
+    if cache.as_ref().is_none_or(|(k, _)| *k != key) {
+        let (b, s) = (&graph.tensor(*boxes).shape, &graph.tensor(*scores).shape);
+        let d =
+            k::detection_postprocess(input(*boxes), b[2], input(*scores), s[2], anchors, options);
+        *cache = Some((key, d));
+    }
+    let d = &cache.as_ref().expect("filled above").1;
     match part {
         crate::DetectionPart::Boxes => out.copy_from_slice(&d.boxes),
         crate::DetectionPart::Classes => out.copy_from_slice(&d.classes),
@@ -982,7 +1000,14 @@ fn dequantize(f: &Frame, op: &Op, prep: &Prepared, out: &mut [f32]) {
             },
             None => k::DetectionInput::F32(f.f32s(id)),
         };
-        return detection_part(f.graph, op, anchors, input, out);
+        return detection_part(
+            f.graph,
+            op,
+            anchors,
+            input,
+            &mut f.detections.borrow_mut(),
+            out,
+        );
     }
     let (Op::Dequantize { input, .. }, Prepared::Dequantize(p)) = (op, prep) else {
         unreachable!("{} writes float32", op.kind())

@@ -143,6 +143,7 @@ pub(crate) fn run(
         };
         values[id.index()] = Some(reals);
     }
+    let mut detections = None;
     for &i in &plan.order {
         let op = &graph.ops()[i];
         let get = |id: TensorId| -> &[f32] {
@@ -443,7 +444,7 @@ pub(crate) fn run(
             }
             (Op::DetectionPostProcess { .. }, Prepared::Detection(anchors)) => {
                 let input = |id: TensorId| intq_kernels::reference::DetectionInput::F32(get(id));
-                crate::exec::detection_part(graph, op, anchors, input, &mut y);
+                crate::exec::detection_part(graph, op, anchors, input, &mut detections, &mut y);
             }
             (Op::Transpose { input, perm, .. }, _) => {
                 intq_kernels::reference::transpose(get(*input), shape(*input), perm, &mut y);
