@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Makes int8 models of today's edge architectures with TensorFlow's own converter (make.py:
-# Keras's MobileNetV3-Small, an EfficientNet-Lite-style network and a DeepLab-style segmenter,
-# random seeded weights), compares every op output of each with TensorFlow Lite's reference
-# kernels byte for byte through tools/tflite-check (--strict: an op intq lacks is a failure), and
-# stores the golden fixtures that `cargo test -p intq-tflite` checks without Python:
+# Keras's MobileNetV3-Small, an EfficientNet-Lite-style network, a DeepLab-style segmenter and
+# an SSD-style detector ending in TFLite_Detection_PostProcess, random seeded weights), compares
+# every op output of each with TensorFlow Lite's reference kernels byte for byte through
+# tools/tflite-check (--strict: an op intq lacks is a failure), and stores the golden fixtures
+# that `cargo test -p intq-tflite` checks without Python:
 #   tools/tflite-models/make.sh [--seeds N] [--no-save]
 # Environment: VENV (default tools/tflite-models/.venv: tensorflow-cpu, ai-edge-litert, numpy),
 # INTQ as for tools/tflite-check/check.sh.
@@ -28,12 +29,14 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 "$venv/bin/python" "$here/make.py" "$work" 2>/dev/null
 status=0
-# Each architecture is saved once (the other edge variant checks the same ops); all are compared.
+# Each architecture is saved once (the other edge variant checks the same ops), the detector
+# once per NMS kind; all are compared.
 for model in "$work"/*.tflite; do
     name="$(basename "$model" .tflite)"
     args=("$model" --seeds "$seeds" --strict)
     case "$name" in
-        mobilenet_v3_small_int8 | efficientnet_lite_style_float | deeplab_style_int8)
+        mobilenet_v3_small_int8 | efficientnet_lite_style_float | deeplab_style_int8 | \
+            ssd_style_int8 | ssd_style_int8_regular_nms)
             if [ "$save" = 1 ]; then
                 args+=(--save "$root/crates/intq-tflite/tests/fixtures/converter_$name")
             fi ;;

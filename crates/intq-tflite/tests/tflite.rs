@@ -152,20 +152,40 @@ fn mlperf_tiny_models_equal_tflite_reference_byte_for_byte() {
 }
 
 /// Models TensorFlow's own converter wrote (tools/tflite-models): Keras's MobileNetV3-Small
-/// (int8 edges), an EfficientNet-Lite-style network (float edges) and a DeepLab-style segmenter
-/// (dilated convolutions, TRANSPOSE_CONV, RESIZE_BILINEAR), 3 seeds each.
+/// (int8 edges), an EfficientNet-Lite-style network (float edges), a DeepLab-style segmenter
+/// (dilated convolutions, TRANSPOSE_CONV, RESIZE_BILINEAR) and an SSD-style detector whose
+/// TFLite_Detection_PostProcess the converter fused from an `experimental_implements` function
+/// (fast and regular NMS, on dequantized reals), 3 seeds each.
 #[test]
 fn tensorflow_converter_models_equal_tflite_reference_byte_for_byte() {
     for name in [
         "converter_mobilenet_v3_small_int8",
         "converter_efficientnet_lite_style_float",
         "converter_deeplab_style_int8",
+        "converter_ssd_style_int8",
+        "converter_ssd_style_int8_regular_nms",
     ] {
         let (t, b) = check_fixture(name);
         assert!(
             t > 80 && b > 100_000,
             "{name}: only {t} tensors, {b} bytes compared"
         );
+    }
+    for (name, regular) in [
+        ("converter_ssd_style_int8", false),
+        ("converter_ssd_style_int8_regular_nms", true),
+    ] {
+        let dir = fixtures().join(name);
+        let g = intq_tflite::load(&dir.join(read_fixture(&dir).0)).unwrap();
+        let nms: Vec<bool> = g
+            .ops()
+            .iter()
+            .filter_map(|op| match op {
+                Op::DetectionPostProcess { options, .. } => Some(options.use_regular_nms),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(nms, [regular; 4], "{name}: one post-process, four outputs");
     }
 }
 
