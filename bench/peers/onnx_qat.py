@@ -27,6 +27,9 @@ weights per output channel, int8 activations); PyTorch runs get_default_qat_qcon
 (per-channel symmetric qint8 weights, quint8 activations with reduce_range, i.e. [0,127]) on the
 x86 engine. intq PTQ: min/max on the first --calib training pictures.
 
+Where intq refuses a model for its HardSigmoid gates, intq runs once more on the ONNX file with
+each gate rewritten as ReLU6 (gates_as_relu6, the same function in float), row `intq ReLU6`.
+
 ms/step: intq's from its metrics log (`epoch_seconds` over the epoch's steps; qat is run with
 --limit-test 1 so the epoch holds no test pass), PyTorch's from the wall time of its QAT loop.
 
