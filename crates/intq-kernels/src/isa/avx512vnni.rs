@@ -526,7 +526,7 @@ pub(crate) unsafe fn canon_load(
 /// One per-tensor quantized multiplier as broadcast vectors, with RoundingDivideByPOT's mask
 /// and threshold made once rather than per vector.
 #[derive(Clone, Copy)]
-struct Mbqm {
+pub(crate) struct Mbqm {
     /// `m0` in every dword, so `vpmuldq` reads it from even and (shifted down) odd lanes alike.
     m0: __m512i,
     left: __m512i,
@@ -538,7 +538,7 @@ struct Mbqm {
 impl Mbqm {
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    fn new(m: intq_quant::QuantizedMultiplier) -> Mbqm {
+    pub(crate) fn new(m: intq_quant::QuantizedMultiplier) -> Mbqm {
         let right = (-m.shift).clamp(0, 31);
         let mask = ((1i64 << right) - 1) as i32;
         Mbqm {
@@ -554,7 +554,7 @@ impl Mbqm {
     /// `mbqm` steps, as [`requant`] takes them.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    fn apply(&self, x: __m512i) -> __m512i {
+    pub(crate) fn apply(&self, x: __m512i) -> __m512i {
         let x = _mm512_sllv_epi32(x, self.left);
         let nudge = _mm512_set1_epi64(1 << 30);
         let even = _mm512_add_epi64(_mm512_mul_epi32(x, self.m0), nudge);

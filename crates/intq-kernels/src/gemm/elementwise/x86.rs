@@ -53,53 +53,8 @@ impl Mbqm256 {
     }
 }
 
-/// MultiplyByQuantizedMultiplier's constants for 16 lanes (`m0 >= 0`, shift in -31..=31).
-#[derive(Clone, Copy)]
-struct Mbqm512 {
-    m0: __m512i,
-    left: __m512i,
-    right: __m512i,
-    mask: __m512i,
-    half: __m512i,
-}
-
-impl Mbqm512 {
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw")]
-    fn new(m: intq_quant::QuantizedMultiplier) -> Self {
-        let right = (-m.shift).clamp(0, 31);
-        let mask = ((1i64 << right) - 1) as i32;
-        Mbqm512 {
-            m0: _mm512_set1_epi32(m.m0),
-            left: _mm512_set1_epi32(m.shift.max(0)),
-            right: _mm512_set1_epi32(right),
-            mask: _mm512_set1_epi32(mask),
-            half: _mm512_set1_epi32(mask >> 1),
-        }
-    }
-
-    /// [`Mbqm256::apply`] on 16 lanes.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw")]
-    fn apply(&self, x: __m512i) -> __m512i {
-        let x = _mm512_sllv_epi32(x, self.left);
-        let nudge = _mm512_set1_epi64(1 << 30);
-        let even = _mm512_add_epi64(_mm512_mul_epi32(x, self.m0), nudge);
-        let odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64::<32>(x), self.m0), nudge);
-        let x = _mm512_mask_blend_epi32(
-            0xAAAA,
-            _mm512_srli_epi64::<31>(even),
-            _mm512_slli_epi64::<1>(odd),
-        );
-        let one = _mm512_set1_epi32(1);
-        let rem = _mm512_and_si512(x, self.mask);
-        let neg = _mm512_cmplt_epi32_mask(x, _mm512_setzero_si512());
-        let threshold = _mm512_mask_add_epi32(self.half, neg, self.half, one);
-        let round = _mm512_cmpgt_epi32_mask(rem, threshold);
-        let q = _mm512_srav_epi32(x, self.right);
-        _mm512_mask_add_epi32(q, round, q, one)
-    }
-}
+/// MultiplyByQuantizedMultiplier on 16 lanes: the AVX-512 GEMM output stage's own.
+use crate::isa::avx512vnni::Mbqm as Mbqm512;
 
 /// Eight codes widened to int32 lanes.
 ///
