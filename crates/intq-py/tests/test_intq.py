@@ -190,6 +190,47 @@ def test_threads_share_one_model(models):
         assert_same_bytes(p, w, f"input {s} run concurrently")
 
 
+def test_run_releases_the_interpreter_lock(models):
+    """While `run` is in the engine, another Python thread runs. The interpreter's switch
+    interval is made so long that it never takes the lock from a thread, so the counting thread
+    gets it only when a holder gives it up: in `run`, if the engine gives it up, or in the
+    counting thread's own `sleep(0)`. The count read just before and just after a call then
+    differ only if the lock was released during it; a run of 64 images gives the thread time to
+    take it (the call is repeated a few times in case the OS was slow to run it)."""
+    import sys
+    import threading
+    import time
+
+    model = intq.Model(models["image_classification"], threads=1)
+    x = np.concatenate([random_inputs(model, s)[0] for s in range(64)])
+    count, done, started = [0], threading.Event(), threading.Event()
+
+    def counter():
+        started.set()
+        while not done.is_set():
+            count[0] += 1
+            time.sleep(0)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1000.0)
+    thread = threading.Thread(target=counter)
+    try:
+        thread.start()
+        started.wait()
+        advanced = 0
+        for _ in range(10):
+            before = count[0]
+            model.run(x)
+            advanced += count[0] > before
+            if advanced:
+                break
+    finally:
+        done.set()
+        thread.join()
+        sys.setswitchinterval(interval)
+    assert advanced, "no other Python thread ran while the model ran"
+
+
 def test_quantize_and_dequantize_are_the_engine_edges():
     x = np.array([-3.0, -0.75, -0.25, 0.0, 0.25, 0.75, 1.0, 1e9, np.nan], np.float32)
     q = intq.quantize(x, 0.5, 3, "uint8")
