@@ -765,6 +765,51 @@ def act_qat_model(path):
     onnx.save(model, path)
 
 
+def head_act_qat_model(path):
+    """Activations between fully connected layers (a classifier head as MobileNetV3's): HardSwish
+    and LeakyRelu on [N, F] tensors, whose engine shape is 2-D, node by node."""
+    rng = np.random.default_rng(SEED + 53)
+
+    def w(name, *shape, scale=0.4):
+        return numpy_helper.from_array(
+            (rng.standard_normal(shape) * scale).astype(np.float32), name
+        )
+
+    inits = [
+        w("w1", 8, 3, 3, 3),
+        w("b1", 8),
+        w("fc1_w", 16, 8),
+        w("fc1_b", 16),
+        w("fc2_w", 16, 16),
+        w("fc2_b", 16),
+        w("fc3_w", 10, 16),
+        w("fc3_b", 10),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1],
+                         strides=[2, 2]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r1"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["f", "fc1_w", "fc1_b"], ["h1"], name="fc1", transB=1),
+        helper.make_node("HardSwish", ["h1"], ["a1"], name="hardswish"),
+        helper.make_node("Gemm", ["a1", "fc2_w", "fc2_b"], ["h2"], name="fc2", transB=1),
+        helper.make_node("LeakyRelu", ["h2"], ["a2"], name="leaky", alpha=0.1),
+        helper.make_node("Gemm", ["a2", "fc3_w", "fc3_b"], ["output"], name="fc3", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "head_act_qat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 7
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+
+
 def resize_qat_model(path):
     """Nearest Resize and Concat: a strided branch brought back up by Resize (torch's
     asymmetric/floor) joined with a full-size branch, then Resize down by half (half_pixel,
@@ -1012,6 +1057,9 @@ def main():
     if only in (None, "act_qat"):
         act_qat_model(os.path.join(out, "act_qat.onnx"))
         models.append(("act_qat", (3, 32, 32)))
+    if only in (None, "head_act_qat"):
+        head_act_qat_model(os.path.join(out, "head_act_qat.onnx"))
+        models.append(("head_act_qat", (3, 32, 32)))
     if only in (None, "resize_qat"):
         resize_qat_model(os.path.join(out, "resize_qat.onnx"))
         models.append(("resize_qat", (3, 32, 32)))

@@ -873,6 +873,11 @@ impl GraphBuilder {
         })
     }
 
+    /// The shape tensor `id` was made with. Panics if `id` is not this builder's.
+    pub fn shape_of(&self, id: TensorId) -> &[usize] {
+        &self.tensors[id.index()].shape
+    }
+
     /// Narrows the codes of activation `id` to `qmin..=qmax` (see [`Tensor::code_range`]);
     /// [`finish`](Self::finish) checks the range. Panics if `id` is not this builder's.
     pub fn narrow_codes(&mut self, id: TensorId, qmin: i32, qmax: i32) -> &mut Self {

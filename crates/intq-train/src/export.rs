@@ -117,6 +117,14 @@ impl Exporter {
         self.act_tensor_shaped(name, &shape, p)
     }
 
+    /// An activation of `x`'s engine shape (an elementwise op's output): `x.shape` is the
+    /// network's NHWC view, which after a fully connected layer is `[N, 1, 1, F]` while its
+    /// engine tensor is `[N, F]`.
+    pub(crate) fn act_tensor_like(&mut self, name: &str, x: TensorId, p: QuantParams) -> TensorId {
+        let shape = self.b.shape_of(x).to_vec();
+        self.act_tensor_shaped(name, &shape, p)
+    }
+
     pub(crate) fn act_tensor_shaped(
         &mut self,
         name: &str,

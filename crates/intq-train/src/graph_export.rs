@@ -239,7 +239,7 @@ pub fn export_graph(
                     Layer::HardSwish(l) => {
                         let x = act(&vals, inputs[0], name)?;
                         let p = observed(name, l.out_obs.params(quant.act_scheme))?;
-                        let out = e.act_tensor_shaped(name, &x.shape, p);
+                        let out = e.act_tensor_like(name, x.id, p);
                         e.b.op(Op::HardSwish {
                             input: x.id,
                             output: out,
@@ -254,7 +254,7 @@ pub fn export_graph(
                         let a = act(&vals, inputs[0], name)?;
                         let b = act(&vals, inputs[1], name)?;
                         let p = observed(name, l.out_obs.params(quant.act_scheme))?;
-                        let out = e.act_tensor_shaped(name, &a.shape, p);
+                        let out = e.act_tensor_like(name, a.id, p);
                         // NHWC [1, H, W, C] by [1, 1, 1, C] broadcasts as [N, C, H, W] by
                         // [N, C, 1, 1] does.
                         e.b.op(Op::Mul {
@@ -273,7 +273,7 @@ pub fn export_graph(
                         let a = act(&vals, inputs[0], name)?;
                         let b = act(&vals, inputs[1], name)?;
                         let p = observed(name, l.out_obs.params(quant.act_scheme))?;
-                        let out = e.act_tensor_shaped(name, &a.shape, p);
+                        let out = e.act_tensor_like(name, a.id, p);
                         e.b.op(Op::Sub {
                             lhs: a.id,
                             rhs: b.id,
@@ -289,7 +289,7 @@ pub fn export_graph(
                     Layer::LeakyRelu(l) => {
                         let x = act(&vals, inputs[0], name)?;
                         let p = observed(name, l.out_obs.params(quant.act_scheme))?;
-                        let out = e.act_tensor_shaped(name, &x.shape, p);
+                        let out = e.act_tensor_like(name, x.id, p);
                         e.b.op(Op::LeakyRelu {
                             input: x.id,
                             output: out,
@@ -334,7 +334,7 @@ pub fn export_graph(
                             Some(Quant::PerTensor(pa)),
                             data,
                         );
-                        let out = e.act_tensor_shaped(name, &x.shape, p);
+                        let out = e.act_tensor_like(name, x.id, p);
                         e.b.op(Op::Prelu {
                             input: x.id,
                             alpha,
@@ -349,7 +349,7 @@ pub fn export_graph(
                     Layer::Tanh(l) => {
                         let x = act(&vals, inputs[0], name)?;
                         let p = l.params(quant.act_scheme);
-                        let out = e.act_tensor_shaped(name, &x.shape, p);
+                        let out = e.act_tensor_like(name, x.id, p);
                         e.b.op(Op::Tanh {
                             input: x.id,
                             output: out,
@@ -366,7 +366,7 @@ pub fn export_graph(
                             scale: 1.0 / l.levels as f32,
                             zero_point: quant.act_scheme.qmin(),
                         };
-                        let out = e.act_tensor_shaped(name, &x.shape, p);
+                        let out = e.act_tensor_like(name, x.id, p);
                         e.b.op(Op::Logistic {
                             input: x.id,
                             output: out,

@@ -86,6 +86,7 @@ fn float_mode_equals_onnxruntime() {
     assert!(float_parity("preprocess_qat", Head::Logits) <= 1e-5);
     assert!(float_parity("dilated_qat", Head::Logits) <= 1e-5);
     assert!(float_parity("act_qat", Head::Logits) <= 1e-5);
+    assert!(float_parity("head_act_qat", Head::Logits) <= 1e-5);
     assert!(float_parity("resize_qat", Head::Logits) <= 1e-5);
     // An NHWC input: the network's input is its NCHW transpose.
     assert!(float_parity("nhwc_qat", Head::Logits) <= 1e-5);
@@ -410,6 +411,7 @@ fn integer_model_equals_fake_quant_model() {
         "resize_qat",
         "nhwc_qat",
         "prelu_qat",
+        "head_act_qat",
         "pool_ceil_qat",
     ] {
         for quant in [
