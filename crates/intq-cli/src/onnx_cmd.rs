@@ -342,9 +342,17 @@ pub fn qat(o: &QatOptions) -> Result<()> {
         let mut loss_sum = 0.0;
         for idx in order.chunks(bs) {
             if o.max_steps.is_some_and(|m| step >= m) {
+                // Checkpoints are whole epochs, so a resume replays exactly what an
+                // uninterrupted run does; the partial epoch is not kept.
                 println!(
-                    "stopped after {step} steps (--max-steps), in epoch {}",
-                    epoch + 1
+                    "stopped after {step} steps (--max-steps), in epoch {}; {}",
+                    epoch + 1,
+                    if epoch > start {
+                        format!("{} holds the end of epoch {epoch}", o.out.display())
+                    } else {
+                        "no checkpoint written (checkpoints are written at the end of an epoch)"
+                            .to_string()
+                    }
                 );
                 return Ok(());
             }
