@@ -333,7 +333,11 @@ fn attributes(op: &Op) -> String {
         Op::Softmax { beta, .. } => format!("  beta {beta}"),
         Op::DetectionPostProcess { part, options, .. } => format!(
             "  {part:?}, {} NMS, max_detections {}, score >= {}, IoU > {}, {} classes",
-            if options.use_regular_nms { "regular" } else { "fast" },
+            if options.use_regular_nms {
+                "regular"
+            } else {
+                "fast"
+            },
             options.max_detections,
             options.nms_score_threshold,
             options.nms_iou_threshold,

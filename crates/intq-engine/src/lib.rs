@@ -20,8 +20,8 @@ mod validate;
 
 pub use error::{EngineError, GraphError};
 pub use graph::{
-    Activation, DType, DetectionPart, Graph, GraphBuilder, Metadata, Op, OpKind, Quant, Tensor, TensorData,
-    TensorId,
+    Activation, DType, DetectionPart, Graph, GraphBuilder, Metadata, Op, OpKind, Quant, Tensor,
+    TensorData, TensorId,
 };
 pub use intq_kernels::reference::DetectionOptions;
 pub use intq_kernels::{Isa, KernelTier, Padding};

@@ -818,7 +818,10 @@ pub fn export(graph: &Graph) -> Result<Vec<u8>, TfliteError> {
                 if *part != DetectionPart::Boxes {
                     continue;
                 }
-                outputs = detection_groups[&index].iter().map(|id| id.0 as i32).collect();
+                outputs = detection_groups[&index]
+                    .iter()
+                    .map(|id| id.0 as i32)
+                    .collect();
                 custom_options = Some(crate::detection::build_options(options));
                 (
                     CUSTOM_OP,
@@ -840,10 +843,7 @@ pub fn export(graph: &Graph) -> Result<Vec<u8>, TfliteError> {
                 Field::U32(opcode_index as u32),
             ),
             (schema::operator::INPUTS, Field::Off(Node::I32s(inputs))),
-            (
-                schema::operator::OUTPUTS,
-                Field::Off(Node::I32s(outputs)),
-            ),
+            (schema::operator::OUTPUTS, Field::Off(Node::I32s(outputs))),
         ];
         if let Some(bytes) = custom_options {
             f.push((

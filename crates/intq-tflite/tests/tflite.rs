@@ -274,14 +274,20 @@ fn spatial_ops_equal_tflite_reference_byte_for_byte() {
 #[test]
 fn detection_postprocess_equals_tflite_reference_byte_for_byte() {
     use intq_tflite::zoo::{detection_configs, detector};
-    for (name, dtype, ops) in [("detector_u8", DType::U8, 18), ("detector_i8", DType::I8, 20)] {
+    for (name, dtype, ops) in [
+        ("detector_u8", DType::U8, 18),
+        ("detector_i8", DType::I8, 20),
+    ] {
         let (t, b) = check_fixture(name);
         // Every op output per seed, four seeds.
         assert_eq!(t, 4 * ops, "{name}: {t} tensors compared");
         assert!(b > 9000, "{name}: {b} bytes compared");
         let committed =
             std::fs::read(fixtures().join(name).join(format!("{name}.tflite"))).unwrap();
-        assert!(export(&detector(dtype, &detection_configs())).unwrap() == committed, "{name}");
+        assert!(
+            export(&detector(dtype, &detection_configs())).unwrap() == committed,
+            "{name}"
+        );
     }
 }
 
