@@ -2,7 +2,7 @@
 //! against ONNX Runtime's outputs on the fixtures. Sums run in f64 so the result does not depend
 //! on a summation order.
 
-use crate::ir::{Conv, Graph, Op, Pool, ValueId};
+use crate::ir::{Conv, ConvTranspose, Graph, Op, Pool, ValueId};
 use crate::OnnxError;
 
 /// A dense f32 tensor, row-major.
@@ -92,6 +92,7 @@ fn eval_op(op: &Op, ins: &[&Tensor], out: &[usize]) -> Vec<f32> {
     let x = ins[0];
     match op {
         Op::Conv(c) => conv(c, x, out),
+        Op::ConvTranspose(c) => conv_transpose(c, x, out),
         Op::BatchNorm {
             scale,
             bias,
@@ -354,6 +355,46 @@ fn conv(c: &Conv, x: &Tensor, out: &[usize]) -> Vec<f32> {
         }
     }
     y
+}
+
+/// The scatter form: input pixel `(iy, ix)` adds to output `(iy s - top + fy, ix s - left + fx)`;
+/// sums in f64.
+fn conv_transpose(c: &ConvTranspose, x: &Tensor, out: &[usize]) -> Vec<f32> {
+    let [ic, oc, kh, kw] = c.weight_dims;
+    let (n, h, w) = (x.shape[0], x.shape[2], x.shape[3]);
+    let (oh, ow) = (out[2], out[3]);
+    let mut acc = vec![0f64; n * oc * oh * ow];
+    for b in 0..n {
+        for o in 0..oc {
+            let bias = c.bias.as_ref().map_or(0.0, |v| v[o] as f64);
+            let plane = &mut acc[(b * oc + o) * oh * ow..][..oh * ow];
+            plane.iter_mut().for_each(|v| *v = bias);
+            for i in 0..ic {
+                let xs = &x.data[(b * ic + i) * h * w..][..h * w];
+                let wk = &c.weight[(i * oc + o) * kh * kw..][..kh * kw];
+                for iy in 0..h {
+                    for ky in 0..kh {
+                        let oy = (iy * c.stride[0] + ky) as isize - c.pads[0] as isize;
+                        if oy < 0 || oy >= oh as isize {
+                            continue;
+                        }
+                        for ix in 0..w {
+                            let v = xs[iy * w + ix] as f64;
+                            for kx in 0..kw {
+                                let ox = (ix * c.stride[1] + kx) as isize - c.pads[1] as isize;
+                                if ox < 0 || ox >= ow as isize {
+                                    continue;
+                                }
+                                plane[oy as usize * ow + ox as usize] +=
+                                    v * wk[ky * kw + kx] as f64;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    acc.into_iter().map(|v| v as f32).collect()
 }
 
 fn pool(p: &Pool, x: &Tensor, out: &[usize], max: bool) -> Vec<f32> {

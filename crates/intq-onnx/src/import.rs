@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 
-use crate::ir::{Arith, Conv, Graph, Node, Op, Pool, Value, ValueId};
+use crate::ir::{Arith, Conv, ConvTranspose, Graph, Node, Op, Pool, Value, ValueId};
 use crate::proto::{self, attribute_proto::AttributeType, tensor_proto, NodeProto};
 use crate::read::{self, element_count, Const, Data, ModelFile, MAX_ELEMENTS, MAX_RANK};
 use crate::OnnxError;
@@ -849,15 +849,11 @@ impl Builder {
                     s,
                 )?;
             }
-            "ConvTranspose" => {
-                return Err(cx.err(
-                    "op ConvTranspose is not supported by intq's ONNX import (a transposed \
-                     convolution has no QAT layer yet)",
-                ))
-            }
+            "ConvTranspose" => self.conv_transpose(&cx)?,
             other => {
                 return Err(cx.err(format!(
-                    "op {other} is not supported by intq (supported: Conv, BatchNormalization, \
+                    "op {other} is not supported by intq (supported: Conv, ConvTranspose, \
+                     BatchNormalization, \
                      Relu, Clip, LeakyRelu, HardSwish, Sigmoid, Tanh, Add, Sub, Mul, Div, Concat, \
                      Resize (nearest), Transpose, PRelu, Max/Min by a constant, \
                      GlobalAveragePool, ReduceMean, AveragePool, MaxPool, Flatten, Reshape, Gemm, \
@@ -950,6 +946,201 @@ impl Builder {
             groups,
         });
         self.push(cx, op, vec![x], vec![s[0], wd[0], out[0], out[1]])
+    }
+
+    /// ONNX ConvTranspose, group 1 and dilation 1 (the engine's TRANSPOSE_CONV has neither):
+    /// `pads`, `output_padding`, `auto_pad` and `output_shape` resolved to the rows and columns cut
+    /// from the full output `stride (in - 1) + output_padding + kernel`.
+    fn conv_transpose(&mut self, cx: &Ctx) -> Result<(), OnnxError> {
+        cx.only_attrs(&[
+            "kernel_shape",
+            "strides",
+            "dilations",
+            "pads",
+            "auto_pad",
+            "group",
+            "output_padding",
+            "output_shape",
+        ])?;
+        let x = self.act(cx, 0)?;
+        let s = self.shape(x);
+        if s.len() != 4 {
+            return Err(cx.err(format!(
+                "input shape {s:?} is not NCHW (intq takes 2-D transposed convolutions)"
+            )));
+        }
+        let groups = cx.int("group")?.unwrap_or(1);
+        if groups != 1 {
+            return Err(cx.attr_err(
+                "group",
+                format!("is {groups}; intq's transposed convolution takes group 1"),
+            ));
+        }
+        let dilation = cx.positive_pair("dilations", 1)?;
+        if dilation != [1, 1] {
+            return Err(cx.attr_err(
+                "dilations",
+                format!(
+                    "is {dilation:?}; intq's transposed convolution (TFLite's TRANSPOSE_CONV) has \
+                     no dilation"
+                ),
+            ));
+        }
+        let w = self.required_const(cx, 1, "weight")?;
+        if w.dims.len() != 4 {
+            return Err(cx.err(format!("weight shape {:?} is not IOHW", w.dims)));
+        }
+        let wd = [w.dims[0], w.dims[1], w.dims[2], w.dims[3]];
+        if wd.contains(&0) {
+            return Err(cx.err(format!("weight shape {wd:?} is empty")));
+        }
+        if wd[0] != s[1] {
+            return Err(cx.err(format!(
+                "weight {wd:?} takes {} input channels, the input has {}",
+                wd[0], s[1]
+            )));
+        }
+        if let Some(k) = cx.ints("kernel_shape")? {
+            if k.len() != 2 || k[0] as usize != wd[2] || k[1] as usize != wd[3] {
+                return Err(cx.attr_err(
+                    "kernel_shape",
+                    format!("{k:?} does not match the weight {wd:?}"),
+                ));
+            }
+        }
+        let bias = match self.constant(cx, 2, "bias")? {
+            None => None,
+            Some(b) if b.data.len() == wd[1] => Some(b.to_f32()),
+            Some(b) => {
+                return Err(cx.err(format!(
+                    "bias has {} values for {} output channels",
+                    b.data.len(),
+                    wd[1]
+                )))
+            }
+        };
+        let stride = cx.positive_pair("strides", 1)?;
+        let kernel = [wd[2], wd[3]];
+        let output_padding = match cx.ints("output_padding")? {
+            None => [0, 0],
+            Some(v) if v.len() == 2 && (0..2).all(|d| v[d] >= 0 && (v[d] as usize) < stride[d]) => {
+                [v[0] as usize, v[1] as usize]
+            }
+            Some(v) => {
+                return Err(cx.attr_err(
+                    "output_padding",
+                    format!("{v:?}: intq takes two values, each below its stride {stride:?}"),
+                ))
+            }
+        };
+        // The full output before any cut.
+        let full = [0, 1].map(|d| stride[d] * (s[2 + d] - 1) + output_padding[d] + kernel[d]);
+        let auto = cx.string("auto_pad")?.unwrap_or_else(|| "NOTSET".into());
+        let target = match cx.ints("output_shape")? {
+            None => None,
+            Some(v) if v.len() == 2 && v.iter().all(|&d| (1..=1 << 16).contains(&d)) => {
+                Some([v[0] as usize, v[1] as usize])
+            }
+            Some(v) => {
+                return Err(cx.attr_err(
+                    "output_shape",
+                    format!("{v:?}: intq takes the output's height and width"),
+                ))
+            }
+        };
+        let mut pads = [0usize; 4];
+        match (auto.as_str(), target) {
+            (_, Some(_)) | ("SAME_UPPER" | "SAME_LOWER", None) => {
+                if cx.ints("pads")?.is_some() && target.is_some() {
+                    return Err(cx.attr_err(
+                        "output_shape",
+                        "is given together with pads; intq takes one of them",
+                    ));
+                }
+                let t = target.unwrap_or([s[2] * stride[0], s[3] * stride[1]]);
+                for d in 0..2 {
+                    // auto_pad cuts nothing where the full output is smaller than in * stride
+                    // (as ONNX Runtime does); an output_shape beyond it is refused.
+                    let total = match full[d].checked_sub(t[d]) {
+                        None if target.is_none() => Some(0),
+                        v => v,
+                    };
+                    let Some(total) = total else {
+                        return Err(cx.attr_err(
+                            if target.is_some() {
+                                "output_shape"
+                            } else {
+                                "auto_pad"
+                            },
+                            format!(
+                                "asks for an output of {} in dimension {}, more than the {} a \
+                                 transposed convolution of this input gives (intq does not pad \
+                                 its output)",
+                                t[d],
+                                d + 2,
+                                full[d]
+                            ),
+                        ));
+                    };
+                    // SAME_UPPER cuts the larger half at the end; SAME_LOWER and an
+                    // output_shape without auto_pad at the start (ONNX, ONNX Runtime).
+                    let (small, big) = (total / 2, total - total / 2);
+                    (pads[d], pads[d + 2]) = if auto == "SAME_UPPER" {
+                        (small, big)
+                    } else {
+                        (big, small)
+                    };
+                }
+            }
+            ("NOTSET", None) => {
+                if let Some(p) = cx.ints("pads")? {
+                    if p.len() != 4 || !p.iter().all(|&v| (0..=1 << 16).contains(&v)) {
+                        return Err(cx.attr_err(
+                            "pads",
+                            format!("{p:?}: intq takes four non-negative values"),
+                        ));
+                    }
+                    pads = [p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize];
+                }
+            }
+            ("VALID", None) => {}
+            (other, None) => {
+                return Err(cx.attr_err(
+                    "auto_pad",
+                    format!("{other:?} is not an ONNX auto_pad value"),
+                ))
+            }
+        }
+        let mut out = [0; 2];
+        for d in 0..2 {
+            out[d] = full[d]
+                .checked_sub(pads[d] + pads[d + 2])
+                .filter(|&o| o > 0)
+                .ok_or_else(|| {
+                    cx.attr_err(
+                        "pads",
+                        format!(
+                            "{:?} cut all of the {} outputs in dimension {}",
+                            (pads[d], pads[d + 2]),
+                            full[d],
+                            d + 2
+                        ),
+                    )
+                })?;
+        }
+        let weight = match w.data {
+            Data::F32(v) => v,
+            Data::I64(_) => return Err(cx.err("weight is not float")),
+        };
+        let op = Op::ConvTranspose(ConvTranspose {
+            weight,
+            weight_dims: wd,
+            bias,
+            stride,
+            pads,
+            output_padding,
+        });
+        self.push(cx, op, vec![x], vec![s[0], wd[1], out[0], out[1]])
     }
 
     /// Resolves `pads`/`auto_pad` to explicit `[top, left, bottom, right]` and the output size.

@@ -31,6 +31,23 @@ pub struct Conv {
     pub groups: usize,
 }
 
+/// A 2-D transposed convolution (ONNX ConvTranspose with group 1 and no dilation): input pixel
+/// `(iy, ix)` adds `x · W[c, k, fy, fx]` to output pixel `(iy s_h - top + fy, ix s_w - left + fx)`,
+/// weights IOHW as ONNX stores them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConvTranspose {
+    pub weight: Vec<f32>,
+    /// `[in channels, out channels, kernel height, kernel width]`.
+    pub weight_dims: [usize; 4],
+    pub bias: Option<Vec<f32>>,
+    pub stride: [usize; 2],
+    /// Rows and columns cut from the full output `[top, left, bottom, right]` (auto_pad and
+    /// output_shape resolved); `output_padding` rows and columns are added at the bottom and right
+    /// before the cut.
+    pub pads: [usize; 4],
+    pub output_padding: [usize; 2],
+}
+
 /// A 2-D pooling window.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pool {
@@ -81,6 +98,7 @@ impl Arith {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     Conv(Conv),
+    ConvTranspose(ConvTranspose),
     /// Inference-form batch norm, kept as its own node so QAT can fold it into the conv before.
     BatchNorm {
         scale: Vec<f32>,
@@ -187,6 +205,7 @@ impl Op {
                 "Conv(depthwise)"
             }
             Op::Conv(_) => "Conv(grouped)",
+            Op::ConvTranspose(_) => "ConvTranspose",
             Op::BatchNorm { .. } => "BatchNormalization",
             Op::Relu => "Relu",
             Op::HardSwish => "HardSwish",
@@ -224,6 +243,7 @@ impl Op {
     pub fn param_count(&self) -> usize {
         match self {
             Op::Conv(c) => c.weight.len() + c.bias.as_ref().map_or(0, Vec::len),
+            Op::ConvTranspose(c) => c.weight.len() + c.bias.as_ref().map_or(0, Vec::len),
             Op::BatchNorm { scale, .. } => 4 * scale.len(),
             Op::Linear { weight, bias, .. } => weight.len() + bias.as_ref().map_or(0, Vec::len),
             Op::Prelu { slope } => slope.len(),
@@ -318,6 +338,16 @@ impl fmt::Display for Graph {
                     c.dilation,
                     c.pads,
                     c.groups,
+                    if c.bias.is_some() { " +bias" } else { "" }
+                )?,
+                Op::ConvTranspose(c) => write!(
+                    f,
+                    " {}x{} stride {:?} pads {:?} output_padding {:?}{}",
+                    c.weight_dims[2],
+                    c.weight_dims[3],
+                    c.stride,
+                    c.pads,
+                    c.output_padding,
                     if c.bias.is_some() { " +bias" } else { "" }
                 )?,
                 Op::Clip { min, max } => write!(f, " [{min}, {max}]")?,

@@ -2,9 +2,10 @@
 //!
 //! [`load`] reads a `.onnx` file (inline or external initializers, opsets 11–21), folds the shape
 //! arithmetic exporters write, and returns an [`ir::Graph`] of the ops intq takes (Conv,
-//! BatchNormalization, Relu, Clip, HardSwish (also as x * HardSigmoid(x)), Sigmoid, Add, Mul,
-//! Concat, pools, Flatten, Reshape, Gemm/MatMul, Pad, trailing Softmax). Anything else is an
-//! [`OnnxError`] naming the node, its op type and the attribute at fault. [`eval::run`] executes the graph in f32 at any batch.
+//! ConvTranspose, BatchNormalization, Relu, Clip, HardSwish (also as x * HardSigmoid(x)),
+//! Sigmoid, Add, Mul, Concat, pools, Flatten, Reshape, Gemm/MatMul, Pad, trailing Softmax).
+//! Anything else is an [`OnnxError`] naming the node, its op type and the attribute at fault.
+//! [`eval::run`] executes the graph in f32 at any batch.
 //!
 //! [`qdq::export`] writes an integer `.intq` model as a QDQ ONNX model (QuantizeLinear /
 //! DequantizeLinear around float ops) that ONNX Runtime runs.
@@ -21,7 +22,7 @@ pub mod read;
 use std::fmt;
 use std::path::Path;
 
-pub use ir::{Arith, Graph, Node, Op, Value, ValueId};
+pub use ir::{Arith, ConvTranspose, Graph, Node, Op, Value, ValueId};
 
 /// Everything that can go wrong importing a model.
 #[derive(Debug, thiserror::Error)]
