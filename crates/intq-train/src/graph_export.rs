@@ -346,6 +346,29 @@ pub fn export_graph(
                             params: p,
                         }
                     }
+                    Layer::Gate(l) => {
+                        let x = act(&vals, inputs[0], name)?;
+                        let p = observed(name, l.out_obs.params(quant.act_scheme))?;
+                        let data = e.codes(vec![1]);
+                        let factor = e.b.constant(
+                            &format!("{name}/factor"),
+                            &[1, 1, 1, 1],
+                            Some(Quant::PerTensor(crate::graph_net::QGate::factor_params())),
+                            data,
+                        );
+                        let out = e.act_tensor_like(name, x.id, p);
+                        e.b.op(Op::Mul {
+                            lhs: x.id,
+                            rhs: factor,
+                            output: out,
+                            activation: intq_engine::Activation::None,
+                        });
+                        Cur {
+                            id: out,
+                            shape: x.shape,
+                            params: p,
+                        }
+                    }
                     Layer::Tanh(l) => {
                         let x = act(&vals, inputs[0], name)?;
                         let p = l.params(quant.act_scheme);

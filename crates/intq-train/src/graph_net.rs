@@ -52,6 +52,41 @@ pub enum Layer {
     Tanh(QTanh),
     Resize(ResizeNearest),
     Prelu(QPrelu),
+    Gate(QGate),
+}
+
+/// The `/ 6` of a HardSigmoid gate. `HardSigmoid(z) = clamp(a z + b, 0, 1) = relu6(6a z + 6b) / 6`:
+/// the Conv or Gemm producing `z` takes the `6a` and `6b` into its weights and bias and fuses
+/// ReLU6, and this layer scales its output `r` by `1/6` with its own output range. Exact
+/// evaluation is the engine's integer Mul of `r` by a constant of code 1 at scale `1/6`
+/// ([`QGate::factor_params`]), as TFLite's converter writes MobileNetV3's gates
+/// (conv + ReLU6, MUL by 1/6).
+#[derive(Module, Debug)]
+pub struct QGate {
+    pub out_obs: EmaObserver,
+}
+
+impl QGate {
+    /// The params of the constant factor, whose one code is 1.
+    pub fn factor_params() -> QuantParams {
+        QuantParams {
+            scale: 1.0 / 6.0,
+            zero_point: 0,
+        }
+    }
+
+    pub fn forward(&self, a: Act, ctx: &Ctx) -> Result<Act, TrainError> {
+        let pc = Self::factor_params();
+        if let (Some(q), Some(pi)) = (ctx.exact_quant(), a.q) {
+            if let Some(po) = self.out_obs.params(q.act_scheme)? {
+                let (qmin, qmax) = (q.act_scheme.qmin(), q.act_scheme.qmax());
+                let m = intq_kernels::reference::MulParams::new(pi, pc, po, qmin, qmax)?;
+                return Ok(codes_map(&a, pi, po, |c| m.apply(c, 1)));
+            }
+        }
+        let (x, q) = self.out_obs.apply(a.x.mul_scalar(pc.scale), ctx)?;
+        Ok(Act { x, q })
+    }
 }
 
 /// PRelu with trainable slopes (one per channel, `[C]`) and its own output range. The slopes
@@ -553,6 +588,49 @@ fn refuse(node: &intq_onnx::Node, msg: impl Into<String>) -> TrainError {
     ))
 }
 
+/// A HardSigmoid gate being built: the HardSigmoid node and the value of its producer's ReLU6
+/// output.
+struct Gate<'a> {
+    node: &'a intq_onnx::Node,
+    relu6: ValueId,
+    opts: LayerOpts,
+}
+
+impl Gate<'_> {
+    /// Pushes `layer` (named `name`, reading `input`, its ReLU6 already set) writing the gate's
+    /// ReLU6 value, and the [`QGate`] writing the HardSigmoid's output.
+    fn push(
+        &self,
+        layer: Layer,
+        input: ValueId,
+        name: String,
+        layers: &mut Vec<Layer>,
+        steps: &mut Vec<Step>,
+    ) {
+        let device = match &layer {
+            Layer::Conv(c) => c.weight.val().device(),
+            Layer::Linear(l) => l.weight.val().device(),
+            _ => unreachable!("gates follow convolutions and fully connected layers"),
+        };
+        layers.push(layer);
+        steps.push(Step::Layer {
+            layer: layers.len() - 1,
+            inputs: vec![input],
+            output: self.relu6,
+            name: format!("{name}+{}", self.node.name),
+        });
+        layers.push(Layer::Gate(QGate {
+            out_obs: EmaObserver::with_opts(self.opts, &device),
+        }));
+        steps.push(Step::Layer {
+            layer: layers.len() - 1,
+            inputs: vec![self.relu6],
+            output: self.node.output,
+            name: format!("{}/div6", self.node.name),
+        });
+    }
+}
+
 fn padding_any(pads: [usize; 4]) -> bool {
     pads.iter().any(|&p| p != 0)
 }
@@ -610,6 +688,32 @@ impl GraphNet {
                 Op::Clip { min, max } if min == 0.0 && max == f32::INFINITY => Some((k, ACT_RELU)),
                 _ => None,
             }
+        };
+        // A HardSigmoid reading `v` alone is a gate: the layer producing `v` takes its `6 alpha`
+        // and `6 beta` and a ReLU6, a [`QGate`] after it the `/ 6`.
+        let hsig_gate = |v: ValueId| -> Result<Option<(usize, f32, f32)>, TrainError> {
+            let Some((k, n)) = consumer(v) else {
+                return Ok(None);
+            };
+            let Op::HardSigmoid { alpha, beta } = n.op else {
+                return Ok(None);
+            };
+            if !(alpha.is_finite() && alpha != 0.0) {
+                return Err(refuse(
+                    n,
+                    format!(
+                        "attribute \"alpha\" is {alpha}; a HardSigmoid gate takes a finite, \
+                         non-zero slope"
+                    ),
+                ));
+            }
+            if !beta.is_finite() {
+                return Err(refuse(
+                    n,
+                    format!("attribute \"beta\" is {beta}; a HardSigmoid gate takes a finite one"),
+                ));
+            }
+            Ok(Some((k, 6.0 * alpha, 6.0 * beta)))
         };
         let mut done = vec![false; graph.nodes.len()];
         // Sub/Div/Mul/Add by constants reading the input alone, one after the other: the
@@ -736,6 +840,10 @@ impl GraphNet {
                         Op::BatchNorm { .. } => Some(j),
                         _ => None,
                     });
+                    let gate = hsig_gate(bn.map_or(node.output, |j| graph.nodes[j].output))?;
+                    // The gate's affine map: BN's scale and shift take it, or else the conv's
+                    // weights and bias (times 1 exactly for MobileNetV3's alpha 1/6).
+                    let (k6, m6) = gate.map_or((1.0, 0.0), |(_, k, m)| (k, m));
                     let mut out = node.output;
                     let mut layer = ConvBn::new(
                         cin,
@@ -750,8 +858,13 @@ impl GraphNet {
                     );
                     layer.padding = p;
                     layer.dilation = c.dilation[0];
+                    let weight: Vec<f32> = if bn.is_some() {
+                        c.weight.clone()
+                    } else {
+                        c.weight.iter().map(|w| w * k6).collect()
+                    };
                     layer.weight = Param::from_tensor(Tensor::from_data(
-                        TensorData::new(c.weight.clone(), [o, i, kh, kw]),
+                        TensorData::new(weight, [o, i, kh, kw]),
                         device,
                     ));
                     let conv_bias = c.bias.clone().unwrap_or_else(|| vec![0.0; o]);
@@ -773,14 +886,29 @@ impl GraphNet {
                         // BN(conv + b) = BN'(conv) with the mean moved by -b.
                         let mean: Vec<f32> =
                             mean.iter().zip(&conv_bias).map(|(m, b)| m - b).collect();
-                        layer.gamma = Some(Param::from_tensor(tensor1(scale, device)));
-                        layer.beta = Some(Param::from_tensor(tensor1(bias, device)));
+                        let scale: Vec<f32> = scale.iter().map(|g| g * k6).collect();
+                        let bias: Vec<f32> = bias.iter().map(|b| b * k6 + m6).collect();
+                        layer.gamma = Some(Param::from_tensor(tensor1(&scale, device)));
+                        layer.beta = Some(Param::from_tensor(tensor1(&bias, device)));
                         layer.running_mean = RunningState::new(tensor1(&mean, device));
                         layer.running_var = RunningState::new(tensor1(var, device));
                         layer.eps = *epsilon as f64;
                         out = n.output;
                     } else {
-                        layer.bias = Some(Param::from_tensor(tensor1(&conv_bias, device)));
+                        let b: Vec<f32> = conv_bias.iter().map(|b| b * k6 + m6).collect();
+                        layer.bias = Some(Param::from_tensor(tensor1(&b, device)));
+                    }
+                    if let Some((j, _, _)) = gate {
+                        layer.act = ACT_RELU6;
+                        done[j] = true;
+                        next_value += 1;
+                        let gate = Gate {
+                            node: &graph.nodes[j],
+                            relu6: next_value - 1,
+                            opts,
+                        };
+                        gate.push(Layer::Conv(layer), conv_input, name, &mut layers, &mut steps);
+                        continue;
                     }
                     let (act, out) = fuse(out, &mut done, &mut name);
                     layer.act = act;
@@ -798,13 +926,32 @@ impl GraphNet {
                     out_features,
                     bias,
                 } => {
+                    let gate = hsig_gate(node.output)?;
+                    let (k6, m6) = gate.map_or((1.0, 0.0), |(_, k, m)| (k, m));
                     let mut layer = QLinear::new(*in_features, *out_features, ACT_NONE, opts, device);
                     layer.weight = Param::from_tensor(Tensor::from_data(
-                        TensorData::new(weight.clone(), [*out_features, *in_features]),
+                        TensorData::new(
+                            weight.iter().map(|w| w * k6).collect::<Vec<_>>(),
+                            [*out_features, *in_features],
+                        ),
                         device,
                     ));
                     let b = bias.clone().unwrap_or_else(|| vec![0.0; *out_features]);
+                    let b: Vec<f32> = b.iter().map(|b| b * k6 + m6).collect();
                     layer.bias = Param::from_tensor(tensor1(&b, device));
+                    if let Some((j, _, _)) = gate {
+                        layer.act = ACT_RELU6;
+                        done[j] = true;
+                        next_value += 1;
+                        let gate = Gate {
+                            node: &graph.nodes[j],
+                            relu6: next_value - 1,
+                            opts,
+                        };
+                        let input = node.inputs[0];
+                        gate.push(Layer::Linear(layer), input, name, &mut layers, &mut steps);
+                        continue;
+                    }
                     let (act, out) = fuse(node.output, &mut done, &mut name);
                     layer.act = act;
                     layers.push(Layer::Linear(layer));
@@ -1114,6 +1261,13 @@ impl GraphNet {
                         ),
                     ))
                 }
+                Op::HardSigmoid { .. } => {
+                    return Err(refuse(
+                        node,
+                        "a HardSigmoid is taken as a gate: it must follow a Conv (with its \
+                         BatchNormalization) or Gemm/MatMul whose output nothing else reads",
+                    ))
+                }
                 Op::Relu | Op::Clip { .. } => {
                     return Err(refuse(
                         node,
@@ -1325,6 +1479,7 @@ impl GraphNet {
                         Layer::Tanh(l) => l.forward(a, ctx)?,
                         Layer::Resize(l) => l.forward(a),
                         Layer::Prelu(l) => l.forward(a, ctx)?,
+                        Layer::Gate(l) => l.forward(a, ctx)?,
                         Layer::Add(add) => add.forward(a, get(&vals, inputs[1])?, ctx)?,
                         Layer::Concat(cat) => {
                             let all = inputs
@@ -1393,6 +1548,7 @@ impl GraphNet {
             Some(Layer::Sub(l)) => Some(&l.out_obs),
             Some(Layer::LeakyRelu(l)) => Some(&l.out_obs),
             Some(Layer::Prelu(l)) => Some(&l.out_obs),
+            Some(Layer::Gate(l)) => Some(&l.out_obs),
             Some(Layer::Pool(_))
             | Some(Layer::Window(_))
             | Some(Layer::Sigmoid(_))

@@ -92,6 +92,8 @@ fn float_mode_equals_onnxruntime() {
     assert!(float_parity("nhwc_qat", Head::Logits) <= 1e-5);
     assert!(float_parity("prelu_qat", Head::Logits) <= 1e-5);
     assert!(float_parity("pool_ceil_qat", Head::Logits) <= 1e-5);
+    // HardSigmoid gates as a ReLU6 layer and a scaling by 1/6.
+    assert!(float_parity("hsigmoid_se_qat", Head::Logits) <= 1e-5);
 }
 
 /// `f` applied to the node named `node` of fixture `name`, then the error building the QAT
@@ -184,6 +186,46 @@ fn layers_the_qat_net_cannot_take_are_named() {
         e,
         "configuration: node \"div_std\" (Div): the preprocessing up to this node scales \
          channel 1 by -2; intq folds only a positive scale into the input normalization"
+    );
+}
+
+#[test]
+fn hard_sigmoids_that_are_not_gates_are_named() {
+    use intq_onnx::Op;
+    let e = refusal("hsigmoid_se_qat", "se_hsig", |op| {
+        *op = Op::HardSigmoid {
+            alpha: 0.0,
+            beta: 0.5,
+        }
+    });
+    assert_eq!(
+        e,
+        "configuration: node \"se_hsig\" (HardSigmoid): attribute \"alpha\" is 0; a \
+         HardSigmoid gate takes a finite, non-zero slope"
+    );
+    let e = refusal("hsigmoid_se_qat", "se2_hsig", |op| {
+        *op = Op::HardSigmoid {
+            alpha: 0.2,
+            beta: f32::INFINITY,
+        }
+    });
+    assert_eq!(
+        e,
+        "configuration: node \"se2_hsig\" (HardSigmoid): attribute \"beta\" is inf; a \
+         HardSigmoid gate takes a finite one"
+    );
+    // A HardSigmoid of an activation two nodes read: no layer can take its affine map.
+    let e = refusal("hsigmoid_se_qat", "se_pool", |op| {
+        *op = Op::HardSigmoid {
+            alpha: 0.2,
+            beta: 0.5,
+        }
+    });
+    assert_eq!(
+        e,
+        "configuration: node \"se_pool\" (GlobalAveragePool): a HardSigmoid is taken as a \
+         gate: it must follow a Conv (with its BatchNormalization) or Gemm/MatMul whose output \
+         nothing else reads"
     );
 }
 
@@ -413,6 +455,7 @@ fn integer_model_equals_fake_quant_model() {
         "prelu_qat",
         "head_act_qat",
         "pool_ceil_qat",
+        "hsigmoid_se_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
@@ -442,6 +485,7 @@ fn after_qat_steps_the_integer_model_equals_the_fake_quant_model() {
         "nhwc_qat",
         "prelu_qat",
         "pool_ceil_qat",
+        "hsigmoid_se_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
@@ -471,6 +515,7 @@ fn after_ptq_calibration_the_integer_model_equals_the_fake_quant_model() {
         "nhwc_qat",
         "prelu_qat",
         "pool_ceil_qat",
+        "hsigmoid_se_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
