@@ -58,10 +58,6 @@ Writes, into the output folder (default crates/intq-onnx/tests/fixtures):
                          squeeze-and-excitation gates are HardSigmoid (torchvision's: 1x1 conv
                          with bias, alpha 1/6; and a 1x1 conv-BN with the default alpha 0.2),
                          conv-BN-HardSwish, depthwise conv-BN-ReLU, a residual Add, GAP, Gemm
-  hsigmoid_se_qat.onnx   built with onnx.helper, opset 14: MobileNetV3-style blocks whose
-                         squeeze-and-excitation gates are HardSigmoid (torchvision's: 1x1 conv
-                         with bias, alpha 1/6; and a 1x1 conv-BN with the default alpha 0.2),
-                         conv-BN-HardSwish, depthwise conv-BN-ReLU, a residual Add, GAP, Gemm
   NAME.input.npy         fixed float32 inputs, batch 4 (seeded)
   NAME.output.npy        ONNX Runtime's output on them (CPU execution provider, no graph
                          optimizations, so it runs the file's nodes as written)
@@ -1221,85 +1217,6 @@ def hsigmoid_se_qat_model(path):
     onnx.save(model, path)
 
 
-def hsigmoid_se_qat_model(path):
-    """MobileNetV3-style blocks whose squeeze-and-excitation gates are HardSigmoid, node by
-    node: conv-BN-HardSwish, depthwise conv-BN-ReLU, a torchvision gate (GlobalAveragePool, 1x1
-    conv-ReLU, 1x1 conv with bias, HardSigmoid alpha 1/6, Mul), 1x1 conv-BN and a residual Add,
-    then a second gate whose 1x1 conv has BN and whose HardSigmoid keeps ONNX's default alpha
-    0.2 (Keras's hard_sigmoid), GAP, Gemm."""
-    rng = np.random.default_rng(SEED + 67)
-
-    def w(name, *shape, scale=0.4):
-        return numpy_helper.from_array(
-            (rng.standard_normal(shape) * scale).astype(np.float32), name
-        )
-
-    def bn(prefix, c):
-        return [
-            numpy_helper.from_array(rng.uniform(0.5, 1.5, c).astype(np.float32), prefix + "_s"),
-            numpy_helper.from_array(rng.uniform(-0.3, 0.3, c).astype(np.float32), prefix + "_b"),
-            numpy_helper.from_array(rng.uniform(-0.2, 0.2, c).astype(np.float32), prefix + "_m"),
-            numpy_helper.from_array(rng.uniform(0.5, 1.5, c).astype(np.float32), prefix + "_v"),
-        ]
-
-    def bn_node(x, prefix, y):
-        return helper.make_node("BatchNormalization",
-                                [x, prefix + "_s", prefix + "_b", prefix + "_m", prefix + "_v"],
-                                [y], name=prefix)
-
-    inits = [
-        w("w1", 16, 3, 3, 3), *bn("bn1", 16),
-        w("w_dw", 16, 1, 3, 3, scale=0.6), *bn("bn_dw", 16),
-        w("w_sq", 8, 16, 1, 1, scale=0.6), w("b_sq", 8),
-        w("w_ex", 16, 8, 1, 1, scale=0.6), w("b_ex", 16, scale=0.8),
-        w("w_pr", 16, 16, 1, 1), *bn("bn_pr", 16),
-        w("w_sq2", 8, 16, 1, 1, scale=0.6), w("b_sq2", 8),
-        w("w_ex2", 16, 8, 1, 1, scale=0.6), *bn("bn_ex2", 16),
-        w("fc_w", 10, 16),
-        w("fc_b", 10),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1],
-                         strides=[2, 2]),
-        bn_node("c1", "bn1", "b1"),
-        helper.make_node("HardSwish", ["b1"], ["h1"], name="hswish1"),
-        helper.make_node("Conv", ["h1", "w_dw"], ["cdw"], name="conv_dw", pads=[1, 1, 1, 1],
-                         group=16),
-        bn_node("cdw", "bn_dw", "bdw"),
-        helper.make_node("Relu", ["bdw"], ["rdw"], name="relu_dw"),
-        helper.make_node("GlobalAveragePool", ["rdw"], ["m"], name="se_pool"),
-        helper.make_node("Conv", ["m", "w_sq", "b_sq"], ["sq"], name="se_fc1"),
-        helper.make_node("Relu", ["sq"], ["sqr"], name="se_relu"),
-        helper.make_node("Conv", ["sqr", "w_ex", "b_ex"], ["ex"], name="se_fc2"),
-        helper.make_node("HardSigmoid", ["ex"], ["gate"], name="se_hsig", alpha=1.0 / 6.0),
-        helper.make_node("Mul", ["gate", "rdw"], ["scaled"], name="se_mul"),
-        helper.make_node("Conv", ["scaled", "w_pr"], ["cpr"], name="conv_project"),
-        bn_node("cpr", "bn_pr", "bpr"),
-        helper.make_node("Add", ["bpr", "h1"], ["res"], name="residual"),
-        helper.make_node("GlobalAveragePool", ["res"], ["m2"], name="se2_pool"),
-        helper.make_node("Conv", ["m2", "w_sq2", "b_sq2"], ["sq2"], name="se2_fc1"),
-        helper.make_node("Relu", ["sq2"], ["sqr2"], name="se2_relu"),
-        helper.make_node("Conv", ["sqr2", "w_ex2"], ["ex2"], name="se2_fc2"),
-        bn_node("ex2", "bn_ex2", "bex2"),
-        helper.make_node("HardSigmoid", ["bex2"], ["gate2"], name="se2_hsig"),
-        helper.make_node("Mul", ["res", "gate2"], ["scaled2"], name="se2_mul"),
-        helper.make_node("GlobalAveragePool", ["scaled2"], ["g"], name="gap"),
-        helper.make_node("Flatten", ["g"], ["f"], name="flatten", axis=1),
-        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["output"], name="fc", transB=1),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "hsigmoid_se_qat",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 10])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
-    model.ir_version = 7
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, path)
-
-
 def run_ort(path, x):
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -1373,9 +1290,6 @@ def main():
     if only in (None, "decoder_qat"):
         decoder_qat_model(os.path.join(out, "decoder_qat.onnx"))
         models.append(("decoder_qat", (3, 32, 32)))
-    if only in (None, "hsigmoid_se_qat"):
-        hsigmoid_se_qat_model(os.path.join(out, "hsigmoid_se_qat.onnx"))
-        models.append(("hsigmoid_se_qat", (3, 32, 32)))
     if only in (None, "hsigmoid_se_qat"):
         hsigmoid_se_qat_model(os.path.join(out, "hsigmoid_se_qat.onnx"))
         models.append(("hsigmoid_se_qat", (3, 32, 32)))
