@@ -129,6 +129,19 @@ pub struct QatOptions<'a> {
     pub shards: Option<usize>,
     /// Stop after this many optimizer steps in all (a run cut short, to `--resume` later).
     pub max_steps: Option<u64>,
+    /// `--schedule` / `--warmup`: how the learning rate moves over the run.
+    pub schedule: intq_train::trainer::LrSchedule,
+    /// `--label-smoothing`, in `[0, 1)`.
+    pub label_smoothing: f64,
+    /// `--ckpt-every`: also write the checkpoint every this many steps within an epoch.
+    pub ckpt_every: Option<u64>,
+    /// `--log-every`: also log the mean train loss of every this many steps (0: epochs only).
+    pub log_every: u64,
+    /// `--freeze-observers-after`: activation ranges stop moving from this epoch on.
+    pub freeze_observers_after: Option<usize>,
+    /// `intq train --from`: fine-tune in float (no fake quantization); the checkpoint is what
+    /// `intq qat --from` then starts from.
+    pub float: bool,
 }
 
 /// The `--augment` spelling of `a` (as the checkpoint records it).
@@ -215,10 +228,11 @@ fn top1(logits: &[f32], labels: &[i64]) -> usize {
         .count()
 }
 
-/// QAT fine-tuning of an imported float network on `--data`, whose pictures are brought to the
-/// model's input size and channels and fed as `p/255` in NCHW (the model's own preprocessing
-/// beyond that is not applied). Writes a checkpoint of the network with its ONNX model after
-/// every epoch (`intq convert` takes it alone).
+/// QAT fine-tuning (or with `o.float` float fine-tuning) of an imported float network on
+/// `--data`, whose pictures are brought to the model's input size and channels and fed as `p/255`
+/// in NCHW (the model's own preprocessing beyond that is not applied). `o.from` is the ONNX model
+/// or a float fine-tune's checkpoint of one. Writes a checkpoint of the network with its ONNX
+/// model after every epoch (`intq convert` takes a QAT one alone).
 pub fn qat(o: &QatOptions) -> Result<()> {
     use intq_train::sgd::{SgdStep, Velocity};
     use std::io::Write;
@@ -234,16 +248,42 @@ pub fn qat(o: &QatOptions) -> Result<()> {
         );
     }
     let from = o.from.display();
-    let onnx = std::fs::read(o.from).with_context(|| format!("--from {from}"))?;
-    let graph = intq_onnx::load_bytes(&onnx).with_context(|| format!("--from {from}"))?;
     let device = train_device();
-    let mut meta = std::collections::HashMap::from([
-        ("scheme".to_string(), scheme.to_string()),
-        ("bits_a".to_string(), o.bits_a.to_string()),
-        ("bits_w".to_string(), o.bits_w.to_string()),
-        ("per_channel".to_string(), o.per_channel.to_string()),
-        ("from".to_string(), o.from.display().to_string()),
-    ]);
+    // A float fine-tune's checkpoint carries its ONNX model, network and data.
+    let base = if is_graph_checkpoint(o.from) {
+        let l = graph_ckpt::load(o.from, LayerOpts::default(), &device)
+            .with_context(|| format!("--from {from}"))?;
+        if let Some(s) = l.meta.get("scheme") {
+            bail!(
+                "--from {from} is a QAT checkpoint ({s}): convert it with `intq convert`, or \
+                 continue its run with `--resume --out {from}`"
+            );
+        }
+        if o.float {
+            bail!(
+                "--from {from} is a checkpoint: continue its float run with `--resume --out \
+                 {from}`, or fine-tune it with fake quantization by `intq qat --from {from}`"
+            );
+        }
+        Some(l)
+    } else {
+        None
+    };
+    let onnx = match &base {
+        Some(l) => l.onnx.clone(),
+        None => std::fs::read(o.from).with_context(|| format!("--from {from}"))?,
+    };
+    let graph = intq_onnx::load_bytes(&onnx).with_context(|| format!("--from {from}"))?;
+    let mut meta =
+        std::collections::HashMap::from([("from".to_string(), o.from.display().to_string())]);
+    if !o.float {
+        meta.extend([
+            ("scheme".to_string(), scheme.to_string()),
+            ("bits_a".to_string(), o.bits_a.to_string()),
+            ("bits_w".to_string(), o.bits_w.to_string()),
+            ("per_channel".to_string(), o.per_channel.to_string()),
+        ]);
+    }
     // A resumed run continues the checkpoint's network, momentum and record.
     let (mut net, mut vel, start, augment) = if o.resume {
         let out = o.out.display();
@@ -257,7 +297,7 @@ pub fn qat(o: &QatOptions) -> Result<()> {
                 bail!(
                     "--resume: {out} holds a run with {k} {:?}, not this run's {:?}",
                     l.meta.get(k).map(String::as_str).unwrap_or("(none)"),
-                    meta[k]
+                    meta.get(k).map(String::as_str).unwrap_or("(none)")
                 );
             }
         }
@@ -271,6 +311,28 @@ pub fn qat(o: &QatOptions) -> Result<()> {
         let epoch: usize = get(&l, o.out, "epoch")?
             .parse()
             .with_context(|| format!("{out}: metadata \"epoch\""))?;
+        // A checkpoint written within an epoch (--ckpt-every, --max-steps) records how far into
+        // the next epoch it is, and that epoch's loss so far.
+        let within: usize = match l.meta.get("epoch_batches") {
+            Some(b) => b
+                .parse()
+                .with_context(|| format!("{out}: metadata \"epoch_batches\""))?,
+            None => 0,
+        };
+        let loss_so_far: f64 = match l.meta.get("epoch_loss_sum") {
+            Some(v) => v
+                .parse()
+                .with_context(|| format!("{out}: metadata \"epoch_loss_sum\""))?,
+            None => 0.0,
+        };
+        // The --log-every window the cut run had open.
+        let window = match l.meta.get("log_window") {
+            Some(v) => v
+                .split_once(',')
+                .and_then(|(s, n)| Some((s.parse::<f64>().ok()?, n.parse::<u64>().ok()?)))
+                .with_context(|| format!("{out}: metadata \"log_window\" {v:?}"))?,
+            None => (0.0, 0),
+        };
         let recorded = match l.meta.get("augment") {
             Some(a) => intq_train::augment::Augment::parse(a)
                 .with_context(|| format!("{out}: metadata \"augment\""))?,
@@ -278,8 +340,41 @@ pub fn qat(o: &QatOptions) -> Result<()> {
         };
         let augment = o.augment.unwrap_or(recorded);
         meta.extend(l.meta.into_iter().filter(|(k, _)| k == "data"));
-        eprintln!("resuming {out} after epoch {epoch}");
-        (l.net, l.velocity, epoch, augment)
+        if within > 0 {
+            eprintln!(
+                "resuming {out} in epoch {}, after {within} of its steps",
+                epoch + 1
+            );
+        } else {
+            eprintln!("resuming {out} after epoch {epoch}");
+        }
+        (
+            l.net,
+            l.velocity,
+            (epoch, within, loss_so_far, window),
+            augment,
+        )
+    } else if let Some(l) = base {
+        // QAT of a float fine-tune: its network and normalization, a fresh momentum.
+        if let Some(n) = o.normalize.filter(|n| **n != l.net.normalize) {
+            bail!(
+                "--normalize {n}: {from} was trained with --normalize {}; QAT keeps it (leave \
+                 --normalize out)",
+                l.net.normalize
+            );
+        }
+        let recorded = match l.meta.get("augment") {
+            Some(a) => intq_train::augment::Augment::parse(a)
+                .with_context(|| format!("{from}: metadata \"augment\""))?,
+            None => Default::default(),
+        };
+        meta.extend(l.meta.into_iter().filter(|(k, _)| k == "data"));
+        (
+            l.net,
+            Velocity::default(),
+            (0, 0, 0.0, (0.0, 0)),
+            o.augment.unwrap_or(recorded),
+        )
     } else {
         let mut net = GraphNet::from_graph(&graph, LayerOpts::default(), &device)
             .with_context(|| format!("--from {from}"))?;
@@ -287,8 +382,14 @@ pub fn qat(o: &QatOptions) -> Result<()> {
             net.set_normalize(n)
                 .with_context(|| format!("--from {from} with --normalize {n}"))?;
         }
-        (net, Velocity::default(), 0, o.augment.unwrap_or_default())
+        (
+            net,
+            Velocity::default(),
+            (0, 0, 0.0, (0.0, 0)),
+            o.augment.unwrap_or_default(),
+        )
     };
+    let (start, start_within, start_loss, start_window) = start;
     let classes = graph.value(net.logits).shape[1];
     let name = match o.data {
         Some(d) => d.to_string(),
@@ -309,13 +410,26 @@ pub fn qat(o: &QatOptions) -> Result<()> {
         );
     }
     let lr = o.lr.unwrap_or(0.005);
+    o.schedule.validate()?;
+    if !(0.0..1.0).contains(&o.label_smoothing) {
+        bail!("--label-smoothing {}: must be in [0, 1)", o.label_smoothing);
+    }
     let bs = o.batch_size.max(1);
     let per_epoch = train.len.div_ceil(bs) as u64;
+    if start_within as u64 >= per_epoch {
+        bail!(
+            "--resume: {} is {start_within} steps into an epoch of {per_epoch} steps; was it \
+             trained with another --batch-size or data?",
+            o.out.display()
+        );
+    }
     let total = per_epoch * epochs as u64;
-    let mut step = per_epoch * start as u64;
+    let mut step = per_epoch * start as u64 + start_within as u64;
     meta.insert("data".into(), name.clone());
     meta.insert(CLASSES.into(), serde_json::to_string(&train.class_names)?);
     meta.insert("augment".into(), augment_spec(&augment));
+    meta.insert("schedule".into(), o.schedule.name().into());
+    meta.insert("label_smoothing".into(), o.label_smoothing.to_string());
     let metrics_path = match o.metrics {
         Some(p) => p.to_path_buf(),
         None => {
@@ -332,55 +446,108 @@ pub fn qat(o: &QatOptions) -> Result<()> {
         .truncate(!o.resume)
         .open(&metrics_path)
         .with_context(|| format!("metrics log {}", metrics_path.display()))?;
+    let (mut win_sum, mut win_n) = start_window;
     for epoch in start..epochs {
         let t_epoch = std::time::Instant::now();
         let q_epoch = QuantCfg {
             freeze_bn: o.freeze_bn_after.is_some_and(|e| epoch >= e),
+            freeze_observers: o.freeze_observers_after.is_some_and(|e| epoch >= e),
             ..q
         };
+        meta.insert("freeze_bn".into(), q_epoch.freeze_bn.to_string());
+        meta.insert(
+            "freeze_observers".into(),
+            q_epoch.freeze_observers.to_string(),
+        );
+        // The order and the augmentation draws depend only on the seed, the epoch and the
+        // picture, so a run resumed within an epoch skips the batches it has done.
         let order = intq_train::trainer::shuffled(train.len, o.seed, epoch);
-        let mut loss_sum = 0.0;
-        for idx in order.chunks(bs) {
+        let skip = if epoch == start { start_within } else { 0 };
+        let mut loss_sum = if epoch == start { start_loss } else { 0.0 };
+        for (batch_no, idx) in order.chunks(bs).enumerate().skip(skip) {
+            // A checkpoint within the epoch: the network, momentum and observers after
+            // `batch_no` steps of it, which a resume continues exactly.
+            let save_within = |meta: &mut std::collections::HashMap<String, String>,
+                               net: &GraphNet,
+                               vel: &Velocity,
+                               loss_sum: f64,
+                               window: (f64, u64)|
+             -> Result<()> {
+                meta.insert("epoch".into(), epoch.to_string());
+                meta.insert("epoch_batches".into(), batch_no.to_string());
+                meta.insert("epoch_loss_sum".into(), format!("{loss_sum:e}"));
+                meta.insert("log_window".into(), format!("{:e},{}", window.0, window.1));
+                graph_ckpt::save(o.out, net, &onnx, vel, meta)?;
+                Ok(())
+            };
             if o.max_steps.is_some_and(|m| step >= m) {
-                // Checkpoints are whole epochs, so a resume replays exactly what an
-                // uninterrupted run does; the partial epoch is not kept.
+                if batch_no > 0 {
+                    save_within(&mut meta, &net, &vel, loss_sum, (win_sum, win_n))?;
+                }
+                if step == 0 {
+                    println!("stopped before the first step (--max-steps); nothing written");
+                    return Ok(());
+                }
                 println!(
-                    "stopped after {step} steps (--max-steps), in epoch {}; {}",
+                    "stopped after {step} steps (--max-steps), {batch_no} steps into epoch {}; \
+                     {} holds {}; --resume continues it",
                     epoch + 1,
-                    if epoch > start {
-                        format!("{} holds the end of epoch {epoch}", o.out.display())
+                    o.out.display(),
+                    if batch_no > 0 {
+                        format!("those {batch_no} steps")
                     } else {
-                        "no checkpoint written (checkpoints are written at the end of an epoch)"
-                            .to_string()
+                        format!("the end of epoch {epoch}")
                     }
                 );
                 return Ok(());
+            }
+            if batch_no > skip && o.ckpt_every.is_some_and(|k| step.is_multiple_of(k)) {
+                save_within(&mut meta, &net, &vel, loss_sum, (win_sum, win_n))?;
             }
             let (x, y) = augmented_batch(&train, &train_chw, idx, &augment, o.seed, epoch);
             let ctx = Ctx {
                 training: true,
                 step,
-                quant: Some(q_epoch),
+                quant: (!o.float).then_some(q_epoch),
                 exact: false,
                 log: None,
             };
             let sgd = SgdStep {
-                lr: intq_train::trainer::cosine_lr(lr, step, total),
+                lr: o.schedule.lr(lr, step, total),
                 momentum: o.momentum,
                 weight_decay: o.weight_decay,
             };
-            loss_sum +=
-                net.train_step_host(&x, &y, &ctx, &mut vel, sgd, &device)? * idx.len() as f64;
+            let loss =
+                net.train_step_host(&x, &y, &ctx, &mut vel, sgd, o.label_smoothing, &device)?;
+            loss_sum += loss * idx.len() as f64;
             step += 1;
+            (win_sum, win_n) = (win_sum + loss, win_n + 1);
+            if o.log_every > 0 && step.is_multiple_of(o.log_every) {
+                writeln!(
+                    metrics,
+                    "{{\"step\":{step},\"epoch_f\":{:.4},\"train_loss\":{:.6}}}",
+                    epoch as f64 + (batch_no + 1) as f64 / per_epoch as f64,
+                    win_sum / win_n as f64
+                )
+                .with_context(|| format!("metrics log {}", metrics_path.display()))?;
+                (win_sum, win_n) = (0.0, 0);
+            }
         }
         let mut correct = 0;
         for idx in (0..test.len).collect::<Vec<_>>().chunks(bs) {
             let (x, y) = batch(&test, &test_chw, idx);
-            let logits = net.logits_host(&x, idx.len(), &Ctx::eval(Some(q_epoch)), &device)?;
+            let logits = net.logits_host(
+                &x,
+                idx.len(),
+                &Ctx::eval((!o.float).then_some(q_epoch)),
+                &device,
+            )?;
             correct += top1(&logits, &y);
         }
         meta.insert("epoch".into(), (epoch + 1).to_string());
-        meta.insert("freeze_bn".into(), q_epoch.freeze_bn.to_string());
+        meta.remove("epoch_batches");
+        meta.remove("epoch_loss_sum");
+        meta.insert("log_window".into(), format!("{win_sum:e},{win_n}"));
         graph_ckpt::save(o.out, &net, &onnx, &vel, &meta)?;
         let (loss, acc) = (
             loss_sum / train.len as f64,
@@ -390,16 +557,17 @@ pub fn qat(o: &QatOptions) -> Result<()> {
         writeln!(
             metrics,
             "{{\"epoch\":{},\"step\":{step},\"train_loss\":{loss:.6},\"train_accuracy\":null,\
-             \"test_accuracy\":{acc:.6},\"epoch_seconds\":{:.3},\"lr\":{:.6},\"qat\":true}}",
+             \"test_accuracy\":{acc:.6},\"epoch_seconds\":{:.3},\"lr\":{:.6},\"qat\":{}}}",
             epoch + 1,
             t_epoch.elapsed().as_secs_f64(),
-            intq_train::trainer::cosine_lr(lr, step, total),
+            o.schedule.lr(lr, step, total),
+            !o.float,
         )
         .with_context(|| format!("metrics log {}", metrics_path.display()))?;
         println!(
-            "epoch {}/{epochs}: train loss {loss:.4}, fake-quant test accuracy {:.2}% ({} images); \
-             saved {}",
+            "epoch {}/{epochs}: train loss {loss:.4}, {} test accuracy {:.2}% ({} images); saved {}",
             epoch + 1,
+            if o.float { "float" } else { "fake-quant" },
             100.0 * acc,
             test.len,
             o.out.display()

@@ -157,6 +157,11 @@ pub struct TrainArgs {
     /// mobilenet-v2[@WIDTH], resnet18 (RGB, any size from 8x8; 32x32 and up is sensible).
     #[arg(long, default_value = "small-cnn")]
     model: String,
+    /// Fine-tune a float ONNX model (its graph and weights) instead of training --model from
+    /// scratch; the checkpoint holds the model, and `intq qat --from CKPT` fine-tunes it with
+    /// fake quantization next (docs/onnx.md).
+    #[arg(long, value_name = "MODEL.onnx", conflicts_with_all = ["model", "input_size"])]
+    from: Option<PathBuf>,
     /// Input size HxW the pictures are brought to (default: the model's own size where it has
     /// one, as above, else the data's). Grey pictures are replicated to RGB and RGB made grey
     /// as the model needs.
@@ -402,6 +407,14 @@ fn augment_for(flag: Option<Augment>, recorded: Option<&DataMeta>) -> Result<Aug
     }
 }
 
+/// The `--schedule` and `--warmup` flags as one schedule.
+fn schedule(c: &Common) -> intq_train::trainer::LrSchedule {
+    match c.schedule.as_str() {
+        "onecycle" => intq_train::trainer::LrSchedule::OneCycle { warmup: c.warmup },
+        _ => intq_train::trainer::LrSchedule::Cosine,
+    }
+}
+
 fn config(c: &Common, arch: Arch, epochs: usize, lr: f64) -> TrainConfig {
     let mut m = c.out.clone().into_os_string();
     m.push(".metrics.jsonl");
@@ -412,10 +425,7 @@ fn config(c: &Common, arch: Arch, epochs: usize, lr: f64) -> TrainConfig {
         lr: c.lr.unwrap_or(lr),
         momentum: c.momentum,
         weight_decay: c.weight_decay,
-        schedule: match c.schedule.as_str() {
-            "onecycle" => intq_train::trainer::LrSchedule::OneCycle { warmup: c.warmup },
-            _ => intq_train::trainer::LrSchedule::Cosine,
-        },
+        schedule: schedule(c),
         label_smoothing: c.label_smoothing,
         seed: c.seed,
         quant: None,
@@ -559,8 +569,18 @@ fn finish(cfg: &TrainConfig, s: &intq_train::Summary) {
 }
 
 fn run_train(a: TrainArgs, comm: &dyn Collective) -> Result<()> {
-    let arch: Arch = a.model.parse()?;
     let c = &a.common;
+    if let Some(from) = &a.from {
+        if !crate::onnx_cmd::is_onnx(from) {
+            bail!(
+                "--from {}: `intq train --from` fine-tunes a float ONNX model (.onnx)",
+                from.display()
+            );
+        }
+        check_imported(c)?;
+        return crate::onnx_cmd::qat(&onnx_options(from, c, true));
+    }
+    let arch: Arch = a.model.parse()?;
     let mut cfg = config(c, arch, 15, 0.05);
     let recorded = if c.resume {
         fidelity::recorded_meta(&cfg.out)
@@ -674,40 +694,84 @@ fn run_train(a: TrainArgs, comm: &dyn Collective) -> Result<()> {
     Ok(())
 }
 
+/// Refuses the flags an imported network's training does not take.
+fn check_imported(c: &Common) -> Result<()> {
+    if c.device != DeviceSpec::Cpu {
+        bail!(
+            "--device {}: fine-tuning an ONNX model runs on the CPU only",
+            c.device
+        );
+    }
+    if c.loader == Loader::Stream {
+        bail!(
+            "--loader stream: an imported network trains from pictures decoded up front; leave \
+             --loader out"
+        );
+    }
+    Ok(())
+}
+
+/// The options of `intq train|qat --from` an imported network (or a float fine-tune's
+/// checkpoint of one) trains with, its quantization flags at their defaults.
+fn onnx_options<'a>(
+    from: &'a std::path::Path,
+    c: &'a Common,
+    float: bool,
+) -> crate::onnx_cmd::QatOptions<'a> {
+    crate::onnx_cmd::QatOptions {
+        from,
+        data: c.data.as_deref(),
+        data_dir: c.data_dir.as_deref(),
+        epochs: c.epochs,
+        batch_size: c.batch_size,
+        lr: c.lr,
+        momentum: c.momentum,
+        weight_decay: c.weight_decay,
+        seed: c.seed,
+        limit_train: c.limit_train,
+        limit_test: c.limit_test,
+        out: &c.out,
+        bits_w: 8,
+        bits_a: 8,
+        scheme: None,
+        per_channel: false,
+        quant_delay: 0,
+        freeze_bn_after: None,
+        normalize: c.normalize.as_ref(),
+        resume: c.resume,
+        augment: c.augment,
+        metrics: c.metrics.as_deref(),
+        shards: c.shards,
+        max_steps: c.max_steps,
+        schedule: schedule(c),
+        label_smoothing: c.label_smoothing,
+        ckpt_every: c.ckpt_every,
+        log_every: c.log_every,
+        freeze_observers_after: None,
+        float,
+    }
+}
+
 fn run_qat(a: QatArgs, comm: &dyn Collective) -> Result<()> {
-    if crate::onnx_cmd::is_onnx(&a.from) {
+    if crate::onnx_cmd::is_onnx(&a.from) || crate::onnx_cmd::is_graph_checkpoint(&a.from) {
         let c = &a.common;
-        if c.device != DeviceSpec::Cpu {
+        check_imported(c)?;
+        if a.ranges != RangeMode::Ema {
             bail!(
-                "--device {}: fine-tuning an ONNX model runs on the CPU only",
-                c.device
+                "--ranges {}: an imported network keeps its activation ranges by EMA only; \
+                 leave --ranges out",
+                a.ranges.name()
             );
         }
         return crate::onnx_cmd::qat(&crate::onnx_cmd::QatOptions {
-            from: &a.from,
-            data: c.data.as_deref(),
-            data_dir: c.data_dir.as_deref(),
-            epochs: c.epochs,
-            batch_size: c.batch_size,
-            lr: c.lr,
-            momentum: c.momentum,
-            weight_decay: c.weight_decay,
-            seed: c.seed,
-            limit_train: c.limit_train,
-            limit_test: c.limit_test,
-            out: &c.out,
             bits_w: a.bits_w,
             bits_a: a.bits_a,
             scheme: a.scheme.as_deref(),
             per_channel: a.per_channel,
             quant_delay: a.quant_delay,
             freeze_bn_after: a.freeze_bn_after,
-            normalize: c.normalize.as_ref(),
-            resume: c.resume,
-            augment: c.augment,
-            metrics: c.metrics.as_deref(),
-            shards: c.shards,
-            max_steps: c.max_steps,
+            freeze_observers_after: a.freeze_observers_after,
+            ..onnx_options(&a.from, c, false)
         });
     }
     let scheme = a

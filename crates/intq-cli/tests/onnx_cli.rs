@@ -933,3 +933,220 @@ fn ptq_from_onnx_takes_a_normalization() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["images"], 4, "{v}");
 }
+
+/// The rest of the trainer's options for imported networks: a run cut within an epoch
+/// (`--max-steps`, `--ckpt-every`) resumes to the uninterrupted run's network, under the
+/// one-cycle schedule, label smoothing, frozen observers and step lines in the log; options an
+/// imported network cannot take are refused by name.
+#[test]
+fn qat_from_onnx_resumes_within_an_epoch() {
+    let dir = common::scratch("onnx_cli", "within_epoch");
+    let data = dir.join("rgb.npz");
+    write_rgb_npz(&data, 16, 4);
+    let model = fixture("se_qat.onnx");
+    let qat = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "qat",
+            "--from",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--batch-size",
+            "4",
+            "--epochs",
+            "2",
+            "--schedule",
+            "onecycle",
+            "--freeze-observers-after",
+            "1",
+            "--log-every",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        if !extra.contains(&"--label-smoothing") {
+            args.extend(["--label-smoothing", "0.1"]);
+        }
+        intq(&args)
+    };
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let straight = dir.join("straight.ckpt");
+    ok(qat(&straight, &[]));
+    // Four steps an epoch: cut after 3 (within epoch 1), resume and cut after 6 (within epoch
+    // 2, with --ckpt-every writing at step 5 on the way), then resume to the end.
+    let cut = dir.join("cut.ckpt");
+    let said = ok(qat(&cut, &["--max-steps", "3"]));
+    assert!(said.contains("3 steps into epoch 1"), "{said}");
+    let m = ckpt_meta(&cut);
+    assert_eq!(
+        (m["epoch"].as_str(), m["epoch_batches"].as_str()),
+        ("0", "3")
+    );
+    assert_eq!(m["schedule"], "onecycle");
+    assert_eq!(m["label_smoothing"], "0.1");
+    ok(qat(
+        &cut,
+        &["--resume", "--max-steps", "6", "--ckpt-every", "5"],
+    ));
+    let m = ckpt_meta(&cut);
+    assert_eq!(
+        (m["epoch"].as_str(), m["epoch_batches"].as_str()),
+        ("1", "2")
+    );
+    assert_eq!(m["freeze_observers"], "true");
+    ok(qat(&cut, &["--resume"]));
+    let m = ckpt_meta(&cut);
+    assert_eq!(m["epoch"], "2");
+    assert!(!m.contains_key("epoch_batches"));
+    assert_eq!(ckpt_state(&cut), ckpt_state(&straight));
+    // Label smoothing changes the run.
+    let plain = dir.join("plain.ckpt");
+    ok(qat(&plain, &["--label-smoothing", "0"]));
+    assert_ne!(ckpt_state(&plain).1, ckpt_state(&straight).1);
+    // The log: a step line every 2 steps and an epoch line per epoch, the cut run's equal to
+    // the straight run's but for timings.
+    let lines = |p: &Path| -> Vec<serde_json::Value> {
+        let mut m = p.as_os_str().to_owned();
+        m.push(".metrics.jsonl");
+        std::fs::read_to_string(m)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (a, b) = (lines(&straight), lines(&cut));
+    let steps: Vec<u64> = a.iter().filter_map(|l| l["step"].as_u64()).collect();
+    assert_eq!(steps, [2, 4, 4, 6, 8, 8], "{a:?}");
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x["train_loss"], y["train_loss"], "{a:?}\n{b:?}");
+    }
+    // Refused: learned ranges and the streaming loader.
+    for (flags, want) in [
+        (
+            &["--ranges", "lsq"][..],
+            "--ranges lsq: an imported network keeps its activation ranges by EMA only",
+        ),
+        (
+            &["--loader", "stream"][..],
+            "--loader stream: an imported network trains from pictures decoded up front",
+        ),
+    ] {
+        let out = qat(&dir.join("refused.ckpt"), flags);
+        assert!(!out.status.success());
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(e.contains(want), "{e}");
+    }
+}
+
+/// `intq train --from MODEL.onnx` fine-tunes in float; `intq qat --from` that checkpoint
+/// fine-tunes it with fake quantization into a model that converts; a float checkpoint does not
+/// convert, and a QAT checkpoint is not a `--from`.
+#[test]
+fn train_from_onnx_then_qat_from_its_checkpoint() {
+    let dir = common::scratch("onnx_cli", "float_then_qat");
+    let data = dir.join("rgb.npz");
+    write_rgb_npz(&data, 16, 4);
+    let model = fixture("se_qat.onnx");
+    let run = |args: &[&str]| intq(args);
+    let float = dir.join("float.ckpt");
+    let out = run(&[
+        "train",
+        "--from",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--batch-size",
+        "8",
+        "--epochs",
+        "1",
+        "--out",
+        float.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("float test accuracy"), "{said}");
+    assert!(!ckpt_meta(&float).contains_key("scheme"));
+    let out = run(&[
+        "convert",
+        float.to_str().unwrap(),
+        "--out",
+        dir.join("float.intq").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("not a QAT checkpoint"), "{e}");
+
+    // QAT from the float checkpoint: its data is the default; the result converts.
+    let q = dir.join("qat.ckpt");
+    let out = run(&[
+        "qat",
+        "--from",
+        float.to_str().unwrap(),
+        "--batch-size",
+        "8",
+        "--epochs",
+        "1",
+        "--out",
+        q.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(ckpt_meta(&q)["scheme"], "uint8");
+    assert_eq!(ckpt_meta(&q)["data"], ckpt_meta(&float)["data"]);
+    let m = dir.join("qat.intq");
+    let out = run(&["convert", q.to_str().unwrap(), "--out", m.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Its float weights are the float run's, not the ONNX model's: QAT from the ONNX model
+    // itself ends elsewhere.
+    let direct = dir.join("direct.ckpt");
+    let out = run(&[
+        "qat",
+        "--from",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--batch-size",
+        "8",
+        "--epochs",
+        "1",
+        "--out",
+        direct.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(ckpt_state(&q).1, ckpt_state(&direct).1);
+    // A QAT checkpoint is not a starting point.
+    let out = run(&[
+        "qat",
+        "--from",
+        q.to_str().unwrap(),
+        "--out",
+        dir.join("again.ckpt").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("is a QAT checkpoint (uint8)"), "{e}");
+}

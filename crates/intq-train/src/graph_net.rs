@@ -1520,7 +1520,25 @@ impl GraphNet {
         vel: &mut Velocity,
         step: SgdStep,
     ) -> Result<f64, TrainError> {
-        let loss = cross_entropy(self.forward(x, ctx)?, labels);
+        self.train_step_smoothed(x, labels, ctx, vel, step, 0.0)
+    }
+
+    /// [`GraphNet::train_step`] with label smoothing `eps` in `[0, 1)` (0: plain cross-entropy).
+    pub fn train_step_smoothed(
+        &mut self,
+        x: Tensor<4>,
+        labels: Tensor<1, Int>,
+        ctx: &Ctx,
+        vel: &mut Velocity,
+        step: SgdStep,
+        eps: f64,
+    ) -> Result<f64, TrainError> {
+        let logits = self.forward(x, ctx)?;
+        let loss = if eps == 0.0 {
+            cross_entropy(logits, labels)
+        } else {
+            crate::trainer::smoothed_cross_entropy(logits, labels, eps)
+        };
         let value = host_vec(loss.clone()).first().copied().unwrap_or(f32::NAN) as f64;
         if !value.is_finite() {
             return Err(TrainError::NonFinite(format!(
@@ -1606,7 +1624,7 @@ impl GraphNet {
         Ok(())
     }
 
-    /// [`GraphNet::train_step`] on host data: `labels.len()` images NCHW in `x`.
+    /// [`GraphNet::train_step_smoothed`] on host data: `labels.len()` images NCHW in `x`.
     pub fn train_step_host(
         &mut self,
         x: &[f32],
@@ -1614,6 +1632,7 @@ impl GraphNet {
         ctx: &Ctx,
         vel: &mut Velocity,
         step: SgdStep,
+        label_smoothing: f64,
         device: &Device,
     ) -> Result<f64, TrainError> {
         let [c, h, w] = self.input_shape;
@@ -1626,7 +1645,7 @@ impl GraphNet {
         }
         let x = Tensor::from_data(TensorData::new(x.to_vec(), [n, c, h, w]), device);
         let y = Tensor::from_data(TensorData::new(labels.to_vec(), [n]), device);
-        self.train_step(x, y, ctx, vel, step)
+        self.train_step_smoothed(x, y, ctx, vel, step, label_smoothing)
     }
 
     /// [`GraphNet::forward`] on host data: `n` images NCHW in `x`, the logits row by row.
