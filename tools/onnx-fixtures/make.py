@@ -58,6 +58,8 @@ Writes, into the output folder (default crates/intq-onnx/tests/fixtures):
                          squeeze-and-excitation gates are HardSigmoid (torchvision's: 1x1 conv
                          with bias, alpha 1/6; and a 1x1 conv-BN with the default alpha 0.2),
                          conv-BN-HardSwish, depthwise conv-BN-ReLU, a residual Add, GAP, Gemm
+  maxmin_qat.onnx        built with onnx.helper: Max of a conv-BN-ReLU and a plain conv, Min of
+                         two convs reading it (inputs of different ranges), GAP, Gemm
   NAME.input.npy         fixed float32 inputs, batch 4 (seeded)
   NAME.output.npy        ONNX Runtime's output on them (CPU execution provider, no graph
                          optimizations, so it runs the file's nodes as written)
@@ -1217,6 +1219,62 @@ def hsigmoid_se_qat_model(path):
     onnx.save(model, path)
 
 
+def maxmin_qat_model(path):
+    """Max and Min of two activations whose ranges differ (each input requantized to the output's
+    grid in the integer model), node by node: the Max of a conv-BN-ReLU and a plain conv, then
+    the Min of two convs reading it, GAP, Gemm."""
+    rng = np.random.default_rng(SEED + 71)
+
+    def w(name, *shape, scale=0.4):
+        return numpy_helper.from_array(
+            (rng.standard_normal(shape) * scale).astype(np.float32), name
+        )
+
+    inits = [
+        w("w1", 8, 3, 3, 3),
+        numpy_helper.from_array(rng.uniform(0.5, 1.5, 8).astype(np.float32), "bn_s"),
+        w("bn_b", 8, scale=0.5),
+        w("bn_m", 8, scale=0.2),
+        numpy_helper.from_array(rng.uniform(0.5, 1.5, 8).astype(np.float32), "bn_v"),
+        w("w2", 8, 3, 3, 3, scale=0.8),
+        w("b2", 8),
+        w("w3", 16, 8, 3, 3, scale=0.2),
+        w("b3", 16),
+        w("w4", 16, 8, 1, 1, scale=0.6),
+        w("b4", 16, scale=0.8),
+        w("fc_w", 10, 16),
+        w("fc_b", 10),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1],
+                         strides=[2, 2]),
+        helper.make_node("BatchNormalization", ["c1", "bn_s", "bn_b", "bn_m", "bn_v"], ["b1"],
+                         name="bn"),
+        helper.make_node("Relu", ["b1"], ["r1"], name="relu"),
+        helper.make_node("Conv", ["x", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1],
+                         strides=[2, 2]),
+        helper.make_node("Max", ["r1", "c2"], ["mx"], name="max"),
+        helper.make_node("Conv", ["mx", "w3", "b3"], ["c3"], name="conv3", pads=[1, 1, 1, 1],
+                         strides=[2, 2]),
+        helper.make_node("Conv", ["mx", "w4", "b4"], ["c4"], name="conv4", strides=[2, 2]),
+        helper.make_node("Min", ["c3", "c4"], ["mn"], name="min"),
+        helper.make_node("GlobalAveragePool", ["mn"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["output"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "maxmin_qat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+
+
 def run_ort(path, x):
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -1293,6 +1351,9 @@ def main():
     if only in (None, "hsigmoid_se_qat"):
         hsigmoid_se_qat_model(os.path.join(out, "hsigmoid_se_qat.onnx"))
         models.append(("hsigmoid_se_qat", (3, 32, 32)))
+    if only in (None, "maxmin_qat"):
+        maxmin_qat_model(os.path.join(out, "maxmin_qat.onnx"))
+        models.append(("maxmin_qat", (3, 32, 32)))
     for name, chw in models:
         path = os.path.join(out, name + ".onnx")
         onnx.checker.check_model(onnx.load(path))

@@ -140,6 +140,18 @@ fn eval_op(op: &Op, ins: &[&Tensor], out: &[usize]) -> Vec<f32> {
             .zip(&ins[1].data)
             .map(|(a, b)| a - b)
             .collect(),
+        Op::Maximum => x
+            .data
+            .iter()
+            .zip(&ins[1].data)
+            .map(|(a, b)| a.max(*b))
+            .collect(),
+        Op::Minimum => x
+            .data
+            .iter()
+            .zip(&ins[1].data)
+            .map(|(a, b)| a.min(*b))
+            .collect(),
         Op::LeakyRelu { alpha } => x
             .data
             .iter()

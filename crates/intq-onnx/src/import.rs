@@ -855,7 +855,7 @@ impl Builder {
                     "op {other} is not supported by intq (supported: Conv, ConvTranspose, \
                      BatchNormalization, \
                      Relu, Clip, LeakyRelu, HardSwish, Sigmoid, Tanh, Add, Sub, Mul, Div, Concat, \
-                     Resize (nearest), Transpose, PRelu, Max/Min by a constant, \
+                     Resize (nearest), Transpose, PRelu, Max/Min, \
                      GlobalAveragePool, ReduceMean, AveragePool, MaxPool, Flatten, Reshape, Gemm, \
                      MatMul, Pad, Softmax, LogSoftmax, and shape arithmetic on constants)"
                 )))
@@ -1510,18 +1510,25 @@ impl Builder {
         self.push(cx, Op::ResizeNearest { src_h, src_w }, vec![x], out)
     }
 
-    /// Max or Min of an activation and one constant value: a Clip (`Max(x, 0)` is a Relu,
-    /// `Min(Relu(x), 6)` a ReLU6): a Clip or Relu read by it alone merges into one Clip.
+    /// Max or Min of two activations of one shape, or of an activation and one constant value:
+    /// a Clip (`Max(x, 0)` is a Relu, `Min(Relu(x), 6)` a ReLU6): a Clip or Relu read by it
+    /// alone merges into one Clip.
     fn max_min(&mut self, cx: &Ctx) -> Result<(), OnnxError> {
         cx.only_attrs(&[])?;
         let op = cx.op.as_str();
         let (x, c) = match (self.input(cx, 0), self.input(cx, 1), cx.n.input.len()) {
             (Some(Val::Act(x)), Some(Val::Const(c)), 2)
             | (Some(Val::Const(c)), Some(Val::Act(x)), 2) => (x, c),
-            (Some(Val::Act(_)), Some(Val::Act(_)), 2) => {
-                return Err(cx.err(format!(
-                    "{op} of two activations; intq takes {op} of an activation and a constant"
-                )))
+            (Some(Val::Act(a)), Some(Val::Act(b)), 2) => {
+                let (sa, sb) = (self.shape(a), self.shape(b));
+                if sa != sb {
+                    return Err(cx.err(format!(
+                        "{op} of shapes {sa:?} and {sb:?}; intq takes {op} of two activations \
+                         of one shape"
+                    )));
+                }
+                let node = if op == "Max" { Op::Maximum } else { Op::Minimum };
+                return self.push(cx, node, vec![a, b], sa);
             }
             _ => return Err(cx.err(format!("{op} takes two inputs here"))),
         };

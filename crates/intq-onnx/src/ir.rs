@@ -126,6 +126,10 @@ pub enum Op {
     Add,
     /// Elementwise difference of two activations of the same shape.
     Sub,
+    /// Elementwise maximum of two activations of the same shape.
+    Maximum,
+    /// Elementwise minimum of two activations of the same shape.
+    Minimum,
     /// `x` where `x >= 0`, else `alpha x`.
     LeakyRelu {
         alpha: f32,
@@ -214,6 +218,8 @@ impl Op {
             Op::Clip { .. } => "Clip",
             Op::Add => "Add",
             Op::Sub => "Sub",
+            Op::Maximum => "Max",
+            Op::Minimum => "Min",
             Op::LeakyRelu { .. } => "LeakyRelu",
             Op::Tanh => "Tanh",
             Op::Prelu { .. } => "PRelu",

@@ -163,6 +163,15 @@ fn squeeze_excitation_matches_onnxruntime() {
 }
 
 #[test]
+fn hard_sigmoid_gates_and_max_min_of_activations_match_onnxruntime() {
+    let g = parity("hsigmoid_se_qat");
+    assert_eq!(count(&g, |o| matches!(o, Op::HardSigmoid { .. })), 2);
+    let g = parity("maxmin_qat");
+    assert_eq!(count(&g, |o| matches!(o, Op::Maximum)), 1);
+    assert_eq!(count(&g, |o| matches!(o, Op::Minimum)), 1);
+}
+
+#[test]
 fn baked_preprocessing_matches_onnxruntime() {
     let g = parity("preprocess_qat");
     // Sub and Div by per-channel constants, kept as nodes of their own.

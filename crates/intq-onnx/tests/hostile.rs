@@ -227,16 +227,39 @@ fn max_and_min_by_a_constant_are_clips() {
     )
     .unwrap();
     assert_eq!(y[0].data, [0.0, 0.5, 6.0, 2.0]);
+    // Of two activations: elementwise, of one shape only.
     let m = model(
-        vec![node("Max", "mx", &["x", "x"], &["y"], vec![])],
+        vec![
+            node("Relu", "r", &["x"], &["a"], vec![]),
+            node("Min", "mn2", &["x", "a"], &["y"], vec![]),
+        ],
         vec![],
         &[1, 4],
+    );
+    let g = load_bytes(&m).unwrap();
+    assert_eq!(g.nodes[1].op, Op::Minimum);
+    let y = run(
+        &g,
+        &[Tensor {
+            shape: vec![1, 4],
+            data: vec![-3.0, 0.5, 7.0, -2.0],
+        }],
+    )
+    .unwrap();
+    assert_eq!(y[0].data, [-3.0, 0.5, 7.0, -2.0]);
+    let m = model(
+        vec![
+            node("Flatten", "f", &["x"], &["a"], vec![]),
+            node("Max", "mx", &["x", "a"], &["y"], vec![]),
+        ],
+        vec![],
+        &[1, 2, 2],
     );
     let e = err(&m);
     assert!(
         e.contains(
-            "node \"mx\" (Max): Max of two activations; intq takes Max of an activation \
-                    and a constant"
+            "node \"mx\" (Max): Max of shapes [1, 2, 2] and [1, 4]; intq takes Max of two \
+             activations of one shape"
         ),
         "{e}"
     );

@@ -369,6 +369,56 @@ pub fn export_graph(
                             params: p,
                         }
                     }
+                    Layer::MaxMin(l) => {
+                        let p = observed(name, l.out_obs.params(quant.act_scheme))?;
+                        // Each input on the output's grid: as it is, or requantized by a Mul.
+                        let mut on_grid = Vec::with_capacity(2);
+                        for (k, &v) in inputs.iter().enumerate() {
+                            let x = act(&vals, v, name)?;
+                            on_grid.push(if x.params == p {
+                                x.id
+                            } else {
+                                let data = e.codes(vec![1]);
+                                let unit = e.b.constant(
+                                    &format!("{name}/unit{k}"),
+                                    &[1, 1, 1, 1],
+                                    Some(
+                                        Quant::PerTensor(crate::graph_net::QMaxMin::unit_params()),
+                                    ),
+                                    data,
+                                );
+                                let out = e.act_tensor_like(&format!("{name}/requant{k}"), x.id, p);
+                                e.b.op(Op::Mul {
+                                    lhs: x.id,
+                                    rhs: unit,
+                                    output: out,
+                                    activation: intq_engine::Activation::None,
+                                });
+                                out
+                            });
+                        }
+                        let a = act(&vals, inputs[0], name)?;
+                        let out = e.act_tensor_like(name, a.id, p);
+                        let (lhs, rhs) = (on_grid[0], on_grid[1]);
+                        e.b.op(if l.max {
+                            Op::Maximum {
+                                lhs,
+                                rhs,
+                                output: out,
+                            }
+                        } else {
+                            Op::Minimum {
+                                lhs,
+                                rhs,
+                                output: out,
+                            }
+                        });
+                        Cur {
+                            id: out,
+                            shape: a.shape,
+                            params: p,
+                        }
+                    }
                     Layer::Tanh(l) => {
                         let x = act(&vals, inputs[0], name)?;
                         let p = l.params(quant.act_scheme);

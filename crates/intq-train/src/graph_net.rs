@@ -53,6 +53,72 @@ pub enum Layer {
     Resize(ResizeNearest),
     Prelu(QPrelu),
     Gate(QGate),
+    MaxMin(QMaxMin),
+}
+
+/// Elementwise maximum or minimum of two activations of one shape, with its own output range.
+/// The engine's Maximum and Minimum compare codes of one `(S, Z)`, so each input not already on
+/// the output's grid is requantized to it first by the engine's Mul by a constant of code 1 at
+/// scale 1 (`M = S_in / S_out`, [`QMaxMin::unit_params`]); exact evaluation does the same on the
+/// codes, then takes the larger or smaller code.
+#[derive(Module, Debug)]
+pub struct QMaxMin {
+    pub out_obs: EmaObserver,
+    pub max: bool,
+}
+
+impl QMaxMin {
+    /// The params of the requantizing constant, whose one code is 1.
+    pub fn unit_params() -> QuantParams {
+        QuantParams {
+            scale: 1.0,
+            zero_point: 0,
+        }
+    }
+
+    pub fn forward(&self, a: Act, b: Act, ctx: &Ctx) -> Result<Act, TrainError> {
+        if let (Some(q), Some(pa), Some(pb)) = (ctx.exact_quant(), a.q, b.q) {
+            if let Some(po) = self.out_obs.params(q.act_scheme)? {
+                let (qmin, qmax) = (q.act_scheme.qmin(), q.act_scheme.qmax());
+                let requant = |p: QuantParams| -> Result<Box<dyn Fn(i32) -> i32>, TrainError> {
+                    if p == po {
+                        return Ok(Box::new(|c| c));
+                    }
+                    let m = intq_kernels::reference::MulParams::new(
+                        p,
+                        Self::unit_params(),
+                        po,
+                        qmin,
+                        qmax,
+                    )?;
+                    Ok(Box::new(move |c| m.apply(c, 1)))
+                };
+                let (ra, rb) = (requant(pa)?, requant(pb)?);
+                let code = |v: f32, p: QuantParams| (v / p.scale).round() as i32 + p.zero_point;
+                let dims = a.x.dims();
+                let out: Vec<f64> = host_vec(a.x.clone())
+                    .into_iter()
+                    .zip(host_vec(b.x))
+                    .map(|(x, y)| {
+                        let (x, y) = (ra(code(x, pa)), rb(code(y, pb)));
+                        let c = if self.max { x.max(y) } else { x.min(y) };
+                        po.scale as f64 * (c - po.zero_point) as f64
+                    })
+                    .collect();
+                return Ok(Act {
+                    x: f64_tensor(out, dims, &a.x.device()),
+                    q: Some(po),
+                });
+            }
+        }
+        let y = if self.max {
+            a.x.max_pair(b.x)
+        } else {
+            a.x.min_pair(b.x)
+        };
+        let (x, q) = self.out_obs.apply(y, ctx)?;
+        Ok(Act { x, q })
+    }
 }
 
 /// The `/ 6` of a HardSigmoid gate. `HardSigmoid(z) = clamp(a z + b, 0, 1) = relu6(6a z + 6b) / 6`:
@@ -1123,6 +1189,18 @@ impl GraphNet {
                         name,
                     });
                 }
+                Op::Maximum | Op::Minimum => {
+                    layers.push(Layer::MaxMin(QMaxMin {
+                        out_obs: EmaObserver::with_opts(opts, device),
+                        max: matches!(node.op, Op::Maximum),
+                    }));
+                    steps.push(Step::Layer {
+                        layer: layers.len() - 1,
+                        inputs: node.inputs.clone(),
+                        output: node.output,
+                        name,
+                    });
+                }
                 Op::LeakyRelu { alpha } => {
                     if *alpha < 0.0 {
                         return Err(refuse(
@@ -1480,6 +1558,7 @@ impl GraphNet {
                         Layer::Resize(l) => l.forward(a),
                         Layer::Prelu(l) => l.forward(a, ctx)?,
                         Layer::Gate(l) => l.forward(a, ctx)?,
+                        Layer::MaxMin(l) => l.forward(a, get(&vals, inputs[1])?, ctx)?,
                         Layer::Add(add) => add.forward(a, get(&vals, inputs[1])?, ctx)?,
                         Layer::Concat(cat) => {
                             let all = inputs
@@ -1567,6 +1646,7 @@ impl GraphNet {
             Some(Layer::LeakyRelu(l)) => Some(&l.out_obs),
             Some(Layer::Prelu(l)) => Some(&l.out_obs),
             Some(Layer::Gate(l)) => Some(&l.out_obs),
+            Some(Layer::MaxMin(l)) => Some(&l.out_obs),
             Some(Layer::Pool(_))
             | Some(Layer::Window(_))
             | Some(Layer::Sigmoid(_))

@@ -92,8 +92,11 @@ fn float_mode_equals_onnxruntime() {
     assert!(float_parity("nhwc_qat", Head::Logits) <= 1e-5);
     assert!(float_parity("prelu_qat", Head::Logits) <= 1e-5);
     assert!(float_parity("pool_ceil_qat", Head::Logits) <= 1e-5);
+    // A 4x4 ConvTranspose with BN folded and a 2x2 one, both with ReLU.
+    assert!(float_parity("decoder_qat", Head::Logits) <= 1e-5);
     // HardSigmoid gates as a ReLU6 layer and a scaling by 1/6.
     assert!(float_parity("hsigmoid_se_qat", Head::Logits) <= 1e-5);
+    assert!(float_parity("maxmin_qat", Head::Logits) <= 1e-5);
 }
 
 /// `f` applied to the node named `node` of fixture `name`, then the error building the QAT
@@ -455,7 +458,9 @@ fn integer_model_equals_fake_quant_model() {
         "prelu_qat",
         "head_act_qat",
         "pool_ceil_qat",
+        "decoder_qat",
         "hsigmoid_se_qat",
+        "maxmin_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
@@ -485,7 +490,9 @@ fn after_qat_steps_the_integer_model_equals_the_fake_quant_model() {
         "nhwc_qat",
         "prelu_qat",
         "pool_ceil_qat",
+        "decoder_qat",
         "hsigmoid_se_qat",
+        "maxmin_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
@@ -515,7 +522,9 @@ fn after_ptq_calibration_the_integer_model_equals_the_fake_quant_model() {
         "nhwc_qat",
         "prelu_qat",
         "pool_ceil_qat",
+        "decoder_qat",
         "hsigmoid_se_qat",
+        "maxmin_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
