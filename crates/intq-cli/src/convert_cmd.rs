@@ -177,19 +177,24 @@ pub fn run(cmd: ConvertCommand) -> Result<()> {
             Ok(())
         }
         ConvertCommand::Eval(a) => eval(a),
-        ConvertCommand::Ptq(a) if crate::onnx_cmd::is_onnx(&a.from) => crate::onnx_cmd::ptq(
-            &a.from,
-            a.data.as_deref(),
-            a.data_dir.as_deref(),
-            a.calib,
-            &a.method,
-            &a.scheme,
-            a.per_channel,
-            a.bits_a,
-            a.bits_w,
-            a.normalize.as_ref(),
-            &a.out,
-        ),
+        ConvertCommand::Ptq(a)
+            if crate::onnx_cmd::is_onnx(&a.from)
+                || crate::onnx_cmd::is_graph_checkpoint(&a.from) =>
+        {
+            crate::onnx_cmd::ptq(
+                &a.from,
+                a.data.as_deref(),
+                a.data_dir.as_deref(),
+                a.calib,
+                &a.method,
+                &a.scheme,
+                a.per_channel,
+                a.bits_a,
+                a.bits_w,
+                a.normalize.as_ref(),
+                &a.out,
+            )
+        }
         ConvertCommand::Ptq(a) => {
             if let Some(n) = &a.normalize {
                 bail!(

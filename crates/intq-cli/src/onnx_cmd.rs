@@ -649,16 +649,34 @@ pub fn ptq(
         bail!("--method {method}: an imported network calibrates with minmax only for now");
     }
     let q = quant_cfg(scheme, bits_a, bits_w, per_channel)?;
-    let graph = intq_onnx::load(model).with_context(|| format!("--from {from}"))?;
     let device = train_device();
-    let mut net = GraphNet::from_graph(&graph, LayerOpts::default(), &device)
-        .with_context(|| format!("--from {from}"))?;
-    if let Some(n) = normalize {
-        net.set_normalize(n)
-            .with_context(|| format!("--from {from} with --normalize {n}"))?;
-    }
+    // The ONNX model, or a float fine-tune's checkpoint of one (its weights, normalization and
+    // data).
+    let (graph, net, recorded) = if is_graph_checkpoint(model) {
+        let l = graph_ckpt::load(model, LayerOpts::default(), &device)
+            .with_context(|| format!("--from {from}"))?;
+        if let Some(s) = l.meta.get("scheme") {
+            bail!("--from {from} is a QAT checkpoint ({s}): convert it with `intq convert`");
+        }
+        if let Some(n) = normalize.filter(|n| **n != l.net.normalize) {
+            bail!(
+                "--normalize {n}: {from} was trained with --normalize {}; leave --normalize out",
+                l.net.normalize
+            );
+        }
+        (l.graph, l.net, l.meta.get("data").cloned())
+    } else {
+        let graph = intq_onnx::load(model).with_context(|| format!("--from {from}"))?;
+        let mut net = GraphNet::from_graph(&graph, LayerOpts::default(), &device)
+            .with_context(|| format!("--from {from}"))?;
+        if let Some(n) = normalize {
+            net.set_normalize(n)
+                .with_context(|| format!("--from {from} with --normalize {n}"))?;
+        }
+        (graph, net, None)
+    };
     let classes = graph.value(net.logits).shape[1];
-    let Some(name) = data else {
+    let Some(name) = data.or(recorded.as_deref()) else {
         bail!("--from {from} is an ONNX model: name its calibration data with --data");
     };
     let (train, _) = load_data(name, data_dir, &net, classes, model)?;

@@ -1048,8 +1048,8 @@ fn qat_from_onnx_resumes_within_an_epoch() {
 }
 
 /// `intq train --from MODEL.onnx` fine-tunes in float; `intq qat --from` that checkpoint
-/// fine-tunes it with fake quantization into a model that converts; a float checkpoint does not
-/// convert, and a QAT checkpoint is not a `--from`.
+/// fine-tunes it with fake quantization into a model that converts, and `intq ptq --from` it
+/// calibrates it; a float checkpoint does not convert, and a QAT checkpoint is not a `--from`.
 #[test]
 fn train_from_onnx_then_qat_from_its_checkpoint() {
     let dir = common::scratch("onnx_cli", "float_then_qat");
@@ -1138,6 +1138,19 @@ fn train_from_onnx_then_qat_from_its_checkpoint() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_ne!(ckpt_state(&q).1, ckpt_state(&direct).1);
+    // PTQ calibrates the float fine-tune on its own data.
+    let p = dir.join("ptq.intq");
+    let out = run(&[
+        "ptq",
+        "--from",
+        float.to_str().unwrap(),
+        "--calib",
+        "8",
+        "--out",
+        p.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(p.exists());
     // A QAT checkpoint is not a starting point.
     let out = run(&[
         "qat",
