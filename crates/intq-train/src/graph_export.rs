@@ -186,6 +186,10 @@ pub fn export_graph(
                             e.conv(name, l, &x)?
                         }
                     }
+                    Layer::ConvTranspose(l) => {
+                        let x = act(&vals, inputs[0], name)?;
+                        l.emit(&mut e, name, &x)?
+                    }
                     Layer::Add(l) => {
                         let a = act(&vals, inputs[0], name)?;
                         let b = act(&vals, inputs[1], name)?;

@@ -21,6 +21,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::ops::PadMode;
 use burn::tensor::{activation, Device, Int, Tensor, TensorData};
 
+use crate::conv_transpose::{BnFold, QConvTranspose};
 use crate::fake_quant::{f64_tensor, host_vec};
 use crate::layers::{
     Act, ConvBn, Ctx, InputQuant, LayerOpts, Pool, QAdd, QConcat, QLinear, ACT_NONE, ACT_RELU,
@@ -39,6 +40,7 @@ use intq_quant::QuantParams;
 #[derive(Module, Debug)]
 pub enum Layer {
     Conv(ConvBn),
+    ConvTranspose(QConvTranspose),
     Linear(QLinear),
     Add(QAdd),
     Concat(QConcat),
@@ -986,6 +988,43 @@ impl GraphNet {
                         name,
                     });
                 }
+                Op::ConvTranspose(c) => {
+                    // A BatchNormalization reading it alone folds into its float weights.
+                    let bn = consumer(node.output).and_then(|(j, n)| match &n.op {
+                        Op::BatchNorm {
+                            scale,
+                            bias,
+                            mean,
+                            var,
+                            epsilon,
+                        } => Some((j, BnFold {
+                            scale,
+                            bias,
+                            mean,
+                            var,
+                            epsilon: *epsilon,
+                        })),
+                        _ => None,
+                    });
+                    let mut out = node.output;
+                    let bn = bn.map(|(j, fold)| {
+                        done[j] = true;
+                        name.push('+');
+                        name.push_str(&graph.nodes[j].name);
+                        out = graph.nodes[j].output;
+                        fold
+                    });
+                    let (act, out) = fuse(out, &mut done, &mut name);
+                    layers.push(Layer::ConvTranspose(QConvTranspose::from_onnx(
+                        c, bn, act, opts, device,
+                    )));
+                    steps.push(Step::Layer {
+                        layer: layers.len() - 1,
+                        inputs: node.inputs.clone(),
+                        output: out,
+                        name,
+                    });
+                }
                 Op::Linear {
                     weight,
                     in_features,
@@ -1547,6 +1586,7 @@ impl GraphNet {
                             c.forward_folded(a, ctx, fold.as_ref())?
                         }
                         Layer::Conv(c) => c.forward(a, ctx)?,
+                        Layer::ConvTranspose(l) => l.forward(a, ctx)?,
                         Layer::Pool(p) => p.forward(a, ctx),
                         Layer::Window(p) => p.forward(a, ctx),
                         Layer::HardSwish(h) => h.forward(a, ctx)?,
@@ -1637,6 +1677,7 @@ impl GraphNet {
         match k.map(|k| &self.layers[k]) {
             None => Some(&self.input.obs),
             Some(Layer::Conv(l)) => Some(&l.out_obs),
+            Some(Layer::ConvTranspose(l)) => Some(&l.out_obs),
             Some(Layer::Linear(l)) => Some(&l.out_obs),
             Some(Layer::Add(l)) => Some(&l.out_obs),
             Some(Layer::Concat(l)) => Some(&l.out_obs),

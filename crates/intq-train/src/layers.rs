@@ -145,7 +145,7 @@ pub const ACT_NONE: u8 = 0;
 pub const ACT_RELU: u8 = 1;
 pub const ACT_RELU6: u8 = 2;
 
-fn activate<const D: usize>(x: Tensor<D>, act: u8) -> Tensor<D> {
+pub(crate) fn activate<const D: usize>(x: Tensor<D>, act: u8) -> Tensor<D> {
     match act {
         ACT_RELU => x.clamp_min(0.0),
         ACT_RELU6 => x.clamp(0.0, 6.0),
@@ -511,7 +511,7 @@ fn per_channel(y: &Tensor<4>) -> usize {
 
 /// In quantized forwards, the bias on the int32 grid of the input and weight scales (when the
 /// input has params yet); otherwise unchanged.
-fn snap_bias(b: Tensor<1>, in_q: Option<QuantParams>, wq: &WeightQuant) -> Tensor<1> {
+pub(crate) fn snap_bias(b: Tensor<1>, in_q: Option<QuantParams>, wq: &WeightQuant) -> Tensor<1> {
     match in_q {
         Some(p) => bias_on_grid(b, p.scale, wq),
         None => b,
@@ -519,7 +519,7 @@ fn snap_bias(b: Tensor<1>, in_q: Option<QuantParams>, wq: &WeightQuant) -> Tenso
 }
 
 /// The input params an exact evaluation needs: every input of a quantized layer is on a grid.
-fn exact_input(a: &Act, what: &str) -> Result<QuantParams, TrainError> {
+pub(crate) fn exact_input(a: &Act, what: &str) -> Result<QuantParams, TrainError> {
     a.q.ok_or_else(|| {
         TrainError::Export(format!(
             "exact evaluation: the input of {what} has no quantization params (no observed range)"
@@ -531,7 +531,7 @@ impl FoldedLayer {
     /// The layer as evaluation runs it: folded weights `w` with the params their fake quant
     /// uses, bias `b`, and the output params of `out_obs` (`what` names the layer in the error
     /// when no range was observed).
-    fn new<const D: usize>(
+    pub(crate) fn new<const D: usize>(
         w: Tensor<D>,
         b: Tensor<1>,
         q: &QuantCfg,

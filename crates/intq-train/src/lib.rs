@@ -37,6 +37,7 @@ pub mod calibrate;
 pub mod checkpoint;
 pub mod ckpt_file;
 pub mod conv;
+pub mod conv_transpose;
 pub mod depthwise;
 pub mod device;
 pub mod dist;
