@@ -15,7 +15,7 @@ use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyTypeError, PyValueError
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pyo3::create_exception!(
     intq,
@@ -123,6 +123,9 @@ impl TensorInfo {
 #[pyclass(module = "intq", frozen)]
 struct Model {
     model: Arc<EngineModel>,
+    /// Execution contexts of finished runs: a run takes one (or makes one when all are in use
+    /// by other threads) and puts it back, so repeated runs reuse their buffers and scratch.
+    contexts: Arc<Mutex<Vec<intq_engine::Context>>>,
     inputs: Vec<Py<TensorInfo>>,
     outputs: Vec<Py<TensorInfo>>,
 }
@@ -158,6 +161,7 @@ impl Model {
         let outputs = infos(model.graph().outputs())?;
         Ok(Model {
             model: Arc::new(model),
+            contexts: Arc::default(),
             inputs,
             outputs,
         })
@@ -390,8 +394,17 @@ impl Model {
             .map(|&id| self.model.shape_at(id, batch))
             .collect::<Result<Vec<_>, _>>()
             .map_err(engine_err)?;
-        let model = Arc::clone(&self.model);
-        let results = py.detach(move || model.run(&values)).map_err(engine_err)?;
+        let (model, contexts) = (Arc::clone(&self.model), Arc::clone(&self.contexts));
+        let results = py
+            .detach(move || {
+                // A poisoned lock only means another run panicked; the contexts are whole.
+                let taken = contexts.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                let mut ctx = taken.unwrap_or_else(|| model.context());
+                let r = model.run_in(&mut ctx, &values);
+                contexts.lock().unwrap_or_else(|e| e.into_inner()).push(ctx);
+                r
+            })
+            .map_err(engine_err)?;
         results
             .into_iter()
             .zip(&shapes)

@@ -139,6 +139,9 @@ def test_any_batch_equals_one_image_at_a_time(models):
     for i in range(3):
         (alone,) = model.run(batch[i : i + 1])
         assert together[i : i + 1].tobytes() == alone.tobytes(), f"image {i}"
+    # The run's reused buffers, grown to 3 and run at 1, give the batch of 3 again.
+    (again,) = model.run(batch)
+    assert again.tobytes() == together.tobytes()
     with pytest.raises(ValueError, match=r"any leading batch"):
         model.run(np.zeros([0] + t.shape[1:], np.int8))
 
