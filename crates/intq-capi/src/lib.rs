@@ -742,8 +742,21 @@ pub unsafe extern "C" fn intq_model_output_count(
     })
 }
 
-fn tensor_info(metas: &[TensorMeta], index: usize, kind: &str) -> Result<IntqTensorInfo, Failure> {
-    metas.get(index).map(TensorMeta::info).ok_or_else(|| {
+/// Writes the description of tensor `index` of `metas` (the `kind`s of a model or context) to
+/// `out`.
+///
+/// # Safety
+/// `out` is NULL or valid for a write.
+unsafe fn write_info(
+    metas: &[TensorMeta],
+    index: usize,
+    kind: &str,
+    out: *mut IntqTensorInfo,
+) -> Result<(), Failure> {
+    if out.is_null() {
+        return Err(null("out"));
+    }
+    let info = metas.get(index).map(TensorMeta::info).ok_or_else(|| {
         Failure::new(
             IntqStatus::InvalidArgument,
             format!(
@@ -751,7 +764,10 @@ fn tensor_info(metas: &[TensorMeta], index: usize, kind: &str) -> Result<IntqTen
                 metas.len()
             ),
         )
-    })
+    })?;
+    // SAFETY: non-NULL, and the caller guarantees it is valid for a write.
+    unsafe { out.write(info) };
+    Ok(())
 }
 
 /// Describes graph input `index` (0-based). The pointers in `*out` live as long as the model.
@@ -767,13 +783,8 @@ pub unsafe extern "C" fn intq_model_input_info(
     guard(|| {
         // SAFETY: the caller guarantees a non-NULL model is live.
         let model = unsafe { deref(model, "model") }?;
-        if out.is_null() {
-            return Err(null("out"));
-        }
-        let info = tensor_info(&model.inputs, index, "input")?;
-        // SAFETY: non-NULL, and the caller guarantees it is valid for a write.
-        unsafe { out.write(info) };
-        Ok(())
+        // SAFETY: the caller guarantees a non-NULL `out` is valid for a write.
+        unsafe { write_info(&model.inputs, index, "input", out) }
     })
 }
 
@@ -790,13 +801,8 @@ pub unsafe extern "C" fn intq_model_output_info(
     guard(|| {
         // SAFETY: the caller guarantees a non-NULL model is live.
         let model = unsafe { deref(model, "model") }?;
-        if out.is_null() {
-            return Err(null("out"));
-        }
-        let info = tensor_info(&model.outputs, index, "output")?;
-        // SAFETY: non-NULL, and the caller guarantees it is valid for a write.
-        unsafe { out.write(info) };
-        Ok(())
+        // SAFETY: the caller guarantees a non-NULL `out` is valid for a write.
+        unsafe { write_info(&model.outputs, index, "output", out) }
     })
 }
 
@@ -1049,13 +1055,8 @@ pub unsafe extern "C" fn intq_context_input_info(
     guard(|| {
         // SAFETY: the caller guarantees a non-NULL context is live.
         let ctx = unsafe { deref(ctx, "ctx") }?;
-        if out.is_null() {
-            return Err(null("out"));
-        }
-        let info = tensor_info(&ctx.inputs, index, "input")?;
-        // SAFETY: non-NULL, and the caller guarantees it is valid for a write.
-        unsafe { out.write(info) };
-        Ok(())
+        // SAFETY: the caller guarantees a non-NULL `out` is valid for a write.
+        unsafe { write_info(&ctx.inputs, index, "input", out) }
     })
 }
 
@@ -1073,13 +1074,8 @@ pub unsafe extern "C" fn intq_context_output_info(
     guard(|| {
         // SAFETY: the caller guarantees a non-NULL context is live.
         let ctx = unsafe { deref(ctx, "ctx") }?;
-        if out.is_null() {
-            return Err(null("out"));
-        }
-        let info = tensor_info(&ctx.outputs, index, "output")?;
-        // SAFETY: non-NULL, and the caller guarantees it is valid for a write.
-        unsafe { out.write(info) };
-        Ok(())
+        // SAFETY: the caller guarantees a non-NULL `out` is valid for a write.
+        unsafe { write_info(&ctx.outputs, index, "output", out) }
     })
 }
 
