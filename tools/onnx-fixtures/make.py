@@ -60,6 +60,9 @@ Writes, into the output folder (default crates/intq-onnx/tests/fixtures):
                          conv-BN-HardSwish, depthwise conv-BN-ReLU, a residual Add, GAP, Gemm
   maxmin_qat.onnx        built with onnx.helper: Max of a conv-BN-ReLU and a plain conv, Min of
                          two convs reading it (inputs of different ranges), GAP, Gemm
+  resize_linear_qat.onnx built with onnx.helper: bilinear Resize up 2x (half_pixel, scales)
+                         before a Concat, down 16 to 11 (align_corners), up 2x
+                         (pytorch_half_pixel), between convs, GAP, Gemm
   NAME.input.npy         fixed float32 inputs, batch 4 (seeded)
   NAME.output.npy        ONNX Runtime's output on them (CPU execution provider, no graph
                          optimizations, so it runs the file's nodes as written)
@@ -1275,6 +1278,69 @@ def maxmin_qat_model(path):
     onnx.save(model, path)
 
 
+def resize_linear_qat_model(path):
+    """Bilinear Resize in the coordinate transformations torch writes, node by node: a strided
+    branch brought back up 2x (half_pixel, by scales) and concatenated with a full-size branch,
+    16x16 down to 11x11 (align_corners, by sizes), 11x11 up to 22x22 (pytorch_half_pixel), GAP,
+    Gemm."""
+    rng = np.random.default_rng(SEED + 73)
+
+    def w(name, *shape, scale=0.4):
+        return numpy_helper.from_array(
+            (rng.standard_normal(shape) * scale).astype(np.float32), name
+        )
+
+    inits = [
+        w("w1", 8, 3, 3, 3),
+        w("b1", 8),
+        w("w2", 8, 3, 3, 3),
+        w("b2", 8),
+        w("w3", 16, 16, 3, 3, scale=0.2),
+        w("b3", 16),
+        w("w4", 16, 16, 3, 3, scale=0.2),
+        w("b4", 16),
+        w("fc_w", 10, 16),
+        w("fc_b", 10),
+        numpy_helper.from_array(np.array([], np.float32), "no_roi"),
+        numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "up2"),
+        numpy_helper.from_array(np.array([1, 1, 0.6875, 0.6875], np.float32), "to11"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv_down", pads=[1, 1, 1, 1],
+                         strides=[2, 2]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Resize", ["r1", "no_roi", "up2"], ["u1"], name="resize_half_pixel",
+                         mode="linear", coordinate_transformation_mode="half_pixel"),
+        helper.make_node("Conv", ["x", "w2", "b2"], ["c2"], name="conv_full", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("Concat", ["u1", "r2"], ["cat"], name="concat", axis=1),
+        helper.make_node("Conv", ["cat", "w3", "b3"], ["c3"], name="conv3", pads=[1, 1, 1, 1],
+                         strides=[2, 2]),
+        helper.make_node("Relu", ["c3"], ["r3"], name="relu3"),
+        helper.make_node("Resize", ["r3", "no_roi", "to11"], ["d3"],
+                         name="resize_align_corners", mode="linear",
+                         coordinate_transformation_mode="align_corners"),
+        helper.make_node("Conv", ["d3", "w4", "b4"], ["c4"], name="conv4", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c4"], ["r4"], name="relu4"),
+        helper.make_node("Resize", ["r4", "no_roi", "up2"], ["u4"], name="resize_pytorch",
+                         mode="linear", coordinate_transformation_mode="pytorch_half_pixel"),
+        helper.make_node("GlobalAveragePool", ["u4"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["output"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "resize_linear_qat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+
+
 def run_ort(path, x):
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -1354,6 +1420,9 @@ def main():
     if only in (None, "maxmin_qat"):
         maxmin_qat_model(os.path.join(out, "maxmin_qat.onnx"))
         models.append(("maxmin_qat", (3, 32, 32)))
+    if only in (None, "resize_linear_qat"):
+        resize_linear_qat_model(os.path.join(out, "resize_linear_qat.onnx"))
+        models.append(("resize_linear_qat", (3, 32, 32)))
     for name, chw in models:
         path = os.path.join(out, name + ".onnx")
         onnx.checker.check_model(onnx.load(path))

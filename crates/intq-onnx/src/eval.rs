@@ -205,6 +205,25 @@ fn eval_op(op: &Op, ins: &[&Tensor], out: &[usize]) -> Vec<f32> {
             }
             y
         }
+        Op::ResizeLinear { pos_h, pos_w, .. } => {
+            let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+            let (th, tw) = (
+                crate::ir::linear_taps(pos_h, h),
+                crate::ir::linear_taps(pos_w, w),
+            );
+            let mut y = Vec::with_capacity(n * c * th.len() * tw.len());
+            for plane in 0..n * c {
+                let at = |r: usize, col: usize| x.data[(plane * h + r) * w + col];
+                for &(y0, y1, fy) in &th {
+                    for &(x0, x1, fx) in &tw {
+                        let top = at(y0, x0) * (1.0 - fx) + at(y0, x1) * fx;
+                        let bottom = at(y1, x0) * (1.0 - fx) + at(y1, x1) * fx;
+                        y.push(top * (1.0 - fy) + bottom * fy);
+                    }
+                }
+            }
+            y
+        }
         Op::Mul => {
             let y = &ins[1].data;
             // [N, C, 1, 1] by channel, or the same shape element by element.

@@ -794,6 +794,80 @@ impl Builder {
                 let rest: usize = s[axis as usize..].iter().product();
                 self.push(&cx, Op::Flatten, vec![x], vec![s[0], rest])?;
             }
+            "Squeeze" | "Unsqueeze" => {
+                // Of an activation: a reshape that adds or drops dimensions of size 1 (tf2onnx's
+                // Squeeze after a global average pool), never the batch's.
+                cx.only_attrs(&["axes"])?;
+                let x = self.act(&cx, 0)?;
+                let s = self.shape(x);
+                let axes = match (cx.ints("axes")?, self.constant(&cx, 1, "axes")?) {
+                    (Some(a), None) => Some(a),
+                    (None, Some(c)) => {
+                        Some(c.to_i64().ok_or_else(|| cx.err("axes is not integral"))?)
+                    }
+                    (None, None) => None,
+                    (Some(_), Some(_)) => {
+                        return Err(cx.attr_err("axes", "is given as an attribute and an input"))
+                    }
+                };
+                let out: Vec<usize> = if cx.op == "Squeeze" {
+                    match axes {
+                        // Every dimension of size 1 but the batch.
+                        None => std::iter::once(s[0])
+                            .chain(s[1..].iter().copied().filter(|&d| d != 1))
+                            .collect(),
+                        Some(axes) => {
+                            let axes: Vec<usize> = axes
+                                .iter()
+                                .map(|&a| norm_axis(&cx, "axes", Some(a), s.len()))
+                                .collect::<Result<_, _>>()?;
+                            if axes.iter().any(|&a| a == 0 || s[a] != 1) {
+                                return Err(cx.attr_err(
+                                    "axes",
+                                    format!(
+                                        "{axes:?} on {s:?}: intq squeezes dimensions of size 1 \
+                                         other than the batch"
+                                    ),
+                                ));
+                            }
+                            (0..s.len())
+                                .filter(|d| !axes.contains(d))
+                                .map(|d| s[d])
+                                .collect()
+                        }
+                    }
+                } else {
+                    let axes = axes.ok_or_else(|| cx.attr_err("axes", "is missing"))?;
+                    let r = s.len() + axes.len();
+                    let mut axes: Vec<usize> = axes
+                        .iter()
+                        .map(|&a| norm_axis(&cx, "axes", Some(a), r))
+                        .collect::<Result<_, _>>()?;
+                    axes.sort();
+                    let mut dims = s.clone();
+                    for a in axes {
+                        if a == 0 || a > dims.len() {
+                            return Err(cx.attr_err(
+                                "axes",
+                                format!("inserts dimension {a} of {r}; intq keeps the batch first"),
+                            ));
+                        }
+                        dims.insert(a, 1);
+                    }
+                    dims
+                };
+                if out.len() > MAX_RANK {
+                    return Err(cx.err(format!("result rank {} is above {MAX_RANK}", out.len())));
+                }
+                let op = if out.len() == 2 {
+                    Op::Flatten
+                } else {
+                    Op::Reshape {
+                        shape: out[1..].to_vec(),
+                    }
+                };
+                self.push(&cx, op, vec![x], out)?;
+            }
             "Reshape" => {
                 cx.only_attrs(&["allowzero"])?;
                 let x = self.act(&cx, 0)?;
@@ -855,7 +929,7 @@ impl Builder {
                     "op {other} is not supported by intq (supported: Conv, ConvTranspose, \
                      BatchNormalization, \
                      Relu, Clip, LeakyRelu, HardSwish, Sigmoid, Tanh, Add, Sub, Mul, Div, Concat, \
-                     Resize (nearest), Transpose, PRelu, Max/Min, \
+                     Resize (nearest, linear), Transpose, PRelu, Max/Min, \
                      GlobalAveragePool, ReduceMean, AveragePool, MaxPool, Flatten, Reshape, Gemm, \
                      MatMul, Pad, Softmax, LogSoftmax, and shape arithmetic on constants)"
                 )))
@@ -1392,9 +1466,9 @@ impl Builder {
         )
     }
 
-    /// ONNX Resize, nearest mode, of H and W: each output index's source index along its axis,
-    /// from the coordinate transformation and the nearest mode, as ONNX Runtime computes them
-    /// (in f32).
+    /// ONNX Resize of H and W, nearest mode: each output index's source index along its axis,
+    /// from the coordinate transformation and the nearest mode; linear mode: each output
+    /// index's source position; as ONNX Runtime computes them (in f32).
     fn resize(&mut self, cx: &Ctx) -> Result<(), OnnxError> {
         cx.only_attrs(&[
             "mode",
@@ -1405,10 +1479,10 @@ impl Builder {
             "extrapolation_value",
         ])?;
         let mode = cx.string("mode")?.unwrap_or_else(|| "nearest".into());
-        if mode != "nearest" {
+        if mode != "nearest" && mode != "linear" {
             return Err(cx.attr_err(
                 "mode",
-                format!("{mode:?}; intq takes nearest-neighbour Resize only"),
+                format!("{mode:?}; intq takes nearest-neighbour and linear Resize only"),
             ));
         }
         let x = self.act(cx, 0)?;
@@ -1471,6 +1545,7 @@ impl Builder {
             .string("nearest_mode")?
             .unwrap_or_else(|| "round_prefer_floor".into());
         let mut src = [Vec::new(), Vec::new()];
+        let mut pos: [Vec<f32>; 2] = [Vec::new(), Vec::new()];
         for d in 0..2 {
             let (n_in, n_out, f) = (s[2 + d], out[2 + d], scale[2 + d]);
             for o in 0..n_out {
@@ -1490,6 +1565,10 @@ impl Builder {
                         ))
                     }
                 };
+                if mode == "linear" {
+                    pos[d].push(v);
+                    continue;
+                }
                 let i = match nearest.as_str() {
                     "round_prefer_floor" if v == v.floor() + 0.5 => v.floor(),
                     "round_prefer_floor" => v.round(),
@@ -1505,6 +1584,15 @@ impl Builder {
                 };
                 src[d].push((i.max(0.0) as usize).min(n_in - 1));
             }
+        }
+        if mode == "linear" {
+            let [pos_h, pos_w] = pos;
+            let op = Op::ResizeLinear {
+                pos_h,
+                pos_w,
+                coordinate_transformation_mode: ctm,
+            };
+            return self.push(cx, op, vec![x], out);
         }
         let [src_h, src_w] = src;
         self.push(cx, Op::ResizeNearest { src_h, src_w }, vec![x], out)
@@ -1527,7 +1615,11 @@ impl Builder {
                          of one shape"
                     )));
                 }
-                let node = if op == "Max" { Op::Maximum } else { Op::Minimum };
+                let node = if op == "Max" {
+                    Op::Maximum
+                } else {
+                    Op::Minimum
+                };
                 return self.push(cx, node, vec![a, b], sa);
             }
             _ => return Err(cx.err(format!("{op} takes two inputs here"))),

@@ -151,6 +151,16 @@ pub enum Op {
         src_h: Vec<usize>,
         src_w: Vec<usize>,
     },
+    /// Bilinear resize of H and W (NCHW, ONNX Resize mode linear): output row `y` interpolates
+    /// the input at row position `pos_h[y]`, output column `x` at column position `pos_w[x]`
+    /// (ONNX's coordinate transformation resolved at import, in f32 as ONNX Runtime computes
+    /// it; positions outside the picture clamp to its edge).
+    ResizeLinear {
+        pos_h: Vec<f32>,
+        pos_w: Vec<f32>,
+        /// The ONNX attribute the positions came from, for messages.
+        coordinate_transformation_mode: String,
+    },
     /// Elementwise product of two activations: the second of the first's shape, or `[N, C, 1, 1]`
     /// broadcast over H and W (squeeze-and-excitation's channel weights).
     Mul,
@@ -225,6 +235,7 @@ impl Op {
             Op::Prelu { .. } => "PRelu",
             Op::Transpose { .. } => "Transpose",
             Op::ResizeNearest { .. } => "Resize(nearest)",
+            Op::ResizeLinear { .. } => "Resize(linear)",
             Op::Mul => "Mul",
             Op::Concat { .. } => "Concat",
             Op::GlobalAveragePool => "GlobalAveragePool",
@@ -256,6 +267,21 @@ impl Op {
             _ => 0,
         }
     }
+}
+
+/// The two input indices and the weight of the second that linear interpolation at each of
+/// `pos` (positions along an axis of `n_in` elements, [`Op::ResizeLinear`]) takes, as ONNX
+/// Runtime takes them: the position clamped to `[0, n_in - 1]`, the lower index its floor.
+pub fn linear_taps(pos: &[f32], n_in: usize) -> Vec<(usize, usize, f32)> {
+    let last = n_in.saturating_sub(1);
+    pos.iter()
+        .map(|&v| {
+            let v = v.clamp(0.0, last as f32);
+            let lo = (v.floor() as usize).min(last);
+            let hi = (lo + 1).min(last);
+            (lo, hi, if lo == hi { 0.0 } else { v - lo as f32 })
+        })
+        .collect()
 }
 
 /// A node: its ONNX name (or a made-up one where the file had none), the ONNX op it came from,

@@ -163,12 +163,14 @@ fn squeeze_excitation_matches_onnxruntime() {
 }
 
 #[test]
-fn hard_sigmoid_gates_and_max_min_of_activations_match_onnxruntime() {
+fn hard_sigmoid_gates_max_min_and_bilinear_resize_match_onnxruntime() {
     let g = parity("hsigmoid_se_qat");
     assert_eq!(count(&g, |o| matches!(o, Op::HardSigmoid { .. })), 2);
     let g = parity("maxmin_qat");
     assert_eq!(count(&g, |o| matches!(o, Op::Maximum)), 1);
     assert_eq!(count(&g, |o| matches!(o, Op::Minimum)), 1);
+    let g = parity("resize_linear_qat");
+    assert_eq!(count(&g, |o| matches!(o, Op::ResizeLinear { .. })), 3);
 }
 
 #[test]

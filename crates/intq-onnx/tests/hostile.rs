@@ -407,7 +407,7 @@ fn unsupported_ops_and_attributes_are_named() {
         e.contains("node \"div0\" (Div): divides by a constant 0"),
         "{e}"
     );
-    // Resize: nearest only, and a known coordinate transformation.
+    // Resize: nearest or linear, and a known coordinate transformation.
     let resize = |attrs: Vec<AttributeProto>| {
         model(
             vec![node("Resize", "rs", &["x", "", "sc"], &["y"], attrs)],
@@ -415,14 +415,38 @@ fn unsupported_ops_and_attributes_are_named() {
             &[1, 2, 4, 4],
         )
     };
-    let e = err(&resize(vec![string("mode", "linear")]));
+    let e = err(&resize(vec![string("mode", "cubic")]));
     assert!(
         e.contains(
-            "node \"rs\" (Resize), attribute \"mode\": \"linear\"; intq takes \
-             nearest-neighbour Resize only"
+            "node \"rs\" (Resize), attribute \"mode\": \"cubic\"; intq takes \
+             nearest-neighbour and linear Resize only"
         ),
         "{e}"
     );
+    // Linear, align_corners: 4 to 8 at positions o * 3 / 7.
+    let g = load_bytes(&resize(vec![
+        string("mode", "linear"),
+        string("coordinate_transformation_mode", "align_corners"),
+    ]))
+    .unwrap();
+    let Op::ResizeLinear { pos_w, .. } = &g.nodes[0].op else {
+        panic!("{:?}", g.nodes[0].op)
+    };
+    assert_eq!(pos_w.len(), 8);
+    assert!((pos_w[7] - 3.0).abs() < 1e-6 && (pos_w[1] - 3.0 / 7.0).abs() < 1e-6);
+    let row: Vec<f32> = (0..32).map(|v| (v % 4) as f32).collect();
+    let y = run(
+        &g,
+        &[Tensor {
+            shape: vec![1, 2, 4, 4],
+            data: row,
+        }],
+    )
+    .unwrap();
+    // Each row 0, 1, 2, 3 interpolated at o * 3 / 7.
+    for (o, v) in y[0].data[..8].iter().enumerate() {
+        assert!((v - o as f32 * 3.0 / 7.0).abs() < 1e-5, "{o}: {v}");
+    }
     let e = err(&resize(vec![string(
         "coordinate_transformation_mode",
         "tf_crop_and_resize",

@@ -321,6 +321,22 @@ pub fn export_graph(
                             params: x.params,
                         }
                     }
+                    Layer::Bilinear(l) => {
+                        let x = act(&vals, inputs[0], name)?;
+                        let shape = [x.shape[0], l.pos_h.len(), l.pos_w.len(), x.shape[3]];
+                        let out = e.act_tensor_shaped(name, &shape, x.params);
+                        e.b.op(Op::ResizeBilinear {
+                            input: x.id,
+                            output: out,
+                            align_corners: l.align_corners,
+                            half_pixel_centers: l.half_pixel_centers,
+                        });
+                        Cur {
+                            id: out,
+                            shape,
+                            params: x.params,
+                        }
+                    }
                     Layer::Prelu(l) => {
                         let x = act(&vals, inputs[0], name)?;
                         let p = observed(name, l.out_obs.params(quant.act_scheme))?;

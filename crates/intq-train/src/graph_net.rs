@@ -56,6 +56,140 @@ pub enum Layer {
     Prelu(QPrelu),
     Gate(QGate),
     MaxMin(QMaxMin),
+    Bilinear(ResizeBilinear),
+}
+
+/// Bilinear resize of H and W (ONNX Resize, mode linear), keeping the input's params as the
+/// engine's ResizeBilinear does. Training computes ONNX's interpolation at the positions
+/// `pos_h`, `pos_w` (a product with two interpolation matrices) and fake-quantizes it to the
+/// input's grid; exact evaluation runs the engine's kernel on the codes (docs/spec.md §11.8:
+/// 10-bit fixed point for int8, TFLite's f32 expression for uint8) in the mode whose positions
+/// are ONNX's, found when the layer is built.
+#[derive(Module, Debug)]
+pub struct ResizeBilinear {
+    pub pos_h: Vec<f32>,
+    pub pos_w: Vec<f32>,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub align_corners: bool,
+    pub half_pixel_centers: bool,
+}
+
+impl ResizeBilinear {
+    /// The engine's mode (`align_corners`, `half_pixel_centers`) whose source positions, each
+    /// clamped to the picture, are `pos` (ONNX's, from `n_in` rows and columns), if one is.
+    fn engine_mode(pos: [&[f32]; 2], n_in: [usize; 2]) -> Option<(bool, bool)> {
+        [(false, false), (false, true), (true, false)]
+            .into_iter()
+            .find(|&(align_corners, half_pixel_centers)| {
+                (0..2).all(|d| {
+                    let (n, n_out) = (n_in[d], pos[d].len());
+                    let last = (n - 1) as f64;
+                    let scale = if align_corners && n_out > 1 {
+                        (n - 1) as f64 / (n_out - 1) as f64
+                    } else {
+                        n as f64 / n_out as f64
+                    };
+                    pos[d].iter().enumerate().all(|(o, &p)| {
+                        let t = if half_pixel_centers {
+                            (o as f64 + 0.5) * scale - 0.5
+                        } else {
+                            o as f64 * scale
+                        };
+                        let p = (p as f64).clamp(0.0, last);
+                        (t.clamp(0.0, last) - p).abs() <= 1e-5 * n as f64
+                    })
+                })
+            })
+    }
+
+    /// `[n_out, n_in]` interpolation weights along an axis, row-major.
+    fn matrix(pos: &[f32], n_in: usize) -> Vec<f32> {
+        let mut m = vec![0f32; pos.len() * n_in];
+        for (o, (lo, hi, f)) in intq_onnx::ir::linear_taps(pos, n_in)
+            .into_iter()
+            .enumerate()
+        {
+            m[o * n_in + lo] += 1.0 - f;
+            m[o * n_in + hi] += f;
+        }
+        m
+    }
+
+    pub fn forward(&self, a: Act, ctx: &Ctx) -> Act {
+        let [n, c, h, w] = a.x.dims();
+        let (oh, ow) = (self.pos_h.len(), self.pos_w.len());
+        let device = a.x.device();
+        if let (Some(q), Some(p)) = (ctx.exact_quant(), a.q) {
+            let scheme = q.act_scheme;
+            let (qmin, qmax) = (scheme.qmin(), scheme.qmax());
+            let codes: Vec<i32> = host_vec(a.x)
+                .into_iter()
+                .map(|v| ((v / p.scale).round() as i32 + p.zero_point).clamp(qmin, qmax))
+                .collect();
+            // NCHW to NHWC, the engine's kernel, and back.
+            let mut nhwc = vec![0i32; codes.len()];
+            for (k, &v) in codes.iter().enumerate() {
+                let (x, y, ch, b) = (k % w, (k / w) % h, (k / (w * h)) % c, k / (w * h * c));
+                nhwc[((b * h + y) * w + x) * c + ch] = v;
+            }
+            let mode = intq_kernels::reference::ResizeMode {
+                align_corners: self.align_corners,
+                half_pixel_centers: self.half_pixel_centers,
+            };
+            let (ins, outs) = ([n, h, w, c], [n, oh, ow, c]);
+            let out: Vec<i32> = if scheme.is_signed() {
+                let src: Vec<i8> = nhwc.iter().map(|&v| v as i8).collect();
+                let mut dst = vec![0i8; n * oh * ow * c];
+                intq_kernels::reference::resize_bilinear(
+                    &src,
+                    ins,
+                    mode,
+                    intq_kernels::reference::BilinearArithmetic::Integer,
+                    &mut dst,
+                    outs,
+                );
+                dst.into_iter().map(i32::from).collect()
+            } else {
+                let src: Vec<u8> = nhwc.iter().map(|&v| v as u8).collect();
+                let mut dst = vec![0u8; n * oh * ow * c];
+                intq_kernels::reference::resize_bilinear(
+                    &src,
+                    ins,
+                    mode,
+                    intq_kernels::reference::BilinearArithmetic::Float,
+                    &mut dst,
+                    outs,
+                );
+                dst.into_iter().map(i32::from).collect()
+            };
+            let mut nchw = vec![0f64; out.len()];
+            for (k, &v) in out.iter().enumerate() {
+                let (ch, x, y, b) = (k % c, (k / c) % ow, (k / (c * ow)) % oh, k / (c * ow * oh));
+                nchw[((b * c + ch) * oh + y) * ow + x] = p.scale as f64 * (v - p.zero_point) as f64;
+            }
+            return Act {
+                x: f64_tensor(nchw, [n, c, oh, ow], &device),
+                q: a.q,
+            };
+        }
+        let mw: Tensor<2> = Tensor::from_data(
+            TensorData::new(Self::matrix(&self.pos_w, w), [ow, w]),
+            &device,
+        );
+        let mh: Tensor<2> = Tensor::from_data(
+            TensorData::new(Self::matrix(&self.pos_h, h), [oh, h]),
+            &device,
+        );
+        let y =
+            a.x.matmul(mw.transpose().reshape([1, 1, w, ow]).expand([n, c, w, ow]));
+        let y = mh.reshape([1, 1, oh, h]).expand([n, c, oh, h]).matmul(y);
+        let y = match (a.q, ctx.quant) {
+            (Some(p), Some(q)) => crate::fake_quant::fake_quant(y, q.act_scheme, p),
+            _ => y,
+        };
+        Act { x: y, q: a.q }
+    }
 }
 
 /// Elementwise maximum or minimum of two activations of one shape, with its own output range.
@@ -1288,6 +1422,44 @@ impl GraphNet {
                         name,
                     });
                 }
+                Op::ResizeLinear {
+                    pos_h,
+                    pos_w,
+                    coordinate_transformation_mode,
+                } => {
+                    let s = &graph.value(node.inputs[0]).shape;
+                    let Some((align_corners, half_pixel_centers)) =
+                        ResizeBilinear::engine_mode([pos_h, pos_w], [s[2], s[3]])
+                    else {
+                        return Err(refuse(
+                            node,
+                            format!(
+                                "attribute \"coordinate_transformation_mode\" is \
+                                 {coordinate_transformation_mode:?}: resizing {}x{} to {}x{}, \
+                                 its source positions are not those of the engine's bilinear \
+                                 resize (TFLite's align_corners or half_pixel_centers) in any mode",
+                                s[2],
+                                s[3],
+                                pos_h.len(),
+                                pos_w.len()
+                            ),
+                        ));
+                    };
+                    layers.push(Layer::Bilinear(ResizeBilinear {
+                        pos_h: pos_h.clone(),
+                        pos_w: pos_w.clone(),
+                        in_h: s[2],
+                        in_w: s[3],
+                        align_corners,
+                        half_pixel_centers,
+                    }));
+                    steps.push(Step::Layer {
+                        layer: layers.len() - 1,
+                        inputs: node.inputs.clone(),
+                        output: node.output,
+                        name,
+                    });
+                }
                 Op::Prelu { slope } => {
                     layers.push(Layer::Prelu(QPrelu {
                         slope: Param::from_tensor(tensor1(slope, device)),
@@ -1596,6 +1768,7 @@ impl GraphNet {
                         Layer::LeakyRelu(l) => l.forward(a, ctx)?,
                         Layer::Tanh(l) => l.forward(a, ctx)?,
                         Layer::Resize(l) => l.forward(a),
+                        Layer::Bilinear(l) => l.forward(a, ctx),
                         Layer::Prelu(l) => l.forward(a, ctx)?,
                         Layer::Gate(l) => l.forward(a, ctx)?,
                         Layer::MaxMin(l) => l.forward(a, get(&vals, inputs[1])?, ctx)?,
@@ -1692,7 +1865,8 @@ impl GraphNet {
             | Some(Layer::Window(_))
             | Some(Layer::Sigmoid(_))
             | Some(Layer::Tanh(_))
-            | Some(Layer::Resize(_)) => None,
+            | Some(Layer::Resize(_))
+            | Some(Layer::Bilinear(_)) => None,
         }
     }
 

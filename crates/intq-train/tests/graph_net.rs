@@ -94,9 +94,12 @@ fn float_mode_equals_onnxruntime() {
     assert!(float_parity("pool_ceil_qat", Head::Logits) <= 1e-5);
     // A 4x4 ConvTranspose with BN folded and a 2x2 one, both with ReLU.
     assert!(float_parity("decoder_qat", Head::Logits) <= 1e-5);
+    // A Keras CNN through tf2onnx: NHWC input, BN folded by the converter, MatMul + Add.
+    assert!(float_parity("keras_cnn", Head::Softmax) <= 1e-5);
     // HardSigmoid gates as a ReLU6 layer and a scaling by 1/6.
     assert!(float_parity("hsigmoid_se_qat", Head::Logits) <= 1e-5);
     assert!(float_parity("maxmin_qat", Head::Logits) <= 1e-5);
+    assert!(float_parity("resize_linear_qat", Head::Logits) <= 1e-5);
 }
 
 /// `f` applied to the node named `node` of fixture `name`, then the error building the QAT
@@ -189,6 +192,34 @@ fn layers_the_qat_net_cannot_take_are_named() {
         e,
         "configuration: node \"div_std\" (Div): the preprocessing up to this node scales \
          channel 1 by -2; intq folds only a positive scale into the input normalization"
+    );
+}
+
+#[test]
+fn bilinear_resizes_without_an_engine_mode_are_named() {
+    use intq_onnx::Op;
+    // 16 to 11 with ONNX's tf_half_pixel_for_nn positions, (o + 0.5) * 16 / 11: TFLite's modes
+    // start at 0 or at 0.5 * 16 / 11 - 0.5.
+    let e = refusal("resize_linear_qat", "resize_align_corners", |op| {
+        let Op::ResizeLinear {
+            pos_h,
+            pos_w,
+            coordinate_transformation_mode,
+        } = op
+        else {
+            panic!()
+        };
+        for (o, p) in pos_h.iter_mut().chain(pos_w.iter_mut()).enumerate() {
+            *p = ((o % 11) as f32 + 0.5) / 0.6875;
+        }
+        *coordinate_transformation_mode = "tf_half_pixel_for_nn".into();
+    });
+    assert_eq!(
+        e,
+        "configuration: node \"resize_align_corners\" (Resize): attribute \
+         \"coordinate_transformation_mode\" is \"tf_half_pixel_for_nn\": resizing 16x16 to \
+         11x11, its source positions are not those of the engine's bilinear resize (TFLite's \
+         align_corners or half_pixel_centers) in any mode"
     );
 }
 
@@ -459,8 +490,10 @@ fn integer_model_equals_fake_quant_model() {
         "head_act_qat",
         "pool_ceil_qat",
         "decoder_qat",
+        "keras_cnn",
         "hsigmoid_se_qat",
         "maxmin_qat",
+        "resize_linear_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
@@ -491,8 +524,10 @@ fn after_qat_steps_the_integer_model_equals_the_fake_quant_model() {
         "prelu_qat",
         "pool_ceil_qat",
         "decoder_qat",
+        "keras_cnn",
         "hsigmoid_se_qat",
         "maxmin_qat",
+        "resize_linear_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
@@ -523,8 +558,10 @@ fn after_ptq_calibration_the_integer_model_equals_the_fake_quant_model() {
         "prelu_qat",
         "pool_ceil_qat",
         "decoder_qat",
+        "keras_cnn",
         "hsigmoid_se_qat",
         "maxmin_qat",
+        "resize_linear_qat",
     ] {
         for quant in [
             intq_train::QuantCfg::uint8(8, 8).unwrap(),
