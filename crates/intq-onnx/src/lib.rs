@@ -3,7 +3,8 @@
 //! [`load`] reads a `.onnx` file (inline or external initializers, opsets 11–21), folds the shape
 //! arithmetic exporters write, and returns an [`ir::Graph`] of the ops intq takes (Conv,
 //! ConvTranspose, BatchNormalization, Relu, Clip, HardSwish (also as x * HardSigmoid(x)),
-//! Sigmoid, Add, Mul, Concat, pools, Flatten, Reshape, Gemm/MatMul, Pad, trailing Softmax).
+//! HardSigmoid, Sigmoid, Add, Mul, Max/Min, Resize (nearest, linear), Concat, pools, Flatten,
+//! Reshape, Gemm/MatMul, Pad, trailing Softmax).
 //! Anything else is an [`OnnxError`] naming the node, its op type and the attribute at fault.
 //! [`eval::run`] executes the graph in f32 at any batch.
 //!
