@@ -39,13 +39,14 @@ np.savez(sys.argv[1], x_train=x[:32], y_train=y[:32], x_test=x[32:], y_test=y[32
 PY
 fixtures="$root/crates/intq-onnx/tests/fixtures"
 status=0
-# mobilenetv2_tiny's and resize_qat's Concats requantize their inputs, which TFLite's int8
-# CONCATENATION cannot: they are checked as uint8. dilated_qat's AveragePool pads 1 on every
+# mobilenetv2_tiny's, resize_qat's and resize_linear_qat's Concats requantize their inputs,
+# which TFLite's int8 CONCATENATION cannot: they are checked as uint8. dilated_qat's AveragePool pads 1 on every
 # side, which TFLite's pools (SAME or VALID) cannot express: its export is refused.
 for spec in resnet_tiny:uint8 resnet_tiny:int8 mobilenetv2_tiny:uint8 grouped_qat:int8 \
     hardswish_qat:int8 sigmoid_qat:int8 se_qat:int8 mobilenetv3_tiny:int8 \
     preprocess_qat:int8 act_qat:int8 resize_qat:uint8 nhwc_qat:int8 prelu_qat:int8 \
-    pool_ceil_qat:int8; do
+    pool_ceil_qat:int8 hsigmoid_se_qat:int8 \
+    hsigmoid_se_qat:uint8 maxmin_qat:int8 maxmin_qat:uint8 resize_linear_qat:uint8; do
     name="${spec%%:*}"
     scheme="${spec##*:}"
     case "$scheme" in uint8) out="${name}_u8" ;; *) out="${name}_i8" ;; esac
