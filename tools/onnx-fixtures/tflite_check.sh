@@ -5,7 +5,7 @@
 # tools/tflite-check (every op output compared with intq byte for byte) and stores the golden
 # fixtures (model, inputs, outputs, a CRC-32 per tensor) that
 # `cargo test -p intq-cli --test onnx_cli` checks without Python:
-#   tools/onnx-fixtures/tflite_check.sh [--seeds N] [--no-save]
+#   tools/onnx-fixtures/tflite_check.sh [--seeds N] [--no-save] [--only NAME]
 # Environment: VENV (a venv with ai-edge-litert and numpy; default bench/peers/.venv) and INTQ
 # (an intq binary; default: a release build).
 set -euo pipefail
@@ -14,11 +14,13 @@ root="$(cd "$here/../.." && pwd)"
 export VENV="${VENV:-$root/bench/peers/.venv}"
 seeds=2
 save=1
+only=
 while [ $# -gt 0 ]; do
     case "$1" in
         --seeds) seeds="$2"; shift 2 ;;
         --no-save) save=0; shift ;;
-        *) echo "usage: $0 [--seeds N] [--no-save]" >&2; exit 2 ;;
+        --only) only="$2"; shift 2 ;;
+        *) echo "usage: $0 [--seeds N] [--no-save] [--only NAME]" >&2; exit 2 ;;
     esac
 done
 if [ -z "${INTQ:-}" ]; then
@@ -45,10 +47,11 @@ status=0
 for spec in resnet_tiny:uint8 resnet_tiny:int8 mobilenetv2_tiny:uint8 grouped_qat:int8 \
     hardswish_qat:int8 sigmoid_qat:int8 se_qat:int8 mobilenetv3_tiny:int8 \
     preprocess_qat:int8 act_qat:int8 resize_qat:uint8 nhwc_qat:int8 prelu_qat:int8 \
-    pool_ceil_qat:int8 hsigmoid_se_qat:int8 \
+    pool_ceil_qat:int8 decoder_qat:int8 decoder_qat:uint8 keras_cnn:int8 hsigmoid_se_qat:int8 \
     hsigmoid_se_qat:uint8 maxmin_qat:int8 maxmin_qat:uint8 resize_linear_qat:uint8; do
     name="${spec%%:*}"
     scheme="${spec##*:}"
+    if [ -n "$only" ] && [ "$only" != "$name" ]; then continue; fi
     case "$scheme" in uint8) out="${name}_u8" ;; *) out="${name}_i8" ;; esac
     flags=(--scheme "$scheme")
     if [ "$scheme" = int8 ]; then flags+=(--per-channel); fi
