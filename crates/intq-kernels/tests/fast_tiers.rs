@@ -761,6 +761,52 @@ tiers!(conv_pointwise, |isa| {
     }
 });
 
+/// 1x1 convolutions with symmetric weights (TFLite's int8 scheme; uint8 weights with zero point
+/// 128), which AMX runs on its pointwise tile reading the pixels in place: every channel count
+/// from 1 (not a multiple of 4, rows overlapping within a 64-code step) to 200 (steps past one
+/// group), pixel counts around whole 32-row tiles (the last tile or two copied before they are
+/// read), output channels over several panels, 1 to 3 threads.
+fn pointwise_symmetric<T: Code8>(isa: Isa, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let (b, h, w) = (rng.size(1, 2), rng.size(1, 12), rng.size(1, 12));
+    let ic = [1, 3, 4, 16, 24, 32, 63, 64, 65, 96, 144, 200][rng.size(0, 11)];
+    let oc = rng.size(1, 100);
+    let shapes = ([b, h, w, ic], [oc, 1, 1, ic], [b, h, w, oc]);
+    let params = geometry(Padding::Valid, (h, w), (1, 1), (1, 1), (1, 1))
+        .expect("a 1x1 window fits")
+        .1;
+    let input = rng.codes::<T>(b * h * w * ic);
+    let filter = rng.codes::<T>(oc * ic);
+    let zin = rng.any_zero_point::<T>(true);
+    let zw = [if T::A_OFFSET != 0 { 0 } else { 128 }];
+    let threads = rng.size(1, 3);
+    let conv = ConvCase {
+        input: &input,
+        filter: &filter,
+        shapes,
+        zin,
+        zw: &zw,
+        params,
+    };
+    conv.assert_equals_reference(
+        isa,
+        &mut rng,
+        &format!("symmetric 1x1 conv seed {seed}, {threads} threads"),
+        |plan, out| {
+            intq_kernels::gemm::with_threads(threads, || {
+                plan.run(&input, shapes.0, out, shapes.2, threads)
+            })
+        },
+    );
+}
+
+tiers!(conv_pointwise_symmetric, |isa| {
+    for s in 0..60 {
+        pointwise_symmetric::<u8>(isa, 9700 + s);
+        pointwise_symmetric::<i8>(isa, 9800 + s);
+    }
+});
+
 tiers!(conv_explicit_padding, |isa| {
     for s in 0..60 {
         random_conv_padded::<u8>(isa, 7000 + s, 1, true);

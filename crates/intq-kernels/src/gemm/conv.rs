@@ -10,7 +10,7 @@
 //! zero point, whose `(q - Z_in)` is 0, the same as the reference skipping them.
 
 use super::table::{ConvPolicy, PackedElem};
-use super::{Code8, Kernels, PreparedGemm};
+use super::{Code8, Epilogue, Kernels, PreparedGemm};
 use crate::isa::Isa;
 use crate::{ConvParams, OutputStage};
 
@@ -41,6 +41,11 @@ pub struct Conv2dPlan {
     /// The tier's strided tile runs the plan (`ConvPolicy::strided_run`, [`strided_takes`]):
     /// its filter rows are padded to whole steps of that tile.
     strided: bool,
+    /// The epilogue of the tier's pointwise tile (the table's `pointwise`, see
+    /// [`Conv2dPlan::run_pointwise`]), where it takes the plan: a 1x1 convolution with
+    /// symmetric weights. Its column constants add `A_OFFSET Σw'`, as that tile multiplies the
+    /// codes as they are rather than their canonical `a' = a + A_OFFSET`.
+    pointwise: Option<Epilogue>,
 }
 
 impl Conv2dPlan {
@@ -106,6 +111,20 @@ impl Conv2dPlan {
             isa,
             row_padded.as_deref().map(|w| (w, kh * row_run)),
         );
+        let pointwise =
+            (kh == 1 && kw == 1 && kernels.ops::<T>().pointwise.is_some() && gemm.epi.zw_zero)
+                .then(|| {
+                    let mut epi = gemm.epi.clone();
+                    for (n, w) in weights.chunks_exact(ic.max(1)).enumerate().take(oc) {
+                        let sum = w
+                            .iter()
+                            .fold(0i32, |s, &x| s.wrapping_add(x.canon_w() as i32));
+                        epi.colconst[n] =
+                            epi.colconst[n].wrapping_add(T::A_OFFSET.wrapping_mul(sum));
+                    }
+                    kernels.lay_out(&mut epi);
+                    epi
+                });
         Conv2dPlan {
             gemm,
             filter_shape,
@@ -115,6 +134,7 @@ impl Conv2dPlan {
             row_run,
             zero_taps: vec![input_zero_point as u8; kw * ic],
             strided,
+            pointwise,
         }
     }
 
@@ -209,7 +229,16 @@ impl Conv2dPlan {
             && out_w == in_w
             && !(policy.implicit_1x1 && implicit.is_some());
         if direct {
-            // A 1x1 convolution is a plain GEMM over pixels.
+            // A 1x1 convolution is a plain GEMM over pixels, on the tier's pointwise tile where
+            // it takes the plan.
+            if let Some(run) = kernels
+                .ops::<T>()
+                .pointwise
+                .filter(|_| self.pointwise.is_some() && pointwise_on())
+            {
+                assert_eq!(output.len(), m * oc, "conv2d: output length");
+                return run(self, input, m, output, threads);
+            }
             return self.gemm.run(input, m, output, threads);
         }
         if let Some(run) = implicit {
@@ -415,6 +444,15 @@ fn implicit_takes(kernels: &Kernels, oc: usize) -> bool {
         }
     });
     forced.unwrap_or(oc <= max)
+}
+
+/// Whether 1x1 convolutions take the tier's pointwise tile where it takes them;
+/// `INTQ_POINTWISE=off` (read once) sends them to the packed GEMM instead, for measuring.
+fn pointwise_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        std::env::var("INTQ_POINTWISE").map_or(true, |v| !v.trim().eq_ignore_ascii_case("off"))
+    })
 }
 
 impl Conv2dPlan {
@@ -1027,5 +1065,161 @@ impl FullyConnectedPlan {
     /// Equal to `reference::fully_connected` with the same arguments.
     pub fn run<T: Code8>(&self, input: &[T], batches: usize, output: &mut [T], threads: usize) {
         self.gemm.run(input, batches, output, threads)
+    }
+}
+
+/// A tier's tile for 1x1 convolutions that reads the input's pixels in place as its rows, one
+/// row every `in_c` bytes (AMX's tile loads take any row stride; see
+/// [`Conv2dPlan::run_pointwise`]).
+pub(crate) trait PointwiseKernel {
+    const MR: usize;
+    const NR: usize;
+    /// Codes of one step of the tile per row: K is padded to a multiple of it in the packed
+    /// filter, with zero weights.
+    const KG: usize;
+    /// The `MR x NR` int32 sums of rows `a + r * lda` (`r < MR`) over `groups` steps of `KG`
+    /// codes against the packed B panel `b`, stored to `c`; the codes are read as s8 when
+    /// `signed`, else as u8.
+    ///
+    /// # Safety
+    /// The CPU has the tier; every row's `groups * KG` bytes are readable; `b` holds `groups`
+    /// groups; `c` is valid for `MR * NR` int32.
+    unsafe fn tile(
+        a: *const u8,
+        lda: usize,
+        groups: usize,
+        signed: bool,
+        b: *const i8,
+        c: *mut i32,
+    );
+    /// The output stage on `o.rows` rows of `NR` sums at `c`.
+    ///
+    /// # Safety
+    /// The CPU has the tier; `c` holds those rows; `o` meets [`super::TileOut`]'s contract.
+    unsafe fn finish(c: *const i32, o: &super::TileOut);
+    /// Called once a task's tiles are done.
+    ///
+    /// # Safety
+    /// The CPU has the tier.
+    unsafe fn end_task();
+}
+
+impl Conv2dPlan {
+    /// A 1x1, stride-1, unpadded convolution of `m` pixels on a [`PointwiseKernel`]: pixel `q`
+    /// is GEMM row `q`, its `in_c` codes at `q * in_c` in the input itself, multiplied as they
+    /// are (s8 for int8: the plan's pointwise epilogue adds `A_OFFSET Σw'` to each column, which
+    /// makes the sums those of the canonical codes, modulo 2^32 as the reference's). A row reads
+    /// whole `KG`-code steps, so past its codes it reads the next pixels', which meet the zero
+    /// weights K is padded with; a tile whose reads would pass the input's end (the last one or
+    /// two) is copied into scratch first, its missing rows computed from whatever the scratch
+    /// holds and never stored. The weights are symmetric (the plan's condition), so no row sum
+    /// is needed. Work is split into (tile, panel) pairs, tile-major, in equal contiguous runs
+    /// per thread: a tile's rows stay in L1 while the panels stream past them.
+    pub(crate) fn run_pointwise<K: PointwiseKernel, T: Code8>(
+        &self,
+        input: &[T],
+        m: usize,
+        output: &mut [T],
+        threads: usize,
+    ) {
+        use super::{Need, TileOut};
+        let epi = self
+            .pointwise
+            .as_ref()
+            .expect("conv2d: the pointwise tile runs a plan made for it");
+        let (mr, nr, kg) = (K::MR, K::NR, K::KG);
+        let [oc, _, _, k] = self.filter_shape;
+        assert_eq!(input.len(), m * k, "conv2d: input length");
+        assert_eq!(output.len(), m * oc, "conv2d: output length");
+        if m == 0 || oc == 0 {
+            return;
+        }
+        let b = i8::of(&self.gemm.packed);
+        let groups = k.div_ceil(kg).max(1);
+        let panel_stride = self.panel_stride(self.gemm.kernels.kg, nr);
+        debug_assert_eq!(panel_stride, groups * kg * nr);
+        let reach = groups * kg;
+        let (tiles, panels) = (m.div_ceil(mr), oc.div_ceil(nr));
+        // Tiles below `in_place` read only inside the input: rows `r` with
+        // `r * k + reach <= m * k`, whole tiles of them.
+        let in_place = if m * k >= reach {
+            ((m * k - reach) / k.max(1) + 1).min(m) / mr
+        } else {
+            0
+        };
+        let units = tiles * panels;
+        let threads = threads.max(1).min(units);
+        let per = units.div_ceil(threads);
+        let tasks = units.div_ceil(per);
+        let need = Need::default()
+            .add::<u8>(mr * k + reach)
+            .add::<i32>(mr * nr)
+            .add::<i32>(mr)
+            .0;
+        super::reserve_scratch(threads, 0, need);
+        let src = input.as_ptr() as usize;
+        let out_ptr = super::SendPtr(output.as_mut_ptr() as *mut u8);
+        let signed = T::A_OFFSET != 0;
+        let task = |t: usize| {
+            let op = out_ptr;
+            let (u0, u1) = (t * per, ((t + 1) * per).min(units));
+            super::with_scratch(0, need, |scratch| {
+                let tail = scratch.take::<u8>(mr * k + reach);
+                let c = scratch.take::<i32>(mr * nr);
+                // Symmetric weights: the output stage never reads the row sums.
+                let rowsum = scratch.filled(mr, 0i32);
+                let mut cur = usize::MAX;
+                let mut a = src as *const u8;
+                for u in u0..u1 {
+                    let (tile, pn) = (u / panels, u % panels);
+                    let q0 = tile * mr;
+                    let rows = mr.min(m - q0);
+                    if tile != cur {
+                        cur = tile;
+                        a = if tile < in_place {
+                            (src as *const u8).wrapping_add(q0 * k)
+                        } else {
+                            // SAFETY: T is one byte; rows q0 .. q0 + rows are in the input.
+                            let codes = unsafe {
+                                std::slice::from_raw_parts((src as *const u8).add(q0 * k), rows * k)
+                            };
+                            tail[..rows * k].copy_from_slice(codes);
+                            tail.as_ptr()
+                        };
+                    }
+                    let n0 = pn * nr;
+                    // SAFETY: the tier is this plan's (available) tier; every row's `reach`
+                    // bytes lie inside the input (tiles below `in_place`) or the tail buffer
+                    // (`mr * k + reach` bytes); the panel holds `groups` groups; `c` holds
+                    // `mr * nr` int32; the stores are rows q0 .. q0 + rows, columns n0 ..
+                    // n0 + cols of the output, one task's units, disjoint between tasks.
+                    unsafe {
+                        K::tile(
+                            a,
+                            k,
+                            groups,
+                            signed,
+                            b.as_ptr().add(pn * panel_stride),
+                            c.as_mut_ptr(),
+                        );
+                        K::finish(
+                            c.as_ptr(),
+                            &TileOut {
+                                rowsum: rowsum.as_ptr(),
+                                epi,
+                                n0,
+                                out: op.0.add(q0 * oc + n0),
+                                ldc: oc,
+                                rows,
+                                cols: nr.min(oc - n0),
+                            },
+                        );
+                    }
+                }
+            });
+            // SAFETY: the tier is available.
+            unsafe { K::end_task() };
+        };
+        super::parallel_for(threads, tasks, &task);
     }
 }

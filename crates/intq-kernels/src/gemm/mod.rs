@@ -35,7 +35,7 @@ mod table;
 mod threads;
 
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_imports))]
-pub(crate) use conv::StridedKernel;
+pub(crate) use conv::{PointwiseKernel, StridedKernel};
 pub use conv::{Conv2dPlan, FullyConnectedPlan};
 pub use depthwise::DepthwisePlan;
 pub use elementwise::{add, average_pool, hard_swish, max_pool, mul, resize_bilinear};

@@ -32,6 +32,9 @@ pub struct CodeOps<T: 'static> {
     /// `ImplicitKernel`), where the tier has one: `(plan, input, input_shape, output,
     /// output_shape, threads)`.
     pub(crate) implicit: Option<ImplicitFn<T>>,
+    /// The pointwise tile for 1x1 convolutions (`Conv2dPlan::run_pointwise`), reading the
+    /// input's pixels in place, where the tier has one: `(plan, input, pixels, output, threads)`.
+    pub(crate) pointwise: Option<PointwiseFn<T>>,
     /// One output row of a depthwise convolution, any depth multiplier, finished by the tier's
     /// vector output stage: `(plan, input, input_shape, out_h, row, out_row, acc)`.
     pub(crate) dw_row: DwRowFn<T>,
@@ -52,6 +55,7 @@ pub struct CodeOps<T: 'static> {
 }
 
 pub(crate) type ImplicitFn<T> = fn(&Conv2dPlan, &[T], [usize; 4], &mut [T], [usize; 4], usize);
+pub(crate) type PointwiseFn<T> = fn(&Conv2dPlan, &[T], usize, &mut [T], usize);
 pub(crate) type DwRowFn<T> =
     unsafe fn(&DepthwisePlan, &[T], [usize; 4], usize, usize, &mut [T], &mut [i32]);
 pub(crate) type DwRunFn<T> = unsafe fn(&super::depthwise::DwRun<T>, &[usize], usize, &mut [u8]);
@@ -249,6 +253,7 @@ const fn portable_ops<T: Code8 + Ord>() -> CodeOps<T> {
         pack: pack::<Portable, T>,
         gemm: gemm::<Portable, T>,
         implicit: None,
+        pointwise: None,
         dw_row: super::depthwise::dw_row_portable::<T>,
         dw_run: None,
         add: None,
@@ -290,6 +295,7 @@ mod x86 {
             pack: pack::<Avx2, T>,
             gemm: gemm::<Avx2, T>,
             implicit: Some(implicit::<Avx2, T>),
+            pointwise: None,
             dw_row: crate::gemm::depthwise::dw_row_avx2::<T>,
             dw_run: Some(avx2::dw_run::<T>),
             add: Some(avx2::add_same_shape::<T>),
@@ -360,12 +366,14 @@ mod x86 {
     /// AMX over AVX-512 VNNI: its own GEMM, and its strided tile for stride-1 convolutions;
     /// the VNNI implicit tile runs the other convolutions it takes on AMX's packed panels (the
     /// same VNNI layout, K padded to 64): layers of one 32-column panel and stems; 1x1
-    /// convolutions stay plain GEMMs, where the AMX tiles beat the VNNI ones.
+    /// convolutions with symmetric weights run on its pointwise tile, which reads the pixels in
+    /// place (`isa::amx_conv`), the others on its GEMM.
     const fn amx_ops<T: Code8 + Ord>() -> CodeOps<T> {
         CodeOps {
             pack: pack::<Amx, T>,
             gemm: gemm::<Amx, T>,
             implicit: Some(amx_conv::<T>),
+            pointwise: Some(amx_pointwise::<T>),
             ..vnni_ops::<T>()
         }
     }
@@ -383,6 +391,16 @@ mod x86 {
         } else {
             plan.run_implicit::<Vnni, T>(input, input_shape, output, output_shape, threads)
         }
+    }
+
+    fn amx_pointwise<T: Code8>(
+        plan: &Conv2dPlan,
+        input: &[T],
+        m: usize,
+        output: &mut [T],
+        threads: usize,
+    ) {
+        plan.run_pointwise::<Amx, T>(input, m, output, threads)
     }
 
     pub(super) const AMX: Kernels = Kernels {

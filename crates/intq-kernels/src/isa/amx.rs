@@ -112,7 +112,7 @@ pub(crate) unsafe fn release() {
 /// # Safety
 /// AMX is available (see [`available`]).
 #[inline]
-unsafe fn ensure_configured() {
+pub(crate) unsafe fn ensure_configured() {
     // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
     unsafe {
         CONFIGURED.with(|c| {
