@@ -56,6 +56,9 @@ fn run_matches_onnxruntime_at_any_batch() {
         "nhwc_qat",
         "prelu_qat",
         "pool_ceil_qat",
+        "convt_ops",
+        "decoder_qat",
+        "keras_cnn",
     ] {
         let out_path = dir.join(format!("{name}.out.npy"));
         let out = intq(&[
@@ -408,6 +411,8 @@ fn qat_convert_and_compare_every_layer_kind() {
         "nhwc_qat",
         "prelu_qat",
         "pool_ceil_qat",
+        "decoder_qat",
+        "keras_cnn",
     ] {
         let ckpt = dir.join(format!("{name}.ckpt"));
         let m = dir.join(format!("{name}.intq"));
