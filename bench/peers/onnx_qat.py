@@ -20,7 +20,9 @@ model is exported with torch.onnx.export (TorchScript exporter, opset 17, BatchN
 kept, dynamic batch) and checked against ONNX Runtime when it is installed.
 
 Recipe, the same for both sides: float 1 epoch (--float-epochs), batch 128, SGD momentum 0.9,
-weight decay 5e-4, lr 0.05 cosine per step, seed 0. QAT from the float weights: --qat-epochs
+weight decay 5e-4, lr 0.05 cosine per step, seed 0, then the BN running statistics re-estimated
+over the training pictures (recalibrate_bn: MobileNetV3's BN momentum of 0.01 leaves them near
+their initial values after a short run). QAT from the float weights: --qat-epochs
 epochs at lr 0.005 cosine, BN statistics frozen from the first step (intq --freeze-bn-after 0,
 PyTorch freeze_bn_stats). intq runs --intq-scheme (default int8 per-channel: symmetric int8
 weights per output channel, int8 activations); PyTorch runs get_default_qat_qconfig('x86')
@@ -115,6 +117,25 @@ def train(model, x, y, lr0, batch, seed, what):
             log(f"    {what} step {s + 1}/{steps} loss {loss.item():.4f} "
                 f"({time.perf_counter() - t:.0f}s)")
     return time.perf_counter() - t, steps
+
+
+def recalibrate_bn(model, x, batch=128):
+    """Sets every BatchNorm's running mean and variance to the plain average of its batch
+    statistics over the pictures x (train mode, momentum None, no gradient), weights unchanged.
+    torchvision's MobileNetV3 keeps BN momentum 0.01, so after a short float run its running
+    statistics are still near their initial 0 and 1 and the eval-mode model is at chance."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for i in range(0, x.shape[0], batch):
+            model(x[i : i + batch])
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
+    model.eval()
 
 
 def export_onnx(model, path):
@@ -372,7 +393,7 @@ def main():
         for e in range(a.float_epochs):
             s, n = train(fmodel, xtr, ytr, 0.05, 128, e, "float")
             secs, steps = secs + s, steps + n
-        fmodel.eval()
+        recalibrate_bn(fmodel, xtr)
         float_acc = acc(outputs(fmodel, xte), yte)
         log(f"    float acc {float_acc:.4f}")
         onnx_path = os.path.join(a.work, f"{name}.onnx")
