@@ -413,6 +413,7 @@ fn qat_convert_and_compare_every_layer_kind() {
         "pool_ceil_qat",
         "decoder_qat",
         "keras_cnn",
+        "mobilenetv3_dynamo",
     ] {
         let ckpt = dir.join(format!("{name}.ckpt"));
         let m = dir.join(format!("{name}.intq"));

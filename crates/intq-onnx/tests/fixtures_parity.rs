@@ -271,3 +271,14 @@ fn average_pool_ceil_mode_without_the_padding_matches_onnxruntime() {
     // 16 wide, 3-wide windows every 2: the eighth starts at 14 and runs past the picture.
     assert_eq!(g.value(pool.output).shape, [1, 8, 8, 8]);
 }
+
+/// The MobileNetV3-style network as the dynamo exporter writes it (tools/onnx-fixtures/
+/// dynamo_fixture.py: opset 18, BN folded, ReduceMean with its axes as an input, a symbolic batch).
+#[test]
+fn dynamo_exported_mobilenetv3_matches_onnxruntime() {
+    let g = parity("mobilenetv3_dynamo");
+    assert!(count(&g, |o| matches!(o, Op::Conv(c) if c.groups > 1)) >= 2);
+    assert_eq!(count(&g, |o| matches!(o, Op::BatchNorm { .. })), 0);
+    assert_eq!(g.nodes.iter().filter(|n| n.onnx_op == "HardSwish").count(), 8);
+    assert_eq!(g.nodes.iter().filter(|n| n.onnx_op == "ReduceMean").count(), 3);
+}
