@@ -347,7 +347,7 @@ impl ConvBn {
         fold: Option<&ChannelFold>,
     ) -> Result<Act, TrainError> {
         if let Some(q) = ctx.exact_quant() {
-            return self.forward_exact(input, &q, ctx, fold);
+            return self.forward_exact(input, &q, fold);
         }
         let (weight, extra) = self.folded_weight(fold)?;
         let in_q = input.q;
@@ -464,13 +464,13 @@ impl ConvBn {
         FoldedLayer::new(w, b, q, &self.out_obs, self.act, "a conv layer")
     }
 
-    /// [`ConvBn::forward`] in exact evaluation: the folded layer conversion stores, on the real
-    /// grid, convolved in f64.
+    /// [`ConvBn::forward`] in exact evaluation: the folded layer conversion stores, convolved
+    /// on the codes into the engine's integer accumulators and requantized as the engine does
+    /// ([`FoldedLayer::requant_exact`]).
     fn forward_exact(
         &self,
         input: Act,
         q: &QuantCfg,
-        ctx: &Ctx,
         fold: Option<&ChannelFold>,
     ) -> Result<Act, TrainError> {
         let p_in = exact_input(&input, "a conv layer")?;
@@ -482,15 +482,15 @@ impl ConvBn {
             f.weight_shape[2],
             f.weight_shape[3],
         ];
-        let (w, b) = f.grid_values(q.weight_scheme, p_in.scale)?;
+        let (w, b) = f.grid_codes(q.weight_scheme, p_in.scale)?;
         let w = f64_tensor(w, shape, &device);
         let b = f64_tensor(b, [shape[0]], &device);
-        let y = conv2d(input.x, w, Some(b), self.options());
-        let y = activate(y, self.act);
-        let (x, q) = self
-            .out_obs
-            .apply_requant(y, ctx, Some(p_in.scale), Some(&f.weight_quant))?;
-        Ok(Act { x, q })
+        let acc = conv2d(input_codes(input.x, p_in), w, Some(b), self.options());
+        let x = f.requant_exact(acc, p_in.scale, q.act_scheme)?;
+        Ok(Act {
+            x,
+            q: Some(f.output),
+        })
     }
 }
 
@@ -515,6 +515,26 @@ pub(crate) fn snap_bias(b: Tensor<1>, in_q: Option<QuantParams>, wq: &WeightQuan
     match in_q {
         Some(p) => bias_on_grid(b, p.scale, wq),
         None => b,
+    }
+}
+
+/// The codes `q - Z` of an exact evaluation's activation `x` (the real values `S (q - Z)`, f64)
+/// on params `p`, as integers in f64; zero padding stays 0.
+pub(crate) fn input_codes<const D: usize>(x: Tensor<D>, p: QuantParams) -> Tensor<D> {
+    x.cast(burn::tensor::FloatDType::F64)
+        .div_scalar(p.scale as f64)
+        .round()
+}
+
+/// The clamp a fused activation puts on output codes as the engine computes it (docs/spec.md
+/// §4.5: `quantize(f) = Z + round_away(f / S)` in f32), within the scheme's codes.
+pub(crate) fn act_clamp(act: u8, po: QuantParams, scheme: QScheme) -> (i32, i32) {
+    let quantize = |f: f32| po.zero_point.saturating_add((f / po.scale).round() as i32);
+    let (qmin, qmax) = (scheme.qmin(), scheme.qmax());
+    match act {
+        ACT_RELU => (qmin.max(quantize(0.0)), qmax),
+        ACT_RELU6 => (qmin.max(quantize(0.0)), qmax.min(quantize(6.0))),
+        _ => (qmin, qmax),
     }
 }
 
@@ -551,6 +571,90 @@ impl FoldedLayer {
             output,
             act,
         })
+    }
+
+    /// The integers the engine's accumulator sums, in f64: weight codes `w_q - Z_w[k]` (training
+    /// layout) and bias codes (at scale `S_in * S_w[k]`).
+    pub fn grid_codes(
+        &self,
+        scheme: QScheme,
+        s_in: f32,
+    ) -> Result<(Vec<f64>, Vec<f64>), TrainError> {
+        let o = self.weight_shape[0];
+        let per = self.weights.len() / o.max(1);
+        let w = self
+            .weights
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let p = self.weight_quant.channel(i / per);
+                (weight_code(scheme, p, v) - p.zero_point) as f64
+            })
+            .collect();
+        let b = self
+            .bias
+            .iter()
+            .enumerate()
+            .map(|(k, &v)| {
+                let s = s_in * self.weight_quant.scale(k);
+                bias_code(v, s).map(f64::from).ok_or_else(|| {
+                    TrainError::Export(format!(
+                        "bias {v} of channel {k} does not fit int32 at scale {s}"
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((w, b))
+    }
+
+    /// Exact evaluation of the layer's output (docs/spec.md §2.6): the engine's integer
+    /// accumulators `acc` (output channels on axis 1; exact integers in f64, from
+    /// [`FoldedLayer::grid_codes`] and the input's codes) requantized as the engine does
+    /// (§4.4): `clamp(MBQM(acc, m0_k, shift_k) + Z_out, act_min, act_max)` with the multiplier
+    /// `M_k = S_in S_w[k] / S_out` rounded to its 31-bit `m0_k`, and the fused activation as
+    /// the engine's clamp (§4.5). Returns the real values `S_out (q - Z_out)`, f64.
+    pub fn requant_exact<const D: usize>(
+        &self,
+        acc: Tensor<D>,
+        s_in: f32,
+        scheme: QScheme,
+    ) -> Result<Tensor<D>, TrainError> {
+        let po = self.output;
+        let dims = acc.dims();
+        let (c, inner) = (dims[1], dims[2..].iter().product::<usize>());
+        let m = (0..c)
+            .map(|k| {
+                let s_w = self.weight_quant.scale(k);
+                let real = s_in as f64 * s_w as f64 / po.scale as f64;
+                intq_quant::QuantizedMultiplier::from_real(real).map_err(|e| {
+                    TrainError::Export(format!(
+                        "output multiplier S_in * S_w[{k}] / S_out = {s_in:e} * {s_w:e} / {:e} \
+                         cannot be formed: {e}",
+                        po.scale
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let (lo, hi) = act_clamp(self.act, po, scheme);
+        let device = acc.device();
+        let acc = acc
+            .into_data()
+            .convert::<f64>()
+            .try_into_vec::<f64>()
+            .map_err(|e| TrainError::Export(format!("exact evaluation: {e:?}")))?;
+        let out = acc
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| {
+                // The engine's int32 accumulator wraps.
+                let code = m[(i / inner) % c]
+                    .apply(a as i64 as i32)
+                    .saturating_add(po.zero_point)
+                    .clamp(lo, hi);
+                po.scale as f64 * (code - po.zero_point) as f64
+            })
+            .collect();
+        Ok(f64_tensor(out, dims, &device))
     }
 
     /// The real values the integer engine computes with, in f64: weights `S_w[k] (w_q - Z_w[k])`
@@ -631,16 +735,13 @@ impl QLinear {
             })?;
             let f = self.export(&q)?;
             let [o, i] = [f.weight_shape[0], f.weight_shape[1]];
-            let (w, b) = f.grid_values(q.weight_scheme, p_in.scale)?;
+            let (w, b) = f.grid_codes(q.weight_scheme, p_in.scale)?;
             let device = x.device();
             let w = f64_tensor(w, [o, i], &device);
             let b = f64_tensor(b, [o], &device);
-            let y = x.matmul(w.transpose()) + b.reshape([1, o]);
-            let y = activate(y, self.act);
-            let s_in = Some(p_in.scale);
-            return self
-                .out_obs
-                .apply_requant(y, ctx, s_in, Some(&f.weight_quant));
+            let acc = input_codes(x, p_in).matmul(w.transpose()) + b.reshape([1, o]);
+            let y = f.requant_exact(acc, p_in.scale, q.act_scheme)?;
+            return Ok((y, Some(f.output)));
         }
         let (w, b, wquant) = match ctx.quant {
             Some(q) => {
@@ -701,13 +802,7 @@ impl QAdd {
         [pa, pb, po]: [QuantParams; 3],
         scheme: QScheme,
     ) -> Result<Act, TrainError> {
-        let quantize = |f: f32| po.zero_point.saturating_add((f / po.scale).round() as i32);
-        let (qmin, qmax) = (scheme.qmin(), scheme.qmax());
-        let (lo, hi) = match self.act {
-            ACT_RELU => (qmin.max(quantize(0.0)), qmax),
-            ACT_RELU6 => (qmin.max(quantize(0.0)), qmax.min(quantize(6.0))),
-            _ => (qmin, qmax),
-        };
+        let (lo, hi) = act_clamp(self.act, po, scheme);
         let add = intq_kernels::reference::AddParams::new(pa, pb, po, lo, hi)?;
         let code = |v: f32, p: QuantParams| (v / p.scale).round() as i32 + p.zero_point;
         let dims = a.x.dims();
