@@ -3,10 +3,11 @@
 //!
 //! They live in this crate because ISA dispatch (and the `unsafe` it takes) lives here. Each
 //! kernel is one generic body: the portable tier runs it as compiled for baseline x86-64 (SSE2
-//! there), and the x86 tiers run the same body inside an `#[target_feature(enable = "avx2")]`
-//! wrapper (`isa/avx2.rs`, reached through the kernel table), where the compiler vectorizes it twice as wide. The body uses only
-//! IEEE-exact operations (no fused multiply-add: Rust never contracts), so every tier gives the
-//! same bits; `tests/fast_tiers.rs` checks that on edge and random inputs.
+//! there), and the x86 tiers run the same body inside a `#[target_feature]` wrapper (AVX2 in
+//! `isa/avx2.rs`, AVX-512 here; reached through the kernel table), where the compiler vectorizes
+//! it two or four times as wide. The body uses only IEEE-exact operations (no fused
+//! multiply-add: Rust never contracts), so every tier gives the same bits;
+//! `tests/fast_tiers.rs` checks that on edge and random inputs.
 
 use crate::gemm::Kernels;
 use crate::isa::Isa;
@@ -57,6 +58,23 @@ impl RequantFakeQuant {
 
 /// [`RequantFakeQuant::block`] on the portable tier (baseline x86-64: SSE2 there).
 pub(crate) fn fake_quant_portable(
+    k: &RequantFakeQuant,
+    e: i32,
+    x: &[f32],
+    fq: &mut [f32],
+    mask: Option<&mut [u8]>,
+) -> bool {
+    fake_quant_body(k, e, x, fq, mask)
+}
+
+/// [`RequantFakeQuant::block`]'s body compiled for AVX-512 (the compiler vectorizes it sixteen
+/// lanes wide; same operations, same bits): the table entry of the AVX-512 VNNI and AMX tiers.
+///
+/// # Safety
+/// The CPU has AVX-512F and AVX-512BW; `fq` (and `mask`, if any) are as long as `x`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(crate) unsafe fn fake_quant_avx512(
     k: &RequantFakeQuant,
     e: i32,
     x: &[f32],

@@ -327,8 +327,8 @@ mod x86 {
         i8: avx2_ops::<i8>(),
     };
 
-    /// AVX-512 VNNI over AVX2: its own GEMM, implicit GEMM, depthwise, Add, Mul, HardSwish and
-    /// bilinear resize; AVX2's pooling and fake quantization.
+    /// AVX-512 VNNI over AVX2: its own GEMM, implicit GEMM, depthwise, Add, Mul, HardSwish,
+    /// bilinear resize and fake quantization; AVX2's pooling.
     const fn vnni_ops<T: Code8 + Ord>() -> CodeOps<T> {
         CodeOps {
             pack: pack::<Vnni, T>,
@@ -358,6 +358,7 @@ mod x86 {
             strided_run: 0,
         },
         dw_layout: Some(vnni::dw_layout),
+        fake_quant: crate::qat::fake_quant_avx512,
         u8: vnni_ops::<u8>(),
         i8: vnni_ops::<i8>(),
         ..AVX2
