@@ -1920,6 +1920,7 @@ impl GraphNet {
     }
 
     /// [`GraphNet::train_step_smoothed`] on host data: `labels.len()` images NCHW in `x`.
+    #[allow(clippy::too_many_arguments)]
     pub fn train_step_host(
         &mut self,
         x: &[f32],
