@@ -49,3 +49,45 @@ fn tf2onnx_keras_cnn_equals_onnxruntime() {
     println!("keras_cnn: max|intq-ort|/max|ort| = {:.3e}", diff / scale);
     assert!(diff / scale <= 1e-5, "{}", diff / scale);
 }
+
+/// The fixture with its Squeeze's axes constant set to `axes`; the error importing it.
+fn squeeze_err(axes: &[i64]) -> String {
+    use intq_onnx::proto::ModelProto;
+    use prost::Message;
+    let bytes = std::fs::read(fixture("keras_cnn.onnx")).unwrap();
+    let mut m = ModelProto::decode(bytes.as_slice()).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let name = g
+        .node
+        .iter()
+        .find(|n| n.op_type.as_deref() == Some("Squeeze"))
+        .unwrap()
+        .input[1]
+        .clone();
+    let t = g
+        .initializer
+        .iter_mut()
+        .find(|t| t.name.as_deref() == Some(name.as_str()))
+        .unwrap();
+    t.raw_data = None;
+    t.int64_data = axes.to_vec();
+    t.dims = vec![axes.len() as i64];
+    match intq_onnx::load_bytes(&m.encode_to_vec()) {
+        Ok(_) => panic!("accepted"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_squeeze_of_the_batch_or_of_a_real_dimension_is_named() {
+    assert_eq!(
+        squeeze_err(&[0, 2]),
+        "node \"keras_cnn/gap/Mean_Squeeze__31\" (Squeeze), attribute \"axes\": [0, 2] on [1, 32, \
+         1, 1]: intq squeezes dimensions of size 1 other than the batch"
+    );
+    assert_eq!(
+        squeeze_err(&[1]),
+        "node \"keras_cnn/gap/Mean_Squeeze__31\" (Squeeze), attribute \"axes\": [1] on [1, 32, 1, \
+         1]: intq squeezes dimensions of size 1 other than the batch"
+    );
+}
