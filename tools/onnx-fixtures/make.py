@@ -63,6 +63,9 @@ Writes, into the output folder (default crates/intq-onnx/tests/fixtures):
   resize_linear_qat.onnx built with onnx.helper: bilinear Resize up 2x (half_pixel, scales)
                          before a Concat, down 16 to 11 (align_corners), up 2x
                          (pytorch_half_pixel), between convs, GAP, Gemm
+  convt_pads_qat.onnx    built with onnx.helper: ConvTransposes whose cut neither SAME nor VALID
+                         places (3x3 stride 2 pads 1 output_padding 1, as torch writes a 2x
+                         upsampling; stride 1 with asymmetric pads), between convs, GAP, Gemm
   NAME.input.npy         fixed float32 inputs, batch 4 (seeded)
   NAME.output.npy        ONNX Runtime's output on them (CPU execution provider, no graph
                          optimizations, so it runs the file's nodes as written)
@@ -1341,6 +1344,59 @@ def resize_linear_qat_model(path):
     onnx.save(model, path)
 
 
+def convt_pads_qat_model(path):
+    """ConvTransposes whose cut TFLite's SAME and VALID cannot express (explicit padding in the
+    engine): torch's 2x upsampling (3x3, stride 2, pads 1, output_padding 1) and a stride-1 one
+    with asymmetric pads, node by node."""
+    rng = np.random.default_rng(SEED + 67)
+
+    def w(name, *shape, scale=0.4):
+        return numpy_helper.from_array(
+            (rng.standard_normal(shape) * scale).astype(np.float32), name
+        )
+
+    inits = [
+        w("w1", 8, 3, 3, 3),
+        w("b1", 8),
+        w("wt1", 8, 8, 3, 3, scale=0.3),
+        w("bt1", 8),
+        w("wt2", 8, 4, 3, 3, scale=0.3),
+        w("bt2", 4),
+        w("w3", 8, 4, 3, 3, scale=0.3),
+        w("b3", 8),
+        w("fc_w", 10, 8),
+        w("fc_b", 10),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="down", pads=[1, 1, 1, 1],
+                         strides=[2, 2]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("ConvTranspose", ["r1", "wt1", "bt1"], ["t1"], name="up_torch",
+                         strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1]),
+        helper.make_node("Relu", ["t1"], ["u1"], name="up_torch_relu"),
+        helper.make_node("ConvTranspose", ["u1", "wt2", "bt2"], ["t2"], name="convt_asym",
+                         pads=[2, 0, 0, 2]),
+        helper.make_node("Relu", ["t2"], ["u2"], name="convt_asym_relu"),
+        helper.make_node("Conv", ["u2", "w3", "b3"], ["c3"], name="head", pads=[1, 1, 1, 1],
+                         strides=[2, 2]),
+        helper.make_node("Relu", ["c3"], ["r3"], name="head_relu"),
+        helper.make_node("GlobalAveragePool", ["r3"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["output"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "convt_pads_qat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+
+
 def run_ort(path, x):
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -1414,6 +1470,9 @@ def main():
     if only in (None, "decoder_qat"):
         decoder_qat_model(os.path.join(out, "decoder_qat.onnx"))
         models.append(("decoder_qat", (3, 32, 32)))
+    if only in (None, "convt_pads_qat"):
+        convt_pads_qat_model(os.path.join(out, "convt_pads_qat.onnx"))
+        models.append(("convt_pads_qat", (3, 32, 32)))
     if only in (None, "hsigmoid_se_qat"):
         hsigmoid_se_qat_model(os.path.join(out, "hsigmoid_se_qat.onnx"))
         models.append(("hsigmoid_se_qat", (3, 32, 32)))

@@ -94,6 +94,7 @@ fn float_mode_equals_onnxruntime() {
     assert!(float_parity("pool_ceil_qat", Head::Logits) <= 1e-5);
     // A 4x4 ConvTranspose with BN folded and a 2x2 one, both with ReLU.
     assert!(float_parity("decoder_qat", Head::Logits) <= 1e-5);
+    assert!(float_parity("convt_pads_qat", Head::Logits) <= 1e-5);
     // A Keras CNN through tf2onnx: NHWC input, BN folded by the converter, MatMul + Add.
     assert!(float_parity("keras_cnn", Head::Softmax) <= 1e-5);
     // HardSigmoid gates as a ReLU6 layer and a scaling by 1/6.
@@ -490,6 +491,7 @@ fn integer_model_equals_fake_quant_model() {
         "head_act_qat",
         "pool_ceil_qat",
         "decoder_qat",
+        "convt_pads_qat",
         "keras_cnn",
         "hsigmoid_se_qat",
         "maxmin_qat",
@@ -524,6 +526,7 @@ fn after_qat_steps_the_integer_model_equals_the_fake_quant_model() {
         "prelu_qat",
         "pool_ceil_qat",
         "decoder_qat",
+        "convt_pads_qat",
         "keras_cnn",
         "hsigmoid_se_qat",
         "maxmin_qat",
@@ -558,6 +561,7 @@ fn after_ptq_calibration_the_integer_model_equals_the_fake_quant_model() {
         "prelu_qat",
         "pool_ceil_qat",
         "decoder_qat",
+        "convt_pads_qat",
         "keras_cnn",
         "hsigmoid_se_qat",
         "maxmin_qat",
