@@ -848,6 +848,62 @@ fn check_depthwise<T: Code8>(
     assert_same(&got, &want, what);
 }
 
+/// Depthwise convolutions with symmetric weights (TFLite's int8 scheme; uint8 weights with zero
+/// point 128), depth multiplier 1: every tap `w - Z_w` fits s8, so VNNI and AMX run them on the
+/// quad kernel. Channels over and off whole blocks of 64, windows of 1 to 25 taps (quads with
+/// missing taps), strides, dilations and paddings of every kind, 1 to 3 threads.
+fn symmetric_depthwise<T: Code8>(isa: Isa, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let (b, ih, iw) = (rng.size(1, 2), rng.size(1, 12), rng.size(1, 12));
+    let c = [1, 7, 16, 32, 63, 64, 65, 96, 144, 200][rng.size(0, 9)];
+    let (kh, kw) = if rng.int(0, 2) == 0 {
+        (3.min(ih), 3.min(iw))
+    } else {
+        (rng.size(1, 5).min(ih), rng.size(1, 5).min(iw))
+    };
+    let padding = match rng.size(0, 2) {
+        0 => Padding::Same,
+        1 => Padding::Valid,
+        _ => Padding::Explicit {
+            top: rng.size(0, 2),
+            bottom: rng.size(0, 2),
+            left: rng.size(0, 2),
+            right: rng.size(0, 2),
+        },
+    };
+    let (s, d) = (rng.size(1, 3), if rng.int(0, 3) == 0 { 2 } else { 1 });
+    let Some(((oh, ow), params)) = geometry(padding, (ih, iw), (kh, kw), (s, s), (d, d)) else {
+        return;
+    };
+    let input = rng.codes::<T>(b * ih * iw * c);
+    let filter = rng.codes::<T>(kh * kw * c);
+    let zin = rng.any_zero_point::<T>(true);
+    let zw = [if T::A_OFFSET != 0 { 0 } else { 128 }];
+    let threads = rng.size(1, 3);
+    check_depthwise(
+        isa,
+        threads,
+        &input,
+        [b, ih, iw, c],
+        zin,
+        &filter,
+        [1, kh, kw, c],
+        &zw,
+        1,
+        &params,
+        &mut rng,
+        [b, oh, ow, c],
+        || format!("{isa} symmetric depthwise seed {seed}, {threads} threads: {params:?}"),
+    );
+}
+
+tiers!(depthwise_symmetric, |isa| {
+    for s in 0..80 {
+        symmetric_depthwise::<u8>(isa, 9900 + s);
+        symmetric_depthwise::<i8>(isa, 9990 + s);
+    }
+});
+
 fn random_depthwise<T: Code8>(isa: Isa, seed: u64, threads: usize) {
     let mut rng = Rng::new(seed);
     let (b, ih, iw, ic, dm) = (

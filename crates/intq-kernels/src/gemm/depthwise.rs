@@ -27,6 +27,9 @@ pub struct DepthwisePlan {
     /// its preconditions hold (a tier with a pair kernel, depth multiplier 1, taps and `Z_in` in
     /// int16, a vector epilogue).
     pairs: Option<(Vec<i16>, DwConsts)>,
+    /// The quad kernel's data (the table's `dw_quads`), preferred to the pair kernel where its
+    /// preconditions hold (see [`DwQuads::new`]).
+    quads: Option<DwQuads>,
 }
 
 impl DepthwisePlan {
@@ -82,6 +85,12 @@ impl DepthwisePlan {
                 }),
             _ => None,
         };
+        let quads = match kernels.ops::<T>().dw_quads {
+            Some(_) if depth_multiplier == 1 => {
+                DwQuads::new::<T>(&taps, kh * kw, oc, stage, input_zero_point, kernels)
+            }
+            _ => None,
+        };
         DepthwisePlan {
             kernels,
             taps,
@@ -91,6 +100,7 @@ impl DepthwisePlan {
             input_zero_point,
             epi,
             pairs,
+            quads,
         }
     }
 
@@ -141,6 +151,28 @@ impl DepthwisePlan {
             .add::<usize>(kh * kw)
             .0;
         let work = |(r, out_row): (usize, &mut [T]), scratch: &mut super::threads::Bump| {
+            if let (Some(q), Some(run)) = (&self.quads, ops.dw_quads) {
+                let dw = DwQuadRun {
+                    input,
+                    step: self.params.stride_w * in_c,
+                    ntaps: kh * kw,
+                    oc,
+                    w: &q.w,
+                    epi: &q.epi,
+                    zc: q.zc,
+                };
+                let rows = scratch.filled(kh, None);
+                let offsets = scratch.filled(kh * kw, usize::MAX);
+                // SAFETY: the plan made `q` only on a tier whose table has `dw_quads` (which
+                // the CPU has), for these taps and channels; every offset `dw_row_runs` hands
+                // over is MAX or a whole in-bounds pixel of `oc` codes, advancing by `step`
+                // within a run (see `dw_row_runs`).
+                let pixels = |offsets: &[usize], n: usize, out: &mut [u8]| unsafe {
+                    run(&dw, offsets, n, out)
+                };
+                dw_row_runs(self, pixels, input_shape, out_h, r, out_row, rows, offsets);
+                return;
+            }
             if let (Some((pairs, k)), Some(run)) = (&self.pairs, ops.dw_run) {
                 let dw = DwRun {
                     input,
@@ -153,17 +185,13 @@ impl DepthwisePlan {
                 };
                 let rows = scratch.filled(kh, None);
                 let offsets = scratch.filled(kh * kw, usize::MAX);
-                dw_row_pairs(
-                    self,
-                    &dw,
-                    run,
-                    input_shape,
-                    out_h,
-                    r,
-                    out_row,
-                    rows,
-                    offsets,
-                );
+                // SAFETY: the plan chose the pair kernel only on a tier the CPU has, with a
+                // vector epilogue, and laid `dw.pairs` (and `dw.k`) out for that tier's kernel,
+                // these taps and channels; the offsets are as `dw_row_runs` says.
+                let pixels = |offsets: &[usize], n: usize, out: &mut [u8]| unsafe {
+                    run(&dw, offsets, n, out)
+                };
+                dw_row_runs(self, pixels, input_shape, out_h, r, out_row, rows, offsets);
                 return;
             }
             let acc = scratch.take::<i32>(oc);
@@ -197,15 +225,17 @@ impl DepthwisePlan {
     }
 }
 
-/// One output row of a depthwise convolution on a pair kernel: the row's pixels whose windows
-/// lie inside the input along x form one run whose tap offsets advance by a constant step,
-/// which the tier's `dw_run` takes whole; the border pixels are runs of one, their offsets
-/// found with the padded-tap checks. `rows` (`kh`) and `offsets` (`kh * kw`) are scratch.
+/// One output row of a depthwise convolution on a run kernel (the pair or quad kernel, called
+/// through `pixels(offsets, n, out)`): the row's pixels whose windows lie inside the input along
+/// x form one run whose tap offsets advance by a constant step (`stride_w * in_c`), which the
+/// kernel takes whole; the border pixels are runs of one, their offsets found with the
+/// padded-tap checks. Every offset is `usize::MAX` (a padded tap) or the start of a whole
+/// in-bounds pixel of `oc` codes, for every pixel of its run. `rows` (`kh`) and `offsets`
+/// (`kh * kw`) are scratch.
 #[allow(clippy::too_many_arguments)]
-fn dw_row_pairs<T: Code8>(
+fn dw_row_runs<T: Code8>(
     plan: &DepthwisePlan,
-    dw: &DwRun<T>,
-    run: super::table::DwRunFn<T>,
+    pixels: impl Fn(&[usize], usize, &mut [u8]),
     input_shape: [usize; 4],
     out_h: usize,
     r: usize,
@@ -253,12 +283,9 @@ fn dw_row_pairs<T: Code8>(
     // SAFETY: T is one byte.
     let out_bytes =
         unsafe { std::slice::from_raw_parts_mut(out_row.as_mut_ptr() as *mut u8, out_row.len()) };
-    // SAFETY (every call below): the plan chose the pair kernel only on a tier the CPU has,
-    // with a vector epilogue, and laid `dw.pairs` (and `dw.k`) out for that tier's kernel,
-    // these taps and channels; every offset is MAX or a whole in-bounds pixel of `oc` codes
-    // (checked lengths in `run`; inside the interior run, `offsets + i * step` is the pixel
-    // `fill` would give pixel `x_lo + i`).
-    let pixels = |offsets: &[usize], n: usize, out: &mut [u8]| unsafe { run(dw, offsets, n, out) };
+    // Every offset is MAX or a whole in-bounds pixel of `oc` codes (checked lengths in `run`;
+    // inside the interior run, `offsets + i * step` is the pixel `fill` would give pixel
+    // `x_lo + i`).
     for ox in (0..x_lo).chain(x_hi..out_w) {
         fill(offsets, ox);
         pixels(offsets, 1, &mut out_bytes[ox * oc..(ox + 1) * oc]);
@@ -482,4 +509,112 @@ pub(crate) struct DwRun<'a, T> {
     pub(crate) k: &'a DwConsts,
     /// The plan's vector-ready epilogue.
     pub(crate) epi: &'a Epilogue,
+}
+
+/// The quad kernel's data (the table's `dw_quads`: `vpdpbusd` on four taps at once, depth
+/// multiplier 1), made once per plan.
+///
+/// Activations are taken canonical (`a' = a + A_OFFSET`, u8) and the taps `w - Z_w` as s8, so
+/// `Σ_t (a'_t - Z_a') w_t = Σ_t a'_t w_t - Z_a' Σ_t w_t` modulo 2^32: the second term goes into
+/// the bias, and a padded tap reads `Z_a'`, whose product the bias then cancels, as the
+/// reference skips it. The four taps' bytes of a channel meet in one 32-bit lane after two
+/// rounds of byte and word unpacks, which leave the channels of a 64-channel block in four
+/// vectors, lane `4L + j` of vector `q` holding channel `16L + 4q + j`; the epilogue's columns
+/// are laid out in that order, and two rounds of saturating packs (exact: the codes are in
+/// range after the output stage) put the channels back in order.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct DwQuads {
+    /// Per block of 64 channels, per quad of taps `4p .. 4p + 4` (missing taps 0), the four
+    /// vectors of 64 bytes: byte `b` of lane `4L + j` of vector `q` is tap `4p + b` of channel
+    /// `16L + 4q + j` (0 past the channels).
+    pub(crate) w: Vec<i8>,
+    /// The plain epilogue over the channels padded to whole blocks of 64, its bias less
+    /// `Z_a' Σ_t w_t`, its columns in the vectors' order, laid out 16 wide.
+    pub(crate) epi: Epilogue,
+    /// `Z_a'`: what a padded tap reads.
+    pub(crate) zc: u8,
+}
+
+impl DwQuads {
+    /// `taps` is `w - Z_w`, `[ntaps][oc]`. `None` unless every tap fits s8, `Z_a'` is a u8
+    /// code, the vector epilogue applies and its clamp keeps the codes in `T`'s range (so the
+    /// packs are exact).
+    fn new<T: Code8>(
+        taps: &[i32],
+        ntaps: usize,
+        oc: usize,
+        stage: &OutputStage,
+        zin: i32,
+        kernels: &Kernels,
+    ) -> Option<DwQuads> {
+        let zc = u8::try_from(zin.checked_add(T::A_OFFSET)?).ok()?;
+        if taps.iter().any(|&t| i8::try_from(t).is_err())
+            || stage.clamp_min < T::MIN
+            || stage.clamp_max > T::MAX
+            || kernels.lane_width != 16
+        {
+            return None;
+        }
+        let plain = Epilogue::plain(oc, 64, stage);
+        if !plain.vector_ok {
+            return None;
+        }
+        let np = plain.colconst.len();
+        let (blocks, quads) = (np / 64, ntaps.div_ceil(4));
+        // Column `n` of the laid-out epilogue is channel `chan(n)`.
+        let chan = |n: usize| {
+            let (blk, v, l, j) = (n / 64, n % 64 / 16, n % 16 / 4, n % 4);
+            blk * 64 + 16 * l + 4 * v + j
+        };
+        let mut epi = plain.clone();
+        for n in 0..np {
+            let c = chan(n);
+            let mut bias = plain.colconst[c];
+            if c < oc {
+                let sum = (0..ntaps).fold(0i32, |s, t| s.wrapping_add(taps[t * oc + c]));
+                bias = bias.wrapping_sub((zc as i32).wrapping_mul(sum));
+            }
+            epi.colconst[n] = bias;
+            epi.zw[n] = plain.zw[c];
+            epi.m0[n] = plain.m0[c];
+            epi.lshift[n] = plain.lshift[c];
+            epi.rshift[n] = plain.rshift[c];
+            epi.pre_lo[n] = plain.pre_lo[c];
+            epi.pre_hi[n] = plain.pre_hi[c];
+            epi.rround[n] = plain.rround[c];
+            epi.mult[n] = plain.mult[c];
+        }
+        kernels.lay_out(&mut epi);
+        let mut w = vec![0i8; blocks * quads * 256];
+        for blk in 0..blocks {
+            for p in 0..quads {
+                for n in 0..64 {
+                    let c = chan(blk * 64 + n);
+                    for b in 0..4 {
+                        let t = 4 * p + b;
+                        if c < oc && t < ntaps {
+                            w[((blk * quads + p) * 64 + n) * 4 + b] = taps[t * oc + c] as i8;
+                        }
+                    }
+                }
+            }
+        }
+        Some(DwQuads { w, epi, zc })
+    }
+}
+
+/// The operands of a quad kernel (the table's `dw_quads`) shared by every run of pixels of a
+/// depthwise convolution: pixel `i` of a run reads its taps at `offsets[t] + i * step`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) struct DwQuadRun<'a, T> {
+    pub(crate) input: &'a [T],
+    pub(crate) step: usize,
+    pub(crate) ntaps: usize,
+    pub(crate) oc: usize,
+    /// [`DwQuads::w`].
+    pub(crate) w: &'a [i8],
+    /// [`DwQuads::epi`].
+    pub(crate) epi: &'a Epilogue,
+    /// [`DwQuads::zc`].
+    pub(crate) zc: u8,
 }
