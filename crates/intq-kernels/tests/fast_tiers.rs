@@ -688,6 +688,45 @@ tiers!(conv_wide_stride1_tiles_span_rows, |isa| {
     }
 });
 
+/// Output channels over several 64-column tiles (VNNI's 6 x 64 implicit tile reads two packed
+/// panels at once), their count off 16, 32 and 64 so the last tile may end inside its first
+/// panel; channels a multiple of 4 or a narrow stem's, windows 1x1 to 3x3, strides 1 and 2,
+/// explicit paddings, one to three threads over one or two images.
+fn many_panel_conv<T: Code8>(isa: Isa, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let oc = [33, 40, 48, 64, 65, 96, 97, 100, 128, 150, 160, 200][rng.size(0, 11)];
+    let ic = [3, 4, 8, 12, 20, 64, 68][rng.size(0, 6)];
+    let k = rng.size(1, 3);
+    let s = rng.size(1, 2);
+    let (b, ih, iw) = (rng.size(1, 2), rng.size(k, 9), rng.size(k, 9));
+    let padding = Padding::Explicit {
+        top: rng.size(0, 1),
+        bottom: rng.size(0, 1),
+        left: rng.size(0, 1),
+        right: rng.size(0, 1),
+    };
+    let Some(((oh, ow), params)) = geometry(padding, (ih, iw), (k, k), (s, s), (1, 1)) else {
+        return;
+    };
+    let shapes = ([b, ih, iw, ic], [oc, k, k, ic], [b, oh, ow, oc]);
+    let threads = rng.size(1, 3);
+    check_random_conv::<T>(
+        isa,
+        &mut rng,
+        shapes,
+        params,
+        threads,
+        &format!("many-panel conv seed {seed}"),
+    );
+}
+
+tiers!(conv_output_channels_over_many_panels, |isa| {
+    for s in 0..40 {
+        many_panel_conv::<u8>(isa, 9700 + s);
+        many_panel_conv::<i8>(isa, 9800 + s);
+    }
+});
+
 /// Inputs whose channels are off the 8-code group (1 to 15 but 8) under windows up to 7x7
 /// (ResNet-18's stem), strides 1 and 2, paddings up to 3: on AVX2 each filter row's run is
 /// padded to whole groups with zero weights and read straight from the image, the padding

@@ -340,7 +340,7 @@ mod x86 {
         CodeOps {
             pack: pack::<Vnni, T>,
             gemm: gemm::<Vnni, T>,
-            implicit: Some(implicit::<Vnni, T>),
+            implicit: Some(vnni::implicit_conv::<T>),
             dw_row: crate::gemm::depthwise::dw_row_avx512::<T>,
             dw_run: Some(vnni::dw_run::<T>),
             dw_quads: Some(crate::isa::avx512_dw::dw_quads::<T>),

@@ -131,14 +131,25 @@ unsafe fn tile(t: &Tile<u8, i8>, o: &TileOut) {
 /// # Safety
 /// The CPU has AVX-512 F/BW; `o` meets [`TileOut`]'s contract for this tier's tile.
 #[target_feature(enable = "avx512f,avx512bw")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn finish_tile(acc: &[[__m512i; 2]; MR], o: &TileOut) {
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe { finish_acc(acc, o) }
+}
+
+/// The output stage on `R` rows of `H` vectors of 16 accumulators (columns `n0 ..` of
+/// `o`), stored as `o.rows x o.cols` codes: column group by column group, so each group's
+/// constants are loaded once for all rows.
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW; `o` meets [`TileOut`]'s contract for an `R x 16H` tile.
+#[inline(always)]
+unsafe fn finish_acc<const R: usize, const H: usize>(acc: &[[__m512i; H]; R], o: &TileOut) {
     // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
     unsafe {
         let (rowsum, epi, n0, out, ldc, rows, cols) =
             (o.rowsum, o.epi, o.n0, o.out, o.ldc, o.rows, o.cols);
         if epi.vector_ok {
-            for h in 0..2 {
+            for h in 0..H {
                 if 16 * h >= cols {
                     break;
                 }
@@ -151,13 +162,14 @@ unsafe fn finish_tile(acc: &[[__m512i; 2]; MR], o: &TileOut) {
                 }
             }
         } else {
-            let mut raw = [0i32; MR * NR];
+            let mut raw = [[0i32; 16]; 64];
+            debug_assert!(R * H <= raw.len());
             for (i, acc_i) in acc.iter().enumerate() {
                 for (h, &v) in acc_i.iter().enumerate() {
-                    _mm512_storeu_si512(raw.as_mut_ptr().add(i * NR + 16 * h) as *mut __m512i, v);
+                    _mm512_storeu_si512(raw[i * H + h].as_mut_ptr() as *mut __m512i, v);
                 }
             }
-            epi.finish_scalar(&raw, NR, o);
+            epi.finish_scalar(raw.as_flattened(), 16 * H, o);
         }
     }
 }
@@ -451,6 +463,142 @@ unsafe fn tile_implicit(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
                 .add(g * KG));
         }
         finish_tile(&acc, o);
+    }
+}
+
+/// The implicit GEMM's wide tile: 6 rows by 64 columns (two of the packed filter's 32-column
+/// panels), 24 accumulators. Each step's four B vectors serve six rows and each broadcast
+/// four vectors, against two and eight for the 8 x 32 tile, so fewer of a step's loads and
+/// loop instructions sit beside its `vpdpbusd`s; six rows also waste fewer padding rows on
+/// small images (a 7x7 map is 49 pixels).
+pub(crate) struct VnniWide;
+
+const WMR: usize = 6;
+const WNR: usize = 64;
+
+impl crate::gemm::ImplicitKernel for VnniWide {
+    type E = u8;
+    type B = i8;
+    const MR: usize = WMR;
+    const NR: usize = WNR;
+    const KG: usize = KG;
+    /// # Safety
+    /// As [`crate::gemm::ImplicitKernel::canon_row`].
+    unsafe fn canon_row<T: crate::gemm::Code8>(
+        codes: &[T],
+        c: usize,
+        dst: &mut [u8],
+        sums: &mut [i32],
+    ) {
+        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+        unsafe { canon_row(codes, c, dst, sums) }
+    }
+    /// # Safety
+    /// As [`crate::gemm::ImplicitKernel::tile_implicit`], with `b` at a pair of this tier's
+    /// packed panels (K padded to `KG`, so the second panel starts `kh * run_groups * KG * NR`
+    /// bytes after the first), the second present when `o.cols > NR`.
+    unsafe fn tile_implicit(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
+        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+        unsafe { tile_wide(rows_a, b, o) }
+    }
+}
+
+/// [`VnniWide`]'s tile: [`tile_implicit`]'s products over 64 columns (or 32 when the tile's
+/// columns end in the first panel).
+///
+/// # Safety
+/// As [`VnniWide`]'s `tile_implicit`, on AVX-512 VNNI.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_wide(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        let base = &rows_a.base[..WMR];
+        let (kh, run_groups, stride) = (rows_a.kh, rows_a.run_groups, rows_a.row_stride);
+        // Groups of one filter row in a panel, and the distance between the two panels.
+        let row_bytes = run_groups * NR * KG;
+        let half = kh * row_bytes;
+        let z = _mm512_setzero_si512();
+        if o.cols <= NR {
+            let mut acc = [[z; 2]; WMR];
+            for fy in 0..kh {
+                let r: [*const u8; WMR] = std::array::from_fn(|i| base[i].add(fy * stride));
+                let bp = b.add(fy * row_bytes);
+                for g in 0..run_groups {
+                    let p = bp.add(g * NR * KG);
+                    let b0 = _mm512_loadu_si512(p as *const __m512i);
+                    let b1 = _mm512_loadu_si512(p.add(16 * KG) as *const __m512i);
+                    for (i, acc_i) in acc.iter_mut().enumerate() {
+                        let av =
+                            _mm512_set1_epi32((r[i].add(g * KG) as *const i32).read_unaligned());
+                        acc_i[0] = _mm512_dpbusd_epi32(acc_i[0], av, b0);
+                        acc_i[1] = _mm512_dpbusd_epi32(acc_i[1], av, b1);
+                    }
+                }
+            }
+            finish_acc(&acc, o);
+            return;
+        }
+        let [[mut c00, mut c01, mut c02, mut c03], [mut c10, mut c11, mut c12, mut c13], [mut c20, mut c21, mut c22, mut c23], [mut c30, mut c31, mut c32, mut c33], [mut c40, mut c41, mut c42, mut c43], [mut c50, mut c51, mut c52, mut c53]] =
+            [[z; 4]; WMR];
+        for fy in 0..kh {
+            let [r0, r1, r2, r3, r4, r5]: [*const u8; WMR] =
+                std::array::from_fn(|i| base[i].add(fy * stride));
+            let bp = b.add(fy * row_bytes);
+            for g in 0..run_groups {
+                let p = bp.add(g * NR * KG);
+                let b0 = _mm512_loadu_si512(p as *const __m512i);
+                let b1 = _mm512_loadu_si512(p.add(16 * KG) as *const __m512i);
+                let b2 = _mm512_loadu_si512(p.add(half) as *const __m512i);
+                let b3 = _mm512_loadu_si512(p.add(half + 16 * KG) as *const __m512i);
+                macro_rules! row {
+                    ($r:ident, $x0:ident, $x1:ident, $x2:ident, $x3:ident) => {{
+                        let av = _mm512_set1_epi32(($r.add(g * KG) as *const i32).read_unaligned());
+                        $x0 = _mm512_dpbusd_epi32($x0, av, b0);
+                        $x1 = _mm512_dpbusd_epi32($x1, av, b1);
+                        $x2 = _mm512_dpbusd_epi32($x2, av, b2);
+                        $x3 = _mm512_dpbusd_epi32($x3, av, b3);
+                    }};
+                }
+                row!(r0, c00, c01, c02, c03);
+                row!(r1, c10, c11, c12, c13);
+                row!(r2, c20, c21, c22, c23);
+                row!(r3, c30, c31, c32, c33);
+                row!(r4, c40, c41, c42, c43);
+                row!(r5, c50, c51, c52, c53);
+            }
+        }
+        let acc = [
+            [c00, c01, c02, c03],
+            [c10, c11, c12, c13],
+            [c20, c21, c22, c23],
+            [c30, c31, c32, c33],
+            [c40, c41, c42, c43],
+            [c50, c51, c52, c53],
+        ];
+        finish_acc(&acc, o);
+    }
+}
+
+/// This tier's implicit-GEMM convolution: layers wider than one panel on [`VnniWide`]'s
+/// 6 x 64 tile, the rest on the 8 x 32 one (a 64-column tile over 32 real columns would
+/// multiply half zeros), as do pointwise layers over few channels.
+pub(crate) fn implicit_conv<T: crate::gemm::Code8>(
+    plan: &crate::gemm::Conv2dPlan,
+    input: &[T],
+    input_shape: [usize; 4],
+    output: &mut [T],
+    output_shape: [usize; 4],
+    threads: usize,
+) {
+    // A pointwise layer over 16 or fewer channels runs at most four steps per tile, where the
+    // wide tile's output stage (its constants loaded per 6 rows, not 8) outweighs them: inputs
+    // of 5 to 16 channels keep the 8 x 32 tile; a stem's 3 channels, padded to 4 under a
+    // window wider than a pixel, take the wide one.
+    let in_c = input_shape[3];
+    if output_shape[3] > NR && (in_c > 16 || in_c <= KG) {
+        plan.run_implicit::<VnniWide, T>(input, input_shape, output, output_shape, threads)
+    } else {
+        plan.run_implicit::<Vnni, T>(input, input_shape, output, output_shape, threads)
     }
 }
 
