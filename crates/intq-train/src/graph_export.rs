@@ -370,9 +370,11 @@ pub fn export_graph(
                         let x = act(&vals, inputs[0], name)?;
                         let p = observed(name, l.out_obs.params(quant.act_scheme))?;
                         let data = e.codes(vec![1]);
+                        // Of the input's rank: [N, F] after a fully connected layer.
+                        let rank = e.b.shape_of(x.id).len();
                         let factor = e.b.constant(
                             &format!("{name}/factor"),
-                            &[1, 1, 1, 1],
+                            &vec![1; rank],
                             Some(Quant::PerTensor(crate::graph_net::QGate::factor_params())),
                             data,
                         );
@@ -401,7 +403,7 @@ pub fn export_graph(
                                 let data = e.codes(vec![1]);
                                 let unit = e.b.constant(
                                     &format!("{name}/unit{k}"),
-                                    &[1, 1, 1, 1],
+                                    &vec![1; e.b.shape_of(x.id).len()],
                                     Some(
                                         Quant::PerTensor(crate::graph_net::QMaxMin::unit_params()),
                                     ),

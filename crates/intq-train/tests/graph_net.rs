@@ -364,11 +364,23 @@ fn integer_vs_fake_quant_normalized(
     qat_steps: u64,
     normalize: &str,
 ) -> (usize, i64) {
+    integer_vs_fake_quant_edited(name, quant, qat_steps, normalize, &|_| {})
+}
+
+/// [`integer_vs_fake_quant_normalized`] on fixture `name`'s graph as `edit` leaves it.
+fn integer_vs_fake_quant_edited(
+    name: &str,
+    quant: intq_train::QuantCfg,
+    qat_steps: u64,
+    normalize: &str,
+    edit: &dyn Fn(&mut intq_onnx::Graph),
+) -> (usize, i64) {
     use intq_engine::{Model, TensorData as Data};
     use intq_train::graph_net::Layer;
     use intq_train::sgd::{SgdStep, Velocity};
     let device = intq_train::train_device();
-    let g = intq_onnx::load(&fixture(&format!("{name}.onnx"))).unwrap();
+    let mut g = intq_onnx::load(&fixture(&format!("{name}.onnx"))).unwrap();
+    edit(&mut g);
     let mut net = GraphNet::from_graph(&g, LayerOpts::default(), &device).unwrap();
     net.set_normalize(&normalize.parse().unwrap()).unwrap();
     let quant = intq_train::QuantCfg {
@@ -575,6 +587,35 @@ fn after_ptq_calibration_the_integer_model_equals_the_fake_quant_model() {
                 integer_vs_fake_quant(name, quant, u64::MAX),
                 (0, 0),
                 "{name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn gates_and_max_of_fully_connected_outputs_convert_exactly() {
+    // head_act_qat's classifier with its HardSwish made a HardSigmoid gate (alpha 0.2) and its
+    // LeakyRelu the Max of the next layer's output and that gate: [N, F] tensors in the engine.
+    let edit = |g: &mut intq_onnx::Graph| {
+        let gate = g.nodes.iter().position(|n| n.name == "hardswish").unwrap();
+        g.nodes[gate].op = intq_onnx::Op::HardSigmoid {
+            alpha: 0.2,
+            beta: 0.5,
+        };
+        let gate_out = g.nodes[gate].output;
+        let leaky = g.nodes.iter_mut().find(|n| n.name == "leaky").unwrap();
+        leaky.op = intq_onnx::Op::Maximum;
+        leaky.inputs.push(gate_out);
+    };
+    for quant in [
+        intq_train::QuantCfg::uint8(8, 8).unwrap(),
+        intq_train::QuantCfg::int8(8, 8, true).unwrap(),
+    ] {
+        for steps in [0, 6, u64::MAX] {
+            assert_eq!(
+                integer_vs_fake_quant_edited("head_act_qat", quant, steps, "none", &edit),
+                (0, 0),
+                "after {steps} steps"
             );
         }
     }
