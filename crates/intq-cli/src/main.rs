@@ -5,6 +5,21 @@
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (its index in `mi_option_e`, v2 and v3 alike).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Never hands freed memory back to the OS: by default mimalloc purges free arena pages after
+/// about 100 ms, so each training step (which frees and re-allocates every activation) spent a
+/// large share of its time having the kernel zero freshly faulted huge pages. A process's
+/// memory stays at its peak instead. `MIMALLOC_PURGE_DELAY` in the environment still rules.
+fn keep_freed_memory() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets one option value; called first in `main`, before any other thread runs
+        // (mimalloc's option setters are not thread-safe).
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    }
+}
+
 mod bench_cmd;
 mod convert_cmd;
 mod data_cmd;
@@ -94,6 +109,7 @@ enum Command {
 }
 
 fn main() {
+    keep_freed_memory();
     if let Err(e) = real_main() {
         // Engine errors print their cause inline, so skip causes the message already holds.
         let mut msg = e.to_string();
