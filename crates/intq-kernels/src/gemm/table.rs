@@ -369,7 +369,6 @@ mod x86 {
         fake_quant: crate::qat::fake_quant_avx512,
         u8: vnni_ops::<u8>(),
         i8: vnni_ops::<i8>(),
-        ..AVX2
     };
 
     /// AMX over AVX-512 VNNI: its own GEMM, and its strided tile for stride-1 convolutions;
