@@ -41,6 +41,9 @@ pub struct CodeOps<T: 'static> {
     /// The depthwise pair kernel (depth multiplier 1, `vpmaddwd` on tap pairs), where the tier
     /// has one; its taps are in the layout of [`Kernels::dw_layout`].
     pub(crate) dw_run: Option<DwRunFn<T>>,
+    /// The depthwise quad kernel (depth multiplier 1, `vpdpbusd` on four taps), where the tier
+    /// has one: preferred to the pair kernel where the plan's `DwQuads` apply.
+    pub(crate) dw_quads: Option<DwQuadFn<T>>,
     /// Quantized Add on equal shapes (`params, lo, hi, lhs, rhs, out`), where vectorized.
     pub(crate) add: Option<AddFn<T>>,
     /// Quantized Mul of equal-length operands (`params, lhs, rhs, out`), where vectorized.
@@ -58,6 +61,8 @@ pub(crate) type ImplicitFn<T> = fn(&Conv2dPlan, &[T], [usize; 4], &mut [T], [usi
 pub(crate) type PointwiseFn<T> = fn(&Conv2dPlan, &[T], usize, &mut [T], usize);
 pub(crate) type DwRowFn<T> =
     unsafe fn(&DepthwisePlan, &[T], [usize; 4], usize, usize, &mut [T], &mut [i32]);
+pub(crate) type DwQuadFn<T> =
+    unsafe fn(&super::depthwise::DwQuadRun<T>, &[usize], usize, &mut [u8]);
 pub(crate) type DwRunFn<T> = unsafe fn(&super::depthwise::DwRun<T>, &[usize], usize, &mut [u8]);
 pub(crate) type AddFn<T> = unsafe fn(&AddParams, i32, i32, &[T], &[T], &mut [T]);
 pub(crate) type MulFn<T> = unsafe fn(&MulParams, &[T], &[T], &mut [T]);
@@ -256,6 +261,7 @@ const fn portable_ops<T: Code8 + Ord>() -> CodeOps<T> {
         pointwise: None,
         dw_row: super::depthwise::dw_row_portable::<T>,
         dw_run: None,
+        dw_quads: None,
         add: None,
         mul: None,
         hard_swish: Some(super::elementwise::hard_swish_table::<T>),
@@ -298,6 +304,7 @@ mod x86 {
             pointwise: None,
             dw_row: crate::gemm::depthwise::dw_row_avx2::<T>,
             dw_run: Some(avx2::dw_run::<T>),
+            dw_quads: None,
             add: Some(avx2::add_same_shape::<T>),
             mul: Some(ew::mul_avx2::<T>),
             // A lookup per code: AVX2's 16 int16 lanes do not beat it.
@@ -333,9 +340,10 @@ mod x86 {
         CodeOps {
             pack: pack::<Vnni, T>,
             gemm: gemm::<Vnni, T>,
-            implicit: Some(implicit::<Vnni, T>),
+            implicit: Some(vnni::implicit_conv::<T>),
             dw_row: crate::gemm::depthwise::dw_row_avx512::<T>,
             dw_run: Some(vnni::dw_run::<T>),
+            dw_quads: Some(crate::isa::avx512_dw::dw_quads::<T>),
             add: Some(vnni::add_same_shape::<T>),
             mul: Some(ew::mul_avx512::<T>),
             hard_swish: Some(ew::hard_swish_avx512::<T>),
@@ -361,7 +369,6 @@ mod x86 {
         fake_quant: crate::qat::fake_quant_avx512,
         u8: vnni_ops::<u8>(),
         i8: vnni_ops::<i8>(),
-        ..AVX2
     };
 
     /// AMX over AVX-512 VNNI: its own GEMM, and its strided tile for stride-1 convolutions;
