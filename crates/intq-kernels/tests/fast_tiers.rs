@@ -889,7 +889,8 @@ fn check_depthwise<T: Code8>(
 
 /// Depthwise convolutions with symmetric weights (TFLite's int8 scheme; uint8 weights with zero
 /// point 128), depth multiplier 1: every tap `w - Z_w` fits s8, so VNNI and AMX run them on the
-/// quad kernel. Channels over and off whole blocks of 64, windows of 1 to 25 taps (quads with
+/// quad kernel where the channels nearly fill blocks of 64 (the pair kernel for 32 or 65).
+/// Channels over and off whole blocks of 64, windows of 1 to 25 taps (quads with
 /// missing taps), strides, dilations and paddings of every kind, 1 to 3 threads.
 fn symmetric_depthwise<T: Code8>(isa: Isa, seed: u64) {
     let mut rng = Rng::new(seed);

@@ -536,9 +536,9 @@ pub(crate) struct DwQuads {
 }
 
 impl DwQuads {
-    /// `taps` is `w - Z_w`, `[ntaps][oc]`. `None` unless every tap fits s8, `Z_a'` is a u8
-    /// code, the vector epilogue applies and its clamp keeps the codes in `T`'s range (so the
-    /// packs are exact).
+    /// `taps` is `w - Z_w`, `[ntaps][oc]`. `None` unless the channels nearly fill whole
+    /// blocks, every tap fits s8, `Z_a'` is a u8 code, the vector epilogue applies and its
+    /// clamp keeps the codes in `T`'s range (so the packs are exact).
     fn new<T: Code8>(
         taps: &[i32],
         ntaps: usize,
@@ -548,7 +548,10 @@ impl DwQuads {
         kernels: &Kernels,
     ) -> Option<DwQuads> {
         let zc = u8::try_from(zin.checked_add(T::A_OFFSET)?).ok()?;
-        if taps.iter().any(|&t| i8::try_from(t).is_err())
+        // Blocks of 64 channels: where padding them wastes more than a third of the work (32
+        // channels, or 65), the pair kernel's blocks of 32 are faster.
+        if 3 * oc.next_multiple_of(64) > 4 * oc
+            || taps.iter().any(|&t| i8::try_from(t).is_err())
             || stage.clamp_min < T::MIN
             || stage.clamp_max > T::MAX
             || kernels.lane_width != 16
