@@ -48,7 +48,8 @@ for spec in resnet_tiny:uint8 resnet_tiny:int8 mobilenetv2_tiny:uint8 grouped_qa
     hardswish_qat:int8 sigmoid_qat:int8 se_qat:int8 mobilenetv3_tiny:int8 \
     preprocess_qat:int8 act_qat:int8 resize_qat:uint8 nhwc_qat:int8 prelu_qat:int8 \
     pool_ceil_qat:int8 decoder_qat:int8 decoder_qat:uint8 keras_cnn:int8 hsigmoid_se_qat:int8 \
-    hsigmoid_se_qat:uint8 maxmin_qat:int8 maxmin_qat:uint8 resize_linear_qat:uint8; do
+    hsigmoid_se_qat:uint8 maxmin_qat:int8 maxmin_qat:uint8 resize_linear_qat:uint8 \
+    convt_pads_qat:int8 convt_pads_qat:uint8; do
     name="${spec%%:*}"
     scheme="${spec##*:}"
     if [ -n "$only" ] && [ "$only" != "$name" ]; then continue; fi

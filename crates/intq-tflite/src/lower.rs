@@ -1,5 +1,6 @@
 //! Lowering of what the engine graph can say but TFLite cannot: explicit (per-side) padding,
-//! which intq's QAT export uses, becomes SAME, VALID or a Pad op in front of a VALID op.
+//! which intq's QAT export uses, becomes SAME, VALID or a Pad op in front of a VALID op (for a
+//! transposed convolution, a SLICE after a VALID one).
 
 use intq_engine::{Graph, Op, Padding, Tensor, TensorId};
 
@@ -18,6 +19,44 @@ pub fn lower_explicit_padding(graph: &Graph) -> Result<Graph, TfliteError> {
         let mut op = op.clone();
         let kind = op.kind().name().to_string();
         let is_max = matches!(op, Op::MaxPool2d { .. });
+        if let Op::TransposeConv {
+            input,
+            filter,
+            output,
+            stride,
+            padding: padding @ Padding::Explicit { .. },
+            ..
+        } = &mut op
+        {
+            // TFLite's TRANSPOSE_CONV pads only SAME or VALID. An explicit cut is the VALID
+            // transposed convolution of a larger output (requantization and the clamp are per
+            // element) and a SLICE of the part kept, which shares its (S, Z).
+            let Padding::Explicit { top, left, .. } = *padding else {
+                unreachable!("matched above")
+            };
+            let (x, f) = (graph.tensor(*input), graph.tensor(*filter));
+            let y = tensors[output.index()].clone();
+            let full = [0, 1].map(|d| {
+                (stride[d] * (x.shape[1 + d] - 1) + f.shape[1 + d])
+                    .max([top, left][d] + y.shape[1 + d])
+            });
+            let mut t = y.clone();
+            t.name = format!("{}/full", y.name);
+            t.shape = vec![y.shape[0], full[0], full[1], y.shape[3]];
+            let id = TensorId(tensors.len() as u32);
+            tensors.push(t);
+            let kept = *output;
+            *output = id;
+            *padding = Padding::Valid;
+            ops.push(op);
+            ops.push(Op::Slice {
+                input: id,
+                output: kept,
+                begin: vec![0, top, left, 0],
+                strides: vec![1; 4],
+            });
+            continue;
+        }
         let (input, filter_hw, stride, dilation, padding, is_pool) = match &mut op {
             Op::Conv2d {
                 input,
