@@ -57,7 +57,11 @@ pub struct EvalArgs {
     #[command(flatten)]
     pub data_flags: crate::data_cmd::DataFlags,
     /// The QAT checkpoint the model was converted from: adds float and fake-quant accuracy,
-    /// top-1 mismatches, LSB differences and the per-layer SQNR table (MODEL must be a model).
+    /// top-1 mismatches, LSB differences and the per-layer table (MODEL must be a model). The
+    /// table has one row per activation the engine materializes, in graph order: SQNR against
+    /// float and fake-quant, the largest code difference and how many codes differ, so the first
+    /// row that differs is where the integer model departs from the fake-quant one. For
+    /// checkpoints of imported ONNX networks (`qat --from MODEL.onnx`) as for the zoo's.
     #[arg(long)]
     pub compare: Option<PathBuf>,
     /// Evaluate the first N test images only.

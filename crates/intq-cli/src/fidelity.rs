@@ -473,7 +473,7 @@ pub fn model_input(model: &Model) -> Result<Option<ModelInput>> {
 
 /// Engine tensor names of the network's quantized input and logits, as export names them
 /// (`input_q` / `logits_q` where a Quantize / Dequantize op sits at the edge).
-fn edge_names(g: &intq_engine::Graph) -> (&'static str, &'static str) {
+pub fn edge_names(g: &intq_engine::Graph) -> (&'static str, &'static str) {
     (
         if g.tensor_by_name("input_q").is_some() {
             "input_q"
@@ -759,6 +759,53 @@ fn sqnr(sig: f64, err: f64) -> f64 {
 }
 
 impl LayerStat {
+    /// An empty row for engine tensor `name`, written by an op of kind `op`.
+    pub fn new(name: &str, op: &str) -> Self {
+        LayerStat {
+            name: name.into(),
+            op: op.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Adds one image's elements. `ints` are the engine's codes of the tensor (NHWC, or `[1, F]`
+    /// after a fully connected layer); `float` and `fq` hold the same activation of the float and
+    /// fake-quant networks for a batch in burn's layout (`dims`: `[N, C, H, W]` or `[N, K]`), of
+    /// which the image is number `j`; `p` and `(lo, hi)` are the tensor's params and codes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_image(
+        &mut self,
+        ints: &[i32],
+        float: &[f32],
+        fq: &[f32],
+        dims: &[usize],
+        j: usize,
+        p: QuantParams,
+        (lo, hi): (i32, i32),
+    ) {
+        let per = ints.len();
+        // burn is NCHW, the engine NHWC: map engine index (h, w, c) to burn's.
+        let (c, hw) = if dims.len() == 4 {
+            (dims[1], dims[2] * dims[3])
+        } else {
+            (per, 1)
+        };
+        for (e, &code) in ints.iter().enumerate() {
+            let (pos, ch) = (e / c, e % c);
+            let b = j * per + ch * hw + pos;
+            let deq = p.dequantize(code) as f64;
+            let (fv, qv) = (float[b] as f64, fq[b] as f64);
+            self.float_sig += fv * fv;
+            self.float_err += (fv - deq).powi(2);
+            self.fq_sig += qv * qv;
+            self.fq_err += (qv - deq).powi(2);
+            let d = (p.quantize(fq[b], lo, hi) - code).abs() as i64;
+            self.max_lsb = self.max_lsb.max(d);
+            self.diff_elems += (d != 0) as u64;
+            self.elems += 1;
+        }
+    }
+
     /// SQNR (dB) of the int8 values against the float network's.
     pub fn sqnr_float(&self) -> f64 {
         sqnr(self.float_sig, self.float_err)
@@ -853,20 +900,12 @@ pub fn compare(
                 };
                 let et = g.tensor(id);
                 let Some(p) = et.params() else { continue };
-                let producer = g
-                    .ops()
-                    .iter()
-                    .find(|op| op.output() == id)
-                    .map_or("input".to_string(), |op| op.kind().name().to_string());
+                let producer = producer(g, id);
                 let want: usize = t.dims[1..].iter().product();
                 if et.is_constant() || et.num_elements() != want {
                     continue;
                 }
-                cmp.layers.push(LayerStat {
-                    name: t.name.clone(),
-                    op: producer,
-                    ..Default::default()
-                });
+                cmp.layers.push(LayerStat::new(&t.name, &producer));
                 let codes = et.code_limits().unwrap_or((qmin, qmax));
                 layer_ids.push((k, id, p, et.shape.clone(), codes));
             }
@@ -911,33 +950,19 @@ pub fn compare(
                 cmp.logits_differing += (d != 0) as u64;
                 cmp.logits_total += 1;
             }
-            for (li, (tap_k, _, p, shape, (lo, hi))) in layer_ids.iter().enumerate() {
-                let st = &mut cmp.layers[li];
-                let ft = &float[*tap_k];
-                let qt = &fq[*tap_k];
+            for (li, (tap_k, _, p, shape, codes_range)) in layer_ids.iter().enumerate() {
+                let (ft, qt) = (&float[*tap_k], &fq[*tap_k]);
                 let ints = codes(&outs[j][li + 1]);
-                let per = ints.len();
-                // burn is NCHW, the engine NHWC: map engine index (h, w, c) to burn's.
-                let (c, hw) = if qt.dims.len() == 4 {
-                    (qt.dims[1], qt.dims[2] * qt.dims[3])
-                } else {
-                    (per, 1)
-                };
-                debug_assert_eq!(shape.iter().product::<usize>(), per);
-                for (e, &code) in ints.iter().enumerate() {
-                    let (pos, ch) = (e / c, e % c);
-                    let b = j * per + ch * hw + pos;
-                    let deq = p.dequantize(code);
-                    let (fv, qv) = (ft.values[b] as f64, qt.values[b] as f64);
-                    st.float_sig += fv * fv;
-                    st.float_err += (fv - deq as f64).powi(2);
-                    st.fq_sig += qv * qv;
-                    st.fq_err += (qv - deq as f64).powi(2);
-                    let d = (p.quantize(qt.values[b], *lo, *hi) - code).abs() as i64;
-                    st.max_lsb = st.max_lsb.max(d);
-                    st.diff_elems += (d != 0) as u64;
-                    st.elems += 1;
-                }
+                debug_assert_eq!(shape.iter().product::<usize>(), ints.len());
+                cmp.layers[li].add_image(
+                    &ints,
+                    &ft.values,
+                    &qt.values,
+                    &qt.dims,
+                    j,
+                    *p,
+                    *codes_range,
+                );
             }
         }
         bar.at(idx[idx.len() - 1] + 1);
@@ -982,22 +1007,42 @@ pub fn print_comparison(c: &Comparison) {
         c.f32_top1_mismatch, c.f32_max_lsb_diff
     );
     if !c.layers.is_empty() {
-        println!(
-            "\n{:<18} {:<16} {:>14} {:>14} {:>8} {:>12}",
-            "tensor", "op", "SQNR float dB", "SQNR fq dB", "max LSB", "differing"
-        );
-        for l in &c.layers {
-            println!(
-                "{:<18} {:<16} {:>14} {:>14} {:>8} {:>12}",
-                l.name,
-                l.op,
-                db(l.sqnr_float()),
-                db(l.sqnr_fq()),
-                l.max_lsb,
-                format!("{}/{}", l.diff_elems, l.elems)
-            );
-        }
+        println!();
+        print_layers(&c.layers);
     }
+}
+
+/// The per-layer table of a comparison: one row per engine tensor, in graph order.
+pub fn print_layers(layers: &[LayerStat]) {
+    let w = layers
+        .iter()
+        .map(|l| l.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(18);
+    println!(
+        "{:<w$} {:<16} {:>14} {:>14} {:>8} {:>12}",
+        "tensor", "op", "SQNR float dB", "SQNR fq dB", "max LSB", "differing"
+    );
+    for l in layers {
+        println!(
+            "{:<w$} {:<16} {:>14} {:>14} {:>8} {:>12}",
+            l.name,
+            l.op,
+            db(l.sqnr_float()),
+            db(l.sqnr_fq()),
+            l.max_lsb,
+            format!("{}/{}", l.diff_elems, l.elems)
+        );
+    }
+}
+
+/// The kind of the op that writes tensor `id` of `g` (`input` for a graph input).
+pub fn producer(g: &intq_engine::Graph, id: TensorId) -> String {
+    g.ops()
+        .iter()
+        .find(|op| op.output() == id)
+        .map_or("input".to_string(), |op| op.kind().name().to_string())
 }
 
 /// Size of a model's constants stored as f32 (the float model's weights), in bytes.

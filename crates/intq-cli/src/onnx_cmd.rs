@@ -3,11 +3,12 @@
 //! `intq qat --from MODEL.onnx`, `intq ptq --from MODEL.onnx`, `intq convert` and `intq eval` of
 //! the checkpoints they write, and `intq export MODEL --onnx` (QDQ).
 
+use crate::fidelity::LayerStat;
 use anyhow::{bail, Context, Result};
 use intq_cli::npy;
 use intq_data::image_folder::ImageFolderOptions;
 use intq_data::source::{DataSpec, OpenOptions};
-use intq_engine::{Model, TensorData};
+use intq_engine::{Model, QuantParams, TensorData};
 use intq_onnx::eval::{run_values, Tensor};
 use intq_train::graph_ckpt;
 use intq_train::graph_net::GraphNet;
@@ -895,13 +896,27 @@ pub fn eval(
         images: test.len,
         ..Comparison::default()
     };
+    // The engine tensors of the tapped activations, in graph order (tap index, tensor, params,
+    // codes); found on the first batch.
+    let mut rows: Vec<(usize, intq_engine::TensorId, QuantParams, (i32, i32))> = Vec::new();
     let (mut float_ok, mut fq_ok, mut int_ok) = (0, 0, 0);
-    for b in idx.chunks(64) {
-        let (x, y) = batch(&test, &chw, b);
-        let fl = l.net.logits_host(&x, b.len(), &Ctx::eval(None), &device)?;
-        let fq = l
-            .net
-            .logits_host(&x, b.len(), &Ctx::eval_exact(q), &device)?;
+    let set = crate::fidelity::image_set_chw(&test, &chw);
+    for (bi, b) in idx.chunks(64).enumerate() {
+        let y: Vec<i64> = b.iter().map(|&i| test.labels[i] as i64).collect();
+        let (fl, float_taps) = graph_taps(&l.net, &set, b, &Ctx::eval(None), &device)?;
+        let (fq, fq_taps) = graph_taps(&l.net, &set, b, &Ctx::eval_exact(q), &device)?;
+        if bi == 0 {
+            rows = layer_rows(&l.net, &m, &fq_taps, q);
+            c.layers = rows
+                .iter()
+                .map(|&(_, id, _, _)| {
+                    LayerStat::new(&g.tensor(id).name, &crate::fidelity::producer(g, id))
+                })
+                .collect();
+        }
+        let wanted: Vec<_> = std::iter::once(logits_id)
+            .chain(rows.iter().map(|r| r.1))
+            .collect();
         float_ok += top1(&fl, &y);
         fq_ok += top1(&fq, &y);
         let k = fq.len() / b.len();
@@ -909,7 +924,7 @@ pub fn eval(
             // The model reads the same pictures as its metadata says: pixels or their reals.
             let px = crate::fidelity::engine_input(&m, &test, i)?;
             let out = m
-                .run_with(&[px], &[logits_id])
+                .run_with(&[px], &wanted)
                 .with_context(|| format!("running {}", model_path.display()))?;
             let int_row = crate::fidelity::codes(&out[0]);
             let fq_codes: Vec<i32> = fq[j * k..(j + 1) * k]
@@ -924,6 +939,11 @@ pub fn eval(
                 c.max_lsb_diff = c.max_lsb_diff.max(d);
                 c.logits_differing += (d != 0) as u64;
                 c.logits_total += 1;
+            }
+            for (li, &(t, _, p, codes)) in rows.iter().enumerate() {
+                let ints = crate::fidelity::codes(&out[li + 1]);
+                let (ft, qt) = (&float_taps[t], &fq_taps[t]);
+                c.layers[li].add_image(&ints, &ft.values, &qt.values, &qt.dims, j, p, codes);
             }
         }
     }
@@ -957,8 +977,83 @@ pub fn eval(
             "  fake-quant (exact) vs int8: {} top-1 mismatches, {}/{} logits differ, max {} LSB",
             c.top1_mismatch, c.logits_differing, c.logits_total, c.max_lsb_diff
         );
+        if !c.layers.is_empty() {
+            println!();
+            crate::fidelity::print_layers(&c.layers);
+        }
     }
     Ok(())
+}
+
+/// One tapped activation of an imported network's forward pass: the layer that wrote it (`None`
+/// for the quantized input), its burn dimensions (`[N, C, H, W]`) and values.
+struct GraphTap {
+    layer: Option<usize>,
+    dims: Vec<usize>,
+    values: Vec<f32>,
+}
+
+/// The logits of pictures `idx` of `set` and every activation the network computes on the way,
+/// in graph order.
+fn graph_taps(
+    net: &GraphNet,
+    set: &intq_train::ImageSet,
+    idx: &[usize],
+    ctx: &Ctx,
+    device: &intq_train::Device,
+) -> Result<(Vec<f32>, Vec<GraphTap>)> {
+    let (x, _) = set.batch(idx, device);
+    let mut taps = Vec::new();
+    let logits = net.forward_tapped(x, ctx, &mut |layer, a| {
+        taps.push(GraphTap {
+            layer,
+            dims: a.x.dims().to_vec(),
+            values: intq_train::fake_quant::host_vec(a.x.clone()),
+        })
+    })?;
+    Ok((intq_train::fake_quant::host_vec(logits), taps))
+}
+
+/// The rows of the per-layer comparison: each tap whose engine tensor the model holds, found by
+/// the name export gives it (the quantized input `input_q` or `input`; a layer the name of its
+/// ONNX nodes), with the tap's element count, quantization params and a name no other tensor
+/// has. Returns (tap index, tensor, params, codes).
+fn layer_rows(
+    net: &GraphNet,
+    m: &Model,
+    taps: &[GraphTap],
+    q: QuantCfg,
+) -> Vec<(usize, intq_engine::TensorId, QuantParams, (i32, i32))> {
+    use intq_train::graph_net::Step;
+    let g = m.graph();
+    let (input_name, _) = crate::fidelity::edge_names(g);
+    let mut names = vec![None; net.layers.len()];
+    for s in &net.steps {
+        if let Step::Layer { layer, name, .. } = s {
+            names[*layer] = Some(name.as_str());
+        }
+    }
+    let unique = |name: &str| g.tensors().iter().filter(|t| t.name == name).count() == 1;
+    taps.iter()
+        .enumerate()
+        .filter_map(|(k, t)| {
+            let name = match t.layer {
+                None => input_name,
+                Some(layer) => names.get(layer).copied().flatten()?,
+            };
+            let id = g.tensor_by_name(name).filter(|_| unique(name))?;
+            let et = g.tensor(id);
+            let p = et.params()?;
+            let per: usize = t.dims[1..].iter().product();
+            if et.is_constant() || et.num_elements() != per {
+                return None;
+            }
+            let codes = et
+                .code_limits()
+                .unwrap_or((q.act_scheme.qmin(), q.act_scheme.qmax()));
+            Some((k, id, p, codes))
+        })
+        .collect()
 }
 
 /// What `intq eval MODEL --compare CKPT` reports for an imported network; the keys are those of
@@ -973,6 +1068,8 @@ struct Comparison {
     max_lsb_diff: i64,
     logits_differing: u64,
     logits_total: u64,
+    /// Every activation the engine materializes and the network computes, in graph order.
+    layers: Vec<LayerStat>,
 }
 
 /// `intq export MODEL --onnx OUT.onnx`: the integer model as a QDQ ONNX model, written to a

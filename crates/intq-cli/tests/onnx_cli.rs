@@ -465,7 +465,144 @@ fn qat_convert_and_compare_every_layer_kind() {
         assert_eq!(v["images"], 8, "{name}: {v}");
         assert_eq!(v["top1_mismatch"], 0, "{name}: {v}");
         assert_eq!(v["max_lsb_diff"], 0, "{name}: {v}");
+        assert_layers_equal(name, &v);
     }
+}
+
+/// Every row of an imported network's per-layer comparison (`layers` of `eval --compare
+/// --json`): present, each with elements, and with no code differing.
+fn assert_layers_equal(what: &str, v: &serde_json::Value) {
+    let rows = v["layers"].as_array().expect("a per-layer table");
+    assert!(rows.len() >= 3, "{what}: {v}");
+    for r in rows {
+        assert!(r["elements"].as_u64().unwrap() > 0, "{what}: {r}");
+        assert_eq!(r["max_lsb"], 0, "{what}: {r}");
+        assert_eq!(r["differing"], 0, "{what}: {r}");
+    }
+}
+
+/// `intq eval MODEL --compare CKPT` on an imported network lists every activation the engine
+/// materializes in graph order, from the quantized input to the logits, each equal to the exact
+/// fake-quant evaluation; a model whose one convolution computes something else (its bias codes
+/// changed) shows that layer as the first that differs, and the layers before it still equal.
+#[test]
+fn compare_table_of_an_imported_network_finds_the_first_layer_that_differs() {
+    let dir = common::scratch("onnx_cli", "layers");
+    let data = dir.join("rgb.npz");
+    write_rgb_npz(&data, 16, 8);
+    let ckpt = dir.join("q.ckpt");
+    let m = dir.join("m.intq");
+    for args in [
+        vec![
+            "qat",
+            "--from",
+            fixture("resnet_tiny.onnx").to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--scheme",
+            "int8",
+            "--per-channel",
+            "--out",
+            ckpt.to_str().unwrap(),
+        ],
+        vec![
+            "convert",
+            ckpt.to_str().unwrap(),
+            "--out",
+            m.to_str().unwrap(),
+        ],
+    ] {
+        let out = intq(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let compare = |model: &Path, json: bool| {
+        let mut args = vec![
+            "eval",
+            model.to_str().unwrap(),
+            "--compare",
+            ckpt.to_str().unwrap(),
+        ];
+        if json {
+            args.push("--json");
+        }
+        let out = intq(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let v: serde_json::Value = serde_json::from_slice(&compare(&m, true)).unwrap();
+    assert_eq!(v["max_lsb_diff"], 0, "{v}");
+    assert_layers_equal("resnet_tiny", &v);
+    let rows = v["layers"].as_array().unwrap();
+    // The int8 model's quantized input first, the logits last; every conv and add between.
+    // (Elements are counted over the 8 test pictures.)
+    assert_eq!(rows[0]["name"], "input_q", "{v}");
+    assert_eq!(rows[0]["elements"], 8 * 32 * 32 * 3, "{v}");
+    let last = &rows[rows.len() - 1];
+    assert_eq!(last["op"], "FullyConnected", "{v}");
+    assert_eq!(last["elements"], 8 * 10, "{v}");
+    let ops: Vec<&str> = rows.iter().map(|r| r["op"].as_str().unwrap()).collect();
+    assert!(ops.contains(&"Conv2d") && ops.contains(&"Add"), "{ops:?}");
+    let text = String::from_utf8_lossy(&compare(&m, false)).to_string();
+    assert!(
+        text.contains("SQNR fq dB") && text.contains("input_q"),
+        "{text}"
+    );
+
+    // Change the bias codes of the second convolution: its output and what follows differ.
+    let model = intq_engine::Model::load(&m).unwrap();
+    let g = model.graph();
+    let conv = rows
+        .iter()
+        .filter(|r| r["op"] == "Conv2d")
+        .nth(1)
+        .expect("two convolutions");
+    let conv_at = rows.iter().position(|r| r == conv).unwrap();
+    let bias_name = format!("{}/bias", conv["name"].as_str().unwrap());
+    let mut tensors = g.tensors().to_vec();
+    let bias = tensors
+        .iter_mut()
+        .find(|t| t.name == bias_name)
+        .unwrap_or_else(|| panic!("no tensor {bias_name}"));
+    let Some(intq_engine::TensorData::I32(codes)) = &mut bias.data else {
+        panic!("int32 bias")
+    };
+    for c in codes.iter_mut() {
+        *c = c.saturating_add(1 << 24);
+    }
+    let tampered = intq_engine::Graph::new(
+        tensors,
+        g.ops().to_vec(),
+        g.inputs().to_vec(),
+        g.outputs().to_vec(),
+    )
+    .unwrap()
+    .with_metadata(g.metadata().clone())
+    .unwrap();
+    let bad = dir.join("bad.intq");
+    intq_engine::Model::new(tampered)
+        .unwrap()
+        .save(&bad)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&compare(&bad, true)).unwrap();
+    let rows = v["layers"].as_array().unwrap();
+    let first = rows
+        .iter()
+        .position(|r| r["differing"] != 0)
+        .expect("a layer differs");
+    assert_eq!(first, conv_at, "{v}");
+    assert!(rows[first]["max_lsb"].as_i64().unwrap() > 0, "{v}");
 }
 
 /// The pixel contract for imported networks: `qat --from MODEL.onnx` with and without
@@ -1155,7 +1292,11 @@ fn train_from_onnx_then_qat_from_its_checkpoint() {
         "--out",
         p.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(p.exists());
     // A QAT checkpoint is not a starting point.
     let out = run(&[
