@@ -1,5 +1,6 @@
 //! The AVX-512 VNNI tier: an 8 x 32 int32 tile accumulated with `vpdpbusd` (u8 x s8, four
-//! products per lane), and the output stage in registers.
+//! products per lane), a 6 x 64 one for implicit convolutions wider than one panel, and the
+//! output stage in registers.
 //!
 //! `vpdpbusd` sums four u8 x s8 products into int32 without intermediate saturation (|sum| <=
 //! 4 * 255 * 128), then adds with wrap-around, so it is exact like the reference. The operands
