@@ -14,8 +14,8 @@ use intq_engine::{Activation, Op, Padding, Quant};
 use crate::export::{weight_code, Cur, Exporter};
 use crate::fake_quant::{f64_tensor, fake_quant_weights};
 use crate::layers::{
-    activate, exact_input, snap_bias, Act, Ctx, FoldedLayer, LayerOpts, QuantCfg, ACT_RELU,
-    ACT_RELU6,
+    activate, exact_input, input_codes, snap_bias, Act, Ctx, FoldedLayer, LayerOpts, QuantCfg,
+    ACT_RELU, ACT_RELU6,
 };
 use crate::observer::EmaObserver;
 use crate::TrainError;
@@ -118,7 +118,7 @@ impl QConvTranspose {
 
     pub fn forward(&self, input: Act, ctx: &Ctx) -> Result<Act, TrainError> {
         if let Some(q) = ctx.exact_quant() {
-            return self.forward_exact(input, &q, ctx);
+            return self.forward_exact(input, &q);
         }
         let in_q = input.q;
         let (w, b, wquant) = match ctx.quant {
@@ -148,20 +148,30 @@ impl QConvTranspose {
         )
     }
 
-    /// Exact evaluation: the grid values conversion stores, in f64.
-    fn forward_exact(&self, input: Act, q: &QuantCfg, ctx: &Ctx) -> Result<Act, TrainError> {
+    /// Exact evaluation: the codes conversion stores, convolved into the engine's integer
+    /// accumulators and requantized with its multiplier (docs/spec.md §11.13: uint8 forms
+    /// `S_in S_w` in f32) and activation clamp.
+    fn forward_exact(&self, input: Act, q: &QuantCfg) -> Result<Act, TrainError> {
         let p_in = exact_input(&input, "a transposed convolution")?;
         let f = self.export(q)?;
         let device = input.x.device();
         let s = &f.weight_shape;
-        let (w, b) = f.grid_values(q.weight_scheme, p_in.scale)?;
+        let (w, b) = f.grid_codes(q.weight_scheme, p_in.scale)?;
         let w = f64_tensor(w, [s[0], s[1], s[2], s[3]], &device);
         let b = f64_tensor(b, [s[0]], &device);
-        let y = activate(self.convolve(input.x, w, b), self.act);
-        let (x, q) = self
-            .out_obs
-            .apply_requant(y, ctx, Some(p_in.scale), Some(&f.weight_quant))?;
-        Ok(Act { x, q })
+        let acc = self.convolve(input_codes(input.x, p_in), w, b);
+        let s_out = f.output.scale as f64;
+        let x = if q.act_scheme.is_signed() {
+            f.requant_exact(acc, p_in.scale, q.act_scheme)?
+        } else {
+            f.requant_exact_with(acc, p_in.scale, q.act_scheme, |s_w| {
+                (p_in.scale * s_w) as f64 / s_out
+            })?
+        };
+        Ok(Act {
+            x,
+            q: Some(f.output),
+        })
     }
 
     /// The engine's TRANSPOSE_CONV of `x` (NHWC): OHWI weight codes, int32 bias, the output size

@@ -552,6 +552,11 @@ impl WindowPool {
         use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
         let kernel = [self.kernel_h, self.kernel_w];
         let stride = [self.stride_h, self.stride_w];
+        if let (false, Some(p), Some(q)) = (self.max, a.q, ctx.exact_quant()) {
+            let pads = [self.pad_top, self.pad_left, self.pad_bottom, self.pad_right];
+            let x = crate::layers::avg_pool_exact(a.x, q.act_scheme, p, kernel, stride, pads);
+            return Act { x, q: a.q };
+        }
         let pads = [
             (self.pad_top, self.pad_bottom),
             (self.pad_left, self.pad_right),
@@ -573,9 +578,6 @@ impl WindowPool {
             )
         };
         let y = match (self.max, a.q, ctx.quant) {
-            (false, Some(p), Some(q)) if ctx.exact_quant().is_some() => {
-                crate::layers::avg_on_grid_exact(y, q.act_scheme, p)
-            }
             (false, Some(p), Some(q)) => crate::fake_quant::fake_quant(y, q.act_scheme, p),
             _ => y,
         };

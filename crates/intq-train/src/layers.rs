@@ -619,13 +619,27 @@ impl FoldedLayer {
         s_in: f32,
         scheme: QScheme,
     ) -> Result<Tensor<D>, TrainError> {
+        let s_out = self.output.scale as f64;
+        self.requant_exact_with(acc, s_in, scheme, |s_w| s_in as f64 * s_w as f64 / s_out)
+    }
+
+    /// [`FoldedLayer::requant_exact`] for an op whose engine forms the real multiplier of
+    /// weight scale `S_w` as `multiplier(S_w)` (uint8 TRANSPOSE_CONV: the product `S_in S_w` in
+    /// f32, docs/spec.md §11.13).
+    pub fn requant_exact_with<const D: usize>(
+        &self,
+        acc: Tensor<D>,
+        s_in: f32,
+        scheme: QScheme,
+        multiplier: impl Fn(f32) -> f64,
+    ) -> Result<Tensor<D>, TrainError> {
         let po = self.output;
         let dims = acc.dims();
         let (c, inner) = (dims[1], dims[2..].iter().product::<usize>());
         let m = (0..c)
             .map(|k| {
                 let s_w = self.weight_quant.scale(k);
-                let real = s_in as f64 * s_w as f64 / po.scale as f64;
+                let real = multiplier(s_w);
                 intq_quant::QuantizedMultiplier::from_real(real).map_err(|e| {
                     TrainError::Export(format!(
                         "output multiplier S_in * S_w[{k}] / S_out = {s_in:e} * {s_w:e} / {:e} \
@@ -655,43 +669,6 @@ impl FoldedLayer {
             })
             .collect();
         Ok(f64_tensor(out, dims, &device))
-    }
-
-    /// The real values the integer engine computes with, in f64: weights `S_w[k] (w_q - Z_w[k])`
-    /// (training layout) and bias `code_k * S_in * S_w[k]`.
-    pub fn grid_values(
-        &self,
-        scheme: QScheme,
-        s_in: f32,
-    ) -> Result<(Vec<f64>, Vec<f64>), TrainError> {
-        let o = self.weight_shape[0];
-        let per = self.weights.len() / o.max(1);
-        let w = self
-            .weights
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                let p = self.weight_quant.channel(i / per);
-                (weight_code(scheme, p, v) - p.zero_point) as f64 * p.scale as f64
-            })
-            .collect();
-        let b = self
-            .bias
-            .iter()
-            .enumerate()
-            .map(|(k, &v)| {
-                let s_w = self.weight_quant.scale(k);
-                bias_code(v, s_in * s_w)
-                    .map(|c| c as f64 * s_in as f64 * s_w as f64)
-                    .ok_or_else(|| {
-                        TrainError::Export(format!(
-                            "bias {v} of channel {k} does not fit int32 at scale {}",
-                            s_in * s_w
-                        ))
-                    })
-            })
-            .collect::<Result<_, _>>()?;
-        Ok((w, b))
     }
 }
 
@@ -855,6 +832,16 @@ pub struct Pool {
 
 impl Pool {
     pub fn forward(&self, a: Act, ctx: &Ctx) -> Act {
+        if let (false, Some(p), Some(q)) = (self.max, a.q, ctx.exact_quant()) {
+            let [_, _, h, w] = a.x.dims();
+            let (kernel, stride) = if self.global {
+                ([h, w], [h, w])
+            } else {
+                ([self.kernel; 2], [self.stride; 2])
+            };
+            let x = avg_pool_exact(a.x, q.act_scheme, p, kernel, stride, [0; 4]);
+            return Act { x, q: a.q };
+        }
         let x = a.x;
         let y = if self.max {
             max_pool2d_train(x, self.kernel, self.stride, self.padding)
@@ -869,9 +856,6 @@ impl Pool {
             )
         };
         let y = match (self.max, a.q, ctx.quant) {
-            (false, Some(p), Some(q)) if ctx.exact_quant().is_some() => {
-                avg_on_grid_exact(y, q.act_scheme, p)
-            }
             (false, Some(p), Some(q)) => fake_quant(y, q.act_scheme, p),
             _ => y,
         };
@@ -879,25 +863,58 @@ impl Pool {
     }
 }
 
-/// An average put back on its input's grid in exact evaluation, rounded as the engine rounds the
-/// code average (docs/spec.md §4.7): `q = round_away(y / S + Z)`, clamped, as `S (q - Z)` in
-/// f64. Training's f32 pass rounds half up ([`fake_quant`]); the two differ only at exact ties
-/// of negative codes (signed activations).
-pub(crate) fn avg_on_grid_exact<const D: usize>(
-    y: Tensor<D>,
+/// An average pool in exact evaluation, as the engine computes it (docs/spec.md §4.7): over the
+/// codes `q` of `x` (the real values `S (q - Z)`, f64, NCHW) on params `p`, each window clipped to
+/// the picture (`pads` `[top, left, bottom, right]` are neither read nor counted), the code sum
+/// `sum` of its `n` taps divided with rounding half away from zero (`trunc((sum ± n/2) / n)`),
+/// clamped to the scheme's codes, as `S (q - Z)` in f64. Training's f32 pass averages the reals
+/// and rounds half up ([`fake_quant`]); the two differ only at exact ties of negative codes.
+pub(crate) fn avg_pool_exact(
+    x: Tensor<4>,
     scheme: QScheme,
     p: QuantParams,
-) -> Tensor<D> {
-    let (s, z) = (p.scale as f64, p.zero_point as f64);
-    let q = y
+    [kh, kw]: [usize; 2],
+    [sh, sw]: [usize; 2],
+    [top, left, bottom, right]: [usize; 4],
+) -> Tensor<4> {
+    let [n, c, h, w] = x.dims();
+    let device = x.device();
+    let (s, z) = (p.scale as f64, p.zero_point as i64);
+    let codes: Vec<i64> = x
         .detach()
-        .cast(burn::tensor::FloatDType::F64)
-        .div_scalar(s)
-        .add_scalar(z);
-    (q.clone().abs().add_scalar(0.5).floor() * q.sign())
-        .clamp(scheme.qmin() as f64, scheme.qmax() as f64)
-        .sub_scalar(z)
-        .mul_scalar(s)
+        .into_data()
+        .convert::<f64>()
+        .try_into_vec::<f64>()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| (v / s).round() as i64 + z)
+        .collect();
+    let oh = (h + top + bottom).saturating_sub(kh) / sh + 1;
+    let ow = (w + left + right).saturating_sub(kw) / sw + 1;
+    let (qmin, qmax) = (scheme.qmin() as i64, scheme.qmax() as i64);
+    let mut out = Vec::with_capacity(n * c * oh * ow);
+    for plane in codes.chunks_exact(h * w) {
+        for oy in 0..oh {
+            let y0 = (oy * sh).saturating_sub(top);
+            let y1 = (oy * sh + kh).saturating_sub(top).min(h);
+            for ox in 0..ow {
+                let x0 = (ox * sw).saturating_sub(left);
+                let x1 = (ox * sw + kw).saturating_sub(left).min(w);
+                let (mut sum, mut taps) = (0i64, 0i64);
+                for row in plane[y0 * w..y1 * w].chunks_exact(w) {
+                    sum += row[x0..x1].iter().sum::<i64>();
+                    taps += (x1 - x0) as i64;
+                }
+                let q = match taps {
+                    0 => z,
+                    _ if sum > 0 => (sum + taps / 2) / taps,
+                    _ => (sum - taps / 2) / taps,
+                };
+                out.push(s * (q.clamp(qmin, qmax) - z) as f64);
+            }
+        }
+    }
+    f64_tensor(out, [n, c, oh, ow], &device)
 }
 
 /// Per-channel input normalization folded into the first layer (docs/spec.md §10): channel `c`
