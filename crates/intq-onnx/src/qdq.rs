@@ -49,6 +49,24 @@ fn attr_i(name: &str, i: i64) -> AttributeProto {
     }
 }
 
+fn attr_f(name: &str, f: f32) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Float as i32),
+        f: Some(f),
+        ..Default::default()
+    }
+}
+
+fn attr_s(name: &str, v: &str) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::String as i32),
+        s: Some(v.as_bytes().to_vec()),
+        ..Default::default()
+    }
+}
+
 fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
     AttributeProto {
         name: Some(name.into()),
@@ -185,8 +203,14 @@ impl Builder<'_> {
     }
 
     /// A constant's codes, permuted by `order` (source index of each destination element) and
-    /// dequantized with its params (per channel on destination axis 0).
-    fn weight(&mut self, t: TensorId, dims: &[usize], order: &[usize]) -> Result<String, QdqError> {
+    /// dequantized with its params (per channel on destination axis `axis`).
+    fn weight(
+        &mut self,
+        t: TensorId,
+        dims: &[usize],
+        order: &[usize],
+        axis: i64,
+    ) -> Result<String, QdqError> {
         let tensor = self.g.tensor(t);
         let name = tensor.name.clone();
         let (elem, raw): (DataType, Vec<u8>) = match &tensor.data {
@@ -209,7 +233,7 @@ impl Builder<'_> {
         let z = self.zps(&format!("{name}/zero_point"), tensor.dtype, sdims, &zps)?;
         let out = self.fresh(&format!("{name}/dq"));
         let attrs = if per_channel {
-            vec![attr_i("axis", 0)]
+            vec![attr_i("axis", axis)]
         } else {
             vec![]
         };
@@ -330,6 +354,102 @@ impl Builder<'_> {
         y
     }
 
+    /// The float value of operand `t` of an op whose output has rank `out_rank`: a computed
+    /// tensor, or a constant's codes dequantized, broadcast-shaped as the ONNX layout needs (a
+    /// constant beside a 4-D activation is padded to rank 4 and permuted NHWC → NCHW).
+    fn operand(&mut self, t: TensorId, out_rank: usize) -> Result<String, QdqError> {
+        if let Some(v) = self.vals.get(&t) {
+            return Ok(v.clone());
+        }
+        let tensor = self.g.tensor(t);
+        if tensor.data.is_none() {
+            return self.val(t);
+        }
+        if matches!(&tensor.quant, Some(Quant::PerChannel(c)) if c.scales().len() > 1) {
+            return Err(err(format!(
+                "constant operand {:?} has per-channel params",
+                tensor.name
+            )));
+        }
+        let s = tensor.shape.clone();
+        let n: usize = s.iter().product();
+        if out_rank == 4 && s.len() <= 4 {
+            let mut p = vec![1; 4 - s.len()];
+            p.extend(&s);
+            let dims = [p[0], p[3], p[1], p[2]];
+            // Destination (n, c, h, w) reads source (n, h, w, c).
+            let mut order = Vec::with_capacity(n);
+            for a in 0..p[0] {
+                for c in 0..p[3] {
+                    for y in 0..p[1] {
+                        for x in 0..p[2] {
+                            order.push(((a * p[1] + y) * p[2] + x) * p[3] + c);
+                        }
+                    }
+                }
+            }
+            self.weight(t, &dims, &order, 0)
+        } else {
+            let order: Vec<usize> = (0..n).collect();
+            self.weight(t, &s, &order, 0)
+        }
+    }
+
+    /// `x` of engine rank `r` in the engine's layout (NHWC when 4-D).
+    fn engine_layout(&mut self, x: &str, r: usize) -> String {
+        if r == 4 {
+            self.transpose_nhwc(x)
+        } else {
+            x.to_string()
+        }
+    }
+
+    /// `y` of engine rank `r` back in the ONNX graph's layout (NCHW when 4-D).
+    fn onnx_layout(&mut self, y: &str, r: usize) -> String {
+        if r == 4 {
+            self.transpose_nchw(y)
+        } else {
+            y.to_string()
+        }
+    }
+
+    /// A one-input float op on `input` run in the engine's layout, then quantized as `output`.
+    fn engine_layout_op(
+        &mut self,
+        op_type: &str,
+        input: TensorId,
+        output: TensorId,
+        extra: &[String],
+        attrs: Vec<AttributeProto>,
+    ) -> Result<(), QdqError> {
+        let x = self.val(input)?;
+        let x = self.engine_layout(&x, self.g.tensor(input).shape.len());
+        let mut ins = vec![x.as_str()];
+        ins.extend(extra.iter().map(String::as_str));
+        let y = self.fresh(&op_type.to_lowercase());
+        self.node(op_type, &ins, &y, attrs);
+        let y = self.onnx_layout(&y, self.g.tensor(output).shape.len());
+        let y = self.qdq(&y, output)?;
+        self.vals.insert(output, y);
+        Ok(())
+    }
+
+    /// A one-input float op in the ONNX layout, then quantized as `output`.
+    fn unary(
+        &mut self,
+        op_type: &str,
+        input: TensorId,
+        output: TensorId,
+        attrs: Vec<AttributeProto>,
+    ) -> Result<(), QdqError> {
+        let x = self.val(input)?;
+        let y = self.fresh(&op_type.to_lowercase());
+        self.node(op_type, &[&x], &y, attrs);
+        let y = self.qdq(&y, output)?;
+        self.vals.insert(output, y);
+        Ok(())
+    }
+
     fn op(&mut self, op: &Op) -> Result<(), QdqError> {
         let g = self.g;
         let rank = |t: TensorId| g.tensor(t).shape.len();
@@ -366,7 +486,7 @@ impl Builder<'_> {
                         ((oo * kh + y) * kw + x) * i + ii
                     })
                     .collect();
-                let w = self.weight(*filter, &[o, i, kh, kw], &order)?;
+                let w = self.weight(*filter, &[o, i, kh, kw], &order, 0)?;
                 let pads = self.pads(*input, *padding, [kh, kw], *stride, *dilation)?;
                 self.conv(
                     *input,
@@ -403,7 +523,7 @@ impl Builder<'_> {
                         r * c + cc
                     })
                     .collect();
-                let w = self.weight(*filter, &[c, 1, kh, kw], &order)?;
+                let w = self.weight(*filter, &[c, 1, kh, kw], &order, 0)?;
                 let pads = self.pads(*input, *padding, [kh, kw], *stride, *dilation)?;
                 self.conv(
                     *input,
@@ -425,6 +545,13 @@ impl Builder<'_> {
                 bias,
                 output,
                 activation,
+            }
+            | Op::FullyConnectedF64 {
+                input,
+                weights,
+                bias,
+                output,
+                activation,
             } => {
                 let mut x = self.val(*input)?;
                 if rank(*input) == 4 {
@@ -436,7 +563,7 @@ impl Builder<'_> {
                 self.node("Reshape", &[&x, &shape], &flat, vec![]);
                 let ws = g.tensor(*weights).shape.clone();
                 let order: Vec<usize> = (0..ws[0] * ws[1]).collect();
-                let w = self.weight(*weights, &[ws[0], ws[1]], &order)?;
+                let w = self.weight(*weights, &[ws[0], ws[1]], &order, 0)?;
                 let mut ins = vec![flat, w];
                 if let Some(b) = bias {
                     ins.push(self.bias(*b, *input, *weights)?);
@@ -459,12 +586,20 @@ impl Builder<'_> {
                 rhs,
                 output,
                 activation,
+            }
+            | Op::Sub {
+                lhs,
+                rhs,
+                output,
+                activation,
             } => {
                 let (name, op_type) = match op {
                     Op::Add { .. } => ("add", "Add"),
+                    Op::Sub { .. } => ("sub", "Sub"),
                     _ => ("mul", "Mul"),
                 };
-                let (a, b) = (self.val(*lhs)?, self.val(*rhs)?);
+                let r = rank(*output);
+                let (a, b) = (self.operand(*lhs, r)?, self.operand(*rhs, r)?);
                 let y = self.fresh(name);
                 self.node(op_type, &[&a, &b], &y, vec![]);
                 let y = self.act(y, *activation);
@@ -607,6 +742,282 @@ impl Builder<'_> {
                     y = self.transpose_nchw(&y);
                 }
                 self.vals.insert(*output, y);
+            }
+            Op::Relu {
+                input,
+                output,
+                activation,
+            } => {
+                let x = self.val(*input)?;
+                let y = self.act(x, *activation);
+                let y = self.qdq(&y, *output)?;
+                self.vals.insert(*output, y);
+            }
+            Op::LeakyRelu {
+                input,
+                output,
+                alpha,
+            } => self.unary("LeakyRelu", *input, *output, vec![attr_f("alpha", *alpha)])?,
+            Op::Tanh { input, output } => self.unary("Tanh", *input, *output, vec![])?,
+            Op::L2Normalization { input, output } => self.engine_layout_op(
+                "LpNormalization",
+                *input,
+                *output,
+                &[],
+                vec![attr_i("axis", -1), attr_i("p", 2)],
+            )?,
+            Op::Softmax {
+                input,
+                output,
+                beta,
+            } => {
+                let mut x = self.val(*input)?;
+                if *beta != 1.0 {
+                    let b = self.f32s("beta", &[], &[*beta]);
+                    let y = self.fresh("beta_x");
+                    self.node("Mul", &[&x, &b], &y, vec![]);
+                    x = y;
+                }
+                let r = rank(*input);
+                let x = self.engine_layout(&x, r);
+                let y = self.fresh("softmax");
+                self.node("Softmax", &[&x], &y, vec![attr_i("axis", -1)]);
+                let y = self.onnx_layout(&y, r);
+                let y = self.qdq(&y, *output)?;
+                self.vals.insert(*output, y);
+            }
+            Op::Prelu {
+                input,
+                alpha,
+                output,
+            } => {
+                let x = self.val(*input)?;
+                let a = self.operand(*alpha, rank(*output))?;
+                let y = self.fresh("prelu");
+                self.node("PRelu", &[&x, &a], &y, vec![]);
+                let y = self.qdq(&y, *output)?;
+                self.vals.insert(*output, y);
+            }
+            Op::Maximum { lhs, rhs, output } | Op::Minimum { lhs, rhs, output } => {
+                let op_type = if matches!(op, Op::Maximum { .. }) {
+                    "Max"
+                } else {
+                    "Min"
+                };
+                let r = rank(*output);
+                let (a, b) = (self.operand(*lhs, r)?, self.operand(*rhs, r)?);
+                let y = self.fresh(op_type);
+                self.node(op_type, &[&a, &b], &y, vec![]);
+                let y = self.qdq(&y, *output)?;
+                self.vals.insert(*output, y);
+            }
+            Op::ResizeNearest {
+                input,
+                output,
+                align_corners,
+                half_pixel_centers,
+            }
+            | Op::ResizeBilinear {
+                input,
+                output,
+                align_corners,
+                half_pixel_centers,
+            } => {
+                let nearest = matches!(op, Op::ResizeNearest { .. });
+                // TFLite's source positions (docs/spec.md §11.7, §11.8) in ONNX's terms.
+                let mode = match (align_corners, half_pixel_centers, nearest) {
+                    (true, _, _) => "align_corners",
+                    (false, true, true) => "tf_half_pixel_for_nn",
+                    (false, true, false) => "half_pixel",
+                    (false, false, _) => "asymmetric",
+                };
+                let mut attrs = vec![
+                    attr_s("mode", if nearest { "nearest" } else { "linear" }),
+                    attr_s("coordinate_transformation_mode", mode),
+                ];
+                if nearest {
+                    // align_corners rounds half away from zero, otherwise the position floors.
+                    let nm = if *align_corners {
+                        "round_prefer_ceil"
+                    } else {
+                        "floor"
+                    };
+                    attrs.push(attr_s("nearest_mode", nm));
+                }
+                let x = self.val(*input)?;
+                // The sizes: the input's batch and channels (N is symbolic), the output's H, W.
+                let shape = self.fresh("shape");
+                self.node("Shape", &[&x], &shape, vec![]);
+                let (start, end) = (self.i64s("start", &[0]), self.i64s("end", &[2]));
+                let nc = self.fresh("nc");
+                self.node("Slice", &[&shape, &start, &end], &nc, vec![]);
+                let os = &g.tensor(*output).shape;
+                let hw = self.i64s("hw", &[os[1] as i64, os[2] as i64]);
+                let sizes = self.fresh("sizes");
+                self.node("Concat", &[&nc, &hw], &sizes, vec![attr_i("axis", 0)]);
+                let y = self.fresh("resize");
+                self.node("Resize", &[&x, "", "", &sizes], &y, attrs);
+                let y = self.qdq(&y, *output)?;
+                self.vals.insert(*output, y);
+            }
+            Op::TransposeConv {
+                input,
+                filter,
+                bias,
+                output,
+                stride,
+                padding,
+                activation,
+            } => {
+                let fs = g.tensor(*filter).shape.clone();
+                let [o, kh, kw, c] = [fs[0], fs[1], fs[2], fs[3]];
+                // OHWI → ONNX's [C_in, C_out, kh, kw]: per-channel scales on axis 1.
+                let order: Vec<usize> = (0..c * o * kh * kw)
+                    .map(|d| {
+                        let (cc, r) = (d / (o * kh * kw), d % (o * kh * kw));
+                        let (oo, r) = (r / (kh * kw), r % (kh * kw));
+                        let (y, x) = (r / kw, r % kw);
+                        ((oo * kh + y) * kw + x) * c + cc
+                    })
+                    .collect();
+                let w = self.weight(*filter, &[c, o, kh, kw], &order, 1)?;
+                let (is, os) = (
+                    g.tensor(*input).shape.clone(),
+                    g.tensor(*output).shape.clone(),
+                );
+                // Top and left as the engine resolves them against the output's size; the
+                // output's size implies the rest (bottom/right, or output_padding past it).
+                let (_, p) = padding
+                    .resolve((os[1], os[2]), (kh, kw), (stride[0], stride[1]), (1, 1))
+                    .ok_or_else(|| err("a transposed convolution's filter does not fit"))?;
+                let mut pads = vec![p.top as i64, p.left as i64, 0, 0];
+                let mut out_pad = vec![0i64; 2];
+                for (a, (&first, k)) in [p.top, p.left].iter().zip([kh, kw]).enumerate() {
+                    let full = (stride[a] * (is[1 + a] - 1) + k) as i64;
+                    let rest = full - first as i64 - os[1 + a] as i64;
+                    if rest >= 0 {
+                        pads[2 + a] = rest;
+                    } else {
+                        out_pad[a] = -rest;
+                    }
+                }
+                let x = self.val(*input)?;
+                let mut ins = vec![x, w];
+                if let Some(b) = bias {
+                    ins.push(self.bias(*b, *input, *filter)?);
+                }
+                let y = self.fresh("convt");
+                let refs: Vec<&str> = ins.iter().map(String::as_str).collect();
+                let mut attrs = vec![
+                    attr_ints("kernel_shape", &[kh as i64, kw as i64]),
+                    attr_ints("strides", &stride.map(|v| v as i64)),
+                    attr_ints("pads", &pads),
+                ];
+                if out_pad.iter().any(|&v| v != 0) {
+                    attrs.push(attr_ints("output_padding", &out_pad));
+                }
+                self.node("ConvTranspose", &refs, &y, attrs);
+                let y = self.act(y, *activation);
+                let y = self.qdq(&y, *output)?;
+                self.vals.insert(*output, y);
+            }
+            Op::Transpose {
+                input,
+                output,
+                perm,
+            } => {
+                let p: Vec<i64> = perm.iter().map(|&v| v as i64).collect();
+                self.engine_layout_op(
+                    "Transpose",
+                    *input,
+                    *output,
+                    &[],
+                    vec![attr_ints("perm", &p)],
+                )?
+            }
+            Op::Slice {
+                input,
+                output,
+                begin,
+                strides,
+            } => {
+                let os = g.tensor(*output).shape.clone();
+                let starts: Vec<i64> = begin.iter().map(|&v| v as i64).collect();
+                let ends: Vec<i64> = (0..os.len())
+                    .map(|a| (begin[a] + (os[a].max(1) - 1) * strides[a] + 1) as i64)
+                    .collect();
+                let axes: Vec<i64> = (0..os.len() as i64).collect();
+                let steps: Vec<i64> = strides.iter().map(|&v| v as i64).collect();
+                let extra = vec![
+                    self.i64s("starts", &starts),
+                    self.i64s("ends", &ends),
+                    self.i64s("axes", &axes),
+                    self.i64s("steps", &steps),
+                ];
+                self.engine_layout_op("Slice", *input, *output, &extra, vec![])?
+            }
+            Op::Gather {
+                input,
+                output,
+                axis,
+                indices,
+            } => {
+                let (ir, or) = (rank(*input), rank(*output));
+                let os = &g.tensor(*output).shape;
+                let idims = os[*axis..*axis + or + 1 - ir].to_vec();
+                let name = self.fresh("indices");
+                let raw = indices
+                    .iter()
+                    .flat_map(|&v| (v as i64).to_le_bytes())
+                    .collect();
+                let idx = self.init(&name, DataType::Int64, &idims, raw);
+                self.engine_layout_op(
+                    "Gather",
+                    *input,
+                    *output,
+                    &[idx],
+                    vec![attr_i("axis", *axis as i64)],
+                )?
+            }
+            Op::Sum {
+                input,
+                output,
+                axes,
+                keep_dims,
+            } => {
+                let a: Vec<i64> = axes.iter().map(|&v| v as i64).collect();
+                let a = self.i64s("axes", &a);
+                self.engine_layout_op(
+                    "ReduceSum",
+                    *input,
+                    *output,
+                    &[a],
+                    vec![attr_i("keepdims", *keep_dims as i64)],
+                )?
+            }
+            Op::ReduceMax {
+                input,
+                output,
+                axes,
+                keep_dims,
+            } => {
+                let a: Vec<i64> = axes.iter().map(|&v| v as i64).collect();
+                self.engine_layout_op(
+                    "ReduceMax",
+                    *input,
+                    *output,
+                    &[],
+                    vec![attr_ints("axes", &a), attr_i("keepdims", *keep_dims as i64)],
+                )?
+            }
+            Op::DepthToSpace {
+                input,
+                output,
+                block,
+            } => {
+                // TFLite's depth order (block row, block column, channel) is ONNX's DCR mode.
+                let attrs = vec![attr_i("blocksize", *block as i64), attr_s("mode", "DCR")];
+                self.unary("DepthToSpace", *input, *output, attrs)?
             }
             other => {
                 return Err(err(format!(
