@@ -53,11 +53,12 @@ def pictures(n, seed, shape):
 
 PTQ = ["resnet_tiny", "mobilenetv2_qat", "mobilenetv2_tiny", "grouped_qat", "hardswish_qat",
        "sigmoid_qat", "se_qat", "hsigmoid_mul", "mobilenetv3_tiny"]
-# The fixtures `intq qat --from` takes (as tools/onnx-fixtures/tflite_check.sh converts them).
+# The fixtures `intq qat --from` takes (as tools/onnx-fixtures/tflite_check.sh converts them;
+# convt_ops, a parity fixture with no classifier head, takes no labelled pictures).
 QAT = ["resnet_tiny", "mobilenetv2_tiny", "grouped_qat", "hardswish_qat", "sigmoid_qat",
        "se_qat", "mobilenetv3_tiny", "mobilenetv3_dynamo", "preprocess_qat", "act_qat",
        "head_act_qat", "resize_qat", "resize_linear_qat", "nhwc_qat", "prelu_qat",
-       "pool_ceil_qat", "dilated_qat", "decoder_qat", "convt_ops", "convt_pads_qat",
+       "pool_ceil_qat", "dilated_qat", "decoder_qat", "convt_pads_qat",
        "keras_cnn", "hsigmoid_se_qat", "maxmin_qat"]
 
 
@@ -67,16 +68,25 @@ def main():
     ap.add_argument("--only", default=None)
     a = ap.parse_args()
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="intq_qdq_"))
-    shape = (32, 32, 3)
-    x_tr, x_te = pictures(64, 1, shape), pictures(a.images, 2, shape)
-    data = tmp / "pics.npz"
-    np.savez(
-        data,
-        x_train=x_tr,
-        y_train=np.arange(len(x_tr)) % 10,
-        x_test=x_te,
-        y_test=np.arange(len(x_te)) % 10,
-    )
+    sets = {}
+
+    def picture_set(src):
+        # The fixture's picture size: NCHW unless its last dimension holds the channels.
+        dims = [d.dim_value for d in onnx.load(src).graph.input[0].type.tensor_type.shape.dim]
+        shape = tuple(dims[1:]) if dims[3] in (1, 3) else (dims[2], dims[3], dims[1])
+        if shape not in sets:
+            x_tr, x_te = pictures(64, 1, shape), pictures(a.images, 2, shape)
+            data = tmp / f"pics_{len(sets)}.npz"
+            np.savez(
+                data,
+                x_train=x_tr,
+                y_train=np.arange(len(x_tr)) % 10,
+                x_test=x_te,
+                y_test=np.arange(len(x_te)) % 10,
+            )
+            sets[shape] = (data, x_te)
+        return sets[shape]
+
     runs = [("ptq", n) for n in PTQ] + [("qat", n) for n in QAT]
     for how, name in runs:
         if a.only and a.only != name:
@@ -86,6 +96,7 @@ def main():
             m = tmp / f"{tag}.intq"
             extra = ["--per-channel"] if scheme == "int8" else []
             src = FIX / f"{name}.onnx"
+            data, x_te = picture_set(src)
             try:
                 if how == "ptq":
                     intq("ptq", "--from", src, "--data", data, "--calib", 64,
