@@ -59,6 +59,11 @@ fn run_matches_onnxruntime_at_any_batch() {
         "convt_ops",
         "decoder_qat",
         "keras_cnn",
+        "hsigmoid_se_qat",
+        "maxmin_qat",
+        "resize_linear_qat",
+        "convt_pads_qat",
+        "mobilenetv3_dynamo",
     ] {
         let out_path = dir.join(format!("{name}.out.npy"));
         let out = intq(&[
@@ -414,6 +419,10 @@ fn qat_convert_and_compare_every_layer_kind() {
         "decoder_qat",
         "keras_cnn",
         "mobilenetv3_dynamo",
+        "hsigmoid_se_qat",
+        "maxmin_qat",
+        "resize_linear_qat",
+        "convt_pads_qat",
     ] {
         let ckpt = dir.join(format!("{name}.ckpt"));
         let m = dir.join(format!("{name}.intq"));
