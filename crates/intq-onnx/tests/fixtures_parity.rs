@@ -279,6 +279,12 @@ fn dynamo_exported_mobilenetv3_matches_onnxruntime() {
     let g = parity("mobilenetv3_dynamo");
     assert!(count(&g, |o| matches!(o, Op::Conv(c) if c.groups > 1)) >= 2);
     assert_eq!(count(&g, |o| matches!(o, Op::BatchNorm { .. })), 0);
-    assert_eq!(g.nodes.iter().filter(|n| n.onnx_op == "HardSwish").count(), 8);
-    assert_eq!(g.nodes.iter().filter(|n| n.onnx_op == "ReduceMean").count(), 3);
+    assert_eq!(
+        g.nodes.iter().filter(|n| n.onnx_op == "HardSwish").count(),
+        8
+    );
+    assert_eq!(
+        g.nodes.iter().filter(|n| n.onnx_op == "ReduceMean").count(),
+        3
+    );
 }

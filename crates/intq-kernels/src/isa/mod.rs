@@ -16,9 +16,9 @@ pub(crate) mod amx;
 #[cfg(target_arch = "x86_64")]
 mod amx_conv;
 #[cfg(target_arch = "x86_64")]
-pub(crate) mod avx512_dw;
-#[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512_dw;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512vnni;
 #[cfg(target_arch = "aarch64")]
