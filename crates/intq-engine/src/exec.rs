@@ -961,7 +961,19 @@ fn run_coded<T: Code>(f: &Frame, op: &Op, prep: &Prepared, out: &mut [T]) {
             match x.dtype {
                 DType::U8 => shift_codes(f.codes::<u8>(*input), shift, *codes, out),
                 DType::I8 => shift_codes(f.codes::<i8>(*input), shift, *codes, out),
-                _ => k::quantize_to(f.f32s(*input), *p, *codes, out),
+                _ => match f.tier {
+                    intq_kernels::KernelTier::Fast(isa) => intq_kernels::gemm::quantize(
+                        isa,
+                        f.threads,
+                        f.f32s(*input),
+                        *p,
+                        *codes,
+                        out,
+                    ),
+                    intq_kernels::KernelTier::Reference => {
+                        k::quantize_to(f.f32s(*input), *p, *codes, out)
+                    }
+                },
             }
         }
         (op, prep) => unreachable!("{} planned as {prep:?}", op.kind()),

@@ -1,5 +1,5 @@
 //! The elementwise ops of MobileNetV3, EfficientNet-Lite and DeepLab (Mul, the
-//! squeeze-and-excitation gate, HardSwish, bilinear resize) on every ISA tier this CPU has
+//! squeeze-and-excitation gate, HardSwish, bilinear resize) and a model's input Quantize on every ISA tier this CPU has
 //! against their reference kernels, on one thread. Each case is timed in the thread's CPU time
 //! (so other processes on the machine slow it less than wall time would), repeated, and the
 //! median kept; the table gives each tier's time and the reference's time over it. Run with
@@ -98,6 +98,19 @@ fn hard_swish_case<T: Code8>(name: &str, n: usize) -> Case {
     }
 }
 
+/// A 224x224 RGB picture in [-1, 1] quantized at the input edge, as MobileNetV2's first op.
+fn quantize_case<T: Code8>(name: &str, n: usize) -> Case {
+    let x = intq_testutil::floats(5, n, -1.0, 1.0);
+    let x2 = x.clone();
+    let p = qp(1.0 / 128.0, (T::MIN + T::MAX + 1) / 2);
+    let (mut out, mut out2) = (vec![T::default(); n], vec![T::default(); n]);
+    Case {
+        name: name.into(),
+        reference: Box::new(move || reference::quantize(&x, p, &mut out)),
+        fast: Box::new(move |isa| gemm::quantize(isa, 1, &x2, p, (T::MIN, T::MAX), &mut out2)),
+    }
+}
+
 fn resize_case<T: Code8>(
     name: &str,
     input: [usize; 4],
@@ -160,6 +173,8 @@ fn main() {
         ),
         hard_swish_case::<i8>("hard_swish i8 [1,112,112,16]", 112 * 112 * 16),
         hard_swish_case::<u8>("hard_swish u8 [1,112,112,16]", 112 * 112 * 16),
+        quantize_case::<u8>("quantize u8 [1,224,224,3]", 224 * 224 * 3),
+        quantize_case::<i8>("quantize i8 [1,224,224,3]", 224 * 224 * 3),
         resize_case::<i8>(
             "resize i8 integer [1,33,33,21]->[1,257,257,21]",
             [1, 33, 33, 21],

@@ -1,7 +1,8 @@
-//! The fast Mul, HardSwish and bilinear resize on every tier the CPU has against their
+//! The fast Mul, HardSwish, Quantize and bilinear resize on every tier the CPU has against their
 //! reference kernels, bit for bit: odd lengths (vector tails), zero points at the ends of the
 //! code range, scales orders of magnitude apart, the broadcasts of squeeze-and-excitation, every
 //! HardSwish code under raw parameters (the saturating and truncated-mask corners included),
+//! Quantize's ties, NaN, infinities, subnormals and saturating reals under narrowed code ranges,
 //! and resizes of every mode in both arithmetics, on one thread and split over several.
 
 use intq_kernels::gemm::{self, Code8};
@@ -328,6 +329,119 @@ tiers!(hard_swish_large_split_over_threads, |isa| {
     let x = rng.codes::<i8>(112 * 112 * 16 + 5);
     for threads in 1..=3 {
         check_hard_swish(isa, threads, &p, &x);
+    }
+});
+
+fn check_quantize<T: Code8>(
+    isa: Isa,
+    threads: usize,
+    x: &[f32],
+    p: QuantParams,
+    range: (i32, i32),
+) {
+    let mut want = vec![T::default(); x.len()];
+    reference::quantize_to(x, p, range, &mut want);
+    let mut got = vec![T::default(); x.len()];
+    gemm::quantize(isa, threads, x, p, range, &mut got);
+    assert_same(&got, &want, || {
+        format!(
+            "{isa} quantize, {} reals, {threads} threads: {p:?} codes {range:?}",
+            x.len()
+        )
+    });
+}
+
+/// `n` reals at scale `s` with Quantize's corners: exact ties `(k + 0.5) s` of either sign
+/// (exact quotients when `s` is a power of two) and their neighbours, NaN, infinities, huge and
+/// subnormal values, reals past either end of the codes, and plain random ones.
+fn quantize_reals(rng: &mut Rng, s: f32, z: i32, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let k = rng.int(-300i32, 300) as f32;
+            match rng.int(0, 11) {
+                0 | 1 => (k + 0.5) * s,
+                2 => {
+                    let t = (k + 0.5) * s;
+                    f32::from_bits(t.to_bits().wrapping_add(rng.pick(&[1, u32::MAX])))
+                }
+                3 => rng.pick(&[f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY]),
+                4 => rng.pick(&[f32::MAX, f32::MIN, 3e9, -3e9, 2.2e9 * s, -2.2e9 * s]),
+                5 => {
+                    let sub = f32::from_bits(rng.int(1u32, 0x007f_ffff));
+                    if rng.chance(0.5) {
+                        -sub
+                    } else {
+                        sub
+                    }
+                }
+                6 => rng.pick(&[0.0, -0.0, s * 0.5, -s * 0.5, s * 1.5, -s * 1.5]),
+                7 => (k * 8.0 - z as f32) * s,
+                8 => k * s,
+                9 => rng.pick(&[16777216.0, 16777215.0, -16777216.0, 8388608.5, -8388607.5]) * s,
+                _ => (rng.unit() as f32 * 2.0 - 1.0) * 300.0 * s,
+            }
+        })
+        .collect()
+}
+
+fn random_quantize<T: Code8>(isa: Isa, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let threads = rng.size(1, 3);
+    let scale = if rng.chance(0.5) {
+        2f32.powi(rng.int(-12, 4))
+    } else {
+        scale(&mut rng)
+    };
+    // Zero points of the codes, far off them within the vector path's ±2^23, and beyond it.
+    let zero_point = match rng.int(0, 5) {
+        0 => rng.pick(&[1 << 23, -(1 << 23), (1 << 23) + 1, i32::MIN, i32::MAX]),
+        1 => rng.int(-5000, 5000),
+        _ => rng.zero_point::<T>(),
+    };
+    let p = QuantParams { scale, zero_point };
+    // The type's codes, a narrowed range (a 4-bit activation), one code, or bounds off the type.
+    let range = match rng.int(0, 4) {
+        0 => (T::MIN, T::MAX),
+        1 => (T::MIN, T::MIN + 15),
+        2 => {
+            let c = rng.code_in(T::MIN, T::MAX);
+            (c, c)
+        }
+        3 => (T::MIN - rng.int(0, 1000), T::MAX + rng.int(0, 1000)),
+        _ => {
+            let (a, b) = (rng.code_in(T::MIN, T::MAX), rng.code_in(T::MIN, T::MAX));
+            (a.min(b), a.max(b))
+        }
+    };
+    let any = rng.size(0, 300);
+    let n = rng.pick(&[0, 1, 15, 16, 17, 31, 33, 63, 64, 65, 127, 129, 1000, any]);
+    let x = quantize_reals(&mut rng, scale, zero_point, n);
+    check_quantize::<T>(isa, threads, &x, p, range);
+}
+
+tiers!(quantize_corners_random_params, |isa| {
+    for s in 0..600 {
+        random_quantize::<u8>(isa, 26_000 + s);
+        random_quantize::<i8>(isa, 27_000 + s);
+    }
+});
+
+tiers!(quantize_large_split_over_threads, |isa| {
+    let mut rng = Rng::new(28_000);
+    let p = QuantParams {
+        scale: 1.0 / 64.0,
+        zero_point: 128,
+    };
+    let x = quantize_reals(&mut rng, p.scale, p.zero_point, 224 * 224 * 3 + 5);
+    for threads in 1..=3 {
+        check_quantize::<u8>(isa, threads, &x, p, (0, 255));
+        check_quantize::<i8>(
+            isa,
+            threads,
+            &x,
+            QuantParams { zero_point: 0, ..p },
+            (-128, 127),
+        );
     }
 });
 

@@ -1,6 +1,6 @@
 //! Vectorized elementwise ops: quantized Add on equal shapes (the residual connections of CNNs),
 //! Mul on equal shapes and per-channel broadcasts (squeeze-and-excitation), HardSwish, bilinear
-//! resize, and pooling. Each equals its reference kernel bit for bit; what a tier's table lacks,
+//! resize, pooling, and the model's input Quantize. Each equals its reference kernel bit for bit; what a tier's table lacks,
 //! or parameters outside a vector path's preconditions, run the reference.
 
 use super::{Code8, Kernels};
@@ -310,6 +310,100 @@ pub(crate) unsafe fn hard_swish_table<T: Code8>(p: &HardSwishParams, input: &[T]
 /// exponent is at most 0 by construction, the reluish one is small).
 fn hard_swish_vector_ok(p: &HardSwishParams) -> bool {
     (-31..=0).contains(&p.output_exponent) && (-31..=31).contains(&p.reluish_exponent)
+}
+
+/// Quantize of reals to codes, equal to `reference::quantize_to` (`clamp(round(x / S) + Z)`,
+/// half away from zero, NaN to the zero point): the tier's vector lanes where its table has
+/// them (split over `threads` when large), else the reference. A zero point beyond ±2^23 or an
+/// empty code range runs the reference.
+pub fn quantize<T: Code8>(
+    isa: Isa,
+    threads: usize,
+    input: &[f32],
+    params: intq_quant::QuantParams,
+    (qmin, qmax): (i32, i32),
+    output: &mut [T],
+) {
+    let vector = Kernels::or_portable(isa).ops::<T>().quantize;
+    let ok = qmin <= qmax && params.zero_point.unsigned_abs() <= QUANTIZE_BOUND as u32;
+    match vector.filter(|_| ok && input.len() == output.len()) {
+        Some(vector) => {
+            // The reference's clamp then saturation to the type, as one clamp.
+            let q = QuantizeLanes {
+                scale: params.scale,
+                zero_point: params.zero_point,
+                lo: qmin.clamp(T::MIN, T::MAX),
+                hi: qmax.clamp(T::MIN, T::MAX),
+            };
+            let n = output.len();
+            let out_ptr = super::SendPtr(output.as_mut_ptr() as *mut u8);
+            split_units(threads, n.div_ceil(64), 64, &|u0, u1| {
+                let (i0, i1) = (u0 * 64, (u1 * 64).min(n));
+                // SAFETY: each task writes its own range of `output` (length n).
+                let out = unsafe { task_range::<T>(out_ptr, i0, i1) };
+                // SAFETY: the table is of a tier the CPU has; equal lengths; `q` is in range.
+                unsafe { vector(&q, &input[i0..i1], out) };
+            });
+        }
+        None => reference::quantize_to(input, params, (qmin, qmax), output),
+    }
+}
+
+/// `x / S` is clamped to ±2^24 before rounding: every float that large is an integer, and with
+/// `|Z| <= 2^23` both it and the reference's saturated value land beyond the codes on the
+/// same side, so the clamp changes no code.
+const QUANTIZE_BOUND: i32 = 1 << 23;
+
+/// [`quantize`]'s parameters as the lanes use them: the code range `lo..=hi` is inside `T`'s,
+/// and `|zero_point| <= QUANTIZE_BOUND`.
+pub(crate) struct QuantizeLanes {
+    scale: f32,
+    zero_point: i32,
+    lo: i32,
+    hi: i32,
+}
+
+/// [`quantize`]'s arithmetic per real, branch-free so that the compiler vectorizes it: the
+/// f32 division, truncation, the exact tie test on `v - trunc(v)` (as the reference's
+/// `round_half_away_saturating`), the zero point and the clamp.
+#[inline(always)]
+pub(crate) fn quantize_body<T: Code8>(q: &QuantizeLanes, input: &[f32], out: &mut [T]) {
+    const B: f32 = (2 * QUANTIZE_BOUND) as f32;
+    let (s, z, lo, hi) = (q.scale, q.zero_point, q.lo, q.hi);
+    for (o, &x) in out.iter_mut().zip(input) {
+        let v = x / s;
+        let v = if v.is_nan() { 0.0 } else { v };
+        let v = if v > B { B } else { v };
+        let v = if v < -B { -B } else { v };
+        // SAFETY: `v` is a number within ±2^24 (see above), so it converts exactly.
+        let t = unsafe { v.to_int_unchecked::<i32>() };
+        let frac = v - t as f32;
+        let r = t + i32::from(frac >= 0.5) - i32::from(frac <= -0.5);
+        // Within `T`'s range, so the low byte is the code.
+        *o = T::from_bits((r + z).clamp(lo, hi) as u8);
+    }
+}
+
+/// [`quantize_body`] compiled for AVX2: 8 lanes.
+///
+/// # Safety
+/// The CPU has AVX2; `input` and `out` have the same length; `q` meets [`QuantizeLanes`]'
+/// bounds.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn quantize_avx2<T: Code8>(q: &QuantizeLanes, input: &[f32], out: &mut [T]) {
+    quantize_body(q, input, out)
+}
+
+/// [`quantize_body`] compiled for AVX-512: 16 lanes.
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW; `input` and `out` have the same length; `q` meets
+/// [`QuantizeLanes`]' bounds.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(crate) unsafe fn quantize_avx512<T: Code8>(q: &QuantizeLanes, input: &[f32], out: &mut [T]) {
+    quantize_body(q, input, out)
 }
 
 /// A bilinear resize made ready for the row kernels: per output column its two source columns

@@ -38,7 +38,7 @@ pub use conv::{Conv2dPlan, FullyConnectedPlan};
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_imports))]
 pub(crate) use conv::{PointwiseKernel, StridedKernel};
 pub use depthwise::DepthwisePlan;
-pub use elementwise::{add, average_pool, hard_swish, max_pool, mul, resize_bilinear};
+pub use elementwise::{add, average_pool, hard_swish, max_pool, mul, quantize, resize_bilinear};
 pub use threads::{all_cores, parallel_for, threads_for_work, with_threads, Workers};
 pub(crate) use threads::{reserve_scratch, with_scratch, Need, ScratchBuf};
 

@@ -51,6 +51,8 @@ pub struct CodeOps<T: 'static> {
     /// Quantized HardSwish (`params, input, out`): a table of the codes' outputs, or vector
     /// lanes where they are faster.
     pub(crate) hard_swish: Option<HardSwishFn<T>>,
+    /// Quantize of reals to codes (`params, input, out`), where vectorized.
+    pub(crate) quantize: Option<QuantizeFn<T>>,
     /// Output rows `r0..r1` of a bilinear resize (`plan, r0, r1, out`).
     pub(crate) resize_bilinear: BilinearFn<T>,
     pub(crate) max_pool: PoolFn<T>,
@@ -67,6 +69,7 @@ pub(crate) type DwRunFn<T> = unsafe fn(&super::depthwise::DwRun<T>, &[usize], us
 pub(crate) type AddFn<T> = unsafe fn(&AddParams, i32, i32, &[T], &[T], &mut [T]);
 pub(crate) type MulFn<T> = unsafe fn(&MulParams, &[T], &[T], &mut [T]);
 pub(crate) type HardSwishFn<T> = unsafe fn(&HardSwishParams, &[T], &mut [T]);
+pub(crate) type QuantizeFn<T> = unsafe fn(&super::elementwise::QuantizeLanes, &[f32], &mut [T]);
 pub(crate) type BilinearFn<T> = unsafe fn(&super::elementwise::Bilinear<T>, usize, usize, &mut [T]);
 pub(crate) type PoolFn<T> = unsafe fn(&[T], [usize; 4], &PoolParams, &mut [T], [usize; 4]);
 /// `(pairs16, ntaps, oc)` to the tier's layout.
@@ -265,6 +268,7 @@ const fn portable_ops<T: Code8 + Ord>() -> CodeOps<T> {
         add: None,
         mul: None,
         hard_swish: Some(super::elementwise::hard_swish_table::<T>),
+        quantize: None,
         resize_bilinear: super::elementwise::bilinear_rows_portable::<T>,
         max_pool: super::elementwise::max_pool_body::<T>,
         average_pool: super::elementwise::average_pool_body::<T>,
@@ -309,6 +313,7 @@ mod x86 {
             mul: Some(ew::mul_avx2::<T>),
             // A lookup per code: AVX2's 16 int16 lanes do not beat it.
             hard_swish: Some(crate::gemm::elementwise::hard_swish_table::<T>),
+            quantize: Some(crate::gemm::elementwise::quantize_avx2::<T>),
             resize_bilinear: crate::gemm::elementwise::bilinear_rows_avx2::<T>,
             max_pool: crate::gemm::elementwise::max_pool_avx2::<T>,
             average_pool: crate::gemm::elementwise::average_pool_avx2::<T>,
@@ -335,7 +340,7 @@ mod x86 {
     };
 
     /// AVX-512 VNNI over AVX2: its own GEMM, implicit GEMM, depthwise, Add, Mul, HardSwish,
-    /// bilinear resize and fake quantization; AVX2's pooling.
+    /// Quantize, bilinear resize and fake quantization; AVX2's pooling.
     const fn vnni_ops<T: Code8 + Ord>() -> CodeOps<T> {
         CodeOps {
             pack: pack::<Vnni, T>,
@@ -347,6 +352,7 @@ mod x86 {
             add: Some(vnni::add_same_shape::<T>),
             mul: Some(ew::mul_avx512::<T>),
             hard_swish: Some(ew::hard_swish_avx512::<T>),
+            quantize: Some(crate::gemm::elementwise::quantize_avx512::<T>),
             resize_bilinear: crate::gemm::elementwise::bilinear_rows_avx512::<T>,
             ..avx2_ops::<T>()
         }
