@@ -517,7 +517,7 @@ impl Conv2dPlan {
         };
         let fill_row = |bi: usize, y: usize, dst: &mut [F::E], dsum: &mut [i32]| {
             // SAFETY: F's tier is this plan's (available) tier; in_c % KG == 0.
-            unsafe { rows_of.fill(bi, y, dst, dsum, F::canon_row::<T>) }
+            unsafe { rows_of.fill(bi, y, dst, dsum, F::canon_row::<T>, F::widen_3_4::<T>) }
         };
         // A chunk of pixels whose windows (about kh image rows of its width) stay in L2
         // while every B panel streams past them.
@@ -702,10 +702,12 @@ struct ImageRows<'a, T> {
 
 impl<T: Code8> ImageRows<'_, T> {
     /// Image row `y` (padded coordinates) of batch `bi` into `dst`, each pixel's code sum into
-    /// `dsum`; `canon` maps a row of whole pixels (the tier's `canon_row`).
+    /// `dsum`; `canon` maps a row of whole pixels (the tier's `canon_row`), `widen_3_4` a row of
+    /// 3-channel pixels into 4 channels (the tier's `widen_3_4`).
     ///
     /// # Safety
-    /// `canon` may be called with `in_c` channels (the CPU has its tier, and takes `in_c`).
+    /// `canon` may be called with `in_c` channels (the CPU has its tier, and takes `in_c`), and
+    /// `widen_3_4` may be called (the CPU has its tier).
     unsafe fn fill<E: super::ImageElem>(
         &self,
         bi: usize,
@@ -713,6 +715,7 @@ impl<T: Code8> ImageRows<'_, T> {
         dst: &mut [E],
         dsum: &mut [i32],
         canon: unsafe fn(&[T], usize, &mut [E], &mut [i32]),
+        widen_3_4: unsafe fn(&[T], i32, &mut [E], &mut [i32]),
     ) {
         let [in_h, in_w] = self.in_hw;
         let (in_c, real_c, pl, wp) = (self.in_c, self.real_c, self.pl, self.wp);
@@ -747,7 +750,8 @@ impl<T: Code8> ImageRows<'_, T> {
             // The channel counts `padded_channels` makes, unrolled with constant counts so
             // that widening a large RGB input stays cheap next to the stem itself.
             match (real_c, in_c) {
-                (3, 4) => widen_pixels::<_, _, 3, 4>(codes, self.zc_code, dst, dsum),
+                // SAFETY: the caller meets this function's contract; the lengths agree.
+                (3, 4) => unsafe { widen_3_4(codes, self.zc_code, dst, dsum) },
                 (6, 8) => widen_pixels::<_, _, 6, 8>(codes, self.zc_code, dst, dsum),
                 (7, 8) => widen_pixels::<_, _, 7, 8>(codes, self.zc_code, dst, dsum),
                 _ => widen_pixels_any(codes, real_c, in_c, self.zc_code, dst, dsum),
@@ -771,6 +775,13 @@ pub(crate) trait StridedKernel {
     /// # Safety
     /// The CPU has the tier; `dst.len() == codes.len() == sums.len() * c`.
     unsafe fn canon_row<T: Code8>(codes: &[T], c: usize, dst: &mut [u8], sums: &mut [i32]);
+    /// A row of 3-channel pixels widened to 4, as [`widen_pixels`] makes it.
+    ///
+    /// # Safety
+    /// The CPU has the tier; `codes.len() == 3 * sums.len()` and `dst.len() == 4 * sums.len()`.
+    unsafe fn widen_3_4<T: Code8>(codes: &[T], zc_code: i32, dst: &mut [u8], sums: &mut [i32]) {
+        widen_pixels::<_, _, 3, 4>(codes, zc_code, dst, sums)
+    }
     /// The `MR x NR` int32 sums of rows `a + r * lda` (`r < MR`), step `s` reading each row's
     /// `KG` codes from `offs[s]` against group `s` of the packed B panel `b`, stored to `c`.
     ///
@@ -905,6 +916,7 @@ impl Conv2dPlan {
                             &mut image[j * row_len..(j + 1) * row_len],
                             &mut sums[j * wp..(j + 1) * wp],
                             K::canon_row::<T>,
+                            K::widen_3_4::<T>,
                         )
                     };
                 }
@@ -982,7 +994,7 @@ impl Conv2dPlan {
 /// canonical image elements with each pixel's code sum; [`widen_pixels_any`] with the channel
 /// counts fixed.
 #[inline(always)]
-fn widen_pixels<E: super::ImageElem, T: Code8, const R: usize, const C: usize>(
+pub(crate) fn widen_pixels<E: super::ImageElem, T: Code8, const R: usize, const C: usize>(
     codes: &[T],
     zc_code: i32,
     dst: &mut [E],
@@ -1221,5 +1233,64 @@ impl Conv2dPlan {
             unsafe { K::end_task() };
         };
         super::parallel_for(threads, tasks, &task);
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod widen_tests {
+    use super::{widen_pixels, Code8, StridedKernel};
+    use crate::gemm::ImplicitKernel;
+    use crate::isa::{amx::Amx, avx512vnni::Vnni, avx512vnni::VnniWide, Isa};
+    use proptest::prelude::*;
+
+    /// Every AVX-512 tier's widening against [`widen_pixels`], bit for bit, for every in-range
+    /// zero-point code and a few outside it (whose bytes truncate and sums wrap).
+    fn check<T: Code8>(codes: &[T]) {
+        let n = codes.len() / 3;
+        let codes = &codes[..3 * n];
+        let zcs = (0..=255).chain([256, -1, -129, 70_000, i32::MIN, i32::MAX]);
+        for zc in zcs {
+            let (mut want, mut want_sums) = (vec![0u8; 4 * n], vec![0i32; n]);
+            widen_pixels::<u8, T, 3, 4>(codes, zc, &mut want, &mut want_sums);
+            let run = |name: &str, f: unsafe fn(&[T], i32, &mut [u8], &mut [i32])| {
+                // Filled with a marker, so a missed store shows.
+                let (mut got, mut sums) = (vec![0xa5u8; 4 * n], vec![0x5a5a_5a5a; n]);
+                // SAFETY: the caller checked the tier; the lengths are the contract's.
+                unsafe { f(codes, zc, &mut got, &mut sums) };
+                assert_eq!(got, want, "{name}: {n} pixels, zero-point code {zc}");
+                assert_eq!(sums, want_sums, "{name}: sums of {n} pixels, code {zc}");
+            };
+            if Isa::Avx512Vnni.is_available() {
+                run("vnni", <Vnni as ImplicitKernel>::widen_3_4::<T>);
+                run("vnni wide", <VnniWide as ImplicitKernel>::widen_3_4::<T>);
+            }
+            if Isa::Amx.is_available() {
+                run("amx", <Amx as StridedKernel>::widen_3_4::<T>);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Edge-heavy codes (the ends and middle of both types, where the int8 flip turns
+        /// 127 into 255 and 128 into 0), any width, the row starting at any byte.
+        #[test]
+        fn widen_3_4_matches_scalar(
+            pixels in 0usize..80,
+            skip in 0usize..3,
+            seed in any::<u64>(),
+        ) {
+            let mut rng = intq_testutil::TestRng::new(seed);
+            let bytes: Vec<u8> = (0..3 * pixels + skip)
+                .map(|_| {
+                    let any = rng.int(0u8, 255);
+                    rng.pick(&[0u8, 1, 127, 128, 129, 254, 255, any])
+                })
+                .collect();
+            check::<u8>(&bytes[skip..]);
+            let signed: Vec<i8> = bytes.iter().map(|&b| b as i8).collect();
+            check::<i8>(&signed[skip..]);
+        }
     }
 }

@@ -210,6 +210,20 @@ pub(crate) trait ImplicitKernel {
     /// The CPU has the tier; `c % KG == 0` unless the tier takes other `c` (AVX2 does);
     /// `dst.len() == codes.len() == sums.len() * c`.
     unsafe fn canon_row<T: Code8>(codes: &[T], c: usize, dst: &mut [Self::E], sums: &mut [i32]);
+    /// A row of 3-channel pixels widened to 4 (the fourth the code `zc_code`), with each pixel's
+    /// code sum: a stem's RGB image, as `conv::widen_pixels` makes it, in the tier's lanes where
+    /// it has them.
+    ///
+    /// # Safety
+    /// The CPU has the tier; `codes.len() == 3 * sums.len()` and `dst.len() == 4 * sums.len()`.
+    unsafe fn widen_3_4<T: Code8>(
+        codes: &[T],
+        zc_code: i32,
+        dst: &mut [Self::E],
+        sums: &mut [i32],
+    ) {
+        conv::widen_pixels::<_, _, 3, 4>(codes, zc_code, dst, sums)
+    }
     /// One finished tile over the whole K (see [`ImplicitRows`]).
     ///
     /// # Safety

@@ -386,6 +386,18 @@ impl crate::gemm::StridedKernel for Amx {
         }
     }
     /// # Safety
+    /// As [`crate::gemm::StridedKernel::widen_3_4`].
+    unsafe fn widen_3_4<T: crate::gemm::Code8>(
+        codes: &[T],
+        zc_code: i32,
+        dst: &mut [u8],
+        sums: &mut [i32],
+    ) {
+        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body
+        // (AMX implies the AVX-512 VNNI the widening uses).
+        unsafe { crate::isa::avx512vnni::widen_3_4(codes, zc_code, dst, sums) }
+    }
+    /// # Safety
     /// As [`crate::gemm::StridedKernel::tile`].
     unsafe fn tile(a: *const u8, lda: usize, offs: &[usize], b: *const i8, c: *mut i32) {
         // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.

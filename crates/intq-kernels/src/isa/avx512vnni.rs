@@ -436,6 +436,17 @@ impl crate::gemm::ImplicitKernel for Vnni {
         unsafe { canon_row(codes, c, dst, sums) }
     }
     /// # Safety
+    /// As [`crate::gemm::ImplicitKernel::widen_3_4`].
+    unsafe fn widen_3_4<T: crate::gemm::Code8>(
+        codes: &[T],
+        zc_code: i32,
+        dst: &mut [u8],
+        sums: &mut [i32],
+    ) {
+        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+        unsafe { widen_3_4(codes, zc_code, dst, sums) }
+    }
+    /// # Safety
     /// As [`crate::gemm::ImplicitKernel::tile_implicit`].
     unsafe fn tile_implicit(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
         // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
@@ -493,6 +504,17 @@ impl crate::gemm::ImplicitKernel for VnniWide {
     ) {
         // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
         unsafe { canon_row(codes, c, dst, sums) }
+    }
+    /// # Safety
+    /// As [`crate::gemm::ImplicitKernel::widen_3_4`].
+    unsafe fn widen_3_4<T: crate::gemm::Code8>(
+        codes: &[T],
+        zc_code: i32,
+        dst: &mut [u8],
+        sums: &mut [i32],
+    ) {
+        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+        unsafe { widen_3_4(codes, zc_code, dst, sums) }
     }
     /// # Safety
     /// As [`crate::gemm::ImplicitKernel::tile_implicit`], with `b` at a pair of this tier's
@@ -634,6 +656,50 @@ unsafe fn canon_row<T: crate::gemm::Code8>(
             }
             *sum = _mm512_reduce_add_epi64(acc) as i32;
         }
+    }
+}
+
+/// `conv::widen_pixels::<_, _, 3, 4>` 16 pixels a step: `vpermd` moves each four pixels' 12
+/// codes into their own 128-bit lane, `vpshufb` spreads them to 4 bytes a pixel with the
+/// zero-point code in the fourth, and `vpdpbusd` against bytes (1, 1, 1, 0) adds each pixel's
+/// three codes to the zero point (its one extra channel). The last step is masked.
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW/VNNI; `codes.len() == 3 * sums.len()` and
+/// `dst.len() == 4 * sums.len()`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(crate) unsafe fn widen_3_4<T: crate::gemm::Code8>(
+    codes: &[T],
+    zc_code: i32,
+    dst: &mut [u8],
+    sums: &mut [i32],
+) {
+    let n = sums.len();
+    assert!(codes.len() == 3 * n && dst.len() == 4 * n);
+    let flip = _mm512_set1_epi8(if T::A_OFFSET != 0 { -128 } else { 0 });
+    let zc = _mm512_set1_epi8(zc_code as i8);
+    let extra = _mm512_set1_epi32(zc_code);
+    let ones = _mm512_set1_epi32(0x0001_0101);
+    let dwords = _mm512_setr_epi32(0, 1, 2, 0, 3, 4, 5, 0, 6, 7, 8, 0, 9, 10, 11, 0);
+    let spread = _mm512_broadcast_i32x4(_mm_setr_epi8(
+        0, 1, 2, 0, 3, 4, 5, 0, 6, 7, 8, 0, 9, 10, 11, 0,
+    ));
+    // Every byte but each pixel's fourth comes from the codes.
+    let real: __mmask64 = 0x7777_7777_7777_7777;
+    let (s, d) = (codes.as_ptr() as *const i8, dst.as_mut_ptr() as *mut i8);
+    let mut p = 0;
+    while p < n {
+        let k = (n - p).min(16);
+        // SAFETY: the masks cover pixels p..p + k, inside all three slices (lengths checked).
+        unsafe {
+            let v = _mm512_maskz_loadu_epi8(prefix_mask(3 * k), s.add(3 * p));
+            let v = _mm512_permutexvar_epi32(dwords, _mm512_xor_si512(v, flip));
+            let w = _mm512_mask_shuffle_epi8(zc, real, v, spread);
+            _mm512_mask_storeu_epi8(d.add(4 * p), prefix_mask(4 * k), w);
+            let sum = _mm512_dpbusd_epi32(extra, w, ones);
+            _mm512_mask_storeu_epi32(sums.as_mut_ptr().add(p), ((1u32 << k) - 1) as u16, sum);
+        }
+        p += k;
     }
 }
 
