@@ -4,16 +4,7 @@
 use intq_kernels::gemm::FullyConnectedPlan;
 use intq_kernels::{Isa, Multipliers, OutputStage};
 use intq_quant::QuantizedMultiplier;
-
-fn cpu_now() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
-}
+use intq_testutil::cputime::thread_cpu;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -47,9 +38,9 @@ fn main() {
         let reps = ((4e10 / ops) as usize).clamp(5, 400);
         let mut best = f64::MAX;
         for _ in 0..reps {
-            let t = cpu_now();
+            let t = thread_cpu().as_secs_f64();
             plan.run(&a, m, &mut out, 1);
-            best = best.min(cpu_now() - t);
+            best = best.min(thread_cpu().as_secs_f64() - t);
         }
         println!(
             "{m}x{k}x{n} {isa}: {:.0} GOPS (best thread CPU time of {reps}: {:.3} ms)",

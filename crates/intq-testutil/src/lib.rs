@@ -2,6 +2,7 @@
 //! the draws the kernel and engine tests take, and the loop that runs a check on every ISA tier
 //! this CPU has, with `INTQ_REQUIRE_TIERS` turning a missing tier into a failure.
 
+pub mod cputime;
 mod rng;
 mod tiers;
 
