@@ -166,64 +166,15 @@ impl Kernel for Amx {
         unsafe {
             let (c, first, last, groups, a, b) = (t.c, t.first, t.last, t.groups, t.a, t.b);
             ensure_configured();
-            let cs = NR * 4; // C row stride in bytes
-            let c8 = c as *mut u8;
             if first {
-                asm!(
-                    "tilezero tmm0",
-                    "tilezero tmm1",
-                    "tilezero tmm2",
-                    "tilezero tmm3",
-                    options(nostack)
-                );
+                zero_acc();
             } else {
-                asm!(
-                    "tileloadd tmm0, [{c} + {s}*1]",
-                    "tileloadd tmm1, [{c1} + {s}*1]",
-                    "tileloadd tmm2, [{c2} + {s}*1]",
-                    "tileloadd tmm3, [{c3} + {s}*1]",
-                    c = in(reg) c8,
-                    c1 = in(reg) c8.add(64),
-                    c2 = in(reg) c8.add(16 * cs),
-                    c3 = in(reg) c8.add(16 * cs + 64),
-                    s = in(reg) cs,
-                    options(nostack, readonly),
-                );
+                load_acc(c);
             }
-            let (sa, sb) = (KG, NR * 4);
             for g in 0..groups {
-                let ap = a.add(g * MR * KG);
-                let bp = (b as *const u8).add(g * KG * NR);
-                asm!(
-                    "tileloadd tmm4, [{a0} + {sa}*1]",
-                    "tileloadd tmm5, [{a1} + {sa}*1]",
-                    "tileloadd tmm6, [{b0} + {sb}*1]",
-                    "tileloadd tmm7, [{b1} + {sb}*1]",
-                    "tdpbusd tmm0, tmm4, tmm6",
-                    "tdpbusd tmm1, tmm4, tmm7",
-                    "tdpbusd tmm2, tmm5, tmm6",
-                    "tdpbusd tmm3, tmm5, tmm7",
-                    a0 = in(reg) ap,
-                    a1 = in(reg) ap.add(16 * KG),
-                    b0 = in(reg) bp,
-                    b1 = in(reg) bp.add(64),
-                    sa = in(reg) sa,
-                    sb = in(reg) sb,
-                    options(nostack, readonly),
-                );
+                step::<false>(a.add(g * MR * KG), KG, (b as *const u8).add(g * KG * NR));
             }
-            asm!(
-                "tilestored [{c} + {s}*1], tmm0",
-                "tilestored [{c1} + {s}*1], tmm1",
-                "tilestored [{c2} + {s}*1], tmm2",
-                "tilestored [{c3} + {s}*1], tmm3",
-                c = in(reg) c8,
-                c1 = in(reg) c8.add(64),
-                c2 = in(reg) c8.add(16 * cs),
-                c3 = in(reg) c8.add(16 * cs + 64),
-                s = in(reg) cs,
-                options(nostack),
-            );
+            store_acc(c);
             if last {
                 finish(c, o);
             }
@@ -300,6 +251,126 @@ pub(crate) unsafe fn finish(c: *const i32, o: &TileOut) {
     }
 }
 
+/// Zeroes the four accumulator tiles `tmm0..tmm3` (one 32 x 32 int32 block).
+///
+/// # Safety
+/// AMX is available and configured ([`ensure_configured`]).
+#[inline(always)]
+pub(crate) unsafe fn zero_acc() {
+    // SAFETY: the caller meets this function's contract; tilezero touches only tile registers.
+    unsafe {
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            options(nostack)
+        )
+    };
+}
+
+/// Loads the accumulators from the 32 x 32 int32 block at `c` (row-major, `NR` per row).
+///
+/// # Safety
+/// AMX is configured; `c` is readable for `MR * NR` int32.
+#[inline(always)]
+unsafe fn load_acc(c: *const i32) {
+    let c8 = c as *const u8;
+    let cs = NR * 4;
+    // SAFETY: the caller meets this function's contract; the four 16-row tiles lie in `c`.
+    unsafe {
+        asm!(
+            "tileloadd tmm0, [{c} + {s}*1]",
+            "tileloadd tmm1, [{c1} + {s}*1]",
+            "tileloadd tmm2, [{c2} + {s}*1]",
+            "tileloadd tmm3, [{c3} + {s}*1]",
+            c = in(reg) c8,
+            c1 = in(reg) c8.add(64),
+            c2 = in(reg) c8.add(16 * cs),
+            c3 = in(reg) c8.add(16 * cs + 64),
+            s = in(reg) cs,
+            options(nostack, readonly),
+        )
+    };
+}
+
+/// Stores the accumulators to the 32 x 32 int32 block at `c` (row-major, `NR` per row).
+///
+/// # Safety
+/// AMX is configured; `c` is writable for `MR * NR` int32.
+#[inline(always)]
+pub(crate) unsafe fn store_acc(c: *mut i32) {
+    let c8 = c as *mut u8;
+    let cs = NR * 4;
+    // SAFETY: the caller meets this function's contract; the four 16-row tiles lie in `c`.
+    unsafe {
+        asm!(
+            "tilestored [{c} + {s}*1], tmm0",
+            "tilestored [{c1} + {s}*1], tmm1",
+            "tilestored [{c2} + {s}*1], tmm2",
+            "tilestored [{c3} + {s}*1], tmm3",
+            c = in(reg) c8,
+            c1 = in(reg) c8.add(64),
+            c2 = in(reg) c8.add(16 * cs),
+            c3 = in(reg) c8.add(16 * cs + 64),
+            s = in(reg) cs,
+            options(nostack),
+        )
+    };
+}
+
+/// One group of 64 codes into the accumulators: rows `a + r * lda` (`r < 32`, two 16-row A
+/// tiles) against the packed B group `b` (64 x 32, two 16-column B tiles). `SIGNED` multiplies
+/// the rows as s8 (`tdpbssd`), else as u8 (`tdpbusd`).
+///
+/// # Safety
+/// AMX is configured; the 64 bytes at `a + r * lda` are readable for every `r < 32`, and `b`
+/// holds one packed group (`KG * NR` bytes).
+#[inline(always)]
+pub(crate) unsafe fn step<const SIGNED: bool>(a: *const u8, lda: usize, b: *const u8) {
+    let sb = NR * 4;
+    // SAFETY: the caller meets this function's contract; the loads stay in the rows and group.
+    unsafe {
+        if SIGNED {
+            asm!(
+                "tileloadd tmm4, [{a0} + {sa}*1]",
+                "tileloadd tmm6, [{b0} + {sb}*1]",
+                "tileloadd tmm7, [{b1} + {sb}*1]",
+                "tdpbssd tmm0, tmm4, tmm6",
+                "tileloadd tmm5, [{a1} + {sa}*1]",
+                "tdpbssd tmm1, tmm4, tmm7",
+                "tdpbssd tmm2, tmm5, tmm6",
+                "tdpbssd tmm3, tmm5, tmm7",
+                a0 = in(reg) a,
+                a1 = in(reg) a.add(16 * lda),
+                b0 = in(reg) b,
+                b1 = in(reg) b.add(64),
+                sa = in(reg) lda,
+                sb = in(reg) sb,
+                options(nostack, readonly),
+            )
+        } else {
+            asm!(
+                "tileloadd tmm4, [{a0} + {sa}*1]",
+                "tileloadd tmm6, [{b0} + {sb}*1]",
+                "tileloadd tmm7, [{b1} + {sb}*1]",
+                "tdpbusd tmm0, tmm4, tmm6",
+                "tileloadd tmm5, [{a1} + {sa}*1]",
+                "tdpbusd tmm1, tmm4, tmm7",
+                "tdpbusd tmm2, tmm5, tmm6",
+                "tdpbusd tmm3, tmm5, tmm7",
+                a0 = in(reg) a,
+                a1 = in(reg) a.add(16 * lda),
+                b0 = in(reg) b,
+                b1 = in(reg) b.add(64),
+                sa = in(reg) lda,
+                sb = in(reg) sb,
+                options(nostack, readonly),
+            )
+        }
+    };
+}
+
 /// A 32 x 32 tile of a convolution whose 32 rows are read in place at one stride: step `s`
 /// multiplies, for each row `r`, the 64 codes at `a + offs[s] + r * lda` by group `s` of the
 /// packed B panel `b`; the sums are stored to `c` (`MR x NR` int32, row-major). A tile load
@@ -319,49 +390,11 @@ pub(crate) unsafe fn tile_strided(
     // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
     unsafe {
         ensure_configured();
-        asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            options(nostack)
-        );
-        let sb = NR * 4;
+        zero_acc();
         for (s, &off) in offs.iter().enumerate() {
-            let ap = a.add(off);
-            let bp = (b as *const u8).add(s * KG * NR);
-            asm!(
-                "tileloadd tmm4, [{a0} + {sa}*1]",
-                "tileloadd tmm5, [{a1} + {sa}*1]",
-                "tileloadd tmm6, [{b0} + {sb}*1]",
-                "tileloadd tmm7, [{b1} + {sb}*1]",
-                "tdpbusd tmm0, tmm4, tmm6",
-                "tdpbusd tmm1, tmm4, tmm7",
-                "tdpbusd tmm2, tmm5, tmm6",
-                "tdpbusd tmm3, tmm5, tmm7",
-                a0 = in(reg) ap,
-                a1 = in(reg) ap.add(16 * lda),
-                b0 = in(reg) bp,
-                b1 = in(reg) bp.add(64),
-                sa = in(reg) lda,
-                sb = in(reg) sb,
-                options(nostack, readonly),
-            );
+            step::<false>(a.add(off), lda, (b as *const u8).add(s * KG * NR));
         }
-        let c8 = c as *mut u8;
-        let cs = NR * 4;
-        asm!(
-            "tilestored [{c} + {s}*1], tmm0",
-            "tilestored [{c1} + {s}*1], tmm1",
-            "tilestored [{c2} + {s}*1], tmm2",
-            "tilestored [{c3} + {s}*1], tmm3",
-            c = in(reg) c8,
-            c1 = in(reg) c8.add(64),
-            c2 = in(reg) c8.add(16 * cs),
-            c3 = in(reg) c8.add(16 * cs + 64),
-            s = in(reg) cs,
-            options(nostack),
-        );
+        store_acc(c);
     }
 }
 

@@ -9,8 +9,6 @@
 //! groups: past a pixel's `in_c` codes it reads the next pixels', which meet the zero weights
 //! the packed filter is padded with.
 
-use std::arch::asm;
-
 use crate::gemm::{PointwiseKernel, TileOut};
 use crate::isa::amx::{self, Amx};
 
@@ -31,69 +29,11 @@ unsafe fn tile<const SIGNED: bool>(
     // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
     unsafe {
         amx::ensure_configured();
-        asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            options(nostack)
-        );
-        let sb: usize = 32 * 4;
+        amx::zero_acc();
         for g in 0..groups {
-            let ap = a.add(g * 64);
-            let bp = (b as *const u8).add(g * 64 * 32);
-            if SIGNED {
-                asm!(
-                    "tileloadd tmm4, [{a0} + {sa}*1]",
-                    "tileloadd tmm6, [{b0} + {sb}*1]",
-                    "tileloadd tmm7, [{b1} + {sb}*1]",
-                    "tdpbssd tmm0, tmm4, tmm6",
-                    "tileloadd tmm5, [{a1} + {sa}*1]",
-                    "tdpbssd tmm1, tmm4, tmm7",
-                    "tdpbssd tmm2, tmm5, tmm6",
-                    "tdpbssd tmm3, tmm5, tmm7",
-                    a0 = in(reg) ap,
-                    a1 = in(reg) ap.add(16 * lda),
-                    b0 = in(reg) bp,
-                    b1 = in(reg) bp.add(64),
-                    sa = in(reg) lda,
-                    sb = in(reg) sb,
-                    options(nostack, readonly),
-                );
-            } else {
-                asm!(
-                    "tileloadd tmm4, [{a0} + {sa}*1]",
-                    "tileloadd tmm6, [{b0} + {sb}*1]",
-                    "tileloadd tmm7, [{b1} + {sb}*1]",
-                    "tdpbusd tmm0, tmm4, tmm6",
-                    "tileloadd tmm5, [{a1} + {sa}*1]",
-                    "tdpbusd tmm1, tmm4, tmm7",
-                    "tdpbusd tmm2, tmm5, tmm6",
-                    "tdpbusd tmm3, tmm5, tmm7",
-                    a0 = in(reg) ap,
-                    a1 = in(reg) ap.add(16 * lda),
-                    b0 = in(reg) bp,
-                    b1 = in(reg) bp.add(64),
-                    sa = in(reg) lda,
-                    sb = in(reg) sb,
-                    options(nostack, readonly),
-                );
-            }
+            amx::step::<SIGNED>(a.add(g * 64), lda, (b as *const u8).add(g * 64 * 32));
         }
-        let c8 = c as *mut u8;
-        let cs: usize = 32 * 4;
-        asm!(
-            "tilestored [{c} + {s}*1], tmm0",
-            "tilestored [{c1} + {s}*1], tmm1",
-            "tilestored [{c2} + {s}*1], tmm2",
-            "tilestored [{c3} + {s}*1], tmm3",
-            c = in(reg) c8,
-            c1 = in(reg) c8.add(64),
-            c2 = in(reg) c8.add(16 * cs),
-            c3 = in(reg) c8.add(16 * cs + 64),
-            s = in(reg) cs,
-            options(nostack),
-        );
+        amx::store_acc(c);
     }
 }
 
