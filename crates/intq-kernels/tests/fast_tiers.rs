@@ -320,6 +320,30 @@ tiers!(gemm_same_result_for_any_thread_count, |isa| {
     }
 });
 
+// Batches of 1-4 rows (the AVX-512 tiers' GEMV): K below, at and past a 64-code group and not
+// a multiple of it, N across panel edges, per-channel zero points, split over threads.
+tiers!(gemm_few_rows, |isa| {
+    let mut rng = Rng::new(4242);
+    for case in 0..40u64 {
+        let m = 1 + case as usize % 4;
+        let k = [1, 3, 4, 63, 64, 65, 130, 1280, 700][case as usize % 9];
+        let n = [1, 31, 32, 33, 100, 1000][case as usize % 6];
+        let threads = 1 + case as usize % 3;
+        let a = rng.codes::<i8>(m * k);
+        let w = rng.codes::<i8>(n * k);
+        let zin = rng.any_zero_point::<i8>(false);
+        let zw = weight_zero_points(&mut rng, n, |r| r.any_zero_point::<i8>(false));
+        let stage = Stage::random::<i8>(&mut rng, n, acc_mag(&a, zin, &w, &zw, k));
+        check_gemm(isa, &a, &w, m, n, k, zin, &zw, &stage, threads);
+        let a = rng.codes::<u8>(m * k);
+        let w = rng.codes::<u8>(n * k);
+        let zin = rng.any_zero_point::<u8>(true);
+        let zw = weight_zero_points(&mut rng, n, |r| r.any_zero_point::<u8>(true));
+        let stage = Stage::random::<u8>(&mut rng, n, acc_mag(&a, zin, &w, &zw, k));
+        check_gemm(isa, &a, &w, m, n, k, zin, &zw, &stage, threads);
+    }
+});
+
 // Symmetric weights (zero point 0 for int8, 128 for uint8: canonical zero point 0), per tensor
 // and per channel, where the tiles drop the row-sum term of the output stage.
 tiers!(gemm_symmetric_weights, |isa| {

@@ -31,6 +31,8 @@ mod conv;
 pub(crate) mod depthwise;
 mod elementwise;
 mod epilogue;
+#[cfg(target_arch = "x86_64")]
+mod gemv;
 mod table;
 mod threads;
 

@@ -127,6 +127,52 @@ unsafe fn tile(t: &Tile<u8, i8>, o: &TileOut) {
     }
 }
 
+/// `R` rows of canonical codes (row `r` at `a + r * lda`, `KG * steps` codes) times one packed B
+/// panel (`steps` groups, this tier's layout), finished into `o`: a fully connected layer at a
+/// batch of a few rows, where an 8-row tile (or a 32-row AMX tile) would multiply mostly
+/// padding. Two sets of accumulators take alternate groups, so consecutive `vpdpbusd` do not
+/// wait on each other; their int32 sum wraps the same in any order, so it is exact.
+///
+/// # Safety
+/// The CPU has AVX-512 VNNI; the `KG * steps` bytes at `a + r * lda` are readable for every
+/// `r < R`; `b` holds `steps` groups; `o` meets [`TileOut`]'s contract for `R` rows.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(crate) unsafe fn gemv_tile<const R: usize>(
+    a: *const u8,
+    lda: usize,
+    b: *const i8,
+    steps: usize,
+    o: &TileOut,
+) {
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        let mut acc = [[[_mm512_setzero_si512(); 2]; R]; 2];
+        let mut s = 0;
+        while s < steps {
+            let phases = (steps - s).min(2);
+            for (u, acc_u) in acc.iter_mut().enumerate().take(phases) {
+                let bp = b.add((s + u) * NR * KG);
+                let b0 = _mm512_loadu_si512(bp as *const __m512i);
+                let b1 = _mm512_loadu_si512(bp.add(16 * KG) as *const __m512i);
+                for (r, acc_r) in acc_u.iter_mut().enumerate() {
+                    let ap = a.add(r * lda + (s + u) * KG) as *const i32;
+                    let av = _mm512_set1_epi32(ap.read_unaligned());
+                    acc_r[0] = _mm512_dpbusd_epi32(acc_r[0], av, b0);
+                    acc_r[1] = _mm512_dpbusd_epi32(acc_r[1], av, b1);
+                }
+            }
+            s += phases;
+        }
+        let mut sum = [[_mm512_setzero_si512(); 2]; R];
+        for (r, sum_r) in sum.iter_mut().enumerate() {
+            for (h, v) in sum_r.iter_mut().enumerate() {
+                *v = _mm512_add_epi32(acc[0][r][h], acc[1][r][h]);
+            }
+        }
+        finish_acc(&sum, o);
+    }
+}
+
 /// The output stage on a tile's accumulators, stored as `rows x cols` codes at `out`.
 ///
 /// # Safety
@@ -735,6 +781,29 @@ pub(crate) unsafe fn canon_load(
         );
         *sums = _mm512_add_epi64(*sums, _mm512_sad_epu8(v, _mm512_setzero_si512()));
         v
+    }
+}
+
+/// `src` as canonical u8 codes in `dst` (`^ 0x80` for int8), returning their sum (wrapping):
+/// one masked load, flip and store per 64 codes.
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW; `dst.len() >= src.len()`.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(crate) unsafe fn canon_codes<T: crate::gemm::Code8>(src: &[T], dst: &mut [u8]) -> u32 {
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        let len = src.len();
+        assert!(dst.len() >= len);
+        let (s, d) = (src.as_ptr() as *const u8, dst.as_mut_ptr());
+        let flip = _mm512_set1_epi8(if T::A_OFFSET != 0 { -128 } else { 0 });
+        let mut sums = _mm512_setzero_si512();
+        for j in (0..len).step_by(64) {
+            let mask = prefix_mask(len - j);
+            let v = canon_load(s.add(j), mask, flip, &mut sums);
+            _mm512_mask_storeu_epi8(d.add(j) as *mut i8, mask, v);
+        }
+        _mm512_reduce_add_epi64(sums) as u32
     }
 }
 
