@@ -244,6 +244,9 @@ tiers!(gemm_larger_shapes, |isa| {
         (64, 256, 1152),
         (1, 1000, 1024),
         (200, 33, 4099),
+        // K split into blocks that are not a multiple of the tiles' group, several row tiles
+        // and a partial panel.
+        (100, 70, 1100),
     ]
     .iter()
     .enumerate()
@@ -254,10 +257,19 @@ tiers!(gemm_larger_shapes, |isa| {
 });
 
 // The AVX2 saturation worst case, and int32 wrap-around: every pair of products at the
-// extreme (255 * -128 and 255 * 127 after the canonical mapping), K up to 32,768.
+// extreme (255 * -128 and 255 * 127 after the canonical mapping), K up to 32,768, at a batch
+// of a few rows (the GEMV) and of more than one tile.
 tiers!(gemm_worst_case_products_long_k, |isa| {
-    for &k in &[2usize, 3, 64, 4097, 32768] {
-        let (m, n) = (3, 5);
+    for &(k, m) in &[
+        (2usize, 3usize),
+        (3, 3),
+        (64, 3),
+        (4097, 3),
+        (32768, 3),
+        (4097, 37),
+        (32768, 37),
+    ] {
+        let n = 5;
         // u8: activations 255, weights 0 (w' = -128) and 255 (w' = 127).
         let a = vec![255u8; m * k];
         let w: Vec<u8> = (0..n * k)

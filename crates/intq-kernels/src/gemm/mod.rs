@@ -160,6 +160,68 @@ pub(crate) trait Kernel {
     /// The CPU has the kernel's ISA; the panels hold `t.groups` full groups; `t.c` is valid for
     /// `MR * NR` int32; `out` meets [`TileOut`]'s contract for `NR` columns and `MR` rows.
     unsafe fn tile(t: &Tile<Self::A, Self::B>, out: &TileOut);
+    /// [`Kernel::tile`] on each row tile of a chunk against one B sub-panel ([`Column`]). A tier
+    /// may override it to work across the tiles (AMX prefetches the next sub-panel meanwhile).
+    ///
+    /// # Safety
+    /// As [`Kernel::tile`] for every row tile of `col` (see [`Column`]).
+    unsafe fn column(col: &Column<Self::A, Self::B>) {
+        for i in 0..col.rows.div_ceil(Self::MR) {
+            // SAFETY: the caller meets this function's `# Safety` contract, which covers the
+            // tile of each row tile.
+            unsafe { Self::tile(&col.tile(i, Self::MR, Self::NR), &col.out(i, Self::MR)) }
+        }
+    }
+}
+
+/// One B sub-panel against every row tile of a row chunk: row tile `i` (rows `i * MR ..`) reads
+/// its A sub-panel at `a + i * a_stride`, keeps its partial sums at `c + (i % c_bufs) * MR * NR`
+/// (each tile its own buffer while K is split into blocks, one shared buffer when one block
+/// covers K), and is finished like [`TileOut`] with the chunk's row sums from `rowsum + i * MR`
+/// and its output rows from `out + i * MR * ldc`.
+pub(crate) struct Column<'a, A, B> {
+    pub c: *mut i32,
+    pub c_bufs: usize,
+    pub first: bool,
+    pub last: bool,
+    pub groups: usize,
+    pub a: *const A,
+    pub a_stride: usize,
+    pub b: *const B,
+    pub rowsum: *const i32,
+    pub epi: &'a Epilogue,
+    pub n0: usize,
+    pub out: *mut u8,
+    pub ldc: usize,
+    /// Rows of the chunk (the last row tile may be partial).
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl<'a, A, B> Column<'a, A, B> {
+    /// Row tile `i`'s operands.
+    pub(crate) fn tile(&self, i: usize, mr: usize, nr: usize) -> Tile<A, B> {
+        Tile {
+            c: self.c.wrapping_add((i % self.c_bufs) * mr * nr),
+            first: self.first,
+            last: self.last,
+            groups: self.groups,
+            a: self.a.wrapping_add(i * self.a_stride),
+            b: self.b,
+        }
+    }
+    /// Row tile `i`'s output.
+    pub(crate) fn out(&self, i: usize, mr: usize) -> TileOut<'a> {
+        TileOut {
+            rowsum: self.rowsum.wrapping_add(i * mr),
+            epi: self.epi,
+            n0: self.n0,
+            out: self.out.wrapping_add(i * mr * self.ldc),
+            ldc: self.ldc,
+            rows: mr.min(self.rows - i * mr),
+            cols: self.cols,
+        }
+    }
 }
 
 /// The operands of one [`Kernel::tile`] call.
@@ -566,35 +628,30 @@ impl PreparedGemm {
                         let g0 = kb * gc;
                         let g = gc.min(groups - g0);
                         let bp = &b[(p * groups + g0) * K::KG * K::NR..];
-                        for (i, r) in (0..rows).step_by(K::MR).enumerate() {
-                            let ap = &apack[(i * groups + g0) * K::KG * K::MR..];
-                            let c = if kblocks > 1 { i * K::MR * K::NR } else { 0 };
-                            // SAFETY: the tier is available (checked at prepare); the
-                            // sub-panels hold `g` groups; `cbuf` holds this tile's MR x NR
-                            // partial sums (the first K block starts them from zero); rowsum
-                            // holds MR values from r; the stores stay in rows r0 + r .. and
-                            // columns n0 .. n0 + cols of `out`, disjoint between tasks.
-                            unsafe {
-                                K::tile(
-                                    &Tile {
-                                        c: cbuf.as_mut_ptr().add(c),
-                                        first: kb == 0,
-                                        last: kb + 1 == kblocks,
-                                        groups: g,
-                                        a: ap.as_ptr(),
-                                        b: bp.as_ptr(),
-                                    },
-                                    &TileOut {
-                                        rowsum: rowsum.as_ptr().add(r),
-                                        epi: &self.epi,
-                                        n0,
-                                        out: op.0.add((r0 + r) * n + n0),
-                                        ldc: n,
-                                        rows: K::MR.min(rows - r),
-                                        cols,
-                                    },
-                                );
-                            }
+                        let ap = &apack[g0 * K::KG * K::MR..];
+                        // SAFETY: the tier is available (checked at prepare); each row tile's
+                        // sub-panels hold `g` groups; `cbuf` holds `c_bufs` partial tiles (the
+                        // first K block starts them from zero); rowsum holds the chunk's rows;
+                        // the stores stay in rows r0 .. r0 + rows and columns n0 .. n0 + cols
+                        // of `out`, disjoint between tasks.
+                        unsafe {
+                            K::column(&Column {
+                                c: cbuf.as_mut_ptr(),
+                                c_bufs: if kblocks > 1 { mrows / K::MR } else { 1 },
+                                first: kb == 0,
+                                last: kb + 1 == kblocks,
+                                groups: g,
+                                a: ap.as_ptr(),
+                                a_stride: groups * K::KG * K::MR,
+                                b: bp.as_ptr(),
+                                rowsum: rowsum.as_ptr(),
+                                epi: &self.epi,
+                                n0,
+                                out: op.0.add(r0 * n + n0),
+                                ldc: n,
+                                rows,
+                                cols,
+                            });
                         }
                     }
                 }

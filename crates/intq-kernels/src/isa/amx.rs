@@ -16,7 +16,7 @@ use std::arch::x86_64::*;
 use std::cell::Cell;
 use std::sync::OnceLock;
 
-use crate::gemm::{Kernel, Tile, TileOut};
+use crate::gemm::{Column, Kernel, Tile, TileOut};
 use crate::isa::avx512vnni::{canon_load, prefix_mask, Cols16};
 
 pub(crate) struct Amx;
@@ -177,6 +177,56 @@ impl Kernel for Amx {
             store_acc(c);
             if last {
                 finish(c, o);
+            }
+        }
+    }
+    /// # Safety
+    /// As [`Kernel::column`].
+    unsafe fn column(col: &Column<u8, i8>) {
+        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+        unsafe { column(col) }
+    }
+}
+
+/// Every row tile of `col`, as [`Kernel::tile`], with the next B sub-panel (the one after this
+/// in memory: this panel's next K block, or the next panel's first) prefetched towards L2 a
+/// few lines a group. The row tiles reuse the current sub-panel from L1, but each new one comes
+/// from L3 once per row chunk (the whole of B does not stay in L2 next to the chunk's A), and
+/// the hardware prefetcher, which stops at page boundaries, left the tiles waiting on it.
+///
+/// # Safety
+/// As [`Kernel::column`]; AMX is available.
+unsafe fn column(col: &Column<u8, i8>) {
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        ensure_configured();
+        let groups = col.groups;
+        let tiles = col.rows.div_ceil(MR);
+        let b = col.b as *const u8;
+        let sub = groups * KG * NR;
+        // Prefetches never fault, so the address past the last sub-panel needs no check.
+        let mut pf = b.wrapping_add(sub);
+        let pf_end = pf.wrapping_add(sub);
+        let pf_lines = (sub / 64).div_ceil(tiles * groups);
+        for i in 0..tiles {
+            let t = col.tile(i, MR, NR);
+            if t.first {
+                zero_acc();
+            } else {
+                load_acc(t.c);
+            }
+            for g in 0..groups {
+                step::<false>(t.a.add(g * MR * KG), KG, b.add(g * KG * NR));
+                for _ in 0..pf_lines {
+                    if pf < pf_end {
+                        _mm_prefetch::<_MM_HINT_T1>(pf as *const i8);
+                        pf = pf.wrapping_add(64);
+                    }
+                }
+            }
+            store_acc(t.c);
+            if t.last {
+                finish(t.c, &col.out(i, MR));
             }
         }
     }
