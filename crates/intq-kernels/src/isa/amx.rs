@@ -17,7 +17,7 @@ use std::cell::Cell;
 use std::sync::OnceLock;
 
 use crate::gemm::{Column, Kernel, Tile, TileOut};
-use crate::isa::avx512vnni::{canon_load, prefix_mask, Cols16};
+use crate::isa::avx512vnni::{canon_load, prefix_mask, Cols16, StageFlags};
 
 pub(crate) struct Amx;
 
@@ -269,7 +269,8 @@ unsafe fn pack_a_seg<T: crate::gemm::Code8>(
     }
 }
 
-/// The output stage on the stored tile, 16 columns at a time.
+/// The output stage on the stored tile, 16 columns at a time, in a loop specialised to the
+/// epilogue's flags ([`StageFlags`]).
 ///
 /// # Safety
 /// The CPU has AVX-512 F/BW; `c` holds `o.rows` rows of `NR` sums; `o` meets [`TileOut`]'s
@@ -278,13 +279,44 @@ unsafe fn pack_a_seg<T: crate::gemm::Code8>(
 pub(crate) unsafe fn finish(c: *const i32, o: &TileOut) {
     // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
     unsafe {
-        let (rowsum, epi, n0, out, ldc, rows, cols) =
-            (o.rowsum, o.epi, o.n0, o.out, o.ldc, o.rows, o.cols);
+        let epi = o.epi;
         if !epi.vector_ok {
-            let acc = std::slice::from_raw_parts(c, rows * NR);
+            let acc = std::slice::from_raw_parts(c, o.rows * NR);
             epi.finish_scalar(acc, NR, o);
             return;
         }
+        macro_rules! flagged {
+            ($($zw:literal $ls:literal $cf:literal),*) => {
+                match StageFlags::of(epi) {
+                    $(StageFlags { zw_zero: $zw, lshift_zero: $ls, clamp_first: $cf } => {
+                        finish_as::<$zw, $ls, $cf>(c, o)
+                    })*
+                }
+            };
+        }
+        flagged!(
+            false false false, false false true, false true false, false true true,
+            true false false, true false true, true true false, true true true
+        );
+    }
+}
+
+/// [`finish`] for an epilogue whose [`StageFlags`] are `ZW`, `LS`, `CF`.
+///
+/// # Safety
+/// As [`finish`]; the epilogue is vector-ready with these flags.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn finish_as<const ZW: bool, const LS: bool, const CF: bool>(c: *const i32, o: &TileOut) {
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        let (rowsum, epi, n0, out, ldc, rows, cols) =
+            (o.rowsum, o.epi, o.n0, o.out, o.ldc, o.rows, o.cols);
+        let f = StageFlags {
+            zw_zero: ZW,
+            lshift_zero: LS,
+            clamp_first: CF,
+        };
         for h in 0..NR / 16 {
             if 16 * h >= cols {
                 break;
@@ -292,9 +324,13 @@ pub(crate) unsafe fn finish(c: *const i32, o: &TileOut) {
             let k = Cols16::load(epi, n0 + 16 * h);
             let mask = prefix_mask((cols - 16 * h).min(16)) as __mmask16;
             for i in 0..rows {
-                let rs = _mm512_set1_epi32(*rowsum.add(i));
+                let rs = if ZW {
+                    _mm512_setzero_si512()
+                } else {
+                    _mm512_set1_epi32(*rowsum.add(i))
+                };
                 let v = _mm512_loadu_si512(c.add(i * NR + 16 * h) as *const __m512i);
-                let q = k.requant(v, rs, epi);
+                let q = k.requant_as(v, rs, epi, f);
                 _mm512_mask_cvtepi32_storeu_epi8(out.add(i * ldc + 16 * h) as *mut _, mask, q);
             }
         }

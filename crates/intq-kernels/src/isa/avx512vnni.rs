@@ -239,6 +239,24 @@ unsafe fn lane(epi: &Epilogue, f: usize, n: usize) -> __m512i {
     }
 }
 
+/// The [`Epilogue`] flags the vector output stage branches on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StageFlags {
+    pub zw_zero: bool,
+    pub lshift_zero: bool,
+    pub clamp_first: bool,
+}
+
+impl StageFlags {
+    pub(crate) fn of(epi: &Epilogue) -> StageFlags {
+        StageFlags {
+            zw_zero: epi.zw_zero,
+            lshift_zero: epi.lshift_zero,
+            clamp_first: epi.clamp_first,
+        }
+    }
+}
+
 /// The output stage's constants for 16 columns, loaded once and kept in registers for every
 /// row of a tile: loaded per vector, they cost more loads than the stage has arithmetic, and
 /// the compiler cannot hoist them past the output stores. A field the epilogue's flags make
@@ -296,24 +314,44 @@ impl Cols16 {
     #[target_feature(enable = "avx512f,avx512bw")]
     pub(crate) unsafe fn requant(&self, acc: __m512i, rowsum: __m512i, epi: &Epilogue) -> __m512i {
         // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+        unsafe { self.requant_as(acc, rowsum, epi, StageFlags::of(epi)) }
+    }
+
+    /// [`Cols16::requant`] with the epilogue's flags given, `f` being `StageFlags::of(epi)`: a
+    /// loop that passes them as constants runs without their tests, which the compiler cannot
+    /// hoist past the output stores.
+    ///
+    /// # Safety
+    /// As [`Cols16::requant`]; `f == StageFlags::of(epi)`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(crate) unsafe fn requant_as(
+        &self,
+        acc: __m512i,
+        rowsum: __m512i,
+        epi: &Epilogue,
+        f: StageFlags,
+    ) -> __m512i {
+        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
         unsafe {
             let mut x = _mm512_add_epi32(acc, self.colconst);
-            if !epi.zw_zero {
+            if !f.zw_zero {
                 // Symmetric weights (every `zw` 0) skip the two-uop, ten-cycle `vpmulld`.
                 x = _mm512_sub_epi32(x, _mm512_mullo_epi32(self.zw, rowsum));
             }
-            self.scale_clamp(x, epi)
+            self.scale_clamp(x, epi, f)
         }
     }
 
     /// The output stage past its additive terms: AVX2's `scale_clamp`.
     ///
     /// # Safety
-    /// The CPU has AVX-512 F/BW; `epi` is vector-ready and these are its columns.
+    /// The CPU has AVX-512 F/BW; `epi` is vector-ready and these are its columns;
+    /// `f == StageFlags::of(epi)`.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    unsafe fn scale_clamp(&self, mut x: __m512i, epi: &Epilogue) -> __m512i {
-        if !epi.lshift_zero {
+    unsafe fn scale_clamp(&self, mut x: __m512i, epi: &Epilogue, f: StageFlags) -> __m512i {
+        if !f.lshift_zero {
             x = _mm512_sllv_epi32(x, self.lshift);
         }
         let nudge = _mm512_set1_epi64(1 << 30);
@@ -327,7 +365,7 @@ impl Cols16 {
             _mm512_srli_epi64::<31>(even),
             _mm512_slli_epi64::<1>(odd),
         );
-        if epi.clamp_first {
+        if f.clamp_first {
             // The clamp first, then RoundingDivideByPOT as one rounded shift (see
             // `Epilogue::clamp_first`): no compare masks and no clamp after the divide.
             x = _mm512_max_epi32(x, self.pre_lo);
@@ -371,7 +409,7 @@ pub(crate) unsafe fn requant(acc: __m512i, rowsum: __m512i, epi: &Epilogue, n: u
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn scale_clamp(x: __m512i, epi: &Epilogue, n: usize) -> __m512i {
     // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
-    unsafe { Cols16::load(epi, n).scale_clamp(x, epi) }
+    unsafe { Cols16::load(epi, n).scale_clamp(x, epi, StageFlags::of(epi)) }
 }
 
 /// The output stage on one row of complete accumulators, with no row-sum term (the depthwise
