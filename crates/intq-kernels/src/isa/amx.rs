@@ -26,13 +26,15 @@ const NR: usize = 32;
 /// K codes per group; also the padding of K in the packed panels.
 pub(crate) const KG: usize = 64;
 
-/// Whether the CPU has AMX-TILE and AMX-INT8 (and the AVX-512 the epilogue uses) and Linux
-/// granted this process the tile data state.
+/// Whether the CPU has AMX-TILE and AMX-INT8 (and the AVX-512 the packing and the output
+/// stage use: F, BW, VL, VBMI, VNNI) and Linux granted this process the tile data state.
 pub(crate) fn available() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
     *OK.get_or_init(|| {
         if !(std::is_x86_feature_detected!("avx512f")
             && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512vbmi")
             && std::is_x86_feature_detected!("avx512vnni"))
         {
             return false;
@@ -269,13 +271,13 @@ unsafe fn pack_a_seg<T: crate::gemm::Code8>(
     }
 }
 
-/// The output stage on the stored tile, 16 columns at a time, in a loop specialised to the
+/// The output stage on the stored tile, a row at a time, in a loop specialised to the
 /// epilogue's flags ([`StageFlags`]).
 ///
 /// # Safety
-/// The CPU has AVX-512 F/BW; `c` holds `o.rows` rows of `NR` sums; `o` meets [`TileOut`]'s
-/// contract for those rows.
-#[target_feature(enable = "avx512f,avx512bw")]
+/// AMX is available ([`available`], which checks the AVX-512 F/BW/VL/VBMI used here); `c`
+/// holds `o.rows` rows of `NR` sums; `o` meets [`TileOut`]'s contract for those rows.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
 pub(crate) unsafe fn finish(c: *const i32, o: &TileOut) {
     // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
     unsafe {
@@ -306,7 +308,7 @@ pub(crate) unsafe fn finish(c: *const i32, o: &TileOut) {
 /// # Safety
 /// As [`finish`]; the epilogue is vector-ready with these flags.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
 unsafe fn finish_as<const ZW: bool, const LS: bool, const CF: bool>(c: *const i32, o: &TileOut) {
     // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
     unsafe {
@@ -317,22 +319,34 @@ unsafe fn finish_as<const ZW: bool, const LS: bool, const CF: bool>(c: *const i3
             lshift_zero: LS,
             clamp_first: CF,
         };
-        for h in 0..NR / 16 {
-            if 16 * h >= cols {
-                break;
+        // Both halves of a row are finished together and their low bytes gathered by one
+        // `vpermt2b` into one 32-byte store: a narrowing store per half cost more than the
+        // output stage's arithmetic. The epilogue covers whole panels, so the second half's
+        // constants exist even where `cols <= 16`.
+        static LOW_BYTES: [u8; 64] = {
+            let mut t = [0u8; 64];
+            let mut j = 0;
+            while j < 32 {
+                t[j] = (4 * j) as u8;
+                j += 1;
             }
-            let k = Cols16::load(epi, n0 + 16 * h);
-            let mask = prefix_mask((cols - 16 * h).min(16)) as __mmask16;
-            for i in 0..rows {
-                let rs = if ZW {
-                    _mm512_setzero_si512()
-                } else {
-                    _mm512_set1_epi32(*rowsum.add(i))
-                };
-                let v = _mm512_loadu_si512(c.add(i * NR + 16 * h) as *const __m512i);
-                let q = k.requant_as(v, rs, epi, f);
-                _mm512_mask_cvtepi32_storeu_epi8(out.add(i * ldc + 16 * h) as *mut _, mask, q);
-            }
+            t
+        };
+        let idx = _mm512_loadu_si512(LOW_BYTES.as_ptr() as *const __m512i);
+        let (k0, k1) = (Cols16::load(epi, n0), Cols16::load(epi, n0 + 16));
+        let mask = prefix_mask(cols.min(NR)) as __mmask32;
+        for i in 0..rows {
+            let rs = if ZW {
+                _mm512_setzero_si512()
+            } else {
+                _mm512_set1_epi32(*rowsum.add(i))
+            };
+            let v0 = _mm512_loadu_si512(c.add(i * NR) as *const __m512i);
+            let v1 = _mm512_loadu_si512(c.add(i * NR + 16) as *const __m512i);
+            let q0 = k0.requant_as(v0, rs, epi, f);
+            let q1 = k1.requant_as(v1, rs, epi, f);
+            let bytes = _mm512_castsi512_si256(_mm512_permutex2var_epi8(q0, idx, q1));
+            _mm256_mask_storeu_epi8(out.add(i * ldc) as *mut i8, mask, bytes);
         }
     }
 }
