@@ -184,6 +184,9 @@ pub(crate) struct Column<'a, A, B> {
     pub c_bufs: usize,
     pub first: bool,
     pub last: bool,
+    /// An odd K block: a kernel may run the row tiles last to first, so the partial sums it
+    /// stored last (the ones still in L1) are the first it loads back.
+    pub reverse: bool,
     pub groups: usize,
     pub a: *const A,
     pub a_stride: usize,
@@ -640,6 +643,7 @@ impl PreparedGemm {
                                 c_bufs: if kblocks > 1 { mrows / K::MR } else { 1 },
                                 first: kb == 0,
                                 last: kb + 1 == kblocks,
+                                reverse: kb % 2 == 1,
                                 groups: g,
                                 a: ap.as_ptr(),
                                 a_stride: groups * K::KG * K::MR,

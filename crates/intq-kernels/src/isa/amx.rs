@@ -195,6 +195,8 @@ impl Kernel for Amx {
 /// few lines a group. The row tiles reuse the current sub-panel from L1, but each new one comes
 /// from L3 once per row chunk (the whole of B does not stay in L2 next to the chunk's A), and
 /// the hardware prefetcher, which stops at page boundaries, left the tiles waiting on it.
+/// Odd K blocks run the row tiles last to first ([`Column::reverse`]): the chunk's partial
+/// sums outgrow L1, and the ones stored last are the ones still there.
 ///
 /// # Safety
 /// As [`Kernel::column`]; AMX is available.
@@ -210,7 +212,8 @@ unsafe fn column(col: &Column<u8, i8>) {
         let mut pf = b.wrapping_add(sub);
         let pf_end = pf.wrapping_add(sub);
         let pf_lines = (sub / 64).div_ceil(tiles * groups);
-        for i in 0..tiles {
+        for j in 0..tiles {
+            let i = if col.reverse { tiles - 1 - j } else { j };
             let t = col.tile(i, MR, NR);
             if t.first {
                 zero_acc();
