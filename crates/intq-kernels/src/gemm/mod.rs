@@ -587,6 +587,9 @@ impl PreparedGemm {
                 .min(m.div_ceil(threads * TASKS_PER_THREAD).div_ceil(K::MR) * K::MR)
                 .max(K::MR);
         }
+        // Equal chunks: each chunk reads all of B once, and a short last one would pay that
+        // for few rows (2048 rows of 384 left 128; six chunks of 352 leave 288).
+        mc = m.div_ceil(m.div_ceil(mc)).div_ceil(K::MR) * K::MR;
         let chunks_m = m.div_ceil(mc);
         let blocks_n = if chunks_m >= threads {
             1
