@@ -160,6 +160,7 @@ impl DepthwisePlan {
                     w: &q.w,
                     epi: &q.epi,
                     zc: q.zc,
+                    blocks: &q.blocks,
                 };
                 let rows = scratch.filled(kh, None);
                 let offsets = scratch.filled(kh * kw, usize::MAX);
@@ -517,28 +518,55 @@ pub(crate) struct DwRun<'a, T> {
 /// Activations are taken canonical (`a' = a + A_OFFSET`, u8) and the taps `w - Z_w` as s8, so
 /// `Σ_t (a'_t - Z_a') w_t = Σ_t a'_t w_t - Z_a' Σ_t w_t` modulo 2^32: the second term goes into
 /// the bias, and a padded tap reads `Z_a'`, whose product the bias then cancels, as the
-/// reference skips it. The four taps' bytes of a channel meet in one 32-bit lane after two
-/// rounds of byte and word unpacks, which leave the channels of a 64-channel block in four
-/// vectors, lane `4L + j` of vector `q` holding channel `16L + 4q + j`; the epilogue's columns
-/// are laid out in that order, and two rounds of saturating packs (exact: the codes are in
-/// range after the output stage) put the channels back in order.
+/// reference skips it. The four taps' bytes of a lane meet in one 32-bit lane after two rounds
+/// of byte and word unpacks, which leave the 64 byte lanes of a block in four vectors, dword
+/// `4L + j` of vector `q` holding byte lane `16L + 4q + j`; the epilogue's columns are laid out
+/// in that order, and two rounds of saturating packs (exact: the codes are in range after the
+/// output stage) put the lanes back in order.
+///
+/// The channels are cut into blocks ([`dw_quad_blocks`]) of 64 byte lanes each: a block of
+/// width 64 is 64 channels of one pixel, one of width 32 (16) the same 32 (16) channels of two
+/// (four) consecutive pixels, so channel counts off the multiples of 64 (32, 96, 144) fill
+/// whole vectors too.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct DwQuads {
-    /// Per block of 64 channels, per quad of taps `4p .. 4p + 4` (missing taps 0), the four
-    /// vectors of 64 bytes: byte `b` of lane `4L + j` of vector `q` is tap `4p + b` of channel
-    /// `16L + 4q + j` (0 past the channels).
+    /// Per block, per quad of taps `4p .. 4p + 4` (missing taps 0), the four vectors of 64
+    /// bytes: byte `b` of dword `4L + j` of vector `q` is tap `4p + b` of the channel at byte
+    /// lane `16L + 4q + j` (0 past the channels).
     pub(crate) w: Vec<i8>,
-    /// The plain epilogue over the channels padded to whole blocks of 64, its bias less
-    /// `Z_a' Σ_t w_t`, its columns in the vectors' order, laid out 16 wide.
+    /// The plain epilogue over 64 columns per block, column `64 k + n` the channel at byte
+    /// lane `n` of block `k` in the vectors' order, its bias less `Z_a' Σ_t w_t`, laid out 16
+    /// wide.
     pub(crate) epi: Epilogue,
     /// `Z_a'`: what a padded tap reads.
     pub(crate) zc: u8,
+    /// [`dw_quad_blocks`] of the channels.
+    pub(crate) blocks: Vec<(usize, usize)>,
+}
+
+/// The quad kernel's blocks of channels, `(first channel, width)`: blocks of 64 while 64 are
+/// left, then, where the rest is a multiple of 16, a block of 32 and/or one of 16 (two or four
+/// pixels per vector), else one last block of 64 loading and storing only its own channels.
+pub(crate) fn dw_quad_blocks(oc: usize) -> Vec<(usize, usize)> {
+    let mut blocks: Vec<(usize, usize)> = (0..oc / 64).map(|b| (64 * b, 64)).collect();
+    let mut c0 = oc / 64 * 64;
+    if !(oc - c0).is_multiple_of(16) {
+        blocks.push((c0, 64));
+        return blocks;
+    }
+    for width in [32, 16] {
+        if oc - c0 >= width {
+            blocks.push((c0, width));
+            c0 += width;
+        }
+    }
+    blocks
 }
 
 impl DwQuads {
-    /// `taps` is `w - Z_w`, `[ntaps][oc]`. `None` unless the channels nearly fill whole
-    /// blocks, every tap fits s8, `Z_a'` is a u8 code, the vector epilogue applies and its
-    /// clamp keeps the codes in `T`'s range (so the packs are exact).
+    /// `taps` is `w - Z_w`, `[ntaps][oc]`. `None` unless the channels fill the blocks nearly
+    /// whole, every tap fits s8, `Z_a'` is a u8 code, the vector epilogue applies and its clamp
+    /// keeps the codes in `T`'s range (so the packs are exact).
     fn new<T: Code8>(
         taps: &[i32],
         ntaps: usize,
@@ -548,9 +576,9 @@ impl DwQuads {
         kernels: &Kernels,
     ) -> Option<DwQuads> {
         let zc = u8::try_from(zin.checked_add(T::A_OFFSET)?).ok()?;
-        // Blocks of 64 channels: where padding them wastes more than a third of the work (32
-        // channels, or 65), the pair kernel's blocks of 32 are faster.
-        if 3 * oc.next_multiple_of(64) > 4 * oc
+        // A last block of 64 channels that is partly empty: where it wastes more than a third
+        // of the work (65 channels), the pair kernel's blocks of 32 are faster.
+        if (!oc.is_multiple_of(16) && 3 * oc.next_multiple_of(64) > 4 * oc)
             || taps.iter().any(|&t| i8::try_from(t).is_err())
             || stage.clamp_min < T::MIN
             || stage.clamp_max > T::MAX
@@ -562,14 +590,26 @@ impl DwQuads {
         if !plain.vector_ok {
             return None;
         }
-        let np = plain.colconst.len();
-        let (blocks, quads) = (np / 64, ntaps.div_ceil(4));
-        // Column `n` of the laid-out epilogue is channel `chan(n)`.
+        let blocks = dw_quad_blocks(oc);
+        let np = 64 * blocks.len();
+        let quads = ntaps.div_ceil(4);
+        // Column `n` of the laid-out epilogue is channel `chan(n)` (at or past `oc` only in a
+        // last block of 64 that is partly empty, inside `plain`'s padding).
         let chan = |n: usize| {
-            let (blk, v, l, j) = (n / 64, n % 64 / 16, n % 16 / 4, n % 4);
-            blk * 64 + 16 * l + 4 * v + j
+            let (c0, width) = blocks[n / 64];
+            let (v, l, j) = (n % 64 / 16, n % 16 / 4, n % 4);
+            c0 + (16 * l + 4 * v + j) % width
         };
         let mut epi = plain.clone();
+        epi.colconst.resize(np, 0);
+        epi.zw.resize(np, 0);
+        epi.m0.resize(np, 0);
+        epi.lshift.resize(np, 0);
+        epi.rshift.resize(np, 0);
+        epi.pre_lo.resize(np, 0);
+        epi.pre_hi.resize(np, 0);
+        epi.rround.resize(np, 0);
+        epi.mult.resize(np, intq_quant::QuantizedMultiplier::ONE);
         for n in 0..np {
             let c = chan(n);
             let mut bias = plain.colconst[c];
@@ -588,8 +628,8 @@ impl DwQuads {
             epi.mult[n] = plain.mult[c];
         }
         kernels.lay_out(&mut epi);
-        let mut w = vec![0i8; blocks * quads * 256];
-        for blk in 0..blocks {
+        let mut w = vec![0i8; blocks.len() * quads * 256];
+        for blk in 0..blocks.len() {
             for p in 0..quads {
                 for n in 0..64 {
                     let c = chan(blk * 64 + n);
@@ -602,7 +642,7 @@ impl DwQuads {
                 }
             }
         }
-        Some(DwQuads { w, epi, zc })
+        Some(DwQuads { w, epi, zc, blocks })
     }
 }
 
@@ -620,4 +660,6 @@ pub(crate) struct DwQuadRun<'a, T> {
     pub(crate) epi: &'a Epilogue,
     /// [`DwQuads::zc`].
     pub(crate) zc: u8,
+    /// [`DwQuads::blocks`].
+    pub(crate) blocks: &'a [(usize, usize)],
 }
