@@ -87,7 +87,10 @@ impl DepthwisePlan {
         };
         let quads = match kernels.ops::<T>().dw_quads {
             Some(_) if depth_multiplier == 1 => {
-                DwQuads::new::<T>(&taps, kh * kw, oc, stage, input_zero_point, kernels)
+                // A 3x3 window stepping 1 or 2 along x, undilated: the blocks of 64 go by
+                // columns (see `DwQuads::cols3`).
+                let cols3 = kh == 3 && kw == 3 && params.dilation_w == 1 && params.stride_w <= 2;
+                DwQuads::new::<T>(&taps, kh * kw, oc, stage, input_zero_point, kernels, cols3)
             }
             _ => None,
         };
@@ -161,6 +164,7 @@ impl DepthwisePlan {
                     epi: &q.epi,
                     zc: q.zc,
                     blocks: &q.blocks,
+                    cols3: q.cols3,
                 };
                 let rows = scratch.filled(kh, None);
                 let offsets = scratch.filled(kh * kw, usize::MAX);
@@ -542,6 +546,12 @@ pub(crate) struct DwQuads {
     pub(crate) zc: u8,
     /// [`dw_quad_blocks`] of the channels.
     pub(crate) blocks: Vec<(usize, usize)>,
+    /// A 3x3 window stepping 1 or 2 along x, undilated: in the blocks of 64 channels, quad
+    /// `fx` is column `fx` of the window, its bytes the taps `(0, fx)`, `(1, fx)`, `(2, fx)`
+    /// and a zero. Along a run a column's unpacked codes are then those of a column of the
+    /// previous pixel (the next one at stride 1, the one after at stride 2), and the kernel
+    /// unpacks each input column once rather than once per window that reads it.
+    pub(crate) cols3: bool,
 }
 
 /// The quad kernel's blocks of channels, `(first channel, width)`: blocks of 64 while 64 are
@@ -564,9 +574,10 @@ pub(crate) fn dw_quad_blocks(oc: usize) -> Vec<(usize, usize)> {
 }
 
 impl DwQuads {
-    /// `taps` is `w - Z_w`, `[ntaps][oc]`. `None` unless the channels fill the blocks nearly
-    /// whole, every tap fits s8, `Z_a'` is a u8 code, the vector epilogue applies and its clamp
-    /// keeps the codes in `T`'s range (so the packs are exact).
+    /// `taps` is `w - Z_w`, `[ntaps][oc]`; `cols3` as [`DwQuads::cols3`] (then `ntaps` is 9).
+    /// `None` unless the channels fill the blocks nearly whole, every tap fits s8, `Z_a'` is a
+    /// u8 code, the vector epilogue applies and its clamp keeps the codes in `T`'s range (so
+    /// the packs are exact).
     fn new<T: Code8>(
         taps: &[i32],
         ntaps: usize,
@@ -574,6 +585,7 @@ impl DwQuads {
         stage: &OutputStage,
         zin: i32,
         kernels: &Kernels,
+        cols3: bool,
     ) -> Option<DwQuads> {
         let zc = u8::try_from(zin.checked_add(T::A_OFFSET)?).ok()?;
         // A last block of 64 channels that is partly empty: where it wastes more than a third
@@ -634,7 +646,16 @@ impl DwQuads {
                 for n in 0..64 {
                     let c = chan(blk * 64 + n);
                     for b in 0..4 {
-                        let t = 4 * p + b;
+                        // Tap `t` of byte `b` of quad `p`, none where the byte is 0.
+                        let t = if cols3 && blocks[blk].1 == 64 {
+                            if b < 3 {
+                                3 * b + p
+                            } else {
+                                ntaps
+                            }
+                        } else {
+                            4 * p + b
+                        };
                         if c < oc && t < ntaps {
                             w[((blk * quads + p) * 64 + n) * 4 + b] = taps[t * oc + c] as i8;
                         }
@@ -642,7 +663,13 @@ impl DwQuads {
                 }
             }
         }
-        Some(DwQuads { w, epi, zc, blocks })
+        Some(DwQuads {
+            w,
+            epi,
+            zc,
+            blocks,
+            cols3,
+        })
     }
 }
 
@@ -662,4 +689,6 @@ pub(crate) struct DwQuadRun<'a, T> {
     pub(crate) zc: u8,
     /// [`DwQuads::blocks`].
     pub(crate) blocks: &'a [(usize, usize)],
+    /// [`DwQuads::cols3`].
+    pub(crate) cols3: bool,
 }

@@ -8,6 +8,10 @@
 //! sums with the tier's output stage, packing them back into channel order with two rounds of
 //! saturating packs: half the shuffles of the pair kernel per product, and a quarter of its
 //! multiply-adds.
+//!
+//! A 3x3 window stepping 1 or 2 along x takes its quads by window columns in the blocks of 64
+//! channels, so that a pixel unpacks only the input columns the previous pixel's window did not
+//! read.
 
 use std::arch::x86_64::*;
 
@@ -77,7 +81,16 @@ unsafe fn run<T: Code8, const N: usize>(
             Some(&(c0, 64)) => c0 + (oc - c0).min(64),
             _ => oc / 64 * 64,
         };
-        for (blk, c0) in (0..end).step_by(64).enumerate() {
+        if dw.cols3 && end > 0 {
+            // A 3x3 window stepping 1 or 2 along x (the plan's condition).
+            if step == oc {
+                cols3::<T, 1>(dw, offsets, npix, out, end);
+            } else {
+                cols3::<T, 2>(dw, offsets, npix, out, end);
+            }
+        }
+        let end_rows = if dw.cols3 { 0 } else { end };
+        for (blk, c0) in (0..end_rows).step_by(64).enumerate() {
             let wb = w.as_ptr().add(blk * quads * 256);
             let width = (oc - c0).min(64);
             let full = width == 64;
@@ -156,6 +169,136 @@ unsafe fn run<T: Code8, const N: usize>(
                 block::<T, N, 2>(dw, offsets, npix, out, blk, c0);
             } else {
                 block::<T, N, 4>(dw, offsets, npix, out, blk, c0);
+            }
+        }
+    }
+}
+
+/// The blocks of 64 channels (up to channel `end`) of a run of a 3x3 window stepping `S` (1 or
+/// 2) along x, undilated, their quads by columns ([`DwQuads::cols3`](crate::gemm::depthwise::DwQuads)):
+/// each pixel unpacks its new input columns only (one at stride 1, two at stride 2), the
+/// others being the previous pixel's.
+///
+/// # Safety
+/// As [`dw_quads`], with a 3x3 window stepping `S` along x, undilated (`dw.step` is `S` pixels
+/// of `dw.oc` channels) and `dw.cols3`.
+#[inline(never)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn cols3<T: Code8, const S: usize>(
+    dw: &DwQuadRun<T>,
+    offsets: &[usize],
+    npix: usize,
+    out: &mut [u8],
+    end: usize,
+) {
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        let DwQuadRun {
+            input,
+            step,
+            oc,
+            w,
+            epi,
+            zc,
+            ..
+        } = *dw;
+        debug_assert!(dw.ntaps == 9 && step == S * oc);
+        let src = input.as_ptr() as *const u8;
+        let flip = _mm512_set1_epi8(if T::A_OFFSET != 0 { -128 } else { 0 });
+        let zcv = _mm512_set1_epi8(zc as i8);
+        let zero = _mm512_setzero_si512();
+        let dst = out.as_mut_ptr();
+        for (blk, c0) in (0..end).step_by(64).enumerate() {
+            let wb = w.as_ptr().add(blk * 3 * 256);
+            let width = (oc - c0).min(64);
+            let full = width == 64;
+            // The last, partial block loads and stores only its own channels.
+            let mask = prefix_mask(width);
+            let cols = [
+                Cols16::load(epi, c0),
+                Cols16::load(epi, c0 + 16),
+                Cols16::load(epi, c0 + 32),
+                Cols16::load(epi, c0 + 48),
+            ];
+            let tap = |i: usize, t: usize| -> __m512i {
+                let off = *offsets.get_unchecked(t);
+                if off == usize::MAX {
+                    zcv
+                } else if full {
+                    let v = _mm512_loadu_si512(src.add(off + i * step + c0) as *const __m512i);
+                    _mm512_xor_si512(v, flip)
+                } else {
+                    let at = src.add(off + i * step + c0) as *const i8;
+                    _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, at), flip)
+                }
+            };
+            // Column `fx` of pixel `i`'s window: its three taps' codes of a lane in one dword
+            // (the fourth byte 0, against a zero weight), in the quads' lane order.
+            macro_rules! column {
+                ($i:expr, $fx:expr) => {{
+                    let (i, fx): (usize, usize) = ($i, $fx);
+                    let (a, b, c) = (tap(i, fx), tap(i, 3 + fx), tap(i, 6 + fx));
+                    let lo_ab = _mm512_unpacklo_epi8(a, b);
+                    let hi_ab = _mm512_unpackhi_epi8(a, b);
+                    let lo_c = _mm512_unpacklo_epi8(c, zero);
+                    let hi_c = _mm512_unpackhi_epi8(c, zero);
+                    [
+                        _mm512_unpacklo_epi16(lo_ab, lo_c),
+                        _mm512_unpackhi_epi16(lo_ab, lo_c),
+                        _mm512_unpacklo_epi16(hi_ab, hi_c),
+                        _mm512_unpackhi_epi16(hi_ab, hi_c),
+                    ]
+                }};
+            }
+            let wv = |fx: usize, q: usize| {
+                _mm512_loadu_si512(wb.add(fx * 256 + 64 * q) as *const __m512i)
+            };
+            // Inside a run every tap of a window row is in the input or the row is padding
+            // (`dw_row_runs`: border pixels come as runs of one), so column `fx` of pixel `i`
+            // is column `fx + S` of pixel `i - 1`.
+            let mut c0v: [__m512i; 4];
+            let mut c1v = [zero; 4];
+            let mut c2v = [zero; 4];
+            for i in 0..npix {
+                if i == 0 {
+                    c0v = column!(0, 0);
+                    c1v = column!(0, 1);
+                } else if S == 1 {
+                    c0v = c1v;
+                    c1v = c2v;
+                } else {
+                    c0v = c2v;
+                    c1v = column!(i, 1);
+                }
+                c2v = column!(i, 2);
+                let mut acc = [zero; 4];
+                for q in 0..4 {
+                    acc[q] = _mm512_dpbusd_epi32(acc[q], c0v[q], wv(0, q));
+                    acc[q] = _mm512_dpbusd_epi32(acc[q], c1v[q], wv(1, q));
+                    acc[q] = _mm512_dpbusd_epi32(acc[q], c2v[q], wv(2, q));
+                }
+                // Written out: a helper such as `array::from_fn`, compiled without this
+                // function's features, would take the vectors through memory.
+                let q = [
+                    cols[0].requant(acc[0], zero, epi),
+                    cols[1].requant(acc[1], zero, epi),
+                    cols[2].requant(acc[2], zero, epi),
+                    cols[3].requant(acc[3], zero, epi),
+                ];
+                // As in `run`: the packs put the lanes back in channel order, exactly.
+                let lo = _mm512_packs_epi32(q[0], q[1]);
+                let hi = _mm512_packs_epi32(q[2], q[3]);
+                let bytes = if T::A_OFFSET != 0 {
+                    _mm512_packs_epi16(lo, hi)
+                } else {
+                    _mm512_packus_epi16(lo, hi)
+                };
+                let o = dst.add(i * oc + c0);
+                if full {
+                    _mm512_storeu_si512(o as *mut __m512i, bytes);
+                } else {
+                    _mm512_mask_storeu_epi8(o as *mut i8, mask, bytes);
+                }
             }
         }
     }
