@@ -235,13 +235,53 @@ pub(crate) unsafe fn finish(c: *const i32, o: &TileOut) {
             epi.finish_scalar(acc, NR, o);
             return;
         }
+        // Whole rows of 32 columns, two at a time, where the clamp keeps the codes in i8's or
+        // u8's range: two rounds of saturating packs (exact on those codes) and one dword
+        // permute make the 64 codes of two rows from four vectors, where a truncating
+        // `vpmovdb` store per vector takes two shuffles each.
+        let signed = epi.cmin >= -128 && epi.cmax <= 127;
+        let unsigned = epi.cmin >= 0 && epi.cmax <= 255;
+        let mut first = 0;
+        if NR == 32 && cols == 32 && (signed || unsigned) {
+            let (k0, k1) = (Cols16::load(epi, n0), Cols16::load(epi, n0 + 16));
+            // After the packs, dword `4L + s` is lane `L` of vector `s`; back to `4s + L`.
+            let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+            let ld =
+                |i: usize, h: usize| _mm512_loadu_si512(c.add(i * NR + 16 * h) as *const __m512i);
+            while first + 2 <= rows {
+                let i = first;
+                let (rs0, rs1) = (
+                    _mm512_set1_epi32(*rowsum.add(i)),
+                    _mm512_set1_epi32(*rowsum.add(i + 1)),
+                );
+                let lo = _mm512_packs_epi32(
+                    k0.requant(ld(i, 0), rs0, epi),
+                    k1.requant(ld(i, 1), rs0, epi),
+                );
+                let hi = _mm512_packs_epi32(
+                    k0.requant(ld(i + 1, 0), rs1, epi),
+                    k1.requant(ld(i + 1, 1), rs1, epi),
+                );
+                let bytes = if signed {
+                    _mm512_packs_epi16(lo, hi)
+                } else {
+                    _mm512_packus_epi16(lo, hi)
+                };
+                let v = _mm512_permutexvar_epi32(order, bytes);
+                _mm256_storeu_si256(out.add(i * ldc) as *mut __m256i, _mm512_castsi512_si256(v));
+                // The upper half to the next row (the masked store writes those 32 bytes only).
+                let next = out.add((i + 1) * ldc).wrapping_sub(32);
+                _mm512_mask_storeu_epi8(next as *mut i8, !0u64 << 32, v);
+                first += 2;
+            }
+        }
         for h in 0..NR / 16 {
             if 16 * h >= cols {
                 break;
             }
             let k = Cols16::load(epi, n0 + 16 * h);
             let mask = prefix_mask((cols - 16 * h).min(16)) as __mmask16;
-            for i in 0..rows {
+            for i in first..rows {
                 let rs = _mm512_set1_epi32(*rowsum.add(i));
                 let v = _mm512_loadu_si512(c.add(i * NR + 16 * h) as *const __m512i);
                 let q = k.requant(v, rs, epi);
