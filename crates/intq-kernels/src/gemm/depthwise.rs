@@ -692,3 +692,37 @@ pub(crate) struct DwQuadRun<'a, T> {
     /// [`DwQuads::cols3`].
     pub(crate) cols3: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::dw_quad_blocks;
+
+    /// The quad kernel's blocks cover the channels in order, each 64 byte lanes wide: blocks of
+    /// 64 first, then 32 and 16 for a rest that is a multiple of 16, else one last block of 64
+    /// (checked on any CPU: plain data; the kernel itself is checked against the reference in
+    /// `fast_tiers`).
+    #[test]
+    fn quad_blocks_cover_the_channels() {
+        assert_eq!(dw_quad_blocks(32), [(0, 32)]);
+        assert_eq!(dw_quad_blocks(96), [(0, 64), (64, 32)]);
+        assert_eq!(dw_quad_blocks(144), [(0, 64), (64, 64), (128, 16)]);
+        assert_eq!(dw_quad_blocks(48), [(0, 32), (32, 16)]);
+        assert_eq!(
+            dw_quad_blocks(200),
+            [(0, 64), (64, 64), (128, 64), (192, 64)]
+        );
+        for oc in 1..=400 {
+            let blocks = dw_quad_blocks(oc);
+            let mut c = 0;
+            for (i, &(c0, width)) in blocks.iter().enumerate() {
+                assert_eq!(c0, c, "{oc} channels: {blocks:?}");
+                assert!([16, 32, 64].contains(&width));
+                let last = i + 1 == blocks.len();
+                c += if last { (oc - c0).min(width) } else { width };
+                // A block narrower than 64 holds whole channels of every pixel it takes.
+                assert!(width == 64 || c0 + width <= oc);
+            }
+            assert_eq!(c, oc, "{oc} channels: {blocks:?}");
+        }
+    }
+}
