@@ -294,7 +294,11 @@ impl Cols16 {
                 rhalf: if clamp_first { zero } else { ld(field::RHALF) },
                 pre_lo: if clamp_first { ld(field::PRE_LO) } else { zero },
                 pre_hi: if clamp_first { ld(field::PRE_HI) } else { zero },
-                rround: if clamp_first { ld(field::RROUND) } else { zero },
+                rround: match (clamp_first, epi.zout_folded) {
+                    (true, true) => ld(field::RROUND_Z),
+                    (true, false) => ld(field::RROUND),
+                    _ => zero,
+                },
             }
         }
     }
@@ -345,10 +349,13 @@ impl Cols16 {
             x = _mm512_max_epi32(x, self.pre_lo);
             x = _mm512_min_epi32(x, self.pre_hi);
             let t = _mm512_add_epi32(_mm512_add_epi32(x, self.rround), _mm512_srai_epi32::<31>(x));
-            return _mm512_add_epi32(
-                _mm512_srav_epi32(t, self.rshift),
-                _mm512_set1_epi32(epi.zout),
-            );
+            let q = _mm512_srav_epi32(t, self.rshift);
+            // With `zout_folded`, `rround` holds the zero point shifted up (`RROUND_Z`).
+            return if epi.zout_folded {
+                q
+            } else {
+                _mm512_add_epi32(q, _mm512_set1_epi32(epi.zout))
+            };
         }
         let one = _mm512_set1_epi32(1);
         let rem = _mm512_and_si512(x, self.rmask);
