@@ -925,13 +925,14 @@ fn check_depthwise<T: Code8>(
 
 /// Depthwise convolutions with symmetric weights (TFLite's int8 scheme; uint8 weights with zero
 /// point 128), depth multiplier 1: every tap `w - Z_w` fits s8, so VNNI and AMX run them on the
-/// quad kernel where the channels nearly fill blocks of 64 (the pair kernel for 32 or 65).
+/// quad kernel where the channels are a multiple of 16 (blocks of 64 channels of one pixel, 32 of
+/// two, 16 of four) or nearly fill blocks of 64 (the pair kernel for 65).
 /// Channels over and off whole blocks of 64, windows of 1 to 25 taps (quads with
 /// missing taps), strides, dilations and paddings of every kind, 1 to 3 threads.
 fn symmetric_depthwise<T: Code8>(isa: Isa, seed: u64) {
     let mut rng = Rng::new(seed);
     let (b, ih, iw) = (rng.size(1, 2), rng.size(1, 12), rng.size(1, 12));
-    let c = [1, 7, 16, 32, 63, 64, 65, 96, 144, 200][rng.size(0, 9)];
+    let c = [1, 7, 16, 32, 48, 63, 64, 65, 80, 96, 144, 200, 208][rng.size(0, 12)];
     let (kh, kw) = if rng.int(0, 2) == 0 {
         (3.min(ih), 3.min(iw))
     } else {
@@ -1167,6 +1168,71 @@ tiers!(depthwise_interior_runs, |isa| {
     for s in 0..80 {
         interior_depthwise::<u8>(isa, 9500 + s, 1);
         interior_depthwise::<i8>(isa, 9600 + s, 1 + (s as usize % 2));
+    }
+});
+
+/// Symmetric weights (the quad kernel) on rows wide enough for long interior runs: channel
+/// counts that are multiples of 16 (every mix of blocks of 64, 32 and 16 channels, so runs of
+/// one, two or four pixels per vector with pixels left over), 3x3 and other windows, strides 1
+/// and 2 (stride 1 with 32 or 16 channels puts a vector's pixels side by side in memory),
+/// explicit paddings, input zero points at both ends of the codes.
+fn symmetric_interior_depthwise<T: Code8>(isa: Isa, seed: u64, threads: usize) {
+    let mut rng = Rng::new(seed);
+    let (b, ih, iw) = (rng.size(1, 2), rng.size(1, 5), rng.size(1, 37));
+    let c = 16 * rng.size(1, 13);
+    let (kh, kw) = if rng.int(0, 2) > 0 {
+        (3, 3)
+    } else {
+        (rng.size(1, 5), rng.size(1, 5))
+    };
+    let padding = Padding::Explicit {
+        top: rng.size(0, 2),
+        bottom: rng.size(0, 2),
+        left: rng.size(0, 2),
+        right: rng.size(0, 2),
+    };
+    let (sh, sw) = (rng.size(1, 2), rng.size(1, 2));
+    let Some(((oh, ow), params)) = geometry(padding, (ih, iw), (kh, kw), (sh, sw), (1, 1)) else {
+        return;
+    };
+    let extreme = |rng: &mut Rng, n: usize| -> Vec<T> {
+        let all = rng.codes::<T>(n);
+        all.into_iter()
+            .map(|x| match rng.int(0, 3) {
+                0 => T::from_i32_saturating(T::MIN),
+                1 => T::from_i32_saturating(T::MAX),
+                _ => x,
+            })
+            .collect()
+    };
+    let input = extreme(&mut rng, b * ih * iw * c);
+    let filter = extreme(&mut rng, kh * kw * c);
+    let zin = [T::MIN, T::MAX, rng.any_zero_point::<T>(true)][rng.size(0, 2)];
+    let zw = [if T::A_OFFSET != 0 { 0 } else { 128 }];
+    let (ishape, fshape, oshape) = ([b, ih, iw, c], [1, kh, kw, c], [b, oh, ow, c]);
+    check_depthwise(
+        isa,
+        threads,
+        &input,
+        ishape,
+        zin,
+        &filter,
+        fshape,
+        &zw,
+        1,
+        &params,
+        &mut rng,
+        oshape,
+        || {
+            format!("{isa} symmetric interior depthwise seed {seed}: {ishape:?} * {fshape:?} -> {oshape:?} {params:?} zin {zin}")
+        },
+    );
+}
+
+tiers!(depthwise_symmetric_interior_runs, |isa| {
+    for s in 0..80 {
+        symmetric_interior_depthwise::<u8>(isa, 9700 + s, 1);
+        symmetric_interior_depthwise::<i8>(isa, 9800 + s, 1 + (s as usize % 2));
     }
 });
 

@@ -87,7 +87,10 @@ impl DepthwisePlan {
         };
         let quads = match kernels.ops::<T>().dw_quads {
             Some(_) if depth_multiplier == 1 => {
-                DwQuads::new::<T>(&taps, kh * kw, oc, stage, input_zero_point, kernels)
+                // A 3x3 window stepping 1 or 2 along x, undilated: the blocks of 64 go by
+                // columns (see `DwQuads::cols3`).
+                let cols3 = kh == 3 && kw == 3 && params.dilation_w == 1 && params.stride_w <= 2;
+                DwQuads::new::<T>(&taps, kh * kw, oc, stage, input_zero_point, kernels, cols3)
             }
             _ => None,
         };
@@ -160,6 +163,8 @@ impl DepthwisePlan {
                     w: &q.w,
                     epi: &q.epi,
                     zc: q.zc,
+                    blocks: &q.blocks,
+                    cols3: q.cols3,
                 };
                 let rows = scratch.filled(kh, None);
                 let offsets = scratch.filled(kh * kw, usize::MAX);
@@ -517,28 +522,62 @@ pub(crate) struct DwRun<'a, T> {
 /// Activations are taken canonical (`a' = a + A_OFFSET`, u8) and the taps `w - Z_w` as s8, so
 /// `Σ_t (a'_t - Z_a') w_t = Σ_t a'_t w_t - Z_a' Σ_t w_t` modulo 2^32: the second term goes into
 /// the bias, and a padded tap reads `Z_a'`, whose product the bias then cancels, as the
-/// reference skips it. The four taps' bytes of a channel meet in one 32-bit lane after two
-/// rounds of byte and word unpacks, which leave the channels of a 64-channel block in four
-/// vectors, lane `4L + j` of vector `q` holding channel `16L + 4q + j`; the epilogue's columns
-/// are laid out in that order, and two rounds of saturating packs (exact: the codes are in
-/// range after the output stage) put the channels back in order.
+/// reference skips it. The four taps' bytes of a lane meet in one 32-bit lane after two rounds
+/// of byte and word unpacks, which leave the 64 byte lanes of a block in four vectors, dword
+/// `4L + j` of vector `q` holding byte lane `16L + 4q + j`; the epilogue's columns are laid out
+/// in that order, and two rounds of saturating packs (exact: the codes are in range after the
+/// output stage) put the lanes back in order.
+///
+/// The channels are cut into blocks ([`dw_quad_blocks`]) of 64 byte lanes each: a block of
+/// width 64 is 64 channels of one pixel, one of width 32 (16) the same 32 (16) channels of two
+/// (four) consecutive pixels, so channel counts off the multiples of 64 (32, 96, 144) fill
+/// whole vectors too.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct DwQuads {
-    /// Per block of 64 channels, per quad of taps `4p .. 4p + 4` (missing taps 0), the four
-    /// vectors of 64 bytes: byte `b` of lane `4L + j` of vector `q` is tap `4p + b` of channel
-    /// `16L + 4q + j` (0 past the channels).
+    /// Per block, per quad of taps `4p .. 4p + 4` (missing taps 0), the four vectors of 64
+    /// bytes: byte `b` of dword `4L + j` of vector `q` is tap `4p + b` of the channel at byte
+    /// lane `16L + 4q + j` (0 past the channels).
     pub(crate) w: Vec<i8>,
-    /// The plain epilogue over the channels padded to whole blocks of 64, its bias less
-    /// `Z_a' Σ_t w_t`, its columns in the vectors' order, laid out 16 wide.
+    /// The plain epilogue over 64 columns per block, column `64 k + n` the channel at byte
+    /// lane `n` of block `k` in the vectors' order, its bias less `Z_a' Σ_t w_t`, laid out 16
+    /// wide.
     pub(crate) epi: Epilogue,
     /// `Z_a'`: what a padded tap reads.
     pub(crate) zc: u8,
+    /// [`dw_quad_blocks`] of the channels.
+    pub(crate) blocks: Vec<(usize, usize)>,
+    /// A 3x3 window stepping 1 or 2 along x, undilated: in the blocks of 64 channels, quad
+    /// `fx` is column `fx` of the window, its bytes the taps `(0, fx)`, `(1, fx)`, `(2, fx)`
+    /// and a zero. Along a run a column's unpacked codes are then those of a column of the
+    /// previous pixel (the next one at stride 1, the one after at stride 2), and the kernel
+    /// unpacks each input column once rather than once per window that reads it.
+    pub(crate) cols3: bool,
+}
+
+/// The quad kernel's blocks of channels, `(first channel, width)`: blocks of 64 while 64 are
+/// left, then, where the rest is a multiple of 16, a block of 32 and/or one of 16 (two or four
+/// pixels per vector), else one last block of 64 loading and storing only its own channels.
+pub(crate) fn dw_quad_blocks(oc: usize) -> Vec<(usize, usize)> {
+    let mut blocks: Vec<(usize, usize)> = (0..oc / 64).map(|b| (64 * b, 64)).collect();
+    let mut c0 = oc / 64 * 64;
+    if !(oc - c0).is_multiple_of(16) {
+        blocks.push((c0, 64));
+        return blocks;
+    }
+    for width in [32, 16] {
+        if oc - c0 >= width {
+            blocks.push((c0, width));
+            c0 += width;
+        }
+    }
+    blocks
 }
 
 impl DwQuads {
-    /// `taps` is `w - Z_w`, `[ntaps][oc]`. `None` unless the channels nearly fill whole
-    /// blocks, every tap fits s8, `Z_a'` is a u8 code, the vector epilogue applies and its
-    /// clamp keeps the codes in `T`'s range (so the packs are exact).
+    /// `taps` is `w - Z_w`, `[ntaps][oc]`; `cols3` as [`DwQuads::cols3`] (then `ntaps` is 9).
+    /// `None` unless the channels fill the blocks nearly whole, every tap fits s8, `Z_a'` is a
+    /// u8 code, the vector epilogue applies and its clamp keeps the codes in `T`'s range (so
+    /// the packs are exact).
     fn new<T: Code8>(
         taps: &[i32],
         ntaps: usize,
@@ -546,11 +585,12 @@ impl DwQuads {
         stage: &OutputStage,
         zin: i32,
         kernels: &Kernels,
+        cols3: bool,
     ) -> Option<DwQuads> {
         let zc = u8::try_from(zin.checked_add(T::A_OFFSET)?).ok()?;
-        // Blocks of 64 channels: where padding them wastes more than a third of the work (32
-        // channels, or 65), the pair kernel's blocks of 32 are faster.
-        if 3 * oc.next_multiple_of(64) > 4 * oc
+        // A last block of 64 channels that is partly empty: where it wastes more than a third
+        // of the work (65 channels), the pair kernel's blocks of 32 are faster.
+        if (!oc.is_multiple_of(16) && 3 * oc.next_multiple_of(64) > 4 * oc)
             || taps.iter().any(|&t| i8::try_from(t).is_err())
             || stage.clamp_min < T::MIN
             || stage.clamp_max > T::MAX
@@ -562,14 +602,26 @@ impl DwQuads {
         if !plain.vector_ok {
             return None;
         }
-        let np = plain.colconst.len();
-        let (blocks, quads) = (np / 64, ntaps.div_ceil(4));
-        // Column `n` of the laid-out epilogue is channel `chan(n)`.
+        let blocks = dw_quad_blocks(oc);
+        let np = 64 * blocks.len();
+        let quads = ntaps.div_ceil(4);
+        // Column `n` of the laid-out epilogue is channel `chan(n)` (at or past `oc` only in a
+        // last block of 64 that is partly empty, inside `plain`'s padding).
         let chan = |n: usize| {
-            let (blk, v, l, j) = (n / 64, n % 64 / 16, n % 16 / 4, n % 4);
-            blk * 64 + 16 * l + 4 * v + j
+            let (c0, width) = blocks[n / 64];
+            let (v, l, j) = (n % 64 / 16, n % 16 / 4, n % 4);
+            c0 + (16 * l + 4 * v + j) % width
         };
         let mut epi = plain.clone();
+        epi.colconst.resize(np, 0);
+        epi.zw.resize(np, 0);
+        epi.m0.resize(np, 0);
+        epi.lshift.resize(np, 0);
+        epi.rshift.resize(np, 0);
+        epi.pre_lo.resize(np, 0);
+        epi.pre_hi.resize(np, 0);
+        epi.rround.resize(np, 0);
+        epi.mult.resize(np, intq_quant::QuantizedMultiplier::ONE);
         for n in 0..np {
             let c = chan(n);
             let mut bias = plain.colconst[c];
@@ -588,13 +640,22 @@ impl DwQuads {
             epi.mult[n] = plain.mult[c];
         }
         kernels.lay_out(&mut epi);
-        let mut w = vec![0i8; blocks * quads * 256];
-        for blk in 0..blocks {
+        let mut w = vec![0i8; blocks.len() * quads * 256];
+        for blk in 0..blocks.len() {
             for p in 0..quads {
                 for n in 0..64 {
                     let c = chan(blk * 64 + n);
                     for b in 0..4 {
-                        let t = 4 * p + b;
+                        // Tap `t` of byte `b` of quad `p`, none where the byte is 0.
+                        let t = if cols3 && blocks[blk].1 == 64 {
+                            if b < 3 {
+                                3 * b + p
+                            } else {
+                                ntaps
+                            }
+                        } else {
+                            4 * p + b
+                        };
                         if c < oc && t < ntaps {
                             w[((blk * quads + p) * 64 + n) * 4 + b] = taps[t * oc + c] as i8;
                         }
@@ -602,7 +663,13 @@ impl DwQuads {
                 }
             }
         }
-        Some(DwQuads { w, epi, zc })
+        Some(DwQuads {
+            w,
+            epi,
+            zc,
+            blocks,
+            cols3,
+        })
     }
 }
 
@@ -620,4 +687,42 @@ pub(crate) struct DwQuadRun<'a, T> {
     pub(crate) epi: &'a Epilogue,
     /// [`DwQuads::zc`].
     pub(crate) zc: u8,
+    /// [`DwQuads::blocks`].
+    pub(crate) blocks: &'a [(usize, usize)],
+    /// [`DwQuads::cols3`].
+    pub(crate) cols3: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dw_quad_blocks;
+
+    /// The quad kernel's blocks cover the channels in order, each 64 byte lanes wide: blocks of
+    /// 64 first, then 32 and 16 for a rest that is a multiple of 16, else one last block of 64
+    /// (checked on any CPU: plain data; the kernel itself is checked against the reference in
+    /// `fast_tiers`).
+    #[test]
+    fn quad_blocks_cover_the_channels() {
+        assert_eq!(dw_quad_blocks(32), [(0, 32)]);
+        assert_eq!(dw_quad_blocks(96), [(0, 64), (64, 32)]);
+        assert_eq!(dw_quad_blocks(144), [(0, 64), (64, 64), (128, 16)]);
+        assert_eq!(dw_quad_blocks(48), [(0, 32), (32, 16)]);
+        assert_eq!(
+            dw_quad_blocks(200),
+            [(0, 64), (64, 64), (128, 64), (192, 64)]
+        );
+        for oc in 1..=400 {
+            let blocks = dw_quad_blocks(oc);
+            let mut c = 0;
+            for (i, &(c0, width)) in blocks.iter().enumerate() {
+                assert_eq!(c0, c, "{oc} channels: {blocks:?}");
+                assert!([16, 32, 64].contains(&width));
+                let last = i + 1 == blocks.len();
+                c += if last { (oc - c0).min(width) } else { width };
+                // A block narrower than 64 holds whole channels of every pixel it takes.
+                assert!(width == 64 || c0 + width <= oc);
+            }
+            assert_eq!(c, oc, "{oc} channels: {blocks:?}");
+        }
+    }
 }

@@ -35,6 +35,11 @@ pub(crate) struct Epilogue {
     pub pre_lo: Vec<i32>,
     pub pre_hi: Vec<i32>,
     pub rround: Vec<i32>,
+    /// `clamp_first`, and in every column `x + rround + (x >> 31) + (zout << e)` fits int32 on
+    /// the clamped range: adding a multiple of `2^e` before the arithmetic shift adds `zout`
+    /// after it, so a tier may take the zero point into the rounding constant
+    /// ([`field::RROUND_Z`]) and skip its add.
+    pub zout_folded: bool,
     pub mult: Vec<QuantizedMultiplier>,
     pub zout: i32,
     pub cmin: i32,
@@ -67,8 +72,11 @@ pub(crate) mod field {
     pub const PRE_LO: usize = 8;
     pub const PRE_HI: usize = 9;
     pub const RROUND: usize = 10;
+    /// `rround + (zout << rshift)`: the output zero point added before the divide's shift
+    /// (see [`Epilogue::zout_folded`](super::Epilogue::zout_folded)).
+    pub const RROUND_Z: usize = 11;
     /// Fields per group.
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
 }
 
 impl Epilogue {
@@ -87,6 +95,7 @@ impl Epilogue {
             pre_lo: vec![0; np],
             pre_hi: vec![0; np],
             rround: vec![0; np],
+            zout_folded: false,
             mult: vec![QuantizedMultiplier::ONE; np],
             zout: stage.output_zero_point,
             cmin: stage.clamp_min,
@@ -123,8 +132,21 @@ impl Epilogue {
             };
             e.set_multiplier(c, m);
         }
+        e.pad_columns(n);
         e.set_clamp();
         e
+    }
+
+    /// Gives the padding columns from `n` on column 0's multiplier, before
+    /// [`set_clamp`](Self::set_clamp): their results are never stored, and with the identity
+    /// columns' shift of 0 they would turn `clamp_first` off for every column.
+    pub(crate) fn pad_columns(&mut self, n: usize) {
+        if n > 0 {
+            let m = self.mult[0];
+            for c in n..self.mult.len() {
+                self.set_multiplier(c, m);
+            }
+        }
     }
 
     /// Column `c`'s multiplier; the vector epilogue is off unless `m0 >= 0` (so the doubling
@@ -170,6 +192,14 @@ impl Epilogue {
                 None => self.clamp_first = false,
             }
         }
+        let z = self.zout as i64;
+        self.zout_folded = self.clamp_first
+            && (0..self.rshift.len()).all(|c| {
+                let shifted = z << self.rshift[c];
+                let r = self.rround[c] as i64 + shifted;
+                self.pre_lo[c] as i64 - 1 + r >= i32::MIN as i64
+                    && self.pre_hi[c] as i64 + r <= i32::MAX as i64
+            });
     }
 
     /// Lays the columns out for a tier that loads `width` columns per vector: per group of
@@ -197,6 +227,13 @@ impl Epilogue {
             .map(|&e| ((1i64 << e.clamp(0, 31)) - 1) as i32)
             .collect();
         let rhalf: Vec<i32> = rmask.iter().map(|&m| m >> 1).collect();
+        // Read only where `zout_folded` (then it fits); otherwise any value.
+        let rround_z: Vec<i32> = (0..np)
+            .map(|c| {
+                let shifted = (self.zout as i64) << self.rshift[c].clamp(0, 31);
+                (self.rround[c] as i64).wrapping_add(shifted) as i32
+            })
+            .collect();
         let fields: [&[i32]; field::COUNT] = [
             &self.colconst,
             &self.zw,
@@ -209,6 +246,7 @@ impl Epilogue {
             &self.pre_lo,
             &self.pre_hi,
             &self.rround,
+            &rround_z,
         ];
         let mut lanes = Vec::with_capacity(np * field::COUNT);
         for g in 0..np / width {

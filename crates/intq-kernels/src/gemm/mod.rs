@@ -800,6 +800,7 @@ fn epilogue<T: Code8>(
         };
         e.set_multiplier(col, m);
     }
+    e.pad_columns(n);
     e.set_clamp();
     e
 }

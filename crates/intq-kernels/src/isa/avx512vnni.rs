@@ -196,13 +196,71 @@ unsafe fn finish_acc<const R: usize, const H: usize>(acc: &[[__m512i; H]; R], o:
         let (rowsum, epi, n0, out, ldc, rows, cols) =
             (o.rowsum, o.epi, o.n0, o.out, o.ldc, o.rows, o.cols);
         if epi.vector_ok {
+            // Whole rows of 64 codes (or two of 32) from four vectors, where the clamp keeps
+            // the codes in i8's or u8's range: two rounds of saturating packs (exact on those
+            // codes) and one dword permute, four shuffles where a truncating `vpmovdb` store
+            // per vector takes eight.
+            let signed = epi.cmin >= -128 && epi.cmax <= 127;
+            let unsigned = epi.cmin >= 0 && epi.cmax <= 255;
+            let mut first = 0;
+            if (signed || unsigned) && (H == 2 || H == 4) && cols == 16 * H {
+                let k: [Cols16; 4] = [
+                    Cols16::load(epi, n0),
+                    Cols16::load(epi, n0 + 16),
+                    Cols16::load(epi, n0 + 16 * (H / 2)),
+                    Cols16::load(epi, n0 + 16 * (H - 1)),
+                ];
+                // After the packs, dword `4L + s` is lane `L` of vector `s`; back to `4s + L`.
+                let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+                let pack = |q: [__m512i; 4]| {
+                    let lo = _mm512_packs_epi32(q[0], q[1]);
+                    let hi = _mm512_packs_epi32(q[2], q[3]);
+                    let bytes = if signed {
+                        _mm512_packs_epi16(lo, hi)
+                    } else {
+                        _mm512_packus_epi16(lo, hi)
+                    };
+                    _mm512_permutexvar_epi32(order, bytes)
+                };
+                if H == 4 {
+                    for (i, acc_i) in acc.iter().enumerate().take(rows) {
+                        let rs = _mm512_set1_epi32(*rowsum.add(i));
+                        let v = pack([
+                            k[0].requant(acc_i[0], rs, epi),
+                            k[1].requant(acc_i[1], rs, epi),
+                            k[2].requant(acc_i[H / 2], rs, epi),
+                            k[3].requant(acc_i[H - 1], rs, epi),
+                        ]);
+                        _mm512_storeu_si512(out.add(i * ldc) as *mut __m512i, v);
+                    }
+                    first = rows;
+                } else {
+                    while first + 2 <= rows {
+                        let i = first;
+                        let rs0 = _mm512_set1_epi32(*rowsum.add(i));
+                        let rs1 = _mm512_set1_epi32(*rowsum.add(i + 1));
+                        let v = pack([
+                            k[0].requant(acc[i][0], rs0, epi),
+                            k[1].requant(acc[i][1], rs0, epi),
+                            k[0].requant(acc[i + 1][0], rs1, epi),
+                            k[1].requant(acc[i + 1][1], rs1, epi),
+                        ]);
+                        let lo = _mm512_castsi512_si256(v);
+                        _mm256_storeu_si256(out.add(i * ldc) as *mut __m256i, lo);
+                        // The upper half to the next row (the masked store writes only it).
+                        let next = out.add((i + 1) * ldc).wrapping_sub(32);
+                        _mm512_mask_storeu_epi8(next as *mut i8, !0u64 << 32, v);
+                        first += 2;
+                    }
+                }
+            }
             for h in 0..H {
                 if 16 * h >= cols {
                     break;
                 }
                 let k = Cols16::load(epi, n0 + 16 * h);
                 let mask = prefix_mask((cols - 16 * h).min(16)) as __mmask16;
-                for (i, acc_i) in acc.iter().enumerate().take(rows) {
+                for (i, acc_i) in acc.iter().enumerate().take(rows).skip(first) {
                     let rs = _mm512_set1_epi32(*rowsum.add(i));
                     let q = k.requant(acc_i[h], rs, epi);
                     _mm512_mask_cvtepi32_storeu_epi8(out.add(i * ldc + 16 * h) as *mut _, mask, q);
@@ -300,7 +358,11 @@ impl Cols16 {
                 rhalf: if clamp_first { zero } else { ld(field::RHALF) },
                 pre_lo: if clamp_first { ld(field::PRE_LO) } else { zero },
                 pre_hi: if clamp_first { ld(field::PRE_HI) } else { zero },
-                rround: if clamp_first { ld(field::RROUND) } else { zero },
+                rround: match (clamp_first, epi.zout_folded) {
+                    (true, true) => ld(field::RROUND_Z),
+                    (true, false) => ld(field::RROUND),
+                    _ => zero,
+                },
             }
         }
     }
@@ -371,10 +433,13 @@ impl Cols16 {
             x = _mm512_max_epi32(x, self.pre_lo);
             x = _mm512_min_epi32(x, self.pre_hi);
             let t = _mm512_add_epi32(_mm512_add_epi32(x, self.rround), _mm512_srai_epi32::<31>(x));
-            return _mm512_add_epi32(
-                _mm512_srav_epi32(t, self.rshift),
-                _mm512_set1_epi32(epi.zout),
-            );
+            let q = _mm512_srav_epi32(t, self.rshift);
+            // With `zout_folded`, `rround` holds the zero point shifted up (`RROUND_Z`).
+            return if epi.zout_folded {
+                q
+            } else {
+                _mm512_add_epi32(q, _mm512_set1_epi32(epi.zout))
+            };
         }
         let one = _mm512_set1_epi32(1);
         let rem = _mm512_and_si512(x, self.rmask);
