@@ -26,7 +26,7 @@ use burn::tensor::module::batch_norm_train;
 use burn::tensor::{Shape, Tensor, TensorData};
 use rayon::prelude::*;
 
-use crate::conv::{contiguous, par_new, tensor, with_avx512};
+use crate::conv::{contiguous, par_new_written, tensor, with_avx512};
 use crate::layers::{ACT_RELU, ACT_RELU6};
 
 type Ad = Autodiff<Flex>;
@@ -117,11 +117,9 @@ fn fused(
         return None;
     }
     let stats = Stats::new(ys, &dv, n, c, plane, eps);
-    let (out, _) = par_new(
-        ys.len(),
-        c * plane,
-        || (),
-        |_, i, o| {
+    // SAFETY: the closure writes every element of its chunk: each of the image's `c` planes.
+    let out = unsafe {
+        par_new_written(ys.len(), c * plane, |i, o| {
             let yimg = &ys[i * c * plane..(i + 1) * c * plane];
             with_avx512(
                 #[inline(always)]
@@ -133,21 +131,21 @@ fn fused(
                         let z = |v: f32| gc * (v * a + bx) + bc;
                         // The activation is chosen outside the loop, so each loop vectorizes.
                         match act {
-                            ACT_RELU => dst
-                                .iter_mut()
-                                .zip(src)
-                                .for_each(|(o, &v)| *o = z(v).max(0.0)),
-                            ACT_RELU6 => dst
-                                .iter_mut()
-                                .zip(src)
-                                .for_each(|(o, &v)| *o = z(v).clamp(0.0, 6.0)),
-                            _ => dst.iter_mut().zip(src).for_each(|(o, &v)| *o = z(v)),
+                            ACT_RELU => dst.iter_mut().zip(src).for_each(|(o, &v)| {
+                                o.write(z(v).max(0.0));
+                            }),
+                            ACT_RELU6 => dst.iter_mut().zip(src).for_each(|(o, &v)| {
+                                o.write(z(v).clamp(0.0, 6.0));
+                            }),
+                            _ => dst.iter_mut().zip(src).for_each(|(o, &v)| {
+                                o.write(z(v));
+                            }),
                         }
                     }
                 },
             )
-        },
-    );
+        })
+    };
     let mean = Tensor::<1>::from_data(TensorData::new(stats.mean.clone(), [c]), &device);
     let variance = Tensor::<1>::from_data(TensorData::new(stats.var.clone(), [c]), &device);
     let out = FlexTensor::from_data(TensorData::new(out, Shape::from(dims)));
@@ -468,11 +466,10 @@ impl<const N: usize> Backward<Flex, N> for BnBackward<N> {
                 dgamma.iter().map(|&v| v as f32).collect(),
             );
             let cp = c * plane;
-            let (dy, _) = par_new(
-                y.len(),
-                cp,
-                || (),
-                |_, i, o| {
+            // SAFETY: the closure writes every element of its chunk: each of the image's `c`
+            // planes.
+            let dy = unsafe {
+                par_new_written(y.len(), cp, |i, o| {
                     let (yi, gi) = (&y[i * cp..(i + 1) * cp], &dout[i * cp..(i + 1) * cp]);
                     with_avx512(
                         #[inline(always)]
@@ -486,13 +483,13 @@ impl<const N: usize> Backward<Flex, N> for BnBackward<N> {
                                     o[r.clone()].iter_mut().zip(&yi[r.clone()]).zip(&gi[r])
                                 {
                                     let (d, xh) = dz(v, g, cs, lo, hi);
-                                    *o = km * d - (kb + xh * kg);
+                                    o.write(km * d - (kb + xh * kg));
                                 }
                             }
                         },
                     )
-                },
-            );
+                })
+            };
             let shape = Shape::from(st.y.layout().shape().to_vec());
             grads.register::<Flex>(node.id, tensor(dy, shape));
         }

@@ -208,6 +208,26 @@ where
     (v, r)
 }
 
+/// [`par_new`] for kernels that write every value of their chunk: nothing is zeroed first.
+///
+/// # Safety
+/// `f` must initialize every element of the chunk it is handed (the vector is then read as
+/// initialized).
+pub(crate) unsafe fn par_new_written<T: Copy + Send>(
+    len: usize,
+    chunk: usize,
+    f: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync + Send,
+) -> Vec<T> {
+    let mut v = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, c)| f(i, c));
+    // SAFETY: the chunks cover `..len`, and the caller's `f` initialized each one.
+    unsafe { v.set_len(len) };
+    v
+}
+
 /// [`par_new`] for two vectors of `len` values chunked alike, with no per-thread state and no
 /// results.
 pub(crate) fn par_new2<T, U>(
