@@ -387,6 +387,10 @@ fn im2col_body(g: &Geometry, x: &[f32], cols: &mut [f32]) {
             for kj in 0..g.kw {
                 let row = &mut cols[((ci * g.kh + ki) * g.kw + kj) * p..][..p];
                 let (lo, hi) = g.ow_range(kj);
+                if g.stride == [1, 1] && g.dil == [1, 1] && g.wo == g.w {
+                    shifted_row(g, plane, row, ki, kj, lo, hi);
+                    continue;
+                }
                 let off = (kj * g.dil[1]) as i64 - g.pad[1] as i64;
                 for oh in 0..g.ho {
                     let out = &mut row[oh * g.wo..(oh + 1) * g.wo];
@@ -408,6 +412,47 @@ fn im2col_body(g: &Geometry, x: &[f32], cols: &mut [f32]) {
                 }
             }
         }
+    }
+}
+
+/// One im2col row (kernel tap `ki`, `kj`) of a stride-1, undilated convolution as wide as its
+/// input: then `row[t] = plane[t + shift]` for one `shift`, so the row is one copy of the plane,
+/// with the padding (rows outside the image, and the columns `[0, lo)`, `[hi, w)` where the
+/// copy wrapped into a neighbouring row) zeroed after. One copy per row instead of one per
+/// output row: for the 14- and 7-wide layers of small-cnn the short copies cost more in calls
+/// than in data.
+#[inline(always)]
+fn shifted_row(
+    g: &Geometry,
+    plane: &[f32],
+    row: &mut [f32],
+    ki: usize,
+    kj: usize,
+    lo: usize,
+    hi: usize,
+) {
+    let (w, hw) = (g.w as i64, (g.h * g.w) as i64);
+    let off_h = ki as i64 - g.pad[0] as i64;
+    let shift = off_h * w + kj as i64 - g.pad[1] as i64;
+    // Output rows whose input row lies inside the image.
+    let oh_lo = (-off_h).clamp(0, g.ho as i64);
+    let oh_hi = (g.h as i64 - off_h).clamp(oh_lo, g.ho as i64);
+    let (a, b) = (oh_lo * w, oh_hi * w);
+    // Within them, the indices whose source lies inside the plane (the others are in padding
+    // columns).
+    let a2 = a.max(-shift).min(b);
+    let b2 = b.min(hw - shift).max(a2);
+    let (a, b, a2, b2) = (a as usize, b as usize, a2 as usize, b2 as usize);
+    row[..a2].fill(0.0);
+    if a2 < b2 {
+        let s0 = (a2 as i64 + shift) as usize;
+        row[a2..b2].copy_from_slice(&plane[s0..s0 + (b2 - a2)]);
+    }
+    row[b2..].fill(0.0);
+    for oh in a / g.w..b / g.w {
+        let r = &mut row[oh * g.w..(oh + 1) * g.w];
+        r[..lo.min(g.w)].fill(0.0);
+        r[hi.max(lo).min(g.w)..].fill(0.0);
     }
 }
 
@@ -587,4 +632,76 @@ pub fn conv_backward(
         acc
     });
     (want_dx.then_some(dx), dw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// im2col by its definition, one value at a time.
+    fn im2col_by_definition(g: &Geometry, x: &[f32]) -> Vec<f32> {
+        let mut cols = Vec::new();
+        for ci in 0..g.cin {
+            for ki in 0..g.kh {
+                for kj in 0..g.kw {
+                    for oh in 0..g.ho {
+                        for ow in 0..g.wo {
+                            let ih = (oh * g.stride[0] + ki * g.dil[0]) as i64 - g.pad[0] as i64;
+                            let iw = (ow * g.stride[1] + kj * g.dil[1]) as i64 - g.pad[1] as i64;
+                            let inside =
+                                (0..g.h as i64).contains(&ih) && (0..g.w as i64).contains(&iw);
+                            cols.push(if inside {
+                                x[(ci * g.h + ih as usize) * g.w + iw as usize]
+                            } else {
+                                0.0
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        cols
+    }
+
+    /// Every window size and leading/trailing padding up to 3 on small images, stride-1
+    /// undilated ones (the single-copy rows) among them.
+    #[test]
+    fn im2col_matches_its_definition() {
+        for (h, w) in [(1, 1), (3, 4), (5, 5), (7, 2)] {
+            for (kh, kw) in [(1, 1), (1, 3), (3, 3), (2, 4)] {
+                for (pt, pb, stride, dil) in
+                    [(0, 0, 1, 1), (1, 1, 1, 1), (2, 0, 1, 1), (0, 3, 1, 1)]
+                        .into_iter()
+                        .chain([(1, 1, 2, 1), (1, 2, 1, 2)])
+                {
+                    let out = |i: usize, k: usize| {
+                        (i + pt + pb)
+                            .checked_sub(dil * (k - 1) + 1)
+                            .map(|r| r / stride + 1)
+                    };
+                    let (Some(ho), Some(wo)) = (out(h, kh), out(w, kw)) else {
+                        continue;
+                    };
+                    let g = Geometry {
+                        n: 1,
+                        cin: 2,
+                        h,
+                        w,
+                        cout: 1,
+                        kh,
+                        kw,
+                        ho,
+                        wo,
+                        stride: [stride; 2],
+                        pad: [pt; 2],
+                        dil: [dil; 2],
+                    };
+                    let x: Vec<f32> = (0..g.cin * h * w).map(|i| i as f32 + 1.0).collect();
+                    let mut cols = vec![f32::NAN; g.k() * g.p()];
+                    im2col(&g, &x, &mut cols);
+                    assert_eq!(cols, im2col_by_definition(&g, &x), "{g:?}");
+                }
+            }
+        }
+    }
 }
