@@ -26,7 +26,7 @@ use burn::tensor::module::batch_norm_train;
 use burn::tensor::{Shape, Tensor, TensorData};
 use rayon::prelude::*;
 
-use crate::conv::{contiguous, tensor};
+use crate::conv::{contiguous, par_new_written, tensor, with_avx512};
 use crate::layers::{ACT_RELU, ACT_RELU6};
 
 type Ad = Autodiff<Flex>;
@@ -117,29 +117,35 @@ fn fused(
         return None;
     }
     let stats = Stats::new(ys, &dv, n, c, plane, eps);
-    let mut out = vec![0f32; ys.len()];
-    out.par_chunks_mut(c * plane)
-        .zip(ys.par_chunks(c * plane))
-        .for_each(|(o, yimg)| {
-            for ch in 0..c {
-                let (a, bx, gc, bc) = (stats.a[ch], stats.b[ch], g[ch], b[ch]);
-                let src = &yimg[ch * plane..(ch + 1) * plane];
-                let dst = &mut o[ch * plane..(ch + 1) * plane];
-                let z = |v: f32| gc * (v * a + bx) + bc;
-                // The activation is chosen outside the loop, so each loop vectorizes.
-                match act {
-                    ACT_RELU => dst
-                        .iter_mut()
-                        .zip(src)
-                        .for_each(|(o, &v)| *o = z(v).max(0.0)),
-                    ACT_RELU6 => dst
-                        .iter_mut()
-                        .zip(src)
-                        .for_each(|(o, &v)| *o = z(v).clamp(0.0, 6.0)),
-                    _ => dst.iter_mut().zip(src).for_each(|(o, &v)| *o = z(v)),
-                }
-            }
-        });
+    // SAFETY: the closure writes every element of its chunk: each of the image's `c` planes.
+    let out = unsafe {
+        par_new_written(ys.len(), c * plane, |i, o| {
+            let yimg = &ys[i * c * plane..(i + 1) * c * plane];
+            with_avx512(
+                #[inline(always)]
+                || {
+                    for ch in 0..c {
+                        let (a, bx, gc, bc) = (stats.a[ch], stats.b[ch], g[ch], b[ch]);
+                        let src = &yimg[ch * plane..(ch + 1) * plane];
+                        let dst = &mut o[ch * plane..(ch + 1) * plane];
+                        let z = |v: f32| gc * (v * a + bx) + bc;
+                        // The activation is chosen outside the loop, so each loop vectorizes.
+                        match act {
+                            ACT_RELU => dst.iter_mut().zip(src).for_each(|(o, &v)| {
+                                o.write(z(v).max(0.0));
+                            }),
+                            ACT_RELU6 => dst.iter_mut().zip(src).for_each(|(o, &v)| {
+                                o.write(z(v).clamp(0.0, 6.0));
+                            }),
+                            _ => dst.iter_mut().zip(src).for_each(|(o, &v)| {
+                                o.write(z(v));
+                            }),
+                        }
+                    }
+                },
+            )
+        })
+    };
     let mean = Tensor::<1>::from_data(TensorData::new(stats.mean.clone(), [c]), &device);
     let variance = Tensor::<1>::from_data(TensorData::new(stats.var.clone(), [c]), &device);
     let out = FlexTensor::from_data(TensorData::new(out, Shape::from(dims)));
@@ -246,8 +252,10 @@ fn lane_sum(p: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     let mut acc = [0f32; 8];
     let mut chunks = p.chunks_exact(8);
     for ch in &mut chunks {
-        for (a, &v) in acc.iter_mut().zip(ch) {
-            *a += f(v);
+        // A fixed-size array, so the eight lanes become one vector.
+        let ch: &[f32; 8] = ch.try_into().expect("chunks of eight");
+        for l in 0..8 {
+            acc[l] += f(ch[l]);
         }
     }
     let tail: f64 = chunks.remainder().iter().map(|&v| f(v) as f64).sum();
@@ -266,9 +274,17 @@ fn per_channel_sums(
     let parts: Vec<Vec<f64>> = buf[..n * c * plane]
         .par_chunks(c * plane)
         .map(|img| {
-            (0..c)
-                .map(|ch| f(ch, &img[ch * plane..(ch + 1) * plane]))
-                .collect()
+            with_avx512(
+                #[inline(always)]
+                || {
+                    // A loop, not `collect`: `from_iter` would not inline into the AVX-512 copy.
+                    let mut sums = Vec::with_capacity(c);
+                    for ch in 0..c {
+                        sums.push(f(ch, &img[ch * plane..(ch + 1) * plane]));
+                    }
+                    sums
+                },
+            )
         })
         .collect();
     let mut acc = vec![0f64; c];
@@ -276,6 +292,80 @@ fn per_channel_sums(
         acc.iter_mut().zip(p).for_each(|(a, b)| *a += b);
     }
     acc
+}
+
+/// Pass 1 of the backward over one plane's whole chunks of eight: per lane, the sums of `dz`
+/// and of `dz * x_hat`, lanes added in chunk order.
+fn lane_sums8(
+    yc: std::slice::ChunksExact<'_, f32>,
+    gc: std::slice::ChunksExact<'_, f32>,
+    k: (f32, f32, f32, f32),
+    lo: f32,
+    hi: f32,
+) -> ([f32; 8], [f32; 8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: AVX was just detected.
+        return unsafe { lane_sums8_avx(yc, gc, k, lo, hi) };
+    }
+    let (mut sb, mut sg) = ([0f32; 8], [0f32; 8]);
+    for (y8, g8) in yc.zip(gc) {
+        for l in 0..8 {
+            let xh = y8[l] * k.0 + k.1;
+            let z = k.2 * xh + k.3;
+            let d = if (z >= lo) & (z <= hi) { g8[l] } else { 0.0 };
+            sb[l] += d;
+            sg[l] += d * xh;
+        }
+    }
+    (sb, sg)
+}
+
+/// [`lane_sums8`] in AVX registers, written out: the compiler's own vectorization of the eight
+/// interleaved lane sums was mostly scalar. Each lane does the scalar code's operations in its
+/// order (separate multiply and add; the mask zeroes `dz` where a compare fails, a NaN `z`
+/// included), so the sums are bit-identical.
+///
+/// # Safety
+/// The CPU must have AVX.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn lane_sums8_avx(
+    yc: std::slice::ChunksExact<'_, f32>,
+    gc: std::slice::ChunksExact<'_, f32>,
+    (a, b, gamma, beta): (f32, f32, f32, f32),
+    lo: f32,
+    hi: f32,
+) -> ([f32; 8], [f32; 8]) {
+    use std::arch::x86_64::*;
+    let (va, vb, vg, vbeta) = (
+        _mm256_set1_ps(a),
+        _mm256_set1_ps(b),
+        _mm256_set1_ps(gamma),
+        _mm256_set1_ps(beta),
+    );
+    let (vlo, vhi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
+    let (mut sb, mut sg) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for (y8, g8) in yc.zip(gc) {
+        // SAFETY: `ChunksExact` of eight: each chunk holds the eight values read.
+        let (v, g) = unsafe { (_mm256_loadu_ps(y8.as_ptr()), _mm256_loadu_ps(g8.as_ptr())) };
+        let xh = _mm256_add_ps(_mm256_mul_ps(v, va), vb);
+        let z = _mm256_add_ps(_mm256_mul_ps(vg, xh), vbeta);
+        let pass = _mm256_and_ps(
+            _mm256_cmp_ps::<_CMP_GE_OQ>(z, vlo),
+            _mm256_cmp_ps::<_CMP_LE_OQ>(z, vhi),
+        );
+        let d = _mm256_and_ps(pass, g);
+        sb = _mm256_add_ps(sb, d);
+        sg = _mm256_add_ps(sg, _mm256_mul_ps(d, xh));
+    }
+    let (mut ob, mut og) = ([0f32; 8], [0f32; 8]);
+    // SAFETY: both arrays hold eight f32.
+    unsafe {
+        _mm256_storeu_ps(ob.as_mut_ptr(), sb);
+        _mm256_storeu_ps(og.as_mut_ptr(), sg);
+    }
+    (ob, og)
 }
 
 /// Backward step; parents `[y, gamma, beta]` (`N` = 3) or `[y, gamma, beta, div]` (4).
@@ -322,7 +412,8 @@ impl<const N: usize> Backward<Flex, N> for BnBackward<N> {
         ) -> (f32, f32) {
             let xh = v * a + b;
             let z = gamma * xh + beta;
-            (if z >= lo && z <= hi { g } else { 0.0 }, xh)
+            // `&`, not `&&`: both compares always run, so the select needs no branch.
+            (if (z >= lo) & (z <= hi) { g } else { 0.0 }, xh)
         }
         // Pass 1: dbeta = sum dz and dgamma = sum dz * x_hat, per image (eight f32 lanes per
         // plane) then in image order.
@@ -330,32 +421,34 @@ impl<const N: usize> Backward<Flex, N> for BnBackward<N> {
             .par_chunks(c * plane)
             .zip(dout.par_chunks(c * plane))
             .map(|(yi, gi)| {
-                (0..c)
-                    .map(|ch| {
-                        let k = consts(ch);
-                        let r = ch * plane..(ch + 1) * plane;
-                        let (mut sb, mut sg) = ([0f32; 8], [0f32; 8]);
-                        let (yc, gc) = (yi[r.clone()].chunks_exact(8), gi[r].chunks_exact(8));
-                        let (yt, gt) = (yc.remainder(), gc.remainder());
-                        for (y8, g8) in yc.zip(gc) {
-                            for l in 0..8 {
-                                let (d, xh) = dz(y8[l], g8[l], k, lo, hi);
-                                sb[l] += d;
-                                sg[l] += d * xh;
-                            }
+                with_avx512(
+                    #[inline(always)]
+                    || {
+                        // A loop, not `collect` (see `per_channel_sums`).
+                        let mut sums = Vec::with_capacity(c);
+                        for ch in 0..c {
+                            sums.push({
+                                let k = consts(ch);
+                                let r = ch * plane..(ch + 1) * plane;
+                                let (yc, gc) =
+                                    (yi[r.clone()].chunks_exact(8), gi[r].chunks_exact(8));
+                                let (yt, gt) = (yc.remainder(), gc.remainder());
+                                let (sb, sg) = lane_sums8(yc, gc, k, lo, hi);
+                                let (mut b, mut g) = (0f64, 0f64);
+                                for (&v, &gr) in yt.iter().zip(gt) {
+                                    let (d, xh) = dz(v, gr, k, lo, hi);
+                                    b += d as f64;
+                                    g += (d * xh) as f64;
+                                }
+                                (
+                                    b + sb.iter().map(|&v| v as f64).sum::<f64>(),
+                                    g + sg.iter().map(|&v| v as f64).sum::<f64>(),
+                                )
+                            });
                         }
-                        let (mut b, mut g) = (0f64, 0f64);
-                        for (&v, &gr) in yt.iter().zip(gt) {
-                            let (d, xh) = dz(v, gr, k, lo, hi);
-                            b += d as f64;
-                            g += (d * xh) as f64;
-                        }
-                        (
-                            b + sb.iter().map(|&v| v as f64).sum::<f64>(),
-                            g + sg.iter().map(|&v| v as f64).sum::<f64>(),
-                        )
-                    })
-                    .collect()
+                        sums
+                    },
+                )
             })
             .collect();
         let mut dbeta = vec![0f64; c];
@@ -368,26 +461,35 @@ impl<const N: usize> Backward<Flex, N> for BnBackward<N> {
         }
         let m = (n * plane) as f32;
         if let Some(node) = node_y {
-            let mut dy = vec![0f32; y.len()];
             let (db, dg): (Vec<f32>, Vec<f32>) = (
                 dbeta.iter().map(|&v| v as f32).collect(),
                 dgamma.iter().map(|&v| v as f32).collect(),
             );
-            dy.par_chunks_mut(c * plane)
-                .zip(y.par_chunks(c * plane).zip(dout.par_chunks(c * plane)))
-                .for_each(|(o, (yi, gi))| {
-                    for ch in 0..c {
-                        let cs = consts(ch);
-                        let k = gm[ch] * s.inv[ch] / m / st.div[ch];
-                        let (km, kb, kg) = (k * m, k * db[ch], k * dg[ch]);
-                        let r = ch * plane..(ch + 1) * plane;
-                        for ((o, &v), &g) in o[r.clone()].iter_mut().zip(&yi[r.clone()]).zip(&gi[r])
-                        {
-                            let (d, xh) = dz(v, g, cs, lo, hi);
-                            *o = km * d - (kb + xh * kg);
-                        }
-                    }
-                });
+            let cp = c * plane;
+            // SAFETY: the closure writes every element of its chunk: each of the image's `c`
+            // planes.
+            let dy = unsafe {
+                par_new_written(y.len(), cp, |i, o| {
+                    let (yi, gi) = (&y[i * cp..(i + 1) * cp], &dout[i * cp..(i + 1) * cp]);
+                    with_avx512(
+                        #[inline(always)]
+                        || {
+                            for ch in 0..c {
+                                let cs = consts(ch);
+                                let k = gm[ch] * s.inv[ch] / m / st.div[ch];
+                                let (km, kb, kg) = (k * m, k * db[ch], k * dg[ch]);
+                                let r = ch * plane..(ch + 1) * plane;
+                                for ((o, &v), &g) in
+                                    o[r.clone()].iter_mut().zip(&yi[r.clone()]).zip(&gi[r])
+                                {
+                                    let (d, xh) = dz(v, g, cs, lo, hi);
+                                    o.write(km * d - (kb + xh * kg));
+                                }
+                            }
+                        },
+                    )
+                })
+            };
             let shape = Shape::from(st.y.layout().shape().to_vec());
             grads.register::<Flex>(node.id, tensor(dy, shape));
         }

@@ -21,6 +21,7 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Shape, Tensor, TensorData};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 type Ad = Autodiff<Flex>;
 
@@ -172,6 +173,126 @@ pub(crate) fn contiguous(t: &FlexTensor) -> FlexTensor {
     }
 }
 
+/// A fresh vector of `len` values made `chunk` at a time (the last chunk may be shorter), chunks
+/// in parallel: each is zeroed, then handed to `f` with its index and the per-thread state
+/// `init` makes; `f`'s results come back in chunk order.
+///
+/// Why: a large `vec![0; len]` is zeroed by the allocator on one thread, a cold pass over the
+/// whole buffer ahead of the kernel's own. Here each thread zeroes only its chunk, right before
+/// the kernel writes it, while it is in cache.
+pub(crate) fn par_new<T, S, R>(
+    len: usize,
+    chunk: usize,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, usize, &mut [T]) -> R + Sync + Send,
+) -> (Vec<T>, Vec<R>)
+where
+    T: Copy + Default + Send,
+    R: Send,
+{
+    let mut v = Vec::with_capacity(len);
+    let r = v.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .map_init(init, |s, (i, c)| {
+            c.fill(MaybeUninit::new(T::default()));
+            // SAFETY: every element of `c` was initialized just above, and `MaybeUninit<T>` has
+            // the layout of `T`.
+            let c = unsafe { &mut *(c as *mut [MaybeUninit<T>] as *mut [T]) };
+            f(s, i, c)
+        })
+        .collect();
+    // SAFETY: the chunks cover `..len` (the capacity is at least `len`) and every one of them
+    // was initialized above; had `f` panicked, the panic would have left before this line.
+    unsafe { v.set_len(len) };
+    (v, r)
+}
+
+/// [`par_new`] for kernels that write every value of their chunk: nothing is zeroed first.
+///
+/// # Safety
+/// `f` must initialize every element of the chunk it is handed (the vector is then read as
+/// initialized).
+pub(crate) unsafe fn par_new_written<T: Copy + Send>(
+    len: usize,
+    chunk: usize,
+    f: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync + Send,
+) -> Vec<T> {
+    let mut v = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, c)| f(i, c));
+    // SAFETY: the chunks cover `..len`, and the caller's `f` initialized each one.
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// [`par_new`] for two vectors of `len` values chunked alike, with no per-thread state and no
+/// results.
+pub(crate) fn par_new2<T, U>(
+    len: usize,
+    chunk: usize,
+    f: impl Fn(usize, &mut [T], &mut [U]) + Sync + Send,
+) -> (Vec<T>, Vec<U>)
+where
+    T: Copy + Default + Send,
+    U: Copy + Default + Send,
+{
+    let (mut a, mut b) = (Vec::with_capacity(len), Vec::with_capacity(len));
+    let chunk = chunk.max(1);
+    a.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk)
+        .zip(b.spare_capacity_mut()[..len].par_chunks_mut(chunk))
+        .enumerate()
+        .for_each(|(i, (ca, cb))| {
+            ca.fill(MaybeUninit::new(T::default()));
+            cb.fill(MaybeUninit::new(U::default()));
+            // SAFETY: as in `par_new`: both chunks were initialized just above.
+            let ca = unsafe { &mut *(ca as *mut [MaybeUninit<T>] as *mut [T]) };
+            // SAFETY: the same.
+            let cb = unsafe { &mut *(cb as *mut [MaybeUninit<U>] as *mut [U]) };
+            f(i, ca, cb)
+        });
+    // SAFETY: the chunks cover `..len` of both and were all initialized above.
+    unsafe {
+        a.set_len(len);
+        b.set_len(len);
+    }
+    (a, b)
+}
+
+/// `f()`, compiled for AVX-512 where the CPU has it.
+///
+/// Why: this crate builds for baseline x86-64 (SSE2), where the element loops of the batch norm,
+/// pooling and im2col passes compile to 4-lane vectors with branches for their selects. `f` is
+/// inlined into a copy built with AVX-512 enabled: the same operations in the same order (no
+/// fused multiply-adds, which Rust never forms on its own), so the results are bit-identical.
+/// Call it inside each parallel chunk, around the loops themselves: calls `f` does not inline
+/// keep the baseline code, and `f` should be an `#[inline(always)]` closure (called from two
+/// places, an ordinary one would not be inlined).
+#[inline(always)]
+pub(crate) fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        /// # Safety
+        /// The CPU must have AVX-512 F, BW, VL and DQ.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+        unsafe fn wide<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+        {
+            // SAFETY: the features `wide` enables were just detected.
+            return unsafe { wide(f) };
+        }
+    }
+    f()
+}
+
 /// A flex tensor owning `v`.
 pub(crate) fn tensor(v: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(v, shape))
@@ -251,6 +372,14 @@ impl Geometry {
 
 /// cols[(ci*kh + ki)*kw + kj][oh*wo + ow] = x[ci][ih][iw] (0 outside the image).
 fn im2col(g: &Geometry, x: &[f32], cols: &mut [f32]) {
+    with_avx512(
+        #[inline(always)]
+        || im2col_body(g, x, cols),
+    )
+}
+
+#[inline(always)]
+fn im2col_body(g: &Geometry, x: &[f32], cols: &mut [f32]) {
     let p = g.p();
     for ci in 0..g.cin {
         let plane = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
@@ -258,6 +387,10 @@ fn im2col(g: &Geometry, x: &[f32], cols: &mut [f32]) {
             for kj in 0..g.kw {
                 let row = &mut cols[((ci * g.kh + ki) * g.kw + kj) * p..][..p];
                 let (lo, hi) = g.ow_range(kj);
+                if g.stride == [1, 1] && g.dil == [1, 1] && g.wo == g.w {
+                    shifted_row(g, plane, row, ki, kj, lo, hi);
+                    continue;
+                }
                 let off = (kj * g.dil[1]) as i64 - g.pad[1] as i64;
                 for oh in 0..g.ho {
                     let out = &mut row[oh * g.wo..(oh + 1) * g.wo];
@@ -282,8 +415,57 @@ fn im2col(g: &Geometry, x: &[f32], cols: &mut [f32]) {
     }
 }
 
+/// One im2col row (kernel tap `ki`, `kj`) of a stride-1, undilated convolution as wide as its
+/// input: then `row[t] = plane[t + shift]` for one `shift`, so the row is one copy of the plane,
+/// with the padding (rows outside the image, and the columns `[0, lo)`, `[hi, w)` where the
+/// copy wrapped into a neighbouring row) zeroed after. One copy per row instead of one per
+/// output row: for the 14- and 7-wide layers of small-cnn the short copies cost more in calls
+/// than in data.
+#[inline(always)]
+fn shifted_row(
+    g: &Geometry,
+    plane: &[f32],
+    row: &mut [f32],
+    ki: usize,
+    kj: usize,
+    lo: usize,
+    hi: usize,
+) {
+    let (w, hw) = (g.w as i64, (g.h * g.w) as i64);
+    let off_h = ki as i64 - g.pad[0] as i64;
+    let shift = off_h * w + kj as i64 - g.pad[1] as i64;
+    // Output rows whose input row lies inside the image.
+    let oh_lo = (-off_h).clamp(0, g.ho as i64);
+    let oh_hi = (g.h as i64 - off_h).clamp(oh_lo, g.ho as i64);
+    let (a, b) = (oh_lo * w, oh_hi * w);
+    // Within them, the indices whose source lies inside the plane (the others are in padding
+    // columns).
+    let a2 = a.max(-shift).min(b);
+    let b2 = b.min(hw - shift).max(a2);
+    let (a, b, a2, b2) = (a as usize, b as usize, a2 as usize, b2 as usize);
+    row[..a2].fill(0.0);
+    if a2 < b2 {
+        let s0 = (a2 as i64 + shift) as usize;
+        row[a2..b2].copy_from_slice(&plane[s0..s0 + (b2 - a2)]);
+    }
+    row[b2..].fill(0.0);
+    for oh in a / g.w..b / g.w {
+        let r = &mut row[oh * g.w..(oh + 1) * g.w];
+        r[..lo.min(g.w)].fill(0.0);
+        r[hi.max(lo).min(g.w)..].fill(0.0);
+    }
+}
+
 /// The adjoint of [`im2col`]: dx[ci][ih][iw] += dcols[row][col] (dx must start at 0).
 fn col2im(g: &Geometry, dcols: &[f32], dx: &mut [f32]) {
+    with_avx512(
+        #[inline(always)]
+        || col2im_body(g, dcols, dx),
+    )
+}
+
+#[inline(always)]
+fn col2im_body(g: &Geometry, dcols: &[f32], dx: &mut [f32]) {
     let p = g.p();
     for ci in 0..g.cin {
         let plane = &mut dx[ci * g.h * g.w..(ci + 1) * g.h * g.w];
@@ -360,7 +542,6 @@ fn gemm_f32(
 pub fn conv_forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (k, p) = (g.k(), g.p());
     let (xsz, ysz) = (g.cin * g.h * g.w, g.cout * p);
-    let mut y = vec![0.0f32; g.n * ysz];
     // A 1x1, stride-1, unpadded window is the image itself. `pad` holds only the leading
     // padding: trailing padding (asymmetric, as burn allows) shows as a larger output.
     let pointwise = g.kh == 1
@@ -368,9 +549,13 @@ pub fn conv_forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) ->
         && g.stride == [1, 1]
         && g.pad == [0, 0]
         && (g.ho, g.wo) == (g.h, g.w);
-    y.par_chunks_mut(ysz).zip(x.par_chunks(xsz)).for_each_init(
+    // The GEMM scratch per thread; chunks are whole images.
+    let (y, _) = par_new(
+        g.n * ysz,
+        ysz,
         || vec![0.0f32; if pointwise { 0 } else { k * p }],
-        |cols, (yi, xi)| {
+        |cols, i, yi| {
+            let xi = &x[i * xsz..(i + 1) * xsz];
             if let Some(b) = bias {
                 for (row, &b) in yi.chunks_exact_mut(p).zip(b) {
                     row.fill(b);
@@ -404,45 +589,40 @@ pub fn conv_backward(
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     let (k, p) = (g.k(), g.p());
     let (xsz, ysz) = (g.cin * g.h * g.w, g.cout * p);
-    let mut dx = if want_dx {
-        vec![0.0f32; g.n * xsz]
-    } else {
-        Vec::new()
-    };
     let per = g.n.div_ceil(DW_GROUPS).max(1);
     // Each task owns a run of images: their slice of dx and a private dW summed at the end.
-    let dx_chunks: Vec<Option<&mut [f32]>> = if want_dx {
-        dx.chunks_mut(per * xsz).map(Some).collect()
-    } else {
-        (0..g.n.div_ceil(per)).map(|_| None).collect()
-    };
-    let partial: Vec<Vec<f32>> = dx_chunks
-        .into_par_iter()
-        .enumerate()
-        .map(|(t, mut dxc)| {
-            let mut cols = vec![0.0f32; k * p];
-            let mut dw = if want_dw {
-                vec![0.0f32; g.cout * k]
-            } else {
-                Vec::new()
-            };
-            let first = t * per;
-            for i in first..(first + per).min(g.n) {
-                let dyi = &dy[i * ysz..(i + 1) * ysz];
-                if want_dw {
-                    im2col(g, &x[i * xsz..(i + 1) * xsz], &mut cols);
-                    // dW[co][r] += sum_p dY[co][p] cols[r][p]
-                    gemm_f32(g.cout, k, p, &mut dw, true, dyi, p, 1, &cols, 1, p);
-                }
-                if let Some(dxc) = dxc.as_deref_mut() {
-                    // dcols[r][p] = sum_co W[co][r] dY[co][p]
-                    gemm_f32(k, p, g.cout, &mut cols, false, w, 1, k, dyi, p, 1);
-                    col2im(g, &cols, &mut dxc[(i - first) * xsz..(i - first + 1) * xsz]);
-                }
+    let task = |t: usize, mut dxc: Option<&mut [f32]>| {
+        let mut cols = vec![0.0f32; k * p];
+        let mut dw = if want_dw {
+            vec![0.0f32; g.cout * k]
+        } else {
+            Vec::new()
+        };
+        let first = t * per;
+        for i in first..(first + per).min(g.n) {
+            let dyi = &dy[i * ysz..(i + 1) * ysz];
+            if want_dw {
+                im2col(g, &x[i * xsz..(i + 1) * xsz], &mut cols);
+                // dW[co][r] += sum_p dY[co][p] cols[r][p]
+                gemm_f32(g.cout, k, p, &mut dw, true, dyi, p, 1, &cols, 1, p);
             }
-            dw
-        })
-        .collect();
+            if let Some(dxc) = dxc.as_deref_mut() {
+                // dcols[r][p] = sum_co W[co][r] dY[co][p]
+                gemm_f32(k, p, g.cout, &mut cols, false, w, 1, k, dyi, p, 1);
+                col2im(g, &cols, &mut dxc[(i - first) * xsz..(i - first + 1) * xsz]);
+            }
+        }
+        dw
+    };
+    let (dx, partial) = if want_dx {
+        par_new(g.n * xsz, per * xsz, || (), |_, t, dxc| task(t, Some(dxc)))
+    } else {
+        let tasks = g.n.div_ceil(per);
+        (
+            Vec::new(),
+            (0..tasks).into_par_iter().map(|t| task(t, None)).collect(),
+        )
+    };
     let dw = want_dw.then(|| {
         let mut it = partial.into_iter();
         let mut acc = it.next().unwrap_or_else(|| vec![0.0; g.cout * k]);
@@ -452,4 +632,76 @@ pub fn conv_backward(
         acc
     });
     (want_dx.then_some(dx), dw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// im2col by its definition, one value at a time.
+    fn im2col_by_definition(g: &Geometry, x: &[f32]) -> Vec<f32> {
+        let mut cols = Vec::new();
+        for ci in 0..g.cin {
+            for ki in 0..g.kh {
+                for kj in 0..g.kw {
+                    for oh in 0..g.ho {
+                        for ow in 0..g.wo {
+                            let ih = (oh * g.stride[0] + ki * g.dil[0]) as i64 - g.pad[0] as i64;
+                            let iw = (ow * g.stride[1] + kj * g.dil[1]) as i64 - g.pad[1] as i64;
+                            let inside =
+                                (0..g.h as i64).contains(&ih) && (0..g.w as i64).contains(&iw);
+                            cols.push(if inside {
+                                x[(ci * g.h + ih as usize) * g.w + iw as usize]
+                            } else {
+                                0.0
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        cols
+    }
+
+    /// Every window size and leading/trailing padding up to 3 on small images, stride-1
+    /// undilated ones (the single-copy rows) among them.
+    #[test]
+    fn im2col_matches_its_definition() {
+        for (h, w) in [(1, 1), (3, 4), (5, 5), (7, 2)] {
+            for (kh, kw) in [(1, 1), (1, 3), (3, 3), (2, 4)] {
+                for (pt, pb, stride, dil) in
+                    [(0, 0, 1, 1), (1, 1, 1, 1), (2, 0, 1, 1), (0, 3, 1, 1)]
+                        .into_iter()
+                        .chain([(1, 1, 2, 1), (1, 2, 1, 2)])
+                {
+                    let out = |i: usize, k: usize| {
+                        (i + pt + pb)
+                            .checked_sub(dil * (k - 1) + 1)
+                            .map(|r| r / stride + 1)
+                    };
+                    let (Some(ho), Some(wo)) = (out(h, kh), out(w, kw)) else {
+                        continue;
+                    };
+                    let g = Geometry {
+                        n: 1,
+                        cin: 2,
+                        h,
+                        w,
+                        cout: 1,
+                        kh,
+                        kw,
+                        ho,
+                        wo,
+                        stride: [stride; 2],
+                        pad: [pt; 2],
+                        dil: [dil; 2],
+                    };
+                    let x: Vec<f32> = (0..g.cin * h * w).map(|i| i as f32 + 1.0).collect();
+                    let mut cols = vec![f32::NAN; g.k() * g.p()];
+                    im2col(&g, &x, &mut cols);
+                    assert_eq!(cols, im2col_by_definition(&g, &x), "{g:?}");
+                }
+            }
+        }
+    }
 }

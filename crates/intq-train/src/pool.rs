@@ -15,9 +15,8 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Shape, Tensor, TensorData};
-use rayon::prelude::*;
 
-use crate::conv::{contiguous, tensor};
+use crate::conv::{contiguous, par_new, par_new2, tensor, with_avx512};
 
 type Ad = Autodiff<Flex>;
 
@@ -102,40 +101,39 @@ pub fn max_pool2d_train(x: Tensor<4>, k: usize, s: usize, p: usize) -> Tensor<4>
 /// Window maxima and their winners' offsets in the plane, plane by plane in parallel.
 fn forward(g: &PoolGeometry, x: &[f32]) -> (Vec<f32>, Vec<u32>) {
     let (ip, op) = (g.h * g.w, g.ho * g.wo);
-    let mut out = vec![0f32; g.planes * op];
-    let mut win = vec![0u32; g.planes * op];
-    out.par_chunks_mut(op)
-        .zip(win.par_chunks_mut(op))
-        .zip(x.par_chunks(ip))
-        .for_each(|((o, wi), xp)| {
-            if g.k == 2 && g.s == 2 && g.p == 0 {
-                pool_2x2(g, xp, o, wi);
-                return;
-            }
-            for oh in 0..g.ho {
-                let (h0, h1) = g.window(oh, g.h);
-                for ow in 0..g.wo {
-                    let (w0, w1) = g.window(ow, g.w);
-                    let mut best = f32::NEG_INFINITY;
-                    let mut at = usize::MAX;
-                    for ih in h0..h1 {
-                        for (iw, &v) in xp[ih * g.w + w0..ih * g.w + w1].iter().enumerate() {
-                            if at == usize::MAX || v > best || v.is_nan() {
-                                best = v;
-                                at = ih * g.w + w0 + iw;
-                            }
+    par_new2(g.planes * op, op, |i, o, wi| {
+        let xp = &x[i * ip..(i + 1) * ip];
+        if g.k == 2 && g.s == 2 && g.p == 0 {
+            with_avx512(
+                #[inline(always)]
+                || pool_2x2(g, xp, o, wi),
+            );
+            return;
+        }
+        for oh in 0..g.ho {
+            let (h0, h1) = g.window(oh, g.h);
+            for ow in 0..g.wo {
+                let (w0, w1) = g.window(ow, g.w);
+                let mut best = f32::NEG_INFINITY;
+                let mut at = usize::MAX;
+                for ih in h0..h1 {
+                    for (iw, &v) in xp[ih * g.w + w0..ih * g.w + w1].iter().enumerate() {
+                        if at == usize::MAX || v > best || v.is_nan() {
+                            best = v;
+                            at = ih * g.w + w0 + iw;
                         }
                     }
-                    // p * 2 <= k keeps every window inside the image by at least one pixel.
-                    o[oh * g.wo + ow] = best;
-                    wi[oh * g.wo + ow] = at as u32;
                 }
+                // p * 2 <= k keeps every window inside the image by at least one pixel.
+                o[oh * g.wo + ow] = best;
+                wi[oh * g.wo + ow] = at as u32;
             }
-        });
-    (out, win)
+        }
+    })
 }
 
 /// The 2x2, stride-2 pool of small-cnn: every window whole, its four taps in flex's order.
+#[inline(always)]
 fn pool_2x2(g: &PoolGeometry, xp: &[f32], o: &mut [f32], wi: &mut [u32]) {
     for oh in 0..g.ho {
         let (r0, r1) = (2 * oh * g.w, (2 * oh + 1) * g.w);
@@ -143,18 +141,20 @@ fn pool_2x2(g: &PoolGeometry, xp: &[f32], o: &mut [f32], wi: &mut [u32]) {
             &mut o[oh * g.wo..(oh + 1) * g.wo],
             &mut wi[oh * g.wo..(oh + 1) * g.wo],
         );
+        // Selects, not branches: which tap wins is data-dependent, and the compiler turns these
+        // into vector blends.
         for (ow, (o, wi)) in o.iter_mut().zip(wi.iter_mut()).enumerate() {
-            let taps = [r0 + 2 * ow, r0 + 2 * ow + 1, r1 + 2 * ow, r1 + 2 * ow + 1];
-            let (mut best, mut at) = (xp[taps[0]], taps[0]);
+            let t0 = r0 + 2 * ow;
+            let taps = [t0, t0 + 1, r1 + 2 * ow, r1 + 2 * ow + 1];
+            let (mut best, mut at) = (xp[t0], t0 as u32);
             for &t in &taps[1..] {
                 let v = xp[t];
-                if v > best || v.is_nan() {
-                    best = v;
-                    at = t;
-                }
+                let take = v > best || v.is_nan();
+                best = if take { v } else { best };
+                at = if take { t as u32 } else { at };
             }
             *o = best;
-            *wi = at as u32;
+            *wi = at;
         }
     }
 }
@@ -183,14 +183,17 @@ impl Backward<Flex, 1> for MaxPoolBackward {
         let st = ops.state;
         let g = st.g;
         let (ip, op) = (g.h * g.w, g.ho * g.wo);
-        let mut dx = vec![0f32; g.planes * ip];
-        dx.par_chunks_mut(ip)
-            .zip(dy.par_chunks(op).zip(st.winners.par_chunks(op)))
-            .for_each(|(d, (gy, wi))| {
+        let (dx, _) = par_new(
+            g.planes * ip,
+            ip,
+            || (),
+            |_, i, d| {
+                let (gy, wi) = (&dy[i * op..(i + 1) * op], &st.winners[i * op..(i + 1) * op]);
                 for (&v, &at) in gy.iter().zip(wi) {
                     d[at as usize] += v;
                 }
-            });
+            },
+        );
         grads.register::<Flex>(node.id, tensor(dx, Shape::from(st.shape.to_vec())));
     }
 }
