@@ -16,7 +16,7 @@ use std::arch::x86_64::*;
 use std::cell::Cell;
 use std::sync::OnceLock;
 
-use crate::gemm::{Column, Kernel, Tile, TileOut};
+use crate::gemm::{field, Column, Epilogue, Kernel, Tile, TileOut};
 use crate::isa::avx512vnni::{canon_load, prefix_mask, Cols16, StageFlags};
 
 pub(crate) struct Amx;
@@ -290,6 +290,10 @@ pub(crate) unsafe fn finish(c: *const i32, o: &TileOut) {
             epi.finish_scalar(acc, NR, o);
             return;
         }
+        if epi.zw_zero && epi.lshift_zero && epi.clamp_first {
+            finish_lean(c, o);
+            return;
+        }
         macro_rules! flagged {
             ($($zw:literal $ls:literal $cf:literal),*) => {
                 match StageFlags::of(epi) {
@@ -305,6 +309,17 @@ pub(crate) unsafe fn finish(c: *const i32, o: &TileOut) {
         );
     }
 }
+
+/// The `vpermt2b` indices that gather the low bytes of two vectors of int32 into 32 bytes.
+static LOW_BYTES: [u8; 64] = {
+    let mut t = [0u8; 64];
+    let mut j = 0;
+    while j < 32 {
+        t[j] = (4 * j) as u8;
+        j += 1;
+    }
+    t
+};
 
 /// [`finish`] for an epilogue whose [`StageFlags`] are `ZW`, `LS`, `CF`.
 ///
@@ -326,15 +341,6 @@ unsafe fn finish_as<const ZW: bool, const LS: bool, const CF: bool>(c: *const i3
         // `vpermt2b` into one 32-byte store: a narrowing store per half cost more than the
         // output stage's arithmetic. The epilogue covers whole panels, so the second half's
         // constants exist even where `cols <= 16`.
-        static LOW_BYTES: [u8; 64] = {
-            let mut t = [0u8; 64];
-            let mut j = 0;
-            while j < 32 {
-                t[j] = (4 * j) as u8;
-                j += 1;
-            }
-            t
-        };
         let idx = _mm512_loadu_si512(LOW_BYTES.as_ptr() as *const __m512i);
         let (k0, k1) = (Cols16::load(epi, n0), Cols16::load(epi, n0 + 16));
         let mask = prefix_mask(cols.min(NR)) as __mmask32;
@@ -348,6 +354,155 @@ unsafe fn finish_as<const ZW: bool, const LS: bool, const CF: bool>(c: *const i3
             let v1 = _mm512_loadu_si512(c.add(i * NR + 16) as *const __m512i);
             let q0 = k0.requant_as(v0, rs, epi, f);
             let q1 = k1.requant_as(v1, rs, epi, f);
+            let bytes = _mm512_castsi512_si256(_mm512_permutex2var_epi8(q0, idx, q1));
+            _mm256_mask_storeu_epi8(out.add(i * ldc) as *mut i8, mask, bytes);
+        }
+    }
+}
+
+/// The output stage's constants for 16 columns of an epilogue with symmetric weights, no left
+/// shift and the clamp first: the flags of nearly every layer, whose stage is then the
+/// multiply, the clamp and one rounded shift.
+#[derive(Clone, Copy)]
+struct Lean16 {
+    colconst: __m512i,
+    m0: __m512i,
+    m0_odd: __m512i,
+    rshift: __m512i,
+    pre_lo: __m512i,
+    pre_hi: __m512i,
+    rround: __m512i,
+}
+
+/// The 16 lanes of field `f` for the columns from `n`.
+///
+/// # Safety
+/// The CPU has AVX-512 F; `epi` was laid out 16 wide and covers column `n + 15`; `n` is a
+/// multiple of 16.
+#[inline(always)]
+unsafe fn lane(epi: &Epilogue, f: usize, n: usize) -> *const i32 {
+    debug_assert!(n.is_multiple_of(16) && (n / 16 * field::COUNT + f + 1) * 16 <= epi.lanes.len());
+    // SAFETY: the caller meets this function's `# Safety` contract: the lanes are inside.
+    unsafe { epi.lanes.as_ptr().add((n / 16 * field::COUNT + f) * 16) }
+}
+
+impl Lean16 {
+    /// The 16 columns from `n`.
+    ///
+    /// # Safety
+    /// As [`lane`].
+    #[inline(always)]
+    unsafe fn load(epi: &Epilogue, n: usize) -> Lean16 {
+        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+        unsafe {
+            let ld = |f: usize| _mm512_loadu_si512(lane(epi, f, n) as *const __m512i);
+            Lean16 {
+                colconst: ld(field::COLCONST),
+                m0: ld(field::M0),
+                m0_odd: ld(field::M0_ODD),
+                rshift: ld(field::RSHIFT),
+                pre_lo: ld(field::PRE_LO),
+                pre_hi: ld(field::PRE_HI),
+                rround: ld(if epi.zout_folded {
+                    field::RROUND_Z
+                } else {
+                    field::RROUND
+                }),
+            }
+        }
+    }
+
+    /// The output stage on 16 sums, the same steps as [`Cols16::requant_as`] with these flags.
+    /// `NN`:
+    /// every stored column's clamp floor `pre_lo` is at least 0 (a ReLU's, whose real 0 is the
+    /// lowest output code), so the clamped value is never negative and RoundingDivideByPOT's
+    /// `x >> 31` term, always 0, is left out. `ZF`: the epilogue's `zout_folded` (`rround`
+    /// holds the zero point), a parameter so that the loop has no add of a zero vector.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW; these are the columns of `epi`, which is vector-ready with
+    /// `zw_zero`, `lshift_zero` and `clamp_first`; with `NN`, the columns whose results are
+    /// stored have `pre_lo >= 0`; `ZF == epi.zout_folded`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn requant<const NN: bool, const ZF: bool>(
+        &self,
+        acc: __m512i,
+        epi: &Epilogue,
+    ) -> __m512i {
+        let x = _mm512_add_epi32(acc, self.colconst);
+        let nudge = _mm512_set1_epi64(1 << 30);
+        let even = _mm512_add_epi64(_mm512_mul_epi32(x, self.m0), nudge);
+        let odd = _mm512_add_epi64(
+            _mm512_mul_epi32(_mm512_srli_epi64::<32>(x), self.m0_odd),
+            nudge,
+        );
+        let mut x = _mm512_mask_blend_epi32(
+            0xAAAA,
+            _mm512_srli_epi64::<31>(even),
+            _mm512_slli_epi64::<1>(odd),
+        );
+        x = _mm512_max_epi32(x, self.pre_lo);
+        x = _mm512_min_epi32(x, self.pre_hi);
+        let mut t = _mm512_add_epi32(x, self.rround);
+        if !NN {
+            t = _mm512_add_epi32(t, _mm512_srai_epi32::<31>(x));
+        }
+        let q = _mm512_srav_epi32(t, self.rshift);
+        if ZF {
+            q
+        } else {
+            _mm512_add_epi32(q, _mm512_set1_epi32(epi.zout))
+        }
+    }
+}
+
+/// [`finish`] for an epilogue with `zw_zero`, `lshift_zero` and `clamp_first` ([`Lean16`]).
+///
+/// # Safety
+/// As [`finish`]; the epilogue is vector-ready with those flags.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+unsafe fn finish_lean(c: *const i32, o: &TileOut) {
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        let (k0, k1) = (Lean16::load(o.epi, o.n0), Lean16::load(o.epi, o.n0 + 16));
+        // Only the stored columns' floors count: a padding column's result is never stored.
+        let mask = prefix_mask(o.cols.min(NR));
+        let zero = _mm512_setzero_si512();
+        let neg = _mm512_mask_cmplt_epi32_mask(mask as __mmask16, k0.pre_lo, zero)
+            | _mm512_mask_cmplt_epi32_mask((mask >> 16) as __mmask16, k1.pre_lo, zero);
+        match (neg == 0, o.epi.zout_folded) {
+            (true, true) => finish_lean_as::<true, true>(c, o, k0, k1),
+            (true, false) => finish_lean_as::<true, false>(c, o, k0, k1),
+            (false, true) => finish_lean_as::<false, true>(c, o, k0, k1),
+            (false, false) => finish_lean_as::<false, false>(c, o, k0, k1),
+        }
+    }
+}
+
+/// The row loop of [`finish_lean`], as [`finish_as`]'s.
+///
+/// # Safety
+/// As [`finish_lean`]; `k0`, `k1` are the columns from `o.n0` and `o.n0 + 16`; with `NN`,
+/// every stored column's `pre_lo` is at least 0; `ZF == o.epi.zout_folded`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+unsafe fn finish_lean_as<const NN: bool, const ZF: bool>(
+    c: *const i32,
+    o: &TileOut,
+    k0: Lean16,
+    k1: Lean16,
+) {
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        let (epi, out, ldc, rows, cols) = (o.epi, o.out, o.ldc, o.rows, o.cols);
+        let idx = _mm512_loadu_si512(LOW_BYTES.as_ptr() as *const __m512i);
+        let mask = prefix_mask(cols.min(NR)) as __mmask32;
+        for i in 0..rows {
+            let v0 = _mm512_loadu_si512(c.add(i * NR) as *const __m512i);
+            let v1 = _mm512_loadu_si512(c.add(i * NR + 16) as *const __m512i);
+            let q0 = k0.requant::<NN, ZF>(v0, epi);
+            let q1 = k1.requant::<NN, ZF>(v1, epi);
             let bytes = _mm512_castsi512_si256(_mm512_permutex2var_epi8(q0, idx, q1));
             _mm256_mask_storeu_epi8(out.add(i * ldc) as *mut i8, mask, bytes);
         }
