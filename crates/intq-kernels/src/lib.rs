@@ -10,7 +10,8 @@
 //! into precomputed constants (docs/spec.md §4.13, paper eq. 7) and requantize in registers; they
 //! equal the reference exactly, on every tier the CPU has.
 //!
-//! `qat` holds the float kernels of quantization-aware training that need the same dispatch.
+//! `qat` holds the float kernels of quantization-aware training that need the same dispatch;
+//! `train_passes` the few helpers of training's f32 passes that need `unsafe`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -21,6 +22,7 @@ pub mod isa;
 mod output_stage;
 pub mod qat;
 pub mod reference;
+pub mod train_passes;
 
 pub use elem::QElem;
 pub use geometry::{ConvParams, Padding, PaddingValues, PoolParams};

@@ -26,8 +26,9 @@ use burn::tensor::module::batch_norm_train;
 use burn::tensor::{Shape, Tensor, TensorData};
 use rayon::prelude::*;
 
-use crate::conv::{contiguous, par_new_written, tensor, with_avx512};
+use crate::conv::{contiguous, tensor};
 use crate::layers::{ACT_RELU, ACT_RELU6};
+use intq_kernels::train_passes::{bn_lane_sums8, par_new, with_avx512};
 
 type Ad = Autodiff<Flex>;
 
@@ -117,9 +118,11 @@ fn fused(
         return None;
     }
     let stats = Stats::new(ys, &dv, n, c, plane, eps);
-    // SAFETY: the closure writes every element of its chunk: each of the image's `c` planes.
-    let out = unsafe {
-        par_new_written(ys.len(), c * plane, |i, o| {
+    let (out, _) = par_new(
+        ys.len(),
+        c * plane,
+        || (),
+        |_, i, o| {
             let yimg = &ys[i * c * plane..(i + 1) * c * plane];
             with_avx512(
                 #[inline(always)]
@@ -132,20 +135,20 @@ fn fused(
                         // The activation is chosen outside the loop, so each loop vectorizes.
                         match act {
                             ACT_RELU => dst.iter_mut().zip(src).for_each(|(o, &v)| {
-                                o.write(z(v).max(0.0));
+                                *o = z(v).max(0.0);
                             }),
                             ACT_RELU6 => dst.iter_mut().zip(src).for_each(|(o, &v)| {
-                                o.write(z(v).clamp(0.0, 6.0));
+                                *o = z(v).clamp(0.0, 6.0);
                             }),
                             _ => dst.iter_mut().zip(src).for_each(|(o, &v)| {
-                                o.write(z(v));
+                                *o = z(v);
                             }),
                         }
                     }
                 },
             )
-        })
-    };
+        },
+    );
     let mean = Tensor::<1>::from_data(TensorData::new(stats.mean.clone(), [c]), &device);
     let variance = Tensor::<1>::from_data(TensorData::new(stats.var.clone(), [c]), &device);
     let out = FlexTensor::from_data(TensorData::new(out, Shape::from(dims)));
@@ -294,80 +297,6 @@ fn per_channel_sums(
     acc
 }
 
-/// Pass 1 of the backward over one plane's whole chunks of eight: per lane, the sums of `dz`
-/// and of `dz * x_hat`, lanes added in chunk order.
-fn lane_sums8(
-    yc: std::slice::ChunksExact<'_, f32>,
-    gc: std::slice::ChunksExact<'_, f32>,
-    k: (f32, f32, f32, f32),
-    lo: f32,
-    hi: f32,
-) -> ([f32; 8], [f32; 8]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx") {
-        // SAFETY: AVX was just detected.
-        return unsafe { lane_sums8_avx(yc, gc, k, lo, hi) };
-    }
-    let (mut sb, mut sg) = ([0f32; 8], [0f32; 8]);
-    for (y8, g8) in yc.zip(gc) {
-        for l in 0..8 {
-            let xh = y8[l] * k.0 + k.1;
-            let z = k.2 * xh + k.3;
-            let d = if (z >= lo) & (z <= hi) { g8[l] } else { 0.0 };
-            sb[l] += d;
-            sg[l] += d * xh;
-        }
-    }
-    (sb, sg)
-}
-
-/// [`lane_sums8`] in AVX registers, written out: the compiler's own vectorization of the eight
-/// interleaved lane sums was mostly scalar. Each lane does the scalar code's operations in its
-/// order (separate multiply and add; the mask zeroes `dz` where a compare fails, a NaN `z`
-/// included), so the sums are bit-identical.
-///
-/// # Safety
-/// The CPU must have AVX.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-unsafe fn lane_sums8_avx(
-    yc: std::slice::ChunksExact<'_, f32>,
-    gc: std::slice::ChunksExact<'_, f32>,
-    (a, b, gamma, beta): (f32, f32, f32, f32),
-    lo: f32,
-    hi: f32,
-) -> ([f32; 8], [f32; 8]) {
-    use std::arch::x86_64::*;
-    let (va, vb, vg, vbeta) = (
-        _mm256_set1_ps(a),
-        _mm256_set1_ps(b),
-        _mm256_set1_ps(gamma),
-        _mm256_set1_ps(beta),
-    );
-    let (vlo, vhi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
-    let (mut sb, mut sg) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    for (y8, g8) in yc.zip(gc) {
-        // SAFETY: `ChunksExact` of eight: each chunk holds the eight values read.
-        let (v, g) = unsafe { (_mm256_loadu_ps(y8.as_ptr()), _mm256_loadu_ps(g8.as_ptr())) };
-        let xh = _mm256_add_ps(_mm256_mul_ps(v, va), vb);
-        let z = _mm256_add_ps(_mm256_mul_ps(vg, xh), vbeta);
-        let pass = _mm256_and_ps(
-            _mm256_cmp_ps::<_CMP_GE_OQ>(z, vlo),
-            _mm256_cmp_ps::<_CMP_LE_OQ>(z, vhi),
-        );
-        let d = _mm256_and_ps(pass, g);
-        sb = _mm256_add_ps(sb, d);
-        sg = _mm256_add_ps(sg, _mm256_mul_ps(d, xh));
-    }
-    let (mut ob, mut og) = ([0f32; 8], [0f32; 8]);
-    // SAFETY: both arrays hold eight f32.
-    unsafe {
-        _mm256_storeu_ps(ob.as_mut_ptr(), sb);
-        _mm256_storeu_ps(og.as_mut_ptr(), sg);
-    }
-    (ob, og)
-}
-
 /// Backward step; parents `[y, gamma, beta]` (`N` = 3) or `[y, gamma, beta, div]` (4).
 #[derive(Debug)]
 struct BnBackward<const N: usize>;
@@ -433,7 +362,7 @@ impl<const N: usize> Backward<Flex, N> for BnBackward<N> {
                                 let (yc, gc) =
                                     (yi[r.clone()].chunks_exact(8), gi[r].chunks_exact(8));
                                 let (yt, gt) = (yc.remainder(), gc.remainder());
-                                let (sb, sg) = lane_sums8(yc, gc, k, lo, hi);
+                                let (sb, sg) = bn_lane_sums8(yc, gc, k, lo, hi);
                                 let (mut b, mut g) = (0f64, 0f64);
                                 for (&v, &gr) in yt.iter().zip(gt) {
                                     let (d, xh) = dz(v, gr, k, lo, hi);
@@ -466,10 +395,11 @@ impl<const N: usize> Backward<Flex, N> for BnBackward<N> {
                 dgamma.iter().map(|&v| v as f32).collect(),
             );
             let cp = c * plane;
-            // SAFETY: the closure writes every element of its chunk: each of the image's `c`
-            // planes.
-            let dy = unsafe {
-                par_new_written(y.len(), cp, |i, o| {
+            let (dy, _) = par_new(
+                y.len(),
+                cp,
+                || (),
+                |_, i, o| {
                     let (yi, gi) = (&y[i * cp..(i + 1) * cp], &dout[i * cp..(i + 1) * cp]);
                     with_avx512(
                         #[inline(always)]
@@ -483,13 +413,13 @@ impl<const N: usize> Backward<Flex, N> for BnBackward<N> {
                                     o[r.clone()].iter_mut().zip(&yi[r.clone()]).zip(&gi[r])
                                 {
                                     let (d, xh) = dz(v, g, cs, lo, hi);
-                                    o.write(km * d - (kb + xh * kg));
+                                    *o = km * d - (kb + xh * kg);
                                 }
                             }
                         },
                     )
-                })
-            };
+                },
+            );
             let shape = Shape::from(st.y.layout().shape().to_vec());
             grads.register::<Flex>(node.id, tensor(dy, shape));
         }

@@ -20,8 +20,8 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Shape, Tensor, TensorData};
+use intq_kernels::train_passes::{par_new, with_avx512};
 use rayon::prelude::*;
-use std::mem::MaybeUninit;
 
 type Ad = Autodiff<Flex>;
 
@@ -171,126 +171,6 @@ pub(crate) fn contiguous(t: &FlexTensor) -> FlexTensor {
     } else {
         t.to_contiguous()
     }
-}
-
-/// A fresh vector of `len` values made `chunk` at a time (the last chunk may be shorter), chunks
-/// in parallel: each is zeroed, then handed to `f` with its index and the per-thread state
-/// `init` makes; `f`'s results come back in chunk order.
-///
-/// Why: a large `vec![0; len]` is zeroed by the allocator on one thread, a cold pass over the
-/// whole buffer ahead of the kernel's own. Here each thread zeroes only its chunk, right before
-/// the kernel writes it, while it is in cache.
-pub(crate) fn par_new<T, S, R>(
-    len: usize,
-    chunk: usize,
-    init: impl Fn() -> S + Sync + Send,
-    f: impl Fn(&mut S, usize, &mut [T]) -> R + Sync + Send,
-) -> (Vec<T>, Vec<R>)
-where
-    T: Copy + Default + Send,
-    R: Send,
-{
-    let mut v = Vec::with_capacity(len);
-    let r = v.spare_capacity_mut()[..len]
-        .par_chunks_mut(chunk.max(1))
-        .enumerate()
-        .map_init(init, |s, (i, c)| {
-            c.fill(MaybeUninit::new(T::default()));
-            // SAFETY: every element of `c` was initialized just above, and `MaybeUninit<T>` has
-            // the layout of `T`.
-            let c = unsafe { &mut *(c as *mut [MaybeUninit<T>] as *mut [T]) };
-            f(s, i, c)
-        })
-        .collect();
-    // SAFETY: the chunks cover `..len` (the capacity is at least `len`) and every one of them
-    // was initialized above; had `f` panicked, the panic would have left before this line.
-    unsafe { v.set_len(len) };
-    (v, r)
-}
-
-/// [`par_new`] for kernels that write every value of their chunk: nothing is zeroed first.
-///
-/// # Safety
-/// `f` must initialize every element of the chunk it is handed (the vector is then read as
-/// initialized).
-pub(crate) unsafe fn par_new_written<T: Copy + Send>(
-    len: usize,
-    chunk: usize,
-    f: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync + Send,
-) -> Vec<T> {
-    let mut v = Vec::with_capacity(len);
-    v.spare_capacity_mut()[..len]
-        .par_chunks_mut(chunk.max(1))
-        .enumerate()
-        .for_each(|(i, c)| f(i, c));
-    // SAFETY: the chunks cover `..len`, and the caller's `f` initialized each one.
-    unsafe { v.set_len(len) };
-    v
-}
-
-/// [`par_new`] for two vectors of `len` values chunked alike, with no per-thread state and no
-/// results.
-pub(crate) fn par_new2<T, U>(
-    len: usize,
-    chunk: usize,
-    f: impl Fn(usize, &mut [T], &mut [U]) + Sync + Send,
-) -> (Vec<T>, Vec<U>)
-where
-    T: Copy + Default + Send,
-    U: Copy + Default + Send,
-{
-    let (mut a, mut b) = (Vec::with_capacity(len), Vec::with_capacity(len));
-    let chunk = chunk.max(1);
-    a.spare_capacity_mut()[..len]
-        .par_chunks_mut(chunk)
-        .zip(b.spare_capacity_mut()[..len].par_chunks_mut(chunk))
-        .enumerate()
-        .for_each(|(i, (ca, cb))| {
-            ca.fill(MaybeUninit::new(T::default()));
-            cb.fill(MaybeUninit::new(U::default()));
-            // SAFETY: as in `par_new`: both chunks were initialized just above.
-            let ca = unsafe { &mut *(ca as *mut [MaybeUninit<T>] as *mut [T]) };
-            // SAFETY: the same.
-            let cb = unsafe { &mut *(cb as *mut [MaybeUninit<U>] as *mut [U]) };
-            f(i, ca, cb)
-        });
-    // SAFETY: the chunks cover `..len` of both and were all initialized above.
-    unsafe {
-        a.set_len(len);
-        b.set_len(len);
-    }
-    (a, b)
-}
-
-/// `f()`, compiled for AVX-512 where the CPU has it.
-///
-/// Why: this crate builds for baseline x86-64 (SSE2), where the element loops of the batch norm,
-/// pooling and im2col passes compile to 4-lane vectors with branches for their selects. `f` is
-/// inlined into a copy built with AVX-512 enabled: the same operations in the same order (no
-/// fused multiply-adds, which Rust never forms on its own), so the results are bit-identical.
-/// Call it inside each parallel chunk, around the loops themselves: calls `f` does not inline
-/// keep the baseline code, and `f` should be an `#[inline(always)]` closure (called from two
-/// places, an ordinary one would not be inlined).
-#[inline(always)]
-pub(crate) fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        /// # Safety
-        /// The CPU must have AVX-512 F, BW, VL and DQ.
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
-        unsafe fn wide<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-            && std::arch::is_x86_feature_detected!("avx512dq")
-        {
-            // SAFETY: the features `wide` enables were just detected.
-            return unsafe { wide(f) };
-        }
-    }
-    f()
 }
 
 /// A flex tensor owning `v`.

@@ -16,7 +16,8 @@ use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Shape, Tensor, TensorData};
 
-use crate::conv::{contiguous, par_new, par_new2, tensor, with_avx512};
+use crate::conv::{contiguous, tensor};
+use intq_kernels::train_passes::{par_new, par_new2, with_avx512};
 
 type Ad = Autodiff<Flex>;
 
