@@ -344,7 +344,7 @@ mod x86 {
     const fn vnni_ops<T: Code8 + Ord>() -> CodeOps<T> {
         CodeOps {
             pack: pack::<Vnni, T>,
-            gemm: vnni_gemm::<T>,
+            gemm: gemv_or_gemm::<Vnni, T>,
             implicit: Some(vnni::implicit_conv::<T>),
             dw_row: crate::gemm::depthwise::dw_row_avx512::<T>,
             dw_run: Some(vnni::dw_run::<T>),
@@ -385,16 +385,17 @@ mod x86 {
     const fn amx_ops<T: Code8 + Ord>() -> CodeOps<T> {
         CodeOps {
             pack: pack::<Amx, T>,
-            gemm: amx_gemm::<T>,
+            gemm: gemv_or_gemm::<Amx, T>,
             implicit: Some(amx_conv::<T>),
             pointwise: Some(amx_pointwise::<T>),
             ..vnni_ops::<T>()
         }
     }
 
-    /// Batches of a few rows take the GEMV (`gemm::gemv`): an 8-row tile would be mostly
-    /// padding.
-    fn vnni_gemm<T: Code8>(
+    /// Batches of a few rows take the VNNI GEMV (`gemm::gemv`) on `K`'s panels (AVX-512 VNNI's
+    /// and AMX's share the layout): an 8- or 32-row tile would be mostly padding, and AMX's
+    /// tile loads cost more than the rows' products.
+    fn gemv_or_gemm<K: Kernel, T: Code8>(
         g: &PreparedGemm,
         m: usize,
         out: &mut [u8],
@@ -404,23 +405,7 @@ mod x86 {
         if m <= crate::gemm::gemv::MAX_ROWS {
             crate::gemm::gemv::gemv::<T>(g, i8::of(&g.packed), m, out, threads, row)
         } else {
-            gemm::<Vnni, T>(g, m, out, threads, row)
-        }
-    }
-
-    /// Batches of a few rows take the VNNI GEMV on AMX's panels (the same layout): a 32-row
-    /// tile would be mostly padding, and its tiles' loads cost more than the rows' products.
-    fn amx_gemm<T: Code8>(
-        g: &PreparedGemm,
-        m: usize,
-        out: &mut [u8],
-        threads: usize,
-        row: &RowSource<T>,
-    ) {
-        if m <= crate::gemm::gemv::MAX_ROWS {
-            crate::gemm::gemv::gemv::<T>(g, i8::of(&g.packed), m, out, threads, row)
-        } else {
-            gemm::<Amx, T>(g, m, out, threads, row)
+            gemm::<K, T>(g, m, out, threads, row)
         }
     }
 
