@@ -16,7 +16,7 @@
 use std::arch::x86_64::*;
 
 use crate::gemm::depthwise::DwQuadRun;
-use crate::gemm::Code8;
+use crate::gemm::{Code8, Epilogue};
 use crate::isa::avx512vnni::{prefix_mask, Cols16};
 
 /// A run of `npix` output pixels of a depthwise convolution with depth multiplier 1 (the
@@ -123,39 +123,9 @@ unsafe fn run<T: Code8, const N: usize>(
                 let mut acc = [zero; 4];
                 for p in 0..quads {
                     let (a, b, c, d) = (tap(4 * p), tap(4 * p + 1), tap(4 * p + 2), tap(4 * p + 3));
-                    let lo_ab = _mm512_unpacklo_epi8(a, b);
-                    let hi_ab = _mm512_unpackhi_epi8(a, b);
-                    let lo_cd = _mm512_unpacklo_epi8(c, d);
-                    let hi_cd = _mm512_unpackhi_epi8(c, d);
-                    let wp = wb.add(p * 256);
-                    let wv = |v: usize| _mm512_loadu_si512(wp.add(64 * v) as *const __m512i);
-                    acc[0] =
-                        _mm512_dpbusd_epi32(acc[0], _mm512_unpacklo_epi16(lo_ab, lo_cd), wv(0));
-                    acc[1] =
-                        _mm512_dpbusd_epi32(acc[1], _mm512_unpackhi_epi16(lo_ab, lo_cd), wv(1));
-                    acc[2] =
-                        _mm512_dpbusd_epi32(acc[2], _mm512_unpacklo_epi16(hi_ab, hi_cd), wv(2));
-                    acc[3] =
-                        _mm512_dpbusd_epi32(acc[3], _mm512_unpackhi_epi16(hi_ab, hi_cd), wv(3));
+                    acc = quad_dot(acc, [a, b, c, d], wb.add(p * 256));
                 }
-                // Written out: a helper such as `array::from_fn`, compiled without this
-                // function's features, would take the vectors through memory.
-                let q = [
-                    cols[0].requant(acc[0], zero, epi),
-                    cols[1].requant(acc[1], zero, epi),
-                    cols[2].requant(acc[2], zero, epi),
-                    cols[3].requant(acc[3], zero, epi),
-                ];
-                // Lane by lane, the packs interleave vectors 0 and 1 (channels 16L + 0..8),
-                // 2 and 3 (16L + 8..16), then the two: channels 16L .. 16L + 16 in order. The
-                // codes are in T's range (the plan's condition), so saturation never acts.
-                let lo = _mm512_packs_epi32(q[0], q[1]);
-                let hi = _mm512_packs_epi32(q[2], q[3]);
-                let bytes = if T::A_OFFSET != 0 {
-                    _mm512_packs_epi16(lo, hi)
-                } else {
-                    _mm512_packus_epi16(lo, hi)
-                };
+                let bytes = requant_pack::<T>(acc, &cols, epi);
                 let o = dst.add(i * oc + c0);
                 if full {
                     _mm512_storeu_si512(o as *mut __m512i, bytes);
@@ -277,22 +247,7 @@ unsafe fn cols3<T: Code8, const S: usize>(
                     acc[q] = _mm512_dpbusd_epi32(acc[q], c1v[q], wv(1, q));
                     acc[q] = _mm512_dpbusd_epi32(acc[q], c2v[q], wv(2, q));
                 }
-                // Written out: a helper such as `array::from_fn`, compiled without this
-                // function's features, would take the vectors through memory.
-                let q = [
-                    cols[0].requant(acc[0], zero, epi),
-                    cols[1].requant(acc[1], zero, epi),
-                    cols[2].requant(acc[2], zero, epi),
-                    cols[3].requant(acc[3], zero, epi),
-                ];
-                // As in `run`: the packs put the lanes back in channel order, exactly.
-                let lo = _mm512_packs_epi32(q[0], q[1]);
-                let hi = _mm512_packs_epi32(q[2], q[3]);
-                let bytes = if T::A_OFFSET != 0 {
-                    _mm512_packs_epi16(lo, hi)
-                } else {
-                    _mm512_packus_epi16(lo, hi)
-                };
+                let bytes = requant_pack::<T>(acc, &cols, epi);
                 let o = dst.add(i * oc + c0);
                 if full {
                     _mm512_storeu_si512(o as *mut __m512i, bytes);
@@ -396,39 +351,9 @@ unsafe fn block<T: Code8, const N: usize, const P: usize>(
                 let mut acc = [zero; 4];
                 for p in 0..quads {
                     let (a, b, c, d) = (tap(4 * p), tap(4 * p + 1), tap(4 * p + 2), tap(4 * p + 3));
-                    let lo_ab = _mm512_unpacklo_epi8(a, b);
-                    let hi_ab = _mm512_unpackhi_epi8(a, b);
-                    let lo_cd = _mm512_unpacklo_epi8(c, d);
-                    let hi_cd = _mm512_unpackhi_epi8(c, d);
-                    let wp = wb.add(p * 256);
-                    let wv = |v: usize| _mm512_loadu_si512(wp.add(64 * v) as *const __m512i);
-                    acc[0] =
-                        _mm512_dpbusd_epi32(acc[0], _mm512_unpacklo_epi16(lo_ab, lo_cd), wv(0));
-                    acc[1] =
-                        _mm512_dpbusd_epi32(acc[1], _mm512_unpackhi_epi16(lo_ab, lo_cd), wv(1));
-                    acc[2] =
-                        _mm512_dpbusd_epi32(acc[2], _mm512_unpacklo_epi16(hi_ab, hi_cd), wv(2));
-                    acc[3] =
-                        _mm512_dpbusd_epi32(acc[3], _mm512_unpackhi_epi16(hi_ab, hi_cd), wv(3));
+                    acc = quad_dot(acc, [a, b, c, d], wb.add(p * 256));
                 }
-                // Written out: a helper such as `array::from_fn`, compiled without this
-                // function's features, would take the vectors through memory.
-                let q = [
-                    cols[0].requant(acc[0], zero, epi),
-                    cols[1].requant(acc[1], zero, epi),
-                    cols[2].requant(acc[2], zero, epi),
-                    cols[3].requant(acc[3], zero, epi),
-                ];
-                // Lane by lane, the packs interleave vectors 0 and 1 (lanes 16L + 0..8), 2 and 3
-                // (16L + 8..16), then the two: lanes 16L .. 16L + 16 in order. The codes are in
-                // T's range (the plan's condition), so saturation never acts.
-                let lo = _mm512_packs_epi32(q[0], q[1]);
-                let hi = _mm512_packs_epi32(q[2], q[3]);
-                let bytes = if T::A_OFFSET != 0 {
-                    _mm512_packs_epi16(lo, hi)
-                } else {
-                    _mm512_packus_epi16(lo, hi)
-                };
+                let bytes = requant_pack::<T>(acc, &cols, epi);
                 let o = dst.add(i * oc + c0);
                 if n == P && dense_out {
                     _mm512_storeu_si512(o as *mut __m512i, bytes);
@@ -448,6 +373,61 @@ unsafe fn block<T: Code8, const N: usize, const P: usize>(
         }
         if whole < npix {
             group!(whole, npix - whole);
+        }
+    }
+}
+
+/// Four taps' 64 lanes against a quad's weights at `wp` (four vectors): two rounds of unpacks
+/// put each lane's four codes in one dword, in the quads' lane order, for `vpdpbusd`.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI are available; `wp` is readable for 256 bytes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn quad_dot(acc: [__m512i; 4], [a, b, c, d]: [__m512i; 4], wp: *const i8) -> [__m512i; 4] {
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        let lo_ab = _mm512_unpacklo_epi8(a, b);
+        let hi_ab = _mm512_unpackhi_epi8(a, b);
+        let lo_cd = _mm512_unpacklo_epi8(c, d);
+        let hi_cd = _mm512_unpackhi_epi8(c, d);
+        let wv = |v: usize| _mm512_loadu_si512(wp.add(64 * v) as *const __m512i);
+        [
+            _mm512_dpbusd_epi32(acc[0], _mm512_unpacklo_epi16(lo_ab, lo_cd), wv(0)),
+            _mm512_dpbusd_epi32(acc[1], _mm512_unpackhi_epi16(lo_ab, lo_cd), wv(1)),
+            _mm512_dpbusd_epi32(acc[2], _mm512_unpacklo_epi16(hi_ab, hi_cd), wv(2)),
+            _mm512_dpbusd_epi32(acc[3], _mm512_unpackhi_epi16(hi_ab, hi_cd), wv(3)),
+        ]
+    }
+}
+
+/// The four vectors of sums of a block finished by the output stage and packed back into lane
+/// order. Lane by lane, the packs interleave vectors 0 and 1 (lanes 16L + 0..8), 2 and 3
+/// (16L + 8..16), then the two: lanes 16L .. 16L + 16 in order. The codes are in T's range
+/// (the plan's condition), so saturation never acts.
+///
+/// # Safety
+/// AVX-512 F/BW are available; `cols` are `epi`'s columns of the block's lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn requant_pack<T: Code8>(acc: [__m512i; 4], cols: &[Cols16; 4], epi: &Epilogue) -> __m512i {
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        let zero = _mm512_setzero_si512();
+        // Written out: a helper such as `array::from_fn`, compiled without this function's
+        // features, would take the vectors through memory.
+        let lo = _mm512_packs_epi32(
+            cols[0].requant(acc[0], zero, epi),
+            cols[1].requant(acc[1], zero, epi),
+        );
+        let hi = _mm512_packs_epi32(
+            cols[2].requant(acc[2], zero, epi),
+            cols[3].requant(acc[3], zero, epi),
+        );
+        if T::A_OFFSET != 0 {
+            _mm512_packs_epi16(lo, hi)
+        } else {
+            _mm512_packus_epi16(lo, hi)
         }
     }
 }
