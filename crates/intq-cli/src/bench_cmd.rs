@@ -199,6 +199,13 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 println!("not on this CPU: {}", lack.join(" "));
             }
             println!("running: {chosen}");
+            #[cfg(target_arch = "x86_64")]
+            if let Some(p) = intq_kernels::gemm::amx_peak(2_000_000) {
+                println!(
+                    "amx peak (tdpbusd on tile registers, one core): {:.0} GOPS, {:.4} tdpbusd/cycle at {:.2} GHz (clock alone {:.2} GHz)",
+                    p.gops, p.tdp_per_cycle, p.ghz_under_amx, p.ghz_before
+                );
+            }
             Ok(())
         }
     }

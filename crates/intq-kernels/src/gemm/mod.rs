@@ -36,6 +36,9 @@ mod gemv;
 mod table;
 mod threads;
 
+/// The measured AMX-INT8 peak of one core, the ceiling the AMX GEMM is compared with.
+#[cfg(target_arch = "x86_64")]
+pub use crate::isa::amx::{amx_peak, AmxPeak};
 pub use conv::{Conv2dPlan, FullyConnectedPlan};
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_imports))]
 pub(crate) use conv::{PointwiseKernel, StridedKernel};

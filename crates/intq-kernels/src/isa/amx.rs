@@ -707,3 +707,174 @@ impl crate::gemm::StridedKernel for Amx {
         unsafe { release() }
     }
 }
+
+/// The measured AMX-INT8 peak of one core ([`amx_peak`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AmxPeak {
+    /// Int8 operations (two per multiply-add) per second, in billions, of `tdpbusd` on tile
+    /// registers alone.
+    pub gops: f64,
+    /// `tdpbusd` per core clock cycle at the clock measured under the AMX load: 1/16 when the
+    /// unit takes one every 16 cycles (1,024 multiply-adds a cycle).
+    pub tdp_per_cycle: f64,
+    /// The core clock (GHz) from a dependent add chain before the AMX loop, interleaved with
+    /// `tdpbusd` (the clock while the tile unit is busy), and after it.
+    pub ghz_before: f64,
+    pub ghz_under_amx: f64,
+    pub ghz_after: f64,
+}
+
+/// Operations of one `tdpbusd`: a 16 x 16 int32 tile, 64 products each, two ops per product.
+const TDP_OPS: f64 = 16.0 * 16.0 * 64.0 * 2.0;
+/// Dependent adds per iteration of the clock loops.
+const CHAIN: u64 = 128;
+
+/// The AMX peak measured on the calling thread, or `None` without AMX: `iters` iterations of
+/// four independent `tdpbusd` on tiles loaded once (no memory traffic in the loop), best of
+/// five timings; the clock from a chain of dependent adds (one a cycle) alone before and after,
+/// and interleaved with the same `tdpbusd` (the chain, twice as long as the multiplies, sets
+/// the pace, so its rate is the clock while the tile unit is busy).
+pub fn amx_peak(iters: u64) -> Option<AmxPeak> {
+    if !available() {
+        return None;
+    }
+    let iters = iters.max(1);
+    let best = |f: &dyn Fn()| {
+        (0..5)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::MAX, f64::min)
+    };
+    // Tiles hold arbitrary nonzero codes: all-zero operands may draw less power than real ones.
+    let mut data = [0u8; 1024];
+    let mut x = 0x9E37_79B9u32;
+    for d in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *d = x as u8;
+    }
+    let chain_iters = iters * 64 / CHAIN;
+    // SAFETY: AMX is available (checked above); the loops touch only registers, `data` is
+    // 1 KiB, enough for a 16 x 64-byte tile at stride 64.
+    unsafe {
+        ensure_configured();
+        load_peak_operands(data.as_ptr());
+        let before = best(&|| add_chain(chain_iters));
+        let t_amx = best(&|| tdp_loop(iters));
+        let t_mixed = best(&|| tdp_chain_loop(chain_iters));
+        let after = best(&|| add_chain(chain_iters));
+        release();
+        let adds = (chain_iters * CHAIN) as f64;
+        let ghz_under_amx = adds / t_mixed / 1e9;
+        let tdp = (iters * 4) as f64;
+        Some(AmxPeak {
+            gops: tdp * TDP_OPS / t_amx / 1e9,
+            tdp_per_cycle: tdp / (t_amx * ghz_under_amx * 1e9),
+            ghz_before: adds / before / 1e9,
+            ghz_under_amx,
+            ghz_after: adds / after / 1e9,
+        })
+    }
+}
+
+/// Loads `tmm4..tmm7` (the A and B operands of [`tdp_loop`]) from `p` and zeroes `tmm0..tmm3`.
+///
+/// # Safety
+/// AMX is configured; `p` is readable for 1 KiB.
+unsafe fn load_peak_operands(p: *const u8) {
+    // SAFETY: the caller meets this function's contract; each load reads 16 rows of 64 bytes.
+    unsafe {
+        asm!(
+            "tileloadd tmm4, [{p} + {s}*1]",
+            "tileloadd tmm5, [{p} + {s}*1]",
+            "tileloadd tmm6, [{p} + {s}*1]",
+            "tileloadd tmm7, [{p} + {s}*1]",
+            p = in(reg) p,
+            s = in(reg) 64usize,
+            options(nostack, readonly),
+        );
+        zero_acc();
+    }
+}
+
+/// `iters` rounds of four independent `tdpbusd` on the tile registers.
+///
+/// # Safety
+/// AMX is configured.
+#[inline(never)]
+unsafe fn tdp_loop(iters: u64) {
+    // SAFETY: the caller meets this function's contract; only tile registers and `n` change.
+    unsafe {
+        asm!(
+            "2:",
+            "tdpbusd tmm0, tmm4, tmm6",
+            "tdpbusd tmm1, tmm4, tmm7",
+            "tdpbusd tmm2, tmm5, tmm6",
+            "tdpbusd tmm3, tmm5, tmm7",
+            "dec {n}",
+            "jnz 2b",
+            n = inout(reg) iters => _,
+            options(nostack, nomem),
+        );
+    }
+}
+
+/// `iters` rounds of [`CHAIN`] dependent adds.
+#[inline(never)]
+fn add_chain(iters: u64) {
+    // SAFETY: only two general registers change.
+    unsafe {
+        asm!(
+            "2:",
+            ".rept 128",
+            "add {x}, {y}",
+            ".endr",
+            "dec {n}",
+            "jnz 2b",
+            n = inout(reg) iters => _,
+            x = inout(reg) 0u64 => _,
+            y = in(reg) 1u64,
+            options(nostack, nomem),
+        );
+    }
+}
+
+/// [`add_chain`] with four `tdpbusd` (64 cycles of the tile unit) every [`CHAIN`] adds.
+///
+/// # Safety
+/// AMX is configured.
+#[inline(never)]
+unsafe fn tdp_chain_loop(iters: u64) {
+    // SAFETY: the caller meets this function's contract; only registers change.
+    unsafe {
+        asm!(
+            "2:",
+            "tdpbusd tmm0, tmm4, tmm6",
+            ".rept 32",
+            "add {x}, {y}",
+            ".endr",
+            "tdpbusd tmm1, tmm4, tmm7",
+            ".rept 32",
+            "add {x}, {y}",
+            ".endr",
+            "tdpbusd tmm2, tmm5, tmm6",
+            ".rept 32",
+            "add {x}, {y}",
+            ".endr",
+            "tdpbusd tmm3, tmm5, tmm7",
+            ".rept 32",
+            "add {x}, {y}",
+            ".endr",
+            "dec {n}",
+            "jnz 2b",
+            n = inout(reg) iters => _,
+            x = inout(reg) 0u64 => _,
+            y = in(reg) 1u64,
+            options(nostack, nomem),
+        );
+    }
+}
