@@ -256,6 +256,43 @@ tiers!(gemm_larger_shapes, |isa| {
     }
 });
 
+// K around the group and the K-block sizes (AMX: one block up to 1,024 k, then equal blocks),
+// several row tiles with a partial last one (a tile's output stage runs during the next tile's
+// multiplies, from two alternating buffers), symmetric and asymmetric weights, 1 and 2 threads.
+tiers!(gemm_blocking_edges, |isa| {
+    let mut rng = Rng::new(2024);
+    for (i, &(m, n, k)) in [
+        (97, 45, 1),
+        (70, 33, 63),
+        (96, 64, 64),
+        (65, 40, 65),
+        (130, 70, 1024),
+        (100, 33, 1025),
+        (67, 50, 2049),
+        (40, 35, 4097),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let a = rng.codes::<i8>(m * k);
+        let w = rng.codes::<i8>(n * k);
+        let zin = rng.any_zero_point::<i8>(false);
+        let zw = if i % 2 == 0 {
+            vec![0]
+        } else {
+            weight_zero_points(&mut rng, n, |r| r.any_zero_point::<i8>(false))
+        };
+        let stage = Stage::random::<i8>(&mut rng, n, acc_mag(&a, zin, &w, &zw, k));
+        check_gemm(isa, &a, &w, m, n, k, zin, &zw, &stage, 1 + i % 2);
+        let a = rng.codes::<u8>(m * k);
+        let w = rng.codes::<u8>(n * k);
+        let zin = rng.any_zero_point::<u8>(true);
+        let zw = vec![128];
+        let stage = Stage::random::<u8>(&mut rng, n, acc_mag(&a, zin, &w, &zw, k));
+        check_gemm(isa, &a, &w, m, n, k, zin, &zw, &stage, 2 - i % 2);
+    }
+});
+
 // The AVX2 saturation worst case, and int32 wrap-around: every pair of products at the
 // extreme (255 * -128 and 255 * 127 after the canonical mapping), K up to 32,768, at a batch
 // of a few rows (the GEMV) and of more than one tile.

@@ -179,8 +179,8 @@ pub(crate) trait Kernel {
 
 /// One B sub-panel against every row tile of a row chunk: row tile `i` (rows `i * MR ..`) reads
 /// its A sub-panel at `a + i * a_stride`, keeps its partial sums at `c + (i % c_bufs) * MR * NR`
-/// (each tile its own buffer while K is split into blocks, one shared buffer when one block
-/// covers K), and is finished like [`TileOut`] with the chunk's row sums from `rowsum + i * MR`
+/// (each tile its own buffer while K is split into blocks, two buffers taken in turn when one
+/// block covers K), and is finished like [`TileOut`] with the chunk's row sums from `rowsum + i * MR`
 /// and its output rows from `out + i * MR * ldc`.
 pub(crate) struct Column<'a, A, B> {
     pub c: *mut i32,
@@ -602,11 +602,13 @@ impl PreparedGemm {
         let panels_per_block = panels_n.div_ceil(blocks_n);
         let blocks_n = panels_n.div_ceil(panels_per_block);
         let out_ptr = SendPtr(out.as_mut_ptr());
+        // One K block: two buffers, so a kernel may finish a tile's stored sums while it
+        // multiplies the next one.
         let cbuf_len = |mrows: usize| {
             if kblocks > 1 {
                 mrows * K::NR
             } else {
-                K::MR * K::NR
+                (2 * K::MR).min(mrows) * K::NR
             }
         };
         // The largest task's packed A, row sums and partial tiles, reserved for every thread
@@ -646,7 +648,11 @@ impl PreparedGemm {
                         unsafe {
                             K::column(&Column {
                                 c: cbuf.as_mut_ptr(),
-                                c_bufs: if kblocks > 1 { mrows / K::MR } else { 1 },
+                                c_bufs: if kblocks > 1 {
+                                    mrows / K::MR
+                                } else {
+                                    2.min(mrows / K::MR)
+                                },
                                 first: kb == 0,
                                 last: kb + 1 == kblocks,
                                 reverse: kb % 2 == 1,

@@ -134,6 +134,10 @@ impl Kernel for Amx {
     /// Every AMX core so far (Sapphire Rapids and later) has 2 MiB of L2: chunks of most of it
     /// read B from L3 once per many rows, where small chunks read it once per few rows.
     const MC_BYTES: usize = 1536 * 1024;
+    /// B sub-panels of up to 1,024 k (32 KiB of the 48 KiB L1): the accumulators go through
+    /// memory once per K block, and [`column`] streams A past the sub-panel with non-temporal
+    /// loads, so a sub-panel this large stays in L1.
+    const KC_BYTES: usize = 32 * 1024;
     const A_KG: usize = 64;
     const B_KG: usize = 4;
     type A = u8;
@@ -198,6 +202,10 @@ impl Kernel for Amx {
 /// Odd K blocks run the row tiles last to first ([`Column::reverse`]): the chunk's partial
 /// sums outgrow L1, and the ones stored last are the ones still there.
 ///
+/// In the last K block a tile's output stage runs a few rows at a time between the next
+/// tile's groups: run whole after its `tilestored`, its vector loads wait for the store to
+/// retire and fill the reorder buffer, so the next tile's `tdpbusd` could not start meanwhile.
+///
 /// # Safety
 /// As [`Kernel::column`]; AMX is available.
 unsafe fn column(col: &Column<u8, i8>) {
@@ -212,6 +220,11 @@ unsafe fn column(col: &Column<u8, i8>) {
         let mut pf = b.wrapping_add(sub);
         let pf_end = pf.wrapping_add(sub);
         let pf_lines = (sub / 64).div_ceil(tiles * groups);
+        // Rows of the pending tile finished after each group: at least a few, so the output
+        // stage's per-call constants are loaded for several rows.
+        let per_group = MR.div_ceil(groups).max(4);
+        // The previous tile's stored sums and output, waiting for their output stage.
+        let mut pending: Option<(*const i32, TileOut)> = None;
         for j in 0..tiles {
             let i = if col.reverse { tiles - 1 - j } else { j };
             let t = col.tile(i, MR, NR);
@@ -221,20 +234,51 @@ unsafe fn column(col: &Column<u8, i8>) {
                 load_acc(t.c);
             }
             for g in 0..groups {
-                step::<false>(t.a.add(g * MR * KG), KG, b.add(g * KG * NR));
+                step_streamed_a(t.a.add(g * MR * KG), b.add(g * KG * NR));
                 for _ in 0..pf_lines {
                     if pf < pf_end {
                         _mm_prefetch::<_MM_HINT_T1>(pf as *const i8);
                         pf = pf.wrapping_add(64);
                     }
                 }
+                if let Some((c, o)) = &pending {
+                    finish_rows(*c, o, g * per_group, (g + 1) * per_group);
+                }
+            }
+            if let Some((c, o)) = &pending {
+                finish_rows(*c, o, groups * per_group, MR);
             }
             store_acc(t.c);
-            if t.last {
-                finish(t.c, &col.out(i, MR));
-            }
+            pending = t.last.then(|| (t.c as *const i32, col.out(i, MR)));
+        }
+        if let Some((c, o)) = &pending {
+            finish(*c, o);
         }
     }
+}
+
+/// [`finish`] on rows `r0 .. r1` of the tile (those of them below `o.rows`).
+///
+/// # Safety
+/// As [`finish`].
+#[inline]
+unsafe fn finish_rows(c: *const i32, o: &TileOut, r0: usize, r1: usize) {
+    let r1 = r1.min(o.rows);
+    if r0 >= r1 {
+        return;
+    }
+    let part = TileOut {
+        rowsum: o.rowsum.wrapping_add(r0),
+        epi: o.epi,
+        n0: o.n0,
+        out: o.out.wrapping_add(r0 * o.ldc),
+        ldc: o.ldc,
+        rows: r1 - r0,
+        cols: o.cols,
+    };
+    // SAFETY: the caller meets this function's `# Safety` contract; rows r0 .. r1 of the
+    // tile, its row sums and its output rows are a part of those `o` covers.
+    unsafe { finish(c.add(r0 * NR), &part) }
 }
 
 /// Codes `k0 ..` of row `i` of a packed A panel, where a row's 64 codes of a group are one tile
@@ -626,6 +670,37 @@ pub(crate) unsafe fn step<const SIGNED: bool>(a: *const u8, lda: usize, b: *cons
                 options(nostack, readonly),
             )
         }
+    };
+}
+
+/// [`step`] (u8 rows) on a packed A sub-panel (rows `KG` apart) that is read once per B
+/// sub-panel: its tiles are loaded with the non-temporal hint (`tileloaddt1`), so that the
+/// stream of A does not evict the B sub-panel, which every row tile of the chunk reads from L1.
+///
+/// # Safety
+/// As [`step`] with `lda == KG`.
+#[inline(always)]
+unsafe fn step_streamed_a(a: *const u8, b: *const u8) {
+    let sb = NR * 4;
+    // SAFETY: the caller meets this function's contract; the loads stay in the rows and group.
+    unsafe {
+        asm!(
+            "tileloaddt1 tmm4, [{a0} + {sa}*1]",
+            "tileloadd tmm6, [{b0} + {sb}*1]",
+            "tileloadd tmm7, [{b1} + {sb}*1]",
+            "tdpbusd tmm0, tmm4, tmm6",
+            "tileloaddt1 tmm5, [{a1} + {sa}*1]",
+            "tdpbusd tmm1, tmm4, tmm7",
+            "tdpbusd tmm2, tmm5, tmm6",
+            "tdpbusd tmm3, tmm5, tmm7",
+            a0 = in(reg) a,
+            a1 = in(reg) a.add(16 * KG),
+            b0 = in(reg) b,
+            b1 = in(reg) b.add(64),
+            sa = in(reg) KG,
+            sb = in(reg) sb,
+            options(nostack, readonly),
+        )
     };
 }
 
