@@ -220,9 +220,9 @@ unsafe fn column(col: &Column<u8, i8>) {
         let mut pf = b.wrapping_add(sub);
         let pf_end = pf.wrapping_add(sub);
         let pf_lines = (sub / 64).div_ceil(tiles * groups);
-        // Rows of the pending tile finished after each group: at least a few, so the output
-        // stage's per-call constants are loaded for several rows.
-        let per_group = MR.div_ceil(groups).max(4);
+        // Rows of the pending tile finished after each group: spread over all the groups, as
+        // fewer rows a group left the tile unit less often waiting.
+        let per_group = MR.div_ceil(groups);
         // The previous tile's stored sums and output, waiting for their output stage.
         let mut pending: Option<(*const i32, TileOut)> = None;
         for j in 0..tiles {
