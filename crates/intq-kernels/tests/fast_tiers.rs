@@ -256,9 +256,10 @@ tiers!(gemm_larger_shapes, |isa| {
     }
 });
 
-// K around the group and the K-block sizes (AMX: one block up to 1,024 k, then equal blocks),
-// several row tiles with a partial last one (a tile's output stage runs during the next tile's
-// multiplies, from two alternating buffers), symmetric and asymmetric weights, 1 and 2 threads.
+// K around the group and the K-block sizes (AMX: blocks up to 512 k, and up to 1,024 k where M
+// and N are both 512 or more), several row tiles with a partial last one (a tile's output
+// stage runs during the next tile's multiplies, from two alternating buffers), symmetric and
+// asymmetric weights, 1 and 2 threads.
 tiers!(gemm_blocking_edges, |isa| {
     let mut rng = Rng::new(2024);
     for (i, &(m, n, k)) in [
@@ -270,6 +271,10 @@ tiers!(gemm_blocking_edges, |isa| {
         (100, 33, 1025),
         (67, 50, 2049),
         (40, 35, 4097),
+        (530, 515, 1024),
+        (513, 545, 1025),
+        (520, 512, 2049),
+        (512, 530, 65),
     ]
     .iter()
     .enumerate()

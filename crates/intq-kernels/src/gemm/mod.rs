@@ -114,6 +114,11 @@ pub(crate) trait Kernel {
     const KG: usize;
     /// Bytes of a B sub-panel (`kc x NR`) meant to stay in L1 while A streams past it.
     const KC_BYTES: usize = 16 * 1024;
+    /// [`Kernel::KC_BYTES`] for a GEMM whose M and N are both at least `LARGE_MN`: each B
+    /// sub-panel is reused by many row tiles, and fewer K blocks save the partial sums' trips
+    /// through memory.
+    const KC_BYTES_LARGE: usize = Self::KC_BYTES;
+    const LARGE_MN: usize = usize::MAX;
     /// Bytes of packed A and output rows a row chunk aims to keep in L2 while every B panel
     /// streams past it: the larger it is, the fewer times B is read from L3.
     const MC_BYTES: usize = 192 * 1024;
@@ -575,11 +580,6 @@ impl PreparedGemm {
         // sub-panels stream past it; partial tiles wait in `cbuf` between blocks (the int32
         // sums wrap the same in any grouping, so blocking is exact).
         let (kc_override, mc_override) = blocking_overrides();
-        let kc_bytes = kc_override.unwrap_or(K::KC_BYTES);
-        let gc_max = (kc_bytes / (K::NR * K::KG * std::mem::size_of::<K::B>())).max(1);
-        let kblocks = groups.div_ceil(gc_max);
-        // Equal blocks: a short last block would pay a partial-tile round trip for little work.
-        let gc = groups.div_ceil(kblocks);
         // A row chunk whose packed A and output rows (`MC_BYTES` together) stay in L2 while
         // every B panel streams past them.
         let mc_bytes = mc_override.unwrap_or(K::MC_BYTES);
@@ -594,6 +594,15 @@ impl PreparedGemm {
         // for few rows (2048 rows of 384 left 128; six chunks of 352 leave 288).
         mc = m.div_ceil(m.div_ceil(mc)).div_ceil(K::MR) * K::MR;
         let chunks_m = m.div_ceil(mc);
+        let kc_bytes = kc_override.unwrap_or(if m.min(n) >= K::LARGE_MN {
+            K::KC_BYTES_LARGE
+        } else {
+            K::KC_BYTES
+        });
+        let gc_max = (kc_bytes / (K::NR * K::KG * std::mem::size_of::<K::B>())).max(1);
+        let kblocks = groups.div_ceil(gc_max);
+        // Equal blocks: a short last block would pay a partial-tile round trip for little work.
+        let gc = groups.div_ceil(kblocks);
         let blocks_n = if chunks_m >= threads {
             1
         } else {

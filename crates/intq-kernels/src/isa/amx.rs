@@ -134,10 +134,13 @@ impl Kernel for Amx {
     /// Every AMX core so far (Sapphire Rapids and later) has 2 MiB of L2: chunks of most of it
     /// read B from L3 once per many rows, where small chunks read it once per few rows.
     const MC_BYTES: usize = 1536 * 1024;
-    /// B sub-panels of up to 1,024 k (32 KiB of the 48 KiB L1): the accumulators go through
-    /// memory once per K block, and [`column`] streams A past the sub-panel with non-temporal
-    /// loads, so a sub-panel this large stays in L1.
-    const KC_BYTES: usize = 32 * 1024;
+    /// A large GEMM's B sub-panels hold up to 1,024 k (32 KiB of the 48 KiB L1): a 32 x 32
+    /// tile's accumulators then go through memory once per 1,024 k, and draining the four
+    /// accumulators costs the tile unit hundreds of cycles. [`column`] streams A past the
+    /// sub-panel with non-temporal loads, so it stays in L1. A network's layers (M or N
+    /// below 512) keep 16 KiB sub-panels, which ran them faster.
+    const KC_BYTES_LARGE: usize = 32 * 1024;
+    const LARGE_MN: usize = 512;
     const A_KG: usize = 64;
     const B_KG: usize = 4;
     type A = u8;
