@@ -208,10 +208,127 @@ impl Kernel for Amx {
 /// In the last K block a tile's output stage runs a few rows at a time between the next
 /// tile's groups: run whole after its `tilestored`, its vector loads wait for the store to
 /// retire and fill the reorder buffer, so the next tile's `tdpbusd` could not start meanwhile.
+/// The columns, and so the stage's constants, are the same for every tile of `col`: for the
+/// usual flags ([`Lean16`]) they are loaded once and kept in registers across the loop.
 ///
 /// # Safety
 /// As [`Kernel::column`]; AMX is available.
 unsafe fn column(col: &Column<u8, i8>) {
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        let epi = col.epi;
+        // Only the last K block finishes tiles; the others need no constants.
+        if col.last && epi.vector_ok && epi.zw_zero && epi.lshift_zero && epi.clamp_first {
+            column_lean(col);
+        } else {
+            column_with(col, &AnyRows);
+        }
+    }
+}
+
+/// [`column`] for an epilogue with [`Lean16`]'s flags.
+///
+/// # Safety
+/// As [`column`]; the epilogue is vector-ready with `zw_zero`, `lshift_zero` and
+/// `clamp_first`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+unsafe fn column_lean(col: &Column<u8, i8>) {
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        let epi = col.epi;
+        let (k0, k1) = (Lean16::load(epi, col.n0), Lean16::load(epi, col.n0 + 16));
+        match (lean_nonneg(col.cols, &k0, &k1), epi.zout_folded) {
+            (true, true) => column_with(col, &LeanRows::<true, true> { k0, k1 }),
+            (true, false) => column_with(col, &LeanRows::<true, false> { k0, k1 }),
+            (false, true) => column_with(col, &LeanRows::<false, true> { k0, k1 }),
+            (false, false) => column_with(col, &LeanRows::<false, false> { k0, k1 }),
+        }
+    }
+}
+
+/// The output stage of rows `r0 .. r1` of a stored tile (those below `o.rows`).
+trait RowStage {
+    /// # Safety
+    /// As [`finish`] for those rows.
+    unsafe fn rows(&self, c: *const i32, o: &TileOut, r0: usize, r1: usize);
+}
+
+/// Any epilogue, through [`finish`].
+struct AnyRows;
+
+impl RowStage for AnyRows {
+    #[inline(always)]
+    unsafe fn rows(&self, c: *const i32, o: &TileOut, r0: usize, r1: usize) {
+        // SAFETY: the caller meets this function's `# Safety` contract.
+        unsafe { finish_rows(c, o, r0, r1) }
+    }
+}
+
+/// An epilogue with [`Lean16`]'s flags, its two column groups' constants loaded.
+struct LeanRows<const NN: bool, const ZF: bool> {
+    k0: Lean16,
+    k1: Lean16,
+}
+
+impl<const NN: bool, const ZF: bool> RowStage for LeanRows<NN, ZF> {
+    #[inline(always)]
+    unsafe fn rows(&self, c: *const i32, o: &TileOut, r0: usize, r1: usize) {
+        // SAFETY: the caller meets this function's `# Safety` contract; this runs inlined in
+        // `column_with`, which has the AVX-512 features `lean_rows` needs.
+        unsafe { lean_rows::<NN, ZF>(c, o, r0, r1.min(o.rows), &self.k0, &self.k1) }
+    }
+}
+
+/// Whether every stored column's clamp floor is at least 0 ([`Lean16::requant`]'s `NN`).
+///
+/// # Safety
+/// The CPU has AVX-512 F.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn lean_nonneg(cols: usize, k0: &Lean16, k1: &Lean16) -> bool {
+    // Only the stored columns' floors count: a padding column's result is never stored.
+    let mask = prefix_mask(cols.min(NR));
+    let zero = _mm512_setzero_si512();
+    let neg = _mm512_mask_cmplt_epi32_mask(mask as __mmask16, k0.pre_lo, zero)
+        | _mm512_mask_cmplt_epi32_mask((mask >> 16) as __mmask16, k1.pre_lo, zero);
+    neg == 0
+}
+
+/// Rows `r0 .. r1` of [`finish_lean_as`].
+///
+/// # Safety
+/// As [`finish_lean_as`], for rows `r0 .. r1` (`r1 <= o.rows`).
+#[inline(always)]
+unsafe fn lean_rows<const NN: bool, const ZF: bool>(
+    c: *const i32,
+    o: &TileOut,
+    r0: usize,
+    r1: usize,
+    k0: &Lean16,
+    k1: &Lean16,
+) {
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        let idx = _mm512_loadu_si512(LOW_BYTES.as_ptr() as *const __m512i);
+        let mask = prefix_mask(o.cols.min(NR)) as __mmask32;
+        for i in r0..r1 {
+            let v0 = _mm512_loadu_si512(c.add(i * NR) as *const __m512i);
+            let v1 = _mm512_loadu_si512(c.add(i * NR + 16) as *const __m512i);
+            let q0 = k0.requant::<NN, ZF>(v0, o.epi);
+            let q1 = k1.requant::<NN, ZF>(v1, o.epi);
+            let bytes = _mm512_castsi512_si256(_mm512_permutex2var_epi8(q0, idx, q1));
+            _mm256_mask_storeu_epi8(o.out.add(i * o.ldc) as *mut i8, mask, bytes);
+        }
+    }
+}
+
+/// [`column`]'s loop with the output stage `stage`.
+///
+/// # Safety
+/// As [`column`]; `stage` fits `col`'s epilogue.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+unsafe fn column_with<S: RowStage>(col: &Column<u8, i8>, stage: &S) {
     // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
     unsafe {
         ensure_configured();
@@ -245,17 +362,17 @@ unsafe fn column(col: &Column<u8, i8>) {
                     }
                 }
                 if let Some((c, o)) = &pending {
-                    finish_rows(*c, o, g * per_group, (g + 1) * per_group);
+                    stage.rows(*c, o, g * per_group, (g + 1) * per_group);
                 }
             }
             if let Some((c, o)) = &pending {
-                finish_rows(*c, o, groups * per_group, MR);
+                stage.rows(*c, o, groups * per_group, MR);
             }
             store_acc(t.c);
             pending = t.last.then(|| (t.c as *const i32, col.out(i, MR)));
         }
         if let Some((c, o)) = &pending {
-            finish(*c, o);
+            stage.rows(*c, o, 0, MR);
         }
     }
 }
@@ -513,12 +630,7 @@ unsafe fn finish_lean(c: *const i32, o: &TileOut) {
     // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
     unsafe {
         let (k0, k1) = (Lean16::load(o.epi, o.n0), Lean16::load(o.epi, o.n0 + 16));
-        // Only the stored columns' floors count: a padding column's result is never stored.
-        let mask = prefix_mask(o.cols.min(NR));
-        let zero = _mm512_setzero_si512();
-        let neg = _mm512_mask_cmplt_epi32_mask(mask as __mmask16, k0.pre_lo, zero)
-            | _mm512_mask_cmplt_epi32_mask((mask >> 16) as __mmask16, k1.pre_lo, zero);
-        match (neg == 0, o.epi.zout_folded) {
+        match (lean_nonneg(o.cols, &k0, &k1), o.epi.zout_folded) {
             (true, true) => finish_lean_as::<true, true>(c, o, k0, k1),
             (true, false) => finish_lean_as::<true, false>(c, o, k0, k1),
             (false, true) => finish_lean_as::<false, true>(c, o, k0, k1),
