@@ -24,6 +24,15 @@ fn stage(m: &QuantizedMultiplier) -> OutputStage<'_> {
 }
 
 fn gemm(c: &mut Criterion) {
+    // The ceiling the AMX rows compare with: 1,024 multiply-adds a cycle when the tile unit
+    // never waits (`intq_kernels::gemm::amx_peak`).
+    #[cfg(target_arch = "x86_64")]
+    if let Some(p) = intq_kernels::gemm::amx_peak(2_000_000) {
+        println!(
+            "amx peak (tdpbusd on tile registers, one core): {:.0} GOPS at {:.2} GHz",
+            p.gops, p.ghz_under_amx
+        );
+    }
     let mult = QuantizedMultiplier::from_real(1e-4).unwrap();
     let mut g = c.benchmark_group("gemm_i8");
     g.sample_size(10);
