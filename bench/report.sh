@@ -66,13 +66,14 @@ log "intq bench isa"
 "$intq" bench isa >"$work/isa.txt"
 
 if [ "$quick" = 1 ]; then
-  qs_args=(--tiny) models=(small-cnn) iters=(--iters 3) gemm=256 gemm_ms=50
+  qs_args=(--tiny) models=(small-cnn) iters=(--iters 3) gemm=256 gemm_ms=50 gemm_large=
   peer_args=(--model small-cnn --batch 1 --threads 1 --reps 1 --min-ms 50)
   ref_args=(--model small-cnn --batch 1 --threads 1 --reps 1 --min-ms 50)
   dp_args=(1 2)
   capi_args=(small-cnn)
 else
   qs_args=() models=(resnet20 mobilenet-v2 resnet18) iters=() gemm=1024 gemm_ms=1000
+  gemm_large=2048
   peer_args=(--model resnet20 --model mobilenet-v2 --model resnet18 --batch 1,32 --threads 1,2)
   # TFLite's reference kernels are slow: one small model, for the output codes.
   ref_args=(--model resnet20 --batch 1 --threads 1 --reps 1)
@@ -93,6 +94,11 @@ done
 log "intq bench gemm ${gemm}^3, 1 thread"
 "$intq" bench gemm --m "$gemm" --k "$gemm" --n "$gemm" --threads 1 --no-reference \
   --min-ms "$gemm_ms" --json | tail -n 1 >"$work/gemm.json"
+if [ -n "$gemm_large" ]; then
+  log "intq bench gemm ${gemm_large}^3, 1 thread"
+  "$intq" bench gemm --m "$gemm_large" --k "$gemm_large" --n "$gemm_large" --threads 1 \
+    --no-reference --no-portable --min-ms "$gemm_ms" --json | tail -n 1 >"$work/gemm-large.json"
+fi
 
 log "bench/capi_startup.sh ${capi_args[*]}"
 bench/capi_startup.sh "$work/capi.json" "${capi_args[@]}"
@@ -157,6 +163,7 @@ for f in sorted(os.listdir(work)):
     if f.startswith("model-") and f.endswith(".json"):
         models[f[6:-5]] = load_json(f)
 gemm = load_json("gemm.json")
+gemm_large = load_json("gemm-large.json")
 capi = load_json("capi.json")
 peers = load_json("peers.json")
 if peers is not None:
@@ -331,12 +338,18 @@ for m, js in models.items():
     p.append(f"| {m} | {js.get('isa', '?')} | {num(js.get('ms_median'), 3)} | {num(f32, 3)} | "
              f"{num(js['ms_median'] / f32) if f32 else 'n/a'} | {num(js.get('gops'), 1)} |")
 p.append("")
-if gemm:
-    p.append(f"GEMM {gemm['m']}×{gemm['k']}×{gemm['n']} ({gemm['dtype']}, fused requantizing "
-             f"output stage), `intq bench gemm`, 1 thread: {num(gemm['gops'], 1)} GOPS on "
-             f"`{gemm['isa']}`"
-             + (f", {num(gemm['speedup_vs_portable'], 1)}× the portable tier in the same run"
-                if gemm.get("speedup_vs_portable") else "") + ".\n")
+for g in (gemm, gemm_large):
+    if not g:
+        continue
+    peak = g.get("amx_peak_gops")
+    p.append(f"GEMM {g['m']}×{g['k']}×{g['n']} ({g['dtype']}, fused requantizing "
+             f"output stage), `intq bench gemm`, 1 thread: {num(g['gops'], 1)} GOPS on "
+             f"`{g['isa']}`"
+             + (f", {num(g['speedup_vs_portable'], 1)}× the portable tier in the same run"
+                if g.get("speedup_vs_portable") else "")
+             + (f"; {pct(g['share_of_amx_peak'])} of the AMX peak measured after it "
+                f"({num(peak, 0)} GOPS: `tdpbusd` on tile registers, one core)" if peak else "")
+             + ".\n")
 
 p.append("## Deployment: libintq\n")
 if capi:

@@ -909,6 +909,14 @@ fn gemm(a: GemmArgs) -> Result<()> {
     let fast = gops(r.fast);
     let portable = r.portable.map(gops);
     let reference = r.reference.map(gops);
+    // The AMX tier's ceiling on one core, measured right after the GEMM under the same clock.
+    #[cfg(target_arch = "x86_64")]
+    let peak = (isa == Isa::Amx && threads == 1)
+        .then(|| intq_kernels::gemm::amx_peak(2_000_000))
+        .flatten()
+        .map(|p| p.gops);
+    #[cfg(not(target_arch = "x86_64"))]
+    let peak: Option<f64> = None;
     if a.json {
         // Tiers not measured are `null`.
         #[derive(Serialize)]
@@ -926,6 +934,9 @@ fn gemm(a: GemmArgs) -> Result<()> {
             reference_gops: Option<f64>,
             speedup_vs_portable: Option<f64>,
             speedup_vs_reference: Option<f64>,
+            /// Measured AMX peak of one core (amx, one thread only) and the GEMM's share of it.
+            amx_peak_gops: Option<f64>,
+            share_of_amx_peak: Option<f64>,
         }
         let opt = |g: Option<f64>| g.map(|g| fixed(g, 3));
         print_json(&Out {
@@ -942,6 +953,8 @@ fn gemm(a: GemmArgs) -> Result<()> {
             reference_gops: opt(reference),
             speedup_vs_portable: opt(portable.map(|p| fast / p)),
             speedup_vs_reference: opt(reference.map(|g| fast / g)),
+            amx_peak_gops: opt(peak),
+            share_of_amx_peak: peak.map(|p| fixed(fast / p, 4)),
         })?;
     } else {
         println!(
@@ -962,6 +975,12 @@ fn gemm(a: GemmArgs) -> Result<()> {
             println!(
                 "  scalar reference, same run: {g:.2} GOPS ({:.0}x)",
                 fast / g
+            );
+        }
+        if let Some(p) = peak {
+            println!(
+                "  amx peak measured after it (tdpbusd on tile registers): {p:.0} GOPS; the GEMM is {:.1}% of it",
+                100.0 * fast / p
             );
         }
     }

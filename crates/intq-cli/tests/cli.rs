@@ -47,6 +47,60 @@ fn bytes_of(t: &TensorData) -> Vec<u8> {
     }
 }
 
+/// `intq bench gemm --json` on one thread states the measured AMX peak and the GEMM's share of
+/// it exactly when it ran the AMX tier, and never invents one for another tier.
+#[test]
+fn bench_gemm_reports_the_amx_peak_with_the_amx_tier() {
+    let isa = String::from_utf8(intq(&["bench", "isa"]).stdout).unwrap();
+    let have_amx = isa
+        .lines()
+        .any(|l| l.starts_with("available:") && l.split_whitespace().any(|w| w == "amx"));
+    let mut tiers = vec!["portable"];
+    if have_amx {
+        tiers.push("amx");
+    }
+    for tier in tiers {
+        let out = intq(&[
+            "bench",
+            "gemm",
+            "--m",
+            "64",
+            "--k",
+            "64",
+            "--n",
+            "64",
+            "--threads",
+            "1",
+            "--isa",
+            tier,
+            "--min-ms",
+            "1",
+            "--no-reference",
+            "--no-portable",
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j = common::json(&String::from_utf8(out.stdout).unwrap());
+        assert_eq!(j["isa"], tier);
+        let (gops, peak, share) = (
+            j["gops"].as_f64().unwrap(),
+            j["amx_peak_gops"].as_f64(),
+            j["share_of_amx_peak"].as_f64(),
+        );
+        if tier == "amx" {
+            let (peak, share) = (peak.expect("amx peak"), share.expect("share"));
+            assert!(peak > 0.0 && gops > 0.0, "{j}");
+            assert!((share - gops / peak).abs() < 1e-3, "{j}");
+        } else {
+            assert!(peak.is_none() && share.is_none(), "{j}");
+        }
+    }
+}
+
 #[test]
 fn inspect_and_run_a_saved_model() {
     for (dtype, tag) in [(DType::U8, "u8"), (DType::I8, "i8")] {
