@@ -763,6 +763,45 @@ tiers!(conv_output_channels_over_many_panels, |isa| {
     }
 });
 
+/// Layers of at most 16 output channels (VNNI's 16-row, one-vector implicit tile): pixel
+/// counts around whole 16-row tiles (1, 15, 16, 17, 31, 32, 33 pixels in one image, or a few
+/// images), channels a multiple of 4 and a stem's 3, windows 1x1 to 3x3, strides 1 and 2,
+/// per-tensor or per-channel weight zero points, one to three threads.
+fn narrow_output_conv<T: Code8>(isa: Isa, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let oc = [1, 2, 7, 8, 15, 16][rng.size(0, 5)];
+    let ic = [3, 4, 8, 12, 16, 20, 32, 48, 64][rng.size(0, 8)];
+    let k = [1, 3][rng.size(0, 1)];
+    let s = rng.size(1, 2);
+    let (b, ih, iw) = if rng.int(0, 2) == 0 {
+        (rng.size(2, 3), rng.size(1, 6), rng.size(1, 6))
+    } else {
+        // One row of `w` pixels (SAME padding keeps the size at stride 1).
+        (1, 1, [1, 15, 16, 17, 31, 32, 33][rng.size(0, 6)])
+    };
+    let padding = [Padding::Same, Padding::Valid][rng.size(0, 1)];
+    let Some(((oh, ow), params)) = geometry(padding, (ih, iw), (k, k), (s, s), (1, 1)) else {
+        return;
+    };
+    let shapes = ([b, ih, iw, ic], [oc, k, k, ic], [b, oh, ow, oc]);
+    let threads = rng.size(1, 3);
+    check_random_conv::<T>(
+        isa,
+        &mut rng,
+        shapes,
+        params,
+        threads,
+        &format!("narrow-output conv seed {seed}"),
+    );
+}
+
+tiers!(conv_narrow_outputs, |isa| {
+    for s in 0..80 {
+        narrow_output_conv::<u8>(isa, 9900 + s);
+        narrow_output_conv::<i8>(isa, 9990 + s);
+    }
+});
+
 /// Inputs whose channels are off the 8-code group (1 to 15 but 8) under windows up to 7x7
 /// (ResNet-18's stem), strides 1 and 2, paddings up to 3: on AVX2 each filter row's run is
 /// padded to whole groups with zero weights and read straight from the image, the padding

@@ -203,6 +203,33 @@ unsafe fn finish_acc<const R: usize, const H: usize>(acc: &[[__m512i; H]; R], o:
             let signed = epi.cmin >= -128 && epi.cmax <= 127;
             let unsigned = epi.cmin >= 0 && epi.cmax <= 255;
             let mut first = 0;
+            // After the packs, dword `4L + s` is lane `L` of vector `s`; back to `4s + L`.
+            let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+            let pack = |q: [__m512i; 4]| {
+                let lo = _mm512_packs_epi32(q[0], q[1]);
+                let hi = _mm512_packs_epi32(q[2], q[3]);
+                let bytes = if signed {
+                    _mm512_packs_epi16(lo, hi)
+                } else {
+                    _mm512_packus_epi16(lo, hi)
+                };
+                _mm512_permutexvar_epi32(order, bytes)
+            };
+            if (signed || unsigned) && H == 1 && cols == 16 && ldc == 16 {
+                // Four rows of 16 codes, adjacent in the output, as one 64-code store.
+                let k = Cols16::load(epi, n0);
+                while first + 4 <= rows {
+                    let i = first;
+                    let v = pack([
+                        k.requant(acc[i][0], _mm512_set1_epi32(*rowsum.add(i)), epi),
+                        k.requant(acc[i + 1][0], _mm512_set1_epi32(*rowsum.add(i + 1)), epi),
+                        k.requant(acc[i + 2][0], _mm512_set1_epi32(*rowsum.add(i + 2)), epi),
+                        k.requant(acc[i + 3][0], _mm512_set1_epi32(*rowsum.add(i + 3)), epi),
+                    ]);
+                    _mm512_storeu_si512(out.add(first * 16) as *mut __m512i, v);
+                    first += 4;
+                }
+            }
             if (signed || unsigned) && (H == 2 || H == 4) && cols == 16 * H {
                 let k: [Cols16; 4] = [
                     Cols16::load(epi, n0),
@@ -210,18 +237,6 @@ unsafe fn finish_acc<const R: usize, const H: usize>(acc: &[[__m512i; H]; R], o:
                     Cols16::load(epi, n0 + 16 * (H / 2)),
                     Cols16::load(epi, n0 + 16 * (H - 1)),
                 ];
-                // After the packs, dword `4L + s` is lane `L` of vector `s`; back to `4s + L`.
-                let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-                let pack = |q: [__m512i; 4]| {
-                    let lo = _mm512_packs_epi32(q[0], q[1]);
-                    let hi = _mm512_packs_epi32(q[2], q[3]);
-                    let bytes = if signed {
-                        _mm512_packs_epi16(lo, hi)
-                    } else {
-                        _mm512_packus_epi16(lo, hi)
-                    };
-                    _mm512_permutexvar_epi32(order, bytes)
-                };
                 if H == 4 {
                     for (i, acc_i) in acc.iter().enumerate().take(rows) {
                         let rs = _mm512_set1_epi32(*rowsum.add(i));
@@ -751,9 +766,81 @@ unsafe fn tile_wide(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
     }
 }
 
-/// This tier's implicit-GEMM convolution: layers wider than one panel on [`VnniWide`]'s
-/// 6 x 64 tile, the rest on the 8 x 32 one (a 64-column tile over 32 real columns would
-/// multiply half zeros), as do pointwise layers over few channels.
+/// The implicit GEMM's narrow tile: 16 rows by one vector of 16 columns, for layers of at most
+/// 16 output channels, where the 8 x 32 tile's second vector multiplies zero columns: each
+/// step's one B vector serves 16 rows.
+pub(crate) struct VnniNarrow;
+
+const NMR: usize = 16;
+
+impl crate::gemm::ImplicitKernel for VnniNarrow {
+    type E = u8;
+    type B = i8;
+    const MR: usize = NMR;
+    /// The packed panels' width; the tile reads their first 16 columns.
+    const NR: usize = NR;
+    const KG: usize = KG;
+    /// # Safety
+    /// As [`crate::gemm::ImplicitKernel::canon_row`].
+    unsafe fn canon_row<T: crate::gemm::Code8>(
+        codes: &[T],
+        c: usize,
+        dst: &mut [u8],
+        sums: &mut [i32],
+    ) {
+        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+        unsafe { canon_row(codes, c, dst, sums) }
+    }
+    /// # Safety
+    /// As [`crate::gemm::ImplicitKernel::widen_3_4`].
+    unsafe fn widen_3_4<T: crate::gemm::Code8>(
+        codes: &[T],
+        zc_code: i32,
+        dst: &mut [u8],
+        sums: &mut [i32],
+    ) {
+        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+        unsafe { widen_3_4(codes, zc_code, dst, sums) }
+    }
+    /// # Safety
+    /// As [`crate::gemm::ImplicitKernel::tile_implicit`], with `o.cols <= 16`.
+    unsafe fn tile_implicit(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
+        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+        unsafe { tile_narrow(rows_a, b, o) }
+    }
+}
+
+/// [`VnniNarrow`]'s tile: [`tile_implicit`]'s products on the panel's first 16 columns.
+///
+/// # Safety
+/// As [`crate::gemm::ImplicitKernel::tile_implicit`], on AVX-512 VNNI, with `o.cols <= 16`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_narrow(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        debug_assert!(o.cols <= 16);
+        let base = &rows_a.base[..NMR];
+        let (kh, run_groups, stride) = (rows_a.kh, rows_a.run_groups, rows_a.row_stride);
+        let mut acc = [[_mm512_setzero_si512(); 1]; NMR];
+        for fy in 0..kh {
+            let bp = b.add(fy * run_groups * NR * KG);
+            for g in 0..run_groups {
+                let bv = _mm512_loadu_si512(bp.add(g * NR * KG) as *const __m512i);
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    let ap = base[i].add(fy * stride + g * KG) as *const i32;
+                    acc_i[0] =
+                        _mm512_dpbusd_epi32(acc_i[0], _mm512_set1_epi32(ap.read_unaligned()), bv);
+                }
+            }
+        }
+        finish_acc(&acc, o);
+    }
+}
+
+/// This tier's implicit-GEMM convolution: layers of at most 16 output channels on
+/// [`VnniNarrow`]'s 16 x 16 tile, layers wider than one panel on [`VnniWide`]'s 6 x 64 tile,
+/// the rest on the 8 x 32 one (a 64-column tile over 32 real columns would multiply half
+/// zeros), as do pointwise layers over few channels.
 pub(crate) fn implicit_conv<T: crate::gemm::Code8>(
     plan: &crate::gemm::Conv2dPlan,
     input: &[T],
@@ -767,7 +854,9 @@ pub(crate) fn implicit_conv<T: crate::gemm::Code8>(
     // of 5 to 16 channels keep the 8 x 32 tile; a stem's 3 channels, padded to 4 under a
     // window wider than a pixel, take the wide one.
     let in_c = input_shape[3];
-    if output_shape[3] > NR && (in_c > 16 || in_c <= KG) {
+    if output_shape[3] <= 16 {
+        plan.run_implicit::<VnniNarrow, T>(input, input_shape, output, output_shape, threads)
+    } else if output_shape[3] > NR && (in_c > 16 || in_c <= KG) {
         plan.run_implicit::<VnniWide, T>(input, input_shape, output, output_shape, threads)
     } else {
         plan.run_implicit::<Vnni, T>(input, input_shape, output, output_shape, threads)
