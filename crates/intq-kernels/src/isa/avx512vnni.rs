@@ -881,7 +881,34 @@ unsafe fn canon_row<T: crate::gemm::Code8>(
         let flip = _mm512_set1_epi8(if T::A_OFFSET != 0 { -128 } else { 0 });
         let s = codes.as_ptr() as *const u8;
         let d = dst.as_mut_ptr();
-        for (px, sum) in sums.iter_mut().enumerate() {
+        let mut first = 0;
+        if c == 8 || c == 16 || c == 32 {
+            // Several pixels per vector: `vpsadbw`'s qword sums added up within each pixel's
+            // 8, 16 or 32 bytes, then one permute gathers the pixels' sums, where a reduction
+            // per pixel costs more than mapping its codes.
+            let per = 64 / c;
+            let idx = _mm512_mullo_epi32(
+                _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                _mm512_set1_epi32((c / 4) as i32),
+            );
+            let keep = ((1u32 << per) - 1) as __mmask16;
+            let whole = sums.len() / per * per;
+            while first < whole {
+                let mut t = _mm512_setzero_si512();
+                let v = canon_load(s.add(first * c), !0, flip, &mut t);
+                _mm512_storeu_si512(d.add(first * c) as *mut __m512i, v);
+                if c >= 16 {
+                    t = _mm512_add_epi64(t, _mm512_shuffle_epi32::<0x4E>(t));
+                }
+                if c >= 32 {
+                    t = _mm512_add_epi64(t, _mm512_shuffle_i64x2::<0xB1>(t, t));
+                }
+                let px_sums = _mm512_permutexvar_epi32(idx, t);
+                _mm512_mask_storeu_epi32(sums.as_mut_ptr().add(first), keep, px_sums);
+                first += per;
+            }
+        }
+        for (px, sum) in sums.iter_mut().enumerate().skip(first) {
             let mut acc = _mm512_setzero_si512();
             let end = (px + 1) * c;
             let mut j = px * c;
