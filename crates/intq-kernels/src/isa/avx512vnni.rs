@@ -822,6 +822,26 @@ unsafe fn tile_narrow(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
         let base = &rows_a.base[..NMR];
         let (kh, run_groups, stride) = (rows_a.kh, rows_a.run_groups, rows_a.row_stride);
         let mut acc = [[_mm512_setzero_si512(); 1]; NMR];
+        // Rows `D` bytes apart (a tile inside one output row of a stride-1 layer over 16 or 32
+        // channels, or a pointwise one over 32 or 64) read from one pointer at fixed offsets:
+        // 16 row pointers do not fit the general registers, and reloading the spilled ones
+        // sits beside every step's broadcasts.
+        let p0 = base[0] as usize;
+        let apart = |d: usize| {
+            base.iter()
+                .enumerate()
+                .all(|(i, &r)| r as usize == p0 + i * d)
+        };
+        let d = (base[1] as usize).wrapping_sub(p0);
+        if matches!(d, 16 | 32 | 64) && apart(d) {
+            match d {
+                16 => narrow_steps::<16>(base[0], kh, run_groups, stride, b, &mut acc),
+                32 => narrow_steps::<32>(base[0], kh, run_groups, stride, b, &mut acc),
+                _ => narrow_steps::<64>(base[0], kh, run_groups, stride, b, &mut acc),
+            }
+            finish_acc(&acc, o);
+            return;
+        }
         for fy in 0..kh {
             let bp = b.add(fy * run_groups * NR * KG);
             for g in 0..run_groups {
@@ -834,6 +854,38 @@ unsafe fn tile_narrow(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
             }
         }
         finish_acc(&acc, o);
+    }
+}
+
+/// [`tile_narrow`]'s steps for rows `D` bytes apart from `a`, added to `acc`.
+///
+/// # Safety
+/// The CPU has AVX-512 VNNI; row `i`'s runs start at `a + i * D` and are as
+/// [`tile_narrow`]'s; `b` is its packed panel.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn narrow_steps<const D: usize>(
+    a: *const u8,
+    kh: usize,
+    run_groups: usize,
+    stride: usize,
+    b: *const i8,
+    acc: &mut [[__m512i; 1]; NMR],
+) {
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        for fy in 0..kh {
+            let bp = b.add(fy * run_groups * NR * KG);
+            let ap = a.add(fy * stride);
+            for g in 0..run_groups {
+                let bv = _mm512_loadu_si512(bp.add(g * NR * KG) as *const __m512i);
+                let row = ap.add(g * KG);
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    let av = _mm512_set1_epi32((row.add(i * D) as *const i32).read_unaligned());
+                    acc_i[0] = _mm512_dpbusd_epi32(acc_i[0], av, bv);
+                }
+            }
+        }
     }
 }
 
