@@ -249,6 +249,21 @@ unsafe fn finish_acc<const R: usize, const H: usize>(acc: &[[__m512i; H]; R], o:
                         _mm512_storeu_si512(out.add(i * ldc) as *mut __m512i, v);
                     }
                     first = rows;
+                } else if epi.zw_zero && epi.lshift_zero && epi.clamp_first {
+                    // The usual flags as constants, and RoundingDivideByPOT's sign term left out
+                    // under a floor of at least 0 (a ReLU's): tested per vector, the flags are
+                    // reloaded after every store, which may alias the epilogue.
+                    let zero = _mm512_setzero_si512();
+                    let nn = _mm512_cmplt_epi32_mask(k[0].pre_lo, zero)
+                        | _mm512_cmplt_epi32_mask(k[1].pre_lo, zero)
+                        == 0;
+                    let (k0, k1) = (k[0], k[1]);
+                    first = match (nn, epi.zout_folded) {
+                        (true, true) => pairs_lean::<R, H, true, true>(acc, o, k0, k1, signed),
+                        (true, false) => pairs_lean::<R, H, true, false>(acc, o, k0, k1, signed),
+                        (false, true) => pairs_lean::<R, H, false, true>(acc, o, k0, k1, signed),
+                        (false, false) => pairs_lean::<R, H, false, false>(acc, o, k0, k1, signed),
+                    };
                 } else {
                     while first + 2 <= rows {
                         let i = first;
@@ -291,6 +306,52 @@ unsafe fn finish_acc<const R: usize, const H: usize>(acc: &[[__m512i; H]; R], o:
             }
             epi.finish_scalar(raw.as_flattened(), 16 * H, o);
         }
+    }
+}
+
+/// [`finish_acc`]'s pairs of 32-code rows for an epilogue with `zw_zero`, `lshift_zero` and
+/// `clamp_first` ([`Cols16::requant_lean`]), `k0` and `k1` its two column groups; returns the
+/// rows done (the whole pairs).
+///
+/// # Safety
+/// As [`finish_acc`], with `H == 2`, `o.cols == 32` and the clamp inside i8's range (`signed`)
+/// or u8's; `NN` only when every `pre_lo` of the 32 columns is at least 0;
+/// `ZF == o.epi.zout_folded`.
+#[inline(always)]
+unsafe fn pairs_lean<const R: usize, const H: usize, const NN: bool, const ZF: bool>(
+    acc: &[[__m512i; H]; R],
+    o: &TileOut,
+    k0: Cols16,
+    k1: Cols16,
+    signed: bool,
+) -> usize {
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        let (epi, out, ldc) = (o.epi, o.out, o.ldc);
+        let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        let mut i = 0;
+        while i + 2 <= o.rows {
+            let lo = _mm512_packs_epi32(
+                k0.requant_lean::<NN, ZF>(acc[i][0], epi),
+                k1.requant_lean::<NN, ZF>(acc[i][1], epi),
+            );
+            let hi = _mm512_packs_epi32(
+                k0.requant_lean::<NN, ZF>(acc[i + 1][0], epi),
+                k1.requant_lean::<NN, ZF>(acc[i + 1][1], epi),
+            );
+            let bytes = if signed {
+                _mm512_packs_epi16(lo, hi)
+            } else {
+                _mm512_packus_epi16(lo, hi)
+            };
+            let v = _mm512_permutexvar_epi32(order, bytes);
+            _mm256_storeu_si256(out.add(i * ldc) as *mut __m256i, _mm512_castsi512_si256(v));
+            // The upper half to the next row (the masked store writes only it).
+            let next = out.add((i + 1) * ldc).wrapping_sub(32);
+            _mm512_mask_storeu_epi8(next as *mut i8, !0u64 << 32, v);
+            i += 2;
+        }
+        i
     }
 }
 
@@ -392,6 +453,48 @@ impl Cols16 {
     pub(crate) unsafe fn requant(&self, acc: __m512i, rowsum: __m512i, epi: &Epilogue) -> __m512i {
         // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
         unsafe { self.requant_as(acc, rowsum, epi, StageFlags::of(epi)) }
+    }
+
+    /// [`Cols16::requant`] for an epilogue with `zw_zero`, `lshift_zero` and `clamp_first`:
+    /// the multiply, the clamp and one rounded shift. `NN`: the floor `pre_lo` is at least 0,
+    /// so the clamped value is never negative and the rounding's `x >> 31` term (0) is left
+    /// out. `ZF`: `epi.zout_folded`, the zero point being in `rround`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW; `epi` is vector-ready with those flags and these are its
+    /// columns; with `NN`, `pre_lo >= 0` in every lane whose result is used;
+    /// `ZF == epi.zout_folded`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(crate) unsafe fn requant_lean<const NN: bool, const ZF: bool>(
+        &self,
+        acc: __m512i,
+        epi: &Epilogue,
+    ) -> __m512i {
+        let x = _mm512_add_epi32(acc, self.colconst);
+        let nudge = _mm512_set1_epi64(1 << 30);
+        let even = _mm512_add_epi64(_mm512_mul_epi32(x, self.m0), nudge);
+        let odd = _mm512_add_epi64(
+            _mm512_mul_epi32(_mm512_srli_epi64::<32>(x), self.m0_odd),
+            nudge,
+        );
+        let mut x = _mm512_mask_blend_epi32(
+            0xAAAA,
+            _mm512_srli_epi64::<31>(even),
+            _mm512_slli_epi64::<1>(odd),
+        );
+        x = _mm512_max_epi32(x, self.pre_lo);
+        x = _mm512_min_epi32(x, self.pre_hi);
+        let mut t = _mm512_add_epi32(x, self.rround);
+        if !NN {
+            t = _mm512_add_epi32(t, _mm512_srai_epi32::<31>(x));
+        }
+        let q = _mm512_srav_epi32(t, self.rshift);
+        if ZF {
+            q
+        } else {
+            _mm512_add_epi32(q, _mm512_set1_epi32(epi.zout))
+        }
     }
 
     /// [`Cols16::requant`] with the epilogue's flags given, `f` being `StageFlags::of(epi)`: a
