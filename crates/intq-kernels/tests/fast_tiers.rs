@@ -805,13 +805,13 @@ tiers!(conv_narrow_outputs, |isa| {
 /// Symmetric weights under a ReLU or ReLU6 clamp (floor at the output zero point), the flags of
 /// nearly every quantized layer: VNNI's output stage takes a path with them as constants and,
 /// under a floor of at least 0, without the rounding's sign term. 1x1 and 3x3 windows over 16
-/// or 32 channels, 32 to 96 output channels (whole 32-column panels and a partial one), and
-/// clamps low enough to reach the floor.
+/// or 32 channels, 16 to 96 output channels (whole 16-, 32- and 64-column tiles and a partial
+/// one), and clamps low enough to reach the floor.
 fn relu_symmetric_conv<T: Code8>(isa: Isa, seed: u64) {
     let mut rng = Rng::new(seed);
     let (b, h, w) = (rng.size(1, 2), rng.size(1, 9), rng.size(1, 9));
     let ic = [16, 32][rng.size(0, 1)];
-    let oc = [32, 40, 64, 96][rng.size(0, 3)];
+    let oc = [16, 32, 40, 64, 96][rng.size(0, 4)];
     let k = [1, 3][rng.size(0, 1)];
     let Some(((oh, ow), params)) = geometry(Padding::Same, (h, w), (k, k), (1, 1), (1, 1)) else {
         return;

@@ -215,7 +215,30 @@ unsafe fn finish_acc<const R: usize, const H: usize>(acc: &[[__m512i; H]; R], o:
                 };
                 _mm512_permutexvar_epi32(order, bytes)
             };
-            if (signed || unsigned) && H == 1 && cols == 16 && ldc == 16 {
+            let packs = (signed || unsigned)
+                && ((H == 1 && cols == 16 && ldc == 16) || ((H == 2 || H == 4) && cols == 16 * H));
+            if packs && epi.zw_zero && epi.lshift_zero && epi.clamp_first {
+                // The usual flags as constants, and RoundingDivideByPOT's sign term left out
+                // under a floor of at least 0 (a ReLU's): tested per vector, the flags are
+                // reloaded after every store, which may alias the epilogue.
+                let k: [Cols16; 4] = [
+                    Cols16::load(epi, n0),
+                    Cols16::load(epi, n0 + 16 * 1.min(H - 1)),
+                    Cols16::load(epi, n0 + 16 * (H / 2)),
+                    Cols16::load(epi, n0 + 16 * (H - 1)),
+                ];
+                let zero = _mm512_setzero_si512();
+                let mut neg = 0;
+                for kh in &k {
+                    neg |= _mm512_cmplt_epi32_mask(kh.pre_lo, zero);
+                }
+                first = match (neg == 0, epi.zout_folded) {
+                    (true, true) => rows_lean::<R, H, true, true>(acc, o, &k, signed),
+                    (true, false) => rows_lean::<R, H, true, false>(acc, o, &k, signed),
+                    (false, true) => rows_lean::<R, H, false, true>(acc, o, &k, signed),
+                    (false, false) => rows_lean::<R, H, false, false>(acc, o, &k, signed),
+                };
+            } else if (signed || unsigned) && H == 1 && cols == 16 && ldc == 16 {
                 // Four rows of 16 codes, adjacent in the output, as one 64-code store.
                 let k = Cols16::load(epi, n0);
                 while first + 4 <= rows {
@@ -229,8 +252,7 @@ unsafe fn finish_acc<const R: usize, const H: usize>(acc: &[[__m512i; H]; R], o:
                     _mm512_storeu_si512(out.add(first * 16) as *mut __m512i, v);
                     first += 4;
                 }
-            }
-            if (signed || unsigned) && (H == 2 || H == 4) && cols == 16 * H {
+            } else if (signed || unsigned) && (H == 2 || H == 4) && cols == 16 * H {
                 let k: [Cols16; 4] = [
                     Cols16::load(epi, n0),
                     Cols16::load(epi, n0 + 16),
@@ -249,21 +271,6 @@ unsafe fn finish_acc<const R: usize, const H: usize>(acc: &[[__m512i; H]; R], o:
                         _mm512_storeu_si512(out.add(i * ldc) as *mut __m512i, v);
                     }
                     first = rows;
-                } else if epi.zw_zero && epi.lshift_zero && epi.clamp_first {
-                    // The usual flags as constants, and RoundingDivideByPOT's sign term left out
-                    // under a floor of at least 0 (a ReLU's): tested per vector, the flags are
-                    // reloaded after every store, which may alias the epilogue.
-                    let zero = _mm512_setzero_si512();
-                    let nn = _mm512_cmplt_epi32_mask(k[0].pre_lo, zero)
-                        | _mm512_cmplt_epi32_mask(k[1].pre_lo, zero)
-                        == 0;
-                    let (k0, k1) = (k[0], k[1]);
-                    first = match (nn, epi.zout_folded) {
-                        (true, true) => pairs_lean::<R, H, true, true>(acc, o, k0, k1, signed),
-                        (true, false) => pairs_lean::<R, H, true, false>(acc, o, k0, k1, signed),
-                        (false, true) => pairs_lean::<R, H, false, true>(acc, o, k0, k1, signed),
-                        (false, false) => pairs_lean::<R, H, false, false>(acc, o, k0, k1, signed),
-                    };
                 } else {
                     while first + 2 <= rows {
                         let i = first;
@@ -309,47 +316,77 @@ unsafe fn finish_acc<const R: usize, const H: usize>(acc: &[[__m512i; H]; R], o:
     }
 }
 
-/// [`finish_acc`]'s pairs of 32-code rows for an epilogue with `zw_zero`, `lshift_zero` and
-/// `clamp_first` ([`Cols16::requant_lean`]), `k0` and `k1` its two column groups; returns the
-/// rows done (the whole pairs).
+/// [`finish_acc`]'s rows packed four vectors to a 64-code store (one row of 64 codes, two of
+/// 32 or four adjacent ones of 16) for an epilogue with `zw_zero`, `lshift_zero` and
+/// `clamp_first` ([`Cols16::requant_lean`]), `k` its column groups as `finish_acc` loads them;
+/// returns the rows done.
 ///
 /// # Safety
-/// As [`finish_acc`], with `H == 2`, `o.cols == 32` and the clamp inside i8's range (`signed`)
-/// or u8's; `NN` only when every `pre_lo` of the 32 columns is at least 0;
-/// `ZF == o.epi.zout_folded`.
+/// As [`finish_acc`], with `o.cols == 16 * H` (and `o.ldc == 16` when `H == 1`) and the clamp
+/// inside i8's range (`signed`) or u8's; `NN` only when every `pre_lo` of the columns is at
+/// least 0; `ZF == o.epi.zout_folded`.
 #[inline(always)]
-unsafe fn pairs_lean<const R: usize, const H: usize, const NN: bool, const ZF: bool>(
+unsafe fn rows_lean<const R: usize, const H: usize, const NN: bool, const ZF: bool>(
     acc: &[[__m512i; H]; R],
     o: &TileOut,
-    k0: Cols16,
-    k1: Cols16,
+    k: &[Cols16; 4],
     signed: bool,
 ) -> usize {
     // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
     unsafe {
-        let (epi, out, ldc) = (o.epi, o.out, o.ldc);
+        let (epi, out, ldc, rows) = (o.epi, o.out, o.ldc, o.rows);
         let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-        let mut i = 0;
-        while i + 2 <= o.rows {
-            let lo = _mm512_packs_epi32(
-                k0.requant_lean::<NN, ZF>(acc[i][0], epi),
-                k1.requant_lean::<NN, ZF>(acc[i][1], epi),
-            );
-            let hi = _mm512_packs_epi32(
-                k0.requant_lean::<NN, ZF>(acc[i + 1][0], epi),
-                k1.requant_lean::<NN, ZF>(acc[i + 1][1], epi),
-            );
+        let q = |c: &Cols16, v: __m512i| c.requant_lean::<NN, ZF>(v, epi);
+        let pack = |a: __m512i, b: __m512i, c: __m512i, d: __m512i| {
+            let lo = _mm512_packs_epi32(a, b);
+            let hi = _mm512_packs_epi32(c, d);
             let bytes = if signed {
                 _mm512_packs_epi16(lo, hi)
             } else {
                 _mm512_packus_epi16(lo, hi)
             };
-            let v = _mm512_permutexvar_epi32(order, bytes);
-            _mm256_storeu_si256(out.add(i * ldc) as *mut __m256i, _mm512_castsi512_si256(v));
-            // The upper half to the next row (the masked store writes only it).
-            let next = out.add((i + 1) * ldc).wrapping_sub(32);
-            _mm512_mask_storeu_epi8(next as *mut i8, !0u64 << 32, v);
-            i += 2;
+            _mm512_permutexvar_epi32(order, bytes)
+        };
+        let (h1, h2, h3) = (1.min(H - 1), H / 2, H - 1);
+        let mut i = 0;
+        if H == 4 {
+            while i < rows {
+                let a = &acc[i];
+                let v = pack(
+                    q(&k[0], a[0]),
+                    q(&k[1], a[h1]),
+                    q(&k[2], a[h2]),
+                    q(&k[3], a[h3]),
+                );
+                _mm512_storeu_si512(out.add(i * ldc) as *mut __m512i, v);
+                i += 1;
+            }
+        } else if H == 2 {
+            while i + 2 <= rows {
+                let (a, b) = (&acc[i], &acc[i + 1]);
+                let v = pack(
+                    q(&k[0], a[0]),
+                    q(&k[1], a[h1]),
+                    q(&k[0], b[0]),
+                    q(&k[1], b[h1]),
+                );
+                _mm256_storeu_si256(out.add(i * ldc) as *mut __m256i, _mm512_castsi512_si256(v));
+                // The upper half to the next row (the masked store writes only it).
+                let next = out.add((i + 1) * ldc).wrapping_sub(32);
+                _mm512_mask_storeu_epi8(next as *mut i8, !0u64 << 32, v);
+                i += 2;
+            }
+        } else {
+            while i + 4 <= rows {
+                let v = pack(
+                    q(&k[0], acc[i][0]),
+                    q(&k[0], acc[i + 1][0]),
+                    q(&k[0], acc[i + 2][0]),
+                    q(&k[0], acc[i + 3][0]),
+                );
+                _mm512_storeu_si512(out.add(i * 16) as *mut __m512i, v);
+                i += 4;
+            }
         }
         i
     }
