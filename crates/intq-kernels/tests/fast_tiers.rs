@@ -805,6 +805,89 @@ tiers!(conv_output_channels_over_many_panels, |isa| {
     }
 });
 
+/// Layers of at most 16 output channels (VNNI's 16-row, one-vector implicit tile): pixel
+/// counts around whole 16-row tiles (1, 15, 16, 17, 31, 32, 33 pixels in one image, or a few
+/// images), channels a multiple of 4 and a stem's 3, windows 1x1 to 3x3, strides 1 and 2,
+/// per-tensor or per-channel weight zero points, one to three threads.
+fn narrow_output_conv<T: Code8>(isa: Isa, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let oc = [1, 2, 7, 8, 15, 16][rng.size(0, 5)];
+    let ic = [3, 4, 8, 12, 16, 20, 32, 48, 64][rng.size(0, 8)];
+    let k = [1, 3][rng.size(0, 1)];
+    let s = rng.size(1, 2);
+    let (b, ih, iw) = if rng.int(0, 2) == 0 {
+        (rng.size(2, 3), rng.size(1, 6), rng.size(1, 6))
+    } else {
+        // One row of `w` pixels (SAME padding keeps the size at stride 1).
+        (1, 1, [1, 15, 16, 17, 31, 32, 33][rng.size(0, 6)])
+    };
+    let padding = [Padding::Same, Padding::Valid][rng.size(0, 1)];
+    let Some(((oh, ow), params)) = geometry(padding, (ih, iw), (k, k), (s, s), (1, 1)) else {
+        return;
+    };
+    let shapes = ([b, ih, iw, ic], [oc, k, k, ic], [b, oh, ow, oc]);
+    let threads = rng.size(1, 3);
+    check_random_conv::<T>(
+        isa,
+        &mut rng,
+        shapes,
+        params,
+        threads,
+        &format!("narrow-output conv seed {seed}"),
+    );
+}
+
+tiers!(conv_narrow_outputs, |isa| {
+    for s in 0..80 {
+        narrow_output_conv::<u8>(isa, 9900 + s);
+        narrow_output_conv::<i8>(isa, 9990 + s);
+    }
+});
+
+/// Symmetric weights under a ReLU or ReLU6 clamp (floor at the output zero point), the flags of
+/// nearly every quantized layer: VNNI's output stage takes a path with them as constants and,
+/// under a floor of at least 0, without the rounding's sign term. 1x1 and 3x3 windows over 16
+/// or 32 channels, 16 to 96 output channels (whole 16-, 32- and 64-column tiles and a partial
+/// one), and clamps low enough to reach the floor.
+fn relu_symmetric_conv<T: Code8>(isa: Isa, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let (b, h, w) = (rng.size(1, 2), rng.size(1, 9), rng.size(1, 9));
+    let ic = [16, 32][rng.size(0, 1)];
+    let oc = [16, 32, 40, 64, 96][rng.size(0, 4)];
+    let k = [1, 3][rng.size(0, 1)];
+    let Some(((oh, ow), params)) = geometry(Padding::Same, (h, w), (k, k), (1, 1), (1, 1)) else {
+        return;
+    };
+    let shapes = ([b, h, w, ic], [oc, k, k, ic], [b, oh, ow, oc]);
+    let input = rng.codes::<T>(b * h * w * ic);
+    let filter = rng.codes::<T>(oc * k * k * ic);
+    let zin = rng.int(T::MIN, T::MAX);
+    let zw = [if T::A_OFFSET != 0 { 0 } else { 128 }];
+    let mag = acc_mag(&input, zin, &filter, &zw, k * k * ic);
+    let mut stage = Stage::random::<T>(&mut rng, oc, mag);
+    stage.zout = rng.int(T::MIN, T::MAX);
+    stage.cmin = stage.zout;
+    stage.cmax = [T::MAX, (stage.zout + 6).min(T::MAX)][rng.size(0, 1)];
+    let st = stage.get();
+    let mut want = vec![T::default(); b * oh * ow * oc];
+    reference::conv2d(
+        &input, shapes.0, zin, &filter, shapes.1, &zw, &params, &st, &mut want, shapes.2,
+    );
+    let plan = Conv2dPlan::new(&filter, shapes.1, &zw, zin, &params, &st, isa);
+    let mut got = vec![T::default(); want.len()];
+    plan.run(&input, shapes.0, &mut got, shapes.2, 1);
+    assert_same(&got, &want, || {
+        format!("{isa} relu symmetric conv seed {seed}: {shapes:?} zin {zin}")
+    });
+}
+
+tiers!(conv_relu_symmetric_weights, |isa| {
+    for s in 0..60 {
+        relu_symmetric_conv::<u8>(isa, 10_100 + s);
+        relu_symmetric_conv::<i8>(isa, 10_200 + s);
+    }
+});
+
 /// Inputs whose channels are off the 8-code group (1 to 15 but 8) under windows up to 7x7
 /// (ResNet-18's stem), strides 1 and 2, paddings up to 3: on AVX2 each filter row's run is
 /// padded to whole groups with zero weights and read straight from the image, the padding
