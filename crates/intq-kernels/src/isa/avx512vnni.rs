@@ -1369,15 +1369,48 @@ pub(crate) unsafe fn add_same_shape<T: crate::gemm::Code8>(
                 MbqmLean::new(p.output_multiplier),
             );
             let sh = _mm_cvtsi32_si128(p.left_shift);
-            for i in (0..whole).step_by(16) {
-                let a = _mm512_sll_epi32(_mm512_sub_epi32(widen(lhs.as_ptr().add(i)), zl), sh);
-                let b = _mm512_sll_epi32(_mm512_sub_epi32(widen(rhs.as_ptr().add(i)), zr), sh);
-                let o = mo.apply(_mm512_add_epi32(ml.apply(a), mr.apply(b)));
-                let o = _mm512_min_epi32(_mm512_max_epi32(o, vlo), vhi);
-                _mm_storeu_si128(
-                    out.as_mut_ptr().add(i) as *mut __m128i,
-                    _mm512_cvtepi32_epi8(_mm512_add_epi32(o, vz)),
-                );
+            // A multiplier of exactly 0.5 * 2^-e (the input of the larger scale: m = 0.5) on
+            // `(code - z) << L` with `1 + e <= L`: `(x * 2^30 + 2^30) >> 31` of an even `x` is
+            // `x / 2`, and dividing `x / 2` by 2^e leaves no remainder, so the whole step is an
+            // exact arithmetic shift by `1 + e`.
+            let exact = |m: intq_quant::QuantizedMultiplier| {
+                (m.m0 == 1 << 30 && 1 - m.shift <= p.left_shift)
+                    .then(|| _mm_cvtsi32_si128(1 - m.shift))
+            };
+            let (el, er) = (exact(p.lhs_multiplier), exact(p.rhs_multiplier));
+            let z128 = _mm_setzero_si128();
+            let (cl, cr) = (el.unwrap_or(z128), er.unwrap_or(z128));
+            macro_rules! lean_loop {
+                ($xl:expr, $xr:expr) => {
+                    for i in (0..whole).step_by(16) {
+                        let a =
+                            _mm512_sll_epi32(_mm512_sub_epi32(widen(lhs.as_ptr().add(i)), zl), sh);
+                        let b =
+                            _mm512_sll_epi32(_mm512_sub_epi32(widen(rhs.as_ptr().add(i)), zr), sh);
+                        let a = if $xl {
+                            _mm512_sra_epi32(a, cl)
+                        } else {
+                            ml.apply(a)
+                        };
+                        let b = if $xr {
+                            _mm512_sra_epi32(b, cr)
+                        } else {
+                            mr.apply(b)
+                        };
+                        let o = mo.apply(_mm512_add_epi32(a, b));
+                        let o = _mm512_min_epi32(_mm512_max_epi32(o, vlo), vhi);
+                        _mm_storeu_si128(
+                            out.as_mut_ptr().add(i) as *mut __m128i,
+                            _mm512_cvtepi32_epi8(_mm512_add_epi32(o, vz)),
+                        );
+                    }
+                };
+            }
+            match (el.is_some(), er.is_some()) {
+                (true, true) => lean_loop!(true, true),
+                (true, false) => lean_loop!(true, false),
+                (false, true) => lean_loop!(false, true),
+                (false, false) => lean_loop!(false, false),
             }
             for i in whole..n {
                 out[i] = T::from_i32_saturating(p.apply(lhs[i].to_i32(), rhs[i].to_i32()));
