@@ -1648,3 +1648,55 @@ tiers!(qat_requant_fake_quant_edges_and_random, |isa| {
         check_requant_fake_quant(isa, &k, e, &bad, "non-finite");
     }
 });
+
+/// Adds at the extremes of the usual parameters: every input code at a range end against a
+/// zero point at the other (|code - zero point| = 255, the largest value shifted by 20), input
+/// scales up to 2^32 apart and output scales from just above the smallest allowed (an output
+/// multiplier in [0.5, 1), no right shift) to 2^20 times larger, so the right shifts reach 0
+/// and 31.
+fn extreme_add<T: Code8>(isa: Isa, seed: u64) {
+    use intq_kernels::reference::AddParams;
+    use intq_quant::QuantParams;
+    let mut rng = Rng::new(seed);
+    let end = |rng: &mut Rng| [T::MIN, T::MAX][rng.size(0, 1)];
+    let (sl, sr) = (
+        2f64.powi(rng.int(-30, 2)) as f32,
+        2f64.powi(rng.int(-30, 2)) as f32 * 1.5f32.powi(rng.int(0, 1)),
+    );
+    let least = 2.0 * sl.max(sr) as f64 / (1 << 20) as f64;
+    let so = match rng.int(0, 2) {
+        0 => least * (1.0 + rng.int(1, 1000) as f64 / 1000.0),
+        1 => least * 2f64.powi(rng.int(1, 20)),
+        _ => least * 2f64.powi(rng.int(20, 40)),
+    } as f32;
+    let q = |rng: &mut Rng, scale: f32| QuantParams {
+        scale,
+        zero_point: end(rng),
+    };
+    let (l, r, o) = (q(&mut rng, sl), q(&mut rng, sr), q(&mut rng, so));
+    let Ok(p) = AddParams::new(l, r, o, T::MIN, T::MAX) else {
+        return;
+    };
+    let len = 16 * rng.size(1, 8) + rng.size(0, 15);
+    let shape = [1, 1, len, 1];
+    let x: Vec<T> = (0..len)
+        .map(|_| T::from_i32_saturating(end(&mut rng)))
+        .collect();
+    let y: Vec<T> = (0..len)
+        .map(|_| T::from_i32_saturating(end(&mut rng)))
+        .collect();
+    let mut want = vec![T::default(); len];
+    reference::add(&x, &shape, &y, &shape, &p, &mut want, &shape);
+    let mut got = vec![T::default(); len];
+    intq_kernels::gemm::add(isa, 1, &x, &shape, &y, &shape, &p, &mut got, &shape);
+    assert_same(&got, &want, || {
+        format!("{isa} extreme add seed {seed}: {p:?}")
+    });
+}
+
+tiers!(add_extreme_codes, |isa| {
+    for s in 0..300 {
+        extreme_add::<u8>(isa, 10_500 + s);
+        extreme_add::<i8>(isa, 10_900 + s);
+    }
+});

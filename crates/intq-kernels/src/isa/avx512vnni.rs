@@ -1269,6 +1269,53 @@ impl Mbqm {
     }
 }
 
+/// [`Mbqm`] for a multiplier below 1 (`m0 >= 0`, shift `<= 0`) on `|x| < 2^29`: no left shift,
+/// and RoundingDivideByPOT as `(x + 2^(e-1) - (x < 0)) >> e` (`(x >> e) + (rem > half + (x <
+/// 0))` rewritten; `x` stays below 2^29 + 2^30, so the sum cannot wrap).
+struct MbqmLean {
+    m0: __m512i,
+    right: __m512i,
+    rhalf: __m512i,
+    sign: __m512i,
+}
+
+impl MbqmLean {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn new(m: intq_quant::QuantizedMultiplier) -> MbqmLean {
+        let right = (-m.shift).clamp(0, 31);
+        MbqmLean {
+            m0: _mm512_set1_epi32(m.m0),
+            right: _mm512_set1_epi32(right),
+            rhalf: _mm512_set1_epi32(((1i64 << right) >> 1) as i32),
+            // With no shift the result is `x`: no `- (x < 0)` term.
+            sign: _mm512_set1_epi32(if right > 0 { -1 } else { 0 }),
+        }
+    }
+
+    /// [`Mbqm::apply`] under [`MbqmLean`]'s bounds.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn apply(&self, x: __m512i) -> __m512i {
+        let nudge = _mm512_set1_epi64(1 << 30);
+        let even = _mm512_add_epi64(_mm512_mul_epi32(x, self.m0), nudge);
+        // `vpmuldq` reads each quadword's low dword: the odd dwords moved there by a shuffle
+        // (port 5) rather than a shift (port 0, which the shifts here need).
+        let odd = _mm512_add_epi64(
+            _mm512_mul_epi32(_mm512_shuffle_epi32::<0xF5>(x), self.m0),
+            nudge,
+        );
+        let x = _mm512_mask_blend_epi32(
+            0xAAAA,
+            _mm512_srli_epi64::<31>(even),
+            _mm512_slli_epi64::<1>(odd),
+        );
+        let neg = _mm512_and_si512(_mm512_srai_epi32::<31>(x), self.sign);
+        let t = _mm512_add_epi32(_mm512_add_epi32(x, self.rhalf), neg);
+        _mm512_srav_epi32(t, self.right)
+    }
+}
+
 /// TFLite's quantized Add on equal shapes, 16 codes at a time: AVX2's `add_same_shape` (same
 /// contract, same steps) on 512-bit vectors; the tail goes through `AddParams::apply`.
 ///
@@ -1311,6 +1358,65 @@ pub(crate) unsafe fn add_same_shape<T: crate::gemm::Code8>(
         );
         let n = out.len();
         let whole = n / 16 * 16;
+        let ms = [p.lhs_multiplier, p.rhs_multiplier, p.output_multiplier];
+        if (0..=20).contains(&p.left_shift) && ms.iter().all(|m| m.shift <= 0 && m.m0 >= 0) {
+            // The usual parameters (TFLite's: left shift 20, every multiplier below 1): the
+            // divides as one rounded shift, `(x + 2^(e-1) - (x < 0)) >> e`, which equals
+            // RoundingDivideByPOT; every sum stays below 2^31 (|x| < 2^29 after the multiply).
+            let (ml, mr, mo) = (
+                MbqmLean::new(p.lhs_multiplier),
+                MbqmLean::new(p.rhs_multiplier),
+                MbqmLean::new(p.output_multiplier),
+            );
+            let sh = _mm_cvtsi32_si128(p.left_shift);
+            // A multiplier of exactly 0.5 * 2^-e (the input of the larger scale: m = 0.5) on
+            // `(code - z) << L` with `1 + e <= L`: `(x * 2^30 + 2^30) >> 31` of an even `x` is
+            // `x / 2`, and dividing `x / 2` by 2^e leaves no remainder, so the whole step is an
+            // exact arithmetic shift by `1 + e`.
+            let exact = |m: intq_quant::QuantizedMultiplier| {
+                (m.m0 == 1 << 30 && 1 - m.shift <= p.left_shift)
+                    .then(|| _mm_cvtsi32_si128(1 - m.shift))
+            };
+            let (el, er) = (exact(p.lhs_multiplier), exact(p.rhs_multiplier));
+            let z128 = _mm_setzero_si128();
+            let (cl, cr) = (el.unwrap_or(z128), er.unwrap_or(z128));
+            macro_rules! lean_loop {
+                ($xl:expr, $xr:expr) => {
+                    for i in (0..whole).step_by(16) {
+                        let a =
+                            _mm512_sll_epi32(_mm512_sub_epi32(widen(lhs.as_ptr().add(i)), zl), sh);
+                        let b =
+                            _mm512_sll_epi32(_mm512_sub_epi32(widen(rhs.as_ptr().add(i)), zr), sh);
+                        let a = if $xl {
+                            _mm512_sra_epi32(a, cl)
+                        } else {
+                            ml.apply(a)
+                        };
+                        let b = if $xr {
+                            _mm512_sra_epi32(b, cr)
+                        } else {
+                            mr.apply(b)
+                        };
+                        let o = mo.apply(_mm512_add_epi32(a, b));
+                        let o = _mm512_min_epi32(_mm512_max_epi32(o, vlo), vhi);
+                        _mm_storeu_si128(
+                            out.as_mut_ptr().add(i) as *mut __m128i,
+                            _mm512_cvtepi32_epi8(_mm512_add_epi32(o, vz)),
+                        );
+                    }
+                };
+            }
+            match (el.is_some(), er.is_some()) {
+                (true, true) => lean_loop!(true, true),
+                (true, false) => lean_loop!(true, false),
+                (false, true) => lean_loop!(false, true),
+                (false, false) => lean_loop!(false, false),
+            }
+            for i in whole..n {
+                out[i] = T::from_i32_saturating(p.apply(lhs[i].to_i32(), rhs[i].to_i32()));
+            }
+            return;
+        }
         for i in (0..whole).step_by(16) {
             let a = _mm512_sllv_epi32(_mm512_sub_epi32(widen(lhs.as_ptr().add(i)), zl), shift);
             let b = _mm512_sllv_epi32(_mm512_sub_epi32(widen(rhs.as_ptr().add(i)), zr), shift);
