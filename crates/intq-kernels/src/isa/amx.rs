@@ -17,7 +17,7 @@ use std::cell::Cell;
 use std::sync::OnceLock;
 
 use crate::gemm::{field, Column, Epilogue, Kernel, Tile, TileOut};
-use crate::isa::avx512vnni::{canon_load, prefix_mask, Cols16, StageFlags};
+use crate::isa::avx512vnni::{canon_load, prefix_mask, Cols16, Lean16, StageFlags};
 
 pub(crate) struct Amx;
 
@@ -532,20 +532,6 @@ unsafe fn finish_as<const ZW: bool, const LS: bool, const CF: bool>(c: *const i3
     }
 }
 
-/// The output stage's constants for 16 columns of an epilogue with symmetric weights, no left
-/// shift and the clamp first: the flags of nearly every layer, whose stage is then the
-/// multiply, the clamp and one rounded shift.
-#[derive(Clone, Copy)]
-struct Lean16 {
-    colconst: __m512i,
-    m0: __m512i,
-    m0_odd: __m512i,
-    rshift: __m512i,
-    pre_lo: __m512i,
-    pre_hi: __m512i,
-    rround: __m512i,
-}
-
 /// The 16 lanes of field `f` for the columns from `n`.
 ///
 /// # Safety
@@ -581,50 +567,6 @@ impl Lean16 {
                     field::RROUND
                 }),
             }
-        }
-    }
-
-    /// The output stage on 16 sums, the same steps as [`Cols16::requant_as`] with these flags.
-    /// `NN`:
-    /// every stored column's clamp floor `pre_lo` is at least 0 (a ReLU's, whose real 0 is the
-    /// lowest output code), so the clamped value is never negative and RoundingDivideByPOT's
-    /// `x >> 31` term, always 0, is left out. `ZF`: the epilogue's `zout_folded` (`rround`
-    /// holds the zero point), a parameter so that the loop has no add of a zero vector.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512 F/BW; these are the columns of `epi`, which is vector-ready with
-    /// `zw_zero`, `lshift_zero` and `clamp_first`; with `NN`, the columns whose results are
-    /// stored have `pre_lo >= 0`; `ZF == epi.zout_folded`.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw")]
-    unsafe fn requant<const NN: bool, const ZF: bool>(
-        &self,
-        acc: __m512i,
-        epi: &Epilogue,
-    ) -> __m512i {
-        let x = _mm512_add_epi32(acc, self.colconst);
-        let nudge = _mm512_set1_epi64(1 << 30);
-        let even = _mm512_add_epi64(_mm512_mul_epi32(x, self.m0), nudge);
-        let odd = _mm512_add_epi64(
-            _mm512_mul_epi32(_mm512_srli_epi64::<32>(x), self.m0_odd),
-            nudge,
-        );
-        let mut x = _mm512_mask_blend_epi32(
-            0xAAAA,
-            _mm512_srli_epi64::<31>(even),
-            _mm512_slli_epi64::<1>(odd),
-        );
-        x = _mm512_max_epi32(x, self.pre_lo);
-        x = _mm512_min_epi32(x, self.pre_hi);
-        let mut t = _mm512_add_epi32(x, self.rround);
-        if !NN {
-            t = _mm512_add_epi32(t, _mm512_srai_epi32::<31>(x));
-        }
-        let q = _mm512_srav_epi32(t, self.rshift);
-        if ZF {
-            q
-        } else {
-            _mm512_add_epi32(q, _mm512_set1_epi32(epi.zout))
         }
     }
 }

@@ -318,7 +318,7 @@ unsafe fn finish_acc<const R: usize, const H: usize>(acc: &[[__m512i; H]; R], o:
 
 /// [`finish_acc`]'s rows packed four vectors to a 64-code store (one row of 64 codes, two of
 /// 32 or four adjacent ones of 16) for an epilogue with `zw_zero`, `lshift_zero` and
-/// `clamp_first` ([`Cols16::requant_lean`]), `k` its column groups as `finish_acc` loads them;
+/// `clamp_first` ([`Lean16::requant`]), `k` its column groups as `finish_acc` loads them;
 /// returns the rows done.
 ///
 /// # Safety
@@ -336,7 +336,8 @@ unsafe fn rows_lean<const R: usize, const H: usize, const NN: bool, const ZF: bo
     unsafe {
         let (epi, out, ldc, rows) = (o.epi, o.out, o.ldc, o.rows);
         let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-        let q = |c: &Cols16, v: __m512i| c.requant_lean::<NN, ZF>(v, epi);
+        let k = [k[0].lean(), k[1].lean(), k[2].lean(), k[3].lean()];
+        let q = |c: &Lean16, v: __m512i| c.requant::<NN, ZF>(v, epi);
         let pack = |a: __m512i, b: __m512i, c: __m512i, d: __m512i| {
             let lo = _mm512_packs_epi32(a, b);
             let hi = _mm512_packs_epi32(c, d);
@@ -492,45 +493,18 @@ impl Cols16 {
         unsafe { self.requant_as(acc, rowsum, epi, StageFlags::of(epi)) }
     }
 
-    /// [`Cols16::requant`] for an epilogue with `zw_zero`, `lshift_zero` and `clamp_first`:
-    /// the multiply, the clamp and one rounded shift. `NN`: the floor `pre_lo` is at least 0,
-    /// so the clamped value is never negative and the rounding's `x >> 31` term (0) is left
-    /// out. `ZF`: `epi.zout_folded`, the zero point being in `rround`.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512 F/BW; `epi` is vector-ready with those flags and these are its
-    /// columns; with `NN`, `pre_lo >= 0` in every lane whose result is used;
-    /// `ZF == epi.zout_folded`.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw")]
-    pub(crate) unsafe fn requant_lean<const NN: bool, const ZF: bool>(
-        &self,
-        acc: __m512i,
-        epi: &Epilogue,
-    ) -> __m512i {
-        let x = _mm512_add_epi32(acc, self.colconst);
-        let nudge = _mm512_set1_epi64(1 << 30);
-        let even = _mm512_add_epi64(_mm512_mul_epi32(x, self.m0), nudge);
-        let odd = _mm512_add_epi64(
-            _mm512_mul_epi32(_mm512_srli_epi64::<32>(x), self.m0_odd),
-            nudge,
-        );
-        let mut x = _mm512_mask_blend_epi32(
-            0xAAAA,
-            _mm512_srli_epi64::<31>(even),
-            _mm512_slli_epi64::<1>(odd),
-        );
-        x = _mm512_max_epi32(x, self.pre_lo);
-        x = _mm512_min_epi32(x, self.pre_hi);
-        let mut t = _mm512_add_epi32(x, self.rround);
-        if !NN {
-            t = _mm512_add_epi32(t, _mm512_srai_epi32::<31>(x));
-        }
-        let q = _mm512_srav_epi32(t, self.rshift);
-        if ZF {
-            q
-        } else {
-            _mm512_add_epi32(q, _mm512_set1_epi32(epi.zout))
+    /// The constants [`Lean16`] needs, for an epilogue with `zw_zero`, `lshift_zero` and
+    /// `clamp_first`.
+    #[inline(always)]
+    pub(crate) fn lean(&self) -> Lean16 {
+        Lean16 {
+            colconst: self.colconst,
+            m0: self.m0,
+            m0_odd: self.m0_odd,
+            rshift: self.rshift,
+            pre_lo: self.pre_lo,
+            pre_hi: self.pre_hi,
+            rround: self.rround,
         }
     }
 
@@ -606,6 +580,65 @@ impl Cols16 {
         x = _mm512_max_epi32(x, _mm512_set1_epi32(epi.lo));
         x = _mm512_min_epi32(x, _mm512_set1_epi32(epi.hi));
         _mm512_add_epi32(x, _mm512_set1_epi32(epi.zout))
+    }
+}
+
+/// The output stage's constants for 16 columns of an epilogue with symmetric weights, no left
+/// shift and the clamp first: the flags of nearly every layer, whose stage is then the
+/// multiply, the clamp and one rounded shift.
+#[derive(Clone, Copy)]
+pub(crate) struct Lean16 {
+    pub(crate) colconst: __m512i,
+    pub(crate) m0: __m512i,
+    pub(crate) m0_odd: __m512i,
+    pub(crate) rshift: __m512i,
+    pub(crate) pre_lo: __m512i,
+    pub(crate) pre_hi: __m512i,
+    pub(crate) rround: __m512i,
+}
+
+impl Lean16 {
+    /// The output stage on 16 sums, the same steps as [`Cols16::requant_as`] with these flags.
+    /// `NN`: every stored column's clamp floor `pre_lo` is at least 0 (a ReLU's, whose real 0 is the
+    /// lowest output code), so the clamped value is never negative and RoundingDivideByPOT's
+    /// `x >> 31` term, always 0, is left out. `ZF`: the epilogue's `zout_folded` (`rround`
+    /// holds the zero point), a parameter so that the loop has no add of a zero vector.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW; these are the columns of `epi`, which is vector-ready with
+    /// `zw_zero`, `lshift_zero` and `clamp_first`; with `NN`, the columns whose results are
+    /// stored have `pre_lo >= 0`; `ZF == epi.zout_folded`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(crate) unsafe fn requant<const NN: bool, const ZF: bool>(
+        &self,
+        acc: __m512i,
+        epi: &Epilogue,
+    ) -> __m512i {
+        let x = _mm512_add_epi32(acc, self.colconst);
+        let nudge = _mm512_set1_epi64(1 << 30);
+        let even = _mm512_add_epi64(_mm512_mul_epi32(x, self.m0), nudge);
+        let odd = _mm512_add_epi64(
+            _mm512_mul_epi32(_mm512_srli_epi64::<32>(x), self.m0_odd),
+            nudge,
+        );
+        let mut x = _mm512_mask_blend_epi32(
+            0xAAAA,
+            _mm512_srli_epi64::<31>(even),
+            _mm512_slli_epi64::<1>(odd),
+        );
+        x = _mm512_max_epi32(x, self.pre_lo);
+        x = _mm512_min_epi32(x, self.pre_hi);
+        let mut t = _mm512_add_epi32(x, self.rround);
+        if !NN {
+            t = _mm512_add_epi32(t, _mm512_srai_epi32::<31>(x));
+        }
+        let q = _mm512_srav_epi32(t, self.rshift);
+        if ZF {
+            q
+        } else {
+            _mm512_add_epi32(q, _mm512_set1_epi32(epi.zout))
+        }
     }
 }
 
