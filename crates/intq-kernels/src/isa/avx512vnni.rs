@@ -755,34 +755,42 @@ pub(crate) unsafe fn pack_a_seg<T: crate::gemm::Code8>(
     }
 }
 
+/// The row fill every AVX-512 implicit tile shares: [`canon_row`] and [`widen_3_4`] as an
+/// [`crate::gemm::ImplicitKernel`]'s methods (the tiles differ only in their shape and step).
+macro_rules! avx512_row_fill {
+    () => {
+        /// # Safety
+        /// As [`crate::gemm::ImplicitKernel::canon_row`].
+        unsafe fn canon_row<T: crate::gemm::Code8>(
+            codes: &[T],
+            c: usize,
+            dst: &mut [u8],
+            sums: &mut [i32],
+        ) {
+            // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+            unsafe { canon_row(codes, c, dst, sums) }
+        }
+        /// # Safety
+        /// As [`crate::gemm::ImplicitKernel::widen_3_4`].
+        unsafe fn widen_3_4<T: crate::gemm::Code8>(
+            codes: &[T],
+            zc_code: i32,
+            dst: &mut [u8],
+            sums: &mut [i32],
+        ) {
+            // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+            unsafe { widen_3_4(codes, zc_code, dst, sums) }
+        }
+    };
+}
+
 impl crate::gemm::ImplicitKernel for Vnni {
     type E = u8;
     type B = i8;
     const MR: usize = MR;
     const NR: usize = NR;
     const KG: usize = KG;
-    /// # Safety
-    /// As [`crate::gemm::ImplicitKernel::canon_row`].
-    unsafe fn canon_row<T: crate::gemm::Code8>(
-        codes: &[T],
-        c: usize,
-        dst: &mut [u8],
-        sums: &mut [i32],
-    ) {
-        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
-        unsafe { canon_row(codes, c, dst, sums) }
-    }
-    /// # Safety
-    /// As [`crate::gemm::ImplicitKernel::widen_3_4`].
-    unsafe fn widen_3_4<T: crate::gemm::Code8>(
-        codes: &[T],
-        zc_code: i32,
-        dst: &mut [u8],
-        sums: &mut [i32],
-    ) {
-        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
-        unsafe { widen_3_4(codes, zc_code, dst, sums) }
-    }
+    avx512_row_fill!();
     /// # Safety
     /// As [`crate::gemm::ImplicitKernel::tile_implicit`].
     unsafe fn tile_implicit(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
@@ -831,28 +839,7 @@ impl crate::gemm::ImplicitKernel for VnniWide {
     const MR: usize = WMR;
     const NR: usize = WNR;
     const KG: usize = KG;
-    /// # Safety
-    /// As [`crate::gemm::ImplicitKernel::canon_row`].
-    unsafe fn canon_row<T: crate::gemm::Code8>(
-        codes: &[T],
-        c: usize,
-        dst: &mut [u8],
-        sums: &mut [i32],
-    ) {
-        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
-        unsafe { canon_row(codes, c, dst, sums) }
-    }
-    /// # Safety
-    /// As [`crate::gemm::ImplicitKernel::widen_3_4`].
-    unsafe fn widen_3_4<T: crate::gemm::Code8>(
-        codes: &[T],
-        zc_code: i32,
-        dst: &mut [u8],
-        sums: &mut [i32],
-    ) {
-        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
-        unsafe { widen_3_4(codes, zc_code, dst, sums) }
-    }
+    avx512_row_fill!();
     /// # Safety
     /// As [`crate::gemm::ImplicitKernel::tile_implicit`], with `b` at a pair of this tier's
     /// packed panels (K padded to `KG`, so the second panel starts `kh * run_groups * KG * NR`
@@ -953,28 +940,7 @@ impl crate::gemm::ImplicitKernel for VnniNarrow {
     /// The packed panels' width; the tile reads their first 16 columns.
     const NR: usize = NR;
     const KG: usize = KG;
-    /// # Safety
-    /// As [`crate::gemm::ImplicitKernel::canon_row`].
-    unsafe fn canon_row<T: crate::gemm::Code8>(
-        codes: &[T],
-        c: usize,
-        dst: &mut [u8],
-        sums: &mut [i32],
-    ) {
-        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
-        unsafe { canon_row(codes, c, dst, sums) }
-    }
-    /// # Safety
-    /// As [`crate::gemm::ImplicitKernel::widen_3_4`].
-    unsafe fn widen_3_4<T: crate::gemm::Code8>(
-        codes: &[T],
-        zc_code: i32,
-        dst: &mut [u8],
-        sums: &mut [i32],
-    ) {
-        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
-        unsafe { widen_3_4(codes, zc_code, dst, sums) }
-    }
+    avx512_row_fill!();
     /// # Safety
     /// As [`crate::gemm::ImplicitKernel::tile_implicit`], with `o.cols <= 16`.
     unsafe fn tile_implicit(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
