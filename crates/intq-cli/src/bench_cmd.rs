@@ -448,8 +448,15 @@ fn model(a: ModelArgs) -> Result<()> {
             .with_context(|| format!("building {arch} at batch {}", a.batch))?,
     };
     let batch = model_batch(&graph)?;
-    let scheme = match graph.tensor(graph.inputs()[0]).dtype {
-        intq_engine::DType::U8 => "uint8",
+    // The activations' code type names the scheme: an int8 graph may still take u8 images,
+    // quantized by its first op.
+    let scheme = match graph
+        .ops()
+        .iter()
+        .map(|op| graph.tensor(op.output()).dtype)
+        .find(|d| matches!(d, intq_engine::DType::U8 | intq_engine::DType::I8))
+    {
+        Some(intq_engine::DType::U8) => "uint8",
         _ => "int8",
     };
     let build_s = built.elapsed().as_secs_f64();

@@ -293,6 +293,8 @@ fn bench_model_builds_checks_and_saves_resnet20() {
         "\"batch\":1",
         "\"threads\":1",
         "\"isa\":",
+        // The default scheme is int8 though the graph takes u8 images (its first op quantizes).
+        "\"scheme\":\"int8\"",
         "\"ms_median\":",
         "\"ms_p10\":",
         "\"ms_p90\":",
@@ -425,7 +427,29 @@ fn bench_model_builds_checks_and_saves_resnet20() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("\"batch\":2"));
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        json.contains("\"batch\":2") && json.contains("\"scheme\":\"int8\""),
+        "{json}"
+    );
+    let out = intq(&[
+        "bench",
+        "model",
+        "--model",
+        "small-cnn",
+        "--scheme",
+        "uint8",
+        "--iters",
+        "1",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(json.contains("\"scheme\":\"uint8\""), "{json}");
     let out = intq(&["bench", "model", "--model", "resnet99", "--iters", "1"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("resnet99"));
