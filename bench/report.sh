@@ -285,6 +285,10 @@ p.append("| | |\n|---|---|")
 p.append(f"| CPU | {cpu}, {stamp['cores']} cores |")
 p.append(f"| ISA tiers | available: {tiers}; not on this CPU: {isa.get('not on this CPU', 'none')}; "
          f"ran: `{running}`{' (INTQ_ISA=' + stamp['isa_env'] + ')' if stamp['isa_env'] else ''} |")
+peaks = [(k.split(" peak")[0], v.split(" GOPS")[0]) for k, v in isa.items() if " peak (" in k]
+if peaks:
+    p.append("| multiply peaks, one core (`intq bench isa`: the tier's multiply instruction on "
+             "registers alone) | " + "; ".join(f"{t}: {v} GOPS" for t, v in peaks) + " |")
 p.append(f"| load average at start | {stamp['loadavg']} |")
 p.append(f"| date | {stamp['date']} |")
 p.append(f"| commit | {stamp['commit']}{' (working tree had uncommitted changes)' if stamp['dirty'] == '1' else ''} |")

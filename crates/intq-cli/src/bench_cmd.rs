@@ -206,6 +206,13 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                     p.gops, p.tdp_per_cycle, p.ghz_under_amx, p.ghz_before
                 );
             }
+            #[cfg(target_arch = "x86_64")]
+            if let Some(p) = intq_kernels::gemm::vnni_peak(5_000_000) {
+                println!(
+                    "avx512vnni peak (vpdpbusd on registers, one core): {:.0} GOPS",
+                    p.gops
+                );
+            }
             Ok(())
         }
     }

@@ -47,6 +47,36 @@ fn bytes_of(t: &TensorData) -> Vec<u8> {
     }
 }
 
+/// `intq bench isa` states the measured peak of each multiply tier the CPU has (AMX's
+/// `tdpbusd`, AVX-512 VNNI's `vpdpbusd`), and of none it lacks.
+#[test]
+fn bench_isa_states_the_peaks_of_the_tiers_it_has() {
+    let out = intq(&["bench", "isa"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let have: Vec<&str> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("available:"))
+        .expect("an `available:` line")
+        .split_whitespace()
+        .collect();
+    for tier in ["amx", "avx512vnni"] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{tier} peak")));
+        assert_eq!(line.is_some(), have.contains(&tier), "{tier} in {text}");
+        if let Some(line) = line {
+            let gops: f64 = line
+                .split(": ")
+                .nth(1)
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no GOPS in {line:?}"));
+            assert!(gops.is_finite() && gops > 1.0, "{line}");
+        }
+    }
+}
+
 /// `intq bench gemm --json` on one thread states the measured AMX peak and the GEMM's share of
 /// it exactly when it ran the AMX tier, and never invents one for another tier.
 #[test]

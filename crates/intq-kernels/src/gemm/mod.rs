@@ -39,6 +39,9 @@ mod threads;
 /// The measured AMX-INT8 peak of one core, the ceiling the AMX GEMM is compared with.
 #[cfg(target_arch = "x86_64")]
 pub use crate::isa::amx::{amx_peak, AmxPeak};
+/// The measured AVX-512 VNNI peak of one core, the ceiling that tier's kernels are compared with.
+#[cfg(target_arch = "x86_64")]
+pub use crate::isa::avx512vnni::{vnni_peak, VnniPeak};
 pub use conv::{Conv2dPlan, FullyConnectedPlan};
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_imports))]
 pub(crate) use conv::{PointwiseKernel, StridedKernel};

@@ -1590,6 +1590,75 @@ unsafe fn dw_run_n<T: crate::gemm::Code8, const N: usize>(
     }
 }
 
+/// The measured AVX-512 VNNI peak of one core ([`vnni_peak`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VnniPeak {
+    /// Int8 operations (two per multiply-add) per second, in billions, of 512-bit `vpdpbusd`
+    /// on registers alone.
+    pub gops: f64,
+}
+
+/// Independent accumulators of [`dp_loop`]: more than `vpdpbusd`'s latency times its
+/// throughput, so no chain waits on itself.
+const DP_CHAINS: u64 = 16;
+/// Operations of one 512-bit `vpdpbusd`: 16 lanes of four products, two ops per product.
+const DP_OPS: f64 = 16.0 * 4.0 * 2.0;
+
+/// The AVX-512 VNNI peak measured on the calling thread, or `None` without the tier: `iters`
+/// rounds of [`DP_CHAINS`] independent `vpdpbusd` on registers (no memory traffic), best of
+/// five timings. The ceiling this tier's kernels are compared with, as
+/// [`crate::gemm::amx_peak`] is AMX's.
+pub fn vnni_peak(iters: u64) -> Option<VnniPeak> {
+    if !crate::isa::Isa::Avx512Vnni.is_available() {
+        return None;
+    }
+    let iters = iters.max(1);
+    let t = (0..5)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            // SAFETY: the CPU has AVX-512 VNNI (checked above); the loop touches registers only.
+            unsafe { dp_loop(iters) };
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::MAX, f64::min);
+    Some(VnniPeak {
+        gops: (iters * DP_CHAINS) as f64 * DP_OPS / t / 1e9,
+    })
+}
+
+/// `iters` rounds of [`DP_CHAINS`] independent `vpdpbusd` on `zmm0..zmm15`, with nonzero
+/// operands (all-zero ones may draw less power than real codes).
+///
+/// # Safety
+/// The CPU has AVX-512 VNNI.
+#[inline(never)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn dp_loop(iters: u64) {
+    // SAFETY: the caller meets this function's contract; only vector registers and `n` change.
+    unsafe {
+        std::arch::asm!(
+            "vpternlogd zmm16, zmm16, zmm16, 0xff",
+            "vpabsb zmm17, zmm16",
+            ".irp r, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15",
+            "vpxord zmm\\r, zmm\\r, zmm\\r",
+            ".endr",
+            "2:",
+            ".irp r, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15",
+            "vpdpbusd zmm\\r, zmm16, zmm17",
+            ".endr",
+            "dec {n}",
+            "jnz 2b",
+            n = inout(reg) iters => _,
+            out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _,
+            out("zmm4") _, out("zmm5") _, out("zmm6") _, out("zmm7") _,
+            out("zmm8") _, out("zmm9") _, out("zmm10") _, out("zmm11") _,
+            out("zmm12") _, out("zmm13") _, out("zmm14") _, out("zmm15") _,
+            out("zmm16") _, out("zmm17") _,
+            options(nostack, nomem),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// The 512-bit depthwise layout puts each channel's tap pair where a lane-by-lane
