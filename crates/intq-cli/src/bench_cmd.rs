@@ -429,6 +429,20 @@ fn f32_vs_int8(a: F32VsInt8Args) -> Result<()> {
 }
 
 /// `p`-quantile (0..=1) of sorted samples, nearest rank.
+/// The measured multiply peak of one core (GOPS) of the tiers that have one: AMX's `tdpbusd`
+/// and AVX-512 VNNI's `vpdpbusd`.
+fn tier_peak(tier: KernelTier) -> Option<f64> {
+    match tier {
+        #[cfg(target_arch = "x86_64")]
+        KernelTier::Fast(Isa::Amx) => intq_kernels::gemm::amx_peak(2_000_000).map(|p| p.gops),
+        #[cfg(target_arch = "x86_64")]
+        KernelTier::Fast(Isa::Avx512Vnni) => {
+            intq_kernels::gemm::vnni_peak(5_000_000).map(|p| p.gops)
+        }
+        _ => None,
+    }
+}
+
 fn quantile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() - 1) as f64 * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -559,6 +573,9 @@ fn model(a: ModelArgs) -> Result<()> {
         KernelTier::Fast(isa) => isa.name().to_string(),
         KernelTier::Reference => "reference".to_string(),
     };
+    // The tier's multiply instruction on registers alone, one core, measured after the run: the
+    // ceiling of its GOPS on this machine, times the threads that ran.
+    let peak = tier_peak(tier).map(|p| p * model.threads() as f64);
     if a.json {
         /// `--f32`'s measurements.
         #[derive(Serialize)]
@@ -601,6 +618,10 @@ fn model(a: ModelArgs) -> Result<()> {
             ms_p90: f64,
             macs: u64,
             gops: f64,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            peak_gops: Option<f64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            share_of_peak: Option<f64>,
             build_s: f64,
             #[serde(flatten)]
             f32: Option<F32>,
@@ -656,6 +677,8 @@ fn model(a: ModelArgs) -> Result<()> {
             ms_p90: fixed(quantile(&t8, 0.9), 4),
             macs,
             gops: fixed(gops, 2),
+            peak_gops: peak.map(|p| fixed(p, 0)),
+            share_of_peak: peak.map(|p| fixed(gops / p, 4)),
             build_s: fixed(build_s, 2),
             f32,
             profile,
@@ -673,6 +696,13 @@ fn model(a: ModelArgs) -> Result<()> {
             t8.len(),
             macs as f64 / 1e9,
         );
+        if let Some(p) = peak {
+            println!(
+                "  {:.1}% of the tier's multiply peak ({p:.0} GOPS: the instruction on registers \
+                     alone, one core, times the threads)",
+                100.0 * gops / p
+            );
+        }
         if a.f32 {
             let m32 = quantile(&t32, 0.5);
             println!(

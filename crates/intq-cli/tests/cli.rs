@@ -131,6 +131,56 @@ fn bench_gemm_reports_the_amx_peak_with_the_amx_tier() {
     }
 }
 
+/// `intq bench model --json` states the tier's measured multiply peak (times the threads) and
+/// the model's share of it on the tiers that have one (AMX, AVX-512 VNNI), and on no other.
+#[test]
+fn bench_model_states_its_share_of_the_tier_peak() {
+    let isa = String::from_utf8(intq(&["bench", "isa"]).stdout).unwrap();
+    let have: Vec<&str> = isa
+        .lines()
+        .find_map(|l| l.strip_prefix("available:"))
+        .expect("an `available:` line")
+        .split_whitespace()
+        .collect();
+    for (tier, threads) in [("portable", "1"), ("avx512vnni", "1"), ("amx", "2")] {
+        if !have.contains(&tier) {
+            continue;
+        }
+        let out = intq(&[
+            "bench",
+            "model",
+            "--model",
+            "small-cnn",
+            "--iters",
+            "2",
+            "--isa",
+            tier,
+            "--threads",
+            threads,
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j = common::json(&String::from_utf8(out.stdout).unwrap());
+        assert_eq!(j["isa"], tier);
+        let (gops, peak, share) = (
+            j["gops"].as_f64().unwrap(),
+            j["peak_gops"].as_f64(),
+            j["share_of_peak"].as_f64(),
+        );
+        if tier == "portable" {
+            assert!(peak.is_none() && share.is_none(), "{j}");
+        } else {
+            let (peak, share) = (peak.expect("peak"), share.expect("share"));
+            assert!(peak > 0.0 && gops > 0.0, "{j}");
+            assert!((share - gops / peak).abs() < 1e-3, "{j}");
+        }
+    }
+}
+
 #[test]
 fn inspect_and_run_a_saved_model() {
     for (dtype, tag) in [(DType::U8, "u8"), (DType::I8, "i8")] {
