@@ -149,23 +149,28 @@ def main():
         subprocess.run([args.intq, "import", path, "--out", converted], check=True,
                        capture_output=True)
         jobs.append((name, 1, converted, path))
-    rows = []
+    rows, tier_rows = [], []
     for model, batch, intq_path, tflite_path in jobs:
         for threads in [int(t) for t in args.threads.split(",")]:
             peers = [tflite_runner(tflite_path, threads, r) for r in resolvers]
             agree = {name: agreement(args, tflite_path, out, work)
                      for _, name, _, out in peers}
-            mine, theirs = {}, {name: [] for _, name, _, _ in peers}
+            mine, shares, theirs = {}, {}, {name: [] for _, name, _, _ in peers}
             for _ in range(args.reps):
                 for isa in isas:
                     r = intq(args, "--model", model, "--load", intq_path,
                              "--threads", str(threads), "--min-ms", str(args.min_ms),
                              isa=isa)
                     mine.setdefault(r["isa"], []).append(r["ms_median"])
+                    if r.get("share_of_peak") is not None:
+                        shares.setdefault(r["isa"], []).append(r["share_of_peak"])
                 for fn, name, _, _ in peers:
                     theirs[name].append(median_time(fn, args.min_ms / 1000) * 1e3)
             for isa, ms in mine.items():
                 mi = statistics.median(ms)
+                share = statistics.median(shares[isa]) if isa in shares else None
+                tier_rows.append(dict(model=model, batch=batch, threads=threads, isa=isa,
+                                      intq_ms=mi, share_of_peak=share))
                 for _, name, note, _ in peers:
                     tp = statistics.median(theirs[name])
                     rows.append(dict(model=model, batch=batch, threads=threads, isa=isa,
@@ -182,6 +187,21 @@ def main():
     print("(latency per call for the whole batch; intq/peer < 1 means intq is faster. Medians of "
           f"{args.reps} interleaved runs; both run the same int8 graph. 'outputs vs intq': the "
           "peer's output codes against `intq run` on the same .tflite file and input.)")
+    if len({r["isa"] for r in tier_rows}) > 1:
+        # Each tier against the first one asked for (e.g. avx512vnni against amx), and its
+        # share of its own multiply peak (`intq bench model`'s `share_of_peak`).
+        first = tier_rows[0]["isa"]
+        print(f"\n{'model':>14} {'batch':>5} {'thr':>3} {'intq isa':>11} {'intq ms':>9} "
+              f"{'/ ' + first:>12} {'of peak':>8}")
+        for r in tier_rows:
+            base = next(t["intq_ms"] for t in tier_rows if t["isa"] == first and
+                        (t["model"], t["batch"], t["threads"]) ==
+                        (r["model"], r["batch"], r["threads"]))
+            share = f"{100 * r['share_of_peak']:.1f}%" if r["share_of_peak"] else "n/a"
+            print(f"{r['model']:>14} {r['batch']:>5} {r['threads']:>3} {r['isa']:>11} "
+                  f"{r['intq_ms']:>9.3f} {r['intq_ms'] / base:>12.2f} {share:>8}")
+        print("('of peak': the model's GOPS over its tier's multiply instruction on registers "
+              "alone, one core, times the threads, measured after each run.)")
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(rows, f, indent=1)
