@@ -983,6 +983,16 @@ impl crate::gemm::ImplicitKernel for Vnni {
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile_implicit(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
     // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe { finish_tile(&implicit_steps(rows_a, b), o) }
+}
+
+/// [`tile_implicit`]'s products: the tile's accumulators.
+///
+/// # Safety
+/// As [`tile_implicit`].
+#[inline(always)]
+unsafe fn implicit_steps(rows_a: &ImplicitRows<u8>, b: *const i8) -> [[__m512i; 2]; MR] {
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
     unsafe {
         let base = &rows_a.base[..MR];
         let (kh, run_groups, stride) = (rows_a.kh, rows_a.run_groups, rows_a.row_stride);
@@ -994,8 +1004,38 @@ unsafe fn tile_implicit(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
             acc = dot_tile!(acc, 0..run_groups, |g| bp.add(g * NR * KG), |i, g| rows[i]
                 .add(g * KG));
         }
-        finish_tile(&acc, o);
+        acc
     }
+}
+
+/// The 8 x 32 implicit tile as this tier runs it on its own layers: [`tile_implicit`]'s
+/// products with [`finish_regs`]'s output stage. AMX runs its other convolutions on
+/// [`Vnni`]'s, which keeps [`finish_tile`].
+pub(crate) struct VnniMid;
+
+impl crate::gemm::ImplicitKernel for VnniMid {
+    type E = u8;
+    type B = i8;
+    const MR: usize = MR;
+    const NR: usize = NR;
+    const KG: usize = KG;
+    avx512_row_fill!();
+    /// # Safety
+    /// As [`crate::gemm::ImplicitKernel::tile_implicit`].
+    unsafe fn tile_implicit(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
+        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+        unsafe { tile_mid(rows_a, b, o) }
+    }
+}
+
+/// [`VnniMid`]'s tile.
+///
+/// # Safety
+/// As [`tile_implicit`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_mid(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe { finish_regs(implicit_steps(rows_a, b), o) }
 }
 
 /// The implicit GEMM's wide tile: 6 rows by 64 columns (two of the packed filter's 32-column
@@ -1205,8 +1245,8 @@ unsafe fn narrow_steps<const D: usize>(
 
 /// This tier's implicit-GEMM convolution: layers of at most 16 output channels on
 /// [`VnniNarrow`]'s 16 x 16 tile, layers wider than one panel on [`VnniWide`]'s 6 x 64 tile,
-/// the rest on the 8 x 32 one (a 64-column tile over 32 real columns would multiply half
-/// zeros), as do pointwise layers over few channels.
+/// the rest on the 8 x 32 one, [`VnniMid`] (a 64-column tile over 32 real columns would
+/// multiply half zeros), as do pointwise layers over few channels.
 pub(crate) fn implicit_conv<T: crate::gemm::Code8>(
     plan: &crate::gemm::Conv2dPlan,
     input: &[T],
@@ -1225,7 +1265,7 @@ pub(crate) fn implicit_conv<T: crate::gemm::Code8>(
     } else if output_shape[3] > NR && (in_c > 16 || in_c <= KG) {
         plan.run_implicit::<VnniWide, T>(input, input_shape, output, output_shape, threads)
     } else {
-        plan.run_implicit::<Vnni, T>(input, input_shape, output, output_shape, threads)
+        plan.run_implicit::<VnniMid, T>(input, input_shape, output, output_shape, threads)
     }
 }
 
