@@ -408,9 +408,9 @@ unsafe fn finish_regs<const R: usize, const H: usize>(acc: [[__m512i; H]; R], o:
         let signed = epi.cmin >= -128 && epi.cmax <= 127;
         let unsigned = epi.cmin >= 0 && epi.cmax <= 255;
         let shape = if H == 1 {
-            o.cols == 16 && o.ldc == 16 && R % 4 == 0
+            o.cols == 16 && o.ldc == 16 && R.is_multiple_of(4)
         } else {
-            o.cols == 16 * H && (H == 4 || (H == 2 && R % 2 == 0))
+            o.cols == 16 * H && (H == 4 || (H == 2 && R.is_multiple_of(2)))
         };
         if o.rows == R
             && shape
