@@ -550,15 +550,14 @@ impl Conv2dPlan {
             });
             (r0, rows, [b0, b1], [oy0, oy1], image_rows)
         };
-        // A task's image, pixel sums, batch segments, and its tiles' window bases, row sums
-        // and row pointers, carved from its thread's scratch.
+        // A task's image, pixel sums, batch segments, and its tiles' row sums and window
+        // pointers, carved from its thread's scratch.
         let need = |rows: usize, batches: usize, image_rows: usize| {
             let tiles = rows.div_ceil(mr) * mr;
             super::Need::default()
                 .add::<F::E>(image_rows * row_len + slack)
                 .add::<i32>(image_rows * wp)
                 .add::<(usize, usize)>(batches)
-                .add::<usize>(tiles)
                 .add::<i32>(tiles)
                 .add::<*const F::E>(tiles)
         };
@@ -608,26 +607,38 @@ impl Conv2dPlan {
                 }
                 let (image, sums) = (&image[..], &sums[..]);
                 let tiles = rows.div_ceil(mr);
-                let bases = scratch.filled(tiles * mr, 0usize);
                 let rowsum = scratch.filled(tiles * mr, 0i32);
-                // Pixels in (b, oy, ox) order, stepped rather than divided out per pixel.
+                let ptrs = scratch.filled(tiles * mr, std::ptr::null::<F::E>());
+                // Pixels in (b, oy, ox) order, a run of one output row at a time: a pixel's
+                // window starts `stride_w` pixels after its left neighbour's.
+                let step = p.stride_w * in_c;
                 let (mut bi, mut oy, mut ox) = (b0, oy0, r0 % out_w);
-                for (base, rs) in bases.iter_mut().zip(rowsum.iter_mut()).take(rows) {
+                let mut k = 0;
+                while k < rows {
                     let (ylo, at) = segs[bi - b0];
-                    let (row, x0) = (at + oy * p.stride_h - ylo, ox * p.stride_w);
-                    *base = (row * wp + x0) * in_c;
+                    let row = at + oy * p.stride_h - ylo;
+                    let n = (out_w - ox).min(rows - k);
+                    let mut ptr = image[(row * wp + ox * p.stride_w) * in_c..].as_ptr();
+                    for slot in &mut ptrs[k..k + n] {
+                        *slot = ptr;
+                        ptr = ptr.wrapping_add(step);
+                    }
                     // Symmetric weights (every zw 0) never read the row sum.
                     if !epi.zw_zero {
-                        let mut sum = 0i32;
-                        for fy in 0..kh {
-                            let at = (row + fy * p.dilation_h) * wp + x0;
-                            sum = sums[at..at + kw]
-                                .iter()
-                                .fold(sum, |s, &v| s.wrapping_add(v));
+                        for (j, rs) in rowsum[k..k + n].iter_mut().enumerate() {
+                            let x0 = (ox + j) * p.stride_w;
+                            let mut sum = 0i32;
+                            for fy in 0..kh {
+                                let at = (row + fy * p.dilation_h) * wp + x0;
+                                sum = sums[at..at + kw]
+                                    .iter()
+                                    .fold(sum, |s, &v| s.wrapping_add(v));
+                            }
+                            *rs = sum;
                         }
-                        *rs = sum;
                     }
-                    ox += 1;
+                    k += n;
+                    ox += n;
                     if ox == out_w {
                         ox = 0;
                         oy += 1;
@@ -639,11 +650,7 @@ impl Conv2dPlan {
                 }
                 // Padding rows of the last tile repeat the chunk's last pixel (never stored).
                 for j in rows..tiles * mr {
-                    (bases[j], rowsum[j]) = (bases[rows - 1], rowsum[rows - 1]);
-                }
-                let ptrs = scratch.filled(tiles * mr, std::ptr::null::<F::E>());
-                for (ptr, &o) in ptrs.iter_mut().zip(bases.iter()) {
-                    *ptr = image[o..].as_ptr();
+                    (ptrs[j], rowsum[j]) = (ptrs[rows - 1], rowsum[rows - 1]);
                 }
                 let ptrs = &ptrs[..];
                 for pn in 0..panels {

@@ -393,6 +393,181 @@ unsafe fn rows_lean<const R: usize, const H: usize, const NN: bool, const ZF: bo
     }
 }
 
+/// [`finish_acc`] on accumulators held by value: a whole tile (`o.rows == R`) under the usual
+/// flags and a packing clamp is finished with constant indices, so the accumulators stay in
+/// registers; `finish_acc` indexes rows in a loop, which keeps them on the stack, and any other
+/// tile takes it on a copy, stored only on that path.
+///
+/// # Safety
+/// As [`finish_acc`].
+#[inline(always)]
+unsafe fn finish_regs<const R: usize, const H: usize>(acc: [[__m512i; H]; R], o: &TileOut) {
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        let epi = o.epi;
+        let signed = epi.cmin >= -128 && epi.cmax <= 127;
+        let unsigned = epi.cmin >= 0 && epi.cmax <= 255;
+        let shape = if H == 1 {
+            o.cols == 16 && o.ldc == 16 && R.is_multiple_of(4)
+        } else {
+            o.cols == 16 * H && (H == 4 || (H == 2 && R.is_multiple_of(2)))
+        };
+        if o.rows == R
+            && shape
+            && epi.vector_ok
+            && (signed || unsigned)
+            && epi.zw_zero
+            && epi.lshift_zero
+            && epi.clamp_first
+        {
+            let n0 = o.n0;
+            let k: [Lean16; 4] = [
+                Cols16::load(epi, n0).lean(),
+                Cols16::load(epi, n0 + 16 * 1.min(H - 1)).lean(),
+                Cols16::load(epi, n0 + 16 * (H / 2)).lean(),
+                Cols16::load(epi, n0 + 16 * (H - 1)).lean(),
+            ];
+            let zero = _mm512_setzero_si512();
+            let mut neg = 0;
+            for kh in &k {
+                neg |= _mm512_cmplt_epi32_mask(kh.pre_lo, zero);
+            }
+            match (neg == 0, epi.zout_folded, signed) {
+                (true, true, true) => lean_regs::<R, H, true, true, true>(acc, o, &k),
+                (true, true, false) => lean_regs::<R, H, true, true, false>(acc, o, &k),
+                (true, false, true) => lean_regs::<R, H, true, false, true>(acc, o, &k),
+                (true, false, false) => lean_regs::<R, H, true, false, false>(acc, o, &k),
+                (false, true, true) => lean_regs::<R, H, false, true, true>(acc, o, &k),
+                (false, true, false) => lean_regs::<R, H, false, true, false>(acc, o, &k),
+                (false, false, true) => lean_regs::<R, H, false, false, true>(acc, o, &k),
+                (false, false, false) => lean_regs::<R, H, false, false, false>(acc, o, &k),
+            }
+        } else {
+            let copy = acc;
+            finish_acc(&copy, o);
+        }
+    }
+}
+
+/// [`rows_lean`] on a whole tile held by value, `S` for a clamp inside i8's range (else u8's).
+///
+/// # Safety
+/// As [`rows_lean`], with `o.rows == R`, `H` 1 (`R % 4 == 0`), 2 (`R` even) or 4.
+#[inline(always)]
+unsafe fn lean_regs<
+    const R: usize,
+    const H: usize,
+    const NN: bool,
+    const ZF: bool,
+    const S: bool,
+>(
+    acc: [[__m512i; H]; R],
+    o: &TileOut,
+    k: &[Lean16; 4],
+) {
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
+        let (epi, out, ldc) = (o.epi, o.out, o.ldc);
+        let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        // Macros, not closures or calls: this many call sites are left out of line (closures
+        // compiled without the target features, so none of their intrinsics inline). `q` is
+        // [`Lean16::requant`]'s steps.
+        let nudge = _mm512_set1_epi64(1 << 30);
+        let zout = _mm512_set1_epi32(epi.zout);
+        macro_rules! q {
+            ($c:expr, $v:expr) => {{
+                let c: &Lean16 = $c;
+                let x = _mm512_add_epi32($v, c.colconst);
+                let even = _mm512_add_epi64(_mm512_mul_epi32(x, c.m0), nudge);
+                let odd = _mm512_add_epi64(
+                    _mm512_mul_epi32(_mm512_srli_epi64::<32>(x), c.m0_odd),
+                    nudge,
+                );
+                let mut x = _mm512_mask_blend_epi32(
+                    0xAAAA,
+                    _mm512_srli_epi64::<31>(even),
+                    _mm512_slli_epi64::<1>(odd),
+                );
+                x = _mm512_max_epi32(x, c.pre_lo);
+                x = _mm512_min_epi32(x, c.pre_hi);
+                let mut t = _mm512_add_epi32(x, c.rround);
+                if !NN {
+                    t = _mm512_add_epi32(t, _mm512_srai_epi32::<31>(x));
+                }
+                let r = _mm512_srav_epi32(t, c.rshift);
+                if ZF {
+                    r
+                } else {
+                    _mm512_add_epi32(r, zout)
+                }
+            }};
+        }
+        macro_rules! pack {
+            ($a:expr, $b:expr, $c:expr, $d:expr $(,)?) => {{
+                let lo = _mm512_packs_epi32($a, $b);
+                let hi = _mm512_packs_epi32($c, $d);
+                let bytes = if S {
+                    _mm512_packs_epi16(lo, hi)
+                } else {
+                    _mm512_packus_epi16(lo, hi)
+                };
+                _mm512_permutexvar_epi32(order, bytes)
+            }};
+        }
+        let (h1, h2, h3) = (1.min(H - 1), H / 2, H - 1);
+        // One store of four vectors from row `$i`, a constant: a loop over the rows is not
+        // unrolled, and indexing the array in it keeps it on the stack.
+        macro_rules! store {
+            ($i:expr) => {{
+                let i: usize = $i;
+                if H == 4 {
+                    let a = &acc[i];
+                    let v = pack!(
+                        q!(&k[0], a[0]),
+                        q!(&k[1], a[h1]),
+                        q!(&k[2], a[h2]),
+                        q!(&k[3], a[h3]),
+                    );
+                    _mm512_storeu_si512(out.add(i * ldc) as *mut __m512i, v);
+                } else if H == 2 {
+                    let (a, b) = (&acc[i], &acc[i + 1]);
+                    let v = pack!(
+                        q!(&k[0], a[0]),
+                        q!(&k[1], a[h1]),
+                        q!(&k[0], b[0]),
+                        q!(&k[1], b[h1]),
+                    );
+                    _mm256_storeu_si256(
+                        out.add(i * ldc) as *mut __m256i,
+                        _mm512_castsi512_si256(v),
+                    );
+                    // The upper half to the next row (the masked store writes only it).
+                    let next = out.add((i + 1) * ldc).wrapping_sub(32);
+                    _mm512_mask_storeu_epi8(next as *mut i8, !0u64 << 32, v);
+                } else {
+                    let v = pack!(
+                        q!(&k[0], acc[i][0]),
+                        q!(&k[0], acc[i + 1][0]),
+                        q!(&k[0], acc[i + 2][0]),
+                        q!(&k[0], acc[i + 3][0]),
+                    );
+                    _mm512_storeu_si512(out.add(i * 16) as *mut __m512i, v);
+                }
+            }};
+        }
+        let per = if H == 4 { 1 } else { 4 / H };
+        macro_rules! rows {
+            ($($i:literal)*) => {$(
+                if $i < R && $i % per == 0 {
+                    store!($i);
+                }
+            )*};
+        }
+        debug_assert!(R <= 16);
+        rows!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+    }
+}
+
 /// Field `f` of [`Epilogue::lanes`] (laid out 16 columns wide, as this tier's table asks) for
 /// the 16 columns from `n` (a multiple of 16).
 ///
@@ -808,6 +983,16 @@ impl crate::gemm::ImplicitKernel for Vnni {
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile_implicit(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
     // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe { finish_tile(&implicit_steps(rows_a, b), o) }
+}
+
+/// [`tile_implicit`]'s products: the tile's accumulators.
+///
+/// # Safety
+/// As [`tile_implicit`].
+#[inline(always)]
+unsafe fn implicit_steps(rows_a: &ImplicitRows<u8>, b: *const i8) -> [[__m512i; 2]; MR] {
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
     unsafe {
         let base = &rows_a.base[..MR];
         let (kh, run_groups, stride) = (rows_a.kh, rows_a.run_groups, rows_a.row_stride);
@@ -819,8 +1004,38 @@ unsafe fn tile_implicit(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
             acc = dot_tile!(acc, 0..run_groups, |g| bp.add(g * NR * KG), |i, g| rows[i]
                 .add(g * KG));
         }
-        finish_tile(&acc, o);
+        acc
     }
+}
+
+/// The 8 x 32 implicit tile as this tier runs it on its own layers: [`tile_implicit`]'s
+/// products with [`finish_regs`]'s output stage. AMX runs its other convolutions on
+/// [`Vnni`]'s, which keeps [`finish_tile`].
+pub(crate) struct VnniMid;
+
+impl crate::gemm::ImplicitKernel for VnniMid {
+    type E = u8;
+    type B = i8;
+    const MR: usize = MR;
+    const NR: usize = NR;
+    const KG: usize = KG;
+    avx512_row_fill!();
+    /// # Safety
+    /// As [`crate::gemm::ImplicitKernel::tile_implicit`].
+    unsafe fn tile_implicit(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
+        // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+        unsafe { tile_mid(rows_a, b, o) }
+    }
+}
+
+/// [`VnniMid`]'s tile.
+///
+/// # Safety
+/// As [`tile_implicit`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_mid(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe { finish_regs(implicit_steps(rows_a, b), o) }
 }
 
 /// The implicit GEMM's wide tile: 6 rows by 64 columns (two of the packed filter's 32-column
@@ -882,7 +1097,7 @@ unsafe fn tile_wide(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
                     }
                 }
             }
-            finish_acc(&acc, o);
+            finish_regs(acc, o);
             return;
         }
         let [[mut c00, mut c01, mut c02, mut c03], [mut c10, mut c11, mut c12, mut c13], [mut c20, mut c21, mut c22, mut c23], [mut c30, mut c31, mut c32, mut c33], [mut c40, mut c41, mut c42, mut c43], [mut c50, mut c51, mut c52, mut c53]] =
@@ -922,7 +1137,7 @@ unsafe fn tile_wide(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
             [c40, c41, c42, c43],
             [c50, c51, c52, c53],
         ];
-        finish_acc(&acc, o);
+        finish_regs(acc, o);
     }
 }
 
@@ -978,7 +1193,7 @@ unsafe fn tile_narrow(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
                 32 => narrow_steps::<32>(base[0], kh, run_groups, stride, b, &mut acc),
                 _ => narrow_steps::<64>(base[0], kh, run_groups, stride, b, &mut acc),
             }
-            finish_acc(&acc, o);
+            finish_regs(acc, o);
             return;
         }
         for fy in 0..kh {
@@ -992,7 +1207,7 @@ unsafe fn tile_narrow(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
                 }
             }
         }
-        finish_acc(&acc, o);
+        finish_regs(acc, o);
     }
 }
 
@@ -1030,8 +1245,8 @@ unsafe fn narrow_steps<const D: usize>(
 
 /// This tier's implicit-GEMM convolution: layers of at most 16 output channels on
 /// [`VnniNarrow`]'s 16 x 16 tile, layers wider than one panel on [`VnniWide`]'s 6 x 64 tile,
-/// the rest on the 8 x 32 one (a 64-column tile over 32 real columns would multiply half
-/// zeros), as do pointwise layers over few channels.
+/// the rest on the 8 x 32 one, [`VnniMid`] (a 64-column tile over 32 real columns would
+/// multiply half zeros), as do pointwise layers over few channels.
 pub(crate) fn implicit_conv<T: crate::gemm::Code8>(
     plan: &crate::gemm::Conv2dPlan,
     input: &[T],
@@ -1050,7 +1265,7 @@ pub(crate) fn implicit_conv<T: crate::gemm::Code8>(
     } else if output_shape[3] > NR && (in_c > 16 || in_c <= KG) {
         plan.run_implicit::<VnniWide, T>(input, input_shape, output, output_shape, threads)
     } else {
-        plan.run_implicit::<Vnni, T>(input, input_shape, output, output_shape, threads)
+        plan.run_implicit::<VnniMid, T>(input, input_shape, output, output_shape, threads)
     }
 }
 
