@@ -393,6 +393,38 @@ unsafe fn rows_lean<const R: usize, const H: usize, const NN: bool, const ZF: bo
     }
 }
 
+/// [`Lean16::requant`]'s steps on `$v` with `$c`'s constants (`$nudge` is 2^30 in each 64-bit
+/// lane, `$zout` the output zero point in each lane): a macro, so that tiles finishing many
+/// vectors in registers get every step inline, where calls were left out of line.
+macro_rules! lean_requant {
+    ($c:expr, $v:expr, $nudge:expr, $zout:expr, $nn:expr, $zf:expr) => {{
+        let c: &Lean16 = $c;
+        let x = _mm512_add_epi32($v, c.colconst);
+        let even = _mm512_add_epi64(_mm512_mul_epi32(x, c.m0), $nudge);
+        let odd = _mm512_add_epi64(
+            _mm512_mul_epi32(_mm512_srli_epi64::<32>(x), c.m0_odd),
+            $nudge,
+        );
+        let mut x = _mm512_mask_blend_epi32(
+            0xAAAA,
+            _mm512_srli_epi64::<31>(even),
+            _mm512_slli_epi64::<1>(odd),
+        );
+        x = _mm512_max_epi32(x, c.pre_lo);
+        x = _mm512_min_epi32(x, c.pre_hi);
+        let mut t = _mm512_add_epi32(x, c.rround);
+        if !$nn {
+            t = _mm512_add_epi32(t, _mm512_srai_epi32::<31>(x));
+        }
+        let r = _mm512_srav_epi32(t, c.rshift);
+        if $zf {
+            r
+        } else {
+            _mm512_add_epi32(r, $zout)
+        }
+    }};
+}
+
 /// [`finish_acc`] on accumulators held by value: a whole tile (`o.rows == R`) under the usual
 /// flags and a packing clamp is finished with constant indices, so the accumulators stay in
 /// registers; `finish_acc` indexes rows in a loop, which keeps them on the stack, and any other
@@ -470,37 +502,13 @@ unsafe fn lean_regs<
         let (epi, out, ldc) = (o.epi, o.out, o.ldc);
         let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
         // Macros, not closures or calls: this many call sites are left out of line (closures
-        // compiled without the target features, so none of their intrinsics inline). `q` is
-        // [`Lean16::requant`]'s steps.
+        // compiled without the target features, so none of their intrinsics inline).
         let nudge = _mm512_set1_epi64(1 << 30);
         let zout = _mm512_set1_epi32(epi.zout);
         macro_rules! q {
-            ($c:expr, $v:expr) => {{
-                let c: &Lean16 = $c;
-                let x = _mm512_add_epi32($v, c.colconst);
-                let even = _mm512_add_epi64(_mm512_mul_epi32(x, c.m0), nudge);
-                let odd = _mm512_add_epi64(
-                    _mm512_mul_epi32(_mm512_srli_epi64::<32>(x), c.m0_odd),
-                    nudge,
-                );
-                let mut x = _mm512_mask_blend_epi32(
-                    0xAAAA,
-                    _mm512_srli_epi64::<31>(even),
-                    _mm512_slli_epi64::<1>(odd),
-                );
-                x = _mm512_max_epi32(x, c.pre_lo);
-                x = _mm512_min_epi32(x, c.pre_hi);
-                let mut t = _mm512_add_epi32(x, c.rround);
-                if !NN {
-                    t = _mm512_add_epi32(t, _mm512_srai_epi32::<31>(x));
-                }
-                let r = _mm512_srav_epi32(t, c.rshift);
-                if ZF {
-                    r
-                } else {
-                    _mm512_add_epi32(r, zout)
-                }
-            }};
+            ($c:expr, $v:expr) => {
+                lean_requant!($c, $v, nudge, zout, NN, ZF)
+            };
         }
         macro_rules! pack {
             ($a:expr, $b:expr, $c:expr, $d:expr $(,)?) => {{
@@ -790,30 +798,14 @@ impl Lean16 {
         acc: __m512i,
         epi: &Epilogue,
     ) -> __m512i {
-        let x = _mm512_add_epi32(acc, self.colconst);
-        let nudge = _mm512_set1_epi64(1 << 30);
-        let even = _mm512_add_epi64(_mm512_mul_epi32(x, self.m0), nudge);
-        let odd = _mm512_add_epi64(
-            _mm512_mul_epi32(_mm512_srli_epi64::<32>(x), self.m0_odd),
-            nudge,
-        );
-        let mut x = _mm512_mask_blend_epi32(
-            0xAAAA,
-            _mm512_srli_epi64::<31>(even),
-            _mm512_slli_epi64::<1>(odd),
-        );
-        x = _mm512_max_epi32(x, self.pre_lo);
-        x = _mm512_min_epi32(x, self.pre_hi);
-        let mut t = _mm512_add_epi32(x, self.rround);
-        if !NN {
-            t = _mm512_add_epi32(t, _mm512_srai_epi32::<31>(x));
-        }
-        let q = _mm512_srav_epi32(t, self.rshift);
-        if ZF {
-            q
-        } else {
-            _mm512_add_epi32(q, _mm512_set1_epi32(epi.zout))
-        }
+        lean_requant!(
+            self,
+            acc,
+            _mm512_set1_epi64(1 << 30),
+            _mm512_set1_epi32(epi.zout),
+            NN,
+            ZF
+        )
     }
 }
 
