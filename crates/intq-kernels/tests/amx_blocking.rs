@@ -109,3 +109,26 @@ fn gemm_k_block_boundaries_large_m_n() {
     };
     intq_testutil::on_every_tier("gemm_k_block_boundaries_large_m_n", f);
 }
+
+/// One K block of 15, 16 and 17 groups of 64 around the AMX column's early operand loads
+/// (blocks of 16 groups), and two blocks of 16 with a partial last row tile.
+#[test]
+fn gemm_early_loads_around_16_groups() {
+    let f: &dyn Fn(Isa) = &|isa| {
+        let mut rng = Rng::new(1600);
+        for (i, &shape) in [
+            (530, 515, 960),
+            (515, 530, 961),
+            (520, 545, 1024),
+            (545, 520, 1025),
+            (513, 519, 2048),
+        ]
+        .iter()
+        .enumerate()
+        {
+            check::<u8>(isa, &mut rng, shape, i % 2 == 1, 1 + i % 2);
+            check::<i8>(isa, &mut rng, shape, i % 2 == 0, 2 - i % 2);
+        }
+    };
+    intq_testutil::on_every_tier("gemm_early_loads_around_16_groups", f);
+}

@@ -331,6 +331,25 @@ unsafe fn lean_rows<const NN: bool, const ZF: bool>(
 unsafe fn column_with<S: RowStage>(col: &Column<u8, i8>, stage: &S) {
     // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
     unsafe {
+        // Early loads only for long sub-panels (a large GEMM's): with a network layer's few
+        // groups a tile they ran the layer slower.
+        if col.groups >= 16 {
+            column_loop::<S, true>(col, stage)
+        } else {
+            column_loop::<S, false>(col, stage)
+        }
+    }
+}
+
+/// [`column_with`]'s loop; with `EARLY`, each tile's operands are loaded as early as the
+/// tile unit's order allows.
+///
+/// # Safety
+/// As [`column_with`].
+#[inline(always)]
+unsafe fn column_loop<S: RowStage, const EARLY: bool>(col: &Column<u8, i8>, stage: &S) {
+    // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
+    unsafe {
         ensure_configured();
         let groups = col.groups;
         let tiles = col.rows.div_ceil(MR);
@@ -345,16 +364,41 @@ unsafe fn column_with<S: RowStage>(col: &Column<u8, i8>, stage: &S) {
         let per_group = MR.div_ceil(groups);
         // The previous tile's stored sums and output, waiting for their output stage.
         let mut pending: Option<(*const i32, TileOut)> = None;
+        // Where the accumulators still in the tile registers go (null before the first tile).
+        let mut held: *mut i32 = std::ptr::null_mut();
         for j in 0..tiles {
             let i = if col.reverse { tiles - 1 - j } else { j };
             let t = col.tile(i, MR, NR);
-            if t.first {
-                zero_acc();
+            // The tile unit takes tile instructions in order: with `EARLY`, this tile's first
+            // operands are loaded before the last tile's accumulators are stored, and each
+            // accumulator is started again right after its store, so the loads overlap the drain.
+            if EARLY {
+                load_ab(t.a, b);
+                match (held.is_null(), t.first) {
+                    (true, true) => zero_acc(),
+                    (true, false) => load_acc(t.c),
+                    (false, true) => store_zero_acc(held),
+                    (false, false) => store_load_acc(held, t.c),
+                }
             } else {
-                load_acc(t.c);
+                if !held.is_null() {
+                    store_acc(held);
+                }
+                if t.first {
+                    zero_acc();
+                } else {
+                    load_acc(t.c);
+                }
             }
             for g in 0..groups {
-                step_streamed_a(t.a.add(g * MR * KG), b.add(g * KG * NR));
+                if !EARLY {
+                    load_ab(t.a.add(g * MR * KG), b.add(g * KG * NR));
+                    mul4();
+                } else if g + 1 < groups {
+                    mul4_load_next(t.a.add((g + 1) * MR * KG), b.add((g + 1) * KG * NR));
+                } else {
+                    mul4();
+                }
                 for _ in 0..pf_lines {
                     if pf < pf_end {
                         _mm_prefetch::<_MM_HINT_T1>(pf as *const i8);
@@ -368,8 +412,12 @@ unsafe fn column_with<S: RowStage>(col: &Column<u8, i8>, stage: &S) {
             if let Some((c, o)) = &pending {
                 stage.rows(*c, o, groups * per_group, MR);
             }
-            store_acc(t.c);
+            // Stored at the start of the next tile, before the output stage reads it.
+            held = t.c;
             pending = t.last.then(|| (t.c as *const i32, col.out(i, MR)));
+        }
+        if !held.is_null() {
+            store_acc(held);
         }
         if let Some((c, o)) = &pending {
             stage.rows(*c, o, 0, MR);
@@ -686,6 +734,70 @@ pub(crate) unsafe fn store_acc(c: *mut i32) {
     };
 }
 
+/// Stores the accumulators to `st` as [`store_acc`], each followed at once by its reload from
+/// `ld` as [`load_acc`]: a reload waits only for its own tile's store.
+///
+/// # Safety
+/// AMX is configured; `st` is writable and `ld` readable for `MR * NR` int32.
+#[inline(always)]
+unsafe fn store_load_acc(st: *mut i32, ld: *const i32) {
+    let (s8, l8) = (st as *mut u8, ld as *const u8);
+    let cs = NR * 4;
+    // SAFETY: the caller meets this function's contract; the four 16-row tiles lie in `st`
+    // and in `ld`.
+    unsafe {
+        asm!(
+            "tilestored [{s0} + {s}*1], tmm0",
+            "tileloadd tmm0, [{l0} + {s}*1]",
+            "tilestored [{s1} + {s}*1], tmm1",
+            "tileloadd tmm1, [{l1} + {s}*1]",
+            "tilestored [{s2} + {s}*1], tmm2",
+            "tileloadd tmm2, [{l2} + {s}*1]",
+            "tilestored [{s3} + {s}*1], tmm3",
+            "tileloadd tmm3, [{l3} + {s}*1]",
+            s0 = in(reg) s8,
+            s1 = in(reg) s8.add(64),
+            s2 = in(reg) s8.add(16 * cs),
+            s3 = in(reg) s8.add(16 * cs + 64),
+            l0 = in(reg) l8,
+            l1 = in(reg) l8.add(64),
+            l2 = in(reg) l8.add(16 * cs),
+            l3 = in(reg) l8.add(16 * cs + 64),
+            s = in(reg) cs,
+            options(nostack),
+        )
+    };
+}
+
+/// [`store_load_acc`] with the accumulators zeroed instead of reloaded.
+///
+/// # Safety
+/// AMX is configured; `st` is writable for `MR * NR` int32.
+#[inline(always)]
+unsafe fn store_zero_acc(st: *mut i32) {
+    let s8 = st as *mut u8;
+    let cs = NR * 4;
+    // SAFETY: the caller meets this function's contract; the four 16-row tiles lie in `st`.
+    unsafe {
+        asm!(
+            "tilestored [{s0} + {s}*1], tmm0",
+            "tilezero tmm0",
+            "tilestored [{s1} + {s}*1], tmm1",
+            "tilezero tmm1",
+            "tilestored [{s2} + {s}*1], tmm2",
+            "tilezero tmm2",
+            "tilestored [{s3} + {s}*1], tmm3",
+            "tilezero tmm3",
+            s0 = in(reg) s8,
+            s1 = in(reg) s8.add(64),
+            s2 = in(reg) s8.add(16 * cs),
+            s3 = in(reg) s8.add(16 * cs + 64),
+            s = in(reg) cs,
+            options(nostack),
+        )
+    };
+}
+
 /// One group of 64 codes into the accumulators: rows `a + r * lda` (`r < 32`, two 16-row A
 /// tiles) against the packed B group `b` (64 x 32, two 16-column B tiles). `SIGNED` multiplies
 /// the rows as s8 (`tdpbssd`), else as u8 (`tdpbusd`).
@@ -738,14 +850,16 @@ pub(crate) unsafe fn step<const SIGNED: bool>(a: *const u8, lda: usize, b: *cons
     };
 }
 
-/// [`step`] (u8 rows) on a packed A sub-panel (rows `KG` apart) that is read once per B
-/// sub-panel: its tiles are loaded with the non-temporal hint (`tileloaddt1`), so that the
-/// stream of A does not evict the B sub-panel, which every row tile of the chunk reads from L1.
+/// The operand tiles of one group for [`mul4`]: [`step`]'s (u8 rows) on a packed A sub-panel
+/// (rows `KG` apart) that is read once per B sub-panel. A is loaded with the non-temporal hint
+/// (`tileloaddt1`), so that its stream does not evict the B sub-panel, which every row tile of
+/// the chunk reads from L1.
 ///
 /// # Safety
-/// As [`step`] with `lda == KG`.
+/// AMX is configured; the 64 bytes at `a + r * KG` are readable for every `r < 32`, and `b`
+/// holds one packed group (`KG * NR` bytes).
 #[inline(always)]
-unsafe fn step_streamed_a(a: *const u8, b: *const u8) {
+unsafe fn load_ab(a: *const u8, b: *const u8) {
     let sb = NR * 4;
     // SAFETY: the caller meets this function's contract; the loads stay in the rows and group.
     unsafe {
@@ -753,11 +867,7 @@ unsafe fn step_streamed_a(a: *const u8, b: *const u8) {
             "tileloaddt1 tmm4, [{a0} + {sa}*1]",
             "tileloadd tmm6, [{b0} + {sb}*1]",
             "tileloadd tmm7, [{b1} + {sb}*1]",
-            "tdpbusd tmm0, tmm4, tmm6",
             "tileloaddt1 tmm5, [{a1} + {sa}*1]",
-            "tdpbusd tmm1, tmm4, tmm7",
-            "tdpbusd tmm2, tmm5, tmm6",
-            "tdpbusd tmm3, tmm5, tmm7",
             a0 = in(reg) a,
             a1 = in(reg) a.add(16 * KG),
             b0 = in(reg) b,
@@ -765,6 +875,55 @@ unsafe fn step_streamed_a(a: *const u8, b: *const u8) {
             sa = in(reg) KG,
             sb = in(reg) sb,
             options(nostack, readonly),
+        )
+    };
+}
+
+/// [`mul4`] with the next group's operands ([`load_ab`] at `a`, `b`) loaded right after each
+/// operand tile's last product: the tile unit takes them in order, and a load placed after all
+/// four products would start one product later.
+///
+/// # Safety
+/// As [`load_ab`] for `a` and `b`.
+#[inline(always)]
+unsafe fn mul4_load_next(a: *const u8, b: *const u8) {
+    let sb = NR * 4;
+    // SAFETY: the caller meets this function's contract; the loads stay in the rows and group.
+    unsafe {
+        asm!(
+            "tdpbusd tmm0, tmm4, tmm6",
+            "tdpbusd tmm1, tmm4, tmm7",
+            "tileloaddt1 tmm4, [{a0} + {sa}*1]",
+            "tdpbusd tmm2, tmm5, tmm6",
+            "tileloadd tmm6, [{b0} + {sb}*1]",
+            "tdpbusd tmm3, tmm5, tmm7",
+            "tileloadd tmm7, [{b1} + {sb}*1]",
+            "tileloaddt1 tmm5, [{a1} + {sa}*1]",
+            a0 = in(reg) a,
+            a1 = in(reg) a.add(16 * KG),
+            b0 = in(reg) b,
+            b1 = in(reg) b.add(64),
+            sa = in(reg) KG,
+            sb = in(reg) sb,
+            options(nostack, readonly),
+        )
+    };
+}
+
+/// The four products of one group on the operands [`load_ab`] loaded.
+///
+/// # Safety
+/// AMX is configured.
+#[inline(always)]
+unsafe fn mul4() {
+    // SAFETY: the caller meets this function's contract; only tile registers change.
+    unsafe {
+        asm!(
+            "tdpbusd tmm0, tmm4, tmm6",
+            "tdpbusd tmm1, tmm4, tmm7",
+            "tdpbusd tmm2, tmm5, tmm6",
+            "tdpbusd tmm3, tmm5, tmm7",
+            options(nostack, nomem),
         )
     };
 }
