@@ -967,10 +967,15 @@ tiers!(conv_pointwise, |isa| {
 /// group), pixel counts around whole 32-row tiles (the last tile or two copied before they are
 /// read), output channels over several panels, 1 to 3 threads.
 fn pointwise_symmetric<T: Code8>(isa: Isa, seed: u64) {
+    pointwise_symmetric_oc::<T>(isa, seed, None)
+}
+
+/// [`pointwise_symmetric`] with `oc` output channels when given.
+fn pointwise_symmetric_oc<T: Code8>(isa: Isa, seed: u64, oc: Option<usize>) {
     let mut rng = Rng::new(seed);
     let (b, h, w) = (rng.size(1, 2), rng.size(1, 12), rng.size(1, 12));
     let ic = [1, 3, 4, 16, 24, 32, 63, 64, 65, 96, 144, 200][rng.size(0, 11)];
-    let oc = rng.size(1, 100);
+    let oc = oc.unwrap_or_else(|| rng.size(1, 100));
     let shapes = ([b, h, w, ic], [oc, 1, 1, ic], [b, h, w, oc]);
     let params = geometry(Padding::Valid, (h, w), (1, 1), (1, 1), (1, 1))
         .expect("a 1x1 window fits")
@@ -1004,6 +1009,22 @@ tiers!(conv_pointwise_symmetric, |isa| {
     for s in 0..60 {
         pointwise_symmetric::<u8>(isa, 9700 + s);
         pointwise_symmetric::<i8>(isa, 9800 + s);
+    }
+});
+
+// Last panels of fewer columns than the tile's (24 of an 8 x 32 tile, 16 or 40 of a 6 x 64
+// one, 1 to 15 of either), finished from registers with masked stores: whole and partial
+// row tiles, 1 to 3 threads.
+tiers!(conv_pointwise_partial_panel, |isa| {
+    for (i, oc) in [17, 24, 31, 33, 40, 47, 80, 100, 144, 150]
+        .into_iter()
+        .enumerate()
+    {
+        for s in 0..6 {
+            let seed = 9900 + 10 * i as u64 + s;
+            pointwise_symmetric_oc::<u8>(isa, seed, Some(oc));
+            pointwise_symmetric_oc::<i8>(isa, seed + 5000, Some(oc));
+        }
     }
 });
 

@@ -520,10 +520,17 @@ impl Conv2dPlan {
             unsafe { rows_of.fill(bi, y, dst, dsum, F::canon_row::<T>, F::widen_3_4::<T>) }
         };
         // A chunk of pixels whose windows (about kh image rows of its width) stay in L2
-        // while every B panel streams past them.
+        // while every B panel streams past them. A 1x1 layer's window is one pixel, with no
+        // halo to repeat, so its chunks may take more of L2: fewer chunks, each's setup and
+        // the panels' loads spread over more pixels.
         let threads = threads.max(1);
         let elem = std::mem::size_of::<F::E>();
-        let mut chunk = ((128 * 1024) / (in_c * elem * kh).max(1)).clamp(mr, 2048) / mr * mr;
+        let budget = if kh == 1 && kw == 1 {
+            512 * 1024
+        } else {
+            128 * 1024
+        };
+        let mut chunk = (budget / (in_c * elem * kh).max(1)).clamp(mr, 2048) / mr * mr;
         // Whole rounds of one chunk per thread, as few rounds as the L2 budget allows (the
         // chunks are still claimed as threads come free): more chunks per thread cost each
         // its own kh - 1 rows of halo and its setup, and chunks capped by L2 alone can leave an

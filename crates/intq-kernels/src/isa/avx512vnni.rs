@@ -442,7 +442,9 @@ unsafe fn finish_regs<const R: usize, const H: usize>(acc: [[__m512i; H]; R], o:
         let shape = if H == 1 {
             o.cols == 16 && o.ldc == 16 && R.is_multiple_of(4)
         } else {
-            o.cols == 16 * H && (H == 4 || (H == 2 && R.is_multiple_of(2)))
+            // A last panel's partial columns too (masked stores): the general stage would
+            // finish them a vector at a time with the flags tested per vector.
+            o.cols >= 1 && o.cols <= 16 * H && (H == 4 || (H == 2 && R.is_multiple_of(2)))
         };
         if o.rows == R
             && shape
@@ -453,11 +455,13 @@ unsafe fn finish_regs<const R: usize, const H: usize>(acc: [[__m512i; H]; R], o:
             && epi.clamp_first
         {
             let n0 = o.n0;
+            // Column groups past a partial panel's last reuse its constants (never stored).
+            let last = (o.cols - 1) / 16;
             let k: [Lean16; 4] = [
                 Cols16::load(epi, n0).lean(),
-                Cols16::load(epi, n0 + 16 * 1.min(H - 1)).lean(),
-                Cols16::load(epi, n0 + 16 * (H / 2)).lean(),
-                Cols16::load(epi, n0 + 16 * (H - 1)).lean(),
+                Cols16::load(epi, n0 + 16 * 1.min(H - 1).min(last)).lean(),
+                Cols16::load(epi, n0 + 16 * (H / 2).min(last)).lean(),
+                Cols16::load(epi, n0 + 16 * (H - 1).min(last)).lean(),
             ];
             let zero = _mm512_setzero_si512();
             let mut neg = 0;
@@ -484,7 +488,8 @@ unsafe fn finish_regs<const R: usize, const H: usize>(acc: [[__m512i; H]; R], o:
 /// [`rows_lean`] on a whole tile held by value, `S` for a clamp inside i8's range (else u8's).
 ///
 /// # Safety
-/// As [`rows_lean`], with `o.rows == R`, `H` 1 (`R % 4 == 0`), 2 (`R` even) or 4.
+/// As [`rows_lean`], with `o.rows == R`, `H` 1 (`R % 4 == 0`), 2 (`R` even) or 4, and for `H`
+/// 2 or 4 any `o.cols` from 1 to `16 * H` (`k`'s groups past the last column repeat it).
 #[inline(always)]
 unsafe fn lean_regs<
     const R: usize,
@@ -500,6 +505,9 @@ unsafe fn lean_regs<
     // SAFETY: the caller meets this function's `# Safety` contract, which covers the body.
     unsafe {
         let (epi, out, ldc) = (o.epi, o.out, o.ldc);
+        // A partial panel's rows store their first `o.cols` codes only.
+        let full = o.cols == 16 * H;
+        let cols_mask = prefix_mask(o.cols);
         let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
         // Macros, not closures or calls: this many call sites are left out of line (closures
         // compiled without the target features, so none of their intrinsics inline).
@@ -536,7 +544,11 @@ unsafe fn lean_regs<
                         q!(&k[2], a[h2]),
                         q!(&k[3], a[h3]),
                     );
-                    _mm512_storeu_si512(out.add(i * ldc) as *mut __m512i, v);
+                    if full {
+                        _mm512_storeu_si512(out.add(i * ldc) as *mut __m512i, v);
+                    } else {
+                        _mm512_mask_storeu_epi8(out.add(i * ldc) as *mut i8, cols_mask, v);
+                    }
                 } else if H == 2 {
                     let (a, b) = (&acc[i], &acc[i + 1]);
                     let v = pack!(
@@ -545,13 +557,18 @@ unsafe fn lean_regs<
                         q!(&k[0], b[0]),
                         q!(&k[1], b[h1]),
                     );
-                    _mm256_storeu_si256(
-                        out.add(i * ldc) as *mut __m256i,
-                        _mm512_castsi512_si256(v),
-                    );
                     // The upper half to the next row (the masked store writes only it).
                     let next = out.add((i + 1) * ldc).wrapping_sub(32);
-                    _mm512_mask_storeu_epi8(next as *mut i8, !0u64 << 32, v);
+                    if full {
+                        _mm256_storeu_si256(
+                            out.add(i * ldc) as *mut __m256i,
+                            _mm512_castsi512_si256(v),
+                        );
+                        _mm512_mask_storeu_epi8(next as *mut i8, !0u64 << 32, v);
+                    } else {
+                        _mm512_mask_storeu_epi8(out.add(i * ldc) as *mut i8, cols_mask, v);
+                        _mm512_mask_storeu_epi8(next as *mut i8, cols_mask << 32, v);
+                    }
                 } else {
                     let v = pack!(
                         q!(&k[0], acc[i][0]),
