@@ -520,13 +520,12 @@ impl Conv2dPlan {
             unsafe { rows_of.fill(bi, y, dst, dsum, F::canon_row::<T>, F::widen_3_4::<T>) }
         };
         // A chunk of pixels whose windows (about kh image rows of its width) stay in L2
-        // while every B panel streams past them. A 1x1 layer's window is one pixel, with no
-        // halo to repeat, so its chunks may take more of L2: fewer chunks, each's setup and
-        // the panels' loads spread over more pixels.
+        // while every B panel streams past them; a 1x1 layer's as the tier sets
+        // (`ImplicitKernel::CHUNK_1X1_BYTES`).
         let threads = threads.max(1);
         let elem = std::mem::size_of::<F::E>();
         let budget = if kh == 1 && kw == 1 {
-            512 * 1024
+            F::CHUNK_1X1_BYTES
         } else {
             128 * 1024
         };

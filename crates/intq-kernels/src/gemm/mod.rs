@@ -281,6 +281,10 @@ pub(crate) trait ImplicitKernel {
     /// Codes per group: a window row's run in the packed filter is whole groups (the image's
     /// channels a multiple of it, or the run padded to it: `Conv2dPlan::row_run`).
     const KG: usize;
+    /// The image bytes a chunk of a 1x1 layer may take (wider windows take 128 KiB): a 1x1
+    /// window has no halo to repeat, so on a CPU with a large L2 fewer, larger chunks spread
+    /// each chunk's setup and the panels' loads over more pixels.
+    const CHUNK_1X1_BYTES: usize = 128 * 1024;
     /// One row of the padded image: `codes` mapped to canonical u8 (as `E`), with the sum of
     /// each pixel's `c` codes in `sums`.
     ///

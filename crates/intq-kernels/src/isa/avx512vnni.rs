@@ -941,6 +941,10 @@ pub(crate) unsafe fn pack_a_seg<T: crate::gemm::Code8>(
 
 /// The row fill every AVX-512 implicit tile shares: [`canon_row`] and [`widen_3_4`] as an
 /// [`crate::gemm::ImplicitKernel`]'s methods (the tiles differ only in their shape and step).
+/// A 1x1 layer's chunk of image bytes on the AVX-512 tiers: CPUs with AVX-512 carry 1-2 MiB of
+/// L2 per core, which the larger chunk uses (see `ImplicitKernel::CHUNK_1X1_BYTES`).
+const CHUNK_1X1_BYTES: usize = 512 * 1024;
+
 macro_rules! avx512_row_fill {
     () => {
         /// # Safety
@@ -974,6 +978,7 @@ impl crate::gemm::ImplicitKernel for Vnni {
     const MR: usize = MR;
     const NR: usize = NR;
     const KG: usize = KG;
+    const CHUNK_1X1_BYTES: usize = CHUNK_1X1_BYTES;
     avx512_row_fill!();
     /// # Safety
     /// As [`crate::gemm::ImplicitKernel::tile_implicit`].
@@ -1028,6 +1033,7 @@ impl crate::gemm::ImplicitKernel for VnniMid {
     const MR: usize = MR;
     const NR: usize = NR;
     const KG: usize = KG;
+    const CHUNK_1X1_BYTES: usize = CHUNK_1X1_BYTES;
     avx512_row_fill!();
     /// # Safety
     /// As [`crate::gemm::ImplicitKernel::tile_implicit`].
@@ -1063,6 +1069,7 @@ impl crate::gemm::ImplicitKernel for VnniWide {
     const MR: usize = WMR;
     const NR: usize = WNR;
     const KG: usize = KG;
+    const CHUNK_1X1_BYTES: usize = CHUNK_1X1_BYTES;
     avx512_row_fill!();
     /// # Safety
     /// As [`crate::gemm::ImplicitKernel::tile_implicit`], with `b` at a pair of this tier's
@@ -1164,6 +1171,7 @@ impl crate::gemm::ImplicitKernel for VnniNarrow {
     /// The packed panels' width; the tile reads their first 16 columns.
     const NR: usize = NR;
     const KG: usize = KG;
+    const CHUNK_1X1_BYTES: usize = CHUNK_1X1_BYTES;
     avx512_row_fill!();
     /// # Safety
     /// As [`crate::gemm::ImplicitKernel::tile_implicit`], with `o.cols <= 16`.
