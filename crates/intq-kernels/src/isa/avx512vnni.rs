@@ -939,14 +939,19 @@ pub(crate) unsafe fn pack_a_seg<T: crate::gemm::Code8>(
     }
 }
 
-/// The row fill every AVX-512 implicit tile shares: [`canon_row`] and [`widen_3_4`] as an
-/// [`crate::gemm::ImplicitKernel`]'s methods (the tiles differ only in their shape and step).
 /// A 1x1 layer's chunk of image bytes on the AVX-512 tiers: CPUs with AVX-512 carry 1-2 MiB of
 /// L2 per core, which the larger chunk uses (see `ImplicitKernel::CHUNK_1X1_BYTES`).
 const CHUNK_1X1_BYTES: usize = 512 * 1024;
 
-macro_rules! avx512_row_fill {
+/// What every AVX-512 implicit tile shares as an [`crate::gemm::ImplicitKernel`]: its element
+/// types, group, 1x1 chunk, and row fill ([`canon_row`], [`widen_3_4`]); the tiles differ only
+/// in their shape and step.
+macro_rules! avx512_implicit_shared {
     () => {
+        type E = u8;
+        type B = i8;
+        const KG: usize = KG;
+        const CHUNK_1X1_BYTES: usize = CHUNK_1X1_BYTES;
         /// # Safety
         /// As [`crate::gemm::ImplicitKernel::canon_row`].
         unsafe fn canon_row<T: crate::gemm::Code8>(
@@ -973,13 +978,9 @@ macro_rules! avx512_row_fill {
 }
 
 impl crate::gemm::ImplicitKernel for Vnni {
-    type E = u8;
-    type B = i8;
     const MR: usize = MR;
     const NR: usize = NR;
-    const KG: usize = KG;
-    const CHUNK_1X1_BYTES: usize = CHUNK_1X1_BYTES;
-    avx512_row_fill!();
+    avx512_implicit_shared!();
     /// # Safety
     /// As [`crate::gemm::ImplicitKernel::tile_implicit`].
     unsafe fn tile_implicit(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
@@ -1028,13 +1029,9 @@ unsafe fn implicit_steps(rows_a: &ImplicitRows<u8>, b: *const i8) -> [[__m512i; 
 pub(crate) struct VnniMid;
 
 impl crate::gemm::ImplicitKernel for VnniMid {
-    type E = u8;
-    type B = i8;
     const MR: usize = MR;
     const NR: usize = NR;
-    const KG: usize = KG;
-    const CHUNK_1X1_BYTES: usize = CHUNK_1X1_BYTES;
-    avx512_row_fill!();
+    avx512_implicit_shared!();
     /// # Safety
     /// As [`crate::gemm::ImplicitKernel::tile_implicit`].
     unsafe fn tile_implicit(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
@@ -1064,13 +1061,9 @@ const WMR: usize = 6;
 const WNR: usize = 64;
 
 impl crate::gemm::ImplicitKernel for VnniWide {
-    type E = u8;
-    type B = i8;
     const MR: usize = WMR;
     const NR: usize = WNR;
-    const KG: usize = KG;
-    const CHUNK_1X1_BYTES: usize = CHUNK_1X1_BYTES;
-    avx512_row_fill!();
+    avx512_implicit_shared!();
     /// # Safety
     /// As [`crate::gemm::ImplicitKernel::tile_implicit`], with `b` at a pair of this tier's
     /// packed panels (K padded to `KG`, so the second panel starts `kh * run_groups * KG * NR`
@@ -1165,14 +1158,10 @@ pub(crate) struct VnniNarrow;
 const NMR: usize = 16;
 
 impl crate::gemm::ImplicitKernel for VnniNarrow {
-    type E = u8;
-    type B = i8;
     const MR: usize = NMR;
     /// The packed panels' width; the tile reads their first 16 columns.
     const NR: usize = NR;
-    const KG: usize = KG;
-    const CHUNK_1X1_BYTES: usize = CHUNK_1X1_BYTES;
-    avx512_row_fill!();
+    avx512_implicit_shared!();
     /// # Safety
     /// As [`crate::gemm::ImplicitKernel::tile_implicit`], with `o.cols <= 16`.
     unsafe fn tile_implicit(rows_a: &ImplicitRows<u8>, b: *const i8, o: &TileOut) {
