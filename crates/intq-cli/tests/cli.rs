@@ -47,6 +47,20 @@ fn bytes_of(t: &TensorData) -> Vec<u8> {
     }
 }
 
+/// A bench JSON states a peak under `peak_key` and the run's share of it (gops / peak) under
+/// `share_key` exactly when `expected`.
+fn check_peak_share(j: &serde_json::Value, peak_key: &str, share_key: &str, expected: bool) {
+    let gops = j["gops"].as_f64().unwrap();
+    match (j[peak_key].as_f64(), j[share_key].as_f64()) {
+        (Some(peak), Some(share)) if expected => {
+            assert!(peak > 0.0 && gops > 0.0, "{j}");
+            assert!((share - gops / peak).abs() < 1e-3, "{j}");
+        }
+        (None, None) if !expected => {}
+        _ => panic!("{peak_key} and {share_key} expected: {expected}, in {j}"),
+    }
+}
+
 /// `intq bench isa` states the measured peak of each multiply tier the CPU has (AMX's
 /// `tdpbusd`, AVX-512 VNNI's `vpdpbusd`), and of none it lacks.
 #[test]
@@ -116,18 +130,7 @@ fn bench_gemm_reports_the_amx_peak_with_the_amx_tier() {
         );
         let j = common::json(&String::from_utf8(out.stdout).unwrap());
         assert_eq!(j["isa"], tier);
-        let (gops, peak, share) = (
-            j["gops"].as_f64().unwrap(),
-            j["amx_peak_gops"].as_f64(),
-            j["share_of_amx_peak"].as_f64(),
-        );
-        if tier == "amx" {
-            let (peak, share) = (peak.expect("amx peak"), share.expect("share"));
-            assert!(peak > 0.0 && gops > 0.0, "{j}");
-            assert!((share - gops / peak).abs() < 1e-3, "{j}");
-        } else {
-            assert!(peak.is_none() && share.is_none(), "{j}");
-        }
+        check_peak_share(&j, "amx_peak_gops", "share_of_amx_peak", tier == "amx");
     }
 }
 
@@ -166,18 +169,7 @@ fn bench_model_states_its_share_of_the_tier_peak() {
         );
         let j = common::json(&String::from_utf8(out.stdout).unwrap());
         assert_eq!(j["isa"], tier);
-        let (gops, peak, share) = (
-            j["gops"].as_f64().unwrap(),
-            j["peak_gops"].as_f64(),
-            j["share_of_peak"].as_f64(),
-        );
-        if tier == "portable" {
-            assert!(peak.is_none() && share.is_none(), "{j}");
-        } else {
-            let (peak, share) = (peak.expect("peak"), share.expect("share"));
-            assert!(peak > 0.0 && gops > 0.0, "{j}");
-            assert!((share - gops / peak).abs() < 1e-3, "{j}");
-        }
+        check_peak_share(&j, "peak_gops", "share_of_peak", tier != "portable");
     }
 }
 
