@@ -632,15 +632,8 @@ impl Conv2dPlan {
                     // Symmetric weights (every zw 0) never read the row sum.
                     if !epi.zw_zero {
                         for (j, rs) in rowsum[k..k + n].iter_mut().enumerate() {
-                            let x0 = (ox + j) * p.stride_w;
-                            let mut sum = 0i32;
-                            for fy in 0..kh {
-                                let at = (row + fy * p.dilation_h) * wp + x0;
-                                sum = sums[at..at + kw]
-                                    .iter()
-                                    .fold(sum, |s, &v| s.wrapping_add(v));
-                            }
-                            *rs = sum;
+                            let at = row * wp + (ox + j) * p.stride_w;
+                            *rs = window_sum(sums, at, p.dilation_h * wp, kh, kw);
                         }
                     }
                     k += n;
@@ -697,6 +690,16 @@ impl Conv2dPlan {
         };
         super::parallel_for(threads, chunks, &task);
     }
+}
+
+/// A window's code sum (wrapping, as the accumulators): the pixel sums of its `kh` rows of `kw`
+/// adjacent pixels, the first from pixel `at`, each row `row_step` pixels after the last.
+#[inline]
+fn window_sum(sums: &[i32], at: usize, row_step: usize, kh: usize, kw: usize) -> i32 {
+    (0..kh).fold(0i32, |sum, fy| {
+        let a = at + fy * row_step;
+        sums[a..a + kw].iter().fold(sum, |s, &v| s.wrapping_add(v))
+    })
 }
 
 /// How the implicit GEMMs map input rows into a padded image of canonical codes: `wp` pixels
@@ -937,14 +940,8 @@ impl Conv2dPlan {
                 if !epi.zw_zero {
                     for oy in 0..nrows {
                         for ox in 0..out_w {
-                            let mut sum = 0i32;
-                            for fy in 0..kh {
-                                let at = (oy + fy * p.dilation_h) * wp + ox;
-                                sum = sums[at..at + kw]
-                                    .iter()
-                                    .fold(sum, |s, &v| s.wrapping_add(v));
-                            }
-                            rowsum[oy * wp + ox] = sum;
+                            rowsum[oy * wp + ox] =
+                                window_sum(sums, oy * wp + ox, p.dilation_h * wp, kh, kw);
                         }
                     }
                 }
