@@ -5,6 +5,7 @@ mod common;
 use common::intq;
 
 use intq_engine::{examples, DType, Model, TensorData};
+use intq_kernels::Isa;
 use std::path::{Path, PathBuf};
 
 fn scratch(name: &str) -> PathBuf {
@@ -68,17 +69,13 @@ fn bench_isa_states_the_peaks_of_the_tiers_it_has() {
     let out = intq(&["bench", "isa"]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    let have: Vec<&str> = text
-        .lines()
-        .find_map(|l| l.strip_prefix("available:"))
-        .expect("an `available:` line")
-        .split_whitespace()
-        .collect();
-    for tier in ["amx", "avx512vnni"] {
+    // `bench_isa_names_every_tier` checks that the `available:` line agrees with `Isa`.
+    for isa in [Isa::Amx, Isa::Avx512Vnni] {
+        let tier = isa.name();
         let line = text
             .lines()
             .find(|l| l.starts_with(&format!("{tier} peak")));
-        assert_eq!(line.is_some(), have.contains(&tier), "{tier} in {text}");
+        assert_eq!(line.is_some(), isa.is_available(), "{tier} in {text}");
         if let Some(line) = line {
             let gops: f64 = line
                 .split(": ")
@@ -138,17 +135,15 @@ fn bench_gemm_reports_the_amx_peak_with_the_amx_tier() {
 /// the model's share of it on the tiers that have one (AMX, AVX-512 VNNI), and on no other.
 #[test]
 fn bench_model_states_its_share_of_the_tier_peak() {
-    let isa = String::from_utf8(intq(&["bench", "isa"]).stdout).unwrap();
-    let have: Vec<&str> = isa
-        .lines()
-        .find_map(|l| l.strip_prefix("available:"))
-        .expect("an `available:` line")
-        .split_whitespace()
-        .collect();
-    for (tier, threads) in [("portable", "1"), ("avx512vnni", "1"), ("amx", "2")] {
-        if !have.contains(&tier) {
+    for (isa, threads) in [
+        (Isa::Portable, "1"),
+        (Isa::Avx512Vnni, "1"),
+        (Isa::Amx, "2"),
+    ] {
+        if !isa.is_available() {
             continue;
         }
+        let tier = isa.name();
         let out = intq(&[
             "bench",
             "model",
