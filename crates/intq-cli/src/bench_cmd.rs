@@ -954,13 +954,9 @@ fn gemm(a: GemmArgs) -> Result<()> {
     let portable = r.portable.map(gops);
     let reference = r.reference.map(gops);
     // The AMX tier's ceiling on one core, measured right after the GEMM under the same clock.
-    #[cfg(target_arch = "x86_64")]
     let peak = (isa == Isa::Amx && threads == 1)
-        .then(|| intq_kernels::gemm::amx_peak(2_000_000))
-        .flatten()
-        .map(|p| p.gops);
-    #[cfg(not(target_arch = "x86_64"))]
-    let peak: Option<f64> = None;
+        .then(|| tier_peak(KernelTier::Fast(isa)))
+        .flatten();
     if a.json {
         // Tiers not measured are `null`.
         #[derive(Serialize)]
